@@ -1,0 +1,256 @@
+//! The command-line interface, defined once with clap. Completions and man pages are
+//! generated from this definition (see [`crate::docs`]).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Operator CLI and managed daemon for a DingTalk bot answered by a local model.
+#[derive(Debug, Parser)]
+#[command(name = "clawdbot", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 daemon not running, 4 cannot tell.")]
+pub struct Cli {
+    /// Keep every file (config, state, logs, sockets) under this folder.
+    #[arg(long, global = true, env = "CLAWDBOT_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// Print one JSON document on stdout (human text goes to stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a config for a channel and check the credentials and the model endpoint.
+    Onboard(OnboardArgs),
+    /// Manage background daemons (the bot, or a supervised model gateway).
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+    /// Send a message through a running bot daemon.
+    Send(SendArgs),
+    /// Check the daemon, the channel and the model, in troubleshooting order.
+    Healthcheck(HealthcheckArgs),
+    /// Config file tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Run the local DingTalk simulator (Stream gateway, OpenAPI, session webhooks).
+    Sim(crate::sim::SimArgs),
+    /// Show the whole path working: simulator, bot daemon, a message and its reply.
+    Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Start a daemon in the background; returns once it answers on its socket.
+    Start(StartArgs),
+    /// Run a daemon in the foreground (systemd Type=notify, containers).
+    Run(RunArgs),
+    /// Stop a daemon: drain in-flight work, then SIGTERM, then SIGKILL.
+    Stop(StopArgs),
+    /// Stop, then start again with the same settings.
+    Restart(RestartArgs),
+    /// Show whether daemons are running, with their figures.
+    Status(StatusArgs),
+    /// Print a daemon's log.
+    Logs(LogsArgs),
+}
+
+/// What a daemon runs and where it logs.
+#[derive(Debug, Args, Clone, Default)]
+pub struct LaunchArgs {
+    /// Daemon name (folder and socket name).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log file (default: LOG_DIR/NAME.log). Rotated by size.
+    #[arg(long, value_name = "PATH")]
+    pub log: Option<PathBuf>,
+    /// Supervise this command instead of running the bot (a model gateway such as llama-server).
+    #[arg(long, value_name = "CMD ARGS")]
+    pub exec: Option<String>,
+    /// With --exec: URL polled for the gateway's health.
+    #[arg(long, value_name = "URL", requires = "exec")]
+    pub health_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub launch: LaunchArgs,
+    /// Seconds to wait for the daemon to answer ready.
+    #[arg(long, default_value_t = 20, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub launch: LaunchArgs,
+    /// Internal: file descriptor on which to report readiness to `daemon start`.
+    #[arg(long, hide = true)]
+    pub ready_fd: Option<i32>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Seconds for draining before SIGTERM, and again before SIGKILL.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub launch: LaunchArgs,
+    /// Seconds allowed for the stop and for the start.
+    #[arg(long, default_value_t = 20, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One daemon; without it, every daemon under this home.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Keep printing new lines (follows rotation).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// How many lines from the end to print first.
+    #[arg(long, short = 'n', default_value_t = 50, value_name = "N")]
+    pub lines: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// A target alias from the config, a conversation id, or user:STAFFID.
+    #[arg(long, value_name = "TARGET")]
+    pub to: String,
+    /// The message.
+    #[arg(long, value_name = "TEXT")]
+    pub text: String,
+    /// Send as markdown instead of plain text.
+    #[arg(long)]
+    pub markdown: bool,
+    /// Seconds to wait for DingTalk's answer.
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The daemon to check.
+    #[arg(long, value_name = "NAME", conflicts_with = "config")]
+    pub name: Option<String>,
+    /// Pre-flight: check a config's model endpoints and credentials without a daemon.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Seconds for all checks together.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load a config and report the first problem (exit 0 good, 2 bad).
+    Check {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    pub shell: Shell,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ChannelKind {
+    Dingtalk,
+}
+
+#[derive(Debug, Args)]
+pub struct OnboardArgs {
+    #[arg(long, value_enum, default_value = "dingtalk")]
+    pub channel: ChannelKind,
+    /// Where to write the config.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Never prompt; take every value from flags or environment variables.
+    #[arg(long)]
+    pub non_interactive: bool,
+    #[arg(long, env = "DINGTALK_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+    #[arg(long, env = "DINGTALK_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub client_secret: Option<String>,
+    #[arg(long, value_name = "CODE")]
+    pub robot_code: Option<String>,
+    /// Base URL of the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.
+    #[arg(long, value_name = "URL")]
+    pub model_base_url: Option<String>,
+    /// Model name sent in each request.
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Write the model API key as ${VAR} with this variable name.
+    #[arg(long, value_name = "VAR")]
+    pub model_api_key_env: Option<String>,
+    /// Write the client secret as ${VAR} with this variable name instead of inline.
+    #[arg(long, value_name = "VAR")]
+    pub client_secret_env: Option<String>,
+    /// DingTalk OpenAPI base URL (the simulator's, for local tests).
+    #[arg(long, value_name = "URL")]
+    pub api_base: Option<String>,
+    /// DingTalk old API base URL.
+    #[arg(long, value_name = "URL")]
+    pub oapi_base: Option<String>,
+    /// Overwrite an existing config file.
+    #[arg(long)]
+    pub force: bool,
+    /// Write the config without checking credentials or the model endpoint.
+    #[arg(long)]
+    pub skip_checks: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Use this OpenAI-compatible endpoint instead of the built-in demo model.
+    #[arg(long, value_name = "URL")]
+    pub model_base_url: Option<String>,
+    /// Model name for --model-base-url.
+    #[arg(long, value_name = "MODEL", default_value = "local-chat")]
+    pub model: String,
+    /// The message the simulated user sends.
+    #[arg(long, default_value = "Hello bot, are you there?", value_name = "TEXT")]
+    pub text: String,
+    /// Stop the simulator and the daemon when done instead of leaving them running.
+    #[arg(long)]
+    pub stop: bool,
+}
+
+/// The clap command, for completions and man pages.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}

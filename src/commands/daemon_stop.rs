@@ -1,0 +1,124 @@
+//! `daemon stop`: ask over the socket (drain), then SIGTERM, then SIGKILL.
+//!
+//! A signal is only sent to the pid recorded in the pid file while its lock is held and
+//! its start time matches, so a reused pid never gets an innocent process killed.
+//! Stopping a daemon that is not running succeeds (exit 0).
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+
+use super::output::Output;
+use crate::cli::StopArgs;
+use crate::daemon::pidfile::{is_locked, is_same_process, read_record};
+use crate::daemon::probe::{remove_leftovers, PROBE_TIMEOUT};
+use crate::daemon::{probe, Probe};
+use crate::exit::{CliError, CmdResult, Code};
+use crate::ipc::client::Client;
+use crate::ipc::{Request, Response};
+use crate::paths::{DaemonPaths, Layout};
+
+pub fn stop(layout: &Layout, args: &StopArgs, out: &Output) -> CmdResult {
+    stop_daemon(layout, &args.name, Duration::from_secs(args.timeout), out, false)
+}
+
+/// How the daemon went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    WasNotRunning,
+    Drained,
+    Terminated,
+    Killed,
+}
+
+impl Stopped {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stopped::WasNotRunning => "not_running",
+            Stopped::Drained => "stopped",
+            Stopped::Terminated => "terminated",
+            Stopped::Killed => "killed",
+        }
+    }
+}
+
+/// Stops daemon `name`. `quiet` prints nothing on success (used by restart).
+pub fn stop_daemon(layout: &Layout, name: &str, timeout: Duration, out: &Output, quiet: bool) -> CmdResult {
+    let paths = layout.daemon(name)?;
+    let how = match probe(&paths) {
+        Probe::NotRunning => Stopped::WasNotRunning,
+        Probe::Stale { .. } => {
+            remove_leftovers(&paths);
+            Stopped::WasNotRunning
+        }
+        Probe::Denied { reason } => return Err(CliError::new(Code::Unknown, reason)),
+        Probe::Running { .. } => {
+            if ask_to_shut_down(&paths, timeout) && wait_unlocked(&paths, timeout + Duration::from_secs(1)) {
+                Stopped::Drained
+            } else {
+                signal_escalation(&paths, timeout)?
+            }
+        }
+        Probe::Unresponsive { .. } => signal_escalation(&paths, timeout)?,
+    };
+    remove_leftovers(&paths);
+    if !quiet {
+        let human = match how {
+            Stopped::WasNotRunning => format!("{name} was not running"),
+            Stopped::Drained => format!("stopped {name}"),
+            Stopped::Terminated => format!("stopped {name} (SIGTERM)"),
+            Stopped::Killed => format!("killed {name} (SIGKILL after {} s)", timeout.as_secs()),
+        };
+        out.result(json!({"ok": true, "name": name, "result": how.as_str()}), &human);
+    }
+    Ok(Code::Ok)
+}
+
+fn ask_to_shut_down(paths: &DaemonPaths, drain: Duration) -> bool {
+    let Ok(mut client) = Client::connect(&paths.socket, PROBE_TIMEOUT) else { return false };
+    matches!(
+        client.request(&Request::Shutdown { drain_ms: drain.as_millis() as u64 }),
+        Ok(Response::ShuttingDown)
+    )
+}
+
+/// Waits until nobody holds the pid lock; true when that happened within `limit`.
+fn wait_unlocked(paths: &DaemonPaths, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if !is_locked(&paths.pid_file) {
+            return true;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    !is_locked(&paths.pid_file)
+}
+
+fn signal_escalation(paths: &DaemonPaths, timeout: Duration) -> Result<Stopped, CliError> {
+    if !is_locked(&paths.pid_file) {
+        return Ok(Stopped::Drained);
+    }
+    let record = read_record(&paths.pid_file).ok_or_else(|| {
+        CliError::new(Code::Unknown, format!("pid file {} is locked but unreadable", paths.pid_file.display()))
+    })?;
+    for (sig, result) in [(Signal::SIGTERM, Stopped::Terminated), (Signal::SIGKILL, Stopped::Killed)] {
+        if !is_locked(&paths.pid_file) {
+            return Ok(Stopped::Drained);
+        }
+        if !is_same_process(&record) {
+            return Err(CliError::new(
+                Code::Unknown,
+                format!("pid {} in {} is not the daemon that wrote it; not signalling it", record.pid, paths.pid_file.display()),
+            ));
+        }
+        let _ = kill(Pid::from_raw(record.pid as i32), sig);
+        let limit = if sig == Signal::SIGKILL { Duration::from_secs(5) } else { timeout };
+        if wait_unlocked(paths, limit) {
+            return Ok(result);
+        }
+    }
+    Err(CliError::failure(format!("daemon pid {} survived SIGKILL", record.pid)))
+}

@@ -1,0 +1,212 @@
+//! Loading and checking the config file.
+//!
+//! [`load`] reads YAML, expands `${VAR}` in string values, rejects unknown keys (with line
+//! and column) and then checks references between sections (a route naming a model that
+//! does not exist, a limit for an unknown model...). Every error names the file.
+
+mod env;
+mod schema;
+
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+pub use env::{expand, Secret};
+pub use schema::*;
+
+/// A config file that cannot be used, with the path and what is wrong.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config {}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Largest config file accepted; anything bigger is certainly not a config.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Reads and checks a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let err = |message: String| ConfigError { path: path.to_path_buf(), message };
+    let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(err(format!("file is {} bytes, over the 1 MiB limit", meta.len())));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    parse(&text).map_err(err)
+}
+
+/// Parses and checks config text (no file involved).
+pub fn parse(text: &str) -> Result<Config, String> {
+    let config: Config = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    check_references(&config)?;
+    Ok(config)
+}
+
+/// Warnings that do not stop the daemon: a file holding secrets readable by others.
+pub fn permission_warnings(path: &Path) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let has_inline_secret = text.lines().any(|l| {
+            let l = l.trim_start();
+            (l.starts_with("client_secret:") || l.starts_with("api_key:")) && !l.contains("${")
+        });
+        if mode & 0o077 != 0 && has_inline_secret {
+            warnings.push(format!(
+                "config {} holds secrets and is readable by others (mode {:o}): run chmod 600 {}, \
+                 or use ${{ENV}} references",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            ));
+        }
+    }
+    warnings
+}
+
+fn check_references(c: &Config) -> Result<(), String> {
+    if c.models.is_empty() {
+        return Err("models: at least one model is needed".into());
+    }
+    let known = |name: &str| c.models.contains_key(name);
+    let names = || c.models.keys().cloned().collect::<Vec<_>>().join(", ");
+    if !known(&c.routing.defaults.model) {
+        return Err(format!(
+            "routing.defaults.model: {:?} is not a model under models: (known: {})",
+            c.routing.defaults.model,
+            names()
+        ));
+    }
+    for (i, rule) in c.routing.rules.iter().enumerate() {
+        if !known(&rule.model) {
+            return Err(format!(
+                "routing.rules[{i}].model: {:?} is not a model under models: (known: {})",
+                rule.model,
+                names()
+            ));
+        }
+    }
+    for (name, limit) in &c.limits.max_concurrency_per_model {
+        if !known(name) {
+            return Err(format!(
+                "limits.max_concurrency_per_model.{name}: no model named {name:?} (known: {})",
+                names()
+            ));
+        }
+        if *limit == 0 {
+            return Err(format!("limits.max_concurrency_per_model.{name}: must be at least 1"));
+        }
+    }
+    for (name, m) in &c.models {
+        let at = format!("models.{name}");
+        if !(m.base_url.starts_with("http://") || m.base_url.starts_with("https://")) {
+            return Err(format!("{at}.base_url: {:?} must start with http:// or https://", m.base_url));
+        }
+        if m.model.is_empty() {
+            return Err(format!("{at}.model: must not be empty"));
+        }
+        if m.timeout_ms < 100 {
+            return Err(format!("{at}.timeout_ms: {} is too small (at least 100)", m.timeout_ms));
+        }
+        for (key, v) in [
+            ("connect_timeout_ms", m.connect_timeout_ms),
+            ("first_token_timeout_ms", m.first_token_timeout_ms),
+            ("idle_timeout_ms", m.idle_timeout_ms),
+        ] {
+            if let Some(v) = v {
+                if v == 0 || v > m.timeout_ms {
+                    return Err(format!(
+                        "{at}.{key}: {v} must be between 1 and timeout_ms ({})",
+                        m.timeout_ms
+                    ));
+                }
+            }
+        }
+        if let Some(fb) = &m.fallback {
+            if fb == name {
+                return Err(format!("{at}.fallback: a model cannot fall back to itself"));
+            }
+            if !known(fb) {
+                return Err(format!("{at}.fallback: no model named {fb:?} (known: {})", names()));
+            }
+        }
+    }
+    if c.logging.max_bytes < 4096 {
+        return Err(format!("logging.max_bytes: {} is too small (at least 4096)", c.logging.max_bytes));
+    }
+    if c.logging.max_files == 0 {
+        return Err("logging.max_files: keep at least 1 rotated file".into());
+    }
+    if let Some(ch) = &c.channel {
+        let d = &ch.dingtalk;
+        if d.client_id.is_empty() {
+            return Err("channel.dingtalk.client_id: must not be empty".into());
+        }
+        for (key, url) in [("api_base", &d.api_base), ("oapi_base", &d.oapi_base)] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("channel.dingtalk.{key}: {url:?} must start with http:// or https://"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"
+models:
+  local_chat:
+    kind: openai_compatible
+    base_url: "http://127.0.0.1:8000/v1"
+    api_key: ${CLAWDBOT_TEST_UNSET_KEY:-none}
+    model: "local-chat"
+    timeout_ms: 12000
+routing:
+  defaults:
+    model: local_chat
+limits:
+  max_concurrency_per_model:
+    local_chat: 4
+"#;
+
+    #[test]
+    fn seed_shape_loads() {
+        let c = parse(SEED).unwrap();
+        assert_eq!(c.models["local_chat"].timeout_ms, 12000);
+        assert_eq!(c.limits.max_concurrency_per_model["local_chat"], 4);
+        assert_eq!(c.models["local_chat"].api_key.as_ref().unwrap().expose(), "none");
+    }
+
+    #[test]
+    fn unknown_keys_report_line_and_column() {
+        let text = SEED.replace("timeout_ms: 12000", "timeout_ms: 12000\n    timeuot: 5");
+        let e = parse(&text).unwrap_err();
+        assert!(e.contains("timeuot") && e.contains("line 8"), "{e}");
+    }
+
+    #[test]
+    fn dangling_references_are_named() {
+        let e = parse(&SEED.replace("model: local_chat", "model: nope")).unwrap_err();
+        assert!(e.contains("routing.defaults.model") && e.contains("nope"), "{e}");
+        let e = parse(&SEED.replace("local_chat: 4", "other: 4")).unwrap_err();
+        assert!(e.contains("max_concurrency_per_model.other"), "{e}");
+    }
+
+    #[test]
+    fn missing_env_var_is_named_with_location() {
+        let e = parse(&SEED.replace(":-none", "")).unwrap_err();
+        assert!(e.contains("CLAWDBOT_TEST_UNSET_KEY is not set"), "{e}");
+        assert!(e.contains("line"), "{e}");
+    }
+}

@@ -1,0 +1,472 @@
+//! The config file's shape. Every struct rejects unknown keys, so a typo is an error with
+//! a line and column instead of a silently ignored setting. Defaults are chosen for a slow
+//! local model behind a busy group chat.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::env::{interpolated, interpolated_opt, Secret};
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Model endpoints by name (the names used by routing and limits).
+    pub models: BTreeMap<String, ModelConfig>,
+    pub routing: RoutingConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Where messages come from. Required to run the bot, optional for `config check`.
+    #[serde(default)]
+    pub channel: Option<ChannelConfig>,
+    #[serde(default)]
+    pub reply: ReplyConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub memory: MemoryConfig,
+    #[serde(default)]
+    pub prompt: PromptConfig,
+    #[serde(default)]
+    pub access: AccessConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Any server speaking `POST {base_url}/chat/completions` (llama.cpp, vLLM, Ollama, a gateway).
+    OpenaiCompatible,
+}
+
+/// One model endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub kind: ModelKind,
+    /// Base URL including the version prefix, e.g. `http://127.0.0.1:8000/v1`.
+    #[serde(deserialize_with = "interpolated")]
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer ...` when set and not empty.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// The `model` field of each request.
+    #[serde(deserialize_with = "interpolated")]
+    pub model: String,
+    /// Total budget of one turn in milliseconds, from the message's arrival to the reply.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// TCP connect budget (default: min(2000, timeout_ms / 4)).
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// Budget from request sent to first content token (default: the time left).
+    #[serde(default)]
+    pub first_token_timeout_ms: Option<u64>,
+    /// Longest silence allowed between two streamed chunks (default: min(5000, timeout_ms / 2)).
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Stream the answer (SSE). Needed for AI-card streaming and for the idle watchdog.
+    #[serde(default = "yes")]
+    pub stream: bool,
+    /// Send `stream_options.include_usage` (some servers reject it).
+    #[serde(default)]
+    pub include_usage: bool,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Another model (by name) to try when this one fails and enough budget is left.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Health URL for checks (default: `{base_url}/models`).
+    #[serde(default, deserialize_with = "interpolated_opt")]
+    pub health_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    pub defaults: RoutingDefaults,
+    /// First matching rule wins; no match uses `defaults.model`.
+    #[serde(default)]
+    pub rules: Vec<RouteRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingDefaults {
+    pub model: String,
+}
+
+/// Sends matching conversations to another model. Every field given must match.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// Sender staff id.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub conversation_type: Option<ConversationKind>,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    Group,
+    Direct,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Concurrent requests the bot sends to each model; models not listed get 1.
+    #[serde(default)]
+    pub max_concurrency_per_model: BTreeMap<String, usize>,
+    #[serde(default)]
+    pub queue: QueueConfig,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_concurrency_per_model: BTreeMap::new(), queue: QueueConfig::default() }
+    }
+}
+
+/// The bot-side queue in front of each model (a queued request in llama.cpp sends no bytes,
+/// so the bot keeps the queue itself and bounds it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Turns waiting per model beyond the concurrency limit; more get the busy reply at once.
+    #[serde(default = "default_queue_depth")]
+    pub max_waiting: usize,
+    /// Longest wait for a slot before the busy reply.
+    #[serde(default = "default_queue_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig { max_waiting: default_queue_depth(), max_wait_ms: default_queue_wait_ms() }
+    }
+}
+
+/// The channel section: exactly one channel kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub dingtalk: DingTalkConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DingTalkMode {
+    /// WebSocket Stream mode (no public URL needed).
+    Stream,
+    /// DingTalk POSTs each message to our HTTP callback server.
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DingTalkConfig {
+    /// App Client ID (AppKey).
+    #[serde(deserialize_with = "interpolated")]
+    pub client_id: String,
+    /// App Client Secret (AppSecret).
+    pub client_secret: Secret,
+    /// Robot code; for internal apps the same as the client id.
+    #[serde(default, deserialize_with = "interpolated_opt")]
+    pub robot_code: Option<String>,
+    #[serde(default = "default_mode")]
+    pub mode: DingTalkMode,
+    /// New OpenAPI host (connections/open, tokens, sends, cards).
+    #[serde(default = "default_api_base", deserialize_with = "interpolated")]
+    pub api_base: String,
+    /// Old API host (gettoken, robot webhooks).
+    #[serde(default = "default_oapi_base", deserialize_with = "interpolated")]
+    pub oapi_base: String,
+    /// Listen address of the HTTP callback server (mode: http).
+    #[serde(default = "default_http_listen")]
+    pub http_listen: String,
+    /// AI card template id; when set, answers stream into a card.
+    #[serde(default)]
+    pub card_template_id: Option<String>,
+    /// Template variable the answer streams into.
+    #[serde(default = "default_card_key")]
+    pub card_content_key: String,
+    /// Names for `clawdbot send --to NAME`: a conversation id, or `user:STAFFID`.
+    #[serde(default)]
+    pub targets: BTreeMap<String, String>,
+}
+
+impl DingTalkConfig {
+    /// The robot code, defaulting to the client id as DingTalk does for internal apps.
+    pub fn robot_code(&self) -> &str {
+        self.robot_code.as_deref().unwrap_or(&self.client_id)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyFormat {
+    Text,
+    Markdown,
+}
+
+/// What users see when things go wrong, and how answers are shaped.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyConfig {
+    #[serde(default = "default_format")]
+    pub format: ReplyFormat,
+    /// Sent when the model failed or ran out of time.
+    #[serde(default = "default_fallback_text")]
+    pub fallback_text: String,
+    /// Sent when the model's queue is full or the wait ran out.
+    #[serde(default = "default_busy_text")]
+    pub busy_text: String,
+    /// Sent for message types the bot cannot read (pictures, files...).
+    #[serde(default = "default_unsupported_text")]
+    pub unsupported_text: String,
+    /// Sent when a user exceeds the per-user rate limit.
+    #[serde(default = "default_rate_limited_text")]
+    pub rate_limited_text: String,
+    /// Sent when access policy refuses the sender.
+    #[serde(default = "default_denied_text")]
+    pub denied_text: String,
+    /// When set, a short notice is sent if no answer arrived after this many ms.
+    #[serde(default)]
+    pub thinking_notice_ms: Option<u64>,
+    #[serde(default = "default_thinking_text")]
+    pub thinking_text: String,
+    /// Reply to `/new` and `/reset`.
+    #[serde(default = "default_reset_text")]
+    pub reset_text: String,
+}
+
+impl Default for ReplyConfig {
+    fn default() -> Self {
+        serde_yaml::from_str("{}").expect("reply defaults")
+    }
+}
+
+/// The system prompt that keeps answers bot-friendly.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default = "default_system_prompt")]
+    pub system_prompt: String,
+    /// Per conversation id: a system prompt that replaces the default one.
+    #[serde(default)]
+    pub conversation_prompts: BTreeMap<String, String>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { system_prompt: default_system_prompt(), conversation_prompts: BTreeMap::new() }
+    }
+}
+
+/// Per-conversation memory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Earlier user/assistant turns kept per conversation (0 = no memory).
+    #[serde(default = "default_max_turns")]
+    pub max_turns: usize,
+    /// Forget a conversation after this many seconds without messages.
+    #[serde(default = "default_idle_reset_secs")]
+    pub idle_reset_secs: u64,
+    /// Conversations remembered at once; the least recently used is forgotten first.
+    #[serde(default = "default_max_conversations")]
+    pub max_conversations: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            max_turns: default_max_turns(),
+            idle_reset_secs: default_idle_reset_secs(),
+            max_conversations: default_max_conversations(),
+        }
+    }
+}
+
+/// Prompt size budget: history is dropped oldest first, then the message itself is cut.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptConfig {
+    /// Characters of all messages sent to the model together (system prompt included).
+    #[serde(default = "default_max_prompt_chars")]
+    pub max_chars: usize,
+}
+
+impl Default for PromptConfig {
+    fn default() -> Self {
+        PromptConfig { max_chars: default_max_prompt_chars() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessPolicy {
+    Open,
+    Allowlist,
+}
+
+/// Who may talk to the bot, and how often.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    #[serde(default = "open")]
+    pub direct: AccessPolicy,
+    #[serde(default = "open")]
+    pub group: AccessPolicy,
+    /// Staff ids allowed in direct chats under `allowlist`.
+    #[serde(default)]
+    pub allow_users: Vec<String>,
+    /// Conversation ids allowed under `allowlist` for groups.
+    #[serde(default)]
+    pub allow_groups: Vec<String>,
+    /// Messages one user may send per window; 0 disables the limit.
+    #[serde(default = "default_user_rate")]
+    pub user_rate_limit: u32,
+    #[serde(default = "default_user_rate_window")]
+    pub user_rate_window_secs: u64,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        serde_yaml::from_str("{}").expect("access defaults")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The daemon's log file: bounded by size and count.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// Rotate when the active file would exceed this many bytes.
+    #[serde(default = "default_log_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept besides the active one (`NAME.log.1` is the newest).
+    #[serde(default = "default_log_max_files")]
+    pub max_files: usize,
+    #[serde(default = "default_log_format")]
+    pub format: LogFormat,
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a tracing filter directive.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// Log message text, prompts and answers. Off by default: privacy is why models are local.
+    #[serde(default)]
+    pub log_message_text: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        serde_yaml::from_str("{}").expect("logging defaults")
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn open() -> AccessPolicy {
+    AccessPolicy::Open
+}
+fn default_timeout_ms() -> u64 {
+    12_000
+}
+fn default_queue_depth() -> usize {
+    64
+}
+fn default_queue_wait_ms() -> u64 {
+    8_000
+}
+fn default_mode() -> DingTalkMode {
+    DingTalkMode::Stream
+}
+fn default_api_base() -> String {
+    "https://api.dingtalk.com".into()
+}
+fn default_oapi_base() -> String {
+    "https://oapi.dingtalk.com".into()
+}
+fn default_http_listen() -> String {
+    "127.0.0.1:8787".into()
+}
+fn default_card_key() -> String {
+    "msgContent".into()
+}
+fn default_format() -> ReplyFormat {
+    ReplyFormat::Markdown
+}
+fn default_fallback_text() -> String {
+    "Sorry, I could not get an answer in time. Please try again in a moment.".into()
+}
+fn default_busy_text() -> String {
+    "I'm busy answering other questions right now. Please ask again in a minute.".into()
+}
+fn default_unsupported_text() -> String {
+    "Sorry, I can only read text messages (and voice messages with a transcript).".into()
+}
+fn default_rate_limited_text() -> String {
+    "You are sending messages faster than I can answer. Please wait a little.".into()
+}
+fn default_denied_text() -> String {
+    "Sorry, this bot is not enabled for you here.".into()
+}
+fn default_thinking_text() -> String {
+    "Thinking...".into()
+}
+fn default_reset_text() -> String {
+    "OK, I forgot our earlier conversation.".into()
+}
+fn default_system_prompt() -> String {
+    "You are a helpful assistant answering in a DingTalk chat. Keep answers short and \
+     plain: a few sentences or a short list, simple markdown only, no tables or HTML. \
+     If you do not know, say so."
+        .into()
+}
+fn default_max_turns() -> usize {
+    6
+}
+fn default_idle_reset_secs() -> u64 {
+    1_800
+}
+fn default_max_conversations() -> usize {
+    10_000
+}
+fn default_max_prompt_chars() -> usize {
+    6_000
+}
+fn default_user_rate() -> u32 {
+    20
+}
+fn default_user_rate_window() -> u64 {
+    60
+}
+fn default_log_max_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_log_max_files() -> usize {
+    5
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Text
+}
+fn default_log_level() -> String {
+    "info".into()
+}

@@ -1,0 +1,1 @@
+//! Per-conversation state and prompt building: memory, policy prompt, trimming, access.

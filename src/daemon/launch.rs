@@ -1,0 +1,80 @@
+//! The resolved settings of one daemon launch, remembered in the state folder so that
+//! `restart` and `logs` know the config and log paths of the last start.
+
+use std::fs;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::LaunchArgs;
+use crate::exit::CliError;
+use crate::paths::{absolute, io_error, DaemonPaths};
+
+/// Everything needed to run a daemon, with absolute paths.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Launch {
+    pub name: String,
+    /// The bot's config (for `--exec` gateways: optional).
+    pub config: Option<PathBuf>,
+    pub log: PathBuf,
+    /// A supervised command line instead of the bot.
+    pub exec: Option<String>,
+    pub health_url: Option<String>,
+}
+
+impl Launch {
+    /// Fills in what the flags leave out: the last launch's values, then the defaults.
+    /// A bot needs a config file that exists.
+    pub fn resolve(paths: &DaemonPaths, args: &LaunchArgs) -> Result<Launch, CliError> {
+        let previous = Launch::load(paths);
+        let exec = args.exec.clone().or_else(|| previous.as_ref().and_then(|p| p.exec.clone()));
+        let config = args
+            .config
+            .as_deref()
+            .map(absolute)
+            .or_else(|| previous.as_ref().and_then(|p| p.config.clone()))
+            .or_else(|| paths.default_config.exists().then(|| paths.default_config.clone()));
+        let log = args
+            .log
+            .as_deref()
+            .map(absolute)
+            .or_else(|| previous.as_ref().map(|p| p.log.clone()))
+            .unwrap_or_else(|| paths.default_log.clone());
+        let health_url =
+            args.health_url.clone().or_else(|| previous.as_ref().and_then(|p| p.health_url.clone()));
+        if exec.is_none() && config.is_none() {
+            return Err(CliError::usage(format!(
+                "no config for daemon {:?}: pass --config FILE (or create {}; `clawdbot onboard` writes one)",
+                paths.name,
+                paths.default_config.display()
+            )));
+        }
+        if let Some(cmd) = &exec {
+            if cmd.split_whitespace().next().is_none() {
+                return Err(CliError::usage("--exec: the command is empty"));
+            }
+        }
+        Ok(Launch { name: paths.name.clone(), config, log, exec, health_url })
+    }
+
+    /// The last saved launch, if any and readable.
+    pub fn load(paths: &DaemonPaths) -> Option<Launch> {
+        let text = fs::read_to_string(paths.launch_file()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Saves this launch for later `restart` and `logs`.
+    pub fn save(&self, paths: &DaemonPaths) -> Result<(), CliError> {
+        paths.ensure_state_dir()?;
+        let file = paths.launch_file();
+        let tmp = file.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(self).expect("launch settings serialize");
+        fs::write(&tmp, body).map_err(|e| io_error("write", &tmp, e))?;
+        fs::rename(&tmp, &file).map_err(|e| io_error("replace", &file, e))
+    }
+
+    /// The log path to read for `logs`, even when the daemon never started.
+    pub fn log_path(paths: &DaemonPaths) -> PathBuf {
+        Launch::load(paths).map(|l| l.log).unwrap_or_else(|| paths.default_log.clone())
+    }
+}

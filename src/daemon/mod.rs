@@ -1,0 +1,15 @@
+//! Daemon lifecycle: how a daemon is launched, found, probed and stopped.
+//!
+//! "Running" means "answers hello on the control socket", never just "a pid is alive".
+
+pub mod control;
+pub mod detach;
+pub mod launch;
+pub mod pidfile;
+pub mod probe;
+pub mod runtime;
+pub mod sdnotify;
+pub mod workload;
+
+pub use launch::Launch;
+pub use probe::{probe, Probe};

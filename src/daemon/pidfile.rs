@@ -1,0 +1,133 @@
+//! The pid file, held under an exclusive `flock` for the daemon's whole life.
+//!
+//! Invariants:
+//! - a daemon is alive exactly while some process holds the lock; a pid file whose lock is
+//!   free is stale, whatever pid it names;
+//! - the file holds `PID START_TICKS` where START_TICKS is the process start time from
+//!   `/proc/PID/stat`, so a signal is only ever sent to the process that wrote the file
+//!   (a reused pid has another start time).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Result of trying to take a lock file without waiting.
+pub enum TryLock {
+    Acquired(File),
+    HeldByOther,
+}
+
+/// Takes an exclusive flock on `file` without blocking.
+pub fn try_lock_exclusive(file: File) -> io::Result<TryLock> {
+    // SAFETY: flock on a valid, owned descriptor.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(TryLock::Acquired(file));
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(TryLock::HeldByOther)
+    } else {
+        Err(err)
+    }
+}
+
+/// The daemon's pid lock; the lock lasts as long as this value.
+pub struct PidLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl PidLock {
+    /// Takes the lock and writes our pid and start time. `Ok(None)`: another daemon holds it.
+    pub fn acquire(path: &Path) -> io::Result<Option<PidLock>> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
+        let mut file = match try_lock_exclusive(file)? {
+            TryLock::Acquired(f) => f,
+            TryLock::HeldByOther => return Ok(None),
+        };
+        let pid = std::process::id();
+        let ticks = proc_start_ticks(pid).unwrap_or(0);
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{pid} {ticks}")?;
+        file.sync_all()?;
+        Ok(Some(PidLock { file, path: path.to_path_buf() }))
+    }
+
+    /// Removes the pid file while still holding the lock (clean exit).
+    pub fn release(self) {
+        let _ = fs::remove_file(&self.path);
+        drop(self.file);
+    }
+}
+
+/// What a pid file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PidRecord {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+/// Reads a pid file; `None` when missing, empty or unparsable.
+pub fn read_record(path: &Path) -> Option<PidRecord> {
+    let mut text = String::new();
+    File::open(path).ok()?.read_to_string(&mut text).ok()?;
+    let mut parts = text.split_whitespace();
+    let pid = parts.next()?.parse().ok()?;
+    let start_ticks = parts.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+    Some(PidRecord { pid, start_ticks })
+}
+
+/// Whether some process holds the lock on `path` (false when the file does not exist).
+pub fn is_locked(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else { return false };
+    // SAFETY: flock on a valid, owned descriptor; a shared probe lock is released on close.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of `/proc/PID/stat`).
+pub fn proc_start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after the last ')' are plain.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// True when `record` still names the live process that wrote it.
+pub fn is_same_process(record: &PidRecord) -> bool {
+    match proc_start_ticks(record.pid) {
+        Some(ticks) => record.start_ticks == 0 || ticks == record.start_ticks,
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_is_exclusive_and_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        let lock = PidLock::acquire(&path).unwrap().expect("first lock");
+        assert!(is_locked(&path));
+        assert!(PidLock::acquire(&path).unwrap().is_none(), "second lock taken");
+        let rec = read_record(&path).unwrap();
+        assert_eq!(rec.pid, std::process::id());
+        assert!(is_same_process(&rec));
+        lock.release();
+        assert!(!is_locked(&path));
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn reused_pid_is_not_the_same_process() {
+        let me = std::process::id();
+        let ticks = proc_start_ticks(me).unwrap();
+        assert!(!is_same_process(&PidRecord { pid: me, start_ticks: ticks + 1 }));
+    }
+}

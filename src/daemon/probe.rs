@@ -1,0 +1,54 @@
+//! Deciding whether a daemon is running: a socket round trip first, the pid lock second.
+
+use std::fs;
+use std::time::Duration;
+
+use crate::ipc::client::{Client, ClientError};
+use crate::paths::DaemonPaths;
+
+use super::pidfile::{is_locked, read_record};
+
+/// How long a probe waits for hello.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The state of one daemon name.
+#[derive(Debug)]
+pub enum Probe {
+    /// Answered hello.
+    Running { pid: u32, version: String },
+    /// The pid lock is held but the socket does not answer (starting, or wedged).
+    Unresponsive { pid: Option<u32>, reason: String },
+    /// A pid file is left over but no process holds its lock.
+    Stale { pid: Option<u32> },
+    /// Nothing there.
+    NotRunning,
+    /// We may not talk to it (socket owned by someone else).
+    Denied { reason: String },
+}
+
+/// Probes a daemon. Never blocks longer than about [`PROBE_TIMEOUT`].
+pub fn probe(paths: &DaemonPaths) -> Probe {
+    match Client::connect(&paths.socket, PROBE_TIMEOUT) {
+        Ok(c) => Probe::Running { pid: c.daemon_pid, version: c.daemon_version.clone() },
+        Err(ClientError::PermissionDenied(p)) => Probe::Denied { reason: format!("permission denied on {p}") },
+        Err(err) => {
+            let pid = read_record(&paths.pid_file).map(|r| r.pid);
+            if is_locked(&paths.pid_file) {
+                Probe::Unresponsive { pid, reason: err.to_string() }
+            } else if paths.pid_file.exists() {
+                Probe::Stale { pid }
+            } else {
+                Probe::NotRunning
+            }
+        }
+    }
+}
+
+/// Removes a dead daemon's pid file and socket. Only call when no process holds the lock
+/// (checked again here, so a daemon that just started keeps its files).
+pub fn remove_leftovers(paths: &DaemonPaths) {
+    if !is_locked(&paths.pid_file) {
+        let _ = fs::remove_file(&paths.pid_file);
+        let _ = fs::remove_file(&paths.socket);
+    }
+}

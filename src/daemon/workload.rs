@@ -1,0 +1,31 @@
+//! What a daemon runs: the bot, or a supervised model gateway. The control server and the
+//! lifecycle code only see this trait.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::ipc::proto::{ErrorKind, HealthReport, SendOutcome};
+use crate::status::DaemonReport;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A refusal or failure the control server sends back as `Response::Error`.
+pub type WorkError = (ErrorKind, String);
+
+pub trait Workload: Send + Sync + 'static {
+    /// `bot` or `gateway`.
+    fn kind(&self) -> &'static str;
+    /// Adds this workload's figures (channel, models, gateway) to the report.
+    fn fill_report(&self, report: &mut DaemonReport);
+    /// Live checks, bounded by `timeout`.
+    fn health(&self, timeout: Duration) -> BoxFuture<'_, HealthReport>;
+    /// A proactive message (bots only).
+    fn send(&self, to: String, text: String, markdown: bool) -> BoxFuture<'_, Result<SendOutcome, WorkError>>;
+    /// Stops taking work and finishes in-flight work for up to `drain`.
+    fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()>;
+    /// Re-reads the config (SIGHUP). An error keeps the old config and says why.
+    fn reload(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Err("this daemon has nothing to reload".to_string()) })
+    }
+}

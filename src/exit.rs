@@ -1,0 +1,57 @@
+//! Process exit codes. Scripts depend on these numbers: never change them.
+
+use std::fmt;
+
+/// The exit code contract (see README "Exit codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Code {
+    /// Success (for `status`: the daemon is running).
+    Ok = 0,
+    /// Generic failure (for `status`: dead with a stale pid file).
+    Failure = 1,
+    /// Bad usage or a bad config file.
+    Usage = 2,
+    /// The daemon is not running.
+    NotRunning = 3,
+    /// Cannot tell: the socket answers nothing, or permission was denied.
+    Unknown = 4,
+}
+
+/// An error that knows which exit code it maps to. Its message is printed on stderr
+/// (or inside the JSON document with `--json`).
+#[derive(Debug)]
+pub struct CliError {
+    pub code: Code,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        CliError { code, message: message.into() }
+    }
+    pub fn failure(message: impl Into<String>) -> Self {
+        Self::new(Code::Failure, message)
+    }
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(Code::Usage, message)
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<crate::config::ConfigError> for CliError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        CliError::usage(e.to_string())
+    }
+}
+
+/// Result type of every CLI command: the exit code on success too (status may succeed
+/// with "not running").
+pub type CmdResult = Result<Code, CliError>;

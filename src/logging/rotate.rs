@@ -1,0 +1,129 @@
+//! A size-capped log file writer.
+//!
+//! Invariants:
+//! - the active file is always at the configured path (so `tail -F` follows it);
+//! - it rotates before a write would push it past `max_bytes` (unless it is empty), so a
+//!   record is never split across files;
+//! - at most `max_files` rotated files are kept: `NAME.1` (newest) .. `NAME.max_files`;
+//! - [`request_reopen`] (called from the SIGUSR1 handler) makes the next write reopen the
+//!   path, for external logrotate setups that move the file away.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static REOPEN: AtomicBool = AtomicBool::new(false);
+
+/// Asks every [`RotatingFile`] to reopen its path before its next write.
+pub fn request_reopen() {
+    REOPEN.store(true, Ordering::SeqCst);
+}
+
+pub struct RotatingFile {
+    path: PathBuf,
+    max_bytes: u64,
+    max_files: usize,
+    file: File,
+    size: u64,
+}
+
+impl RotatingFile {
+    /// Opens (appending to) `path`, creating its folder.
+    pub fn open(path: &Path, max_bytes: u64, max_files: usize) -> io::Result<RotatingFile> {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let file = open_append(path)?;
+        let size = file.metadata()?.len();
+        Ok(RotatingFile { path: path.to_path_buf(), max_bytes, max_files: max_files.max(1), file, size })
+    }
+
+    /// Path of the n-th rotated file.
+    pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
+        let mut s = path.as_os_str().to_owned();
+        s.push(format!(".{n}"));
+        PathBuf::from(s)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        let _ = fs::remove_file(Self::rotated_path(&self.path, self.max_files));
+        for n in (1..self.max_files).rev() {
+            let from = Self::rotated_path(&self.path, n);
+            if from.exists() {
+                fs::rename(&from, Self::rotated_path(&self.path, n + 1))?;
+            }
+        }
+        fs::rename(&self.path, Self::rotated_path(&self.path, 1))?;
+        self.reopen()
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        self.file = open_append(&self.path)?;
+        self.size = self.file.metadata()?.len();
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).mode(0o640).open(path)
+}
+
+impl Write for RotatingFile {
+    /// Writes the whole buffer (one log record) into one file.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if REOPEN.swap(false, Ordering::SeqCst) {
+            self.reopen()?;
+        }
+        if self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        self.file.write_all(buf)?;
+        self.size += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_by_size_and_keeps_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bot.log");
+        let mut w = RotatingFile::open(&path, 1000, 50).unwrap();
+        for i in 0..500 {
+            w.write_all(format!("line {i:05} ........................\n").as_bytes()).unwrap();
+        }
+        let mut all = Vec::new();
+        for n in (1..=50).rev() {
+            if let Ok(t) = fs::read_to_string(RotatingFile::rotated_path(&path, n)) {
+                assert!(t.len() as u64 <= 1000, "rotated file {n} too big");
+                all.extend(t.lines().map(str::to_string));
+            }
+        }
+        all.extend(fs::read_to_string(&path).unwrap().lines().map(str::to_string));
+        let expect: Vec<String> =
+            (0..500).map(|i| format!("line {i:05} ........................")).collect();
+        assert_eq!(all, expect);
+    }
+
+    #[test]
+    fn keeps_at_most_max_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let mut w = RotatingFile::open(&path, 100, 3).unwrap();
+        for _ in 0..100 {
+            w.write_all(&[b'a'; 60]).unwrap();
+        }
+        assert!(RotatingFile::rotated_path(&path, 3).exists());
+        assert!(!RotatingFile::rotated_path(&path, 4).exists());
+    }
+}

@@ -1,0 +1,219 @@
+//! Where clawdbot keeps its files.
+//!
+//! One [`Layout`] decides every path. `--home DIR` (or `CLAWDBOT_HOME`) puts everything
+//! under DIR; root without a home uses the FHS folders; anyone else gets XDG folders.
+//! Per daemon name there is a private run folder (0700) holding the pid file, the control
+//! socket and the start lock, and a state folder for durable state.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::exit::CliError;
+
+/// The longest socket path the kernel accepts (`sun_path` is 108 bytes including NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// The root folders for one installation.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub config_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub run_dir: PathBuf,
+}
+
+impl Layout {
+    /// Resolves the layout from an explicit home (flag or env), else root/FHS, else XDG.
+    pub fn resolve(home: Option<&Path>) -> Layout {
+        if let Some(home) = home {
+            return Layout::under(home);
+        }
+        if nix::unistd::geteuid().is_root() {
+            return Layout {
+                config_dir: "/etc/clawdbot".into(),
+                state_dir: "/var/lib/clawdbot".into(),
+                log_dir: "/var/log/clawdbot".into(),
+                run_dir: "/run/clawdbot".into(),
+            };
+        }
+        match directories::ProjectDirs::from("", "", "clawdbot") {
+            Some(d) => {
+                let state = d
+                    .state_dir()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| d.data_local_dir().to_path_buf());
+                Layout {
+                    config_dir: d.config_dir().to_path_buf(),
+                    log_dir: state.join("logs"),
+                    run_dir: d
+                        .runtime_dir()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| state.join("run")),
+                    state_dir: state,
+                }
+            }
+            None => Layout::under(Path::new(".clawdbot")),
+        }
+    }
+
+    /// Everything below one folder (what `--home` gives).
+    pub fn under(home: &Path) -> Layout {
+        let home = absolute(home);
+        Layout {
+            config_dir: home.join("config"),
+            state_dir: home.join("state"),
+            log_dir: home.join("logs"),
+            run_dir: home.join("run"),
+        }
+    }
+
+    /// The paths of one named daemon. Fails on a bad name or a socket path too long.
+    pub fn daemon(&self, name: &str) -> Result<DaemonPaths, CliError> {
+        validate_name(name)?;
+        let run = self.run_dir.join(name);
+        let socket = run.join("control.sock");
+        let len = socket.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(CliError::usage(format!(
+                "control socket path {} is {len} bytes, over the {MAX_SOCKET_PATH}-byte limit of \
+                 unix sockets: use a shorter --home or daemon name",
+                socket.display()
+            )));
+        }
+        Ok(DaemonPaths {
+            name: name.to_string(),
+            pid_file: run.join("pid"),
+            start_lock: run.join("start.lock"),
+            socket,
+            state: self.state_dir.join(name),
+            default_log: self.log_dir.join(format!("{name}.log")),
+            default_config: self.config_dir.join(format!("{name}.yaml")),
+            run,
+        })
+    }
+
+    /// Names of every daemon that has a run folder (for `daemon status` without a name).
+    pub fn daemon_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = match fs::read_dir(&self.run_dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| validate_name(n).is_ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        names.sort();
+        names
+    }
+}
+
+/// The files of one named daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonPaths {
+    pub name: String,
+    /// Private folder (0700): pid, socket, start lock.
+    pub run: PathBuf,
+    pub pid_file: PathBuf,
+    pub start_lock: PathBuf,
+    pub socket: PathBuf,
+    /// Durable state (launch settings, inbox).
+    pub state: PathBuf,
+    pub default_log: PathBuf,
+    pub default_config: PathBuf,
+}
+
+impl DaemonPaths {
+    /// Creates the run folder with mode 0700 (and tightens it if it already exists).
+    pub fn ensure_run_dir(&self) -> Result<(), CliError> {
+        create_private_dir(&self.run)
+    }
+
+    pub fn ensure_state_dir(&self) -> Result<(), CliError> {
+        create_private_dir(&self.state)
+    }
+
+    /// Where `daemon start` remembers how it was launched, for `restart`.
+    pub fn launch_file(&self) -> PathBuf {
+        self.state.join("launch.json")
+    }
+}
+
+/// Daemon names become folder and file names: keep them boring.
+pub fn validate_name(name: &str) -> Result<(), CliError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::usage(format!(
+            "invalid daemon name {name:?}: use 1-64 characters from A-Z a-z 0-9 - _ . \
+             (not starting with a dot)"
+        )))
+    }
+}
+
+/// Creates `dir` (and parents) and sets it to 0700.
+pub fn create_private_dir(dir: &Path) -> Result<(), CliError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io_error("create folder", dir, e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_error("set mode 0700 on", dir, e))
+}
+
+/// Creates the parent folder of a file (normal permissions).
+pub fn ensure_parent(file: &Path) -> Result<(), CliError> {
+    if let Some(parent) = file.parent() {
+        if !parent.as_os_str().is_empty() {
+            fs::create_dir_all(parent).map_err(|e| io_error("create folder", parent, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// An IO error that names what was being done and where.
+pub fn io_error(doing: &str, path: &Path, e: io::Error) -> CliError {
+    CliError::failure(format!("cannot {doing} {}: {e}", path.display()))
+}
+
+/// Makes a path absolute against the current folder (without touching the disk).
+pub fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("dingtalk-bot").is_ok());
+        assert!(validate_name("model_gateway.2").is_ok());
+        for bad in ["", ".hidden", "a/b", "x y", &"n".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn long_socket_paths_are_refused_with_the_path() {
+        let deep = PathBuf::from("/tmp").join("d".repeat(120));
+        let err = Layout::under(&deep).daemon("bot").unwrap_err();
+        assert!(err.message.contains("control.sock"), "{}", err.message);
+        assert!(err.message.contains("107"), "{}", err.message);
+    }
+}

@@ -1,0 +1,79 @@
+//! Reports the daemon gives over its control socket, shared by `daemon status`,
+//! `healthcheck` and `send`. They hold figures and states only: never message text,
+//! prompts or secrets.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the JSON documents printed with `--json`. Bump only on breaking changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What `daemon status` shows for one running daemon.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DaemonReport {
+    pub name: String,
+    pub pid: u32,
+    pub version: String,
+    /// Unix milliseconds when the daemon became ready.
+    pub started_at_ms: u64,
+    pub uptime_secs: u64,
+    pub config_path: Option<String>,
+    pub log_path: String,
+    pub socket: String,
+    /// What the daemon runs: `bot` or `gateway`.
+    pub workload: String,
+    /// The most recent error the daemon logged (no message text).
+    pub last_error: Option<String>,
+    pub channel: Option<ChannelReport>,
+    #[serde(default)]
+    pub models: Vec<ModelReport>,
+    pub gateway: Option<GatewayReport>,
+}
+
+/// The DingTalk channel's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChannelReport {
+    /// `connecting`, `connected`, `reconnecting`, `listening` (HTTP mode) or `stopped`.
+    pub state: String,
+    pub mode: String,
+    /// Unix ms when the current connection was established.
+    pub connected_since_ms: Option<u64>,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub duplicates_dropped: u64,
+    pub send_failures: u64,
+}
+
+/// One model's figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ModelReport {
+    pub name: String,
+    pub limit: usize,
+    pub in_flight: usize,
+    pub queued: usize,
+    /// The most requests ever in flight at once (never above `limit`).
+    pub peak_in_flight: usize,
+    pub served: u64,
+    pub failures: u64,
+    pub timeouts: u64,
+    pub fallbacks: u64,
+    pub busy_rejections: u64,
+    pub p50_ms: Option<u64>,
+    pub p95_ms: Option<u64>,
+    /// Largest prompt (chars) sent recently, and the budget, to spot trimming pressure.
+    pub max_prompt_chars_seen: usize,
+    pub prompt_budget_chars: usize,
+    pub last_error: Option<String>,
+}
+
+/// A supervised model-runtime command (`daemon start --exec`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GatewayReport {
+    pub command: String,
+    pub child_pid: Option<u32>,
+    pub restarts: u64,
+    pub last_exit: Option<String>,
+    pub health_url: Option<String>,
+    pub healthy: Option<bool>,
+}

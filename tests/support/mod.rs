@@ -1,0 +1,137 @@
+//! Shared fixture for integration tests: a temporary `--home`, the real binary, and
+//! polling helpers (no fixed sleeps). Every daemon started under a [`Home`] is stopped
+//! when it is dropped.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_clawdbot");
+
+/// The seed config from the product brief, pointing at `base_url`.
+pub fn seed_config(base_url: &str) -> String {
+    format!(
+        r#"models:
+  local_chat:
+    kind: openai_compatible
+    base_url: "{base_url}"
+    api_key: ${{LOCAL_MODEL_API_KEY}}
+    model: "local-chat"
+    timeout_ms: 12000
+routing:
+  defaults:
+    model: local_chat
+limits:
+  max_concurrency_per_model:
+    local_chat: 4
+"#
+    )
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    /// A fresh home under /tmp (short paths: unix socket paths are limited to 107 bytes).
+    pub fn new() -> Home {
+        let dir = tempfile::Builder::new().prefix("cb").tempdir_in("/tmp").expect("temp home");
+        Home { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A command for the real binary with `--home` set and a clean environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--home").arg(self.path()).args(args);
+        c.env_remove("CLAWDBOT_HOME").env("NO_COLOR", "1").env("LOCAL_MODEL_API_KEY", "test-key");
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs the binary to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("run clawdbot"))
+    }
+
+    /// Writes a file under the home and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::write(&p, text).expect("write file");
+        p
+    }
+
+    pub fn run_dir(&self, name: &str) -> PathBuf {
+        self.path().join("run").join(name)
+    }
+
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.path().join("logs").join(format!("{name}.log"))
+    }
+
+    /// Every log file under the home, concatenated (for privacy assertions).
+    pub fn all_logs(&self) -> String {
+        let mut all = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.path().join("logs")) {
+            for e in entries.flatten() {
+                all.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+        all
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(self.path().join("run")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let _ = self.command(&["daemon", "stop", "--name", &name, "--timeout", "3"]).output();
+            }
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it is true or `timeout` passes; returns the last result.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
