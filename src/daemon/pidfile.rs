@@ -81,12 +81,40 @@ pub fn read_record(path: &Path) -> Option<PidRecord> {
     Some(PidRecord { pid, start_ticks })
 }
 
-/// Whether some process holds the lock on `path` (false when the file does not exist).
-pub fn is_locked(path: &Path) -> bool {
-    let Ok(file) = File::open(path) else { return false };
+/// Whether a pid file's lock is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockState {
+    Held,
+    Free,
+    /// No pid file.
+    Missing,
+    /// The file cannot be opened (permissions): we cannot tell.
+    Unknown(String),
+}
+
+/// Probes the lock on `path` without taking it for more than an instant.
+pub fn lock_state(path: &Path) -> LockState {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return LockState::Missing,
+        Err(e) => return LockState::Unknown(format!("cannot open {}: {e}", path.display())),
+    };
     // SAFETY: flock on a valid, owned descriptor; a shared probe lock is released on close.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-    rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+    if rc == 0 {
+        return LockState::Free;
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        LockState::Held
+    } else {
+        LockState::Unknown(format!("cannot lock {}: {err}", path.display()))
+    }
+}
+
+/// Whether some process holds the lock on `path` (false when missing or unreadable).
+pub fn is_locked(path: &Path) -> bool {
+    lock_state(path) == LockState::Held
 }
 
 /// Start time of a process in clock ticks since boot (field 22 of `/proc/PID/stat`).

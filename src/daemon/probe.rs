@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::ipc::client::{Client, ClientError};
 use crate::paths::DaemonPaths;
 
-use super::pidfile::{is_locked, read_record};
+use super::pidfile::{is_locked, lock_state, read_record, LockState};
 
 /// How long a probe waits for hello.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -33,12 +33,11 @@ pub fn probe(paths: &DaemonPaths) -> Probe {
         Err(ClientError::PermissionDenied(p)) => Probe::Denied { reason: format!("permission denied on {p}") },
         Err(err) => {
             let pid = read_record(&paths.pid_file).map(|r| r.pid);
-            if is_locked(&paths.pid_file) {
-                Probe::Unresponsive { pid, reason: err.to_string() }
-            } else if paths.pid_file.exists() {
-                Probe::Stale { pid }
-            } else {
-                Probe::NotRunning
+            match lock_state(&paths.pid_file) {
+                LockState::Held => Probe::Unresponsive { pid, reason: err.to_string() },
+                LockState::Free => Probe::Stale { pid },
+                LockState::Missing => Probe::NotRunning,
+                LockState::Unknown(reason) => Probe::Denied { reason: format!("{err}; {reason}") },
             }
         }
     }

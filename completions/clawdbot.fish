@@ -1,0 +1,184 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_clawdbot_global_optspecs
+    string join \n home= json h/help V/version
+end
+
+function __fish_clawdbot_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_clawdbot_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_clawdbot_using_subcommand
+    set -l cmd (__fish_clawdbot_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "onboard" -d 'Write a config for a channel and check the credentials and the model endpoint'
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "daemon" -d 'Manage background daemons (the bot, or a supervised model gateway)'
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "send" -d 'Send a message through a running bot daemon'
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "healthcheck" -d 'Check the daemon, the channel and the model, in troubleshooting order'
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "config" -d 'Config file tools'
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "sim" -d 'Run the local DingTalk simulator (Stream gateway, OpenAPI, session webhooks)'
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "quickstart" -d 'Show the whole path working: simulator, bot daemon, a message and its reply'
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l channel -r -f -a "dingtalk\t''"
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l config -d 'Where to write the config' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l client-id -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l client-secret -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l robot-code -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l model-base-url -d 'Base URL of the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l model -d 'Model name sent in each request' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l model-api-key-env -d 'Write the model API key as ${VAR} with this variable name' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l client-secret-env -d 'Write the client secret as ${VAR} with this variable name instead of inline' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l api-base -d 'DingTalk OpenAPI base URL (the simulator\'s, for local tests)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l oapi-base -d 'DingTalk old API base URL' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l non-interactive -d 'Never prompt; take every value from flags or environment variables'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l force -d 'Overwrite an existing config file'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l skip-checks -d 'Write the config without checking credentials or the model endpoint'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -f -a "start" -d 'Start a daemon in the background; returns once it answers on its socket'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -f -a "run" -d 'Run a daemon in the foreground (systemd Type=notify, containers)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -f -a "stop" -d 'Stop a daemon: drain in-flight work, then SIGTERM, then SIGKILL'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -f -a "restart" -d 'Stop, then start again with the same settings'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -f -a "status" -d 'Show whether daemons are running, with their figures'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -f -a "logs" -d 'Print a daemon\'s log'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l name -d 'Daemon name (folder and socket name)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l config -d 'Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml)' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l log -d 'Log file (default: LOG_DIR/NAME.log). Rotated by size' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l exec -d 'Supervise this command instead of running the bot (a model gateway such as llama-server)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l health-url -d 'With --exec: URL polled for the gateway\'s health' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l timeout -d 'Seconds to wait for the daemon to answer ready' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l name -d 'Daemon name (folder and socket name)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l config -d 'Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml)' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l log -d 'Log file (default: LOG_DIR/NAME.log). Rotated by size' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l exec -d 'Supervise this command instead of running the bot (a model gateway such as llama-server)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l health-url -d 'With --exec: URL polled for the gateway\'s health' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l ready-fd -d 'Internal: file descriptor on which to report readiness to `daemon start`' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l name -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l timeout -d 'Seconds for draining before SIGTERM, and again before SIGKILL' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from stop" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from stop" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l name -d 'Daemon name (folder and socket name)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l config -d 'Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml)' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l log -d 'Log file (default: LOG_DIR/NAME.log). Rotated by size' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l exec -d 'Supervise this command instead of running the bot (a model gateway such as llama-server)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l health-url -d 'With --exec: URL polled for the gateway\'s health' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l timeout -d 'Seconds allowed for the stop and for the start' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from status" -l name -d 'One daemon; without it, every daemon under this home' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from status" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from status" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -l name -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -s n -l lines -d 'How many lines from the end to print first' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -s f -l follow -d 'Keep printing new lines (follows rotation)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "start" -d 'Start a daemon in the background; returns once it answers on its socket'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "run" -d 'Run a daemon in the foreground (systemd Type=notify, containers)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop a daemon: drain in-flight work, then SIGTERM, then SIGKILL'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "restart" -d 'Stop, then start again with the same settings'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show whether daemons are running, with their figures'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "logs" -d 'Print a daemon\'s log'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l name -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l to -d 'A target alias from the config, a conversation id, or user:STAFFID' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l text -d 'The message' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l timeout -d 'Seconds to wait for DingTalk\'s answer' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l markdown -d 'Send as markdown instead of plain text'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -l name -d 'The daemon to check' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -l config -d 'Pre-flight: check a config\'s model endpoints and credentials without a daemon' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -l timeout -d 'Seconds for all checks together' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand config; and not __fish_seen_subcommand_from check help" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand config; and not __fish_seen_subcommand_from check help" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand config; and not __fish_seen_subcommand_from check help" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand config; and not __fish_seen_subcommand_from check help" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand config; and not __fish_seen_subcommand_from check help" -f -a "check" -d 'Load a config and report the first problem (exit 0 good, 2 bad)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand config; and not __fish_seen_subcommand_from check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand config; and __fish_seen_subcommand_from check" -l config -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand config; and __fish_seen_subcommand_from check" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand config; and __fish_seen_subcommand_from check" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand config; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand config; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "check" -d 'Load a config and report the first problem (exit 0 good, 2 bad)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand completions" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand completions" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l model-base-url -d 'Use this OpenAI-compatible endpoint instead of the built-in demo model' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l model -d 'Model name for --model-base-url' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l text -d 'The message the simulated user sends' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l stop -d 'Stop the simulator and the daemon when done instead of leaving them running'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "onboard" -d 'Write a config for a channel and check the credentials and the model endpoint'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "daemon" -d 'Manage background daemons (the bot, or a supervised model gateway)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "send" -d 'Send a message through a running bot daemon'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "healthcheck" -d 'Check the daemon, the channel and the model, in troubleshooting order'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "config" -d 'Config file tools'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "completions" -d 'Print a shell completion script'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "sim" -d 'Run the local DingTalk simulator (Stream gateway, OpenAPI, session webhooks)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "quickstart" -d 'Show the whole path working: simulator, bot daemon, a message and its reply'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "start" -d 'Start a daemon in the background; returns once it answers on its socket'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "run" -d 'Run a daemon in the foreground (systemd Type=notify, containers)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "stop" -d 'Stop a daemon: drain in-flight work, then SIGTERM, then SIGKILL'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "restart" -d 'Stop, then start again with the same settings'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "status" -d 'Show whether daemons are running, with their figures'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "logs" -d 'Print a daemon\'s log'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Load a config and report the first problem (exit 0 good, 2 bad)'
