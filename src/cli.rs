@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Operator CLI and managed daemon for a DingTalk bot answered by a local model.
 #[derive(Debug, Parser)]
 #[command(name = "clawdbot", version, about, long_about = None, propagate_version = true)]
-#[command(after_help = "Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 daemon not running, 4 cannot tell.")]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 daemon not running, 4 cannot tell."
+)]
 pub struct Cli {
     /// Keep every file (config, state, logs, sockets) under this folder.
     #[arg(long, global = true, env = "CLAWDBOT_HOME", value_name = "DIR")]
@@ -204,7 +206,12 @@ pub struct OnboardArgs {
     pub non_interactive: bool,
     #[arg(long, env = "DINGTALK_CLIENT_ID", value_name = "ID")]
     pub client_id: Option<String>,
-    #[arg(long, env = "DINGTALK_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DINGTALK_CLIENT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
     pub client_secret: Option<String>,
     #[arg(long, value_name = "CODE")]
     pub robot_code: Option<String>,

@@ -24,9 +24,15 @@ pub fn completion(shell: Shell) -> Vec<u8> {
 /// Every generated file: (path relative to the repository root, contents).
 pub fn render_all() -> Vec<(String, Vec<u8>)> {
     let mut files = vec![
-        ("completions/clawdbot.bash".to_string(), completion(Shell::Bash)),
+        (
+            "completions/clawdbot.bash".to_string(),
+            completion(Shell::Bash),
+        ),
         ("completions/_clawdbot".to_string(), completion(Shell::Zsh)),
-        ("completions/clawdbot.fish".to_string(), completion(Shell::Fish)),
+        (
+            "completions/clawdbot.fish".to_string(),
+            completion(Shell::Fish),
+        ),
     ];
     let mut root = command();
     root.build();

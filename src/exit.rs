@@ -28,7 +28,10 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        CliError { code, message: message.into() }
+        CliError {
+            code,
+            message: message.into(),
+        }
     }
     pub fn failure(message: impl Into<String>) -> Self {
         Self::new(Code::Failure, message)

@@ -18,20 +18,26 @@ fn home_with_config() -> (Home, String) {
 
 fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
 }
 
 #[test]
 fn start_status_stop_and_idempotence() {
     let (home, cfg) = home_with_config();
-    let r = home.run(&["--json", "daemon", "start", "--name", "bot", "--config", &cfg]);
+    let r = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
     assert_eq!(r.code, 0, "{r:?}");
     let doc = r.json();
     let pid = doc["pid"].as_u64().unwrap() as u32;
     assert!(pid_alive(pid));
     assert_eq!(doc["schema_version"], 1);
 
-    let again = home.run(&["--json", "daemon", "start", "--name", "bot", "--config", &cfg]);
+    let again = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(again.json()["already_running"], true);
     assert_eq!(again.json()["pid"].as_u64().unwrap() as u32, pid);
@@ -53,7 +59,10 @@ fn start_status_stop_and_idempotence() {
     let stop = home.run(&["--json", "daemon", "stop", "--name", "bot"]);
     assert_eq!(stop.code, 0, "{stop:?}");
     assert_eq!(stop.json()["result"], "stopped");
-    assert!(wait_until(Duration::from_secs(5), || !pid_alive(pid)), "daemon still alive");
+    assert!(
+        wait_until(Duration::from_secs(5), || !pid_alive(pid)),
+        "daemon still alive"
+    );
     assert!(!home.run_dir("bot").join("pid").exists());
     assert!(!home.run_dir("bot").join("control.sock").exists());
 
@@ -68,17 +77,24 @@ fn ten_concurrent_starts_leave_exactly_one_daemon() {
     let (home, cfg) = home_with_config();
     let children: Vec<_> = (0..10)
         .map(|_| {
-            home.command(&["--json", "daemon", "start", "--name", "race", "--config", &cfg])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            home.command(&[
+                "--json", "daemon", "start", "--name", "race", "--config", &cfg,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
         })
         .collect();
     let mut pids = Vec::new();
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         pids.push(doc["pid"].as_u64().unwrap());
     }
@@ -95,13 +111,20 @@ fn ten_concurrent_starts_leave_exactly_one_daemon() {
             String::from_utf8_lossy(&cmd).contains(&home_str) && pid_alive(*pid)
         })
         .collect();
-    assert_eq!(serving, vec![pids[0] as u32], "processes for this home: {serving:?}");
+    assert_eq!(
+        serving,
+        vec![pids[0] as u32],
+        "processes for this home: {serving:?}"
+    );
 }
 
 #[test]
 fn stale_pid_file_never_blocks_start_nor_kills_the_named_process() {
     let (home, cfg) = home_with_config();
-    let mut innocent = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut innocent = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     let run = home.run_dir("bot");
     std::fs::create_dir_all(&run).unwrap();
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -112,11 +135,16 @@ fn stale_pid_file_never_blocks_start_nor_kills_the_named_process() {
     assert_eq!(st.code, 1, "stale pid file must read as dead: {st:?}");
     assert!(st.stdout.contains("stale"), "{st:?}");
 
-    let r = home.run(&["--json", "daemon", "start", "--name", "bot", "--config", &cfg]);
+    let r = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
     assert_eq!(r.code, 0, "{r:?}");
     let stop = home.run(&["daemon", "stop", "--name", "bot"]);
     assert_eq!(stop.code, 0, "{stop:?}");
-    assert!(innocent.try_wait().unwrap().is_none(), "the process named in the stale pid file was killed");
+    assert!(
+        innocent.try_wait().unwrap().is_none(),
+        "the process named in the stale pid file was killed"
+    );
     let _ = innocent.kill();
     let _ = innocent.wait();
 }
@@ -124,15 +152,25 @@ fn stale_pid_file_never_blocks_start_nor_kills_the_named_process() {
 #[test]
 fn sigkilled_daemon_reads_as_dead_then_starts_again() {
     let (home, cfg) = home_with_config();
-    let r = home.run(&["--json", "daemon", "start", "--name", "bot", "--config", &cfg]);
+    let r = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
     assert_eq!(r.code, 0, "{r:?}");
     let pid = r.json()["pid"].as_u64().unwrap() as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || !pid_alive(pid as u32)));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !pid_alive(
+        pid as u32
+    )));
 
     let st = home.run(&["daemon", "status", "--name", "bot"]);
     assert_eq!(st.code, 1, "{st:?}");
-    let r2 = home.run(&["--json", "daemon", "start", "--name", "bot", "--config", &cfg]);
+    let r2 = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
     assert_eq!(r2.code, 0, "{r2:?}");
     assert_ne!(r2.json()["pid"].as_u64().unwrap() as i32, pid);
     assert_eq!(home.run(&["daemon", "status", "--name", "bot"]).code, 0);
@@ -141,7 +179,11 @@ fn sigkilled_daemon_reads_as_dead_then_starts_again() {
 #[test]
 fn socket_is_0600_in_a_0700_folder() {
     let (home, cfg) = home_with_config();
-    assert_eq!(home.run(&["daemon", "start", "--name", "bot", "--config", &cfg]).code, 0);
+    assert_eq!(
+        home.run(&["daemon", "start", "--name", "bot", "--config", &cfg])
+            .code,
+        0
+    );
     let run = home.run_dir("bot");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&run), 0o700);
@@ -156,18 +198,42 @@ fn another_uid_is_refused_by_the_daemon() {
         return;
     }
     let (home, cfg) = home_with_config();
-    assert_eq!(home.run(&["daemon", "start", "--name", "bot", "--config", &cfg]).code, 0);
+    assert_eq!(
+        home.run(&["daemon", "start", "--name", "bot", "--config", &cfg])
+            .code,
+        0
+    );
     // Open the file-system gates so only the daemon's own peer check stands in the way.
-    for dir in [home.path().to_path_buf(), home.path().join("run"), home.run_dir("bot")] {
+    for dir in [
+        home.path().to_path_buf(),
+        home.path().join("run"),
+        home.run_dir("bot"),
+    ] {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    std::fs::set_permissions(home.run_dir("bot").join("control.sock"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(
+        home.run_dir("bot").join("control.sock"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
     use std::os::unix::process::CommandExt;
-    let out = home.command(&["daemon", "status", "--name", "bot"]).uid(65534).gid(65534).output().unwrap();
-    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(home.log_path("bot"))
-        .unwrap_or_default()
-        .contains("refused control connection from another user")));
+    let out = home
+        .command(&["daemon", "status", "--name", "bot"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(home.log_path("bot"))
+            .unwrap_or_default()
+            .contains("refused control connection from another user")
+    }));
 }
 
 #[test]
@@ -175,7 +241,9 @@ fn foreground_run_notifies_systemd_and_stops_on_sigterm() {
     let (home, cfg) = home_with_config();
     let notify_path = home.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
     let mut child = home
         .command(&["daemon", "run", "--name", "fg", "--config", &cfg])
         .env("NOTIFY_SOCKET", &notify_path)
@@ -185,7 +253,11 @@ fn foreground_run_notifies_systemd_and_stops_on_sigterm() {
     let n = notify.recv(&mut buf).expect("READY=1 within 15 s");
     assert_eq!(&buf[..n], b"READY=1");
     assert_eq!(home.run(&["daemon", "status", "--name", "fg"]).code, 0);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let mut status = None;
     assert!(wait_until(Duration::from_secs(10), || {
         status = child.try_wait().unwrap();
@@ -198,12 +270,16 @@ fn foreground_run_notifies_systemd_and_stops_on_sigterm() {
 #[test]
 fn restart_keeps_settings_and_changes_pid() {
     let (home, cfg) = home_with_config();
-    let r = home.run(&["--json", "daemon", "start", "--name", "bot", "--config", &cfg]);
+    let r = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
     let pid = r.json()["pid"].as_u64().unwrap();
     let r2 = home.run(&["--json", "daemon", "restart", "--name", "bot"]);
     assert_eq!(r2.code, 0, "{r2:?}");
     assert_ne!(r2.json()["pid"].as_u64().unwrap(), pid);
-    let st = home.run(&["--json", "daemon", "status", "--name", "bot"]).json();
+    let st = home
+        .run(&["--json", "daemon", "status", "--name", "bot"])
+        .json();
     assert_eq!(st["config_path"], cfg.as_str());
 }
 
@@ -212,14 +288,39 @@ fn start_failure_is_reported_with_exit_1_and_bad_config_with_exit_2() {
     let (home, cfg) = home_with_config();
     let blocker = home.write("notadir", "x");
     let log = blocker.join("bot.log");
-    let r = home.run(&["daemon", "start", "--name", "bot", "--config", &cfg, "--log", log.to_str().unwrap()]);
+    let r = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "bot",
+        "--config",
+        &cfg,
+        "--log",
+        log.to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("notadir"), "error must name the path: {r:?}");
+    assert!(
+        r.stderr.contains("notadir"),
+        "error must name the path: {r:?}"
+    );
 
-    let bad = home.write("bad.yaml", &seed_config("http://127.0.0.1:9/v1").replace("timeout_ms", "timeout_msec"));
-    let r = home.run(&["daemon", "start", "--name", "bot2", "--config", bad.to_str().unwrap()]);
+    let bad = home.write(
+        "bad.yaml",
+        &seed_config("http://127.0.0.1:9/v1").replace("timeout_ms", "timeout_msec"),
+    );
+    let r = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "bot2",
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("timeout_msec") && r.stderr.contains("line"), "{r:?}");
+    assert!(
+        r.stderr.contains("timeout_msec") && r.stderr.contains("line"),
+        "{r:?}"
+    );
 
     let r = home.run(&["daemon", "start", "--name", "bad/name", "--config", &cfg]);
     assert_eq!(r.code, 2, "{r:?}");
@@ -231,7 +332,9 @@ fn start_failure_is_reported_with_exit_1_and_bad_config_with_exit_2() {
 #[test]
 fn logs_prints_the_tail_and_sigusr1_reopens_the_file() {
     let (home, cfg) = home_with_config();
-    let r = home.run(&["--json", "daemon", "start", "--name", "bot", "--config", &cfg]);
+    let r = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
     let pid = r.json()["pid"].as_u64().unwrap() as i32;
     let logs = home.run(&["daemon", "logs", "--name", "bot", "--lines", "5"]);
     assert_eq!(logs.code, 0, "{logs:?}");
@@ -240,9 +343,17 @@ fn logs_prints_the_tail_and_sigusr1_reopens_the_file() {
     let log = home.log_path("bot");
     let moved = home.path().join("moved.log");
     std::fs::rename(&log, &moved).unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGUSR1).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("log file reopened")));
-    assert!(!std::fs::read_to_string(&moved).unwrap().contains("log file reopened"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("log file reopened")
+    }));
+    assert!(!std::fs::read_to_string(&moved)
+        .unwrap()
+        .contains("log file reopened"));
 }

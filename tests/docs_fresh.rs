@@ -17,13 +17,21 @@ fn completions_and_man_pages_are_fresh() {
             stale.push(rel);
         }
     }
-    assert!(stale.is_empty(), "stale generated files {stale:?}: run CLAWDBOT_BLESS=1 cargo test --test docs_fresh");
+    assert!(
+        stale.is_empty(),
+        "stale generated files {stale:?}: run CLAWDBOT_BLESS=1 cargo test --test docs_fresh"
+    );
 }
 
 #[test]
 fn completions_command_prints_the_committed_script() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clawdbot")).args(["completions", "bash"]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clawdbot"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    let committed = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("completions/clawdbot.bash")).unwrap();
+    let committed =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("completions/clawdbot.bash"))
+            .unwrap();
     assert_eq!(out.stdout, committed);
 }

@@ -17,11 +17,18 @@ pub struct Bot {
 }
 
 impl Bot {
-    pub async fn start(config: Config, config_path: PathBuf, _paths: DaemonPaths) -> Result<Bot, String> {
+    pub async fn start(
+        config: Config,
+        config_path: PathBuf,
+        _paths: DaemonPaths,
+    ) -> Result<Bot, String> {
         if config.channel.is_none() {
             tracing::warn!("no channel section in the config: the bot receives no messages");
         }
-        Ok(Bot { config, config_path })
+        Ok(Bot {
+            config,
+            config_path,
+        })
     }
 }
 
@@ -33,10 +40,20 @@ impl Workload for Bot {
     fn health(&self, _timeout: Duration) -> BoxFuture<'_, HealthReport> {
         Box::pin(async { HealthReport::default() })
     }
-    fn send(&self, _to: String, _text: String, _markdown: bool) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
+    fn send(
+        &self,
+        _to: String,
+        _text: String,
+        _markdown: bool,
+    ) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
         Box::pin(async { Err((ErrorKind::Unsupported, "send: not yet implemented".into())) })
     }
     fn shutdown(&self, _drain: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+}
+
+/// Pre-flight checks for `healthcheck --config` (no daemon).
+pub async fn preflight_checks(_config: &Config, _timeout: Duration) -> HealthReport {
+    HealthReport::default()
 }

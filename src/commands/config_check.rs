@@ -17,7 +17,12 @@ pub fn check(path: &Path, out: &Output) -> CmdResult {
     out.result(
         json!({"ok": true, "config": path.display().to_string(), "models": models,
                "channel": config.channel.is_some(), "warnings": warnings}),
-        &format!("{}: ok ({} model(s), default {})", path.display(), models.len(), config.routing.defaults.model),
+        &format!(
+            "{}: ok ({} model(s), default {})",
+            path.display(),
+            models.len(),
+            config.routing.defaults.model
+        ),
     );
     Ok(Code::Ok)
 }

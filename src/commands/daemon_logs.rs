@@ -18,7 +18,11 @@ pub fn logs(layout: &Layout, args: &LogsArgs) -> CmdResult {
     let paths = layout.daemon(&args.name)?;
     let path = Launch::log_path(&paths);
     if !path.exists() && !args.follow {
-        return Err(CliError::failure(format!("no log file at {} (has {} ever started?)", path.display(), args.name)));
+        return Err(CliError::failure(format!(
+            "no log file at {} (has {} ever started?)",
+            path.display(),
+            args.name
+        )));
     }
     let mut stdout = std::io::stdout().lock();
     for line in last_lines(&path, args.lines) {
@@ -37,9 +41,8 @@ pub fn logs(layout: &Layout, args: &LogsArgs) -> CmdResult {
 fn follow(path: &Path) -> Result<(), CliError> {
     let open = |p: &Path| -> Option<(File, u64)> {
         let mut f = File::open(p).ok()?;
-        let end = f.seek(SeekFrom::End(0)).ok()?;
+        f.seek(SeekFrom::End(0)).ok()?;
         let ino = f.metadata().ok()?.ino();
-        let _ = end;
         Some((f, ino))
     };
     let mut current = open(path);
@@ -57,12 +60,18 @@ fn follow(path: &Path) -> Result<(), CliError> {
                 }
             }
             let _ = stdout.flush();
-            let rotated = std::fs::metadata(path).map(|m| m.ino() != *ino).unwrap_or(false);
+            let rotated = std::fs::metadata(path)
+                .map(|m| m.ino() != *ino)
+                .unwrap_or(false);
             if rotated {
-                current = File::open(path).ok().and_then(|f| f.metadata().ok().map(|m| (f, m.ino())));
+                current = File::open(path)
+                    .ok()
+                    .and_then(|f| f.metadata().ok().map(|m| (f, m.ino())));
             }
         } else {
-            current = File::open(path).ok().and_then(|f| f.metadata().ok().map(|m| (f, m.ino())));
+            current = File::open(path)
+                .ok()
+                .and_then(|f| f.metadata().ok().map(|m| (f, m.ino())));
         }
         sleep(Duration::from_millis(200));
     }

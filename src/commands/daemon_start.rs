@@ -32,7 +32,13 @@ pub fn start(layout: &Layout, args: &StartArgs, out: &Output) -> CmdResult {
 
 pub fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
     let timeout = Duration::from_secs(args.timeout);
-    super::daemon_stop::stop_daemon(layout, &args.launch.name, timeout, &Output::new(false), true)?;
+    super::daemon_stop::stop_daemon(
+        layout,
+        &args.launch.name,
+        timeout,
+        &Output::new(false),
+        true,
+    )?;
     start_daemon(layout, &args.launch, timeout, out)
 }
 
@@ -47,7 +53,12 @@ pub fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
 }
 
 /// Starts a detached daemon (or finds it running) and prints the outcome.
-pub fn start_daemon(layout: &Layout, args: &LaunchArgs, timeout: Duration, out: &Output) -> CmdResult {
+pub fn start_daemon(
+    layout: &Layout,
+    args: &LaunchArgs,
+    timeout: Duration,
+    out: &Output,
+) -> CmdResult {
     let paths = layout.daemon(&args.name)?;
     let launch = Launch::resolve(&paths, args)?;
     if launch.exec.is_none() {
@@ -60,7 +71,10 @@ pub fn start_daemon(layout: &Layout, args: &LaunchArgs, timeout: Duration, out: 
 
     match probe(&paths) {
         Probe::Running { pid, version } => {
-            out.note(&format!("daemon {:?} is already running (pid {pid})", paths.name));
+            out.note(&format!(
+                "daemon {:?} is already running (pid {pid})",
+                paths.name
+            ));
             out.result(
                 json!({"ok": true, "name": paths.name, "state": "running", "pid": pid,
                        "version": version, "already_running": true}),
@@ -114,35 +128,54 @@ fn confirm(
         let tail = last_lines(&launch.log, 20);
         let mut msg = format!("daemon {:?} did not start: {what}", paths.name);
         if !tail.is_empty() {
-            msg.push_str(&format!("\nlast lines of {}:\n{}", launch.log.display(), tail.join("\n")));
+            msg.push_str(&format!(
+                "\nlast lines of {}:\n{}",
+                launch.log.display(),
+                tail.join("\n")
+            ));
         }
         CliError::failure(msg)
     };
     match report {
         StartReport::Ready { pid } => {
             let left = timeout.saturating_sub(started.elapsed()).max(PROBE_TIMEOUT);
-            let client = Client::connect(&paths.socket, left)
-                .map_err(|e| failure(format!("it reported ready but its socket did not answer: {e}")))?;
+            let client = Client::connect(&paths.socket, left).map_err(|e| {
+                failure(format!(
+                    "it reported ready but its socket did not answer: {e}"
+                ))
+            })?;
             let ms = started.elapsed().as_millis() as u64;
             out.result(
                 json!({"ok": true, "name": paths.name, "state": "running", "pid": client.daemon_pid,
                        "version": client.daemon_version, "log": launch.log.display().to_string(),
                        "socket": paths.socket.display().to_string(), "ready_ms": ms}),
-                &format!("started {} (pid {pid}) in {ms} ms; log: {}", paths.name, launch.log.display()),
+                &format!(
+                    "started {} (pid {pid}) in {ms} ms; log: {}",
+                    paths.name,
+                    launch.log.display()
+                ),
             );
             Ok(Code::Ok)
         }
         StartReport::Failed(msg) => Err(failure(msg)),
         StartReport::Died => Err(failure("it exited during startup".into())),
-        StartReport::TimedOut => Err(failure(format!("no readiness within {} s", timeout.as_secs()))),
+        StartReport::TimedOut => Err(failure(format!(
+            "no readiness within {} s",
+            timeout.as_secs()
+        ))),
     }
 }
 
 /// The last `n` lines of a log file (empty when unreadable).
 pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|s| s.to_string()).collect()
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// The per-name start lock: serialises concurrent `daemon start`s.
@@ -162,11 +195,16 @@ impl StartLock {
                 .map_err(|e| io_error("open start lock", path, e))?;
             match try_lock_exclusive(file).map_err(|e| io_error("lock", path, e))? {
                 TryLock::Acquired(f) => return Ok(StartLock(f)),
-                TryLock::HeldByOther if Instant::now() < deadline => sleep(Duration::from_millis(25)),
+                TryLock::HeldByOther if Instant::now() < deadline => {
+                    sleep(Duration::from_millis(25))
+                }
                 TryLock::HeldByOther => {
                     return Err(CliError::new(
                         Code::Unknown,
-                        format!("another start of this daemon is still running (lock {})", path.display()),
+                        format!(
+                            "another start of this daemon is still running (lock {})",
+                            path.display()
+                        ),
                     ))
                 }
             }

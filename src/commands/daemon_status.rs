@@ -35,7 +35,11 @@ pub fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdResult {
     if args.name.is_some() {
         out.result(docs.pop().unwrap_or(Value::Null), &human.join("\n"));
     } else {
-        let text = if human.is_empty() { "no daemons".to_string() } else { human.join("\n") };
+        let text = if human.is_empty() {
+            "no daemons".to_string()
+        } else {
+            human.join("\n")
+        };
         out.result(json!({"daemons": docs}), &text);
     }
     Ok(worst)
@@ -68,11 +72,16 @@ fn one(paths: &DaemonPaths) -> (Code, Value, String) {
         Probe::Stale { pid } => (
             Code::Failure,
             json!({"name": name, "state": "dead", "pid": pid}),
-            format!("{name}: dead (stale pid file, pid {})", pid.map(|p| p.to_string()).unwrap_or("?".into())),
+            format!(
+                "{name}: dead (stale pid file, pid {})",
+                pid.map(|p| p.to_string()).unwrap_or("?".into())
+            ),
         ),
-        Probe::NotRunning => {
-            (Code::NotRunning, json!({"name": name, "state": "stopped"}), format!("{name}: not running"))
-        }
+        Probe::NotRunning => (
+            Code::NotRunning,
+            json!({"name": name, "state": "stopped"}),
+            format!("{name}: not running"),
+        ),
     }
 }
 
@@ -85,8 +94,12 @@ fn unknown(name: &str, pid: Option<u32>, reason: String) -> (Code, Value, String
 }
 
 fn fetch_report(paths: &DaemonPaths) -> Result<DaemonReport, String> {
-    let mut client = Client::connect(&paths.socket, crate::daemon::probe::PROBE_TIMEOUT).map_err(|e| e.to_string())?;
-    match client.request(&Request::Status).map_err(|e| e.to_string())? {
+    let mut client = Client::connect(&paths.socket, crate::daemon::probe::PROBE_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    match client
+        .request(&Request::Status)
+        .map_err(|e| e.to_string())?
+    {
         Response::Status(r) => Ok(*r),
         other => Err(format!("unexpected answer {other:?}")),
     }
@@ -113,7 +126,10 @@ fn describe(r: &DaemonReport) -> String {
             c.messages_in,
             c.messages_out,
             c.duplicates_dropped,
-            c.last_error.as_ref().map(|e| format!(", last error: {e}")).unwrap_or_default()
+            c.last_error
+                .as_ref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
         ));
     }
     for m in &r.models {

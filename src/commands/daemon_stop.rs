@@ -22,7 +22,13 @@ use crate::ipc::{Request, Response};
 use crate::paths::{DaemonPaths, Layout};
 
 pub fn stop(layout: &Layout, args: &StopArgs, out: &Output) -> CmdResult {
-    stop_daemon(layout, &args.name, Duration::from_secs(args.timeout), out, false)
+    stop_daemon(
+        layout,
+        &args.name,
+        Duration::from_secs(args.timeout),
+        out,
+        false,
+    )
 }
 
 /// How the daemon went away.
@@ -46,7 +52,13 @@ impl Stopped {
 }
 
 /// Stops daemon `name`. `quiet` prints nothing on success (used by restart).
-pub fn stop_daemon(layout: &Layout, name: &str, timeout: Duration, out: &Output, quiet: bool) -> CmdResult {
+pub fn stop_daemon(
+    layout: &Layout,
+    name: &str,
+    timeout: Duration,
+    out: &Output,
+    quiet: bool,
+) -> CmdResult {
     let paths = layout.daemon(name)?;
     let how = match probe(&paths) {
         Probe::NotRunning => Stopped::WasNotRunning,
@@ -56,7 +68,9 @@ pub fn stop_daemon(layout: &Layout, name: &str, timeout: Duration, out: &Output,
         }
         Probe::Denied { reason } => return Err(CliError::new(Code::Unknown, reason)),
         Probe::Running { .. } => {
-            if ask_to_shut_down(&paths, timeout) && wait_unlocked(&paths, timeout + Duration::from_secs(1)) {
+            if ask_to_shut_down(&paths, timeout)
+                && wait_unlocked(&paths, timeout + Duration::from_secs(1))
+            {
                 Stopped::Drained
             } else {
                 signal_escalation(&paths, timeout)?
@@ -72,15 +86,22 @@ pub fn stop_daemon(layout: &Layout, name: &str, timeout: Duration, out: &Output,
             Stopped::Terminated => format!("stopped {name} (SIGTERM)"),
             Stopped::Killed => format!("killed {name} (SIGKILL after {} s)", timeout.as_secs()),
         };
-        out.result(json!({"ok": true, "name": name, "result": how.as_str()}), &human);
+        out.result(
+            json!({"ok": true, "name": name, "result": how.as_str()}),
+            &human,
+        );
     }
     Ok(Code::Ok)
 }
 
 fn ask_to_shut_down(paths: &DaemonPaths, drain: Duration) -> bool {
-    let Ok(mut client) = Client::connect(&paths.socket, PROBE_TIMEOUT) else { return false };
+    let Ok(mut client) = Client::connect(&paths.socket, PROBE_TIMEOUT) else {
+        return false;
+    };
     matches!(
-        client.request(&Request::Shutdown { drain_ms: drain.as_millis() as u64 }),
+        client.request(&Request::Shutdown {
+            drain_ms: drain.as_millis() as u64
+        }),
         Ok(Response::ShuttingDown)
     )
 }
@@ -102,23 +123,43 @@ fn signal_escalation(paths: &DaemonPaths, timeout: Duration) -> Result<Stopped, 
         return Ok(Stopped::Drained);
     }
     let record = read_record(&paths.pid_file).ok_or_else(|| {
-        CliError::new(Code::Unknown, format!("pid file {} is locked but unreadable", paths.pid_file.display()))
+        CliError::new(
+            Code::Unknown,
+            format!(
+                "pid file {} is locked but unreadable",
+                paths.pid_file.display()
+            ),
+        )
     })?;
-    for (sig, result) in [(Signal::SIGTERM, Stopped::Terminated), (Signal::SIGKILL, Stopped::Killed)] {
+    for (sig, result) in [
+        (Signal::SIGTERM, Stopped::Terminated),
+        (Signal::SIGKILL, Stopped::Killed),
+    ] {
         if !is_locked(&paths.pid_file) {
             return Ok(Stopped::Drained);
         }
         if !is_same_process(&record) {
             return Err(CliError::new(
                 Code::Unknown,
-                format!("pid {} in {} is not the daemon that wrote it; not signalling it", record.pid, paths.pid_file.display()),
+                format!(
+                    "pid {} in {} is not the daemon that wrote it; not signalling it",
+                    record.pid,
+                    paths.pid_file.display()
+                ),
             ));
         }
         let _ = kill(Pid::from_raw(record.pid as i32), sig);
-        let limit = if sig == Signal::SIGKILL { Duration::from_secs(5) } else { timeout };
+        let limit = if sig == Signal::SIGKILL {
+            Duration::from_secs(5)
+        } else {
+            timeout
+        };
         if wait_unlocked(paths, limit) {
             return Ok(result);
         }
     }
-    Err(CliError::failure(format!("daemon pid {} survived SIGKILL", record.pid)))
+    Err(CliError::failure(format!(
+        "daemon pid {} survived SIGKILL",
+        record.pid
+    )))
 }

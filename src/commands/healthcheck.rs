@@ -1,10 +1,125 @@
-//! `clawdbot healthcheck` (placeholder).
+//! `clawdbot healthcheck`: checks in the order an operator troubleshoots — the daemon
+//! answers, the channel is connected, each model endpoint is healthy (and how fast),
+//! concurrency saturation, prompt sizes near the budget. Each check is ok / warn / fail
+//! with a one-line fix. Exit 0 healthy (warnings allowed), 1 unhealthy, 3 not running.
+//!
+//! With `--config F` and no daemon it is a pre-flight: the config loads, the model
+//! endpoints answer and the DingTalk credentials obtain a token.
+
+use std::time::Duration;
+
+use serde_json::json;
 
 use super::output::Output;
 use crate::cli::HealthcheckArgs;
-use crate::exit::CmdResult;
+use crate::exit::{CliError, CmdResult, Code};
+use crate::ipc::proto::{Check, CheckStatus, HealthReport};
+use crate::ipc::{Request, Response};
 use crate::paths::Layout;
 
-pub fn healthcheck(_layout: &Layout, _args: &HealthcheckArgs, _out: &Output) -> CmdResult {
-    super::not_yet("healthcheck")
+pub fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output) -> CmdResult {
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let (target, report) = match (&args.name, &args.config) {
+        (_, Some(path)) => {
+            let config = crate::config::load(path)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
+            let mut report = HealthReport::default();
+            report
+                .checks
+                .push(ok("config", format!("{} loads", path.display())));
+            report.checks.extend(
+                rt.block_on(crate::bot::preflight_checks(&config, timeout))
+                    .checks,
+            );
+            (path.display().to_string(), report)
+        }
+        (Some(name), None) => (name.clone(), daemon_checks(layout, name, timeout)?),
+        (None, None) => {
+            let names = layout.daemon_names();
+            match names.as_slice() {
+                [only] => (only.clone(), daemon_checks(layout, only, timeout)?),
+                _ => {
+                    return Err(CliError::usage(
+                        "pass --name NAME (or --config FILE for a pre-flight check)",
+                    ))
+                }
+            }
+        }
+    };
+    let healthy = !report.checks.iter().any(|c| c.status == CheckStatus::Fail);
+    let text = render(out, &report);
+    out.result(
+        json!({"ok": healthy, "target": target, "checks": report.checks}),
+        &text,
+    );
+    Ok(if healthy { Code::Ok } else { Code::Failure })
+}
+
+fn ok(name: &str, detail: String) -> Check {
+    Check {
+        name: name.into(),
+        status: CheckStatus::Ok,
+        detail,
+        fix: None,
+    }
+}
+
+/// Asks a running daemon for its checks, prefixed by the "daemon answers" check.
+fn daemon_checks(layout: &Layout, name: &str, timeout: Duration) -> Result<HealthReport, CliError> {
+    let paths = layout.daemon(name)?;
+    let mut client = super::send::connect(&paths.socket, name)?;
+    client.set_timeout(timeout + Duration::from_secs(2));
+    let mut report = HealthReport::default();
+    report.checks.push(ok(
+        "daemon",
+        format!(
+            "{name} answers (pid {}, v{})",
+            client.daemon_pid, client.daemon_version
+        ),
+    ));
+    let req = Request::Health {
+        timeout_ms: timeout.as_millis() as u64,
+    };
+    match client
+        .request(&req)
+        .map_err(|e| CliError::new(Code::Unknown, e.to_string()))?
+    {
+        Response::Health(h) => report.checks.extend(h.checks),
+        other => {
+            return Err(CliError::new(
+                Code::Unknown,
+                format!("unexpected answer: {other:?}"),
+            ))
+        }
+    }
+    Ok(report)
+}
+
+fn render(out: &Output, report: &HealthReport) -> String {
+    let width = report
+        .checks
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(0);
+    report
+        .checks
+        .iter()
+        .map(|c| {
+            let tag = match c.status {
+                CheckStatus::Ok => out.style_ok("ok  "),
+                CheckStatus::Warn => out.style_warn("warn"),
+                CheckStatus::Fail => out.style_bad("FAIL"),
+            };
+            let mut line = format!("{tag}  {:width$}  {}", c.name, c.detail);
+            if let Some(fix) = &c.fix {
+                line.push_str(&format!("\n      {:width$}  fix: {fix}", ""));
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -45,10 +45,17 @@ impl Output {
 
     /// Prints an error: on stderr, and with `--json` also as a JSON document on stdout.
     pub fn error(&self, e: &CliError) {
-        let prefix = if self.color { console::style("error:").red().bold().to_string() } else { "error:".into() };
+        let prefix = if self.color {
+            console::style("error:").red().bold().to_string()
+        } else {
+            "error:".into()
+        };
         eprintln!("{prefix} {}", e.message);
         if self.json {
-            self.result(json!({"ok": false, "exit_code": e.code as u8, "error": e.message}), "");
+            self.result(
+                json!({"ok": false, "exit_code": e.code as u8, "error": e.message}),
+                "",
+            );
         }
     }
 
@@ -65,14 +72,26 @@ impl Output {
     }
 
     pub fn style_ok(&self, s: &str) -> String {
-        if self.color { console::style(s).green().to_string() } else { s.to_string() }
+        if self.color {
+            console::style(s).green().to_string()
+        } else {
+            s.to_string()
+        }
     }
 
     pub fn style_bad(&self, s: &str) -> String {
-        if self.color { console::style(s).red().to_string() } else { s.to_string() }
+        if self.color {
+            console::style(s).red().to_string()
+        } else {
+            s.to_string()
+        }
     }
 
     pub fn style_warn(&self, s: &str) -> String {
-        if self.color { console::style(s).yellow().to_string() } else { s.to_string() }
+        if self.color {
+            console::style(s).yellow().to_string()
+        } else {
+            s.to_string()
+        }
     }
 }

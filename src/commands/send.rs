@@ -1,10 +1,58 @@
-//! `clawdbot send` (placeholder).
+//! `clawdbot send --name N --to TARGET --text T [--markdown]`: a proactive message through
+//! the running daemon's channel. Exit 0 only when DingTalk accepted it; 3 when the daemon
+//! is not running.
+
+use std::time::Duration;
+
+use serde_json::json;
 
 use super::output::Output;
 use crate::cli::SendArgs;
-use crate::exit::CmdResult;
+use crate::exit::{CliError, CmdResult, Code};
+use crate::ipc::client::{Client, ClientError};
+use crate::ipc::{Request, Response};
 use crate::paths::Layout;
 
-pub fn send(_layout: &Layout, _args: &SendArgs, _out: &Output) -> CmdResult {
-    super::not_yet("send")
+pub fn send(layout: &Layout, args: &SendArgs, out: &Output) -> CmdResult {
+    if args.text.trim().is_empty() {
+        return Err(CliError::usage("--text: the message is empty"));
+    }
+    let paths = layout.daemon(&args.name)?;
+    let mut client = connect(&paths.socket, &args.name)?;
+    client.set_timeout(Duration::from_secs(args.timeout.max(1)));
+    let req = Request::Send {
+        to: args.to.clone(),
+        text: args.text.clone(),
+        markdown: args.markdown,
+    };
+    match client
+        .request(&req)
+        .map_err(|e| CliError::new(Code::Unknown, e.to_string()))?
+    {
+        Response::Sent(o) => {
+            out.result(
+                json!({"ok": true, "target": o.target, "route": o.route, "process_query_key": o.process_query_key}),
+                &format!("sent to {} via {}", o.target, o.route),
+            );
+            Ok(Code::Ok)
+        }
+        Response::Error { kind, message } => Err(CliError::failure(format!(
+            "send failed ({kind:?}): {message}"
+        ))),
+        other => Err(CliError::new(
+            Code::Unknown,
+            format!("unexpected answer from the daemon: {other:?}"),
+        )),
+    }
+}
+
+/// Connects to a daemon, mapping "not running" to exit 3 with the command that starts it.
+pub fn connect(socket: &std::path::Path, name: &str) -> Result<Client, CliError> {
+    Client::connect(socket, crate::daemon::probe::PROBE_TIMEOUT).map_err(|e| match e {
+        ClientError::NotListening(_) => CliError::new(
+            Code::NotRunning,
+            format!("daemon {name:?} is not running; start it with: clawdbot daemon start --name {name}"),
+        ),
+        other => CliError::new(Code::Unknown, other.to_string()),
+    })
 }

@@ -28,10 +28,10 @@ pub fn expand(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Stri
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
             };
-            if name.is_empty()
-                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(format!("invalid environment variable name {name:?} in ${{...}}"));
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!(
+                    "invalid environment variable name {name:?} in ${{...}}"
+                ));
             }
             match (lookup(name), default) {
                 (Some(v), _) if !v.is_empty() || default.is_none() => out.push_str(&v),
@@ -131,7 +131,9 @@ mod tests {
 
     #[test]
     fn missing_and_malformed_are_errors_that_name_the_problem() {
-        assert!(expand("${NOPE}", &env).unwrap_err().contains("NOPE is not set"));
+        assert!(expand("${NOPE}", &env)
+            .unwrap_err()
+            .contains("NOPE is not set"));
         assert!(expand("${KEY", &env).unwrap_err().contains("unclosed"));
         assert!(expand("${A-B}", &env).unwrap_err().contains("invalid"));
     }

@@ -34,10 +34,16 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// Reads and checks a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let err = |message: String| ConfigError { path: path.to_path_buf(), message };
+    let err = |message: String| ConfigError {
+        path: path.to_path_buf(),
+        message,
+    };
     let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read: {e}")))?;
     if meta.len() > MAX_CONFIG_BYTES {
-        return Err(err(format!("file is {} bytes, over the 1 MiB limit", meta.len())));
+        return Err(err(format!(
+            "file is {} bytes, over the 1 MiB limit",
+            meta.len()
+        )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
     parse(&text).map_err(err)
@@ -103,19 +109,27 @@ fn check_references(c: &Config) -> Result<(), String> {
             ));
         }
         if *limit == 0 {
-            return Err(format!("limits.max_concurrency_per_model.{name}: must be at least 1"));
+            return Err(format!(
+                "limits.max_concurrency_per_model.{name}: must be at least 1"
+            ));
         }
     }
     for (name, m) in &c.models {
         let at = format!("models.{name}");
         if !(m.base_url.starts_with("http://") || m.base_url.starts_with("https://")) {
-            return Err(format!("{at}.base_url: {:?} must start with http:// or https://", m.base_url));
+            return Err(format!(
+                "{at}.base_url: {:?} must start with http:// or https://",
+                m.base_url
+            ));
         }
         if m.model.is_empty() {
             return Err(format!("{at}.model: must not be empty"));
         }
         if m.timeout_ms < 100 {
-            return Err(format!("{at}.timeout_ms: {} is too small (at least 100)", m.timeout_ms));
+            return Err(format!(
+                "{at}.timeout_ms: {} is too small (at least 100)",
+                m.timeout_ms
+            ));
         }
         for (key, v) in [
             ("connect_timeout_ms", m.connect_timeout_ms),
@@ -136,12 +150,18 @@ fn check_references(c: &Config) -> Result<(), String> {
                 return Err(format!("{at}.fallback: a model cannot fall back to itself"));
             }
             if !known(fb) {
-                return Err(format!("{at}.fallback: no model named {fb:?} (known: {})", names()));
+                return Err(format!(
+                    "{at}.fallback: no model named {fb:?} (known: {})",
+                    names()
+                ));
             }
         }
     }
     if c.logging.max_bytes < 4096 {
-        return Err(format!("logging.max_bytes: {} is too small (at least 4096)", c.logging.max_bytes));
+        return Err(format!(
+            "logging.max_bytes: {} is too small (at least 4096)",
+            c.logging.max_bytes
+        ));
     }
     if c.logging.max_files == 0 {
         return Err("logging.max_files: keep at least 1 rotated file".into());
@@ -153,7 +173,9 @@ fn check_references(c: &Config) -> Result<(), String> {
         }
         for (key, url) in [("api_base", &d.api_base), ("oapi_base", &d.oapi_base)] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("channel.dingtalk.{key}: {url:?} must start with http:// or https://"));
+                return Err(format!(
+                    "channel.dingtalk.{key}: {url:?} must start with http:// or https://"
+                ));
             }
         }
     }
@@ -185,7 +207,10 @@ limits:
         let c = parse(SEED).unwrap();
         assert_eq!(c.models["local_chat"].timeout_ms, 12000);
         assert_eq!(c.limits.max_concurrency_per_model["local_chat"], 4);
-        assert_eq!(c.models["local_chat"].api_key.as_ref().unwrap().expose(), "none");
+        assert_eq!(
+            c.models["local_chat"].api_key.as_ref().unwrap().expose(),
+            "none"
+        );
     }
 
     #[test]
@@ -198,7 +223,10 @@ limits:
     #[test]
     fn dangling_references_are_named() {
         let e = parse(&SEED.replace("model: local_chat", "model: nope")).unwrap_err();
-        assert!(e.contains("routing.defaults.model") && e.contains("nope"), "{e}");
+        assert!(
+            e.contains("routing.defaults.model") && e.contains("nope"),
+            "{e}"
+        );
         let e = parse(&SEED.replace("local_chat: 4", "other: 4")).unwrap_err();
         assert!(e.contains("max_concurrency_per_model.other"), "{e}");
     }

@@ -121,7 +121,7 @@ pub enum ConversationKind {
     Direct,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Concurrent requests the bot sends to each model; models not listed get 1.
@@ -129,12 +129,6 @@ pub struct LimitsConfig {
     pub max_concurrency_per_model: BTreeMap<String, usize>,
     #[serde(default)]
     pub queue: QueueConfig,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig { max_concurrency_per_model: BTreeMap::new(), queue: QueueConfig::default() }
-    }
 }
 
 /// The bot-side queue in front of each model (a queued request in llama.cpp sends no bytes,
@@ -152,7 +146,10 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { max_waiting: default_queue_depth(), max_wait_ms: default_queue_wait_ms() }
+        QueueConfig {
+            max_waiting: default_queue_depth(),
+            max_wait_ms: default_queue_wait_ms(),
+        }
     }
 }
 
@@ -269,7 +266,10 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { system_prompt: default_system_prompt(), conversation_prompts: BTreeMap::new() }
+        PolicyConfig {
+            system_prompt: default_system_prompt(),
+            conversation_prompts: BTreeMap::new(),
+        }
     }
 }
 
@@ -309,7 +309,9 @@ pub struct PromptConfig {
 
 impl Default for PromptConfig {
     fn default() -> Self {
-        PromptConfig { max_chars: default_max_prompt_chars() }
+        PromptConfig {
+            max_chars: default_max_prompt_chars(),
+        }
     }
 }
 

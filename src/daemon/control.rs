@@ -77,7 +77,10 @@ pub async fn serve(listener: UnixListener, state: Arc<ControlState>) {
         match stream.peer_cred() {
             Ok(cred) if cred.uid() == my_uid => {}
             Ok(cred) => {
-                tracing::warn!(peer_uid = cred.uid(), "refused control connection from another user");
+                tracing::warn!(
+                    peer_uid = cred.uid(),
+                    "refused control connection from another user"
+                );
                 continue;
             }
             Err(e) => {
@@ -107,11 +110,21 @@ async fn handle(mut stream: UnixStream, state: Arc<ControlState>) -> Result<(), 
                 name: state.info.name.clone(),
                 pid: std::process::id(),
             };
-            write_async(&mut stream, &hello).await.map_err(|e| e.to_string())?;
+            write_async(&mut stream, &hello)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         Request::Hello { protocol, .. } => {
-            let msg = format!("protocol {protocol} not supported (daemon speaks {PROTOCOL_VERSION})");
-            let _ = write_async(&mut stream, &Response::Error { kind: ErrorKind::BadRequest, message: msg.clone() }).await;
+            let msg =
+                format!("protocol {protocol} not supported (daemon speaks {PROTOCOL_VERSION})");
+            let _ = write_async(
+                &mut stream,
+                &Response::Error {
+                    kind: ErrorKind::BadRequest,
+                    message: msg.clone(),
+                },
+            )
+            .await;
             return Err(msg);
         }
         _ => return Err("first frame was not hello".into()),
@@ -122,13 +135,18 @@ async fn handle(mut stream: UnixStream, state: Arc<ControlState>) -> Result<(), 
             Ok(r) => r.map_err(|e| e.to_string())?,
         };
         let resp = answer(req, &state).await;
-        write_async(&mut stream, &resp).await.map_err(|e| e.to_string())?;
+        write_async(&mut stream, &resp)
+            .await
+            .map_err(|e| e.to_string())?;
     }
 }
 
 async fn answer(req: Request, state: &ControlState) -> Response {
     match req {
-        Request::Hello { .. } => Response::Error { kind: ErrorKind::BadRequest, message: "hello sent twice".into() },
+        Request::Hello { .. } => Response::Error {
+            kind: ErrorKind::BadRequest,
+            message: "hello sent twice".into(),
+        },
         Request::Status => Response::Status(Box::new(state.report())),
         Request::Health { timeout_ms } => {
             let timeout = Duration::from_millis(timeout_ms.clamp(100, 120_000));
@@ -141,7 +159,10 @@ async fn answer(req: Request, state: &ControlState) -> Response {
         }
         Request::Send { to, text, markdown } => {
             if state.shutdown.borrow().is_some() {
-                return Response::Error { kind: ErrorKind::ShuttingDown, message: "the daemon is shutting down".into() };
+                return Response::Error {
+                    kind: ErrorKind::ShuttingDown,
+                    message: "the daemon is shutting down".into(),
+                };
             }
             match state.workload.send(to, text, markdown).await {
                 Ok(outcome) => Response::Sent(outcome),

@@ -18,7 +18,9 @@ use crate::exit::{CliError, Code};
 /// What the detached daemon said before the deadline.
 #[derive(Debug)]
 pub enum StartReport {
-    Ready { pid: u32 },
+    Ready {
+        pid: u32,
+    },
     Failed(String),
     /// The pipe closed without a word: the daemon died during startup.
     Died,
@@ -62,7 +64,11 @@ pub fn spawn_detached<L>(
 
 /// Points stdin, stdout and stderr at /dev/null and leaves the CLI's folder.
 fn detach_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for fd in 0..=2 {
             // SAFETY: dup2 onto the standard descriptors of this process.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
@@ -83,7 +89,11 @@ fn wait_for_report(read_end: OwnedFd, deadline: Duration) -> StartReport {
         if left.is_zero() {
             return StartReport::TimedOut;
         }
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let ms = left.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -116,7 +126,11 @@ fn parse_report(buf: &[u8]) -> Option<StartReport> {
     let text = String::from_utf8_lossy(buf);
     let line = text.split_once('\n')?.0;
     if let Some(pid) = line.strip_prefix("READY ") {
-        return Some(StartReport::Ready { pid: pid.trim().parse().unwrap_or(0) });
+        return Some(StartReport::Ready {
+            pid: pid.trim().parse().unwrap_or(0),
+        });
     }
-    Some(StartReport::Failed(line.strip_prefix("ERROR ").unwrap_or(line).to_string()))
+    Some(StartReport::Failed(
+        line.strip_prefix("ERROR ").unwrap_or(line).to_string(),
+    ))
 }

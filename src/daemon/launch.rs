@@ -27,21 +27,31 @@ impl Launch {
     /// A bot needs a config file that exists.
     pub fn resolve(paths: &DaemonPaths, args: &LaunchArgs) -> Result<Launch, CliError> {
         let previous = Launch::load(paths);
-        let exec = args.exec.clone().or_else(|| previous.as_ref().and_then(|p| p.exec.clone()));
+        let exec = args
+            .exec
+            .clone()
+            .or_else(|| previous.as_ref().and_then(|p| p.exec.clone()));
         let config = args
             .config
             .as_deref()
             .map(absolute)
             .or_else(|| previous.as_ref().and_then(|p| p.config.clone()))
-            .or_else(|| paths.default_config.exists().then(|| paths.default_config.clone()));
+            .or_else(|| {
+                paths
+                    .default_config
+                    .exists()
+                    .then(|| paths.default_config.clone())
+            });
         let log = args
             .log
             .as_deref()
             .map(absolute)
             .or_else(|| previous.as_ref().map(|p| p.log.clone()))
             .unwrap_or_else(|| paths.default_log.clone());
-        let health_url =
-            args.health_url.clone().or_else(|| previous.as_ref().and_then(|p| p.health_url.clone()));
+        let health_url = args
+            .health_url
+            .clone()
+            .or_else(|| previous.as_ref().and_then(|p| p.health_url.clone()));
         if exec.is_none() && config.is_none() {
             return Err(CliError::usage(format!(
                 "no config for daemon {:?}: pass --config FILE (or create {}; `clawdbot onboard` writes one)",
@@ -54,7 +64,13 @@ impl Launch {
                 return Err(CliError::usage("--exec: the command is empty"));
             }
         }
-        Ok(Launch { name: paths.name.clone(), config, log, exec, health_url })
+        Ok(Launch {
+            name: paths.name.clone(),
+            config,
+            log,
+            exec,
+            health_url,
+        })
     }
 
     /// The last saved launch, if any and readable.
@@ -75,6 +91,8 @@ impl Launch {
 
     /// The log path to read for `logs`, even when the daemon never started.
     pub fn log_path(paths: &DaemonPaths) -> PathBuf {
-        Launch::load(paths).map(|l| l.log).unwrap_or_else(|| paths.default_log.clone())
+        Launch::load(paths)
+            .map(|l| l.log)
+            .unwrap_or_else(|| paths.default_log.clone())
     }
 }

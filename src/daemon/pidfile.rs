@@ -43,7 +43,13 @@ pub struct PidLock {
 impl PidLock {
     /// Takes the lock and writes our pid and start time. `Ok(None)`: another daemon holds it.
     pub fn acquire(path: &Path) -> io::Result<Option<PidLock>> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
         let mut file = match try_lock_exclusive(file)? {
             TryLock::Acquired(f) => f,
             TryLock::HeldByOther => return Ok(None),
@@ -54,7 +60,10 @@ impl PidLock {
         file.rewind()?;
         writeln!(file, "{pid} {ticks}")?;
         file.sync_all()?;
-        Ok(Some(PidLock { file, path: path.to_path_buf() }))
+        Ok(Some(PidLock {
+            file,
+            path: path.to_path_buf(),
+        }))
     }
 
     /// Removes the pid file while still holding the lock (clean exit).
@@ -143,7 +152,10 @@ mod tests {
         let path = dir.path().join("pid");
         let lock = PidLock::acquire(&path).unwrap().expect("first lock");
         assert!(is_locked(&path));
-        assert!(PidLock::acquire(&path).unwrap().is_none(), "second lock taken");
+        assert!(
+            PidLock::acquire(&path).unwrap().is_none(),
+            "second lock taken"
+        );
         let rec = read_record(&path).unwrap();
         assert_eq!(rec.pid, std::process::id());
         assert!(is_same_process(&rec));
@@ -156,6 +168,9 @@ mod tests {
     fn reused_pid_is_not_the_same_process() {
         let me = std::process::id();
         let ticks = proc_start_ticks(me).unwrap();
-        assert!(!is_same_process(&PidRecord { pid: me, start_ticks: ticks + 1 }));
+        assert!(!is_same_process(&PidRecord {
+            pid: me,
+            start_ticks: ticks + 1
+        }));
     }
 }

@@ -29,15 +29,25 @@ pub enum Probe {
 /// Probes a daemon. Never blocks longer than about [`PROBE_TIMEOUT`].
 pub fn probe(paths: &DaemonPaths) -> Probe {
     match Client::connect(&paths.socket, PROBE_TIMEOUT) {
-        Ok(c) => Probe::Running { pid: c.daemon_pid, version: c.daemon_version.clone() },
-        Err(ClientError::PermissionDenied(p)) => Probe::Denied { reason: format!("permission denied on {p}") },
+        Ok(c) => Probe::Running {
+            pid: c.daemon_pid,
+            version: c.daemon_version.clone(),
+        },
+        Err(ClientError::PermissionDenied(p)) => Probe::Denied {
+            reason: format!("permission denied on {p}"),
+        },
         Err(err) => {
             let pid = read_record(&paths.pid_file).map(|r| r.pid);
             match lock_state(&paths.pid_file) {
-                LockState::Held => Probe::Unresponsive { pid, reason: err.to_string() },
+                LockState::Held => Probe::Unresponsive {
+                    pid,
+                    reason: err.to_string(),
+                },
                 LockState::Free => Probe::Stale { pid },
                 LockState::Missing => Probe::NotRunning,
-                LockState::Unknown(reason) => Probe::Denied { reason: format!("{err}; {reason}") },
+                LockState::Unknown(reason) => Probe::Denied {
+                    reason: format!("{err}; {reason}"),
+                },
             }
         }
     }

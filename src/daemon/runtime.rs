@@ -66,7 +66,11 @@ pub fn run(paths: &DaemonPaths, launch: &Launch, mut ready: ReadyPipe) -> Result
     result
 }
 
-fn start_and_serve(paths: &DaemonPaths, launch: &Launch, ready: &mut ReadyPipe) -> Result<Code, CliError> {
+fn start_and_serve(
+    paths: &DaemonPaths,
+    launch: &Launch,
+    ready: &mut ReadyPipe,
+) -> Result<Code, CliError> {
     paths.ensure_run_dir()?;
     let lock = PidLock::acquire(&paths.pid_file)
         .map_err(|e| crate::paths::io_error("lock", &paths.pid_file, e))?
@@ -77,7 +81,10 @@ fn start_and_serve(paths: &DaemonPaths, launch: &Launch, ready: &mut ReadyPipe) 
         (Some(path), Some(_)) if path.exists() => Some(config::load(path)?),
         _ => None,
     };
-    let log_cfg = config.as_ref().map(|c| c.logging.clone()).unwrap_or_else(LoggingConfig::default);
+    let log_cfg = config
+        .as_ref()
+        .map(|c| c.logging.clone())
+        .unwrap_or_else(LoggingConfig::default);
     ensure_parent(&launch.log)?;
     let (guard, last_error) = logging::init(&launch.log, &log_cfg)
         .map_err(|e| crate::paths::io_error("open log file", &launch.log, e))?;
@@ -200,5 +207,8 @@ fn signal_err(e: std::io::Error) -> CliError {
 
 /// Current Unix time in milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

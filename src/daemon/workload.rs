@@ -21,7 +21,12 @@ pub trait Workload: Send + Sync + 'static {
     /// Live checks, bounded by `timeout`.
     fn health(&self, timeout: Duration) -> BoxFuture<'_, HealthReport>;
     /// A proactive message (bots only).
-    fn send(&self, to: String, text: String, markdown: bool) -> BoxFuture<'_, Result<SendOutcome, WorkError>>;
+    fn send(
+        &self,
+        to: String,
+        text: String,
+        markdown: bool,
+    ) -> BoxFuture<'_, Result<SendOutcome, WorkError>>;
     /// Stops taking work and finishes in-flight work for up to `drain`.
     fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()>;
     /// Re-reads the config (SIGHUP). An error keeps the old config and says why.

@@ -22,8 +22,18 @@ impl Workload for Gateway {
     fn health(&self, _timeout: Duration) -> BoxFuture<'_, HealthReport> {
         Box::pin(async { HealthReport::default() })
     }
-    fn send(&self, _to: String, _text: String, _markdown: bool) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
-        Box::pin(async { Err((ErrorKind::Unsupported, "a gateway daemon cannot send messages".into())) })
+    fn send(
+        &self,
+        _to: String,
+        _text: String,
+        _markdown: bool,
+    ) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
+        Box::pin(async {
+            Err((
+                ErrorKind::Unsupported,
+                "a gateway daemon cannot send messages".into(),
+            ))
+        })
     }
     fn shutdown(&self, _drain: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async {})

@@ -40,18 +40,38 @@ impl Client {
                 ClientError::NotListening(path.clone())
             }
             io::ErrorKind::PermissionDenied => ClientError::PermissionDenied(path.clone()),
-            _ => ClientError::NoAnswer { path: path.clone(), reason: e.to_string() },
+            _ => ClientError::NoAnswer {
+                path: path.clone(),
+                reason: e.to_string(),
+            },
         })?;
-        let no_answer = |reason: String| ClientError::NoAnswer { path: path.clone(), reason };
-        stream.set_read_timeout(Some(timeout)).map_err(|e| no_answer(e.to_string()))?;
-        stream.set_write_timeout(Some(timeout)).map_err(|e| no_answer(e.to_string()))?;
-        let mut client = Client { stream, path: path.clone(), daemon_version: String::new(), daemon_pid: 0 };
+        let no_answer = |reason: String| ClientError::NoAnswer {
+            path: path.clone(),
+            reason,
+        };
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| no_answer(e.to_string()))?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(|e| no_answer(e.to_string()))?;
+        let mut client = Client {
+            stream,
+            path: path.clone(),
+            daemon_version: String::new(),
+            daemon_pid: 0,
+        };
         let hello = Request::Hello {
             protocol: PROTOCOL_VERSION,
             client_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         match client.request(&hello)? {
-            Response::Hello { protocol, daemon_version, pid, .. } => {
+            Response::Hello {
+                protocol,
+                daemon_version,
+                pid,
+                ..
+            } => {
                 if protocol != PROTOCOL_VERSION {
                     return Err(no_answer(format!(
                         "daemon speaks protocol {protocol}, this CLI speaks {PROTOCOL_VERSION}: \
@@ -75,7 +95,10 @@ impl Client {
     /// Sends one request and waits for its response.
     pub fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
         let path = self.path.clone();
-        let fail = |e: FrameError| ClientError::NoAnswer { path: path.clone(), reason: e.to_string() };
+        let fail = |e: FrameError| ClientError::NoAnswer {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
         write_sync(&mut self.stream, req).map_err(fail)?;
         read_sync(&mut self.stream).map_err(fail)
     }

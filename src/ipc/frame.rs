@@ -103,8 +103,14 @@ mod tests {
 
         let mut garbage = 3u32.to_be_bytes().to_vec();
         garbage.extend_from_slice(b"{x}");
-        assert!(matches!(read_sync::<Request>(&mut garbage.as_slice()), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            read_sync::<Request>(&mut garbage.as_slice()),
+            Err(FrameError::Malformed(_))
+        ));
 
-        assert!(matches!(read_sync::<Request>(&mut [0u8, 0].as_slice()), Err(FrameError::Closed)));
+        assert!(matches!(
+            read_sync::<Request>(&mut [0u8, 0].as_slice()),
+            Err(FrameError::Closed)
+        ));
     }
 }

@@ -11,7 +11,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
     /// First frame of every connection.
-    Hello { protocol: u32, client_version: String },
+    Hello {
+        protocol: u32,
+        client_version: String,
+    },
     /// Full status report.
     Status,
     /// Live checks (channel, model endpoints); may take up to `timeout_ms`.
@@ -19,19 +22,31 @@ pub enum Request {
     /// Stop accepting work, finish in-flight turns for up to `drain_ms`, then exit.
     Shutdown { drain_ms: u64 },
     /// Send a proactive message through the channel.
-    Send { to: String, text: String, markdown: bool },
+    Send {
+        to: String,
+        text: String,
+        markdown: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
-    Hello { protocol: u32, daemon_version: String, name: String, pid: u32 },
+    Hello {
+        protocol: u32,
+        daemon_version: String,
+        name: String,
+        pid: u32,
+    },
     Status(Box<DaemonReport>),
     Health(HealthReport),
     /// The daemon accepted the shutdown and will exit after draining.
     ShuttingDown,
     Sent(SendOutcome),
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -81,7 +81,9 @@ pub fn init(path: &Path, cfg: &LoggingConfig) -> std::io::Result<(WorkerGuard, L
     let registry = tracing_subscriber::registry()
         .with(filter)
         .with(LastErrorLayer(last.clone()));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(false);
     let result = match cfg.format {
         LogFormat::Text => registry.with(fmt).try_init(),
         LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),

@@ -37,7 +37,13 @@ impl RotatingFile {
         }
         let file = open_append(path)?;
         let size = file.metadata()?.len();
-        Ok(RotatingFile { path: path.to_path_buf(), max_bytes, max_files: max_files.max(1), file, size })
+        Ok(RotatingFile {
+            path: path.to_path_buf(),
+            max_bytes,
+            max_files: max_files.max(1),
+            file,
+            size,
+        })
     }
 
     /// Path of the n-th rotated file.
@@ -68,7 +74,11 @@ impl RotatingFile {
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).mode(0o640).open(path)
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
 }
 
 impl Write for RotatingFile {
@@ -100,7 +110,8 @@ mod tests {
         let path = dir.path().join("bot.log");
         let mut w = RotatingFile::open(&path, 1000, 50).unwrap();
         for i in 0..500 {
-            w.write_all(format!("line {i:05} ........................\n").as_bytes()).unwrap();
+            w.write_all(format!("line {i:05} ........................\n").as_bytes())
+                .unwrap();
         }
         let mut all = Vec::new();
         for n in (1..=50).rev() {
@@ -109,9 +120,15 @@ mod tests {
                 all.extend(t.lines().map(str::to_string));
             }
         }
-        all.extend(fs::read_to_string(&path).unwrap().lines().map(str::to_string));
-        let expect: Vec<String> =
-            (0..500).map(|i| format!("line {i:05} ........................")).collect();
+        all.extend(
+            fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .map(str::to_string),
+        );
+        let expect: Vec<String> = (0..500)
+            .map(|i| format!("line {i:05} ........................"))
+            .collect();
         assert_eq!(all, expect);
     }
 

@@ -7,11 +7,15 @@ use serde_json::{json, Value};
 
 /// Routes relative to the OpenAI base URL: `/models` and `/chat/completions`.
 pub fn router() -> Router {
-    Router::new().route("/models", get(models)).route("/chat/completions", post(complete))
+    Router::new()
+        .route("/models", get(models))
+        .route("/chat/completions", post(complete))
 }
 
 async fn models() -> Json<Value> {
-    Json(json!({"object": "list", "data": [{"id": "demo-echo", "object": "model", "owned_by": "clawdbot"}]}))
+    Json(
+        json!({"object": "list", "data": [{"id": "demo-echo", "object": "model", "owned_by": "clawdbot"}]}),
+    )
 }
 
 async fn complete(Json(body): Json<Value>) -> Json<Value> {

@@ -44,14 +44,22 @@ impl Run {
         }
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
     }
 }
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -62,7 +70,10 @@ pub struct Home {
 impl Home {
     /// A fresh home under /tmp (short paths: unix socket paths are limited to 107 bytes).
     pub fn new() -> Home {
-        let dir = tempfile::Builder::new().prefix("cb").tempdir_in("/tmp").expect("temp home");
+        let dir = tempfile::Builder::new()
+            .prefix("cb")
+            .tempdir_in("/tmp")
+            .expect("temp home");
         Home { dir }
     }
 
@@ -74,7 +85,9 @@ impl Home {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--home").arg(self.path()).args(args);
-        c.env_remove("CLAWDBOT_HOME").env("NO_COLOR", "1").env("LOCAL_MODEL_API_KEY", "test-key");
+        c.env_remove("CLAWDBOT_HOME")
+            .env("NO_COLOR", "1")
+            .env("LOCAL_MODEL_API_KEY", "test-key");
         c.stdin(Stdio::null());
         c
     }
@@ -116,7 +129,9 @@ impl Drop for Home {
         if let Ok(entries) = std::fs::read_dir(self.path().join("run")) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let _ = self.command(&["daemon", "stop", "--name", &name, "--timeout", "3"]).output();
+                let _ = self
+                    .command(&["daemon", "stop", "--name", &name, "--timeout", "3"])
+                    .output();
             }
         }
     }
