@@ -1,59 +1,157 @@
 //! The bot workload: DingTalk channel in, local model out.
+//!
+//! Data path: channel (ACK at once, dedupe) -> durable inbox -> access policy -> memory and
+//! prompt -> model router (limits, fair queue, budget, fallback) -> reply (text/markdown or
+//! AI card) -> memory update -> inbox entry completed.
+
+mod health;
+mod inbox;
+mod inflight;
+mod conversations;
+mod pipeline;
+
+pub use health::preflight_checks;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::daemon::workload::{BoxFuture, WorkError, Workload};
+use crate::dingtalk::{Channel, ChannelError, Inbound};
 use crate::ipc::proto::{ErrorKind, HealthReport, SendOutcome};
+use crate::model::ModelRouter;
 use crate::paths::DaemonPaths;
 use crate::status::DaemonReport;
 
-pub struct Bot {
-    #[allow(dead_code)]
-    config: Config,
-    #[allow(dead_code)]
+use inbox::Inbox;
+use inflight::InFlight;
+use pipeline::Conversations;
+
+/// Messages buffered between the channel and the dispatcher.
+const INBOUND_BUFFER: usize = 1024;
+
+pub(crate) struct Shared {
+    /// The live config; SIGHUP swaps it (reply texts, policy, access, memory, prompt).
+    config: RwLock<Arc<Config>>,
     config_path: PathBuf,
+    channel: Option<Channel>,
+    router: ModelRouter,
+    conversations: Conversations,
+    inbox: Option<Inbox>,
+    inflight: InFlight,
+    /// False once shutdown began: new messages stay in the inbox for the next run.
+    accepting: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+pub struct Bot {
+    shared: Arc<Shared>,
 }
 
 impl Bot {
-    pub async fn start(
-        config: Config,
-        config_path: PathBuf,
-        _paths: DaemonPaths,
-    ) -> Result<Bot, String> {
-        if config.channel.is_none() {
-            tracing::warn!("no channel section in the config: the bot receives no messages");
-        }
-        Ok(Bot {
-            config,
+    /// Starts the channel and the dispatcher, then replays messages a previous run accepted
+    /// but did not answer.
+    pub async fn start(config: Config, config_path: PathBuf, paths: DaemonPaths) -> Result<Bot, String> {
+        let (tx, rx) = mpsc::channel::<Inbound>(INBOUND_BUFFER);
+        let channel = match &config.channel {
+            Some(ch) => Some(Channel::start(ch.dingtalk.clone(), tx).await?),
+            None => {
+                tracing::warn!("no channel section in the config: the bot receives no messages");
+                None
+            }
+        };
+        paths.ensure_state_dir().map_err(|e| e.message)?;
+        let inbox = match Inbox::open(&paths.state) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                tracing::error!(path = %paths.state.display(), error = %e, "cannot open the durable inbox; continuing without it");
+                None
+            }
+        };
+        let shared = Arc::new(Shared {
+            router: ModelRouter::new(&config),
+            conversations: Conversations::new(&config),
+            config: RwLock::new(Arc::new(config)),
             config_path,
-        })
+            channel,
+            inbox,
+            inflight: InFlight::default(),
+            accepting: AtomicBool::new(true),
+        });
+        pipeline::replay_inbox(&shared);
+        tokio::spawn(pipeline::dispatch(shared.clone(), rx));
+        Ok(Bot { shared })
     }
+}
+
+fn channel_error(e: ChannelError) -> WorkError {
+    (ErrorKind::Failed, e.to_string())
 }
 
 impl Workload for Bot {
     fn kind(&self) -> &'static str {
         "bot"
     }
-    fn fill_report(&self, _report: &mut DaemonReport) {}
-    fn health(&self, _timeout: Duration) -> BoxFuture<'_, HealthReport> {
-        Box::pin(async { HealthReport::default() })
-    }
-    fn send(
-        &self,
-        _to: String,
-        _text: String,
-        _markdown: bool,
-    ) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
-        Box::pin(async { Err((ErrorKind::Unsupported, "send: not yet implemented".into())) })
-    }
-    fn shutdown(&self, _drain: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
-}
 
-/// Pre-flight checks for `healthcheck --config` (no daemon).
-pub async fn preflight_checks(_config: &Config, _timeout: Duration) -> HealthReport {
-    HealthReport::default()
+    fn fill_report(&self, report: &mut DaemonReport) {
+        report.channel = self.shared.channel.as_ref().map(Channel::report);
+        report.models = self.shared.router.reports();
+    }
+
+    fn health(&self, timeout: Duration) -> BoxFuture<'_, HealthReport> {
+        Box::pin(health::daemon_checks(&self.shared, timeout))
+    }
+
+    fn send(&self, to: String, text: String, markdown: bool) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
+        Box::pin(async move {
+            let channel = self
+                .shared
+                .channel
+                .as_ref()
+                .ok_or((ErrorKind::Unsupported, "this bot has no channel configured".to_string()))?;
+            channel.send(&to, &text, markdown).await.map_err(channel_error)
+        })
+    }
+
+    fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.shared.accepting.store(false, Ordering::SeqCst);
+            let in_flight = self.shared.inflight.count();
+            if !self.shared.inflight.drained(drain).await {
+                tracing::warn!(
+                    in_flight = self.shared.inflight.count(),
+                    "drain time over; unanswered turns stay in the inbox for the next start"
+                );
+            } else if in_flight > 0 {
+                tracing::info!(in_flight, "drained in-flight turns");
+            }
+            if let Some(ch) = &self.shared.channel {
+                ch.shutdown().await;
+            }
+        })
+    }
+
+    fn reload(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let new = crate::config::load(&self.shared.config_path).map_err(|e| e.to_string())?;
+            let old = self.shared.config();
+            let needs_restart = format!("{:?}", (&new.models, &new.limits, &new.channel))
+                != format!("{:?}", (&old.models, &old.limits, &old.channel));
+            if needs_restart {
+                tracing::warn!("models, limits or channel changed: those take effect on restart");
+            }
+            self.shared.conversations.reconfigure(&new);
+            *self.shared.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+            Ok(())
+        })
+    }
 }

@@ -245,6 +245,9 @@ pub struct ReplyConfig {
     /// Reply to `/new` and `/reset`.
     #[serde(default = "default_reset_text")]
     pub reset_text: String,
+    /// Sent after a restart for a message whose session webhook expired meanwhile.
+    #[serde(default = "default_restart_sorry_text")]
+    pub restart_sorry_text: String,
 }
 
 impl Default for ReplyConfig {
@@ -435,6 +438,9 @@ fn default_thinking_text() -> String {
 }
 fn default_reset_text() -> String {
     "OK, I forgot our earlier conversation.".into()
+}
+fn default_restart_sorry_text() -> String {
+    "Sorry, I was restarted before I could answer your last message. Please ask again.".into()
 }
 fn default_system_prompt() -> String {
     "You are a helpful assistant answering in a DingTalk chat. Keep answers short and \

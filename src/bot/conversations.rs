@@ -1,0 +1,81 @@
+//! The bot's view of per-conversation state: access decisions, memory and prompt
+//! building, behind one lock each (short critical sections, no await inside).
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::conversation::access::{AccessDecision, AccessGate};
+use crate::conversation::command::is_reset_command;
+use crate::conversation::memory::Memory;
+use crate::conversation::prompt::build_prompt;
+use crate::dingtalk::Inbound;
+use crate::model::ChatMessage;
+
+/// What the access policy says about a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Allowed,
+    Denied,
+    RateLimited,
+}
+
+pub struct Conversations {
+    access: Mutex<AccessGate>,
+    memory: Mutex<Memory>,
+}
+
+impl Conversations {
+    pub fn new(cfg: &Config) -> Conversations {
+        Conversations { access: Mutex::new(AccessGate::new(&cfg.access)), memory: Mutex::new(Memory::new(&cfg.memory)) }
+    }
+
+    /// Applies a reloaded config (access lists and limits, memory limits).
+    pub fn reconfigure(&self, cfg: &Config) {
+        *self.access.lock().unwrap_or_else(|p| p.into_inner()) = AccessGate::new(&cfg.access);
+        *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = Memory::new(&cfg.memory);
+    }
+
+    pub fn admit(&self, msg: &Inbound, _cfg: &Config) -> Admission {
+        let mut gate = self.access.lock().unwrap_or_else(|p| p.into_inner());
+        let user = msg.sender_staff_id.as_deref().or(Some(msg.sender_id.as_str())).filter(|u| !u.is_empty());
+        match gate.check(msg.conversation_kind, &msg.conversation_id, user, Instant::now()) {
+            AccessDecision::Allowed => Admission::Allowed,
+            AccessDecision::Denied(reason) => {
+                tracing::info!(msg_id = %msg.msg_id, ?reason, "message refused by access policy");
+                Admission::Denied
+            }
+            AccessDecision::RateLimited { retry_after } => {
+                tracing::info!(msg_id = %msg.msg_id, retry_after_ms = retry_after.as_millis() as u64, "user rate limited");
+                Admission::RateLimited
+            }
+        }
+    }
+
+    pub fn is_reset_command(text: &str) -> bool {
+        is_reset_command(text)
+    }
+
+    pub fn reset(&self, conversation: &str) {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner()).reset(conversation);
+    }
+
+    /// The trimmed prompt for a new message in `conversation`.
+    pub fn prompt(&self, cfg: &Config, conversation: &str, text: &str) -> Vec<ChatMessage> {
+        let history = self.memory.lock().unwrap_or_else(|p| p.into_inner()).history(conversation, Instant::now());
+        let prompt = build_prompt(&cfg.policy, cfg.prompt.max_chars, conversation, &history, text);
+        if prompt.dropped_history > 0 || prompt.cut_chars > 0 {
+            tracing::info!(
+                conversation,
+                dropped_history = prompt.dropped_history,
+                cut_chars = prompt.cut_chars,
+                "prompt trimmed to prompt.max_chars"
+            );
+        }
+        prompt.messages
+    }
+
+    pub fn remember(&self, _cfg: &Config, conversation: &str, user: &str, answer: &str) {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner()).record(conversation, user, answer, Instant::now());
+    }
+}

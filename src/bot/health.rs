@@ -1,0 +1,148 @@
+//! Health checks, in the order an operator troubleshoots: channel, each model endpoint,
+//! concurrency saturation, prompt sizes. Used by the daemon (`healthcheck --name`) and
+//! without a daemon (`healthcheck --config`, `onboard`).
+
+use std::time::Duration;
+
+use super::Shared;
+use crate::config::Config;
+use crate::ipc::proto::{Check, CheckStatus, HealthReport};
+use crate::model::ModelRouter;
+use crate::status::ModelReport;
+
+fn check(name: impl Into<String>, status: CheckStatus, detail: impl Into<String>, fix: Option<String>) -> Check {
+    Check { name: name.into(), status, detail: detail.into(), fix }
+}
+
+/// Live checks of a running bot.
+pub(crate) async fn daemon_checks(shared: &Shared, timeout: Duration) -> HealthReport {
+    let mut checks = Vec::new();
+    match &shared.channel {
+        Some(channel) => {
+            let result = tokio::time::timeout(timeout, channel.check()).await;
+            checks.push(match result {
+                Ok(Ok(detail)) => check("channel", CheckStatus::Ok, detail, None),
+                Ok(Err(reason)) => check(
+                    "channel",
+                    CheckStatus::Fail,
+                    reason,
+                    Some("see `clawdbot daemon logs` for the connection errors".into()),
+                ),
+                Err(_) => check("channel", CheckStatus::Fail, "the channel check timed out", None),
+            });
+        }
+        None => checks.push(check(
+            "channel",
+            CheckStatus::Fail,
+            "no channel configured: the bot receives nothing",
+            Some("add a channel.dingtalk section to the config".into()),
+        )),
+    }
+    let cfg = shared.config();
+    checks.extend(model_checks(&shared.router, &cfg, timeout).await);
+    let reports = shared.router.reports();
+    checks.extend(reports.iter().map(saturation_check));
+    checks.extend(reports.iter().map(prompt_check));
+    HealthReport { checks }
+}
+
+/// Checks that need no daemon: model endpoints and DingTalk credentials.
+pub async fn preflight_checks(config: &Config, timeout: Duration) -> HealthReport {
+    let mut checks = Vec::new();
+    if let Some(ch) = &config.channel {
+        checks.push(credentials_check(&ch.dingtalk, timeout).await);
+    } else {
+        checks.push(check(
+            "channel",
+            CheckStatus::Warn,
+            "no channel section: `daemon start` will run a bot that receives nothing",
+            Some("run `clawdbot onboard --channel dingtalk --config FILE`".into()),
+        ));
+    }
+    let router = ModelRouter::new(config);
+    checks.extend(model_checks(&router, config, timeout).await);
+    HealthReport { checks }
+}
+
+async fn credentials_check(cfg: &crate::config::DingTalkConfig, timeout: Duration) -> Check {
+    let tokens = crate::dingtalk::token::TokenCache::new(
+        crate::dingtalk::http::client(),
+        &cfg.api_base,
+        &cfg.client_id,
+        cfg.client_secret.expose(),
+    );
+    match tokio::time::timeout(timeout, tokens.get()).await {
+        Ok(Ok(_)) => check("dingtalk credentials", CheckStatus::Ok, format!("access token obtained from {}", cfg.api_base), None),
+        Ok(Err(e)) => check(
+            "dingtalk credentials",
+            CheckStatus::Fail,
+            format!("no access token from {}: {e}", cfg.api_base),
+            Some("copy Client ID and Client Secret from the app's Credentials page into channel.dingtalk".into()),
+        ),
+        Err(_) => check(
+            "dingtalk credentials",
+            CheckStatus::Fail,
+            format!("{} did not answer within {} s", cfg.api_base, timeout.as_secs()),
+            Some("check network access to channel.dingtalk.api_base".into()),
+        ),
+    }
+}
+
+async fn model_checks(router: &ModelRouter, cfg: &Config, timeout: Duration) -> Vec<Check> {
+    router
+        .check(timeout)
+        .await
+        .into_iter()
+        .map(|(name, result)| {
+            let base = cfg.models.get(&name).map(|m| m.base_url.clone()).unwrap_or_default();
+            match result {
+                Ok(ms) => check(format!("model {name}"), CheckStatus::Ok, format!("{base} answered in {ms} ms"), None),
+                Err(reason) => check(
+                    format!("model {name}"),
+                    CheckStatus::Fail,
+                    format!("{base}: {reason}"),
+                    Some(format!(
+                        "start the model server (or the managed gateway) or fix models.{name}.base_url; try: curl {base}/models"
+                    )),
+                ),
+            }
+        })
+        .collect()
+}
+
+fn saturation_check(m: &ModelReport) -> Check {
+    let name = format!("load {}", m.name);
+    let detail = format!(
+        "{}/{} in flight, {} queued; served {}, timeouts {}, busy replies {}",
+        m.in_flight, m.limit, m.queued, m.served, m.timeouts, m.busy_rejections
+    );
+    let saturated = m.queued > 0 && m.in_flight >= m.limit;
+    if m.busy_rejections > 0 || m.timeouts > 0 || saturated {
+        check(
+            name,
+            CheckStatus::Warn,
+            detail,
+            Some(format!(
+                "if the server has free slots raise limits.max_concurrency_per_model.{}; else add a fallback model or a faster one",
+                m.name
+            )),
+        )
+    } else {
+        check(name, CheckStatus::Ok, detail, None)
+    }
+}
+
+fn prompt_check(m: &ModelReport) -> Check {
+    let name = format!("prompts {}", m.name);
+    let detail = format!("largest prompt {} of {} chars", m.max_prompt_chars_seen, m.prompt_budget_chars);
+    if m.prompt_budget_chars > 0 && m.max_prompt_chars_seen * 10 >= m.prompt_budget_chars * 9 {
+        check(
+            name,
+            CheckStatus::Warn,
+            detail,
+            Some("prompts are being trimmed: raise prompt.max_chars if the model's context allows, or lower memory.max_turns".into()),
+        )
+    } else {
+        check(name, CheckStatus::Ok, detail, None)
+    }
+}

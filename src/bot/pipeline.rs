@@ -1,0 +1,260 @@
+//! One turn, from an accepted message to its reply.
+//!
+//! Invariants:
+//! - every accepted message gets exactly one final reply (answer, busy, fallback,
+//!   unsupported, denied or rate-limited), and its inbox entry is completed only after
+//!   that reply was handed to DingTalk;
+//! - an AI card, once opened, is always finalized (finished or failed);
+//! - nothing here logs message text, prompts or answers unless
+//!   `logging.log_message_text` is on (ids, lengths, hashes and figures only).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::Shared;
+use crate::config::Config;
+use crate::dingtalk::{Channel, Inbound, InboundContent};
+use crate::logging::text_for_log;
+use crate::model::{Turn, TurnOutcome};
+
+pub use super::conversations::Conversations;
+use super::conversations::Admission;
+
+/// Receives messages from the channel and runs each turn in its own task; the model
+/// limiter bounds how many reach the model and keeps conversations fair.
+pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound>) {
+    while let Some(msg) = rx.recv().await {
+        let arrived = Instant::now();
+        let accepted = match &shared.inbox {
+            Some(inbox) => match inbox.accept(&msg.msg_id, &msg) {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot write the inbox entry; answering without durability");
+                    true
+                }
+            },
+            None => true,
+        };
+        if !accepted {
+            tracing::info!(msg_id = %msg.msg_id, "duplicate message dropped (already pending or answered)");
+            continue;
+        }
+        if !shared.accepting.load(Ordering::SeqCst) {
+            tracing::info!(msg_id = %msg.msg_id, "shutting down: message kept in the inbox for the next start");
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move { run_turn(&shared, msg, arrived).await });
+    }
+}
+
+/// Answers what a previous run accepted but did not answer. A message whose session
+/// webhook expired is told sorry (through the OpenAPI) instead of answered late.
+pub(crate) fn replay_inbox(shared: &Arc<Shared>) {
+    let Some(inbox) = &shared.inbox else { return };
+    let (pending, corrupt) = inbox.pending::<Inbound>();
+    for path in corrupt {
+        tracing::error!(path = %path.display(), "unreadable inbox entry set aside");
+    }
+    if pending.is_empty() {
+        return;
+    }
+    tracing::info!(count = pending.len(), "replaying messages accepted before the last stop");
+    for (_, msg) in pending {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let expired = msg.session_webhook_expires_ms.is_some_and(|t| t <= crate::dingtalk::now_ms());
+            if expired {
+                let cfg = shared.config();
+                finish(&shared, &msg, &cfg.reply.restart_sorry_text, "restart_sorry").await;
+            } else {
+                run_turn(&shared, msg, Instant::now()).await;
+            }
+        });
+    }
+}
+
+async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant) {
+    let _guard = shared.inflight.enter();
+    let cfg = shared.config();
+    let Some(channel) = shared.channel.as_ref() else { return };
+    let text = match &msg.content {
+        InboundContent::Text(t) if !t.is_empty() => t.clone(),
+        InboundContent::Text(_) => return finish(shared, &msg, &cfg.reply.unsupported_text, "empty").await,
+        InboundContent::Unsupported { msgtype } => {
+            tracing::info!(msg_id = %msg.msg_id, %msgtype, "unsupported message type");
+            return finish(shared, &msg, &cfg.reply.unsupported_text, "unsupported").await;
+        }
+    };
+    tracing::info!(
+        msg_id = %msg.msg_id,
+        conversation = %msg.conversation_id,
+        kind = ?msg.conversation_kind,
+        text = %text_for_log(&text, cfg.logging.log_message_text),
+        "message received"
+    );
+    match shared.conversations.admit(&msg, &cfg) {
+        Admission::Allowed => {}
+        Admission::Denied => return finish(shared, &msg, &cfg.reply.denied_text, "denied").await,
+        Admission::RateLimited => return finish(shared, &msg, &cfg.reply.rate_limited_text, "rate_limited").await,
+    }
+    if Conversations::is_reset_command(&text) {
+        shared.conversations.reset(&msg.conversation_id);
+        return finish(shared, &msg, &cfg.reply.reset_text, "reset").await;
+    }
+    let turn = Turn {
+        lane: msg.conversation_id.clone(),
+        conversation_id: msg.conversation_id.clone(),
+        user_id: msg.sender_staff_id.clone(),
+        kind: msg.conversation_kind,
+        messages: shared.conversations.prompt(&cfg, &msg.conversation_id, &text),
+        arrived,
+    };
+    let use_card = cfg.channel.as_ref().is_some_and(|c| c.dingtalk.card_template_id.is_some());
+    let (outcome, delivered) = if use_card {
+        answer_in_card(shared, channel, &cfg, &msg, turn).await
+    } else {
+        answer_in_text(shared, channel, &cfg, &msg, turn).await
+    };
+    let label = match &outcome {
+        TurnOutcome::Answer { model, fell_back, text: answer } => {
+            shared.conversations.remember(&cfg, &msg.conversation_id, &text, answer);
+            tracing::info!(
+                msg_id = %msg.msg_id, %model, fell_back, ms = arrived.elapsed().as_millis() as u64,
+                answer = %text_for_log(answer, cfg.logging.log_message_text), "answered"
+            );
+            "answer"
+        }
+        TurnOutcome::Busy => "busy",
+        TurnOutcome::Failed { reason, timed_out } => {
+            tracing::warn!(msg_id = %msg.msg_id, %reason, timed_out, ms = arrived.elapsed().as_millis() as u64, "model failed; fallback reply sent");
+            "fallback"
+        }
+    };
+    if delivered {
+        complete(shared, &msg, label);
+    }
+}
+
+/// The user-facing text for an outcome.
+fn reply_text<'a>(cfg: &'a Config, outcome: &'a TurnOutcome) -> &'a str {
+    match outcome {
+        TurnOutcome::Answer { text, .. } if !text.trim().is_empty() => text,
+        TurnOutcome::Answer { .. } | TurnOutcome::Failed { .. } => &cfg.reply.fallback_text,
+        TurnOutcome::Busy => &cfg.reply.busy_text,
+    }
+}
+
+fn markdown(cfg: &Config) -> bool {
+    cfg.reply.format == crate::config::ReplyFormat::Markdown
+}
+
+/// Plain reply, with the optional "thinking" notice when the model is slow.
+async fn answer_in_text(
+    shared: &Arc<Shared>,
+    channel: &Channel,
+    cfg: &Config,
+    msg: &Inbound,
+    turn: Turn,
+) -> (TurnOutcome, bool) {
+    let mut ignore = |_: &str| {};
+    let answer = shared.router.answer(turn, &mut ignore);
+    tokio::pin!(answer);
+    let outcome = match cfg.reply.thinking_notice_ms {
+        Some(ms) => {
+            tokio::select! {
+                o = &mut answer => o,
+                _ = tokio::time::sleep(Duration::from_millis(ms)) => {
+                    if let Err(e) = channel.reply(msg, &cfg.reply.thinking_text, false).await {
+                        tracing::warn!(msg_id = %msg.msg_id, error = %e, "thinking notice not delivered");
+                    }
+                    answer.await
+                }
+            }
+        }
+        None => answer.await,
+    };
+    let delivered = deliver(channel, msg, reply_text(cfg, &outcome), markdown(cfg)).await;
+    (outcome, delivered)
+}
+
+/// Streams the answer into an AI card; falls back to a plain reply if no card opens.
+async fn answer_in_card(
+    shared: &Arc<Shared>,
+    channel: &Channel,
+    cfg: &Config,
+    msg: &Inbound,
+    turn: Turn,
+) -> (TurnOutcome, bool) {
+    let mut card = match channel.open_card(msg).await {
+        Ok(card) => card,
+        Err(e) => {
+            tracing::warn!(msg_id = %msg.msg_id, error = %e, "AI card not opened; replying with text");
+            return answer_in_text(shared, channel, cfg, msg, turn).await;
+        }
+    };
+    let (tx, mut rx) = watch::channel(String::new());
+    let updater = tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let text = rx.borrow_and_update().clone();
+            card.update(&text).await;
+        }
+        card
+    });
+    let mut on_progress = move |full: &str| {
+        let _ = tx.send(full.to_string());
+    };
+    let outcome = shared.router.answer(turn, &mut on_progress).await;
+    drop(on_progress);
+    let card = match updater.await {
+        Ok(card) => card,
+        Err(e) => {
+            tracing::error!(msg_id = %msg.msg_id, error = %e, "card updater failed; replying with text");
+            let delivered = deliver(channel, msg, reply_text(cfg, &outcome), markdown(cfg)).await;
+            return (outcome, delivered);
+        }
+    };
+    let text = reply_text(cfg, &outcome).to_string();
+    let result = match &outcome {
+        TurnOutcome::Answer { .. } => card.finish(&text).await,
+        _ => card.fail(&text).await,
+    };
+    let delivered = match result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(msg_id = %msg.msg_id, error = %e, "card not finalized; replying with text");
+            deliver(channel, msg, &text, markdown(cfg)).await
+        }
+    };
+    (outcome, delivered)
+}
+
+async fn deliver(channel: &Channel, msg: &Inbound, text: &str, markdown: bool) -> bool {
+    match channel.reply(msg, text, markdown).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(msg_id = %msg.msg_id, error = %e, "reply not delivered; kept in the inbox for retry after restart");
+            false
+        }
+    }
+}
+
+/// Sends a fixed reply (no model) and completes the message.
+async fn finish(shared: &Arc<Shared>, msg: &Inbound, text: &str, label: &str) {
+    let Some(channel) = shared.channel.as_ref() else { return };
+    if deliver(channel, msg, text, false).await {
+        complete(shared, msg, label);
+    }
+}
+
+fn complete(shared: &Shared, msg: &Inbound, label: &str) {
+    tracing::debug!(msg_id = %msg.msg_id, outcome = label, "turn complete");
+    if let Some(inbox) = &shared.inbox {
+        if let Err(e) = inbox.complete(&msg.msg_id) {
+            tracing::error!(msg_id = %msg.msg_id, error = %e, "cannot mark the message answered in the inbox");
+        }
+    }
+}
