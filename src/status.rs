@@ -23,6 +23,9 @@ pub struct DaemonReport {
     pub workload: String,
     /// The most recent error the daemon logged (no message text).
     pub last_error: Option<String>,
+    /// Log lines that could not be written (disk full, folder removed...).
+    #[serde(default)]
+    pub log_write_errors: u64,
     pub channel: Option<ChannelReport>,
     #[serde(default)]
     pub models: Vec<ModelReport>,

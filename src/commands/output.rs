@@ -14,6 +14,8 @@ pub struct Output {
     pub json: bool,
     color: bool,
     tty: bool,
+    /// Spinners run a thread: off where the caller forks again afterwards (quickstart).
+    spinners: bool,
 }
 
 impl Output {
@@ -22,7 +24,12 @@ impl Output {
         let color = tty && std::env::var_os("NO_COLOR").is_none();
         console::set_colors_enabled(color);
         console::set_colors_enabled_stderr(color);
-        Output { json, color, tty }
+        Output { json, color, tty, spinners: true }
+    }
+
+    /// The same output without spinners (for callers that fork more than once).
+    pub fn without_spinners(&self) -> Output {
+        Output { json: self.json, color: self.color, tty: self.tty, spinners: false }
     }
 
     /// Prints the command's result: `doc` with `--json`, else `human` on stdout.
@@ -62,7 +69,7 @@ impl Output {
     /// A spinner on stderr when it is a terminal and no JSON is asked for; `None` otherwise.
     /// Only call after any fork (the spinner runs a thread).
     pub fn spinner(&self, msg: &str) -> Option<indicatif::ProgressBar> {
-        if !self.tty || self.json {
+        if !self.tty || self.json || !self.spinners {
             return None;
         }
         let pb = indicatif::ProgressBar::new_spinner();

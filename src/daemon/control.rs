@@ -44,6 +44,7 @@ pub struct ControlState {
 
 impl ControlState {
     pub fn report(&self) -> DaemonReport {
+        let (log_write_errors, log_error) = crate::logging::write_errors();
         let mut r = DaemonReport {
             name: self.info.name.clone(),
             pid: std::process::id(),
@@ -54,7 +55,8 @@ impl ControlState {
             log_path: self.info.log_path.clone(),
             socket: self.info.socket.clone(),
             workload: self.workload.kind().to_string(),
-            last_error: self.info.last_error.get(),
+            last_error: self.info.last_error.get().or(log_error),
+            log_write_errors,
             ..Default::default()
         };
         self.workload.fill_report(&mut r);

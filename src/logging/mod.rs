@@ -7,7 +7,7 @@
 
 mod rotate;
 
-pub use rotate::{request_reopen, RotatingFile};
+pub use rotate::{request_reopen, write_errors, RotatingFile};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

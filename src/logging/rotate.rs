@@ -12,9 +12,26 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 static REOPEN: AtomicBool = AtomicBool::new(false);
+static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
+static LAST_WRITE_ERROR: Mutex<Option<String>> = Mutex::new(None);
+
+/// Log write failures so far and the latest one (disk full, folder gone...). The daemon
+/// keeps serving when its log cannot be written; `status` shows these.
+pub fn write_errors() -> (u64, Option<String>) {
+    let last = LAST_WRITE_ERROR.lock().map(|g| g.clone()).unwrap_or(None);
+    (WRITE_ERRORS.load(Ordering::SeqCst), last)
+}
+
+fn record_error(what: &str, path: &Path, e: &io::Error) {
+    WRITE_ERRORS.fetch_add(1, Ordering::SeqCst);
+    if let Ok(mut g) = LAST_WRITE_ERROR.lock() {
+        *g = Some(format!("cannot {what} log {}: {e}", path.display()));
+    }
+}
 
 /// Asks every [`RotatingFile`] to reopen its path before its next write.
 pub fn request_reopen() {
@@ -82,15 +99,24 @@ fn open_append(path: &Path) -> io::Result<File> {
 }
 
 impl Write for RotatingFile {
-    /// Writes the whole buffer (one log record) into one file.
+    /// Writes the whole buffer (one log record) into one file. A failed reopen or
+    /// rotation is recorded and writing goes on into the current file (no line lost for
+    /// it); a failed write is recorded and reported to the caller.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if REOPEN.swap(false, Ordering::SeqCst) {
-            self.reopen()?;
+            if let Err(e) = self.reopen() {
+                record_error("reopen", &self.path, &e);
+            }
         }
         if self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
-            self.rotate()?;
+            if let Err(e) = self.rotate() {
+                record_error("rotate", &self.path, &e);
+            }
         }
-        self.file.write_all(buf)?;
+        if let Err(e) = self.file.write_all(buf) {
+            record_error("write", &self.path, &e);
+            return Err(e);
+        }
         self.size += buf.len() as u64;
         Ok(buf.len())
     }
