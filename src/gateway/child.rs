@@ -229,10 +229,6 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, name: &'static str, pid: 
 mod tests {
     use super::*;
 
-    fn cmd(script: &str) -> CommandLine {
-        CommandLine { text: script.into(), program: "/bin/sh".into(), args: vec!["-c".into(), script.into()] }
-    }
-
     fn alive(pid: u32) -> bool {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) != Some('Z'),
@@ -242,7 +238,7 @@ mod tests {
 
     #[tokio::test]
     async fn natural_exit_is_described() {
-        let mut c = RunningChild::spawn(&cmd("exit 3")).expect("spawn sh");
+        let mut c = RunningChild::spawn(&CommandLine::sh("exit 3")).expect("spawn sh");
         let status = c.wait().await.ok();
         assert_eq!(describe_exit(status), "exit code 3");
         assert_eq!(describe_exit(c.stop(Duration::from_secs(1)).await), "exit code 3");
@@ -253,7 +249,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let pidfile = dir.path().join("bg");
         let script = format!("trap '' TERM; sleep 600 & echo $! > {}; wait", pidfile.display());
-        let c = RunningChild::spawn(&cmd(&script)).expect("spawn sh");
+        let c = RunningChild::spawn(&CommandLine::sh(&script)).expect("spawn sh");
         let leader = c.pid();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let bg = loop {
@@ -270,7 +266,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_a_child_kills_its_group() {
-        let c = RunningChild::spawn(&cmd("sleep 600")).expect("spawn sh");
+        let c = RunningChild::spawn(&CommandLine::sh("sleep 600")).expect("spawn sh");
         let pid = c.pid();
         drop(c);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

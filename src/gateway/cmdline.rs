@@ -64,12 +64,20 @@ impl CommandLine {
     /// environment.
     pub fn parse(text: &str) -> Result<CommandLine, CommandError> {
         let words = split_words(text)?;
-        let (first, rest) = words.split_first().ok_or(CommandError::Empty)?;
+        let (first, rest) = words.split_first().filter(|(first, _)| !first.is_empty()).ok_or(CommandError::Empty)?;
         if looks_like_assignment(first) {
             return Err(CommandError::EnvAssignment { word: first.clone() });
         }
         let program = resolve_program(first, std::env::var_os("PATH"))?;
         Ok(CommandLine { text: text.to_string(), program, args: rest.to_vec() })
+    }
+}
+
+#[cfg(test)]
+impl CommandLine {
+    /// `/bin/sh -c script`, unresolved (for tests of the child and the supervisor).
+    pub(crate) fn sh(script: &str) -> CommandLine {
+        CommandLine { text: script.into(), program: "/bin/sh".into(), args: vec!["-c".into(), script.into()] }
     }
 }
 
@@ -217,6 +225,7 @@ mod tests {
         assert!(matches!(split_words("a > log"), Err(CommandError::ShellOperator { op: '>', .. })));
         assert_eq!(split("a '|' \">\" \\;"), ["a", "|", ">", ";"]);
         assert!(matches!(CommandLine::parse("  "), Err(CommandError::Empty)));
+        assert!(matches!(CommandLine::parse("'' x"), Err(CommandError::Empty)));
         assert!(matches!(CommandLine::parse("FOO=1 sh"), Err(CommandError::EnvAssignment { .. })));
     }
 

@@ -90,7 +90,10 @@ impl Gateway {
             Some(pid) => Check {
                 name: "gateway process".into(),
                 status: CheckStatus::Ok,
-                detail: format!("pid {pid} running; {} restart(s)", s.restarts),
+                detail: match &s.last_exit {
+                    Some(how) => format!("pid {pid} running; {} restart(s), last exit: {how}", s.restarts),
+                    None => format!("pid {pid} running; {} restart(s)", s.restarts),
+                },
                 fix: None,
             },
             None => Check {

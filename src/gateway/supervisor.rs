@@ -135,10 +135,6 @@ async fn wait_for_stop(stop: &mut StopSignal) -> Duration {
 mod tests {
     use super::*;
 
-    fn sh(script: &str) -> CommandLine {
-        CommandLine { text: script.into(), program: "/bin/sh".into(), args: vec!["-c".into(), script.into()] }
-    }
-
     fn fast() -> BackoffPolicy {
         BackoffPolicy {
             initial: Duration::from_millis(10),
@@ -160,7 +156,7 @@ mod tests {
 
     #[tokio::test]
     async fn restarts_a_crashing_child_then_stops_for_good() {
-        let cmd = sh("exit 7");
+        let cmd = CommandLine::sh("exit 7");
         let state = Arc::new(GatewayState::default());
         let (tx, rx) = watch::channel(None);
         let first = RunningChild::spawn(&cmd).expect("spawn sh");
@@ -178,7 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_stop_sender_stops_the_child() {
-        let cmd = sh("sleep 600");
+        let cmd = CommandLine::sh("sleep 600");
         let state = Arc::new(GatewayState::default());
         let (tx, rx) = watch::channel(None);
         let first = RunningChild::spawn(&cmd).expect("spawn sh");
