@@ -188,7 +188,7 @@ async fn build_workload(
     config: Option<Config>,
 ) -> Result<Arc<dyn Workload>, String> {
     match &launch.exec {
-        Some(cmd) => crate::gateway::Gateway::start(cmd, launch.health_url.clone())
+        Some(cmd) => crate::gateway::Gateway::start(&launch.name, cmd, launch.health_url.clone())
             .await
             .map(|g| Arc::new(g) as Arc<dyn Workload>),
         None => {

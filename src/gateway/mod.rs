@@ -1,16 +1,115 @@
-//! A supervised model gateway (placeholder until the operator-commands issue lands).
+//! A supervised model gateway (`daemon start --exec "CMD ARGS" [--health-url URL]`): any
+//! model runtime command (llama-server, vllm serve, ...) run under the same pid, log,
+//! status and stop machinery as the bot, in a daemon of its own so that bot and gateway
+//! restart independently.
+//!
+//! - [`cmdline`]: shell-like splitting (no shell) and program lookup;
+//! - [`child`]: one run of the command in its own process group, output into the log;
+//! - [`supervisor`]: restart with capped exponential backoff ([`backoff`]);
+//! - [`health`]: the optional health URL, polled in the background;
+//! - [`state`]: the figures `status` reports.
+//!
+//! Invariants: [`Gateway::start`] fails (and so does `daemon start`, exit 1) unless the
+//! first child was spawned; after [`Workload::shutdown`] begins no child is started, and
+//! it returns only once the child's whole process group is gone (or SIGKILL was sent and
+//! waited for).
 
+pub mod backoff;
+pub mod child;
+pub mod cmdline;
+pub mod health;
+pub mod state;
+pub mod supervisor;
+
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::daemon::workload::{BoxFuture, WorkError, Workload};
-use crate::ipc::proto::{ErrorKind, HealthReport, SendOutcome};
-use crate::status::DaemonReport;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-pub struct Gateway;
+use crate::daemon::workload::{BoxFuture, WorkError, Workload};
+use crate::ipc::proto::{Check, CheckStatus, ErrorKind, HealthReport, SendOutcome};
+use crate::status::{DaemonReport, GatewayReport};
+
+use backoff::BackoffPolicy;
+use child::RunningChild;
+use cmdline::CommandLine;
+use health::HealthProbe;
+use state::GatewayState;
+use supervisor::Supervisor;
+
+/// Extra time `shutdown` waits beyond the drain for SIGKILL and reaping.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(7);
+
+/// The gateway workload of a daemon.
+pub struct Gateway {
+    /// Daemon name, for the fixes printed by health checks.
+    name: String,
+    command: String,
+    state: Arc<GatewayState>,
+    probe: Option<HealthProbe>,
+    /// `Some(drain)` once shutdown began.
+    stop: watch::Sender<Option<Duration>>,
+    /// The restart loop; taken (and awaited) by the first shutdown.
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    /// The health poller; aborted on shutdown.
+    poller: Option<JoinHandle<()>>,
+}
 
 impl Gateway {
-    pub async fn start(_cmd: &str, _health_url: Option<String>) -> Result<Gateway, String> {
-        Err("--exec: supervised gateways are not yet implemented".into())
+    /// Parses `cmd`, starts the first child and its supervisor (and the health poller when
+    /// `health_url` is set). Must run inside the daemon's tokio runtime. The error names
+    /// the problem (empty or unparsable command, program not found, spawn failure, bad
+    /// URL) in one line for `daemon start` to print.
+    pub async fn start(name: &str, cmd: &str, health_url: Option<String>) -> Result<Gateway, String> {
+        let command = CommandLine::parse(cmd).map_err(|e| e.to_string())?;
+        let probe = health_url.as_deref().map(HealthProbe::new).transpose()?;
+        let first = RunningChild::spawn(&command)
+            .map_err(|e| format!("--exec: cannot run {}: {e}", command.program.display()))?;
+        let state = Arc::new(GatewayState::default());
+        state.child_started(first.pid());
+        let (stop, stop_rx) = watch::channel(None);
+        let supervisor =
+            Supervisor { cmd: command.clone(), state: state.clone(), stop: stop_rx, policy: BackoffPolicy::default() };
+        let supervisor = tokio::spawn(supervisor.run(first));
+        let poller = probe.clone().map(|p| tokio::spawn(p.poll(state.clone())));
+        Ok(Gateway {
+            name: name.to_string(),
+            command: command.text,
+            state,
+            probe,
+            stop,
+            supervisor: Mutex::new(Some(supervisor)),
+            poller,
+        })
+    }
+
+    fn process_check(&self) -> Check {
+        let s = self.state.snapshot();
+        match s.child_pid {
+            Some(pid) => Check {
+                name: "gateway process".into(),
+                status: CheckStatus::Ok,
+                detail: match &s.last_exit {
+                    Some(how) => format!("pid {pid} running; {} restart(s), last exit: {how}", s.restarts),
+                    None => format!("pid {pid} running; {} restart(s)", s.restarts),
+                },
+                fix: None,
+            },
+            None => Check {
+                name: "gateway process".into(),
+                status: CheckStatus::Fail,
+                detail: format!(
+                    "not running ({}); {} restart(s)",
+                    s.last_exit.as_deref().unwrap_or("no exit recorded"),
+                    s.restarts
+                ),
+                fix: Some(format!(
+                    "read its output: clawdbot daemon logs --name {} (it is restarted with backoff)",
+                    self.name
+                )),
+            },
+        }
     }
 }
 
@@ -18,24 +117,61 @@ impl Workload for Gateway {
     fn kind(&self) -> &'static str {
         "gateway"
     }
-    fn fill_report(&self, _report: &mut DaemonReport) {}
-    fn health(&self, _timeout: Duration) -> BoxFuture<'_, HealthReport> {
-        Box::pin(async { HealthReport::default() })
+
+    fn fill_report(&self, report: &mut DaemonReport) {
+        let s = self.state.snapshot();
+        report.gateway = Some(GatewayReport {
+            command: self.command.clone(),
+            child_pid: s.child_pid,
+            restarts: s.restarts,
+            last_exit: s.last_exit,
+            health_url: self.probe.as_ref().map(|p| p.url().to_string()),
+            healthy: s.healthy,
+        });
     }
-    fn send(
-        &self,
-        _to: String,
-        _text: String,
-        _markdown: bool,
-    ) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
+
+    /// The process check, and a live GET of the health URL bounded by `timeout`.
+    fn health(&self, timeout: Duration) -> BoxFuture<'_, HealthReport> {
+        Box::pin(async move {
+            let mut checks = vec![self.process_check()];
+            if let Some(probe) = &self.probe {
+                let r = probe.probe(timeout).await;
+                self.state.set_healthy(r.healthy);
+                checks.push(Check {
+                    name: "gateway health URL".into(),
+                    status: if r.healthy { CheckStatus::Ok } else { CheckStatus::Fail },
+                    detail: r.detail,
+                    fix: r.fix,
+                });
+            }
+            HealthReport { checks }
+        })
+    }
+
+    fn send(&self, _to: String, _text: String, _markdown: bool) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
         Box::pin(async {
             Err((
                 ErrorKind::Unsupported,
-                "a gateway daemon cannot send messages".into(),
+                "this daemon supervises a model gateway and cannot send messages; send through the bot daemon".into(),
             ))
         })
     }
-    fn shutdown(&self, _drain: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
+
+    /// SIGTERM to the child's process group, up to `drain` for it to exit, then SIGKILL.
+    fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.stop.send_replace(Some(drain));
+            if let Some(poller) = &self.poller {
+                poller.abort();
+            }
+            let task = self.supervisor.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(task) = task {
+                match tokio::time::timeout(drain + SHUTDOWN_SLACK, task).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "gateway supervisor failed"),
+                    Err(_) => tracing::error!("gateway supervisor did not finish stopping in time"),
+                }
+            }
+        })
     }
 }

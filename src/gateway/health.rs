@@ -1,0 +1,148 @@
+//! The gateway's health URL: a small HTTP GET, polled in the background and run live for
+//! `healthcheck`.
+//!
+//! "Healthy" means a 2xx answer within the timeout: llama.cpp's `/health` answers 503
+//! while the model loads, vLLM's `/health` 200 once it serves.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Url};
+
+use super::state::GatewayState;
+
+/// Pause between background polls.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Time budget of one background poll.
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Result of one GET.
+#[derive(Debug, Clone)]
+pub struct ProbeResult {
+    pub healthy: bool,
+    /// One line: status and latency, or the error.
+    pub detail: String,
+    /// A one-line fix when not healthy.
+    pub fix: Option<String>,
+}
+
+/// A health URL and the HTTP client that probes it.
+#[derive(Debug, Clone)]
+pub struct HealthProbe {
+    url: Url,
+    client: Client,
+}
+
+impl HealthProbe {
+    /// Checks the URL (http or https only) and builds a client that ignores proxy
+    /// variables: the runtime is supervised on this host, so a proxy would only lie.
+    pub fn new(url: &str) -> Result<HealthProbe, String> {
+        let parsed = Url::parse(url).map_err(|e| format!("--health-url {url:?} is not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("--health-url {url:?}: only http:// and https:// URLs can be polled"));
+        }
+        let client = Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()
+            .map_err(|e| format!("cannot build the health check HTTP client: {e}"))?;
+        Ok(HealthProbe { url: parsed, client })
+    }
+
+    pub fn url(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// One GET bounded by `limit`.
+    pub async fn probe(&self, limit: Duration) -> ProbeResult {
+        let started = Instant::now();
+        let answer = self.client.get(self.url.clone()).timeout(limit).send().await;
+        let ms = started.elapsed().as_millis();
+        match answer {
+            Ok(resp) if resp.status().is_success() => ProbeResult {
+                healthy: true,
+                detail: format!("GET {} -> {} in {ms} ms", self.url, resp.status()),
+                fix: None,
+            },
+            Ok(resp) => ProbeResult {
+                healthy: false,
+                detail: format!("GET {} -> {} in {ms} ms", self.url, resp.status()),
+                fix: Some(
+                    "the runtime answers but is not ready: wait for the model to load, or read its output in \
+                     the daemon log"
+                        .into(),
+                ),
+            },
+            Err(e) if e.is_timeout() => ProbeResult {
+                healthy: false,
+                detail: format!("GET {}: no answer within {} ms", self.url, limit.as_millis()),
+                fix: Some("the runtime is busy or wedged: check its load and its output in the daemon log".into()),
+            },
+            Err(e) => ProbeResult {
+                healthy: false,
+                detail: format!("GET {}: {}", self.url, one_line(&e)),
+                fix: Some(
+                    "nothing answers there: check that --health-url matches the runtime's host and port, \
+                     and read its output in the daemon log"
+                        .into(),
+                ),
+            },
+        }
+    }
+
+    /// Polls forever, storing each result in `state` and logging only changes.
+    pub async fn poll(self, state: Arc<GatewayState>) {
+        loop {
+            let result = self.probe(POLL_TIMEOUT).await;
+            let before = state.set_healthy(result.healthy);
+            if before != Some(result.healthy) {
+                if result.healthy {
+                    tracing::info!(url = %self.url, detail = %result.detail, "gateway is healthy");
+                } else {
+                    tracing::warn!(url = %self.url, detail = %result.detail, "gateway is not healthy");
+                }
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
+
+/// An error and its causes on one line (reqwest's top-level message alone says little).
+fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_bad_urls() {
+        assert!(HealthProbe::new("not a url").unwrap_err().contains("not a URL"));
+        assert!(HealthProbe::new("ftp://127.0.0.1/").unwrap_err().contains("only http"));
+        assert!(HealthProbe::new("http://127.0.0.1:8080/health").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unhealthy_with_a_fix() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let p = HealthProbe::new(&format!("http://127.0.0.1:{port}/health")).expect("url");
+        let r = p.probe(Duration::from_secs(2)).await;
+        assert!(!r.healthy && r.fix.is_some(), "{r:?}");
+        assert!(!r.detail.contains('\n'));
+    }
+}
