@@ -121,7 +121,7 @@ pub enum ConversationKind {
     Direct,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Concurrent requests the bot sends to each model; models not listed get 1.
@@ -129,12 +129,6 @@ pub struct LimitsConfig {
     pub max_concurrency_per_model: BTreeMap<String, usize>,
     #[serde(default)]
     pub queue: QueueConfig,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig { max_concurrency_per_model: BTreeMap::new(), queue: QueueConfig::default() }
-    }
 }
 
 /// The bot-side queue in front of each model (a queued request in llama.cpp sends no bytes,
@@ -152,7 +146,10 @@ pub struct QueueConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { max_waiting: default_queue_depth(), max_wait_ms: default_queue_wait_ms() }
+        QueueConfig {
+            max_waiting: default_queue_depth(),
+            max_wait_ms: default_queue_wait_ms(),
+        }
     }
 }
 
@@ -248,6 +245,9 @@ pub struct ReplyConfig {
     /// Reply to `/new` and `/reset`.
     #[serde(default = "default_reset_text")]
     pub reset_text: String,
+    /// Sent after a restart for a message whose session webhook expired meanwhile.
+    #[serde(default = "default_restart_sorry_text")]
+    pub restart_sorry_text: String,
 }
 
 impl Default for ReplyConfig {
@@ -269,7 +269,10 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { system_prompt: default_system_prompt(), conversation_prompts: BTreeMap::new() }
+        PolicyConfig {
+            system_prompt: default_system_prompt(),
+            conversation_prompts: BTreeMap::new(),
+        }
     }
 }
 
@@ -309,7 +312,9 @@ pub struct PromptConfig {
 
 impl Default for PromptConfig {
     fn default() -> Self {
-        PromptConfig { max_chars: default_max_prompt_chars() }
+        PromptConfig {
+            max_chars: default_max_prompt_chars(),
+        }
     }
 }
 
@@ -433,6 +438,9 @@ fn default_thinking_text() -> String {
 }
 fn default_reset_text() -> String {
     "OK, I forgot our earlier conversation.".into()
+}
+fn default_restart_sorry_text() -> String {
+    "Sorry, I was restarted before I could answer your last message. Please ask again.".into()
 }
 fn default_system_prompt() -> String {
     "You are a helpful assistant answering in a DingTalk chat. Keep answers short and \
