@@ -24,8 +24,18 @@ pub fn model(name: &str, base_url: &str, extra: &str) -> String {
 
 /// A config with `models` (from [`model`]), the first one as the default route, and the
 /// given limits and queue.
-pub fn config(models: &[String], limits: &[(&str, usize)], max_waiting: usize, max_wait_ms: u64) -> Config {
-    let first = models[0].trim_start().split(':').next().unwrap_or_default().to_string();
+pub fn config(
+    models: &[String],
+    limits: &[(&str, usize)],
+    max_waiting: usize,
+    max_wait_ms: u64,
+) -> Config {
+    let first = models[0]
+        .trim_start()
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let mut y = String::from("models:\n");
     for m in models {
         y.push_str(m);
@@ -38,7 +48,9 @@ pub fn config(models: &[String], limits: &[(&str, usize)], max_waiting: usize, m
     for (name, n) in limits {
         y.push_str(&format!("    {name}: {n}\n"));
     }
-    y.push_str(&format!("  queue:\n    max_waiting: {max_waiting}\n    max_wait_ms: {max_wait_ms}\n"));
+    y.push_str(&format!(
+        "  queue:\n    max_waiting: {max_waiting}\n    max_wait_ms: {max_wait_ms}\n"
+    ));
     y.push_str("prompt:\n  max_chars: 1000\n");
     clawdbot::config::parse(&y).unwrap_or_else(|e| panic!("test config: {e}\n{y}"))
 }
@@ -55,11 +67,19 @@ pub fn turn(lane: &str, text: &str) -> Turn {
 }
 
 pub async fn fake(default: FakeBehavior) -> FakeServer {
-    FakeServer::start(FakeConfig { default, ..FakeConfig::default() }).await.expect("fake server")
+    FakeServer::start(FakeConfig {
+        default,
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake server")
 }
 
 pub fn behavior(mode: FakeMode) -> FakeBehavior {
-    FakeBehavior { mode, ..FakeBehavior::default() }
+    FakeBehavior {
+        mode,
+        ..FakeBehavior::default()
+    }
 }
 
 /// Runs one turn, collecting every progress text.
