@@ -240,3 +240,40 @@ async fn health_checks() {
     assert!(get("b").unwrap_err().contains("connect"), "{:?}", get("b"));
     assert!(get("c").is_ok());
 }
+
+/// The fake server's controls work over HTTP (for the benchmark and other processes).
+#[tokio::test]
+async fn fake_server_http_controls() {
+    let srv = fake(FakeBehavior::default()).await;
+    let http = reqwest::Client::new();
+    let cfg = serde_json::json!({"default": {"mode": "status", "status": 503}, "slots": 1});
+    let r = http
+        .post(format!("{}/_fake/config", srv.base_url))
+        .json(&cfg)
+        .send()
+        .await
+        .expect("config");
+    assert_eq!(r.status().as_u16(), 204);
+    let router =
+        clawdbot::model::ModelRouter::new(&config(&[model("m", &srv.base_url, "")], &[], 8, 1000));
+    assert!(failed_reason(&ask(&router, turn("c", "q")).await.0)
+        .0
+        .contains("HTTP 503"));
+    let stats: serde_json::Value = http
+        .get(format!("{}/_fake/stats", srv.base_url))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stats["requests"], 1);
+    assert_eq!(stats["max_in_flight"], 1);
+    let r = http
+        .post(format!("{}/_fake/reset", srv.base_url))
+        .send()
+        .await
+        .expect("reset");
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(srv.state.stats().requests, 0);
+}

@@ -245,3 +245,58 @@ fn lane_idle(lane: Option<&Lane>) -> bool {
         Some(l) => !l.running && l.waiters.is_empty(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    /// Lanes with waiting turns are served round-robin, each lane in FIFO order.
+    #[tokio::test]
+    async fn round_robin_across_lanes_fifo_within() {
+        let lim = Limiter::new(1, 16);
+        let first = lim.acquire("x", far()).await.expect("free slot");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (lane, n) in [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)] {
+            let (l2, order) = (lim.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _p = l2.acquire(lane, far()).await.expect("granted");
+                order.lock().unwrap().push(format!("{lane}{n}"));
+            }));
+            // Let the task enqueue before the next one, so arrival order is known.
+            while lim.snapshot().queued < tasks.len() {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(first);
+        for t in tasks {
+            t.await.expect("task");
+        }
+        assert_eq!(*order.lock().unwrap(), ["a0", "b0", "a1", "b1", "a2"]);
+        let s = lim.snapshot();
+        assert_eq!((s.in_flight, s.queued, s.peak_in_flight), (0, 0, 1));
+    }
+
+    #[tokio::test]
+    async fn full_queue_and_expired_wait_are_busy() {
+        let lim = Limiter::new(1, 1);
+        let _held = lim.acquire("a", far()).await.expect("free slot");
+        let l2 = lim.clone();
+        let waiter = tokio::spawn(async move {
+            l2.acquire("b", Instant::now() + Duration::from_millis(50))
+                .await
+                .err()
+        });
+        while lim.snapshot().queued < 1 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(lim.acquire("c", far()).await.err(), Some(Busy::QueueFull));
+        assert_eq!(waiter.await.expect("task"), Some(Busy::WaitExpired));
+        assert_eq!(lim.snapshot().queued, 0);
+    }
+}
