@@ -1,4 +1,28 @@
 //! Talking to OpenAI-compatible model endpoints: the client, per-model limits with a fair
 //! queue, split time budgets and fallback.
+//!
+//! Layout, one job per module:
+//! - [`types`]: messages, turns, outcomes;
+//! - [`wire`]: request bodies and response/error parsing (pure);
+//! - [`sse`]: the tolerant SSE decoder (pure);
+//! - [`budget`]: connect / first-token / idle / total deadlines;
+//! - [`client`]: one endpoint over HTTP;
+//! - [`limiter`]: per-model concurrency with a bounded, lane-fair queue;
+//! - [`stats`]: counters and latency percentiles;
+//! - [`router`]: routing rules, fallback, the public entry point [`ModelRouter`];
+//! - [`demo`]: the echo endpoint for quickstart and a configurable fake server for tests.
 
+pub mod budget;
+pub mod client;
 pub mod demo;
+pub mod error;
+pub mod limiter;
+pub mod router;
+pub mod sse;
+pub mod stats;
+pub mod types;
+pub mod wire;
+
+pub use error::{ModelError, TimeoutPhase};
+pub use router::ModelRouter;
+pub use types::{prompt_chars, ChatMessage, Role, Turn, TurnOutcome};

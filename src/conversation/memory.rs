@@ -1,0 +1,172 @@
+//! Recent turns per conversation.
+//!
+//! Invariants: a conversation keeps at most `max_turns` user/assistant pairs (oldest
+//! dropped first); a conversation idle for `idle_reset_secs` is forgotten on its next
+//! access; at most `max_conversations` are kept, evicting the least recently used.
+//! `max_turns == 0` or `max_conversations == 0` disables memory. The caller wraps a
+//! [`Memory`] in a mutex when sharing it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::config::MemoryConfig;
+use crate::model::ChatMessage;
+
+struct Conversation {
+    turns: VecDeque<(String, String)>,
+    last_used: Instant,
+    /// Key into `Memory::by_use`.
+    use_seq: u64,
+}
+
+pub struct Memory {
+    max_turns: usize,
+    idle: Duration,
+    max_conversations: usize,
+    conversations: HashMap<String, Conversation>,
+    /// Use order: sequence number -> conversation id (first = least recently used).
+    by_use: BTreeMap<u64, String>,
+    next_seq: u64,
+}
+
+impl Memory {
+    pub fn new(cfg: &MemoryConfig) -> Self {
+        Memory {
+            max_turns: cfg.max_turns,
+            idle: Duration::from_secs(cfg.idle_reset_secs),
+            max_conversations: cfg.max_conversations,
+            conversations: HashMap::new(),
+            by_use: BTreeMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Conversations currently remembered.
+    pub fn len(&self) -> usize {
+        self.conversations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conversations.is_empty()
+    }
+
+    /// The remembered history as alternating user/assistant messages, oldest first.
+    /// Forgets the conversation first when it was idle too long.
+    pub fn history(&mut self, conversation: &str, now: Instant) -> Vec<ChatMessage> {
+        self.expire(conversation, now);
+        self.conversations
+            .get(conversation)
+            .map(|c| {
+                c.turns
+                    .iter()
+                    .flat_map(|(u, a)| {
+                        [
+                            ChatMessage::user(u.clone()),
+                            ChatMessage::assistant(a.clone()),
+                        ]
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Remembers one answered turn.
+    pub fn record(&mut self, conversation: &str, user: &str, assistant: &str, now: Instant) {
+        if self.max_turns == 0 || self.max_conversations == 0 {
+            return;
+        }
+        self.expire(conversation, now);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = self
+            .conversations
+            .entry(conversation.to_string())
+            .or_insert_with(|| Conversation {
+                turns: VecDeque::new(),
+                last_used: now,
+                use_seq: seq,
+            });
+        self.by_use.remove(&entry.use_seq);
+        entry.use_seq = seq;
+        entry.last_used = now;
+        entry
+            .turns
+            .push_back((user.to_string(), assistant.to_string()));
+        while entry.turns.len() > self.max_turns {
+            entry.turns.pop_front();
+        }
+        self.by_use.insert(seq, conversation.to_string());
+        while self.conversations.len() > self.max_conversations {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
+            self.conversations.remove(&oldest);
+        }
+    }
+
+    /// Forgets one conversation (`/new`, `/reset`).
+    pub fn reset(&mut self, conversation: &str) {
+        if let Some(c) = self.conversations.remove(conversation) {
+            self.by_use.remove(&c.use_seq);
+        }
+    }
+
+    fn expire(&mut self, conversation: &str, now: Instant) {
+        let idle = self
+            .conversations
+            .get(conversation)
+            .is_some_and(|c| now.saturating_duration_since(c.last_used) >= self.idle);
+        if idle {
+            self.reset(conversation);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem(max_turns: usize, idle_reset_secs: u64, max_conversations: usize) -> Memory {
+        Memory::new(&MemoryConfig {
+            max_turns,
+            idle_reset_secs,
+            max_conversations,
+        })
+    }
+
+    #[test]
+    fn keeps_last_turns_in_order() {
+        let mut m = mem(2, 60, 10);
+        let t = Instant::now();
+        for i in 0..3 {
+            m.record("c", &format!("q{i}"), &format!("a{i}"), t);
+        }
+        let h = m.history("c", t);
+        let texts: Vec<&str> = h.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(texts, ["q1", "a1", "q2", "a2"]);
+    }
+
+    #[test]
+    fn idle_reset_lru_and_manual_reset() {
+        let mut m = mem(4, 10, 2);
+        let t = Instant::now();
+        m.record("a", "q", "a", t);
+        m.record("b", "q", "a", t);
+        assert_eq!(
+            m.history("a", t + Duration::from_secs(11)).len(),
+            0,
+            "idle reset"
+        );
+        m.record("b", "q2", "a2", t);
+        m.record("c", "q", "a", t);
+        m.record("d", "q", "a", t);
+        assert_eq!(m.len(), 2);
+        assert!(m.history("b", t).is_empty(), "least recently used evicted");
+        assert_eq!(m.history("d", t).len(), 2);
+        m.reset("d");
+        assert!(m.history("d", t).is_empty());
+        let mut off = mem(0, 10, 2);
+        off.record("a", "q", "a", t);
+        assert!(off.is_empty());
+    }
+}

@@ -1,0 +1,145 @@
+//! What can go wrong talking to a model, and what each failure means for the caller:
+//! whether a fallback model may take over, and whether it counts as a timeout.
+//!
+//! Display texts carry classes, status codes and the server's error `type`/`code` only.
+//! The server's free-text message can echo user input, so it is kept apart in
+//! [`ModelError::detail`] and never shown by `Display`.
+
+use std::fmt;
+
+/// Which part of the time budget ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// TCP (and TLS) connect.
+    Connect,
+    /// From sending the request to the first content token.
+    FirstToken,
+    /// Silence between two streamed chunks (SSE comments/pings do not count as chunks).
+    Idle,
+    /// The turn's total budget, measured from the message's arrival.
+    Total,
+}
+
+impl fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutPhase::Connect => "connect",
+            TimeoutPhase::FirstToken => "first token",
+            TimeoutPhase::Idle => "idle between chunks",
+            TimeoutPhase::Total => "total",
+        })
+    }
+}
+
+/// An error body from the server, reduced to what is safe to show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerError {
+    /// The `error.type` field, or empty.
+    pub kind: String,
+    /// The `error.code` field rendered as text (int, string or absent).
+    pub code: String,
+    /// The free-text message (may echo user input: never log it).
+    pub message: String,
+}
+
+impl ServerError {
+    /// ` (type=... code=...)`, omitting empty parts; empty when both are empty.
+    fn label(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.kind.is_empty() {
+            parts.push(format!("type={}", self.kind));
+        }
+        if !self.code.is_empty() {
+            parts.push(format!("code={}", self.code));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(" "))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelError {
+    /// Could not open a connection (refused, DNS, TLS...).
+    Connect(String),
+    Timeout(TimeoutPhase),
+    /// The prompt does not fit the model's context (HTTP 400/413 with a context error).
+    ContextOverflow(ServerError),
+    /// HTTP 401/403: the API key is wrong or missing.
+    Auth {
+        status: u16,
+        error: ServerError,
+    },
+    /// Any other HTTP error status.
+    Http {
+        status: u16,
+        error: ServerError,
+    },
+    /// The stream broke: an error event inside it, an end without `[DONE]` or
+    /// `finish_reason`, an aborted connection, or an undecodable chunk.
+    Stream(String),
+    /// A 200 with nothing in it (no chunk, no body).
+    Empty,
+    /// The answer held no visible text.
+    EmptyAnswer,
+    /// A 200 whose body is not a chat completion.
+    Protocol(String),
+}
+
+impl ModelError {
+    /// True when another model may succeed where this one failed: timeouts, connect
+    /// errors, 429, 5xx (503 "Loading model" included), broken or empty streams.
+    /// Context overflow, auth and other 4xx are the request's or config's fault.
+    pub fn failover_eligible(&self) -> bool {
+        match self {
+            ModelError::Connect(_)
+            | ModelError::Timeout(_)
+            | ModelError::Stream(_)
+            | ModelError::Empty
+            | ModelError::EmptyAnswer
+            | ModelError::Protocol(_) => true,
+            ModelError::Http { status, .. } => *status == 429 || *status == 408 || *status >= 500,
+            ModelError::ContextOverflow(_) | ModelError::Auth { .. } => false,
+        }
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ModelError::Timeout(_))
+    }
+
+    /// The server's free-text message when there is one. May echo user input.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            ModelError::ContextOverflow(e)
+            | ModelError::Auth { error: e, .. }
+            | ModelError::Http { error: e, .. } => {
+                Some(e.message.as_str()).filter(|m| !m.is_empty())
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelError::Connect(why) => write!(f, "cannot connect: {why}"),
+            ModelError::Timeout(phase) => write!(f, "timed out ({phase} budget)"),
+            ModelError::ContextOverflow(e) => {
+                write!(f, "prompt exceeds the model's context{}", e.label())
+            }
+            ModelError::Auth { status, error } => {
+                write!(f, "HTTP {status}: authentication failed{}", error.label())
+            }
+            ModelError::Http { status, error } => write!(f, "HTTP {status}{}", error.label()),
+            ModelError::Stream(why) => write!(f, "broken stream: {why}"),
+            ModelError::Empty => f.write_str("empty response (200 with no data)"),
+            ModelError::EmptyAnswer => f.write_str("the answer was empty"),
+            ModelError::Protocol(why) => write!(f, "unexpected response: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ModelError {}

@@ -1,0 +1,270 @@
+//! Routes a turn to a model, runs it under the model's limiter and time budget, and
+//! falls back to the configured `fallback` model when that can still help.
+//!
+//! Invariants:
+//! - A turn never runs past `arrived + timeout_ms` of its routed model: the queue wait,
+//!   the call and any fallback all share that one deadline.
+//! - A fallback is tried only for failover-eligible errors (timeouts, connect errors, 429,
+//!   5xx, broken or empty streams), never twice for the same model, and only when
+//!   [`enough_for_fallback`] says the time left can still produce an answer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::budget::PhaseBudgets;
+use super::client::ModelClient;
+use super::limiter::Limiter;
+use super::stats::ModelStats;
+use super::types::{prompt_chars, ChatMessage, Turn, TurnOutcome};
+use crate::config::{Config, ModelConfig, RoutingConfig};
+use crate::status::ModelReport;
+
+struct Entry {
+    /// `Err` holds why the HTTP client could not be built (reported on every turn).
+    client: Result<ModelClient, String>,
+    budgets: PhaseBudgets,
+    fallback: Option<String>,
+    limiter: Arc<Limiter>,
+    stats: ModelStats,
+}
+
+struct Inner {
+    models: BTreeMap<String, Entry>,
+    routing: RoutingConfig,
+    max_wait: Duration,
+    prompt_budget_chars: usize,
+}
+
+/// Answers turns with the configured models. Cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct ModelRouter {
+    inner: Arc<Inner>,
+}
+
+impl ModelRouter {
+    pub fn new(config: &Config) -> ModelRouter {
+        let queue = &config.limits.queue;
+        let models = config
+            .models
+            .iter()
+            .map(|(name, cfg)| {
+                let limit = config
+                    .limits
+                    .max_concurrency_per_model
+                    .get(name)
+                    .copied()
+                    .unwrap_or(1);
+                (name.clone(), Entry::new(cfg, limit, queue.max_waiting))
+            })
+            .collect();
+        ModelRouter {
+            inner: Arc::new(Inner {
+                models,
+                routing: config.routing.clone(),
+                max_wait: Duration::from_millis(queue.max_wait_ms),
+                prompt_budget_chars: config.prompt.max_chars,
+            }),
+        }
+    }
+
+    /// The config name of the model a turn goes to: the first matching rule, else the default.
+    pub fn route(&self, turn: &Turn) -> &str {
+        let routing = &self.inner.routing;
+        routing
+            .rules
+            .iter()
+            .find(|r| {
+                field_matches(r.conversation_id.as_ref(), Some(&turn.conversation_id))
+                    && field_matches(r.user_id.as_ref(), turn.user_id.as_ref())
+                    && field_matches(r.conversation_type.as_ref(), Some(&turn.kind))
+            })
+            .map(|r| r.model.as_str())
+            .filter(|m| self.inner.models.contains_key(*m))
+            .unwrap_or(&routing.defaults.model)
+    }
+
+    /// Answers one turn. `on_progress` gets the full text so far after each streamed chunk;
+    /// after a fallback it starts again from the fallback's first chunk.
+    pub async fn answer(
+        &self,
+        turn: Turn,
+        on_progress: &mut (dyn FnMut(&str) + Send),
+    ) -> TurnOutcome {
+        let primary = self.route(&turn).to_string();
+        let Some(first) = self.inner.models.get(&primary) else {
+            return TurnOutcome::Failed {
+                reason: format!("no model named {primary:?}"),
+                timed_out: false,
+            };
+        };
+        let started = Instant::from_std(turn.arrived);
+        let deadline = started + first.budgets.total;
+        let Some(mut permit) = self.wait_for_slot(first, &turn.lane, deadline).await else {
+            return TurnOutcome::Busy;
+        };
+        let mut current = primary.clone();
+        let mut tried = vec![primary.clone()];
+        loop {
+            let Some(entry) = self.inner.models.get(&current) else {
+                return TurnOutcome::Failed {
+                    reason: format!("no model named {current:?}"),
+                    timed_out: false,
+                };
+            };
+            let call_deadline = deadline.min(started + entry.budgets.total);
+            let result = entry.call(&turn.messages, call_deadline, on_progress).await;
+            drop(permit);
+            let error = match result {
+                Ok(text) => {
+                    let fell_back = current != primary;
+                    return TurnOutcome::Answer {
+                        text,
+                        model: current,
+                        fell_back,
+                    };
+                }
+                Err(e) => e,
+            };
+            let failed = TurnOutcome::Failed {
+                reason: format!("{current}: {error}"),
+                timed_out: error.is_timeout(),
+            };
+            let next = match &entry.fallback {
+                Some(next) if error.failover_eligible() && !tried.contains(next) => next.clone(),
+                _ => return failed,
+            };
+            let Some(next_entry) = self.inner.models.get(&next) else {
+                return failed;
+            };
+            if !enough_for_fallback(deadline, &first.budgets, &next_entry.budgets) {
+                tracing::info!(model = %current, fallback = %next, "not enough time left for the fallback model");
+                return failed;
+            }
+            entry.stats.fell_back();
+            tracing::info!(model = %current, fallback = %next, error = %error, "trying the fallback model");
+            permit = match self.wait_for_slot(next_entry, &turn.lane, deadline).await {
+                Some(p) => p,
+                None => {
+                    let TurnOutcome::Failed { reason, timed_out } = failed else {
+                        return failed;
+                    };
+                    return TurnOutcome::Failed {
+                        reason: format!("{reason}; fallback {next} busy"),
+                        timed_out,
+                    };
+                }
+            };
+            tried.push(next.clone());
+            current = next;
+        }
+    }
+
+    /// Waits for a slot no longer than `queue.max_wait_ms` nor the turn's deadline.
+    async fn wait_for_slot(
+        &self,
+        entry: &Entry,
+        lane: &str,
+        deadline: Instant,
+    ) -> Option<super::limiter::Permit> {
+        let wait_until = deadline.min(Instant::now() + self.inner.max_wait);
+        match entry.limiter.acquire(lane, wait_until).await {
+            Ok(p) => Some(p),
+            Err(why) => {
+                entry.stats.busy();
+                tracing::info!(?why, "model busy");
+                None
+            }
+        }
+    }
+
+    /// One report per configured model, in name order.
+    pub fn reports(&self) -> Vec<ModelReport> {
+        self.inner
+            .models
+            .iter()
+            .map(|(name, e)| {
+                e.stats
+                    .report(name, e.limiter.snapshot(), self.inner.prompt_budget_chars)
+            })
+            .collect()
+    }
+
+    /// Probes every model's health URL concurrently: latency in ms, or why it failed.
+    pub async fn check(&self, timeout: Duration) -> Vec<(String, Result<u64, String>)> {
+        let probes = self.inner.models.iter().map(|(name, e)| async move {
+            let result = match &e.client {
+                Ok(c) => c.probe(timeout).await,
+                Err(why) => Err(why.clone()),
+            };
+            (name.clone(), result)
+        });
+        futures_util::future::join_all(probes).await
+    }
+}
+
+impl Entry {
+    fn new(cfg: &ModelConfig, limit: usize, max_waiting: usize) -> Entry {
+        Entry {
+            client: ModelClient::new(cfg),
+            budgets: PhaseBudgets::from_config(cfg),
+            fallback: cfg.fallback.clone(),
+            limiter: Limiter::new(limit, max_waiting),
+            stats: ModelStats::default(),
+        }
+    }
+
+    /// One call with stats; errors are recorded as classes, never text.
+    async fn call(
+        &self,
+        messages: &[ChatMessage],
+        deadline: Instant,
+        on_progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<String, super::error::ModelError> {
+        let client = match &self.client {
+            Ok(c) => c,
+            Err(why) => {
+                self.stats.failed(why.clone(), false);
+                return Err(super::error::ModelError::Connect(why.clone()));
+            }
+        };
+        self.stats.prompt_sent(prompt_chars(messages));
+        let sent = Instant::now();
+        match client.complete(messages, deadline, on_progress).await {
+            Ok(c) => {
+                self.stats.served(sent.elapsed().as_millis() as u64);
+                Ok(c.text)
+            }
+            Err(e) => {
+                self.stats.failed(e.to_string(), e.is_timeout());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Whether the time left before `deadline` is worth a fallback call: at least a quarter of
+/// the turn's total budget, and at least the fallback's connect + first-token budgets when
+/// it configures a first-token budget (capped at the total, so a fallback stays possible).
+pub fn enough_for_fallback(
+    deadline: Instant,
+    turn: &PhaseBudgets,
+    fallback: &PhaseBudgets,
+) -> bool {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let quarter = turn.total / 4;
+    let needs = fallback
+        .first_token
+        .map_or(Duration::ZERO, |ft| fallback.connect + ft);
+    left >= quarter.max(needs).min(turn.total)
+}
+
+/// A rule field matches when unset or equal to the turn's value.
+fn field_matches<T: PartialEq>(rule: Option<&T>, value: Option<&T>) -> bool {
+    match rule {
+        None => true,
+        Some(r) => value == Some(r),
+    }
+}

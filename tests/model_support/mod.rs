@@ -1,0 +1,125 @@
+//! Shared helpers for the `model_*` tests: configs pointing at the in-process fake model
+//! server, turns, and bounded polling (no fixed sleeps).
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use clawdbot::config::{Config, ConversationKind};
+use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeMode, FakeServer};
+use clawdbot::model::{ChatMessage, ModelRouter, Turn, TurnOutcome};
+
+/// Extra time allowed over a budget on this slow shared machine.
+pub const SLACK: Duration = Duration::from_millis(700);
+
+/// One `models:` entry; `extra` holds further YAML keys, one per line, unindented.
+pub fn model(name: &str, base_url: &str, extra: &str) -> String {
+    let mut s = format!(
+        "  {name}:\n    kind: openai_compatible\n    base_url: \"{base_url}\"\n    model: \"{name}\"\n"
+    );
+    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+        s.push_str(&format!("    {}\n", line.trim()));
+    }
+    s
+}
+
+/// A config with `models` (from [`model`]), the first one as the default route, and the
+/// given limits and queue.
+pub fn config(
+    models: &[String],
+    limits: &[(&str, usize)],
+    max_waiting: usize,
+    max_wait_ms: u64,
+) -> Config {
+    let first = models[0]
+        .trim_start()
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut y = String::from("models:\n");
+    for m in models {
+        y.push_str(m);
+    }
+    y.push_str(&format!("routing:\n  defaults:\n    model: {first}\n"));
+    y.push_str("limits:\n  max_concurrency_per_model:\n");
+    if limits.is_empty() {
+        y.push_str("    {}\n");
+    }
+    for (name, n) in limits {
+        y.push_str(&format!("    {name}: {n}\n"));
+    }
+    y.push_str(&format!(
+        "  queue:\n    max_waiting: {max_waiting}\n    max_wait_ms: {max_wait_ms}\n"
+    ));
+    y.push_str("prompt:\n  max_chars: 1000\n");
+    clawdbot::config::parse(&y).unwrap_or_else(|e| panic!("test config: {e}\n{y}"))
+}
+
+pub fn turn(lane: &str, text: &str) -> Turn {
+    Turn {
+        lane: lane.to_string(),
+        conversation_id: lane.to_string(),
+        user_id: Some("u1".into()),
+        kind: ConversationKind::Group,
+        messages: vec![ChatMessage::system("Be brief."), ChatMessage::user(text)],
+        arrived: Instant::now(),
+    }
+}
+
+pub async fn fake(default: FakeBehavior) -> FakeServer {
+    FakeServer::start(FakeConfig {
+        default,
+        ..FakeConfig::default()
+    })
+    .await
+    .expect("fake server")
+}
+
+pub fn behavior(mode: FakeMode) -> FakeBehavior {
+    FakeBehavior {
+        mode,
+        ..FakeBehavior::default()
+    }
+}
+
+/// Runs one turn, collecting every progress text.
+pub async fn ask(router: &ModelRouter, t: Turn) -> (TurnOutcome, Vec<String>) {
+    let mut seen = Vec::new();
+    let mut progress = |s: &str| seen.push(s.to_string());
+    let outcome = router.answer(t, &mut progress).await;
+    (outcome, seen)
+}
+
+/// Polls `cond` every 5 ms for at most `limit`.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cond()
+}
+
+/// A loopback port nothing listens on.
+pub fn refused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    drop(l);
+    port
+}
+
+pub fn failed_reason(o: &TurnOutcome) -> (&str, bool) {
+    match o {
+        TurnOutcome::Failed { reason, timed_out } => (reason.as_str(), *timed_out),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+pub fn answer_text(o: &TurnOutcome) -> &str {
+    match o {
+        TurnOutcome::Answer { text, .. } => text,
+        other => panic!("expected Answer, got {other:?}"),
+    }
+}

@@ -1,0 +1,223 @@
+//! Every timeout path returns within its budget (plus slack), pings never extend the
+//! deadline, and the fallback is used only when enough budget is left.
+
+mod model_support;
+
+use std::time::{Duration, Instant};
+
+use clawdbot::model::demo::{FakeBehavior, FakeMode};
+use clawdbot::model::{ModelRouter, TurnOutcome};
+use model_support::*;
+
+/// Runs one turn against a single model; asserts it failed by timeout within `bound_ms`.
+async fn times_out_within(base_url: &str, extra: &str, bound_ms: u64) -> String {
+    let router = ModelRouter::new(&config(&[model("m", base_url, extra)], &[], 8, 5000));
+    let t = Instant::now();
+    let (o, _) = ask(&router, turn("c", "q")).await;
+    let elapsed = t.elapsed();
+    let (reason, timed_out) = failed_reason(&o);
+    assert!(timed_out, "{reason}");
+    assert!(
+        elapsed < Duration::from_millis(bound_ms) + SLACK,
+        "took {elapsed:?}, bound {bound_ms} ms ({reason})"
+    );
+    assert_eq!(router.reports()[0].timeouts, 1);
+    reason.to_string()
+}
+
+#[tokio::test]
+async fn refused_connection_fails_fast() {
+    let base = format!("http://127.0.0.1:{}/v1", refused_port());
+    let router = ModelRouter::new(&config(
+        &[model("m", &base, "timeout_ms: 3000")],
+        &[],
+        8,
+        1000,
+    ));
+    let t = Instant::now();
+    let (o, _) = ask(&router, turn("c", "q")).await;
+    let (reason, timed_out) = failed_reason(&o);
+    assert!(reason.contains("cannot connect") && !timed_out, "{reason}");
+    assert!(t.elapsed() < Duration::from_millis(3000) + SLACK);
+}
+
+#[tokio::test]
+async fn blackhole_listener_hits_the_first_token_budget() {
+    // Accepts TCP (kernel backlog) but never reads or answers.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}/v1", hole.local_addr().expect("addr"));
+    let reason =
+        times_out_within(&base, "timeout_ms: 3000\nfirst_token_timeout_ms: 400", 400).await;
+    assert!(reason.contains("first token"), "{reason}");
+    drop(hole);
+}
+
+#[tokio::test]
+async fn no_first_byte_hits_first_token_then_total() {
+    let srv = fake(behavior(FakeMode::StallBeforeHeaders)).await;
+    let r = times_out_within(
+        &srv.base_url,
+        "timeout_ms: 3000\nfirst_token_timeout_ms: 400",
+        400,
+    )
+    .await;
+    assert!(r.contains("first token"), "{r}");
+    let r = times_out_within(&srv.base_url, "timeout_ms: 600", 600).await;
+    assert!(r.contains("total"), "{r}");
+    let r = times_out_within(&srv.base_url, "timeout_ms: 600\nstream: false", 600).await;
+    assert!(r.contains("total"), "{r}");
+    assert!(
+        wait_until(Duration::from_secs(3), || srv.state.stats().in_flight == 0).await,
+        "requests cancelled"
+    );
+}
+
+#[tokio::test]
+async fn stall_mid_stream_hits_the_idle_budget() {
+    let srv = fake(behavior(FakeMode::StallMidStream)).await;
+    let r = times_out_within(&srv.base_url, "timeout_ms: 5000\nidle_timeout_ms: 300", 300).await;
+    assert!(r.contains("idle"), "{r}");
+}
+
+#[tokio::test]
+async fn pings_never_extend_the_deadline() {
+    // Pings every 30 ms, forever, and no content: first-token and total must still fire.
+    let srv = fake(FakeBehavior {
+        ping_ms: Some(30),
+        ..behavior(FakeMode::PingForever)
+    })
+    .await;
+    let r = times_out_within(&srv.base_url, "timeout_ms: 700\nidle_timeout_ms: 690", 700).await;
+    assert!(r.contains("total"), "{r}");
+    // Pings between content chunks do not reset the idle timer either.
+    srv.state.set_model(
+        "m",
+        FakeBehavior {
+            ping_ms: Some(30),
+            ..behavior(FakeMode::StallMidStream)
+        },
+    );
+    let r = times_out_within(&srv.base_url, "timeout_ms: 5000\nidle_timeout_ms: 300", 300).await;
+    assert!(r.contains("idle"), "{r}");
+}
+
+#[tokio::test]
+async fn slow_generation_hits_the_total_budget() {
+    let srv = fake(FakeBehavior {
+        chunk_chars: 1,
+        chunk_interval_ms: 100,
+        reply: Some("x".repeat(100)),
+        ..FakeBehavior::default()
+    })
+    .await;
+    let r = times_out_within(&srv.base_url, "timeout_ms: 800\nidle_timeout_ms: 500", 800).await;
+    assert!(r.contains("total"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_wait_counts_toward_the_total_budget() {
+    let srv = fake(behavior(FakeMode::StallBeforeHeaders)).await;
+    let router = ModelRouter::new(&config(
+        &[model("m", &srv.base_url, "timeout_ms: 800")],
+        &[("m", 1)],
+        8,
+        10000,
+    ));
+    let (r2, t) = (router.clone(), Instant::now());
+    let first = tokio::spawn(async move { ask(&r2, turn("a", "q")).await.0 });
+    assert!(
+        wait_until(Duration::from_secs(5), || router.reports()[0].in_flight
+            == 1)
+        .await
+    );
+    let (second, _) = ask(&router, turn("b", "q")).await;
+    // Either the wait was cut at the deadline, or the slot came free just before it and
+    // the call got no time: both end by the deadline.
+    let cut = matches!(
+        second,
+        TurnOutcome::Busy
+            | TurnOutcome::Failed {
+                timed_out: true,
+                ..
+            }
+    );
+    assert!(cut, "{second:?}");
+    let first = tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .expect("ends")
+        .expect("task");
+    assert!(failed_reason(&first).1);
+    assert!(
+        t.elapsed() < Duration::from_millis(800) + SLACK,
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn fallback_after_a_timeout_when_budget_allows() {
+    let srv = fake(FakeBehavior::default()).await;
+    srv.state
+        .set_model("slow", behavior(FakeMode::StallBeforeHeaders));
+    let models = [
+        model(
+            "slow",
+            &srv.base_url,
+            "timeout_ms: 3000\nfirst_token_timeout_ms: 300\nfallback: fast",
+        ),
+        model("fast", &srv.base_url, ""),
+    ];
+    let router = ModelRouter::new(&config(&models, &[], 8, 1000));
+    let t = Instant::now();
+    let (o, progress) = ask(&router, turn("c", "q")).await;
+    assert_eq!(
+        o,
+        TurnOutcome::Answer {
+            text: "echo: q".into(),
+            model: "fast".into(),
+            fell_back: true
+        }
+    );
+    assert_eq!(progress.last().map(String::as_str), Some("echo: q"));
+    assert!(t.elapsed() < Duration::from_millis(3000) + SLACK);
+    let slow = router
+        .reports()
+        .into_iter()
+        .find(|r| r.name == "slow")
+        .expect("report");
+    assert_eq!((slow.timeouts, slow.fallbacks), (1, 1));
+}
+
+#[tokio::test]
+async fn fallback_skipped_when_budget_is_spent() {
+    let srv = fake(FakeBehavior::default()).await;
+    srv.state
+        .set_model("slow", behavior(FakeMode::StallBeforeHeaders));
+    // 850 of 1000 ms spent on the first token: 150 ms left < 25 % of the budget.
+    let models = [
+        model(
+            "slow",
+            &srv.base_url,
+            "timeout_ms: 1000\nfirst_token_timeout_ms: 850\nfallback: fast",
+        ),
+        model("fast", &srv.base_url, ""),
+    ];
+    let router = ModelRouter::new(&config(&models, &[], 8, 1000));
+    let t = Instant::now();
+    let (o, _) = ask(&router, turn("c", "q")).await;
+    assert!(failed_reason(&o).1, "{o:?}");
+    assert!(t.elapsed() < Duration::from_millis(1000) + SLACK);
+    assert!(
+        !srv.state.stats().by_model.contains_key("fast"),
+        "fallback not called"
+    );
+    // A total timeout leaves nothing for a fallback either.
+    let models = [
+        model("slow", &srv.base_url, "timeout_ms: 600\nfallback: fast"),
+        model("fast", &srv.base_url, ""),
+    ];
+    let router = ModelRouter::new(&config(&models, &[], 8, 1000));
+    let (o, _) = ask(&router, turn("c", "q")).await;
+    assert!(failed_reason(&o).0.contains("total"));
+    assert!(!srv.state.stats().by_model.contains_key("fast"));
+}
