@@ -18,7 +18,7 @@ use super::Shared;
 use crate::config::Config;
 use crate::dingtalk::{Channel, Inbound, InboundContent};
 use crate::logging::text_for_log;
-use crate::model::{Turn, TurnOutcome};
+use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
 
 pub use super::conversations::Conversations;
 use super::conversations::Admission;
@@ -110,18 +110,18 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant) {
         conversation_id: msg.conversation_id.clone(),
         user_id: msg.sender_staff_id.clone(),
         kind: msg.conversation_kind,
-        messages: shared.conversations.prompt(&cfg, &msg.conversation_id, &text),
+        messages: Vec::new(),
         arrived,
     };
+    let hooks = Hooks { shared, cfg: &cfg, conversation: &msg.conversation_id, text: &text, progress: None };
     let use_card = cfg.channel.as_ref().is_some_and(|c| c.dingtalk.card_template_id.is_some());
     let (outcome, delivered) = if use_card {
-        answer_in_card(shared, channel, &cfg, &msg, turn).await
+        answer_in_card(shared, channel, &msg, &turn, hooks).await
     } else {
-        answer_in_text(shared, channel, &cfg, &msg, turn).await
+        answer_in_text(shared, channel, &msg, &turn, hooks).await
     };
     let label = match &outcome {
         TurnOutcome::Answer { model, fell_back, text: answer } => {
-            shared.conversations.remember(&cfg, &msg.conversation_id, &text, answer);
             tracing::info!(
                 msg_id = %msg.msg_id, %model, fell_back, ms = arrived.elapsed().as_millis() as u64,
                 answer = %text_for_log(answer, cfg.logging.log_message_text), "answered"
@@ -152,16 +152,41 @@ fn markdown(cfg: &Config) -> bool {
     cfg.reply.format == crate::config::ReplyFormat::Markdown
 }
 
+/// Builds the prompt once the model slot is granted and records the answer in memory
+/// before the slot is released, so a conversation's next turn sees this one.
+struct Hooks<'a> {
+    shared: &'a Shared,
+    cfg: &'a Config,
+    conversation: &'a str,
+    text: &'a str,
+    /// Where streamed text goes (AI cards).
+    progress: Option<watch::Sender<String>>,
+}
+
+impl TurnHooks for Hooks<'_> {
+    fn prepare(&mut self) -> Vec<ChatMessage> {
+        self.shared.conversations.prompt(self.cfg, self.conversation, self.text)
+    }
+    fn progress(&mut self, full_text: &str) {
+        if let Some(tx) = &self.progress {
+            let _ = tx.send(full_text.to_string());
+        }
+    }
+    fn answered(&mut self, answer: &str) {
+        self.shared.conversations.remember(self.cfg, self.conversation, self.text, answer);
+    }
+}
+
 /// Plain reply, with the optional "thinking" notice when the model is slow.
 async fn answer_in_text(
     shared: &Arc<Shared>,
     channel: &Channel,
-    cfg: &Config,
     msg: &Inbound,
-    turn: Turn,
+    turn: &Turn,
+    mut hooks: Hooks<'_>,
 ) -> (TurnOutcome, bool) {
-    let mut ignore = |_: &str| {};
-    let answer = shared.router.answer(turn, &mut ignore);
+    let cfg = hooks.cfg;
+    let answer = shared.router.answer_with(turn, &mut hooks);
     tokio::pin!(answer);
     let outcome = match cfg.reply.thinking_notice_ms {
         Some(ms) => {
@@ -185,15 +210,16 @@ async fn answer_in_text(
 async fn answer_in_card(
     shared: &Arc<Shared>,
     channel: &Channel,
-    cfg: &Config,
     msg: &Inbound,
-    turn: Turn,
+    turn: &Turn,
+    mut hooks: Hooks<'_>,
 ) -> (TurnOutcome, bool) {
+    let cfg = hooks.cfg;
     let mut card = match channel.open_card(msg).await {
         Ok(card) => card,
         Err(e) => {
             tracing::warn!(msg_id = %msg.msg_id, error = %e, "AI card not opened; replying with text");
-            return answer_in_text(shared, channel, cfg, msg, turn).await;
+            return answer_in_text(shared, channel, msg, turn, hooks).await;
         }
     };
     let (tx, mut rx) = watch::channel(String::new());
@@ -204,11 +230,9 @@ async fn answer_in_card(
         }
         card
     });
-    let mut on_progress = move |full: &str| {
-        let _ = tx.send(full.to_string());
-    };
-    let outcome = shared.router.answer(turn, &mut on_progress).await;
-    drop(on_progress);
+    hooks.progress = Some(tx);
+    let outcome = shared.router.answer_with(turn, &mut hooks).await;
+    drop(hooks);
     let card = match updater.await {
         Ok(card) => card,
         Err(e) => {

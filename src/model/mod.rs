@@ -24,5 +24,5 @@ pub mod types;
 pub mod wire;
 
 pub use error::{ModelError, TimeoutPhase};
-pub use router::ModelRouter;
+pub use router::{ModelRouter, TurnHooks};
 pub use types::{prompt_chars, ChatMessage, Role, Turn, TurnOutcome};

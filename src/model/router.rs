@@ -38,6 +38,16 @@ struct Inner {
     prompt_budget_chars: usize,
 }
 
+/// What the caller of [`ModelRouter::answer_with`] provides around a turn.
+pub trait TurnHooks {
+    /// The prompt, built once a slot is granted (so it sees the previous turn's answer).
+    fn prepare(&mut self) -> Vec<ChatMessage>;
+    /// The full text so far, after each streamed chunk.
+    fn progress(&mut self, full_text: &str);
+    /// The final answer, called while the slot is still held.
+    fn answered(&mut self, text: &str);
+}
+
 /// Answers turns with the configured models. Cheap to clone (an `Arc` inside).
 #[derive(Clone)]
 pub struct ModelRouter {
@@ -86,13 +96,36 @@ impl ModelRouter {
             .unwrap_or(&routing.defaults.model)
     }
 
-    /// Answers one turn. `on_progress` gets the full text so far after each streamed chunk;
-    /// after a fallback it starts again from the fallback's first chunk.
+    /// Answers one turn with the messages it carries. `on_progress` gets the full text so
+    /// far after each streamed chunk; after a fallback it starts again from the fallback's
+    /// first chunk.
     pub async fn answer(
         &self,
         turn: Turn,
         on_progress: &mut (dyn FnMut(&str) + Send),
     ) -> TurnOutcome {
+        struct Fixed<'a> {
+            messages: Option<Vec<ChatMessage>>,
+            on_progress: &'a mut (dyn FnMut(&str) + Send),
+        }
+        impl TurnHooks for Fixed<'_> {
+            fn prepare(&mut self) -> Vec<ChatMessage> {
+                self.messages.take().unwrap_or_default()
+            }
+            fn progress(&mut self, full_text: &str) {
+                (self.on_progress)(full_text)
+            }
+            fn answered(&mut self, _text: &str) {}
+        }
+        let mut hooks = Fixed { messages: Some(turn.messages.clone()), on_progress };
+        self.answer_with(&turn, &mut hooks).await
+    }
+
+    /// Answers one turn, asking `hooks` for the messages only once a slot is granted and
+    /// telling it the answer before the slot is released. Because a lane runs one turn at
+    /// a time, the next turn of the same conversation then builds its prompt from a
+    /// history that already holds this answer. `turn.messages` is ignored.
+    pub async fn answer_with(&self, turn: &Turn, hooks: &mut (dyn TurnHooks + Send)) -> TurnOutcome {
         let primary = self.route(&turn).to_string();
         let Some(first) = self.inner.models.get(&primary) else {
             return TurnOutcome::Failed {
@@ -105,6 +138,8 @@ impl ModelRouter {
         let Some(mut permit) = self.wait_for_slot(first, &turn.lane, deadline).await else {
             return TurnOutcome::Busy;
         };
+        let messages = hooks.prepare();
+        let mut on_progress = |full: &str| hooks.progress(full);
         let mut current = primary.clone();
         let mut tried = vec![primary.clone()];
         loop {
@@ -115,10 +150,12 @@ impl ModelRouter {
                 };
             };
             let call_deadline = deadline.min(started + entry.budgets.total);
-            let result = entry.call(&turn.messages, call_deadline, on_progress).await;
-            drop(permit);
+            let result = entry.call(&messages, call_deadline, &mut on_progress).await;
             let error = match result {
                 Ok(text) => {
+                    drop(on_progress);
+                    hooks.answered(&text);
+                    drop(permit);
                     let fell_back = current != primary;
                     return TurnOutcome::Answer {
                         text,
@@ -128,6 +165,7 @@ impl ModelRouter {
                 }
                 Err(e) => e,
             };
+            drop(permit);
             let failed = TurnOutcome::Failed {
                 reason: format!("{current}: {error}"),
                 timed_out: error.is_timeout(),
