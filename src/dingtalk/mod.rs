@@ -1,2 +1,42 @@
 //! The DingTalk channel: Stream mode and HTTP callback ingress, replies through session
 //! webhooks and the OpenAPI, AI card streaming. Faithful to docs/dingtalk-protocol.md.
+//!
+//! One job per module: [`wire`] (stream frames), [`message`] (payload → [`Inbound`]),
+//! [`stream`] (WebSocket client), [`callback`] (HTTP mode server), [`sign`] (HMAC
+//! signatures), [`token`] (access token cache), [`api`] (authenticated OpenAPI calls),
+//! [`limiter`] (20 QPS per API), [`send`] (group / 1:1 sends), [`webhook`] (session
+//! webhook replies), [`card`] (AI card), [`split`] (long answers), [`dedupe`],
+//! [`ingress`] (parse + dedupe + hand-over), [`stats`] (report), [`channel`] (the facade).
+
+pub mod api;
+pub mod callback;
+pub mod card;
+pub mod channel;
+pub mod dedupe;
+pub mod error;
+pub mod http;
+pub mod ingress;
+pub mod limiter;
+pub mod message;
+pub mod send;
+pub mod sign;
+pub mod split;
+pub mod stats;
+pub mod stream;
+pub mod token;
+pub mod webhook;
+pub mod wire;
+
+pub use card::CardStream;
+pub use channel::{Channel, ChannelTuning};
+pub use error::ChannelError;
+pub use message::{Inbound, InboundContent};
+pub use sign::{compute_sign, verify_callback_sign};
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

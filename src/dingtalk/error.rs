@@ -1,0 +1,37 @@
+//! The channel's error type. Messages name the API or endpoint involved and never contain
+//! message text or secrets.
+
+/// DingTalk's "session does not exist / expired" errcode on session webhooks.
+pub const ERRCODE_SESSION_GONE: i64 = 300_001;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChannelError {
+    /// A new-API call answered non-2xx with DingTalk's `{code, message}` shape.
+    #[error("DingTalk {api} refused the call: HTTP {status} {code}: {message}")]
+    Api { api: String, status: u16, code: String, message: String },
+    /// A session webhook or old-API call answered `errcode != 0`.
+    #[error("DingTalk {api} answered errcode {errcode}: {errmsg}")]
+    Errcode { api: String, errcode: i64, errmsg: String },
+    /// No answer (connect error, timeout, unreadable body).
+    #[error("cannot reach DingTalk {api}: {detail}")]
+    Transport { api: String, detail: String },
+    #[error(
+        "unknown send target `{0}`: use an alias from channel.dingtalk.targets, a conversation id (cid...) or user:STAFFID"
+    )]
+    UnknownTarget(String),
+    /// DingTalk accepted the call but refused these users (invalid or still throttled).
+    #[error("DingTalk did not deliver to {0} user(s): {1}")]
+    Undelivered(usize, String),
+    /// The request cannot be made (missing staff id, no card template...).
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("the DingTalk channel is shut down")]
+    Shutdown,
+}
+
+impl ChannelError {
+    /// True for the session-webhook "session gone" answer that calls for the OpenAPI fallback.
+    pub fn is_session_gone(&self) -> bool {
+        matches!(self, ChannelError::Errcode { errcode, .. } if *errcode == ERRCODE_SESSION_GONE)
+    }
+}

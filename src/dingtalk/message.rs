@@ -1,0 +1,170 @@
+//! Robot message payload parsing (spec §2): the `data` of `/v1.0/im/bot/messages/get`
+//! frames and the HTTP-callback body become an [`Inbound`].
+//!
+//! Invariants: parsing never panics on input; every documented `msgtype` maps to either
+//! readable text or [`InboundContent::Unsupported`]; text is trimmed.
+
+use serde_json::Value;
+
+use crate::config::ConversationKind;
+
+/// One message a user sent to the bot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    pub msg_id: String,
+    pub conversation_id: String,
+    pub conversation_kind: ConversationKind,
+    pub conversation_title: Option<String>,
+    pub sender_id: String,
+    pub sender_staff_id: Option<String>,
+    pub sender_nick: String,
+    pub content: InboundContent,
+    pub session_webhook: Option<String>,
+    pub session_webhook_expires_ms: Option<u64>,
+    pub received_at_ms: u64,
+}
+
+/// What the message says, reduced to what the bot can answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InboundContent {
+    /// Trimmed text: `text` content, `audio` recognition, or the joined text parts of `richText`.
+    Text(String),
+    /// Pictures, files, videos, audio without a transcript, unknown types.
+    Unsupported { msgtype: String },
+}
+
+/// Why a payload is not a usable robot message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseError {
+    #[error("robot message is not JSON: {0}")]
+    NotJson(String),
+    #[error("robot message lacks required field `{0}`")]
+    Missing(&'static str),
+    #[error("robot message has unknown conversationType `{0}`")]
+    BadConversationType(String),
+}
+
+/// Parses a robot message from its JSON text (the frame's `data` string).
+pub fn parse_robot_message_str(data: &str, now_ms: u64) -> Result<Inbound, ParseError> {
+    let v: Value = serde_json::from_str(data).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    parse_robot_message(&v, now_ms)
+}
+
+/// Parses a robot message from its JSON value.
+pub fn parse_robot_message(v: &Value, now_ms: u64) -> Result<Inbound, ParseError> {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string).filter(|s| !s.is_empty());
+    let msg_id = s("msgId").ok_or(ParseError::Missing("msgId"))?;
+    let conversation_id = s("conversationId").ok_or(ParseError::Missing("conversationId"))?;
+    let conversation_kind = match v.get("conversationType") {
+        Some(Value::String(t)) if t == "1" => ConversationKind::Direct,
+        Some(Value::String(t)) if t == "2" => ConversationKind::Group,
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => ConversationKind::Direct,
+        Some(Value::Number(n)) if n.as_u64() == Some(2) => ConversationKind::Group,
+        None | Some(Value::Null) => return Err(ParseError::Missing("conversationType")),
+        Some(other) => return Err(ParseError::BadConversationType(other.to_string())),
+    };
+    let msgtype = s("msgtype").unwrap_or_else(|| "text".to_string());
+    Ok(Inbound {
+        msg_id,
+        conversation_id,
+        conversation_kind,
+        conversation_title: s("conversationTitle"),
+        sender_id: s("senderId").unwrap_or_default(),
+        sender_staff_id: s("senderStaffId"),
+        sender_nick: s("senderNick").unwrap_or_default(),
+        content: parse_content(&msgtype, v),
+        session_webhook: s("sessionWebhook"),
+        session_webhook_expires_ms: v.get("sessionWebhookExpiredTime").and_then(as_u64_lenient),
+        received_at_ms: now_ms,
+    })
+}
+
+fn as_u64_lenient(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// Maps a msgtype and payload to content. Text-like content that ends up empty after
+/// trimming (no transcript, no text parts) is reported as unsupported.
+fn parse_content(msgtype: &str, v: &Value) -> InboundContent {
+    let text = match msgtype {
+        "text" => v.pointer("/text/content").and_then(Value::as_str).map(str::to_string),
+        "audio" => v.pointer("/content/recognition").and_then(Value::as_str).map(str::to_string),
+        "richText" => v.pointer("/content/richText").and_then(Value::as_array).map(|parts| {
+            parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n")
+        }),
+        _ => None,
+    };
+    match text.map(|t| t.trim().to_string()) {
+        Some(t) if !t.is_empty() || msgtype == "text" => InboundContent::Text(t),
+        _ => InboundContent::Unsupported { msgtype: msgtype.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base(extra: Value) -> Value {
+        let mut v = json!({"msgId":"msgA","conversationId":"cidX","conversationType":"2",
+            "senderId":"$:LWCP_v1:$u","senderNick":"Li Lei","senderStaffId":"0423001",
+            "conversationTitle":"Ops","sessionWebhook":"http://h/robot/sendBySession?session=ab",
+            "sessionWebhookExpiredTime":1717005400123u64});
+        if let (Some(m), Value::Object(e)) = (v.as_object_mut(), extra) {
+            m.extend(e);
+        }
+        v
+    }
+
+    #[test]
+    fn text_is_trimmed_and_fields_mapped() {
+        let m = parse_robot_message(&base(json!({"msgtype":"text","text":{"content":"  deploy status? "}})), 7).unwrap();
+        assert_eq!(m.content, InboundContent::Text("deploy status?".into()));
+        assert_eq!(m.conversation_kind, ConversationKind::Group);
+        assert_eq!(m.sender_staff_id.as_deref(), Some("0423001"));
+        assert_eq!(m.session_webhook_expires_ms, Some(1717005400123));
+        assert_eq!(m.received_at_ms, 7);
+    }
+
+    #[test]
+    fn every_documented_msgtype() {
+        let cases = [
+            (json!({"msgtype":"audio","content":{"downloadCode":"d","recognition":" hello "}}), Some("hello")),
+            (json!({"msgtype":"audio","content":{"downloadCode":"d"}}), None),
+            (
+                json!({"msgtype":"richText","content":{"richText":[{"text":"a"},{"type":"picture","downloadCode":"x"},{"text":"b"}]}}),
+                Some("a\nb"),
+            ),
+            (json!({"msgtype":"picture","content":{"downloadCode":"d"}}), None),
+            (json!({"msgtype":"video","content":{"downloadCode":"d","duration":"5"}}), None),
+            (json!({"msgtype":"file","content":{"fileName":"a.zip"}}), None),
+            (json!({"msgtype":"unknownMsgType","content":{"unknownMsgType":"?"}}), None),
+            (json!({"msgtype":"interactiveCard"}), None),
+        ];
+        for (extra, want) in cases {
+            let t = extra["msgtype"].as_str().unwrap().to_string();
+            let m = parse_robot_message(&base(extra), 0).unwrap();
+            match want {
+                Some(w) => assert_eq!(m.content, InboundContent::Text(w.into()), "{t}"),
+                None => assert_eq!(m.content, InboundContent::Unsupported { msgtype: t.clone() }, "{t}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        assert!(parse_robot_message_str("not json", 0).is_err());
+        assert!(parse_robot_message_str("[1,2]", 0).is_err());
+        assert_eq!(parse_robot_message(&json!({"msgId":"m"}), 0), Err(ParseError::Missing("conversationId")));
+        let bad = base(json!({"conversationType":"9"}));
+        assert!(matches!(parse_robot_message(&bad, 0), Err(ParseError::BadConversationType(_))));
+        let direct = base(json!({"conversationType":"1","text":{"content":5}}));
+        assert_eq!(parse_robot_message(&direct, 0).unwrap().content, InboundContent::Unsupported { msgtype: "text".into() });
+    }
+}

@@ -1,0 +1,95 @@
+//! Live figures of the channel, turned into a [`ChannelReport`] on demand. Counters only:
+//! no message text.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::status::ChannelReport;
+
+/// Connection states shown in reports.
+pub const CONNECTING: &str = "connecting";
+pub const CONNECTED: &str = "connected";
+pub const RECONNECTING: &str = "reconnecting";
+pub const LISTENING: &str = "listening";
+pub const STOPPED: &str = "stopped";
+
+#[derive(Default)]
+struct Conn {
+    state: &'static str,
+    connected_since_ms: Option<u64>,
+    last_error: Option<String>,
+}
+
+pub struct Stats {
+    mode: &'static str,
+    conn: Mutex<Conn>,
+    pub reconnects: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub duplicates_dropped: AtomicU64,
+    pub send_failures: AtomicU64,
+}
+
+impl Stats {
+    pub fn new(mode: &'static str) -> Stats {
+        Stats {
+            mode,
+            conn: Mutex::new(Conn { state: CONNECTING, ..Conn::default() }),
+            reconnects: AtomicU64::new(0),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            duplicates_dropped: AtomicU64::new(0),
+            send_failures: AtomicU64::new(0),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Conn) -> R) -> R {
+        let mut g = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    pub fn set_state(&self, state: &'static str) {
+        self.with(|c| {
+            c.state = state;
+            if state != CONNECTED && state != LISTENING {
+                c.connected_since_ms = None;
+            }
+        });
+    }
+
+    pub fn set_connected(&self, state: &'static str, now_ms: u64) {
+        self.with(|c| {
+            c.state = state;
+            c.connected_since_ms = Some(now_ms);
+        });
+    }
+
+    pub fn state(&self) -> &'static str {
+        self.with(|c| c.state)
+    }
+
+    pub fn set_error(&self, e: impl Into<String>) {
+        let e = e.into();
+        self.with(|c| c.last_error = Some(e));
+    }
+
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn report(&self) -> ChannelReport {
+        let (state, since, err) = self.with(|c| (c.state, c.connected_since_ms, c.last_error.clone()));
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ChannelReport {
+            state: state.to_string(),
+            mode: self.mode.to_string(),
+            connected_since_ms: since,
+            reconnects: get(&self.reconnects),
+            last_error: err,
+            messages_in: get(&self.messages_in),
+            messages_out: get(&self.messages_out),
+            duplicates_dropped: get(&self.duplicates_dropped),
+            send_failures: get(&self.send_failures),
+        }
+    }
+}

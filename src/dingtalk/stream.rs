@@ -1,0 +1,303 @@
+//! The Stream-mode client (spec §1): open a connection (fresh single-use ticket each time),
+//! read frames, ACK each one at once, hand robot messages to [`Ingress`], keep alive, and
+//! reconnect forever with capped exponential backoff + jitter until shut down.
+//!
+//! Invariants: the socket reader never waits on the bot; every frame with a `messageId` is
+//! ACKed before its payload is looked at; on `disconnect` the new connection is opened
+//! before the old one is closed; a socket silent for `keepalive_idle + pong_timeout` is dropped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::http::{read_api_response, transport};
+use super::ingress::Ingress;
+use super::stats::{self, Stats};
+use super::wire::{self, Ack, Frame, OpenRequest, OpenResponse};
+use crate::config::DingTalkConfig;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const OPEN_API: &str = "/v1.0/gateway/connections/open";
+
+/// Keepalive and backoff timings (tests shorten them).
+#[derive(Debug, Clone)]
+pub struct StreamTuning {
+    /// Send a WebSocket ping after this long without any frame.
+    pub keepalive_idle: Duration,
+    /// Drop the connection when nothing arrives this long after a ping.
+    pub pong_timeout: Duration,
+    /// First reconnect delay; doubles per failed attempt, plus up to 1 base of jitter.
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+}
+
+impl Default for StreamTuning {
+    fn default() -> Self {
+        StreamTuning {
+            keepalive_idle: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(15),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Delay before reconnect attempt `attempt` (0-based): `min(base·2^n + U(0, base), cap)`.
+pub fn backoff(t: &StreamTuning, attempt: u32) -> Duration {
+    let exp = t.backoff_base.saturating_mul(1u32 << attempt.min(16));
+    let jitter = t.backoff_base.mul_f64(rand::thread_rng().gen::<f64>());
+    (exp + jitter).min(t.backoff_cap)
+}
+
+pub struct StreamClient {
+    pub cfg: Arc<DingTalkConfig>,
+    pub http: reqwest::Client,
+    pub ingress: Arc<Ingress>,
+    pub stats: Arc<Stats>,
+    pub tuning: StreamTuning,
+}
+
+enum End {
+    Shutdown,
+    /// The server announced `disconnect`; the old socket is handed back to be closed later.
+    Disconnect(Box<Ws>),
+    Lost(String),
+}
+
+impl StreamClient {
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut attempt: u32 = 0;
+        let mut ready: Option<Ws> = None;
+        let mut first = true;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let ws = match ready.take() {
+                Some(ws) => ws,
+                None => {
+                    self.stats.set_state(if first { stats::CONNECTING } else { stats::RECONNECTING });
+                    match tokio::select! { r = self.connect() => Some(r), _ = shutdown.changed() => None } {
+                        None => break,
+                        Some(Ok(ws)) => ws,
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, attempt, "DingTalk stream connect failed");
+                            self.stats.set_error(e);
+                            if !self.pause(attempt, &mut shutdown).await {
+                                break;
+                            }
+                            attempt = attempt.saturating_add(1);
+                            continue;
+                        }
+                    }
+                }
+            };
+            if !first {
+                Stats::bump(&self.stats.reconnects);
+            }
+            first = false;
+            self.stats.set_connected(stats::CONNECTED, super::now_ms());
+            tracing::info!("DingTalk stream connected");
+            match self.session(ws, &mut attempt, &mut shutdown).await {
+                End::Shutdown => break,
+                End::Disconnect(old) => {
+                    tracing::info!("DingTalk asked to reconnect; opening a new connection first");
+                    match self.connect().await {
+                        Ok(new) => ready = Some(new),
+                        Err(e) => {
+                            self.stats.set_error(e);
+                            self.stats.set_state(stats::RECONNECTING);
+                        }
+                    }
+                    tokio::spawn(close_quietly(*old));
+                    if ready.is_none() && !self.pause(attempt, &mut shutdown).await {
+                        break;
+                    }
+                }
+                End::Lost(e) => {
+                    tracing::warn!(error = %e, "DingTalk stream connection lost");
+                    self.stats.set_error(e);
+                    self.stats.set_state(stats::RECONNECTING);
+                    if !self.pause(attempt, &mut shutdown).await {
+                        break;
+                    }
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+        self.stats.set_state(stats::STOPPED);
+    }
+
+    /// Sleeps the backoff for `attempt`; false when shut down meanwhile.
+    async fn pause(&self, attempt: u32, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let d = backoff(&self.tuning, attempt);
+        tokio::select! {
+            _ = tokio::time::sleep(d) => !*shutdown.borrow(),
+            _ = shutdown.changed() => false,
+        }
+    }
+
+    /// `connections/open` then the WebSocket handshake with the fresh ticket.
+    pub async fn connect(&self) -> Result<Ws, String> {
+        let open = self.open().await?;
+        let sep = if open.endpoint.contains('?') { '&' } else { '?' };
+        let ticket = percent_encoding::utf8_percent_encode(&open.ticket, percent_encoding::NON_ALPHANUMERIC);
+        let url = format!("{}{sep}ticket={ticket}", open.endpoint);
+        let connect = tokio_tungstenite::connect_async(url);
+        match tokio::time::timeout(Duration::from_secs(15), connect).await {
+            Err(_) => Err("stream WebSocket handshake timed out".into()),
+            Ok(Err(e)) => Err(format!("stream WebSocket handshake failed: {e}")),
+            Ok(Ok((ws, _))) => Ok(ws),
+        }
+    }
+
+    async fn open(&self) -> Result<OpenResponse, String> {
+        let url = format!("{}{OPEN_API}", self.cfg.api_base.trim_end_matches('/'));
+        let body = OpenRequest {
+            client_id: &self.cfg.client_id,
+            client_secret: self.cfg.client_secret.expose(),
+            subscriptions: wire::bot_subscriptions(),
+            ua: concat!("clawdbot-rust/", env!("CARGO_PKG_VERSION")).to_string(),
+            local_ip: None,
+        };
+        let resp = self
+            .http
+            .post(url)
+            .header("Accept", "application/json")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| transport(OPEN_API, e).to_string())?;
+        let v = read_api_response(OPEN_API, resp).await.map_err(|e| e.to_string())?;
+        let open: OpenResponse =
+            serde_json::from_value(v).map_err(|e| format!("DingTalk {OPEN_API} answer is malformed: {e}"))?;
+        if open.endpoint.is_empty() || open.ticket.is_empty() {
+            return Err(format!("DingTalk {OPEN_API} answered an empty endpoint or ticket"));
+        }
+        Ok(open)
+    }
+
+    async fn session(&self, mut ws: Ws, attempt: &mut u32, shutdown: &mut watch::Receiver<bool>) -> End {
+        let mut last_rx = Instant::now();
+        let mut ping_sent: Option<Instant> = None;
+        let tick = (self.tuning.keepalive_idle / 4).max(Duration::from_millis(50));
+        let mut ticker = tokio::time::interval(tick);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    let _ = ws.close(None).await;
+                    return End::Shutdown;
+                }
+                _ = ticker.tick() => {
+                    if let Some(sent) = ping_sent {
+                        if sent.elapsed() >= self.tuning.pong_timeout {
+                            return End::Lost("no answer to WebSocket ping (silent connection)".into());
+                        }
+                    } else if last_rx.elapsed() >= self.tuning.keepalive_idle {
+                        if let Err(e) = ws.send(Message::Ping(Vec::new().into())).await {
+                            return End::Lost(format!("WebSocket ping failed: {e}"));
+                        }
+                        ping_sent = Some(Instant::now());
+                    }
+                }
+                msg = ws.next() => {
+                    last_rx = Instant::now();
+                    ping_sent = None;
+                    *attempt = 0;
+                    match msg {
+                        None => return End::Lost("server closed the stream".into()),
+                        Some(Err(e)) => return End::Lost(format!("stream read failed: {e}")),
+                        Some(Ok(Message::Text(t))) => {
+                            let handled = handle_frame(t.as_str());
+                            if let Some(ack) = handled.ack {
+                                if let Err(e) = ws.send(Message::text(ack)).await {
+                                    return End::Lost(format!("ACK write failed: {e}"));
+                                }
+                            }
+                            if let Some((id, payload)) = handled.robot_message {
+                                self.ingress.accept(id.as_deref(), &payload);
+                            }
+                            let disconnect = handled.disconnect;
+                            if disconnect {
+                                return End::Disconnect(Box::new(ws));
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) => return End::Lost("server closed the stream".into()),
+                        Some(Ok(_)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What one text frame asks of the client.
+struct Handled {
+    /// The ACK to write at once.
+    ack: Option<String>,
+    disconnect: bool,
+    /// A robot message to hand over *after* the ACK is written: (frame messageId, payload).
+    robot_message: Option<(Option<String>, Value)>,
+}
+
+fn handle_frame(text: &str) -> Handled {
+    let frame: Frame = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, bytes = text.len(), "ignored an unreadable stream frame");
+            return Handled { ack: None, disconnect: false, robot_message: None };
+        }
+    };
+    let id = frame.message_id();
+    let topic = frame.topic();
+    let ok = |data: String| Ack::new(200, id.clone(), "OK", data);
+    let (ack, disconnect) = match (frame.kind.as_str(), topic.as_str()) {
+        (wire::TYPE_SYSTEM, wire::TOPIC_PING) => (ok(frame.data.clone()), false),
+        (wire::TYPE_SYSTEM, wire::TOPIC_DISCONNECT) => (ok("{}".into()), true),
+        (wire::TYPE_SYSTEM, _) => (ok("{}".into()), false),
+        (wire::TYPE_EVENT, _) => (ok(json!({"status": "SUCCESS", "message": "OK"}).to_string()), false),
+        (_, wire::TOPIC_CARD_CALLBACK) => (ok(r#"{"response":{}}"#.into()), false),
+        _ => (ok(r#"{"response":null}"#.into()), false),
+    };
+    let is_bot = frame.kind == wire::TYPE_CALLBACK && (topic == wire::TOPIC_BOT_MESSAGE || topic == wire::TOPIC_BOT_DELEGATE);
+    let robot_message = if is_bot {
+        match serde_json::from_str::<Value>(&frame.data) {
+            Ok(payload) => Some((id.clone(), payload)),
+            Err(e) => {
+                tracing::warn!(error = %e, "robot message frame data is not JSON");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Handled { ack: serde_json::to_string(&ack).ok(), disconnect, robot_message }
+}
+
+async fn close_quietly(mut ws: Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_grows() {
+        let t = StreamTuning::default();
+        let d0 = backoff(&t, 0);
+        assert!(d0 >= Duration::from_secs(1) && d0 <= Duration::from_secs(2));
+        let d3 = backoff(&t, 3);
+        assert!(d3 >= Duration::from_secs(8) && d3 <= Duration::from_secs(9));
+        assert_eq!(backoff(&t, 30), Duration::from_secs(60));
+    }
+}

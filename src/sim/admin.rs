@@ -1,0 +1,258 @@
+//! The admin API under `/_sim/...`: inject messages, read what the bot sent and ACKed,
+//! inspect connections and cards, set faults. JSON in, JSON out; bad input → 400.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::gateway;
+use super::state::{hex_id, now_ms, Faults, Injected, Session, Sim};
+use crate::dingtalk::sign::compute_sign;
+
+fn bad(msg: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
+}
+
+fn body_or_empty(bytes: &[u8]) -> Result<Value, Response> {
+    if bytes.is_empty() {
+        return Ok(json!({}));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(bad("body must be a JSON object")),
+    }
+}
+
+/// The §2 payload of an injected message. Fields of the request (all optional):
+/// `text`, `msgtype`, `conversation_id`, `conversation_type` (`group`|`direct`),
+/// `conversation_title`, `sender_staff_id`, `sender_nick`, `content` (raw content object).
+fn build_payload(sim: &Sim, r: &Value, msg_id: &str, session: &str) -> Result<Value, String> {
+    let s = |k: &str| r.get(k).and_then(Value::as_str).filter(|x| !x.is_empty());
+    let group = match s("conversation_type").unwrap_or("direct") {
+        "group" | "2" => true,
+        "direct" | "1" => false,
+        other => return Err(format!("conversation_type `{other}` is not group or direct")),
+    };
+    let msgtype = s("msgtype").unwrap_or("text");
+    let text = s("text").unwrap_or("");
+    let staff = s("sender_staff_id").unwrap_or("0423001");
+    let cid = s("conversation_id").map(str::to_string).unwrap_or_else(|| {
+        if group {
+            "cidSimGroup0001==".to_string()
+        } else {
+            format!("cidSimDirect{staff}==")
+        }
+    });
+    let now = now_ms();
+    let mut p = json!({
+        "msgId": msg_id, "msgtype": msgtype, "createAt": now,
+        "conversationType": if group { "2" } else { "1" }, "conversationId": cid,
+        "senderId": format!("$:LWCP_v1:${staff}"), "senderNick": s("sender_nick").unwrap_or("Sim User"),
+        "senderStaffId": staff, "senderCorpId": "dingsimcorp", "chatbotUserId": "$:LWCP_v1:$simbot",
+        "chatbotCorpId": "dingsimcorp", "robotCode": sim.opts.robot_code, "isAdmin": false,
+        "isInAtList": group, "atUsers": if group { json!([{"dingtalkId": "$:LWCP_v1:$simbot"}]) } else { json!([]) },
+        "sessionWebhook": format!("{}/robot/sendBySession?session={session}", sim.base_url),
+        "sessionWebhookExpiredTime": now + sim.opts.session_ttl_ms,
+    });
+    if group {
+        p["conversationTitle"] = json!(s("conversation_title").unwrap_or("Sim Group"));
+    }
+    if let Some(c) = r.get("content").filter(|c| c.is_object()) {
+        p["content"] = c.clone();
+    } else {
+        match msgtype {
+            // Groups: DingTalk strips the @bot and leaves a leading space.
+            "text" => p["text"] = json!({"content": if group { format!(" {text}") } else { text.to_string() }}),
+            "audio" => p["content"] = json!({"downloadCode": hex_id(8), "recognition": text}),
+            "richText" => p["content"] = json!({"richText": [{"text": text}, {"type": "picture", "downloadCode": hex_id(8)}]}),
+            "picture" => p["content"] = json!({"downloadCode": hex_id(8), "pictureDownloadCode": hex_id(8)}),
+            "video" => p["content"] = json!({"downloadCode": hex_id(8), "duration": "5", "videoType": "mp4"}),
+            "file" => p["content"] = json!({"downloadCode": hex_id(8), "fileName": "a.zip", "fileId": hex_id(4), "spaceId": "1"}),
+            _ => p["content"] = json!({"unknownMsgType": "unsupported message"}),
+        }
+    }
+    Ok(p)
+}
+
+/// `POST /_sim/messages`: inject a user message. With `callback_url` it is POSTed there
+/// (HTTP mode, signed with the app secret) instead of pushed over the stream.
+pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let r = match body_or_empty(&body) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let msg_id = format!("msg{}==", hex_id(10));
+    let session = hex_id(16);
+    let payload = match build_payload(&sim, &r, &msg_id, &session) {
+        Ok(p) => p,
+        Err(e) => return bad(&e),
+    };
+    let cid = payload["conversationId"].as_str().unwrap_or_default().to_string();
+    let expires = payload["sessionWebhookExpiredTime"].as_u64().unwrap_or(0);
+    let message_id = format!("{}_{}", hex_id(4), hex_id(6));
+    let index = {
+        let mut st = sim.lock();
+        st.sessions.insert(session.clone(), Session { conversation_id: cid.clone(), expires_ms: expires });
+        st.messages.push(Injected {
+            message_id: message_id.clone(),
+            msg_id: msg_id.clone(),
+            payload: payload.clone(),
+            deliveries: Vec::new(),
+            last_sent: None,
+            acked: false,
+        });
+        st.messages.len() - 1
+    };
+    let mut doc = json!({"messageId": message_id, "msgId": msg_id, "conversationId": cid,
+        "sessionWebhook": payload["sessionWebhook"], "payload": payload});
+    if let Some(url) = r.get("callback_url").and_then(Value::as_str) {
+        if let Some(m) = sim.lock().messages.get_mut(index) {
+            m.deliveries.push(0);
+            m.acked = true;
+        }
+        let ts = r.get("timestamp_ms").and_then(Value::as_u64).unwrap_or_else(now_ms).to_string();
+        let sign = r.get("sign").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| compute_sign(&ts, &sim.opts.client_secret));
+        let resp = reqwest::Client::new().post(url).header("timestamp", ts).header("sign", sign).json(&payload).send().await;
+        doc["callback_status"] = json!(resp.map(|r| r.status().as_u16()).unwrap_or(0));
+    } else {
+        doc["delivered_to"] = json!(gateway::deliver(&sim, index));
+    }
+    Json(doc).into_response()
+}
+
+/// `POST /_sim/messages/{messageId}/redeliver`: push the same frame again (even if ACKed).
+pub async fn redeliver(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
+    let index = sim.lock().messages.iter().position(|m| m.message_id == id || m.msg_id == id);
+    match index {
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": "no such message"}))).into_response(),
+        Some(i) => Json(json!({"delivered_to": gateway::deliver(&sim, i)})).into_response(),
+    }
+}
+
+/// `GET /_sim/outbox?since=N`: entries with seq > N.
+pub async fn outbox(State(sim): State<Arc<Sim>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let since: u64 = q.get("since").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let st = sim.lock();
+    let entries: Vec<&Value> = st.outbox.iter().filter(|e| e["seq"].as_u64().unwrap_or(0) > since).collect();
+    Json(json!({"entries": entries})).into_response()
+}
+
+/// `GET /_sim/acks`.
+pub async fn acks(State(sim): State<Arc<Sim>>) -> Response {
+    Json(json!({"acks": sim.lock().acks})).into_response()
+}
+
+/// `GET /_sim/messages`: injected messages and their delivery/ACK state.
+pub async fn messages(State(sim): State<Arc<Sim>>) -> Response {
+    let st = sim.lock();
+    let list: Vec<Value> = st
+        .messages
+        .iter()
+        .map(|m| json!({"messageId": m.message_id, "msgId": m.msg_id, "deliveries": m.deliveries, "acked": m.acked}))
+        .collect();
+    Json(json!({"messages": list})).into_response()
+}
+
+/// `GET /_sim/connections`.
+pub async fn connections(State(sim): State<Arc<Sim>>) -> Response {
+    let st = sim.lock();
+    let conns: Vec<Value> = st
+        .conns
+        .values()
+        .map(|c| {
+            json!({"id": c.id, "opened_ms": c.opened_ms, "closed_ms": c.closed_ms, "live": c.tx.is_some(),
+                "pings_sent": c.pings_sent, "pings_echoed": c.pings_echoed, "disconnect_sent": c.disconnect_sent,
+                "silent": c.silent})
+        })
+        .collect();
+    let tickets: Vec<&Value> = st.opens.iter().map(|o| &o["ticket"]).collect();
+    Json(json!({"connections": conns, "tickets_issued": st.tickets_issued, "tickets": tickets, "opens": st.opens}))
+        .into_response()
+}
+
+/// `POST /_sim/connections/{id}/disconnect` or `/silence` (`id` = `all` for every live one).
+pub async fn connection_action(State(sim): State<Arc<Sim>>, Path((id, action)): Path<(String, String)>) -> Response {
+    let st = sim.lock();
+    let targets: Vec<_> = st
+        .conns
+        .values()
+        .filter(|c| c.tx.is_some() && (id == "all" || id == c.id.to_string()))
+        .map(|c| (c.id, c.disconnect.clone(), c.silence.clone()))
+        .collect();
+    drop(st);
+    for (_, disc, sil) in &targets {
+        match action.as_str() {
+            "disconnect" => disc.notify_one(),
+            "silence" => sil.notify_one(),
+            _ => return bad("action must be disconnect or silence"),
+        }
+    }
+    Json(json!({"affected": targets.iter().map(|t| t.0).collect::<Vec<_>>()})).into_response()
+}
+
+/// `GET|POST /_sim/faults`: POST adds the given counters.
+pub async fn faults_get(State(sim): State<Arc<Sim>>) -> Response {
+    Json(json!({"faults": sim.lock().faults})).into_response()
+}
+
+pub async fn faults_set(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let f: Faults = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => return bad(&format!("faults: {e}")),
+    };
+    let mut st = sim.lock();
+    let cur = &mut st.faults;
+    cur.invalid_auth += f.invalid_auth;
+    cur.qps_403 += f.qps_403;
+    cur.session_300001 += f.session_300001;
+    cur.robot_130101 += f.robot_130101;
+    cur.bad_ticket += f.bad_ticket;
+    cur.open_500 += f.open_500;
+    cur.flow_control += f.flow_control;
+    Json(json!({"faults": *cur})).into_response()
+}
+
+/// `GET /_sim/cards`.
+pub async fn cards(State(sim): State<Arc<Sim>>) -> Response {
+    Json(json!({"cards": sim.lock().cards})).into_response()
+}
+
+/// `GET /_sim/tokens`.
+pub async fn tokens(State(sim): State<Arc<Sim>>) -> Response {
+    let st = sim.lock();
+    Json(json!({"issued": st.tokens_issued, "active": st.tokens.len(), "requests": st.requests})).into_response()
+}
+
+/// `POST /_sim/sessions/expire`: expire every session webhook now.
+pub async fn expire_sessions(State(sim): State<Arc<Sim>>) -> Response {
+    let mut st = sim.lock();
+    for s in st.sessions.values_mut() {
+        s.expires_ms = 0;
+    }
+    Json(json!({"expired": st.sessions.len()})).into_response()
+}
+
+/// `POST /_sim/robots` `{access_token, secret?}`: register a custom-robot webhook.
+pub async fn add_robot(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let v = match body_or_empty(&body) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let Some(tok) = v.get("access_token").and_then(Value::as_str).filter(|t| !t.is_empty()) else {
+        return bad("access_token is required");
+    };
+    let secret = v.get("secret").and_then(Value::as_str).map(str::to_string);
+    sim.lock().robots.insert(tok.to_string(), secret);
+    Json(json!({"ok": true})).into_response()
+}
+
+/// `GET /_sim/health`.
+pub async fn health(State(sim): State<Arc<Sim>>) -> Response {
+    Json(json!({"ok": true, "base_url": sim.base_url, "client_id": sim.opts.client_id})).into_response()
+}

@@ -1,0 +1,264 @@
+//! The Stream gateway (spec §1): `connections/open` hands out single-use tickets valid
+//! `ticket_ttl_ms`; `/connect?ticket=` upgrades to a WebSocket that pushes real frames
+//! (string headers, double-encoded `data`), sends SYSTEM pings expecting an echo, sends
+//! `disconnect` and closes after the grace period, records every ACK, and (optionally)
+//! redelivers un-ACKed bot messages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Notify};
+
+use super::reply::{api_body, api_error, ok_json, req_str};
+use super::state::{hex_id, now_ms, Conn, Sim};
+use crate::dingtalk::wire;
+
+/// `POST /v1.0/gateway/connections/open`.
+pub async fn open(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !accept.contains("application/json") && !accept.contains("*/*") {
+        // DingTalk answers XML without `Accept: application/json` (spec §1.1).
+        return (StatusCode::OK, "<?xml version=\"1.0\"?><Error>Accept: application/json expected</Error>")
+            .into_response();
+    }
+    let v = match api_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (id, secret) = (req_str(&v, "clientId"), req_str(&v, "clientSecret"));
+    if id.is_none() || secret.is_none() {
+        return api_error(400, "MissingParameter", "clientId and clientSecret are required");
+    }
+    if id != Some(sim.opts.client_id.as_str()) || secret != Some(sim.opts.client_secret.as_str()) {
+        return api_error(401, "invalidClientIdOrSecret", "无效的clientId或者clientSecret");
+    }
+    let subs_ok = v.get("subscriptions").and_then(Value::as_array).is_some_and(|a| {
+        a.iter().all(|s| req_str(s, "type").is_some() && req_str(s, "topic").is_some())
+    });
+    if !subs_ok {
+        return api_error(400, "InvalidParameter", "subscriptions must be an array of {type, topic}");
+    }
+    let mut st = sim.lock();
+    if st.faults.open_500 > 0 {
+        st.faults.open_500 -= 1;
+        return api_error(500, "InternalError", "injected failure");
+    }
+    let ticket = format!("{}-{}-{}", hex_id(4), hex_id(2), hex_id(6));
+    let bad = st.faults.bad_ticket > 0;
+    if bad {
+        st.faults.bad_ticket -= 1;
+    } else {
+        st.tickets.insert(ticket.clone(), (Instant::now(), false));
+    }
+    st.tickets_issued += 1;
+    let mut rec = v.clone();
+    rec["clientSecret"] = json!("***");
+    st.opens.push(json!({"at_ms": now_ms(), "ticket": ticket, "request": rec}));
+    let endpoint = format!("{}/connect", sim.base_url.replacen("http://", "ws://", 1));
+    ok_json(json!({"endpoint": endpoint, "ticket": ticket}))
+}
+
+/// `GET /connect?ticket=` (WebSocket upgrade).
+pub async fn connect(
+    State(sim): State<Arc<Sim>>,
+    Query(q): Query<HashMap<String, String>>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Some(ticket) = q.get("ticket") else {
+        return api_error(400, "MissingParameter", "ticket is required");
+    };
+    {
+        let mut st = sim.lock();
+        let ttl = Duration::from_millis(sim.opts.ticket_ttl_ms);
+        match st.tickets.get_mut(ticket) {
+            Some((issued, used)) if !*used && issued.elapsed() <= ttl => *used = true,
+            Some((_, true)) => return api_error(403, "InvalidTicket", "ticket already used"),
+            Some(_) => return api_error(403, "InvalidTicket", "ticket expired"),
+            None => return api_error(403, "InvalidTicket", "ticket is not valid"),
+        }
+    }
+    let Ok(ws) = ws else {
+        return api_error(400, "InvalidParameter", "WebSocket upgrade expected");
+    };
+    ws.on_upgrade(move |socket| run_conn(sim, socket))
+}
+
+/// Builds one downstream frame as text.
+fn frame(kind: &str, topic: &str, message_id: &str, conn_id: u64, data: String, app_id: &str) -> String {
+    json!({"specVersion": "1.0", "type": kind,
+        "headers": {"appId": app_id, "connectionId": format!("c-{conn_id}"), "contentType": "application/json",
+                    "messageId": message_id, "time": now_ms().to_string(), "topic": topic},
+        "data": data})
+    .to_string()
+}
+
+async fn run_conn(sim: Arc<Sim>, socket: WebSocket) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let silence = Arc::new(Notify::new());
+    let disconnect = Arc::new(Notify::new());
+    let id = sim.next_id();
+    sim.lock().conns.insert(
+        id,
+        Conn {
+            id,
+            opened_ms: now_ms(),
+            closed_ms: None,
+            tx: Some(tx),
+            silence: silence.clone(),
+            disconnect: disconnect.clone(),
+            pings_sent: 0,
+            pings_echoed: 0,
+            pending_pings: Vec::new(),
+            disconnect_sent: false,
+            silent: false,
+        },
+    );
+    deliver_pending(&sim);
+    let (mut sink, mut stream) = socket.split();
+    let far = Duration::from_secs(365 * 24 * 3600);
+    let ping_every = match sim.opts.ping_interval_ms {
+        0 => far,
+        n => Duration::from_millis(n),
+    };
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let disc_at = sim.opts.disconnect_every_ms.map(Duration::from_millis).unwrap_or(far);
+    let disc_timer = tokio::time::sleep(disc_at);
+    tokio::pin!(disc_timer);
+    let mut close_at: Option<tokio::time::Instant> = None;
+    loop {
+        let close_sleep = tokio::time::sleep_until(close_at.unwrap_or_else(|| tokio::time::Instant::now() + far));
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(text) => if sink.send(Message::text(text)).await.is_err() { break },
+                None => break,
+            },
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(t))) => record_ack(&sim, id, t.as_str()),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                let opaque = format!("{}-{}", hex_id(4), hex_id(6));
+                let mid = format!("ping_{}", hex_id(6));
+                let text = frame(wire::TYPE_SYSTEM, wire::TOPIC_PING, &mid, id, json!({"opaque": opaque}).to_string(), &sim.opts.client_id);
+                if let Some(c) = sim.lock().conns.get_mut(&id) { c.pings_sent += 1; c.pending_pings.push(mid); }
+                if sink.send(Message::text(text)).await.is_err() { break }
+            },
+            _ = &mut disc_timer, if close_at.is_none() => {
+                if send_disconnect(&sim, id, &mut sink).await.is_err() { break }
+                close_at = Some(tokio::time::Instant::now() + Duration::from_millis(sim.opts.disconnect_grace_ms));
+            },
+            _ = disconnect.notified(), if close_at.is_none() => {
+                if send_disconnect(&sim, id, &mut sink).await.is_err() { break }
+                close_at = Some(tokio::time::Instant::now() + Duration::from_millis(sim.opts.disconnect_grace_ms));
+            },
+            _ = close_sleep => break,
+            _ = silence.notified() => {
+                // Zombie: stop reading (no pongs, no ACKs) and stop writing.
+                if let Some(c) = sim.lock().conns.get_mut(&id) { c.silent = true; c.tx = None; }
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                break;
+            },
+        }
+    }
+    let _ = sink.close().await;
+    if let Some(c) = sim.lock().conns.get_mut(&id) {
+        c.closed_ms = Some(now_ms());
+        c.tx = None;
+    }
+}
+
+async fn send_disconnect(
+    sim: &Sim,
+    id: u64,
+    sink: &mut (impl SinkExt<Message, Error = axum::Error> + Unpin),
+) -> Result<(), axum::Error> {
+    if let Some(c) = sim.lock().conns.get_mut(&id) {
+        c.disconnect_sent = true;
+    }
+    let mid = format!("disc_{}", hex_id(6));
+    let data = json!({"reason": "connection is expired"}).to_string();
+    sink.send(Message::text(frame(wire::TYPE_SYSTEM, wire::TOPIC_DISCONNECT, &mid, id, data, &sim.opts.client_id))).await
+}
+
+/// Records one upstream message (an ACK, or anything else the client wrote).
+fn record_ack(sim: &Sim, conn: u64, text: &str) {
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|_| json!({"unparsable": text.len()}));
+    let mid = v.pointer("/headers/messageId").and_then(Value::as_str).unwrap_or("").to_string();
+    let mut st = sim.lock();
+    if let Some(c) = st.conns.get_mut(&conn) {
+        if let Some(pos) = c.pending_pings.iter().position(|p| *p == mid) {
+            c.pending_pings.remove(pos);
+            c.pings_echoed += 1;
+        }
+    }
+    if let Some(m) = st.messages.iter_mut().find(|m| m.message_id == mid) {
+        m.acked = true;
+    }
+    st.acks.push(json!({"connection": conn, "at_ms": now_ms(), "messageId": mid, "ack": v}));
+}
+
+/// Sends the bot message at `index` to a live connection (chosen at random). Returns the
+/// connection id, or None when no connection is live (it stays pending).
+pub fn deliver(sim: &Sim, index: usize) -> Option<u64> {
+    let mut st = sim.lock();
+    let live: Vec<u64> =
+        st.conns.values().filter(|c| c.tx.is_some() && !c.disconnect_sent && !c.silent).map(|c| c.id).collect();
+    if live.is_empty() {
+        return None;
+    }
+    use rand::seq::SliceRandom;
+    let conn = *live.choose(&mut rand::thread_rng())?;
+    let m = st.messages.get(index)?;
+    let text = frame(wire::TYPE_CALLBACK, wire::TOPIC_BOT_MESSAGE, &m.message_id, conn, m.payload.to_string(), &sim.opts.client_id);
+    let sent = st.conns.get(&conn).and_then(|c| c.tx.as_ref()).is_some_and(|tx| tx.send(text).is_ok());
+    if !sent {
+        return None;
+    }
+    let m = st.messages.get_mut(index)?;
+    m.deliveries.push(conn);
+    m.last_sent = Some(Instant::now());
+    Some(conn)
+}
+
+/// Delivers every message that never reached a connection.
+pub fn deliver_pending(sim: &Sim) {
+    let pending: Vec<usize> = {
+        let st = sim.lock();
+        st.messages.iter().enumerate().filter(|(_, m)| m.deliveries.is_empty()).map(|(i, _)| i).collect()
+    };
+    for i in pending {
+        if deliver(sim, i).is_none() {
+            break;
+        }
+    }
+}
+
+/// Redelivers un-ACKed messages older than `after` (at most 5 deliveries each), forever.
+pub async fn redeliver_loop(sim: Arc<Sim>, after: Duration) {
+    let mut tick = tokio::time::interval((after / 4).max(Duration::from_millis(20)));
+    loop {
+        tick.tick().await;
+        let due: Vec<usize> = {
+            let st = sim.lock();
+            st.messages
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| !m.acked && m.deliveries.len() < 5 && m.last_sent.is_some_and(|t| t.elapsed() >= after))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        for i in due {
+            deliver(&sim, i);
+        }
+        deliver_pending(&sim);
+    }
+}

@@ -1,0 +1,209 @@
+//! The OpenAPI side (spec §4, §7): access tokens (new and old), robot group / 1:1 sends
+//! and AI card endpoints, with DingTalk's validation, error shapes, a real per-API QPS
+//! limit, and injected faults. Every accepted send lands in the outbox.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::reply::{api_body, api_error, errcode, ok_json, req_str};
+use super::state::{hex_id, now_ms, Sim};
+
+/// `POST /v1.0/oauth2/accessToken`.
+pub async fn access_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let v = match api_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    if req_str(&v, "appKey") != Some(sim.opts.client_id.as_str())
+        || req_str(&v, "appSecret") != Some(sim.opts.client_secret.as_str())
+    {
+        return api_error(400, "invalidClientIdOrSecret", "无效的clientId或者clientSecret");
+    }
+    let tok = issue_token(&sim);
+    ok_json(json!({"accessToken": tok, "expireIn": sim.opts.token_ttl_secs}))
+}
+
+/// `GET /gettoken?appkey=&appsecret=`.
+pub async fn gettoken(State(sim): State<Arc<Sim>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    match (q.get("appkey"), q.get("appsecret")) {
+        (Some(k), Some(s)) if *k == sim.opts.client_id && *s == sim.opts.client_secret => {
+            let tok = issue_token(&sim);
+            ok_json(json!({"errcode": 0, "errmsg": "ok", "access_token": tok, "expires_in": sim.opts.token_ttl_secs}))
+        }
+        (Some(_), Some(_)) => errcode(40096, "不合法的appKey或appSecret"),
+        _ => errcode(40035, "缺少参数 appkey/appsecret"),
+    }
+}
+
+/// The current valid token (extended), or a new one.
+fn issue_token(sim: &Sim) -> String {
+    let now = now_ms();
+    let exp = now + sim.opts.token_ttl_secs * 1000;
+    let mut st = sim.lock();
+    if let Some((t, e)) = st.tokens.iter_mut().find(|(_, e)| **e > now) {
+        *e = exp;
+        return t.clone();
+    }
+    let tok = hex_id(16);
+    st.tokens.insert(tok.clone(), exp);
+    st.tokens_issued += 1;
+    tok
+}
+
+/// Checks the `x-acs-dingtalk-access-token` header, the QPS window of `api` and the
+/// injected auth/QPS faults. Records the request.
+pub fn authorize(sim: &Sim, headers: &HeaderMap, api: &str) -> Result<(), Response> {
+    let tok = headers.get("x-acs-dingtalk-access-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mut st = sim.lock();
+    st.requests.push_back(json!({"api": api, "at_ms": now_ms()}));
+    if st.requests.len() > 1000 {
+        st.requests.pop_front();
+    }
+    if tok.is_empty() {
+        return Err(api_error(400, "AuthenticationFailed.MissingParameter", "缺少参数 x-acs-dingtalk-access-token"));
+    }
+    if st.faults.invalid_auth > 0 {
+        st.faults.invalid_auth -= 1;
+        st.tokens.clear();
+        return Err(api_error(400, "InvalidAuthentication", "不合法的access_token"));
+    }
+    if !st.tokens.get(tok).is_some_and(|e| *e > now_ms()) {
+        return Err(api_error(400, "InvalidAuthentication", "不合法的access_token"));
+    }
+    if st.faults.qps_403 > 0 {
+        st.faults.qps_403 -= 1;
+        return Err(api_error(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", "调用频率超过限制"));
+    }
+    let limit = sim.opts.qps_limit;
+    let q = st.qps.entry(api.to_string()).or_default();
+    let now = Instant::now();
+    while q.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
+        q.pop_front();
+    }
+    if q.len() >= limit {
+        return Err(api_error(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", "调用频率超过限制"));
+    }
+    q.push_back(now);
+    Ok(())
+}
+
+/// Validates robotCode + msgKey + msgParam; returns the parsed msgParam.
+fn check_message(sim: &Sim, v: &Value) -> Result<Value, Response> {
+    match req_str(v, "robotCode") {
+        None => return Err(api_error(400, "invalidParameter.robotCode.empty", "robotCode is empty")),
+        Some(r) if r != sim.opts.robot_code => {
+            return Err(api_error(400, "invalidParameter.robotCode.auth", "robotCode does not belong to this app"))
+        }
+        _ => {}
+    }
+    let key = req_str(v, "msgKey").ok_or_else(|| api_error(400, "invalidParameter.msgKey.empty", "msgKey is empty"))?;
+    const KEYS: [&str; 10] = [
+        "sampleText", "sampleMarkdown", "sampleImageMsg", "sampleLink", "sampleActionCard", "sampleActionCard2",
+        "sampleActionCard3", "sampleAudio", "sampleFile", "sampleVideo",
+    ];
+    if !KEYS.contains(&key) {
+        return Err(api_error(400, "invalidParameter.msgKey.invalid", "msgKey is not supported"));
+    }
+    let param = v
+        .get("msgParam")
+        .and_then(Value::as_str)
+        .ok_or_else(|| api_error(400, "invalidParameter.msgParam.invalid", "msgParam must be a JSON string"))?;
+    if param.len() > 15_000 {
+        return Err(api_error(400, "invalidParameter.msgParam.invalid", "msgParam exceeds 15000 bytes"));
+    }
+    match serde_json::from_str::<Value>(param) {
+        Ok(p @ Value::Object(_)) => Ok(p),
+        _ => Err(api_error(400, "invalidParameter.msgParam.invalid", "msgParam is not a JSON object")),
+    }
+}
+
+fn param_text(key: &str, p: &Value) -> String {
+    let k = if key == "sampleText" { "content" } else { "text" };
+    p.get(k).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+/// Appends to the outbox; returns the entry's seq.
+pub fn record_out(sim: &Sim, mut entry: Value) -> u64 {
+    let mut st = sim.lock();
+    let seq = st.outbox.len() as u64 + 1;
+    entry["seq"] = json!(seq);
+    entry["at_ms"] = json!(now_ms());
+    st.outbox.push(entry);
+    seq
+}
+
+/// `POST /v1.0/robot/groupMessages/send`.
+pub async fn group_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let api = "/v1.0/robot/groupMessages/send";
+    if let Err(r) = authorize(&sim, &headers, api) {
+        return r;
+    }
+    let v = match api_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let param = match check_message(&sim, &v) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(cid) = req_str(&v, "openConversationId") else {
+        return api_error(400, "invalidParameter.openConversationId.empty", "openConversationId is empty");
+    };
+    let key = req_str(&v, "msgKey").unwrap_or_default();
+    let pqk = hex_id(12);
+    record_out(&sim, json!({"route": "group_send", "conversation_id": cid, "msg_key": key,
+        "text": param_text(key, &param), "process_query_key": pqk, "body": v}));
+    ok_json(json!({"processQueryKey": pqk}))
+}
+
+/// `POST /v1.0/robot/oToMessages/batchSend`.
+pub async fn batch_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let api = "/v1.0/robot/oToMessages/batchSend";
+    if let Err(r) = authorize(&sim, &headers, api) {
+        return r;
+    }
+    let v = match api_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let param = match check_message(&sim, &v) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let users: Vec<String> = v
+        .get("userIds")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+    if users.is_empty() {
+        return api_error(400, "invalidParameter.userIds.empty", "userIds is empty");
+    }
+    if users.len() > 20 {
+        return api_error(400, "invalidParameter.userIds.overMax", "userIds exceeds 20");
+    }
+    let throttled = {
+        let mut st = sim.lock();
+        if st.faults.flow_control > 0 {
+            st.faults.flow_control -= 1;
+            true
+        } else {
+            false
+        }
+    };
+    let key = req_str(&v, "msgKey").unwrap_or_default();
+    let pqk = hex_id(12);
+    if !throttled {
+        record_out(&sim, json!({"route": "batch_send", "user_ids": users, "msg_key": key,
+            "text": param_text(key, &param), "process_query_key": pqk, "body": v}));
+    }
+    let flow: Vec<String> = if throttled { users } else { Vec::new() };
+    ok_json(json!({"processQueryKey": pqk, "invalidStaffIdList": [], "flowControlledStaffIdList": flow,
+        "filteredStaffIdList": []}))
+}

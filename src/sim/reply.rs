@@ -1,0 +1,57 @@
+//! Response helpers in DingTalk's two error dialects: the new API's
+//! `{code,message,requestid}` with a non-2xx status (spec §4.4), and the old API's /
+//! webhooks' `{errcode,errmsg}` with HTTP 200 (spec §3, §5). Plus body parsing that never
+//! panics.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::state::hex_id;
+
+/// A new-API error answer.
+pub fn api_error(status: u16, code: &str, message: &str) -> Response {
+    let rid = format!("{}-{}", hex_id(4), hex_id(6));
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut r = (status, Json(json!({"code": code, "message": message, "requestid": rid}))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        r.headers_mut().insert("x-acs-request-id", v.clone());
+        r.headers_mut().insert("x-acs-trace-id", v);
+    }
+    r
+}
+
+/// An old-API / webhook answer (always HTTP 200).
+pub fn errcode(code: i64, msg: &str) -> Response {
+    Json(json!({"errcode": code, "errmsg": msg})).into_response()
+}
+
+pub fn ok_json(v: Value) -> Response {
+    Json(v).into_response()
+}
+
+/// Parses a new-API JSON object body, or the error DingTalk gives for it.
+pub fn api_body(bytes: &[u8]) -> Result<Value, Response> {
+    if bytes.is_empty() {
+        return Err(api_error(400, "MissingParameter", "body is mandatory"));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(api_error(400, "InvalidParameter", "body is not a JSON object")),
+    }
+}
+
+/// Parses an old-API / webhook JSON body, or errcode 40035 / 43004.
+pub fn errcode_body(bytes: &[u8]) -> Result<Value, Response> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ if bytes.is_empty() => Err(errcode(40035, "缺少参数 body")),
+        _ => Err(errcode(43004, "无效的HTTP HEADER Content-Type / body is not JSON")),
+    }
+}
+
+/// A required non-empty string field.
+pub fn req_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}

@@ -1,0 +1,163 @@
+//! The simulator's shared state: options, issued tickets and tokens, live connections,
+//! injected messages, sessions, the outbox, ACKs, card states and pending faults.
+//!
+//! Invariant: everything the bot sent or answered is recorded here, so tests assert on
+//! state instead of timing. All collections are bounded by what tests inject.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify};
+
+/// Tunables of one simulator.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub listen: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub robot_code: String,
+    /// SYSTEM ping period per connection (0 = never).
+    pub ping_interval_ms: u64,
+    /// Redeliver un-ACKed bot messages after this long (None = never).
+    pub redeliver_unacked_ms: Option<u64>,
+    /// Send `disconnect` this long after each connection opens (None = never).
+    pub disconnect_every_ms: Option<u64>,
+    /// Close a connection this long after its `disconnect`.
+    pub disconnect_grace_ms: u64,
+    pub session_ttl_ms: u64,
+    pub ticket_ttl_ms: u64,
+    pub token_ttl_secs: u64,
+    /// Per-app per-API limit of the OpenAPI (calls per second).
+    pub qps_limit: usize,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            listen: "127.0.0.1:0".into(),
+            client_id: DEFAULT_CLIENT_ID.into(),
+            client_secret: DEFAULT_CLIENT_SECRET.into(),
+            robot_code: DEFAULT_CLIENT_ID.into(),
+            ping_interval_ms: 30_000,
+            redeliver_unacked_ms: None,
+            disconnect_every_ms: None,
+            disconnect_grace_ms: 10_000,
+            session_ttl_ms: 5_400_000,
+            ticket_ttl_ms: 90_000,
+            token_ttl_secs: 7_200,
+            qps_limit: 20,
+        }
+    }
+}
+
+pub const DEFAULT_CLIENT_ID: &str = "dingsimclient";
+pub const DEFAULT_CLIENT_SECRET: &str = "sim-client-secret";
+
+/// Errors to inject: each counter fails that many of the next matching calls.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    /// 400 InvalidAuthentication on token-using calls (and all tokens are revoked).
+    pub invalid_auth: u32,
+    /// 403 Forbidden.AccessDenied.QpsLimitForAppkeyAndApi on token-using calls.
+    pub qps_403: u32,
+    /// errcode 300001 on session webhooks.
+    pub session_300001: u32,
+    /// errcode 130101 on custom-robot webhooks.
+    pub robot_130101: u32,
+    /// `connections/open` hands out tickets the gateway will refuse.
+    pub bad_ticket: u32,
+    /// `connections/open` answers 500.
+    pub open_500: u32,
+    /// batchSend puts every user in `flowControlledStaffIdList`.
+    pub flow_control: u32,
+}
+
+/// One WebSocket connection.
+pub struct Conn {
+    pub id: u64,
+    pub opened_ms: u64,
+    pub closed_ms: Option<u64>,
+    pub tx: Option<mpsc::UnboundedSender<String>>,
+    pub silence: Arc<Notify>,
+    pub disconnect: Arc<Notify>,
+    pub pings_sent: u64,
+    pub pings_echoed: u64,
+    pub pending_pings: Vec<String>,
+    pub disconnect_sent: bool,
+    pub silent: bool,
+}
+
+/// One injected bot message.
+pub struct Injected {
+    pub message_id: String,
+    pub msg_id: String,
+    pub payload: Value,
+    pub deliveries: Vec<u64>,
+    pub last_sent: Option<Instant>,
+    pub acked: bool,
+}
+
+pub struct Session {
+    pub conversation_id: String,
+    pub expires_ms: u64,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub tickets: HashMap<String, (Instant, bool)>,
+    pub tickets_issued: u64,
+    pub opens: Vec<Value>,
+    pub conns: BTreeMap<u64, Conn>,
+    pub next_id: u64,
+    pub messages: Vec<Injected>,
+    pub acks: Vec<Value>,
+    pub sessions: HashMap<String, Session>,
+    pub outbox: Vec<Value>,
+    pub tokens: HashMap<String, u64>,
+    pub tokens_issued: u64,
+    pub faults: Faults,
+    pub cards: BTreeMap<String, Value>,
+    pub qps: HashMap<String, VecDeque<Instant>>,
+    pub requests: VecDeque<Value>,
+    pub robots: HashMap<String, Option<String>>,
+}
+
+/// Shared simulator: options, base URL, state.
+pub struct Sim {
+    pub opts: SimOptions,
+    pub base_url: String,
+    state: Mutex<State>,
+}
+
+impl Sim {
+    pub fn new(opts: SimOptions, base_url: String) -> Sim {
+        Sim { opts, base_url, state: Mutex::new(State::default()) }
+    }
+
+    /// Locks the state (a poisoned lock is recovered: the state stays usable).
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn next_id(&self) -> u64 {
+        let mut s = self.lock();
+        s.next_id += 1;
+        s.next_id
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    crate::dingtalk::now_ms()
+}
+
+/// Random lowercase hex of `bytes` bytes.
+pub fn hex_id(bytes: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..bytes).map(|_| format!("{:02x}", rng.gen::<u8>())).collect()
+}
