@@ -362,13 +362,28 @@ fn logs_prints_the_tail_and_sigusr1_reopens_the_file() {
 fn an_unwritable_log_is_reported_and_the_daemon_keeps_serving() {
     let (home, cfg) = home_with_config();
     // /dev/full opens fine and fails every write with ENOSPC, like a full disk.
-    let r = home.run(&["--json", "daemon", "start", "--name", "bot", "--config", &cfg, "--log", "/dev/full"]);
+    let r = home.run(&[
+        "--json",
+        "daemon",
+        "start",
+        "--name",
+        "bot",
+        "--config",
+        &cfg,
+        "--log",
+        "/dev/full",
+    ]);
     assert_eq!(r.code, 0, "{r:?}");
     let mut doc = serde_json::Value::Null;
-    assert!(wait_until(Duration::from_secs(5), || {
-        doc = home.run(&["--json", "daemon", "status", "--name", "bot"]).json();
-        doc["log_write_errors"].as_u64().unwrap_or(0) > 0
-    }), "{doc}");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            doc = home
+                .run(&["--json", "daemon", "status", "--name", "bot"])
+                .json();
+            doc["log_write_errors"].as_u64().unwrap_or(0) > 0
+        }),
+        "{doc}"
+    );
     assert_eq!(doc["state"], "running");
     let err = doc["last_error"].as_str().unwrap_or_default();
     assert!(err.contains("/dev/full") && err.contains("space"), "{doc}");

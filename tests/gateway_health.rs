@@ -26,21 +26,38 @@ fn healthy(home: &Home, name: &str) -> Option<bool> {
     if run.code != 0 {
         return None;
     }
-    run.json().get("gateway").and_then(|g| g.get("healthy")).and_then(Value::as_bool)
+    run.json()
+        .get("gateway")
+        .and_then(|g| g.get("healthy"))
+        .and_then(Value::as_bool)
 }
 
 fn live_checks(home: &Home, name: &str) -> HealthReport {
     let socket = home.run_dir(name).join("control.sock");
     let mut client = Client::connect(&socket, WAIT).expect("connect to the control socket");
     client.set_timeout(WAIT);
-    match client.request(&Request::Health { timeout_ms: 3000 }).expect("health answer") {
+    match client
+        .request(&Request::Health { timeout_ms: 3000 })
+        .expect("health answer")
+    {
         Response::Health(h) => h,
         other => panic!("unexpected answer {other:?}"),
     }
 }
 
 fn start(home: &Home, name: &str, exec: &str, url: &str) -> support::Run {
-    home.run(&["daemon", "start", "--name", name, "--exec", exec, "--health-url", url, "--timeout", "15"])
+    home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        name,
+        "--exec",
+        exec,
+        "--health-url",
+        url,
+        "--timeout",
+        "15",
+    ])
 }
 
 #[test]
@@ -51,10 +68,24 @@ fn live_http_server_is_healthy() {
     let url = format!("http://127.0.0.1:{port}/");
     let run = start(&home, "gw", &exec, &url);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(wait_until(WAIT, || healthy(&home, "gw") == Some(true)), "never healthy");
+    assert!(
+        wait_until(WAIT, || healthy(&home, "gw") == Some(true)),
+        "never healthy"
+    );
     let report = live_checks(&home, "gw");
-    let names: Vec<_> = report.checks.iter().map(|c| (c.name.as_str(), c.status)).collect();
-    assert_eq!(names, [("gateway process", CheckStatus::Ok), ("gateway health URL", CheckStatus::Ok)], "{report:?}");
+    let names: Vec<_> = report
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.status))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("gateway process", CheckStatus::Ok),
+            ("gateway health URL", CheckStatus::Ok)
+        ],
+        "{report:?}"
+    );
     assert!(report.checks[1].detail.contains("200"), "{report:?}");
     assert_eq!(home.run(&["daemon", "stop", "--name", "gw"]).code, 0);
 }
@@ -65,11 +96,21 @@ fn dead_port_is_unhealthy_with_a_fix() {
     let url = format!("http://127.0.0.1:{}/health", free_port());
     let run = start(&home, "gw", "sleep 600", &url);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(wait_until(WAIT, || healthy(&home, "gw") == Some(false)), "never reported unhealthy");
+    assert!(
+        wait_until(WAIT, || healthy(&home, "gw") == Some(false)),
+        "never reported unhealthy"
+    );
     let report = live_checks(&home, "gw");
-    let check = report.checks.iter().find(|c| c.name == "gateway health URL").expect("a URL check");
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.name == "gateway health URL")
+        .expect("a URL check");
     assert_eq!(check.status, CheckStatus::Fail, "{report:?}");
-    assert!(check.fix.as_deref().is_some_and(|f| !f.contains('\n')), "{report:?}");
+    assert!(
+        check.fix.as_deref().is_some_and(|f| !f.contains('\n')),
+        "{report:?}"
+    );
 }
 
 #[test]

@@ -31,13 +31,26 @@ fn child_pid(g: &Value) -> Option<u32> {
 /// Alive and not a zombie (a container's init may be slow to reap).
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) != Some('Z'),
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                != Some('Z')
+        }
         Err(_) => false,
     }
 }
 
 fn start(home: &Home, name: &str, exec: &str) -> support::Run {
-    home.run(&["daemon", "start", "--name", name, "--exec", exec, "--timeout", "15"])
+    home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        name,
+        "--exec",
+        exec,
+        "--timeout",
+        "15",
+    ])
 }
 
 #[test]
@@ -45,7 +58,10 @@ fn killed_child_is_restarted_and_stop_leaves_no_process() {
     let home = Home::new();
     let marker = home.path().join("bg.pid");
     // A leader and a background member of its process group.
-    let script = format!("sh -c 'sleep 600 & echo $! > {}; exec sleep 600'", marker.display());
+    let script = format!(
+        "sh -c 'sleep 600 & echo $! > {}; exec sleep 600'",
+        marker.display()
+    );
     let run = start(&home, "gw", &script);
     assert_eq!(run.code, 0, "{run:?}");
 
@@ -55,12 +71,16 @@ fn killed_child_is_restarted_and_stop_leaves_no_process() {
     let first = child_pid(&g).expect("a child pid");
     assert!(alive(first));
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first as i32), nix::sys::signal::Signal::SIGKILL)
-        .expect("kill the child");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the child");
     let mut restarted = None;
     assert!(
         wait_until(WAIT, || {
-            restarted = gateway(&home, "gw").filter(|g| g["restarts"] == 1 && child_pid(g).is_some());
+            restarted =
+                gateway(&home, "gw").filter(|g| g["restarts"] == 1 && child_pid(g).is_some());
             restarted.is_some()
         }),
         "no restart after kill -9"
@@ -73,14 +93,19 @@ fn killed_child_is_restarted_and_stop_leaves_no_process() {
 
     let mut bg = None;
     assert!(wait_until(WAIT, || {
-        bg = std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse::<u32>().ok());
+        bg = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
         bg.is_some_and(alive)
     }));
     let bg = bg.unwrap_or_default();
 
     let stop = home.run(&["daemon", "stop", "--name", "gw"]);
     assert_eq!(stop.code, 0, "{stop:?}");
-    assert!(wait_until(WAIT, || !alive(second) && !alive(bg)), "child or its group member outlived stop");
+    assert!(
+        wait_until(WAIT, || !alive(second) && !alive(bg)),
+        "child or its group member outlived stop"
+    );
     let status = home.run(&["--json", "daemon", "status", "--name", "gw"]);
     assert_eq!(status.code, 3, "{status:?}");
     assert_eq!(status.json()["state"], "stopped");
@@ -110,14 +135,21 @@ fn unparsable_command_fails_start() {
 #[test]
 fn child_output_lines_land_in_the_daemon_log() {
     let home = Home::new();
-    let run = start(&home, "gw", "sh -c 'echo out-canary-1; echo err-canary-2 >&2; exec sleep 600'");
+    let run = start(
+        &home,
+        "gw",
+        "sh -c 'echo out-canary-1; echo err-canary-2 >&2; exec sleep 600'",
+    );
     assert_eq!(run.code, 0, "{run:?}");
     let log = home.log_path("gw");
     assert!(
         wait_until(WAIT, || {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            text.lines().any(|l| l.contains("gateway_output") && l.contains("out-canary-1"))
-                && text.lines().any(|l| l.contains("gateway_output") && l.contains("err-canary-2"))
+            text.lines()
+                .any(|l| l.contains("gateway_output") && l.contains("out-canary-1"))
+                && text
+                    .lines()
+                    .any(|l| l.contains("gateway_output") && l.contains("err-canary-2"))
         }),
         "child output not in {}:\n{}",
         log.display(),
@@ -132,20 +164,47 @@ fn send_to_a_gateway_is_refused_as_unsupported() {
     assert_eq!(start(&home, "gw", "sleep 600").code, 0);
     let socket = home.run_dir("gw").join("control.sock");
     let mut client = Client::connect(&socket, WAIT).expect("connect to the control socket");
-    let answer =
-        client.request(&Request::Send { to: "cid1".into(), text: "hi".into(), markdown: false }).expect("an answer");
-    assert!(matches!(answer, Response::Error { kind: ErrorKind::Unsupported, .. }), "{answer:?}");
+    let answer = client
+        .request(&Request::Send {
+            to: "cid1".into(),
+            text: "hi".into(),
+            markdown: false,
+        })
+        .expect("an answer");
+    assert!(
+        matches!(
+            answer,
+            Response::Error {
+                kind: ErrorKind::Unsupported,
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
 }
 
 #[test]
 fn term_ignoring_child_is_killed_after_the_drain() {
     let home = Home::new();
-    assert_eq!(start(&home, "gw", "sh -c \"trap '' TERM; exec sleep 600\"").code, 0);
-    let pid = gateway(&home, "gw").as_ref().and_then(child_pid).expect("a child pid");
+    assert_eq!(
+        start(&home, "gw", "sh -c \"trap '' TERM; exec sleep 600\"").code,
+        0
+    );
+    let pid = gateway(&home, "gw")
+        .as_ref()
+        .and_then(child_pid)
+        .expect("a child pid");
     let stop = home.run(&["--json", "daemon", "stop", "--name", "gw", "--timeout", "1"]);
     assert_eq!(stop.code, 0, "{stop:?}");
-    assert_eq!(stop.json()["result"], "stopped", "the daemon itself drained in time: {stop:?}");
-    assert!(wait_until(WAIT, || !alive(pid)), "child {pid} survived stop");
+    assert_eq!(
+        stop.json()["result"],
+        "stopped",
+        "the daemon itself drained in time: {stop:?}"
+    );
+    assert!(
+        wait_until(WAIT, || !alive(pid)),
+        "child {pid} survived stop"
+    );
     let log = std::fs::read_to_string(home.log_path("gw")).unwrap_or_default();
     assert!(log.contains("sending SIGKILL"), "{log}");
 }
@@ -154,10 +213,24 @@ fn term_ignoring_child_is_killed_after_the_drain() {
 fn child_does_not_outlive_a_killed_daemon() {
     let home = Home::new();
     assert_eq!(start(&home, "gw", "sleep 600").code, 0);
-    let status = home.run(&["--json", "daemon", "status", "--name", "gw"]).json();
-    let daemon = status["pid"].as_i64().and_then(|p| i32::try_from(p).ok()).expect("daemon pid");
-    let child = status.get("gateway").and_then(child_pid).expect("child pid");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon), nix::sys::signal::Signal::SIGKILL)
-        .expect("kill the daemon");
-    assert!(wait_until(WAIT, || !alive(child)), "child {child} outlived its daemon");
+    let status = home
+        .run(&["--json", "daemon", "status", "--name", "gw"])
+        .json();
+    let daemon = status["pid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+        .expect("daemon pid");
+    let child = status
+        .get("gateway")
+        .and_then(child_pid)
+        .expect("child pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the daemon");
+    assert!(
+        wait_until(WAIT, || !alive(child)),
+        "child {child} outlived its daemon"
+    );
 }

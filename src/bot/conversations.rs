@@ -27,7 +27,10 @@ pub struct Conversations {
 
 impl Conversations {
     pub fn new(cfg: &Config) -> Conversations {
-        Conversations { access: Mutex::new(AccessGate::new(&cfg.access)), memory: Mutex::new(Memory::new(&cfg.memory)) }
+        Conversations {
+            access: Mutex::new(AccessGate::new(&cfg.access)),
+            memory: Mutex::new(Memory::new(&cfg.memory)),
+        }
     }
 
     /// Applies a reloaded config (access lists and limits, memory limits).
@@ -38,8 +41,17 @@ impl Conversations {
 
     pub fn admit(&self, msg: &Inbound, _cfg: &Config) -> Admission {
         let mut gate = self.access.lock().unwrap_or_else(|p| p.into_inner());
-        let user = msg.sender_staff_id.as_deref().or(Some(msg.sender_id.as_str())).filter(|u| !u.is_empty());
-        match gate.check(msg.conversation_kind, &msg.conversation_id, user, Instant::now()) {
+        let user = msg
+            .sender_staff_id
+            .as_deref()
+            .or(Some(msg.sender_id.as_str()))
+            .filter(|u| !u.is_empty());
+        match gate.check(
+            msg.conversation_kind,
+            &msg.conversation_id,
+            user,
+            Instant::now(),
+        ) {
             AccessDecision::Allowed => Admission::Allowed,
             AccessDecision::Denied(reason) => {
                 tracing::info!(msg_id = %msg.msg_id, ?reason, "message refused by access policy");
@@ -57,13 +69,26 @@ impl Conversations {
     }
 
     pub fn reset(&self, conversation: &str) {
-        self.memory.lock().unwrap_or_else(|p| p.into_inner()).reset(conversation);
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reset(conversation);
     }
 
     /// The trimmed prompt for a new message in `conversation`.
     pub fn prompt(&self, cfg: &Config, conversation: &str, text: &str) -> Vec<ChatMessage> {
-        let history = self.memory.lock().unwrap_or_else(|p| p.into_inner()).history(conversation, Instant::now());
-        let prompt = build_prompt(&cfg.policy, cfg.prompt.max_chars, conversation, &history, text);
+        let history = self
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .history(conversation, Instant::now());
+        let prompt = build_prompt(
+            &cfg.policy,
+            cfg.prompt.max_chars,
+            conversation,
+            &history,
+            text,
+        );
         if prompt.dropped_history > 0 || prompt.cut_chars > 0 {
             tracing::info!(
                 conversation,
@@ -76,6 +101,9 @@ impl Conversations {
     }
 
     pub fn remember(&self, _cfg: &Config, conversation: &str, user: &str, answer: &str) {
-        self.memory.lock().unwrap_or_else(|p| p.into_inner()).record(conversation, user, answer, Instant::now());
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(conversation, user, answer, Instant::now());
     }
 }

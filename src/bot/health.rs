@@ -10,8 +10,18 @@ use crate::ipc::proto::{Check, CheckStatus, HealthReport};
 use crate::model::ModelRouter;
 use crate::status::ModelReport;
 
-fn check(name: impl Into<String>, status: CheckStatus, detail: impl Into<String>, fix: Option<String>) -> Check {
-    Check { name: name.into(), status, detail: detail.into(), fix }
+fn check(
+    name: impl Into<String>,
+    status: CheckStatus,
+    detail: impl Into<String>,
+    fix: Option<String>,
+) -> Check {
+    Check {
+        name: name.into(),
+        status,
+        detail: detail.into(),
+        fix,
+    }
 }
 
 /// Live checks of a running bot.
@@ -28,7 +38,12 @@ pub(crate) async fn daemon_checks(shared: &Shared, timeout: Duration) -> HealthR
                     reason,
                     Some("see `clawdbot daemon logs` for the connection errors".into()),
                 ),
-                Err(_) => check("channel", CheckStatus::Fail, "the channel check timed out", None),
+                Err(_) => check(
+                    "channel",
+                    CheckStatus::Fail,
+                    "the channel check timed out",
+                    None,
+                ),
             });
         }
         None => checks.push(check(
@@ -134,7 +149,10 @@ fn saturation_check(m: &ModelReport) -> Check {
 
 fn prompt_check(m: &ModelReport) -> Check {
     let name = format!("prompts {}", m.name);
-    let detail = format!("largest prompt {} of {} chars", m.max_prompt_chars_seen, m.prompt_budget_chars);
+    let detail = format!(
+        "largest prompt {} of {} chars",
+        m.max_prompt_chars_seen, m.prompt_budget_chars
+    );
     if m.prompt_budget_chars > 0 && m.max_prompt_chars_seen * 10 >= m.prompt_budget_chars * 9 {
         check(
             name,

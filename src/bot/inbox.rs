@@ -40,7 +40,11 @@ impl Inbox {
         let dir = state_dir.join("inbox");
         fs::create_dir_all(&dir)?;
         let done_path = state_dir.join("inbox-done.log");
-        let mut done = DoneSet { order: VecDeque::new(), set: HashSet::new(), journal_lines: 0 };
+        let mut done = DoneSet {
+            order: VecDeque::new(),
+            set: HashSet::new(),
+            journal_lines: 0,
+        };
         if let Ok(f) = File::open(&done_path) {
             for line in BufReader::new(f).lines().map_while(Result::ok) {
                 let id = line.trim().to_string();
@@ -50,7 +54,11 @@ impl Inbox {
                 }
             }
         }
-        Ok(Inbox { dir, done_path, state: Mutex::new(done) })
+        Ok(Inbox {
+            dir,
+            done_path,
+            state: Mutex::new(done),
+        })
     }
 
     fn file_for(&self, id: &str) -> PathBuf {
@@ -79,7 +87,10 @@ impl Inbox {
     /// Marks `id` answered: removes its entry and journals the id.
     pub fn complete(&self, id: &str) -> std::io::Result<()> {
         let mut done = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let mut journal = OpenOptions::new().create(true).append(true).open(&self.done_path)?;
+        let mut journal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.done_path)?;
         writeln!(journal, "{id}")?;
         done.journal_lines += 1;
         done.remember(id.to_string());
@@ -99,16 +110,28 @@ impl Inbox {
     pub fn pending<T: DeserializeOwned>(&self) -> (Vec<(String, T)>, Vec<PathBuf>) {
         let mut items = Vec::new();
         let mut corrupt = Vec::new();
-        let Ok(entries) = fs::read_dir(&self.dir) else { return (items, corrupt) };
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return (items, corrupt);
+        };
         let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .map(|p| (fs::metadata(&p).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH), p))
+            .map(|p| {
+                (
+                    fs::metadata(&p)
+                        .and_then(|m| m.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH),
+                    p,
+                )
+            })
             .collect();
         files.sort();
         for (_, path) in files {
-            match fs::read(&path).ok().and_then(|b| serde_json::from_slice::<(String, T)>(&b).ok()) {
+            match fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<(String, T)>(&b).ok())
+            {
                 Some(item) => items.push(item),
                 None => {
                     let aside = path.with_extension("corrupt");
@@ -143,7 +166,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let inbox = Inbox::open(dir.path()).unwrap();
         assert!(inbox.accept("m1", &"hello").unwrap());
-        assert!(!inbox.accept("m1", &"hello").unwrap(), "pending id accepted twice");
+        assert!(
+            !inbox.accept("m1", &"hello").unwrap(),
+            "pending id accepted twice"
+        );
         assert!(inbox.accept("m2", &"world").unwrap());
         drop(inbox);
 
@@ -153,11 +179,17 @@ mod tests {
         let ids: Vec<&str> = pending.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids.len(), 2);
         inbox.complete("m1").unwrap();
-        assert!(!inbox.accept("m1", &"again").unwrap(), "completed id accepted again");
+        assert!(
+            !inbox.accept("m1", &"again").unwrap(),
+            "completed id accepted again"
+        );
         drop(inbox);
 
         let inbox = Inbox::open(dir.path()).unwrap();
-        assert!(!inbox.accept("m1", &"again").unwrap(), "done journal not reloaded");
+        assert!(
+            !inbox.accept("m1", &"again").unwrap(),
+            "done journal not reloaded"
+        );
         assert_eq!(inbox.pending::<String>().0.len(), 1);
     }
 

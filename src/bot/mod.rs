@@ -4,10 +4,10 @@
 //! prompt -> model router (limits, fair queue, budget, fallback) -> reply (text/markdown or
 //! AI card) -> memory update -> inbox entry completed.
 
+mod conversations;
 mod health;
 mod inbox;
 mod inflight;
-mod conversations;
 mod pipeline;
 
 pub use health::preflight_checks;
@@ -49,7 +49,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -60,7 +63,11 @@ pub struct Bot {
 impl Bot {
     /// Starts the channel and the dispatcher, then replays messages a previous run accepted
     /// but did not answer.
-    pub async fn start(config: Config, config_path: PathBuf, paths: DaemonPaths) -> Result<Bot, String> {
+    pub async fn start(
+        config: Config,
+        config_path: PathBuf,
+        paths: DaemonPaths,
+    ) -> Result<Bot, String> {
         let (tx, rx) = mpsc::channel::<Inbound>(INBOUND_BUFFER);
         let channel = match &config.channel {
             Some(ch) => Some(Channel::start(ch.dingtalk.clone(), tx).await?),
@@ -111,14 +118,21 @@ impl Workload for Bot {
         Box::pin(health::daemon_checks(&self.shared, timeout))
     }
 
-    fn send(&self, to: String, text: String, markdown: bool) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
+    fn send(
+        &self,
+        to: String,
+        text: String,
+        markdown: bool,
+    ) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
         Box::pin(async move {
-            let channel = self
-                .shared
-                .channel
-                .as_ref()
-                .ok_or((ErrorKind::Unsupported, "this bot has no channel configured".to_string()))?;
-            channel.send(&to, &text, markdown).await.map_err(channel_error)
+            let channel = self.shared.channel.as_ref().ok_or((
+                ErrorKind::Unsupported,
+                "this bot has no channel configured".to_string(),
+            ))?;
+            channel
+                .send(&to, &text, markdown)
+                .await
+                .map_err(channel_error)
         })
     }
 
@@ -150,7 +164,11 @@ impl Workload for Bot {
                 tracing::warn!("models, limits or channel changed: those take effect on restart");
             }
             self.shared.conversations.reconfigure(&new);
-            *self.shared.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+            *self
+                .shared
+                .config
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
             Ok(())
         })
     }

@@ -20,8 +20,8 @@ use crate::dingtalk::{Channel, Inbound, InboundContent};
 use crate::logging::text_for_log;
 use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
 
-pub use super::conversations::Conversations;
 use super::conversations::Admission;
+pub use super::conversations::Conversations;
 
 /// Receives messages from the channel and runs each turn in its own task; the model
 /// limiter bounds how many reach the model and keeps conversations fair.
@@ -62,14 +62,25 @@ pub(crate) fn replay_inbox(shared: &Arc<Shared>) {
     if pending.is_empty() {
         return;
     }
-    tracing::info!(count = pending.len(), "replaying messages accepted before the last stop");
+    tracing::info!(
+        count = pending.len(),
+        "replaying messages accepted before the last stop"
+    );
     for (_, msg) in pending {
         let shared = shared.clone();
         tokio::spawn(async move {
-            let expired = msg.session_webhook_expires_ms.is_some_and(|t| t <= crate::dingtalk::now_ms());
+            let expired = msg
+                .session_webhook_expires_ms
+                .is_some_and(|t| t <= crate::dingtalk::now_ms());
             if expired {
                 let cfg = shared.config();
-                finish(&shared, &msg, &cfg.reply.restart_sorry_text, "restart_sorry").await;
+                finish(
+                    &shared,
+                    &msg,
+                    &cfg.reply.restart_sorry_text,
+                    "restart_sorry",
+                )
+                .await;
             } else {
                 run_turn(&shared, msg, Instant::now()).await;
             }
@@ -80,10 +91,14 @@ pub(crate) fn replay_inbox(shared: &Arc<Shared>) {
 async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant) {
     let _guard = shared.inflight.enter();
     let cfg = shared.config();
-    let Some(channel) = shared.channel.as_ref() else { return };
+    let Some(channel) = shared.channel.as_ref() else {
+        return;
+    };
     let text = match &msg.content {
         InboundContent::Text(t) if !t.is_empty() => t.clone(),
-        InboundContent::Text(_) => return finish(shared, &msg, &cfg.reply.unsupported_text, "empty").await,
+        InboundContent::Text(_) => {
+            return finish(shared, &msg, &cfg.reply.unsupported_text, "empty").await
+        }
         InboundContent::Unsupported { msgtype } => {
             tracing::info!(msg_id = %msg.msg_id, %msgtype, "unsupported message type");
             return finish(shared, &msg, &cfg.reply.unsupported_text, "unsupported").await;
@@ -99,7 +114,9 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant) {
     match shared.conversations.admit(&msg, &cfg) {
         Admission::Allowed => {}
         Admission::Denied => return finish(shared, &msg, &cfg.reply.denied_text, "denied").await,
-        Admission::RateLimited => return finish(shared, &msg, &cfg.reply.rate_limited_text, "rate_limited").await,
+        Admission::RateLimited => {
+            return finish(shared, &msg, &cfg.reply.rate_limited_text, "rate_limited").await
+        }
     }
     if Conversations::is_reset_command(&text) {
         shared.conversations.reset(&msg.conversation_id);
@@ -113,15 +130,28 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant) {
         messages: Vec::new(),
         arrived,
     };
-    let hooks = Hooks { shared, cfg: &cfg, conversation: &msg.conversation_id, text: &text, progress: None };
-    let use_card = cfg.channel.as_ref().is_some_and(|c| c.dingtalk.card_template_id.is_some());
+    let hooks = Hooks {
+        shared,
+        cfg: &cfg,
+        conversation: &msg.conversation_id,
+        text: &text,
+        progress: None,
+    };
+    let use_card = cfg
+        .channel
+        .as_ref()
+        .is_some_and(|c| c.dingtalk.card_template_id.is_some());
     let (outcome, delivered) = if use_card {
         answer_in_card(shared, channel, &msg, &turn, hooks).await
     } else {
         answer_in_text(shared, channel, &msg, &turn, hooks).await
     };
     let label = match &outcome {
-        TurnOutcome::Answer { model, fell_back, text: answer } => {
+        TurnOutcome::Answer {
+            model,
+            fell_back,
+            text: answer,
+        } => {
             tracing::info!(
                 msg_id = %msg.msg_id, %model, fell_back, ms = arrived.elapsed().as_millis() as u64,
                 answer = %text_for_log(answer, cfg.logging.log_message_text), "answered"
@@ -165,7 +195,9 @@ struct Hooks<'a> {
 
 impl TurnHooks for Hooks<'_> {
     fn prepare(&mut self) -> Vec<ChatMessage> {
-        self.shared.conversations.prompt(self.cfg, self.conversation, self.text)
+        self.shared
+            .conversations
+            .prompt(self.cfg, self.conversation, self.text)
     }
     fn progress(&mut self, full_text: &str) {
         if let Some(tx) = &self.progress {
@@ -173,7 +205,9 @@ impl TurnHooks for Hooks<'_> {
         }
     }
     fn answered(&mut self, answer: &str) {
-        self.shared.conversations.remember(self.cfg, self.conversation, self.text, answer);
+        self.shared
+            .conversations
+            .remember(self.cfg, self.conversation, self.text, answer);
     }
 }
 
@@ -268,7 +302,9 @@ async fn deliver(channel: &Channel, msg: &Inbound, text: &str, markdown: bool) -
 
 /// Sends a fixed reply (no model) and completes the message.
 async fn finish(shared: &Arc<Shared>, msg: &Inbound, text: &str, label: &str) {
-    let Some(channel) = shared.channel.as_ref() else { return };
+    let Some(channel) = shared.channel.as_ref() else {
+        return;
+    };
     if deliver(channel, msg, text, false).await {
         complete(shared, msg, label);
     }

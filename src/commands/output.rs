@@ -10,12 +10,15 @@ use serde_json::{json, Value};
 use crate::exit::CliError;
 use crate::status::SCHEMA_VERSION;
 
+#[derive(Clone, Copy)]
 pub struct Output {
     pub json: bool,
     color: bool,
     tty: bool,
     /// Spinners run a thread: off where the caller forks again afterwards (quickstart).
     spinners: bool,
+    /// False for nested commands whose result the caller reports itself.
+    results: bool,
 }
 
 impl Output {
@@ -24,16 +27,38 @@ impl Output {
         let color = tty && std::env::var_os("NO_COLOR").is_none();
         console::set_colors_enabled(color);
         console::set_colors_enabled_stderr(color);
-        Output { json, color, tty, spinners: true }
+        Output {
+            json,
+            color,
+            tty,
+            spinners: true,
+            results: true,
+        }
     }
 
     /// The same output without spinners (for callers that fork more than once).
     pub fn without_spinners(&self) -> Output {
-        Output { json: self.json, color: self.color, tty: self.tty, spinners: false }
+        Output {
+            spinners: false,
+            ..*self
+        }
+    }
+
+    /// Prints no results and no spinners, only notes and errors (nested commands).
+    pub fn silent(&self) -> Output {
+        Output {
+            json: false,
+            spinners: false,
+            results: false,
+            ..*self
+        }
     }
 
     /// Prints the command's result: `doc` with `--json`, else `human` on stdout.
     pub fn result(&self, mut doc: Value, human: &str) {
+        if !self.results {
+            return;
+        }
         if self.json {
             if let Value::Object(map) = &mut doc {
                 map.insert("schema_version".into(), json!(SCHEMA_VERSION));

@@ -1,10 +1,249 @@
-//! `clawdbot quickstart` (placeholder).
+//! `clawdbot quickstart`: the whole path on one machine with no account and no model.
+//!
+//! 1. the simulator runs as a managed daemon (`quickstart-sim`, a supervised `sim serve`
+//!    on a fixed loopback port, which also serves the demo echo model under `/demo/v1`);
+//! 2. a demo config is written under the config folder;
+//! 3. the bot daemon (`quickstart-bot`) starts and connects to the simulator;
+//! 4. a simulated group message that @-mentions the bot is injected, and the bot's reply
+//!    is read back from the simulator's outbox;
+//! 5. the healthcheck runs, and the commands that stop everything are printed.
+//!
+//! Both daemons are forked before any async runtime or thread exists in this process.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
 
 use super::output::Output;
-use crate::cli::QuickstartArgs;
-use crate::exit::CmdResult;
-use crate::paths::Layout;
+use crate::cli::{HealthcheckArgs, LaunchArgs, QuickstartArgs};
+use crate::exit::{CliError, CmdResult, Code};
+use crate::paths::{io_error, Layout};
+use crate::sim::client::SimClient;
 
-pub fn quickstart(_layout: &Layout, _args: &QuickstartArgs, _out: &Output) -> CmdResult {
-    super::not_yet("quickstart")
+const SIM_NAME: &str = "quickstart-sim";
+const BOT_NAME: &str = "quickstart-bot";
+const CONVERSATION: &str = "cidQuickstartDemo==";
+const CLIENT_ID: &str = "dingquickstart";
+const CLIENT_SECRET: &str = "quickstart-secret";
+
+pub fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdResult {
+    let quiet = out.without_spinners();
+    let silent = out.silent();
+    let sim_paths = layout.daemon(SIM_NAME)?;
+    sim_paths.ensure_state_dir()?;
+    let url_file = sim_paths.state.join("url");
+
+    // 1. The simulator (reused when a previous quickstart left it running).
+    let sim_url = match std::fs::read_to_string(&url_file)
+        .ok()
+        .filter(|_| running(layout, SIM_NAME))
+    {
+        Some(url) => url.trim().to_string(),
+        None => {
+            let port = free_port()?;
+            let url = format!("http://127.0.0.1:{port}");
+            let exe = std::env::current_exe()
+                .map_err(|e| CliError::failure(format!("cannot find this program: {e}")))?;
+            let exec = format!(
+                "'{}' sim serve --listen 127.0.0.1:{port} --client-id {CLIENT_ID} --client-secret {CLIENT_SECRET} --ping-interval-ms 30000",
+                exe.display()
+            );
+            let launch = LaunchArgs {
+                name: SIM_NAME.into(),
+                exec: Some(exec),
+                health_url: Some(format!("{url}/_sim/health")),
+                ..Default::default()
+            };
+            out.note(&format!("starting the DingTalk simulator on {url}"));
+            super::stop_daemon(layout, SIM_NAME, Duration::from_secs(5), &silent, true)?;
+            super::start_daemon(layout, &launch, Duration::from_secs(20), &silent)?;
+            std::fs::write(&url_file, &url).map_err(|e| io_error("write", &url_file, e))?;
+            url
+        }
+    };
+    wait_listening(&sim_url, Duration::from_secs(15))?;
+
+    // 2. The demo config.
+    let model_base = args
+        .model_base_url
+        .clone()
+        .unwrap_or_else(|| format!("{sim_url}/demo/v1"));
+    let config_path = layout.config_dir.join(format!("{BOT_NAME}.yaml"));
+    crate::paths::ensure_parent(&config_path)?;
+    std::fs::write(
+        &config_path,
+        demo_config(&sim_url, &model_base, &args.model),
+    )
+    .map_err(|e| io_error("write", &config_path, e))?;
+    out.note(&format!("wrote the demo config {}", config_path.display()));
+
+    // 3. The bot, restarted so it picks up this config.
+    super::stop_daemon(layout, BOT_NAME, Duration::from_secs(10), &silent, true)?;
+    let launch = LaunchArgs {
+        name: BOT_NAME.into(),
+        config: Some(config_path.clone()),
+        ..Default::default()
+    };
+    out.note("starting the bot daemon");
+    super::start_daemon(layout, &launch, Duration::from_secs(20), &silent)?;
+
+    // 4. A message and its reply (the async part starts only now).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
+    let reply = rt.block_on(converse(layout, &sim_url, &args.text))?;
+    drop(rt);
+    if !out.json {
+        println!(
+            "\n  Li Lei in group \"Quickstart demo\": @bot {}",
+            args.text
+        );
+        println!(
+            "  bot's reply (session webhook):     {}\n",
+            reply.lines().next().unwrap_or_default()
+        );
+    }
+
+    // 5. Health, then how to stop.
+    let health = HealthcheckArgs {
+        name: Some(BOT_NAME.into()),
+        config: None,
+        timeout: 10,
+    };
+    let health_code =
+        super::healthcheck::healthcheck(layout, &health, if out.json { &silent } else { &quiet })?;
+    let home_flag = layout_home_flag(layout);
+    let stop = vec![
+        format!("clawdbot{home_flag} daemon stop --name {BOT_NAME}"),
+        format!("clawdbot{home_flag} daemon stop --name {SIM_NAME}"),
+    ];
+    if args.stop {
+        super::stop_daemon(layout, BOT_NAME, Duration::from_secs(10), &silent, true)?;
+        super::stop_daemon(layout, SIM_NAME, Duration::from_secs(10), &silent, true)?;
+    }
+    let human = if args.stop {
+        "Stopped the bot and the simulator.".to_string()
+    } else {
+        format!(
+            "The bot and the simulator keep running. Try:\n  clawdbot{home_flag} sim inject --sim {sim_url} --group --conversation {CONVERSATION} --text \"hi\"\n  clawdbot{home_flag} sim outbox --sim {sim_url}\n  clawdbot{home_flag} daemon status\nStop everything with:\n  {}\n  {}",
+            stop[0], stop[1]
+        )
+    };
+    out.result(
+        json!({"ok": health_code == Code::Ok, "sim_url": sim_url, "config": config_path.display().to_string(),
+               "question": args.text, "reply": reply, "healthy": health_code == Code::Ok,
+               "stopped": args.stop, "stop_commands": stop}),
+        &human,
+    );
+    Ok(health_code)
+}
+
+fn running(layout: &Layout, name: &str) -> bool {
+    layout
+        .daemon(name)
+        .map(|p| {
+            matches!(
+                crate::daemon::probe(&p),
+                crate::daemon::Probe::Running { .. }
+            )
+        })
+        .unwrap_or(false)
+}
+
+fn layout_home_flag(layout: &Layout) -> String {
+    match std::env::var_os("CLAWDBOT_HOME") {
+        Some(_) => String::new(),
+        None => layout
+            .config_dir
+            .parent()
+            .filter(|_| layout.config_dir.ends_with("config"))
+            .map(|h| format!(" --home {}", h.display()))
+            .unwrap_or_default(),
+    }
+}
+
+/// A loopback port that is free right now.
+fn free_port() -> Result<u16, CliError> {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| CliError::failure(format!("cannot find a free port: {e}")))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| CliError::failure(format!("cannot find a free port: {e}")))
+}
+
+/// Polls the simulator's port until it accepts connections.
+fn wait_listening(url: &str, limit: Duration) -> Result<(), CliError> {
+    let addr: SocketAddr = url
+        .trim_start_matches("http://")
+        .parse()
+        .map_err(|e| CliError::failure(format!("bad simulator address {url}: {e}")))?;
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(CliError::failure(format!(
+        "the simulator at {url} is not listening after {} s; see `clawdbot daemon logs --name {SIM_NAME}`",
+        limit.as_secs()
+    )))
+}
+
+fn demo_config(sim_url: &str, model_base: &str, model: &str) -> String {
+    format!(
+        r#"# Written by `clawdbot quickstart`: the bot talks to the local simulator.
+models:
+  demo:
+    kind: openai_compatible
+    base_url: "{model_base}"
+    model: "{model}"
+    timeout_ms: 12000
+routing:
+  defaults:
+    model: demo
+limits:
+  max_concurrency_per_model:
+    demo: 2
+channel:
+  dingtalk:
+    client_id: "{CLIENT_ID}"
+    client_secret: "{CLIENT_SECRET}"
+    api_base: "{sim_url}"
+    oapi_base: "{sim_url}"
+    targets:
+      test-group: "{CONVERSATION}"
+"#
+    )
+}
+
+/// Waits for the bot's channel, injects one group message, returns the reply text.
+async fn converse(layout: &Layout, sim_url: &str, text: &str) -> Result<String, CliError> {
+    let sim = SimClient::new(sim_url);
+    sim.wait_for("/_sim/connections", Duration::from_secs(15), |v| {
+        v["connections"].as_array().is_some_and(|c| c.iter().any(|c| c["live"] == true))
+    })
+    .await
+    .map_err(|e| CliError::failure(format!("the bot did not connect to the simulator: {e}; see `clawdbot daemon logs --name {BOT_NAME}`")))?;
+    let _ = layout;
+    let before = sim.outbox().await.map_err(CliError::failure)?.len();
+    let injected = sim
+        .inject(&json!({"text": text, "conversation_type": "group", "conversation_id": CONVERSATION,
+                        "conversation_title": "Quickstart demo", "sender_nick": "Li Lei", "sender_staff_id": "0423001"}))
+        .await
+        .map_err(CliError::failure)?;
+    let msg_id = injected["msgId"].as_str().unwrap_or_default().to_string();
+    let entries = sim.wait_outbox(before + 1, Duration::from_secs(20)).await.map_err(|e| {
+        CliError::failure(format!("no reply from the bot for {msg_id}: {e}; see `clawdbot daemon logs --name {BOT_NAME}`"))
+    })?;
+    let reply: Option<&Value> = entries
+        .iter()
+        .skip(before)
+        .find(|e| e["conversation_id"] == CONVERSATION);
+    Ok(reply
+        .and_then(|r| r["text"].as_str())
+        .unwrap_or_default()
+        .to_string())
 }

@@ -34,7 +34,10 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(policy: BackoffPolicy) -> Backoff {
-        Backoff { policy, next: policy.initial.min(policy.max) }
+        Backoff {
+            policy,
+            next: policy.initial.min(policy.max),
+        }
     }
 
     /// The delay before the next restart of a child that ran for `ran_for`; later calls
@@ -57,9 +60,17 @@ mod tests {
     fn doubles_to_the_cap_and_resets_after_a_stable_run() {
         let mut b = Backoff::new(BackoffPolicy::default());
         let quick = Duration::from_millis(10);
-        let delays: Vec<u64> = (0..9).map(|_| b.after_run(quick).as_millis() as u64).collect();
-        assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
-        assert_eq!(b.after_run(Duration::from_secs(60)), Duration::from_millis(500));
+        let delays: Vec<u64> = (0..9)
+            .map(|_| b.after_run(quick).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+        assert_eq!(
+            b.after_run(Duration::from_secs(60)),
+            Duration::from_millis(500)
+        );
         assert_eq!(b.after_run(quick), Duration::from_secs(1));
     }
 }

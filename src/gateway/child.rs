@@ -108,7 +108,14 @@ impl RunningChild {
         // system calls (prctl, getppid); it allocates nothing.
         unsafe {
             command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGTERM as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 // The daemon died before the prctl took effect: do not outlive it.
@@ -119,8 +126,13 @@ impl RunningChild {
             });
         }
         let mut child = command.spawn()?;
-        let pid = child.id().ok_or_else(|| io::Error::other("the child exited before its pid was read"))?;
-        let group = ProcessGroup { pgid: Pid::from_raw(pid as i32), armed: true };
+        let pid = child
+            .id()
+            .ok_or_else(|| io::Error::other("the child exited before its pid was read"))?;
+        let group = ProcessGroup {
+            pgid: Pid::from_raw(pid as i32),
+            armed: true,
+        };
         if let Some(out) = child.stdout.take() {
             tokio::spawn(forward_lines(out, "stdout", pid));
         }
@@ -149,7 +161,10 @@ impl RunningChild {
             return self.child.try_wait().ok().flatten();
         }
         self.group.signal(Signal::SIGTERM);
-        let mut status = timeout(grace, self.child.wait()).await.ok().and_then(Result::ok);
+        let mut status = timeout(grace, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok);
         if status.is_none() || !self.group.wait_empty(deadline).await {
             tracing::warn!(
                 pid = self.pid,
@@ -159,10 +174,16 @@ impl RunningChild {
             self.group.signal(Signal::SIGKILL);
             let kill_deadline = Instant::now() + AFTER_KILL;
             if status.is_none() {
-                status = timeout(AFTER_KILL, self.child.wait()).await.ok().and_then(Result::ok);
+                status = timeout(AFTER_KILL, self.child.wait())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
             }
             if !self.group.wait_empty(kill_deadline).await {
-                tracing::error!(pgid = self.pid, "gateway process group still has members after SIGKILL");
+                tracing::error!(
+                    pgid = self.pid,
+                    "gateway process group still has members after SIGKILL"
+                );
             }
         }
         status
@@ -231,7 +252,11 @@ mod tests {
 
     fn alive(pid: u32) -> bool {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) != Some('Z'),
+            Ok(stat) => {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.trim_start().chars().next())
+                    != Some('Z')
+            }
             Err(_) => false,
         }
     }
@@ -241,22 +266,34 @@ mod tests {
         let mut c = RunningChild::spawn(&CommandLine::sh("exit 3")).expect("spawn sh");
         let status = c.wait().await.ok();
         assert_eq!(describe_exit(status), "exit code 3");
-        assert_eq!(describe_exit(c.stop(Duration::from_secs(1)).await), "exit code 3");
+        assert_eq!(
+            describe_exit(c.stop(Duration::from_secs(1)).await),
+            "exit code 3"
+        );
     }
 
     #[tokio::test]
     async fn stop_kills_the_group_including_term_ignoring_members() {
         let dir = tempfile::tempdir().expect("temp dir");
         let pidfile = dir.path().join("bg");
-        let script = format!("trap '' TERM; sleep 600 & echo $! > {}; wait", pidfile.display());
+        let script = format!(
+            "trap '' TERM; sleep 600 & echo $! > {}; wait",
+            pidfile.display()
+        );
         let c = RunningChild::spawn(&CommandLine::sh(&script)).expect("spawn sh");
         let leader = c.pid();
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let bg = loop {
-            if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+            if let Some(pid) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            {
                 break pid;
             }
-            assert!(std::time::Instant::now() < deadline, "background pid never written");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "background pid never written"
+            );
             sleep(Duration::from_millis(20)).await;
         };
         let status = c.stop(Duration::from_millis(300)).await;
@@ -271,7 +308,10 @@ mod tests {
         drop(c);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while alive(pid) {
-            assert!(std::time::Instant::now() < deadline, "child survived its guard");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child survived its guard"
+            );
             sleep(Duration::from_millis(20)).await;
         }
     }

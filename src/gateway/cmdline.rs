@@ -19,7 +19,10 @@ pub enum CommandError {
     #[error("--exec: the command is empty")]
     Empty,
     #[error("--exec: unterminated {quote} quote in {command:?}")]
-    UnterminatedQuote { quote: &'static str, command: String },
+    UnterminatedQuote {
+        quote: &'static str,
+        command: String,
+    },
     #[error("--exec: the command ends with a lone backslash: {command:?}")]
     TrailingBackslash { command: String },
     #[error(
@@ -64,12 +67,21 @@ impl CommandLine {
     /// environment.
     pub fn parse(text: &str) -> Result<CommandLine, CommandError> {
         let words = split_words(text)?;
-        let (first, rest) = words.split_first().filter(|(first, _)| !first.is_empty()).ok_or(CommandError::Empty)?;
+        let (first, rest) = words
+            .split_first()
+            .filter(|(first, _)| !first.is_empty())
+            .ok_or(CommandError::Empty)?;
         if looks_like_assignment(first) {
-            return Err(CommandError::EnvAssignment { word: first.clone() });
+            return Err(CommandError::EnvAssignment {
+                word: first.clone(),
+            });
         }
         let program = resolve_program(first, std::env::var_os("PATH"))?;
-        Ok(CommandLine { text: text.to_string(), program, args: rest.to_vec() })
+        Ok(CommandLine {
+            text: text.to_string(),
+            program,
+            args: rest.to_vec(),
+        })
     }
 }
 
@@ -77,7 +89,11 @@ impl CommandLine {
 impl CommandLine {
     /// `/bin/sh -c script`, unresolved (for tests of the child and the supervisor).
     pub(crate) fn sh(script: &str) -> CommandLine {
-        CommandLine { text: script.into(), program: "/bin/sh".into(), args: vec!["-c".into(), script.into()] }
+        CommandLine {
+            text: script.into(),
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+        }
     }
 }
 
@@ -95,7 +111,11 @@ pub fn split_words(text: &str) -> Result<Vec<String>, CommandError> {
                 }
             }
             '\\' => {
-                let next = chars.next().ok_or_else(|| CommandError::TrailingBackslash { command: text.into() })?;
+                let next = chars
+                    .next()
+                    .ok_or_else(|| CommandError::TrailingBackslash {
+                        command: text.into(),
+                    })?;
                 // A backslash-newline is a line continuation, as in sh.
                 if next != '\n' {
                     word.get_or_insert_with(String::new).push(next);
@@ -107,7 +127,12 @@ pub fn split_words(text: &str) -> Result<Vec<String>, CommandError> {
                     match chars.next() {
                         Some('\'') => break,
                         Some(ch) => w.push(ch),
-                        None => return Err(CommandError::UnterminatedQuote { quote: "single", command: text.into() }),
+                        None => {
+                            return Err(CommandError::UnterminatedQuote {
+                                quote: "single",
+                                command: text.into(),
+                            })
+                        }
                     }
                 }
             }
@@ -125,16 +150,27 @@ pub fn split_words(text: &str) -> Result<Vec<String>, CommandError> {
                                 w.push(ch);
                             }
                             None => {
-                                return Err(CommandError::UnterminatedQuote { quote: "double", command: text.into() })
+                                return Err(CommandError::UnterminatedQuote {
+                                    quote: "double",
+                                    command: text.into(),
+                                })
                             }
                         },
                         Some(ch) => w.push(ch),
-                        None => return Err(CommandError::UnterminatedQuote { quote: "double", command: text.into() }),
+                        None => {
+                            return Err(CommandError::UnterminatedQuote {
+                                quote: "double",
+                                command: text.into(),
+                            })
+                        }
                     }
                 }
             }
             c if SHELL_OPERATORS.contains(&c) => {
-                return Err(CommandError::ShellOperator { op: c, command: text.into() });
+                return Err(CommandError::ShellOperator {
+                    op: c,
+                    command: text.into(),
+                });
             }
             c => word.get_or_insert_with(String::new).push(c),
         }
@@ -148,7 +184,8 @@ fn looks_like_assignment(word: &str) -> bool {
     match word.split_once('=') {
         Some((name, _)) => {
             let mut cs = name.chars();
-            cs.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            cs.next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
         }
         None => false,
@@ -162,9 +199,15 @@ pub fn resolve_program(program: &str, path_var: Option<OsString>) -> Result<Path
         let p = Path::new(program);
         return match executable(p) {
             Some(true) => Ok(p.to_path_buf()),
-            Some(false) => Err(CommandError::NotExecutable { program: program.into() }),
-            None if p.is_relative() => Err(CommandError::RelativeNotFound { program: program.into() }),
-            None => Err(CommandError::PathNotFound { program: program.into() }),
+            Some(false) => Err(CommandError::NotExecutable {
+                program: program.into(),
+            }),
+            None if p.is_relative() => Err(CommandError::RelativeNotFound {
+                program: program.into(),
+            }),
+            None => Err(CommandError::PathNotFound {
+                program: program.into(),
+            }),
         };
     }
     let path_var = path_var.unwrap_or_default();
@@ -182,16 +225,22 @@ pub fn resolve_program(program: &str, path_var: Option<OsString>) -> Result<Path
         }
     }
     if non_executable {
-        return Err(CommandError::NotExecutable { program: program.into() });
+        return Err(CommandError::NotExecutable {
+            program: program.into(),
+        });
     }
-    Err(CommandError::NotFound { program: program.into(), path: path_var.to_string_lossy().into_owned() })
+    Err(CommandError::NotFound {
+        program: program.into(),
+        path: path_var.to_string_lossy().into_owned(),
+    })
 }
 
 /// `None` when `p` is not a regular file (or does not exist); otherwise whether any
 /// execute bit is set.
 fn executable(p: &Path) -> Option<bool> {
     let meta = std::fs::metadata(p).ok()?;
-    meta.is_file().then(|| meta.permissions().mode() & 0o111 != 0)
+    meta.is_file()
+        .then(|| meta.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]
@@ -208,8 +257,14 @@ mod tests {
             split("  llama-server  -m /m.gguf --port 8080 "),
             ["llama-server", "-m", "/m.gguf", "--port", "8080"]
         );
-        assert_eq!(split(r#"sh -c 'echo "hi there"; exit 3'"#), ["sh", "-c", r#"echo "hi there"; exit 3"#]);
-        assert_eq!(split(r#"a "b c" d\ e '' "x\"y" "p\q""#), ["a", "b c", "d e", "", "x\"y", "p\\q"]);
+        assert_eq!(
+            split(r#"sh -c 'echo "hi there"; exit 3'"#),
+            ["sh", "-c", r#"echo "hi there"; exit 3"#]
+        );
+        assert_eq!(
+            split(r#"a "b c" d\ e '' "x\"y" "p\q""#),
+            ["a", "b c", "d e", "", "x\"y", "p\\q"]
+        );
         assert_eq!(split("a'b'\"c\"d"), ["abcd"]);
         assert_eq!(split("a \\\n b"), ["a", "b"]);
         assert_eq!(split("echo $HOME ~"), ["echo", "$HOME", "~"]);
@@ -218,15 +273,42 @@ mod tests {
 
     #[test]
     fn refuses_what_needs_a_shell() {
-        assert!(matches!(split_words("a 'b"), Err(CommandError::UnterminatedQuote { quote: "single", .. })));
-        assert!(matches!(split_words("a \"b"), Err(CommandError::UnterminatedQuote { quote: "double", .. })));
-        assert!(matches!(split_words("a \\"), Err(CommandError::TrailingBackslash { .. })));
-        assert!(matches!(split_words("a | b"), Err(CommandError::ShellOperator { op: '|', .. })));
-        assert!(matches!(split_words("a > log"), Err(CommandError::ShellOperator { op: '>', .. })));
+        assert!(matches!(
+            split_words("a 'b"),
+            Err(CommandError::UnterminatedQuote {
+                quote: "single",
+                ..
+            })
+        ));
+        assert!(matches!(
+            split_words("a \"b"),
+            Err(CommandError::UnterminatedQuote {
+                quote: "double",
+                ..
+            })
+        ));
+        assert!(matches!(
+            split_words("a \\"),
+            Err(CommandError::TrailingBackslash { .. })
+        ));
+        assert!(matches!(
+            split_words("a | b"),
+            Err(CommandError::ShellOperator { op: '|', .. })
+        ));
+        assert!(matches!(
+            split_words("a > log"),
+            Err(CommandError::ShellOperator { op: '>', .. })
+        ));
         assert_eq!(split("a '|' \">\" \\;"), ["a", "|", ">", ";"]);
         assert!(matches!(CommandLine::parse("  "), Err(CommandError::Empty)));
-        assert!(matches!(CommandLine::parse("'' x"), Err(CommandError::Empty)));
-        assert!(matches!(CommandLine::parse("FOO=1 sh"), Err(CommandError::EnvAssignment { .. })));
+        assert!(matches!(
+            CommandLine::parse("'' x"),
+            Err(CommandError::Empty)
+        ));
+        assert!(matches!(
+            CommandLine::parse("FOO=1 sh"),
+            Err(CommandError::EnvAssignment { .. })
+        ));
     }
 
     #[test]
@@ -235,13 +317,29 @@ mod tests {
         let sh = resolve_program("sh", path.clone()).expect("sh is in /bin or /usr/bin");
         assert!(sh.is_absolute() && sh.ends_with("sh"));
         let err = resolve_program("no-such-program-xyz", path).unwrap_err();
-        assert!(err.to_string().contains("\"no-such-program-xyz\" not found in PATH"), "{err}");
-        assert!(matches!(resolve_program("./nope", None), Err(CommandError::RelativeNotFound { .. })));
-        assert!(matches!(resolve_program("/nope/x", None), Err(CommandError::PathNotFound { .. })));
+        assert!(
+            err.to_string()
+                .contains("\"no-such-program-xyz\" not found in PATH"),
+            "{err}"
+        );
+        assert!(matches!(
+            resolve_program("./nope", None),
+            Err(CommandError::RelativeNotFound { .. })
+        ));
+        assert!(matches!(
+            resolve_program("/nope/x", None),
+            Err(CommandError::PathNotFound { .. })
+        ));
         let plain = tempfile::NamedTempFile::new().expect("temp file");
         let plain = plain.path().to_string_lossy().into_owned();
-        assert!(matches!(resolve_program(&plain, None), Err(CommandError::NotExecutable { .. })));
-        assert!(matches!(resolve_program("/tmp/", None), Err(CommandError::PathNotFound { .. })));
+        assert!(matches!(
+            resolve_program(&plain, None),
+            Err(CommandError::NotExecutable { .. })
+        ));
+        assert!(matches!(
+            resolve_program("/tmp/", None),
+            Err(CommandError::PathNotFound { .. })
+        ));
     }
 
     proptest::proptest! {

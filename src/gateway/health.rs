@@ -38,16 +38,22 @@ impl HealthProbe {
     /// Checks the URL (http or https only) and builds a client that ignores proxy
     /// variables: the runtime is supervised on this host, so a proxy would only lie.
     pub fn new(url: &str) -> Result<HealthProbe, String> {
-        let parsed = Url::parse(url).map_err(|e| format!("--health-url {url:?} is not a URL: {e}"))?;
+        let parsed =
+            Url::parse(url).map_err(|e| format!("--health-url {url:?} is not a URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("--health-url {url:?}: only http:// and https:// URLs can be polled"));
+            return Err(format!(
+                "--health-url {url:?}: only http:// and https:// URLs can be polled"
+            ));
         }
         let client = Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .map_err(|e| format!("cannot build the health check HTTP client: {e}"))?;
-        Ok(HealthProbe { url: parsed, client })
+        Ok(HealthProbe {
+            url: parsed,
+            client,
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -57,7 +63,12 @@ impl HealthProbe {
     /// One GET bounded by `limit`.
     pub async fn probe(&self, limit: Duration) -> ProbeResult {
         let started = Instant::now();
-        let answer = self.client.get(self.url.clone()).timeout(limit).send().await;
+        let answer = self
+            .client
+            .get(self.url.clone())
+            .timeout(limit)
+            .send()
+            .await;
         let ms = started.elapsed().as_millis();
         match answer {
             Ok(resp) if resp.status().is_success() => ProbeResult {
@@ -129,8 +140,12 @@ mod tests {
 
     #[test]
     fn refuses_bad_urls() {
-        assert!(HealthProbe::new("not a url").unwrap_err().contains("not a URL"));
-        assert!(HealthProbe::new("ftp://127.0.0.1/").unwrap_err().contains("only http"));
+        assert!(HealthProbe::new("not a url")
+            .unwrap_err()
+            .contains("not a URL"));
+        assert!(HealthProbe::new("ftp://127.0.0.1/")
+            .unwrap_err()
+            .contains("only http"));
         assert!(HealthProbe::new("http://127.0.0.1:8080/health").is_ok());
     }
 

@@ -61,7 +61,11 @@ impl Gateway {
     /// `health_url` is set). Must run inside the daemon's tokio runtime. The error names
     /// the problem (empty or unparsable command, program not found, spawn failure, bad
     /// URL) in one line for `daemon start` to print.
-    pub async fn start(name: &str, cmd: &str, health_url: Option<String>) -> Result<Gateway, String> {
+    pub async fn start(
+        name: &str,
+        cmd: &str,
+        health_url: Option<String>,
+    ) -> Result<Gateway, String> {
         let command = CommandLine::parse(cmd).map_err(|e| e.to_string())?;
         let probe = health_url.as_deref().map(HealthProbe::new).transpose()?;
         let first = RunningChild::spawn(&command)
@@ -69,8 +73,12 @@ impl Gateway {
         let state = Arc::new(GatewayState::default());
         state.child_started(first.pid());
         let (stop, stop_rx) = watch::channel(None);
-        let supervisor =
-            Supervisor { cmd: command.clone(), state: state.clone(), stop: stop_rx, policy: BackoffPolicy::default() };
+        let supervisor = Supervisor {
+            cmd: command.clone(),
+            state: state.clone(),
+            stop: stop_rx,
+            policy: BackoffPolicy::default(),
+        };
         let supervisor = tokio::spawn(supervisor.run(first));
         let poller = probe.clone().map(|p| tokio::spawn(p.poll(state.clone())));
         Ok(Gateway {
@@ -139,7 +147,11 @@ impl Workload for Gateway {
                 self.state.set_healthy(r.healthy);
                 checks.push(Check {
                     name: "gateway health URL".into(),
-                    status: if r.healthy { CheckStatus::Ok } else { CheckStatus::Fail },
+                    status: if r.healthy {
+                        CheckStatus::Ok
+                    } else {
+                        CheckStatus::Fail
+                    },
                     detail: r.detail,
                     fix: r.fix,
                 });
@@ -148,7 +160,12 @@ impl Workload for Gateway {
         })
     }
 
-    fn send(&self, _to: String, _text: String, _markdown: bool) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
+    fn send(
+        &self,
+        _to: String,
+        _text: String,
+        _markdown: bool,
+    ) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
         Box::pin(async {
             Err((
                 ErrorKind::Unsupported,
@@ -164,7 +181,11 @@ impl Workload for Gateway {
             if let Some(poller) = &self.poller {
                 poller.abort();
             }
-            let task = self.supervisor.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let task = self
+                .supervisor
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             if let Some(task) = task {
                 match tokio::time::timeout(drain + SHUTDOWN_SLACK, task).await {
                     Ok(Ok(())) => {}

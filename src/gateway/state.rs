@@ -24,7 +24,9 @@ pub struct GatewayState(Mutex<Snapshot>);
 impl GatewayState {
     fn lock(&self) -> MutexGuard<'_, Snapshot> {
         // The fields stay consistent even if a holder panicked: each update is one store.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn snapshot(&self) -> Snapshot {

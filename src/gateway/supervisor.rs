@@ -71,7 +71,10 @@ impl Supervisor {
             match RunningChild::spawn(&self.cmd) {
                 Ok(c) => child = Some(c),
                 Err(e) => {
-                    let how = format!("restart failed: cannot run {}: {e}", self.cmd.program.display());
+                    let how = format!(
+                        "restart failed: cannot run {}: {e}",
+                        self.cmd.program.display()
+                    );
                     tracing::error!(command = %self.cmd.text, "{how}");
                     self.state.child_ended(how);
                 }
@@ -160,16 +163,28 @@ mod tests {
         let state = Arc::new(GatewayState::default());
         let (tx, rx) = watch::channel(None);
         let first = RunningChild::spawn(&cmd).expect("spawn sh");
-        let sup = Supervisor { cmd, state: state.clone(), stop: rx, policy: fast() };
+        let sup = Supervisor {
+            cmd,
+            state: state.clone(),
+            stop: rx,
+            policy: fast(),
+        };
         let task = tokio::spawn(sup.run(first));
         assert!(until(Duration::from_secs(10), || state.snapshot().restarts >= 3).await);
         assert_eq!(state.snapshot().last_exit.as_deref(), Some("exit code 7"));
         tx.send_replace(Some(Duration::from_secs(1)));
-        tokio::time::timeout(Duration::from_secs(5), task).await.expect("supervisor ends").expect("no panic");
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("supervisor ends")
+            .expect("no panic");
         let after = state.snapshot();
         assert_eq!(after.child_pid, None);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(state.snapshot().restarts, after.restarts, "no restart after stop");
+        assert_eq!(
+            state.snapshot().restarts,
+            after.restarts,
+            "no restart after stop"
+        );
     }
 
     #[tokio::test]
@@ -178,11 +193,31 @@ mod tests {
         let state = Arc::new(GatewayState::default());
         let (tx, rx) = watch::channel(None);
         let first = RunningChild::spawn(&cmd).expect("spawn sh");
-        let task = tokio::spawn(Supervisor { cmd, state: state.clone(), stop: rx, policy: fast() }.run(first));
-        assert!(until(Duration::from_secs(5), || state.snapshot().child_pid.is_some()).await);
+        let task = tokio::spawn(
+            Supervisor {
+                cmd,
+                state: state.clone(),
+                stop: rx,
+                policy: fast(),
+            }
+            .run(first),
+        );
+        assert!(
+            until(Duration::from_secs(5), || state
+                .snapshot()
+                .child_pid
+                .is_some())
+            .await
+        );
         drop(tx);
-        tokio::time::timeout(Duration::from_secs(10), task).await.expect("supervisor ends").expect("no panic");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("supervisor ends")
+            .expect("no panic");
         let last = state.snapshot().last_exit.unwrap_or_default();
-        assert!(last.starts_with("stopped by the daemon: killed by SIGTERM"), "{last}");
+        assert!(
+            last.starts_with("stopped by the daemon: killed by SIGTERM"),
+            "{last}"
+        );
     }
 }

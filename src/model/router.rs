@@ -117,7 +117,10 @@ impl ModelRouter {
             }
             fn answered(&mut self, _text: &str) {}
         }
-        let mut hooks = Fixed { messages: Some(turn.messages.clone()), on_progress };
+        let mut hooks = Fixed {
+            messages: Some(turn.messages.clone()),
+            on_progress,
+        };
         self.answer_with(&turn, &mut hooks).await
     }
 
@@ -125,8 +128,12 @@ impl ModelRouter {
     /// telling it the answer before the slot is released. Because a lane runs one turn at
     /// a time, the next turn of the same conversation then builds its prompt from a
     /// history that already holds this answer. `turn.messages` is ignored.
-    pub async fn answer_with(&self, turn: &Turn, hooks: &mut (dyn TurnHooks + Send)) -> TurnOutcome {
-        let primary = self.route(&turn).to_string();
+    pub async fn answer_with(
+        &self,
+        turn: &Turn,
+        hooks: &mut (dyn TurnHooks + Send),
+    ) -> TurnOutcome {
+        let primary = self.route(turn).to_string();
         let Some(first) = self.inner.models.get(&primary) else {
             return TurnOutcome::Failed {
                 reason: format!("no model named {primary:?}"),
@@ -153,7 +160,6 @@ impl ModelRouter {
             let result = entry.call(&messages, call_deadline, &mut on_progress).await;
             let error = match result {
                 Ok(text) => {
-                    drop(on_progress);
                     hooks.answered(&text);
                     drop(permit);
                     let fell_back = current != primary;
