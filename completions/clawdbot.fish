@@ -154,10 +154,51 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand completions" -l home -
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand completions" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim" -s h -l help -d 'Print help'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_seen_subcommand_from serve inject outbox help" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_seen_subcommand_from serve inject outbox help" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_seen_subcommand_from serve inject outbox help" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_seen_subcommand_from serve inject outbox help" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_seen_subcommand_from serve inject outbox help" -f -a "serve" -d 'Serve the simulator until interrupted (prints its base URL)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_seen_subcommand_from serve inject outbox help" -f -a "inject" -d 'Send a message to the bot as a simulated user (prints the msgId)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_seen_subcommand_from serve inject outbox help" -f -a "outbox" -d 'Print what the bot sent (every message, with route and body)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_seen_subcommand_from serve inject outbox help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l listen -d 'Address to listen on (loopback by default; port 0 = any free port)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l port-file -d 'Write the base URL to this file once listening' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l client-id -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l client-secret -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l robot-code -d 'Robot code (defaults to the client id)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l ping-interval-ms -d 'SYSTEM ping period per connection (0 = never)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l redeliver-unacked-ms -d 'Redeliver bot messages not ACKed after this long' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l disconnect-every-ms -d 'Send `disconnect` this long after each connection opens' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l disconnect-grace-ms -d 'Close a connection this long after its `disconnect`' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l session-ttl-ms -d 'Session webhook lifetime' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l sim -d 'Simulator base URL' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l text -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l conversation -d 'Conversation id (default: one per chat kind / sender)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l sender-staff-id -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l nick -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l msgtype -d 'text, audio, richText, picture, video, file, unknownMsgType' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l group -d 'A group chat (the bot was @-mentioned)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l direct -d 'A 1:1 chat (default)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l sim -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l wait -d 'Wait until at least N messages are in the outbox' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l timeout -d 'Longest wait, seconds' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from help" -f -a "serve" -d 'Serve the simulator until interrupted (prints its base URL)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from help" -f -a "inject" -d 'Send a message to the bot as a simulated user (prints the msgId)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from help" -f -a "outbox" -d 'Print what the bot sent (every message, with route and body)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l model-base-url -d 'Use this OpenAI-compatible endpoint instead of the built-in demo model' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l model -d 'Model name for --model-base-url' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l text -d 'The message the simulated user sends' -r
@@ -182,3 +223,6 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "status" -d 'Show whether daemons are running, with their figures'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "logs" -d 'Print a daemon\'s log'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Load a config and report the first problem (exit 0 good, 2 bad)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from sim" -f -a "serve" -d 'Serve the simulator until interrupted (prints its base URL)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from sim" -f -a "inject" -d 'Send a message to the bot as a simulated user (prints the msgId)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from sim" -f -a "outbox" -d 'Print what the bot sent (every message, with route and body)'

@@ -217,7 +217,7 @@ limits:
     fn unknown_keys_report_line_and_column() {
         let text = SEED.replace("timeout_ms: 12000", "timeout_ms: 12000\n    timeuot: 5");
         let e = parse(&text).unwrap_err();
-        assert!(e.contains("timeuot") && e.contains("line 8"), "{e}");
+        assert!(e.contains("timeuot") && e.contains("line 9"), "{e}");
     }
 
     #[test]
