@@ -1,0 +1,352 @@
+//! The bot end to end: simulator -> daemon -> fake model -> reply in the simulator's
+//! outbox. Limits, fairness, timeouts and fallback text, memory, access, privacy.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeMode};
+use serde_json::json;
+use support::stack::Stack;
+use support::wait_until;
+
+fn echo_with_latency(ms: u64) -> FakeConfig {
+    FakeConfig {
+        default: FakeBehavior {
+            latency_ms: ms,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_group_message_is_answered_and_its_text_never_logged() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    stack.start_bot(&cfg);
+    let canary = "CANARY-e2e-5521 secret plans";
+    stack.inject_group("cidPrivacy==", canary);
+    let out = stack.wait_outbox(1, Duration::from_secs(10));
+    assert_eq!(out[0]["route"], "session_webhook");
+    assert!(
+        out[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("echo: {canary}")),
+        "{}",
+        out[0]
+    );
+    assert_eq!(
+        out[0]["at_user_ids"][0], "0423001",
+        "the asker is @-mentioned in groups"
+    );
+    // The model got the policy prompt first, then the message.
+    let seen = stack.fake.state.stats().recent;
+    let messages = seen.back().unwrap().body["messages"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(messages[0]["role"], "system");
+    assert_eq!(messages.last().unwrap()["content"], canary);
+
+    let status = stack
+        .home
+        .run(&["--json", "daemon", "status", "--name", "bot"]);
+    let health = stack.home.run(&["--json", "healthcheck", "--name", "bot"]);
+    assert_eq!(health.code, 0, "{health:?}");
+    for (what, text) in [
+        ("log", stack.home.all_logs()),
+        ("status", status.stdout),
+        ("healthcheck", health.stdout),
+    ] {
+        assert!(
+            !text.contains("CANARY-e2e-5521"),
+            "message text leaked into {what}"
+        );
+        assert!(
+            !text.contains("stack-secret"),
+            "client secret leaked into {what}"
+        );
+        assert!(
+            !text.contains("test-key"),
+            "model api key leaked into {what}"
+        );
+    }
+    let st = stack.status();
+    assert_eq!(st["channel"]["messages_in"], 1);
+    assert_eq!(st["models"][0]["served"], 1);
+}
+
+#[test]
+fn a_flooding_group_never_exceeds_the_limit_nor_starves_a_quiet_group() {
+    let stack = Stack::new(echo_with_latency(300), &[]);
+    let cfg = stack.config(2, 20_000, "access:\n  user_rate_limit: 0\n");
+    stack.start_bot(&cfg);
+    // Three busy groups flood 8 messages each; then one quiet group asks once.
+    for i in 0..8 {
+        for g in 0..3 {
+            stack.inject_group(&format!("cidBusy{g}=="), &format!("flood {g}/{i}"));
+        }
+    }
+    let quiet_sent = Instant::now();
+    stack.inject_group("cidQuiet==", "quiet question");
+    assert!(wait_until(Duration::from_secs(20), || !stack
+        .replies_in("cidQuiet==")
+        .is_empty()));
+    let quiet_wait = quiet_sent.elapsed();
+    let busy_answered: usize = (0..3)
+        .map(|g| stack.replies_in(&format!("cidBusy{g}==")).len())
+        .sum();
+    // Fair: the quiet group is served within a few model turns, long before the 24 queued.
+    assert!(
+        busy_answered < 24,
+        "quiet group answered only after the whole flood ({quiet_wait:?})"
+    );
+    assert!(
+        quiet_wait < Duration::from_millis(300 * 6 + 1500),
+        "quiet wait {quiet_wait:?}"
+    );
+    // Everything gets exactly one reply, and the model never saw more than 2 at once.
+    let all = stack.wait_outbox(25, Duration::from_secs(30));
+    assert_eq!(all.len(), 25);
+    assert!(
+        stack.fake_stats().max_in_flight <= 2,
+        "{:?}",
+        stack.fake_stats()
+    );
+    let st = stack.status();
+    assert!(st["models"][0]["peak_in_flight"].as_u64().unwrap() <= 2);
+    assert_eq!(st["models"][0]["limit"], 2);
+}
+
+#[test]
+fn a_stalled_model_gets_the_fallback_reply_within_timeout_ms() {
+    let fake = FakeConfig {
+        default: FakeBehavior {
+            mode: FakeMode::StallBeforeHeaders,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let stack = Stack::new(fake, &[]);
+    let cfg = stack.config(
+        2,
+        1500,
+        "reply:\n  fallback_text: \"Sorry: the model is slow (fallback).\"\n",
+    );
+    stack.start_bot(&cfg);
+    let t = Instant::now();
+    stack.inject_group("cidStall==", "are you there?");
+    let out = stack.wait_outbox(1, Duration::from_secs(10));
+    let waited = t.elapsed();
+    assert_eq!(
+        out[0]["text"].as_str().unwrap().lines().next().unwrap(),
+        "Sorry: the model is slow (fallback)."
+    );
+    assert!(
+        waited < Duration::from_millis(1500 + 1000),
+        "fallback after {waited:?}"
+    );
+    assert_eq!(stack.status()["models"][0]["timeouts"], 1);
+}
+
+#[test]
+fn model_down_errors_and_broken_streams_all_get_the_fallback_text() {
+    for mode in [
+        FakeMode::Status,
+        FakeMode::DieMidStream,
+        FakeMode::Empty200,
+        FakeMode::ErrorInStream,
+    ] {
+        let fake = FakeConfig {
+            default: FakeBehavior {
+                mode,
+                status: 503,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let stack = Stack::new(fake, &[]);
+        let cfg = stack.config(1, 3000, "reply:\n  fallback_text: \"FALLBACK\"\n");
+        stack.start_bot(&cfg);
+        stack.inject_group("cidDown==", "hello");
+        let out = stack.wait_outbox(1, Duration::from_secs(10));
+        assert!(
+            out[0]["text"].as_str().unwrap().starts_with("FALLBACK"),
+            "{mode:?}: {}",
+            out[0]
+        );
+    }
+}
+
+#[test]
+fn memory_carries_the_previous_answer_and_reset_forgets_it() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    stack.start_bot(&cfg);
+    stack.inject_group("cidMem==", "first question");
+    stack.inject_group("cidMem==", "second question");
+    stack.wait_outbox(2, Duration::from_secs(10));
+    let req = stack.fake_stats().recent.back().unwrap().body.clone();
+    let contents: Vec<String> = req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        contents.len(),
+        4,
+        "system, first, its answer, second: {contents:?}"
+    );
+    assert_eq!(contents[1], "first question");
+    assert_eq!(contents[2], "echo: first question");
+
+    stack.inject_group("cidMem==", "/reset");
+    stack.wait_outbox(3, Duration::from_secs(10));
+    assert!(stack.outbox()[2]["text"]
+        .as_str()
+        .unwrap()
+        .contains("forgot"));
+    stack.inject_group("cidMem==", "third question");
+    stack.wait_outbox(4, Duration::from_secs(10));
+    let req = stack.fake_stats().recent.back().unwrap().body.clone();
+    assert_eq!(
+        req["messages"].as_array().unwrap().len(),
+        2,
+        "memory not reset: {req}"
+    );
+}
+
+#[test]
+fn overlong_prompts_are_trimmed_to_the_budget() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "prompt:\n  max_chars: 800\n");
+    stack.start_bot(&cfg);
+    let long = "x".repeat(5000);
+    stack.inject_group("cidLong==", &long);
+    stack.wait_outbox(1, Duration::from_secs(10));
+    let req = stack.fake_stats().recent.back().unwrap().body.clone();
+    let total: usize = req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().chars().count())
+        .sum();
+    assert!(total <= 800, "prompt of {total} chars reached the model");
+}
+
+#[test]
+fn unsupported_types_denied_users_and_rate_limits_get_clear_replies() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(
+        2,
+        5000,
+        "access:\n  direct: allowlist\n  allow_users: [\"0423001\"]\n  user_rate_limit: 2\n  user_rate_window_secs: 60\n",
+    );
+    stack.start_bot(&cfg);
+    stack.inject(json!({"msgtype": "picture", "conversation_type": "group", "conversation_id": "cidPic==", "sender_staff_id": "0423001"}));
+    stack.wait_outbox(1, Duration::from_secs(10));
+    assert!(stack.replies_in("cidPic==")[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("only read text"));
+
+    stack
+        .inject(json!({"text": "hi", "conversation_type": "direct", "sender_staff_id": "0999999"}));
+    stack.wait_outbox(2, Duration::from_secs(10));
+    assert!(
+        stack.outbox()[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("not enabled for you"),
+        "{:?}",
+        stack.outbox()[1]
+    );
+
+    for i in 0..3 {
+        stack.inject_group("cidRate==", &format!("q{i}"));
+    }
+    stack.wait_outbox(5, Duration::from_secs(10));
+    let texts: Vec<String> = stack
+        .replies_in("cidRate==")
+        .iter()
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| t.contains("faster than I can answer"))
+            .count(),
+        1,
+        "{texts:?}"
+    );
+}
+
+#[test]
+fn a_slow_model_triggers_the_thinking_notice_then_the_answer() {
+    let stack = Stack::new(echo_with_latency(1200), &[]);
+    let cfg = stack.config(
+        2,
+        8000,
+        "reply:\n  thinking_notice_ms: 300\n  thinking_text: \"Thinking hard...\"\n",
+    );
+    stack.start_bot(&cfg);
+    stack.inject_group("cidSlow==", "slow one");
+    let out = stack.wait_outbox(2, Duration::from_secs(10));
+    assert_eq!(out[0]["text"], "Thinking hard...");
+    assert!(out[1]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("echo: slow one"));
+}
+
+#[test]
+fn answers_stream_into_an_ai_card_that_is_always_finalized() {
+    let fake = FakeConfig {
+        default: FakeBehavior {
+            chunk_interval_ms: 60,
+            chunk_chars: 4,
+            reply: Some("a streamed answer of several chunks".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let stack = Stack::new(fake, &[]);
+    let cfg_path = stack.config(2, 8000, "");
+    let text = std::fs::read_to_string(&cfg_path).unwrap().replace(
+        "    targets:",
+        "    card_template_id: \"382e4302-551d-4880-bf29-a30acfab2e71.schema\"\n    targets:",
+    );
+    std::fs::write(&cfg_path, text).unwrap();
+    stack.start_bot(&cfg_path);
+    stack.inject_group("cidCard==", "stream please");
+    let sim = stack.sim.clone();
+    let cards = stack
+        .rt
+        .block_on(sim.wait_for("/_sim/cards", Duration::from_secs(10), |v| {
+            v.to_string()
+                .contains("a streamed answer of several chunks")
+                && v.to_string().contains("\"3\"")
+        }))
+        .expect("card finished");
+    assert!(cards.to_string().contains("a streamed answer"), "{cards}");
+
+    // A failing model leaves the card in FAILED, never "typing".
+    stack.fake.state.set_config(FakeConfig {
+        default: FakeBehavior {
+            mode: FakeMode::Status,
+            status: 503,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    stack.inject_group("cidCard2==", "this will fail");
+    stack
+        .rt
+        .block_on(sim.wait_for("/_sim/cards", Duration::from_secs(10), |v| {
+            v.to_string().contains("\"5\"")
+        }))
+        .expect("card failed state");
+}

@@ -1,0 +1,188 @@
+//! The whole path for end-to-end tests: the real simulator (`clawdbot sim serve`, a child
+//! process), an in-test fake OpenAI-compatible model server, and the real bot daemon,
+//! all on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use clawdbot::model::demo::{FakeConfig, FakeServer};
+use clawdbot::sim::client::SimClient;
+use serde_json::{json, Value};
+
+use super::{wait_until, Home};
+
+pub const CLIENT_ID: &str = "dingstacktest";
+pub const CLIENT_SECRET: &str = "stack-secret";
+
+pub struct Stack {
+    pub home: Home,
+    pub rt: tokio::runtime::Runtime,
+    pub sim_url: String,
+    pub sim: SimClient,
+    pub fake: FakeServer,
+    sim_child: Child,
+}
+
+impl Stack {
+    /// Starts the simulator (extra `sim serve` flags allowed) and the fake model.
+    pub fn new(fake: FakeConfig, sim_flags: &[&str]) -> Stack {
+        let home = Home::new();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let fake = rt.block_on(FakeServer::start(fake)).expect("fake model");
+        let port_file = home.path().join("sim.url");
+        let mut args = vec![
+            "sim",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--port-file",
+            port_file.to_str().unwrap(),
+            "--client-id",
+            CLIENT_ID,
+            "--client-secret",
+            CLIENT_SECRET,
+        ];
+        args.extend_from_slice(sim_flags);
+        let sim_child = home
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sim");
+        assert!(
+            wait_until(Duration::from_secs(10), || port_file.exists()),
+            "simulator did not start"
+        );
+        let sim_url = std::fs::read_to_string(&port_file)
+            .unwrap()
+            .trim()
+            .to_string();
+        let sim = SimClient::new(&sim_url);
+        Stack {
+            home,
+            rt,
+            sim_url,
+            sim,
+            fake,
+            sim_child,
+        }
+    }
+
+    /// A bot config: the fake model as `local_chat` with `limit` slots and `timeout_ms`,
+    /// the simulator as DingTalk, plus extra top-level YAML sections.
+    pub fn config(&self, limit: usize, timeout_ms: u64, extra: &str) -> PathBuf {
+        let text = format!(
+            r#"models:
+  local_chat:
+    kind: openai_compatible
+    base_url: "{base}"
+    api_key: ${{LOCAL_MODEL_API_KEY}}
+    model: "local-chat"
+    timeout_ms: {timeout_ms}
+routing:
+  defaults:
+    model: local_chat
+limits:
+  max_concurrency_per_model:
+    local_chat: {limit}
+channel:
+  dingtalk:
+    client_id: "{CLIENT_ID}"
+    client_secret: "{CLIENT_SECRET}"
+    api_base: "{sim}"
+    oapi_base: "{sim}"
+    targets:
+      test-group: "cidStackGroup=="
+{extra}"#,
+            base = self.fake.base_url,
+            sim = self.sim_url,
+        );
+        self.home.write("bot.yaml", &text)
+    }
+
+    /// Starts the bot daemon and waits until its stream connection is live.
+    pub fn start_bot(&self, config: &PathBuf) {
+        let r = self.home.run(&[
+            "daemon",
+            "start",
+            "--name",
+            "bot",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 0, "{r:?}");
+        self.wait_connected();
+    }
+
+    pub fn wait_connected(&self) {
+        let sim = self.sim.clone();
+        self.rt
+            .block_on(
+                sim.wait_for("/_sim/connections", Duration::from_secs(15), |v| {
+                    v["connections"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|c| c["live"] == true))
+                }),
+            )
+            .expect("bot connected to the simulator");
+    }
+
+    /// Injects a message; returns the simulator's answer (with `msgId`).
+    pub fn inject(&self, fields: Value) -> Value {
+        self.rt.block_on(self.sim.inject(&fields)).expect("inject")
+    }
+
+    pub fn inject_group(&self, conversation: &str, text: &str) -> String {
+        let v = self.inject(
+            json!({"text": text, "conversation_type": "group", "conversation_id": conversation,
+                                   "sender_staff_id": "0423001", "sender_nick": "Li Lei"}),
+        );
+        v["msgId"].as_str().unwrap().to_string()
+    }
+
+    pub fn outbox(&self) -> Vec<Value> {
+        self.rt.block_on(self.sim.outbox()).expect("outbox")
+    }
+
+    /// Waits until the outbox holds at least `n` entries.
+    pub fn wait_outbox(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        self.rt
+            .block_on(self.sim.wait_outbox(n, timeout))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Outbox entries for one conversation.
+    pub fn replies_in(&self, conversation: &str) -> Vec<Value> {
+        self.outbox()
+            .into_iter()
+            .filter(|e| e["conversation_id"] == conversation)
+            .collect()
+    }
+
+    pub fn status(&self) -> Value {
+        self.home
+            .run(&["--json", "daemon", "status", "--name", "bot"])
+            .json()
+    }
+
+    pub fn fake_stats(&self) -> clawdbot::model::demo::FakeStats {
+        self.fake.state.stats()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self
+            .home
+            .command(&["daemon", "stop", "--name", "bot", "--timeout", "3"])
+            .output();
+        let _ = self.sim_child.kill();
+        let _ = self.sim_child.wait();
+    }
+}
