@@ -27,10 +27,19 @@ impl Drop for Served {
 }
 
 fn serve(home: &Home, listen: &str) -> Served {
-    let port_file = home.path().join(format!("sim-{}.url", listen.replace([':', '.'], "_")));
+    let port_file = home
+        .path()
+        .join(format!("sim-{}.url", listen.replace([':', '.'], "_")));
     let _ = std::fs::remove_file(&port_file);
     let child = home
-        .command(&["sim", "serve", "--listen", listen, "--port-file", port_file.to_str().unwrap()])
+        .command(&[
+            "sim",
+            "serve",
+            "--listen",
+            listen,
+            "--port-file",
+            port_file.to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -38,7 +47,10 @@ fn serve(home: &Home, listen: &str) -> Served {
     let mut base = String::new();
     assert!(
         wait_until(Duration::from_secs(10), || {
-            base = std::fs::read_to_string(&port_file).unwrap_or_default().trim().to_string();
+            base = std::fs::read_to_string(&port_file)
+                .unwrap_or_default()
+                .trim()
+                .to_string();
             !base.is_empty()
         }),
         "sim wrote its port file"
@@ -50,24 +62,61 @@ fn serve(home: &Home, listen: &str) -> Served {
 fn serve_inject_outbox_via_cli() {
     let home = Home::new();
     let sim = serve(&home, "127.0.0.1:0");
-    let inj = home.run(&["--json", "sim", "inject", "--sim", &sim.base, "--text", "hi", "--group", "--sender-staff-id", "s1"]);
+    let inj = home.run(&[
+        "--json",
+        "sim",
+        "inject",
+        "--sim",
+        &sim.base,
+        "--text",
+        "hi",
+        "--group",
+        "--sender-staff-id",
+        "s1",
+    ]);
     assert_eq!(inj.code, 0, "{inj:?}");
     let msg_id = inj.json()["msgId"].as_str().unwrap().to_string();
     assert!(msg_id.starts_with("msg"));
     // Reply through the session webhook like a bot would.
     let hook = inj.json()["sessionWebhook"].as_str().unwrap().to_string();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let code = rt.block_on(async {
-        let r = reqwest::Client::new().post(&hook).json(&json!({"msgtype": "text", "text": {"content": "pong"}})).send().await;
+        let r = reqwest::Client::new()
+            .post(&hook)
+            .json(&json!({"msgtype": "text", "text": {"content": "pong"}}))
+            .send()
+            .await;
         r.unwrap().json::<serde_json::Value>().await.unwrap()["errcode"].clone()
     });
     assert_eq!(code, 0);
-    let out = home.run(&["--json", "sim", "outbox", "--sim", &sim.base, "--wait", "1", "--timeout", "10"]);
+    let out = home.run(&[
+        "--json",
+        "sim",
+        "outbox",
+        "--sim",
+        &sim.base,
+        "--wait",
+        "1",
+        "--timeout",
+        "10",
+    ]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.json()["entries"][0]["text"], "pong");
     assert_eq!(out.json()["entries"][0]["route"], "session_webhook");
     // Waiting for more than there is fails within the timeout.
-    let none = home.run(&["sim", "outbox", "--sim", &sim.base, "--wait", "5", "--timeout", "1"]);
+    let none = home.run(&[
+        "sim",
+        "outbox",
+        "--sim",
+        &sim.base,
+        "--wait",
+        "5",
+        "--timeout",
+        "1",
+    ]);
     assert_eq!(none.code, 1);
     // The demo model is served under /demo/v1.
     let model = rt.block_on(async {
@@ -84,10 +133,18 @@ fn serve_inject_outbox_via_cli() {
 #[test]
 fn channel_reconnects_after_the_sim_restarts() {
     let home = Home::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let listen = format!("127.0.0.1:{port}");
     let sim = serve(&home, &listen);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let cfg = DingTalkConfig {
             client_id: clawdbot::sim::state::DEFAULT_CLIENT_ID.into(),
@@ -112,13 +169,26 @@ fn channel_reconnects_after_the_sim_restarts() {
         let (tx, mut rx) = mpsc::channel(8);
         let ch = Channel::start_with(cfg, tx, tuning).await.unwrap();
         let client = SimClient::new(&sim.base);
-        let live = |v: &serde_json::Value| v["connections"].as_array().is_some_and(|c| c.iter().any(|c| c["live"] == true));
-        client.wait_for("/_sim/connections", Duration::from_secs(10), live).await.unwrap();
+        let live = |v: &serde_json::Value| {
+            v["connections"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["live"] == true))
+        };
+        client
+            .wait_for("/_sim/connections", Duration::from_secs(10), live)
+            .await
+            .unwrap();
         drop(sim);
         let sim2 = serve(&home, &listen);
-        client.wait_for("/_sim/connections", Duration::from_secs(15), live).await.expect("reconnected to the new sim");
+        client
+            .wait_for("/_sim/connections", Duration::from_secs(15), live)
+            .await
+            .expect("reconnected to the new sim");
         client.inject_text("after restart", false).await.unwrap();
-        let m = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(m.content, InboundContent::Text("after restart".into()));
         assert!(ch.report().reconnects >= 1);
         ch.shutdown().await;

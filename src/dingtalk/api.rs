@@ -58,12 +58,16 @@ impl OpenApi {
                 .await
                 .map_err(|e| transport(path, e))?;
             match read_api_response(path, resp).await {
-                Err(ChannelError::Api { status: 400, code, .. }) if code == "InvalidAuthentication" && !auth_retried => {
+                Err(ChannelError::Api {
+                    status: 400, code, ..
+                }) if code == "InvalidAuthentication" && !auth_retried => {
                     tracing::info!(api = path, "access token refused; refreshing once");
                     self.tokens.invalidate(&token).await;
                     auth_retried = true;
                 }
-                Err(ChannelError::Api { code, .. }) if code.starts_with("Forbidden.AccessDenied.Qps") && !qps_retried => {
+                Err(ChannelError::Api { code, .. })
+                    if code.starts_with("Forbidden.AccessDenied.Qps") && !qps_retried =>
+                {
                     tracing::warn!(api = path, code = %code, "DingTalk throttled the call; retrying in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     qps_retried = true;

@@ -25,7 +25,9 @@ struct Ctx {
 
 /// The callback router (exposed for tests).
 pub fn router(secret: String, ingress: Arc<Ingress>) -> Router {
-    Router::new().fallback(axum::routing::post(handle)).with_state(Arc::new(Ctx { secret, ingress }))
+    Router::new()
+        .fallback(axum::routing::post(handle))
+        .with_state(Arc::new(Ctx { secret, ingress }))
 }
 
 /// Binds `listen` and serves until `shutdown` turns true. Returns the bound address.
@@ -38,13 +40,18 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen for DingTalk callbacks on {listen}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| format!("callback listener on {listen}: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("callback listener on {listen}: {e}"))?;
     let app = router(secret, ingress);
     let task = tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             tracing::error!(error = %e, "DingTalk callback server failed");
         }
     });
@@ -55,12 +62,20 @@ async fn handle(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) ->
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
     if let Err(e) = verify_callback_sign(h("timestamp"), h("sign"), &ctx.secret, super::now_ms()) {
         tracing::warn!(reason = %e, "refused a DingTalk callback");
-        return (StatusCode::UNAUTHORIZED, Json(json!({"errcode": 401, "errmsg": e.to_string()}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"errcode": 401, "errmsg": e.to_string()})),
+        )
+            .into_response();
     }
     let payload: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({"errcode": 400, "errmsg": "body is not JSON"}))).into_response()
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"errcode": 400, "errmsg": "body is not JSON"})),
+            )
+                .into_response()
         }
     };
     ctx.ingress.accept(None, &payload);

@@ -64,10 +64,13 @@ pub fn create_body(
         }
         ConversationKind::Direct => {
             let staff = to.sender_staff_id.as_deref().ok_or_else(|| {
-                ChannelError::Unsupported("cannot deliver an AI card: the sender has no staff id".into())
+                ChannelError::Unsupported(
+                    "cannot deliver an AI card: the sender has no staff id".into(),
+                )
             })?;
             body["openSpaceId"] = json!(format!("dtv1.card//IM_ROBOT.{staff}"));
-            body["imRobotOpenDeliverModel"] = json!({"spaceType": "IM_ROBOT", "robotCode": robot_code});
+            body["imRobotOpenDeliverModel"] =
+                json!({"spaceType": "IM_ROBOT", "robotCode": robot_code});
         }
     }
     Ok(body)
@@ -92,7 +95,14 @@ impl CardStream {
         let out_track_id = random_id();
         let body = create_body(template_id, key, robot_code, &out_track_id, to)?;
         api.post(CREATE_AND_DELIVER, &body).await?;
-        Ok(CardStream { api, out_track_id, key: key.to_string(), last_push: None, inputing: false, finalized: false })
+        Ok(CardStream {
+            api,
+            out_track_id,
+            key: key.to_string(),
+            last_push: None,
+            inputing: false,
+            finalized: false,
+        })
     }
 
     pub fn out_track_id(&self) -> &str {
@@ -102,7 +112,10 @@ impl CardStream {
     /// Shows `full_text` (the whole answer so far). Calls closer than
     /// [`MIN_UPDATE_INTERVAL`] to the previous push are skipped; errors are logged only.
     pub async fn update(&mut self, full_text: &str) {
-        if self.last_push.is_some_and(|t| t.elapsed() < MIN_UPDATE_INTERVAL) {
+        if self
+            .last_push
+            .is_some_and(|t| t.elapsed() < MIN_UPDATE_INTERVAL)
+        {
             return;
         }
         if let Err(e) = self.push(full_text, false, false).await {
@@ -114,7 +127,14 @@ impl CardStream {
     pub async fn finish(mut self, full_text: &str) -> Result<(), ChannelError> {
         self.finalized = true;
         let streamed = self.push(full_text, true, false).await;
-        let status = set_status(&self.api, &self.out_track_id, &self.key, FLOW_FINISHED, full_text).await;
+        let status = set_status(
+            &self.api,
+            &self.out_track_id,
+            &self.key,
+            FLOW_FINISHED,
+            full_text,
+        )
+        .await;
         streamed.and(status)
     }
 
@@ -125,7 +145,12 @@ impl CardStream {
         set_status(&self.api, &self.out_track_id, &self.key, FLOW_FAILED, text).await
     }
 
-    async fn push(&mut self, content: &str, finalize: bool, error: bool) -> Result<(), ChannelError> {
+    async fn push(
+        &mut self,
+        content: &str,
+        finalize: bool,
+        error: bool,
+    ) -> Result<(), ChannelError> {
         if !self.inputing {
             self.inputing = true;
             set_status(&self.api, &self.out_track_id, &self.key, FLOW_INPUTING, "").await?;
@@ -137,7 +162,13 @@ impl CardStream {
     }
 }
 
-async fn set_status(api: &OpenApi, out_track_id: &str, key: &str, flow: &str, text: &str) -> Result<(), ChannelError> {
+async fn set_status(
+    api: &OpenApi,
+    out_track_id: &str,
+    key: &str,
+    flow: &str,
+    text: &str,
+) -> Result<(), ChannelError> {
     let mut params = json!({"flowStatus": flow});
     if flow != FLOW_INPUTING {
         params[key] = json!(text);
@@ -153,7 +184,11 @@ impl Drop for CardStream {
             return;
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (api, id, key) = (self.api.clone(), self.out_track_id.clone(), self.key.clone());
+            let (api, id, key) = (
+                self.api.clone(),
+                self.out_track_id.clone(),
+                self.key.clone(),
+            );
             rt.spawn(async move {
                 if let Err(e) = set_status(&api, &id, &key, FLOW_FAILED, "").await {
                     tracing::warn!(error = %e, "could not fail an abandoned AI card");

@@ -59,7 +59,12 @@ pub enum Target {
 
 /// Resolves `target`: an alias from `targets`, `user:STAFFID`, or a conversation id (`cid...`).
 pub fn resolve_target(cfg: &DingTalkConfig, target: &str) -> Result<Target, ChannelError> {
-    let raw = cfg.targets.get(target).map(String::as_str).unwrap_or(target).trim();
+    let raw = cfg
+        .targets
+        .get(target)
+        .map(String::as_str)
+        .unwrap_or(target)
+        .trim();
     if let Some(user) = raw.strip_prefix("user:") {
         let user = user.trim();
         if user.is_empty() {
@@ -75,7 +80,10 @@ pub fn resolve_target(cfg: &DingTalkConfig, target: &str) -> Result<Target, Chan
 
 impl Channel {
     /// Starts the channel with default timings.
-    pub async fn start(cfg: DingTalkConfig, inbound: mpsc::Sender<Inbound>) -> Result<Channel, String> {
+    pub async fn start(
+        cfg: DingTalkConfig,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> Result<Channel, String> {
         Self::start_with(cfg, inbound, ChannelTuning::default()).await
     }
 
@@ -91,7 +99,12 @@ impl Channel {
         }
         let cfg = Arc::new(cfg);
         let http = super::http::client();
-        let api = Arc::new(OpenApi::new(http.clone(), &cfg.api_base, &cfg.client_id, cfg.client_secret.expose()));
+        let api = Arc::new(OpenApi::new(
+            http.clone(),
+            &cfg.api_base,
+            &cfg.client_id,
+            cfg.client_secret.expose(),
+        ));
         let mode = match cfg.mode {
             DingTalkMode::Stream => "stream",
             DingTalkMode::Http => "http",
@@ -103,21 +116,37 @@ impl Channel {
         let mut callback_addr = None;
         match cfg.mode {
             DingTalkMode::Stream => {
-                let client =
-                    StreamClient { cfg: cfg.clone(), http: http.clone(), ingress, stats: stats.clone(), tuning: tuning.stream };
+                let client = StreamClient {
+                    cfg: cfg.clone(),
+                    http: http.clone(),
+                    ingress,
+                    stats: stats.clone(),
+                    tuning: tuning.stream,
+                };
                 tasks.push(tokio::spawn(client.run(rx)));
             }
             DingTalkMode::Http => {
                 let secret = cfg.client_secret.expose().to_string();
-                let (addr, task) = super::callback::serve(&cfg.http_listen, secret, ingress, rx).await?;
+                let (addr, task) =
+                    super::callback::serve(&cfg.http_listen, secret, ingress, rx).await?;
                 stats.set_connected(stats::LISTENING, super::now_ms());
                 tracing::info!(listen = %addr, "DingTalk callback server listening");
                 callback_addr = Some(addr);
                 tasks.push(task);
             }
         }
-        let inner = Inner { cfg, http, api, stats, shutdown, tasks: Mutex::new(tasks), callback_addr };
-        Ok(Channel { inner: Arc::new(inner) })
+        let inner = Inner {
+            cfg,
+            http,
+            api,
+            stats,
+            shutdown,
+            tasks: Mutex::new(tasks),
+            callback_addr,
+        };
+        Ok(Channel {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The bound callback address (HTTP mode only).
@@ -131,18 +160,24 @@ impl Channel {
 
     /// Answers `to`: through its session webhook while valid (mentioning the asker in
     /// groups), else — or on errcode 300001 — through the OpenAPI. Long text is split.
-    pub async fn reply(&self, to: &Inbound, text: &str, markdown: bool) -> Result<(), ChannelError> {
-        let mut use_session = to
-            .session_webhook
-            .as_deref()
-            .filter(|_| to.session_webhook_expires_ms.is_none_or(|exp| super::now_ms() + SESSION_MARGIN_MS < exp));
+    pub async fn reply(
+        &self,
+        to: &Inbound,
+        text: &str,
+        markdown: bool,
+    ) -> Result<(), ChannelError> {
+        let mut use_session = to.session_webhook.as_deref().filter(|_| {
+            to.session_webhook_expires_ms
+                .map_or(true, |exp| super::now_ms() + SESSION_MARGIN_MS < exp)
+        });
         let at = match to.conversation_kind {
             ConversationKind::Group => to.sender_staff_id.as_deref(),
             ConversationKind::Direct => None,
         };
         for chunk in split_text(text) {
             if let Some(url) = use_session {
-                match post_session(&self.inner.http, url, &session_body(&chunk, markdown, at)).await {
+                match post_session(&self.inner.http, url, &session_body(&chunk, markdown, at)).await
+                {
                     Ok(()) => {
                         self.count_out();
                         continue;
@@ -154,24 +189,29 @@ impl Channel {
                     Err(e) => return Err(self.failed(e)),
                 }
             }
-            let target = match to.conversation_kind {
-                ConversationKind::Group => Target::Group(to.conversation_id.clone()),
-                ConversationKind::Direct => match &to.sender_staff_id {
-                    Some(s) => Target::User(s.clone()),
-                    None => {
-                        return Err(self.failed(ChannelError::Unsupported(
-                            "session webhook expired and the sender has no staff id for a 1:1 send".into(),
-                        )))
-                    }
-                },
-            };
+            let target =
+                match to.conversation_kind {
+                    ConversationKind::Group => Target::Group(to.conversation_id.clone()),
+                    ConversationKind::Direct => match &to.sender_staff_id {
+                        Some(s) => Target::User(s.clone()),
+                        None => return Err(self.failed(ChannelError::Unsupported(
+                            "session webhook expired and the sender has no staff id for a 1:1 send"
+                                .into(),
+                        ))),
+                    },
+                };
             self.send_to(&target, &chunk, markdown).await?;
         }
         Ok(())
     }
 
     /// Proactive send to an alias, a conversation id (`cid...`) or `user:STAFFID`.
-    pub async fn send(&self, target: &str, text: &str, markdown: bool) -> Result<SendOutcome, ChannelError> {
+    pub async fn send(
+        &self,
+        target: &str,
+        text: &str,
+        markdown: bool,
+    ) -> Result<SendOutcome, ChannelError> {
         let resolved = resolve_target(&self.inner.cfg, target).map_err(|e| self.failed(e))?;
         let mut outcome = None;
         for chunk in split_text(text) {
@@ -181,14 +221,32 @@ impl Channel {
             Target::Group(c) => (c.clone(), "group_send"),
             Target::User(u) => (format!("user:{u}"), "batch_send"),
         };
-        Ok(SendOutcome { target, route: route.into(), process_query_key: outcome.flatten() })
+        Ok(SendOutcome {
+            target,
+            route: route.into(),
+            process_query_key: outcome.flatten(),
+        })
     }
 
-    async fn send_to(&self, target: &Target, text: &str, markdown: bool) -> Result<Option<String>, ChannelError> {
+    async fn send_to(
+        &self,
+        target: &Target,
+        text: &str,
+        markdown: bool,
+    ) -> Result<Option<String>, ChannelError> {
         let robot = self.inner.cfg.robot_code();
         let r = match target {
             Target::Group(cid) => group_send(&self.inner.api, robot, cid, text, markdown).await,
-            Target::User(u) => batch_send(&self.inner.api, robot, std::slice::from_ref(u), text, markdown).await,
+            Target::User(u) => {
+                batch_send(
+                    &self.inner.api,
+                    robot,
+                    std::slice::from_ref(u),
+                    text,
+                    markdown,
+                )
+                .await
+            }
         };
         match r {
             Ok(k) => {
@@ -202,12 +260,22 @@ impl Channel {
     /// Opens an AI card answering `to` (requires `card_template_id`).
     pub async fn open_card(&self, to: &Inbound) -> Result<CardStream, ChannelError> {
         let cfg = &self.inner.cfg;
-        let template = cfg.card_template_id.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| {
-            ChannelError::Unsupported("AI cards need channel.dingtalk.card_template_id".into())
-        })?;
-        let card = CardStream::open(self.inner.api.clone(), template, &cfg.card_content_key, cfg.robot_code(), to)
-            .await
-            .map_err(|e| self.failed(e))?;
+        let template = cfg
+            .card_template_id
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ChannelError::Unsupported("AI cards need channel.dingtalk.card_template_id".into())
+            })?;
+        let card = CardStream::open(
+            self.inner.api.clone(),
+            template,
+            &cfg.card_content_key,
+            cfg.robot_code(),
+            to,
+        )
+        .await
+        .map_err(|e| self.failed(e))?;
         self.count_out();
         Ok(card)
     }

@@ -14,7 +14,12 @@ pub struct Dedupe {
 
 impl Dedupe {
     pub fn new(window: Duration, capacity: usize) -> Dedupe {
-        Dedupe { window, capacity: capacity.max(1), seen: HashMap::new(), order: VecDeque::new() }
+        Dedupe {
+            window,
+            capacity: capacity.max(1),
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+        }
     }
 
     /// True when none of `keys` was seen recently; records all of them either way.
@@ -24,7 +29,9 @@ impl Dedupe {
 
     fn first_time_at(&mut self, keys: &[&str], now: Instant) -> bool {
         self.expire(now);
-        let dup = keys.iter().any(|k| !k.is_empty() && self.seen.contains_key(*k));
+        let dup = keys
+            .iter()
+            .any(|k| !k.is_empty() && self.seen.contains_key(*k));
         for k in keys.iter().filter(|k| !k.is_empty()) {
             if self.seen.insert((*k).to_string(), now).is_none() {
                 self.order.push_back(((*k).to_string(), now));
@@ -58,7 +65,10 @@ mod tests {
         let mut d = Dedupe::new(Duration::from_secs(60), 100);
         assert!(d.first_time(&["frame1", "msgA"]));
         assert!(!d.first_time(&["frame1", "msgA"]));
-        assert!(!d.first_time(&["frame2", "msgA"]), "redelivery with a new frame id");
+        assert!(
+            !d.first_time(&["frame2", "msgA"]),
+            "redelivery with a new frame id"
+        );
         assert!(!d.first_time(&["frame1", "msgB"]));
         assert!(d.first_time(&["frame3", "msgC"]));
     }
@@ -72,6 +82,9 @@ mod tests {
         assert!(d.first_time_at(&["c"], t0));
         assert!(d.first_time_at(&["a"], t0), "evicted by capacity");
         assert!(!d.first_time_at(&["c"], t0));
-        assert!(d.first_time_at(&["c"], t0 + Duration::from_secs(11)), "expired by window");
+        assert!(
+            d.first_time_at(&["c"], t0 + Duration::from_secs(11)),
+            "expired by window"
+        );
     }
 }

@@ -8,10 +8,19 @@ pub const ERRCODE_SESSION_GONE: i64 = 300_001;
 pub enum ChannelError {
     /// A new-API call answered non-2xx with DingTalk's `{code, message}` shape.
     #[error("DingTalk {api} refused the call: HTTP {status} {code}: {message}")]
-    Api { api: String, status: u16, code: String, message: String },
+    Api {
+        api: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// A session webhook or old-API call answered `errcode != 0`.
     #[error("DingTalk {api} answered errcode {errcode}: {errmsg}")]
-    Errcode { api: String, errcode: i64, errmsg: String },
+    Errcode {
+        api: String,
+        errcode: i64,
+        errmsg: String,
+    },
     /// No answer (connect error, timeout, unreadable body).
     #[error("cannot reach DingTalk {api}: {detail}")]
     Transport { api: String, detail: String },

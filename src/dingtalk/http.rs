@@ -24,7 +24,10 @@ pub fn transport(api: &str, e: reqwest::Error) -> ChannelError {
     if let Some(src) = std::error::Error::source(&e) {
         detail.push_str(&format!(": {src}"));
     }
-    ChannelError::Transport { api: api.to_string(), detail }
+    ChannelError::Transport {
+        api: api.to_string(),
+        detail,
+    }
 }
 
 /// Reads a new-API answer: 2xx → JSON body; else `ChannelError::Api` from `{code,message}`.
@@ -34,26 +37,53 @@ pub async fn read_api_response(api: &str, resp: reqwest::Response) -> Result<Val
     let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if (200..300).contains(&status) {
         if v.is_null() && !text.trim().is_empty() {
-            return Err(ChannelError::Transport { api: api.into(), detail: "answer is not JSON".into() });
+            return Err(ChannelError::Transport {
+                api: api.into(),
+                detail: "answer is not JSON".into(),
+            });
         }
         return Ok(v);
     }
-    let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-    Err(ChannelError::Api { api: api.into(), status, code: field("code"), message: field("message") })
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    Err(ChannelError::Api {
+        api: api.into(),
+        status,
+        code: field("code"),
+        message: field("message"),
+    })
 }
 
 /// Reads an old-API/webhook answer: `errcode` 0 → body; else `ChannelError::Errcode`.
-pub async fn read_errcode_response(api: &str, resp: reqwest::Response) -> Result<Value, ChannelError> {
+pub async fn read_errcode_response(
+    api: &str,
+    resp: reqwest::Response,
+) -> Result<Value, ChannelError> {
     let status = resp.status().as_u16();
     let text = resp.text().await.map_err(|e| transport(api, e))?;
     let v: Value = serde_json::from_str(&text).map_err(|_| ChannelError::Transport {
         api: api.into(),
         detail: format!("HTTP {status}, answer is not JSON"),
     })?;
-    let errcode = v.get("errcode").and_then(Value::as_i64).unwrap_or(if status == 200 { 0 } else { -1 });
+    let errcode = v
+        .get("errcode")
+        .and_then(Value::as_i64)
+        .unwrap_or(if status == 200 { 0 } else { -1 });
     if errcode == 0 && (200..300).contains(&status) {
         return Ok(v);
     }
-    let errmsg = v.get("errmsg").and_then(Value::as_str).unwrap_or_default().to_string();
-    Err(ChannelError::Errcode { api: api.into(), errcode, errmsg })
+    let errmsg = v
+        .get("errmsg")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    Err(ChannelError::Errcode {
+        api: api.into(),
+        errcode,
+        errmsg,
+    })
 }

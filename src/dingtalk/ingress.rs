@@ -23,7 +23,11 @@ pub struct Ingress {
 
 impl Ingress {
     pub fn new(stats: Arc<Stats>, tx: mpsc::Sender<Inbound>) -> Ingress {
-        Ingress { dedupe: Mutex::new(Dedupe::new(DEDUPE_WINDOW, DEDUPE_CAPACITY)), stats, tx }
+        Ingress {
+            dedupe: Mutex::new(Dedupe::new(DEDUPE_WINDOW, DEDUPE_CAPACITY)),
+            stats,
+            tx,
+        }
     }
 
     /// Accepts one robot message payload. `frame_id` is the stream `messageId`, if any.

@@ -12,7 +12,10 @@ pub struct QpsLimiter {
 
 impl QpsLimiter {
     pub fn new(per_second: usize) -> QpsLimiter {
-        QpsLimiter { per_second: per_second.max(1), calls: Mutex::new(HashMap::new()) }
+        QpsLimiter {
+            per_second: per_second.max(1),
+            calls: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Waits until a call to `api` fits in the window, then records it.
@@ -30,7 +33,10 @@ impl QpsLimiter {
     fn try_acquire(&self, api: &str, now: Instant) -> Option<Duration> {
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         let q = calls.entry(api.to_string()).or_default();
-        while q.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
             q.pop_front();
         }
         if q.len() < self.per_second {
@@ -38,7 +44,10 @@ impl QpsLimiter {
             return None;
         }
         let oldest = *q.front()?;
-        Some(Duration::from_secs(1).saturating_sub(now.duration_since(oldest)) + Duration::from_millis(1))
+        Some(
+            Duration::from_secs(1).saturating_sub(now.duration_since(oldest))
+                + Duration::from_millis(1),
+        )
     }
 }
 
@@ -54,6 +63,8 @@ mod tests {
         assert!(l.try_acquire("/a", t).is_none());
         assert!(l.try_acquire("/a", t).is_some());
         assert!(l.try_acquire("/b", t).is_none());
-        assert!(l.try_acquire("/a", t + Duration::from_millis(1001)).is_none());
+        assert!(l
+            .try_acquire("/a", t + Duration::from_millis(1001))
+            .is_none());
     }
 }

@@ -52,7 +52,12 @@ pub fn parse_robot_message_str(data: &str, now_ms: u64) -> Result<Inbound, Parse
 
 /// Parses a robot message from its JSON value.
 pub fn parse_robot_message(v: &Value, now_ms: u64) -> Result<Inbound, ParseError> {
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string).filter(|s| !s.is_empty());
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .filter(|s| !s.is_empty())
+    };
     let msg_id = s("msgId").ok_or(ParseError::Missing("msgId"))?;
     let conversation_id = s("conversationId").ok_or(ParseError::Missing("conversationId"))?;
     let conversation_kind = match v.get("conversationType") {
@@ -80,29 +85,41 @@ pub fn parse_robot_message(v: &Value, now_ms: u64) -> Result<Inbound, ParseError
 }
 
 fn as_u64_lenient(v: &Value) -> Option<u64> {
-    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
 /// Maps a msgtype and payload to content. Text-like content that ends up empty after
 /// trimming (no transcript, no text parts) is reported as unsupported.
 fn parse_content(msgtype: &str, v: &Value) -> InboundContent {
     let text = match msgtype {
-        "text" => v.pointer("/text/content").and_then(Value::as_str).map(str::to_string),
-        "audio" => v.pointer("/content/recognition").and_then(Value::as_str).map(str::to_string),
-        "richText" => v.pointer("/content/richText").and_then(Value::as_array).map(|parts| {
-            parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .collect::<Vec<_>>()
-                .join("\n")
-        }),
+        "text" => v
+            .pointer("/text/content")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        "audio" => v
+            .pointer("/content/recognition")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        "richText" => v
+            .pointer("/content/richText")
+            .and_then(Value::as_array)
+            .map(|parts| {
+                parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }),
         _ => None,
     };
     match text.map(|t| t.trim().to_string()) {
         Some(t) if !t.is_empty() || msgtype == "text" => InboundContent::Text(t),
-        _ => InboundContent::Unsupported { msgtype: msgtype.to_string() },
+        _ => InboundContent::Unsupported {
+            msgtype: msgtype.to_string(),
+        },
     }
 }
 
@@ -124,7 +141,11 @@ mod tests {
 
     #[test]
     fn text_is_trimmed_and_fields_mapped() {
-        let m = parse_robot_message(&base(json!({"msgtype":"text","text":{"content":"  deploy status? "}})), 7).unwrap();
+        let m = parse_robot_message(
+            &base(json!({"msgtype":"text","text":{"content":"  deploy status? "}})),
+            7,
+        )
+        .unwrap();
         assert_eq!(m.content, InboundContent::Text("deploy status?".into()));
         assert_eq!(m.conversation_kind, ConversationKind::Group);
         assert_eq!(m.sender_staff_id.as_deref(), Some("0423001"));
@@ -135,16 +156,34 @@ mod tests {
     #[test]
     fn every_documented_msgtype() {
         let cases = [
-            (json!({"msgtype":"audio","content":{"downloadCode":"d","recognition":" hello "}}), Some("hello")),
-            (json!({"msgtype":"audio","content":{"downloadCode":"d"}}), None),
+            (
+                json!({"msgtype":"audio","content":{"downloadCode":"d","recognition":" hello "}}),
+                Some("hello"),
+            ),
+            (
+                json!({"msgtype":"audio","content":{"downloadCode":"d"}}),
+                None,
+            ),
             (
                 json!({"msgtype":"richText","content":{"richText":[{"text":"a"},{"type":"picture","downloadCode":"x"},{"text":"b"}]}}),
                 Some("a\nb"),
             ),
-            (json!({"msgtype":"picture","content":{"downloadCode":"d"}}), None),
-            (json!({"msgtype":"video","content":{"downloadCode":"d","duration":"5"}}), None),
-            (json!({"msgtype":"file","content":{"fileName":"a.zip"}}), None),
-            (json!({"msgtype":"unknownMsgType","content":{"unknownMsgType":"?"}}), None),
+            (
+                json!({"msgtype":"picture","content":{"downloadCode":"d"}}),
+                None,
+            ),
+            (
+                json!({"msgtype":"video","content":{"downloadCode":"d","duration":"5"}}),
+                None,
+            ),
+            (
+                json!({"msgtype":"file","content":{"fileName":"a.zip"}}),
+                None,
+            ),
+            (
+                json!({"msgtype":"unknownMsgType","content":{"unknownMsgType":"?"}}),
+                None,
+            ),
             (json!({"msgtype":"interactiveCard"}), None),
         ];
         for (extra, want) in cases {
@@ -152,7 +191,11 @@ mod tests {
             let m = parse_robot_message(&base(extra), 0).unwrap();
             match want {
                 Some(w) => assert_eq!(m.content, InboundContent::Text(w.into()), "{t}"),
-                None => assert_eq!(m.content, InboundContent::Unsupported { msgtype: t.clone() }, "{t}"),
+                None => assert_eq!(
+                    m.content,
+                    InboundContent::Unsupported { msgtype: t.clone() },
+                    "{t}"
+                ),
             }
         }
     }
@@ -161,10 +204,21 @@ mod tests {
     fn bad_input_is_an_error_not_a_panic() {
         assert!(parse_robot_message_str("not json", 0).is_err());
         assert!(parse_robot_message_str("[1,2]", 0).is_err());
-        assert_eq!(parse_robot_message(&json!({"msgId":"m"}), 0), Err(ParseError::Missing("conversationId")));
+        assert_eq!(
+            parse_robot_message(&json!({"msgId":"m"}), 0),
+            Err(ParseError::Missing("conversationId"))
+        );
         let bad = base(json!({"conversationType":"9"}));
-        assert!(matches!(parse_robot_message(&bad, 0), Err(ParseError::BadConversationType(_))));
+        assert!(matches!(
+            parse_robot_message(&bad, 0),
+            Err(ParseError::BadConversationType(_))
+        ));
         let direct = base(json!({"conversationType":"1","text":{"content":5}}));
-        assert_eq!(parse_robot_message(&direct, 0).unwrap().content, InboundContent::Unsupported { msgtype: "text".into() });
+        assert_eq!(
+            parse_robot_message(&direct, 0).unwrap().content,
+            InboundContent::Unsupported {
+                msgtype: "text".into()
+            }
+        );
     }
 }

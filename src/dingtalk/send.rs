@@ -17,12 +17,19 @@ pub const BATCH_SEND: &str = "/v1.0/robot/oToMessages/batchSend";
 /// Most user ids per batchSend call.
 pub const MAX_BATCH_USERS: usize = 20;
 /// Waits before each retry of flow-controlled users.
-pub const FLOW_RETRY_DELAYS: [Duration; 3] = [Duration::from_secs(1), Duration::from_secs(3), Duration::from_secs(9)];
+pub const FLOW_RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+    Duration::from_secs(9),
+];
 
 /// `(msgKey, msgParam)` for a text or markdown message.
 pub fn msg_key_param(text: &str, markdown: bool) -> (&'static str, String) {
     if markdown {
-        ("sampleMarkdown", json!({"title": markdown_title(text), "text": text}).to_string())
+        (
+            "sampleMarkdown",
+            json!({"title": markdown_title(text), "text": text}).to_string(),
+        )
     } else {
         ("sampleText", json!({"content": text}).to_string())
     }
@@ -31,7 +38,10 @@ pub fn msg_key_param(text: &str, markdown: bool) -> (&'static str, String) {
 /// A short title for markdown messages (shown in notifications): the first non-empty line
 /// without markdown markers, at most 20 chars.
 pub fn markdown_title(text: &str) -> String {
-    let line = text.lines().map(|l| l.trim_start_matches(['#', '>', '-', '*', ' '])).find(|l| !l.trim().is_empty());
+    let line = text
+        .lines()
+        .map(|l| l.trim_start_matches(['#', '>', '-', '*', ' ']))
+        .find(|l| !l.trim().is_empty());
     let t: String = line.unwrap_or("Reply").chars().take(20).collect();
     t.trim().to_string()
 }
@@ -65,11 +75,23 @@ pub async fn batch_send(
     let invalid = string_list(&v, "invalidStaffIdList");
     let throttled = string_list(&v, "flowControlledStaffIdList");
     if !throttled.is_empty() {
-        tracing::warn!(users = throttled.len(), "batchSend flow-controlled some users; retrying later");
-        tokio::spawn(retry_flow_controlled(api.clone(), robot_code.to_string(), throttled, key, param));
+        tracing::warn!(
+            users = throttled.len(),
+            "batchSend flow-controlled some users; retrying later"
+        );
+        tokio::spawn(retry_flow_controlled(
+            api.clone(),
+            robot_code.to_string(),
+            throttled,
+            key,
+            param,
+        ));
     }
     if !invalid.is_empty() && invalid.len() >= users.len() {
-        return Err(ChannelError::Undelivered(invalid.len(), "invalidStaffIdList".into()));
+        return Err(ChannelError::Undelivered(
+            invalid.len(),
+            "invalidStaffIdList".into(),
+        ));
     }
     Ok(process_query_key(&v))
 }
@@ -78,10 +100,19 @@ fn batch_body(robot_code: &str, users: &[String], key: &str, param: &str) -> Val
     json!({"robotCode": robot_code, "userIds": users, "msgKey": key, "msgParam": param})
 }
 
-async fn retry_flow_controlled(api: Arc<OpenApi>, robot_code: String, mut users: Vec<String>, key: &str, param: String) {
+async fn retry_flow_controlled(
+    api: Arc<OpenApi>,
+    robot_code: String,
+    mut users: Vec<String>,
+    key: &str,
+    param: String,
+) {
     for delay in FLOW_RETRY_DELAYS {
         tokio::time::sleep(delay).await;
-        match api.post(BATCH_SEND, &batch_body(&robot_code, &users, key, &param)).await {
+        match api
+            .post(BATCH_SEND, &batch_body(&robot_code, &users, key, &param))
+            .await
+        {
             Ok(v) => users = string_list(&v, "flowControlledStaffIdList"),
             Err(e) => tracing::warn!(error = %e, "batchSend retry failed"),
         }
@@ -89,18 +120,28 @@ async fn retry_flow_controlled(api: Arc<OpenApi>, robot_code: String, mut users:
             return;
         }
     }
-    tracing::error!(users = users.len(), "batchSend gave up on flow-controlled users");
+    tracing::error!(
+        users = users.len(),
+        "batchSend gave up on flow-controlled users"
+    );
 }
 
 fn string_list(v: &Value, key: &str) -> Vec<String> {
     v.get(key)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn process_query_key(v: &Value) -> Option<String> {
-    v.get("processQueryKey").and_then(Value::as_str).map(str::to_string)
+    v.get("processQueryKey")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 #[cfg(test)]

@@ -72,8 +72,14 @@ mod tests {
 
     #[test]
     fn spec_vectors() {
-        assert_eq!(compute_sign("1577262236757", "app-secret-123"), "eSrI7lxb4S9kAfPQWUAb0A/ZHnn9InpLylpzWzqeNC8=");
-        assert_eq!(compute_sign("1700000000000", "SECtest"), "aZLLrriXgn05YbwaGR7knYsLeJADjr9NwLaNNKpxh4g=");
+        assert_eq!(
+            compute_sign("1577262236757", "app-secret-123"),
+            "eSrI7lxb4S9kAfPQWUAb0A/ZHnn9InpLylpzWzqeNC8="
+        );
+        assert_eq!(
+            compute_sign("1700000000000", "SECtest"),
+            "aZLLrriXgn05YbwaGR7knYsLeJADjr9NwLaNNKpxh4g="
+        );
         assert_eq!(
             webhook_sign_query(1690000000000, "SECabc"),
             "&timestamp=1690000000000&sign=LviHz6JO%2BQuqigKhWUDUUOrppCH%2Fc0HdQXCySgX7CmM%3D"
@@ -84,16 +90,35 @@ mod tests {
     fn verify_accepts_good_rejects_bad_and_old() {
         let good = "eSrI7lxb4S9kAfPQWUAb0A/ZHnn9InpLylpzWzqeNC8=";
         let ts = 1577262236757u64;
-        assert_eq!(verify_callback_sign(Some("1577262236757"), Some(good), "app-secret-123", ts + 1000), Ok(()));
+        assert_eq!(
+            verify_callback_sign(
+                Some("1577262236757"),
+                Some(good),
+                "app-secret-123",
+                ts + 1000
+            ),
+            Ok(())
+        );
         assert_eq!(
             verify_callback_sign(Some("1577262236757"), Some(good), "other", ts),
             Err(SignError::Mismatch)
         );
         assert_eq!(
-            verify_callback_sign(Some("1577262236757"), Some(good), "app-secret-123", ts + MAX_SKEW_MS + 1),
+            verify_callback_sign(
+                Some("1577262236757"),
+                Some(good),
+                "app-secret-123",
+                ts + MAX_SKEW_MS + 1
+            ),
             Err(SignError::Expired)
         );
-        assert_eq!(verify_callback_sign(None, Some(good), "s", ts), Err(SignError::Missing));
-        assert_eq!(verify_callback_sign(Some("abc"), Some(good), "s", ts), Err(SignError::BadTimestamp));
+        assert_eq!(
+            verify_callback_sign(None, Some(good), "s", ts),
+            Err(SignError::Missing)
+        );
+        assert_eq!(
+            verify_callback_sign(Some("abc"), Some(good), "s", ts),
+            Err(SignError::BadTimestamp)
+        );
     }
 }

@@ -34,7 +34,10 @@ impl Stats {
     pub fn new(mode: &'static str) -> Stats {
         Stats {
             mode,
-            conn: Mutex::new(Conn { state: CONNECTING, ..Conn::default() }),
+            conn: Mutex::new(Conn {
+                state: CONNECTING,
+                ..Conn::default()
+            }),
             reconnects: AtomicU64::new(0),
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
@@ -78,7 +81,8 @@ impl Stats {
     }
 
     pub fn report(&self) -> ChannelReport {
-        let (state, since, err) = self.with(|c| (c.state, c.connected_since_ms, c.last_error.clone()));
+        let (state, since, err) =
+            self.with(|c| (c.state, c.connected_since_ms, c.last_error.clone()));
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ChannelReport {
             state: state.to_string(),

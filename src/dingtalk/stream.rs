@@ -85,8 +85,13 @@ impl StreamClient {
             let ws = match ready.take() {
                 Some(ws) => ws,
                 None => {
-                    self.stats.set_state(if first { stats::CONNECTING } else { stats::RECONNECTING });
-                    match tokio::select! { r = self.connect() => Some(r), _ = shutdown.changed() => None } {
+                    self.stats.set_state(if first {
+                        stats::CONNECTING
+                    } else {
+                        stats::RECONNECTING
+                    });
+                    match tokio::select! { r = self.connect() => Some(r), _ = shutdown.changed() => None }
+                    {
                         None => break,
                         Some(Ok(ws)) => ws,
                         Some(Err(e)) => {
@@ -149,8 +154,13 @@ impl StreamClient {
     /// `connections/open` then the WebSocket handshake with the fresh ticket.
     pub async fn connect(&self) -> Result<Ws, String> {
         let open = self.open().await?;
-        let sep = if open.endpoint.contains('?') { '&' } else { '?' };
-        let ticket = percent_encoding::utf8_percent_encode(&open.ticket, percent_encoding::NON_ALPHANUMERIC);
+        let sep = if open.endpoint.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let ticket =
+            percent_encoding::utf8_percent_encode(&open.ticket, percent_encoding::NON_ALPHANUMERIC);
         let url = format!("{}{sep}ticket={ticket}", open.endpoint);
         let connect = tokio_tungstenite::connect_async(url);
         match tokio::time::timeout(Duration::from_secs(15), connect).await {
@@ -177,16 +187,25 @@ impl StreamClient {
             .send()
             .await
             .map_err(|e| transport(OPEN_API, e).to_string())?;
-        let v = read_api_response(OPEN_API, resp).await.map_err(|e| e.to_string())?;
-        let open: OpenResponse =
-            serde_json::from_value(v).map_err(|e| format!("DingTalk {OPEN_API} answer is malformed: {e}"))?;
+        let v = read_api_response(OPEN_API, resp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let open: OpenResponse = serde_json::from_value(v)
+            .map_err(|e| format!("DingTalk {OPEN_API} answer is malformed: {e}"))?;
         if open.endpoint.is_empty() || open.ticket.is_empty() {
-            return Err(format!("DingTalk {OPEN_API} answered an empty endpoint or ticket"));
+            return Err(format!(
+                "DingTalk {OPEN_API} answered an empty endpoint or ticket"
+            ));
         }
         Ok(open)
     }
 
-    async fn session(&self, mut ws: Ws, attempt: &mut u32, shutdown: &mut watch::Receiver<bool>) -> End {
+    async fn session(
+        &self,
+        mut ws: Ws,
+        attempt: &mut u32,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End {
         let mut last_rx = Instant::now();
         let mut ping_sent: Option<Instant> = None;
         let tick = (self.tuning.keepalive_idle / 4).max(Duration::from_millis(50));
@@ -254,7 +273,11 @@ fn handle_frame(text: &str) -> Handled {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(error = %e, bytes = text.len(), "ignored an unreadable stream frame");
-            return Handled { ack: None, disconnect: false, robot_message: None };
+            return Handled {
+                ack: None,
+                disconnect: false,
+                robot_message: None,
+            };
         }
     };
     let id = frame.message_id();
@@ -264,11 +287,15 @@ fn handle_frame(text: &str) -> Handled {
         (wire::TYPE_SYSTEM, wire::TOPIC_PING) => (ok(frame.data.clone()), false),
         (wire::TYPE_SYSTEM, wire::TOPIC_DISCONNECT) => (ok("{}".into()), true),
         (wire::TYPE_SYSTEM, _) => (ok("{}".into()), false),
-        (wire::TYPE_EVENT, _) => (ok(json!({"status": "SUCCESS", "message": "OK"}).to_string()), false),
+        (wire::TYPE_EVENT, _) => (
+            ok(json!({"status": "SUCCESS", "message": "OK"}).to_string()),
+            false,
+        ),
         (_, wire::TOPIC_CARD_CALLBACK) => (ok(r#"{"response":{}}"#.into()), false),
         _ => (ok(r#"{"response":null}"#.into()), false),
     };
-    let is_bot = frame.kind == wire::TYPE_CALLBACK && (topic == wire::TOPIC_BOT_MESSAGE || topic == wire::TOPIC_BOT_DELEGATE);
+    let is_bot = frame.kind == wire::TYPE_CALLBACK
+        && (topic == wire::TOPIC_BOT_MESSAGE || topic == wire::TOPIC_BOT_DELEGATE);
     let robot_message = if is_bot {
         match serde_json::from_str::<Value>(&frame.data) {
             Ok(payload) => Some((id.clone(), payload)),
@@ -280,7 +307,11 @@ fn handle_frame(text: &str) -> Handled {
     } else {
         None
     };
-    Handled { ack: serde_json::to_string(&ack).ok(), disconnect, robot_message }
+    Handled {
+        ack: serde_json::to_string(&ack).ok(),
+        disconnect,
+        robot_message,
+    }
 }
 
 async fn close_quietly(mut ws: Ws) {

@@ -22,7 +22,12 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    pub fn new(http: reqwest::Client, api_base: &str, app_key: &str, app_secret: &str) -> TokenCache {
+    pub fn new(
+        http: reqwest::Client,
+        api_base: &str,
+        app_key: &str,
+        app_secret: &str,
+    ) -> TokenCache {
         TokenCache {
             http,
             url: format!("{}{API}", api_base.trim_end_matches('/')),
@@ -41,7 +46,10 @@ impl TokenCache {
             }
         }
         let (tok, ttl) = self.fetch().await?;
-        *cached = Some((tok.clone(), Instant::now() + ttl.saturating_sub(REFRESH_EARLY)));
+        *cached = Some((
+            tok.clone(),
+            Instant::now() + ttl.saturating_sub(REFRESH_EARLY),
+        ));
         Ok(tok)
     }
 
@@ -63,9 +71,14 @@ impl TokenCache {
             .await
             .map_err(|e| transport(API, e))?;
         let v: Value = read_api_response(API, resp).await?;
-        let tok = v.get("accessToken").and_then(Value::as_str).filter(|t| !t.is_empty()).ok_or_else(|| {
-            ChannelError::Transport { api: API.into(), detail: "answer lacks accessToken".into() }
-        })?;
+        let tok = v
+            .get("accessToken")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ChannelError::Transport {
+                api: API.into(),
+                detail: "answer lacks accessToken".into(),
+            })?;
         let secs = v.get("expireIn").and_then(Value::as_u64).unwrap_or(7_200);
         tracing::debug!(expire_in = secs, "fetched DingTalk access token");
         Ok((tok.to_string(), Duration::from_secs(secs)))

@@ -26,7 +26,11 @@ pub fn session_body(text: &str, markdown: bool, at_staff_id: Option<&str>) -> Va
 }
 
 /// POSTs `body` to the session webhook `url`.
-pub async fn post_session(http: &reqwest::Client, url: &str, body: &Value) -> Result<(), ChannelError> {
+pub async fn post_session(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> Result<(), ChannelError> {
     let resp = http
         .post(url)
         .header("Accept", "*/*")
@@ -48,7 +52,10 @@ mod tests {
         assert_eq!(t["at"]["atUserIds"][0], "0423001");
         let m = session_body("## ok", true, Some("0423001"));
         assert_eq!(m["msgtype"], "markdown");
-        assert!(m["markdown"]["text"].as_str().unwrap().ends_with("@0423001"));
+        assert!(m["markdown"]["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("@0423001"));
         let d = session_body("hi", true, None);
         assert_eq!(d["markdown"]["text"], "hi");
         assert_eq!(d["at"]["atUserIds"].as_array().unwrap().len(), 0);

@@ -27,7 +27,11 @@ pub const TYPE_CALLBACK: &str = "CALLBACK";
 /// One server → client frame.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Frame {
-    #[serde(rename = "specVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "specVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub spec_version: Option<String>,
     #[serde(rename = "type")]
     pub kind: String,
@@ -75,7 +79,12 @@ impl Ack {
         if let Some(id) = message_id {
             headers.insert("messageId".to_string(), id);
         }
-        Ack { code, headers, message: message.to_string(), data }
+        Ack {
+            code,
+            headers,
+            message: message.to_string(),
+            data,
+        }
     }
 }
 
@@ -112,7 +121,10 @@ pub struct OpenResponse {
 pub fn bot_subscriptions() -> Vec<Subscription> {
     [TOPIC_BOT_MESSAGE, TOPIC_CARD_CALLBACK]
         .iter()
-        .map(|t| Subscription { kind: TYPE_CALLBACK.into(), topic: (*t).into() })
+        .map(|t| Subscription {
+            kind: TYPE_CALLBACK.into(),
+            topic: (*t).into(),
+        })
         .collect()
 }
 

@@ -37,7 +37,11 @@ fn build_payload(sim: &Sim, r: &Value, msg_id: &str, session: &str) -> Result<Va
     let group = match s("conversation_type").unwrap_or("direct") {
         "group" | "2" => true,
         "direct" | "1" => false,
-        other => return Err(format!("conversation_type `{other}` is not group or direct")),
+        other => {
+            return Err(format!(
+                "conversation_type `{other}` is not group or direct"
+            ))
+        }
     };
     let msgtype = s("msgtype").unwrap_or("text");
     let text = s("text").unwrap_or("");
@@ -68,12 +72,24 @@ fn build_payload(sim: &Sim, r: &Value, msg_id: &str, session: &str) -> Result<Va
     } else {
         match msgtype {
             // Groups: DingTalk strips the @bot and leaves a leading space.
-            "text" => p["text"] = json!({"content": if group { format!(" {text}") } else { text.to_string() }}),
+            "text" => {
+                p["text"] =
+                    json!({"content": if group { format!(" {text}") } else { text.to_string() }})
+            }
             "audio" => p["content"] = json!({"downloadCode": hex_id(8), "recognition": text}),
-            "richText" => p["content"] = json!({"richText": [{"text": text}, {"type": "picture", "downloadCode": hex_id(8)}]}),
-            "picture" => p["content"] = json!({"downloadCode": hex_id(8), "pictureDownloadCode": hex_id(8)}),
-            "video" => p["content"] = json!({"downloadCode": hex_id(8), "duration": "5", "videoType": "mp4"}),
-            "file" => p["content"] = json!({"downloadCode": hex_id(8), "fileName": "a.zip", "fileId": hex_id(4), "spaceId": "1"}),
+            "richText" => {
+                p["content"] = json!({"richText": [{"text": text}, {"type": "picture", "downloadCode": hex_id(8)}]})
+            }
+            "picture" => {
+                p["content"] = json!({"downloadCode": hex_id(8), "pictureDownloadCode": hex_id(8)})
+            }
+            "video" => {
+                p["content"] =
+                    json!({"downloadCode": hex_id(8), "duration": "5", "videoType": "mp4"})
+            }
+            "file" => {
+                p["content"] = json!({"downloadCode": hex_id(8), "fileName": "a.zip", "fileId": hex_id(4), "spaceId": "1"})
+            }
             _ => p["content"] = json!({"unknownMsgType": "unsupported message"}),
         }
     }
@@ -93,12 +109,21 @@ pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         Ok(p) => p,
         Err(e) => return bad(&e),
     };
-    let cid = payload["conversationId"].as_str().unwrap_or_default().to_string();
+    let cid = payload["conversationId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let expires = payload["sessionWebhookExpiredTime"].as_u64().unwrap_or(0);
     let message_id = format!("{}_{}", hex_id(4), hex_id(6));
     let index = {
         let mut st = sim.lock();
-        st.sessions.insert(session.clone(), Session { conversation_id: cid.clone(), expires_ms: expires });
+        st.sessions.insert(
+            session.clone(),
+            Session {
+                conversation_id: cid.clone(),
+                expires_ms: expires,
+            },
+        );
         st.messages.push(Injected {
             message_id: message_id.clone(),
             msg_id: msg_id.clone(),
@@ -116,9 +141,23 @@ pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
             m.deliveries.push(0);
             m.acked = true;
         }
-        let ts = r.get("timestamp_ms").and_then(Value::as_u64).unwrap_or_else(now_ms).to_string();
-        let sign = r.get("sign").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| compute_sign(&ts, &sim.opts.client_secret));
-        let resp = reqwest::Client::new().post(url).header("timestamp", ts).header("sign", sign).json(&payload).send().await;
+        let ts = r
+            .get("timestamp_ms")
+            .and_then(Value::as_u64)
+            .unwrap_or_else(now_ms)
+            .to_string();
+        let sign = r
+            .get("sign")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| compute_sign(&ts, &sim.opts.client_secret));
+        let resp = reqwest::Client::new()
+            .post(url)
+            .header("timestamp", ts)
+            .header("sign", sign)
+            .json(&payload)
+            .send()
+            .await;
         doc["callback_status"] = json!(resp.map(|r| r.status().as_u16()).unwrap_or(0));
     } else {
         doc["delivered_to"] = json!(gateway::deliver(&sim, index));
@@ -128,18 +167,33 @@ pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
 
 /// `POST /_sim/messages/{messageId}/redeliver`: push the same frame again (even if ACKed).
 pub async fn redeliver(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
-    let index = sim.lock().messages.iter().position(|m| m.message_id == id || m.msg_id == id);
+    let index = sim
+        .lock()
+        .messages
+        .iter()
+        .position(|m| m.message_id == id || m.msg_id == id);
     match index {
-        None => (StatusCode::NOT_FOUND, Json(json!({"error": "no such message"}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such message"})),
+        )
+            .into_response(),
         Some(i) => Json(json!({"delivered_to": gateway::deliver(&sim, i)})).into_response(),
     }
 }
 
 /// `GET /_sim/outbox?since=N`: entries with seq > N.
-pub async fn outbox(State(sim): State<Arc<Sim>>, Query(q): Query<HashMap<String, String>>) -> Response {
+pub async fn outbox(
+    State(sim): State<Arc<Sim>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let since: u64 = q.get("since").and_then(|s| s.parse().ok()).unwrap_or(0);
     let st = sim.lock();
-    let entries: Vec<&Value> = st.outbox.iter().filter(|e| e["seq"].as_u64().unwrap_or(0) > since).collect();
+    let entries: Vec<&Value> = st
+        .outbox
+        .iter()
+        .filter(|e| e["seq"].as_u64().unwrap_or(0) > since)
+        .collect();
     Json(json!({"entries": entries})).into_response()
 }
 
@@ -177,7 +231,10 @@ pub async fn connections(State(sim): State<Arc<Sim>>) -> Response {
 }
 
 /// `POST /_sim/connections/{id}/disconnect` or `/silence` (`id` = `all` for every live one).
-pub async fn connection_action(State(sim): State<Arc<Sim>>, Path((id, action)): Path<(String, String)>) -> Response {
+pub async fn connection_action(
+    State(sim): State<Arc<Sim>>,
+    Path((id, action)): Path<(String, String)>,
+) -> Response {
     let st = sim.lock();
     let targets: Vec<_> = st
         .conns
@@ -226,7 +283,8 @@ pub async fn cards(State(sim): State<Arc<Sim>>) -> Response {
 /// `GET /_sim/tokens`.
 pub async fn tokens(State(sim): State<Arc<Sim>>) -> Response {
     let st = sim.lock();
-    Json(json!({"issued": st.tokens_issued, "active": st.tokens.len(), "requests": st.requests})).into_response()
+    Json(json!({"issued": st.tokens_issued, "active": st.tokens.len(), "requests": st.requests}))
+        .into_response()
 }
 
 /// `POST /_sim/sessions/expire`: expire every session webhook now.
@@ -244,7 +302,11 @@ pub async fn add_robot(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         Ok(v) => v,
         Err(e) => return e,
     };
-    let Some(tok) = v.get("access_token").and_then(Value::as_str).filter(|t| !t.is_empty()) else {
+    let Some(tok) = v
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    else {
         return bad("access_token is required");
     };
     let secret = v.get("secret").and_then(Value::as_str).map(str::to_string);
@@ -254,5 +316,6 @@ pub async fn add_robot(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
 
 /// `GET /_sim/health`.
 pub async fn health(State(sim): State<Arc<Sim>>) -> Response {
-    Json(json!({"ok": true, "base_url": sim.base_url, "client_id": sim.opts.client_id})).into_response()
+    Json(json!({"ok": true, "base_url": sim.base_url, "client_id": sim.opts.client_id}))
+        .into_response()
 }

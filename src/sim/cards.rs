@@ -22,18 +22,36 @@ fn prepare(sim: &Sim, headers: &HeaderMap, api: &str, body: &[u8]) -> Result<Val
 
 /// `cardParamMap` must be a map of strings.
 fn param_map(v: &Value) -> Result<Map<String, Value>, Response> {
-    let m = v.pointer("/cardData/cardParamMap").and_then(Value::as_object).cloned().unwrap_or_default();
+    let m = v
+        .pointer("/cardData/cardParamMap")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     if m.values().any(|x| !x.is_string()) {
-        return Err(api_error(400, "invalidParameter.cardParamMap", "cardParamMap values must be strings"));
+        return Err(api_error(
+            400,
+            "invalidParameter.cardParamMap",
+            "cardParamMap values must be strings",
+        ));
     }
     Ok(m)
 }
 
 fn create(sim: &Sim, v: &Value) -> Result<String, Response> {
-    let template = req_str(v, "cardTemplateId")
-        .ok_or_else(|| api_error(400, "invalidParameter.cardTemplateId.empty", "cardTemplateId is empty"))?;
-    let id = req_str(v, "outTrackId")
-        .ok_or_else(|| api_error(400, "invalidParameter.outTrackId.empty", "outTrackId is empty"))?;
+    let template = req_str(v, "cardTemplateId").ok_or_else(|| {
+        api_error(
+            400,
+            "invalidParameter.cardTemplateId.empty",
+            "cardTemplateId is empty",
+        )
+    })?;
+    let id = req_str(v, "outTrackId").ok_or_else(|| {
+        api_error(
+            400,
+            "invalidParameter.outTrackId.empty",
+            "outTrackId is empty",
+        )
+    })?;
     let params = param_map(v)?;
     let flow = params.get("flowStatus").cloned().unwrap_or(Value::Null);
     let card = json!({"outTrackId": id, "cardTemplateId": template, "params": params,
@@ -44,28 +62,55 @@ fn create(sim: &Sim, v: &Value) -> Result<String, Response> {
 }
 
 fn deliver(sim: &Sim, v: &Value, id: &str) -> Result<Value, Response> {
-    let space = req_str(v, "openSpaceId")
-        .ok_or_else(|| api_error(400, "invalidParameter.openSpaceId.empty", "openSpaceId is empty"))?;
+    let space = req_str(v, "openSpaceId").ok_or_else(|| {
+        api_error(
+            400,
+            "invalidParameter.openSpaceId.empty",
+            "openSpaceId is empty",
+        )
+    })?;
     let rest = space.strip_prefix("dtv1.card//").unwrap_or("");
     let (kind, space_id) = rest.split_once('.').unwrap_or(("", ""));
     let model = match kind {
         "IM_GROUP" => "imGroupOpenDeliverModel",
         "IM_ROBOT" => "imRobotOpenDeliverModel",
-        _ => return Err(api_error(400, "invalidParameter.openSpaceId.invalid", "openSpaceId is not dtv1.card//IM_GROUP.x or IM_ROBOT.x")),
+        _ => {
+            return Err(api_error(
+                400,
+                "invalidParameter.openSpaceId.invalid",
+                "openSpaceId is not dtv1.card//IM_GROUP.x or IM_ROBOT.x",
+            ))
+        }
     };
     if space_id.is_empty() || v.get(model).is_none() {
-        return Err(api_error(400, "invalidParameter.deliverModel.empty", "missing deliver model for the space"));
+        return Err(api_error(
+            400,
+            "invalidParameter.deliverModel.empty",
+            "missing deliver model for the space",
+        ));
     }
     let mut st = sim.lock();
-    let card = st.cards.get_mut(id).ok_or_else(|| api_error(400, "invalidParameter.outTrackId.notExist", "card instance not found"))?;
+    let card = st.cards.get_mut(id).ok_or_else(|| {
+        api_error(
+            400,
+            "invalidParameter.outTrackId.notExist",
+            "card instance not found",
+        )
+    })?;
     if let Some(d) = card["deliveries"].as_array_mut() {
         d.push(json!({"spaceType": kind, "spaceId": space_id, "model": v[model]}));
     }
-    Ok(json!({"spaceType": kind, "spaceId": space_id, "success": true, "carrierId": hex_id(8), "errorMsg": null}))
+    Ok(
+        json!({"spaceType": kind, "spaceId": space_id, "success": true, "carrierId": hex_id(8), "errorMsg": null}),
+    )
 }
 
 /// `POST /v1.0/card/instances`.
-pub async fn create_instance(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn create_instance(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let v = match prepare(&sim, &headers, "/v1.0/card/instances", &body) {
         Ok(v) => v,
         Err(r) => return r,
@@ -77,13 +122,21 @@ pub async fn create_instance(State(sim): State<Arc<Sim>>, headers: HeaderMap, bo
 }
 
 /// `POST /v1.0/card/instances/deliver`.
-pub async fn deliver_instance(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn deliver_instance(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let v = match prepare(&sim, &headers, "/v1.0/card/instances/deliver", &body) {
         Ok(v) => v,
         Err(r) => return r,
     };
     let Some(id) = req_str(&v, "outTrackId") else {
-        return api_error(400, "invalidParameter.outTrackId.empty", "outTrackId is empty");
+        return api_error(
+            400,
+            "invalidParameter.outTrackId.empty",
+            "outTrackId is empty",
+        );
     };
     match deliver(&sim, &v, id) {
         Ok(r) => ok_json(json!({"success": true, "result": [r]})),
@@ -92,8 +145,17 @@ pub async fn deliver_instance(State(sim): State<Arc<Sim>>, headers: HeaderMap, b
 }
 
 /// `POST /v1.0/card/instances/createAndDeliver`.
-pub async fn create_and_deliver(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
-    let v = match prepare(&sim, &headers, "/v1.0/card/instances/createAndDeliver", &body) {
+pub async fn create_and_deliver(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let v = match prepare(
+        &sim,
+        &headers,
+        "/v1.0/card/instances/createAndDeliver",
+        &body,
+    ) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -102,7 +164,9 @@ pub async fn create_and_deliver(State(sim): State<Arc<Sim>>, headers: HeaderMap,
         Err(r) => return r,
     };
     match deliver(&sim, &v, &id) {
-        Ok(r) => ok_json(json!({"success": true, "result": {"outTrackId": id, "deliverResults": [r]}})),
+        Ok(r) => {
+            ok_json(json!({"success": true, "result": {"outTrackId": id, "deliverResults": [r]}}))
+        }
         Err(r) => {
             sim.lock().cards.remove(&id);
             r
@@ -111,13 +175,21 @@ pub async fn create_and_deliver(State(sim): State<Arc<Sim>>, headers: HeaderMap,
 }
 
 /// `PUT /v1.0/card/instances` (update data by key).
-pub async fn update_instance(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn update_instance(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let v = match prepare(&sim, &headers, "/v1.0/card/instances#put", &body) {
         Ok(v) => v,
         Err(r) => return r,
     };
     let Some(id) = req_str(&v, "outTrackId") else {
-        return api_error(400, "invalidParameter.outTrackId.empty", "outTrackId is empty");
+        return api_error(
+            400,
+            "invalidParameter.outTrackId.empty",
+            "outTrackId is empty",
+        );
     };
     let params = match param_map(&v) {
         Ok(p) => p,
@@ -125,7 +197,11 @@ pub async fn update_instance(State(sim): State<Arc<Sim>>, headers: HeaderMap, bo
     };
     let mut st = sim.lock();
     let Some(card) = st.cards.get_mut(id) else {
-        return api_error(400, "invalidParameter.outTrackId.notExist", "card instance not found");
+        return api_error(
+            400,
+            "invalidParameter.outTrackId.notExist",
+            "card instance not found",
+        );
     };
     if let Some(flow) = params.get("flowStatus") {
         if let Some(h) = card["flow_history"].as_array_mut() {
@@ -144,8 +220,16 @@ pub async fn streaming(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: By
         Ok(v) => v,
         Err(r) => return r,
     };
-    let (Some(id), Some(key), Some(_guid)) = (req_str(&v, "outTrackId"), req_str(&v, "key"), req_str(&v, "guid")) else {
-        return api_error(400, "invalidParameter.param.invalid", "outTrackId, key and guid are required");
+    let (Some(id), Some(key), Some(_guid)) = (
+        req_str(&v, "outTrackId"),
+        req_str(&v, "key"),
+        req_str(&v, "guid"),
+    ) else {
+        return api_error(
+            400,
+            "invalidParameter.param.invalid",
+            "outTrackId, key and guid are required",
+        );
     };
     let Some(content) = v.get("content").and_then(Value::as_str) else {
         return api_error(400, "invalidParameter.param.invalid", "content is required");
@@ -153,10 +237,18 @@ pub async fn streaming(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: By
     let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
     let mut st = sim.lock();
     let Some(card) = st.cards.get_mut(id) else {
-        return api_error(400, "invalidParameter.outTrackId.notExist", "card instance not found");
+        return api_error(
+            400,
+            "invalidParameter.outTrackId.notExist",
+            "card instance not found",
+        );
     };
     let prev = card["streaming"][key].as_str().unwrap_or("").to_string();
-    let next = if flag("isFull") { content.to_string() } else { prev + content };
+    let next = if flag("isFull") {
+        content.to_string()
+    } else {
+        prev + content
+    };
     card["streaming"][key] = json!(next);
     card["stream_updates"] = json!(card["stream_updates"].as_u64().unwrap_or(0) + 1);
     if flag("isFinalize") {
@@ -175,14 +267,25 @@ pub async fn interactive(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: 
         Err(r) => return r,
     };
     let Some(id) = req_str(&v, "cardBizId") else {
-        return api_error(400, "invalidParameter.cardBizId.empty", "cardBizId is empty");
+        return api_error(
+            400,
+            "invalidParameter.cardBizId.empty",
+            "cardBizId is empty",
+        );
     };
     if !v.get("cardData").is_some_and(Value::is_string) {
-        return api_error(400, "invalidParameter.cardData.invalid", "cardData must be a JSON string");
+        return api_error(
+            400,
+            "invalidParameter.cardData.invalid",
+            "cardData must be a JSON string",
+        );
     }
     let key = format!("interactive:{id}");
     let mut st = sim.lock();
-    let entry = st.cards.entry(key).or_insert_with(|| json!({"cardBizId": id, "updates": 0}));
+    let entry = st
+        .cards
+        .entry(key)
+        .or_insert_with(|| json!({"cardBizId": id, "updates": 0}));
     entry["cardData"] = v["cardData"].clone();
     entry["updates"] = json!(entry["updates"].as_u64().unwrap_or(0) + 1);
     ok_json(json!({"processQueryKey": hex_id(12)}))

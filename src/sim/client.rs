@@ -13,8 +13,14 @@ pub struct SimClient {
 
 impl SimClient {
     pub fn new(base: &str) -> SimClient {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
-        SimClient { base: base.trim_end_matches('/').to_string(), http }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        SimClient {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, String> {
@@ -23,14 +29,22 @@ impl SimClient {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
-        let r = self.http.post(format!("{}{path}", self.base)).json(body).send().await;
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await;
         Self::read(path, r).await
     }
 
     async fn read(path: &str, r: reqwest::Result<reqwest::Response>) -> Result<Value, String> {
         let r = r.map_err(|e| format!("sim {path}: {e}"))?;
         let status = r.status();
-        let v: Value = r.json().await.map_err(|e| format!("sim {path}: answer is not JSON: {e}"))?;
+        let v: Value = r
+            .json()
+            .await
+            .map_err(|e| format!("sim {path}: answer is not JSON: {e}"))?;
         if !status.is_success() {
             return Err(format!("sim {path}: HTTP {status}: {v}"));
         }
@@ -48,7 +62,12 @@ impl SimClient {
     }
 
     /// Polls `path` every 25 ms until `pred` holds or `timeout` passes; returns the last value.
-    pub async fn wait_for(&self, path: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value, String> {
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value, String> {
         let deadline = Instant::now() + timeout;
         loop {
             let v = self.get(path).await;
@@ -58,7 +77,9 @@ impl SimClient {
                 }
             }
             if Instant::now() >= deadline {
-                return Err(format!("timed out after {timeout:?} waiting on sim {path}; last: {v:?}"));
+                return Err(format!(
+                    "timed out after {timeout:?} waiting on sim {path}; last: {v:?}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -66,7 +87,11 @@ impl SimClient {
 
     /// Waits until the outbox holds at least `n` entries.
     pub async fn wait_outbox(&self, n: usize, timeout: Duration) -> Result<Vec<Value>, String> {
-        let v = self.wait_for("/_sim/outbox", timeout, |v| v["entries"].as_array().is_some_and(|a| a.len() >= n)).await?;
+        let v = self
+            .wait_for("/_sim/outbox", timeout, |v| {
+                v["entries"].as_array().is_some_and(|a| a.len() >= n)
+            })
+            .await?;
         Ok(v["entries"].as_array().cloned().unwrap_or_default())
     }
 
@@ -76,6 +101,9 @@ impl SimClient {
 
     /// Injects a text message with defaults.
     pub async fn inject_text(&self, text: &str, group: bool) -> Result<Value, String> {
-        self.inject(&json!({"text": text, "conversation_type": if group { "group" } else { "direct" }})).await
+        self.inject(
+            &json!({"text": text, "conversation_type": if group { "group" } else { "direct" }}),
+        )
+        .await
     }
 }

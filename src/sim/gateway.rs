@@ -23,10 +23,16 @@ use crate::dingtalk::wire;
 
 /// `POST /v1.0/gateway/connections/open`.
 pub async fn open(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
-    let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !accept.contains("application/json") && !accept.contains("*/*") {
         // DingTalk answers XML without `Accept: application/json` (spec §1.1).
-        return (StatusCode::OK, "<?xml version=\"1.0\"?><Error>Accept: application/json expected</Error>")
+        return (
+            StatusCode::OK,
+            "<?xml version=\"1.0\"?><Error>Accept: application/json expected</Error>",
+        )
             .into_response();
     }
     let v = match api_body(&body) {
@@ -35,16 +41,32 @@ pub async fn open(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) 
     };
     let (id, secret) = (req_str(&v, "clientId"), req_str(&v, "clientSecret"));
     if id.is_none() || secret.is_none() {
-        return api_error(400, "MissingParameter", "clientId and clientSecret are required");
+        return api_error(
+            400,
+            "MissingParameter",
+            "clientId and clientSecret are required",
+        );
     }
     if id != Some(sim.opts.client_id.as_str()) || secret != Some(sim.opts.client_secret.as_str()) {
-        return api_error(401, "invalidClientIdOrSecret", "无效的clientId或者clientSecret");
+        return api_error(
+            401,
+            "invalidClientIdOrSecret",
+            "无效的clientId或者clientSecret",
+        );
     }
-    let subs_ok = v.get("subscriptions").and_then(Value::as_array).is_some_and(|a| {
-        a.iter().all(|s| req_str(s, "type").is_some() && req_str(s, "topic").is_some())
-    });
+    let subs_ok = v
+        .get("subscriptions")
+        .and_then(Value::as_array)
+        .is_some_and(|a| {
+            a.iter()
+                .all(|s| req_str(s, "type").is_some() && req_str(s, "topic").is_some())
+        });
     if !subs_ok {
-        return api_error(400, "InvalidParameter", "subscriptions must be an array of {type, topic}");
+        return api_error(
+            400,
+            "InvalidParameter",
+            "subscriptions must be an array of {type, topic}",
+        );
     }
     let mut st = sim.lock();
     if st.faults.open_500 > 0 {
@@ -61,7 +83,8 @@ pub async fn open(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) 
     st.tickets_issued += 1;
     let mut rec = v.clone();
     rec["clientSecret"] = json!("***");
-    st.opens.push(json!({"at_ms": now_ms(), "ticket": ticket, "request": rec}));
+    st.opens
+        .push(json!({"at_ms": now_ms(), "ticket": ticket, "request": rec}));
     let endpoint = format!("{}/connect", sim.base_url.replacen("http://", "ws://", 1));
     ok_json(json!({"endpoint": endpoint, "ticket": ticket}))
 }
@@ -92,7 +115,14 @@ pub async fn connect(
 }
 
 /// Builds one downstream frame as text.
-fn frame(kind: &str, topic: &str, message_id: &str, conn_id: u64, data: String, app_id: &str) -> String {
+fn frame(
+    kind: &str,
+    topic: &str,
+    message_id: &str,
+    conn_id: u64,
+    data: String,
+    app_id: &str,
+) -> String {
     json!({"specVersion": "1.0", "type": kind,
         "headers": {"appId": app_id, "connectionId": format!("c-{conn_id}"), "contentType": "application/json",
                     "messageId": message_id, "time": now_ms().to_string(), "topic": topic},
@@ -129,12 +159,17 @@ async fn run_conn(sim: Arc<Sim>, socket: WebSocket) {
         n => Duration::from_millis(n),
     };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    let disc_at = sim.opts.disconnect_every_ms.map(Duration::from_millis).unwrap_or(far);
+    let disc_at = sim
+        .opts
+        .disconnect_every_ms
+        .map(Duration::from_millis)
+        .unwrap_or(far);
     let disc_timer = tokio::time::sleep(disc_at);
     tokio::pin!(disc_timer);
     let mut close_at: Option<tokio::time::Instant> = None;
     loop {
-        let close_sleep = tokio::time::sleep_until(close_at.unwrap_or_else(|| tokio::time::Instant::now() + far));
+        let close_sleep =
+            tokio::time::sleep_until(close_at.unwrap_or_else(|| tokio::time::Instant::now() + far));
         tokio::select! {
             out = rx.recv() => match out {
                 Some(text) => if sink.send(Message::text(text)).await.is_err() { break },
@@ -186,13 +221,25 @@ async fn send_disconnect(
     }
     let mid = format!("disc_{}", hex_id(6));
     let data = json!({"reason": "connection is expired"}).to_string();
-    sink.send(Message::text(frame(wire::TYPE_SYSTEM, wire::TOPIC_DISCONNECT, &mid, id, data, &sim.opts.client_id))).await
+    sink.send(Message::text(frame(
+        wire::TYPE_SYSTEM,
+        wire::TOPIC_DISCONNECT,
+        &mid,
+        id,
+        data,
+        &sim.opts.client_id,
+    )))
+    .await
 }
 
 /// Records one upstream message (an ACK, or anything else the client wrote).
 fn record_ack(sim: &Sim, conn: u64, text: &str) {
     let v: Value = serde_json::from_str(text).unwrap_or_else(|_| json!({"unparsable": text.len()}));
-    let mid = v.pointer("/headers/messageId").and_then(Value::as_str).unwrap_or("").to_string();
+    let mid = v
+        .pointer("/headers/messageId")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let mut st = sim.lock();
     if let Some(c) = st.conns.get_mut(&conn) {
         if let Some(pos) = c.pending_pings.iter().position(|p| *p == mid) {
@@ -203,23 +250,39 @@ fn record_ack(sim: &Sim, conn: u64, text: &str) {
     if let Some(m) = st.messages.iter_mut().find(|m| m.message_id == mid) {
         m.acked = true;
     }
-    st.acks.push(json!({"connection": conn, "at_ms": now_ms(), "messageId": mid, "ack": v}));
+    st.acks
+        .push(json!({"connection": conn, "at_ms": now_ms(), "messageId": mid, "ack": v}));
 }
 
 /// Sends the bot message at `index` to a live connection (chosen at random). Returns the
 /// connection id, or None when no connection is live (it stays pending).
 pub fn deliver(sim: &Sim, index: usize) -> Option<u64> {
     let mut st = sim.lock();
-    let live: Vec<u64> =
-        st.conns.values().filter(|c| c.tx.is_some() && !c.disconnect_sent && !c.silent).map(|c| c.id).collect();
+    let live: Vec<u64> = st
+        .conns
+        .values()
+        .filter(|c| c.tx.is_some() && !c.disconnect_sent && !c.silent)
+        .map(|c| c.id)
+        .collect();
     if live.is_empty() {
         return None;
     }
     use rand::seq::SliceRandom;
     let conn = *live.choose(&mut rand::thread_rng())?;
     let m = st.messages.get(index)?;
-    let text = frame(wire::TYPE_CALLBACK, wire::TOPIC_BOT_MESSAGE, &m.message_id, conn, m.payload.to_string(), &sim.opts.client_id);
-    let sent = st.conns.get(&conn).and_then(|c| c.tx.as_ref()).is_some_and(|tx| tx.send(text).is_ok());
+    let text = frame(
+        wire::TYPE_CALLBACK,
+        wire::TOPIC_BOT_MESSAGE,
+        &m.message_id,
+        conn,
+        m.payload.to_string(),
+        &sim.opts.client_id,
+    );
+    let sent = st
+        .conns
+        .get(&conn)
+        .and_then(|c| c.tx.as_ref())
+        .is_some_and(|tx| tx.send(text).is_ok());
     if !sent {
         return None;
     }
@@ -233,7 +296,12 @@ pub fn deliver(sim: &Sim, index: usize) -> Option<u64> {
 pub fn deliver_pending(sim: &Sim) {
     let pending: Vec<usize> = {
         let st = sim.lock();
-        st.messages.iter().enumerate().filter(|(_, m)| m.deliveries.is_empty()).map(|(i, _)| i).collect()
+        st.messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.deliveries.is_empty())
+            .map(|(i, _)| i)
+            .collect()
     };
     for i in pending {
         if deliver(sim, i).is_none() {
@@ -252,7 +320,11 @@ pub async fn redeliver_loop(sim: Arc<Sim>, after: Duration) {
             st.messages
                 .iter()
                 .enumerate()
-                .filter(|(_, m)| !m.acked && m.deliveries.len() < 5 && m.last_sent.is_some_and(|t| t.elapsed() >= after))
+                .filter(|(_, m)| {
+                    !m.acked
+                        && m.deliveries.len() < 5
+                        && m.last_sent.is_some_and(|t| t.elapsed() >= after)
+                })
                 .map(|(i, _)| i)
                 .collect()
         };

@@ -2,6 +2,10 @@
 //! Stream gateway, OpenAPI, session and custom-robot webhooks, AI cards, an admin API under
 //! `/_sim/...`, and the demo model at `/demo/v1`. Loopback only by default.
 
+// Helpers return ready-made axum error `Response`s on the (cold) rejection path; boxing
+// them would only add noise.
+#![allow(clippy::result_large_err)]
+
 pub mod admin;
 pub mod cards;
 pub mod client;
@@ -21,7 +25,7 @@ pub use client::SimClient;
 pub use server::SimServer;
 pub use state::SimOptions;
 
-use crate::exit::{CliError, Code, CmdResult};
+use crate::exit::{CliError, CmdResult, Code};
 
 #[derive(Debug, Args)]
 pub struct SimArgs {
@@ -108,7 +112,11 @@ pub struct OutboxArgs {
     pub timeout: u64,
 }
 
-pub fn command(args: &SimArgs, _layout: &crate::paths::Layout, out: &crate::commands::output::Output) -> CmdResult {
+pub fn command(
+    args: &SimArgs,
+    _layout: &crate::paths::Layout,
+    out: &crate::commands::output::Output,
+) -> CmdResult {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -142,11 +150,16 @@ async fn serve(a: &ServeArgs, out: &crate::commands::output::Output) -> CmdResul
         let tmp = p.with_extension("tmp");
         std::fs::write(&tmp, format!("{base}\n"))
             .and_then(|_| std::fs::rename(&tmp, p))
-            .map_err(|e| CliError::failure(format!("sim: cannot write port file {}: {e}", p.display())))?;
+            .map_err(|e| {
+                CliError::failure(format!("sim: cannot write port file {}: {e}", p.display()))
+            })?;
     }
     let doc = json!({"base_url": base, "api_base": base, "oapi_base": base, "model_base_url": format!("{base}/demo/v1"),
         "client_id": a.client_id});
-    out.result(doc, &format!("clawdbot sim listening on {base}\n  api_base/oapi_base: {base}\n  demo model: {base}/demo/v1"));
+    out.result(
+        doc,
+        &format!("clawdbot sim listening on {base}\n  api_base/oapi_base: {base}\n  demo model: {base}/demo/v1"),
+    );
     wait_for_signal().await;
     server.shutdown().await;
     Ok(Code::Ok)
@@ -174,7 +187,10 @@ async fn inject(a: &InjectArgs, out: &crate::commands::output::Output) -> CmdRes
     req["conversation_id"] = opt(&a.conversation);
     req["sender_staff_id"] = opt(&a.sender_staff_id);
     req["sender_nick"] = opt(&a.nick);
-    let v = SimClient::new(&a.sim).inject(&req).await.map_err(CliError::failure)?;
+    let v = SimClient::new(&a.sim)
+        .inject(&req)
+        .await
+        .map_err(CliError::failure)?;
     let msg_id = v["msgId"].as_str().unwrap_or_default().to_string();
     out.result(v, &msg_id);
     Ok(Code::Ok)
@@ -183,12 +199,22 @@ async fn inject(a: &InjectArgs, out: &crate::commands::output::Output) -> CmdRes
 async fn outbox(a: &OutboxArgs, out: &crate::commands::output::Output) -> CmdResult {
     let c = SimClient::new(&a.sim);
     let entries = match a.wait {
-        Some(n) => c.wait_outbox(n, Duration::from_secs(a.timeout)).await.map_err(CliError::failure)?,
+        Some(n) => c
+            .wait_outbox(n, Duration::from_secs(a.timeout))
+            .await
+            .map_err(CliError::failure)?,
         None => c.outbox().await.map_err(CliError::failure)?,
     };
     let human: Vec<String> = entries
         .iter()
-        .map(|e| format!("#{} {} {}", e["seq"], e["route"].as_str().unwrap_or("?"), e["text"].as_str().unwrap_or("")))
+        .map(|e| {
+            format!(
+                "#{} {} {}",
+                e["seq"],
+                e["route"].as_str().unwrap_or("?"),
+                e["text"].as_str().unwrap_or("")
+            )
+        })
         .collect();
     out.result(json!({"entries": entries}), &human.join("\n"));
     Ok(Code::Ok)

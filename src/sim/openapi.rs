@@ -24,18 +24,27 @@ pub async fn access_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response 
     if req_str(&v, "appKey") != Some(sim.opts.client_id.as_str())
         || req_str(&v, "appSecret") != Some(sim.opts.client_secret.as_str())
     {
-        return api_error(400, "invalidClientIdOrSecret", "无效的clientId或者clientSecret");
+        return api_error(
+            400,
+            "invalidClientIdOrSecret",
+            "无效的clientId或者clientSecret",
+        );
     }
     let tok = issue_token(&sim);
     ok_json(json!({"accessToken": tok, "expireIn": sim.opts.token_ttl_secs}))
 }
 
 /// `GET /gettoken?appkey=&appsecret=`.
-pub async fn gettoken(State(sim): State<Arc<Sim>>, Query(q): Query<HashMap<String, String>>) -> Response {
+pub async fn gettoken(
+    State(sim): State<Arc<Sim>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     match (q.get("appkey"), q.get("appsecret")) {
         (Some(k), Some(s)) if *k == sim.opts.client_id && *s == sim.opts.client_secret => {
             let tok = issue_token(&sim);
-            ok_json(json!({"errcode": 0, "errmsg": "ok", "access_token": tok, "expires_in": sim.opts.token_ttl_secs}))
+            ok_json(
+                json!({"errcode": 0, "errmsg": "ok", "access_token": tok, "expires_in": sim.opts.token_ttl_secs}),
+            )
         }
         (Some(_), Some(_)) => errcode(40096, "不合法的appKey或appSecret"),
         _ => errcode(40035, "缺少参数 appkey/appsecret"),
@@ -60,35 +69,62 @@ fn issue_token(sim: &Sim) -> String {
 /// Checks the `x-acs-dingtalk-access-token` header, the QPS window of `api` and the
 /// injected auth/QPS faults. Records the request.
 pub fn authorize(sim: &Sim, headers: &HeaderMap, api: &str) -> Result<(), Response> {
-    let tok = headers.get("x-acs-dingtalk-access-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let tok = headers
+        .get("x-acs-dingtalk-access-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let mut st = sim.lock();
-    st.requests.push_back(json!({"api": api, "at_ms": now_ms()}));
+    st.requests
+        .push_back(json!({"api": api, "at_ms": now_ms()}));
     if st.requests.len() > 1000 {
         st.requests.pop_front();
     }
     if tok.is_empty() {
-        return Err(api_error(400, "AuthenticationFailed.MissingParameter", "缺少参数 x-acs-dingtalk-access-token"));
+        return Err(api_error(
+            400,
+            "AuthenticationFailed.MissingParameter",
+            "缺少参数 x-acs-dingtalk-access-token",
+        ));
     }
     if st.faults.invalid_auth > 0 {
         st.faults.invalid_auth -= 1;
         st.tokens.clear();
-        return Err(api_error(400, "InvalidAuthentication", "不合法的access_token"));
+        return Err(api_error(
+            400,
+            "InvalidAuthentication",
+            "不合法的access_token",
+        ));
     }
     if !st.tokens.get(tok).is_some_and(|e| *e > now_ms()) {
-        return Err(api_error(400, "InvalidAuthentication", "不合法的access_token"));
+        return Err(api_error(
+            400,
+            "InvalidAuthentication",
+            "不合法的access_token",
+        ));
     }
     if st.faults.qps_403 > 0 {
         st.faults.qps_403 -= 1;
-        return Err(api_error(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", "调用频率超过限制"));
+        return Err(api_error(
+            403,
+            "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+            "调用频率超过限制",
+        ));
     }
     let limit = sim.opts.qps_limit;
     let q = st.qps.entry(api.to_string()).or_default();
     let now = Instant::now();
-    while q.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
+    while q
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+    {
         q.pop_front();
     }
     if q.len() >= limit {
-        return Err(api_error(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi", "调用频率超过限制"));
+        return Err(api_error(
+            403,
+            "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+            "调用频率超过限制",
+        ));
     }
     q.push_back(now);
     Ok(())
@@ -97,35 +133,73 @@ pub fn authorize(sim: &Sim, headers: &HeaderMap, api: &str) -> Result<(), Respon
 /// Validates robotCode + msgKey + msgParam; returns the parsed msgParam.
 fn check_message(sim: &Sim, v: &Value) -> Result<Value, Response> {
     match req_str(v, "robotCode") {
-        None => return Err(api_error(400, "invalidParameter.robotCode.empty", "robotCode is empty")),
+        None => {
+            return Err(api_error(
+                400,
+                "invalidParameter.robotCode.empty",
+                "robotCode is empty",
+            ))
+        }
         Some(r) if r != sim.opts.robot_code => {
-            return Err(api_error(400, "invalidParameter.robotCode.auth", "robotCode does not belong to this app"))
+            return Err(api_error(
+                400,
+                "invalidParameter.robotCode.auth",
+                "robotCode does not belong to this app",
+            ))
         }
         _ => {}
     }
-    let key = req_str(v, "msgKey").ok_or_else(|| api_error(400, "invalidParameter.msgKey.empty", "msgKey is empty"))?;
+    let key = req_str(v, "msgKey")
+        .ok_or_else(|| api_error(400, "invalidParameter.msgKey.empty", "msgKey is empty"))?;
     const KEYS: [&str; 10] = [
-        "sampleText", "sampleMarkdown", "sampleImageMsg", "sampleLink", "sampleActionCard", "sampleActionCard2",
-        "sampleActionCard3", "sampleAudio", "sampleFile", "sampleVideo",
+        "sampleText",
+        "sampleMarkdown",
+        "sampleImageMsg",
+        "sampleLink",
+        "sampleActionCard",
+        "sampleActionCard2",
+        "sampleActionCard3",
+        "sampleAudio",
+        "sampleFile",
+        "sampleVideo",
     ];
     if !KEYS.contains(&key) {
-        return Err(api_error(400, "invalidParameter.msgKey.invalid", "msgKey is not supported"));
+        return Err(api_error(
+            400,
+            "invalidParameter.msgKey.invalid",
+            "msgKey is not supported",
+        ));
     }
-    let param = v
-        .get("msgParam")
-        .and_then(Value::as_str)
-        .ok_or_else(|| api_error(400, "invalidParameter.msgParam.invalid", "msgParam must be a JSON string"))?;
+    let param = v.get("msgParam").and_then(Value::as_str).ok_or_else(|| {
+        api_error(
+            400,
+            "invalidParameter.msgParam.invalid",
+            "msgParam must be a JSON string",
+        )
+    })?;
     if param.len() > 15_000 {
-        return Err(api_error(400, "invalidParameter.msgParam.invalid", "msgParam exceeds 15000 bytes"));
+        return Err(api_error(
+            400,
+            "invalidParameter.msgParam.invalid",
+            "msgParam exceeds 15000 bytes",
+        ));
     }
     match serde_json::from_str::<Value>(param) {
         Ok(p @ Value::Object(_)) => Ok(p),
-        _ => Err(api_error(400, "invalidParameter.msgParam.invalid", "msgParam is not a JSON object")),
+        _ => Err(api_error(
+            400,
+            "invalidParameter.msgParam.invalid",
+            "msgParam is not a JSON object",
+        )),
     }
 }
 
 fn param_text(key: &str, p: &Value) -> String {
-    let k = if key == "sampleText" { "content" } else { "text" };
+    let k = if key == "sampleText" {
+        "content"
+    } else {
+        "text"
+    };
     p.get(k).and_then(Value::as_str).unwrap_or("").to_string()
 }
 
@@ -154,12 +228,19 @@ pub async fn group_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
         Err(r) => return r,
     };
     let Some(cid) = req_str(&v, "openConversationId") else {
-        return api_error(400, "invalidParameter.openConversationId.empty", "openConversationId is empty");
+        return api_error(
+            400,
+            "invalidParameter.openConversationId.empty",
+            "openConversationId is empty",
+        );
     };
     let key = req_str(&v, "msgKey").unwrap_or_default();
     let pqk = hex_id(12);
-    record_out(&sim, json!({"route": "group_send", "conversation_id": cid, "msg_key": key,
-        "text": param_text(key, &param), "process_query_key": pqk, "body": v}));
+    record_out(
+        &sim,
+        json!({"route": "group_send", "conversation_id": cid, "msg_key": key,
+        "text": param_text(key, &param), "process_query_key": pqk, "body": v}),
+    );
     ok_json(json!({"processQueryKey": pqk}))
 }
 
@@ -180,13 +261,22 @@ pub async fn batch_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
     let users: Vec<String> = v
         .get("userIds")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     if users.is_empty() {
         return api_error(400, "invalidParameter.userIds.empty", "userIds is empty");
     }
     if users.len() > 20 {
-        return api_error(400, "invalidParameter.userIds.overMax", "userIds exceeds 20");
+        return api_error(
+            400,
+            "invalidParameter.userIds.overMax",
+            "userIds exceeds 20",
+        );
     }
     let throttled = {
         let mut st = sim.lock();
@@ -200,10 +290,15 @@ pub async fn batch_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
     let key = req_str(&v, "msgKey").unwrap_or_default();
     let pqk = hex_id(12);
     if !throttled {
-        record_out(&sim, json!({"route": "batch_send", "user_ids": users, "msg_key": key,
-            "text": param_text(key, &param), "process_query_key": pqk, "body": v}));
+        record_out(
+            &sim,
+            json!({"route": "batch_send", "user_ids": users, "msg_key": key,
+            "text": param_text(key, &param), "process_query_key": pqk, "body": v}),
+        );
     }
     let flow: Vec<String> = if throttled { users } else { Vec::new() };
-    ok_json(json!({"processQueryKey": pqk, "invalidStaffIdList": [], "flowControlledStaffIdList": flow,
-        "filteredStaffIdList": []}))
+    ok_json(
+        json!({"processQueryKey": pqk, "invalidStaffIdList": [], "flowControlledStaffIdList": flow,
+        "filteredStaffIdList": []}),
+    )
 }

@@ -14,7 +14,11 @@ use super::state::hex_id;
 pub fn api_error(status: u16, code: &str, message: &str) -> Response {
     let rid = format!("{}-{}", hex_id(4), hex_id(6));
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut r = (status, Json(json!({"code": code, "message": message, "requestid": rid}))).into_response();
+    let mut r = (
+        status,
+        Json(json!({"code": code, "message": message, "requestid": rid})),
+    )
+        .into_response();
     if let Ok(v) = HeaderValue::from_str(&rid) {
         r.headers_mut().insert("x-acs-request-id", v.clone());
         r.headers_mut().insert("x-acs-trace-id", v);
@@ -38,7 +42,11 @@ pub fn api_body(bytes: &[u8]) -> Result<Value, Response> {
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        _ => Err(api_error(400, "InvalidParameter", "body is not a JSON object")),
+        _ => Err(api_error(
+            400,
+            "InvalidParameter",
+            "body is not a JSON object",
+        )),
     }
 }
 
@@ -47,7 +55,10 @@ pub fn errcode_body(bytes: &[u8]) -> Result<Value, Response> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(v @ Value::Object(_)) => Ok(v),
         _ if bytes.is_empty() => Err(errcode(40035, "缺少参数 body")),
-        _ => Err(errcode(43004, "无效的HTTP HEADER Content-Type / body is not JSON")),
+        _ => Err(errcode(
+            43004,
+            "无效的HTTP HEADER Content-Type / body is not JSON",
+        )),
     }
 }
 

@@ -29,7 +29,9 @@ impl SimServer {
         let listener = tokio::net::TcpListener::bind(&opts.listen)
             .await
             .map_err(|e| format!("sim: cannot listen on {}: {e}", opts.listen))?;
-        let addr = listener.local_addr().map_err(|e| format!("sim: listener address: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("sim: listener address: {e}"))?;
         let sim = Arc::new(Sim::new(opts, format!("http://{addr}")));
         let app = router(sim.clone());
         let (stop, mut rx) = watch::channel(false);
@@ -46,11 +48,19 @@ impl SimServer {
             let shutdown = async move {
                 let _ = rx.wait_for(|v| *v).await;
             };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
                 eprintln!("sim: server failed: {e}");
             }
         });
-        Ok(SimServer { sim, addr, stop, task })
+        Ok(SimServer {
+            sim,
+            addr,
+            stop,
+            task,
+        })
     }
 
     /// Stops serving and closes every WebSocket (their tasks end with the server).
@@ -72,12 +82,27 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/robot/sendBySession", post(webhooks::send_by_session))
         .route("/robot/send", post(webhooks::robot_send))
         .route("/v1.0/robot/groupMessages/send", post(openapi::group_send))
-        .route("/v1.0/robot/oToMessages/batchSend", post(openapi::batch_send))
-        .route("/v1.0/card/instances", post(cards::create_instance).put(cards::update_instance))
-        .route("/v1.0/card/instances/deliver", post(cards::deliver_instance))
-        .route("/v1.0/card/instances/createAndDeliver", post(cards::create_and_deliver))
+        .route(
+            "/v1.0/robot/oToMessages/batchSend",
+            post(openapi::batch_send),
+        )
+        .route(
+            "/v1.0/card/instances",
+            post(cards::create_instance).put(cards::update_instance),
+        )
+        .route(
+            "/v1.0/card/instances/deliver",
+            post(cards::deliver_instance),
+        )
+        .route(
+            "/v1.0/card/instances/createAndDeliver",
+            post(cards::create_and_deliver),
+        )
         .route("/v1.0/card/streaming", put(cards::streaming))
-        .route("/v1.0/im/v1.0/robot/interactiveCards/send", post(cards::interactive))
+        .route(
+            "/v1.0/im/v1.0/robot/interactiveCards/send",
+            post(cards::interactive),
+        )
         .route("/v1.0/im/robots/interactiveCards", put(cards::interactive))
         .route("/_sim/health", get(admin::health))
         .route("/_sim/messages", post(admin::inject).get(admin::messages))
@@ -85,8 +110,14 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/_sim/outbox", get(admin::outbox))
         .route("/_sim/acks", get(admin::acks))
         .route("/_sim/connections", get(admin::connections))
-        .route("/_sim/connections/{id}/{action}", post(admin::connection_action))
-        .route("/_sim/faults", get(admin::faults_get).post(admin::faults_set))
+        .route(
+            "/_sim/connections/{id}/{action}",
+            post(admin::connection_action),
+        )
+        .route(
+            "/_sim/faults",
+            get(admin::faults_get).post(admin::faults_set),
+        )
         .route("/_sim/cards", get(admin::cards))
         .route("/_sim/tokens", get(admin::tokens))
         .route("/_sim/sessions/expire", post(admin::expire_sessions))

@@ -135,7 +135,11 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(opts: SimOptions, base_url: String) -> Sim {
-        Sim { opts, base_url, state: Mutex::new(State::default()) }
+        Sim {
+            opts,
+            base_url,
+            state: Mutex::new(State::default()),
+        }
     }
 
     /// Locks the state (a poisoned lock is recovered: the state stays usable).
@@ -159,5 +163,7 @@ pub fn now_ms() -> u64 {
 pub fn hex_id(bytes: usize) -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();
-    (0..bytes).map(|_| format!("{:02x}", rng.gen::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.gen::<u8>()))
+        .collect()
 }

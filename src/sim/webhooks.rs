@@ -21,10 +21,17 @@ fn check_body(bytes: &[u8]) -> Result<(Value, String, String), Response> {
         return Err(errcode(460101, "message too long, exceed 20000 bytes"));
     }
     let v = errcode_body(bytes)?;
-    let msgtype = v.get("msgtype").and_then(Value::as_str).unwrap_or("").to_string();
+    let msgtype = v
+        .get("msgtype")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let text = match msgtype.as_str() {
         "text" => v.pointer("/text/content").and_then(Value::as_str),
-        "markdown" => v.pointer("/markdown/text").and_then(Value::as_str).filter(|_| v.pointer("/markdown/title").is_some()),
+        "markdown" => v
+            .pointer("/markdown/text")
+            .and_then(Value::as_str)
+            .filter(|_| v.pointer("/markdown/title").is_some()),
         "link" | "actionCard" | "feedCard" => Some(""),
         "" => return Err(errcode(40035, "缺少参数 msgtype")),
         _ => return Err(errcode(400105, "不支持的消息类型")),
@@ -59,13 +66,20 @@ pub async fn send_by_session(
         Err(r) => return r,
     };
     let at = v.pointer("/at/atUserIds").cloned().unwrap_or(json!([]));
-    record_out(&sim, json!({"route": "session_webhook", "conversation_id": conversation, "session": session,
-        "msgtype": msgtype, "text": text, "at_user_ids": at, "body": v}));
+    record_out(
+        &sim,
+        json!({"route": "session_webhook", "conversation_id": conversation, "session": session,
+        "msgtype": msgtype, "text": text, "at_user_ids": at, "body": v}),
+    );
     errcode(0, "ok")
 }
 
 /// `POST /robot/send?access_token=[&timestamp=&sign=]`.
-pub async fn robot_send(State(sim): State<Arc<Sim>>, Query(q): Query<HashMap<String, String>>, body: Bytes) -> Response {
+pub async fn robot_send(
+    State(sim): State<Arc<Sim>>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
     let token = q.get("access_token").cloned().unwrap_or_default();
     let secret = {
         let mut st = sim.lock();
@@ -97,6 +111,9 @@ pub async fn robot_send(State(sim): State<Arc<Sim>>, Query(q): Query<HashMap<Str
         Ok(x) => x,
         Err(r) => return r,
     };
-    record_out(&sim, json!({"route": "robot_webhook", "access_token": token, "msgtype": msgtype, "text": text, "body": v}));
+    record_out(
+        &sim,
+        json!({"route": "robot_webhook", "access_token": token, "msgtype": msgtype, "text": text, "body": v}),
+    );
     errcode(0, "ok")
 }
