@@ -2,6 +2,10 @@
 //! Stream gateway, OpenAPI, session and custom-robot webhooks, AI cards, an admin API under
 //! `/_sim/...`, and the demo model at `/demo/v1`. Loopback only by default.
 
+// Helpers return ready-made axum error `Response`s on the (cold) rejection path; boxing
+// them would only add noise.
+#![allow(clippy::result_large_err)]
+
 pub mod admin;
 pub mod cards;
 pub mod client;
@@ -152,7 +156,10 @@ async fn serve(a: &ServeArgs, out: &crate::commands::output::Output) -> CmdResul
     }
     let doc = json!({"base_url": base, "api_base": base, "oapi_base": base, "model_base_url": format!("{base}/demo/v1"),
         "client_id": a.client_id});
-    out.result(doc, &format!("clawdbot sim listening on {base}\n  api_base/oapi_base: {base}\n  demo model: {base}/demo/v1"));
+    out.result(
+        doc,
+        &format!("clawdbot sim listening on {base}\n  api_base/oapi_base: {base}\n  demo model: {base}/demo/v1"),
+    );
     wait_for_signal().await;
     server.shutdown().await;
     Ok(Code::Ok)

@@ -1,0 +1,512 @@
+//! The DingTalk channel against the in-process simulator over loopback: stream ingress,
+//! ACKs, pings, disconnect/reconnect, dedupe, replies and their fallbacks, tokens, cards,
+//! callback mode. Every wait is a bounded poll.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clawdbot::config::{ConversationKind, DingTalkConfig, DingTalkMode, Secret};
+use clawdbot::dingtalk::stream::StreamTuning;
+use clawdbot::dingtalk::{Channel, ChannelTuning, Inbound, InboundContent};
+use clawdbot::sim::{SimClient, SimOptions, SimServer};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(base: &str) -> DingTalkConfig {
+    DingTalkConfig {
+        client_id: clawdbot::sim::state::DEFAULT_CLIENT_ID.into(),
+        client_secret: Secret::new(clawdbot::sim::state::DEFAULT_CLIENT_SECRET),
+        robot_code: None,
+        mode: DingTalkMode::Stream,
+        api_base: base.into(),
+        oapi_base: base.into(),
+        http_listen: "127.0.0.1:0".into(),
+        card_template_id: None,
+        card_content_key: "msgContent".into(),
+        targets: BTreeMap::from([("ops".to_string(), "cidOpsGroup==".to_string())]),
+    }
+}
+
+fn fast() -> ChannelTuning {
+    ChannelTuning {
+        stream: StreamTuning {
+            keepalive_idle: Duration::from_millis(300),
+            pong_timeout: Duration::from_millis(600),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_millis(500),
+        },
+    }
+}
+
+struct Rig {
+    sim: SimServer,
+    client: SimClient,
+    channel: Channel,
+    rx: mpsc::Receiver<Inbound>,
+}
+
+async fn rig_with(opts: SimOptions, tweak: impl FnOnce(&mut DingTalkConfig)) -> Rig {
+    let sim = SimServer::start(opts).await.expect("sim starts");
+    let client = SimClient::new(sim.base_url());
+    let mut cfg = config(sim.base_url());
+    tweak(&mut cfg);
+    let (tx, rx) = mpsc::channel(64);
+    let channel = Channel::start_with(cfg, tx, fast())
+        .await
+        .expect("channel starts");
+    Rig {
+        sim,
+        client,
+        channel,
+        rx,
+    }
+}
+
+async fn rig() -> Rig {
+    let r = rig_with(SimOptions::default(), |_| {}).await;
+    r.wait_connected(1).await;
+    r
+}
+
+impl Rig {
+    async fn wait_connected(&self, live: usize) -> Value {
+        self.client
+            .wait_for("/_sim/connections", WAIT, |v| {
+                v["connections"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().filter(|c| c["live"] == true).count() >= live)
+            })
+            .await
+            .expect("channel connected to the sim")
+    }
+
+    async fn next(&mut self) -> Inbound {
+        tokio::time::timeout(WAIT, self.rx.recv())
+            .await
+            .expect("an inbound message in time")
+            .expect("channel open")
+    }
+
+    async fn inject(&self, req: Value) -> Value {
+        self.client.inject(&req).await.expect("inject")
+    }
+}
+
+#[tokio::test]
+async fn inject_is_acked_and_delivered_once_with_parsed_fields() {
+    let mut r = rig().await;
+    let inj = r
+        .inject(json!({"text": "deploy status?", "conversation_type": "group", "sender_staff_id": "0423001", "sender_nick": "Li Lei"}))
+        .await;
+    let m = r.next().await;
+    assert_eq!(m.msg_id, inj["msgId"].as_str().unwrap());
+    assert_eq!(m.content, InboundContent::Text("deploy status?".into()));
+    assert_eq!(m.conversation_kind, ConversationKind::Group);
+    assert_eq!(m.sender_staff_id.as_deref(), Some("0423001"));
+    assert_eq!(m.conversation_title.as_deref(), Some("Sim Group"));
+    let mid = inj["messageId"].as_str().unwrap().to_string();
+    let acks = r
+        .client
+        .wait_for("/_sim/acks", WAIT, |v| {
+            v["acks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["messageId"] == mid.as_str())
+        })
+        .await
+        .unwrap();
+    let ack = acks["acks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["messageId"] == mid.as_str())
+        .unwrap()["ack"]
+        .clone();
+    assert_eq!(ack["code"], 200);
+    assert_eq!(ack["headers"]["contentType"], "application/json");
+    assert!(ack["data"].is_string());
+    assert_eq!(r.channel.report().messages_in, 1);
+    assert_eq!(r.channel.report().state, "connected");
+    // The open request carried Accept and the subscriptions.
+    let conns = r.client.get("/_sim/connections").await.unwrap();
+    assert_eq!(
+        conns["opens"][0]["request"]["subscriptions"][0]["topic"],
+        "/v1.0/im/bot/messages/get"
+    );
+    r.channel.shutdown().await;
+    r.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn redelivered_message_reaches_the_bot_once() {
+    let mut r = rig().await;
+    let inj = r.inject(json!({"text": "hi"})).await;
+    r.next().await;
+    let mid = inj["messageId"].as_str().unwrap();
+    r.client
+        .post(&format!("/_sim/messages/{mid}/redeliver"), &json!({}))
+        .await
+        .unwrap();
+    r.inject(json!({"text": "second"})).await;
+    let m = r.next().await;
+    assert_eq!(
+        m.content,
+        InboundContent::Text("second".into()),
+        "the duplicate must not reach the bot"
+    );
+    assert_eq!(r.channel.report().duplicates_dropped, 1);
+    // Both deliveries were ACKed.
+    let acks = r.client.get("/_sim/acks").await.unwrap();
+    assert_eq!(
+        acks["acks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["messageId"] == mid)
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn ping_is_echoed() {
+    let opts = SimOptions {
+        ping_interval_ms: 100,
+        ..SimOptions::default()
+    };
+    let r = rig_with(opts, |_| {}).await;
+    r.client
+        .wait_for("/_sim/connections", WAIT, |v| {
+            v["connections"][0]["pings_echoed"].as_u64().unwrap_or(0) >= 2
+        })
+        .await
+        .expect("pings echoed");
+    let acks = r.client.get("/_sim/acks").await.unwrap();
+    let ping_ack = acks["acks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["messageId"].as_str().unwrap().starts_with("ping_"))
+        .cloned()
+        .unwrap();
+    let data: Value = serde_json::from_str(ping_ack["ack"]["data"].as_str().unwrap()).unwrap();
+    assert!(data["opaque"].is_string(), "ping data echoed: {ping_ack}");
+}
+
+#[tokio::test]
+async fn disconnect_opens_a_new_connection_with_a_new_ticket_first() {
+    let mut r = rig().await;
+    r.client
+        .post("/_sim/connections/all/disconnect", &json!({}))
+        .await
+        .unwrap();
+    let v = r
+        .client
+        .wait_for("/_sim/connections", WAIT, |v| {
+            v["connections"].as_array().unwrap().len() >= 2
+        })
+        .await
+        .unwrap();
+    let tickets: Vec<&str> = v["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tickets.len(), 2);
+    assert_ne!(tickets[0], tickets[1]);
+    // The new connection opened before the old one closed.
+    let c = v["connections"].as_array().unwrap();
+    let old_closed = c[0]["closed_ms"].as_u64().unwrap_or(u64::MAX);
+    assert!(c[1]["opened_ms"].as_u64().unwrap() <= old_closed);
+    r.inject(json!({"text": "after"})).await;
+    assert_eq!(r.next().await.content, InboundContent::Text("after".into()));
+    assert!(r.channel.report().reconnects >= 1);
+}
+
+#[tokio::test]
+async fn silent_socket_is_detected_and_replaced() {
+    let mut r = rig().await;
+    r.client
+        .post("/_sim/connections/all/silence", &json!({}))
+        .await
+        .unwrap();
+    r.client
+        .wait_for("/_sim/connections", WAIT, |v| {
+            v["connections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["live"] == true && c["silent"] == false && c["id"] != 1)
+        })
+        .await
+        .expect("a fresh connection after the zombie");
+    r.inject(json!({"text": "x"})).await;
+    r.next().await;
+    assert!(r
+        .channel
+        .report()
+        .last_error
+        .unwrap_or_default()
+        .contains("ping"));
+}
+
+#[tokio::test]
+async fn bad_ticket_and_open_failure_are_retried() {
+    let sim = SimServer::start(SimOptions::default()).await.unwrap();
+    let client = SimClient::new(sim.base_url());
+    client
+        .faults(json!({"bad_ticket": 1, "open_500": 1}))
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::channel(8);
+    let ch = Channel::start_with(config(sim.base_url()), tx, fast())
+        .await
+        .unwrap();
+    client
+        .wait_for("/_sim/connections", WAIT, |v| {
+            v["connections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["live"] == true)
+        })
+        .await
+        .unwrap();
+    client.inject_text("hello", false).await.unwrap();
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ch.report().last_error.is_some());
+}
+
+#[tokio::test]
+async fn wrong_secret_never_connects_and_check_explains() {
+    let sim = SimServer::start(SimOptions::default()).await.unwrap();
+    let mut cfg = config(sim.base_url());
+    cfg.client_secret = Secret::new("wrong");
+    let (tx, _rx) = mpsc::channel(8);
+    let ch = Channel::start_with(cfg, tx, fast())
+        .await
+        .expect("start returns even when DingTalk refuses");
+    let err = ch.check().await.unwrap_err();
+    assert!(
+        err.contains("access token") && err.contains("client_secret"),
+        "{err}"
+    );
+    assert_ne!(ch.report().state, "connected");
+}
+
+#[tokio::test]
+async fn reply_in_group_uses_session_webhook_and_mentions_the_asker() {
+    let mut r = rig().await;
+    r.inject(json!({"text": "q", "conversation_type": "group", "sender_staff_id": "0423001"}))
+        .await;
+    let m = r.next().await;
+    r.channel.reply(&m, "**answer**", true).await.unwrap();
+    let out = r.client.wait_outbox(1, WAIT).await.unwrap();
+    assert_eq!(out[0]["route"], "session_webhook");
+    assert_eq!(out[0]["msgtype"], "markdown");
+    assert_eq!(out[0]["at_user_ids"][0], "0423001");
+    assert!(out[0]["text"].as_str().unwrap().starts_with("**answer**"));
+    assert_eq!(r.channel.report().messages_out, 1);
+    assert!(r.channel.check().await.is_ok());
+}
+
+#[tokio::test]
+async fn gone_session_falls_back_to_openapi() {
+    let mut r = rig().await;
+    r.inject(json!({"text": "q", "conversation_type": "group"}))
+        .await;
+    let g = r.next().await;
+    r.inject(json!({"text": "q2", "conversation_type": "direct", "sender_staff_id": "u77"}))
+        .await;
+    let d = r.next().await;
+    r.client.faults(json!({"session_300001": 1})).await.unwrap();
+    r.channel.reply(&g, "to group", false).await.unwrap();
+    r.client
+        .post("/_sim/sessions/expire", &json!({}))
+        .await
+        .unwrap();
+    r.channel.reply(&d, "to user", false).await.unwrap();
+    // An Inbound whose session expired by its own timestamp never tries the webhook.
+    let mut stale = d.clone();
+    stale.session_webhook_expires_ms = Some(1);
+    r.channel.reply(&stale, "stale", true).await.unwrap();
+    let out = r.client.wait_outbox(3, WAIT).await.unwrap();
+    assert_eq!(out[0]["route"], "group_send");
+    assert_eq!(out[0]["conversation_id"], g.conversation_id.as_str());
+    assert_eq!(out[0]["text"], "to group");
+    assert_eq!(out[1]["route"], "batch_send");
+    assert_eq!(out[1]["user_ids"][0], "u77");
+    assert_eq!(out[2]["route"], "batch_send");
+    assert_eq!(out[2]["msg_key"], "sampleMarkdown");
+    assert!(
+        out[0]["body"]["msgParam"].is_string(),
+        "msgParam is a JSON string"
+    );
+}
+
+#[tokio::test]
+async fn token_is_refreshed_once_on_invalid_authentication() {
+    let r = rig().await;
+    let out = r.channel.send("ops", "one", false).await.unwrap();
+    assert_eq!(out.route, "group_send");
+    assert_eq!(out.target, "cidOpsGroup==");
+    r.client.faults(json!({"invalid_auth": 1})).await.unwrap();
+    r.channel.send("user:0423001", "two", false).await.unwrap();
+    let t = r.client.get("/_sim/tokens").await.unwrap();
+    assert_eq!(
+        t["issued"], 2,
+        "a fresh token after InvalidAuthentication: {t}"
+    );
+    r.client.faults(json!({"invalid_auth": 2})).await.unwrap();
+    let err = r.channel.send("cidX==", "three", false).await.unwrap_err();
+    assert!(err.to_string().contains("InvalidAuthentication"), "{err}");
+    assert!(r.channel.send("nonsense", "x", false).await.is_err());
+    assert_eq!(r.channel.report().send_failures, 2);
+    assert_eq!(r.client.outbox().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn qps_403_and_flow_control_are_retried() {
+    let r = rig().await;
+    r.client
+        .faults(json!({"qps_403": 1, "flow_control": 1}))
+        .await
+        .unwrap();
+    r.channel.send("cidA==", "a", false).await.unwrap();
+    r.channel.send("user:u1", "b", false).await.unwrap();
+    let out = r.client.wait_outbox(2, WAIT).await.unwrap();
+    assert_eq!(
+        out[1]["route"], "batch_send",
+        "flow-controlled user retried later"
+    );
+    // 25 sends stay within the sim's real 20 QPS limit thanks to the client limiter.
+    for i in 0..25 {
+        r.channel
+            .send("cidB==", &format!("m{i}"), false)
+            .await
+            .unwrap();
+    }
+    assert_eq!(r.client.outbox().await.unwrap().len(), 27);
+}
+
+#[tokio::test]
+async fn long_answer_is_split_under_the_limits() {
+    let mut r = rig().await;
+    r.inject(json!({"text": "q"})).await;
+    let m = r.next().await;
+    let long = "line of a long answer with \"quotes\"\n".repeat(1_000);
+    r.channel.reply(&m, &long, true).await.unwrap();
+    let out = r.client.outbox().await.unwrap();
+    assert!(out.len() >= 3, "split into {} chunks", out.len());
+    for e in &out {
+        assert_eq!(e["route"], "session_webhook");
+        assert!(serde_json::to_string(&e["body"]).unwrap().len() <= 20_000);
+    }
+    let joined: String = out
+        .iter()
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(joined.replace('\n', ""), long.replace('\n', ""));
+}
+
+#[tokio::test]
+async fn msgtypes_are_parsed() {
+    let mut r = rig().await;
+    r.inject(json!({"msgtype": "audio", "text": "voice words"}))
+        .await;
+    assert_eq!(
+        r.next().await.content,
+        InboundContent::Text("voice words".into())
+    );
+    r.inject(json!({"msgtype": "richText", "text": "rich"}))
+        .await;
+    assert_eq!(r.next().await.content, InboundContent::Text("rich".into()));
+    for t in ["picture", "video", "file", "unknownMsgType"] {
+        r.inject(json!({"msgtype": t})).await;
+        assert_eq!(
+            r.next().await.content,
+            InboundContent::Unsupported { msgtype: t.into() }
+        );
+    }
+}
+
+#[tokio::test]
+async fn ai_card_streams_and_always_finalizes() {
+    let mut r = rig_with(SimOptions::default(), |c| {
+        c.card_template_id = Some("tpl.schema".into())
+    })
+    .await;
+    r.wait_connected(1).await;
+    r.inject(json!({"text": "q", "conversation_type": "group"}))
+        .await;
+    let m = r.next().await;
+    let mut card = r.channel.open_card(&m).await.unwrap();
+    let id = card.out_track_id().to_string();
+    card.update("partial").await;
+    card.update("partial and more").await; // throttled (<300 ms)
+    card.finish("final answer").await.unwrap();
+    let cards = r.client.get("/_sim/cards").await.unwrap();
+    let c = &cards["cards"][&id];
+    assert_eq!(c["params"]["flowStatus"], "3");
+    assert_eq!(c["params"]["msgContent"], "final answer");
+    assert_eq!(c["streaming"]["msgContent"], "final answer");
+    assert_eq!(c["finalized"], true);
+    assert_eq!(c["flow_history"], json!(["1", "2", "3"]));
+    assert_eq!(c["stream_updates"], 2);
+    assert_eq!(c["deliveries"][0]["spaceType"], "IM_GROUP");
+    // Dropped without finishing: failed in the background.
+    let card2 = r.channel.open_card(&m).await.unwrap();
+    let id2 = card2.out_track_id().to_string();
+    drop(card2);
+    r.client
+        .wait_for("/_sim/cards", WAIT, |v| {
+            v["cards"][&id2]["params"]["flowStatus"] == "5"
+        })
+        .await
+        .expect("abandoned card is FAILED");
+}
+
+#[tokio::test]
+async fn callback_mode_verifies_signatures() {
+    let sim = SimServer::start(SimOptions::default()).await.unwrap();
+    let client = SimClient::new(sim.base_url());
+    let mut cfg = config(sim.base_url());
+    cfg.mode = DingTalkMode::Http;
+    let (tx, mut rx) = mpsc::channel(8);
+    let ch = Channel::start(cfg, tx).await.unwrap();
+    assert_eq!(ch.report().state, "listening");
+    let url = format!("http://{}/", ch.callback_addr().unwrap());
+    let good = client
+        .inject(&json!({"text": "signed", "callback_url": url}))
+        .await
+        .unwrap();
+    assert_eq!(good["callback_status"], 200);
+    let m = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.content, InboundContent::Text("signed".into()));
+    let bad = client
+        .inject(&json!({"text": "forged", "callback_url": url, "sign": "AAAA"}))
+        .await
+        .unwrap();
+    assert_eq!(bad["callback_status"], 401);
+    let old = client
+        .inject(&json!({"text": "old", "callback_url": url, "timestamp_ms": clawdbot::dingtalk::now_ms() - 3_700_000}))
+        .await
+        .unwrap();
+    assert_eq!(old["callback_status"], 401);
+    assert!(
+        rx.try_recv().is_err(),
+        "refused callbacks never reach the bot"
+    );
+    ch.shutdown().await;
+}

@@ -1,0 +1,197 @@
+//! `clawdbot sim` as a process: serve + inject + outbox through the CLI, and the channel
+//! reconnecting after the simulator is killed and restarted on the same port.
+
+mod support;
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use clawdbot::config::{DingTalkConfig, DingTalkMode, Secret};
+use clawdbot::dingtalk::stream::StreamTuning;
+use clawdbot::dingtalk::{Channel, ChannelTuning, InboundContent};
+use clawdbot::sim::SimClient;
+use serde_json::json;
+use support::{wait_until, Home};
+use tokio::sync::mpsc;
+
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(home: &Home, listen: &str) -> Served {
+    let port_file = home
+        .path()
+        .join(format!("sim-{}.url", listen.replace([':', '.'], "_")));
+    let _ = std::fs::remove_file(&port_file);
+    let child = home
+        .command(&[
+            "sim",
+            "serve",
+            "--listen",
+            listen,
+            "--port-file",
+            port_file.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sim");
+    let mut base = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            base = std::fs::read_to_string(&port_file)
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            !base.is_empty()
+        }),
+        "sim wrote its port file"
+    );
+    Served { child, base }
+}
+
+#[test]
+fn serve_inject_outbox_via_cli() {
+    let home = Home::new();
+    let sim = serve(&home, "127.0.0.1:0");
+    let inj = home.run(&[
+        "--json",
+        "sim",
+        "inject",
+        "--sim",
+        &sim.base,
+        "--text",
+        "hi",
+        "--group",
+        "--sender-staff-id",
+        "s1",
+    ]);
+    assert_eq!(inj.code, 0, "{inj:?}");
+    let msg_id = inj.json()["msgId"].as_str().unwrap().to_string();
+    assert!(msg_id.starts_with("msg"));
+    // Reply through the session webhook like a bot would.
+    let hook = inj.json()["sessionWebhook"].as_str().unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let code = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(&hook)
+            .json(&json!({"msgtype": "text", "text": {"content": "pong"}}))
+            .send()
+            .await;
+        r.unwrap().json::<serde_json::Value>().await.unwrap()["errcode"].clone()
+    });
+    assert_eq!(code, 0);
+    let out = home.run(&[
+        "--json",
+        "sim",
+        "outbox",
+        "--sim",
+        &sim.base,
+        "--wait",
+        "1",
+        "--timeout",
+        "10",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["entries"][0]["text"], "pong");
+    assert_eq!(out.json()["entries"][0]["route"], "session_webhook");
+    // Waiting for more than there is fails within the timeout.
+    let none = home.run(&[
+        "sim",
+        "outbox",
+        "--sim",
+        &sim.base,
+        "--wait",
+        "5",
+        "--timeout",
+        "1",
+    ]);
+    assert_eq!(none.code, 1);
+    // The demo model is served under /demo/v1.
+    let model = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("{}/demo/v1/chat/completions", sim.base))
+            .json(&json!({"messages": [{"role": "user", "content": "x"}]}))
+            .send()
+            .await;
+        r.unwrap().json::<serde_json::Value>().await.unwrap()
+    });
+    assert_eq!(model["choices"][0]["message"]["content"], "echo: x");
+}
+
+#[test]
+fn channel_reconnects_after_the_sim_restarts() {
+    let home = Home::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let sim = serve(&home, &listen);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = DingTalkConfig {
+            client_id: clawdbot::sim::state::DEFAULT_CLIENT_ID.into(),
+            client_secret: Secret::new(clawdbot::sim::state::DEFAULT_CLIENT_SECRET),
+            robot_code: None,
+            mode: DingTalkMode::Stream,
+            api_base: sim.base.clone(),
+            oapi_base: sim.base.clone(),
+            http_listen: "127.0.0.1:0".into(),
+            card_template_id: None,
+            card_content_key: "msgContent".into(),
+            targets: Default::default(),
+        };
+        let tuning = ChannelTuning {
+            stream: StreamTuning {
+                keepalive_idle: Duration::from_millis(500),
+                pong_timeout: Duration::from_secs(1),
+                backoff_base: Duration::from_millis(100),
+                backoff_cap: Duration::from_millis(400),
+            },
+        };
+        let (tx, mut rx) = mpsc::channel(8);
+        let ch = Channel::start_with(cfg, tx, tuning).await.unwrap();
+        let client = SimClient::new(&sim.base);
+        let live = |v: &serde_json::Value| {
+            v["connections"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["live"] == true))
+        };
+        client
+            .wait_for("/_sim/connections", Duration::from_secs(10), live)
+            .await
+            .unwrap();
+        drop(sim);
+        let sim2 = serve(&home, &listen);
+        client
+            .wait_for("/_sim/connections", Duration::from_secs(15), live)
+            .await
+            .expect("reconnected to the new sim");
+        client.inject_text("after restart", false).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.content, InboundContent::Text("after restart".into()));
+        assert!(ch.report().reconnects >= 1);
+        ch.shutdown().await;
+        drop(sim2);
+    });
+}
