@@ -107,7 +107,7 @@ channel:
     }
 
     /// Starts the bot daemon and waits until its stream connection is live.
-    pub fn start_bot(&self, config: &PathBuf) {
+    pub fn start_bot(&self, config: &std::path::Path) {
         let r = self.home.run(&[
             "daemon",
             "start",
