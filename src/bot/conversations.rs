@@ -33,10 +33,13 @@ impl Conversations {
         }
     }
 
-    /// Applies a reloaded config (access lists and limits, memory limits).
-    pub fn reconfigure(&self, cfg: &Config) {
-        *self.access.lock().unwrap_or_else(|p| p.into_inner()) = AccessGate::new(&cfg.access);
-        *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = Memory::new(&cfg.memory);
+    /// Applies a reloaded config: the access gate is rebuilt (rate windows restart);
+    /// memory is rebuilt only when its limits changed, so conversations keep their history.
+    pub fn reconfigure(&self, old: &Config, new: &Config) {
+        *self.access.lock().unwrap_or_else(|p| p.into_inner()) = AccessGate::new(&new.access);
+        if format!("{:?}", old.memory) != format!("{:?}", new.memory) {
+            *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = Memory::new(&new.memory);
+        }
     }
 
     pub fn admit(&self, msg: &Inbound, _cfg: &Config) -> Admission {

@@ -163,7 +163,7 @@ impl Workload for Bot {
             if needs_restart {
                 tracing::warn!("models, limits or channel changed: those take effect on restart");
             }
-            self.shared.conversations.reconfigure(&new);
+            self.shared.conversations.reconfigure(&old, &new);
             *self
                 .shared
                 .config

@@ -186,3 +186,42 @@ impl Drop for Stack {
         let _ = self.sim_child.wait();
     }
 }
+
+impl Stack {
+    /// Kills the simulator and starts a new one on the same port (its state is lost, as
+    /// when DingTalk's gateway restarts).
+    pub fn restart_sim(&mut self) {
+        let _ = self.sim_child.kill();
+        let _ = self.sim_child.wait();
+        let listen = self.sim_url.trim_start_matches("http://").to_string();
+        let port_file = self.home.path().join("sim2.url");
+        let args = [
+            "sim",
+            "serve",
+            "--listen",
+            &listen,
+            "--port-file",
+            port_file.to_str().unwrap(),
+            "--client-id",
+            CLIENT_ID,
+            "--client-secret",
+            CLIENT_SECRET,
+        ];
+        self.sim_child = self
+            .home
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sim");
+        assert!(
+            wait_until(Duration::from_secs(10), || port_file.exists()),
+            "simulator did not restart"
+        );
+    }
+
+    /// The bot daemon's pid.
+    pub fn bot_pid(&self) -> i32 {
+        self.status()["pid"].as_i64().expect("bot pid") as i32
+    }
+}

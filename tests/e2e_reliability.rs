@@ -1,0 +1,199 @@
+//! Faults end to end: a SIGKILLed daemon with turns in flight, a restarted simulator,
+//! config reloads (good and bad), a config with secrets readable by others.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clawdbot::model::demo::{FakeBehavior, FakeConfig};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use support::stack::Stack;
+use support::wait_until;
+
+fn slow_model(ms: u64) -> FakeConfig {
+    FakeConfig {
+        default: FakeBehavior {
+            latency_ms: ms,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn replies_by_conversation(outbox: &[Value]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for e in outbox {
+        *counts
+            .entry(
+                e["conversation_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn sigkill_with_turns_in_flight_loses_nothing_and_answers_once_after_restart() {
+    let stack = Stack::new(slow_model(2000), &[]);
+    let cfg = stack.config(4, 10_000, "");
+    stack.start_bot(&cfg);
+    for i in 0..3 {
+        stack.inject_group(&format!("cidKill{i}=="), &format!("question {i}"));
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || stack.fake_stats().in_flight
+            >= 3),
+        "turns never reached the model"
+    );
+    kill(Pid::from_raw(stack.bot_pid()), Signal::SIGKILL).unwrap();
+    assert!(stack.outbox().is_empty(), "answered before the kill");
+
+    stack.start_bot(&cfg);
+    let out = stack.wait_outbox(3, Duration::from_secs(20));
+    // Give a duplicate the chance to show up before counting.
+    std::thread::sleep(Duration::from_millis(500));
+    let counts = replies_by_conversation(&stack.outbox());
+    for i in 0..3 {
+        assert_eq!(counts.get(&format!("cidKill{i}==")), Some(&1), "{out:?}");
+    }
+    assert!(
+        out.iter()
+            .all(|e| e["text"].as_str().unwrap().starts_with("echo: question")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn after_a_restart_an_expired_session_gets_a_sorry_through_the_openapi() {
+    // Session webhooks live 1.5 s here, so the message is stale by the time the bot is back.
+    let stack = Stack::new(slow_model(3000), &["--session-ttl-ms", "1500"]);
+    let cfg = stack.config(2, 10_000, "");
+    stack.start_bot(&cfg);
+    let injected = stack.inject(
+        serde_json::json!({"text": "will you remember me?", "conversation_type": "group",
+        "conversation_id": "cidLate==", "sender_staff_id": "0423001"}),
+    );
+    let expires = injected["payload"]["sessionWebhookExpiredTime"]
+        .as_u64()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || stack
+        .fake_stats()
+        .in_flight
+        >= 1));
+    kill(Pid::from_raw(stack.bot_pid()), Signal::SIGKILL).unwrap();
+    assert!(wait_until(
+        Duration::from_secs(5),
+        || clawdbot::dingtalk::now_ms() > expires
+    ));
+
+    stack.start_bot(&cfg);
+    let out = stack.wait_outbox(1, Duration::from_secs(15));
+    assert_eq!(out[0]["route"], "group_send", "{out:?}");
+    assert!(
+        out[0]["text"].as_str().unwrap().contains("restarted"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_bot_reconnects_after_the_simulator_restarts() {
+    let mut stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    stack.start_bot(&cfg);
+    stack.restart_sim();
+    stack.wait_connected();
+    stack.inject_group("cidAfter==", "still there?");
+    let out = stack.wait_outbox(1, Duration::from_secs(15));
+    assert!(out[0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("echo: still there?"));
+    assert!(stack.status()["channel"]["reconnects"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn sighup_applies_a_good_config_and_keeps_the_old_one_when_the_new_is_bad() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "policy:\n  system_prompt: \"PROMPT-ONE\"\n");
+    stack.start_bot(&cfg);
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    let pid = Pid::from_raw(stack.bot_pid());
+    let log = stack.home.log_path("bot");
+
+    std::fs::write(&cfg, original.replace("PROMPT-ONE", "PROMPT-TWO")).unwrap();
+    kill(pid, Signal::SIGHUP).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("config reloaded")
+    }));
+    stack.inject_group("cidHup==", "which prompt?");
+    stack.wait_outbox(1, Duration::from_secs(10));
+    let last = stack.fake_stats().recent.back().unwrap().body.clone();
+    assert_eq!(last["messages"][0]["content"], "PROMPT-TWO");
+
+    std::fs::write(
+        &cfg,
+        original
+            .replace("PROMPT-ONE", "PROMPT-THREE")
+            .replace("timeout_ms", "timeout_msec"),
+    )
+    .unwrap();
+    kill(pid, Signal::SIGHUP).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("config reload failed, keeping the old config")
+            && text.contains("timeout_msec")
+    }));
+    stack.inject_group("cidHup==", "and now?");
+    stack.wait_outbox(2, Duration::from_secs(10));
+    let last = stack.fake_stats().recent.back().unwrap().body.clone();
+    assert_eq!(
+        last["messages"][0]["content"], "PROMPT-TWO",
+        "bad config was applied"
+    );
+    assert_eq!(
+        stack.home.run(&["daemon", "status", "--name", "bot"]).code,
+        0
+    );
+    let st = stack.status();
+    assert!(
+        st["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("reload"),
+        "{st}"
+    );
+}
+
+#[test]
+fn secrets_readable_by_others_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = stack
+        .home
+        .run(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("readable by others") && r.stderr.contains("chmod 600"),
+        "{r:?}"
+    );
+    stack.start_bot(&cfg);
+    assert!(std::fs::read_to_string(stack.home.log_path("bot"))
+        .unwrap()
+        .contains("readable by others"));
+
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = stack
+        .home
+        .run(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    assert!(!r.stderr.contains("readable by others"), "{r:?}");
+}
