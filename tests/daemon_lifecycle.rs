@@ -16,12 +16,7 @@ fn home_with_config() -> (Home, String) {
     (home, cfg.display().to_string())
 }
 
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-}
+use clawdbot::daemon::pidfile::is_running as pid_alive;
 
 #[test]
 fn start_status_stop_and_idempotence() {

@@ -28,17 +28,7 @@ fn child_pid(g: &Value) -> Option<u32> {
     g["child_pid"].as_u64().and_then(|p| u32::try_from(p).ok())
 }
 
-/// Alive and not a zombie (a container's init may be slow to reap).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next())
-                != Some('Z')
-        }
-        Err(_) => false,
-    }
-}
+use clawdbot::daemon::pidfile::is_running as alive;
 
 fn start(home: &Home, name: &str, exec: &str) -> support::Run {
     home.run(&[

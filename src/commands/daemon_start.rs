@@ -7,8 +7,7 @@
 //!    its readiness report, then confirm with a socket round trip;
 //! 4. release the start lock.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use serde_json::json;
 use super::output::Output;
 use crate::cli::{LaunchArgs, RestartArgs, RunArgs, StartArgs};
 use crate::daemon::detach::{spawn_detached, StartReport};
-use crate::daemon::pidfile::{try_lock_exclusive, TryLock};
+use crate::daemon::pidfile::{open_lock_file, try_lock_exclusive, TryLock};
 use crate::daemon::probe::{remove_leftovers, PROBE_TIMEOUT};
 use crate::daemon::runtime::{self, ReadyPipe};
 use crate::daemon::{probe, Launch, Probe};
@@ -185,14 +184,7 @@ impl StartLock {
     fn acquire(path: &Path, timeout: Duration) -> Result<StartLock, CliError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| io_error("open start lock", path, e))?;
+            let file = open_lock_file(path).map_err(|e| io_error("open start lock", path, e))?;
             match try_lock_exclusive(file).map_err(|e| io_error("lock", path, e))? {
                 TryLock::Acquired(f) => return Ok(StartLock(f)),
                 TryLock::HeldByOther if Instant::now() < deadline => {

@@ -34,6 +34,28 @@ pub fn try_lock_exclusive(file: File) -> io::Result<TryLock> {
     }
 }
 
+/// Opens (creating, mode 0600) a file used only for its lock.
+pub fn open_lock_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
+/// True while `pid` runs and is not a zombie.
+pub fn is_running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+        })
+        .is_some_and(|state| state != 'Z')
+}
+
 /// The daemon's pid lock; the lock lasts as long as this value.
 pub struct PidLock {
     file: File,
@@ -43,13 +65,7 @@ pub struct PidLock {
 impl PidLock {
     /// Takes the lock and writes our pid and start time. `Ok(None)`: another daemon holds it.
     pub fn acquire(path: &Path) -> io::Result<Option<PidLock>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
+        let file = open_lock_file(path)?;
         let mut file = match try_lock_exclusive(file)? {
             TryLock::Acquired(f) => f,
             TryLock::HeldByOther => return Ok(None),

@@ -250,16 +250,7 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, name: &'static str, pid: 
 mod tests {
     use super::*;
 
-    fn alive(pid: u32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => {
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.trim_start().chars().next())
-                    != Some('Z')
-            }
-            Err(_) => false,
-        }
-    }
+    use crate::daemon::pidfile::is_running as alive;
 
     #[tokio::test]
     async fn natural_exit_is_described() {

@@ -225,3 +225,31 @@ impl Stack {
         self.status()["pid"].as_i64().expect("bot pid") as i32
     }
 }
+
+/// Starts `clawdbot sim serve` on `listen` and waits for its port file.
+fn spawn_sim(home: &Home, listen: &str, port_file: &std::path::Path, extra: &[&str]) -> Child {
+    let mut args = vec![
+        "sim",
+        "serve",
+        "--listen",
+        listen,
+        "--port-file",
+        port_file.to_str().unwrap(),
+        "--client-id",
+        CLIENT_ID,
+        "--client-secret",
+        CLIENT_SECRET,
+    ];
+    args.extend_from_slice(extra);
+    let child = home
+        .command(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sim");
+    assert!(
+        wait_until(Duration::from_secs(10), || port_file.exists()),
+        "simulator did not start"
+    );
+    child
+}
