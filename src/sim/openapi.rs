@@ -213,20 +213,27 @@ pub fn record_out(sim: &Sim, mut entry: Value) -> u64 {
     seq
 }
 
+/// The checks every robot send shares: token, JSON body, `msgKey`/`msgParam`.
+/// Returns the body and the parsed `msgParam`.
+fn authorized_message(
+    sim: &Sim,
+    headers: &HeaderMap,
+    api: &str,
+    body: &[u8],
+) -> Result<(Value, Value), Response> {
+    authorize(sim, headers, api)?;
+    let v = api_body(body)?;
+    let param = check_message(sim, &v)?;
+    Ok((v, param))
+}
+
 /// `POST /v1.0/robot/groupMessages/send`.
 pub async fn group_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
-    let api = "/v1.0/robot/groupMessages/send";
-    if let Err(r) = authorize(&sim, &headers, api) {
-        return r;
-    }
-    let v = match api_body(&body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let param = match check_message(&sim, &v) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let (v, param) =
+        match authorized_message(&sim, &headers, "/v1.0/robot/groupMessages/send", &body) {
+            Ok(m) => m,
+            Err(r) => return r,
+        };
     let Some(cid) = req_str(&v, "openConversationId") else {
         return api_error(
             400,
@@ -246,18 +253,11 @@ pub async fn group_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
 
 /// `POST /v1.0/robot/oToMessages/batchSend`.
 pub async fn batch_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
-    let api = "/v1.0/robot/oToMessages/batchSend";
-    if let Err(r) = authorize(&sim, &headers, api) {
-        return r;
-    }
-    let v = match api_body(&body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let param = match check_message(&sim, &v) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let (v, param) =
+        match authorized_message(&sim, &headers, "/v1.0/robot/oToMessages/batchSend", &body) {
+            Ok(m) => m,
+            Err(r) => return r,
+        };
     let users: Vec<String> = v
         .get("userIds")
         .and_then(Value::as_array)
