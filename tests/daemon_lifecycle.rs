@@ -383,3 +383,49 @@ fn an_unwritable_log_is_reported_and_the_daemon_keeps_serving() {
     let err = doc["last_error"].as_str().unwrap_or_default();
     assert!(err.contains("/dev/full") && err.contains("space"), "{doc}");
 }
+
+#[test]
+fn logs_follow_prints_new_lines() {
+    use std::io::{BufRead, BufReader};
+    let (home, cfg) = home_with_config();
+    let r = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
+    let pid = r.json()["pid"].as_u64().unwrap() as i32;
+    let mut follower = home
+        .command(&[
+            "daemon", "logs", "--name", "bot", "--follow", "--lines", "0",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(50)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // SIGUSR1 makes the daemon log "log file reopened"; repeat until the follower shows it.
+    let mut seen = false;
+    for _ in 0..20 {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .unwrap();
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            seen = line.contains("log file reopened");
+            if seen {
+                break;
+            }
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(seen, "follow never printed the new line");
+}

@@ -350,3 +350,68 @@ fn answers_stream_into_an_ai_card_that_is_always_finalized() {
         }))
         .expect("card failed state");
 }
+
+#[test]
+fn routing_rules_send_matching_conversations_to_another_model() {
+    let mut per_model = std::collections::BTreeMap::new();
+    per_model.insert(
+        "ops-model".to_string(),
+        FakeBehavior {
+            reply: Some("answer from ops-model".into()),
+            ..Default::default()
+        },
+    );
+    per_model.insert(
+        "dm-model".to_string(),
+        FakeBehavior {
+            reply: Some("answer from dm-model".into()),
+            ..Default::default()
+        },
+    );
+    let stack = Stack::new(
+        FakeConfig {
+            per_model,
+            ..Default::default()
+        },
+        &[],
+    );
+    let path = stack.config(2, 5000, "");
+    let base = stack.fake.base_url.clone();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let extra_models = format!(
+        "models:\n  ops:\n    kind: openai_compatible\n    base_url: \"{base}\"\n    model: \"ops-model\"\n  dm:\n    kind: openai_compatible\n    base_url: \"{base}\"\n    model: \"dm-model\"\n"
+    );
+    let text = text.replacen("models:\n", &extra_models, 1).replace(
+        "    model: local_chat\n",
+        "    model: local_chat\n  rules:\n    - conversation_id: \"cidOps==\"\n      model: ops\n    - conversation_type: direct\n      model: dm\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    stack.start_bot(&path);
+    stack.inject_group("cidOps==", "deploy status?");
+    stack.inject_group("cidOther==", "lunch?");
+    stack.inject(json!({"text": "hi in private", "conversation_type": "direct", "sender_staff_id": "0423001"}));
+    stack.wait_outbox(3, Duration::from_secs(10));
+    assert!(stack.replies_in("cidOps==")[0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("answer from ops-model"));
+    assert!(stack.replies_in("cidOther==")[0]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("echo: lunch?"));
+    assert!(
+        stack.outbox().iter().any(|e| e["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("answer from dm-model")),
+        "{:?}",
+        stack.outbox()
+    );
+    let models: Vec<String> = stack.status()["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(models, vec!["dm", "local_chat", "ops"]);
+}
