@@ -338,7 +338,7 @@ impl FakeServer {
         let addr = listener.local_addr()?;
         let app = Router::new().nest("/v1", router_with(state.clone()));
         let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = axum::serve(without_nagle(listener), app).await {
                 tracing::warn!(error = %e, "fake model server stopped");
             }
         });
@@ -349,6 +349,21 @@ impl FakeServer {
             task,
         })
     }
+}
+
+/// Sets `TCP_NODELAY` on every accepted connection. A streamed answer is many small
+/// writes; with Nagle's algorithm each one after the first waits for the client's
+/// delayed ACK (about 40 ms on Linux), which would add that much to every streamed turn.
+pub fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn no_delay(stream: &mut tokio::net::TcpStream) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    }
+    listener.tap_io(no_delay as fn(&mut tokio::net::TcpStream))
 }
 
 impl Drop for FakeServer {
