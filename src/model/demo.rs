@@ -11,13 +11,14 @@
 //! - `POST {base}/_fake/reset`: zero the counters.
 //!
 //! [`FakeServer::start`] runs it in-process on `127.0.0.1:0` under `/v1`.
-//! Invariant: `in_flight` counts a chat request from arrival until its response body is
-//! finished or the client went away, so `max_in_flight` is the true server-side peak.
+//! Invariants: `in_flight` counts a chat request from arrival until its response body is
+//! finished or the client went away, so `max_in_flight` is the true server-side peak; a
+//! request holds its slot (and counts in `busy`) from the slot's grant to that same end.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -27,7 +28,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// What the fake model does with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -135,6 +136,25 @@ pub struct FakeStats {
     pub by_model: BTreeMap<String, u64>,
     /// The last [`RECENT_REQUESTS`] requests, oldest first.
     pub recent: VecDeque<SeenRequest>,
+    /// Requests being served now: holding a slot (when `slots` is set), past the wait.
+    pub busy: usize,
+    /// The integral of `busy` over time, in slot-microseconds, up to when these stats were
+    /// read: busy slot-time. Utilization over a window = its growth / (slots x window).
+    pub busy_slot_us: u64,
+    /// When `busy` last changed (to bring `busy_slot_us` up to date).
+    #[serde(skip)]
+    busy_since: Option<Instant>,
+}
+
+impl FakeStats {
+    /// Adds the busy slot-time since the last change, up to `now`.
+    fn settle_busy(&mut self, now: Instant) {
+        if let Some(since) = self.busy_since {
+            let us = now.saturating_duration_since(since).as_micros() as u64;
+            self.busy_slot_us += self.busy as u64 * us;
+        }
+        self.busy_since = Some(now);
+    }
 }
 
 /// Requests kept in [`FakeStats::recent`].
@@ -178,16 +198,21 @@ impl FakeState {
             .insert(model.to_string(), behavior);
     }
 
+    /// A snapshot of the counters, with `busy_slot_us` brought up to now.
     pub fn stats(&self) -> FakeStats {
-        lock(&self.0.stats).clone()
+        let mut s = lock(&self.0.stats);
+        s.settle_busy(Instant::now());
+        s.clone()
     }
 
     pub fn reset_stats(&self) {
         let mut s = lock(&self.0.stats);
-        let in_flight = s.in_flight;
+        let (in_flight, busy) = (s.in_flight, s.busy);
         *s = FakeStats {
             in_flight,
             max_in_flight: in_flight,
+            busy,
+            busy_since: Some(Instant::now()),
             ..FakeStats::default()
         };
     }
@@ -214,6 +239,8 @@ impl FakeState {
         InFlight {
             state: self.clone(),
             completed: false,
+            slot: None,
+            busy: false,
         }
     }
 }
@@ -222,10 +249,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Counts one request in flight until dropped.
+/// Counts one request in flight until dropped; once [`InFlight::serve`] ran it also holds
+/// the request's slot (so a streamed answer keeps its slot until the stream ends) and
+/// counts it as busy.
 struct InFlight {
     state: FakeState,
     completed: bool,
+    slot: Option<OwnedSemaphorePermit>,
+    busy: bool,
+}
+
+impl InFlight {
+    /// Waits for a server slot (when `slots` is set), then counts the request as busy.
+    async fn serve(&mut self) {
+        let slots = lock(&self.state.0.slots).clone();
+        if let Some(sem) = slots {
+            self.slot = sem.acquire_owned().await.ok();
+        }
+        let mut s = lock(&self.state.0.stats);
+        s.settle_busy(Instant::now());
+        s.busy += 1;
+        self.busy = true;
+    }
 }
 
 impl Drop for InFlight {
@@ -234,6 +279,10 @@ impl Drop for InFlight {
         s.in_flight = s.in_flight.saturating_sub(1);
         if self.completed {
             s.completed += 1;
+        }
+        if self.busy {
+            s.settle_busy(Instant::now());
+            s.busy = s.busy.saturating_sub(1);
         }
     }
 }
@@ -289,7 +338,7 @@ impl FakeServer {
         let addr = listener.local_addr()?;
         let app = Router::new().nest("/v1", router_with(state.clone()));
         let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = axum::serve(without_nagle(listener), app).await {
                 tracing::warn!(error = %e, "fake model server stopped");
             }
         });
@@ -300,6 +349,21 @@ impl FakeServer {
             task,
         })
     }
+}
+
+/// Sets `TCP_NODELAY` on every accepted connection. A streamed answer is many small
+/// writes; with Nagle's algorithm each one after the first waits for the client's
+/// delayed ACK (about 40 ms on Linux), which would add that much to every streamed turn.
+pub fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn no_delay(stream: &mut tokio::net::TcpStream) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    }
+    listener.tap_io(no_delay as fn(&mut tokio::net::TcpStream))
 }
 
 impl Drop for FakeServer {
@@ -338,11 +402,7 @@ async fn complete(State(state): State<FakeState>, headers: HeaderMap, body: Byte
     });
     let b = state.behavior(&model);
     let mut guard = state.enter();
-    let slots = lock(&state.0.slots).clone();
-    let _slot = match slots {
-        Some(sem) => sem.acquire_owned().await.ok(),
-        None => None,
-    };
+    guard.serve().await;
     if b.mode == FakeMode::StallBeforeHeaders {
         std::future::pending::<()>().await;
     }

@@ -12,7 +12,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::gateway;
-use super::state::{hex_id, now_ms, Faults, Injected, Session, Sim};
+use super::state::{hex_id, now_ms, now_us, Faults, Injected, Session, Sim};
 use crate::dingtalk::sign::compute_sign;
 
 fn bad(msg: &str) -> Response {
@@ -129,8 +129,10 @@ pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
             msg_id: msg_id.clone(),
             payload: payload.clone(),
             deliveries: Vec::new(),
+            sent_us: Vec::new(),
             last_sent: None,
             acked: false,
+            acked_us: None,
         });
         st.messages.len() - 1
     };
@@ -139,6 +141,7 @@ pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     if let Some(url) = r.get("callback_url").and_then(Value::as_str) {
         if let Some(m) = sim.lock().messages.get_mut(index) {
             m.deliveries.push(0);
+            m.sent_us.push(now_us());
             m.acked = true;
         }
         let ts = r
@@ -202,13 +205,17 @@ pub async fn acks(State(sim): State<Arc<Sim>>) -> Response {
     Json(json!({"acks": sim.lock().acks})).into_response()
 }
 
-/// `GET /_sim/messages`: injected messages and their delivery/ACK state.
+/// `GET /_sim/messages`: injected messages and their delivery/ACK state; `sent_us` (one
+/// per delivery) and `acked_us` (first ACK) are Unix microseconds.
 pub async fn messages(State(sim): State<Arc<Sim>>) -> Response {
     let st = sim.lock();
     let list: Vec<Value> = st
         .messages
         .iter()
-        .map(|m| json!({"messageId": m.message_id, "msgId": m.msg_id, "deliveries": m.deliveries, "acked": m.acked}))
+        .map(|m| {
+            json!({"messageId": m.message_id, "msgId": m.msg_id, "deliveries": m.deliveries,
+            "sent_us": m.sent_us, "acked": m.acked, "acked_us": m.acked_us})
+        })
         .collect();
     Json(json!({"messages": list})).into_response()
 }

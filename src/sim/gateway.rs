@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
 use super::reply::{api_body, api_error, ok_json, req_str};
-use super::state::{hex_id, now_ms, Conn, Sim};
+use super::state::{hex_id, now_ms, now_us, Conn, Sim};
 use crate::dingtalk::wire;
 
 /// `POST /v1.0/gateway/connections/open`.
@@ -247,11 +247,14 @@ fn record_ack(sim: &Sim, conn: u64, text: &str) {
             c.pings_echoed += 1;
         }
     }
-    if let Some(m) = st.messages.iter_mut().find(|m| m.message_id == mid) {
+    let at_us = now_us();
+    if let Some(m) = st.messages.iter_mut().rev().find(|m| m.message_id == mid) {
         m.acked = true;
+        m.acked_us.get_or_insert(at_us);
     }
-    st.acks
-        .push(json!({"connection": conn, "at_ms": now_ms(), "messageId": mid, "ack": v}));
+    st.acks.push(
+        json!({"connection": conn, "at_ms": at_us / 1000, "at_us": at_us, "messageId": mid, "ack": v}),
+    );
 }
 
 /// Sends the bot message at `index` to a live connection (chosen at random). Returns the
@@ -288,6 +291,7 @@ pub fn deliver(sim: &Sim, index: usize) -> Option<u64> {
     }
     let m = st.messages.get_mut(index)?;
     m.deliveries.push(conn);
+    m.sent_us.push(now_us());
     m.last_sent = Some(Instant::now());
     Some(conn)
 }

@@ -13,7 +13,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::reply::{api_body, api_error, errcode, ok_json, req_str};
-use super::state::{hex_id, now_ms, Sim};
+use super::state::{hex_id, now_ms, now_us, Sim};
 
 /// `POST /v1.0/oauth2/accessToken`.
 pub async fn access_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
@@ -208,7 +208,9 @@ pub fn record_out(sim: &Sim, mut entry: Value) -> u64 {
     let mut st = sim.lock();
     let seq = st.outbox.len() as u64 + 1;
     entry["seq"] = json!(seq);
-    entry["at_ms"] = json!(now_ms());
+    let at_us = now_us();
+    entry["at_ms"] = json!(at_us / 1000);
+    entry["at_us"] = json!(at_us);
     st.outbox.push(entry);
     seq
 }

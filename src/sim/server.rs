@@ -48,7 +48,7 @@ impl SimServer {
             let shutdown = async move {
                 let _ = rx.wait_for(|v| *v).await;
             };
-            if let Err(e) = axum::serve(listener, app)
+            if let Err(e) = axum::serve(crate::model::demo::without_nagle(listener), app)
                 .with_graceful_shutdown(shutdown)
                 .await
             {

@@ -96,9 +96,14 @@ pub struct Injected {
     pub message_id: String,
     pub msg_id: String,
     pub payload: Value,
+    /// Connection id of each delivery.
     pub deliveries: Vec<u64>,
+    /// When each delivery was handed to its connection (Unix microseconds).
+    pub sent_us: Vec<u64>,
     pub last_sent: Option<Instant>,
     pub acked: bool,
+    /// When the first ACK arrived (Unix microseconds).
+    pub acked_us: Option<u64>,
 }
 
 pub struct Session {
@@ -157,6 +162,14 @@ impl Sim {
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     crate::dingtalk::now_ms()
+}
+
+/// Microseconds since the Unix epoch (for latency figures finer than a millisecond).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Random lowercase hex of `bytes` bytes.

@@ -1,0 +1,242 @@
+//! Load generation and the per-message record: inject group messages through the
+//! simulator's admin API at a fixed rate, then read back from the simulator when each
+//! frame was sent, when its ACK came, and when (and with what) the bot replied.
+//!
+//! All times are the simulator's clock (Unix microseconds), so the bench's own HTTP
+//! client does not count in any latency.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clawdbot::sim::client::SimClient;
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::stack::{BUSY_TEXT, FALLBACK_TEXT};
+
+/// How often the outbox is polled while waiting for replies.
+const POLL: Duration = Duration::from_millis(20);
+
+/// One message as injected.
+#[derive(Debug, Clone)]
+pub struct Injected {
+    pub msg_id: String,
+    /// The session id of its webhook: the outbox names it on the reply.
+    pub session: String,
+}
+
+/// What the bot sent back for one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Answered,
+    Busy,
+    Fallback,
+    /// No reply within the wait.
+    Missing,
+}
+
+/// One message's timeline (simulator clock, Unix microseconds).
+#[derive(Debug, Clone)]
+pub struct Turn {
+    /// The frame was handed to the bot's connection.
+    pub sent_us: Option<u64>,
+    pub acked_us: Option<u64>,
+    pub reply_us: Option<u64>,
+    pub outcome: Outcome,
+}
+
+impl Turn {
+    /// Frame sent -> ACK received, in milliseconds.
+    pub fn ack_ms(&self) -> Option<f64> {
+        span_ms(self.sent_us?, self.acked_us?)
+    }
+
+    /// Frame sent -> reply in the outbox, in milliseconds.
+    pub fn reply_ms(&self) -> Option<f64> {
+        span_ms(self.sent_us?, self.reply_us?)
+    }
+}
+
+fn span_ms(from_us: u64, to_us: u64) -> Option<f64> {
+    to_us.checked_sub(from_us).map(|us| us as f64 / 1000.0)
+}
+
+/// A reply found in the outbox.
+#[derive(Debug, Clone)]
+struct Reply {
+    at_us: u64,
+    outcome: Outcome,
+}
+
+/// Injects one group message into `conversation`.
+pub async fn inject(sim: &SimClient, conversation: &str, text: &str) -> Result<Injected> {
+    let req = json!({"text": text, "conversation_type": "group", "conversation_id": conversation,
+                     "sender_staff_id": "0423001", "sender_nick": "Bench"});
+    let v = sim.inject(&req).await.map_err(|e| anyhow!(e))?;
+    let msg_id = v["msgId"].as_str().unwrap_or_default().to_string();
+    let session = v["sessionWebhook"]
+        .as_str()
+        .and_then(|u| u.split("session=").nth(1))
+        .unwrap_or_default()
+        .to_string();
+    if msg_id.is_empty() || session.is_empty() {
+        bail!("the simulator's inject answer lacks msgId or sessionWebhook: {v}");
+    }
+    Ok(Injected { msg_id, session })
+}
+
+/// Injects `count` messages at `rate` per second on a fixed schedule (message `i` is due
+/// at `i / rate` s, whatever happened to earlier ones), message `i` into
+/// `conversation(i)`. Returns them in schedule order.
+pub async fn inject_at_rate(
+    sim: &SimClient,
+    rate: f64,
+    count: usize,
+    conversation: impl Fn(usize) -> String,
+) -> Result<Vec<Injected>> {
+    if rate <= 0.0 {
+        bail!("the injection rate must be positive, not {rate}");
+    }
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for i in 0..count {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+        let (sim, cid) = (sim.clone(), conversation(i));
+        tasks.spawn(async move { (i, inject(&sim, &cid, &format!("bench message {i}")).await) });
+    }
+    let mut out: Vec<Option<Injected>> = vec![None; count];
+    while let Some(joined) = tasks.join_next().await {
+        let (i, injected) = joined.context("an inject task panicked")?;
+        out[i] = Some(injected?);
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// The outbox's last sequence number: replies to messages injected after this call have
+/// higher ones (pass it as `since` to skip older entries).
+pub async fn outbox_seq(sim: &SimClient) -> Result<u64> {
+    let v = sim.get("/_sim/outbox").await.map_err(|e| anyhow!(e))?;
+    let entries = v["entries"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    Ok(entries
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .unwrap_or(0))
+}
+
+/// Waits (at most `timeout`) for a reply to every message in `sent` among the outbox
+/// entries after `since`, then returns each message's timeline in the same order.
+pub async fn timelines(
+    sim: &SimClient,
+    sent: &[Injected],
+    since: u64,
+    timeout: Duration,
+) -> Result<Vec<Turn>> {
+    let replies = wait_replies(sim, sent, since, timeout).await?;
+    let deliveries = delivery_times(sim).await?;
+    Ok(sent
+        .iter()
+        .map(|m| {
+            let (sent_us, acked_us) = deliveries.get(&m.msg_id).copied().unwrap_or_default();
+            let reply = replies.get(&m.session);
+            Turn {
+                sent_us,
+                acked_us,
+                reply_us: reply.map(|r| r.at_us),
+                outcome: reply.map_or(Outcome::Missing, |r| r.outcome),
+            }
+        })
+        .collect())
+}
+
+/// Polls the outbox (entries after `since`) until every session of `sent` has its first
+/// reply or `timeout` passes; returns the replies found, by session.
+async fn wait_replies(
+    sim: &SimClient,
+    sent: &[Injected],
+    mut since: u64,
+    timeout: Duration,
+) -> Result<HashMap<String, Reply>> {
+    let mut wanted: HashSet<&str> = sent.iter().map(|m| m.session.as_str()).collect();
+    let mut found = HashMap::new();
+    let deadline = Instant::now() + timeout;
+    while !wanted.is_empty() && Instant::now() < deadline {
+        let page = sim
+            .get(&format!("/_sim/outbox?since={since}"))
+            .await
+            .map_err(|e| anyhow!(e))?;
+        for entry in page["entries"].as_array().into_iter().flatten() {
+            since = since.max(entry["seq"].as_u64().unwrap_or(0));
+            let session = entry["session"].as_str().unwrap_or_default();
+            if let Some(reply) = reply_of(entry).filter(|_| wanted.remove(session)) {
+                found.insert(session.to_string(), reply);
+            }
+        }
+        if !wanted.is_empty() {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok(found)
+}
+
+/// The time and kind of one outbox entry (None without a time).
+fn reply_of(entry: &Value) -> Option<Reply> {
+    let at_us = entry["at_us"].as_u64()?;
+    let text = entry["text"].as_str().unwrap_or_default();
+    let outcome = if text.contains(BUSY_TEXT) {
+        Outcome::Busy
+    } else if text.contains(FALLBACK_TEXT) {
+        Outcome::Fallback
+    } else {
+        Outcome::Answered
+    };
+    Some(Reply { at_us, outcome })
+}
+
+/// First delivery and first ACK time of every injected message, by msgId.
+async fn delivery_times(sim: &SimClient) -> Result<HashMap<String, (Option<u64>, Option<u64>)>> {
+    let v = sim.get("/_sim/messages").await.map_err(|e| anyhow!(e))?;
+    let list = v["messages"]
+        .as_array()
+        .ok_or_else(|| anyhow!("/_sim/messages has no `messages` list"))?;
+    Ok(list
+        .iter()
+        .map(|m| {
+            let id = m["msgId"].as_str().unwrap_or_default().to_string();
+            let sent = m["sent_us"].get(0).and_then(Value::as_u64);
+            (id, (sent, m["acked_us"].as_u64()))
+        })
+        .collect())
+}
+
+/// Waits (at most `timeout`) until `m` has a reply after `since`; true when it has.
+pub async fn wait_reply(
+    sim: &SimClient,
+    m: &Injected,
+    since: u64,
+    timeout: Duration,
+) -> Result<bool> {
+    let found = wait_replies(sim, std::slice::from_ref(m), since, timeout).await?;
+    Ok(!found.is_empty())
+}
+
+/// How many turns ended with `outcome`.
+pub fn count(turns: &[Turn], outcome: Outcome) -> usize {
+    turns.iter().filter(|t| t.outcome == outcome).count()
+}
+
+/// Messages per second between the first and the last of `times_us` (None below 2).
+pub fn rate_per_s(times_us: impl IntoIterator<Item = u64>) -> Option<f64> {
+    let (mut n, mut lo, mut hi) = (0usize, u64::MAX, 0u64);
+    for t in times_us {
+        n += 1;
+        lo = lo.min(t);
+        hi = hi.max(t);
+    }
+    (n >= 2 && hi > lo).then(|| (n - 1) as f64 / ((hi - lo) as f64 / 1e6))
+}

@@ -1,0 +1,186 @@
+//! Distributions, the figures table and the JSON document.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+
+/// A latency distribution in milliseconds (nearest-rank percentiles).
+#[derive(Debug, Clone, Copy)]
+pub struct Dist {
+    pub n: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Dist {
+    /// The distribution of `samples` (None when empty; NaN samples are dropped).
+    pub fn of(samples: impl IntoIterator<Item = f64>) -> Option<Dist> {
+        let mut v: Vec<f64> = samples.into_iter().filter(|x| !x.is_nan()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(Dist {
+            n: v.len(),
+            p50: nearest_rank(&v, 0.50),
+            p99: nearest_rank(&v, 0.99),
+            max: v[v.len() - 1],
+        })
+    }
+
+    /// `p50 / p99 ms (n)`.
+    pub fn show(&self) -> String {
+        format!("{:.2} / {:.2} ms (n={})", self.p50, self.p99, self.n)
+    }
+
+    pub fn json(&self) -> Value {
+        json!({"n": self.n, "p50_ms": round3(self.p50), "p99_ms": round3(self.p99), "max_ms": round3(self.max)})
+    }
+}
+
+/// The `q` quantile of sorted, non-empty `v` by nearest rank.
+fn nearest_rank(v: &[f64], q: f64) -> f64 {
+    let rank = (q * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// Rounds to 3 decimals (microseconds when the unit is ms) for the JSON document.
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// One row of the table: what was measured, against which goal.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    /// Stable JSON key, e.g. `ack_latency.100`.
+    pub key: String,
+    pub label: String,
+    pub measured: String,
+    pub goal: String,
+    /// Whether the goal was met (None when there is no pass/fail goal).
+    pub met: Option<bool>,
+    /// The raw numbers behind `measured`.
+    pub data: Value,
+}
+
+/// Every figure of one run, plus the parameters used.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub figures: Vec<Figure>,
+}
+
+impl Report {
+    pub fn add(
+        &mut self,
+        key: impl Into<String>,
+        label: impl Into<String>,
+        measured: impl Into<String>,
+        goal: impl Into<String>,
+        met: Option<bool>,
+        data: Value,
+    ) {
+        let figure = Figure {
+            key: key.into(),
+            label: label.into(),
+            measured: measured.into(),
+            goal: goal.into(),
+            met,
+            data,
+        };
+        eprintln!("  {}: {}", figure.label, figure.measured);
+        self.figures.push(figure);
+    }
+
+    /// The figures as an aligned text table.
+    pub fn table(&self) -> String {
+        let head = ["figure", "measured", "goal", "met"];
+        let rows: Vec<[String; 4]> = self
+            .figures
+            .iter()
+            .map(|f| {
+                let met = match f.met {
+                    Some(true) => "yes",
+                    Some(false) => "NO",
+                    None => "-",
+                };
+                [
+                    f.label.clone(),
+                    f.measured.clone(),
+                    f.goal.clone(),
+                    met.into(),
+                ]
+            })
+            .collect();
+        let mut widths = head.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let line = |out: &mut String, cells: &[&str]| {
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            let _ = writeln!(out, "| {} |", padded.join(" | "));
+        };
+        line(&mut out, &head);
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        let _ = writeln!(out, "|-{}-|", rule.join("-|-"));
+        for row in &rows {
+            line(&mut out, &row.each_ref().map(String::as_str));
+        }
+        out
+    }
+
+    /// The JSON document: `schema_version`, the machine, the parameters and every figure.
+    pub fn json(&self, params: Value) -> Value {
+        let figures: serde_json::Map<String, Value> = self
+            .figures
+            .iter()
+            .map(|f| {
+                let doc = json!({"label": f.label, "measured": f.measured, "goal": f.goal,
+                                 "met": f.met, "data": f.data});
+                (f.key.clone(), doc)
+            })
+            .collect();
+        json!({"schema_version": 1, "machine": machine(), "params": params, "figures": figures})
+    }
+
+    /// Writes the JSON document to `path` (creating its folder).
+    pub fn write_json(&self, path: &Path, params: Value) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let text = serde_json::to_string_pretty(&self.json(params))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// CPU count, kernel and load average at the end of the run.
+fn machine() -> Value {
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .ok()
+    };
+    json!({"cpus": cpus, "kernel": read("/proc/sys/kernel/osrelease"),
+           "loadavg": read("/proc/loadavg"), "os": std::env::consts::OS})
+}
+
+/// `VmRSS` of `pid` in KiB, from `/proc/PID/status`.
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no VmRSS line in {path}"))
+}

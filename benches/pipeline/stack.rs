@@ -1,0 +1,289 @@
+//! The system under measurement, all on 127.0.0.1: the real simulator (`clawdbot sim
+//! serve`, a child process), the in-process fake model ([`FakeServer`]) and the real bot
+//! daemon (`clawdbot daemon start` under a temporary `--home`).
+//!
+//! Every wait here is bounded; the simulator child and the daemon are stopped on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clawdbot::model::demo::{FakeConfig, FakeServer};
+use clawdbot::sim::client::SimClient;
+use serde_json::Value;
+
+/// The binary under measurement (built in the bench profile by `cargo bench`).
+pub const BIN: &str = env!("CARGO_BIN_EXE_clawdbot");
+/// The daemon's name under the temporary home.
+pub const BOT: &str = "bot";
+/// Reply text for a turn refused by the model queue (recognised in the outbox).
+pub const BUSY_TEXT: &str = "BENCH-BUSY";
+/// Reply text for a turn whose model call failed or timed out.
+pub const FALLBACK_TEXT: &str = "BENCH-FALLBACK";
+
+const CLIENT_ID: &str = "dingbench";
+const CLIENT_SECRET: &str = "bench-secret";
+const SIM_START: Duration = Duration::from_secs(15);
+const CONNECT_WAIT: Duration = Duration::from_secs(15);
+
+/// The bot's model limits for one run.
+#[derive(Debug, Clone, Copy)]
+pub struct BotLimits {
+    /// `limits.max_concurrency_per_model`.
+    pub concurrency: usize,
+    /// `limits.queue.max_waiting`.
+    pub max_waiting: usize,
+}
+
+/// What one `daemon start` cost.
+#[derive(Debug, Clone, Copy)]
+pub struct StartFigures {
+    /// Wall time of the `daemon start` command, in milliseconds.
+    pub wall_ms: f64,
+    /// The `ready_ms` the command reported.
+    pub ready_ms: f64,
+}
+
+/// Simulator + fake model + (when started) bot daemon.
+pub struct Stack {
+    home: tempfile::TempDir,
+    pub rt: tokio::runtime::Runtime,
+    pub sim: SimClient,
+    sim_url: String,
+    pub fake: FakeServer,
+    sim_child: Child,
+}
+
+impl Stack {
+    /// Starts the fake model with `fake` and the simulator; waits for the simulator's URL.
+    pub fn start(fake: FakeConfig) -> Result<Stack> {
+        // Short path: unix socket paths are limited to 107 bytes.
+        let home = tempfile::Builder::new()
+            .prefix("cbbench")
+            .tempdir_in("/tmp")
+            .context("creating a temporary home under /tmp")?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("building the tokio runtime")?;
+        let fake = rt
+            .block_on(FakeServer::start(fake))
+            .context("starting the fake model")?;
+        let port_file = home.path().join("sim.url");
+        let sim_child = spawn_sim(home.path(), &port_file)?;
+        let sim_url = read_port_file(&port_file, SIM_START)?;
+        let sim = SimClient::new(&sim_url);
+        Ok(Stack {
+            home,
+            rt,
+            sim,
+            sim_url,
+            fake,
+            sim_child,
+        })
+    }
+
+    /// The binary with `--home` set, a clean environment, and no stdin.
+    pub fn command(&self, args: &[&str]) -> Command {
+        clawdbot_command(self.home.path(), args)
+    }
+
+    /// Runs the binary to completion; fails when it cannot be spawned.
+    pub fn run(&self, args: &[&str]) -> Result<Output> {
+        self.command(args)
+            .output()
+            .with_context(|| format!("running clawdbot {}", args.join(" ")))
+    }
+
+    /// Writes the bot config for `limits` and returns its path.
+    pub fn write_config(&self, limits: BotLimits) -> Result<PathBuf> {
+        let path = self.home.path().join("bot.yaml");
+        std::fs::write(&path, self.config_text(limits))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// The fake model as `local_chat` with generous time budgets (nothing should time out
+    /// in a benchmark), the simulator as DingTalk, no per-user rate limit, and reply texts
+    /// the outbox classification recognises.
+    fn config_text(&self, limits: BotLimits) -> String {
+        format!(
+            r#"models:
+  local_chat:
+    kind: openai_compatible
+    base_url: "{base}"
+    api_key: ${{LOCAL_MODEL_API_KEY}}
+    model: "local-chat"
+    timeout_ms: 60000
+routing:
+  defaults:
+    model: local_chat
+limits:
+  max_concurrency_per_model:
+    local_chat: {concurrency}
+  queue:
+    max_waiting: {max_waiting}
+    max_wait_ms: 60000
+channel:
+  dingtalk:
+    client_id: "{CLIENT_ID}"
+    client_secret: "{CLIENT_SECRET}"
+    api_base: "{sim}"
+    oapi_base: "{sim}"
+reply:
+  busy_text: "{BUSY_TEXT}"
+  fallback_text: "{FALLBACK_TEXT}"
+access:
+  user_rate_limit: 0
+"#,
+            base = self.fake.base_url,
+            sim = self.sim_url,
+            concurrency = limits.concurrency,
+            max_waiting = limits.max_waiting,
+        )
+    }
+
+    /// `daemon start` with `config`, then waits for its stream connection to the simulator.
+    pub fn start_bot(&self, config: &Path) -> Result<StartFigures> {
+        let config = config.to_string_lossy();
+        let began = Instant::now();
+        let out = self.run(&[
+            "--json", "daemon", "start", "--name", BOT, "--config", &config,
+        ])?;
+        let wall_ms = ms(began.elapsed());
+        let doc = json_stdout(&out, "daemon start")?;
+        let ready_ms = doc["ready_ms"]
+            .as_f64()
+            .ok_or_else(|| anyhow!("daemon start reported no ready_ms: {doc}"))?;
+        self.wait_connections(true)?;
+        Ok(StartFigures { wall_ms, ready_ms })
+    }
+
+    /// `daemon stop`, then waits until the simulator sees no live connection.
+    pub fn stop_bot(&self) -> Result<()> {
+        let out = self.run(&["daemon", "stop", "--name", BOT, "--timeout", "10"])?;
+        if !out.status.success() {
+            bail!(
+                "daemon stop failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.wait_connections(false)
+    }
+
+    /// Waits until the simulator has (`live`) or has no (`!live`) live bot connection.
+    fn wait_connections(&self, live: bool) -> Result<()> {
+        let pred = move |v: &Value| {
+            let any_live = v["connections"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["live"] == true));
+            any_live == live
+        };
+        self.rt
+            .block_on(self.sim.wait_for("/_sim/connections", CONNECT_WAIT, pred))
+            .map(|_| ())
+            .map_err(|e| anyhow!("bot connection (live = {live}): {e}"))
+    }
+
+    /// The daemon's status report (`daemon status --json`).
+    pub fn bot_status(&self) -> Result<Value> {
+        let out = self.run(&["--json", "daemon", "status", "--name", BOT])?;
+        json_stdout(&out, "daemon status")
+    }
+
+    /// The daemon's pid, from its status report.
+    pub fn bot_pid(&self) -> Result<u32> {
+        let doc = self.bot_status()?;
+        doc["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .ok_or_else(|| anyhow!("daemon status reported no pid: {doc}"))
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self
+            .command(&["daemon", "stop", "--name", BOT, "--timeout", "5"])
+            .output();
+        let _ = self.sim_child.kill();
+        let _ = self.sim_child.wait();
+    }
+}
+
+/// The binary with `--home home`, `NO_COLOR`, the model key set, and no stdin.
+pub fn clawdbot_command(home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--home").arg(home).args(args);
+    c.env_remove("CLAWDBOT_HOME")
+        .env("NO_COLOR", "1")
+        .env("LOCAL_MODEL_API_KEY", "bench-key")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Starts `clawdbot sim serve` on an ephemeral loopback port.
+fn spawn_sim(home: &Path, port_file: &Path) -> Result<Child> {
+    let port_file = port_file.to_string_lossy();
+    let args = [
+        "sim",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--port-file",
+        &port_file,
+        "--client-id",
+        CLIENT_ID,
+        "--client-secret",
+        CLIENT_SECRET,
+    ];
+    clawdbot_command(home, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawning clawdbot sim serve")
+}
+
+/// Polls for the simulator's port file (written once it listens) for at most `timeout`.
+fn read_port_file(path: &Path, timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let url = text.trim();
+            if !url.is_empty() {
+                return Ok(url.to_string());
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the simulator did not write {} within {timeout:?}",
+                path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Parses a successful command's stdout as JSON, or explains why it cannot.
+fn json_stdout(out: &Output, what: &str) -> Result<Value> {
+    if !out.status.success() {
+        bail!(
+            "{what} exited {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "{what} printed no JSON: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// A duration in (fractional) milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
