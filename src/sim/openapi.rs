@@ -95,7 +95,7 @@ pub fn authorize(sim: &Sim, headers: &HeaderMap, api: &str) -> Result<(), Respon
             "不合法的access_token",
         ));
     }
-    if !st.tokens.get(tok).is_some_and(|e| *e > now_ms()) {
+    if st.tokens.get(tok).is_none_or(|e| *e <= now_ms()) {
         return Err(api_error(
             400,
             "InvalidAuthentication",
