@@ -55,9 +55,45 @@ fn the_operator_smoke_script_passes() {
         "smoke.sh failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     assert!(stderr.contains("smoke: PASS"), "{stderr}");
+    // The trap cleaned up: no process of this run is left and its home is gone.
+    let home = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("smoke: home "))
+        .expect("the script names its home")
+        .to_string();
+    assert!(
+        wait_until(Duration::from_secs(10), || processes_mentioning(&home)
+            .is_empty()),
+        "left running: {:?}",
+        processes_mentioning(&home)
+    );
+    assert!(!Path::new(&home).exists(), "{home} was not removed");
     assert!(
         stderr
             .contains("ok (exit 0): clawdbot send --name dingtalk-bot --to test-group --text ping"),
         "{stderr}"
     );
+}
+
+/// Live (non-zombie) processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let dir = e.path();
+        let cmd = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let zombie = std::fs::read_to_string(dir.join("stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true);
+        if !zombie && cmd.contains(needle) {
+            found.push(cmd);
+        }
+    }
+    found
 }

@@ -23,6 +23,7 @@ HOME_DIR=$(mktemp -d /tmp/clawdbot-smoke.XXXXXX)
 export CLAWDBOT_HOME="$HOME_DIR"
 export NO_COLOR=1
 SIM_PID=""
+echo "smoke: home $HOME_DIR" >&2
 
 cleanup() {
     local rc=$?
@@ -72,7 +73,8 @@ wait_for() {
 }
 
 # 1. The simulator stands in for DingTalk (default app: dingsimclient / sim-client-secret).
-clawdbot sim serve --port-file "$HOME_DIR/sim.url" >"$HOME_DIR/sim.out" 2>&1 &
+# The binary itself (not the shell function), so that $! is the simulator's own pid.
+"$CLAWDBOT_BIN" sim serve --port-file "$HOME_DIR/sim.url" >"$HOME_DIR/sim.out" 2>&1 &
 SIM_PID=$!
 wait_for 15 "the simulator did not write its port file" test -s "$HOME_DIR/sim.url"
 SIM=$(cat "$HOME_DIR/sim.url")
