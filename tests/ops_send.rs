@@ -115,6 +115,8 @@ fn markdown_uses_sample_markdown_with_a_title() {
     assert_eq!(param["title"], "Deploy done");
     assert_eq!(out[1]["msg_key"], "sampleMarkdown");
     assert_eq!(out[1]["route"], "batch_send");
+    let param: Value = serde_json::from_str(out[1]["body"]["msgParam"].as_str().unwrap()).unwrap();
+    assert_eq!(param["title"], "bold", "no stray markers in the title");
 }
 
 #[test]
