@@ -947,7 +947,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__onboard)
-            opts="-h -V --channel --config --non-interactive --client-id --client-secret --robot-code --model-base-url --model --model-api-key-env --client-secret-env --api-base --oapi-base --force --skip-checks --home --json --help --version"
+            opts="-h -V --channel --config --name --non-interactive --client-id --client-secret --robot-code --model-base-url --model --model-api-key-env --client-secret-env --api-base --oapi-base --target --force --skip-checks --home --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -958,6 +958,10 @@ _clawdbot() {
                     return 0
                     ;;
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -994,6 +998,10 @@ _clawdbot() {
                     return 0
                     ;;
                 --oapi-base)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --target)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

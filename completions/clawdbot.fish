@@ -39,6 +39,7 @@ complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "quickstart" -d 'S
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l channel -r -f -a "dingtalk\t''"
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l config -d 'Where to write the config' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l name -d 'The bot daemon that will use this config: `daemon start --name NAME` then needs no --config' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l client-id -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l client-secret -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l robot-code -r
@@ -48,6 +49,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l model-api-
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l client-secret-env -d 'Write the client secret as ${VAR} with this variable name instead of inline' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l api-base -d 'DingTalk OpenAPI base URL (the simulator\'s, for local tests)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l oapi-base -d 'DingTalk old API base URL' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l target -d 'A send target alias (repeatable): NAME=cidXXX (a group) or NAME=user:STAFFID' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l non-interactive -d 'Never prompt; take every value from flags or environment variables'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l force -d 'Overwrite an existing config file'

@@ -201,6 +201,10 @@ pub struct OnboardArgs {
     /// Where to write the config.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+    /// The bot daemon that will use this config: `daemon start --name NAME` then needs no
+    /// --config.
+    #[arg(long, value_name = "NAME", default_value = "dingtalk-bot")]
+    pub name: String,
     /// Never prompt; take every value from flags or environment variables.
     #[arg(long)]
     pub non_interactive: bool,
@@ -233,6 +237,9 @@ pub struct OnboardArgs {
     /// DingTalk old API base URL.
     #[arg(long, value_name = "URL")]
     pub oapi_base: Option<String>,
+    /// A send target alias (repeatable): NAME=cidXXX (a group) or NAME=user:STAFFID.
+    #[arg(long = "target", value_name = "NAME=ID")]
+    pub targets: Vec<String>,
     /// Overwrite an existing config file.
     #[arg(long)]
     pub force: bool,

@@ -75,8 +75,65 @@ pub async fn preflight_checks(config: &Config, timeout: Duration) -> HealthRepor
         ));
     }
     let router = ModelRouter::new(config);
-    checks.extend(model_checks(&router, config, timeout).await);
+    let mut models = model_checks(&router, config, timeout).await;
+    for (name, cfg) in &config.models {
+        let label = format!("model {name}");
+        if let Some(check) = models.iter_mut().find(|c| c.name == label) {
+            if check.status == CheckStatus::Ok {
+                completion_check(check, name, cfg, timeout).await;
+            }
+        }
+    }
+    checks.extend(models);
     HealthReport { checks }
+}
+
+/// `max_tokens` of the one tiny completion `onboard` and the pre-flight make.
+const PROBE_MAX_TOKENS: u32 = 8;
+
+/// After `/models` answered: ONE tiny completion, so a wrong model name, a wrong API key
+/// or a server that lists models but cannot answer fails here and not on the first
+/// user. Updates `check` in place (the prompt is fixed; no user text is involved).
+async fn completion_check(
+    check: &mut Check,
+    name: &str,
+    cfg: &crate::config::ModelConfig,
+    timeout: Duration,
+) {
+    let mut cfg = cfg.clone();
+    cfg.max_tokens = Some(PROBE_MAX_TOKENS);
+    let client = match crate::model::client::ModelClient::new(&cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            check.status = CheckStatus::Fail;
+            check.detail = e;
+            return;
+        }
+    };
+    let messages = [crate::model::ChatMessage::user("Reply with the word: ok")];
+    let started = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let url = format!("{}/chat/completions", cfg.base_url.trim_end_matches('/'));
+    match client.complete(&messages, deadline, &mut |_| {}).await {
+        // A few tokens may hold no visible text (a reasoning model): the server answered.
+        Ok(_) | Err(crate::model::ModelError::EmptyAnswer) => {
+            check.detail.push_str(&format!(
+                "; a tiny completion (max_tokens {PROBE_MAX_TOKENS}) of {:?} answered in {} ms",
+                cfg.model,
+                started.elapsed().as_millis()
+            ));
+        }
+        Err(e) => {
+            check.status = CheckStatus::Fail;
+            check.detail =
+                format!("{url}: a tiny completion (max_tokens {PROBE_MAX_TOKENS}) failed: {e}");
+            check.fix = Some(format!(
+                "check that models.{name}.model ({:?}) is a model the server serves and that models.{name}.api_key is right; try: curl {}/models",
+                cfg.model,
+                cfg.base_url.trim_end_matches('/')
+            ));
+        }
+    }
 }
 
 async fn credentials_check(cfg: &crate::config::DingTalkConfig, timeout: Duration) -> Check {

@@ -101,7 +101,12 @@ impl Bot {
 }
 
 fn channel_error(e: ChannelError) -> WorkError {
-    (ErrorKind::Failed, e.to_string())
+    let kind = match e {
+        // The caller named something the config does not know: not DingTalk's refusal.
+        ChannelError::UnknownTarget(_) => ErrorKind::BadRequest,
+        _ => ErrorKind::Failed,
+    };
+    (kind, e.to_string())
 }
 
 impl Workload for Bot {

@@ -5,7 +5,7 @@
 //! (secrets hidden on a terminal; plain lines when stdin is a pipe, so it can be scripted).
 //! The file is written with mode 0600 and never overwritten without `--force`.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -14,9 +14,10 @@ use serde_json::json;
 
 use super::output::Output;
 use crate::cli::OnboardArgs;
+use crate::daemon::launch::Launch;
 use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::proto::CheckStatus;
-use crate::paths::{absolute, io_error, Layout};
+use crate::paths::{absolute, io_error, DaemonPaths, Layout};
 
 /// The answers that make a config.
 struct Answers {
@@ -30,31 +31,45 @@ struct Answers {
     model_api_key_env: Option<String>,
     api_base: Option<String>,
     oapi_base: Option<String>,
+    /// The secret given for a `${VAR}` config while VAR is unset: used for the checks only.
+    secret_for_checks: Option<String>,
+    /// Send target aliases, `(name, id)`.
+    targets: Vec<(String, String)>,
 }
 
-pub fn onboard(_layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
+pub fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
     let path = absolute(&args.config);
+    let daemon = layout.daemon(&args.name)?;
+    let targets = parse_targets(&args.targets)?;
     if path.exists() && !args.force {
         return Err(CliError::failure(format!(
             "{} already exists; pass --force to overwrite it",
             path.display()
         )));
     }
-    let answers = if args.non_interactive {
+    let mut answers = if args.non_interactive {
         from_flags(args)?
     } else {
         ask(args)?
     };
-    if let (Some(var), Some(secret)) = (&answers.client_secret_env, &args.client_secret) {
-        // The config refers to ${VAR}; make it resolvable for the checks below.
+    answers.targets = targets;
+    if let (Some(var), Some(secret)) = (&answers.client_secret_env, &answers.secret_for_checks) {
+        // The config refers to ${VAR}; make it resolvable for the checks below (this
+        // process only; nothing is written or printed).
         if std::env::var_os(var).is_none() {
             std::env::set_var(var, secret);
         }
     }
+    env_vars_resolvable(&answers)?;
     write_config(&path, &render(&answers))?;
     out.note(&format!("wrote {} (mode 0600)", path.display()));
 
     let config = crate::config::load(&path)?;
+    remember_config(&daemon, &path)?;
+    out.note(&format!(
+        "`clawdbot daemon start --name {}` will use this config",
+        args.name
+    ));
     let checks = if args.skip_checks {
         Vec::new()
     } else {
@@ -85,10 +100,17 @@ pub fn onboard(_layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult 
         })
         .collect();
     let cfg = path.display().to_string();
+    let name = &args.name;
     let next = vec![
-        format!("clawdbot daemon start --name dingtalk-bot --config {cfg}"),
-        "clawdbot send --name dingtalk-bot --to test-group --text ping".to_string(),
-        "clawdbot healthcheck --name dingtalk-bot".to_string(),
+        format!("clawdbot daemon start --name {name}"),
+        format!(
+            "clawdbot send --name {name} --to {} --text ping",
+            answers
+                .targets
+                .first()
+                .map_or("cidXXXX", |(name, _)| name.as_str())
+        ),
+        format!("clawdbot healthcheck --name {name}"),
     ];
     human.push(String::new());
     human.push(if failed {
@@ -128,7 +150,42 @@ fn from_flags(args: &OnboardArgs) -> Result<Answers, CliError> {
         model_api_key_env: args.model_api_key_env.clone(),
         api_base: args.api_base.clone(),
         oapi_base: args.oapi_base.clone(),
+        secret_for_checks: args.client_secret.clone(),
+        targets: Vec::new(),
     })
+}
+
+/// Before anything is written: variable names are valid, and every `${VAR}` the config
+/// will hold is set, so the written file loads (exit 2 naming the variable otherwise).
+fn env_vars_resolvable(a: &Answers) -> Result<(), CliError> {
+    let vars = [
+        ("--client-secret-env", &a.client_secret_env),
+        ("--model-api-key-env", &a.model_api_key_env),
+    ];
+    for (flag, var) in vars {
+        let Some(var) = var else { continue };
+        let valid = var
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(CliError::usage(format!(
+                "{flag} {var:?}: not a variable name (letters, digits and _)"
+            )));
+        }
+        if std::env::var_os(var).is_none() {
+            let hint = if flag == "--client-secret-env" {
+                " (or pass --client-secret for the checks; the file keeps ${VAR})"
+            } else {
+                ""
+            };
+            return Err(CliError::usage(format!(
+                "{flag} {var}: the variable {var} is not set; export it first{hint}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Prompts for every value not given as a flag.
@@ -139,13 +196,22 @@ fn ask(args: &OnboardArgs) -> Result<Answers, CliError> {
         args.client_id.as_deref(),
         false,
     )?;
-    let client_secret = match &args.client_secret_env {
-        Some(_) => None,
-        None => Some(p.ask(
-            "DingTalk Client Secret (AppSecret)",
-            args.client_secret.as_deref(),
-            true,
-        )?),
+    let (client_secret, secret_for_checks) = match &args.client_secret_env {
+        Some(var) if std::env::var_os(var).is_none() => {
+            let q = format!(
+                "DingTalk Client Secret (used for the checks only; the file keeps ${{{var}}})"
+            );
+            (None, Some(p.ask(&q, args.client_secret.as_deref(), true)?))
+        }
+        Some(_) => (None, None),
+        None => (
+            Some(p.ask(
+                "DingTalk Client Secret (AppSecret)",
+                args.client_secret.as_deref(),
+                true,
+            )?),
+            None,
+        ),
     };
     let model_base_url = p.ask(
         "Model base URL",
@@ -171,20 +237,36 @@ fn ask(args: &OnboardArgs) -> Result<Answers, CliError> {
         model_api_key_env: args.model_api_key_env.clone(),
         api_base: args.api_base.clone(),
         oapi_base: args.oapi_base.clone(),
+        secret_for_checks,
+        targets: Vec::new(),
     })
 }
 
 /// Reads answers from a terminal (secrets hidden) or, when piped, one line each from stdin.
+///
+/// Invariant: stdin is never kept locked between questions. The hidden read on a terminal
+/// (`console`) locks the process-wide stdin itself; holding a `StdinLock` here would
+/// deadlock at the secret prompt.
 struct Prompter {
     tty: bool,
-    lines: std::io::Lines<std::io::StdinLock<'static>>,
 }
 
 impl Prompter {
     fn new() -> Prompter {
         Prompter {
             tty: std::io::stdin().is_terminal(),
-            lines: std::io::stdin().lock().lines(),
+        }
+    }
+
+    /// One line from stdin; `None` at the end of input.
+    fn read_line() -> Result<Option<String>, CliError> {
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(0) => Ok(None),
+            Ok(_) => Ok(Some(line)),
+            Err(e) => Err(CliError::failure(format!(
+                "cannot read the answer from stdin: {e}"
+            ))),
         }
     }
 
@@ -206,13 +288,7 @@ impl Prompter {
                 .read_secure_line()
                 .map_err(|e| CliError::failure(format!("cannot read the answer: {e}")))?
         } else {
-            match self.lines.next() {
-                Some(Ok(l)) => l,
-                Some(Err(e)) => {
-                    return Err(CliError::failure(format!("cannot read the answer: {e}")))
-                }
-                None => String::new(),
-            }
+            Self::read_line()?.unwrap_or_default()
         };
         if !self.tty {
             eprintln!();
@@ -265,13 +341,73 @@ fn render(a: &Answers) -> String {
     if let Some(b) = &a.oapi_base {
         y.push_str(&format!("    oapi_base: {}\n", q(b)));
     }
-    y.push_str("    targets: {}\n");
+    if a.targets.is_empty() {
+        y.push_str("    targets: {}\n");
+    } else {
+        y.push_str("    targets:\n");
+        for (name, id) in &a.targets {
+            y.push_str(&format!("      {}: {}\n", q(name), q(id)));
+        }
+    }
     y
+}
+
+/// Records `path` as the config of daemon `name` (the launch settings `daemon start` and
+/// `restart` read), keeping a remembered log path; a supervised `--exec` is dropped.
+fn remember_config(paths: &DaemonPaths, path: &Path) -> Result<(), CliError> {
+    let launch = match Launch::load(paths) {
+        Some(previous) => Launch {
+            config: Some(path.to_path_buf()),
+            exec: None,
+            health_url: None,
+            ..previous
+        },
+        None => Launch {
+            name: paths.name.clone(),
+            config: Some(path.to_path_buf()),
+            log: paths.default_log.clone(),
+            exec: None,
+            health_url: None,
+        },
+    };
+    launch.save(paths)
+}
+
+/// Parses `--target NAME=ID` values; the id must be a conversation id (`cid...`) or
+/// `user:STAFFID`, the forms `clawdbot send` accepts.
+fn parse_targets(raw: &[String]) -> Result<Vec<(String, String)>, CliError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for item in raw {
+        let (name, id) = item
+            .split_once('=')
+            .map(|(n, i)| (n.trim(), i.trim()))
+            .filter(|(n, i)| !n.is_empty() && !i.is_empty())
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "--target {item:?}: expected NAME=ID, e.g. --target test-group=cidXXXX=="
+                ))
+            })?;
+        let user_ok = id
+            .strip_prefix("user:")
+            .is_some_and(|u| !u.trim().is_empty());
+        if !id.starts_with("cid") && !user_ok {
+            return Err(CliError::usage(format!(
+                "--target {name}: the id must be a conversation id (cid...) or user:STAFFID"
+            )));
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(CliError::usage(format!("--target {name} is given twice")));
+        }
+        out.push((name.to_string(), id.to_string()));
+    }
+    Ok(out)
 }
 
 fn write_config(path: &Path, text: &str) -> Result<(), CliError> {
     crate::paths::ensure_parent(path)?;
     let tmp = path.with_extension("yaml.tmp");
+    // A leftover temp file would keep its old mode: start from a new file.
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -10,6 +10,7 @@ use super::output::Output;
 use crate::cli::SendArgs;
 use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::client::{Client, ClientError};
+use crate::ipc::proto::ErrorKind;
 use crate::ipc::{Request, Response};
 use crate::paths::Layout;
 
@@ -36,13 +37,29 @@ pub fn send(layout: &Layout, args: &SendArgs, out: &Output) -> CmdResult {
             );
             Ok(Code::Ok)
         }
+        // A target or text the daemon cannot use is the caller's mistake (exit 2);
+        // anything else means DingTalk (or the daemon) did not take the message (exit 1).
+        Response::Error {
+            kind: ErrorKind::BadRequest,
+            message,
+        } => Err(CliError::usage(format!("send refused: {message}"))),
         Response::Error { kind, message } => Err(CliError::failure(format!(
-            "send failed ({kind:?}): {message}"
+            "send failed ({}): {message}",
+            kind_name(kind)
         ))),
         other => Err(CliError::new(
             Code::Unknown,
             format!("unexpected answer from the daemon: {other:?}"),
         )),
+    }
+}
+
+fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::BadRequest => "bad request",
+        ErrorKind::Unsupported => "unsupported",
+        ErrorKind::Failed => "DingTalk did not accept it",
+        ErrorKind::ShuttingDown => "the daemon is shutting down",
     }
 }
 

@@ -36,13 +36,22 @@ pub fn msg_key_param(text: &str, markdown: bool) -> (&'static str, String) {
 }
 
 /// A short title for markdown messages (shown in notifications): the first non-empty line
-/// without markdown markers, at most 20 chars.
+/// without markdown markers (no `*` or backquotes anywhere), at most 20 chars.
 pub fn markdown_title(text: &str) -> String {
     let line = text
         .lines()
-        .map(|l| l.trim_start_matches(['#', '>', '-', '*', ' ']))
+        .map(|l| {
+            l.trim_start_matches(['#', '>', '-', ' '])
+                .replace(['*', '`'], "")
+        })
         .find(|l| !l.trim().is_empty());
-    let t: String = line.unwrap_or("Reply").chars().take(20).collect();
+    let t: String = line
+        .as_deref()
+        .unwrap_or("Reply")
+        .trim()
+        .chars()
+        .take(20)
+        .collect();
     t.trim().to_string()
 }
 
@@ -155,6 +164,8 @@ mod tests {
         let v: Value = serde_json::from_str(&p).unwrap();
         assert_eq!(v["title"], "Build");
         assert_eq!(v["text"], "### Build\nok \"quoted\"");
+        assert_eq!(markdown_title("**bold** news"), "bold news");
+        assert_eq!(markdown_title("**bold**"), "bold");
         let (k, p) = msg_key_param("hi", false);
         assert_eq!((k, p.as_str()), ("sampleText", r#"{"content":"hi"}"#));
     }

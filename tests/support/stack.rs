@@ -3,7 +3,7 @@
 //! all on 127.0.0.1.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -107,7 +107,7 @@ channel:
     }
 
     /// Starts the bot daemon and waits until its stream connection is live.
-    pub fn start_bot(&self, config: &std::path::Path) {
+    pub fn start_bot(&self, config: &Path) {
         let r = self.home.run(&[
             "daemon",
             "start",
@@ -169,6 +169,12 @@ channel:
         self.home
             .run(&["--json", "daemon", "status", "--name", "bot"])
             .json()
+    }
+
+    /// Kills the simulator (DingTalk "goes away") and waits for the process to exit.
+    pub fn kill_sim(&mut self) {
+        let _ = self.sim_child.kill();
+        let _ = self.sim_child.wait();
     }
 
     pub fn fake_stats(&self) -> clawdbot::model::demo::FakeStats {

@@ -1,0 +1,291 @@
+//! `clawdbot healthcheck`: every outcome an operator meets, against the real daemon, the
+//! real simulator and an in-test fake model. Exit 0 healthy (warnings allowed), 1 a
+//! check failed, 3 the daemon is not running; `--config F` is a pre-flight.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeMode};
+use serde_json::Value;
+use support::stack::Stack;
+use support::{wait_until, Home, Run};
+
+fn health(stack: &Stack, extra: &[&str]) -> Run {
+    let mut args = vec!["--json", "healthcheck"];
+    args.extend_from_slice(extra);
+    stack.home.run(&args)
+}
+
+fn check(doc: &Value, name: &str) -> Value {
+    doc["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no check {name:?} in {doc}"))
+}
+
+fn statuses(doc: &Value) -> Vec<(String, String)> {
+    doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+#[test]
+fn a_healthy_bot_passes_every_check_in_troubleshooting_order() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    stack.start_bot(&cfg);
+    let r = health(&stack, &["--name", "bot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let doc = r.json();
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["target"], "bot");
+    let names: Vec<String> = statuses(&doc).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "daemon",
+            "channel",
+            "model local_chat",
+            "load local_chat",
+            "prompts local_chat"
+        ]
+    );
+    for c in doc["checks"].as_array().unwrap() {
+        assert_eq!(c["status"], "ok", "{c}");
+        assert!(c["detail"].as_str().is_some_and(|d| !d.is_empty()), "{c}");
+        assert!(c.get("fix").is_some(), "fix key always present: {c}");
+    }
+    // Human form: one line per check, and without --name the only daemon is chosen.
+    let human = stack.home.run(&["healthcheck"]);
+    assert_eq!(human.code, 0, "{human:?}");
+    assert!(human.stdout.contains("ok    daemon"), "{human:?}");
+    assert!(human.stdout.contains("channel"), "{human:?}");
+}
+
+#[test]
+fn a_model_server_that_is_down_fails_the_model_check_with_a_fix() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let dead = dead_url();
+    let cfg = stack.config(2, 5000, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&stack.fake.base_url, &dead);
+    std::fs::write(&cfg, text).unwrap();
+    stack.start_bot(&cfg);
+    let r = health(&stack, &["--name", "bot"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let doc = r.json();
+    assert_eq!(doc["ok"], false);
+    let m = check(&doc, "model local_chat");
+    assert_eq!(m["status"], "fail", "{doc}");
+    assert!(m["detail"].as_str().unwrap().contains(&dead), "{m}");
+    assert!(m["fix"].as_str().unwrap().contains("curl"), "{m}");
+    assert_eq!(check(&doc, "channel")["status"], "ok", "{doc}");
+    let human = stack.home.run(&["healthcheck", "--name", "bot"]);
+    assert_eq!(human.code, 1);
+    assert!(human.stdout.contains("FAIL  model local_chat"), "{human:?}");
+    assert!(human.stdout.contains("fix: "), "{human:?}");
+}
+
+#[test]
+fn a_lost_channel_fails_the_channel_check() {
+    let mut stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    stack.start_bot(&cfg);
+    assert_eq!(health(&stack, &["--name", "bot"]).code, 0);
+    stack.kill_sim();
+    // The stream notices at once (the socket closes); poll the check, bounded.
+    let mut last = None;
+    let failed = wait_until(Duration::from_secs(15), || {
+        let r = health(&stack, &["--name", "bot", "--timeout", "3"]);
+        let hit = r.code == 1 && check(&r.json(), "channel")["status"] == "fail";
+        last = Some(r);
+        hit
+    });
+    let r = last.unwrap();
+    assert!(failed, "{r:?}");
+    let doc = r.json();
+    let ch = check(&doc, "channel");
+    assert!(ch["fix"].as_str().is_some_and(|f| !f.is_empty()), "{ch}");
+    assert_eq!(check(&doc, "model local_chat")["status"], "ok", "{doc}");
+}
+
+#[test]
+fn model_timeouts_warn_but_stay_healthy() {
+    // Completions take 3 s; the bot allows 600 ms, so the turn times out (fallback reply).
+    let fake = FakeConfig {
+        default: FakeBehavior {
+            mode: FakeMode::StallBeforeHeaders,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let stack = Stack::new(fake, &[]);
+    let cfg = stack.config(1, 600, "");
+    stack.start_bot(&cfg);
+    stack.inject_group("cidSlow==", "are you there");
+    let out = stack.wait_outbox(1, Duration::from_secs(10));
+    assert_eq!(out[0]["conversation_id"], "cidSlow==", "{out:?}");
+    let r = health(&stack, &["--name", "bot"]);
+    assert_eq!(r.code, 0, "warnings are healthy: {r:?}");
+    let doc = r.json();
+    let load = check(&doc, "load local_chat");
+    assert_eq!(load["status"], "warn", "{doc}");
+    assert!(
+        load["detail"].as_str().unwrap().contains("timeouts 1"),
+        "{load}"
+    );
+    assert!(
+        load["fix"]
+            .as_str()
+            .unwrap()
+            .contains("max_concurrency_per_model"),
+        "{load}"
+    );
+    let human = stack.home.run(&["healthcheck", "--name", "bot"]);
+    assert_eq!(human.code, 0);
+    assert!(human.stdout.contains("warn  load local_chat"), "{human:?}");
+}
+
+#[test]
+fn prompts_near_the_budget_warn() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(
+        2,
+        5000,
+        "policy:\n  system_prompt: \"Be brief.\"\nprompt:\n  max_chars: 200\n",
+    );
+    stack.start_bot(&cfg);
+    assert_eq!(
+        check(
+            &health(&stack, &["--name", "bot"]).json(),
+            "prompts local_chat"
+        )["status"],
+        "ok"
+    );
+    stack.inject_group("cidLong==", &"x".repeat(185));
+    stack.wait_outbox(1, Duration::from_secs(10));
+    let r = health(&stack, &["--name", "bot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let p = check(&r.json(), "prompts local_chat");
+    assert_eq!(p["status"], "warn", "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("of 200 chars"),
+        "{p}"
+    );
+    assert!(
+        p["fix"].as_str().unwrap().contains("prompt.max_chars"),
+        "{p}"
+    );
+}
+
+#[test]
+fn a_stalled_model_is_bounded_by_the_timeout() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    // A listener that accepts and never answers: a wedged model server.
+    let wedged = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", wedged.local_addr().unwrap());
+    let cfg = stack.config(2, 5000, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&stack.fake.base_url, &url);
+    std::fs::write(&cfg, text).unwrap();
+    stack.start_bot(&cfg);
+    let started = Instant::now();
+    let r = health(&stack, &["--name", "bot", "--timeout", "2"]);
+    let took = started.elapsed();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    let m = check(&r.json(), "model local_chat");
+    assert_eq!(m["status"], "fail");
+    assert!(m["detail"].as_str().unwrap().contains("no answer"), "{m}");
+}
+
+#[test]
+fn without_a_daemon_healthcheck_exits_3() {
+    let home = Home::new();
+    let r = home.run(&["healthcheck", "--name", "dingtalk-bot"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("clawdbot daemon start --name dingtalk-bot"),
+        "{r:?}"
+    );
+    let j = home.run(&["--json", "healthcheck", "--name", "dingtalk-bot"]);
+    assert_eq!(j.code, 3);
+    assert_eq!(j.json()["exit_code"], 3);
+}
+
+#[test]
+fn preflight_passes_and_fails_without_a_daemon() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    let r = health(&stack, &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let doc = r.json();
+    assert_eq!(
+        statuses(&doc),
+        [
+            ("config".to_string(), "ok".to_string()),
+            ("dingtalk credentials".into(), "ok".into()),
+            ("model local_chat".into(), "ok".into()),
+        ]
+    );
+    assert!(
+        check(&doc, "model local_chat")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("completion"),
+        "{doc}"
+    );
+    assert_eq!(stack.fake_stats().requests, 1, "one tiny completion");
+
+    // Wrong secret and a dead model: both fail, with fixes.
+    let dead = dead_url();
+    let bad = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&stack.fake.base_url, &dead)
+        .replace("stack-secret", "wrong-secret");
+    let bad_cfg = stack.home.write("bad.yaml", &bad);
+    let r = health(&stack, &["--config", bad_cfg.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let doc = r.json();
+    for name in ["dingtalk credentials", "model local_chat"] {
+        let c = check(&doc, name);
+        assert_eq!(c["status"], "fail", "{c}");
+        assert!(c["fix"].as_str().is_some_and(|f| !f.is_empty()), "{c}");
+    }
+    assert!(!r.stdout.contains("wrong-secret") && !r.stderr.contains("wrong-secret"));
+    assert!(
+        check(&doc, "dingtalk credentials")["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&stack.sim_url),
+        "{doc}"
+    );
+
+    // A config that does not load is a config error (2) naming the file.
+    let broken = stack.home.write("broken.yaml", "models: [\n");
+    let r = stack
+        .home
+        .run(&["healthcheck", "--config", broken.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("broken.yaml"), "{r:?}");
+}

@@ -1,0 +1,569 @@
+//! `clawdbot onboard --channel dingtalk`: the real binary against the real simulator (as
+//! DingTalk) and an in-test fake model, over loopback. Non-interactive, piped-stdin and
+//! TTY runs; every failure names what and where and exits with the contract's code.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeMode};
+use support::stack::{Stack, CLIENT_ID, CLIENT_SECRET};
+use support::{wait_until, Run};
+
+/// `onboard --non-interactive` with the simulator's credentials and the fake model.
+fn onboard_args(stack: &Stack, config: &Path) -> Vec<String> {
+    [
+        "onboard",
+        "--channel",
+        "dingtalk",
+        "--config",
+        config.to_str().unwrap(),
+        "--non-interactive",
+        "--client-id",
+        CLIENT_ID,
+        "--api-base",
+        &stack.sim_url,
+        "--oapi-base",
+        &stack.sim_url,
+        "--model-base-url",
+        &stack.fake.base_url,
+        "--model",
+        "local-chat",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Runs the binary with DingTalk variables cleared (plus `env`).
+fn run(stack: &Stack, args: &[String], env: &[(&str, &str)]) -> Run {
+    let mut c = stack
+        .home
+        .command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    c.env_remove("DINGTALK_CLIENT_ID")
+        .env_remove("DINGTALK_CLIENT_SECRET")
+        .env_remove("DT_SECRET");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run_command(c)
+}
+
+fn run_command(mut c: Command) -> Run {
+    let o = c.output().expect("run clawdbot");
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn check<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doc["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no check {name:?} in {doc}"))
+}
+
+/// A loopback URL where nothing listens.
+fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+#[test]
+fn non_interactive_writes_a_0600_config_with_the_secret_as_a_variable() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.home.path().join("conf/dingtalk.yaml");
+    let mut args = onboard_args(&stack, &cfg);
+    args.splice(
+        0..0,
+        ["--json"].iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
+    args.extend(
+        [
+            "--client-secret-env",
+            "DT_SECRET",
+            "--target",
+            "test-group=cidOpsGroup==",
+            "--target",
+            "ops-lead=user:0423001",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    let r = run(&stack, &args, &[("DT_SECRET", CLIENT_SECRET)]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let doc = r.json();
+    assert_eq!(doc["ok"], true, "{doc}");
+    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(check(&doc, "dingtalk credentials")["status"], "ok");
+    let model = check(&doc, "model local_chat");
+    assert_eq!(model["status"], "ok", "{doc}");
+    assert!(
+        model["detail"].as_str().unwrap().contains("completion"),
+        "{model}"
+    );
+    // The model check made exactly one tiny completion (and the credentials a token).
+    let stats = stack.fake_stats();
+    assert_eq!(stats.requests, 1, "{stats:?}");
+    assert_eq!(stats.recent[0].body["max_tokens"], 8);
+    let tokens = stack
+        .rt
+        .block_on(stack.sim.get("/_sim/tokens"))
+        .expect("tokens");
+    assert!(tokens["issued"].as_u64().unwrap() >= 1, "{tokens}");
+    let next: Vec<&str> = doc["next"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        next.iter().any(|c| c.contains("daemon start --name")),
+        "{next:?}"
+    );
+    assert!(
+        next.iter().any(|c| c.contains("--to test-group")),
+        "{next:?}"
+    );
+
+    let mode = std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "config mode {mode:o}");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("${DT_SECRET}"), "{text}");
+    assert!(
+        !text.contains(CLIENT_SECRET),
+        "the literal secret is in the file"
+    );
+    assert!(text.contains("cidOpsGroup=="), "{text}");
+    assert!(text.contains("user:0423001"), "{text}");
+    for out in [&r.stdout, &r.stderr] {
+        assert!(!out.contains(CLIENT_SECRET), "secret printed: {r:?}");
+    }
+    // The file loads as a config (with the variable set), and not without it.
+    let mut c = stack
+        .home
+        .command(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    c.env("DT_SECRET", CLIENT_SECRET);
+    let ok = run_command(c);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    let mut c = stack
+        .home
+        .command(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    c.env_remove("DT_SECRET");
+    let unset = run_command(c);
+    assert_eq!(unset.code, 2, "{unset:?}");
+    assert!(unset.stderr.contains("DT_SECRET"), "{unset:?}");
+}
+
+#[test]
+fn an_inline_secret_is_written_and_the_checks_pass() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.home.path().join("inline.yaml");
+    let mut args = onboard_args(&stack, &cfg);
+    args.extend(["--client-secret".to_string(), CLIENT_SECRET.to_string()]);
+    let r = run(&stack, &args, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("Next:"), "{r:?}");
+    assert!(r.stdout.contains("clawdbot daemon start"), "{r:?}");
+    assert!(!r.stdout.contains(CLIENT_SECRET) && !r.stderr.contains(CLIENT_SECRET));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("targets: {}"), "{text}");
+    let check = stack
+        .home
+        .run(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(check.code, 0, "{check:?}");
+}
+
+#[test]
+fn bad_credentials_fail_with_a_fix_line() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.home.path().join("bad.yaml");
+    let mut args = onboard_args(&stack, &cfg);
+    args.extend(["--client-secret".into(), "not-the-secret".into()]);
+    let r = run(&stack, &args, &[]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("FAIL") || r.stdout.contains("fail"),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains("dingtalk credentials"), "{r:?}");
+    assert!(r.stdout.contains("fix: "), "{r:?}");
+    assert!(r.stdout.contains("Fix the failed checks"), "{r:?}");
+    assert!(!r.stdout.contains("not-the-secret") && !r.stderr.contains("not-the-secret"));
+
+    let json = {
+        let mut a = vec!["--json".to_string()];
+        a.extend(args);
+        a.push("--force".into());
+        run(&stack, &a, &[])
+    };
+    assert_eq!(json.code, 1, "{json:?}");
+    let doc = json.json();
+    let c = check(&doc, "dingtalk credentials");
+    assert_eq!(c["status"], "fail", "{doc}");
+    assert!(
+        c["fix"].as_str().unwrap().contains("Client Secret"),
+        "{doc}"
+    );
+    assert!(
+        c["detail"].as_str().unwrap().contains(&stack.sim_url),
+        "{doc}"
+    );
+}
+
+#[test]
+fn a_model_server_that_is_down_fails_naming_the_url() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.home.path().join("down.yaml");
+    let dead = dead_url();
+    let mut args = onboard_args(&stack, &cfg);
+    let at = args.iter().position(|a| a == "--model-base-url").unwrap();
+    args[at + 1] = dead.clone();
+    args.extend([
+        "--json".into(),
+        "--client-secret".into(),
+        CLIENT_SECRET.into(),
+    ]);
+    let r = run(&stack, &args, &[]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let doc = r.json();
+    let c = check(&doc, "model local_chat");
+    assert_eq!(c["status"], "fail", "{doc}");
+    assert!(c["detail"].as_str().unwrap().contains(&dead), "{doc}");
+    assert!(c["fix"].as_str().unwrap().contains(&dead), "{doc}");
+    assert_eq!(check(&doc, "dingtalk credentials")["status"], "ok");
+}
+
+#[test]
+fn a_model_that_lists_but_cannot_answer_fails_the_completion_check() {
+    // `/models` answers, but every completion is a 404 "model not found".
+    let fake = FakeConfig {
+        default: FakeBehavior {
+            mode: FakeMode::Status,
+            status: 404,
+            body: r#"{"error":{"message":"model not found","type":"invalid_request_error","code":404}}"#
+                .into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let stack = Stack::new(fake, &[]);
+    let cfg = stack.home.path().join("nomodel.yaml");
+    let mut args = onboard_args(&stack, &cfg);
+    args.extend([
+        "--json".into(),
+        "--client-secret".into(),
+        CLIENT_SECRET.into(),
+    ]);
+    let r = run(&stack, &args, &[]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let doc = r.json();
+    let c = check(&doc, "model local_chat");
+    assert_eq!(c["status"], "fail", "{doc}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("chat/completions"),
+        "{doc}"
+    );
+    assert!(c["fix"]
+        .as_str()
+        .unwrap()
+        .contains("models.local_chat.model"));
+    assert_eq!(stack.fake_stats().requests, 1);
+}
+
+#[test]
+fn an_existing_config_is_kept_without_force() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.home.write("existing.yaml", "# mine\n");
+    let mut args = onboard_args(&stack, &cfg);
+    args.extend(["--client-secret".into(), CLIENT_SECRET.into()]);
+    let r = run(&stack, &args, &[]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("--force"), "{r:?}");
+    assert!(r.stderr.contains(cfg.to_str().unwrap()), "{r:?}");
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), "# mine\n");
+
+    args.extend(["--force".into(), "--skip-checks".into()]);
+    let forced = run(&stack, &args, &[]);
+    assert_eq!(forced.code, 0, "{forced:?}");
+    assert!(std::fs::read_to_string(&cfg)
+        .unwrap()
+        .contains("client_id: \"dingstacktest\""));
+    let mode = std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "an overwritten file is 0600 too ({mode:o})");
+    assert_eq!(stack.fake_stats().requests, 0, "--skip-checks made a call");
+}
+
+#[test]
+fn non_interactive_usage_errors_exit_2_naming_the_flag() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.home.path().join("usage.yaml");
+    let base = |drop_flag: &str| {
+        let mut a = onboard_args(&stack, &cfg);
+        if let Some(i) = a.iter().position(|x| x == drop_flag) {
+            a.drain(i..i + 2);
+        }
+        a
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (base("--client-id"), "--client-id"),
+        (base("--nothing"), "--client-secret"),
+        (
+            {
+                let mut a = base("--model-base-url");
+                a.extend(["--client-secret".into(), "x".into()]);
+                a
+            },
+            "--model-base-url",
+        ),
+        (
+            {
+                let mut a = base("--nothing");
+                a.extend(["--client-secret-env".into(), "DT_SECRET".into()]);
+                a
+            },
+            "DT_SECRET",
+        ),
+        (
+            {
+                let mut a = base("--nothing");
+                a.extend([
+                    "--client-secret".into(),
+                    "x".into(),
+                    "--target".into(),
+                    "nonsense".into(),
+                ]);
+                a
+            },
+            "--target",
+        ),
+        (
+            {
+                let mut a = base("--nothing");
+                a.extend([
+                    "--client-secret".into(),
+                    "x".into(),
+                    "--target".into(),
+                    "g=123".into(),
+                ]);
+                a
+            },
+            "cid",
+        ),
+    ];
+    for (args, named) in cases {
+        let r = run(&stack, &args, &[]);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(named),
+            "{args:?} should name {named}: {r:?}"
+        );
+        assert!(!cfg.exists(), "{args:?} wrote a config");
+    }
+}
+
+#[test]
+fn interactive_answers_can_be_piped_line_by_line() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.home.path().join("piped.yaml");
+    let mut c = stack.home.command(&[
+        "onboard",
+        "--channel",
+        "dingtalk",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--api-base",
+        &stack.sim_url,
+        "--oapi-base",
+        &stack.sim_url,
+    ]);
+    c.env_remove("DINGTALK_CLIENT_ID")
+        .env_remove("DINGTALK_CLIENT_SECRET")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // Client ID, secret, model URL, then an empty line: the model name's default.
+    let answers = format!("{CLIENT_ID}\n{CLIENT_SECRET}\n{}\n\n", stack.fake.base_url);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answers.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let r = Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert_eq!(r.code, 0, "{r:?}");
+    for prompt in [
+        "DingTalk Client ID",
+        "Client Secret",
+        "Model base URL [http://127.0.0.1:8000/v1]",
+        "Model name [local-chat]",
+    ] {
+        assert!(
+            r.stderr.contains(prompt),
+            "prompt {prompt:?} missing: {r:?}"
+        );
+    }
+    assert!(!r.stdout.contains("Client ID"), "prompts belong on stderr");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains(&stack.fake.base_url), "{text}");
+    assert!(text.contains("model: \"local-chat\""), "{text}");
+    assert!(
+        text.contains(&format!("client_id: \"{CLIENT_ID}\"")),
+        "{text}"
+    );
+
+    // Stdin that ends before a needed answer: a usage error, nothing written.
+    let cfg2 = stack.home.path().join("short.yaml");
+    let mut c = stack.home.command(&[
+        "onboard",
+        "--config",
+        cfg2.to_str().unwrap(),
+        "--skip-checks",
+    ]);
+    c.env_remove("DINGTALK_CLIENT_ID")
+        .env_remove("DINGTALK_CLIENT_SECRET");
+    let short = run_command(c);
+    assert_eq!(short.code, 2, "{short:?}");
+    assert!(short.stderr.contains("Client ID"), "{short:?}");
+    assert!(!cfg2.exists());
+}
+
+/// A real terminal (a pty): the secret is read with echo off, so it never appears in
+/// what the terminal shows, while ordinary answers are echoed.
+#[test]
+fn on_a_terminal_the_secret_is_not_echoed() {
+    use nix::pty::openpty;
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    use std::os::fd::AsFd;
+
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.home.path().join("tty.yaml");
+    let pty = openpty(None, None).expect("openpty");
+    // Only the onboard child may hold the terminal (tests run in parallel and spawn).
+    for fd in [&pty.master, &pty.slave] {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        use std::os::fd::AsRawFd;
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
+    }
+    let mut c = stack.home.command(&[
+        "onboard",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--api-base",
+        &stack.sim_url,
+        "--oapi-base",
+        &stack.sim_url,
+    ]);
+    c.env_remove("DINGTALK_CLIENT_ID")
+        .env_remove("DINGTALK_CLIENT_SECRET")
+        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
+    let child = c.spawn().unwrap();
+    let mut child = KillOnDrop(child);
+    drop(c); // the Command holds copies of the terminal too
+    drop(pty.slave);
+    let master = std::fs::File::from(pty.master);
+    let screen = Arc::new(Mutex::new(String::new()));
+    {
+        let screen = screen.clone();
+        let mut m = master.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // Ends with EIO once the child closed the terminal.
+            while let Ok(n) = m.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                screen
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let mut input = master.try_clone().unwrap();
+    let mut answer = |prompt: &str, text: &str, hidden: bool| {
+        assert!(
+            wait_until(Duration::from_secs(10), || screen
+                .lock()
+                .unwrap()
+                .contains(prompt)),
+            "no prompt {prompt:?}; screen: {}",
+            screen.lock().unwrap()
+        );
+        if hidden {
+            // Type only once the program has turned echo off.
+            assert!(
+                wait_until(Duration::from_secs(5), || tcgetattr(master.as_fd())
+                    .map(|t| !t.local_flags.contains(LocalFlags::ECHO))
+                    .unwrap_or(false)),
+                "echo was never turned off for the secret"
+            );
+        }
+        input.write_all(text.as_bytes()).unwrap();
+        input.write_all(b"\n").unwrap();
+    };
+    answer("Client ID", CLIENT_ID, false);
+    answer("Client Secret", CLIENT_SECRET, true);
+    answer("Model base URL", &stack.fake.base_url, false);
+    answer("Model name", "", false);
+    let mut status = None;
+    let exited = wait_until(Duration::from_secs(30), || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    if !exited {
+        panic!("onboard did not finish; screen: {}", screen.lock().unwrap());
+    }
+    let status = status.unwrap();
+    // The reader thread is left to end on its own; the last output is in the screen
+    // once the checks' summary is there.
+    wait_until(Duration::from_secs(5), || {
+        screen.lock().unwrap().contains("healthcheck --name")
+    });
+    drop(input);
+    let screen = screen.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(0), "screen: {screen}");
+    assert!(
+        screen.contains(CLIENT_ID),
+        "ordinary answers are echoed: {screen}"
+    );
+    assert!(
+        !screen.contains(CLIENT_SECRET),
+        "the secret was echoed: {screen}"
+    );
+    assert!(screen.contains("Next:"), "{screen}");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(
+        text.contains(CLIENT_SECRET),
+        "inline secret expected: {text}"
+    );
+}
+
+/// Kills a child still running when the test ends (a failed assertion included).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

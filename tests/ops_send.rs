@@ -1,0 +1,212 @@
+//! `clawdbot send`: through the real bot daemon to the real simulator. Exit 0 only when
+//! DingTalk accepted the message (it is in the simulator's outbox, by the right route);
+//! 1 when DingTalk refused it; 2 for the caller's mistakes; 3 when the daemon is down.
+
+mod support;
+
+use clawdbot::model::demo::FakeConfig;
+use serde_json::{json, Value};
+use support::stack::Stack;
+use support::Home;
+
+fn started() -> Stack {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(
+        2, 5000, "", // targets: test-group -> cidStackGroup==
+    );
+    // A user alias next to the group one.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "      test-group: \"cidStackGroup==\"\n",
+        "      test-group: \"cidStackGroup==\"\n      ops-lead: \"user:0423001\"\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    stack.start_bot(&cfg);
+    stack
+}
+
+fn send(stack: &Stack, extra: &[&str]) -> support::Run {
+    let mut args = vec!["send", "--name", "bot"];
+    args.extend_from_slice(extra);
+    stack.home.run(&args)
+}
+
+fn faults(stack: &Stack, f: Value) {
+    stack.rt.block_on(stack.sim.faults(f)).expect("set faults");
+}
+
+#[test]
+fn text_to_an_alias_a_conversation_and_a_user_lands_in_the_outbox() {
+    let stack = started();
+    let r = send(
+        &stack,
+        &["--to", "test-group", "--text", "ping alias", "--json"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let doc = r.json();
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["route"], "group_send");
+    assert_eq!(doc["target"], "cidStackGroup==");
+    assert!(doc["process_query_key"].is_string(), "{doc}");
+
+    let r = send(&stack, &["--to", "cidOther==", "--text", "ping cid"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("via group_send"), "{r:?}");
+    let r = send(&stack, &["--to", "user:0423009", "--text", "ping user"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = send(&stack, &["--to", "ops-lead", "--text", "ping lead"]);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // The outbox holds exactly these, each by its route, in order; no waiting needed:
+    // exit 0 means DingTalk had already accepted it.
+    let out = stack.outbox();
+    let seen: Vec<(String, String, String)> = out
+        .iter()
+        .map(|e| {
+            (
+                e["route"].as_str().unwrap_or("").to_string(),
+                e["text"].as_str().unwrap_or("").to_string(),
+                e["conversation_id"]
+                    .as_str()
+                    .map(str::to_string)
+                    .or_else(|| e["user_ids"][0].as_str().map(|u| format!("user:{u}")))
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    let want = [
+        ("group_send", "ping alias", "cidStackGroup=="),
+        ("group_send", "ping cid", "cidOther=="),
+        ("batch_send", "ping user", "user:0423009"),
+        ("batch_send", "ping lead", "user:0423001"),
+    ];
+    assert_eq!(
+        seen,
+        want.iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect::<Vec<_>>()
+    );
+    assert!(out.iter().all(|e| e["msg_key"] == "sampleText"), "{out:?}");
+    assert!(
+        !stack.home.all_logs().contains("ping alias"),
+        "message text in the log"
+    );
+}
+
+#[test]
+fn markdown_uses_sample_markdown_with_a_title() {
+    let stack = started();
+    let text = "### Deploy done\n- api: ok\n- web: ok";
+    let r = send(
+        &stack,
+        &["--to", "test-group", "--text", text, "--markdown"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = send(
+        &stack,
+        &["--to", "user:0423001", "--text", "**bold**", "--markdown"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let out = stack.outbox();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0]["msg_key"], "sampleMarkdown");
+    assert_eq!(out[0]["route"], "group_send");
+    let param: Value = serde_json::from_str(out[0]["body"]["msgParam"].as_str().unwrap()).unwrap();
+    assert_eq!(param["text"], text);
+    assert_eq!(param["title"], "Deploy done");
+    assert_eq!(out[1]["msg_key"], "sampleMarkdown");
+    assert_eq!(out[1]["route"], "batch_send");
+    let param: Value = serde_json::from_str(out[1]["body"]["msgParam"].as_str().unwrap()).unwrap();
+    assert_eq!(param["title"], "bold", "no stray markers in the title");
+}
+
+#[test]
+fn dingtalk_refusing_beyond_the_retry_exits_1_and_nothing_is_sent() {
+    let stack = started();
+    // The OpenAPI retries a QPS 403 once (after 1 s): two in a row are a refusal.
+    faults(&stack, json!({"qps_403": 2}));
+    let r = send(&stack, &["--to", "test-group", "--text", "throttled"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("QpsLimit"), "{r:?}");
+    assert!(r.stderr.contains("groupMessages/send"), "{r:?}");
+    assert!(!r.stderr.contains("throttled"), "message text in the error");
+
+    // A refused token is refreshed once: two refusals in a row fail the send.
+    faults(&stack, json!({"invalid_auth": 2}));
+    let r = send(
+        &stack,
+        &["--json", "--to", "user:0423001", "--text", "unauth"],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    let doc = r.json();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["exit_code"], 1);
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("InvalidAuthentication"),
+        "{doc}"
+    );
+    assert!(stack.outbox().is_empty(), "{:?}", stack.outbox());
+
+    // One fault is absorbed by the retry: the message goes out and exit is 0.
+    faults(&stack, json!({"qps_403": 1}));
+    let r = send(&stack, &["--to", "test-group", "--text", "after one 403"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let out = stack.outbox();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["text"], "after one 403");
+}
+
+#[test]
+fn caller_mistakes_exit_2_with_a_clear_error() {
+    let stack = started();
+    let r = send(&stack, &["--to", "no-such-alias", "--text", "hello"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("no-such-alias"), "{r:?}");
+    assert!(r.stderr.contains("channel.dingtalk.targets"), "{r:?}");
+    for empty in ["", "   \n "] {
+        let r = send(&stack, &["--to", "test-group", "--text", empty]);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(r.stderr.contains("--text"), "{r:?}");
+    }
+    let r = send(&stack, &["--to", "user:", "--text", "hello"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let r = stack
+        .home
+        .run(&["send", "--name", "bot", "--text", "hello"]);
+    assert_eq!(r.code, 2, "missing --to: {r:?}");
+    assert!(stack.outbox().is_empty());
+}
+
+#[test]
+fn without_a_running_daemon_send_exits_3_naming_the_start_command() {
+    let home = Home::new();
+    let r = home.run(&[
+        "send",
+        "--name",
+        "dingtalk-bot",
+        "--to",
+        "test-group",
+        "--text",
+        "ping",
+    ]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("clawdbot daemon start --name dingtalk-bot"),
+        "{r:?}"
+    );
+    let j = home.run(&[
+        "--json",
+        "send",
+        "--name",
+        "dingtalk-bot",
+        "--to",
+        "test-group",
+        "--text",
+        "ping",
+    ]);
+    assert_eq!(j.code, 3, "{j:?}");
+    assert_eq!(j.json()["exit_code"], 3);
+}
