@@ -10,16 +10,10 @@ use clawdbot::ipc::client::Client;
 use clawdbot::ipc::proto::{CheckStatus, HealthReport};
 use clawdbot::ipc::{Request, Response};
 use serde_json::Value;
-use support::{wait_until, Home};
+use support::{free_port, wait_until, Home};
 
 /// Bound for every wait on the daemon, the child or a poll.
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A port nothing listens on right now (the OS picked it; it stays free in practice).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
 
 fn healthy(home: &Home, name: &str) -> Option<bool> {
     let run = home.run(&["--json", "daemon", "status", "--name", name]);

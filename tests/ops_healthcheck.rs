@@ -9,20 +9,12 @@ use std::time::{Duration, Instant};
 use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeMode};
 use serde_json::Value;
 use support::stack::Stack;
-use support::{wait_until, Home, Run};
+use support::{check, dead_url, wait_until, Home, Run};
 
 fn health(stack: &Stack, extra: &[&str]) -> Run {
     let mut args = vec!["--json", "healthcheck"];
     args.extend_from_slice(extra);
     stack.home.run(&args)
-}
-
-fn check(doc: &Value, name: &str) -> Value {
-    doc["checks"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == name))
-        .cloned()
-        .unwrap_or_else(|| panic!("no check {name:?} in {doc}"))
 }
 
 fn statuses(doc: &Value) -> Vec<(String, String)> {
@@ -37,13 +29,6 @@ fn statuses(doc: &Value) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-fn dead_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    format!("http://127.0.0.1:{port}/v1")
 }
 
 #[test]
@@ -184,7 +169,7 @@ fn prompts_near_the_budget_warn() {
     stack.wait_outbox(1, Duration::from_secs(10));
     let r = health(&stack, &["--name", "bot"]);
     assert_eq!(r.code, 0, "{r:?}");
-    let p = check(&r.json(), "prompts local_chat");
+    let p = check(&r.json(), "prompts local_chat").clone();
     assert_eq!(p["status"], "warn", "{p}");
     assert!(
         p["detail"].as_str().unwrap().contains("of 200 chars"),
@@ -213,7 +198,7 @@ fn a_stalled_model_is_bounded_by_the_timeout() {
     let took = started.elapsed();
     assert_eq!(r.code, 1, "{r:?}");
     assert!(took < Duration::from_secs(8), "took {took:?}");
-    let m = check(&r.json(), "model local_chat");
+    let m = check(&r.json(), "model local_chat").clone();
     assert_eq!(m["status"], "fail");
     assert!(m["detail"].as_str().unwrap().contains("no answer"), "{m}");
 }

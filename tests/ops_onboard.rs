@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeMode};
 use support::stack::{Stack, CLIENT_ID, CLIENT_SECRET};
-use support::{wait_until, Run};
+use support::{check, dead_url, wait_until, Run};
 
 /// `onboard --non-interactive` with the simulator's credentials and the fake model.
 fn onboard_args(stack: &Stack, config: &Path) -> Vec<String> {
@@ -61,21 +61,6 @@ fn run_command(mut c: Command) -> Run {
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
     }
-}
-
-fn check<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    doc["checks"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == name))
-        .unwrap_or_else(|| panic!("no check {name:?} in {doc}"))
-}
-
-/// A loopback URL where nothing listens.
-fn dead_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    format!("http://127.0.0.1:{port}/v1")
 }
 
 #[test]

@@ -11,7 +11,7 @@ use clawdbot::dingtalk::stream::StreamTuning;
 use clawdbot::dingtalk::{Channel, ChannelTuning, InboundContent};
 use clawdbot::sim::SimClient;
 use serde_json::json;
-use support::{wait_until, Home};
+use support::{free_port, wait_until, Home};
 use tokio::sync::mpsc;
 
 struct Served {
@@ -133,11 +133,7 @@ fn serve_inject_outbox_via_cli() {
 #[test]
 fn channel_reconnects_after_the_sim_restarts() {
     let home = Home::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let sim = serve(&home, &listen);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -2,6 +2,7 @@
 //! are kept per `outTrackId` for tests: params, flowStatus history, streamed content,
 //! finalize/error flags, deliveries.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -11,7 +12,7 @@ use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 use super::openapi::authorize;
-use super::reply::{api_body, api_error, ok_json, req_str};
+use super::reply::{api_body, api_error, ok_json, req_str, required};
 use super::state::{hex_id, now_ms, Sim};
 
 /// Reads and authorizes a card call's body.
@@ -38,20 +39,8 @@ fn param_map(v: &Value) -> Result<Map<String, Value>, Response> {
 }
 
 fn create(sim: &Sim, v: &Value) -> Result<String, Response> {
-    let template = req_str(v, "cardTemplateId").ok_or_else(|| {
-        api_error(
-            400,
-            "invalidParameter.cardTemplateId.empty",
-            "cardTemplateId is empty",
-        )
-    })?;
-    let id = req_str(v, "outTrackId").ok_or_else(|| {
-        api_error(
-            400,
-            "invalidParameter.outTrackId.empty",
-            "outTrackId is empty",
-        )
-    })?;
+    let template = required(v, "cardTemplateId")?;
+    let id = required(v, "outTrackId")?;
     let params = param_map(v)?;
     let flow = params.get("flowStatus").cloned().unwrap_or(Value::Null);
     let card = json!({"outTrackId": id, "cardTemplateId": template, "params": params,
@@ -62,13 +51,7 @@ fn create(sim: &Sim, v: &Value) -> Result<String, Response> {
 }
 
 fn deliver(sim: &Sim, v: &Value, id: &str) -> Result<Value, Response> {
-    let space = req_str(v, "openSpaceId").ok_or_else(|| {
-        api_error(
-            400,
-            "invalidParameter.openSpaceId.empty",
-            "openSpaceId is empty",
-        )
-    })?;
+    let space = required(v, "openSpaceId")?;
     let rest = space.strip_prefix("dtv1.card//").unwrap_or("");
     let (kind, space_id) = rest.split_once('.').unwrap_or(("", ""));
     let model = match kind {
@@ -90,13 +73,7 @@ fn deliver(sim: &Sim, v: &Value, id: &str) -> Result<Value, Response> {
         ));
     }
     let mut st = sim.lock();
-    let card = st.cards.get_mut(id).ok_or_else(|| {
-        api_error(
-            400,
-            "invalidParameter.outTrackId.notExist",
-            "card instance not found",
-        )
-    })?;
+    let card = card_mut(&mut st.cards, id)?;
     if let Some(d) = card["deliveries"].as_array_mut() {
         d.push(json!({"spaceType": kind, "spaceId": space_id, "model": v[model]}));
     }
@@ -105,20 +82,33 @@ fn deliver(sim: &Sim, v: &Value, id: &str) -> Result<Value, Response> {
     )
 }
 
+/// A handler's answer: the success body, or a ready DingTalk error response (axum
+/// renders both).
+type Reply = Result<Response, Response>;
+
+/// The card `outTrackId` names, or `invalidParameter.outTrackId.notExist`.
+fn card_mut<'a>(
+    cards: &'a mut BTreeMap<String, Value>,
+    id: &str,
+) -> Result<&'a mut Value, Response> {
+    cards.get_mut(id).ok_or_else(|| {
+        api_error(
+            400,
+            "invalidParameter.outTrackId.notExist",
+            "card instance not found",
+        )
+    })
+}
+
 /// `POST /v1.0/card/instances`.
 pub async fn create_instance(
     State(sim): State<Arc<Sim>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let v = match prepare(&sim, &headers, "/v1.0/card/instances", &body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    match create(&sim, &v) {
-        Ok(_) => ok_json(json!({"success": true, "result": hex_id(8)})),
-        Err(r) => r,
-    }
+) -> Reply {
+    let v = prepare(&sim, &headers, "/v1.0/card/instances", &body)?;
+    create(&sim, &v)?;
+    Ok(ok_json(json!({"success": true, "result": hex_id(8)})))
 }
 
 /// `POST /v1.0/card/instances/deliver`.
@@ -126,52 +116,31 @@ pub async fn deliver_instance(
     State(sim): State<Arc<Sim>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let v = match prepare(&sim, &headers, "/v1.0/card/instances/deliver", &body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(id) = req_str(&v, "outTrackId") else {
-        return api_error(
-            400,
-            "invalidParameter.outTrackId.empty",
-            "outTrackId is empty",
-        );
-    };
-    match deliver(&sim, &v, id) {
-        Ok(r) => ok_json(json!({"success": true, "result": [r]})),
-        Err(r) => r,
-    }
+) -> Reply {
+    let v = prepare(&sim, &headers, "/v1.0/card/instances/deliver", &body)?;
+    let r = deliver(&sim, &v, required(&v, "outTrackId")?)?;
+    Ok(ok_json(json!({"success": true, "result": [r]})))
 }
 
-/// `POST /v1.0/card/instances/createAndDeliver`.
+/// `POST /v1.0/card/instances/createAndDeliver`. A failed delivery removes the card again.
 pub async fn create_and_deliver(
     State(sim): State<Arc<Sim>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let v = match prepare(
+) -> Reply {
+    let v = prepare(
         &sim,
         &headers,
         "/v1.0/card/instances/createAndDeliver",
         &body,
-    ) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let id = match create(&sim, &v) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    match deliver(&sim, &v, &id) {
-        Ok(r) => {
-            ok_json(json!({"success": true, "result": {"outTrackId": id, "deliverResults": [r]}}))
-        }
-        Err(r) => {
-            sim.lock().cards.remove(&id);
-            r
-        }
-    }
+    )?;
+    let id = create(&sim, &v)?;
+    let r = deliver(&sim, &v, &id).inspect_err(|_| {
+        sim.lock().cards.remove(&id);
+    })?;
+    Ok(ok_json(
+        json!({"success": true, "result": {"outTrackId": id, "deliverResults": [r]}}),
+    ))
 }
 
 /// `PUT /v1.0/card/instances` (update data by key).
@@ -179,30 +148,12 @@ pub async fn update_instance(
     State(sim): State<Arc<Sim>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let v = match prepare(&sim, &headers, "/v1.0/card/instances#put", &body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(id) = req_str(&v, "outTrackId") else {
-        return api_error(
-            400,
-            "invalidParameter.outTrackId.empty",
-            "outTrackId is empty",
-        );
-    };
-    let params = match param_map(&v) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+) -> Reply {
+    let v = prepare(&sim, &headers, "/v1.0/card/instances#put", &body)?;
+    let id = required(&v, "outTrackId")?;
+    let params = param_map(&v)?;
     let mut st = sim.lock();
-    let Some(card) = st.cards.get_mut(id) else {
-        return api_error(
-            400,
-            "invalidParameter.outTrackId.notExist",
-            "card instance not found",
-        );
-    };
+    let card = card_mut(&mut st.cards, id)?;
     if let Some(flow) = params.get("flowStatus") {
         if let Some(h) = card["flow_history"].as_array_mut() {
             h.push(flow.clone());
@@ -211,38 +162,33 @@ pub async fn update_instance(
     if let Some(cur) = card["params"].as_object_mut() {
         cur.extend(params);
     }
-    ok_json(json!({"success": true, "result": true}))
+    Ok(ok_json(json!({"success": true, "result": true})))
 }
 
 /// `PUT /v1.0/card/streaming`.
-pub async fn streaming(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
-    let v = match prepare(&sim, &headers, "/v1.0/card/streaming", &body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn streaming(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Reply {
+    let v = prepare(&sim, &headers, "/v1.0/card/streaming", &body)?;
     let (Some(id), Some(key), Some(_guid)) = (
         req_str(&v, "outTrackId"),
         req_str(&v, "key"),
         req_str(&v, "guid"),
     ) else {
-        return api_error(
+        return Err(api_error(
             400,
             "invalidParameter.param.invalid",
             "outTrackId, key and guid are required",
-        );
+        ));
     };
     let Some(content) = v.get("content").and_then(Value::as_str) else {
-        return api_error(400, "invalidParameter.param.invalid", "content is required");
+        return Err(api_error(
+            400,
+            "invalidParameter.param.invalid",
+            "content is required",
+        ));
     };
     let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
     let mut st = sim.lock();
-    let Some(card) = st.cards.get_mut(id) else {
-        return api_error(
-            400,
-            "invalidParameter.outTrackId.notExist",
-            "card instance not found",
-        );
-    };
+    let card = card_mut(&mut st.cards, id)?;
     let prev = card["streaming"][key].as_str().unwrap_or("").to_string();
     let next = if flag("isFull") {
         content.to_string()
@@ -257,28 +203,19 @@ pub async fn streaming(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: By
     if flag("isError") {
         card["error"] = json!(true);
     }
-    ok_json(json!({"success": true, "result": true}))
+    Ok(ok_json(json!({"success": true, "result": true})))
 }
 
 /// `POST /v1.0/im/v1.0/robot/interactiveCards/send` and `PUT /v1.0/im/robots/interactiveCards`.
-pub async fn interactive(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
-    let v = match prepare(&sim, &headers, "/v1.0/im/robots/interactiveCards", &body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(id) = req_str(&v, "cardBizId") else {
-        return api_error(
-            400,
-            "invalidParameter.cardBizId.empty",
-            "cardBizId is empty",
-        );
-    };
+pub async fn interactive(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Reply {
+    let v = prepare(&sim, &headers, "/v1.0/im/robots/interactiveCards", &body)?;
+    let id = required(&v, "cardBizId")?;
     if !v.get("cardData").is_some_and(Value::is_string) {
-        return api_error(
+        return Err(api_error(
             400,
             "invalidParameter.cardData.invalid",
             "cardData must be a JSON string",
-        );
+        ));
     }
     let key = format!("interactive:{id}");
     let mut st = sim.lock();
@@ -288,5 +225,5 @@ pub async fn interactive(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: 
         .or_insert_with(|| json!({"cardBizId": id, "updates": 0}));
     entry["cardData"] = v["cardData"].clone();
     entry["updates"] = json!(entry["updates"].as_u64().unwrap_or(0) + 1);
-    ok_json(json!({"processQueryKey": hex_id(12)}))
+    Ok(ok_json(json!({"processQueryKey": hex_id(12)})))
 }

@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::reply::{api_body, api_error, errcode, ok_json, req_str};
+use super::reply::{api_body, api_error, errcode, ok_json, req_str, required};
 use super::state::{hex_id, now_ms, now_us, Sim};
 
 /// `POST /v1.0/oauth2/accessToken`.
@@ -132,25 +132,14 @@ pub fn authorize(sim: &Sim, headers: &HeaderMap, api: &str) -> Result<(), Respon
 
 /// Validates robotCode + msgKey + msgParam; returns the parsed msgParam.
 fn check_message(sim: &Sim, v: &Value) -> Result<Value, Response> {
-    match req_str(v, "robotCode") {
-        None => {
-            return Err(api_error(
-                400,
-                "invalidParameter.robotCode.empty",
-                "robotCode is empty",
-            ))
-        }
-        Some(r) if r != sim.opts.robot_code => {
-            return Err(api_error(
-                400,
-                "invalidParameter.robotCode.auth",
-                "robotCode does not belong to this app",
-            ))
-        }
-        _ => {}
+    if required(v, "robotCode")? != sim.opts.robot_code {
+        return Err(api_error(
+            400,
+            "invalidParameter.robotCode.auth",
+            "robotCode does not belong to this app",
+        ));
     }
-    let key = req_str(v, "msgKey")
-        .ok_or_else(|| api_error(400, "invalidParameter.msgKey.empty", "msgKey is empty"))?;
+    let key = required(v, "msgKey")?;
     const KEYS: [&str; 10] = [
         "sampleText",
         "sampleMarkdown",
@@ -236,12 +225,9 @@ pub async fn group_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
             Ok(m) => m,
             Err(r) => return r,
         };
-    let Some(cid) = req_str(&v, "openConversationId") else {
-        return api_error(
-            400,
-            "invalidParameter.openConversationId.empty",
-            "openConversationId is empty",
-        );
+    let cid = match required(&v, "openConversationId") {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let key = req_str(&v, "msgKey").unwrap_or_default();
     let pqk = hex_id(12);

@@ -66,3 +66,14 @@ pub fn errcode_body(bytes: &[u8]) -> Result<Value, Response> {
 pub fn req_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
+
+/// A required non-empty string field, or the OpenAPI's 400 `invalidParameter.KEY.empty`.
+pub fn required<'a>(v: &'a Value, key: &str) -> Result<&'a str, Response> {
+    req_str(v, key).ok_or_else(|| {
+        api_error(
+            400,
+            &format!("invalidParameter.{key}.empty"),
+            &format!("{key} is empty"),
+        )
+    })
+}

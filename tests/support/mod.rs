@@ -152,3 +152,22 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A loopback port nothing listens on right now (the OS picked it, then it was released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// An OpenAI-style base URL on loopback where nothing listens (connection refused).
+pub fn dead_url() -> String {
+    format!("http://127.0.0.1:{}/v1", free_port())
+}
+
+/// The check called `name` in a healthcheck or onboard `--json` document.
+pub fn check<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    doc["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no check {name:?} in {doc}"))
+}

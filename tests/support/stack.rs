@@ -36,29 +36,7 @@ impl Stack {
             .unwrap();
         let fake = rt.block_on(FakeServer::start(fake)).expect("fake model");
         let port_file = home.path().join("sim.url");
-        let mut args = vec![
-            "sim",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--port-file",
-            port_file.to_str().unwrap(),
-            "--client-id",
-            CLIENT_ID,
-            "--client-secret",
-            CLIENT_SECRET,
-        ];
-        args.extend_from_slice(sim_flags);
-        let sim_child = home
-            .command(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sim");
-        assert!(
-            wait_until(Duration::from_secs(10), || port_file.exists()),
-            "simulator did not start"
-        );
+        let sim_child = spawn_sim(&home, "127.0.0.1:0", &port_file, sim_flags);
         let sim_url = std::fs::read_to_string(&port_file)
             .unwrap()
             .trim()
@@ -201,29 +179,7 @@ impl Stack {
         let _ = self.sim_child.wait();
         let listen = self.sim_url.trim_start_matches("http://").to_string();
         let port_file = self.home.path().join("sim2.url");
-        let args = [
-            "sim",
-            "serve",
-            "--listen",
-            &listen,
-            "--port-file",
-            port_file.to_str().unwrap(),
-            "--client-id",
-            CLIENT_ID,
-            "--client-secret",
-            CLIENT_SECRET,
-        ];
-        self.sim_child = self
-            .home
-            .command(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sim");
-        assert!(
-            wait_until(Duration::from_secs(10), || port_file.exists()),
-            "simulator did not restart"
-        );
+        self.sim_child = spawn_sim(&self.home, &listen, &port_file, &[]);
     }
 
     /// The bot daemon's pid.
@@ -233,7 +189,7 @@ impl Stack {
 }
 
 /// Starts `clawdbot sim serve` on `listen` and waits for its port file.
-fn spawn_sim(home: &Home, listen: &str, port_file: &std::path::Path, extra: &[&str]) -> Child {
+fn spawn_sim(home: &Home, listen: &str, port_file: &Path, extra: &[&str]) -> Child {
     let mut args = vec![
         "sim",
         "serve",
