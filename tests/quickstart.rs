@@ -50,4 +50,18 @@ fn quickstart_twice_reuses_the_running_simulator() {
         human.stdout.contains("daemon stop --name quickstart-sim"),
         "{human:?}"
     );
+    // The printed stop commands work as typed (they name this binary, not a `clawdbot`
+    // that may not be on PATH).
+    for cmd in second.json()["stop_commands"].as_array().unwrap() {
+        let cmd = cmd.as_str().unwrap();
+        let ran = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .env_remove("CLAWDBOT_HOME")
+            .output()
+            .expect("sh");
+        assert!(ran.status.success(), "{cmd}: {ran:?}");
+    }
+    for name in ["quickstart-bot", "quickstart-sim"] {
+        assert_eq!(home.run(&["daemon", "status", "--name", name]).code, 3);
+    }
 }

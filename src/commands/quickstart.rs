@@ -30,6 +30,7 @@ const CLIENT_SECRET: &str = "quickstart-secret";
 pub fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdResult {
     let quiet = out.without_spinners();
     let silent = out.silent();
+    let me = invocation(layout);
     let sim_paths = layout.daemon(SIM_NAME)?;
     sim_paths.ensure_state_dir()?;
     let url_file = sim_paths.state.join("url");
@@ -62,7 +63,7 @@ pub fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdRe
             url
         }
     };
-    wait_listening(&sim_url, Duration::from_secs(15))?;
+    wait_listening(&sim_url, Duration::from_secs(15), &me)?;
 
     // 2. The demo config.
     let model_base = args
@@ -93,7 +94,7 @@ pub fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdRe
         .enable_all()
         .build()
         .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
-    let reply = rt.block_on(converse(layout, &sim_url, &args.text))?;
+    let reply = rt.block_on(converse(&sim_url, &args.text, &me))?;
     drop(rt);
     if !out.json {
         println!(
@@ -114,10 +115,9 @@ pub fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdRe
     };
     let health_code =
         super::healthcheck::healthcheck(layout, &health, if out.json { &silent } else { &quiet })?;
-    let home_flag = layout_home_flag(layout);
     let stop = vec![
-        format!("clawdbot{home_flag} daemon stop --name {BOT_NAME}"),
-        format!("clawdbot{home_flag} daemon stop --name {SIM_NAME}"),
+        format!("{me} daemon stop --name {BOT_NAME}"),
+        format!("{me} daemon stop --name {SIM_NAME}"),
     ];
     if args.stop {
         super::stop_daemon(layout, BOT_NAME, Duration::from_secs(10), &silent, true)?;
@@ -127,7 +127,7 @@ pub fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdRe
         "Stopped the bot and the simulator.".to_string()
     } else {
         format!(
-            "The bot and the simulator keep running. Try:\n  clawdbot{home_flag} sim inject --sim {sim_url} --group --conversation {CONVERSATION} --text \"hi\"\n  clawdbot{home_flag} sim outbox --sim {sim_url}\n  clawdbot{home_flag} daemon status\nStop everything with:\n  {}\n  {}",
+            "The bot and the simulator keep running. Try:\n  {me} sim inject --sim {sim_url} --group --conversation {CONVERSATION} --text \"hi\"\n  {me} sim outbox --sim {sim_url}\n  {me} daemon status\nStop everything with:\n  {}\n  {}",
             stop[0], stop[1]
         )
     };
@@ -152,15 +152,53 @@ fn running(layout: &Layout, name: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn layout_home_flag(layout: &Layout) -> String {
-    match std::env::var_os("CLAWDBOT_HOME") {
+/// How to run this binary again with the same home, for the printed hints: `clawdbot`
+/// when that is what `PATH` finds, else this executable's path (`./target/debug/clawdbot`
+/// after `cargo run`), plus `--home DIR` when the home came from that flag.
+fn invocation(layout: &Layout) -> String {
+    let home_flag = match std::env::var_os("CLAWDBOT_HOME") {
         Some(_) => String::new(),
         None => layout
             .config_dir
             .parent()
             .filter(|_| layout.config_dir.ends_with("config"))
-            .map(|h| format!(" --home {}", h.display()))
+            .map(|h| format!(" --home {}", shell_word(&h.display().to_string())))
             .unwrap_or_default(),
+    };
+    format!("{}{home_flag}", self_command())
+}
+
+fn self_command() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|e| e.canonicalize()) else {
+        return "clawdbot".into();
+    };
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join("clawdbot"))
+        .find(|candidate| candidate.is_file());
+    if on_path.and_then(|p| p.canonicalize().ok()).as_ref() == Some(&exe) {
+        return "clawdbot".into();
+    }
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            exe.strip_prefix(cwd)
+                .ok()
+                .map(|rel| format!("./{}", rel.display()))
+        })
+        .unwrap_or_else(|| exe.display().to_string());
+    shell_word(&shown)
+}
+
+/// `word` quoted for a POSIX shell when it holds anything but plain path characters.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c);
+    if word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 
@@ -174,7 +212,7 @@ fn free_port() -> Result<u16, CliError> {
 }
 
 /// Polls the simulator's port until it accepts connections.
-fn wait_listening(url: &str, limit: Duration) -> Result<(), CliError> {
+fn wait_listening(url: &str, limit: Duration, me: &str) -> Result<(), CliError> {
     let addr: SocketAddr = url
         .trim_start_matches("http://")
         .parse()
@@ -187,7 +225,7 @@ fn wait_listening(url: &str, limit: Duration) -> Result<(), CliError> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(CliError::failure(format!(
-        "the simulator at {url} is not listening after {} s; see `clawdbot daemon logs --name {SIM_NAME}`",
+        "the simulator at {url} is not listening after {} s; see `{me} daemon logs --name {SIM_NAME}`",
         limit.as_secs()
     )))
 }
@@ -220,14 +258,13 @@ channel:
 }
 
 /// Waits for the bot's channel, injects one group message, returns the reply text.
-async fn converse(layout: &Layout, sim_url: &str, text: &str) -> Result<String, CliError> {
+async fn converse(sim_url: &str, text: &str, me: &str) -> Result<String, CliError> {
     let sim = SimClient::new(sim_url);
     sim.wait_for("/_sim/connections", Duration::from_secs(15), |v| {
         v["connections"].as_array().is_some_and(|c| c.iter().any(|c| c["live"] == true))
     })
     .await
-    .map_err(|e| CliError::failure(format!("the bot did not connect to the simulator: {e}; see `clawdbot daemon logs --name {BOT_NAME}`")))?;
-    let _ = layout;
+    .map_err(|e| CliError::failure(format!("the bot did not connect to the simulator: {e}; see `{me} daemon logs --name {BOT_NAME}`")))?;
     let before = sim.outbox().await.map_err(CliError::failure)?.len();
     let injected = sim
         .inject(&json!({"text": text, "conversation_type": "group", "conversation_id": CONVERSATION,
@@ -235,9 +272,14 @@ async fn converse(layout: &Layout, sim_url: &str, text: &str) -> Result<String, 
         .await
         .map_err(CliError::failure)?;
     let msg_id = injected["msgId"].as_str().unwrap_or_default().to_string();
-    let entries = sim.wait_outbox(before + 1, Duration::from_secs(20)).await.map_err(|e| {
-        CliError::failure(format!("no reply from the bot for {msg_id}: {e}; see `clawdbot daemon logs --name {BOT_NAME}`"))
-    })?;
+    let entries = sim
+        .wait_outbox(before + 1, Duration::from_secs(20))
+        .await
+        .map_err(|e| {
+            CliError::failure(format!(
+                "no reply from the bot for {msg_id}: {e}; see `{me} daemon logs --name {BOT_NAME}`"
+            ))
+        })?;
     let reply: Option<&Value> = entries
         .iter()
         .skip(before)
