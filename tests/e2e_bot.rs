@@ -11,13 +11,10 @@ use support::stack::Stack;
 use support::wait_until;
 
 fn echo_with_latency(ms: u64) -> FakeConfig {
-    FakeConfig {
-        default: FakeBehavior {
-            latency_ms: ms,
-            ..Default::default()
-        },
+    FakeConfig::from(FakeBehavior {
+        latency_ms: ms,
         ..Default::default()
-    }
+    })
 }
 
 #[test]
@@ -122,13 +119,10 @@ fn a_flooding_group_never_exceeds_the_limit_nor_starves_a_quiet_group() {
 
 #[test]
 fn a_stalled_model_gets_the_fallback_reply_within_timeout_ms() {
-    let fake = FakeConfig {
-        default: FakeBehavior {
-            mode: FakeMode::StallBeforeHeaders,
-            ..Default::default()
-        },
+    let fake = FakeConfig::from(FakeBehavior {
+        mode: FakeMode::StallBeforeHeaders,
         ..Default::default()
-    };
+    });
     let stack = Stack::new(fake, &[]);
     let cfg = stack.config(
         2,
@@ -159,14 +153,11 @@ fn model_down_errors_and_broken_streams_all_get_the_fallback_text() {
         FakeMode::Empty200,
         FakeMode::ErrorInStream,
     ] {
-        let fake = FakeConfig {
-            default: FakeBehavior {
-                mode,
-                status: 503,
-                ..Default::default()
-            },
+        let fake = FakeConfig::from(FakeBehavior {
+            mode,
+            status: 503,
             ..Default::default()
-        };
+        });
         let stack = Stack::new(fake, &[]);
         let cfg = stack.config(1, 3000, "reply:\n  fallback_text: \"FALLBACK\"\n");
         stack.start_bot(&cfg);
@@ -304,15 +295,12 @@ fn a_slow_model_triggers_the_thinking_notice_then_the_answer() {
 
 #[test]
 fn answers_stream_into_an_ai_card_that_is_always_finalized() {
-    let fake = FakeConfig {
-        default: FakeBehavior {
-            chunk_interval_ms: 60,
-            chunk_chars: 4,
-            reply: Some("a streamed answer of several chunks".into()),
-            ..Default::default()
-        },
+    let fake = FakeConfig::from(FakeBehavior {
+        chunk_interval_ms: 60,
+        chunk_chars: 4,
+        reply: Some("a streamed answer of several chunks".into()),
         ..Default::default()
-    };
+    });
     let stack = Stack::new(fake, &[]);
     let cfg_path = stack.config(2, 8000, "");
     let text = std::fs::read_to_string(&cfg_path).unwrap().replace(
@@ -334,14 +322,11 @@ fn answers_stream_into_an_ai_card_that_is_always_finalized() {
     assert!(cards.to_string().contains("a streamed answer"), "{cards}");
 
     // A failing model leaves the card in FAILED, never "typing".
-    stack.fake.state.set_config(FakeConfig {
-        default: FakeBehavior {
-            mode: FakeMode::Status,
-            status: 503,
-            ..Default::default()
-        },
+    stack.fake.state.set_config(FakeConfig::from(FakeBehavior {
+        mode: FakeMode::Status,
+        status: 503,
         ..Default::default()
-    });
+    }));
     stack.inject_group("cidCard2==", "this will fail");
     stack
         .rt

@@ -14,13 +14,10 @@ use support::stack::Stack;
 use support::wait_until;
 
 fn slow_model(ms: u64) -> FakeConfig {
-    FakeConfig {
-        default: FakeBehavior {
-            latency_ms: ms,
-            ..Default::default()
-        },
+    FakeConfig::from(FakeBehavior {
+        latency_ms: ms,
         ..Default::default()
-    }
+    })
 }
 
 fn replies_by_conversation(outbox: &[Value]) -> HashMap<String, usize> {

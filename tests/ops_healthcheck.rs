@@ -115,13 +115,10 @@ fn a_lost_channel_fails_the_channel_check() {
 #[test]
 fn model_timeouts_warn_but_stay_healthy() {
     // Completions take 3 s; the bot allows 600 ms, so the turn times out (fallback reply).
-    let fake = FakeConfig {
-        default: FakeBehavior {
-            mode: FakeMode::StallBeforeHeaders,
-            ..Default::default()
-        },
+    let fake = FakeConfig::from(FakeBehavior {
+        mode: FakeMode::StallBeforeHeaders,
         ..Default::default()
-    };
+    });
     let stack = Stack::new(fake, &[]);
     let cfg = stack.config(1, 600, "");
     stack.start_bot(&cfg);

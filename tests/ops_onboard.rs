@@ -231,16 +231,14 @@ fn a_model_server_that_is_down_fails_naming_the_url() {
 #[test]
 fn a_model_that_lists_but_cannot_answer_fails_the_completion_check() {
     // `/models` answers, but every completion is a 404 "model not found".
-    let fake = FakeConfig {
-        default: FakeBehavior {
-            mode: FakeMode::Status,
-            status: 404,
-            body: r#"{"error":{"message":"model not found","type":"invalid_request_error","code":404}}"#
+    let fake = FakeConfig::from(FakeBehavior {
+        mode: FakeMode::Status,
+        status: 404,
+        body:
+            r#"{"error":{"message":"model not found","type":"invalid_request_error","code":404}}"#
                 .into(),
-            ..Default::default()
-        },
         ..Default::default()
-    };
+    });
     let stack = Stack::new(fake, &[]);
     let cfg = stack.home.path().join("nomodel.yaml");
     let mut args = onboard_args(&stack, &cfg);

@@ -90,3 +90,13 @@ pub struct FakeConfig {
     /// Server-side slots like llama.cpp `-np`: excess requests wait without a byte sent.
     pub slots: Option<usize>,
 }
+
+impl From<FakeBehavior> for FakeConfig {
+    /// Every model behaves like `default`; no server-side slot limit.
+    fn from(default: FakeBehavior) -> Self {
+        FakeConfig {
+            default,
+            ..FakeConfig::default()
+        }
+    }
+}
