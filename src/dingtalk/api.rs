@@ -2,7 +2,9 @@
 //!
 //! Invariants: every call passes the per-API [`QpsLimiter`] first; a 400
 //! `InvalidAuthentication` drops the cached token and retries exactly once; a 403
-//! QPS-limit answer waits 1 s and retries exactly once; any other failure is returned.
+//! QPS-limit answer waits 1 s and retries exactly once; a 504 (DingTalk's gateway gave up
+//! after 3 s) waits [`GATEWAY_RETRY_DELAY`] and retries exactly once; any other failure is
+//! returned. So one call makes at most four requests.
 
 use std::time::Duration;
 
@@ -16,6 +18,9 @@ use super::token::TokenCache;
 
 /// DingTalk's default per-app per-API limit.
 pub const QPS_PER_API: usize = 20;
+
+/// Back-off before the one retry of a call DingTalk answered 504.
+pub const GATEWAY_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 pub struct OpenApi {
     http: reqwest::Client,
@@ -45,6 +50,7 @@ impl OpenApi {
     async fn call(&self, method: Method, path: &str, body: &Value) -> Result<Value, ChannelError> {
         let mut auth_retried = false;
         let mut qps_retried = false;
+        let mut gateway_retried = false;
         loop {
             self.limiter.acquire(path).await;
             let token = self.tokens.get().await?;
@@ -71,6 +77,14 @@ impl OpenApi {
                     tracing::warn!(api = path, code = %code, "DingTalk throttled the call; retrying in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     qps_retried = true;
+                }
+                Err(ChannelError::Api { status: 504, .. }) if !gateway_retried => {
+                    tracing::warn!(
+                        api = path,
+                        "DingTalk answered 504 (gateway timeout); retrying once"
+                    );
+                    tokio::time::sleep(GATEWAY_RETRY_DELAY).await;
+                    gateway_retried = true;
                 }
                 other => return other,
             }

@@ -4,6 +4,9 @@
 /// DingTalk's "session does not exist / expired" errcode on session webhooks.
 pub const ERRCODE_SESSION_GONE: i64 = 300_001;
 
+/// DingTalk's "system busy" errcode (`系统繁忙`): nothing was sent; retrying is right.
+pub const ERRCODE_BUSY: i64 = -1;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ChannelError {
     /// A new-API call answered non-2xx with DingTalk's `{code, message}` shape.
@@ -42,5 +45,10 @@ impl ChannelError {
     /// True for the session-webhook "session gone" answer that calls for the OpenAPI fallback.
     pub fn is_session_gone(&self) -> bool {
         matches!(self, ChannelError::Errcode { errcode, .. } if *errcode == ERRCODE_SESSION_GONE)
+    }
+
+    /// True for an explicit errcode -1 ("system busy") answer.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, ChannelError::Errcode { errcode, .. } if *errcode == ERRCODE_BUSY)
     }
 }

@@ -69,10 +69,17 @@ pub async fn read_errcode_response(
         api: api.into(),
         detail: format!("HTTP {status}, answer is not JSON"),
     })?;
-    let errcode = v
-        .get("errcode")
-        .and_then(Value::as_i64)
-        .unwrap_or(if status == 200 { 0 } else { -1 });
+    let errcode = match v.get("errcode").and_then(Value::as_i64) {
+        Some(code) => code,
+        None if (200..300).contains(&status) => 0,
+        // No errcode on an error status: delivery is unknown, so never read it as "busy".
+        None => {
+            return Err(ChannelError::Transport {
+                api: api.into(),
+                detail: format!("HTTP {status} without an errcode"),
+            })
+        }
+    };
     if errcode == 0 && (200..300).contains(&status) {
         return Ok(v);
     }

@@ -1,5 +1,8 @@
 //! Replies through a message's `sessionWebhook` (spec §3): no token, no signing; the
-//! answer is `{"errcode":0}` or an errcode (300001 = session gone → caller falls back).
+//! answer is `{"errcode":0}` or an errcode (300001 = session gone → caller falls back;
+//! -1 = system busy → retried once here after [`BUSY_RETRY_DELAY`]).
+
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -7,6 +10,9 @@ use super::error::ChannelError;
 use super::http::{read_errcode_response, transport};
 
 const API: &str = "sessionWebhook";
+
+/// Back-off before the one retry of a send answered errcode -1.
+pub const BUSY_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// The webhook body for one chunk. `at_staff_id` mentions the asker (groups): listed in
 /// `at.atUserIds`, and for markdown also written as `@id` in the text so it renders.
@@ -25,8 +31,24 @@ pub fn session_body(text: &str, markdown: bool, at_staff_id: Option<&str>) -> Va
     }
 }
 
-/// POSTs `body` to the session webhook `url`.
+/// POSTs `body` to the session webhook `url`; an explicit "system busy" answer is retried
+/// once (nothing was delivered), every other failure is returned as is.
 pub async fn post_session(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> Result<(), ChannelError> {
+    match post_session_once(http, url, body).await {
+        Err(e) if e.is_busy() => {
+            tracing::warn!("session webhook answered errcode -1 (system busy); retrying once");
+            tokio::time::sleep(BUSY_RETRY_DELAY).await;
+            post_session_once(http, url, body).await
+        }
+        other => other,
+    }
+}
+
+async fn post_session_once(
     http: &reqwest::Client,
     url: &str,
     body: &Value,
