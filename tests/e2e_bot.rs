@@ -211,6 +211,44 @@ fn memory_carries_the_previous_answer_and_reset_forgets_it() {
 }
 
 #[test]
+fn back_to_back_messages_of_one_conversation_are_answered_in_order() {
+    // Eight messages arrive at once; with 4 model slots they could race each other to the
+    // model. Each must be answered in arrival order, seeing the answers before it.
+    let stack = Stack::new(echo_with_latency(30), &[]);
+    let cfg = stack.config(
+        4,
+        10_000,
+        "access:\n  user_rate_limit: 0\nmemory:\n  max_turns: 20\n",
+    );
+    stack.start_bot(&cfg);
+    for i in 0..8 {
+        stack.inject_group("cidOrder==", &format!("q{i}"));
+    }
+    stack.wait_outbox(8, Duration::from_secs(20));
+    let replies: Vec<String> = stack
+        .replies_in("cidOrder==")
+        .iter()
+        .map(|r| {
+            r["text"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let expected: Vec<String> = (0..8).map(|i| format!("echo: q{i}")).collect();
+    assert_eq!(replies, expected);
+    let last = stack.fake_stats().recent.back().unwrap().body.clone();
+    assert_eq!(
+        last["messages"].as_array().unwrap().len(),
+        1 + 2 * 7 + 1,
+        "the last turn sees all seven earlier exchanges: {last}"
+    );
+}
+
+#[test]
 fn overlong_prompts_are_trimmed_to_the_budget() {
     let stack = Stack::new(FakeConfig::default(), &[]);
     let cfg = stack.config(2, 5000, "prompt:\n  max_chars: 800\n");

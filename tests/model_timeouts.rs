@@ -213,11 +213,136 @@ async fn fallback_skipped_when_budget_is_spent() {
     );
     // A total timeout leaves nothing for a fallback either.
     let models = [
-        model("slow", &srv.base_url, "timeout_ms: 600\nfallback: fast"),
+        model(
+            "slow",
+            &srv.base_url,
+            "timeout_ms: 600\nfirst_token_timeout_ms: 600\nfallback: fast",
+        ),
         model("fast", &srv.base_url, ""),
     ];
     let router = ModelRouter::new(&config(&models, &[], 8, 1000));
     let (o, _) = ask(&router, turn("c", "q")).await;
     assert!(failed_reason(&o).0.contains("total"));
     assert!(!srv.state.stats().by_model.contains_key("fast"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_that_falls_back_keeps_its_conversations_place() {
+    // Turn A stalls on `primary` and moves to the slow `backup`; turn B of the same
+    // conversation, queued behind A on `primary`, must not run (and answer) before A ends.
+    let srv = fake(FakeBehavior::default()).await;
+    srv.state
+        .set_model("primary", behavior(FakeMode::StallBeforeHeaders));
+    srv.state.set_model(
+        "backup",
+        FakeBehavior {
+            latency_ms: 800,
+            ..FakeBehavior::default()
+        },
+    );
+    let models = [
+        model(
+            "primary",
+            &srv.base_url,
+            "timeout_ms: 8000\nfirst_token_timeout_ms: 300\nfallback: backup",
+        ),
+        model("backup", &srv.base_url, "timeout_ms: 8000"),
+    ];
+    let router = ModelRouter::new(&config(&models, &[("primary", 1), ("backup", 1)], 8, 8000));
+    let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let spawn_turn = |text: &'static str| {
+        let (router, finished) = (router.clone(), finished.clone());
+        tokio::spawn(async move {
+            let (o, _) = ask(&router, turn("conv", text)).await;
+            finished.lock().unwrap().push((text, o));
+        })
+    };
+    let a = spawn_turn("A");
+    assert!(
+        wait_until(Duration::from_secs(5), || srv
+            .state
+            .stats()
+            .by_model
+            .contains_key("primary"))
+        .await
+    );
+    // From now on `primary` answers at once: only ordering can keep B behind A.
+    srv.state.set_model("primary", FakeBehavior::default());
+    let b = spawn_turn("B");
+    a.await.expect("turn A");
+    b.await.expect("turn B");
+    let finished = finished.lock().unwrap();
+    let order: Vec<&str> = finished.iter().map(|(t, _)| *t).collect();
+    assert_eq!(order, ["A", "B"], "{finished:?}");
+    assert!(matches!(
+        &finished[0].1,
+        TurnOutcome::Answer { model, fell_back: true, .. } if model == "backup"
+    ));
+    assert!(matches!(&finished[1].1, TurnOutcome::Answer { model, .. } if model == "primary"));
+    // Other conversations were never blocked: A gave `primary`'s slot back when it left.
+    assert_eq!(
+        router
+            .reports()
+            .into_iter()
+            .find(|r| r.name == "primary")
+            .expect("report")
+            .in_flight,
+        0
+    );
+}
+
+#[tokio::test]
+async fn fallback_skipped_when_its_own_total_is_spent() {
+    // 400 ms go to the primary's first-token budget; the fallback's whole budget is 300 ms,
+    // so calling it could only fail: the turn reports the primary's real error instead.
+    let srv = fake(FakeBehavior::default()).await;
+    srv.state
+        .set_model("slow", behavior(FakeMode::StallBeforeHeaders));
+    let models = [
+        model(
+            "slow",
+            &srv.base_url,
+            "timeout_ms: 3000\nfirst_token_timeout_ms: 400\nfallback: fast",
+        ),
+        model("fast", &srv.base_url, "timeout_ms: 300"),
+    ];
+    let router = ModelRouter::new(&config(&models, &[], 8, 1000));
+    let (o, _) = ask(&router, turn("c", "q")).await;
+    let (reason, timed_out) = failed_reason(&o);
+    assert!(timed_out && reason.starts_with("slow:"), "{o:?}");
+    assert!(
+        !srv.state.stats().by_model.contains_key("fast"),
+        "a fallback with no time left was called"
+    );
+    let fast = router
+        .reports()
+        .into_iter()
+        .find(|r| r.name == "fast")
+        .expect("report");
+    assert_eq!((fast.timeouts, fast.failures), (0, 0));
+}
+
+#[tokio::test]
+async fn a_silent_server_leaves_the_fallback_half_the_budget_by_default() {
+    // No first_token_timeout_ms: with a fallback configured it defaults to half the total,
+    // so a server that never answers does not eat the whole budget.
+    let srv = fake(FakeBehavior::default()).await;
+    srv.state
+        .set_model("hung", behavior(FakeMode::StallBeforeHeaders));
+    let models = [
+        model("hung", &srv.base_url, "timeout_ms: 1200\nfallback: spare"),
+        model("spare", &srv.base_url, ""),
+    ];
+    let router = ModelRouter::new(&config(&models, &[], 8, 1000));
+    let t = Instant::now();
+    let (o, _) = ask(&router, turn("c", "q")).await;
+    assert!(
+        matches!(&o, TurnOutcome::Answer { model, fell_back: true, .. } if model == "spare"),
+        "{o:?}"
+    );
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(600) && waited < Duration::from_millis(1200) + SLACK,
+        "{waited:?}"
+    );
 }

@@ -8,6 +8,7 @@ mod conversations;
 mod health;
 mod inbox;
 mod inflight;
+mod order;
 mod pipeline;
 
 pub use health::preflight_checks;
@@ -29,6 +30,7 @@ use crate::status::DaemonReport;
 
 use inbox::Inbox;
 use inflight::InFlight;
+use order::TurnOrder;
 use pipeline::Conversations;
 
 /// Messages buffered between the channel and the dispatcher.
@@ -43,6 +45,8 @@ pub(crate) struct Shared {
     conversations: Conversations,
     inbox: Option<Inbox>,
     inflight: InFlight,
+    /// Arrival order of each conversation's turns.
+    order: Arc<TurnOrder>,
     /// False once shutdown began: new messages stay in the inbox for the next run.
     accepting: AtomicBool,
 }
@@ -92,6 +96,7 @@ impl Bot {
             channel,
             inbox,
             inflight: InFlight::default(),
+            order: TurnOrder::new(),
             accepting: AtomicBool::new(true),
         });
         pipeline::replay_inbox(&shared);

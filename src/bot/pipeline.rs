@@ -22,9 +22,11 @@ use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
 
 use super::conversations::Admission;
 pub use super::conversations::Conversations;
+use super::order::Ticket;
 
-/// Receives messages from the channel and runs each turn in its own task; the model
-/// limiter bounds how many reach the model and keeps conversations fair.
+/// Receives messages from the channel and runs each turn in its own task, with a ticket
+/// taken here, in arrival order, so a conversation's turns run one after another; the
+/// model limiter bounds how many reach the model and keeps conversations fair.
 pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound>) {
     while let Some(msg) = rx.recv().await {
         let arrived = Instant::now();
@@ -46,8 +48,9 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound
             tracing::info!(msg_id = %msg.msg_id, "shutting down: message kept in the inbox for the next start");
             continue;
         }
+        let ticket = shared.order.ticket(&msg.conversation_id);
         let shared = shared.clone();
-        tokio::spawn(async move { run_turn(&shared, msg, arrived).await });
+        tokio::spawn(async move { run_turn(&shared, msg, arrived, ticket).await });
     }
 }
 
@@ -67,6 +70,7 @@ pub(crate) fn replay_inbox(shared: &Arc<Shared>) {
         "replaying messages accepted before the last stop"
     );
     for (_, msg) in pending {
+        let ticket = shared.order.ticket(&msg.conversation_id);
         let shared = shared.clone();
         tokio::spawn(async move {
             let expired = msg
@@ -82,18 +86,26 @@ pub(crate) fn replay_inbox(shared: &Arc<Shared>) {
                 )
                 .await;
             } else {
-                run_turn(&shared, msg, Instant::now()).await;
+                run_turn(&shared, msg, Instant::now(), ticket).await;
             }
         });
     }
 }
 
-async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant) {
+async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut ticket: Ticket) {
     let _guard = shared.inflight.enter();
     let cfg = shared.config();
     let Some(channel) = shared.channel.as_ref() else {
         return;
     };
+    // Earlier turns of this conversation first; waiting counts like a queue wait.
+    if !ticket
+        .wait_turn(Duration::from_millis(cfg.limits.queue.max_wait_ms))
+        .await
+    {
+        tracing::info!(msg_id = %msg.msg_id, "earlier turns of the conversation took too long");
+        return finish(shared, &msg, &cfg.reply.busy_text, "busy").await;
+    }
     let text = match &msg.content {
         InboundContent::Text(t) if !t.is_empty() => t.clone(),
         InboundContent::Text(_) => {
@@ -211,6 +223,9 @@ impl TurnHooks for Hooks<'_> {
     }
 }
 
+/// Longest wait for DingTalk to take the "thinking" notice.
+const THINKING_NOTICE_SEND_LIMIT: Duration = Duration::from_secs(2);
+
 /// Plain reply, with the optional "thinking" notice when the model is slow.
 async fn answer_in_text(
     shared: &Arc<Shared>,
@@ -227,10 +242,19 @@ async fn answer_in_text(
             tokio::select! {
                 o = &mut answer => o,
                 _ = tokio::time::sleep(Duration::from_millis(ms)) => {
-                    if let Err(e) = channel.reply(msg, &cfg.reply.thinking_text, false).await {
-                        tracing::warn!(msg_id = %msg.msg_id, error = %e, "thinking notice not delivered");
+                    // The model call keeps running while the notice is sent, and a slow send
+                    // is cut short, so the notice never delays the answer.
+                    let notice = tokio::time::timeout(
+                        THINKING_NOTICE_SEND_LIMIT,
+                        channel.reply(msg, &cfg.reply.thinking_text, false),
+                    );
+                    let (sent, outcome) = tokio::join!(notice, &mut answer);
+                    match sent {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!(msg_id = %msg.msg_id, error = %e, "thinking notice not delivered"),
+                        Err(_) => tracing::warn!(msg_id = %msg.msg_id, "thinking notice not delivered in time"),
                     }
-                    answer.await
+                    outcome
                 }
             }
         }

@@ -16,7 +16,9 @@ pub struct PhaseBudgets {
     pub total: Duration,
     /// Default `min(2000, total / 4)` ms.
     pub connect: Duration,
-    /// From request sent to the first content token; `None` means "the time left".
+    /// From request sent to the first content token; `None` means "the time left". When
+    /// the model has a `fallback` and no explicit value, half the total: a server that
+    /// never sends a byte must leave the fallback enough time to answer.
     pub first_token: Option<Duration>,
     /// Longest silence between two streamed data events; default `min(5000, total / 2)` ms.
     pub idle: Duration,
@@ -32,7 +34,10 @@ impl PhaseBudgets {
                     .unwrap_or((total / 4).min(2_000))
                     .max(1),
             ),
-            first_token: cfg.first_token_timeout_ms.map(Duration::from_millis),
+            first_token: cfg
+                .first_token_timeout_ms
+                .or_else(|| cfg.fallback.as_ref().map(|_| total / 2))
+                .map(Duration::from_millis),
             idle: Duration::from_millis(
                 cfg.idle_timeout_ms.unwrap_or((total / 2).min(5_000)).max(1),
             ),

@@ -9,6 +9,8 @@
 //! - At most `max_waiting` turns wait; one more is refused at once ([`Acquire::Busy`]).
 //! - Whenever a slot is free, no lane that could run is waiting (grants happen on every
 //!   release), and a waiter that gave up (timeout or cancelled future) never leaks a slot.
+//! - A [`LaneHold`] keeps its lane closed without holding a slot: a turn that moves on to
+//!   a fallback model gives its slot back but not its conversation's place in line.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -82,8 +84,20 @@ impl State {
         }
     }
 
-    fn release(&mut self, lane: &str) {
+    /// Gives a slot back (the lane may stay closed).
+    fn free_slot(&mut self) {
         self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// Frees a lane's slot and opens the lane, then grants what can run.
+    fn release(&mut self, lane: &str) {
+        self.free_slot();
+        self.reopen(lane);
+        self.dispatch();
+    }
+
+    /// Opens a lane again: its next waiter, if any, lines up for a slot.
+    fn reopen(&mut self, lane: &str) {
         if let Some(l) = self.lanes.get_mut(lane) {
             l.running = false;
             if l.waiters.is_empty() {
@@ -92,7 +106,6 @@ impl State {
                 self.ready.push_back(lane.to_string());
             }
         }
-        self.dispatch();
     }
 }
 
@@ -101,15 +114,50 @@ pub struct Limiter {
     state: Mutex<State>,
 }
 
-/// A granted slot; dropping it frees the slot and lets the next lane in.
+/// A granted slot, which also keeps its lane closed; dropping it frees both.
 pub struct Permit {
-    limiter: Arc<Limiter>,
-    lane: String,
+    hold: LaneHold,
 }
 
-impl Drop for Permit {
+impl Permit {
+    fn new(limiter: Arc<Limiter>, lane: String) -> Permit {
+        Permit {
+            hold: LaneHold {
+                limiter,
+                lane,
+                holds_slot: true,
+            },
+        }
+    }
+
+    /// Gives the slot to the next lane now but keeps this lane closed until the returned
+    /// hold is dropped, so the conversation's next turn cannot overtake this one.
+    pub fn into_lane_hold(mut self) -> LaneHold {
+        let mut st = self.hold.limiter.lock();
+        st.free_slot();
+        st.dispatch();
+        drop(st);
+        self.hold.holds_slot = false;
+        self.hold
+    }
+}
+
+/// A closed lane, with or without its slot (see [`Permit::into_lane_hold`]).
+pub struct LaneHold {
+    limiter: Arc<Limiter>,
+    lane: String,
+    holds_slot: bool,
+}
+
+impl Drop for LaneHold {
     fn drop(&mut self) {
-        self.limiter.lock().release(&self.lane);
+        let mut st = self.limiter.lock();
+        if self.holds_slot {
+            st.release(&self.lane);
+        } else {
+            st.reopen(&self.lane);
+            st.dispatch();
+        }
     }
 }
 
@@ -196,10 +244,7 @@ impl Limiter {
             let idle = lane_idle(st.lanes.get(lane));
             if idle && st.in_flight < st.limit {
                 st.grant(lane);
-                return Ok(Permit {
-                    limiter: self.clone(),
-                    lane: lane.to_string(),
-                });
+                return Ok(Permit::new(self.clone(), lane.to_string()));
             }
             if st.queued >= st.max_waiting {
                 return Err(Busy::QueueFull);
@@ -231,10 +276,7 @@ impl Limiter {
         } else if !waiting.cancel() {
             return Err(Busy::WaitExpired);
         }
-        Ok(Permit {
-            limiter: self.clone(),
-            lane: std::mem::take(&mut waiting.lane),
-        })
+        Ok(Permit::new(self.clone(), std::mem::take(&mut waiting.lane)))
     }
 }
 
@@ -298,5 +340,29 @@ mod tests {
         assert_eq!(lim.acquire("c", far()).await.err(), Some(Busy::QueueFull));
         assert_eq!(waiter.await.expect("task"), Some(Busy::WaitExpired));
         assert_eq!(lim.snapshot().queued, 0);
+    }
+
+    /// A lane hold frees the slot for other lanes at once, but the held lane's next turn
+    /// waits until the hold is dropped.
+    #[tokio::test]
+    async fn lane_hold_gives_the_slot_away_but_not_the_lane() {
+        let lim = Limiter::new(1, 16);
+        let first = lim.acquire("a", far()).await.expect("free slot");
+        let (l_same, l_other) = (lim.clone(), lim.clone());
+        let same = tokio::spawn(async move { l_same.acquire("a", far()).await.is_ok() });
+        let other = tokio::spawn(async move { l_other.acquire("b", far()).await.is_ok() });
+        while lim.snapshot().queued < 2 {
+            tokio::task::yield_now().await;
+        }
+        let hold = first.into_lane_hold();
+        assert!(other.await.expect("task"), "lane b gets the freed slot");
+        // b's permit was dropped when its task ended; lane a is still closed.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!same.is_finished(), "lane a overtook its own held turn");
+        assert_eq!(lim.snapshot().queued, 1);
+        drop(hold);
+        assert!(same.await.expect("task"));
+        let s = lim.snapshot();
+        assert_eq!((s.in_flight, s.queued), (0, 0));
     }
 }

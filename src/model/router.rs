@@ -149,6 +149,9 @@ impl ModelRouter {
         let mut on_progress = |full: &str| hooks.progress(full);
         let mut current = primary.clone();
         let mut tried = vec![primary.clone()];
+        // Lanes of models already tried stay closed until the turn ends: a fallback gives
+        // back the failed model's slot, never the conversation's place in line.
+        let mut holds = Vec::new();
         loop {
             let Some(entry) = self.inner.models.get(&current) else {
                 return TurnOutcome::Failed {
@@ -171,7 +174,7 @@ impl ModelRouter {
                 }
                 Err(e) => e,
             };
-            drop(permit);
+            holds.push(permit.into_lane_hold());
             let failed = TurnOutcome::Failed {
                 reason: format!("{current}: {error}"),
                 timed_out: error.is_timeout(),
@@ -183,13 +186,17 @@ impl ModelRouter {
             let Some(next_entry) = self.inner.models.get(&next) else {
                 return failed;
             };
-            if !enough_for_fallback(deadline, &first.budgets, &next_entry.budgets) {
+            let fallback_deadline = deadline.min(started + next_entry.budgets.total);
+            if !enough_for_fallback(fallback_deadline, &first.budgets, &next_entry.budgets) {
                 tracing::info!(model = %current, fallback = %next, "not enough time left for the fallback model");
                 return failed;
             }
             entry.stats.fell_back();
             tracing::info!(model = %current, fallback = %next, error = %error, "trying the fallback model");
-            permit = match self.wait_for_slot(next_entry, &turn.lane, deadline).await {
+            permit = match self
+                .wait_for_slot(next_entry, &turn.lane, fallback_deadline)
+                .await
+            {
                 Some(p) => p,
                 None => {
                     let TurnOutcome::Failed { reason, timed_out } = failed else {
@@ -289,8 +296,8 @@ impl Entry {
     }
 }
 
-/// Whether the time left before `deadline` is worth a fallback call: at least a quarter of
-/// the turn's total budget, and at least the fallback's connect + first-token budgets when
+/// Whether the time left before `deadline` (the earlier of the turn's and the fallback's
+/// own total) is worth a fallback call: at least a quarter of the turn's total budget, and at least the fallback's connect + first-token budgets when
 /// it configures a first-token budget (capped at the total, so a fallback stays possible).
 pub fn enough_for_fallback(
     deadline: Instant,

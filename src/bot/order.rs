@@ -1,0 +1,164 @@
+//! Arrival order within a conversation.
+//!
+//! Every message is handed a [`Ticket`] for its conversation by the (single) dispatcher, in
+//! the order DingTalk delivered the messages; each turn then runs on its own task. A turn
+//! starts only when its ticket is served, so `/reset`, memory and replies of one
+//! conversation follow arrival order even though turns run concurrently across
+//! conversations.
+//!
+//! Invariants (all under one mutex):
+//! - tickets of a conversation are numbered 0, 1, 2, ... in the order [`TurnOrder::ticket`]
+//!   was called, and at most one of them is served at a time;
+//! - a ticket dropped before it was served (its turn gave up waiting) is skipped when the
+//!   line reaches it, so it never blocks the tickets behind it;
+//! - a conversation's entry is removed once every ticket handed out has been dropped.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// The per-conversation lines. Share it with `Arc`.
+#[derive(Default)]
+pub struct TurnOrder {
+    lines: Mutex<HashMap<String, Line>>,
+}
+
+struct Line {
+    /// The number the next ticket gets.
+    next: u64,
+    /// The ticket being served; tickets below it are done or were given up.
+    serving: watch::Sender<u64>,
+    /// Tickets given up before their turn came, skipped when reached.
+    abandoned: BTreeSet<u64>,
+}
+
+impl Line {
+    /// Moves past `done` and every given-up ticket right behind it.
+    fn advance_past(&mut self, done: u64) {
+        let mut next = done + 1;
+        while self.abandoned.remove(&next) {
+            next += 1;
+        }
+        self.serving.send_replace(next);
+    }
+}
+
+/// A place in a conversation's line; dropping it (served or not) lets the line move on.
+pub struct Ticket {
+    order: Arc<TurnOrder>,
+    conversation: String,
+    number: u64,
+    serving: watch::Receiver<u64>,
+}
+
+impl TurnOrder {
+    pub fn new() -> Arc<TurnOrder> {
+        Arc::new(TurnOrder::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Line>> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next place in `conversation`'s line. Call it in arrival order.
+    pub fn ticket(self: &Arc<Self>, conversation: &str) -> Ticket {
+        let mut lines = self.lock();
+        let line = lines
+            .entry(conversation.to_string())
+            .or_insert_with(|| Line {
+                next: 0,
+                serving: watch::Sender::new(0),
+                abandoned: BTreeSet::new(),
+            });
+        let number = line.next;
+        line.next += 1;
+        Ticket {
+            order: self.clone(),
+            conversation: conversation.to_string(),
+            number,
+            serving: line.serving.subscribe(),
+        }
+    }
+
+    /// Conversations with a turn running or waiting.
+    #[cfg(test)]
+    fn busy_conversations(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Ticket {
+    /// Waits until every earlier turn of the conversation has finished, at most `limit`.
+    /// False when the wait ran out (the ticket then only has to be dropped).
+    pub async fn wait_turn(&mut self, limit: Duration) -> bool {
+        let number = self.number;
+        let reached = self.serving.wait_for(|serving| *serving >= number);
+        matches!(tokio::time::timeout(limit, reached).await, Ok(Ok(_)))
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut lines = self.order.lock();
+        let Some(line) = lines.get_mut(&self.conversation) else {
+            return;
+        };
+        if *line.serving.borrow() == self.number {
+            line.advance_past(self.number);
+        } else {
+            line.abandoned.insert(self.number);
+        }
+        if *line.serving.borrow() == line.next {
+            lines.remove(&self.conversation);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn turns_start_in_ticket_order() {
+        let order = TurnOrder::new();
+        let mut first = order.ticket("c");
+        let mut second = order.ticket("c");
+        let mut other = order.ticket("d");
+        assert!(
+            other.wait_turn(LONG).await,
+            "another conversation never waits"
+        );
+        assert!(!second.wait_turn(Duration::from_millis(30)).await);
+        assert!(first.wait_turn(LONG).await);
+        let waiter = tokio::spawn(async move { second.wait_turn(LONG).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "second started before first ended");
+        drop(first);
+        assert!(waiter.await.expect("task"));
+        drop(other);
+        assert_eq!(order.busy_conversations(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_ticket_given_up_early_does_not_block_the_line() {
+        let order = TurnOrder::new();
+        let mut first = order.ticket("c");
+        let second = order.ticket("c");
+        let mut third = order.ticket("c");
+        assert!(first.wait_turn(LONG).await);
+        drop(second); // gave up while `first` ran
+        let waiter = tokio::spawn(async move { third.wait_turn(LONG).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "third overtook first");
+        drop(first);
+        assert!(
+            waiter.await.expect("task"),
+            "third waits for the skipped second"
+        );
+        assert_eq!(order.busy_conversations(), 0);
+    }
+}
