@@ -1241,7 +1241,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__sim__subcmd__serve)
-            opts="-h -V --listen --port-file --client-id --client-secret --robot-code --ping-interval-ms --redeliver-unacked-ms --disconnect-every-ms --disconnect-grace-ms --session-ttl-ms --home --json --help --version"
+            opts="-h -V --listen --port-file --client-id --client-secret --robot-code --ping-interval-ms --redeliver-unacked-ms --disconnect-every-ms --disconnect-grace-ms --session-ttl-ms --ticket-ttl-ms --home --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1284,6 +1284,10 @@ _clawdbot() {
                     return 0
                     ;;
                 --session-ttl-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ticket-ttl-ms)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -305,3 +305,523 @@ fn gettoken_checks_the_app_key_and_secret() {
         assert_eq!(missing["errcode"], 40035, "{missing}");
     });
 }
+
+#[test]
+fn robot_sends_accept_every_documented_msg_key() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    stack.rt.block_on(async {
+        let api = Api::new(&stack.sim_url).await;
+        let param = json!({"title": "t", "text": "x", "content": "x"}).to_string();
+        let send = |key: &str| {
+            let body = json!({"robotCode": CLIENT_ID, "msgKey": key, "msgParam": param,
+                              "openConversationId": "cidA=="});
+            api.post("/v1.0/robot/groupMessages/send", body)
+        };
+        let mut keys = vec![
+            "sampleText",
+            "sampleMarkdown",
+            "sampleImageMsg",
+            "sampleLink",
+        ];
+        keys.extend(["sampleActionCard", "sampleActionCard2", "sampleActionCard3"]);
+        keys.extend([
+            "sampleActionCard4",
+            "sampleActionCard5",
+            "sampleActionCard6",
+        ]);
+        keys.extend(["sampleAudio", "sampleFile", "sampleVideo"]);
+        for key in keys {
+            let (status, body) = send(key).await;
+            assert_eq!(status, 200, "{key}: {body}");
+        }
+        assert_rejected(
+            &send("sampleActionCard7").await,
+            "invalidParameter.msgKey.invalid",
+        );
+    });
+}
+
+/// `connections/open` with `accept` as the Accept header (reqwest's own `*/*` when None);
+/// returns (status, Content-Type, body text).
+async fn open_connection(stack: &Stack, accept: Option<&str>) -> (u16, String, String) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/v1.0/gateway/connections/open", stack.sim_url))
+        .json(
+            &json!({"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET,
+            "subscriptions": [{"type": "CALLBACK", "topic": "/v1.0/im/bot/messages/get"}]}),
+        );
+    if let Some(a) = accept {
+        req = req.header("accept", a);
+    }
+    let r = req.send().await.expect("connections/open");
+    let status = r.status().as_u16();
+    let kind = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (status, kind, r.text().await.expect("body"))
+}
+
+/// A fresh (endpoint, ticket) from a client that asks for JSON.
+async fn fresh_ticket(stack: &Stack) -> (String, String) {
+    let (status, _, body) = open_connection(stack, Some("application/json")).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON answer");
+    let field = |k: &str| v[k].as_str().expect(k).to_string();
+    (field("endpoint"), field("ticket"))
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The WebSocket handshake with `ticket`: the stream, or the HTTP status it was refused with.
+async fn upgrade(endpoint: &str, ticket: &str) -> Result<Ws, u16> {
+    match tokio_tungstenite::connect_async(format!("{endpoint}?ticket={ticket}")).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("handshake failed without an HTTP answer: {e}"),
+    }
+}
+
+#[test]
+fn a_ticket_is_used_up_only_by_a_real_websocket_upgrade() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    stack.rt.block_on(async {
+        let (endpoint, ticket) = fresh_ticket(&stack).await;
+        let http_url = format!("{}/connect?ticket={ticket}", stack.sim_url);
+        let plain_get = reqwest::get(&http_url).await.expect("plain GET");
+        assert_eq!(
+            plain_get.status().as_u16(),
+            400,
+            "a plain GET is no upgrade"
+        );
+        let ws = upgrade(&endpoint, &ticket).await;
+        assert!(ws.is_ok(), "the plain GET must not have used the ticket up");
+        assert_eq!(
+            upgrade(&endpoint, &ticket).await.err(),
+            Some(403),
+            "single use"
+        );
+        assert_eq!(upgrade(&endpoint, "made-up").await.err(), Some(403));
+    });
+}
+
+#[test]
+fn an_expired_ticket_is_refused() {
+    let stack = Stack::new(FakeConfig::default(), &["--ticket-ttl-ms", "500"]);
+    stack.rt.block_on(async {
+        let (endpoint, prompt) = fresh_ticket(&stack).await;
+        assert!(upgrade(&endpoint, &prompt).await.is_ok(), "used in time");
+        let (endpoint, late) = fresh_ticket(&stack).await;
+        tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+        assert_eq!(upgrade(&endpoint, &late).await.err(), Some(403));
+    });
+}
+
+/// The text of the first `<tag>...</tag>` in `xml`.
+fn xml_element<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let len = xml[start..].find(&format!("</{tag}>"))?;
+    Some(&xml[start..start + len])
+}
+
+#[test]
+fn connections_open_answers_json_only_to_a_client_that_asks_for_it() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    stack.rt.block_on(async {
+        for accept in [None, Some("*/*"), Some("text/html")] {
+            let (status, kind, body) = open_connection(&stack, accept).await;
+            assert_eq!(status, 200, "{accept:?}: {body}");
+            assert!(kind.starts_with("application/xml"), "{accept:?}: {kind}");
+            assert!(serde_json::from_str::<Value>(&body).is_err(), "{body}");
+            let endpoint = xml_element(&body, "endpoint").expect("endpoint");
+            let ticket = xml_element(&body, "ticket").expect("ticket");
+            assert!(upgrade(endpoint, ticket).await.is_ok(), "a real ticket");
+        }
+        for accept in ["application/json", "text/html, Application/JSON;q=0.9"] {
+            let (status, kind, body) = open_connection(&stack, Some(accept)).await;
+            assert_eq!(status, 200, "{accept}: {body}");
+            assert_eq!(kind, "application/json;charset=utf-8", "{accept}");
+            let v: Value = serde_json::from_str(&body).expect("JSON");
+            assert!(v["ticket"].as_str().is_some_and(|t| !t.is_empty()), "{v}");
+        }
+    });
+}
+
+/// The simulator's state of the card `id` (`/_sim/cards`).
+async fn card_state(stack: &Stack, id: &str) -> Value {
+    let cards = stack.sim.get("/_sim/cards").await.expect("cards");
+    cards["cards"][id].clone()
+}
+
+#[test]
+fn a_repeated_streaming_guid_is_answered_but_not_applied() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    stack.rt.block_on(async {
+        let api = Api::new(&stack.sim_url).await;
+        let (status, body) = api
+            .post(
+                "/v1.0/card/instances/createAndDeliver",
+                card("c1", "dtv1.card//IM_GROUP.cidA=="),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let chunk = |guid: &str, text: &str| {
+            api.put(
+                "/v1.0/card/streaming",
+                json!({"outTrackId": "c1", "key": "content", "guid": guid,
+                       "content": text, "isFull": false}),
+            )
+        };
+        for (guid, text) in [("g1", "ab"), ("g1", "ab"), ("g2", "c")] {
+            let (status, body) = chunk(guid, text).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["success"], true, "{body}");
+        }
+        let state = card_state(&stack, "c1").await;
+        assert_eq!(state["streaming"]["content"], "abc", "{state}");
+        assert_eq!(state["stream_updates"], 2, "{state}");
+    });
+}
+
+#[test]
+fn card_delivery_checks_the_deliver_model_of_the_space() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    stack.rt.block_on(async {
+        let api = Api::new(&stack.sim_url).await;
+        let group = |id: &str, model: Value| {
+            let mut c = card(id, "dtv1.card//IM_GROUP.cidA==");
+            c["imGroupOpenDeliverModel"] = model;
+            api.post("/v1.0/card/instances/createAndDeliver", c)
+        };
+        let direct = |id: &str, model: Value| {
+            let mut c = card(id, "dtv1.card//IM_ROBOT.0423001");
+            c.as_object_mut().unwrap().remove("imGroupOpenDeliverModel");
+            c["imRobotOpenDeliverModel"] = model;
+            api.post("/v1.0/card/instances/createAndDeliver", c)
+        };
+        assert_rejected(
+            &group("g1", json!({"atUserIds": {}})).await,
+            "invalidParameter.robotCode.empty",
+        );
+        assert_rejected(
+            &group("g2", json!({"robotCode": "dingSomeoneElse"})).await,
+            "invalidParameter.robotCode.auth",
+        );
+        assert_rejected(
+            &direct("d1", json!("IM_ROBOT")).await,
+            "invalidParameter.deliverModel.invalid",
+        );
+        assert_rejected(
+            &direct("d2", json!({"spaceType": "IM_GROUP"})).await,
+            "invalidParameter.spaceType.invalid",
+        );
+        assert_rejected(
+            &direct("d3", json!({"robotCode": "dingSomeoneElse"})).await,
+            "invalidParameter.robotCode.auth",
+        );
+        let cards = stack.sim.get("/_sim/cards").await.expect("cards");
+        assert_eq!(cards["cards"], json!({}), "rejected cards must not stay");
+        let (status, body) = direct("d4", json!({})).await;
+        assert_eq!(status, 200, "spaceType is optional: {body}");
+        let (status, body) = group("g3", json!({"robotCode": CLIENT_ID})).await;
+        assert_eq!(status, 200, "{body}");
+        // The separate deliver call checks the same.
+        let mut create = card("c2", "dtv1.card//IM_GROUP.cidA==");
+        create.as_object_mut().unwrap().remove("openSpaceId");
+        let (status, body) = api.post("/v1.0/card/instances", create).await;
+        assert_eq!(status, 200, "{body}");
+        let deliver = json!({"outTrackId": "c2", "openSpaceId": "dtv1.card//IM_GROUP.cidA==",
+                             "imGroupOpenDeliverModel": {}});
+        assert_rejected(
+            &api.post("/v1.0/card/instances/deliver", deliver).await,
+            "invalidParameter.robotCode.empty",
+        );
+    });
+}
+
+#[test]
+fn instance_updates_merge_by_key_only_when_asked() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    stack.rt.block_on(async {
+        let api = Api::new(&stack.sim_url).await;
+        let mut c = card("c1", "dtv1.card//IM_GROUP.cidA==");
+        c["cardData"]["cardParamMap"] = json!({"flowStatus": "1", "content": ""});
+        let (status, body) = api.post("/v1.0/card/instances/createAndDeliver", c).await;
+        assert_eq!(status, 200, "{body}");
+        let update = |params: Value, options: Option<Value>| {
+            let mut b = json!({"outTrackId": "c1", "cardData": {"cardParamMap": params}});
+            if let Some(o) = options {
+                b["cardUpdateOptions"] = o;
+            }
+            api.put("/v1.0/card/instances", b)
+        };
+        let params = || async { card_state(&stack, "c1").await["params"].clone() };
+        let by_key = json!({"updateCardDataByKey": true, "updatePrivateDataByKey": false});
+        let (status, _) = update(json!({"flowStatus": "2"}), Some(by_key)).await;
+        assert_eq!(status, 200);
+        assert_eq!(params().await, json!({"flowStatus": "2", "content": ""}));
+        let whole = json!({"updateCardDataByKey": false});
+        let (status, _) = update(json!({"content": "x"}), Some(whole)).await;
+        assert_eq!(status, 200);
+        assert_eq!(params().await, json!({"content": "x"}), "false replaces");
+        let (status, _) = update(json!({"flowStatus": "3"}), None).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            params().await,
+            json!({"flowStatus": "3"}),
+            "absent replaces"
+        );
+        let flows = card_state(&stack, "c1").await["flow_history"].clone();
+        assert_eq!(flows, json!(["1", "2", "3"]));
+    });
+}
+
+#[test]
+fn interactive_cards_are_sent_complete_and_updated_only_once_sent() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    stack.rt.block_on(async {
+        let api = Api::new(&stack.sim_url).await;
+        let data = json!({"contents": [{"type": "markdown", "text": "hi", "id": "md_1"}]});
+        let good = json!({"cardTemplateId": "StandardCard", "cardBizId": "b1",
+            "robotCode": CLIENT_ID, "cardData": data.to_string(), "openConversationId": "cidA=="});
+        let send = |body: Value| api.post("/v1.0/im/v1.0/robot/interactiveCards/send", body);
+        // (field, its new value or None to drop it, the code the send is refused with)
+        let cases = [
+            ("cardTemplateId", None, "cardTemplateId.empty"),
+            ("cardBizId", None, "cardBizId.empty"),
+            ("robotCode", None, "robotCode.empty"),
+            (
+                "robotCode",
+                Some(json!("dingSomeoneElse")),
+                "robotCode.auth",
+            ),
+            ("cardData", Some(data.clone()), "cardData.invalid"),
+            ("cardData", Some(json!("not json")), "cardData.invalid"),
+            ("openConversationId", None, "param.invalid"),
+            (
+                "singleChatReceiver",
+                Some(json!("{\"userId\":\"0423001\"}")),
+                "param.invalid",
+            ),
+        ];
+        for (field, value, code) in cases {
+            let mut body = good.clone();
+            match value {
+                Some(v) => body[field] = v,
+                None => drop(body.as_object_mut().unwrap().remove(field)),
+            }
+            assert_rejected(&send(body).await, &format!("invalidParameter.{code}"));
+        }
+        let update = |id: &str, text: &str| {
+            let d = json!({"contents": [{"type": "markdown", "text": text}]}).to_string();
+            api.put(
+                "/v1.0/im/robots/interactiveCards",
+                json!({"cardBizId": id, "cardData": d}),
+            )
+        };
+        assert_rejected(
+            &update("b1", "x").await,
+            "invalidParameter.cardBizId.notExist",
+        );
+        let cards = stack.sim.get("/_sim/cards").await.expect("cards");
+        assert_eq!(
+            cards["cards"],
+            json!({}),
+            "nothing rejected may create a card"
+        );
+
+        let (status, body) = send(good.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["processQueryKey"].as_str().is_some(), "{body}");
+        let (status, body) = update("b1", "more").await;
+        assert_eq!(status, 200, "{body}");
+        let state = card_state(&stack, "interactive:b1").await;
+        assert_eq!(state["updates"], 1, "{state}");
+        assert!(
+            state["cardData"].as_str().unwrap().contains("more"),
+            "{state}"
+        );
+        let mut one_to_one = good.clone();
+        one_to_one
+            .as_object_mut()
+            .unwrap()
+            .remove("openConversationId");
+        one_to_one["cardBizId"] = json!("b2");
+        one_to_one["singleChatReceiver"] = json!("{\"userId\":\"0423001\"}");
+        let (status, body) = send(one_to_one).await;
+        assert_eq!(status, 200, "{body}");
+    });
+}
+
+#[test]
+fn a_hung_http_callback_bot_does_not_hang_inject() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    stack.rt.block_on(async {
+        // A "bot" that accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/callback", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let inject = plain(
+            &stack,
+            "/_sim/messages",
+            Some(json!({"text": "hi", "callback_url": url, "callback_timeout_ms": 300})),
+        );
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), inject)
+            .await
+            .expect("inject must give up on a hung bot");
+        assert_eq!(answer["callback_status"], 0, "{answer}");
+        let error = answer["callback_error"].as_str().unwrap_or("");
+        assert!(error.contains("timeout"), "{answer}");
+        assert!(answer["msgId"].as_str().is_some(), "{answer}");
+    });
+}
+
+#[test]
+fn fault_knobs_are_counted_and_unknown_ones_refused() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    stack.rt.block_on(async {
+        let refused = stack.sim.faults(json!({"gateway_540": 1})).await;
+        assert!(refused.is_err(), "a misspelt fault must not be accepted");
+        let set = stack
+            .sim
+            .faults(json!({"gateway_504": 2, "webhook_busy": 1, "invalid_staff": 1}))
+            .await
+            .expect("faults");
+        assert_eq!(set["faults"]["gateway_504"], 2, "{set}");
+    });
+}
+
+#[test]
+fn gateway_504_fails_the_next_token_using_calls() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    stack.rt.block_on(async {
+        let api = Api::new(&stack.sim_url).await;
+        let text = json!({"content": "hello"}).to_string();
+        let body = json!({"robotCode": CLIENT_ID, "msgKey": "sampleText",
+                          "msgParam": text, "openConversationId": "cidA=="});
+        stack
+            .sim
+            .faults(json!({"gateway_504": 2}))
+            .await
+            .expect("fault");
+        for _ in 0..2 {
+            let (status, err) = api
+                .post("/v1.0/robot/groupMessages/send", body.clone())
+                .await;
+            assert_eq!(status, 504, "{err}");
+            assert!(err["requestid"].as_str().is_some(), "{err}");
+        }
+        let (status, ok) = api.post("/v1.0/robot/groupMessages/send", body).await;
+        assert_eq!(status, 200, "{ok}");
+        assert_eq!(stack.sim.outbox().await.expect("outbox").len(), 1);
+    });
+}
+
+#[test]
+fn webhook_busy_answers_errcode_minus_one_then_recovers() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    stack.rt.block_on(async {
+        let injected = stack.sim.inject_text("hi", false).await.expect("inject");
+        let hook = injected["sessionWebhook"].as_str().expect("webhook");
+        let path = hook.strip_prefix(stack.sim_url.as_str()).expect("sim URL");
+        stack
+            .sim
+            .faults(json!({"webhook_busy": 1}))
+            .await
+            .expect("fault");
+        let reply = json!({"msgtype": "text", "text": {"content": "hello"}});
+        let busy = plain(&stack, path, Some(reply.clone())).await;
+        assert_eq!(busy, json!({"errcode": -1, "errmsg": "系统繁忙"}));
+        assert!(stack.sim.outbox().await.expect("outbox").is_empty());
+        assert_eq!(plain(&stack, path, Some(reply)).await["errcode"], 0);
+        assert_eq!(stack.sim.outbox().await.expect("outbox").len(), 1);
+    });
+}
+
+#[test]
+fn invalid_staff_refuses_every_user_of_the_next_batch_sends() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    stack.rt.block_on(async {
+        let api = Api::new(&stack.sim_url).await;
+        let text = json!({"content": "hello"}).to_string();
+        let body = json!({"robotCode": CLIENT_ID, "msgKey": "sampleText",
+                          "msgParam": text, "userIds": ["u1", "u2"]});
+        stack
+            .sim
+            .faults(json!({"invalid_staff": 1}))
+            .await
+            .expect("fault");
+        let (status, refused) = api
+            .post("/v1.0/robot/oToMessages/batchSend", body.clone())
+            .await;
+        assert_eq!(status, 200, "{refused}");
+        assert_eq!(
+            refused["invalidStaffIdList"],
+            json!(["u1", "u2"]),
+            "{refused}"
+        );
+        assert_eq!(refused["flowControlledStaffIdList"], json!([]), "{refused}");
+        assert!(stack.sim.outbox().await.expect("outbox").is_empty());
+        let (status, ok) = api.post("/v1.0/robot/oToMessages/batchSend", body).await;
+        assert_eq!(status, 200, "{ok}");
+        assert_eq!(ok["invalidStaffIdList"], json!([]), "{ok}");
+        assert_eq!(stack.sim.outbox().await.expect("outbox").len(), 1);
+    });
+}
+
+/// The next CALLBACK frame on `ws`, as (stream `messageId`, the payload's `msgId`).
+async fn next_bot_frame(ws: &mut Ws) -> (String, String) {
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("stream open")
+            .expect("frame");
+        let Ok(text) = msg.to_text() else { continue };
+        let frame: Value = serde_json::from_str(text).expect("frame JSON");
+        if frame["type"] != "CALLBACK" {
+            continue;
+        }
+        let data: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+        let message_id = frame["headers"]["messageId"].as_str().unwrap().to_string();
+        return (message_id, data["msgId"].as_str().unwrap().to_string());
+    }
+}
+
+#[test]
+fn redelivery_can_reuse_or_renew_the_stream_message_id() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    stack.rt.block_on(async {
+        let (endpoint, ticket) = fresh_ticket(&stack).await;
+        let mut ws = upgrade(&endpoint, &ticket).await.expect("connected");
+        let injected = stack.sim.inject_text("hi", false).await.expect("inject");
+        let (first, msg_id) = next_bot_frame(&mut ws).await;
+        assert_eq!(injected["msgId"], msg_id.as_str());
+        let path = format!("/_sim/messages/{first}/redeliver");
+        let redeliver = |body: Value| {
+            let (sim, path) = (&stack.sim, &path);
+            async move { sim.post(path, &body).await.expect("redeliver") }
+        };
+        let same = redeliver(json!({})).await;
+        assert_eq!(same["messageId"], first.as_str(), "{same}");
+        assert_eq!(
+            next_bot_frame(&mut ws).await,
+            (first.clone(), msg_id.clone())
+        );
+        let renewed = redeliver(json!({"new_message_id": true})).await;
+        let (second, second_msg_id) = next_bot_frame(&mut ws).await;
+        assert_ne!(second, first, "a fresh stream messageId");
+        assert_eq!(second_msg_id, msg_id, "the same message");
+        assert_eq!(renewed["messageId"], second.as_str(), "{renewed}");
+    });
+}

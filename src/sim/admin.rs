@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -12,7 +13,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::gateway;
-use super::state::{hex_id, now_ms, now_us, Faults, Injected, Session, Sim};
+use super::state::{frame_id, hex_id, now_ms, now_us, Faults, Injected, Session, Sim};
 use crate::dingtalk::sign::compute_sign;
 
 fn bad(msg: &str) -> Response {
@@ -96,8 +97,49 @@ fn build_payload(sim: &Sim, r: &Value, msg_id: &str, session: &str) -> Result<Va
     Ok(p)
 }
 
+/// How long `inject` waits for a bot in HTTP callback mode unless `callback_timeout_ms`
+/// says otherwise.
+pub const CALLBACK_TIMEOUT_MS: u64 = 10_000;
+
+/// POSTs `payload` to a bot in HTTP callback mode (spec §6) and waits at most `timeout`
+/// for its answer. Returns the HTTP status (0 when none came) and, when none came, why
+/// (a timeout is named as one), so a hung bot never hangs the admin call.
+async fn post_callback(
+    url: &str,
+    ts: &str,
+    sign: &str,
+    payload: &Value,
+    timeout: Duration,
+) -> (u16, Option<String>) {
+    let client = match reqwest::Client::builder().timeout(timeout).build() {
+        Ok(c) => c,
+        Err(e) => return (0, Some(format!("cannot build an HTTP client: {e}"))),
+    };
+    let sent = client
+        .post(url)
+        .header("timestamp", ts)
+        .header("sign", sign)
+        .json(payload)
+        .send()
+        .await;
+    match sent {
+        Ok(resp) => (resp.status().as_u16(), None),
+        Err(e) if e.is_timeout() => (
+            0,
+            Some(format!(
+                "timeout: the bot did not answer within {} ms",
+                timeout.as_millis()
+            )),
+        ),
+        Err(e) => (0, Some(format!("callback failed: {e}"))),
+    }
+}
+
 /// `POST /_sim/messages`: inject a user message. With `callback_url` it is POSTed there
-/// (HTTP mode, signed with the app secret) instead of pushed over the stream.
+/// (HTTP mode, signed with the app secret) instead of pushed over the stream; the answer
+/// then carries `callback_status` and, when the bot did not answer within
+/// `callback_timeout_ms` (default [`CALLBACK_TIMEOUT_MS`]) or could not be reached,
+/// `callback_error`.
 pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let r = match body_or_empty(&body) {
         Ok(v) => v,
@@ -114,7 +156,7 @@ pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         .unwrap_or_default()
         .to_string();
     let expires = payload["sessionWebhookExpiredTime"].as_u64().unwrap_or(0);
-    let message_id = format!("{}_{}", hex_id(4), hex_id(6));
+    let message_id = frame_id();
     let index = {
         let mut st = sim.lock();
         st.sessions.insert(
@@ -124,16 +166,11 @@ pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
                 expires_ms: expires,
             },
         );
-        st.messages.push(Injected {
-            message_id: message_id.clone(),
-            msg_id: msg_id.clone(),
-            payload: payload.clone(),
-            deliveries: Vec::new(),
-            sent_us: Vec::new(),
-            last_sent: None,
-            acked: false,
-            acked_us: None,
-        });
+        st.messages.push(Injected::new(
+            message_id.clone(),
+            msg_id.clone(),
+            payload.clone(),
+        ));
         st.messages.len() - 1
     };
     let mut doc = json!({"messageId": message_id, "msgId": msg_id, "conversationId": cid,
@@ -154,14 +191,16 @@ pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| compute_sign(&ts, &sim.opts.client_secret));
-        let resp = reqwest::Client::new()
-            .post(url)
-            .header("timestamp", ts)
-            .header("sign", sign)
-            .json(&payload)
-            .send()
-            .await;
-        doc["callback_status"] = json!(resp.map(|r| r.status().as_u16()).unwrap_or(0));
+        let timeout = Duration::from_millis(
+            r.get("callback_timeout_ms")
+                .and_then(Value::as_u64)
+                .unwrap_or(CALLBACK_TIMEOUT_MS),
+        );
+        let (status, error) = post_callback(url, &ts, &sign, &payload, timeout).await;
+        doc["callback_status"] = json!(status);
+        if let Some(e) = error {
+            doc["callback_error"] = json!(e);
+        }
     } else {
         doc["delivered_to"] = json!(gateway::deliver(&sim, index));
     }
@@ -169,20 +208,45 @@ pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
 }
 
 /// `POST /_sim/messages/{messageId}/redeliver`: push the same frame again (even if ACKed).
-pub async fn redeliver(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Response {
-    let index = sim
-        .lock()
-        .messages
-        .iter()
-        .position(|m| m.message_id == id || m.msg_id == id);
-    match index {
-        None => (
+/// With the body `{"new_message_id": true}` the same payload (same `msgId`) goes out as a
+/// new message under a fresh stream `messageId`, as a redelivery after a reconnect does;
+/// only `msgId` dedupe catches that (spec §1.4). Answers `delivered_to` and `messageId`.
+pub async fn redeliver(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let r = match body_or_empty(&body) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let fresh = r.get("new_message_id").and_then(Value::as_bool) == Some(true);
+    let index = {
+        let mut st = sim.lock();
+        let found = st
+            .messages
+            .iter()
+            .position(|m| m.message_id == id || m.msg_id == id);
+        match (found, fresh) {
+            (Some(i), true) => {
+                let m = &st.messages[i];
+                let copy = Injected::new(frame_id(), m.msg_id.clone(), m.payload.clone());
+                st.messages.push(copy);
+                Some(st.messages.len() - 1)
+            }
+            (found, _) => found,
+        }
+    };
+    let Some(i) = index else {
+        return (
             StatusCode::NOT_FOUND,
             Json(json!({"error": "no such message"})),
         )
-            .into_response(),
-        Some(i) => Json(json!({"delivered_to": gateway::deliver(&sim, i)})).into_response(),
-    }
+            .into_response();
+    };
+    let delivered_to = gateway::deliver(&sim, i);
+    let message_id = sim.lock().messages[i].message_id.clone();
+    Json(json!({"delivered_to": delivered_to, "messageId": message_id})).into_response()
 }
 
 /// `GET /_sim/outbox?since=N`: entries with seq > N.
@@ -260,7 +324,8 @@ pub async fn connection_action(
     Json(json!({"affected": targets.iter().map(|t| t.0).collect::<Vec<_>>()})).into_response()
 }
 
-/// `GET|POST /_sim/faults`: POST adds the given counters.
+/// `GET|POST /_sim/faults`: POST adds the given counters (see [`Faults`]; an unknown
+/// name is a 400).
 pub async fn faults_get(State(sim): State<Arc<Sim>>) -> Response {
     Json(json!({"faults": sim.lock().faults})).into_response()
 }
@@ -271,15 +336,8 @@ pub async fn faults_set(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         Err(e) => return bad(&format!("faults: {e}")),
     };
     let mut st = sim.lock();
-    let cur = &mut st.faults;
-    cur.invalid_auth += f.invalid_auth;
-    cur.qps_403 += f.qps_403;
-    cur.session_300001 += f.session_300001;
-    cur.robot_130101 += f.robot_130101;
-    cur.bad_ticket += f.bad_ticket;
-    cur.open_500 += f.open_500;
-    cur.flow_control += f.flow_control;
-    Json(json!({"faults": *cur})).into_response()
+    st.faults.merge(&f);
+    Json(json!({"faults": st.faults})).into_response()
 }
 
 /// `GET /_sim/cards`.

@@ -1,6 +1,6 @@
 //! AI card endpoints (spec §7.1–7.2) and the older interactive card (§7.5). Card states
 //! are kept per `outTrackId` for tests: params, flowStatus history, streamed content,
-//! finalize/error flags, deliveries.
+//! finalize/error flags, deliveries; interactive cards under `interactive:<cardBizId>`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
-use super::openapi::authorize;
+use super::openapi::{authorize, check_robot_code};
 use super::reply::{api_body, api_error, ok_json, req_str, required};
 use super::state::{hex_id, now_ms, Sim};
 
@@ -65,13 +65,14 @@ fn deliver(sim: &Sim, v: &Value, id: &str) -> Result<Value, Response> {
             ))
         }
     };
-    if space_id.is_empty() || v.get(model).is_none() {
+    if space_id.is_empty() {
         return Err(api_error(
             400,
-            "invalidParameter.deliverModel.empty",
-            "missing deliver model for the space",
+            "invalidParameter.openSpaceId.invalid",
+            "openSpaceId names no conversation",
         ));
     }
+    check_deliver_model(sim, kind, v.get(model))?;
     let mut st = sim.lock();
     let card = card_mut(&mut st.cards, id)?;
     if let Some(d) = card["deliveries"].as_array_mut() {
@@ -80,6 +81,39 @@ fn deliver(sim: &Sim, v: &Value, id: &str) -> Result<Value, Response> {
     Ok(
         json!({"spaceType": kind, "spaceId": space_id, "success": true, "carrierId": hex_id(8), "errorMsg": null}),
     )
+}
+
+/// Checks the deliver model an `openSpaceId` kind requires (spec §7.1). Group
+/// (`IM_GROUP`): `imGroupOpenDeliverModel` is an object carrying this app's `robotCode`.
+/// 1:1 (`IM_ROBOT`): `imRobotOpenDeliverModel` is an object; its `spaceType`, if given,
+/// is `IM_ROBOT`, and its `robotCode`, if given, is this app's.
+fn check_deliver_model(sim: &Sim, kind: &str, model: Option<&Value>) -> Result<(), Response> {
+    let Some(model) = model else {
+        return Err(api_error(
+            400,
+            "invalidParameter.deliverModel.empty",
+            "missing deliver model for the space",
+        ));
+    };
+    if !model.is_object() {
+        return Err(api_error(
+            400,
+            "invalidParameter.deliverModel.invalid",
+            "the deliver model must be an object",
+        ));
+    }
+    if kind == "IM_GROUP" || model.get("robotCode").is_some() {
+        check_robot_code(sim, model)?;
+    }
+    let space_type = model.get("spaceType");
+    if kind == "IM_ROBOT" && space_type.is_some_and(|t| *t != "IM_ROBOT") {
+        return Err(api_error(
+            400,
+            "invalidParameter.spaceType.invalid",
+            "imRobotOpenDeliverModel.spaceType must be IM_ROBOT",
+        ));
+    }
+    Ok(())
 }
 
 /// A handler's answer: the success body, or a ready DingTalk error response (axum
@@ -143,7 +177,18 @@ pub async fn create_and_deliver(
     ))
 }
 
-/// `PUT /v1.0/card/instances` (update data by key).
+/// Whether an instance update merges `cardParamMap` key by key. DingTalk's
+/// `cardUpdateOptions.updateCardDataByKey` (spec §7.1): true merges, false replaces the
+/// whole map. The doc gives no default; an absent (or non-boolean) option is taken as
+/// false, the strict reading: a client that relies on merging must ask for it.
+fn merges_by_key(v: &Value) -> bool {
+    v.pointer("/cardUpdateOptions/updateCardDataByKey")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// `PUT /v1.0/card/instances`: updates `cardParamMap` (merged or replaced, see
+/// [`merges_by_key`]) and records any `flowStatus` in the card's flow history.
 pub async fn update_instance(
     State(sim): State<Arc<Sim>>,
     headers: HeaderMap,
@@ -159,16 +204,41 @@ pub async fn update_instance(
             h.push(flow.clone());
         }
     }
-    if let Some(cur) = card["params"].as_object_mut() {
-        cur.extend(params);
+    if merges_by_key(&v) {
+        if let Some(cur) = card["params"].as_object_mut() {
+            cur.extend(params);
+        }
+    } else {
+        card["params"] = Value::Object(params);
     }
     Ok(ok_json(json!({"success": true, "result": true})))
 }
 
-/// `PUT /v1.0/card/streaming`.
+/// One streaming update (spec §7.2) applied to a card's state: `content` replaces
+/// (`isFull`) or is appended to the value of `key`; `isFinalize` / `isError` stick.
+fn apply_stream(card: &mut Value, key: &str, content: &str, v: &Value) {
+    let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let prev = card["streaming"][key].as_str().unwrap_or("").to_string();
+    let next = if flag("isFull") {
+        content.to_string()
+    } else {
+        prev + content
+    };
+    card["streaming"][key] = json!(next);
+    card["stream_updates"] = json!(card["stream_updates"].as_u64().unwrap_or(0) + 1);
+    if flag("isFinalize") {
+        card["finalized"] = json!(true);
+    }
+    if flag("isError") {
+        card["error"] = json!(true);
+    }
+}
+
+/// `PUT /v1.0/card/streaming`. `guid` is an idempotency id: a `guid` already applied to
+/// this `outTrackId` is answered with success and changes nothing.
 pub async fn streaming(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Reply {
     let v = prepare(&sim, &headers, "/v1.0/card/streaming", &body)?;
-    let (Some(id), Some(key), Some(_guid)) = (
+    let (Some(id), Some(key), Some(guid)) = (
         req_str(&v, "outTrackId"),
         req_str(&v, "key"),
         req_str(&v, "guid"),
@@ -186,44 +256,106 @@ pub async fn streaming(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: By
             "content is required",
         ));
     };
-    let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
-    let mut st = sim.lock();
+    let mut guard = sim.lock();
+    let st = &mut *guard;
     let card = card_mut(&mut st.cards, id)?;
-    let prev = card["streaming"][key].as_str().unwrap_or("").to_string();
-    let next = if flag("isFull") {
-        content.to_string()
-    } else {
-        prev + content
-    };
-    card["streaming"][key] = json!(next);
-    card["stream_updates"] = json!(card["stream_updates"].as_u64().unwrap_or(0) + 1);
-    if flag("isFinalize") {
-        card["finalized"] = json!(true);
-    }
-    if flag("isError") {
-        card["error"] = json!(true);
+    if st.stream_guids.insert((id.to_string(), guid.to_string())) {
+        apply_stream(card, key, content, &v);
     }
     Ok(ok_json(json!({"success": true, "result": true})))
 }
 
-/// `POST /v1.0/im/v1.0/robot/interactiveCards/send` and `PUT /v1.0/im/robots/interactiveCards`.
-pub async fn interactive(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Reply {
-    let v = prepare(&sim, &headers, "/v1.0/im/robots/interactiveCards", &body)?;
-    let id = required(&v, "cardBizId")?;
-    if !v.get("cardData").is_some_and(Value::is_string) {
-        return Err(api_error(
+/// Where an interactive card's state is kept in the card map (apart from AI cards).
+fn interactive_key(card_biz_id: &str) -> String {
+    format!("interactive:{card_biz_id}")
+}
+
+/// `cardData` of an interactive card call: a string holding a JSON object (spec §7.5).
+fn interactive_card_data(v: &Value) -> Result<Value, Response> {
+    let parsed = v
+        .get("cardData")
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str::<Value>(s).ok());
+    match parsed {
+        Some(Value::Object(_)) => Ok(v["cardData"].clone()),
+        _ => Err(api_error(
             400,
             "invalidParameter.cardData.invalid",
-            "cardData must be a JSON string",
-        ));
+            "cardData must be a string holding a JSON object",
+        )),
     }
-    let key = format!("interactive:{id}");
+}
+
+/// The receiver of an interactive card send: exactly one of `openConversationId` (a
+/// group) and `singleChatReceiver` (1:1, a JSON string such as `{"userId":"..."}`).
+fn interactive_receiver(v: &Value) -> Result<Value, Response> {
+    let receiver_error = |message: &str| api_error(400, "invalidParameter.param.invalid", message);
+    match (
+        req_str(v, "openConversationId"),
+        req_str(v, "singleChatReceiver"),
+    ) {
+        (Some(cid), None) => Ok(json!({"openConversationId": cid})),
+        (None, Some(single)) => match serde_json::from_str::<Value>(single) {
+            Ok(user @ Value::Object(_)) => Ok(json!({"singleChatReceiver": user})),
+            _ => Err(api_error(
+                400,
+                "invalidParameter.singleChatReceiver.invalid",
+                "singleChatReceiver must be a string holding a JSON object",
+            )),
+        },
+        (Some(_), Some(_)) => Err(receiver_error(
+            "give only one of openConversationId and singleChatReceiver",
+        )),
+        (None, None) => Err(receiver_error(
+            "openConversationId or singleChatReceiver is required",
+        )),
+    }
+}
+
+/// `POST /v1.0/im/v1.0/robot/interactiveCards/send`: needs `cardTemplateId`,
+/// `cardBizId`, this app's `robotCode`, `cardData` and one receiver. Sending an existing
+/// `cardBizId` again starts that card over.
+pub async fn interactive_send(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let v = prepare(
+        &sim,
+        &headers,
+        "/v1.0/im/v1.0/robot/interactiveCards/send",
+        &body,
+    )?;
+    let template = required(&v, "cardTemplateId")?;
+    let id = required(&v, "cardBizId")?;
+    check_robot_code(&sim, &v)?;
+    let data = interactive_card_data(&v)?;
+    let receiver = interactive_receiver(&v)?;
+    let card = json!({"cardBizId": id, "cardTemplateId": template, "receiver": receiver,
+        "cardData": data, "updates": 0, "sent_at_ms": now_ms()});
+    sim.lock().cards.insert(interactive_key(id), card);
+    Ok(ok_json(json!({"processQueryKey": hex_id(12)})))
+}
+
+/// `PUT /v1.0/im/robots/interactiveCards`: replaces the whole `cardData` of a card sent
+/// before; an unknown `cardBizId` is `invalidParameter.cardBizId.notExist`.
+pub async fn interactive_update(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let v = prepare(&sim, &headers, "/v1.0/im/robots/interactiveCards", &body)?;
+    let id = required(&v, "cardBizId")?;
+    let data = interactive_card_data(&v)?;
     let mut st = sim.lock();
-    let entry = st
-        .cards
-        .entry(key)
-        .or_insert_with(|| json!({"cardBizId": id, "updates": 0}));
-    entry["cardData"] = v["cardData"].clone();
-    entry["updates"] = json!(entry["updates"].as_u64().unwrap_or(0) + 1);
+    let card = st.cards.get_mut(&interactive_key(id)).ok_or_else(|| {
+        api_error(
+            400,
+            "invalidParameter.cardBizId.notExist",
+            "no interactive card was sent with this cardBizId",
+        )
+    })?;
+    card["cardData"] = data;
+    card["updates"] = json!(card["updates"].as_u64().unwrap_or(0) + 1);
     Ok(ok_json(json!({"processQueryKey": hex_id(12)})))
 }

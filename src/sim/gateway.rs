@@ -9,50 +9,70 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
 use super::reply::{api_body, api_error, ok_json, req_str};
-use super::state::{hex_id, now_ms, now_us, Conn, Sim};
+use super::state::{hex_id, now_ms, now_us, take, Conn, Sim, State as SimState};
 use crate::dingtalk::wire;
 
-/// `POST /v1.0/gateway/connections/open`.
-pub async fn open(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
-    let accept = headers
-        .get("accept")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !accept.contains("application/json") && !accept.contains("*/*") {
-        // DingTalk answers XML without `Accept: application/json` (spec §1.1).
-        return (
-            StatusCode::OK,
-            "<?xml version=\"1.0\"?><Error>Accept: application/json expected</Error>",
-        )
-            .into_response();
-    }
-    let v = match api_body(&body) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let (id, secret) = (req_str(&v, "clientId"), req_str(&v, "clientSecret"));
+/// True when the `Accept` header explicitly lists `application/json` (parameters such as
+/// `;q=0.9` allowed). `*/*` or no header is not enough: DingTalk then answers XML (spec §1.1).
+fn accepts_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|item| item.split(';').next().unwrap_or("").trim())
+        .any(|media| media.eq_ignore_ascii_case("application/json"))
+}
+
+/// Escapes text for an XML element body.
+fn xml_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The `connections/open` success answer for a client that did not ask for JSON: HTTP 200
+/// with the same endpoint and ticket as XML, so a JSON parser fails on it as it would
+/// against DingTalk.
+fn open_answer_xml(endpoint: &str, ticket: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<OpenConnectionResponse><endpoint>{}</endpoint><ticket>{}</ticket></OpenConnectionResponse>",
+        xml_text(endpoint),
+        xml_text(ticket)
+    );
+    (
+        [(header::CONTENT_TYPE, "application/xml;charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// Checks the credentials and subscriptions of a `connections/open` body.
+fn check_open_request(sim: &Sim, v: &Value) -> Result<(), Response> {
+    let (id, secret) = (req_str(v, "clientId"), req_str(v, "clientSecret"));
     if id.is_none() || secret.is_none() {
-        return api_error(
+        return Err(api_error(
             400,
             "MissingParameter",
             "clientId and clientSecret are required",
-        );
+        ));
     }
     if id != Some(sim.opts.client_id.as_str()) || secret != Some(sim.opts.client_secret.as_str()) {
-        return api_error(
+        return Err(api_error(
             401,
             "invalidClientIdOrSecret",
             "无效的clientId或者clientSecret",
-        );
+        ));
     }
     let subs_ok = v
         .get("subscriptions")
@@ -62,22 +82,25 @@ pub async fn open(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) 
                 .all(|s| req_str(s, "type").is_some() && req_str(s, "topic").is_some())
         });
     if !subs_ok {
-        return api_error(
+        return Err(api_error(
             400,
             "InvalidParameter",
             "subscriptions must be an array of {type, topic}",
-        );
+        ));
     }
+    Ok(())
+}
+
+/// Issues a ticket for an accepted open request `v` and records the request (secret
+/// masked). Under the `bad_ticket` fault the ticket is never registered, so the gateway
+/// refuses it; `open_500` fails the call instead.
+fn issue_ticket(sim: &Sim, v: &Value) -> Result<String, Response> {
     let mut st = sim.lock();
-    if st.faults.open_500 > 0 {
-        st.faults.open_500 -= 1;
-        return api_error(500, "InternalError", "injected failure");
+    if take(&mut st.faults.open_500) {
+        return Err(api_error(500, "InternalError", "injected failure"));
     }
     let ticket = format!("{}-{}-{}", hex_id(4), hex_id(2), hex_id(6));
-    let bad = st.faults.bad_ticket > 0;
-    if bad {
-        st.faults.bad_ticket -= 1;
-    } else {
+    if !take(&mut st.faults.bad_ticket) {
         st.tickets.insert(ticket.clone(), (Instant::now(), false));
     }
     st.tickets_issued += 1;
@@ -85,31 +108,63 @@ pub async fn open(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) 
     rec["clientSecret"] = json!("***");
     st.opens
         .push(json!({"at_ms": now_ms(), "ticket": ticket, "request": rec}));
-    let endpoint = format!("{}/connect", sim.base_url.replacen("http://", "ws://", 1));
-    ok_json(json!({"endpoint": endpoint, "ticket": ticket}))
+    Ok(ticket)
 }
 
-/// `GET /connect?ticket=` (WebSocket upgrade).
+/// `POST /v1.0/gateway/connections/open`: JSON only for `Accept: application/json`,
+/// otherwise the same answer as XML (errors are JSON either way).
+pub async fn open(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Response> {
+    let v = api_body(&body)?;
+    check_open_request(&sim, &v)?;
+    let ticket = issue_ticket(&sim, &v)?;
+    let endpoint = format!("{}/connect", sim.base_url.replacen("http://", "ws://", 1));
+    if accepts_json(&headers) {
+        Ok(ok_json(json!({"endpoint": endpoint, "ticket": ticket})))
+    } else {
+        Ok(open_answer_xml(&endpoint, &ticket))
+    }
+}
+
+/// Why `ticket` cannot open a connection now (unknown, used, or older than `ttl`), as
+/// the 403 the handshake is refused with; None when it can. Looks only, never consumes.
+fn ticket_refusal(st: &SimState, ticket: &str, ttl: Duration) -> Option<Response> {
+    let why = match st.tickets.get(ticket) {
+        None => "ticket is not valid",
+        Some((_, true)) => "ticket already used",
+        Some((issued, false)) if issued.elapsed() > ttl => "ticket expired",
+        Some(_) => return None,
+    };
+    Some(api_error(403, "InvalidTicket", why))
+}
+
+/// `GET /connect?ticket=` (WebSocket upgrade). The ticket is single-use (spec §1.2), and
+/// it is used up only by a request that really upgrades: a plain GET is refused and
+/// leaves a good ticket good.
 pub async fn connect(
     State(sim): State<Arc<Sim>>,
     Query(q): Query<HashMap<String, String>>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Some(ticket) = q.get("ticket") else {
         return api_error(400, "MissingParameter", "ticket is required");
     };
-    {
+    let ws = {
         let mut st = sim.lock();
         let ttl = Duration::from_millis(sim.opts.ticket_ttl_ms);
-        match st.tickets.get_mut(ticket) {
-            Some((issued, used)) if !*used && issued.elapsed() <= ttl => *used = true,
-            Some((_, true)) => return api_error(403, "InvalidTicket", "ticket already used"),
-            Some(_) => return api_error(403, "InvalidTicket", "ticket expired"),
-            None => return api_error(403, "InvalidTicket", "ticket is not valid"),
+        if let Some(refused) = ticket_refusal(&st, ticket, ttl) {
+            return refused;
         }
-    }
-    let Ok(ws) = ws else {
-        return api_error(400, "InvalidParameter", "WebSocket upgrade expected");
+        let Ok(ws) = ws else {
+            return api_error(400, "InvalidParameter", "WebSocket upgrade expected");
+        };
+        if let Some((_, used)) = st.tickets.get_mut(ticket) {
+            *used = true;
+        }
+        ws
     };
     ws.on_upgrade(move |socket| run_conn(sim, socket))
 }

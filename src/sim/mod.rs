@@ -73,6 +73,9 @@ pub struct ServeArgs {
     /// Session webhook lifetime.
     #[arg(long, default_value_t = 5_400_000, value_name = "MS")]
     pub session_ttl_ms: u64,
+    /// Stream ticket lifetime (single use; spec §1.1 says 90 s).
+    #[arg(long, default_value_t = 90_000, value_name = "MS")]
+    pub ticket_ttl_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +145,7 @@ async fn serve(a: &ServeArgs, out: &crate::commands::output::Output) -> CmdResul
         disconnect_every_ms: a.disconnect_every_ms,
         disconnect_grace_ms: a.disconnect_grace_ms,
         session_ttl_ms: a.session_ttl_ms,
+        ticket_ttl_ms: a.ticket_ttl_ms,
         ..SimOptions::default()
     };
     let server = SimServer::start(opts).await.map_err(CliError::failure)?;

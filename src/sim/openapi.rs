@@ -13,7 +13,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::reply::{api_body, api_error, errcode, ok_json, req_str, required};
-use super::state::{hex_id, now_ms, now_us, Sim};
+use super::state::{hex_id, now_ms, now_us, take, Sim};
 
 /// `POST /v1.0/oauth2/accessToken`.
 pub async fn access_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
@@ -67,7 +67,8 @@ fn issue_token(sim: &Sim) -> String {
 }
 
 /// Checks the `x-acs-dingtalk-access-token` header, the QPS window of `api` and the
-/// injected auth/QPS faults. Records the request.
+/// injected 504/auth/QPS faults (in that order: a gateway timeout hides everything behind
+/// it). Records the request, even a refused one.
 pub fn authorize(sim: &Sim, headers: &HeaderMap, api: &str) -> Result<(), Response> {
     let tok = headers
         .get("x-acs-dingtalk-access-token")
@@ -86,8 +87,14 @@ pub fn authorize(sim: &Sim, headers: &HeaderMap, api: &str) -> Result<(), Respon
             "缺少参数 x-acs-dingtalk-access-token",
         ));
     }
-    if st.faults.invalid_auth > 0 {
-        st.faults.invalid_auth -= 1;
+    if take(&mut st.faults.gateway_504) {
+        return Err(api_error(
+            504,
+            "GatewayTimeout",
+            "the service did not answer within 3 s",
+        ));
+    }
+    if take(&mut st.faults.invalid_auth) {
         st.tokens.clear();
         return Err(api_error(
             400,
@@ -102,8 +109,7 @@ pub fn authorize(sim: &Sim, headers: &HeaderMap, api: &str) -> Result<(), Respon
             "不合法的access_token",
         ));
     }
-    if st.faults.qps_403 > 0 {
-        st.faults.qps_403 -= 1;
+    if take(&mut st.faults.qps_403) {
         return Err(api_error(
             403,
             "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
@@ -130,8 +136,27 @@ pub fn authorize(sim: &Sim, headers: &HeaderMap, api: &str) -> Result<(), Respon
     Ok(())
 }
 
-/// Validates robotCode + msgKey + msgParam; returns the parsed msgParam.
-fn check_message(sim: &Sim, v: &Value) -> Result<Value, Response> {
+/// Every `msgKey` the robot send APIs accept (spec §4.3).
+const MSG_KEYS: [&str; 13] = [
+    "sampleText",
+    "sampleMarkdown",
+    "sampleImageMsg",
+    "sampleLink",
+    "sampleActionCard",
+    "sampleActionCard2",
+    "sampleActionCard3",
+    "sampleActionCard4",
+    "sampleActionCard5",
+    "sampleActionCard6",
+    "sampleAudio",
+    "sampleFile",
+    "sampleVideo",
+];
+
+/// `robotCode` of `v` must be present (`invalidParameter.robotCode.empty`) and this app's
+/// (`invalidParameter.robotCode.auth`). Shared by robot sends, card delivery and
+/// interactive cards.
+pub fn check_robot_code(sim: &Sim, v: &Value) -> Result<(), Response> {
     if required(v, "robotCode")? != sim.opts.robot_code {
         return Err(api_error(
             400,
@@ -139,20 +164,14 @@ fn check_message(sim: &Sim, v: &Value) -> Result<Value, Response> {
             "robotCode does not belong to this app",
         ));
     }
+    Ok(())
+}
+
+/// Validates robotCode + msgKey + msgParam; returns the parsed msgParam.
+fn check_message(sim: &Sim, v: &Value) -> Result<Value, Response> {
+    check_robot_code(sim, v)?;
     let key = required(v, "msgKey")?;
-    const KEYS: [&str; 10] = [
-        "sampleText",
-        "sampleMarkdown",
-        "sampleImageMsg",
-        "sampleLink",
-        "sampleActionCard",
-        "sampleActionCard2",
-        "sampleActionCard3",
-        "sampleAudio",
-        "sampleFile",
-        "sampleVideo",
-    ];
-    if !KEYS.contains(&key) {
+    if !MSG_KEYS.contains(&key) {
         return Err(api_error(
             400,
             "invalidParameter.msgKey.invalid",
@@ -266,27 +285,32 @@ pub async fn batch_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
             "userIds exceeds 20",
         );
     }
-    let throttled = {
-        let mut st = sim.lock();
-        if st.faults.flow_control > 0 {
-            st.faults.flow_control -= 1;
-            true
-        } else {
-            false
-        }
-    };
+    let (flow, invalid) = batch_refusals(&sim, &users);
     let key = req_str(&v, "msgKey").unwrap_or_default();
     let pqk = hex_id(12);
-    if !throttled {
+    if flow.is_empty() && invalid.is_empty() {
         record_out(
             &sim,
             json!({"route": "batch_send", "user_ids": users, "msg_key": key,
             "text": param_text(key, &param), "process_query_key": pqk, "body": v}),
         );
     }
-    let flow: Vec<String> = if throttled { users } else { Vec::new() };
     ok_json(
-        json!({"processQueryKey": pqk, "invalidStaffIdList": [], "flowControlledStaffIdList": flow,
+        json!({"processQueryKey": pqk, "invalidStaffIdList": invalid, "flowControlledStaffIdList": flow,
         "filteredStaffIdList": []}),
     )
+}
+
+/// The users a batchSend refuses under the injected faults, as (flow-controlled, invalid).
+/// At most one fault is consumed per call (`invalid_staff` first); with either, every
+/// user is refused and nothing is delivered.
+fn batch_refusals(sim: &Sim, users: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut st = sim.lock();
+    if take(&mut st.faults.invalid_staff) {
+        (Vec::new(), users.to_vec())
+    } else if take(&mut st.faults.flow_control) {
+        (users.to_vec(), Vec::new())
+    } else {
+        (Vec::new(), Vec::new())
+    }
 }

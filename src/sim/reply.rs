@@ -3,7 +3,7 @@
 //! webhooks' `{errcode,errmsg}` with HTTP 200 (spec §3, §5). Plus body parsing that never
 //! panics.
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -31,8 +31,12 @@ pub fn errcode(code: i64, msg: &str) -> Response {
     Json(json!({"errcode": code, "errmsg": msg})).into_response()
 }
 
+/// Media type of the new API's JSON success answers, as DingTalk spells it (spec §1.1).
+pub const JSON_UTF8: &str = "application/json;charset=utf-8";
+
+/// A new-API success answer: HTTP 200, `Content-Type: application/json;charset=utf-8`.
 pub fn ok_json(v: Value) -> Response {
-    Json(v).into_response()
+    ([(header::CONTENT_TYPE, JSON_UTF8)], v.to_string()).into_response()
 }
 
 /// Parses a new-API JSON object body, or the error DingTalk gives for it.

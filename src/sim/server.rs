@@ -101,9 +101,12 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1.0/card/streaming", put(cards::streaming))
         .route(
             "/v1.0/im/v1.0/robot/interactiveCards/send",
-            post(cards::interactive),
+            post(cards::interactive_send),
         )
-        .route("/v1.0/im/robots/interactiveCards", put(cards::interactive))
+        .route(
+            "/v1.0/im/robots/interactiveCards",
+            put(cards::interactive_update),
+        )
         .route("/_sim/health", get(admin::health))
         .route("/_sim/messages", post(admin::inject).get(admin::messages))
         .route("/_sim/messages/{id}/redeliver", post(admin::redeliver))

@@ -4,7 +4,7 @@
 //! Invariant: everything the bot sent or answered is recorded here, so tests assert on
 //! state instead of timing. All collections are bounded by what tests inject.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -57,15 +57,23 @@ pub const DEFAULT_CLIENT_ID: &str = "dingsimclient";
 pub const DEFAULT_CLIENT_SECRET: &str = "sim-client-secret";
 
 /// Errors to inject: each counter fails that many of the next matching calls.
+///
+/// Invariant: every field is a `u32` countdown; [`Faults::merge`] adds to all of them and
+/// [`take`] is the only way one is consumed. Unknown names are refused on input, so a typo
+/// in `POST /_sim/faults` cannot silently inject nothing.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Faults {
     /// 400 InvalidAuthentication on token-using calls (and all tokens are revoked).
     pub invalid_auth: u32,
     /// 403 Forbidden.AccessDenied.QpsLimitForAppkeyAndApi on token-using calls.
     pub qps_403: u32,
+    /// HTTP 504 (the gateway's 3 s timeout, spec §4.4) on token-using calls.
+    pub gateway_504: u32,
     /// errcode 300001 on session webhooks.
     pub session_300001: u32,
+    /// errcode -1 系统繁忙 on session webhooks (retryable, spec §5).
+    pub webhook_busy: u32,
     /// errcode 130101 on custom-robot webhooks.
     pub robot_130101: u32,
     /// `connections/open` hands out tickets the gateway will refuse.
@@ -74,6 +82,46 @@ pub struct Faults {
     pub open_500: u32,
     /// batchSend puts every user in `flowControlledStaffIdList`.
     pub flow_control: u32,
+    /// batchSend puts every user in `invalidStaffIdList`.
+    pub invalid_staff: u32,
+}
+
+impl Faults {
+    /// Adds every counter of `more` to this one (POST /_sim/faults accumulates).
+    pub fn merge(&mut self, more: &Faults) {
+        let Faults {
+            invalid_auth,
+            qps_403,
+            gateway_504,
+            session_300001,
+            webhook_busy,
+            robot_130101,
+            bad_ticket,
+            open_500,
+            flow_control,
+            invalid_staff,
+        } = more;
+        // Destructuring above makes a new field a compile error until it is merged here.
+        self.invalid_auth += invalid_auth;
+        self.qps_403 += qps_403;
+        self.gateway_504 += gateway_504;
+        self.session_300001 += session_300001;
+        self.webhook_busy += webhook_busy;
+        self.robot_130101 += robot_130101;
+        self.bad_ticket += bad_ticket;
+        self.open_500 += open_500;
+        self.flow_control += flow_control;
+        self.invalid_staff += invalid_staff;
+    }
+}
+
+/// Consumes one pending fault of `counter`: true (and one less pending) when any was set.
+pub fn take(counter: &mut u32) -> bool {
+    if *counter == 0 {
+        return false;
+    }
+    *counter -= 1;
+    true
 }
 
 /// One WebSocket connection.
@@ -106,6 +154,27 @@ pub struct Injected {
     pub acked_us: Option<u64>,
 }
 
+impl Injected {
+    /// A message not yet delivered nor ACKed, under the stream frame id `message_id`.
+    pub fn new(message_id: String, msg_id: String, payload: Value) -> Injected {
+        Injected {
+            message_id,
+            msg_id,
+            payload,
+            deliveries: Vec::new(),
+            sent_us: Vec::new(),
+            last_sent: None,
+            acked: false,
+            acked_us: None,
+        }
+    }
+}
+
+/// A fresh stream frame id (the `messageId` header), shaped like DingTalk's.
+pub fn frame_id() -> String {
+    format!("{}_{}", hex_id(4), hex_id(6))
+}
+
 pub struct Session {
     pub conversation_id: String,
     pub expires_ms: u64,
@@ -126,6 +195,9 @@ pub struct State {
     pub tokens_issued: u64,
     pub faults: Faults,
     pub cards: BTreeMap<String, Value>,
+    /// `(outTrackId, guid)` of every applied streaming update (spec §7.2: `guid` is an
+    /// idempotency id, so a repeat is answered but not applied again).
+    pub stream_guids: HashSet<(String, String)>,
     pub qps: HashMap<String, VecDeque<Instant>>,
     pub requests: VecDeque<Value>,
     pub robots: HashMap<String, Option<String>>,

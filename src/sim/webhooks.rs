@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::openapi::record_out;
 use super::reply::{errcode, errcode_body};
-use super::state::{now_ms, Sim};
+use super::state::{now_ms, take, Sim};
 use crate::dingtalk::sign::{compute_sign, MAX_SKEW_MS};
 
 /// Validates a text/markdown webhook body; returns (msgtype, text).
@@ -43,7 +43,8 @@ fn check_body(bytes: &[u8]) -> Result<(Value, String, String), Response> {
     Ok((v, msgtype, text))
 }
 
-/// `POST /robot/sendBySession?session=`.
+/// `POST /robot/sendBySession?session=`. Injected faults (`session_300001`, then
+/// `webhook_busy`) answer before the session is looked up and deliver nothing.
 pub async fn send_by_session(
     State(sim): State<Arc<Sim>>,
     Query(q): Query<HashMap<String, String>>,
@@ -52,9 +53,11 @@ pub async fn send_by_session(
     let session = q.get("session").cloned().unwrap_or_default();
     let conversation = {
         let mut st = sim.lock();
-        if st.faults.session_300001 > 0 {
-            st.faults.session_300001 -= 1;
+        if take(&mut st.faults.session_300001) {
             return errcode(300001, "session 不存在");
+        }
+        if take(&mut st.faults.webhook_busy) {
+            return errcode(-1, "系统繁忙");
         }
         match st.sessions.get(&session) {
             Some(s) if s.expires_ms > now_ms() => s.conversation_id.clone(),
@@ -86,8 +89,7 @@ pub async fn robot_send(
         let Some(secret) = st.robots.get(&token).cloned() else {
             return errcode(300005, "token is not exist");
         };
-        if st.faults.robot_130101 > 0 {
-            st.faults.robot_130101 -= 1;
+        if take(&mut st.faults.robot_130101) {
             return errcode(130101, "send too fast, exceed 20 times per minute");
         }
         secret
