@@ -510,3 +510,84 @@ async fn callback_mode_verifies_signatures() {
     );
     ch.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_redelivery_under_a_new_message_id_is_caught_by_its_msg_id() {
+    let mut r = rig().await;
+    let inj = r.inject(json!({"text": "once"})).await;
+    r.next().await;
+    let mid = inj["messageId"].as_str().unwrap();
+    let again = r
+        .client
+        .post(
+            &format!("/_sim/messages/{mid}/redeliver"),
+            &json!({"new_message_id": true}),
+        )
+        .await
+        .unwrap();
+    assert_ne!(again["messageId"], inj["messageId"], "{again}");
+    r.inject(json!({"text": "next"})).await;
+    assert_eq!(
+        r.next().await.content,
+        InboundContent::Text("next".into()),
+        "the same msgId under a new messageId must not reach the bot"
+    );
+    assert_eq!(r.channel.report().duplicates_dropped, 1);
+}
+
+#[tokio::test]
+async fn gateway_timeouts_and_busy_webhooks_are_retried_once() {
+    let mut r = rig().await;
+    // OpenAPI 504: one retry succeeds; two in a row fail naming the status.
+    r.client.faults(json!({"gateway_504": 1})).await.unwrap();
+    r.channel
+        .send("cidA==", "after one 504", false)
+        .await
+        .unwrap();
+    r.client.faults(json!({"gateway_504": 2})).await.unwrap();
+    let err = r
+        .channel
+        .send("cidA==", "after two 504s", false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("504"), "{err}");
+    // Session webhook errcode -1 ("system busy"): one retry succeeds; twice fails.
+    r.inject(json!({"text": "q", "conversation_type": "group", "sender_staff_id": "0423001"}))
+        .await;
+    let msg = r.next().await;
+    r.client.faults(json!({"webhook_busy": 1})).await.unwrap();
+    r.channel.reply(&msg, "busy once", false).await.unwrap();
+    r.client.faults(json!({"webhook_busy": 2})).await.unwrap();
+    let err = r
+        .channel
+        .reply(&msg, "busy twice", false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("errcode -1"), "{err}");
+    let texts: Vec<String> = r
+        .client
+        .outbox()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(texts, ["after one 504", "busy once"], "nothing sent twice");
+}
+
+#[tokio::test]
+async fn a_send_to_users_dingtalk_calls_invalid_is_reported_undelivered() {
+    let r = rig().await;
+    r.client.faults(json!({"invalid_staff": 1})).await.unwrap();
+    let err = r
+        .channel
+        .send("user:nobody", "hello", false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("did not deliver"), "{err}");
+    assert!(r.client.outbox().await.unwrap().is_empty());
+    r.channel
+        .send("user:0423001", "hello", false)
+        .await
+        .unwrap();
+}
