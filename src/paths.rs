@@ -6,8 +6,8 @@
 //! socket and the start lock, and a state folder for durable state.
 
 use std::fs;
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::exit::CliError;
@@ -178,6 +178,27 @@ pub fn ensure_parent(file: &Path) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Replaces `path` with `bytes` atomically (a temp file beside it, synced, then renamed).
+///
+/// Invariant: the file is mode 0600 from its creation on (it may hold secrets: a config,
+/// a supervised command line); a leftover temp file is removed first, so no older,
+/// looser mode is inherited.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io_error("create", &tmp, e))?;
+    f.write_all(bytes).map_err(|e| io_error("write", &tmp, e))?;
+    f.sync_all().map_err(|e| io_error("sync", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io_error("replace", path, e))
 }
 
 /// An IO error that names what was being done and where.

@@ -89,3 +89,120 @@ fn the_config_template_loads() {
         String::from_utf8_lossy(&r.stderr)
     );
 }
+
+/// The seed config, a channel section (lines 14-19, `client_secret` on line 17) and
+/// `extra` from line 20 on (inside `channel.dingtalk` when indented by 4).
+fn with_channel(client_secret: &str, extra: &str) -> String {
+    format!(
+        "{}channel:\n  dingtalk:\n    client_id: \"dingx\"\n    client_secret: {client_secret}\n    \
+         mode: http\n    http_listen: \"127.0.0.1:8787\"\n{extra}",
+        seed_config("http://127.0.0.1:8000/v1")
+    )
+}
+
+/// Runs `config check` (text and JSON) on `text`; returns both runs.
+fn check_both(home: &Home, text: &str) -> [support::Run; 2] {
+    let cfg = home.write("c.yaml", text);
+    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let path = cfg.to_str().unwrap();
+    [
+        home.run(&["config", "check", "--config", path]),
+        home.run(&["--json", "config", "check", "--config", path]),
+    ]
+}
+
+#[test]
+fn interpolation_errors_name_key_line_and_column_never_the_value() {
+    let home = Home::new();
+    let cases = [
+        ("\"SECRETzz9${Qx7\"", vec!["unclosed", "character 10"]),
+        (
+            "\"SECRETzz9${a b}Qx7\"",
+            vec!["variable name", "character 10"],
+        ),
+        ("\"SECRETzz9${}Qx7\"", vec!["variable name"]),
+        (
+            "\"SECRETzz9${CLAWDBOT_UNSET_X}\"",
+            vec!["CLAWDBOT_UNSET_X is not set"],
+        ),
+        ("[\"SECRETzz9Qx7\"]", vec!["expected a string"]),
+    ];
+    for (secret, needles) in cases {
+        for r in check_both(&home, &with_channel(secret, "")) {
+            assert_eq!(r.code, 2, "{secret}: {r:?}");
+            let all = format!("{}{}", r.stdout, r.stderr);
+            assert!(
+                !all.contains("SECRET") && !all.contains("Qx7"),
+                "{secret}: {r:?}"
+            );
+            for n in needles
+                .iter()
+                .chain(&["channel.dingtalk.client_secret", "line 17, column 20"])
+            {
+                assert!(all.contains(n), "{secret}: missing {n:?} in {r:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn levels_listen_addresses_targets_and_prompt_budgets_are_checked_at_load() {
+    let home = Home::new();
+    let targets = |v: &str| format!("    targets:\n      test-group: {v}\n");
+    let level = |v: &str| format!("logging:\n  level: {v}\n");
+    let bad: Vec<(String, &str, &str)> = vec![
+        (level("warning"), "logging.level", "line 21"),
+        (level("bogus"), "logging.level", "line 21"),
+        (level("\"\""), "logging.level", "line 21"),
+        (
+            targets("\"garbage\""),
+            "channel.dingtalk.targets.test-group",
+            "line 21",
+        ),
+        (
+            targets("\"user:\""),
+            "channel.dingtalk.targets.test-group",
+            "line 21",
+        ),
+        (
+            "prompt:\n  max_chars: 0\n".into(),
+            "prompt.max_chars",
+            "line 21",
+        ),
+        (
+            "prompt:\n  max_chars: 5\n".into(),
+            "prompt.max_chars",
+            "line 21",
+        ),
+    ];
+    for (extra, key, line) in bad {
+        let text = with_channel("\"s\"", &extra);
+        for r in check_both(&home, &text) {
+            assert_eq!(r.code, 2, "{extra}: {r:?}");
+            let all = format!("{}{}", r.stdout, r.stderr);
+            assert!(all.contains(key) && all.contains(line), "{extra}: {r:?}");
+        }
+    }
+    let text = with_channel("\"s\"", "").replace("127.0.0.1:8787", "notanaddr");
+    let [r, _] = check_both(&home, &text);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("channel.dingtalk.http_listen") && r.stderr.contains("line 19"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("IP:PORT"), "{r:?}");
+    let [r, _] = check_both(&home, &with_channel("\"s\"", "prompt:\n  max_chars: 5\n"));
+    assert!(r.stderr.contains("minimum of 200"), "{r:?}");
+
+    let good = [
+        level("TRACE"),
+        level("Warn"),
+        targets("\"cidAbc==\"") + "logging:\n  level: info\n",
+        targets("\"user:0423001\""),
+        "prompt:\n  max_chars: 200\n".into(),
+    ];
+    for extra in good {
+        let [r, _] = check_both(&home, &with_channel("\"s\"", &extra));
+        assert_eq!(r.code, 0, "{extra}: {r:?}");
+    }
+}

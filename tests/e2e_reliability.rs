@@ -167,6 +167,19 @@ fn sighup_applies_a_good_config_and_keeps_the_old_one_when_the_new_is_bad() {
             .contains("reload"),
         "{st}"
     );
+
+    // A later good reload clears the reload error from last_error.
+    std::fs::write(&cfg, original.replace("PROMPT-ONE", "PROMPT-FOUR")).unwrap();
+    kill(pid, Signal::SIGHUP).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("config reloaded")
+            .count()
+            == 2
+    }));
+    let st = stack.status();
+    assert!(st["last_error"].is_null(), "stale reload error: {st}");
 }
 
 #[test]
@@ -193,4 +206,37 @@ fn secrets_readable_by_others_are_warned_about() {
         .home
         .run(&["config", "check", "--config", cfg.to_str().unwrap()]);
     assert!(!r.stderr.contains("readable by others"), "{r:?}");
+}
+
+#[test]
+fn a_failed_reload_names_the_key_and_line_never_the_secret() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    stack.start_bot(&cfg);
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    let log = stack.home.log_path("bot");
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let bad = good.replace(
+        &format!("client_secret: \"{}\"", support::stack::CLIENT_SECRET),
+        "client_secret: \"SECRETzz9${Qx7\"",
+    );
+    assert_ne!(bad, good);
+    std::fs::write(&cfg, bad).unwrap();
+    kill(Pid::from_raw(stack.bot_pid()), Signal::SIGHUP).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || log_text()
+        .contains("config reload failed")));
+    let st = stack.status();
+    let last = st["last_error"].as_str().unwrap_or_default();
+    assert!(
+        last.contains("channel.dingtalk.client_secret") && last.contains("line 17"),
+        "{st}"
+    );
+    let human = stack.home.run(&["daemon", "status", "--name", "bot"]);
+    for shown in [log_text(), st.to_string(), human.stdout] {
+        assert!(
+            !shown.contains("SECRETzz9") && !shown.contains("Qx7"),
+            "secret shown: {shown}"
+        );
+    }
 }

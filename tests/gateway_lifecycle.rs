@@ -224,3 +224,75 @@ fn child_does_not_outlive_a_killed_daemon() {
         "child {child} outlived its daemon"
     );
 }
+
+/// The child's argv, one word a line, once the script wrote it.
+fn wait_argv(path: &std::path::Path) -> Vec<String> {
+    let mut words = Vec::new();
+    assert!(
+        wait_until(WAIT, || {
+            words = std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect();
+            words.last().is_some_and(|w| w == "8000")
+        }),
+        "the child never wrote its argv to {}",
+        path.display()
+    );
+    words
+}
+
+#[test]
+fn secret_flag_values_are_masked_in_status_and_log_but_reach_the_child() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    let argv = home.path().join("argv.txt");
+    let exec = format!(
+        "sh -c 'printf \"%s\\n\" \"$@\" > {}; exec sleep 600' gw --api-key GWSECRET1 \
+         --Auth-Token=GWSECRET2 --port 8000",
+        argv.display()
+    );
+    let run = start(&home, "gw", &exec);
+    assert_eq!(run.code, 0, "{run:?}");
+    let real = [
+        "--api-key",
+        "GWSECRET1",
+        "--Auth-Token=GWSECRET2",
+        "--port",
+        "8000",
+    ];
+    assert_eq!(wait_argv(&argv), real);
+
+    let status = home.run(&["--json", "daemon", "status", "--name", "gw"]);
+    let command = status.json()["gateway"]["command"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        command.ends_with("gw --api-key *** --Auth-Token=*** --port 8000"),
+        "{command}"
+    );
+    let human = home.run(&["daemon", "status", "--name", "gw"]);
+    for shown in [&run.stdout, &run.stderr, &status.stdout, &human.stdout] {
+        assert!(!shown.contains("GWSECRET"), "secret shown: {shown}");
+    }
+
+    // The launch settings keep the real command (for restart), readable by the owner only.
+    let launch = home.path().join("state/gw/launch.json");
+    let mode = std::fs::metadata(&launch).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "launch.json mode {mode:o}");
+    std::fs::remove_file(&argv).unwrap();
+    let restart = home.run(&["daemon", "restart", "--name", "gw"]);
+    assert_eq!(restart.code, 0, "{restart:?}");
+    assert_eq!(
+        wait_argv(&argv),
+        real,
+        "the restarted child lost its arguments"
+    );
+
+    assert_eq!(home.run(&["daemon", "stop", "--name", "gw"]).code, 0);
+    let logs = home.all_logs();
+    assert!(logs.contains("--api-key ***"), "{logs}");
+    assert!(!logs.contains("GWSECRET"), "secret in the log:\n{logs}");
+}

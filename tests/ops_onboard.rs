@@ -550,3 +550,159 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// A simulator whose app secret is `secret` (a child process, killed on drop).
+struct SimWithSecret {
+    child: std::process::Child,
+    url: String,
+}
+
+impl SimWithSecret {
+    fn start(stack: &Stack, secret: &str, tag: &str) -> SimWithSecret {
+        let port_file = stack.home.path().join(format!("sim-{tag}.url"));
+        let port = port_file.to_str().unwrap();
+        let child = stack
+            .home
+            .command(&[
+                "sim",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--port-file",
+                port,
+                "--client-id",
+                CLIENT_ID,
+                "--client-secret",
+                secret,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sim");
+        assert!(
+            wait_until(Duration::from_secs(10), || port_file.exists()),
+            "simulator did not start"
+        );
+        let url = std::fs::read_to_string(&port_file)
+            .unwrap()
+            .trim()
+            .to_string();
+        SimWithSecret { child, url }
+    }
+}
+
+impl Drop for SimWithSecret {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Secrets holding `${HOME}` or a lone `${` are written escaped, load back unchanged
+/// (the simulator accepts only the exact secret) and pass `config check`.
+#[test]
+fn secrets_with_dollar_braces_round_trip() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    for (i, secret) in ["ab${HOME}cd", "x${y", "$${Z}$"].into_iter().enumerate() {
+        let sim = SimWithSecret::start(&stack, secret, &i.to_string());
+        let cfg = stack.home.path().join(format!("dollar{i}.yaml"));
+        let mut args = onboard_args(&stack, &cfg);
+        for flag in ["--api-base", "--oapi-base"] {
+            let at = args.iter().position(|a| a == flag).unwrap();
+            args[at + 1] = sim.url.clone();
+        }
+        args.extend(["--json".into(), "--client-secret".into(), secret.into()]);
+        let r = run(&stack, &args, &[]);
+        assert_eq!(r.code, 0, "{secret}: {r:?}");
+        let doc = r.json();
+        assert_eq!(check(&doc, "dingtalk credentials")["status"], "ok", "{doc}");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        assert!(text.contains("$${"), "{secret} not escaped: {text}");
+        let loads = stack
+            .home
+            .run(&["config", "check", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(loads.code, 0, "{secret}: {loads:?}");
+    }
+}
+
+/// Every flag value is checked before the file is written: exit 2 naming the flag,
+/// the value not echoed, no file.
+#[test]
+fn bad_flag_values_exit_2_before_anything_is_written() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.home.path().join("never.yaml");
+    let replaced = |flag: &str, value: &str| {
+        let mut a = onboard_args(&stack, &cfg);
+        let at = a.iter().position(|x| x == flag).unwrap();
+        a[at + 1] = value.into();
+        a.extend(["--client-secret".into(), "s".into()]);
+        a
+    };
+    let added = |extra: &[&str]| {
+        let mut a = onboard_args(&stack, &cfg);
+        a.extend(["--client-secret".into(), "s".into()]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let cases: Vec<(Vec<String>, &str, &str)> = vec![
+        (
+            replaced("--model-base-url", "not a url"),
+            "--model-base-url",
+            "not a url",
+        ),
+        (
+            replaced("--model-base-url", "ftp://host/v1"),
+            "--model-base-url",
+            "ftp://host",
+        ),
+        (replaced("--api-base", "nohost"), "--api-base", "nohost"),
+        (
+            replaced("--oapi-base", "http://"),
+            "--oapi-base",
+            "\"http://\"",
+        ),
+        (replaced("--model", " "), "--model", "\" \""),
+        (replaced("--client-id", "id\nline2"), "--client-id", "line2"),
+        (added(&["--robot-code", "rc\tX"]), "--robot-code", "rc\tX"),
+        (added(&["--target", "g=cid"]), "--target g", "g=cid"),
+        (added(&["--target", "g=user: "]), "--target g", "user: "),
+    ];
+    for (args, flag, value) in cases {
+        let r = run(&stack, &args, &[]);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(flag),
+            "{args:?} should name {flag}: {r:?}"
+        );
+        assert!(
+            !r.stderr.contains(value),
+            "{args:?} echoed the value: {r:?}"
+        );
+        assert!(!cfg.exists(), "{args:?} wrote a config");
+    }
+
+    // Piped answers are checked the same way.
+    let mut c = stack.home.command(&[
+        "onboard",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--skip-checks",
+    ]);
+    c.env_remove("DINGTALK_CLIENT_ID")
+        .env_remove("DINGTALK_CLIENT_SECRET")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"dingid\nsecret\nnot a url\n\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--model-base-url"), "{stderr}");
+    assert!(!cfg.exists(), "piped answers wrote a config");
+}

@@ -4,9 +4,13 @@
 //! Interactive when `--non-interactive` is not given: prompts on stderr with defaults
 //! (secrets hidden on a terminal; plain lines when stdin is a pipe, so it can be scripted).
 //! The file is written with mode 0600 and never overwritten without `--force`.
+//!
+//! Invariant: nothing is written unless every value passed the loader's own checks
+//! ([`crate::config::checks`]) and the rendered text loads as a config; a bad value exits 2
+//! naming its flag (never showing the value). Values are written so that the loader reads
+//! back exactly what was given (see [`render`]).
 
 use std::io::{IsTerminal, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,10 +18,11 @@ use serde_json::json;
 
 use super::output::Output;
 use crate::cli::OnboardArgs;
+use crate::config::checks;
 use crate::daemon::launch::Launch;
 use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::proto::CheckStatus;
-use crate::paths::{absolute, io_error, DaemonPaths, Layout};
+use crate::paths::{absolute, DaemonPaths, Layout};
 
 /// The answers that make a config.
 struct Answers {
@@ -60,8 +65,16 @@ pub fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
             std::env::set_var(var, secret);
         }
     }
+    check_answers(&answers)?;
     env_vars_resolvable(&answers)?;
-    write_config(&path, &render(&answers))?;
+    let text = render(&answers);
+    crate::config::parse(&text).map_err(|e| {
+        CliError::usage(format!(
+            "the config for {} would not load ({e}); nothing was written",
+            path.display()
+        ))
+    })?;
+    write_config(&path, &text)?;
     out.note(&format!("wrote {} (mode 0600)", path.display()));
 
     let config = crate::config::load(&path)?;
@@ -153,6 +166,31 @@ fn from_flags(args: &OnboardArgs) -> Result<Answers, CliError> {
         secret_for_checks: args.client_secret.clone(),
         targets: Vec::new(),
     })
+}
+
+/// Checks every given value with the loader's rules; the error names the flag (the value
+/// may be a secret, so it is not shown).
+fn check_answers(a: &Answers) -> Result<(), CliError> {
+    type Check = fn(&str) -> Result<(), String>;
+    let given: [(&str, Option<&String>, Check); 7] = [
+        ("--client-id", Some(&a.client_id), checks::name),
+        ("--client-secret", a.client_secret.as_ref(), checks::name),
+        ("--robot-code", a.robot_code.as_ref(), checks::name),
+        (
+            "--model-base-url",
+            Some(&a.model_base_url),
+            checks::http_url,
+        ),
+        ("--model", Some(&a.model), checks::name),
+        ("--api-base", a.api_base.as_ref(), checks::http_url),
+        ("--oapi-base", a.oapi_base.as_ref(), checks::http_url),
+    ];
+    for (flag, value, check) in given {
+        if let Some(v) = value {
+            check(v).map_err(|e| CliError::usage(format!("{flag}: {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// Before anything is written: variable names are valid, and every `${VAR}` the config
@@ -302,51 +340,60 @@ impl Prompter {
     }
 }
 
-/// A YAML double-quoted scalar (JSON strings are valid YAML).
+/// A YAML double-quoted scalar (JSON strings are valid YAML), read back literally.
 fn q(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// A value for a key the loader interpolates: quoted, and `${` escaped as `$${`, so the
+/// loader reads back exactly `s` (a secret like `ab${HOME}cd` is not expanded).
+fn lit(s: &str) -> String {
+    q(&crate::config::escape(s))
+}
+
+/// The config text. Invariant: every value the operator gave is written with [`lit`]
+/// (all of them go to interpolated keys), except target names, which are map keys and
+/// taken literally ([`q`]); `${VAR}` appears only where a `*-env` flag asked for it.
 fn render(a: &Answers) -> String {
     let secret = match (&a.client_secret_env, &a.client_secret) {
         (Some(var), _) => format!("${{{var}}}"),
-        (None, Some(s)) => q(s),
+        (None, Some(s)) => lit(s),
         (None, None) => "\"\"".into(),
     };
     let mut y = String::from(
         "# Written by `clawdbot onboard`. Every key is described in config-templates/dingtalk.yaml.\n",
     );
     y.push_str("models:\n  local_chat:\n    kind: openai_compatible\n");
-    y.push_str(&format!("    base_url: {}\n", q(&a.model_base_url)));
+    y.push_str(&format!("    base_url: {}\n", lit(&a.model_base_url)));
     if let Some(var) = &a.model_api_key_env {
         y.push_str(&format!("    api_key: ${{{var}}}\n"));
     }
     y.push_str(&format!(
         "    model: {}\n    timeout_ms: 12000\n",
-        q(&a.model)
+        lit(&a.model)
     ));
     y.push_str("routing:\n  defaults:\n    model: local_chat\n");
     y.push_str("limits:\n  max_concurrency_per_model:\n    local_chat: 4\n");
     y.push_str("channel:\n  dingtalk:\n");
     y.push_str(&format!(
         "    client_id: {}\n    client_secret: {secret}\n",
-        q(&a.client_id)
+        lit(&a.client_id)
     ));
     if let Some(rc) = &a.robot_code {
-        y.push_str(&format!("    robot_code: {}\n", q(rc)));
+        y.push_str(&format!("    robot_code: {}\n", lit(rc)));
     }
     if let Some(b) = &a.api_base {
-        y.push_str(&format!("    api_base: {}\n", q(b)));
+        y.push_str(&format!("    api_base: {}\n", lit(b)));
     }
     if let Some(b) = &a.oapi_base {
-        y.push_str(&format!("    oapi_base: {}\n", q(b)));
+        y.push_str(&format!("    oapi_base: {}\n", lit(b)));
     }
     if a.targets.is_empty() {
         y.push_str("    targets: {}\n");
     } else {
         y.push_str("    targets:\n");
         for (name, id) in &a.targets {
-            y.push_str(&format!("      {}: {}\n", q(name), q(id)));
+            y.push_str(&format!("      {}: {}\n", q(name), lit(id)));
         }
     }
     y
@@ -387,14 +434,9 @@ fn parse_targets(raw: &[String]) -> Result<Vec<(String, String)>, CliError> {
                     "--target {item:?}: expected NAME=ID, e.g. --target test-group=cidXXXX=="
                 ))
             })?;
-        let user_ok = id
-            .strip_prefix("user:")
-            .is_some_and(|u| !u.trim().is_empty());
-        if !id.starts_with("cid") && !user_ok {
-            return Err(CliError::usage(format!(
-                "--target {name}: the id must be a conversation id (cid...) or user:STAFFID"
-            )));
-        }
+        checks::name(name).map_err(|e| CliError::usage(format!("--target: the name {e}")))?;
+        checks::target_id(id)
+            .map_err(|e| CliError::usage(format!("--target {name}: the id {e}")))?;
         if out.iter().any(|(n, _)| n == name) {
             return Err(CliError::usage(format!("--target {name} is given twice")));
         }
@@ -403,20 +445,8 @@ fn parse_targets(raw: &[String]) -> Result<Vec<(String, String)>, CliError> {
     Ok(out)
 }
 
+/// Writes the config with mode 0600 (creating its folder).
 fn write_config(path: &Path, text: &str) -> Result<(), CliError> {
     crate::paths::ensure_parent(path)?;
-    let tmp = path.with_extension("yaml.tmp");
-    // A leftover temp file would keep its old mode: start from a new file.
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io_error("create", &tmp, e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| io_error("write", &tmp, e))?;
-    f.sync_all().map_err(|e| io_error("sync", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_error("replace", path, e))
+    crate::paths::write_private(path, text.as_bytes())
 }

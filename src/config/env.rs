@@ -1,46 +1,33 @@
-//! `${VAR}` interpolation inside string values, and the secret wrapper.
+//! `${VAR}` interpolation inside string values, its escape, and the secret wrapper.
 //!
 //! Interpolation happens while deserializing each string value, after YAML parsing, so a
 //! secret containing `: ` or `#` can never change the document's structure, and an error
-//! carries the line and column of the value that named the missing variable.
+//! carries the key path, line and column of the value (see [`super::de::scalar`]).
+//!
+//! Invariant: no error produced here contains any part of the value being expanded. A
+//! variable name may be shown (it names a variable, it is not a value); an unparsable
+//! `${...}` is described by its position only.
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
-/// Expands `${NAME}` and `${NAME:-default}` in `raw` using `lookup`. `$$` is a literal `$`.
-/// A missing variable without a default is an error naming it.
+/// Expands `${NAME}` and `${NAME:-default}` in `raw` using `lookup`. `$${` is a literal
+/// `${`; any other `$` is literal too. A missing variable without a default is an error
+/// naming it.
 pub fn expand(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
+        if let Some(tail) = after.strip_prefix("${") {
+            out.push_str("${");
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| format!("unclosed \"${{\" in {raw:?}"))?;
-            let inner = &body[..end];
-            let (name, default) = match inner.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (inner, None),
-            };
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!(
-                    "invalid environment variable name {name:?} in ${{...}}"
-                ));
-            }
-            match (lookup(name), default) {
-                (Some(v), _) if !v.is_empty() || default.is_none() => out.push_str(&v),
-                (_, Some(d)) => out.push_str(d),
-                (None, None) => {
-                    return Err(format!("environment variable {name} is not set"));
-                }
-                (Some(v), None) => out.push_str(&v),
-            }
+            let at = raw.len() - rest.len() + pos;
+            let end = body.find('}').ok_or_else(|| unclosed(raw, at))?;
+            out.push_str(&substitute(&body[..end], lookup).map_err(|e| e.at(raw, at))?);
             rest = &body[end + 1..];
         } else {
             out.push('$');
@@ -51,28 +38,72 @@ pub fn expand(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Stri
     Ok(out)
 }
 
-fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+/// Writes `literal` so that [`expand`] gives it back unchanged: every `${` becomes `$${`.
+///
+/// Invariant (tested): `expand(&escape(s), lookup) == Ok(s)` for every `s` and `lookup`.
+pub fn escape(literal: &str) -> String {
+    literal.replace("${", "$${")
 }
 
-/// Deserializes a string with `${VAR}` expanded from the process environment.
-pub fn interpolated<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let raw = String::deserialize(d)?;
-    expand(&raw, &process_env).map_err(serde::de::Error::custom)
+/// Why one `${...}` could not be substituted.
+enum SubstError {
+    /// The text between the braces is not `NAME` or `NAME:-default`.
+    BadName,
+    /// The variable is not set and there is no default.
+    Unset(String),
 }
 
-/// Same as [`interpolated`] for optional values.
-pub fn interpolated_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    match Option::<String>::deserialize(d)? {
-        None => Ok(None),
-        Some(raw) => expand(&raw, &process_env)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
+impl SubstError {
+    /// The message for a `${` at byte `at` of `raw` (the name may be shown, never the text).
+    fn at(self, raw: &str, at: usize) -> String {
+        match self {
+            SubstError::BadName => format!(
+                "the \"${{...}}\" at character {} of the value does not hold a variable name \
+                 (letters, digits and _; write \"$${{\" for a literal \"${{\")",
+                char_number(raw, at)
+            ),
+            SubstError::Unset(name) => format!("environment variable {name} is not set"),
+        }
     }
+}
+
+/// The value of one `${inner}`: the variable, else the default (also for an empty value).
+fn substitute(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, SubstError> {
+    let (name, default) = match inner.split_once(":-") {
+        Some((n, d)) => (n, Some(d)),
+        None => (inner, None),
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(SubstError::BadName);
+    }
+    match (lookup(name), default) {
+        (Some(v), Some(d)) if v.is_empty() => Ok(d.to_string()),
+        (Some(v), _) => Ok(v),
+        (None, Some(d)) => Ok(d.to_string()),
+        (None, None) => Err(SubstError::Unset(name.to_string())),
+    }
+}
+
+fn unclosed(raw: &str, at: usize) -> String {
+    format!(
+        "unclosed \"${{\" at character {} of the value (write \"$${{\" for a literal \"${{\")",
+        char_number(raw, at)
+    )
+}
+
+/// The 1-based character number of byte offset `at` in `raw`.
+fn char_number(raw: &str, at: usize) -> usize {
+    raw[..at].chars().count() + 1
+}
+
+/// The process environment, for interpolation at load time.
+pub(super) fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// A secret value (API key, client secret). Interpolated like any string; its `Debug` and
 /// `Display` never show the value, so it cannot leak through a log line or a status dump.
+/// A malformed secret is reported by key, line and column only.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
 
@@ -103,7 +134,7 @@ impl fmt::Display for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        interpolated(d).map(Secret)
+        super::de::interpolated(d).map(Secret)
     }
 }
 
@@ -120,27 +151,42 @@ mod tests {
     }
 
     #[test]
-    fn expands_variables_defaults_and_dollars() {
+    fn expands_variables_defaults_and_escapes() {
         assert_eq!(expand("${KEY}", &env).unwrap(), "s3cr3t");
         assert_eq!(expand("a-${KEY}-b", &env).unwrap(), "a-s3cr3t-b");
         assert_eq!(expand("${NOPE:-dflt}", &env).unwrap(), "dflt");
         assert_eq!(expand("${EMPTY:-dflt}", &env).unwrap(), "dflt");
         assert_eq!(expand("${EMPTY}", &env).unwrap(), "");
-        assert_eq!(expand("cost $$5 $x", &env).unwrap(), "cost $5 $x");
+        assert_eq!(expand("cost $$5 $x $", &env).unwrap(), "cost $$5 $x $");
+        assert_eq!(expand("ab$${HOME}cd", &env).unwrap(), "ab${HOME}cd");
+        assert_eq!(expand("$$${KEY}", &env).unwrap(), "$${KEY}");
     }
 
     #[test]
-    fn missing_and_malformed_are_errors_that_name_the_problem() {
-        assert!(expand("${NOPE}", &env)
-            .unwrap_err()
-            .contains("NOPE is not set"));
-        assert!(expand("${KEY", &env).unwrap_err().contains("unclosed"));
-        assert!(expand("${A-B}", &env).unwrap_err().contains("invalid"));
+    fn errors_name_the_problem_and_never_the_value() {
+        let e = expand("${NOPE}", &env).unwrap_err();
+        assert!(e.contains("NOPE is not set"), "{e}");
+        let e = expand("SECRETzz9${Qx7", &env).unwrap_err();
+        assert!(e.contains("unclosed") && e.contains("character 10"), "{e}");
+        assert!(!e.contains("SECRET") && !e.contains("Qx7"), "{e}");
+        let e = expand("pw${a b}tail", &env).unwrap_err();
+        assert!(
+            e.contains("variable name") && e.contains("character 3"),
+            "{e}"
+        );
+        assert!(!e.contains("a b") && !e.contains("tail"), "{e}");
     }
 
     #[test]
     fn secrets_do_not_print() {
         let s = Secret::new("hunter2");
         assert!(!format!("{s:?} {s}").contains("hunter2"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaped_text_expands_to_itself(s in "[a-z$\\{\\}:\\-]{0,24}") {
+            proptest::prop_assert_eq!(expand(&escape(&s), &env), Ok(s));
+        }
     }
 }

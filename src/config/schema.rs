@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::env::{interpolated, interpolated_opt, Secret};
+use super::checks::MIN_PROMPT_CHARS;
+use super::de::{at_least, http_url, http_url_opt, name, name_opt, socket_addr, targets};
+use super::env::Secret;
 
 /// The whole config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,16 +49,19 @@ pub enum ModelKind {
 pub struct ModelConfig {
     pub kind: ModelKind,
     /// Base URL including the version prefix, e.g. `http://127.0.0.1:8000/v1`.
-    #[serde(deserialize_with = "interpolated")]
+    #[serde(deserialize_with = "http_url")]
     pub base_url: String,
     /// Sent as `Authorization: Bearer ...` when set and not empty.
     #[serde(default)]
     pub api_key: Option<Secret>,
     /// The `model` field of each request.
-    #[serde(deserialize_with = "interpolated")]
+    #[serde(deserialize_with = "name")]
     pub model: String,
     /// Total budget of one turn in milliseconds, from the message's arrival to the reply.
-    #[serde(default = "default_timeout_ms")]
+    #[serde(
+        default = "default_timeout_ms",
+        deserialize_with = "at_least::<_, _, 100>"
+    )]
     pub timeout_ms: u64,
     /// TCP connect budget (default: min(2000, timeout_ms / 4)).
     #[serde(default)]
@@ -81,7 +86,7 @@ pub struct ModelConfig {
     #[serde(default)]
     pub fallback: Option<String>,
     /// Health URL for checks (default: `{base_url}/models`).
-    #[serde(default, deserialize_with = "interpolated_opt")]
+    #[serde(default, deserialize_with = "http_url_opt")]
     pub health_url: Option<String>,
 }
 
@@ -173,23 +178,23 @@ pub enum DingTalkMode {
 #[serde(deny_unknown_fields)]
 pub struct DingTalkConfig {
     /// App Client ID (AppKey).
-    #[serde(deserialize_with = "interpolated")]
+    #[serde(deserialize_with = "name")]
     pub client_id: String,
     /// App Client Secret (AppSecret).
     pub client_secret: Secret,
     /// Robot code; for internal apps the same as the client id.
-    #[serde(default, deserialize_with = "interpolated_opt")]
+    #[serde(default, deserialize_with = "name_opt")]
     pub robot_code: Option<String>,
     #[serde(default = "default_mode")]
     pub mode: DingTalkMode,
     /// New OpenAPI host (connections/open, tokens, sends, cards).
-    #[serde(default = "default_api_base", deserialize_with = "interpolated")]
+    #[serde(default = "default_api_base", deserialize_with = "http_url")]
     pub api_base: String,
     /// Old API host (gettoken, robot webhooks).
-    #[serde(default = "default_oapi_base", deserialize_with = "interpolated")]
+    #[serde(default = "default_oapi_base", deserialize_with = "http_url")]
     pub oapi_base: String,
-    /// Listen address of the HTTP callback server (mode: http).
-    #[serde(default = "default_http_listen")]
+    /// Listen address of the HTTP callback server (mode: http): `IP:PORT`.
+    #[serde(default = "default_http_listen", deserialize_with = "socket_addr")]
     pub http_listen: String,
     /// AI card template id; when set, answers stream into a card.
     #[serde(default)]
@@ -197,8 +202,8 @@ pub struct DingTalkConfig {
     /// Template variable the answer streams into.
     #[serde(default = "default_card_key")]
     pub card_content_key: String,
-    /// Names for `clawdbot send --to NAME`: a conversation id, or `user:STAFFID`.
-    #[serde(default)]
+    /// Names for `clawdbot send --to NAME`: a conversation id (`cid...`), or `user:STAFFID`.
+    #[serde(default, deserialize_with = "targets")]
     pub targets: BTreeMap<String, String>,
 }
 
@@ -305,8 +310,12 @@ impl Default for MemoryConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromptConfig {
-    /// Characters of all messages sent to the model together (system prompt included).
-    #[serde(default = "default_max_prompt_chars")]
+    /// Characters of all messages sent to the model together (system prompt included);
+    /// at least [`MIN_PROMPT_CHARS`], so a question is never cut to nothing.
+    #[serde(
+        default = "default_max_prompt_chars",
+        deserialize_with = "at_least::<_, _, MIN_PROMPT_CHARS>"
+    )]
     pub max_chars: usize,
 }
 
@@ -359,21 +368,74 @@ pub enum LogFormat {
     Json,
 }
 
+/// `logging.level`: `error`, `warn`, `info`, `debug` or `trace` (any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// Every level, least verbose first.
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Error,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Trace,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+
+    /// Parses a level name, ignoring case and surrounding spaces.
+    pub fn parse(v: &str) -> Result<LogLevel, String> {
+        let v = v.trim();
+        Self::ALL
+            .into_iter()
+            .find(|l| l.as_str().eq_ignore_ascii_case(v))
+            .ok_or_else(|| format!("{v:?} is not a level: use error, warn, info, debug or trace"))
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::de::scalar(d, LogLevel::parse)
+    }
+}
+
 /// The daemon's log file: bounded by size and count.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingConfig {
     /// Rotate when the active file would exceed this many bytes.
-    #[serde(default = "default_log_max_bytes")]
+    #[serde(
+        default = "default_log_max_bytes",
+        deserialize_with = "at_least::<_, _, 4096>"
+    )]
     pub max_bytes: u64,
     /// Rotated files kept besides the active one (`NAME.log.1` is the newest).
-    #[serde(default = "default_log_max_files")]
+    #[serde(
+        default = "default_log_max_files",
+        deserialize_with = "at_least::<_, _, 1>"
+    )]
     pub max_files: usize,
     #[serde(default = "default_log_format")]
     pub format: LogFormat,
-    /// `error`, `warn`, `info`, `debug` or `trace`, or a tracing filter directive.
+    /// How much this program logs; dependencies are capped at `warn` whatever the level
+    /// (they would log raw frames, with message text, at debug and trace).
     #[serde(default = "default_log_level")]
-    pub level: String,
+    pub level: LogLevel,
     /// Log message text, prompts and answers. Off by default: privacy is why models are local.
     #[serde(default)]
     pub log_message_text: bool,
@@ -475,6 +537,6 @@ fn default_log_max_files() -> usize {
 fn default_log_format() -> LogFormat {
     LogFormat::Text
 }
-fn default_log_level() -> String {
-    "info".into()
+fn default_log_level() -> LogLevel {
+    LogLevel::Info
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::LaunchArgs;
 use crate::exit::CliError;
-use crate::paths::{absolute, io_error, DaemonPaths};
+use crate::paths::{absolute, write_private, DaemonPaths};
 
 /// Everything needed to run a daemon, with absolute paths.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -82,11 +82,8 @@ impl Launch {
     /// Saves this launch for later `restart` and `logs`.
     pub fn save(&self, paths: &DaemonPaths) -> Result<(), CliError> {
         paths.ensure_state_dir()?;
-        let file = paths.launch_file();
-        let tmp = file.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(self).expect("launch settings serialize");
-        fs::write(&tmp, body).map_err(|e| io_error("write", &tmp, e))?;
-        fs::rename(&tmp, &file).map_err(|e| io_error("replace", &file, e))
+        write_private(&paths.launch_file(), &body)
     }
 
     /// The log path to read for `logs`, even when the daemon never started.

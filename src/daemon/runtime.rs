@@ -160,8 +160,8 @@ async fn serve(
                 tracing::info!("log file reopened (SIGUSR1)");
             }
             _ = hup.recv() => match workload.reload().await {
-                Ok(()) => tracing::info!("config reloaded (SIGHUP)"),
-                Err(e) => tracing::error!("config reload failed, keeping the old config: {e}"),
+                Ok(()) => tracing::info!(resolved = "config_reload", "config reloaded (SIGHUP)"),
+                Err(e) => tracing::error!(topic = "config_reload", "config reload failed, keeping the old config: {e}"),
             },
             changed = shutdown_rx.changed() => {
                 if changed.is_err() { break SIGNAL_DRAIN; }

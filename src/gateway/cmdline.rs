@@ -5,8 +5,12 @@
 //! way `sh` does; there is no expansion of any kind (`$VAR`, `~`, globs stay literal).
 //! Unquoted shell operators (`| & ; < >` and backticks) are refused with a hint to use
 //! `sh -c '...'`, because silently passing them as arguments would surprise everyone.
+//!
+//! Invariant: the text of a command line appears in no error and no report; what may be
+//! shown is [`CommandLine::display`] (secret flag values masked by [`super::redact`]).
 
 use std::ffi::OsString;
+use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -18,23 +22,20 @@ const SHELL_OPERATORS: &[char] = &['|', '&', ';', '<', '>', '`'];
 pub enum CommandError {
     #[error("--exec: the command is empty")]
     Empty,
-    #[error("--exec: unterminated {quote} quote in {command:?}")]
-    UnterminatedQuote {
-        quote: &'static str,
-        command: String,
-    },
-    #[error("--exec: the command ends with a lone backslash: {command:?}")]
-    TrailingBackslash { command: String },
+    #[error("--exec: unterminated {quote} quote (opened at character {at})")]
+    UnterminatedQuote { quote: &'static str, at: usize },
+    #[error("--exec: the command ends with a lone backslash")]
+    TrailingBackslash,
     #[error(
-        "--exec: unquoted shell operator `{op}` in {command:?}: no shell runs the command; \
+        "--exec: unquoted shell operator `{op}` at character {at}: no shell runs the command; \
          quote it, or wrap the whole command in sh -c '...'"
     )]
-    ShellOperator { op: char, command: String },
+    ShellOperator { op: char, at: usize },
     #[error(
-        "--exec: {word:?} looks like an environment assignment, which needs a shell; \
-         use `env {word} PROGRAM ...` instead"
+        "--exec: the first word ({name}=...) looks like an environment assignment, which needs \
+         a shell; use `env {name}=... PROGRAM ...` instead"
     )]
-    EnvAssignment { word: String },
+    EnvAssignment { name: String },
     #[error("--exec: program {program:?} not found in PATH ({path})")]
     NotFound { program: String, path: String },
     #[error(
@@ -54,8 +55,9 @@ pub enum CommandError {
 /// (it may vanish later; the supervisor then records a failed restart).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandLine {
-    /// The command as the operator wrote it (for reports and logs).
-    pub text: String,
+    /// The command as the operator wrote it, with the values of secret-looking flags
+    /// masked: the only form that may be shown or logged.
+    pub display: String,
     /// The program's path as resolved (absolute when found through PATH).
     pub program: PathBuf,
     /// argv[1..], unquoted.
@@ -71,14 +73,12 @@ impl CommandLine {
             .split_first()
             .filter(|(first, _)| !first.is_empty())
             .ok_or(CommandError::Empty)?;
-        if looks_like_assignment(first) {
-            return Err(CommandError::EnvAssignment {
-                word: first.clone(),
-            });
+        if let Some(name) = assignment_name(first) {
+            return Err(CommandError::EnvAssignment { name: name.into() });
         }
         let program = resolve_program(first, std::env::var_os("PATH"))?;
         Ok(CommandLine {
-            text: text.to_string(),
+            display: super::redact::redact(text),
             program,
             args: rest.to_vec(),
         })
@@ -90,7 +90,7 @@ impl CommandLine {
     /// `/bin/sh -c script`, unresolved (for tests of the child and the supervisor).
     pub(crate) fn sh(script: &str) -> CommandLine {
         CommandLine {
-            text: script.into(),
+            display: super::redact::redact(script),
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
         }
@@ -99,97 +99,99 @@ impl CommandLine {
 
 /// Splits a command line into words the way `sh` does, without any expansion.
 pub fn split_words(text: &str) -> Result<Vec<String>, CommandError> {
+    scan_words(text, Operators::Refuse).map(|words| words.into_iter().map(|w| w.value).collect())
+}
+
+/// One word of a command line: its value with quotes and escapes removed, and the bytes
+/// of the text it was written in (quotes included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Word {
+    pub span: Range<usize>,
+    pub value: String,
+}
+
+/// What [`scan_words`] does with an unquoted shell operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operators {
+    /// An error: the command would need a shell.
+    Refuse,
+    /// An ordinary character (for reading a script passed to `sh -c`).
+    Literal,
+}
+
+/// Splits `text` into [`Word`]s the way `sh` does, without any expansion. Positions in
+/// errors are 1-based character numbers.
+pub fn scan_words(text: &str, ops: Operators) -> Result<Vec<Word>, CommandError> {
     let mut words = Vec::new();
-    // `Some` while inside a word (even an empty quoted one, like '').
-    let mut word: Option<String> = None;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
+    // `Some((start, value))` while inside a word (even an empty quoted one, like '').
+    let mut word: Option<(usize, String)> = None;
+    let mut chars = text.char_indices();
+    let char_number = |at: usize| text[..at].chars().count() + 1;
+    while let Some((at, c)) = chars.next() {
         match c {
             c if c.is_whitespace() => {
-                if let Some(w) = word.take() {
-                    words.push(w);
+                if let Some((start, value)) = word.take() {
+                    words.push(Word {
+                        span: start..at,
+                        value,
+                    });
                 }
             }
             '\\' => {
-                let next = chars
-                    .next()
-                    .ok_or_else(|| CommandError::TrailingBackslash {
-                        command: text.into(),
-                    })?;
+                let (_, next) = chars.next().ok_or(CommandError::TrailingBackslash)?;
                 // A backslash-newline is a line continuation, as in sh.
                 if next != '\n' {
-                    word.get_or_insert_with(String::new).push(next);
+                    word.get_or_insert_with(|| (at, String::new())).1.push(next);
                 }
             }
-            '\'' => {
-                let w = word.get_or_insert_with(String::new);
+            '\'' | '"' => {
+                let quote = if c == '\'' { "single" } else { "double" };
+                let unterminated = || CommandError::UnterminatedQuote {
+                    quote,
+                    at: char_number(at),
+                };
+                let w = &mut word.get_or_insert_with(|| (at, String::new())).1;
                 loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(ch) => w.push(ch),
-                        None => {
-                            return Err(CommandError::UnterminatedQuote {
-                                quote: "single",
-                                command: text.into(),
-                            })
-                        }
-                    }
-                }
-            }
-            '"' => {
-                let w = word.get_or_insert_with(String::new);
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
+                    match chars.next().ok_or_else(unterminated)?.1 {
+                        ch if ch == c => break,
                         // Inside double quotes a backslash only escapes these, as in sh.
-                        Some('\\') => match chars.next() {
-                            Some(ch @ ('"' | '\\' | '$' | '`')) => w.push(ch),
-                            Some('\n') => {}
-                            Some(ch) => {
+                        '\\' if c == '"' => match chars.next().ok_or_else(unterminated)?.1 {
+                            ch @ ('"' | '\\' | '$' | '`') => w.push(ch),
+                            '\n' => {}
+                            ch => {
                                 w.push('\\');
                                 w.push(ch);
                             }
-                            None => {
-                                return Err(CommandError::UnterminatedQuote {
-                                    quote: "double",
-                                    command: text.into(),
-                                })
-                            }
                         },
-                        Some(ch) => w.push(ch),
-                        None => {
-                            return Err(CommandError::UnterminatedQuote {
-                                quote: "double",
-                                command: text.into(),
-                            })
-                        }
+                        ch => w.push(ch),
                     }
                 }
             }
-            c if SHELL_OPERATORS.contains(&c) => {
+            c if ops == Operators::Refuse && SHELL_OPERATORS.contains(&c) => {
                 return Err(CommandError::ShellOperator {
                     op: c,
-                    command: text.into(),
+                    at: char_number(at),
                 });
             }
-            c => word.get_or_insert_with(String::new).push(c),
+            c => word.get_or_insert_with(|| (at, String::new())).1.push(c),
         }
     }
-    words.extend(word);
+    words.extend(word.map(|(start, value)| Word {
+        span: start..text.len(),
+        value,
+    }));
     Ok(words)
 }
 
-/// `NAME=value` with a valid shell variable name before the `=`.
-fn looks_like_assignment(word: &str) -> bool {
-    match word.split_once('=') {
-        Some((name, _)) => {
-            let mut cs = name.chars();
-            cs.next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        }
-        None => false,
-    }
+/// The `NAME` of a `NAME=value` word whose name is a valid shell variable name.
+fn assignment_name(word: &str) -> Option<&str> {
+    let (name, _) = word.split_once('=')?;
+    let mut cs = name.chars();
+    let valid = cs
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && cs.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    valid.then_some(name)
 }
 
 /// Finds the program: a word with a `/` is a path; otherwise the first executable file
@@ -289,7 +291,7 @@ mod tests {
         ));
         assert!(matches!(
             split_words("a \\"),
-            Err(CommandError::TrailingBackslash { .. })
+            Err(CommandError::TrailingBackslash)
         ));
         assert!(matches!(
             split_words("a | b"),
@@ -305,10 +307,12 @@ mod tests {
             CommandLine::parse("'' x"),
             Err(CommandError::Empty)
         ));
-        assert!(matches!(
-            CommandLine::parse("FOO=1 sh"),
-            Err(CommandError::EnvAssignment { .. })
-        ));
+        let e = CommandLine::parse("API_KEY=hunter2 sh").unwrap_err();
+        assert!(matches!(e, CommandError::EnvAssignment { .. }));
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = split_words("run --token 'hunter2").unwrap_err();
+        assert!(e.to_string().contains("character 13"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]

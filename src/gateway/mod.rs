@@ -4,6 +4,7 @@
 //! restart independently.
 //!
 //! - [`cmdline`]: shell-like splitting (no shell) and program lookup;
+//! - [`redact`]: the command as shown in status and logs (secret flag values masked);
 //! - [`child`]: one run of the command in its own process group, output into the log;
 //! - [`supervisor`]: restart with capped exponential backoff ([`backoff`]);
 //! - [`health`]: the optional health URL, polled in the background;
@@ -18,6 +19,7 @@ pub mod backoff;
 pub mod child;
 pub mod cmdline;
 pub mod health;
+pub mod redact;
 pub mod state;
 pub mod supervisor;
 
@@ -45,6 +47,7 @@ const SHUTDOWN_SLACK: Duration = Duration::from_secs(7);
 pub struct Gateway {
     /// Daemon name, for the fixes printed by health checks.
     name: String,
+    /// The command as it may be shown ([`CommandLine::display`]).
     command: String,
     state: Arc<GatewayState>,
     probe: Option<HealthProbe>,
@@ -83,7 +86,7 @@ impl Gateway {
         let poller = probe.clone().map(|p| tokio::spawn(p.poll(state.clone())));
         Ok(Gateway {
             name: name.to_string(),
-            command: command.text,
+            command: command.display,
             state,
             probe,
             stop,

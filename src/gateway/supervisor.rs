@@ -60,7 +60,7 @@ impl Supervisor {
             };
             let delay = backoff.after_run(ran_for);
             tracing::warn!(
-                command = %self.cmd.text,
+                command = %self.cmd.display,
                 delay_ms = delay.as_millis() as u64,
                 "gateway ended; restarting after the backoff delay"
             );
@@ -75,7 +75,7 @@ impl Supervisor {
                         "restart failed: cannot run {}: {e}",
                         self.cmd.program.display()
                     );
-                    tracing::error!(command = %self.cmd.text, "{how}");
+                    tracing::error!(command = %self.cmd.display, "{how}");
                     self.state.child_ended(how);
                 }
             }
@@ -87,7 +87,7 @@ impl Supervisor {
         let started = Instant::now();
         let pid = child.pid();
         self.state.child_started(pid);
-        tracing::info!(pid, command = %self.cmd.text, "gateway started");
+        tracing::info!(pid, command = %self.cmd.display, "gateway started");
         tokio::select! {
             status = child.wait() => {
                 let ran_for = started.elapsed();

@@ -3,7 +3,13 @@
 //!
 //! Privacy rule for every module: log lengths, hashes, ids and figures, never message
 //! text, prompts, answers or secrets unless `logging.log_message_text` is on
-//! (see [`text_for_log`]).
+//! (see [`text_for_log`]). Dependencies cannot be held to that rule (the WebSocket and
+//! HTTP stacks log whole frames at debug and trace), so [`filter`] caps them at `warn`
+//! whatever `logging.level` says; the level applies to this program's own targets.
+//!
+//! Resolved errors: an ERROR event may carry `topic = "..."`; a later event carrying
+//! `resolved = "..."` with the same value clears that error from [`LastError`] (a failed
+//! config reload followed by a good one leaves no stale `last_error`).
 
 mod rotate;
 
@@ -16,55 +22,135 @@ use sha2::{Digest, Sha256};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogFormat, LoggingConfig};
+use crate::config::{LogFormat, LogLevel, LoggingConfig};
 
-/// The most recent ERROR record's message, shared with the status report.
+/// The most verbose level any dependency may log at.
+const DEPENDENCY_CAP: LevelFilter = LevelFilter::WARN;
+
+/// Targets written by this program: its modules, and the supervised gateway's output.
+const OWN_TARGETS: [&str; 2] = [
+    env!("CARGO_CRATE_NAME"),
+    crate::gateway::child::OUTPUT_TARGET,
+];
+
+/// The most recent ERROR record's message and topic, shared with the status report.
 #[derive(Clone, Default)]
-pub struct LastError(Arc<Mutex<Option<String>>>);
+pub struct LastError(Arc<Mutex<Option<Recorded>>>);
+
+#[derive(Clone)]
+struct Recorded {
+    message: String,
+    /// The event's `topic` field: what a later `resolved` event may clear.
+    topic: Option<String>,
+}
 
 impl LastError {
     pub fn get(&self) -> Option<String> {
-        self.0.lock().map(|g| g.clone()).unwrap_or(None)
+        self.0
+            .lock()
+            .map(|g| g.as_ref().map(|r| r.message.clone()))
+            .unwrap_or(None)
     }
     pub fn set(&self, msg: String) {
+        self.record(Recorded {
+            message: msg,
+            topic: None,
+        });
+    }
+    fn record(&self, r: Recorded) {
         if let Ok(mut g) = self.0.lock() {
-            *g = Some(msg);
+            *g = Some(r);
+        }
+    }
+    /// Forgets the last error if its topic is `topic` (a later error stays).
+    fn resolve(&self, topic: &str) {
+        if let Ok(mut g) = self.0.lock() {
+            if g.as_ref().and_then(|r| r.topic.as_deref()) == Some(topic) {
+                *g = None;
+            }
         }
     }
 }
 
 struct LastErrorLayer(LastError);
 
-struct MessageVisitor(String);
+/// An event's message with its other fields appended; `topic` and `resolved` are kept
+/// apart (they steer [`LastError`], they are not part of the message).
+#[derive(Default)]
+struct EventFields {
+    message: String,
+    topic: Option<String>,
+    resolved: Option<String>,
+}
 
-impl Visit for MessageVisitor {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.0 = format!("{value:?}");
-        } else {
-            self.0.push_str(&format!(" {}={value:?}", field.name()));
+impl EventFields {
+    fn record(&mut self, field: &Field, value: String) {
+        match field.name() {
+            "message" => self.message = value,
+            "topic" => self.topic = Some(value),
+            "resolved" => self.resolved = Some(value),
+            name => self.message.push_str(&format!(" {name}={value}")),
         }
     }
+}
+
+impl Visit for EventFields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.record(field, format!("{value:?}"));
+    }
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.0 = value.to_string();
-        } else {
-            self.0.push_str(&format!(" {}={value}", field.name()));
-        }
+        self.record(field, value.to_string());
     }
 }
 
 impl<S: Subscriber> Layer<S> for LastErrorLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut f = EventFields::default();
+        event.record(&mut f);
         if *event.metadata().level() == Level::ERROR {
-            let mut v = MessageVisitor(String::new());
-            event.record(&mut v);
-            self.0.set(v.0);
+            self.0.record(Recorded {
+                message: f.message,
+                topic: f.topic,
+            });
+        } else if let Some(topic) = &f.resolved {
+            self.0.resolve(topic);
         }
+    }
+}
+
+/// `level` for this program's own targets; dependencies at most [`DEPENDENCY_CAP`] (and
+/// never more verbose than `level`).
+pub fn filter(level: LogLevel) -> Targets {
+    let own = level_filter(level);
+    own_and_others(own, own.min(DEPENDENCY_CAP))
+}
+
+/// What [`LastErrorLayer`] sees whatever the file's level: every ERROR, and this
+/// program's events up to `info` (where `resolved` events are logged).
+fn last_error_filter() -> Targets {
+    own_and_others(LevelFilter::INFO, LevelFilter::ERROR)
+}
+
+/// [`OWN_TARGETS`] at `own`, every other target at `others`.
+fn own_and_others(own: LevelFilter, others: LevelFilter) -> Targets {
+    OWN_TARGETS
+        .into_iter()
+        .fold(Targets::new().with_default(others), |t, target| {
+            t.with_target(target, own)
+        })
+}
+
+fn level_filter(level: LogLevel) -> LevelFilter {
+    match level {
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Trace => LevelFilter::TRACE,
     }
 }
 
@@ -76,17 +162,21 @@ pub fn init(path: &Path, cfg: &LoggingConfig) -> std::io::Result<(WorkerGuard, L
         .lossy(false)
         .buffered_lines_limit(64 * 1024)
         .finish(file);
-    let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let last = LastError::default();
     let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(LastErrorLayer(last.clone()));
+        .with(LastErrorLayer(last.clone()).with_filter(last_error_filter()));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(false);
     let result = match cfg.format {
-        LogFormat::Text => registry.with(fmt).try_init(),
-        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).try_init(),
+        LogFormat::Text => registry.with(fmt.with_filter(filter(cfg.level))).try_init(),
+        LogFormat::Json => registry
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_filter(filter(cfg.level)),
+            )
+            .try_init(),
     };
     // A second init in the same process (tests) keeps the first subscriber.
     let _ = result;
@@ -107,6 +197,38 @@ pub fn text_for_log(text: &str, log_message_text: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_level_applies_to_own_targets_and_dependencies_stay_at_warn() {
+        let trace = filter(LogLevel::Trace);
+        assert!(trace.would_enable("clawdbot::dingtalk::stream", &Level::TRACE));
+        assert!(trace.would_enable(crate::gateway::child::OUTPUT_TARGET, &Level::INFO));
+        assert!(!trace.would_enable("tungstenite::protocol", &Level::DEBUG));
+        assert!(!trace.would_enable("hyper_util::client", &Level::INFO));
+        assert!(trace.would_enable("hyper_util::client", &Level::WARN));
+        let error = filter(LogLevel::Error);
+        assert!(!error.would_enable("clawdbot::bot", &Level::WARN));
+        assert!(!error.would_enable("rustls", &Level::WARN));
+    }
+
+    #[test]
+    fn a_resolved_topic_clears_only_its_own_error() {
+        let last = LastError::default();
+        let record = |topic: Option<&str>| {
+            last.record(Recorded {
+                message: "m".into(),
+                topic: topic.map(String::from),
+            })
+        };
+        record(Some("config_reload"));
+        last.resolve("other");
+        assert!(last.get().is_some());
+        last.resolve("config_reload");
+        assert!(last.get().is_none());
+        record(None);
+        last.resolve("config_reload");
+        assert!(last.get().is_some(), "an unrelated error stays");
+    }
 
     #[test]
     fn text_for_log_hides_text_by_default() {

@@ -1,0 +1,84 @@
+//! Checks of single values, shared by the config loader and `onboard` (which checks its
+//! flags with the same rules before writing anything).
+//!
+//! Invariant: a message never contains the value it judges (values may be secrets or
+//! URLs with credentials); the caller adds the key or flag name and, for the loader, the
+//! line and column.
+
+use std::net::SocketAddr;
+
+/// The smallest `prompt.max_chars`: room for a short policy prompt and a question.
+pub const MIN_PROMPT_CHARS: u64 = 200;
+
+/// An `http://` or `https://` URL with a host.
+pub fn http_url(v: &str) -> Result<(), String> {
+    let ok = reqwest::Url::parse(v).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err("must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:8000/v1".into())
+    }
+}
+
+/// A name or id: not empty, no control characters (newlines, tabs).
+pub fn name(v: &str) -> Result<(), String> {
+    if v.trim().is_empty() {
+        Err("must not be empty".into())
+    } else if v.chars().any(char::is_control) {
+        Err("must not contain control characters (newlines, tabs)".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// A listen address: `IP:PORT` (`127.0.0.1:8787`, `0.0.0.0:8787`, `[::1]:8787`).
+pub fn socket_addr(v: &str) -> Result<(), String> {
+    v.trim()
+        .parse::<SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| "must be an IP:PORT socket address, e.g. 127.0.0.1:8787".into())
+}
+
+/// A send target: a conversation id (`cid...`) or `user:STAFFID`, the forms
+/// `clawdbot send --to` accepts.
+pub fn target_id(v: &str) -> Result<(), String> {
+    let v = v.trim();
+    let conversation = v.strip_prefix("cid").is_some_and(|rest| !rest.is_empty());
+    let user = v
+        .strip_prefix("user:")
+        .is_some_and(|u| !u.trim().is_empty());
+    if (conversation || user) && !v.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err("must be a conversation id (cid...) or user:STAFFID".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(http_url("http://127.0.0.1:8000/v1").is_ok());
+        assert!(http_url("https://api.dingtalk.com").is_ok());
+        for bad in ["not a url", "ftp://x/v1", "http://", "127.0.0.1:8000", ""] {
+            assert!(http_url(bad).is_err(), "{bad:?}");
+        }
+        assert!(!http_url("not a url").unwrap_err().contains("not a url"));
+    }
+
+    #[test]
+    fn names_addresses_and_targets() {
+        assert!(name("local-chat").is_ok());
+        assert!(name(" ").is_err() && name("a\nb").is_err());
+        assert!(socket_addr("127.0.0.1:8787").is_ok() && socket_addr("[::1]:1").is_ok());
+        assert!(socket_addr("notanaddr").is_err() && socket_addr("127.0.0.1").is_err());
+        assert!(target_id("cidAbc==").is_ok() && target_id("user:0423001").is_ok());
+        for bad in ["garbage", "cid", "user:", "user: ", "", "123"] {
+            assert!(target_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}

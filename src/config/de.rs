@@ -1,0 +1,163 @@
+//! Serde glue for checked values.
+//!
+//! Invariant: every check runs inside the deserialization call of the value it judges, so
+//! the YAML loader reports a failure with that value's key path, line and column (a check
+//! run after the whole struct was built would only know the struct's position). Messages
+//! come from [`super::checks`] and [`super::env`] and never contain the value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use super::checks;
+use super::env::{expand, process_env};
+
+/// A check of one (interpolated) string value.
+type Check = fn(&str) -> Result<(), String>;
+
+/// Deserializes one string scalar through `convert`; its error is raised while the YAML
+/// loader is positioned on that scalar.
+pub(super) fn scalar<'de, D, T, F>(d: D, convert: F) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    F: FnOnce(&str) -> Result<T, String>,
+{
+    struct ScalarVisitor<F>(F);
+    impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for ScalarVisitor<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.0)(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(ScalarVisitor(convert))
+}
+
+/// A string with `${VAR}` expanded that passes `check`.
+fn checked<'de, D: Deserializer<'de>>(d: D, check: Check) -> Result<String, D::Error> {
+    scalar(d, |raw| {
+        let value = expand(raw, &process_env)?;
+        check(&value)?;
+        Ok(value)
+    })
+}
+
+/// Like [`checked`] for an optional value (absent or `null` is `None`).
+fn checked_opt<'de, D: Deserializer<'de>>(d: D, check: Check) -> Result<Option<String>, D::Error> {
+    struct OptVisitor(Check);
+    impl<'de> Visitor<'de> for OptVisitor {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            checked(d, self.0).map(Some)
+        }
+    }
+    d.deserialize_option(OptVisitor(check))
+}
+
+fn anything(_: &str) -> Result<(), String> {
+    Ok(())
+}
+
+/// A string with `${VAR}` expanded.
+pub fn interpolated<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, anything)
+}
+
+/// An interpolated [`checks::http_url`].
+pub fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, checks::http_url)
+}
+
+/// An optional interpolated [`checks::http_url`].
+pub fn http_url_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    checked_opt(d, checks::http_url)
+}
+
+/// An interpolated [`checks::name`].
+pub fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, checks::name)
+}
+
+/// An optional interpolated [`checks::name`].
+pub fn name_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    checked_opt(d, checks::name)
+}
+
+/// An interpolated [`checks::socket_addr`].
+pub fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked(d, checks::socket_addr)
+}
+
+/// Send targets: `NAME: ID`, each name a [`checks::name`] (taken literally) and each id
+/// an interpolated [`checks::target_id`], reported at its own line.
+pub fn targets<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Alias(String);
+    impl<'de> Deserialize<'de> for Alias {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            scalar(d, |k| checks::name(k).map(|()| Alias(k.to_string())))
+        }
+    }
+    struct Id(String);
+    impl<'de> Deserialize<'de> for Id {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            checked(d, checks::target_id).map(|v| Id(v.trim().to_string()))
+        }
+    }
+    struct TargetsVisitor;
+    impl<'de> Visitor<'de> for TargetsVisitor {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of NAME: cid... or user:STAFFID")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(Alias(name)) = map.next_key()? {
+                let Id(id) = map.next_value()?;
+                out.insert(name, id);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(TargetsVisitor)
+}
+
+/// An unsigned integer of at least `MIN` (the message names the minimum).
+pub fn at_least<'de, D, T, const MIN: u64>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    struct MinVisitor<T, const MIN: u64>(std::marker::PhantomData<T>);
+    impl<'de, T: TryFrom<u64>, const MIN: u64> Visitor<'de> for MinVisitor<T, MIN> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a whole number of at least {MIN}")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            if v < MIN {
+                return Err(E::custom(format!("{v} is below the minimum of {MIN}")));
+            }
+            T::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::custom(format!("{v} is below the minimum of {MIN}"))),
+            }
+        }
+    }
+    d.deserialize_u64(MinVisitor::<T, MIN>(std::marker::PhantomData))
+}
