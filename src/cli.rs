@@ -86,8 +86,9 @@ pub struct LaunchArgs {
 pub struct StartArgs {
     #[command(flatten)]
     pub launch: LaunchArgs,
-    /// Seconds to wait for the daemon to answer ready.
-    #[arg(long, default_value_t = 20, value_name = "SECONDS")]
+    /// Seconds to wait for the daemon to answer ready (at least 1); a daemon not ready by
+    /// then is stopped.
+    #[arg(long, default_value_t = 20, value_name = "SECONDS", value_parser = at_least_one_second)]
     pub timeout: u64,
 }
 
@@ -113,8 +114,8 @@ pub struct StopArgs {
 pub struct RestartArgs {
     #[command(flatten)]
     pub launch: LaunchArgs,
-    /// Seconds allowed for the stop and for the start.
-    #[arg(long, default_value_t = 20, value_name = "SECONDS")]
+    /// Seconds allowed for the stop and for the start (at least 1).
+    #[arg(long, default_value_t = 20, value_name = "SECONDS", value_parser = at_least_one_second)]
     pub timeout: u64,
 }
 
@@ -262,6 +263,15 @@ pub struct QuickstartArgs {
     /// Stop the simulator and the daemon when done instead of leaving them running.
     #[arg(long)]
     pub stop: bool,
+}
+
+/// A whole number of seconds, at least 1 (a zero deadline can only fail).
+fn at_least_one_second(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("must be at least 1 second".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number of seconds: {e}")),
+    }
 }
 
 /// The clap command, for completions and man pages.

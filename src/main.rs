@@ -1,10 +1,7 @@
 //! The `clawdbot` binary: a plain `fn main` (no async runtime here, so `daemon start` can
 //! fork safely and short commands start fast).
 
-use clap::Parser;
-
 fn main() {
-    let cli = clawdbot::cli::Cli::parse();
-    let code = clawdbot::commands::run(cli);
+    let code = clawdbot::commands::main(std::env::args_os().collect());
     std::process::exit(code as i32);
 }

@@ -18,6 +18,8 @@ pub const MAX_SOCKET_PATH: usize = 107;
 /// The root folders for one installation.
 #[derive(Debug, Clone)]
 pub struct Layout {
+    /// The folder given by `--home` (or `CLAWDBOT_HOME`); `None` for the FHS/XDG layouts.
+    pub home: Option<PathBuf>,
     pub config_dir: PathBuf,
     pub state_dir: PathBuf,
     pub log_dir: PathBuf,
@@ -26,12 +28,20 @@ pub struct Layout {
 
 impl Layout {
     /// Resolves the layout from an explicit home (flag or env), else root/FHS, else XDG.
-    pub fn resolve(home: Option<&Path>) -> Layout {
-        if let Some(home) = home {
-            return Layout::under(home);
+    /// A home that exists but is not a folder is a usage error naming it (a home that does
+    /// not exist yet is created on first use).
+    pub fn resolve(home: Option<&Path>) -> Result<Layout, CliError> {
+        match home {
+            Some(home) => check_home(home).map(|()| Layout::under(home)),
+            None => Ok(Layout::system()),
         }
+    }
+
+    /// Root's FHS folders, else the user's XDG folders.
+    fn system() -> Layout {
         if nix::unistd::geteuid().is_root() {
             return Layout {
+                home: None,
                 config_dir: "/etc/clawdbot".into(),
                 state_dir: "/var/lib/clawdbot".into(),
                 log_dir: "/var/log/clawdbot".into(),
@@ -45,6 +55,7 @@ impl Layout {
                     .map(Path::to_path_buf)
                     .unwrap_or_else(|| d.data_local_dir().to_path_buf());
                 Layout {
+                    home: None,
                     config_dir: d.config_dir().to_path_buf(),
                     log_dir: state.join("logs"),
                     run_dir: d
@@ -62,6 +73,7 @@ impl Layout {
     pub fn under(home: &Path) -> Layout {
         let home = absolute(home);
         Layout {
+            home: Some(home.clone()),
             config_dir: home.join("config"),
             state_dir: home.join("state"),
             log_dir: home.join("logs"),
@@ -94,19 +106,22 @@ impl Layout {
         })
     }
 
-    /// Names of every daemon that has a run folder (for `daemon status` without a name).
-    pub fn daemon_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = match fs::read_dir(&self.run_dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok())
-                .filter(|e| e.path().is_dir())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| validate_name(n).is_ok())
-                .collect(),
-            Err(_) => Vec::new(),
+    /// Names of every daemon that has a run folder (for `daemon status` without a name),
+    /// sorted. No run folder yet means no daemons; an unreadable one is an error naming it.
+    pub fn daemon_names(&self) -> Result<Vec<String>, CliError> {
+        let entries = match fs::read_dir(&self.run_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error("list daemons in", &self.run_dir, e)),
         };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| validate_name(n).is_ok())
+            .collect();
         names.sort();
-        names
+        Ok(names)
     }
 }
 
@@ -139,6 +154,21 @@ impl DaemonPaths {
     pub fn launch_file(&self) -> PathBuf {
         self.state.join("launch.json")
     }
+}
+
+/// A home must be a folder, or not exist yet (it is created on first use).
+fn check_home(home: &Path) -> Result<(), CliError> {
+    let problem = match fs::metadata(home) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Ok(_) => "not a folder".to_string(),
+        Err(e) => e.to_string(),
+    };
+    Err(CliError::usage(format!(
+        "--home {}: {problem} (give a folder, or a path that does not exist yet; \
+         CLAWDBOT_HOME sets the same)",
+        home.display()
+    )))
 }
 
 /// Daemon names become folder and file names: keep them boring.

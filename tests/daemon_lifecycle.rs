@@ -96,8 +96,18 @@ fn ten_concurrent_starts_leave_exactly_one_daemon() {
     pids.dedup();
     assert_eq!(pids.len(), 1, "different daemons reported: {pids:?}");
     // Exactly one live process is serving this home.
+    let serving = processes_of(&home);
+    assert_eq!(
+        serving,
+        vec![pids[0] as u32],
+        "processes for this home: {serving:?}"
+    );
+}
+
+/// Live processes whose command line names this home (daemons keep the CLI's argv).
+fn processes_of(home: &Home) -> Vec<u32> {
     let home_str = home.path().display().to_string();
-    let serving: Vec<u32> = std::fs::read_dir("/proc")
+    std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
@@ -105,12 +115,7 @@ fn ten_concurrent_starts_leave_exactly_one_daemon() {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             String::from_utf8_lossy(&cmd).contains(&home_str) && pid_alive(*pid)
         })
-        .collect();
-    assert_eq!(
-        serving,
-        vec![pids[0] as u32],
-        "processes for this home: {serving:?}"
-    );
+        .collect()
 }
 
 #[test]
@@ -428,4 +433,179 @@ fn logs_follow_prints_new_lines() {
     let _ = follower.kill();
     let _ = follower.wait();
     assert!(seen, "follow never printed the new line");
+}
+
+#[test]
+fn start_timeout_0_is_a_usage_error_and_a_start_not_ready_in_time_is_stopped() {
+    let (home, cfg) = home_with_config();
+    let r = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "slow",
+        "--config",
+        &cfg,
+        "--timeout",
+        "0",
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--timeout"), "{r:?}");
+    assert!(processes_of(&home).is_empty());
+
+    // A log on a FIFO that nobody reads blocks the daemon when it opens its log: it can
+    // never become ready.
+    let fifo = home.path().join("slow.log");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let r = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "slow",
+        "--config",
+        &cfg,
+        "--log",
+        fifo.to_str().unwrap(),
+        "--timeout",
+        "1",
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("no readiness within 1 s") && r.stderr.contains("stopped it"),
+        "{r:?}"
+    );
+    // Stopped before the command returned: no daemon, no pid file, status "not running".
+    assert_eq!(processes_of(&home), Vec::<u32>::new());
+    assert!(!home.run_dir("slow").join("pid").exists());
+    let st = home.run(&["daemon", "status", "--name", "slow"]);
+    assert_eq!(st.code, 3, "{st:?}");
+}
+
+#[test]
+fn a_daemon_that_fails_before_ready_leaves_no_pid_file_or_socket() {
+    let (home, cfg) = home_with_config();
+    let bad = home.write(
+        "bad.yaml",
+        &seed_config("http://127.0.0.1:9/v1").replace("timeout_ms: 12000", "timeout_ms: soon"),
+    );
+    let r = home.run(&[
+        "daemon",
+        "run",
+        "--name",
+        "c5",
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+
+    // Fails in the detached daemon (the parent cannot see that a folder is no log file).
+    let log_dir = home.path().join("a-folder");
+    std::fs::create_dir(&log_dir).unwrap();
+    let r = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "c6",
+        "--config",
+        &cfg,
+        "--log",
+        log_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("a-folder"), "{r:?}");
+
+    for name in ["c5", "c6"] {
+        let run = home.run_dir(name);
+        assert!(!run.join("pid").exists(), "{name}: pid file left");
+        assert!(!run.join("control.sock").exists(), "{name}: socket left");
+        let st = home.run(&["daemon", "status", "--name", name]);
+        assert_eq!(st.code, 3, "{name}: {st:?}");
+    }
+    let all = home.run(&["daemon", "status"]);
+    assert_eq!(all.code, 3, "{all:?}");
+}
+
+#[test]
+fn a_daemon_puts_back_its_deleted_pid_file_and_socket_and_stays_the_only_one() {
+    let (home, cfg) = home_with_config();
+    let r = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let pid = r.json()["pid"].as_u64().unwrap();
+    let run = home.run_dir("bot");
+    std::fs::remove_file(run.join("pid")).unwrap();
+    std::fs::remove_file(run.join("control.sock")).unwrap();
+
+    let mut last = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let st = home.run(&["daemon", "status", "--name", "bot"]);
+            let ok = st.code == 0;
+            last = Some(st);
+            ok
+        }),
+        "status never found the daemon again: {last:?}"
+    );
+    let again = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(again.json()["already_running"], true, "{again:?}");
+    assert_eq!(again.json()["pid"].as_u64().unwrap(), pid);
+    assert_eq!(processes_of(&home), vec![pid as u32]);
+    let pid_file = std::fs::read_to_string(run.join("pid")).unwrap();
+    assert!(pid_file.starts_with(&format!("{pid} ")), "{pid_file}");
+    assert!(std::fs::read_to_string(home.log_path("bot"))
+        .unwrap()
+        .contains("restored"));
+
+    // The restored files are the ones a normal stop removes.
+    let stop = home.run(&["daemon", "stop", "--name", "bot"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    assert_eq!(stop.stdout.trim(), "stopped bot", "{stop:?}");
+    assert!(!run.join("pid").exists() && !run.join("control.sock").exists());
+}
+
+#[test]
+fn a_bad_exec_or_health_url_is_a_usage_error_before_anything_starts() {
+    let home = Home::new();
+    let r = home.run(&["daemon", "start", "--name", "gw", "--exec", "echo 'x"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("--exec") && r.stderr.contains("quote"),
+        "{r:?}"
+    );
+    let r = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "gw",
+        "--exec",
+        "sleep 30",
+        "--health-url",
+        "not a url",
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--health-url"), "{r:?}");
+    // Nothing was forked or remembered.
+    assert!(!home.log_path("gw").exists());
+    assert!(!home.path().join("state/gw/launch.json").exists());
+    assert!(processes_of(&home).is_empty());
+}
+
+#[test]
+fn status_of_every_daemon_is_3_when_there_is_none_and_the_worst_code_otherwise() {
+    let (home, cfg) = home_with_config();
+    let r = home.run(&["--json", "daemon", "status"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert_eq!(r.json()["daemons"], serde_json::json!([]));
+    assert_eq!(home.run(&["daemon", "status"]).stdout.trim(), "no daemons");
+
+    let start = |name: &str| home.run(&["daemon", "start", "--name", name, "--config", &cfg]);
+    assert_eq!(start("a").code, 0);
+    assert_eq!(start("b").code, 0);
+    assert_eq!(home.run(&["daemon", "status"]).code, 0);
+    assert_eq!(home.run(&["daemon", "stop", "--name", "b"]).code, 0);
+    let r = home.run(&["daemon", "status"]);
+    assert_eq!(r.code, 3, "one stopped: {r:?}");
 }

@@ -111,6 +111,7 @@ fn dead_port_is_unhealthy_with_a_fix() {
 fn bad_health_url_fails_start() {
     let home = Home::new();
     let run = start(&home, "gw", "sleep 600", "ftp://127.0.0.1/");
-    assert_eq!(run.code, 1, "{run:?}");
+    // Checked before the fork: a usage error naming --health-url.
+    assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("--health-url"), "{run:?}");
 }

@@ -105,7 +105,9 @@ fn killed_child_is_restarted_and_stop_leaves_no_process() {
 fn missing_program_fails_start_naming_it() {
     let home = Home::new();
     let run = start(&home, "gw", "no-such-runtime-xyz --port 1");
-    assert_eq!(run.code, 1, "{run:?}");
+    // Checked before the fork: a usage error naming --exec.
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("--exec"), "{run:?}");
     assert!(run.stderr.contains("no-such-runtime-xyz"), "{run:?}");
     assert!(run.stderr.contains("not found"), "{run:?}");
     assert_eq!(home.run(&["daemon", "status", "--name", "gw"]).code, 3);
@@ -115,10 +117,10 @@ fn missing_program_fails_start_naming_it() {
 fn unparsable_command_fails_start() {
     let home = Home::new();
     let run = start(&home, "gw", "sh -c 'echo unterminated");
-    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("unterminated single quote"), "{run:?}");
     let run = start(&home, "gw", "sleep 5 | cat");
-    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("sh -c"), "{run:?}");
 }
 

@@ -205,10 +205,13 @@ fn without_a_daemon_healthcheck_exits_3() {
     let home = Home::new();
     let r = home.run(&["healthcheck", "--name", "dingtalk-bot"]);
     assert_eq!(r.code, 3, "{r:?}");
+    // The hint runs as printed: this binary, this home (no config yet: exit 2 naming it).
+    let hint = support::run_hint(&r.stderr, "start it with: ");
+    assert_eq!(hint.code, 2, "{hint:?}");
+    let default_config = home.path().join("config/dingtalk-bot.yaml");
     assert!(
-        r.stderr
-            .contains("clawdbot daemon start --name dingtalk-bot"),
-        "{r:?}"
+        hint.stderr.contains(default_config.to_str().unwrap()),
+        "{hint:?}"
     );
     let j = home.run(&["--json", "healthcheck", "--name", "dingtalk-bot"]);
     assert_eq!(j.code, 3);

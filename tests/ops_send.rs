@@ -7,7 +7,9 @@ mod support;
 use clawdbot::model::demo::FakeConfig;
 use serde_json::{json, Value};
 use support::stack::Stack;
-use support::Home;
+use support::{run_hint, seed_config, wait_until, Home};
+
+use std::time::Duration;
 
 fn started() -> Stack {
     let stack = Stack::new(FakeConfig::default(), &[]);
@@ -165,6 +167,20 @@ fn caller_mistakes_exit_2_with_a_clear_error() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("no-such-alias"), "{r:?}");
     assert!(r.stderr.contains("channel.dingtalk.targets"), "{r:?}");
+    // The caller's mistake is not the channel's failure: not counted, not logged as one.
+    let channel = &stack.status()["channel"];
+    assert_eq!(channel["send_failures"], 0, "{channel}");
+    assert!(
+        !channel["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no-such-alias"),
+        "{channel}"
+    );
+    assert!(
+        !stack.home.all_logs().contains("DingTalk send failed"),
+        "logged as a channel failure"
+    );
     for empty in ["", "   \n "] {
         let r = send(&stack, &["--to", "test-group", "--text", empty]);
         assert_eq!(r.code, 2, "{r:?}");
@@ -192,10 +208,13 @@ fn without_a_running_daemon_send_exits_3_naming_the_start_command() {
         "ping",
     ]);
     assert_eq!(r.code, 3, "{r:?}");
+    // The hint runs as printed: this binary, this home (no config yet: exit 2 naming it).
+    let hint = run_hint(&r.stderr, "start it with: ");
+    assert_eq!(hint.code, 2, "{hint:?}");
+    let default_config = home.path().join("config/dingtalk-bot.yaml");
     assert!(
-        r.stderr
-            .contains("clawdbot daemon start --name dingtalk-bot"),
-        "{r:?}"
+        hint.stderr.contains(default_config.to_str().unwrap()),
+        "{hint:?}"
     );
     let j = home.run(&[
         "--json",
@@ -209,4 +228,59 @@ fn without_a_running_daemon_send_exits_3_naming_the_start_command() {
     ]);
     assert_eq!(j.code, 3, "{j:?}");
     assert_eq!(j.json()["exit_code"], 3);
+}
+
+/// Holds daemon `name`'s start lock (as a `daemon start` in progress does), so the daemon
+/// does not put back files deleted meanwhile.
+fn hold_start_lock(home: &Home, name: &str) -> std::fs::File {
+    use clawdbot::daemon::pidfile::{open_lock_file, try_lock_exclusive, TryLock};
+    let file = open_lock_file(&home.run_dir(name).join("start.lock")).unwrap();
+    match try_lock_exclusive(file).unwrap() {
+        TryLock::Acquired(f) => f,
+        TryLock::HeldByOther => panic!("start lock busy"),
+    }
+}
+
+#[test]
+fn a_live_daemon_without_its_socket_is_cannot_tell_for_send_and_healthcheck_as_for_status() {
+    let home = Home::new();
+    let cfg = home.write("bot.yaml", &seed_config("http://127.0.0.1:9/v1"));
+    let r = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "bot",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let start_lock = hold_start_lock(&home, "bot");
+    std::fs::remove_file(home.run_dir("bot").join("control.sock")).unwrap();
+
+    let st = home.run(&["daemon", "status", "--name", "bot"]);
+    assert_eq!(st.code, 4, "{st:?}");
+    let verdict = st.stdout.trim();
+    assert!(verdict.contains("cannot tell"), "{st:?}");
+    for args in [
+        &["send", "--name", "bot", "--to", "cidX==", "--text", "hi"][..],
+        &["healthcheck", "--name", "bot"],
+    ] {
+        let r = home.run(args);
+        assert_eq!(r.code, 4, "{args:?}: {r:?}");
+        assert!(r.stderr.contains(verdict), "{args:?}: {r:?}");
+    }
+    let mut json_args = vec![
+        "--json", "send", "--name", "bot", "--to", "cidX==", "--text", "hi",
+    ];
+    let j = home.run(&json_args);
+    assert_eq!(j.json()["exit_code"], 4, "{j:?}");
+    json_args[1] = "healthcheck";
+    json_args.truncate(4);
+    assert_eq!(home.run(&json_args).json()["exit_code"], 4);
+
+    // Once the lock is free again the daemon restores its socket and answers.
+    drop(start_lock);
+    assert!(wait_until(Duration::from_secs(10), || {
+        home.run(&["daemon", "status", "--name", "bot"]).code == 0
+    }));
 }

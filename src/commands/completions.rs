@@ -1,13 +1,10 @@
 //! `clawdbot completions SHELL`.
 
-use std::io::Write;
-
 use crate::cli::CompletionsArgs;
-use crate::exit::{CliError, CmdResult, Code};
+use crate::exit::{CmdResult, Code};
 
+/// Prints the script; a stdout failure is settled by [`super::output::settle`].
 pub fn print(args: &CompletionsArgs) -> CmdResult {
-    std::io::stdout()
-        .write_all(&crate::docs::completion(args.shell))
-        .map_err(|e| CliError::failure(format!("cannot write to stdout: {e}")))?;
+    super::output::write_stdout(&crate::docs::completion(args.shell));
     Ok(Code::Ok)
 }

@@ -1,7 +1,9 @@
-//! `daemon logs [--follow] [--lines N]`: prints the log, following rotation.
+//! `daemon logs [--follow] [--lines N]`: prints the log, following rotation. The lines are
+//! printed raw, also with `--json` (they are the log's own lines, JSON when
+//! `logging.format: json`). A reader that goes away ends the command quietly.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::thread::sleep;
@@ -13,6 +15,7 @@ use crate::exit::{CliError, CmdResult, Code};
 use crate::paths::{io_error, Layout};
 
 use super::daemon_start::last_lines;
+use super::output::write_stdout;
 
 pub fn logs(layout: &Layout, args: &LogsArgs) -> CmdResult {
     let paths = layout.daemon(&args.name)?;
@@ -24,30 +27,21 @@ pub fn logs(layout: &Layout, args: &LogsArgs) -> CmdResult {
             args.name
         )));
     }
-    let mut stdout = std::io::stdout().lock();
-    for line in last_lines(&path, args.lines) {
-        if writeln!(stdout, "{line}").is_err() {
-            return Ok(Code::Ok);
-        }
+    let mut tail = last_lines(&path, args.lines).join("\n");
+    if !tail.is_empty() {
+        tail.push('\n');
     }
-    let _ = stdout.flush();
-    if args.follow {
+    if write_stdout(tail.as_bytes()) && args.follow {
         follow(&path)?;
     }
     Ok(Code::Ok)
 }
 
 /// Prints what is appended to `path`, reopening it when it is rotated or truncated.
+/// Returns when stdout is gone.
 fn follow(path: &Path) -> Result<(), CliError> {
-    let open = |p: &Path| -> Option<(File, u64)> {
-        let mut f = File::open(p).ok()?;
-        f.seek(SeekFrom::End(0)).ok()?;
-        let ino = f.metadata().ok()?.ino();
-        Some((f, ino))
-    };
-    let mut current = open(path);
+    let mut current = open_log(path, true);
     let mut buf = vec![0u8; 64 * 1024];
-    let mut stdout = std::io::stdout();
     loop {
         if let Some((file, ino)) = current.as_mut() {
             loop {
@@ -55,24 +49,33 @@ fn follow(path: &Path) -> Result<(), CliError> {
                 if n == 0 {
                     break;
                 }
-                if stdout.write_all(&buf[..n]).is_err() {
+                if !write_stdout(&buf[..n]) {
                     return Ok(());
                 }
             }
-            let _ = stdout.flush();
             let rotated = std::fs::metadata(path)
                 .map(|m| m.ino() != *ino)
                 .unwrap_or(false);
             if rotated {
-                current = File::open(path)
-                    .ok()
-                    .and_then(|f| f.metadata().ok().map(|m| (f, m.ino())));
+                current = open_log(path, false);
             }
         } else {
-            current = File::open(path)
-                .ok()
-                .and_then(|f| f.metadata().ok().map(|m| (f, m.ino())));
+            current = open_log(path, false);
         }
         sleep(Duration::from_millis(200));
     }
+}
+
+/// Opens the log (at its end when `at_end`) with its inode; `None` when it is missing or
+/// not a regular file (a FIFO would block the open).
+fn open_log(path: &Path, at_end: bool) -> Option<(File, u64)> {
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let mut file = File::open(path).ok()?;
+    if at_end {
+        file.seek(SeekFrom::End(0)).ok()?;
+    }
+    let ino = file.metadata().ok()?.ino();
+    Some((file, ino))
 }

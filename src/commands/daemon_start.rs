@@ -5,7 +5,9 @@
 //! 2. probe: a daemon that answers means "already running" (exit 0);
 //! 3. otherwise clear leftovers of a dead daemon, fork the detached daemon and wait for
 //!    its readiness report, then confirm with a socket round trip;
-//! 4. release the start lock.
+//! 4. if it did not become ready, make sure it is gone (SIGTERM, then SIGKILL) and its
+//!    pid file and socket with it, so a failed start never leaves a daemon behind;
+//! 5. release the start lock.
 
 use std::fs::File;
 use std::path::Path;
@@ -14,13 +16,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use super::daemon_stop::{escalate, wait_for, Stopped};
 use super::output::Output;
 use crate::cli::{LaunchArgs, RestartArgs, RunArgs, StartArgs};
-use crate::daemon::detach::{spawn_detached, StartReport};
-use crate::daemon::pidfile::{open_lock_file, try_lock_exclusive, TryLock};
+use crate::daemon::detach::{spawn_detached, Outcome, StartReport};
+use crate::daemon::pidfile::{is_alive, open_lock_file, try_lock_exclusive, PidRecord, TryLock};
 use crate::daemon::probe::{remove_leftovers, PROBE_TIMEOUT};
 use crate::daemon::runtime::{self, ReadyPipe};
-use crate::daemon::{probe, Launch, Probe};
+use crate::daemon::{probe, Down, Launch, Probe};
 use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::client::Client;
 use crate::paths::{io_error, DaemonPaths, Layout};
@@ -44,22 +47,25 @@ pub fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
 /// `daemon run`: the same daemon in the foreground.
 pub fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
     let paths = layout.daemon(&args.launch.name)?;
-    let launch = Launch::resolve(&paths, &args.launch)?;
+    let launch = Launch::resolve(&paths, &args.launch, &super::invocation(layout))?;
     if args.ready_fd.is_none() {
         launch.save(&paths)?;
     }
     runtime::run(&paths, &launch, ReadyPipe::from_fd(args.ready_fd))
 }
 
-/// Starts a detached daemon (or finds it running) and prints the outcome.
+/// Starts a detached daemon (or finds it running) and prints the outcome. Everything
+/// that can be checked is checked before the fork (usage errors exit 2); a daemon that
+/// does not become ready in `timeout` is stopped before this returns exit 1.
 pub fn start_daemon(
     layout: &Layout,
     args: &LaunchArgs,
     timeout: Duration,
     out: &Output,
 ) -> CmdResult {
+    let me = super::invocation(layout);
     let paths = layout.daemon(&args.name)?;
-    let launch = Launch::resolve(&paths, args)?;
+    let launch = Launch::resolve(&paths, args, &me)?;
     if launch.exec.is_none() {
         if let Some(cfg) = &launch.config {
             crate::config::load(cfg)?;
@@ -81,20 +87,20 @@ pub fn start_daemon(
             );
             return Ok(Code::Ok);
         }
-        Probe::Unresponsive { pid, reason } => {
+        Probe::Down(Down::Unresponsive { pid, reason }) => {
             return Err(CliError::new(
                 Code::Unknown,
                 format!(
                     "daemon {:?} holds its pid lock (pid {}) but does not answer ({reason}); \
-                     run `clawdbot daemon stop --name {}` first",
+                     run `{me} daemon stop --name {}` first",
                     paths.name,
                     pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
                     paths.name
                 ),
             ))
         }
-        Probe::Denied { reason } => return Err(CliError::new(Code::Unknown, reason)),
-        Probe::Stale { .. } | Probe::NotRunning => remove_leftovers(&paths),
+        Probe::Down(Down::Denied { reason }) => return Err(CliError::new(Code::Unknown, reason)),
+        Probe::Down(Down::Stale { .. } | Down::NotRunning) => remove_leftovers(&paths),
     }
 
     launch.save(&paths)?;
@@ -123,50 +129,92 @@ fn confirm(
     timeout: Duration,
     out: &Output,
 ) -> CmdResult {
-    let failure = |what: String| {
-        let tail = last_lines(&launch.log, 20);
-        let mut msg = format!("daemon {:?} did not start: {what}", paths.name);
-        if !tail.is_empty() {
-            msg.push_str(&format!(
-                "\nlast lines of {}:\n{}",
-                launch.log.display(),
-                tail.join("\n")
-            ));
-        }
-        CliError::failure(msg)
-    };
-    match report {
-        StartReport::Ready { pid } => {
+    let what = match &report.outcome {
+        Outcome::Ready => {
             let left = timeout.saturating_sub(started.elapsed()).max(PROBE_TIMEOUT);
-            let client = Client::connect(&paths.socket, left).map_err(|e| {
-                failure(format!(
-                    "it reported ready but its socket did not answer: {e}"
-                ))
-            })?;
-            let ms = started.elapsed().as_millis() as u64;
-            out.result(
-                json!({"ok": true, "name": paths.name, "state": "running", "pid": client.daemon_pid,
-                       "version": client.daemon_version, "log": launch.log.display().to_string(),
-                       "socket": paths.socket.display().to_string(), "ready_ms": ms}),
-                &format!(
-                    "started {} (pid {pid}) in {ms} ms; log: {}",
-                    paths.name,
-                    launch.log.display()
-                ),
-            );
-            Ok(Code::Ok)
+            match Client::connect(&paths.socket, left) {
+                Ok(client) => return Ok(started_doc(paths, launch, &client, started, out)),
+                Err(e) => format!("it reported ready but its socket did not answer: {e}"),
+            }
         }
-        StartReport::Failed(msg) => Err(failure(msg)),
-        StartReport::Died => Err(failure("it exited during startup".into())),
-        StartReport::TimedOut => Err(failure(format!(
-            "no readiness within {} s",
-            timeout.as_secs()
-        ))),
-    }
+        Outcome::Failed(msg) => msg.clone(),
+        Outcome::Died => "it exited during startup".into(),
+        Outcome::TimedOut => format!("no readiness within {} s", timeout.as_secs()),
+    };
+    let put_down = put_down(paths, report.daemon, &report.outcome);
+    Err(start_failure(paths, launch, &format!("{what}{put_down}")))
 }
 
-/// The last `n` lines of a log file (empty when unreadable).
+/// Prints a started daemon's result.
+fn started_doc(
+    paths: &DaemonPaths,
+    launch: &Launch,
+    client: &Client,
+    started: Instant,
+    out: &Output,
+) -> Code {
+    let ms = started.elapsed().as_millis() as u64;
+    out.result(
+        json!({"ok": true, "name": paths.name, "state": "running", "pid": client.daemon_pid,
+               "version": client.daemon_version, "log": launch.log.display().to_string(),
+               "socket": paths.socket.display().to_string(), "ready_ms": ms}),
+        &format!(
+            "started {} (pid {}) in {ms} ms; log: {}",
+            paths.name,
+            client.daemon_pid,
+            launch.log.display()
+        ),
+    );
+    Code::Ok
+}
+
+/// How long a daemon that reported a failure (or closed the pipe) may take to exit on
+/// its own before it is signalled, and how long SIGTERM gets before SIGKILL.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// Makes sure a daemon that did not start is gone: one that timed out gets SIGTERM at
+/// once, one that failed gets [`EXIT_GRACE`] to exit first; SIGKILL follows after
+/// [`EXIT_GRACE`]. Then its leftovers are removed. Returns what to add to the error.
+fn put_down(paths: &DaemonPaths, daemon: Option<PidRecord>, outcome: &Outcome) -> String {
+    let Some(record) = daemon else {
+        remove_leftovers(paths);
+        return String::new();
+    };
+    let gone = || !is_alive(&record);
+    let exited = !matches!(outcome, Outcome::TimedOut) && wait_for(EXIT_GRACE, &gone);
+    let note = if exited {
+        String::new()
+    } else {
+        match escalate(&record, "(the daemon being started)", EXIT_GRACE, &gone) {
+            Ok(Stopped::Killed) => format!("; stopped it with SIGKILL (pid {})", record.pid),
+            Ok(_) => format!("; stopped it (pid {})", record.pid),
+            Err(e) => format!("; could not stop it: {}", e.message),
+        }
+    };
+    remove_leftovers(paths);
+    note
+}
+
+/// "did not start: WHAT", with the last lines of the log.
+fn start_failure(paths: &DaemonPaths, launch: &Launch, what: &str) -> CliError {
+    let tail = last_lines(&launch.log, 20);
+    let mut msg = format!("daemon {:?} did not start: {what}", paths.name);
+    if !tail.is_empty() {
+        msg.push_str(&format!(
+            "\nlast lines of {}:\n{}",
+            launch.log.display(),
+            tail.join("\n")
+        ));
+    }
+    CliError::failure(msg)
+}
+
+/// The last `n` lines of a log file (empty when unreadable or not a regular file: a
+/// FIFO would block the read).
 pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Vec::new();
+    }
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };

@@ -1,15 +1,18 @@
 //! `daemon status`: one daemon (LSB exit codes) or all of them.
 //!
 //! Exit codes with `--name`: 0 running, 3 not running, 1 dead with a stale pid file,
-//! 4 cannot tell. Without `--name`: 0 when every listed daemon runs (or none exist), else
-//! the worst code among them.
+//! 4 cannot tell. Without `--name` every daemon that has a run folder is listed: 0 when
+//! each of them runs, else the worst code among them (4 over 1 over 3); 3 when there is
+//! none.
+//!
+//! [`connect`] gives `send` and `healthcheck` the same verdict and the same words.
 
 use serde_json::{json, Value};
 
 use super::output::Output;
 use crate::cli::StatusArgs;
-use crate::daemon::{probe, Probe};
-use crate::exit::{CmdResult, Code};
+use crate::daemon::{probe, Down, Probe};
+use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::client::Client;
 use crate::ipc::{Request, Response};
 use crate::paths::{DaemonPaths, Layout};
@@ -18,17 +21,15 @@ use crate::status::DaemonReport;
 pub fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdResult {
     let names = match &args.name {
         Some(n) => vec![n.clone()],
-        None => layout.daemon_names(),
+        None => layout.daemon_names()?,
     };
     let mut docs = Vec::new();
     let mut human = Vec::new();
-    let mut worst = Code::Ok;
+    let mut worst = None;
     for name in &names {
         let paths = layout.daemon(name)?;
         let (code, doc, text) = one(&paths);
-        if rank(code) > rank(worst) {
-            worst = code;
-        }
+        worst = Some(worse(worst.unwrap_or(Code::Ok), code));
         docs.push(doc);
         human.push(text);
     }
@@ -42,21 +43,27 @@ pub fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdResult {
         };
         out.result(json!({"daemons": docs}), &text);
     }
-    Ok(worst)
+    Ok(worst.unwrap_or(Code::NotRunning))
 }
 
-fn rank(code: Code) -> u8 {
-    match code {
+/// The worse of two status codes: cannot tell (4) over dead (1) over not running (3)
+/// over running (0).
+fn worse(a: Code, b: Code) -> Code {
+    let rank = |c: Code| match c {
         Code::Ok => 0,
         Code::NotRunning => 1,
         Code::Failure => 2,
         Code::Unknown => 3,
         Code::Usage => 4,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
     }
 }
 
 fn one(paths: &DaemonPaths) -> (Code, Value, String) {
-    let name = &paths.name;
     match probe(paths) {
         Probe::Running { .. } => match fetch_report(paths) {
             Ok(report) => {
@@ -65,11 +72,18 @@ fn one(paths: &DaemonPaths) -> (Code, Value, String) {
                 doc["state"] = json!("running");
                 (Code::Ok, doc, text)
             }
-            Err(reason) => unknown(name, None, reason),
+            Err(reason) => down(&paths.name, Down::Unresponsive { pid: None, reason }),
         },
-        Probe::Unresponsive { pid, reason } => unknown(name, pid, reason),
-        Probe::Denied { reason } => unknown(name, None, reason),
-        Probe::Stale { pid } => (
+        Probe::Down(d) => down(&paths.name, d),
+    }
+}
+
+/// A daemon that does not answer: its exit code, JSON document and one line of text.
+fn down(name: &str, why: Down) -> (Code, Value, String) {
+    match why {
+        Down::Unresponsive { pid, reason } => unknown(name, pid, reason),
+        Down::Denied { reason } => unknown(name, None, reason),
+        Down::Stale { pid } => (
             Code::Failure,
             json!({"name": name, "state": "dead", "pid": pid}),
             format!(
@@ -77,7 +91,7 @@ fn one(paths: &DaemonPaths) -> (Code, Value, String) {
                 pid.map(|p| p.to_string()).unwrap_or("?".into())
             ),
         ),
-        Probe::NotRunning => (
+        Down::NotRunning => (
             Code::NotRunning,
             json!({"name": name, "state": "stopped"}),
             format!("{name}: not running"),
@@ -91,6 +105,27 @@ fn unknown(name: &str, pid: Option<u32>, reason: String) -> (Code, Value, String
         json!({"name": name, "state": "unknown", "pid": pid, "last_error": reason}),
         format!("{name}: cannot tell ({reason})"),
     )
+}
+
+/// Connects to a running daemon for a command that needs one (`send`, `healthcheck`),
+/// deciding through the same probe as `daemon status`: a daemon that is not running (or
+/// dead) is exit 3 naming the command that starts it; one that cannot be reached is
+/// exit 4 with the words `daemon status` prints.
+pub(super) fn connect(layout: &Layout, paths: &DaemonPaths) -> Result<Client, CliError> {
+    crate::daemon::probe::connect(paths).map_err(|why| {
+        let (code, _, text) = down(&paths.name, why);
+        match code {
+            Code::NotRunning | Code::Failure => CliError::new(
+                Code::NotRunning,
+                format!(
+                    "{text}; start it with: {} daemon start --name {}",
+                    super::invocation(layout),
+                    paths.name
+                ),
+            ),
+            _ => CliError::new(code, text),
+        }
+    })
 }
 
 fn fetch_report(paths: &DaemonPaths) -> Result<DaemonReport, String> {

@@ -13,9 +13,9 @@ use serde_json::json;
 
 use super::output::Output;
 use crate::cli::StopArgs;
-use crate::daemon::pidfile::{is_locked, is_same_process, read_record};
+use crate::daemon::pidfile::{is_locked, is_same_process, read_record, PidRecord};
 use crate::daemon::probe::{remove_leftovers, PROBE_TIMEOUT};
-use crate::daemon::{probe, Probe};
+use crate::daemon::{probe, Down, Probe};
 use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::client::Client;
 use crate::ipc::{Request, Response};
@@ -31,9 +31,12 @@ pub fn stop(layout: &Layout, args: &StopArgs, out: &Output) -> CmdResult {
     )
 }
 
+/// How long a process may take to vanish after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
 /// How the daemon went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stopped {
+pub(super) enum Stopped {
     WasNotRunning,
     Drained,
     Terminated,
@@ -61,12 +64,12 @@ pub fn stop_daemon(
 ) -> CmdResult {
     let paths = layout.daemon(name)?;
     let how = match probe(&paths) {
-        Probe::NotRunning => Stopped::WasNotRunning,
-        Probe::Stale { .. } => {
+        Probe::Down(Down::NotRunning) => Stopped::WasNotRunning,
+        Probe::Down(Down::Stale { .. }) => {
             remove_leftovers(&paths);
             Stopped::WasNotRunning
         }
-        Probe::Denied { reason } => return Err(CliError::new(Code::Unknown, reason)),
+        Probe::Down(Down::Denied { reason }) => return Err(CliError::new(Code::Unknown, reason)),
         Probe::Running { .. } => {
             if ask_to_shut_down(&paths, timeout)
                 && wait_unlocked(&paths, timeout + Duration::from_secs(1))
@@ -76,7 +79,7 @@ pub fn stop_daemon(
                 signal_escalation(&paths, timeout)?
             }
         }
-        Probe::Unresponsive { .. } => signal_escalation(&paths, timeout)?,
+        Probe::Down(Down::Unresponsive { .. }) => signal_escalation(&paths, timeout)?,
     };
     remove_leftovers(&paths);
     if !quiet {
@@ -108,16 +111,10 @@ fn ask_to_shut_down(paths: &DaemonPaths, drain: Duration) -> bool {
 
 /// Waits until nobody holds the pid lock; true when that happened within `limit`.
 fn wait_unlocked(paths: &DaemonPaths, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if !is_locked(&paths.pid_file) {
-            return true;
-        }
-        sleep(Duration::from_millis(20));
-    }
-    !is_locked(&paths.pid_file)
+    wait_for(limit, &|| !is_locked(&paths.pid_file))
 }
 
+/// SIGTERM, then SIGKILL, to the daemon recorded in the locked pid file.
 fn signal_escalation(paths: &DaemonPaths, timeout: Duration) -> Result<Stopped, CliError> {
     if !is_locked(&paths.pid_file) {
         return Ok(Stopped::Drained);
@@ -131,30 +128,38 @@ fn signal_escalation(paths: &DaemonPaths, timeout: Duration) -> Result<Stopped, 
             ),
         )
     })?;
-    for (sig, result) in [
-        (Signal::SIGTERM, Stopped::Terminated),
-        (Signal::SIGKILL, Stopped::Killed),
+    let source = format!("in {}", paths.pid_file.display());
+    escalate(&record, &source, timeout, &|| !is_locked(&paths.pid_file))
+}
+
+/// Sends SIGTERM to the process `record` names, then SIGKILL when `gone` is still false
+/// after `grace`; `Drained` when it was gone before any signal. Never signals a process
+/// whose start time differs from the record (a reused pid): that is exit 4, naming
+/// where the record came from (`source`).
+pub(super) fn escalate(
+    record: &PidRecord,
+    source: &str,
+    grace: Duration,
+    gone: &dyn Fn() -> bool,
+) -> Result<Stopped, CliError> {
+    for (sig, result, limit) in [
+        (Signal::SIGTERM, Stopped::Terminated, grace),
+        (Signal::SIGKILL, Stopped::Killed, KILL_WAIT),
     ] {
-        if !is_locked(&paths.pid_file) {
+        if gone() {
             return Ok(Stopped::Drained);
         }
-        if !is_same_process(&record) {
+        if !is_same_process(record) {
             return Err(CliError::new(
                 Code::Unknown,
                 format!(
-                    "pid {} in {} is not the daemon that wrote it; not signalling it",
-                    record.pid,
-                    paths.pid_file.display()
+                    "pid {} {source} is not the daemon that wrote it; not signalling it",
+                    record.pid
                 ),
             ));
         }
         let _ = kill(Pid::from_raw(record.pid as i32), sig);
-        let limit = if sig == Signal::SIGKILL {
-            Duration::from_secs(5)
-        } else {
-            timeout
-        };
-        if wait_unlocked(paths, limit) {
+        if wait_for(limit, gone) {
             return Ok(result);
         }
     }
@@ -162,4 +167,16 @@ fn signal_escalation(paths: &DaemonPaths, timeout: Duration) -> Result<Stopped, 
         "daemon pid {} survived SIGKILL",
         record.pid
     )))
+}
+
+/// Polls `done` until it is true (true) or `limit` passes (false).
+pub(super) fn wait_for(limit: Duration, done: &dyn Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    done()
 }

@@ -1,7 +1,8 @@
 //! `clawdbot healthcheck`: checks in the order an operator troubleshoots — the daemon
 //! answers, the channel is connected, each model endpoint is healthy (and how fast),
 //! concurrency saturation, prompt sizes near the budget. Each check is ok / warn / fail
-//! with a one-line fix. Exit 0 healthy (warnings allowed), 1 unhealthy, 3 not running.
+//! with a one-line fix. Exit 0 healthy (warnings allowed), 1 unhealthy, 3 not running,
+//! 4 cannot tell (decided as `daemon status` decides).
 //!
 //! With `--config F` and no daemon it is a pre-flight: the config loads, the model
 //! endpoints answer and the DingTalk credentials obtain a token.
@@ -38,7 +39,7 @@ pub fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output) -> Cmd
         }
         (Some(name), None) => (name.clone(), daemon_checks(layout, name, timeout)?),
         (None, None) => {
-            let names = layout.daemon_names();
+            let names = layout.daemon_names()?;
             match names.as_slice() {
                 [only] => (only.clone(), daemon_checks(layout, only, timeout)?),
                 _ => {
@@ -70,7 +71,7 @@ fn ok(name: &str, detail: String) -> Check {
 /// Asks a running daemon for its checks, prefixed by the "daemon answers" check.
 fn daemon_checks(layout: &Layout, name: &str, timeout: Duration) -> Result<HealthReport, CliError> {
     let paths = layout.daemon(name)?;
-    let mut client = super::send::connect(&paths.socket, name)?;
+    let mut client = super::daemon_status::connect(layout, &paths)?;
     client.set_timeout(timeout + Duration::from_secs(2));
     let mut report = HealthReport::default();
     report.checks.push(ok(

@@ -12,32 +12,40 @@ pub mod output;
 mod quickstart;
 mod send;
 
+use std::ffi::OsString;
+
+use clap::Parser;
+
 use crate::cli::{Cli, Command, ConfigCommand, DaemonCommand};
-use crate::exit::{CliError, Code};
+use crate::exit::{CliError, CmdResult, Code};
 use crate::paths::Layout;
 
 pub use daemon_start::start_daemon;
 pub use daemon_stop::stop_daemon;
 
+/// The whole program: parses `args` (the first one is the program name), runs the
+/// command, and returns the exit code. Never panics on any input or output failure.
+pub fn main(args: Vec<OsString>) -> Code {
+    let code = match Cli::try_parse_from(&args) {
+        Ok(cli) => run(cli),
+        Err(e) => output::clap_outcome(&e, wants_json(&args)),
+    };
+    output::settle(code)
+}
+
+/// Whether `--json` appears before any `--` (for clap errors, found before parsing).
+fn wants_json(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
+}
+
 /// Runs the parsed command line; prints errors; returns the process exit code.
 pub fn run(cli: Cli) -> Code {
-    let layout = Layout::resolve(cli.home.as_deref());
     let out = output::Output::new(cli.json);
-    let result = match &cli.command {
-        Command::Daemon(DaemonCommand::Start(a)) => daemon_start::start(&layout, a, &out),
-        Command::Daemon(DaemonCommand::Run(a)) => daemon_start::run_foreground(&layout, a),
-        Command::Daemon(DaemonCommand::Stop(a)) => daemon_stop::stop(&layout, a, &out),
-        Command::Daemon(DaemonCommand::Restart(a)) => daemon_start::restart(&layout, a, &out),
-        Command::Daemon(DaemonCommand::Status(a)) => daemon_status::status(&layout, a, &out),
-        Command::Daemon(DaemonCommand::Logs(a)) => daemon_logs::logs(&layout, a),
-        Command::Config(ConfigCommand::Check { config }) => config_check::check(config, &out),
-        Command::Completions(a) => completions::print(a),
-        Command::Send(a) => send::send(&layout, a, &out),
-        Command::Healthcheck(a) => healthcheck::healthcheck(&layout, a, &out),
-        Command::Onboard(a) => onboard::onboard(&layout, a, &out),
-        Command::Sim(a) => crate::sim::command(a, &layout, &out),
-        Command::Quickstart(a) => quickstart::quickstart(&layout, a, &out),
-    };
+    let result =
+        Layout::resolve(cli.home.as_deref()).and_then(|layout| dispatch(&cli, &layout, &out));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -47,8 +55,97 @@ pub fn run(cli: Cli) -> Code {
     }
 }
 
+fn dispatch(cli: &Cli, layout: &Layout, out: &output::Output) -> CmdResult {
+    match &cli.command {
+        Command::Daemon(DaemonCommand::Start(a)) => daemon_start::start(layout, a, out),
+        Command::Daemon(DaemonCommand::Run(a)) => daemon_start::run_foreground(layout, a),
+        Command::Daemon(DaemonCommand::Stop(a)) => daemon_stop::stop(layout, a, out),
+        Command::Daemon(DaemonCommand::Restart(a)) => daemon_start::restart(layout, a, out),
+        Command::Daemon(DaemonCommand::Status(a)) => daemon_status::status(layout, a, out),
+        Command::Daemon(DaemonCommand::Logs(a)) => daemon_logs::logs(layout, a),
+        Command::Config(ConfigCommand::Check { config }) => config_check::check(config, out),
+        Command::Completions(a) => completions::print(a),
+        Command::Send(a) => send::send(layout, a, out),
+        Command::Healthcheck(a) => healthcheck::healthcheck(layout, a, out),
+        Command::Onboard(a) => onboard::onboard(layout, a, out),
+        Command::Sim(a) => crate::sim::command(a, layout, out),
+        Command::Quickstart(a) => quickstart::quickstart(layout, a, out),
+    }
+}
+
 /// Shorthand used by commands that are not built yet.
 #[allow(dead_code)]
 pub(crate) fn not_yet(what: &str) -> Result<Code, CliError> {
     Err(CliError::failure(format!("{what}: not yet implemented")))
+}
+
+/// How to run this binary again against the same home, for every printed command hint:
+/// `clawdbot` when that is what `PATH` finds, else this executable's path
+/// (`./target/debug/clawdbot` after `cargo run`), plus `--home DIR` unless
+/// `CLAWDBOT_HOME` already names that home.
+pub(crate) fn invocation(layout: &Layout) -> String {
+    let from_env =
+        std::env::var_os("CLAWDBOT_HOME").map(|h| crate::paths::absolute(std::path::Path::new(&h)));
+    let home_flag = match &layout.home {
+        Some(home) if from_env.as_ref() != Some(home) => {
+            format!(" --home {}", shell_word(&home.display().to_string()))
+        }
+        _ => String::new(),
+    };
+    format!("{}{home_flag}", self_command())
+}
+
+/// This executable as the user would type it (see [`invocation`]).
+fn self_command() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|e| e.canonicalize()) else {
+        return "clawdbot".into();
+    };
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join("clawdbot"))
+        .find(|candidate| candidate.is_file());
+    if on_path.and_then(|p| p.canonicalize().ok()).as_ref() == Some(&exe) {
+        return "clawdbot".into();
+    }
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            exe.strip_prefix(cwd)
+                .ok()
+                .map(|rel| format!("./{}", rel.display()))
+        })
+        .unwrap_or_else(|| exe.display().to_string());
+    shell_word(&shown)
+}
+
+/// `word` quoted for a POSIX shell when it holds anything but plain path characters.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c);
+    if word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_seen_before_the_separator_only() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(wants_json(&args(&["clawdbot", "daemon", "--json"])));
+        assert!(!wants_json(&args(&["clawdbot", "--", "--json"])));
+        assert!(!wants_json(&args(&["--json"])), "argv[0] is the program");
+    }
+
+    #[test]
+    fn shell_words_are_quoted_when_needed() {
+        assert_eq!(shell_word("/tmp/cb1"), "/tmp/cb1");
+        assert_eq!(shell_word("/tmp/a b"), "'/tmp/a b'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+    }
 }

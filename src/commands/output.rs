@@ -1,14 +1,121 @@
 //! How commands print: with `--json` exactly one JSON document on stdout (carrying
 //! `schema_version`) and nothing else there; human text otherwise. Notes, progress and
 //! errors always go to stderr. Colour only on a terminal and never with `NO_COLOR`.
+//!
+//! Invariant: printing never panics. Every byte for stdout goes through [`write_stdout`],
+//! which records the first failure: a closed pipe (EPIPE) ends the output quietly and the
+//! command keeps its own exit code; any other failure (a full disk) is reported once on
+//! stderr by [`settle`] and the exit code becomes 1. A failing stderr is ignored: there
+//! is nowhere left to say so.
 
-use std::io::{IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::exit::CliError;
+use crate::exit::{CliError, Code};
 use crate::status::SCHEMA_VERSION;
+
+/// The first stdout write failure of this process, if any.
+static STDOUT_FAILURE: OnceLock<StdoutFailure> = OnceLock::new();
+
+#[derive(Debug)]
+enum StdoutFailure {
+    /// The reader went away (EPIPE): stop printing, quietly.
+    BrokenPipe,
+    /// Anything else (ENOSPC, EIO...), with the OS message.
+    Other(String),
+}
+
+/// Writes `bytes` to stdout and flushes them. False when stdout failed, now or earlier
+/// (nothing more is attempted then).
+pub fn write_stdout(bytes: &[u8]) -> bool {
+    if STDOUT_FAILURE.get().is_some() {
+        return false;
+    }
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => true,
+        Err(e) => {
+            let failure = match e.kind() {
+                io::ErrorKind::BrokenPipe => StdoutFailure::BrokenPipe,
+                _ => StdoutFailure::Other(e.to_string()),
+            };
+            let _ = STDOUT_FAILURE.set(failure);
+            false
+        }
+    }
+}
+
+/// Writes `text` to stderr, ignoring failures.
+pub fn write_stderr(text: &str) {
+    let _ = io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// The process exit code once the command returned `code`: unchanged unless stdout
+/// failed with something other than a closed pipe, which is said on stderr and exits 1.
+pub fn settle(code: Code) -> Code {
+    match STDOUT_FAILURE.get() {
+        Some(StdoutFailure::Other(e)) => {
+            write_stderr(&format!("error: cannot write to stdout: {e}\n"));
+            Code::Failure
+        }
+        Some(StdoutFailure::BrokenPipe) | None => code,
+    }
+}
+
+/// The JSON document for a failed command (`schema_version` is added when printed).
+pub fn error_doc(code: Code, message: &str) -> Value {
+    json!({"ok": false, "exit_code": code as u8, "error": message})
+}
+
+/// Prints what clap has to say instead of running a command: help and version on stdout
+/// (exit 0), usage errors on stderr (exit 2). With `--json`, `--version` prints
+/// `{"schema_version":1,"version":...}` and a usage error also prints [`error_doc`] on
+/// stdout; help stays text.
+pub fn clap_outcome(e: &clap::Error, json: bool) -> Code {
+    use clap::error::ErrorKind;
+    let out = Output::new(json);
+    let code = if e.exit_code() == 0 {
+        Code::Ok
+    } else {
+        Code::Usage
+    };
+    if json && e.kind() == ErrorKind::DisplayVersion {
+        out.result(json!({"version": env!("CARGO_PKG_VERSION")}), "");
+        return code;
+    }
+    let rendered = e.render();
+    if !e.use_stderr() {
+        let text = styled(&rendered, io::stdout().is_terminal());
+        write_stdout(text.as_bytes());
+        return code;
+    }
+    write_stderr(&styled(&rendered, out.color));
+    if json {
+        out.result(error_doc(code, &clap_message(e, &rendered.to_string())), "");
+    }
+    code
+}
+
+/// clap's text with colours when they are wanted on that stream.
+fn styled(text: &clap::builder::StyledStr, tty: bool) -> String {
+    if tty && std::env::var_os("NO_COLOR").is_none() {
+        text.ansi().to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+/// The one-line reason of a clap error, for the JSON document.
+fn clap_message(e: &clap::Error, plain: &str) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "a subcommand or argument is missing; see --help".to_string();
+    }
+    let first = plain.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
 
 #[derive(Clone, Copy)]
 pub struct Output {
@@ -63,16 +170,16 @@ impl Output {
             if let Value::Object(map) = &mut doc {
                 map.insert("schema_version".into(), json!(SCHEMA_VERSION));
             }
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+            write_stdout(format!("{text}\n").as_bytes());
         } else if !human.is_empty() {
-            let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "{}", human.trim_end());
+            write_stdout(format!("{}\n", human.trim_end()).as_bytes());
         }
     }
 
     /// A side note on stderr (never part of the JSON document).
     pub fn note(&self, text: &str) {
-        eprintln!("{text}");
+        write_stderr(&format!("{text}\n"));
     }
 
     /// Prints an error: on stderr, and with `--json` also as a JSON document on stdout.
@@ -82,12 +189,9 @@ impl Output {
         } else {
             "error:".into()
         };
-        eprintln!("{prefix} {}", e.message);
+        write_stderr(&format!("{prefix} {}\n", e.message));
         if self.json {
-            self.result(
-                json!({"ok": false, "exit_code": e.code as u8, "error": e.message}),
-                "",
-            );
+            self.result(error_doc(e.code, &e.message), "");
         }
     }
 

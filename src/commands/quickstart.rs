@@ -30,7 +30,7 @@ const CLIENT_SECRET: &str = "quickstart-secret";
 pub fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdResult {
     let quiet = out.without_spinners();
     let silent = out.silent();
-    let me = invocation(layout);
+    let me = super::invocation(layout);
     let sim_paths = layout.daemon(SIM_NAME)?;
     sim_paths.ensure_state_dir()?;
     let url_file = sim_paths.state.join("url");
@@ -97,14 +97,12 @@ pub fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdRe
     let reply = rt.block_on(converse(&sim_url, &args.text, &me))?;
     drop(rt);
     if !out.json {
-        println!(
-            "\n  Li Lei in group \"Quickstart demo\": @bot {}",
-            args.text
-        );
-        println!(
-            "  bot's reply (session webhook):     {}\n",
+        let exchange = format!(
+            "\n  Li Lei in group \"Quickstart demo\": @bot {}\n  bot's reply (session webhook):     {}\n\n",
+            args.text,
             reply.lines().next().unwrap_or_default()
         );
+        super::output::write_stdout(exchange.as_bytes());
     }
 
     // 5. Health, then how to stop.
@@ -150,56 +148,6 @@ fn running(layout: &Layout, name: &str) -> bool {
             )
         })
         .unwrap_or(false)
-}
-
-/// How to run this binary again with the same home, for the printed hints: `clawdbot`
-/// when that is what `PATH` finds, else this executable's path (`./target/debug/clawdbot`
-/// after `cargo run`), plus `--home DIR` when the home came from that flag.
-fn invocation(layout: &Layout) -> String {
-    let home_flag = match std::env::var_os("CLAWDBOT_HOME") {
-        Some(_) => String::new(),
-        None => layout
-            .config_dir
-            .parent()
-            .filter(|_| layout.config_dir.ends_with("config"))
-            .map(|h| format!(" --home {}", shell_word(&h.display().to_string())))
-            .unwrap_or_default(),
-    };
-    format!("{}{home_flag}", self_command())
-}
-
-fn self_command() -> String {
-    let Ok(exe) = std::env::current_exe().and_then(|e| e.canonicalize()) else {
-        return "clawdbot".into();
-    };
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|dir| dir.join("clawdbot"))
-        .find(|candidate| candidate.is_file());
-    if on_path.and_then(|p| p.canonicalize().ok()).as_ref() == Some(&exe) {
-        return "clawdbot".into();
-    }
-    let shown = std::env::current_dir()
-        .ok()
-        .and_then(|cwd| {
-            exe.strip_prefix(cwd)
-                .ok()
-                .map(|rel| format!("./{}", rel.display()))
-        })
-        .unwrap_or_else(|| exe.display().to_string());
-    shell_word(&shown)
-}
-
-/// `word` quoted for a POSIX shell when it holds anything but plain path characters.
-fn shell_word(word: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c);
-    if word.chars().all(plain) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
 }
 
 /// A loopback port that is free right now.

@@ -1,6 +1,6 @@
 //! `clawdbot send --name N --to TARGET --text T [--markdown]`: a proactive message through
 //! the running daemon's channel. Exit 0 only when DingTalk accepted it; 3 when the daemon
-//! is not running.
+//! is not running, 4 when it cannot be reached (decided as `daemon status` decides).
 
 use std::time::Duration;
 
@@ -9,7 +9,6 @@ use serde_json::json;
 use super::output::Output;
 use crate::cli::SendArgs;
 use crate::exit::{CliError, CmdResult, Code};
-use crate::ipc::client::{Client, ClientError};
 use crate::ipc::proto::ErrorKind;
 use crate::ipc::{Request, Response};
 use crate::paths::Layout;
@@ -19,7 +18,7 @@ pub fn send(layout: &Layout, args: &SendArgs, out: &Output) -> CmdResult {
         return Err(CliError::usage("--text: the message is empty"));
     }
     let paths = layout.daemon(&args.name)?;
-    let mut client = connect(&paths.socket, &args.name)?;
+    let mut client = super::daemon_status::connect(layout, &paths)?;
     client.set_timeout(Duration::from_secs(args.timeout.max(1)));
     let req = Request::Send {
         to: args.to.clone(),
@@ -61,15 +60,4 @@ fn kind_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Failed => "DingTalk did not accept it",
         ErrorKind::ShuttingDown => "the daemon is shutting down",
     }
-}
-
-/// Connects to a daemon, mapping "not running" to exit 3 with the command that starts it.
-pub fn connect(socket: &std::path::Path, name: &str) -> Result<Client, CliError> {
-    Client::connect(socket, crate::daemon::probe::PROBE_TIMEOUT).map_err(|e| match e {
-        ClientError::NotListening(_) => CliError::new(
-            Code::NotRunning,
-            format!("daemon {name:?} is not running; start it with: clawdbot daemon start --name {name}"),
-        ),
-        other => CliError::new(Code::Unknown, other.to_string()),
-    })
 }

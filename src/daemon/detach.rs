@@ -5,7 +5,7 @@
 //! thread, no tracing worker): `fork` only copies the calling thread.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -13,14 +13,21 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe2, setsid, ForkResult};
 
+use super::pidfile::{my_record, PidRecord};
 use crate::exit::{CliError, Code};
 
 /// What the detached daemon said before the deadline.
 #[derive(Debug)]
-pub enum StartReport {
-    Ready {
-        pid: u32,
-    },
+pub struct StartReport {
+    pub outcome: Outcome,
+    /// The daemon process, from the first line it sends (before anything can fail), so
+    /// that a start that fails or times out can make sure it is gone.
+    pub daemon: Option<PidRecord>,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Ready,
     Failed(String),
     /// The pipe closed without a word: the daemon died during startup.
     Died,
@@ -28,6 +35,9 @@ pub enum StartReport {
 }
 
 /// Forks a detached daemon that runs `daemon_main(ready_fd)` and waits for its report.
+///
+/// The pipe protocol, one line each: `PID <pid> <start ticks>` at once, then
+/// `READY <pid>` or `ERROR <message>`.
 ///
 /// `keep_until_fork` (the start lock) is closed in the daemon right after the fork, so the
 /// daemon never holds the start lock; the caller still does.
@@ -50,8 +60,11 @@ pub fn spawn_detached<L>(
                 Ok(ForkResult::Child) => {}
                 Err(_) => unsafe { libc::_exit(1) },
             }
+            let mut report = File::from(write_end);
+            let me = my_record();
+            let _ = writeln!(report, "PID {} {}", me.pid, me.start_ticks);
             detach_stdio();
-            let code = daemon_main(write_end.into_raw_fd());
+            let code = daemon_main(report.into_raw_fd());
             std::process::exit(code as i32);
         }
         ForkResult::Parent { child } => {
@@ -80,14 +93,22 @@ fn detach_stdio() {
 }
 
 fn wait_for_report(read_end: OwnedFd, deadline: Duration) -> StartReport {
+    let mut lines = Lines::default();
+    let outcome = read_outcome(read_end, deadline, &mut lines);
+    StartReport {
+        outcome,
+        daemon: lines.daemon,
+    }
+}
+
+fn read_outcome(read_end: OwnedFd, deadline: Duration, lines: &mut Lines) -> Outcome {
     let fd = read_end.as_raw_fd();
     let mut file = File::from(read_end);
     let start = Instant::now();
-    let mut buf = Vec::new();
     loop {
         let left = deadline.saturating_sub(start.elapsed());
         if left.is_zero() {
-            return StartReport::TimedOut;
+            return Outcome::TimedOut;
         }
         let mut pfd = libc::pollfd {
             fd,
@@ -101,36 +122,87 @@ fn wait_for_report(read_end: OwnedFd, deadline: Duration) -> StartReport {
             if std::io::Error::last_os_error().kind() == ErrorKind::Interrupted {
                 continue;
             }
-            return StartReport::Died;
+            return Outcome::Died;
         }
         if n == 0 {
             continue;
         }
         let mut chunk = [0u8; 4096];
         match file.read(&mut chunk) {
-            Ok(0) => return parse_report(&buf).unwrap_or(StartReport::Died),
+            Ok(0) => return Outcome::Died,
             Ok(k) => {
-                buf.extend_from_slice(&chunk[..k]);
-                if let Some(report) = parse_report(&buf) {
-                    return report;
+                if let Some(outcome) = lines.feed(&chunk[..k]) {
+                    return outcome;
                 }
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => return StartReport::Died,
+            Err(_) => return Outcome::Died,
         }
     }
 }
 
-/// A complete first line, if there is one.
-fn parse_report(buf: &[u8]) -> Option<StartReport> {
-    let text = String::from_utf8_lossy(buf);
-    let line = text.split_once('\n')?.0;
-    if let Some(pid) = line.strip_prefix("READY ") {
-        return Some(StartReport::Ready {
-            pid: pid.trim().parse().unwrap_or(0),
-        });
+/// The report lines read so far.
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+    daemon: Option<PidRecord>,
+}
+
+impl Lines {
+    /// Takes in bytes; the outcome once a `READY` or `ERROR` line is complete.
+    fn feed(&mut self, bytes: &[u8]) -> Option<Outcome> {
+        self.buf.extend_from_slice(bytes);
+        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line[..end]).into_owned();
+            if let Some(outcome) = self.line(&line) {
+                return Some(outcome);
+            }
+        }
+        None
     }
-    Some(StartReport::Failed(
-        line.strip_prefix("ERROR ").unwrap_or(line).to_string(),
-    ))
+
+    fn line(&mut self, line: &str) -> Option<Outcome> {
+        if let Some(rest) = line.strip_prefix("PID ") {
+            let mut parts = rest.split_whitespace().map(str::parse::<u64>);
+            if let (Some(Ok(pid)), Some(Ok(start_ticks))) = (parts.next(), parts.next()) {
+                self.daemon = u32::try_from(pid)
+                    .ok()
+                    .map(|pid| PidRecord { pid, start_ticks });
+            }
+            return None;
+        }
+        if line.starts_with("READY ") {
+            return Some(Outcome::Ready);
+        }
+        Some(Outcome::Failed(
+            line.strip_prefix("ERROR ").unwrap_or(line).to_string(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pid_line_comes_first_and_split_lines_are_joined() {
+        let mut lines = Lines::default();
+        assert!(lines.feed(b"PID 42 7").is_none());
+        assert!(lines.feed(b"\nREA").is_none());
+        assert_eq!(
+            lines.daemon,
+            Some(PidRecord {
+                pid: 42,
+                start_ticks: 7
+            })
+        );
+        assert!(matches!(lines.feed(b"DY 42\n"), Some(Outcome::Ready)));
+        let mut lines = Lines::default();
+        match lines.feed(b"ERROR cannot open /x: denied\n") {
+            Some(Outcome::Failed(m)) => assert_eq!(m, "cannot open /x: denied"),
+            other => panic!("{other:?}"),
+        }
+        assert!(lines.daemon.is_none());
+    }
 }

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::LaunchArgs;
 use crate::exit::CliError;
+use crate::gateway::cmdline::CommandLine;
+use crate::gateway::health::HealthProbe;
 use crate::paths::{absolute, write_private, DaemonPaths};
 
 /// Everything needed to run a daemon, with absolute paths.
@@ -24,8 +26,11 @@ pub struct Launch {
 
 impl Launch {
     /// Fills in what the flags leave out: the last launch's values, then the defaults.
-    /// A bot needs a config file that exists.
-    pub fn resolve(paths: &DaemonPaths, args: &LaunchArgs) -> Result<Launch, CliError> {
+    /// A bot needs a config file that exists. Everything that can be checked without
+    /// running is checked here, before any fork: a bad `--exec` command line or
+    /// `--health-url` is a usage error naming the flag. `me` is how to run this binary
+    /// (for the hint in the error).
+    pub fn resolve(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Launch, CliError> {
         let previous = Launch::load(paths);
         let exec = args
             .exec
@@ -54,23 +59,33 @@ impl Launch {
             .or_else(|| previous.as_ref().and_then(|p| p.health_url.clone()));
         if exec.is_none() && config.is_none() {
             return Err(CliError::usage(format!(
-                "no config for daemon {:?}: pass --config FILE (or create {}; `clawdbot onboard` writes one)",
-                paths.name,
-                paths.default_config.display()
+                "no config for daemon {name:?}: pass --config FILE (or create {default}; \
+                 `{me} onboard --config {default}` writes one)",
+                name = paths.name,
+                default = paths.default_config.display()
             )));
         }
-        if let Some(cmd) = &exec {
-            if cmd.split_whitespace().next().is_none() {
-                return Err(CliError::usage("--exec: the command is empty"));
-            }
-        }
-        Ok(Launch {
+        let launch = Launch {
             name: paths.name.clone(),
             config,
             log,
             exec,
             health_url,
-        })
+        };
+        launch.check_gateway()?;
+        Ok(launch)
+    }
+
+    /// A gateway's command line splits and its program exists; its health URL is an
+    /// http(s) URL. Parsed exactly as the daemon will parse them (the errors name the flag).
+    fn check_gateway(&self) -> Result<(), CliError> {
+        if let Some(cmd) = &self.exec {
+            CommandLine::parse(cmd).map_err(|e| CliError::usage(e.to_string()))?;
+        }
+        if let Some(url) = &self.health_url {
+            HealthProbe::new(url).map_err(CliError::usage)?;
+        }
+        Ok(())
     }
 
     /// The last saved launch, if any and readable.

@@ -2,6 +2,7 @@
 //!
 //! "Running" means "answers hello on the control socket", never just "a pid is alive".
 
+pub mod claim;
 pub mod control;
 pub mod detach;
 pub mod launch;
@@ -12,4 +13,4 @@ pub mod sdnotify;
 pub mod workload;
 
 pub use launch::Launch;
-pub use probe::{probe, Probe};
+pub use probe::{probe, Down, Probe};

@@ -10,7 +10,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Result of trying to take a lock file without waiting.
@@ -57,6 +57,10 @@ pub fn is_running(pid: u32) -> bool {
 }
 
 /// The daemon's pid lock; the lock lasts as long as this value.
+///
+/// Invariant: the file at `path` is removed only while it is still the inode this value
+/// locked, so a lock that lost its path (deleted by hand, then taken by another daemon)
+/// never removes the other daemon's file.
 pub struct PidLock {
     file: File,
     path: PathBuf,
@@ -66,26 +70,110 @@ impl PidLock {
     /// Takes the lock and writes our pid and start time. `Ok(None)`: another daemon holds it.
     pub fn acquire(path: &Path) -> io::Result<Option<PidLock>> {
         let file = open_lock_file(path)?;
-        let mut file = match try_lock_exclusive(file)? {
+        let file = match try_lock_exclusive(file)? {
             TryLock::Acquired(f) => f,
             TryLock::HeldByOther => return Ok(None),
         };
-        let pid = std::process::id();
-        let ticks = proc_start_ticks(pid).unwrap_or(0);
-        file.set_len(0)?;
-        file.rewind()?;
-        writeln!(file, "{pid} {ticks}")?;
-        file.sync_all()?;
+        write_record(&file)?;
         Ok(Some(PidLock {
             file,
             path: path.to_path_buf(),
         }))
     }
 
-    /// Removes the pid file while still holding the lock (clean exit).
+    /// Puts a fresh, locked pid file at `path`, where there is none: the record is written
+    /// and locked in a private temporary file that is then hard-linked into place, so the
+    /// file never appears there unlocked or empty. `Ok(None)`: a file appeared meanwhile.
+    pub fn create_at(path: &Path) -> io::Result<Option<PidLock>> {
+        let tmp = path.with_extension(format!("new.{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let linked = Self::lock_and_link(file, &tmp, path);
+        let _ = fs::remove_file(&tmp);
+        linked
+    }
+
+    fn lock_and_link(file: File, staged: &Path, path: &Path) -> io::Result<Option<PidLock>> {
+        let TryLock::Acquired(file) = try_lock_exclusive(file)? else {
+            return Err(io::Error::other(format!(
+                "{} is locked by another process",
+                staged.display()
+            )));
+        };
+        write_record(&file)?;
+        match fs::hard_link(staged, path) {
+            Ok(()) => Ok(Some(PidLock {
+                file,
+                path: path.to_path_buf(),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True while the file at the pid path is the one this lock holds.
+    pub fn holds_path(&self) -> bool {
+        match (FileId::of_path(&self.path), FileId::of_file(&self.file)) {
+            (Ok(Some(at_path)), Ok(mine)) => at_path == mine,
+            _ => false,
+        }
+    }
+
+    /// Removes the pid file (only if it is still ours) and then releases the lock.
     pub fn release(self) {
-        let _ = fs::remove_file(&self.path);
-        drop(self.file);
+        drop(self);
+    }
+}
+
+impl Drop for PidLock {
+    fn drop(&mut self) {
+        if self.holds_path() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Writes `PID START_TICKS` of this process into a locked pid file.
+fn write_record(mut file: &File) -> io::Result<()> {
+    let me = my_record();
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{} {}", me.pid, me.start_ticks)?;
+    file.sync_all()
+}
+
+/// Identifies a file by device and inode (what a path points at may change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The file at `path` (not following a final symlink); `None` when there is none.
+    pub fn of_path(path: &Path) -> io::Result<Option<FileId>> {
+        match fs::symlink_metadata(path) {
+            Ok(m) => Ok(Some(FileId::from_meta(&m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The file behind an open descriptor.
+    pub fn of_file(file: &File) -> io::Result<FileId> {
+        file.metadata().map(|m| FileId::from_meta(&m))
+    }
+
+    fn from_meta(m: &fs::Metadata) -> FileId {
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        }
     }
 }
 
@@ -150,11 +238,25 @@ pub fn proc_start_ticks(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// True when `record` still names the live process that wrote it.
+/// True when `record` still names the process that wrote it (a zombie included).
 pub fn is_same_process(record: &PidRecord) -> bool {
     match proc_start_ticks(record.pid) {
         Some(ticks) => record.start_ticks == 0 || ticks == record.start_ticks,
         None => false,
+    }
+}
+
+/// True while the process that wrote `record` runs (not a zombie).
+pub fn is_alive(record: &PidRecord) -> bool {
+    is_running(record.pid) && is_same_process(record)
+}
+
+/// This process as a record.
+pub fn my_record() -> PidRecord {
+    let pid = std::process::id();
+    PidRecord {
+        pid,
+        start_ticks: proc_start_ticks(pid).unwrap_or(0),
     }
 }
 
@@ -178,6 +280,30 @@ mod tests {
         lock.release();
         assert!(!is_locked(&path));
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_lock_removes_only_its_own_file_and_create_at_never_replaces_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        let first = PidLock::acquire(&path).unwrap().expect("first lock");
+        fs::remove_file(&path).unwrap();
+        assert!(!first.holds_path());
+        let second = PidLock::create_at(&path).unwrap().expect("nothing there");
+        assert!(second.holds_path() && is_locked(&path));
+        assert_eq!(read_record(&path), Some(my_record()));
+        assert!(
+            PidLock::create_at(&path).unwrap().is_none(),
+            "replaced a file"
+        );
+        drop(first);
+        assert!(
+            path.exists(),
+            "a lock that lost its path removed another's file"
+        );
+        drop(second);
+        assert!(!path.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "staging left");
     }
 
     #[test]

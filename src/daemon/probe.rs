@@ -1,4 +1,6 @@
 //! Deciding whether a daemon is running: a socket round trip first, the pid lock second.
+//! `daemon status`, `start`, `stop`, `send` and `healthcheck` all decide through here, so
+//! they agree on every state.
 
 use std::fs;
 use std::time::Duration;
@@ -16,6 +18,13 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub enum Probe {
     /// Answered hello.
     Running { pid: u32, version: String },
+    /// Does not answer; why.
+    Down(Down),
+}
+
+/// Why a daemon does not answer on its control socket.
+#[derive(Debug)]
+pub enum Down {
     /// The pid lock is held but the socket does not answer (starting, or wedged).
     Unresponsive { pid: Option<u32>, reason: String },
     /// A pid file is left over but no process holds its lock.
@@ -28,29 +37,39 @@ pub enum Probe {
 
 /// Probes a daemon. Never blocks longer than about [`PROBE_TIMEOUT`].
 pub fn probe(paths: &DaemonPaths) -> Probe {
-    match Client::connect(&paths.socket, PROBE_TIMEOUT) {
+    match connect(paths) {
         Ok(c) => Probe::Running {
             pid: c.daemon_pid,
             version: c.daemon_version.clone(),
         },
-        Err(ClientError::PermissionDenied(p)) => Probe::Denied {
-            reason: format!("permission denied on {p}"),
-        },
-        Err(err) => {
-            let pid = read_record(&paths.pid_file).map(|r| r.pid);
-            match lock_state(&paths.pid_file) {
-                LockState::Held => Probe::Unresponsive {
-                    pid,
-                    reason: err.to_string(),
-                },
-                LockState::Free => Probe::Stale { pid },
-                LockState::Missing => Probe::NotRunning,
-                LockState::Unknown(reason) => Probe::Denied {
-                    reason: format!("{err}; {reason}"),
-                },
-            }
-        }
+        Err(down) => Probe::Down(down),
     }
+}
+
+/// A connection that said hello, or why there is none. Never blocks longer than about
+/// [`PROBE_TIMEOUT`].
+pub fn connect(paths: &DaemonPaths) -> Result<Client, Down> {
+    let err = match Client::connect(&paths.socket, PROBE_TIMEOUT) {
+        Ok(c) => return Ok(c),
+        Err(ClientError::PermissionDenied(p)) => {
+            return Err(Down::Denied {
+                reason: format!("permission denied on {p}"),
+            })
+        }
+        Err(err) => err,
+    };
+    let pid = read_record(&paths.pid_file).map(|r| r.pid);
+    Err(match lock_state(&paths.pid_file) {
+        LockState::Held => Down::Unresponsive {
+            pid,
+            reason: err.to_string(),
+        },
+        LockState::Free => Down::Stale { pid },
+        LockState::Missing => Down::NotRunning,
+        LockState::Unknown(reason) => Down::Denied {
+            reason: format!("{err}; {reason}"),
+        },
+    })
 }
 
 /// Removes a dead daemon's pid file and socket. Only call when no process holds the lock

@@ -5,26 +5,33 @@
 //! the tokio runtime (no threads exist before this point, so forking earlier was safe).
 //! Readiness (`READY=1` for systemd, a line on the ready pipe for `daemon start`) is
 //! reported only once the control socket is bound and the workload has started.
+//!
+//! Invariants: the [`Claim`] (pid file and socket) is dropped on every way out, so a
+//! daemon that fails before ready leaves no pid file or socket behind; SIGTERM/SIGINT
+//! while the workload starts ends the daemon cleanly; while it runs, the claim is healed
+//! every [`HEAL_INTERVAL`].
 
 use std::fs::File;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::os::fd::FromRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UnixListener;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 
 use crate::config::{self, Config, LoggingConfig};
 use crate::exit::{CliError, Code};
 use crate::logging;
 use crate::paths::{ensure_parent, DaemonPaths};
 
+use super::claim::{Claim, Healed, HEAL_INTERVAL};
 use super::control::{self, ControlState, DaemonInfo};
 use super::launch::Launch;
-use super::pidfile::PidLock;
 use super::sdnotify;
 use super::workload::Workload;
 
@@ -71,10 +78,8 @@ fn start_and_serve(
     launch: &Launch,
     ready: &mut ReadyPipe,
 ) -> Result<Code, CliError> {
-    paths.ensure_run_dir()?;
-    let lock = PidLock::acquire(&paths.pid_file)
-        .map_err(|e| crate::paths::io_error("lock", &paths.pid_file, e))?
-        .ok_or_else(|| CliError::failure(format!("daemon {:?} is already running", paths.name)))?;
+    // Dropped last on every path out of here: removes the pid file and socket it made.
+    let mut claim = Claim::acquire(paths)?;
 
     let config = match (&launch.config, &launch.exec) {
         (Some(path), None) => Some(config::load(path)?),
@@ -94,92 +99,192 @@ fn start_and_serve(
         }
     }
 
-    // We hold the pid lock, so no live daemon of this name owns the socket file.
-    let _ = std::fs::remove_file(&paths.socket);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("clawdbot-daemon")
         .build()
         .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
-    let result = runtime.block_on(serve(paths, launch, config, last_error, ready));
+    let daemon = Daemon {
+        paths,
+        launch,
+        last_error,
+    };
+    let result = runtime.block_on(daemon.serve(config, ready, &mut claim));
     runtime.shutdown_timeout(Duration::from_secs(2));
-    let _ = std::fs::remove_file(&paths.socket);
     drop(guard);
-    lock.release();
+    drop(claim);
     result
 }
 
-async fn serve(
-    paths: &DaemonPaths,
-    launch: &Launch,
-    config: Option<Config>,
+/// What `serve` needs besides the claim and the config.
+struct Daemon<'a> {
+    paths: &'a DaemonPaths,
+    launch: &'a Launch,
     last_error: logging::LastError,
-    ready: &mut ReadyPipe,
-) -> Result<Code, CliError> {
-    let listener = UnixListener::bind(&paths.socket)
-        .map_err(|e| crate::paths::io_error("listen on", &paths.socket, e))?;
-    std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| crate::paths::io_error("set mode 0600 on", &paths.socket, e))?;
+}
 
-    let workload = build_workload(paths, launch, config).await.map_err(|e| {
-        tracing::error!("startup failed: {e}");
-        CliError::failure(e)
-    })?;
-    let (shutdown_tx, mut shutdown_rx) = watch::channel(None::<Duration>);
-    let state = Arc::new(ControlState {
-        info: DaemonInfo {
-            name: paths.name.clone(),
-            config_path: launch.config.as_ref().map(|p| p.display().to_string()),
-            log_path: launch.log.display().to_string(),
-            socket: paths.socket.display().to_string(),
+/// The signals the daemon handles.
+struct Signals {
+    stop: StopSignals,
+    usr1: Signal,
+    hup: Signal,
+}
+
+/// SIGTERM and SIGINT: both stop the daemon.
+struct StopSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, CliError> {
+        let on = |kind| signal(kind).map_err(signal_err);
+        Ok(Signals {
+            stop: StopSignals {
+                term: on(SignalKind::terminate())?,
+                int: on(SignalKind::interrupt())?,
+            },
+            usr1: on(SignalKind::user_defined1())?,
+            hup: on(SignalKind::hangup())?,
+        })
+    }
+}
+
+impl StopSignals {
+    /// The next SIGTERM or SIGINT, by name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// A task aborted when this value is dropped (or replaced).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Daemon<'_> {
+    async fn serve(
+        &self,
+        config: Option<Config>,
+        ready: &mut ReadyPipe,
+        claim: &mut Claim,
+    ) -> Result<Code, CliError> {
+        let listener = tokio_listener(claim.bind()?, &self.paths.socket)?;
+        let mut signals = Signals::install()?;
+        // A start that timed out sends SIGTERM: give up cleanly rather than half-started.
+        let workload = tokio::select! {
+            w = build_workload(self.paths, self.launch, config) => w.map_err(|e| {
+                tracing::error!("startup failed: {e}");
+                CliError::failure(e)
+            })?,
+            sig = signals.stop.next() => {
+                tracing::warn!("{sig} before the daemon was ready: not starting");
+                return Err(CliError::failure(format!("stopped by {sig} during startup")));
+            }
+        };
+        let (shutdown_tx, mut shutdown_rx) = watch::channel(None::<Duration>);
+        let state = Arc::new(ControlState {
+            info: self.info(),
+            workload: workload.clone(),
+            shutdown: shutdown_tx.clone(),
+        });
+        let mut server = AbortOnDrop(tokio::spawn(control::serve(listener, state.clone())));
+
+        tracing::info!(name = %self.paths.name, pid = std::process::id(), workload = workload.kind(), "daemon ready");
+        ready.ready();
+        sdnotify::notify("READY=1");
+
+        let mut heal = tokio::time::interval(HEAL_INTERVAL);
+        heal.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let drain = loop {
+            tokio::select! {
+                _ = signals.stop.next() => break SIGNAL_DRAIN,
+                _ = signals.usr1.recv() => {
+                    logging::request_reopen();
+                    tracing::info!("log file reopened (SIGUSR1)");
+                }
+                _ = signals.hup.recv() => match workload.reload().await {
+                    Ok(()) => tracing::info!(resolved = "config_reload", "config reloaded (SIGHUP)"),
+                    Err(e) => tracing::error!(topic = "config_reload", "config reload failed, keeping the old config: {e}"),
+                },
+                changed = shutdown_rx.changed() => {
+                    if changed.is_err() { break SIGNAL_DRAIN; }
+                    if let Some(d) = *shutdown_rx.borrow() { break d; }
+                }
+                _ = heal.tick() => {
+                    if keep_claim(claim, &state, &mut server).is_break() { break SIGNAL_DRAIN; }
+                }
+            }
+        };
+        let _ = shutdown_tx.send(Some(drain));
+        sdnotify::notify("STOPPING=1");
+        tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down");
+        tokio::select! {
+            _ = workload.shutdown(drain) => {}
+            sig = signals.stop.next() => tracing::warn!("second {sig}: exiting without draining"),
+        }
+        drop(server);
+        tracing::info!("daemon stopped");
+        Ok(Code::Ok)
+    }
+
+    fn info(&self) -> DaemonInfo {
+        DaemonInfo {
+            name: self.paths.name.clone(),
+            config_path: self.launch.config.as_ref().map(|p| p.display().to_string()),
+            log_path: self.launch.log.display().to_string(),
+            socket: self.paths.socket.display().to_string(),
             started_at_ms: now_ms(),
             started: Instant::now(),
-            last_error,
-        },
-        workload: workload.clone(),
-        shutdown: shutdown_tx.clone(),
-    });
-    let server = tokio::spawn(control::serve(listener, state));
+            last_error: self.last_error.clone(),
+        }
+    }
+}
 
-    let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
-    let mut usr1 = signal(SignalKind::user_defined1()).map_err(signal_err)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(signal_err)?;
-
-    tracing::info!(name = %paths.name, pid = std::process::id(), workload = workload.kind(), "daemon ready");
-    ready.ready();
-    sdnotify::notify("READY=1");
-
-    let drain = loop {
-        tokio::select! {
-            _ = term.recv() => break SIGNAL_DRAIN,
-            _ = int.recv() => break SIGNAL_DRAIN,
-            _ = usr1.recv() => {
-                logging::request_reopen();
-                tracing::info!("log file reopened (SIGUSR1)");
-            }
-            _ = hup.recv() => match workload.reload().await {
-                Ok(()) => tracing::info!(resolved = "config_reload", "config reloaded (SIGHUP)"),
-                Err(e) => tracing::error!(topic = "config_reload", "config reload failed, keeping the old config: {e}"),
-            },
-            changed = shutdown_rx.changed() => {
-                if changed.is_err() { break SIGNAL_DRAIN; }
-                if let Some(d) = *shutdown_rx.borrow() { break d; }
+/// One self-heal round (see [`Claim::heal`]): a restored socket gets a new control
+/// server. `Break` when another daemon took the name and this one must stop.
+fn keep_claim(
+    claim: &mut Claim,
+    state: &Arc<ControlState>,
+    server: &mut AbortOnDrop,
+) -> ControlFlow<()> {
+    match claim.heal() {
+        Healed::Intact | Healed::Busy => {}
+        Healed::Restored { what, listener } => {
+            tracing::warn!("restored {what} (deleted or replaced while the daemon ran)");
+            if let Some(l) = listener {
+                match tokio_listener(l, claim.socket_path()) {
+                    Ok(l) => *server = AbortOnDrop(tokio::spawn(control::serve(l, state.clone()))),
+                    Err(e) => tracing::warn!("{}", e.message),
+                }
             }
         }
-    };
-    let _ = shutdown_tx.send(Some(drain));
-    sdnotify::notify("STOPPING=1");
-    tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down");
-    tokio::select! {
-        _ = workload.shutdown(drain) => {}
-        _ = term.recv() => tracing::warn!("second SIGTERM: exiting without draining"),
-        _ = int.recv() => tracing::warn!("second SIGINT: exiting without draining"),
+        Healed::Lost(why) => {
+            tracing::error!("{why}: another daemon of this name runs; stopping this one");
+            return ControlFlow::Break(());
+        }
+        Healed::Failed(why) => tracing::warn!("cannot check the pid file and socket: {why}"),
     }
-    server.abort();
-    tracing::info!("daemon stopped");
-    Ok(Code::Ok)
+    ControlFlow::Continue(())
+}
+
+/// A bound std listener, handed to tokio.
+fn tokio_listener(
+    listener: std::os::unix::net::UnixListener,
+    path: &std::path::Path,
+) -> Result<UnixListener, CliError> {
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| UnixListener::from_std(listener))
+        .map_err(|e| crate::paths::io_error("listen on", path, e))
 }
 
 async fn build_workload(

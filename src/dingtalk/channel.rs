@@ -212,7 +212,8 @@ impl Channel {
         text: &str,
         markdown: bool,
     ) -> Result<SendOutcome, ChannelError> {
-        let resolved = resolve_target(&self.inner.cfg, target).map_err(|e| self.failed(e))?;
+        // An unknown target is the caller's mistake, not a channel failure: not counted.
+        let resolved = resolve_target(&self.inner.cfg, target)?;
         let mut outcome = None;
         for chunk in split_text(text) {
             outcome = Some(self.send_to(&resolved, &chunk, markdown).await?);

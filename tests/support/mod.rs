@@ -139,6 +139,27 @@ impl Drop for Home {
     }
 }
 
+/// The command a CLI message printed after `marker` (to the end of that line), run as a
+/// shell would split it (plain words: homes live under /tmp), from this test's folder and
+/// with the environment of [`Home::command`]. Proves the hint names the binary and home.
+pub fn run_hint(message: &str, marker: &str) -> Run {
+    let line = message
+        .split(marker)
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("no {marker:?} in {message}"));
+    let mut words = line.split_whitespace();
+    let program = words.next().expect("a program");
+    let out = Command::new(program)
+        .args(words)
+        .env_remove("CLAWDBOT_HOME")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run hint {line:?}: {e}"));
+    Run::from(out)
+}
+
 /// Polls `f` every 20 ms until it is true or `timeout` passes; returns the last result.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
