@@ -319,7 +319,8 @@ impl Prompter {
             Some(d) if !d.is_empty() => format!(" [{d}]"),
             _ => String::new(),
         };
-        eprint!("{question}{shown}: ");
+        // Prompts are best effort: a closed stderr must not turn into a panic.
+        let _ = write!(std::io::stderr(), "{question}{shown}: ");
         let _ = std::io::stderr().flush();
         let answer = if self.tty && secret {
             console::Term::stderr()
@@ -329,7 +330,7 @@ impl Prompter {
             Self::read_line()?.unwrap_or_default()
         };
         if !self.tty {
-            eprintln!();
+            let _ = writeln!(std::io::stderr());
         }
         let answer = answer.trim().to_string();
         match (answer.is_empty(), default) {

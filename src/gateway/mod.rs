@@ -10,8 +10,9 @@
 //! - [`health`]: the optional health URL, polled in the background;
 //! - [`state`]: the figures `status` reports.
 //!
-//! Invariants: [`Gateway::start`] fails (and so does `daemon start`, exit 1) unless the
-//! first child was spawned; after [`Workload::shutdown`] begins no child is started, and
+//! Invariants: a command line that does not parse or names no executable program is
+//! refused by `daemon start` before it forks (exit 2); [`Gateway::start`] fails (and so
+//! does `daemon start`, exit 1) unless the first child was spawned; after [`Workload::shutdown`] begins no child is started, and
 //! it returns only once the child's whole process group is gone (or SIGKILL was sent and
 //! waited for).
 

@@ -1,6 +1,7 @@
 //! Assembles the simulator's routes (spec §9 + admin + the demo model at `/demo/v1`) and
 //! runs them on a loopback listener.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,7 +53,8 @@ impl SimServer {
                 .with_graceful_shutdown(shutdown)
                 .await
             {
-                eprintln!("sim: server failed: {e}");
+                // Best effort: a closed stderr must not turn this into a panic.
+                let _ = writeln!(std::io::stderr(), "sim: server failed: {e}");
             }
         });
         Ok(SimServer {
