@@ -18,6 +18,7 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command, ConfigCommand, DaemonCommand};
 use crate::exit::{CliError, CmdResult, Code};
+use crate::gateway::cmdline::shell_quote;
 use crate::paths::Layout;
 
 pub use daemon_start::start_daemon;
@@ -88,7 +89,7 @@ pub(crate) fn invocation(layout: &Layout) -> String {
         std::env::var_os("CLAWDBOT_HOME").map(|h| crate::paths::absolute(std::path::Path::new(&h)));
     let home_flag = match &layout.home {
         Some(home) if from_env.as_ref() != Some(home) => {
-            format!(" --home {}", shell_word(&home.display().to_string()))
+            format!(" --home {}", shell_quote(&home.display().to_string()))
         }
         _ => String::new(),
     };
@@ -117,17 +118,7 @@ fn self_command() -> String {
                 .map(|rel| format!("./{}", rel.display()))
         })
         .unwrap_or_else(|| exe.display().to_string());
-    shell_word(&shown)
-}
-
-/// `word` quoted for a POSIX shell when it holds anything but plain path characters.
-fn shell_word(word: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c);
-    if word.chars().all(plain) {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
+    shell_quote(&shown)
 }
 
 #[cfg(test)]
@@ -140,12 +131,5 @@ mod tests {
         assert!(wants_json(&args(&["clawdbot", "daemon", "--json"])));
         assert!(!wants_json(&args(&["clawdbot", "--", "--json"])));
         assert!(!wants_json(&args(&["--json"])), "argv[0] is the program");
-    }
-
-    #[test]
-    fn shell_words_are_quoted_when_needed() {
-        assert_eq!(shell_word("/tmp/cb1"), "/tmp/cb1");
-        assert_eq!(shell_word("/tmp/a b"), "'/tmp/a b'");
-        assert_eq!(shell_word("it's"), "'it'\\''s'");
     }
 }

@@ -183,6 +183,25 @@ pub fn scan_words(text: &str, ops: Operators) -> Result<Vec<Word>, CommandError>
     Ok(words)
 }
 
+/// `word` as one shell word that [`split_words`] (and `sh`) reads back unchanged: as is
+/// when it holds only plain characters, else single-quoted.
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@%+,".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        single_quoted(word)
+    }
+}
+
+/// `word` single-quoted for `sh` (an inner `'` written as `'\''`).
+pub fn single_quoted(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
 /// The `NAME` of a `NAME=value` word whose name is a valid shell variable name.
 fn assignment_name(word: &str) -> Option<&str> {
     let (name, _) = word.split_once('=')?;
@@ -313,6 +332,17 @@ mod tests {
         let e = split_words("run --token 'hunter2").unwrap_err();
         assert!(e.to_string().contains("character 13"), "{e}");
         assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn shell_quote_quotes_only_when_needed() {
+        assert_eq!(shell_quote("/tmp/cb1"), "/tmp/cb1");
+        assert_eq!(shell_quote("/tmp/a b"), "'/tmp/a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+        for w in ["/tmp/a b", "it's", "", "a=b", "$HOME"] {
+            assert_eq!(split(&shell_quote(w)), [w]);
+        }
     }
 
     #[test]

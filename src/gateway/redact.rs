@@ -9,7 +9,7 @@
 //! kept as written (so a command without such flags is shown unchanged). The command
 //! that runs is never redacted: only its display.
 
-use super::cmdline::{scan_words, Operators, Word};
+use super::cmdline::{scan_words, shell_quote, single_quoted, Operators, Word};
 
 /// What a masked value is shown as.
 pub const MASK: &str = "***";
@@ -34,7 +34,7 @@ fn redact_words(text: &str, ops: Operators) -> Option<String> {
             Some(MASK.to_string())
         } else {
             match secret_flag(word) {
-                Some(SecretFlag::WithValue(name)) => Some(format!("{}={MASK}", quoted(name))),
+                Some(SecretFlag::WithValue(name)) => Some(format!("{}={MASK}", shell_quote(name))),
                 Some(SecretFlag::ValueNext) => {
                     value_expected = true;
                     None
@@ -93,22 +93,6 @@ fn redact_inner(value: &str) -> Option<String> {
         Some(r) => Some(single_quoted(&r)),
         None => is_secret_name(value).then(|| MASK.to_string()),
     }
-}
-
-/// `s` as one shell word, quoted only when it has to be.
-fn quoted(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:@%+,".contains(c));
-    if plain {
-        s.to_string()
-    } else {
-        single_quoted(s)
-    }
-}
-
-fn single_quoted(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]
