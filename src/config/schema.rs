@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::checks::MIN_PROMPT_CHARS;
-use super::de::{at_least, http_url, http_url_opt, name, name_opt, socket_addr, targets};
+use super::de::{at_least, http_url, http_url_opt, in_range, name, name_opt, socket_addr, targets};
 use super::env::Secret;
 
 /// The whole config file.
@@ -253,7 +253,28 @@ pub struct ReplyConfig {
     /// Sent after a restart for a message whose session webhook expired meanwhile.
     #[serde(default = "default_restart_sorry_text")]
     pub restart_sorry_text: String,
+    /// Longest answer in characters: the model's stream is cut (and closed) once it reaches
+    /// this, and the answer ends with [`crate::model::ANSWER_CUT_MARK`].
+    #[serde(
+        default = "default_max_answer_chars",
+        deserialize_with = "in_range::<_, _, MIN_ANSWER_CHARS, MAX_ANSWER_CHARS>"
+    )]
+    pub max_answer_chars: usize,
+    /// Most messages one reply becomes in the chat (long answers are split into parts;
+    /// what does not fit in this many parts is cut).
+    #[serde(
+        default = "default_max_parts",
+        deserialize_with = "in_range::<_, _, 1, MAX_REPLY_PARTS>"
+    )]
+    pub max_parts: usize,
 }
+
+/// The smallest `reply.max_answer_chars`.
+pub const MIN_ANSWER_CHARS: u64 = 100;
+/// The largest `reply.max_answer_chars` (memory per turn stays bounded).
+pub const MAX_ANSWER_CHARS: u64 = 100_000;
+/// The largest `reply.max_parts`.
+pub const MAX_REPLY_PARTS: u64 = 20;
 
 impl Default for ReplyConfig {
     fn default() -> Self {
@@ -509,6 +530,12 @@ fn default_system_prompt() -> String {
      plain: a few sentences or a short list, simple markdown only, no tables or HTML. \
      If you do not know, say so."
         .into()
+}
+fn default_max_answer_chars() -> usize {
+    8_000
+}
+fn default_max_parts() -> usize {
+    4
 }
 fn default_max_turns() -> usize {
     6

@@ -169,7 +169,8 @@ mod tests {
                     let fallback = budgets(fallback_ms, None, false);
                     let arrived = Instant::now();
                     let turn_deadline = arrived + turn.total;
-                    let (silent_until, phase) = CallDeadlines::start(&turn, turn_deadline).next(None);
+                    let (silent_until, phase) =
+                        CallDeadlines::start(&turn, turn_deadline).next(None);
                     tokio::time::advance(silent_until - arrived).await;
                     let now = Instant::now();
                     let left = turn_deadline - now;
@@ -181,7 +182,10 @@ mod tests {
                         tried += 1;
                         assert!(end <= turn_deadline, "past the turn: {case}");
                         assert_eq!(end - now, left.min(fallback.total), "{case}");
-                        assert!(left.min(fallback.total) >= turn.total.min(fallback.total) / 4, "{case}");
+                        assert!(
+                            left.min(fallback.total) >= turn.total.min(fallback.total) / 4,
+                            "{case}"
+                        );
                     } else {
                         assert!(
                             phase == TimeoutPhase::Total

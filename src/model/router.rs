@@ -37,6 +37,8 @@ struct Inner {
     routing: RoutingConfig,
     max_wait: Duration,
     prompt_budget_chars: usize,
+    /// `reply.max_answer_chars`: every answer is cut there while streaming.
+    max_answer_chars: usize,
 }
 
 /// What the caller of [`ModelRouter::answer_with`] provides around a turn.
@@ -77,6 +79,7 @@ impl ModelRouter {
                 routing: config.routing.clone(),
                 max_wait: Duration::from_millis(queue.max_wait_ms),
                 prompt_budget_chars: config.prompt.max_chars,
+                max_answer_chars: config.reply.max_answer_chars,
             }),
         }
     }
@@ -162,7 +165,14 @@ impl ModelRouter {
                     timed_out: false,
                 };
             };
-            let result = entry.call(&messages, call_deadline, &mut on_progress).await;
+            let result = entry
+                .call(
+                    &messages,
+                    call_deadline,
+                    self.inner.max_answer_chars,
+                    &mut on_progress,
+                )
+                .await;
             let error = match result {
                 Ok(text) => {
                     hooks.answered(&text);
@@ -279,6 +289,7 @@ impl Entry {
         &self,
         messages: &[ChatMessage],
         deadline: Instant,
+        max_answer_chars: usize,
         on_progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<String, super::error::ModelError> {
         let client = match &self.client {
@@ -290,9 +301,18 @@ impl Entry {
         };
         self.stats.prompt_sent(prompt_chars(messages));
         let sent = Instant::now();
-        match client.complete(messages, deadline, on_progress).await {
+        match client
+            .complete(messages, deadline, max_answer_chars, on_progress)
+            .await
+        {
             Ok(c) => {
                 self.stats.served(sent.elapsed().as_millis() as u64);
+                if c.cut {
+                    tracing::info!(
+                        max_answer_chars,
+                        "answer cut at reply.max_answer_chars; model stream closed"
+                    );
+                }
                 Ok(c.text)
             }
             Err(e) => {
