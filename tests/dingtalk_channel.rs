@@ -26,6 +26,7 @@ fn config(base: &str) -> DingTalkConfig {
         card_template_id: None,
         card_content_key: "msgContent".into(),
         targets: BTreeMap::from([("ops".to_string(), "cidOpsGroup==".to_string())]),
+        send_rate: Default::default(),
     }
 }
 
@@ -403,6 +404,7 @@ async fn long_answer_is_split_under_the_limits() {
     r.inject(json!({"text": "q"})).await;
     let m = r.next().await;
     let long = "line of a long answer with \"quotes\"\n".repeat(1_000);
+    r.channel.set_max_parts(20);
     r.channel.reply(&m, &long, true).await.unwrap();
     let out = r.client.outbox().await.unwrap();
     assert!(out.len() >= 3, "split into {} chunks", out.len());
@@ -591,4 +593,82 @@ async fn a_send_to_users_dingtalk_calls_invalid_is_reported_undelivered() {
         .send("user:0423001", "hello", false)
         .await
         .unwrap();
+}
+
+/// The most entries of `out` whose `at_us` (when the simulator got them) fall inside any
+/// half-open 1 s interval.
+fn busiest_second(out: &[Value]) -> usize {
+    let mut at: Vec<u64> = out.iter().filter_map(|e| e["at_us"].as_u64()).collect();
+    at.sort_unstable();
+    (0..at.len())
+        .map(|i| {
+            at[i..]
+                .iter()
+                .take_while(|t| **t - at[i] < 1_000_000)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Sends `n` replies to `m` at once.
+async fn flood_replies(r: &Rig, m: &Inbound, n: usize) {
+    let sends: Vec<_> = (0..n)
+        .map(|i| {
+            let (channel, m) = (r.channel.clone(), m.clone());
+            tokio::spawn(async move { channel.reply(&m, &format!("part {i}"), false).await })
+        })
+        .collect();
+    for s in sends {
+        s.await.expect("task").expect("delivered");
+    }
+}
+
+#[tokio::test]
+async fn session_webhook_sends_obey_the_robot_rate_in_any_sliding_second() {
+    // Issue 10 item 6: 50 sends went out 20 per calendar second but 22-35 within a sliding
+    // second, and session webhooks were not limited at all.
+    let mut r = rig_with(SimOptions::default(), |c| {
+        c.send_rate.per_conversation = 1_000
+    })
+    .await;
+    r.wait_connected(1).await;
+    r.inject(json!({"text": "q", "conversation_type": "group"}))
+        .await;
+    let m = r.next().await;
+    flood_replies(&r, &m, 50).await;
+    let out = r.client.wait_outbox(50, WAIT).await.unwrap();
+    assert_eq!(out.len(), 50);
+    assert!(out.iter().all(|e| e["route"] == "session_webhook"));
+    let busiest = busiest_second(&out);
+    assert!(busiest <= 20, "{busiest} sends within one sliding second");
+}
+
+#[tokio::test]
+async fn one_conversation_is_held_to_its_own_rate_and_a_reply_to_max_parts() {
+    let mut r = rig().await;
+    r.inject(json!({"text": "q", "conversation_type": "group"}))
+        .await;
+    let m = r.next().await;
+    flood_replies(&r, &m, 12).await;
+    let out = r.client.wait_outbox(12, WAIT).await.unwrap();
+    let busiest = busiest_second(&out);
+    assert!(
+        busiest <= 5,
+        "{busiest} sends to one conversation within a sliding second"
+    );
+    // A 1 MB answer becomes at most reply.max_parts (default 4) messages, the last one
+    // marked as cut.
+    let before = r.client.outbox().await.unwrap().len();
+    r.channel
+        .reply(&m, &"word ".repeat(200_000), false)
+        .await
+        .unwrap();
+    let out = r.client.outbox().await.unwrap();
+    let parts = &out[before..];
+    assert_eq!(parts.len(), 4, "one reply, at most max_parts messages");
+    assert!(parts[3]["text"]
+        .as_str()
+        .unwrap()
+        .ends_with(clawdbot::model::ANSWER_CUT_MARK));
 }

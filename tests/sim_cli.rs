@@ -153,6 +153,7 @@ fn channel_reconnects_after_the_sim_restarts() {
             card_template_id: None,
             card_content_key: "msgContent".into(),
             targets: Default::default(),
+            send_rate: Default::default(),
         };
         let tuning = ChannelTuning {
             stream: StreamTuning {

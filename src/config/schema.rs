@@ -205,6 +205,40 @@ pub struct DingTalkConfig {
     /// Names for `clawdbot send --to NAME`: a conversation id (`cid...`), or `user:STAFFID`.
     #[serde(default, deserialize_with = "targets")]
     pub targets: BTreeMap<String, String>,
+    /// Messages into chats (session webhook, OpenAPI sends, AI cards), counted in any
+    /// sliding 1 s window.
+    #[serde(default)]
+    pub send_rate: SendRateConfig,
+}
+
+/// `channel.dingtalk.send_rate`: messages per second, in any sliding 1 s window.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRateConfig {
+    /// For the whole robot (DingTalk: 20 QPS per app per API).
+    #[serde(
+        default = "default_sends_per_robot",
+        deserialize_with = "in_range::<_, _, 1, MAX_SENDS_PER_SECOND>"
+    )]
+    pub per_robot: usize,
+    /// For each conversation (group or 1:1 chat).
+    #[serde(
+        default = "default_sends_per_conversation",
+        deserialize_with = "in_range::<_, _, 1, MAX_SENDS_PER_SECOND>"
+    )]
+    pub per_conversation: usize,
+}
+
+/// The largest `send_rate` value.
+pub const MAX_SENDS_PER_SECOND: u64 = 1_000;
+
+impl Default for SendRateConfig {
+    fn default() -> Self {
+        SendRateConfig {
+            per_robot: default_sends_per_robot(),
+            per_conversation: default_sends_per_conversation(),
+        }
+    }
 }
 
 impl DingTalkConfig {
@@ -530,6 +564,12 @@ fn default_system_prompt() -> String {
      plain: a few sentences or a short list, simple markdown only, no tables or HTML. \
      If you do not know, say so."
         .into()
+}
+fn default_sends_per_robot() -> usize {
+    20
+}
+fn default_sends_per_conversation() -> usize {
+    5
 }
 fn default_max_answer_chars() -> usize {
     8_000

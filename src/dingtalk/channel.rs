@@ -3,10 +3,14 @@
 //!
 //! Invariants: `start` returns promptly even when DingTalk is unreachable (the stream
 //! client keeps reconnecting); replies fall back from an expired/gone session webhook to
-//! the OpenAPI; long answers are split (see [`split`](super::split)); no message text or
-//! secret is ever logged.
+//! the OpenAPI; long answers are split (see [`split`](super::split)) into at most
+//! `reply.max_parts` messages; every message into a chat, whatever its route, first takes
+//! a slot of the [`SendLimiter`] (`send_rate`, any sliding 1 s window); one reply or send
+//! ends within [`REPLY_DELIVERY_LIMIT`]; no message text or secret is ever logged.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -15,9 +19,10 @@ use super::api::OpenApi;
 use super::card::CardStream;
 use super::error::ChannelError;
 use super::ingress::Ingress;
+use super::limiter::SendLimiter;
 use super::message::Inbound;
 use super::send::{batch_send, group_send};
-use super::split::split_text;
+use super::split::{split_bounded, split_text};
 use super::stats::{self, Stats};
 use super::stream::{StreamClient, StreamTuning};
 use super::webhook::{post_session, session_body};
@@ -27,6 +32,14 @@ use crate::status::ChannelReport;
 
 /// Session webhooks this close to expiry are treated as expired.
 const SESSION_MARGIN_MS: u64 = 5_000;
+
+/// Longest time one [`Channel::reply`] or [`Channel::send`] may take, all its parts, their
+/// waits for a send slot and DingTalk's answers included. A turn's answer is ready by its
+/// `timeout_ms`, so its reply is delivered (or given up) by `timeout_ms` plus this margin.
+pub const REPLY_DELIVERY_LIMIT: Duration = Duration::from_secs(10);
+
+/// `reply.max_parts` until the bot sets it.
+const DEFAULT_MAX_PARTS: usize = 4;
 
 /// Timings that tests may shorten.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +61,10 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     callback_addr: Option<std::net::SocketAddr>,
+    /// Messages into chats, per robot and per conversation.
+    sends: SendLimiter,
+    /// Most messages one reply becomes (`reply.max_parts`, live: SIGHUP may change it).
+    max_parts: AtomicUsize,
 }
 
 /// Where a proactive send goes.
@@ -135,7 +152,10 @@ impl Channel {
                 tasks.push(task);
             }
         }
+        let sends = SendLimiter::new(cfg.send_rate.per_robot, cfg.send_rate.per_conversation);
         let inner = Inner {
+            sends,
+            max_parts: AtomicUsize::new(DEFAULT_MAX_PARTS),
             cfg,
             http,
             api,
@@ -158,13 +178,38 @@ impl Channel {
         self.inner.stats.report()
     }
 
+    /// Sets `reply.max_parts`: the most messages one [`reply`](Self::reply) becomes.
+    pub fn set_max_parts(&self, max_parts: usize) {
+        self.inner
+            .max_parts
+            .store(max_parts.max(1), Ordering::Relaxed);
+    }
+
     /// Answers `to`: through its session webhook while valid (mentioning the asker in
-    /// groups), else — or on errcode 300001 — through the OpenAPI. Long text is split.
+    /// groups), else — or on errcode 300001 — through the OpenAPI. Long text is split into
+    /// at most `reply.max_parts` messages (the last one marked as cut when text is left
+    /// over), each sent when the send rate allows; all within [`REPLY_DELIVERY_LIMIT`].
     pub async fn reply(
         &self,
         to: &Inbound,
         text: &str,
         markdown: bool,
+    ) -> Result<(), ChannelError> {
+        let deadline = tokio::time::Instant::now() + REPLY_DELIVERY_LIMIT;
+        match tokio::time::timeout_at(deadline, self.reply_parts(to, text, markdown, deadline))
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(self.failed(late())),
+        }
+    }
+
+    async fn reply_parts(
+        &self,
+        to: &Inbound,
+        text: &str,
+        markdown: bool,
+        deadline: tokio::time::Instant,
     ) -> Result<(), ChannelError> {
         let mut use_session = to.session_webhook.as_deref().filter(|_| {
             to.session_webhook_expires_ms
@@ -174,7 +219,9 @@ impl Channel {
             ConversationKind::Group => to.sender_staff_id.as_deref(),
             ConversationKind::Direct => None,
         };
-        for chunk in split_text(text) {
+        let max_parts = self.inner.max_parts.load(Ordering::Relaxed);
+        for chunk in split_bounded(text, max_parts) {
+            self.send_slot(&to.conversation_id, deadline).await?;
             if let Some(url) = use_session {
                 match post_session(&self.inner.http, url, &session_body(&chunk, markdown, at)).await
                 {
@@ -205,6 +252,19 @@ impl Channel {
         Ok(())
     }
 
+    /// Waits for a send slot into `conversation` (see [`SendLimiter`]) until `deadline`.
+    async fn send_slot(
+        &self,
+        conversation: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ChannelError> {
+        self.inner
+            .sends
+            .acquire(conversation, deadline)
+            .await
+            .map_err(|_| self.failed(late()))
+    }
+
     /// Proactive send to an alias, a conversation id (`cid...`) or `user:STAFFID`.
     pub async fn send(
         &self,
@@ -214,13 +274,23 @@ impl Channel {
     ) -> Result<SendOutcome, ChannelError> {
         // An unknown target is the caller's mistake, not a channel failure: not counted.
         let resolved = resolve_target(&self.inner.cfg, target)?;
-        let mut outcome = None;
-        for chunk in split_text(text) {
-            outcome = Some(self.send_to(&resolved, &chunk, markdown).await?);
-        }
         let (target, route) = match &resolved {
             Target::Group(c) => (c.clone(), "group_send"),
             Target::User(u) => (format!("user:{u}"), "batch_send"),
+        };
+        let deadline = tokio::time::Instant::now() + REPLY_DELIVERY_LIMIT;
+        let sent = tokio::time::timeout_at(deadline, async {
+            let mut outcome = None;
+            for chunk in split_text(text) {
+                self.send_slot(&target, deadline).await?;
+                outcome = Some(self.send_to(&resolved, &chunk, markdown).await?);
+            }
+            Ok(outcome)
+        })
+        .await;
+        let outcome = match sent {
+            Ok(result) => result?,
+            Err(_) => return Err(self.failed(late())),
         };
         Ok(SendOutcome {
             target,
@@ -258,7 +328,8 @@ impl Channel {
         }
     }
 
-    /// Opens an AI card answering `to` (requires `card_template_id`).
+    /// Opens an AI card answering `to` (requires `card_template_id`); the card is a
+    /// message into the chat, so it takes a send slot first.
     pub async fn open_card(&self, to: &Inbound) -> Result<CardStream, ChannelError> {
         let cfg = &self.inner.cfg;
         let template = cfg
@@ -268,6 +339,11 @@ impl Channel {
             .ok_or_else(|| {
                 ChannelError::Unsupported("AI cards need channel.dingtalk.card_template_id".into())
             })?;
+        self.send_slot(
+            &to.conversation_id,
+            tokio::time::Instant::now() + REPLY_DELIVERY_LIMIT,
+        )
+        .await?;
         let card = CardStream::open(
             self.inner.api.clone(),
             template,
@@ -324,4 +400,9 @@ impl Channel {
         tracing::warn!(error = %e, "DingTalk send failed");
         e
     }
+}
+
+/// The error of a reply or send that ran out of [`REPLY_DELIVERY_LIMIT`].
+fn late() -> ChannelError {
+    ChannelError::DeliveryLate(REPLY_DELIVERY_LIMIT.as_millis() as u64)
 }
