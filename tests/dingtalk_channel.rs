@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clawdbot::config::{ConversationKind, DingTalkConfig, DingTalkMode, Secret};
 use clawdbot::dingtalk::stream::StreamTuning;
-use clawdbot::dingtalk::{Channel, ChannelTuning, Inbound, InboundContent};
+use clawdbot::dingtalk::{Channel, ChannelError, ChannelTuning, Inbound, InboundContent};
 use clawdbot::sim::{SimClient, SimOptions, SimServer};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -38,6 +38,7 @@ fn fast() -> ChannelTuning {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_millis(500),
         },
+        ..Default::default()
     }
 }
 
@@ -49,12 +50,20 @@ struct Rig {
 }
 
 async fn rig_with(opts: SimOptions, tweak: impl FnOnce(&mut DingTalkConfig)) -> Rig {
+    rig_tuned(opts, tweak, fast()).await
+}
+
+async fn rig_tuned(
+    opts: SimOptions,
+    tweak: impl FnOnce(&mut DingTalkConfig),
+    tuning: ChannelTuning,
+) -> Rig {
     let sim = SimServer::start(opts).await.expect("sim starts");
     let client = SimClient::new(sim.base_url());
     let mut cfg = config(sim.base_url());
     tweak(&mut cfg);
     let (tx, rx) = mpsc::channel(64);
-    let channel = Channel::start_with(cfg, tx, fast())
+    let channel = Channel::start_with(cfg, tx, tuning)
         .await
         .expect("channel starts");
     Rig {
@@ -671,4 +680,60 @@ async fn one_conversation_is_held_to_its_own_rate_and_a_reply_to_max_parts() {
         .as_str()
         .unwrap()
         .ends_with(clawdbot::model::ANSWER_CUT_MARK));
+}
+
+#[tokio::test]
+async fn a_reply_ends_within_the_delivery_limit() {
+    // Issue 10 item 6: the turn's budget holds through delivery. A session webhook that
+    // accepts and never answers, and a send slot that would come too late, both end the
+    // reply at the limit (the HTTP client alone would wait 15 s, twice).
+    let limit = Duration::from_millis(600);
+    let mut r = rig_tuned(
+        SimOptions::default(),
+        |c| c.send_rate.per_conversation = 1,
+        ChannelTuning {
+            delivery_limit: limit,
+            ..fast()
+        },
+    )
+    .await;
+    r.wait_connected(1).await;
+    r.inject(json!({"text": "q", "conversation_type": "group"}))
+        .await;
+    let m = r.next().await;
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut silent = m.clone();
+    silent.session_webhook = Some(format!(
+        "http://{}/robot/sendBySession?session=x",
+        hole.local_addr().expect("addr")
+    ));
+    let t = std::time::Instant::now();
+    let e = r.channel.reply(&silent, "hi", false).await.unwrap_err();
+    assert!(matches!(e, ChannelError::DeliveryLate(600)), "{e}");
+    assert!(
+        t.elapsed() < limit + Duration::from_millis(700),
+        "{:?}",
+        t.elapsed()
+    );
+    // The slot comes free within the limit: waited for and sent.
+    r.channel.reply(&m, "one", false).await.expect("sent");
+    // The next slot is 1 s away, past the limit: refused at once.
+    let t = std::time::Instant::now();
+    let e = r.channel.reply(&m, "two", false).await.unwrap_err();
+    assert!(matches!(e, ChannelError::DeliveryLate(_)), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let texts: Vec<Value> = r
+        .client
+        .outbox()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].clone())
+        .collect();
+    assert_eq!(texts, [json!("one")]);
+    drop(hole);
 }

@@ -493,13 +493,18 @@ fn a_hostile_model_never_floods_the_chat() {
         assert!(t.elapsed() < margin, "{name}: took {:?}", t.elapsed());
         // A sentinel turn in the same conversation runs after the hostile one finished
         // delivering: everything before its answer is the hostile reply.
-        stack.fake.state.set_model("local-chat", FakeBehavior::default());
+        stack
+            .fake
+            .state
+            .set_model("local-chat", FakeBehavior::default());
         stack.inject_group(&conversation, "sentinel");
         assert!(
             wait_until(Duration::from_secs(15), || stack
                 .replies_in(&conversation)
                 .iter()
-                .any(|e| e["text"].as_str().is_some_and(|t| t.starts_with("echo: sentinel")))),
+                .any(|e| e["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("echo: sentinel")))),
             "{name}: sentinel answered"
         );
         let replies = stack.replies_in(&conversation);

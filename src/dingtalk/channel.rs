@@ -42,9 +42,20 @@ pub const REPLY_DELIVERY_LIMIT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_PARTS: usize = 4;
 
 /// Timings that tests may shorten.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ChannelTuning {
     pub stream: StreamTuning,
+    /// Longest time of one reply or send (default [`REPLY_DELIVERY_LIMIT`]).
+    pub delivery_limit: Duration,
+}
+
+impl Default for ChannelTuning {
+    fn default() -> Self {
+        ChannelTuning {
+            stream: StreamTuning::default(),
+            delivery_limit: REPLY_DELIVERY_LIMIT,
+        }
+    }
 }
 
 /// The DingTalk channel; cheap to clone.
@@ -65,6 +76,8 @@ struct Inner {
     sends: SendLimiter,
     /// Most messages one reply becomes (`reply.max_parts`, live: SIGHUP may change it).
     max_parts: AtomicUsize,
+    /// Longest time of one reply or send.
+    delivery_limit: Duration,
 }
 
 /// Where a proactive send goes.
@@ -138,7 +151,7 @@ impl Channel {
                     http: http.clone(),
                     ingress,
                     stats: stats.clone(),
-                    tuning: tuning.stream,
+                    tuning: tuning.stream.clone(),
                 };
                 tasks.push(tokio::spawn(client.run(rx)));
             }
@@ -156,6 +169,7 @@ impl Channel {
         let inner = Inner {
             sends,
             max_parts: AtomicUsize::new(DEFAULT_MAX_PARTS),
+            delivery_limit: tuning.delivery_limit,
             cfg,
             http,
             api,
@@ -195,12 +209,12 @@ impl Channel {
         text: &str,
         markdown: bool,
     ) -> Result<(), ChannelError> {
-        let deadline = tokio::time::Instant::now() + REPLY_DELIVERY_LIMIT;
+        let deadline = self.delivery_deadline();
         match tokio::time::timeout_at(deadline, self.reply_parts(to, text, markdown, deadline))
             .await
         {
             Ok(result) => result,
-            Err(_) => Err(self.failed(late())),
+            Err(_) => Err(self.failed(self.late())),
         }
     }
 
@@ -262,7 +276,7 @@ impl Channel {
             .sends
             .acquire(conversation, deadline)
             .await
-            .map_err(|_| self.failed(late()))
+            .map_err(|_| self.failed(self.late()))
     }
 
     /// Proactive send to an alias, a conversation id (`cid...`) or `user:STAFFID`.
@@ -278,7 +292,7 @@ impl Channel {
             Target::Group(c) => (c.clone(), "group_send"),
             Target::User(u) => (format!("user:{u}"), "batch_send"),
         };
-        let deadline = tokio::time::Instant::now() + REPLY_DELIVERY_LIMIT;
+        let deadline = self.delivery_deadline();
         let sent = tokio::time::timeout_at(deadline, async {
             let mut outcome = None;
             for chunk in split_text(text) {
@@ -290,7 +304,7 @@ impl Channel {
         .await;
         let outcome = match sent {
             Ok(result) => result?,
-            Err(_) => return Err(self.failed(late())),
+            Err(_) => return Err(self.failed(self.late())),
         };
         Ok(SendOutcome {
             target,
@@ -339,11 +353,8 @@ impl Channel {
             .ok_or_else(|| {
                 ChannelError::Unsupported("AI cards need channel.dingtalk.card_template_id".into())
             })?;
-        self.send_slot(
-            &to.conversation_id,
-            tokio::time::Instant::now() + REPLY_DELIVERY_LIMIT,
-        )
-        .await?;
+        self.send_slot(&to.conversation_id, self.delivery_deadline())
+            .await?;
         let card = CardStream::open(
             self.inner.api.clone(),
             template,
@@ -390,6 +401,16 @@ impl Channel {
         self.inner.stats.set_state(stats::STOPPED);
     }
 
+    /// When a reply or send starting now must be done.
+    fn delivery_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.inner.delivery_limit
+    }
+
+    /// The error of a reply or send that ran out of its delivery limit.
+    fn late(&self) -> ChannelError {
+        ChannelError::DeliveryLate(self.inner.delivery_limit.as_millis() as u64)
+    }
+
     fn count_out(&self) {
         Stats::bump(&self.inner.stats.messages_out);
     }
@@ -400,9 +421,4 @@ impl Channel {
         tracing::warn!(error = %e, "DingTalk send failed");
         e
     }
-}
-
-/// The error of a reply or send that ran out of [`REPLY_DELIVERY_LIMIT`].
-fn late() -> ChannelError {
-    ChannelError::DeliveryLate(REPLY_DELIVERY_LIMIT.as_millis() as u64)
 }
