@@ -209,13 +209,8 @@ impl Channel {
         text: &str,
         markdown: bool,
     ) -> Result<(), ChannelError> {
-        let deadline = self.delivery_deadline();
-        match tokio::time::timeout_at(deadline, self.reply_parts(to, text, markdown, deadline))
+        self.within_delivery_limit(|deadline| self.reply_parts(to, text, markdown, deadline))
             .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(self.failed(self.late())),
-        }
     }
 
     async fn reply_parts(
@@ -292,20 +287,17 @@ impl Channel {
             Target::Group(c) => (c.clone(), "group_send"),
             Target::User(u) => (format!("user:{u}"), "batch_send"),
         };
-        let deadline = self.delivery_deadline();
-        let sent = tokio::time::timeout_at(deadline, async {
-            let mut outcome = None;
-            for chunk in split_text(text) {
-                self.send_slot(&target, deadline).await?;
-                outcome = Some(self.send_to(&resolved, &chunk, markdown).await?);
-            }
-            Ok(outcome)
-        })
-        .await;
-        let outcome = match sent {
-            Ok(result) => result?,
-            Err(_) => return Err(self.failed(self.late())),
-        };
+        let (resolved, target_key) = (&resolved, &target);
+        let outcome = self
+            .within_delivery_limit(|deadline| async move {
+                let mut outcome = None;
+                for chunk in split_text(text) {
+                    self.send_slot(target_key, deadline).await?;
+                    outcome = Some(self.send_to(resolved, &chunk, markdown).await?);
+                }
+                Ok(outcome)
+            })
+            .await?;
         Ok(SendOutcome {
             target,
             route: route.into(),
@@ -409,6 +401,23 @@ impl Channel {
     /// The error of a reply or send that ran out of its delivery limit.
     fn late(&self) -> ChannelError {
         ChannelError::DeliveryLate(self.inner.delivery_limit.as_millis() as u64)
+    }
+
+    /// Runs one reply or send under the delivery limit: `op` gets the deadline (for its
+    /// waits on send slots) and is dropped, mid-request if need be, when the deadline
+    /// passes first.
+    async fn within_delivery_limit<T, F>(
+        &self,
+        op: impl FnOnce(tokio::time::Instant) -> F,
+    ) -> Result<T, ChannelError>
+    where
+        F: std::future::Future<Output = Result<T, ChannelError>>,
+    {
+        let deadline = self.delivery_deadline();
+        match tokio::time::timeout_at(deadline, op(deadline)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.failed(self.late())),
+        }
     }
 
     fn count_out(&self) {
