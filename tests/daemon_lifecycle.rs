@@ -58,7 +58,7 @@ fn start_status_stop_and_idempotence() {
         wait_until(Duration::from_secs(5), || !pid_alive(pid)),
         "daemon still alive"
     );
-    assert!(!home.run_dir("bot").join("pid").exists());
+    assert!(!home.state_dir("bot").join("pid").exists());
     assert!(!home.run_dir("bot").join("control.sock").exists());
 
     let st = home.run(&["daemon", "status", "--name", "bot"]);
@@ -125,10 +125,12 @@ fn stale_pid_file_never_blocks_start_nor_kills_the_named_process() {
         .arg("30")
         .spawn()
         .unwrap();
-    let run = home.run_dir("bot");
-    std::fs::create_dir_all(&run).unwrap();
-    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::write(run.join("pid"), format!("{} 12345\n", innocent.id())).unwrap();
+    let (run, state) = (home.run_dir("bot"), home.state_dir("bot"));
+    for dir in [&run, &state] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    std::fs::write(state.join("pid"), format!("{} 12345\n", innocent.id())).unwrap();
     std::fs::write(run.join("control.sock"), "").unwrap();
 
     let st = home.run(&["daemon", "status", "--name", "bot"]);
@@ -184,11 +186,13 @@ fn socket_is_0600_in_a_0700_folder() {
             .code,
         0
     );
-    let run = home.run_dir("bot");
+    let (run, state) = (home.run_dir("bot"), home.state_dir("bot"));
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&run), 0o700);
+    assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&run.join("control.sock")), 0o600);
-    assert_eq!(mode(&run.join("pid")), 0o600);
+    assert_eq!(mode(&state.join("pid")), 0o600);
+    assert_eq!(mode(&state.join("start.lock")), 0o600);
 }
 
 #[test]
@@ -217,15 +221,39 @@ fn another_uid_is_refused_by_the_daemon() {
     )
     .unwrap();
     use std::os::unix::process::CommandExt;
+    // The CLI of another user does not trust root's folders at all.
     let out = home
         .command(&["daemon", "status", "--name", "bot"])
         .uid(65534)
         .gid(65534)
         .output()
         .unwrap();
-    assert_eq!(
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("belongs to uid 0"), "{stderr}");
+    // Pointed at root's socket from a pid record of its own, it reaches the daemon,
+    // which refuses it.
+    let other = Home::new();
+    let other_state = other.state_dir("bot");
+    std::fs::create_dir_all(&other_state).unwrap();
+    let socket = home.run_dir("bot").join("control.sock");
+    std::fs::write(
+        other_state.join("pid"),
+        format!("1 1\n{}\n", socket.display()),
+    )
+    .unwrap();
+    for dir in [other.path(), &other.path().join("state"), &other_state] {
+        std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    }
+    let out = other
+        .command(&["daemon", "status", "--name", "bot"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_ne!(
         out.status.code(),
-        Some(4),
+        Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -475,7 +503,7 @@ fn start_timeout_0_is_a_usage_error_and_a_start_not_ready_in_time_is_stopped() {
     );
     // Stopped before the command returned: no daemon, no pid file, status "not running".
     assert_eq!(processes_of(&home), Vec::<u32>::new());
-    assert!(!home.run_dir("slow").join("pid").exists());
+    assert!(!home.state_dir("slow").join("pid").exists());
     let st = home.run(&["daemon", "status", "--name", "slow"]);
     assert_eq!(st.code, 3, "{st:?}");
 }
@@ -515,7 +543,7 @@ fn a_daemon_that_fails_before_ready_leaves_no_pid_file_or_socket() {
 
     for name in ["c5", "c6"] {
         let run = home.run_dir(name);
-        assert!(!run.join("pid").exists(), "{name}: pid file left");
+        assert!(!home.state_dir(name).join("pid").exists(), "{name}: pid file left");
         assert!(!run.join("control.sock").exists(), "{name}: socket left");
         let st = home.run(&["daemon", "status", "--name", name]);
         assert_eq!(st.code, 3, "{name}: {st:?}");
@@ -532,8 +560,8 @@ fn a_daemon_puts_back_its_deleted_pid_file_and_socket_and_stays_the_only_one() {
     ]);
     assert_eq!(r.code, 0, "{r:?}");
     let pid = r.json()["pid"].as_u64().unwrap();
-    let run = home.run_dir("bot");
-    std::fs::remove_file(run.join("pid")).unwrap();
+    let (run, state) = (home.run_dir("bot"), home.state_dir("bot"));
+    std::fs::remove_file(state.join("pid")).unwrap();
     std::fs::remove_file(run.join("control.sock")).unwrap();
 
     let mut last = None;
@@ -553,7 +581,7 @@ fn a_daemon_puts_back_its_deleted_pid_file_and_socket_and_stays_the_only_one() {
     assert_eq!(again.json()["already_running"], true, "{again:?}");
     assert_eq!(again.json()["pid"].as_u64().unwrap(), pid);
     assert_eq!(processes_of(&home), vec![pid as u32]);
-    let pid_file = std::fs::read_to_string(run.join("pid")).unwrap();
+    let pid_file = std::fs::read_to_string(state.join("pid")).unwrap();
     assert!(pid_file.starts_with(&format!("{pid} ")), "{pid_file}");
     assert!(std::fs::read_to_string(home.log_path("bot"))
         .unwrap()
@@ -563,7 +591,7 @@ fn a_daemon_puts_back_its_deleted_pid_file_and_socket_and_stays_the_only_one() {
     let stop = home.run(&["daemon", "stop", "--name", "bot"]);
     assert_eq!(stop.code, 0, "{stop:?}");
     assert_eq!(stop.stdout.trim(), "stopped bot", "{stop:?}");
-    assert!(!run.join("pid").exists() && !run.join("control.sock").exists());
+    assert!(!state.join("pid").exists() && !run.join("control.sock").exists());
 }
 
 #[test]
