@@ -172,7 +172,6 @@ pub(crate) fn is_shared_dir(meta: &fs::Metadata) -> bool {
     (owner != euid() && owner != 0) || meta.mode() & GROUP_OTHER_WRITE != 0
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

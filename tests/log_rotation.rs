@@ -155,7 +155,13 @@ fn a_device_or_fifo_log_is_written_as_is_and_never_rotated() {
     }
     let home = Home::new();
     let device = home.path().join("device.log");
-    mknod(&device, SFlag::S_IFCHR, Mode::from_bits_truncate(0o600), makedev(1, 3)).unwrap();
+    mknod(
+        &device,
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o600),
+        makedev(1, 3),
+    )
+    .unwrap();
     let fifo = home.path().join("fifo.log");
     nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
     let from_fifo = drain_fifo(fifo.clone());
@@ -166,18 +172,22 @@ fn a_device_or_fifo_log_is_written_as_is_and_never_rotated() {
     let r = start_burst(&home, "fifo", &fifo, &home.path().join("fifo.done"));
     assert_eq!(r.code, 0, "{r:?}");
 
-    assert!(
-        wait_until(Duration::from_secs(60), || burst_numbers(&from_fifo).len() >= BURST),
-        "the fifo got {} of {BURST} lines",
-        burst_numbers(&from_fifo).len()
-    );
     assert!(wait_until(Duration::from_secs(60), || device_done.exists()));
     let stop = home.run(&["daemon", "stop", "--name", "dev"]);
     assert_eq!(stop.code, 0, "{stop:?}");
-
     let meta = std::fs::symlink_metadata(&device).unwrap();
-    assert!(meta.file_type().is_char_device(), "device replaced: {meta:?}");
+    assert!(
+        meta.file_type().is_char_device(),
+        "device replaced: {meta:?}"
+    );
     assert_eq!(meta.rdev(), makedev(1, 3), "another device now");
+
+    assert!(
+        wait_until(Duration::from_secs(60), || burst_numbers(&from_fifo).len()
+            >= BURST),
+        "the fifo got {} of {BURST} lines",
+        burst_numbers(&from_fifo).len()
+    );
     assert!(std::fs::symlink_metadata(&fifo)
         .unwrap()
         .file_type()

@@ -1,7 +1,6 @@
 //! The resolved settings of one daemon launch, remembered in the state folder so that
 //! `restart` and `logs` know the config and log paths of the last start.
 
-use std::fs;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -90,8 +89,8 @@ impl Launch {
 
     /// The last saved launch, if any and readable.
     pub fn load(paths: &DaemonPaths) -> Option<Launch> {
-        let text = fs::read_to_string(paths.launch_file()).ok()?;
-        serde_json::from_str(&text).ok()
+        let bytes = crate::fsutil::read_nofollow(&paths.launch_file()).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// Saves this launch for later `restart` and `logs`.

@@ -230,7 +230,9 @@ pub fn read_record(path: &Path) -> Option<PidRecord> {
 pub fn recorded_socket(path: &Path) -> Option<PathBuf> {
     let bytes = read_nofollow(path).ok()?;
     let start = bytes.iter().position(|&b| b == b'\n')? + 1;
-    let rest = bytes[start..].strip_suffix(b"\n").unwrap_or(&bytes[start..]);
+    let rest = bytes[start..]
+        .strip_suffix(b"\n")
+        .unwrap_or(&bytes[start..]);
     (!rest.is_empty()).then(|| PathBuf::from(OsStr::from_bytes(rest)))
 }
 
@@ -308,7 +310,9 @@ mod tests {
     fn lock_is_exclusive_and_visible() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pid");
-        let lock = PidLock::acquire(&path, Path::new("/s")).unwrap().expect("first lock");
+        let lock = PidLock::acquire(&path, Path::new("/s"))
+            .unwrap()
+            .expect("first lock");
         assert!(is_locked(&path));
         assert!(
             PidLock::acquire(&path, Path::new("/s")).unwrap().is_none(),
@@ -330,7 +334,9 @@ mod tests {
         let first = PidLock::acquire(&path, sock).unwrap().expect("first lock");
         fs::remove_file(&path).unwrap();
         assert!(!first.holds_path());
-        let second = PidLock::create_at(&path, sock).unwrap().expect("nothing there");
+        let second = PidLock::create_at(&path, sock)
+            .unwrap()
+            .expect("nothing there");
         assert!(second.holds_path() && is_locked(&path));
         assert_eq!(read_record(&path), Some(my_record()));
         assert!(
@@ -374,7 +380,10 @@ mod tests {
     fn a_record_without_a_real_start_time_names_no_process() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pid");
-        for text in [format!("{} 0\n", std::process::id()), format!("{}\n", std::process::id())] {
+        for text in [
+            format!("{} 0\n", std::process::id()),
+            format!("{}\n", std::process::id()),
+        ] {
             fs::write(&path, text).unwrap();
             let record = read_record(&path).unwrap();
             assert!(!is_same_process(&record), "{record:?} trusted");

@@ -94,7 +94,11 @@ fn kind_of(meta: &fs::Metadata) -> io::Result<LogKind> {
 /// In a shared folder, the log must be ours and (regular) have a single name.
 fn check_owned(meta: &fs::Metadata, kind: LogKind, folder: &Path) -> io::Result<()> {
     let why = if meta.uid() != euid() {
-        format!("it belongs to uid {}, not to you (uid {})", meta.uid(), euid())
+        format!(
+            "it belongs to uid {}, not to you (uid {})",
+            meta.uid(),
+            euid()
+        )
     } else if kind == LogKind::Regular && meta.nlink() != 1 {
         format!("it has {} hard links", meta.nlink())
     } else {

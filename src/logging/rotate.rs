@@ -177,11 +177,12 @@ mod tests {
             w.write_all(&[b'a'; 60]).unwrap();
         }
         drop(w);
-        assert_eq!(reader.join().unwrap(), 20 * 60, "every byte reached the reader");
-        assert!(fs::symlink_metadata(&path)
-            .unwrap()
-            .file_type()
-            .is_fifo());
+        assert_eq!(
+            reader.join().unwrap(),
+            20 * 60,
+            "every byte reached the reader"
+        );
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_fifo());
         assert!(!RotatingFile::rotated_path(&path, 1).exists());
     }
 
