@@ -26,7 +26,7 @@ pub struct Layout {
     pub run_dir: PathBuf,
     /// True when `run_dir` lies in the login session's runtime folder (`XDG_RUNTIME_DIR`),
     /// which belongs to the session: clawdbot never creates it, and it vanishes at logout.
-    pub run_in_session: bool,
+    pub(crate) run_in_session: bool,
 }
 
 impl Layout {
@@ -199,7 +199,7 @@ impl DaemonPaths {
     /// Checks the state folder and its root without creating anything: `Ok(false)` when
     /// either is missing (no daemon was ever started), an error naming the path and the
     /// fix when one is not ours or writable by others. A pid file is read only after this.
-    pub fn check_state_dir(&self) -> Result<bool, CliError> {
+    pub(crate) fn check_state_dir(&self) -> Result<bool, CliError> {
         for dir in [&self.state_root, &self.state] {
             if !crate::fsutil::check_private_dir(dir).map_err(unsafe_dir)? {
                 return Ok(false);
@@ -211,7 +211,7 @@ impl DaemonPaths {
     /// Where a daemon starting (or re-binding) now should listen: the run folder's socket,
     /// or, when that folder cannot be made (the session's runtime folder is gone), a
     /// socket in the state folder.
-    pub fn listen_socket(&self) -> Result<PathBuf, CliError> {
+    pub(crate) fn listen_socket(&self) -> Result<PathBuf, CliError> {
         if self.gone_session().is_none() {
             self.ensure_run_dir()?;
             return Ok(self.socket.clone());
@@ -223,12 +223,12 @@ impl DaemonPaths {
     }
 
     /// The socket a daemon listens on when its run folder cannot be made.
-    pub fn fallback_socket(&self) -> PathBuf {
+    pub(crate) fn fallback_socket(&self) -> PathBuf {
         self.state.join("control.sock")
     }
 
     /// The socket to connect to: the one the pid file records, else [`Self::socket`].
-    pub fn control_socket(&self) -> PathBuf {
+    pub(crate) fn control_socket(&self) -> PathBuf {
         crate::daemon::pidfile::recorded_socket(&self.pid_file)
             .unwrap_or_else(|| self.socket.clone())
     }

@@ -87,8 +87,13 @@ impl Launch {
         Ok(())
     }
 
-    /// The last saved launch, if any and readable.
+    /// The last saved launch, if any and readable. Read only from a state folder that
+    /// passes [`DaemonPaths::check_state_dir`]: a launch file another user could have
+    /// written (it names a command to run) is never believed.
     pub fn load(paths: &DaemonPaths) -> Option<Launch> {
+        if !matches!(paths.check_state_dir(), Ok(true)) {
+            return None;
+        }
         let bytes = crate::fsutil::read_nofollow(&paths.launch_file()).ok()?;
         serde_json::from_slice(&bytes).ok()
     }

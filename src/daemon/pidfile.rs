@@ -105,7 +105,7 @@ impl PidLock {
     /// Replaces this daemon's record with one naming `socket`, atomically: a locked copy
     /// is renamed over the file this lock holds (readers see the old or the new record,
     /// both locked by us). Only while [`Self::holds_path`].
-    pub fn rewrite(&mut self, socket: &Path) -> io::Result<()> {
+    pub(crate) fn rewrite(&mut self, socket: &Path) -> io::Result<()> {
         if !self.holds_path() {
             return Err(io::Error::other(format!(
                 "{} is not this daemon's pid file any more",
@@ -227,7 +227,7 @@ pub fn read_record(path: &Path) -> Option<PidRecord> {
 }
 
 /// The control socket a pid file records; `None` when missing or not recorded.
-pub fn recorded_socket(path: &Path) -> Option<PathBuf> {
+pub(crate) fn recorded_socket(path: &Path) -> Option<PathBuf> {
     let bytes = read_nofollow(path).ok()?;
     let start = bytes.iter().position(|&b| b == b'\n')? + 1;
     let rest = bytes[start..]
