@@ -242,11 +242,13 @@ fn a_log_link_or_a_foreign_file_in_a_shared_folder_is_refused() {
         assert_eq!(r.code, 2, "{r:?}");
         assert!(r.stderr.contains("belongs to uid 65534"), "{r:?}");
     }
-    // A new log in the shared folder is created by the daemon itself, and used.
+    // A new log in the shared folder is created (exclusively) and used.
     let fresh = shared.join("fresh.log");
     let r = start(&fresh);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(std::fs::read_to_string(&fresh)
-        .unwrap()
-        .contains("daemon ready"));
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&fresh)
+            .unwrap_or_default()
+            .contains("daemon ready")
+    }));
 }
