@@ -3,7 +3,7 @@
 //! folder when the session's runtime folder is gone), which the pid file records.
 //!
 //! Invariants:
-//! - the claim removes or replaces a file in the run folder only when it is provably its
+//! - the claim removes or replaces a file in its folders only when it is provably its
 //!   own (the inode it locked or bound) or provably nobody's (a pid file whose lock is
 //!   free); a pid file locked by another process means another daemon took the name;
 //! - dropping the claim, on every exit path (failed starts included), removes the files
