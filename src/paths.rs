@@ -154,6 +154,13 @@ impl DaemonPaths {
     pub fn launch_file(&self) -> PathBuf {
         self.state.join("launch.json")
     }
+
+    /// The install's key for message hashes in logs: in the state root, shared by every
+    /// daemon of this layout (`state` is always `STATE_ROOT/NAME`).
+    pub fn log_hash_key(&self) -> PathBuf {
+        let root = self.state.parent().unwrap_or(&self.state);
+        root.join(crate::logging::HASH_KEY_FILE)
+    }
 }
 
 /// A home must be a folder, or not exist yet (it is created on first use).

@@ -227,7 +227,11 @@ fn deep_nesting_and_alias_bombs_are_refused_quickly_naming_the_limit() {
         ),
         (
             "flow mappings",
-            format!("models: {}1{}\n", "{a: ".repeat(deep / 2), "}".repeat(deep / 2)),
+            format!(
+                "models: {}1{}\n",
+                "{a: ".repeat(deep / 2),
+                "}".repeat(deep / 2)
+            ),
             "nesting is deeper than 64 levels",
         ),
         (
@@ -259,7 +263,10 @@ fn deep_nesting_and_alias_bombs_are_refused_quickly_naming_the_limit() {
         );
         assert!(r.stderr.contains("line "), "{what}: {}", r.stderr);
         // Generous: a regression to quadratic scanning takes seconds per case.
-        assert!(took < std::time::Duration::from_secs(10), "{what}: {took:?}");
+        assert!(
+            took < std::time::Duration::from_secs(10),
+            "{what}: {took:?}"
+        );
     }
 }
 

@@ -62,8 +62,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             "file is over the 1 MiB limit ({MAX_CONFIG_BYTES} bytes)"
         )));
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|e| err(format!("cannot read: not UTF-8 text (byte {})", e.utf8_error().valid_up_to())))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        err(format!(
+            "cannot read: not UTF-8 text (byte {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
     parse(&text).map_err(err)
 }
 
