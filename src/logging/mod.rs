@@ -7,13 +7,15 @@
 //! HTTP stacks log whole frames at debug and trace), so [`filter`] caps them at `warn`
 //! whatever `logging.level` says; the level applies to this program's own targets.
 //! Text records escape control characters in every field ([`escape`]), so nothing logged
-//! can break a record across lines.
+//! can break a record across lines, and the writer masks URL passwords in every record
+//! of either format ([`mask_urls`]).
 //!
 //! Resolved errors: an ERROR event may carry `topic = "..."`; a later event carrying
 //! `resolved = "..."` with the same value clears that error from [`LastError`] (a failed
 //! config reload followed by a good one leaves no stale `last_error`).
 
 mod escape;
+mod mask_urls;
 mod rotate;
 mod text_hash;
 
@@ -66,7 +68,9 @@ impl LastError {
             topic: None,
         });
     }
-    fn record(&self, r: Recorded) {
+    /// Keeps `r` with URL passwords masked (it is shown by `status`).
+    fn record(&self, mut r: Recorded) {
+        r.message = crate::redact_url::redact_url(&r.message).into_owned();
         if let Ok(mut g) = self.0.lock() {
             *g = Some(r);
         }
@@ -171,7 +175,7 @@ pub fn init(path: &Path, cfg: &LoggingConfig) -> std::io::Result<(WorkerGuard, L
     let registry = tracing_subscriber::registry()
         .with(LastErrorLayer(last.clone()).with_filter(last_error_filter()));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
+        .with_writer(mask_urls::MaskUrls(writer))
         .with_ansi(false);
     let result = match cfg.format {
         LogFormat::Text => registry
