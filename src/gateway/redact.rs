@@ -5,9 +5,9 @@
 //! or `passwd` (any case). Both `--flag VALUE` and `--flag=VALUE` are masked, also inside
 //! a word that is itself a command line (the script of `sh -c '...'`).
 //!
-//! Invariant: [`redact`] never returns a secret-looking flag's value or a URL password; everything else is
-//! kept as written (so a command without such flags is shown unchanged). The command
-//! that runs is never redacted: only its display.
+//! Invariant: [`redact`] never returns a secret-looking flag's value or a URL password;
+//! everything else is kept as written (so a command without such flags is shown
+//! unchanged). The command that runs is never redacted: only its display.
 
 use super::cmdline::{scan_words, shell_quote, single_quoted, Operators, Word};
 

@@ -68,9 +68,10 @@ impl LastError {
             topic: None,
         });
     }
-    /// Keeps `r` with URL passwords masked (it is shown by `status`).
+    /// Keeps `r` as `status` may show it: on one line, URL passwords masked.
     fn record(&self, mut r: Recorded) {
-        r.message = crate::redact_url::redact_url(&r.message).into_owned();
+        let masked = crate::redact_url::redact_url(&r.message);
+        r.message = escape::escape_controls(&masked).into_owned();
         if let Ok(mut g) = self.0.lock() {
             *g = Some(r);
         }
@@ -231,5 +232,12 @@ mod tests {
         record(None);
         last.resolve("config_reload");
         assert!(last.get().is_some(), "an unrelated error stays");
+    }
+
+    #[test]
+    fn the_last_error_is_kept_on_one_line_without_url_passwords() {
+        let last = LastError::default();
+        last.set("GET http://u:pw7@h/x failed\nfake".into());
+        assert_eq!(last.get().unwrap(), "GET http://u:***@h/x failed\\nfake");
     }
 }
