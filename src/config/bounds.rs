@@ -178,8 +178,8 @@ impl<'a> Parser<'a> {
             }
             Some(Located {
                 event,
-                line: mark.line as u64 + 1,
-                column: mark.column as u64 + 1,
+                line: mark.line.saturating_add(1),
+                column: mark.column.saturating_add(1),
             })
         }
     }
