@@ -352,3 +352,53 @@ fn the_daemon_process_shows_no_secret_in_its_cmdline_or_environment() {
     assert!(cmdline.contains("--api-key ***"), "{cmdline}");
     assert_eq!(home.run(&["daemon", "stop", "--name", "gw"]).code, 0);
 }
+
+/// A `--health-url` with a password in its user-info is polled with it, but `status`,
+/// `daemon start`'s output and the log show it masked.
+#[test]
+fn health_url_passwords_are_masked_in_status_and_log() {
+    let home = Home::new();
+    let port = support::free_port();
+    let url = format!("http://probe:pw-77120@127.0.0.1:{port}/health");
+    let run = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "gw",
+        "--exec",
+        "sleep 600",
+        "--health-url",
+        &url,
+        "--timeout",
+        "15",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        wait_until(WAIT, || home.all_logs().contains("gateway is not healthy")),
+        "the probe never reported:\n{}",
+        home.all_logs()
+    );
+    let g = gateway(&home, "gw").expect("status shows the gateway");
+    assert_eq!(
+        g["health_url"],
+        format!("http://probe:***@127.0.0.1:{port}/health"),
+        "{g}"
+    );
+    let human = home.run(&["daemon", "status", "--name", "gw"]);
+    assert_eq!(home.run(&["daemon", "stop", "--name", "gw"]).code, 0);
+    let logs = home.all_logs();
+    assert!(logs.contains("probe:***@"), "{logs}");
+    for shown in [
+        &run.stdout,
+        &run.stderr,
+        &human.stdout,
+        &human.stderr,
+        &g.to_string(),
+        &logs,
+    ] {
+        assert!(
+            !shown.contains("pw-77120"),
+            "the password is shown: {shown}"
+        );
+    }
+}
