@@ -19,6 +19,6 @@ pub mod ipc;
 pub mod logging;
 pub mod model;
 pub mod paths;
-pub mod redact_url;
+pub(crate) mod redact_url;
 pub mod sim;
 pub mod status;

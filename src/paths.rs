@@ -157,7 +157,7 @@ impl DaemonPaths {
 
     /// The install's key for message hashes in logs: in the state root, shared by every
     /// daemon of this layout (`state` is always `STATE_ROOT/NAME`).
-    pub fn log_hash_key(&self) -> PathBuf {
+    pub(crate) fn log_hash_key(&self) -> PathBuf {
         let root = self.state.parent().unwrap_or(&self.state);
         root.join(crate::logging::HASH_KEY_FILE)
     }

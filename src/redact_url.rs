@@ -19,7 +19,7 @@ use std::borrow::Cow;
 const MASK: &str = "***";
 
 /// `text` with the user-info password of every URL in it masked.
-pub fn redact_url(text: &str) -> Cow<'_, str> {
+pub(crate) fn redact_url(text: &str) -> Cow<'_, str> {
     if !text.contains("://") || !text.contains('@') {
         return Cow::Borrowed(text);
     }
