@@ -16,8 +16,11 @@
 
 mod escape;
 mod mask_urls;
+mod open;
 mod rotate;
 mod text_hash;
+
+pub(crate) use open::check_log_path;
 
 pub use rotate::{request_reopen, write_errors, RotatingFile};
 pub use text_hash::text_for_log;

@@ -12,15 +12,17 @@
 //! race: that daemon's key is used); it is never followed through a symlink, and a key
 //! file that others may read, or of the wrong size, is not used (and not replaced).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
+
+use crate::fsutil::{create_private, euid, open_nofollow};
 
 /// Bytes of key material.
 const KEY_LEN: usize = 32;
@@ -98,15 +100,11 @@ fn io_err<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> 
 }
 
 fn read(path: &Path) -> Result<HashKey, KeyError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(io_err("open", path))?;
+    let mut options = OpenOptions::new();
+    options.read(true);
+    let mut file = open_nofollow(path, options).map_err(io_err("open", path))?;
     let meta = file.metadata().map_err(io_err("inspect", path))?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if !meta.is_file() || meta.mode() & 0o077 != 0 || meta.uid() != me {
+    if !meta.is_file() || meta.mode() & 0o077 != 0 || meta.uid() != euid() {
         return Err(KeyError::NotPrivate {
             path: path.to_path_buf(),
             mode: meta.mode() & 0o7777,
@@ -125,24 +123,17 @@ fn read(path: &Path) -> Result<HashKey, KeyError> {
 }
 
 /// Writes a fresh key to a private temp file and links it to `path`; losing the race to
-/// another process is fine (its key stays).
+/// another process is fine (its key stays). The folder is the daemon's state root, which
+/// exists and is checked private before a daemon starts.
 fn create(path: &Path) -> Result<(), KeyError> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(io_err("create the folder of", path))?;
-    }
     let mut key = [0u8; KEY_LEN];
     rand::rngs::OsRng.fill_bytes(&mut key);
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp_name);
     let _ = fs::remove_file(&tmp);
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .and_then(|mut f: File| {
+    let written = create_private(&tmp)
+        .and_then(|mut f| {
             f.write_all(&key)?;
             f.sync_all()
         })
@@ -180,7 +171,7 @@ mod tests {
     #[test]
     fn a_key_is_made_once_private_and_then_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state").join(KEY_FILE);
+        let path = dir.path().join(KEY_FILE);
         let first = HashKey::load_or_create(&path).unwrap();
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
@@ -191,7 +182,7 @@ mod tests {
         assert_ne!(first.0, [0u8; KEY_LEN]);
         assert_eq!(first.short_mac("123456").len(), 2 * SHOWN_BYTES);
         assert_eq!(
-            fs::read_dir(dir.path().join("state")).unwrap().count(),
+            fs::read_dir(dir.path()).unwrap().count(),
             1,
             "no temp file left"
         );
