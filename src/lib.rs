@@ -16,6 +16,7 @@ pub mod docs;
 pub mod exit;
 pub mod gateway;
 pub mod ipc;
+pub mod listen;
 pub mod logging;
 pub mod model;
 pub mod paths;

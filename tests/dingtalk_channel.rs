@@ -26,6 +26,7 @@ fn config(base: &str) -> DingTalkConfig {
         card_template_id: None,
         card_content_key: "msgContent".into(),
         targets: BTreeMap::from([("ops".to_string(), "cidOpsGroup==".to_string())]),
+        webhook_hosts: Vec::new(),
     }
 }
 
@@ -37,6 +38,7 @@ fn fast() -> ChannelTuning {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_millis(500),
         },
+        ..Default::default()
     }
 }
 

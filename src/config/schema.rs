@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::checks::MIN_PROMPT_CHARS;
-use super::de::{at_least, http_url, http_url_opt, name, name_opt, socket_addr, targets};
+use super::de::{
+    at_least, http_url, http_url_opt, http_urls, name, name_opt, socket_addr, targets,
+};
 use super::env::Secret;
 
 /// The whole config file.
@@ -205,6 +207,10 @@ pub struct DingTalkConfig {
     /// Names for `clawdbot send --to NAME`: a conversation id (`cid...`), or `user:STAFFID`.
     #[serde(default, deserialize_with = "targets")]
     pub targets: BTreeMap<String, String>,
+    /// More origins (`https://host[:port]`) session webhooks may point at, besides
+    /// DingTalk's own and the `api_base`/`oapi_base` origins.
+    #[serde(default, deserialize_with = "http_urls")]
+    pub webhook_hosts: Vec<String>,
 }
 
 impl DingTalkConfig {

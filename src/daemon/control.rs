@@ -4,13 +4,15 @@
 //! is dropped before reading a byte; each connection must say hello within
 //! [`HANDSHAKE_TIMEOUT`] and each later request must arrive within the idle timeout, so a
 //! slow or silent client holds nothing but its own task. Frames over the size cap close the
-//! connection.
+//! connection. At most [`MAX_CONTROL_CONNECTIONS`] are served at once (more are closed on
+//! accept), and a spare descriptor is held so that when the process runs out of
+//! descriptors the next control client can still be accepted and answered.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::ipc::frame::{read_async, write_async};
 use crate::ipc::proto::{ErrorKind, Request, Response, PROTOCOL_VERSION};
@@ -22,6 +24,36 @@ use super::workload::Workload;
 
 /// A connection idle this long between requests is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Control connections served at once (all from our own uid; the CLI uses one at a time).
+pub const MAX_CONTROL_CONNECTIONS: usize = 64;
+
+/// One descriptor kept open (on `/dev/null`) for when `accept` fails with EMFILE/ENFILE:
+/// closing it frees a slot, so the waiting control client is accepted and answered instead
+/// of the accept loop spinning on a full descriptor table. Re-opened when a slot is free.
+struct SpareDescriptor(Option<std::fs::File>);
+
+impl SpareDescriptor {
+    fn open() -> SpareDescriptor {
+        SpareDescriptor(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Closes the spare; false when it was not held (nothing to free).
+    fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+
+    /// Takes the spare back when it was released and a descriptor is free again.
+    fn restore(&mut self) {
+        if self.0.is_none() {
+            self.0 = std::fs::File::open("/dev/null").ok();
+        }
+    }
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
 
 /// Static facts for the status report.
 pub struct DaemonInfo {
@@ -67,14 +99,29 @@ impl ControlState {
 /// Accepts connections until the listener fails; each connection runs in its own task.
 pub async fn serve(listener: UnixListener, state: Arc<ControlState>) {
     let my_uid = nix::unistd::geteuid().as_raw();
+    let permits = Arc::new(Semaphore::new(MAX_CONTROL_CONNECTIONS));
+    let mut spare = SpareDescriptor::open();
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
+            Err(e) if out_of_descriptors(&e) && spare.release() => {
+                tracing::warn!(error = %e, "out of file descriptors; used the spare one to accept a control client");
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "control socket accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                spare.restore();
                 continue;
             }
+        };
+        spare.restore();
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(
+                max = MAX_CONTROL_CONNECTIONS,
+                "too many control connections; closed a new one"
+            );
+            continue;
         };
         match stream.peer_cred() {
             Ok(cred) if cred.uid() == my_uid => {}
@@ -92,6 +139,7 @@ pub async fn serve(listener: UnixListener, state: Arc<ControlState>) {
         }
         let state = state.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(reason) = handle(stream, state).await {
                 tracing::debug!(%reason, "control connection closed");
             }

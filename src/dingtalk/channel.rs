@@ -21,17 +21,21 @@ use super::split::split_text;
 use super::stats::{self, Stats};
 use super::stream::{StreamClient, StreamTuning};
 use super::webhook::{post_session, session_body};
+use super::webhook_allow::WebhookAllowlist;
 use crate::config::{ConversationKind, DingTalkConfig, DingTalkMode};
 use crate::ipc::proto::SendOutcome;
+use crate::listen::ListenLimits;
 use crate::status::ChannelReport;
 
 /// Session webhooks this close to expiry are treated as expired.
 const SESSION_MARGIN_MS: u64 = 5_000;
 
-/// Timings that tests may shorten.
+/// Timings and limits that tests may shorten.
 #[derive(Debug, Clone, Default)]
 pub struct ChannelTuning {
     pub stream: StreamTuning,
+    /// Limits of the HTTP callback listener (mode: http).
+    pub callback: ListenLimits,
 }
 
 /// The DingTalk channel; cheap to clone.
@@ -44,6 +48,7 @@ struct Inner {
     cfg: Arc<DingTalkConfig>,
     http: reqwest::Client,
     api: Arc<OpenApi>,
+    webhooks: WebhookAllowlist,
     stats: Arc<Stats>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -127,15 +132,22 @@ impl Channel {
             }
             DingTalkMode::Http => {
                 let secret = cfg.client_secret.expose().to_string();
+                let limits = tuning.callback;
                 let (addr, task) =
-                    super::callback::serve(&cfg.http_listen, secret, ingress, rx).await?;
+                    super::callback::serve(&cfg.http_listen, secret, ingress, limits, rx).await?;
                 stats.set_connected(stats::LISTENING, super::now_ms());
-                tracing::info!(listen = %addr, "DingTalk callback server listening");
+                tracing::info!(
+                    listen = %addr,
+                    max_connections = limits.max_connections,
+                    header_timeout_ms = limits.header_timeout.as_millis() as u64,
+                    "DingTalk callback server listening"
+                );
                 callback_addr = Some(addr);
                 tasks.push(task);
             }
         }
         let inner = Inner {
+            webhooks: WebhookAllowlist::from_config(&cfg),
             cfg,
             http,
             api,
@@ -158,17 +170,21 @@ impl Channel {
         self.inner.stats.report()
     }
 
-    /// Answers `to`: through its session webhook while valid (mentioning the asker in
-    /// groups), else — or on errcode 300001 — through the OpenAPI. Long text is split.
+    /// Answers `to`: through its session webhook while valid and on an allowed origin
+    /// (mentioning the asker in groups), else — or on errcode 300001 — through the
+    /// OpenAPI. Long text is split. Stream and callback messages both come through here,
+    /// so a webhook off the allowlist is never POSTed to in either mode.
     pub async fn reply(
         &self,
         to: &Inbound,
         text: &str,
         markdown: bool,
     ) -> Result<(), ChannelError> {
-        let mut use_session = to.session_webhook.as_deref().filter(|_| {
-            to.session_webhook_expires_ms
-                .is_none_or(|exp| super::now_ms() + SESSION_MARGIN_MS < exp)
+        let mut use_session = to.session_webhook.as_deref().filter(|url| {
+            let fresh = to
+                .session_webhook_expires_ms
+                .is_none_or(|exp| super::now_ms() + SESSION_MARGIN_MS < exp);
+            fresh && self.webhook_allowed(url, &to.msg_id)
         });
         let at = match to.conversation_kind {
             ConversationKind::Group => to.sender_staff_id.as_deref(),
@@ -312,6 +328,18 @@ impl Channel {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
         self.inner.stats.set_state(stats::STOPPED);
+    }
+
+    /// Whether `url` is on the webhook allowlist; a refusal is logged with the origin only
+    /// (the URL's query holds the session token).
+    fn webhook_allowed(&self, url: &str, msg_id: &str) -> bool {
+        match self.inner.webhooks.check(url) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(msg_id = %msg_id, reason = %e, "not replying through the message's session webhook; using the OpenAPI");
+                false
+            }
+        }
     }
 
     fn count_out(&self) {
