@@ -154,3 +154,191 @@ impl Throttle {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Real loopback sockets on paused tokio time: every wait below ends on an event (the
+    //! server closing the socket), and the paused clock shows when it happened.
+
+    use std::net::SocketAddr;
+
+    use axum::body::Bytes;
+    use axum::routing::post;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    const LIMITS: ListenLimits = ListenLimits {
+        header_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(20),
+        max_connections: 4,
+    };
+    /// No wait in these tests may take longer than this on the paused clock.
+    const BOUND: Duration = Duration::from_secs(3600);
+
+    struct Server {
+        addr: SocketAddr,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    async fn start(limits: ListenLimits) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route(
+            "/",
+            post(|body: Bytes| async move { format!("got {}", body.len()) }),
+        );
+        let (stop, mut rx) = watch::channel(false);
+        let task = tokio::spawn(serve_http("test", listener, app, limits, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        Server { addr, stop, task }
+    }
+
+    /// Reads until the server closes the connection: what came, and how long (paused) it took.
+    async fn read_until_closed(s: &mut TcpStream) -> (String, Duration) {
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(BOUND, s.read(&mut buf)).await {
+                Err(_) => panic!("connection still open after {BOUND:?}"),
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        (
+            String::from_utf8_lossy(&got).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    /// Writes `bytes` one per second, ignoring a closed socket; bounded by the byte count.
+    fn trickle(mut w: tokio::net::tcp::OwnedWriteHalf, bytes: &'static [u8]) {
+        tokio::spawn(async move {
+            for b in bytes {
+                if w.write_all(std::slice::from_ref(b)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    async fn one_request(addr: SocketAddr) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi",
+        )
+        .await
+        .unwrap();
+        read_until_closed(&mut s).await.0
+    }
+
+    fn around(took: Duration, want: Duration) -> bool {
+        took >= want && took < want + Duration::from_secs(1)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_closed_at_the_header_timeout() {
+        let srv = start(LIMITS).await;
+        let mut s = TcpStream::connect(srv.addr).await.unwrap();
+        let (_, took) = read_until_closed(&mut s).await;
+        assert!(around(took, LIMITS.header_timeout), "closed after {took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickled_head_is_cut_at_the_header_timeout() {
+        let srv = start(LIMITS).await;
+        let s = TcpStream::connect(srv.addr).await.unwrap();
+        let (mut r, w) = s.into_split();
+        trickle(
+            w,
+            b"POST / HTTP/1.1\r\nhost: slowly-slowly-slowly-slowly-slowly\r\n",
+        );
+        let started = Instant::now();
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(BOUND, async {
+            loop {
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => return 0,
+                    Ok(n) => return n,
+                }
+            }
+        })
+        .await
+        .expect("closed in time");
+        let took = started.elapsed();
+        // hyper may answer 408 before closing; either way the request never ran.
+        assert!(!String::from_utf8_lossy(&buf[..n]).contains("got"));
+        assert!(around(took, LIMITS.header_timeout), "closed after {took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_kept_alive_connection_is_closed_at_the_header_timeout() {
+        let srv = start(LIMITS).await;
+        let mut s = TcpStream::connect(srv.addr).await.unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\nhi")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(BOUND, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("got 2"));
+        let (rest, took) = read_until_closed(&mut s).await;
+        assert_eq!(rest, "");
+        assert!(around(took, LIMITS.header_timeout), "closed after {took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickled_body_gets_408_at_the_request_timeout() {
+        let srv = start(LIMITS).await;
+        let s = TcpStream::connect(srv.addr).await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        w.write_all(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n")
+            .await
+            .unwrap();
+        let body: &'static [u8] = &[b'x'; 100];
+        trickle(w, body);
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(BOUND, r.read_to_end(&mut got))
+            .await
+            .expect("closed in time");
+        let took = started.elapsed();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+        assert!(
+            around(took, LIMITS.request_timeout),
+            "answered after {took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_over_the_cap_are_closed_at_once_and_service_resumes() {
+        let srv = start(LIMITS).await;
+        let mut held = Vec::new();
+        for _ in 0..LIMITS.max_connections {
+            held.push(TcpStream::connect(srv.addr).await.unwrap());
+        }
+        // The silent ones hold every slot until their header timeout: one more is closed
+        // at once rather than queued.
+        let mut over = TcpStream::connect(srv.addr).await.unwrap();
+        let (_, took) = read_until_closed(&mut over).await;
+        assert!(took < LIMITS.header_timeout, "refused after {took:?}");
+        // Once the silent ones time out, requests are served again.
+        for mut s in held {
+            read_until_closed(&mut s).await;
+        }
+        assert!(one_request(srv.addr).await.contains("got 2"));
+        let _ = srv.stop.send(true);
+        tokio::time::timeout(BOUND, srv.task)
+            .await
+            .expect("server stops")
+            .unwrap();
+    }
+}
