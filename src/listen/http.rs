@@ -5,8 +5,9 @@
 //! Hand-written accept loop because `axum::serve` exposes none of these limits; the
 //! connection handling itself is hyper's.
 //!
-//! Invariants: at most `max_connections` connections are served at once, and a connection
-//! over the cap is closed right after accept; a client that sends no complete request head
+//! Invariants: at most `max_connections` connections are served at once; at the cap a new
+//! connection takes the slot of the oldest one still waiting for a request head (see
+//! [`slots`](super::slots)), or is closed right after accept when all are busy; a client that sends no complete request head
 //! within `header_timeout` (or sits idle that long between requests) is disconnected; a
 //! request not answered within `request_timeout` gets 408 and the connection is closed.
 
@@ -23,9 +24,10 @@ use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::slots::{Slot, Slots};
 use super::ListenLimits;
 
 /// Pause after a failed accept (descriptor exhaustion, aborted handshake) before retrying.
@@ -45,13 +47,11 @@ pub async fn serve_http<F>(
 ) where
     F: Future<Output = ()> + Send,
 {
-    let max = limits.max_connections.max(1);
-    let permits = Arc::new(Semaphore::new(max));
+    let slots = Slots::new(limits.max_connections);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
-    let service = deadline_service(app, limits.request_timeout);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut accept_warn = Throttle::default();
     let mut cap_warn = Throttle::default();
@@ -70,43 +70,54 @@ pub async fn serve_http<F>(
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Some(held) = slots.claim().await else {
             if cap_warn.ready() {
                 tracing::warn!(
                     listener = what,
-                    max_connections = max,
-                    "connection cap reached; closing new connections"
+                    max_connections = slots.max(),
+                    "connection cap reached with every connection busy; closing new ones"
                 );
             }
             drop(stream);
             continue;
         };
+        if held.made_room && cap_warn.ready() {
+            tracing::warn!(
+                listener = what,
+                max_connections = slots.max(),
+                "connection cap reached; closing the oldest connections that sent no request"
+            );
+        }
         let _ = stream.set_nodelay(true);
+        let service = deadline_service(app.clone(), limits.request_timeout, held.slot.clone());
         let conn = http
-            .serve_connection(TokioIo::new(stream), service.clone())
+            .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
+                // Dropping the connection closes it; the slot goes to a newcomer.
+                _ = held.slot.evicted() => return,
                 _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
             }
             let _ = conn.await;
+            drop(held);
         });
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(limits.request_timeout, permits.acquire_many(all)).await;
+    slots.drained(limits.request_timeout).await;
 }
 
 /// `app` as a hyper service whose every request must be answered within `deadline`
-/// (reading the request body counts; streaming the response body does not).
+/// (reading the request body counts; streaming the response body does not), marking
+/// `slot` busy meanwhile.
 fn deadline_service(
     app: Router,
     deadline: Duration,
+    slot: Arc<Slot>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -116,7 +127,9 @@ fn deadline_service(
     let app = TowerToHyperService::new(app);
     hyper::service::service_fn(move |req: Request<Incoming>| {
         let answer = app.call(req);
+        let busy = slot.busy();
         async move {
+            let _busy = busy;
             match tokio::time::timeout(deadline, answer).await {
                 Ok(resp) => resp,
                 Err(_) => Ok(request_timed_out()),
@@ -319,22 +332,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn connections_over_the_cap_are_closed_at_once_and_service_resumes() {
+    async fn at_the_cap_a_newcomer_takes_the_oldest_idle_slot() {
         let srv = start(LIMITS).await;
         let mut held = Vec::new();
         for _ in 0..LIMITS.max_connections {
             held.push(TcpStream::connect(srv.addr).await.unwrap());
         }
-        // The silent ones hold every slot until their header timeout: one more is closed
-        // at once rather than queued.
-        let mut over = TcpStream::connect(srv.addr).await.unwrap();
-        let (_, took) = read_until_closed(&mut over).await;
-        assert!(took < LIMITS.header_timeout, "refused after {took:?}");
-        // Once the silent ones time out, requests are served again.
-        for mut s in held {
-            read_until_closed(&mut s).await;
-        }
+        // Every slot is held by a silent client; a real request is still served at once,
+        // and the oldest silent client is the one closed to make room.
+        let started = Instant::now();
         assert!(one_request(srv.addr).await.contains("got 2"));
+        assert!(started.elapsed() < LIMITS.header_timeout);
+        let (_, took) = read_until_closed(&mut held[0]).await;
+        assert!(took < LIMITS.header_timeout, "oldest closed after {took:?}");
+        // The others keep their slots until their own header timeout.
+        for s in held.iter_mut().skip(1) {
+            let (_, took) = read_until_closed(s).await;
+            assert!(took + started.elapsed() >= LIMITS.header_timeout);
+        }
         let _ = srv.stop.send(true);
         tokio::time::timeout(BOUND, srv.task)
             .await

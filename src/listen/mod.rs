@@ -8,13 +8,16 @@
 
 pub mod http;
 pub mod nofile;
+mod slots;
 
 use std::time::Duration;
 
 /// Per-listener limits.
 ///
-/// Invariant: `max_connections >= 1`; a connection beyond the cap is accepted and closed at
-/// once (so it never waits in the kernel backlog holding a descriptor there).
+/// Invariant: at most `max_connections` (at least 1) are served at once. A connection
+/// beyond the cap takes the slot of the oldest connection still waiting for a request
+/// head, or, when every connection is busy with a request, is accepted and closed at once
+/// (so it never waits in the kernel backlog holding a descriptor there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenLimits {
     /// Time a client has to send a complete request head, counted from when the server
