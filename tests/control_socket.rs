@@ -126,8 +126,9 @@ fn a_connection_flood_at_300_descriptors_leaves_status_and_signed_callbacks_work
     assert!(started.status.success(), "{started:?}");
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", stack.bot_pid())).unwrap();
     assert!(
-        limits.lines().any(|l| l.starts_with("Max open files")
-            && l.split_whitespace().nth(3) == Some("300")),
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.split_whitespace().nth(3) == Some("300")),
         "{limits}"
     );
 
@@ -161,13 +162,21 @@ fn a_connection_flood_at_300_descriptors_leaves_status_and_signed_callbacks_work
     };
 
     let t = Instant::now();
-    let st = stack.home.run(&["--json", "daemon", "status", "--name", "bot"]);
+    let st = stack
+        .home
+        .run(&["--json", "daemon", "status", "--name", "bot"]);
     assert_eq!(st.code, 0, "{st:?}");
-    assert!(t.elapsed() < Duration::from_secs(3), "status took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "status took {:?}",
+        t.elapsed()
+    );
 
     let url = format!("http://127.0.0.1:{port}/");
-    let inj = stack.inject(json!({"text": "through the flood", "conversation_type": "group",
-        "conversation_id": "cidFlood==", "callback_url": url}));
+    let inj = stack.inject(
+        json!({"text": "through the flood", "conversation_type": "group",
+        "conversation_id": "cidFlood==", "callback_url": url}),
+    );
     assert_eq!(inj["callback_status"], 200, "{inj}");
     let out = stack.wait_outbox(1, Duration::from_secs(10));
     assert_eq!(out[0]["conversation_id"], "cidFlood==");
@@ -176,5 +185,8 @@ fn a_connection_flood_at_300_descriptors_leaves_status_and_signed_callbacks_work
     trickler.join().unwrap();
     drop(idle);
     let logs = stack.home.all_logs();
-    assert!(!logs.contains("Too many open files"), "ran out of descriptors");
+    assert!(
+        !logs.contains("Too many open files"),
+        "ran out of descriptors"
+    );
 }

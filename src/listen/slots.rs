@@ -88,7 +88,10 @@ impl Slots {
                     return None;
                 }
                 let freed = self.permits.clone().acquire_owned();
-                let p = tokio::time::timeout(EVICTION_GRACE, freed).await.ok()?.ok()?;
+                let p = tokio::time::timeout(EVICTION_GRACE, freed)
+                    .await
+                    .ok()?
+                    .ok()?;
                 (p, true)
             }
         };
