@@ -33,16 +33,28 @@ fn garbage_oversize_and_silent_clients_cannot_wedge_the_daemon() {
     );
     let sock = home.run_dir("bot").join("control.sock");
 
-    // Twenty silent clients hold connections open without saying hello.
-    let silent: Vec<UnixStream> = (0..20)
+    // More silent clients than the connection cap (64) hold connections without saying
+    // hello: the oldest are closed at once to make room, long before the 2 s handshake
+    // timeout would close them.
+    let mut silent: Vec<UnixStream> = (0..80)
         .map(|_| UnixStream::connect(&sock).unwrap())
         .collect();
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    for s in &mut silent[..16] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(s.read(&mut buf).unwrap_or(0), 0);
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "the oldest silent clients were kept {:?}",
+        t.elapsed()
+    );
 
     // A frame header announcing 2 GiB is refused and the connection closed.
     let mut huge = UnixStream::connect(&sock).unwrap();
     huge.write_all(&0x8000_0000u32.to_be_bytes()).unwrap();
     huge.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = [0u8; 16];
     assert_eq!(
         huge.read(&mut buf).unwrap_or(0),
         0,

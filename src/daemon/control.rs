@@ -4,19 +4,22 @@
 //! is dropped before reading a byte; each connection must say hello within
 //! [`HANDSHAKE_TIMEOUT`] and each later request must arrive within the idle timeout, so a
 //! slow or silent client holds nothing but its own task. Frames over the size cap close the
-//! connection. At most [`MAX_CONTROL_CONNECTIONS`] are served at once (more are closed on
-//! accept), and a spare descriptor is held so that when the process runs out of
+//! connection. At most [`MAX_CONTROL_CONNECTIONS`] are served at once; at the cap a new
+//! client takes the slot of the oldest connection with no request in progress (see
+//! [`slots`](crate::listen::slots)), so silent clients cannot lock `status` out; a spare
+//! descriptor is held so that when the process runs out of
 //! descriptors the next control client can still be accepted and answered.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::ipc::frame::{read_async, write_async};
 use crate::ipc::proto::{ErrorKind, Request, Response, PROTOCOL_VERSION};
 use crate::ipc::HANDSHAKE_TIMEOUT;
+use crate::listen::slots::{Slot, Slots};
 use crate::logging::LastError;
 use crate::status::DaemonReport;
 
@@ -99,7 +102,7 @@ impl ControlState {
 /// Accepts connections until the listener fails; each connection runs in its own task.
 pub async fn serve(listener: UnixListener, state: Arc<ControlState>) {
     let my_uid = nix::unistd::geteuid().as_raw();
-    let permits = Arc::new(Semaphore::new(MAX_CONTROL_CONNECTIONS));
+    let slots = Slots::new(MAX_CONTROL_CONNECTIONS);
     let mut spare = SpareDescriptor::open();
     loop {
         let stream = match listener.accept().await {
@@ -116,13 +119,6 @@ pub async fn serve(listener: UnixListener, state: Arc<ControlState>) {
             }
         };
         spare.restore();
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(
-                max = MAX_CONTROL_CONNECTIONS,
-                "too many control connections; closed a new one"
-            );
-            continue;
-        };
         match stream.peer_cred() {
             Ok(cred) if cred.uid() == my_uid => {}
             Ok(cred) => {
@@ -137,17 +133,39 @@ pub async fn serve(listener: UnixListener, state: Arc<ControlState>) {
                 continue;
             }
         }
+        let Some(held) = slots.claim().await else {
+            tracing::warn!(
+                max = MAX_CONTROL_CONNECTIONS,
+                "every control connection is busy; closed a new one"
+            );
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(reason) = handle(stream, state).await {
-                tracing::debug!(%reason, "control connection closed");
+            // An async block captures only the fields it uses; moving the whole claim in
+            // keeps its permit (the slot) held for as long as this task runs.
+            let held = held;
+            let slot = held.slot.clone();
+            tokio::select! {
+                ended = handle(stream, state, slot) => {
+                    if let Err(reason) = ended {
+                        tracing::debug!(%reason, "control connection closed");
+                    }
+                }
+                _ = held.slot.evicted() => {
+                    tracing::debug!("idle control connection closed to make room");
+                }
             }
+            drop(held);
         });
     }
 }
 
-async fn handle(mut stream: UnixStream, state: Arc<ControlState>) -> Result<(), String> {
+async fn handle(
+    mut stream: UnixStream,
+    state: Arc<ControlState>,
+    slot: Arc<Slot>,
+) -> Result<(), String> {
     let first: Request = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_async(&mut stream))
         .await
         .map_err(|_| "no hello within the handshake timeout".to_string())?
@@ -184,6 +202,7 @@ async fn handle(mut stream: UnixStream, state: Arc<ControlState>) -> Result<(), 
             Err(_) => return Err("idle".into()),
             Ok(r) => r.map_err(|e| e.to_string())?,
         };
+        let _busy = slot.busy();
         let resp = answer(req, &state).await;
         write_async(&mut stream, &resp)
             .await

@@ -95,6 +95,9 @@ pub async fn serve_http<F>(
             .with_upgrades();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
+            // An async block captures only the fields it uses; moving the whole claim in
+            // keeps its permit (the slot) held for as long as this task runs.
+            let held = held;
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,

@@ -3,12 +3,13 @@
 //! connections may be open at once, and how the file-descriptor budget is split so the
 //! control socket always has room.
 //!
-//! [`http`] serves an axum router under these limits; [`nofile`] raises the soft
-//! `RLIMIT_NOFILE` and sizes connection caps from it.
+//! [`http`] serves an axum router under these limits; [`slots`] is the connection cap
+//! (shared with the control socket); [`nofile`] raises the soft `RLIMIT_NOFILE` and sizes
+//! connection caps from it.
 
 pub mod http;
 pub mod nofile;
-mod slots;
+pub(crate) mod slots;
 
 use std::time::Duration;
 
