@@ -17,6 +17,7 @@ pub mod exit;
 pub(crate) mod fsutil;
 pub mod gateway;
 pub mod ipc;
+pub mod listen;
 pub mod logging;
 pub mod model;
 pub mod paths;

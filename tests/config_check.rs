@@ -341,3 +341,25 @@ fn a_config_without_end_is_refused_at_the_size_cap() {
         r.stderr
     );
 }
+
+#[test]
+fn webhook_hosts_must_be_http_urls_and_errors_name_the_key() {
+    let home = Home::new();
+    let good = with_channel(
+        "\"s\"",
+        "    webhook_hosts: [\"https://hooks.corp.example\"]\n",
+    );
+    for r in check_both(&home, &good) {
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    let bad = with_channel(
+        "\"s\"",
+        "    webhook_hosts: [\"https://ok.example\", \"169.254.169.254\"]\n",
+    );
+    for r in check_both(&home, &bad) {
+        assert_eq!(r.code, 2, "{r:?}");
+        let all = format!("{}{}", r.stdout, r.stderr);
+        assert!(all.contains("channel.dingtalk.webhook_hosts"), "{r:?}");
+        assert!(all.contains("http:// or https:// URL"), "{r:?}");
+    }
+}

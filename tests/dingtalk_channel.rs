@@ -3,11 +3,14 @@
 //! callback mode. Every wait is a bounded poll.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clawdbot::config::{ConversationKind, DingTalkConfig, DingTalkMode, Secret};
 use clawdbot::dingtalk::stream::StreamTuning;
 use clawdbot::dingtalk::{Channel, ChannelError, ChannelTuning, Inbound, InboundContent};
+use clawdbot::listen::ListenLimits;
 use clawdbot::sim::{SimClient, SimOptions, SimServer};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -27,6 +30,7 @@ fn config(base: &str) -> DingTalkConfig {
         card_content_key: "msgContent".into(),
         targets: BTreeMap::from([("ops".to_string(), "cidOpsGroup==".to_string())]),
         send_rate: Default::default(),
+        webhook_hosts: Vec::new(),
     }
 }
 
@@ -688,9 +692,15 @@ async fn a_reply_ends_within_the_delivery_limit() {
     // accepts and never answers, and a send slot that would come too late, both end the
     // reply at the limit (the HTTP client alone would wait 15 s, twice).
     let limit = Duration::from_millis(600);
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hole_origin = format!("http://{}", hole.local_addr().expect("addr"));
     let mut r = rig_tuned(
         SimOptions::default(),
-        |c| c.send_rate.per_conversation = 1,
+        |c| {
+            c.send_rate.per_conversation = 1;
+            // The silent webhook must be on the allowlist, or the reply takes the OpenAPI.
+            c.webhook_hosts = vec![hole_origin.clone()];
+        },
         ChannelTuning {
             delivery_limit: limit,
             ..fast()
@@ -701,12 +711,8 @@ async fn a_reply_ends_within_the_delivery_limit() {
     r.inject(json!({"text": "q", "conversation_type": "group"}))
         .await;
     let m = r.next().await;
-    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let mut silent = m.clone();
-    silent.session_webhook = Some(format!(
-        "http://{}/robot/sendBySession?session=x",
-        hole.local_addr().expect("addr")
-    ));
+    silent.session_webhook = Some(format!("{hole_origin}/robot/sendBySession?session=x"));
     let t = std::time::Instant::now();
     let e = r.channel.reply(&silent, "hi", false).await.unwrap_err();
     assert!(matches!(e, ChannelError::DeliveryLate(600)), "{e}");
@@ -736,4 +742,187 @@ async fn a_reply_ends_within_the_delivery_limit() {
         .collect();
     assert_eq!(texts, [json!("one")]);
     drop(hole);
+}
+
+/// A callback rig: the simulator and a channel in HTTP callback mode with `limits`.
+async fn callback_rig(limits: ListenLimits) -> (Rig, String) {
+    let tuning = ChannelTuning {
+        callback: limits,
+        ..fast()
+    };
+    let r = rig_tuned(
+        SimOptions::default(),
+        |c| c.mode = DingTalkMode::Http,
+        tuning,
+    )
+    .await;
+    let url = format!("http://{}/", r.channel.callback_addr().unwrap());
+    (r, url)
+}
+
+/// POSTs `body` to the callback `url` with the given `timestamp` and `sign` headers.
+async fn post_signed(url: &str, ts: &str, sign: &str, body: &Value) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("timestamp", ts)
+        .header("sign", sign)
+        .json(body)
+        .timeout(WAIT)
+        .send()
+        .await
+        .expect("callback answered");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+fn robot_message(msg_id: &str, text: &str) -> Value {
+    json!({"msgId": msg_id, "conversationId": "cidReplay==", "conversationType": "2",
+        "msgtype": "text", "text": {"content": text}, "senderStaffId": "0423001",
+        "senderNick": "Li", "robotCode": clawdbot::sim::state::DEFAULT_CLIENT_ID})
+}
+
+#[tokio::test]
+async fn a_captured_timestamp_and_sign_are_refused_the_second_time() {
+    let (mut r, url) = callback_rig(ListenLimits::http_default()).await;
+    let ts = clawdbot::dingtalk::now_ms().to_string();
+    let sign = clawdbot::dingtalk::compute_sign(&ts, clawdbot::sim::state::DEFAULT_CLIENT_SECRET);
+    let first = robot_message("msgReplay1", "genuine");
+    assert_eq!(post_signed(&url, &ts, &sign, &first).await.0, 200);
+    assert_eq!(
+        r.next().await.content,
+        InboundContent::Text("genuine".into())
+    );
+    // The very same request again, then the captured pair carrying another body.
+    let (status, body) = post_signed(&url, &ts, &sign, &first).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("replay"), "{body}");
+    let forged = robot_message("msgReplay2", "forged with a captured pair");
+    assert_eq!(post_signed(&url, &ts, &sign, &forged).await.0, 409);
+    // A fresh pair is fine; the refused ones never reached the bot.
+    let ts2 = (clawdbot::dingtalk::now_ms() + 1).to_string();
+    let sign2 = clawdbot::dingtalk::compute_sign(&ts2, clawdbot::sim::state::DEFAULT_CLIENT_SECRET);
+    let next = robot_message("msgReplay3", "next");
+    assert_eq!(post_signed(&url, &ts2, &sign2, &next).await.0, 200);
+    assert_eq!(r.next().await.content, InboundContent::Text("next".into()));
+    assert!(r.rx.try_recv().is_err());
+    assert_eq!(r.channel.report().messages_in, 2);
+}
+
+/// Counts connections made to a test-owned listener on 127.0.0.2 (not the simulator's host).
+async fn collector() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    (
+        format!("http://{addr}/robot/sendBySession?session=stolen"),
+        hits,
+    )
+}
+
+#[tokio::test]
+async fn a_foreign_session_webhook_is_never_posted_to_in_either_mode() {
+    let (hook, hits) = collector().await;
+    for mode in [DingTalkMode::Stream, DingTalkMode::Http] {
+        let mut r = rig_with(SimOptions::default(), |c| c.mode = mode).await;
+        let mut req = json!({"text": "q", "conversation_type": "group",
+            "conversation_id": "cidForeign==", "session_webhook": hook});
+        if mode == DingTalkMode::Http {
+            req["callback_url"] = json!(format!("http://{}/", r.channel.callback_addr().unwrap()));
+        } else {
+            r.wait_connected(1).await;
+        }
+        r.inject(req).await;
+        let m = r.next().await;
+        assert_eq!(m.session_webhook.as_deref(), Some(hook.as_str()));
+        r.channel
+            .reply(&m, "the model's answer", false)
+            .await
+            .unwrap();
+        // reply() has returned: any POST to the collector would have happened by now.
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "{mode:?}: posted to a foreign host"
+        );
+        let out = r.client.wait_outbox(1, WAIT).await.unwrap();
+        assert_eq!(out[0]["route"], "group_send", "{mode:?}");
+        assert_eq!(out[0]["conversation_id"], "cidForeign==");
+        assert_eq!(out[0]["text"], "the model's answer");
+        r.channel.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_negative_webhook_expiry_is_expired() {
+    let mut r = rig().await;
+    r.inject(json!({"text": "q", "conversation_type": "group",
+        "conversation_id": "cidNegative==", "session_webhook_expired_time": -1}))
+        .await;
+    let m = r.next().await;
+    assert_eq!(m.session_webhook_expires_ms, Some(0));
+    r.channel.reply(&m, "answer", false).await.unwrap();
+    let out = r.client.wait_outbox(1, WAIT).await.unwrap();
+    assert_eq!(out[0]["route"], "group_send", "the webhook was not trusted");
+}
+
+#[tokio::test]
+async fn idle_and_trickling_callback_connections_are_shed_while_signed_callbacks_get_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = ListenLimits {
+        header_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(2),
+        max_connections: 128,
+    };
+    let (mut r, url) = callback_rig(limits).await;
+    let addr = r.channel.callback_addr().unwrap();
+    let mut readers = Vec::new();
+    for _ in 0..60 {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        readers.push(s.into_split().0);
+    }
+    for _ in 0..30 {
+        let (rd, mut w) = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap()
+            .into_split();
+        readers.push(rd);
+        tokio::spawn(async move {
+            let _ = w.write_all(b"POST / HTTP/1.1\r\n").await;
+            for _ in 0..200 {
+                if w.write_all(b"x").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+    let inj = r
+        .inject(json!({"text": "through", "callback_url": url}))
+        .await;
+    assert_eq!(inj["callback_status"], 200, "{inj}");
+    assert_eq!(
+        r.next().await.content,
+        InboundContent::Text("through".into())
+    );
+    // Every idle or trickling connection is closed by the listener, long before WAIT.
+    for (i, mut rd) in readers.into_iter().enumerate() {
+        let mut buf = [0u8; 512];
+        let closed = tokio::time::timeout(WAIT, async {
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "connection {i} still open after {WAIT:?}");
+    }
 }

@@ -171,6 +171,29 @@ proptest! {
     }
 
     #[test]
+    fn a_session_webhook_expiry_is_believable_or_expired(
+        raw in prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| if f.is_finite() { f.to_string() } else { "0".into() }),
+            "\"[-0-9a-z]{0,22}\"",
+            Just("null".to_string()),
+        ],
+        now in 0u64..4_000_000_000_000,
+    ) {
+        let msg = ROBOT_MESSAGE.replace("1893456000000", &raw);
+        let m = parse_robot_message_str(&msg, now).expect("still a robot message");
+        match m.session_webhook_expires_ms {
+            None => prop_assert_eq!(raw.as_str(), "null"),
+            Some(0) => {}
+            Some(exp) => prop_assert!(
+                exp <= now + clawdbot::dingtalk::message::MAX_SESSION_WEBHOOK_LIFETIME_MS,
+                "{raw} -> {exp}"
+            ),
+        }
+    }
+
+    #[test]
     fn callback_signatures_never_panic_and_only_the_right_one_passes(
         ts in proptest::option::of(".{0,20}"),
         sign in proptest::option::of(".{0,60}"),

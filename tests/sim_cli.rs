@@ -154,6 +154,7 @@ fn channel_reconnects_after_the_sim_restarts() {
             card_content_key: "msgContent".into(),
             targets: Default::default(),
             send_rate: Default::default(),
+            webhook_hosts: Vec::new(),
         };
         let tuning = ChannelTuning {
             stream: StreamTuning {

@@ -86,6 +86,20 @@ pub fn http_url_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D
     checked_opt(d, checks::http_url)
 }
 
+/// A list of interpolated [`checks::http_url`]s.
+pub fn http_urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Url(String);
+    impl<'de> Deserialize<'de> for Url {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            checked(d, checks::http_url).map(Url)
+        }
+    }
+    Ok(Vec::<Url>::deserialize(d)?
+        .into_iter()
+        .map(|u| u.0)
+        .collect())
+}
+
 /// An interpolated [`checks::name`].
 pub fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     checked(d, checks::name)

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::checks::MIN_PROMPT_CHARS;
-use super::de::{at_least, http_url, http_url_opt, in_range, name, name_opt, socket_addr, targets};
+use super::de::{
+    at_least, http_url, http_url_opt, http_urls, in_range, name, name_opt, socket_addr, targets,
+};
 use super::env::Secret;
 
 /// The whole config file.
@@ -209,6 +211,10 @@ pub struct DingTalkConfig {
     /// sliding 1 s window.
     #[serde(default)]
     pub send_rate: SendRateConfig,
+    /// More origins (`https://host[:port]`) session webhooks may point at, besides
+    /// DingTalk's own and the `api_base`/`oapi_base` origins.
+    #[serde(default, deserialize_with = "http_urls")]
+    pub webhook_hosts: Vec<String>,
 }
 
 /// `channel.dingtalk.send_rate`: messages per second, in any sliding 1 s window.

@@ -100,6 +100,12 @@ fn start_and_serve(
         Ok(key) => logging::install_hash_key(key),
         Err(e) => tracing::warn!("{e}"),
     }
+    let nofile = crate::listen::nofile::raise_soft_limit();
+    tracing::info!(
+        nofile,
+        http_max_connections = crate::listen::nofile::http_connection_cap(nofile),
+        "open-file limit (soft RLIMIT_NOFILE, raised to the hard limit where allowed)"
+    );
     if let Some(path) = &launch.config {
         for w in config::permission_warnings(path) {
             tracing::warn!("{w}");

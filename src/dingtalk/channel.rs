@@ -26,8 +26,10 @@ use super::split::{split_bounded, split_text};
 use super::stats::{self, Stats};
 use super::stream::{StreamClient, StreamTuning};
 use super::webhook::{post_session, session_body};
+use super::webhook_allow::WebhookAllowlist;
 use crate::config::{ConversationKind, DingTalkConfig, DingTalkMode};
 use crate::ipc::proto::SendOutcome;
+use crate::listen::ListenLimits;
 use crate::status::ChannelReport;
 
 /// Session webhooks this close to expiry are treated as expired.
@@ -47,6 +49,8 @@ pub struct ChannelTuning {
     pub stream: StreamTuning,
     /// Longest time of one reply or send (default [`REPLY_DELIVERY_LIMIT`]).
     pub delivery_limit: Duration,
+    /// Limits of the HTTP callback listener (mode: http).
+    pub callback: ListenLimits,
 }
 
 impl Default for ChannelTuning {
@@ -54,6 +58,7 @@ impl Default for ChannelTuning {
         ChannelTuning {
             stream: StreamTuning::default(),
             delivery_limit: REPLY_DELIVERY_LIMIT,
+            callback: ListenLimits::default(),
         }
     }
 }
@@ -68,6 +73,7 @@ struct Inner {
     cfg: Arc<DingTalkConfig>,
     http: reqwest::Client,
     api: Arc<OpenApi>,
+    webhooks: WebhookAllowlist,
     stats: Arc<Stats>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -157,10 +163,16 @@ impl Channel {
             }
             DingTalkMode::Http => {
                 let secret = cfg.client_secret.expose().to_string();
+                let limits = tuning.callback;
                 let (addr, task) =
-                    super::callback::serve(&cfg.http_listen, secret, ingress, rx).await?;
+                    super::callback::serve(&cfg.http_listen, secret, ingress, limits, rx).await?;
                 stats.set_connected(stats::LISTENING, super::now_ms());
-                tracing::info!(listen = %addr, "DingTalk callback server listening");
+                tracing::info!(
+                    listen = %addr,
+                    max_connections = limits.max_connections,
+                    header_timeout_ms = limits.header_timeout.as_millis() as u64,
+                    "DingTalk callback server listening"
+                );
                 callback_addr = Some(addr);
                 tasks.push(task);
             }
@@ -170,6 +182,7 @@ impl Channel {
             sends,
             max_parts: AtomicUsize::new(DEFAULT_MAX_PARTS),
             delivery_limit: tuning.delivery_limit,
+            webhooks: WebhookAllowlist::from_config(&cfg),
             cfg,
             http,
             api,
@@ -199,8 +212,10 @@ impl Channel {
             .store(max_parts.max(1), Ordering::Relaxed);
     }
 
-    /// Answers `to`: through its session webhook while valid (mentioning the asker in
-    /// groups), else — or on errcode 300001 — through the OpenAPI. Long text is split into
+    /// Answers `to`: through its session webhook while valid and on an allowed origin
+    /// (mentioning the asker in groups), else — or on errcode 300001 — through the
+    /// OpenAPI; stream and callback messages both come through here, so a webhook off the
+    /// allowlist is never POSTed to in either mode. Long text is split into
     /// at most `reply.max_parts` messages (the last one marked as cut when text is left
     /// over), each sent when the send rate allows; all within [`REPLY_DELIVERY_LIMIT`].
     pub async fn reply(
@@ -220,9 +235,11 @@ impl Channel {
         markdown: bool,
         deadline: tokio::time::Instant,
     ) -> Result<(), ChannelError> {
-        let mut use_session = to.session_webhook.as_deref().filter(|_| {
-            to.session_webhook_expires_ms
-                .is_none_or(|exp| super::now_ms() + SESSION_MARGIN_MS < exp)
+        let mut use_session = to.session_webhook.as_deref().filter(|url| {
+            let fresh = to
+                .session_webhook_expires_ms
+                .is_none_or(|exp| super::now_ms() + SESSION_MARGIN_MS < exp);
+            fresh && self.webhook_allowed(url, &to.msg_id)
         });
         let at = match to.conversation_kind {
             ConversationKind::Group => to.sender_staff_id.as_deref(),
@@ -417,6 +434,18 @@ impl Channel {
         match tokio::time::timeout_at(deadline, op(deadline)).await {
             Ok(result) => result,
             Err(_) => Err(self.failed(self.late())),
+        }
+    }
+
+    /// Whether `url` is on the webhook allowlist; a refusal is logged with the origin only
+    /// (the URL's query holds the session token).
+    fn webhook_allowed(&self, url: &str, msg_id: &str) -> bool {
+        match self.inner.webhooks.check(url) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(msg_id = %msg_id, reason = %e, "not replying through the message's session webhook; using the OpenAPI");
+                false
+            }
         }
     }
 

@@ -6,7 +6,8 @@
 //! signatures), [`token`] (access token cache), [`api`] (authenticated OpenAPI calls),
 //! [`limiter`] (20 QPS per API), [`send`] (group / 1:1 sends), [`webhook`] (session
 //! webhook replies), [`card`] (AI card), [`split`] (long answers), [`dedupe`],
-//! [`ingress`] (parse + dedupe + hand-over), [`stats`] (report), [`channel`] (the facade).
+//! [`ingress`] (parse + dedupe + hand-over), [`replay`] (callback replay guard),
+//! [`webhook_allow`] (which session webhook hosts may be POSTed to), [`stats`] (report), [`channel`] (the facade).
 
 pub mod api;
 pub mod callback;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod ingress;
 pub mod limiter;
 pub mod message;
+pub mod replay;
 pub mod send;
 pub mod sign;
 pub mod split;
@@ -25,6 +27,7 @@ pub mod stats;
 pub mod stream;
 pub mod token;
 pub mod webhook;
+pub mod webhook_allow;
 pub mod wire;
 
 pub use card::CardStream;
