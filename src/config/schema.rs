@@ -253,6 +253,20 @@ pub struct ReplyConfig {
     /// Sent after a restart for a message whose session webhook expired meanwhile.
     #[serde(default = "default_restart_sorry_text")]
     pub restart_sorry_text: String,
+    /// Sent (session webhook while valid, else the OpenAPI) when an answer could still not
+    /// be delivered after `redelivery_attempts` retries.
+    #[serde(default = "default_undelivered_text")]
+    pub undelivered_text: String,
+    /// Retries of an undelivered reply by the running daemon, after the turn's own try
+    /// (0 = go straight to `undelivered_text`).
+    #[serde(default = "default_redelivery_attempts")]
+    pub redelivery_attempts: u32,
+    /// Wait before the first retry; each later one waits twice as long, at most 60 s.
+    #[serde(
+        default = "default_redelivery_delay_ms",
+        deserialize_with = "at_least::<_, _, 10>"
+    )]
+    pub redelivery_delay_ms: u64,
 }
 
 impl Default for ReplyConfig {
@@ -503,6 +517,15 @@ fn default_reset_text() -> String {
 }
 fn default_restart_sorry_text() -> String {
     "Sorry, I was restarted before I could answer your last message. Please ask again.".into()
+}
+fn default_undelivered_text() -> String {
+    "Sorry, I could not deliver my answer to your last message. Please ask again.".into()
+}
+fn default_redelivery_attempts() -> u32 {
+    5
+}
+fn default_redelivery_delay_ms() -> u64 {
+    2000
 }
 fn default_system_prompt() -> String {
     "You are a helpful assistant answering in a DingTalk chat. Keep answers short and \

@@ -12,10 +12,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::api::OpenApi;
-use super::card::CardStream;
+use super::card::{CardRef, CardStream};
 use super::error::ChannelError;
 use super::ingress::Ingress;
 use super::message::Inbound;
+use super::outgoing::OutgoingReply;
 use super::send::{batch_send, group_send};
 use super::split::split_text;
 use super::stats::{self, Stats};
@@ -158,13 +159,28 @@ impl Channel {
         self.inner.stats.report()
     }
 
-    /// Answers `to`: through its session webhook while valid (mentioning the asker in
-    /// groups), else — or on errcode 300001 — through the OpenAPI. Long text is split.
+    /// Answers `to` with `text` (split into parts); see [`reply_parts`](Self::reply_parts).
     pub async fn reply(
         &self,
         to: &Inbound,
         text: &str,
         markdown: bool,
+    ) -> Result<(), ChannelError> {
+        self.reply_parts(to, &mut OutgoingReply::new(text, markdown))
+            .await
+    }
+
+    /// Sends the parts of `reply` not sent yet: through `to`'s session webhook while it is
+    /// valid (mentioning the asker in groups); when the webhook is gone (300001) or fails
+    /// otherwise (errcode -1 after its one retry, 5xx, no answer), this and the remaining
+    /// parts go through the OpenAPI (`groupMessages/send`, or `oToMessages/batchSend` to
+    /// the sender's staff id). `reply` records every part DingTalk accepted, so a later
+    /// call resumes after them. A failed webhook try may in rare cases have delivered
+    /// (a timeout after DingTalk took it): a possible repeat is preferred to a lost reply.
+    pub async fn reply_parts(
+        &self,
+        to: &Inbound,
+        reply: &mut OutgoingReply,
     ) -> Result<(), ChannelError> {
         let mut use_session = to.session_webhook.as_deref().filter(|_| {
             to.session_webhook_expires_ms
@@ -174,33 +190,45 @@ impl Channel {
             ConversationKind::Group => to.sender_staff_id.as_deref(),
             ConversationKind::Direct => None,
         };
-        for chunk in split_text(text) {
+        let markdown = reply.markdown();
+        while let Some(part) = reply.next_part() {
+            let part = part.to_string();
+            let mut webhook_error = None;
             if let Some(url) = use_session {
-                match post_session(&self.inner.http, url, &session_body(&chunk, markdown, at)).await
+                match post_session(&self.inner.http, url, &session_body(&part, markdown, at)).await
                 {
                     Ok(()) => {
                         self.count_out();
+                        reply.mark_sent();
                         continue;
                     }
-                    Err(e) if e.is_session_gone() => {
-                        tracing::info!(msg_id = %to.msg_id, "session webhook gone; falling back to the OpenAPI");
+                    Err(e) => {
+                        if e.is_session_gone() {
+                            tracing::info!(msg_id = %to.msg_id, "session webhook gone; falling back to the OpenAPI");
+                        } else {
+                            tracing::warn!(msg_id = %to.msg_id, error = %e, "session webhook failed; trying the OpenAPI");
+                        }
                         use_session = None;
+                        webhook_error = Some(e);
                     }
-                    Err(e) => return Err(self.failed(e)),
                 }
             }
-            let target =
-                match to.conversation_kind {
-                    ConversationKind::Group => Target::Group(to.conversation_id.clone()),
-                    ConversationKind::Direct => match &to.sender_staff_id {
-                        Some(s) => Target::User(s.clone()),
-                        None => return Err(self.failed(ChannelError::Unsupported(
-                            "session webhook expired and the sender has no staff id for a 1:1 send"
-                                .into(),
-                        ))),
-                    },
-                };
-            self.send_to(&target, &chunk, markdown).await?;
+            let target = match to.conversation_kind {
+                ConversationKind::Group => Target::Group(to.conversation_id.clone()),
+                ConversationKind::Direct => match &to.sender_staff_id {
+                    Some(s) => Target::User(s.clone()),
+                    None => {
+                        return Err(self.failed(webhook_error.unwrap_or_else(|| {
+                            ChannelError::Unsupported(
+                                "session webhook expired and the sender has no staff id for a 1:1 send"
+                                    .into(),
+                            )
+                        })))
+                    }
+                },
+            };
+            self.send_to(&target, &part, markdown).await?;
+            reply.mark_sent();
         }
         Ok(())
     }
@@ -279,6 +307,14 @@ impl Channel {
         .map_err(|e| self.failed(e))?;
         self.count_out();
         Ok(card)
+    }
+
+    /// Finalizes a card a previous run left open: shows `text` and FAILED.
+    pub async fn fail_card(&self, card: &CardRef, text: &str) -> Result<(), ChannelError> {
+        CardStream::resume(self.inner.api.clone(), card)
+            .fail(text)
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     /// Health: the stream is connected (or the callback server listens) and an access

@@ -5,7 +5,8 @@
 //! [`stream`] (WebSocket client), [`callback`] (HTTP mode server), [`sign`] (HMAC
 //! signatures), [`token`] (access token cache), [`api`] (authenticated OpenAPI calls),
 //! [`limiter`] (20 QPS per API), [`send`] (group / 1:1 sends), [`webhook`] (session
-//! webhook replies), [`card`] (AI card), [`split`] (long answers), [`dedupe`],
+//! webhook replies), [`card`] (AI card), [`split`] (long answers), [`outgoing`] (a reply's
+//! parts and delivery progress), [`dedupe`],
 //! [`ingress`] (parse + dedupe + hand-over), [`stats`] (report), [`channel`] (the facade).
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod ingress;
 pub mod limiter;
 pub mod message;
+pub mod outgoing;
 pub mod send;
 pub mod sign;
 pub mod split;
@@ -27,10 +29,11 @@ pub mod token;
 pub mod webhook;
 pub mod wire;
 
-pub use card::CardStream;
+pub use card::{CardRef, CardStream};
 pub use channel::{Channel, ChannelTuning};
 pub use error::ChannelError;
 pub use message::{Inbound, InboundContent};
+pub use outgoing::OutgoingReply;
 pub use sign::{compute_sign, verify_callback_sign};
 
 /// Unix time in milliseconds.
