@@ -240,3 +240,177 @@ fn a_failed_reload_names_the_key_and_line_never_the_secret() {
         );
     }
 }
+
+/// Retries of undelivered replies, fast enough for a test.
+const QUICK_REDELIVERY: &str = "reply:\n  redelivery_delay_ms: 100\n  redelivery_attempts: 2\n";
+
+fn faults(stack: &Stack, f: Value) {
+    stack.rt.block_on(stack.sim.faults(f)).expect("faults set");
+}
+
+fn texts_and_routes(out: &[Value]) -> Vec<(String, String)> {
+    out.iter()
+        .map(|e| {
+            (
+                e["route"].as_str().unwrap_or_default().to_string(),
+                // Markdown replies in groups end with the asker's @mention.
+                e["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .trim_end_matches("\n\n@0423001")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until the status shows `key` under `delivery` at `want`.
+fn wait_delivery(stack: &Stack, key: &str, want: u64) -> Value {
+    let mut last = Value::Null;
+    let seen = wait_until(Duration::from_secs(15), || {
+        last = stack.status();
+        last["delivery"][key].as_u64() == Some(want)
+    });
+    assert!(seen, "delivery.{key} never reached {want}: {last}");
+    last
+}
+
+#[test]
+fn a_reply_the_session_webhook_refuses_twice_goes_out_through_the_openapi_in_the_same_turn() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    stack.start_bot(&cfg);
+    faults(&stack, serde_json::json!({"webhook_busy": 2}));
+    stack.inject_group("cidBusy==", "are you there?");
+    let out = stack.wait_outbox(1, Duration::from_secs(10));
+    assert_eq!(
+        texts_and_routes(&out),
+        [("group_send".into(), "echo: are you there?".into())]
+    );
+    let st = stack.status();
+    assert_eq!(st["delivery"]["replies_retrying"], 0, "{st}");
+    assert_eq!(st["delivery"]["replies_redelivered"], 0, "{st}");
+}
+
+#[test]
+fn a_reply_no_route_takes_is_retried_by_the_running_daemon_and_sent_once() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, QUICK_REDELIVERY);
+    stack.start_bot(&cfg);
+    // The turn's own try: the webhook is busy twice, then the OpenAPI times out twice.
+    faults(&stack, serde_json::json!({"webhook_busy": 2, "gateway_504": 2}));
+    stack.inject_group("cidRetry==", "deliver me");
+    let st = wait_delivery(&stack, "replies_redelivered", 1);
+    assert_eq!(st["delivery"]["replies_retrying"], 0, "{st}");
+    assert_eq!(
+        texts_and_routes(&stack.outbox()),
+        [("session_webhook".into(), "echo: deliver me".into())]
+    );
+    let log = std::fs::read_to_string(stack.home.log_path("bot")).unwrap();
+    assert!(log.contains("reply delivered on retry"), "{log}");
+    assert!(!log.contains("deliver me"), "message text logged");
+    // Completed: a restart answers nothing again.
+    assert_eq!(
+        stack
+            .home
+            .run(&["daemon", "restart", "--name", "bot"])
+            .code,
+        0
+    );
+    stack.wait_connected();
+    stack.inject_group("cidRetry==", "after restart");
+    let out = stack.wait_outbox(2, Duration::from_secs(10));
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(texts_and_routes(&out)[1].1, "echo: after restart");
+}
+
+#[test]
+fn after_every_retry_failed_the_user_is_told_sorry_and_the_message_is_completed() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, QUICK_REDELIVERY);
+    stack.start_bot(&cfg);
+    // Each try: the webhook says "session gone", the OpenAPI refuses the token twice.
+    // The turn's try and both retries fail; the sorry then goes through the webhook.
+    faults(
+        &stack,
+        serde_json::json!({"session_300001": 3, "invalid_auth": 6}),
+    );
+    let msg_id = stack.inject_group("cidSorry==", "answer me");
+    let st = wait_delivery(&stack, "replies_given_up", 1);
+    assert_eq!(st["delivery"]["replies_retrying"], 0, "{st}");
+    let out = stack.outbox();
+    assert_eq!(
+        texts_and_routes(&out),
+        [(
+            "session_webhook".into(),
+            "Sorry, I could not deliver my answer to your last message. Please ask again."
+                .into()
+        )]
+    );
+    let log = std::fs::read_to_string(stack.home.log_path("bot")).unwrap();
+    assert!(
+        log.contains(&msg_id) && log.contains("undelivered notice was sent instead"),
+        "{log}"
+    );
+    // Completed: the restarted daemon does not answer it again.
+    assert_eq!(
+        stack
+            .home
+            .run(&["daemon", "restart", "--name", "bot"])
+            .code,
+        0
+    );
+    stack.wait_connected();
+    stack.inject_group("cidSorry==", "next");
+    let out = stack.wait_outbox(2, Duration::from_secs(10));
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(texts_and_routes(&out)[1].1, "echo: next");
+}
+
+#[test]
+fn when_even_the_sorry_fails_the_message_is_answered_by_the_next_start() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(
+        2,
+        5000,
+        "reply:\n  redelivery_delay_ms: 100\n  redelivery_attempts: 1\n",
+    );
+    stack.start_bot(&cfg);
+    // The turn's try, one answer retry and two sorry tries: four failures on both routes.
+    faults(
+        &stack,
+        serde_json::json!({"session_300001": 4, "invalid_auth": 8}),
+    );
+    let msg_id = stack.inject_group("cidPending==", "keep me");
+    let st = wait_delivery(&stack, "replies_left_pending", 1);
+    assert_eq!(st["delivery"]["replies_given_up"], 0, "{st}");
+    assert!(stack.outbox().is_empty());
+    let log = std::fs::read_to_string(stack.home.log_path("bot")).unwrap();
+    let error_line = log
+        .lines()
+        .find(|l| l.contains("stays in the inbox for the next start"))
+        .unwrap_or_else(|| panic!("no error line: {log}"));
+    assert!(
+        error_line.contains("ERROR") && error_line.contains(&msg_id),
+        "{error_line}"
+    );
+    assert_eq!(
+        stack
+            .home
+            .run(&["daemon", "restart", "--name", "bot"])
+            .code,
+        0
+    );
+    stack.wait_connected();
+    // A later message of the same conversation is answered after the replayed one, so
+    // once it is in, a second answer to the replayed message would be too.
+    stack.inject_group("cidPending==", "and then");
+    let out = stack.wait_outbox(2, Duration::from_secs(10));
+    assert_eq!(
+        texts_and_routes(&out),
+        [
+            ("session_webhook".into(), "echo: keep me".into()),
+            ("session_webhook".into(), "echo: and then".into())
+        ],
+    );
+}
