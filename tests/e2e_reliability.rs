@@ -414,3 +414,88 @@ fn when_even_the_sorry_fails_the_message_is_answered_by_the_next_start() {
         ],
     );
 }
+
+/// The simulator's cards, oldest first.
+fn cards(stack: &Stack) -> Vec<Value> {
+    let v = stack
+        .rt
+        .block_on(stack.sim.get("/_sim/cards"))
+        .expect("cards");
+    let mut cards: Vec<Value> = v["cards"]
+        .as_object()
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
+    cards.sort_by_key(|c| c["created_at_ms"].as_u64());
+    cards
+}
+
+fn last_flow(card: &Value) -> &str {
+    card["flow_history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_ai_card_left_typing_by_kill_9_is_failed_on_restart_and_the_message_answered_once() {
+    let answer = "a slow streamed answer, two characters at a time";
+    let stack = Stack::new(
+        FakeConfig::from(FakeBehavior {
+            chunk_interval_ms: 100,
+            chunk_chars: 2,
+            reply: Some(answer.into()),
+            ..Default::default()
+        }),
+        &[],
+    );
+    let cfg = stack.config(2, 20_000, "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "    targets:",
+        "    card_template_id: \"382e4302-551d-4880-bf29-a30acfab2e71.schema\"\n    targets:",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    stack.start_bot(&cfg);
+    stack.inject_group("cidCardKill==", "stream slowly");
+    // Kill while the card is typing (flowStatus 2) with part of the answer shown.
+    assert!(
+        wait_until(Duration::from_secs(10), || cards(&stack).first().is_some_and(
+            |c| last_flow(c) == "2" && c["stream_updates"].as_u64() >= Some(1)
+        )),
+        "the card never started streaming: {:?}",
+        cards(&stack)
+    );
+    kill(Pid::from_raw(stack.bot_pid()), Signal::SIGKILL).unwrap();
+    let typing = cards(&stack)[0].clone();
+    assert_eq!(last_flow(&typing), "2", "{typing}");
+
+    stack.start_bot(&cfg);
+    let mut seen = Vec::new();
+    let done = wait_until(Duration::from_secs(20), || {
+        seen = cards(&stack);
+        seen.len() == 2 && last_flow(&seen[0]) == "5" && last_flow(&seen[1]) == "3"
+    });
+    assert!(done, "old card not failed or no new answer: {seen:?}");
+    let (old, new) = (&seen[0], &seen[1]);
+    assert_eq!(old["outTrackId"], typing["outTrackId"]);
+    assert!(
+        old["params"]["msgContent"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("restarted"),
+        "{old}"
+    );
+    assert_eq!(new["params"]["msgContent"], answer, "{new}");
+    // Exactly once: one card carries the answer, and no text reply was sent besides.
+    assert!(stack.outbox().is_empty(), "{:?}", stack.outbox());
+    let st = stack.status();
+    assert_eq!(st["delivery"]["cards_closed_after_restart"], 1, "{st}");
+    // Nothing left recorded as open once both cards are final.
+    let open_dir = stack.home.path().join("state/bot/open-cards");
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_dir(&open_dir)
+            .map(|d| d.count() == 0)
+            .unwrap_or(false)),
+        "open-card records left behind"
+    );
+}
