@@ -30,9 +30,7 @@ impl Default for BackoffPolicy {
 /// The delay before retry `attempt` (0-based): `initial · 2^attempt`, never above `max`
 /// (and never above `max` even when `initial > max`). Saturates instead of overflowing.
 pub fn capped_doubling(initial: Duration, max: Duration, attempt: u32) -> Duration {
-    initial
-        .saturating_mul(1u32 << attempt.min(31))
-        .min(max)
+    initial.saturating_mul(1u32 << attempt.min(31)).min(max)
 }
 
 /// Where we are in the schedule.

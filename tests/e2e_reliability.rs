@@ -298,7 +298,10 @@ fn a_reply_no_route_takes_is_retried_by_the_running_daemon_and_sent_once() {
     let cfg = stack.config(2, 5000, QUICK_REDELIVERY);
     stack.start_bot(&cfg);
     // The turn's own try: the webhook is busy twice, then the OpenAPI times out twice.
-    faults(&stack, serde_json::json!({"webhook_busy": 2, "gateway_504": 2}));
+    faults(
+        &stack,
+        serde_json::json!({"webhook_busy": 2, "gateway_504": 2}),
+    );
     stack.inject_group("cidRetry==", "deliver me");
     let st = wait_delivery(&stack, "replies_redelivered", 1);
     assert_eq!(st["delivery"]["replies_retrying"], 0, "{st}");
@@ -311,10 +314,7 @@ fn a_reply_no_route_takes_is_retried_by_the_running_daemon_and_sent_once() {
     assert!(!log.contains("deliver me"), "message text logged");
     // Completed: a restart answers nothing again.
     assert_eq!(
-        stack
-            .home
-            .run(&["daemon", "restart", "--name", "bot"])
-            .code,
+        stack.home.run(&["daemon", "restart", "--name", "bot"]).code,
         0
     );
     stack.wait_connected();
@@ -343,8 +343,7 @@ fn after_every_retry_failed_the_user_is_told_sorry_and_the_message_is_completed(
         texts_and_routes(&out),
         [(
             "session_webhook".into(),
-            "Sorry, I could not deliver my answer to your last message. Please ask again."
-                .into()
+            "Sorry, I could not deliver my answer to your last message. Please ask again.".into()
         )]
     );
     let log = std::fs::read_to_string(stack.home.log_path("bot")).unwrap();
@@ -354,10 +353,7 @@ fn after_every_retry_failed_the_user_is_told_sorry_and_the_message_is_completed(
     );
     // Completed: the restarted daemon does not answer it again.
     assert_eq!(
-        stack
-            .home
-            .run(&["daemon", "restart", "--name", "bot"])
-            .code,
+        stack.home.run(&["daemon", "restart", "--name", "bot"]).code,
         0
     );
     stack.wait_connected();
@@ -395,10 +391,7 @@ fn when_even_the_sorry_fails_the_message_is_answered_by_the_next_start() {
         "{error_line}"
     );
     assert_eq!(
-        stack
-            .home
-            .run(&["daemon", "restart", "--name", "bot"])
-            .code,
+        stack.home.run(&["daemon", "restart", "--name", "bot"]).code,
         0
     );
     stack.wait_connected();
@@ -459,9 +452,11 @@ fn an_ai_card_left_typing_by_kill_9_is_failed_on_restart_and_the_message_answere
     stack.inject_group("cidCardKill==", "stream slowly");
     // Kill while the card is typing (flowStatus 2) with part of the answer shown.
     assert!(
-        wait_until(Duration::from_secs(10), || cards(&stack).first().is_some_and(
-            |c| last_flow(c) == "2" && c["stream_updates"].as_u64() >= Some(1)
-        )),
+        wait_until(Duration::from_secs(10), || cards(&stack)
+            .first()
+            .is_some_and(
+                |c| last_flow(c) == "2" && c["stream_updates"].as_u64() >= Some(1)
+            )),
         "the card never started streaming: {:?}",
         cards(&stack)
     );
@@ -498,4 +493,44 @@ fn an_ai_card_left_typing_by_kill_9_is_failed_on_restart_and_the_message_answere
             .unwrap_or(false)),
         "open-card records left behind"
     );
+}
+
+#[test]
+fn an_ai_card_dingtalk_will_not_finalize_falls_back_to_one_text_reply() {
+    let stack = Stack::new(
+        FakeConfig::from(FakeBehavior {
+            first_token_ms: 1500,
+            reply: Some("the answer".into()),
+            ..Default::default()
+        }),
+        &[],
+    );
+    let cfg = stack.config(2, 20_000, "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "    targets:",
+        "    card_template_id: \"382e4302-551d-4880-bf29-a30acfab2e71.schema\"\n    targets:",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    stack.start_bot(&cfg);
+    stack.inject_group("cidCardDown==", "card please");
+    assert!(
+        wait_until(Duration::from_secs(10), || !cards(&stack).is_empty()),
+        "no card opened"
+    );
+    // From now on every card call times out (504, and its one retry).
+    faults(&stack, serde_json::json!({"gateway_504": 1000}));
+    let out = stack.wait_outbox(1, Duration::from_secs(20));
+    assert_eq!(
+        texts_and_routes(&out),
+        [("session_webhook".into(), "the answer".into())]
+    );
+    let card = &cards(&stack)[0];
+    assert_ne!(last_flow(card), "3", "{card}");
+    // The card stays recorded as open, so the next start fails it.
+    let record = stack
+        .home
+        .path()
+        .join("state/bot/open-cards")
+        .join(format!("{}.json", card["outTrackId"].as_str().unwrap()));
+    assert!(record.exists(), "{}", record.display());
 }

@@ -244,8 +244,11 @@ mod tests {
         let store = OpenCards::open(dir.path()).unwrap();
         let cards = dir.path().join("open-cards");
         let target = dir.path().join("secret");
-        fs::write(&target, br#"{"msg_id":"x","card":{"out_track_id":"cc33","content_key":"k"}}"#)
-            .unwrap();
+        fs::write(
+            &target,
+            br#"{"msg_id":"x","card":{"out_track_id":"cc33","content_key":"k"}}"#,
+        )
+        .unwrap();
         std::os::unix::fs::symlink(&target, cards.join("cc33.json")).unwrap();
         nix::unistd::mkfifo(&cards.join("dd44.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         fs::write(cards.join("ee55.json"), b"{half").unwrap();
@@ -255,7 +258,10 @@ mod tests {
         let (open, bad) = store.left_open();
         assert!(open.is_empty(), "{open:?}");
         assert_eq!(bad.len(), 4, "{bad:?}");
-        assert!(!cards.join("0a0a.tmp").exists(), "interrupted write left behind");
+        assert!(
+            !cards.join("0a0a.tmp").exists(),
+            "interrupted write left behind"
+        );
         assert!(target.exists(), "the symlink's target was touched");
     }
 }

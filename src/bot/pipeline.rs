@@ -269,7 +269,15 @@ async fn answer_in_text(
         None => answer.await,
     };
     let label = outcome_label(&outcome);
-    deliver(shared, channel, msg, reply_text(cfg, &outcome), markdown(cfg), label).await;
+    deliver(
+        shared,
+        channel,
+        msg,
+        reply_text(cfg, &outcome),
+        markdown(cfg),
+        label,
+    )
+    .await;
     outcome
 }
 
@@ -308,7 +316,15 @@ async fn answer_in_card(
             tracing::error!(msg_id = %msg.msg_id, error = %e, "card updater failed; replying with text");
             let text = reply_text(cfg, &outcome).to_string();
             super::cards::close_later(shared, &msg.msg_id, card_ref, &text);
-            deliver(shared, channel, msg, &text, markdown(cfg), outcome_label(&outcome)).await;
+            deliver(
+                shared,
+                channel,
+                msg,
+                &text,
+                markdown(cfg),
+                outcome_label(&outcome),
+            )
+            .await;
             return outcome;
         }
     };

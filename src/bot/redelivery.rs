@@ -20,7 +20,7 @@ use crate::status::DeliveryReport;
 /// Longest one delivery try may take (every part, the session webhook and then the
 /// OpenAPI with their own single retries); a try cut short resumes at its first unsent
 /// part. Applies to the turn's own try and to each retry.
-pub(crate) const TRY_LIMIT: Duration = Duration::from_secs(20);
+pub(crate) const TRY_LIMIT: Duration = Duration::from_secs(10);
 
 /// Longest wait between two tries.
 pub(crate) const MAX_DELAY: Duration = Duration::from_secs(60);
