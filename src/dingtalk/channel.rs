@@ -217,12 +217,14 @@ impl Channel {
                 ConversationKind::Group => Target::Group(to.conversation_id.clone()),
                 ConversationKind::Direct => match &to.sender_staff_id {
                     Some(s) => Target::User(s.clone()),
-                    None => return Err(self.failed(webhook_error.unwrap_or_else(|| {
-                        ChannelError::Unsupported(
+                    None => {
+                        return Err(self.failed(webhook_error.unwrap_or_else(|| {
+                            ChannelError::Unsupported(
                             "session webhook expired and the sender has no staff id for a 1:1 send"
                                 .into(),
                         )
-                    }))),
+                        })))
+                    }
                 },
             };
             self.send_to(&target, &part, markdown).await?;
