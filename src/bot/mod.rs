@@ -3,9 +3,9 @@
 //! Data path: channel (ACK at once, dedupe) -> durable inbox -> access policy -> memory and
 //! prompt -> model router (limits, fair queue, budget, fallback) -> reply (text/markdown or
 //! AI card) -> memory update -> inbox entry completed. A reply DingTalk does not take is
-//! retried in the background ([`redelivery`]); open AI cards are recorded on disk
-//! ([`open_cards`]) until finalized, and those a crash left open are failed at start
-//! ([`cards`]).
+//! retried in the background (`redelivery`); open AI cards are recorded on disk
+//! (`open_cards`) until finalized, and those a crash left open are failed at start
+//! (`cards`).
 
 mod cards;
 mod conversations;
