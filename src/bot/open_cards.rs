@@ -17,12 +17,13 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::dingtalk::CardRef;
+use crate::fsutil::{ensure_private_dir, open_nofollow_with, UnsafeDir};
 
 /// Largest record read back (a record is ~150 bytes).
 const MAX_RECORD_BYTES: u64 = 4096;
@@ -30,11 +31,8 @@ const MAX_RECORD_BYTES: u64 = 4096;
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum OpenCardsError {
-    #[error("cannot create the open-cards folder {path}: {source}")]
-    Folder {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("open-cards folder: {0}")]
+    Folder(#[from] UnsafeDir),
     #[error("card id {0:?} is not a hex outTrackId")]
     BadId(String),
     #[error("cannot write {path}: {source}")]
@@ -62,17 +60,11 @@ pub(crate) struct OpenCards {
 }
 
 impl OpenCards {
-    /// Opens (creating, mode 0700) `state_dir/open-cards`.
+    /// Opens (creating, mode 0700) `state_dir/open-cards`, which must be a private
+    /// folder of ours (see [`ensure_private_dir`]).
     pub(crate) fn open(state_dir: &Path) -> Result<OpenCards, OpenCardsError> {
         let dir = state_dir.join("open-cards");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|source| OpenCardsError::Folder {
-                path: dir.clone(),
-                source,
-            })?;
+        ensure_private_dir(&dir)?;
         Ok(OpenCards { dir })
     }
 
@@ -99,13 +91,9 @@ impl OpenCards {
             source: std::io::Error::other(e),
         })?;
         let written = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(&tmp)?;
+            let mut options = OpenOptions::new();
+            options.write(true).create(true).truncate(true).mode(0o600);
+            let mut f = open_nofollow_with(&tmp, options, libc::O_NONBLOCK)?;
             if !f.metadata()?.is_file() {
                 return Err(std::io::Error::other("not a regular file"));
             }
@@ -170,11 +158,9 @@ impl OpenCards {
 /// Reads one record without following links or blocking on a FIFO (`O_NONBLOCK`), and
 /// only from a small regular file whose name matches its content.
 fn read_record(path: &Path) -> Option<OpenCard> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
+    let mut options = OpenOptions::new();
+    options.read(true);
+    let f = open_nofollow_with(path, options, libc::O_NONBLOCK).ok()?;
     let meta = f.metadata().ok()?;
     if !meta.is_file() || meta.len() > MAX_RECORD_BYTES {
         return None;
@@ -223,6 +209,21 @@ mod tests {
         store.clear("aa11").unwrap();
         store.clear("aa11").unwrap();
         assert_eq!(store.left_open().0.len(), 1);
+    }
+
+    #[test]
+    fn a_folder_others_can_write_is_refused_naming_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cards = dir.path().join("open-cards");
+        fs::create_dir(&cards).unwrap();
+        fs::set_permissions(&cards, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = OpenCards::open(dir.path()).err().expect("a loose folder accepted");
+        let text = e.to_string();
+        assert!(
+            text.contains(cards.to_str().unwrap()) && text.contains("chmod 700"),
+            "{text}"
+        );
     }
 
     #[test]
