@@ -22,4 +22,5 @@ pub mod logging;
 pub mod model;
 pub mod paths;
 pub mod sim;
+pub(crate) mod sliding_window;
 pub mod status;

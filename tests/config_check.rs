@@ -146,6 +146,65 @@ fn interpolation_errors_name_key_line_and_column_never_the_value() {
 }
 
 #[test]
+fn answer_caps_parts_and_send_rates_are_range_checked_at_load() {
+    let home = Home::new();
+    let reply = |k: &str, v: &str| format!("reply:\n  {k}: {v}\n");
+    let rate = |k: &str, v: &str| format!("    send_rate:\n      {k}: {v}\n");
+    let bad = [
+        (
+            reply("max_parts", "0"),
+            "reply.max_parts",
+            "below the minimum of 1",
+        ),
+        (
+            reply("max_parts", "21"),
+            "reply.max_parts",
+            "above the maximum of 20",
+        ),
+        (
+            reply("max_answer_chars", "99"),
+            "reply.max_answer_chars",
+            "minimum of 100",
+        ),
+        (
+            reply("max_answer_chars", "100001"),
+            "reply.max_answer_chars",
+            "maximum of 100000",
+        ),
+        (
+            reply("max_answer_chars", "-5"),
+            "reply.max_answer_chars",
+            "from 100 to 100000",
+        ),
+        (
+            rate("per_robot", "0"),
+            "channel.dingtalk.send_rate.per_robot",
+            "minimum of 1",
+        ),
+        (
+            rate("per_conversation", "1001"),
+            "channel.dingtalk.send_rate.per_conversation",
+            "maximum of 1000",
+        ),
+    ];
+    for (extra, key, why) in bad {
+        for r in check_both(&home, &with_channel("\"s\"", &extra)) {
+            assert_eq!(r.code, 2, "{extra}: {r:?}");
+            let all = format!("{}{}", r.stdout, r.stderr);
+            assert!(
+                all.contains(key) && all.contains(why) && all.contains("line 21"),
+                "{extra}: {r:?}"
+            );
+        }
+    }
+    let good = reply("max_answer_chars", "100") + "  max_parts: 20\n";
+    let good = rate("per_robot", "1000") + "      per_conversation: 1\n" + &good;
+    for r in check_both(&home, &with_channel("\"s\"", &good)) {
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+}
+
+#[test]
 fn levels_listen_addresses_targets_and_prompt_budgets_are_checked_at_load() {
     let home = Home::new();
     let targets = |v: &str| format!("    targets:\n      test-group: {v}\n");

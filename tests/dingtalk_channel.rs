@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clawdbot::config::{ConversationKind, DingTalkConfig, DingTalkMode, Secret};
 use clawdbot::dingtalk::stream::StreamTuning;
-use clawdbot::dingtalk::{Channel, ChannelTuning, Inbound, InboundContent};
+use clawdbot::dingtalk::{Channel, ChannelError, ChannelTuning, Inbound, InboundContent};
 use clawdbot::sim::{SimClient, SimOptions, SimServer};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -26,6 +26,7 @@ fn config(base: &str) -> DingTalkConfig {
         card_template_id: None,
         card_content_key: "msgContent".into(),
         targets: BTreeMap::from([("ops".to_string(), "cidOpsGroup==".to_string())]),
+        send_rate: Default::default(),
     }
 }
 
@@ -37,6 +38,7 @@ fn fast() -> ChannelTuning {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_millis(500),
         },
+        ..Default::default()
     }
 }
 
@@ -48,12 +50,20 @@ struct Rig {
 }
 
 async fn rig_with(opts: SimOptions, tweak: impl FnOnce(&mut DingTalkConfig)) -> Rig {
+    rig_tuned(opts, tweak, fast()).await
+}
+
+async fn rig_tuned(
+    opts: SimOptions,
+    tweak: impl FnOnce(&mut DingTalkConfig),
+    tuning: ChannelTuning,
+) -> Rig {
     let sim = SimServer::start(opts).await.expect("sim starts");
     let client = SimClient::new(sim.base_url());
     let mut cfg = config(sim.base_url());
     tweak(&mut cfg);
     let (tx, rx) = mpsc::channel(64);
-    let channel = Channel::start_with(cfg, tx, fast())
+    let channel = Channel::start_with(cfg, tx, tuning)
         .await
         .expect("channel starts");
     Rig {
@@ -403,6 +413,7 @@ async fn long_answer_is_split_under_the_limits() {
     r.inject(json!({"text": "q"})).await;
     let m = r.next().await;
     let long = "line of a long answer with \"quotes\"\n".repeat(1_000);
+    r.channel.set_max_parts(20);
     r.channel.reply(&m, &long, true).await.unwrap();
     let out = r.client.outbox().await.unwrap();
     assert!(out.len() >= 3, "split into {} chunks", out.len());
@@ -603,7 +614,7 @@ async fn a_failing_session_webhook_falls_through_to_the_openapi_and_resumes_afte
         .unwrap_err();
     assert!(err.to_string().contains("errcode -1"), "{err}");
     // Both routes down: the error names the OpenAPI, and nothing counts as sent.
-    let mut both_down = clawdbot::dingtalk::OutgoingReply::new("lost?", false);
+    let mut both_down = r.channel.outgoing("lost?", false);
     r.client
         .faults(json!({"webhook_busy": 2, "gateway_504": 2}))
         .await
@@ -617,7 +628,7 @@ async fn a_failing_session_webhook_falls_through_to_the_openapi_and_resumes_afte
     assert_eq!(both_down.sent(), 0);
     // A reply whose first part already went out sends only the rest.
     let long = format!("{}\n{}", "a".repeat(3_000), "b".repeat(3_000));
-    let mut resumed = clawdbot::dingtalk::OutgoingReply::new(&long, false);
+    let mut resumed = r.channel.outgoing(&long, false);
     assert_eq!(resumed.parts(), 2);
     resumed.mark_sent();
     r.channel.reply_parts(&direct, &mut resumed).await.unwrap();
@@ -658,4 +669,138 @@ async fn a_send_to_users_dingtalk_calls_invalid_is_reported_undelivered() {
         .send("user:0423001", "hello", false)
         .await
         .unwrap();
+}
+
+/// The most entries of `out` whose `at_us` (when the simulator got them) fall inside any
+/// half-open 1 s interval.
+fn busiest_second(out: &[Value]) -> usize {
+    let mut at: Vec<u64> = out.iter().filter_map(|e| e["at_us"].as_u64()).collect();
+    at.sort_unstable();
+    (0..at.len())
+        .map(|i| {
+            at[i..]
+                .iter()
+                .take_while(|t| **t - at[i] < 1_000_000)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Sends `n` replies to `m` at once.
+async fn flood_replies(r: &Rig, m: &Inbound, n: usize) {
+    let sends: Vec<_> = (0..n)
+        .map(|i| {
+            let (channel, m) = (r.channel.clone(), m.clone());
+            tokio::spawn(async move { channel.reply(&m, &format!("part {i}"), false).await })
+        })
+        .collect();
+    for s in sends {
+        s.await.expect("task").expect("delivered");
+    }
+}
+
+#[tokio::test]
+async fn session_webhook_sends_obey_the_robot_rate_in_any_sliding_second() {
+    // Issue 10 item 6: 50 sends went out 20 per calendar second but 22-35 within a sliding
+    // second, and session webhooks were not limited at all.
+    let mut r = rig_with(SimOptions::default(), |c| {
+        c.send_rate.per_conversation = 1_000
+    })
+    .await;
+    r.wait_connected(1).await;
+    r.inject(json!({"text": "q", "conversation_type": "group"}))
+        .await;
+    let m = r.next().await;
+    flood_replies(&r, &m, 50).await;
+    let out = r.client.wait_outbox(50, WAIT).await.unwrap();
+    assert_eq!(out.len(), 50);
+    assert!(out.iter().all(|e| e["route"] == "session_webhook"));
+    let busiest = busiest_second(&out);
+    assert!(busiest <= 20, "{busiest} sends within one sliding second");
+}
+
+#[tokio::test]
+async fn one_conversation_is_held_to_its_own_rate_and_a_reply_to_max_parts() {
+    let mut r = rig().await;
+    r.inject(json!({"text": "q", "conversation_type": "group"}))
+        .await;
+    let m = r.next().await;
+    flood_replies(&r, &m, 12).await;
+    let out = r.client.wait_outbox(12, WAIT).await.unwrap();
+    let busiest = busiest_second(&out);
+    assert!(
+        busiest <= 5,
+        "{busiest} sends to one conversation within a sliding second"
+    );
+    // A 1 MB answer becomes at most reply.max_parts (default 4) messages, the last one
+    // marked as cut.
+    let before = r.client.outbox().await.unwrap().len();
+    r.channel
+        .reply(&m, &"word ".repeat(200_000), false)
+        .await
+        .unwrap();
+    let out = r.client.outbox().await.unwrap();
+    let parts = &out[before..];
+    assert_eq!(parts.len(), 4, "one reply, at most max_parts messages");
+    assert!(parts[3]["text"]
+        .as_str()
+        .unwrap()
+        .ends_with(clawdbot::model::ANSWER_CUT_MARK));
+}
+
+#[tokio::test]
+async fn a_reply_ends_within_the_delivery_limit() {
+    // Issue 10 item 6: the turn's budget holds through delivery. A session webhook that
+    // accepts and never answers, and a send slot that would come too late, both end the
+    // reply at the limit (the HTTP client alone would wait 15 s, twice).
+    let limit = Duration::from_millis(600);
+    let mut r = rig_tuned(
+        SimOptions::default(),
+        |c| c.send_rate.per_conversation = 1,
+        ChannelTuning {
+            delivery_limit: limit,
+            ..fast()
+        },
+    )
+    .await;
+    r.wait_connected(1).await;
+    r.inject(json!({"text": "q", "conversation_type": "group"}))
+        .await;
+    let m = r.next().await;
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut silent = m.clone();
+    silent.session_webhook = Some(format!(
+        "http://{}/robot/sendBySession?session=x",
+        hole.local_addr().expect("addr")
+    ));
+    let t = std::time::Instant::now();
+    let e = r.channel.reply(&silent, "hi", false).await.unwrap_err();
+    assert!(matches!(e, ChannelError::DeliveryLate(600)), "{e}");
+    assert!(
+        t.elapsed() < limit + Duration::from_millis(700),
+        "{:?}",
+        t.elapsed()
+    );
+    // The slot comes free within the limit: waited for and sent.
+    r.channel.reply(&m, "one", false).await.expect("sent");
+    // The next slot is 1 s away, past the limit: refused at once.
+    let t = std::time::Instant::now();
+    let e = r.channel.reply(&m, "two", false).await.unwrap_err();
+    assert!(matches!(e, ChannelError::DeliveryLate(_)), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let texts: Vec<Value> = r
+        .client
+        .outbox()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].clone())
+        .collect();
+    assert_eq!(texts, [json!("one")]);
+    drop(hole);
 }

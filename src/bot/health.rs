@@ -90,6 +90,8 @@ pub async fn preflight_checks(config: &Config, timeout: Duration) -> HealthRepor
 
 /// `max_tokens` of the one tiny completion `onboard` and the pre-flight make.
 const PROBE_MAX_TOKENS: u32 = 8;
+/// The probe's answer is read no further than this (a server ignoring max_tokens).
+const PROBE_MAX_ANSWER_CHARS: usize = 1_000;
 
 /// After `/models` answered: ONE tiny completion, so a wrong model name, a wrong API key
 /// or a server that lists models but cannot answer fails here and not on the first
@@ -114,7 +116,10 @@ async fn completion_check(
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
     let url = format!("{}/chat/completions", cfg.base_url.trim_end_matches('/'));
-    match client.complete(&messages, deadline, &mut |_| {}).await {
+    match client
+        .complete(&messages, deadline, PROBE_MAX_ANSWER_CHARS, &mut |_| {})
+        .await
+    {
         // A few tokens may hold no visible text (a reasoning model): the server answered.
         Ok(_) | Err(crate::model::ModelError::EmptyAnswer) => {
             check.detail.push_str(&format!(

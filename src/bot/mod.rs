@@ -85,7 +85,11 @@ impl Bot {
     ) -> Result<Bot, String> {
         let (tx, rx) = mpsc::channel::<Inbound>(INBOUND_BUFFER);
         let channel = match &config.channel {
-            Some(ch) => Some(Channel::start(ch.dingtalk.clone(), tx).await?),
+            Some(ch) => {
+                let channel = Channel::start(ch.dingtalk.clone(), tx).await?;
+                channel.set_max_parts(config.reply.max_parts);
+                Some(channel)
+            }
             None => {
                 tracing::warn!("no channel section in the config: the bot receives no messages");
                 None
@@ -191,9 +195,13 @@ impl Workload for Bot {
             let new = crate::config::load(&self.shared.config_path).map_err(|e| e.to_string())?;
             let old = self.shared.config();
             let needs_restart = format!("{:?}", (&new.models, &new.limits, &new.channel))
-                != format!("{:?}", (&old.models, &old.limits, &old.channel));
+                != format!("{:?}", (&old.models, &old.limits, &old.channel))
+                || new.reply.max_answer_chars != old.reply.max_answer_chars;
             if needs_restart {
-                tracing::warn!("models, limits or channel changed: those take effect on restart");
+                tracing::warn!("models, limits, channel or reply.max_answer_chars changed: those take effect on restart");
+            }
+            if let Some(channel) = &self.shared.channel {
+                channel.set_max_parts(new.reply.max_parts);
             }
             self.shared.conversations.reconfigure(&old, &new);
             *self

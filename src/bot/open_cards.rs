@@ -218,7 +218,9 @@ mod tests {
         let cards = dir.path().join("open-cards");
         fs::create_dir(&cards).unwrap();
         fs::set_permissions(&cards, fs::Permissions::from_mode(0o777)).unwrap();
-        let e = OpenCards::open(dir.path()).err().expect("a loose folder accepted");
+        let e = OpenCards::open(dir.path())
+            .err()
+            .expect("a loose folder accepted");
         let text = e.to_string();
         assert!(
             text.contains(cards.to_str().unwrap()) && text.contains("chmod 700"),

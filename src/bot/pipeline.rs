@@ -19,14 +19,14 @@ use tokio::sync::{mpsc, watch};
 
 use super::Shared;
 use crate::config::Config;
-use crate::dingtalk::{Channel, Inbound, InboundContent, OutgoingReply};
+use crate::dingtalk::{Channel, Inbound, InboundContent};
 use crate::logging::text_for_log;
 use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
 
 use super::conversations::Admission;
 pub use super::conversations::Conversations;
 use super::order::Ticket;
-use super::redelivery::{redeliver, send_within, LateReply, RedeliveryPolicy, TRY_LIMIT};
+use super::redelivery::{redeliver, LateReply, RedeliveryPolicy};
 
 /// Receives messages from the channel and runs each turn in its own task, with a ticket
 /// taken here, in arrival order, so a conversation's turns run one after another; the
@@ -349,7 +349,7 @@ async fn answer_in_card(
 }
 
 /// Delivers `text` to `msg`'s sender and completes the message. When DingTalk does not
-/// take it within [`TRY_LIMIT`], a background task retries it (resuming after the parts
+/// take it (within the channel's delivery limit), a background task retries it (resuming after the parts
 /// already sent), then sends `reply.undelivered_text`, and completes the message once
 /// either went out; if neither did, the message stays in the inbox for the next start.
 async fn deliver(
@@ -360,8 +360,8 @@ async fn deliver(
     markdown: bool,
     label: &'static str,
 ) {
-    let mut reply = OutgoingReply::new(text, markdown);
-    let error = match send_within(channel, msg, &mut reply, TRY_LIMIT).await {
+    let mut reply = channel.outgoing(text, markdown);
+    let error = match channel.reply_parts(msg, &mut reply).await {
         Ok(()) => return complete(shared, msg, label),
         Err(e) => e,
     };
@@ -374,7 +374,7 @@ async fn deliver(
         channel: channel.clone(),
         msg: msg.clone(),
         answer: reply,
-        sorry: OutgoingReply::new(&cfg.reply.undelivered_text, false),
+        sorry: channel.outgoing(&cfg.reply.undelivered_text, false),
     };
     let policy = RedeliveryPolicy::from_config(&cfg.reply);
     let shared = shared.clone();

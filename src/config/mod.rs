@@ -160,28 +160,6 @@ fn check_references(c: &Config) -> Result<(), String> {
             }
         }
     }
-    check_redelivery(&c.reply)
-}
-
-/// Most retries of an undelivered reply: with the 60 s cap, 20 keep a message's retries
-/// under about 20 minutes.
-pub(crate) const MAX_REDELIVERY_ATTEMPTS: u32 = 20;
-/// Longest first wait before a retry (the doubling is capped there too).
-pub(crate) const MAX_REDELIVERY_DELAY_MS: u64 = 60_000;
-
-fn check_redelivery(r: &ReplyConfig) -> Result<(), String> {
-    if r.redelivery_attempts > MAX_REDELIVERY_ATTEMPTS {
-        return Err(format!(
-            "reply.redelivery_attempts: {} is above the maximum of {MAX_REDELIVERY_ATTEMPTS}",
-            r.redelivery_attempts
-        ));
-    }
-    if r.redelivery_delay_ms > MAX_REDELIVERY_DELAY_MS {
-        return Err(format!(
-            "reply.redelivery_delay_ms: {} is above the maximum of {MAX_REDELIVERY_DELAY_MS}",
-            r.redelivery_delay_ms
-        ));
-    }
     Ok(())
 }
 
@@ -240,9 +218,15 @@ limits:
         let ok = with("  redelivery_attempts: 20\n  redelivery_delay_ms: 60000\n").unwrap();
         assert_eq!(ok.reply.redelivery_attempts, 20);
         let e = with("  redelivery_attempts: 21\n").unwrap_err();
-        assert!(e.contains("reply.redelivery_attempts: 21"), "{e}");
+        assert!(
+            e.contains("reply.redelivery_attempts") && e.contains("maximum of 20"),
+            "{e}"
+        );
         let e = with("  redelivery_delay_ms: 60001\n").unwrap_err();
-        assert!(e.contains("reply.redelivery_delay_ms: 60001"), "{e}");
+        assert!(
+            e.contains("reply.redelivery_delay_ms") && e.contains("maximum of 60000"),
+            "{e}"
+        );
         let e = with("  redelivery_delay_ms: 5\n").unwrap_err();
         assert!(
             e.contains("redelivery_delay_ms") && e.contains("minimum of 10"),

@@ -3,10 +3,14 @@
 //!
 //! Invariants: `start` returns promptly even when DingTalk is unreachable (the stream
 //! client keeps reconnecting); replies fall back from an expired/gone session webhook to
-//! the OpenAPI; long answers are split (see [`split`](super::split)); no message text or
-//! secret is ever logged.
+//! the OpenAPI; long answers are split (see [`split`](super::split)) into at most
+//! `reply.max_parts` messages; every message into a chat, whatever its route, first takes
+//! a slot of the [`SendLimiter`] (`send_rate`, any sliding 1 s window); one reply or send
+//! ends within [`REPLY_DELIVERY_LIMIT`]; no message text or secret is ever logged.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -15,10 +19,11 @@ use super::api::OpenApi;
 use super::card::{CardRef, CardStream};
 use super::error::ChannelError;
 use super::ingress::Ingress;
+use super::limiter::SendLimiter;
 use super::message::Inbound;
 use super::outgoing::OutgoingReply;
 use super::send::{batch_send, group_send};
-use super::split::split_text;
+use super::split::{split_bounded, split_text};
 use super::stats::{self, Stats};
 use super::stream::{StreamClient, StreamTuning};
 use super::webhook::{post_session, session_body};
@@ -29,10 +34,29 @@ use crate::status::ChannelReport;
 /// Session webhooks this close to expiry are treated as expired.
 const SESSION_MARGIN_MS: u64 = 5_000;
 
+/// Longest time one [`Channel::reply`] or [`Channel::send`] may take, all its parts, their
+/// waits for a send slot and DingTalk's answers included. A turn's answer is ready by its
+/// `timeout_ms`, so its reply is delivered (or given up) by `timeout_ms` plus this margin.
+pub const REPLY_DELIVERY_LIMIT: Duration = Duration::from_secs(10);
+
+/// `reply.max_parts` until the bot sets it.
+const DEFAULT_MAX_PARTS: usize = 4;
+
 /// Timings that tests may shorten.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ChannelTuning {
     pub stream: StreamTuning,
+    /// Longest time of one reply or send (default [`REPLY_DELIVERY_LIMIT`]).
+    pub delivery_limit: Duration,
+}
+
+impl Default for ChannelTuning {
+    fn default() -> Self {
+        ChannelTuning {
+            stream: StreamTuning::default(),
+            delivery_limit: REPLY_DELIVERY_LIMIT,
+        }
+    }
 }
 
 /// The DingTalk channel; cheap to clone.
@@ -49,6 +73,12 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     callback_addr: Option<std::net::SocketAddr>,
+    /// Messages into chats, per robot and per conversation.
+    sends: SendLimiter,
+    /// Most messages one reply becomes (`reply.max_parts`, live: SIGHUP may change it).
+    max_parts: AtomicUsize,
+    /// Longest time of one reply or send.
+    delivery_limit: Duration,
 }
 
 /// Where a proactive send goes.
@@ -122,7 +152,7 @@ impl Channel {
                     http: http.clone(),
                     ingress,
                     stats: stats.clone(),
-                    tuning: tuning.stream,
+                    tuning: tuning.stream.clone(),
                 };
                 tasks.push(tokio::spawn(client.run(rx)));
             }
@@ -136,7 +166,11 @@ impl Channel {
                 tasks.push(task);
             }
         }
+        let sends = SendLimiter::new(cfg.send_rate.per_robot, cfg.send_rate.per_conversation);
         let inner = Inner {
+            sends,
+            max_parts: AtomicUsize::new(DEFAULT_MAX_PARTS),
+            delivery_limit: tuning.delivery_limit,
             cfg,
             http,
             api,
@@ -159,19 +193,34 @@ impl Channel {
         self.inner.stats.report()
     }
 
-    /// Answers `to` with `text` (split into parts); see [`reply_parts`](Self::reply_parts).
+    /// Sets `reply.max_parts`: the most messages one [`reply`](Self::reply) becomes.
+    pub fn set_max_parts(&self, max_parts: usize) {
+        self.inner
+            .max_parts
+            .store(max_parts.max(1), Ordering::Relaxed);
+    }
+
+    /// `text` split into at most `reply.max_parts` parts (the last one marked as cut when
+    /// text is left over), none sent yet.
+    pub fn outgoing(&self, text: &str, markdown: bool) -> OutgoingReply {
+        let max_parts = self.inner.max_parts.load(Ordering::Relaxed);
+        OutgoingReply::from_parts(split_bounded(text, max_parts), markdown)
+    }
+
+    /// Answers `to` with `text`; see [`reply_parts`](Self::reply_parts).
     pub async fn reply(
         &self,
         to: &Inbound,
         text: &str,
         markdown: bool,
     ) -> Result<(), ChannelError> {
-        self.reply_parts(to, &mut OutgoingReply::new(text, markdown))
+        self.reply_parts(to, &mut self.outgoing(text, markdown))
             .await
     }
 
-    /// Sends the parts of `reply` not sent yet: through `to`'s session webhook while it is
-    /// valid (mentioning the asker in groups); when the webhook is gone (300001) or fails
+    /// Sends the parts of `reply` not sent yet, each when the send rate allows, all within
+    /// [`REPLY_DELIVERY_LIMIT`]: through `to`'s session webhook while it is valid
+    /// (mentioning the asker in groups); when the webhook is gone (300001) or fails
     /// otherwise (errcode -1 after its one retry, 5xx, no answer), this and the remaining
     /// parts go through the OpenAPI (`groupMessages/send`, or `oToMessages/batchSend` to
     /// the sender's staff id). `reply` records every part DingTalk accepted, so a later
@@ -181,6 +230,16 @@ impl Channel {
         &self,
         to: &Inbound,
         reply: &mut OutgoingReply,
+    ) -> Result<(), ChannelError> {
+        self.within_delivery_limit(|deadline| self.send_remaining(to, reply, deadline))
+            .await
+    }
+
+    async fn send_remaining(
+        &self,
+        to: &Inbound,
+        reply: &mut OutgoingReply,
+        deadline: tokio::time::Instant,
     ) -> Result<(), ChannelError> {
         let mut use_session = to.session_webhook.as_deref().filter(|_| {
             to.session_webhook_expires_ms
@@ -194,6 +253,7 @@ impl Channel {
         while let Some(part) = reply.next_part() {
             let part = part.to_string();
             let mut webhook_error = None;
+            self.send_slot(&to.conversation_id, deadline).await?;
             if let Some(url) = use_session {
                 match post_session(&self.inner.http, url, &session_body(&part, markdown, at)).await
                 {
@@ -233,6 +293,19 @@ impl Channel {
         Ok(())
     }
 
+    /// Waits for a send slot into `conversation` (see [`SendLimiter`]) until `deadline`.
+    async fn send_slot(
+        &self,
+        conversation: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ChannelError> {
+        self.inner
+            .sends
+            .acquire(conversation, deadline)
+            .await
+            .map_err(|_| self.failed(self.late()))
+    }
+
     /// Proactive send to an alias, a conversation id (`cid...`) or `user:STAFFID`.
     pub async fn send(
         &self,
@@ -242,14 +315,21 @@ impl Channel {
     ) -> Result<SendOutcome, ChannelError> {
         // An unknown target is the caller's mistake, not a channel failure: not counted.
         let resolved = resolve_target(&self.inner.cfg, target)?;
-        let mut outcome = None;
-        for chunk in split_text(text) {
-            outcome = Some(self.send_to(&resolved, &chunk, markdown).await?);
-        }
         let (target, route) = match &resolved {
             Target::Group(c) => (c.clone(), "group_send"),
             Target::User(u) => (format!("user:{u}"), "batch_send"),
         };
+        let (resolved, target_key) = (&resolved, &target);
+        let outcome = self
+            .within_delivery_limit(|deadline| async move {
+                let mut outcome = None;
+                for chunk in split_text(text) {
+                    self.send_slot(target_key, deadline).await?;
+                    outcome = Some(self.send_to(resolved, &chunk, markdown).await?);
+                }
+                Ok(outcome)
+            })
+            .await?;
         Ok(SendOutcome {
             target,
             route: route.into(),
@@ -286,7 +366,8 @@ impl Channel {
         }
     }
 
-    /// Opens an AI card answering `to` (requires `card_template_id`).
+    /// Opens an AI card answering `to` (requires `card_template_id`); the card is a
+    /// message into the chat, so it takes a send slot first.
     pub async fn open_card(&self, to: &Inbound) -> Result<CardStream, ChannelError> {
         let cfg = &self.inner.cfg;
         let template = cfg
@@ -296,6 +377,8 @@ impl Channel {
             .ok_or_else(|| {
                 ChannelError::Unsupported("AI cards need channel.dingtalk.card_template_id".into())
             })?;
+        self.send_slot(&to.conversation_id, self.delivery_deadline())
+            .await?;
         let card = CardStream::open(
             self.inner.api.clone(),
             template,
@@ -348,6 +431,33 @@ impl Channel {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
         self.inner.stats.set_state(stats::STOPPED);
+    }
+
+    /// When a reply or send starting now must be done.
+    fn delivery_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.inner.delivery_limit
+    }
+
+    /// The error of a reply or send that ran out of its delivery limit.
+    fn late(&self) -> ChannelError {
+        ChannelError::DeliveryLate(self.inner.delivery_limit.as_millis() as u64)
+    }
+
+    /// Runs one reply or send under the delivery limit: `op` gets the deadline (for its
+    /// waits on send slots) and is dropped, mid-request if need be, when the deadline
+    /// passes first.
+    async fn within_delivery_limit<T, F>(
+        &self,
+        op: impl FnOnce(tokio::time::Instant) -> F,
+    ) -> Result<T, ChannelError>
+    where
+        F: std::future::Future<Output = Result<T, ChannelError>>,
+    {
+        let deadline = self.delivery_deadline();
+        match tokio::time::timeout_at(deadline, op(deadline)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.failed(self.late())),
+        }
     }
 
     fn count_out(&self) {

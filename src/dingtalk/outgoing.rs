@@ -1,11 +1,9 @@
-//! A reply on its way to DingTalk: the answer split into parts (see [`split`](super::split))
-//! and how many of them DingTalk already took, so a retry resumes where the last try
+//! A reply on its way to DingTalk: the answer split into parts (made by
+//! [`Channel::outgoing`](super::Channel::outgoing)) and how many of them DingTalk already took, so a retry resumes where the last try
 //! stopped instead of sending the first parts again.
 //!
 //! Invariant: `sent <= parts.len()`, and it only grows (one part at a time, after DingTalk
 //! accepted that part).
-
-use super::split::split_text;
 
 /// The parts of one reply and the delivery progress.
 #[derive(Debug, Clone)]
@@ -16,10 +14,10 @@ pub struct OutgoingReply {
 }
 
 impl OutgoingReply {
-    /// `text` split into sendable parts, none sent yet.
-    pub fn new(text: &str, markdown: bool) -> OutgoingReply {
+    /// A reply of these sendable parts, none sent yet.
+    pub fn from_parts(parts: Vec<String>, markdown: bool) -> OutgoingReply {
         OutgoingReply {
-            parts: split_text(text),
+            parts,
             sent: 0,
             markdown,
         }
@@ -59,8 +57,7 @@ mod tests {
 
     #[test]
     fn progress_resumes_at_the_first_unsent_part_and_never_passes_the_end() {
-        let text = format!("{}\n{}", "a".repeat(3_000), "b".repeat(3_000));
-        let mut r = OutgoingReply::new(&text, false);
+        let mut r = OutgoingReply::from_parts(vec!["a".repeat(10), "b".repeat(10)], false);
         assert_eq!(r.parts(), 2);
         assert!(r.next_part().unwrap().starts_with('a'));
         r.mark_sent();
