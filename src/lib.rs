@@ -21,6 +21,7 @@ pub mod ipc;
 pub mod logging;
 pub mod model;
 pub mod paths;
+pub(crate) mod redact_url;
 pub mod sim;
 pub(crate) mod sliding_window;
 pub mod status;

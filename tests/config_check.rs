@@ -265,3 +265,79 @@ fn levels_listen_addresses_targets_and_prompt_budgets_are_checked_at_load() {
         assert_eq!(r.code, 0, "{extra}: {r:?}");
     }
 }
+
+/// Hostile documents of about 200 KB: deep flow and block nesting and an alias bomb. Each
+/// is refused with exit 2, the file, the line and column and the limit named (before the
+/// fix the flow one took 15 s of CPU in libyaml's scanner, quadratic in the depth).
+#[test]
+fn deep_nesting_and_alias_bombs_are_refused_quickly_naming_the_limit() {
+    let home = Home::new();
+    let deep = 100_000;
+    let mut bomb = String::from("models:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        bomb.push_str(&format!("  a{i}: &a{i} [{refs}]\n"));
+    }
+    let cases = [
+        (
+            "flow sequences",
+            format!("models: {}{}\n", "[".repeat(deep), "]".repeat(deep)),
+            "nesting is deeper than 64 levels",
+        ),
+        (
+            "flow mappings",
+            format!(
+                "models: {}1{}\n",
+                "{a: ".repeat(deep / 2),
+                "}".repeat(deep / 2)
+            ),
+            "nesting is deeper than 64 levels",
+        ),
+        (
+            "compact block sequences",
+            format!("models:\n{}x\n", "- ".repeat(deep)),
+            "nesting is deeper than 64 levels",
+        ),
+        (
+            "indented block mappings",
+            (0..600).map(|i| format!("{}a:\n", " ".repeat(i))).collect(),
+            "nesting is deeper than 64 levels",
+        ),
+        (
+            "alias bomb",
+            bomb,
+            "aliases expand the document past 1000000 nodes",
+        ),
+    ];
+    for (what, text, expected) in cases {
+        let cfg = home.write("hostile.yaml", &text);
+        let started = std::time::Instant::now();
+        let r = home.run(&["config", "check", "--config", cfg.to_str().unwrap()]);
+        let took = started.elapsed();
+        assert_eq!(r.code, 2, "{what}: {r:?}");
+        assert!(
+            r.stderr.contains("hostile.yaml") && r.stderr.contains(expected),
+            "{what}: {}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("line "), "{what}: {}", r.stderr);
+        // Generous: a regression to quadratic scanning takes seconds per case.
+        assert!(
+            took < std::time::Duration::from_secs(10),
+            "{what}: {took:?}"
+        );
+    }
+}
+
+/// A config path that is a device without a size is refused at the cap, not read forever.
+#[test]
+fn a_config_without_end_is_refused_at_the_size_cap() {
+    let home = Home::new();
+    let r = home.run(&["config", "check", "--config", "/dev/zero"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("/dev/zero") && r.stderr.contains("1 MiB limit"),
+        "{}",
+        r.stderr
+    );
+}

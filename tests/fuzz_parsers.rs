@@ -31,6 +31,28 @@ proptest! {
         let _ = clawdbot::config::parse(&text);
     }
 
+    /// Structure-heavy text (nesting, anchors, aliases, tags) drives the bounds pre-walk
+    /// over libyaml's events, which is unsafe code: it never panics.
+    #[test]
+    fn config_parser_never_panics_on_nesting_anchors_and_aliases(
+        text in "([\\[\\]{}:,?!|>#'\" \n-]|&a |&b |\\*a|\\*b|- |a: |x){0,300}",
+    ) {
+        let _ = clawdbot::config::parse(&text);
+    }
+
+    /// Any well-formed document nesting more than 64 collections is refused by depth.
+    #[test]
+    fn deep_nesting_is_refused_by_depth(
+        depth in 64usize..400,
+        inner in "[a-z0-9 ,]{0,20}",
+        mapping in proptest::bool::ANY,
+    ) {
+        let (open, close) = if mapping { ("{a: ", "}") } else { ("[", "]") };
+        let text = format!("models: {}{inner}{}\n", open.repeat(depth), close.repeat(depth));
+        let e = clawdbot::config::parse(&text).unwrap_err();
+        prop_assert!(e.contains("nesting is deeper than 64 levels"), "{}", e);
+    }
+
     #[test]
     fn config_parser_never_panics_on_mutated_seed(pos in 0usize..SEED.len(), del in 0usize..8, ins in "[ -~\n:{}\\[\\]$#&*!|>'\"-]{0,12}") {
         let mut s = SEED.to_string();

@@ -8,6 +8,7 @@ use super::Shared;
 use crate::config::Config;
 use crate::ipc::proto::{Check, CheckStatus, HealthReport};
 use crate::model::ModelRouter;
+use crate::redact_url::redact_url;
 use crate::status::ModelReport;
 
 fn check(
@@ -58,6 +59,16 @@ pub(crate) async fn daemon_checks(shared: &Shared, timeout: Duration) -> HealthR
     let reports = shared.router.reports();
     checks.extend(reports.iter().map(saturation_check));
     checks.extend(reports.iter().map(prompt_check));
+    shown(checks)
+}
+
+/// The report as it may be shown: URL passwords masked in every detail and fix (the
+/// checks quote configured URLs and errors that may quote them).
+fn shown(mut checks: Vec<Check>) -> HealthReport {
+    for c in &mut checks {
+        c.detail = redact_url(&c.detail).into_owned();
+        c.fix = c.fix.as_deref().map(|f| redact_url(f).into_owned());
+    }
     HealthReport { checks }
 }
 
@@ -85,7 +96,7 @@ pub async fn preflight_checks(config: &Config, timeout: Duration) -> HealthRepor
         }
     }
     checks.extend(models);
-    HealthReport { checks }
+    shown(checks)
 }
 
 /// `max_tokens` of the one tiny completion `onboard` and the pre-flight make.

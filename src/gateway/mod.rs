@@ -138,7 +138,7 @@ impl Workload for Gateway {
             child_pid: s.child_pid,
             restarts: s.restarts,
             last_exit: s.last_exit,
-            health_url: self.probe.as_ref().map(|p| p.url().to_string()),
+            health_url: self.probe.as_ref().map(|p| p.shown_url().to_string()),
             healthy: s.healthy,
         });
     }
