@@ -5,6 +5,7 @@
 //! the CLI does without a daemon is synchronous std code so the CLI starts fast; the tokio
 //! runtime only exists inside the daemon (and the simulator), built after any fork.
 
+pub mod backoff;
 pub mod bot;
 pub mod cli;
 pub mod commands;

@@ -552,7 +552,7 @@ async fn a_redelivery_under_a_new_message_id_is_caught_by_its_msg_id() {
 }
 
 #[tokio::test]
-async fn gateway_timeouts_and_busy_webhooks_are_retried_once() {
+async fn gateway_timeouts_are_retried_once_and_busy_webhooks_fall_through_to_the_openapi() {
     let mut r = rig().await;
     // OpenAPI 504: one retry succeeds; two in a row fail naming the status.
     r.client.faults(json!({"gateway_504": 1})).await.unwrap();
@@ -567,28 +567,95 @@ async fn gateway_timeouts_and_busy_webhooks_are_retried_once() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("504"), "{err}");
-    // Session webhook errcode -1 ("system busy"): one retry succeeds; twice fails.
+    // Session webhook errcode -1 ("system busy"): one retry succeeds; twice in a row, the
+    // reply goes through the OpenAPI instead of failing.
     r.inject(json!({"text": "q", "conversation_type": "group", "sender_staff_id": "0423001"}))
         .await;
     let msg = r.next().await;
     r.client.faults(json!({"webhook_busy": 1})).await.unwrap();
     r.channel.reply(&msg, "busy once", false).await.unwrap();
     r.client.faults(json!({"webhook_busy": 2})).await.unwrap();
+    r.channel.reply(&msg, "busy twice", false).await.unwrap();
+    let out = r.client.outbox().await.unwrap();
+    let sent: Vec<(&str, &str)> = out
+        .iter()
+        .map(|e| {
+            (
+                e["route"].as_str().unwrap_or_default(),
+                e["text"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("group_send", "after one 504"),
+            ("session_webhook", "busy once"),
+            ("group_send", "busy twice")
+        ],
+        "nothing sent twice, nothing lost"
+    );
+    assert_eq!(out[2]["conversation_id"], msg.conversation_id.as_str());
+}
+
+#[tokio::test]
+async fn a_failing_session_webhook_falls_through_to_the_openapi_and_resumes_after_sent_parts() {
+    let mut r = rig().await;
+    // 1:1: the OpenAPI fallback is a batchSend to the sender's staff id.
+    r.inject(json!({"text": "q", "conversation_type": "direct", "sender_staff_id": "u42"}))
+        .await;
+    let direct = r.next().await;
+    r.client.faults(json!({"webhook_busy": 2})).await.unwrap();
+    r.channel.reply(&direct, "to u42", false).await.unwrap();
+    // Without a staff id there is nowhere else to send: the webhook's error is returned.
+    let mut anonymous = direct.clone();
+    anonymous.sender_staff_id = None;
+    r.client.faults(json!({"webhook_busy": 2})).await.unwrap();
     let err = r
         .channel
-        .reply(&msg, "busy twice", false)
+        .reply(&anonymous, "nowhere", false)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("errcode -1"), "{err}");
-    let texts: Vec<String> = r
-        .client
-        .outbox()
+    // Both routes down: the error names the OpenAPI, and nothing counts as sent.
+    let mut both_down = r.channel.outgoing("lost?", false);
+    r.client
+        .faults(json!({"webhook_busy": 2, "gateway_504": 2}))
         .await
-        .unwrap()
+        .unwrap();
+    let err = r
+        .channel
+        .reply_parts(&direct, &mut both_down)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("504"), "{err}");
+    assert_eq!(both_down.sent(), 0);
+    // A reply whose first part already went out sends only the rest.
+    let long = format!("{}\n{}", "a".repeat(3_000), "b".repeat(3_000));
+    let mut resumed = r.channel.outgoing(&long, false);
+    assert_eq!(resumed.parts(), 2);
+    resumed.mark_sent();
+    r.channel.reply_parts(&direct, &mut resumed).await.unwrap();
+    assert!(resumed.is_done());
+    let out = r.client.outbox().await.unwrap();
+    let sent: Vec<(&str, String)> = out
         .iter()
-        .map(|e| e["text"].as_str().unwrap_or_default().to_string())
+        .map(|e| {
+            let text = e["text"].as_str().unwrap_or_default();
+            (
+                e["route"].as_str().unwrap_or_default(),
+                text.chars().take(6).collect(),
+            )
+        })
         .collect();
-    assert_eq!(texts, ["after one 504", "busy once"], "nothing sent twice");
+    assert_eq!(
+        sent,
+        [
+            ("batch_send", "to u42".to_string()),
+            ("session_webhook", "bbbbbb".to_string())
+        ]
+    );
+    assert_eq!(out[0]["user_ids"][0], "u42");
 }
 
 #[tokio::test]

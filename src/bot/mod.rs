@@ -2,14 +2,20 @@
 //!
 //! Data path: channel (ACK at once, dedupe) -> durable inbox -> access policy -> memory and
 //! prompt -> model router (limits, fair queue, budget, fallback) -> reply (text/markdown or
-//! AI card) -> memory update -> inbox entry completed.
+//! AI card) -> memory update -> inbox entry completed. A reply DingTalk does not take is
+//! retried in the background (`redelivery`); open AI cards are recorded on disk
+//! (`open_cards`) until finalized, and those a crash left open are failed at start
+//! (`cards`).
 
+mod cards;
 mod conversations;
 mod health;
 mod inbox;
 mod inflight;
+mod open_cards;
 mod order;
 mod pipeline;
+mod redelivery;
 
 pub use health::preflight_checks;
 
@@ -30,6 +36,7 @@ use crate::status::DaemonReport;
 
 use inbox::Inbox;
 use inflight::InFlight;
+use open_cards::OpenCards;
 use order::TurnOrder;
 use pipeline::Conversations;
 
@@ -49,6 +56,10 @@ pub(crate) struct Shared {
     order: Arc<TurnOrder>,
     /// False once shutdown began: new messages stay in the inbox for the next run.
     accepting: AtomicBool,
+    /// AI cards opened and not finalized yet (durable).
+    open_cards: Option<Arc<OpenCards>>,
+    /// Replies being retried, and how retries ended.
+    delivery: redelivery::DeliveryStats,
 }
 
 impl Shared {
@@ -92,6 +103,13 @@ impl Bot {
                 None
             }
         };
+        let open_cards = match OpenCards::open(&paths.state) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the open-cards store; a card left by a crash stays open");
+                None
+            }
+        };
         let shared = Arc::new(Shared {
             router: ModelRouter::new(&config),
             conversations: Conversations::new(&config),
@@ -102,7 +120,10 @@ impl Bot {
             inflight: InFlight::default(),
             order: TurnOrder::new(),
             accepting: AtomicBool::new(true),
+            open_cards,
+            delivery: redelivery::DeliveryStats::default(),
         });
+        cards::close_left_open(&shared);
         pipeline::replay_inbox(&shared);
         tokio::spawn(pipeline::dispatch(shared.clone(), rx));
         Ok(Bot { shared })
@@ -126,6 +147,7 @@ impl Workload for Bot {
     fn fill_report(&self, report: &mut DaemonReport) {
         report.channel = self.shared.channel.as_ref().map(Channel::report);
         report.models = self.shared.router.reports();
+        report.delivery = Some(self.shared.delivery.report());
     }
 
     fn health(&self, timeout: Duration) -> BoxFuture<'_, HealthReport> {

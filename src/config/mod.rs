@@ -233,6 +233,30 @@ limits:
     }
 
     #[test]
+    fn redelivery_settings_are_bounded() {
+        let with = |extra: &str| parse(&format!("{SEED}reply:\n{extra}"));
+        let ok = with("  redelivery_attempts: 20\n  redelivery_delay_ms: 60000\n").unwrap();
+        assert_eq!(ok.reply.redelivery_attempts, 20);
+        let e = with("  redelivery_attempts: 21\n").unwrap_err();
+        assert!(
+            e.contains("reply.redelivery_attempts") && e.contains("maximum of 20"),
+            "{e}"
+        );
+        let e = with("  redelivery_delay_ms: 60001\n").unwrap_err();
+        assert!(
+            e.contains("reply.redelivery_delay_ms") && e.contains("maximum of 60000"),
+            "{e}"
+        );
+        let e = with("  redelivery_delay_ms: 5\n").unwrap_err();
+        assert!(
+            e.contains("redelivery_delay_ms") && e.contains("minimum of 10"),
+            "{e}"
+        );
+        let e = with("  redelivery_attempts: -1\n").unwrap_err();
+        assert!(e.contains("redelivery_attempts"), "{e}");
+    }
+
+    #[test]
     fn missing_env_var_is_named_with_location() {
         let e = parse(&SEED.replace(":-none", "")).unwrap_err();
         assert!(e.contains("CLAWDBOT_TEST_UNSET_KEY is not set"), "{e}");

@@ -307,7 +307,30 @@ pub struct ReplyConfig {
         deserialize_with = "in_range::<_, _, 1, MAX_REPLY_PARTS>"
     )]
     pub max_parts: usize,
+    /// Sent (session webhook while valid, else the OpenAPI) when an answer could still not
+    /// be delivered after `redelivery_attempts` retries.
+    #[serde(default = "default_undelivered_text")]
+    pub undelivered_text: String,
+    /// Retries of an undelivered reply by the running daemon, after the turn's own try
+    /// (0 = go straight to `undelivered_text`).
+    #[serde(
+        default = "default_redelivery_attempts",
+        deserialize_with = "in_range::<_, _, 0, MAX_REDELIVERY_ATTEMPTS>"
+    )]
+    pub redelivery_attempts: u32,
+    /// Wait before the first retry; each later one waits twice as long, at most 60 s.
+    #[serde(
+        default = "default_redelivery_delay_ms",
+        deserialize_with = "in_range::<_, _, 10, MAX_REDELIVERY_DELAY_MS>"
+    )]
+    pub redelivery_delay_ms: u64,
 }
+
+/// Most retries of an undelivered reply (`reply.redelivery_attempts`): with the 60 s cap
+/// between tries, a message's retries end within about 20 minutes.
+pub const MAX_REDELIVERY_ATTEMPTS: u64 = 20;
+/// Longest `reply.redelivery_delay_ms` (the doubling is capped there too).
+pub const MAX_REDELIVERY_DELAY_MS: u64 = 60_000;
 
 /// The smallest `reply.max_answer_chars`.
 pub const MIN_ANSWER_CHARS: u64 = 100;
@@ -564,6 +587,15 @@ fn default_reset_text() -> String {
 }
 fn default_restart_sorry_text() -> String {
     "Sorry, I was restarted before I could answer your last message. Please ask again.".into()
+}
+fn default_undelivered_text() -> String {
+    "Sorry, I could not deliver my answer to your last message. Please ask again.".into()
+}
+fn default_redelivery_attempts() -> u32 {
+    5
+}
+fn default_redelivery_delay_ms() -> u64 {
+    2000
 }
 fn default_system_prompt() -> String {
     "You are a helpful assistant answering in a DingTalk chat. Keep answers short and \

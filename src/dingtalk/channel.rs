@@ -16,11 +16,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::api::OpenApi;
-use super::card::CardStream;
+use super::card::{CardRef, CardStream};
 use super::error::ChannelError;
 use super::ingress::Ingress;
 use super::limiter::SendLimiter;
 use super::message::Inbound;
+use super::outgoing::OutgoingReply;
 use super::send::{batch_send, group_send};
 use super::split::{split_bounded, split_text};
 use super::stats::{self, Stats};
@@ -212,27 +213,46 @@ impl Channel {
             .store(max_parts.max(1), Ordering::Relaxed);
     }
 
-    /// Answers `to`: through its session webhook while valid and on an allowed origin
-    /// (mentioning the asker in groups), else — or on errcode 300001 — through the
-    /// OpenAPI; stream and callback messages both come through here, so a webhook off the
-    /// allowlist is never POSTed to in either mode. Long text is split into
-    /// at most `reply.max_parts` messages (the last one marked as cut when text is left
-    /// over), each sent when the send rate allows; all within [`REPLY_DELIVERY_LIMIT`].
+    /// `text` split into at most `reply.max_parts` parts (the last one marked as cut when
+    /// text is left over), none sent yet.
+    pub fn outgoing(&self, text: &str, markdown: bool) -> OutgoingReply {
+        let max_parts = self.inner.max_parts.load(Ordering::Relaxed);
+        OutgoingReply::from_parts(split_bounded(text, max_parts), markdown)
+    }
+
+    /// Answers `to` with `text`; see [`reply_parts`](Self::reply_parts).
     pub async fn reply(
         &self,
         to: &Inbound,
         text: &str,
         markdown: bool,
     ) -> Result<(), ChannelError> {
-        self.within_delivery_limit(|deadline| self.reply_parts(to, text, markdown, deadline))
+        self.reply_parts(to, &mut self.outgoing(text, markdown))
             .await
     }
 
-    async fn reply_parts(
+    /// Sends the parts of `reply` not sent yet, each when the send rate allows, all within
+    /// [`REPLY_DELIVERY_LIMIT`]: through `to`'s session webhook while it is valid and on an
+    /// allowed origin (mentioning the asker in groups; stream and callback messages both
+    /// come through here, so a webhook off the allowlist is never POSTed to); when the webhook is gone (300001) or fails
+    /// otherwise (errcode -1 after its one retry, 5xx, no answer), this and the remaining
+    /// parts go through the OpenAPI (`groupMessages/send`, or `oToMessages/batchSend` to
+    /// the sender's staff id). `reply` records every part DingTalk accepted, so a later
+    /// call resumes after them. A failed webhook try may in rare cases have delivered
+    /// (a timeout after DingTalk took it): a possible repeat is preferred to a lost reply.
+    pub async fn reply_parts(
         &self,
         to: &Inbound,
-        text: &str,
-        markdown: bool,
+        reply: &mut OutgoingReply,
+    ) -> Result<(), ChannelError> {
+        self.within_delivery_limit(|deadline| self.send_remaining(to, reply, deadline))
+            .await
+    }
+
+    async fn send_remaining(
+        &self,
+        to: &Inbound,
+        reply: &mut OutgoingReply,
         deadline: tokio::time::Instant,
     ) -> Result<(), ChannelError> {
         let mut use_session = to.session_webhook.as_deref().filter(|url| {
@@ -245,35 +265,46 @@ impl Channel {
             ConversationKind::Group => to.sender_staff_id.as_deref(),
             ConversationKind::Direct => None,
         };
-        let max_parts = self.inner.max_parts.load(Ordering::Relaxed);
-        for chunk in split_bounded(text, max_parts) {
+        let markdown = reply.markdown();
+        while let Some(part) = reply.next_part() {
+            let part = part.to_string();
+            let mut webhook_error = None;
             self.send_slot(&to.conversation_id, deadline).await?;
             if let Some(url) = use_session {
-                match post_session(&self.inner.http, url, &session_body(&chunk, markdown, at)).await
+                match post_session(&self.inner.http, url, &session_body(&part, markdown, at)).await
                 {
                     Ok(()) => {
                         self.count_out();
+                        reply.mark_sent();
                         continue;
                     }
-                    Err(e) if e.is_session_gone() => {
-                        tracing::info!(msg_id = %to.msg_id, "session webhook gone; falling back to the OpenAPI");
+                    Err(e) => {
+                        if e.is_session_gone() {
+                            tracing::info!(msg_id = %to.msg_id, "session webhook gone; falling back to the OpenAPI");
+                        } else {
+                            tracing::warn!(msg_id = %to.msg_id, error = %e, "session webhook failed; trying the OpenAPI");
+                        }
                         use_session = None;
+                        webhook_error = Some(e);
                     }
-                    Err(e) => return Err(self.failed(e)),
                 }
             }
-            let target =
-                match to.conversation_kind {
-                    ConversationKind::Group => Target::Group(to.conversation_id.clone()),
-                    ConversationKind::Direct => match &to.sender_staff_id {
-                        Some(s) => Target::User(s.clone()),
-                        None => return Err(self.failed(ChannelError::Unsupported(
+            let target = match to.conversation_kind {
+                ConversationKind::Group => Target::Group(to.conversation_id.clone()),
+                ConversationKind::Direct => match &to.sender_staff_id {
+                    Some(s) => Target::User(s.clone()),
+                    None => {
+                        return Err(self.failed(webhook_error.unwrap_or_else(|| {
+                            ChannelError::Unsupported(
                             "session webhook expired and the sender has no staff id for a 1:1 send"
                                 .into(),
-                        ))),
-                    },
-                };
-            self.send_to(&target, &chunk, markdown).await?;
+                        )
+                        })))
+                    }
+                },
+            };
+            self.send_to(&target, &part, markdown).await?;
+            reply.mark_sent();
         }
         Ok(())
     }
@@ -375,6 +406,14 @@ impl Channel {
         .map_err(|e| self.failed(e))?;
         self.count_out();
         Ok(card)
+    }
+
+    /// Finalizes a card a previous run left open: shows `text` and FAILED.
+    pub async fn fail_card(&self, card: &CardRef, text: &str) -> Result<(), ChannelError> {
+        CardStream::resume(self.inner.api.clone(), card)
+            .fail(text)
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     /// Health: the stream is connected (or the callback server listens) and an access

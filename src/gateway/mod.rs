@@ -16,7 +16,8 @@
 //! it returns only once the child's whole process group is gone (or SIGKILL was sent and
 //! waited for).
 
-pub mod backoff;
+/// The restart schedule lives in [`crate::backoff`], shared with the channel and the bot.
+pub use crate::backoff;
 pub mod child;
 pub mod cmdline;
 pub mod health;
