@@ -71,8 +71,10 @@ pub struct LaunchArgs {
     /// Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Log file (default: LOG_DIR/NAME.log). Rotated by size.
-    #[arg(long, value_name = "PATH")]
+    /// Log file, rotated by size, or `-` for stderr (`daemon run` only). Default: stderr
+    /// for `daemon run` under systemd or in a container, else LOG_DIR/NAME.log
+    /// (`logging.target` in the config can fix either).
+    #[arg(long, value_name = "PATH|-")]
     pub log: Option<PathBuf>,
     /// Supervise this command instead of running the bot (a model gateway such as llama-server).
     #[arg(long, value_name = "CMD ARGS")]

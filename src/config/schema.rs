@@ -452,6 +452,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// `logging.target`: where a daemon's log goes when `--log` does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogTargetSetting {
+    /// stderr for `daemon run` under systemd (`JOURNAL_STREAM`) or in a container, else
+    /// the log file.
+    #[default]
+    Auto,
+    /// Always stderr (`daemon run` only: `daemon start` refuses it).
+    Stderr,
+    /// Always the log file.
+    File,
+}
+
 /// `logging.level`: `error`, `warn`, `info`, `debug` or `trace` (any case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -516,6 +530,9 @@ pub struct LoggingConfig {
     pub max_files: usize,
     #[serde(default = "default_log_format")]
     pub format: LogFormat,
+    /// stderr or the log file (see [`LogTargetSetting`]); `--log` overrides it.
+    #[serde(default)]
+    pub target: LogTargetSetting,
     /// How much this program logs; dependencies are capped at `warn` whatever the level
     /// (they would log raw frames, with message text, at debug and trace).
     #[serde(default = "default_log_level")]

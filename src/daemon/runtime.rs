@@ -90,9 +90,13 @@ fn start_and_serve(
         .as_ref()
         .map(|c| c.logging.clone())
         .unwrap_or_else(LoggingConfig::default);
-    ensure_parent(&launch.log)?;
-    let (guard, last_error) = logging::init(&launch.log, &log_cfg)
-        .map_err(|e| crate::paths::io_error("open log file", &launch.log, e))?;
+    if let Some(file) = launch.log.file() {
+        ensure_parent(file)?;
+    }
+    let (guard, last_error) = logging::init(&launch.log, &log_cfg).map_err(|e| {
+        let file = launch.log.file().unwrap_or(std::path::Path::new("stderr"));
+        crate::paths::io_error("open log file", file, e)
+    })?;
     if let Err(e) = super::argv_mask::hide_secrets() {
         tracing::warn!("the command line may show secrets to `ps`: {e}");
     }
@@ -100,6 +104,10 @@ fn start_and_serve(
         Ok(key) => logging::install_hash_key(key),
         Err(e) => tracing::warn!("{e}"),
     }
+    tracing::info!(
+        log = %logging::describe_running(&launch.log),
+        "logging"
+    );
     let nofile = crate::listen::nofile::raise_soft_limit();
     tracing::info!(
         nofile,
@@ -254,7 +262,7 @@ impl Daemon<'_> {
         DaemonInfo {
             name: self.paths.name.clone(),
             config_path: self.launch.config.as_ref().map(|p| p.display().to_string()),
-            log_path: self.launch.log.display().to_string(),
+            log_path: logging::describe_running(&self.launch.log),
             socket: socket.display().to_string(),
             started_at_ms: now_ms(),
             started: Instant::now(),
