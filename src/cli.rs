@@ -58,7 +58,7 @@ pub enum DaemonCommand {
     Restart(RestartArgs),
     /// Show whether daemons are running, with their figures.
     Status(StatusArgs),
-    /// Print a daemon's log.
+    /// Print a daemon's log; for a daemon logging to stderr, say where its log is (exit 1).
     Logs(LogsArgs),
 }
 

@@ -134,4 +134,20 @@ podman stop -t 30 "$RUN_ID" >/dev/null 2>&1 || fail "podman stop"
 [ "$(podman inspect -f '{{.State.ExitCode}}' "$RUN_ID")" = 0 ] || fail "the daemon did not exit 0 on SIGTERM"
 podman logs "$RUN_ID" 2>&1 | grep -q "daemon stopped" || fail "no 'daemon stopped' line"
 
+# 8. The compose template, when docker-compose (1.29, Debian's) is here to validate it:
+# valid with the credentials set, refused naming the variable without them.
+COMPOSE=config-templates/docker-compose.yml
+if command -v docker-compose >/dev/null 2>&1; then
+    DINGTALK_CLIENT_ID=x DINGTALK_CLIENT_SECRET=y docker-compose -f "$COMPOSE" config -q \
+        || fail "docker-compose config rejects $COMPOSE"
+    if NOCRED=$(env -u DINGTALK_CLIENT_ID -u DINGTALK_CLIENT_SECRET \
+        docker-compose -f "$COMPOSE" config -q 2>&1); then
+        fail "$COMPOSE is accepted without DINGTALK_CLIENT_ID"
+    fi
+    echo "$NOCRED" | grep -q "set DINGTALK_CLIENT_" || fail "no clear message: $NOCRED"
+    echo "container: $COMPOSE validated by docker-compose" >&2
+else
+    echo "container: docker-compose absent: $COMPOSE not validated" >&2
+fi
+
 echo "container: PASS in $((SECONDS - started)) s" >&2

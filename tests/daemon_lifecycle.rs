@@ -955,11 +955,7 @@ fn under_journald_daemon_run_logs_to_stderr_and_writes_no_file() {
     );
     let st = home.run(&["--json", "daemon", "status", "--name", "jd"]);
     assert_eq!(st.code, 0, "{st:?}");
-    assert_eq!(
-        st.json()["log_path"],
-        "stderr (journald)",
-        "{st:?}"
-    );
+    assert_eq!(st.json()["log_path"], "stderr (journald)", "{st:?}");
     // `daemon logs` says where the lines are instead of printing nothing.
     let logs = home.run(&["daemon", "logs", "--name", "jd"]);
     assert_eq!(logs.code, 1, "{logs:?}");
@@ -983,7 +979,9 @@ fn log_dash_means_stderr_for_run_and_is_refused_by_start() {
     let stderr = home.path().join("stderr");
     let mut child = run_with_stderr_to(
         &home,
-        &["daemon", "run", "--name", "d", "--config", &cfg, "--log", "-"],
+        &[
+            "daemon", "run", "--name", "d", "--config", &cfg, "--log", "-",
+        ],
         &stderr,
         false,
     );
@@ -1051,13 +1049,21 @@ fn logging_target_file_keeps_the_file_under_journald() {
     let stderr = home.path().join("journal-stream");
     let mut child = run_with_stderr_to(
         &home,
-        &["daemon", "run", "--name", "f", "--config", cfg.to_str().unwrap()],
+        &[
+            "daemon",
+            "run",
+            "--name",
+            "f",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
         &stderr,
         true,
     );
     let log = || std::fs::read_to_string(home.log_path("f")).unwrap_or_default();
     assert!(
-        wait_until(Duration::from_secs(15), || log().contains("open-file limit")),
+        wait_until(Duration::from_secs(15), || log()
+            .contains("open-file limit")),
         "no log file; stderr: {}",
         std::fs::read_to_string(&stderr).unwrap_or_default()
     );

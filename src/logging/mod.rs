@@ -24,8 +24,8 @@ mod text_hash;
 
 pub(crate) use open::check_log_path;
 pub use target::LogTarget;
-pub use target::{describe_running, RunMode};
 pub(crate) use target::{choose as choose_target, detect_collector, Collector};
+pub use target::{describe_running, RunMode};
 
 pub use rotate::{request_reopen, write_errors, RotatingFile};
 pub use text_hash::text_for_log;

@@ -180,9 +180,7 @@ pub(crate) fn choose(
         }
         (None, LogTargetSetting::Stderr) => LogTarget::Stderr,
         (None, LogTargetSetting::File) => file(),
-        (None, LogTargetSetting::Auto)
-            if mode == RunMode::Foreground && collector.is_some() =>
-        {
+        (None, LogTargetSetting::Auto) if mode == RunMode::Foreground && collector.is_some() => {
             LogTarget::Stderr
         }
         (None, LogTargetSetting::Auto) => file(),
@@ -253,10 +251,7 @@ mod tests {
                 pick(None, Auto, Foreground, Some(c), Some("/old.log")),
                 Ok(LogTarget::Stderr)
             );
-            assert_eq!(
-                pick(None, Auto, Detached, Some(c), None),
-                Ok(file(DEFAULT))
-            );
+            assert_eq!(pick(None, Auto, Detached, Some(c), None), Ok(file(DEFAULT)));
             assert_eq!(
                 pick(None, File, Foreground, Some(c), None),
                 Ok(file(DEFAULT))
