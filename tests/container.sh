@@ -79,6 +79,8 @@ echo "container: built $IMAGE in $((SECONDS - t0)) s, $(podman image inspect -f 
     || fail "the image does not run as uid 10001"
 podman image inspect -f '{{json .Config.Volumes}}' "$IMAGE" | grep -q /var/lib/clawdbot \
     || fail "no VOLUME /var/lib/clawdbot"
+podman image inspect -f '{{json .Config.Env}}' "$IMAGE" | grep -q '"container=oci"' \
+    || fail "the image does not declare container=oci"
 
 # 2. The simulator on the host (it also serves an echo model at $SIM/demo/v1).
 "$BIN" sim serve --port-file "$WORK/sim.url" >"$WORK/sim.out" 2>&1 &
@@ -129,12 +131,20 @@ fi
 LOGS_CMD=$(podman exec "$RUN_ID" clawdbot daemon logs --name dingtalk-bot 2>&1) && fail "daemon logs exited 0"
 echo "$LOGS_CMD" | grep -q "podman logs" || fail "daemon logs does not say where the logs are: $LOGS_CMD"
 
-# 7. `podman stop` (SIGTERM) drains and exits 0.
+# 7. Liveness does not depend on the model (nor the channel): with the simulator and its
+# model gone, `clawdbot healthcheck` fails but the image's HEALTHCHECK still passes.
+kill "$SIM_PID" && wait "$SIM_PID" 2>/dev/null || true
+SIM_PID=""
+wait_for 20 "clawdbot healthcheck still passes with the model gone" \
+    sh -c "! podman exec $RUN_ID clawdbot healthcheck --name dingtalk-bot"
+podman healthcheck run "$RUN_ID" >/dev/null 2>&1 || fail "the HEALTHCHECK depends on the model"
+
+# 8. `podman stop` (SIGTERM) drains and exits 0.
 podman stop -t 30 "$RUN_ID" >/dev/null 2>&1 || fail "podman stop"
 [ "$(podman inspect -f '{{.State.ExitCode}}' "$RUN_ID")" = 0 ] || fail "the daemon did not exit 0 on SIGTERM"
 podman logs "$RUN_ID" 2>&1 | grep -q "daemon stopped" || fail "no 'daemon stopped' line"
 
-# 8. The compose template, when docker-compose (1.29, Debian's) is here to validate it:
+# 9. The compose template, when docker-compose (1.29, Debian's) is here to validate it:
 # valid with the credentials set, refused naming the variable without them.
 COMPOSE=config-templates/docker-compose.yml
 if command -v docker-compose >/dev/null 2>&1; then

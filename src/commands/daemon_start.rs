@@ -136,12 +136,8 @@ pub fn start_daemon(
 /// pid file, the start lock and the inbox), the socket folder, and the log (its folder
 /// made, the file openable under the rules of `logging::open`).
 fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Launch, CliError> {
+    // Loads and checks the config (for its logging.target) as the daemon will.
     let launch = Launch::resolve(paths, args, me, RunMode::Detached)?;
-    if launch.exec.is_none() {
-        if let Some(cfg) = &launch.config {
-            crate::config::load(cfg)?;
-        }
-    }
     paths.ensure_state_dir()?;
     crate::fsutil::probe_writable(&paths.state)
         .map_err(|e| io_error("create files in the state folder", &paths.state, e))?;
