@@ -69,7 +69,9 @@ wait_for() {
 
 # 1. The image, from a context holding only the Containerfile's input.
 mkdir -p "$WORK/context/target/release"
-objcopy --strip-debug "$BIN" "$WORK/context/target/release/clawdbot"
+# A debug build carries ~150 MB of debug info the image does not need.
+objcopy --strip-debug "$BIN" "$WORK/context/target/release/clawdbot" 2>/dev/null \
+    || cp "$BIN" "$WORK/context/target/release/clawdbot"
 cp Containerfile .dockerignore "$WORK/context/"
 t0=$SECONDS
 podman build --pull=never --network host --format docker -q -t "$IMAGE" \

@@ -976,11 +976,26 @@ fn under_journald_daemon_run_logs_to_stderr_and_writes_no_file() {
 #[test]
 fn log_dash_means_stderr_for_run_and_is_refused_by_start() {
     let (home, cfg) = home_with_config();
+    // JSON lines, so that every line on stderr can be checked to be one whole record.
+    let json_cfg = home.write(
+        "json.yaml",
+        &format!(
+            "{}logging:\n  format: json\n",
+            seed_config("http://127.0.0.1:9/v1")
+        ),
+    );
     let stderr = home.path().join("stderr");
     let mut child = run_with_stderr_to(
         &home,
         &[
-            "daemon", "run", "--name", "d", "--config", &cfg, "--log", "-",
+            "daemon",
+            "run",
+            "--name",
+            "d",
+            "--config",
+            json_cfg.to_str().unwrap(),
+            "--log",
+            "-",
         ],
         &stderr,
         false,
@@ -994,6 +1009,11 @@ fn log_dash_means_stderr_for_run_and_is_refused_by_start() {
     );
     assert_eq!(terminate(&mut child), Some(0));
     assert!(read().contains("daemon stopped"), "{}", read());
+    for line in read().lines() {
+        let record: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON record ({e}): {line}"));
+        assert!(record["level"].is_string(), "{line}");
+    }
     assert!(!home.log_path("d").exists(), "a log file was made");
     assert!(!home.path().join("-").exists(), "a file named - was made");
     let in_cwd = std::env::current_dir().unwrap().join("-");
