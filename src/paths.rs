@@ -533,4 +533,27 @@ mod tests {
         assert!(err.message.contains("control.sock"), "{}", err.message);
         assert!(err.message.contains("107"), "{}", err.message);
     }
+
+    #[test]
+    fn systemd_folders_are_the_instance_folders_as_they_are() {
+        let env = |var: &str| {
+            Some(std::ffi::OsString::from(match var {
+                "RUNTIME_DIRECTORY" => "/run/clawdbot/bot:/run/other",
+                "STATE_DIRECTORY" => "/var/lib/clawdbot/bot",
+                "LOGS_DIRECTORY" => "/var/log/clawdbot",
+                "CONFIGURATION_DIRECTORY" => "/etc/clawdbot",
+                _ => return None,
+            }))
+        };
+        let layout = service_dirs(Layout::under(Path::new("/h")), &env).unwrap();
+        let p = layout.daemon("bot").unwrap();
+        assert_eq!(p.socket, PathBuf::from("/run/clawdbot/bot/control.sock"));
+        assert_eq!(p.pid_file, PathBuf::from("/var/lib/clawdbot/bot/pid"));
+        assert_eq!(p.default_log, PathBuf::from("/var/log/clawdbot/bot.log"));
+        assert_eq!(p.default_config, PathBuf::from("/etc/clawdbot/bot.yaml"));
+        assert_eq!(p.state_root, p.state, "an instance folder is checked alone");
+        let relative = |var: &str| (var == "RUNTIME_DIRECTORY").then(|| "run/x".into());
+        let err = service_dirs(Layout::under(Path::new("/h")), &relative).unwrap_err();
+        assert!(err.message.contains("RUNTIME_DIRECTORY"), "{}", err.message);
+    }
 }

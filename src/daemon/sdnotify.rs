@@ -146,7 +146,8 @@ pub(crate) async fn report_loop(state: Arc<ControlState>) {
 mod tests {
     use super::*;
 
-    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
+    /// An environment holding exactly `pairs`.
+    fn env_of<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
         move |var| {
             pairs
                 .iter()
@@ -175,12 +176,7 @@ mod tests {
             &[("WATCHDOG_USEC", "soon")][..],
             &[("WATCHDOG_USEC", "1000"), ("WATCHDOG_PID", "x")][..],
         ] {
-            let env = move |var: &str| {
-                bad.iter()
-                    .find(|(k, _)| *k == var)
-                    .map(|(_, v)| OsString::from(v))
-            };
-            assert_eq!(watchdog_period(&env, 7), None, "{bad:?}");
+            assert_eq!(watchdog_period(&env_of(bad), 7), None, "{bad:?}");
         }
     }
 
