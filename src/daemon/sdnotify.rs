@@ -228,5 +228,19 @@ mod tests {
             });
         }
         assert_eq!(status_text(&r), "connected, 3 in flight, 4 queued");
+        let gateway = DaemonReport {
+            workload: "gateway".into(),
+            gateway: Some(crate::status::GatewayReport {
+                child_pid: Some(42),
+                healthy: Some(false),
+                restarts: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            status_text(&gateway),
+            "gateway pid 42, unhealthy, 2 restarts"
+        );
     }
 }
