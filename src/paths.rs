@@ -37,10 +37,10 @@ pub struct Layout {
     /// True when `run_dir` lies in the login session's runtime folder (`XDG_RUNTIME_DIR`),
     /// which belongs to the session: clawdbot never creates it, and it vanishes at logout.
     pub(crate) run_in_session: bool,
-    /// `run_dir` is one daemon's own folder (systemd's `$RUNTIME_DIRECTORY`), not a root
-    /// holding a folder per name.
+    /// `run_dir` is systemd's `$RUNTIME_DIRECTORY`: the own folder of the daemon it is
+    /// named after (`RuntimeDirectory=clawdbot/%i`), a root for any other name.
     pub(crate) run_is_instance: bool,
-    /// `state_dir` is one daemon's own folder (systemd's `$STATE_DIRECTORY`).
+    /// `state_dir` is systemd's `$STATE_DIRECTORY` (same rule as `run_is_instance`).
     pub(crate) state_is_instance: bool,
     /// Root's FHS layout: state folders owned by a service user are read, not trusted
     /// for signals (see [`StateAccess::ServiceOwned`]).
@@ -48,11 +48,10 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Resolves the layout from an explicit home (flag or env), else root/FHS, else XDG.
-    /// A home that exists but is not a folder is a usage error naming it (a home that does
-    /// not exist yet is created on first use).
-    /// Without a home, the folders systemd made for the service (when it runs under one)
-    /// replace the matching folders of the root/XDG layout.
+    /// Resolves the layout from an explicit home (flag or env), else root/FHS, else XDG,
+    /// with the folders systemd made for the service (when run by one) replacing the
+    /// matching ones. A home that exists but is not a folder is a usage error naming it
+    /// (a home that does not exist yet is created on first use).
     pub fn resolve(home: Option<&Path>) -> Result<Layout, CliError> {
         match home {
             Some(home) => check_home(home).map(|()| Layout::under(home)),
@@ -141,8 +140,8 @@ impl Layout {
     /// lock or a pid file), sorted. No state folder yet means no daemons; an unreadable
     /// one is an error naming it.
     pub fn daemon_names(&self) -> Result<Vec<String>, CliError> {
-        if self.state_is_instance {
-            return Ok(self.instance_name().into_iter().collect());
+        if let Some(name) = self.instance_name() {
+            return Ok(vec![name]);
         }
         let entries = match fs::read_dir(&self.state_dir) {
             Ok(entries) => entries,
@@ -167,9 +166,12 @@ impl Layout {
 }
 
 impl Layout {
-    /// The one daemon of an instance state folder, named by the folder, when it was
-    /// ever started.
+    /// The one daemon of systemd's instance state folder, named by the folder, when it
+    /// was ever started there.
     fn instance_name(&self) -> Option<String> {
+        if !self.state_is_instance {
+            return None;
+        }
         let started = ["start.lock", "pid"]
             .iter()
             .any(|f| fs::symlink_metadata(self.state_dir.join(f)).is_ok());
@@ -178,10 +180,11 @@ impl Layout {
     }
 }
 
-/// A daemon's folder and the root checked with it: `base/name` below `base`, or `base`
-/// itself (checked alone) when it is already the instance's folder.
+/// A daemon's folder and the root checked with it: `base` itself (checked alone: systemd
+/// made it, inside a root-owned parent) when it is systemd's folder named after this
+/// daemon, else `base/name` below `base`.
 fn instance_folder(base: &Path, is_instance: bool, name: &str) -> (PathBuf, PathBuf) {
-    if is_instance {
+    if is_instance && base.file_name().is_some_and(|f| f == name) {
         (base.to_path_buf(), base.to_path_buf())
     } else {
         (base.join(name), base.to_path_buf())
@@ -189,8 +192,10 @@ fn instance_folder(base: &Path, is_instance: bool, name: &str) -> (PathBuf, Path
 }
 
 /// Replaces the folders of `base` by those systemd made for the running service:
-/// `RUNTIME_DIRECTORY` and `STATE_DIRECTORY` are the instance's own folders (the socket,
-/// the pid file and state go straight into them), `LOGS_DIRECTORY` and
+/// `RUNTIME_DIRECTORY` and `STATE_DIRECTORY` are the own folders of the daemon they are
+/// named after (the socket, the pid file and state go straight into them; a daemon of
+/// another name gets a folder inside them, as in a unit with `RuntimeDirectory=clawdbot`),
+/// `LOGS_DIRECTORY` and
 /// `CONFIGURATION_DIRECTORY` hold `NAME.log` and `NAME.yaml`. systemd lists several
 /// folders separated by `:` when a unit names several; the first is used. A value that
 /// is not an absolute path is a usage error naming the variable.
@@ -552,6 +557,16 @@ mod tests {
         assert_eq!(p.default_log, PathBuf::from("/var/log/clawdbot/bot.log"));
         assert_eq!(p.default_config, PathBuf::from("/etc/clawdbot/bot.yaml"));
         assert_eq!(p.state_root, p.state, "an instance folder is checked alone");
+        let other = layout.daemon("other").unwrap();
+        assert_eq!(
+            other.socket,
+            PathBuf::from("/run/clawdbot/bot/other/control.sock"),
+            "another name never shares the instance's folder"
+        );
+        assert_eq!(
+            other.pid_file,
+            PathBuf::from("/var/lib/clawdbot/bot/other/pid")
+        );
         let relative = |var: &str| (var == "RUNTIME_DIRECTORY").then(|| "run/x".into());
         let err = service_dirs(Layout::under(Path::new("/h")), &relative).unwrap_err();
         assert!(err.message.contains("RUNTIME_DIRECTORY"), "{}", err.message);
