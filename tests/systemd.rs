@@ -233,15 +233,20 @@ fn root_status_finds_a_system_service_running_as_another_user() {
     let name = format!("sdtest{}", std::process::id());
     let run_dir = PathBuf::from("/run/clawdbot").join(&name);
     let state_dir = PathBuf::from("/var/lib/clawdbot").join(&name);
-    struct Cleanup(Vec<PathBuf>);
+    /// Removes the instance folders, then their parents when this test made them and
+    /// they are empty (`remove_dir` never removes a folder in use by anything else).
+    struct Cleanup(Vec<PathBuf>, Vec<PathBuf>);
     impl Drop for Cleanup {
         fn drop(&mut self) {
             for dir in &self.0 {
                 let _ = std::fs::remove_dir_all(dir);
             }
+            for parent in &self.1 {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
     }
-    let _cleanup = Cleanup(vec![run_dir.clone(), state_dir.clone()]);
+    let mut cleanup = Cleanup(vec![run_dir.clone(), state_dir.clone()], Vec::new());
     // What systemd does for RuntimeDirectory=clawdbot/%i, StateDirectory=clawdbot/%i:
     // root-owned parents (0755), the instance folder owned by the service user.
     let other = tempfile::Builder::new()
@@ -253,6 +258,7 @@ fn root_status_finds_a_system_service_running_as_another_user() {
         let parent = dir.parent().unwrap();
         if !parent.exists() {
             std::fs::create_dir_all(parent).unwrap();
+            cleanup.1.push(parent.to_path_buf());
             std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         std::fs::create_dir(dir).unwrap();
