@@ -81,6 +81,8 @@ pub fn start_daemon(
 ) -> CmdResult {
     let me = super::invocation(layout);
     let paths = layout.daemon(&args.name)?;
+    // A service user's folder (root, system layout) is for systemd to start from.
+    paths.check_state_dir()?;
     let launch = preflight(&paths, args, &me)?;
     let lock = StartLock::acquire(&paths.start_lock, timeout)?;
 

@@ -53,7 +53,9 @@ pub fn probe(paths: &DaemonPaths) -> Probe {
 /// A connection that said hello, or why there is none. Never blocks longer than about
 /// [`PROBE_TIMEOUT`].
 pub fn connect(paths: &DaemonPaths) -> Result<Client, Down> {
-    match paths.check_state_dir() {
+    // A service user's folder is read by root too (status); what acts on it (stop,
+    // start, leftovers) asks `check_state_dir`, which refuses it.
+    match paths.state_access() {
         Ok(_) => {}
         Err(e) if e.code == Code::Usage => return Err(Down::UnsafeFolder { reason: e.message }),
         Err(e) => return Err(Down::Denied { reason: e.message }),

@@ -223,6 +223,7 @@ impl Daemon<'_> {
         tracing::info!(name = %self.paths.name, pid = std::process::id(), workload = workload.kind(), "daemon ready");
         ready.ready();
         sdnotify::notify("READY=1");
+        let _notifier = AbortOnDrop(tokio::spawn(sdnotify::report_loop(state.clone())));
 
         let mut heal = tokio::time::interval(HEAL_INTERVAL);
         heal.set_missed_tick_behavior(MissedTickBehavior::Delay);
