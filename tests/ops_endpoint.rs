@@ -7,15 +7,24 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clawdbot::model::demo::FakeConfig;
+use clawdbot::model::demo::{FakeBehavior, FakeConfig};
 use serde_json::Value;
 use support::stack::Stack;
 use support::{free_port, Home};
 
 /// A bot whose ops endpoint listens on a free loopback port; returns its base URL.
 fn bot_with_ops(stack: &Stack) -> String {
+    bot_with_ops_and(stack, 2, 5000)
+}
+
+/// [`bot_with_ops`] with `limit` model slots and a `timeout_ms` model budget.
+fn bot_with_ops_and(stack: &Stack, limit: usize, timeout_ms: u64) -> String {
     let port = free_port();
-    let cfg = stack.config(2, 5000, &format!("ops:\n  listen: \"127.0.0.1:{port}\"\n"));
+    let cfg = stack.config(
+        limit,
+        timeout_ms,
+        &format!("ops:\n  listen: \"127.0.0.1:{port}\"\n"),
+    );
     stack.start_bot(&cfg);
     format!("http://127.0.0.1:{port}")
 }
@@ -190,6 +199,51 @@ fn metrics_and_status_count_turns_by_outcome_without_text() {
     assert_eq!(get(&stack, &format!("{base}/nothing-here")).0, 404);
 }
 
+/// A model that answers after `ms`.
+fn slow_model(ms: u64) -> FakeConfig {
+    FakeConfig::from(FakeBehavior {
+        latency_ms: ms,
+        ..FakeBehavior::default()
+    })
+}
+
+#[test]
+fn readyz_says_draining_while_a_stopping_daemon_finishes_its_turns() {
+    let stack = Stack::new(slow_model(3000), &[]);
+    let base = bot_with_ops_and(&stack, 2, 10_000);
+    wait_readyz(&stack, &base, 200, Duration::from_secs(10));
+    stack.inject_group("cidOpsDrain==", "hello");
+    let in_flight = "clawdbot_model_in_flight{model=\"local_chat\"}";
+    assert!(
+        support::wait_until(Duration::from_secs(10), || {
+            sample(&get(&stack, &format!("{base}/metrics")).1, in_flight) == Some(1.0)
+        }),
+        "the turn reached the model"
+    );
+    let mut stop = stack
+        .home
+        .command(&["daemon", "stop", "--name", "bot", "--timeout", "10"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("daemon stop");
+    let draining = wait_readyz(&stack, &base, 503, Duration::from_secs(5));
+    assert!(
+        draining["reasons"].to_string().contains("draining"),
+        "{draining}"
+    );
+    assert_eq!(
+        get(&stack, &format!("{base}/livez")).0,
+        200,
+        "alive while draining"
+    );
+    assert!(stop.wait().unwrap().success());
+    assert_eq!(
+        stack.replies_in("cidOpsDrain==").len(),
+        1,
+        "the turn was finished"
+    );
+}
+
 #[test]
 fn non_loopback_ops_address_needs_allow_remote_and_bad_addresses_name_the_key() {
     let home = Home::new();
@@ -288,22 +342,30 @@ fn chromium(profile: &std::path::Path, extra: &[&str], url: &str) -> std::proces
 #[test]
 #[ignore = "needs chromium: run by .ci/run"]
 fn status_page_shows_the_figures_in_headless_chromium() {
-    let stack = Stack::new(FakeConfig::default(), &[]);
-    let base = bot_with_ops(&stack);
+    // A slow model and more turns than slots, so the chart has load to draw (one load
+    // sample every 5 s).
+    let stack = Stack::new(slow_model(6000), &[]);
+    let base = bot_with_ops_and(&stack, 2, 20_000);
     wait_readyz(&stack, &base, 200, Duration::from_secs(10));
     for i in 0..3 {
         stack.inject_group(&format!("cidOpsPage{i}=="), "hello");
     }
-    stack.wait_outbox(3, Duration::from_secs(15));
-    // At least two load samples so the chart has lines (one every 5 s).
-    let history_len = |stack: &Stack| {
-        let doc: Value =
-            serde_json::from_str(&get(stack, &format!("{base}/status.json")).1).unwrap();
-        doc["history"].as_array().map_or(0, Vec::len)
+    stack.wait_outbox(3, Duration::from_secs(30));
+    let status = |stack: &Stack| -> Value {
+        serde_json::from_str(&get(stack, &format!("{base}/status.json")).1).unwrap()
     };
+    let doc = status(&stack);
+    let loaded = doc["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["models"][0]["in_flight"].as_u64() > Some(0));
+    assert!(loaded, "a sample saw the slots in use: {doc}");
     assert!(
-        support::wait_until(Duration::from_secs(15), || history_len(&stack) >= 2),
-        "load samples recorded"
+        support::wait_until(Duration::from_secs(10), || {
+            status(&stack)["models"][0]["in_flight"] == 0
+        }),
+        "the last turn finished"
     );
 
     let profile = tempfile::tempdir().unwrap();
