@@ -112,7 +112,7 @@ impl Observed {
             })
             .filter(|(_, n)| *n > 0)
             .collect();
-        out.sort_by(|a, b| b.1.cmp(&a.1));
+        out.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
         out
     }
 }
@@ -380,7 +380,7 @@ impl ReportCollector {
             ),
         ];
         for (name, help, kind, figure) in per_model {
-            let mut m = e.encode_descriptor(name, help, None, kind.clone())?;
+            let mut m = e.encode_descriptor(name, help, None, kind)?;
             for r in models {
                 let labels = ModelLabel {
                     model: r.name.clone(),
