@@ -150,6 +150,14 @@ impl Workload for Bot {
         report.delivery = Some(self.shared.delivery.report());
     }
 
+    fn readiness(&self) -> Option<crate::ops::readiness::ReadinessFacts> {
+        Some(crate::ops::readiness::ReadinessFacts {
+            channel: self.shared.channel.as_ref().map(Channel::readiness),
+            inbox: self.shared.inflight.readiness(),
+            draining: !self.shared.accepting.load(Ordering::SeqCst),
+        })
+    }
+
     fn health(&self, timeout: Duration) -> BoxFuture<'_, HealthReport> {
         Box::pin(health::daemon_checks(&self.shared, timeout))
     }

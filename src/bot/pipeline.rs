@@ -178,6 +178,7 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
             tracing::warn!(msg_id = %msg.msg_id, %reason, timed_out, ms = arrived.elapsed().as_millis() as u64, "model failed; fallback reply sent");
         }
     }
+    crate::ops::metrics::observed().turn_finished(arrived.elapsed());
 }
 
 /// The label an outcome is completed under (logs only).
@@ -396,8 +397,9 @@ async fn finish(shared: &Arc<Shared>, msg: &Inbound, text: &str, label: &'static
     deliver(shared, channel, msg, text, false, label).await;
 }
 
-fn complete(shared: &Shared, msg: &Inbound, label: &str) {
+fn complete(shared: &Shared, msg: &Inbound, label: &'static str) {
     tracing::debug!(msg_id = %msg.msg_id, outcome = label, "turn complete");
+    crate::ops::metrics::observed().replied(label);
     if let Some(inbox) = &shared.inbox {
         if let Err(e) = inbox.complete(&msg.msg_id) {
             tracing::error!(msg_id = %msg.msg_id, error = %e, "cannot mark the message answered in the inbox");

@@ -117,7 +117,26 @@ pub fn permission_warnings(path: &Path) -> Vec<String> {
     warnings
 }
 
+/// A non-loopback ops address needs `ops.allow_remote: true` (the page and metrics show
+/// figures an operator may not want on the network).
+fn check_ops(ops: Option<&OpsConfig>) -> Result<(), String> {
+    let Some(ops) = ops else { return Ok(()) };
+    let addr: std::net::SocketAddr = ops
+        .listen
+        .trim()
+        .parse()
+        .map_err(|_| "ops.listen: must be an IP:PORT socket address".to_string())?;
+    if !addr.ip().is_loopback() && !ops.allow_remote {
+        return Err(format!(
+            "ops.listen: {addr} is not a loopback address; set ops.allow_remote: true to serve \
+             the ops endpoint beyond this host, or listen on 127.0.0.1"
+        ));
+    }
+    Ok(())
+}
+
 fn check_references(c: &Config) -> Result<(), String> {
+    check_ops(c.ops.as_ref())?;
     if c.models.is_empty() {
         return Err("models: at least one model is needed".into());
     }

@@ -36,6 +36,24 @@ pub struct Config {
     pub access: AccessConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// The HTTP ops endpoint (`/livez`, `/readyz`, `/metrics`, status page); off when absent.
+    #[serde(default)]
+    pub ops: Option<OpsConfig>,
+}
+
+/// The HTTP ops endpoint.
+///
+/// Invariant (checked at load): `listen` is a loopback address unless `allow_remote` is
+/// true, so figures are never served beyond this host by accident.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    /// `IP:PORT` to serve on, e.g. `127.0.0.1:9464`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: String,
+    /// Must be true for a `listen` address that is not loopback.
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

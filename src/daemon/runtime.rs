@@ -198,6 +198,13 @@ impl Daemon<'_> {
         ready: &mut ReadyPipe,
         claim: &mut Claim,
     ) -> Result<Code, CliError> {
+        let ops_listener = match config.as_ref().and_then(|c| c.ops.as_ref()) {
+            Some(cfg) => Some(crate::ops::OpsServer::bind(cfg).await.map_err(|e| {
+                tracing::error!("startup failed: {e}");
+                CliError::failure(e)
+            })?),
+            None => None,
+        };
         let listener = claim.bind()?;
         let listener = tokio_listener(listener, claim.socket_path())?;
         let mut signals = Signals::install()?;
@@ -219,6 +226,12 @@ impl Daemon<'_> {
             shutdown: shutdown_tx.clone(),
         });
         let mut server = AbortOnDrop(tokio::spawn(control::serve(listener, state.clone())));
+        let ops = match ops_listener {
+            Some(l) => {
+                Some(crate::ops::OpsServer::start(l, state.clone()).map_err(CliError::failure)?)
+            }
+            None => None,
+        };
 
         tracing::info!(name = %self.paths.name, pid = std::process::id(), workload = workload.kind(), "daemon ready");
         ready.ready();
@@ -253,6 +266,9 @@ impl Daemon<'_> {
         tokio::select! {
             _ = workload.shutdown(drain) => {}
             sig = signals.stop.next() => tracing::warn!("second {sig}: exiting without draining"),
+        }
+        if let Some(ops) = ops {
+            ops.stop().await;
         }
         drop(server);
         tracing::info!("daemon stopped");

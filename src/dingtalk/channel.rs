@@ -206,6 +206,16 @@ impl Channel {
         self.inner.stats.report()
     }
 
+    /// The channel's state as `/readyz` judges it.
+    pub(crate) fn readiness(&self) -> crate::ops::readiness::ChannelFacts {
+        let stats = &self.inner.stats;
+        crate::ops::readiness::ChannelFacts {
+            state: stats.state(),
+            streaming: stats.mode() == "stream",
+            last_received_ms: stats.last_received_ms(),
+        }
+    }
+
     /// Sets `reply.max_parts`: the most messages one [`reply`](Self::reply) becomes.
     pub fn set_max_parts(&self, max_parts: usize) {
         self.inner

@@ -232,6 +232,9 @@ impl StreamClient {
                     last_rx = Instant::now();
                     ping_sent = None;
                     *attempt = 0;
+                    if matches!(msg, Some(Ok(_))) {
+                        self.stats.received(super::now_ms());
+                    }
                     match msg {
                         None => return End::Lost("server closed the stream".into()),
                         Some(Err(e)) => return End::Lost(format!("stream read failed: {e}")),
@@ -241,6 +244,7 @@ impl StreamClient {
                                 if let Err(e) = ws.send(Message::text(ack)).await {
                                     return End::Lost(format!("ACK write failed: {e}"));
                                 }
+                                crate::ops::metrics::observed().ack_written(last_rx.elapsed());
                             }
                             if let Some((id, payload)) = handled.robot_message {
                                 self.ingress.accept(id.as_deref(), &payload);
