@@ -2,8 +2,8 @@
 //!
 //! Invariants:
 //! - every accepted message gets exactly one final reply (answer, busy, fallback,
-//!   unsupported, denied or rate-limited), and its inbox entry is completed only after
-//!   that reply was handed to DingTalk;
+//!   unsupported, denied or rate-limited), and it is marked answered in the journal right
+//!   after DingTalk accepted that reply (never before);
 //! - an AI card, once opened, is always finalized (finished or failed);
 //! - nothing here logs message text, prompts or answers unless
 //!   `logging.log_message_text` is on (ids, lengths, hashes and figures only).
@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
+
+/// When DingTalk accepted a reply (the start of the window before its "answered" record).
+type RepliedAt = Option<Instant>;
 
 use super::Shared;
 use crate::config::Config;
@@ -24,28 +27,15 @@ use super::conversations::Admission;
 pub use super::conversations::Conversations;
 use super::order::Ticket;
 
-/// Receives messages from the channel and runs each turn in its own task, with a ticket
-/// taken here, in arrival order, so a conversation's turns run one after another; the
-/// model limiter bounds how many reach the model and keeps conversations fair.
-pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound>) {
+/// Receives messages once the journal made them durable and runs each turn in its own
+/// task, with a ticket taken here, in arrival order, so a conversation's turns run one
+/// after another; the model limiter bounds how many reach the model and keeps
+/// conversations fair.
+pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Inbound>) {
     while let Some(msg) = rx.recv().await {
         let arrived = Instant::now();
-        let accepted = match &shared.inbox {
-            Some(inbox) => match inbox.accept(&msg.msg_id, &msg) {
-                Ok(fresh) => fresh,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot write the inbox entry; answering without durability");
-                    true
-                }
-            },
-            None => true,
-        };
-        if !accepted {
-            tracing::info!(msg_id = %msg.msg_id, "duplicate message dropped (already pending or answered)");
-            continue;
-        }
         if !shared.accepting.load(Ordering::SeqCst) {
-            tracing::info!(msg_id = %msg.msg_id, "shutting down: message kept in the inbox for the next start");
+            tracing::info!(msg_id = %msg.msg_id, "shutting down: message kept in the journal for the next start");
             continue;
         }
         let ticket = shared.order.ticket(&msg.conversation_id);
@@ -54,14 +44,10 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound
     }
 }
 
-/// Answers what a previous run accepted but did not answer. A message whose session
+/// Answers what a previous run accepted but did not answer (`pending`, oldest first, as
+/// the journal recovered it: answered ids are never among them). A message whose session
 /// webhook expired is told sorry (through the OpenAPI) instead of answered late.
-pub(crate) fn replay_inbox(shared: &Arc<Shared>) {
-    let Some(inbox) = &shared.inbox else { return };
-    let (pending, corrupt) = inbox.pending::<Inbound>();
-    for path in corrupt {
-        tracing::error!(path = %path.display(), "unreadable inbox entry set aside");
-    }
+pub(crate) fn replay(shared: &Arc<Shared>, pending: Vec<Inbound>) {
     if pending.is_empty() {
         return;
     }
@@ -69,7 +55,7 @@ pub(crate) fn replay_inbox(shared: &Arc<Shared>) {
         count = pending.len(),
         "replaying messages accepted before the last stop"
     );
-    for (_, msg) in pending {
+    for msg in pending {
         let ticket = shared.order.ticket(&msg.conversation_id);
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -176,8 +162,8 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
             "fallback"
         }
     };
-    if delivered {
-        complete(shared, &msg, label);
+    if let Some(at) = delivered {
+        complete(shared, &msg, label, at);
     }
 }
 
@@ -233,7 +219,7 @@ async fn answer_in_text(
     msg: &Inbound,
     turn: &Turn,
     mut hooks: Hooks<'_>,
-) -> (TurnOutcome, bool) {
+) -> (TurnOutcome, RepliedAt) {
     let cfg = hooks.cfg;
     let answer = shared.router.answer_with(turn, &mut hooks);
     tokio::pin!(answer);
@@ -271,7 +257,7 @@ async fn answer_in_card(
     msg: &Inbound,
     turn: &Turn,
     mut hooks: Hooks<'_>,
-) -> (TurnOutcome, bool) {
+) -> (TurnOutcome, RepliedAt) {
     let cfg = hooks.cfg;
     let mut card = match channel.open_card(msg).await {
         Ok(card) => card,
@@ -305,7 +291,7 @@ async fn answer_in_card(
         _ => card.fail(&text).await,
     };
     let delivered = match result {
-        Ok(()) => true,
+        Ok(()) => Some(Instant::now()),
         Err(e) => {
             tracing::warn!(msg_id = %msg.msg_id, error = %e, "card not finalized; replying with text");
             deliver(channel, msg, &text, markdown(cfg)).await
@@ -314,12 +300,13 @@ async fn answer_in_card(
     (outcome, delivered)
 }
 
-async fn deliver(channel: &Channel, msg: &Inbound, text: &str, markdown: bool) -> bool {
+/// Sends the reply; `Some(when DingTalk accepted it)` on success.
+async fn deliver(channel: &Channel, msg: &Inbound, text: &str, markdown: bool) -> RepliedAt {
     match channel.reply(msg, text, markdown).await {
-        Ok(()) => true,
+        Ok(()) => Some(Instant::now()),
         Err(e) => {
-            tracing::error!(msg_id = %msg.msg_id, error = %e, "reply not delivered; kept in the inbox for retry after restart");
-            false
+            tracing::error!(msg_id = %msg.msg_id, error = %e, "reply not delivered; kept in the journal for retry after restart");
+            None
         }
     }
 }
@@ -329,16 +316,14 @@ async fn finish(shared: &Arc<Shared>, msg: &Inbound, text: &str, label: &str) {
     let Some(channel) = shared.channel.as_ref() else {
         return;
     };
-    if deliver(channel, msg, text, false).await {
-        complete(shared, msg, label);
+    if let Some(at) = deliver(channel, msg, text, false).await {
+        complete(shared, msg, label, at);
     }
 }
 
-fn complete(shared: &Shared, msg: &Inbound, label: &str) {
+/// Marks the message answered: at once in memory (never answered twice in this run), and
+/// in the journal right after (a write error is retried there and shown in status).
+fn complete(shared: &Shared, msg: &Inbound, label: &str, replied_at: Instant) {
+    shared.journal.done(&msg.msg_id, replied_at);
     tracing::debug!(msg_id = %msg.msg_id, outcome = label, "turn complete");
-    if let Some(inbox) = &shared.inbox {
-        if let Err(e) = inbox.complete(&msg.msg_id) {
-            tracing::error!(msg_id = %msg.msg_id, error = %e, "cannot mark the message answered in the inbox");
-        }
-    }
 }

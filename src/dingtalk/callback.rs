@@ -2,8 +2,9 @@
 //! POSTs on any path, verifies `timestamp` + `sign` against the app secret, and hands the
 //! body (plain §2 JSON) to [`Ingress`].
 //!
-//! Invariant: an unsigned, badly signed or stale (> 1 h) request is refused with 401 and
-//! never reaches the bot.
+//! Invariants: an unsigned, badly signed or stale (> 1 h) request is refused with 401 and
+//! never reaches the bot; a message is answered 200 only once it is durable (503 when it
+//! could not be stored, so DingTalk may send it again).
 
 use std::sync::Arc;
 
@@ -78,6 +79,13 @@ async fn handle(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) ->
                 .into_response()
         }
     };
-    ctx.ingress.accept(None, &payload);
-    Json(json!({})).into_response()
+    if ctx.ingress.admit(None, &payload).await {
+        Json(json!({})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"errcode": 503, "errmsg": "message not stored; send it again"})),
+        )
+            .into_response()
+    }
 }
