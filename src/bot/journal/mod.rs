@@ -31,6 +31,9 @@ mod record;
 mod stats;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,6 +113,23 @@ impl Journal {
         state: &Path,
         dispatch: mpsc::UnboundedSender<Inbound>,
     ) -> Result<Opened, JournalError> {
+        let sync_delay = std::env::var(FSYNC_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or_default();
+        if !sync_delay.is_zero() {
+            tracing::warn!(ms = sync_delay.as_millis() as u64, "{FSYNC_DELAY_ENV} is set: every journal sync is delayed (test hook)");
+        }
+        Self::open_with(state, dispatch, sync_delay)
+    }
+
+    /// [`Journal::open`] with an explicit extra delay before each sync.
+    fn open_with(
+        state: &Path,
+        dispatch: mpsc::UnboundedSender<Inbound>,
+        sync_delay: Duration,
+    ) -> Result<Opened, JournalError> {
         let dir = state.join("journal");
         prepare_dir(&dir)?;
         let path = dir.join("journal.log");
@@ -163,11 +183,6 @@ impl Journal {
         stats
             .pending
             .store(index.pending_count(), std::sync::atomic::Ordering::Relaxed);
-        let sync_delay = std::env::var(FSYNC_DELAY_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_millis)
-            .unwrap_or_default();
         let writer = Writer::new(WriterInit {
             dir,
             path: path.clone(),

@@ -86,7 +86,7 @@ mod tests {
     use crate::dingtalk::InboundContent;
     use proptest::prelude::*;
 
-    pub(crate) fn message(id: &str) -> Inbound {
+    fn message(id: &str) -> Inbound {
         Inbound {
             msg_id: id.to_string(),
             conversation_id: "cidT==".into(),
