@@ -45,13 +45,18 @@ impl Index {
         self.pending.insert(self.next_seq, (id, encoded));
     }
 
-    /// Marks `id` answered (pending or not).
-    pub(crate) fn mark_done(&mut self, id: &str) {
+    /// Drops a pending id whose record turned out not durable.
+    pub(crate) fn forget_pending(&mut self, id: &str) {
         if let Some(seq) = self.pending_seq.remove(id) {
             if let Some((_, bytes)) = self.pending.remove(&seq) {
                 self.pending_bytes -= bytes.len();
             }
         }
+    }
+
+    /// Marks `id` answered (pending or not).
+    pub(crate) fn mark_done(&mut self, id: &str) {
+        self.forget_pending(id);
         if self.done.insert(id.to_string()) {
             self.done_order.push_back(id.to_string());
             while self.done_order.len() > DONE_KEEP {

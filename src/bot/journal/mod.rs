@@ -2,10 +2,11 @@
 //! HTTP callback answered), and its "answered" mark is recorded right after its reply.
 //!
 //! Design: one append-only file `STATE/journal/journal.log` of checksummed records
-//! ([`record`]: `Accepted{id, msg}`, `Done{id}`), written by one dedicated thread doing
-//! group commit ([`writer`]): every record queued while a sync runs goes into the next
-//! write + `fdatasync`, so durability costs one sync per batch, off the async workers, and
-//! there is no file create, rename or unlink per message. Chosen over a file per message
+//! ([`record`]: `Accepted{id, msg}`, `Done{id}`), written by two dedicated threads doing
+//! group commit ([`writer`]): records are appended as they come, and every accept written
+//! while a sync runs is covered by the next `fdatasync`, so durability costs one sync per
+//! batch, off the async workers, and there is no file create, rename or unlink per
+//! message. Chosen over a file per message
 //! (the v0.1 inbox: a create, a sync, a rename and a folder sync each) and over an
 //! embedded store (a dependency with its own threads and formats for two record kinds).
 //!
@@ -45,7 +46,7 @@ use crate::status::JournalReport;
 use index::Index;
 use record::{encode, scan, Record};
 use stats::JournalStats;
-use writer::{Request, Writer, WriterInit};
+use writer::{Request, WriterInit};
 
 /// Test-only: milliseconds slept before every journal sync (read once at open), to
 /// reproduce a slow disk.
@@ -183,7 +184,7 @@ impl Journal {
         stats
             .pending
             .store(index.pending_count(), std::sync::atomic::Ordering::Relaxed);
-        let writer = Writer::new(WriterInit {
+        let tx = writer::start(WriterInit {
             dir,
             path: path.clone(),
             file,
@@ -192,12 +193,8 @@ impl Journal {
             stats: stats.clone(),
             dispatch,
             sync_delay,
-        });
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("journal".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| JournalError::open(&path, e))?;
+        })
+        .map_err(|e| JournalError::open(&path, e))?;
         Ok(Opened {
             journal: Journal { tx, stats },
             pending,

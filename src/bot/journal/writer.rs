@@ -1,16 +1,18 @@
-//! The journal's single writer: one dedicated thread doing group commit.
+//! The journal's writer: two dedicated threads doing group commit.
 //!
-//! It takes every request queued while it was busy, appends their records with one
-//! `write`, makes them durable with one `fdatasync`, and only then completes the waiters
-//! (whose frames are ACKed) and hands the new messages to the bot, in arrival order. So
-//! durability costs one sync per batch, not per message, and never runs on the async
-//! workers.
+//! The *appender* takes every request queued while it was busy and appends their records
+//! with one `write` (so an "answered" record is written within microseconds of its
+//! request, never behind a sync). The *syncer* takes every accept written meanwhile, makes
+//! them durable with one `fdatasync`, and only then completes their waiters (whose frames
+//! are ACKed) and hands the new messages to the bot, in arrival order. So durability costs
+//! one sync per batch, not per message, and never runs on the async workers.
 //!
 //! Invariants:
-//! - the file is always a sequence of whole records: a failed write or sync is cut back
-//!   (`set_len`) to the last committed length, and its accepts are refused (not ACKed);
-//! - duplicates are decided here, in queue order, against pending + answered ids, and
-//!   answered only once the batch they arrived in is durable;
+//! - the file is always a sequence of whole records: a failed write is cut back
+//!   (`set_len`) to the last whole record, and its accepts are refused (not ACKed); an
+//!   accept whose sync failed is refused too and forgotten, so a redelivery is taken again;
+//! - duplicates are decided by the appender, in queue order, against pending + answered
+//!   ids, and answered by the syncer after the sync that covers the original;
 //! - an id marked done stays done in memory even when its Done record cannot be written;
 //!   the record is retried with backoff and the error shown in the report;
 //! - Done-only batches are written but synced lazily (at the next accept or after
@@ -21,7 +23,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +38,7 @@ use crate::dingtalk::Inbound;
 
 /// Done records written but not yet synced are synced after this long idle.
 const LAZY_SYNC: Duration = Duration::from_secs(1);
-/// Most requests taken into one commit.
+/// Most requests taken into one write.
 const MAX_BATCH: usize = 4096;
 /// Done records kept for retry after write errors (oldest dropped beyond).
 const MAX_DONE_RETRY: usize = super::index::DONE_KEEP;
@@ -62,19 +64,31 @@ pub(crate) enum Request {
     Flush(oneshot::Sender<()>),
 }
 
+/// What waits for the syncer: answered once the file is synced past it.
+enum Waiter {
+    New { msg: Box<Inbound>, reply: AdmitReply },
+    Duplicate(AdmitReply),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Waiters written to `file` (the current journal file: compaction replaces it).
+struct ToSync {
+    file: Arc<File>,
+    waiters: Vec<Waiter>,
+}
+
 pub(crate) struct Writer {
     dir: PathBuf,
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     /// Length of the file made of whole records.
     committed_len: u64,
     index: Index,
     stats: Arc<JournalStats>,
-    /// Where messages made durable go (the bot's dispatcher).
-    dispatch: mpsc::UnboundedSender<Inbound>,
-    /// Test hook (`CLAWDBOT_TEST_JOURNAL_FSYNC_DELAY_MS`): extra delay before each sync.
-    sync_delay: Duration,
-    /// Written but not yet synced.
+    to_sync: Sender<ToSync>,
+    /// Ids whose sync failed: forgotten so a redelivery is stored again.
+    forget: Receiver<Vec<String>>,
+    /// Written but maybe not yet synced (Done records are synced lazily).
     dirty: bool,
     done_retry: Vec<String>,
     retry_delay: Duration,
@@ -95,39 +109,47 @@ pub(crate) struct WriterInit {
     pub(crate) sync_delay: Duration,
 }
 
-impl Writer {
-    pub(crate) fn new(init: WriterInit) -> Writer {
-        Writer {
-            dir: init.dir,
-            path: init.path,
-            file: init.file,
-            committed_len: init.len,
-            index: init.index,
-            stats: init.stats,
-            dispatch: init.dispatch,
-            sync_delay: init.sync_delay,
-            dirty: false,
-            done_retry: Vec::new(),
-            retry_delay: RETRY_FIRST,
-            retry_at: None,
-            compact_at: COMPACT_MIN_BYTES.max(init.len.saturating_mul(2)),
-        }
-    }
-}
-
-/// One accept taken into the current batch.
-struct Taken {
-    msg: Box<Inbound>,
-    reply: AdmitReply,
-    encoded: Vec<u8>,
+/// Starts the appender and the syncer threads; requests go to the returned sender.
+pub(crate) fn start(init: WriterInit) -> std::io::Result<Sender<Request>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (to_sync, sync_rx) = std::sync::mpsc::channel();
+    let (forget_tx, forget) = std::sync::mpsc::channel();
+    let syncer = Syncer {
+        path: init.path.clone(),
+        stats: init.stats.clone(),
+        dispatch: init.dispatch,
+        sync_delay: init.sync_delay,
+        forget: forget_tx,
+    };
+    let writer = Writer {
+        dir: init.dir,
+        path: init.path,
+        file: Arc::new(init.file),
+        committed_len: init.len,
+        index: init.index,
+        stats: init.stats,
+        to_sync,
+        forget,
+        dirty: false,
+        done_retry: Vec::new(),
+        retry_delay: RETRY_FIRST,
+        retry_at: None,
+        compact_at: COMPACT_MIN_BYTES.max(init.len.saturating_mul(2)),
+    };
+    std::thread::Builder::new()
+        .name("journal-sync".into())
+        .spawn(move || syncer.run(sync_rx))?;
+    std::thread::Builder::new()
+        .name("journal".into())
+        .spawn(move || writer.run(rx))?;
+    Ok(tx)
 }
 
 impl Writer {
     /// Serves requests until every sender is gone, then syncs what is left.
-    pub(crate) fn run(mut self, rx: Receiver<Request>) {
+    fn run(mut self, rx: Receiver<Request>) {
         loop {
-            let wait = self.next_wake();
-            let first = match wait {
+            let first = match self.next_wake() {
                 Some(d) => match rx.recv_timeout(d) {
                     Ok(r) => r,
                     Err(RecvTimeoutError::Timeout) => {
@@ -148,8 +170,10 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(batch);
+            self.apply_forgotten();
+            self.append_batch(batch);
         }
+        self.retry_at = None;
         self.retry_done();
         self.sync_if_dirty();
     }
@@ -167,24 +191,34 @@ impl Writer {
     }
 
     fn idle(&mut self) {
-        if self.retry_at.is_some_and(|t| t <= Instant::now()) {
-            self.retry_done();
-        }
+        self.retry_done();
         self.sync_if_dirty();
     }
 
-    fn commit(&mut self, batch: Vec<Request>) {
+    fn apply_forgotten(&mut self) {
+        loop {
+            match self.forget.try_recv() {
+                Ok(ids) => {
+                    for id in ids {
+                        self.index.forget_pending(&id);
+                    }
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+    }
+
+    fn append_batch(&mut self, batch: Vec<Request>) {
         let mut buf = Vec::new();
-        let mut taken: Vec<Taken> = Vec::new();
-        let mut duplicates: Vec<AdmitReply> = Vec::new();
-        let mut flushes = Vec::new();
+        let mut fresh: Vec<(Box<Inbound>, AdmitReply, Vec<u8>)> = Vec::new();
+        let mut waiters: Vec<Waiter> = Vec::new();
         let mut done_now: Vec<(String, Instant)> = Vec::new();
         for req in batch {
             match req {
                 Request::Accept { msg, reply } => {
-                    let in_batch = taken.iter().any(|t| t.msg.msg_id == msg.msg_id);
+                    let in_batch = fresh.iter().any(|(m, _, _)| m.msg_id == msg.msg_id);
                     if in_batch || self.index.knows(&msg.msg_id) {
-                        duplicates.push(reply);
+                        waiters.push(Waiter::Duplicate(reply));
                         continue;
                     }
                     let mut encoded = Vec::new();
@@ -196,11 +230,7 @@ impl Writer {
                         &mut encoded,
                     );
                     buf.extend_from_slice(&encoded);
-                    taken.push(Taken {
-                        msg,
-                        reply,
-                        encoded,
-                    });
+                    fresh.push((msg, reply, encoded));
                 }
                 Request::Done { id, replied_at } => {
                     // Done in memory at once: never answered twice in this run.
@@ -208,118 +238,88 @@ impl Writer {
                     encode(&Record::Done { id: id.clone() }, &mut buf);
                     done_now.push((id, replied_at));
                 }
-                Request::Flush(reply) => flushes.push(reply),
+                Request::Flush(reply) => waiters.push(Waiter::Flush(reply)),
             }
         }
-        let records = taken.len() + done_now.len();
-        let before = self.committed_len;
         let written = if buf.is_empty() {
             Ok(())
         } else {
             self.append(&buf)
         };
-        let result = match written {
+        match written {
             Ok(()) => {
                 for (_, replied_at) in &done_now {
                     self.stats.record_window(replied_at.elapsed());
                 }
-                if !taken.is_empty() || !flushes.is_empty() {
-                    // A failed sync leaves the written bytes in doubt: cut them off.
-                    self.sync().inspect_err(|_| {
-                        self.committed_len = before;
-                        self.cut_back();
-                    })
-                } else {
-                    Ok(())
-                }
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => {
                 self.stats
                     .records
-                    .fetch_add(records as u64, Ordering::Relaxed);
-                if !taken.is_empty() {
-                    self.stats.clear_error();
+                    .fetch_add((fresh.len() + done_now.len()) as u64, Ordering::Relaxed);
+                let mut new_waiters = Vec::with_capacity(fresh.len() + waiters.len());
+                for (msg, reply, encoded) in fresh {
+                    self.index.add_pending(msg.msg_id.clone(), encoded);
+                    new_waiters.push(Waiter::New { msg, reply });
                 }
-                for t in taken {
-                    self.index.add_pending(t.msg.msg_id.clone(), t.encoded);
-                    // The dispatcher gone means shutdown: the message replays next start.
-                    let _ = self.dispatch.send(*t.msg);
-                    let _ = t.reply.send(Ok(Admission::New));
-                }
-                for d in duplicates {
-                    let _ = d.send(Ok(Admission::Duplicate));
+                new_waiters.extend(waiters);
+                if !new_waiters.is_empty() {
+                    // The syncer syncs this file; what it covers is no longer dirty.
+                    self.dirty = false;
+                    let _ = self.to_sync.send(ToSync {
+                        file: self.file.clone(),
+                        waiters: new_waiters,
+                    });
                 }
             }
             Err(e) => {
                 let err = JournalError::write(&self.path, e);
-                tracing::error!(error = %err, refused = taken.len(), "journal commit failed: messages not ACKed");
+                tracing::error!(error = %err, refused = fresh.len(), "journal write failed: messages not ACKed");
                 self.stats.set_error(err.to_string());
                 self.stats
                     .failed_accepts
-                    .fetch_add(taken.len() as u64, Ordering::Relaxed);
-                for t in taken {
-                    let _ = t.reply.send(Err(err.clone()));
+                    .fetch_add(fresh.len() as u64, Ordering::Relaxed);
+                for (_, reply, _) in fresh {
+                    let _ = reply.send(Err(err.clone()));
                 }
-                for d in duplicates {
-                    let _ = d.send(Err(err.clone()));
+                // Duplicates and flushes still wait for the sync of what was written before.
+                if !waiters.is_empty() {
+                    let _ = self.to_sync.send(ToSync {
+                        file: self.file.clone(),
+                        waiters,
+                    });
                 }
                 self.queue_retry(done_now.into_iter().map(|(id, _)| id));
             }
         }
         self.retry_done();
-        if !flushes.is_empty() {
-            self.sync_if_dirty();
-            for f in flushes {
-                let _ = f.send(());
-            }
-        }
         self.stats
             .pending
             .store(self.index.pending_count(), Ordering::Relaxed);
         self.maybe_compact();
     }
 
-    /// Appends whole records, or cuts the file back to its last committed length.
+    /// Appends whole records, or cuts the file back to its last whole record.
     fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        match self.file.write_all(buf) {
+        match (&*self.file).write_all(buf) {
             Ok(()) => {
                 self.committed_len += buf.len() as u64;
                 self.dirty = true;
                 Ok(())
             }
             Err(e) => {
-                self.cut_back();
+                if let Err(cut) = self.file.set_len(self.committed_len) {
+                    tracing::error!(path = %self.path.display(), error = %cut, "cannot cut a failed journal write back");
+                }
                 Err(e)
             }
         }
     }
 
-    fn cut_back(&mut self) {
-        if let Err(e) = self.file.set_len(self.committed_len) {
-            tracing::error!(path = %self.path.display(), error = %e, "cannot cut a failed journal write back");
-        }
-    }
-
-    fn sync(&mut self) -> std::io::Result<()> {
-        if !self.sync_delay.is_zero() {
-            std::thread::sleep(self.sync_delay);
-        }
-        self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        match self.file.sync_data() {
-            Ok(()) => {
-                self.dirty = false;
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     fn sync_if_dirty(&mut self) {
-        if self.dirty {
-            if let Err(e) = self.sync() {
+        if !self.dirty {
+            return;
+        }
+        match self.file.sync_data() {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
                 let err = JournalError::write(&self.path, e);
                 tracing::error!(error = %err, "journal sync failed");
                 self.stats.set_error(err.to_string());
@@ -345,7 +345,7 @@ impl Writer {
             .store(self.done_retry.len(), Ordering::Relaxed);
     }
 
-    /// Writes Done records that failed before, when their backoff is over.
+    /// Writes Done records that failed before, once their backoff is over.
     fn retry_done(&mut self) {
         if self.done_retry.is_empty() || self.retry_at.is_some_and(|t| t > Instant::now()) {
             return;
@@ -389,7 +389,7 @@ impl Writer {
         let tmp = self.path.with_extension("compact.tmp");
         match self.write_compacted(&tmp) {
             Ok((file, len)) => {
-                self.file = file;
+                self.file = Arc::new(file);
                 self.committed_len = len;
                 self.dirty = false;
                 self.compact_at = COMPACT_MIN_BYTES.max(len.saturating_mul(2));
@@ -417,9 +417,99 @@ impl Writer {
         out.write_all(&buf)?;
         out.sync_all()?;
         drop(out);
+        // Everything the old file holds must be durable before it is replaced: a waiter
+        // still queued at the syncer is then answered by a sync of the old file.
+        self.file.sync_data()?;
         std::fs::rename(tmp, &self.path)?;
         file::sync_dir(&self.dir)?;
         let file = file::open_append(&self.path)?;
         Ok((file, buf.len() as u64))
+    }
+}
+
+/// The syncer: one `fdatasync` per batch of written accepts, then their answers.
+struct Syncer {
+    path: PathBuf,
+    stats: Arc<JournalStats>,
+    dispatch: mpsc::UnboundedSender<Inbound>,
+    /// Test hook (`CLAWDBOT_TEST_JOURNAL_FSYNC_DELAY_MS`): extra delay before each sync.
+    sync_delay: Duration,
+    forget: Sender<Vec<String>>,
+}
+
+impl Syncer {
+    fn run(self, rx: Receiver<ToSync>) {
+        while let Ok(first) = rx.recv() {
+            let mut batches = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batches.push(more);
+            }
+            if !self.sync_delay.is_zero() {
+                std::thread::sleep(self.sync_delay);
+            }
+            // Usually one file; two right after a compaction.
+            let mut result = Ok(());
+            let mut synced: Vec<&Arc<File>> = Vec::new();
+            for b in &batches {
+                if synced.iter().any(|f| Arc::ptr_eq(f, &b.file)) {
+                    continue;
+                }
+                synced.push(&b.file);
+                if let Err(e) = b.file.sync_data() {
+                    result = Err(JournalError::write(&self.path, e));
+                }
+            }
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+            let waiters = batches.into_iter().flat_map(|b| b.waiters);
+            match result {
+                Ok(()) => {
+                    if self.stats.done_retry_queue.load(Ordering::Relaxed) == 0 {
+                        self.stats.clear_error();
+                    }
+                    self.answer(waiters)
+                }
+                Err(err) => self.refuse(waiters, err),
+            }
+        }
+    }
+
+    fn answer(&self, waiters: impl Iterator<Item = Waiter>) {
+        for w in waiters {
+            match w {
+                Waiter::New { msg, reply } => {
+                    // The dispatcher gone means shutdown: the message replays next start.
+                    let _ = self.dispatch.send(*msg);
+                    let _ = reply.send(Ok(Admission::New));
+                }
+                Waiter::Duplicate(reply) => {
+                    let _ = reply.send(Ok(Admission::Duplicate));
+                }
+                Waiter::Flush(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+
+    fn refuse(&self, waiters: impl Iterator<Item = Waiter>, err: JournalError) {
+        tracing::error!(error = %err, "journal sync failed: messages not ACKed");
+        self.stats.set_error(err.to_string());
+        let mut forgotten = Vec::new();
+        for w in waiters {
+            match w {
+                Waiter::New { msg, reply } => {
+                    self.stats.failed_accepts.fetch_add(1, Ordering::Relaxed);
+                    forgotten.push(msg.msg_id.clone());
+                    let _ = reply.send(Err(err.clone()));
+                }
+                Waiter::Duplicate(reply) => {
+                    let _ = reply.send(Err(err.clone()));
+                }
+                Waiter::Flush(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        let _ = self.forget.send(forgotten);
     }
 }
