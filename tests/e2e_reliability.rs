@@ -424,3 +424,146 @@ fn chaos_with_a_slow_journal_sync_loses_nothing_and_answers_once() {
     stack.start_bot_env(&cfg, &env);
     chaos(&stack, &cfg, &env, chaos_rounds(10).div_ceil(2), 20);
 }
+
+/// Every file under `dir` (recursively).
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_full_disk_leaves_messages_unacked_and_answers_nothing_twice() {
+    let stack = Stack::new(slow_model(1500), &["--redeliver-unacked-ms", "1000"]);
+    let state = stack.home.path().join("state").join("bot");
+    let disk = support::Tmpfs::mount(&state, "1m");
+    let cfg = stack.config(4, 10_000, "");
+    stack.start_bot(&cfg);
+    stack.inject_group("cidFull1==", "before the disk fills");
+    assert!(wait_until(Duration::from_secs(10), || stack
+        .fake_stats()
+        .in_flight
+        >= 1));
+    let filler = disk.fill();
+
+    // Not stored: not ACKed (DingTalk keeps it), and said so in status. (A long title makes
+    // its record bigger than a page, so the slack of the journal's last page cannot take
+    // it; the "answered" mark retry is shown by the journal's unit test on a full tmpfs.)
+    let second = stack.inject(serde_json::json!({"text": "while the disk is full",
+        "conversation_type": "group", "conversation_id": "cidFull2==",
+        "conversation_title": "t".repeat(6000), "sender_staff_id": "0423001"}))["msgId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        wait_until(Duration::from_secs(10), || stack.status()["journal"]
+            ["failed_accepts"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1),
+        "{}",
+        stack.status()
+    );
+    let st = stack.status();
+    assert!(
+        st["journal"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("journal.log"),
+        "{st}"
+    );
+    let acked = |msg_id: &str| {
+        let v = stack.rt.block_on(stack.sim.get("/_sim/messages")).unwrap();
+        v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["msgId"] == msg_id && m["acked"] == true)
+    };
+    assert!(!acked(&second), "a message that is not on disk was ACKed");
+    stack.wait_outbox(1, Duration::from_secs(10));
+    assert_eq!(stack.replies_in("cidFull1==").len(), 1);
+
+    // Space again: the second message is redelivered, stored, ACKed and answered once.
+    std::fs::remove_file(&filler).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || stack.replies_in("cidFull2==").len() == 1
+            && stack.status()["journal"]["done_retry_queue"] == 0),
+        "{}",
+        stack.status()
+    );
+    assert!(acked(&second));
+
+    // After kill -9 and a restart nothing is answered again: nothing is pending to replay.
+    let pid = stack.bot_pid();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    wait_gone(pid);
+    stack.start_bot(&cfg);
+    let st = stack.status();
+    assert_eq!(st["journal"]["pending"], 0, "{st}");
+    assert_eq!(stack.replies_in("cidFull1==").len(), 1);
+    assert_eq!(stack.replies_in("cidFull2==").len(), 1);
+    // No leftovers: no temporary or empty files in the state folder.
+    for f in files_under(&state) {
+        let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        let name = f.to_string_lossy();
+        assert!(!name.ends_with(".tmp") && len > 0, "leftover {name} ({len} bytes)");
+    }
+}
+
+#[test]
+fn the_old_inbox_is_migrated_once_and_a_fifo_in_it_never_hangs_the_start() {
+    use std::os::unix::fs::DirBuilderExt;
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    let state = stack.home.path().join("state").join("bot");
+    let inbox = state.join("inbox");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&inbox)
+        .unwrap();
+    nix::unistd::mkfifo(&inbox.join("stuck.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // A v0.1 entry whose file name is not its id's hash (v0.1 answered it on every start).
+    let payload = serde_json::json!({"msgId": "msgOld1==", "conversationId": "cidOld==",
+        "conversationType": "2", "senderId": "$:LWCP_v1:$u", "senderStaffId": "0423001",
+        "senderNick": "Li Lei", "msgtype": "text", "text": {"content": "left from v0.1"}});
+    let old = clawdbot::dingtalk::message::parse_robot_message(&payload, 1).unwrap();
+    std::fs::write(
+        inbox.join("0123.json"),
+        serde_json::to_vec(&(&old.msg_id, &old)).unwrap(),
+    )
+    .unwrap();
+
+    stack.start_bot(&cfg);
+    let log = std::fs::read_to_string(stack.home.log_path("bot")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("stuck.json") && l.contains("not a regular file")),
+        "{log}"
+    );
+    stack.wait_outbox(1, Duration::from_secs(15));
+    assert!(wait_until(Duration::from_secs(10), || stack.status()["journal"]
+        ["pending"]
+        == 0));
+
+    // Restart: the entry was migrated and answered once; nothing is replayed again.
+    let r = stack
+        .home
+        .run(&["daemon", "restart", "--name", "bot", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    stack.wait_connected();
+    let st = stack.status();
+    assert_eq!(st["journal"]["pending"], 0, "{st}");
+    assert_eq!(stack.replies_in("cidOld==").len(), 1);
+    assert!(!inbox.join("0123.json").exists());
+}
