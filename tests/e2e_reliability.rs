@@ -609,3 +609,44 @@ fn a_frame_is_acked_only_after_its_journal_sync_and_pings_are_answered_meanwhile
     assert!(waited >= 1_500_000, "ACK after {waited} us");
     stack.wait_outbox(1, Duration::from_secs(10));
 }
+
+#[test]
+fn http_callback_mode_answers_200_only_once_the_message_is_durable() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let state = stack.home.path().join("state").join("bot");
+    let disk = support::Tmpfs::mount(&state, "1m");
+    let port = support::free_port();
+    let cfg = stack.config(2, 5000, "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "    api_base:",
+        &format!("    mode: http\n    http_listen: \"127.0.0.1:{port}\"\n    api_base:"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut start = stack.home.command(&[
+        "daemon",
+        "start",
+        "--name",
+        "bot",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    start.env("CLAWDBOT_TEST_JOURNAL_FSYNC_DELAY_MS", "1000");
+    let r = support::Run::from(start.output().unwrap());
+    assert_eq!(r.code, 0, "{r:?}");
+    let url = format!("http://127.0.0.1:{port}/callback");
+
+    // The 200 comes after the (1 s) journal sync.
+    let t0 = std::time::Instant::now();
+    let v = stack.inject(serde_json::json!({"text": "durable first", "conversation_type": "group",
+        "conversation_id": "cidHttp1==", "callback_url": url}));
+    assert_eq!(v["callback_status"], 200, "{v}");
+    assert!(t0.elapsed() >= Duration::from_millis(1000), "200 before the sync: {:?}", t0.elapsed());
+    stack.wait_outbox(1, Duration::from_secs(10));
+
+    // A message that cannot be stored gets an error status, never a 200.
+    let filler = disk.fill();
+    let v = stack.inject(serde_json::json!({"text": "no room", "conversation_type": "group",
+        "conversation_id": "cidHttp2==", "conversation_title": "t".repeat(6000), "callback_url": url}));
+    assert_eq!(v["callback_status"], 503, "{v}");
+    std::fs::remove_file(filler).unwrap();
+}
