@@ -286,3 +286,40 @@ async fn a_full_disk_refuses_new_messages_and_keeps_answered_ones_answered() {
     let (opened, _rx) = open(&state);
     assert_eq!(ids(&opened.pending), ["m2"]);
 }
+
+#[tokio::test]
+async fn a_mostly_answered_journal_is_compacted_and_keeps_what_is_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, _rx) = open(dir.path());
+    let j = opened.journal;
+    let big = |id: &str| {
+        let mut m = message(id);
+        m.content = InboundContent::Text("z".repeat(1500));
+        m
+    };
+    let waits: Vec<_> = (0..1000).map(|i| j.admit(big(&format!("k{i}")))).collect();
+    for w in waits {
+        assert_eq!(w.await.unwrap(), Admission::New);
+    }
+    for i in 0..999 {
+        j.done(&format!("k{i}"), Instant::now());
+    }
+    assert_eq!(j.admit(message("tail")).await.unwrap(), Admission::New);
+    j.flush().await;
+    let r = j.report();
+    assert!(r.compactions >= 1, "{r:?}");
+    let log = dir.path().join("journal/journal.log");
+    let len = std::fs::metadata(&log).unwrap().len();
+    // 1.5 MB were written; dead records beyond the threshold (1 MiB) were dropped.
+    assert!(len < 1 << 20, "journal still {len} bytes");
+    drop(j);
+
+    let (opened, _rx) = open(dir.path());
+    assert_eq!(ids(&opened.pending), ["k999", "tail"]);
+    assert_eq!(
+        opened.journal.admit(message("k0")).await.unwrap(),
+        Admission::Duplicate,
+        "an answered id was forgotten by the compaction"
+    );
+    assert!(!dir.path().join("journal/journal.compact.tmp").exists());
+}
