@@ -134,7 +134,7 @@ pub struct DaemonPaths {
     pub pid_file: PathBuf,
     pub start_lock: PathBuf,
     pub socket: PathBuf,
-    /// Durable state (launch settings, inbox).
+    /// Durable state (launch settings, message journal).
     pub state: PathBuf,
     pub default_log: PathBuf,
     pub default_config: PathBuf,

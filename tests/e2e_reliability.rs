@@ -366,7 +366,9 @@ fn chaos(stack: &Stack, cfg: &std::path::Path, env: &[(&str, &str)], rounds: usi
                 .map(|k| *k as i64 - first_us as i64)
                 .min_by_key(|d| d.abs())
                 .unwrap_or(0);
-            duplicated.push(format!("{c} (first reply {nearest} us before the nearest kill)"));
+            duplicated.push(format!(
+                "{c} (first reply {nearest} us before the nearest kill)"
+            ));
         }
     }
     let st = stack.status();
@@ -394,14 +396,21 @@ fn chaos(stack: &Stack, cfg: &std::path::Path, env: &[(&str, &str)], rounds: usi
         st["journal"]
     );
     let first: Vec<_> = lost.iter().take(20).collect();
-    assert!(answered_all && lost.is_empty(), "{} lost, e.g. {first:?}", lost.len());
+    assert!(
+        answered_all && lost.is_empty(),
+        "{} lost, e.g. {first:?}",
+        lost.len()
+    );
     assert!(settled, "daemon never settled: {st}");
     assert!(duplicated.is_empty(), "answered twice: {duplicated:?}");
     assert_eq!(unacked, 0, "messages never ACKed");
 }
 
 fn chaos_stack(redeliver_ms: &str) -> (Stack, std::path::PathBuf) {
-    let stack = Stack::new(FakeConfig::default(), &["--redeliver-unacked-ms", redeliver_ms]);
+    let stack = Stack::new(
+        FakeConfig::default(),
+        &["--redeliver-unacked-ms", redeliver_ms],
+    );
     let cfg = stack.config(64, 10_000, "");
     stack.start_bot(&cfg);
     (stack, cfg)
@@ -497,7 +506,10 @@ fn a_full_disk_leaves_messages_unacked_and_answers_nothing_twice() {
     // Space again: the second message is redelivered, stored, ACKed and answered once.
     std::fs::remove_file(&filler).unwrap();
     assert!(
-        wait_until(Duration::from_secs(20), || stack.replies_in("cidFull2==").len() == 1
+        wait_until(Duration::from_secs(20), || stack
+            .replies_in("cidFull2==")
+            .len()
+            == 1
             && stack.status()["journal"]["done_retry_queue"] == 0),
         "{}",
         stack.status()
@@ -517,7 +529,10 @@ fn a_full_disk_leaves_messages_unacked_and_answers_nothing_twice() {
     for f in files_under(&state) {
         let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
         let name = f.to_string_lossy();
-        assert!(!name.ends_with(".tmp") && len > 0, "leftover {name} ({len} bytes)");
+        assert!(
+            !name.ends_with(".tmp") && len > 0,
+            "leftover {name} ({len} bytes)"
+        );
     }
 }
 
@@ -553,14 +568,19 @@ fn the_old_inbox_is_migrated_once_and_a_fifo_in_it_never_hangs_the_start() {
         "{log}"
     );
     stack.wait_outbox(1, Duration::from_secs(15));
-    assert!(wait_until(Duration::from_secs(10), || stack.status()["journal"]
-        ["pending"]
+    assert!(wait_until(Duration::from_secs(10), || stack.status()
+        ["journal"]["pending"]
         == 0));
 
     // Restart: the entry was migrated and answered once; nothing is replayed again.
-    let r = stack
-        .home
-        .run(&["daemon", "restart", "--name", "bot", "--config", cfg.to_str().unwrap()]);
+    let r = stack.home.run(&[
+        "daemon",
+        "restart",
+        "--name",
+        "bot",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 0, "{r:?}");
     stack.wait_connected();
     let st = stack.status();
@@ -602,7 +622,8 @@ fn a_frame_is_acked_only_after_its_journal_sync_and_pings_are_answered_meanwhile
     assert!(wait_until(Duration::from_secs(5), || pings() >= before + 3));
     assert_ne!(message(&msg_id)["acked"], true, "ACKed before its sync");
     // ...and ACKs it once the (1.5 s) sync is done.
-    assert!(wait_until(Duration::from_secs(10), || message(&msg_id)["acked"]
+    assert!(wait_until(Duration::from_secs(10), || message(&msg_id)
+        ["acked"]
         == true));
     let m = message(&msg_id);
     let waited = m["acked_us"].as_u64().unwrap() - m["sent_us"][0].as_u64().unwrap();
@@ -637,10 +658,16 @@ fn http_callback_mode_answers_200_only_once_the_message_is_durable() {
 
     // The 200 comes after the (1 s) journal sync.
     let t0 = std::time::Instant::now();
-    let v = stack.inject(serde_json::json!({"text": "durable first", "conversation_type": "group",
-        "conversation_id": "cidHttp1==", "callback_url": url}));
+    let v = stack.inject(
+        serde_json::json!({"text": "durable first", "conversation_type": "group",
+        "conversation_id": "cidHttp1==", "callback_url": url}),
+    );
     assert_eq!(v["callback_status"], 200, "{v}");
-    assert!(t0.elapsed() >= Duration::from_millis(1000), "200 before the sync: {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1000),
+        "200 before the sync: {:?}",
+        t0.elapsed()
+    );
     stack.wait_outbox(1, Duration::from_secs(10));
 
     // A message that cannot be stored gets an error status, never a 200.

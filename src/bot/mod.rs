@@ -78,9 +78,9 @@ impl Bot {
         let opened = Journal::open(&paths.state, tx).map_err(|e| e.to_string())?;
         let journal = Arc::new(opened.journal);
         let channel = match &config.channel {
-            Some(ch) => Some(
-                Channel::start(ch.dingtalk.clone(), JournalSink(journal.clone())).await?,
-            ),
+            Some(ch) => {
+                Some(Channel::start(ch.dingtalk.clone(), JournalSink(journal.clone())).await?)
+            }
             None => {
                 tracing::warn!("no channel section in the config: the bot receives no messages");
                 None

@@ -82,10 +82,7 @@ impl Channel {
     /// Starts the channel with default timings. Robot messages go to `inbound` (the bot's
     /// durable journal, or an in-memory `mpsc::Sender<Inbound>`); a frame is ACKed once
     /// `inbound` took its message.
-    pub async fn start(
-        cfg: DingTalkConfig,
-        inbound: impl InboundSink,
-    ) -> Result<Channel, String> {
+    pub async fn start(cfg: DingTalkConfig, inbound: impl InboundSink) -> Result<Channel, String> {
         Self::start_with(cfg, inbound, ChannelTuning::default()).await
     }
 

@@ -78,7 +78,11 @@ impl Ingress {
     /// Resolves to true when the frame may be ACKed: the message is safe with the sink,
     /// was a duplicate, or is unreadable (a redelivery would not help); false when the
     /// sink failed.
-    pub fn admit(self: &Arc<Self>, frame_id: Option<&str>, payload: &Value) -> BoxFuture<'static, bool> {
+    pub fn admit(
+        self: &Arc<Self>,
+        frame_id: Option<&str>,
+        payload: &Value,
+    ) -> BoxFuture<'static, bool> {
         let msg = match parse_robot_message(payload, super::now_ms()) {
             Ok(m) => m,
             Err(e) => {

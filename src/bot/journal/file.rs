@@ -35,7 +35,11 @@ fn open_regular(opts: &mut OpenOptions, path: &Path) -> io::Result<File> {
     if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{} is {}, not a regular file", path.display(), kind_of(&meta)),
+            format!(
+                "{} is {}, not a regular file",
+                path.display(),
+                kind_of(&meta)
+            ),
         ));
     }
     Ok(file)

@@ -98,7 +98,10 @@ mod tests {
         ix.add_pending("b".into(), vec![4]);
         ix.add_pending("a".into(), vec![9; 100]);
         assert_eq!(ix.pending_count(), 2);
-        assert_eq!(ix.pending_records().collect::<Vec<_>>(), vec![&[1, 2, 3][..], &[4][..]]);
+        assert_eq!(
+            ix.pending_records().collect::<Vec<_>>(),
+            vec![&[1, 2, 3][..], &[4][..]]
+        );
         ix.mark_done("a");
         assert!(ix.knows("a") && ix.knows("b"));
         assert_eq!(ix.pending_count(), 1);

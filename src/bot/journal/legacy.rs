@@ -96,9 +96,11 @@ pub(crate) fn read(state: &Path) -> Legacy {
     }
     found.sort();
     for (_, path) in found {
-        let parsed = read_regular(&path).map_err(|e| e.to_string()).and_then(|b| {
-            serde_json::from_slice::<(String, Inbound)>(&b).map_err(|e| e.to_string())
-        });
+        let parsed = read_regular(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                serde_json::from_slice::<(String, Inbound)>(&b).map_err(|e| e.to_string())
+            });
         match parsed {
             Ok((_, msg)) => {
                 legacy.pending.push(msg);

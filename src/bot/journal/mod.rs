@@ -120,7 +120,10 @@ impl Journal {
             .map(Duration::from_millis)
             .unwrap_or_default();
         if !sync_delay.is_zero() {
-            tracing::warn!(ms = sync_delay.as_millis() as u64, "{FSYNC_DELAY_ENV} is set: every journal sync is delayed (test hook)");
+            tracing::warn!(
+                ms = sync_delay.as_millis() as u64,
+                "{FSYNC_DELAY_ENV} is set: every journal sync is delayed (test hook)"
+            );
         }
         Self::open_with(state, dispatch, sync_delay)
     }
@@ -159,7 +162,7 @@ impl Journal {
                 Record::Accepted { id, msg } => {
                     if !index.knows(&id) {
                         index.add_pending(id, bytes[s.offset..s.offset + s.len].to_vec());
-                        messages.push(msg);
+                        messages.push(*msg);
                     }
                 }
                 Record::Done { id } => index.mark_done(&id),
@@ -300,7 +303,7 @@ fn migrate(
         encode(
             &Record::Accepted {
                 id: msg.msg_id.clone(),
-                msg: msg.clone(),
+                msg: Box::new(msg.clone()),
             },
             &mut one,
         );

@@ -21,7 +21,7 @@ pub(crate) const MAX_PAYLOAD: usize = 4 << 20;
 pub(crate) enum Record {
     /// A message was accepted (it is ACKed only once this record is synced).
     #[serde(rename = "accepted")]
-    Accepted { id: String, msg: Inbound },
+    Accepted { id: String, msg: Box<Inbound> },
     /// The message's final reply was handed to DingTalk.
     #[serde(rename = "done")]
     Done { id: String },
@@ -107,7 +107,7 @@ mod tests {
         let mut buf = Vec::new();
         let a = Record::Accepted {
             id: "m1".into(),
-            msg: message("m1"),
+            msg: Box::new(message("m1")),
         };
         let d = Record::Done { id: "m1".into() };
         let first = encode(&a, &mut buf);

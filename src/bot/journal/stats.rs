@@ -50,7 +50,10 @@ impl JournalStats {
     }
 
     pub(crate) fn record_window(&self, window: Duration) {
-        let mut w = self.done_window_us.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self
+            .done_window_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if w.len() == WINDOW_SAMPLES {
             w.pop_front();
         }

@@ -58,7 +58,11 @@ async fn a_message_is_durable_when_admitted_and_only_unanswered_ones_replay() {
     drop(j);
 
     let (opened, _rx) = open(dir.path());
-    assert_eq!(ids(&opened.pending), ["m2"], "replay must skip answered ids");
+    assert_eq!(
+        ids(&opened.pending),
+        ["m2"],
+        "replay must skip answered ids"
+    );
     let j = opened.journal;
     assert_eq!(j.admit(message("m1")).await.unwrap(), Admission::Duplicate);
     assert_eq!(j.admit(message("m2")).await.unwrap(), Admission::Duplicate);
@@ -78,7 +82,7 @@ async fn a_torn_tail_is_cut_and_the_records_before_it_kept() {
     encode(
         &Record::Accepted {
             id: "c".into(),
-            msg: message("c"),
+            msg: Box::new(message("c")),
         },
         &mut torn,
     );
@@ -89,7 +93,11 @@ async fn a_torn_tail_is_cut_and_the_records_before_it_kept() {
 
     let (opened, _rx) = open(dir.path());
     assert_eq!(ids(&opened.pending), ["a", "b"]);
-    assert_eq!(std::fs::metadata(&log).unwrap().len(), whole, "tail not cut");
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().len(),
+        whole,
+        "tail not cut"
+    );
     opened.journal.admit(message("d")).await.unwrap();
     drop(opened);
     let (opened, _rx) = open(dir.path());
@@ -103,13 +111,19 @@ async fn one_sync_covers_every_message_that_arrived_meanwhile() {
     let opened = Journal::open_with(dir.path(), tx, Duration::from_millis(50)).unwrap();
     let j = opened.journal;
     // The first one starts a (slow) sync; the 199 others queue up meanwhile.
-    let waits: Vec<_> = (0..200).map(|i| j.admit(message(&format!("g{i}")))).collect();
+    let waits: Vec<_> = (0..200)
+        .map(|i| j.admit(message(&format!("g{i}"))))
+        .collect();
     for w in waits {
         assert_eq!(w.await.unwrap(), Admission::New);
     }
     let r = j.report();
     assert_eq!(r.records, 200);
-    assert!(r.commits <= 3, "one sync per message: {} commits", r.commits);
+    assert!(
+        r.commits <= 3,
+        "one sync per message: {} commits",
+        r.commits
+    );
 }
 
 #[tokio::test]
@@ -128,7 +142,10 @@ async fn an_answered_mark_is_written_at_once_even_while_a_slow_sync_runs() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let window = j.report().done_window_us_max.unwrap();
-    assert!(window < 100_000, "the answered mark waited {window} us behind a sync");
+    assert!(
+        window < 100_000,
+        "the answered mark waited {window} us behind a sync"
+    );
     assert_eq!(m2.await.unwrap(), Admission::New);
 }
 
@@ -169,7 +186,10 @@ async fn the_old_inbox_is_migrated_once_and_a_fifo_never_blocks_the_start() {
     assert!(!inbox.join("0000000000000000000000000000beef.json").exists());
     assert!(!inbox.join("2222.tmp").exists(), "0-byte tmp left behind");
     assert!(!state.join("inbox-done.log").exists());
-    assert!(inbox.join("fifo.json").exists(), "a FIFO is skipped, not touched");
+    assert!(
+        inbox.join("fifo.json").exists(),
+        "a FIFO is skipped, not touched"
+    );
 
     // Once answered, it is gone for good: not migrated again, not replayed again.
     let (opened, _rx) = open(&state);
@@ -196,7 +216,10 @@ fn a_journal_path_that_is_a_fifo_is_an_error_naming_it() {
         .err()
         .expect("a FIFO journal must be refused")
         .to_string();
-    assert!(err.contains(&log.display().to_string()) && err.contains("FIFO"), "{err}");
+    assert!(
+        err.contains(&log.display().to_string()) && err.contains("FIFO"),
+        "{err}"
+    );
 }
 
 /// A small tmpfs mounted on `at`, unmounted on drop. Needs root (CAP_SYS_ADMIN).
@@ -206,7 +229,13 @@ impl Tmpfs {
     pub(crate) fn mount(at: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(at).unwrap();
         let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(at)
             .output()
             .expect("run mount");
@@ -257,7 +286,10 @@ async fn a_full_disk_refuses_new_messages_and_keeps_answered_ones_answered() {
     assert_eq!(j.admit(message(&m1)).await.unwrap(), Admission::New);
     let filler = fill(&state);
 
-    let err = j.admit(m2.clone()).await.expect_err("stored on a full disk");
+    let err = j
+        .admit(m2.clone())
+        .await
+        .expect_err("stored on a full disk");
     assert!(err.to_string().contains("journal.log"), "{err}");
     j.done(&m1, Instant::now());
     // The answered mark could not be written: it waits for a retry, and m1 stays answered.
@@ -273,7 +305,11 @@ async fn a_full_disk_refuses_new_messages_and_keeps_answered_ones_answered() {
     std::fs::remove_file(&filler).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while j.report().done_retry_queue != 0 {
-        assert!(Instant::now() < deadline, "answered mark never retried: {:?}", j.report());
+        assert!(
+            Instant::now() < deadline,
+            "answered mark never retried: {:?}",
+            j.report()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(j.admit(m2).await.unwrap(), Admission::New);
@@ -282,7 +318,11 @@ async fn a_full_disk_refuses_new_messages_and_keeps_answered_ones_answered() {
 
     // The file holds whole records only, and m1 is answered for good.
     let bytes = std::fs::read(state.join("journal/journal.log")).unwrap();
-    assert_eq!(scan(&bytes).1, bytes.len(), "a failed write left a torn record");
+    assert_eq!(
+        scan(&bytes).1,
+        bytes.len(),
+        "a failed write left a torn record"
+    );
     let (opened, _rx) = open(&state);
     assert_eq!(ids(&opened.pending), ["m2"]);
 }

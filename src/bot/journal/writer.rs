@@ -23,7 +23,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,7 +66,10 @@ pub(crate) enum Request {
 
 /// What waits for the syncer: answered once the file is synced past it.
 enum Waiter {
-    New { msg: Box<Inbound>, reply: AdmitReply },
+    New {
+        msg: Box<Inbound>,
+        reply: AdmitReply,
+    },
     Duplicate(AdmitReply),
     Flush(oneshot::Sender<()>),
 }
@@ -196,14 +199,9 @@ impl Writer {
     }
 
     fn apply_forgotten(&mut self) {
-        loop {
-            match self.forget.try_recv() {
-                Ok(ids) => {
-                    for id in ids {
-                        self.index.forget_pending(&id);
-                    }
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        while let Ok(ids) = self.forget.try_recv() {
+            for id in ids {
+                self.index.forget_pending(&id);
             }
         }
     }
@@ -225,7 +223,7 @@ impl Writer {
                     encode(
                         &Record::Accepted {
                             id: msg.msg_id.clone(),
-                            msg: (*msg).clone(),
+                            msg: msg.clone(),
                         },
                         &mut encoded,
                     );
