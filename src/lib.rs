@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod dingtalk;
 pub mod docs;
 pub mod exit;
+pub(crate) mod fsutil;
 pub mod gateway;
 pub mod ipc;
 pub mod logging;

@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::exit::CliError;
@@ -24,6 +24,9 @@ pub struct Layout {
     pub state_dir: PathBuf,
     pub log_dir: PathBuf,
     pub run_dir: PathBuf,
+    /// True when `run_dir` lies in the login session's runtime folder (`XDG_RUNTIME_DIR`),
+    /// which belongs to the session: clawdbot never creates it, and it vanishes at logout.
+    pub(crate) run_in_session: bool,
 }
 
 impl Layout {
@@ -46,6 +49,7 @@ impl Layout {
                 state_dir: "/var/lib/clawdbot".into(),
                 log_dir: "/var/log/clawdbot".into(),
                 run_dir: "/run/clawdbot".into(),
+                run_in_session: false,
             };
         }
         match directories::ProjectDirs::from("", "", "clawdbot") {
@@ -54,14 +58,13 @@ impl Layout {
                     .state_dir()
                     .map(Path::to_path_buf)
                     .unwrap_or_else(|| d.data_local_dir().to_path_buf());
+                let session_run = d.runtime_dir().map(Path::to_path_buf);
                 Layout {
                     home: None,
                     config_dir: d.config_dir().to_path_buf(),
                     log_dir: state.join("logs"),
-                    run_dir: d
-                        .runtime_dir()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| state.join("run")),
+                    run_in_session: session_run.is_some(),
+                    run_dir: session_run.unwrap_or_else(|| state.join("run")),
                     state_dir: state,
                 }
             }
@@ -78,6 +81,7 @@ impl Layout {
             state_dir: home.join("state"),
             log_dir: home.join("logs"),
             run_dir: home.join("run"),
+            run_in_session: false,
         }
     }
 
@@ -86,37 +90,41 @@ impl Layout {
         validate_name(name)?;
         let run = self.run_dir.join(name);
         let socket = run.join("control.sock");
-        let len = socket.as_os_str().len();
-        if len > MAX_SOCKET_PATH {
-            return Err(CliError::usage(format!(
-                "control socket path {} is {len} bytes, over the {MAX_SOCKET_PATH}-byte limit of \
-                 unix sockets: use a shorter --home or daemon name",
-                socket.display()
-            )));
-        }
+        check_socket_len(&socket)?;
+        let state = self.state_dir.join(name);
         Ok(DaemonPaths {
             name: name.to_string(),
-            pid_file: run.join("pid"),
-            start_lock: run.join("start.lock"),
+            pid_file: state.join("pid"),
+            start_lock: state.join("start.lock"),
             socket,
-            state: self.state_dir.join(name),
             default_log: self.log_dir.join(format!("{name}.log")),
             default_config: self.config_dir.join(format!("{name}.yaml")),
             run,
+            state,
+            run_root: self.run_dir.clone(),
+            state_root: self.state_dir.clone(),
+            run_in_session: self.run_in_session,
         })
     }
 
-    /// Names of every daemon that has a run folder (for `daemon status` without a name),
-    /// sorted. No run folder yet means no daemons; an unreadable one is an error naming it.
+    /// Names of every daemon that was ever started here (a state folder holding a start
+    /// lock or a pid file), sorted. No state folder yet means no daemons; an unreadable
+    /// one is an error naming it.
     pub fn daemon_names(&self) -> Result<Vec<String>, CliError> {
-        let entries = match fs::read_dir(&self.run_dir) {
+        let entries = match fs::read_dir(&self.state_dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_error("list daemons in", &self.run_dir, e)),
+            Err(e) => return Err(io_error("list daemons in", &self.state_dir, e)),
         };
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| {
+                let dir = e.path();
+                ["start.lock", "pid"]
+                    .iter()
+                    .any(|f| fs::symlink_metadata(dir.join(f)).is_ok())
+            })
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| validate_name(n).is_ok())
             .collect();
@@ -125,34 +133,133 @@ impl Layout {
     }
 }
 
+/// A unix socket path must fit `sun_path`.
+fn check_socket_len(socket: &Path) -> Result<(), CliError> {
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(CliError::usage(format!(
+            "control socket path {} is {len} bytes, over the {MAX_SOCKET_PATH}-byte limit of \
+             unix sockets: use a shorter --home or daemon name",
+            socket.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The files of one named daemon.
+///
+/// Invariant: the start lock and the pid file live in the state folder, which does not
+/// depend on the login session, so every shell of one user (ssh, su, cron, sudo) finds the
+/// same daemon; the pid file records the control socket the daemon listens on, and
+/// clients connect to that one ([`DaemonPaths::control_socket`]).
 #[derive(Debug, Clone)]
 pub struct DaemonPaths {
     pub name: String,
-    /// Private folder (0700): pid, socket, start lock.
+    /// Private socket folder (0700) in the run root.
     pub run: PathBuf,
+    /// Where a daemon started now listens, when its folder can be made.
+    pub socket: PathBuf,
+    /// Durable state (launch settings, message journal), the pid file and the start lock.
+    pub state: PathBuf,
     pub pid_file: PathBuf,
     pub start_lock: PathBuf,
-    pub socket: PathBuf,
-    /// Durable state (launch settings, message journal).
-    pub state: PathBuf,
     pub default_log: PathBuf,
     pub default_config: PathBuf,
+    run_root: PathBuf,
+    state_root: PathBuf,
+    run_in_session: bool,
 }
 
 impl DaemonPaths {
-    /// Creates the run folder with mode 0700 (and tightens it if it already exists).
+    /// Creates the socket folder (0700) and its root; both must be ours and private.
+    /// In a session layout the session's runtime folder itself is never created: when it
+    /// is gone (logged out), this fails naming it.
     pub fn ensure_run_dir(&self) -> Result<(), CliError> {
-        create_private_dir(&self.run)
+        if let Some(session) = self.gone_session() {
+            return Err(CliError::failure(format!(
+                "the session's runtime folder {} does not exist (XDG_RUNTIME_DIR of a \
+                 session that ended?)",
+                session.display()
+            )));
+        }
+        ensure_owned_tree(&self.run_root, &self.run)
     }
 
+    /// The session's runtime folder, when the run folder lies in one that no longer exists.
+    fn gone_session(&self) -> Option<&Path> {
+        let session = self.run_root.parent().unwrap_or(&self.run_root);
+        (self.run_in_session && !session.is_dir()).then_some(session)
+    }
+
+    /// Creates the state folder (0700) and its root; both must be ours and private.
     pub fn ensure_state_dir(&self) -> Result<(), CliError> {
-        create_private_dir(&self.state)
+        ensure_owned_tree(&self.state_root, &self.state)
+    }
+
+    /// Checks the state folder and its root without creating anything: `Ok(false)` when
+    /// either is missing (no daemon was ever started), an error naming the path and the
+    /// fix when one is not ours or writable by others. A pid file is read only after this.
+    pub(crate) fn check_state_dir(&self) -> Result<bool, CliError> {
+        for dir in [&self.state_root, &self.state] {
+            if !crate::fsutil::check_private_dir(dir).map_err(unsafe_dir)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Where a daemon starting (or re-binding) now should listen: the run folder's socket,
+    /// or, when that folder cannot be made (the session's runtime folder is gone), a
+    /// socket in the state folder.
+    pub(crate) fn listen_socket(&self) -> Result<PathBuf, CliError> {
+        if self.gone_session().is_none() {
+            self.ensure_run_dir()?;
+            return Ok(self.socket.clone());
+        }
+        let fallback = self.fallback_socket();
+        check_socket_len(&fallback)?;
+        self.ensure_state_dir()?;
+        Ok(fallback)
+    }
+
+    /// The socket a daemon listens on when its run folder cannot be made.
+    pub(crate) fn fallback_socket(&self) -> PathBuf {
+        self.state.join("control.sock")
+    }
+
+    /// The socket to connect to: the one the pid file records, else [`Self::socket`].
+    pub(crate) fn control_socket(&self) -> PathBuf {
+        crate::daemon::pidfile::recorded_socket(&self.pid_file)
+            .unwrap_or_else(|| self.socket.clone())
     }
 
     /// Where `daemon start` remembers how it was launched, for `restart`.
     pub fn launch_file(&self) -> PathBuf {
         self.state.join("launch.json")
+    }
+}
+
+/// Creates `root` (with any missing parents, 0700) and `leaf` below it, then checks both
+/// are folders owned by us and not writable by others (exit 2 naming the path and fix).
+fn ensure_owned_tree(root: &Path, leaf: &Path) -> Result<(), CliError> {
+    if let Some(parent) = root.parent() {
+        if !parent.as_os_str().is_empty() && !parent.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| io_error("create folder", parent, e))?;
+        }
+    }
+    crate::fsutil::ensure_private_dir(root).map_err(unsafe_dir)?;
+    crate::fsutil::ensure_private_dir(leaf).map_err(unsafe_dir)
+}
+
+/// A folder that may not hold our files is a usage error (exit 2) naming it and the fix.
+fn unsafe_dir(e: crate::fsutil::UnsafeDir) -> CliError {
+    match e {
+        crate::fsutil::UnsafeDir::Io { path, source } => io_error("use folder", &path, source),
+        e => CliError::usage(format!("unsafe folder: {e}")),
     }
 }
 
@@ -187,17 +294,6 @@ pub fn validate_name(name: &str) -> Result<(), CliError> {
              (not starting with a dot)"
         )))
     }
-}
-
-/// Creates `dir` (and parents) and sets it to 0700.
-pub fn create_private_dir(dir: &Path) -> Result<(), CliError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| io_error("create folder", dir, e))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(|e| io_error("set mode 0700 on", dir, e))
 }
 
 /// Creates the parent folder of a file (normal permissions).

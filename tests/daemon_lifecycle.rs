@@ -58,7 +58,7 @@ fn start_status_stop_and_idempotence() {
         wait_until(Duration::from_secs(5), || !pid_alive(pid)),
         "daemon still alive"
     );
-    assert!(!home.run_dir("bot").join("pid").exists());
+    assert!(!home.state_dir("bot").join("pid").exists());
     assert!(!home.run_dir("bot").join("control.sock").exists());
 
     let st = home.run(&["daemon", "status", "--name", "bot"]);
@@ -125,10 +125,12 @@ fn stale_pid_file_never_blocks_start_nor_kills_the_named_process() {
         .arg("30")
         .spawn()
         .unwrap();
-    let run = home.run_dir("bot");
-    std::fs::create_dir_all(&run).unwrap();
-    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::write(run.join("pid"), format!("{} 12345\n", innocent.id())).unwrap();
+    let (run, state) = (home.run_dir("bot"), home.state_dir("bot"));
+    for dir in [&run, &state] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    std::fs::write(state.join("pid"), format!("{} 12345\n", innocent.id())).unwrap();
     std::fs::write(run.join("control.sock"), "").unwrap();
 
     let st = home.run(&["daemon", "status", "--name", "bot"]);
@@ -184,11 +186,13 @@ fn socket_is_0600_in_a_0700_folder() {
             .code,
         0
     );
-    let run = home.run_dir("bot");
+    let (run, state) = (home.run_dir("bot"), home.state_dir("bot"));
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&run), 0o700);
+    assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&run.join("control.sock")), 0o600);
-    assert_eq!(mode(&run.join("pid")), 0o600);
+    assert_eq!(mode(&state.join("pid")), 0o600);
+    assert_eq!(mode(&state.join("start.lock")), 0o600);
 }
 
 #[test]
@@ -217,15 +221,39 @@ fn another_uid_is_refused_by_the_daemon() {
     )
     .unwrap();
     use std::os::unix::process::CommandExt;
+    // The CLI of another user does not trust root's folders at all.
     let out = home
         .command(&["daemon", "status", "--name", "bot"])
         .uid(65534)
         .gid(65534)
         .output()
         .unwrap();
-    assert_eq!(
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("belongs to uid 0"), "{stderr}");
+    // Pointed at root's socket from a pid record of its own, it reaches the daemon,
+    // which refuses it.
+    let other = Home::new();
+    let other_state = other.state_dir("bot");
+    std::fs::create_dir_all(&other_state).unwrap();
+    let socket = home.run_dir("bot").join("control.sock");
+    std::fs::write(
+        other_state.join("pid"),
+        format!("1 1\n{}\n", socket.display()),
+    )
+    .unwrap();
+    for dir in [other.path(), &other.path().join("state"), &other_state] {
+        std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    }
+    let out = other
+        .command(&["daemon", "status", "--name", "bot"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_ne!(
         out.status.code(),
-        Some(4),
+        Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -475,7 +503,7 @@ fn start_timeout_0_is_a_usage_error_and_a_start_not_ready_in_time_is_stopped() {
     );
     // Stopped before the command returned: no daemon, no pid file, status "not running".
     assert_eq!(processes_of(&home), Vec::<u32>::new());
-    assert!(!home.run_dir("slow").join("pid").exists());
+    assert!(!home.state_dir("slow").join("pid").exists());
     let st = home.run(&["daemon", "status", "--name", "slow"]);
     assert_eq!(st.code, 3, "{st:?}");
 }
@@ -497,7 +525,7 @@ fn a_daemon_that_fails_before_ready_leaves_no_pid_file_or_socket() {
     ]);
     assert_eq!(r.code, 2, "{r:?}");
 
-    // Fails in the detached daemon (the parent cannot see that a folder is no log file).
+    // A folder is no log file: `start` finds that out before it forks.
     let log_dir = home.path().join("a-folder");
     std::fs::create_dir(&log_dir).unwrap();
     let r = home.run(&[
@@ -515,7 +543,10 @@ fn a_daemon_that_fails_before_ready_leaves_no_pid_file_or_socket() {
 
     for name in ["c5", "c6"] {
         let run = home.run_dir(name);
-        assert!(!run.join("pid").exists(), "{name}: pid file left");
+        assert!(
+            !home.state_dir(name).join("pid").exists(),
+            "{name}: pid file left"
+        );
         assert!(!run.join("control.sock").exists(), "{name}: socket left");
         let st = home.run(&["daemon", "status", "--name", name]);
         assert_eq!(st.code, 3, "{name}: {st:?}");
@@ -532,8 +563,8 @@ fn a_daemon_puts_back_its_deleted_pid_file_and_socket_and_stays_the_only_one() {
     ]);
     assert_eq!(r.code, 0, "{r:?}");
     let pid = r.json()["pid"].as_u64().unwrap();
-    let run = home.run_dir("bot");
-    std::fs::remove_file(run.join("pid")).unwrap();
+    let (run, state) = (home.run_dir("bot"), home.state_dir("bot"));
+    std::fs::remove_file(state.join("pid")).unwrap();
     std::fs::remove_file(run.join("control.sock")).unwrap();
 
     let mut last = None;
@@ -553,7 +584,7 @@ fn a_daemon_puts_back_its_deleted_pid_file_and_socket_and_stays_the_only_one() {
     assert_eq!(again.json()["already_running"], true, "{again:?}");
     assert_eq!(again.json()["pid"].as_u64().unwrap(), pid);
     assert_eq!(processes_of(&home), vec![pid as u32]);
-    let pid_file = std::fs::read_to_string(run.join("pid")).unwrap();
+    let pid_file = std::fs::read_to_string(state.join("pid")).unwrap();
     assert!(pid_file.starts_with(&format!("{pid} ")), "{pid_file}");
     assert!(std::fs::read_to_string(home.log_path("bot"))
         .unwrap()
@@ -563,7 +594,7 @@ fn a_daemon_puts_back_its_deleted_pid_file_and_socket_and_stays_the_only_one() {
     let stop = home.run(&["daemon", "stop", "--name", "bot"]);
     assert_eq!(stop.code, 0, "{stop:?}");
     assert_eq!(stop.stdout.trim(), "stopped bot", "{stop:?}");
-    assert!(!run.join("pid").exists() && !run.join("control.sock").exists());
+    assert!(!state.join("pid").exists() && !run.join("control.sock").exists());
 }
 
 #[test]
@@ -608,4 +639,256 @@ fn status_of_every_daemon_is_3_when_there_is_none_and_the_worst_code_otherwise()
     assert_eq!(home.run(&["daemon", "stop", "--name", "b"]).code, 0);
     let r = home.run(&["daemon", "status"]);
     assert_eq!(r.code, 3, "one stopped: {r:?}");
+}
+
+/// Holds an exclusive lock on `path` (as a daemon holds its pid file) until dropped.
+fn hold_lock(path: &Path) -> std::fs::File {
+    use clawdbot::daemon::pidfile::{open_lock_file, try_lock_exclusive, TryLock};
+    match try_lock_exclusive(open_lock_file(path).unwrap()).unwrap() {
+        TryLock::Acquired(f) => f,
+        TryLock::HeldByOther => panic!("{} is locked", path.display()),
+    }
+}
+
+/// Item 10: a state folder that another user made first (or that anyone may write to)
+/// is refused by `stop`, `status` and `start` (exit 2 naming it and the fix) and nothing
+/// in it is believed; a pid record without a real start time is never signalled, even
+/// under a held lock. Run folders are checked the same way.
+#[test]
+fn folders_of_another_user_or_open_to_all_are_refused_and_nobody_is_signalled() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to chown a folder to another uid");
+        return;
+    }
+    let (home, cfg) = home_with_config();
+    let mut innocent = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let state = home.state_dir("bot");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let pid_file = state.join("pid");
+    std::fs::write(&pid_file, format!("{} 0\n", innocent.id())).unwrap();
+    let _held = hold_lock(&pid_file);
+    let commands: [&[&str]; 3] = [
+        &["daemon", "stop", "--name", "bot"],
+        &["daemon", "status", "--name", "bot"],
+        &["daemon", "start", "--name", "bot", "--config", &cfg],
+    ];
+    let state_str = state.display().to_string();
+    let refused_by_all = |fix: &str| {
+        for args in commands {
+            let r = home.run(args);
+            assert_eq!(r.code, 2, "{args:?}: {r:?}");
+            assert!(
+                r.stderr.contains(&state_str) && r.stderr.contains(fix),
+                "{args:?}: {r:?}"
+            );
+        }
+    };
+
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    refused_by_all("chown");
+    std::os::unix::fs::chown(&state, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    refused_by_all("chmod 700");
+    assert!(
+        innocent.try_wait().unwrap().is_none(),
+        "a process was killed"
+    );
+
+    // A private folder, a held lock, but a record with start time 0: not signalled.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let stop = home.run(&["daemon", "stop", "--name", "bot", "--timeout", "1"]);
+    assert_eq!(stop.code, 4, "{stop:?}");
+    assert!(stop.stderr.contains("not signalling"), "{stop:?}");
+    assert!(
+        innocent.try_wait().unwrap().is_none(),
+        "the process named by a record with start time 0 was killed"
+    );
+    let _ = innocent.kill();
+    let _ = innocent.wait();
+
+    // The socket folder of another user is refused before anything starts.
+    drop(_held);
+    std::fs::remove_file(&pid_file).unwrap();
+    let run = home.run_dir("other");
+    std::fs::create_dir_all(&run).unwrap();
+    std::os::unix::fs::chown(&run, Some(65534), Some(65534)).unwrap();
+    let r = home.run(&["daemon", "start", "--name", "other", "--config", &cfg]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(&run.display().to_string()) && r.stderr.contains("chown"),
+        "{r:?}"
+    );
+    assert!(processes_of(&home).is_empty());
+}
+
+/// Runs the binary as uid 65534 with `HOME` = `home` and no `--home` (the XDG layout),
+/// with `XDG_RUNTIME_DIR` = `runtime` when given, like a login shell, or without it, like
+/// su, cron or sudo.
+fn as_nobody(home: &Path, runtime: Option<&Path>, args: &[&str]) -> support::Run {
+    use std::os::unix::process::CommandExt;
+    let mut c = std::process::Command::new(support::BIN);
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("NO_COLOR", "1")
+        .env("LOCAL_MODEL_API_KEY", "test-key")
+        .current_dir(home)
+        .stdin(Stdio::null())
+        .uid(65534)
+        .gid(65534);
+    if let Some(dir) = runtime {
+        c.env("XDG_RUNTIME_DIR", dir);
+    }
+    let out = c.output().expect("run clawdbot as nobody");
+    support::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Stops the XDG-layout daemon of [`as_nobody`] when a test ends, even a failed one.
+struct StopAsNobody<'a>(&'a Path);
+
+impl Drop for StopAsNobody<'_> {
+    fn drop(&mut self) {
+        as_nobody(
+            self.0,
+            None,
+            &["daemon", "stop", "--name", "bot", "--timeout", "3"],
+        );
+    }
+}
+
+/// Item 11: one daemon per name per user whatever the session: started from a login
+/// shell (XDG_RUNTIME_DIR set), it is found by a shell without it (status and start see
+/// it, no second daemon), and once the runtime folder is removed (logout) it re-binds
+/// its socket in the state folder, records it, and is still found and stopped.
+#[test]
+fn one_daemon_per_name_whatever_the_session_and_stoppable_after_logout() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run the binary as another uid");
+        return;
+    }
+    let base = Home::new();
+    let (home, runtime) = (base.path().join("h"), base.path().join("xdg"));
+    for dir in [base.path(), &home, &runtime] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    }
+    let cfg = home.join("bot.yaml");
+    std::fs::write(&cfg, seed_config("http://127.0.0.1:9/v1")).unwrap();
+    std::os::unix::fs::chown(&cfg, Some(65534), Some(65534)).unwrap();
+    let cfg = cfg.display().to_string();
+    let _stop = StopAsNobody(&home);
+
+    let start = [
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ];
+    let r = as_nobody(&home, Some(&runtime), &start);
+    assert_eq!(r.code, 0, "{r:?}");
+    let pid = r.json()["pid"].as_u64().unwrap();
+    assert!(runtime.join("clawdbot/bot/control.sock").exists());
+
+    let status = ["--json", "daemon", "status", "--name", "bot"];
+    let st = as_nobody(&home, None, &status);
+    assert_eq!(st.code, 0, "without XDG_RUNTIME_DIR: {st:?}");
+    assert_eq!(st.json()["pid"].as_u64(), Some(pid));
+    let again = as_nobody(&home, None, &start);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(again.json()["already_running"], true, "{again:?}");
+    assert_eq!(again.json()["pid"].as_u64(), Some(pid));
+
+    // Logout: the session's runtime folder goes away with the socket in it.
+    std::fs::remove_dir_all(&runtime).unwrap();
+    for env in [Some(runtime.as_path()), None] {
+        let mut last = None;
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                let st = as_nobody(&home, env, &status);
+                let ok = st.code == 0;
+                last = Some(st);
+                ok
+            }),
+            "XDG_RUNTIME_DIR {env:?}: never found again: {last:?}"
+        );
+    }
+    let state = home.join(".local/state/clawdbot/bot");
+    let record = std::fs::read_to_string(state.join("pid")).unwrap();
+    assert!(
+        record.starts_with(&format!("{pid} "))
+            && record.contains("state/clawdbot/bot/control.sock"),
+        "{record}"
+    );
+    assert!(
+        !runtime.exists(),
+        "the session's runtime folder was made again"
+    );
+
+    let stop = as_nobody(&home, Some(&runtime), &["daemon", "stop", "--name", "bot"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    assert_eq!(stop.stdout.trim(), "stopped bot", "{stop:?}");
+    assert!(wait_until(Duration::from_secs(5), || !pid_alive(
+        pid as u32
+    )));
+    assert!(!state.join("pid").exists() && !state.join("control.sock").exists());
+}
+
+/// Clears the immutable attribute of a folder when a test ends, even a failed one.
+struct Immutable<'a>(&'a Path);
+
+impl Immutable<'_> {
+    fn set(dir: &Path, on: bool) -> bool {
+        std::process::Command::new("chattr")
+            .arg(if on { "+i" } else { "-i" })
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Immutable<'_> {
+    fn drop(&mut self) {
+        Immutable::set(self.0, false);
+    }
+}
+
+/// Item 12: `restart` checks what the new daemon needs before it stops the old one: with
+/// a state folder that cannot take new files (immutable: that stops root too, unlike a
+/// mode), it exits 2 naming the folder and the old daemon keeps running.
+#[test]
+fn restart_with_a_read_only_state_folder_leaves_the_old_daemon_running() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root for chattr +i");
+        return;
+    }
+    let (home, cfg) = home_with_config();
+    let r = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let pid = r.json()["pid"].as_u64().unwrap();
+    let state = home.state_dir("bot");
+    let guard = Immutable(&state);
+    assert!(Immutable::set(&state, true), "chattr +i failed");
+
+    let r = home.run(&["daemon", "restart", "--name", "bot"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(&state.display().to_string()) && r.stderr.contains("left as it is"),
+        "{r:?}"
+    );
+    let st = home.run(&["--json", "daemon", "status", "--name", "bot"]);
+    assert_eq!(st.code, 0, "the old daemon is gone: {st:?}");
+    assert_eq!(st.json()["pid"].as_u64(), Some(pid));
+
+    drop(guard);
+    let r = home.run(&["--json", "daemon", "restart", "--name", "bot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_ne!(r.json()["pid"].as_u64(), Some(pid));
 }

@@ -1,9 +1,13 @@
 //! The daemon's log rotates by size and loses no line under a burst: a supervised child
 //! prints 30,000 numbered lines, and every number appears exactly once across the files.
+//! A device or FIFO log is never rotated; a log path is never followed through a link.
 
 mod support;
 
 use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{seed_config, wait_until, Home};
@@ -81,4 +85,170 @@ fn a_burst_of_lines_rotates_by_size_and_loses_none() {
         let len = std::fs::metadata(f).unwrap().len();
         assert!(len <= MAX_BYTES, "{} is {len} bytes", f.display());
     }
+}
+
+/// Lines the child of [`start_burst`] prints: about 240 KB, several times a pipe's
+/// buffer, so once the child is past them the daemon has read (and logged) most of them.
+const BURST: usize = 20_000;
+
+/// Starts a gateway daemon `name` logging to `log` whose child prints [`BURST`] numbered
+/// lines and then creates `done`, with a 4 KiB rotation size (the smallest allowed).
+fn start_burst(home: &Home, name: &str, log: &Path, done: &Path) -> support::Run {
+    let cfg =
+        seed_config("http://127.0.0.1:9/v1") + "logging:\n  max_bytes: 4096\n  max_files: 2\n";
+    let cfg = home.write(&format!("{name}.yaml"), &cfg);
+    let exec = format!(
+        "sh -c 'seq 1 {BURST} | sed s/^/BURST-/; touch {}; sleep 60'",
+        done.display()
+    );
+    home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        name,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--exec",
+        &exec,
+        "--log",
+        log.to_str().unwrap(),
+    ])
+}
+
+/// Reads a FIFO until it ends, into a shared buffer.
+fn drain_fifo(path: PathBuf) -> Arc<Mutex<Vec<u8>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        let mut fifo = std::fs::File::open(path).unwrap();
+        let mut buf = [0u8; 8192];
+        while let Ok(n @ 1..) = fifo.read(&mut buf) {
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    seen
+}
+
+/// Distinct `BURST-N` numbers in what a reader received.
+fn burst_numbers(seen: &Mutex<Vec<u8>>) -> HashSet<usize> {
+    let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    text.split("BURST-")
+        .skip(1)
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Item 8: a character device or FIFO log is written as is: never renamed, replaced or
+/// rotated, whatever `max_bytes` says. The device is a node made here with the numbers
+/// of `/dev/null` (1, 3): the same kind of file, but a broken build can only rename a
+/// file in this test's home, never the machine's `/dev/null`. Its writes cannot be read
+/// back, so the proof that far more than `max_bytes` went to it is the child's marker
+/// (it is past a burst several pipe buffers long) followed by a stop, which flushes
+/// every logged line before the daemon exits. The FIFO's reader sees every line.
+#[test]
+fn a_device_or_fifo_log_is_written_as_is_and_never_rotated() {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: mknod needs root");
+        return;
+    }
+    let home = Home::new();
+    let device = home.path().join("device.log");
+    mknod(
+        &device,
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o600),
+        makedev(1, 3),
+    )
+    .unwrap();
+    let fifo = home.path().join("fifo.log");
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).unwrap();
+    let from_fifo = drain_fifo(fifo.clone());
+
+    let device_done = home.path().join("device.done");
+    let r = start_burst(&home, "dev", &device, &device_done);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = start_burst(&home, "fifo", &fifo, &home.path().join("fifo.done"));
+    assert_eq!(r.code, 0, "{r:?}");
+
+    assert!(wait_until(Duration::from_secs(60), || device_done.exists()));
+    let stop = home.run(&["daemon", "stop", "--name", "dev"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    let meta = std::fs::symlink_metadata(&device).unwrap();
+    assert!(
+        meta.file_type().is_char_device(),
+        "device replaced: {meta:?}"
+    );
+    assert_eq!(meta.rdev(), makedev(1, 3), "another device now");
+
+    assert!(
+        wait_until(Duration::from_secs(60), || burst_numbers(&from_fifo).len()
+            >= BURST),
+        "the fifo got {} of {BURST} lines",
+        burst_numbers(&from_fifo).len()
+    );
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    for log in [&device, &fifo] {
+        let rotated = PathBuf::from(format!("{}.1", log.display()));
+        assert!(!rotated.exists(), "{} was rotated", log.display());
+    }
+}
+
+/// Item 9: a log path that is a link planted in a sticky world-writable folder is refused
+/// before anything starts (exit 2 naming the path and why); the link's target, a
+/// root-only file, is not touched. A file planted there by another user is refused too.
+#[test]
+fn a_log_link_or_a_foreign_file_in_a_shared_folder_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    let cfg = home.write("bot.yaml", &seed_config("http://127.0.0.1:9/v1"));
+    let shared = home.path().join("tmp");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let secret = home.write("root-only", "untouched\n");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = shared.join("bot.log");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let start = |log: &Path| {
+        home.run(&[
+            "daemon",
+            "start",
+            "--name",
+            "bot",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+        ])
+    };
+    let r = start(&link);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(link.to_str().unwrap()) && r.stderr.contains("symbolic link"),
+        "{r:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "untouched\n");
+    assert_eq!(home.run(&["daemon", "status", "--name", "bot"]).code, 3);
+
+    if nix::unistd::geteuid().is_root() {
+        let foreign = shared.join("foreign.log");
+        std::fs::write(&foreign, "").unwrap();
+        std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+        let r = start(&foreign);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(r.stderr.contains("belongs to uid 65534"), "{r:?}");
+    }
+    // A new log in the shared folder is created (exclusively) and used.
+    let fresh = shared.join("fresh.log");
+    let r = start(&fresh);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&fresh)
+            .unwrap_or_default()
+            .contains("daemon ready")
+    }));
 }

@@ -234,7 +234,7 @@ fn without_a_running_daemon_send_exits_3_naming_the_start_command() {
 /// does not put back files deleted meanwhile.
 fn hold_start_lock(home: &Home, name: &str) -> std::fs::File {
     use clawdbot::daemon::pidfile::{open_lock_file, try_lock_exclusive, TryLock};
-    let file = open_lock_file(&home.run_dir(name).join("start.lock")).unwrap();
+    let file = open_lock_file(&home.state_dir(name).join("start.lock")).unwrap();
     match try_lock_exclusive(file).unwrap() {
         TryLock::Acquired(f) => f,
         TryLock::HeldByOther => panic!("start lock busy"),

@@ -32,8 +32,18 @@ pub fn start(layout: &Layout, args: &StartArgs, out: &Output) -> CmdResult {
     start_daemon(layout, &args.launch, Duration::from_secs(args.timeout), out)
 }
 
+/// `daemon restart`: everything the new daemon needs is checked first (the same checks as
+/// `start` makes before forking); a problem is exit 2 and the running daemon is left
+/// alone. Only then is the old daemon stopped and the new one started.
 pub fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
     let timeout = Duration::from_secs(args.timeout);
+    let paths = layout.daemon(&args.launch.name)?;
+    preflight(&paths, &args.launch, &super::invocation(layout)).map_err(|e| {
+        CliError::usage(format!(
+            "{}\nnot restarting: daemon {:?} was left as it is",
+            e.message, paths.name
+        ))
+    })?;
     super::daemon_stop::stop_daemon(
         layout,
         &args.launch.name,
@@ -65,13 +75,7 @@ pub fn start_daemon(
 ) -> CmdResult {
     let me = super::invocation(layout);
     let paths = layout.daemon(&args.name)?;
-    let launch = Launch::resolve(&paths, args, &me)?;
-    if launch.exec.is_none() {
-        if let Some(cfg) = &launch.config {
-            crate::config::load(cfg)?;
-        }
-    }
-    paths.ensure_run_dir()?;
+    let launch = preflight(&paths, args, &me)?;
     let lock = StartLock::acquire(&paths.start_lock, timeout)?;
 
     match probe(&paths) {
@@ -100,11 +104,11 @@ pub fn start_daemon(
             ))
         }
         Probe::Down(Down::Denied { reason }) => return Err(CliError::new(Code::Unknown, reason)),
+        Probe::Down(Down::UnsafeFolder { reason }) => return Err(CliError::usage(reason)),
         Probe::Down(Down::Stale { .. } | Down::NotRunning) => remove_leftovers(&paths),
     }
 
     launch.save(&paths)?;
-    crate::paths::ensure_parent(&launch.log)?;
     let started = Instant::now();
     let (report, lock) = spawn_detached(lock, timeout, |ready_fd| {
         match runtime::run(&paths, &launch, ReadyPipe::from_fd(Some(ready_fd))) {
@@ -121,6 +125,31 @@ pub fn start_daemon(
     result
 }
 
+/// Everything a new daemon needs, checked without forking or stopping anything: the
+/// launch settings and config, the state folder (ours, private, writable: it holds the
+/// pid file, the start lock and the inbox), the socket folder, and the log (its folder
+/// made, the file openable under the rules of `logging::open`).
+fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Launch, CliError> {
+    let launch = Launch::resolve(paths, args, me)?;
+    if launch.exec.is_none() {
+        if let Some(cfg) = &launch.config {
+            crate::config::load(cfg)?;
+        }
+    }
+    paths.ensure_state_dir()?;
+    crate::fsutil::probe_writable(&paths.state)
+        .map_err(|e| io_error("create files in the state folder", &paths.state, e))?;
+    paths.listen_socket()?;
+    crate::paths::ensure_parent(&launch.log)?;
+    crate::logging::check_log_path(&launch.log).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => {
+            CliError::usage(format!("log {}: {e}", launch.log.display()))
+        }
+        _ => io_error("open log file", &launch.log, e),
+    })?;
+    Ok(launch)
+}
+
 fn confirm(
     paths: &DaemonPaths,
     launch: &Launch,
@@ -132,7 +161,7 @@ fn confirm(
     let what = match &report.outcome {
         Outcome::Ready => {
             let left = timeout.saturating_sub(started.elapsed()).max(PROBE_TIMEOUT);
-            match Client::connect(&paths.socket, left) {
+            match Client::connect(&paths.control_socket(), left) {
                 Ok(client) => return Ok(started_doc(paths, launch, &client, started, out)),
                 Err(e) => format!("it reported ready but its socket did not answer: {e}"),
             }
@@ -157,7 +186,7 @@ fn started_doc(
     out.result(
         json!({"ok": true, "name": paths.name, "state": "running", "pid": client.daemon_pid,
                "version": client.daemon_version, "log": launch.log.display().to_string(),
-               "socket": paths.socket.display().to_string(), "ready_ms": ms}),
+               "socket": paths.control_socket().display().to_string(), "ready_ms": ms}),
         &format!(
             "started {} (pid {}) in {ms} ms; log: {}",
             paths.name,

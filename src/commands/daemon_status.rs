@@ -29,6 +29,9 @@ pub fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdResult {
     for name in &names {
         let paths = layout.daemon(name)?;
         let (code, doc, text) = one(&paths);
+        if code == Code::Usage && args.name.is_some() {
+            return Err(CliError::usage(text));
+        }
         worst = Some(worse(worst.unwrap_or(Code::Ok), code));
         docs.push(doc);
         human.push(text);
@@ -83,6 +86,11 @@ fn down(name: &str, why: Down) -> (Code, Value, String) {
     match why {
         Down::Unresponsive { pid, reason } => unknown(name, pid, reason),
         Down::Denied { reason } => unknown(name, None, reason),
+        Down::UnsafeFolder { reason } => (
+            Code::Usage,
+            json!({"name": name, "state": "unknown", "last_error": reason}),
+            format!("{name}: {reason}"),
+        ),
         Down::Stale { pid } => (
             Code::Failure,
             json!({"name": name, "state": "dead", "pid": pid}),
@@ -129,7 +137,7 @@ pub(super) fn connect(layout: &Layout, paths: &DaemonPaths) -> Result<Client, Cl
 }
 
 fn fetch_report(paths: &DaemonPaths) -> Result<DaemonReport, String> {
-    let mut client = Client::connect(&paths.socket, crate::daemon::probe::PROBE_TIMEOUT)
+    let mut client = Client::connect(&paths.control_socket(), crate::daemon::probe::PROBE_TIMEOUT)
         .map_err(|e| e.to_string())?;
     match client
         .request(&Request::Status)

@@ -70,6 +70,7 @@ pub fn stop_daemon(
             Stopped::WasNotRunning
         }
         Probe::Down(Down::Denied { reason }) => return Err(CliError::new(Code::Unknown, reason)),
+        Probe::Down(Down::UnsafeFolder { reason }) => return Err(CliError::usage(reason)),
         Probe::Running { .. } => {
             if ask_to_shut_down(&paths, timeout)
                 && wait_unlocked(&paths, timeout + Duration::from_secs(1))
@@ -98,7 +99,7 @@ pub fn stop_daemon(
 }
 
 fn ask_to_shut_down(paths: &DaemonPaths, drain: Duration) -> bool {
-    let Ok(mut client) = Client::connect(&paths.socket, PROBE_TIMEOUT) else {
+    let Ok(mut client) = Client::connect(&paths.control_socket(), PROBE_TIMEOUT) else {
         return false;
     };
     matches!(

@@ -1,19 +1,23 @@
-//! A daemon's claim on its name: the pid file it holds locked and the control socket it
-//! listens on, both in the name's run folder.
+//! A daemon's claim on its name: the pid file it holds locked (in the name's state
+//! folder) and the control socket it listens on (in the run folder, or in the state
+//! folder when the session's runtime folder is gone), which the pid file records.
 //!
 //! Invariants:
-//! - the claim removes or replaces a file in the run folder only when it is provably its
+//! - the claim removes or replaces a file in its folders only when it is provably its
 //!   own (the inode it locked or bound) or provably nobody's (a pid file whose lock is
 //!   free); a pid file locked by another process means another daemon took the name;
 //! - dropping the claim, on every exit path (failed starts included), removes the files
 //!   that are still its own, the socket first, then the pid file, then unlocks;
-//! - [`Claim::heal`] puts back a pid file or socket that was deleted or replaced by hand
-//!   (the daemon calls it every [`HEAL_INTERVAL`]). It works under the name's start lock,
-//!   so it never races a `daemon start`, and it costs two `stat`s when nothing changed.
+//! - [`Claim::heal`] puts back a pid file or socket that was deleted or replaced by hand,
+//!   or whose folder vanished (the daemon calls it every [`HEAL_INTERVAL`]); a socket
+//!   re-bound elsewhere is recorded in the pid file (replaced whole, never half-written).
+//!   It works under the name's start lock, so it never races a `daemon start`, and it
+//!   costs two `stat`s when nothing changed.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::exit::CliError;
@@ -31,6 +35,11 @@ pub const HEAL_INTERVAL: Duration = Duration::from_secs(2);
 pub struct Claim {
     paths: DaemonPaths,
     pid: PidLock,
+    /// Where this daemon listens (or will, before [`Claim::bind`]).
+    socket_path: PathBuf,
+    /// The socket the pid file names; differs from `socket_path` only until a heal
+    /// manages to record a re-bound socket.
+    recorded: PathBuf,
     /// The socket file this daemon bound, once bound.
     socket: Option<FileId>,
 }
@@ -53,18 +62,23 @@ pub enum Healed {
 }
 
 impl Claim {
-    /// Takes the name: creates the run folder and locks the pid file. Fails when another
-    /// daemon holds it.
+    /// Takes the name: checks (creating) the state folder, chooses the socket and locks
+    /// the pid file that records it. Fails when another daemon holds it.
     pub fn acquire(paths: &DaemonPaths) -> Result<Claim, CliError> {
-        paths.ensure_run_dir()?;
-        let pid = PidLock::acquire(&paths.pid_file)
+        paths.ensure_state_dir()?;
+        let socket_path = paths.listen_socket()?;
+        let pid = PidLock::acquire(&paths.pid_file, &socket_path)
             .map_err(|e| io_error("lock", &paths.pid_file, e))?
             .ok_or_else(|| {
                 CliError::failure(format!("daemon {:?} is already running", paths.name))
             })?;
+        // `daemon status` lists the names whose state folder has a start lock.
+        let _ = open_lock_file(&paths.start_lock);
         Ok(Claim {
             paths: paths.clone(),
             pid,
+            recorded: socket_path.clone(),
+            socket_path,
             socket: None,
         })
     }
@@ -72,7 +86,7 @@ impl Claim {
     /// Binds the control socket with mode 0600. Whatever file is at its path is replaced:
     /// this claim holds the name, so no live daemon serves that file.
     pub fn bind(&mut self) -> Result<UnixListener, CliError> {
-        let path = &self.paths.socket;
+        let path = &self.socket_path;
         match fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -92,7 +106,7 @@ impl Claim {
     /// Checks that the pid file and the socket are still this daemon's and puts back
     /// what is missing or was replaced by a file nobody holds.
     pub fn heal(&mut self) -> Healed {
-        if self.pid.holds_path() && self.socket_in_place() {
+        if self.pid.holds_path() && self.socket_in_place() && self.recorded == self.socket_path {
             return Healed::Intact;
         }
         let _start_lock = match self.try_start_lock() {
@@ -106,16 +120,21 @@ impl Claim {
         };
         let listener = match self.socket_in_place() {
             true => None,
-            false => match self.bind() {
+            false => match self.rebind() {
                 Ok(l) => Some(l),
                 Err(e) => return Healed::Failed(e.message),
             },
+        };
+        let recorded = match self.record_socket() {
+            Ok(changed) => changed,
+            Err(reason) => return Healed::Failed(reason),
         };
         let what = [
             pid_restored.then(|| self.paths.pid_file.display().to_string()),
             listener
                 .as_ref()
-                .map(|_| self.paths.socket.display().to_string()),
+                .map(|_| self.socket_path.display().to_string()),
+            recorded.then(|| format!("the socket's path in {}", self.paths.pid_file.display())),
         ]
         .into_iter()
         .flatten()
@@ -125,22 +144,41 @@ impl Claim {
     }
 
     /// Where the control socket lives.
-    pub fn socket_path(&self) -> &std::path::Path {
-        &self.paths.socket
+    pub fn socket_path(&self) -> &Path {
+        &self.socket_path
     }
 
     /// True when the socket was never bound or its file is still the one bound.
     fn socket_in_place(&self) -> bool {
         match self.socket {
             None => true,
-            Some(id) => FileId::of_path(&self.paths.socket).ok().flatten() == Some(id),
+            Some(id) => FileId::of_path(&self.socket_path).ok().flatten() == Some(id),
         }
+    }
+
+    /// Binds again where a daemon would listen now: the same path when its folder can be
+    /// made again, the state folder when the session's runtime folder is gone.
+    fn rebind(&mut self) -> Result<UnixListener, CliError> {
+        self.socket_path = self.paths.listen_socket()?;
+        self.bind()
+    }
+
+    /// Makes the pid file name the socket this daemon listens on; true when it changed.
+    fn record_socket(&mut self) -> Result<bool, String> {
+        if self.recorded == self.socket_path {
+            return Ok(false);
+        }
+        self.pid
+            .rewrite(&self.socket_path)
+            .map_err(|e| io_error("update", &self.paths.pid_file, e).message)?;
+        self.recorded = self.socket_path.clone();
+        Ok(true)
     }
 
     /// The start lock, if no `daemon start` holds it right now.
     fn try_start_lock(&self) -> Result<Option<fs::File>, String> {
         let path = &self.paths.start_lock;
-        self.paths.ensure_run_dir().map_err(|e| e.message)?;
+        self.paths.ensure_state_dir().map_err(|e| e.message)?;
         let file = open_lock_file(path).map_err(|e| io_error("open", path, e).message)?;
         match try_lock_exclusive(file) {
             Ok(TryLock::Acquired(f)) => Ok(Some(f)),
@@ -171,10 +209,11 @@ impl Claim {
             LockState::Missing => {}
             LockState::Unknown(reason) => return Err(Healed::Failed(reason)),
         }
-        match PidLock::create_at(path) {
+        match PidLock::create_at(path, &self.socket_path) {
             Ok(Some(lock)) => {
                 // The old lock's inode has no path any more: dropping it removes nothing.
                 self.pid = lock;
+                self.recorded = self.socket_path.clone();
                 Ok(true)
             }
             Ok(None) => Err(Healed::Failed(format!(
@@ -189,7 +228,7 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         if self.socket.is_some() && self.socket_in_place() {
-            let _ = fs::remove_file(&self.paths.socket);
+            let _ = fs::remove_file(&self.socket_path);
         }
         // Then `pid` drops: it removes the pid file if still ours, and unlocks.
     }

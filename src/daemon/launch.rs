@@ -1,7 +1,6 @@
 //! The resolved settings of one daemon launch, remembered in the state folder so that
 //! `restart` and `logs` know the config and log paths of the last start.
 
-use std::fs;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -88,10 +87,15 @@ impl Launch {
         Ok(())
     }
 
-    /// The last saved launch, if any and readable.
+    /// The last saved launch, if any and readable. Read only from a state folder that
+    /// passes [`DaemonPaths::check_state_dir`]: a launch file another user could have
+    /// written (it names a command to run) is never believed.
     pub fn load(paths: &DaemonPaths) -> Option<Launch> {
-        let text = fs::read_to_string(paths.launch_file()).ok()?;
-        serde_json::from_str(&text).ok()
+        if !matches!(paths.check_state_dir(), Ok(true)) {
+            return None;
+        }
+        let bytes = crate::fsutil::read_nofollow(&paths.launch_file()).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 
     /// Saves this launch for later `restart` and `logs`.

@@ -3,15 +3,24 @@
 //! Invariants:
 //! - a daemon is alive exactly while some process holds the lock; a pid file whose lock is
 //!   free is stale, whatever pid it names;
-//! - the file holds `PID START_TICKS` where START_TICKS is the process start time from
-//!   `/proc/PID/stat`, so a signal is only ever sent to the process that wrote the file
-//!   (a reused pid has another start time).
+//! - the file holds `PID START_TICKS` on its first line, where START_TICKS is the process
+//!   start time from `/proc/PID/stat`, so a signal is only ever sent to the process that
+//!   wrote the file (a reused pid has another start time); a record without a real start
+//!   time (0, missing or unparsable) names no process at all;
+//! - the rest of the file (after the first newline, without the final one) is the path of
+//!   the control socket the daemon listens on; the record is only ever replaced whole
+//!   (a locked copy renamed over it), so a reader never sees half of it;
+//! - the file is never opened through a symbolic link.
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use crate::fsutil::{create_private, open_nofollow, open_private, read_nofollow};
 
 /// Result of trying to take a lock file without waiting.
 pub enum TryLock {
@@ -34,15 +43,9 @@ pub fn try_lock_exclusive(file: File) -> io::Result<TryLock> {
     }
 }
 
-/// Opens (creating, mode 0600) a file used only for its lock.
+/// Opens (creating, mode 0600) a file used only for its lock; never through a link.
 pub fn open_lock_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
+    open_private(path)
 }
 
 /// True while `pid` runs and is not a zombie.
@@ -67,14 +70,15 @@ pub struct PidLock {
 }
 
 impl PidLock {
-    /// Takes the lock and writes our pid and start time. `Ok(None)`: another daemon holds it.
-    pub fn acquire(path: &Path) -> io::Result<Option<PidLock>> {
+    /// Takes the lock and writes our pid, start time and `socket`. `Ok(None)`: another
+    /// daemon holds it.
+    pub fn acquire(path: &Path, socket: &Path) -> io::Result<Option<PidLock>> {
         let file = open_lock_file(path)?;
         let file = match try_lock_exclusive(file)? {
             TryLock::Acquired(f) => f,
             TryLock::HeldByOther => return Ok(None),
         };
-        write_record(&file)?;
+        write_record(&file, socket)?;
         Ok(Some(PidLock {
             file,
             path: path.to_path_buf(),
@@ -84,29 +88,11 @@ impl PidLock {
     /// Puts a fresh, locked pid file at `path`, where there is none: the record is written
     /// and locked in a private temporary file that is then hard-linked into place, so the
     /// file never appears there unlocked or empty. `Ok(None)`: a file appeared meanwhile.
-    pub fn create_at(path: &Path) -> io::Result<Option<PidLock>> {
-        let tmp = path.with_extension(format!("new.{}", std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        let linked = Self::lock_and_link(file, &tmp, path);
-        let _ = fs::remove_file(&tmp);
-        linked
-    }
-
-    fn lock_and_link(file: File, staged: &Path, path: &Path) -> io::Result<Option<PidLock>> {
-        let TryLock::Acquired(file) = try_lock_exclusive(file)? else {
-            return Err(io::Error::other(format!(
-                "{} is locked by another process",
-                staged.display()
-            )));
-        };
-        write_record(&file)?;
-        match fs::hard_link(staged, path) {
+    pub fn create_at(path: &Path, socket: &Path) -> io::Result<Option<PidLock>> {
+        let (file, staged) = stage(path, socket)?;
+        let linked = fs::hard_link(&staged, path);
+        let _ = fs::remove_file(&staged);
+        match linked {
             Ok(()) => Ok(Some(PidLock {
                 file,
                 path: path.to_path_buf(),
@@ -114,6 +100,26 @@ impl PidLock {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Replaces this daemon's record with one naming `socket`, atomically: a locked copy
+    /// is renamed over the file this lock holds (readers see the old or the new record,
+    /// both locked by us). Only while [`Self::holds_path`].
+    pub(crate) fn rewrite(&mut self, socket: &Path) -> io::Result<()> {
+        if !self.holds_path() {
+            return Err(io::Error::other(format!(
+                "{} is not this daemon's pid file any more",
+                self.path.display()
+            )));
+        }
+        let (file, staged) = stage(&self.path, socket)?;
+        if let Err(e) = fs::rename(&staged, &self.path) {
+            let _ = fs::remove_file(&staged);
+            return Err(e);
+        }
+        // The old inode has no name any more; dropping its descriptor unlocks it.
+        self.file = file;
+        Ok(())
     }
 
     /// True while the file at the pid path is the one this lock holds.
@@ -138,12 +144,36 @@ impl Drop for PidLock {
     }
 }
 
-/// Writes `PID START_TICKS` of this process into a locked pid file.
-fn write_record(mut file: &File) -> io::Result<()> {
+/// A locked private copy of this process's record naming `socket`, beside `path`
+/// (removed again on failure). The caller links or renames it into place.
+fn stage(path: &Path, socket: &Path) -> io::Result<(File, PathBuf)> {
+    let staged = path.with_extension(format!("new.{}", std::process::id()));
+    let _ = fs::remove_file(&staged);
+    let result = create_private(&staged).and_then(|file| match try_lock_exclusive(file)? {
+        TryLock::Acquired(file) => write_record(&file, socket).map(|()| file),
+        TryLock::HeldByOther => Err(io::Error::other(format!(
+            "{} is locked by another process",
+            staged.display()
+        ))),
+    });
+    match result {
+        Ok(file) => Ok((file, staged)),
+        Err(e) => {
+            let _ = fs::remove_file(&staged);
+            Err(e)
+        }
+    }
+}
+
+/// Writes `PID START_TICKS` of this process and `socket` into a locked pid file.
+fn write_record(mut file: &File, socket: &Path) -> io::Result<()> {
     let me = my_record();
+    let mut bytes = format!("{} {}\n", me.pid, me.start_ticks).into_bytes();
+    bytes.extend_from_slice(socket.as_os_str().as_bytes());
+    bytes.push(b'\n');
     file.set_len(0)?;
     file.rewind()?;
-    writeln!(file, "{} {}", me.pid, me.start_ticks)?;
+    file.write_all(&bytes)?;
     file.sync_all()
 }
 
@@ -184,14 +214,26 @@ pub struct PidRecord {
     pub start_ticks: u64,
 }
 
-/// Reads a pid file; `None` when missing, empty or unparsable.
+/// Reads a pid file's process; `None` when missing, empty or unparsable. A record
+/// without a start time reads with `start_ticks` 0, which [`is_same_process`] never trusts.
 pub fn read_record(path: &Path) -> Option<PidRecord> {
-    let mut text = String::new();
-    File::open(path).ok()?.read_to_string(&mut text).ok()?;
+    let bytes = read_nofollow(path).ok()?;
+    let first = bytes.split(|&b| b == b'\n').next()?;
+    let text = std::str::from_utf8(first).ok()?;
     let mut parts = text.split_whitespace();
     let pid = parts.next()?.parse().ok()?;
     let start_ticks = parts.next().and_then(|t| t.parse().ok()).unwrap_or(0);
     Some(PidRecord { pid, start_ticks })
+}
+
+/// The control socket a pid file records; `None` when missing or not recorded.
+pub(crate) fn recorded_socket(path: &Path) -> Option<PathBuf> {
+    let bytes = read_nofollow(path).ok()?;
+    let start = bytes.iter().position(|&b| b == b'\n')? + 1;
+    let rest = bytes[start..]
+        .strip_suffix(b"\n")
+        .unwrap_or(&bytes[start..]);
+    (!rest.is_empty()).then(|| PathBuf::from(OsStr::from_bytes(rest)))
 }
 
 /// Whether a pid file's lock is held.
@@ -207,7 +249,9 @@ pub enum LockState {
 
 /// Probes the lock on `path` without taking it for more than an instant.
 pub fn lock_state(path: &Path) -> LockState {
-    let file = match File::open(path) {
+    let mut read_only = OpenOptions::new();
+    read_only.read(true);
+    let file = match open_nofollow(path, read_only) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return LockState::Missing,
         Err(e) => return LockState::Unknown(format!("cannot open {}: {e}", path.display())),
@@ -238,12 +282,10 @@ pub fn proc_start_ticks(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// True when `record` still names the process that wrote it (a zombie included).
+/// True when `record` still names the process that wrote it (a zombie included). A
+/// record without a real start time (0) matches no process: anyone can write "PID 0".
 pub fn is_same_process(record: &PidRecord) -> bool {
-    match proc_start_ticks(record.pid) {
-        Some(ticks) => record.start_ticks == 0 || ticks == record.start_ticks,
-        None => false,
-    }
+    record.start_ticks != 0 && proc_start_ticks(record.pid) == Some(record.start_ticks)
 }
 
 /// True while the process that wrote `record` runs (not a zombie).
@@ -268,10 +310,12 @@ mod tests {
     fn lock_is_exclusive_and_visible() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pid");
-        let lock = PidLock::acquire(&path).unwrap().expect("first lock");
+        let lock = PidLock::acquire(&path, Path::new("/s"))
+            .unwrap()
+            .expect("first lock");
         assert!(is_locked(&path));
         assert!(
-            PidLock::acquire(&path).unwrap().is_none(),
+            PidLock::acquire(&path, Path::new("/s")).unwrap().is_none(),
             "second lock taken"
         );
         let rec = read_record(&path).unwrap();
@@ -286,14 +330,17 @@ mod tests {
     fn a_lock_removes_only_its_own_file_and_create_at_never_replaces_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pid");
-        let first = PidLock::acquire(&path).unwrap().expect("first lock");
+        let sock = Path::new("/s");
+        let first = PidLock::acquire(&path, sock).unwrap().expect("first lock");
         fs::remove_file(&path).unwrap();
         assert!(!first.holds_path());
-        let second = PidLock::create_at(&path).unwrap().expect("nothing there");
+        let second = PidLock::create_at(&path, sock)
+            .unwrap()
+            .expect("nothing there");
         assert!(second.holds_path() && is_locked(&path));
         assert_eq!(read_record(&path), Some(my_record()));
         assert!(
-            PidLock::create_at(&path).unwrap().is_none(),
+            PidLock::create_at(&path, sock).unwrap().is_none(),
             "replaced a file"
         );
         drop(first);
@@ -304,6 +351,44 @@ mod tests {
         drop(second);
         assert!(!path.exists());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "staging left");
+    }
+
+    #[test]
+    fn a_rewritten_record_names_the_new_socket_and_stays_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        let mut lock = PidLock::acquire(&path, Path::new("/run/a b/control.sock"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            recorded_socket(&path),
+            Some(PathBuf::from("/run/a b/control.sock"))
+        );
+        lock.rewrite(Path::new("/state/control.sock")).unwrap();
+        assert_eq!(
+            recorded_socket(&path),
+            Some(PathBuf::from("/state/control.sock"))
+        );
+        assert_eq!(read_record(&path), Some(my_record()));
+        assert!(lock.holds_path() && is_locked(&path));
+        drop(lock);
+        assert!(!path.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "staging left");
+    }
+
+    #[test]
+    fn a_record_without_a_real_start_time_names_no_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        for text in [
+            format!("{} 0\n", std::process::id()),
+            format!("{}\n", std::process::id()),
+        ] {
+            fs::write(&path, text).unwrap();
+            let record = read_record(&path).unwrap();
+            assert!(!is_same_process(&record), "{record:?} trusted");
+            assert!(!is_alive(&record));
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::fs;
 use std::time::Duration;
 
+use crate::exit::Code;
 use crate::ipc::client::{Client, ClientError};
 use crate::paths::DaemonPaths;
 
@@ -33,6 +34,9 @@ pub enum Down {
     NotRunning,
     /// We may not talk to it (socket owned by someone else).
     Denied { reason: String },
+    /// The name's state folder is not ours or is writable by others: nothing in it is
+    /// trusted (exit 2; the reason names the path and the fix).
+    UnsafeFolder { reason: String },
 }
 
 /// Probes a daemon. Never blocks longer than about [`PROBE_TIMEOUT`].
@@ -49,7 +53,12 @@ pub fn probe(paths: &DaemonPaths) -> Probe {
 /// A connection that said hello, or why there is none. Never blocks longer than about
 /// [`PROBE_TIMEOUT`].
 pub fn connect(paths: &DaemonPaths) -> Result<Client, Down> {
-    let err = match Client::connect(&paths.socket, PROBE_TIMEOUT) {
+    match paths.check_state_dir() {
+        Ok(_) => {}
+        Err(e) if e.code == Code::Usage => return Err(Down::UnsafeFolder { reason: e.message }),
+        Err(e) => return Err(Down::Denied { reason: e.message }),
+    }
+    let err = match Client::connect(&paths.control_socket(), PROBE_TIMEOUT) {
         Ok(c) => return Ok(c),
         Err(ClientError::PermissionDenied(p)) => {
             return Err(Down::Denied {
@@ -72,11 +81,14 @@ pub fn connect(paths: &DaemonPaths) -> Result<Client, Down> {
     })
 }
 
-/// Removes a dead daemon's pid file and socket. Only call when no process holds the lock
-/// (checked again here, so a daemon that just started keeps its files).
+/// Removes a dead daemon's pid file and sockets (at the two places a daemon listens, not
+/// wherever a record says). Only call when no process holds the lock (checked again
+/// here, so a daemon that just started keeps its files) and the state folder passed
+/// [`DaemonPaths::check_state_dir`].
 pub fn remove_leftovers(paths: &DaemonPaths) {
     if !is_locked(&paths.pid_file) {
         let _ = fs::remove_file(&paths.pid_file);
         let _ = fs::remove_file(&paths.socket);
+        let _ = fs::remove_file(paths.fallback_socket());
     }
 }

@@ -177,7 +177,8 @@ impl Daemon<'_> {
         ready: &mut ReadyPipe,
         claim: &mut Claim,
     ) -> Result<Code, CliError> {
-        let listener = tokio_listener(claim.bind()?, &self.paths.socket)?;
+        let listener = claim.bind()?;
+        let listener = tokio_listener(listener, claim.socket_path())?;
         let mut signals = Signals::install()?;
         // A start that timed out sends SIGTERM: give up cleanly rather than half-started.
         let workload = tokio::select! {
@@ -192,7 +193,7 @@ impl Daemon<'_> {
         };
         let (shutdown_tx, mut shutdown_rx) = watch::channel(None::<Duration>);
         let state = Arc::new(ControlState {
-            info: self.info(),
+            info: self.info(claim.socket_path()),
             workload: workload.clone(),
             shutdown: shutdown_tx.clone(),
         });
@@ -236,12 +237,12 @@ impl Daemon<'_> {
         Ok(Code::Ok)
     }
 
-    fn info(&self) -> DaemonInfo {
+    fn info(&self, socket: &std::path::Path) -> DaemonInfo {
         DaemonInfo {
             name: self.paths.name.clone(),
             config_path: self.launch.config.as_ref().map(|p| p.display().to_string()),
             log_path: self.launch.log.display().to_string(),
-            socket: self.paths.socket.display().to_string(),
+            socket: socket.display().to_string(),
             started_at_ms: now_ms(),
             started: Instant::now(),
             last_error: self.last_error.clone(),

@@ -11,7 +11,10 @@
 //! `resolved = "..."` with the same value clears that error from [`LastError`] (a failed
 //! config reload followed by a good one leaves no stale `last_error`).
 
+mod open;
 mod rotate;
+
+pub(crate) use open::check_log_path;
 
 pub use rotate::{request_reopen, write_errors, RotatingFile};
 

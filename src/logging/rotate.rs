@@ -2,18 +2,21 @@
 //!
 //! Invariants:
 //! - the active file is always at the configured path (so `tail -F` follows it);
+//! - only a regular file is ever rotated: a character device (`/dev/null`) or a FIFO is
+//!   written as is, never renamed, truncated or replaced (see [`super::open`]);
 //! - it rotates before a write would push it past `max_bytes` (unless it is empty), so a
 //!   record is never split across files;
 //! - at most `max_files` rotated files are kept: `NAME.1` (newest) .. `NAME.max_files`;
 //! - [`request_reopen`] (called from the SIGUSR1 handler) makes the next write reopen the
 //!   path, for external logrotate setups that move the file away.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+
+use super::open::{open_log, LogKind};
 
 static REOPEN: AtomicBool = AtomicBool::new(false);
 static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
@@ -43,6 +46,7 @@ pub struct RotatingFile {
     max_bytes: u64,
     max_files: usize,
     file: File,
+    kind: LogKind,
     size: u64,
 }
 
@@ -52,13 +56,14 @@ impl RotatingFile {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        let file = open_append(path)?;
+        let (file, kind) = open_log(path)?;
         let size = file.metadata()?.len();
         Ok(RotatingFile {
             path: path.to_path_buf(),
             max_bytes,
             max_files: max_files.max(1),
             file,
+            kind,
             size,
         })
     }
@@ -84,18 +89,19 @@ impl RotatingFile {
     }
 
     fn reopen(&mut self) -> io::Result<()> {
-        self.file = open_append(&self.path)?;
-        self.size = self.file.metadata()?.len();
+        let (file, kind) = open_log(&self.path)?;
+        self.size = file.metadata()?.len();
+        self.file = file;
+        self.kind = kind;
         Ok(())
     }
-}
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
+    /// True when the next `incoming` bytes must go into a fresh file.
+    fn must_rotate(&self, incoming: usize) -> bool {
+        self.kind == LogKind::Regular
+            && self.size > 0
+            && self.size + incoming as u64 > self.max_bytes
+    }
 }
 
 impl Write for RotatingFile {
@@ -108,7 +114,7 @@ impl Write for RotatingFile {
                 record_error("reopen", &self.path, &e);
             }
         }
-        if self.size > 0 && self.size + buf.len() as u64 > self.max_bytes {
+        if self.must_rotate(buf.len()) {
             if let Err(e) = self.rotate() {
                 record_error("rotate", &self.path, &e);
             }
@@ -129,6 +135,7 @@ impl Write for RotatingFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt;
 
     #[test]
     fn rotates_by_size_and_keeps_every_line() {
@@ -156,6 +163,27 @@ mod tests {
             .map(|i| format!("line {i:05} ........................"))
             .collect();
         assert_eq!(all, expect);
+    }
+
+    #[test]
+    fn a_fifo_is_written_as_is_and_never_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipe.log");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let reader_path = path.clone();
+        let reader = std::thread::spawn(move || fs::read(reader_path).unwrap().len());
+        let mut w = RotatingFile::open(&path, 100, 3).unwrap();
+        for _ in 0..20 {
+            w.write_all(&[b'a'; 60]).unwrap();
+        }
+        drop(w);
+        assert_eq!(
+            reader.join().unwrap(),
+            20 * 60,
+            "every byte reached the reader"
+        );
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_fifo());
+        assert!(!RotatingFile::rotated_path(&path, 1).exists());
     }
 
     #[test]

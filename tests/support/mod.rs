@@ -106,8 +106,14 @@ impl Home {
         p
     }
 
+    /// The socket folder of daemon `name` (its `control.sock`).
     pub fn run_dir(&self, name: &str) -> PathBuf {
         self.path().join("run").join(name)
+    }
+
+    /// The state folder of daemon `name` (its `pid`, `start.lock`, `launch.json`).
+    pub fn state_dir(&self, name: &str) -> PathBuf {
+        self.path().join("state").join(name)
     }
 
     pub fn log_path(&self, name: &str) -> PathBuf {
@@ -128,7 +134,7 @@ impl Home {
 
 impl Drop for Home {
     fn drop(&mut self) {
-        if let Ok(entries) = std::fs::read_dir(self.path().join("run")) {
+        if let Ok(entries) = std::fs::read_dir(self.path().join("state")) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let _ = self
