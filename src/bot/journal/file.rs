@@ -22,11 +22,26 @@ pub(crate) fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Opens (creating, mode 0600) a regular file to read and append.
-pub(crate) fn open_append(path: &Path) -> io::Result<File> {
+/// Opens (creating, mode 0600) a regular file to read and write at offsets.
+pub(crate) fn open_rw(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
-    options.read(true).append(true).create(true).mode(0o600);
+    options.read(true).write(true).create(true).mode(0o600);
     open_regular(path, options)
+}
+
+/// Writes zeros over `[from, to)` (extending the file when `to` is past its end), so
+/// those blocks are really allocated and later overwrites change no metadata.
+pub(crate) fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 64 * 1024;
+    let zeros = vec![0u8; BLOCK];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(BLOCK as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// Creates (replacing) a regular file to write, mode 0600.

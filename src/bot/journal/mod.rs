@@ -137,7 +137,7 @@ impl Journal {
         let dir = state.join("journal");
         prepare_dir(&dir)?;
         let path = dir.join("journal.log");
-        let mut file = file::open_append(&path).map_err(|e| JournalError::open(&path, e))?;
+        let mut file = file::open_rw(&path).map_err(|e| JournalError::open(&path, e))?;
         let bytes = {
             use std::io::Read;
             let mut b = Vec::new();
@@ -146,13 +146,14 @@ impl Journal {
             b
         };
         let (records, valid) = scan(&bytes);
-        if valid < bytes.len() {
+        // After the records comes preallocated space (zeros); anything else is a torn tail.
+        if bytes[valid..].iter().any(|b| *b != 0) {
             tracing::warn!(
                 path = %path.display(), offset = valid, bytes = bytes.len() - valid,
                 "journal ends in a torn or corrupt record (a write cut by a crash, never ACKed); cutting it off"
             );
-            file.set_len(valid as u64)
-                .and_then(|()| file.sync_all())
+            file::zero_fill(&file, valid as u64, bytes.len() as u64)
+                .and_then(|()| file.sync_data())
                 .map_err(|e| JournalError::open(&path, e))?;
         }
         let mut index = Index::default();
@@ -171,7 +172,7 @@ impl Journal {
         let mut len = valid as u64;
         let old = legacy::read(state);
         if !old.is_empty() {
-            len += migrate(&mut file, &path, &mut index, &mut messages, &old)?;
+            len += migrate(&mut file, len, &path, &mut index, &mut messages, &old)?;
             legacy::remove(state, &old);
             tracing::info!(
                 messages = old.pending.len(),
@@ -282,12 +283,13 @@ fn prepare_dir(dir: &Path) -> Result<(), JournalError> {
 /// Returns the bytes added.
 fn migrate(
     file: &mut std::fs::File,
+    at: u64,
     path: &Path,
     index: &mut Index,
     messages: &mut Vec<Inbound>,
     old: &legacy::Legacy,
 ) -> Result<u64, JournalError> {
-    use std::io::Write;
+    use std::os::unix::fs::FileExt;
     let mut buf = Vec::new();
     for id in &old.done {
         if !index.knows(id) {
@@ -311,7 +313,7 @@ fn migrate(
         index.add_pending(msg.msg_id.clone(), one);
         messages.push(msg.clone());
     }
-    file.write_all(&buf)
+    file.write_all_at(&buf, at)
         .and_then(|()| file.sync_data())
         .map_err(|e| JournalError::open(path, e))?;
     Ok(buf.len() as u64)

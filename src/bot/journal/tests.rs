@@ -77,7 +77,7 @@ async fn a_torn_tail_is_cut_and_the_records_before_it_kept() {
     }
     drop(opened);
     let log = dir.path().join("journal/journal.log");
-    let whole = std::fs::metadata(&log).unwrap().len();
+    let whole = scan(&std::fs::read(&log).unwrap()).1;
     let mut torn = Vec::new();
     encode(
         &Record::Accepted {
@@ -87,16 +87,20 @@ async fn a_torn_tail_is_cut_and_the_records_before_it_kept() {
         &mut torn,
     );
     torn.truncate(torn.len() / 2);
+    // The torn record lands where the next record would go (in the preallocated zeros).
     let mut bytes = std::fs::read(&log).unwrap();
+    bytes.truncate(whole);
     bytes.extend_from_slice(&torn);
+    bytes.extend_from_slice(&[0u8; 100]);
     std::fs::write(&log, &bytes).unwrap();
 
     let (opened, _rx) = open(dir.path());
     assert_eq!(ids(&opened.pending), ["a", "b"]);
-    assert_eq!(
-        std::fs::metadata(&log).unwrap().len(),
-        whole,
-        "tail not cut"
+    let after = std::fs::read(&log).unwrap();
+    assert_eq!(scan(&after).1, whole);
+    assert!(
+        after[whole..].iter().all(|b| *b == 0),
+        "torn tail not cleared"
     );
     opened.journal.admit(message("d")).await.unwrap();
     drop(opened);
@@ -318,9 +322,9 @@ async fn a_full_disk_refuses_new_messages_and_keeps_answered_ones_answered() {
 
     // The file holds whole records only, and m1 is answered for good.
     let bytes = std::fs::read(state.join("journal/journal.log")).unwrap();
-    assert_eq!(
-        scan(&bytes).1,
-        bytes.len(),
+    let valid = scan(&bytes).1;
+    assert!(
+        bytes[valid..].iter().all(|b| *b == 0),
         "a failed write left a torn record"
     );
     let (opened, _rx) = open(&state);
@@ -349,7 +353,7 @@ async fn a_mostly_answered_journal_is_compacted_and_keeps_what_is_live() {
     let r = j.report();
     assert!(r.compactions >= 1, "{r:?}");
     let log = dir.path().join("journal/journal.log");
-    let len = std::fs::metadata(&log).unwrap().len();
+    let len = scan(&std::fs::read(&log).unwrap()).1;
     // 1.5 MB were written; dead records beyond the threshold (1 MiB) were dropped.
     assert!(len < 1 << 20, "journal still {len} bytes");
     drop(j);

@@ -8,9 +8,12 @@
 //! one sync per batch, not per message, and never runs on the async workers.
 //!
 //! Invariants:
-//! - the file is always a sequence of whole records: a failed write is cut back
-//!   (`set_len`) to the last whole record, and its accepts are refused (not ACKed); an
-//!   accept whose sync failed is refused too and forgotten, so a redelivery is taken again;
+//! - the file is a sequence of whole records followed by zeros: records are written at the
+//!   end of the last whole one, into space preallocated with real zeros (so `fdatasync`
+//!   has no size or extent change to commit, which on ext4 would wait for a journal
+//!   commit, slow when other programs write); a failed write is zeroed again and its
+//!   accepts are refused (not ACKed); an accept whose sync failed is refused too and
+//!   forgotten, so a redelivery is taken again;
 //! - duplicates are decided by the appender, in queue order, against pending + answered
 //!   ids, and answered by the syncer after the sync that covers the original;
 //! - an id marked done stays done in memory even when its Done record cannot be written;
@@ -45,6 +48,10 @@ const MAX_DONE_RETRY: usize = super::index::DONE_KEEP;
 /// Backoff of Done-record retries.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(5);
+/// The file grows by this much at a time (zeros written ahead of the records).
+const PREALLOCATE: u64 = 1 << 20;
+/// Growth when a full step does not fit: one page.
+const PREALLOCATE_MIN: u64 = 4096;
 /// Compact when the file is at least this big and mostly dead.
 const COMPACT_MIN_BYTES: u64 = 1 << 20;
 
@@ -86,6 +93,8 @@ pub(crate) struct Writer {
     file: Arc<File>,
     /// Length of the file made of whole records.
     committed_len: u64,
+    /// Length of the file (records, then preallocated zeros).
+    allocated_len: u64,
     index: Index,
     stats: Arc<JournalStats>,
     to_sync: Sender<ToSync>,
@@ -127,6 +136,7 @@ pub(crate) fn start(init: WriterInit) -> std::io::Result<Sender<Request>> {
     let writer = Writer {
         dir: init.dir,
         path: init.path,
+        allocated_len: init.file.metadata()?.len().max(init.len),
         file: Arc::new(init.file),
         committed_len: init.len,
         index: init.index,
@@ -294,21 +304,46 @@ impl Writer {
         self.maybe_compact();
     }
 
-    /// Appends whole records, or cuts the file back to its last whole record.
+    /// Writes whole records after the last one, or zeroes what a failed write left.
     fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        match (&*self.file).write_all(buf) {
+        use std::os::unix::fs::FileExt;
+        let end = self.committed_len + buf.len() as u64;
+        if end > self.allocated_len {
+            self.preallocate(end)?;
+        }
+        match self.file.write_all_at(buf, self.committed_len) {
             Ok(()) => {
-                self.committed_len += buf.len() as u64;
+                self.committed_len = end;
                 self.dirty = true;
                 Ok(())
             }
             Err(e) => {
-                if let Err(cut) = self.file.set_len(self.committed_len) {
-                    tracing::error!(path = %self.path.display(), error = %cut, "cannot cut a failed journal write back");
+                if let Err(z) = file::zero_fill(&self.file, self.committed_len, end) {
+                    tracing::error!(path = %self.path.display(), error = %z, "cannot clear a failed journal write");
                 }
                 Err(e)
             }
         }
+    }
+
+    /// Grows the file with zeros to cover `end`: a whole step when there is room, else one
+    /// page more than needed; on failure the file keeps its length.
+    fn preallocate(&mut self, end: u64) -> std::io::Result<()> {
+        let mut last = None;
+        for step in [PREALLOCATE, PREALLOCATE_MIN] {
+            let target = end.div_ceil(step) * step;
+            match file::zero_fill(&self.file, self.allocated_len, target) {
+                Ok(()) => {
+                    self.allocated_len = target;
+                    return Ok(());
+                }
+                Err(e) => {
+                    let _ = self.file.set_len(self.allocated_len);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("preallocation failed")))
     }
 
     fn sync_if_dirty(&mut self) {
@@ -389,6 +424,7 @@ impl Writer {
             Ok((file, len)) => {
                 self.file = Arc::new(file);
                 self.committed_len = len;
+                self.allocated_len = len;
                 self.dirty = false;
                 self.compact_at = COMPACT_MIN_BYTES.max(len.saturating_mul(2));
                 self.stats.compactions.fetch_add(1, Ordering::Relaxed);
@@ -420,7 +456,7 @@ impl Writer {
         self.file.sync_data()?;
         std::fs::rename(tmp, &self.path)?;
         file::sync_dir(&self.dir)?;
-        let file = file::open_append(&self.path)?;
+        let file = file::open_rw(&self.path)?;
         Ok((file, buf.len() as u64))
     }
 }
