@@ -48,8 +48,9 @@ const MAX_DONE_RETRY: usize = super::index::DONE_KEEP;
 /// Backoff of Done-record retries.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(5);
-/// The file grows by this much at a time (zeros written ahead of the records).
-const PREALLOCATE: u64 = 1 << 20;
+/// The file grows by this much at a time (zeros written ahead of the records): at start
+/// and after a compaction (off the ACK path), else when full (about every 10 000 messages).
+const PREALLOCATE: u64 = 8 << 20;
 /// Growth when a full step does not fit: one page.
 const PREALLOCATE_MIN: u64 = 4096;
 /// Compact when the file is at least this big and mostly dead.
@@ -133,7 +134,7 @@ pub(crate) fn start(init: WriterInit) -> std::io::Result<Sender<Request>> {
         sync_delay: init.sync_delay,
         forget: forget_tx,
     };
-    let writer = Writer {
+    let mut writer = Writer {
         dir: init.dir,
         path: init.path,
         allocated_len: init.file.metadata()?.len().max(init.len),
@@ -149,6 +150,7 @@ pub(crate) fn start(init: WriterInit) -> std::io::Result<Sender<Request>> {
         retry_at: None,
         compact_at: COMPACT_MIN_BYTES.max(init.len.saturating_mul(2)),
     };
+    writer.preallocate_ahead();
     std::thread::Builder::new()
         .name("journal-sync".into())
         .spawn(move || syncer.run(sync_rx))?;
@@ -326,6 +328,19 @@ impl Writer {
         }
     }
 
+    /// At start: makes room for the next records ahead of time, synced, so the first
+    /// messages' commits do not pay for growing the file. Best effort (a full disk is
+    /// handled when a record is written).
+    fn preallocate_ahead(&mut self) {
+        if self.allocated_len - self.committed_len >= PREALLOCATE / 2 {
+            return;
+        }
+        let grown = self.preallocate(self.committed_len + PREALLOCATE / 2);
+        if let Err(e) = grown.and_then(|()| self.file.sync_all()) {
+            tracing::debug!(path = %self.path.display(), error = %e, "journal space not preallocated");
+        }
+    }
+
     /// Grows the file with zeros to cover `end`: a whole step when there is room, else one
     /// page more than needed; on failure the file keeps its length.
     fn preallocate(&mut self, end: u64) -> std::io::Result<()> {
@@ -422,9 +437,9 @@ impl Writer {
         let tmp = self.path.with_extension("compact.tmp");
         match self.write_compacted(&tmp) {
             Ok((file, len)) => {
+                self.allocated_len = file.metadata().map_or(len, |m| m.len());
                 self.file = Arc::new(file);
                 self.committed_len = len;
-                self.allocated_len = len;
                 self.dirty = false;
                 self.compact_at = COMPACT_MIN_BYTES.max(len.saturating_mul(2));
                 self.stats.compactions.fetch_add(1, Ordering::Relaxed);
@@ -449,6 +464,12 @@ impl Writer {
         }
         let mut out = file::create_new(tmp)?;
         out.write_all(&buf)?;
+        let len = buf.len() as u64;
+        // Room for the next records, so commits after the switch do not grow the file.
+        let room = (len + PREALLOCATE / 2).div_ceil(PREALLOCATE) * PREALLOCATE;
+        if file::zero_fill(&out, len, room).is_err() {
+            out.set_len(len)?;
+        }
         out.sync_all()?;
         drop(out);
         // Everything the old file holds must be durable before it is replaced: a waiter
@@ -457,7 +478,7 @@ impl Writer {
         std::fs::rename(tmp, &self.path)?;
         file::sync_dir(&self.dir)?;
         let file = file::open_rw(&self.path)?;
-        Ok((file, buf.len() as u64))
+        Ok((file, len))
     }
 }
 
