@@ -29,8 +29,19 @@ pub(crate) fn euid() -> u32 {
 
 /// Opens `path` with `options` plus `O_NOFOLLOW | O_CLOEXEC`. A symbolic link at `path`
 /// is an error (kind `InvalidInput`) saying so.
-pub(crate) fn open_nofollow(path: &Path, mut options: OpenOptions) -> io::Result<File> {
-    options.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+pub(crate) fn open_nofollow(path: &Path, options: OpenOptions) -> io::Result<File> {
+    open_nofollow_with(path, options, 0)
+}
+
+/// [`open_nofollow`] with `extra_flags` (such as `O_NONBLOCK`, so a FIFO planted where a
+/// small file should be cannot hang the open) added to `O_NOFOLLOW | O_CLOEXEC`.
+/// (`OpenOptions::custom_flags` replaces earlier flags, so they are passed here.)
+pub(crate) fn open_nofollow_with(
+    path: &Path,
+    mut options: OpenOptions,
+    extra_flags: i32,
+) -> io::Result<File> {
+    options.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | extra_flags);
     options.open(path).map_err(|e| explain_link(path, e))
 }
 

@@ -5,6 +5,7 @@
 //! the CLI does without a daemon is synchronous std code so the CLI starts fast; the tokio
 //! runtime only exists inside the daemon (and the simulator), built after any fork.
 
+pub mod backoff;
 pub mod bot;
 pub mod cli;
 pub mod commands;
@@ -17,8 +18,11 @@ pub mod exit;
 pub(crate) mod fsutil;
 pub mod gateway;
 pub mod ipc;
+pub mod listen;
 pub mod logging;
 pub mod model;
 pub mod paths;
+pub(crate) mod redact_url;
 pub mod sim;
+pub(crate) mod sliding_window;
 pub mod status;

@@ -237,6 +237,12 @@ impl DaemonPaths {
     pub fn launch_file(&self) -> PathBuf {
         self.state.join("launch.json")
     }
+
+    /// The install's key for message hashes in logs: in the state root, shared by every
+    /// daemon of this layout.
+    pub(crate) fn log_hash_key(&self) -> PathBuf {
+        self.state_root.join(crate::logging::HASH_KEY_FILE)
+    }
 }
 
 /// Creates `root` (with any missing parents, 0700) and `leaf` below it, then checks both

@@ -33,6 +33,24 @@ pub struct DaemonReport {
     /// The bot's durable message journal.
     #[serde(default)]
     pub journal: Option<JournalReport>,
+    /// Replies DingTalk did not take at once (bot only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryReport>,
+}
+
+/// Replies being retried by the running daemon, and how retries ended.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeliveryReport {
+    /// Messages whose reply is waiting for its next try now.
+    pub replies_retrying: u64,
+    /// Replies delivered by a retry.
+    pub replies_redelivered: u64,
+    /// Replies given up on after every retry: `reply.undelivered_text` was sent instead.
+    pub replies_given_up: u64,
+    /// Not even `undelivered_text` went out: left in the inbox for the next start.
+    pub replies_left_pending: u64,
+    /// AI cards a previous run left open, finalized (FAILED) at start.
+    pub cards_closed_after_restart: u64,
 }
 
 /// The durable journal: what is waiting, what failed, and the measured crash window.

@@ -146,6 +146,65 @@ fn interpolation_errors_name_key_line_and_column_never_the_value() {
 }
 
 #[test]
+fn answer_caps_parts_and_send_rates_are_range_checked_at_load() {
+    let home = Home::new();
+    let reply = |k: &str, v: &str| format!("reply:\n  {k}: {v}\n");
+    let rate = |k: &str, v: &str| format!("    send_rate:\n      {k}: {v}\n");
+    let bad = [
+        (
+            reply("max_parts", "0"),
+            "reply.max_parts",
+            "below the minimum of 1",
+        ),
+        (
+            reply("max_parts", "21"),
+            "reply.max_parts",
+            "above the maximum of 20",
+        ),
+        (
+            reply("max_answer_chars", "99"),
+            "reply.max_answer_chars",
+            "minimum of 100",
+        ),
+        (
+            reply("max_answer_chars", "100001"),
+            "reply.max_answer_chars",
+            "maximum of 100000",
+        ),
+        (
+            reply("max_answer_chars", "-5"),
+            "reply.max_answer_chars",
+            "from 100 to 100000",
+        ),
+        (
+            rate("per_robot", "0"),
+            "channel.dingtalk.send_rate.per_robot",
+            "minimum of 1",
+        ),
+        (
+            rate("per_conversation", "1001"),
+            "channel.dingtalk.send_rate.per_conversation",
+            "maximum of 1000",
+        ),
+    ];
+    for (extra, key, why) in bad {
+        for r in check_both(&home, &with_channel("\"s\"", &extra)) {
+            assert_eq!(r.code, 2, "{extra}: {r:?}");
+            let all = format!("{}{}", r.stdout, r.stderr);
+            assert!(
+                all.contains(key) && all.contains(why) && all.contains("line 21"),
+                "{extra}: {r:?}"
+            );
+        }
+    }
+    let good = reply("max_answer_chars", "100") + "  max_parts: 20\n";
+    let good = rate("per_robot", "1000") + "      per_conversation: 1\n" + &good;
+    for r in check_both(&home, &with_channel("\"s\"", &good)) {
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+}
+
+#[test]
 fn levels_listen_addresses_targets_and_prompt_budgets_are_checked_at_load() {
     let home = Home::new();
     let targets = |v: &str| format!("    targets:\n      test-group: {v}\n");
@@ -204,5 +263,103 @@ fn levels_listen_addresses_targets_and_prompt_budgets_are_checked_at_load() {
     for extra in good {
         let [r, _] = check_both(&home, &with_channel("\"s\"", &extra));
         assert_eq!(r.code, 0, "{extra}: {r:?}");
+    }
+}
+
+/// Hostile documents of about 200 KB: deep flow and block nesting and an alias bomb. Each
+/// is refused with exit 2, the file, the line and column and the limit named (before the
+/// fix the flow one took 15 s of CPU in libyaml's scanner, quadratic in the depth).
+#[test]
+fn deep_nesting_and_alias_bombs_are_refused_quickly_naming_the_limit() {
+    let home = Home::new();
+    let deep = 100_000;
+    let mut bomb = String::from("models:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        bomb.push_str(&format!("  a{i}: &a{i} [{refs}]\n"));
+    }
+    let cases = [
+        (
+            "flow sequences",
+            format!("models: {}{}\n", "[".repeat(deep), "]".repeat(deep)),
+            "nesting is deeper than 64 levels",
+        ),
+        (
+            "flow mappings",
+            format!(
+                "models: {}1{}\n",
+                "{a: ".repeat(deep / 2),
+                "}".repeat(deep / 2)
+            ),
+            "nesting is deeper than 64 levels",
+        ),
+        (
+            "compact block sequences",
+            format!("models:\n{}x\n", "- ".repeat(deep)),
+            "nesting is deeper than 64 levels",
+        ),
+        (
+            "indented block mappings",
+            (0..600).map(|i| format!("{}a:\n", " ".repeat(i))).collect(),
+            "nesting is deeper than 64 levels",
+        ),
+        (
+            "alias bomb",
+            bomb,
+            "aliases expand the document past 1000000 nodes",
+        ),
+    ];
+    for (what, text, expected) in cases {
+        let cfg = home.write("hostile.yaml", &text);
+        let started = std::time::Instant::now();
+        let r = home.run(&["config", "check", "--config", cfg.to_str().unwrap()]);
+        let took = started.elapsed();
+        assert_eq!(r.code, 2, "{what}: {r:?}");
+        assert!(
+            r.stderr.contains("hostile.yaml") && r.stderr.contains(expected),
+            "{what}: {}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("line "), "{what}: {}", r.stderr);
+        // Generous: a regression to quadratic scanning takes seconds per case.
+        assert!(
+            took < std::time::Duration::from_secs(10),
+            "{what}: {took:?}"
+        );
+    }
+}
+
+/// A config path that is a device without a size is refused at the cap, not read forever.
+#[test]
+fn a_config_without_end_is_refused_at_the_size_cap() {
+    let home = Home::new();
+    let r = home.run(&["config", "check", "--config", "/dev/zero"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("/dev/zero") && r.stderr.contains("1 MiB limit"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn webhook_hosts_must_be_http_urls_and_errors_name_the_key() {
+    let home = Home::new();
+    let good = with_channel(
+        "\"s\"",
+        "    webhook_hosts: [\"https://hooks.corp.example\"]\n",
+    );
+    for r in check_both(&home, &good) {
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    let bad = with_channel(
+        "\"s\"",
+        "    webhook_hosts: [\"https://ok.example\", \"169.254.169.254\"]\n",
+    );
+    for r in check_both(&home, &bad) {
+        assert_eq!(r.code, 2, "{r:?}");
+        let all = format!("{}{}", r.stdout, r.stderr);
+        assert!(all.contains("channel.dingtalk.webhook_hosts"), "{r:?}");
+        assert!(all.contains("http:// or https:// URL"), "{r:?}");
     }
 }

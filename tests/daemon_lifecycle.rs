@@ -364,7 +364,13 @@ fn logs_prints_the_tail_and_sigusr1_reopens_the_file() {
         "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
     ]);
     let pid = r.json()["pid"].as_u64().unwrap() as i32;
-    let logs = home.run(&["daemon", "logs", "--name", "bot", "--lines", "5"]);
+    // The log writer is asynchronous: "ready" on the socket may come before the line is
+    // in the file, so wait (bounded) for it.
+    let mut logs = home.run(&["daemon", "logs", "--name", "bot", "--lines", "5"]);
+    wait_until(Duration::from_secs(5), || {
+        logs = home.run(&["daemon", "logs", "--name", "bot", "--lines", "5"]);
+        logs.code != 0 || logs.stdout.contains("daemon ready")
+    });
     assert_eq!(logs.code, 0, "{logs:?}");
     assert!(logs.stdout.contains("daemon ready"), "{logs:?}");
 

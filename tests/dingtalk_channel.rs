@@ -3,11 +3,14 @@
 //! callback mode. Every wait is a bounded poll.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clawdbot::config::{ConversationKind, DingTalkConfig, DingTalkMode, Secret};
 use clawdbot::dingtalk::stream::StreamTuning;
-use clawdbot::dingtalk::{Channel, ChannelTuning, Inbound, InboundContent};
+use clawdbot::dingtalk::{Channel, ChannelError, ChannelTuning, Inbound, InboundContent};
+use clawdbot::listen::ListenLimits;
 use clawdbot::sim::{SimClient, SimOptions, SimServer};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -26,6 +29,8 @@ fn config(base: &str) -> DingTalkConfig {
         card_template_id: None,
         card_content_key: "msgContent".into(),
         targets: BTreeMap::from([("ops".to_string(), "cidOpsGroup==".to_string())]),
+        send_rate: Default::default(),
+        webhook_hosts: Vec::new(),
     }
 }
 
@@ -37,6 +42,7 @@ fn fast() -> ChannelTuning {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_millis(500),
         },
+        ..Default::default()
     }
 }
 
@@ -48,12 +54,20 @@ struct Rig {
 }
 
 async fn rig_with(opts: SimOptions, tweak: impl FnOnce(&mut DingTalkConfig)) -> Rig {
+    rig_tuned(opts, tweak, fast()).await
+}
+
+async fn rig_tuned(
+    opts: SimOptions,
+    tweak: impl FnOnce(&mut DingTalkConfig),
+    tuning: ChannelTuning,
+) -> Rig {
     let sim = SimServer::start(opts).await.expect("sim starts");
     let client = SimClient::new(sim.base_url());
     let mut cfg = config(sim.base_url());
     tweak(&mut cfg);
     let (tx, rx) = mpsc::channel(64);
-    let channel = Channel::start_with(cfg, tx, fast())
+    let channel = Channel::start_with(cfg, tx, tuning)
         .await
         .expect("channel starts");
     Rig {
@@ -403,6 +417,7 @@ async fn long_answer_is_split_under_the_limits() {
     r.inject(json!({"text": "q"})).await;
     let m = r.next().await;
     let long = "line of a long answer with \"quotes\"\n".repeat(1_000);
+    r.channel.set_max_parts(20);
     r.channel.reply(&m, &long, true).await.unwrap();
     let out = r.client.outbox().await.unwrap();
     assert!(out.len() >= 3, "split into {} chunks", out.len());
@@ -537,7 +552,7 @@ async fn a_redelivery_under_a_new_message_id_is_caught_by_its_msg_id() {
 }
 
 #[tokio::test]
-async fn gateway_timeouts_and_busy_webhooks_are_retried_once() {
+async fn gateway_timeouts_are_retried_once_and_busy_webhooks_fall_through_to_the_openapi() {
     let mut r = rig().await;
     // OpenAPI 504: one retry succeeds; two in a row fail naming the status.
     r.client.faults(json!({"gateway_504": 1})).await.unwrap();
@@ -552,28 +567,95 @@ async fn gateway_timeouts_and_busy_webhooks_are_retried_once() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("504"), "{err}");
-    // Session webhook errcode -1 ("system busy"): one retry succeeds; twice fails.
+    // Session webhook errcode -1 ("system busy"): one retry succeeds; twice in a row, the
+    // reply goes through the OpenAPI instead of failing.
     r.inject(json!({"text": "q", "conversation_type": "group", "sender_staff_id": "0423001"}))
         .await;
     let msg = r.next().await;
     r.client.faults(json!({"webhook_busy": 1})).await.unwrap();
     r.channel.reply(&msg, "busy once", false).await.unwrap();
     r.client.faults(json!({"webhook_busy": 2})).await.unwrap();
+    r.channel.reply(&msg, "busy twice", false).await.unwrap();
+    let out = r.client.outbox().await.unwrap();
+    let sent: Vec<(&str, &str)> = out
+        .iter()
+        .map(|e| {
+            (
+                e["route"].as_str().unwrap_or_default(),
+                e["text"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("group_send", "after one 504"),
+            ("session_webhook", "busy once"),
+            ("group_send", "busy twice")
+        ],
+        "nothing sent twice, nothing lost"
+    );
+    assert_eq!(out[2]["conversation_id"], msg.conversation_id.as_str());
+}
+
+#[tokio::test]
+async fn a_failing_session_webhook_falls_through_to_the_openapi_and_resumes_after_sent_parts() {
+    let mut r = rig().await;
+    // 1:1: the OpenAPI fallback is a batchSend to the sender's staff id.
+    r.inject(json!({"text": "q", "conversation_type": "direct", "sender_staff_id": "u42"}))
+        .await;
+    let direct = r.next().await;
+    r.client.faults(json!({"webhook_busy": 2})).await.unwrap();
+    r.channel.reply(&direct, "to u42", false).await.unwrap();
+    // Without a staff id there is nowhere else to send: the webhook's error is returned.
+    let mut anonymous = direct.clone();
+    anonymous.sender_staff_id = None;
+    r.client.faults(json!({"webhook_busy": 2})).await.unwrap();
     let err = r
         .channel
-        .reply(&msg, "busy twice", false)
+        .reply(&anonymous, "nowhere", false)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("errcode -1"), "{err}");
-    let texts: Vec<String> = r
-        .client
-        .outbox()
+    // Both routes down: the error names the OpenAPI, and nothing counts as sent.
+    let mut both_down = r.channel.outgoing("lost?", false);
+    r.client
+        .faults(json!({"webhook_busy": 2, "gateway_504": 2}))
         .await
-        .unwrap()
+        .unwrap();
+    let err = r
+        .channel
+        .reply_parts(&direct, &mut both_down)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("504"), "{err}");
+    assert_eq!(both_down.sent(), 0);
+    // A reply whose first part already went out sends only the rest.
+    let long = format!("{}\n{}", "a".repeat(3_000), "b".repeat(3_000));
+    let mut resumed = r.channel.outgoing(&long, false);
+    assert_eq!(resumed.parts(), 2);
+    resumed.mark_sent();
+    r.channel.reply_parts(&direct, &mut resumed).await.unwrap();
+    assert!(resumed.is_done());
+    let out = r.client.outbox().await.unwrap();
+    let sent: Vec<(&str, String)> = out
         .iter()
-        .map(|e| e["text"].as_str().unwrap_or_default().to_string())
+        .map(|e| {
+            let text = e["text"].as_str().unwrap_or_default();
+            (
+                e["route"].as_str().unwrap_or_default(),
+                text.chars().take(6).collect(),
+            )
+        })
         .collect();
-    assert_eq!(texts, ["after one 504", "busy once"], "nothing sent twice");
+    assert_eq!(
+        sent,
+        [
+            ("batch_send", "to u42".to_string()),
+            ("session_webhook", "bbbbbb".to_string())
+        ]
+    );
+    assert_eq!(out[0]["user_ids"][0], "u42");
 }
 
 #[tokio::test]
@@ -591,4 +673,323 @@ async fn a_send_to_users_dingtalk_calls_invalid_is_reported_undelivered() {
         .send("user:0423001", "hello", false)
         .await
         .unwrap();
+}
+
+/// The most entries of `out` whose `at_us` (when the simulator got them) fall inside any
+/// half-open 1 s interval.
+fn busiest_second(out: &[Value]) -> usize {
+    let mut at: Vec<u64> = out.iter().filter_map(|e| e["at_us"].as_u64()).collect();
+    at.sort_unstable();
+    (0..at.len())
+        .map(|i| {
+            at[i..]
+                .iter()
+                .take_while(|t| **t - at[i] < 1_000_000)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Sends `n` replies to `m` at once.
+async fn flood_replies(r: &Rig, m: &Inbound, n: usize) {
+    let sends: Vec<_> = (0..n)
+        .map(|i| {
+            let (channel, m) = (r.channel.clone(), m.clone());
+            tokio::spawn(async move { channel.reply(&m, &format!("part {i}"), false).await })
+        })
+        .collect();
+    for s in sends {
+        s.await.expect("task").expect("delivered");
+    }
+}
+
+#[tokio::test]
+async fn session_webhook_sends_obey_the_robot_rate_in_any_sliding_second() {
+    // Issue 10 item 6: 50 sends went out 20 per calendar second but 22-35 within a sliding
+    // second, and session webhooks were not limited at all.
+    let mut r = rig_with(SimOptions::default(), |c| {
+        c.send_rate.per_conversation = 1_000
+    })
+    .await;
+    r.wait_connected(1).await;
+    r.inject(json!({"text": "q", "conversation_type": "group"}))
+        .await;
+    let m = r.next().await;
+    flood_replies(&r, &m, 50).await;
+    let out = r.client.wait_outbox(50, WAIT).await.unwrap();
+    assert_eq!(out.len(), 50);
+    assert!(out.iter().all(|e| e["route"] == "session_webhook"));
+    let busiest = busiest_second(&out);
+    assert!(busiest <= 20, "{busiest} sends within one sliding second");
+}
+
+#[tokio::test]
+async fn one_conversation_is_held_to_its_own_rate_and_a_reply_to_max_parts() {
+    let mut r = rig().await;
+    r.inject(json!({"text": "q", "conversation_type": "group"}))
+        .await;
+    let m = r.next().await;
+    flood_replies(&r, &m, 12).await;
+    let out = r.client.wait_outbox(12, WAIT).await.unwrap();
+    let busiest = busiest_second(&out);
+    assert!(
+        busiest <= 5,
+        "{busiest} sends to one conversation within a sliding second"
+    );
+    // A 1 MB answer becomes at most reply.max_parts (default 4) messages, the last one
+    // marked as cut.
+    let before = r.client.outbox().await.unwrap().len();
+    r.channel
+        .reply(&m, &"word ".repeat(200_000), false)
+        .await
+        .unwrap();
+    let out = r.client.outbox().await.unwrap();
+    let parts = &out[before..];
+    assert_eq!(parts.len(), 4, "one reply, at most max_parts messages");
+    assert!(parts[3]["text"]
+        .as_str()
+        .unwrap()
+        .ends_with(clawdbot::model::ANSWER_CUT_MARK));
+}
+
+#[tokio::test]
+async fn a_reply_ends_within_the_delivery_limit() {
+    // Issue 10 item 6: the turn's budget holds through delivery. A session webhook that
+    // accepts and never answers, and a send slot that would come too late, both end the
+    // reply at the limit (the HTTP client alone would wait 15 s, twice).
+    let limit = Duration::from_millis(600);
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hole_origin = format!("http://{}", hole.local_addr().expect("addr"));
+    let mut r = rig_tuned(
+        SimOptions::default(),
+        |c| {
+            c.send_rate.per_conversation = 1;
+            // The silent webhook must be on the allowlist, or the reply takes the OpenAPI.
+            c.webhook_hosts = vec![hole_origin.clone()];
+        },
+        ChannelTuning {
+            delivery_limit: limit,
+            ..fast()
+        },
+    )
+    .await;
+    r.wait_connected(1).await;
+    r.inject(json!({"text": "q", "conversation_type": "group"}))
+        .await;
+    let m = r.next().await;
+    let mut silent = m.clone();
+    silent.session_webhook = Some(format!("{hole_origin}/robot/sendBySession?session=x"));
+    let t = std::time::Instant::now();
+    let e = r.channel.reply(&silent, "hi", false).await.unwrap_err();
+    assert!(matches!(e, ChannelError::DeliveryLate(600)), "{e}");
+    assert!(
+        t.elapsed() < limit + Duration::from_millis(700),
+        "{:?}",
+        t.elapsed()
+    );
+    // The slot comes free within the limit: waited for and sent.
+    r.channel.reply(&m, "one", false).await.expect("sent");
+    // The next slot is 1 s away, past the limit: refused at once.
+    let t = std::time::Instant::now();
+    let e = r.channel.reply(&m, "two", false).await.unwrap_err();
+    assert!(matches!(e, ChannelError::DeliveryLate(_)), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let texts: Vec<Value> = r
+        .client
+        .outbox()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e["text"].clone())
+        .collect();
+    assert_eq!(texts, [json!("one")]);
+    drop(hole);
+}
+
+/// A callback rig: the simulator and a channel in HTTP callback mode with `limits`.
+async fn callback_rig(limits: ListenLimits) -> (Rig, String) {
+    let tuning = ChannelTuning {
+        callback: limits,
+        ..fast()
+    };
+    let r = rig_tuned(
+        SimOptions::default(),
+        |c| c.mode = DingTalkMode::Http,
+        tuning,
+    )
+    .await;
+    let url = format!("http://{}/", r.channel.callback_addr().unwrap());
+    (r, url)
+}
+
+/// POSTs `body` to the callback `url` with the given `timestamp` and `sign` headers.
+async fn post_signed(url: &str, ts: &str, sign: &str, body: &Value) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("timestamp", ts)
+        .header("sign", sign)
+        .json(body)
+        .timeout(WAIT)
+        .send()
+        .await
+        .expect("callback answered");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+fn robot_message(msg_id: &str, text: &str) -> Value {
+    json!({"msgId": msg_id, "conversationId": "cidReplay==", "conversationType": "2",
+        "msgtype": "text", "text": {"content": text}, "senderStaffId": "0423001",
+        "senderNick": "Li", "robotCode": clawdbot::sim::state::DEFAULT_CLIENT_ID})
+}
+
+#[tokio::test]
+async fn a_captured_timestamp_and_sign_are_refused_the_second_time() {
+    let (mut r, url) = callback_rig(ListenLimits::http_default()).await;
+    let ts = clawdbot::dingtalk::now_ms().to_string();
+    let sign = clawdbot::dingtalk::compute_sign(&ts, clawdbot::sim::state::DEFAULT_CLIENT_SECRET);
+    let first = robot_message("msgReplay1", "genuine");
+    assert_eq!(post_signed(&url, &ts, &sign, &first).await.0, 200);
+    assert_eq!(
+        r.next().await.content,
+        InboundContent::Text("genuine".into())
+    );
+    // The very same request again, then the captured pair carrying another body.
+    let (status, body) = post_signed(&url, &ts, &sign, &first).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("replay"), "{body}");
+    let forged = robot_message("msgReplay2", "forged with a captured pair");
+    assert_eq!(post_signed(&url, &ts, &sign, &forged).await.0, 409);
+    // A fresh pair is fine; the refused ones never reached the bot.
+    let ts2 = (clawdbot::dingtalk::now_ms() + 1).to_string();
+    let sign2 = clawdbot::dingtalk::compute_sign(&ts2, clawdbot::sim::state::DEFAULT_CLIENT_SECRET);
+    let next = robot_message("msgReplay3", "next");
+    assert_eq!(post_signed(&url, &ts2, &sign2, &next).await.0, 200);
+    assert_eq!(r.next().await.content, InboundContent::Text("next".into()));
+    assert!(r.rx.try_recv().is_err());
+    assert_eq!(r.channel.report().messages_in, 2);
+}
+
+/// Counts connections made to a test-owned listener on 127.0.0.2 (not the simulator's host).
+async fn collector() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    (
+        format!("http://{addr}/robot/sendBySession?session=stolen"),
+        hits,
+    )
+}
+
+#[tokio::test]
+async fn a_foreign_session_webhook_is_never_posted_to_in_either_mode() {
+    let (hook, hits) = collector().await;
+    for mode in [DingTalkMode::Stream, DingTalkMode::Http] {
+        let mut r = rig_with(SimOptions::default(), |c| c.mode = mode).await;
+        let mut req = json!({"text": "q", "conversation_type": "group",
+            "conversation_id": "cidForeign==", "session_webhook": hook});
+        if mode == DingTalkMode::Http {
+            req["callback_url"] = json!(format!("http://{}/", r.channel.callback_addr().unwrap()));
+        } else {
+            r.wait_connected(1).await;
+        }
+        r.inject(req).await;
+        let m = r.next().await;
+        assert_eq!(m.session_webhook.as_deref(), Some(hook.as_str()));
+        r.channel
+            .reply(&m, "the model's answer", false)
+            .await
+            .unwrap();
+        // reply() has returned: any POST to the collector would have happened by now.
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "{mode:?}: posted to a foreign host"
+        );
+        let out = r.client.wait_outbox(1, WAIT).await.unwrap();
+        assert_eq!(out[0]["route"], "group_send", "{mode:?}");
+        assert_eq!(out[0]["conversation_id"], "cidForeign==");
+        assert_eq!(out[0]["text"], "the model's answer");
+        r.channel.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_negative_webhook_expiry_is_expired() {
+    let mut r = rig().await;
+    r.inject(json!({"text": "q", "conversation_type": "group",
+        "conversation_id": "cidNegative==", "session_webhook_expired_time": -1}))
+        .await;
+    let m = r.next().await;
+    assert_eq!(m.session_webhook_expires_ms, Some(0));
+    r.channel.reply(&m, "answer", false).await.unwrap();
+    let out = r.client.wait_outbox(1, WAIT).await.unwrap();
+    assert_eq!(out[0]["route"], "group_send", "the webhook was not trusted");
+}
+
+#[tokio::test]
+async fn idle_and_trickling_callback_connections_are_shed_while_signed_callbacks_get_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = ListenLimits {
+        header_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(2),
+        max_connections: 128,
+    };
+    let (mut r, url) = callback_rig(limits).await;
+    let addr = r.channel.callback_addr().unwrap();
+    let mut readers = Vec::new();
+    for _ in 0..60 {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        readers.push(s.into_split().0);
+    }
+    for _ in 0..30 {
+        let (rd, mut w) = tokio::net::TcpStream::connect(addr)
+            .await
+            .unwrap()
+            .into_split();
+        readers.push(rd);
+        tokio::spawn(async move {
+            let _ = w.write_all(b"POST / HTTP/1.1\r\n").await;
+            for _ in 0..200 {
+                if w.write_all(b"x").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+    let inj = r
+        .inject(json!({"text": "through", "callback_url": url}))
+        .await;
+    assert_eq!(inj["callback_status"], 200, "{inj}");
+    assert_eq!(
+        r.next().await.content,
+        InboundContent::Text("through".into())
+    );
+    // Every idle or trickling connection is closed by the listener, long before WAIT.
+    for (i, mut rd) in readers.into_iter().enumerate() {
+        let mut buf = [0u8; 512];
+        let closed = tokio::time::timeout(WAIT, async {
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "connection {i} still open after {WAIT:?}");
+    }
 }

@@ -438,3 +438,102 @@ fn routing_rules_send_matching_conversations_to_another_model() {
         .collect();
     assert_eq!(models, vec!["dm", "local_chat", "ops"]);
 }
+
+/// Issue 10 item 6, end to end through the real daemon: a hostile model (endless
+/// always-ready stream, huge stream, trickle, always-ready empty chunks) never floods
+/// the chat. Each reply arrives within `timeout_ms` + the delivery margin, is at most
+/// `reply.max_parts` messages and `reply.max_answer_chars` characters, and the model's
+/// connection is closed once the cap is reached.
+#[test]
+fn a_hostile_model_never_floods_the_chat() {
+    const TIMEOUT_MS: u64 = 3_000;
+    const MAX_CHARS: usize = 12_000; // four 3,500-char parts' worth: max_parts cuts it to 2
+    const MAX_PARTS: usize = 2;
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(
+        4,
+        TIMEOUT_MS,
+        &format!(
+            "reply:\n  fallback_text: \"FALLBACK\"\n  max_answer_chars: {MAX_CHARS}\n  max_parts: {MAX_PARTS}\n"
+        ),
+    );
+    stack.start_bot(&cfg);
+    let margin = Duration::from_millis(TIMEOUT_MS)
+        + clawdbot::dingtalk::channel::REPLY_DELIVERY_LIMIT
+        + Duration::from_secs(2);
+    let endless = |chunk_chars, chunk_interval_ms| FakeBehavior {
+        mode: FakeMode::Endless,
+        chunk_chars,
+        chunk_interval_ms,
+        ..Default::default()
+    };
+    let cases = [
+        ("always-ready", endless(7, 0), true),
+        (
+            "huge",
+            FakeBehavior {
+                chunk_chars: 64,
+                reply: Some("word ".repeat(200_000)),
+                ..Default::default()
+            },
+            true,
+        ),
+        ("trickle", endless(1, 20), false),
+        ("empty-chunks", endless(0, 0), false),
+    ];
+    for (i, (name, behavior, cut)) in cases.into_iter().enumerate() {
+        let conversation = format!("cidHostile{i}==");
+        stack.fake.state.set_model("local-chat", behavior);
+        let t = Instant::now();
+        stack.inject_group(&conversation, "tell me everything");
+        assert!(
+            wait_until(margin, || !stack.replies_in(&conversation).is_empty()),
+            "{name}: no reply within timeout_ms + margin"
+        );
+        assert!(t.elapsed() < margin, "{name}: took {:?}", t.elapsed());
+        // A sentinel turn in the same conversation runs after the hostile one finished
+        // delivering: everything before its answer is the hostile reply.
+        stack
+            .fake
+            .state
+            .set_model("local-chat", FakeBehavior::default());
+        stack.inject_group(&conversation, "sentinel");
+        assert!(
+            wait_until(Duration::from_secs(15), || stack
+                .replies_in(&conversation)
+                .iter()
+                .any(|e| e["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("echo: sentinel")))),
+            "{name}: sentinel answered"
+        );
+        let replies = stack.replies_in(&conversation);
+        // Markdown replies end with the asker's @mention.
+        let hostile: Vec<&str> = replies
+            .iter()
+            .map(|e| e["text"].as_str().unwrap_or_default())
+            .map(|t| t.trim_end_matches("\n\n@0423001"))
+            .take_while(|t| !t.starts_with("echo: sentinel"))
+            .collect();
+        assert!(
+            (1..=MAX_PARTS).contains(&hostile.len()),
+            "{name}: {} messages",
+            hostile.len()
+        );
+        let chars: usize = hostile.iter().map(|t| t.chars().count()).sum();
+        assert!(chars <= MAX_CHARS, "{name}: {chars} chars");
+        if cut {
+            assert_eq!(hostile.len(), MAX_PARTS, "{name}");
+            assert!(
+                hostile[MAX_PARTS - 1].ends_with(clawdbot::model::ANSWER_CUT_MARK),
+                "{name}"
+            );
+        } else {
+            assert_eq!(hostile, ["FALLBACK"], "{name}: out of time");
+        }
+        assert!(
+            wait_until(Duration::from_secs(5), || stack.fake_stats().in_flight == 0),
+            "{name}: the model request was closed"
+        );
+    }
+}

@@ -31,6 +31,28 @@ proptest! {
         let _ = clawdbot::config::parse(&text);
     }
 
+    /// Structure-heavy text (nesting, anchors, aliases, tags) drives the bounds pre-walk
+    /// over libyaml's events, which is unsafe code: it never panics.
+    #[test]
+    fn config_parser_never_panics_on_nesting_anchors_and_aliases(
+        text in "([\\[\\]{}:,?!|>#'\" \n-]|&a |&b |\\*a|\\*b|- |a: |x){0,300}",
+    ) {
+        let _ = clawdbot::config::parse(&text);
+    }
+
+    /// Any well-formed document nesting more than 64 collections is refused by depth.
+    #[test]
+    fn deep_nesting_is_refused_by_depth(
+        depth in 64usize..400,
+        inner in "[a-z0-9 ,]{0,20}",
+        mapping in proptest::bool::ANY,
+    ) {
+        let (open, close) = if mapping { ("{a: ", "}") } else { ("[", "]") };
+        let text = format!("models: {}{inner}{}\n", open.repeat(depth), close.repeat(depth));
+        let e = clawdbot::config::parse(&text).unwrap_err();
+        prop_assert!(e.contains("nesting is deeper than 64 levels"), "{}", e);
+    }
+
     #[test]
     fn config_parser_never_panics_on_mutated_seed(pos in 0usize..SEED.len(), del in 0usize..8, ins in "[ -~\n:{}\\[\\]$#&*!|>'\"-]{0,12}") {
         let mut s = SEED.to_string();
@@ -145,6 +167,29 @@ proptest! {
         s.replace_range(pos..end, &ins);
         if let Err(e) = parse_robot_message_str(&s, 1_700_000_000_000) {
             prop_assert!(!e.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_session_webhook_expiry_is_believable_or_expired(
+        raw in prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| if f.is_finite() { f.to_string() } else { "0".into() }),
+            "\"[-0-9a-z]{0,22}\"",
+            Just("null".to_string()),
+        ],
+        now in 0u64..4_000_000_000_000,
+    ) {
+        let msg = ROBOT_MESSAGE.replace("1893456000000", &raw);
+        let m = parse_robot_message_str(&msg, now).expect("still a robot message");
+        match m.session_webhook_expires_ms {
+            None => prop_assert_eq!(raw.as_str(), "null"),
+            Some(0) => {}
+            Some(exp) => prop_assert!(
+                exp <= now + clawdbot::dingtalk::message::MAX_SESSION_WEBHOOK_LIFETIME_MS,
+                "{raw} -> {exp}"
+            ),
         }
     }
 

@@ -298,3 +298,107 @@ fn secret_flag_values_are_masked_in_status_and_log_but_reach_the_child() {
     assert!(logs.contains("--api-key ***"), "{logs}");
     assert!(!logs.contains("GWSECRET"), "secret in the log:\n{logs}");
 }
+
+/// The daemon process of `daemon start --exec "... --api-key K"` is a fork of that CLI
+/// call, so its argv held the key for `ps` to show. Its /proc cmdline (and environment)
+/// must not: the command there is masked, while the child still gets the key (the
+/// child's own argv is the runtime's business, outside our control).
+#[test]
+fn the_daemon_process_shows_no_secret_in_its_cmdline_or_environment() {
+    let home = Home::new();
+    let argv = home.path().join("argv.txt");
+    let exec = |secret: &str| {
+        format!(
+            "sh -c 'printf \"%s\\n\" \"$@\" > {}; exec sleep 600' gw --api-key {secret} --port 8000",
+            argv.display()
+        )
+    };
+    let daemon_pid = || -> u32 {
+        let status = home.run(&["--json", "daemon", "status", "--name", "gw"]);
+        status.json()["pid"].as_u64().expect("status names the pid") as u32
+    };
+    let proc_text = |pid: u32, what: &str| -> String {
+        let bytes = std::fs::read(format!("/proc/{pid}/{what}")).expect("read /proc");
+        String::from_utf8_lossy(&bytes).replace('\0', " ")
+    };
+
+    let run = start(&home, "gw", &exec("sekrit-123"));
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        wait_argv(&argv),
+        ["--api-key", "sekrit-123", "--port", "8000"]
+    );
+    let pid = daemon_pid();
+    let cmdline = proc_text(pid, "cmdline");
+    assert!(!cmdline.contains("sekrit-123"), "daemon cmdline: {cmdline}");
+    assert!(
+        cmdline.contains("daemon start") && cmdline.contains("--api-key ***"),
+        "the cmdline still says what runs: {cmdline}"
+    );
+    assert!(!proc_text(pid, "environ").contains("sekrit-123"));
+
+    // The `--exec=CMD` form, through `restart`.
+    std::fs::remove_file(&argv).unwrap();
+    let flag = format!("--exec={}", exec("sekrit-456"));
+    let restart = home.run(&["daemon", "restart", "--name", "gw", &flag]);
+    assert_eq!(restart.code, 0, "{restart:?}");
+    assert_eq!(
+        wait_argv(&argv),
+        ["--api-key", "sekrit-456", "--port", "8000"]
+    );
+    let pid = daemon_pid();
+    let cmdline = proc_text(pid, "cmdline");
+    assert!(!cmdline.contains("sekrit-456"), "daemon cmdline: {cmdline}");
+    assert!(cmdline.contains("--api-key ***"), "{cmdline}");
+    assert_eq!(home.run(&["daemon", "stop", "--name", "gw"]).code, 0);
+}
+
+/// A `--health-url` with a password in its user-info is polled with it, but `status`,
+/// `daemon start`'s output and the log show it masked.
+#[test]
+fn health_url_passwords_are_masked_in_status_and_log() {
+    let home = Home::new();
+    let port = support::free_port();
+    let url = format!("http://probe:pw-77120@127.0.0.1:{port}/health");
+    let run = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "gw",
+        "--exec",
+        "sleep 600",
+        "--health-url",
+        &url,
+        "--timeout",
+        "15",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        wait_until(WAIT, || home.all_logs().contains("gateway is not healthy")),
+        "the probe never reported:\n{}",
+        home.all_logs()
+    );
+    let g = gateway(&home, "gw").expect("status shows the gateway");
+    assert_eq!(
+        g["health_url"],
+        format!("http://probe:***@127.0.0.1:{port}/health"),
+        "{g}"
+    );
+    let human = home.run(&["daemon", "status", "--name", "gw"]);
+    assert_eq!(home.run(&["daemon", "stop", "--name", "gw"]).code, 0);
+    let logs = home.all_logs();
+    assert!(logs.contains("probe:***@"), "{logs}");
+    for shown in [
+        &run.stdout,
+        &run.stderr,
+        &human.stdout,
+        &human.stderr,
+        &g.to_string(),
+        &logs,
+    ] {
+        assert!(
+            !shown.contains("pw-77120"),
+            "the password is shown: {shown}"
+        );
+    }
+}

@@ -44,3 +44,77 @@ fn at_trace_level_no_message_text_or_webhook_url_reaches_the_log() {
         assert!(!logs.contains(secret), "{what} in the log:\n{logs}");
     }
 }
+
+/// The log's hash of a message is keyed: it is HMAC-SHA256 under the install's key
+/// (`STATE/log-hash.key`, 0600), never the plain SHA-256 that a 6-digit code could be
+/// recovered from by trying all of them.
+#[test]
+fn message_hashes_are_keyed_by_a_private_per_install_key() {
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::PermissionsExt;
+
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    stack.start_bot(&cfg);
+    let code = "804217";
+    stack.inject_group("cidHash==", code);
+    stack.wait_outbox(1, Duration::from_secs(10));
+    let stop = stack
+        .home
+        .run(&["daemon", "stop", "--name", "bot", "--timeout", "5"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+
+    let key_path = stack.home.path().join("state").join("log-hash.key");
+    let meta = std::fs::metadata(&key_path).expect("the daemon made a key");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let key = std::fs::read(&key_path).unwrap();
+    assert_eq!(key.len(), 32);
+    let hex = |bytes: &[u8]| -> String { bytes[..4].iter().map(|b| format!("{b:02x}")).collect() };
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(code.as_bytes());
+    let keyed = hex(&mac.finalize().into_bytes());
+    let unkeyed = hex(&Sha256::digest(code.as_bytes()));
+
+    let logs = stack.home.all_logs();
+    assert!(
+        logs.contains(&format!("<6 chars, hmac:{keyed}>")),
+        "no keyed hash of the message:\n{logs}"
+    );
+    assert!(
+        !logs.contains(&unkeyed),
+        "an unkeyed hash is in the log:\n{logs}"
+    );
+    assert!(!logs.contains(code), "the message is in the log:\n{logs}");
+}
+
+/// A conversation id (or any field) holding line breaks cannot forge a log record: every
+/// control character of every field is escaped in the text log.
+#[test]
+fn control_characters_in_logged_fields_cannot_forge_log_lines() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    stack.start_bot(&cfg);
+    let hostile = "cidX==\n2026-01-01T00:00:00Z  INFO FAKE LOG LINE\r\u{2028}\u{1b}[2J";
+    stack.inject_group(hostile, "hello");
+    stack.wait_outbox(1, Duration::from_secs(10));
+    let stop = stack
+        .home
+        .run(&["daemon", "stop", "--name", "bot", "--timeout", "5"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+
+    let logs = stack.home.all_logs();
+    assert!(
+        logs.contains("cidX==\\n2026-01-01T00:00:00Z  INFO FAKE LOG LINE\\r\\u{2028}\\u{1b}[2J"),
+        "the conversation id is not logged escaped:\n{logs}"
+    );
+    for line in logs.lines() {
+        assert!(
+            !line.starts_with("2026-01-01T00:00:00Z") && !line.contains("FAKE LOG LINE\r"),
+            "a forged line: {line:?}"
+        );
+    }
+    for c in ['\r', '\u{2028}', '\u{1b}'] {
+        assert!(!logs.contains(c), "{c:?} reached the log raw");
+    }
+}

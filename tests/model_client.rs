@@ -277,3 +277,107 @@ async fn fake_server_http_controls() {
     assert_eq!(r.status().as_u16(), 204);
     assert_eq!(srv.state.stats().requests, 0);
 }
+
+/// Runs one turn against model `m` of `srv` with `reply.max_answer_chars = cap`; returns
+/// the outcome, the progress texts and how long it took.
+async fn hostile_turn(
+    srv: &clawdbot::model::demo::FakeServer,
+    extra: &str,
+    cap: usize,
+) -> (TurnOutcome, Vec<String>, Duration) {
+    let mut cfg = config(&[model("m", &srv.base_url, extra)], &[], 8, 1000);
+    cfg.reply.max_answer_chars = cap;
+    let router = clawdbot::model::ModelRouter::new(&cfg);
+    let t = std::time::Instant::now();
+    let (o, progress) = ask(&router, turn("c", "q")).await;
+    (o, progress, t.elapsed())
+}
+
+/// The answer is exactly the cap, ends with the cut mark, and every progress text is
+/// within the cap too.
+fn assert_capped(o: &TurnOutcome, progress: &[String], cap: usize) {
+    let text = answer_text(o);
+    assert_eq!(text.chars().count(), cap, "answer length");
+    assert!(text.ends_with(clawdbot::model::ANSWER_CUT_MARK));
+    assert!(progress.iter().all(|p| p.chars().count() <= cap));
+    assert_eq!(progress.last().map(String::as_str), Some(text));
+}
+
+#[tokio::test]
+async fn hostile_endless_always_ready_stream_is_cut_at_the_cap_and_closed() {
+    // Issue 10 item 6: chunks always ready, never a [DONE]. The answer stops at the cap
+    // long before timeout_ms, and the model's connection is closed (the server sees its
+    // request end), instead of reading 200 MB.
+    let srv = fake(FakeBehavior {
+        chunk_chars: 7,
+        ..behavior(FakeMode::Endless)
+    })
+    .await;
+    let (o, progress, took) = hostile_turn(&srv, "timeout_ms: 5000", 500).await;
+    assert_capped(&o, &progress, 500);
+    assert!(took < Duration::from_millis(5000), "{took:?}");
+    assert!(
+        wait_until(Duration::from_secs(3), || srv.state.stats().in_flight == 0).await,
+        "the model request was closed"
+    );
+    // The default cap (8000) applies without any config.
+    let cfg = config(
+        &[model("m", &srv.base_url, "timeout_ms: 5000")],
+        &[],
+        8,
+        1000,
+    );
+    assert_eq!(cfg.reply.max_answer_chars, 8_000);
+    let (o, progress) = ask(&clawdbot::model::ModelRouter::new(&cfg), turn("c", "q")).await;
+    assert_capped(&o, &progress, 8_000);
+}
+
+#[tokio::test]
+async fn hostile_huge_answers_are_cut_streamed_or_not() {
+    // A finite but huge answer (1 MB in 64-char chunks), streamed and as one JSON body.
+    let srv = fake(FakeBehavior {
+        chunk_chars: 64,
+        reply: Some("word ".repeat(200_000)),
+        ..FakeBehavior::default()
+    })
+    .await;
+    let (o, progress, _) = hostile_turn(&srv, "timeout_ms: 5000", 1_000).await;
+    assert_capped(&o, &progress, 1_000);
+    let (o, progress, _) = hostile_turn(&srv, "timeout_ms: 5000\nstream: false", 1_000).await;
+    assert_capped(&o, &progress, 1_000);
+    assert!(
+        wait_until(Duration::from_secs(3), || srv.state.stats().in_flight == 0).await,
+        "the streamed request was closed"
+    );
+}
+
+#[tokio::test]
+async fn hostile_trickle_and_empty_chunks_end_at_timeout_ms() {
+    // One character every 20 ms never reaches the cap: the total budget ends the turn.
+    let srv = fake(FakeBehavior {
+        chunk_chars: 1,
+        chunk_interval_ms: 20,
+        ..behavior(FakeMode::Endless)
+    })
+    .await;
+    let (o, progress, took) = hostile_turn(&srv, "timeout_ms: 800", 8_000).await;
+    let (reason, timed_out) = failed_reason(&o);
+    assert!(timed_out && reason.contains("total"), "{reason}");
+    assert!(took < Duration::from_millis(800) + SLACK, "{took:?}");
+    assert!(progress.iter().all(|p| p.chars().count() <= 8_000));
+    // Always-ready chunks with empty content: nothing to cap, the deadline still holds.
+    srv.state.set_model(
+        "m",
+        FakeBehavior {
+            chunk_chars: 0,
+            ..behavior(FakeMode::Endless)
+        },
+    );
+    let (o, _, took) = hostile_turn(&srv, "timeout_ms: 800", 8_000).await;
+    assert!(failed_reason(&o).1, "{o:?}");
+    assert!(took < Duration::from_millis(800) + SLACK, "{took:?}");
+    assert!(
+        wait_until(Duration::from_secs(3), || srv.state.stats().in_flight == 0).await,
+        "requests closed"
+    );
+}

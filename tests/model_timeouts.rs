@@ -292,9 +292,34 @@ async fn a_turn_that_falls_back_keeps_its_conversations_place() {
 }
 
 #[tokio::test]
-async fn fallback_skipped_when_its_own_total_is_spent() {
-    // 400 ms go to the primary's first-token budget; the fallback's whole budget is 300 ms,
-    // so calling it could only fail: the turn reports the primary's real error instead.
+async fn fallback_gets_its_own_budget_from_when_it_starts() {
+    // Issue 10 item 5, scaled down: primary 1200 ms (first token defaults to half, 600 ms),
+    // fallback timeout_ms 800 (two thirds of the primary, like 4000 of 6000). The fallback's
+    // own budget counts from its own start, so after the silent 600 ms it still gets
+    // min(600 left, 800) = 600 ms and answers.
+    let srv = fake(FakeBehavior::default()).await;
+    srv.state
+        .set_model("silent", behavior(FakeMode::StallBeforeHeaders));
+    let models = [
+        model("silent", &srv.base_url, "timeout_ms: 1200\nfallback: spare"),
+        model("spare", &srv.base_url, "timeout_ms: 800"),
+    ];
+    let router = ModelRouter::new(&config(&models, &[], 8, 1000));
+    let t = Instant::now();
+    let (o, _) = ask(&router, turn("c", "q")).await;
+    assert!(
+        matches!(&o, TurnOutcome::Answer { model, fell_back: true, .. } if model == "spare"),
+        "{o:?}"
+    );
+    assert!(t.elapsed() < Duration::from_millis(1200) + SLACK);
+    assert_eq!(srv.state.stats().by_model.get("spare"), Some(&1));
+}
+
+#[tokio::test]
+async fn fallback_skipped_when_too_little_of_the_smaller_budget_is_left() {
+    // 900 of 1000 ms go to the primary's first token: 100 ms left is less than a quarter of
+    // the smaller budget (800 ms fallback): calling it could only fail, so the turn reports
+    // the primary's real error instead.
     let srv = fake(FakeBehavior::default()).await;
     srv.state
         .set_model("slow", behavior(FakeMode::StallBeforeHeaders));
@@ -302,9 +327,9 @@ async fn fallback_skipped_when_its_own_total_is_spent() {
         model(
             "slow",
             &srv.base_url,
-            "timeout_ms: 3000\nfirst_token_timeout_ms: 400\nfallback: fast",
+            "timeout_ms: 1000\nfirst_token_timeout_ms: 900\nfallback: fast",
         ),
-        model("fast", &srv.base_url, "timeout_ms: 300"),
+        model("fast", &srv.base_url, "timeout_ms: 800"),
     ];
     let router = ModelRouter::new(&config(&models, &[], 8, 1000));
     let (o, _) = ask(&router, turn("c", "q")).await;

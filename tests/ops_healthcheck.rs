@@ -274,3 +274,87 @@ fn preflight_passes_and_fails_without_a_daemon() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("broken.yaml"), "{r:?}");
 }
+
+/// A password in a URL's user-info (`http://user:PASS@host/v1`) is shown as `***` in
+/// every healthcheck line and fix hint (pre-flight and live, text and --json), in
+/// `daemon status` and in the log, while the model is still reached with it.
+#[test]
+fn passwords_in_url_user_info_are_masked_everywhere() {
+    const PASSWORD: &str = "s3cret-pw-5521";
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let with_user_info =
+        |url: &str| url.replacen("http://", &format!("http://clawuser:{PASSWORD}@"), 1);
+    let base = stack.config(2, 5000, "");
+    let text = std::fs::read_to_string(&base).unwrap().replacen(
+        &format!("base_url: \"{}\"", stack.fake.base_url),
+        &format!("base_url: \"{}\"", with_user_info(&stack.fake.base_url)),
+        1,
+    );
+    assert!(text.contains(PASSWORD));
+    let live = stack.home.write("live.yaml", &text);
+    let dead = stack.home.write(
+        "dead.yaml",
+        &text.replacen(
+            &with_user_info(&stack.fake.base_url),
+            &with_user_info(&dead_url()),
+            1,
+        ),
+    );
+    let mut shown = Vec::new();
+    for cfg in [&live, &dead] {
+        for json in [true, false] {
+            let mut args = vec!["healthcheck", "--config", cfg.to_str().unwrap()];
+            if json {
+                args.insert(0, "--json");
+            }
+            shown.push(stack.home.run(&args));
+        }
+    }
+    assert_eq!(
+        shown[0].code, 0,
+        "the live pre-flight passes: {:?}",
+        shown[0]
+    );
+    assert_eq!(
+        shown[2].code, 1,
+        "the dead pre-flight fails: {:?}",
+        shown[2]
+    );
+    let dead_model = check(&shown[2].json(), "model local_chat").clone();
+    assert!(
+        dead_model["detail"]
+            .as_str()
+            .unwrap()
+            .contains("clawuser:***@")
+            && dead_model["fix"]
+                .as_str()
+                .unwrap()
+                .contains("clawuser:***@"),
+        "the URL is shown, masked: {dead_model}"
+    );
+
+    stack.start_bot(&live);
+    shown.push(health(&stack, &["--name", "bot"]));
+    shown.push(stack.home.run(&["healthcheck", "--name", "bot"]));
+    shown.push(
+        stack
+            .home
+            .run(&["--json", "daemon", "status", "--name", "bot"]),
+    );
+    assert_eq!(shown[4].code, 0, "{:?}", shown[4]);
+    let stop = stack
+        .home
+        .run(&["daemon", "stop", "--name", "bot", "--timeout", "5"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    for run in &shown {
+        assert!(
+            !run.stdout.contains(PASSWORD) && !run.stderr.contains(PASSWORD),
+            "the password is shown: {run:?}"
+        );
+    }
+    let logs = stack.home.all_logs();
+    assert!(
+        !logs.contains(PASSWORD),
+        "the password is in the log:\n{logs}"
+    );
+}

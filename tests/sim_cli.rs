@@ -153,6 +153,8 @@ fn channel_reconnects_after_the_sim_restarts() {
             card_template_id: None,
             card_content_key: "msgContent".into(),
             targets: Default::default(),
+            send_rate: Default::default(),
+            webhook_hosts: Vec::new(),
         };
         let tuning = ChannelTuning {
             stream: StreamTuning {
@@ -161,6 +163,7 @@ fn channel_reconnects_after_the_sim_restarts() {
                 backoff_base: Duration::from_millis(100),
                 backoff_cap: Duration::from_millis(400),
             },
+            ..Default::default()
         };
         let (tx, mut rx) = mpsc::channel(8);
         let ch = Channel::start_with(cfg, tx, tuning).await.unwrap();

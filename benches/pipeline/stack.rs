@@ -106,8 +106,9 @@ impl Stack {
     }
 
     /// The fake model as `local_chat` with generous time budgets (nothing should time out
-    /// in a benchmark), the simulator as DingTalk, no per-user rate limit, and reply texts
-    /// the outbox classification recognises.
+    /// in a benchmark), the simulator as DingTalk, no per-user rate limit, the send rate
+    /// raised to its maximum (the benchmark measures the bot's overhead, not DingTalk's
+    /// 20 messages per second), and reply texts the outbox classification recognises.
     fn config_text(&self, limits: BotLimits) -> String {
         format!(
             r#"models:
@@ -132,6 +133,9 @@ channel:
     client_secret: "{CLIENT_SECRET}"
     api_base: "{sim}"
     oapi_base: "{sim}"
+    send_rate:
+      per_robot: 1000
+      per_conversation: 1000
 reply:
   busy_text: "{BUSY_TEXT}"
   fallback_text: "{FALLBACK_TEXT}"

@@ -29,7 +29,7 @@ impl Conversations {
     pub fn new(cfg: &Config) -> Conversations {
         Conversations {
             access: Mutex::new(AccessGate::new(&cfg.access)),
-            memory: Mutex::new(Memory::new(&cfg.memory)),
+            memory: Mutex::new(Memory::new(&cfg.memory, cfg.prompt.max_chars)),
         }
     }
 
@@ -37,8 +37,11 @@ impl Conversations {
     /// memory is rebuilt only when its limits changed, so conversations keep their history.
     pub fn reconfigure(&self, old: &Config, new: &Config) {
         *self.access.lock().unwrap_or_else(|p| p.into_inner()) = AccessGate::new(&new.access);
-        if format!("{:?}", old.memory) != format!("{:?}", new.memory) {
-            *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = Memory::new(&new.memory);
+        if format!("{:?}", old.memory) != format!("{:?}", new.memory)
+            || old.prompt.max_chars != new.prompt.max_chars
+        {
+            *self.memory.lock().unwrap_or_else(|p| p.into_inner()) =
+                Memory::new(&new.memory, new.prompt.max_chars);
         }
     }
 

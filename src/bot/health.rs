@@ -8,6 +8,7 @@ use super::Shared;
 use crate::config::Config;
 use crate::ipc::proto::{Check, CheckStatus, HealthReport};
 use crate::model::ModelRouter;
+use crate::redact_url::redact_url;
 use crate::status::ModelReport;
 
 fn check(
@@ -58,6 +59,16 @@ pub(crate) async fn daemon_checks(shared: &Shared, timeout: Duration) -> HealthR
     let reports = shared.router.reports();
     checks.extend(reports.iter().map(saturation_check));
     checks.extend(reports.iter().map(prompt_check));
+    shown(checks)
+}
+
+/// The report as it may be shown: URL passwords masked in every detail and fix (the
+/// checks quote configured URLs and errors that may quote them).
+fn shown(mut checks: Vec<Check>) -> HealthReport {
+    for c in &mut checks {
+        c.detail = redact_url(&c.detail).into_owned();
+        c.fix = c.fix.as_deref().map(|f| redact_url(f).into_owned());
+    }
     HealthReport { checks }
 }
 
@@ -85,11 +96,13 @@ pub async fn preflight_checks(config: &Config, timeout: Duration) -> HealthRepor
         }
     }
     checks.extend(models);
-    HealthReport { checks }
+    shown(checks)
 }
 
 /// `max_tokens` of the one tiny completion `onboard` and the pre-flight make.
 const PROBE_MAX_TOKENS: u32 = 8;
+/// The probe's answer is read no further than this (a server ignoring max_tokens).
+const PROBE_MAX_ANSWER_CHARS: usize = 1_000;
 
 /// After `/models` answered: ONE tiny completion, so a wrong model name, a wrong API key
 /// or a server that lists models but cannot answer fails here and not on the first
@@ -114,7 +127,10 @@ async fn completion_check(
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
     let url = format!("{}/chat/completions", cfg.base_url.trim_end_matches('/'));
-    match client.complete(&messages, deadline, &mut |_| {}).await {
+    match client
+        .complete(&messages, deadline, PROBE_MAX_ANSWER_CHARS, &mut |_| {})
+        .await
+    {
         // A few tokens may hold no visible text (a reasoning model): the server answered.
         Ok(_) | Err(crate::model::ModelError::EmptyAnswer) => {
             check.detail.push_str(&format!(

@@ -2,15 +2,21 @@
 //!
 //! Data path: channel (dedupe) -> durable journal (group commit) -> ACK -> access policy ->
 //! memory and prompt -> model router (limits, fair queue, budget, fallback) -> reply
-//! (text/markdown or AI card) -> memory update -> "answered" record in the journal.
+//! (text/markdown or AI card) -> memory update -> "answered" record in the journal. A reply
+//! DingTalk does not take is retried in the background (`redelivery`); open AI cards are
+//! recorded on disk (`open_cards`) until finalized, and those a crash left open are failed
+//! at start (`cards`).
 
+mod cards;
 mod conversations;
 mod health;
 mod inflight;
 mod intake;
 mod journal;
+mod open_cards;
 mod order;
 mod pipeline;
+mod redelivery;
 
 pub use health::preflight_checks;
 
@@ -32,6 +38,7 @@ use crate::status::DaemonReport;
 use inflight::InFlight;
 use intake::JournalSink;
 use journal::Journal;
+use open_cards::OpenCards;
 use order::TurnOrder;
 use pipeline::Conversations;
 
@@ -48,6 +55,10 @@ pub(crate) struct Shared {
     order: Arc<TurnOrder>,
     /// False once shutdown began: new messages stay in the journal for the next run.
     accepting: AtomicBool,
+    /// AI cards opened and not finalized yet (durable).
+    open_cards: Option<Arc<OpenCards>>,
+    /// Replies being retried, and how retries ended.
+    delivery: redelivery::DeliveryStats,
 }
 
 impl Shared {
@@ -79,10 +90,20 @@ impl Bot {
         let journal = Arc::new(opened.journal);
         let channel = match &config.channel {
             Some(ch) => {
-                Some(Channel::start(ch.dingtalk.clone(), JournalSink(journal.clone())).await?)
+                let channel =
+                    Channel::start(ch.dingtalk.clone(), JournalSink(journal.clone())).await?;
+                channel.set_max_parts(config.reply.max_parts);
+                Some(channel)
             }
             None => {
                 tracing::warn!("no channel section in the config: the bot receives no messages");
+                None
+            }
+        };
+        let open_cards = match OpenCards::open(&paths.state) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the open-cards store; a card left by a crash stays open");
                 None
             }
         };
@@ -96,7 +117,10 @@ impl Bot {
             inflight: InFlight::default(),
             order: TurnOrder::new(),
             accepting: AtomicBool::new(true),
+            open_cards,
+            delivery: redelivery::DeliveryStats::default(),
         });
+        cards::close_left_open(&shared);
         pipeline::replay(&shared, opened.pending);
         tokio::spawn(pipeline::dispatch(shared.clone(), rx));
         Ok(Bot { shared })
@@ -121,6 +145,7 @@ impl Workload for Bot {
         report.channel = self.shared.channel.as_ref().map(Channel::report);
         report.models = self.shared.router.reports();
         report.journal = Some(self.shared.journal.report());
+        report.delivery = Some(self.shared.delivery.report());
     }
 
     fn health(&self, timeout: Duration) -> BoxFuture<'_, HealthReport> {
@@ -169,9 +194,13 @@ impl Workload for Bot {
             let new = crate::config::load(&self.shared.config_path).map_err(|e| e.to_string())?;
             let old = self.shared.config();
             let needs_restart = format!("{:?}", (&new.models, &new.limits, &new.channel))
-                != format!("{:?}", (&old.models, &old.limits, &old.channel));
+                != format!("{:?}", (&old.models, &old.limits, &old.channel))
+                || new.reply.max_answer_chars != old.reply.max_answer_chars;
             if needs_restart {
-                tracing::warn!("models, limits or channel changed: those take effect on restart");
+                tracing::warn!("models, limits, channel or reply.max_answer_chars changed: those take effect on restart");
+            }
+            if let Some(channel) = &self.shared.channel {
+                channel.set_max_parts(new.reply.max_parts);
             }
             self.shared.conversations.reconfigure(&old, &new);
             *self

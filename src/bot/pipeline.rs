@@ -4,7 +4,10 @@
 //! - every accepted message gets exactly one final reply (answer, busy, fallback,
 //!   unsupported, denied or rate-limited), and it is marked answered in the journal right
 //!   after DingTalk accepted that reply (never before);
-//! - an AI card, once opened, is always finalized (finished or failed);
+//! - an AI card, once opened, is always finalized (finished or failed), and recorded on
+//!   disk until it is, so a card a killed daemon left open is failed on the next start;
+//! - a reply DingTalk does not take is retried in the background (bounded, with backoff)
+//!   and then replaced by `reply.undelivered_text`: never parked until a restart;
 //! - nothing here logs message text, prompts or answers unless
 //!   `logging.log_message_text` is on (ids, lengths, hashes and figures only).
 
@@ -13,9 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-
-/// When DingTalk accepted a reply (the start of the window before its "answered" record).
-type RepliedAt = Option<Instant>;
 
 use super::Shared;
 use crate::config::Config;
@@ -26,6 +26,7 @@ use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
 use super::conversations::Admission;
 pub use super::conversations::Conversations;
 use super::order::Ticket;
+use super::redelivery::{redeliver, LateReply, RedeliveryPolicy};
 
 /// Receives messages once the journal made them durable and runs each turn in its own
 /// task, with a ticket taken here, in arrival order, so a conversation's turns run one
@@ -139,12 +140,12 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         .channel
         .as_ref()
         .is_some_and(|c| c.dingtalk.card_template_id.is_some());
-    let (outcome, delivered) = if use_card {
+    let outcome = if use_card {
         answer_in_card(shared, channel, &msg, &turn, hooks).await
     } else {
         answer_in_text(shared, channel, &msg, &turn, hooks).await
     };
-    let label = match &outcome {
+    match &outcome {
         TurnOutcome::Answer {
             model,
             fell_back,
@@ -154,16 +155,20 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
                 msg_id = %msg.msg_id, %model, fell_back, ms = arrived.elapsed().as_millis() as u64,
                 answer = %text_for_log(answer, cfg.logging.log_message_text), "answered"
             );
-            "answer"
         }
-        TurnOutcome::Busy => "busy",
+        TurnOutcome::Busy => {}
         TurnOutcome::Failed { reason, timed_out } => {
             tracing::warn!(msg_id = %msg.msg_id, %reason, timed_out, ms = arrived.elapsed().as_millis() as u64, "model failed; fallback reply sent");
-            "fallback"
         }
-    };
-    if let Some(at) = delivered {
-        complete(shared, &msg, label, at);
+    }
+}
+
+/// The label an outcome is completed under (logs only).
+fn outcome_label(outcome: &TurnOutcome) -> &'static str {
+    match outcome {
+        TurnOutcome::Answer { .. } => "answer",
+        TurnOutcome::Busy => "busy",
+        TurnOutcome::Failed { .. } => "fallback",
     }
 }
 
@@ -219,7 +224,7 @@ async fn answer_in_text(
     msg: &Inbound,
     turn: &Turn,
     mut hooks: Hooks<'_>,
-) -> (TurnOutcome, RepliedAt) {
+) -> TurnOutcome {
     let cfg = hooks.cfg;
     let answer = shared.router.answer_with(turn, &mut hooks);
     tokio::pin!(answer);
@@ -246,8 +251,17 @@ async fn answer_in_text(
         }
         None => answer.await,
     };
-    let delivered = deliver(channel, msg, reply_text(cfg, &outcome), markdown(cfg)).await;
-    (outcome, delivered)
+    let label = outcome_label(&outcome);
+    deliver(
+        shared,
+        channel,
+        msg,
+        reply_text(cfg, &outcome),
+        markdown(cfg),
+        label,
+    )
+    .await;
+    outcome
 }
 
 /// Streams the answer into an AI card; falls back to a plain reply if no card opens.
@@ -257,7 +271,7 @@ async fn answer_in_card(
     msg: &Inbound,
     turn: &Turn,
     mut hooks: Hooks<'_>,
-) -> (TurnOutcome, RepliedAt) {
+) -> TurnOutcome {
     let cfg = hooks.cfg;
     let mut card = match channel.open_card(msg).await {
         Ok(card) => card,
@@ -266,6 +280,8 @@ async fn answer_in_card(
             return answer_in_text(shared, channel, msg, turn, hooks).await;
         }
     };
+    let card_ref = card.card_ref();
+    super::cards::remember_open(shared, &msg.msg_id, &card_ref).await;
     let (tx, mut rx) = watch::channel(String::new());
     let updater = tokio::spawn(async move {
         while rx.changed().await.is_ok() {
@@ -281,8 +297,18 @@ async fn answer_in_card(
         Ok(card) => card,
         Err(e) => {
             tracing::error!(msg_id = %msg.msg_id, error = %e, "card updater failed; replying with text");
-            let delivered = deliver(channel, msg, reply_text(cfg, &outcome), markdown(cfg)).await;
-            return (outcome, delivered);
+            let text = reply_text(cfg, &outcome).to_string();
+            super::cards::close_later(shared, &msg.msg_id, card_ref, &text);
+            deliver(
+                shared,
+                channel,
+                msg,
+                &text,
+                markdown(cfg),
+                outcome_label(&outcome),
+            )
+            .await;
+            return outcome;
         }
     };
     let text = reply_text(cfg, &outcome).to_string();
@@ -290,35 +316,68 @@ async fn answer_in_card(
         TurnOutcome::Answer { .. } => card.finish(&text).await,
         _ => card.fail(&text).await,
     };
-    let delivered = match result {
-        Ok(()) => Some(Instant::now()),
+    let label = outcome_label(&outcome);
+    match result {
+        Ok(()) => {
+            // Marked answered first: the window before the mark stays as short as can be.
+            complete(shared, msg, label, Instant::now());
+            super::cards::forget(shared, &card_ref).await;
+        }
         Err(e) => {
             tracing::warn!(msg_id = %msg.msg_id, error = %e, "card not finalized; replying with text");
-            deliver(channel, msg, &text, markdown(cfg)).await
-        }
-    };
-    (outcome, delivered)
-}
-
-/// Sends the reply; `Some(when DingTalk accepted it)` on success.
-async fn deliver(channel: &Channel, msg: &Inbound, text: &str, markdown: bool) -> RepliedAt {
-    match channel.reply(msg, text, markdown).await {
-        Ok(()) => Some(Instant::now()),
-        Err(e) => {
-            tracing::error!(msg_id = %msg.msg_id, error = %e, "reply not delivered; kept in the journal for retry after restart");
-            None
+            super::cards::close_later(shared, &msg.msg_id, card_ref, &text);
+            deliver(shared, channel, msg, &text, markdown(cfg), label).await;
         }
     }
+    outcome
 }
 
-/// Sends a fixed reply (no model) and completes the message.
-async fn finish(shared: &Arc<Shared>, msg: &Inbound, text: &str, label: &str) {
+/// Delivers `text` to `msg`'s sender and completes the message. When DingTalk does not
+/// take it (within the channel's delivery limit), a background task retries it (resuming after the parts
+/// already sent), then sends `reply.undelivered_text`, and completes the message once
+/// either went out; if neither did, the message stays in the journal for the next start.
+async fn deliver(
+    shared: &Arc<Shared>,
+    channel: &Channel,
+    msg: &Inbound,
+    text: &str,
+    markdown: bool,
+    label: &'static str,
+) {
+    let mut reply = channel.outgoing(text, markdown);
+    let error = match channel.reply_parts(msg, &mut reply).await {
+        Ok(()) => return complete(shared, msg, label, Instant::now()),
+        Err(e) => e,
+    };
+    let cfg = shared.config();
+    tracing::warn!(
+        msg_id = %msg.msg_id, error = %error, sent = reply.sent(), parts = reply.parts(),
+        "reply not delivered; retrying in the background"
+    );
+    let mut late = LateReply {
+        channel: channel.clone(),
+        msg: msg.clone(),
+        answer: reply,
+        sorry: channel.outgoing(&cfg.reply.undelivered_text, false),
+    };
+    let policy = RedeliveryPolicy::from_config(&cfg.reply);
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        if redeliver(policy, &shared.delivery, &mut late)
+            .await
+            .delivered()
+        {
+            complete(&shared, &late.msg, label, Instant::now());
+        }
+    });
+}
+
+/// Sends a fixed reply (no model) and completes the message (see [`deliver`]).
+async fn finish(shared: &Arc<Shared>, msg: &Inbound, text: &str, label: &'static str) {
     let Some(channel) = shared.channel.as_ref() else {
         return;
     };
-    if let Some(at) = deliver(channel, msg, text, false).await {
-        complete(shared, msg, label, at);
-    }
+    deliver(shared, channel, msg, text, false, label).await;
 }
 
 /// Marks the message answered: at once in memory (never answered twice in this run), and

@@ -175,6 +175,16 @@ fn describe(r: &DaemonReport) -> String {
                 .unwrap_or_default()
         ));
     }
+    if let Some(d) = &r.delivery {
+        lines.push(format!(
+            "  delivery: retrying {}, redelivered {}, given up {}, left pending {}, cards closed after restart {}",
+            d.replies_retrying,
+            d.replies_redelivered,
+            d.replies_given_up,
+            d.replies_left_pending,
+            d.cards_closed_after_restart
+        ));
+    }
     for m in &r.models {
         lines.push(format!(
             "  model {}: {}/{} in flight, {} queued, served {}, timeouts {}, fallbacks {}, busy {}, p50 {} ms, p95 {} ms",

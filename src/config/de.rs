@@ -86,6 +86,20 @@ pub fn http_url_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D
     checked_opt(d, checks::http_url)
 }
 
+/// A list of interpolated [`checks::http_url`]s.
+pub fn http_urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Url(String);
+    impl<'de> Deserialize<'de> for Url {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            checked(d, checks::http_url).map(Url)
+        }
+    }
+    Ok(Vec::<Url>::deserialize(d)?
+        .into_iter()
+        .map(|u| u.0)
+        .collect())
+}
+
 /// An interpolated [`checks::name`].
 pub fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     checked(d, checks::name)
@@ -140,15 +154,33 @@ where
     D: Deserializer<'de>,
     T: TryFrom<u64>,
 {
-    struct MinVisitor<T, const MIN: u64>(std::marker::PhantomData<T>);
-    impl<'de, T: TryFrom<u64>, const MIN: u64> Visitor<'de> for MinVisitor<T, MIN> {
+    in_range::<D, T, MIN, { u64::MAX }>(d)
+}
+
+/// An unsigned integer in `MIN..=MAX` (the message names the bound that was crossed).
+pub fn in_range<'de, D, T, const MIN: u64, const MAX: u64>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    struct RangeVisitor<T, const MIN: u64, const MAX: u64>(std::marker::PhantomData<T>);
+    impl<'de, T: TryFrom<u64>, const MIN: u64, const MAX: u64> Visitor<'de>
+        for RangeVisitor<T, MIN, MAX>
+    {
         type Value = T;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "a whole number of at least {MIN}")
+            if MAX == u64::MAX {
+                write!(f, "a whole number of at least {MIN}")
+            } else {
+                write!(f, "a whole number from {MIN} to {MAX}")
+            }
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
             if v < MIN {
                 return Err(E::custom(format!("{v} is below the minimum of {MIN}")));
+            }
+            if v > MAX {
+                return Err(E::custom(format!("{v} is above the maximum of {MAX}")));
             }
             T::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))
         }
@@ -159,5 +191,5 @@ where
             }
         }
     }
-    d.deserialize_u64(MinVisitor::<T, MIN>(std::marker::PhantomData))
+    d.deserialize_u64(RangeVisitor::<T, MIN, MAX>(std::marker::PhantomData))
 }

@@ -6,12 +6,14 @@
 //! (a route naming a model that does not exist, a limit for an unknown model...). Every
 //! error names the file; none shows a value that could be a secret.
 
+mod bounds;
 pub mod checks;
 mod de;
 mod env;
 mod schema;
 
 use std::fmt;
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -49,12 +51,30 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             meta.len()
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    // Read at most one byte past the cap: a file that grew since, or a device or FIFO
+    // with no size (`/dev/zero`), is refused instead of read without end.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| err(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(err(format!(
+            "file is over the 1 MiB limit ({MAX_CONFIG_BYTES} bytes)"
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        err(format!(
+            "cannot read: not UTF-8 text (byte {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
     parse(&text).map_err(err)
 }
 
-/// Parses and checks config text (no file involved).
+/// Parses and checks config text (no file involved). Nesting depth and alias expansion
+/// are bounded before the document is deserialized ([`bounds`]).
 pub fn parse(text: &str) -> Result<Config, String> {
+    bounds::check(text).map_err(|e| e.to_string())?;
     let config: Config = serde_yaml::from_str(text).map_err(yaml_error)?;
     check_references(&config)?;
     Ok(config)
@@ -210,6 +230,30 @@ limits:
         );
         let e = parse(&SEED.replace("local_chat: 4", "other: 4")).unwrap_err();
         assert!(e.contains("max_concurrency_per_model.other"), "{e}");
+    }
+
+    #[test]
+    fn redelivery_settings_are_bounded() {
+        let with = |extra: &str| parse(&format!("{SEED}reply:\n{extra}"));
+        let ok = with("  redelivery_attempts: 20\n  redelivery_delay_ms: 60000\n").unwrap();
+        assert_eq!(ok.reply.redelivery_attempts, 20);
+        let e = with("  redelivery_attempts: 21\n").unwrap_err();
+        assert!(
+            e.contains("reply.redelivery_attempts") && e.contains("maximum of 20"),
+            "{e}"
+        );
+        let e = with("  redelivery_delay_ms: 60001\n").unwrap_err();
+        assert!(
+            e.contains("reply.redelivery_delay_ms") && e.contains("maximum of 60000"),
+            "{e}"
+        );
+        let e = with("  redelivery_delay_ms: 5\n").unwrap_err();
+        assert!(
+            e.contains("redelivery_delay_ms") && e.contains("minimum of 10"),
+            "{e}"
+        );
+        let e = with("  redelivery_attempts: -1\n").unwrap_err();
+        assert!(e.contains("redelivery_attempts"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::checks::MIN_PROMPT_CHARS;
-use super::de::{at_least, http_url, http_url_opt, name, name_opt, socket_addr, targets};
+use super::de::{
+    at_least, http_url, http_url_opt, http_urls, in_range, name, name_opt, socket_addr, targets,
+};
 use super::env::Secret;
 
 /// The whole config file.
@@ -205,6 +207,44 @@ pub struct DingTalkConfig {
     /// Names for `clawdbot send --to NAME`: a conversation id (`cid...`), or `user:STAFFID`.
     #[serde(default, deserialize_with = "targets")]
     pub targets: BTreeMap<String, String>,
+    /// Messages into chats (session webhook, OpenAPI sends, AI cards), counted in any
+    /// sliding 1 s window.
+    #[serde(default)]
+    pub send_rate: SendRateConfig,
+    /// More origins (`https://host[:port]`) session webhooks may point at, besides
+    /// DingTalk's own and the `api_base`/`oapi_base` origins.
+    #[serde(default, deserialize_with = "http_urls")]
+    pub webhook_hosts: Vec<String>,
+}
+
+/// `channel.dingtalk.send_rate`: messages per second, in any sliding 1 s window.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRateConfig {
+    /// For the whole robot (DingTalk: 20 QPS per app per API).
+    #[serde(
+        default = "default_sends_per_robot",
+        deserialize_with = "in_range::<_, _, 1, MAX_SENDS_PER_SECOND>"
+    )]
+    pub per_robot: usize,
+    /// For each conversation (group or 1:1 chat).
+    #[serde(
+        default = "default_sends_per_conversation",
+        deserialize_with = "in_range::<_, _, 1, MAX_SENDS_PER_SECOND>"
+    )]
+    pub per_conversation: usize,
+}
+
+/// The largest `send_rate` value.
+pub const MAX_SENDS_PER_SECOND: u64 = 1_000;
+
+impl Default for SendRateConfig {
+    fn default() -> Self {
+        SendRateConfig {
+            per_robot: default_sends_per_robot(),
+            per_conversation: default_sends_per_conversation(),
+        }
+    }
 }
 
 impl DingTalkConfig {
@@ -253,7 +293,51 @@ pub struct ReplyConfig {
     /// Sent after a restart for a message whose session webhook expired meanwhile.
     #[serde(default = "default_restart_sorry_text")]
     pub restart_sorry_text: String,
+    /// Longest answer in characters: the model's stream is cut (and closed) once it reaches
+    /// this, and the answer ends with [`crate::model::ANSWER_CUT_MARK`].
+    #[serde(
+        default = "default_max_answer_chars",
+        deserialize_with = "in_range::<_, _, MIN_ANSWER_CHARS, MAX_ANSWER_CHARS>"
+    )]
+    pub max_answer_chars: usize,
+    /// Most messages one reply becomes in the chat (long answers are split into parts;
+    /// what does not fit in this many parts is cut).
+    #[serde(
+        default = "default_max_parts",
+        deserialize_with = "in_range::<_, _, 1, MAX_REPLY_PARTS>"
+    )]
+    pub max_parts: usize,
+    /// Sent (session webhook while valid, else the OpenAPI) when an answer could still not
+    /// be delivered after `redelivery_attempts` retries.
+    #[serde(default = "default_undelivered_text")]
+    pub undelivered_text: String,
+    /// Retries of an undelivered reply by the running daemon, after the turn's own try
+    /// (0 = go straight to `undelivered_text`).
+    #[serde(
+        default = "default_redelivery_attempts",
+        deserialize_with = "in_range::<_, _, 0, MAX_REDELIVERY_ATTEMPTS>"
+    )]
+    pub redelivery_attempts: u32,
+    /// Wait before the first retry; each later one waits twice as long, at most 60 s.
+    #[serde(
+        default = "default_redelivery_delay_ms",
+        deserialize_with = "in_range::<_, _, 10, MAX_REDELIVERY_DELAY_MS>"
+    )]
+    pub redelivery_delay_ms: u64,
 }
+
+/// Most retries of an undelivered reply (`reply.redelivery_attempts`): with the 60 s cap
+/// between tries, a message's retries end within about 20 minutes.
+pub const MAX_REDELIVERY_ATTEMPTS: u64 = 20;
+/// Longest `reply.redelivery_delay_ms` (the doubling is capped there too).
+pub const MAX_REDELIVERY_DELAY_MS: u64 = 60_000;
+
+/// The smallest `reply.max_answer_chars`.
+pub const MIN_ANSWER_CHARS: u64 = 100;
+/// The largest `reply.max_answer_chars` (memory per turn stays bounded).
+pub const MAX_ANSWER_CHARS: u64 = 100_000;
+/// The largest `reply.max_parts`.
+pub const MAX_REPLY_PARTS: u64 = 20;
 
 impl Default for ReplyConfig {
     fn default() -> Self {
@@ -504,11 +588,32 @@ fn default_reset_text() -> String {
 fn default_restart_sorry_text() -> String {
     "Sorry, I was restarted before I could answer your last message. Please ask again.".into()
 }
+fn default_undelivered_text() -> String {
+    "Sorry, I could not deliver my answer to your last message. Please ask again.".into()
+}
+fn default_redelivery_attempts() -> u32 {
+    5
+}
+fn default_redelivery_delay_ms() -> u64 {
+    2000
+}
 fn default_system_prompt() -> String {
     "You are a helpful assistant answering in a DingTalk chat. Keep answers short and \
      plain: a few sentences or a short list, simple markdown only, no tables or HTML. \
      If you do not know, say so."
         .into()
+}
+fn default_sends_per_robot() -> usize {
+    20
+}
+fn default_sends_per_conversation() -> usize {
+    5
+}
+fn default_max_answer_chars() -> usize {
+    8_000
+}
+fn default_max_parts() -> usize {
+    4
 }
 fn default_max_turns() -> usize {
     6

@@ -4,10 +4,10 @@
 //! a sliding window per user (at most `user_rate_limit` accepted messages in any
 //! `user_rate_window_secs`); memory is bounded by pruning users whose windows emptied.
 
-use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::config::{AccessConfig, AccessPolicy, ConversationKind};
+use crate::sliding_window::KeyedWindows;
 
 /// The gate's answer; the bot maps each to a reply text (`reply.denied_text`,
 /// `reply.rate_limited_text`).
@@ -31,19 +31,20 @@ pub enum DenyReason {
     UnknownSender,
 }
 
-/// Prune empty windows once this many users are tracked.
-const PRUNE_AT: usize = 4096;
-
 pub struct AccessGate {
     cfg: AccessConfig,
-    windows: HashMap<String, VecDeque<Instant>>,
+    /// Per-user windows (idle users are pruned).
+    windows: KeyedWindows,
 }
 
 impl AccessGate {
     pub fn new(cfg: &AccessConfig) -> Self {
         AccessGate {
             cfg: cfg.clone(),
-            windows: HashMap::new(),
+            windows: KeyedWindows::new(
+                cfg.user_rate_limit as usize,
+                Duration::from_secs(cfg.user_rate_window_secs),
+            ),
         }
     }
 
@@ -64,28 +65,10 @@ impl AccessGate {
         if limit == 0 {
             return AccessDecision::Allowed;
         }
-        let window = Duration::from_secs(self.cfg.user_rate_window_secs);
-        if self.windows.len() >= PRUNE_AT {
-            self.windows.retain(|_, w| {
-                w.back()
-                    .is_some_and(|t| now.saturating_duration_since(*t) < window)
-            });
+        match self.windows.try_record(user, now) {
+            Ok(()) => AccessDecision::Allowed,
+            Err(retry_after) => AccessDecision::RateLimited { retry_after },
         }
-        let times = self.windows.entry(user.to_string()).or_default();
-        while times
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
-        {
-            times.pop_front();
-        }
-        if times.len() >= limit as usize {
-            let oldest = times.front().copied().unwrap_or(now);
-            return AccessDecision::RateLimited {
-                retry_after: window.saturating_sub(now.saturating_duration_since(oldest)),
-            };
-        }
-        times.push_back(now);
-        AccessDecision::Allowed
     }
 
     fn refusal(

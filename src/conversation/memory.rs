@@ -5,15 +5,23 @@
 //! access; at most `max_conversations` are kept, evicting the least recently used.
 //! `max_turns == 0` or `max_conversations == 0` disables memory. The caller wraps a
 //! [`Memory`] in a mutex when sharing it.
+//!
+//! Size bound: the stored characters of one conversation never exceed `max_chars` (the
+//! prompt budget, `prompt.max_chars`: history past it could never be sent). Each stored
+//! message is cut to half of it (start and end kept, see [`cut_middle`]), so the newest
+//! exchange always fits; older exchanges are dropped first to make room.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::config::MemoryConfig;
+use crate::conversation::prompt::cut_middle;
 use crate::model::ChatMessage;
 
 struct Conversation {
     turns: VecDeque<(String, String)>,
+    /// Characters in `turns`.
+    chars: usize,
     last_used: Instant,
     /// Key into `Memory::by_use`.
     use_seq: u64,
@@ -21,6 +29,8 @@ struct Conversation {
 
 pub struct Memory {
     max_turns: usize,
+    /// Most characters stored per conversation.
+    max_chars: usize,
     idle: Duration,
     max_conversations: usize,
     conversations: HashMap<String, Conversation>,
@@ -30,9 +40,11 @@ pub struct Memory {
 }
 
 impl Memory {
-    pub fn new(cfg: &MemoryConfig) -> Self {
+    /// Memory under `cfg`, storing at most `max_chars` characters per conversation.
+    pub fn new(cfg: &MemoryConfig, max_chars: usize) -> Self {
         Memory {
             max_turns: cfg.max_turns,
+            max_chars,
             idle: Duration::from_secs(cfg.idle_reset_secs),
             max_conversations: cfg.max_conversations,
             conversations: HashMap::new(),
@@ -83,17 +95,23 @@ impl Memory {
             .entry(conversation.to_string())
             .or_insert_with(|| Conversation {
                 turns: VecDeque::new(),
+                chars: 0,
                 last_used: now,
                 use_seq: seq,
             });
         self.by_use.remove(&entry.use_seq);
         entry.use_seq = seq;
         entry.last_used = now;
-        entry
-            .turns
-            .push_back((user.to_string(), assistant.to_string()));
-        while entry.turns.len() > self.max_turns {
-            entry.turns.pop_front();
+        let per_message = self.max_chars / 2;
+        let user = cut_middle(user, per_message);
+        let assistant = cut_middle(assistant, per_message);
+        entry.chars += user.chars().count() + assistant.chars().count();
+        entry.turns.push_back((user, assistant));
+        while entry.turns.len() > self.max_turns || entry.chars > self.max_chars {
+            let Some((u, a)) = entry.turns.pop_front() else {
+                break;
+            };
+            entry.chars -= u.chars().count() + a.chars().count();
         }
         self.by_use.insert(seq, conversation.to_string());
         while self.conversations.len() > self.max_conversations {
@@ -127,11 +145,52 @@ mod tests {
     use super::*;
 
     fn mem(max_turns: usize, idle_reset_secs: u64, max_conversations: usize) -> Memory {
-        Memory::new(&MemoryConfig {
-            max_turns,
-            idle_reset_secs,
-            max_conversations,
-        })
+        Memory::new(
+            &MemoryConfig {
+                max_turns,
+                idle_reset_secs,
+                max_conversations,
+            },
+            1_000,
+        )
+    }
+
+    fn stored_chars(m: &mut Memory, conversation: &str, t: Instant) -> usize {
+        m.history(conversation, t)
+            .iter()
+            .map(ChatMessage::chars)
+            .sum()
+    }
+
+    #[test]
+    fn huge_answers_are_stored_bounded() {
+        // Issue 10 item 7: a 1 MB answer must not be kept whole; the conversation's
+        // memory stays within max_chars, the newest exchange is kept (cut in the middle).
+        let mut m = mem(8, 60, 10);
+        let t = Instant::now();
+        m.record("c", "q0", "short", t);
+        m.record("c", "q1", &"x".repeat(1_000_000), t);
+        let h = m.history("c", t);
+        assert!(
+            stored_chars(&mut m, "c", t) <= 1_000,
+            "{}",
+            stored_chars(&mut m, "c", t)
+        );
+        assert_eq!(h.last().map(|a| a.chars()), Some(500));
+        assert_eq!(h[h.len() - 2].content, "q1");
+        for i in 0..50 {
+            m.record(
+                "c",
+                &"q".repeat(300),
+                &format!("a{i}{}", "y".repeat(400)),
+                t,
+            );
+            assert!(stored_chars(&mut m, "c", t) <= 1_000);
+        }
+        assert!(m
+            .history("c", t)
+            .last()
+            .is_some_and(|a| a.content.starts_with("a49")));
     }
 
     #[test]

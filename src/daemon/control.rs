@@ -4,7 +4,11 @@
 //! is dropped before reading a byte; each connection must say hello within
 //! [`HANDSHAKE_TIMEOUT`] and each later request must arrive within the idle timeout, so a
 //! slow or silent client holds nothing but its own task. Frames over the size cap close the
-//! connection.
+//! connection. At most [`MAX_CONTROL_CONNECTIONS`] are served at once; at the cap a new
+//! client takes the slot of the oldest connection with no request in progress (see
+//! [`slots`](crate::listen::slots)), so silent clients cannot lock `status` out; a spare
+//! descriptor is held so that when the process runs out of
+//! descriptors the next control client can still be accepted and answered.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +19,7 @@ use tokio::sync::watch;
 use crate::ipc::frame::{read_async, write_async};
 use crate::ipc::proto::{ErrorKind, Request, Response, PROTOCOL_VERSION};
 use crate::ipc::HANDSHAKE_TIMEOUT;
+use crate::listen::slots::{Slot, Slots};
 use crate::logging::LastError;
 use crate::status::DaemonReport;
 
@@ -22,6 +27,36 @@ use super::workload::Workload;
 
 /// A connection idle this long between requests is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Control connections served at once (all from our own uid; the CLI uses one at a time).
+pub const MAX_CONTROL_CONNECTIONS: usize = 64;
+
+/// One descriptor kept open (on `/dev/null`) for when `accept` fails with EMFILE/ENFILE:
+/// closing it frees a slot, so the waiting control client is accepted and answered instead
+/// of the accept loop spinning on a full descriptor table. Re-opened when a slot is free.
+struct SpareDescriptor(Option<std::fs::File>);
+
+impl SpareDescriptor {
+    fn open() -> SpareDescriptor {
+        SpareDescriptor(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Closes the spare; false when it was not held (nothing to free).
+    fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+
+    /// Takes the spare back when it was released and a descriptor is free again.
+    fn restore(&mut self) {
+        if self.0.is_none() {
+            self.0 = std::fs::File::open("/dev/null").ok();
+        }
+    }
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
 
 /// Static facts for the status report.
 pub struct DaemonInfo {
@@ -67,15 +102,23 @@ impl ControlState {
 /// Accepts connections until the listener fails; each connection runs in its own task.
 pub async fn serve(listener: UnixListener, state: Arc<ControlState>) {
     let my_uid = nix::unistd::geteuid().as_raw();
+    let slots = Slots::new(MAX_CONTROL_CONNECTIONS);
+    let mut spare = SpareDescriptor::open();
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
+            Err(e) if out_of_descriptors(&e) && spare.release() => {
+                tracing::warn!(error = %e, "out of file descriptors; used the spare one to accept a control client");
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "control socket accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                spare.restore();
                 continue;
             }
         };
+        spare.restore();
         match stream.peer_cred() {
             Ok(cred) if cred.uid() == my_uid => {}
             Ok(cred) => {
@@ -90,16 +133,39 @@ pub async fn serve(listener: UnixListener, state: Arc<ControlState>) {
                 continue;
             }
         }
+        let Some(held) = slots.claim().await else {
+            tracing::warn!(
+                max = MAX_CONTROL_CONNECTIONS,
+                "every control connection is busy; closed a new one"
+            );
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
-            if let Err(reason) = handle(stream, state).await {
-                tracing::debug!(%reason, "control connection closed");
+            // An async block captures only the fields it uses; moving the whole claim in
+            // keeps its permit (the slot) held for as long as this task runs.
+            let held = held;
+            let slot = held.slot.clone();
+            tokio::select! {
+                ended = handle(stream, state, slot) => {
+                    if let Err(reason) = ended {
+                        tracing::debug!(%reason, "control connection closed");
+                    }
+                }
+                _ = held.slot.evicted() => {
+                    tracing::debug!("idle control connection closed to make room");
+                }
             }
+            drop(held);
         });
     }
 }
 
-async fn handle(mut stream: UnixStream, state: Arc<ControlState>) -> Result<(), String> {
+async fn handle(
+    mut stream: UnixStream,
+    state: Arc<ControlState>,
+    slot: Arc<Slot>,
+) -> Result<(), String> {
     let first: Request = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_async(&mut stream))
         .await
         .map_err(|_| "no hello within the handshake timeout".to_string())?
@@ -136,6 +202,7 @@ async fn handle(mut stream: UnixStream, state: Arc<ControlState>) -> Result<(), 
             Err(_) => return Err("idle".into()),
             Ok(r) => r.map_err(|e| e.to_string())?,
         };
+        let _busy = slot.busy();
         let resp = answer(req, &state).await;
         write_async(&mut stream, &resp)
             .await

@@ -2,6 +2,7 @@
 //!
 //! "Running" means "answers hello on the control socket", never just "a pid is alive".
 
+pub(crate) mod argv_mask;
 pub mod claim;
 pub mod control;
 pub mod detach;

@@ -93,6 +93,19 @@ fn start_and_serve(
     ensure_parent(&launch.log)?;
     let (guard, last_error) = logging::init(&launch.log, &log_cfg)
         .map_err(|e| crate::paths::io_error("open log file", &launch.log, e))?;
+    if let Err(e) = super::argv_mask::hide_secrets() {
+        tracing::warn!("the command line may show secrets to `ps`: {e}");
+    }
+    match logging::HashKey::load_or_create(&paths.log_hash_key()) {
+        Ok(key) => logging::install_hash_key(key),
+        Err(e) => tracing::warn!("{e}"),
+    }
+    let nofile = crate::listen::nofile::raise_soft_limit();
+    tracing::info!(
+        nofile,
+        http_max_connections = crate::listen::nofile::http_connection_cap(nofile),
+        "open-file limit (soft RLIMIT_NOFILE, raised to the hard limit where allowed)"
+    );
     if let Some(path) = &launch.config {
         for w in config::permission_warnings(path) {
             tracing::warn!("{w}");

@@ -3,10 +3,12 @@
 //! body (plain §2 JSON) to [`Ingress`].
 //!
 //! Invariants: an unsigned, badly signed or stale (> 1 h) request is refused with 401 and
-//! never reaches the bot; a message is answered 200 only once it is durable (503 when it
-//! could not be stored, so DingTalk may send it again).
+//! never reaches the bot; a (timestamp, sign) pair already used is refused with 409 (see
+//! [`replay`](super::replay)); a message is answered 200 only once it is durable (503 when
+//! it could not be stored, so DingTalk may send it again); the listener runs under
+//! [`ListenLimits`] (header, idle and request timeouts, a connection cap).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -17,25 +19,35 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::ingress::Ingress;
+use super::replay::{ReplayGuard, ReplayRefusal, REPLAY_CAPACITY};
 use super::sign::verify_callback_sign;
+use crate::listen::http::serve_http;
+use crate::listen::ListenLimits;
 
 struct Ctx {
     secret: String,
     ingress: Arc<Ingress>,
+    replay: Mutex<ReplayGuard>,
 }
 
 /// The callback router (exposed for tests).
 pub fn router(secret: String, ingress: Arc<Ingress>) -> Router {
     Router::new()
         .fallback(axum::routing::post(handle))
-        .with_state(Arc::new(Ctx { secret, ingress }))
+        .with_state(Arc::new(Ctx {
+            secret,
+            ingress,
+            replay: Mutex::new(ReplayGuard::new(REPLAY_CAPACITY)),
+        }))
 }
 
-/// Binds `listen` and serves until `shutdown` turns true. Returns the bound address.
+/// Binds `listen` and serves under `limits` until `shutdown` turns true. Returns the bound
+/// address.
 pub async fn serve(
     listen: &str,
     secret: String,
     ingress: Arc<Ingress>,
+    limits: ListenLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), String> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -49,35 +61,43 @@ pub async fn serve(
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!(error = %e, "DingTalk callback server failed");
-        }
+        serve_http("dingtalk-callback", listener, app, limits, stop).await;
     });
     Ok((addr, task))
 }
 
+fn refuse(status: StatusCode, errmsg: String) -> Response {
+    let body = Json(json!({"errcode": status.as_u16(), "errmsg": errmsg}));
+    (status, body).into_response()
+}
+
 async fn handle(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Response {
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
-    if let Err(e) = verify_callback_sign(h("timestamp"), h("sign"), &ctx.secret, super::now_ms()) {
+    let now = super::now_ms();
+    let timestamp = match verify_callback_sign(h("timestamp"), h("sign"), &ctx.secret, now) {
+        Ok(ts) => ts,
+        Err(e) => {
+            tracing::warn!(reason = %e, "refused a DingTalk callback");
+            return refuse(StatusCode::UNAUTHORIZED, e.to_string());
+        }
+    };
+    let sign = h("sign").unwrap_or_default().trim();
+    let admitted = ctx
+        .replay
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .admit(timestamp, sign, now);
+    if let Err(e) = admitted {
         tracing::warn!(reason = %e, "refused a DingTalk callback");
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"errcode": 401, "errmsg": e.to_string()})),
-        )
-            .into_response();
+        let status = match e {
+            ReplayRefusal::Replayed => StatusCode::CONFLICT,
+            ReplayRefusal::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        return refuse(status, e.to_string());
     }
     let payload: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(_) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"errcode": 400, "errmsg": "body is not JSON"})),
-            )
-                .into_response()
-        }
+        Err(_) => return refuse(StatusCode::BAD_REQUEST, "body is not JSON".into()),
     };
     if ctx.ingress.admit(None, &payload).await {
         Json(json!({})).into_response()

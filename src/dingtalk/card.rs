@@ -27,6 +27,14 @@ pub const FLOW_INPUTING: &str = "2";
 pub const FLOW_FINISHED: &str = "3";
 pub const FLOW_FAILED: &str = "5";
 
+/// What names an opened card across restarts: its `outTrackId` and the template key its
+/// text goes to (kept, because the config may change before the card is finalized).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CardRef {
+    pub out_track_id: String,
+    pub content_key: String,
+}
+
 /// An AI card being streamed into.
 pub struct CardStream {
     api: Arc<OpenApi>,
@@ -105,8 +113,29 @@ impl CardStream {
         })
     }
 
+    /// Takes over a card opened earlier (by a previous run), to finalize it. Its state is
+    /// unknown, so the first push switches it to INPUTING again (a no-op for DingTalk).
+    pub fn resume(api: Arc<OpenApi>, card: &CardRef) -> CardStream {
+        CardStream {
+            api,
+            out_track_id: card.out_track_id.clone(),
+            key: card.content_key.clone(),
+            last_push: None,
+            inputing: false,
+            finalized: false,
+        }
+    }
+
     pub fn out_track_id(&self) -> &str {
         &self.out_track_id
+    }
+
+    /// The durable name of this card.
+    pub fn card_ref(&self) -> CardRef {
+        CardRef {
+            out_track_id: self.out_track_id.clone(),
+            content_key: self.key.clone(),
+        }
     }
 
     /// Shows `full_text` (the whole answer so far). Calls closer than

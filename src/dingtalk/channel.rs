@@ -3,35 +3,65 @@
 //!
 //! Invariants: `start` returns promptly even when DingTalk is unreachable (the stream
 //! client keeps reconnecting); replies fall back from an expired/gone session webhook to
-//! the OpenAPI; long answers are split (see [`split`](super::split)); no message text or
-//! secret is ever logged.
+//! the OpenAPI; long answers are split (see [`split`](super::split)) into at most
+//! `reply.max_parts` messages; every message into a chat, whatever its route, first takes
+//! a slot of the [`SendLimiter`] (`send_rate`, any sliding 1 s window); one reply or send
+//! ends within [`REPLY_DELIVERY_LIMIT`]; no message text or secret is ever logged.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::api::OpenApi;
-use super::card::CardStream;
+use super::card::{CardRef, CardStream};
 use super::error::ChannelError;
 use super::ingress::{InboundSink, Ingress};
+use super::limiter::SendLimiter;
 use super::message::Inbound;
+use super::outgoing::OutgoingReply;
 use super::send::{batch_send, group_send};
-use super::split::split_text;
+use super::split::{split_bounded, split_text};
 use super::stats::{self, Stats};
 use super::stream::{StreamClient, StreamTuning};
 use super::webhook::{post_session, session_body};
+use super::webhook_allow::WebhookAllowlist;
 use crate::config::{ConversationKind, DingTalkConfig, DingTalkMode};
 use crate::ipc::proto::SendOutcome;
+use crate::listen::ListenLimits;
 use crate::status::ChannelReport;
 
 /// Session webhooks this close to expiry are treated as expired.
 const SESSION_MARGIN_MS: u64 = 5_000;
 
+/// Longest time one [`Channel::reply`] or [`Channel::send`] may take, all its parts, their
+/// waits for a send slot and DingTalk's answers included. A turn's answer is ready by its
+/// `timeout_ms`, so its reply is delivered (or given up) by `timeout_ms` plus this margin.
+pub const REPLY_DELIVERY_LIMIT: Duration = Duration::from_secs(10);
+
+/// `reply.max_parts` until the bot sets it.
+const DEFAULT_MAX_PARTS: usize = 4;
+
 /// Timings that tests may shorten.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ChannelTuning {
     pub stream: StreamTuning,
+    /// Longest time of one reply or send (default [`REPLY_DELIVERY_LIMIT`]).
+    pub delivery_limit: Duration,
+    /// Limits of the HTTP callback listener (mode: http).
+    pub callback: ListenLimits,
+}
+
+impl Default for ChannelTuning {
+    fn default() -> Self {
+        ChannelTuning {
+            stream: StreamTuning::default(),
+            delivery_limit: REPLY_DELIVERY_LIMIT,
+            callback: ListenLimits::default(),
+        }
+    }
 }
 
 /// The DingTalk channel; cheap to clone.
@@ -44,10 +74,17 @@ struct Inner {
     cfg: Arc<DingTalkConfig>,
     http: reqwest::Client,
     api: Arc<OpenApi>,
+    webhooks: WebhookAllowlist,
     stats: Arc<Stats>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     callback_addr: Option<std::net::SocketAddr>,
+    /// Messages into chats, per robot and per conversation.
+    sends: SendLimiter,
+    /// Most messages one reply becomes (`reply.max_parts`, live: SIGHUP may change it).
+    max_parts: AtomicUsize,
+    /// Longest time of one reply or send.
+    delivery_limit: Duration,
 }
 
 /// Where a proactive send goes.
@@ -120,21 +157,32 @@ impl Channel {
                     http: http.clone(),
                     ingress,
                     stats: stats.clone(),
-                    tuning: tuning.stream,
+                    tuning: tuning.stream.clone(),
                 };
                 tasks.push(tokio::spawn(client.run(rx)));
             }
             DingTalkMode::Http => {
                 let secret = cfg.client_secret.expose().to_string();
+                let limits = tuning.callback;
                 let (addr, task) =
-                    super::callback::serve(&cfg.http_listen, secret, ingress, rx).await?;
+                    super::callback::serve(&cfg.http_listen, secret, ingress, limits, rx).await?;
                 stats.set_connected(stats::LISTENING, super::now_ms());
-                tracing::info!(listen = %addr, "DingTalk callback server listening");
+                tracing::info!(
+                    listen = %addr,
+                    max_connections = limits.max_connections,
+                    header_timeout_ms = limits.header_timeout.as_millis() as u64,
+                    "DingTalk callback server listening"
+                );
                 callback_addr = Some(addr);
                 tasks.push(task);
             }
         }
+        let sends = SendLimiter::new(cfg.send_rate.per_robot, cfg.send_rate.per_conversation);
         let inner = Inner {
+            sends,
+            max_parts: AtomicUsize::new(DEFAULT_MAX_PARTS),
+            delivery_limit: tuning.delivery_limit,
+            webhooks: WebhookAllowlist::from_config(&cfg),
             cfg,
             http,
             api,
@@ -157,51 +205,120 @@ impl Channel {
         self.inner.stats.report()
     }
 
-    /// Answers `to`: through its session webhook while valid (mentioning the asker in
-    /// groups), else — or on errcode 300001 — through the OpenAPI. Long text is split.
+    /// Sets `reply.max_parts`: the most messages one [`reply`](Self::reply) becomes.
+    pub fn set_max_parts(&self, max_parts: usize) {
+        self.inner
+            .max_parts
+            .store(max_parts.max(1), Ordering::Relaxed);
+    }
+
+    /// `text` split into at most `reply.max_parts` parts (the last one marked as cut when
+    /// text is left over), none sent yet.
+    pub fn outgoing(&self, text: &str, markdown: bool) -> OutgoingReply {
+        let max_parts = self.inner.max_parts.load(Ordering::Relaxed);
+        OutgoingReply::from_parts(split_bounded(text, max_parts), markdown)
+    }
+
+    /// Answers `to` with `text`; see [`reply_parts`](Self::reply_parts).
     pub async fn reply(
         &self,
         to: &Inbound,
         text: &str,
         markdown: bool,
     ) -> Result<(), ChannelError> {
-        let mut use_session = to.session_webhook.as_deref().filter(|_| {
-            to.session_webhook_expires_ms
-                .is_none_or(|exp| super::now_ms() + SESSION_MARGIN_MS < exp)
+        self.reply_parts(to, &mut self.outgoing(text, markdown))
+            .await
+    }
+
+    /// Sends the parts of `reply` not sent yet, each when the send rate allows, all within
+    /// [`REPLY_DELIVERY_LIMIT`]: through `to`'s session webhook while it is valid and on an
+    /// allowed origin (mentioning the asker in groups; stream and callback messages both
+    /// come through here, so a webhook off the allowlist is never POSTed to); when the webhook is gone (300001) or fails
+    /// otherwise (errcode -1 after its one retry, 5xx, no answer), this and the remaining
+    /// parts go through the OpenAPI (`groupMessages/send`, or `oToMessages/batchSend` to
+    /// the sender's staff id). `reply` records every part DingTalk accepted, so a later
+    /// call resumes after them. A failed webhook try may in rare cases have delivered
+    /// (a timeout after DingTalk took it): a possible repeat is preferred to a lost reply.
+    pub async fn reply_parts(
+        &self,
+        to: &Inbound,
+        reply: &mut OutgoingReply,
+    ) -> Result<(), ChannelError> {
+        self.within_delivery_limit(|deadline| self.send_remaining(to, reply, deadline))
+            .await
+    }
+
+    async fn send_remaining(
+        &self,
+        to: &Inbound,
+        reply: &mut OutgoingReply,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ChannelError> {
+        let mut use_session = to.session_webhook.as_deref().filter(|url| {
+            let fresh = to
+                .session_webhook_expires_ms
+                .is_none_or(|exp| super::now_ms() + SESSION_MARGIN_MS < exp);
+            fresh && self.webhook_allowed(url, &to.msg_id)
         });
         let at = match to.conversation_kind {
             ConversationKind::Group => to.sender_staff_id.as_deref(),
             ConversationKind::Direct => None,
         };
-        for chunk in split_text(text) {
+        let markdown = reply.markdown();
+        while let Some(part) = reply.next_part() {
+            let part = part.to_string();
+            let mut webhook_error = None;
+            self.send_slot(&to.conversation_id, deadline).await?;
             if let Some(url) = use_session {
-                match post_session(&self.inner.http, url, &session_body(&chunk, markdown, at)).await
+                match post_session(&self.inner.http, url, &session_body(&part, markdown, at)).await
                 {
                     Ok(()) => {
                         self.count_out();
+                        reply.mark_sent();
                         continue;
                     }
-                    Err(e) if e.is_session_gone() => {
-                        tracing::info!(msg_id = %to.msg_id, "session webhook gone; falling back to the OpenAPI");
+                    Err(e) => {
+                        if e.is_session_gone() {
+                            tracing::info!(msg_id = %to.msg_id, "session webhook gone; falling back to the OpenAPI");
+                        } else {
+                            tracing::warn!(msg_id = %to.msg_id, error = %e, "session webhook failed; trying the OpenAPI");
+                        }
                         use_session = None;
+                        webhook_error = Some(e);
                     }
-                    Err(e) => return Err(self.failed(e)),
                 }
             }
-            let target =
-                match to.conversation_kind {
-                    ConversationKind::Group => Target::Group(to.conversation_id.clone()),
-                    ConversationKind::Direct => match &to.sender_staff_id {
-                        Some(s) => Target::User(s.clone()),
-                        None => return Err(self.failed(ChannelError::Unsupported(
+            let target = match to.conversation_kind {
+                ConversationKind::Group => Target::Group(to.conversation_id.clone()),
+                ConversationKind::Direct => match &to.sender_staff_id {
+                    Some(s) => Target::User(s.clone()),
+                    None => {
+                        return Err(self.failed(webhook_error.unwrap_or_else(|| {
+                            ChannelError::Unsupported(
                             "session webhook expired and the sender has no staff id for a 1:1 send"
                                 .into(),
-                        ))),
-                    },
-                };
-            self.send_to(&target, &chunk, markdown).await?;
+                        )
+                        })))
+                    }
+                },
+            };
+            self.send_to(&target, &part, markdown).await?;
+            reply.mark_sent();
         }
         Ok(())
+    }
+
+    /// Waits for a send slot into `conversation` (see [`SendLimiter`]) until `deadline`.
+    async fn send_slot(
+        &self,
+        conversation: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ChannelError> {
+        self.inner
+            .sends
+            .acquire(conversation, deadline)
+            .await
+            .map_err(|_| self.failed(self.late()))
     }
 
     /// Proactive send to an alias, a conversation id (`cid...`) or `user:STAFFID`.
@@ -213,14 +330,21 @@ impl Channel {
     ) -> Result<SendOutcome, ChannelError> {
         // An unknown target is the caller's mistake, not a channel failure: not counted.
         let resolved = resolve_target(&self.inner.cfg, target)?;
-        let mut outcome = None;
-        for chunk in split_text(text) {
-            outcome = Some(self.send_to(&resolved, &chunk, markdown).await?);
-        }
         let (target, route) = match &resolved {
             Target::Group(c) => (c.clone(), "group_send"),
             Target::User(u) => (format!("user:{u}"), "batch_send"),
         };
+        let (resolved, target_key) = (&resolved, &target);
+        let outcome = self
+            .within_delivery_limit(|deadline| async move {
+                let mut outcome = None;
+                for chunk in split_text(text) {
+                    self.send_slot(target_key, deadline).await?;
+                    outcome = Some(self.send_to(resolved, &chunk, markdown).await?);
+                }
+                Ok(outcome)
+            })
+            .await?;
         Ok(SendOutcome {
             target,
             route: route.into(),
@@ -257,7 +381,8 @@ impl Channel {
         }
     }
 
-    /// Opens an AI card answering `to` (requires `card_template_id`).
+    /// Opens an AI card answering `to` (requires `card_template_id`); the card is a
+    /// message into the chat, so it takes a send slot first.
     pub async fn open_card(&self, to: &Inbound) -> Result<CardStream, ChannelError> {
         let cfg = &self.inner.cfg;
         let template = cfg
@@ -267,6 +392,8 @@ impl Channel {
             .ok_or_else(|| {
                 ChannelError::Unsupported("AI cards need channel.dingtalk.card_template_id".into())
             })?;
+        self.send_slot(&to.conversation_id, self.delivery_deadline())
+            .await?;
         let card = CardStream::open(
             self.inner.api.clone(),
             template,
@@ -278,6 +405,14 @@ impl Channel {
         .map_err(|e| self.failed(e))?;
         self.count_out();
         Ok(card)
+    }
+
+    /// Finalizes a card a previous run left open: shows `text` and FAILED.
+    pub async fn fail_card(&self, card: &CardRef, text: &str) -> Result<(), ChannelError> {
+        CardStream::resume(self.inner.api.clone(), card)
+            .fail(text)
+            .await
+            .map_err(|e| self.failed(e))
     }
 
     /// Health: the stream is connected (or the callback server listens) and an access
@@ -311,6 +446,45 @@ impl Channel {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
         self.inner.stats.set_state(stats::STOPPED);
+    }
+
+    /// When a reply or send starting now must be done.
+    fn delivery_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.inner.delivery_limit
+    }
+
+    /// The error of a reply or send that ran out of its delivery limit.
+    fn late(&self) -> ChannelError {
+        ChannelError::DeliveryLate(self.inner.delivery_limit.as_millis() as u64)
+    }
+
+    /// Runs one reply or send under the delivery limit: `op` gets the deadline (for its
+    /// waits on send slots) and is dropped, mid-request if need be, when the deadline
+    /// passes first.
+    async fn within_delivery_limit<T, F>(
+        &self,
+        op: impl FnOnce(tokio::time::Instant) -> F,
+    ) -> Result<T, ChannelError>
+    where
+        F: std::future::Future<Output = Result<T, ChannelError>>,
+    {
+        let deadline = self.delivery_deadline();
+        match tokio::time::timeout_at(deadline, op(deadline)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.failed(self.late())),
+        }
+    }
+
+    /// Whether `url` is on the webhook allowlist; a refusal is logged with the origin only
+    /// (the URL's query holds the session token).
+    fn webhook_allowed(&self, url: &str, msg_id: &str) -> bool {
+        match self.inner.webhooks.check(url) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(msg_id = %msg_id, reason = %e, "not replying through the message's session webhook; using the OpenAPI");
+                false
+            }
+        }
     }
 
     fn count_out(&self) {

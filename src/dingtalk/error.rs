@@ -39,6 +39,10 @@ pub enum ChannelError {
     Unsupported(String),
     #[error("the DingTalk channel is shut down")]
     Shutdown,
+    /// The reply did not finish within [`super::channel::REPLY_DELIVERY_LIMIT`] (waiting
+    /// for a send slot under `send_rate`, or DingTalk answering slowly).
+    #[error("not delivered within {0} ms (send rate limit or slow DingTalk)")]
+    DeliveryLate(u64),
 }
 
 impl ChannelError {

@@ -79,14 +79,38 @@ pub fn parse_robot_message(v: &Value, now_ms: u64) -> Result<Inbound, ParseError
         sender_nick: s("senderNick").unwrap_or_default(),
         content: parse_content(&msgtype, v),
         session_webhook: s("sessionWebhook"),
-        session_webhook_expires_ms: v.get("sessionWebhookExpiredTime").and_then(as_u64_lenient),
+        session_webhook_expires_ms: session_webhook_expiry(
+            v.get("sessionWebhookExpiredTime"),
+            now_ms,
+        ),
         received_at_ms: now_ms,
     })
 }
 
-fn as_u64_lenient(v: &Value) -> Option<u64> {
-    v.as_u64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+/// The longest a session webhook can believably stay valid after it reaches us. DingTalk
+/// grants about 90 minutes (spec §2); a day leaves room for clock skew and then some.
+pub const MAX_SESSION_WEBHOOK_LIFETIME_MS: u64 = 24 * 3_600_000;
+
+/// `sessionWebhookExpiredTime` (a number or a numeric string, ms since the epoch) as the
+/// expiry to honour. Absent or `null` stays `None`. Anything that is not a believable
+/// expiry — zero, negative, fractional, not a number, or more than
+/// [`MAX_SESSION_WEBHOOK_LIFETIME_MS`] after `now_ms` — becomes `Some(0)`: already expired,
+/// so the reply goes through the OpenAPI instead of trusting the webhook.
+fn session_webhook_expiry(v: Option<&Value>, now_ms: u64) -> Option<u64> {
+    let v = v.filter(|v| !v.is_null())?;
+    let ms: Option<i128> = match v {
+        Value::Number(n) => n
+            .as_u64()
+            .map(i128::from)
+            .or_else(|| n.as_i64().map(i128::from)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    let latest = i128::from(now_ms) + i128::from(MAX_SESSION_WEBHOOK_LIFETIME_MS);
+    match ms {
+        Some(ms) if ms > 0 && ms <= latest => u64::try_from(ms).ok(),
+        _ => Some(0),
+    }
 }
 
 /// Maps a msgtype and payload to content. Text-like content that ends up empty after
@@ -143,14 +167,46 @@ mod tests {
     fn text_is_trimmed_and_fields_mapped() {
         let m = parse_robot_message(
             &base(json!({"msgtype":"text","text":{"content":"  deploy status? "}})),
-            7,
+            1717000000123,
         )
         .unwrap();
         assert_eq!(m.content, InboundContent::Text("deploy status?".into()));
         assert_eq!(m.conversation_kind, ConversationKind::Group);
         assert_eq!(m.sender_staff_id.as_deref(), Some("0423001"));
         assert_eq!(m.session_webhook_expires_ms, Some(1717005400123));
-        assert_eq!(m.received_at_ms, 7);
+        assert_eq!(m.received_at_ms, 1717000000123);
+    }
+
+    #[test]
+    fn unbelievable_webhook_expiry_counts_as_expired() {
+        let now = 1_717_000_000_123u64;
+        let expiry = |raw: Value| {
+            parse_robot_message(&base(json!({"sessionWebhookExpiredTime": raw})), now)
+                .unwrap()
+                .session_webhook_expires_ms
+        };
+        // Believable values are kept as they are.
+        assert_eq!(expiry(json!(now + 5_400_000)), Some(now + 5_400_000));
+        assert_eq!(expiry(json!("1717005400123")), Some(1_717_005_400_123));
+        assert_eq!(expiry(json!(now - 1)), Some(now - 1));
+        // Absent stays unknown.
+        assert_eq!(expiry(Value::Null), None);
+        // Negative, zero, absurdly far, fractional or non-numeric: expired.
+        for raw in [
+            json!(-1),
+            json!(-1_717_005_400_123i64),
+            json!("-5"),
+            json!(0),
+            json!(now + MAX_SESSION_WEBHOOK_LIFETIME_MS + 1),
+            json!(u64::MAX),
+            json!("99999999999999999999999999"),
+            json!(1.7e12),
+            json!("soon"),
+            json!(true),
+            json!({"ms": 1}),
+        ] {
+            assert_eq!(expiry(raw.clone()), Some(0), "{raw}");
+        }
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! [`stream`] (WebSocket client), [`callback`] (HTTP mode server), [`sign`] (HMAC
 //! signatures), [`token`] (access token cache), [`api`] (authenticated OpenAPI calls),
 //! [`limiter`] (20 QPS per API), [`send`] (group / 1:1 sends), [`webhook`] (session
-//! webhook replies), [`card`] (AI card), [`split`] (long answers), [`dedupe`],
-//! [`ingress`] (parse + dedupe + hand-over), [`stats`] (report), [`channel`] (the facade).
+//! webhook replies), [`card`] (AI card), [`split`] (long answers), [`outgoing`] (a reply's
+//! parts and delivery progress), [`dedupe`], [`ingress`] (parse + dedupe + hand-over),
+//! [`replay`] (callback replay guard), [`webhook_allow`] (which session webhook hosts may be
+//! POSTed to), [`stats`] (report), [`channel`] (the facade).
 
 pub mod api;
 pub mod callback;
@@ -18,6 +20,8 @@ pub mod http;
 pub mod ingress;
 pub mod limiter;
 pub mod message;
+pub mod outgoing;
+pub mod replay;
 pub mod send;
 pub mod sign;
 pub mod split;
@@ -25,12 +29,14 @@ pub mod stats;
 pub mod stream;
 pub mod token;
 pub mod webhook;
+pub mod webhook_allow;
 pub mod wire;
 
-pub use card::CardStream;
+pub use card::{CardRef, CardStream};
 pub use channel::{Channel, ChannelTuning};
 pub use error::ChannelError;
 pub use message::{Inbound, InboundContent};
+pub use outgoing::OutgoingReply;
 pub use sign::{compute_sign, verify_callback_sign};
 
 /// Unix time in milliseconds.

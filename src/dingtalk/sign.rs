@@ -33,13 +33,15 @@ pub enum SignError {
 }
 
 /// Verifies the `timestamp` and `sign` headers of an HTTP callback (raw base64, no
-/// URL-decoding) against the app secret, allowing [`MAX_SKEW_MS`] of clock skew.
+/// URL-decoding) against the app secret, allowing [`MAX_SKEW_MS`] of clock skew. Returns
+/// the verified timestamp (ms). The sign does not cover the body: see
+/// [`replay`](super::replay) for what stops a captured pair from being used again.
 pub fn verify_callback_sign(
     timestamp: Option<&str>,
     sign: Option<&str>,
     app_secret: &str,
     now_ms: u64,
-) -> Result<(), SignError> {
+) -> Result<u64, SignError> {
     let (ts, sign) = match (timestamp, sign) {
         (Some(t), Some(s)) if !t.is_empty() && !s.is_empty() => (t.trim(), s.trim()),
         _ => return Err(SignError::Missing),
@@ -49,7 +51,7 @@ pub fn verify_callback_sign(
         return Err(SignError::Expired);
     }
     if constant_time_eq(compute_sign(ts, app_secret).as_bytes(), sign.as_bytes()) {
-        Ok(())
+        Ok(ts_ms)
     } else {
         Err(SignError::Mismatch)
     }
@@ -97,7 +99,7 @@ mod tests {
                 "app-secret-123",
                 ts + 1000
             ),
-            Ok(())
+            Ok(ts)
         );
         assert_eq!(
             verify_callback_sign(Some("1577262236757"), Some(good), "other", ts),

@@ -6,6 +6,8 @@
 //! cut on char boundaries (preferring line breaks, then spaces), and their concatenation
 //! (modulo the whitespace at cut points) is the input.
 
+use crate::model::ANSWER_CUT_MARK;
+
 /// Most characters per chunk.
 pub const MAX_CHUNK_CHARS: usize = 3_500;
 /// Most bytes of a chunk once JSON-escaped (twice-escaped stays under 15 000 for normal text).
@@ -13,21 +15,53 @@ pub const MAX_CHUNK_ESCAPED_BYTES: usize = 6_000;
 
 /// Splits `text` into sendable chunks; empty input gives one empty chunk.
 pub fn split_text(text: &str) -> Vec<String> {
-    let mut chunks = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let cut = fit(rest);
-        let (head, tail) = rest.split_at(cut);
-        let chunk = head.trim_end();
-        if !chunk.is_empty() {
-            chunks.push(chunk.to_string());
-        }
-        rest = tail.trim_start_matches(['\n', ' ']);
-    }
+    let chunks: Vec<String> = chunks(text).collect();
     if chunks.is_empty() {
-        chunks.push(String::new());
+        vec![String::new()]
+    } else {
+        chunks
     }
-    chunks
+}
+
+/// Like [`split_text`], but never more than `max_parts` (at least 1) chunks: when the text
+/// needs more, the rest is dropped and the last chunk ends with [`ANSWER_CUT_MARK`], still
+/// within the chunk limits. Splits no further than needed, so a huge text costs little.
+pub fn split_bounded(text: &str, max_parts: usize) -> Vec<String> {
+    let max_parts = max_parts.max(1);
+    let mut parts: Vec<String> = chunks(text).take(max_parts + 1).collect();
+    if parts.is_empty() {
+        parts.push(String::new());
+    }
+    if parts.len() > max_parts {
+        parts.truncate(max_parts);
+        if let Some(last) = parts.last_mut() {
+            let mark_cost: usize = ANSWER_CUT_MARK.chars().map(escaped_len).sum();
+            while last.chars().count() + ANSWER_CUT_MARK.chars().count() > MAX_CHUNK_CHARS
+                || last.chars().map(escaped_len).sum::<usize>() + mark_cost
+                    > MAX_CHUNK_ESCAPED_BYTES
+            {
+                last.pop();
+            }
+            last.push_str(ANSWER_CUT_MARK);
+        }
+    }
+    parts
+}
+
+/// The non-empty chunks of `text`, in order, cut lazily.
+fn chunks(text: &str) -> impl Iterator<Item = String> + '_ {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        while !rest.is_empty() {
+            let (head, tail) = rest.split_at(fit(rest));
+            rest = tail.trim_start_matches(['\n', ' ']);
+            let chunk = head.trim_end();
+            if !chunk.is_empty() {
+                return Some(chunk.to_string());
+            }
+        }
+        None
+    })
 }
 
 /// Byte length of the longest allowed prefix of `s`, cut at a nice boundary.
@@ -91,6 +125,28 @@ mod tests {
         let s = "é".repeat(10_000);
         let chunks = split_text(&s);
         assert_eq!(chunks.concat(), s);
+    }
+
+    #[test]
+    fn bounded_split_keeps_at_most_max_parts_and_marks_the_cut() {
+        let long = "word ".repeat(20_000);
+        let all = split_text(&long);
+        assert!(all.len() > 4);
+        let parts = split_bounded(&long, 4);
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts[..3], all[..3]);
+        assert!(parts[3].ends_with(ANSWER_CUT_MARK));
+        for p in &parts {
+            assert!(p.chars().count() <= MAX_CHUNK_CHARS);
+            assert!(serde_json::to_string(p).unwrap().len() <= MAX_CHUNK_ESCAPED_BYTES + 2);
+        }
+        // A full last chunk with no boundary still makes room for the mark.
+        let parts = split_bounded(&"\"".repeat(20_000), 2);
+        assert_eq!(parts.len(), 2);
+        assert!(serde_json::to_string(&parts[1]).unwrap().len() <= MAX_CHUNK_ESCAPED_BYTES + 2);
+        assert_eq!(split_bounded("short", 1), vec!["short".to_string()]);
+        assert_eq!(split_bounded("", 0), vec![String::new()]);
+        assert_eq!(split_bounded(&long, 0).len(), 1);
     }
 
     #[test]

@@ -71,8 +71,10 @@ impl Stats {
         self.with(|c| c.state)
     }
 
+    /// Keeps the channel's last error as `status` and `healthcheck` may show it (URL
+    /// passwords masked: errors may quote `api_base`).
     pub fn set_error(&self, e: impl Into<String>) {
-        let e = e.into();
+        let e = crate::redact_url::redact_url(&e.into()).into_owned();
         self.with(|c| c.last_error = Some(e));
     }
 

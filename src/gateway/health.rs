@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, Url};
 
 use super::state::GatewayState;
+use crate::redact_url::redact_url;
 
 /// Pause between background polls.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -31,6 +32,8 @@ pub struct ProbeResult {
 #[derive(Debug, Clone)]
 pub struct HealthProbe {
     url: Url,
+    /// The URL as it may be shown (user-info password masked).
+    shown: String,
     client: Client,
 }
 
@@ -38,11 +41,12 @@ impl HealthProbe {
     /// Checks the URL (http or https only) and builds a client that ignores proxy
     /// variables: the runtime is supervised on this host, so a proxy would only lie.
     pub fn new(url: &str) -> Result<HealthProbe, String> {
+        let shown = redact_url(url).into_owned();
         let parsed =
-            Url::parse(url).map_err(|e| format!("--health-url {url:?} is not a URL: {e}"))?;
+            Url::parse(url).map_err(|e| format!("--health-url {shown:?} is not a URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(format!(
-                "--health-url {url:?}: only http:// and https:// URLs can be polled"
+                "--health-url {shown:?}: only http:// and https:// URLs can be polled"
             ));
         }
         let client = Client::builder()
@@ -52,12 +56,14 @@ impl HealthProbe {
             .map_err(|e| format!("cannot build the health check HTTP client: {e}"))?;
         Ok(HealthProbe {
             url: parsed,
+            shown,
             client,
         })
     }
 
-    pub fn url(&self) -> &str {
-        self.url.as_str()
+    /// The URL as it may be shown (status, log): its user-info password masked.
+    pub fn shown_url(&self) -> &str {
+        &self.shown
     }
 
     /// One GET bounded by `limit`.
@@ -73,12 +79,12 @@ impl HealthProbe {
         match answer {
             Ok(resp) if resp.status().is_success() => ProbeResult {
                 healthy: true,
-                detail: format!("GET {} -> {} in {ms} ms", self.url, resp.status()),
+                detail: format!("GET {} -> {} in {ms} ms", self.shown, resp.status()),
                 fix: None,
             },
             Ok(resp) => ProbeResult {
                 healthy: false,
-                detail: format!("GET {} -> {} in {ms} ms", self.url, resp.status()),
+                detail: format!("GET {} -> {} in {ms} ms", self.shown, resp.status()),
                 fix: Some(
                     "the runtime answers but is not ready: wait for the model to load, or read its output in \
                      the daemon log"
@@ -87,12 +93,12 @@ impl HealthProbe {
             },
             Err(e) if e.is_timeout() => ProbeResult {
                 healthy: false,
-                detail: format!("GET {}: no answer within {} ms", self.url, limit.as_millis()),
+                detail: format!("GET {}: no answer within {} ms", self.shown, limit.as_millis()),
                 fix: Some("the runtime is busy or wedged: check its load and its output in the daemon log".into()),
             },
             Err(e) => ProbeResult {
                 healthy: false,
-                detail: format!("GET {}: {}", self.url, one_line(&e)),
+                detail: format!("GET {}: {}", self.shown, redact_url(&one_line(&e))),
                 fix: Some(
                     "nothing answers there: check that --health-url matches the runtime's host and port, \
                      and read its output in the daemon log"
@@ -109,9 +115,9 @@ impl HealthProbe {
             let before = state.set_healthy(result.healthy);
             if before != Some(result.healthy) {
                 if result.healthy {
-                    tracing::info!(url = %self.url, detail = %result.detail, "gateway is healthy");
+                    tracing::info!(url = %self.shown, detail = %result.detail, "gateway is healthy");
                 } else {
-                    tracing::warn!(url = %self.url, detail = %result.detail, "gateway is not healthy");
+                    tracing::warn!(url = %self.shown, detail = %result.detail, "gateway is not healthy");
                 }
             }
             tokio::time::sleep(POLL_INTERVAL).await;

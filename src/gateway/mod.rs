@@ -16,7 +16,8 @@
 //! it returns only once the child's whole process group is gone (or SIGKILL was sent and
 //! waited for).
 
-pub mod backoff;
+/// The restart schedule lives in [`crate::backoff`], shared with the channel and the bot.
+pub use crate::backoff;
 pub mod child;
 pub mod cmdline;
 pub mod health;
@@ -137,7 +138,7 @@ impl Workload for Gateway {
             child_pid: s.child_pid,
             restarts: s.restarts,
             last_exit: s.last_exit,
-            health_url: self.probe.as_ref().map(|p| p.url().to_string()),
+            health_url: self.probe.as_ref().map(|p| p.shown_url().to_string()),
             healthy: s.healthy,
         });
     }

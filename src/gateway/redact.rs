@@ -1,13 +1,13 @@
 //! What may be shown of a supervised command line: the values of secret-looking flags
-//! replaced by `***`.
+//! and the passwords of URLs in it replaced by `***`.
 //!
 //! A flag is secret-looking when its name contains `key`, `token`, `secret`, `password`
 //! or `passwd` (any case). Both `--flag VALUE` and `--flag=VALUE` are masked, also inside
 //! a word that is itself a command line (the script of `sh -c '...'`).
 //!
-//! Invariant: [`redact`] never returns a secret-looking flag's value; everything else is
-//! kept as written (so a command without such flags is shown unchanged). The command
-//! that runs is never redacted: only its display.
+//! Invariant: [`redact`] never returns a secret-looking flag's value or a URL password;
+//! everything else is kept as written (so a command without such flags is shown
+//! unchanged). The command that runs is never redacted: only its display.
 
 use super::cmdline::{scan_words, shell_quote, single_quoted, Operators, Word};
 
@@ -17,8 +17,8 @@ pub const MASK: &str = "***";
 /// Parts of flag names whose values are secrets.
 const SECRET_NAME_PARTS: [&str; 5] = ["key", "token", "secret", "password", "passwd"];
 
-/// `text` with every secret-looking flag's value masked. A command line that cannot be
-/// split is masked whole (it is not run either).
+/// `text` with every secret-looking flag's value and every URL password masked. A
+/// command line that cannot be split is masked whole (it is not run either).
 pub fn redact(text: &str) -> String {
     redact_words(text, Operators::Refuse).unwrap_or_else(|| MASK.to_string())
 }
@@ -86,7 +86,8 @@ fn is_secret_name(name: &str) -> bool {
 /// split but mentions a secret-looking name is masked whole.
 fn redact_inner(value: &str) -> Option<String> {
     if !value.contains(char::is_whitespace) {
-        return None;
+        let masked = crate::redact_url::redact_url(value);
+        return (masked != value).then(|| shell_quote(&masked));
     }
     match redact_words(value, Operators::Literal) {
         Some(r) if r == value => None,
@@ -124,6 +125,16 @@ mod tests {
         assert!(!r.contains("K4") && !r.contains("K5"), "{r}");
         assert!(r.starts_with("sh -c '") && r.contains("--token ***"), "{r}");
         assert_eq!(redact("sh -c \"a --key 'K6\""), "sh -c ***");
+    }
+
+    #[test]
+    fn url_passwords_are_masked_in_words_and_scripts() {
+        assert_eq!(
+            redact("srv --upstream http://u:K8@h:1/v1 --port 1"),
+            "srv --upstream 'http://u:***@h:1/v1' --port 1"
+        );
+        let r = redact("sh -c 'srv --upstream http://u:K9@h/v1'");
+        assert!(!r.contains("K9") && r.contains("u:***@h"), "{r}");
     }
 
     #[test]

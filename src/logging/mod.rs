@@ -1,27 +1,34 @@
 //! The daemon's tracing setup: a lossless non-blocking writer over a size-rotated file,
 //! text or JSON records, and a layer that remembers the last error for `status`.
 //!
-//! Privacy rule for every module: log lengths, hashes, ids and figures, never message
+//! Privacy rule for every module: log lengths, keyed hashes, ids and figures, never message
 //! text, prompts, answers or secrets unless `logging.log_message_text` is on
 //! (see [`text_for_log`]). Dependencies cannot be held to that rule (the WebSocket and
 //! HTTP stacks log whole frames at debug and trace), so [`filter`] caps them at `warn`
 //! whatever `logging.level` says; the level applies to this program's own targets.
+//! Text records escape control characters in every field ([`escape`]), so nothing logged
+//! can break a record across lines, and the writer masks URL passwords in every record
+//! of either format ([`mask_urls`]).
 //!
 //! Resolved errors: an ERROR event may carry `topic = "..."`; a later event carrying
 //! `resolved = "..."` with the same value clears that error from [`LastError`] (a failed
 //! config reload followed by a good one leaves no stale `last_error`).
 
+mod escape;
+mod mask_urls;
 mod open;
 mod rotate;
+mod text_hash;
 
 pub(crate) use open::check_log_path;
 
 pub use rotate::{request_reopen, write_errors, RotatingFile};
+pub use text_hash::text_for_log;
+pub(crate) use text_hash::{install as install_hash_key, HashKey, KEY_FILE as HASH_KEY_FILE};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_appender::non_blocking::WorkerGuard;
@@ -64,7 +71,10 @@ impl LastError {
             topic: None,
         });
     }
-    fn record(&self, r: Recorded) {
+    /// Keeps `r` as `status` may show it: on one line, URL passwords masked.
+    fn record(&self, mut r: Recorded) {
+        let masked = crate::redact_url::redact_url(&r.message);
+        r.message = escape::escape_controls(&masked).into_owned();
         if let Ok(mut g) = self.0.lock() {
             *g = Some(r);
         }
@@ -169,10 +179,15 @@ pub fn init(path: &Path, cfg: &LoggingConfig) -> std::io::Result<(WorkerGuard, L
     let registry = tracing_subscriber::registry()
         .with(LastErrorLayer(last.clone()).with_filter(last_error_filter()));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
+        .with_writer(mask_urls::MaskUrls(writer))
         .with_ansi(false);
     let result = match cfg.format {
-        LogFormat::Text => registry.with(fmt.with_filter(filter(cfg.level))).try_init(),
+        LogFormat::Text => registry
+            .with(
+                fmt.fmt_fields(escape::EscapedFields::default())
+                    .with_filter(filter(cfg.level)),
+            )
+            .try_init(),
         LogFormat::Json => registry
             .with(
                 fmt.json()
@@ -184,17 +199,6 @@ pub fn init(path: &Path, cfg: &LoggingConfig) -> std::io::Result<(WorkerGuard, L
     // A second init in the same process (tests) keeps the first subscriber.
     let _ = result;
     Ok((guard, last))
-}
-
-/// What may be logged about a piece of user text: its length and a short hash, or the
-/// text itself when the operator opted in.
-pub fn text_for_log(text: &str, log_message_text: bool) -> String {
-    if log_message_text {
-        return format!("{text:?}");
-    }
-    let digest = Sha256::digest(text.as_bytes());
-    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    format!("<{} chars, sha256:{hex}>", text.chars().count())
 }
 
 #[cfg(test)]
@@ -234,10 +238,9 @@ mod tests {
     }
 
     #[test]
-    fn text_for_log_hides_text_by_default() {
-        let s = text_for_log("canary-XYZ", false);
-        assert!(!s.contains("canary"));
-        assert!(s.contains("10 chars"));
-        assert!(text_for_log("canary-XYZ", true).contains("canary"));
+    fn the_last_error_is_kept_on_one_line_without_url_passwords() {
+        let last = LastError::default();
+        last.set("GET http://u:pw7@h/x failed\nfake".into());
+        assert_eq!(last.get().unwrap(), "GET http://u:***@h/x failed\\nfake");
     }
 }

@@ -36,6 +36,7 @@ impl PhaseBudgets {
             ),
             first_token: cfg
                 .first_token_timeout_ms
+                .map(|ft| ft.max(1))
                 .or_else(|| cfg.fallback.as_ref().map(|_| total / 2))
                 .map(Duration::from_millis),
             idle: Duration::from_millis(
@@ -85,6 +86,25 @@ impl CallDeadlines {
     }
 }
 
+/// The deadline of a fallback call starting at `now`, or `None` when it is not worth trying.
+///
+/// The rule (README "Split time budget"): the fallback gets `min(time left in the turn, its
+/// own timeout_ms)`, its own budget counted from its own start (never from the turn's
+/// arrival, or a silent primary would eat it); it is tried only when that window is at
+/// least a quarter of the smaller of the two `timeout_ms`. Invariant: the result is never
+/// past `turn_deadline` nor past `now + fallback.total`.
+pub(crate) fn fallback_deadline(
+    now: Instant,
+    turn_deadline: Instant,
+    turn: &PhaseBudgets,
+    fallback: &PhaseBudgets,
+) -> Option<Instant> {
+    let left = turn_deadline.saturating_duration_since(now);
+    let window = left.min(fallback.total);
+    let least_useful = turn.total.min(fallback.total) / 4;
+    (!window.is_zero() && window >= least_useful).then(|| now + window)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +129,80 @@ mod tests {
             d.next(Some(t)),
             (t + Duration::from_millis(200), TimeoutPhase::Idle)
         );
+    }
+
+    fn budgets(timeout_ms: u64, first_token_ms: Option<u64>, with_fallback: bool) -> PhaseBudgets {
+        let mut yaml = format!(
+            "kind: openai_compatible\nbase_url: http://127.0.0.1:1/v1\nmodel: m\ntimeout_ms: {timeout_ms}\n"
+        );
+        if let Some(ft) = first_token_ms {
+            yaml.push_str(&format!("first_token_timeout_ms: {ft}\n"));
+        }
+        if with_fallback {
+            yaml.push_str("fallback: spare\n");
+        }
+        let cfg: ModelConfig = serde_yaml::from_str(&yaml).expect("model config");
+        PhaseBudgets::from_config(&cfg)
+    }
+
+    /// Issue 10 item 5: primary / first-token / fallback budgets on a grid, on paused time.
+    /// A primary that never sends a byte fails at its first-token deadline; then the
+    /// fallback must get `min(left, its own timeout_ms)`, never past the turn, and a
+    /// default first-token budget must always leave the fallback its chance.
+    #[tokio::test(start_paused = true)]
+    async fn fallback_budget_grid_for_a_silent_primary() {
+        let ms = Duration::from_millis;
+        let mut tried = 0;
+        for primary_ms in [1_000u64, 3_000, 6_000, 12_000, 30_000] {
+            let first_tokens = [
+                None,
+                Some(primary_ms / 10),
+                Some(primary_ms / 2),
+                Some(primary_ms * 4 / 5),
+                Some(primary_ms * 19 / 20),
+                Some(primary_ms),
+                Some(primary_ms * 2),
+            ];
+            for first_token in first_tokens {
+                for fallback_ms in [100u64, 300, 1_000, 2_000, 4_000, 6_000, 12_000, 60_000] {
+                    let turn = budgets(primary_ms, first_token, true);
+                    let fallback = budgets(fallback_ms, None, false);
+                    let arrived = Instant::now();
+                    let turn_deadline = arrived + turn.total;
+                    let (silent_until, phase) =
+                        CallDeadlines::start(&turn, turn_deadline).next(None);
+                    tokio::time::advance(silent_until - arrived).await;
+                    let now = Instant::now();
+                    let left = turn_deadline - now;
+                    let got = fallback_deadline(now, turn_deadline, &turn, &fallback);
+                    let case = format!(
+                        "primary {primary_ms} first_token {first_token:?} fallback {fallback_ms}: {got:?}"
+                    );
+                    if let Some(end) = got {
+                        tried += 1;
+                        assert!(end <= turn_deadline, "past the turn: {case}");
+                        assert_eq!(end - now, left.min(fallback.total), "{case}");
+                        assert!(
+                            left.min(fallback.total) >= turn.total.min(fallback.total) / 4,
+                            "{case}"
+                        );
+                    } else {
+                        assert!(
+                            phase == TimeoutPhase::Total
+                                || left.min(fallback.total) < turn.total.min(fallback.total) / 4,
+                            "skipped with time left: {case}"
+                        );
+                    }
+                    if first_token.is_none() || first_token <= Some(primary_ms / 2) {
+                        assert!(got.is_some(), "a silent primary left no time: {case}");
+                    }
+                    if primary_ms == 6_000 && first_token.is_none() && fallback_ms <= 4_000 {
+                        // The reported case: fallback 4000 ms or less behind a 6000 ms primary.
+                        assert_eq!(got, Some(now + ms(fallback_ms.min(3_000))), "{case}");
+                    }
+                }
+            }
+        }
+        assert!(tried > 100, "the grid exercised the fallback ({tried})");
     }
 }

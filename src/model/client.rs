@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::time::{timeout_at, Instant};
 
+use super::answer_cap::CappedText;
 use super::budget::{CallDeadlines, PhaseBudgets};
 use super::error::{ModelError, TimeoutPhase};
 use super::sse::{SseDecoder, SseItem};
@@ -66,11 +67,14 @@ impl ModelClient {
 
     /// Runs one chat completion that must end by `total_deadline`. `on_progress` gets the
     /// full text so far after every content chunk (once, at the end, when not streaming).
-    /// An answer with no visible text is [`ModelError::EmptyAnswer`].
+    /// An answer with no visible text is [`ModelError::EmptyAnswer`]. An answer reaching
+    /// `max_answer_chars` is cut there (see [`super::answer_cap`]): the stream is not read
+    /// further and the response is dropped, which closes the connection to the model.
     pub async fn complete(
         &self,
         messages: &[ChatMessage],
         total_deadline: Instant,
+        max_answer_chars: usize,
         on_progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Completion, ModelError> {
         let deadlines = CallDeadlines::start(&self.budgets, total_deadline);
@@ -102,13 +106,17 @@ impl ModelClient {
             .and_then(|v| v.to_str().ok());
         let is_sse = !matches!(content_type, Some(ct) if ct.contains("application/json"));
         let completion = if stream && is_sse {
-            read_stream(resp, &deadlines, on_progress).await?
+            read_stream(resp, &deadlines, max_answer_chars, on_progress).await?
         } else {
             // Not streaming, or a server that ignored `stream: true` and sent JSON.
             let body = read_capped(resp, MAX_BODY_BYTES, deadlines.total)
                 .await
                 .map_err(|e| e.unwrap_or(ModelError::Timeout(TimeoutPhase::Total)))?;
-            let c = wire::parse_completion(&body)?;
+            let mut c = wire::parse_completion(&body)?;
+            let mut capped = CappedText::new(max_answer_chars);
+            capped.push(&c.text);
+            c.cut = capped.is_cut();
+            c.text = capped.into_string();
             if !c.text.is_empty() {
                 on_progress(&c.text);
             }
@@ -146,20 +154,28 @@ impl ModelClient {
 }
 
 /// Reads a streamed answer until `[DONE]`, or the end of the body after a
-/// `finish_reason`. Any other end is a broken stream.
+/// `finish_reason`, or the answer cap. Any other end is a broken stream.
+///
+/// The deadlines are checked before every read, not only while waiting: a server whose
+/// chunks are always ready (so no read ever waits) still stops at the total deadline.
 async fn read_stream(
     resp: reqwest::Response,
     deadlines: &CallDeadlines,
+    max_answer_chars: usize,
     on_progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Completion, ModelError> {
     let mut body = resp.bytes_stream();
     let mut decoder = SseDecoder::new();
     let mut out = Completion::default();
+    let mut text = CappedText::new(max_answer_chars);
     let mut last_data: Option<Instant> = None;
     let mut saw_data = false;
     let mut done = false;
     while !done {
         let (deadline, phase) = deadlines.next(last_data);
+        if Instant::now() >= deadline {
+            return Err(ModelError::Timeout(phase));
+        }
         let items = match timeout_at(deadline, body.next()).await {
             Err(_) => return Err(ModelError::Timeout(phase)),
             Ok(None) => {
@@ -186,9 +202,15 @@ async fn read_stream(
             }
             let delta = wire::parse_chunk(&data)?;
             if !delta.content.is_empty() {
-                out.text.push_str(&delta.content);
-                on_progress(&out.text);
+                let room_left = text.push(&delta.content);
+                on_progress(text.as_str());
                 last_data = Some(Instant::now());
+                if !room_left {
+                    // Cut: dropping `body` on return closes the connection to the model.
+                    out.text = text.into_string();
+                    out.cut = true;
+                    return Ok(out);
+                }
             } else if last_data.is_some() {
                 last_data = Some(Instant::now());
             }
@@ -199,6 +221,7 @@ async fn read_stream(
             out.model = delta.model.or(out.model.take());
         }
     }
+    out.text = text.into_string();
     if !saw_data {
         return Err(ModelError::Empty);
     }

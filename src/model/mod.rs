@@ -5,6 +5,7 @@
 //! - [`types`]: messages, turns, outcomes;
 //! - [`wire`]: request bodies and response/error parsing (pure);
 //! - [`sse`]: the tolerant SSE decoder (pure);
+//! - [`answer_cap`]: `reply.max_answer_chars`, applied while streaming;
 //! - [`budget`]: connect / first-token / idle / total deadlines;
 //! - [`client`]: one endpoint over HTTP;
 //! - [`limiter`]: per-model concurrency with a bounded, lane-fair queue;
@@ -12,6 +13,7 @@
 //! - [`router`]: routing rules, fallback, the public entry point [`ModelRouter`];
 //! - [`demo`]: the echo endpoint for quickstart and a configurable fake server for tests.
 
+pub mod answer_cap;
 pub mod budget;
 pub mod client;
 pub mod demo;
@@ -23,6 +25,7 @@ pub mod stats;
 pub mod types;
 pub mod wire;
 
+pub use answer_cap::ANSWER_CUT_MARK;
 pub use error::{ModelError, TimeoutPhase};
 pub use router::{ModelRouter, TurnHooks};
 pub use types::{prompt_chars, ChatMessage, Role, Turn, TurnOutcome};

@@ -6,7 +6,8 @@
 //!   the call and any fallback all share that one deadline.
 //! - A fallback is tried only for failover-eligible errors (timeouts, connect errors, 429,
 //!   5xx, broken or empty streams), never twice for the same model, and only when
-//!   [`enough_for_fallback`] says the time left can still produce an answer.
+//!   [`fallback_deadline`] says the time left can still produce an answer; the fallback's
+//!   own `timeout_ms` counts from its own start.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::budget::PhaseBudgets;
+use super::budget::{fallback_deadline, PhaseBudgets};
 use super::client::ModelClient;
 use super::limiter::Limiter;
 use super::stats::ModelStats;
@@ -36,6 +37,8 @@ struct Inner {
     routing: RoutingConfig,
     max_wait: Duration,
     prompt_budget_chars: usize,
+    /// `reply.max_answer_chars`: every answer is cut there while streaming.
+    max_answer_chars: usize,
 }
 
 /// What the caller of [`ModelRouter::answer_with`] provides around a turn.
@@ -76,6 +79,7 @@ impl ModelRouter {
                 routing: config.routing.clone(),
                 max_wait: Duration::from_millis(queue.max_wait_ms),
                 prompt_budget_chars: config.prompt.max_chars,
+                max_answer_chars: config.reply.max_answer_chars,
             }),
         }
     }
@@ -152,6 +156,8 @@ impl ModelRouter {
         // Lanes of models already tried stay closed until the turn ends: a fallback gives
         // back the failed model's slot, never the conversation's place in line.
         let mut holds = Vec::new();
+        // The primary runs to the turn's deadline; a fallback to its own (never later).
+        let mut call_deadline = deadline;
         loop {
             let Some(entry) = self.inner.models.get(&current) else {
                 return TurnOutcome::Failed {
@@ -159,8 +165,14 @@ impl ModelRouter {
                     timed_out: false,
                 };
             };
-            let call_deadline = deadline.min(started + entry.budgets.total);
-            let result = entry.call(&messages, call_deadline, &mut on_progress).await;
+            let result = entry
+                .call(
+                    &messages,
+                    call_deadline,
+                    self.inner.max_answer_chars,
+                    &mut on_progress,
+                )
+                .await;
             let error = match result {
                 Ok(text) => {
                     hooks.answered(&text);
@@ -186,11 +198,15 @@ impl ModelRouter {
             let Some(next_entry) = self.inner.models.get(&next) else {
                 return failed;
             };
-            let fallback_deadline = deadline.min(started + next_entry.budgets.total);
-            if !enough_for_fallback(fallback_deadline, &first.budgets, &next_entry.budgets) {
+            let Some(fallback_deadline) = fallback_deadline(
+                Instant::now(),
+                deadline,
+                &first.budgets,
+                &next_entry.budgets,
+            ) else {
                 tracing::info!(model = %current, fallback = %next, "not enough time left for the fallback model");
                 return failed;
-            }
+            };
             entry.stats.fell_back();
             tracing::info!(model = %current, fallback = %next, error = %error, "trying the fallback model");
             permit = match self
@@ -210,6 +226,7 @@ impl ModelRouter {
             };
             tried.push(next.clone());
             current = next;
+            call_deadline = fallback_deadline;
         }
     }
 
@@ -272,6 +289,7 @@ impl Entry {
         &self,
         messages: &[ChatMessage],
         deadline: Instant,
+        max_answer_chars: usize,
         on_progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<String, super::error::ModelError> {
         let client = match &self.client {
@@ -283,9 +301,18 @@ impl Entry {
         };
         self.stats.prompt_sent(prompt_chars(messages));
         let sent = Instant::now();
-        match client.complete(messages, deadline, on_progress).await {
+        match client
+            .complete(messages, deadline, max_answer_chars, on_progress)
+            .await
+        {
             Ok(c) => {
                 self.stats.served(sent.elapsed().as_millis() as u64);
+                if c.cut {
+                    tracing::info!(
+                        max_answer_chars,
+                        "answer cut at reply.max_answer_chars; model stream closed"
+                    );
+                }
                 Ok(c.text)
             }
             Err(e) => {
@@ -294,22 +321,6 @@ impl Entry {
             }
         }
     }
-}
-
-/// Whether the time left before `deadline` (the earlier of the turn's and the fallback's
-/// own total) is worth a fallback call: at least a quarter of the turn's total budget, and at least the fallback's connect + first-token budgets when
-/// it configures a first-token budget (capped at the total, so a fallback stays possible).
-pub fn enough_for_fallback(
-    deadline: Instant,
-    turn: &PhaseBudgets,
-    fallback: &PhaseBudgets,
-) -> bool {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let quarter = turn.total / 4;
-    let needs = fallback
-        .first_token
-        .map_or(Duration::ZERO, |ft| fallback.connect + ft);
-    left >= quarter.max(needs).min(turn.total)
 }
 
 /// A rule field matches when unset or equal to the turn's value.

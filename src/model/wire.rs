@@ -89,6 +89,9 @@ pub struct Completion {
     pub finish_reason: Option<String>,
     pub usage: Option<Usage>,
     pub model: Option<String>,
+    /// The answer reached `reply.max_answer_chars` and was cut (the model was not read
+    /// further).
+    pub cut: bool,
 }
 
 /// Parses a non-streamed 200 body. Extra fields are ignored; an `error` object inside a
@@ -131,6 +134,7 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ModelError> {
         finish_reason,
         usage: usage_of(&v),
         model: model_of(&v),
+        cut: false,
     })
 }
 

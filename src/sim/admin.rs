@@ -32,7 +32,9 @@ fn body_or_empty(bytes: &[u8]) -> Result<Value, Response> {
 
 /// The §2 payload of an injected message. Fields of the request (all optional):
 /// `text`, `msgtype`, `conversation_id`, `conversation_type` (`group`|`direct`),
-/// `conversation_title`, `sender_staff_id`, `sender_nick`, `content` (raw content object).
+/// `conversation_title`, `sender_staff_id`, `sender_nick`, `content` (raw content object),
+/// and, to play a hostile or broken DingTalk, `session_webhook` (any string) and
+/// `session_webhook_expired_time` (any JSON value) in place of the simulator's own.
 fn build_payload(sim: &Sim, r: &Value, msg_id: &str, session: &str) -> Result<Value, String> {
     let s = |k: &str| r.get(k).and_then(Value::as_str).filter(|x| !x.is_empty());
     let group = match s("conversation_type").unwrap_or("direct") {
@@ -67,6 +69,12 @@ fn build_payload(sim: &Sim, r: &Value, msg_id: &str, session: &str) -> Result<Va
     });
     if group {
         p["conversationTitle"] = json!(s("conversation_title").unwrap_or("Sim Group"));
+    }
+    if let Some(url) = s("session_webhook") {
+        p["sessionWebhook"] = json!(url);
+    }
+    if let Some(expiry) = r.get("session_webhook_expired_time") {
+        p["sessionWebhookExpiredTime"] = expiry.clone();
     }
     if let Some(c) = r.get("content").filter(|c| c.is_object()) {
         p["content"] = c.clone();

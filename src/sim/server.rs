@@ -1,7 +1,7 @@
 //! Assembles the simulator's routes (spec §9 + admin + the demo model at `/demo/v1`) and
-//! runs them on a loopback listener.
+//! runs them on a loopback listener under the shared [`ListenLimits`] (header, idle and
+//! request timeouts, a connection cap).
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,8 @@ use tokio::sync::watch;
 
 use super::state::{Sim, SimOptions};
 use super::{admin, cards, gateway, openapi, webhooks};
+use crate::listen::http::serve_http;
+use crate::listen::ListenLimits;
 
 /// A running simulator.
 pub struct SimServer {
@@ -49,13 +51,7 @@ impl SimServer {
             let shutdown = async move {
                 let _ = rx.wait_for(|v| *v).await;
             };
-            if let Err(e) = axum::serve(crate::model::demo::without_nagle(listener), app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                // Best effort: a closed stderr must not turn this into a panic.
-                let _ = writeln!(std::io::stderr(), "sim: server failed: {e}");
-            }
+            serve_http("sim", listener, app, ListenLimits::http_default(), shutdown).await;
         });
         Ok(SimServer {
             sim,

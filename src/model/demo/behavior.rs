@@ -29,6 +29,10 @@ pub enum FakeMode {
     Empty200,
     /// Answer JSON (non-streamed) even when asked to stream.
     JsonWhenStreaming,
+    /// Stream: content chunks of `chunk_chars` characters forever, one every
+    /// `chunk_interval_ms` (0: as fast as the client reads, so a chunk is always ready),
+    /// never a `finish_reason` or `[DONE]`. `chunk_chars: 0` sends empty-content chunks.
+    Endless,
 }
 
 /// How one model name behaves. Every delay is in milliseconds.
@@ -43,7 +47,7 @@ pub struct FakeBehavior {
     pub first_token_ms: u64,
     /// Streamed: between content chunks.
     pub chunk_interval_ms: u64,
-    /// Characters per content chunk (at least 1).
+    /// Characters per content chunk (at least 1, except in `endless` mode).
     pub chunk_chars: usize,
     /// Streamed: send `: ping` comments this often while waiting.
     pub ping_ms: Option<u64>,

@@ -111,6 +111,8 @@ enum Step {
     Forever(Option<u64>),
     /// Abort the connection.
     Abort,
+    /// This `data:` event again and again, every so many ms, until the client leaves.
+    Repeat(String, u64),
 }
 
 fn chunk(model: &str, delta: Value, finish: Option<&str>) -> String {
@@ -132,6 +134,15 @@ fn script(b: &FakeBehavior, model: &str, text: &str) -> Vec<Step> {
     )));
     if b.mode == FakeMode::PingForever {
         steps.push(Step::Forever(Some(b.ping_ms.unwrap_or(50))));
+        return steps;
+    }
+    if b.mode == FakeMode::Endless {
+        steps.push(Step::Wait(b.first_token_ms));
+        let piece: String = text.chars().cycle().take(b.chunk_chars).collect();
+        steps.push(Step::Repeat(
+            chunk(model, json!({"content": piece}), None),
+            b.chunk_interval_ms,
+        ));
         return steps;
     }
     steps.push(Step::Wait(b.first_token_ms));
@@ -221,6 +232,13 @@ fn sse_response(steps: Vec<Step>, ping_ms: Option<u64>, crlf: bool, guard: InFli
                     wait_with_pings(&tx, u64::MAX, pings, nl).await;
                     false
                 }
+                Step::Repeat(d, ms) => loop {
+                    if !send(&tx, format!("data: {d}{nl}{nl}")).await
+                        || !wait_with_pings(&tx, ms, ping_ms, nl).await
+                    {
+                        break false;
+                    }
+                },
                 Step::Abort => {
                     let _ = tx
                         .send(Err(std::io::Error::other("fake server died")))

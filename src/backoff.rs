@@ -1,5 +1,7 @@
-//! Restart delays: capped exponential backoff that forgets past crashes once a child has
-//! stayed up long enough.
+//! Capped exponential backoff, the one schedule every retry loop uses: the gateway's
+//! restarts ([`Backoff`], which forgets past crashes once a child stayed up long enough),
+//! the stream client's reconnects and the bot's redelivery of undelivered replies
+//! ([`capped_doubling`]).
 
 use std::time::Duration;
 
@@ -25,29 +27,33 @@ impl Default for BackoffPolicy {
     }
 }
 
+/// The delay before retry `attempt` (0-based): `initial · 2^attempt`, never above `max`
+/// (and never above `max` even when `initial > max`). Saturates instead of overflowing.
+pub fn capped_doubling(initial: Duration, max: Duration, attempt: u32) -> Duration {
+    initial.saturating_mul(1u32 << attempt.min(31)).min(max)
+}
+
 /// Where we are in the schedule.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     policy: BackoffPolicy,
-    next: Duration,
+    /// Restarts since the last stable run.
+    attempt: u32,
 }
 
 impl Backoff {
     pub fn new(policy: BackoffPolicy) -> Backoff {
-        Backoff {
-            policy,
-            next: policy.initial.min(policy.max),
-        }
+        Backoff { policy, attempt: 0 }
     }
 
     /// The delay before the next restart of a child that ran for `ran_for`; later calls
     /// double it up to the ceiling, unless a child ran for `stable_after` or longer.
     pub fn after_run(&mut self, ran_for: Duration) -> Duration {
         if ran_for >= self.policy.stable_after {
-            self.next = self.policy.initial.min(self.policy.max);
+            self.attempt = 0;
         }
-        let delay = self.next;
-        self.next = self.next.saturating_mul(2).min(self.policy.max);
+        let delay = capped_doubling(self.policy.initial, self.policy.max, self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
         delay
     }
 }
@@ -55,6 +61,19 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capped_doubling_grows_to_the_cap_and_never_overflows() {
+        let ms = Duration::from_millis;
+        let delays: Vec<u64> = (0..6)
+            .map(|n| capped_doubling(ms(100), ms(1000), n).as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(capped_doubling(ms(100), ms(1000), u32::MAX), ms(1000));
+        let huge = Duration::from_secs(u64::MAX / 2);
+        assert_eq!(capped_doubling(huge, Duration::MAX, 40), Duration::MAX);
+        assert_eq!(capped_doubling(ms(500), ms(200), 0), ms(200));
+    }
 
     #[test]
     fn doubles_to_the_cap_and_resets_after_a_stable_run() {

@@ -1,0 +1,144 @@
+//! Replay guard for HTTP callbacks (spec §6). DingTalk's `sign` covers only the timestamp
+//! and the app secret, not the body, so a captured (timestamp, sign) pair would otherwise
+//! carry any body for as long as the timestamp stays inside the skew window.
+//!
+//! Invariants: a `sign` is admitted once for as long as its timestamp could still pass
+//! verification (until `timestamp + MAX_SKEW_MS`), and forgotten after; at most `capacity`
+//! signs are remembered, and when that many are all still live a new one is refused
+//! ([`ReplayRefusal::Full`]) rather than evicting one, because an evicted sign could be
+//! replayed. Only callbacks that passed signature verification reach the guard, so only
+//! the secret's holder can fill it.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+
+use super::sign::MAX_SKEW_MS;
+
+/// Signs remembered at most (about 10 MB; at the usual one-hour life of an entry, 14
+/// callbacks a second sustained).
+pub const REPLAY_CAPACITY: usize = 50_000;
+
+/// Why a verified callback was refused anyway.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayRefusal {
+    #[error("this timestamp and sign were already used (replay)")]
+    Replayed,
+    #[error("{0} recent callbacks are remembered, the most allowed; try again later")]
+    Full(usize),
+}
+
+/// Signs seen recently, each with the time after which its timestamp can no longer verify.
+pub struct ReplayGuard {
+    capacity: usize,
+    live: HashSet<String>,
+    by_expiry: BinaryHeap<Reverse<(u64, String)>>,
+}
+
+impl ReplayGuard {
+    pub fn new(capacity: usize) -> ReplayGuard {
+        ReplayGuard {
+            capacity: capacity.max(1),
+            live: HashSet::new(),
+            by_expiry: BinaryHeap::new(),
+        }
+    }
+
+    /// Admits the verified pair (`timestamp_ms`, `sign`) at `now_ms`, or refuses a pair
+    /// already admitted (or a new one when the guard is full).
+    pub fn admit(
+        &mut self,
+        timestamp_ms: u64,
+        sign: &str,
+        now_ms: u64,
+    ) -> Result<(), ReplayRefusal> {
+        self.forget_expired(now_ms);
+        if self.live.contains(sign) {
+            return Err(ReplayRefusal::Replayed);
+        }
+        if self.live.len() >= self.capacity {
+            return Err(ReplayRefusal::Full(self.capacity));
+        }
+        let expires = timestamp_ms.saturating_add(MAX_SKEW_MS);
+        self.live.insert(sign.to_string());
+        self.by_expiry.push(Reverse((expires, sign.to_string())));
+        Ok(())
+    }
+
+    /// Signs remembered now.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    fn forget_expired(&mut self, now_ms: u64) {
+        while let Some(Reverse((expires, _))) = self.by_expiry.peek() {
+            if *expires >= now_ms {
+                break;
+            }
+            if let Some(Reverse((_, sign))) = self.by_expiry.pop() {
+                self.live.remove(&sign);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_700_000_000_000;
+
+    #[test]
+    fn a_pair_is_admitted_once_while_it_could_verify() {
+        let mut g = ReplayGuard::new(10);
+        assert_eq!(g.admit(T0, "s1", T0), Ok(()));
+        assert_eq!(g.admit(T0, "s1", T0 + 1), Err(ReplayRefusal::Replayed));
+        // Still refused on the last millisecond its timestamp verifies.
+        assert_eq!(
+            g.admit(T0, "s1", T0 + MAX_SKEW_MS),
+            Err(ReplayRefusal::Replayed)
+        );
+        assert_eq!(g.admit(T0, "s2", T0), Ok(()));
+        // After that verification refuses it anyway, so it is forgotten.
+        assert_eq!(
+            g.admit(T0 + MAX_SKEW_MS, "s3", T0 + MAX_SKEW_MS + 1),
+            Ok(())
+        );
+        assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn a_future_timestamp_is_remembered_until_it_too_expires() {
+        let mut g = ReplayGuard::new(10);
+        let ahead = T0 + MAX_SKEW_MS;
+        assert_eq!(g.admit(ahead, "f", T0), Ok(()));
+        assert_eq!(
+            g.admit(ahead, "f", T0 + 2 * MAX_SKEW_MS),
+            Err(ReplayRefusal::Replayed)
+        );
+        assert_eq!(
+            g.admit(T0 + 2 * MAX_SKEW_MS, "g", T0 + 2 * MAX_SKEW_MS + 1),
+            Ok(())
+        );
+        assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn full_of_live_pairs_refuses_instead_of_evicting() {
+        let mut g = ReplayGuard::new(3);
+        for s in ["a", "b", "c"] {
+            assert_eq!(g.admit(T0, s, T0), Ok(()));
+        }
+        assert_eq!(g.admit(T0, "d", T0 + 10), Err(ReplayRefusal::Full(3)));
+        // Nothing was evicted: every admitted pair is still refused.
+        for s in ["a", "b", "c"] {
+            assert_eq!(g.admit(T0, s, T0 + 10), Err(ReplayRefusal::Replayed));
+        }
+        // Room again once they expire.
+        assert_eq!(g.admit(T0 + MAX_SKEW_MS, "d", T0 + MAX_SKEW_MS + 1), Ok(()));
+        assert_eq!(g.len(), 1);
+    }
+}
