@@ -279,7 +279,7 @@ pub struct DaemonPaths {
     pub run: PathBuf,
     /// Where a daemon started now listens, when its folder can be made.
     pub socket: PathBuf,
-    /// Durable state (launch settings, inbox), the pid file and the start lock.
+    /// Durable state (launch settings, message journal), the pid file and the start lock.
     pub state: PathBuf,
     pub pid_file: PathBuf,
     pub start_lock: PathBuf,
