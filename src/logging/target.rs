@@ -105,11 +105,13 @@ pub(crate) enum Collector {
     Container,
 }
 
-/// The collector of this process's stderr, if any (see the module docs).
+/// The collector of this process's stderr, if any (see the module docs). A systemd unit's
+/// `LogsDirectory=` (`$LOGS_DIRECTORY`) without the journal on stderr means the service asked
+/// for a log file: that wins over the container markers (a unit run inside a container).
 pub(crate) fn detect_collector() -> Option<Collector> {
     if stderr_is_journal_stream(std::env::var("JOURNAL_STREAM").ok().as_deref()) {
         Some(Collector::Journald)
-    } else if in_container() {
+    } else if in_container() && std::env::var_os("LOGS_DIRECTORY").is_none() {
         Some(Collector::Container)
     } else {
         None
