@@ -178,6 +178,34 @@ fn sigkilled_daemon_reads_as_dead_then_starts_again() {
     assert_eq!(home.run(&["daemon", "status", "--name", "bot"]).code, 0);
 }
 
+/// `kill -9 PID; clawdbot daemon start`: the killed daemon holds its pid lock until the
+/// kernel has torn it down. Here a process that holds the lock for another 1.5 s (util-linux
+/// `flock`) stands in for that slow teardown: `start` waits for the lock to come free and
+/// starts, instead of "holds its pid lock but does not answer" (exit 4).
+#[test]
+fn start_right_after_a_kill_waits_for_the_dying_daemon_to_let_go() {
+    let (home, cfg) = home_with_config();
+    let r = home.run(&["daemon", "start", "--name", "bot", "--config", &cfg]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(home.run(&["daemon", "stop", "--name", "bot"]).code, 0);
+    let pid_file = home.state_dir("bot").join("pid");
+    std::fs::write(&pid_file, "").unwrap();
+    let mut holder = std::process::Command::new("flock")
+        .args(["-x", pid_file.to_str().unwrap(), "sleep", "1.5"])
+        .spawn()
+        .expect("flock (util-linux)");
+    // The lock is taken before `start` looks.
+    assert!(wait_until(Duration::from_secs(5), || {
+        home.run(&["daemon", "status", "--name", "bot"]).code == 4
+    }));
+    let r = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
+    let _ = holder.wait();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(home.run(&["daemon", "status", "--name", "bot"]).code, 0);
+}
+
 #[test]
 fn socket_is_0600_in_a_0700_folder() {
     let (home, cfg) = home_with_config();

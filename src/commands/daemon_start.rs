@@ -86,7 +86,7 @@ pub fn start_daemon(
     let launch = preflight(&paths, args, &me)?;
     let lock = StartLock::acquire(&paths.start_lock, timeout)?;
 
-    match probe(&paths) {
+    match probe_settled(&paths, UNRESPONSIVE_GRACE.min(timeout)) {
         Probe::Running { pid, version } => {
             out.note(&format!(
                 "daemon {:?} is already running (pid {pid})",
@@ -137,6 +137,24 @@ pub fn start_daemon(
 /// launch settings and config, the state folder (ours, private, writable: it holds the
 /// pid file, the start lock and the inbox), the socket folder, and the log (its folder
 /// made, the file openable under the rules of `logging::open`).
+/// How long `start` keeps probing a daemon that holds its pid lock but does not answer.
+/// A process killed a moment ago (`kill -9 PID; clawdbot daemon start`) still holds the
+/// lock until the kernel has torn it down, which takes longer on a loaded machine.
+const UNRESPONSIVE_GRACE: Duration = Duration::from_secs(3);
+
+/// [`probe`], asked again every 50 ms for up to `grace` while the answer is
+/// "holds the lock but does not answer"; any other answer is returned at once.
+fn probe_settled(paths: &DaemonPaths, grace: Duration) -> Probe {
+    let until = Instant::now() + grace;
+    loop {
+        let p = probe(paths);
+        if !matches!(p, Probe::Down(Down::Unresponsive { .. })) || Instant::now() >= until {
+            return p;
+        }
+        sleep(Duration::from_millis(50));
+    }
+}
+
 fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Launch, CliError> {
     // Loads and checks the config (for its logging.target) as the daemon will.
     let launch = Launch::resolve(paths, args, me, RunMode::Detached)?;
