@@ -537,3 +537,51 @@ fn a_hostile_model_never_floods_the_chat() {
         );
     }
 }
+
+#[test]
+fn chat_commands_are_answered_without_the_model_and_can_be_switched_off() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(3, 5000, "commands:\n  status: true\n  reset: false\n");
+    stack.start_bot(&cfg);
+    let conv = "cidCommands==";
+    for text in ["/help", "@bot /WHOAMI", "/status", "/reset"] {
+        stack.inject_group(conv, text);
+    }
+    let out = stack.wait_outbox(4, Duration::from_secs(10));
+    let texts: Vec<String> = out
+        .iter()
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect();
+    // /help lists what is enabled, and not the switched-off /reset.
+    assert!(texts[0].contains("/whoami") && texts[0].contains("/status"), "{texts:?}");
+    assert!(!texts[0].contains("/reset"), "disabled command listed: {texts:?}");
+    // /whoami: the asker's staff id and the conversation (ids only).
+    assert!(texts[1].contains("0423001"), "{texts:?}");
+    assert!(texts[1].contains(conv) && texts[1].contains("group"), "{texts:?}");
+    assert!(!texts[1].contains("Li Lei"), "nick shown: {texts:?}");
+    // /status: model name and figures, channel state; no secret, no URL.
+    assert!(texts[2].contains("local_chat") && texts[2].contains("/ 3 limit"), "{texts:?}");
+    assert!(texts[2].contains("stream connected"), "{texts:?}");
+    for leak in ["stack-secret", "test-key", "http://", "127.0.0.1"] {
+        assert!(!texts[2].contains(leak), "{leak} in /status: {texts:?}");
+    }
+    // A disabled command is ordinary text: the model answers it, and it is the only
+    // request the model ever saw.
+    assert!(texts[3].starts_with("echo: /reset"), "{texts:?}");
+    let seen = stack.fake_stats();
+    assert_eq!(seen.requests, 1, "the model was called for a command");
+    assert_eq!(
+        seen.recent.back().unwrap().body["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["content"],
+        "/reset"
+    );
+    // Command replies are completed in the journal like any other reply.
+    assert!(
+        wait_until(Duration::from_secs(5), || stack.status()["journal"]["pending"] == 0),
+        "{}",
+        stack.status()
+    );
+}

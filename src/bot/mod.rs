@@ -8,6 +8,7 @@
 //! at start (`cards`).
 
 mod cards;
+mod chat_commands;
 mod conversations;
 mod health;
 mod inflight;

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::Shared;
 use crate::config::Config;
+use crate::conversation::command::ChatCommand;
 use crate::dingtalk::{Channel, Inbound, InboundContent};
 use crate::logging::text_for_log;
 use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
@@ -117,9 +118,9 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
             return finish(shared, &msg, &cfg.reply.rate_limited_text, "rate_limited").await
         }
     }
-    if Conversations::is_reset_command(&text) {
-        shared.conversations.reset(&msg.conversation_id);
-        return finish(shared, &msg, &cfg.reply.reset_text, "reset").await;
+    if let Some(cmd) = ChatCommand::parse(&text, &cfg.commands) {
+        let reply = super::chat_commands::run(shared, &cfg, cmd, &msg);
+        return finish(shared, &msg, &reply, cmd.label()).await;
     }
     let turn = Turn {
         lane: msg.conversation_id.clone(),
