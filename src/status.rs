@@ -85,6 +85,10 @@ pub struct ChannelReport {
     pub connected_since_ms: Option<u64>,
     pub reconnects: u64,
     pub last_error: Option<String>,
+    /// `pending` until DingTalk first accepted (`ok`) or refused (`refused`, with its
+    /// answer in `last_error`) the app's credentials.
+    #[serde(default)]
+    pub auth: String,
     pub messages_in: u64,
     pub messages_out: u64,
     pub duplicates_dropped: u64,

@@ -585,3 +585,70 @@ fn chat_commands_are_answered_without_the_model_and_can_be_switched_off() {
         stack.status()
     );
 }
+
+/// `daemon start` of a bot whose config holds `secret`, with extra start flags.
+fn start_with_secret(stack: &Stack, secret: &str, mode: &str, flags: &[&str]) -> support::Run {
+    let cfg = stack.config(2, 5000, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("stack-secret", secret)
+        .replace("    api_base:", &format!("{mode}    api_base:"));
+    std::fs::write(&cfg, text).unwrap();
+    let mut args = vec!["daemon", "start", "--name", "bot", "--config"];
+    args.push(cfg.to_str().unwrap());
+    args.extend_from_slice(flags);
+    stack.home.run(&args)
+}
+
+#[test]
+fn start_with_refused_credentials_exits_1_with_dingtalks_error_and_leaves_nothing() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let port = support::free_port();
+    let http_mode = format!("    mode: http\n    http_listen: \"127.0.0.1:{port}\"\n");
+    for mode in ["", http_mode.as_str()] {
+        let r = start_with_secret(&stack, "WRONG-secret-7731", mode, &[]);
+        assert_eq!(r.code, 1, "{mode:?}: {r:?}");
+        assert!(
+            r.stderr.contains("refused the channel's credentials")
+                && r.stderr.contains("invalidClientIdOrSecret"),
+            "{mode:?}: DingTalk's answer not shown: {r:?}"
+        );
+        assert!(
+            !r.stderr.contains("WRONG-secret-7731") && !r.stdout.contains("WRONG-secret-7731"),
+            "{r:?}"
+        );
+        // Nothing left behind: no daemon answers, no pid file.
+        let st = stack.home.run(&["--json", "daemon", "status", "--name", "bot"]);
+        assert_ne!(st.json()["state"], "running", "{mode:?}: {st:?}");
+        assert!(!stack.home.state_dir("bot").join("pid").exists(), "{mode:?}");
+    }
+    // --no-wait-channel keeps the old behaviour: started, and status tells the truth.
+    let r = start_with_secret(&stack, "WRONG-secret-7731", "", &["--no-wait-channel"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || stack.status()["channel"]["auth"] == "refused"),
+        "{}",
+        stack.status()
+    );
+    stack.home.run(&["daemon", "stop", "--name", "bot"]);
+}
+
+#[test]
+fn start_with_dingtalk_unreachable_exits_1_naming_the_error_within_the_timeout() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&stack.sim_url, &support::dead_url());
+    std::fs::write(&cfg, text).unwrap();
+    let began = Instant::now();
+    let r = stack.home.run(&[
+        "daemon", "start", "--name", "bot", "--timeout", "3", "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("did not authenticate within"), "{r:?}");
+    assert!(r.stderr.contains("cannot reach DingTalk"), "{r:?}");
+    assert!(began.elapsed() < Duration::from_secs(15), "{:?}", began.elapsed());
+    assert!(!stack.home.state_dir("bot").join("pid").exists());
+}

@@ -51,6 +51,21 @@ impl ChannelError {
         matches!(self, ChannelError::Errcode { errcode, .. } if *errcode == ERRCODE_SESSION_GONE)
     }
 
+    /// True when DingTalk refused the app's credentials (HTTP 401/403, or a code naming
+    /// invalid credentials or authentication): retrying with the same config cannot help.
+    pub fn is_credentials_refused(&self) -> bool {
+        match self {
+            ChannelError::Api { status, code, .. } => {
+                let code = code.to_ascii_lowercase();
+                matches!(status, 401 | 403) && !code.contains("qpslimit")
+                    || code.contains("invalidclient")
+                    || code.contains("invalidauthentication")
+                    || code.contains("invalidappkey")
+            }
+            _ => false,
+        }
+    }
+
     /// True for an explicit errcode -1 ("system busy") answer.
     pub fn is_busy(&self) -> bool {
         matches!(self, ChannelError::Errcode { errcode, .. } if *errcode == ERRCODE_BUSY)
