@@ -121,8 +121,18 @@ pub struct ModelReport {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GatewayReport {
     pub command: String,
+    /// `running`, `restarting` (between a crash and its restart) or `failing` (the child
+    /// ended by itself 3 times within 60 s; back to `running` once it stays up that long).
+    #[serde(default)]
+    pub state: String,
     pub child_pid: Option<u32>,
     pub restarts: u64,
+    /// Exits by itself within the last 60 s.
+    #[serde(default)]
+    pub recent_exits: u64,
+    /// Unix ms of the previous child's end.
+    #[serde(default)]
+    pub last_exit_at_ms: Option<u64>,
     pub last_exit: Option<String>,
     pub health_url: Option<String>,
     pub healthy: Option<bool>,
