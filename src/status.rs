@@ -36,6 +36,19 @@ pub struct DaemonReport {
     /// Replies DingTalk did not take at once (bot only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliveryReport>,
+    /// Busy replies by the wait that caused them (bot only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_replies: Option<BusyReport>,
+}
+
+/// Busy replies sent (`reply.busy_text`), whichever wait ran out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BusyReport {
+    pub total: u64,
+    /// The turn waited behind its conversation's earlier turns past `limits.queue.max_wait_ms`.
+    pub behind_conversation: u64,
+    /// The model's queue was full, or its wait for a model slot ran out.
+    pub model_queue: u64,
 }
 
 /// Replies being retried by the running daemon, and how retries ended.

@@ -652,3 +652,30 @@ fn start_with_dingtalk_unreachable_exits_1_naming_the_error_within_the_timeout()
     assert!(began.elapsed() < Duration::from_secs(15), "{:?}", began.elapsed());
     assert!(!stack.home.state_dir("bot").join("pid").exists());
 }
+
+#[test]
+fn a_busy_reply_from_waiting_behind_the_conversation_is_counted() {
+    let stack = Stack::new(echo_with_latency(2000), &[]);
+    let cfg = stack.config(2, 10_000, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("limits:\n", "limits:\n  queue:\n    max_wait_ms: 300\n");
+    std::fs::write(&cfg, text).unwrap();
+    stack.start_bot(&cfg);
+    stack.inject_group("cidBusy==", "slow first");
+    stack.inject_group("cidBusy==", "second, behind the first");
+    let out = stack.wait_outbox(2, Duration::from_secs(10));
+    assert!(
+        out.iter().any(|e| e["text"].as_str().unwrap().starts_with("echo: slow first")),
+        "{out:?}"
+    );
+    let st = stack.status();
+    assert_eq!(st["busy_replies"]["behind_conversation"], 1, "{st}");
+    assert_eq!(st["busy_replies"]["total"], 1, "{st}");
+    assert_eq!(st["busy_replies"]["model_queue"], 0, "{st}");
+    let human = stack.home.run(&["daemon", "status", "--name", "bot"]);
+    assert!(
+        human.stdout.contains("busy replies: 1 (1 waited behind their conversation"),
+        "{human:?}"
+    );
+}

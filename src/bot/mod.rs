@@ -7,6 +7,7 @@
 //! recorded on disk (`open_cards`) until finalized, and those a crash left open are failed
 //! at start (`cards`).
 
+mod busy;
 mod cards;
 mod chat_commands;
 mod conversations;
@@ -60,6 +61,8 @@ pub(crate) struct Shared {
     open_cards: Option<Arc<OpenCards>>,
     /// Replies being retried, and how retries ended.
     delivery: redelivery::DeliveryStats,
+    /// Busy replies by cause.
+    busy: busy::BusyReplies,
 }
 
 impl Shared {
@@ -120,6 +123,7 @@ impl Bot {
             accepting: AtomicBool::new(true),
             open_cards,
             delivery: redelivery::DeliveryStats::default(),
+            busy: busy::BusyReplies::default(),
         });
         cards::close_left_open(&shared);
         pipeline::replay(&shared, opened.pending);
@@ -147,6 +151,7 @@ impl Workload for Bot {
         report.models = self.shared.router.reports();
         report.journal = Some(self.shared.journal.report());
         report.delivery = Some(self.shared.delivery.report());
+        report.busy_replies = Some(self.shared.busy.report());
     }
 
     fn readiness(&self) -> Option<crate::ops::readiness::ReadinessFacts> {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use super::busy::BusyCause;
 use super::Shared;
 use crate::config::Config;
 use crate::conversation::command::ChatCommand;
@@ -92,6 +93,7 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         .await
     {
         tracing::info!(msg_id = %msg.msg_id, "earlier turns of the conversation took too long");
+        shared.busy.count(BusyCause::BehindConversation);
         return finish(shared, &msg, &cfg.reply.busy_text, "busy").await;
     }
     let text = match &msg.content {
@@ -157,7 +159,7 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
                 answer = %text_for_log(answer, cfg.logging.log_message_text), "answered"
             );
         }
-        TurnOutcome::Busy => {}
+        TurnOutcome::Busy => shared.busy.count(BusyCause::ModelQueue),
         TurnOutcome::Failed { reason, timed_out } => {
             tracing::warn!(msg_id = %msg.msg_id, %reason, timed_out, ms = arrived.elapsed().as_millis() as u64, "model failed; fallback reply sent");
         }

@@ -191,6 +191,12 @@ fn describe(r: &DaemonReport) -> String {
             d.cards_closed_after_restart
         ));
     }
+    if let Some(b) = &r.busy_replies {
+        lines.push(format!(
+            "  busy replies: {} ({} waited behind their conversation, {} model queue)",
+            b.total, b.behind_conversation, b.model_queue
+        ));
+    }
     for m in &r.models {
         lines.push(format!(
             "  model {}: {}/{} in flight, {} queued, served {}, failures {}, timeouts {}, fallbacks {}, busy {}, p50 {} ms, p95 {} ms{}",
