@@ -679,3 +679,27 @@ fn a_busy_reply_from_waiting_behind_the_conversation_is_counted() {
         "{human:?}"
     );
 }
+
+#[test]
+fn human_status_shows_a_models_failures_and_last_error() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 3000, "");
+    let dead = support::dead_url();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&stack.fake.base_url, &dead);
+    std::fs::write(&cfg, text).unwrap();
+    stack.start_bot(&cfg);
+    stack.inject_group("cidDown==", "anyone there?");
+    stack.wait_outbox(1, Duration::from_secs(10));
+    let human = stack.home.run(&["daemon", "status", "--name", "bot"]);
+    let line = human
+        .stdout
+        .lines()
+        .find(|l| l.contains("model local_chat"))
+        .unwrap_or_else(|| panic!("{human:?}"))
+        .to_string();
+    assert!(line.contains("failures 1"), "{line}");
+    assert!(line.contains("last error: "), "{line}");
+    assert!(!human.stdout.contains("anyone there?"), "message text shown");
+}

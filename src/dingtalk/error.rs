@@ -71,3 +71,39 @@ impl ChannelError {
         matches!(self, ChannelError::Errcode { errcode, .. } if *errcode == ERRCODE_BUSY)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: &str) -> ChannelError {
+        ChannelError::Api {
+            api: "/v1.0/gateway/connections/open".into(),
+            status,
+            code: code.into(),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn only_credential_refusals_are_refused() {
+        for refused in [
+            api(401, "invalidClientIdOrSecret"),
+            api(400, "invalidClientIdOrSecret"),
+            api(400, "InvalidAuthentication"),
+            api(403, "Forbidden.AccessDenied"),
+        ] {
+            assert!(refused.is_credentials_refused(), "{refused}");
+        }
+        for transient in [
+            api(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi"),
+            api(500, "ServiceUnavailable"),
+            ChannelError::Transport {
+                api: "x".into(),
+                detail: "connection refused".into(),
+            },
+        ] {
+            assert!(!transient.is_credentials_refused(), "{transient}");
+        }
+    }
+}
