@@ -553,14 +553,26 @@ fn chat_commands_are_answered_without_the_model_and_can_be_switched_off() {
         .map(|e| e["text"].as_str().unwrap().to_string())
         .collect();
     // /help lists what is enabled, and not the switched-off /reset.
-    assert!(texts[0].contains("/whoami") && texts[0].contains("/status"), "{texts:?}");
-    assert!(!texts[0].contains("/reset"), "disabled command listed: {texts:?}");
+    assert!(
+        texts[0].contains("/whoami") && texts[0].contains("/status"),
+        "{texts:?}"
+    );
+    assert!(
+        !texts[0].contains("/reset"),
+        "disabled command listed: {texts:?}"
+    );
     // /whoami: the asker's staff id and the conversation (ids only).
     assert!(texts[1].contains("0423001"), "{texts:?}");
-    assert!(texts[1].contains(conv) && texts[1].contains("group"), "{texts:?}");
+    assert!(
+        texts[1].contains(conv) && texts[1].contains("group"),
+        "{texts:?}"
+    );
     assert!(!texts[1].contains("Li Lei"), "nick shown: {texts:?}");
     // /status: model name and figures, channel state; no secret, no URL.
-    assert!(texts[2].contains("local_chat") && texts[2].contains("/ 3 limit"), "{texts:?}");
+    assert!(
+        texts[2].contains("local_chat") && texts[2].contains("/ 3 limit"),
+        "{texts:?}"
+    );
     assert!(texts[2].contains("stream connected"), "{texts:?}");
     for leak in ["stack-secret", "test-key", "http://", "127.0.0.1"] {
         assert!(!texts[2].contains(leak), "{leak} in /status: {texts:?}");
@@ -580,7 +592,9 @@ fn chat_commands_are_answered_without_the_model_and_can_be_switched_off() {
     );
     // Command replies are completed in the journal like any other reply.
     assert!(
-        wait_until(Duration::from_secs(5), || stack.status()["journal"]["pending"] == 0),
+        wait_until(Duration::from_secs(5), || stack.status()["journal"]
+            ["pending"]
+            == 0),
         "{}",
         stack.status()
     );
@@ -618,15 +632,22 @@ fn start_with_refused_credentials_exits_1_with_dingtalks_error_and_leaves_nothin
             "{r:?}"
         );
         // Nothing left behind: no daemon answers, no pid file.
-        let st = stack.home.run(&["--json", "daemon", "status", "--name", "bot"]);
+        let st = stack
+            .home
+            .run(&["--json", "daemon", "status", "--name", "bot"]);
         assert_ne!(st.json()["state"], "running", "{mode:?}: {st:?}");
-        assert!(!stack.home.state_dir("bot").join("pid").exists(), "{mode:?}");
+        assert!(
+            !stack.home.state_dir("bot").join("pid").exists(),
+            "{mode:?}"
+        );
     }
     // --no-wait-channel keeps the old behaviour: started, and status tells the truth.
     let r = start_with_secret(&stack, "WRONG-secret-7731", "", &["--no-wait-channel"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
-        wait_until(Duration::from_secs(10), || stack.status()["channel"]["auth"] == "refused"),
+        wait_until(Duration::from_secs(10), || stack.status()["channel"]
+            ["auth"]
+            == "refused"),
         "{}",
         stack.status()
     );
@@ -643,13 +664,23 @@ fn start_with_dingtalk_unreachable_exits_1_naming_the_error_within_the_timeout()
     std::fs::write(&cfg, text).unwrap();
     let began = Instant::now();
     let r = stack.home.run(&[
-        "daemon", "start", "--name", "bot", "--timeout", "3", "--config",
+        "daemon",
+        "start",
+        "--name",
+        "bot",
+        "--timeout",
+        "3",
+        "--config",
         cfg.to_str().unwrap(),
     ]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("did not authenticate within"), "{r:?}");
     assert!(r.stderr.contains("cannot reach DingTalk"), "{r:?}");
-    assert!(began.elapsed() < Duration::from_secs(15), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        began.elapsed()
+    );
     assert!(!stack.home.state_dir("bot").join("pid").exists());
 }
 
@@ -666,7 +697,8 @@ fn a_busy_reply_from_waiting_behind_the_conversation_is_counted() {
     stack.inject_group("cidBusy==", "second, behind the first");
     let out = stack.wait_outbox(2, Duration::from_secs(10));
     assert!(
-        out.iter().any(|e| e["text"].as_str().unwrap().starts_with("echo: slow first")),
+        out.iter()
+            .any(|e| e["text"].as_str().unwrap().starts_with("echo: slow first")),
         "{out:?}"
     );
     let st = stack.status();
@@ -675,7 +707,9 @@ fn a_busy_reply_from_waiting_behind_the_conversation_is_counted() {
     assert_eq!(st["busy_replies"]["model_queue"], 0, "{st}");
     let human = stack.home.run(&["daemon", "status", "--name", "bot"]);
     assert!(
-        human.stdout.contains("busy replies: 1 (1 waited behind their conversation"),
+        human
+            .stdout
+            .contains("busy replies: 1 (1 waited behind their conversation"),
         "{human:?}"
     );
 }
@@ -701,5 +735,8 @@ fn human_status_shows_a_models_failures_and_last_error() {
         .to_string();
     assert!(line.contains("failures 1"), "{line}");
     assert!(line.contains("last error: "), "{line}");
-    assert!(!human.stdout.contains("anyone there?"), "message text shown");
+    assert!(
+        !human.stdout.contains("anyone there?"),
+        "message text shown"
+    );
 }

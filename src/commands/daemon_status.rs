@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 
 use super::output::Output;
 use crate::cli::StatusArgs;
-use crate::daemon::{probe, Down, Probe};
 use crate::daemon::runtime::now_ms;
+use crate::daemon::{probe, Down, Probe};
 use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::client::Client;
 use crate::ipc::{Request, Response};

@@ -127,14 +127,8 @@ impl Stats {
     }
 
     pub fn report(&self) -> ChannelReport {
-        let (state, since, err, auth) = self.with(|c| {
-            (
-                c.state,
-                c.connected_since_ms,
-                c.last_error.clone(),
-                c.auth,
-            )
-        });
+        let (state, since, err, auth) =
+            self.with(|c| (c.state, c.connected_since_ms, c.last_error.clone(), c.auth));
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ChannelReport {
             state: state.to_string(),

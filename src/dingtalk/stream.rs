@@ -183,7 +183,9 @@ impl StreamClient {
         let ticket =
             percent_encoding::utf8_percent_encode(&open.ticket, percent_encoding::NON_ALPHANUMERIC);
         let url = format!("{}{sep}ticket={ticket}", open.endpoint);
-        let connect = tokio_tungstenite::connect_async(url);
+        // TCP_NODELAY: ACKs are small frames written one at a time; with Nagle each one
+        // waits for the previous one's TCP ACK (milliseconds of ACK latency at load).
+        let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
         let failed = |detail: String| ChannelError::Transport {
             api: "stream WebSocket".into(),
             detail,

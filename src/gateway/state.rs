@@ -125,14 +125,22 @@ mod tests {
         let state = GatewayState::default();
         state.child_started(10);
         state.child_ended("stopped by the daemon".into(), false);
-        assert_eq!(state.snapshot().recent_exits, 0, "a requested stop is no failure");
+        assert_eq!(
+            state.snapshot().recent_exits,
+            0,
+            "a requested stop is no failure"
+        );
         for pid in 11..13 {
             state.child_started(pid);
             state.child_ended("exit code 1".into(), true);
             tokio::time::advance(Duration::from_secs(5)).await;
         }
         state.child_started(13);
-        assert_eq!(state.snapshot().state(), "running", "two exits are not failing");
+        assert_eq!(
+            state.snapshot().state(),
+            "running",
+            "two exits are not failing"
+        );
         state.child_ended("exit code 1".into(), true);
         state.child_started(14);
         let s = state.snapshot();
