@@ -31,10 +31,6 @@ impl Index {
         self.pending_seq.contains_key(id) || self.done.contains(id)
     }
 
-    pub(crate) fn is_pending(&self, id: &str) -> bool {
-        self.pending_seq.contains_key(id)
-    }
-
     pub(crate) fn add_pending(&mut self, id: String, encoded: Vec<u8>) {
         if self.knows(&id) {
             return;
@@ -74,6 +70,11 @@ impl Index {
     /// Encoded pending records, oldest first.
     pub(crate) fn pending_records(&self) -> impl Iterator<Item = &[u8]> {
         self.pending.values().map(|(_, b)| b.as_slice())
+    }
+
+    /// Pending ids, oldest first.
+    pub(crate) fn pending_ids(&self) -> impl Iterator<Item = &str> {
+        self.pending.values().map(|(id, _)| id.as_str())
     }
 
     /// Answered ids, oldest first.

@@ -15,11 +15,16 @@
 //!   message then goes to the bot, in arrival order. It resolves `Duplicate` when the id is
 //!   pending or answered (pending + the last [`index::DONE_KEEP`] answered ids, rebuilt from
 //!   the file at start), and an error when the record could not be made durable;
-//! - at open, a torn tail is cut off, `*.tmp` leftovers are removed, the v0.1 inbox is
-//!   migrated ([`legacy`]) and removed, and the pending messages are returned for replay:
-//!   exactly the accepted ones without a Done record;
+//! - one process at a time: `journal.lock` in the folder is flocked for the journal's
+//!   life ([`lock`]); a second opener fails naming the holder's pid;
+//! - at open, the file is streamed (memory holds only live messages); a torn tail (a bad
+//!   frame with no valid frame after it) is cut off; corrupt bytes or unknown records in
+//!   the middle are skipped, every valid record after them kept, the file copied to
+//!   `journal.log.corrupt-<unix ms>` (0600) and rewritten; `*.tmp` leftovers are removed,
+//!   the v0.1 inbox is migrated ([`legacy`]) and removed, and the pending messages are
+//!   returned for replay: exactly the accepted ones without a Done record;
 //! - the file is compacted (rewritten with only live records, synced, renamed, folder
-//!   synced) when mostly dead.
+//!   synced) when mostly dead, at start as at run time.
 //!
 //! The one window left: a crash after DingTalk accepted a reply and before its Done record
 //! was written answers that message again after restart. Its length is measured and shown
@@ -28,6 +33,7 @@
 mod file;
 mod index;
 mod legacy;
+mod lock;
 mod record;
 mod stats;
 mod writer;
@@ -44,7 +50,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::dingtalk::Inbound;
 use crate::status::JournalReport;
 use index::Index;
-use record::{encode, scan, Record};
+#[cfg(test)]
+use record::scan;
+use record::{encode, Found, Record, ScanEnd};
 use stats::JournalStats;
 use writer::{Request, WriterInit};
 
@@ -75,6 +83,8 @@ pub(crate) enum JournalError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    #[error("the message journal in {path} is in use by another clawdbot daemon{}; stop it first (`clawdbot daemon stop`)", lock::holder_text(*.holder))]
+    InUse { path: PathBuf, holder: Option<u32> },
     #[error("the message journal's writer has stopped")]
     Stopped,
 }
@@ -99,6 +109,20 @@ impl JournalError {
 pub(crate) struct Journal {
     tx: std::sync::mpsc::Sender<Request>,
     stats: Arc<JournalStats>,
+    /// The appender thread (it holds the journal's lock): joined on drop, so the lock is
+    /// free once the handle is gone.
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // The appender ends (after a last sync) once its only sender is gone.
+        let (closed, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(&mut self.tx, closed));
+        if let Some(thread) = self.writer.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The journal as opened: the handle and what a previous run left unanswered.
@@ -136,40 +160,30 @@ impl Journal {
     ) -> Result<Opened, JournalError> {
         let dir = state.join("journal");
         prepare_dir(&dir)?;
+        let lock = lock::acquire(&dir)?;
         let path = dir.join("journal.log");
         let mut file = file::open_rw(&path).map_err(|e| JournalError::open(&path, e))?;
-        let bytes = {
-            use std::io::Read;
-            let mut b = Vec::new();
-            file.read_to_end(&mut b)
-                .map_err(|e| JournalError::open(&path, e))?;
-            b
-        };
-        let (records, valid) = scan(&bytes);
-        // After the records comes preallocated space (zeros); anything else is a torn tail.
-        if bytes[valid..].iter().any(|b| *b != 0) {
+        let loaded = load(&file, &path)?;
+        let mut index = loaded.index;
+        let mut messages = loaded.messages;
+        let valid = loaded.end.valid_len;
+        if loaded.end.torn_tail {
+            let size = file
+                .metadata()
+                .map_err(|e| JournalError::open(&path, e))?
+                .len();
             tracing::warn!(
-                path = %path.display(), offset = valid, bytes = bytes.len() - valid,
-                "journal ends in a torn or corrupt record (a write cut by a crash, never ACKed); cutting it off"
+                path = %path.display(), offset = valid, bytes = size - valid,
+                "journal ends in a torn record (a write cut by a crash, never ACKed); cutting it off"
             );
-            file::zero_fill(&file, valid as u64, bytes.len() as u64)
+            file::zero_fill(&file, valid, size)
                 .and_then(|()| file.sync_data())
                 .map_err(|e| JournalError::open(&path, e))?;
         }
-        let mut index = Index::default();
-        let mut messages: Vec<Inbound> = Vec::new();
-        for s in records {
-            match s.record {
-                Record::Accepted { id, msg } => {
-                    if !index.knows(&id) {
-                        index.add_pending(id, bytes[s.offset..s.offset + s.len].to_vec());
-                        messages.push(*msg);
-                    }
-                }
-                Record::Done { id } => index.mark_done(&id),
-            }
+        if let Some(first) = loaded.damaged_at {
+            keep_damaged_copy(&file, &path, first)?;
         }
-        let mut len = valid as u64;
+        let mut len = valid;
         let old = legacy::read(state);
         if !old.is_empty() {
             len += migrate(&mut file, len, &path, &mut index, &mut messages, &old)?;
@@ -180,15 +194,15 @@ impl Journal {
                 "old inbox migrated into the journal"
             );
         }
-        let pending: Vec<Inbound> = messages
-            .into_iter()
-            .filter(|m| index.is_pending(&m.msg_id))
+        let pending: Vec<Inbound> = index
+            .pending_ids()
+            .filter_map(|id| messages.remove(id))
             .collect();
         let stats = Arc::new(JournalStats::new(path.clone()));
         stats
             .pending
             .store(index.pending_count(), std::sync::atomic::Ordering::Relaxed);
-        let tx = writer::start(WriterInit {
+        let (tx, thread) = writer::start(WriterInit {
             dir,
             path: path.clone(),
             file,
@@ -197,10 +211,16 @@ impl Journal {
             stats: stats.clone(),
             dispatch,
             sync_delay,
+            rewrite: loaded.damaged_at.is_some(),
+            lock,
         })
         .map_err(|e| JournalError::open(&path, e))?;
         Ok(Opened {
-            journal: Journal { tx, stats },
+            journal: Journal {
+                tx,
+                stats,
+                writer: Some(thread),
+            },
             pending,
         })
     }
@@ -241,6 +261,90 @@ impl Journal {
     pub(crate) fn report(&self) -> JournalReport {
         self.stats.report()
     }
+}
+
+/// The journal as read at open.
+struct Loaded {
+    index: Index,
+    /// The pending messages by id (answered ones are dropped as their Done is read).
+    messages: std::collections::HashMap<String, Inbound>,
+    end: ScanEnd,
+    /// Offset of the first corrupt or unknown record, if any.
+    damaged_at: Option<u64>,
+}
+
+/// Streams the journal's records into an index; memory holds only live messages, however
+/// many dead records the file has.
+fn load(file: &std::fs::File, path: &Path) -> Result<Loaded, JournalError> {
+    let mut index = Index::default();
+    let mut messages = std::collections::HashMap::new();
+    let mut damaged_at: Option<u64> = None;
+    let end = record::scan_with(file, |found| match found {
+        Found::Record(s) => match s.record {
+            Record::Accepted { id, msg } => {
+                if !index.knows(&id) {
+                    let mut encoded = Vec::new();
+                    encode(
+                        &Record::Accepted {
+                            id: id.clone(),
+                            msg: msg.clone(),
+                        },
+                        &mut encoded,
+                    );
+                    index.add_pending(id.clone(), encoded);
+                    messages.insert(id, *msg);
+                }
+            }
+            Record::Done { id } => {
+                index.mark_done(&id);
+                messages.remove(&id);
+            }
+        },
+        Found::Unknown { offset, len } => {
+            tracing::warn!(
+                path = %path.display(), offset, bytes = len,
+                "journal record of an unknown kind (written by a newer version?) skipped"
+            );
+            damaged_at.get_or_insert(offset);
+        }
+        Found::Corrupt { offset, len } => {
+            tracing::error!(
+                path = %path.display(), offset, bytes = len,
+                "corrupt bytes in the middle of the journal skipped; every valid record after them is kept"
+            );
+            damaged_at.get_or_insert(offset);
+        }
+    })
+    .map_err(|e| JournalError::open(path, e))?;
+    Ok(Loaded {
+        index,
+        messages,
+        end,
+        damaged_at,
+    })
+}
+
+/// Copies a journal with corrupt or unknown records to `journal.log.corrupt-<unix ms>`
+/// (0600, synced) before it is rewritten without them, so nothing is lost for good.
+fn keep_damaged_copy(file: &std::fs::File, path: &Path, first: u64) -> Result<(), JournalError> {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let copy = path.with_extension(format!("log.corrupt-{ms}"));
+    let copied = (|| -> std::io::Result<()> {
+        let mut out = file::create_new(&copy)?;
+        let mut from = file.try_clone()?;
+        std::io::Seek::seek(&mut from, std::io::SeekFrom::Start(0))?;
+        std::io::copy(&mut from, &mut out)?;
+        out.sync_all()?;
+        file::sync_dir(path.parent().unwrap_or(Path::new(".")))
+    })();
+    copied.map_err(|e| JournalError::open(&copy, e))?;
+    tracing::error!(
+        path = %path.display(), offset = first, copy = %copy.display(),
+        "the journal held corrupt or unknown records; a copy was kept and the journal is rewritten without them"
+    );
+    Ok(())
 }
 
 /// Creates the journal folder (0700) if needed, refuses anything but a real folder, and
@@ -286,7 +390,7 @@ fn migrate(
     at: u64,
     path: &Path,
     index: &mut Index,
-    messages: &mut Vec<Inbound>,
+    messages: &mut std::collections::HashMap<String, Inbound>,
     old: &legacy::Legacy,
 ) -> Result<u64, JournalError> {
     use std::os::unix::fs::FileExt;
@@ -311,7 +415,7 @@ fn migrate(
         );
         buf.extend_from_slice(&one);
         index.add_pending(msg.msg_id.clone(), one);
-        messages.push(msg.clone());
+        messages.insert(msg.msg_id.clone(), msg.clone());
     }
     file.write_all_at(&buf, at)
         .and_then(|()| file.sync_data())

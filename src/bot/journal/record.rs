@@ -1,9 +1,11 @@
 //! The journal's on-disk record: `[len: u32 LE][crc32(payload): u32 LE][payload]`, the
 //! payload being one JSON [`Record`].
 //!
-//! Invariants: [`encode`] and [`scan`] are inverse; [`scan`] never panics on any bytes and
-//! stops at the first record that is short, oversized, fails its CRC or does not parse, so
-//! a torn tail (a crash in the middle of a `write`) is detected and can be cut off.
+//! Invariants: [`encode`] and [`scan_with`] are inverse; [`scan_with`] never panics on any
+//! bytes; a bad frame with a valid frame somewhere after it is mid-file corruption and is
+//! skipped (every later record kept), a bad frame with none after it is a torn tail (a
+//! crash in the middle of a `write`) and ends the scan; a frame whose CRC matches but whose
+//! body is no known record is skipped, never taken as the end.
 
 use serde::{Deserialize, Serialize};
 
@@ -41,42 +43,194 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) -> usize {
     out.len() - start
 }
 
-/// One record read back, with its place in the file.
+/// One record read back.
 #[derive(Debug)]
 pub(crate) struct Scanned {
     pub record: Record,
-    pub offset: usize,
-    pub len: usize,
 }
 
-/// Reads every whole, intact record from the start of `bytes`. Returns them and the
-/// length of the valid prefix (everything after it is a torn or corrupt tail).
-pub(crate) fn scan(bytes: &[u8]) -> (Vec<Scanned>, usize) {
-    let mut records = Vec::new();
-    let mut at = 0usize;
-    while let Some(header) = bytes.get(at..at + HEADER_LEN) {
+/// What a scan meets, in file order.
+#[derive(Debug)]
+pub(crate) enum Found {
+    Record(Scanned),
+    /// A whole frame (its CRC matches) whose body is no record this version knows: a
+    /// newer version's kind after a downgrade, or a body that does not parse. Skipped.
+    Unknown {
+        offset: u64,
+        len: u64,
+    },
+    /// Bytes that are no frame, followed by a valid frame later on: mid-file corruption
+    /// (never a crash: records are only ever written at the end). Skipped.
+    Corrupt {
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// How a scan ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ScanEnd {
+    /// End of the last whole frame: the next record is written here.
+    pub valid_len: u64,
+    /// True when a non-zero byte follows `valid_len` (a torn tail to clear).
+    pub torn_tail: bool,
+}
+
+/// Positional reads, so a scan streams a file instead of loading it whole.
+pub(crate) trait ReadAt {
+    fn size(&self) -> std::io::Result<u64>;
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl ReadAt for std::fs::File {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let start = usize::try_from(offset).map_err(std::io::Error::other)?;
+        let part = self
+            .get(start..start + buf.len())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(part);
+        Ok(())
+    }
+}
+
+/// Bytes read at a time by [`Window`].
+const WINDOW: usize = 1 << 20;
+
+/// A sliding read buffer over a [`ReadAt`]: forward scans read each byte about once and
+/// hold at most one window (or one payload) in memory.
+struct Window<'a, R: ?Sized> {
+    source: &'a R,
+    size: u64,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: ReadAt + ?Sized> Window<'_, R> {
+    /// The `n` bytes at `offset`, or `None` when they run past the end.
+    fn get(&mut self, offset: u64, n: usize) -> std::io::Result<Option<&[u8]>> {
+        let end = offset.saturating_add(n as u64);
+        if end > self.size {
+            return Ok(None);
+        }
+        let held = self.start + self.buf.len() as u64;
+        if offset < self.start || end > held {
+            let want = (n.max(WINDOW) as u64).min(self.size - offset) as usize;
+            self.buf.resize(want, 0);
+            self.source.read_exact_at(&mut self.buf, offset)?;
+            self.start = offset;
+        }
+        let at = (offset - self.start) as usize;
+        Ok(Some(&self.buf[at..at + n]))
+    }
+
+    /// The payload length of a whole frame at `offset` whose CRC matches, if any.
+    fn frame_at(&mut self, offset: u64) -> std::io::Result<Option<usize>> {
+        let Some(header) = self.get(offset, HEADER_LEN)? else {
+            return Ok(None);
+        };
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         if len == 0 || len > MAX_PAYLOAD {
-            break;
+            return Ok(None);
         }
-        let Some(payload) = bytes.get(at + HEADER_LEN..at + HEADER_LEN + len) else {
-            break;
-        };
-        if crc32fast::hash(payload) != crc {
-            break;
+        // Every payload is a JSON object: a cheap filter before reading it whole.
+        if self.get(offset + HEADER_LEN as u64, 1)? != Some(b"{".as_slice()) {
+            return Ok(None);
         }
-        let Ok(record) = serde_json::from_slice::<Record>(payload) else {
-            break;
+        let Some(payload) = self.get(offset + HEADER_LEN as u64, len)? else {
+            return Ok(None);
         };
-        records.push(Scanned {
-            record,
-            offset: at,
-            len: HEADER_LEN + len,
-        });
-        at += HEADER_LEN + len;
+        Ok((crc32fast::hash(payload) == crc).then_some(len))
     }
-    (records, at)
+}
+
+/// Reads every frame of `source` in order, handing each to `each`, and says where the
+/// records end.
+///
+/// A bad frame is mid-file corruption when a valid frame follows it somewhere (it is
+/// reported as [`Found::Corrupt`] and the scan goes on from there); otherwise it is a torn
+/// tail (a write cut by a crash) and the scan ends before it. Memory stays bounded by one
+/// window plus one payload, whatever the file's size.
+pub(crate) fn scan_with<R: ReadAt + ?Sized>(
+    source: &R,
+    mut each: impl FnMut(Found),
+) -> std::io::Result<ScanEnd> {
+    let mut w = Window {
+        source,
+        size: source.size()?,
+        start: 0,
+        buf: Vec::new(),
+    };
+    let mut at = 0u64;
+    loop {
+        if let Some(len) = w.frame_at(at)? {
+            let payload = w
+                .get(at + HEADER_LEN as u64, len)?
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+            let whole = (HEADER_LEN + len) as u64;
+            match serde_json::from_slice::<Record>(payload) {
+                Ok(record) => each(Found::Record(Scanned { record })),
+                Err(_) => each(Found::Unknown {
+                    offset: at,
+                    len: whole,
+                }),
+            }
+            at += whole;
+            continue;
+        }
+        // Not a frame: look for the next one, noting whether anything but zeros lies between.
+        let mut torn_tail = false;
+        let mut next = None;
+        let mut probe = at;
+        while let Some(byte) = w.get(probe, 1)?.map(|b| b[0]) {
+            if probe > at && w.frame_at(probe)?.is_some() {
+                next = Some(probe);
+                break;
+            }
+            torn_tail |= byte != 0;
+            probe += 1;
+        }
+        match next {
+            Some(found) => {
+                each(Found::Corrupt {
+                    offset: at,
+                    len: found - at,
+                });
+                at = found;
+            }
+            None => {
+                return Ok(ScanEnd {
+                    valid_len: at,
+                    torn_tail,
+                })
+            }
+        }
+    }
+}
+
+/// Every record of `bytes` and the end of the last whole frame (tests and tools).
+#[cfg(test)]
+pub(crate) fn scan(bytes: &[u8]) -> (Vec<Scanned>, usize) {
+    let mut records = Vec::new();
+    let end = scan_with(bytes, |f| {
+        if let Found::Record(s) = f {
+            records.push(s)
+        }
+    })
+    .expect("reading a slice cannot fail");
+    (records, end.valid_len as usize)
 }
 
 #[cfg(test)]
@@ -118,7 +272,6 @@ mod tests {
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[0].record, a);
         assert_eq!(recs[1].record, d);
-        assert_eq!(recs[1].offset, first);
         // Every cut inside the second record leaves exactly the first one.
         for cut in first..whole {
             let (recs, valid) = scan(&buf[..cut]);
@@ -128,6 +281,117 @@ mod tests {
         let mut bad = buf.clone();
         bad[first + HEADER_LEN + 3] ^= 0x40;
         assert_eq!(scan(&bad).1, first);
+    }
+
+    /// Six Accepted records framed one after another, with each frame's offset.
+    fn six() -> (Vec<u8>, Vec<usize>) {
+        let mut buf = Vec::new();
+        let mut starts = Vec::new();
+        for i in 0..6 {
+            starts.push(buf.len());
+            let id = format!("m{i}");
+            encode(
+                &Record::Accepted {
+                    id: id.clone(),
+                    msg: Box::new(message(&id)),
+                },
+                &mut buf,
+            );
+        }
+        (buf, starts)
+    }
+
+    fn scan_all(bytes: &[u8]) -> (Vec<Found>, ScanEnd) {
+        let mut found = Vec::new();
+        let end = scan_with(bytes, |f| found.push(f)).unwrap();
+        (found, end)
+    }
+
+    #[test]
+    fn a_corrupt_record_mid_file_is_skipped_and_every_later_record_kept() {
+        let (mut buf, starts) = six();
+        let whole = buf.len();
+        buf.extend_from_slice(&[0u8; 300]);
+        // Every byte of record 2 (header or payload) flipped in turn: the five others stay.
+        for at in starts[1]..starts[2] {
+            let mut bad = buf.clone();
+            bad[at] ^= 0x5a;
+            let (found, end) = scan_all(&bad);
+            let kept = found
+                .iter()
+                .filter(|f| matches!(f, Found::Record(_)))
+                .count();
+            assert_eq!(kept, 5, "flipped byte {at}");
+            assert!(
+                found
+                    .iter()
+                    .any(|f| matches!(f, Found::Corrupt { offset, len }
+                        if *offset == starts[1] as u64 && *len == (starts[2] - starts[1]) as u64)),
+                "flipped byte {at}: corruption not reported: {found:?}"
+            );
+            assert_eq!(
+                end,
+                ScanEnd {
+                    valid_len: whole as u64,
+                    torn_tail: false
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_kind_at_offset_0_is_skipped_and_the_rest_kept() {
+        let (rest, _) = six();
+        let mut buf = Vec::new();
+        for payload in [
+            &br#"{"k":"from_a_newer_version","id":"x"}"#[..],
+            b"{not json",
+        ] {
+            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+            buf.extend_from_slice(payload);
+        }
+        let unknown_len = buf.len();
+        buf.extend_from_slice(&rest);
+        let (found, end) = scan_all(&buf);
+        assert!(
+            matches!(found[0], Found::Unknown { offset: 0, .. }),
+            "{found:?}"
+        );
+        assert!(matches!(found[1], Found::Unknown { .. }), "{found:?}");
+        assert_eq!(found.len(), 8);
+        assert!(found[2..].iter().all(|f| matches!(f, Found::Record(_))));
+        assert_eq!(end.valid_len, (unknown_len + rest.len()) as u64);
+    }
+
+    #[test]
+    fn a_torn_tail_is_still_the_end_even_with_garbage_after_it() {
+        let (mut buf, starts) = six();
+        buf.truncate(starts[5] + 20);
+        buf.extend_from_slice(&[0u8; 64]);
+        buf.extend_from_slice(b"\x07garbage, no frame");
+        buf.extend_from_slice(&[0u8; 64]);
+        let (found, end) = scan_all(&buf);
+        assert_eq!(found.len(), 5, "{found:?}");
+        assert!(found.iter().all(|f| matches!(f, Found::Record(_))));
+        assert_eq!(
+            end,
+            ScanEnd {
+                valid_len: starts[5] as u64,
+                torn_tail: true
+            }
+        );
+        // Zeros only after the records: nothing torn.
+        let (clean, _) = six();
+        let mut zeros = clean.clone();
+        zeros.extend_from_slice(&[0u8; 4096]);
+        assert_eq!(
+            scan_all(&zeros).1,
+            ScanEnd {
+                valid_len: clean.len() as u64,
+                torn_tail: false
+            }
+        );
     }
 
     proptest! {

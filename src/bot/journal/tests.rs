@@ -367,3 +367,167 @@ async fn a_mostly_answered_journal_is_compacted_and_keeps_what_is_live() {
     );
     assert!(!dir.path().join("journal/journal.compact.tmp").exists());
 }
+
+#[tokio::test]
+async fn a_corrupt_record_mid_file_keeps_every_later_message_and_a_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, _rx) = open(dir.path());
+    for i in 0..6 {
+        opened
+            .journal
+            .admit(message(&format!("c{i}")))
+            .await
+            .unwrap();
+    }
+    drop(opened);
+    let log = dir.path().join("journal/journal.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let mut first = Vec::new();
+    encode(
+        &Record::Accepted {
+            id: "c0".into(),
+            msg: Box::new(message("c0")),
+        },
+        &mut first,
+    );
+    // A flipped byte in the payload of record 2 of 6.
+    bytes[first.len() + record::HEADER_LEN + 10] ^= 0x20;
+    std::fs::write(&log, &bytes).unwrap();
+
+    let (opened, _rx) = open(dir.path());
+    assert_eq!(ids(&opened.pending), ["c0", "c2", "c3", "c4", "c5"]);
+    let copies: Vec<_> = std::fs::read_dir(dir.path().join("journal"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("journal.log.corrupt-")
+        })
+        .collect();
+    assert_eq!(copies.len(), 1, "no copy of the damaged journal kept");
+    use std::os::unix::fs::PermissionsExt;
+    let copy = copies[0].path();
+    assert_eq!(
+        std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        bytes,
+        "the copy is not the damaged file"
+    );
+    // The journal itself was rewritten without the bad bytes: a later start finds no damage.
+    opened.journal.admit(message("c6")).await.unwrap();
+    drop(opened);
+    let (opened, _rx) = open(dir.path());
+    assert_eq!(ids(&opened.pending), ["c0", "c2", "c3", "c4", "c5", "c6"]);
+    drop(opened);
+    let copies = std::fs::read_dir(dir.path().join("journal"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("journal.log.corrupt-")
+        })
+        .count();
+    assert_eq!(copies, 1, "the rewritten journal still looked damaged");
+}
+
+#[tokio::test]
+async fn an_unknown_record_kind_at_offset_0_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, _rx) = open(dir.path());
+    for id in ["u1", "u2"] {
+        opened.journal.admit(message(id)).await.unwrap();
+    }
+    drop(opened);
+    let log = dir.path().join("journal/journal.log");
+    let old = std::fs::read(&log).unwrap();
+    let payload = br#"{"k":"reply_v9","id":"u0"}"#;
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    bytes.extend_from_slice(&old);
+    std::fs::write(&log, &bytes).unwrap();
+    let (opened, _rx) = open(dir.path());
+    assert_eq!(ids(&opened.pending), ["u1", "u2"]);
+}
+
+#[tokio::test]
+async fn a_second_opener_of_the_same_journal_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _rx) = open(dir.path());
+    let (tx, _rx2) = mpsc::unbounded_channel();
+    let err = match Journal::open_with(dir.path(), tx, Duration::ZERO) {
+        Err(e) => e,
+        Ok(_) => panic!("a second journal opened on the same folder"),
+    };
+    let text = err.to_string();
+    assert!(matches!(err, JournalError::InUse { .. }), "{text}");
+    assert!(
+        text.contains(&dir.path().join("journal").display().to_string()),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())),
+        "{text}"
+    );
+    drop(first);
+    let (again, _rx) = open(dir.path());
+    drop(again);
+}
+
+#[tokio::test]
+async fn a_mostly_dead_journal_is_compacted_at_start_and_keeps_the_live_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("journal/journal.log");
+    std::fs::create_dir_all(dir.path().join("journal")).unwrap();
+    // 3000 answered messages of 1.5 KB and three live ones, as a long run leaves them.
+    let mut bytes = Vec::new();
+    for i in 0..3000 {
+        let id = format!("d{i}");
+        let mut m = message(&id);
+        m.content = InboundContent::Text("z".repeat(1500));
+        encode(
+            &Record::Accepted {
+                id: id.clone(),
+                msg: Box::new(m),
+            },
+            &mut bytes,
+        );
+        encode(&Record::Done { id }, &mut bytes);
+    }
+    for id in ["live1", "live2", "live3"] {
+        encode(
+            &Record::Accepted {
+                id: id.into(),
+                msg: Box::new(message(id)),
+            },
+            &mut bytes,
+        );
+    }
+    let before = bytes.len();
+    assert!(before > 4 << 20);
+    std::fs::write(&log, &bytes).unwrap();
+
+    let (opened, _rx) = open(dir.path());
+    assert_eq!(ids(&opened.pending), ["live1", "live2", "live3"]);
+    assert_eq!(opened.journal.report().compactions, 1);
+    let after = scan(&std::fs::read(&log).unwrap()).1;
+    assert!(
+        after < before / 10,
+        "journal still {after} of {before} bytes"
+    );
+    assert_eq!(
+        opened.journal.admit(message("d7")).await.unwrap(),
+        Admission::Duplicate,
+        "an answered id was forgotten"
+    );
+    drop(opened);
+    let (opened, _rx) = open(dir.path());
+    assert_eq!(ids(&opened.pending), ["live1", "live2", "live3"]);
+    assert_eq!(opened.journal.report().compactions, 0, "compacted again");
+}

@@ -108,6 +108,8 @@ pub(crate) struct Writer {
     retry_at: Option<Instant>,
     /// Compaction is considered once the file is this long.
     compact_at: u64,
+    /// Held, never read: no other process opens this journal while the appender runs.
+    _lock: super::lock::JournalLock,
 }
 
 /// Everything a writer starts from (the journal as recovered at open).
@@ -120,10 +122,20 @@ pub(crate) struct WriterInit {
     pub(crate) stats: Arc<JournalStats>,
     pub(crate) dispatch: mpsc::UnboundedSender<Inbound>,
     pub(crate) sync_delay: Duration,
+    /// Rewrite the file at once (it held corrupt or unknown records, already copied aside).
+    pub(crate) rewrite: bool,
+    /// The journal's exclusive lock, held as long as the appender runs.
+    pub(crate) lock: super::lock::JournalLock,
 }
 
-/// Starts the appender and the syncer threads; requests go to the returned sender.
-pub(crate) fn start(init: WriterInit) -> std::io::Result<Sender<Request>> {
+/// Starts the appender and the syncer threads; requests go to the returned sender. The
+/// appender ends once every sender is gone; its handle is returned to join it.
+///
+/// A file that is mostly dead (or holds damaged records) is compacted here, before any
+/// request, so a start never keeps carrying a huge dead journal.
+pub(crate) fn start(
+    init: WriterInit,
+) -> std::io::Result<(Sender<Request>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (to_sync, sync_rx) = std::sync::mpsc::channel();
     let (forget_tx, forget) = std::sync::mpsc::channel();
@@ -149,15 +161,19 @@ pub(crate) fn start(init: WriterInit) -> std::io::Result<Sender<Request>> {
         retry_delay: RETRY_FIRST,
         retry_at: None,
         compact_at: COMPACT_MIN_BYTES.max(init.len.saturating_mul(2)),
+        _lock: init.lock,
     };
+    if init.rewrite || writer.mostly_dead() {
+        writer.compact();
+    }
     writer.preallocate_ahead();
     std::thread::Builder::new()
         .name("journal-sync".into())
         .spawn(move || syncer.run(sync_rx))?;
-    std::thread::Builder::new()
+    let appender = std::thread::Builder::new()
         .name("journal".into())
         .spawn(move || writer.run(rx))?;
-    Ok(tx)
+    Ok((tx, appender))
 }
 
 impl Writer {
@@ -429,11 +445,22 @@ impl Writer {
     /// write a temporary file, sync it, rename it over the journal, sync the folder.
     fn maybe_compact(&mut self) {
         if self.committed_len < self.compact_at
-            || (self.index.live_bytes() as u64) * 2 > self.committed_len
+            || !self.mostly_dead()
             || !self.done_retry.is_empty()
         {
             return;
         }
+        self.compact();
+    }
+
+    /// At least [`COMPACT_MIN_BYTES`] long and at least half dead.
+    fn mostly_dead(&self) -> bool {
+        self.committed_len >= COMPACT_MIN_BYTES
+            && (self.index.live_bytes() as u64) * 2 <= self.committed_len
+    }
+
+    /// Rewrites the live records into a new file (see [`Writer::maybe_compact`]).
+    fn compact(&mut self) {
         let tmp = self.path.with_extension("compact.tmp");
         match self.write_compacted(&tmp) {
             Ok((file, len)) => {
