@@ -1010,3 +1010,62 @@ fn an_ai_card_dingtalk_will_not_finalize_falls_back_to_one_text_reply_and_is_clo
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(stack.outbox().len(), 1, "answered twice");
 }
+
+/// A 2-part reply cut by `kill -9` between its parts: the restart sends part 2 only (part 1
+/// once), from the reply the journal recorded, without asking the model again.
+#[test]
+fn a_multi_part_reply_cut_by_sigkill_resumes_after_the_sent_part_without_a_new_answer() {
+    // Numbered words, so the two parts differ and their order shows.
+    let answer: String = (0..1300).map(|i| format!("w{i} ")).collect();
+    let stack = Stack::new(
+        FakeConfig::from(FakeBehavior {
+            reply: Some(answer.clone()),
+            ..Default::default()
+        }),
+        &[],
+    );
+    let cfg = stack.config(4, 10_000, "");
+    // One message a second: part 2 leaves about a second after part 1.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "    api_base:",
+        "    send_rate:\n      per_robot: 1\n      per_conversation: 1\n    api_base:",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    stack.start_bot(&cfg);
+    stack.inject_group("cidParts==", "a long question");
+    stack.wait_outbox(1, Duration::from_secs(15));
+    let pid = stack.bot_pid();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let before = stack.outbox();
+    assert_eq!(before.len(), 1, "part 2 left before the kill: {before:?}");
+    assert_eq!(stack.fake_stats().requests, 1);
+
+    stack.start_bot(&cfg);
+    stack.wait_outbox(2, Duration::from_secs(15));
+    // Give a duplicate part the chance to show up before counting.
+    std::thread::sleep(Duration::from_millis(2500));
+    let out = stack.outbox();
+    let texts: Vec<&str> = out.iter().map(|e| e["text"].as_str().unwrap()).collect();
+    assert_eq!(
+        texts.len(),
+        2,
+        "parts sent: {:?}",
+        texts.iter().map(|t| t.len()).collect::<Vec<_>>()
+    );
+    assert_ne!(texts[0], texts[1], "part 1 sent twice");
+    let words: Vec<&str> = texts
+        .iter()
+        .flat_map(|t| t.split_whitespace())
+        .filter(|w| !w.starts_with('@'))
+        .collect();
+    assert_eq!(
+        words,
+        answer.split_whitespace().collect::<Vec<_>>(),
+        "the two parts are not the recorded answer, in order"
+    );
+    assert_eq!(
+        stack.fake_stats().requests,
+        1,
+        "the model was asked again after the restart"
+    );
+}

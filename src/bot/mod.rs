@@ -126,7 +126,7 @@ impl Bot {
             busy: busy::BusyReplies::default(),
         });
         cards::close_left_open(&shared);
-        pipeline::replay(&shared, opened.pending);
+        pipeline::replay(&shared, opened.pending, opened.replies);
         tokio::spawn(pipeline::dispatch(shared.clone(), rx));
         Ok(Bot { shared })
     }

@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::busy::BusyCause;
+use super::journal::RecordedReply;
 use super::Shared;
 use crate::config::Config;
 use crate::conversation::command::ChatCommand;
-use crate::dingtalk::{Channel, Inbound, InboundContent};
+use crate::dingtalk::{Channel, Inbound, InboundContent, OutgoingReply};
 use crate::logging::text_for_log;
 use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
+use std::collections::HashMap;
 
 use super::conversations::Admission;
 pub use super::conversations::Conversations;
@@ -50,7 +52,14 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceive
 /// Answers what a previous run accepted but did not answer (`pending`, oldest first, as
 /// the journal recovered it: answered ids are never among them). A message whose session
 /// webhook expired is told sorry (through the OpenAPI) instead of answered late.
-pub(crate) fn replay(shared: &Arc<Shared>, pending: Vec<Inbound>) {
+///
+/// A message whose multi-part reply was recorded before the stop is not asked of the model
+/// again: the parts DingTalk had not accepted are sent (see [`resume`]).
+pub(crate) fn replay(
+    shared: &Arc<Shared>,
+    pending: Vec<Inbound>,
+    mut replies: HashMap<String, RecordedReply>,
+) {
     if pending.is_empty() {
         return;
     }
@@ -61,6 +70,10 @@ pub(crate) fn replay(shared: &Arc<Shared>, pending: Vec<Inbound>) {
     for msg in pending {
         let ticket = shared.order.ticket(&msg.conversation_id);
         let shared = shared.clone();
+        if let Some(recorded) = replies.remove(&msg.msg_id) {
+            tokio::spawn(async move { resume(&shared, msg, recorded, ticket).await });
+            continue;
+        }
         tokio::spawn(async move {
             let expired = msg
                 .session_webhook_expires_ms
@@ -79,6 +92,23 @@ pub(crate) fn replay(shared: &Arc<Shared>, pending: Vec<Inbound>) {
             }
         });
     }
+}
+
+/// Sends the rest of a reply a previous run recorded (resuming after the parts it
+/// recorded as sent), then completes the message. The conversation's later turns wait.
+async fn resume(shared: &Arc<Shared>, msg: Inbound, recorded: RecordedReply, ticket: Ticket) {
+    let _inflight = shared.inflight.enter();
+    let Some(channel) = shared.channel.as_ref() else {
+        return;
+    };
+    tracing::info!(
+        msg_id = %msg.msg_id, sent = recorded.sent, parts = recorded.parts.len(),
+        "resuming a reply recorded before the last stop"
+    );
+    let mut reply = OutgoingReply::resume(recorded.parts, recorded.markdown, recorded.sent);
+    record_progress(shared, &msg, &mut reply);
+    send_and_complete(shared, channel, &msg, reply, "resumed").await;
+    drop(ticket);
 }
 
 async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut ticket: Ticket) {
@@ -336,7 +366,9 @@ async fn answer_in_card(
     outcome
 }
 
-/// Delivers `text` to `msg`'s sender and completes the message. When DingTalk does not
+/// Delivers `text` to `msg`'s sender and completes the message. A reply of more than one
+/// part is recorded in the journal before its first part and each part after DingTalk
+/// took it, so a crash resends at most the part in flight, never the whole reply. When DingTalk does not
 /// take it (within the channel's delivery limit), a background task retries it (resuming after the parts
 /// already sent), then sends `reply.undelivered_text`, and completes the message once
 /// either went out; if neither did, the message stays in the journal for the next start.
@@ -349,6 +381,33 @@ async fn deliver(
     label: &'static str,
 ) {
     let mut reply = channel.outgoing(text, markdown);
+    if reply.parts() > 1 {
+        let recorded = shared
+            .journal
+            .reply(&msg.msg_id, reply.part_texts().to_vec(), markdown)
+            .await;
+        if recorded {
+            record_progress(shared, msg, &mut reply);
+        }
+    }
+    send_and_complete(shared, channel, msg, reply, label).await;
+}
+
+/// Records in the journal each part of `reply` DingTalk accepts.
+fn record_progress(shared: &Arc<Shared>, msg: &Inbound, reply: &mut OutgoingReply) {
+    let shared = shared.clone();
+    let id = msg.msg_id.clone();
+    reply.on_sent(Arc::new(move |n| shared.journal.sent(&id, n)));
+}
+
+/// Sends what is left of `reply` and completes the message (see [`deliver`]).
+async fn send_and_complete(
+    shared: &Arc<Shared>,
+    channel: &Channel,
+    msg: &Inbound,
+    mut reply: OutgoingReply,
+    label: &'static str,
+) {
     let error = match channel.reply_parts(msg, &mut reply).await {
         Ok(()) => return complete(shared, msg, label, Instant::now()),
         Err(e) => e,

@@ -5,22 +5,55 @@
 //! Invariant: `sent <= parts.len()`, and it only grows (one part at a time, after DingTalk
 //! accepted that part).
 
+/// Called with the number of parts sent after each part DingTalk accepted (the bot
+/// records it in its journal, so a restart resumes after it).
+pub type SentHook = std::sync::Arc<dyn Fn(usize) + Send + Sync>;
+
 /// The parts of one reply and the delivery progress.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OutgoingReply {
     parts: Vec<String>,
     sent: usize,
     markdown: bool,
+    on_sent: Option<SentHook>,
+}
+
+impl std::fmt::Debug for OutgoingReply {
+    // Parts are message text: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutgoingReply")
+            .field("parts", &self.parts.len())
+            .field("sent", &self.sent)
+            .field("markdown", &self.markdown)
+            .finish()
+    }
 }
 
 impl OutgoingReply {
     /// A reply of these sendable parts, none sent yet.
     pub fn from_parts(parts: Vec<String>, markdown: bool) -> OutgoingReply {
+        OutgoingReply::resume(parts, markdown, 0)
+    }
+
+    /// A reply of these parts of which the first `sent` were delivered already (by a
+    /// previous run, as its journal recorded).
+    pub fn resume(parts: Vec<String>, markdown: bool, sent: usize) -> OutgoingReply {
         OutgoingReply {
+            sent: sent.min(parts.len()),
             parts,
-            sent: 0,
             markdown,
+            on_sent: None,
         }
+    }
+
+    /// Calls `hook` with the count of parts sent after every part DingTalk accepts.
+    pub fn on_sent(&mut self, hook: SentHook) {
+        self.on_sent = Some(hook);
+    }
+
+    /// Every part, sent or not.
+    pub fn part_texts(&self) -> &[String] {
+        &self.parts
     }
 
     pub fn markdown(&self) -> bool {
@@ -34,7 +67,12 @@ impl OutgoingReply {
 
     /// Records that DingTalk accepted the part [`next_part`](Self::next_part) returned.
     pub fn mark_sent(&mut self) {
-        self.sent = (self.sent + 1).min(self.parts.len());
+        if self.sent < self.parts.len() {
+            self.sent += 1;
+            if let Some(hook) = &self.on_sent {
+                hook(self.sent);
+            }
+        }
     }
 
     /// Parts DingTalk accepted so far.
@@ -68,5 +106,19 @@ mod tests {
         assert!(r.is_done());
         assert_eq!(r.sent(), 2);
         assert_eq!(r.next_part(), None);
+    }
+
+    #[test]
+    fn a_resumed_reply_starts_after_its_sent_parts_and_reports_each_new_one() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut r = OutgoingReply::resume(vec!["a".into(), "b".into(), "c".into()], true, 1);
+        let log = seen.clone();
+        r.on_sent(std::sync::Arc::new(move |n| log.lock().unwrap().push(n)));
+        assert_eq!(r.next_part(), Some("b"));
+        r.mark_sent();
+        r.mark_sent();
+        r.mark_sent();
+        assert_eq!(*seen.lock().unwrap(), [2, 3]);
+        assert!(OutgoingReply::resume(vec!["a".into()], false, 9).is_done());
     }
 }

@@ -23,6 +23,25 @@ pub(crate) struct Index {
     pending_bytes: usize,
     done_order: VecDeque<String>,
     done: HashSet<String>,
+    /// Recorded replies of pending ids.
+    replies: HashMap<String, RecordedReply>,
+    reply_bytes: usize,
+}
+
+/// A pending message's reply as recorded before its first part was sent, and how many
+/// parts DingTalk accepted since.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RecordedReply {
+    pub(crate) parts: Vec<String>,
+    pub(crate) markdown: bool,
+    pub(crate) sent: usize,
+}
+
+impl RecordedReply {
+    /// Rough size of its records (for the live-bytes estimate).
+    fn weight(&self) -> usize {
+        self.parts.iter().map(String::len).sum::<usize>() + 2 * DONE_RECORD_ESTIMATE
+    }
 }
 
 impl Index {
@@ -41,8 +60,47 @@ impl Index {
         self.pending.insert(self.next_seq, (id, encoded));
     }
 
+    /// Records the reply of a pending id (ignored for any other id).
+    pub(crate) fn set_reply(&mut self, id: &str, parts: Vec<String>, markdown: bool) {
+        if !self.is_pending(id) {
+            return;
+        }
+        let reply = RecordedReply {
+            parts,
+            markdown,
+            sent: 0,
+        };
+        self.reply_bytes += reply.weight();
+        if let Some(old) = self.replies.insert(id.to_string(), reply) {
+            self.reply_bytes -= old.weight();
+        }
+    }
+
+    /// Records that the first `n` parts of `id`'s reply were sent (never going back).
+    pub(crate) fn set_sent(&mut self, id: &str, n: usize) {
+        if let Some(r) = self.replies.get_mut(id) {
+            r.sent = r.sent.max(n.min(r.parts.len()));
+        }
+    }
+
+    pub(crate) fn reply_of(&self, id: &str) -> Option<&RecordedReply> {
+        self.replies.get(id)
+    }
+
+    /// Recorded replies of pending ids.
+    pub(crate) fn replies(&self) -> impl Iterator<Item = (&str, &RecordedReply)> {
+        self.replies.iter().map(|(id, r)| (id.as_str(), r))
+    }
+
+    pub(crate) fn is_pending(&self, id: &str) -> bool {
+        self.pending_seq.contains_key(id)
+    }
+
     /// Drops a pending id whose record turned out not durable.
     pub(crate) fn forget_pending(&mut self, id: &str) {
+        if let Some(r) = self.replies.remove(id) {
+            self.reply_bytes -= r.weight();
+        }
         if let Some(seq) = self.pending_seq.remove(id) {
             if let Some((_, bytes)) = self.pending.remove(&seq) {
                 self.pending_bytes -= bytes.len();
@@ -84,7 +142,7 @@ impl Index {
 
     /// Roughly what a compacted journal would weigh.
     pub(crate) fn live_bytes(&self) -> usize {
-        self.pending_bytes + self.done_order.len() * DONE_RECORD_ESTIMATE
+        self.pending_bytes + self.reply_bytes + self.done_order.len() * DONE_RECORD_ESTIMATE
     }
 }
 

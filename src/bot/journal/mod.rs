@@ -50,6 +50,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::dingtalk::Inbound;
 use crate::status::JournalReport;
 use index::Index;
+pub(crate) use index::RecordedReply;
 #[cfg(test)]
 use record::scan;
 use record::{encode, Found, Record, ScanEnd};
@@ -129,6 +130,8 @@ impl Drop for Journal {
 pub(crate) struct Opened {
     pub(crate) journal: Journal,
     pub(crate) pending: Vec<Inbound>,
+    /// Recorded replies of pending messages, by id: resumed, not answered anew.
+    pub(crate) replies: std::collections::HashMap<String, RecordedReply>,
 }
 
 impl Journal {
@@ -198,6 +201,10 @@ impl Journal {
             .pending_ids()
             .filter_map(|id| messages.remove(id))
             .collect();
+        let replies = pending
+            .iter()
+            .filter_map(|m| Some((m.msg_id.clone(), index.reply_of(&m.msg_id)?.clone())))
+            .collect();
         let stats = Arc::new(JournalStats::new(path.clone()));
         stats
             .pending
@@ -221,6 +228,7 @@ impl Journal {
                 stats,
                 writer: Some(thread),
             },
+            replies,
             pending,
         })
     }
@@ -247,6 +255,33 @@ impl Journal {
         let _ = self.tx.send(Request::Done {
             id: id.to_string(),
             replied_at,
+        });
+    }
+
+    /// Records the reply of `id` (more than one part) before its first part is sent.
+    /// Resolves `true` once it is written (it then survives a `kill -9`), `false` when it
+    /// could not be (the message is then answered anew after a crash, as before).
+    pub(crate) fn reply(
+        &self,
+        id: &str,
+        parts: Vec<String>,
+        markdown: bool,
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let (written, rx) = oneshot::channel();
+        let _ = self.tx.send(Request::Reply {
+            id: id.to_string(),
+            parts,
+            markdown,
+            written,
+        });
+        async move { rx.await.unwrap_or(false) }
+    }
+
+    /// Records that DingTalk accepted the first `n` parts of `id`'s recorded reply.
+    pub(crate) fn sent(&self, id: &str, n: usize) {
+        let _ = self.tx.send(Request::Sent {
+            id: id.to_string(),
+            n,
         });
     }
 
@@ -299,6 +334,12 @@ fn load(file: &std::fs::File, path: &Path) -> Result<Loaded, JournalError> {
                 index.mark_done(&id);
                 messages.remove(&id);
             }
+            Record::Reply {
+                id,
+                parts,
+                markdown,
+            } => index.set_reply(&id, parts, markdown),
+            Record::Sent { id, n } => index.set_sent(&id, n),
         },
         Found::Unknown { offset, len } => {
             tracing::warn!(

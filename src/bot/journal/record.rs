@@ -27,6 +27,18 @@ pub(crate) enum Record {
     /// The message's final reply was handed to DingTalk.
     #[serde(rename = "done")]
     Done { id: String },
+    /// The reply about to be sent for a message of more than one part, as split (written
+    /// before its first part goes out): a restart sends its remaining parts instead of
+    /// asking the model again.
+    #[serde(rename = "reply")]
+    Reply {
+        id: String,
+        parts: Vec<String>,
+        markdown: bool,
+    },
+    /// The first `n` parts of the message's recorded reply were accepted by DingTalk.
+    #[serde(rename = "sent")]
+    Sent { id: String, n: usize },
 }
 
 /// Appends the framed record to `out`; returns the number of bytes added.

@@ -531,3 +531,71 @@ async fn a_mostly_dead_journal_is_compacted_at_start_and_keeps_the_live_ones() {
     assert_eq!(ids(&opened.pending), ["live1", "live2", "live3"]);
     assert_eq!(opened.journal.report().compactions, 0, "compacted again");
 }
+
+#[tokio::test]
+async fn a_recorded_reply_and_its_sent_parts_survive_a_restart_and_a_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, _rx) = open(dir.path());
+    let j = opened.journal;
+    j.admit(message("r1")).await.unwrap();
+    j.admit(message("r2")).await.unwrap();
+    let parts = vec![
+        "part one".to_string(),
+        "part two".into(),
+        "part three".into(),
+    ];
+    assert!(j.reply("r1", parts.clone(), true).await);
+    j.sent("r1", 1);
+    j.sent("r1", 2);
+    // A reply for an answered or unknown id is not recorded.
+    j.done("r2", Instant::now());
+    assert!(!j.reply("r2", parts.clone(), false).await);
+    assert!(!j.reply("nobody", parts.clone(), false).await);
+    j.flush().await;
+    drop(j);
+
+    let (opened, _rx) = open(dir.path());
+    assert_eq!(ids(&opened.pending), ["r1"]);
+    let expect = RecordedReply {
+        parts: parts.clone(),
+        markdown: true,
+        sent: 2,
+    };
+    assert_eq!(opened.replies.get("r1"), Some(&expect));
+    assert_eq!(opened.replies.len(), 1);
+    drop(opened);
+
+    // Pad the journal with dead records so the next start compacts it.
+    let log = dir.path().join("journal/journal.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes.truncate(scan(&bytes).1);
+    for i in 0..1500 {
+        let id = format!("dead{i}");
+        let mut m = message(&id);
+        m.content = InboundContent::Text("z".repeat(1500));
+        encode(
+            &Record::Accepted {
+                id: id.clone(),
+                msg: Box::new(m),
+            },
+            &mut bytes,
+        );
+        encode(&Record::Done { id }, &mut bytes);
+    }
+    std::fs::write(&log, &bytes).unwrap();
+    let (opened, _rx) = open(dir.path());
+    assert_eq!(opened.journal.report().compactions, 1);
+    drop(opened);
+    let (opened, _rx) = open(dir.path());
+    assert_eq!(ids(&opened.pending), ["r1"]);
+    assert_eq!(
+        opened.replies.get("r1"),
+        Some(&expect),
+        "compaction lost the reply"
+    );
+    // Done ends the entry: nothing of r1 replays after it.
+    opened.journal.done("r1", Instant::now());
+    drop(opened);
+    let (opened, _rx) = open(dir.path());
+    assert!(opened.pending.is_empty() && opened.replies.is_empty());
+}

@@ -68,6 +68,15 @@ pub(crate) enum Request {
         /// When DingTalk accepted the reply (start of the crash window).
         replied_at: Instant,
     },
+    /// A multi-part reply about to be sent; `written` says whether it is in the file.
+    Reply {
+        id: String,
+        parts: Vec<String>,
+        markdown: bool,
+        written: oneshot::Sender<bool>,
+    },
+    /// The first `n` parts of `id`'s recorded reply were accepted by DingTalk.
+    Sent { id: String, n: usize },
     /// Sync everything written so far, then answer.
     Flush(oneshot::Sender<()>),
 }
@@ -239,6 +248,8 @@ impl Writer {
         let mut fresh: Vec<(Box<Inbound>, AdmitReply, Vec<u8>)> = Vec::new();
         let mut waiters: Vec<Waiter> = Vec::new();
         let mut done_now: Vec<(String, Instant)> = Vec::new();
+        let mut replies_now: Vec<(String, Vec<String>, bool, oneshot::Sender<bool>)> = Vec::new();
+        let mut sent_now: Vec<(String, usize)> = Vec::new();
         for req in batch {
             match req {
                 Request::Accept { msg, reply } => {
@@ -264,6 +275,38 @@ impl Writer {
                     encode(&Record::Done { id: id.clone() }, &mut buf);
                     done_now.push((id, replied_at));
                 }
+                Request::Reply {
+                    id,
+                    parts,
+                    markdown,
+                    written,
+                } => {
+                    let pending =
+                        fresh.iter().any(|(m, _, _)| m.msg_id == id) || self.index.is_pending(&id);
+                    if !pending {
+                        let _ = written.send(false);
+                        continue;
+                    }
+                    let record = Record::Reply {
+                        id,
+                        parts,
+                        markdown,
+                    };
+                    encode(&record, &mut buf);
+                    let Record::Reply {
+                        id,
+                        parts,
+                        markdown,
+                    } = record
+                    else {
+                        unreachable!("built just above")
+                    };
+                    replies_now.push((id, parts, markdown, written));
+                }
+                Request::Sent { id, n } => {
+                    encode(&Record::Sent { id: id.clone(), n }, &mut buf);
+                    sent_now.push((id, n));
+                }
                 Request::Flush(reply) => waiters.push(Waiter::Flush(reply)),
             }
         }
@@ -285,6 +328,13 @@ impl Writer {
                     self.index.add_pending(msg.msg_id.clone(), encoded);
                     new_waiters.push(Waiter::New { msg, reply });
                 }
+                for (id, parts, markdown, written) in replies_now {
+                    self.index.set_reply(&id, parts, markdown);
+                    let _ = written.send(true);
+                }
+                for (id, n) in sent_now {
+                    self.index.set_sent(&id, n);
+                }
                 new_waiters.extend(waiters);
                 if !new_waiters.is_empty() {
                     // The syncer syncs this file; what it covers is no longer dirty.
@@ -304,6 +354,10 @@ impl Writer {
                     .fetch_add(fresh.len() as u64, Ordering::Relaxed);
                 for (_, reply, _) in fresh {
                     let _ = reply.send(Err(err.clone()));
+                }
+                // A reply not recorded is sent as before (a restart would answer it anew).
+                for (_, _, _, written) in replies_now {
+                    let _ = written.send(false);
                 }
                 // Duplicates and flushes still wait for the sync of what was written before.
                 if !waiters.is_empty() {
@@ -488,6 +542,25 @@ impl Writer {
         }
         for rec in self.index.pending_records() {
             buf.extend_from_slice(rec);
+        }
+        for (id, reply) in self.index.replies() {
+            encode(
+                &Record::Reply {
+                    id: id.to_string(),
+                    parts: reply.parts.clone(),
+                    markdown: reply.markdown,
+                },
+                &mut buf,
+            );
+            if reply.sent > 0 {
+                encode(
+                    &Record::Sent {
+                        id: id.to_string(),
+                        n: reply.sent,
+                    },
+                    &mut buf,
+                );
+            }
         }
         let mut out = file::create_new(tmp)?;
         out.write_all(&buf)?;
