@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
+use super::record::completion_reserve;
+
 /// Answered ids remembered (in memory and across restarts) to refuse redeliveries.
 pub(crate) const DONE_KEEP: usize = 10_000;
 
@@ -26,6 +28,8 @@ pub(crate) struct Index {
     /// Recorded replies of pending ids.
     replies: HashMap<String, RecordedReply>,
     reply_bytes: usize,
+    /// Sum of the pending ids' [`completion_reserve`]s.
+    reserved: u64,
 }
 
 /// A pending message's reply as recorded before its first part was sent, and how many
@@ -55,6 +59,7 @@ impl Index {
             return;
         }
         self.next_seq += 1;
+        self.reserved += completion_reserve(&id);
         self.pending_bytes += encoded.len();
         self.pending_seq.insert(id.clone(), self.next_seq);
         self.pending.insert(self.next_seq, (id, encoded));
@@ -102,6 +107,7 @@ impl Index {
             self.reply_bytes -= r.weight();
         }
         if let Some(seq) = self.pending_seq.remove(id) {
+            self.reserved -= completion_reserve(id);
             if let Some((_, bytes)) = self.pending.remove(&seq) {
                 self.pending_bytes -= bytes.len();
             }
@@ -119,6 +125,11 @@ impl Index {
                 }
             }
         }
+    }
+
+    /// Bytes the file must keep free for the pending ids' completion records.
+    pub(crate) fn reserved(&self) -> u64 {
+        self.reserved
     }
 
     pub(crate) fn pending_count(&self) -> usize {

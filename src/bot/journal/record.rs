@@ -55,6 +55,24 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) -> usize {
     out.len() - start
 }
 
+/// Journal bytes kept free for a pending message's completion records: its Done record and
+/// a Sent record per reply part (at most [`crate::config::MAX_REPLY_PARTS`]), so they can
+/// always be written, even on a full disk. Its Reply record is not covered (it is written
+/// only when the file has room beyond every reserve; else the reply is sent unrecorded).
+pub(crate) fn completion_reserve(id: &str) -> u64 {
+    let mut done = Vec::new();
+    encode(&Record::Done { id: id.to_string() }, &mut done);
+    let mut sent = Vec::new();
+    encode(
+        &Record::Sent {
+            id: id.to_string(),
+            n: usize::MAX,
+        },
+        &mut sent,
+    );
+    done.len() as u64 + sent.len() as u64 * crate::config::MAX_REPLY_PARTS
+}
+
 /// One record read back.
 #[derive(Debug)]
 pub(crate) struct Scanned {

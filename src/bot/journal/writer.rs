@@ -16,6 +16,11 @@
 //!   forgotten, so a redelivery is taken again;
 //! - duplicates are decided by the appender, in queue order, against pending + answered
 //!   ids, and answered by the syncer after the sync that covers the original;
+//! - the file keeps room for every pending message's completion records
+//!   ([`completion_reserve`]): `allocated_len >= committed_len + reserved`. An accept is
+//!   taken only when the file (grown if need be) has room for it plus every reserve, so
+//!   Done and Sent records never lack space; a Reply record is written only with room
+//!   beyond the reserves;
 //! - an id marked done stays done in memory even when its Done record cannot be written;
 //!   the record is retried with backoff and the error shown in the report;
 //! - Done-only batches are written but synced lazily (at the next accept or after
@@ -34,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::file;
 use super::index::Index;
-use super::record::{encode, Record};
+use super::record::{completion_reserve, encode, Record};
 use super::stats::JournalStats;
 use super::{Admission, JournalError};
 use crate::dingtalk::Inbound;
@@ -250,6 +255,7 @@ impl Writer {
         let mut done_now: Vec<(String, Instant)> = Vec::new();
         let mut replies_now: Vec<(String, Vec<String>, bool, oneshot::Sender<bool>)> = Vec::new();
         let mut sent_now: Vec<(String, usize)> = Vec::new();
+        let mut fresh_reserve = 0u64;
         for req in batch {
             match req {
                 Request::Accept { msg, reply } => {
@@ -266,6 +272,23 @@ impl Writer {
                         },
                         &mut encoded,
                     );
+                    // Taken only when the file has room for it and, beyond it, for every
+                    // pending message's completion records, this one's included.
+                    let reserve = completion_reserve(&msg.msg_id);
+                    let need = self.committed_len
+                        + (buf.len() + encoded.len()) as u64
+                        + self.index.reserved()
+                        + fresh_reserve
+                        + reserve;
+                    if let Err(e) = self.ensure_room(need) {
+                        let err = JournalError::write(&self.path, e);
+                        tracing::error!(error = %err, "no journal space for a message: not ACKed");
+                        self.stats.set_error(err.to_string());
+                        self.stats.failed_accepts.fetch_add(1, Ordering::Relaxed);
+                        let _ = reply.send(Err(err));
+                        continue;
+                    }
+                    fresh_reserve += reserve;
                     buf.extend_from_slice(&encoded);
                     fresh.push((msg, reply, encoded));
                 }
@@ -292,7 +315,19 @@ impl Writer {
                         parts,
                         markdown,
                     };
-                    encode(&record, &mut buf);
+                    // Never out of the reserves: without room it is not recorded.
+                    let mut encoded = Vec::new();
+                    encode(&record, &mut encoded);
+                    let need = self.committed_len
+                        + (buf.len() + encoded.len()) as u64
+                        + self.index.reserved()
+                        + fresh_reserve;
+                    if self.ensure_room(need).is_err() {
+                        tracing::warn!("no journal space to record a reply; sending it unrecorded");
+                        let _ = written.send(false);
+                        continue;
+                    }
+                    buf.extend_from_slice(&encoded);
                     let Record::Reply {
                         id,
                         parts,
@@ -398,14 +433,23 @@ impl Writer {
         }
     }
 
+    /// Grows the file (if needed) so it is at least `need` bytes long.
+    fn ensure_room(&mut self, need: u64) -> std::io::Result<()> {
+        if need <= self.allocated_len {
+            return Ok(());
+        }
+        self.preallocate(need)
+    }
+
     /// At start: makes room for the next records ahead of time, synced, so the first
     /// messages' commits do not pay for growing the file. Best effort (a full disk is
     /// handled when a record is written).
     fn preallocate_ahead(&mut self) {
-        if self.allocated_len - self.committed_len >= PREALLOCATE / 2 {
+        let want = self.committed_len + self.index.reserved() + PREALLOCATE / 2;
+        if self.allocated_len >= want {
             return;
         }
-        let grown = self.preallocate(self.committed_len + PREALLOCATE / 2);
+        let grown = self.preallocate(want);
         if let Err(e) = grown.and_then(|()| self.file.sync_all()) {
             tracing::debug!(path = %self.path.display(), error = %e, "journal space not preallocated");
         }
@@ -566,9 +610,16 @@ impl Writer {
         out.write_all(&buf)?;
         let len = buf.len() as u64;
         // Room for the next records, so commits after the switch do not grow the file.
-        let room = (len + PREALLOCATE / 2).div_ceil(PREALLOCATE) * PREALLOCATE;
+        // At least the pending messages' completion reserves, or no compaction.
+        let reserved = len + self.index.reserved();
+        let room = (reserved + PREALLOCATE / 2).div_ceil(PREALLOCATE) * PREALLOCATE;
         if file::zero_fill(&out, len, room).is_err() {
             out.set_len(len)?;
+            file::zero_fill(
+                &out,
+                len,
+                reserved.div_ceil(PREALLOCATE_MIN) * PREALLOCATE_MIN,
+            )?;
         }
         out.sync_all()?;
         drop(out);
