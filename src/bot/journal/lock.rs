@@ -40,7 +40,7 @@ pub(crate) fn acquire(dir: &Path) -> Result<JournalLock, JournalError> {
     let written = lock
         .set_len(0)
         .and_then(|()| lock.rewind())
-        .and_then(|()| write!(lock, "{}\n", std::process::id()));
+        .and_then(|()| writeln!(lock, "{}", std::process::id()));
     written.map_err(|e| JournalError::open(&path, e))?;
     Ok(lock)
 }

@@ -615,3 +615,61 @@ async fn answers_after_the_disk_filled_are_recorded_and_never_replayed() {
         opened.pending.len()
     );
 }
+
+/// Figures for a huge dead journal (the red team's 148 MB with 20 live records): open
+/// time, the file after the start's compaction, and the process's peak RSS.
+#[tokio::test]
+#[ignore = "measurement: writes a ~150 MB journal; run with --ignored --nocapture"]
+async fn measure_the_start_on_a_huge_dead_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("journal/journal.log");
+    std::fs::create_dir_all(dir.path().join("journal")).unwrap();
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+        let mut bytes = Vec::new();
+        for i in 0..100_000 {
+            bytes.clear();
+            let id = format!("dead{i}");
+            let mut m = message(&id);
+            m.content = InboundContent::Text("z".repeat(1400));
+            encode(
+                &Record::Accepted {
+                    id: id.clone(),
+                    msg: Box::new(m),
+                },
+                &mut bytes,
+            );
+            encode(&Record::Done { id }, &mut bytes);
+            out.write_all(&bytes).unwrap();
+        }
+        bytes.clear();
+        for i in 0..20 {
+            let id = format!("live{i}");
+            encode(
+                &Record::Accepted {
+                    id: id.clone(),
+                    msg: Box::new(message(&id)),
+                },
+                &mut bytes,
+            );
+        }
+        out.write_all(&bytes).unwrap();
+    }
+    let before = std::fs::metadata(&log).unwrap().len();
+    let started = Instant::now();
+    let (opened, _rx) = open(dir.path());
+    let took = started.elapsed();
+    assert_eq!(opened.pending.len(), 20);
+    let after = scan(&std::fs::read(&log).unwrap()).1;
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .map(str::to_string);
+    println!(
+        "journal {before} bytes -> {after} bytes of records, open {took:?}, compactions {}, {hwm:?}",
+        opened.journal.report().compactions
+    );
+    assert!((after as u64) < before / 100);
+}
