@@ -165,6 +165,15 @@ impl<R: ReadAt + ?Sized> Window<'_, R> {
         Ok(Some(&self.buf[at..at + n]))
     }
 
+    /// How many zero bytes start at `offset` within the window (call right after a
+    /// [`get`](Self::get) of `offset`).
+    fn zeros_from(&self, offset: u64) -> usize {
+        let at = offset.saturating_sub(self.start) as usize;
+        self.buf
+            .get(at..)
+            .map_or(0, |rest| rest.iter().take_while(|b| **b == 0).count())
+    }
+
     /// The payload length of a whole frame at `offset` whose CRC matches, if any.
     fn frame_at(&mut self, offset: u64) -> std::io::Result<Option<usize>> {
         let Some(header) = self.get(offset, HEADER_LEN)? else {
@@ -225,6 +234,15 @@ pub(crate) fn scan_with<R: ReadAt + ?Sized>(
         let mut next = None;
         let mut probe = at;
         while let Some(byte) = w.get(probe, 1)?.map(|b| b[0]) {
+            if byte == 0 {
+                // No frame starts where its 4 length bytes are all zero: skip zero runs
+                // (the preallocated space) without probing each offset.
+                let zeros = w.zeros_from(probe);
+                if zeros > HEADER_LEN {
+                    probe += (zeros - 3) as u64;
+                    continue;
+                }
+            }
             if probe > at && w.frame_at(probe)?.is_some() {
                 next = Some(probe);
                 break;
