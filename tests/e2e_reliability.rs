@@ -1069,3 +1069,49 @@ fn a_multi_part_reply_cut_by_sigkill_resumes_after_the_sent_part_without_a_new_a
         "the model was asked again after the restart"
     );
 }
+
+/// With the start lock, pid file and control socket removed by hand, a second daemon on the
+/// same state folder is refused by the journal's own lock, naming the holder; the first
+/// keeps answering.
+#[test]
+fn a_second_daemon_on_the_same_journal_is_refused_even_without_start_lock_pid_and_socket() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(4, 10_000, "");
+    stack.start_bot(&cfg);
+    let first = stack.bot_pid();
+    let state = stack.home.state_dir("bot");
+    for leftover in [
+        state.join("start.lock"),
+        state.join("pid"),
+        stack.home.run_dir("bot").join("control.sock"),
+    ] {
+        std::fs::remove_file(&leftover)
+            .unwrap_or_else(|e| panic!("remove {}: {e}", leftover.display()));
+    }
+    let second = stack.home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "bot",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_ne!(second.code, 0, "a second daemon started: {second:?}");
+    let said = format!(
+        "{}{}{}",
+        second.stdout,
+        second.stderr,
+        stack.home.all_logs()
+    );
+    assert!(said.contains("in use by another clawdbot daemon"), "{said}");
+    assert!(said.contains(&format!("pid {first}")), "{said}");
+    assert!(
+        kill(Pid::from_raw(first), None).is_ok(),
+        "the first daemon died"
+    );
+    stack.inject_group("cidStillUp==", "still there?");
+    stack.wait_outbox(1, Duration::from_secs(10));
+    // Without its pid file `daemon stop` cannot find the daemon: end it here.
+    kill(Pid::from_raw(first), Signal::SIGTERM).unwrap();
+    wait_gone(first);
+}
