@@ -11,6 +11,7 @@
 //! - nothing here logs message text, prompts or answers unless
 //!   `logging.log_message_text` is on (ids, lengths, hashes and figures only).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +26,6 @@ use crate::conversation::command::ChatCommand;
 use crate::dingtalk::{Channel, Inbound, InboundContent, OutgoingReply};
 use crate::logging::text_for_log;
 use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
-use std::collections::HashMap;
 
 use super::conversations::Admission;
 pub use super::conversations::Conversations;
@@ -367,8 +367,9 @@ async fn answer_in_card(
 }
 
 /// Delivers `text` to `msg`'s sender and completes the message. A reply of more than one
-/// part is recorded in the journal before its first part and each part after DingTalk
-/// took it, so a crash resends at most the part in flight, never the whole reply. When DingTalk does not
+/// part is recorded in the journal before its first part, and each part after DingTalk
+/// took it, so a crash resends at most the part in flight, never the whole reply (a reply
+/// the journal has no room for is sent unrecorded). When DingTalk does not
 /// take it (within the channel's delivery limit), a background task retries it (resuming after the parts
 /// already sent), then sends `reply.undelivered_text`, and completes the message once
 /// either went out; if neither did, the message stays in the journal for the next start.
