@@ -248,6 +248,7 @@ impl DaemonPaths {
 /// Creates `root` (with any missing parents, 0700) and `leaf` below it, then checks both
 /// are folders owned by us and not writable by others (exit 2 naming the path and fix).
 fn ensure_owned_tree(root: &Path, leaf: &Path) -> Result<(), CliError> {
+    crate::fsutil::check_path_links(leaf).map_err(unsafe_dir)?;
     if let Some(parent) = root.parent() {
         if !parent.as_os_str().is_empty() && !parent.exists() {
             fs::DirBuilder::new()
@@ -304,6 +305,7 @@ pub fn validate_name(name: &str) -> Result<(), CliError> {
 
 /// Creates the parent folder of a file (normal permissions).
 pub fn ensure_parent(file: &Path) -> Result<(), CliError> {
+    crate::fsutil::check_path_links(file).map_err(unsafe_dir)?;
     if let Some(parent) = file.parent() {
         if !parent.as_os_str().is_empty() {
             fs::create_dir_all(parent).map_err(|e| io_error("create folder", parent, e))?;
@@ -321,6 +323,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
+    crate::fsutil::check_path_links(&tmp).map_err(unsafe_dir)?;
     let _ = fs::remove_file(&tmp);
     let mut f = fs::OpenOptions::new()
         .write(true)
