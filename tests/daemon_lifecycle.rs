@@ -898,3 +898,53 @@ fn restart_with_a_read_only_state_folder_leaves_the_old_daemon_running() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_ne!(r.json()["pid"].as_u64(), Some(pid));
 }
+
+/// Red-team F2: a huge `--timeout` is a usage error (exit 2 naming the flag and the
+/// range, one JSON error document with --json) before anything is stopped: the running
+/// daemon survives a `restart --timeout 18446744073709551615`. No command panics (101).
+#[test]
+fn huge_timeouts_are_usage_errors_and_restart_stops_nothing() {
+    let (home, cfg) = home_with_config();
+    let r = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let pid = r.json()["pid"].as_u64().unwrap() as u32;
+    for huge in ["18446744073709551615", "9223372036854775807", "86401"] {
+        let r = home.run(&[
+            "--json",
+            "daemon",
+            "restart",
+            "--name",
+            "bot",
+            "--config",
+            &cfg,
+            "--timeout",
+            huge,
+        ]);
+        assert_eq!(r.code, 2, "restart --timeout {huge}: {r:?}");
+        let doc = r.json();
+        assert_eq!(doc["exit_code"], 2, "{doc}");
+        assert!(
+            doc["error"].as_str().unwrap().contains("--timeout"),
+            "{doc}"
+        );
+        assert!(r.stderr.contains("86400"), "the range is named: {r:?}");
+        assert!(pid_alive(pid), "restart stopped the daemon before failing");
+    }
+    for args in [
+        &["daemon", "start", "--name", "bot", "--config", &cfg][..],
+        &["daemon", "stop", "--name", "bot"][..],
+        &["healthcheck", "--name", "bot"][..],
+        &["send", "--name", "bot", "--to", "x", "--text", "hi"][..],
+    ] {
+        let mut argv = args.to_vec();
+        argv.extend(["--timeout", "9223372036854775807"]);
+        let r = home.run(&argv);
+        assert_eq!(r.code, 2, "{argv:?}: {r:?}");
+        assert!(r.stderr.contains("--timeout"), "{argv:?}: {r:?}");
+    }
+    let st = home.run(&["--json", "daemon", "status", "--name", "bot"]);
+    assert_eq!(st.json()["pid"].as_u64().unwrap() as u32, pid);
+    assert_eq!(home.run(&["daemon", "stop", "--name", "bot"]).code, 0);
+}
