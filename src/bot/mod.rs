@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::daemon::workload::{BoxFuture, WorkError, Workload};
+use crate::dingtalk::channel::ChannelTuning;
 use crate::dingtalk::{Channel, ChannelError, Inbound};
 use crate::ipc::proto::{ErrorKind, HealthReport, SendOutcome};
 use crate::model::ModelRouter;
@@ -35,6 +36,9 @@ use crate::paths::DaemonPaths;
 use crate::status::DaemonReport;
 
 use inbox::Inbox;
+
+/// The callback replay record in the state folder (see `dingtalk::replay`).
+const CALLBACK_REPLAY_FILE: &str = "callback-replay";
 use inflight::InFlight;
 use open_cards::OpenCards;
 use order::TurnOrder;
@@ -84,9 +88,14 @@ impl Bot {
         paths: DaemonPaths,
     ) -> Result<Bot, String> {
         let (tx, rx) = mpsc::channel::<Inbound>(INBOUND_BUFFER);
+        paths.ensure_state_dir().map_err(|e| e.message)?;
         let channel = match &config.channel {
             Some(ch) => {
-                let channel = Channel::start(ch.dingtalk.clone(), tx).await?;
+                let tuning = ChannelTuning {
+                    replay_file: Some(paths.state.join(CALLBACK_REPLAY_FILE)),
+                    ..ChannelTuning::default()
+                };
+                let channel = Channel::start_with(ch.dingtalk.clone(), tx, tuning).await?;
                 channel.set_max_parts(config.reply.max_parts);
                 Some(channel)
             }
@@ -95,7 +104,6 @@ impl Bot {
                 None
             }
         };
-        paths.ensure_state_dir().map_err(|e| e.message)?;
         let inbox = match Inbox::open(&paths.state) {
             Ok(i) => Some(i),
             Err(e) => {

@@ -52,6 +52,10 @@ pub struct ChannelTuning {
     pub delivery_limit: Duration,
     /// Limits of the HTTP callback listener (mode: http).
     pub callback: ListenLimits,
+    /// Where the callback replay guard records admitted (timestamp, sign) pairs, so they
+    /// stay refused across restarts (the daemon's state folder); `None` keeps them in
+    /// memory only.
+    pub replay_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ChannelTuning {
@@ -60,6 +64,7 @@ impl Default for ChannelTuning {
             stream: StreamTuning::default(),
             delivery_limit: REPLY_DELIVERY_LIMIT,
             callback: ListenLimits::default(),
+            replay_file: None,
         }
     }
 }
@@ -165,8 +170,10 @@ impl Channel {
             DingTalkMode::Http => {
                 let secret = cfg.client_secret.expose().to_string();
                 let limits = tuning.callback;
+                let replay = super::callback::replay_guard(tuning.replay_file.as_deref())?;
                 let (addr, task) =
-                    super::callback::serve(&cfg.http_listen, secret, ingress, limits, rx).await?;
+                    super::callback::serve(&cfg.http_listen, secret, ingress, replay, limits, rx)
+                        .await?;
                 stats.set_connected(stats::LISTENING, super::now_ms());
                 tracing::info!(
                     listen = %addr,
