@@ -184,7 +184,7 @@ pub fn init(path: &Path, cfg: &LoggingConfig) -> std::io::Result<(WorkerGuard, L
     let result = match cfg.format {
         LogFormat::Text => registry
             .with(
-                fmt.fmt_fields(escape::EscapedFields::default())
+                fmt.fmt_fields(escape::EscapedFields)
                     .with_filter(filter(cfg.level)),
             )
             .try_init(),
