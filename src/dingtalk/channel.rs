@@ -19,7 +19,7 @@ use super::api::OpenApi;
 use super::card::{CardRef, CardStream};
 use super::error::ChannelError;
 use super::ingress::Ingress;
-use super::limiter::SendLimiter;
+use super::limiter::{SendLimiter, SendSlot};
 use super::message::Inbound;
 use super::outgoing::OutgoingReply;
 use super::send::{batch_send, group_send};
@@ -276,7 +276,8 @@ impl Channel {
         while let Some(part) = reply.next_part() {
             let part = part.to_string();
             let mut webhook_error = None;
-            self.send_slot(&to.conversation_id, deadline).await?;
+            // Held until this part is delivered or given up (see `SendSlot`).
+            let _slot = self.send_slot(&to.conversation_id, deadline).await?;
             if let Some(url) = use_session {
                 match post_session(&self.inner.http, url, &session_body(&part, markdown, at)).await
                 {
@@ -316,12 +317,13 @@ impl Channel {
         Ok(())
     }
 
-    /// Waits for a send slot into `conversation` (see [`SendLimiter`]) until `deadline`.
+    /// Waits for a send slot into `conversation` (see [`SendLimiter`]) until `deadline`;
+    /// hold it until the send completed.
     async fn send_slot(
         &self,
         conversation: &str,
         deadline: tokio::time::Instant,
-    ) -> Result<(), ChannelError> {
+    ) -> Result<SendSlot<'_>, ChannelError> {
         self.inner
             .sends
             .acquire(conversation, deadline)
@@ -347,7 +349,7 @@ impl Channel {
             .within_delivery_limit(|deadline| async move {
                 let mut outcome = None;
                 for chunk in split_text(text) {
-                    self.send_slot(target_key, deadline).await?;
+                    let _slot = self.send_slot(target_key, deadline).await?;
                     outcome = Some(self.send_to(resolved, &chunk, markdown).await?);
                 }
                 Ok(outcome)
@@ -400,7 +402,8 @@ impl Channel {
             .ok_or_else(|| {
                 ChannelError::Unsupported("AI cards need channel.dingtalk.card_template_id".into())
             })?;
-        self.send_slot(&to.conversation_id, self.delivery_deadline())
+        let _slot = self
+            .send_slot(&to.conversation_id, self.delivery_deadline())
             .await?;
         let card = CardStream::open(
             self.inner.api.clone(),
