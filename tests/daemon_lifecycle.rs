@@ -824,6 +824,13 @@ fn one_daemon_per_name_whatever_the_session_and_stoppable_after_logout() {
             "XDG_RUNTIME_DIR {env:?}: never found again: {last:?}"
         );
     }
+    // Red-team F8a: status shows the socket the daemon really serves now.
+    let st = as_nobody(&home, None, &status);
+    let served = st.json()["socket"].as_str().unwrap_or_default().to_string();
+    assert!(
+        served.ends_with("state/clawdbot/bot/control.sock"),
+        "{st:?}"
+    );
     let state = home.join(".local/state/clawdbot/bot");
     let record = std::fs::read_to_string(state.join("pid")).unwrap();
     assert!(
