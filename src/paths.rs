@@ -208,6 +208,18 @@ impl DaemonPaths {
         Ok(true)
     }
 
+    /// Checks the run folder and its root without creating anything, like
+    /// [`Self::check_state_dir`]: a folder there that is not ours or is writable by
+    /// others is an error naming it (exit 2); missing ones are fine.
+    pub(crate) fn check_run_dir(&self) -> Result<(), CliError> {
+        for dir in [&self.run_root, &self.run] {
+            if !crate::fsutil::check_private_dir(dir).map_err(unsafe_dir)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Where a daemon starting (or re-binding) now should listen: the run folder's socket,
     /// or, when that folder cannot be made (the session's runtime folder is gone), a
     /// socket in the state folder.

@@ -486,8 +486,8 @@ fn start_timeout_0_is_a_usage_error_and_a_start_not_ready_in_time_is_stopped() {
     assert!(r.stderr.contains("--timeout"), "{r:?}");
     assert!(processes_of(&home).is_empty());
 
-    // A log on a FIFO that nobody reads blocks the daemon when it opens its log: it can
-    // never become ready.
+    // Red-team F8c: a log on a FIFO that nobody reads is refused by the daemon at once,
+    // naming the FIFO (it used to wait for a reader until the start timed out).
     let fifo = home.path().join("slow.log");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let r = home.run(&[
@@ -500,6 +500,35 @@ fn start_timeout_0_is_a_usage_error_and_a_start_not_ready_in_time_is_stopped() {
         "--log",
         fifo.to_str().unwrap(),
         "--timeout",
+        "5",
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains(fifo.to_str().unwrap()) && r.stderr.contains("nobody reads"),
+        "{r:?}"
+    );
+    assert_eq!(processes_of(&home), Vec::<u32>::new());
+
+    // A startup stuck on its storage (the inbox journal is a FIFO nobody writes, so
+    // opening it waits) can never become ready: stopped at the timeout.
+    let state = home.state_dir("stuck");
+    std::fs::create_dir_all(&state).unwrap();
+    for dir in [state.parent().unwrap(), state.as_path()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    nix::unistd::mkfifo(
+        &state.join("inbox-done.log"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let r = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "stuck",
+        "--config",
+        &cfg,
+        "--timeout",
         "1",
     ]);
     assert_eq!(r.code, 1, "{r:?}");
@@ -509,8 +538,8 @@ fn start_timeout_0_is_a_usage_error_and_a_start_not_ready_in_time_is_stopped() {
     );
     // Stopped before the command returned: no daemon, no pid file, status "not running".
     assert_eq!(processes_of(&home), Vec::<u32>::new());
-    assert!(!home.state_dir("slow").join("pid").exists());
-    let st = home.run(&["daemon", "status", "--name", "slow"]);
+    assert!(!home.state_dir("stuck").join("pid").exists());
+    let st = home.run(&["daemon", "status", "--name", "stuck"]);
     assert_eq!(st.code, 3, "{st:?}");
 }
 
@@ -954,4 +983,37 @@ fn huge_timeouts_are_usage_errors_and_restart_stops_nothing() {
     let st = home.run(&["--json", "daemon", "status", "--name", "bot"]);
     assert_eq!(st.json()["pid"].as_u64().unwrap() as u32, pid);
     assert_eq!(home.run(&["daemon", "stop", "--name", "bot"]).code, 0);
+}
+
+/// Red-team F8b: a run folder planted by another user makes `daemon stop` (like status
+/// and start) exit 2 naming the folder, not report "was not running".
+#[test]
+fn stop_and_status_refuse_another_users_run_folder_by_name() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to chown a folder to uid 65534");
+        return;
+    }
+    let (home, cfg) = home_with_config();
+    let run = home.run_dir("bot");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::set_permissions(
+        run.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&run, Some(65534), Some(65534)).unwrap();
+    let start = home.run(&["daemon", "start", "--name", "bot", "--config", &cfg]);
+    assert_eq!(start.code, 2, "{start:?}");
+    for args in [
+        &["daemon", "stop", "--name", "bot"][..],
+        &["daemon", "status", "--name", "bot"][..],
+    ] {
+        let r = home.run(args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(run.to_str().unwrap()) && r.stderr.contains("uid 65534"),
+            "{args:?}: {r:?}"
+        );
+    }
 }

@@ -34,8 +34,8 @@ pub enum Down {
     NotRunning,
     /// We may not talk to it (socket owned by someone else).
     Denied { reason: String },
-    /// The name's state folder is not ours or is writable by others: nothing in it is
-    /// trusted (exit 2; the reason names the path and the fix).
+    /// The name's state or run folder is not ours or is writable by others: nothing in
+    /// it is trusted (exit 2; the reason names the path and the fix).
     UnsafeFolder { reason: String },
 }
 
@@ -53,8 +53,8 @@ pub fn probe(paths: &DaemonPaths) -> Probe {
 /// A connection that said hello, or why there is none. Never blocks longer than about
 /// [`PROBE_TIMEOUT`].
 pub fn connect(paths: &DaemonPaths) -> Result<Client, Down> {
-    match paths.check_state_dir() {
-        Ok(_) => {}
+    match paths.check_state_dir().and_then(|_| paths.check_run_dir()) {
+        Ok(()) => {}
         Err(e) if e.code == Code::Usage => return Err(Down::UnsafeFolder { reason: e.message }),
         Err(e) => return Err(Down::Denied { reason: e.message }),
     }

@@ -15,7 +15,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::{create_private, open_nofollow, read_nofollow};
+use crate::fsutil::{create_private, open_nofollow, open_nofollow_with};
 
 /// Rewrite when the file holds this many more lines than live pairs (and more than
 /// twice as many).
@@ -34,7 +34,7 @@ impl ReplayFile {
     /// Opens (creating) the record at `path` and returns it with the pairs it holds that
     /// expire at or after `now_ms`, as `(expiry_ms, sign)`.
     pub(crate) fn open(path: &Path, now_ms: u64) -> io::Result<(ReplayFile, Vec<(u64, String)>)> {
-        let text = match read_nofollow(path) {
+        let text = match read_regular(path) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
@@ -96,6 +96,23 @@ impl ReplayFile {
         self.lines = lines;
         Ok(())
     }
+}
+
+/// Reads the record without following a link or waiting on a FIFO; anything but a
+/// regular file is an error.
+fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    let mut file = open_nofollow_with(path, options, libc::O_NONBLOCK)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(bytes)
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
