@@ -58,6 +58,9 @@ _clawdbot() {
             clawdbot__subcmd__daemon,help)
                 cmd="clawdbot__subcmd__daemon__subcmd__help"
                 ;;
+            clawdbot__subcmd__daemon,install)
+                cmd="clawdbot__subcmd__daemon__subcmd__install"
+                ;;
             clawdbot__subcmd__daemon,logs)
                 cmd="clawdbot__subcmd__daemon__subcmd__logs"
                 ;;
@@ -76,8 +79,14 @@ _clawdbot() {
             clawdbot__subcmd__daemon,stop)
                 cmd="clawdbot__subcmd__daemon__subcmd__stop"
                 ;;
+            clawdbot__subcmd__daemon,uninstall)
+                cmd="clawdbot__subcmd__daemon__subcmd__uninstall"
+                ;;
             clawdbot__subcmd__daemon__subcmd__help,help)
                 cmd="clawdbot__subcmd__daemon__subcmd__help__subcmd__help"
+                ;;
+            clawdbot__subcmd__daemon__subcmd__help,install)
+                cmd="clawdbot__subcmd__daemon__subcmd__help__subcmd__install"
                 ;;
             clawdbot__subcmd__daemon__subcmd__help,logs)
                 cmd="clawdbot__subcmd__daemon__subcmd__help__subcmd__logs"
@@ -96,6 +105,9 @@ _clawdbot() {
                 ;;
             clawdbot__subcmd__daemon__subcmd__help,stop)
                 cmd="clawdbot__subcmd__daemon__subcmd__help__subcmd__stop"
+                ;;
+            clawdbot__subcmd__daemon__subcmd__help,uninstall)
+                cmd="clawdbot__subcmd__daemon__subcmd__help__subcmd__uninstall"
                 ;;
             clawdbot__subcmd__help,completions)
                 cmd="clawdbot__subcmd__help__subcmd__completions"
@@ -127,6 +139,9 @@ _clawdbot() {
             clawdbot__subcmd__help__subcmd__config,check)
                 cmd="clawdbot__subcmd__help__subcmd__config__subcmd__check"
                 ;;
+            clawdbot__subcmd__help__subcmd__daemon,install)
+                cmd="clawdbot__subcmd__help__subcmd__daemon__subcmd__install"
+                ;;
             clawdbot__subcmd__help__subcmd__daemon,logs)
                 cmd="clawdbot__subcmd__help__subcmd__daemon__subcmd__logs"
                 ;;
@@ -144,6 +159,9 @@ _clawdbot() {
                 ;;
             clawdbot__subcmd__help__subcmd__daemon,stop)
                 cmd="clawdbot__subcmd__help__subcmd__daemon__subcmd__stop"
+                ;;
+            clawdbot__subcmd__help__subcmd__daemon,uninstall)
+                cmd="clawdbot__subcmd__help__subcmd__daemon__subcmd__uninstall"
                 ;;
             clawdbot__subcmd__help__subcmd__sim,inject)
                 cmd="clawdbot__subcmd__help__subcmd__sim__subcmd__inject"
@@ -303,7 +321,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__daemon)
-            opts="-h -V --home --json --help --version start run stop restart status logs help"
+            opts="-h -V --home --json --help --version start run stop restart status logs install uninstall help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -321,7 +339,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__daemon__subcmd__help)
-            opts="start run stop restart status logs help"
+            opts="start run stop restart status logs install uninstall help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -335,6 +353,20 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__daemon__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clawdbot__subcmd__daemon__subcmd__help__subcmd__install)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -425,6 +457,58 @@ _clawdbot() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clawdbot__subcmd__daemon__subcmd__help__subcmd__uninstall)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clawdbot__subcmd__daemon__subcmd__install)
+            opts="-h -V --name --user --now --unit-dir --config --exec --health-url --force --home --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --unit-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -636,6 +720,32 @@ _clawdbot() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        clawdbot__subcmd__daemon__subcmd__uninstall)
+            opts="-h -V --name --user --now --unit-dir --home --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --unit-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         clawdbot__subcmd__healthcheck)
             opts="-h -V --name --config --timeout --home --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -723,8 +833,22 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__help__subcmd__daemon)
-            opts="start run stop restart status logs"
+            opts="start run stop restart status logs install uninstall"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clawdbot__subcmd__help__subcmd__daemon__subcmd__install)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -807,6 +931,20 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__help__subcmd__daemon__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clawdbot__subcmd__help__subcmd__daemon__subcmd__uninstall)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

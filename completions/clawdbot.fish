@@ -57,20 +57,22 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l skip-check
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -s V -l version -d 'Print version'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -s h -l help -d 'Print help'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -s V -l version -d 'Print version'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -f -a "start" -d 'Start a daemon in the background; returns once it answers on its socket'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -f -a "run" -d 'Run a daemon in the foreground (systemd Type=notify, containers)'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -f -a "stop" -d 'Stop a daemon: drain in-flight work, then SIGTERM, then SIGKILL'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -f -a "restart" -d 'Stop, then start again with the same settings'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -f -a "status" -d 'Show whether daemons are running, with their figures'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -f -a "logs" -d 'Print a daemon\'s log'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "start" -d 'Start a daemon in the background; returns once it answers on its socket'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "run" -d 'Run a daemon in the foreground (systemd Type=notify, containers)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "stop" -d 'Stop a daemon: drain in-flight work, then SIGTERM, then SIGKILL'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "restart" -d 'Stop, then start again with the same settings'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "status" -d 'Show whether daemons are running, with their figures'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "logs" -d 'Print a daemon\'s log; for a daemon logging to stderr, say where its log is (exit 1)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "install" -d 'Write a systemd unit that runs a daemon (and with --now enable and start it)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "uninstall" -d 'Remove a unit written by `daemon install` (with --now, stop and disable it first)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l name -d 'Daemon name (folder and socket name)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l config -d 'Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml)' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l log -d 'Log file (default: LOG_DIR/NAME.log). Rotated by size' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l log -d 'Log file, rotated by size, or `-` for stderr (`daemon run` only). Default: stderr for `daemon run` under systemd or in a container, else LOG_DIR/NAME.log (`logging.target` in the config can fix either)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l exec -d 'Supervise this command instead of running the bot (a model gateway such as llama-server)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l health-url -d 'With --exec: URL polled for the gateway\'s health' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l timeout -d 'Seconds to wait for the daemon to answer ready (1 to 86400); a daemon not ready by then is stopped' -r
@@ -80,7 +82,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -s V -l version -d 'Print version'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l name -d 'Daemon name (folder and socket name)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l config -d 'Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml)' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l log -d 'Log file (default: LOG_DIR/NAME.log). Rotated by size' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l log -d 'Log file, rotated by size, or `-` for stderr (`daemon run` only). Default: stderr for `daemon run` under systemd or in a container, else LOG_DIR/NAME.log (`logging.target` in the config can fix either)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l exec -d 'Supervise this command instead of running the bot (a model gateway such as llama-server)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l health-url -d 'With --exec: URL polled for the gateway\'s health' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l ready-fd -d 'Internal: file descriptor on which to report readiness to `daemon start`' -r
@@ -96,7 +98,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from stop" -s V -l version -d 'Print version'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l name -d 'Daemon name (folder and socket name)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l config -d 'Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml)' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l log -d 'Log file (default: LOG_DIR/NAME.log). Rotated by size' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l log -d 'Log file, rotated by size, or `-` for stderr (`daemon run` only). Default: stderr for `daemon run` under systemd or in a container, else LOG_DIR/NAME.log (`logging.target` in the config can fix either)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l exec -d 'Supervise this command instead of running the bot (a model gateway such as llama-server)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l health-url -d 'With --exec: URL polled for the gateway\'s health' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l timeout -d 'Seconds allowed for the stop and for the start (1 to 86400)' -r
@@ -116,12 +118,34 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l name -d 'Daemon name (the unit\'s instance name, %i)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l unit-dir -d 'Write the unit in this folder instead of systemd\'s (for packaging and tests)' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l config -d 'Config file for the bot (default: the unit\'s configuration folder, /etc/clawdbot/NAME.yaml)' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l exec -d 'Supervise this command instead of running the bot (a model gateway unit)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l health-url -d 'With --exec: URL polled for the gateway\'s health' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l user -d 'A user unit (`systemctl --user`, ~/.config/systemd/user) instead of a system one (/etc/systemd/system, needs root)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l now -d 'Also run systemctl: daemon-reload and enable --now (install) or disable --now (uninstall)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l force -d 'Replace a unit file that exists already'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from uninstall" -l name -d 'Daemon name (the unit\'s instance name, %i)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from uninstall" -l unit-dir -d 'Write the unit in this folder instead of systemd\'s (for packaging and tests)' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from uninstall" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from uninstall" -l user -d 'A user unit (`systemctl --user`, ~/.config/systemd/user) instead of a system one (/etc/systemd/system, needs root)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from uninstall" -l now -d 'Also run systemctl: daemon-reload and enable --now (install) or disable --now (uninstall)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from uninstall" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from uninstall" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from uninstall" -s V -l version -d 'Print version'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "start" -d 'Start a daemon in the background; returns once it answers on its socket'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "run" -d 'Run a daemon in the foreground (systemd Type=notify, containers)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop a daemon: drain in-flight work, then SIGTERM, then SIGKILL'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "restart" -d 'Stop, then start again with the same settings'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show whether daemons are running, with their figures'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "logs" -d 'Print a daemon\'s log'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "logs" -d 'Print a daemon\'s log; for a daemon logging to stderr, say where its log is (exit 1)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "install" -d 'Write a systemd unit that runs a daemon (and with --now enable and start it)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "uninstall" -d 'Remove a unit written by `daemon install` (with --now, stop and disable it first)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l name -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l to -d 'A target alias from the config, a conversation id, or user:STAFFID' -r
@@ -224,7 +248,9 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "stop" -d 'Stop a daemon: drain in-flight work, then SIGTERM, then SIGKILL'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "restart" -d 'Stop, then start again with the same settings'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "status" -d 'Show whether daemons are running, with their figures'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "logs" -d 'Print a daemon\'s log'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "logs" -d 'Print a daemon\'s log; for a daemon logging to stderr, say where its log is (exit 1)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "install" -d 'Write a systemd unit that runs a daemon (and with --now enable and start it)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "uninstall" -d 'Remove a unit written by `daemon install` (with --now, stop and disable it first)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "check" -d 'Load a config and report the first problem (exit 0 good, 2 bad)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from sim" -f -a "serve" -d 'Serve the simulator until interrupted (prints its base URL)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from sim" -f -a "inject" -d 'Send a message to the bot as a simulated user (prints the msgId)'

@@ -58,8 +58,54 @@ pub enum DaemonCommand {
     Restart(RestartArgs),
     /// Show whether daemons are running, with their figures.
     Status(StatusArgs),
-    /// Print a daemon's log.
+    /// Print a daemon's log; for a daemon logging to stderr, say where its log is (exit 1).
     Logs(LogsArgs),
+    /// Write a systemd unit that runs a daemon (and with --now enable and start it).
+    Install(InstallArgs),
+    /// Remove a unit written by `daemon install` (with --now, stop and disable it first).
+    Uninstall(UninstallArgs),
+}
+
+/// Where units go and whether systemd is asked to act.
+#[derive(Debug, Args, Clone)]
+pub struct UnitPlaceArgs {
+    /// Daemon name (the unit's instance name, %i).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// A user unit (`systemctl --user`, ~/.config/systemd/user) instead of a system one
+    /// (/etc/systemd/system, needs root).
+    #[arg(long)]
+    pub user: bool,
+    /// Also run systemctl: daemon-reload and enable --now (install) or disable --now (uninstall).
+    #[arg(long)]
+    pub now: bool,
+    /// Write the unit in this folder instead of systemd's (for packaging and tests).
+    #[arg(long, value_name = "DIR")]
+    pub unit_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub place: UnitPlaceArgs,
+    /// Config file for the bot (default: the unit's configuration folder, /etc/clawdbot/NAME.yaml).
+    #[arg(long, value_name = "FILE", conflicts_with = "exec")]
+    pub config: Option<PathBuf>,
+    /// Supervise this command instead of running the bot (a model gateway unit).
+    #[arg(long, value_name = "CMD ARGS")]
+    pub exec: Option<String>,
+    /// With --exec: URL polled for the gateway's health.
+    #[arg(long, value_name = "URL", requires = "exec")]
+    pub health_url: Option<String>,
+    /// Replace a unit file that exists already.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    #[command(flatten)]
+    pub place: UnitPlaceArgs,
 }
 
 /// What a daemon runs and where it logs.
@@ -71,8 +117,10 @@ pub struct LaunchArgs {
     /// Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Log file (default: LOG_DIR/NAME.log). Rotated by size.
-    #[arg(long, value_name = "PATH")]
+    /// Log file, rotated by size, or `-` for stderr (`daemon run` only). Default: stderr
+    /// for `daemon run` under systemd or in a container, else LOG_DIR/NAME.log
+    /// (`logging.target` in the config can fix either).
+    #[arg(long, value_name = "PATH|-")]
     pub log: Option<PathBuf>,
     /// Supervise this command instead of running the bot (a model gateway such as llama-server).
     #[arg(long, value_name = "CMD ARGS")]

@@ -1,4 +1,5 @@
-//! Completion scripts and man pages, generated from the clap definition.
+//! Completion scripts and man pages, generated from the clap definition, and the
+//! example systemd units (rendered like `daemon install` renders them).
 //!
 //! The generated files are committed under `completions/` and `man/`; the test
 //! `tests/docs_fresh.rs` fails when they differ from what the current definition renders
@@ -37,6 +38,7 @@ pub fn render_all() -> Vec<(String, Vec<u8>)> {
     let mut root = command();
     root.build();
     man_pages(&root, "clawdbot", &mut files);
+    files.extend(crate::daemon::unit::example_units());
     files
 }
 

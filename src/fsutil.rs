@@ -48,6 +48,46 @@ pub(crate) fn open_nofollow_with(
     options.open(path).map_err(|e| explain_link(path, e))
 }
 
+/// [`open_nofollow`] that also never blocks on a FIFO (`O_NONBLOCK`) and refuses anything
+/// but a regular file: an `InvalidInput` error naming the path and what it is.
+pub(crate) fn open_regular(path: &Path, mut options: OpenOptions) -> io::Result<File> {
+    options.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK);
+    let file = options.open(path).map_err(|e| explain_link(path, e))?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {}, not a regular file",
+                path.display(),
+                kind_of(&meta)
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+/// What a path holds, in words, for messages about something that is not a regular file.
+pub(crate) fn kind_of(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_symlink() {
+        "a symlink"
+    } else if t.is_dir() {
+        "a folder"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// Creates a new file (never an existing one, never through a link) with mode 0600,
 /// open for reading and writing.
 pub(crate) fn create_private(path: &Path) -> io::Result<File> {

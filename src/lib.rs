@@ -21,6 +21,7 @@ pub mod ipc;
 pub mod listen;
 pub mod logging;
 pub mod model;
+pub mod ops;
 pub mod paths;
 pub(crate) mod redact_url;
 pub mod sim;

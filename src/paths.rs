@@ -2,8 +2,18 @@
 //!
 //! One [`Layout`] decides every path. `--home DIR` (or `CLAWDBOT_HOME`) puts everything
 //! under DIR; root without a home uses the FHS folders; anyone else gets XDG folders.
-//! Per daemon name there is a private run folder (0700) holding the pid file, the control
-//! socket and the start lock, and a state folder for durable state.
+//! Per daemon name there is a private run folder (0700) holding the control socket, and a
+//! state folder holding the pid file, the start lock and durable state.
+//!
+//! Under systemd (no `--home`), the folders the unit made are used as they are:
+//! `$RUNTIME_DIRECTORY`, `$STATE_DIRECTORY` (each the folder of one instance, e.g.
+//! `RuntimeDirectory=clawdbot/%i`), `$LOGS_DIRECTORY` and `$CONFIGURATION_DIRECTORY`
+//! (see [`service_dirs`]).
+//!
+//! Root in the system layout also finds the daemons of system services that run as
+//! another user (`User=clawdbot`): their state folder `/var/lib/clawdbot/NAME` belongs to
+//! that user. Root reads it (status, logs, healthcheck, send) but never signals a pid
+//! from it, since its owner could forge the record ([`DaemonPaths::state_access`]).
 
 use std::fs;
 use std::io::{self, Write};
@@ -27,16 +37,25 @@ pub struct Layout {
     /// True when `run_dir` lies in the login session's runtime folder (`XDG_RUNTIME_DIR`),
     /// which belongs to the session: clawdbot never creates it, and it vanishes at logout.
     pub(crate) run_in_session: bool,
+    /// `run_dir` is systemd's `$RUNTIME_DIRECTORY`: the own folder of the daemon it is
+    /// named after (`RuntimeDirectory=clawdbot/%i`), a root for any other name.
+    pub(crate) run_is_instance: bool,
+    /// `state_dir` is systemd's `$STATE_DIRECTORY` (same rule as `run_is_instance`).
+    pub(crate) state_is_instance: bool,
+    /// Root's FHS layout: state folders owned by a service user are read, not trusted
+    /// for signals (see [`StateAccess::ServiceOwned`]).
+    pub(crate) reads_service_folders: bool,
 }
 
 impl Layout {
-    /// Resolves the layout from an explicit home (flag or env), else root/FHS, else XDG.
-    /// A home that exists but is not a folder is a usage error naming it (a home that does
-    /// not exist yet is created on first use).
+    /// Resolves the layout from an explicit home (flag or env), else root/FHS, else XDG,
+    /// with the folders systemd made for the service (when run by one) replacing the
+    /// matching ones. A home that exists but is not a folder is a usage error naming it
+    /// (a home that does not exist yet is created on first use).
     pub fn resolve(home: Option<&Path>) -> Result<Layout, CliError> {
         match home {
             Some(home) => check_home(home).map(|()| Layout::under(home)),
-            None => Ok(Layout::system()),
+            None => service_dirs(Layout::system(), &|var| std::env::var_os(var)),
         }
     }
 
@@ -50,6 +69,9 @@ impl Layout {
                 log_dir: "/var/log/clawdbot".into(),
                 run_dir: "/run/clawdbot".into(),
                 run_in_session: false,
+                run_is_instance: false,
+                state_is_instance: false,
+                reads_service_folders: true,
             };
         }
         match directories::ProjectDirs::from("", "", "clawdbot") {
@@ -66,6 +88,9 @@ impl Layout {
                     run_in_session: session_run.is_some(),
                     run_dir: session_run.unwrap_or_else(|| state.join("run")),
                     state_dir: state,
+                    run_is_instance: false,
+                    state_is_instance: false,
+                    reads_service_folders: false,
                 }
             }
             None => Layout::under(Path::new(".clawdbot")),
@@ -82,16 +107,19 @@ impl Layout {
             log_dir: home.join("logs"),
             run_dir: home.join("run"),
             run_in_session: false,
+            run_is_instance: false,
+            state_is_instance: false,
+            reads_service_folders: false,
         }
     }
 
     /// The paths of one named daemon. Fails on a bad name or a socket path too long.
     pub fn daemon(&self, name: &str) -> Result<DaemonPaths, CliError> {
         validate_name(name)?;
-        let run = self.run_dir.join(name);
+        let (run, run_root) = instance_folder(&self.run_dir, self.run_is_instance, name);
         let socket = run.join("control.sock");
         check_socket_len(&socket)?;
-        let state = self.state_dir.join(name);
+        let (state, state_root) = instance_folder(&self.state_dir, self.state_is_instance, name);
         Ok(DaemonPaths {
             name: name.to_string(),
             pid_file: state.join("pid"),
@@ -101,9 +129,10 @@ impl Layout {
             default_config: self.config_dir.join(format!("{name}.yaml")),
             run,
             state,
-            run_root: self.run_dir.clone(),
-            state_root: self.state_dir.clone(),
+            run_root,
+            state_root,
             run_in_session: self.run_in_session,
+            reads_service_folders: self.reads_service_folders,
         })
     }
 
@@ -111,6 +140,9 @@ impl Layout {
     /// lock or a pid file), sorted. No state folder yet means no daemons; an unreadable
     /// one is an error naming it.
     pub fn daemon_names(&self) -> Result<Vec<String>, CliError> {
+        if let Some(name) = self.instance_name() {
+            return Ok(vec![name]);
+        }
         let entries = match fs::read_dir(&self.state_dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -131,6 +163,94 @@ impl Layout {
         names.sort();
         Ok(names)
     }
+}
+
+impl Layout {
+    /// The one daemon of systemd's instance state folder, named by the folder, when it
+    /// was ever started there.
+    fn instance_name(&self) -> Option<String> {
+        if !self.state_is_instance {
+            return None;
+        }
+        let started = ["start.lock", "pid"]
+            .iter()
+            .any(|f| fs::symlink_metadata(self.state_dir.join(f)).is_ok());
+        let name = self.state_dir.file_name()?.to_str()?.to_string();
+        (started && validate_name(&name).is_ok()).then_some(name)
+    }
+}
+
+/// A daemon's folder and the root checked with it: `base` itself (checked alone: systemd
+/// made it, inside a root-owned parent) when it is systemd's folder named after this
+/// daemon, else `base/name` below `base`.
+fn instance_folder(base: &Path, is_instance: bool, name: &str) -> (PathBuf, PathBuf) {
+    if is_instance && base.file_name().is_some_and(|f| f == name) {
+        (base.to_path_buf(), base.to_path_buf())
+    } else {
+        (base.join(name), base.to_path_buf())
+    }
+}
+
+/// Replaces the folders of `base` by those systemd made for the running service:
+/// `RUNTIME_DIRECTORY` and `STATE_DIRECTORY` are the own folders of the daemon they are
+/// named after (the socket, the pid file and state go straight into them; a daemon of
+/// another name gets a folder inside them, as in a unit with `RuntimeDirectory=clawdbot`),
+/// `LOGS_DIRECTORY` and
+/// `CONFIGURATION_DIRECTORY` hold `NAME.log` and `NAME.yaml`. systemd lists several
+/// folders separated by `:` when a unit names several; the first is used. A value that
+/// is not an absolute path is a usage error naming the variable.
+pub(crate) fn service_dirs(
+    mut base: Layout,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Layout, CliError> {
+    let folder = |var: &str| -> Result<Option<PathBuf>, CliError> {
+        let Some(value) = env(var) else {
+            return Ok(None);
+        };
+        let value = value.to_string_lossy().into_owned();
+        let first = value.split(':').next().unwrap_or_default();
+        if first.is_empty() {
+            return Ok(None);
+        }
+        let path = PathBuf::from(first);
+        if !path.is_absolute() {
+            return Err(CliError::usage(format!(
+                "{var}={value:?} is not an absolute path (systemd sets it from the unit's \
+                 folder settings; unset it or give an absolute folder)"
+            )));
+        }
+        Ok(Some(path))
+    };
+    if let Some(run) = folder("RUNTIME_DIRECTORY")? {
+        base.run_dir = run;
+        base.run_is_instance = true;
+        base.run_in_session = false;
+    }
+    if let Some(state) = folder("STATE_DIRECTORY")? {
+        base.state_dir = state;
+        base.state_is_instance = true;
+        base.reads_service_folders = false;
+    }
+    if let Some(logs) = folder("LOGS_DIRECTORY")? {
+        base.log_dir = logs;
+    }
+    if let Some(config) = folder("CONFIGURATION_DIRECTORY")? {
+        base.config_dir = config;
+    }
+    Ok(base)
+}
+
+/// How far the files of a daemon's state folder may be believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StateAccess {
+    /// No state folder (no daemon was ever started).
+    Missing,
+    /// Ours and private: everything in it is trusted, pids in it may be signalled.
+    Own,
+    /// Root's system layout, a private folder of service user `owner` inside a root-owned
+    /// private root: read (its socket is only looked for where this name's daemon
+    /// listens), never trusted for signals, starts or removals.
+    ServiceOwned { owner: u32 },
 }
 
 /// A unix socket path must fit `sun_path`.
@@ -159,7 +279,7 @@ pub struct DaemonPaths {
     pub run: PathBuf,
     /// Where a daemon started now listens, when its folder can be made.
     pub socket: PathBuf,
-    /// Durable state (launch settings, inbox), the pid file and the start lock.
+    /// Durable state (launch settings, message journal), the pid file and the start lock.
     pub state: PathBuf,
     pub pid_file: PathBuf,
     pub start_lock: PathBuf,
@@ -168,6 +288,7 @@ pub struct DaemonPaths {
     run_root: PathBuf,
     state_root: PathBuf,
     run_in_session: bool,
+    reads_service_folders: bool,
 }
 
 impl DaemonPaths {
@@ -200,12 +321,49 @@ impl DaemonPaths {
     /// either is missing (no daemon was ever started), an error naming the path and the
     /// fix when one is not ours or writable by others. A pid file is read only after this.
     pub(crate) fn check_state_dir(&self) -> Result<bool, CliError> {
-        for dir in [&self.state_root, &self.state] {
-            if !crate::fsutil::check_private_dir(dir).map_err(unsafe_dir)? {
-                return Ok(false);
-            }
+        match self.state_access()? {
+            StateAccess::Missing => Ok(false),
+            StateAccess::Own => Ok(true),
+            StateAccess::ServiceOwned { owner } => Err(CliError::usage(format!(
+                "{} belongs to uid {owner}, the user of the system service running daemon \
+                 {name}: root reads its status but does not signal or start it from a record \
+                 that user could write; use `systemctl stop|restart clawdbot@{name}` (or \
+                 `sudo -u '#{owner}' clawdbot daemon ...`)",
+                self.state.display(),
+                name = self.name,
+            ))),
         }
-        Ok(true)
+    }
+
+    /// How far the state folder may be believed (see [`StateAccess`]); an error naming the
+    /// path and the fix when it is unsafe. Creates nothing.
+    pub(crate) fn state_access(&self) -> Result<StateAccess, CliError> {
+        use crate::fsutil::{check_private_dir, UnsafeDir};
+        if self.state_root != self.state
+            && !check_private_dir(&self.state_root).map_err(unsafe_dir)?
+        {
+            return Ok(StateAccess::Missing);
+        }
+        match check_private_dir(&self.state) {
+            Ok(true) => Ok(StateAccess::Own),
+            Ok(false) => Ok(StateAccess::Missing),
+            Err(UnsafeDir::NotOwned { owner, .. }) if self.may_read_service_folder(owner) => {
+                Ok(StateAccess::ServiceOwned { owner })
+            }
+            Err(e) => Err(unsafe_dir(e)),
+        }
+    }
+
+    /// Root in the system layout reads a service user's state folder when only that user
+    /// (and root) may write to it: not root's own, not group/world-writable, inside a root
+    /// folder (checked by the caller) that is root's and private.
+    fn may_read_service_folder(&self, owner: u32) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.reads_service_folders
+            && crate::fsutil::euid() == 0
+            && owner != 0
+            && self.state_root != self.state
+            && fs::symlink_metadata(&self.state).is_ok_and(|m| m.is_dir() && m.mode() & 0o022 == 0)
     }
 
     /// Checks the run folder and its root without creating anything, like
@@ -240,9 +398,20 @@ impl DaemonPaths {
     }
 
     /// The socket to connect to: the one the pid file records, else [`Self::socket`].
+    /// A record in a service user's folder ([`StateAccess::ServiceOwned`]) is only followed
+    /// to this name's own socket paths, so it cannot steer root's client elsewhere.
     pub(crate) fn control_socket(&self) -> PathBuf {
-        crate::daemon::pidfile::recorded_socket(&self.pid_file)
-            .unwrap_or_else(|| self.socket.clone())
+        let recorded = crate::daemon::pidfile::recorded_socket(&self.pid_file);
+        match recorded {
+            Some(socket)
+                if socket == self.socket
+                    || socket == self.fallback_socket()
+                    || matches!(self.state_access(), Ok(StateAccess::Own)) =>
+            {
+                socket
+            }
+            _ => self.socket.clone(),
+        }
     }
 
     /// Where `daemon start` remembers how it was launched, for `restart`.
@@ -383,5 +552,38 @@ mod tests {
         let err = Layout::under(&deep).daemon("bot").unwrap_err();
         assert!(err.message.contains("control.sock"), "{}", err.message);
         assert!(err.message.contains("107"), "{}", err.message);
+    }
+
+    #[test]
+    fn systemd_folders_are_the_instance_folders_as_they_are() {
+        let env = |var: &str| {
+            Some(std::ffi::OsString::from(match var {
+                "RUNTIME_DIRECTORY" => "/run/clawdbot/bot:/run/other",
+                "STATE_DIRECTORY" => "/var/lib/clawdbot/bot",
+                "LOGS_DIRECTORY" => "/var/log/clawdbot",
+                "CONFIGURATION_DIRECTORY" => "/etc/clawdbot",
+                _ => return None,
+            }))
+        };
+        let layout = service_dirs(Layout::under(Path::new("/h")), &env).unwrap();
+        let p = layout.daemon("bot").unwrap();
+        assert_eq!(p.socket, PathBuf::from("/run/clawdbot/bot/control.sock"));
+        assert_eq!(p.pid_file, PathBuf::from("/var/lib/clawdbot/bot/pid"));
+        assert_eq!(p.default_log, PathBuf::from("/var/log/clawdbot/bot.log"));
+        assert_eq!(p.default_config, PathBuf::from("/etc/clawdbot/bot.yaml"));
+        assert_eq!(p.state_root, p.state, "an instance folder is checked alone");
+        let other = layout.daemon("other").unwrap();
+        assert_eq!(
+            other.socket,
+            PathBuf::from("/run/clawdbot/bot/other/control.sock"),
+            "another name never shares the instance's folder"
+        );
+        assert_eq!(
+            other.pid_file,
+            PathBuf::from("/var/lib/clawdbot/bot/other/pid")
+        );
+        let relative = |var: &str| (var == "RUNTIME_DIRECTORY").then(|| "run/x".into());
+        let err = service_dirs(Layout::under(Path::new("/h")), &relative).unwrap_err();
+        assert!(err.message.contains("RUNTIME_DIRECTORY"), "{}", err.message);
     }
 }

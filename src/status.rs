@@ -30,6 +30,9 @@ pub struct DaemonReport {
     #[serde(default)]
     pub models: Vec<ModelReport>,
     pub gateway: Option<GatewayReport>,
+    /// The bot's durable message journal.
+    #[serde(default)]
+    pub journal: Option<JournalReport>,
     /// Replies DingTalk did not take at once (bot only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliveryReport>,
@@ -48,6 +51,28 @@ pub struct DeliveryReport {
     pub replies_left_pending: u64,
     /// AI cards a previous run left open, finalized (FAILED) at start.
     pub cards_closed_after_restart: u64,
+}
+
+/// The durable journal: what is waiting, what failed, and the measured crash window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JournalReport {
+    pub path: String,
+    /// Accepted messages not yet answered.
+    pub pending: usize,
+    /// Group commits (one fdatasync each) and the records they covered.
+    pub commits: u64,
+    pub records: u64,
+    /// Messages that could not be made durable (not ACKed, so DingTalk may redeliver).
+    pub failed_accepts: u64,
+    /// "Answered" records waiting to be written again after a write error.
+    pub done_retry_queue: usize,
+    pub compactions: u64,
+    pub last_error: Option<String>,
+    /// Reply accepted by DingTalk -> its "answered" record written (the one window in which
+    /// a crash answers a message twice), over the recent replies, in microseconds.
+    pub done_window_us_p50: Option<u64>,
+    pub done_window_us_p99: Option<u64>,
+    pub done_window_us_max: Option<u64>,
 }
 
 /// The DingTalk channel's state.

@@ -178,6 +178,34 @@ fn sigkilled_daemon_reads_as_dead_then_starts_again() {
     assert_eq!(home.run(&["daemon", "status", "--name", "bot"]).code, 0);
 }
 
+/// `kill -9 PID; clawdbot daemon start`: the killed daemon holds its pid lock until the
+/// kernel has torn it down. Here a process that holds the lock for another 1.5 s (util-linux
+/// `flock`) stands in for that slow teardown: `start` waits for the lock to come free and
+/// starts, instead of "holds its pid lock but does not answer" (exit 4).
+#[test]
+fn start_right_after_a_kill_waits_for_the_dying_daemon_to_let_go() {
+    let (home, cfg) = home_with_config();
+    let r = home.run(&["daemon", "start", "--name", "bot", "--config", &cfg]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(home.run(&["daemon", "stop", "--name", "bot"]).code, 0);
+    let pid_file = home.state_dir("bot").join("pid");
+    std::fs::write(&pid_file, "").unwrap();
+    let mut holder = std::process::Command::new("flock")
+        .args(["-x", pid_file.to_str().unwrap(), "sleep", "1.5"])
+        .spawn()
+        .expect("flock (util-linux)");
+    // The lock is taken before `start` looks.
+    assert!(wait_until(Duration::from_secs(5), || {
+        home.run(&["daemon", "status", "--name", "bot"]).code == 4
+    }));
+    let r = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
+    let _ = holder.wait();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(home.run(&["daemon", "status", "--name", "bot"]).code, 0);
+}
+
 #[test]
 fn socket_is_0600_in_a_0700_folder() {
     let (home, cfg) = home_with_config();
@@ -470,7 +498,7 @@ fn logs_follow_prints_new_lines() {
 }
 
 #[test]
-fn start_timeout_0_is_a_usage_error_and_a_start_not_ready_in_time_is_stopped() {
+fn start_timeout_0_is_a_usage_error_and_a_fifo_log_without_reader_is_named() {
     let (home, cfg) = home_with_config();
     let r = home.run(&[
         "daemon",
@@ -509,37 +537,9 @@ fn start_timeout_0_is_a_usage_error_and_a_start_not_ready_in_time_is_stopped() {
     );
     assert_eq!(processes_of(&home), Vec::<u32>::new());
 
-    // A startup stuck on its storage (the inbox journal is a FIFO nobody writes, so
-    // opening it waits) can never become ready: stopped at the timeout.
-    let state = home.state_dir("stuck");
-    std::fs::create_dir_all(&state).unwrap();
-    for dir in [state.parent().unwrap(), state.as_path()] {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
-    nix::unistd::mkfifo(
-        &state.join("inbox-done.log"),
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    )
-    .unwrap();
-    let r = home.run(&[
-        "daemon",
-        "start",
-        "--name",
-        "stuck",
-        "--config",
-        &cfg,
-        "--timeout",
-        "1",
-    ]);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(
-        r.stderr.contains("no readiness within 1 s") && r.stderr.contains("stopped it"),
-        "{r:?}"
-    );
-    // Stopped before the command returned: no daemon, no pid file, status "not running".
-    assert_eq!(processes_of(&home), Vec::<u32>::new());
-    assert!(!home.state_dir("stuck").join("pid").exists());
-    let st = home.run(&["daemon", "status", "--name", "stuck"]);
+    // Nothing left behind.
+    assert!(!home.state_dir("slow").join("pid").exists());
+    let st = home.run(&["daemon", "status", "--name", "slow"]);
     assert_eq!(st.code, 3, "{st:?}");
 }
 
@@ -1016,4 +1016,201 @@ fn stop_and_status_refuse_another_users_run_folder_by_name() {
             "{args:?}: {r:?}"
         );
     }
+}
+
+/// `daemon run` as systemd runs it: stderr is the journal stream named by
+/// `JOURNAL_STREAM` (here a file, whose device and inode the variable names).
+fn run_with_stderr_to(
+    home: &Home,
+    args: &[&str],
+    stderr: &Path,
+    journal_stream: bool,
+) -> std::process::Child {
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::File::create(stderr).unwrap();
+    let meta = file.metadata().unwrap();
+    let mut cmd = home.command(args);
+    cmd.env_remove("JOURNAL_STREAM").stderr(file);
+    if journal_stream {
+        cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+    }
+    cmd.spawn().unwrap()
+}
+
+/// SIGTERM, then waits (bounded) for the exit code.
+fn terminate(child: &mut std::process::Child) -> Option<i32> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let mut status = None;
+    wait_until(Duration::from_secs(15), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    status.and_then(|s| s.code())
+}
+
+#[test]
+fn under_journald_daemon_run_logs_to_stderr_and_writes_no_file() {
+    let (home, cfg) = home_with_config();
+    let stderr = home.path().join("journal-stream");
+    let mut child = run_with_stderr_to(
+        &home,
+        &["daemon", "run", "--name", "jd", "--config", &cfg],
+        &stderr,
+        true,
+    );
+    let read = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(15), || read()
+            .contains("open-file limit")),
+        "no log line on stderr: {}",
+        read()
+    );
+    let st = home.run(&["--json", "daemon", "status", "--name", "jd"]);
+    assert_eq!(st.code, 0, "{st:?}");
+    assert_eq!(st.json()["log_path"], "stderr (journald)", "{st:?}");
+    // `daemon logs` says where the lines are instead of printing nothing.
+    let logs = home.run(&["daemon", "logs", "--name", "jd"]);
+    assert_eq!(logs.code, 1, "{logs:?}");
+    assert!(
+        logs.stderr.contains("journalctl -u clawdbot@jd"),
+        "{logs:?}"
+    );
+    assert!(logs.stderr.contains("podman logs"), "{logs:?}");
+    assert_eq!(terminate(&mut child), Some(0));
+    assert!(read().contains("daemon stopped"), "{}", read());
+    assert!(read().lines().all(|l| !l.contains('\u{1b}')), "no colours");
+    assert!(
+        !home.log_path("jd").exists() && !home.path().join("-").exists(),
+        "a log file was made"
+    );
+}
+
+#[test]
+fn log_dash_means_stderr_for_run_and_is_refused_by_start() {
+    let (home, cfg) = home_with_config();
+    // JSON lines, so that every line on stderr can be checked to be one whole record.
+    let json_cfg = home.write(
+        "json.yaml",
+        &format!(
+            "{}logging:\n  format: json\n",
+            seed_config("http://127.0.0.1:9/v1")
+        ),
+    );
+    let stderr = home.path().join("stderr");
+    let mut child = run_with_stderr_to(
+        &home,
+        &[
+            "daemon",
+            "run",
+            "--name",
+            "d",
+            "--config",
+            json_cfg.to_str().unwrap(),
+            "--log",
+            "-",
+        ],
+        &stderr,
+        false,
+    );
+    let read = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(15), || read()
+            .contains("open-file limit")),
+        "no log line on stderr: {}",
+        read()
+    );
+    assert_eq!(terminate(&mut child), Some(0));
+    assert!(read().contains("daemon stopped"), "{}", read());
+    for line in read().lines() {
+        let record: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON record ({e}): {line}"));
+        assert!(record["level"].is_string(), "{line}");
+    }
+    assert!(!home.log_path("d").exists(), "a log file was made");
+    assert!(!home.path().join("-").exists(), "a file named - was made");
+    let in_cwd = std::env::current_dir().unwrap().join("-");
+    assert!(!in_cwd.exists(), "{} was made", in_cwd.display());
+
+    // A detached daemon has no stderr: exit 2, nothing started.
+    let r = home.run(&[
+        "daemon", "start", "--name", "s", "--config", &cfg, "--log", "-",
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("daemon run"), "{r:?}");
+    assert_eq!(home.run(&["daemon", "status", "--name", "s"]).code, 3);
+    // The config key asks for the same; --log FILE overrides it.
+    let to_stderr = home.write(
+        "stderr.yaml",
+        &format!(
+            "{}logging:\n  target: stderr\n",
+            seed_config("http://127.0.0.1:9/v1")
+        ),
+    );
+    let to_stderr = to_stderr.to_str().unwrap();
+    let r = home.run(&["daemon", "start", "--name", "s", "--config", to_stderr]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("logging.target: stderr"), "{r:?}");
+    let file = home.path().join("s.log");
+    let r = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "s",
+        "--config",
+        to_stderr,
+        "--log",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("open-file limit"));
+    assert_eq!(home.run(&["daemon", "stop", "--name", "s"]).code, 0);
+}
+
+#[test]
+fn logging_target_file_keeps_the_file_under_journald() {
+    let home = Home::new();
+    let cfg = home.write(
+        "bot.yaml",
+        &format!(
+            "{}logging:\n  target: file\n",
+            seed_config("http://127.0.0.1:9/v1")
+        ),
+    );
+    let stderr = home.path().join("journal-stream");
+    let mut child = run_with_stderr_to(
+        &home,
+        &[
+            "daemon",
+            "run",
+            "--name",
+            "f",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &stderr,
+        true,
+    );
+    let log = || std::fs::read_to_string(home.log_path("f")).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(15), || log()
+            .contains("open-file limit")),
+        "no log file; stderr: {}",
+        std::fs::read_to_string(&stderr).unwrap_or_default()
+    );
+    assert_eq!(terminate(&mut child), Some(0));
+    assert!(
+        !std::fs::read_to_string(&stderr)
+            .unwrap_or_default()
+            .contains("open-file limit"),
+        "log lines went to stderr too"
+    );
 }

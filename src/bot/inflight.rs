@@ -1,23 +1,41 @@
-//! Counting turns in flight so shutdown can drain them.
+//! Counting turns in flight so shutdown can drain them, and when they last made progress
+//! so readiness can tell a busy inbox from a stuck one.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-/// Invariant: the count equals the number of live [`TurnGuard`]s.
+/// Invariant: the count equals the number of live [`TurnGuard`]s; `progress_ms` is the
+/// Unix ms when a turn last finished or the first turn after an idle spell started.
 #[derive(Clone, Default)]
 pub struct InFlight {
     inner: Arc<(AtomicUsize, Notify)>,
+    progress_ms: Arc<AtomicU64>,
 }
 
 pub struct TurnGuard(InFlight);
 
 impl InFlight {
     pub fn enter(&self) -> TurnGuard {
-        self.inner.0.fetch_add(1, Ordering::SeqCst);
+        if self.inner.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.progressed();
+        }
         TurnGuard(self.clone())
+    }
+
+    fn progressed(&self) {
+        self.progress_ms
+            .store(crate::dingtalk::now_ms(), Ordering::Relaxed);
+    }
+
+    /// The turns in flight as readiness judges them.
+    pub(crate) fn readiness(&self) -> crate::ops::readiness::InboxFacts {
+        crate::ops::readiness::InboxFacts {
+            pending: self.count(),
+            last_progress_ms: self.progress_ms.load(Ordering::Relaxed),
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -41,6 +59,7 @@ impl InFlight {
 
 impl Drop for TurnGuard {
     fn drop(&mut self) {
+        self.0.progressed();
         if self.0.inner.0.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.inner.1.notify_waiters();
         }

@@ -1,17 +1,18 @@
 //! The bot workload: DingTalk channel in, local model out.
 //!
-//! Data path: channel (ACK at once, dedupe) -> durable inbox -> access policy -> memory and
-//! prompt -> model router (limits, fair queue, budget, fallback) -> reply (text/markdown or
-//! AI card) -> memory update -> inbox entry completed. A reply DingTalk does not take is
-//! retried in the background (`redelivery`); open AI cards are recorded on disk
-//! (`open_cards`) until finalized, and those a crash left open are failed at start
-//! (`cards`).
+//! Data path: channel (dedupe) -> durable journal (group commit) -> ACK -> access policy ->
+//! memory and prompt -> model router (limits, fair queue, budget, fallback) -> reply
+//! (text/markdown or AI card) -> memory update -> "answered" record in the journal. A reply
+//! DingTalk does not take is retried in the background (`redelivery`); open AI cards are
+//! recorded on disk (`open_cards`) until finalized, and those a crash left open are failed
+//! at start (`cards`).
 
 mod cards;
 mod conversations;
 mod health;
-mod inbox;
 mod inflight;
+mod intake;
+mod journal;
 mod open_cards;
 mod order;
 mod pipeline;
@@ -35,17 +36,15 @@ use crate::model::ModelRouter;
 use crate::paths::DaemonPaths;
 use crate::status::DaemonReport;
 
-use inbox::Inbox;
-
 /// The callback replay record in the state folder (see `dingtalk::replay`).
 const CALLBACK_REPLAY_FILE: &str = "callback-replay";
+
 use inflight::InFlight;
+use intake::JournalSink;
+use journal::Journal;
 use open_cards::OpenCards;
 use order::TurnOrder;
 use pipeline::Conversations;
-
-/// Messages buffered between the channel and the dispatcher.
-const INBOUND_BUFFER: usize = 1024;
 
 pub(crate) struct Shared {
     /// The live config; SIGHUP swaps it (reply texts, policy, access, memory, prompt).
@@ -54,11 +53,11 @@ pub(crate) struct Shared {
     channel: Option<Channel>,
     router: ModelRouter,
     conversations: Conversations,
-    inbox: Option<Inbox>,
+    journal: Arc<Journal>,
     inflight: InFlight,
     /// Arrival order of each conversation's turns.
     order: Arc<TurnOrder>,
-    /// False once shutdown began: new messages stay in the inbox for the next run.
+    /// False once shutdown began: new messages stay in the journal for the next run.
     accepting: AtomicBool,
     /// AI cards opened and not finalized yet (durable).
     open_cards: Option<Arc<OpenCards>>,
@@ -87,27 +86,26 @@ impl Bot {
         config_path: PathBuf,
         paths: DaemonPaths,
     ) -> Result<Bot, String> {
-        let (tx, rx) = mpsc::channel::<Inbound>(INBOUND_BUFFER);
         paths.ensure_state_dir().map_err(|e| e.message)?;
+        // Without a journal no message could be ACKed safely: a startup error, not a
+        // silent downgrade.
+        let (tx, rx) = mpsc::unbounded_channel::<Inbound>();
+        let opened = Journal::open(&paths.state, tx).map_err(|e| e.to_string())?;
+        let journal = Arc::new(opened.journal);
         let channel = match &config.channel {
             Some(ch) => {
                 let tuning = ChannelTuning {
                     replay_file: Some(paths.state.join(CALLBACK_REPLAY_FILE)),
                     ..ChannelTuning::default()
                 };
-                let channel = Channel::start_with(ch.dingtalk.clone(), tx, tuning).await?;
+                let channel =
+                    Channel::start_with(ch.dingtalk.clone(), JournalSink(journal.clone()), tuning)
+                        .await?;
                 channel.set_max_parts(config.reply.max_parts);
                 Some(channel)
             }
             None => {
                 tracing::warn!("no channel section in the config: the bot receives no messages");
-                None
-            }
-        };
-        let inbox = match Inbox::open(&paths.state) {
-            Ok(i) => Some(i),
-            Err(e) => {
-                tracing::error!(path = %paths.state.display(), error = %e, "cannot open the durable inbox; continuing without it");
                 None
             }
         };
@@ -124,7 +122,7 @@ impl Bot {
             config: RwLock::new(Arc::new(config)),
             config_path,
             channel,
-            inbox,
+            journal,
             inflight: InFlight::default(),
             order: TurnOrder::new(),
             accepting: AtomicBool::new(true),
@@ -132,7 +130,7 @@ impl Bot {
             delivery: redelivery::DeliveryStats::default(),
         });
         cards::close_left_open(&shared);
-        pipeline::replay_inbox(&shared);
+        pipeline::replay(&shared, opened.pending);
         tokio::spawn(pipeline::dispatch(shared.clone(), rx));
         Ok(Bot { shared })
     }
@@ -155,7 +153,16 @@ impl Workload for Bot {
     fn fill_report(&self, report: &mut DaemonReport) {
         report.channel = self.shared.channel.as_ref().map(Channel::report);
         report.models = self.shared.router.reports();
+        report.journal = Some(self.shared.journal.report());
         report.delivery = Some(self.shared.delivery.report());
+    }
+
+    fn readiness(&self) -> Option<crate::ops::readiness::ReadinessFacts> {
+        Some(crate::ops::readiness::ReadinessFacts {
+            channel: self.shared.channel.as_ref().map(Channel::readiness),
+            inbox: self.shared.inflight.readiness(),
+            draining: !self.shared.accepting.load(Ordering::SeqCst),
+        })
     }
 
     fn health(&self, timeout: Duration) -> BoxFuture<'_, HealthReport> {
@@ -187,7 +194,7 @@ impl Workload for Bot {
             if !self.shared.inflight.drained(drain).await {
                 tracing::warn!(
                     in_flight = self.shared.inflight.count(),
-                    "drain time over; unanswered turns stay in the inbox for the next start"
+                    "drain time over; unanswered turns stay in the journal for the next start"
                 );
             } else if in_flight > 0 {
                 tracing::info!(in_flight, "drained in-flight turns");
@@ -195,6 +202,7 @@ impl Workload for Bot {
             if let Some(ch) = &self.shared.channel {
                 ch.shutdown().await;
             }
+            self.shared.journal.flush().await;
         })
     }
 

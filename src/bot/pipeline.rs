@@ -2,8 +2,8 @@
 //!
 //! Invariants:
 //! - every accepted message gets exactly one final reply (answer, busy, fallback,
-//!   unsupported, denied or rate-limited), and its inbox entry is completed only after
-//!   that reply was handed to DingTalk;
+//!   unsupported, denied or rate-limited), and it is marked answered in the journal right
+//!   after DingTalk accepted that reply (never before);
 //! - an AI card, once opened, is always finalized (finished or failed), and recorded on
 //!   disk until it is, so a card a killed daemon left open is failed on the next start;
 //! - a reply DingTalk does not take is retried in the background (bounded, with backoff)
@@ -28,28 +28,15 @@ pub use super::conversations::Conversations;
 use super::order::Ticket;
 use super::redelivery::{redeliver, LateReply, RedeliveryPolicy};
 
-/// Receives messages from the channel and runs each turn in its own task, with a ticket
-/// taken here, in arrival order, so a conversation's turns run one after another; the
-/// model limiter bounds how many reach the model and keeps conversations fair.
-pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound>) {
+/// Receives messages once the journal made them durable and runs each turn in its own
+/// task, with a ticket taken here, in arrival order, so a conversation's turns run one
+/// after another; the model limiter bounds how many reach the model and keeps
+/// conversations fair.
+pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Inbound>) {
     while let Some(msg) = rx.recv().await {
         let arrived = Instant::now();
-        let accepted = match &shared.inbox {
-            Some(inbox) => match inbox.accept(&msg.msg_id, &msg) {
-                Ok(fresh) => fresh,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot write the inbox entry; answering without durability");
-                    true
-                }
-            },
-            None => true,
-        };
-        if !accepted {
-            tracing::info!(msg_id = %msg.msg_id, "duplicate message dropped (already pending or answered)");
-            continue;
-        }
         if !shared.accepting.load(Ordering::SeqCst) {
-            tracing::info!(msg_id = %msg.msg_id, "shutting down: message kept in the inbox for the next start");
+            tracing::info!(msg_id = %msg.msg_id, "shutting down: message kept in the journal for the next start");
             continue;
         }
         let ticket = shared.order.ticket(&msg.conversation_id);
@@ -58,14 +45,10 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound
     }
 }
 
-/// Answers what a previous run accepted but did not answer. A message whose session
+/// Answers what a previous run accepted but did not answer (`pending`, oldest first, as
+/// the journal recovered it: answered ids are never among them). A message whose session
 /// webhook expired is told sorry (through the OpenAPI) instead of answered late.
-pub(crate) fn replay_inbox(shared: &Arc<Shared>) {
-    let Some(inbox) = &shared.inbox else { return };
-    let (pending, corrupt) = inbox.pending::<Inbound>();
-    for path in corrupt {
-        tracing::error!(path = %path.display(), "unreadable inbox entry set aside");
-    }
+pub(crate) fn replay(shared: &Arc<Shared>, pending: Vec<Inbound>) {
     if pending.is_empty() {
         return;
     }
@@ -73,7 +56,7 @@ pub(crate) fn replay_inbox(shared: &Arc<Shared>) {
         count = pending.len(),
         "replaying messages accepted before the last stop"
     );
-    for (_, msg) in pending {
+    for msg in pending {
         let ticket = shared.order.ticket(&msg.conversation_id);
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -178,6 +161,7 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
             tracing::warn!(msg_id = %msg.msg_id, %reason, timed_out, ms = arrived.elapsed().as_millis() as u64, "model failed; fallback reply sent");
         }
     }
+    crate::ops::metrics::observed().turn_finished(arrived.elapsed());
 }
 
 /// The label an outcome is completed under (logs only).
@@ -336,8 +320,9 @@ async fn answer_in_card(
     let label = outcome_label(&outcome);
     match result {
         Ok(()) => {
+            // Marked answered first: the window before the mark stays as short as can be.
+            complete(shared, msg, label, Instant::now());
             super::cards::forget(shared, &card_ref).await;
-            complete(shared, msg, label);
         }
         Err(e) => {
             tracing::warn!(msg_id = %msg.msg_id, error = %e, "card not finalized; replying with text");
@@ -351,7 +336,7 @@ async fn answer_in_card(
 /// Delivers `text` to `msg`'s sender and completes the message. When DingTalk does not
 /// take it (within the channel's delivery limit), a background task retries it (resuming after the parts
 /// already sent), then sends `reply.undelivered_text`, and completes the message once
-/// either went out; if neither did, the message stays in the inbox for the next start.
+/// either went out; if neither did, the message stays in the journal for the next start.
 async fn deliver(
     shared: &Arc<Shared>,
     channel: &Channel,
@@ -362,7 +347,7 @@ async fn deliver(
 ) {
     let mut reply = channel.outgoing(text, markdown);
     let error = match channel.reply_parts(msg, &mut reply).await {
-        Ok(()) => return complete(shared, msg, label),
+        Ok(()) => return complete(shared, msg, label, Instant::now()),
         Err(e) => e,
     };
     let cfg = shared.config();
@@ -383,7 +368,7 @@ async fn deliver(
             .await
             .delivered()
         {
-            complete(&shared, &late.msg, label);
+            complete(&shared, &late.msg, label, Instant::now());
         }
     });
 }
@@ -396,11 +381,10 @@ async fn finish(shared: &Arc<Shared>, msg: &Inbound, text: &str, label: &'static
     deliver(shared, channel, msg, text, false, label).await;
 }
 
-fn complete(shared: &Shared, msg: &Inbound, label: &str) {
+/// Marks the message answered: at once in memory (never answered twice in this run), and
+/// in the journal right after (a write error is retried there and shown in status).
+fn complete(shared: &Shared, msg: &Inbound, label: &'static str, replied_at: Instant) {
+    shared.journal.done(&msg.msg_id, replied_at);
     tracing::debug!(msg_id = %msg.msg_id, outcome = label, "turn complete");
-    if let Some(inbox) = &shared.inbox {
-        if let Err(e) = inbox.complete(&msg.msg_id) {
-            tracing::error!(msg_id = %msg.msg_id, error = %e, "cannot mark the message answered in the inbox");
-        }
-    }
+    crate::ops::metrics::observed().replied(label);
 }

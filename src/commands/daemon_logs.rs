@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::cli::LogsArgs;
 use crate::daemon::Launch;
 use crate::exit::{CliError, CmdResult, Code};
+use crate::logging::{Collector, LogTarget};
 use crate::paths::{io_error, Layout};
 
 use super::daemon_start::last_lines;
@@ -19,7 +20,10 @@ use super::output::write_stdout;
 
 pub fn logs(layout: &Layout, args: &LogsArgs) -> CmdResult {
     let paths = layout.daemon(&args.name)?;
-    let path = Launch::log_path(&paths);
+    let path = match Launch::log_target(&paths) {
+        LogTarget::File(path) => path,
+        LogTarget::Stderr => return Err(CliError::failure(where_stderr_goes(&args.name))),
+    };
     if !path.exists() && !args.follow {
         return Err(CliError::failure(format!(
             "no log file at {} (has {} ever started?)",
@@ -35,6 +39,30 @@ pub fn logs(layout: &Layout, args: &LogsArgs) -> CmdResult {
         follow(&path)?;
     }
     Ok(Code::Ok)
+}
+
+/// The explanation `logs` gives (exit 1) for a daemon whose last launch logged to stderr:
+/// the lines are with whatever collected that stderr. The collector seen from here is
+/// named first.
+fn where_stderr_goes(name: &str) -> String {
+    let journal = format!(
+        "under systemd: journalctl -u clawdbot@{name} (or the unit's name) -f; for a user \
+         service: journalctl --user -u clawdbot@{name} -f"
+    );
+    let container =
+        "in a container: docker logs -f CONTAINER, podman logs -f CONTAINER or docker compose \
+         logs -f bot (from the host)";
+    let (first, second) = match crate::logging::detect_collector() {
+        Some(Collector::Container) => (container.to_string(), journal),
+        _ => (journal, container.to_string()),
+    };
+    format!(
+        "daemon {name:?} logs to stderr (`--log -`, logging.target: stderr, or `daemon run` \
+         under systemd or in a container), not to a file, so there is nothing to print here. \
+         Its log is where its stderr went:\n  {first}\n  {second}\n  run by hand: the \
+         terminal that ran `clawdbot daemon run`.\nTo log to a file instead, pass --log FILE \
+         or set logging.target: file."
+    )
 }
 
 /// Prints what is appended to `path`, reopening it when it is rotated or truncated.

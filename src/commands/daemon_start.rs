@@ -26,6 +26,7 @@ use crate::daemon::runtime::{self, ReadyPipe};
 use crate::daemon::{probe, Down, Launch, Probe};
 use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::client::Client;
+use crate::logging::RunMode;
 use crate::paths::{io_error, DaemonPaths, Layout};
 
 pub fn start(layout: &Layout, args: &StartArgs, out: &Output) -> CmdResult {
@@ -57,7 +58,12 @@ pub fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
 /// `daemon run`: the same daemon in the foreground.
 pub fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
     let paths = layout.daemon(&args.launch.name)?;
-    let launch = Launch::resolve(&paths, &args.launch, &super::invocation(layout))?;
+    let launch = Launch::resolve(
+        &paths,
+        &args.launch,
+        &super::invocation(layout),
+        RunMode::Foreground,
+    )?;
     if args.ready_fd.is_none() {
         launch.save(&paths)?;
     }
@@ -75,10 +81,12 @@ pub fn start_daemon(
 ) -> CmdResult {
     let me = super::invocation(layout);
     let paths = layout.daemon(&args.name)?;
+    // A service user's folder (root, system layout) is for systemd to start from.
+    paths.check_state_dir()?;
     let launch = preflight(&paths, args, &me)?;
     let lock = StartLock::acquire(&paths.start_lock, timeout)?;
 
-    match probe(&paths) {
+    match probe_settled(&paths, UNRESPONSIVE_GRACE.min(timeout)) {
         Probe::Running { pid, version } => {
             out.note(&format!(
                 "daemon {:?} is already running (pid {pid})",
@@ -129,24 +137,40 @@ pub fn start_daemon(
 /// launch settings and config, the state folder (ours, private, writable: it holds the
 /// pid file, the start lock and the inbox), the socket folder, and the log (its folder
 /// made, the file openable under the rules of `logging::open`).
-fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Launch, CliError> {
-    let launch = Launch::resolve(paths, args, me)?;
-    if launch.exec.is_none() {
-        if let Some(cfg) = &launch.config {
-            crate::config::load(cfg)?;
+/// How long `start` keeps probing a daemon that holds its pid lock but does not answer.
+/// A process killed a moment ago (`kill -9 PID; clawdbot daemon start`) still holds the
+/// lock until the kernel has torn it down, which takes longer on a loaded machine.
+const UNRESPONSIVE_GRACE: Duration = Duration::from_secs(3);
+
+/// [`probe`], asked again every 50 ms for up to `grace` while the answer is
+/// "holds the lock but does not answer"; any other answer is returned at once.
+fn probe_settled(paths: &DaemonPaths, grace: Duration) -> Probe {
+    let until = Instant::now() + grace;
+    loop {
+        let p = probe(paths);
+        if !matches!(p, Probe::Down(Down::Unresponsive { .. })) || Instant::now() >= until {
+            return p;
         }
+        sleep(Duration::from_millis(50));
     }
+}
+
+fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Launch, CliError> {
+    // Loads and checks the config (for its logging.target) as the daemon will.
+    let launch = Launch::resolve(paths, args, me, RunMode::Detached)?;
     paths.ensure_state_dir()?;
     crate::fsutil::probe_writable(&paths.state)
         .map_err(|e| io_error("create files in the state folder", &paths.state, e))?;
     paths.listen_socket()?;
-    crate::paths::ensure_parent(&launch.log)?;
-    crate::logging::check_log_path(&launch.log).map_err(|e| match e.kind() {
-        std::io::ErrorKind::InvalidInput => {
-            CliError::usage(format!("log {}: {e}", launch.log.display()))
-        }
-        _ => io_error("open log file", &launch.log, e),
-    })?;
+    if let Some(log) = launch.log.file() {
+        crate::paths::ensure_parent(log)?;
+        crate::logging::check_log_path(log).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidInput => {
+                CliError::usage(format!("log {}: {e}", log.display()))
+            }
+            _ => io_error("open log file", log, e),
+        })?;
+    }
     Ok(launch)
 }
 
@@ -185,13 +209,13 @@ fn started_doc(
     let ms = started.elapsed().as_millis() as u64;
     out.result(
         json!({"ok": true, "name": paths.name, "state": "running", "pid": client.daemon_pid,
-               "version": client.daemon_version, "log": launch.log.display().to_string(),
+               "version": client.daemon_version, "log": launch.log.describe(),
                "socket": paths.control_socket().display().to_string(), "ready_ms": ms}),
         &format!(
             "started {} (pid {}) in {ms} ms; log: {}",
             paths.name,
             client.daemon_pid,
-            launch.log.display()
+            launch.log.describe()
         ),
     );
     Code::Ok
@@ -226,14 +250,16 @@ fn put_down(paths: &DaemonPaths, daemon: Option<PidRecord>, outcome: &Outcome) -
 
 /// "did not start: WHAT", with the last lines of the log.
 fn start_failure(paths: &DaemonPaths, launch: &Launch, what: &str) -> CliError {
-    let tail = last_lines(&launch.log, 20);
     let mut msg = format!("daemon {:?} did not start: {what}", paths.name);
-    if !tail.is_empty() {
-        msg.push_str(&format!(
-            "\nlast lines of {}:\n{}",
-            launch.log.display(),
-            tail.join("\n")
-        ));
+    if let Some(log) = launch.log.file() {
+        let tail = last_lines(log, 20);
+        if !tail.is_empty() {
+            msg.push_str(&format!(
+                "\nlast lines of {}:\n{}",
+                log.display(),
+                tail.join("\n")
+            ));
+        }
     }
     CliError::failure(msg)
 }

@@ -200,6 +200,20 @@ fn describe(r: &DaemonReport) -> String {
             m.p95_ms.map(|v| v.to_string()).unwrap_or("-".into())
         ));
     }
+    if let Some(j) = &r.journal {
+        lines.push(format!(
+            "  journal: {} pending, {} commits, {} not stored, {} answered-marks to retry, reply->mark p99 {} us{}",
+            j.pending,
+            j.commits,
+            j.failed_accepts,
+            j.done_retry_queue,
+            j.done_window_us_p99.map(|v| v.to_string()).unwrap_or("-".into()),
+            j.last_error
+                .as_ref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        ));
+    }
     if let Some(g) = &r.gateway {
         lines.push(format!(
             "  gateway: {} (child pid {}, restarts {}, healthy {})",

@@ -63,6 +63,9 @@ pub fn stop_daemon(
     quiet: bool,
 ) -> CmdResult {
     let paths = layout.daemon(name)?;
+    // Refuses a service user's folder (root, system layout): its pid record is that
+    // user's to forge, so nothing named in it is signalled; systemctl stops the service.
+    paths.check_state_dir()?;
     let how = match probe(&paths) {
         Probe::Down(Down::NotRunning) => Stopped::WasNotRunning,
         Probe::Down(Down::Stale { .. }) => {

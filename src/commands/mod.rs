@@ -2,6 +2,7 @@
 
 mod completions;
 mod config_check;
+mod daemon_install;
 mod daemon_logs;
 mod daemon_start;
 mod daemon_status;
@@ -64,6 +65,8 @@ fn dispatch(cli: &Cli, layout: &Layout, out: &output::Output) -> CmdResult {
         Command::Daemon(DaemonCommand::Restart(a)) => daemon_start::restart(layout, a, out),
         Command::Daemon(DaemonCommand::Status(a)) => daemon_status::status(layout, a, out),
         Command::Daemon(DaemonCommand::Logs(a)) => daemon_logs::logs(layout, a),
+        Command::Daemon(DaemonCommand::Install(a)) => daemon_install::install(a, out),
+        Command::Daemon(DaemonCommand::Uninstall(a)) => daemon_install::uninstall(a, out),
         Command::Config(ConfigCommand::Check { config }) => config_check::check(config, out),
         Command::Completions(a) => completions::print(a),
         Command::Send(a) => send::send(layout, a, out),

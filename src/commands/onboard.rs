@@ -413,7 +413,7 @@ fn remember_config(paths: &DaemonPaths, path: &Path) -> Result<(), CliError> {
         None => Launch {
             name: paths.name.clone(),
             config: Some(path.to_path_buf()),
-            log: paths.default_log.clone(),
+            log: crate::logging::LogTarget::File(paths.default_log.clone()),
             exec: None,
             health_url: None,
         },

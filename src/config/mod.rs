@@ -52,9 +52,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .metadata()
         .map_err(|e| err(format!("cannot read: {e}")))?;
     if !meta.is_file() {
-        return Err(err(
-            "not a regular file (a FIFO, device or folder cannot be a config)".into(),
-        ));
+        return Err(err(format!(
+            "{}, not a regular file (only a regular file can be a config)",
+            crate::fsutil::kind_of(&meta)
+        )));
     }
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(err(format!(
@@ -137,7 +138,26 @@ pub fn permission_warnings(path: &Path) -> Vec<String> {
     warnings
 }
 
+/// A non-loopback ops address needs `ops.allow_remote: true` (the page and metrics show
+/// figures an operator may not want on the network).
+fn check_ops(ops: Option<&OpsConfig>) -> Result<(), String> {
+    let Some(ops) = ops else { return Ok(()) };
+    let addr: std::net::SocketAddr = ops
+        .listen
+        .trim()
+        .parse()
+        .map_err(|_| "ops.listen: must be an IP:PORT socket address".to_string())?;
+    if !addr.ip().is_loopback() && !ops.allow_remote {
+        return Err(format!(
+            "ops.listen: {addr} is not a loopback address; set ops.allow_remote: true to serve \
+             the ops endpoint beyond this host, or listen on 127.0.0.1"
+        ));
+    }
+    Ok(())
+}
+
 fn check_references(c: &Config) -> Result<(), String> {
+    check_ops(c.ops.as_ref())?;
     if c.models.is_empty() {
         return Err("models: at least one model is needed".into());
     }

@@ -36,6 +36,24 @@ pub struct Config {
     pub access: AccessConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// The HTTP ops endpoint (`/livez`, `/readyz`, `/metrics`, status page); off when absent.
+    #[serde(default)]
+    pub ops: Option<OpsConfig>,
+}
+
+/// The HTTP ops endpoint.
+///
+/// Invariant (checked at load): `listen` is a loopback address unless `allow_remote` is
+/// true, so figures are never served beyond this host by accident.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    /// `IP:PORT` to serve on, e.g. `127.0.0.1:9464`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: String,
+    /// Must be true for a `listen` address that is not loopback.
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -452,6 +470,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// `logging.target`: where a daemon's log goes when `--log` does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogTargetSetting {
+    /// stderr for `daemon run` under systemd (`JOURNAL_STREAM`) or in a container, else
+    /// the log file.
+    #[default]
+    Auto,
+    /// Always stderr (`daemon run` only: `daemon start` refuses it).
+    Stderr,
+    /// Always the log file.
+    File,
+}
+
 /// `logging.level`: `error`, `warn`, `info`, `debug` or `trace` (any case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -516,6 +548,9 @@ pub struct LoggingConfig {
     pub max_files: usize,
     #[serde(default = "default_log_format")]
     pub format: LogFormat,
+    /// stderr or the log file (see [`LogTargetSetting`]); `--log` overrides it.
+    #[serde(default)]
+    pub target: LogTargetSetting,
     /// How much this program logs; dependencies are capped at `warn` whatever the level
     /// (they would log raw frames, with message text, at debug and trace).
     #[serde(default = "default_log_level")]

@@ -1,7 +1,9 @@
 //! The daemon side of the control socket.
 //!
-//! Invariants: the socket is 0600 inside a 0700 folder; a peer whose uid differs from ours
-//! is dropped before reading a byte; each connection must say hello within
+//! Invariants: the socket is 0600 inside a 0700 folder; a peer whose uid is neither ours
+//! nor root's is dropped before reading a byte (root may read and signal our process
+//! anyway, so refusing it protects nothing; it lets `sudo clawdbot daemon status` see a
+//! system service running as `User=clawdbot`); each connection must say hello within
 //! [`HANDSHAKE_TIMEOUT`] and each later request must arrive within the idle timeout, so a
 //! slow or silent client holds nothing but its own task. Frames over the size cap close the
 //! connection. At most [`MAX_CONTROL_CONNECTIONS`] are served at once; at the cap a new
@@ -133,7 +135,7 @@ pub async fn serve(listener: UnixListener, state: Arc<ControlState>) {
         };
         spare.restore();
         match stream.peer_cred() {
-            Ok(cred) if cred.uid() == my_uid => {}
+            Ok(cred) if cred.uid() == my_uid || cred.uid() == 0 => {}
             Ok(cred) => {
                 tracing::warn!(
                     peer_uid = cred.uid(),

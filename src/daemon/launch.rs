@@ -9,6 +9,7 @@ use crate::cli::LaunchArgs;
 use crate::exit::CliError;
 use crate::gateway::cmdline::CommandLine;
 use crate::gateway::health::HealthProbe;
+use crate::logging::{LogTarget, RunMode};
 use crate::paths::{absolute, write_private, DaemonPaths};
 
 /// Everything needed to run a daemon, with absolute paths.
@@ -17,7 +18,8 @@ pub struct Launch {
     pub name: String,
     /// The bot's config (for `--exec` gateways: optional).
     pub config: Option<PathBuf>,
-    pub log: PathBuf,
+    /// Where the log goes (saved as the path, or `-` for stderr).
+    pub log: LogTarget,
     /// A supervised command line instead of the bot.
     pub exec: Option<String>,
     pub health_url: Option<String>,
@@ -27,9 +29,15 @@ impl Launch {
     /// Fills in what the flags leave out: the last launch's values, then the defaults.
     /// A bot needs a config file that exists. Everything that can be checked without
     /// running is checked here, before any fork: a bad `--exec` command line or
-    /// `--health-url` is a usage error naming the flag. `me` is how to run this binary
-    /// (for the hint in the error).
-    pub fn resolve(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Launch, CliError> {
+    /// `--health-url` is a usage error naming the flag, and so is a stderr log for a
+    /// detached daemon (see [`crate::logging::choose_target`]). `me` is how to run this
+    /// binary (for the hint in the error).
+    pub fn resolve(
+        paths: &DaemonPaths,
+        args: &LaunchArgs,
+        me: &str,
+        mode: RunMode,
+    ) -> Result<Launch, CliError> {
         let previous = Launch::load(paths);
         let exec = args
             .exec
@@ -46,12 +54,10 @@ impl Launch {
                     .exists()
                     .then(|| paths.default_config.clone())
             });
-        let log = args
-            .log
-            .as_deref()
-            .map(absolute)
-            .or_else(|| previous.as_ref().map(|p| p.log.clone()))
-            .unwrap_or_else(|| paths.default_log.clone());
+        let flag = args.log.as_deref().map(|a| match LogTarget::from_arg(a) {
+            LogTarget::File(path) => LogTarget::File(absolute(&path)),
+            stderr => stderr,
+        });
         let health_url = args
             .health_url
             .clone()
@@ -64,6 +70,24 @@ impl Launch {
                 default = paths.default_config.display()
             )));
         }
+        let setting = match (&config, &exec) {
+            (Some(path), None) => crate::config::load(path)?.logging.target,
+            (Some(path), Some(_)) if path.exists() => crate::config::load(path)?.logging.target,
+            _ => Default::default(),
+        };
+        let collector = match mode {
+            RunMode::Foreground => crate::logging::detect_collector(),
+            RunMode::Detached => None,
+        };
+        let log = crate::logging::choose_target(
+            flag,
+            setting,
+            mode,
+            collector,
+            previous.map(|p| p.log),
+            &paths.default_log,
+        )
+        .map_err(|e| CliError::usage(e.to_string()))?;
         let launch = Launch {
             name: paths.name.clone(),
             config,
@@ -105,10 +129,10 @@ impl Launch {
         write_private(&paths.launch_file(), &body)
     }
 
-    /// The log path to read for `logs`, even when the daemon never started.
-    pub fn log_path(paths: &DaemonPaths) -> PathBuf {
+    /// The log to read for `logs`, even when the daemon never started.
+    pub fn log_target(paths: &DaemonPaths) -> LogTarget {
         Launch::load(paths)
             .map(|l| l.log)
-            .unwrap_or_else(|| paths.default_log.clone())
+            .unwrap_or_else(|| LogTarget::File(paths.default_log.clone()))
     }
 }

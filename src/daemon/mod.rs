@@ -11,6 +11,7 @@ pub mod pidfile;
 pub mod probe;
 pub mod runtime;
 pub mod sdnotify;
+pub(crate) mod unit;
 pub mod workload;
 
 pub use launch::Launch;

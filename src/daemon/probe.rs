@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::exit::Code;
 use crate::ipc::client::{Client, ClientError};
-use crate::paths::DaemonPaths;
+use crate::paths::{DaemonPaths, StateAccess};
 
 use super::pidfile::{is_locked, lock_state, read_record, LockState};
 
@@ -53,7 +53,14 @@ pub fn probe(paths: &DaemonPaths) -> Probe {
 /// A connection that said hello, or why there is none. Never blocks longer than about
 /// [`PROBE_TIMEOUT`].
 pub fn connect(paths: &DaemonPaths) -> Result<Client, Down> {
-    match paths.check_state_dir().and_then(|_| paths.check_run_dir()) {
+    // A service user's folder is read by root too (status); what acts on it (stop,
+    // start, leftovers) asks `check_state_dir`, which refuses it. Our own run folder must
+    // be ours too (a service user's is that user's).
+    let checked = paths.state_access().and_then(|access| match access {
+        StateAccess::ServiceOwned { .. } => Ok(()),
+        StateAccess::Own | StateAccess::Missing => paths.check_run_dir(),
+    });
+    match checked {
         Ok(()) => {}
         Err(e) if e.code == Code::Usage => return Err(Down::UnsafeFolder { reason: e.message }),
         Err(e) => return Err(Down::Denied { reason: e.message }),

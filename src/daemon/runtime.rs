@@ -90,9 +90,13 @@ fn start_and_serve(
         .as_ref()
         .map(|c| c.logging.clone())
         .unwrap_or_else(LoggingConfig::default);
-    ensure_parent(&launch.log)?;
-    let (guard, last_error) = logging::init(&launch.log, &log_cfg)
-        .map_err(|e| crate::paths::io_error("open log file", &launch.log, e))?;
+    if let Some(file) = launch.log.file() {
+        ensure_parent(file)?;
+    }
+    let (guard, last_error) = logging::init(&launch.log, &log_cfg).map_err(|e| {
+        let file = launch.log.file().unwrap_or(std::path::Path::new("stderr"));
+        crate::paths::io_error("open log file", file, e)
+    })?;
     if let Err(e) = super::argv_mask::hide_secrets() {
         tracing::warn!("the command line may show secrets to `ps`: {e}");
     }
@@ -100,6 +104,10 @@ fn start_and_serve(
         Ok(key) => logging::install_hash_key(key),
         Err(e) => tracing::warn!("{e}"),
     }
+    tracing::info!(
+        log = %logging::describe_running(&launch.log),
+        "logging"
+    );
     let nofile = crate::listen::nofile::raise_soft_limit();
     tracing::info!(
         nofile,
@@ -190,6 +198,13 @@ impl Daemon<'_> {
         ready: &mut ReadyPipe,
         claim: &mut Claim,
     ) -> Result<Code, CliError> {
+        let ops_listener = match config.as_ref().and_then(|c| c.ops.as_ref()) {
+            Some(cfg) => Some(crate::ops::OpsServer::bind(cfg).await.map_err(|e| {
+                tracing::error!("startup failed: {e}");
+                CliError::failure(e)
+            })?),
+            None => None,
+        };
         let listener = claim.bind()?;
         let listener = tokio_listener(listener, claim.socket_path())?;
         let mut signals = Signals::install()?;
@@ -211,10 +226,17 @@ impl Daemon<'_> {
             shutdown: shutdown_tx.clone(),
         });
         let mut server = AbortOnDrop(tokio::spawn(control::serve(listener, state.clone())));
+        let ops = match ops_listener {
+            Some(l) => {
+                Some(crate::ops::OpsServer::start(l, state.clone()).map_err(CliError::failure)?)
+            }
+            None => None,
+        };
 
         tracing::info!(name = %self.paths.name, pid = std::process::id(), workload = workload.kind(), "daemon ready");
         ready.ready();
         sdnotify::notify("READY=1");
+        let _notifier = AbortOnDrop(tokio::spawn(sdnotify::report_loop(state.clone())));
 
         let mut heal = tokio::time::interval(HEAL_INTERVAL);
         heal.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -245,6 +267,9 @@ impl Daemon<'_> {
             _ = workload.shutdown(drain) => {}
             sig = signals.stop.next() => tracing::warn!("second {sig}: exiting without draining"),
         }
+        if let Some(ops) = ops {
+            ops.stop().await;
+        }
         drop(server);
         tracing::info!("daemon stopped");
         Ok(Code::Ok)
@@ -254,7 +279,7 @@ impl Daemon<'_> {
         DaemonInfo {
             name: self.paths.name.clone(),
             config_path: self.launch.config.as_ref().map(|p| p.display().to_string()),
-            log_path: self.launch.log.display().to_string(),
+            log_path: logging::describe_running(&self.launch.log),
             socket: std::sync::RwLock::new(socket.display().to_string()),
             started_at_ms: now_ms(),
             started: Instant::now(),

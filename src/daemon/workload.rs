@@ -29,6 +29,11 @@ pub trait Workload: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<SendOutcome, WorkError>>;
     /// Stops taking work and finishes in-flight work for up to `drain`.
     fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()>;
+    /// What `/readyz` judges; `None` for a workload without a channel (the gateway),
+    /// which is ready while it runs.
+    fn readiness(&self) -> Option<crate::ops::readiness::ReadinessFacts> {
+        None
+    }
     /// Re-reads the config (SIGHUP). An error keeps the old config and says why.
     fn reload(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async { Err("this daemon has nothing to reload".to_string()) })

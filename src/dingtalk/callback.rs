@@ -4,8 +4,9 @@
 //!
 //! Invariants: an unsigned, badly signed or stale (> 1 h) request is refused with 401 and
 //! never reaches the bot; a (timestamp, sign) pair already used is refused with 409 (see
-//! [`replay`](super::replay)); the listener runs under [`ListenLimits`] (header, idle and
-//! request timeouts, a connection cap).
+//! [`replay`](super::replay)); a message is answered 200 only once it is durable (503 when
+//! it could not be stored, so DingTalk may send it again); the listener runs under
+//! [`ListenLimits`] (header, idle and request timeouts, a connection cap).
 
 use std::sync::{Arc, Mutex};
 
@@ -114,6 +115,13 @@ async fn handle(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) ->
         Ok(v) => v,
         Err(_) => return refuse(StatusCode::BAD_REQUEST, "body is not JSON".into()),
     };
-    ctx.ingress.accept(None, &payload);
-    Json(json!({})).into_response()
+    if ctx.ingress.admit(None, &payload).await {
+        Json(json!({})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"errcode": 503, "errmsg": "message not stored; send it again"})),
+        )
+            .into_response()
+    }
 }

@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::api::OpenApi;
 use super::card::{CardRef, CardStream};
 use super::error::ChannelError;
-use super::ingress::Ingress;
+use super::ingress::{InboundSink, Ingress};
 use super::limiter::{SendLimiter, SendSlot};
 use super::message::Inbound;
 use super::outgoing::OutgoingReply;
@@ -121,11 +121,10 @@ pub fn resolve_target(cfg: &DingTalkConfig, target: &str) -> Result<Target, Chan
 }
 
 impl Channel {
-    /// Starts the channel with default timings.
-    pub async fn start(
-        cfg: DingTalkConfig,
-        inbound: mpsc::Sender<Inbound>,
-    ) -> Result<Channel, String> {
+    /// Starts the channel with default timings. Robot messages go to `inbound` (the bot's
+    /// durable journal, or an in-memory `mpsc::Sender<Inbound>`); a frame is ACKed once
+    /// `inbound` took its message.
+    pub async fn start(cfg: DingTalkConfig, inbound: impl InboundSink) -> Result<Channel, String> {
         Self::start_with(cfg, inbound, ChannelTuning::default()).await
     }
 
@@ -133,7 +132,7 @@ impl Channel {
     /// error only when the listen address cannot be bound).
     pub async fn start_with(
         cfg: DingTalkConfig,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: impl InboundSink,
         tuning: ChannelTuning,
     ) -> Result<Channel, String> {
         if cfg.client_id.trim().is_empty() || cfg.client_secret.is_empty() {
@@ -152,7 +151,7 @@ impl Channel {
             DingTalkMode::Http => "http",
         };
         let stats = Arc::new(Stats::new(mode));
-        let ingress = Arc::new(Ingress::new(stats.clone(), inbound));
+        let ingress = Arc::new(Ingress::new(stats.clone(), Box::new(inbound)));
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut callback_addr = None;
@@ -211,6 +210,16 @@ impl Channel {
 
     pub fn report(&self) -> ChannelReport {
         self.inner.stats.report()
+    }
+
+    /// The channel's state as `/readyz` judges it.
+    pub(crate) fn readiness(&self) -> crate::ops::readiness::ChannelFacts {
+        let stats = &self.inner.stats;
+        crate::ops::readiness::ChannelFacts {
+            state: stats.state(),
+            streaming: stats.mode() == "stream",
+            last_received_ms: stats.last_received_ms(),
+        }
     }
 
     /// Sets `reply.max_parts`: the most messages one [`reply`](Self::reply) becomes.

@@ -27,11 +27,28 @@ impl Dedupe {
         self.first_time_at(keys, Instant::now())
     }
 
+    /// True when any of `keys` was seen recently; records nothing.
+    pub fn seen(&mut self, keys: &[&str]) -> bool {
+        self.expire(Instant::now());
+        keys.iter()
+            .any(|k| !k.is_empty() && self.seen.contains_key(*k))
+    }
+
+    /// Remembers `keys` from now on.
+    pub fn record(&mut self, keys: &[&str]) {
+        self.record_at(keys, Instant::now());
+    }
+
     fn first_time_at(&mut self, keys: &[&str], now: Instant) -> bool {
         self.expire(now);
         let dup = keys
             .iter()
             .any(|k| !k.is_empty() && self.seen.contains_key(*k));
+        self.record_at(keys, now);
+        !dup
+    }
+
+    fn record_at(&mut self, keys: &[&str], now: Instant) {
         for k in keys.iter().filter(|k| !k.is_empty()) {
             if self.seen.insert((*k).to_string(), now).is_none() {
                 self.order.push_back(((*k).to_string(), now));
@@ -42,7 +59,6 @@ impl Dedupe {
                 self.seen.remove(&k);
             }
         }
-        !dup
     }
 
     fn expire(&mut self, now: Instant) {

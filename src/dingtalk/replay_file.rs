@@ -7,15 +7,15 @@
 //! parse (a torn last line) are skipped on load. When most lines are expired the file is
 //! rewritten with the live ones (a private temp file renamed over it).
 //!
-//! The file is opened without following links ([`crate::fsutil`]) in the private state
-//! folder, mode 0600.
+//! The file is opened without following links or waiting on a FIFO, and must be a
+//! regular file ([`crate::fsutil::open_regular`]), in the private state folder, mode 0600.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::{create_private, open_nofollow, open_nofollow_with};
+use crate::fsutil::{create_private, open_regular};
 
 /// Rewrite when the file holds this many more lines than live pairs (and more than
 /// twice as many).
@@ -103,22 +103,15 @@ impl ReplayFile {
 fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
     let mut options = OpenOptions::new();
     options.read(true);
-    let mut file = open_nofollow_with(path, options, libc::O_NONBLOCK)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
     let mut bytes = Vec::new();
-    io::Read::read_to_end(&mut file, &mut bytes)?;
+    io::Read::read_to_end(&mut open_regular(path, options)?, &mut bytes)?;
     Ok(bytes)
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.append(true).create(true).mode(0o600);
-    open_nofollow(path, options)
+    open_regular(path, options)
 }
 
 fn parse_line(line: &str) -> Option<(u64, &str)> {

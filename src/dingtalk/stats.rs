@@ -28,6 +28,9 @@ pub struct Stats {
     pub messages_out: AtomicU64,
     pub duplicates_dropped: AtomicU64,
     pub send_failures: AtomicU64,
+    /// Unix ms when the stream last received anything (a frame or a pong), or when it
+    /// connected; 0 before the first connection. Readiness reads it.
+    last_received_ms: AtomicU64,
 }
 
 impl Stats {
@@ -43,6 +46,7 @@ impl Stats {
             messages_out: AtomicU64::new(0),
             duplicates_dropped: AtomicU64::new(0),
             send_failures: AtomicU64::new(0),
+            last_received_ms: AtomicU64::new(0),
         }
     }
 
@@ -61,10 +65,25 @@ impl Stats {
     }
 
     pub fn set_connected(&self, state: &'static str, now_ms: u64) {
+        self.received(now_ms);
         self.with(|c| {
             c.state = state;
             c.connected_since_ms = Some(now_ms);
         });
+    }
+
+    /// Something arrived on the stream (or it just connected) at `now_ms`.
+    pub fn received(&self, now_ms: u64) {
+        self.last_received_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// When the stream last received anything; `None` before the first connection.
+    pub fn last_received_ms(&self) -> Option<u64> {
+        Some(self.last_received_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0)
+    }
+
+    pub fn mode(&self) -> &'static str {
+        self.mode
     }
 
     pub fn state(&self) -> &'static str {

@@ -1,15 +1,21 @@
 //! The Stream-mode client (spec §1): open a connection (fresh single-use ticket each time),
-//! read frames, ACK each one at once, hand robot messages to [`Ingress`], keep alive, and
-//! reconnect forever with capped exponential backoff + jitter until shut down.
+//! read frames, hand robot messages to [`Ingress`] and ACK them once it says they are
+//! safe (durable), ACK every other frame at once, keep alive, and reconnect forever with
+//! capped exponential backoff + jitter until shut down.
 //!
-//! Invariants: the socket reader never waits on the bot; every frame with a `messageId` is
-//! ACKed before its payload is looked at; on `disconnect` the new connection is opened
-//! before the old one is closed; a socket silent for `keepalive_idle + pong_timeout` is dropped.
+//! Invariants: the socket reader never waits on the bot nor on the disk: a robot message's
+//! ACK is written when its commit completes while later frames (pings included) are
+//! read and answered meanwhile; a robot message that could not be made durable is never
+//! ACKed; on `disconnect` the new connection is opened before the old one is closed (and
+//! the old one still gets the ACKs whose commits were under way); a socket silent for
+//! `keepalive_idle + pong_timeout` is dropped.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -65,10 +71,19 @@ pub struct StreamClient {
     pub tuning: StreamTuning,
 }
 
+/// ACKs waiting for their messages' commits: each yields the ACK to write, or None when
+/// the message must not be ACKed.
+/// ACKs waiting for their message's journal sync, each with when its frame was read.
+type PendingAcks = FuturesUnordered<BoxFuture<'static, Option<(String, Instant)>>>;
+
+/// Longest time an old connection is kept to write the ACKs still under way.
+const OLD_CONNECTION_ACK_GRACE: Duration = Duration::from_secs(2);
+
 enum End {
     Shutdown,
-    /// The server announced `disconnect`; the old socket is handed back to be closed later.
-    Disconnect(Box<Ws>),
+    /// The server announced `disconnect`; the old socket (and the ACKs still under way on
+    /// it) is handed back to be finished and closed later.
+    Disconnect(Box<Ws>, PendingAcks),
     Lost(String),
 }
 
@@ -114,7 +129,7 @@ impl StreamClient {
             tracing::info!("DingTalk stream connected");
             match self.session(ws, &mut attempt, &mut shutdown).await {
                 End::Shutdown => break,
-                End::Disconnect(old) => {
+                End::Disconnect(old, acks) => {
                     tracing::info!("DingTalk asked to reconnect; opening a new connection first");
                     match self.connect().await {
                         Ok(new) => ready = Some(new),
@@ -123,7 +138,7 @@ impl StreamClient {
                             self.stats.set_state(stats::RECONNECTING);
                         }
                     }
-                    tokio::spawn(close_quietly(*old));
+                    tokio::spawn(finish_and_close(*old, acks));
                     if ready.is_none() && !self.pause(attempt, &mut shutdown).await {
                         break;
                     }
@@ -210,8 +225,17 @@ impl StreamClient {
         let mut ping_sent: Option<Instant> = None;
         let tick = (self.tuning.keepalive_idle / 4).max(Duration::from_millis(50));
         let mut ticker = tokio::time::interval(tick);
+        let mut acks: PendingAcks = FuturesUnordered::new();
         loop {
             tokio::select! {
+                Some(ack) = acks.next(), if !acks.is_empty() => {
+                    if let Some((ack, read_at)) = ack {
+                        if let Err(e) = ws.send(Message::text(ack)).await {
+                            return End::Lost(format!("ACK write failed: {e}"));
+                        }
+                        crate::ops::metrics::observed().ack_written(read_at.elapsed());
+                    }
+                }
                 _ = shutdown.changed() => {
                     let _ = ws.close(None).await;
                     return End::Shutdown;
@@ -232,22 +256,32 @@ impl StreamClient {
                     last_rx = Instant::now();
                     ping_sent = None;
                     *attempt = 0;
+                    if matches!(msg, Some(Ok(_))) {
+                        self.stats.received(super::now_ms());
+                    }
                     match msg {
                         None => return End::Lost("server closed the stream".into()),
                         Some(Err(e)) => return End::Lost(format!("stream read failed: {e}")),
                         Some(Ok(Message::Text(t))) => {
                             let handled = handle_frame(t.as_str());
-                            if let Some(ack) = handled.ack {
-                                if let Err(e) = ws.send(Message::text(ack)).await {
-                                    return End::Lost(format!("ACK write failed: {e}"));
+                            match (handled.robot_message, handled.ack) {
+                                (Some((id, payload)), ack) => {
+                                    let safe = self.ingress.admit(id.as_deref(), &payload);
+                                    let read_at = last_rx;
+                                    acks.push(async move {
+                                        safe.await.then_some(ack).flatten().map(|a| (a, read_at))
+                                    }.boxed());
                                 }
+                                (None, Some(ack)) => {
+                                    if let Err(e) = ws.send(Message::text(ack)).await {
+                                        return End::Lost(format!("ACK write failed: {e}"));
+                                    }
+                                    crate::ops::metrics::observed().ack_written(last_rx.elapsed());
+                                }
+                                (None, None) => {}
                             }
-                            if let Some((id, payload)) = handled.robot_message {
-                                self.ingress.accept(id.as_deref(), &payload);
-                            }
-                            let disconnect = handled.disconnect;
-                            if disconnect {
-                                return End::Disconnect(Box::new(ws));
+                            if handled.disconnect {
+                                return End::Disconnect(Box::new(ws), acks);
                             }
                         }
                         Some(Ok(Message::Close(_))) => return End::Lost("server closed the stream".into()),
@@ -261,10 +295,10 @@ impl StreamClient {
 
 /// What one text frame asks of the client.
 struct Handled {
-    /// The ACK to write at once.
+    /// The ACK: written at once, or for a robot message once it is durable.
     ack: Option<String>,
     disconnect: bool,
-    /// A robot message to hand over *after* the ACK is written: (frame messageId, payload).
+    /// A robot message to hand over: (frame messageId, payload).
     robot_message: Option<(Option<String>, Value)>,
 }
 
@@ -314,7 +348,19 @@ fn handle_frame(text: &str) -> Handled {
     }
 }
 
-async fn close_quietly(mut ws: Ws) {
+/// Writes the ACKs still under way on an old connection (bounded), then closes it.
+async fn finish_and_close(mut ws: Ws, mut acks: PendingAcks) {
+    let finish = async {
+        while let Some(ack) = acks.next().await {
+            if let Some((ack, read_at)) = ack {
+                if ws.send(Message::text(ack)).await.is_err() {
+                    return;
+                }
+                crate::ops::metrics::observed().ack_written(read_at.elapsed());
+            }
+        }
+    };
+    let _ = tokio::time::timeout(OLD_CONNECTION_ACK_GRACE, finish).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
 }
 

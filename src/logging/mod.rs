@@ -18,15 +18,19 @@ mod escape;
 mod mask_urls;
 mod open;
 mod rotate;
+mod stderr;
+mod target;
 mod text_hash;
 
 pub(crate) use open::check_log_path;
+pub use target::LogTarget;
+pub(crate) use target::{choose as choose_target, detect_collector, Collector};
+pub use target::{describe_running, RunMode};
 
 pub use rotate::{request_reopen, write_errors, RotatingFile};
 pub use text_hash::text_for_log;
 pub(crate) use text_hash::{install as install_hash_key, HashKey, KEY_FILE as HASH_KEY_FILE};
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tracing::field::{Field, Visit};
@@ -167,14 +171,18 @@ fn level_filter(level: LogLevel) -> LevelFilter {
     }
 }
 
-/// Installs the global subscriber writing to `path`. Keep the guard alive for the
+/// Installs the global subscriber writing to `target`. Keep the guard alive for the
 /// daemon's life: dropping it flushes every queued record.
-pub fn init(path: &Path, cfg: &LoggingConfig) -> std::io::Result<(WorkerGuard, LastError)> {
-    let file = RotatingFile::open(path, cfg.max_bytes, cfg.max_files)?;
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+pub fn init(target: &LogTarget, cfg: &LoggingConfig) -> std::io::Result<(WorkerGuard, LastError)> {
+    let builder = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .buffered_lines_limit(64 * 1024)
-        .finish(file);
+        .buffered_lines_limit(64 * 1024);
+    let (writer, guard) = match target {
+        LogTarget::File(path) => {
+            builder.finish(RotatingFile::open(path, cfg.max_bytes, cfg.max_files)?)
+        }
+        LogTarget::Stderr => builder.finish(stderr::StderrLog),
+    };
     let last = LastError::default();
     let registry = tracing_subscriber::registry()
         .with(LastErrorLayer(last.clone()).with_filter(last_error_filter()));

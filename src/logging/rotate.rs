@@ -30,7 +30,7 @@ pub fn write_errors() -> (u64, Option<String>) {
     (WRITE_ERRORS.load(Ordering::SeqCst), last)
 }
 
-fn record_error(what: &str, path: &Path, e: &io::Error) {
+pub(super) fn record_error(what: &str, path: &Path, e: &io::Error) {
     WRITE_ERRORS.fetch_add(1, Ordering::SeqCst);
     if let Ok(mut g) = LAST_WRITE_ERROR.lock() {
         *g = Some(format!("cannot {what} log {}: {e}", path.display()));

@@ -167,6 +167,7 @@ impl ModelRouter {
             };
             let result = entry
                 .call(
+                    &current,
                     &messages,
                     call_deadline,
                     self.inner.max_answer_chars,
@@ -237,9 +238,13 @@ impl ModelRouter {
         lane: &str,
         deadline: Instant,
     ) -> Option<super::limiter::Permit> {
-        let wait_until = deadline.min(Instant::now() + self.inner.max_wait);
+        let waiting_since = Instant::now();
+        let wait_until = deadline.min(waiting_since + self.inner.max_wait);
         match entry.limiter.acquire(lane, wait_until).await {
-            Ok(p) => Some(p),
+            Ok(p) => {
+                crate::ops::metrics::observed().queue_waited(waiting_since.elapsed());
+                Some(p)
+            }
             Err(why) => {
                 entry.stats.busy();
                 tracing::info!(?why, "model busy");
@@ -287,6 +292,7 @@ impl Entry {
     /// One call with stats; errors are recorded as classes, never text.
     async fn call(
         &self,
+        model: &str,
         messages: &[ChatMessage],
         deadline: Instant,
         max_answer_chars: usize,
@@ -301,8 +307,15 @@ impl Entry {
         };
         self.stats.prompt_sent(prompt_chars(messages));
         let sent = Instant::now();
+        let mut first_token = Some(sent);
+        let mut progress = |full: &str| {
+            if let Some(t) = first_token.take() {
+                crate::ops::metrics::observed().first_token(model, t.elapsed());
+            }
+            on_progress(full)
+        };
         match client
-            .complete(messages, deadline, max_answer_chars, on_progress)
+            .complete(messages, deadline, max_answer_chars, &mut progress)
             .await
         {
             Ok(c) => {

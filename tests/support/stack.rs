@@ -86,7 +86,12 @@ channel:
 
     /// Starts the bot daemon and waits until its stream connection is live.
     pub fn start_bot(&self, config: &Path) {
-        let r = self.home.run(&[
+        self.start_bot_env(config, &[]);
+    }
+
+    /// [`Stack::start_bot`] with extra environment variables for the daemon.
+    pub fn start_bot_env(&self, config: &Path, env: &[(&str, &str)]) {
+        let mut cmd = self.home.command(&[
             "daemon",
             "start",
             "--name",
@@ -94,6 +99,8 @@ channel:
             "--config",
             config.to_str().unwrap(),
         ]);
+        cmd.envs(env.iter().copied());
+        let r = super::Run::from(cmd.output().expect("run clawdbot"));
         assert_eq!(r.code, 0, "{r:?}");
         self.wait_connected();
     }

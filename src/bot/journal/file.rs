@@ -1,0 +1,57 @@
+//! File operations the journal needs, each safe against what may sit in the state folder:
+//! symlinks are never followed, a FIFO or device never blocks an open and is refused
+//! (both through [`crate::fsutil::open_regular`]), and renames are made durable by syncing
+//! the folder.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+pub(crate) use crate::fsutil::kind_of;
+use crate::fsutil::open_regular;
+
+/// Reads a regular file.
+pub(crate) fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = OpenOptions::new();
+    options.read(true);
+    let mut f = open_regular(path, options)?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Opens (creating, mode 0600) a regular file to read and write at offsets.
+pub(crate) fn open_rw(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).mode(0o600);
+    open_regular(path, options)
+}
+
+/// Writes zeros over `[from, to)` (extending the file when `to` is past its end), so
+/// those blocks are really allocated and later overwrites change no metadata.
+pub(crate) fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 64 * 1024;
+    let zeros = vec![0u8; BLOCK];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(BLOCK as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Creates (replacing) a regular file to write, mode 0600.
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true).mode(0o600);
+    open_regular(path, options)
+}
+
+/// Makes the folder's entries (creations, renames, removals) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

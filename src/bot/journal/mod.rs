@@ -1,0 +1,320 @@
+//! The durable message journal: a message is on disk before its frame is ACKed (or its
+//! HTTP callback answered), and its "answered" mark is recorded right after its reply.
+//!
+//! Design: one append-only file `STATE/journal/journal.log` of checksummed records
+//! ([`record`]: `Accepted{id, msg}`, `Done{id}`), written by two dedicated threads doing
+//! group commit ([`writer`]): records are appended as they come, and every accept written
+//! while a sync runs is covered by the next `fdatasync`, so durability costs one sync per
+//! batch, off the async workers, and there is no file create, rename or unlink per
+//! message. Chosen over a file per message
+//! (the v0.1 inbox: a create, a sync, a rename and a folder sync each) and over an
+//! embedded store (a dependency with its own threads and formats for two record kinds).
+//!
+//! Invariants:
+//! - [`Journal::admit`] resolves `New` only after the message's record is synced; the
+//!   message then goes to the bot, in arrival order. It resolves `Duplicate` when the id is
+//!   pending or answered (pending + the last [`index::DONE_KEEP`] answered ids, rebuilt from
+//!   the file at start), and an error when the record could not be made durable;
+//! - at open, a torn tail is cut off, `*.tmp` leftovers are removed, the v0.1 inbox is
+//!   migrated ([`legacy`]) and removed, and the pending messages are returned for replay:
+//!   exactly the accepted ones without a Done record;
+//! - the file is compacted (rewritten with only live records, synced, renamed, folder
+//!   synced) when mostly dead.
+//!
+//! The one window left: a crash after DingTalk accepted a reply and before its Done record
+//! was written answers that message again after restart. Its length is measured and shown
+//! by `daemon status` (`journal.done_window_us_*`).
+
+mod file;
+mod index;
+mod legacy;
+mod record;
+mod stats;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::dingtalk::Inbound;
+use crate::status::JournalReport;
+use index::Index;
+use record::{encode, scan, Record};
+use stats::JournalStats;
+use writer::{Request, WriterInit};
+
+/// Test-only: milliseconds slept before every journal sync (read once at open), to
+/// reproduce a slow disk.
+pub(crate) const FSYNC_DELAY_ENV: &str = "CLAWDBOT_TEST_JOURNAL_FSYNC_DELAY_MS";
+
+/// How an accepted message ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Durable now, and handed to the bot.
+    New,
+    /// Already pending or answered: nothing to do.
+    Duplicate,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum JournalError {
+    #[error("cannot write the message journal {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("cannot open the message journal {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("the message journal's writer has stopped")]
+    Stopped,
+}
+
+impl JournalError {
+    fn write(path: &Path, e: std::io::Error) -> JournalError {
+        JournalError::Write {
+            path: path.to_path_buf(),
+            source: Arc::new(e),
+        }
+    }
+
+    fn open(path: &Path, e: std::io::Error) -> JournalError {
+        JournalError::Open {
+            path: path.to_path_buf(),
+            source: Arc::new(e),
+        }
+    }
+}
+
+/// The handle the bot holds; cheap to share.
+pub(crate) struct Journal {
+    tx: std::sync::mpsc::Sender<Request>,
+    stats: Arc<JournalStats>,
+}
+
+/// The journal as opened: the handle and what a previous run left unanswered.
+pub(crate) struct Opened {
+    pub(crate) journal: Journal,
+    pub(crate) pending: Vec<Inbound>,
+}
+
+impl Journal {
+    /// Opens (creating) the journal under `state/journal`, recovers it, migrates the v0.1
+    /// inbox, and starts the writer thread. Messages made durable later go to `dispatch`.
+    pub(crate) fn open(
+        state: &Path,
+        dispatch: mpsc::UnboundedSender<Inbound>,
+    ) -> Result<Opened, JournalError> {
+        let sync_delay = std::env::var(FSYNC_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or_default();
+        if !sync_delay.is_zero() {
+            tracing::warn!(
+                ms = sync_delay.as_millis() as u64,
+                "{FSYNC_DELAY_ENV} is set: every journal sync is delayed (test hook)"
+            );
+        }
+        Self::open_with(state, dispatch, sync_delay)
+    }
+
+    /// [`Journal::open`] with an explicit extra delay before each sync.
+    fn open_with(
+        state: &Path,
+        dispatch: mpsc::UnboundedSender<Inbound>,
+        sync_delay: Duration,
+    ) -> Result<Opened, JournalError> {
+        let dir = state.join("journal");
+        prepare_dir(&dir)?;
+        let path = dir.join("journal.log");
+        let mut file = file::open_rw(&path).map_err(|e| JournalError::open(&path, e))?;
+        let bytes = {
+            use std::io::Read;
+            let mut b = Vec::new();
+            file.read_to_end(&mut b)
+                .map_err(|e| JournalError::open(&path, e))?;
+            b
+        };
+        let (records, valid) = scan(&bytes);
+        // After the records comes preallocated space (zeros); anything else is a torn tail.
+        if bytes[valid..].iter().any(|b| *b != 0) {
+            tracing::warn!(
+                path = %path.display(), offset = valid, bytes = bytes.len() - valid,
+                "journal ends in a torn or corrupt record (a write cut by a crash, never ACKed); cutting it off"
+            );
+            file::zero_fill(&file, valid as u64, bytes.len() as u64)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| JournalError::open(&path, e))?;
+        }
+        let mut index = Index::default();
+        let mut messages: Vec<Inbound> = Vec::new();
+        for s in records {
+            match s.record {
+                Record::Accepted { id, msg } => {
+                    if !index.knows(&id) {
+                        index.add_pending(id, bytes[s.offset..s.offset + s.len].to_vec());
+                        messages.push(*msg);
+                    }
+                }
+                Record::Done { id } => index.mark_done(&id),
+            }
+        }
+        let mut len = valid as u64;
+        let old = legacy::read(state);
+        if !old.is_empty() {
+            len += migrate(&mut file, len, &path, &mut index, &mut messages, &old)?;
+            legacy::remove(state, &old);
+            tracing::info!(
+                messages = old.pending.len(),
+                answered = old.done.len(),
+                "old inbox migrated into the journal"
+            );
+        }
+        let pending: Vec<Inbound> = messages
+            .into_iter()
+            .filter(|m| index.is_pending(&m.msg_id))
+            .collect();
+        let stats = Arc::new(JournalStats::new(path.clone()));
+        stats
+            .pending
+            .store(index.pending_count(), std::sync::atomic::Ordering::Relaxed);
+        let tx = writer::start(WriterInit {
+            dir,
+            path: path.clone(),
+            file,
+            len,
+            index,
+            stats: stats.clone(),
+            dispatch,
+            sync_delay,
+        })
+        .map_err(|e| JournalError::open(&path, e))?;
+        Ok(Opened {
+            journal: Journal { tx, stats },
+            pending,
+        })
+    }
+
+    /// Queues `msg`; the answer comes once it is durable (or known, or failed).
+    pub(crate) fn admit(
+        &self,
+        msg: Inbound,
+    ) -> impl std::future::Future<Output = Result<Admission, JournalError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(Request::Accept {
+            msg: Box::new(msg),
+            reply,
+        });
+        async move {
+            sent.map_err(|_| JournalError::Stopped)?;
+            rx.await.map_err(|_| JournalError::Stopped)?
+        }
+    }
+
+    /// Records that `id` was answered; `replied_at` is when DingTalk accepted the reply.
+    /// Never blocks: the id is done in memory at once, the record is written right after.
+    pub(crate) fn done(&self, id: &str, replied_at: Instant) {
+        let _ = self.tx.send(Request::Done {
+            id: id.to_string(),
+            replied_at,
+        });
+    }
+
+    /// Waits until everything queued so far is synced (at shutdown).
+    pub(crate) async fn flush(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Request::Flush(reply)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub(crate) fn report(&self) -> JournalReport {
+        self.stats.report()
+    }
+}
+
+/// Creates the journal folder (0700) if needed, refuses anything but a real folder, and
+/// removes `*.tmp` leftovers of an interrupted compaction.
+fn prepare_dir(dir: &Path) -> Result<(), JournalError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(m) => {
+            return Err(JournalError::open(
+                dir,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{} is {}, not a folder", dir.display(), file::kind_of(&m)),
+                ),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| JournalError::open(dir, e))?;
+        }
+        Err(e) => return Err(JournalError::open(dir, e)),
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| JournalError::open(dir, e))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|x| x == "tmp") {
+            tracing::info!(path = %path.display(), "removing an unfinished journal compaction");
+            if let Err(e) = std::fs::remove_file(&path) {
+                return Err(JournalError::open(&path, e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends the old inbox's answered ids and messages to the journal and syncs it.
+/// Returns the bytes added.
+fn migrate(
+    file: &mut std::fs::File,
+    at: u64,
+    path: &Path,
+    index: &mut Index,
+    messages: &mut Vec<Inbound>,
+    old: &legacy::Legacy,
+) -> Result<u64, JournalError> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = Vec::new();
+    for id in &old.done {
+        if !index.knows(id) {
+            index.mark_done(id);
+            encode(&Record::Done { id: id.clone() }, &mut buf);
+        }
+    }
+    for msg in &old.pending {
+        if index.knows(&msg.msg_id) {
+            continue;
+        }
+        let mut one = Vec::new();
+        encode(
+            &Record::Accepted {
+                id: msg.msg_id.clone(),
+                msg: Box::new(msg.clone()),
+            },
+            &mut one,
+        );
+        buf.extend_from_slice(&one);
+        index.add_pending(msg.msg_id.clone(), one);
+        messages.push(msg.clone());
+    }
+    file.write_all_at(&buf, at)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| JournalError::open(path, e))?;
+    Ok(buf.len() as u64)
+}

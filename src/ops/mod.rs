@@ -1,0 +1,121 @@
+//! The HTTP ops endpoint (`ops.listen`, off unless configured): `/livez`, `/readyz`,
+//! `/metrics` (Prometheus text exposition), `/status.json` and a status page at `/`.
+//!
+//! Served by [`crate::listen::http::serve_http`] under the same header/idle timeouts and
+//! connection cap as every other listener. Invariants: every answer holds figures and
+//! states only (never message text, prompts, secrets or error texts); it reads the
+//! daemon's live report and never blocks the bot's loops.
+
+pub(crate) mod history;
+pub(crate) mod metrics;
+pub mod readiness;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::OpsConfig;
+use crate::daemon::control::ControlState;
+use crate::listen::ListenLimits;
+use crate::status::DaemonReport;
+
+/// The figures one answer is built from.
+pub(crate) struct Snapshot {
+    pub(crate) report: DaemonReport,
+    /// Why the daemon is not ready; empty when it is.
+    pub(crate) not_ready: Vec<String>,
+    /// Messages accepted and not answered (bots only).
+    pub(crate) inbox_pending: Option<u64>,
+}
+
+/// Reads a [`Snapshot`] of the running daemon.
+pub(crate) fn snapshot(control: &ControlState) -> Snapshot {
+    let report = control.report();
+    let draining = control.shutdown.borrow().is_some();
+    let facts = control.workload.readiness();
+    let now = crate::dingtalk::now_ms();
+    let (mut not_ready, inbox_pending) = match &facts {
+        Some(f) => (
+            readiness::not_ready_reasons(f, now),
+            Some(f.inbox.pending as u64),
+        ),
+        None => (Vec::new(), None),
+    };
+    let already_draining = facts.as_ref().is_some_and(|f| f.draining);
+    if draining && !already_draining {
+        not_ready.push("draining (shutting down)".to_string());
+    }
+    Snapshot {
+        report,
+        not_ready,
+        inbox_pending,
+    }
+}
+
+/// A running ops server; stopped when [`stop`](Self::stop)ped or dropped.
+pub struct OpsServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    sampler: JoinHandle<()>,
+}
+
+impl OpsServer {
+    /// Binds `cfg.listen` (before the workload starts, so a taken port fails the start
+    /// cleanly). The error names the key and the address.
+    pub async fn bind(cfg: &OpsConfig) -> Result<TcpListener, String> {
+        let listen = cfg.listen.trim();
+        TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("ops.listen {listen}: cannot listen: {e}"))
+    }
+
+    /// Serves on `listener` (from [`bind`](Self::bind)) until stopped.
+    pub fn start(listener: TcpListener, control: Arc<ControlState>) -> Result<OpsServer, String> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("ops.listen: {e}"))?;
+        let state = Arc::new(routes::OpsState::new(control));
+        let sampler = tokio::spawn(routes::sample_forever(state.clone()));
+        let (stop, mut stopped) = watch::channel(false);
+        let server = tokio::spawn(crate::listen::http::serve_http(
+            "ops",
+            listener,
+            routes::router(state),
+            ListenLimits::http_default(),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+        tracing::info!(%addr, "ops endpoint listening (/livez /readyz /metrics /)");
+        Ok(OpsServer {
+            addr,
+            stop,
+            server,
+            sampler,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and lets open requests finish (bounded by the request timeout).
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        self.sampler.abort();
+        let _ = (&mut self.server).await;
+    }
+}
+
+impl Drop for OpsServer {
+    fn drop(&mut self) {
+        self.sampler.abort();
+        self.server.abort();
+    }
+}

@@ -1,0 +1,416 @@
+//! The HTTP ops endpoint (`ops.listen`): `/livez`, `/readyz`, `/metrics`, `/status.json`
+//! and the status page, against the real daemon, the real simulator and an in-test fake
+//! model, all on 127.0.0.1.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clawdbot::model::demo::{FakeBehavior, FakeConfig};
+use serde_json::Value;
+use support::stack::Stack;
+use support::{free_port, Home};
+
+/// A bot whose ops endpoint listens on a free loopback port; returns its base URL.
+fn bot_with_ops(stack: &Stack) -> String {
+    bot_with_ops_and(stack, 2, 5000)
+}
+
+/// [`bot_with_ops`] with `limit` model slots and a `timeout_ms` model budget.
+fn bot_with_ops_and(stack: &Stack, limit: usize, timeout_ms: u64) -> String {
+    let port = free_port();
+    let cfg = stack.config(
+        limit,
+        timeout_ms,
+        &format!("ops:\n  listen: \"127.0.0.1:{port}\"\n"),
+    );
+    stack.start_bot(&cfg);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// GET `url`: status code and body.
+fn get(stack: &Stack, url: &str) -> (u16, String) {
+    let (code, _, body) = get_accepting(stack, url, "*/*");
+    (code, body)
+}
+
+/// GET `url` with an `Accept` header: status code, content type and body.
+fn get_accepting(stack: &Stack, url: &str, accept: &str) -> (u16, String, String) {
+    stack.rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .get(url)
+            .header("accept", accept)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let code = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (code, content_type, resp.text().await.unwrap())
+    })
+}
+
+/// Polls `/readyz` until it answers `want` (bounded); returns the last body.
+fn wait_readyz(stack: &Stack, base: &str, want: u16, within: Duration) -> Value {
+    let mut last = (0, String::new());
+    let ok = support::wait_until(within, || {
+        last = get(stack, &format!("{base}/readyz"));
+        last.0 == want
+    });
+    assert!(ok, "/readyz never answered {want}; last: {last:?}");
+    serde_json::from_str(&last.1).expect("readyz answers JSON")
+}
+
+/// The value of the sample `name` (with its labels, exactly as exposed) in a scrape.
+fn sample(scrape: &str, name: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+#[test]
+fn readyz_follows_the_stream_connection_through_a_dingtalk_outage() {
+    let mut stack = Stack::new(FakeConfig::default(), &[]);
+    let base = bot_with_ops(&stack);
+    assert_eq!(get(&stack, &format!("{base}/livez")).0, 200);
+    let ready = wait_readyz(&stack, &base, 200, Duration::from_secs(10));
+    assert_eq!(ready["status"], "ready");
+
+    // DingTalk goes away: not ready, saying why, while still alive.
+    stack.kill_sim();
+    let down = wait_readyz(&stack, &base, 503, Duration::from_secs(10));
+    let reasons = down["reasons"].to_string();
+    assert!(reasons.contains("channel"), "{down}");
+    assert_eq!(get(&stack, &format!("{base}/livez")).0, 200);
+    let scrape = get(&stack, &format!("{base}/metrics")).1;
+    assert_eq!(sample(&scrape, "clawdbot_ready"), Some(0.0), "{scrape}");
+    assert_eq!(
+        sample(&scrape, "clawdbot_channel_connected"),
+        Some(0.0),
+        "{scrape}"
+    );
+
+    // Back again: ready again, with the reconnect counted.
+    stack.restart_sim();
+    wait_readyz(&stack, &base, 200, Duration::from_secs(30));
+    let scrape = get(&stack, &format!("{base}/metrics")).1;
+    assert!(
+        sample(&scrape, "clawdbot_channel_reconnects_total").is_some_and(|n| n >= 1.0),
+        "{scrape}"
+    );
+}
+
+#[test]
+fn metrics_and_status_count_turns_by_outcome_without_text() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let base = bot_with_ops(&stack);
+    wait_readyz(&stack, &base, 200, Duration::from_secs(10));
+    let secret_text = "ops-endpoint-secret-question";
+    stack.inject_group("cidOpsMetrics==", secret_text);
+    stack.wait_outbox(1, Duration::from_secs(15));
+
+    let (code, scrape) = get(&stack, &format!("{base}/metrics"));
+    assert_eq!(code, 200);
+    for (name, want) in [
+        ("clawdbot_messages_received_total", 1.0),
+        ("clawdbot_replies_total{outcome=\"answer\"}", 1.0),
+        ("clawdbot_turn_duration_seconds_count", 1.0),
+        ("clawdbot_queue_wait_seconds_count", 1.0),
+        (
+            "clawdbot_model_time_to_first_token_seconds_count{model=\"local_chat\"}",
+            1.0,
+        ),
+        (
+            "clawdbot_model_requests_total{model=\"local_chat\",outcome=\"ok\"}",
+            1.0,
+        ),
+        (
+            "clawdbot_model_requests_total{model=\"local_chat\",outcome=\"timeout\"}",
+            0.0,
+        ),
+        ("clawdbot_model_in_flight{model=\"local_chat\"}", 0.0),
+        ("clawdbot_model_queue_depth{model=\"local_chat\"}", 0.0),
+        ("clawdbot_model_slots{model=\"local_chat\"}", 2.0),
+        ("clawdbot_inbox_pending", 0.0),
+        ("clawdbot_log_write_errors_total", 0.0),
+        ("clawdbot_ready", 1.0),
+    ] {
+        assert_eq!(sample(&scrape, name), Some(want), "{name} in\n{scrape}");
+    }
+    assert!(
+        sample(&scrape, "clawdbot_ack_duration_seconds_count").is_some_and(|n| n >= 1.0),
+        "{scrape}"
+    );
+    let build = format!(
+        "clawdbot_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&scrape, &build), Some(1.0), "{scrape}");
+    assert!(!scrape.contains(secret_text));
+    assert!(!scrape.contains("cidOpsMetrics"), "no conversation ids");
+    assert!(
+        scrape.contains("# TYPE clawdbot_replies_total counter\n"),
+        "{scrape}"
+    );
+
+    // Prometheus asks for OpenMetrics and gets it (same samples, OpenMetrics metadata).
+    let (code, content_type, om) = get_accepting(
+        &stack,
+        &format!("{base}/metrics"),
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    );
+    assert_eq!(code, 200);
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(
+        om.ends_with("# EOF\n") && om.contains("# TYPE clawdbot_replies counter\n"),
+        "{om}"
+    );
+    assert_eq!(
+        sample(&om, "clawdbot_replies_total{outcome=\"answer\"}"),
+        Some(1.0)
+    );
+
+    let (code, status) = get(&stack, &format!("{base}/status.json"));
+    assert_eq!(code, 200);
+    let doc: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(doc["ready"], true, "{doc}");
+    assert_eq!(doc["channel"]["state"], "connected", "{doc}");
+    assert_eq!(doc["models"][0]["name"], "local_chat", "{doc}");
+    assert_eq!(doc["models"][0]["served"], 1, "{doc}");
+    assert!(doc["models"][0]["p50_ms"].is_u64(), "{doc}");
+    assert_eq!(doc["replies"][0]["outcome"], "answer", "{doc}");
+    assert!(!status.contains(secret_text) && !status.contains("cidOpsMetrics"));
+
+    let (code, page) = get(&stack, &format!("{base}/"));
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("status.json"),
+        "the page draws from /status.json"
+    );
+    assert_eq!(get(&stack, &format!("{base}/nothing-here")).0, 404);
+}
+
+/// A model that answers after `ms`.
+fn slow_model(ms: u64) -> FakeConfig {
+    FakeConfig::from(FakeBehavior {
+        latency_ms: ms,
+        ..FakeBehavior::default()
+    })
+}
+
+#[test]
+fn readyz_says_draining_while_a_stopping_daemon_finishes_its_turns() {
+    let stack = Stack::new(slow_model(3000), &[]);
+    let base = bot_with_ops_and(&stack, 2, 10_000);
+    wait_readyz(&stack, &base, 200, Duration::from_secs(10));
+    stack.inject_group("cidOpsDrain==", "hello");
+    let in_flight = "clawdbot_model_in_flight{model=\"local_chat\"}";
+    assert!(
+        support::wait_until(Duration::from_secs(10), || {
+            sample(&get(&stack, &format!("{base}/metrics")).1, in_flight) == Some(1.0)
+        }),
+        "the turn reached the model"
+    );
+    let mut stop = stack
+        .home
+        .command(&["daemon", "stop", "--name", "bot", "--timeout", "10"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("daemon stop");
+    let draining = wait_readyz(&stack, &base, 503, Duration::from_secs(5));
+    assert!(
+        draining["reasons"].to_string().contains("draining"),
+        "{draining}"
+    );
+    assert_eq!(
+        get(&stack, &format!("{base}/livez")).0,
+        200,
+        "alive while draining"
+    );
+    assert!(stop.wait().unwrap().success());
+    assert_eq!(
+        stack.replies_in("cidOpsDrain==").len(),
+        1,
+        "the turn was finished"
+    );
+}
+
+#[test]
+fn non_loopback_ops_address_needs_allow_remote_and_bad_addresses_name_the_key() {
+    let home = Home::new();
+    let seed = support::seed_config("http://127.0.0.1:8000/v1");
+    let check = |extra: &str| {
+        let cfg = home.write("c.yaml", &format!("{seed}{extra}"));
+        home.run(&["config", "check", "--config", cfg.to_str().unwrap()])
+    };
+    let r = check("ops:\n  listen: \"0.0.0.0:9464\"\n");
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("ops.listen") && r.stderr.contains("allow_remote"),
+        "{r:?}"
+    );
+    let r = check("ops:\n  listen: \"0.0.0.0:9464\"\n  allow_remote: true\n");
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = check("ops:\n  listen: \"[::1]:9464\"\n");
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = check("ops:\n  listen: \"localhost-ish\"\n");
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("ops.listen"), "{r:?}");
+    let r = check("ops:\n  listne: \"127.0.0.1:9464\"\n");
+    assert_eq!(r.code, 2, "{r:?}");
+}
+
+#[test]
+fn a_taken_ops_port_fails_the_start_naming_the_key() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cfg = stack.config(2, 5000, &format!("ops:\n  listen: \"127.0.0.1:{port}\"\n"));
+    let r = stack.home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "bot",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stderr.contains("ops.listen"), "{r:?}");
+}
+
+/// Where test artifacts (screenshots, scrapes) go: under target/, never in the repo.
+fn artifact(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+#[ignore = "needs promtool: run by .ci/run"]
+fn promtool_accepts_a_live_scrape() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let base = bot_with_ops(&stack);
+    wait_readyz(&stack, &base, 200, Duration::from_secs(10));
+    stack.inject_group("cidOpsPromtool==", "hello");
+    stack.wait_outbox(1, Duration::from_secs(15));
+    let (_, scrape) = get(&stack, &format!("{base}/metrics"));
+    let path = artifact("metrics.txt");
+    std::fs::write(&path, &scrape).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .expect("promtool installed (apt-get install prometheus)");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n{scrape}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Headless Chromium with no network beyond loopback and a throwaway profile.
+fn chromium(profile: &std::path::Path, extra: &[&str], url: &str) -> std::process::Output {
+    let mut cmd = std::process::Command::new("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=5000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(extra)
+    .arg(url);
+    cmd.output()
+        .expect("chromium installed (apt-get install chromium)")
+}
+
+#[test]
+#[ignore = "needs chromium: run by .ci/run"]
+fn status_page_shows_the_figures_in_headless_chromium() {
+    // A slow model and more turns than slots, so the chart has load to draw (one load
+    // sample every 5 s).
+    let stack = Stack::new(slow_model(6000), &[]);
+    let base = bot_with_ops_and(&stack, 2, 20_000);
+    wait_readyz(&stack, &base, 200, Duration::from_secs(10));
+    for i in 0..3 {
+        stack.inject_group(&format!("cidOpsPage{i}=="), "hello");
+    }
+    stack.wait_outbox(3, Duration::from_secs(30));
+    let status = |stack: &Stack| -> Value {
+        serde_json::from_str(&get(stack, &format!("{base}/status.json")).1).unwrap()
+    };
+    let doc = status(&stack);
+    let loaded = doc["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["models"][0]["in_flight"].as_u64() > Some(0));
+    assert!(loaded, "a sample saw the slots in use: {doc}");
+    assert!(
+        support::wait_until(Duration::from_secs(10), || {
+            status(&stack)["models"][0]["in_flight"] == 0
+        }),
+        "the last turn finished"
+    );
+
+    let profile = tempfile::tempdir().unwrap();
+    let out = chromium(profile.path(), &["--dump-dom"], &format!("{base}/"));
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        r#"<span id="ready" class="ok">ready</span>"#,
+        r#"<td id="channel-state">connected</td>"#,
+        r#"<td id="channel-messages">3 / 3</td>"#,
+        r#"<tr data-model="local_chat"><td>local_chat</td><td>0 / 2</td><td>0</td><td>3</td>"#,
+        r#"<tr data-outcome="answer"><td>answer</td><td>3</td></tr>"#,
+        r#"data-series="local_chat:in_flight""#,
+        r#"data-series="local_chat:queued""#,
+    ] {
+        assert!(
+            dom.contains(want),
+            "{want} not in the rendered page:\n{dom}"
+        );
+    }
+    assert!(!dom.contains("hello"), "no message text on the page");
+
+    let shot = artifact("ops-status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = chromium(
+        profile.path(),
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=900,900",
+        ],
+        &format!("{base}/"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+}
