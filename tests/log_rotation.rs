@@ -115,15 +115,25 @@ fn start_burst(home: &Home, name: &str, log: &Path, done: &Path) -> support::Run
     ])
 }
 
-/// Reads a FIFO until it ends, into a shared buffer.
+/// Reads a FIFO into a shared buffer. Its read end is open when this returns (a log FIFO
+/// nobody reads is refused); reads that find no writer yet, or nothing new, try again.
 fn drain_fifo(path: PathBuf) -> Arc<Mutex<Vec<u8>>> {
+    use std::os::unix::fs::OpenOptionsExt;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
+    let mut fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .unwrap();
     std::thread::spawn(move || {
-        let mut fifo = std::fs::File::open(path).unwrap();
         let mut buf = [0u8; 8192];
-        while let Ok(n @ 1..) = fifo.read(&mut buf) {
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        // Bounded: at most about two minutes of polling.
+        for _ in 0..120_000 {
+            match fifo.read(&mut buf) {
+                Ok(n @ 1..) => sink.lock().unwrap().extend_from_slice(&buf[..n]),
+                Ok(0) | Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
         }
     });
     seen

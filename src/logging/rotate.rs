@@ -186,9 +186,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pipe.log");
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let reader_path = path.clone();
-        let reader = std::thread::spawn(move || fs::read(reader_path).unwrap().len());
+        // The reader's end is open before the log opens (a FIFO nobody reads is refused):
+        // opened without waiting, then made blocking, and read once a writer exists.
+        let mut options = fs::OpenOptions::new();
+        std::os::unix::fs::OpenOptionsExt::custom_flags(options.read(true), libc::O_NONBLOCK);
+        let mut read_end = options.open(&path).unwrap();
         let mut w = RotatingFile::open(&path, 100, 3).unwrap();
+        nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&read_end),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        )
+        .unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut read_end, &mut bytes).unwrap();
+            bytes.len()
+        });
         for _ in 0..20 {
             w.write_all(&[b'a'; 60]).unwrap();
         }
