@@ -547,7 +547,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__daemon__subcmd__restart)
-            opts="-h -V --name --config --log --exec --health-url --timeout --home --json --help --version"
+            opts="-h -V --name --config --log --exec --health-url --timeout --no-wait-channel --home --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -631,7 +631,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__daemon__subcmd__start)
-            opts="-h -V --name --config --log --exec --health-url --timeout --home --json --help --version"
+            opts="-h -V --name --config --log --exec --health-url --timeout --no-wait-channel --home --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -75,8 +75,9 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l log -d 'Log file, rotated by size, or `-` for stderr (`daemon run` only). Default: stderr for `daemon run` under systemd or in a container, else LOG_DIR/NAME.log (`logging.target` in the config can fix either)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l exec -d 'Supervise this command instead of running the bot (a model gateway such as llama-server)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l health-url -d 'With --exec: URL polled for the gateway\'s health' -r
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l timeout -d 'Seconds to wait for the daemon to answer ready (1 to 86400); a daemon not ready by then is stopped' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l timeout -d 'Seconds to wait for the daemon to answer ready and, for a bot with a channel, for DingTalk to accept its credentials (1 to 86400); a daemon not ready by then, or whose credentials DingTalk refused, is stopped (exit 1)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l no-wait-channel -d 'Do not wait for DingTalk to accept the channel\'s credentials (the daemon is reported started once it answers on its control socket)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -s V -l version -d 'Print version'
@@ -103,6 +104,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l health-url -d 'With --exec: URL polled for the gateway\'s health' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l timeout -d 'Seconds allowed for the stop and for the start (1 to 86400)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l no-wait-channel -d 'Do not wait for DingTalk to accept the channel\'s credentials (the daemon is reported started once it answers on its control socket)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -s V -l version -d 'Print version'

@@ -134,10 +134,15 @@ pub struct LaunchArgs {
 pub struct StartArgs {
     #[command(flatten)]
     pub launch: LaunchArgs,
-    /// Seconds to wait for the daemon to answer ready (1 to 86400); a daemon not ready by
-    /// then is stopped.
+    /// Seconds to wait for the daemon to answer ready and, for a bot with a channel, for
+    /// DingTalk to accept its credentials (1 to 86400); a daemon not ready by then, or
+    /// whose credentials DingTalk refused, is stopped (exit 1).
     #[arg(long, default_value_t = 20, value_name = "SECONDS", value_parser = timeout_secs())]
     pub timeout: u64,
+    /// Do not wait for DingTalk to accept the channel's credentials (the daemon is
+    /// reported started once it answers on its control socket).
+    #[arg(long)]
+    pub no_wait_channel: bool,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +170,10 @@ pub struct RestartArgs {
     /// Seconds allowed for the stop and for the start (1 to 86400).
     #[arg(long, default_value_t = 20, value_name = "SECONDS", value_parser = timeout_secs())]
     pub timeout: u64,
+    /// Do not wait for DingTalk to accept the channel's credentials (the daemon is
+    /// reported started once it answers on its control socket).
+    #[arg(long)]
+    pub no_wait_channel: bool,
 }
 
 #[derive(Debug, Args)]

@@ -36,6 +36,19 @@ pub struct DaemonReport {
     /// Replies DingTalk did not take at once (bot only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliveryReport>,
+    /// Busy replies by the wait that caused them (bot only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_replies: Option<BusyReport>,
+}
+
+/// Busy replies sent (`reply.busy_text`), whichever wait ran out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BusyReport {
+    pub total: u64,
+    /// The turn waited behind its conversation's earlier turns past `limits.queue.max_wait_ms`.
+    pub behind_conversation: u64,
+    /// The model's queue was full, or its wait for a model slot ran out.
+    pub model_queue: u64,
 }
 
 /// Replies being retried by the running daemon, and how retries ended.
@@ -85,6 +98,10 @@ pub struct ChannelReport {
     pub connected_since_ms: Option<u64>,
     pub reconnects: u64,
     pub last_error: Option<String>,
+    /// `pending` until DingTalk first accepted (`ok`) or refused (`refused`, with its
+    /// answer in `last_error`) the app's credentials.
+    #[serde(default)]
+    pub auth: String,
     pub messages_in: u64,
     pub messages_out: u64,
     pub duplicates_dropped: u64,
@@ -117,8 +134,18 @@ pub struct ModelReport {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GatewayReport {
     pub command: String,
+    /// `running`, `restarting` (between a crash and its restart) or `failing` (the child
+    /// ended by itself 3 times within 60 s; back to `running` once it stays up that long).
+    #[serde(default)]
+    pub state: String,
     pub child_pid: Option<u32>,
     pub restarts: u64,
+    /// Exits by itself within the last 60 s.
+    #[serde(default)]
+    pub recent_exits: u64,
+    /// Unix ms of the previous child's end.
+    #[serde(default)]
+    pub last_exit_at_ms: Option<u64>,
     pub last_exit: Option<String>,
     pub health_url: Option<String>,
     pub healthy: Option<bool>,

@@ -537,3 +537,206 @@ fn a_hostile_model_never_floods_the_chat() {
         );
     }
 }
+
+#[test]
+fn chat_commands_are_answered_without_the_model_and_can_be_switched_off() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(3, 5000, "commands:\n  status: true\n  reset: false\n");
+    stack.start_bot(&cfg);
+    let conv = "cidCommands==";
+    for text in ["/help", "@bot /WHOAMI", "/status", "/reset"] {
+        stack.inject_group(conv, text);
+    }
+    let out = stack.wait_outbox(4, Duration::from_secs(10));
+    let texts: Vec<String> = out
+        .iter()
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect();
+    // /help lists what is enabled, and not the switched-off /reset.
+    assert!(
+        texts[0].contains("/whoami") && texts[0].contains("/status"),
+        "{texts:?}"
+    );
+    assert!(
+        !texts[0].contains("/reset"),
+        "disabled command listed: {texts:?}"
+    );
+    // /whoami: the asker's staff id and the conversation (ids only).
+    assert!(texts[1].contains("0423001"), "{texts:?}");
+    assert!(
+        texts[1].contains(conv) && texts[1].contains("group"),
+        "{texts:?}"
+    );
+    assert!(!texts[1].contains("Li Lei"), "nick shown: {texts:?}");
+    // /status: model name and figures, channel state; no secret, no URL.
+    assert!(
+        texts[2].contains("local_chat") && texts[2].contains("/ 3 limit"),
+        "{texts:?}"
+    );
+    assert!(texts[2].contains("stream connected"), "{texts:?}");
+    for leak in ["stack-secret", "test-key", "http://", "127.0.0.1"] {
+        assert!(!texts[2].contains(leak), "{leak} in /status: {texts:?}");
+    }
+    // A disabled command is ordinary text: the model answers it, and it is the only
+    // request the model ever saw.
+    assert!(texts[3].starts_with("echo: /reset"), "{texts:?}");
+    let seen = stack.fake_stats();
+    assert_eq!(seen.requests, 1, "the model was called for a command");
+    assert_eq!(
+        seen.recent.back().unwrap().body["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["content"],
+        "/reset"
+    );
+    // Command replies are completed in the journal like any other reply.
+    assert!(
+        wait_until(Duration::from_secs(5), || stack.status()["journal"]
+            ["pending"]
+            == 0),
+        "{}",
+        stack.status()
+    );
+}
+
+/// `daemon start` of a bot whose config holds `secret`, with extra start flags.
+fn start_with_secret(stack: &Stack, secret: &str, mode: &str, flags: &[&str]) -> support::Run {
+    let cfg = stack.config(2, 5000, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("stack-secret", secret)
+        .replace("    api_base:", &format!("{mode}    api_base:"));
+    std::fs::write(&cfg, text).unwrap();
+    let mut args = vec!["daemon", "start", "--name", "bot", "--config"];
+    args.push(cfg.to_str().unwrap());
+    args.extend_from_slice(flags);
+    stack.home.run(&args)
+}
+
+#[test]
+fn start_with_refused_credentials_exits_1_with_dingtalks_error_and_leaves_nothing() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let port = support::free_port();
+    let http_mode = format!("    mode: http\n    http_listen: \"127.0.0.1:{port}\"\n");
+    for mode in ["", http_mode.as_str()] {
+        let r = start_with_secret(&stack, "WRONG-secret-7731", mode, &[]);
+        assert_eq!(r.code, 1, "{mode:?}: {r:?}");
+        assert!(
+            r.stderr.contains("refused the channel's credentials")
+                && r.stderr.contains("invalidClientIdOrSecret"),
+            "{mode:?}: DingTalk's answer not shown: {r:?}"
+        );
+        assert!(
+            !r.stderr.contains("WRONG-secret-7731") && !r.stdout.contains("WRONG-secret-7731"),
+            "{r:?}"
+        );
+        // Nothing left behind: no daemon answers, no pid file.
+        let st = stack
+            .home
+            .run(&["--json", "daemon", "status", "--name", "bot"]);
+        assert_ne!(st.json()["state"], "running", "{mode:?}: {st:?}");
+        assert!(
+            !stack.home.state_dir("bot").join("pid").exists(),
+            "{mode:?}"
+        );
+    }
+    // --no-wait-channel keeps the old behaviour: started, and status tells the truth.
+    let r = start_with_secret(&stack, "WRONG-secret-7731", "", &["--no-wait-channel"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || stack.status()["channel"]
+            ["auth"]
+            == "refused"),
+        "{}",
+        stack.status()
+    );
+    stack.home.run(&["daemon", "stop", "--name", "bot"]);
+}
+
+#[test]
+fn start_with_dingtalk_unreachable_exits_1_naming_the_error_within_the_timeout() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&stack.sim_url, &support::dead_url());
+    std::fs::write(&cfg, text).unwrap();
+    let began = Instant::now();
+    let r = stack.home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "bot",
+        "--timeout",
+        "3",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("did not authenticate within"), "{r:?}");
+    assert!(r.stderr.contains("cannot reach DingTalk"), "{r:?}");
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(!stack.home.state_dir("bot").join("pid").exists());
+}
+
+#[test]
+fn a_busy_reply_from_waiting_behind_the_conversation_is_counted() {
+    let stack = Stack::new(echo_with_latency(2000), &[]);
+    let cfg = stack.config(2, 10_000, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("limits:\n", "limits:\n  queue:\n    max_wait_ms: 300\n");
+    std::fs::write(&cfg, text).unwrap();
+    stack.start_bot(&cfg);
+    stack.inject_group("cidBusy==", "slow first");
+    stack.inject_group("cidBusy==", "second, behind the first");
+    let out = stack.wait_outbox(2, Duration::from_secs(10));
+    assert!(
+        out.iter()
+            .any(|e| e["text"].as_str().unwrap().starts_with("echo: slow first")),
+        "{out:?}"
+    );
+    let st = stack.status();
+    assert_eq!(st["busy_replies"]["behind_conversation"], 1, "{st}");
+    assert_eq!(st["busy_replies"]["total"], 1, "{st}");
+    assert_eq!(st["busy_replies"]["model_queue"], 0, "{st}");
+    let human = stack.home.run(&["daemon", "status", "--name", "bot"]);
+    assert!(
+        human
+            .stdout
+            .contains("busy replies: 1 (1 waited behind their conversation"),
+        "{human:?}"
+    );
+}
+
+#[test]
+fn human_status_shows_a_models_failures_and_last_error() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 3000, "");
+    let dead = support::dead_url();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&stack.fake.base_url, &dead);
+    std::fs::write(&cfg, text).unwrap();
+    stack.start_bot(&cfg);
+    stack.inject_group("cidDown==", "anyone there?");
+    stack.wait_outbox(1, Duration::from_secs(10));
+    let human = stack.home.run(&["daemon", "status", "--name", "bot"]);
+    let line = human
+        .stdout
+        .lines()
+        .find(|l| l.contains("model local_chat"))
+        .unwrap_or_else(|| panic!("{human:?}"))
+        .to_string();
+    assert!(line.contains("failures 1"), "{line}");
+    assert!(line.contains("last error: "), "{line}");
+    assert!(
+        !human.stdout.contains("anyone there?"),
+        "message text shown"
+    );
+}

@@ -402,3 +402,34 @@ fn health_url_passwords_are_masked_in_status_and_log() {
         );
     }
 }
+
+#[test]
+fn a_child_that_keeps_exiting_is_failing_in_status_and_healthcheck() {
+    let home = Home::new();
+    let run = start(&home, "flaky", "sh -c 'exit 3'");
+    assert_eq!(run.code, 0, "{run:?}");
+    // 0.5 s, 1 s, 2 s of backoff: the third exit comes after about 3.5 s.
+    let mut last = None;
+    let failing = wait_until(Duration::from_secs(30), || {
+        last = gateway(&home, "flaky");
+        last.as_ref().is_some_and(|g| g["state"] == "failing")
+    });
+    assert!(failing, "never failing: {last:?}");
+    let g = last.unwrap();
+    assert!(g["recent_exits"].as_u64().unwrap() >= 3, "{g}");
+    assert_eq!(g["last_exit"], "exit code 3", "{g}");
+    assert!(g["last_exit_at_ms"].as_u64().is_some(), "{g}");
+
+    let human = home.run(&["daemon", "status", "--name", "flaky"]);
+    assert!(human.stdout.contains("gateway: FAILING"), "{human:?}");
+    assert!(
+        human.stdout.contains("gateway last exit: exit code 3"),
+        "{human:?}"
+    );
+
+    let check = home.run(&["healthcheck", "--name", "flaky"]);
+    assert_eq!(check.code, 1, "{check:?}");
+    assert!(check.stdout.contains("FAIL  gateway process"), "{check:?}");
+    assert!(check.stdout.contains("fix: "), "{check:?}");
+    home.run(&["daemon", "stop", "--name", "flaky"]);
+}

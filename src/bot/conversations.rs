@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::conversation::access::{AccessDecision, AccessGate};
-use crate::conversation::command::is_reset_command;
 use crate::conversation::memory::Memory;
 use crate::conversation::prompt::build_prompt;
 use crate::dingtalk::Inbound;
@@ -68,10 +67,6 @@ impl Conversations {
                 Admission::RateLimited
             }
         }
-    }
-
-    pub fn is_reset_command(text: &str) -> bool {
-        is_reset_command(text)
     }
 
     pub fn reset(&self, conversation: &str) {

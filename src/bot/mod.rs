@@ -7,7 +7,9 @@
 //! recorded on disk (`open_cards`) until finalized, and those a crash left open are failed
 //! at start (`cards`).
 
+mod busy;
 mod cards;
+mod chat_commands;
 mod conversations;
 mod health;
 mod inflight;
@@ -63,6 +65,8 @@ pub(crate) struct Shared {
     open_cards: Option<Arc<OpenCards>>,
     /// Replies being retried, and how retries ended.
     delivery: redelivery::DeliveryStats,
+    /// Busy replies by cause.
+    busy: busy::BusyReplies,
 }
 
 impl Shared {
@@ -128,6 +132,7 @@ impl Bot {
             accepting: AtomicBool::new(true),
             open_cards,
             delivery: redelivery::DeliveryStats::default(),
+            busy: busy::BusyReplies::default(),
         });
         cards::close_left_open(&shared);
         pipeline::replay(&shared, opened.pending);
@@ -155,6 +160,7 @@ impl Workload for Bot {
         report.models = self.shared.router.reports();
         report.journal = Some(self.shared.journal.report());
         report.delivery = Some(self.shared.delivery.report());
+        report.busy_replies = Some(self.shared.busy.report());
     }
 
     fn readiness(&self) -> Option<crate::ops::readiness::ReadinessFacts> {

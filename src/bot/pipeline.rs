@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use super::busy::BusyCause;
 use super::Shared;
 use crate::config::Config;
+use crate::conversation::command::ChatCommand;
 use crate::dingtalk::{Channel, Inbound, InboundContent};
 use crate::logging::text_for_log;
 use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
@@ -91,6 +93,7 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         .await
     {
         tracing::info!(msg_id = %msg.msg_id, "earlier turns of the conversation took too long");
+        shared.busy.count(BusyCause::BehindConversation);
         return finish(shared, &msg, &cfg.reply.busy_text, "busy").await;
     }
     let text = match &msg.content {
@@ -117,9 +120,9 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
             return finish(shared, &msg, &cfg.reply.rate_limited_text, "rate_limited").await
         }
     }
-    if Conversations::is_reset_command(&text) {
-        shared.conversations.reset(&msg.conversation_id);
-        return finish(shared, &msg, &cfg.reply.reset_text, "reset").await;
+    if let Some(cmd) = ChatCommand::parse(&text, &cfg.commands) {
+        let reply = super::chat_commands::run(shared, &cfg, cmd, &msg);
+        return finish(shared, &msg, &reply, cmd.label()).await;
     }
     let turn = Turn {
         lane: msg.conversation_id.clone(),
@@ -156,7 +159,7 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
                 answer = %text_for_log(answer, cfg.logging.log_message_text), "answered"
             );
         }
-        TurnOutcome::Busy => {}
+        TurnOutcome::Busy => shared.busy.count(BusyCause::ModelQueue),
         TurnOutcome::Failed { reason, timed_out } => {
             tracing::warn!(msg_id = %msg.msg_id, %reason, timed_out, ms = arrived.elapsed().as_millis() as u64, "model failed; fallback reply sent");
         }

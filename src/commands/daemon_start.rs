@@ -30,7 +30,8 @@ use crate::logging::RunMode;
 use crate::paths::{io_error, DaemonPaths, Layout};
 
 pub fn start(layout: &Layout, args: &StartArgs, out: &Output) -> CmdResult {
-    start_daemon(layout, &args.launch, Duration::from_secs(args.timeout), out)
+    let timeout = Duration::from_secs(args.timeout);
+    start_daemon(layout, &args.launch, timeout, !args.no_wait_channel, out)
 }
 
 /// `daemon restart`: everything the new daemon needs is checked first (the same checks as
@@ -52,7 +53,7 @@ pub fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
         &Output::new(false),
         true,
     )?;
-    start_daemon(layout, &args.launch, timeout, out)
+    start_daemon(layout, &args.launch, timeout, !args.no_wait_channel, out)
 }
 
 /// `daemon run`: the same daemon in the foreground.
@@ -72,11 +73,14 @@ pub fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
 
 /// Starts a detached daemon (or finds it running) and prints the outcome. Everything
 /// that can be checked is checked before the fork (usage errors exit 2); a daemon that
-/// does not become ready in `timeout` is stopped before this returns exit 1.
+/// does not become ready in `timeout` is stopped before this returns exit 1. With
+/// `wait_channel`, "ready" includes DingTalk accepting a bot's channel credentials (see
+/// [`wait_for_channel`]).
 pub fn start_daemon(
     layout: &Layout,
     args: &LaunchArgs,
     timeout: Duration,
+    wait_channel: bool,
     out: &Output,
 ) -> CmdResult {
     let me = super::invocation(layout);
@@ -125,7 +129,12 @@ pub fn start_daemon(
         }
     })?;
     let spinner = out.spinner(&format!("starting {}", paths.name));
-    let result = confirm(&paths, &launch, report, started, timeout, out);
+    let limits = StartLimits {
+        started,
+        timeout,
+        wait_channel,
+    };
+    let result = confirm(&paths, &launch, report, &limits, out);
     if let Some(s) = spinner {
         s.finish_and_clear();
     }
@@ -174,19 +183,40 @@ fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Launch,
     Ok(launch)
 }
 
+/// How long a start may take and what it waits for.
+struct StartLimits {
+    started: Instant,
+    timeout: Duration,
+    /// Wait for DingTalk to accept a bot's channel credentials.
+    wait_channel: bool,
+}
+
 fn confirm(
     paths: &DaemonPaths,
     launch: &Launch,
     report: StartReport,
-    started: Instant,
-    timeout: Duration,
+    limits: &StartLimits,
     out: &Output,
 ) -> CmdResult {
+    let (started, timeout) = (limits.started, limits.timeout);
     let what = match &report.outcome {
         Outcome::Ready => {
             let left = timeout.saturating_sub(started.elapsed()).max(PROBE_TIMEOUT);
             match Client::connect(&paths.control_socket(), left) {
-                Ok(client) => return Ok(started_doc(paths, launch, &client, started, out)),
+                Ok(mut client) => {
+                    let channel = match limits.wait_channel {
+                        true => wait_for_channel(&mut client, started + timeout),
+                        false => Ok(()),
+                    };
+                    match channel {
+                        Ok(()) => return Ok(started_doc(paths, launch, &client, started, out)),
+                        Err(why) => {
+                            // Ready as a process, but "running" would lie: put it down.
+                            let put_down = put_down(paths, report.daemon, &Outcome::TimedOut);
+                            return Err(start_failure(paths, launch, &format!("{why}{put_down}")));
+                        }
+                    }
+                }
                 Err(e) => format!("it reported ready but its socket did not answer: {e}"),
             }
         }
@@ -196,6 +226,52 @@ fn confirm(
     };
     let put_down = put_down(paths, report.daemon, &report.outcome);
     Err(start_failure(paths, launch, &format!("{what}{put_down}")))
+}
+
+/// How often `start` asks a ready daemon whether DingTalk accepted its credentials.
+const CHANNEL_POLL: Duration = Duration::from_millis(100);
+
+/// Waits until `deadline` for the daemon's channel to authenticate for the first time
+/// (stream: `connections/open` accepted and the WebSocket connected; HTTP mode: an access
+/// token obtained). `Ok` at once for a daemon without a channel (a gateway, or a bot
+/// without a `channel:` section). `Err` names DingTalk's refusal (its answer, never the
+/// secret), or, at the deadline, the channel's last error: a start that could not reach
+/// DingTalk fails rather than report a bot that cannot receive anything as running.
+fn wait_for_channel(client: &mut Client, deadline: Instant) -> Result<(), String> {
+    use crate::dingtalk::stats::{AUTH_OK, AUTH_REFUSED};
+    use crate::ipc::proto::{Request, Response};
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        client.set_timeout(left.max(PROBE_TIMEOUT));
+        let channel = match client.request(&Request::Status) {
+            Ok(Response::Status(report)) => report.channel,
+            Ok(other) => return Err(format!("unexpected answer to status: {other:?}")),
+            Err(e) => return Err(format!("its socket stopped answering: {e}")),
+        };
+        let Some(channel) = channel else {
+            return Ok(());
+        };
+        let last_error = channel.last_error.as_deref().unwrap_or("none");
+        match channel.auth.as_str() {
+            // An older daemon does not report `auth`: nothing to wait for.
+            AUTH_OK | "" => return Ok(()),
+            AUTH_REFUSED => {
+                return Err(format!(
+                    "DingTalk refused the channel's credentials: {last_error}; \
+                     check channel.dingtalk.client_id and client_secret"
+                ))
+            }
+            _ if left.is_zero() => {
+                return Err(format!(
+                    "the DingTalk channel did not authenticate within the start timeout \
+                     (state {}, last error: {last_error}); check network access to \
+                     channel.dingtalk.api_base, or start with --no-wait-channel",
+                    channel.state
+                ))
+            }
+            _ => sleep(CHANNEL_POLL.min(left)),
+        }
+    }
 }
 
 /// Prints a started daemon's result.

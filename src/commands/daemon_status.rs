@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::output::Output;
 use crate::cli::StatusArgs;
+use crate::daemon::runtime::now_ms;
 use crate::daemon::{probe, Down, Probe};
 use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::client::Client;
@@ -162,9 +163,14 @@ fn describe(r: &DaemonReport) -> String {
     )];
     if let Some(c) = &r.channel {
         lines.push(format!(
-            "  channel: {} ({}), reconnects {}, in {}, out {}, duplicates dropped {}{}",
+            "  channel: {} ({}{}), reconnects {}, in {}, out {}, duplicates dropped {}{}",
             c.state,
             c.mode,
+            match c.auth.as_str() {
+                "refused" => ", credentials REFUSED",
+                "pending" => ", not authenticated yet",
+                _ => "",
+            },
             c.reconnects,
             c.messages_in,
             c.messages_out,
@@ -185,19 +191,30 @@ fn describe(r: &DaemonReport) -> String {
             d.cards_closed_after_restart
         ));
     }
+    if let Some(b) = &r.busy_replies {
+        lines.push(format!(
+            "  busy replies: {} ({} waited behind their conversation, {} model queue)",
+            b.total, b.behind_conversation, b.model_queue
+        ));
+    }
     for m in &r.models {
         lines.push(format!(
-            "  model {}: {}/{} in flight, {} queued, served {}, timeouts {}, fallbacks {}, busy {}, p50 {} ms, p95 {} ms",
+            "  model {}: {}/{} in flight, {} queued, served {}, failures {}, timeouts {}, fallbacks {}, busy {}, p50 {} ms, p95 {} ms{}",
             m.name,
             m.in_flight,
             m.limit,
             m.queued,
             m.served,
+            m.failures,
             m.timeouts,
             m.fallbacks,
             m.busy_rejections,
             m.p50_ms.map(|v| v.to_string()).unwrap_or("-".into()),
-            m.p95_ms.map(|v| v.to_string()).unwrap_or("-".into())
+            m.p95_ms.map(|v| v.to_string()).unwrap_or("-".into()),
+            m.last_error
+                .as_ref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
         ));
     }
     if let Some(j) = &r.journal {
@@ -215,13 +232,25 @@ fn describe(r: &DaemonReport) -> String {
         ));
     }
     if let Some(g) = &r.gateway {
+        let state = match g.state.as_str() {
+            "failing" => format!("FAILING ({} exits in the last minute)", g.recent_exits),
+            "" => "-".to_string(),
+            other => other.to_string(),
+        };
         lines.push(format!(
-            "  gateway: {} (child pid {}, restarts {}, healthy {})",
+            "  gateway: {state}: {} (child pid {}, restarts {}, healthy {})",
             g.command,
             g.child_pid.map(|p| p.to_string()).unwrap_or("-".into()),
             g.restarts,
             g.healthy.map(|h| h.to_string()).unwrap_or("-".into())
         ));
+        if let Some(how) = &g.last_exit {
+            let ago = g
+                .last_exit_at_ms
+                .map(|at| format!(", {} s ago", now_ms().saturating_sub(at) / 1000))
+                .unwrap_or_default();
+            lines.push(format!("  gateway last exit: {how}{ago}"));
+        }
     }
     if let Some(e) = &r.last_error {
         lines.push(format!("  last error: {e}"));

@@ -58,7 +58,7 @@ pub fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdRe
             };
             out.note(&format!("starting the DingTalk simulator on {url}"));
             super::stop_daemon(layout, SIM_NAME, Duration::from_secs(5), &silent, true)?;
-            super::start_daemon(layout, &launch, Duration::from_secs(20), &silent)?;
+            super::start_daemon(layout, &launch, Duration::from_secs(20), true, &silent)?;
             std::fs::write(&url_file, &url).map_err(|e| io_error("write", &url_file, e))?;
             url
         }
@@ -87,7 +87,7 @@ pub fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdRe
         ..Default::default()
     };
     out.note("starting the bot daemon");
-    super::start_daemon(layout, &launch, Duration::from_secs(20), &silent)?;
+    super::start_daemon(layout, &launch, Duration::from_secs(20), true, &silent)?;
 
     // 4. A message and its reply (the async part starts only now).
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -26,6 +26,9 @@ pub struct Config {
     pub channel: Option<ChannelConfig>,
     #[serde(default)]
     pub reply: ReplyConfig,
+    /// Which chat commands the bot answers itself (all on by default).
+    #[serde(default)]
+    pub commands: CommandsConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
     #[serde(default)]
@@ -277,6 +280,36 @@ impl DingTalkConfig {
 pub enum ReplyFormat {
     Text,
     Markdown,
+}
+
+/// Chat commands the bot answers itself, without the model; a command switched off is
+/// ordinary text sent to the model.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// `/help`: lists the enabled commands.
+    #[serde(default = "yes")]
+    pub help: bool,
+    /// `/status`: model names, in flight / limit, queue depth, channel state.
+    #[serde(default = "yes")]
+    pub status: bool,
+    /// `/whoami`: the sender's staff id and the conversation's id and kind.
+    #[serde(default = "yes")]
+    pub whoami: bool,
+    /// `/new` and `/reset`: forget the conversation's memory.
+    #[serde(default = "yes")]
+    pub reset: bool,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        CommandsConfig {
+            help: true,
+            status: true,
+            whoami: true,
+            reset: true,
+        }
+    }
 }
 
 /// What users see when things go wrong, and how answers are shaped.

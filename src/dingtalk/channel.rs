@@ -92,6 +92,35 @@ struct Inner {
     delivery_limit: Duration,
 }
 
+/// HTTP mode's "first successful authentication": fetches an access token until DingTalk
+/// gives one ([`Stats::authenticated`]) or refuses the credentials ([`Stats::refused`]),
+/// retrying transient errors with the stream's backoff; ends at shutdown.
+async fn first_token(
+    api: Arc<OpenApi>,
+    stats: Arc<Stats>,
+    backoff: StreamTuning,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    for attempt in 0u32.. {
+        let result = tokio::select! {
+            r = api.tokens.get() => r,
+            _ = shutdown.changed() => return,
+        };
+        match result {
+            Ok(_) => return stats.authenticated(),
+            Err(e) if e.is_credentials_refused() => return stats.refused(e.to_string()),
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "cannot obtain a DingTalk access token yet");
+                stats.set_error(e.to_string());
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(super::stream::backoff(&backoff, attempt)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Where a proactive send goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -153,6 +182,7 @@ impl Channel {
         let stats = Arc::new(Stats::new(mode));
         let ingress = Arc::new(Ingress::new(stats.clone(), Box::new(inbound)));
         let (shutdown, rx) = watch::channel(false);
+        let rx_auth = rx.clone();
         let mut tasks = Vec::new();
         let mut callback_addr = None;
         match cfg.mode {
@@ -182,6 +212,9 @@ impl Channel {
                 );
                 callback_addr = Some(addr);
                 tasks.push(task);
+                let (api, stats) = (api.clone(), stats.clone());
+                let backoff = tuning.stream.clone();
+                tasks.push(tokio::spawn(first_token(api, stats, backoff, rx_auth)));
             }
         }
         let sends = SendLimiter::new(cfg.send_rate.per_robot, cfg.send_rate.per_conversation);

@@ -51,8 +51,59 @@ impl ChannelError {
         matches!(self, ChannelError::Errcode { errcode, .. } if *errcode == ERRCODE_SESSION_GONE)
     }
 
+    /// True when DingTalk refused the app's credentials (HTTP 401/403, or a code naming
+    /// invalid credentials or authentication): retrying with the same config cannot help.
+    pub fn is_credentials_refused(&self) -> bool {
+        match self {
+            ChannelError::Api { status, code, .. } => {
+                let code = code.to_ascii_lowercase();
+                matches!(status, 401 | 403) && !code.contains("qpslimit")
+                    || code.contains("invalidclient")
+                    || code.contains("invalidauthentication")
+                    || code.contains("invalidappkey")
+            }
+            _ => false,
+        }
+    }
+
     /// True for an explicit errcode -1 ("system busy") answer.
     pub fn is_busy(&self) -> bool {
         matches!(self, ChannelError::Errcode { errcode, .. } if *errcode == ERRCODE_BUSY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: &str) -> ChannelError {
+        ChannelError::Api {
+            api: "/v1.0/gateway/connections/open".into(),
+            status,
+            code: code.into(),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn only_credential_refusals_are_refused() {
+        for refused in [
+            api(401, "invalidClientIdOrSecret"),
+            api(400, "invalidClientIdOrSecret"),
+            api(400, "InvalidAuthentication"),
+            api(403, "Forbidden.AccessDenied"),
+        ] {
+            assert!(refused.is_credentials_refused(), "{refused}");
+        }
+        for transient in [
+            api(403, "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi"),
+            api(500, "ServiceUnavailable"),
+            ChannelError::Transport {
+                api: "x".into(),
+                detail: "connection refused".into(),
+            },
+        ] {
+            assert!(!transient.is_credentials_refused(), "{transient}");
+        }
     }
 }

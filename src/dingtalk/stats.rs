@@ -13,11 +13,19 @@ pub const RECONNECTING: &str = "reconnecting";
 pub const LISTENING: &str = "listening";
 pub const STOPPED: &str = "stopped";
 
+/// Whether DingTalk accepted the app's credentials, as reports show it (`auth`).
+pub const AUTH_PENDING: &str = "pending";
+pub const AUTH_OK: &str = "ok";
+pub const AUTH_REFUSED: &str = "refused";
+
 #[derive(Default)]
 struct Conn {
     state: &'static str,
     connected_since_ms: Option<u64>,
     last_error: Option<String>,
+    /// [`AUTH_PENDING`] until DingTalk first accepted or refused the credentials; a later
+    /// success turns a refusal into [`AUTH_OK`].
+    auth: &'static str,
 }
 
 pub struct Stats {
@@ -39,6 +47,7 @@ impl Stats {
             mode,
             conn: Mutex::new(Conn {
                 state: CONNECTING,
+                auth: AUTH_PENDING,
                 ..Conn::default()
             }),
             reconnects: AtomicU64::new(0),
@@ -97,13 +106,29 @@ impl Stats {
         self.with(|c| c.last_error = Some(e));
     }
 
+    /// DingTalk accepted the credentials (stream connected, or an access token obtained).
+    pub fn authenticated(&self) {
+        self.with(|c| c.auth = AUTH_OK);
+    }
+
+    /// DingTalk refused the credentials: `error` (its answer, no secret) becomes the last
+    /// error. Never undoes an earlier success (a token revoked later is a runtime error).
+    pub fn refused(&self, error: impl Into<String>) {
+        self.set_error(error);
+        self.with(|c| {
+            if c.auth != AUTH_OK {
+                c.auth = AUTH_REFUSED;
+            }
+        });
+    }
+
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn report(&self) -> ChannelReport {
-        let (state, since, err) =
-            self.with(|c| (c.state, c.connected_since_ms, c.last_error.clone()));
+        let (state, since, err, auth) =
+            self.with(|c| (c.state, c.connected_since_ms, c.last_error.clone(), c.auth));
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ChannelReport {
             state: state.to_string(),
@@ -111,6 +136,7 @@ impl Stats {
             connected_since_ms: since,
             reconnects: get(&self.reconnects),
             last_error: err,
+            auth: auth.to_string(),
             messages_in: get(&self.messages_in),
             messages_out: get(&self.messages_out),
             duplicates_dropped: get(&self.duplicates_dropped),

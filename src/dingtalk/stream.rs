@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::error::ChannelError;
 use super::http::{read_api_response, transport};
 use super::ingress::Ingress;
 use super::stats::{self, Stats};
@@ -111,7 +112,11 @@ impl StreamClient {
                         Some(Ok(ws)) => ws,
                         Some(Err(e)) => {
                             tracing::warn!(error = %e, attempt, "DingTalk stream connect failed");
-                            self.stats.set_error(e);
+                            if e.is_credentials_refused() {
+                                self.stats.refused(e.to_string());
+                            } else {
+                                self.stats.set_error(e.to_string());
+                            }
                             if !self.pause(attempt, &mut shutdown).await {
                                 break;
                             }
@@ -125,6 +130,7 @@ impl StreamClient {
                 Stats::bump(&self.stats.reconnects);
             }
             first = false;
+            self.stats.authenticated();
             self.stats.set_connected(stats::CONNECTED, super::now_ms());
             tracing::info!("DingTalk stream connected");
             match self.session(ws, &mut attempt, &mut shutdown).await {
@@ -134,7 +140,7 @@ impl StreamClient {
                     match self.connect().await {
                         Ok(new) => ready = Some(new),
                         Err(e) => {
-                            self.stats.set_error(e);
+                            self.stats.set_error(e.to_string());
                             self.stats.set_state(stats::RECONNECTING);
                         }
                     }
@@ -167,7 +173,7 @@ impl StreamClient {
     }
 
     /// `connections/open` then the WebSocket handshake with the fresh ticket.
-    pub async fn connect(&self) -> Result<Ws, String> {
+    pub async fn connect(&self) -> Result<Ws, ChannelError> {
         let open = self.open().await?;
         let sep = if open.endpoint.contains('?') {
             '&'
@@ -177,15 +183,21 @@ impl StreamClient {
         let ticket =
             percent_encoding::utf8_percent_encode(&open.ticket, percent_encoding::NON_ALPHANUMERIC);
         let url = format!("{}{sep}ticket={ticket}", open.endpoint);
-        let connect = tokio_tungstenite::connect_async(url);
+        // TCP_NODELAY: ACKs are small frames written one at a time; with Nagle each one
+        // waits for the previous one's TCP ACK (milliseconds of ACK latency at load).
+        let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
+        let failed = |detail: String| ChannelError::Transport {
+            api: "stream WebSocket".into(),
+            detail,
+        };
         match tokio::time::timeout(Duration::from_secs(15), connect).await {
-            Err(_) => Err("stream WebSocket handshake timed out".into()),
-            Ok(Err(e)) => Err(format!("stream WebSocket handshake failed: {e}")),
+            Err(_) => Err(failed("handshake timed out".into())),
+            Ok(Err(e)) => Err(failed(format!("handshake failed: {e}"))),
             Ok(Ok((ws, _))) => Ok(ws),
         }
     }
 
-    async fn open(&self) -> Result<OpenResponse, String> {
+    async fn open(&self) -> Result<OpenResponse, ChannelError> {
         let url = format!("{}{OPEN_API}", self.cfg.api_base.trim_end_matches('/'));
         let body = OpenRequest {
             client_id: &self.cfg.client_id,
@@ -201,16 +213,16 @@ impl StreamClient {
             .json(&body)
             .send()
             .await
-            .map_err(|e| transport(OPEN_API, e).to_string())?;
-        let v = read_api_response(OPEN_API, resp)
-            .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| transport(OPEN_API, e))?;
+        let v = read_api_response(OPEN_API, resp).await?;
+        let malformed = |detail: String| ChannelError::Transport {
+            api: OPEN_API.into(),
+            detail,
+        };
         let open: OpenResponse = serde_json::from_value(v)
-            .map_err(|e| format!("DingTalk {OPEN_API} answer is malformed: {e}"))?;
+            .map_err(|e| malformed(format!("answer is malformed: {e}")))?;
         if open.endpoint.is_empty() || open.ticket.is_empty() {
-            return Err(format!(
-                "DingTalk {OPEN_API} answered an empty endpoint or ticket"
-            ));
+            return Err(malformed("answered an empty endpoint or ticket".into()));
         }
         Ok(open)
     }

@@ -99,6 +99,23 @@ impl Gateway {
 
     fn process_check(&self) -> Check {
         let s = self.state.snapshot();
+        if s.failing() {
+            return Check {
+                name: "gateway process".into(),
+                status: CheckStatus::Fail,
+                detail: format!(
+                    "failing: exited {} times within {} s ({} restart(s), last exit: {})",
+                    s.recent_exits,
+                    state::FAILING_WINDOW.as_secs(),
+                    s.restarts,
+                    s.last_exit.as_deref().unwrap_or("none")
+                ),
+                fix: Some(format!(
+                    "read why it exits: clawdbot daemon logs --name {}; fix the command, then clawdbot daemon restart --name {}",
+                    self.name, self.name
+                )),
+            };
+        }
         match s.child_pid {
             Some(pid) => Check {
                 name: "gateway process".into(),
@@ -135,8 +152,11 @@ impl Workload for Gateway {
         let s = self.state.snapshot();
         report.gateway = Some(GatewayReport {
             command: self.command.clone(),
+            state: s.state().to_string(),
             child_pid: s.child_pid,
             restarts: s.restarts,
+            recent_exits: s.recent_exits as u64,
+            last_exit_at_ms: s.last_exit_at_ms,
             last_exit: s.last_exit,
             health_url: self.probe.as_ref().map(|p| p.shown_url().to_string()),
             healthy: s.healthy,

@@ -76,7 +76,7 @@ impl Supervisor {
                         self.cmd.program.display()
                     );
                     tracing::error!(command = %self.cmd.display, "{how}");
-                    self.state.child_ended(how);
+                    self.state.child_ended(how, true);
                 }
             }
         }
@@ -96,14 +96,15 @@ impl Supervisor {
                 child.stop(LEFTOVER_GRACE).await;
                 let how = describe_exit(status);
                 tracing::warn!(pid, ran_ms = ran_for.as_millis() as u64, "gateway exited: {how}");
-                self.state.child_ended(how);
+                self.state.child_ended(how, true);
                 Ended::Exited(ran_for)
             }
             drain = wait_for_stop(&mut self.stop) => {
                 tracing::info!(pid, drain_ms = drain.as_millis() as u64, "stopping gateway (SIGTERM to its process group)");
                 let how = describe_exit(child.stop(drain).await);
                 tracing::info!(pid, "gateway stopped: {how}");
-                self.state.child_ended(format!("stopped by the daemon: {how}"));
+                self.state
+                    .child_ended(format!("stopped by the daemon: {how}"), false);
                 Ended::Stopped
             }
         }

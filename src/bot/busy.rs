@@ -1,0 +1,43 @@
+//! Counts busy replies by the wait that caused them, for `status`.
+//!
+//! Invariant: every busy reply the pipeline decides on is counted here exactly once,
+//! under one cause (and under `replies_total{outcome="busy"}` once delivered).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::status::BusyReport;
+
+/// Why a turn got `reply.busy_text`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BusyCause {
+    /// Waited behind its conversation's earlier turns too long.
+    BehindConversation,
+    /// The model's queue was full or the wait for a slot ran out.
+    ModelQueue,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct BusyReplies {
+    behind_conversation: AtomicU64,
+    model_queue: AtomicU64,
+}
+
+impl BusyReplies {
+    pub(crate) fn count(&self, cause: BusyCause) {
+        let counter = match cause {
+            BusyCause::BehindConversation => &self.behind_conversation,
+            BusyCause::ModelQueue => &self.model_queue,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn report(&self) -> BusyReport {
+        let behind_conversation = self.behind_conversation.load(Ordering::Relaxed);
+        let model_queue = self.model_queue.load(Ordering::Relaxed);
+        BusyReport {
+            total: behind_conversation + model_queue,
+            behind_conversation,
+            model_queue,
+        }
+    }
+}
