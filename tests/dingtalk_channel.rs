@@ -788,7 +788,19 @@ async fn a_reply_ends_within_the_delivery_limit() {
         "{:?}",
         t.elapsed()
     );
-    // The slot comes free within the limit: waited for and sent.
+    // The given-up send counts until 1 s after it was given up (DingTalk may have got it
+    // at any time until then, red-team F5): a reply now would have to wait past the
+    // limit, so it is refused at once.
+    let t = std::time::Instant::now();
+    let e = r.channel.reply(&m, "early", false).await.unwrap_err();
+    assert!(matches!(e, ChannelError::DeliveryLate(_)), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    // Once that window has passed the slot is free: sent.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     r.channel.reply(&m, "one", false).await.expect("sent");
     // The next slot is 1 s away, past the limit: refused at once.
     let t = std::time::Instant::now();

@@ -280,7 +280,7 @@ impl Daemon<'_> {
             name: self.paths.name.clone(),
             config_path: self.launch.config.as_ref().map(|p| p.display().to_string()),
             log_path: logging::describe_running(&self.launch.log),
-            socket: socket.display().to_string(),
+            socket: std::sync::RwLock::new(socket.display().to_string()),
             started_at_ms: now_ms(),
             started: Instant::now(),
             last_error: self.last_error.clone(),
@@ -301,7 +301,10 @@ fn keep_claim(
             tracing::warn!("restored {what} (deleted or replaced while the daemon ran)");
             if let Some(l) = listener {
                 match tokio_listener(l, claim.socket_path()) {
-                    Ok(l) => *server = AbortOnDrop(tokio::spawn(control::serve(l, state.clone()))),
+                    Ok(l) => {
+                        state.set_socket(claim.socket_path());
+                        *server = AbortOnDrop(tokio::spawn(control::serve(l, state.clone())));
+                    }
                     Err(e) => tracing::warn!("{}", e.message),
                 }
             }

@@ -31,14 +31,27 @@ struct Ctx {
 }
 
 /// The callback router (exposed for tests).
-pub fn router(secret: String, ingress: Arc<Ingress>) -> Router {
+pub fn router(secret: String, ingress: Arc<Ingress>, replay: ReplayGuard) -> Router {
     Router::new()
         .fallback(axum::routing::post(handle))
         .with_state(Arc::new(Ctx {
             secret,
             ingress,
-            replay: Mutex::new(ReplayGuard::new(REPLAY_CAPACITY)),
+            replay: Mutex::new(replay),
         }))
+}
+
+/// The replay guard: recorded in `file` (reloading what it holds) when given.
+pub fn replay_guard(file: Option<&std::path::Path>) -> Result<ReplayGuard, String> {
+    match file {
+        None => Ok(ReplayGuard::new(REPLAY_CAPACITY)),
+        Some(path) => ReplayGuard::with_file(REPLAY_CAPACITY, path, super::now_ms()).map_err(|e| {
+            format!(
+                "cannot open the callback replay record {}: {e}",
+                path.display()
+            )
+        }),
+    }
 }
 
 /// Binds `listen` and serves under `limits` until `shutdown` turns true. Returns the bound
@@ -47,6 +60,7 @@ pub async fn serve(
     listen: &str,
     secret: String,
     ingress: Arc<Ingress>,
+    replay: ReplayGuard,
     limits: ListenLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), String> {
@@ -56,7 +70,7 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| format!("callback listener on {listen}: {e}"))?;
-    let app = router(secret, ingress);
+    let app = router(secret, ingress, replay);
     let task = tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -91,7 +105,9 @@ async fn handle(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) ->
         tracing::warn!(reason = %e, "refused a DingTalk callback");
         let status = match e {
             ReplayRefusal::Replayed => StatusCode::CONFLICT,
-            ReplayRefusal::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ReplayRefusal::Full(_) | ReplayRefusal::Unrecorded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         return refuse(status, e.to_string());
     }

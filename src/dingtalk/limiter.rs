@@ -9,19 +9,22 @@
 //!   their deadline.
 //!
 //! Invariant: a send is counted in both windows at the same instant, only when both have
-//! room, so neither window ever holds more than its limit.
+//! room, so neither window ever holds more than its limit. A send holds its place from
+//! its start until it completes ([`SendSlot`], dropped when DingTalk has answered or the
+//! send was given up), and the place then counts from the completion time: DingTalk
+//! received the message no later than that, and the send that reuses the place starts
+//! at least a window later. So at most the limit arrive in any sliding second on
+//! DingTalk's clock, whatever the network delays (no jitter guard needed).
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::sliding_window::{KeyedWindows, SlidingWindow};
+use crate::sliding_window::{EventId, KeyedWindows, SlidingWindow};
 
-/// The counting window: DingTalk's 1 s plus a guard for network jitter, which can bring
-/// two sends closer together on DingTalk's clock than they were on ours.
-const WINDOW: Duration = Duration::from_millis(1_000 + JITTER_GUARD_MS);
-const JITTER_GUARD_MS: u64 = 50;
+/// The counting window: DingTalk's 1 s.
+const WINDOW: Duration = Duration::from_secs(1);
 
 /// Most waits of one acquire: each ends when a counted send leaves the window, so this
 /// many rounds only happen under a flood of other senders.
@@ -81,9 +84,14 @@ impl SendLimiter {
         }
     }
 
-    /// Waits for a slot for one message into `conversation` and counts it; refuses at
-    /// once when the slot would come after `deadline`.
-    pub async fn acquire(&self, conversation: &str, deadline: Instant) -> Result<(), NoSendSlot> {
+    /// Waits for a slot for one message into `conversation` and counts it from now
+    /// until the returned [`SendSlot`] is dropped (hold it until the send completed);
+    /// refuses at once when the slot would come after `deadline`.
+    pub async fn acquire(
+        &self,
+        conversation: &str,
+        deadline: Instant,
+    ) -> Result<SendSlot<'_>, NoSendSlot> {
         for _ in 0..MAX_WAIT_ROUNDS {
             let now = Instant::now();
             let wait = {
@@ -91,9 +99,14 @@ impl SendLimiter {
                 let at = now.into_std();
                 let wait = w.robot.wait(at).max(w.conversations.wait(conversation, at));
                 if wait.is_zero() {
-                    w.robot.record(at);
-                    w.conversations.record(conversation, at);
-                    return Ok(());
+                    let robot = w.robot.start(at);
+                    let in_conversation = w.conversations.start(conversation, at);
+                    return Ok(SendSlot {
+                        limiter: self,
+                        conversation: conversation.to_string(),
+                        robot,
+                        in_conversation,
+                    });
                 }
                 wait
             };
@@ -103,6 +116,25 @@ impl SendLimiter {
             tokio::time::sleep(wait).await;
         }
         Err(NoSendSlot)
+    }
+}
+
+/// A send's place in the windows; dropping it marks the send completed now.
+#[must_use = "the slot counts from its drop: hold it until the send completed"]
+pub struct SendSlot<'a> {
+    limiter: &'a SendLimiter,
+    conversation: String,
+    robot: EventId,
+    in_conversation: EventId,
+}
+
+impl Drop for SendSlot<'_> {
+    fn drop(&mut self) {
+        let at = Instant::now().into_std();
+        let mut w = lock(&self.limiter.windows);
+        w.robot.finish(self.robot, at);
+        w.conversations
+            .finish(&self.conversation, self.in_conversation, at);
     }
 }
 
@@ -123,7 +155,7 @@ mod tests {
             .map(|i| {
                 let l = limiter.clone();
                 tokio::spawn(async move {
-                    l.acquire(&conversation(i), deadline).await.expect("slot");
+                    drop(l.acquire(&conversation(i), deadline).await.expect("slot"));
                     Instant::now()
                 })
             })
@@ -168,10 +200,12 @@ mod tests {
         assert_eq!(busiest_second(&times), 5);
         // Others are not held up by the busy conversation beyond the robot limit.
         let t = Instant::now();
-        limiter
-            .acquire("cidQuiet", t + Duration::from_millis(1))
-            .await
-            .expect("a quiet conversation sends at once");
+        drop(
+            limiter
+                .acquire("cidQuiet", t + Duration::from_millis(1))
+                .await
+                .expect("a quiet conversation sends at once"),
+        );
         assert_eq!(Instant::now(), t);
     }
 
@@ -179,14 +213,46 @@ mod tests {
     async fn a_slot_past_the_deadline_is_refused_without_waiting() {
         let limiter = SendLimiter::new(20, 1);
         let t = Instant::now();
-        limiter.acquire("c", t).await.expect("first");
+        drop(limiter.acquire("c", t).await.expect("first"));
         let refused = limiter.acquire("c", t + Duration::from_millis(500)).await;
-        assert_eq!(refused, Err(NoSendSlot));
+        assert_eq!(refused.err(), Some(NoSendSlot));
         assert_eq!(Instant::now(), t, "refused at once, no sleep");
-        limiter
-            .acquire("c", t + Duration::from_secs(2))
-            .await
-            .expect("waits for its slot");
+        drop(
+            limiter
+                .acquire("c", t + Duration::from_secs(2))
+                .await
+                .expect("waits for its slot"),
+        );
         assert_eq!(Instant::now() - t, WINDOW);
+    }
+
+    /// Red-team F5: with sends that take a while (here the first 20 take 500 ms, the
+    /// rest none), DingTalk still sees at most 20 in any sliding second: it receives a
+    /// message at the latest when the send completes, and the next send into the same
+    /// place starts a full window after that completion.
+    #[tokio::test(start_paused = true)]
+    async fn slow_sends_stay_within_the_limit_on_the_receivers_clock() {
+        let limiter = Arc::new(SendLimiter::new(20, 20));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let tasks: Vec<_> = (0..60)
+            .map(|i| {
+                let l = limiter.clone();
+                tokio::spawn(async move {
+                    let slot = l.acquire(&format!("cid{i}"), deadline).await.expect("slot");
+                    let took = if i < 20 { 500 } else { 0 };
+                    tokio::time::sleep(Duration::from_millis(took)).await;
+                    // The latest the receiver can have got it: when its answer arrives.
+                    let received = Instant::now();
+                    drop(slot);
+                    received
+                })
+            })
+            .collect();
+        let mut received = Vec::new();
+        for t in tasks {
+            received.push(t.await.expect("task"));
+        }
+        received.sort();
+        assert_eq!(busiest_second(&received), 20);
     }
 }

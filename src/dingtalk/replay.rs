@@ -8,10 +8,19 @@
 //! ([`ReplayRefusal::Full`]) rather than evicting one, because an evicted sign could be
 //! replayed. Only callbacks that passed signature verification reach the guard, so only
 //! the secret's holder can fill it.
+//!
+//! With a file ([`ReplayGuard::with_file`]) every admitted pair is recorded on disk
+//! before it is admitted (see [`super::replay_file`]) and the live ones are reloaded at
+//! start, so a restart does not reopen the window. A pair that cannot be recorded is
+//! refused ([`ReplayRefusal::Unrecorded`]): admitting it would let it replay after a
+//! restart.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 
+use std::path::Path;
+
+use super::replay_file::ReplayFile;
 use super::sign::MAX_SKEW_MS;
 
 /// Signs remembered at most (about 10 MB; at the usual one-hour life of an entry, 14
@@ -25,6 +34,8 @@ pub enum ReplayRefusal {
     Replayed,
     #[error("{0} recent callbacks are remembered, the most allowed; try again later")]
     Full(usize),
+    #[error("the callback could not be recorded against replay ({0}); try again later")]
+    Unrecorded(String),
 }
 
 /// Signs seen recently, each with the time after which its timestamp can no longer verify.
@@ -32,6 +43,7 @@ pub struct ReplayGuard {
     capacity: usize,
     live: HashSet<String>,
     by_expiry: BinaryHeap<Reverse<(u64, String)>>,
+    file: Option<ReplayFile>,
 }
 
 impl ReplayGuard {
@@ -40,7 +52,29 @@ impl ReplayGuard {
             capacity: capacity.max(1),
             live: HashSet::new(),
             by_expiry: BinaryHeap::new(),
+            file: None,
         }
+    }
+
+    /// A guard that records admitted pairs in the file at `path` and starts with the
+    /// pairs recorded there that have not expired at `now_ms` (at most `capacity`).
+    pub(crate) fn with_file(
+        capacity: usize,
+        path: &Path,
+        now_ms: u64,
+    ) -> std::io::Result<ReplayGuard> {
+        let (file, recorded) = ReplayFile::open(path, now_ms)?;
+        let mut guard = ReplayGuard::new(capacity);
+        for (expires, sign) in recorded {
+            if guard.live.len() >= guard.capacity {
+                break;
+            }
+            if guard.live.insert(sign.clone()) {
+                guard.by_expiry.push(Reverse((expires, sign)));
+            }
+        }
+        guard.file = Some(file);
+        Ok(guard)
     }
 
     /// Admits the verified pair (`timestamp_ms`, `sign`) at `now_ms`, or refuses a pair
@@ -59,6 +93,10 @@ impl ReplayGuard {
             return Err(ReplayRefusal::Full(self.capacity));
         }
         let expires = timestamp_ms.saturating_add(MAX_SKEW_MS);
+        if let Some(file) = &mut self.file {
+            file.append(expires, sign)
+                .map_err(|e| ReplayRefusal::Unrecorded(e.to_string()))?;
+        }
         self.live.insert(sign.to_string());
         self.by_expiry.push(Reverse((expires, sign.to_string())));
         Ok(())
@@ -81,6 +119,23 @@ impl ReplayGuard {
             if let Some(Reverse((_, sign))) = self.by_expiry.pop() {
                 self.live.remove(&sign);
             }
+        }
+        self.compact_file();
+    }
+
+    /// Rewrites the file with the live pairs when it is mostly expired lines. A failure
+    /// only leaves the file longer.
+    fn compact_file(&mut self) {
+        let Some(file) = &mut self.file else { return };
+        if !file.wants_compaction(self.live.len()) {
+            return;
+        }
+        let live = self
+            .by_expiry
+            .iter()
+            .map(|Reverse((e, s))| (*e, s.as_str()));
+        if let Err(e) = file.rewrite(live) {
+            tracing::warn!(error = %e, "cannot compact the callback replay record");
         }
     }
 }
@@ -140,5 +195,23 @@ mod tests {
         // Room again once they expire.
         assert_eq!(g.admit(T0 + MAX_SKEW_MS, "d", T0 + MAX_SKEW_MS + 1), Ok(()));
         assert_eq!(g.len(), 1);
+    }
+
+    /// Red-team F3: with a file, an admitted pair is still refused by a new guard (a
+    /// restarted daemon) until it expires.
+    #[test]
+    fn a_pair_recorded_in_the_file_is_refused_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replay");
+        let mut g = ReplayGuard::with_file(10, &path, T0).unwrap();
+        assert_eq!(g.admit(T0, "s1", T0), Ok(()));
+        drop(g);
+        let mut g = ReplayGuard::with_file(10, &path, T0 + 5).unwrap();
+        assert_eq!(g.admit(T0, "s1", T0 + 5), Err(ReplayRefusal::Replayed));
+        assert_eq!(g.admit(T0, "s2", T0 + 5), Ok(()));
+        drop(g);
+        let late = T0 + MAX_SKEW_MS + 1;
+        let g = ReplayGuard::with_file(10, &path, late).unwrap();
+        assert!(g.is_empty(), "expired pairs are not reloaded");
     }
 }
