@@ -110,6 +110,7 @@ pub struct UninstallArgs {
 
 /// What a daemon runs and where it logs.
 #[derive(Debug, Args, Clone, Default)]
+#[command(group = clap::ArgGroup::new("gateway").args(["exec", "exec_file"]).multiple(false))]
 pub struct LaunchArgs {
     /// Daemon name (folder and socket name).
     #[arg(long, value_name = "NAME")]
@@ -125,8 +126,12 @@ pub struct LaunchArgs {
     /// Supervise this command instead of running the bot (a model gateway such as llama-server).
     #[arg(long, value_name = "CMD ARGS")]
     pub exec: Option<String>,
-    /// With --exec: URL polled for the gateway's health.
-    #[arg(long, value_name = "URL", requires = "exec")]
+    /// Like --exec, with the command line read from FILE (one line; owner-only permissions),
+    /// so secrets in it stay out of argv and unit files.
+    #[arg(long, value_name = "FILE", conflicts_with = "exec")]
+    pub exec_file: Option<PathBuf>,
+    /// With --exec or --exec-file: URL polled for the gateway's health.
+    #[arg(long, value_name = "URL", requires = "gateway")]
     pub health_url: Option<String>,
 }
 

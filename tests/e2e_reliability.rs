@@ -745,10 +745,24 @@ fn http_callback_mode_answers_200_only_once_the_message_is_durable() {
 
     // A message that cannot be stored gets an error status, never a 200.
     let filler = disk.fill();
-    let v = stack.inject(serde_json::json!({"text": "no room", "conversation_type": "group",
-        "conversation_id": "cidHttp2==", "conversation_title": "t".repeat(6000), "callback_url": url}));
+    let signed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let no_room = serde_json::json!({"text": "no room", "conversation_type": "group",
+        "conversation_id": "cidHttp2==", "conversation_title": "t".repeat(6000),
+        "callback_url": url, "timestamp_ms": signed_at});
+    let v = stack.inject(no_room.clone());
     assert_eq!(v["callback_status"], 503, "{v}");
     std::fs::remove_file(filler).unwrap();
+
+    // The 503 did not use up its (timestamp, sign): the same signed retry is stored now ...
+    let v = stack.inject(no_room.clone());
+    assert_eq!(v["callback_status"], 200, "retry after the 503: {v}");
+    stack.wait_outbox(2, Duration::from_secs(10));
+    // ... and only that stored one consumed the pair: a third use is a replay.
+    let v = stack.inject(no_room);
+    assert_eq!(v["callback_status"], 409, "replay after the 200: {v}");
 }
 
 /// Retries of undelivered replies, fast enough for a test.

@@ -147,6 +147,21 @@ fn check_ops(ops: Option<&OpsConfig>) -> Result<(), String> {
         .trim()
         .parse()
         .map_err(|_| "ops.listen: must be an IP:PORT socket address".to_string())?;
+    for (i, host) in ops.allowed_hosts.iter().enumerate() {
+        let name = host.rsplit_once(':').map_or(host.as_str(), |(n, _)| n);
+        let port_ok = host
+            .rsplit_once(':')
+            .is_none_or(|(_, p)| p.parse::<u16>().is_ok());
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !name_ok || !port_ok {
+            return Err(format!(
+                "ops.allowed_hosts[{i}]: {host:?} is not a host name or name:port"
+            ));
+        }
+    }
     if !addr.ip().is_loopback() && !ops.allow_remote {
         return Err(format!(
             "ops.listen: {addr} is not a loopback address; set ops.allow_remote: true to serve \

@@ -199,10 +199,13 @@ impl Daemon<'_> {
         claim: &mut Claim,
     ) -> Result<Code, CliError> {
         let ops_listener = match config.as_ref().and_then(|c| c.ops.as_ref()) {
-            Some(cfg) => Some(crate::ops::OpsServer::bind(cfg).await.map_err(|e| {
-                tracing::error!("startup failed: {e}");
-                CliError::failure(e)
-            })?),
+            Some(cfg) => Some((
+                crate::ops::OpsServer::bind(cfg).await.map_err(|e| {
+                    tracing::error!("startup failed: {e}");
+                    CliError::failure(e)
+                })?,
+                cfg.allowed_hosts.clone(),
+            )),
             None => None,
         };
         let listener = claim.bind()?;
@@ -227,9 +230,10 @@ impl Daemon<'_> {
         });
         let mut server = AbortOnDrop(tokio::spawn(control::serve(listener, state.clone())));
         let ops = match ops_listener {
-            Some(l) => {
-                Some(crate::ops::OpsServer::start(l, state.clone()).map_err(CliError::failure)?)
-            }
+            Some((l, hosts)) => Some(
+                crate::ops::OpsServer::start(l, state.clone(), &hosts)
+                    .map_err(CliError::failure)?,
+            ),
             None => None,
         };
 

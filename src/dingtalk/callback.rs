@@ -4,7 +4,9 @@
 //!
 //! Invariants: an unsigned, badly signed or stale (> 1 h) request is refused with 401 and
 //! never reaches the bot; a (timestamp, sign) pair already used is refused with 409 (see
-//! [`replay`](super::replay)); a message is answered 200 only once it is durable (503 when
+//! [`replay`](super::replay)), and a pair is consumed only when its message was stored
+//! (a 503 or any earlier failure releases it, so DingTalk's identical retry is admitted;
+//! see [`HeldPair`]); a message is answered 200 only once it is durable (503 when
 //! it could not be stored, so DingTalk may send it again); the listener runs under
 //! [`ListenLimits`] (header, idle and request timeouts, a connection cap).
 
@@ -96,11 +98,7 @@ async fn handle(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) ->
         }
     };
     let sign = h("sign").unwrap_or_default().trim();
-    let admitted = ctx
-        .replay
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .admit(timestamp, sign, now);
+    let admitted = lock_replay(&ctx).admit(timestamp, sign, now);
     if let Err(e) = admitted {
         tracing::warn!(reason = %e, "refused a DingTalk callback");
         let status = match e {
@@ -111,11 +109,16 @@ async fn handle(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) ->
         };
         return refuse(status, e.to_string());
     }
+    let held = HeldPair {
+        ctx: &ctx,
+        sign: Some(sign),
+    };
     let payload: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => return refuse(StatusCode::BAD_REQUEST, "body is not JSON".into()),
     };
     if ctx.ingress.admit(None, &payload).await {
+        held.consume();
         Json(json!({})).into_response()
     } else {
         (
@@ -123,5 +126,32 @@ async fn handle(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) ->
             Json(json!({"errcode": 503, "errmsg": "message not stored; send it again"})),
         )
             .into_response()
+    }
+}
+
+fn lock_replay(ctx: &Ctx) -> std::sync::MutexGuard<'_, ReplayGuard> {
+    ctx.replay.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A (timestamp, sign) pair admitted for the callback being handled. Dropped without
+/// [`HeldPair::consume`] (a 503, a bad body, the request cancelled) it is released, so
+/// the same pair may be sent again; only a stored message uses it up.
+struct HeldPair<'a> {
+    ctx: &'a Ctx,
+    sign: Option<&'a str>,
+}
+
+impl HeldPair<'_> {
+    /// The message was stored: the pair stays used until it expires.
+    fn consume(mut self) {
+        self.sign = None;
+    }
+}
+
+impl Drop for HeldPair<'_> {
+    fn drop(&mut self) {
+        if let Some(sign) = self.sign.take() {
+            lock_replay(self.ctx).release(sign);
+        }
     }
 }

@@ -15,6 +15,13 @@
 //! received the message no later than that, and the send that reuses the place starts
 //! at least a window later. So at most the limit arrive in any sliding second on
 //! DingTalk's clock, whatever the network delays (no jitter guard needed).
+//!
+//! A new [`SendLimiter`] counts the robot window as full at its creation: the previous
+//! process (killed, restarted) may have sent a whole window's worth just before, and
+//! nothing of that is persisted, so the first sends of a new process wait until one
+//! window has passed since it started (at most [`WINDOW`], usually already over by the
+//! time the stream is connected and a model has answered). Chosen over persisting send
+//! times: nothing to write per send, and restarts in a loop can never exceed the limit.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -76,9 +83,15 @@ pub struct SendLimiter {
 
 impl SendLimiter {
     pub fn new(per_robot: usize, per_conversation: usize) -> SendLimiter {
+        let mut robot = SlidingWindow::new(per_robot, WINDOW);
+        let started = Instant::now().into_std();
+        // Sends of a previous process are unknown: count the window as full (see above).
+        for _ in 0..per_robot.max(1) {
+            robot.record(started);
+        }
         SendLimiter {
             windows: Mutex::new(SendWindows {
-                robot: SlidingWindow::new(per_robot, WINDOW),
+                robot,
                 conversations: KeyedWindows::new(per_conversation, WINDOW),
             }),
         }
@@ -168,6 +181,13 @@ mod tests {
         times
     }
 
+    /// A limiter past its first window (see the module's restart rule).
+    async fn settled(per_robot: usize, per_conversation: usize) -> Arc<SendLimiter> {
+        let limiter = Arc::new(SendLimiter::new(per_robot, per_conversation));
+        tokio::time::advance(WINDOW).await;
+        limiter
+    }
+
     /// The largest number of `times` inside any half-open 1 s interval.
     fn busiest_second(times: &[Instant]) -> usize {
         (0..times.len())
@@ -185,7 +205,7 @@ mod tests {
     async fn fifty_sends_stay_within_the_robot_limit_in_any_sliding_second() {
         // Issue 10 item 6: 50 sends went out 20 per calendar second but 22-35 within a
         // sliding second. Here: 50 concurrent sends to 50 conversations.
-        let limiter = Arc::new(SendLimiter::new(20, 5));
+        let limiter = settled(20, 5).await;
         let start = Instant::now();
         let times = grants(&limiter, 50, |i| format!("cid{i}")).await;
         assert_eq!(busiest_second(&times), 20);
@@ -195,7 +215,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn one_conversation_gets_its_own_smaller_limit() {
-        let limiter = Arc::new(SendLimiter::new(20, 5));
+        let limiter = settled(20, 5).await;
         let times = grants(&limiter, 12, |_| "cidBusy".to_string()).await;
         assert_eq!(busiest_second(&times), 5);
         // Others are not held up by the busy conversation beyond the robot limit.
@@ -211,7 +231,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_slot_past_the_deadline_is_refused_without_waiting() {
-        let limiter = SendLimiter::new(20, 1);
+        let limiter = settled(20, 1).await;
         let t = Instant::now();
         drop(limiter.acquire("c", t).await.expect("first"));
         let refused = limiter.acquire("c", t + Duration::from_millis(500)).await;
@@ -254,5 +274,35 @@ mod tests {
         }
         received.sort();
         assert_eq!(busiest_second(&received), 20);
+    }
+
+    /// Kill chaos: each restarted process started with an empty window, so 51-100 sends
+    /// landed in one sliding second against a limit of 20. A new limiter's first send
+    /// waits until one window after its start; sends across a restart at any moment stay
+    /// within the limit.
+    #[tokio::test(start_paused = true)]
+    async fn sends_across_a_restart_stay_within_the_robot_limit() {
+        let first = settled(20, 20).await;
+        let mut times = grants(&first, 20, |i| format!("a{i}")).await;
+        // Killed at once; the next process starts 10 ms later and sends at once.
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let restarted = Arc::new(SendLimiter::new(20, 20));
+        let started = Instant::now();
+        times.extend(grants(&restarted, 20, |i| format!("b{i}")).await);
+        times.sort();
+        assert_eq!(busiest_second(&times), 20);
+        assert_eq!(
+            Instant::now() - started,
+            WINDOW,
+            "waits one window, no more"
+        );
+        // A limiter whose first window passed sends at once.
+        let idle = settled(20, 20).await;
+        let t = Instant::now();
+        drop(
+            idle.acquire("c", t)
+                .await
+                .expect("no wait after the first window"),
+        );
     }
 }

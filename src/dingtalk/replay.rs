@@ -13,7 +13,18 @@
 //! before it is admitted (see [`super::replay_file`]) and the live ones are reloaded at
 //! start, so a restart does not reopen the window. A pair that cannot be recorded is
 //! refused ([`ReplayRefusal::Unrecorded`]): admitting it would let it replay after a
-//! restart.
+//! restart. A released pair is recorded as released too, so after a restart
+//! it is as admissible as before.
+//!
+//! A pair is held while its callback is handled and consumed only once the message was
+//! stored: a callback that failed before that (503, bad body, cancelled) [`release`s]
+//! its pair, so DingTalk's identical retry is admitted instead of refused as a replay.
+//! While one request holds a pair, a concurrent one with the same pair is refused.
+//! Because the sign covers only the timestamp, two different messages signed in the same
+//! millisecond share one pair and the second is refused: the price of refusing a captured
+//! pair carrying another body.
+//!
+//! [`release`s]: ReplayGuard::release
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -42,8 +53,12 @@ pub enum ReplayRefusal {
 pub struct ReplayGuard {
     capacity: usize,
     live: HashSet<String>,
+    /// Every live or released sign once, until its expiry; `live` and `released` are
+    /// disjoint and together hold exactly the signs in here.
     by_expiry: BinaryHeap<Reverse<(u64, String)>>,
     file: Option<ReplayFile>,
+    /// Signs given back by [`ReplayGuard::release`] whose expiry entry is still queued.
+    released: HashSet<String>,
 }
 
 impl ReplayGuard {
@@ -53,6 +68,7 @@ impl ReplayGuard {
             live: HashSet::new(),
             by_expiry: BinaryHeap::new(),
             file: None,
+            released: HashSet::new(),
         }
     }
 
@@ -89,7 +105,19 @@ impl ReplayGuard {
         if self.live.contains(sign) {
             return Err(ReplayRefusal::Replayed);
         }
-        if self.live.len() >= self.capacity {
+        if self.released.contains(sign) {
+            // Its expiry entry is still queued (a sign always has the same timestamp); the
+            // file records the admission again, as it recorded the release.
+            if let Some(file) = &mut self.file {
+                let expires = timestamp_ms.saturating_add(MAX_SKEW_MS);
+                file.append(expires, sign)
+                    .map_err(|e| ReplayRefusal::Unrecorded(e.to_string()))?;
+            }
+            self.released.remove(sign);
+            self.live.insert(sign.to_string());
+            return Ok(());
+        }
+        if self.by_expiry.len() >= self.capacity {
             return Err(ReplayRefusal::Full(self.capacity));
         }
         let expires = timestamp_ms.saturating_add(MAX_SKEW_MS);
@@ -100,6 +128,26 @@ impl ReplayGuard {
         self.live.insert(sign.to_string());
         self.by_expiry.push(Reverse((expires, sign.to_string())));
         Ok(())
+    }
+
+    /// Gives back an admitted `sign` whose callback failed before its message was stored,
+    /// so the same pair is admitted again. A sign not live is left alone.
+    pub fn release(&mut self, sign: &str) {
+        if !self.live.remove(sign) {
+            return;
+        }
+        self.released.insert(sign.to_string());
+        let expires = self
+            .by_expiry
+            .iter()
+            .find(|Reverse((_, s))| s == sign)
+            .map(|Reverse((e, _))| *e);
+        if let (Some(file), Some(expires)) = (&mut self.file, expires) {
+            // Unrecorded, the pair stays refused after a restart: the safe side.
+            if let Err(e) = file.append_release(expires, sign) {
+                tracing::warn!(error = %e, "cannot record a callback pair given back");
+            }
+        }
     }
 
     /// Signs remembered now.
@@ -117,7 +165,9 @@ impl ReplayGuard {
                 break;
             }
             if let Some(Reverse((_, sign))) = self.by_expiry.pop() {
-                self.live.remove(&sign);
+                if !self.live.remove(&sign) {
+                    self.released.remove(&sign);
+                }
             }
         }
         self.compact_file();
@@ -130,9 +180,11 @@ impl ReplayGuard {
         if !file.wants_compaction(self.live.len()) {
             return;
         }
+        let live_signs = &self.live;
         let live = self
             .by_expiry
             .iter()
+            .filter(|Reverse((_, s))| live_signs.contains(s))
             .map(|Reverse((e, s))| (*e, s.as_str()));
         if let Err(e) = file.rewrite(live) {
             tracing::warn!(error = %e, "cannot compact the callback replay record");
@@ -179,6 +231,34 @@ mod tests {
             Ok(())
         );
         assert_eq!(g.len(), 1);
+    }
+
+    #[test]
+    fn a_released_pair_is_admitted_again_and_then_refused_once_consumed() {
+        let mut g = ReplayGuard::new(2);
+        assert_eq!(g.admit(T0, "r", T0), Ok(()));
+        // Held by a request in flight: a concurrent one with the same pair is refused.
+        assert_eq!(g.admit(T0, "r", T0 + 1), Err(ReplayRefusal::Replayed));
+        g.release("r");
+        assert!(g.is_empty());
+        assert_eq!(g.admit(T0, "r", T0 + 2), Ok(()));
+        assert_eq!(g.admit(T0, "r", T0 + 3), Err(ReplayRefusal::Replayed));
+        // Releasing and admitting again many times queues nothing new: room stays for one more.
+        for i in 0..100 {
+            g.release("r");
+            assert_eq!(g.admit(T0, "r", T0 + 4 + i), Ok(()));
+        }
+        assert_eq!(g.admit(T0, "other", T0 + 200), Ok(()));
+        assert_eq!(g.admit(T0, "third", T0 + 200), Err(ReplayRefusal::Full(2)));
+        // A released pair still counts until it expires, then all is forgotten.
+        g.release("r");
+        assert_eq!(g.admit(T0, "third", T0 + 201), Err(ReplayRefusal::Full(2)));
+        assert_eq!(
+            g.admit(T0 + MAX_SKEW_MS, "late", T0 + MAX_SKEW_MS + 1),
+            Ok(())
+        );
+        assert_eq!(g.len(), 1);
+        assert_eq!(g.admit(T0 + MAX_SKEW_MS, "r", T0 + MAX_SKEW_MS + 1), Ok(()));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The replay guard's memory on disk, so a captured (timestamp, sign) pair stays refused
 //! across restarts for as long as its timestamp could verify.
 //!
-//! Format: one line per admitted pair, `EXPIRY_MS SIGN\n`, appended with a single
-//! `write(2)` before the callback is answered (the kernel has the line once `write`
+//! Format: one line per admitted pair, `EXPIRY_MS SIGN\n`, and one per pair given back
+//! (its callback failed before the message was stored), `-EXPIRY_MS SIGN\n`; each is
+//! appended with a single `write(2)` before the callback is answered (the kernel has the line once `write`
 //! returns, so it survives `kill -9` of the daemon; not a power loss). Lines that do not
 //! parse (a torn last line) are skipped on load. When most lines are expired the file is
 //! rewritten with the live ones (a private temp file renamed over it).
@@ -40,15 +41,33 @@ impl ReplayFile {
             Err(e) => return Err(e),
         };
         let mut lines = 0;
-        let mut live = Vec::new();
+        // In file order: a later "given back" line undoes the pair's earlier admission.
+        let mut live: Vec<(u64, String)> = Vec::new();
+        let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut given_back = std::collections::HashSet::new();
         for line in text.lines() {
             lines += 1;
-            if let Some((expiry, sign)) = parse_line(line) {
-                if expiry >= now_ms {
+            let (released, rest) = match line.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, line),
+            };
+            let Some((expiry, sign)) = parse_line(rest) else {
+                continue;
+            };
+            if expiry < now_ms {
+                continue;
+            }
+            if released {
+                given_back.insert(sign.to_string());
+            } else {
+                given_back.remove(sign);
+                if !at.contains_key(sign) {
+                    at.insert(sign.to_string(), live.len());
                     live.push((expiry, sign.to_string()));
                 }
             }
         }
+        live.retain(|(_, sign)| !given_back.contains(sign));
         let file = open_append(path)?;
         Ok((
             ReplayFile {
@@ -63,6 +82,14 @@ impl ReplayFile {
     /// Records one admitted pair with a single write.
     pub(crate) fn append(&mut self, expiry_ms: u64, sign: &str) -> io::Result<()> {
         let line = format!("{expiry_ms} {sign}\n");
+        self.file.write_all(line.as_bytes())?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Records that an admitted pair was given back, with a single write.
+    pub(crate) fn append_release(&mut self, expiry_ms: u64, sign: &str) -> io::Result<()> {
+        let line = format!("-{expiry_ms} {sign}\n");
         self.file.write_all(line.as_bytes())?;
         self.lines += 1;
         Ok(())
@@ -124,6 +151,23 @@ fn parse_line(line: &str) -> Option<(u64, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_given_back_pair_is_admissible_after_a_reopen_until_admitted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("callback-replay");
+        let (mut f, _) = ReplayFile::open(&path, 0).unwrap();
+        f.append(100, "A").unwrap();
+        f.append(100, "B").unwrap();
+        f.append_release(100, "B").unwrap();
+        f.append(100, "C").unwrap();
+        f.append_release(100, "C").unwrap();
+        f.append(100, "C").unwrap();
+        drop(f);
+        let (_, live) = ReplayFile::open(&path, 0).unwrap();
+        let signs: Vec<&str> = live.iter().map(|(_, s)| s.as_str()).collect();
+        assert_eq!(signs, ["A", "C"]);
+    }
 
     #[test]
     fn pairs_survive_a_reopen_and_expired_or_torn_lines_are_dropped() {
