@@ -547,7 +547,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__daemon__subcmd__restart)
-            opts="-h -V --name --config --log --exec --health-url --timeout --no-wait-channel --home --json --help --version"
+            opts="-h -V --name --config --log --exec --exec-file --health-url --timeout --no-wait-channel --home --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -566,6 +566,10 @@ _clawdbot() {
                     return 0
                     ;;
                 --exec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exec-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -589,7 +593,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__daemon__subcmd__run)
-            opts="-h -V --name --config --log --exec --health-url --ready-fd --home --json --help --version"
+            opts="-h -V --name --config --log --exec --exec-file --health-url --ready-fd --home --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -608,6 +612,10 @@ _clawdbot() {
                     return 0
                     ;;
                 --exec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exec-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -631,7 +639,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__daemon__subcmd__start)
-            opts="-h -V --name --config --log --exec --health-url --timeout --no-wait-channel --home --json --help --version"
+            opts="-h -V --name --config --log --exec --exec-file --health-url --timeout --no-wait-channel --home --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -650,6 +658,10 @@ _clawdbot() {
                     return 0
                     ;;
                 --exec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --exec-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -74,8 +74,9 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l config -d 'Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l log -d 'Log file, rotated by size, or `-` for stderr (`daemon run` only). Default: stderr for `daemon run` under systemd or in a container, else LOG_DIR/NAME.log (`logging.target` in the config can fix either)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l exec -d 'Supervise this command instead of running the bot (a model gateway such as llama-server)' -r
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l health-url -d 'With --exec: URL polled for the gateway\'s health' -r
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l timeout -d 'Seconds to wait for the daemon to answer ready and, for a bot with a channel, for DingTalk to accept its credentials (at least 1); a daemon not ready by then, or whose credentials DingTalk refused, is stopped (exit 1)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l exec-file -d 'Like --exec, with the command line read from FILE (one line; owner-only permissions), so secrets in it stay out of argv and unit files' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l health-url -d 'With --exec or --exec-file: URL polled for the gateway\'s health' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l timeout -d 'Seconds to wait for the daemon to answer ready and, for a bot with a channel, for DingTalk to accept its credentials (1 to 86400); a daemon not ready by then, or whose credentials DingTalk refused, is stopped (exit 1)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l no-wait-channel -d 'Do not wait for DingTalk to accept the channel\'s credentials (the daemon is reported started once it answers on its control socket)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
@@ -85,14 +86,15 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l config -d 'Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l log -d 'Log file, rotated by size, or `-` for stderr (`daemon run` only). Default: stderr for `daemon run` under systemd or in a container, else LOG_DIR/NAME.log (`logging.target` in the config can fix either)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l exec -d 'Supervise this command instead of running the bot (a model gateway such as llama-server)' -r
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l health-url -d 'With --exec: URL polled for the gateway\'s health' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l exec-file -d 'Like --exec, with the command line read from FILE (one line; owner-only permissions), so secrets in it stay out of argv and unit files' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l health-url -d 'With --exec or --exec-file: URL polled for the gateway\'s health' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l ready-fd -d 'Internal: file descriptor on which to report readiness to `daemon start`' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -s V -l version -d 'Print version'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l name -r
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l timeout -d 'Seconds for draining before SIGTERM, and again before SIGKILL' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l timeout -d 'Seconds for draining before SIGTERM, and again before SIGKILL (0 to 86400)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from stop" -s h -l help -d 'Print help'
@@ -101,8 +103,9 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l config -d 'Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l log -d 'Log file, rotated by size, or `-` for stderr (`daemon run` only). Default: stderr for `daemon run` under systemd or in a container, else LOG_DIR/NAME.log (`logging.target` in the config can fix either)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l exec -d 'Supervise this command instead of running the bot (a model gateway such as llama-server)' -r
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l health-url -d 'With --exec: URL polled for the gateway\'s health' -r
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l timeout -d 'Seconds allowed for the stop and for the start (at least 1)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l exec-file -d 'Like --exec, with the command line read from FILE (one line; owner-only permissions), so secrets in it stay out of argv and unit files' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l health-url -d 'With --exec or --exec-file: URL polled for the gateway\'s health' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l timeout -d 'Seconds allowed for the stop and for the start (1 to 86400)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l no-wait-channel -d 'Do not wait for DingTalk to accept the channel\'s credentials (the daemon is reported started once it answers on its control socket)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
@@ -152,7 +155,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l name -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l to -d 'A target alias from the config, a conversation id, or user:STAFFID' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l text -d 'The message' -r
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l timeout -d 'Seconds to wait for DingTalk\'s answer' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l timeout -d 'Seconds to wait for DingTalk\'s answer (1 to 86400)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l markdown -d 'Send as markdown instead of plain text'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
@@ -160,7 +163,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -s h -l help -d 
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -s V -l version -d 'Print version'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -l name -d 'The daemon to check' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -l config -d 'Pre-flight: check a config\'s model endpoints and credentials without a daemon' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -l timeout -d 'Seconds for all checks together' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -l timeout -d 'Seconds for all checks together (1 to 86400)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -s h -l help -d 'Print help'

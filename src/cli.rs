@@ -110,6 +110,7 @@ pub struct UninstallArgs {
 
 /// What a daemon runs and where it logs.
 #[derive(Debug, Args, Clone, Default)]
+#[command(group = clap::ArgGroup::new("gateway").args(["exec", "exec_file"]).multiple(false))]
 pub struct LaunchArgs {
     /// Daemon name (folder and socket name).
     #[arg(long, value_name = "NAME")]
@@ -125,8 +126,12 @@ pub struct LaunchArgs {
     /// Supervise this command instead of running the bot (a model gateway such as llama-server).
     #[arg(long, value_name = "CMD ARGS")]
     pub exec: Option<String>,
-    /// With --exec: URL polled for the gateway's health.
-    #[arg(long, value_name = "URL", requires = "exec")]
+    /// Like --exec, with the command line read from FILE (one line; owner-only permissions),
+    /// so secrets in it stay out of argv and unit files.
+    #[arg(long, value_name = "FILE", conflicts_with = "exec")]
+    pub exec_file: Option<PathBuf>,
+    /// With --exec or --exec-file: URL polled for the gateway's health.
+    #[arg(long, value_name = "URL", requires = "gateway")]
     pub health_url: Option<String>,
 }
 
@@ -135,9 +140,9 @@ pub struct StartArgs {
     #[command(flatten)]
     pub launch: LaunchArgs,
     /// Seconds to wait for the daemon to answer ready and, for a bot with a channel, for
-    /// DingTalk to accept its credentials (at least 1); a daemon not ready by then, or
+    /// DingTalk to accept its credentials (1 to 86400); a daemon not ready by then, or
     /// whose credentials DingTalk refused, is stopped (exit 1).
-    #[arg(long, default_value_t = 20, value_name = "SECONDS", value_parser = at_least_one_second)]
+    #[arg(long, default_value_t = 20, value_name = "SECONDS", value_parser = timeout_secs())]
     pub timeout: u64,
     /// Do not wait for DingTalk to accept the channel's credentials (the daemon is
     /// reported started once it answers on its control socket).
@@ -158,8 +163,8 @@ pub struct RunArgs {
 pub struct StopArgs {
     #[arg(long, value_name = "NAME")]
     pub name: String,
-    /// Seconds for draining before SIGTERM, and again before SIGKILL.
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    /// Seconds for draining before SIGTERM, and again before SIGKILL (0 to 86400).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = drain_secs())]
     pub timeout: u64,
 }
 
@@ -167,8 +172,8 @@ pub struct StopArgs {
 pub struct RestartArgs {
     #[command(flatten)]
     pub launch: LaunchArgs,
-    /// Seconds allowed for the stop and for the start (at least 1).
-    #[arg(long, default_value_t = 20, value_name = "SECONDS", value_parser = at_least_one_second)]
+    /// Seconds allowed for the stop and for the start (1 to 86400).
+    #[arg(long, default_value_t = 20, value_name = "SECONDS", value_parser = timeout_secs())]
     pub timeout: u64,
     /// Do not wait for DingTalk to accept the channel's credentials (the daemon is
     /// reported started once it answers on its control socket).
@@ -208,8 +213,8 @@ pub struct SendArgs {
     /// Send as markdown instead of plain text.
     #[arg(long)]
     pub markdown: bool,
-    /// Seconds to wait for DingTalk's answer.
-    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    /// Seconds to wait for DingTalk's answer (1 to 86400).
+    #[arg(long, default_value_t = 15, value_name = "SECONDS", value_parser = timeout_secs())]
     pub timeout: u64,
 }
 
@@ -221,8 +226,8 @@ pub struct HealthcheckArgs {
     /// Pre-flight: check a config's model endpoints and credentials without a daemon.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Seconds for all checks together.
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    /// Seconds for all checks together (1 to 86400).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = timeout_secs())]
     pub timeout: u64,
 }
 
@@ -322,13 +327,19 @@ pub struct QuickstartArgs {
     pub stop: bool,
 }
 
-/// A whole number of seconds, at least 1 (a zero deadline can only fail).
-fn at_least_one_second(text: &str) -> Result<u64, String> {
-    match text.parse::<u64>() {
-        Ok(0) => Err("must be at least 1 second".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("not a whole number of seconds: {e}")),
-    }
+/// The longest wait any `--timeout` accepts: one day. Bounding it here, before anything
+/// runs, keeps deadline arithmetic (`Instant + Duration`) from overflowing and a restart
+/// from stopping a daemon it then cannot start.
+pub(crate) const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+/// A whole number of seconds from 1 (a zero deadline can only fail) to a day.
+fn timeout_secs() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS)
+}
+
+/// A whole number of seconds from 0 (no grace) to a day.
+fn drain_secs() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(0..=MAX_TIMEOUT_SECS)
 }
 
 /// The clap command, for completions and man pages.

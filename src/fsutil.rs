@@ -7,6 +7,9 @@
 //! - a folder that holds our private files (run and state folders) is a real folder owned
 //!   by the effective uid and not writable by group or others ([`check_private_dir`]);
 //!   otherwise the error names the path and the command that fixes it;
+//! - no folder on the way to one of our files is a symbolic link owned by someone other
+//!   than us or root ([`check_path_links`], the kernel's `protected_symlinks` idea): such a
+//!   link in a shared folder lets its owner redirect where we write;
 //! - a folder is "shared" ([`is_shared_dir`]) when someone other than us (or root) may
 //!   create or rename entries in it; what we open there is verified on the descriptor.
 //!
@@ -17,7 +20,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// Write bits for group and others.
 const GROUP_OTHER_WRITE: u32 = 0o022;
@@ -153,13 +156,89 @@ pub(crate) enum UnsafeDir {
     #[error("{} is writable by group or others (mode {mode:04o}): `chmod 700 {}`",
             .path.display(), .path.display())]
     Writable { path: PathBuf, mode: u32 },
+    #[error("{} is a symbolic link owned by uid {owner}, neither you (uid {me}) nor root: \
+             another user may have planted it to redirect clawdbot's files; remove it or give \
+             the real path", .link.display())]
+    ForeignLink { link: PathBuf, owner: u32, me: u32 },
+    #[error("{}: too many levels of symbolic links", .0.display())]
+    LinkLoop(PathBuf),
     #[error("cannot inspect {}: {source}", .path.display())]
     Io { path: PathBuf, source: io::Error },
+}
+
+impl From<UnsafeDir> for io::Error {
+    fn from(e: UnsafeDir) -> io::Error {
+        match e {
+            UnsafeDir::Io { source, .. } => source,
+            e => io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+        }
+    }
+}
+
+/// How many symbolic links [`check_path_links`] follows before giving up (as the kernel's
+/// `MAXSYMLINKS`).
+const MAX_LINKS: usize = 40;
+
+/// Checks every component of `path` (and of the targets of the links on the way) that
+/// exists: a symbolic link must be owned by us or by root. A link owned by anyone else is
+/// refused ([`UnsafeDir::ForeignLink`]) whatever it points to, like the kernel's
+/// `protected_symlinks` does in sticky folders. Missing components end the walk (they
+/// will be created by us).
+///
+/// Called before creating or opening our files (logs, state, run, configs written by
+/// `onboard`). Files themselves are then opened with `O_NOFOLLOW`; the log keeps its
+/// folder open and rotates inside it, so a link swapped in later cannot redirect it.
+pub(crate) fn check_path_links(path: &Path) -> Result<(), UnsafeDir> {
+    let mut budget = MAX_LINKS;
+    check_links_from(path, &mut budget, path)
+}
+
+fn check_links_from(path: &Path, budget: &mut usize, named: &Path) -> Result<(), UnsafeDir> {
+    let me = euid();
+    let mut prefix = PathBuf::new();
+    for comp in path.components() {
+        prefix.push(comp);
+        if !matches!(comp, Component::Normal(_)) {
+            continue;
+        }
+        let meta = match fs::symlink_metadata(&prefix) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(UnsafeDir::Io {
+                    path: prefix,
+                    source,
+                })
+            }
+        };
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(UnsafeDir::ForeignLink {
+                link: prefix,
+                owner: meta.uid(),
+                me,
+            });
+        }
+        *budget = budget
+            .checked_sub(1)
+            .ok_or_else(|| UnsafeDir::LinkLoop(named.to_path_buf()))?;
+        let target = fs::read_link(&prefix).map_err(|source| UnsafeDir::Io {
+            path: prefix.clone(),
+            source,
+        })?;
+        // A relative target is resolved from the link's folder.
+        let base = prefix.parent().unwrap_or(Path::new(""));
+        check_links_from(&base.join(target), budget, named)?;
+    }
+    Ok(())
 }
 
 /// Checks that `dir` (not following a link) is a folder owned by the effective uid and
 /// not writable by group or others. `Ok(false)` when it does not exist.
 pub(crate) fn check_private_dir(dir: &Path) -> Result<bool, UnsafeDir> {
+    check_path_links(dir)?;
     let meta = match fs::symlink_metadata(dir) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -240,6 +319,38 @@ mod tests {
         assert!(read_nofollow(&link).is_err());
         assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
         assert!(create_private(&link).is_err());
+    }
+
+    /// Red-team F1: a link owned by another user anywhere on the way (also inside the
+    /// target of a link of ours) is refused by name; our own links and root's are fine.
+    /// Needs root to give a link to uid 65534.
+    #[test]
+    fn a_link_on_the_way_owned_by_another_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let ours = dir.path().join("ours");
+        std::os::unix::fs::symlink("real", &ours).unwrap();
+        check_path_links(&ours.join("x/y.log")).expect("our own link");
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED (rest): needs root to chown a link to uid 65534");
+            return;
+        }
+        let foreign = dir.path().join("foreign");
+        std::os::unix::fs::symlink(&real, &foreign).unwrap();
+        std::os::unix::fs::lchown(&foreign, Some(65534), None).unwrap();
+        let err = check_path_links(&foreign.join("y.log"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("uid 65534") && err.contains("foreign"),
+            "{err}"
+        );
+        // Reached through a link of ours: still refused.
+        let via = dir.path().join("via");
+        std::os::unix::fs::symlink("foreign", &via).unwrap();
+        assert!(check_path_links(&via.join("y.log")).is_err());
+        assert!(check_private_dir(&foreign.join("sub")).is_err());
     }
 
     #[test]

@@ -366,6 +366,18 @@ impl DaemonPaths {
             && fs::symlink_metadata(&self.state).is_ok_and(|m| m.is_dir() && m.mode() & 0o022 == 0)
     }
 
+    /// Checks the run folder and its root without creating anything, like
+    /// [`Self::check_state_dir`]: a folder there that is not ours or is writable by
+    /// others is an error naming it (exit 2); missing ones are fine.
+    pub(crate) fn check_run_dir(&self) -> Result<(), CliError> {
+        for dir in [&self.run_root, &self.run] {
+            if !crate::fsutil::check_private_dir(dir).map_err(unsafe_dir)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Where a daemon starting (or re-binding) now should listen: the run folder's socket,
     /// or, when that folder cannot be made (the session's runtime folder is gone), a
     /// socket in the state folder.
@@ -417,6 +429,7 @@ impl DaemonPaths {
 /// Creates `root` (with any missing parents, 0700) and `leaf` below it, then checks both
 /// are folders owned by us and not writable by others (exit 2 naming the path and fix).
 fn ensure_owned_tree(root: &Path, leaf: &Path) -> Result<(), CliError> {
+    crate::fsutil::check_path_links(leaf).map_err(unsafe_dir)?;
     if let Some(parent) = root.parent() {
         if !parent.as_os_str().is_empty() && !parent.exists() {
             fs::DirBuilder::new()
@@ -473,6 +486,7 @@ pub fn validate_name(name: &str) -> Result<(), CliError> {
 
 /// Creates the parent folder of a file (normal permissions).
 pub fn ensure_parent(file: &Path) -> Result<(), CliError> {
+    crate::fsutil::check_path_links(file).map_err(unsafe_dir)?;
     if let Some(parent) = file.parent() {
         if !parent.as_os_str().is_empty() {
             fs::create_dir_all(parent).map_err(|e| io_error("create folder", parent, e))?;
@@ -490,6 +504,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
+    crate::fsutil::check_path_links(&tmp).map_err(unsafe_dir)?;
     let _ = fs::remove_file(&tmp);
     let mut f = fs::OpenOptions::new()
         .write(true)

@@ -7,15 +7,39 @@
 //! second. The time is passed in, so the logic is pure and any clock (a paused tokio
 //! clock included) drives it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// Instants of the recent events, oldest first.
+/// How long a caller waits before asking again when the window is full of events still
+/// in flight (they leave it only after they finish, at a time not known yet).
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(50);
+
+/// One counted event: when it happened, or when it started while it is still in flight.
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    id: EventId,
+    at: Instant,
+    in_flight: bool,
+}
+
+/// Names an event started with [`SlidingWindow::start`], to [`SlidingWindow::finish`] it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EventId(u64);
+
+/// The recent events (at most `limit` are ever inside the window).
+///
+/// An event may be counted in two steps ([`start`](Self::start) then
+/// [`finish`](Self::finish)): it takes its place at its start, stays in the window for
+/// as long as it is in flight, and when it finishes its time moves to the finish time.
+/// For a request this bounds the receiver's view whatever the delays: the server got
+/// the request at or before we got its answer, and the request that reuses the place
+/// starts at least `window` after that answer.
 #[derive(Debug)]
 pub(crate) struct SlidingWindow {
     limit: usize,
     window: Duration,
-    times: VecDeque<Instant>,
+    events: Vec<Event>,
+    next_id: u64,
 }
 
 impl SlidingWindow {
@@ -24,30 +48,53 @@ impl SlidingWindow {
         SlidingWindow {
             limit: limit.max(1),
             window,
-            times: VecDeque::new(),
+            events: Vec::new(),
+            next_id: 0,
         }
     }
 
-    /// Zero when one more event fits at `now`; else how long until the oldest event
-    /// leaves the window. Forgets events that already left it.
+    /// Zero when one more event fits at `now`; else how long until the oldest finished
+    /// event leaves the window (or [`IN_FLIGHT_POLL`] when all are in flight). Forgets
+    /// finished events that already left it.
     pub(crate) fn wait(&mut self, now: Instant) -> Duration {
-        while self
-            .times
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
-        {
-            self.times.pop_front();
-        }
-        if self.times.len() < self.limit {
+        let window = self.window;
+        self.events
+            .retain(|e| e.in_flight || now.saturating_duration_since(e.at) < window);
+        if self.events.len() < self.limit {
             return Duration::ZERO;
         }
-        let oldest = self.times.front().copied().unwrap_or(now);
-        (oldest + self.window).saturating_duration_since(now)
+        self.events
+            .iter()
+            .filter(|e| !e.in_flight)
+            .map(|e| (e.at + window).saturating_duration_since(now))
+            .min()
+            .unwrap_or(IN_FLIGHT_POLL)
     }
 
     /// Counts an event at `now` (call after a zero [`wait`](Self::wait)).
     pub(crate) fn record(&mut self, now: Instant) {
-        self.times.push_back(now);
+        self.push(now, false);
+    }
+
+    /// Counts an event that starts at `now` and lasts until [`finish`](Self::finish)
+    /// (call after a zero [`wait`](Self::wait)).
+    pub(crate) fn start(&mut self, now: Instant) -> EventId {
+        self.push(now, true)
+    }
+
+    /// Ends the event `id` at `now`: it leaves the window `window` after `now`.
+    pub(crate) fn finish(&mut self, id: EventId, now: Instant) {
+        if let Some(e) = self.events.iter_mut().find(|e| e.id == id) {
+            e.at = e.at.max(now);
+            e.in_flight = false;
+        }
+    }
+
+    fn push(&mut self, at: Instant, in_flight: bool) -> EventId {
+        let id = EventId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
+        self.events.push(Event { id, at, in_flight });
+        id
     }
 
     /// Counts an event at `now` when it fits, else says how long to wait.
@@ -61,11 +108,11 @@ impl SlidingWindow {
         }
     }
 
-    /// True when no counted event is inside the window at `now`.
+    /// True when no counted event is inside the window (or in flight) at `now`.
     fn is_idle(&self, now: Instant) -> bool {
-        self.times
-            .back()
-            .is_none_or(|t| now.saturating_duration_since(*t) >= self.window)
+        self.events
+            .iter()
+            .all(|e| !e.in_flight && now.saturating_duration_since(e.at) >= self.window)
     }
 }
 
@@ -97,8 +144,21 @@ impl KeyedWindows {
     }
 
     /// [`SlidingWindow::record`] for `key`.
+    #[cfg(test)]
     pub(crate) fn record(&mut self, key: &str, now: Instant) {
         self.window_of(key, now).record(now);
+    }
+
+    /// [`SlidingWindow::start`] for `key`.
+    pub(crate) fn start(&mut self, key: &str, now: Instant) -> EventId {
+        self.window_of(key, now).start(now)
+    }
+
+    /// [`SlidingWindow::finish`] for `key`.
+    pub(crate) fn finish(&mut self, key: &str, id: EventId, now: Instant) {
+        if let Some(w) = self.windows.get_mut(key) {
+            w.finish(id, now);
+        }
     }
 
     /// [`SlidingWindow::try_record`] for `key`.
@@ -150,6 +210,24 @@ mod tests {
                 .count();
             assert!(in_window <= 20, "{in_window} sends within 1 s from #{i}");
         }
+    }
+
+    /// Red-team F5: an event in flight stays counted however long it lasts, and when it
+    /// finishes it leaves the window `window` after its finish, not after its start.
+    #[test]
+    fn a_finished_event_leaves_the_window_after_its_finish() {
+        let t = Instant::now();
+        let mut w = SlidingWindow::new(1, Duration::from_secs(1));
+        assert_eq!(w.wait(t), Duration::ZERO);
+        let id = w.start(t);
+        assert_eq!(
+            w.wait(t + MS * 5000),
+            IN_FLIGHT_POLL,
+            "in flight: still counted"
+        );
+        w.finish(id, t + MS * 5300);
+        assert_eq!(w.wait(t + MS * 5300), MS * 1000);
+        assert_eq!(w.wait(t + MS * 6300), Duration::ZERO);
     }
 
     #[test]

@@ -329,17 +329,53 @@ fn deep_nesting_and_alias_bombs_are_refused_quickly_naming_the_limit() {
     }
 }
 
-/// A config path that is a device without a size is refused at the cap, not read forever.
+/// A config path that is a device without a size is refused, not read forever.
 #[test]
-fn a_config_without_end_is_refused_at_the_size_cap() {
+fn a_config_without_end_is_refused() {
     let home = Home::new();
     let r = home.run(&["config", "check", "--config", "/dev/zero"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
-        r.stderr.contains("/dev/zero") && r.stderr.contains("1 MiB limit"),
+        r.stderr.contains("/dev/zero") && r.stderr.contains("not a regular file"),
         "{}",
         r.stderr
     );
+}
+
+/// Red-team F4: a FIFO config (nobody writing) is refused at once with exit 2 naming the
+/// path, by `config check` and by `daemon start`, instead of waiting forever for a writer.
+#[test]
+fn a_fifo_config_is_refused_at_once() {
+    let home = Home::new();
+    let fifo = home.path().join("c.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo_s = fifo.to_str().unwrap();
+    for args in [
+        &["config", "check", "--config", fifo_s][..],
+        &["daemon", "start", "--name", "f", "--config", fifo_s][..],
+    ] {
+        let mut child = home
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let done = support::wait_until(std::time::Duration::from_secs(10), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !done {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} hung on a FIFO config");
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(fifo_s) && stderr.contains("not a regular file"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[test]

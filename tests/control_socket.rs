@@ -202,3 +202,55 @@ fn a_connection_flood_at_300_descriptors_leaves_status_and_signed_callbacks_work
         "ran out of descriptors"
     );
 }
+
+/// Red-team F3: a captured (timestamp, sign) pair stays refused after `daemon restart`
+/// (409), whatever body it carries: the admitted pairs are recorded in the state folder
+/// before the callback is answered, and reloaded at start.
+#[test]
+fn a_captured_callback_pair_is_refused_after_a_restart() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let port = free_port();
+    let cfg = stack.config(
+        2,
+        5000,
+        &format!("    mode: http\n    http_listen: \"127.0.0.1:{port}\"\n"),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let r = stack
+        .home
+        .run(&["daemon", "start", "--name", "bot", "--config", cfg]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let url = format!("http://127.0.0.1:{port}/");
+    let ts = clawdbot::dingtalk::now_ms().to_string();
+    let sign = clawdbot::dingtalk::compute_sign(&ts, support::stack::CLIENT_SECRET);
+    let post = |msg_id: &str, text: &str| -> u16 {
+        let body = json!({"msgId": msg_id, "conversationId": "cidReplay==",
+            "conversationType": "2", "msgtype": "text", "text": {"content": text},
+            "senderStaffId": "0423001", "senderNick": "Li",
+            "robotCode": support::stack::CLIENT_ID});
+        stack.rt.block_on(async {
+            reqwest::Client::new()
+                .post(&url)
+                .header("timestamp", &ts)
+                .header("sign", &sign)
+                .json(&body)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .expect("callback answered")
+                .status()
+                .as_u16()
+        })
+    };
+    assert_eq!(post("msgGenuine", "genuine"), 200);
+    let r = stack.home.run(&["daemon", "restart", "--name", "bot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(post("msgForged", "forged with a captured pair"), 409);
+    let state = stack.home.state_dir("bot").join("callback-replay");
+    let mode = std::fs::metadata(&state).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    assert_eq!(stack.home.run(&["daemon", "stop", "--name", "bot"]).code, 0);
+}

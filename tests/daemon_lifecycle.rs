@@ -498,7 +498,7 @@ fn logs_follow_prints_new_lines() {
 }
 
 #[test]
-fn start_timeout_0_is_a_usage_error_and_a_start_not_ready_in_time_is_stopped() {
+fn start_timeout_0_is_a_usage_error_and_a_fifo_log_without_reader_is_named() {
     let (home, cfg) = home_with_config();
     let r = home.run(&[
         "daemon",
@@ -514,8 +514,8 @@ fn start_timeout_0_is_a_usage_error_and_a_start_not_ready_in_time_is_stopped() {
     assert!(r.stderr.contains("--timeout"), "{r:?}");
     assert!(processes_of(&home).is_empty());
 
-    // A log on a FIFO that nobody reads blocks the daemon when it opens its log: it can
-    // never become ready.
+    // Red-team F8c: a log on a FIFO that nobody reads is refused by the daemon at once,
+    // naming the FIFO (it used to wait for a reader until the start timed out).
     let fifo = home.path().join("slow.log");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let r = home.run(&[
@@ -528,15 +528,16 @@ fn start_timeout_0_is_a_usage_error_and_a_start_not_ready_in_time_is_stopped() {
         "--log",
         fifo.to_str().unwrap(),
         "--timeout",
-        "1",
+        "5",
     ]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
-        r.stderr.contains("no readiness within 1 s") && r.stderr.contains("stopped it"),
+        r.stderr.contains(fifo.to_str().unwrap()) && r.stderr.contains("nobody reads"),
         "{r:?}"
     );
-    // Stopped before the command returned: no daemon, no pid file, status "not running".
     assert_eq!(processes_of(&home), Vec::<u32>::new());
+
+    // Nothing left behind.
     assert!(!home.state_dir("slow").join("pid").exists());
     let st = home.run(&["daemon", "status", "--name", "slow"]);
     assert_eq!(st.code, 3, "{st:?}");
@@ -852,6 +853,13 @@ fn one_daemon_per_name_whatever_the_session_and_stoppable_after_logout() {
             "XDG_RUNTIME_DIR {env:?}: never found again: {last:?}"
         );
     }
+    // Red-team F8a: status shows the socket the daemon really serves now.
+    let st = as_nobody(&home, None, &status);
+    let served = st.json()["socket"].as_str().unwrap_or_default().to_string();
+    assert!(
+        served.ends_with("state/clawdbot/bot/control.sock"),
+        "{st:?}"
+    );
     let state = home.join(".local/state/clawdbot/bot");
     let record = std::fs::read_to_string(state.join("pid")).unwrap();
     assert!(
@@ -925,6 +933,89 @@ fn restart_with_a_read_only_state_folder_leaves_the_old_daemon_running() {
     let r = home.run(&["--json", "daemon", "restart", "--name", "bot"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_ne!(r.json()["pid"].as_u64(), Some(pid));
+}
+
+/// Red-team F2: a huge `--timeout` is a usage error (exit 2 naming the flag and the
+/// range, one JSON error document with --json) before anything is stopped: the running
+/// daemon survives a `restart --timeout 18446744073709551615`. No command panics (101).
+#[test]
+fn huge_timeouts_are_usage_errors_and_restart_stops_nothing() {
+    let (home, cfg) = home_with_config();
+    let r = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let pid = r.json()["pid"].as_u64().unwrap() as u32;
+    for huge in ["18446744073709551615", "9223372036854775807", "86401"] {
+        let r = home.run(&[
+            "--json",
+            "daemon",
+            "restart",
+            "--name",
+            "bot",
+            "--config",
+            &cfg,
+            "--timeout",
+            huge,
+        ]);
+        assert_eq!(r.code, 2, "restart --timeout {huge}: {r:?}");
+        let doc = r.json();
+        assert_eq!(doc["exit_code"], 2, "{doc}");
+        assert!(
+            doc["error"].as_str().unwrap().contains("--timeout"),
+            "{doc}"
+        );
+        assert!(r.stderr.contains("86400"), "the range is named: {r:?}");
+        assert!(pid_alive(pid), "restart stopped the daemon before failing");
+    }
+    for args in [
+        &["daemon", "start", "--name", "bot", "--config", &cfg][..],
+        &["daemon", "stop", "--name", "bot"][..],
+        &["healthcheck", "--name", "bot"][..],
+        &["send", "--name", "bot", "--to", "x", "--text", "hi"][..],
+    ] {
+        let mut argv = args.to_vec();
+        argv.extend(["--timeout", "9223372036854775807"]);
+        let r = home.run(&argv);
+        assert_eq!(r.code, 2, "{argv:?}: {r:?}");
+        assert!(r.stderr.contains("--timeout"), "{argv:?}: {r:?}");
+    }
+    let st = home.run(&["--json", "daemon", "status", "--name", "bot"]);
+    assert_eq!(st.json()["pid"].as_u64().unwrap() as u32, pid);
+    assert_eq!(home.run(&["daemon", "stop", "--name", "bot"]).code, 0);
+}
+
+/// Red-team F8b: a run folder planted by another user makes `daemon stop` (like status
+/// and start) exit 2 naming the folder, not report "was not running".
+#[test]
+fn stop_and_status_refuse_another_users_run_folder_by_name() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to chown a folder to uid 65534");
+        return;
+    }
+    let (home, cfg) = home_with_config();
+    let run = home.run_dir("bot");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::set_permissions(
+        run.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&run, Some(65534), Some(65534)).unwrap();
+    let start = home.run(&["daemon", "start", "--name", "bot", "--config", &cfg]);
+    assert_eq!(start.code, 2, "{start:?}");
+    for args in [
+        &["daemon", "stop", "--name", "bot"][..],
+        &["daemon", "status", "--name", "bot"][..],
+    ] {
+        let r = home.run(args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(run.to_str().unwrap()) && r.stderr.contains("uid 65534"),
+            "{args:?}: {r:?}"
+        );
+    }
 }
 
 /// `daemon run` as systemd runs it: stderr is the journal stream named by

@@ -353,6 +353,107 @@ fn the_daemon_process_shows_no_secret_in_its_cmdline_or_environment() {
     assert_eq!(home.run(&["daemon", "stop", "--name", "gw"]).code, 0);
 }
 
+/// `daemon install --exec "... --api-key K"` keeps the command out of the unit (any local
+/// user can read a unit): it goes to a 0600 file the unit loads as a systemd credential,
+/// and `--exec-file` runs it with the real arguments while the daemon's argv names only
+/// the file.
+#[test]
+fn an_installed_gateway_keeps_its_secret_in_a_private_file_that_exec_file_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    let units = home.path().join("units");
+    let argv = home.path().join("argv.txt");
+    let exec = format!(
+        "sh -c 'printf \"%s\\n\" \"$@\" > {}; exec sleep 600' gw --api-key SEKRET-M5 --port 8000",
+        argv.display()
+    );
+    let install = home.run(&[
+        "--json",
+        "daemon",
+        "install",
+        "--name",
+        "gw",
+        "--unit-dir",
+        units.to_str().unwrap(),
+        "--exec",
+        &exec,
+    ]);
+    assert_eq!(install.code, 0, "{install:?}");
+    assert!(!install.stdout.contains("SEKRET"), "{install:?}");
+    let unit = std::fs::read_to_string(units.join("clawdbot-gateway@gw.service")).unwrap();
+    assert!(!unit.contains("SEKRET"), "secret in the unit:\n{unit}");
+    let file = units.join("gw.exec");
+    assert_eq!(install.json()["exec_file"], file.display().to_string());
+    assert!(
+        unit.contains(&format!("LoadCredential=exec:{}\n", file.display()))
+            && unit.contains("daemon run --name %i --exec-file %d/exec"),
+        "{unit}"
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "exec file mode {mode:o}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{exec}\n"));
+
+    let run = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "gw",
+        "--exec-file",
+        file.to_str().unwrap(),
+        "--timeout",
+        "15",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        wait_argv(&argv),
+        ["--api-key", "SEKRET-M5", "--port", "8000"]
+    );
+    let status = home.run(&["--json", "daemon", "status", "--name", "gw"]);
+    let command = status.json()["gateway"]["command"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        command.ends_with("gw --api-key *** --port 8000"),
+        "{command}"
+    );
+    let pid = status.json()["pid"].as_u64().expect("status names the pid");
+    let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
+    assert!(!cmdline.contains("SEKRET"), "daemon cmdline: {cmdline}");
+    assert!(cmdline.contains("--exec-file"), "{cmdline}");
+    assert_eq!(home.run(&["daemon", "stop", "--name", "gw"]).code, 0);
+    assert!(!home.all_logs().contains("SEKRET"), "secret in the log");
+
+    // A file others can read is refused, naming it and not what it holds.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let loose = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "gw2",
+        "--exec-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(loose.code, 2, "{loose:?}");
+    assert!(
+        loose.stderr.contains("chmod 600") && !loose.stderr.contains("SEKRET"),
+        "{loose:?}"
+    );
+
+    // uninstall takes the command file with the unit.
+    let gone = home.run(&[
+        "daemon",
+        "uninstall",
+        "--name",
+        "gw",
+        "--unit-dir",
+        units.to_str().unwrap(),
+    ]);
+    assert_eq!(gone.code, 0, "{gone:?}");
+    assert!(!file.exists(), "the command file outlived its unit");
+}
+
 /// A `--health-url` with a password in its user-info is polled with it, but `status`,
 /// `daemon start`'s output and the log show it masked.
 #[test]

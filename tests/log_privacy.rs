@@ -118,3 +118,66 @@ fn control_characters_in_logged_fields_cannot_forge_log_lines() {
         assert!(!logs.contains(c), "{c:?} reached the log raw");
     }
 }
+
+/// Splits a text log line into its space-separated tokens, a `"..."` value (with `\"` and
+/// `\\` escapes) staying inside its token: how a log parser reads `name=value` fields.
+fn log_tokens(line: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut escaped) = (false, false);
+    for c in line.chars() {
+        if escaped {
+            cur.push(c);
+            escaped = false;
+        } else if quoted && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if c == ' ' && !quoted {
+            if !cur.is_empty() {
+                tokens.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(c);
+        }
+    }
+    tokens.push(cur);
+    tokens
+}
+
+/// Red-team F6: spaces, `=` and `"` in a logged value cannot forge other fields: such a
+/// value is quoted (with `"` and `\` escaped), so each field parses unambiguously.
+#[test]
+fn spaces_and_equals_in_logged_values_cannot_forge_fields() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    stack.start_bot(&cfg);
+    let hostile = "cidX== msg_id=mFORGED kind=\"Direct\\";
+    stack.inject_group(hostile, "hello");
+    stack.wait_outbox(1, Duration::from_secs(10));
+    let stop = stack
+        .home
+        .run(&["daemon", "stop", "--name", "bot", "--timeout", "5"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+
+    let logs = stack.home.all_logs();
+    assert!(
+        logs.contains(r#"conversation="cidX== msg_id=mFORGED kind=\"Direct\\""#),
+        "the conversation id is not logged quoted:\n{logs}"
+    );
+    let mut seen = 0;
+    for line in logs.lines() {
+        let tokens = log_tokens(line);
+        assert!(
+            !tokens.iter().any(|t| t == "msg_id=mFORGED"),
+            "a forged field: {line:?}"
+        );
+        if tokens
+            .iter()
+            .any(|t| t == &format!("conversation={hostile}"))
+        {
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "the value parses back whole:\n{logs}");
+}

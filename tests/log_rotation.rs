@@ -115,15 +115,25 @@ fn start_burst(home: &Home, name: &str, log: &Path, done: &Path) -> support::Run
     ])
 }
 
-/// Reads a FIFO until it ends, into a shared buffer.
+/// Reads a FIFO into a shared buffer. Its read end is open when this returns (a log FIFO
+/// nobody reads is refused); reads that find no writer yet, or nothing new, try again.
 fn drain_fifo(path: PathBuf) -> Arc<Mutex<Vec<u8>>> {
+    use std::os::unix::fs::OpenOptionsExt;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
+    let mut fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .unwrap();
     std::thread::spawn(move || {
-        let mut fifo = std::fs::File::open(path).unwrap();
         let mut buf = [0u8; 8192];
-        while let Ok(n @ 1..) = fifo.read(&mut buf) {
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        // Bounded: at most about two minutes of polling.
+        for _ in 0..120_000 {
+            match fifo.read(&mut buf) {
+                Ok(n @ 1..) => sink.lock().unwrap().extend_from_slice(&buf[..n]),
+                Ok(0) | Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
         }
     });
     seen
@@ -251,4 +261,84 @@ fn a_log_link_or_a_foreign_file_in_a_shared_folder_is_refused() {
             .unwrap_or_default()
             .contains("daemon ready")
     }));
+}
+
+/// Red-team F1: a folder on the way to the log that is a symbolic link owned by another
+/// user (planted in a sticky world-writable folder) is refused before anything starts
+/// (exit 2 naming the link); the root-only files in the folder it points to are neither
+/// appended to nor rotated away. The same holds for the default log folder under a shared
+/// `--home` whose `logs` is such a link. Needs root (to give the link to uid 65534).
+#[test]
+fn a_folder_link_owned_by_another_user_is_refused_and_its_target_untouched() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to chown a link to uid 65534");
+        return;
+    }
+    let home = Home::new();
+    let cfg =
+        seed_config("http://127.0.0.1:9/v1") + "logging:\n  max_bytes: 4096\n  max_files: 2\n";
+    let cfg = home.write("bot.yaml", &cfg);
+    let victim = home.path().join("victimdir");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(victim.join("app.log"), "ROOT SECRET CONFIG\n").unwrap();
+    std::fs::write(victim.join("app.log.1"), "OLD\n").unwrap();
+    let sticky = home.path().join("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let link = sticky.join("tmpdir");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    let log = link.join("app.log");
+    let r = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "sl2",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--log",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(link.to_str().unwrap()) && r.stderr.contains("uid 65534"),
+        "{r:?}"
+    );
+    assert_eq!(home.run(&["daemon", "status", "--name", "sl2"]).code, 3);
+    assert_eq!(
+        std::fs::read_to_string(victim.join("app.log")).unwrap(),
+        "ROOT SECRET CONFIG\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(victim.join("app.log.1")).unwrap(),
+        "OLD\n"
+    );
+    assert!(!victim.join("app.log.2").exists());
+
+    // The default log folder: `--home` is a sticky shared folder, its `logs` a planted link.
+    let shared_home = Home::new();
+    std::fs::set_permissions(shared_home.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let logs = shared_home.path().join("logs");
+    std::os::unix::fs::symlink(&victim, &logs).unwrap();
+    std::os::unix::fs::lchown(&logs, Some(65534), Some(65534)).unwrap();
+    let r = shared_home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "app",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains(logs.to_str().unwrap()) && r.stderr.contains("uid 65534"),
+        "{r:?}"
+    );
+    assert!(!victim.join("app.log.2").exists());
+    assert_eq!(
+        std::fs::read_to_string(victim.join("app.log")).unwrap(),
+        "ROOT SECRET CONFIG\n"
+    );
 }

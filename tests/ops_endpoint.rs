@@ -265,8 +265,78 @@ fn non_loopback_ops_address_needs_allow_remote_and_bad_addresses_name_the_key() 
     let r = check("ops:\n  listen: \"localhost-ish\"\n");
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("ops.listen"), "{r:?}");
+    let r = check(
+        "ops:\n  listen: \"127.0.0.1:9464\"\n  allowed_hosts: [\"a.example\", \"b:99999\"]\n",
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("ops.allowed_hosts[1]"), "{r:?}");
+    let r =
+        check("ops:\n  listen: \"127.0.0.1:9464\"\n  allowed_hosts: [\"a.example\", \"b:9\"]\n");
+    assert_eq!(r.code, 0, "{r:?}");
     let r = check("ops:\n  listne: \"127.0.0.1:9464\"\n");
     assert_eq!(r.code, 2, "{r:?}");
+}
+
+/// GET `url` sending `host` as the Host header: the status code.
+fn get_with_host(stack: &Stack, url: &str, host: &str) -> u16 {
+    stack.rt.block_on(async {
+        reqwest::Client::new()
+            .get(url)
+            .header("host", host)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .status()
+            .as_u16()
+    })
+}
+
+/// DNS rebinding: a page whose domain now resolves to 127.0.0.1 sends its own domain as
+/// Host; the figures are served only for the listen address, `localhost` and
+/// `ops.allowed_hosts`.
+#[test]
+fn the_ops_endpoint_answers_only_hosts_that_name_it() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let port = free_port();
+    let cfg = stack.config(
+        2,
+        5000,
+        &format!("ops:\n  listen: \"127.0.0.1:{port}\"\n  allowed_hosts: [\"ops.internal\"]\n"),
+    );
+    stack.start_bot(&cfg);
+    let base = format!("http://127.0.0.1:{port}");
+    for path in ["/status.json", "/metrics", "/"] {
+        let url = format!("{base}{path}");
+        for host in [
+            "rebind.example",
+            &format!("rebind.example:{port}"),
+            "127.0.0.1",
+        ] {
+            assert_eq!(
+                get_with_host(&stack, &url, host),
+                421,
+                "{path} for Host {host}"
+            );
+        }
+        for host in [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            "ops.internal".to_string(),
+            format!("OPS.internal:{port}"),
+        ] {
+            assert_eq!(
+                get_with_host(&stack, &url, &host),
+                200,
+                "{path} for Host {host}"
+            );
+        }
+    }
+    let refused = get(&stack, &format!("{base}/status.json"));
+    assert_eq!(
+        refused.0, 200,
+        "a plain request to the address: {refused:?}"
+    );
 }
 
 #[test]

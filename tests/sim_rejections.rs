@@ -697,6 +697,25 @@ fn fault_knobs_are_counted_and_unknown_ones_refused() {
             .await
             .expect("faults");
         assert_eq!(set["faults"]["gateway_504"], 2, "{set}");
+        // Red-team F8d: DELETE clears every fault at once.
+        let cleared: Value = reqwest::Client::new()
+            .delete(format!("{}/_sim/faults", stack.sim_url))
+            .send()
+            .await
+            .expect("delete faults")
+            .json()
+            .await
+            .expect("a JSON answer");
+        assert_eq!(cleared["faults"]["gateway_504"], 0, "{cleared}");
+        let now: Value = reqwest::get(format!("{}/_sim/faults", stack.sim_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for name in ["gateway_504", "webhook_busy", "invalid_staff"] {
+            assert_eq!(now["faults"][name], 0, "{name}: {now}");
+        }
     });
 }
 

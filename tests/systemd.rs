@@ -414,7 +414,8 @@ fn install_writes_the_unit_and_uninstall_removes_it() {
     assert_eq!(forced.code, 0, "{forced:?}");
     assert_eq!(std::fs::read_to_string(&bot).unwrap(), text);
 
-    // A gateway unit carries its command as one argument, with nothing expanded.
+    // A gateway unit loads its command from a private file as a credential (nothing of
+    // it in the unit); the health URL stays one argument, with nothing expanded.
     let gw = run(&mut bare(&[
         "daemon",
         "install",
@@ -423,17 +424,26 @@ fn install_writes_the_unit_and_uninstall_removes_it() {
         "--unit-dir",
         &d,
         "--exec",
-        "/bin/sleep 100%",
+        "/bin/sleep 100% --api-key SEKRET-U",
         "--health-url",
         "http://127.0.0.1:8080/health",
     ]));
     assert_eq!(gw.code, 0, "{gw:?}");
     let gw_text = std::fs::read_to_string(dir.path().join("clawdbot-gateway@llm.service")).unwrap();
     assert!(
-        gw_text.contains(
-            "--exec \"/bin/sleep 100%%\" --health-url \"http://127.0.0.1:8080/health\"\n"
-        ),
+        gw_text.contains("--exec-file %d/exec --health-url \"http://127.0.0.1:8080/health\"\n")
+            && gw_text.contains(&format!("LoadCredential=exec:{d}/llm.exec\n"))
+            && !gw_text.contains("SEKRET"),
         "{gw_text}"
+    );
+    let exec_file = dir.path().join("llm.exec");
+    assert_eq!(
+        std::fs::read_to_string(&exec_file).unwrap(),
+        "/bin/sleep 100% --api-key SEKRET-U\n"
+    );
+    assert_eq!(
+        std::fs::metadata(&exec_file).unwrap().permissions().mode() & 0o777,
+        0o600
     );
     let bad = run(&mut bare(&[
         "daemon",
@@ -579,10 +589,14 @@ fn system_units_score_ok_in_systemd_analyze_security() {
         0
     );
     // systemd accepts the installed units as they are (syntax, quoting, the executable).
-    let installed: Vec<PathBuf> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let units_in = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "service"))
+            .collect()
+    };
+    let installed = units_in(dir.path());
     let verify = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .args(&installed)
@@ -594,10 +608,7 @@ fn system_units_score_ok_in_systemd_analyze_security() {
         String::from_utf8_lossy(&verify.stderr)
     );
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("config-templates");
-    let mut units: Vec<PathBuf> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut units = units_in(dir.path());
     for template in ["clawdbot@.service", "clawdbot-gateway@.service"] {
         // A template is analysed as an instance of itself.
         let copy = dir.path().join(template.replace("@.", "@example."));

@@ -31,11 +31,15 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::daemon::workload::{BoxFuture, WorkError, Workload};
+use crate::dingtalk::channel::ChannelTuning;
 use crate::dingtalk::{Channel, ChannelError, Inbound};
 use crate::ipc::proto::{ErrorKind, HealthReport, SendOutcome};
 use crate::model::ModelRouter;
 use crate::paths::DaemonPaths;
 use crate::status::DaemonReport;
+
+/// The callback replay record in the state folder (see `dingtalk::replay`).
+const CALLBACK_REPLAY_FILE: &str = "callback-replay";
 
 use inflight::InFlight;
 use intake::JournalSink;
@@ -94,8 +98,13 @@ impl Bot {
         let journal = Arc::new(opened.journal);
         let channel = match &config.channel {
             Some(ch) => {
+                let tuning = ChannelTuning {
+                    replay_file: Some(paths.state.join(CALLBACK_REPLAY_FILE)),
+                    ..ChannelTuning::default()
+                };
                 let channel =
-                    Channel::start(ch.dingtalk.clone(), JournalSink(journal.clone())).await?;
+                    Channel::start_with(ch.dingtalk.clone(), JournalSink(journal.clone()), tuning)
+                        .await?;
                 channel.set_max_parts(config.reply.max_parts);
                 Some(channel)
             }

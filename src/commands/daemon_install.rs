@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::output::Output;
 use crate::cli::{InstallArgs, UninstallArgs, UnitPlaceArgs};
-use crate::daemon::unit::{UnitSpec, UnitWorkload, MARKER, SERVICE_USER};
+use crate::daemon::unit::{ExecFilePlace, UnitSpec, UnitWorkload, MARKER, SERVICE_USER};
 use crate::exit::{CliError, CmdResult, Code};
 use crate::gateway::cmdline::CommandLine;
 use crate::gateway::health::HealthProbe;
@@ -26,11 +26,19 @@ pub fn install(args: &InstallArgs, out: &Output) -> CmdResult {
     let workload = match &args.exec {
         Some(exec) => {
             CommandLine::parse(exec).map_err(|e| CliError::usage(e.to_string()))?;
+            if exec.contains(['\n', '\r']) {
+                return Err(CliError::usage(
+                    "--exec contains a line break: give the command on one line",
+                ));
+            }
             if let Some(url) = &args.health_url {
                 HealthProbe::new(url).map_err(CliError::usage)?;
             }
             UnitWorkload::Gateway {
-                exec: exec.clone(),
+                exec_file: match &place.unit_dir {
+                    Some(_) => ExecFilePlace::At(unit_dir(place)?.join(exec_file_name(place))),
+                    None => ExecFilePlace::ConfigDir,
+                },
                 health_url: args.health_url.clone(),
             }
         }
@@ -61,6 +69,17 @@ pub fn install(args: &InstallArgs, out: &Output) -> CmdResult {
         )));
     }
     std::fs::create_dir_all(&dir).map_err(|e| io_error("create folder", &dir, e))?;
+    let exec_file = match (&args.exec, exec_file_path(place)?) {
+        (Some(exec), Some(path)) => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| io_error("create folder", parent, e))?;
+            }
+            write_private(&path, format!("{exec}\n").as_bytes())?;
+            Some(path)
+        }
+        _ => None,
+    };
     write_private(&file, text.as_bytes())?;
     let ctl = systemctl_words(place.user);
     if place.now {
@@ -70,8 +89,16 @@ pub fn install(args: &InstallArgs, out: &Output) -> CmdResult {
     let next = next_steps(&spec, place, &unit, &ctl);
     out.result(
         json!({"ok": true, "name": place.name, "unit": unit, "file": file.display().to_string(),
+               "exec_file": exec_file.as_ref().map(|p| p.display().to_string()),
                "enabled": place.now}),
-        &format!("wrote {}\n{next}", file.display()),
+        &match &exec_file {
+            Some(exec) => format!(
+                "wrote {} and its command (0600) in {}\n{next}",
+                file.display(),
+                exec.display()
+            ),
+            None => format!("wrote {}\n{next}", file.display()),
+        },
     );
     Ok(Code::Ok)
 }
@@ -117,6 +144,20 @@ pub fn uninstall(args: &UninstallArgs, out: &Output) -> CmdResult {
     for (_, file) in &found {
         std::fs::remove_file(file).map_err(|e| io_error("remove", file, e))?;
     }
+    // The gateway's command file goes with its unit.
+    if found
+        .iter()
+        .any(|(u, _)| u.starts_with("clawdbot-gateway@"))
+    {
+        if let Some(exec) = exec_file_path(place)? {
+            match std::fs::remove_file(&exec) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_error("remove", &exec, e))
+                }
+                _ => {}
+            }
+        }
+    }
     if place.now {
         systemctl(place.user, &["daemon-reload"])?;
     }
@@ -140,6 +181,26 @@ pub fn uninstall(args: &UninstallArgs, out: &Output) -> CmdResult {
         &human,
     );
     Ok(Code::Ok)
+}
+
+/// `NAME.exec`, the file holding a gateway unit's command line.
+fn exec_file_name(place: &UnitPlaceArgs) -> String {
+    format!("{}.exec", place.name)
+}
+
+/// Where the gateway's command file goes, as the unit's `LoadCredential=` names it:
+/// beside the unit with `--unit-dir`, else the unit's configuration folder (`%E/clawdbot`:
+/// /etc/clawdbot, or ~/.config/clawdbot for `--user`). `None` when that folder is unknown.
+fn exec_file_path(place: &UnitPlaceArgs) -> Result<Option<PathBuf>, CliError> {
+    if place.unit_dir.is_some() {
+        return Ok(Some(unit_dir(place)?.join(exec_file_name(place))));
+    }
+    let config = if place.user {
+        directories::BaseDirs::new().map(|d| d.config_dir().to_path_buf())
+    } else {
+        Some(PathBuf::from("/etc"))
+    };
+    Ok(config.map(|c| c.join("clawdbot").join(exec_file_name(place))))
 }
 
 /// The folder the unit goes in: `--unit-dir`, else systemd's folder for admin units

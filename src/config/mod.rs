@@ -44,18 +44,29 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         message,
     };
-    let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    // Opened without waiting (`O_NONBLOCK`: a FIFO with no writer would block the open
+    // forever), then checked on the descriptor: only a regular file is a config, so a
+    // FIFO or device (`/dev/zero`) is refused by name instead of read without end.
+    let file = open_config(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| err(format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(err(format!(
+            "{}, not a regular file (only a regular file can be a config)",
+            crate::fsutil::kind_of(&meta)
+        )));
+    }
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(err(format!(
             "file is {} bytes, over the 1 MiB limit",
             meta.len()
         )));
     }
-    // Read at most one byte past the cap: a file that grew since, or a device or FIFO
-    // with no size (`/dev/zero`), is refused instead of read without end.
+    // Read at most one byte past the cap: a file that grew since is refused.
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| err(format!("cannot read: {e}")))?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
         return Err(err(format!(
@@ -69,6 +80,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         ))
     })?;
     parse(&text).map_err(err)
+}
+
+/// Opens a config for reading without blocking on a FIFO. A link to a config is
+/// followed (configs are read, never written, here).
+fn open_config(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
 }
 
 /// Parses and checks config text (no file involved). Nesting depth and alias expansion
@@ -126,6 +147,21 @@ fn check_ops(ops: Option<&OpsConfig>) -> Result<(), String> {
         .trim()
         .parse()
         .map_err(|_| "ops.listen: must be an IP:PORT socket address".to_string())?;
+    for (i, host) in ops.allowed_hosts.iter().enumerate() {
+        let name = host.rsplit_once(':').map_or(host.as_str(), |(n, _)| n);
+        let port_ok = host
+            .rsplit_once(':')
+            .is_none_or(|(_, p)| p.parse::<u16>().is_ok());
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !name_ok || !port_ok {
+            return Err(format!(
+                "ops.allowed_hosts[{i}]: {host:?} is not a host name or name:port"
+            ));
+        }
+    }
     if !addr.ip().is_loopback() && !ops.allow_remote {
         return Err(format!(
             "ops.listen: {addr} is not a loopback address; set ops.allow_remote: true to serve \

@@ -57,6 +57,10 @@ pub struct OpsConfig {
     /// Must be true for a `listen` address that is not loopback.
     #[serde(default)]
     pub allow_remote: bool,
+    /// Host names (`name` or `name:port`) the endpoint answers for besides its own address
+    /// and `localhost` (a proxy's name); any other `Host` gets 421 (DNS rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -65,7 +65,9 @@ pub struct DaemonInfo {
     pub name: String,
     pub config_path: Option<String>,
     pub log_path: String,
-    pub socket: String,
+    /// The control socket served now (it changes when the daemon re-binds it, see
+    /// [`ControlState::set_socket`]).
+    pub socket: std::sync::RwLock<String>,
     pub started_at_ms: u64,
     pub started: Instant,
     pub last_error: LastError,
@@ -80,6 +82,12 @@ pub struct ControlState {
 }
 
 impl ControlState {
+    /// Records that the control socket is now served at `path` (after a re-bind).
+    pub fn set_socket(&self, path: &std::path::Path) {
+        let mut socket = self.info.socket.write().unwrap_or_else(|p| p.into_inner());
+        *socket = path.display().to_string();
+    }
+
     pub fn report(&self) -> DaemonReport {
         let (log_write_errors, log_error) = crate::logging::write_errors();
         let mut r = DaemonReport {
@@ -90,7 +98,12 @@ impl ControlState {
             uptime_secs: self.info.started.elapsed().as_secs(),
             config_path: self.info.config_path.clone(),
             log_path: self.info.log_path.clone(),
-            socket: self.info.socket.clone(),
+            socket: self
+                .info
+                .socket
+                .read()
+                .map(|s| s.clone())
+                .unwrap_or_else(|p| p.into_inner().clone()),
             workload: self.workload.kind().to_string(),
             last_error: self.info.last_error.get().or(log_error),
             log_write_errors,

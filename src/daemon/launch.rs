@@ -39,9 +39,15 @@ impl Launch {
         mode: RunMode,
     ) -> Result<Launch, CliError> {
         let previous = Launch::load(paths);
-        let exec = args
-            .exec
-            .clone()
+        let from_file = match &args.exec_file {
+            Some(file) => Some(
+                super::exec_file::read_exec_file(&absolute(file))
+                    .map_err(|e| CliError::usage(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let exec = from_file
+            .or_else(|| args.exec.clone())
             .or_else(|| previous.as_ref().and_then(|p| p.exec.clone()));
         let config = args
             .config

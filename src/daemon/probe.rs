@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::exit::Code;
 use crate::ipc::client::{Client, ClientError};
-use crate::paths::DaemonPaths;
+use crate::paths::{DaemonPaths, StateAccess};
 
 use super::pidfile::{is_locked, lock_state, read_record, LockState};
 
@@ -34,8 +34,8 @@ pub enum Down {
     NotRunning,
     /// We may not talk to it (socket owned by someone else).
     Denied { reason: String },
-    /// The name's state folder is not ours or is writable by others: nothing in it is
-    /// trusted (exit 2; the reason names the path and the fix).
+    /// The name's state or run folder is not ours or is writable by others: nothing in
+    /// it is trusted (exit 2; the reason names the path and the fix).
     UnsafeFolder { reason: String },
 }
 
@@ -54,9 +54,14 @@ pub fn probe(paths: &DaemonPaths) -> Probe {
 /// [`PROBE_TIMEOUT`].
 pub fn connect(paths: &DaemonPaths) -> Result<Client, Down> {
     // A service user's folder is read by root too (status); what acts on it (stop,
-    // start, leftovers) asks `check_state_dir`, which refuses it.
-    match paths.state_access() {
-        Ok(_) => {}
+    // start, leftovers) asks `check_state_dir`, which refuses it. Our own run folder must
+    // be ours too (a service user's is that user's).
+    let checked = paths.state_access().and_then(|access| match access {
+        StateAccess::ServiceOwned { .. } => Ok(()),
+        StateAccess::Own | StateAccess::Missing => paths.check_run_dir(),
+    });
+    match checked {
+        Ok(()) => {}
         Err(e) if e.code == Code::Usage => return Err(Down::UnsafeFolder { reason: e.message }),
         Err(e) => return Err(Down::Denied { reason: e.message }),
     }

@@ -199,10 +199,13 @@ impl Daemon<'_> {
         claim: &mut Claim,
     ) -> Result<Code, CliError> {
         let ops_listener = match config.as_ref().and_then(|c| c.ops.as_ref()) {
-            Some(cfg) => Some(crate::ops::OpsServer::bind(cfg).await.map_err(|e| {
-                tracing::error!("startup failed: {e}");
-                CliError::failure(e)
-            })?),
+            Some(cfg) => Some((
+                crate::ops::OpsServer::bind(cfg).await.map_err(|e| {
+                    tracing::error!("startup failed: {e}");
+                    CliError::failure(e)
+                })?,
+                cfg.allowed_hosts.clone(),
+            )),
             None => None,
         };
         let listener = claim.bind()?;
@@ -227,9 +230,10 @@ impl Daemon<'_> {
         });
         let mut server = AbortOnDrop(tokio::spawn(control::serve(listener, state.clone())));
         let ops = match ops_listener {
-            Some(l) => {
-                Some(crate::ops::OpsServer::start(l, state.clone()).map_err(CliError::failure)?)
-            }
+            Some((l, hosts)) => Some(
+                crate::ops::OpsServer::start(l, state.clone(), &hosts)
+                    .map_err(CliError::failure)?,
+            ),
             None => None,
         };
 
@@ -280,7 +284,7 @@ impl Daemon<'_> {
             name: self.paths.name.clone(),
             config_path: self.launch.config.as_ref().map(|p| p.display().to_string()),
             log_path: logging::describe_running(&self.launch.log),
-            socket: socket.display().to_string(),
+            socket: std::sync::RwLock::new(socket.display().to_string()),
             started_at_ms: now_ms(),
             started: Instant::now(),
             last_error: self.last_error.clone(),
@@ -301,7 +305,10 @@ fn keep_claim(
             tracing::warn!("restored {what} (deleted or replaced while the daemon ran)");
             if let Some(l) = listener {
                 match tokio_listener(l, claim.socket_path()) {
-                    Ok(l) => *server = AbortOnDrop(tokio::spawn(control::serve(l, state.clone()))),
+                    Ok(l) => {
+                        state.set_socket(claim.socket_path());
+                        *server = AbortOnDrop(tokio::spawn(control::serve(l, state.clone())));
+                    }
                     Err(e) => tracing::warn!("{}", e.message),
                 }
             }

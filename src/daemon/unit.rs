@@ -28,11 +28,41 @@ pub(crate) const MARKER: &str = "# Written by `clawdbot daemon install`";
 pub(crate) enum UnitWorkload {
     /// The DingTalk bot, with an optional config file (else CONFIG_DIR/NAME.yaml).
     Bot { config: Option<PathBuf> },
-    /// A supervised model gateway command, with an optional health URL.
+    /// A supervised model gateway, with an optional health URL. Its command line (which
+    /// may hold secrets) is never in the unit: systemd hands the file `exec_file` to the
+    /// daemon as the credential `exec` (`LoadCredential=`), read with `--exec-file %d/exec`.
     Gateway {
-        exec: String,
+        exec_file: ExecFilePlace,
         health_url: Option<String>,
     },
+}
+
+/// Where a gateway unit's command file is.
+#[derive(Debug, Clone)]
+pub(crate) enum ExecFilePlace {
+    /// `%E/clawdbot/%i.exec`: /etc/clawdbot/NAME.exec, or ~/.config/clawdbot/NAME.exec
+    /// for a user unit (beside the `%i.env` secrets file).
+    ConfigDir,
+    /// This file (`daemon install --unit-dir`).
+    At(PathBuf),
+}
+
+impl ExecFilePlace {
+    /// The credential source as a unit file value: specifiers kept, a path's `%` doubled.
+    fn unit_value(&self) -> Result<String, UnitError> {
+        match self {
+            ExecFilePlace::ConfigDir => Ok("%E/clawdbot/%i.exec".into()),
+            ExecFilePlace::At(path) => {
+                let text = path.display().to_string();
+                if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    return Err(UnitError::Unquotable {
+                        what: "the command file's path",
+                    });
+                }
+                Ok(text.replace('%', "%%"))
+            }
+        }
+    }
 }
 
 /// Everything a unit depends on.
@@ -50,6 +80,8 @@ pub(crate) struct UnitSpec {
 pub(crate) enum UnitError {
     #[error("{what} contains a control character (a line break?), which a unit file cannot hold")]
     ControlCharacter { what: &'static str },
+    #[error("{what} contains a space or control character, which LoadCredential= cannot hold")]
+    Unquotable { what: &'static str },
 }
 
 impl UnitSpec {
@@ -70,6 +102,7 @@ impl UnitSpec {
             quote(&self.binary.display().to_string(), "the clawdbot path")?,
             "daemon run --name %i".to_string(),
         ];
+        let mut credential = None;
         let (description, after) = match &self.workload {
             UnitWorkload::Bot { config } => {
                 if let Some(config) = config {
@@ -81,10 +114,11 @@ impl UnitSpec {
                 ("clawdbot DingTalk bot %i", "network-online.target")
             }
             UnitWorkload::Gateway {
-                exec: cmd,
+                exec_file,
                 health_url,
             } => {
-                exec.push(format!("--exec {}", quote(cmd, "--exec")?));
+                credential = Some(format!("LoadCredential=exec:{}", exec_file.unit_value()?));
+                exec.push("--exec-file %d/exec".to_string());
                 if let Some(url) = health_url {
                     exec.push(format!("--health-url {}", quote(url, "--health-url")?));
                 }
@@ -115,6 +149,13 @@ impl UnitSpec {
         // `daemon run` reports READY=1, STATUS= lines and watchdog pings.
         line(w, "Type=notify");
         line(w, "NotifyAccess=main");
+        if let Some(credential) = &credential {
+            line(
+                w,
+                "# The command line (it may hold secrets) is in this root-only file, not here.",
+            );
+            line(w, credential);
+        }
         line(w, &format!("ExecStart={}", exec.join(" ")));
         line(w, "ExecReload=/bin/kill -HUP $MAINPID");
         line(w, "WatchdogSec=60");
@@ -246,7 +287,7 @@ pub(crate) fn example_units() -> Vec<(String, Vec<u8>)> {
     [
         UnitWorkload::Bot { config: None },
         UnitWorkload::Gateway {
-            exec: "/usr/local/bin/llama-server --host 127.0.0.1 --port 8080 -m /var/lib/clawdbot-models/model.gguf".into(),
+            exec_file: ExecFilePlace::ConfigDir,
             health_url: Some("http://127.0.0.1:8080/health".into()),
         },
     ]
@@ -260,7 +301,10 @@ pub(crate) fn example_units() -> Vec<(String, Vec<u8>)> {
         let text = spec
             .render()
             .expect("the example settings hold no control characters");
-        (format!("config-templates/{}", spec.file_name(None)), text.into_bytes())
+        (
+            format!("config-templates/{}", spec.file_name(None)),
+            text.into_bytes(),
+        )
     })
     .collect()
 }

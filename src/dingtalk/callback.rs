@@ -4,7 +4,9 @@
 //!
 //! Invariants: an unsigned, badly signed or stale (> 1 h) request is refused with 401 and
 //! never reaches the bot; a (timestamp, sign) pair already used is refused with 409 (see
-//! [`replay`](super::replay)); a message is answered 200 only once it is durable (503 when
+//! [`replay`](super::replay)), and a pair is consumed only when its message was stored
+//! (a 503 or any earlier failure releases it, so DingTalk's identical retry is admitted;
+//! see [`HeldPair`]); a message is answered 200 only once it is durable (503 when
 //! it could not be stored, so DingTalk may send it again); the listener runs under
 //! [`ListenLimits`] (header, idle and request timeouts, a connection cap).
 
@@ -31,14 +33,27 @@ struct Ctx {
 }
 
 /// The callback router (exposed for tests).
-pub fn router(secret: String, ingress: Arc<Ingress>) -> Router {
+pub fn router(secret: String, ingress: Arc<Ingress>, replay: ReplayGuard) -> Router {
     Router::new()
         .fallback(axum::routing::post(handle))
         .with_state(Arc::new(Ctx {
             secret,
             ingress,
-            replay: Mutex::new(ReplayGuard::new(REPLAY_CAPACITY)),
+            replay: Mutex::new(replay),
         }))
+}
+
+/// The replay guard: recorded in `file` (reloading what it holds) when given.
+pub fn replay_guard(file: Option<&std::path::Path>) -> Result<ReplayGuard, String> {
+    match file {
+        None => Ok(ReplayGuard::new(REPLAY_CAPACITY)),
+        Some(path) => ReplayGuard::with_file(REPLAY_CAPACITY, path, super::now_ms()).map_err(|e| {
+            format!(
+                "cannot open the callback replay record {}: {e}",
+                path.display()
+            )
+        }),
+    }
 }
 
 /// Binds `listen` and serves under `limits` until `shutdown` turns true. Returns the bound
@@ -47,6 +62,7 @@ pub async fn serve(
     listen: &str,
     secret: String,
     ingress: Arc<Ingress>,
+    replay: ReplayGuard,
     limits: ListenLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), String> {
@@ -56,7 +72,7 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| format!("callback listener on {listen}: {e}"))?;
-    let app = router(secret, ingress);
+    let app = router(secret, ingress, replay);
     let task = tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -82,24 +98,27 @@ async fn handle(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) ->
         }
     };
     let sign = h("sign").unwrap_or_default().trim();
-    let admitted = ctx
-        .replay
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .admit(timestamp, sign, now);
+    let admitted = lock_replay(&ctx).admit(timestamp, sign, now);
     if let Err(e) = admitted {
         tracing::warn!(reason = %e, "refused a DingTalk callback");
         let status = match e {
             ReplayRefusal::Replayed => StatusCode::CONFLICT,
-            ReplayRefusal::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ReplayRefusal::Full(_) | ReplayRefusal::Unrecorded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         return refuse(status, e.to_string());
     }
+    let held = HeldPair {
+        ctx: &ctx,
+        sign: Some(sign),
+    };
     let payload: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => return refuse(StatusCode::BAD_REQUEST, "body is not JSON".into()),
     };
     if ctx.ingress.admit(None, &payload).await {
+        held.consume();
         Json(json!({})).into_response()
     } else {
         (
@@ -107,5 +126,32 @@ async fn handle(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) ->
             Json(json!({"errcode": 503, "errmsg": "message not stored; send it again"})),
         )
             .into_response()
+    }
+}
+
+fn lock_replay(ctx: &Ctx) -> std::sync::MutexGuard<'_, ReplayGuard> {
+    ctx.replay.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A (timestamp, sign) pair admitted for the callback being handled. Dropped without
+/// [`HeldPair::consume`] (a 503, a bad body, the request cancelled) it is released, so
+/// the same pair may be sent again; only a stored message uses it up.
+struct HeldPair<'a> {
+    ctx: &'a Ctx,
+    sign: Option<&'a str>,
+}
+
+impl HeldPair<'_> {
+    /// The message was stored: the pair stays used until it expires.
+    fn consume(mut self) {
+        self.sign = None;
+    }
+}
+
+impl Drop for HeldPair<'_> {
+    fn drop(&mut self) {
+        if let Some(sign) = self.sign.take() {
+            lock_replay(self.ctx).release(sign);
+        }
     }
 }

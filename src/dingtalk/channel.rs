@@ -19,7 +19,7 @@ use super::api::OpenApi;
 use super::card::{CardRef, CardStream};
 use super::error::ChannelError;
 use super::ingress::{InboundSink, Ingress};
-use super::limiter::SendLimiter;
+use super::limiter::{SendLimiter, SendSlot};
 use super::message::Inbound;
 use super::outgoing::OutgoingReply;
 use super::send::{batch_send, group_send};
@@ -52,6 +52,10 @@ pub struct ChannelTuning {
     pub delivery_limit: Duration,
     /// Limits of the HTTP callback listener (mode: http).
     pub callback: ListenLimits,
+    /// Where the callback replay guard records admitted (timestamp, sign) pairs, so they
+    /// stay refused across restarts (the daemon's state folder); `None` keeps them in
+    /// memory only.
+    pub replay_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ChannelTuning {
@@ -60,6 +64,7 @@ impl Default for ChannelTuning {
             stream: StreamTuning::default(),
             delivery_limit: REPLY_DELIVERY_LIMIT,
             callback: ListenLimits::default(),
+            replay_file: None,
         }
     }
 }
@@ -194,8 +199,10 @@ impl Channel {
             DingTalkMode::Http => {
                 let secret = cfg.client_secret.expose().to_string();
                 let limits = tuning.callback;
+                let replay = super::callback::replay_guard(tuning.replay_file.as_deref())?;
                 let (addr, task) =
-                    super::callback::serve(&cfg.http_listen, secret, ingress, limits, rx).await?;
+                    super::callback::serve(&cfg.http_listen, secret, ingress, replay, limits, rx)
+                        .await?;
                 stats.set_connected(stats::LISTENING, super::now_ms());
                 tracing::info!(
                     listen = %addr,
@@ -311,7 +318,8 @@ impl Channel {
         while let Some(part) = reply.next_part() {
             let part = part.to_string();
             let mut webhook_error = None;
-            self.send_slot(&to.conversation_id, deadline).await?;
+            // Held until this part is delivered or given up (see `SendSlot`).
+            let _slot = self.send_slot(&to.conversation_id, deadline).await?;
             if let Some(url) = use_session {
                 match post_session(&self.inner.http, url, &session_body(&part, markdown, at)).await
                 {
@@ -351,12 +359,13 @@ impl Channel {
         Ok(())
     }
 
-    /// Waits for a send slot into `conversation` (see [`SendLimiter`]) until `deadline`.
+    /// Waits for a send slot into `conversation` (see [`SendLimiter`]) until `deadline`;
+    /// hold it until the send completed.
     async fn send_slot(
         &self,
         conversation: &str,
         deadline: tokio::time::Instant,
-    ) -> Result<(), ChannelError> {
+    ) -> Result<SendSlot<'_>, ChannelError> {
         self.inner
             .sends
             .acquire(conversation, deadline)
@@ -382,7 +391,7 @@ impl Channel {
             .within_delivery_limit(|deadline| async move {
                 let mut outcome = None;
                 for chunk in split_text(text) {
-                    self.send_slot(target_key, deadline).await?;
+                    let _slot = self.send_slot(target_key, deadline).await?;
                     outcome = Some(self.send_to(resolved, &chunk, markdown).await?);
                 }
                 Ok(outcome)
@@ -435,7 +444,8 @@ impl Channel {
             .ok_or_else(|| {
                 ChannelError::Unsupported("AI cards need channel.dingtalk.card_template_id".into())
             })?;
-        self.send_slot(&to.conversation_id, self.delivery_deadline())
+        let _slot = self
+            .send_slot(&to.conversation_id, self.delivery_deadline())
             .await?;
         let card = CardStream::open(
             self.inner.api.clone(),

@@ -22,6 +22,7 @@ pub mod limiter;
 pub mod message;
 pub mod outgoing;
 pub mod replay;
+mod replay_file;
 pub mod send;
 pub mod sign;
 pub mod split;

@@ -1,9 +1,13 @@
 //! What may be shown of a supervised command line: the values of secret-looking flags
 //! and the passwords of URLs in it replaced by `***`.
 //!
-//! A flag is secret-looking when its name contains `key`, `token`, `secret`, `password`
-//! or `passwd` (any case). Both `--flag VALUE` and `--flag=VALUE` are masked, also inside
-//! a word that is itself a command line (the script of `sh -c '...'`).
+//! A flag is secret-looking when its name contains `auth`, `key`, `token`, `secret`,
+//! `password`, `passwd` or `credential` (any case). Both `--flag VALUE` and
+//! `--flag=VALUE` are masked, and so are an environment assignment `NAME=VALUE` whose
+//! NAME contains one of those words (`OPENAI_API_KEY=...`) and the word after `Bearer` or
+//! `Basic` (an `Authorization` header's credentials), also inside a word that is itself
+//! a command line (the script of `sh -c '...'`, a quoted header). A short flag such as
+//! `-k` is not masked: its meaning depends on the program (curl's `-k` is "insecure").
 //!
 //! Invariant: [`redact`] never returns a secret-looking flag's value or a URL password;
 //! everything else is kept as written (so a command without such flags is shown
@@ -15,7 +19,18 @@ use super::cmdline::{scan_words, shell_quote, single_quoted, Operators, Word};
 pub const MASK: &str = "***";
 
 /// Parts of flag names whose values are secrets.
-const SECRET_NAME_PARTS: [&str; 5] = ["key", "token", "secret", "password", "passwd"];
+const SECRET_NAME_PARTS: [&str; 7] = [
+    "auth",
+    "key",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "credential",
+];
+
+/// HTTP authorization schemes whose next word is a credential.
+const AUTH_SCHEMES: [&str; 2] = ["bearer", "basic"];
 
 /// `text` with every secret-looking flag's value and every URL password masked. A
 /// command line that cannot be split is masked whole (it is not run either).
@@ -62,8 +77,11 @@ enum SecretFlag<'a> {
 
 fn secret_flag(word: &Word) -> Option<SecretFlag<'_>> {
     let w = word.value.as_str();
+    if AUTH_SCHEMES.iter().any(|s| w.eq_ignore_ascii_case(s)) {
+        return Some(SecretFlag::ValueNext);
+    }
     if !w.starts_with('-') {
-        return None;
+        return secret_assignment(w).map(SecretFlag::WithValue);
     }
     let (name, has_value) = match w.split_once('=') {
         Some((name, _)) => (name, true),
@@ -74,6 +92,18 @@ fn secret_flag(word: &Word) -> Option<SecretFlag<'_>> {
     } else {
         SecretFlag::ValueNext
     })
+}
+
+/// The NAME of a `NAME=VALUE` environment assignment whose NAME looks secret.
+/// (A word with blanks is a script of its own, looked into by [`redact_inner`].)
+fn secret_assignment(word: &str) -> Option<&str> {
+    if word.contains(char::is_whitespace) {
+        return None;
+    }
+    let (name, _) = word.split_once('=')?;
+    let is_env_name = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    (is_env_name && is_secret_name(name)).then_some(name)
 }
 
 fn is_secret_name(name: &str) -> bool {
@@ -135,6 +165,33 @@ mod tests {
         );
         let r = redact("sh -c 'srv --upstream http://u:K9@h/v1'");
         assert!(!r.contains("K9") && r.contains("u:***@h"), "{r}");
+    }
+
+    /// Red-team F7: `--auth`, secret-looking `NAME=VALUE` assignments and the word after
+    /// `Bearer`/`Basic` are masked, at the top level and inside `sh -c` scripts.
+    #[test]
+    fn auth_flags_env_assignments_and_bearer_values_are_masked() {
+        assert_eq!(
+            redact("srv --auth AUTHK1 --port 1"),
+            "srv --auth *** --port 1"
+        );
+        assert_eq!(redact("srv --credentials=CK2"), "srv --credentials=***");
+        let r = redact(
+            "sh -c 'OPENAI_API_KEY=ENVKEY1 srv --port 1; curl -k --header \"Authorization: Bearer HDRKEY3\" http://h/'",
+        );
+        assert!(!r.contains("ENVKEY1") && !r.contains("HDRKEY3"), "{r}");
+        assert!(
+            r.contains("OPENAI_API_KEY=***") && r.contains("Bearer ***"),
+            "{r}"
+        );
+        assert!(r.contains("curl -k"), "-k is kept: {r}");
+        assert_eq!(
+            redact("env DB_PASSWORD=PW4 srv -H 'Authorization: basic B64X'"),
+            "env DB_PASSWORD=*** srv -H 'Authorization: basic ***'"
+        );
+        // Ordinary assignments and words are kept.
+        let plain = "env RUST_LOG=debug PORT=8000 srv --model m";
+        assert_eq!(redact(plain), plain);
     }
 
     #[test]

@@ -192,7 +192,7 @@ pub fn init(target: &LogTarget, cfg: &LoggingConfig) -> std::io::Result<(WorkerG
     let result = match cfg.format {
         LogFormat::Text => registry
             .with(
-                fmt.fmt_fields(escape::EscapedFields::default())
+                fmt.fmt_fields(escape::EscapedFields)
                     .with_filter(filter(cfg.level)),
             )
             .try_init(),

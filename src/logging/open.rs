@@ -12,12 +12,18 @@
 //!
 //! Policy refusals are errors of kind `InvalidInput` whose text says why.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::fsutil::{euid, is_shared_dir, open_nofollow};
+use nix::fcntl::{openat, renameat, OFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
+use nix::unistd::{unlinkat, UnlinkatFlags};
+
+use crate::fsutil::{check_path_links, euid, is_shared_dir};
 
 /// What kind of file a log is; decides whether it may be rotated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,30 +34,135 @@ pub(crate) enum LogKind {
     Stream,
 }
 
-/// Opens `path` for appending (creating a regular file, mode 0640, when missing) under
-/// the rules of the module docs.
-pub(crate) fn open_log(path: &Path) -> io::Result<(File, LogKind)> {
-    let folder = folder_of(path);
-    let shared = is_shared_dir(&fs::metadata(folder)?);
-    let mut append = OpenOptions::new();
-    append.append(true);
-    let file = if shared {
-        let mut create = append.clone();
-        create.create_new(true).mode(0o640);
-        match open_nofollow(path, create) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open_nofollow(path, append)?,
-            other => other?,
-        }
-    } else {
-        append.create(true).mode(0o640);
-        open_nofollow(path, append)?
-    };
-    let meta = file.metadata()?;
-    let kind = kind_of(&meta)?;
-    if shared {
-        check_owned(&meta, kind, folder)?;
+/// The folder a log lives in, checked once ([`check_path_links`]) and then held open:
+/// every later open, rename and removal is relative to this descriptor (`openat`,
+/// `renameat`, `unlinkat`), so a link swapped into the path afterwards cannot move the
+/// log or its rotation into another folder.
+#[derive(Debug)]
+pub(crate) struct LogFolder {
+    dir: File,
+    path: PathBuf,
+}
+
+impl LogFolder {
+    /// Opens the folder of the log at `log` after checking the links on the way to it.
+    pub(crate) fn of(log: &Path) -> io::Result<LogFolder> {
+        check_path_links(log)?;
+        let path = folder_of(log).to_path_buf();
+        let mut options = OpenOptions::new();
+        options
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC);
+        let dir = options.open(&path)?;
+        Ok(LogFolder { dir, path })
     }
-    Ok((file, kind))
+
+    /// Opens `name` in this folder for appending (creating a regular file, mode 0640,
+    /// when missing) under the rules of the module docs. A FIFO is opened without
+    /// waiting: no reader is an error saying so.
+    pub(crate) fn open_log(&self, name: &OsStr) -> io::Result<(File, LogKind)> {
+        let shared = is_shared_dir(&self.dir.metadata()?);
+        let base = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let create = if shared {
+            OFlag::O_CREAT | OFlag::O_EXCL
+        } else {
+            OFlag::O_CREAT
+        };
+        let file = match self.openat(name, base | create | OFlag::O_NONBLOCK) {
+            Err(nix::Error::EEXIST) if shared => self.openat(name, base | OFlag::O_NONBLOCK),
+            other => other,
+        }
+        .map_err(|e| self.explain(name, e))?;
+        // Writes to a FIFO block as usual: O_NONBLOCK only kept the open from waiting.
+        nix::fcntl::fcntl(
+            file.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(OFlag::O_WRONLY | OFlag::O_APPEND),
+        )?;
+        let meta = file.metadata()?;
+        let kind = kind_of(&meta)?;
+        if shared {
+            check_owned(&meta, kind, &self.path)?;
+        }
+        Ok((file, kind))
+    }
+
+    fn openat(&self, name: &OsStr, flags: OFlag) -> nix::Result<File> {
+        let fd = openat(
+            Some(self.dir.as_raw_fd()),
+            name,
+            flags,
+            Mode::from_bits_truncate(0o640),
+        )?;
+        // SAFETY: `openat` returned a fresh descriptor that nothing else owns.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// Turns `ELOOP` (a link) and `ENXIO` (a FIFO nobody reads) into words.
+    fn explain(&self, name: &OsStr, e: nix::Error) -> io::Error {
+        let shown = self.path.join(name);
+        match e {
+            nix::Error::ELOOP if self.is_link(name) => refusal(format!(
+                "{} is a symbolic link (clawdbot does not follow links to its files; \
+                 remove the link or give the real path)",
+                shown.display()
+            )),
+            nix::Error::ENXIO => refusal(format!(
+                "{} is a FIFO that nobody reads: start its reader first",
+                shown.display()
+            )),
+            e => io::Error::from(e),
+        }
+    }
+
+    fn is_link(&self, name: &OsStr) -> bool {
+        self.stat(name).is_some_and(|st| {
+            SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
+        })
+    }
+
+    fn stat(&self, name: &OsStr) -> Option<nix::sys::stat::FileStat> {
+        fstatat(
+            Some(self.dir.as_raw_fd()),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .ok()
+    }
+
+    /// True when `name` exists in this folder (not following a link).
+    pub(crate) fn exists(&self, name: &OsStr) -> bool {
+        self.stat(name).is_some()
+    }
+
+    /// Renames `from` to `to`, both in this folder.
+    pub(crate) fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        let fd = Some(self.dir.as_raw_fd());
+        Ok(renameat(fd, from, fd, to)?)
+    }
+
+    /// Removes the file `name` of this folder.
+    pub(crate) fn remove(&self, name: &OsStr) -> io::Result<()> {
+        Ok(unlinkat(
+            Some(self.dir.as_raw_fd()),
+            name,
+            UnlinkatFlags::NoRemoveDir,
+        )?)
+    }
+}
+
+/// The last component of a log path (the file name used in its [`LogFolder`]).
+pub(crate) fn log_name(path: &Path) -> io::Result<OsString> {
+    path.file_name().map(OsStr::to_owned).ok_or_else(|| {
+        refusal(format!(
+            "{} does not name a file (give a path such as /var/log/clawdbot.log)",
+            path.display()
+        ))
+    })
+}
+
+/// Opens the log at `path` (its folder checked and held, see [`LogFolder`]).
+pub(crate) fn open_log(path: &Path) -> io::Result<(File, LogKind)> {
+    LogFolder::of(path)?.open_log(&log_name(path)?)
 }
 
 /// The checks `daemon start` and `restart` make before anything is forked or stopped:
@@ -61,6 +172,7 @@ pub(crate) fn open_log(path: &Path) -> io::Result<(File, LogKind)> {
 pub(crate) fn check_log_path(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_fifo() || meta.file_type().is_char_device() => {
+            check_path_links(path)?;
             let folder = folder_of(path);
             if is_shared_dir(&fs::metadata(folder)?) {
                 check_owned(&meta, LogKind::Stream, folder)?;

@@ -10,13 +10,14 @@
 //! - [`request_reopen`] (called from the SIGUSR1 handler) makes the next write reopen the
 //!   path, for external logrotate setups that move the file away.
 
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::open::{open_log, LogKind};
+use super::open::{log_name, LogFolder, LogKind};
 
 static REOPEN: AtomicBool = AtomicBool::new(false);
 static WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
@@ -43,6 +44,9 @@ pub fn request_reopen() {
 
 pub struct RotatingFile {
     path: PathBuf,
+    /// The log's folder, held open: rotation renames inside it, never re-resolving `path`.
+    folder: LogFolder,
+    name: OsString,
     max_bytes: u64,
     max_files: usize,
     file: File,
@@ -56,10 +60,14 @@ impl RotatingFile {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        let (file, kind) = open_log(path)?;
+        let folder = LogFolder::of(path)?;
+        let name = log_name(path)?;
+        let (file, kind) = folder.open_log(&name)?;
         let size = file.metadata()?.len();
         Ok(RotatingFile {
             path: path.to_path_buf(),
+            folder,
+            name,
             max_bytes,
             max_files: max_files.max(1),
             file,
@@ -75,21 +83,29 @@ impl RotatingFile {
         PathBuf::from(s)
     }
 
+    /// Name of the n-th rotated file in the log's folder.
+    fn rotated_name(&self, n: usize) -> OsString {
+        let mut s = self.name.clone();
+        s.push(format!(".{n}"));
+        s
+    }
+
     fn rotate(&mut self) -> io::Result<()> {
         self.file.flush()?;
-        let _ = fs::remove_file(Self::rotated_path(&self.path, self.max_files));
+        let _ = self.folder.remove(&self.rotated_name(self.max_files));
         for n in (1..self.max_files).rev() {
-            let from = Self::rotated_path(&self.path, n);
-            if from.exists() {
-                fs::rename(&from, Self::rotated_path(&self.path, n + 1))?;
+            let from = self.rotated_name(n);
+            if self.folder.exists(&from) {
+                self.folder.rename(&from, &self.rotated_name(n + 1))?;
             }
         }
-        fs::rename(&self.path, Self::rotated_path(&self.path, 1))?;
+        self.folder.rename(&self.name, &self.rotated_name(1))?;
         self.reopen()
     }
 
+    /// Reopens the log by name in its held folder (after rotation or SIGUSR1).
     fn reopen(&mut self) -> io::Result<()> {
-        let (file, kind) = open_log(&self.path)?;
+        let (file, kind) = self.folder.open_log(&self.name)?;
         self.size = file.metadata()?.len();
         self.file = file;
         self.kind = kind;
@@ -170,9 +186,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pipe.log");
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let reader_path = path.clone();
-        let reader = std::thread::spawn(move || fs::read(reader_path).unwrap().len());
+        // The reader's end is open before the log opens (a FIFO nobody reads is refused):
+        // opened without waiting, then made blocking, and read once a writer exists.
+        let mut options = fs::OpenOptions::new();
+        std::os::unix::fs::OpenOptionsExt::custom_flags(options.read(true), libc::O_NONBLOCK);
+        let mut read_end = options.open(&path).unwrap();
         let mut w = RotatingFile::open(&path, 100, 3).unwrap();
+        nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&read_end),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+        )
+        .unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut read_end, &mut bytes).unwrap();
+            bytes.len()
+        });
         for _ in 0..20 {
             w.write_all(&[b'a'; 60]).unwrap();
         }
@@ -184,6 +213,39 @@ mod tests {
         );
         assert!(fs::symlink_metadata(&path).unwrap().file_type().is_fifo());
         assert!(!RotatingFile::rotated_path(&path, 1).exists());
+    }
+
+    /// Red-team F1: rotation stays in the folder that was checked and opened, even when
+    /// the path is re-pointed (the folder moved away, a link to another folder put in
+    /// its place) after the log was opened.
+    #[test]
+    fn rotation_stays_in_the_folder_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("logs");
+        fs::create_dir(&first).unwrap();
+        let path = first.join("bot.log");
+        let mut w = RotatingFile::open(&path, 100, 2).unwrap();
+        w.write_all(&[b'a'; 60]).unwrap();
+        let moved = dir.path().join("moved");
+        fs::rename(&first, &moved).unwrap();
+        let other = dir.path().join("other");
+        fs::create_dir(&other).unwrap();
+        fs::write(other.join("bot.log"), "keep\n").unwrap();
+        fs::write(other.join("bot.log.1"), "keep too\n").unwrap();
+        std::os::unix::fs::symlink(&other, &first).unwrap();
+        for _ in 0..5 {
+            w.write_all(&[b'b'; 60]).unwrap();
+        }
+        assert_eq!(fs::read_to_string(other.join("bot.log")).unwrap(), "keep\n");
+        assert_eq!(
+            fs::read_to_string(other.join("bot.log.1")).unwrap(),
+            "keep too\n"
+        );
+        assert!(!other.join("bot.log.2").exists());
+        assert!(
+            moved.join("bot.log.2").exists(),
+            "rotated where it was opened"
+        );
     }
 
     #[test]

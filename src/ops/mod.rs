@@ -7,6 +7,7 @@
 //! daemon's live report and never blocks the bot's loops.
 
 pub(crate) mod history;
+mod host_check;
 pub(crate) mod metrics;
 pub mod readiness;
 mod routes;
@@ -75,17 +76,27 @@ impl OpsServer {
     }
 
     /// Serves on `listener` (from [`bind`](Self::bind)) until stopped.
-    pub fn start(listener: TcpListener, control: Arc<ControlState>) -> Result<OpsServer, String> {
+    /// Requests are answered only for the `Host` values of [`host_check`]: the bound
+    /// address, `localhost`, and `allowed_hosts` (`ops.allowed_hosts`).
+    pub fn start(
+        listener: TcpListener,
+        control: Arc<ControlState>,
+        allowed_hosts: &[String],
+    ) -> Result<OpsServer, String> {
         let addr = listener
             .local_addr()
             .map_err(|e| format!("ops.listen: {e}"))?;
+        let allowed = Arc::new(host_check::AllowedHosts::new(addr, allowed_hosts));
         let state = Arc::new(routes::OpsState::new(control));
         let sampler = tokio::spawn(routes::sample_forever(state.clone()));
         let (stop, mut stopped) = watch::channel(false);
         let server = tokio::spawn(crate::listen::http::serve_http(
             "ops",
             listener,
-            routes::router(state),
+            routes::router(state).layer(axum::middleware::from_fn_with_state(
+                allowed,
+                host_check::require_allowed_host,
+            )),
             ListenLimits::http_default(),
             async move {
                 let _ = stopped.wait_for(|s| *s).await;

@@ -332,10 +332,16 @@ pub async fn connection_action(
     Json(json!({"affected": targets.iter().map(|t| t.0).collect::<Vec<_>>()})).into_response()
 }
 
-/// `GET|POST /_sim/faults`: POST adds the given counters (see [`Faults`]; an unknown
-/// name is a 400).
+/// `GET|POST|DELETE /_sim/faults`: POST adds the given counters (see [`Faults`]; an
+/// unknown name is a 400), DELETE clears them all.
 pub async fn faults_get(State(sim): State<Arc<Sim>>) -> Response {
     Json(json!({"faults": sim.lock().faults})).into_response()
+}
+
+pub async fn faults_clear(State(sim): State<Arc<Sim>>) -> Response {
+    let mut st = sim.lock();
+    st.faults = Faults::default();
+    Json(json!({"faults": st.faults})).into_response()
 }
 
 pub async fn faults_set(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {

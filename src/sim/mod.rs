@@ -59,22 +59,22 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CODE")]
     pub robot_code: Option<String>,
     /// SYSTEM ping period per connection (0 = never).
-    #[arg(long, default_value_t = 30_000, value_name = "MS")]
+    #[arg(long, default_value_t = 30_000, value_name = "MS", value_parser = sim_millis())]
     pub ping_interval_ms: u64,
     /// Redeliver bot messages not ACKed after this long.
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = sim_millis())]
     pub redeliver_unacked_ms: Option<u64>,
     /// Send `disconnect` this long after each connection opens.
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", value_parser = sim_millis())]
     pub disconnect_every_ms: Option<u64>,
     /// Close a connection this long after its `disconnect`.
-    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    #[arg(long, default_value_t = 10_000, value_name = "MS", value_parser = sim_millis())]
     pub disconnect_grace_ms: u64,
     /// Session webhook lifetime.
-    #[arg(long, default_value_t = 5_400_000, value_name = "MS")]
+    #[arg(long, default_value_t = 5_400_000, value_name = "MS", value_parser = sim_millis())]
     pub session_ttl_ms: u64,
     /// Stream ticket lifetime (single use; spec §1.1 says 90 s).
-    #[arg(long, default_value_t = 90_000, value_name = "MS")]
+    #[arg(long, default_value_t = 90_000, value_name = "MS", value_parser = sim_millis())]
     pub ticket_ttl_ms: u64,
 }
 
@@ -111,8 +111,14 @@ pub struct OutboxArgs {
     #[arg(long, value_name = "N")]
     pub wait: Option<usize>,
     /// Longest wait, seconds.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    #[arg(long, default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=crate::cli::MAX_TIMEOUT_SECS))]
     pub timeout: u64,
+}
+
+/// Milliseconds from 0 to a day: larger values would overflow the simulator's deadlines.
+fn sim_millis() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(0..=crate::cli::MAX_TIMEOUT_SECS * 1000)
 }
 
 pub fn command(

@@ -117,7 +117,9 @@ pub fn router(sim: Arc<Sim>) -> Router {
         )
         .route(
             "/_sim/faults",
-            get(admin::faults_get).post(admin::faults_set),
+            get(admin::faults_get)
+                .post(admin::faults_set)
+                .delete(admin::faults_clear),
         )
         .route("/_sim/cards", get(admin::cards))
         .route("/_sim/tokens", get(admin::tokens))
