@@ -281,9 +281,16 @@ fn preflight_passes_and_fails_without_a_daemon() {
 #[test]
 fn passwords_in_url_user_info_are_masked_everywhere() {
     const PASSWORD: &str = "s3cret-pw-5521";
+    // A secret in the query string too: masked the same way, and the endpoint's path goes
+    // before the query (`/v1/models?key=...`), for requests and the fix hint alike.
+    const QUERY_SECRET: &str = "QSECRET-4417";
     let stack = Stack::new(FakeConfig::default(), &[]);
-    let with_user_info =
-        |url: &str| url.replacen("http://", &format!("http://clawuser:{PASSWORD}@"), 1);
+    let with_user_info = |url: &str| {
+        format!(
+            "{}?key={QUERY_SECRET}",
+            url.replacen("http://", &format!("http://clawuser:{PASSWORD}@"), 1)
+        )
+    };
     let base = stack.config(2, 5000, "");
     let text = std::fs::read_to_string(&base).unwrap().replacen(
         &format!("base_url: \"{}\"", stack.fake.base_url),
@@ -332,6 +339,13 @@ fn passwords_in_url_user_info_are_masked_everywhere() {
                 .contains("clawuser:***@"),
         "the URL is shown, masked: {dead_model}"
     );
+    assert!(
+        dead_model["fix"]
+            .as_str()
+            .unwrap()
+            .contains("/models?key=***"),
+        "the hint's path goes before the masked query: {dead_model}"
+    );
 
     stack.start_bot(&live);
     shown.push(health(&stack, &["--name", "bot"]));
@@ -348,13 +362,16 @@ fn passwords_in_url_user_info_are_masked_everywhere() {
     assert_eq!(stop.code, 0, "{stop:?}");
     for run in &shown {
         assert!(
-            !run.stdout.contains(PASSWORD) && !run.stderr.contains(PASSWORD),
-            "the password is shown: {run:?}"
+            !run.stdout.contains(PASSWORD)
+                && !run.stderr.contains(PASSWORD)
+                && !run.stdout.contains(QUERY_SECRET)
+                && !run.stderr.contains(QUERY_SECRET),
+            "a secret is shown: {run:?}"
         );
     }
     let logs = stack.home.all_logs();
     assert!(
-        !logs.contains(PASSWORD),
+        !logs.contains(PASSWORD) && !logs.contains(QUERY_SECRET),
         "the password is in the log:\n{logs}"
     );
 }

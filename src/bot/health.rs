@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::Shared;
 use crate::config::Config;
 use crate::ipc::proto::{Check, CheckStatus, HealthReport};
+use crate::model::endpoint_url::endpoint_url;
 use crate::model::ModelRouter;
 use crate::redact_url::redact_url;
 use crate::status::ModelReport;
@@ -126,7 +127,7 @@ async fn completion_check(
     let messages = [crate::model::ChatMessage::user("Reply with the word: ok")];
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
-    let url = format!("{}/chat/completions", cfg.base_url.trim_end_matches('/'));
+    let url = endpoint_url(&cfg.base_url, "chat/completions");
     match client
         .complete(&messages, deadline, PROBE_MAX_ANSWER_CHARS, &mut |_| {})
         .await
@@ -144,9 +145,9 @@ async fn completion_check(
             check.detail =
                 format!("{url}: a tiny completion (max_tokens {PROBE_MAX_TOKENS}) failed: {e}");
             check.fix = Some(format!(
-                "check that models.{name}.model ({:?}) is a model the server serves and that models.{name}.api_key is right; try: curl {}/models",
+                "check that models.{name}.model ({:?}) is a model the server serves and that models.{name}.api_key is right; try: curl {}",
                 cfg.model,
-                cfg.base_url.trim_end_matches('/')
+                endpoint_url(&cfg.base_url, "models")
             ));
         }
     }
@@ -190,7 +191,8 @@ async fn model_checks(router: &ModelRouter, cfg: &Config, timeout: Duration) -> 
                     CheckStatus::Fail,
                     format!("{base}: {reason}"),
                     Some(format!(
-                        "start the model server (or the managed gateway) or fix models.{name}.base_url; try: curl {base}/models"
+                        "start the model server (or the managed gateway) or fix models.{name}.base_url; try: curl {}",
+                        endpoint_url(&base, "models")
                     )),
                 ),
             }

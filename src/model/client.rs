@@ -55,7 +55,7 @@ impl ModelClient {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}/{}", self.cfg.base_url.trim_end_matches('/'), path)
+        super::endpoint_url::endpoint_url(&self.cfg.base_url, path)
     }
 
     fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {

@@ -8,6 +8,7 @@
 //! - [`answer_cap`]: `reply.max_answer_chars`, applied while streaming;
 //! - [`budget`]: connect / first-token / idle / total deadlines;
 //! - [`client`]: one endpoint over HTTP;
+//! - [`endpoint_url`]: `base_url` + path, the query kept after the path;
 //! - [`limiter`]: per-model concurrency with a bounded, lane-fair queue;
 //! - [`stats`]: counters and latency percentiles;
 //! - [`router`]: routing rules, fallback, the public entry point [`ModelRouter`];
@@ -17,6 +18,7 @@ pub mod answer_cap;
 pub mod budget;
 pub mod client;
 pub mod demo;
+pub(crate) mod endpoint_url;
 pub mod error;
 pub mod limiter;
 pub mod router;
