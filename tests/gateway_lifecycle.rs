@@ -367,6 +367,9 @@ fn an_installed_gateway_keeps_its_secret_in_a_private_file_that_exec_file_runs()
         "sh -c 'printf \"%s\\n\" \"$@\" > {}; exec sleep 600' gw --api-key SEKRET-M5 --port 8000",
         argv.display()
     );
+    // The health URL's password and query token stay out of the unit, argv and output too.
+    let health_port = support::free_port();
+    let health_url = format!("http://hu:HPASS-M5@127.0.0.1:{health_port}/health?token=HTOKEN-M5");
     let install = home.run(&[
         "--json",
         "daemon",
@@ -377,11 +380,15 @@ fn an_installed_gateway_keeps_its_secret_in_a_private_file_that_exec_file_runs()
         units.to_str().unwrap(),
         "--exec",
         &exec,
+        "--health-url",
+        &health_url,
     ]);
     assert_eq!(install.code, 0, "{install:?}");
     assert!(!install.stdout.contains("SEKRET"), "{install:?}");
     let unit = std::fs::read_to_string(units.join("clawdbot-gateway@gw.service")).unwrap();
-    assert!(!unit.contains("SEKRET"), "secret in the unit:\n{unit}");
+    for secret in ["SEKRET", "HPASS", "HTOKEN"] {
+        assert!(!unit.contains(secret), "{secret} in the unit:\n{unit}");
+    }
     let file = units.join("gw.exec");
     assert_eq!(install.json()["exec_file"], file.display().to_string());
     assert!(
@@ -391,7 +398,10 @@ fn an_installed_gateway_keeps_its_secret_in_a_private_file_that_exec_file_runs()
     );
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "exec file mode {mode:o}");
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{exec}\n"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        format!("{exec}\nhealth-url {health_url}\n")
+    );
 
     let run = home.run(&[
         "daemon",
@@ -408,7 +418,25 @@ fn an_installed_gateway_keeps_its_secret_in_a_private_file_that_exec_file_runs()
         wait_argv(&argv),
         ["--api-key", "SEKRET-M5", "--port", "8000"]
     );
+    assert!(
+        wait_until(WAIT, || home.all_logs().contains("gateway is not healthy")),
+        "the health URL from the file is never polled:\n{}",
+        home.all_logs()
+    );
     let status = home.run(&["--json", "daemon", "status", "--name", "gw"]);
+    assert_eq!(
+        status.json()["gateway"]["health_url"],
+        format!("http://hu:***@127.0.0.1:{health_port}/health?token=***"),
+        "{status:?}"
+    );
+    let human = home.run(&["daemon", "status", "--name", "gw"]);
+    let check = home.run(&["healthcheck", "--name", "gw"]);
+    for shown in [&status.stdout, &human.stdout, &check.stdout, &check.stderr] {
+        assert!(
+            !shown.contains("HPASS") && !shown.contains("HTOKEN"),
+            "the health URL's secrets are shown: {shown}"
+        );
+    }
     let command = status.json()["gateway"]["command"]
         .as_str()
         .unwrap_or_default()
@@ -420,10 +448,15 @@ fn an_installed_gateway_keeps_its_secret_in_a_private_file_that_exec_file_runs()
     let pid = status.json()["pid"].as_u64().expect("status names the pid");
     let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
         .replace('\0', " ");
-    assert!(!cmdline.contains("SEKRET"), "daemon cmdline: {cmdline}");
+    for secret in ["SEKRET", "HPASS", "HTOKEN"] {
+        assert!(!cmdline.contains(secret), "daemon cmdline: {cmdline}");
+    }
     assert!(cmdline.contains("--exec-file"), "{cmdline}");
     assert_eq!(home.run(&["daemon", "stop", "--name", "gw"]).code, 0);
-    assert!(!home.all_logs().contains("SEKRET"), "secret in the log");
+    let logs = home.all_logs();
+    for secret in ["SEKRET", "HPASS", "HTOKEN"] {
+        assert!(!logs.contains(secret), "{secret} in the log:\n{logs}");
+    }
 
     // A file others can read is refused, naming it and not what it holds.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -414,8 +414,8 @@ fn install_writes_the_unit_and_uninstall_removes_it() {
     assert_eq!(forced.code, 0, "{forced:?}");
     assert_eq!(std::fs::read_to_string(&bot).unwrap(), text);
 
-    // A gateway unit loads its command from a private file as a credential (nothing of
-    // it in the unit); the health URL stays one argument, with nothing expanded.
+    // A gateway unit loads its command and health URL from a private file as a credential
+    // (nothing of them in the unit).
     let gw = run(&mut bare(&[
         "daemon",
         "install",
@@ -431,7 +431,8 @@ fn install_writes_the_unit_and_uninstall_removes_it() {
     assert_eq!(gw.code, 0, "{gw:?}");
     let gw_text = std::fs::read_to_string(dir.path().join("clawdbot-gateway@llm.service")).unwrap();
     assert!(
-        gw_text.contains("--exec-file %d/exec --health-url \"http://127.0.0.1:8080/health\"\n")
+        gw_text.contains("--exec-file %d/exec\n")
+            && !gw_text.contains("8080/health")
             && gw_text.contains(&format!("LoadCredential=exec:{d}/llm.exec\n"))
             && !gw_text.contains("SEKRET"),
         "{gw_text}"
@@ -439,7 +440,7 @@ fn install_writes_the_unit_and_uninstall_removes_it() {
     let exec_file = dir.path().join("llm.exec");
     assert_eq!(
         std::fs::read_to_string(&exec_file).unwrap(),
-        "/bin/sleep 100% --api-key SEKRET-U\n"
+        "/bin/sleep 100% --api-key SEKRET-U\nhealth-url http://127.0.0.1:8080/health\n"
     );
     assert_eq!(
         std::fs::metadata(&exec_file).unwrap().permissions().mode() & 0o777,

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::output::Output;
 use crate::cli::{InstallArgs, UninstallArgs, UnitPlaceArgs};
+use crate::daemon::exec_file::render_exec_file;
 use crate::daemon::unit::{ExecFilePlace, UnitSpec, UnitWorkload, MARKER, SERVICE_USER};
 use crate::exit::{CliError, CmdResult, Code};
 use crate::gateway::cmdline::CommandLine;
@@ -33,13 +34,15 @@ pub fn install(args: &InstallArgs, out: &Output) -> CmdResult {
             }
             if let Some(url) = &args.health_url {
                 HealthProbe::new(url).map_err(CliError::usage)?;
+                if url.contains(['\n', '\r']) {
+                    return Err(CliError::usage("--health-url contains a line break"));
+                }
             }
             UnitWorkload::Gateway {
                 exec_file: match &place.unit_dir {
                     Some(_) => ExecFilePlace::At(unit_dir(place)?.join(exec_file_name(place))),
                     None => ExecFilePlace::ConfigDir,
                 },
-                health_url: args.health_url.clone(),
             }
         }
         None => UnitWorkload::Bot {
@@ -75,7 +78,8 @@ pub fn install(args: &InstallArgs, out: &Output) -> CmdResult {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| io_error("create folder", parent, e))?;
             }
-            write_private(&path, format!("{exec}\n").as_bytes())?;
+            let contents = render_exec_file(exec, args.health_url.as_deref());
+            write_private(&path, contents.as_bytes())?;
             Some(path)
         }
         _ => None,

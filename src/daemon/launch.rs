@@ -46,6 +46,10 @@ impl Launch {
             ),
             None => None,
         };
+        let (from_file, health_url_from_file) = match from_file {
+            Some(contents) => (Some(contents.command), contents.health_url),
+            None => (None, None),
+        };
         let exec = from_file
             .or_else(|| args.exec.clone())
             .or_else(|| previous.as_ref().and_then(|p| p.exec.clone()));
@@ -64,9 +68,11 @@ impl Launch {
             LogTarget::File(path) => LogTarget::File(absolute(&path)),
             stderr => stderr,
         });
+        // The flag wins over the command file's `health-url` line.
         let health_url = args
             .health_url
             .clone()
+            .or(health_url_from_file)
             .or_else(|| previous.as_ref().and_then(|p| p.health_url.clone()));
         if exec.is_none() && config.is_none() {
             return Err(CliError::usage(format!(

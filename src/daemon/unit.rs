@@ -28,13 +28,11 @@ pub(crate) const MARKER: &str = "# Written by `clawdbot daemon install`";
 pub(crate) enum UnitWorkload {
     /// The DingTalk bot, with an optional config file (else CONFIG_DIR/NAME.yaml).
     Bot { config: Option<PathBuf> },
-    /// A supervised model gateway, with an optional health URL. Its command line (which
-    /// may hold secrets) is never in the unit: systemd hands the file `exec_file` to the
-    /// daemon as the credential `exec` (`LoadCredential=`), read with `--exec-file %d/exec`.
-    Gateway {
-        exec_file: ExecFilePlace,
-        health_url: Option<String>,
-    },
+    /// A supervised model gateway. Its command line and health URL (either may hold
+    /// secrets) are never in the unit: systemd hands the file `exec_file` holding both
+    /// to the daemon as the credential `exec` (`LoadCredential=`), read with
+    /// `--exec-file %d/exec`.
+    Gateway { exec_file: ExecFilePlace },
 }
 
 /// Where a gateway unit's command file is.
@@ -113,15 +111,9 @@ impl UnitSpec {
                 }
                 ("clawdbot DingTalk bot %i", "network-online.target")
             }
-            UnitWorkload::Gateway {
-                exec_file,
-                health_url,
-            } => {
+            UnitWorkload::Gateway { exec_file } => {
                 credential = Some(format!("LoadCredential=exec:{}", exec_file.unit_value()?));
                 exec.push("--exec-file %d/exec".to_string());
-                if let Some(url) = health_url {
-                    exec.push(format!("--health-url {}", quote(url, "--health-url")?));
-                }
                 ("clawdbot model gateway %i", "network.target")
             }
         };
@@ -152,7 +144,7 @@ impl UnitSpec {
         if let Some(credential) = &credential {
             line(
                 w,
-                "# The command line (it may hold secrets) is in this root-only file, not here.",
+                "# The command line and health URL (they may hold secrets) are in this root-only file, not here.",
             );
             line(w, credential);
         }
@@ -288,7 +280,6 @@ pub(crate) fn example_units() -> Vec<(String, Vec<u8>)> {
         UnitWorkload::Bot { config: None },
         UnitWorkload::Gateway {
             exec_file: ExecFilePlace::ConfigDir,
-            health_url: Some("http://127.0.0.1:8080/health".into()),
         },
     ]
     .into_iter()
