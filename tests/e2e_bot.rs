@@ -548,9 +548,19 @@ fn chat_commands_are_answered_without_the_model_and_can_be_switched_off() {
         stack.inject_group(conv, text);
     }
     let out = stack.wait_outbox(4, Duration::from_secs(10));
-    let texts: Vec<String> = out
+    let all: Vec<String> = out
         .iter()
         .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect();
+    // Commands are answered at once, each on its own: found by what they start with.
+    let texts: Vec<String> = ["Commands:", "staff id:", "Bot status:", "echo: /reset"]
+        .iter()
+        .map(|start| {
+            all.iter()
+                .find(|t| t.starts_with(start))
+                .unwrap_or_else(|| panic!("no reply starting {start:?}: {all:?}"))
+                .clone()
+        })
         .collect();
     // /help lists what is enabled, and not the switched-off /reset.
     assert!(
@@ -711,6 +721,65 @@ fn a_busy_reply_from_waiting_behind_the_conversation_is_counted() {
             .stdout
             .contains("busy replies: 1 (1 waited behind their conversation"),
         "{human:?}"
+    );
+}
+
+/// Chat commands never call the model, so they do not wait behind the conversation's slow
+/// turn: `/status` and `/whoami` are answered while it runs, never told busy. `/reset` is
+/// answered at once too, and forgets the memory after the slow turn recorded its answer.
+#[test]
+fn chat_commands_are_answered_at_once_behind_a_slow_turn() {
+    let stack = Stack::new(echo_with_latency(3000), &[]);
+    let cfg = stack.config(2, 20_000, "access:\n  user_rate_limit: 0\n");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("limits:\n", "limits:\n  queue:\n    max_wait_ms: 300\n");
+    std::fs::write(&cfg, text).unwrap();
+    stack.start_bot(&cfg);
+    let conv = "cidCmd==";
+    stack.inject_group(conv, "slow first");
+    stack.inject_group(conv, "second, behind the first");
+    for cmd in ["/status", "/whoami", "/reset"] {
+        stack.inject_group(conv, cmd);
+    }
+    let texts = |out: &[serde_json::Value]| -> Vec<String> {
+        out.iter()
+            .map(|e| e["text"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    // The event: all three command replies are out. The slow answer must not be yet.
+    let mut seen = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            seen = texts(&stack.replies_in(conv));
+            ["Bot status:", "staff id:", "forgot"]
+                .iter()
+                .all(|want| seen.iter().any(|t| t.contains(want)))
+        }),
+        "the commands were not answered: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|t| t.starts_with("echo: slow first")),
+        "the commands waited for the slow turn: {seen:?}"
+    );
+    let out = texts(&stack.wait_outbox(5, Duration::from_secs(15)));
+    assert!(
+        out.iter().any(|t| t.starts_with("echo: slow first")),
+        "{out:?}"
+    );
+    let st = stack.status();
+    assert_eq!(
+        st["busy_replies"]["total"], 1,
+        "only the second message waited behind the slow turn: {st}"
+    );
+    // The reset applied after the slow turn recorded its exchange: memory is empty.
+    stack.inject_group(conv, "after the reset");
+    stack.wait_outbox(6, Duration::from_secs(15));
+    let req = stack.fake_stats().recent.back().unwrap().body.clone();
+    assert_eq!(
+        req["messages"].as_array().unwrap().len(),
+        2,
+        "the slow turn's exchange outlived /reset: {req}"
     );
 }
 

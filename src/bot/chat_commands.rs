@@ -9,16 +9,14 @@ use crate::config::{Config, ConversationKind};
 use crate::conversation::command::{help_text, ChatCommand};
 use crate::dingtalk::Inbound;
 
-/// Carries out `cmd` for `msg` (a reset forgets the conversation) and returns its reply.
+/// The reply to `cmd` from `msg`. A reset's reply only: the caller forgets the
+/// conversation once its earlier turns are done (see `pipeline::run_command`).
 pub(crate) fn run(shared: &Shared, cfg: &Config, cmd: ChatCommand, msg: &Inbound) -> String {
     match cmd {
         ChatCommand::Help => help_text(&cfg.commands),
         ChatCommand::Status => status_text(shared),
         ChatCommand::WhoAmI => whoami_text(msg),
-        ChatCommand::Reset => {
-            shared.conversations.reset(&msg.conversation_id);
-            cfg.reply.reset_text.clone()
-        }
+        ChatCommand::Reset => cfg.reply.reset_text.clone(),
     }
 }
 

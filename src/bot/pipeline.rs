@@ -117,6 +117,13 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
     let Some(channel) = shared.channel.as_ref() else {
         return;
     };
+    // A chat command does not call the model: it is answered at once, not behind the
+    // conversation's earlier turns (see [`run_command`]).
+    if let InboundContent::Text(t) = &msg.content {
+        if let Some(cmd) = ChatCommand::parse(t, &cfg.commands) {
+            return run_command(shared, &cfg, &msg, cmd, ticket).await;
+        }
+    }
     // Earlier turns of this conversation first; waiting counts like a queue wait.
     if !ticket
         .wait_turn(Duration::from_millis(cfg.limits.queue.max_wait_ms))
@@ -149,10 +156,6 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         Admission::RateLimited => {
             return finish(shared, &msg, &cfg.reply.rate_limited_text, "rate_limited").await
         }
-    }
-    if let Some(cmd) = ChatCommand::parse(&text, &cfg.commands) {
-        let reply = super::chat_commands::run(shared, &cfg, cmd, &msg);
-        return finish(shared, &msg, &reply, cmd.label()).await;
     }
     let turn = Turn {
         lane: msg.conversation_id.clone(),
@@ -437,6 +440,58 @@ async fn send_and_complete(
 }
 
 /// Sends a fixed reply (no model) and completes the message (see [`deliver`]).
+/// Answers a chat command at once, without waiting for the conversation's earlier turns
+/// (a command never calls the model, so it is never told busy behind a slow turn).
+/// Access and rate limits apply as to any message.
+///
+/// `/new` and `/reset` are answered at once too, but the memory is forgotten only once the
+/// conversation's earlier turns have finished (each records its exchange when it answers),
+/// so an answer still in flight is not remembered after the reset; the command keeps its
+/// place in line meanwhile, so later messages start from the emptied memory. The wait is
+/// bounded by [`earlier_turns_bound`]; should the earlier turns outlast it, the memory is
+/// forgotten then.
+async fn run_command(
+    shared: &Arc<Shared>,
+    cfg: &Config,
+    msg: &Inbound,
+    cmd: ChatCommand,
+    mut ticket: Ticket,
+) {
+    tracing::info!(
+        msg_id = %msg.msg_id,
+        conversation = %msg.conversation_id,
+        kind = ?msg.conversation_kind,
+        command = cmd.label(),
+        "chat command received"
+    );
+    match shared.conversations.admit(msg, cfg) {
+        Admission::Allowed => {}
+        Admission::Denied => return finish(shared, msg, &cfg.reply.denied_text, "denied").await,
+        Admission::RateLimited => {
+            return finish(shared, msg, &cfg.reply.rate_limited_text, "rate_limited").await
+        }
+    }
+    let reply = super::chat_commands::run(shared, cfg, cmd, msg);
+    if cmd != ChatCommand::Reset {
+        drop(ticket);
+        return finish(shared, msg, &reply, cmd.label()).await;
+    }
+    finish(shared, msg, &reply, cmd.label()).await;
+    let _ = ticket.wait_turn(earlier_turns_bound(cfg)).await;
+    shared.conversations.reset(&msg.conversation_id);
+}
+
+/// Slack for delivering a reply after its model call ended (DingTalk send retries).
+const DELIVERY_SLACK: Duration = Duration::from_secs(60);
+
+/// How long a conversation's earlier turns can take at most: each waits in line at most
+/// `limits.queue.max_wait_ms`, the one running asks each model (fallbacks included) for at
+/// most its `timeout_ms`, then delivers its reply.
+fn earlier_turns_bound(cfg: &Config) -> Duration {
+    let models: u64 = cfg.models.values().map(|m| m.timeout_ms).sum();
+    Duration::from_millis(cfg.limits.queue.max_wait_ms.saturating_add(models)) + DELIVERY_SLACK
+}
+
 async fn finish(shared: &Arc<Shared>, msg: &Inbound, text: &str, label: &'static str) {
     let Some(channel) = shared.channel.as_ref() else {
         return;
