@@ -92,6 +92,43 @@ fn the_config_template_loads() {
 
 /// The seed config, a channel section (lines 14-19, `client_secret` on line 17) and
 /// `extra` from line 20 on (inside `channel.dingtalk` when indented by 4).
+/// Model names are shown raw by status, healthcheck and chat `/status`: a name with a line
+/// break or other odd characters is refused at load, naming the key, its value escaped.
+#[test]
+fn model_names_are_plain_words_checked_at_load() {
+    let home = Home::new();
+    let long = "m".repeat(65);
+    for (name_yaml, shown) in [
+        (
+            "\"evil\\nmodel ok: 0 in flight\"",
+            r#""evil\nmodel ok: 0 in flight""#,
+        ),
+        ("\"tab\\there\"", r#""tab\there""#),
+        ("\"has space\"", r#""has space""#),
+        ("\"\"", r#""""#),
+        (long.as_str(), long.as_str()),
+    ] {
+        let text = seed_config("http://x/v1")
+            .replacen("\n  local_chat:\n", &format!("\n  {name_yaml}:\n"), 1)
+            .replace("model: local_chat", &format!("model: {name_yaml}"))
+            .replace("    local_chat: 4", &format!("    {name_yaml}: 4"));
+        let cfg = home.write("names.yaml", &text);
+        let r = home.run(&["config", "check", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(r.code, 2, "{name_yaml}: {r:?}");
+        assert!(
+            r.stderr.contains("models:")
+                && r.stderr.contains(shown)
+                && r.stderr.contains("letters, digits"),
+            "{name_yaml}: {r:?}"
+        );
+        assert!(!r.stderr.contains("evil\nmodel"), "raw line break: {r:?}");
+    }
+    let ok = seed_config("http://x/v1").replace("local_chat", "Qwen2.5-7b_chat");
+    let cfg = home.write("ok.yaml", &ok);
+    let r = home.run(&["config", "check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
 fn with_channel(client_secret: &str, extra: &str) -> String {
     format!(
         "{}channel:\n  dingtalk:\n    client_id: \"dingx\"\n    client_secret: {client_secret}\n    \

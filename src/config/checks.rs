@@ -33,6 +33,24 @@ pub fn name(v: &str) -> Result<(), String> {
     }
 }
 
+/// The longest model name.
+pub const MAX_MODEL_NAME_CHARS: usize = 64;
+
+/// A model name (a key under `models:`), shown raw by status, healthcheck and chat
+/// `/status`: 1 to [`MAX_MODEL_NAME_CHARS`] ASCII letters, digits, `_`, `-` or `.`.
+pub fn model_name(v: &str) -> Result<(), String> {
+    let plain = v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if plain && (1..=MAX_MODEL_NAME_CHARS).contains(&v.len()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be 1 to {MAX_MODEL_NAME_CHARS} letters, digits, `_`, `-` or `.`"
+        ))
+    }
+}
+
 /// A listen address: `IP:PORT` (`127.0.0.1:8787`, `0.0.0.0:8787`, `[::1]:8787`).
 pub fn socket_addr(v: &str) -> Result<(), String> {
     v.trim()

@@ -176,6 +176,10 @@ fn check_references(c: &Config) -> Result<(), String> {
     if c.models.is_empty() {
         return Err("models: at least one model is needed".into());
     }
+    // First: the messages below quote model names raw.
+    for name in c.models.keys() {
+        checks::model_name(name).map_err(|e| format!("models: the model name {name:?} {e}"))?;
+    }
     let known = |name: &str| c.models.contains_key(name);
     let names = || c.models.keys().cloned().collect::<Vec<_>>().join(", ");
     if !known(&c.routing.defaults.model) {
