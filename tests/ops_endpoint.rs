@@ -337,6 +337,52 @@ fn the_ops_endpoint_answers_only_hosts_that_name_it() {
         refused.0, 200,
         "a plain request to the address: {refused:?}"
     );
+    // Raw requests a client library would not send: an HTTP/1.1 request must name a Host
+    // (HTTP/1.0 may omit it), only once; an absolute-form target's authority is checked too.
+    let ours = format!("127.0.0.1:{port}");
+    for (request, want) in [
+        ("GET /status.json HTTP/1.1\r\n".to_string(), 400),
+        (
+            format!("GET /status.json HTTP/1.1\r\nHost: {ours}\r\nHost: rebind.example\r\n"),
+            400,
+        ),
+        (
+            format!("GET /status.json HTTP/1.1\r\nHost: rebind.example\r\nHost: {ours}\r\n"),
+            400,
+        ),
+        (
+            format!("GET http://rebind.example/status.json HTTP/1.1\r\nHost: {ours}\r\n"),
+            421,
+        ),
+        (
+            format!("GET http://{ours}/status.json HTTP/1.1\r\nHost: {ours}\r\n"),
+            200,
+        ),
+        ("GET /status.json HTTP/1.0\r\n".to_string(), 200),
+        (
+            format!("GET /status.json HTTP/1.1\r\nHost: {ours}\r\n"),
+            200,
+        ),
+    ] {
+        assert_eq!(raw_status(port, &request), want, "{request:?}");
+    }
+}
+
+/// Sends `head` (request line and headers, each ending in CRLF) plus `Connection: close`
+/// to the loopback `port`; the response's status code.
+fn raw_status(port: u16, head: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tcp.take(64 * 1024).read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line for {head:?}: {text:?}"))
 }
 
 #[test]

@@ -7,12 +7,14 @@
 //! unspecified listen address such as 0.0.0.0) with the listen port; or `localhost` with no
 //! port or the listen port; or a name listed in `ops.allowed_hosts` (`name` for any port,
 //! `name:port` for one). Names compare case-insensitively. Others get 421 Misdirected
-//! Request, never the figures. A request without Host (HTTP/1.0 tools) is no browser's and
-//! is served.
+//! Request, never the figures. An absolute-form target's authority
+//! (`GET http://host/path`) is checked the same way, as well as the Host header. An
+//! HTTP/1.1 request must carry exactly one Host (else 400, as RFC 9112 asks); an HTTP/1.0
+//! request without Host (old tools) is no browser's and is served.
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::{header, Request, StatusCode};
+use axum::http::{header, Request, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 
 /// Which `Host` values the endpoint answers.
@@ -73,23 +75,54 @@ fn split_host(host: &str) -> Option<(&str, Option<u16>)> {
     }
 }
 
-/// Middleware: refuses a request whose Host is not allowed.
+/// Why a request is refused before it is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// 400: no Host in an HTTP/1.1 (or later) request, or more than one.
+    BadHost,
+    /// 421: a Host or absolute-form authority the endpoint does not answer for.
+    NotOurs,
+}
+
+/// Whether `request` may be served: its Host headers and, for an absolute-form target
+/// (`GET http://host/path`), the target's authority, each checked against `allowed`.
+fn judge<B>(allowed: &AllowedHosts, request: &Request<B>) -> Result<(), Refusal> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refusal::BadHost);
+    }
+    let authority = request.uri().authority().map(|a| a.as_str());
+    if host.is_none() && authority.is_none() && request.version() >= Version::HTTP_11 {
+        return Err(Refusal::BadHost);
+    }
+    let host = host.map(|v| v.to_str().unwrap_or("\u{0}"));
+    if host.into_iter().chain(authority).all(|h| allowed.allows(h)) {
+        Ok(())
+    } else {
+        Err(Refusal::NotOurs)
+    }
+}
+
+/// Middleware: refuses a request whose Host is missing (HTTP/1.1), repeated or not
+/// allowed.
 pub(crate) async fn require_allowed_host(
     axum::extract::State(allowed): axum::extract::State<std::sync::Arc<AllowedHosts>>,
     request: Request<axum::body::Body>,
     next: axum::middleware::Next,
 ) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .map(|v| v.to_str().unwrap_or("\u{0}"));
-    match host {
-        Some(h) if !allowed.allows(h) => (
+    match judge(&allowed, &request) {
+        Ok(()) => next.run(request).await,
+        Err(Refusal::BadHost) => (
+            StatusCode::BAD_REQUEST,
+            "an HTTP/1.1 request needs exactly one Host header\n",
+        )
+            .into_response(),
+        Err(Refusal::NotOurs) => (
             StatusCode::MISDIRECTED_REQUEST,
             "this Host is not one the ops endpoint answers for; add it to ops.allowed_hosts\n",
         )
             .into_response(),
-        _ => next.run(request).await,
     }
 }
 
@@ -133,5 +166,31 @@ mod tests {
         assert!(!any.allows("rebind.example"));
         let v6 = AllowedHosts::new("[::1]:9464".parse().unwrap(), &[]);
         assert!(v6.allows("[::1]:9464") && !v6.allows("[::2]:9464") && !v6.allows("::1"));
+    }
+
+    #[test]
+    fn host_headers_and_absolute_targets_are_judged() {
+        let a = AllowedHosts::new("127.0.0.1:9464".parse().unwrap(), &[]);
+        let req = |uri: &str, version: Version, hosts: &[&str]| {
+            let mut b = Request::builder().uri(uri).version(version);
+            for h in hosts {
+                b = b.header(header::HOST, *h);
+            }
+            b.body(()).unwrap()
+        };
+        let ours = "127.0.0.1:9464";
+        let v11 = Version::HTTP_11;
+        assert_eq!(judge(&a, &req("/", v11, &[ours])), Ok(()));
+        assert_eq!(judge(&a, &req("/", Version::HTTP_10, &[])), Ok(()));
+        assert_eq!(judge(&a, &req("/", v11, &[])), Err(Refusal::BadHost));
+        assert_eq!(
+            judge(&a, &req("/", v11, &[ours, ours])),
+            Err(Refusal::BadHost)
+        );
+        assert_eq!(
+            judge(&a, &req("http://evil.example/x", v11, &[ours])),
+            Err(Refusal::NotOurs)
+        );
+        assert_eq!(judge(&a, &req("http://127.0.0.1:9464/x", v11, &[])), Ok(()));
     }
 }
