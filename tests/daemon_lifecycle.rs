@@ -1090,6 +1090,40 @@ fn under_journald_daemon_run_logs_to_stderr_and_writes_no_file() {
         !home.log_path("jd").exists() && !home.path().join("-").exists(),
         "a log file was made"
     );
+
+    // A gateway's unit is clawdbot-gateway@NAME: `daemon logs` names that one.
+    let gw_stderr = home.path().join("gw-journal-stream");
+    let mut gw = run_with_stderr_to(
+        &home,
+        &["daemon", "run", "--name", "jg", "--exec", "sleep 600"],
+        &gw_stderr,
+        true,
+    );
+    let gw_logs = || home.run(&["daemon", "logs", "--name", "jg"]);
+    let mut last = None;
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let run = gw_logs();
+            let named = run.stderr.contains("journalctl -u clawdbot-gateway@jg");
+            last = Some(run);
+            named
+        }),
+        "the gateway's unit is not named: {last:?}"
+    );
+    let last = last.unwrap();
+    assert!(
+        !last.stderr.contains("clawdbot@jg"),
+        "the bot's unit is named for a gateway: {last:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || home
+            .run(&["daemon", "status", "--name", "jg"])
+            .code
+            == 0),
+        "the gateway never ran: {}",
+        std::fs::read_to_string(&gw_stderr).unwrap_or_default()
+    );
+    assert_eq!(terminate(&mut gw), Some(0));
 }
 
 #[test]

@@ -73,6 +73,17 @@ pub(crate) struct UnitSpec {
     pub(crate) user: bool,
 }
 
+/// The unit instance running daemon `name` (what `journalctl -u` and `systemctl` take):
+/// `clawdbot@NAME` for a bot, `clawdbot-gateway@NAME` for a gateway.
+pub(crate) fn unit_instance(gateway: bool, name: &str) -> String {
+    let prefix = if gateway {
+        "clawdbot-gateway"
+    } else {
+        "clawdbot"
+    };
+    format!("{prefix}@{name}")
+}
+
 /// A value that cannot be put in a unit file.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UnitError {
@@ -87,11 +98,8 @@ impl UnitSpec {
     /// `clawdbot-gateway@NAME.service` for a gateway (an instance file of the template,
     /// so `%i` is the daemon name). `name` `None` gives the template's name.
     pub(crate) fn file_name(&self, name: Option<&str>) -> String {
-        let prefix = match self.workload {
-            UnitWorkload::Bot { .. } => "clawdbot",
-            UnitWorkload::Gateway { .. } => "clawdbot-gateway",
-        };
-        format!("{prefix}@{}.service", name.unwrap_or(""))
+        let gateway = matches!(self.workload, UnitWorkload::Gateway { .. });
+        format!("{}.service", unit_instance(gateway, name.unwrap_or("")))
     }
 
     /// The unit file's text.
