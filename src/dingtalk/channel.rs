@@ -252,6 +252,7 @@ impl Channel {
             state: stats.state(),
             streaming: stats.mode() == "stream",
             last_received_ms: stats.last_received_ms(),
+            credentials_refused: stats.auth() == crate::dingtalk::stats::AUTH_REFUSED,
         }
     }
 

@@ -106,6 +106,11 @@ impl Stats {
         self.with(|c| c.last_error = Some(e));
     }
 
+    /// [`AUTH_PENDING`], [`AUTH_OK`] or [`AUTH_REFUSED`].
+    pub(crate) fn auth(&self) -> &'static str {
+        self.with(|c| c.auth)
+    }
+
     /// DingTalk accepted the credentials (stream connected, or an access token obtained).
     pub fn authenticated(&self) {
         self.with(|c| c.auth = AUTH_OK);

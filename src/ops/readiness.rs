@@ -24,6 +24,8 @@ pub struct ChannelFacts {
     pub(crate) streaming: bool,
     /// Unix ms of the last frame or pong (or the connection).
     pub(crate) last_received_ms: Option<u64>,
+    /// DingTalk refused the app's credentials (and never accepted them since).
+    pub(crate) credentials_refused: bool,
 }
 
 /// The inbox as readiness sees it.
@@ -53,7 +55,9 @@ pub(crate) fn not_ready_reasons(facts: &ReadinessFacts, now_ms: u64) -> Vec<Stri
         Some(ch) => {
             let up = ch.state == crate::dingtalk::stats::CONNECTED
                 || ch.state == crate::dingtalk::stats::LISTENING;
-            if !up {
+            if !up && ch.credentials_refused {
+                reasons.push("credentials refused".to_string());
+            } else if !up {
                 reasons.push(format!("channel {}", ch.state));
             } else if ch.streaming {
                 let age = ch.last_received_ms.map(|t| now_ms.saturating_sub(t));
@@ -95,6 +99,7 @@ mod tests {
                 state: CONNECTED,
                 streaming: true,
                 last_received_ms: Some(NOW - 1_000),
+                credentials_refused: false,
             }),
             inbox: InboxFacts {
                 pending: 0,
@@ -134,6 +139,7 @@ mod tests {
             state: LISTENING,
             streaming: false,
             last_received_ms: Some(0),
+            credentials_refused: false,
         });
         assert!(not_ready_reasons(&f, NOW).is_empty());
     }
@@ -143,6 +149,13 @@ mod tests {
         let mut f = healthy();
         f.channel.as_mut().unwrap().state = RECONNECTING;
         assert_eq!(not_ready_reasons(&f, NOW), vec!["channel reconnecting"]);
+
+        // Refused credentials say so, not "connecting".
+        let mut f = healthy();
+        let ch = f.channel.as_mut().unwrap();
+        ch.state = crate::dingtalk::stats::CONNECTING;
+        ch.credentials_refused = true;
+        assert_eq!(not_ready_reasons(&f, NOW), vec!["credentials refused"]);
 
         let mut f = healthy();
         f.channel = None;
