@@ -98,14 +98,16 @@ CLAWDBOT_HOME="$WORK/host-home" "$BIN" onboard --channel dingtalk --config "$WOR
     >/dev/null 2>&1 || fail "onboard"
 chmod 0644 "$WORK/dingtalk.yaml" # read by uid 10001; it holds ${DINGTALK_APP_SECRET}, not the secret
 
-# 4. The bot from the image: its default command, state in a fresh named volume.
-podman run -d --name "$RUN_ID" --network host \
+# 4. The bot from the image: its default command, state in a fresh named volume, under a
+# daemon name other than the default (CLAWDBOT_NAME names it for the run and HEALTHCHECK).
+BOT_NAME=ct-bot
+podman run -d --name "$RUN_ID" --network host -e CLAWDBOT_NAME="$BOT_NAME" \
     -v "$WORK/dingtalk.yaml:/etc/clawdbot/dingtalk.yaml:ro" \
     -v "$RUN_ID:/var/lib/clawdbot" \
     -e DINGTALK_APP_SECRET -e LOCAL_MODEL_API_KEY=none \
     "$IMAGE" >"$WORK/podman-run.out" 2>&1 || fail "podman run: $(cat "$WORK/podman-run.out")"
 wait_for 30 "the bot never connected to the simulator's stream" \
-    sh -c "podman exec $RUN_ID clawdbot --json daemon status --name dingtalk-bot | grep -q '\"connected\"'"
+    sh -c "podman exec $RUN_ID clawdbot --json daemon status --name $BOT_NAME | grep -q '\"connected\"'"
 
 # 5. A message from a simulated user gets the (echo) model's answer.
 "$BIN" sim inject --sim "$SIM" --text "hello from the container test" >/dev/null \
@@ -117,9 +119,9 @@ echo "container: a reply arrived: $(echo "$OUTBOX" | grep -o "\"text\": \"[^\"]*
 # 6. Liveness healthcheck, non-root, state in the volume, logs in `podman logs`.
 podman healthcheck run "$RUN_ID" >/dev/null 2>&1 || fail "the HEALTHCHECK failed"
 [ "$(podman exec "$RUN_ID" id -u)" = 10001 ] || fail "the daemon does not run as uid 10001"
-podman exec "$RUN_ID" sh -c 'test -S /var/lib/clawdbot/run/dingtalk-bot/control.sock' \
+podman exec "$RUN_ID" sh -c "test -S /var/lib/clawdbot/run/$BOT_NAME/control.sock" \
     || fail "no control socket in the volume"
-[ "$(podman exec "$RUN_ID" stat -c '%u %a' /var/lib/clawdbot/run/dingtalk-bot)" = "10001 700" ] \
+[ "$(podman exec "$RUN_ID" stat -c '%u %a' "/var/lib/clawdbot/run/$BOT_NAME")" = "10001 700" ] \
     || fail "the run folder is not private to uid 10001"
 LOGS=$(podman logs "$RUN_ID" 2>&1)
 echo "$LOGS" | grep -q "stderr (container)" || fail "the log does not say it goes to stderr"
@@ -130,7 +132,7 @@ fi
 if podman exec "$RUN_ID" sh -c 'ls /var/lib/clawdbot/logs 2>/dev/null | grep -q .'; then
     fail "a log file was written in the container"
 fi
-LOGS_CMD=$(podman exec "$RUN_ID" clawdbot daemon logs --name dingtalk-bot 2>&1) && fail "daemon logs exited 0"
+LOGS_CMD=$(podman exec "$RUN_ID" clawdbot daemon logs --name $BOT_NAME 2>&1) && fail "daemon logs exited 0"
 echo "$LOGS_CMD" | grep -q "podman logs" || fail "daemon logs does not say where the logs are: $LOGS_CMD"
 
 # 7. Liveness does not depend on the model (nor the channel): with the simulator and its
@@ -138,7 +140,7 @@ echo "$LOGS_CMD" | grep -q "podman logs" || fail "daemon logs does not say where
 kill "$SIM_PID" && wait "$SIM_PID" 2>/dev/null || true
 SIM_PID=""
 wait_for 20 "clawdbot healthcheck still passes with the model gone" \
-    sh -c "! podman exec $RUN_ID clawdbot healthcheck --name dingtalk-bot"
+    sh -c "! podman exec $RUN_ID clawdbot healthcheck --name $BOT_NAME"
 podman healthcheck run "$RUN_ID" >/dev/null 2>&1 || fail "the HEALTHCHECK depends on the model"
 
 # 8. `podman stop` (SIGTERM) drains and exits 0.
