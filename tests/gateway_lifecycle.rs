@@ -493,7 +493,7 @@ fn an_installed_gateway_keeps_its_secret_in_a_private_file_that_exec_file_runs()
 fn health_url_passwords_are_masked_in_status_and_log() {
     let home = Home::new();
     let port = support::free_port();
-    let url = format!("http://probe:pw-77120@127.0.0.1:{port}/health");
+    let url = format!("http://probe:pw-77120@127.0.0.1:{port}/health?token=tk-77120");
     let run = home.run(&[
         "daemon",
         "start",
@@ -515,10 +515,18 @@ fn health_url_passwords_are_masked_in_status_and_log() {
     let g = gateway(&home, "gw").expect("status shows the gateway");
     assert_eq!(
         g["health_url"],
-        format!("http://probe:***@127.0.0.1:{port}/health"),
+        format!("http://probe:***@127.0.0.1:{port}/health?token=***"),
         "{g}"
     );
     let human = home.run(&["daemon", "status", "--name", "gw"]);
+    // The daemon's own argv (`ps`) shows the URL masked too.
+    let pid = home
+        .run(&["--json", "daemon", "status", "--name", "gw"])
+        .json()["pid"]
+        .as_u64()
+        .expect("status names the pid");
+    let cmdline = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .replace('\0', " ");
     assert_eq!(home.run(&["daemon", "stop", "--name", "gw"]).code, 0);
     let logs = home.all_logs();
     assert!(logs.contains("probe:***@"), "{logs}");
@@ -529,9 +537,10 @@ fn health_url_passwords_are_masked_in_status_and_log() {
         &human.stderr,
         &g.to_string(),
         &logs,
+        &cmdline,
     ] {
         assert!(
-            !shown.contains("pw-77120"),
+            !shown.contains("pw-77120") && !shown.contains("tk-77120"),
             "the password is shown: {shown}"
         );
     }
