@@ -67,6 +67,16 @@ pub(crate) fn open_regular(path: &Path, mut options: OpenOptions) -> io::Result<
     Ok(file)
 }
 
+/// Reads a whole regular file through [`open_regular`]: no link followed, no wait on a
+/// FIFO, anything but a regular file an error naming it.
+pub(crate) fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut open_regular(path, options)?, &mut bytes)?;
+    Ok(bytes)
+}
+
 /// What a path holds, in words, for messages about something that is not a regular file.
 pub(crate) fn kind_of(meta: &fs::Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;

@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::{create_private, open_regular};
+use crate::fsutil::{create_private, open_regular, read_regular};
 
 /// Rewrite when the file holds this many more lines than live pairs (and more than
 /// twice as many).
@@ -123,16 +123,6 @@ impl ReplayFile {
         self.lines = lines;
         Ok(())
     }
-}
-
-/// Reads the record without following a link or waiting on a FIFO; anything but a
-/// regular file is an error.
-fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
-    let mut options = OpenOptions::new();
-    options.read(true);
-    let mut bytes = Vec::new();
-    io::Read::read_to_end(&mut open_regular(path, options)?, &mut bytes)?;
-    Ok(bytes)
 }
 
 fn open_append(path: &Path) -> io::Result<File> {

@@ -10,17 +10,7 @@ use std::path::Path;
 
 pub(crate) use crate::fsutil::kind_of;
 use crate::fsutil::open_regular;
-
-/// Reads a regular file.
-pub(crate) fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut options = OpenOptions::new();
-    options.read(true);
-    let mut f = open_regular(path, options)?;
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
+pub(crate) use crate::fsutil::read_regular;
 
 /// Opens (creating, mode 0600) a regular file to read and write at offsets.
 pub(crate) fn open_rw(path: &Path) -> io::Result<File> {
