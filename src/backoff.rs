@@ -1,6 +1,7 @@
 //! Capped exponential backoff, the one schedule every retry loop uses: the gateway's
 //! restarts ([`Backoff`], which forgets past crashes once a child stayed up long enough),
-//! the stream client's reconnects and the bot's redelivery of undelivered replies
+//! the stream client's reconnects, the bot's redelivery of undelivered replies and the
+//! journal's retries of unwritten "answered" records
 //! ([`capped_doubling`]).
 
 use std::time::Duration;

@@ -118,7 +118,8 @@ pub(crate) struct Writer {
     /// Written but maybe not yet synced (Done records are synced lazily).
     dirty: bool,
     done_retry: Vec<String>,
-    retry_delay: Duration,
+    /// Failed retries in a row: the next waits `capped_doubling(RETRY_FIRST, RETRY_CAP, n)`.
+    retry_attempt: u32,
     retry_at: Option<Instant>,
     /// Compaction is considered once the file is this long.
     compact_at: u64,
@@ -172,7 +173,7 @@ pub(crate) fn start(
         forget,
         dirty: false,
         done_retry: Vec::new(),
-        retry_delay: RETRY_FIRST,
+        retry_attempt: 0,
         retry_at: None,
         compact_at: COMPACT_MIN_BYTES.max(init.len.saturating_mul(2)),
         _lock: init.lock,
@@ -500,11 +501,16 @@ impl Writer {
             self.done_retry.drain(..over);
         }
         if !self.done_retry.is_empty() && self.retry_at.is_none() {
-            self.retry_at = Some(Instant::now() + self.retry_delay);
+            self.retry_at = Some(Instant::now() + self.retry_delay());
         }
         self.stats
             .done_retry_queue
             .store(self.done_retry.len(), Ordering::Relaxed);
+    }
+
+    /// The wait before the next retry of unwritten Done records.
+    fn retry_delay(&self) -> Duration {
+        crate::backoff::capped_doubling(RETRY_FIRST, RETRY_CAP, self.retry_attempt)
     }
 
     /// Writes Done records that failed before, once their backoff is over.
@@ -523,15 +529,15 @@ impl Writer {
                     "unwritten \"answered\" records written"
                 );
                 self.done_retry.clear();
-                self.retry_delay = RETRY_FIRST;
+                self.retry_attempt = 0;
                 self.retry_at = None;
             }
             Err(e) => {
                 let err = JournalError::write(&self.path, e);
                 tracing::warn!(error = %err, waiting = self.done_retry.len(), "\"answered\" records still cannot be written; retrying");
                 self.stats.set_error(err.to_string());
-                self.retry_delay = (self.retry_delay * 2).min(RETRY_CAP);
-                self.retry_at = Some(Instant::now() + self.retry_delay);
+                self.retry_attempt = self.retry_attempt.saturating_add(1);
+                self.retry_at = Some(Instant::now() + self.retry_delay());
             }
         }
         self.stats
