@@ -22,7 +22,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::fsutil::{create_private, euid, open_nofollow};
+use crate::fsutil::{create_private, euid, open_nofollow_with};
 
 /// Bytes of key material.
 const KEY_LEN: usize = 32;
@@ -102,7 +102,10 @@ fn io_err<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> 
 fn read(path: &Path) -> Result<HashKey, KeyError> {
     let mut options = OpenOptions::new();
     options.read(true);
-    let mut file = open_nofollow(path, options).map_err(io_err("open", path))?;
+    // O_NONBLOCK: a FIFO planted at the key's path is opened at once (then refused below as
+    // not a regular file) instead of hanging the daemon's start until a writer appears.
+    let mut file =
+        open_nofollow_with(path, options, libc::O_NONBLOCK).map_err(io_err("open", path))?;
     let meta = file.metadata().map_err(io_err("inspect", path))?;
     if !meta.is_file() || meta.mode() & 0o077 != 0 || meta.uid() != euid() {
         return Err(KeyError::NotPrivate {
@@ -211,6 +214,24 @@ mod tests {
             HashKey::load_or_create(&link),
             Err(KeyError::Io { .. })
         ));
+    }
+
+    /// A FIFO at the key's path is refused at once, not waited on (the daemon's start read
+    /// the key with a blocking open and hung until something wrote to the FIFO).
+    #[test]
+    fn a_fifo_at_the_key_path_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let probe = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(HashKey::load_or_create(&probe).is_err());
+        });
+        let refused = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("loading the key waited on the FIFO");
+        assert!(refused, "a FIFO was taken as the key");
     }
 
     #[test]
