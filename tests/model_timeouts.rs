@@ -3,10 +3,11 @@
 
 mod model_support;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clawdbot::model::demo::{FakeBehavior, FakeMode};
-use clawdbot::model::{ModelRouter, TurnOutcome};
+use clawdbot::model::{ChatMessage, ModelRouter, TurnHooks, TurnOutcome};
 use model_support::*;
 
 /// Runs one turn against a single model; asserts it failed by timeout within `bound_ms`.
@@ -249,11 +250,20 @@ async fn a_turn_that_falls_back_keeps_its_conversations_place() {
         model("backup", &srv.base_url, "timeout_ms: 8000"),
     ];
     let router = ModelRouter::new(&config(&models, &[("primary", 1), ("backup", 1)], 8, 8000));
-    let finished = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // The order is taken in `answered`, which runs while the turn still holds its slot and
+    // lane: taking it after the task returns would race the next turn of the lane.
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    let finished = Arc::new(Mutex::new(Vec::new()));
     let spawn_turn = |text: &'static str| {
-        let (router, finished) = (router.clone(), finished.clone());
+        let (router, answered, finished) = (router.clone(), answered.clone(), finished.clone());
         tokio::spawn(async move {
-            let (o, _) = ask(&router, turn("conv", text)).await;
+            let t = turn("conv", text);
+            let mut hooks = OrderHooks {
+                name: text,
+                prompt: t.messages.clone(),
+                answered,
+            };
+            let o = router.answer_with(&t, &mut hooks).await;
             finished.lock().unwrap().push((text, o));
         })
     };
@@ -271,9 +281,10 @@ async fn a_turn_that_falls_back_keeps_its_conversations_place() {
     let b = spawn_turn("B");
     a.await.expect("turn A");
     b.await.expect("turn B");
-    let finished = finished.lock().unwrap();
-    let order: Vec<&str> = finished.iter().map(|(t, _)| *t).collect();
-    assert_eq!(order, ["A", "B"], "{finished:?}");
+    let order = answered.lock().unwrap().clone();
+    assert_eq!(order, ["A", "B"]);
+    let mut finished = finished.lock().unwrap();
+    finished.sort_by_key(|(t, _)| *t);
     assert!(matches!(
         &finished[0].1,
         TurnOutcome::Answer { model, fell_back: true, .. } if model == "backup"
@@ -370,4 +381,21 @@ async fn a_silent_server_leaves_the_fallback_half_the_budget_by_default() {
         waited >= Duration::from_millis(600) && waited < Duration::from_millis(1200) + SLACK,
         "{waited:?}"
     );
+}
+
+/// Notes the order in which turns were answered (while each still held its slot).
+struct OrderHooks {
+    name: &'static str,
+    prompt: Vec<ChatMessage>,
+    answered: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl TurnHooks for OrderHooks {
+    fn prepare(&mut self) -> Vec<ChatMessage> {
+        self.prompt.clone()
+    }
+    fn progress(&mut self, _full_text: &str) {}
+    fn answered(&mut self, _text: &str) {
+        self.answered.lock().unwrap().push(self.name);
+    }
 }
