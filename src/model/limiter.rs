@@ -324,41 +324,58 @@ mod tests {
         assert_eq!((s.in_flight, s.queued, s.peak_in_flight), (0, 0, 1));
     }
 
-    #[tokio::test]
+    /// True when `task` is still waiting after paused time moved an hour ahead: the clock
+    /// only jumps once every task is blocked, so the task was really stuck, not just slow.
+    async fn still_waiting_after_an_hour<T>(task: &mut tokio::task::JoinHandle<T>) -> bool {
+        tokio::time::timeout(Duration::from_secs(3600), task)
+            .await
+            .is_err()
+    }
+
+    /// A full queue refuses at once (no time passes), and a waiter gives up exactly at its
+    /// deadline, not before and not later: on paused time both are exact.
+    #[tokio::test(start_paused = true)]
     async fn full_queue_and_expired_wait_are_busy() {
         let lim = Limiter::new(1, 1);
         let _held = lim.acquire("a", far()).await.expect("free slot");
         let l2 = lim.clone();
+        let started = Instant::now();
+        let expiry = Duration::from_millis(400);
         let waiter = tokio::spawn(async move {
-            l2.acquire("b", Instant::now() + Duration::from_millis(50))
-                .await
-                .err()
+            let busy = l2.acquire("b", Instant::now() + expiry).await.err();
+            (busy, Instant::now())
         });
         while lim.snapshot().queued < 1 {
             tokio::task::yield_now().await;
         }
         assert_eq!(lim.acquire("c", far()).await.err(), Some(Busy::QueueFull));
-        assert_eq!(waiter.await.expect("task"), Some(Busy::WaitExpired));
+        assert_eq!(started.elapsed(), Duration::ZERO, "queue full is immediate");
+        let (busy, gave_up_at) = waiter.await.expect("task");
+        assert_eq!(busy, Some(Busy::WaitExpired));
+        assert_eq!(gave_up_at - started, expiry, "gave up at its deadline");
         assert_eq!(lim.snapshot().queued, 0);
     }
 
     /// A lane hold frees the slot for other lanes at once, but the held lane's next turn
     /// waits until the hold is dropped.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn lane_hold_gives_the_slot_away_but_not_the_lane() {
+        let hour = || Instant::now() + Duration::from_secs(7200);
         let lim = Limiter::new(1, 16);
-        let first = lim.acquire("a", far()).await.expect("free slot");
+        let first = lim.acquire("a", hour()).await.expect("free slot");
         let (l_same, l_other) = (lim.clone(), lim.clone());
-        let same = tokio::spawn(async move { l_same.acquire("a", far()).await.is_ok() });
-        let other = tokio::spawn(async move { l_other.acquire("b", far()).await.is_ok() });
+        let mut same = tokio::spawn(async move { l_same.acquire("a", hour()).await.is_ok() });
+        let other = tokio::spawn(async move { l_other.acquire("b", hour()).await.is_ok() });
         while lim.snapshot().queued < 2 {
             tokio::task::yield_now().await;
         }
         let hold = first.into_lane_hold();
         assert!(other.await.expect("task"), "lane b gets the freed slot");
         // b's permit was dropped when its task ended; lane a is still closed.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!same.is_finished(), "lane a overtook its own held turn");
+        assert!(
+            still_waiting_after_an_hour(&mut same).await,
+            "lane a overtook its own held turn"
+        );
         assert_eq!(lim.snapshot().queued, 1);
         drop(hold);
         assert!(same.await.expect("task"));
