@@ -2,14 +2,12 @@
 //! server, turns, and bounded polling (no fixed sleeps).
 #![allow(dead_code)]
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clawdbot::config::{Config, ConversationKind};
 use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeMode, FakeServer};
-use clawdbot::model::{ChatMessage, ModelRouter, Turn, TurnOutcome};
-
-/// Extra time allowed over a budget on this slow shared machine.
-pub const SLACK: Duration = Duration::from_millis(700);
+use clawdbot::model::{ChatMessage, ModelRouter, Turn, TurnHooks, TurnOutcome};
 
 /// One `models:` entry; `extra` holds further YAML keys, one per line, unindented.
 pub fn model(name: &str, base_url: &str, extra: &str) -> String {
@@ -121,5 +119,43 @@ pub fn answer_text(o: &TurnOutcome) -> &str {
     match o {
         TurnOutcome::Answer { text, .. } => text,
         other => panic!("expected Answer, got {other:?}"),
+    }
+}
+
+/// The order in which turns were answered, noted by each turn while it still holds its
+/// slot and lane (in `answered`): noting it after the turn's task returns would race the
+/// next turn of the same lane, which may already run by then.
+#[derive(Clone, Default)]
+pub struct AnswerOrder(Arc<Mutex<Vec<String>>>);
+
+impl AnswerOrder {
+    /// Hooks for one turn that notes `name` here when the turn is answered.
+    pub fn hooks(&self, name: &str, turn: &Turn) -> OrderHooks {
+        OrderHooks {
+            name: name.to_string(),
+            prompt: turn.messages.clone(),
+            order: self.clone(),
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// See [`AnswerOrder::hooks`].
+pub struct OrderHooks {
+    name: String,
+    prompt: Vec<ChatMessage>,
+    order: AnswerOrder,
+}
+
+impl TurnHooks for OrderHooks {
+    fn prepare(&mut self) -> Vec<ChatMessage> {
+        self.prompt.clone()
+    }
+    fn progress(&mut self, _full_text: &str) {}
+    fn answered(&mut self, _text: &str) {
+        self.order.0.lock().unwrap().push(self.name.clone());
     }
 }
