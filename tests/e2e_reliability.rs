@@ -52,10 +52,11 @@ fn sigkill_with_turns_in_flight_loses_nothing_and_answers_once_after_restart() {
     assert!(stack.outbox().is_empty(), "answered before the kill");
 
     stack.start_bot(&cfg);
-    let out = stack.wait_outbox(3, Duration::from_secs(20));
-    // Give a duplicate the chance to show up before counting.
-    std::thread::sleep(Duration::from_millis(500));
-    let counts = replies_by_conversation(&stack.outbox());
+    stack.wait_outbox(3, Duration::from_secs(30));
+    // Count once the daemon has nothing left to send: a duplicate would be in by then.
+    stack.wait_settled();
+    let out = stack.outbox();
+    let counts = replies_by_conversation(&out);
     for i in 0..3 {
         assert_eq!(counts.get(&format!("cidKill{i}==")), Some(&1), "{out:?}");
     }
@@ -1099,9 +1100,9 @@ fn a_multi_part_reply_cut_by_sigkill_resumes_after_the_sent_part_without_a_new_a
     assert_eq!(stack.fake_stats().requests, 1);
 
     stack.start_bot(&cfg);
-    stack.wait_outbox(2, Duration::from_secs(15));
-    // Give a duplicate part the chance to show up before counting.
-    std::thread::sleep(Duration::from_millis(2500));
+    stack.wait_outbox(2, Duration::from_secs(30));
+    // Count once the daemon has nothing left to send: a duplicate part would be in by then.
+    stack.wait_settled();
     let out = stack.outbox();
     let texts: Vec<&str> = out.iter().map(|e| e["text"].as_str().unwrap()).collect();
     assert_eq!(

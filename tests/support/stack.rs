@@ -162,6 +162,20 @@ channel:
         let _ = self.sim_child.wait();
     }
 
+    /// Waits (at most 60 s) until the daemon has nothing left to send: no message pending
+    /// in its journal and no turn at the model. A message is pending until its last reply
+    /// part was sent, and a restart resends only pending ones, so once this holds (and the
+    /// simulator redelivers nothing by itself) every reply the daemon will ever send for
+    /// the messages so far is in the outbox: the event to count duplicates after.
+    pub fn wait_settled(&self) {
+        let mut last = Value::Null;
+        let settled = wait_until(Duration::from_secs(60), || {
+            last = self.status();
+            last["journal"]["pending"] == 0 && last["models"][0]["in_flight"] == 0
+        });
+        assert!(settled, "the daemon never settled: {last}");
+    }
+
     pub fn fake_stats(&self) -> clawdbot::model::demo::FakeStats {
         self.fake.state.stats()
     }
