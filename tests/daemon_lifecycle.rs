@@ -224,11 +224,9 @@ fn socket_is_0600_in_a_0700_folder() {
 }
 
 #[test]
+#[ignore = "needs root to run a client as another uid: run by .ci/run"]
 fn another_uid_is_refused_by_the_daemon() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to run a client as another uid");
-        return;
-    }
+    support::require_root("run a client as another uid");
     let (home, cfg) = home_with_config();
     assert_eq!(
         home.run(&["daemon", "start", "--name", "bot", "--config", &cfg])
@@ -690,11 +688,9 @@ fn hold_lock(path: &Path) -> std::fs::File {
 /// in it is believed; a pid record without a real start time is never signalled, even
 /// under a held lock. Run folders are checked the same way.
 #[test]
+#[ignore = "needs root to chown a folder to another uid: run by .ci/run"]
 fn folders_of_another_user_or_open_to_all_are_refused_and_nobody_is_signalled() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to chown a folder to another uid");
-        return;
-    }
+    support::require_root("chown a folder to another uid");
     let (home, cfg) = home_with_config();
     let mut innocent = std::process::Command::new("sleep")
         .arg("30")
@@ -805,11 +801,9 @@ impl Drop for StopAsNobody<'_> {
 /// it, no second daemon), and once the runtime folder is removed (logout) it re-binds
 /// its socket in the state folder, records it, and is still found and stopped.
 #[test]
+#[ignore = "needs root to run the binary as another uid: run by .ci/run"]
 fn one_daemon_per_name_whatever_the_session_and_stoppable_after_logout() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to run the binary as another uid");
-        return;
-    }
+    support::require_root("run the binary as another uid");
     let base = Home::new();
     let (home, runtime) = (base.path().join("h"), base.path().join("xdg"));
     for dir in [base.path(), &home, &runtime] {
@@ -904,11 +898,9 @@ impl Drop for Immutable<'_> {
 /// a state folder that cannot take new files (immutable: that stops root too, unlike a
 /// mode), it exits 2 naming the folder and the old daemon keeps running.
 #[test]
+#[ignore = "needs root to use chattr +i: run by .ci/run"]
 fn restart_with_a_read_only_state_folder_leaves_the_old_daemon_running() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root for chattr +i");
-        return;
-    }
+    support::require_root("use chattr +i");
     let (home, cfg) = home_with_config();
     let r = home.run(&[
         "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
@@ -988,11 +980,9 @@ fn huge_timeouts_are_usage_errors_and_restart_stops_nothing() {
 /// Red-team F8b: a run folder planted by another user makes `daemon stop` (like status
 /// and start) exit 2 naming the folder, not report "was not running".
 #[test]
+#[ignore = "needs root to chown a folder to uid 65534: run by .ci/run"]
 fn stop_and_status_refuse_another_users_run_folder_by_name() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to chown a folder to uid 65534");
-        return;
-    }
+    support::require_root("chown a folder to uid 65534");
     let (home, cfg) = home_with_config();
     let run = home.run_dir("bot");
     std::fs::create_dir_all(&run).unwrap();

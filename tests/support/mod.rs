@@ -166,6 +166,16 @@ pub fn run_hint(message: &str, marker: &str) -> Run {
     Run::from(out)
 }
 
+/// Fails (never passes silently) unless the test runs as root. For tests marked
+/// `#[ignore = "needs root ..."]`: plain `cargo test` lists them as ignored, and `.ci/run`
+/// (root on a fresh machine) runs them with `--ignored`.
+pub fn require_root(to: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root to {to}: run it as root (.ci/run does)"
+    );
+}
+
 /// Polls `f` every 20 ms until it is true or `timeout` passes; returns the last result.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
