@@ -2,7 +2,7 @@
 //! example systemd units (rendered like `daemon install` renders them).
 //!
 //! The generated files are committed under `completions/` and `man/`; the test
-//! `tests/docs_fresh.rs` fails when they differ from what the current definition renders
+//! `tests/operator/docs_fresh.rs` fails when they differ from what the current definition renders
 //! (run it with `CLAWDBOT_BLESS=1` to rewrite them).
 
 use clap_complete::Shell as ClapShell;

@@ -3,7 +3,7 @@
 //! webhook endpoints with `{errcode, errmsg}`; and nothing rejected leaves state behind. A
 //! client that passes against the simulator must not be relying on it being lenient.
 
-mod support;
+use crate::support;
 
 use clawdbot::model::demo::FakeConfig;
 use serde_json::{json, Value};

@@ -7,7 +7,7 @@
 //! to [`NEVER_MS`], which is what would fire if the phase under test did not. The budget
 //! arithmetic itself is tested exactly on paused time in `src/model/budget.rs`.
 
-mod model_support;
+use crate::model_support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

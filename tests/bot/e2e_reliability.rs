@@ -1,7 +1,7 @@
 //! Faults end to end: a SIGKILLed daemon with turns in flight, a restarted simulator,
 //! config reloads (good and bad), a config with secrets readable by others.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The client against the fake server over loopback: every SSE and error-body quirk the
 //! runtimes note lists, request shape, auth, and health checks.
 
-mod model_support;
+use crate::model_support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! root's `daemon status` finding a service that runs as another user, `daemon install`
 //! and `uninstall`, and the units' `systemd-analyze security` score.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;

@@ -1,7 +1,7 @@
 //! The bot end to end: simulator -> daemon -> fake model -> reply in the simulator's
 //! outbox. Limits, fairness, timeouts and fallback text, memory, access, privacy.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -6,7 +6,7 @@
 //! by a wall-clock bound: the exact timings are tested on paused time in
 //! `src/model/limiter.rs`.
 
-mod model_support;
+use crate::model_support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //! `CLAWDBOT_REAL_LLM_MODEL`, default `tiny`) and `-- --ignored`; without the URL it fails.
 //! The random-weight model writes garbage: only shapes are asserted, never text.
 
-mod model_support;
+use crate::model_support;
 
 use std::time::{Duration, Instant};
 

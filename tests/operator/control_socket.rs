@@ -1,6 +1,6 @@
 //! The control socket survives hostile or broken clients.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -2,7 +2,7 @@
 //! prints 30,000 numbered lines, and every number appears exactly once across the files.
 //! A device or FIFO log is never rotated; a log path is never followed through a link.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::io::Read;

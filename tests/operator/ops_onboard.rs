@@ -2,7 +2,7 @@
 //! DingTalk) and an in-test fake model, over loopback. Non-interactive, piped-stdin and
 //! TTY runs; every failure names what and where and exits with the contract's code.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;

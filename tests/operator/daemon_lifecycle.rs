@@ -1,7 +1,7 @@
 //! Daemon lifecycle through the real binary: start/status/stop, idempotence, the start
 //! race, stale pid files, SIGKILL recovery, socket permissions, foreground run.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
