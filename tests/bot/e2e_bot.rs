@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeMode};
 use serde_json::json;
+use support::config::ModelSpec;
 use support::stack::Stack;
 use support::wait_until;
 
@@ -402,17 +403,15 @@ fn routing_rules_send_matching_conversations_to_another_model() {
         },
         &[],
     );
-    let path = stack.config(2, 5000, "");
     let base = stack.fake.base_url.clone();
-    let text = std::fs::read_to_string(&path).unwrap();
-    let extra_models = format!(
-        "models:\n  ops:\n    kind: openai_compatible\n    base_url: \"{base}\"\n    model: \"ops-model\"\n  dm:\n    kind: openai_compatible\n    base_url: \"{base}\"\n    model: \"dm-model\"\n"
+    let path = stack.write_config(
+        &stack
+            .bot_config(2, 5000)
+            .model(ModelSpec::new("ops", &base).served_as("ops-model"))
+            .model(ModelSpec::new("dm", &base).served_as("dm-model"))
+            .rule("conversation_id", "cidOps==", "ops")
+            .rule("conversation_type", "direct", "dm"),
     );
-    let text = text.replacen("models:\n", &extra_models, 1).replace(
-        "    model: local_chat\n",
-        "    model: local_chat\n  rules:\n    - conversation_id: \"cidOps==\"\n      model: ops\n    - conversation_type: direct\n      model: dm\n",
-    );
-    std::fs::write(&path, text).unwrap();
     stack.start_bot(&path);
     stack.inject_group("cidOps==", "deploy status?");
     stack.inject_group("cidOther==", "lunch?");

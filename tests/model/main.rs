@@ -5,6 +5,8 @@
 //! One test binary (one link step) for the area; each file is a module.
 
 mod model_support;
+#[path = "../support/config.rs"]
+mod test_config;
 
 mod model_client;
 mod model_limits;

@@ -27,7 +27,7 @@ fn real_router(url: &str, extra: &str) -> ModelRouter {
         url,
         &format!("timeout_ms: 30000\nmax_tokens: 24\ntemperature: 0.7\n{extra}"),
     )
-    .replace("model: \"real\"", &format!("model: \"{name}\""));
+    .served_as(&name);
     ModelRouter::new(&config(&[m], &[("real", 2)], 8, 30000))
 }
 

@@ -11,6 +11,7 @@ use clawdbot::model::demo::{FakeConfig, FakeServer};
 use clawdbot::sim::client::SimClient;
 use serde_json::{json, Value};
 
+use super::config::{DingTalkSpec, ModelSpec, TestConfig, SEED_MODEL};
 use super::{wait_until, Home};
 
 pub const CLIENT_ID: &str = "dingstacktest";
@@ -53,35 +54,30 @@ impl Stack {
     }
 
     /// A bot config: the fake model as `local_chat` with `limit` slots and `timeout_ms`,
-    /// the simulator as DingTalk, plus extra top-level YAML sections.
+    /// the simulator as DingTalk, plus extra top-level YAML sections; returns its path.
     pub fn config(&self, limit: usize, timeout_ms: u64, extra: &str) -> PathBuf {
-        let text = format!(
-            r#"models:
-  local_chat:
-    kind: openai_compatible
-    base_url: "{base}"
-    api_key: ${{LOCAL_MODEL_API_KEY}}
-    model: "local-chat"
-    timeout_ms: {timeout_ms}
-routing:
-  defaults:
-    model: local_chat
-limits:
-  max_concurrency_per_model:
-    local_chat: {limit}
-channel:
-  dingtalk:
-    client_id: "{CLIENT_ID}"
-    client_secret: "{CLIENT_SECRET}"
-    api_base: "{sim}"
-    oapi_base: "{sim}"
-    targets:
-      test-group: "cidStackGroup=="
-{extra}"#,
-            base = self.fake.base_url,
-            sim = self.sim_url,
-        );
-        self.home.write("bot.yaml", &text)
+        self.write_config(&self.bot_config(limit, timeout_ms).section(extra))
+    }
+
+    /// The config [`Stack::config`] writes, to add to before writing it.
+    pub fn bot_config(&self, limit: usize, timeout_ms: u64) -> TestConfig {
+        TestConfig::new()
+            .model(
+                ModelSpec::new(SEED_MODEL, &self.fake.base_url)
+                    .served_as("local-chat")
+                    .api_key("${LOCAL_MODEL_API_KEY}")
+                    .timeout_ms(timeout_ms),
+            )
+            .limit(SEED_MODEL, limit)
+            .dingtalk(
+                DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &self.sim_url)
+                    .target("test-group", "cidStackGroup=="),
+            )
+    }
+
+    /// Writes `config` as the bot's config file; returns its path.
+    pub fn write_config(&self, config: &TestConfig) -> PathBuf {
+        self.home.write("bot.yaml", &config.render())
     }
 
     /// Starts the bot daemon and waits until its stream connection is live.
