@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeMode};
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig, FakeMode};
 use serde_json::json;
 use support::stack::Stack;
 use support::wait_until;

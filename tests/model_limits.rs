@@ -6,7 +6,7 @@ mod model_support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clawdbot::model::demo::FakeBehavior;
+use clawdbot_testkit::fake_model::FakeBehavior;
 use clawdbot::model::{ModelRouter, TurnOutcome};
 use model_support::*;
 

@@ -6,7 +6,7 @@ mod model_support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clawdbot::model::demo::{FakeBehavior, FakeMode};
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeMode};
 use clawdbot::model::{ChatMessage, ModelRouter, TurnHooks, TurnOutcome};
 use model_support::*;
 

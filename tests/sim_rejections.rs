@@ -5,7 +5,7 @@
 
 mod support;
 
-use clawdbot::model::demo::FakeConfig;
+use clawdbot_testkit::fake_model::FakeConfig;
 use serde_json::{json, Value};
 use support::stack::{Stack, CLIENT_ID, CLIENT_SECRET};
 

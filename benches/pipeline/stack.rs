@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clawdbot::model::demo::{FakeConfig, FakeServer};
+use clawdbot_testkit::fake_model::{FakeConfig, FakeServer};
 use clawdbot::sim::client::SimClient;
 use serde_json::Value;
 

@@ -12,12 +12,12 @@
 //! - [`limiter`]: per-model concurrency with a bounded, lane-fair queue;
 //! - [`stats`]: counters and latency percentiles;
 //! - [`router`]: routing rules, fallback, the public entry point [`ModelRouter`];
-//! - [`demo`]: the echo endpoint for quickstart and a configurable fake server for tests.
+//! - [`demo`]: the echo endpoint for quickstart (the simulator serves it at `/demo/v1`).
 
 pub mod answer_cap;
 pub mod budget;
 pub mod client;
-pub mod demo;
+pub(crate) mod demo;
 pub(crate) mod endpoint_url;
 pub mod error;
 pub mod limiter;

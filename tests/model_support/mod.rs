@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use clawdbot::config::{Config, ConversationKind};
-use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeMode, FakeServer};
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig, FakeMode, FakeServer};
 use clawdbot::model::{ChatMessage, ModelRouter, Turn, TurnOutcome};
 
 /// Extra time allowed over a budget on this slow shared machine.
