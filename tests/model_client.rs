@@ -5,8 +5,8 @@ mod model_support;
 
 use std::time::Duration;
 
-use clawdbot_testkit::fake_model::{FakeBehavior, FakeMode};
 use clawdbot::model::TurnOutcome;
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeMode};
 use model_support::*;
 
 #[tokio::test]

@@ -226,9 +226,7 @@ fn the_binary_serves_no_fake_model() {
     let binary = std::fs::read(env!("CARGO_BIN_EXE_clawdbot")).expect("read the binary");
     for marker in ["/_fake/", "stall_before_headers", "fake mid-stream failure"] {
         assert!(
-            !binary
-                .windows(marker.len())
-                .any(|w| w == marker.as_bytes()),
+            !binary.windows(marker.len()).any(|w| w == marker.as_bytes()),
             "the product binary contains {marker:?}"
         );
     }

@@ -34,8 +34,8 @@ use super::redelivery::{redeliver, LateReply, RedeliveryPolicy};
 
 /// Receives messages once the journal made them durable and runs each turn in its own
 /// task, with a ticket taken here, in arrival order, so a conversation's turns run one
-/// after another; the model limiter bounds how many reach the model and keeps
-/// conversations fair.
+/// after another (the ticket is the one mechanism that orders a conversation); the model
+/// limiter bounds how many reach the model and keeps conversations fair.
 pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Inbound>) {
     while let Some(msg) = rx.recv().await {
         let arrived = Instant::now();
@@ -124,24 +124,11 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
             return run_command(shared, &cfg, &msg, cmd, ticket).await;
         }
     }
-    // Earlier turns of this conversation first; waiting counts like a queue wait.
-    if !ticket
-        .wait_turn(Duration::from_millis(cfg.limits.queue.max_wait_ms))
-        .await
-    {
-        tracing::info!(msg_id = %msg.msg_id, "earlier turns of the conversation took too long");
-        shared.busy.count(BusyCause::BehindConversation);
-        return finish(shared, &msg, &cfg.reply.busy_text, "busy").await;
-    }
-    let text = match &msg.content {
-        InboundContent::Text(t) if !t.is_empty() => t.clone(),
-        InboundContent::Text(_) => {
-            return finish(shared, &msg, &cfg.reply.unsupported_text, "empty").await
-        }
-        InboundContent::Unsupported { msgtype } => {
-            tracing::info!(msg_id = %msg.msg_id, %msgtype, "unsupported message type");
-            return finish(shared, &msg, &cfg.reply.unsupported_text, "unsupported").await;
-        }
+    let Some(waited_in_line) = wait_in_line(shared, &cfg, &msg, &mut ticket).await else {
+        return;
+    };
+    let Some(text) = question_text(shared, &cfg, &msg).await else {
+        return;
     };
     tracing::info!(
         msg_id = %msg.msg_id,
@@ -150,20 +137,15 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         text = %text_for_log(&text, cfg.logging.log_message_text),
         "message received"
     );
-    match shared.conversations.admit(&msg, &cfg) {
-        Admission::Allowed => {}
-        Admission::Denied => return finish(shared, &msg, &cfg.reply.denied_text, "denied").await,
-        Admission::RateLimited => {
-            return finish(shared, &msg, &cfg.reply.rate_limited_text, "rate_limited").await
-        }
+    if !admitted(shared, &cfg, &msg).await {
+        return;
     }
     let turn = Turn {
-        lane: msg.conversation_id.clone(),
         conversation_id: msg.conversation_id.clone(),
         user_id: msg.sender_staff_id.clone(),
         kind: msg.conversation_kind,
-        messages: Vec::new(),
         arrived,
+        waited_in_line,
     };
     let hooks = Hooks {
         shared,
@@ -181,20 +163,85 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
     } else {
         answer_in_text(shared, channel, &msg, &turn, hooks).await
     };
-    match &outcome {
+    log_outcome(shared, &cfg, &msg, arrived, &outcome);
+    // The ticket (the conversation's place in line) is held to here, through any fallback
+    // and the reply's delivery: the next turn of the conversation starts after this one.
+    drop(ticket);
+}
+
+/// Waits for the conversation's earlier turns, at most `limits.queue.max_wait_ms`; that
+/// wait counts against the same bound as the wait for a model slot. `None` when it ran
+/// out (the message was then told busy).
+async fn wait_in_line(
+    shared: &Arc<Shared>,
+    cfg: &Config,
+    msg: &Inbound,
+    ticket: &mut Ticket,
+) -> Option<Duration> {
+    let since = tokio::time::Instant::now();
+    if ticket
+        .wait_turn(Duration::from_millis(cfg.limits.queue.max_wait_ms))
+        .await
+    {
+        return Some(since.elapsed());
+    }
+    tracing::info!(msg_id = %msg.msg_id, "earlier turns of the conversation took too long");
+    shared.busy.count(BusyCause::BehindConversation);
+    finish(shared, msg, &cfg.reply.busy_text, "busy").await;
+    None
+}
+
+/// The text to ask the model; `None` when the message has none (it was then answered
+/// with `reply.unsupported_text`).
+async fn question_text(shared: &Arc<Shared>, cfg: &Config, msg: &Inbound) -> Option<String> {
+    match &msg.content {
+        InboundContent::Text(t) if !t.is_empty() => return Some(t.clone()),
+        InboundContent::Text(_) => {
+            finish(shared, msg, &cfg.reply.unsupported_text, "empty").await;
+        }
+        InboundContent::Unsupported { msgtype } => {
+            tracing::info!(msg_id = %msg.msg_id, %msgtype, "unsupported message type");
+            finish(shared, msg, &cfg.reply.unsupported_text, "unsupported").await;
+        }
+    }
+    None
+}
+
+/// Applies access and rate limits; a refused message is answered here (false).
+async fn admitted(shared: &Arc<Shared>, cfg: &Config, msg: &Inbound) -> bool {
+    let (text, label) = match shared.conversations.admit(msg, cfg) {
+        Admission::Allowed => return true,
+        Admission::Denied => (&cfg.reply.denied_text, "denied"),
+        Admission::RateLimited => (&cfg.reply.rate_limited_text, "rate_limited"),
+    };
+    finish(shared, msg, text, label).await;
+    false
+}
+
+/// Logs and counts how a turn ended (figures and classes only, unless
+/// `logging.log_message_text`).
+fn log_outcome(
+    shared: &Shared,
+    cfg: &Config,
+    msg: &Inbound,
+    arrived: Instant,
+    outcome: &TurnOutcome,
+) {
+    let ms = arrived.elapsed().as_millis() as u64;
+    match outcome {
         TurnOutcome::Answer {
             model,
             fell_back,
             text: answer,
         } => {
             tracing::info!(
-                msg_id = %msg.msg_id, %model, fell_back, ms = arrived.elapsed().as_millis() as u64,
+                msg_id = %msg.msg_id, %model, fell_back, ms,
                 answer = %text_for_log(answer, cfg.logging.log_message_text), "answered"
             );
         }
         TurnOutcome::Busy => shared.busy.count(BusyCause::ModelQueue),
         TurnOutcome::Failed { reason, timed_out } => {
-            tracing::warn!(msg_id = %msg.msg_id, %reason, timed_out, ms = arrived.elapsed().as_millis() as u64, "model failed; fallback reply sent");
+            tracing::warn!(msg_id = %msg.msg_id, %reason, timed_out, ms, "model failed; fallback reply sent");
         }
     }
     crate::ops::metrics::observed().turn_finished(arrived.elapsed());
@@ -464,12 +511,8 @@ async fn run_command(
         command = cmd.label(),
         "chat command received"
     );
-    match shared.conversations.admit(msg, cfg) {
-        Admission::Allowed => {}
-        Admission::Denied => return finish(shared, msg, &cfg.reply.denied_text, "denied").await,
-        Admission::RateLimited => {
-            return finish(shared, msg, &cfg.reply.rate_limited_text, "rate_limited").await
-        }
+    if !admitted(shared, cfg, msg).await {
+        return;
     }
     let reply = super::chat_commands::run(shared, cfg, cmd, msg);
     if cmd != ChatCommand::Reset {

@@ -9,7 +9,8 @@
 //! - [`budget`]: connect / first-token / idle / total deadlines;
 //! - [`client`]: one endpoint over HTTP;
 //! - [`endpoint_url`]: `base_url` + path, the query kept after the path;
-//! - [`limiter`]: per-model concurrency with a bounded, lane-fair queue;
+//! - [`limiter`]: per-model concurrency with a bounded queue, fair across conversations;
+//! - [`wait_budget`]: one queue-wait bound per turn, over all its waits;
 //! - [`stats`]: counters and latency percentiles;
 //! - [`router`]: routing rules, fallback, the public entry point [`ModelRouter`];
 //! - [`demo`]: the echo endpoint for quickstart (the simulator serves it at `/demo/v1`).
@@ -25,6 +26,7 @@ pub mod router;
 pub mod sse;
 pub mod stats;
 pub mod types;
+pub(crate) mod wait_budget;
 pub mod wire;
 
 pub use answer_cap::ANSWER_CUT_MARK;

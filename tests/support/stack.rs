@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use clawdbot_testkit::fake_model::{FakeConfig, FakeServer};
 use clawdbot::sim::client::SimClient;
+use clawdbot_testkit::fake_model::{FakeConfig, FakeServer};
 use serde_json::{json, Value};
 
 use super::{wait_until, Home};
