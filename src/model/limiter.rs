@@ -1,7 +1,7 @@
 //! The per-model concurrency limiter with a bounded queue, fair across conversations.
 //!
 //! Order within a conversation is not this module's job: the bot's turn-order tickets
-//! ([`crate::bot::order`]) let one turn of a conversation at a time reach the model, and
+//! (`bot::order`) let one turn of a conversation at a time reach the model, and
 //! keep its place through a fallback. The limiter shares the model's slots between
 //! conversations.
 //!
