@@ -23,7 +23,7 @@ use super::journal::RecordedReply;
 use super::Shared;
 use crate::config::Config;
 use crate::conversation::command::ChatCommand;
-use crate::dingtalk::{Channel, Inbound, InboundContent, OutgoingReply};
+use crate::dingtalk::{CardRef, CardStream, Channel, Inbound, InboundContent, OutgoingReply};
 use crate::logging::text_for_log;
 use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
 
@@ -377,30 +377,35 @@ async fn answer_in_card(
     hooks.progress = Some(tx);
     let outcome = shared.router.answer_with(turn, &mut hooks).await;
     drop(hooks);
-    let card = match updater.await {
-        Ok(card) => card,
+    match updater.await {
+        Ok(card) => finalize_card(shared, channel, msg, cfg, card, card_ref, &outcome).await,
         Err(e) => {
             tracing::error!(msg_id = %msg.msg_id, error = %e, "card updater failed; replying with text");
-            let text = reply_text(cfg, &outcome).to_string();
-            super::cards::close_later(shared, &msg.msg_id, card_ref, &text);
-            deliver(
-                shared,
-                channel,
-                msg,
-                &text,
-                markdown(cfg),
-                outcome_label(&outcome),
-            )
-            .await;
-            return outcome;
+            let text = reply_text(cfg, &outcome);
+            let label = outcome_label(&outcome);
+            reply_instead_of_card(shared, channel, msg, cfg, card_ref, text, label).await;
         }
+    }
+    outcome
+}
+
+/// Finishes the card with the answer (or fails it with the fallback or busy text), then
+/// completes the message; a card DingTalk does not finalize is replaced by a text reply.
+async fn finalize_card(
+    shared: &Arc<Shared>,
+    channel: &Channel,
+    msg: &Inbound,
+    cfg: &Config,
+    card: CardStream,
+    card_ref: CardRef,
+    outcome: &TurnOutcome,
+) {
+    let text = reply_text(cfg, outcome);
+    let result = match outcome {
+        TurnOutcome::Answer { .. } => card.finish(text).await,
+        _ => card.fail(text).await,
     };
-    let text = reply_text(cfg, &outcome).to_string();
-    let result = match &outcome {
-        TurnOutcome::Answer { .. } => card.finish(&text).await,
-        _ => card.fail(&text).await,
-    };
-    let label = outcome_label(&outcome);
+    let label = outcome_label(outcome);
     match result {
         Ok(()) => {
             // Marked answered first: the window before the mark stays as short as can be.
@@ -409,11 +414,24 @@ async fn answer_in_card(
         }
         Err(e) => {
             tracing::warn!(msg_id = %msg.msg_id, error = %e, "card not finalized; replying with text");
-            super::cards::close_later(shared, &msg.msg_id, card_ref, &text);
-            deliver(shared, channel, msg, &text, markdown(cfg), label).await;
+            reply_instead_of_card(shared, channel, msg, cfg, card_ref, text, label).await;
         }
     }
-    outcome
+}
+
+/// Replies with text for a card that could not be finalized; the card is closed in the
+/// background (and stays recorded until it is).
+async fn reply_instead_of_card(
+    shared: &Arc<Shared>,
+    channel: &Channel,
+    msg: &Inbound,
+    cfg: &Config,
+    card_ref: CardRef,
+    text: &str,
+    label: &'static str,
+) {
+    super::cards::close_later(shared, &msg.msg_id, card_ref, text);
+    deliver(shared, channel, msg, text, markdown(cfg), label).await;
 }
 
 /// Delivers `text` to `msg`'s sender and completes the message. A reply of more than one
