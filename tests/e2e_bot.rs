@@ -847,6 +847,7 @@ fn a_turn_that_falls_back_keeps_its_conversations_place() {
     let text = std::fs::read_to_string(&path)
         .unwrap()
         .replacen("models:\n", &backup, 1)
+        .replace("limits:\n", "limits:\n  queue:\n    max_wait_ms: 20000\n")
         .replace(
             "    timeout_ms: 20000\nrouting:",
             "    timeout_ms: 20000\n    first_token_timeout_ms: 400\n    fallback: backup\nrouting:",
@@ -855,11 +856,12 @@ fn a_turn_that_falls_back_keeps_its_conversations_place() {
     stack.start_bot(&path);
     let conv = "cidFallbackOrder==";
     stack.inject_group(conv, "A");
+    // In flight means the fake already read its (stalling) behaviour for A's request.
     assert!(
-        wait_until(Duration::from_secs(10), || stack
-            .fake_stats()
-            .by_model
-            .contains_key("local-chat")),
+        wait_until(Duration::from_secs(10), || {
+            let stats = stack.fake_stats();
+            stats.in_flight == 1 && stats.by_model.contains_key("local-chat")
+        }),
         "turn A reached the primary model"
     );
     // From now on the primary answers at once: only the turn order keeps B behind A.
@@ -922,14 +924,9 @@ fn the_wait_in_line_and_for_a_slot_share_one_bound() {
             == 1),
         "A1 reached the model"
     );
+    // B1 goes straight to the model's queue; A2, right behind it on the same stream,
+    // waits in its conversation's line until A1 is answered.
     stack.inject_group("cidWaitB==", "B1");
-    assert!(
-        wait_until(Duration::from_secs(10), || stack.status()["models"][0]
-            ["queued"]
-            == 1),
-        "B1 waits for the slot: {}",
-        stack.status()
-    );
     stack.inject_group("cidWaitA==", "A2");
     stack.wait_outbox(3, Duration::from_secs(30));
     let a2 = stack.replies_in("cidWaitA==");
