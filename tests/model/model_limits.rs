@@ -1,5 +1,6 @@
-//! The per-model limiter over real HTTP: never above the limit, fair across lanes, FIFO
-//! within a lane, bounded queue with immediate Busy.
+//! The per-model limiter over real HTTP: never above the limit, fair across
+//! conversations, bounded queue with immediate Busy. (Order within a conversation is the
+//! bot's turn-order tickets', tested in `src/bot/order.rs` and `tests/bot/e2e_bot.rs`.)
 //!
 //! Orders are read from [`AnswerOrder`] (noted while a turn holds its slot) and "at once"
 //! is shown by what else was still true when the answer came (the slot still held), never
@@ -11,8 +12,8 @@ use crate::model_support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clawdbot::model::demo::{FakeBehavior, FakeMode};
 use clawdbot::model::{ModelRouter, TurnOutcome};
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeMode};
 use model_support::*;
 
 fn slow(latency_ms: u64) -> FakeBehavior {
@@ -31,16 +32,21 @@ struct Turns {
 
 impl Turns {
     /// Spawns one turn labelled `text`.
-    fn spawn(&self, router: &ModelRouter, lane: &str, text: &str) -> tokio::task::JoinHandle<()> {
-        let (router, t, turns, label) = (
+    fn spawn(
+        &self,
+        router: &ModelRouter,
+        conversation: &str,
+        text: &str,
+    ) -> tokio::task::JoinHandle<()> {
+        let (router, asked, turns, label) = (
             router.clone(),
-            turn(lane, text),
+            turn(conversation, text),
             self.clone(),
             text.to_string(),
         );
         tokio::spawn(async move {
             let outcome = router
-                .answer_with(&t, &mut turns.answered.hooks(&label, &t))
+                .answer_with(&asked.turn, &mut turns.answered.hooks(&label, &asked))
                 .await;
             turns.done.lock().unwrap().push((label, outcome));
         })
@@ -111,10 +117,11 @@ async fn flood_never_exceeds_the_limit() {
         .all(|(_, o)| matches!(o, TurnOutcome::Answer { .. })));
 }
 
-/// One slot, a lane with 30 turns queued, then one turn of a quiet lane: when the running
-/// flood turn ends, its lane goes to the back of the line, so the quiet turn is answered
-/// right after the flood turns already answered or running when it arrived (a plain FIFO
-/// queue would put it behind all 30).
+/// One slot, a conversation with 30 turns queued (more than the bot would let through),
+/// then one turn of a quiet conversation: each grant sends the flooding conversation to
+/// the back of the line, so the quiet turn is answered after at most the flood turn
+/// running and the one already granted next when it arrived (a plain FIFO queue would put
+/// it behind all 30).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_lane_is_not_starved_by_a_flooding_one() {
     let srv = fake(slow(20)).await;
@@ -132,8 +139,8 @@ async fn a_quiet_lane_is_not_starved_by_a_flooding_one() {
     wait_admitted(&router, 30).await;
     tasks.push(turns.spawn(&router, "quiet", "quiet"));
     wait_admitted(&router, 31).await;
-    // At most this many flood turns were answered before the quiet one was queued (more
-    // may end between the two reads, never fewer); one more may hold the slot.
+    // Every flood turn answered before the quiet one queued is counted here (more may
+    // end between the two reads, so this can only be too high, never too low).
     let answered_before = turns.answered.names().len();
     join_all(tasks).await;
     let order = turns.answered.names();
@@ -142,33 +149,8 @@ async fn a_quiet_lane_is_not_starved_by_a_flooding_one() {
         .position(|l| l == "quiet")
         .expect("quiet answered");
     assert!(
-        quiet_at <= answered_before + 1 && quiet_at < 30,
+        quiet_at <= answered_before + 2 && quiet_at < 30,
         "quiet answered after {quiet_at} flood turns ({answered_before} before it queued): {order:?}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn turns_of_one_lane_stay_in_order() {
-    let srv = fake(slow(15)).await;
-    let router = ModelRouter::new(&config(
-        &[model("m", &srv.base_url, "timeout_ms: 60000")],
-        &[("m", 3)],
-        64,
-        60_000,
-    ));
-    let turns = Turns::default();
-    let mut tasks = Vec::new();
-    for i in 0..10 {
-        tasks.push(turns.spawn(&router, "lane", &format!("{i:02}")));
-        wait_admitted(&router, i + 1).await;
-    }
-    join_all(tasks).await;
-    let expected: Vec<String> = (0..10).map(|i| format!("{i:02}")).collect();
-    assert_eq!(turns.answered.names(), expected);
-    assert_eq!(
-        srv.state.stats().max_in_flight,
-        1,
-        "one turn per lane at a time"
     );
 }
 

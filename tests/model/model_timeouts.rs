@@ -9,11 +9,10 @@
 
 use crate::model_support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clawdbot::model::demo::{FakeBehavior, FakeMode};
 use clawdbot::model::{ModelRouter, TurnOutcome};
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeMode};
 use model_support::*;
 
 /// A budget that must not be the one to fire: the tests set every budget they do not test
@@ -172,7 +171,7 @@ async fn queue_wait_counts_toward_the_total_budget() {
         .await
     );
     let mut late = turn("b", "q");
-    late.arrived = Instant::now() - Duration::from_millis(NEVER_MS - 800);
+    late.turn.arrived = Instant::now() - Duration::from_millis(NEVER_MS - 800);
     let t = Instant::now();
     let (second, _) = ask(&router, late).await;
     let waited = t.elapsed();
@@ -264,74 +263,6 @@ async fn fallback_skipped_when_budget_is_spent() {
     let (o, _) = ask(&router, turn("c", "q")).await;
     assert!(failed_reason(&o).0.contains("total"));
     assert!(!srv.state.stats().by_model.contains_key("fast"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_turn_that_falls_back_keeps_its_conversations_place() {
-    // Turn A stalls on `primary` and moves to the slow `backup`; turn B of the same
-    // conversation, queued behind A on `primary`, must not run (and answer) before A ends.
-    let srv = fake(FakeBehavior::default()).await;
-    srv.state
-        .set_model("primary", behavior(FakeMode::StallBeforeHeaders));
-    srv.state.set_model(
-        "backup",
-        FakeBehavior {
-            latency_ms: 800,
-            ..FakeBehavior::default()
-        },
-    );
-    let models = [
-        model(
-            "primary",
-            &srv.base_url,
-            "timeout_ms: 8000\nfirst_token_timeout_ms: 300\nfallback: backup",
-        ),
-        model("backup", &srv.base_url, "timeout_ms: 8000"),
-    ];
-    let router = ModelRouter::new(&config(&models, &[("primary", 1), ("backup", 1)], 8, 8000));
-    // The order is taken in `answered`, while the turn still holds its slot and lane.
-    let answered = AnswerOrder::default();
-    let finished = Arc::new(Mutex::new(Vec::new()));
-    let spawn_turn = |text: &'static str| {
-        let (router, answered, finished) = (router.clone(), answered.clone(), finished.clone());
-        tokio::spawn(async move {
-            let t = turn("conv", text);
-            let o = router.answer_with(&t, &mut answered.hooks(text, &t)).await;
-            finished.lock().unwrap().push((text, o));
-        })
-    };
-    let a = spawn_turn("A");
-    assert!(
-        wait_until(Duration::from_secs(30), || srv
-            .state
-            .stats()
-            .by_model
-            .contains_key("primary"))
-        .await
-    );
-    // From now on `primary` answers at once: only ordering can keep B behind A.
-    srv.state.set_model("primary", FakeBehavior::default());
-    let b = spawn_turn("B");
-    a.await.expect("turn A");
-    b.await.expect("turn B");
-    assert_eq!(answered.names(), ["A", "B"]);
-    let mut finished = finished.lock().unwrap();
-    finished.sort_by_key(|(t, _)| *t);
-    assert!(matches!(
-        &finished[0].1,
-        TurnOutcome::Answer { model, fell_back: true, .. } if model == "backup"
-    ));
-    assert!(matches!(&finished[1].1, TurnOutcome::Answer { model, .. } if model == "primary"));
-    // Other conversations were never blocked: A gave `primary`'s slot back when it left.
-    assert_eq!(
-        router
-            .reports()
-            .into_iter()
-            .find(|r| r.name == "primary")
-            .expect("report")
-            .in_flight,
-        0
-    );
 }
 
 #[tokio::test]

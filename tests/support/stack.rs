@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use clawdbot::model::demo::{FakeConfig, FakeServer};
 use clawdbot::sim::client::SimClient;
+use clawdbot_testkit::fake_model::{FakeConfig, FakeServer};
 use serde_json::{json, Value};
 
 use super::config::{DingTalkSpec, ModelSpec, TestConfig, SEED_MODEL};
@@ -172,7 +172,7 @@ impl Stack {
         assert!(settled, "the daemon never settled: {last}");
     }
 
-    pub fn fake_stats(&self) -> clawdbot::model::demo::FakeStats {
+    pub fn fake_stats(&self) -> clawdbot_testkit::fake_model::FakeStats {
         self.fake.state.stats()
     }
 }
