@@ -843,20 +843,20 @@ fn a_turn_that_falls_back_keeps_its_conversations_place() {
         },
         &[],
     );
-    let path = stack.config(1, 20_000, "access:\n  user_rate_limit: 0\n");
-    let backup = format!(
-        "models:\n  backup:\n    kind: openai_compatible\n    base_url: \"{}\"\n    model: \"backup-chat\"\n    timeout_ms: 20000\n",
-        stack.fake.base_url
+    let primary = stack
+        .bot_model(20_000)
+        .keys("first_token_timeout_ms: 400\nfallback: backup");
+    let path = stack.write_config(
+        &stack
+            .bot_config_with(primary, 1)
+            .model(
+                ModelSpec::new("backup", &stack.fake.base_url)
+                    .served_as("backup-chat")
+                    .timeout_ms(20_000),
+            )
+            .queue_wait_ms(20_000)
+            .section("access:\n  user_rate_limit: 0\n"),
     );
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replacen("models:\n", &backup, 1)
-        .replace("limits:\n", "limits:\n  queue:\n    max_wait_ms: 20000\n")
-        .replace(
-            "    timeout_ms: 20000\nrouting:",
-            "    timeout_ms: 20000\n    first_token_timeout_ms: 400\n    fallback: backup\nrouting:",
-        );
-    std::fs::write(&path, text).unwrap();
     stack.start_bot(&path);
     let conv = "cidFallbackOrder==";
     stack.inject_group(conv, "A");

@@ -146,7 +146,8 @@ pub struct TestConfig {
     limits: Vec<(String, usize)>,
     /// Whether `max_concurrency_per_model` is written even when empty (`{}`).
     explicit_limits: bool,
-    queue: Option<(usize, u64)>,
+    /// `limits.queue`: `max_waiting` and `max_wait_ms`, each only when set.
+    queue: (Option<usize>, Option<u64>),
     dingtalk: Option<DingTalkSpec>,
     /// Further top-level sections, as written, in order.
     sections: Vec<String>,
@@ -203,8 +204,15 @@ impl TestConfig {
     }
 
     /// `limits.queue`: at most `max_waiting` turns wait, each at most `max_wait_ms`.
-    pub fn queue(mut self, max_waiting: usize, max_wait_ms: u64) -> TestConfig {
-        self.queue = Some((max_waiting, max_wait_ms));
+    pub fn queue(self, max_waiting: usize, max_wait_ms: u64) -> TestConfig {
+        let mut cfg = self.queue_wait_ms(max_wait_ms);
+        cfg.queue.0 = Some(max_waiting);
+        cfg
+    }
+
+    /// `limits.queue.max_wait_ms` only (the queue's depth stays the default).
+    pub fn queue_wait_ms(mut self, max_wait_ms: u64) -> TestConfig {
+        self.queue.1 = Some(max_wait_ms);
         self
     }
 
@@ -239,7 +247,8 @@ impl TestConfig {
                 let _ = writeln!(out, "    - {field}: \"{value}\"\n      model: {model}");
             }
         }
-        if self.explicit_limits || self.queue.is_some() {
+        let has_queue = self.queue.0.is_some() || self.queue.1.is_some();
+        if self.explicit_limits || has_queue {
             out.push_str("limits:\n");
         }
         if self.explicit_limits {
@@ -251,11 +260,14 @@ impl TestConfig {
                 let _ = writeln!(out, "    {name}: {n}");
             }
         }
-        if let Some((max_waiting, max_wait_ms)) = self.queue {
-            let _ = writeln!(
-                out,
-                "  queue:\n    max_waiting: {max_waiting}\n    max_wait_ms: {max_wait_ms}"
-            );
+        if has_queue {
+            out.push_str("  queue:\n");
+        }
+        if let Some(max_waiting) = self.queue.0 {
+            let _ = writeln!(out, "    max_waiting: {max_waiting}");
+        }
+        if let Some(max_wait_ms) = self.queue.1 {
+            let _ = writeln!(out, "    max_wait_ms: {max_wait_ms}");
         }
         if let Some(channel) = &self.dingtalk {
             channel.render(&mut out);

@@ -61,18 +61,26 @@ impl Stack {
 
     /// The config [`Stack::config`] writes, to add to before writing it.
     pub fn bot_config(&self, limit: usize, timeout_ms: u64) -> TestConfig {
+        self.bot_config_with(self.bot_model(timeout_ms), limit)
+    }
+
+    /// [`Stack::bot_config`] with `model` (see [`Stack::bot_model`]) as `local_chat`.
+    pub fn bot_config_with(&self, model: ModelSpec, limit: usize) -> TestConfig {
         TestConfig::new()
-            .model(
-                ModelSpec::new(SEED_MODEL, &self.fake.base_url)
-                    .served_as("local-chat")
-                    .api_key("${LOCAL_MODEL_API_KEY}")
-                    .timeout_ms(timeout_ms),
-            )
+            .model(model)
             .limit(SEED_MODEL, limit)
             .dingtalk(
                 DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &self.sim_url)
                     .target("test-group", "cidStackGroup=="),
             )
+    }
+
+    /// The fake model as `local_chat` (served as `local-chat`) with `timeout_ms`.
+    pub fn bot_model(&self, timeout_ms: u64) -> ModelSpec {
+        ModelSpec::new(SEED_MODEL, &self.fake.base_url)
+            .served_as("local-chat")
+            .api_key("${LOCAL_MODEL_API_KEY}")
+            .timeout_ms(timeout_ms)
     }
 
     /// Writes `config` as the bot's config file; returns its path.
