@@ -55,7 +55,7 @@ fn start_status_stop_and_idempotence() {
     assert_eq!(stop.code, 0, "{stop:?}");
     assert_eq!(stop.json()["result"], "stopped");
     assert!(
-        wait_until(Duration::from_secs(5), || !pid_alive(pid)),
+        wait_until(Duration::from_secs(30), || !pid_alive(pid)),
         "daemon still alive"
     );
     assert!(!home.state_dir("bot").join("pid").exists());
@@ -164,7 +164,7 @@ fn sigkilled_daemon_reads_as_dead_then_starts_again() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    assert!(wait_until(Duration::from_secs(5), || !pid_alive(
+    assert!(wait_until(Duration::from_secs(30), || !pid_alive(
         pid as u32
     )));
 
@@ -195,7 +195,7 @@ fn start_right_after_a_kill_waits_for_the_dying_daemon_to_let_go() {
         .spawn()
         .expect("flock (util-linux)");
     // The lock is taken before `start` looks.
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(wait_until(Duration::from_secs(30), || {
         home.run(&["daemon", "status", "--name", "bot"]).code == 4
     }));
     let r = home.run(&[
@@ -283,7 +283,7 @@ fn another_uid_is_refused_by_the_daemon() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(wait_until(Duration::from_secs(30), || {
         std::fs::read_to_string(home.log_path("bot"))
             .unwrap_or_default()
             .contains("refused control connection from another user")
@@ -393,7 +393,7 @@ fn logs_prints_the_tail_and_sigusr1_reopens_the_file() {
     // The log writer is asynchronous: "ready" on the socket may come before the line is
     // in the file, so wait (bounded) for it.
     let mut logs = home.run(&["daemon", "logs", "--name", "bot", "--lines", "5"]);
-    wait_until(Duration::from_secs(5), || {
+    wait_until(Duration::from_secs(30), || {
         logs = home.run(&["daemon", "logs", "--name", "bot", "--lines", "5"]);
         logs.code != 0 || logs.stdout.contains("daemon ready")
     });
@@ -408,7 +408,7 @@ fn logs_prints_the_tail_and_sigusr1_reopens_the_file() {
         nix::sys::signal::Signal::SIGUSR1,
     )
     .unwrap();
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(wait_until(Duration::from_secs(30), || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .contains("log file reopened")
@@ -436,7 +436,7 @@ fn an_unwritable_log_is_reported_and_the_daemon_keeps_serving() {
     assert_eq!(r.code, 0, "{r:?}");
     let mut doc = serde_json::Value::Null;
     assert!(
-        wait_until(Duration::from_secs(5), || {
+        wait_until(Duration::from_secs(30), || {
             doc = home
                 .run(&["--json", "daemon", "status", "--name", "bot"])
                 .json();
@@ -869,7 +869,7 @@ fn one_daemon_per_name_whatever_the_session_and_stoppable_after_logout() {
     let stop = as_nobody(&home, Some(&runtime), &["daemon", "stop", "--name", "bot"]);
     assert_eq!(stop.code, 0, "{stop:?}");
     assert_eq!(stop.stdout.trim(), "stopped bot", "{stop:?}");
-    assert!(wait_until(Duration::from_secs(5), || !pid_alive(
+    assert!(wait_until(Duration::from_secs(30), || !pid_alive(
         pid as u32
     )));
     assert!(!state.join("pid").exists() && !state.join("control.sock").exists());

@@ -273,7 +273,7 @@ fn a_log_link_or_a_foreign_file_in_a_shared_folder_is_refused() {
     let fresh = shared.join("fresh.log");
     let r = start(&fresh);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(wait_until(Duration::from_secs(30), || {
         std::fs::read_to_string(&fresh)
             .unwrap_or_default()
             .contains("daemon ready")

@@ -493,7 +493,7 @@ fn on_a_terminal_the_secret_is_not_echoed() {
         if hidden {
             // Type only once the program has turned echo off.
             assert!(
-                wait_until(Duration::from_secs(5), || tcgetattr(master.as_fd())
+                wait_until(Duration::from_secs(30), || tcgetattr(master.as_fd())
                     .map(|t| !t.local_flags.contains(LocalFlags::ECHO))
                     .unwrap_or(false)),
                 "echo was never turned off for the secret"
@@ -517,7 +517,7 @@ fn on_a_terminal_the_secret_is_not_echoed() {
     let status = status.unwrap();
     // The reader thread is left to end on its own; the last output is in the screen
     // once the checks' summary is there.
-    wait_until(Duration::from_secs(5), || {
+    wait_until(Duration::from_secs(30), || {
         screen.lock().unwrap().contains("healthcheck --name")
     });
     drop(input);

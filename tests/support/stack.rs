@@ -235,7 +235,7 @@ fn spawn_sim(home: &Home, listen: &str, port_file: &Path, extra: &[&str]) -> Chi
         .spawn()
         .expect("sim");
     assert!(
-        wait_until(Duration::from_secs(10), || port_file.exists()),
+        wait_until(Duration::from_secs(30), || port_file.exists()),
         "simulator did not start"
     );
     child
