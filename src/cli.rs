@@ -154,9 +154,6 @@ pub struct StartArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub launch: LaunchArgs,
-    /// Internal: file descriptor on which to report readiness to `daemon start`.
-    #[arg(long, hide = true)]
-    pub ready_fd: Option<i32>,
 }
 
 #[derive(Debug, Args)]
