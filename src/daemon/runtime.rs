@@ -123,6 +123,9 @@ fn start_and_serve(
             tracing::warn!("{w}");
         }
     }
+    for w in config.iter().flat_map(config::deprecation_warnings) {
+        tracing::warn!("{w}");
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
