@@ -241,7 +241,7 @@ pub struct DingTalkConfig {
     #[serde(default)]
     pub send_rate: SendRateConfig,
     /// More origins (`https://host[:port]`) session webhooks may point at, besides
-    /// DingTalk's own and the `api_base`/`oapi_base` origins.
+    /// DingTalk's own, the `api_base` origin and the deprecated `oapi_base`'s.
     #[serde(default, deserialize_with = "http_urls")]
     pub webhook_hosts: Vec<String>,
 }
