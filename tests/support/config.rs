@@ -123,8 +123,8 @@ impl DingTalkSpec {
     fn render(&self, out: &mut String) {
         let _ = write!(
             out,
-            "channel:\n  dingtalk:\n    client_id: \"{}\"\n    client_secret: \"{}\"\n    api_base: \"{}\"\n    oapi_base: \"{}\"\n{}",
-            self.client_id, self.client_secret, self.api_base, self.api_base, self.extra
+            "channel:\n  dingtalk:\n    client_id: \"{}\"\n    client_secret: \"{}\"\n    api_base: \"{}\"\n{}",
+            self.client_id, self.client_secret, self.api_base, self.extra
         );
         if !self.targets.is_empty() {
             out.push_str("    targets:\n");
