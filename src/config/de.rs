@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::checks;
-use super::env::{expand, process_env};
+use super::env::expand_for_load;
 
 /// A check of one (interpolated) string value.
 type Check = fn(&str) -> Result<(), String>;
@@ -40,7 +40,9 @@ where
 /// A string with `${VAR}` expanded that passes `check`.
 fn checked<'de, D: Deserializer<'de>>(d: D, check: Check) -> Result<String, D::Error> {
     scalar(d, |raw| {
-        let value = expand(raw, &process_env)?;
+        let Some(value) = expand_for_load(raw)? else {
+            return Ok(String::new());
+        };
         check(&value)?;
         Ok(value)
     })

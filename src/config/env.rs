@@ -8,6 +8,7 @@
 //! variable name may be shown (it names a variable, it is not a value); an unparsable
 //! `${...}` is described by its position only.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
@@ -80,8 +81,53 @@ fn substitute(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
         (Some(v), Some(d)) if v.is_empty() => Ok(d.to_string()),
         (Some(v), _) => Ok(v),
         (None, Some(d)) => Ok(d.to_string()),
+        (None, None) if record_unset(name) => Ok(String::new()),
         (None, None) => Err(SubstError::Unset(name.to_string())),
     }
+}
+
+thread_local! {
+    /// While [`collect_unset`] runs on this thread: the unset variables met so far (each
+    /// expands to nothing instead of failing). Otherwise `None`: an unset variable fails.
+    static UNSET: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+}
+
+/// Records `name` as unset when collecting; false (so it is an error) otherwise.
+fn record_unset(name: &str) -> bool {
+    UNSET.with_borrow_mut(|u| u.as_mut().map(|u| u.push(name.to_string())).is_some())
+}
+
+fn unset_count() -> Option<usize> {
+    UNSET.with_borrow(|u| u.as_ref().map(Vec::len))
+}
+
+/// Runs `f` with unset variables collected instead of failing; gives back `f`'s result and
+/// the distinct unset names in the order met. Used to report every missing variable in one
+/// run, not one per attempt.
+pub(super) fn collect_unset<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    /// Back to failing on unset variables even if `f` unwinds.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            UNSET.with_borrow_mut(|u| *u = None);
+        }
+    }
+    UNSET.with_borrow_mut(|u| *u = Some(Vec::new()));
+    let reset = Reset;
+    let out = f();
+    let mut names = UNSET.with_borrow_mut(Option::take).unwrap_or_default();
+    drop(reset);
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    (out, names)
+}
+
+/// [`expand`] against the process environment, for the loader. `Ok(None)` means a variable
+/// was unset while [`collect_unset`] runs: the value means nothing and must not be checked.
+pub(super) fn expand_for_load(raw: &str) -> Result<Option<String>, String> {
+    let before = unset_count();
+    let value = expand(raw, &process_env)?;
+    Ok((unset_count() == before).then_some(value))
 }
 
 fn unclosed(raw: &str, at: usize) -> String {
@@ -97,7 +143,7 @@ fn char_number(raw: &str, at: usize) -> usize {
 }
 
 /// The process environment, for interpolation at load time.
-pub(super) fn process_env(name: &str) -> Option<String> {
+fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
@@ -175,6 +221,20 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("a b") && !e.contains("tail"), "{e}");
+    }
+
+    #[test]
+    fn collecting_turns_unset_variables_into_a_list() {
+        let (out, names) = collect_unset(|| {
+            [
+                expand("${NOPE_A}", &env),
+                expand("${NOPE_B:-d}", &env),
+                expand("${NOPE_C}-${NOPE_A}", &env),
+            ]
+        });
+        assert_eq!(names, ["NOPE_A", "NOPE_C"]);
+        assert_eq!(out[1].as_deref(), Ok("d"));
+        assert!(expand("${NOPE_A}", &env).is_err(), "strict again after collecting");
     }
 
     #[test]

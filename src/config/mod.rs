@@ -10,6 +10,7 @@ mod bounds;
 pub mod checks;
 mod de;
 mod env;
+mod hints;
 mod schema;
 
 use std::fmt;
@@ -96,21 +97,41 @@ fn open_config(path: &Path) -> std::io::Result<std::fs::File> {
 /// are bounded before the document is deserialized ([`bounds`]).
 pub fn parse(text: &str) -> Result<Config, String> {
     bounds::check(text).map_err(|e| e.to_string())?;
-    let config: Config = serde_yaml::from_str(text).map_err(yaml_error)?;
+    let config: Config = serde_yaml::from_str(text)
+        .map_err(|e| with_all_unset_variables(yaml_error(e, text), text))?;
     check_references(&config)?;
     Ok(config)
 }
 
 /// A loader error as `line L, column C: key.path: problem` (the location first, so it
 /// does not read as part of the problem); errors without a location stay as they are.
-fn yaml_error(e: serde_yaml::Error) -> String {
+/// A [`hints`] hint (tab indentation, "did you mean") is added when one applies.
+fn yaml_error(e: serde_yaml::Error, doc: &str) -> String {
     let text = e.to_string();
-    let Some(at) = e.location() else { return text };
+    let Some(at) = e.location() else {
+        return hints::with_hint(text, doc, None);
+    };
     let suffix = format!(" at line {} column {}", at.line(), at.column());
-    match text.strip_suffix(&suffix) {
+    let message = match text.strip_suffix(&suffix) {
         Some(problem) => format!("line {}, column {}: {problem}", at.line(), at.column()),
         None => text,
+    };
+    hints::with_hint(message, doc, Some(at.index()))
+}
+
+/// `message` plus every environment variable the document needs that is not set (the
+/// loader stops at its first error; a second pass collects them all, so an operator fixes
+/// them in one go). Names already in `message` are not repeated.
+fn with_all_unset_variables(message: String, text: &str) -> String {
+    let (_, names) = env::collect_unset(|| serde_yaml::from_str::<Config>(text));
+    if names.iter().all(|n| message.contains(&format!("variable {n} "))) {
+        return message;
     }
+    format!(
+        "{message}; environment variables not set: {} (set them, or write ${{NAME:-}} where \
+         empty is fine)",
+        names.join(", ")
+    )
 }
 
 /// Warnings that do not stop the daemon: a file holding secrets readable by others.
@@ -295,6 +316,29 @@ limits:
         let text = SEED.replace("timeout_ms: 12000", "timeout_ms: 12000\n    timeuot: 5");
         let e = parse(&text).unwrap_err();
         assert!(e.contains("timeuot") && e.contains("line 9"), "{e}");
+    }
+
+    #[test]
+    fn every_unset_variable_is_named_at_once() {
+        let text = SEED
+            .replace(":-none", "")
+            .replace("\"local-chat\"", "${CLAWDBOT_TEST_UNSET_MODEL}")
+            .replace("8000/v1", "${CLAWDBOT_TEST_UNSET_PORT}/v1");
+        let e = parse(&text).unwrap_err();
+        assert!(e.contains("line 5"), "the first keeps its place: {e}");
+        for name in ["UNSET_KEY", "UNSET_MODEL", "UNSET_PORT"] {
+            assert!(e.contains(&format!("CLAWDBOT_TEST_{name}")), "{e}");
+        }
+        let e = parse(&SEED.replace(":-none", "")).unwrap_err();
+        assert_eq!(e.matches("UNSET_KEY").count(), 1, "no repeat: {e}");
+    }
+
+    #[test]
+    fn tabs_and_misspelt_keys_get_hints() {
+        let e = parse(&SEED.replace("    timeout_ms", "\ttimeout_ms")).unwrap_err();
+        assert!(e.contains("line 8 is indented with a tab"), "{e}");
+        let e = parse(&SEED.replace("timeout_ms:", "timeuot_ms:")).unwrap_err();
+        assert!(e.contains("did you mean `timeout_ms`?"), "{e}");
     }
 
     #[test]

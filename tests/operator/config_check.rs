@@ -62,6 +62,37 @@ fn errors_name_what_and_where_with_exit_2() {
     assert!(r.stderr.contains("/nonexistent/c.yaml"), "{r:?}");
 }
 
+/// A tab in the indent is named as such (not the scanner's "cannot start any token"), a
+/// misspelt key gets the closest known one, and every unset variable comes in one run.
+#[test]
+fn config_errors_say_tab_did_you_mean_and_every_unset_variable() {
+    let home = Home::new();
+    let seed = seed_config("http://x/v1");
+    let cases = [
+        (
+            seed.replace("    timeout_ms: 12000", "\ttimeout_ms: 12000"),
+            vec!["line 7 is indented with a tab", "spaces only"],
+        ),
+        (
+            seed.replace("timeout_ms: 12000", "timeuot_ms: 12000"),
+            vec!["did you mean `timeout_ms`?", "line 7"],
+        ),
+        (
+            seed.replace("LOCAL_MODEL_API_KEY", "CLAWDBOT_UNSET_ONE")
+                .replace("\"local-chat\"", "${CLAWDBOT_UNSET_TWO}"),
+            vec!["CLAWDBOT_UNSET_ONE is not set", "CLAWDBOT_UNSET_TWO", "${NAME:-}"],
+        ),
+    ];
+    for (text, needles) in cases {
+        let cfg = home.write("bad.yaml", &text);
+        let r = home.run(&["config", "check", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(r.code, 2, "{r:?}");
+        for n in needles {
+            assert!(r.stderr.contains(n), "missing {n:?} in {r:?}");
+        }
+    }
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let home = Home::new();
@@ -69,6 +100,7 @@ fn usage_errors_exit_2() {
     assert_eq!(home.run(&["daemon", "stop"]).code, 2);
 }
 
+/// The template's `api_key` says "empty = none": it must load with the variable unset.
 #[test]
 fn the_config_template_loads() {
     let home = Home::new();
@@ -80,6 +112,7 @@ fn the_config_template_loads() {
         .command(&["--json", "config", "check", "--config", template])
         .env("DINGTALK_CLIENT_ID", "dingabc")
         .env("DINGTALK_CLIENT_SECRET", "s3cr3t")
+        .env_remove("LOCAL_MODEL_API_KEY")
         .output()
         .unwrap();
     assert_eq!(
