@@ -133,6 +133,14 @@ impl fmt::Display for ModelError {
             ModelError::Auth { status, error } => {
                 write!(f, "HTTP {status}: authentication failed{}", error.label())
             }
+            // The usual 404 is a base_url without the API prefix (`http://h:8000` for
+            // `http://h:8000/v1`): say so, since the bare status tells a newcomer nothing.
+            ModelError::Http { status: 404, error } => write!(
+                f,
+                "HTTP 404{}: not found (does base_url need /v1? is the model one the server \
+                 serves?)",
+                error.label()
+            ),
             ModelError::Http { status, error } => write!(f, "HTTP {status}{}", error.label()),
             ModelError::Stream(why) => write!(f, "broken stream: {why}"),
             ModelError::Empty => f.write_str("empty response (200 with no data)"),

@@ -153,7 +153,7 @@ async fn error_statuses_are_classified_and_only_eligible_ones_fall_back() {
                 r#"{"error":{"message":"nope","type":"not_found_error","code":null}}"#,
                 "application/json",
             ),
-            "HTTP 404",
+            "HTTP 404 (type=not_found_error): not found (does base_url need /v1?",
             false,
         ),
         (

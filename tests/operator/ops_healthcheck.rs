@@ -275,6 +275,26 @@ fn preflight_passes_and_fails_without_a_daemon() {
     assert!(r.stderr.contains("broken.yaml"), "{r:?}");
 }
 
+/// A base_url without its `/v1` gets a 404 from the server: the check says what to fix
+/// instead of a bare status.
+#[test]
+fn a_base_url_without_v1_is_named_as_the_likely_cause_of_a_404() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    let no_prefix = stack.fake.base_url.trim_end_matches("/v1").to_string();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&stack.fake.base_url, &no_prefix);
+    let cfg = stack.home.write("no_v1.yaml", &text);
+    let r = health(&stack, &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let detail = check(&r.json(), "model local_chat")["detail"].to_string();
+    assert!(
+        detail.contains("404") && detail.contains("does base_url need /v1?"),
+        "{detail}"
+    );
+}
+
 /// A password in a URL's user-info (`http://user:PASS@host/v1`) is shown as `***` in
 /// every healthcheck line and fix hint (pre-flight and live, text and --json), in
 /// `daemon status` and in the log, while the model is still reached with it.
