@@ -58,6 +58,8 @@ pub enum DaemonCommand {
     Restart(RestartArgs),
     /// Show whether daemons are running, with their figures.
     Status(StatusArgs),
+    /// Forget a stopped daemon: `daemon status` no longer lists it (its journal is kept).
+    Rm(RmArgs),
     /// Print a daemon's log; for a daemon logging to stderr, say where its log is (exit 1).
     Logs(LogsArgs),
     /// Write a systemd unit that runs a daemon (and with --now enable and start it).
@@ -176,6 +178,12 @@ pub struct RestartArgs {
     /// reported started once it answers on its control socket).
     #[arg(long)]
     pub no_wait_channel: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

@@ -27,3 +27,4 @@ pub(crate) mod redact_url;
 pub mod sim;
 pub(crate) mod sliding_window;
 pub mod status;
+pub(crate) mod suggest;

@@ -25,6 +25,9 @@ use crate::exit::CliError;
 /// The longest socket path the kernel accepts (`sun_path` is 108 bytes including NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
 
+/// A daemon's saved launch settings, in its state folder; its presence lists the name.
+const LAUNCH_FILE: &str = "launch.json";
+
 /// The root folders for one installation.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -136,8 +139,9 @@ impl Layout {
         })
     }
 
-    /// Names of every daemon that was ever started here (a state folder holding a start
-    /// lock or a pid file), sorted. No state folder yet means no daemons; an unreadable
+    /// Names of every daemon that was ever started here and not forgotten (a state folder
+    /// holding a saved launch or a pid file; a start that failed for a new name and
+    /// `daemon rm` remove the launch), sorted. No state folder yet means no daemons; an unreadable
     /// one is an error naming it.
     pub fn daemon_names(&self) -> Result<Vec<String>, CliError> {
         if let Some(name) = self.instance_name() {
@@ -153,7 +157,7 @@ impl Layout {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .filter(|e| {
                 let dir = e.path();
-                ["start.lock", "pid"]
+                [LAUNCH_FILE, "pid"]
                     .iter()
                     .any(|f| fs::symlink_metadata(dir.join(f)).is_ok())
             })
@@ -416,7 +420,14 @@ impl DaemonPaths {
 
     /// Where `daemon start` remembers how it was launched, for `restart`.
     pub fn launch_file(&self) -> PathBuf {
-        self.state.join("launch.json")
+        self.state.join(LAUNCH_FILE)
+    }
+
+    /// Whether `daemon status` lists this daemon (see [`Layout::daemon_names`]).
+    pub(crate) fn is_listed(&self) -> bool {
+        [self.launch_file(), self.pid_file.clone()]
+            .iter()
+            .any(|f| fs::symlink_metadata(f).is_ok())
     }
 
     /// The install's key for message hashes in logs: in the state root, shared by every

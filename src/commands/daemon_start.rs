@@ -118,21 +118,47 @@ pub fn start_daemon(
         Probe::Down(Down::Stale { .. } | Down::NotRunning) => remove_leftovers(&paths),
     }
 
+    // A name that was not listed before is listed only once its daemon ran: a failed
+    // first start leaves nothing in `daemon status` (its exit 3 would stay for good).
+    let new_name = !paths.is_listed();
     launch.save(&paths)?;
-    let started = Instant::now();
-    let (report, lock) = spawn_detached(lock, timeout, |pipe| {
-        match runtime::run(&paths, &launch, ReadyPipe::to_start(pipe)) {
-            Ok(code) => code,
-            Err(e) => e.code,
-        }
-    })?;
-    let spinner = out.spinner(&format!("starting {}", paths.name));
     let limits = StartLimits {
-        started,
+        started: Instant::now(),
         timeout,
         wait_channel,
     };
-    let result = confirm(&paths, &launch, report, &limits, out);
+    spawn_and_confirm(&paths, &launch, lock, &limits, new_name, out)
+}
+
+/// Forks the daemon and waits for it (see [`start_daemon`]). On failure a `new_name` is
+/// forgotten again, under the start lock, which is released last.
+fn spawn_and_confirm(
+    paths: &DaemonPaths,
+    launch: &Launch,
+    lock: StartLock,
+    limits: &StartLimits,
+    new_name: bool,
+    out: &Output,
+) -> CmdResult {
+    let forget_if_new = |result: CmdResult| {
+        if result.is_err() && new_name {
+            super::daemon_rm::forget(paths);
+        }
+        result
+    };
+    let timeout = limits.timeout;
+    let spawned = spawn_detached(lock, timeout, |pipe| {
+        match runtime::run(paths, launch, ReadyPipe::to_start(pipe)) {
+            Ok(code) => code,
+            Err(e) => e.code,
+        }
+    });
+    let (report, lock) = match spawned {
+        Ok(spawned) => spawned,
+        Err(e) => return forget_if_new(Err(e)),
+    };
+    let spinner = out.spinner(&format!("starting {}", paths.name));
+    let result = forget_if_new(confirm(paths, launch, report, limits, out));
     if let Some(s) = spinner {
         s.finish_and_clear();
     }

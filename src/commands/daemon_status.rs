@@ -29,9 +29,12 @@ pub fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdResult {
     let mut worst = None;
     for name in &names {
         let paths = layout.daemon(name)?;
-        let (code, doc, text) = one(&paths);
+        let (code, doc, mut text) = one(&paths);
         if code == Code::Usage && args.name.is_some() {
             return Err(CliError::usage(text));
+        }
+        if code == Code::NotRunning && args.name.is_some() {
+            text.push_str(&other_daemons(layout, name));
         }
         worst = Some(worse(worst.unwrap_or(Code::Ok), code));
         docs.push(doc);
@@ -127,14 +130,48 @@ pub(super) fn connect(layout: &Layout, paths: &DaemonPaths) -> Result<Client, Cl
             Code::NotRunning | Code::Failure => CliError::new(
                 Code::NotRunning,
                 format!(
-                    "{text}; start it with: {} daemon start --name {}",
+                    "{text}; start it with: {} daemon start --name {}{}",
                     super::invocation(layout),
-                    paths.name
+                    paths.name,
+                    other_daemons(layout, &paths.name)
                 ),
             ),
             _ => CliError::new(code, text),
         }
     })
+}
+
+/// For a `name` that is not running: the other daemons this layout knows, the running
+/// ones first, and the closest name when one is close (`"; running: bot, sim; did you
+/// mean `bot`?"`). Empty when there is no other daemon.
+pub(super) fn other_daemons(layout: &Layout, name: &str) -> String {
+    let others: Vec<String> = layout
+        .daemon_names()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n != name)
+        .collect();
+    if others.is_empty() {
+        return String::new();
+    }
+    let running = |n: &String| {
+        layout
+            .daemon(n)
+            .is_ok_and(|p| matches!(probe(&p), Probe::Running { .. }))
+    };
+    let (up, down): (Vec<&String>, Vec<&String>) = others.iter().partition(|n| running(n));
+    let join = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    let mut text = String::new();
+    if !up.is_empty() {
+        text.push_str(&format!("; running: {}", join(&up)));
+    }
+    if !down.is_empty() {
+        text.push_str(&format!("; stopped: {}", join(&down)));
+    }
+    if let Some(n) = crate::suggest::closest(name, others.iter().map(String::as_str)) {
+        text.push_str(&format!("; did you mean --name {n}?"));
+    }
+    text
 }
 
 fn fetch_report(paths: &DaemonPaths) -> Result<DaemonReport, String> {

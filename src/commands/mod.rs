@@ -4,6 +4,7 @@ mod completions;
 mod config_check;
 mod daemon_install;
 mod daemon_logs;
+mod daemon_rm;
 mod daemon_start;
 mod daemon_status;
 mod daemon_stop;
@@ -64,6 +65,7 @@ fn dispatch(cli: &Cli, layout: &Layout, out: &output::Output) -> CmdResult {
         Command::Daemon(DaemonCommand::Stop(a)) => daemon_stop::stop(layout, a, out),
         Command::Daemon(DaemonCommand::Restart(a)) => daemon_start::restart(layout, a, out),
         Command::Daemon(DaemonCommand::Status(a)) => daemon_status::status(layout, a, out),
+        Command::Daemon(DaemonCommand::Rm(a)) => daemon_rm::rm(layout, a, out),
         Command::Daemon(DaemonCommand::Logs(a)) => daemon_logs::logs(layout, a),
         Command::Daemon(DaemonCommand::Install(a)) => daemon_install::install(a, out),
         Command::Daemon(DaemonCommand::Uninstall(a)) => daemon_install::uninstall(a, out),

@@ -234,7 +234,10 @@ mod tests {
         });
         assert_eq!(names, ["NOPE_A", "NOPE_C"]);
         assert_eq!(out[1].as_deref(), Ok("d"));
-        assert!(expand("${NOPE_A}", &env).is_err(), "strict again after collecting");
+        assert!(
+            expand("${NOPE_A}", &env).is_err(),
+            "strict again after collecting"
+        );
     }
 
     #[test]

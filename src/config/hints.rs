@@ -3,10 +3,6 @@
 //! Invariant: a hint only adds words to the loader's own message (which already names the
 //! key, line and column); it never quotes a value, so it cannot leak a secret.
 
-/// How alike (Jaro-Winkler, 0..=1) a known key must be to an unknown one to be offered as
-/// "did you mean". 0.8 catches swapped, missing and doubled letters in keys of 4+ letters.
-const SIMILAR_ENOUGH: f64 = 0.8;
-
 /// `message` with a hint appended when one applies: a tab where indentation was expected,
 /// or the closest known key for an unknown one. `text` is the document, `byte` the
 /// loader's error offset into it (if it has one).
@@ -41,14 +37,7 @@ fn did_you_mean(message: &str) -> Option<&str> {
     let rest = message.split("unknown field `").nth(1)?;
     let (unknown, expected) = rest.split_once('`')?;
     let expected = expected.split_once("expected")?.1;
-    expected
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(|known| (strsim::jaro_winkler(unknown, known), known))
-        .filter(|(score, _)| *score >= SIMILAR_ENOUGH)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, known)| known)
+    crate::suggest::closest(unknown, expected.split('`').skip(1).step_by(2))
 }
 
 #[cfg(test)]

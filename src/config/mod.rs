@@ -124,7 +124,10 @@ fn yaml_error(e: serde_yaml::Error, doc: &str) -> String {
 /// them in one go). Names already in `message` are not repeated.
 fn with_all_unset_variables(message: String, text: &str) -> String {
     let (_, names) = env::collect_unset(|| serde_yaml::from_str::<Config>(text));
-    if names.iter().all(|n| message.contains(&format!("variable {n} "))) {
+    if names
+        .iter()
+        .all(|n| message.contains(&format!("variable {n} ")))
+    {
         return message;
     }
     format!(

@@ -72,7 +72,7 @@ impl Claim {
             .ok_or_else(|| {
                 CliError::failure(format!("daemon {:?} is already running", paths.name))
             })?;
-        // `daemon status` lists the names whose state folder has a start lock.
+        // The start lock [`Claim::heal`] works under exists from here on.
         let _ = open_lock_file(&paths.start_lock);
         Ok(Claim {
             paths: paths.clone(),

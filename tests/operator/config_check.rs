@@ -80,7 +80,11 @@ fn config_errors_say_tab_did_you_mean_and_every_unset_variable() {
         (
             seed.replace("LOCAL_MODEL_API_KEY", "CLAWDBOT_UNSET_ONE")
                 .replace("\"local-chat\"", "${CLAWDBOT_UNSET_TWO}"),
-            vec!["CLAWDBOT_UNSET_ONE is not set", "CLAWDBOT_UNSET_TWO", "${NAME:-}"],
+            vec![
+                "CLAWDBOT_UNSET_ONE is not set",
+                "CLAWDBOT_UNSET_TWO",
+                "${NAME:-}",
+            ],
         ),
     ];
     for (text, needles) in cases {

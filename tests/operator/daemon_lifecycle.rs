@@ -1262,3 +1262,86 @@ fn logging_target_file_keeps_the_file_under_journald() {
         "log lines went to stderr too"
     );
 }
+
+/// A name whose first start failed after the fork (its channel never authenticated) is not
+/// listed, so `daemon status` is not stuck at exit 3; `daemon rm` forgets a stopped daemon,
+/// refuses a running one, and a name that is not running points at the ones that are.
+#[test]
+fn failed_first_starts_are_not_listed_rm_forgets_and_not_running_names_the_others() {
+    let (home, cfg) = home_with_config();
+    let no_dingtalk = support::config::TestConfig::seed("http://127.0.0.1:9/v1")
+        .dingtalk(support::config::DingTalkSpec::new(
+            "id",
+            "secret",
+            &support::dead_url().replace("/v1", ""),
+        ))
+        .render();
+    let never = home.write("never.yaml", &no_dingtalk);
+    let r = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "never",
+        "--timeout",
+        "2",
+        "--config",
+        never.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let all = home.run(&["--json", "daemon", "status"]);
+    assert_eq!(all.json()["daemons"], serde_json::json!([]), "{all:?}");
+
+    assert_eq!(
+        home.run(&["daemon", "start", "--name", "bot", "--config", &cfg])
+            .code,
+        0
+    );
+    assert_eq!(
+        home.run(&["daemon", "status"]).code,
+        0,
+        "only the running one is listed"
+    );
+    for args in [
+        &["daemon", "status", "--name", "bto"][..],
+        &["send", "--name", "bto", "--to", "cid1", "--text", "hi"][..],
+    ] {
+        let r = home.run(args);
+        assert_eq!(r.code, 3, "{r:?}");
+        let said = format!("{}{}", r.stdout, r.stderr);
+        assert!(
+            said.contains("running: bot") && said.contains("did you mean --name bot?"),
+            "{r:?}"
+        );
+    }
+
+    let r = home.run(&["daemon", "rm", "--name", "bot"]);
+    assert_eq!(r.code, 1, "a running daemon is not forgotten: {r:?}");
+    assert!(r.stderr.contains("stop it first"), "{r:?}");
+    assert_eq!(home.run(&["daemon", "stop", "--name", "bot"]).code, 0);
+    assert_eq!(
+        home.run(&["daemon", "status"]).code,
+        3,
+        "stopped: {:?}",
+        home.run(&["daemon", "status"])
+    );
+    let r = home.run(&["--json", "daemon", "rm", "--name", "bot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["result"], "forgotten");
+    let all = home.run(&["--json", "daemon", "status"]);
+    assert_eq!(all.json()["daemons"], serde_json::json!([]), "{all:?}");
+    assert!(
+        home.state_dir("bot").join("journal").exists(),
+        "the journal is kept"
+    );
+    assert_eq!(
+        home.run(&["daemon", "rm", "--name", "bot"]).code,
+        2,
+        "unknown now"
+    );
+    assert_eq!(
+        home.run(&["daemon", "start", "--name", "bot", "--config", &cfg])
+            .code,
+        0
+    );
+    assert_eq!(home.run(&["daemon", "stop", "--name", "bot"]).code, 0);
+}
