@@ -67,6 +67,9 @@ _clawdbot() {
             clawdbot__subcmd__daemon,restart)
                 cmd="clawdbot__subcmd__daemon__subcmd__restart"
                 ;;
+            clawdbot__subcmd__daemon,rm)
+                cmd="clawdbot__subcmd__daemon__subcmd__rm"
+                ;;
             clawdbot__subcmd__daemon,run)
                 cmd="clawdbot__subcmd__daemon__subcmd__run"
                 ;;
@@ -93,6 +96,9 @@ _clawdbot() {
                 ;;
             clawdbot__subcmd__daemon__subcmd__help,restart)
                 cmd="clawdbot__subcmd__daemon__subcmd__help__subcmd__restart"
+                ;;
+            clawdbot__subcmd__daemon__subcmd__help,rm)
+                cmd="clawdbot__subcmd__daemon__subcmd__help__subcmd__rm"
                 ;;
             clawdbot__subcmd__daemon__subcmd__help,run)
                 cmd="clawdbot__subcmd__daemon__subcmd__help__subcmd__run"
@@ -147,6 +153,9 @@ _clawdbot() {
                 ;;
             clawdbot__subcmd__help__subcmd__daemon,restart)
                 cmd="clawdbot__subcmd__help__subcmd__daemon__subcmd__restart"
+                ;;
+            clawdbot__subcmd__help__subcmd__daemon,rm)
+                cmd="clawdbot__subcmd__help__subcmd__daemon__subcmd__rm"
                 ;;
             clawdbot__subcmd__help__subcmd__daemon,run)
                 cmd="clawdbot__subcmd__help__subcmd__daemon__subcmd__run"
@@ -321,7 +330,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__daemon)
-            opts="-h -V --home --json --help --version start run stop restart status logs install uninstall help"
+            opts="-h -V --home --json --help --version start run stop restart status rm logs install uninstall help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -339,7 +348,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__daemon__subcmd__help)
-            opts="start run stop restart status logs install uninstall help"
+            opts="start run stop restart status rm logs install uninstall help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -395,6 +404,20 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__daemon__subcmd__help__subcmd__restart)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clawdbot__subcmd__daemon__subcmd__help__subcmd__rm)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -578,6 +601,28 @@ _clawdbot() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clawdbot__subcmd__daemon__subcmd__rm)
+            opts="-h -V --name --home --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -841,7 +886,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__help__subcmd__daemon)
-            opts="start run stop restart status logs install uninstall"
+            opts="start run stop restart status rm logs install uninstall"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -883,6 +928,20 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__help__subcmd__daemon__subcmd__restart)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clawdbot__subcmd__help__subcmd__daemon__subcmd__rm)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

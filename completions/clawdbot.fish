@@ -57,19 +57,20 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l skip-check
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -s V -l version -d 'Print version'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -s h -l help -d 'Print help'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -s V -l version -d 'Print version'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "start" -d 'Start a daemon in the background; returns once it answers on its socket'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "run" -d 'Run a daemon in the foreground (systemd Type=notify, containers)'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "stop" -d 'Stop a daemon: drain in-flight work, then SIGTERM, then SIGKILL'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "restart" -d 'Stop, then start again with the same settings'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "status" -d 'Show whether daemons are running, with their figures'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "logs" -d 'Print a daemon\'s log; for a daemon logging to stderr, say where its log is (exit 1)'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "install" -d 'Write a systemd unit that runs a daemon (and with --now enable and start it)'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "uninstall" -d 'Remove a unit written by `daemon install` (with --now, stop and disable it first)'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status logs install uninstall help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status rm logs install uninstall help" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status rm logs install uninstall help" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status rm logs install uninstall help" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status rm logs install uninstall help" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status rm logs install uninstall help" -f -a "start" -d 'Start a daemon in the background; returns once it answers on its socket'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status rm logs install uninstall help" -f -a "run" -d 'Run a daemon in the foreground (systemd Type=notify, containers)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status rm logs install uninstall help" -f -a "stop" -d 'Stop a daemon: drain in-flight work, then SIGTERM, then SIGKILL'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status rm logs install uninstall help" -f -a "restart" -d 'Stop, then start again with the same settings'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status rm logs install uninstall help" -f -a "status" -d 'Show whether daemons are running, with their figures'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status rm logs install uninstall help" -f -a "rm" -d 'Forget a stopped daemon: `daemon status` no longer lists it (its journal is kept)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status rm logs install uninstall help" -f -a "logs" -d 'Print a daemon\'s log; for a daemon logging to stderr, say where its log is (exit 1)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status rm logs install uninstall help" -f -a "install" -d 'Write a systemd unit that runs a daemon (and with --now enable and start it)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status rm logs install uninstall help" -f -a "uninstall" -d 'Remove a unit written by `daemon install` (with --now, stop and disable it first)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish_seen_subcommand_from start run stop restart status rm logs install uninstall help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l name -d 'Daemon name (folder and socket name)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l config -d 'Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l log -d 'Log file, rotated by size, or `-` for stderr (`daemon run` only). Default: stderr for `daemon run` under systemd or in a container, else LOG_DIR/NAME.log (`logging.target` in the config can fix either)' -r -F
@@ -115,6 +116,11 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from status" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from rm" -l name -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from rm" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from rm" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from rm" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from rm" -s V -l version -d 'Print version'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -l name -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -s n -l lines -d 'How many lines from the end to print first' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
@@ -147,6 +153,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop a daemon: drain in-flight work, then SIGTERM, then SIGKILL'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "restart" -d 'Stop, then start again with the same settings'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show whether daemons are running, with their figures'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "rm" -d 'Forget a stopped daemon: `daemon status` no longer lists it (its journal is kept)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "logs" -d 'Print a daemon\'s log; for a daemon logging to stderr, say where its log is (exit 1)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "install" -d 'Write a systemd unit that runs a daemon (and with --now enable and start it)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "uninstall" -d 'Remove a unit written by `daemon install` (with --now, stop and disable it first)'
@@ -252,6 +259,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "stop" -d 'Stop a daemon: drain in-flight work, then SIGTERM, then SIGKILL'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "restart" -d 'Stop, then start again with the same settings'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "status" -d 'Show whether daemons are running, with their figures'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "rm" -d 'Forget a stopped daemon: `daemon status` no longer lists it (its journal is kept)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "logs" -d 'Print a daemon\'s log; for a daemon logging to stderr, say where its log is (exit 1)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "install" -d 'Write a systemd unit that runs a daemon (and with --now enable and start it)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "uninstall" -d 'Remove a unit written by `daemon install` (with --now, stop and disable it first)'
