@@ -15,7 +15,7 @@ use crate::exit::{CliError, CmdResult, Code};
 use crate::logging::{Collector, LogTarget};
 use crate::paths::{io_error, Layout};
 
-use super::daemon_start::last_lines;
+use super::log_tail::last_lines;
 use super::output::write_stdout;
 
 pub fn logs(layout: &Layout, args: &LogsArgs) -> CmdResult {
@@ -33,7 +33,9 @@ pub fn logs(layout: &Layout, args: &LogsArgs) -> CmdResult {
             args.name
         )));
     }
-    let mut tail = last_lines(&path, args.lines).join("\n");
+    // An unreadable log is an error (exit 1) before anything is printed or followed:
+    // `--follow` would otherwise wait for ever on a file it can never read.
+    let mut tail = last_lines(&path, args.lines)?.join("\n");
     if !tail.is_empty() {
         tail.push('\n');
     }

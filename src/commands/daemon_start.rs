@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::daemon_stop::{escalate, wait_for, Stopped};
+use super::log_tail::{lines_since, LogMark};
 use super::output::Output;
 use crate::cli::{LaunchArgs, RestartArgs, RunArgs, StartArgs};
 use crate::daemon::detach::{spawn_detached, Outcome, StartReport};
@@ -147,6 +148,7 @@ fn spawn_and_confirm(
         result
     };
     let timeout = limits.timeout;
+    let mark = LogMark::before_start(launch.log.file());
     let spawned = spawn_detached(lock, timeout, |pipe| {
         match runtime::run(paths, launch, ReadyPipe::to_start(pipe)) {
             Ok(code) => code,
@@ -158,7 +160,7 @@ fn spawn_and_confirm(
         Err(e) => return forget_if_new(Err(e)),
     };
     let spinner = out.spinner(&format!("starting {}", paths.name));
-    let result = forget_if_new(confirm(paths, launch, report, limits, out));
+    let result = forget_if_new(confirm(paths, launch, &mark, report, limits, out));
     if let Some(s) = spinner {
         s.finish_and_clear();
     }
@@ -218,6 +220,7 @@ struct StartLimits {
 fn confirm(
     paths: &DaemonPaths,
     launch: &Launch,
+    mark: &LogMark,
     report: StartReport,
     limits: &StartLimits,
     out: &Output,
@@ -237,7 +240,12 @@ fn confirm(
                         Err(why) => {
                             // Ready as a process, but "running" would lie: put it down.
                             let put_down = put_down(paths, report.daemon, &Outcome::TimedOut);
-                            return Err(start_failure(paths, launch, &format!("{why}{put_down}")));
+                            return Err(start_failure(
+                                paths,
+                                launch,
+                                mark,
+                                &format!("{why}{put_down}"),
+                            ));
                         }
                     }
                 }
@@ -249,7 +257,12 @@ fn confirm(
         Outcome::TimedOut => format!("no readiness within {} s", timeout.as_secs()),
     };
     let put_down = put_down(paths, report.daemon, &report.outcome);
-    Err(start_failure(paths, launch, &format!("{what}{put_down}")))
+    Err(start_failure(
+        paths,
+        launch,
+        mark,
+        &format!("{what}{put_down}"),
+    ))
 }
 
 /// How often `start` asks a ready daemon whether DingTalk accepted its credentials.
@@ -348,11 +361,11 @@ fn put_down(paths: &DaemonPaths, daemon: Option<PidRecord>, outcome: &Outcome) -
     note
 }
 
-/// "did not start: WHAT", with the last lines of the log.
-fn start_failure(paths: &DaemonPaths, launch: &Launch, what: &str) -> CliError {
+/// "did not start: WHAT", with the last lines this start's daemon wrote to its log.
+fn start_failure(paths: &DaemonPaths, launch: &Launch, mark: &LogMark, what: &str) -> CliError {
     let mut msg = format!("daemon {:?} did not start: {what}", paths.name);
     if let Some(log) = launch.log.file() {
-        let tail = last_lines(log, 20);
+        let tail = lines_since(log, mark, 20);
         if !tail.is_empty() {
             msg.push_str(&format!(
                 "\nlast lines of {}:\n{}",
@@ -362,22 +375,6 @@ fn start_failure(paths: &DaemonPaths, launch: &Launch, what: &str) -> CliError {
         }
     }
     CliError::failure(msg)
-}
-
-/// The last `n` lines of a log file (empty when unreadable or not a regular file: a
-/// FIFO would block the read).
-pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
-    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
-        return Vec::new();
-    }
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
 }
 
 /// The per-name start lock: serialises concurrent `daemon start`s.

@@ -9,6 +9,7 @@ mod daemon_start;
 mod daemon_status;
 mod daemon_stop;
 mod healthcheck;
+mod log_tail;
 mod onboard;
 pub mod output;
 mod quickstart;

@@ -1345,3 +1345,78 @@ fn failed_first_starts_are_not_listed_rm_forgets_and_not_running_names_the_other
     );
     assert_eq!(home.run(&["daemon", "stop", "--name", "bot"]).code, 0);
 }
+
+/// A failed start shows only the lines its own daemon wrote, never what the file held
+/// before (`--log /etc/passwd` must not print that file); `daemon logs` on a log it
+/// cannot read is exit 1 naming it, also with `--follow` (which used to wait for ever).
+#[test]
+fn a_failed_start_tails_only_its_own_lines_and_an_unreadable_log_is_an_error() {
+    let (home, cfg) = home_with_config();
+    let channel_down = support::config::TestConfig::seed("http://127.0.0.1:9/v1")
+        .dingtalk(support::config::DingTalkSpec::new(
+            "id",
+            "secret",
+            &support::dead_url().replace("/v1", ""),
+        ))
+        .render();
+    let down = home.write("down.yaml", &channel_down);
+    let log = home.write("shared.txt", "root:x:0:0:PRIVATE-LINE:/root:/bin/bash\n");
+    let r = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "fails",
+        "--timeout",
+        "2",
+        "--config",
+        down.to_str().unwrap(),
+        "--log",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("did not start"), "{r:?}");
+    assert!(
+        !r.stderr.contains("PRIVATE-LINE"),
+        "old content shown: {r:?}"
+    );
+    assert!(
+        r.stderr.contains("daemon ready") || r.stderr.contains("logging"),
+        "its own lines: {r:?}"
+    );
+
+    let log = home.path().join("gone.log");
+    let start = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "bot",
+        "--config",
+        &cfg,
+        "--log",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(start.code, 0, "{start:?}");
+    assert_eq!(home.run(&["daemon", "stop", "--name", "bot"]).code, 0);
+    std::fs::remove_file(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    let r = home.run(&["daemon", "logs", "--name", "bot"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("gone.log") && r.stderr.contains("a folder"),
+        "{r:?}"
+    );
+    let mut follow = home
+        .command(&["daemon", "logs", "--name", "bot", "--follow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(Duration::from_secs(30), || {
+        follow.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = follow.kill();
+    }
+    assert!(exited, "--follow on an unreadable log hangs");
+    assert_eq!(follow.wait().unwrap().code(), Some(1));
+}
