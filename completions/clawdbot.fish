@@ -214,7 +214,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_s
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -s V -l version -d 'Print version'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l sim -d 'Simulator base URL' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l sim -d 'Simulator base URL (or HOST:PORT)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l text -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l conversation -d 'Conversation id (default: one per chat kind / sender)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l sender-staff-id -r
@@ -226,7 +226,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_s
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -s V -l version -d 'Print version'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l sim -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l sim -d 'Simulator base URL (or HOST:PORT)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l wait -d 'Wait until at least N messages are in the outbox' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l timeout -d 'Longest wait, seconds' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F

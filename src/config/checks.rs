@@ -51,12 +51,26 @@ pub fn model_name(v: &str) -> Result<(), String> {
     }
 }
 
-/// A listen address: `IP:PORT` (`127.0.0.1:8787`, `0.0.0.0:8787`, `[::1]:8787`).
+/// A listen address: `IP:PORT` (`127.0.0.1:8787`, `0.0.0.0:8787`, `[::1]:8787`) or
+/// `localhost:PORT`. `localhost` is the one name accepted: it is loopback by definition
+/// (RFC 6761), so no DNS answer can move the listener onto the network; any other name
+/// is refused, saying so.
 pub fn socket_addr(v: &str) -> Result<(), String> {
-    v.trim()
-        .parse::<SocketAddr>()
-        .map(|_| ())
-        .map_err(|_| "must be an IP:PORT socket address, e.g. 127.0.0.1:8787".into())
+    let v = v.trim();
+    if v.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match v.rsplit_once(':') {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost") => port
+            .parse::<u16>()
+            .map(|_| ())
+            .map_err(|_| format!("the port {port:?} is not a number from 0 to 65535")),
+        Some((host, port)) if port.parse::<u16>().is_ok() && !host.is_empty() => Err(format!(
+            "{host:?} is a host name; a listen address takes an IP (e.g. 127.0.0.1:{port}) or \
+             localhost:{port}, so that no DNS answer decides where the bot listens"
+        )),
+        _ => Err("must be an IP:PORT socket address, e.g. 127.0.0.1:8787".into()),
+    }
 }
 
 /// A send target: a conversation id (`cid...`) or `user:STAFFID`, the forms
@@ -94,6 +108,12 @@ mod tests {
         assert!(name(" ").is_err() && name("a\nb").is_err());
         assert!(socket_addr("127.0.0.1:8787").is_ok() && socket_addr("[::1]:1").is_ok());
         assert!(socket_addr("notanaddr").is_err() && socket_addr("127.0.0.1").is_err());
+        assert!(socket_addr("localhost:8787").is_ok() && socket_addr("LocalHost:1").is_ok());
+        let e = socket_addr("example.com:8787").unwrap_err();
+        assert!(
+            e.contains("host name") && e.contains("localhost:8787"),
+            "{e}"
+        );
         assert!(target_id("cidAbc==").is_ok() && target_id("user:0423001").is_ok());
         for bad in ["garbage", "cid", "user:", "user: ", "", "123"] {
             assert!(target_id(bad).is_err(), "{bad:?}");

@@ -11,6 +11,31 @@ pub struct SimClient {
     http: reqwest::Client,
 }
 
+/// Parses `--sim`: a URL (`http://127.0.0.1:PORT`), or a bare `HOST:PORT`, which gets
+/// `http://` (what `sim serve` prints is a URL, but an operator often types the address).
+/// Anything else is refused with what is wrong, not reqwest's "builder error".
+pub(crate) fn parse_sim_url(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    let with_scheme = if v.contains("://") {
+        v.to_string()
+    } else {
+        format!("http://{v}")
+    };
+    let url = reqwest::Url::parse(&with_scheme).map_err(|e| {
+        format!("{v:?} is not a simulator URL or HOST:PORT ({e}); e.g. http://127.0.0.1:PORT")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "{v:?}: the simulator is reached over http:// or https://, not {}://",
+            url.scheme()
+        ));
+    }
+    if url.port_or_known_default().is_none() || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{v:?} names no host; e.g. http://127.0.0.1:PORT"));
+    }
+    Ok(with_scheme)
+}
+
 impl SimClient {
     pub fn new(base: &str) -> SimClient {
         let http = reqwest::Client::builder()
@@ -105,5 +130,24 @@ impl SimClient {
             &json!({"text": text, "conversation_type": if group { "group" } else { "direct" }}),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_sim_url;
+
+    #[test]
+    fn host_port_gets_http_and_nonsense_is_named() {
+        assert_eq!(
+            parse_sim_url("127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(parse_sim_url("localhost:1").unwrap(), "http://localhost:1");
+        assert_eq!(parse_sim_url("http://h:2/").unwrap(), "http://h:2/");
+        let e = parse_sim_url("ftp://h:2").unwrap_err();
+        assert!(e.contains("http://"), "{e}");
+        let e = parse_sim_url("127.0.0.1:notaport").unwrap_err();
+        assert!(e.contains("not a simulator URL"), "{e}");
     }
 }

@@ -80,8 +80,8 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct InjectArgs {
-    /// Simulator base URL.
-    #[arg(long, value_name = "URL")]
+    /// Simulator base URL (or HOST:PORT).
+    #[arg(long, value_name = "URL", value_parser = client::parse_sim_url)]
     pub sim: String,
     #[arg(long, default_value = "", value_name = "TEXT")]
     pub text: String,
@@ -105,7 +105,8 @@ pub struct InjectArgs {
 
 #[derive(Debug, Args)]
 pub struct OutboxArgs {
-    #[arg(long, value_name = "URL")]
+    /// Simulator base URL (or HOST:PORT).
+    #[arg(long, value_name = "URL", value_parser = client::parse_sim_url)]
     pub sim: String,
     /// Wait until at least N messages are in the outbox.
     #[arg(long, value_name = "N")]

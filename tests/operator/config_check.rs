@@ -324,6 +324,16 @@ fn levels_listen_addresses_targets_and_prompt_budgets_are_checked_at_load() {
         "{r:?}"
     );
     assert!(r.stderr.contains("IP:PORT"), "{r:?}");
+    let text = with_channel("\"s\"", "").replace("127.0.0.1:8787", "localhost:8787");
+    let [r, _] = check_both(&home, &text);
+    assert_eq!(r.code, 0, "localhost is loopback by definition: {r:?}");
+    let text = with_channel("\"s\"", "").replace("127.0.0.1:8787", "example.com:8787");
+    let [r, _] = check_both(&home, &text);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("is a host name") && r.stderr.contains("localhost:8787"),
+        "{r:?}"
+    );
     let [r, _] = check_both(&home, &with_channel("\"s\"", "prompt:\n  max_chars: 5\n"));
     assert!(r.stderr.contains("minimum of 200"), "{r:?}");
 

@@ -106,6 +106,18 @@ fn serve_inject_outbox_via_cli() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.json()["entries"][0]["text"], "pong");
     assert_eq!(out.json()["entries"][0]["route"], "session_webhook");
+    // A bare HOST:PORT is taken as http://HOST:PORT; nonsense is a usage error saying why.
+    let bare = sim.base.trim_start_matches("http://");
+    let out = home.run(&["--json", "sim", "outbox", "--sim", bare]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.json()["entries"][0]["text"], "pong");
+    let bad = home.run(&["sim", "outbox", "--sim", "ftp://127.0.0.1:1"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(
+        bad.stderr.contains("--sim") && bad.stderr.contains("http://"),
+        "{bad:?}"
+    );
+    assert!(!bad.stderr.contains("builder error"), "{bad:?}");
     // Waiting for more than there is fails within the timeout.
     let none = home.run(&[
         "sim",
