@@ -240,8 +240,12 @@ fn log_outcome(
             );
         }
         TurnOutcome::Busy => shared.busy.count(BusyCause::ModelQueue),
-        TurnOutcome::Failed { reason, timed_out } => {
-            tracing::warn!(msg_id = %msg.msg_id, %reason, timed_out, ms, "model failed; fallback reply sent");
+        TurnOutcome::Failed {
+            reason,
+            timed_out,
+            unreachable,
+        } => {
+            tracing::warn!(msg_id = %msg.msg_id, %reason, timed_out, unreachable, ms, "model failed; fallback reply sent");
         }
     }
     crate::ops::metrics::observed().turn_finished(arrived.elapsed());
@@ -260,6 +264,9 @@ fn outcome_label(outcome: &TurnOutcome) -> &'static str {
 fn reply_text<'a>(cfg: &'a Config, outcome: &'a TurnOutcome) -> &'a str {
     match outcome {
         TurnOutcome::Answer { text, .. } if !text.trim().is_empty() => text,
+        TurnOutcome::Failed {
+            unreachable: true, ..
+        } => &cfg.reply.unreachable_text,
         TurnOutcome::Answer { .. } | TurnOutcome::Failed { .. } => &cfg.reply.fallback_text,
         TurnOutcome::Busy => &cfg.reply.busy_text,
     }

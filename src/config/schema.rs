@@ -329,6 +329,10 @@ pub struct ReplyConfig {
     /// Sent when the model failed or ran out of time.
     #[serde(default = "default_fallback_text")]
     pub fallback_text: String,
+    /// Sent instead of `fallback_text` when the model could not be reached at all
+    /// (connection refused, no route, DNS, connect timeout).
+    #[serde(default = "default_unreachable_text")]
+    pub unreachable_text: String,
     /// Sent when the model's queue is full or the wait ran out.
     #[serde(default = "default_busy_text")]
     pub busy_text: String,
@@ -639,6 +643,9 @@ fn default_format() -> ReplyFormat {
 }
 fn default_fallback_text() -> String {
     "Sorry, I could not get an answer in time. Please try again in a moment.".into()
+}
+fn default_unreachable_text() -> String {
+    "Sorry, I cannot reach my language model right now. Please try again later.".into()
 }
 fn default_busy_text() -> String {
     "I'm busy answering other questions right now. Please ask again in a minute.".into()

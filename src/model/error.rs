@@ -109,6 +109,15 @@ impl ModelError {
         matches!(self, ModelError::Timeout(_))
     }
 
+    /// True when no connection to the server could be made: refused, no route, DNS, or
+    /// the connect phase timed out. The server was never asked anything.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            ModelError::Connect(_) | ModelError::Timeout(TimeoutPhase::Connect)
+        )
+    }
+
     /// The server's free-text message when there is one. May echo user input.
     pub fn detail(&self) -> Option<&str> {
         match self {

@@ -353,6 +353,7 @@ impl Attempt<'_> {
         TurnOutcome::Failed {
             reason: format!("{}: {error}", self.model),
             timed_out: error.is_timeout(),
+            unreachable: error.is_unreachable(),
         }
     }
 }
@@ -360,9 +361,14 @@ impl Attempt<'_> {
 /// `failed` with `note` added to its reason.
 fn with_note(failed: TurnOutcome, note: &str) -> TurnOutcome {
     match failed {
-        TurnOutcome::Failed { reason, timed_out } => TurnOutcome::Failed {
+        TurnOutcome::Failed {
+            reason,
+            timed_out,
+            unreachable,
+        } => TurnOutcome::Failed {
             reason: format!("{reason}; {note}"),
             timed_out,
+            unreachable,
         },
         other => other,
     }
@@ -373,6 +379,7 @@ fn no_model(name: &str) -> TurnOutcome {
     TurnOutcome::Failed {
         reason: format!("no model named {name:?}"),
         timed_out: false,
+        unreachable: false,
     }
 }
 

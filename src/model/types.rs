@@ -82,6 +82,12 @@ pub enum TurnOutcome {
     },
     /// The model's queue was full or the wait for a slot ran out: nothing was sent.
     Busy,
-    /// Every model tried failed; `timed_out` when the last failure was a timeout.
-    Failed { reason: String, timed_out: bool },
+    /// Every model tried failed; `timed_out` when the last failure was a timeout,
+    /// `unreachable` when it was a connection that could not be made (see
+    /// [`super::ModelError::is_unreachable`]).
+    Failed {
+        reason: String,
+        timed_out: bool,
+        unreachable: bool,
+    },
 }

@@ -787,6 +787,32 @@ fn chat_commands_are_answered_at_once_behind_a_slow_turn() {
     );
 }
 
+/// A model nobody listens on (connection refused) is not "slow": the user gets
+/// `reply.unreachable_text`, not the timeout's `fallback_text` (which a stalled model
+/// still gets: `a_stalled_model_gets_the_fallback_reply_within_timeout_ms`).
+#[test]
+fn a_refused_model_connection_gets_the_unreachable_text_not_the_timeout_one() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(
+        2,
+        3000,
+        "reply:\n  fallback_text: \"SLOW\"\n  unreachable_text: \"UNREACHABLE\"\n",
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&stack.fake.base_url, &support::dead_url());
+    std::fs::write(&cfg, text).unwrap();
+    stack.start_bot(&cfg);
+    stack.inject_group("cidRefused==", "anyone there?");
+    let out = stack.wait_outbox(1, Duration::from_secs(30));
+    assert_eq!(
+        out[0]["text"].as_str().unwrap().lines().next().unwrap(),
+        "UNREACHABLE",
+        "{}",
+        out[0]
+    );
+}
+
 #[test]
 fn human_status_shows_a_models_failures_and_last_error() {
     let stack = Stack::new(FakeConfig::default(), &[]);

@@ -132,7 +132,9 @@ pub fn refused_port() -> u16 {
 
 pub fn failed_reason(o: &TurnOutcome) -> (&str, bool) {
     match o {
-        TurnOutcome::Failed { reason, timed_out } => (reason.as_str(), *timed_out),
+        TurnOutcome::Failed {
+            reason, timed_out, ..
+        } => (reason.as_str(), *timed_out),
         other => panic!("expected Failed, got {other:?}"),
     }
 }
