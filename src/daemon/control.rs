@@ -248,7 +248,18 @@ async fn answer(req: Request, state: &ControlState) -> Response {
                     message: "the daemon is shutting down".into(),
                 };
             }
-            match state.workload.send(to, text, markdown).await {
+            // The audit line: who was written to and how much, never the text.
+            let (target, chars) = (to.clone(), text.chars().count());
+            let result = state.workload.send(to, text, markdown).await;
+            let failed = result.as_ref().err().map(|(kind, _)| format!("{kind:?}"));
+            tracing::info!(
+                target = %target,
+                chars,
+                markdown,
+                error = failed.as_deref().unwrap_or("none"),
+                "operator send over the control socket"
+            );
+            match result {
                 Ok(outcome) => Response::Sent(outcome),
                 Err((kind, message)) => Response::Error { kind, message },
             }

@@ -88,10 +88,18 @@ fn text_to_an_alias_a_conversation_and_a_user_lands_in_the_outbox() {
             .collect::<Vec<_>>()
     );
     assert!(out.iter().all(|e| e["msg_key"] == "sampleText"), "{out:?}");
+    // Each send leaves an audit line (target and size, never the text).
+    let audited = wait_until(Duration::from_secs(30), || {
+        stack.home.all_logs().matches("operator send").count() >= 4
+    });
+    let logs = stack.home.all_logs();
+    assert!(audited, "no audit line per send: {logs}");
     assert!(
-        !stack.home.all_logs().contains("ping alias"),
-        "message text in the log"
+        logs.lines()
+            .any(|l| l.contains("operator send") && l.contains("test-group")),
+        "{logs}"
     );
+    assert!(!logs.contains("ping alias"), "message text in the log");
 }
 
 #[test]
