@@ -540,13 +540,17 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__daemon__subcmd__logs)
-            opts="-f -n -h -V --name --follow --lines --home --json --help --version"
+            opts="-f -n -h -V --name --since --follow --lines --home --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --since)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -121,7 +121,8 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from rm" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from rm" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from rm" -s V -l version -d 'Print version'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -l name -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -l name -d 'One daemon; without it, every daemon\'s log, merged by time, each line prefixed with its daemon\'s name' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -l since -d 'Only lines logged since then: a duration back from now (`90s`, `10m`, `2h`, `1d`) or an RFC 3339 time (`2026-11-30T22:00:00Z`)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -s n -l lines -d 'How many lines from the end to print first' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from logs" -s f -l follow -d 'Keep printing new lines (follows rotation)'

@@ -195,8 +195,14 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
+    /// One daemon; without it, every daemon's log, merged by time, each line prefixed
+    /// with its daemon's name.
     #[arg(long, value_name = "NAME")]
-    pub name: String,
+    pub name: Option<String>,
+    /// Only lines logged since then: a duration back from now (`90s`, `10m`, `2h`, `1d`)
+    /// or an RFC 3339 time (`2026-11-30T22:00:00Z`).
+    #[arg(long, value_name = "WHEN", value_parser = crate::commands::parse_since)]
+    pub since: Option<std::time::SystemTime>,
     /// Keep printing new lines (follows rotation).
     #[arg(long, short = 'f')]
     pub follow: bool,

@@ -1,4 +1,5 @@
-//! `daemon logs [--follow] [--lines N]`: prints the log, following rotation. The lines are
+//! `daemon logs [--name NAME] [--follow] [--lines N] [--since WHEN]`: prints the log,
+//! following rotation; without `--name`, every daemon's log merged by time. The lines are
 //! printed raw, also with `--json` (they are the log's own lines, JSON when
 //! `logging.format: json`). A reader that goes away ends the command quietly.
 
@@ -15,34 +16,86 @@ use crate::exit::{CliError, CmdResult, Code};
 use crate::logging::{Collector, LogTarget};
 use crate::paths::{io_error, Layout};
 
-use super::log_tail::last_lines;
+use super::log_tail::recent_lines;
 use super::output::write_stdout;
 
 pub fn logs(layout: &Layout, args: &LogsArgs) -> CmdResult {
-    let paths = layout.daemon(&args.name)?;
+    match &args.name {
+        Some(name) => one_log(layout, name, args),
+        None => every_log(layout, args),
+    }
+}
+
+/// `daemon logs --name NAME`: its last lines, then (with `--follow`) what is appended.
+fn one_log(layout: &Layout, name: &str, args: &LogsArgs) -> CmdResult {
+    let paths = layout.daemon(name)?;
     let launch = Launch::load(&paths);
     let gateway = launch.as_ref().is_some_and(|l| l.exec.is_some());
     let path = match Launch::log_target(&paths) {
         LogTarget::File(path) => path,
-        LogTarget::Stderr => return Err(CliError::failure(where_stderr_goes(&args.name, gateway))),
+        LogTarget::Stderr => return Err(CliError::failure(where_stderr_goes(name, gateway))),
     };
     if !path.exists() && !args.follow {
         return Err(CliError::failure(format!(
-            "no log file at {} (has {} ever started?)",
+            "no log file at {} (has {name} ever started?)",
             path.display(),
-            args.name
         )));
     }
     // An unreadable log is an error (exit 1) before anything is printed or followed:
     // `--follow` would otherwise wait for ever on a file it can never read.
-    let mut tail = last_lines(&path, args.lines)?.join("\n");
-    if !tail.is_empty() {
-        tail.push('\n');
-    }
+    let lines = recent_lines(&path, args.lines, args.since)?;
+    let tail: String = lines.into_iter().map(|(_, l)| l + "\n").collect();
     if write_stdout(tail.as_bytes()) && args.follow {
         follow(&path)?;
     }
     Ok(Code::Ok)
+}
+
+/// `daemon logs` without `--name`: the last lines of every listed daemon's log file,
+/// merged by time, each prefixed `NAME | `. A daemon logging to stderr, or whose log
+/// cannot be read, is named on stderr and makes the exit 1; the others still print.
+fn every_log(layout: &Layout, args: &LogsArgs) -> CmdResult {
+    let names = layout.daemon_names()?;
+    if args.follow {
+        return Err(CliError::usage(format!(
+            "--follow follows one daemon: add --name NAME (daemons here: {})",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        )));
+    }
+    let mut merged = Vec::new();
+    let mut problems = Vec::new();
+    for name in &names {
+        let paths = layout.daemon(name)?;
+        match Launch::log_target(&paths) {
+            LogTarget::Stderr => problems.push(format!(
+                "{name}: logs to stderr, not to a file (see: daemon logs --name {name})"
+            )),
+            LogTarget::File(path) => match recent_lines(&path, args.lines, args.since) {
+                Ok(lines) => merged.extend(lines.into_iter().map(|(t, l)| (t, name, l))),
+                Err(e) => problems.push(format!("{name}: {}", e.message)),
+            },
+        }
+    }
+    // Stable: lines of one daemon keep their order; lines without any time go first.
+    merged.sort_by_key(|(t, _, _)| *t);
+    let skip = merged.len().saturating_sub(args.lines);
+    let text: String = merged
+        .into_iter()
+        .skip(skip)
+        .map(|(_, name, line)| format!("{name} | {line}\n"))
+        .collect();
+    write_stdout(text.as_bytes());
+    if names.is_empty() {
+        return Err(CliError::new(Code::NotRunning, "no daemons here"));
+    }
+    match problems.is_empty() {
+        true => Ok(Code::Ok),
+        false => Err(CliError::failure(problems.join("\n"))),
+    }
 }
 
 /// The explanation `logs` gives (exit 1) for a daemon whose last launch logged to stderr:

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::time::SystemTime;
 
 use crate::exit::CliError;
 use crate::paths::io_error;
@@ -30,9 +31,64 @@ impl LogMark {
     }
 }
 
+/// Parses `--since`: a duration back from now (`10m`, `2h 30m`) or an RFC 3339 time.
+pub(crate) fn parse_since(v: &str) -> Result<SystemTime, String> {
+    if let Ok(ago) = humantime::parse_duration(v) {
+        return SystemTime::now()
+            .checked_sub(ago)
+            .ok_or_else(|| format!("{v:?} reaches back before 1970"));
+    }
+    humantime::parse_rfc3339_weak(v).map_err(|_| {
+        format!("{v:?} is neither a duration (90s, 10m, 2h, 1d) nor an RFC 3339 time (2026-11-30T22:00:00Z)")
+    })
+}
+
+/// When a log line was written: the leading timestamp of a text line, or the `timestamp`
+/// field of a JSON line (`logging.format: json`).
+pub(super) fn line_time(line: &str) -> Option<SystemTime> {
+    if line.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        return humantime::parse_rfc3339_weak(v.get("timestamp")?.as_str()?).ok();
+    }
+    humantime::parse_rfc3339_weak(line.split_whitespace().next()?).ok()
+}
+
+/// Each line with the time it was written; a line without a timestamp of its own (a
+/// continuation) takes the one before it.
+pub(super) fn timed(lines: Vec<String>) -> Vec<(Option<SystemTime>, String)> {
+    let mut last = None;
+    lines
+        .into_iter()
+        .map(|l| {
+            last = line_time(&l).or(last);
+            (last, l)
+        })
+        .collect()
+}
+
+/// The last `n` lines of the log at `path` written at or after `since` (all when `None`).
+/// A missing file is no error (no lines); a folder, FIFO or device, or a file this user
+/// cannot read, is an error naming it.
+pub(super) fn recent_lines(
+    path: &Path,
+    n: usize,
+    since: Option<SystemTime>,
+) -> Result<Vec<(Option<SystemTime>, String)>, CliError> {
+    let all = timed(last_lines(path, usize::MAX)?);
+    let kept: Vec<_> = match since {
+        Some(since) => all
+            .into_iter()
+            .filter(|(t, _)| t.is_some_and(|t| t >= since))
+            .collect(),
+        None => all,
+    };
+    let skip = kept.len().saturating_sub(n);
+    Ok(kept.into_iter().skip(skip).collect())
+}
+
 /// The last `n` lines of the log at `path`. A missing file is no error (no lines); a
 /// folder, FIFO or device, or a file this user cannot read, is an error naming it.
-pub(super) fn last_lines(path: &Path, n: usize) -> Result<Vec<String>, CliError> {
+fn last_lines(path: &Path, n: usize) -> Result<Vec<String>, CliError> {
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -85,4 +141,41 @@ fn tail_from(mut file: File, from: u64, n: usize) -> io::Result<Vec<String>> {
         .iter()
         .map(|s| s.to_string())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_of_text_json_and_continuation_lines() {
+        let t = |s: &str| humantime::parse_rfc3339_weak(s).unwrap();
+        let lines = vec![
+            "no time yet".to_string(),
+            "2026-11-30T23:15:28.178136Z  INFO x: y".to_string(),
+            "  continued".to_string(),
+            r#"{"timestamp":"2026-11-30T23:16:00Z","level":"INFO"}"#.to_string(),
+        ];
+        let got: Vec<_> = timed(lines).into_iter().map(|(t, _)| t).collect();
+        let first = t("2026-11-30T23:15:28.178136Z");
+        assert_eq!(
+            got,
+            [
+                None,
+                Some(first),
+                Some(first),
+                Some(t("2026-11-30T23:16:00Z"))
+            ]
+        );
+    }
+
+    #[test]
+    fn since_takes_durations_and_times_and_names_nonsense() {
+        let ten_min = parse_since("10m").unwrap();
+        let age = SystemTime::now().duration_since(ten_min).unwrap();
+        assert!(age.as_secs() >= 600 && age.as_secs() < 3600, "{age:?}");
+        assert!(parse_since("2026-11-30T22:00:00Z").is_ok());
+        let e = parse_since("yesterdayish").unwrap_err();
+        assert!(e.contains("yesterdayish") && e.contains("10m"), "{e}");
+    }
 }

@@ -10,6 +10,8 @@ mod daemon_status;
 mod daemon_stop;
 mod healthcheck;
 mod log_tail;
+
+pub(crate) use log_tail::parse_since;
 mod onboard;
 pub mod output;
 mod quickstart;

@@ -1420,3 +1420,64 @@ fn a_failed_start_tails_only_its_own_lines_and_an_unreadable_log_is_an_error() {
     assert!(exited, "--follow on an unreadable log hangs");
     assert_eq!(follow.wait().unwrap().code(), Some(1));
 }
+
+/// `daemon logs` without `--name` prints every daemon's lines, each prefixed by its name;
+/// `--since` keeps only lines logged since then (by the line's own timestamp).
+#[test]
+fn logs_without_a_name_shows_every_daemon_prefixed_and_since_filters_by_time() {
+    let (home, cfg) = home_with_config();
+    for name in ["alpha", "beta"] {
+        let r = home.run(&["daemon", "start", "--name", name, "--config", &cfg]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    // The log writer runs on its own thread: wait for the lines before reading them.
+    let ready = |name: &str| {
+        std::fs::read_to_string(home.log_path(name)).is_ok_and(|t| t.contains("daemon ready"))
+    };
+    assert!(wait_until(Duration::from_secs(30), || ready("alpha") && ready("beta")));
+    let old = "2000-01-01T00:00:00.000000Z  INFO clawdbot: OLD-LINE\n";
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(home.log_path("alpha"))
+        .unwrap();
+    std::io::Write::write_all(&mut log, old.as_bytes()).unwrap();
+
+    let r = home.run(&["daemon", "logs", "--lines", "500"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for name in ["alpha", "beta"] {
+        assert!(
+            r.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} | ")) && l.contains("daemon ready")),
+            "{name}: {r:?}"
+        );
+    }
+    assert!(
+        r.stdout.lines().next().unwrap_or("").contains("OLD-LINE"),
+        "merged by time, the oldest first: {r:?}"
+    );
+    let r = home.run(&["daemon", "logs", "--lines", "500", "--since", "1d"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        !r.stdout.contains("OLD-LINE") && r.stdout.contains("beta | "),
+        "{r:?}"
+    );
+    let r = home.run(&["daemon", "logs", "--name", "alpha", "--since", "2h"]);
+    assert!(
+        !r.stdout.contains("OLD-LINE") && r.stdout.contains("daemon ready"),
+        "{r:?}"
+    );
+
+    let r = home.run(&["daemon", "logs", "--follow"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("--name") && r.stderr.contains("alpha, beta"),
+        "{r:?}"
+    );
+    let r = home.run(&["daemon", "logs", "--since", "yesterdayish"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("yesterdayish"), "{r:?}");
+    for name in ["alpha", "beta"] {
+        assert_eq!(home.run(&["daemon", "stop", "--name", name]).code, 0);
+    }
+}
