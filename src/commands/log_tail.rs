@@ -101,14 +101,14 @@ fn last_lines(path: &Path, n: usize) -> Result<Vec<String>, CliError> {
             crate::fsutil::kind_of(&meta)
         )));
     }
-    let file = File::open(path).map_err(|e| io_error("read the log", path, e))?;
+    let file = open_regular(path).map_err(|e| io_error("read the log", path, e))?;
     tail_from(file, 0, n).map_err(|e| io_error("read the log", path, e))
 }
 
 /// The last `n` lines appended to `path` since `mark`: all of a file that is new (or was
 /// replaced), nothing of a file that did not grow or cannot be read.
 pub(super) fn lines_since(path: &Path, mark: &LogMark, n: usize) -> Vec<String> {
-    let Ok(file) = File::open(path) else {
+    let Ok(file) = open_regular(path) else {
         return Vec::new();
     };
     let Ok(meta) = file.metadata() else {
@@ -122,6 +122,17 @@ pub(super) fn lines_since(path: &Path, mark: &LogMark, n: usize) -> Vec<String> 
         _ => 0,
     };
     tail_from(file, from, n).unwrap_or_default()
+}
+
+/// Opens `path` for reading without waiting: a FIFO put there since it was checked would
+/// otherwise block the open until a writer comes (`O_NONBLOCK`; the caller checks the
+/// descriptor is a regular file).
+fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
 }
 
 /// The last `n` lines of `file` from byte `from` on (at most [`MAX_TAIL_BYTES`] of its
