@@ -315,7 +315,12 @@ mod tests {
             404,
             br#"{"error":{"message":"nope","type":"not_found_error","code":null}}"#,
         );
-        assert_eq!(e.to_string(), "HTTP 404 (type=not_found_error)");
+        assert_eq!(
+            e.to_string(),
+            "HTTP 404 (type=not_found_error): not found (does base_url need /v1? is the model \
+             one the server serves?)"
+        );
+        assert!(!e.to_string().contains("nope"), "the server's text stays out");
         assert!(!e.failover_eligible());
     }
 
