@@ -1,4 +1,4 @@
-//! Capped exponential backoff, the one schedule every retry loop uses: the gateway's
+//! Capped exponential backoff, the one schedule every retry loop uses: the model service's
 //! restarts ([`Backoff`], which forgets past crashes once a child stayed up long enough),
 //! the stream client's reconnects, the bot's redelivery of undelivered replies and the
 //! journal's retries of unwritten "answered" records

@@ -28,7 +28,7 @@ pub struct Cli {
 pub enum Command {
     /// Write a config for a channel and check the credentials and the model endpoint.
     Onboard(OnboardArgs),
-    /// Manage background daemons (the bot, or a supervised model gateway).
+    /// Manage background daemons (the bot, or a supervised model service).
     #[command(subcommand)]
     Daemon(DaemonCommand),
     /// Send a message through a running bot daemon.
@@ -91,10 +91,10 @@ pub struct InstallArgs {
     /// Config file for the bot (default: the unit's configuration folder, /etc/clawdbot/NAME.yaml).
     #[arg(long, value_name = "FILE", conflicts_with = "exec")]
     pub config: Option<PathBuf>,
-    /// Supervise this command instead of running the bot (a model gateway unit).
+    /// Supervise this command instead of running the bot (a model service unit).
     #[arg(long, value_name = "CMD ARGS")]
     pub exec: Option<String>,
-    /// With --exec: URL polled for the gateway's health.
+    /// With --exec: URL polled for the model service's health.
     #[arg(long, value_name = "URL", requires = "exec")]
     pub health_url: Option<String>,
     /// Replace a unit file that exists already.
@@ -110,7 +110,7 @@ pub struct UninstallArgs {
 
 /// What a daemon runs and where it logs.
 #[derive(Debug, Args, Clone, Default)]
-#[command(group = clap::ArgGroup::new("gateway").args(["exec", "exec_file"]).multiple(false))]
+#[command(group = clap::ArgGroup::new("model_service").args(["exec", "exec_file"]).multiple(false))]
 pub struct LaunchArgs {
     /// Daemon name (folder and socket name).
     #[arg(long, value_name = "NAME")]
@@ -123,15 +123,15 @@ pub struct LaunchArgs {
     /// (`logging.target` in the config can fix either).
     #[arg(long, value_name = "PATH|-")]
     pub log: Option<PathBuf>,
-    /// Supervise this command instead of running the bot (a model gateway such as llama-server).
+    /// Supervise this command instead of running the bot (a model service such as llama-server).
     #[arg(long, value_name = "CMD ARGS")]
     pub exec: Option<String>,
     /// Like --exec, with the command line read from FILE (one line; owner-only permissions),
     /// so secrets in it stay out of argv and unit files.
     #[arg(long, value_name = "FILE", conflicts_with = "exec")]
     pub exec_file: Option<PathBuf>,
-    /// With --exec or --exec-file: URL polled for the gateway's health.
-    #[arg(long, value_name = "URL", requires = "gateway")]
+    /// With --exec or --exec-file: URL polled for the model service's health.
+    #[arg(long, value_name = "URL", requires = "model_service")]
     pub health_url: Option<String>,
 }
 

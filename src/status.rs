@@ -19,7 +19,7 @@ pub struct DaemonReport {
     pub config_path: Option<String>,
     pub log_path: String,
     pub socket: String,
-    /// What the daemon runs: `bot` or `gateway`.
+    /// What the daemon runs: `bot` or `gateway` (a model service; the JSON word is kept for scripts).
     pub workload: String,
     /// The most recent error the daemon logged (no message text).
     pub last_error: Option<String>,
@@ -29,7 +29,9 @@ pub struct DaemonReport {
     pub channel: Option<ChannelReport>,
     #[serde(default)]
     pub models: Vec<ModelReport>,
-    pub gateway: Option<GatewayReport>,
+    /// The supervised model service; `gateway` in JSON, as scripts already read it.
+    #[serde(rename = "gateway")]
+    pub model_service: Option<ModelServiceReport>,
     /// The bot's durable message journal.
     #[serde(default)]
     pub journal: Option<JournalReport>,
@@ -132,7 +134,7 @@ pub struct ModelReport {
 
 /// A supervised model-runtime command (`daemon start --exec`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct GatewayReport {
+pub struct ModelServiceReport {
     pub command: String,
     /// `running`, `restarting` (between a crash and its restart) or `failing` (the child
     /// ended by itself 3 times within 60 s; back to `running` once it stays up that long).

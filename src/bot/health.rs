@@ -191,7 +191,7 @@ async fn model_checks(router: &ModelRouter, cfg: &Config, timeout: Duration) -> 
                     CheckStatus::Fail,
                     format!("{base}: {reason}"),
                     Some(format!(
-                        "start the model server (or the managed gateway) or fix models.{name}.base_url; try: curl {}",
+                        "start the model server (or the managed model service) or fix models.{name}.base_url; try: curl {}",
                         endpoint_url(&base, "models")
                     )),
                 ),

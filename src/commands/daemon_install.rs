@@ -17,8 +17,8 @@ use crate::cli::{InstallArgs, UninstallArgs, UnitPlaceArgs};
 use crate::daemon::exec_file::render_exec_file;
 use crate::daemon::unit::{ExecFilePlace, UnitSpec, UnitWorkload, MARKER, SERVICE_USER};
 use crate::exit::{CliError, CmdResult, Code};
-use crate::gateway::cmdline::CommandLine;
-use crate::gateway::health::HealthProbe;
+use crate::model_service::cmdline::CommandLine;
+use crate::model_service::health::HealthProbe;
 use crate::paths::{absolute, io_error, validate_name, write_private};
 
 pub fn install(args: &InstallArgs, out: &Output) -> CmdResult {
@@ -38,7 +38,7 @@ pub fn install(args: &InstallArgs, out: &Output) -> CmdResult {
                     return Err(CliError::usage("--health-url contains a line break"));
                 }
             }
-            UnitWorkload::Gateway {
+            UnitWorkload::ModelService {
                 exec_file: match &place.unit_dir {
                     Some(_) => ExecFilePlace::At(unit_dir(place)?.join(exec_file_name(place))),
                     None => ExecFilePlace::ConfigDir,
@@ -148,7 +148,7 @@ pub fn uninstall(args: &UninstallArgs, out: &Output) -> CmdResult {
     for (_, file) in &found {
         std::fs::remove_file(file).map_err(|e| io_error("remove", file, e))?;
     }
-    // The gateway's command file goes with its unit.
+    // The model service's command file goes with its unit.
     if found
         .iter()
         .any(|(u, _)| u.starts_with("clawdbot-gateway@"))
@@ -187,12 +187,12 @@ pub fn uninstall(args: &UninstallArgs, out: &Output) -> CmdResult {
     Ok(Code::Ok)
 }
 
-/// `NAME.exec`, the file holding a gateway unit's command line.
+/// `NAME.exec`, the file holding a model service unit's command line.
 fn exec_file_name(place: &UnitPlaceArgs) -> String {
     format!("{}.exec", place.name)
 }
 
-/// Where the gateway's command file goes, as the unit's `LoadCredential=` names it:
+/// Where the model service's command file goes, as the unit's `LoadCredential=` names it:
 /// beside the unit with `--unit-dir`, else the unit's configuration folder (`%E/clawdbot`:
 /// /etc/clawdbot, or ~/.config/clawdbot for `--user`). `None` when that folder is unknown.
 fn exec_file_path(place: &UnitPlaceArgs) -> Result<Option<PathBuf>, CliError> {

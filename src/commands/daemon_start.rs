@@ -233,7 +233,7 @@ const CHANNEL_POLL: Duration = Duration::from_millis(100);
 
 /// Waits until `deadline` for the daemon's channel to authenticate for the first time
 /// (stream: `connections/open` accepted and the WebSocket connected; HTTP mode: an access
-/// token obtained). `Ok` at once for a daemon without a channel (a gateway, or a bot
+/// token obtained). `Ok` at once for a daemon without a channel (a model service, or a bot
 /// without a `channel:` section). `Err` names DingTalk's refusal (its answer, never the
 /// secret), or, at the deadline, the channel's last error: a start that could not reach
 /// DingTalk fails rather than report a bot that cannot receive anything as running.

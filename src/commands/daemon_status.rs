@@ -231,14 +231,14 @@ fn describe(r: &DaemonReport) -> String {
                 .unwrap_or_default()
         ));
     }
-    if let Some(g) = &r.gateway {
+    if let Some(g) = &r.model_service {
         let state = match g.state.as_str() {
             "failing" => format!("FAILING ({} exits in the last minute)", g.recent_exits),
             "" => "-".to_string(),
             other => other.to_string(),
         };
         lines.push(format!(
-            "  gateway: {state}: {} (child pid {}, restarts {}, healthy {})",
+            "  model service: {state}: {} (child pid {}, restarts {}, healthy {})",
             g.command,
             g.child_pid.map(|p| p.to_string()).unwrap_or("-".into()),
             g.restarts,
@@ -249,7 +249,7 @@ fn describe(r: &DaemonReport) -> String {
                 .last_exit_at_ms
                 .map(|at| format!(", {} s ago", now_ms().saturating_sub(at) / 1000))
                 .unwrap_or_default();
-            lines.push(format!("  gateway last exit: {how}{ago}"));
+            lines.push(format!("  model service last exit: {how}{ago}"));
         }
     }
     if let Some(e) = &r.last_error {

@@ -19,7 +19,7 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command, ConfigCommand, DaemonCommand};
 use crate::exit::{CliError, CmdResult, Code};
-use crate::gateway::cmdline::shell_quote;
+use crate::model_service::cmdline::shell_quote;
 use crate::paths::Layout;
 
 pub use daemon_start::start_daemon;

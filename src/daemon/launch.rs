@@ -7,16 +7,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::LaunchArgs;
 use crate::exit::CliError;
-use crate::gateway::cmdline::CommandLine;
-use crate::gateway::health::HealthProbe;
 use crate::logging::{LogTarget, RunMode};
+use crate::model_service::cmdline::CommandLine;
+use crate::model_service::health::HealthProbe;
 use crate::paths::{absolute, write_private, DaemonPaths};
 
 /// Everything needed to run a daemon, with absolute paths.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Launch {
     pub name: String,
-    /// The bot's config (for `--exec` gateways: optional).
+    /// The bot's config (for `--exec` model services: optional).
     pub config: Option<PathBuf>,
     /// Where the log goes (saved as the path, or `-` for stderr).
     pub log: LogTarget,
@@ -107,13 +107,13 @@ impl Launch {
             exec,
             health_url,
         };
-        launch.check_gateway()?;
+        launch.check_model_service()?;
         Ok(launch)
     }
 
-    /// A gateway's command line splits and its program exists; its health URL is an
+    /// A model service's command line splits and its program exists; its health URL is an
     /// http(s) URL. Parsed exactly as the daemon will parse them (the errors name the flag).
-    fn check_gateway(&self) -> Result<(), CliError> {
+    fn check_model_service(&self) -> Result<(), CliError> {
         if let Some(cmd) = &self.exec {
             CommandLine::parse(cmd).map_err(|e| CliError::usage(e.to_string()))?;
         }

@@ -339,9 +339,11 @@ async fn build_workload(
     config: Option<Config>,
 ) -> Result<Arc<dyn Workload>, String> {
     match &launch.exec {
-        Some(cmd) => crate::gateway::Gateway::start(&launch.name, cmd, launch.health_url.clone())
-            .await
-            .map(|g| Arc::new(g) as Arc<dyn Workload>),
+        Some(cmd) => {
+            crate::model_service::ModelService::start(&launch.name, cmd, launch.health_url.clone())
+                .await
+                .map(|g| Arc::new(g) as Arc<dyn Workload>)
+        }
         None => {
             let config = config.ok_or("a bot needs a config file")?;
             let config_path = launch.config.clone().ok_or("a bot needs a config file")?;

@@ -28,14 +28,14 @@ pub(crate) const MARKER: &str = "# Written by `clawdbot daemon install`";
 pub(crate) enum UnitWorkload {
     /// The DingTalk bot, with an optional config file (else CONFIG_DIR/NAME.yaml).
     Bot { config: Option<PathBuf> },
-    /// A supervised model gateway. Its command line and health URL (either may hold
+    /// A supervised model service. Its command line and health URL (either may hold
     /// secrets) are never in the unit: systemd hands the file `exec_file` holding both
     /// to the daemon as the credential `exec` (`LoadCredential=`), read with
     /// `--exec-file %d/exec`.
-    Gateway { exec_file: ExecFilePlace },
+    ModelService { exec_file: ExecFilePlace },
 }
 
-/// Where a gateway unit's command file is.
+/// Where a model service unit's command file is.
 #[derive(Debug, Clone)]
 pub(crate) enum ExecFilePlace {
     /// `%E/clawdbot/%i.exec`: /etc/clawdbot/NAME.exec, or ~/.config/clawdbot/NAME.exec
@@ -74,9 +74,9 @@ pub(crate) struct UnitSpec {
 }
 
 /// The unit instance running daemon `name` (what `journalctl -u` and `systemctl` take):
-/// `clawdbot@NAME` for a bot, `clawdbot-gateway@NAME` for a gateway.
-pub(crate) fn unit_instance(gateway: bool, name: &str) -> String {
-    let prefix = if gateway {
+/// `clawdbot@NAME` for a bot, `clawdbot-gateway@NAME` for a model service (the unit name users already have).
+pub(crate) fn unit_instance(model_service: bool, name: &str) -> String {
+    let prefix = if model_service {
         "clawdbot-gateway"
     } else {
         "clawdbot"
@@ -95,11 +95,14 @@ pub(crate) enum UnitError {
 
 impl UnitSpec {
     /// The unit's file name for daemon `name`: `clawdbot@NAME.service` for a bot,
-    /// `clawdbot-gateway@NAME.service` for a gateway (an instance file of the template,
+    /// `clawdbot-gateway@NAME.service` for a model service (an instance file of the template,
     /// so `%i` is the daemon name). `name` `None` gives the template's name.
     pub(crate) fn file_name(&self, name: Option<&str>) -> String {
-        let gateway = matches!(self.workload, UnitWorkload::Gateway { .. });
-        format!("{}.service", unit_instance(gateway, name.unwrap_or("")))
+        let model_service = matches!(self.workload, UnitWorkload::ModelService { .. });
+        format!(
+            "{}.service",
+            unit_instance(model_service, name.unwrap_or(""))
+        )
     }
 
     /// The unit file's text.
@@ -119,10 +122,10 @@ impl UnitSpec {
                 }
                 ("clawdbot DingTalk bot %i", "network-online.target")
             }
-            UnitWorkload::Gateway { exec_file } => {
+            UnitWorkload::ModelService { exec_file } => {
                 credential = Some(format!("LoadCredential=exec:{}", exec_file.unit_value()?));
                 exec.push("--exec-file %d/exec".to_string());
-                ("clawdbot model gateway %i", "network.target")
+                ("clawdbot model service %i", "network.target")
             }
         };
         let mut u = String::new();
@@ -197,7 +200,7 @@ impl UnitSpec {
 
     /// The sandbox of a system unit (a user manager cannot apply most of it).
     fn system_sandbox(&self, w: &mut String) {
-        let gateway = matches!(self.workload, UnitWorkload::Gateway { .. });
+        let model_service = matches!(self.workload, UnitWorkload::ModelService { .. });
         line(w, &format!("User={SERVICE_USER}"));
         line(w, &format!("Group={SERVICE_USER}"));
         for setting in [
@@ -231,7 +234,7 @@ impl UnitSpec {
         ] {
             line(w, setting);
         }
-        if gateway {
+        if model_service {
             line(
                 w,
                 "# A model server may need a GPU (add DeviceAllow=/dev/nvidia* or /dev/dri) and",
@@ -286,7 +289,7 @@ pub(crate) fn example_units() -> Vec<(String, Vec<u8>)> {
     let binary = Path::new("/usr/local/bin/clawdbot").to_path_buf();
     [
         UnitWorkload::Bot { config: None },
-        UnitWorkload::Gateway {
+        UnitWorkload::ModelService {
             exec_file: ExecFilePlace::ConfigDir,
         },
     ]

@@ -1,4 +1,4 @@
-//! What a daemon runs: the bot, or a supervised model gateway. The control server and the
+//! What a daemon runs: the bot, or a supervised model service. The control server and the
 //! lifecycle code only see this trait.
 
 use std::future::Future;
@@ -14,9 +14,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type WorkError = (ErrorKind, String);
 
 pub trait Workload: Send + Sync + 'static {
-    /// `bot` or `gateway`.
+    /// `bot` or `gateway` (the model service; the word status JSON already uses).
     fn kind(&self) -> &'static str;
-    /// Adds this workload's figures (channel, models, gateway) to the report.
+    /// Adds this workload's figures (channel, models, model service) to the report.
     fn fill_report(&self, report: &mut DaemonReport);
     /// Live checks, bounded by `timeout`.
     fn health(&self, timeout: Duration) -> BoxFuture<'_, HealthReport>;
@@ -29,7 +29,7 @@ pub trait Workload: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<SendOutcome, WorkError>>;
     /// Stops taking work and finishes in-flight work for up to `drain`.
     fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()>;
-    /// What `/readyz` judges; `None` for a workload without a channel (the gateway),
+    /// What `/readyz` judges; `None` for a workload without a channel (the model service),
     /// which is ready while it runs.
     fn readiness(&self) -> Option<crate::ops::readiness::ReadinessFacts> {
         None

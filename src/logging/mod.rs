@@ -45,10 +45,10 @@ use crate::config::{LogFormat, LogLevel, LoggingConfig};
 /// The most verbose level any dependency may log at.
 const DEPENDENCY_CAP: LevelFilter = LevelFilter::WARN;
 
-/// Targets written by this program: its modules, and the supervised gateway's output.
+/// Targets written by this program: its modules, and the supervised model service's output.
 const OWN_TARGETS: [&str; 2] = [
     env!("CARGO_CRATE_NAME"),
-    crate::gateway::child::OUTPUT_TARGET,
+    crate::model_service::child::OUTPUT_TARGET,
 ];
 
 /// The most recent ERROR record's message and topic, shared with the status report.
@@ -217,7 +217,7 @@ mod tests {
     fn the_level_applies_to_own_targets_and_dependencies_stay_at_warn() {
         let trace = filter(LogLevel::Trace);
         assert!(trace.would_enable("clawdbot::dingtalk::stream", &Level::TRACE));
-        assert!(trace.would_enable(crate::gateway::child::OUTPUT_TARGET, &Level::INFO));
+        assert!(trace.would_enable(crate::model_service::child::OUTPUT_TARGET, &Level::INFO));
         assert!(!trace.would_enable("tungstenite::protocol", &Level::DEBUG));
         assert!(!trace.would_enable("hyper_util::client", &Level::INFO));
         assert!(trace.would_enable("hyper_util::client", &Level::WARN));

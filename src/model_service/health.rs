@@ -1,4 +1,4 @@
-//! The gateway's health URL: a small HTTP GET, polled in the background and run live for
+//! The model service's health URL: a small HTTP GET, polled in the background and run live for
 //! `healthcheck`.
 //!
 //! "Healthy" means a 2xx answer within the timeout: llama.cpp's `/health` answers 503
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, Url};
 
-use super::state::GatewayState;
+use super::state::ModelServiceState;
 use crate::redact_url::redact_url;
 
 /// Pause between background polls.
@@ -109,15 +109,15 @@ impl HealthProbe {
     }
 
     /// Polls forever, storing each result in `state` and logging only changes.
-    pub async fn poll(self, state: Arc<GatewayState>) {
+    pub async fn poll(self, state: Arc<ModelServiceState>) {
         loop {
             let result = self.probe(POLL_TIMEOUT).await;
             let before = state.set_healthy(result.healthy);
             if before != Some(result.healthy) {
                 if result.healthy {
-                    tracing::info!(url = %self.shown, detail = %result.detail, "gateway is healthy");
+                    tracing::info!(url = %self.shown, detail = %result.detail, "model service is healthy");
                 } else {
-                    tracing::warn!(url = %self.shown, detail = %result.detail, "gateway is not healthy");
+                    tracing::warn!(url = %self.shown, detail = %result.detail, "model service is not healthy");
                 }
             }
             tokio::time::sleep(POLL_INTERVAL).await;

@@ -50,7 +50,7 @@ impl ProcessGroup {
         if self.armed {
             if let Err(e) = killpg(self.pgid, sig) {
                 if e != Errno::ESRCH {
-                    tracing::warn!(pgid = self.pgid.as_raw(), signal = %sig, error = %e, "cannot signal the gateway's process group");
+                    tracing::warn!(pgid = self.pgid.as_raw(), signal = %sig, error = %e, "cannot signal the model service's process group");
                 }
             }
         }
@@ -169,7 +169,7 @@ impl RunningChild {
             tracing::warn!(
                 pid = self.pid,
                 grace_ms = grace.as_millis() as u64,
-                "gateway did not stop after SIGTERM; sending SIGKILL"
+                "model service did not stop after SIGTERM; sending SIGKILL"
             );
             self.group.signal(Signal::SIGKILL);
             let kill_deadline = Instant::now() + AFTER_KILL;
@@ -182,7 +182,7 @@ impl RunningChild {
             if !self.group.wait_empty(kill_deadline).await {
                 tracing::error!(
                     pgid = self.pid,
-                    "gateway process group still has members after SIGKILL"
+                    "model service process group still has members after SIGKILL"
                 );
             }
         }
@@ -215,7 +215,7 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, name: &'static str, pid: 
     loop {
         let (done, used, eof) = match reader.fill_buf().await {
             Err(e) => {
-                tracing::warn!(pid, stream = name, error = %e, "cannot read the gateway's output");
+                tracing::warn!(pid, stream = name, error = %e, "cannot read the model service's output");
                 break;
             }
             Ok([]) => (true, 0, true),

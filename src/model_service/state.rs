@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// A gateway whose child ended by itself [`FAILING_EXITS`] times within
+/// A model service whose child ended by itself [`FAILING_EXITS`] times within
 /// [`FAILING_WINDOW`] is `failing`; it recovers once the child stays up that long.
 pub const FAILING_EXITS: usize = 3;
 pub const FAILING_WINDOW: Duration = Duration::from_secs(60);
 
-/// One consistent copy of the gateway's figures.
+/// One consistent copy of the model service's figures.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// The running child's pid; `None` between a crash and its restart, and after stop.
@@ -69,9 +69,9 @@ impl Inner {
 }
 
 #[derive(Debug, Default)]
-pub struct GatewayState(Mutex<Inner>);
+pub struct ModelServiceState(Mutex<Inner>);
 
-impl GatewayState {
+impl ModelServiceState {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // The fields stay consistent even if a holder panicked: each update is one store.
         self.0
@@ -122,7 +122,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn three_exits_within_the_window_are_failing_until_the_child_stays_up() {
-        let state = GatewayState::default();
+        let state = ModelServiceState::default();
         state.child_started(10);
         state.child_ended("stopped by the daemon".into(), false);
         assert_eq!(
