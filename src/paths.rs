@@ -397,23 +397,6 @@ impl DaemonPaths {
         self.state.join("control.sock")
     }
 
-    /// The socket to connect to: the one the pid file records, else [`Self::socket`].
-    /// A record in a service user's folder ([`StateAccess::ServiceOwned`]) is only followed
-    /// to this name's own socket paths, so it cannot steer root's client elsewhere.
-    pub(crate) fn control_socket(&self) -> PathBuf {
-        let recorded = crate::daemon::pidfile::recorded_socket(&self.pid_file);
-        match recorded {
-            Some(socket)
-                if socket == self.socket
-                    || socket == self.fallback_socket()
-                    || matches!(self.state_access(), Ok(StateAccess::Own)) =>
-            {
-                socket
-            }
-            _ => self.socket.clone(),
-        }
-    }
-
     /// Where `daemon start` remembers how it was launched, for `restart`.
     pub fn launch_file(&self) -> PathBuf {
         self.state.join("launch.json")

@@ -7,6 +7,23 @@ use serde::{Deserialize, Serialize};
 /// Version of the JSON documents printed with `--json`. Bump only on breaking changes.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The values of [`ChannelReport::state`].
+pub mod channel_state {
+    pub const CONNECTING: &str = "connecting";
+    pub const CONNECTED: &str = "connected";
+    pub const RECONNECTING: &str = "reconnecting";
+    /// HTTP (callback) mode: the callback port takes messages.
+    pub const LISTENING: &str = "listening";
+    pub const STOPPED: &str = "stopped";
+}
+
+/// The values of [`ChannelReport::auth`]: whether DingTalk accepted the app's credentials.
+pub mod channel_auth {
+    pub const PENDING: &str = "pending";
+    pub const OK: &str = "ok";
+    pub const REFUSED: &str = "refused";
+}
+
 /// What `daemon status` shows for one running daemon.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DaemonReport {

@@ -44,7 +44,7 @@ impl Conversations {
         }
     }
 
-    pub fn admit(&self, msg: &Inbound, _cfg: &Config) -> Admission {
+    pub fn admit(&self, msg: &Inbound) -> Admission {
         let mut gate = self.access.lock().unwrap_or_else(|p| p.into_inner());
         let user = msg
             .sender_staff_id
@@ -101,7 +101,7 @@ impl Conversations {
         prompt.messages
     }
 
-    pub fn remember(&self, _cfg: &Config, conversation: &str, user: &str, answer: &str) {
+    pub fn remember(&self, conversation: &str, user: &str, answer: &str) {
         self.memory
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -41,12 +41,12 @@ use crate::status::DaemonReport;
 /// The callback replay record in the state folder (see `dingtalk::replay`).
 const CALLBACK_REPLAY_FILE: &str = "callback-replay";
 
+use conversations::Conversations;
 use inflight::InFlight;
 use intake::JournalSink;
 use journal::Journal;
 use open_cards::OpenCards;
 use order::TurnOrder;
-use pipeline::Conversations;
 
 pub(crate) struct Shared {
     /// The live config; SIGHUP swaps it (reply texts, policy, access, memory, prompt).

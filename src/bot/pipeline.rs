@@ -28,7 +28,6 @@ use crate::logging::text_for_log;
 use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
 
 use super::conversations::Admission;
-pub use super::conversations::Conversations;
 use super::order::Ticket;
 use super::redelivery::{redeliver, LateReply, RedeliveryPolicy};
 
@@ -150,7 +149,7 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         text = %text_for_log(&text, cfg.logging.log_message_text),
         "message received"
     );
-    match shared.conversations.admit(&msg, &cfg) {
+    match shared.conversations.admit(&msg) {
         Admission::Allowed => {}
         Admission::Denied => return finish(shared, &msg, &cfg.reply.denied_text, "denied").await,
         Admission::RateLimited => {
@@ -247,7 +246,7 @@ impl TurnHooks for Hooks<'_> {
     fn answered(&mut self, answer: &str) {
         self.shared
             .conversations
-            .remember(self.cfg, self.conversation, self.text, answer);
+            .remember(self.conversation, self.text, answer);
     }
 }
 
@@ -464,7 +463,7 @@ async fn run_command(
         command = cmd.label(),
         "chat command received"
     );
-    match shared.conversations.admit(msg, cfg) {
+    match shared.conversations.admit(msg) {
         Admission::Allowed => {}
         Admission::Denied => return finish(shared, msg, &cfg.reply.denied_text, "denied").await,
         Admission::RateLimited => {

@@ -14,10 +14,10 @@ use serde_json::json;
 
 use super::output::Output;
 use crate::cli::{InstallArgs, UninstallArgs, UnitPlaceArgs};
-use crate::daemon::exec_file::render_exec_file;
+use crate::cmdline::CommandLine;
 use crate::daemon::unit::{ExecFilePlace, UnitSpec, UnitWorkload, MARKER, SERVICE_USER};
 use crate::exit::{CliError, CmdResult, Code};
-use crate::model_service::cmdline::CommandLine;
+use crate::model_service::exec_file::render_exec_file;
 use crate::model_service::health::HealthProbe;
 use crate::paths::{absolute, io_error, validate_name, write_private};
 

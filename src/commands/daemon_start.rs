@@ -59,7 +59,7 @@ pub fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
 /// `daemon run`: the same daemon in the foreground.
 pub fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
     let paths = layout.daemon(&args.launch.name)?;
-    let launch = Launch::resolve(
+    let launch = super::launch::resolve(
         &paths,
         &args.launch,
         &super::invocation(layout),
@@ -68,7 +68,12 @@ pub fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
     if args.ready_fd.is_none() {
         launch.save(&paths)?;
     }
-    runtime::run(&paths, &launch, ReadyPipe::from_fd(args.ready_fd))
+    runtime::run(
+        &paths,
+        &launch,
+        &super::workloads::Workloads,
+        ReadyPipe::from_fd(args.ready_fd),
+    )
 }
 
 /// Starts a detached daemon (or finds it running) and prints the outcome. Everything
@@ -123,7 +128,12 @@ pub fn start_daemon(
     launch.save(&paths)?;
     let started = Instant::now();
     let (report, lock) = spawn_detached(lock, timeout, |ready_fd| {
-        match runtime::run(&paths, &launch, ReadyPipe::from_fd(Some(ready_fd))) {
+        match runtime::run(
+            &paths,
+            &launch,
+            &super::workloads::Workloads,
+            ReadyPipe::from_fd(Some(ready_fd)),
+        ) {
             Ok(code) => code,
             Err(e) => e.code,
         }
@@ -166,7 +176,7 @@ fn probe_settled(paths: &DaemonPaths, grace: Duration) -> Probe {
 
 fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Launch, CliError> {
     // Loads and checks the config (for its logging.target) as the daemon will.
-    let launch = Launch::resolve(paths, args, me, RunMode::Detached)?;
+    let launch = super::launch::resolve(paths, args, me, RunMode::Detached)?;
     paths.ensure_state_dir()?;
     crate::fsutil::probe_writable(&paths.state)
         .map_err(|e| io_error("create files in the state folder", &paths.state, e))?;
@@ -202,7 +212,7 @@ fn confirm(
     let what = match &report.outcome {
         Outcome::Ready => {
             let left = timeout.saturating_sub(started.elapsed()).max(PROBE_TIMEOUT);
-            match Client::connect(&paths.control_socket(), left) {
+            match Client::connect(&crate::daemon::probe::control_socket(paths), left) {
                 Ok(mut client) => {
                     let channel = match limits.wait_channel {
                         true => wait_for_channel(&mut client, started + timeout),
@@ -238,8 +248,8 @@ const CHANNEL_POLL: Duration = Duration::from_millis(100);
 /// secret), or, at the deadline, the channel's last error: a start that could not reach
 /// DingTalk fails rather than report a bot that cannot receive anything as running.
 fn wait_for_channel(client: &mut Client, deadline: Instant) -> Result<(), String> {
-    use crate::dingtalk::stats::{AUTH_OK, AUTH_REFUSED};
     use crate::ipc::proto::{Request, Response};
+    use crate::status::channel_auth::{OK as AUTH_OK, REFUSED as AUTH_REFUSED};
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         client.set_timeout(left.max(PROBE_TIMEOUT));
@@ -286,7 +296,7 @@ fn started_doc(
     out.result(
         json!({"ok": true, "name": paths.name, "state": "running", "pid": client.daemon_pid,
                "version": client.daemon_version, "log": launch.log.describe(),
-               "socket": paths.control_socket().display().to_string(), "ready_ms": ms}),
+               "socket": crate::daemon::probe::control_socket(paths).display().to_string(), "ready_ms": ms}),
         &format!(
             "started {} (pid {}) in {ms} ms; log: {}",
             paths.name,

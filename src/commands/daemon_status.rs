@@ -138,8 +138,11 @@ pub(super) fn connect(layout: &Layout, paths: &DaemonPaths) -> Result<Client, Cl
 }
 
 fn fetch_report(paths: &DaemonPaths) -> Result<DaemonReport, String> {
-    let mut client = Client::connect(&paths.control_socket(), crate::daemon::probe::PROBE_TIMEOUT)
-        .map_err(|e| e.to_string())?;
+    let mut client = Client::connect(
+        &crate::daemon::probe::control_socket(paths),
+        crate::daemon::probe::PROBE_TIMEOUT,
+    )
+    .map_err(|e| e.to_string())?;
     match client
         .request(&Request::Status)
         .map_err(|e| e.to_string())?

@@ -102,7 +102,9 @@ pub fn stop_daemon(
 }
 
 fn ask_to_shut_down(paths: &DaemonPaths, drain: Duration) -> bool {
-    let Ok(mut client) = Client::connect(&paths.control_socket(), PROBE_TIMEOUT) else {
+    let Ok(mut client) =
+        Client::connect(&crate::daemon::probe::control_socket(paths), PROBE_TIMEOUT)
+    else {
         return false;
     };
     matches!(

@@ -8,18 +8,21 @@ mod daemon_start;
 mod daemon_status;
 mod daemon_stop;
 mod healthcheck;
+mod launch;
 mod onboard;
 pub mod output;
 mod quickstart;
 mod send;
+mod sim;
+mod workloads;
 
 use std::ffi::OsString;
 
 use clap::Parser;
 
 use crate::cli::{Cli, Command, ConfigCommand, DaemonCommand};
+use crate::cmdline::shell_quote;
 use crate::exit::{CliError, CmdResult, Code};
-use crate::model_service::cmdline::shell_quote;
 use crate::paths::Layout;
 
 pub use daemon_start::start_daemon;
@@ -72,7 +75,7 @@ fn dispatch(cli: &Cli, layout: &Layout, out: &output::Output) -> CmdResult {
         Command::Send(a) => send::send(layout, a, out),
         Command::Healthcheck(a) => healthcheck::healthcheck(layout, a, out),
         Command::Onboard(a) => onboard::onboard(layout, a, out),
-        Command::Sim(a) => crate::sim::command(a, layout, out),
+        Command::Sim(a) => sim::command(a, out),
         Command::Quickstart(a) => quickstart::quickstart(layout, a, out),
     }
 }

@@ -81,6 +81,21 @@ pub struct ControlState {
     pub shutdown: watch::Sender<Option<Duration>>,
 }
 
+/// The ops endpoint's view of the running daemon.
+impl crate::ops::DaemonView for ControlState {
+    fn report(&self) -> DaemonReport {
+        ControlState::report(self)
+    }
+
+    fn readiness(&self) -> Option<crate::ops::readiness::ReadinessFacts> {
+        self.workload.readiness()
+    }
+
+    fn draining(&self) -> bool {
+        self.shutdown.borrow().is_some()
+    }
+}
+
 impl ControlState {
     /// Records that the control socket is now served at `path` (after a re-bind).
     pub fn set_socket(&self, path: &std::path::Path) {

@@ -6,7 +6,6 @@ pub(crate) mod argv_mask;
 pub mod claim;
 pub mod control;
 pub mod detach;
-pub(crate) mod exec_file;
 pub mod launch;
 pub mod pidfile;
 pub mod probe;

@@ -3,16 +3,33 @@
 //! they agree on every state.
 
 use std::fs;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::exit::Code;
 use crate::ipc::client::{Client, ClientError};
 use crate::paths::{DaemonPaths, StateAccess};
 
-use super::pidfile::{is_locked, lock_state, read_record, LockState};
+use super::pidfile::{is_locked, lock_state, read_record, recorded_socket, LockState};
 
 /// How long a probe waits for hello.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The socket to connect to: the one the pid file records, else [`DaemonPaths::socket`].
+/// A record in a service user's folder ([`StateAccess::ServiceOwned`]) is only followed
+/// to this name's own socket paths, so it cannot steer root's client elsewhere.
+pub(crate) fn control_socket(paths: &DaemonPaths) -> PathBuf {
+    match recorded_socket(&paths.pid_file) {
+        Some(socket)
+            if socket == paths.socket
+                || socket == paths.fallback_socket()
+                || matches!(paths.state_access(), Ok(StateAccess::Own)) =>
+        {
+            socket
+        }
+        _ => paths.socket.clone(),
+    }
+}
 
 /// The state of one daemon name.
 #[derive(Debug)]
@@ -65,7 +82,7 @@ pub fn connect(paths: &DaemonPaths) -> Result<Client, Down> {
         Err(e) if e.code == Code::Usage => return Err(Down::UnsafeFolder { reason: e.message }),
         Err(e) => return Err(Down::Denied { reason: e.message }),
     }
-    let err = match Client::connect(&paths.control_socket(), PROBE_TIMEOUT) {
+    let err = match Client::connect(&control_socket(paths), PROBE_TIMEOUT) {
         Ok(c) => return Ok(c),
         Err(ClientError::PermissionDenied(p)) => {
             return Err(Down::Denied {

@@ -33,7 +33,7 @@ use super::claim::{Claim, Healed, HEAL_INTERVAL};
 use super::control::{self, ControlState, DaemonInfo};
 use super::launch::Launch;
 use super::sdnotify;
-use super::workload::Workload;
+use super::workload::WorkloadFactory;
 
 /// Drain budget when the daemon is stopped by SIGTERM or SIGINT.
 pub const SIGNAL_DRAIN: Duration = Duration::from_secs(10);
@@ -63,10 +63,15 @@ impl ReadyPipe {
     }
 }
 
-/// Runs the daemon until it is asked to stop. Startup errors go to the ready pipe (and
-/// stderr) and decide the exit code.
-pub fn run(paths: &DaemonPaths, launch: &Launch, mut ready: ReadyPipe) -> Result<Code, CliError> {
-    let result = start_and_serve(paths, launch, &mut ready);
+/// Runs the daemon, with the workload `workloads` starts for `launch`, until it is asked
+/// to stop. Startup errors go to the ready pipe (and stderr) and decide the exit code.
+pub fn run(
+    paths: &DaemonPaths,
+    launch: &Launch,
+    workloads: &dyn WorkloadFactory,
+    mut ready: ReadyPipe,
+) -> Result<Code, CliError> {
+    let result = start_and_serve(paths, launch, workloads, &mut ready);
     if let Err(e) = &result {
         ready.failed(&e.message);
     }
@@ -76,6 +81,7 @@ pub fn run(paths: &DaemonPaths, launch: &Launch, mut ready: ReadyPipe) -> Result
 fn start_and_serve(
     paths: &DaemonPaths,
     launch: &Launch,
+    workloads: &dyn WorkloadFactory,
     ready: &mut ReadyPipe,
 ) -> Result<Code, CliError> {
     // Dropped last on every path out of here: removes the pid file and socket it made.
@@ -129,6 +135,7 @@ fn start_and_serve(
     let daemon = Daemon {
         paths,
         launch,
+        workloads,
         last_error,
     };
     let result = runtime.block_on(daemon.serve(config, ready, &mut claim));
@@ -142,6 +149,7 @@ fn start_and_serve(
 struct Daemon<'a> {
     paths: &'a DaemonPaths,
     launch: &'a Launch,
+    workloads: &'a dyn WorkloadFactory,
     last_error: logging::LastError,
 }
 
@@ -213,7 +221,7 @@ impl Daemon<'_> {
         let mut signals = Signals::install()?;
         // A start that timed out sends SIGTERM: give up cleanly rather than half-started.
         let workload = tokio::select! {
-            w = build_workload(self.paths, self.launch, config) => w.map_err(|e| {
+            w = self.workloads.start(self.paths, self.launch, config) => w.map_err(|e| {
                 tracing::error!("startup failed: {e}");
                 CliError::failure(e)
             })?,
@@ -331,27 +339,6 @@ fn tokio_listener(
         .set_nonblocking(true)
         .and_then(|()| UnixListener::from_std(listener))
         .map_err(|e| crate::paths::io_error("listen on", path, e))
-}
-
-async fn build_workload(
-    paths: &DaemonPaths,
-    launch: &Launch,
-    config: Option<Config>,
-) -> Result<Arc<dyn Workload>, String> {
-    match &launch.exec {
-        Some(cmd) => {
-            crate::model_service::ModelService::start(&launch.name, cmd, launch.health_url.clone())
-                .await
-                .map(|g| Arc::new(g) as Arc<dyn Workload>)
-        }
-        None => {
-            let config = config.ok_or("a bot needs a config file")?;
-            let config_path = launch.config.clone().ok_or("a bot needs a config file")?;
-            crate::bot::Bot::start(config, config_path, paths.clone())
-                .await
-                .map(|b| Arc::new(b) as Arc<dyn Workload>)
-        }
-    }
 }
 
 fn signal_err(e: std::io::Error) -> CliError {

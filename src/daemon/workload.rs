@@ -1,17 +1,36 @@
 //! What a daemon runs: the bot, or a supervised model service. The control server and the
-//! lifecycle code only see this trait.
+//! lifecycle code only see the [`Workload`] trait, and the daemon builds its workload
+//! through the [`WorkloadFactory`] it is given: `daemon/` names no workload.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Config;
 use crate::ipc::proto::{ErrorKind, HealthReport, SendOutcome};
+use crate::paths::DaemonPaths;
 use crate::status::DaemonReport;
+
+use super::Launch;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A refusal or failure the control server sends back as `Response::Error`.
 pub type WorkError = (ErrorKind, String);
+
+/// Starts the workload a [`Launch`] describes, inside the daemon's tokio runtime, once the
+/// pid lock is held, the log is open and the control socket is bound. `config` is the
+/// launch's config, loaded (absent for a model service started without one). The error
+/// is one line for `daemon start` to print.
+pub trait WorkloadFactory: Sync {
+    fn start<'a>(
+        &'a self,
+        paths: &'a DaemonPaths,
+        launch: &'a Launch,
+        config: Option<Config>,
+    ) -> BoxFuture<'a, Result<Arc<dyn Workload>, String>>;
+}
 
 pub trait Workload: Send + Sync + 'static {
     /// `bot` or `gateway` (the model service; the word status JSON already uses).

@@ -45,11 +45,12 @@ use crate::config::{LogFormat, LogLevel, LoggingConfig};
 /// The most verbose level any dependency may log at.
 const DEPENDENCY_CAP: LevelFilter = LevelFilter::WARN;
 
+/// The tracing target of a supervised model service's forwarded output (filter on it in
+/// the daemon log). The word predates the name "model service" and stays for log filters.
+pub const MODEL_SERVICE_OUTPUT_TARGET: &str = "gateway_output";
+
 /// Targets written by this program: its modules, and the supervised model service's output.
-const OWN_TARGETS: [&str; 2] = [
-    env!("CARGO_CRATE_NAME"),
-    crate::model_service::child::OUTPUT_TARGET,
-];
+const OWN_TARGETS: [&str; 2] = [env!("CARGO_CRATE_NAME"), MODEL_SERVICE_OUTPUT_TARGET];
 
 /// The most recent ERROR record's message and topic, shared with the status report.
 #[derive(Clone, Default)]
@@ -217,7 +218,7 @@ mod tests {
     fn the_level_applies_to_own_targets_and_dependencies_stay_at_warn() {
         let trace = filter(LogLevel::Trace);
         assert!(trace.would_enable("clawdbot::dingtalk::stream", &Level::TRACE));
-        assert!(trace.would_enable(crate::model_service::child::OUTPUT_TARGET, &Level::INFO));
+        assert!(trace.would_enable(MODEL_SERVICE_OUTPUT_TARGET, &Level::INFO));
         assert!(!trace.would_enable("tungstenite::protocol", &Level::DEBUG));
         assert!(!trace.would_enable("hyper_util::client", &Level::INFO));
         assert!(trace.would_enable("hyper_util::client", &Level::WARN));

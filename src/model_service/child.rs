@@ -23,10 +23,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
 
-use super::cmdline::CommandLine;
-
-/// The tracing target of forwarded child output (filter on it in the daemon log).
-pub const OUTPUT_TARGET: &str = "gateway_output";
+use crate::cmdline::CommandLine;
+use crate::logging::MODEL_SERVICE_OUTPUT_TARGET as OUTPUT_TARGET;
 
 /// Longer output lines are logged in pieces of this many bytes.
 const MAX_LINE_BYTES: usize = 8 * 1024;

@@ -3,8 +3,9 @@
 //! status and stop machinery as the bot, in a daemon of its own so that bot and model service
 //! restart independently.
 //!
-//! - [`cmdline`]: shell-like splitting (no shell) and program lookup;
-//! - [`redact`]: the command as shown in status and logs (secret flag values masked);
+//! - [`crate::cmdline`]: shell-like splitting (no shell), program lookup, and the command as
+//!   shown in status and logs (secret flag values masked);
+//! - [`exec_file`]: `--exec-file`, the command line (and health URL) read from a file;
 //! - [`child`]: one run of the command in its own process group, output into the log;
 //! - [`supervisor`]: restart with capped exponential backoff ([`backoff`]);
 //! - [`health`]: the optional health URL, polled in the background;
@@ -19,9 +20,8 @@
 /// The restart schedule lives in [`crate::backoff`], shared with the channel and the bot.
 pub use crate::backoff;
 pub mod child;
-pub mod cmdline;
+pub(crate) mod exec_file;
 pub mod health;
-pub mod redact;
 pub mod state;
 pub mod supervisor;
 
@@ -35,9 +35,9 @@ use crate::daemon::workload::{BoxFuture, WorkError, Workload};
 use crate::ipc::proto::{Check, CheckStatus, ErrorKind, HealthReport, SendOutcome};
 use crate::status::{DaemonReport, ModelServiceReport};
 
+use crate::cmdline::CommandLine;
 use backoff::BackoffPolicy;
 use child::RunningChild;
-use cmdline::CommandLine;
 use health::HealthProbe;
 use state::ModelServiceState;
 use supervisor::Supervisor;

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use super::backoff::{Backoff, BackoffPolicy};
 use super::child::{describe_exit, RunningChild};
-use super::cmdline::CommandLine;
 use super::state::ModelServiceState;
+use crate::cmdline::CommandLine;
 
 /// Grace given to members a child left behind when it exited by itself.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(2);

@@ -20,7 +20,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::OpsConfig;
-use crate::daemon::control::ControlState;
 use crate::listen::ListenLimits;
 use crate::status::DaemonReport;
 
@@ -33,11 +32,22 @@ pub(crate) struct Snapshot {
     pub(crate) inbox_pending: Option<u64>,
 }
 
+/// What the ops endpoint reads from the running daemon (the daemon's control state
+/// implements it), so this module needs nothing of the daemon's own.
+pub trait DaemonView: Send + Sync + 'static {
+    /// The live report, as `daemon status` shows it.
+    fn report(&self) -> DaemonReport;
+    /// What `/readyz` judges; `None` for a workload without a channel.
+    fn readiness(&self) -> Option<readiness::ReadinessFacts>;
+    /// Whether the daemon was asked to shut down.
+    fn draining(&self) -> bool;
+}
+
 /// Reads a [`Snapshot`] of the running daemon.
-pub(crate) fn snapshot(control: &ControlState) -> Snapshot {
+pub(crate) fn snapshot(control: &dyn DaemonView) -> Snapshot {
     let report = control.report();
-    let draining = control.shutdown.borrow().is_some();
-    let facts = control.workload.readiness();
+    let draining = control.draining();
+    let facts = control.readiness();
     let now = crate::dingtalk::now_ms();
     let (mut not_ready, inbox_pending) = match &facts {
         Some(f) => (
@@ -80,7 +90,7 @@ impl OpsServer {
     /// address, `localhost`, and `allowed_hosts` (`ops.allowed_hosts`).
     pub fn start(
         listener: TcpListener,
-        control: Arc<ControlState>,
+        control: Arc<dyn DaemonView>,
         allowed_hosts: &[String],
     ) -> Result<OpsServer, String> {
         let addr = listener

@@ -13,7 +13,7 @@
 //! everything else is kept as written (so a command without such flags is shown
 //! unchanged). The command that runs is never redacted: only its display.
 
-use super::cmdline::{scan_words, shell_quote, single_quoted, Operators, Word};
+use super::{scan_words, shell_quote, single_quoted, Operators, Word};
 
 /// What a masked value is shown as.
 pub const MASK: &str = "***";

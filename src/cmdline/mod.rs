@@ -7,7 +7,9 @@
 //! `sh -c '...'`, because silently passing them as arguments would surprise everyone.
 //!
 //! Invariant: the text of a command line appears in no error and no report; what may be
-//! shown is [`CommandLine::display`] (secret flag values masked by [`super::redact`]).
+//! shown is [`CommandLine::display`] (secret flag values masked by [`redact`]).
+
+pub mod redact;
 
 use std::ffi::OsString;
 use std::ops::Range;
@@ -78,7 +80,7 @@ impl CommandLine {
         }
         let program = resolve_program(first, std::env::var_os("PATH"))?;
         Ok(CommandLine {
-            display: super::redact::redact(text),
+            display: redact::redact(text),
             program,
             args: rest.to_vec(),
         })
@@ -90,7 +92,7 @@ impl CommandLine {
     /// `/bin/sh -c script`, unresolved (for tests of the child and the supervisor).
     pub(crate) fn sh(script: &str) -> CommandLine {
         CommandLine {
-            display: super::redact::redact(script),
+            display: redact::redact(script),
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
         }

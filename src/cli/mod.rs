@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub mod sim;
+
 /// Operator CLI and managed daemon for a DingTalk bot answered by a local model.
 #[derive(Debug, Parser)]
 #[command(name = "clawdbot", version, about, long_about = None, propagate_version = true)]
@@ -41,7 +43,7 @@ pub enum Command {
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Run the local DingTalk simulator (Stream gateway, OpenAPI, session webhooks).
-    Sim(crate::sim::SimArgs),
+    Sim(sim::SimArgs),
     /// Show the whole path working: simulator, bot daemon, a message and its reply.
     Quickstart(QuickstartArgs),
 }
