@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod bot;
 pub mod cli;
+pub mod clock;
 pub mod cmdline;
 pub mod commands;
 pub mod config;

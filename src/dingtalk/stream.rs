@@ -133,7 +133,7 @@ impl StreamClient {
             first = false;
             self.stats.authenticated();
             self.stats
-                .set_connected(channel_state::CONNECTED, super::now_ms());
+                .set_connected(channel_state::CONNECTED, crate::clock::now_ms());
             tracing::info!("DingTalk stream connected");
             match self.session(ws, &mut attempt, &mut shutdown).await {
                 End::Shutdown => break,
@@ -271,7 +271,7 @@ impl StreamClient {
                     ping_sent = None;
                     *attempt = 0;
                     if matches!(msg, Some(Ok(_))) {
-                        self.stats.received(super::now_ms());
+                        self.stats.received(crate::clock::now_ms());
                     }
                     match msg {
                         None => return End::Lost("server closed the stream".into()),

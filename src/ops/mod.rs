@@ -48,7 +48,7 @@ pub(crate) fn snapshot(control: &dyn DaemonView) -> Snapshot {
     let report = control.report();
     let draining = control.draining();
     let facts = control.readiness();
-    let now = crate::dingtalk::now_ms();
+    let now = crate::clock::now_ms();
     let (mut not_ready, inbox_pending) = match &facts {
         Some(f) => (
             readiness::not_ready_reasons(f, now),

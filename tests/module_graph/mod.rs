@@ -16,7 +16,10 @@ pub type Graph = BTreeMap<String, BTreeMap<String, String>>;
 /// Reads the graph of `src` (the crate's source folder).
 pub fn read(src: &Path) -> Graph {
     let modules = top_level_modules(src);
-    let mut graph: Graph = modules.iter().map(|m| (m.clone(), BTreeMap::new())).collect();
+    let mut graph: Graph = modules
+        .iter()
+        .map(|m| (m.clone(), BTreeMap::new()))
+        .collect();
     for file in rust_files(src) {
         let rel = file.strip_prefix(src).unwrap();
         let from = module_of(rel);
@@ -40,7 +43,12 @@ pub fn read(src: &Path) -> Graph {
 
 /// `foo` for `src/foo.rs` and `src/foo/...`; `main` and `lib` for the crate roots.
 fn module_of(rel: &Path) -> String {
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     first.strip_suffix(".rs").unwrap_or(&first).to_string()
 }
 
@@ -116,7 +124,9 @@ pub fn strip_comments_and_strings(src: &str) -> String {
                     continue;
                 }
                 j += 1;
-                while j < c.len() && !(c[j] == '"' && (1..=hashes).all(|k| c.get(j + k) == Some(&'#'))) {
+                while j < c.len()
+                    && !(c[j] == '"' && (1..=hashes).all(|k| c.get(j + k) == Some(&'#')))
+                {
                     j += 1;
                 }
                 i = j + 1 + hashes;
@@ -280,13 +290,19 @@ pub fn picture(graph: &Graph) -> String {
         if let Some(&d) = memo.get(m) {
             return d;
         }
-        let d = graph[m].keys().map(|n| 1 + depth(graph, n, memo)).max().unwrap_or(0);
+        let d = graph[m]
+            .keys()
+            .map(|n| 1 + depth(graph, n, memo))
+            .max()
+            .unwrap_or(0);
         memo.insert(m.to_string(), d);
         d
     }
     let mut memo = BTreeMap::new();
-    let mut order: Vec<(usize, &String)> =
-        graph.keys().map(|m| (depth(graph, m, &mut memo), m)).collect();
+    let mut order: Vec<(usize, &String)> = graph
+        .keys()
+        .map(|m| (depth(graph, m, &mut memo), m))
+        .collect();
     order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
     let width = graph.keys().map(|m| m.len()).max().unwrap_or(0);
     let mut text = String::new();
@@ -295,7 +311,11 @@ pub fn picture(graph: &Graph) -> String {
         let head = format!("{m:<width$} -> ");
         let mut line = head.clone();
         for (k, u) in uses.iter().enumerate() {
-            let word = if k + 1 < uses.len() { format!("{u}, ") } else { u.to_string() };
+            let word = if k + 1 < uses.len() {
+                format!("{u}, ")
+            } else {
+                u.to_string()
+            };
             if line.trim_end().len() + word.trim_end().len() > 94 {
                 text.push_str(line.trim_end());
                 text.push('\n');
