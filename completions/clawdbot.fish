@@ -195,8 +195,8 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_se
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_seen_subcommand_from serve inject outbox help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l listen -d 'Address to listen on (loopback by default; port 0 = any free port)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l port-file -d 'Write the base URL to this file once listening' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l client-id -r
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l client-secret -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l client-id -d 'The app\'s client id (default: the simulator\'s demo app)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l client-secret -d 'The app\'s client secret (default: the demo app\'s)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l robot-code -d 'Robot code (defaults to the client id)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l ping-interval-ms -d 'SYSTEM ping period per connection (0 = never)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l redeliver-unacked-ms -d 'Redeliver bot messages not ACKed after this long' -r

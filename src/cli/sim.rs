@@ -26,10 +26,12 @@ pub struct ServeArgs {
     /// Write the base URL to this file once listening.
     #[arg(long, value_name = "FILE")]
     pub port_file: Option<std::path::PathBuf>,
-    #[arg(long, default_value = crate::sim::state::DEFAULT_CLIENT_ID, value_name = "ID")]
-    pub client_id: String,
-    #[arg(long, default_value = crate::sim::state::DEFAULT_CLIENT_SECRET, value_name = "SECRET")]
-    pub client_secret: String,
+    /// The app's client id (default: the simulator's demo app).
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// The app's client secret (default: the demo app's).
+    #[arg(long, value_name = "SECRET")]
+    pub client_secret: Option<String>,
     /// Robot code (defaults to the client id).
     #[arg(long, value_name = "CODE")]
     pub robot_code: Option<String>,

@@ -26,11 +26,13 @@ pub(crate) fn command(args: &SimArgs, out: &Output) -> CmdResult {
 }
 
 async fn serve(a: &ServeArgs, out: &Output) -> CmdResult {
+    let demo = SimOptions::default();
+    let client_id = a.client_id.clone().unwrap_or(demo.client_id);
     let opts = SimOptions {
         listen: a.listen.clone(),
-        client_id: a.client_id.clone(),
-        client_secret: a.client_secret.clone(),
-        robot_code: a.robot_code.clone().unwrap_or_else(|| a.client_id.clone()),
+        client_id: client_id.clone(),
+        client_secret: a.client_secret.clone().unwrap_or(demo.client_secret),
+        robot_code: a.robot_code.clone().unwrap_or_else(|| client_id.clone()),
         ping_interval_ms: a.ping_interval_ms,
         redeliver_unacked_ms: a.redeliver_unacked_ms,
         disconnect_every_ms: a.disconnect_every_ms,
@@ -50,7 +52,7 @@ async fn serve(a: &ServeArgs, out: &Output) -> CmdResult {
             })?;
     }
     let doc = json!({"base_url": base, "api_base": base, "oapi_base": base, "model_base_url": format!("{base}/demo/v1"),
-        "client_id": a.client_id});
+        "client_id": client_id});
     out.result(
         doc,
         &format!("clawdbot sim listening on {base}\n  api_base/oapi_base: {base}\n  demo model: {base}/demo/v1"),
