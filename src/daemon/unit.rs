@@ -107,6 +107,44 @@ impl UnitSpec {
 
     /// The unit file's text.
     pub(crate) fn render(&self) -> Result<String, UnitError> {
+        let start = self.start_command()?;
+        let mut u = String::new();
+        let w = &mut u;
+        line(w, MARKER);
+        line(
+            w,
+            "# The instance name (%i) is the daemon name: `systemctl status <this unit>`,",
+        );
+        line(
+            w,
+            "# `clawdbot daemon status --name %i` (as root for a system unit) and",
+        );
+        line(
+            w,
+            "# `journalctl -u <this unit>`. Remove with `clawdbot daemon uninstall --name %i`.",
+        );
+        line(w, "[Unit]");
+        line(w, &format!("Description={}", start.description));
+        line(w, &format!("After={}", start.after));
+        line(w, &format!("Wants={}", start.after));
+        line(w, "");
+        self.service_section(w, &start);
+        line(w, "");
+        line(w, "[Install]");
+        line(
+            w,
+            if self.user {
+                "WantedBy=default.target"
+            } else {
+                "WantedBy=multi-user.target"
+            },
+        );
+        Ok(u)
+    }
+
+    /// How the unit starts its daemon: `ExecStart=`, the credential it loads, and how it
+    /// is described and ordered.
+    fn start_command(&self) -> Result<StartCommand, UnitError> {
         let mut exec = vec![
             quote(&self.binary.display().to_string(), "the clawdbot path")?,
             "daemon run --name %i".to_string(),
@@ -128,38 +166,29 @@ impl UnitSpec {
                 ("clawdbot model service %i", "network.target")
             }
         };
-        let mut u = String::new();
-        let w = &mut u;
-        line(w, MARKER);
-        line(
-            w,
-            "# The instance name (%i) is the daemon name: `systemctl status <this unit>`,",
-        );
-        line(
-            w,
-            "# `clawdbot daemon status --name %i` (as root for a system unit) and",
-        );
-        line(
-            w,
-            "# `journalctl -u <this unit>`. Remove with `clawdbot daemon uninstall --name %i`.",
-        );
-        line(w, "[Unit]");
-        line(w, &format!("Description={description}"));
-        line(w, &format!("After={after}"));
-        line(w, &format!("Wants={after}"));
-        line(w, "");
+        Ok(StartCommand {
+            exec_start: exec.join(" "),
+            credential,
+            description,
+            after,
+        })
+    }
+
+    /// The `[Service]` section: the start command, systemd's notify/watchdog/restart
+    /// settings, the per-instance folders and (for a system unit) the sandbox.
+    fn service_section(&self, w: &mut String, start: &StartCommand) {
         line(w, "[Service]");
         // `daemon run` reports READY=1, STATUS= lines and watchdog pings.
         line(w, "Type=notify");
         line(w, "NotifyAccess=main");
-        if let Some(credential) = &credential {
+        if let Some(credential) = &start.credential {
             line(
                 w,
                 "# The command line and health URL (they may hold secrets) are in this root-only file, not here.",
             );
             line(w, credential);
         }
-        line(w, &format!("ExecStart={}", exec.join(" ")));
+        line(w, &format!("ExecStart={}", start.exec_start));
         line(w, "ExecReload=/bin/kill -HUP $MAINPID");
         line(w, "WatchdogSec=60");
         // `daemon run` drains in-flight turns for up to 10 s on SIGTERM.
@@ -185,17 +214,6 @@ impl UnitSpec {
         if !self.user {
             self.system_sandbox(w);
         }
-        line(w, "");
-        line(w, "[Install]");
-        line(
-            w,
-            if self.user {
-                "WantedBy=default.target"
-            } else {
-                "WantedBy=multi-user.target"
-            },
-        );
-        Ok(u)
     }
 
     /// The sandbox of a system unit (a user manager cannot apply most of it).
@@ -256,6 +274,15 @@ impl UnitSpec {
             line(w, "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6");
         }
     }
+}
+
+/// How a unit starts its daemon (see `Unit::start_command`).
+struct StartCommand {
+    exec_start: String,
+    /// `LoadCredential=...` for a model service's command file.
+    credential: Option<String>,
+    description: &'static str,
+    after: &'static str,
 }
 
 fn line(w: &mut String, text: &str) {
