@@ -18,7 +18,7 @@ use std::os::fd::FromRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -33,7 +33,7 @@ use super::claim::{Claim, Healed, HEAL_INTERVAL};
 use super::control::{self, ControlState, DaemonInfo};
 use super::launch::Launch;
 use super::sdnotify;
-use super::workload::WorkloadFactory;
+use super::workload::{Workload, WorkloadFactory};
 
 /// Drain budget when the daemon is stopped by SIGTERM or SIGINT.
 pub const SIGNAL_DRAIN: Duration = Duration::from_secs(10);
@@ -206,30 +206,11 @@ impl Daemon<'_> {
         ready: &mut ReadyPipe,
         claim: &mut Claim,
     ) -> Result<Code, CliError> {
-        let ops_listener = match config.as_ref().and_then(|c| c.ops.as_ref()) {
-            Some(cfg) => Some((
-                crate::ops::OpsServer::bind(cfg).await.map_err(|e| {
-                    tracing::error!("startup failed: {e}");
-                    CliError::failure(e)
-                })?,
-                cfg.allowed_hosts.clone(),
-            )),
-            None => None,
-        };
+        let ops_listener = bind_ops(config.as_ref()).await?;
         let listener = claim.bind()?;
         let listener = tokio_listener(listener, claim.socket_path())?;
         let mut signals = Signals::install()?;
-        // A start that timed out sends SIGTERM: give up cleanly rather than half-started.
-        let workload = tokio::select! {
-            w = self.workloads.start(self.paths, self.launch, config) => w.map_err(|e| {
-                tracing::error!("startup failed: {e}");
-                CliError::failure(e)
-            })?,
-            sig = signals.stop.next() => {
-                tracing::warn!("{sig} before the daemon was ready: not starting");
-                return Err(CliError::failure(format!("stopped by {sig} during startup")));
-            }
-        };
+        let workload = self.start_workload(config, &mut signals.stop).await?;
         let (shutdown_tx, mut shutdown_rx) = watch::channel(None::<Duration>);
         let state = Arc::new(ControlState {
             info: self.info(claim.socket_path()),
@@ -250,28 +231,8 @@ impl Daemon<'_> {
         sdnotify::notify("READY=1");
         let _notifier = AbortOnDrop(tokio::spawn(sdnotify::report_loop(state.clone())));
 
-        let mut heal = tokio::time::interval(HEAL_INTERVAL);
-        heal.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let drain = loop {
-            tokio::select! {
-                _ = signals.stop.next() => break SIGNAL_DRAIN,
-                _ = signals.usr1.recv() => {
-                    logging::request_reopen();
-                    tracing::info!("log file reopened (SIGUSR1)");
-                }
-                _ = signals.hup.recv() => match workload.reload().await {
-                    Ok(()) => tracing::info!(resolved = "config_reload", "config reloaded (SIGHUP)"),
-                    Err(e) => tracing::error!(topic = "config_reload", "config reload failed, keeping the old config: {e}"),
-                },
-                changed = shutdown_rx.changed() => {
-                    if changed.is_err() { break SIGNAL_DRAIN; }
-                    if let Some(d) = *shutdown_rx.borrow() { break d; }
-                }
-                _ = heal.tick() => {
-                    if keep_claim(claim, &state, &mut server).is_break() { break SIGNAL_DRAIN; }
-                }
-            }
-        };
+        let drain =
+            run_until_stopped(claim, &state, &mut server, &mut signals, &mut shutdown_rx).await;
         let _ = shutdown_tx.send(Some(drain));
         sdnotify::notify("STOPPING=1");
         tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down");
@@ -287,6 +248,25 @@ impl Daemon<'_> {
         Ok(Code::Ok)
     }
 
+    /// Starts the workload; a SIGTERM meanwhile (a start that timed out) gives up cleanly
+    /// rather than leaving a half-started daemon.
+    async fn start_workload(
+        &self,
+        config: Option<Config>,
+        stop: &mut StopSignals,
+    ) -> Result<Arc<dyn Workload>, CliError> {
+        tokio::select! {
+            w = self.workloads.start(self.paths, self.launch, config) => w.map_err(|e| {
+                tracing::error!("startup failed: {e}");
+                CliError::failure(e)
+            }),
+            sig = stop.next() => {
+                tracing::warn!("{sig} before the daemon was ready: not starting");
+                Err(CliError::failure(format!("stopped by {sig} during startup")))
+            }
+        }
+    }
+
     fn info(&self, socket: &std::path::Path) -> DaemonInfo {
         DaemonInfo {
             name: self.paths.name.clone(),
@@ -296,6 +276,54 @@ impl Daemon<'_> {
             started_at_ms: crate::clock::now_ms(),
             started: Instant::now(),
             last_error: self.last_error.clone(),
+        }
+    }
+}
+
+/// Binds the ops endpoint when the config asks for one (before the workload starts, so a
+/// taken port fails the start); with the `Host` values it also answers to.
+async fn bind_ops(config: Option<&Config>) -> Result<Option<(TcpListener, Vec<String>)>, CliError> {
+    let Some(cfg) = config.and_then(|c| c.ops.as_ref()) else {
+        return Ok(None);
+    };
+    let listener = crate::ops::OpsServer::bind(cfg).await.map_err(|e| {
+        tracing::error!("startup failed: {e}");
+        CliError::failure(e)
+    })?;
+    Ok(Some((listener, cfg.allowed_hosts.clone())))
+}
+
+/// Serves signals until the daemon is asked to stop (SIGTERM/SIGINT, the control
+/// socket's `stop`, or another daemon taking the name); returns the drain budget.
+/// SIGUSR1 reopens the log, SIGHUP reloads the workload's config, and the claim is
+/// healed every [`HEAL_INTERVAL`].
+async fn run_until_stopped(
+    claim: &mut Claim,
+    state: &Arc<ControlState>,
+    server: &mut AbortOnDrop,
+    signals: &mut Signals,
+    shutdown_rx: &mut watch::Receiver<Option<Duration>>,
+) -> Duration {
+    let mut heal = tokio::time::interval(HEAL_INTERVAL);
+    heal.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = signals.stop.next() => return SIGNAL_DRAIN,
+            _ = signals.usr1.recv() => {
+                logging::request_reopen();
+                tracing::info!("log file reopened (SIGUSR1)");
+            }
+            _ = signals.hup.recv() => match state.workload.reload().await {
+                Ok(()) => tracing::info!(resolved = "config_reload", "config reloaded (SIGHUP)"),
+                Err(e) => tracing::error!(topic = "config_reload", "config reload failed, keeping the old config: {e}"),
+            },
+            changed = shutdown_rx.changed() => {
+                if changed.is_err() { return SIGNAL_DRAIN; }
+                if let Some(d) = *shutdown_rx.borrow() { return d; }
+            }
+            _ = heal.tick() => {
+                if keep_claim(claim, state, server).is_break() { return SIGNAL_DRAIN; }
+            }
         }
     }
 }
