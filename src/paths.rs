@@ -271,7 +271,7 @@ fn check_socket_len(socket: &Path) -> Result<(), CliError> {
 /// Invariant: the start lock and the pid file live in the state folder, which does not
 /// depend on the login session, so every shell of one user (ssh, su, cron, sudo) finds the
 /// same daemon; the pid file records the control socket the daemon listens on, and
-/// clients connect to that one ([`DaemonPaths::control_socket`]).
+/// clients connect to that one ([`crate::daemon::probe::control_socket`]).
 #[derive(Debug, Clone)]
 pub struct DaemonPaths {
     pub name: String,

@@ -7,7 +7,8 @@
 //!   shown in status and logs (secret flag values masked);
 //! - [`exec_file`]: `--exec-file`, the command line (and health URL) read from a file;
 //! - [`child`]: one run of the command in its own process group, output into the log;
-//! - [`supervisor`]: restart with capped exponential backoff ([`backoff`]);
+//! - [`supervisor`]: restart with capped exponential backoff ([`crate::backoff`], shared with
+//!   the channel and the bot);
 //! - [`health`]: the optional health URL, polled in the background;
 //! - [`state`]: the figures `status` reports.
 //!
@@ -17,8 +18,6 @@
 //! it returns only once the child's whole process group is gone (or SIGKILL was sent and
 //! waited for).
 
-/// The restart schedule lives in [`crate::backoff`], shared with the channel and the bot.
-pub use crate::backoff;
 pub mod child;
 pub(crate) mod exec_file;
 pub mod health;
@@ -35,8 +34,8 @@ use crate::daemon::workload::{BoxFuture, WorkError, Workload};
 use crate::ipc::proto::{Check, CheckStatus, ErrorKind, HealthReport, SendOutcome};
 use crate::status::{DaemonReport, ModelServiceReport};
 
+use crate::backoff::BackoffPolicy;
 use crate::cmdline::CommandLine;
-use backoff::BackoffPolicy;
 use child::RunningChild;
 use health::HealthProbe;
 use state::ModelServiceState;

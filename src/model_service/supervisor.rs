@@ -14,9 +14,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::backoff::{Backoff, BackoffPolicy};
 use super::child::{describe_exit, RunningChild};
 use super::state::ModelServiceState;
+use crate::backoff::{Backoff, BackoffPolicy};
 use crate::cmdline::CommandLine;
 
 /// Grace given to members a child left behind when it exited by itself.
