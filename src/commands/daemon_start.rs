@@ -65,14 +65,12 @@ pub fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
         &super::invocation(layout),
         RunMode::Foreground,
     )?;
-    if args.ready_fd.is_none() {
-        launch.save(&paths)?;
-    }
+    launch.save(&paths)?;
     runtime::run(
         &paths,
         &launch,
         &super::workloads::Workloads,
-        ReadyPipe::from_fd(args.ready_fd),
+        ReadyPipe::none(),
     )
 }
 
@@ -127,12 +125,12 @@ pub fn start_daemon(
 
     launch.save(&paths)?;
     let started = Instant::now();
-    let (report, lock) = spawn_detached(lock, timeout, |ready_fd| {
+    let (report, lock) = spawn_detached(lock, timeout, |pipe| {
         match runtime::run(
             &paths,
             &launch,
             &super::workloads::Workloads,
-            ReadyPipe::from_fd(Some(ready_fd)),
+            ReadyPipe::to_start(pipe),
         ) {
             Ok(code) => code,
             Err(e) => e.code,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::bot::Bot;
 use crate::config::Config;
-use crate::daemon::workload::{BoxFuture, Workload, WorkloadFactory};
+use futures_util::future::BoxFuture;
+
+use crate::daemon::workload::{Workload, WorkloadFactory};
 use crate::daemon::Launch;
 use crate::model_service::ModelService;
 use crate::paths::DaemonPaths;

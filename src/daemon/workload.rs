@@ -2,10 +2,10 @@
 //! lifecycle code only see the [`Workload`] trait, and the daemon builds its workload
 //! through the [`WorkloadFactory`] it is given: `daemon/` names no workload.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use crate::config::Config;
 use crate::ipc::proto::{ErrorKind, HealthReport, SendOutcome};
@@ -13,8 +13,6 @@ use crate::paths::DaemonPaths;
 use crate::status::DaemonReport;
 
 use super::Launch;
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A refusal or failure the control server sends back as `Response::Error`.
 pub type WorkError = (ErrorKind, String);
