@@ -74,7 +74,7 @@ fn shown(mut checks: Vec<Check>) -> HealthReport {
 }
 
 /// Checks that need no daemon: model endpoints and DingTalk credentials.
-pub async fn preflight_checks(config: &Config, timeout: Duration) -> HealthReport {
+pub(crate) async fn preflight_checks(config: &Config, timeout: Duration) -> HealthReport {
     let mut checks = Vec::new();
     if let Some(ch) = &config.channel {
         checks.push(credentials_check(&ch.dingtalk, timeout).await);

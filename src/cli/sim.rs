@@ -3,13 +3,13 @@
 use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
-pub struct SimArgs {
+pub(crate) struct SimArgs {
     #[command(subcommand)]
-    pub command: SimCommand,
+    pub(crate) command: SimCommand,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SimCommand {
+pub(crate) enum SimCommand {
     /// Serve the simulator until interrupted (prints its base URL).
     Serve(ServeArgs),
     /// Send a message to the bot as a simulated user (prints the msgId).
@@ -19,78 +19,78 @@ pub enum SimCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on (loopback by default; port 0 = any free port).
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// Write the base URL to this file once listening.
     #[arg(long, value_name = "FILE")]
-    pub port_file: Option<std::path::PathBuf>,
+    pub(crate) port_file: Option<std::path::PathBuf>,
     /// The app's client id (default: the simulator's demo app).
     #[arg(long, value_name = "ID")]
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     /// The app's client secret (default: the demo app's).
     #[arg(long, value_name = "SECRET")]
-    pub client_secret: Option<String>,
+    pub(crate) client_secret: Option<String>,
     /// Robot code (defaults to the client id).
     #[arg(long, value_name = "CODE")]
-    pub robot_code: Option<String>,
+    pub(crate) robot_code: Option<String>,
     /// SYSTEM ping period per connection (0 = never).
     #[arg(long, default_value_t = 30_000, value_name = "MS", value_parser = sim_millis())]
-    pub ping_interval_ms: u64,
+    pub(crate) ping_interval_ms: u64,
     /// Redeliver bot messages not ACKed after this long.
     #[arg(long, value_name = "MS", value_parser = sim_millis())]
-    pub redeliver_unacked_ms: Option<u64>,
+    pub(crate) redeliver_unacked_ms: Option<u64>,
     /// Send `disconnect` this long after each connection opens.
     #[arg(long, value_name = "MS", value_parser = sim_millis())]
-    pub disconnect_every_ms: Option<u64>,
+    pub(crate) disconnect_every_ms: Option<u64>,
     /// Close a connection this long after its `disconnect`.
     #[arg(long, default_value_t = 10_000, value_name = "MS", value_parser = sim_millis())]
-    pub disconnect_grace_ms: u64,
+    pub(crate) disconnect_grace_ms: u64,
     /// Session webhook lifetime.
     #[arg(long, default_value_t = 5_400_000, value_name = "MS", value_parser = sim_millis())]
-    pub session_ttl_ms: u64,
+    pub(crate) session_ttl_ms: u64,
     /// Stream ticket lifetime (single use; spec §1.1 says 90 s).
     #[arg(long, default_value_t = 90_000, value_name = "MS", value_parser = sim_millis())]
-    pub ticket_ttl_ms: u64,
+    pub(crate) ticket_ttl_ms: u64,
 }
 
 #[derive(Debug, Args)]
-pub struct InjectArgs {
+pub(crate) struct InjectArgs {
     /// Simulator base URL.
     #[arg(long, value_name = "URL")]
-    pub sim: String,
+    pub(crate) sim: String,
     #[arg(long, default_value = "", value_name = "TEXT")]
-    pub text: String,
+    pub(crate) text: String,
     /// Conversation id (default: one per chat kind / sender).
     #[arg(long, value_name = "CID")]
-    pub conversation: Option<String>,
+    pub(crate) conversation: Option<String>,
     /// A group chat (the bot was @-mentioned).
     #[arg(long, conflicts_with = "direct")]
-    pub group: bool,
+    pub(crate) group: bool,
     /// A 1:1 chat (default).
     #[arg(long)]
-    pub direct: bool,
+    pub(crate) direct: bool,
     #[arg(long, value_name = "ID")]
-    pub sender_staff_id: Option<String>,
+    pub(crate) sender_staff_id: Option<String>,
     #[arg(long, value_name = "NAME")]
-    pub nick: Option<String>,
+    pub(crate) nick: Option<String>,
     /// text, audio, richText, picture, video, file, unknownMsgType.
     #[arg(long, default_value = "text", value_name = "TYPE")]
-    pub msgtype: String,
+    pub(crate) msgtype: String,
 }
 
 #[derive(Debug, Args)]
-pub struct OutboxArgs {
+pub(crate) struct OutboxArgs {
     #[arg(long, value_name = "URL")]
-    pub sim: String,
+    pub(crate) sim: String,
     /// Wait until at least N messages are in the outbox.
     #[arg(long, value_name = "N")]
-    pub wait: Option<usize>,
+    pub(crate) wait: Option<usize>,
     /// Longest wait, seconds.
     #[arg(long, default_value_t = 30, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=super::MAX_TIMEOUT_SECS))]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
 }
 
 /// Milliseconds from 0 to a day: larger values would overflow the simulator's deadlines.

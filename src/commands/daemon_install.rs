@@ -23,7 +23,7 @@ use crate::model_service::exec_file::render_exec_file;
 use crate::model_service::health::HealthProbe;
 use crate::paths::{absolute, io_error, validate_name, write_private};
 
-pub fn install(args: &InstallArgs, out: &Output) -> CmdResult {
+pub(crate) fn install(args: &InstallArgs, out: &Output) -> CmdResult {
     let place = &args.place;
     validate_name(&place.name)?;
     let workload = unit_workload(args)?;
@@ -116,7 +116,7 @@ fn write_exec_file(args: &InstallArgs) -> Result<Option<PathBuf>, CliError> {
     Ok(Some(path))
 }
 
-pub fn uninstall(args: &UninstallArgs, out: &Output) -> CmdResult {
+pub(crate) fn uninstall(args: &UninstallArgs, out: &Output) -> CmdResult {
     let place = &args.place;
     validate_name(&place.name)?;
     let dir = unit_dir(place)?;

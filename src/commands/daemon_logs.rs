@@ -18,7 +18,7 @@ use crate::paths::{io_error, Layout};
 use super::daemon_start::last_lines;
 use super::output::write_stdout;
 
-pub fn logs(layout: &Layout, args: &LogsArgs) -> CmdResult {
+pub(crate) fn logs(layout: &Layout, args: &LogsArgs) -> CmdResult {
     let paths = layout.daemon(&args.name)?;
     let launch = Launch::load(&paths);
     let model_service = launch.as_ref().is_some_and(|l| l.exec.is_some());

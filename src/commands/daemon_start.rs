@@ -29,7 +29,7 @@ use crate::ipc::client::Client;
 use crate::logging::RunMode;
 use crate::paths::{io_error, DaemonPaths, Layout};
 
-pub fn start(layout: &Layout, args: &StartArgs, out: &Output) -> CmdResult {
+pub(crate) fn start(layout: &Layout, args: &StartArgs, out: &Output) -> CmdResult {
     let timeout = Duration::from_secs(args.timeout);
     start_daemon(layout, &args.launch, timeout, !args.no_wait_channel, out)
 }
@@ -37,7 +37,7 @@ pub fn start(layout: &Layout, args: &StartArgs, out: &Output) -> CmdResult {
 /// `daemon restart`: everything the new daemon needs is checked first (the same checks as
 /// `start` makes before forking); a problem is exit 2 and the running daemon is left
 /// alone. Only then is the old daemon stopped and the new one started.
-pub fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
+pub(crate) fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
     let timeout = Duration::from_secs(args.timeout);
     let paths = layout.daemon(&args.launch.name)?;
     preflight(&paths, &args.launch, &super::invocation(layout)).map_err(|e| {
@@ -57,7 +57,7 @@ pub fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
 }
 
 /// `daemon run`: the same daemon in the foreground.
-pub fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
+pub(crate) fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
     let paths = layout.daemon(&args.launch.name)?;
     let launch = super::launch::resolve(
         &paths,
@@ -79,7 +79,7 @@ pub fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
 /// does not become ready in `timeout` is stopped before this returns exit 1. With
 /// `wait_channel`, "ready" includes DingTalk accepting a bot's channel credentials (see
 /// [`wait_for_channel`]).
-pub fn start_daemon(
+pub(crate) fn start_daemon(
     layout: &Layout,
     args: &LaunchArgs,
     timeout: Duration,
@@ -350,7 +350,7 @@ fn start_failure(paths: &DaemonPaths, launch: &Launch, what: &str) -> CliError {
 
 /// The last `n` lines of a log file (empty when unreadable or not a regular file: a
 /// FIFO would block the read).
-pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
+pub(crate) fn last_lines(path: &Path, n: usize) -> Vec<String> {
     if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
         return Vec::new();
     }

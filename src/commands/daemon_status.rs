@@ -21,7 +21,7 @@ use crate::status::{
     channel_auth, ChannelReport, DaemonReport, JournalReport, ModelReport, ModelServiceReport,
 };
 
-pub fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdResult {
+pub(crate) fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdResult {
     let names = match &args.name {
         Some(n) => vec![n.clone()],
         None => layout.daemon_names()?,

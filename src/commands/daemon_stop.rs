@@ -21,7 +21,7 @@ use crate::ipc::client::Client;
 use crate::ipc::{Request, Response};
 use crate::paths::{DaemonPaths, Layout};
 
-pub fn stop(layout: &Layout, args: &StopArgs, out: &Output) -> CmdResult {
+pub(crate) fn stop(layout: &Layout, args: &StopArgs, out: &Output) -> CmdResult {
     stop_daemon(
         layout,
         &args.name,
@@ -55,7 +55,7 @@ impl Stopped {
 }
 
 /// Stops daemon `name`. `quiet` prints nothing on success (used by restart).
-pub fn stop_daemon(
+pub(crate) fn stop_daemon(
     layout: &Layout,
     name: &str,
     timeout: Duration,

@@ -43,7 +43,7 @@ struct Answers {
     targets: Vec<(String, String)>,
 }
 
-pub fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
+pub(crate) fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
     let path = absolute(&args.config);
     let daemon = layout.daemon(&args.name)?;
     let targets = parse_targets(&args.targets)?;

@@ -28,7 +28,7 @@ const CONVERSATION: &str = "cidQuickstartDemo==";
 const CLIENT_ID: &str = "dingquickstart";
 const CLIENT_SECRET: &str = "quickstart-secret";
 
-pub fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdResult {
+pub(crate) fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdResult {
     let me = super::invocation(layout);
     let sim_url = start_simulator(layout, &me, out)?;
     let config_path = write_demo_config(layout, &sim_url, args, out)?;

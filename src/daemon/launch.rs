@@ -12,22 +12,22 @@ use crate::paths::{write_private, DaemonPaths};
 
 /// Everything needed to run a daemon, with absolute paths.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Launch {
-    pub name: String,
+pub(crate) struct Launch {
+    pub(crate) name: String,
     /// The bot's config (for `--exec` model services: optional).
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Where the log goes (saved as the path, or `-` for stderr).
-    pub log: LogTarget,
+    pub(crate) log: LogTarget,
     /// A supervised command line instead of the bot.
-    pub exec: Option<String>,
-    pub health_url: Option<String>,
+    pub(crate) exec: Option<String>,
+    pub(crate) health_url: Option<String>,
 }
 
 impl Launch {
     /// The last saved launch, if any and readable. Read only from a state folder that
     /// passes [`DaemonPaths::check_state_dir`]: a launch file another user could have
     /// written (it names a command to run) is never believed.
-    pub fn load(paths: &DaemonPaths) -> Option<Launch> {
+    pub(crate) fn load(paths: &DaemonPaths) -> Option<Launch> {
         if !matches!(paths.check_state_dir(), Ok(true)) {
             return None;
         }
@@ -36,14 +36,14 @@ impl Launch {
     }
 
     /// Saves this launch for later `restart` and `logs`.
-    pub fn save(&self, paths: &DaemonPaths) -> Result<(), CliError> {
+    pub(crate) fn save(&self, paths: &DaemonPaths) -> Result<(), CliError> {
         paths.ensure_state_dir()?;
         let body = serde_json::to_vec_pretty(self).expect("launch settings serialize");
         write_private(&paths.launch_file(), &body)
     }
 
     /// The log to read for `logs`, even when the daemon never started.
-    pub fn log_target(paths: &DaemonPaths) -> LogTarget {
+    pub(crate) fn log_target(paths: &DaemonPaths) -> LogTarget {
         Launch::load(paths)
             .map(|l| l.log)
             .unwrap_or_else(|| LogTarget::File(paths.default_log.clone()))

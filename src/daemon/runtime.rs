@@ -35,20 +35,20 @@ use super::sdnotify;
 use super::workload::{Workload, WorkloadFactory};
 
 /// Drain budget when the daemon is stopped by SIGTERM or SIGINT.
-pub const SIGNAL_DRAIN: Duration = Duration::from_secs(10);
+pub(crate) const SIGNAL_DRAIN: Duration = Duration::from_secs(10);
 
 /// Where the daemon reports "ready" or its startup error.
-pub struct ReadyPipe(Option<File>);
+pub(crate) struct ReadyPipe(Option<File>);
 
 impl ReadyPipe {
     /// No pipe: a foreground run (`daemon run`) reports to nobody.
-    pub fn none() -> ReadyPipe {
+    pub(crate) fn none() -> ReadyPipe {
         ReadyPipe(None)
     }
 
     /// The write end of the pipe `daemon start` reads, handed over across the fork
     /// ([`super::detach::spawn_detached`]).
-    pub fn to_start(pipe: File) -> ReadyPipe {
+    pub(crate) fn to_start(pipe: File) -> ReadyPipe {
         ReadyPipe(Some(pipe))
     }
 
@@ -58,18 +58,18 @@ impl ReadyPipe {
         }
     }
 
-    pub fn ready(&mut self) {
+    pub(crate) fn ready(&mut self) {
         self.send(&format!("READY {}", std::process::id()));
     }
 
-    pub fn failed(&mut self, message: &str) {
+    pub(crate) fn failed(&mut self, message: &str) {
         self.send(&format!("ERROR {message}"));
     }
 }
 
 /// Runs the daemon, with the workload `workloads` starts for `launch`, until it is asked
 /// to stop. Startup errors go to the ready pipe (and stderr) and decide the exit code.
-pub fn run(
+pub(crate) fn run(
     paths: &DaemonPaths,
     launch: &Launch,
     workloads: &dyn WorkloadFactory,

@@ -29,7 +29,7 @@ pub(crate) const STATUS_MIN_GAP: Duration = Duration::from_secs(5);
 const STATUS_POLL: Duration = Duration::from_secs(1);
 
 /// Sends `state` (e.g. `READY=1`) when running under systemd; silently does nothing otherwise.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };

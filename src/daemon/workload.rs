@@ -15,13 +15,13 @@ use crate::status::DaemonReport;
 use super::Launch;
 
 /// A refusal or failure the control server sends back as `Response::Error`.
-pub type WorkError = (ErrorKind, String);
+pub(crate) type WorkError = (ErrorKind, String);
 
 /// Starts the workload a [`Launch`] describes, inside the daemon's tokio runtime, once the
 /// pid lock is held, the log is open and the control socket is bound. `config` is the
 /// launch's config, loaded (absent for a model service started without one). The error
 /// is one line for `daemon start` to print.
-pub trait WorkloadFactory: Sync {
+pub(crate) trait WorkloadFactory: Sync {
     fn start<'a>(
         &'a self,
         paths: &'a DaemonPaths,
@@ -30,7 +30,7 @@ pub trait WorkloadFactory: Sync {
     ) -> BoxFuture<'a, Result<Arc<dyn Workload>, String>>;
 }
 
-pub trait Workload: Send + Sync + 'static {
+pub(crate) trait Workload: Send + Sync + 'static {
     /// `bot` or `gateway` (the model service; the word status JSON already uses).
     fn kind(&self) -> &'static str;
     /// Adds this workload's figures (channel, models, model service) to the report.

@@ -42,7 +42,7 @@ const AFTER_KILL: Duration = Duration::from_secs(5);
 
 /// A child's process group.
 #[derive(Debug)]
-pub struct ProcessGroup {
+pub(crate) struct ProcessGroup {
     pgid: Pid,
     armed: bool,
 }
@@ -89,7 +89,7 @@ impl Drop for ProcessGroup {
 
 /// A started child and the group it leads.
 #[derive(Debug)]
-pub struct RunningChild {
+pub(crate) struct RunningChild {
     child: Child,
     group: ProcessGroup,
     pid: u32,
@@ -97,7 +97,7 @@ pub struct RunningChild {
 
 impl RunningChild {
     /// Starts `cmd` with stdin on /dev/null and its stdout and stderr forwarded to the log.
-    pub fn spawn(cmd: &CommandLine) -> io::Result<RunningChild> {
+    pub(crate) fn spawn(cmd: &CommandLine) -> io::Result<RunningChild> {
         let mut command = Command::new(&cmd.program);
         command
             .args(&cmd.args)
@@ -137,20 +137,20 @@ impl RunningChild {
         Ok(RunningChild { child, group, pid })
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Waits for the group leader to exit. Cancel-safe; once it has exited, returns the
     /// same status again at once.
-    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+    pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
         self.child.wait().await
     }
 
     /// Stops the whole group: SIGTERM, up to `grace` for the leader and every member to
     /// exit, then SIGKILL. Also used after the leader exited by itself, to clear members
     /// it left behind. Returns the leader's exit status when it could be collected.
-    pub async fn stop(mut self, grace: Duration) -> Option<ExitStatus> {
+    pub(crate) async fn stop(mut self, grace: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + grace;
         if self.group.check_empty() {
             return self.child.try_wait().ok().flatten();
@@ -186,7 +186,7 @@ impl RunningChild {
 }
 
 /// How an exit status reads in reports: `exit code 1` or `killed by SIGKILL`.
-pub fn describe_exit(status: Option<ExitStatus>) -> String {
+pub(crate) fn describe_exit(status: Option<ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status {
         None => "exit status unknown".to_string(),

@@ -18,11 +18,11 @@
 //! it returns only once the child's whole process group is gone (or SIGKILL was sent and
 //! waited for).
 
-pub mod child;
+pub(crate) mod child;
 pub(crate) mod exec_file;
-pub mod health;
-pub mod state;
-pub mod supervisor;
+pub(crate) mod health;
+pub(crate) mod state;
+pub(crate) mod supervisor;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,7 +46,7 @@ use supervisor::Supervisor;
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(7);
 
 /// The model service workload of a daemon.
-pub struct ModelService {
+pub(crate) struct ModelService {
     /// Daemon name, for the fixes printed by health checks.
     name: String,
     /// The command as it may be shown ([`CommandLine::display`]).
@@ -66,7 +66,7 @@ impl ModelService {
     /// `health_url` is set). Must run inside the daemon's tokio runtime. The error names
     /// the problem (empty or unparsable command, program not found, spawn failure, bad
     /// URL) in one line for `daemon start` to print.
-    pub async fn start(
+    pub(crate) async fn start(
         name: &str,
         cmd: &str,
         health_url: Option<String>,

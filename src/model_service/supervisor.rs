@@ -26,14 +26,14 @@ const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
 const FALLBACK_DRAIN: Duration = Duration::from_secs(5);
 
 /// Requests a stop with a drain budget (`Some(drain)`); `None` means "keep running".
-pub type StopSignal = watch::Receiver<Option<Duration>>;
+pub(crate) type StopSignal = watch::Receiver<Option<Duration>>;
 
 /// Everything the restart loop needs.
-pub struct Supervisor {
-    pub cmd: CommandLine,
-    pub state: Arc<ModelServiceState>,
-    pub stop: StopSignal,
-    pub policy: BackoffPolicy,
+pub(crate) struct Supervisor {
+    pub(crate) cmd: CommandLine,
+    pub(crate) state: Arc<ModelServiceState>,
+    pub(crate) stop: StopSignal,
+    pub(crate) policy: BackoffPolicy,
 }
 
 /// How one child's run ended.
@@ -46,7 +46,7 @@ enum Ended {
 
 impl Supervisor {
     /// Supervises `first` and its replacements until a stop is requested.
-    pub async fn run(mut self, first: RunningChild) {
+    pub(crate) async fn run(mut self, first: RunningChild) {
         let mut backoff = Backoff::new(self.policy);
         let mut child = Some(first);
         loop {

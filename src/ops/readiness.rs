@@ -17,7 +17,7 @@ pub(crate) const INBOX_STUCK_AFTER: Duration = Duration::from_secs(300);
 
 /// The channel as readiness sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelFacts {
+pub(crate) struct ChannelFacts {
     /// `connecting`, `connected`, `reconnecting`, `listening` or `stopped`.
     pub(crate) state: &'static str,
     /// Stream mode (frames expected) rather than the HTTP callback.
@@ -30,7 +30,7 @@ pub struct ChannelFacts {
 
 /// The inbox as readiness sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InboxFacts {
+pub(crate) struct InboxFacts {
     /// Turns accepted and not finished.
     pub(crate) pending: usize,
     /// Unix ms of the last turn finished, or of the first turn after an idle spell.
@@ -39,7 +39,7 @@ pub struct InboxFacts {
 
 /// Everything `/readyz` judges.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadinessFacts {
+pub(crate) struct ReadinessFacts {
     /// `None` when no channel is configured.
     pub(crate) channel: Option<ChannelFacts>,
     pub(crate) inbox: InboxFacts,
