@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::gateway;
 use super::state::{frame_id, hex_id, now_ms, now_us, Faults, Injected, Session, Sim};
-use crate::dingtalk::sign::compute_sign;
+use super::sign::callback_signature;
 
 fn bad(msg: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
@@ -198,7 +198,7 @@ pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
             .get("sign")
             .and_then(Value::as_str)
             .map(str::to_string)
-            .unwrap_or_else(|| compute_sign(&ts, &sim.opts.client_secret));
+            .unwrap_or_else(|| callback_signature(&ts, &sim.opts.client_secret));
         let timeout = Duration::from_millis(
             r.get("callback_timeout_ms")
                 .and_then(Value::as_u64)

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod openapi;
 pub mod reply;
 pub mod server;
+pub mod sign;
 pub mod state;
 pub mod webhooks;
 

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::openapi::record_out;
 use super::reply::{errcode, errcode_body};
 use super::state::{now_ms, take, Sim};
-use crate::dingtalk::sign::{compute_sign, MAX_SKEW_MS};
+use super::sign::{signature_matches, SIGN_WINDOW_MS};
 
 /// Validates a text/markdown webhook body; returns (msgtype, text).
 fn check_body(bytes: &[u8]) -> Result<(Value, String, String), Response> {
@@ -102,10 +102,10 @@ pub async fn robot_send(
         let Ok(ts_ms) = ts.parse::<u64>() else {
             return errcode(310000, "invalid timestamp");
         };
-        if ts_ms.abs_diff(now_ms()) > MAX_SKEW_MS {
+        if ts_ms.abs_diff(now_ms()) > SIGN_WINDOW_MS {
             return errcode(310000, "invalid timestamp");
         }
-        if compute_sign(ts, &secret) != *sign {
+        if !signature_matches(ts, &secret, sign) {
             return errcode(310000, "sign not match");
         }
     }
