@@ -13,8 +13,8 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::gateway;
-use super::state::{frame_id, hex_id, now_ms, now_us, Faults, Injected, Session, Sim};
 use super::sign::callback_signature;
+use super::state::{frame_id, hex_id, now_ms, now_us, Faults, Injected, Session, Sim};
 
 fn bad(msg: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
