@@ -1,5 +1,6 @@
-//! DingTalk signatures: HTTP-callback verification (spec §6) and custom-robot webhook
-//! signing (spec §5). Both are `base64(HMAC_SHA256(key=secret, msg=timestamp + "\n" + secret))`.
+//! DingTalk signatures: HTTP-callback verification (docs/dingtalk-protocol.md §6) and custom-robot
+//! webhook signing (docs/dingtalk-protocol.md §5). Both are `base64(HMAC_SHA256(key=secret,
+//! msg=timestamp + "\n" + secret))`.
 
 use base64::Engine;
 use hmac::{Hmac, Mac};

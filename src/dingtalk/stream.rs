@@ -1,6 +1,6 @@
-//! The Stream-mode client (spec §1): open a connection (fresh single-use ticket each time),
-//! read frames, hand robot messages to [`Ingress`] and ACK them once it says they are
-//! safe (durable), ACK every other frame at once, keep alive, and reconnect forever with
+//! The Stream-mode client (docs/dingtalk-protocol.md §1): open a connection (fresh single-use
+//! ticket each time), read frames, hand robot messages to [`Ingress`] and ACK them once it says
+//! they are safe (durable), ACK every other frame at once, keep alive, and reconnect forever with
 //! capped exponential backoff + jitter until shut down.
 //!
 //! Invariants: the socket reader never waits on the bot nor on the disk: a robot message's

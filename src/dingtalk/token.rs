@@ -1,5 +1,5 @@
-//! App access token (spec §4.1): `POST /v1.0/oauth2/accessToken`, cached and refreshed
-//! 5 minutes before it expires. One fetch at a time (callers wait on the same fetch).
+//! App access token (docs/dingtalk-protocol.md §4.1): `POST /v1.0/oauth2/accessToken`, cached and
+//! refreshed 5 minutes before it expires. One fetch at a time (callers wait on the same fetch).
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,5 @@
-//! AI card endpoints (spec §7.1–7.2) and the older interactive card (§7.5). Card states
-//! are kept per `outTrackId` for tests: params, flowStatus history, streamed content,
+//! AI card endpoints (docs/dingtalk-protocol.md §7.1–7.2) and the older interactive card (§7.5).
+//! Card states are kept per `outTrackId` for tests: params, flowStatus history, streamed content,
 //! finalize/error flags, deliveries; interactive cards under `interactive:<cardBizId>`.
 
 use std::collections::BTreeMap;
@@ -83,7 +83,7 @@ fn deliver(sim: &Sim, v: &Value, id: &str) -> Result<Value, Response> {
     )
 }
 
-/// Checks the deliver model an `openSpaceId` kind requires (spec §7.1). Group
+/// Checks the deliver model an `openSpaceId` kind requires (docs/dingtalk-protocol.md §7.1). Group
 /// (`IM_GROUP`): `imGroupOpenDeliverModel` is an object carrying this app's `robotCode`.
 /// 1:1 (`IM_ROBOT`): `imRobotOpenDeliverModel` is an object; its `spaceType`, if given,
 /// is `IM_ROBOT`, and its `robotCode`, if given, is this app's.
@@ -178,8 +178,8 @@ pub async fn create_and_deliver(
 }
 
 /// Whether an instance update merges `cardParamMap` key by key. DingTalk's
-/// `cardUpdateOptions.updateCardDataByKey` (spec §7.1): true merges, false replaces the
-/// whole map. The doc gives no default; an absent (or non-boolean) option is taken as
+/// `cardUpdateOptions.updateCardDataByKey` (docs/dingtalk-protocol.md §7.1): true merges, false
+/// replaces the whole map. The doc gives no default; an absent (or non-boolean) option is taken as
 /// false, the strict reading: a client that relies on merging must ask for it.
 fn merges_by_key(v: &Value) -> bool {
     v.pointer("/cardUpdateOptions/updateCardDataByKey")
@@ -214,8 +214,8 @@ pub async fn update_instance(
     Ok(ok_json(json!({"success": true, "result": true})))
 }
 
-/// One streaming update (spec §7.2) applied to a card's state: `content` replaces
-/// (`isFull`) or is appended to the value of `key`; `isFinalize` / `isError` stick.
+/// One streaming update (docs/dingtalk-protocol.md §7.2) applied to a card's state: `content`
+/// replaces (`isFull`) or is appended to the value of `key`; `isFinalize` / `isError` stick.
 fn apply_stream(card: &mut Value, key: &str, content: &str, v: &Value) {
     let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
     let prev = card["streaming"][key].as_str().unwrap_or("").to_string();
@@ -270,7 +270,8 @@ fn interactive_key(card_biz_id: &str) -> String {
     format!("interactive:{card_biz_id}")
 }
 
-/// `cardData` of an interactive card call: a string holding a JSON object (spec §7.5).
+/// `cardData` of an interactive card call: a string holding a JSON object
+/// (docs/dingtalk-protocol.md §7.5).
 fn interactive_card_data(v: &Value) -> Result<Value, Response> {
     let parsed = v
         .get("cardData")

@@ -1,6 +1,6 @@
-//! Assembles the simulator's routes (spec §9 + admin + the demo model at `/demo/v1`) and
-//! runs them on a loopback listener under the shared [`ListenLimits`] (header, idle and
-//! request timeouts, a connection cap).
+//! Assembles the simulator's routes (docs/dingtalk-protocol.md §9 + admin + the demo model at
+//! `/demo/v1`) and runs them on a loopback listener under the shared [`ListenLimits`] (header, idle
+//! and request timeouts, a connection cap).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,7 @@
-//! Robot webhooks: session webhooks (`/robot/sendBySession?session=`, spec §3) created per
-//! injected message and expiring, and custom-robot webhooks (`/robot/send?access_token=`,
-//! spec §5) with sign checks. Both answer HTTP 200 with `errcode`.
+//! Robot webhooks: session webhooks (`/robot/sendBySession?session=`, docs/dingtalk-protocol.md §3)
+//! created per injected message and expiring, and custom-robot webhooks
+//! (`/robot/send?access_token=`, docs/dingtalk-protocol.md §5) with sign checks. Both answer HTTP
+//! 200 with `errcode`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
