@@ -74,7 +74,7 @@ pub struct ServeArgs {
     /// Session webhook lifetime.
     #[arg(long, default_value_t = 5_400_000, value_name = "MS", value_parser = sim_millis())]
     pub session_ttl_ms: u64,
-    /// Stream ticket lifetime (single use; docs/dingtalk-protocol.md §1.1 says 90 s).
+    /// Stream ticket lifetime (single use; DingTalk's last 90 s).
     #[arg(long, default_value_t = 90_000, value_name = "MS", value_parser = sim_millis())]
     pub ticket_ttl_ms: u64,
 }
