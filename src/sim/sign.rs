@@ -14,7 +14,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 /// How far a signed timestamp may be from the simulator's clock: DingTalk allows one hour.
-pub const SIGN_WINDOW_MS: u64 = 60 * 60 * 1000;
+pub(crate) const SIGN_WINDOW_MS: u64 = 60 * 60 * 1000;
 
 /// SHA-256 works on 64-byte blocks; HMAC pads (or hashes) the key to one block.
 const BLOCK: usize = 64;
