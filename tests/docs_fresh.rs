@@ -36,10 +36,15 @@ fn completions_command_prints_the_committed_script() {
     assert_eq!(out.stdout, committed);
 }
 
-/// The files under `src/` and `tests/` plus the README, for [`doc_citations_point_into_the_repo`].
+/// The files under `src/`, `tests/` and `crates/` plus the README, for
+/// [`doc_citations_point_into_the_repo`].
 fn cited_from(root: &Path) -> Vec<std::path::PathBuf> {
     let mut files = vec![root.join("README.md")];
-    let mut dirs = vec![root.join("src"), root.join("tests")];
+    let mut dirs: Vec<_> = ["src", "tests", "crates"]
+        .iter()
+        .map(|d| root.join(d))
+        .filter(|d| d.is_dir())
+        .collect();
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
