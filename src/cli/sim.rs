@@ -50,7 +50,7 @@ pub(crate) struct ServeArgs {
     /// Session webhook lifetime.
     #[arg(long, default_value_t = 5_400_000, value_name = "MS", value_parser = sim_millis())]
     pub(crate) session_ttl_ms: u64,
-    /// Stream ticket lifetime (single use; spec §1.1 says 90 s).
+    /// Stream ticket lifetime (single use; DingTalk's last 90 s).
     #[arg(long, default_value_t = 90_000, value_name = "MS", value_parser = sim_millis())]
     pub(crate) ticket_ttl_ms: u64,
 }

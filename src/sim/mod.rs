@@ -1,4 +1,4 @@
-//! The DingTalk simulator: a faithful local DingTalk (spec §9 of docs/dingtalk-protocol.md):
+//! The DingTalk simulator: a faithful local DingTalk (docs/dingtalk-protocol.md §9):
 //! the Stream gateway, OpenAPI, session and custom-robot webhooks, AI cards, an admin API
 //! under `/_sim/...`, and the demo model at `/demo/v1`. Loopback only by default. The
 //! `clawdbot sim` command that drives it is `commands::sim`; its flags are `cli::sim`.
@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod openapi;
 pub mod reply;
 pub mod server;
+pub mod sign;
 pub mod state;
 pub mod webhooks;
 
