@@ -30,7 +30,7 @@ use crate::ipc::client::Client;
 use crate::logging::RunMode;
 use crate::paths::{io_error, DaemonPaths, Layout};
 
-pub fn start(layout: &Layout, args: &StartArgs, out: &Output) -> CmdResult {
+pub(crate) fn start(layout: &Layout, args: &StartArgs, out: &Output) -> CmdResult {
     let timeout = Duration::from_secs(args.timeout);
     start_daemon(layout, &args.launch, timeout, !args.no_wait_channel, out)
 }
@@ -38,7 +38,7 @@ pub fn start(layout: &Layout, args: &StartArgs, out: &Output) -> CmdResult {
 /// `daemon restart`: everything the new daemon needs is checked first (the same checks as
 /// `start` makes before forking); a problem is exit 2 and the running daemon is left
 /// alone. Only then is the old daemon stopped and the new one started.
-pub fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
+pub(crate) fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
     let timeout = Duration::from_secs(args.timeout);
     let paths = layout.daemon(&args.launch.name)?;
     preflight(&paths, &args.launch, &super::invocation(layout)).map_err(|e| {
@@ -58,16 +58,21 @@ pub fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
 }
 
 /// `daemon run`: the same daemon in the foreground.
-pub fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
+pub(crate) fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
     let paths = layout.daemon(&args.launch.name)?;
-    let launch = Launch::resolve(
+    let launch = super::launch::resolve(
         &paths,
         &args.launch,
         &super::invocation(layout),
         RunMode::Foreground,
     )?;
     launch.save(&paths)?;
-    runtime::run(&paths, &launch, ReadyPipe::none())
+    runtime::run(
+        &paths,
+        &launch,
+        &super::workloads::Workloads,
+        ReadyPipe::none(),
+    )
 }
 
 /// Starts a detached daemon (or finds it running) and prints the outcome. Everything
@@ -75,7 +80,7 @@ pub fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
 /// does not become ready in `timeout` is stopped before this returns exit 1. With
 /// `wait_channel`, "ready" includes DingTalk accepting a bot's channel credentials (see
 /// [`wait_for_channel`]).
-pub fn start_daemon(
+pub(crate) fn start_daemon(
     layout: &Layout,
     args: &LaunchArgs,
     timeout: Duration,
@@ -150,7 +155,12 @@ fn spawn_and_confirm(
     let timeout = limits.timeout;
     let mark = LogMark::before_start(launch.log.file());
     let spawned = spawn_detached(lock, timeout, |pipe| {
-        match runtime::run(paths, launch, ReadyPipe::to_start(pipe)) {
+        match runtime::run(
+            paths,
+            launch,
+            &super::workloads::Workloads,
+            ReadyPipe::to_start(pipe),
+        ) {
             Ok(code) => code,
             Err(e) => e.code,
         }
@@ -192,7 +202,7 @@ fn probe_settled(paths: &DaemonPaths, grace: Duration) -> Probe {
 
 fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Launch, CliError> {
     // Loads and checks the config (for its logging.target) as the daemon will.
-    let launch = Launch::resolve(paths, args, me, RunMode::Detached)?;
+    let launch = super::launch::resolve(paths, args, me, RunMode::Detached)?;
     paths.ensure_state_dir()?;
     crate::fsutil::probe_writable(&paths.state)
         .map_err(|e| io_error("create files in the state folder", &paths.state, e))?;
@@ -229,7 +239,7 @@ fn confirm(
     let what = match &report.outcome {
         Outcome::Ready => {
             let left = timeout.saturating_sub(started.elapsed()).max(PROBE_TIMEOUT);
-            match Client::connect(&paths.control_socket(), left) {
+            match Client::connect(&crate::daemon::probe::control_socket(paths), left) {
                 Ok(mut client) => {
                     let channel = match limits.wait_channel {
                         true => wait_for_channel(&mut client, started + timeout),
@@ -270,13 +280,13 @@ const CHANNEL_POLL: Duration = Duration::from_millis(100);
 
 /// Waits until `deadline` for the daemon's channel to authenticate for the first time
 /// (stream: `connections/open` accepted and the WebSocket connected; HTTP mode: an access
-/// token obtained). `Ok` at once for a daemon without a channel (a gateway, or a bot
+/// token obtained). `Ok` at once for a daemon without a channel (a model service, or a bot
 /// without a `channel:` section). `Err` names DingTalk's refusal (its answer, never the
 /// secret), or, at the deadline, the channel's last error: a start that could not reach
 /// DingTalk fails rather than report a bot that cannot receive anything as running.
 fn wait_for_channel(client: &mut Client, deadline: Instant) -> Result<(), String> {
-    use crate::dingtalk::stats::{AUTH_OK, AUTH_REFUSED};
     use crate::ipc::proto::{Request, Response};
+    use crate::status::channel_auth::{OK as AUTH_OK, REFUSED as AUTH_REFUSED};
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         client.set_timeout(left.max(PROBE_TIMEOUT));
@@ -323,7 +333,7 @@ fn started_doc(
     out.result(
         json!({"ok": true, "name": paths.name, "state": "running", "pid": client.daemon_pid,
                "version": client.daemon_version, "log": launch.log.describe(),
-               "socket": paths.control_socket().display().to_string(), "ready_ms": ms}),
+               "socket": crate::daemon::probe::control_socket(paths).display().to_string(), "ready_ms": ms}),
         &format!(
             "started {} (pid {}) in {ms} ms; log: {}",
             paths.name,

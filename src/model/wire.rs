@@ -320,7 +320,10 @@ mod tests {
             "HTTP 404 (type=not_found_error): not found (does base_url need /v1? is the model \
              one the server serves?)"
         );
-        assert!(!e.to_string().contains("nope"), "the server's text stays out");
+        assert!(
+            !e.to_string().contains("nope"),
+            "the server's text stays out"
+        );
         assert!(!e.failover_eligible());
     }
 

@@ -1,5 +1,5 @@
-//! The OpenAPI side (spec §4, §7): access tokens, robot group / 1:1 sends and AI card
-//! endpoints the bot calls, with DingTalk's validation, error shapes, a real per-API QPS
+//! The OpenAPI side (docs/dingtalk-protocol.md §4, §7): access tokens, robot group / 1:1 sends and
+//! AI card endpoints the bot calls, with DingTalk's validation, error shapes, a real per-API QPS
 //! limit, and injected faults. Every accepted send lands in the outbox.
 
 use std::sync::Arc;
@@ -12,7 +12,8 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::reply::{api_body, api_error, ok_json, req_str, required};
-use super::state::{hex_id, now_ms, now_us, take, Sim};
+use super::state::{hex_id, take, Sim};
+use crate::clock::{now_ms, now_us};
 
 /// `POST /v1.0/oauth2/accessToken`.
 pub async fn access_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
@@ -118,7 +119,7 @@ pub fn authorize(sim: &Sim, headers: &HeaderMap, api: &str) -> Result<(), Respon
     Ok(())
 }
 
-/// Every `msgKey` the robot send APIs accept (spec §4.3).
+/// Every `msgKey` the robot send APIs accept (docs/dingtalk-protocol.md §4.3).
 const MSG_KEYS: [&str; 13] = [
     "sampleText",
     "sampleMarkdown",
