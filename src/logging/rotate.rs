@@ -152,6 +152,7 @@ impl Write for RotatingFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::FileTypeExt;
 
     #[test]
