@@ -130,7 +130,7 @@ pub(crate) fn start_daemon(
     let (report, lock) = spawn_detached(lock, timeout, |pipe| {
         match runtime::run(
             &paths,
-            &launch,
+            launch,
             &super::workloads::Workloads,
             ReadyPipe::to_start(pipe),
         ) {
@@ -144,7 +144,7 @@ pub(crate) fn start_daemon(
         timeout,
         wait_channel,
     };
-    let result = confirm(&paths, &launch, report, &limits, out);
+    let result = confirm(&paths, launch, report, &limits, out);
     if let Some(s) = spinner {
         s.finish_and_clear();
     }
