@@ -33,6 +33,8 @@ pub enum Command {
     Daemon(DaemonCommand),
     /// Send a message through a running bot daemon.
     Send(SendArgs),
+    /// List the conversations a running bot has seen recently (ids for targets and allowlists).
+    Conversations(ConversationsArgs),
     /// Check the daemon, the channel and the model, in troubleshooting order.
     Healthcheck(HealthcheckArgs),
     /// Config file tools.
@@ -216,6 +218,18 @@ pub struct SendArgs {
     /// Seconds to wait for DingTalk's answer (1 to 86400).
     #[arg(long, default_value_t = 15, value_name = "SECONDS", value_parser = timeout_secs())]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ConversationsArgs {
+    /// The bot daemon to ask.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Show at most this many, the most recently active first (1 to 200; the daemon
+    /// remembers 200).
+    #[arg(long, default_value_t = 200, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub limit: u32,
 }
 
 #[derive(Debug, Args)]

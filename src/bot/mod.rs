@@ -19,6 +19,7 @@ mod open_cards;
 mod order;
 mod pipeline;
 mod redelivery;
+mod seen;
 
 pub use health::preflight_checks;
 
@@ -33,7 +34,7 @@ use crate::config::Config;
 use crate::daemon::workload::{BoxFuture, WorkError, Workload};
 use crate::dingtalk::channel::ChannelTuning;
 use crate::dingtalk::{Channel, ChannelError, Inbound};
-use crate::ipc::proto::{ErrorKind, HealthReport, SendOutcome};
+use crate::ipc::proto::{ErrorKind, HealthReport, SeenConversation, SendOutcome};
 use crate::model::ModelRouter;
 use crate::paths::DaemonPaths;
 use crate::status::DaemonReport;
@@ -67,6 +68,8 @@ pub(crate) struct Shared {
     delivery: redelivery::DeliveryStats,
     /// Busy replies by cause.
     busy: busy::BusyReplies,
+    /// Conversations messages came from, for `clawdbot conversations`.
+    seen: seen::SeenConversations,
 }
 
 impl Shared {
@@ -133,6 +136,7 @@ impl Bot {
             open_cards,
             delivery: redelivery::DeliveryStats::default(),
             busy: busy::BusyReplies::default(),
+            seen: seen::SeenConversations::default(),
         });
         cards::close_left_open(&shared);
         pipeline::replay(&shared, opened.pending, opened.replies);
@@ -191,6 +195,10 @@ impl Workload for Bot {
                 .await
                 .map_err(channel_error)
         })
+    }
+
+    fn conversations(&self, limit: usize) -> Result<Vec<SeenConversation>, WorkError> {
+        Ok(self.shared.seen.recent(limit))
     }
 
     fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()> {

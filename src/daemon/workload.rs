@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::ipc::proto::{ErrorKind, HealthReport, SendOutcome};
+use crate::ipc::proto::{ErrorKind, HealthReport, SeenConversation, SendOutcome};
 use crate::status::DaemonReport;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -27,6 +27,13 @@ pub trait Workload: Send + Sync + 'static {
         text: String,
         markdown: bool,
     ) -> BoxFuture<'_, Result<SendOutcome, WorkError>>;
+    /// The conversations seen recently, newest first, at most `limit` (bots only).
+    fn conversations(&self, _limit: usize) -> Result<Vec<SeenConversation>, WorkError> {
+        Err((
+            ErrorKind::Unsupported,
+            format!("a {} daemon has no conversations", self.kind()),
+        ))
+    }
     /// Stops taking work and finishes in-flight work for up to `drain`.
     fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()>;
     /// What `/readyz` judges; `None` for a workload without a channel (the gateway),
