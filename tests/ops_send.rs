@@ -294,14 +294,20 @@ fn conversations_lists_what_the_bot_saw_newest_first_without_message_text() {
     assert_eq!(before.code, 0, "{before:?}");
     assert!(before.stderr.contains("no conversation yet"), "{before:?}");
 
-    stack.inject(json!({"text": "quarterly numbers are secret-words-one", "conversation_type": "group",
-        "conversation_id": "cidOpsRoom==", "conversation_title": "Ops room"}));
+    stack.inject(
+        json!({"text": "quarterly numbers are secret-words-one", "conversation_type": "group",
+        "conversation_id": "cidOpsRoom==", "conversation_title": "Ops room"}),
+    );
     stack.wait_outbox(1, Duration::from_secs(30));
-    stack.inject(json!({"text": "my password is secret-words-two", "conversation_type": "direct",
-        "conversation_id": "cidDirectLi==", "sender_staff_id": "0423777"}));
+    stack.inject(
+        json!({"text": "my password is secret-words-two", "conversation_type": "direct",
+        "conversation_id": "cidDirectLi==", "sender_staff_id": "0423777"}),
+    );
     stack.wait_outbox(2, Duration::from_secs(30));
-    stack.inject(json!({"text": "again secret-words-three", "conversation_type": "group",
-        "conversation_id": "cidOpsRoom==", "conversation_title": "Ops room"}));
+    stack.inject(
+        json!({"text": "again secret-words-three", "conversation_type": "group",
+        "conversation_id": "cidOpsRoom==", "conversation_title": "Ops room"}),
+    );
     stack.wait_outbox(3, Duration::from_secs(30));
 
     let r = stack
@@ -325,14 +331,27 @@ fn conversations_lists_what_the_bot_saw_newest_first_without_message_text() {
     let one = stack
         .home
         .run(&["--json", "conversations", "--name", "bot", "--limit", "1"]);
-    assert_eq!(one.json()["conversations"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        one.json()["conversations"].as_array().map(Vec::len),
+        Some(1)
+    );
 
     let human = stack.home.run(&["conversations", "--name", "bot"]);
     assert_eq!(human.code, 0, "{human:?}");
     assert!(human.stdout.starts_with("ID"), "{human:?}");
-    let room = human.stdout.lines().find(|l| l.starts_with("cidOpsRoom==")).unwrap_or("");
-    assert!(room.contains(" group ") && room.ends_with("Ops room"), "{human:?}");
-    assert!(human.stderr.contains("send --name bot --to ID"), "{human:?}");
+    let room = human
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("cidOpsRoom=="))
+        .unwrap_or("");
+    assert!(
+        room.contains(" group ") && room.ends_with("Ops room"),
+        "{human:?}"
+    );
+    assert!(
+        human.stderr.contains("send --name bot --to ID"),
+        "{human:?}"
+    );
     assert!(!human.stdout.contains("secret-words"), "{human:?}");
     assert!(!stack.home.all_logs().contains("secret-words"));
 

@@ -21,7 +21,7 @@ mod pipeline;
 mod redelivery;
 mod seen;
 
-pub use health::preflight_checks;
+pub use health::{preflight_checks, CheckProgress, ProgressSink};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -86,15 +86,7 @@ pub fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
     let checks = if args.skip_checks {
         Vec::new()
     } else {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
-        rt.block_on(crate::bot::preflight_checks(
-            &config,
-            Duration::from_secs(10),
-        ))
-        .checks
+        super::healthcheck::preflight(&config, Duration::from_secs(10), out)?
     };
     let failed = checks.iter().any(|c| c.status == CheckStatus::Fail);
     let mut human: Vec<String> = checks

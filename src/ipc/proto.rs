@@ -46,7 +46,9 @@ pub enum Response {
     ShuttingDown,
     Sent(SendOutcome),
     /// Newest first (a struct variant: the internal tag cannot wrap a bare list).
-    Conversations { seen: Vec<SeenConversation> },
+    Conversations {
+        seen: Vec<SeenConversation>,
+    },
     Error {
         kind: ErrorKind,
         message: String,

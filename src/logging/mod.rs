@@ -27,8 +27,8 @@ pub use target::LogTarget;
 pub(crate) use target::{choose as choose_target, detect_collector, Collector};
 pub use target::{describe_running, RunMode};
 
-pub use rotate::{request_reopen, write_errors, RotatingFile};
 pub(crate) use escape::escape_controls;
+pub use rotate::{request_reopen, write_errors, RotatingFile};
 pub use text_hash::text_for_log;
 pub(crate) use text_hash::{install as install_hash_key, HashKey, KEY_FILE as HASH_KEY_FILE};
 
