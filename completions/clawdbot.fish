@@ -39,7 +39,7 @@ complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "sim" -d 'Run the 
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "quickstart" -d 'Show the whole path working: simulator, bot daemon, a message and its reply'
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l channel -r -f -a "dingtalk\t''"
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l config -d 'Where to write the config' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l config -d 'Where to write the config (default: CONFIG_DIR/NAME.yaml, the file `daemon start --name NAME` reads without --config)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l name -d 'The bot daemon that will use this config: `daemon start --name NAME` then needs no --config' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l client-id -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l client-secret -r

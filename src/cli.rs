@@ -275,9 +275,10 @@ pub enum ChannelKind {
 pub struct OnboardArgs {
     #[arg(long, value_enum, default_value = "dingtalk")]
     pub channel: ChannelKind,
-    /// Where to write the config.
+    /// Where to write the config (default: CONFIG_DIR/NAME.yaml, the file `daemon start
+    /// --name NAME` reads without --config).
     #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
     /// The bot daemon that will use this config: `daemon start --name NAME` then needs no
     /// --config.
     #[arg(long, value_name = "NAME", default_value = "dingtalk-bot")]

@@ -706,3 +706,37 @@ fn bad_flag_values_exit_2_before_anything_is_written() {
     assert!(stderr.contains("--model-base-url"), "{stderr}");
     assert!(!cfg.exists(), "piped answers wrote a config");
 }
+
+/// Without `--config` the file goes where `daemon start --name NAME` looks for it
+/// (CONFIG_DIR/NAME.yaml), so the README's commands work for root and for other users
+/// alike; each check is announced on stderr as it starts.
+#[test]
+fn without_config_it_writes_the_daemons_default_config_and_announces_each_check() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let mut args: Vec<String> = onboard_args(&stack, Path::new("unused"))
+        .into_iter()
+        .filter(|a| a != "--config" && a != "unused")
+        .collect();
+    args.extend(["--name", "desk-bot", "--client-secret", CLIENT_SECRET].map(String::from));
+    let r = run(&stack, &args, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let written = stack.home.path().join("config/desk-bot.yaml");
+    let mode = std::fs::metadata(&written).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "config mode {mode:o}");
+    assert!(r.stderr.contains(written.to_str().unwrap()), "{r:?}");
+    let started = r.stderr.find("....  dingtalk credentials: asking");
+    let ended = r.stderr.find("ok    dingtalk credentials");
+    assert!(started.is_some() && started < ended, "{r:?}");
+    assert!(r.stderr.contains("....  model local_chat:"), "{r:?}");
+
+    let start = stack.home.run(&["daemon", "start", "--name", "desk-bot"]);
+    assert_eq!(start.code, 0, "{start:?}");
+    let status = stack
+        .home
+        .run(&["--json", "daemon", "status", "--name", "desk-bot"]);
+    assert_eq!(
+        status.json()["config_path"].as_str(),
+        written.to_str(),
+        "{status:?}"
+    );
+}

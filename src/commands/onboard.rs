@@ -43,8 +43,11 @@ struct Answers {
 }
 
 pub fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
-    let path = absolute(&args.config);
     let daemon = layout.daemon(&args.name)?;
+    let path = args
+        .config
+        .as_deref()
+        .map_or_else(|| daemon.default_config.clone(), absolute);
     let targets = parse_targets(&args.targets)?;
     if path.exists() && !args.force {
         return Err(CliError::failure(format!(
