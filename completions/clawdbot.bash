@@ -1213,7 +1213,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__quickstart)
-            opts="-h -V --model-base-url --model --text --stop --home --json --help --version"
+            opts="-h -V --model-base-url --model --text --stop --clean --home --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

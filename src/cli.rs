@@ -340,6 +340,9 @@ pub struct QuickstartArgs {
     /// Stop the simulator and the daemon when done instead of leaving them running.
     #[arg(long)]
     pub stop: bool,
+    /// With --stop: also remove the demo folder (its config, state, logs and sockets).
+    #[arg(long, requires = "stop")]
+    pub clean: bool,
 }
 
 /// The longest wait any `--timeout` accepts: one day. Bounding it here, before anything
