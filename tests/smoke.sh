@@ -84,7 +84,7 @@ echo "smoke: simulator at $SIM" >&2
 export DINGTALK_APP_SECRET=sim-client-secret
 expect 0 clawdbot onboard --channel dingtalk --name dingtalk-bot \
     --non-interactive --client-id dingsimclient --client-secret-env DINGTALK_APP_SECRET \
-    --api-base "$SIM" --oapi-base "$SIM" --model-base-url "$SIM/demo/v1" --model local-chat \
+    --api-base "$SIM" --model-base-url "$SIM/demo/v1" --model local-chat \
     --target "test-group=cidSmokeGroup=="
 # Written where `daemon start --name dingtalk-bot` looks: CONFIG_DIR/NAME.yaml.
 CONFIG="$HOME_DIR/config/dingtalk-bot.yaml"
