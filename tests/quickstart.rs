@@ -66,6 +66,10 @@ fn quickstart_twice_reuses_the_running_simulator() {
     assert_eq!(human.code, 0, "{human:?}");
     assert!(human.stdout.contains("bot's reply"), "{human:?}");
     assert!(
+        human.stdout.contains("conversations --name quickstart-bot"),
+        "{human:?}"
+    );
+    assert!(
         human.stdout.contains("daemon stop --name quickstart-sim"),
         "{human:?}"
     );

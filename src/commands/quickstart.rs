@@ -157,7 +157,7 @@ pub fn quickstart(user_layout: &Layout, args: &QuickstartArgs, out: &Output) -> 
         "Stopped the bot and the simulator.".to_string()
     } else {
         format!(
-            "The bot and the simulator keep running. Try:\n  {me} sim inject --sim {sim_url} --group --conversation {CONVERSATION} --text \"hi\"\n  {me} sim outbox --sim {sim_url}\n  {me} daemon status\nStop everything with:\n  {}\n  {}",
+            "The bot and the simulator keep running. Try:\n  {me} sim inject --sim {sim_url} --group --conversation {CONVERSATION} --text \"hi\"\n  {me} sim outbox --sim {sim_url}\n  {me} conversations --name {BOT_NAME}\n  {me} daemon status\nStop everything with:\n  {}\n  {}",
             stop[0], stop[1]
         )
     };
