@@ -2,7 +2,7 @@
 //! DingTalk) and an in-test fake model, over loopback. Non-interactive, piped-stdin and
 //! TTY runs; every failure names what and where and exits with the contract's code.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -581,7 +581,7 @@ impl Terminal {
         use nix::sys::termios::{tcgetattr, LocalFlags};
         use std::os::fd::AsFd;
         let mut at = None;
-        let shown = wait_until(Duration::from_secs(10), || {
+        let shown = wait_until(Duration::from_secs(30), || {
             let screen = self.screen.lock().unwrap();
             at = screen[self.answered..]
                 .find(prompt)
@@ -595,7 +595,7 @@ impl Terminal {
         );
         if hidden {
             assert!(
-                wait_until(Duration::from_secs(5), || tcgetattr(self.master.as_fd())
+                wait_until(Duration::from_secs(30), || tcgetattr(self.master.as_fd())
                     .map(|t| !t.local_flags.contains(LocalFlags::ECHO))
                     .unwrap_or(false)),
                 "echo was never turned off for the secret"
@@ -621,7 +621,7 @@ impl Terminal {
         }
         // The reader thread is left to end on its own; the last output is in the screen
         // once the summary is there.
-        wait_until(Duration::from_secs(5), || {
+        wait_until(Duration::from_secs(30), || {
             self.screen.lock().unwrap().contains("healthcheck --name")
         });
         let screen = self.screen.lock().unwrap().clone();

@@ -1,7 +1,7 @@
 //! The first README command: quickstart shows the whole path and reports a healthy bot,
 //! keeping to its own demo folder.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
