@@ -5,7 +5,7 @@ use std::fmt;
 /// The exit code contract (see README "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Code {
+pub(crate) enum Code {
     /// Success (for `status`: the daemon is running).
     Ok = 0,
     /// Generic failure (for `status`: dead with a stale pid file).
@@ -21,22 +21,22 @@ pub enum Code {
 /// An error that knows which exit code it maps to. Its message is printed on stderr
 /// (or inside the JSON document with `--json`).
 #[derive(Debug)]
-pub struct CliError {
-    pub code: Code,
-    pub message: String,
+pub(crate) struct CliError {
+    pub(crate) code: Code,
+    pub(crate) message: String,
 }
 
 impl CliError {
-    pub fn new(code: Code, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> Self {
         CliError {
             code,
             message: message.into(),
         }
     }
-    pub fn failure(message: impl Into<String>) -> Self {
+    pub(crate) fn failure(message: impl Into<String>) -> Self {
         Self::new(Code::Failure, message)
     }
-    pub fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self::new(Code::Usage, message)
     }
 }
@@ -57,4 +57,4 @@ impl From<crate::config::ConfigError> for CliError {
 
 /// Result type of every CLI command: the exit code on success too (status may succeed
 /// with "not running").
-pub type CmdResult = Result<Code, CliError>;
+pub(crate) type CmdResult = Result<Code, CliError>;

@@ -23,17 +23,17 @@ use std::path::{Path, PathBuf};
 use crate::exit::CliError;
 
 /// The longest socket path the kernel accepts (`sun_path` is 108 bytes including NUL).
-pub const MAX_SOCKET_PATH: usize = 107;
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
 /// The root folders for one installation.
 #[derive(Debug, Clone)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// The folder given by `--home` (or `CLAWDBOT_HOME`); `None` for the FHS/XDG layouts.
-    pub home: Option<PathBuf>,
-    pub config_dir: PathBuf,
-    pub state_dir: PathBuf,
-    pub log_dir: PathBuf,
-    pub run_dir: PathBuf,
+    pub(crate) home: Option<PathBuf>,
+    pub(crate) config_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) log_dir: PathBuf,
+    pub(crate) run_dir: PathBuf,
     /// True when `run_dir` lies in the login session's runtime folder (`XDG_RUNTIME_DIR`),
     /// which belongs to the session: clawdbot never creates it, and it vanishes at logout.
     pub(crate) run_in_session: bool,
@@ -52,7 +52,7 @@ impl Layout {
     /// with the folders systemd made for the service (when run by one) replacing the
     /// matching ones. A home that exists but is not a folder is a usage error naming it
     /// (a home that does not exist yet is created on first use).
-    pub fn resolve(home: Option<&Path>) -> Result<Layout, CliError> {
+    pub(crate) fn resolve(home: Option<&Path>) -> Result<Layout, CliError> {
         match home {
             Some(home) => check_home(home).map(|()| Layout::under(home)),
             None => service_dirs(Layout::system(), &|var| std::env::var_os(var)),
@@ -98,7 +98,7 @@ impl Layout {
     }
 
     /// Everything below one folder (what `--home` gives).
-    pub fn under(home: &Path) -> Layout {
+    pub(crate) fn under(home: &Path) -> Layout {
         let home = absolute(home);
         Layout {
             home: Some(home.clone()),
@@ -114,7 +114,7 @@ impl Layout {
     }
 
     /// The paths of one named daemon. Fails on a bad name or a socket path too long.
-    pub fn daemon(&self, name: &str) -> Result<DaemonPaths, CliError> {
+    pub(crate) fn daemon(&self, name: &str) -> Result<DaemonPaths, CliError> {
         validate_name(name)?;
         let (run, run_root) = instance_folder(&self.run_dir, self.run_is_instance, name);
         let socket = run.join("control.sock");
@@ -139,7 +139,7 @@ impl Layout {
     /// Names of every daemon that was ever started here (a state folder holding a start
     /// lock or a pid file), sorted. No state folder yet means no daemons; an unreadable
     /// one is an error naming it.
-    pub fn daemon_names(&self) -> Result<Vec<String>, CliError> {
+    pub(crate) fn daemon_names(&self) -> Result<Vec<String>, CliError> {
         if let Some(name) = self.instance_name() {
             return Ok(vec![name]);
         }
@@ -271,20 +271,20 @@ fn check_socket_len(socket: &Path) -> Result<(), CliError> {
 /// Invariant: the start lock and the pid file live in the state folder, which does not
 /// depend on the login session, so every shell of one user (ssh, su, cron, sudo) finds the
 /// same daemon; the pid file records the control socket the daemon listens on, and
-/// clients connect to that one ([`DaemonPaths::control_socket`]).
+/// clients connect to that one ([`crate::daemon::probe::control_socket`]).
 #[derive(Debug, Clone)]
-pub struct DaemonPaths {
-    pub name: String,
+pub(crate) struct DaemonPaths {
+    pub(crate) name: String,
     /// Private socket folder (0700) in the run root.
-    pub run: PathBuf,
+    pub(crate) run: PathBuf,
     /// Where a daemon started now listens, when its folder can be made.
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// Durable state (launch settings, message journal), the pid file and the start lock.
-    pub state: PathBuf,
-    pub pid_file: PathBuf,
-    pub start_lock: PathBuf,
-    pub default_log: PathBuf,
-    pub default_config: PathBuf,
+    pub(crate) state: PathBuf,
+    pub(crate) pid_file: PathBuf,
+    pub(crate) start_lock: PathBuf,
+    pub(crate) default_log: PathBuf,
+    pub(crate) default_config: PathBuf,
     run_root: PathBuf,
     state_root: PathBuf,
     run_in_session: bool,
@@ -295,7 +295,7 @@ impl DaemonPaths {
     /// Creates the socket folder (0700) and its root; both must be ours and private.
     /// In a session layout the session's runtime folder itself is never created: when it
     /// is gone (logged out), this fails naming it.
-    pub fn ensure_run_dir(&self) -> Result<(), CliError> {
+    pub(crate) fn ensure_run_dir(&self) -> Result<(), CliError> {
         if let Some(session) = self.gone_session() {
             return Err(CliError::failure(format!(
                 "the session's runtime folder {} does not exist (XDG_RUNTIME_DIR of a \
@@ -313,7 +313,7 @@ impl DaemonPaths {
     }
 
     /// Creates the state folder (0700) and its root; both must be ours and private.
-    pub fn ensure_state_dir(&self) -> Result<(), CliError> {
+    pub(crate) fn ensure_state_dir(&self) -> Result<(), CliError> {
         ensure_owned_tree(&self.state_root, &self.state)
     }
 
@@ -397,25 +397,8 @@ impl DaemonPaths {
         self.state.join("control.sock")
     }
 
-    /// The socket to connect to: the one the pid file records, else [`Self::socket`].
-    /// A record in a service user's folder ([`StateAccess::ServiceOwned`]) is only followed
-    /// to this name's own socket paths, so it cannot steer root's client elsewhere.
-    pub(crate) fn control_socket(&self) -> PathBuf {
-        let recorded = crate::daemon::pidfile::recorded_socket(&self.pid_file);
-        match recorded {
-            Some(socket)
-                if socket == self.socket
-                    || socket == self.fallback_socket()
-                    || matches!(self.state_access(), Ok(StateAccess::Own)) =>
-            {
-                socket
-            }
-            _ => self.socket.clone(),
-        }
-    }
-
     /// Where `daemon start` remembers how it was launched, for `restart`.
-    pub fn launch_file(&self) -> PathBuf {
+    pub(crate) fn launch_file(&self) -> PathBuf {
         self.state.join("launch.json")
     }
 
@@ -467,7 +450,7 @@ fn check_home(home: &Path) -> Result<(), CliError> {
 }
 
 /// Daemon names become folder and file names: keep them boring.
-pub fn validate_name(name: &str) -> Result<(), CliError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), CliError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
@@ -485,7 +468,7 @@ pub fn validate_name(name: &str) -> Result<(), CliError> {
 }
 
 /// Creates the parent folder of a file (normal permissions).
-pub fn ensure_parent(file: &Path) -> Result<(), CliError> {
+pub(crate) fn ensure_parent(file: &Path) -> Result<(), CliError> {
     crate::fsutil::check_path_links(file).map_err(unsafe_dir)?;
     if let Some(parent) = file.parent() {
         if !parent.as_os_str().is_empty() {
@@ -500,7 +483,7 @@ pub fn ensure_parent(file: &Path) -> Result<(), CliError> {
 /// Invariant: the file is mode 0600 from its creation on (it may hold secrets: a config,
 /// a supervised command line); a leftover temp file is removed first, so no older,
 /// looser mode is inherited.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
@@ -518,12 +501,12 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
 }
 
 /// An IO error that names what was being done and where.
-pub fn io_error(doing: &str, path: &Path, e: io::Error) -> CliError {
+pub(crate) fn io_error(doing: &str, path: &Path, e: io::Error) -> CliError {
     CliError::failure(format!("cannot {doing} {}: {e}", path.display()))
 }
 
 /// Makes a path absolute against the current folder (without touching the disk).
-pub fn absolute(p: &Path) -> PathBuf {
+pub(crate) fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {

@@ -79,7 +79,7 @@ fn shown_check(mut c: Check) -> Check {
 
 /// A pre-flight check starting or ending: the CLI prints these while the checks run, so a
 /// model that never answers does not leave the terminal blank for the whole timeout.
-pub enum CheckProgress<'a> {
+pub(crate) enum CheckProgress<'a> {
     /// `name` is the check's name as in the report; `what` says what it waits for.
     Started { name: &'a str, what: String },
     /// The check as it will be reported (URL passwords masked).
@@ -87,7 +87,7 @@ pub enum CheckProgress<'a> {
 }
 
 /// Where [`preflight_checks`] reports progress.
-pub type ProgressSink<'a> = &'a (dyn Fn(CheckProgress<'_>) + Sync);
+pub(crate) type ProgressSink<'a> = &'a (dyn Fn(CheckProgress<'_>) + Sync);
 
 fn finished(progress: ProgressSink<'_>, check: Check) -> Check {
     let check = shown_check(check);
@@ -97,7 +97,7 @@ fn finished(progress: ProgressSink<'_>, check: Check) -> Check {
 
 /// Checks that need no daemon: model endpoints and DingTalk credentials. Each check is
 /// reported to `progress` when it starts and when it ends.
-pub async fn preflight_checks(
+pub(crate) async fn preflight_checks(
     config: &Config,
     timeout: Duration,
     progress: ProgressSink<'_>,
@@ -242,7 +242,7 @@ async fn model_checks(router: &ModelRouter, cfg: &Config, timeout: Duration) -> 
                     CheckStatus::Fail,
                     format!("{base}: {reason}"),
                     Some(format!(
-                        "start the model server (or the managed gateway) or fix models.{name}.base_url; try: curl {}",
+                        "start the model server (or the managed model service) or fix models.{name}.base_url; try: curl {}",
                         endpoint_url(&base, "models")
                     )),
                 ),

@@ -21,7 +21,7 @@ mod pipeline;
 mod redelivery;
 mod seen;
 
-pub use health::{preflight_checks, CheckProgress, ProgressSink};
+pub(crate) use health::{preflight_checks, CheckProgress};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,12 +43,12 @@ use futures_util::future::BoxFuture;
 /// The callback replay record in the state folder (see `dingtalk::replay`).
 const CALLBACK_REPLAY_FILE: &str = "callback-replay";
 
+use conversations::Conversations;
 use inflight::InFlight;
 use intake::JournalSink;
 use journal::Journal;
 use open_cards::OpenCards;
 use order::TurnOrder;
-use pipeline::Conversations;
 
 pub(crate) struct Shared {
     /// The live config; SIGHUP swaps it (reply texts, policy, access, memory, prompt).
@@ -82,14 +82,14 @@ impl Shared {
     }
 }
 
-pub struct Bot {
+pub(crate) struct Bot {
     shared: Arc<Shared>,
 }
 
 impl Bot {
     /// Starts the channel and the dispatcher, then replays messages a previous run accepted
     /// but did not answer.
-    pub async fn start(
+    pub(crate) async fn start(
         config: Config,
         config_path: PathBuf,
         paths: DaemonPaths,

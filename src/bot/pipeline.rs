@@ -28,7 +28,6 @@ use crate::logging::text_for_log;
 use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
 
 use super::conversations::Admission;
-pub use super::conversations::Conversations;
 use super::order::Ticket;
 use super::redelivery::{redeliver, LateReply, RedeliveryPolicy};
 
@@ -79,7 +78,7 @@ pub(crate) fn replay(
         tokio::spawn(async move {
             let expired = msg
                 .session_webhook_expires_ms
-                .is_some_and(|t| t <= crate::dingtalk::now_ms());
+                .is_some_and(|t| t <= crate::clock::now_ms());
             if expired {
                 let cfg = shared.config();
                 finish(
@@ -211,7 +210,7 @@ async fn question_text(shared: &Arc<Shared>, cfg: &Config, msg: &Inbound) -> Opt
 
 /// Applies access and rate limits; a refused message is answered here (false).
 async fn admitted(shared: &Arc<Shared>, cfg: &Config, msg: &Inbound) -> bool {
-    let (text, label) = match shared.conversations.admit(msg, cfg) {
+    let (text, label) = match shared.conversations.admit(msg) {
         Admission::Allowed => return true,
         Admission::Denied => (&cfg.reply.denied_text, "denied"),
         Admission::RateLimited => (&cfg.reply.rate_limited_text, "rate_limited"),
@@ -296,7 +295,7 @@ impl TurnHooks for Hooks<'_> {
     fn answered(&mut self, answer: &str) {
         self.shared
             .conversations
-            .remember(self.cfg, self.conversation, self.text, answer);
+            .remember(self.conversation, self.text, answer);
     }
 }
 

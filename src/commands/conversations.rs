@@ -35,7 +35,7 @@ pub(crate) fn list(layout: &Layout, args: &ConversationsArgs, out: &Output) -> C
     };
     out.result(
         json!({"ok": true, "name": args.name, "conversations": seen}),
-        &table(&seen, crate::dingtalk::now_ms()),
+        &table(&seen, crate::clock::now_ms()),
     );
     if !out.json {
         out.note(&hint(layout, &args.name, seen.is_empty()));

@@ -13,12 +13,13 @@ use serde_json::json;
 
 use super::output::Output;
 use crate::cli::HealthcheckArgs;
+use crate::config::Config;
 use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::proto::{Check, CheckStatus, HealthReport};
 use crate::ipc::{Request, Response};
 use crate::paths::Layout;
 
-pub fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output) -> CmdResult {
+pub(crate) fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output) -> CmdResult {
     let timeout = Duration::from_secs(args.timeout.max(1));
     let (target, report) = match (&args.name, &args.config) {
         (_, Some(path)) => {
@@ -44,7 +45,7 @@ pub fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output) -> Cmd
         }
     };
     let healthy = !report.checks.iter().any(|c| c.status == CheckStatus::Fail);
-    let text = render(out, &report);
+    let text = render_checks(out, &report.checks);
     out.result(
         json!({"ok": healthy, "target": target, "checks": report.checks}),
         &text,
@@ -56,7 +57,7 @@ pub fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output) -> Cmd
 /// credentials), each announced on stderr as it starts and ends (a runtime of its own:
 /// the CLI runs no tokio runtime otherwise).
 pub(crate) fn preflight(
-    config: &crate::config::Config,
+    config: &Config,
     timeout: Duration,
     out: &Output,
 ) -> Result<Vec<Check>, CliError> {
@@ -119,15 +120,11 @@ fn daemon_checks(
     Ok(report)
 }
 
-fn render(out: &Output, report: &HealthReport) -> String {
-    let width = report
-        .checks
-        .iter()
-        .map(|c| c.name.len())
-        .max()
-        .unwrap_or(0);
-    report
-        .checks
+/// The checks for a person: one line each (`ok`, `warn`, `FAIL`, name, detail), then the
+/// fix indented under it. The one renderer for `healthcheck` and `onboard`.
+pub(crate) fn render_checks(out: &Output, checks: &[Check]) -> String {
+    let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    checks
         .iter()
         .map(|c| {
             let tag = out.check_tag(c.status);

@@ -38,7 +38,7 @@ const CONNECT_WAIT: Duration = Duration::from_secs(15);
 /// and the fallback reply fit in it).
 const REPLY_WAIT: Duration = Duration::from_secs(20);
 
-pub fn quickstart(user_layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdResult {
+pub(crate) fn quickstart(user_layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdResult {
     let demo = demo_folder(user_layout)?;
     out.note(&format!(
         "demo folder {} (stop and remove it with: {} quickstart --stop --clean)",
@@ -46,108 +46,22 @@ pub fn quickstart(user_layout: &Layout, args: &QuickstartArgs, out: &Output) -> 
         super::invocation(user_layout)
     ));
     let layout = &Layout::resolve(Some(&demo))?;
-    let quiet = out.without_spinners();
-    let silent = out.silent();
     let me = super::invocation(layout);
-    let sim_paths = layout.daemon(SIM_NAME)?;
-    sim_paths.ensure_state_dir()?;
-    let url_file = sim_paths.state.join("url");
-
-    // 1. The simulator (reused when a previous quickstart left it running).
-    let sim_url = match std::fs::read_to_string(&url_file)
-        .ok()
-        .filter(|_| running(layout, SIM_NAME))
-    {
-        Some(url) => {
-            let url = url.trim().to_string();
-            out.note(&format!("reusing the simulator already running on {url}"));
-            url
-        }
-        None => {
-            let port = free_port()?;
-            let url = format!("http://127.0.0.1:{port}");
-            let exe = std::env::current_exe()
-                .map_err(|e| CliError::failure(format!("cannot find this program: {e}")))?;
-            let exec = format!(
-                "'{}' sim serve --listen 127.0.0.1:{port} --client-id {CLIENT_ID} --client-secret {CLIENT_SECRET} --ping-interval-ms 30000",
-                exe.display()
-            );
-            let launch = LaunchArgs {
-                name: SIM_NAME.into(),
-                exec: Some(exec),
-                health_url: Some(format!("{url}/_sim/health")),
-                ..Default::default()
-            };
-            out.note(&format!("starting the DingTalk simulator on {url}"));
-            super::stop_daemon(layout, SIM_NAME, Duration::from_secs(5), &silent, true)?;
-            super::start_daemon(layout, &launch, Duration::from_secs(20), true, &silent)?;
-            std::fs::write(&url_file, &url).map_err(|e| io_error("write", &url_file, e))?;
-            url
-        }
-    };
-    wait_listening(&sim_url, Duration::from_secs(15), &me)?;
-
-    // 2. The demo config.
-    let model_base = args
-        .model_base_url
-        .clone()
-        .unwrap_or_else(|| format!("{sim_url}/demo/v1"));
-    let config_path = layout.config_dir.join(format!("{BOT_NAME}.yaml"));
-    crate::paths::ensure_parent(&config_path)?;
-    crate::paths::write_private(
-        &config_path,
-        demo_config(&sim_url, &model_base, &args.model).as_bytes(),
-    )?;
-    out.note(&format!(
-        "wrote the demo config {} (mode 0600)",
-        config_path.display()
-    ));
-
-    // 3. The bot, restarted so it picks up this config.
-    super::stop_daemon(layout, BOT_NAME, Duration::from_secs(10), &silent, true)?;
-    let launch = LaunchArgs {
-        name: BOT_NAME.into(),
-        config: Some(config_path.clone()),
-        ..Default::default()
-    };
-    out.note("starting the bot daemon");
-    super::start_daemon(layout, &launch, Duration::from_secs(20), true, &silent)?;
-
-    // 4. A message and its reply (the async part starts only now).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
-    let reply = rt.block_on(converse(&sim_url, &args.text, &me, out))?;
-    drop(rt);
-    if !out.json {
-        let exchange = format!(
-            "\n  Li Lei in group \"Quickstart demo\": @bot {}\n  bot's reply (session webhook):     {}\n\n",
-            args.text,
-            reply.lines().next().unwrap_or_default()
-        );
-        super::output::write_stdout(exchange.as_bytes());
-    }
-
-    // 5. Health, then how to stop.
-    let health = HealthcheckArgs {
-        name: Some(BOT_NAME.into()),
-        config: None,
-        timeout: 10,
-    };
-    let health_code =
-        super::healthcheck::healthcheck(layout, &health, if out.json { &silent } else { &quiet })?;
-    let stop = vec![
-        format!("{me} daemon stop --name {BOT_NAME}"),
-        format!("{me} daemon stop --name {SIM_NAME}"),
-    ];
+    let sim_url = start_simulator(layout, &me, out)?;
+    let config_path = write_demo_config(layout, &sim_url, args, out)?;
+    start_bot(layout, &config_path, out)?;
+    let reply = ask_the_bot(&sim_url, &args.text, &me, out)?;
+    let health_code = check_health(layout, out)?;
     if args.stop {
-        super::stop_daemon(layout, BOT_NAME, Duration::from_secs(10), &silent, true)?;
-        super::stop_daemon(layout, SIM_NAME, Duration::from_secs(10), &silent, true)?;
+        stop_both(layout, out)?;
     }
     if args.clean {
         std::fs::remove_dir_all(&demo).map_err(|e| io_error("remove", &demo, e))?;
     }
+    let stop = vec![
+        format!("{me} daemon stop --name {BOT_NAME}"),
+        format!("{me} daemon stop --name {SIM_NAME}"),
+    ];
     let human = if args.clean {
         format!(
             "Stopped the bot and the simulator; removed {}.",
@@ -171,6 +85,124 @@ pub fn quickstart(user_layout: &Layout, args: &QuickstartArgs, out: &Output) -> 
     Ok(health_code)
 }
 
+/// Step 1: the simulator as a managed daemon, reused when a previous quickstart left it
+/// running; returns its base URL once it listens.
+fn start_simulator(layout: &Layout, me: &str, out: &Output) -> Result<String, CliError> {
+    let sim_paths = layout.daemon(SIM_NAME)?;
+    sim_paths.ensure_state_dir()?;
+    let url_file = sim_paths.state.join("url");
+    let reused = std::fs::read_to_string(&url_file)
+        .ok()
+        .filter(|_| running(layout, SIM_NAME));
+    let sim_url = match reused {
+        Some(url) => {
+            let url = url.trim().to_string();
+            out.note(&format!("reusing the simulator already running on {url}"));
+            url
+        }
+        None => {
+            let port = free_port()?;
+            let url = format!("http://127.0.0.1:{port}");
+            let exe = std::env::current_exe()
+                .map_err(|e| CliError::failure(format!("cannot find this program: {e}")))?;
+            let exec = format!(
+                "'{}' sim serve --listen 127.0.0.1:{port} --client-id {CLIENT_ID} --client-secret {CLIENT_SECRET} --ping-interval-ms 30000",
+                exe.display()
+            );
+            let launch = LaunchArgs {
+                name: SIM_NAME.into(),
+                exec: Some(exec),
+                health_url: Some(format!("{url}/_sim/health")),
+                ..Default::default()
+            };
+            out.note(&format!("starting the DingTalk simulator on {url}"));
+            let silent = out.silent();
+            super::stop_daemon(layout, SIM_NAME, Duration::from_secs(5), &silent, true)?;
+            super::start_daemon(layout, &launch, Duration::from_secs(20), true, &silent)?;
+            std::fs::write(&url_file, &url).map_err(|e| io_error("write", &url_file, e))?;
+            url
+        }
+    };
+    wait_listening(&sim_url, Duration::from_secs(15), me)?;
+    Ok(sim_url)
+}
+
+/// Step 2: the demo config under the config folder; returns its path.
+fn write_demo_config(
+    layout: &Layout,
+    sim_url: &str,
+    args: &QuickstartArgs,
+    out: &Output,
+) -> Result<PathBuf, CliError> {
+    let model_base = args
+        .model_base_url
+        .clone()
+        .unwrap_or_else(|| format!("{sim_url}/demo/v1"));
+    let config_path = layout.config_dir.join(format!("{BOT_NAME}.yaml"));
+    crate::paths::ensure_parent(&config_path)?;
+    crate::paths::write_private(
+        &config_path,
+        demo_config(sim_url, &model_base, &args.model).as_bytes(),
+    )?;
+    out.note(&format!(
+        "wrote the demo config {} (mode 0600)",
+        config_path.display()
+    ));
+    Ok(config_path)
+}
+
+/// Step 3: the bot daemon, restarted so it picks up the demo config.
+fn start_bot(layout: &Layout, config_path: &Path, out: &Output) -> Result<(), CliError> {
+    let silent = out.silent();
+    super::stop_daemon(layout, BOT_NAME, Duration::from_secs(10), &silent, true)?;
+    let launch = LaunchArgs {
+        name: BOT_NAME.into(),
+        config: Some(config_path.to_path_buf()),
+        ..Default::default()
+    };
+    out.note("starting the bot daemon");
+    super::start_daemon(layout, &launch, Duration::from_secs(20), true, &silent)?;
+    Ok(())
+}
+
+/// Step 4: one message and the bot's reply, printed as an exchange (the async part of
+/// this process starts only now, after both daemons were forked).
+fn ask_the_bot(sim_url: &str, text: &str, me: &str, out: &Output) -> Result<String, CliError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
+    let reply = rt.block_on(converse(sim_url, text, me, out))?;
+    if !out.json {
+        let exchange = format!(
+            "\n  Li Lei in group \"Quickstart demo\": @bot {}\n  bot's reply (session webhook):     {}\n\n",
+            text,
+            reply.lines().next().unwrap_or_default()
+        );
+        super::output::write_stdout(exchange.as_bytes());
+    }
+    Ok(reply)
+}
+
+/// Step 5: the bot's healthcheck (its lines on stderr, or nothing with `--json`).
+fn check_health(layout: &Layout, out: &Output) -> CmdResult {
+    let health = HealthcheckArgs {
+        name: Some(BOT_NAME.into()),
+        config: None,
+        timeout: 10,
+    };
+    let (quiet, silent) = (out.without_spinners(), out.silent());
+    super::healthcheck::healthcheck(layout, &health, if out.json { &silent } else { &quiet })
+}
+
+/// `--stop`: both daemons, the bot first.
+fn stop_both(layout: &Layout, out: &Output) -> Result<(), CliError> {
+    let silent = out.silent();
+    super::stop_daemon(layout, BOT_NAME, Duration::from_secs(10), &silent, true)?;
+    super::stop_daemon(layout, SIM_NAME, Duration::from_secs(10), &silent, true)?;
+    Ok(())
+}
+
 /// The demo's own folder, made private (0700): `quickstart` under `--home DIR`, else under
 /// the user's data folder (`~/.local/share/clawdbot/quickstart`, for root too): never the
 /// folders a production bot uses.
@@ -185,16 +217,12 @@ fn demo_folder(layout: &Layout) -> Result<PathBuf, CliError> {
                 )
             })?,
     };
-    create_private_folder(&folder)?;
-    Ok(folder)
-}
-
-fn create_private_folder(folder: &Path) -> Result<(), CliError> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(folder)
-        .map_err(|e| io_error("create folder", folder, e))
+        .create(&folder)
+        .map_err(|e| io_error("create folder", &folder, e))?;
+    Ok(folder)
 }
 
 fn running(layout: &Layout, name: &str) -> bool {

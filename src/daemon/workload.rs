@@ -1,20 +1,39 @@
-//! What a daemon runs: the bot, or a supervised model gateway. The control server and the
-//! lifecycle code only see this trait.
+//! What a daemon runs: the bot, or a supervised model service. The control server and the
+//! lifecycle code only see the [`Workload`] trait, and the daemon builds its workload
+//! through the [`WorkloadFactory`] it is given: `daemon/` names no workload.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use crate::config::Config;
 use crate::ipc::proto::{ErrorKind, HealthReport, SeenConversation, SendOutcome};
+use crate::paths::DaemonPaths;
 use crate::status::DaemonReport;
 
-/// A refusal or failure the control server sends back as `Response::Error`.
-pub type WorkError = (ErrorKind, String);
+use super::Launch;
 
-pub trait Workload: Send + Sync + 'static {
-    /// `bot` or `gateway`.
+/// A refusal or failure the control server sends back as `Response::Error`.
+pub(crate) type WorkError = (ErrorKind, String);
+
+/// Starts the workload a [`Launch`] describes, inside the daemon's tokio runtime, once the
+/// pid lock is held, the log is open and the control socket is bound. `config` is the
+/// launch's config, loaded (absent for a model service started without one). The error
+/// is one line for `daemon start` to print.
+pub(crate) trait WorkloadFactory: Sync {
+    fn start<'a>(
+        &'a self,
+        paths: &'a DaemonPaths,
+        launch: &'a Launch,
+        config: Option<Config>,
+    ) -> BoxFuture<'a, Result<Arc<dyn Workload>, String>>;
+}
+
+pub(crate) trait Workload: Send + Sync + 'static {
+    /// `bot` or `gateway` (the model service; the word status JSON already uses).
     fn kind(&self) -> &'static str;
-    /// Adds this workload's figures (channel, models, gateway) to the report.
+    /// Adds this workload's figures (channel, models, model service) to the report.
     fn fill_report(&self, report: &mut DaemonReport);
     /// Live checks, bounded by `timeout`.
     fn health(&self, timeout: Duration) -> BoxFuture<'_, HealthReport>;
@@ -34,7 +53,7 @@ pub trait Workload: Send + Sync + 'static {
     }
     /// Stops taking work and finishes in-flight work for up to `drain`.
     fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()>;
-    /// What `/readyz` judges; `None` for a workload without a channel (the gateway),
+    /// What `/readyz` judges; `None` for a workload without a channel (the model service),
     /// which is ready while it runs.
     fn readiness(&self) -> Option<crate::ops::readiness::ReadinessFacts> {
         None

@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 
 use super::gateway;
 use super::sign::callback_signature;
-use super::state::{frame_id, hex_id, now_ms, now_us, Faults, Injected, Session, Sim};
+use super::state::{frame_id, hex_id, Faults, Injected, Session, Sim};
+use crate::clock::{now_ms, now_us};
 
 fn bad(msg: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()

@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use super::openapi::record_out;
 use super::reply::{errcode, errcode_body};
 use super::sign::{signature_matches, SIGN_WINDOW_MS};
-use super::state::{now_ms, take, Sim};
+use super::state::{take, Sim};
+use crate::clock::now_ms;
 
 /// Validates a text/markdown webhook body; returns (msgtype, text).
 fn check_body(bytes: &[u8]) -> Result<(Value, String, String), Response> {

@@ -1,0 +1,41 @@
+//! The daemon's [`WorkloadFactory`]: a launch with `--exec` supervises a model service,
+//! any other runs the bot. The one place that names both workloads, so `daemon/` knows
+//! neither.
+
+use std::sync::Arc;
+
+use crate::bot::Bot;
+use crate::config::Config;
+use futures_util::future::BoxFuture;
+
+use crate::daemon::workload::{Workload, WorkloadFactory};
+use crate::daemon::Launch;
+use crate::model_service::ModelService;
+use crate::paths::DaemonPaths;
+
+/// The workloads this binary runs.
+pub(crate) struct Workloads;
+
+impl WorkloadFactory for Workloads {
+    fn start<'a>(
+        &'a self,
+        paths: &'a DaemonPaths,
+        launch: &'a Launch,
+        config: Option<Config>,
+    ) -> BoxFuture<'a, Result<Arc<dyn Workload>, String>> {
+        Box::pin(async move {
+            match &launch.exec {
+                Some(cmd) => ModelService::start(&launch.name, cmd, launch.health_url.clone())
+                    .await
+                    .map(|s| Arc::new(s) as Arc<dyn Workload>),
+                None => {
+                    let config = config.ok_or("a bot needs a config file")?;
+                    let config_path = launch.config.clone().ok_or("a bot needs a config file")?;
+                    Bot::start(config, config_path, paths.clone())
+                        .await
+                        .map(|b| Arc::new(b) as Arc<dyn Workload>)
+                }
+            }
+        })
+    }
+}
