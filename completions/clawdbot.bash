@@ -22,6 +22,9 @@ _clawdbot() {
             clawdbot,config)
                 cmd="clawdbot__subcmd__config"
                 ;;
+            clawdbot,conversations)
+                cmd="clawdbot__subcmd__conversations"
+                ;;
             clawdbot,daemon)
                 cmd="clawdbot__subcmd__daemon"
                 ;;
@@ -121,6 +124,9 @@ _clawdbot() {
             clawdbot__subcmd__help,config)
                 cmd="clawdbot__subcmd__help__subcmd__config"
                 ;;
+            clawdbot__subcmd__help,conversations)
+                cmd="clawdbot__subcmd__help__subcmd__conversations"
+                ;;
             clawdbot__subcmd__help,daemon)
                 cmd="clawdbot__subcmd__help__subcmd__daemon"
                 ;;
@@ -212,7 +218,7 @@ _clawdbot() {
 
     case "${cmd}" in
         clawdbot)
-            opts="-h -V --home --json --help --version onboard daemon send healthcheck config completions sim quickstart help"
+            opts="-h -V --home --json --help --version onboard daemon send conversations healthcheck config completions sim quickstart help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -322,6 +328,32 @@ _clawdbot() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clawdbot__subcmd__conversations)
+            opts="-h -V --name --limit --home --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -834,7 +866,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__help)
-            opts="onboard daemon send healthcheck config completions sim quickstart help"
+            opts="onboard daemon send conversations healthcheck config completions sim quickstart help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -878,6 +910,20 @@ _clawdbot() {
         clawdbot__subcmd__help__subcmd__config__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        clawdbot__subcmd__help__subcmd__conversations)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1226,7 +1272,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__quickstart)
-            opts="-h -V --model-base-url --model --text --stop --home --json --help --version"
+            opts="-h -V --model-base-url --model --text --stop --clean --home --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -31,6 +31,7 @@ complete -c clawdbot -n "__fish_clawdbot_needs_command" -s V -l version -d 'Prin
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "onboard" -d 'Write a config for a channel and check the credentials and the model endpoint'
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "daemon" -d 'Manage background daemons (the bot, or a supervised model service)'
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "send" -d 'Send a message through a running bot daemon'
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "conversations" -d 'List the conversations a running bot has seen recently (ids for targets and allowlists)'
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "healthcheck" -d 'Check the daemon, the channel and the model, in troubleshooting order'
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "config" -d 'Config file tools'
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "completions" -d 'Print a shell completion script'
@@ -38,7 +39,7 @@ complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "sim" -d 'Run the 
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "quickstart" -d 'Show the whole path working: simulator, bot daemon, a message and its reply'
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l channel -r -f -a "dingtalk\t''"
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l config -d 'Where to write the config' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l config -d 'Where to write the config (default: CONFIG_DIR/NAME.yaml, the file `daemon start --name NAME` reads without --config)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l name -d 'The bot daemon that will use this config: `daemon start --name NAME` then needs no --config' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l client-id -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l client-secret -r
@@ -168,6 +169,12 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l markdown -d '
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand send" -s V -l version -d 'Print version'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand conversations" -l name -d 'The bot daemon to ask' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand conversations" -l limit -d 'Show at most this many, the most recently active first (1 to 200; the daemon remembers 200)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand conversations" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand conversations" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand conversations" -s h -l help -d 'Print help'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand conversations" -s V -l version -d 'Print version'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -l name -d 'The daemon to check' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -l config -d 'Pre-flight: check a config\'s model endpoints and credentials without a daemon' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand healthcheck" -l timeout -d 'Seconds for all checks together (1 to 86400)' -r
@@ -243,18 +250,20 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l model -
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l text -d 'The message the simulated user sends' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l stop -d 'Stop the simulator and the daemon when done instead of leaving them running'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l clean -d 'With --stop: also remove the demo folder (its config, state, logs and sockets)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -s V -l version -d 'Print version'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "onboard" -d 'Write a config for a channel and check the credentials and the model endpoint'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "daemon" -d 'Manage background daemons (the bot, or a supervised model service)'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "send" -d 'Send a message through a running bot daemon'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "healthcheck" -d 'Check the daemon, the channel and the model, in troubleshooting order'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "config" -d 'Config file tools'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "completions" -d 'Print a shell completion script'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "sim" -d 'Run the local DingTalk simulator (Stream gateway, OpenAPI, session webhooks)'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "quickstart" -d 'Show the whole path working: simulator, bot daemon, a message and its reply'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send conversations healthcheck config completions sim quickstart help" -f -a "onboard" -d 'Write a config for a channel and check the credentials and the model endpoint'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send conversations healthcheck config completions sim quickstart help" -f -a "daemon" -d 'Manage background daemons (the bot, or a supervised model service)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send conversations healthcheck config completions sim quickstart help" -f -a "send" -d 'Send a message through a running bot daemon'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send conversations healthcheck config completions sim quickstart help" -f -a "conversations" -d 'List the conversations a running bot has seen recently (ids for targets and allowlists)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send conversations healthcheck config completions sim quickstart help" -f -a "healthcheck" -d 'Check the daemon, the channel and the model, in troubleshooting order'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send conversations healthcheck config completions sim quickstart help" -f -a "config" -d 'Config file tools'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send conversations healthcheck config completions sim quickstart help" -f -a "completions" -d 'Print a shell completion script'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send conversations healthcheck config completions sim quickstart help" -f -a "sim" -d 'Run the local DingTalk simulator (Stream gateway, OpenAPI, session webhooks)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send conversations healthcheck config completions sim quickstart help" -f -a "quickstart" -d 'Show the whole path working: simulator, bot daemon, a message and its reply'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send conversations healthcheck config completions sim quickstart help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "start" -d 'Start a daemon in the background; returns once it answers on its socket'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "run" -d 'Run a daemon in the foreground (systemd Type=notify, containers)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "stop" -d 'Stop a daemon: drain in-flight work, then SIGTERM, then SIGKILL'

@@ -118,6 +118,16 @@ pub(crate) fn open_private(path: &Path) -> io::Result<File> {
     open_nofollow(path, options)
 }
 
+/// Creates `dir` and its missing parents with mode 0750, whatever the caller's umask: a
+/// log folder made under `umask 000` must not be writable by others (who could then
+/// replace or delete the logs). Folders that already exist keep their mode.
+pub(crate) fn create_dirs(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+}
+
 /// Reads a whole file without following a link at `path`.
 pub(crate) fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
     let mut options = OpenOptions::new();

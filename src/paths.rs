@@ -483,7 +483,7 @@ pub(crate) fn ensure_parent(file: &Path) -> Result<(), CliError> {
     crate::fsutil::check_path_links(file).map_err(unsafe_dir)?;
     if let Some(parent) = file.parent() {
         if !parent.as_os_str().is_empty() {
-            fs::create_dir_all(parent).map_err(|e| io_error("create folder", parent, e))?;
+            crate::fsutil::create_dirs(parent).map_err(|e| io_error("create folder", parent, e))?;
         }
     }
     Ok(())

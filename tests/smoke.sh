@@ -82,16 +82,18 @@ echo "smoke: simulator at $SIM" >&2
 
 # 2. The seed's smoke test. The secret stays out of the file as ${DINGTALK_APP_SECRET}.
 export DINGTALK_APP_SECRET=sim-client-secret
-expect 0 clawdbot onboard --channel dingtalk --config "$HOME_DIR/dingtalk.yaml" \
+expect 0 clawdbot onboard --channel dingtalk --name dingtalk-bot \
     --non-interactive --client-id dingsimclient --client-secret-env DINGTALK_APP_SECRET \
     --api-base "$SIM" --model-base-url "$SIM/demo/v1" --model local-chat \
     --target "test-group=cidSmokeGroup=="
-[ "$(stat -c %a "$HOME_DIR/dingtalk.yaml")" = 600 ] || fail "the config is not mode 0600"
-if grep -q sim-client-secret "$HOME_DIR/dingtalk.yaml"; then
+# Written where `daemon start --name dingtalk-bot` looks: CONFIG_DIR/NAME.yaml.
+CONFIG="$HOME_DIR/config/dingtalk-bot.yaml"
+[ "$(stat -c %a "$CONFIG")" = 600 ] || fail "the config is not mode 0600"
+if grep -q sim-client-secret "$CONFIG"; then
     fail "the literal secret is in the config file"
 fi
 
-expect 0 clawdbot daemon start --name dingtalk-bot --log "$HOME_DIR/logs/dingtalk-bot.log"
+expect 0 clawdbot daemon start --name dingtalk-bot
 expect 0 clawdbot send --name dingtalk-bot --to "test-group" --text "ping"
 
 # The outbox holds the ping, sent by group_send to the alias' conversation.

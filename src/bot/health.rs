@@ -65,38 +65,89 @@ pub(crate) async fn daemon_checks(shared: &Shared, timeout: Duration) -> HealthR
 
 /// The report as it may be shown: URL passwords masked in every detail and fix (the
 /// checks quote configured URLs and errors that may quote them).
-fn shown(mut checks: Vec<Check>) -> HealthReport {
-    for c in &mut checks {
-        c.detail = redact_url(&c.detail).into_owned();
-        c.fix = c.fix.as_deref().map(|f| redact_url(f).into_owned());
+fn shown(checks: Vec<Check>) -> HealthReport {
+    HealthReport {
+        checks: checks.into_iter().map(shown_check).collect(),
     }
-    HealthReport { checks }
 }
 
-/// Checks that need no daemon: model endpoints and DingTalk credentials.
-pub(crate) async fn preflight_checks(config: &Config, timeout: Duration) -> HealthReport {
+fn shown_check(mut c: Check) -> Check {
+    c.detail = redact_url(&c.detail).into_owned();
+    c.fix = c.fix.as_deref().map(|f| redact_url(f).into_owned());
+    c
+}
+
+/// A pre-flight check starting or ending: the CLI prints these while the checks run, so a
+/// model that never answers does not leave the terminal blank for the whole timeout.
+pub(crate) enum CheckProgress<'a> {
+    /// `name` is the check's name as in the report; `what` says what it waits for.
+    Started { name: &'a str, what: String },
+    /// The check as it will be reported (URL passwords masked).
+    Finished(&'a Check),
+}
+
+/// Where [`preflight_checks`] reports progress.
+pub(crate) type ProgressSink<'a> = &'a (dyn Fn(CheckProgress<'_>) + Sync);
+
+fn finished(progress: ProgressSink<'_>, check: Check) -> Check {
+    let check = shown_check(check);
+    progress(CheckProgress::Finished(&check));
+    check
+}
+
+/// Checks that need no daemon: model endpoints and DingTalk credentials. Each check is
+/// reported to `progress` when it starts and when it ends.
+pub(crate) async fn preflight_checks(
+    config: &Config,
+    timeout: Duration,
+    progress: ProgressSink<'_>,
+) -> HealthReport {
     let mut checks = Vec::new();
+    let within = timeout.as_secs();
     if let Some(ch) = &config.channel {
-        checks.push(credentials_check(&ch.dingtalk, timeout).await);
+        progress(CheckProgress::Started {
+            name: "dingtalk credentials",
+            what: format!(
+                "asking {} for an access token (up to {within} s)",
+                redact_url(&ch.dingtalk.api_base)
+            ),
+        });
+        let credentials = credentials_check(&ch.dingtalk, timeout).await;
+        checks.push(finished(progress, credentials));
     } else {
-        checks.push(check(
+        let no_channel = check(
             "channel",
             CheckStatus::Warn,
             "no channel section: `daemon start` will run a bot that receives nothing",
             Some("run `clawdbot onboard --channel dingtalk --config FILE`".into()),
-        ));
+        );
+        checks.push(finished(progress, no_channel));
     }
     let router = ModelRouter::new(config);
-    let mut models = model_checks(&router, config, timeout).await;
     for (name, cfg) in &config.models {
-        let label = format!("model {name}");
-        if let Some(check) = models.iter_mut().find(|c| c.name == label) {
-            if check.status == CheckStatus::Ok {
-                completion_check(check, name, cfg, timeout).await;
-            }
-        }
+        progress(CheckProgress::Started {
+            name: &format!("model {name}"),
+            what: format!(
+                "{} lists its models (up to {within} s)",
+                redact_url(&endpoint_url(&cfg.base_url, "models"))
+            ),
+        });
     }
-    checks.extend(models);
+    let models = model_checks(&router, config, timeout).await;
+    for mut check in models {
+        let model = config
+            .models
+            .iter()
+            .find(|(name, _)| check.name == format!("model {name}"));
+        if let (Some((name, cfg)), CheckStatus::Ok) = (model, check.status) {
+            progress(CheckProgress::Started {
+                name: &check.name,
+                what: format!("one tiny completion of {:?} (up to {within} s)", cfg.model),
+            });
+            completion_check(&mut check, name, cfg, timeout).await;
+        }
+        checks.push(finished(progress, check));
+    }
     shown(checks)
 }
 

@@ -19,8 +19,9 @@ mod open_cards;
 mod order;
 mod pipeline;
 mod redelivery;
+mod seen;
 
-pub(crate) use health::preflight_checks;
+pub(crate) use health::{preflight_checks, CheckProgress};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +34,7 @@ use crate::config::Config;
 use crate::daemon::workload::{WorkError, Workload};
 use crate::dingtalk::channel::ChannelTuning;
 use crate::dingtalk::{Channel, ChannelError, Inbound};
-use crate::ipc::proto::{ErrorKind, HealthReport, SendOutcome};
+use crate::ipc::proto::{ErrorKind, HealthReport, SeenConversation, SendOutcome};
 use crate::model::ModelRouter;
 use crate::paths::DaemonPaths;
 use crate::status::DaemonReport;
@@ -68,6 +69,8 @@ pub(crate) struct Shared {
     delivery: redelivery::DeliveryStats,
     /// Busy replies by cause.
     busy: busy::BusyReplies,
+    /// Conversations messages came from, for `clawdbot conversations`.
+    seen: seen::SeenConversations,
 }
 
 impl Shared {
@@ -134,6 +137,7 @@ impl Bot {
             open_cards,
             delivery: redelivery::DeliveryStats::default(),
             busy: busy::BusyReplies::default(),
+            seen: seen::SeenConversations::default(),
         });
         cards::close_left_open(&shared);
         pipeline::replay(&shared, opened.pending, opened.replies);
@@ -192,6 +196,10 @@ impl Workload for Bot {
                 .await
                 .map_err(channel_error)
         })
+    }
+
+    fn conversations(&self, limit: usize) -> Result<Vec<SeenConversation>, WorkError> {
+        Ok(self.shared.seen.recent(limit))
     }
 
     fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()> {

@@ -38,6 +38,7 @@ use super::redelivery::{redeliver, LateReply, RedeliveryPolicy};
 pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Inbound>) {
     while let Some(msg) = rx.recv().await {
         let arrived = Instant::now();
+        shared.seen.record(&msg);
         if !shared.accepting.load(Ordering::SeqCst) {
             tracing::info!(msg_id = %msg.msg_id, "shutting down: message kept in the journal for the next start");
             continue;
@@ -67,6 +68,7 @@ pub(crate) fn replay(
         "replaying messages accepted before the last stop"
     );
     for msg in pending {
+        shared.seen.record(&msg);
         let ticket = shared.order.ticket(&msg.conversation_id);
         let shared = shared.clone();
         if let Some(recorded) = replies.remove(&msg.msg_id) {

@@ -36,6 +36,8 @@ pub(crate) enum Command {
     Daemon(DaemonCommand),
     /// Send a message through a running bot daemon.
     Send(SendArgs),
+    /// List the conversations a running bot has seen recently (ids for targets and allowlists).
+    Conversations(ConversationsArgs),
     /// Check the daemon, the channel and the model, in troubleshooting order.
     Healthcheck(HealthcheckArgs),
     /// Config file tools.
@@ -233,6 +235,18 @@ pub(crate) struct SendArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct ConversationsArgs {
+    /// The bot daemon to ask.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: String,
+    /// Show at most this many, the most recently active first (1 to 200; the daemon
+    /// remembers 200).
+    #[arg(long, default_value_t = 200, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub(crate) limit: u32,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct HealthcheckArgs {
     /// The daemon to check.
     #[arg(long, value_name = "NAME", conflicts_with = "config")]
@@ -275,9 +289,10 @@ pub(crate) enum ChannelKind {
 pub(crate) struct OnboardArgs {
     #[arg(long, value_enum, default_value = "dingtalk")]
     pub(crate) channel: ChannelKind,
-    /// Where to write the config.
+    /// Where to write the config (default: CONFIG_DIR/NAME.yaml, the file `daemon start
+    /// --name NAME` reads without --config).
     #[arg(long, value_name = "FILE")]
-    pub(crate) config: PathBuf,
+    pub(crate) config: Option<PathBuf>,
     /// The bot daemon that will use this config: `daemon start --name NAME` then needs no
     /// --config.
     #[arg(long, value_name = "NAME", default_value = "dingtalk-bot")]
@@ -340,6 +355,9 @@ pub(crate) struct QuickstartArgs {
     /// Stop the simulator and the daemon when done instead of leaving them running.
     #[arg(long)]
     pub(crate) stop: bool,
+    /// With --stop: also remove the demo folder (its config, state, logs and sockets).
+    #[arg(long, requires = "stop")]
+    pub(crate) clean: bool,
 }
 
 /// The longest wait any `--timeout` accepts: one day. Bounding it here, before anything

@@ -41,7 +41,8 @@ pub(crate) fn start(layout: &Layout, args: &StartArgs, out: &Output) -> CmdResul
 pub(crate) fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
     let timeout = Duration::from_secs(args.timeout);
     let paths = layout.daemon(&args.launch.name)?;
-    preflight(&paths, &args.launch, &super::invocation(layout)).map_err(|e| {
+    // Held until the new daemon is up: a log FIFO's reader sees no end of file meanwhile.
+    let _checked = preflight(&paths, &args.launch, &super::invocation(layout)).map_err(|e| {
         CliError::usage(format!(
             "{}\nnot restarting: daemon {:?} was left as it is",
             e.message, paths.name
@@ -91,7 +92,8 @@ pub(crate) fn start_daemon(
     let paths = layout.daemon(&args.name)?;
     // A service user's folder (root, system layout) is for systemd to start from.
     paths.check_state_dir()?;
-    let launch = preflight(&paths, args, &me)?;
+    let checked = preflight(&paths, args, &me)?;
+    let launch = &checked.launch;
     let lock = StartLock::acquire(&paths.start_lock, timeout)?;
 
     match probe_settled(&paths, UNRESPONSIVE_GRACE.min(timeout)) {
@@ -133,7 +135,7 @@ pub(crate) fn start_daemon(
         timeout,
         wait_channel,
     };
-    spawn_and_confirm(&paths, &launch, lock, &limits, new_name, out)
+    spawn_and_confirm(&paths, launch, lock, &limits, new_name, out)
 }
 
 /// Forks the daemon and waits for it (see [`start_daemon`]). On failure a `new_name` is
@@ -200,23 +202,35 @@ fn probe_settled(paths: &DaemonPaths, grace: Duration) -> Probe {
     }
 }
 
-fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Launch, CliError> {
+/// A launch that passed its checks. `_fifo_writer` is the log FIFO's writer end opened by
+/// the check (see [`crate::logging::check_log_path`]); it stays open until this is dropped,
+/// after the new daemon has opened its own.
+struct Checked {
+    launch: Launch,
+    _fifo_writer: Option<std::fs::File>,
+}
+
+fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Checked, CliError> {
     // Loads and checks the config (for its logging.target) as the daemon will.
     let launch = super::launch::resolve(paths, args, me, RunMode::Detached)?;
     paths.ensure_state_dir()?;
     crate::fsutil::probe_writable(&paths.state)
         .map_err(|e| io_error("create files in the state folder", &paths.state, e))?;
     paths.listen_socket()?;
+    let mut fifo_writer = None;
     if let Some(log) = launch.log.file() {
         crate::paths::ensure_parent(log)?;
-        crate::logging::check_log_path(log).map_err(|e| match e.kind() {
+        fifo_writer = crate::logging::check_log_path(log).map_err(|e| match e.kind() {
             std::io::ErrorKind::InvalidInput => {
                 CliError::usage(format!("log {}: {e}", log.display()))
             }
             _ => io_error("open log file", log, e),
         })?;
     }
-    Ok(launch)
+    Ok(Checked {
+        launch,
+        _fifo_writer: fifo_writer,
+    })
 }
 
 /// How long a start may take and what it waits for.

@@ -28,14 +28,14 @@ pub(crate) fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output)
             report
                 .checks
                 .push(ok("config", format!("{} loads", path.display())));
-            report.checks.extend(preflight(&config, timeout)?);
+            report.checks.extend(preflight(&config, timeout, out)?);
             (path.display().to_string(), report)
         }
-        (Some(name), None) => (name.clone(), daemon_checks(layout, name, timeout)?),
+        (Some(name), None) => (name.clone(), daemon_checks(layout, name, timeout, out)?),
         (None, None) => {
             let names = layout.daemon_names()?;
             match names.as_slice() {
-                [only] => (only.clone(), daemon_checks(layout, only, timeout)?),
+                [only] => (only.clone(), daemon_checks(layout, only, timeout, out)?),
                 _ => {
                     return Err(CliError::usage(
                         "pass --name NAME (or --config FILE for a pre-flight check)",
@@ -53,6 +53,24 @@ pub(crate) fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output)
     Ok(if healthy { Code::Ok } else { Code::Failure })
 }
 
+/// The pre-flight checks of `config` without a daemon (model endpoints, DingTalk
+/// credentials), each announced on stderr as it starts and ends (a runtime of its own:
+/// the CLI runs no tokio runtime otherwise).
+pub(crate) fn preflight(
+    config: &Config,
+    timeout: Duration,
+    out: &Output,
+) -> Result<Vec<Check>, CliError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
+    let progress = |event: crate::bot::CheckProgress<'_>| out.check_progress(event);
+    Ok(rt
+        .block_on(crate::bot::preflight_checks(config, timeout, &progress))
+        .checks)
+}
+
 fn ok(name: &str, detail: String) -> Check {
     Check {
         name: name.into(),
@@ -63,10 +81,19 @@ fn ok(name: &str, detail: String) -> Check {
 }
 
 /// Asks a running daemon for its checks, prefixed by the "daemon answers" check.
-fn daemon_checks(layout: &Layout, name: &str, timeout: Duration) -> Result<HealthReport, CliError> {
+fn daemon_checks(
+    layout: &Layout,
+    name: &str,
+    timeout: Duration,
+    out: &Output,
+) -> Result<HealthReport, CliError> {
     let paths = layout.daemon(name)?;
     let mut client = super::daemon_status::connect(layout, &paths)?;
     client.set_timeout(timeout + Duration::from_secs(2));
+    out.note(&format!(
+        "asking {name} for its checks (up to {} s)...",
+        timeout.as_secs()
+    ));
     let mut report = HealthReport::default();
     report.checks.push(ok(
         "daemon",
@@ -93,18 +120,6 @@ fn daemon_checks(layout: &Layout, name: &str, timeout: Duration) -> Result<Healt
     Ok(report)
 }
 
-/// The pre-flight checks of `config` without a daemon: model endpoints and DingTalk
-/// credentials (a runtime of its own: the CLI runs no tokio runtime otherwise).
-pub(crate) fn preflight(config: &Config, timeout: Duration) -> Result<Vec<Check>, CliError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
-    Ok(rt
-        .block_on(crate::bot::preflight_checks(config, timeout))
-        .checks)
-}
-
 /// The checks for a person: one line each (`ok`, `warn`, `FAIL`, name, detail), then the
 /// fix indented under it. The one renderer for `healthcheck` and `onboard`.
 pub(crate) fn render_checks(out: &Output, checks: &[Check]) -> String {
@@ -112,11 +127,7 @@ pub(crate) fn render_checks(out: &Output, checks: &[Check]) -> String {
     checks
         .iter()
         .map(|c| {
-            let tag = match c.status {
-                CheckStatus::Ok => out.style_ok("ok  "),
-                CheckStatus::Warn => out.style_warn("warn"),
-                CheckStatus::Fail => out.style_bad("FAIL"),
-            };
+            let tag = out.check_tag(c.status);
             let mut line = format!("{tag}  {:width$}  {}", c.name, c.detail);
             if let Some(fix) = &c.fix {
                 line.push_str(&format!("\n      {:width$}  fix: {fix}", ""));

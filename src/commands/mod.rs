@@ -2,6 +2,7 @@
 
 mod completions;
 mod config_check;
+mod conversations;
 mod daemon_install;
 mod daemon_logs;
 mod daemon_rm;
@@ -76,6 +77,7 @@ fn dispatch(cli: &Cli, layout: &Layout, out: &output::Output) -> CmdResult {
         Command::Config(ConfigCommand::Check { config }) => config_check::check(config, out),
         Command::Completions(a) => completions::print(a),
         Command::Send(a) => send::send(layout, a, out),
+        Command::Conversations(a) => conversations::list(layout, a, out),
         Command::Healthcheck(a) => healthcheck::healthcheck(layout, a, out),
         Command::Onboard(a) => onboard::onboard(layout, a, out),
         Command::Sim(a) => sim::command(a, out),

@@ -44,8 +44,11 @@ struct Answers {
 }
 
 pub(crate) fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
-    let path = absolute(&args.config);
     let daemon = layout.daemon(&args.name)?;
+    let path = args
+        .config
+        .as_deref()
+        .map_or_else(|| daemon.default_config.clone(), absolute);
     let targets = parse_targets(&args.targets)?;
     if path.exists() && !args.force {
         return Err(CliError::failure(format!(
@@ -53,23 +56,25 @@ pub(crate) fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdR
             path.display()
         )));
     }
+    folder_takes_files(&path)?;
     let mut answers = if args.non_interactive {
         from_flags(args)?
     } else {
         ask(args)?
     };
-    answers.targets = targets;
+    if targets.is_empty() && !args.non_interactive {
+        answers.targets = ask_target(&args.name)?;
+    } else {
+        answers.targets = targets;
+    }
     let config = write_checked_config(&path, &answers, out)?;
-    remember_config(&daemon, &path)?;
-    out.note(&format!(
-        "`clawdbot daemon start --name {}` will use this config",
-        args.name
-    ));
     let checks = if args.skip_checks {
         Vec::new()
     } else {
-        super::healthcheck::preflight(&config, Duration::from_secs(10))?
+        super::healthcheck::preflight(&config, Duration::from_secs(10), out)?
     };
+    let failed = checks.iter().any(|c| c.status == CheckStatus::Fail);
+    record_for_daemon(&daemon, &path, failed, out)?;
     report(&path, &args.name, &answers, &checks, out)
 }
 
@@ -116,6 +121,7 @@ fn report(path: &Path, name: &str, answers: &Answers, checks: &[Check], out: &Ou
         .map_or("cidXXXX", |(name, _)| name.as_str());
     let next = vec![
         format!("clawdbot daemon start --name {name}"),
+        format!("clawdbot conversations --name {name}   # ids of the conversations it has seen"),
         format!("clawdbot send --name {name} --to {target} --text ping"),
         format!("clawdbot healthcheck --name {name}"),
     ];
@@ -131,6 +137,48 @@ fn report(path: &Path, name: &str, answers: &Answers, checks: &[Check], out: &Ou
         &human.join("\n"),
     );
     Ok(if failed { Code::Failure } else { Code::Ok })
+}
+
+/// Before any question: the config's folder exists (or can be made) and takes new files,
+/// so nobody answers every prompt only to learn that the file cannot be written.
+fn folder_takes_files(path: &Path) -> Result<(), CliError> {
+    crate::paths::ensure_parent(path)?;
+    let folder = path.parent().unwrap_or(Path::new("."));
+    crate::fsutil::probe_writable(folder).map_err(|e| {
+        CliError::failure(format!(
+            "cannot write the config in {}: {e}; pass --config FILE in a folder you can write",
+            folder.display()
+        ))
+    })
+}
+
+/// Points `daemon start --name NAME` at the new config only when no check failed: a
+/// failed onboard leaves the daemon's config as it was, and says so.
+fn record_for_daemon(
+    daemon: &DaemonPaths,
+    path: &Path,
+    failed: bool,
+    out: &Output,
+) -> Result<(), CliError> {
+    let name = &daemon.name;
+    if !failed {
+        remember_config(daemon, path)?;
+        out.note(&format!(
+            "`clawdbot daemon start --name {name}` will use this config"
+        ));
+    } else if path == daemon.default_config {
+        out.note(&format!(
+            "a check failed; `clawdbot daemon start --name {name}` reads this file by default: fix it first"
+        ));
+    } else {
+        out.note(&format!(
+            "a check failed, so `clawdbot daemon start --name {name}` was NOT pointed at {}; \
+             once fixed: `clawdbot daemon start --name {name} --config {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 fn from_flags(args: &OnboardArgs) -> Result<Answers, CliError> {
@@ -227,13 +275,17 @@ fn ask(args: &OnboardArgs) -> Result<Answers, CliError> {
         "DingTalk Client ID (AppKey)",
         args.client_id.as_deref(),
         false,
+        checks::name,
     )?;
     let (client_secret, secret_for_checks) = match &args.client_secret_env {
         Some(var) if std::env::var_os(var).is_none() => {
             let q = format!(
                 "DingTalk Client Secret (used for the checks only; the file keeps ${{{var}}})"
             );
-            (None, Some(p.ask(&q, args.client_secret.as_deref(), true)?))
+            (
+                None,
+                Some(p.ask(&q, args.client_secret.as_deref(), true, checks::name)?),
+            )
         }
         Some(_) => (None, None),
         None => (
@@ -241,6 +293,7 @@ fn ask(args: &OnboardArgs) -> Result<Answers, CliError> {
                 "DingTalk Client Secret (AppSecret)",
                 args.client_secret.as_deref(),
                 true,
+                checks::name,
             )?),
             None,
         ),
@@ -253,11 +306,13 @@ fn ask(args: &OnboardArgs) -> Result<Answers, CliError> {
                 .unwrap_or("http://127.0.0.1:8000/v1"),
         ),
         false,
+        checks::http_url,
     )?;
     let model = p.ask(
         "Model name",
         Some(args.model.as_deref().unwrap_or("local-chat")),
         false,
+        checks::name,
     )?;
     Ok(Answers {
         client_id,
@@ -302,37 +357,119 @@ impl Prompter {
         }
     }
 
+    /// Asks until the answer passes `check` (an empty answer takes `default`): a bad or
+    /// missing answer is refused at its own prompt, with the reason, and asked again, at
+    /// most [`MAX_TRIES`] times. The end of piped input is an error naming the question.
     fn ask(
         &mut self,
         question: &str,
         default: Option<&str>,
         secret: bool,
+        check: fn(&str) -> Result<(), String>,
     ) -> Result<String, CliError> {
+        let default = default.filter(|d| !d.is_empty());
+        for _ in 0..MAX_TRIES {
+            let Some(answer) = self.read_answer(question, default, secret)? else {
+                return Err(CliError::usage(format!(
+                    "{question}: no answer (the input ended)"
+                )));
+            };
+            let answer = match (answer.is_empty(), default) {
+                (true, Some(d)) => d.to_string(),
+                (true, None) => {
+                    self.refuse(question, "an answer is needed");
+                    continue;
+                }
+                (false, _) => answer,
+            };
+            match check(&answer) {
+                Ok(()) => return Ok(answer),
+                Err(reason) => self.refuse(question, &reason),
+            }
+        }
+        Err(CliError::usage(format!(
+            "{question}: no usable answer after {MAX_TRIES} tries"
+        )))
+    }
+
+    /// Asks an optional question: an empty answer (or the end of input) is `None`;
+    /// an answer `parse` refuses is asked again with the reason.
+    fn ask_optional<T>(
+        &mut self,
+        question: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, CliError> {
+        for _ in 0..MAX_TRIES {
+            let answer = self.read_answer(question, None, false)?.unwrap_or_default();
+            if answer.is_empty() {
+                return Ok(None);
+            }
+            match parse(&answer) {
+                Ok(v) => return Ok(Some(v)),
+                Err(reason) => self.refuse(question, &reason),
+            }
+        }
+        Err(CliError::usage(format!(
+            "{question}: no usable answer after {MAX_TRIES} tries"
+        )))
+    }
+
+    /// Shows the question and reads one trimmed answer; `None` at the end of input.
+    fn read_answer(
+        &mut self,
+        question: &str,
+        default: Option<&str>,
+        secret: bool,
+    ) -> Result<Option<String>, CliError> {
         let shown = match default {
-            Some(d) if secret && !d.is_empty() => " [keep the given value]".to_string(),
-            Some(d) if !d.is_empty() => format!(" [{d}]"),
-            _ => String::new(),
+            Some(_) if secret => " [keep the given value]".to_string(),
+            Some(d) => format!(" [{d}]"),
+            None => String::new(),
         };
         // Prompts are best effort: a closed stderr must not turn into a panic.
         let _ = write!(std::io::stderr(), "{question}{shown}: ");
         let _ = std::io::stderr().flush();
         let answer = if self.tty && secret {
-            console::Term::stderr()
-                .read_secure_line()
-                .map_err(|e| CliError::failure(format!("cannot read the answer: {e}")))?
+            Some(
+                console::Term::stderr()
+                    .read_secure_line()
+                    .map_err(|e| CliError::failure(format!("cannot read the answer: {e}")))?,
+            )
         } else {
-            Self::read_line()?.unwrap_or_default()
+            Self::read_line()?
         };
         if !self.tty {
             let _ = writeln!(std::io::stderr());
         }
-        let answer = answer.trim().to_string();
-        match (answer.is_empty(), default) {
-            (false, _) => Ok(answer),
-            (true, Some(d)) if !d.is_empty() => Ok(d.to_string()),
-            _ => Err(CliError::usage(format!("{question}: an answer is needed"))),
-        }
+        Ok(answer.map(|a| a.trim().to_string()))
     }
+
+    /// Says why an answer was refused (never echoing it: it may be a secret).
+    fn refuse(&self, question: &str, reason: &str) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "  {question}: {reason}; please answer again"
+        );
+    }
+}
+
+/// How often one question is asked before onboarding gives up.
+const MAX_TRIES: usize = 5;
+
+/// The optional send-target alias (only asked when no `--target` was given), with how to
+/// learn a conversation id.
+fn ask_target(name: &str) -> Result<Vec<(String, String)>, CliError> {
+    let _ = writeln!(
+        std::io::stderr(),
+        "A send target names a conversation for `clawdbot send --to NAME`. Its id \
+         (cid...) is listed by `clawdbot conversations --name {name}` once the bot runs \
+         and someone @-mentions it; you can add targets to the config later."
+    );
+    let target = Prompter::new().ask_optional(
+        "Send target NAME=cid... or NAME=user:STAFFID (optional, Enter to skip)",
+        parse_target,
+    )?;
+    Ok(target.into_iter().collect())
 }
 
 /// A YAML double-quoted scalar (JSON strings are valid YAML), read back literally.
@@ -417,24 +554,39 @@ fn remember_config(paths: &DaemonPaths, path: &Path) -> Result<(), CliError> {
 fn parse_targets(raw: &[String]) -> Result<Vec<(String, String)>, CliError> {
     let mut out: Vec<(String, String)> = Vec::new();
     for item in raw {
-        let (name, id) = item
-            .split_once('=')
-            .map(|(n, i)| (n.trim(), i.trim()))
-            .filter(|(n, i)| !n.is_empty() && !i.is_empty())
-            .ok_or_else(|| {
-                CliError::usage(format!(
-                    "--target {item:?}: expected NAME=ID, e.g. --target test-group=cidXXXX=="
-                ))
-            })?;
-        checks::name(name).map_err(|e| CliError::usage(format!("--target: the name {e}")))?;
-        checks::target_id(id)
-            .map_err(|e| CliError::usage(format!("--target {name}: the id {e}")))?;
+        let (name, id) =
+            split_target(item).map_err(|e| CliError::usage(format!("--target {item:?}: {e}")))?;
+        // The id is not shown: only the name the operator chose.
+        check_target(name, id).map_err(|e| CliError::usage(format!("--target {name}: {e}")))?;
         if out.iter().any(|(n, _)| n == name) {
             return Err(CliError::usage(format!("--target {name} is given twice")));
         }
         out.push((name.to_string(), id.to_string()));
     }
     Ok(out)
+}
+
+/// `NAME=ID` split in two (trimmed, neither empty). Reasons name no flag: the prompt and
+/// `--target` share them.
+fn split_target(item: &str) -> Result<(&str, &str), String> {
+    item.split_once('=')
+        .map(|(n, i)| (n.trim(), i.trim()))
+        .filter(|(n, i)| !n.is_empty() && !i.is_empty())
+        .ok_or_else(|| {
+            "expected NAME=ID, e.g. test-group=cidXXXX== or ops-lead=user:STAFFID".to_string()
+        })
+}
+
+fn check_target(name: &str, id: &str) -> Result<(), String> {
+    checks::name(name).map_err(|e| format!("the name {e}"))?;
+    checks::target_id(id).map_err(|e| format!("the id {e}"))
+}
+
+/// One target typed at the prompt.
+fn parse_target(item: &str) -> Result<(String, String), String> {
+    let (name, id) = split_target(item)?;
+    check_target(name, id)?;
+    Ok((name.to_string(), id.to_string()))
 }
 
 /// Writes the config with mode 0600 (creating its folder).

@@ -207,6 +207,29 @@ impl Output {
         Some(pb)
     }
 
+    /// `ok  `, `warn` or `FAIL`, coloured on a terminal (one width, for aligned lines).
+    pub(crate) fn check_tag(&self, status: crate::ipc::proto::CheckStatus) -> String {
+        use crate::ipc::proto::CheckStatus;
+        match status {
+            CheckStatus::Ok => self.style_ok("ok  "),
+            CheckStatus::Warn => self.style_warn("warn"),
+            CheckStatus::Fail => self.style_bad("FAIL"),
+        }
+    }
+
+    /// A check starting or ending, as one line on stderr (also with `--json`: progress
+    /// is never part of the document), so slow checks never leave the terminal blank.
+    pub(crate) fn check_progress(&self, event: crate::bot::CheckProgress<'_>) {
+        match event {
+            crate::bot::CheckProgress::Started { name, what } => {
+                self.note(&format!("....  {name}: {what}"))
+            }
+            crate::bot::CheckProgress::Finished(check) => {
+                self.note(&format!("{}  {}", self.check_tag(check.status), check.name))
+            }
+        }
+    }
+
     pub(crate) fn style_ok(&self, s: &str) -> String {
         if self.color {
             console::style(s).green().to_string()

@@ -2,15 +2,20 @@
 //!
 //! 1. the simulator runs as a managed daemon (`quickstart-sim`, a supervised `sim serve`
 //!    on a fixed loopback port, which also serves the demo echo model under `/demo/v1`);
-//! 2. a demo config is written under the config folder;
+//! 2. a demo config is written (mode 0600: it holds the demo secret);
 //! 3. the bot daemon (`quickstart-bot`) starts and connects to the simulator;
 //! 4. a simulated group message that @-mentions the bot is injected, and the bot's reply
 //!    is read back from the simulator's outbox;
 //! 5. the healthcheck runs, and the commands that stop everything are printed.
 //!
 //! Both daemons are forked before any async runtime or thread exists in this process.
+//!
+//! Invariant: the demo keeps to its own folder ([`demo_folder`], announced first): its
+//! config, state, logs and sockets are never in the production folders (`/etc/clawdbot`,
+//! `/var/lib/clawdbot`... for root), and `quickstart --stop --clean` removes all of it.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,8 +32,20 @@ const BOT_NAME: &str = "quickstart-bot";
 const CONVERSATION: &str = "cidQuickstartDemo==";
 const CLIENT_ID: &str = "dingquickstart";
 const CLIENT_SECRET: &str = "quickstart-secret";
+/// How long the bot may take to connect to the simulator.
+const CONNECT_WAIT: Duration = Duration::from_secs(15);
+/// How long the bot may take to answer the demo message (the demo model's 12 s timeout
+/// and the fallback reply fit in it).
+const REPLY_WAIT: Duration = Duration::from_secs(20);
 
-pub(crate) fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdResult {
+pub(crate) fn quickstart(user_layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdResult {
+    let demo = demo_folder(user_layout)?;
+    out.note(&format!(
+        "demo folder {} (stop and remove it with: {} quickstart --stop --clean)",
+        demo.display(),
+        super::invocation(user_layout)
+    ));
+    let layout = &Layout::resolve(Some(&demo))?;
     let me = super::invocation(layout);
     let sim_url = start_simulator(layout, &me, out)?;
     let config_path = write_demo_config(layout, &sim_url, args, out)?;
@@ -38,20 +55,29 @@ pub(crate) fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -
     if args.stop {
         stop_both(layout, out)?;
     }
+    if args.clean {
+        std::fs::remove_dir_all(&demo).map_err(|e| io_error("remove", &demo, e))?;
+    }
     let stop = vec![
         format!("{me} daemon stop --name {BOT_NAME}"),
         format!("{me} daemon stop --name {SIM_NAME}"),
     ];
-    let human = if args.stop {
+    let human = if args.clean {
+        format!(
+            "Stopped the bot and the simulator; removed {}.",
+            demo.display()
+        )
+    } else if args.stop {
         "Stopped the bot and the simulator.".to_string()
     } else {
         format!(
-            "The bot and the simulator keep running. Try:\n  {me} sim inject --sim {sim_url} --group --conversation {CONVERSATION} --text \"hi\"\n  {me} sim outbox --sim {sim_url}\n  {me} daemon status\nStop everything with:\n  {}\n  {}",
+            "The bot and the simulator keep running. Try:\n  {me} sim inject --sim {sim_url} --group --conversation {CONVERSATION} --text \"hi\"\n  {me} sim outbox --sim {sim_url}\n  {me} conversations --name {BOT_NAME}\n  {me} daemon status\nStop everything with:\n  {}\n  {}",
             stop[0], stop[1]
         )
     };
     out.result(
         json!({"ok": health_code == Code::Ok, "sim_url": sim_url, "config": config_path.display().to_string(),
+               "demo_folder": demo.display().to_string(), "removed": args.clean,
                "question": args.text, "reply": reply, "healthy": health_code == Code::Ok,
                "stopped": args.stop, "stop_commands": stop}),
         &human,
@@ -69,7 +95,11 @@ fn start_simulator(layout: &Layout, me: &str, out: &Output) -> Result<String, Cl
         .ok()
         .filter(|_| running(layout, SIM_NAME));
     let sim_url = match reused {
-        Some(url) => url.trim().to_string(),
+        Some(url) => {
+            let url = url.trim().to_string();
+            out.note(&format!("reusing the simulator already running on {url}"));
+            url
+        }
         None => {
             let port = free_port()?;
             let url = format!("http://127.0.0.1:{port}");
@@ -110,9 +140,14 @@ fn write_demo_config(
         .unwrap_or_else(|| format!("{sim_url}/demo/v1"));
     let config_path = layout.config_dir.join(format!("{BOT_NAME}.yaml"));
     crate::paths::ensure_parent(&config_path)?;
-    std::fs::write(&config_path, demo_config(sim_url, &model_base, &args.model))
-        .map_err(|e| io_error("write", &config_path, e))?;
-    out.note(&format!("wrote the demo config {}", config_path.display()));
+    crate::paths::write_private(
+        &config_path,
+        demo_config(sim_url, &model_base, &args.model).as_bytes(),
+    )?;
+    out.note(&format!(
+        "wrote the demo config {} (mode 0600)",
+        config_path.display()
+    ));
     Ok(config_path)
 }
 
@@ -137,7 +172,7 @@ fn ask_the_bot(sim_url: &str, text: &str, me: &str, out: &Output) -> Result<Stri
         .enable_all()
         .build()
         .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
-    let reply = rt.block_on(converse(sim_url, text, me))?;
+    let reply = rt.block_on(converse(sim_url, text, me, out))?;
     if !out.json {
         let exchange = format!(
             "\n  Li Lei in group \"Quickstart demo\": @bot {}\n  bot's reply (session webhook):     {}\n\n",
@@ -166,6 +201,28 @@ fn stop_both(layout: &Layout, out: &Output) -> Result<(), CliError> {
     super::stop_daemon(layout, BOT_NAME, Duration::from_secs(10), &silent, true)?;
     super::stop_daemon(layout, SIM_NAME, Duration::from_secs(10), &silent, true)?;
     Ok(())
+}
+
+/// The demo's own folder, made private (0700): `quickstart` under `--home DIR`, else under
+/// the user's data folder (`~/.local/share/clawdbot/quickstart`, for root too): never the
+/// folders a production bot uses.
+fn demo_folder(layout: &Layout) -> Result<PathBuf, CliError> {
+    let folder = match &layout.home {
+        Some(home) => home.join("quickstart"),
+        None => directories::ProjectDirs::from("", "", "clawdbot")
+            .map(|d| d.data_dir().join("quickstart"))
+            .ok_or_else(|| {
+                CliError::usage(
+                    "quickstart: no home folder to keep the demo in (HOME is not set); pass --home DIR",
+                )
+            })?,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&folder)
+        .map_err(|e| io_error("create folder", &folder, e))?;
+    Ok(folder)
 }
 
 fn running(layout: &Layout, name: &str) -> bool {
@@ -235,9 +292,13 @@ channel:
 }
 
 /// Waits for the bot's channel, injects one group message, returns the reply text.
-async fn converse(sim_url: &str, text: &str, me: &str) -> Result<String, CliError> {
+async fn converse(sim_url: &str, text: &str, me: &str, out: &Output) -> Result<String, CliError> {
     let sim = SimClient::new(sim_url);
-    sim.wait_for("/_sim/connections", Duration::from_secs(15), |v| {
+    out.note(&format!(
+        "waiting for the bot to connect to the simulator (up to {} s)",
+        CONNECT_WAIT.as_secs()
+    ));
+    sim.wait_for("/_sim/connections", CONNECT_WAIT, |v| {
         v["connections"].as_array().is_some_and(|c| c.iter().any(|c| c["live"] == true))
     })
     .await
@@ -249,14 +310,15 @@ async fn converse(sim_url: &str, text: &str, me: &str) -> Result<String, CliErro
         .await
         .map_err(CliError::failure)?;
     let msg_id = injected["msgId"].as_str().unwrap_or_default().to_string();
-    let entries = sim
-        .wait_outbox(before + 1, Duration::from_secs(20))
-        .await
-        .map_err(|e| {
-            CliError::failure(format!(
-                "no reply from the bot for {msg_id}: {e}; see `{me} daemon logs --name {BOT_NAME}`"
-            ))
-        })?;
+    out.note(&format!(
+        "sent a group message that @-mentions the bot; waiting for its reply (up to {} s)",
+        REPLY_WAIT.as_secs()
+    ));
+    let entries = sim.wait_outbox(before + 1, REPLY_WAIT).await.map_err(|e| {
+        CliError::failure(format!(
+            "no reply from the bot for {msg_id}: {e}; see `{me} daemon logs --name {BOT_NAME}`"
+        ))
+    })?;
     let reply: Option<&Value> = entries
         .iter()
         .skip(before)

@@ -251,6 +251,10 @@ async fn answer(req: Request, state: &ControlState) -> Response {
             let timeout = Duration::from_millis(timeout_ms.clamp(100, 120_000));
             Response::Health(state.workload.health(timeout).await)
         }
+        Request::Conversations { limit } => match state.workload.conversations(limit as usize) {
+            Ok(seen) => Response::Conversations { seen },
+            Err((kind, message)) => Response::Error { kind, message },
+        },
         Request::Shutdown { drain_ms } => {
             tracing::info!(drain_ms, "shutdown requested over the control socket");
             let _ = state.shutdown.send(Some(Duration::from_millis(drain_ms)));

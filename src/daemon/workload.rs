@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::config::Config;
-use crate::ipc::proto::{ErrorKind, HealthReport, SendOutcome};
+use crate::ipc::proto::{ErrorKind, HealthReport, SeenConversation, SendOutcome};
 use crate::paths::DaemonPaths;
 use crate::status::DaemonReport;
 
@@ -44,6 +44,13 @@ pub(crate) trait Workload: Send + Sync + 'static {
         text: String,
         markdown: bool,
     ) -> BoxFuture<'_, Result<SendOutcome, WorkError>>;
+    /// The conversations seen recently, newest first, at most `limit` (bots only).
+    fn conversations(&self, _limit: usize) -> Result<Vec<SeenConversation>, WorkError> {
+        Err((
+            ErrorKind::Unsupported,
+            format!("a {} daemon has no conversations", self.kind()),
+        ))
+    }
     /// Stops taking work and finishes in-flight work for up to `drain`.
     fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()>;
     /// What `/readyz` judges; `None` for a workload without a channel (the model service),

@@ -27,6 +27,8 @@ pub enum Request {
         text: String,
         markdown: bool,
     },
+    /// The conversations the bot has seen recently, at most `limit`, newest first.
+    Conversations { limit: u32 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +45,10 @@ pub enum Response {
     /// The daemon accepted the shutdown and will exit after draining.
     ShuttingDown,
     Sent(SendOutcome),
+    /// Newest first (a struct variant: the internal tag cannot wrap a bare list).
+    Conversations {
+        seen: Vec<SeenConversation>,
+    },
     Error {
         kind: ErrorKind,
         message: String,
@@ -71,6 +77,20 @@ pub struct SendOutcome {
     pub route: String,
     /// DingTalk's id for the message, when it gives one.
     pub process_query_key: Option<String>,
+}
+
+/// A conversation the bot received a message from (never the message itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeenConversation {
+    /// DingTalk's conversation id (`cid...`), what `send --to` and the allowlists take.
+    pub id: String,
+    pub kind: crate::config::ConversationKind,
+    /// The group's title as DingTalk sent it (none for direct chats).
+    pub title: Option<String>,
+    /// When its latest message arrived (ms since the epoch).
+    pub last_activity_ms: u64,
+    /// Messages received from it since the daemon started.
+    pub messages: u64,
 }
 
 /// One health check line.

@@ -27,6 +27,7 @@ pub(crate) use target::LogTarget;
 pub(crate) use target::{choose as choose_target, detect_collector, Collector};
 pub(crate) use target::{describe_running, RunMode};
 
+pub(crate) use escape::escape_controls;
 pub(crate) use rotate::{request_reopen, write_errors, RotatingFile};
 pub(crate) use text_hash::text_for_log;
 pub(crate) use text_hash::{install as install_hash_key, HashKey, KEY_FILE as HASH_KEY_FILE};

@@ -171,19 +171,25 @@ pub(crate) fn open_log(path: &Path) -> io::Result<(File, LogKind)> {
 
 /// The checks `daemon start` and `restart` make before anything is forked or stopped:
 /// a regular (or missing) log is opened as the daemon will open it (so a read-only or
-/// missing folder shows now); a FIFO or device is only inspected (opening a FIFO would
-/// wait for a reader).
-pub(crate) fn check_log_path(path: &Path) -> io::Result<()> {
+/// missing folder shows now); a character device is only inspected (opening one can
+/// have effects of its own).
+///
+/// A FIFO is opened as the daemon will open it (without waiting), so one that nobody
+/// reads is refused now, before a restart stops the running daemon. Its writer end is
+/// returned: the caller keeps it open until the new daemon has opened its own, so the
+/// reader never sees an end of file in between (it would when the last writer closes).
+pub(crate) fn check_log_path(path: &Path) -> io::Result<Option<File>> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_fifo() || meta.file_type().is_char_device() => {
+        Ok(meta) if meta.file_type().is_char_device() => {
             check_path_links(path)?;
             let folder = folder_of(path);
             if is_shared_dir(&fs::metadata(folder)?) {
                 check_owned(&meta, LogKind::Stream, folder)?;
             }
-            Ok(())
+            Ok(None)
         }
-        _ => open_log(path).map(drop),
+        Ok(meta) if meta.file_type().is_fifo() => open_log(path).map(|(file, _)| Some(file)),
+        _ => open_log(path).map(|_| None),
     }
 }
 

@@ -11,7 +11,7 @@
 //!   path, for external logrotate setups that move the file away.
 
 use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,7 +58,7 @@ impl RotatingFile {
     /// Opens (appending to) `path`, creating its folder.
     pub(crate) fn open(path: &Path, max_bytes: u64, max_files: usize) -> io::Result<RotatingFile> {
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
+            crate::fsutil::create_dirs(parent)?;
         }
         let folder = LogFolder::of(path)?;
         let name = log_name(path)?;
@@ -152,6 +152,7 @@ impl Write for RotatingFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::FileTypeExt;
 
     #[test]

@@ -528,7 +528,8 @@ fn start_timeout_0_is_a_usage_error_and_a_fifo_log_without_reader_is_named() {
         "--timeout",
         "5",
     ]);
-    assert_eq!(r.code, 1, "{r:?}");
+    // Refused before anything is forked (a usage error, like every other bad --log).
+    assert_eq!(r.code, 2, "{r:?}");
     assert!(
         r.stderr.contains(fifo.to_str().unwrap()) && r.stderr.contains("nobody reads"),
         "{r:?}"
@@ -1480,4 +1481,109 @@ fn logs_without_a_name_shows_every_daemon_prefixed_and_since_filters_by_time() {
     for name in ["alpha", "beta"] {
         assert_eq!(home.run(&["daemon", "stop", "--name", name]).code, 0);
     }
+}
+
+/// Red-team (issue 11 round): `restart --log FIFO` with nobody reading the FIFO used to stop
+/// the running daemon first and then fail, leaving nothing running and the FIFO saved as
+/// the log. Now it is refused before anything is stopped (exit 2), and the saved settings
+/// keep the old log.
+#[test]
+fn restart_onto_a_fifo_nobody_reads_leaves_the_daemon_and_its_settings_alone() {
+    let (home, cfg) = home_with_config();
+    let r = home.run(&[
+        "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let pid = r.json()["pid"].as_u64().unwrap();
+    let fifo = home.path().join("pipe.log");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+
+    let fifo_s = fifo.to_str().unwrap();
+    let r = home.run(&["daemon", "restart", "--name", "bot", "--log", fifo_s]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("nobody reads") && r.stderr.contains("left as it is"),
+        "{r:?}"
+    );
+    let st = home.run(&["--json", "daemon", "status", "--name", "bot"]);
+    assert_eq!(st.code, 0, "the old daemon is gone: {st:?}");
+    assert_eq!(st.json()["pid"].as_u64(), Some(pid));
+
+    // A plain restart still uses the old log, not the FIFO.
+    let r = home.run(&["--json", "daemon", "restart", "--name", "bot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let st = home.run(&["--json", "daemon", "status", "--name", "bot"]);
+    assert!(!st.stdout.contains(fifo_s), "{st:?}");
+    assert_eq!(home.run(&["daemon", "stop", "--name", "bot"]).code, 0);
+}
+
+/// A log FIFO's reader sees no end of file across a restart: the check before the restart
+/// keeps a writer open until the new daemon has opened its own.
+#[test]
+fn a_log_fifo_reader_keeps_reading_across_a_restart() {
+    let (home, cfg) = home_with_config();
+    let fifo = home.path().join("pipe.log");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // The reader: `cat` ends at the first end of file, i.e. when no writer is left.
+    let mut reader = std::process::Command::new("cat")
+        .arg(&fifo)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("cat");
+    let fifo_s = fifo.to_str().unwrap();
+    // The reader's open needs a writer; wait until the start's own check finds the reader.
+    let mut started = None;
+    for _ in 0..100 {
+        let r = home.run(&[
+            "--json", "daemon", "start", "--name", "bot", "--config", &cfg, "--log", fifo_s,
+        ]);
+        if r.code == 0 {
+            started = Some(r);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(started.is_some(), "the daemon never started on the FIFO");
+    let r = home.run(&["--json", "daemon", "restart", "--name", "bot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        reader.try_wait().expect("cat").is_none(),
+        "the FIFO's reader saw an end of file during the restart"
+    );
+    assert_eq!(home.run(&["daemon", "stop", "--name", "bot"]).code, 0);
+    // Once the daemon is gone, the reader sees the end (so the check above could fail).
+    assert!(wait_until(Duration::from_secs(30), || reader
+        .try_wait()
+        .expect("cat")
+        .is_some()));
+}
+
+/// Red-team (issue 11 round): log folders made by `daemon start` under `umask 000` were
+/// mode 0777, so other users could replace or delete the logs. They are 0750 whatever the
+/// caller's umask.
+#[test]
+fn log_folders_are_never_writable_by_others_whatever_the_umask() {
+    let (home, cfg) = home_with_config();
+    let log = home.path().join("newlogs/a/q.log");
+    let bin = home.command(&[]).get_program().to_owned();
+    let r = std::process::Command::new("sh")
+        .args(["-c", "umask 000 && exec \"$0\" \"$@\""])
+        .arg(bin)
+        .args(["--home", home.path().to_str().unwrap()])
+        .args(["daemon", "start", "--name", "q", "--config", &cfg, "--log"])
+        .arg(&log)
+        .env("LOCAL_MODEL_API_KEY", "test-key")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(r.status.success(), "{r:?}");
+    for dir in [home.path().join("newlogs"), home.path().join("newlogs/a")] {
+        let mode = std::fs::metadata(&dir)
+            .expect("folder made")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode & 0o022, 0, "{} is mode {mode:o}", dir.display());
+    }
+    let _ = home.run(&["daemon", "stop", "--name", "q"]);
 }

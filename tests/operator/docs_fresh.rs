@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use super::module_graph;
+
 #[test]
 fn completions_and_man_pages_are_fresh() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -56,7 +58,107 @@ fn completions_command_prints_the_committed_script() {
     assert_eq!(out.stdout, committed);
 }
 
-use super::module_graph;
+/// The `clawdbot` command lines of the README's `sh` blocks (continuations joined, `sudo`
+/// and `cargo run --` dropped), split into one argument list per command: a word with
+/// alternatives (`status|stop`) gives one list per alternative, `[--flag]` is taken as
+/// `--flag`, and a lone `...` (the rest as before) is dropped.
+fn readme_commands(readme: &str) -> Vec<(usize, Vec<String>)> {
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    let mut pending = String::new();
+    let mut first_line = 0;
+    for (i, line) in readme.lines().enumerate() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        if pending.is_empty() {
+            first_line = i + 1;
+        }
+        if let Some(head) = line.strip_suffix('\\') {
+            pending.push_str(head);
+            continue;
+        }
+        pending.push_str(line);
+        let words = shlex::split(&pending)
+            .unwrap_or_else(|| panic!("README.md:{first_line}: unbalanced quotes: {pending}"));
+        pending.clear();
+        for segment in words.split(|w| ["|", "&&", "&", ";"].contains(&w.as_str())) {
+            let mut words: Vec<&str> = segment.iter().map(String::as_str).collect();
+            if words.first() == Some(&"sudo") {
+                words.remove(0);
+            }
+            let args = match words.as_slice() {
+                ["clawdbot", rest @ ..] => rest,
+                ["cargo", "run", "--", rest @ ..] => rest,
+                _ => continue,
+            };
+            let mut variants: Vec<Vec<String>> = vec![vec!["clawdbot".into()]];
+            for word in args.iter().filter(|w| **w != "...") {
+                let word = word.trim_start_matches('[').trim_end_matches(']');
+                let options: Vec<&str> = if word.starts_with('-') || !word.contains('|') {
+                    vec![word]
+                } else {
+                    word.split('|').collect()
+                };
+                variants = variants
+                    .into_iter()
+                    .flat_map(|v| {
+                        options.iter().map(move |o| {
+                            let mut v = v.clone();
+                            v.push(o.to_string());
+                            v
+                        })
+                    })
+                    .collect();
+            }
+            commands.extend(variants.into_iter().map(|v| (first_line, v)));
+        }
+    }
+    commands
+}
+
+/// Every `clawdbot` command the README shows is one the CLI takes as written (no renamed
+/// flag, no missing argument); the operator's path itself is run by `tests/smoke.sh`.
+#[test]
+fn every_readme_command_parses_with_the_cli_definition() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let commands = readme_commands(&readme);
+    assert!(commands.len() >= 30, "too few commands found: {commands:?}");
+    let broken: Vec<String> = commands
+        .iter()
+        .filter_map(|(line, args)| {
+            clawdbot::cli::command()
+                .try_get_matches_from(args)
+                .err()
+                .map(|e| format!("README.md:{line}: {}\n{e}", args.join(" ")))
+        })
+        .collect();
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+#[test]
+fn the_readme_parser_sees_alternatives_and_continuations() {
+    let text = "```sh\nsudo clawdbot daemon status|stop --name b [--json]   # note\n\
+                clawdbot onboard --name b \\\n  --non-interactive ...\nclawdbot completions bash | sudo tee x\n```\n";
+    let got: Vec<String> = readme_commands(text)
+        .into_iter()
+        .map(|(_, a)| a.join(" "))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "clawdbot daemon status --name b --json",
+            "clawdbot daemon stop --name b --json",
+            "clawdbot onboard --name b --non-interactive",
+            "clawdbot completions bash",
+        ]
+    );
+}
 
 /// The README's picture of the module graph sits between these lines.
 const GRAPH_START: &str =

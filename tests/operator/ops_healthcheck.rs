@@ -395,3 +395,40 @@ fn passwords_in_url_user_info_are_masked_everywhere() {
         "the password is in the log:\n{logs}"
     );
 }
+
+/// With a model that never answers, the pre-flight says what it is waiting for while it
+/// waits (a line on stderr as each check starts), not only at the end of the timeout.
+#[test]
+fn preflight_announces_each_check_while_a_model_never_answers() {
+    let home = Home::new();
+    let hang = support::silent_server();
+    let cfg = home.write("hang.yaml", &support::seed_config(&format!("{hang}/v1")));
+    let mut child = home
+        .command(&[
+            "healthcheck",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--timeout",
+            "300",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut seen = Vec::new();
+    let line = support::wait_stderr_line(&mut child, Duration::from_secs(30), &mut seen, |l| {
+        l.contains("model local_chat:")
+    });
+    let still_running = child.try_wait().expect("try_wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.unwrap_or_else(|| panic!("no progress line for the model; stderr: {seen:?}"));
+    assert!(still_running, "the line came only at the end: {seen:?}");
+    assert!(line.contains(&format!("{hang}/v1/models")), "{line}");
+    assert!(line.contains("up to 300 s"), "{line}");
+    // The channel's warning (no channel section) came first, as its own line.
+    assert!(
+        seen.iter().any(|l| l.starts_with("warn  channel")),
+        "{seen:?}"
+    );
+}

@@ -434,97 +434,22 @@ fn interactive_answers_can_be_piped_line_by_line() {
 /// what the terminal shows, while ordinary answers are echoed.
 #[test]
 fn on_a_terminal_the_secret_is_not_echoed() {
-    use nix::pty::openpty;
-    use nix::sys::termios::{tcgetattr, LocalFlags};
-    use std::os::fd::AsFd;
-
     let stack = Stack::new(FakeConfig::default(), &[]);
     let cfg = stack.home.path().join("tty.yaml");
-    let pty = openpty(None, None).expect("openpty");
-    // Only the onboard child may hold the terminal (tests run in parallel and spawn).
-    for fd in [&pty.master, &pty.slave] {
-        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-        use std::os::fd::AsRawFd;
-        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
-    }
-    let mut c = stack.home.command(&[
+    let mut term = Terminal::run(stack.home.command(&[
         "onboard",
         "--config",
         cfg.to_str().unwrap(),
         "--api-base",
         &stack.sim_url,
-    ]);
-    c.env_remove("DINGTALK_CLIENT_ID")
-        .env_remove("DINGTALK_CLIENT_SECRET")
-        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
-    let child = c.spawn().unwrap();
-    let mut child = KillOnDrop(child);
-    drop(c); // the Command holds copies of the terminal too
-    drop(pty.slave);
-    let master = std::fs::File::from(pty.master);
-    let screen = Arc::new(Mutex::new(String::new()));
-    {
-        let screen = screen.clone();
-        let mut m = master.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            // Ends with EIO once the child closed the terminal.
-            while let Ok(n) = m.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                screen
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-    }
-    let mut input = master.try_clone().unwrap();
-    let mut answer = |prompt: &str, text: &str, hidden: bool| {
-        assert!(
-            wait_until(Duration::from_secs(10), || screen
-                .lock()
-                .unwrap()
-                .contains(prompt)),
-            "no prompt {prompt:?}; screen: {}",
-            screen.lock().unwrap()
-        );
-        if hidden {
-            // Type only once the program has turned echo off.
-            assert!(
-                wait_until(Duration::from_secs(30), || tcgetattr(master.as_fd())
-                    .map(|t| !t.local_flags.contains(LocalFlags::ECHO))
-                    .unwrap_or(false)),
-                "echo was never turned off for the secret"
-            );
-        }
-        input.write_all(text.as_bytes()).unwrap();
-        input.write_all(b"\n").unwrap();
-    };
-    answer("Client ID", CLIENT_ID, false);
-    answer("Client Secret", CLIENT_SECRET, true);
-    answer("Model base URL", &stack.fake.base_url, false);
-    answer("Model name", "", false);
-    let mut status = None;
-    let exited = wait_until(Duration::from_secs(30), || {
-        status = child.0.try_wait().unwrap();
-        status.is_some()
-    });
-    if !exited {
-        panic!("onboard did not finish; screen: {}", screen.lock().unwrap());
-    }
-    let status = status.unwrap();
-    // The reader thread is left to end on its own; the last output is in the screen
-    // once the checks' summary is there.
-    wait_until(Duration::from_secs(30), || {
-        screen.lock().unwrap().contains("healthcheck --name")
-    });
-    drop(input);
-    let screen = screen.lock().unwrap().clone();
-    assert_eq!(status.code(), Some(0), "screen: {screen}");
+    ]));
+    term.answer("Client ID", CLIENT_ID, false);
+    term.answer("Client Secret", CLIENT_SECRET, true);
+    term.answer("Model base URL", &stack.fake.base_url, false);
+    term.answer("Model name", "", false);
+    term.answer("Send target", "", false);
+    let (code, screen) = term.finish();
+    assert_eq!(code, Some(0), "screen: {screen}");
     assert!(
         screen.contains(CLIENT_ID),
         "ordinary answers are echoed: {screen}"
@@ -539,6 +464,169 @@ fn on_a_terminal_the_secret_is_not_echoed() {
         text.contains(CLIENT_SECRET),
         "inline secret expected: {text}"
     );
+}
+
+/// Onboarding forgives, on a terminal: an empty required answer and a URL without a
+/// scheme are refused at their own prompt with the reason and asked again (the error
+/// names the prompt, not a flag nobody typed); a bad target is re-asked too; the
+/// optional target is written; the output shows how to learn conversation ids.
+#[test]
+fn on_a_terminal_bad_answers_are_asked_again_with_the_reason() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.home.path().join("forgiving.yaml");
+    let mut term = Terminal::run(stack.home.command(&[
+        "onboard",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--api-base",
+        &stack.sim_url,
+    ]));
+    term.answer("Client ID", "", false);
+    term.answer("Client ID", CLIENT_ID, false);
+    term.answer("Client Secret", CLIENT_SECRET, true);
+    let without_scheme = stack
+        .fake
+        .base_url
+        .trim_start_matches("http://")
+        .to_string();
+    term.answer("Model base URL", &without_scheme, false);
+    term.answer("Model base URL", &stack.fake.base_url, false);
+    term.answer("Model name", "", false);
+    term.answer("Send target", "ops-room=notacid", false);
+    term.answer("Send target", "ops-room=cidOpsRoom==", false);
+    let (code, screen) = term.finish();
+    assert_eq!(code, Some(0), "screen: {screen}");
+    assert!(
+        screen.contains("DingTalk Client ID (AppKey): an answer is needed; please answer again"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("Model base URL: must be an http:// or https:// URL"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("the id must be a conversation id"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("--model-base-url"),
+        "names a flag: {screen}"
+    );
+    assert!(
+        screen.contains("conversations --name dingtalk-bot"),
+        "{screen}"
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("\"ops-room\": \"cidOpsRoom==\""), "{text}");
+    assert!(text.contains(&stack.fake.base_url), "{text}");
+}
+
+/// Onboarding on a pseudo-terminal: what the program shows, and typing answers.
+struct Terminal {
+    child: KillOnDrop,
+    master: std::fs::File,
+    screen: Arc<Mutex<String>>,
+    /// The screen up to here has been answered (a prompt shown again is found after it).
+    answered: usize,
+}
+
+impl Terminal {
+    fn run(mut c: Command) -> Terminal {
+        use nix::pty::openpty;
+        let pty = openpty(None, None).expect("openpty");
+        // Only the onboard child may hold the terminal (tests run in parallel and spawn).
+        for fd in [&pty.master, &pty.slave] {
+            use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+            use std::os::fd::AsRawFd;
+            fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
+        }
+        c.env_remove("DINGTALK_CLIENT_ID")
+            .env_remove("DINGTALK_CLIENT_SECRET")
+            .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
+        let child = KillOnDrop(c.spawn().unwrap());
+        drop(c); // the Command holds copies of the terminal too
+        drop(pty.slave);
+        let master = std::fs::File::from(pty.master);
+        let screen = Arc::new(Mutex::new(String::new()));
+        {
+            let screen = screen.clone();
+            let mut m = master.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                // Ends with EIO once the child closed the terminal.
+                while let Ok(n) = m.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    screen
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        Terminal {
+            child,
+            master,
+            screen,
+            answered: 0,
+        }
+    }
+
+    /// Waits for `prompt` after the last answered one, then types `text` and Enter
+    /// (a `hidden` answer only once the program turned echo off).
+    fn answer(&mut self, prompt: &str, text: &str, hidden: bool) {
+        use nix::sys::termios::{tcgetattr, LocalFlags};
+        use std::os::fd::AsFd;
+        let mut at = None;
+        let shown = wait_until(Duration::from_secs(30), || {
+            let screen = self.screen.lock().unwrap();
+            at = screen[self.answered..]
+                .find(prompt)
+                .map(|i| self.answered + i + prompt.len());
+            at.is_some()
+        });
+        assert!(
+            shown,
+            "no prompt {prompt:?}; screen: {}",
+            self.screen.lock().unwrap()
+        );
+        if hidden {
+            assert!(
+                wait_until(Duration::from_secs(30), || tcgetattr(self.master.as_fd())
+                    .map(|t| !t.local_flags.contains(LocalFlags::ECHO))
+                    .unwrap_or(false)),
+                "echo was never turned off for the secret"
+            );
+        }
+        self.answered = at.unwrap();
+        self.master.write_all(text.as_bytes()).unwrap();
+        self.master.write_all(b"\n").unwrap();
+    }
+
+    /// Waits (bounded) for the program to end; its exit code and the whole screen.
+    fn finish(mut self) -> (Option<i32>, String) {
+        let mut status = None;
+        let exited = wait_until(Duration::from_secs(30), || {
+            status = self.child.0.try_wait().unwrap();
+            status.is_some()
+        });
+        if !exited {
+            panic!(
+                "onboard did not finish; screen: {}",
+                self.screen.lock().unwrap()
+            );
+        }
+        // The reader thread is left to end on its own; the last output is in the screen
+        // once the summary is there.
+        wait_until(Duration::from_secs(30), || {
+            self.screen.lock().unwrap().contains("healthcheck --name")
+        });
+        let screen = self.screen.lock().unwrap().clone();
+        (status.unwrap().code(), screen)
+    }
 }
 
 /// Kills a child still running when the test ends (a failed assertion included).
@@ -681,7 +769,8 @@ fn bad_flag_values_exit_2_before_anything_is_written() {
         assert!(!cfg.exists(), "{args:?} wrote a config");
     }
 
-    // Piped answers are checked the same way.
+    // Piped answers are checked the same way, at their own prompt: a bad one is refused
+    // with the reason and asked again; when the input ends there, exit 2 naming the prompt.
     let mut c = stack.home.command(&[
         "onboard",
         "--config",
@@ -698,11 +787,105 @@ fn bad_flag_values_exit_2_before_anything_is_written() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"dingid\nsecret\nnot a url\n\n")
+        .write_all(b"dingid\nsecret\nnot a url\n")
         .unwrap();
     let o = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--model-base-url"), "{stderr}");
+    assert!(
+        stderr.contains("Model base URL: must be an http:// or https:// URL"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: Model base URL: no answer (the input ended)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("--model-base-url"),
+        "names a flag: {stderr}"
+    );
     assert!(!cfg.exists(), "piped answers wrote a config");
+}
+
+/// Without `--config` the file goes where `daemon start --name NAME` looks for it
+/// (CONFIG_DIR/NAME.yaml), so the README's commands work for root and for other users
+/// alike; each check is announced on stderr as it starts.
+#[test]
+fn without_config_it_writes_the_daemons_default_config_and_announces_each_check() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let mut args: Vec<String> = onboard_args(&stack, Path::new("unused"))
+        .into_iter()
+        .filter(|a| a != "--config" && a != "unused")
+        .collect();
+    args.extend(["--name", "desk-bot", "--client-secret", CLIENT_SECRET].map(String::from));
+    let r = run(&stack, &args, &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let written = stack.home.path().join("config/desk-bot.yaml");
+    let mode = std::fs::metadata(&written).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "config mode {mode:o}");
+    assert!(r.stderr.contains(written.to_str().unwrap()), "{r:?}");
+    let started = r.stderr.find("....  dingtalk credentials: asking");
+    let ended = r.stderr.find("ok    dingtalk credentials");
+    assert!(started.is_some() && started < ended, "{r:?}");
+    assert!(r.stderr.contains("....  model local_chat:"), "{r:?}");
+
+    let start = stack.home.run(&["daemon", "start", "--name", "desk-bot"]);
+    assert_eq!(start.code, 0, "{start:?}");
+    let status = stack
+        .home
+        .run(&["--json", "daemon", "status", "--name", "desk-bot"]);
+    assert_eq!(
+        status.json()["config_path"].as_str(),
+        written.to_str(),
+        "{status:?}"
+    );
+}
+
+/// The config's folder is checked before the first question: nobody answers every
+/// prompt only to learn the file cannot be written.
+#[test]
+fn an_unwritable_config_folder_is_refused_before_any_question() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let not_a_folder = stack.home.write("plain-file", "x");
+    let cfg = not_a_folder.join("dingtalk.yaml");
+    let r = run(
+        &stack,
+        &["onboard", "--config", cfg.to_str().unwrap()].map(String::from),
+        &[],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains(not_a_folder.to_str().unwrap()), "{r:?}");
+    assert!(!r.stderr.contains("Client ID"), "asked first: {r:?}");
+}
+
+/// A failed check leaves `daemon start --name NAME` as it was, and says so: the broken
+/// file is not what the daemon will start with.
+#[test]
+fn a_failed_check_does_not_point_the_daemon_at_the_new_file() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.home.path().join("elsewhere/broken.yaml");
+    let mut args = onboard_args(&stack, &cfg);
+    let url_at = args.iter().position(|a| a == "--model-base-url").unwrap() + 1;
+    args[url_at] = format!("{}/v1", dead_url());
+    args.extend(["--name", "fresh-bot", "--client-secret", CLIENT_SECRET].map(String::from));
+    let r = run(&stack, &args, &[]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(cfg.exists(), "the file stays written so it can be edited");
+    assert!(
+        r.stderr.contains("was NOT pointed at") && r.stderr.contains("--config"),
+        "{r:?}"
+    );
+    let start = stack.home.run(&["daemon", "start", "--name", "fresh-bot"]);
+    assert_eq!(start.code, 2, "started with the broken file: {start:?}");
+    assert!(
+        !start.stderr.contains("broken.yaml"),
+        "the daemon was pointed at the broken file: {start:?}"
+    );
+
+    // Once the checks pass, the file is recorded for the daemon.
+    args[url_at] = stack.fake.base_url.clone();
+    args.push("--force".into());
+    let fixed = run(&stack, &args, &[]);
+    assert_eq!(fixed.code, 0, "{fixed:?}");
+    assert!(fixed.stderr.contains("will use this config"), "{fixed:?}");
 }

@@ -292,3 +292,81 @@ fn a_live_daemon_without_its_socket_is_cannot_tell_for_send_and_healthcheck_as_f
         home.run(&["daemon", "status", "--name", "bot"]).code == 0
     }));
 }
+
+/// `clawdbot conversations`: the ids an operator needs for aliases and allowlists, from
+/// the daemon that saw them, most recent first; never a word of what was said.
+#[test]
+fn conversations_lists_what_the_bot_saw_newest_first_without_message_text() {
+    let stack = started();
+    let before = stack.home.run(&["conversations", "--name", "bot"]);
+    assert_eq!(before.code, 0, "{before:?}");
+    assert!(before.stderr.contains("no conversation yet"), "{before:?}");
+
+    stack.inject(
+        json!({"text": "quarterly numbers are secret-words-one", "conversation_type": "group",
+        "conversation_id": "cidOpsRoom==", "conversation_title": "Ops room"}),
+    );
+    stack.wait_outbox(1, Duration::from_secs(30));
+    stack.inject(
+        json!({"text": "my password is secret-words-two", "conversation_type": "direct",
+        "conversation_id": "cidDirectLi==", "sender_staff_id": "0423777"}),
+    );
+    stack.wait_outbox(2, Duration::from_secs(30));
+    stack.inject(
+        json!({"text": "again secret-words-three", "conversation_type": "group",
+        "conversation_id": "cidOpsRoom==", "conversation_title": "Ops room"}),
+    );
+    stack.wait_outbox(3, Duration::from_secs(30));
+
+    let r = stack
+        .home
+        .run(&["--json", "conversations", "--name", "bot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stdout.contains("secret-words"), "{r:?}");
+    let doc = r.json();
+    assert_eq!(doc["ok"], true);
+    let list = doc["conversations"].as_array().expect("a list");
+    assert_eq!(list.len(), 2, "{doc}");
+    assert_eq!(list[0]["id"], "cidOpsRoom==");
+    assert_eq!(list[0]["kind"], "group");
+    assert_eq!(list[0]["title"], "Ops room");
+    assert_eq!(list[0]["messages"], 2);
+    assert_eq!(list[1]["id"], "cidDirectLi==");
+    assert_eq!(list[1]["kind"], "direct");
+    assert!(list[1]["title"].is_null(), "{doc}");
+    assert!(list[0]["last_activity_ms"].as_u64() >= list[1]["last_activity_ms"].as_u64());
+
+    let one = stack
+        .home
+        .run(&["--json", "conversations", "--name", "bot", "--limit", "1"]);
+    assert_eq!(
+        one.json()["conversations"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    let human = stack.home.run(&["conversations", "--name", "bot"]);
+    assert_eq!(human.code, 0, "{human:?}");
+    assert!(human.stdout.starts_with("ID"), "{human:?}");
+    let room = human
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("cidOpsRoom=="))
+        .unwrap_or("");
+    assert!(
+        room.contains(" group ") && room.ends_with("Ops room"),
+        "{human:?}"
+    );
+    assert!(
+        human.stderr.contains("send --name bot --to ID"),
+        "{human:?}"
+    );
+    assert!(!human.stdout.contains("secret-words"), "{human:?}");
+    assert!(!stack.home.all_logs().contains("secret-words"));
+
+    let bad = stack
+        .home
+        .run(&["conversations", "--name", "bot", "--limit", "201"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    let none = stack.home.run(&["conversations", "--name", "nobody"]);
+    assert_eq!(none.code, 3, "{none:?}");
+}

@@ -1,12 +1,17 @@
-//! The first README command: quickstart shows the whole path and reports a healthy bot.
+//! The first README command: quickstart shows the whole path and reports a healthy bot,
+//! keeping to its own demo folder.
 
 use crate::support;
+
+use std::time::Duration;
 
 use support::Home;
 
 #[test]
 fn quickstart_gets_a_reply_through_the_simulator_and_stops_cleanly() {
     let home = Home::new();
+    let demo = home.path().join("quickstart");
+    let _stop = StopDemo(None, home.path(), demo.clone());
     let r = home.run(&[
         "--json",
         "quickstart",
@@ -17,20 +22,32 @@ fn quickstart_gets_a_reply_through_the_simulator_and_stops_cleanly() {
     assert_eq!(r.code, 0, "{r:?}");
     let doc = r.json();
     assert_eq!(doc["healthy"], true, "{doc}");
+    assert_eq!(doc["demo_folder"].as_str(), demo.to_str(), "{doc}");
     let reply = doc["reply"].as_str().unwrap();
     assert!(reply.starts_with("echo: quickstart canary 7731"), "{doc}");
-    assert_eq!(
-        home.run(&["daemon", "status", "--name", "quickstart-bot"])
-            .code,
-        3
-    );
-    assert_eq!(
-        home.run(&["daemon", "status", "--name", "quickstart-sim"])
-            .code,
-        3
-    );
+    for name in ["quickstart-bot", "quickstart-sim"] {
+        let status = as_user(
+            None,
+            home.path(),
+            &[
+                "--home",
+                demo.to_str().unwrap(),
+                "daemon",
+                "status",
+                "--name",
+                name,
+            ],
+        );
+        assert_eq!(status.code, 3, "{status:?}");
+    }
+    let logs: String = std::fs::read_dir(demo.join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(logs.contains("daemon ready"), "no demo logs read: {logs}");
     assert!(
-        !home.all_logs().contains("canary 7731"),
+        !logs.contains("canary 7731"),
         "message text leaked into a log"
     );
 }
@@ -38,6 +55,8 @@ fn quickstart_gets_a_reply_through_the_simulator_and_stops_cleanly() {
 #[test]
 fn quickstart_twice_reuses_the_running_simulator() {
     let home = Home::new();
+    let demo = home.path().join("quickstart");
+    let _stop = StopDemo(None, home.path(), demo.clone());
     let first = home.run(&["--json", "quickstart"]);
     assert_eq!(first.code, 0, "{first:?}");
     let second = home.run(&["--json", "quickstart"]);
@@ -46,6 +65,10 @@ fn quickstart_twice_reuses_the_running_simulator() {
     let human = home.run(&["quickstart"]);
     assert_eq!(human.code, 0, "{human:?}");
     assert!(human.stdout.contains("bot's reply"), "{human:?}");
+    assert!(
+        human.stdout.contains("conversations --name quickstart-bot"),
+        "{human:?}"
+    );
     assert!(
         human.stdout.contains("daemon stop --name quickstart-sim"),
         "{human:?}"
@@ -62,6 +85,203 @@ fn quickstart_twice_reuses_the_running_simulator() {
         assert!(ran.status.success(), "{cmd}: {ran:?}");
     }
     for name in ["quickstart-bot", "quickstart-sim"] {
-        assert_eq!(home.run(&["daemon", "status", "--name", name]).code, 3);
+        let status = as_user(
+            None,
+            home.path(),
+            &[
+                "--home",
+                demo.to_str().unwrap(),
+                "daemon",
+                "status",
+                "--name",
+                name,
+            ],
+        );
+        assert_eq!(status.code, 3, "{status:?}");
     }
+}
+
+/// Runs the binary as `uid` (none: as the test runs) with a clean environment whose
+/// `HOME` is `home` and no `--home`, as a user who types `clawdbot quickstart`.
+fn as_user(uid: Option<u32>, home: &std::path::Path, args: &[&str]) -> support::Run {
+    use std::os::unix::process::CommandExt;
+    let mut c = std::process::Command::new(support::BIN);
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("NO_COLOR", "1")
+        .current_dir(home)
+        .stdin(std::process::Stdio::null());
+    if let Some(uid) = uid {
+        c.uid(uid).gid(uid);
+    }
+    support::Run::from(c.output().expect("run clawdbot"))
+}
+
+/// Stops the demo's daemons when a test ends, even a failed one.
+struct StopDemo<'a>(Option<u32>, &'a std::path::Path, std::path::PathBuf);
+
+impl Drop for StopDemo<'_> {
+    fn drop(&mut self) {
+        let demo = self.2.to_str().unwrap_or_default().to_string();
+        for name in ["quickstart-bot", "quickstart-sim"] {
+            as_user(
+                self.0,
+                self.1,
+                &[
+                    "--home",
+                    &demo,
+                    "daemon",
+                    "stop",
+                    "--name",
+                    name,
+                    "--timeout",
+                    "3",
+                ],
+            );
+        }
+    }
+}
+
+/// Every regular file below `dir` holding `needle`, with its mode.
+fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(entry.path());
+            } else if meta.is_file()
+                && std::fs::read(entry.path())
+                    .map(|b| String::from_utf8_lossy(&b).contains(needle))
+                    .unwrap_or(false)
+            {
+                found.push((entry.path(), meta.permissions().mode() & 0o777));
+            }
+        }
+    }
+    found
+}
+
+/// The demo keeps to its own folder under the user's data folder (announced), writes
+/// every file holding the demo secret 0600, says when it reuses the running simulator,
+/// and `quickstart --stop --clean` stops both daemons and removes the folder.
+fn demo_keeps_to_its_own_folder(uid: Option<u32>) {
+    let home = tempfile::Builder::new()
+        .prefix("cbq")
+        .tempdir_in("/tmp")
+        .unwrap();
+    if let Some(uid) = uid {
+        std::os::unix::fs::chown(home.path(), Some(uid), Some(uid)).unwrap();
+    }
+    let demo = home.path().join(".local/share/clawdbot/quickstart");
+    let _stop = StopDemo(uid, home.path(), demo.clone());
+    let etc_before = std::path::Path::new("/etc/clawdbot/quickstart-bot.yaml").exists();
+
+    let first = as_user(uid, home.path(), &["--json", "quickstart"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert!(
+        first
+            .stderr
+            .contains(&format!("demo folder {}", demo.display())),
+        "the folder is not announced: {first:?}"
+    );
+    let doc = first.json();
+    assert!(
+        doc["config"]
+            .as_str()
+            .unwrap()
+            .starts_with(demo.to_str().unwrap()),
+        "{doc}"
+    );
+    assert_eq!(doc["demo_folder"].as_str(), demo.to_str(), "{doc}");
+    let secrets = files_holding(home.path(), "quickstart-secret");
+    assert!(!secrets.is_empty(), "the demo config holds the demo secret");
+    for (path, mode) in &secrets {
+        assert!(
+            path.starts_with(&demo),
+            "{} is outside the demo folder",
+            path.display()
+        );
+        assert_eq!(*mode, 0o600, "{} is {mode:o}", path.display());
+    }
+    if !etc_before {
+        assert!(!std::path::Path::new("/etc/clawdbot/quickstart-bot.yaml").exists());
+    }
+    let bot_log = std::fs::read_to_string(demo.join("logs/quickstart-bot.log")).unwrap();
+    assert!(
+        !bot_log.contains("readable by others"),
+        "the daemon warned about its demo config: {bot_log}"
+    );
+
+    let second = as_user(uid, home.path(), &["quickstart"]);
+    assert_eq!(second.code, 0, "{second:?}");
+    let sim_url = doc["sim_url"].as_str().unwrap();
+    assert!(
+        second.stderr.contains(&format!(
+            "reusing the simulator already running on {sim_url}"
+        )),
+        "{second:?}"
+    );
+
+    let clean = as_user(uid, home.path(), &["quickstart", "--stop", "--clean"]);
+    assert_eq!(clean.code, 0, "{clean:?}");
+    assert!(!demo.exists(), "the demo folder is left: {clean:?}");
+    assert!(
+        clean
+            .stdout
+            .contains(&format!("removed {}", demo.display())),
+        "{clean:?}"
+    );
+    let demo_flag = demo.to_str().unwrap();
+    for name in ["quickstart-bot", "quickstart-sim"] {
+        let status = as_user(
+            uid,
+            home.path(),
+            &["--home", demo_flag, "daemon", "status", "--name", name],
+        );
+        assert_eq!(status.code, 3, "{name}: {status:?}");
+    }
+    let _ = std::fs::remove_dir_all(&demo);
+}
+
+#[test]
+fn the_demo_keeps_to_its_own_folder_as_this_user() {
+    demo_keeps_to_its_own_folder(None);
+}
+
+/// The same walk as a user who is not root (uid 65534 when the suite runs as root, as on
+/// CI; this user otherwise).
+#[test]
+fn the_demo_keeps_to_its_own_folder_as_a_user_who_is_not_root() {
+    let uid = nix::unistd::geteuid().is_root().then_some(65534);
+    demo_keeps_to_its_own_folder(uid);
+}
+
+/// With a model that never answers, quickstart says what it waits for while it waits.
+#[test]
+fn with_a_model_that_never_answers_quickstart_says_what_it_waits_for() {
+    let home = Home::new();
+    let demo = home.path().join("quickstart");
+    let _stop = StopDemo(None, home.path(), demo.clone());
+    let hang = support::silent_server();
+    let mut child = home
+        .command(&["quickstart", "--model-base-url", &format!("{hang}/v1")])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut seen = Vec::new();
+    let line = support::wait_stderr_line(&mut child, Duration::from_secs(30), &mut seen, |l| {
+        l.contains("waiting for its reply")
+    });
+    let still_running = child.try_wait().expect("try_wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.is_some(), "no progress line; stderr: {seen:?}");
+    assert!(still_running, "the line came only at the end: {seen:?}");
+    assert!(line.unwrap().contains("up to 20 s"), "{seen:?}");
 }

@@ -243,3 +243,49 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).output();
     }
 }
+
+/// The base URL of a loopback server that accepts connections and never answers (a model
+/// or DingTalk that hangs). It holds up to 64 connections for the rest of the test run.
+pub fn silent_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(64).collect();
+        // Keep them open (never answered) until the test binary exits.
+        loop {
+            std::thread::park();
+            let _ = &held;
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Reads `child`'s stderr line by line until a line satisfies `wanted` (returned) or
+/// `limit` passes (`None`); the lines read so far are appended to `seen`.
+pub fn wait_stderr_line(
+    child: &mut std::process::Child,
+    limit: Duration,
+    seen: &mut Vec<String>,
+    wanted: impl Fn(&str) -> bool,
+) -> Option<String> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).ok()?;
+        seen.push(line.clone());
+        if wanted(&line) {
+            return Some(line);
+        }
+    }
+}
