@@ -19,6 +19,7 @@ mod open_cards;
 mod order;
 mod pipeline;
 mod redelivery;
+mod reload;
 
 pub use health::preflight_checks;
 
@@ -216,11 +217,20 @@ impl Workload for Bot {
         Box::pin(async move {
             let new = crate::config::load(&self.shared.config_path).map_err(|e| e.to_string())?;
             let old = self.shared.config();
-            let needs_restart = format!("{:?}", (&new.models, &new.limits, &new.channel))
-                != format!("{:?}", (&old.models, &old.limits, &old.channel))
-                || new.reply.max_answer_chars != old.reply.max_answer_chars;
-            if needs_restart {
-                tracing::warn!("models, limits, channel or reply.max_answer_chars changed: those take effect on restart");
+            let plan = reload::plan(&old, &new);
+            for (model, key) in plan.rotated_api_keys {
+                if self.shared.router.set_api_key(&model, key) {
+                    tracing::info!(
+                        key = %format_args!("models.{model}.api_key"),
+                        "changed: used from the next request on"
+                    );
+                }
+            }
+            if !plan.needs_restart.is_empty() {
+                tracing::warn!(
+                    keys = %plan.needs_restart.join(", "),
+                    "changed, but the running daemon keeps the old values: they take effect on restart (clawdbot daemon restart)"
+                );
             }
             if let Some(channel) = &self.shared.channel {
                 channel.set_max_parts(new.reply.max_parts);

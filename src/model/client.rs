@@ -5,6 +5,7 @@
 //! answered only after `[DONE]` or a `finish_reason`; keepalive comments never move a
 //! deadline; prompt and answer text never reach a log or an error string.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -16,7 +17,7 @@ use super::error::{ModelError, TimeoutPhase};
 use super::sse::{SseDecoder, SseItem};
 use super::types::ChatMessage;
 use super::wire::{self, Completion};
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Secret};
 
 /// Largest non-streamed body accepted.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -24,11 +25,15 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// A client for one configured model. Cheap to clone (the HTTP pool is shared).
+///
+/// Invariant: the bearer key sent is the one in `api_key`, shared by every clone, so a key
+/// rotated with [`ModelClient::set_api_key`] is used from the next request on.
 #[derive(Clone)]
 pub struct ModelClient {
     cfg: ModelConfig,
     budgets: PhaseBudgets,
     http: reqwest::Client,
+    api_key: Arc<RwLock<Option<Secret>>>,
 }
 
 impl ModelClient {
@@ -43,7 +48,13 @@ impl ModelClient {
             cfg: cfg.clone(),
             budgets,
             http,
+            api_key: Arc::new(RwLock::new(cfg.api_key.clone())),
         })
+    }
+
+    /// Replaces the bearer key for the requests that start from now on (config reload).
+    pub(crate) fn set_api_key(&self, key: Option<Secret>) {
+        *self.api_key.write().unwrap_or_else(|p| p.into_inner()) = key;
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -59,7 +70,7 @@ impl ModelClient {
     }
 
     fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.cfg.api_key {
+        match &*self.api_key.read().unwrap_or_else(|p| p.into_inner()) {
             Some(key) if !key.is_empty() => req.bearer_auth(key.expose()),
             _ => req,
         }

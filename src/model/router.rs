@@ -84,6 +84,18 @@ impl ModelRouter {
         }
     }
 
+    /// Uses `key` for `model`'s requests from now on (a key rotated by a config reload).
+    /// False when no such model runs (or its client could not be built).
+    pub(crate) fn set_api_key(&self, model: &str, key: Option<crate::config::Secret>) -> bool {
+        match self.inner.models.get(model).map(|e| &e.client) {
+            Some(Ok(client)) => {
+                client.set_api_key(key);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The config name of the model a turn goes to: the first matching rule, else the default.
     pub fn route(&self, turn: &Turn) -> &str {
         let routing = &self.inner.routing;
