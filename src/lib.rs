@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod bot;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod conversation;

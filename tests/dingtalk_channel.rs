@@ -516,7 +516,7 @@ async fn callback_mode_verifies_signatures() {
         .unwrap();
     assert_eq!(bad["callback_status"], 401);
     let old = client
-        .inject(&json!({"text": "old", "callback_url": url, "timestamp_ms": clawdbot::dingtalk::now_ms() - 3_700_000}))
+        .inject(&json!({"text": "old", "callback_url": url, "timestamp_ms": clawdbot::clock::now_ms() - 3_700_000}))
         .await
         .unwrap();
     assert_eq!(old["callback_status"], 401);
@@ -866,7 +866,7 @@ fn robot_message(msg_id: &str, text: &str) -> Value {
 #[tokio::test]
 async fn a_captured_timestamp_and_sign_are_refused_the_second_time() {
     let (mut r, url) = callback_rig(ListenLimits::http_default()).await;
-    let ts = clawdbot::dingtalk::now_ms().to_string();
+    let ts = clawdbot::clock::now_ms().to_string();
     let sign = clawdbot::dingtalk::compute_sign(&ts, clawdbot::sim::state::DEFAULT_CLIENT_SECRET);
     let first = robot_message("msgReplay1", "genuine");
     assert_eq!(post_signed(&url, &ts, &sign, &first).await.0, 200);
@@ -881,7 +881,7 @@ async fn a_captured_timestamp_and_sign_are_refused_the_second_time() {
     let forged = robot_message("msgReplay2", "forged with a captured pair");
     assert_eq!(post_signed(&url, &ts, &sign, &forged).await.0, 409);
     // A fresh pair is fine; the refused ones never reached the bot.
-    let ts2 = (clawdbot::dingtalk::now_ms() + 1).to_string();
+    let ts2 = (clawdbot::clock::now_ms() + 1).to_string();
     let sign2 = clawdbot::dingtalk::compute_sign(&ts2, clawdbot::sim::state::DEFAULT_CLIENT_SECRET);
     let next = robot_message("msgReplay3", "next");
     assert_eq!(post_signed(&url, &ts2, &sign2, &next).await.0, 200);

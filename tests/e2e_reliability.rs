@@ -86,7 +86,7 @@ fn after_a_restart_an_expired_session_gets_a_sorry_through_the_openapi() {
     kill(Pid::from_raw(stack.bot_pid()), Signal::SIGKILL).unwrap();
     assert!(wait_until(
         Duration::from_secs(5),
-        || clawdbot::dingtalk::now_ms() > expires
+        || clawdbot::clock::now_ms() > expires
     ));
 
     stack.start_bot(&cfg);

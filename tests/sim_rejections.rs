@@ -254,7 +254,7 @@ fn custom_robot_webhooks_enforce_the_signature() {
                 .await
             }
         };
-        let now = clawdbot::sim::state::now_ms();
+        let now = clawdbot::clock::now_ms();
         assert_eq!(send("nobody".into()).await["errcode"], 300005);
         assert_eq!(send("tokA".into()).await["errcode"], 310000, "unsigned");
         let wrong = webhook_sign_query(now, "not-the-secret");

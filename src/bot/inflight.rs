@@ -27,7 +27,7 @@ impl InFlight {
 
     fn progressed(&self) {
         self.progress_ms
-            .store(crate::dingtalk::now_ms(), Ordering::Relaxed);
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
     }
 
     /// The turns in flight as readiness judges them.

@@ -77,7 +77,7 @@ pub(crate) fn replay(
         tokio::spawn(async move {
             let expired = msg
                 .session_webhook_expires_ms
-                .is_some_and(|t| t <= crate::dingtalk::now_ms());
+                .is_some_and(|t| t <= crate::clock::now_ms());
             if expired {
                 let cfg = shared.config();
                 finish(

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::output::Output;
 use crate::cli::StatusArgs;
-use crate::daemon::runtime::now_ms;
+use crate::clock::now_ms;
 use crate::daemon::{probe, Down, Probe};
 use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::client::Client;

@@ -16,7 +16,7 @@ use std::io::Write;
 use std::ops::ControlFlow;
 use std::os::fd::FromRawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -285,7 +285,7 @@ impl Daemon<'_> {
             config_path: self.launch.config.as_ref().map(|p| p.display().to_string()),
             log_path: logging::describe_running(&self.launch.log),
             socket: std::sync::RwLock::new(socket.display().to_string()),
-            started_at_ms: now_ms(),
+            started_at_ms: crate::clock::now_ms(),
             started: Instant::now(),
             last_error: self.last_error.clone(),
         }
@@ -354,12 +354,4 @@ async fn build_workload(
 
 fn signal_err(e: std::io::Error) -> CliError {
     CliError::failure(format!("cannot install signal handlers: {e}"))
-}
-
-/// Current Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

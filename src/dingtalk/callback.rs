@@ -47,12 +47,13 @@ pub fn router(secret: String, ingress: Arc<Ingress>, replay: ReplayGuard) -> Rou
 pub fn replay_guard(file: Option<&std::path::Path>) -> Result<ReplayGuard, String> {
     match file {
         None => Ok(ReplayGuard::new(REPLAY_CAPACITY)),
-        Some(path) => ReplayGuard::with_file(REPLAY_CAPACITY, path, super::now_ms()).map_err(|e| {
-            format!(
-                "cannot open the callback replay record {}: {e}",
-                path.display()
-            )
-        }),
+        Some(path) => ReplayGuard::with_file(REPLAY_CAPACITY, path, crate::clock::now_ms())
+            .map_err(|e| {
+                format!(
+                    "cannot open the callback replay record {}: {e}",
+                    path.display()
+                )
+            }),
     }
 }
 
@@ -89,7 +90,7 @@ fn refuse(status: StatusCode, errmsg: String) -> Response {
 
 async fn handle(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Response {
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
-    let now = super::now_ms();
+    let now = crate::clock::now_ms();
     let timestamp = match verify_callback_sign(h("timestamp"), h("sign"), &ctx.secret, now) {
         Ok(ts) => ts,
         Err(e) => {

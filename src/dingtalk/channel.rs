@@ -203,7 +203,7 @@ impl Channel {
                 let (addr, task) =
                     super::callback::serve(&cfg.http_listen, secret, ingress, replay, limits, rx)
                         .await?;
-                stats.set_connected(stats::LISTENING, super::now_ms());
+                stats.set_connected(stats::LISTENING, crate::clock::now_ms());
                 tracing::info!(
                     listen = %addr,
                     max_connections = limits.max_connections,
@@ -308,7 +308,7 @@ impl Channel {
         let mut use_session = to.session_webhook.as_deref().filter(|url| {
             let fresh = to
                 .session_webhook_expires_ms
-                .is_none_or(|exp| super::now_ms() + SESSION_MARGIN_MS < exp);
+                .is_none_or(|exp| crate::clock::now_ms() + SESSION_MARGIN_MS < exp);
             fresh && self.webhook_allowed(url, &to.msg_id)
         });
         let at = match to.conversation_kind {

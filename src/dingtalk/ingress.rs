@@ -83,7 +83,7 @@ impl Ingress {
         frame_id: Option<&str>,
         payload: &Value,
     ) -> BoxFuture<'static, bool> {
-        let msg = match parse_robot_message(payload, super::now_ms()) {
+        let msg = match parse_robot_message(payload, crate::clock::now_ms()) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "dropped an unreadable robot message");

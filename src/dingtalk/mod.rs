@@ -39,11 +39,3 @@ pub use error::ChannelError;
 pub use message::{Inbound, InboundContent};
 pub use outgoing::OutgoingReply;
 pub use sign::{compute_sign, verify_callback_sign};
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}

@@ -131,7 +131,8 @@ impl StreamClient {
             }
             first = false;
             self.stats.authenticated();
-            self.stats.set_connected(stats::CONNECTED, super::now_ms());
+            self.stats
+                .set_connected(stats::CONNECTED, crate::clock::now_ms());
             tracing::info!("DingTalk stream connected");
             match self.session(ws, &mut attempt, &mut shutdown).await {
                 End::Shutdown => break,
@@ -269,7 +270,7 @@ impl StreamClient {
                     ping_sent = None;
                     *attempt = 0;
                     if matches!(msg, Some(Ok(_))) {
-                        self.stats.received(super::now_ms());
+                        self.stats.received(crate::clock::now_ms());
                     }
                     match msg {
                         None => return End::Lost("server closed the stream".into()),

@@ -96,7 +96,7 @@ impl GatewayState {
         let mut inner = self.lock();
         inner.snapshot.child_pid = None;
         inner.snapshot.last_exit = Some(how);
-        inner.snapshot.last_exit_at_ms = Some(crate::daemon::runtime::now_ms());
+        inner.snapshot.last_exit_at_ms = Some(crate::clock::now_ms());
         if by_itself {
             inner.exits.push_back(now);
             while inner.exits.len() > FAILING_EXITS {

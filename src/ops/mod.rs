@@ -38,7 +38,7 @@ pub(crate) fn snapshot(control: &ControlState) -> Snapshot {
     let report = control.report();
     let draining = control.shutdown.borrow().is_some();
     let facts = control.workload.readiness();
-    let now = crate::dingtalk::now_ms();
+    let now = crate::clock::now_ms();
     let (mut not_ready, inbox_pending) = match &facts {
         Some(f) => (
             readiness::not_ready_reasons(f, now),

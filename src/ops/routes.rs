@@ -56,9 +56,7 @@ pub(crate) async fn sample_forever(state: Arc<OpsState>) {
     loop {
         tick.tick().await;
         let report = state.control.report();
-        state
-            .history
-            .record(crate::dingtalk::now_ms(), &report.models);
+        state.history.record(crate::clock::now_ms(), &report.models);
     }
 }
 
@@ -103,7 +101,7 @@ async fn status_json(State(state): State<Arc<OpsState>>) -> Json<Value> {
     Json(status_document(
         &snapshot(&state.control),
         &state.history,
-        crate::dingtalk::now_ms(),
+        crate::clock::now_ms(),
     ))
 }
 

@@ -13,7 +13,8 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::gateway;
-use super::state::{frame_id, hex_id, now_ms, now_us, Faults, Injected, Session, Sim};
+use super::state::{frame_id, hex_id, Faults, Injected, Session, Sim};
+use crate::clock::{now_ms, now_us};
 use crate::dingtalk::sign::compute_sign;
 
 fn bad(msg: &str) -> Response {

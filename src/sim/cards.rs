@@ -13,7 +13,8 @@ use serde_json::{json, Map, Value};
 
 use super::openapi::{authorize, check_robot_code};
 use super::reply::{api_body, api_error, ok_json, req_str, required};
-use super::state::{hex_id, now_ms, Sim};
+use super::state::{hex_id, Sim};
+use crate::clock::now_ms;
 
 /// Reads and authorizes a card call's body.
 fn prepare(sim: &Sim, headers: &HeaderMap, api: &str, body: &[u8]) -> Result<Value, Response> {

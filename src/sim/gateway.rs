@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
 use super::reply::{api_body, api_error, ok_json, req_str};
-use super::state::{hex_id, now_ms, now_us, take, Conn, Sim, State as SimState};
+use super::state::{hex_id, take, Conn, Sim, State as SimState};
+use crate::clock::{now_ms, now_us};
 use crate::dingtalk::wire;
 
 /// True when the `Accept` header explicitly lists `application/json` (parameters such as

@@ -13,7 +13,8 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::reply::{api_body, api_error, errcode, ok_json, req_str, required};
-use super::state::{hex_id, now_ms, now_us, take, Sim};
+use super::state::{hex_id, take, Sim};
+use crate::clock::{now_ms, now_us};
 
 /// `POST /v1.0/oauth2/accessToken`.
 pub async fn access_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {

@@ -231,19 +231,6 @@ impl Sim {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    crate::dingtalk::now_ms()
-}
-
-/// Microseconds since the Unix epoch (for latency figures finer than a millisecond).
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
 /// Random lowercase hex of `bytes` bytes.
 pub fn hex_id(bytes: usize) -> String {
     use rand::Rng;

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 
 use super::openapi::record_out;
 use super::reply::{errcode, errcode_body};
-use super::state::{now_ms, take, Sim};
+use super::state::{take, Sim};
+use crate::clock::now_ms;
 use crate::dingtalk::sign::{compute_sign, MAX_SKEW_MS};
 
 /// Validates a text/markdown webhook body; returns (msgtype, text).

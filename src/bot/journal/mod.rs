@@ -368,9 +368,7 @@ fn load(file: &std::fs::File, path: &Path) -> Result<Loaded, JournalError> {
 /// Copies a journal with corrupt or unknown records to `journal.log.corrupt-<unix ms>`
 /// (0600, synced) before it is rewritten without them, so nothing is lost for good.
 fn keep_damaged_copy(file: &std::fs::File, path: &Path, first: u64) -> Result<(), JournalError> {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+    let ms = crate::clock::now_ms();
     let copy = path.with_extension(format!("log.corrupt-{ms}"));
     let copied = (|| -> std::io::Result<()> {
         let mut out = file::create_new(&copy)?;
