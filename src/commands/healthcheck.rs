@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::output::Output;
 use crate::cli::HealthcheckArgs;
+use crate::config::Config;
 use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::proto::{Check, CheckStatus, HealthReport};
 use crate::ipc::{Request, Response};
@@ -23,18 +24,11 @@ pub fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output) -> Cmd
     let (target, report) = match (&args.name, &args.config) {
         (_, Some(path)) => {
             let config = crate::config::load(path)?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
             let mut report = HealthReport::default();
             report
                 .checks
                 .push(ok("config", format!("{} loads", path.display())));
-            report.checks.extend(
-                rt.block_on(crate::bot::preflight_checks(&config, timeout))
-                    .checks,
-            );
+            report.checks.extend(preflight(&config, timeout)?);
             (path.display().to_string(), report)
         }
         (Some(name), None) => (name.clone(), daemon_checks(layout, name, timeout)?),
@@ -51,7 +45,7 @@ pub fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output) -> Cmd
         }
     };
     let healthy = !report.checks.iter().any(|c| c.status == CheckStatus::Fail);
-    let text = render(out, &report);
+    let text = render_checks(out, &report.checks);
     out.result(
         json!({"ok": healthy, "target": target, "checks": report.checks}),
         &text,
@@ -99,15 +93,23 @@ fn daemon_checks(layout: &Layout, name: &str, timeout: Duration) -> Result<Healt
     Ok(report)
 }
 
-fn render(out: &Output, report: &HealthReport) -> String {
-    let width = report
-        .checks
-        .iter()
-        .map(|c| c.name.len())
-        .max()
-        .unwrap_or(0);
-    report
-        .checks
+/// The pre-flight checks of `config` without a daemon: model endpoints and DingTalk
+/// credentials (a runtime of its own: the CLI runs no tokio runtime otherwise).
+pub(crate) fn preflight(config: &Config, timeout: Duration) -> Result<Vec<Check>, CliError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
+    Ok(rt
+        .block_on(crate::bot::preflight_checks(config, timeout))
+        .checks)
+}
+
+/// The checks for a person: one line each (`ok`, `warn`, `FAIL`, name, detail), then the
+/// fix indented under it. The one renderer for `healthcheck` and `onboard`.
+pub(crate) fn render_checks(out: &Output, checks: &[Check]) -> String {
+    let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    checks
         .iter()
         .map(|c| {
             let tag = match c.status {

@@ -86,32 +86,13 @@ pub fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
     let checks = if args.skip_checks {
         Vec::new()
     } else {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
-        rt.block_on(crate::bot::preflight_checks(
-            &config,
-            Duration::from_secs(10),
-        ))
-        .checks
+        super::healthcheck::preflight(&config, Duration::from_secs(10))?
     };
     let failed = checks.iter().any(|c| c.status == CheckStatus::Fail);
-    let mut human: Vec<String> = checks
-        .iter()
-        .map(|c| {
-            let mut l = format!(
-                "{:4}  {}: {}",
-                format!("{:?}", c.status).to_lowercase(),
-                c.name,
-                c.detail
-            );
-            if let Some(f) = &c.fix {
-                l.push_str(&format!("\n      fix: {f}"));
-            }
-            l
-        })
-        .collect();
+    let mut human: Vec<String> = Vec::new();
+    if !checks.is_empty() {
+        human.push(super::healthcheck::render_checks(out, &checks));
+    }
     let cfg = path.display().to_string();
     let name = &args.name;
     let next = vec![
