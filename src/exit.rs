@@ -1,7 +1,5 @@
 //! Process exit codes. Scripts depend on these numbers: never change them.
 
-use std::fmt;
-
 /// The exit code contract (see README "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -20,7 +18,8 @@ pub enum Code {
 
 /// An error that knows which exit code it maps to. Its message is printed on stderr
 /// (or inside the JSON document with `--json`).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct CliError {
     pub code: Code,
     pub message: String,
@@ -40,14 +39,6 @@ impl CliError {
         Self::new(Code::Usage, message)
     }
 }
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for CliError {}
 
 impl From<crate::config::ConfigError> for CliError {
     fn from(e: crate::config::ConfigError) -> Self {

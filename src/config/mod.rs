@@ -12,7 +12,6 @@ mod de;
 mod env;
 mod schema;
 
-use std::fmt;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -21,19 +20,12 @@ pub use env::{escape, expand, Secret};
 pub use schema::*;
 
 /// A config file that cannot be used, with the path and what is wrong.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("config {}: {message}", path.display())]
 pub struct ConfigError {
     pub path: PathBuf,
     pub message: String,
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "config {}: {}", self.path.display(), self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Largest config file accepted; anything bigger is certainly not a config.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
