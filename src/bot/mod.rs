@@ -148,7 +148,10 @@ fn channel_error(e: ChannelError) -> WorkError {
         ChannelError::UnknownTarget(_) => ErrorKind::BadRequest,
         _ => ErrorKind::Failed,
     };
-    (kind, e.to_string())
+    WorkError {
+        kind,
+        message: e.to_string(),
+    }
 }
 
 impl Workload for Bot {
@@ -183,10 +186,11 @@ impl Workload for Bot {
         markdown: bool,
     ) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
         Box::pin(async move {
-            let channel = self.shared.channel.as_ref().ok_or((
-                ErrorKind::Unsupported,
-                "this bot has no channel configured".to_string(),
-            ))?;
+            let channel = self
+                .shared
+                .channel
+                .as_ref()
+                .ok_or_else(|| WorkError::unsupported("this bot has no channel configured"))?;
             channel
                 .send(&to, &text, markdown)
                 .await
@@ -213,9 +217,9 @@ impl Workload for Bot {
         })
     }
 
-    fn reload(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn reload(&self) -> BoxFuture<'_, Result<(), WorkError>> {
         Box::pin(async move {
-            let new = crate::config::load(&self.shared.config_path).map_err(|e| e.to_string())?;
+            let new = crate::config::load(&self.shared.config_path)?;
             let old = self.shared.config();
             let plan = reload::plan(&old, &new);
             for (model, key) in plan.rotated_api_keys {

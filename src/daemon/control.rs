@@ -250,7 +250,9 @@ async fn answer(req: Request, state: &ControlState) -> Response {
             }
             match state.workload.send(to, text, markdown).await {
                 Ok(outcome) => Response::Sent(outcome),
-                Err((kind, message)) => Response::Error { kind, message },
+                Err(super::workload::WorkError { kind, message }) => {
+                    Response::Error { kind, message }
+                }
             }
         }
     }

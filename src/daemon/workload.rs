@@ -10,8 +10,40 @@ use crate::status::DaemonReport;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A refusal or failure the control server sends back as `Response::Error`.
-pub type WorkError = (ErrorKind, String);
+/// A refusal or failure of a workload; the control server sends it back as
+/// `Response::Error` with its [`ErrorKind`]. The message says what and why, never a
+/// message text or a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct WorkError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl WorkError {
+    /// This workload cannot do that (a send to a model-service daemon, a reload of a
+    /// daemon with nothing to reload).
+    pub fn unsupported(message: impl Into<String>) -> WorkError {
+        WorkError {
+            kind: ErrorKind::Unsupported,
+            message: message.into(),
+        }
+    }
+
+    /// It tried and failed.
+    pub fn failed(message: impl Into<String>) -> WorkError {
+        WorkError {
+            kind: ErrorKind::Failed,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::config::ConfigError> for WorkError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        WorkError::failed(e.to_string())
+    }
+}
 
 pub trait Workload: Send + Sync + 'static {
     /// `bot` or `gateway`.
@@ -35,7 +67,7 @@ pub trait Workload: Send + Sync + 'static {
         None
     }
     /// Re-reads the config (SIGHUP). An error keeps the old config and says why.
-    fn reload(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async { Err("this daemon has nothing to reload".to_string()) })
+    fn reload(&self) -> BoxFuture<'_, Result<(), WorkError>> {
+        Box::pin(async { Err(WorkError::unsupported("this daemon has nothing to reload")) })
     }
 }

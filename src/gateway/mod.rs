@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::daemon::workload::{BoxFuture, WorkError, Workload};
-use crate::ipc::proto::{Check, CheckStatus, ErrorKind, HealthReport, SendOutcome};
+use crate::ipc::proto::{Check, CheckStatus, HealthReport, SendOutcome};
 use crate::status::{DaemonReport, GatewayReport};
 
 use backoff::BackoffPolicy;
@@ -192,9 +192,8 @@ impl Workload for Gateway {
         _markdown: bool,
     ) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
         Box::pin(async {
-            Err((
-                ErrorKind::Unsupported,
-                "this daemon supervises a model gateway and cannot send messages; send through the bot daemon".into(),
+            Err(WorkError::unsupported(
+                "this daemon supervises a model gateway and cannot send messages; send through the bot daemon",
             ))
         })
     }
