@@ -10,7 +10,7 @@ use clawdbot::dingtalk::verify_callback_sign;
 use clawdbot::dingtalk::wire::Frame;
 use clawdbot::ipc::frame::read_sync;
 use clawdbot::ipc::{Request, Response, MAX_FRAME_BYTES};
-use clawdbot::model::sse::{SseDecoder, SseItem, MAX_EVENT_BYTES};
+use clawdbot::model::sse::{SseDecoder, SseError, SseItem, MAX_EVENT_BYTES};
 use clawdbot::model::wire::{classify_http_error, parse_chunk, parse_completion};
 use proptest::prelude::*;
 
@@ -86,7 +86,7 @@ proptest! {
 
 /// Feeds `bytes` to a fresh decoder cut at `cuts` (byte offsets, any order); returns the
 /// items, or the first error.
-fn decode_in_pieces(bytes: &[u8], cuts: &[usize]) -> Result<Vec<SseItem>, String> {
+fn decode_in_pieces(bytes: &[u8], cuts: &[usize]) -> Result<Vec<SseItem>, SseError> {
     let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
     at.push(0);
     at.push(bytes.len());
@@ -223,5 +223,6 @@ fn an_endless_sse_line_is_refused_at_the_cap() {
             "decoder kept buffering"
         );
     };
-    assert!(refused.contains("larger than"), "{refused}");
+    assert_eq!(refused, SseError::EventTooLarge);
+    assert!(refused.to_string().contains("larger than"), "{refused}");
 }

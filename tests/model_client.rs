@@ -5,8 +5,9 @@ mod model_support;
 
 use std::time::Duration;
 
+use clawdbot::model::client::ProbeError;
 use clawdbot::model::demo::{FakeBehavior, FakeMode};
-use clawdbot::model::TurnOutcome;
+use clawdbot::model::{ModelError, TurnOutcome};
 use model_support::*;
 
 #[tokio::test]
@@ -237,7 +238,12 @@ async fn health_checks() {
             .expect("result")
     };
     assert!(get("a").is_ok());
-    assert!(get("b").unwrap_err().contains("connect"), "{:?}", get("b"));
+    assert!(
+        matches!(get("b"), Err(ProbeError::Model(ModelError::Connect(_)))),
+        "{:?}",
+        get("b")
+    );
+    assert!(get("b").unwrap_err().to_string().contains("connect"));
     assert!(get("c").is_ok());
 }
 

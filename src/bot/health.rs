@@ -120,7 +120,7 @@ async fn completion_check(
         Ok(c) => c,
         Err(e) => {
             check.status = CheckStatus::Fail;
-            check.detail = e;
+            check.detail = e.to_string();
             return;
         }
     };

@@ -24,6 +24,15 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Bytes of an error body read for classification.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
+/// Why a health probe of a model failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("no answer within {} ms", .0.as_millis())]
+    NoAnswer(Duration),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
 /// A client for one configured model. Cheap to clone (the HTTP pool is shared).
 ///
 /// Invariant: the bearer key sent is the one in `api_key`, shared by every clone, so a key
@@ -37,13 +46,15 @@ pub struct ModelClient {
 }
 
 impl ModelClient {
-    pub fn new(cfg: &ModelConfig) -> Result<Self, String> {
+    /// Fails only when the HTTP client cannot be built (no TLS backend): a
+    /// [`ModelError::Connect`] that every turn to this model then reports.
+    pub fn new(cfg: &ModelConfig) -> Result<Self, ModelError> {
         let budgets = PhaseBudgets::from_config(cfg);
         let http = reqwest::Client::builder()
             .connect_timeout(budgets.connect)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|e| ModelError::Connect(format!("cannot build the HTTP client: {e}")))?;
         Ok(ModelClient {
             cfg: cfg.clone(),
             budgets,
@@ -141,7 +152,7 @@ impl ModelClient {
 
     /// Probes `health_url` (default `{base_url}/models`) once: the latency in ms of a 2xx
     /// answer, or why it failed.
-    pub async fn probe(&self, timeout: Duration) -> Result<u64, String> {
+    pub async fn probe(&self, timeout: Duration) -> Result<u64, ProbeError> {
         let url = self
             .cfg
             .health_url
@@ -150,15 +161,15 @@ impl ModelClient {
         let started = Instant::now();
         let req = self.authorized(self.http.get(url));
         match tokio::time::timeout(timeout, req.send()).await {
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-            Ok(Err(e)) => Err(send_error(&e).to_string()),
+            Err(_) => Err(ProbeError::NoAnswer(timeout)),
+            Ok(Err(e)) => Err(send_error(&e).into()),
             Ok(Ok(resp)) if resp.status().is_success() => Ok(started.elapsed().as_millis() as u64),
             Ok(Ok(resp)) => {
                 let status = resp.status().as_u16();
                 let body = read_capped(resp, MAX_ERROR_BODY_BYTES, Instant::now() + timeout)
                     .await
                     .unwrap_or_default();
-                Err(wire::classify_http_error(status, &body).to_string())
+                Err(wire::classify_http_error(status, &body).into())
             }
         }
     }
@@ -202,7 +213,9 @@ async fn read_stream(
                     error_chain(&e)
                 )))
             }
-            Ok(Some(Ok(bytes))) => decoder.feed(&bytes).map_err(ModelError::Stream)?,
+            Ok(Some(Ok(bytes))) => decoder
+                .feed(&bytes)
+                .map_err(|e| ModelError::Stream(e.to_string()))?,
         };
         for item in items {
             let SseItem::Data(data) = item else { continue };

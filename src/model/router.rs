@@ -16,7 +16,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::budget::{fallback_deadline, PhaseBudgets};
-use super::client::ModelClient;
+use super::client::{ModelClient, ProbeError};
+use super::error::ModelError;
 use super::limiter::Limiter;
 use super::stats::ModelStats;
 use super::types::{prompt_chars, ChatMessage, Turn, TurnOutcome};
@@ -25,7 +26,7 @@ use crate::status::ModelReport;
 
 struct Entry {
     /// `Err` holds why the HTTP client could not be built (reported on every turn).
-    client: Result<ModelClient, String>,
+    client: Result<ModelClient, ModelError>,
     budgets: PhaseBudgets,
     fallback: Option<String>,
     limiter: Arc<Limiter>,
@@ -278,11 +279,11 @@ impl ModelRouter {
     }
 
     /// Probes every model's health URL concurrently: latency in ms, or why it failed.
-    pub async fn check(&self, timeout: Duration) -> Vec<(String, Result<u64, String>)> {
+    pub async fn check(&self, timeout: Duration) -> Vec<(String, Result<u64, ProbeError>)> {
         let probes = self.inner.models.iter().map(|(name, e)| async move {
             let result = match &e.client {
                 Ok(c) => c.probe(timeout).await,
-                Err(why) => Err(why.clone()),
+                Err(why) => Err(why.clone().into()),
             };
             (name.clone(), result)
         });
@@ -309,12 +310,12 @@ impl Entry {
         deadline: Instant,
         max_answer_chars: usize,
         on_progress: &mut (dyn FnMut(&str) + Send),
-    ) -> Result<String, super::error::ModelError> {
+    ) -> Result<String, ModelError> {
         let client = match &self.client {
             Ok(c) => c,
             Err(why) => {
-                self.stats.failed(why.clone(), false);
-                return Err(super::error::ModelError::Connect(why.clone()));
+                self.stats.failed(why.to_string(), false);
+                return Err(why.clone());
             }
         };
         self.stats.prompt_sent(prompt_chars(messages));
