@@ -202,7 +202,7 @@ impl Daemon<'_> {
             Some(cfg) => Some((
                 crate::ops::OpsServer::bind(cfg).await.map_err(|e| {
                     tracing::error!("startup failed: {e}");
-                    CliError::failure(e)
+                    CliError::from(e)
                 })?,
                 cfg.allowed_hosts.clone(),
             )),
@@ -230,10 +230,7 @@ impl Daemon<'_> {
         });
         let mut server = AbortOnDrop(tokio::spawn(control::serve(listener, state.clone())));
         let ops = match ops_listener {
-            Some((l, hosts)) => Some(
-                crate::ops::OpsServer::start(l, state.clone(), &hosts)
-                    .map_err(CliError::failure)?,
-            ),
+            Some((l, hosts)) => Some(crate::ops::OpsServer::start(l, state.clone(), &hosts)?),
             None => None,
         };
 

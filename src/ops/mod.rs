@@ -57,6 +57,24 @@ pub(crate) fn snapshot(control: &ControlState) -> Snapshot {
     }
 }
 
+/// The ops endpoint could not start; the message names the config key.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("ops.listen {listen}: cannot listen: {source}")]
+    Listen {
+        listen: String,
+        source: std::io::Error,
+    },
+    #[error("ops.listen: {0}")]
+    Address(std::io::Error),
+}
+
+impl From<OpsError> for crate::exit::CliError {
+    fn from(e: OpsError) -> Self {
+        crate::exit::CliError::failure(e.to_string())
+    }
+}
+
 /// A running ops server; stopped when [`stop`](Self::stop)ped or dropped.
 pub struct OpsServer {
     addr: SocketAddr,
@@ -68,11 +86,14 @@ pub struct OpsServer {
 impl OpsServer {
     /// Binds `cfg.listen` (before the workload starts, so a taken port fails the start
     /// cleanly). The error names the key and the address.
-    pub async fn bind(cfg: &OpsConfig) -> Result<TcpListener, String> {
+    pub async fn bind(cfg: &OpsConfig) -> Result<TcpListener, OpsError> {
         let listen = cfg.listen.trim();
         TcpListener::bind(listen)
             .await
-            .map_err(|e| format!("ops.listen {listen}: cannot listen: {e}"))
+            .map_err(|source| OpsError::Listen {
+                listen: listen.to_string(),
+                source,
+            })
     }
 
     /// Serves on `listener` (from [`bind`](Self::bind)) until stopped.
@@ -82,10 +103,8 @@ impl OpsServer {
         listener: TcpListener,
         control: Arc<ControlState>,
         allowed_hosts: &[String],
-    ) -> Result<OpsServer, String> {
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("ops.listen: {e}"))?;
+    ) -> Result<OpsServer, OpsError> {
+        let addr = listener.local_addr().map_err(OpsError::Address)?;
         let allowed = Arc::new(host_check::AllowedHosts::new(addr, allowed_hosts));
         let state = Arc::new(routes::OpsState::new(control));
         let sampler = tokio::spawn(routes::sample_forever(state.clone()));

@@ -154,7 +154,7 @@ async fn serve(a: &ServeArgs, out: &crate::commands::output::Output) -> CmdResul
         ticket_ttl_ms: a.ticket_ttl_ms,
         ..SimOptions::default()
     };
-    let server = SimServer::start(opts).await.map_err(CliError::failure)?;
+    let server = SimServer::start(opts).await?;
     let base = server.base_url().to_string();
     if let Some(p) = &a.port_file {
         let tmp = p.with_extension("tmp");
@@ -197,10 +197,7 @@ async fn inject(a: &InjectArgs, out: &crate::commands::output::Output) -> CmdRes
     req["conversation_id"] = opt(&a.conversation);
     req["sender_staff_id"] = opt(&a.sender_staff_id);
     req["sender_nick"] = opt(&a.nick);
-    let v = SimClient::new(&a.sim)
-        .inject(&req)
-        .await
-        .map_err(CliError::failure)?;
+    let v = SimClient::new(&a.sim).inject(&req).await?;
     let msg_id = v["msgId"].as_str().unwrap_or_default().to_string();
     out.result(v, &msg_id);
     Ok(Code::Ok)
@@ -209,11 +206,8 @@ async fn inject(a: &InjectArgs, out: &crate::commands::output::Output) -> CmdRes
 async fn outbox(a: &OutboxArgs, out: &crate::commands::output::Output) -> CmdResult {
     let c = SimClient::new(&a.sim);
     let entries = match a.wait {
-        Some(n) => c
-            .wait_outbox(n, Duration::from_secs(a.timeout))
-            .await
-            .map_err(CliError::failure)?,
-        None => c.outbox().await.map_err(CliError::failure)?,
+        Some(n) => c.wait_outbox(n, Duration::from_secs(a.timeout)).await?,
+        None => c.outbox().await?,
     };
     let human: Vec<String> = entries
         .iter()
