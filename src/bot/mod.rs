@@ -83,19 +83,39 @@ pub struct Bot {
     shared: Arc<Shared>,
 }
 
+/// Why the bot could not start; each names the folder, file or config key involved.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BotStartError {
+    #[error(transparent)]
+    StateDir(crate::exit::CliError),
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    #[error(transparent)]
+    Channel(#[from] crate::dingtalk::ChannelStartError),
+}
+
+impl From<BotStartError> for crate::exit::CliError {
+    fn from(e: BotStartError) -> Self {
+        match e {
+            BotStartError::StateDir(e) => e,
+            other => crate::exit::CliError::failure(other.to_string()),
+        }
+    }
+}
+
 impl Bot {
     /// Starts the channel and the dispatcher, then replays messages a previous run accepted
     /// but did not answer.
-    pub async fn start(
+    pub(crate) async fn start(
         config: Config,
         config_path: PathBuf,
         paths: DaemonPaths,
-    ) -> Result<Bot, String> {
-        paths.ensure_state_dir().map_err(|e| e.message)?;
+    ) -> Result<Bot, BotStartError> {
+        paths.ensure_state_dir().map_err(BotStartError::StateDir)?;
         // Without a journal no message could be ACKed safely: a startup error, not a
         // silent downgrade.
         let (tx, rx) = mpsc::unbounded_channel::<Inbound>();
-        let opened = Journal::open(&paths.state, tx).map_err(|e| e.to_string())?;
+        let opened = Journal::open(&paths.state, tx)?;
         let journal = Arc::new(opened.journal);
         let channel = match &config.channel {
             Some(ch) => {

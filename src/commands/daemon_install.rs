@@ -33,7 +33,7 @@ pub fn install(args: &InstallArgs, out: &Output) -> CmdResult {
                 ));
             }
             if let Some(url) = &args.health_url {
-                HealthProbe::new(url).map_err(CliError::usage)?;
+                HealthProbe::new(url)?;
                 if url.contains(['\n', '\r']) {
                     return Err(CliError::usage("--health-url contains a line break"));
                 }

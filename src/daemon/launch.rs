@@ -118,7 +118,7 @@ impl Launch {
             CommandLine::parse(cmd).map_err(|e| CliError::usage(e.to_string()))?;
         }
         if let Some(url) = &self.health_url {
-            HealthProbe::new(url).map_err(CliError::usage)?;
+            HealthProbe::new(url)?;
         }
         Ok(())
     }

@@ -213,9 +213,8 @@ impl Daemon<'_> {
         let mut signals = Signals::install()?;
         // A start that timed out sends SIGTERM: give up cleanly rather than half-started.
         let workload = tokio::select! {
-            w = build_workload(self.paths, self.launch, config) => w.map_err(|e| {
+            w = build_workload(self.paths, self.launch, config) => w.inspect_err(|e| {
                 tracing::error!("startup failed: {e}");
-                CliError::failure(e)
             })?,
             sig = signals.stop.next() => {
                 tracing::warn!("{sig} before the daemon was ready: not starting");
@@ -334,17 +333,20 @@ async fn build_workload(
     paths: &DaemonPaths,
     launch: &Launch,
     config: Option<Config>,
-) -> Result<Arc<dyn Workload>, String> {
+) -> Result<Arc<dyn Workload>, CliError> {
     match &launch.exec {
-        Some(cmd) => crate::gateway::Gateway::start(&launch.name, cmd, launch.health_url.clone())
-            .await
-            .map(|g| Arc::new(g) as Arc<dyn Workload>),
+        Some(cmd) => {
+            let gateway =
+                crate::gateway::Gateway::start(&launch.name, cmd, launch.health_url.clone())
+                    .await?;
+            Ok(Arc::new(gateway))
+        }
         None => {
-            let config = config.ok_or("a bot needs a config file")?;
-            let config_path = launch.config.clone().ok_or("a bot needs a config file")?;
-            crate::bot::Bot::start(config, config_path, paths.clone())
-                .await
-                .map(|b| Arc::new(b) as Arc<dyn Workload>)
+            let no_config = || CliError::usage("a bot needs a config file");
+            let config = config.ok_or_else(no_config)?;
+            let config_path = launch.config.clone().ok_or_else(no_config)?;
+            let bot = crate::bot::Bot::start(config, config_path, paths.clone()).await?;
+            Ok(Arc::new(bot))
         }
     }
 }

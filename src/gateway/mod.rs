@@ -38,7 +38,7 @@ use crate::status::{DaemonReport, GatewayReport};
 use backoff::BackoffPolicy;
 use child::RunningChild;
 use cmdline::CommandLine;
-use health::HealthProbe;
+use health::{HealthProbe, HealthUrlError};
 use state::GatewayState;
 use supervisor::Supervisor;
 
@@ -61,20 +61,42 @@ pub struct Gateway {
     poller: Option<JoinHandle<()>>,
 }
 
+/// Why the supervised process could not start (printed by `daemon start` in one line).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GatewayStartError {
+    #[error(transparent)]
+    Command(#[from] cmdline::CommandError),
+    #[error(transparent)]
+    HealthUrl(#[from] HealthUrlError),
+    #[error("--exec: cannot run {}: {source}", program.display())]
+    Spawn {
+        program: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<GatewayStartError> for crate::exit::CliError {
+    fn from(e: GatewayStartError) -> Self {
+        crate::exit::CliError::failure(e.to_string())
+    }
+}
+
 impl Gateway {
     /// Parses `cmd`, starts the first child and its supervisor (and the health poller when
     /// `health_url` is set). Must run inside the daemon's tokio runtime. The error names
     /// the problem (empty or unparsable command, program not found, spawn failure, bad
     /// URL) in one line for `daemon start` to print.
-    pub async fn start(
+    pub(crate) async fn start(
         name: &str,
         cmd: &str,
         health_url: Option<String>,
-    ) -> Result<Gateway, String> {
-        let command = CommandLine::parse(cmd).map_err(|e| e.to_string())?;
+    ) -> Result<Gateway, GatewayStartError> {
+        let command = CommandLine::parse(cmd)?;
         let probe = health_url.as_deref().map(HealthProbe::new).transpose()?;
-        let first = RunningChild::spawn(&command)
-            .map_err(|e| format!("--exec: cannot run {}: {e}", command.program.display()))?;
+        let first = RunningChild::spawn(&command).map_err(|source| GatewayStartError::Spawn {
+            program: command.program.clone(),
+            source,
+        })?;
         let state = Arc::new(GatewayState::default());
         state.child_started(first.pid());
         let (stop, stop_rx) = watch::channel(None);
