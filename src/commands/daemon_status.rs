@@ -14,7 +14,7 @@ use crate::cli::StatusArgs;
 use crate::clock::now_ms;
 use crate::daemon::{probe, Down, Probe};
 use crate::exit::{CliError, CmdResult, Code};
-use crate::ipc::client::Client;
+use crate::ipc::client::{Client, ClientError};
 use crate::ipc::{Request, Response};
 use crate::paths::{DaemonPaths, Layout};
 use crate::status::DaemonReport;
@@ -76,7 +76,13 @@ fn one(paths: &DaemonPaths) -> (Code, Value, String) {
                 doc["state"] = json!("running");
                 (Code::Ok, doc, text)
             }
-            Err(reason) => down(&paths.name, Down::Unresponsive { pid: None, reason }),
+            Err(e) => down(
+                &paths.name,
+                Down::Unresponsive {
+                    pid: None,
+                    reason: e.to_string(),
+                },
+            ),
         },
         Probe::Down(d) => down(&paths.name, d),
     }
@@ -137,15 +143,11 @@ pub(super) fn connect(layout: &Layout, paths: &DaemonPaths) -> Result<Client, Cl
     })
 }
 
-fn fetch_report(paths: &DaemonPaths) -> Result<DaemonReport, String> {
-    let mut client = Client::connect(&paths.control_socket(), crate::daemon::probe::PROBE_TIMEOUT)
-        .map_err(|e| e.to_string())?;
-    match client
-        .request(&Request::Status)
-        .map_err(|e| e.to_string())?
-    {
+fn fetch_report(paths: &DaemonPaths) -> Result<DaemonReport, ClientError> {
+    let mut client = Client::connect(&paths.control_socket(), crate::daemon::probe::PROBE_TIMEOUT)?;
+    match client.request(&Request::Status)? {
         Response::Status(r) => Ok(*r),
-        other => Err(format!("unexpected answer {other:?}")),
+        other => Err(ClientError::unexpected(&other)),
     }
 }
 
