@@ -152,7 +152,7 @@ fn from_flags(args: &OnboardArgs) -> Result<Answers, CliError> {
 /// Checks every given value with the loader's rules; the error names the flag (the value
 /// may be a secret, so it is not shown).
 fn check_answers(a: &Answers) -> Result<(), CliError> {
-    type Check = fn(&str) -> Result<(), String>;
+    type Check = fn(&str) -> Result<(), checks::InvalidValue>;
     let given: [(&str, Option<&String>, Check); 7] = [
         ("--client-id", Some(&a.client_id), checks::name),
         ("--client-secret", a.client_secret.as_ref(), checks::name),

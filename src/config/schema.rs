@@ -552,14 +552,19 @@ impl LogLevel {
     }
 
     /// Parses a level name, ignoring case and surrounding spaces.
-    pub fn parse(v: &str) -> Result<LogLevel, String> {
+    pub fn parse(v: &str) -> Result<LogLevel, UnknownLevel> {
         let v = v.trim();
         Self::ALL
             .into_iter()
             .find(|l| l.as_str().eq_ignore_ascii_case(v))
-            .ok_or_else(|| format!("{v:?} is not a level: use error, warn, info, debug or trace"))
+            .ok_or_else(|| UnknownLevel(v.to_string()))
     }
 }
+
+/// A log level name that is none of the five (a level name is not a secret: shown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a level: use error, warn, info, debug or trace")]
+pub struct UnknownLevel(pub String);
 
 impl<'de> Deserialize<'de> for LogLevel {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
