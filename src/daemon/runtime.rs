@@ -228,10 +228,8 @@ impl Daemon<'_> {
             shutdown: shutdown_tx.clone(),
         });
         let mut server = AbortOnDrop(tokio::spawn(control::serve(listener, state.clone())));
-        let ops = match ops_listener {
-            Some((l, hosts)) => Some(crate::ops::OpsServer::start(l, state.clone(), &hosts)?),
-            None => None,
-        };
+        let ops = ops_listener
+            .map(|(bound, hosts)| crate::ops::OpsServer::start(bound, state.clone(), &hosts));
 
         tracing::info!(name = %self.paths.name, pid = std::process::id(), workload = workload.kind(), "daemon ready");
         ready.ready();

@@ -66,18 +66,7 @@ pub async fn serve(
     limits: ListenLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), ChannelStartError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ChannelStartError::CallbackListen {
-            listen: listen.to_string(),
-            source,
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| ChannelStartError::CallbackAddress {
-            listen: listen.to_string(),
-            source,
-        })?;
+    let (listener, addr) = crate::listen::bind_tcp("channel.dingtalk.http_listen", listen).await?;
     let app = router(secret, ingress, replay);
     let task = tokio::spawn(async move {
         let stop = async move {

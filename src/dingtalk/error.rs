@@ -55,16 +55,8 @@ pub enum ChannelStartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot listen for DingTalk callbacks on {listen}: {source}")]
-    CallbackListen {
-        listen: String,
-        source: std::io::Error,
-    },
-    #[error("callback listener on {listen}: {source}")]
-    CallbackAddress {
-        listen: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    CallbackListen(#[from] crate::listen::BindError),
 }
 
 /// Why the channel's health check fails; each message ends with what to check.

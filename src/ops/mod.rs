@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::OpsConfig;
 use crate::daemon::control::ControlState;
-use crate::listen::ListenLimits;
+use crate::listen::{BindError, ListenLimits};
 use crate::status::DaemonReport;
 
 /// The figures one answer is built from.
@@ -57,24 +57,6 @@ pub(crate) fn snapshot(control: &ControlState) -> Snapshot {
     }
 }
 
-/// The ops endpoint could not start; the message names the config key.
-#[derive(Debug, thiserror::Error)]
-pub enum OpsError {
-    #[error("ops.listen {listen}: cannot listen: {source}")]
-    Listen {
-        listen: String,
-        source: std::io::Error,
-    },
-    #[error("ops.listen: {0}")]
-    Address(std::io::Error),
-}
-
-impl From<OpsError> for crate::exit::CliError {
-    fn from(e: OpsError) -> Self {
-        crate::exit::CliError::failure(e.to_string())
-    }
-}
-
 /// A running ops server; stopped when [`stop`](Self::stop)ped or dropped.
 pub struct OpsServer {
     addr: SocketAddr,
@@ -86,25 +68,18 @@ pub struct OpsServer {
 impl OpsServer {
     /// Binds `cfg.listen` (before the workload starts, so a taken port fails the start
     /// cleanly). The error names the key and the address.
-    pub async fn bind(cfg: &OpsConfig) -> Result<TcpListener, OpsError> {
-        let listen = cfg.listen.trim();
-        TcpListener::bind(listen)
-            .await
-            .map_err(|source| OpsError::Listen {
-                listen: listen.to_string(),
-                source,
-            })
+    pub async fn bind(cfg: &OpsConfig) -> Result<(TcpListener, SocketAddr), BindError> {
+        crate::listen::bind_tcp("ops.listen", &cfg.listen).await
     }
 
-    /// Serves on `listener` (from [`bind`](Self::bind)) until stopped.
+    /// Serves on `listener` bound to `addr` (both from [`bind`](Self::bind)) until stopped.
     /// Requests are answered only for the `Host` values of [`host_check`]: the bound
     /// address, `localhost`, and `allowed_hosts` (`ops.allowed_hosts`).
     pub fn start(
-        listener: TcpListener,
+        (listener, addr): (TcpListener, SocketAddr),
         control: Arc<ControlState>,
         allowed_hosts: &[String],
-    ) -> Result<OpsServer, OpsError> {
-        let addr = listener.local_addr().map_err(OpsError::Address)?;
+    ) -> OpsServer {
         let allowed = Arc::new(host_check::AllowedHosts::new(addr, allowed_hosts));
         let state = Arc::new(routes::OpsState::new(control));
         let sampler = tokio::spawn(routes::sample_forever(state.clone()));
@@ -122,12 +97,12 @@ impl OpsServer {
             },
         ));
         tracing::info!(%addr, "ops endpoint listening (/livez /readyz /metrics /)");
-        Ok(OpsServer {
+        OpsServer {
             addr,
             stop,
             server,
             sampler,
-        })
+        }
     }
 
     /// The bound address.

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::state::{Sim, SimOptions};
 use super::{admin, cards, gateway, openapi, webhooks};
 use crate::listen::http::serve_http;
-use crate::listen::ListenLimits;
+use crate::listen::{BindError, ListenLimits};
 
 /// A running simulator.
 pub struct SimServer {
@@ -22,38 +22,14 @@ pub struct SimServer {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// The simulator could not start serving.
-#[derive(Debug, thiserror::Error)]
-pub enum SimStartError {
-    #[error("sim: cannot listen on {listen}: {source}")]
-    Listen {
-        listen: String,
-        source: std::io::Error,
-    },
-    #[error("sim: listener address: {0}")]
-    Address(std::io::Error),
-}
-
-impl From<SimStartError> for crate::exit::CliError {
-    fn from(e: SimStartError) -> Self {
-        crate::exit::CliError::failure(e.to_string())
-    }
-}
-
 impl SimServer {
     pub fn base_url(&self) -> &str {
         &self.sim.base_url
     }
 
     /// Binds `opts.listen` and serves in the background.
-    pub async fn start(opts: SimOptions) -> Result<SimServer, SimStartError> {
-        let listener = tokio::net::TcpListener::bind(&opts.listen)
-            .await
-            .map_err(|source| SimStartError::Listen {
-                listen: opts.listen.clone(),
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(SimStartError::Address)?;
+    pub async fn start(opts: SimOptions) -> Result<SimServer, BindError> {
+        let (listener, addr) = crate::listen::bind_tcp("sim", &opts.listen).await?;
         let sim = Arc::new(Sim::new(opts, format!("http://{addr}")));
         let app = router(sim.clone());
         let (stop, mut rx) = watch::channel(false);
