@@ -87,7 +87,7 @@ pub struct Bot {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BotStartError {
     #[error(transparent)]
-    StateDir(crate::exit::CliError),
+    StateDir(crate::paths::PathError),
     #[error(transparent)]
     Journal(#[from] journal::JournalError),
     #[error(transparent)]
@@ -97,7 +97,7 @@ pub(crate) enum BotStartError {
 impl From<BotStartError> for crate::exit::CliError {
     fn from(e: BotStartError) -> Self {
         match e {
-            BotStartError::StateDir(e) => e,
+            BotStartError::StateDir(e) => e.into(),
             other => crate::exit::CliError::failure(other.to_string()),
         }
     }

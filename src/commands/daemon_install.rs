@@ -156,7 +156,7 @@ pub fn uninstall(args: &UninstallArgs, out: &Output) -> CmdResult {
         if let Some(exec) = exec_file_path(place)? {
             match std::fs::remove_file(&exec) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io_error("remove", &exec, e))
+                    return Err(io_error("remove", &exec, e).into())
                 }
                 _ => {}
             }

@@ -177,7 +177,7 @@ fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Launch,
             std::io::ErrorKind::InvalidInput => {
                 CliError::usage(format!("log {}: {e}", log.display()))
             }
-            _ => io_error("open log file", log, e),
+            _ => io_error("open log file", log, e).into(),
         })?;
     }
     Ok(launch)

@@ -430,5 +430,5 @@ fn parse_targets(raw: &[String]) -> Result<Vec<(String, String)>, CliError> {
 /// Writes the config with mode 0600 (creating its folder).
 fn write_config(path: &Path, text: &str) -> Result<(), CliError> {
     crate::paths::ensure_parent(path)?;
-    crate::paths::write_private(path, text.as_bytes())
+    Ok(crate::paths::write_private(path, text.as_bytes())?)
 }

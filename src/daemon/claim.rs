@@ -90,7 +90,7 @@ impl Claim {
         match fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error("remove the old socket", path, e)),
+            Err(e) => return Err(io_error("remove the old socket", path, e).into()),
         }
         let listener = UnixListener::bind(path).map_err(|e| io_error("listen on", path, e))?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o600))
@@ -183,7 +183,7 @@ impl Claim {
         match try_lock_exclusive(file) {
             Ok(TryLock::Acquired(f)) => Ok(Some(f)),
             Ok(TryLock::HeldByOther) => Ok(None),
-            Err(e) => Err(io_error("lock", path, e)),
+            Err(e) => Err(io_error("lock", path, e).into()),
         }
     }
 
@@ -220,7 +220,7 @@ impl Claim {
                 "a file appeared at {} while it was being restored",
                 path.display()
             ))),
-            Err(e) => Err(Healed::Failed(io_error("restore", path, e).message)),
+            Err(e) => Err(Healed::Failed(io_error("restore", path, e).to_string())),
         }
     }
 }

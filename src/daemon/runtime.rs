@@ -324,7 +324,7 @@ fn tokio_listener(
     listener
         .set_nonblocking(true)
         .and_then(|()| UnixListener::from_std(listener))
-        .map_err(|e| crate::paths::io_error("listen on", path, e))
+        .map_err(|e| crate::paths::io_error("listen on", path, e).into())
 }
 
 async fn build_workload(
