@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clawdbot::model::demo::FakeConfig;
+use clawdbot_testkit::fake_model::FakeConfig;
 use serde_json::json;
 use support::stack::Stack;
 use support::{free_port, seed_config, Home};

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeMode};
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig, FakeMode};
 use serde_json::json;
 use support::stack::Stack;
 use support::wait_until;
@@ -808,4 +808,140 @@ fn human_status_shows_a_models_failures_and_last_error() {
         !human.stdout.contains("anyone there?"),
         "message text shown"
     );
+}
+
+/// A turn that falls back keeps its conversation's place: turn A stalls on the primary
+/// model, gives that slot back and moves to the slow backup; turn B of the same
+/// conversation, sent meanwhile while the primary now answers at once, still starts only
+/// after A was answered, and sees A's answer in its prompt. (The bot's turn-order ticket
+/// is held through the fallback; the model limiter does not order a conversation.)
+#[test]
+fn a_turn_that_falls_back_keeps_its_conversations_place() {
+    let mut per_model = std::collections::BTreeMap::new();
+    per_model.insert(
+        "local-chat".to_string(),
+        FakeBehavior {
+            mode: FakeMode::StallBeforeHeaders,
+            ..Default::default()
+        },
+    );
+    per_model.insert(
+        "backup-chat".to_string(),
+        FakeBehavior {
+            latency_ms: 1500,
+            ..Default::default()
+        },
+    );
+    let stack = Stack::new(
+        FakeConfig {
+            per_model,
+            ..Default::default()
+        },
+        &[],
+    );
+    let path = stack.config(1, 20_000, "access:\n  user_rate_limit: 0\n");
+    let backup = format!(
+        "models:\n  backup:\n    kind: openai_compatible\n    base_url: \"{}\"\n    model: \"backup-chat\"\n    timeout_ms: 20000\n",
+        stack.fake.base_url
+    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen("models:\n", &backup, 1)
+        .replace("limits:\n", "limits:\n  queue:\n    max_wait_ms: 20000\n")
+        .replace(
+            "    timeout_ms: 20000\nrouting:",
+            "    timeout_ms: 20000\n    first_token_timeout_ms: 400\n    fallback: backup\nrouting:",
+        );
+    std::fs::write(&path, text).unwrap();
+    stack.start_bot(&path);
+    let conv = "cidFallbackOrder==";
+    stack.inject_group(conv, "A");
+    // In flight means the fake already read its (stalling) behaviour for A's request.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let stats = stack.fake_stats();
+            stats.in_flight == 1 && stats.by_model.contains_key("local-chat")
+        }),
+        "turn A reached the primary model"
+    );
+    // From now on the primary answers at once: only the turn order keeps B behind A.
+    stack
+        .fake
+        .state
+        .set_model("local-chat", FakeBehavior::default());
+    stack.inject_group(conv, "B");
+    assert!(
+        wait_until(Duration::from_secs(20), || stack.replies_in(conv).len()
+            >= 2),
+        "{:?}",
+        stack.outbox()
+    );
+    let replies: Vec<String> = stack
+        .replies_in(conv)
+        .iter()
+        .map(|r| {
+            r["text"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(replies, ["echo: A", "echo: B"], "A (from the backup) first");
+    let stats = stack.fake_stats();
+    assert_eq!(stats.by_model.get("backup-chat"), Some(&1), "{stats:?}");
+    let b_prompt = &stats.recent.back().unwrap().body;
+    assert_eq!(b_prompt["model"], "local-chat");
+    assert!(
+        b_prompt["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["role"] == "assistant" && m["content"] == "echo: A"),
+        "B's prompt holds A's answer: {b_prompt}"
+    );
+}
+
+/// One wait bound per turn: `limits.queue.max_wait_ms` (4 s) covers the wait behind the
+/// conversation's earlier turn (about 3 s) and the wait for the model slot together. A2
+/// waits about 3 s behind A1, then finds the only slot taken by B1 for 3 s more: it is
+/// told busy after about 1 s of slot wait, not answered after waiting 6 s in all.
+#[test]
+fn the_wait_in_line_and_for_a_slot_share_one_bound() {
+    let stack = Stack::new(echo_with_latency(3000), &[]);
+    let cfg = stack.config(1, 30_000, "access:\n  user_rate_limit: 0\n");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "limits:\n",
+        "limits:\n  queue:\n    max_waiting: 8\n    max_wait_ms: 4000\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    stack.start_bot(&cfg);
+    stack.inject_group("cidWaitA==", "A1");
+    assert!(
+        wait_until(Duration::from_secs(10), || stack.fake_stats().in_flight
+            == 1),
+        "A1 reached the model"
+    );
+    // B1 goes straight to the model's queue; A2, right behind it on the same stream,
+    // waits in its conversation's line until A1 is answered.
+    stack.inject_group("cidWaitB==", "B1");
+    stack.inject_group("cidWaitA==", "A2");
+    stack.wait_outbox(3, Duration::from_secs(30));
+    let a2 = stack.replies_in("cidWaitA==");
+    let b1 = stack.replies_in("cidWaitB==");
+    let texts: Vec<&str> = a2
+        .iter()
+        .map(|r| r["text"].as_str().unwrap().lines().next().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert_eq!(texts[0], "echo: A1");
+    assert!(
+        !texts[1].starts_with("echo:"),
+        "A2 was told busy: {texts:?}"
+    );
+    assert!(b1[0]["text"].as_str().unwrap().starts_with("echo: B1"));
+    let st = stack.status();
+    assert_eq!(st["busy_replies"]["total"], 1, "{st}");
 }

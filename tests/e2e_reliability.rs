@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use clawdbot::model::demo::{FakeBehavior, FakeConfig};
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;

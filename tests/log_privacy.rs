@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use clawdbot::model::demo::FakeConfig;
+use clawdbot_testkit::fake_model::FakeConfig;
 use serde_json::json;
 use support::stack::{Stack, CLIENT_SECRET};
 

@@ -6,8 +6,8 @@ mod model_support;
 use std::time::Duration;
 
 use clawdbot::model::client::ProbeError;
-use clawdbot::model::demo::{FakeBehavior, FakeMode};
 use clawdbot::model::{ModelError, TurnOutcome};
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeMode};
 use model_support::*;
 
 #[tokio::test]
@@ -287,7 +287,7 @@ async fn fake_server_http_controls() {
 /// Runs one turn against model `m` of `srv` with `reply.max_answer_chars = cap`; returns
 /// the outcome, the progress texts and how long it took.
 async fn hostile_turn(
-    srv: &clawdbot::model::demo::FakeServer,
+    srv: &clawdbot_testkit::fake_model::FakeServer,
     extra: &str,
     cap: usize,
 ) -> (TurnOutcome, Vec<String>, Duration) {

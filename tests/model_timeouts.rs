@@ -3,11 +3,10 @@
 
 mod model_support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clawdbot::model::demo::{FakeBehavior, FakeMode};
-use clawdbot::model::{ChatMessage, ModelRouter, TurnHooks, TurnOutcome};
+use clawdbot::model::{ModelRouter, TurnOutcome};
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeMode};
 use model_support::*;
 
 /// Runs one turn against a single model; asserts it failed by timeout within `bound_ms`.
@@ -227,81 +226,6 @@ async fn fallback_skipped_when_budget_is_spent() {
     assert!(!srv.state.stats().by_model.contains_key("fast"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_turn_that_falls_back_keeps_its_conversations_place() {
-    // Turn A stalls on `primary` and moves to the slow `backup`; turn B of the same
-    // conversation, queued behind A on `primary`, must not run (and answer) before A ends.
-    let srv = fake(FakeBehavior::default()).await;
-    srv.state
-        .set_model("primary", behavior(FakeMode::StallBeforeHeaders));
-    srv.state.set_model(
-        "backup",
-        FakeBehavior {
-            latency_ms: 800,
-            ..FakeBehavior::default()
-        },
-    );
-    let models = [
-        model(
-            "primary",
-            &srv.base_url,
-            "timeout_ms: 8000\nfirst_token_timeout_ms: 300\nfallback: backup",
-        ),
-        model("backup", &srv.base_url, "timeout_ms: 8000"),
-    ];
-    let router = ModelRouter::new(&config(&models, &[("primary", 1), ("backup", 1)], 8, 8000));
-    // The order is taken in `answered`, which runs while the turn still holds its slot and
-    // lane: taking it after the task returns would race the next turn of the lane.
-    let answered = Arc::new(Mutex::new(Vec::new()));
-    let finished = Arc::new(Mutex::new(Vec::new()));
-    let spawn_turn = |text: &'static str| {
-        let (router, answered, finished) = (router.clone(), answered.clone(), finished.clone());
-        tokio::spawn(async move {
-            let t = turn("conv", text);
-            let mut hooks = OrderHooks {
-                name: text,
-                prompt: t.messages.clone(),
-                answered,
-            };
-            let o = router.answer_with(&t, &mut hooks).await;
-            finished.lock().unwrap().push((text, o));
-        })
-    };
-    let a = spawn_turn("A");
-    assert!(
-        wait_until(Duration::from_secs(5), || srv
-            .state
-            .stats()
-            .by_model
-            .contains_key("primary"))
-        .await
-    );
-    // From now on `primary` answers at once: only ordering can keep B behind A.
-    srv.state.set_model("primary", FakeBehavior::default());
-    let b = spawn_turn("B");
-    a.await.expect("turn A");
-    b.await.expect("turn B");
-    let order = answered.lock().unwrap().clone();
-    assert_eq!(order, ["A", "B"]);
-    let mut finished = finished.lock().unwrap();
-    finished.sort_by_key(|(t, _)| *t);
-    assert!(matches!(
-        &finished[0].1,
-        TurnOutcome::Answer { model, fell_back: true, .. } if model == "backup"
-    ));
-    assert!(matches!(&finished[1].1, TurnOutcome::Answer { model, .. } if model == "primary"));
-    // Other conversations were never blocked: A gave `primary`'s slot back when it left.
-    assert_eq!(
-        router
-            .reports()
-            .into_iter()
-            .find(|r| r.name == "primary")
-            .expect("report")
-            .in_flight,
-        0
-    );
-}
-
 #[tokio::test]
 async fn fallback_gets_its_own_budget_from_when_it_starts() {
     // Issue 10 item 5, scaled down: primary 1200 ms (first token defaults to half, 600 ms),
@@ -381,21 +305,4 @@ async fn a_silent_server_leaves_the_fallback_half_the_budget_by_default() {
         waited >= Duration::from_millis(600) && waited < Duration::from_millis(1200) + SLACK,
         "{waited:?}"
     );
-}
-
-/// Notes the order in which turns were answered (while each still held its slot).
-struct OrderHooks {
-    name: &'static str,
-    prompt: Vec<ChatMessage>,
-    answered: Arc<Mutex<Vec<&'static str>>>,
-}
-
-impl TurnHooks for OrderHooks {
-    fn prepare(&mut self) -> Vec<ChatMessage> {
-        self.prompt.clone()
-    }
-    fn progress(&mut self, _full_text: &str) {}
-    fn answered(&mut self, _text: &str) {
-        self.answered.lock().unwrap().push(self.name);
-    }
 }

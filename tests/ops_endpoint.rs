@@ -7,7 +7,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clawdbot::model::demo::{FakeBehavior, FakeConfig};
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig};
 use serde_json::Value;
 use support::stack::Stack;
 use support::{free_port, Home};

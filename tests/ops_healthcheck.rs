@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeMode};
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig, FakeMode};
 use serde_json::Value;
 use support::stack::Stack;
 use support::{check, dead_url, wait_until, Home, Run};

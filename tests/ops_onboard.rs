@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeMode};
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig, FakeMode};
 use support::stack::{Stack, CLIENT_ID, CLIENT_SECRET};
 use support::{check, dead_url, wait_until, Run};
 

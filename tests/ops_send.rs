@@ -4,7 +4,7 @@
 
 mod support;
 
-use clawdbot::model::demo::FakeConfig;
+use clawdbot_testkit::fake_model::FakeConfig;
 use serde_json::{json, Value};
 use support::stack::Stack;
 use support::{run_hint, seed_config, wait_until, Home};

@@ -194,3 +194,40 @@ fn channel_reconnects_after_the_sim_restarts() {
         drop(sim2);
     });
 }
+
+/// The product carries the quickstart echo model only: the scriptable fake model (its
+/// control routes, its failure modes, its stored prompts) lives in the dev-only
+/// `clawdbot-testkit` crate. Checked on the running simulator and on the binary's bytes.
+#[test]
+fn the_binary_serves_no_fake_model() {
+    let home = Home::new();
+    let sim = serve(&home, "127.0.0.1:0");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = reqwest::Client::new();
+    for (method, route) in [
+        (reqwest::Method::POST, "_fake/config"),
+        (reqwest::Method::GET, "_fake/stats"),
+        (reqwest::Method::POST, "_fake/reset"),
+    ] {
+        let url = format!("{}/demo/v1/{route}", sim.base);
+        let status = rt.block_on(async {
+            http.request(method.clone(), &url)
+                .json(&json!({"default": {"mode": "stall_before_headers"}}))
+                .send()
+                .await
+                .expect("the simulator answers")
+                .status()
+        });
+        assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "{method} {route}");
+    }
+    let binary = std::fs::read(env!("CARGO_BIN_EXE_clawdbot")).expect("read the binary");
+    for marker in ["/_fake/", "stall_before_headers", "fake mid-stream failure"] {
+        assert!(
+            !binary.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "the product binary contains {marker:?}"
+        );
+    }
+}

@@ -5,7 +5,7 @@
 
 mod support;
 
-use clawdbot::model::demo::FakeConfig;
+use clawdbot_testkit::fake_model::FakeConfig;
 use serde_json::{json, Value};
 use support::stack::{Stack, CLIENT_ID, CLIENT_SECRET};
 
@@ -82,19 +82,19 @@ fn card_calls_name_the_missing_or_unknown_field() {
         let mut no_id = card("x", "dtv1.card//IM_GROUP.cidA==");
         no_id.as_object_mut().unwrap().remove("outTrackId");
         assert_rejected(
-            &api.post("/v1.0/card/instances", no_id).await,
+            &api.post("/v1.0/card/instances/createAndDeliver", no_id).await,
             "invalidParameter.outTrackId.empty",
         );
         let mut no_tpl = card("x", "dtv1.card//IM_GROUP.cidA==");
         no_tpl["cardTemplateId"] = json!("");
         assert_rejected(
-            &api.post("/v1.0/card/instances", no_tpl).await,
+            &api.post("/v1.0/card/instances/createAndDeliver", no_tpl).await,
             "invalidParameter.cardTemplateId.empty",
         );
         let mut not_strings = card("x", "dtv1.card//IM_GROUP.cidA==");
         not_strings["cardData"]["cardParamMap"]["n"] = json!(1);
         assert_rejected(
-            &api.post("/v1.0/card/instances", not_strings).await,
+            &api.post("/v1.0/card/instances/createAndDeliver", not_strings).await,
             "invalidParameter.cardParamMap",
         );
         assert_rejected(
@@ -120,11 +120,6 @@ fn card_calls_name_the_missing_or_unknown_field() {
             )
             .await,
             "invalidParameter.param.invalid",
-        );
-        assert_rejected(
-            &api.put("/v1.0/im/robots/interactiveCards", json!({"cardBizId": "b1"}))
-                .await,
-            "invalidParameter.cardData.invalid",
         );
     });
 }
@@ -278,31 +273,6 @@ fn custom_robot_webhooks_enforce_the_signature() {
             .expect("fault");
         assert_eq!(send(format!("tokA{signed}")).await["errcode"], 130101);
         assert_eq!(send(format!("tokA{signed}")).await["errcode"], 0);
-    });
-}
-
-#[test]
-fn gettoken_checks_the_app_key_and_secret() {
-    let stack = Stack::new(FakeConfig::default(), &[]);
-    stack.rt.block_on(async {
-        let good = plain(
-            &stack,
-            &format!("/gettoken?appkey={CLIENT_ID}&appsecret={CLIENT_SECRET}"),
-            None,
-        )
-        .await;
-        assert_eq!(good["errcode"], 0, "{good}");
-        assert!(good["access_token"].as_str().is_some_and(|t| !t.is_empty()));
-        assert!(good["expires_in"].as_u64().is_some_and(|s| s > 0));
-        let bad = plain(
-            &stack,
-            &format!("/gettoken?appkey={CLIENT_ID}&appsecret=wrong"),
-            None,
-        )
-        .await;
-        assert_eq!(bad["errcode"], 40096, "{bad}");
-        let missing = plain(&stack, "/gettoken", None).await;
-        assert_eq!(missing["errcode"], 40035, "{missing}");
     });
 }
 
@@ -529,17 +499,6 @@ fn card_delivery_checks_the_deliver_model_of_the_space() {
         assert_eq!(status, 200, "spaceType is optional: {body}");
         let (status, body) = group("g3", json!({"robotCode": CLIENT_ID})).await;
         assert_eq!(status, 200, "{body}");
-        // The separate deliver call checks the same.
-        let mut create = card("c2", "dtv1.card//IM_GROUP.cidA==");
-        create.as_object_mut().unwrap().remove("openSpaceId");
-        let (status, body) = api.post("/v1.0/card/instances", create).await;
-        assert_eq!(status, 200, "{body}");
-        let deliver = json!({"outTrackId": "c2", "openSpaceId": "dtv1.card//IM_GROUP.cidA==",
-                             "imGroupOpenDeliverModel": {}});
-        assert_rejected(
-            &api.post("/v1.0/card/instances/deliver", deliver).await,
-            "invalidParameter.robotCode.empty",
-        );
     });
 }
 
@@ -577,83 +536,6 @@ fn instance_updates_merge_by_key_only_when_asked() {
         );
         let flows = card_state(&stack, "c1").await["flow_history"].clone();
         assert_eq!(flows, json!(["1", "2", "3"]));
-    });
-}
-
-#[test]
-fn interactive_cards_are_sent_complete_and_updated_only_once_sent() {
-    let stack = Stack::new(FakeConfig::default(), &[]);
-    stack.rt.block_on(async {
-        let api = Api::new(&stack.sim_url).await;
-        let data = json!({"contents": [{"type": "markdown", "text": "hi", "id": "md_1"}]});
-        let good = json!({"cardTemplateId": "StandardCard", "cardBizId": "b1",
-            "robotCode": CLIENT_ID, "cardData": data.to_string(), "openConversationId": "cidA=="});
-        let send = |body: Value| api.post("/v1.0/im/v1.0/robot/interactiveCards/send", body);
-        // (field, its new value or None to drop it, the code the send is refused with)
-        let cases = [
-            ("cardTemplateId", None, "cardTemplateId.empty"),
-            ("cardBizId", None, "cardBizId.empty"),
-            ("robotCode", None, "robotCode.empty"),
-            (
-                "robotCode",
-                Some(json!("dingSomeoneElse")),
-                "robotCode.auth",
-            ),
-            ("cardData", Some(data.clone()), "cardData.invalid"),
-            ("cardData", Some(json!("not json")), "cardData.invalid"),
-            ("openConversationId", None, "param.invalid"),
-            (
-                "singleChatReceiver",
-                Some(json!("{\"userId\":\"0423001\"}")),
-                "param.invalid",
-            ),
-        ];
-        for (field, value, code) in cases {
-            let mut body = good.clone();
-            match value {
-                Some(v) => body[field] = v,
-                None => drop(body.as_object_mut().unwrap().remove(field)),
-            }
-            assert_rejected(&send(body).await, &format!("invalidParameter.{code}"));
-        }
-        let update = |id: &str, text: &str| {
-            let d = json!({"contents": [{"type": "markdown", "text": text}]}).to_string();
-            api.put(
-                "/v1.0/im/robots/interactiveCards",
-                json!({"cardBizId": id, "cardData": d}),
-            )
-        };
-        assert_rejected(
-            &update("b1", "x").await,
-            "invalidParameter.cardBizId.notExist",
-        );
-        let cards = stack.sim.get("/_sim/cards").await.expect("cards");
-        assert_eq!(
-            cards["cards"],
-            json!({}),
-            "nothing rejected may create a card"
-        );
-
-        let (status, body) = send(good.clone()).await;
-        assert_eq!(status, 200, "{body}");
-        assert!(body["processQueryKey"].as_str().is_some(), "{body}");
-        let (status, body) = update("b1", "more").await;
-        assert_eq!(status, 200, "{body}");
-        let state = card_state(&stack, "interactive:b1").await;
-        assert_eq!(state["updates"], 1, "{state}");
-        assert!(
-            state["cardData"].as_str().unwrap().contains("more"),
-            "{state}"
-        );
-        let mut one_to_one = good.clone();
-        one_to_one
-            .as_object_mut()
-            .unwrap()
-            .remove("openConversationId");
-        one_to_one["cardBizId"] = json!("b2");
-        one_to_one["singleChatReceiver"] = json!("{\"userId\":\"0423001\"}");
-        let (status, body) = send(one_to_one).await;
-        assert_eq!(status, 200, "{body}");
     });
 }
 
@@ -842,5 +724,32 @@ fn redelivery_can_reuse_or_renew_the_stream_message_id() {
         assert_ne!(second, first, "a fresh stream messageId");
         assert_eq!(second_msg_id, msg_id, "the same message");
         assert_eq!(renewed["messageId"], second.as_str(), "{renewed}");
+    });
+}
+
+/// The simulator serves the DingTalk endpoints the bot calls, not others: the old-host
+/// `gettoken`, the separate card create / deliver calls and interactive cards are gone.
+#[test]
+fn endpoints_the_bot_never_calls_are_not_served() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    stack.rt.block_on(async {
+        let api = Api::new(&stack.sim_url).await;
+        let card = card("c1", "dtv1.card//IM_GROUP.cidA==");
+        for (method, path) in [
+            (reqwest::Method::POST, "/v1.0/card/instances"),
+            (reqwest::Method::POST, "/v1.0/card/instances/deliver"),
+            (
+                reqwest::Method::POST,
+                "/v1.0/im/v1.0/robot/interactiveCards/send",
+            ),
+            (reqwest::Method::PUT, "/v1.0/im/robots/interactiveCards"),
+            (reqwest::Method::GET, "/gettoken"),
+        ] {
+            let (status, body) = api.call(method.clone(), path, card.clone()).await;
+            assert!(
+                status == 404 || status == 405,
+                "{method} {path}: {status} {body}"
+            );
+        }
     });
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeState};
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig, FakeState};
 use serde_json::json;
 
 use crate::load::{self, Outcome, Turn};

@@ -9,8 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clawdbot::model::demo::{FakeConfig, FakeServer};
 use clawdbot::sim::client::SimClient;
+use clawdbot_testkit::fake_model::{FakeConfig, FakeServer};
 use serde_json::Value;
 
 /// The binary under measurement (built in the bench profile by `cargo bench`).

@@ -23,7 +23,7 @@ use super::journal::RecordedReply;
 use super::Shared;
 use crate::config::Config;
 use crate::conversation::command::ChatCommand;
-use crate::dingtalk::{Channel, Inbound, InboundContent, OutgoingReply};
+use crate::dingtalk::{CardRef, CardStream, Channel, Inbound, InboundContent, OutgoingReply};
 use crate::logging::text_for_log;
 use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
 
@@ -34,8 +34,8 @@ use super::redelivery::{redeliver, LateReply, RedeliveryPolicy};
 
 /// Receives messages once the journal made them durable and runs each turn in its own
 /// task, with a ticket taken here, in arrival order, so a conversation's turns run one
-/// after another; the model limiter bounds how many reach the model and keeps
-/// conversations fair.
+/// after another (the ticket is the one mechanism that orders a conversation); the model
+/// limiter bounds how many reach the model and keeps conversations fair.
 pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Inbound>) {
     while let Some(msg) = rx.recv().await {
         let arrived = Instant::now();
@@ -124,24 +124,11 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
             return run_command(shared, &cfg, &msg, cmd, ticket).await;
         }
     }
-    // Earlier turns of this conversation first; waiting counts like a queue wait.
-    if !ticket
-        .wait_turn(Duration::from_millis(cfg.limits.queue.max_wait_ms))
-        .await
-    {
-        tracing::info!(msg_id = %msg.msg_id, "earlier turns of the conversation took too long");
-        shared.busy.count(BusyCause::BehindConversation);
-        return finish(shared, &msg, &cfg.reply.busy_text, "busy").await;
-    }
-    let text = match &msg.content {
-        InboundContent::Text(t) if !t.is_empty() => t.clone(),
-        InboundContent::Text(_) => {
-            return finish(shared, &msg, &cfg.reply.unsupported_text, "empty").await
-        }
-        InboundContent::Unsupported { msgtype } => {
-            tracing::info!(msg_id = %msg.msg_id, %msgtype, "unsupported message type");
-            return finish(shared, &msg, &cfg.reply.unsupported_text, "unsupported").await;
-        }
+    let Some(waited_in_line) = wait_in_line(shared, &cfg, &msg, &mut ticket).await else {
+        return;
+    };
+    let Some(text) = question_text(shared, &cfg, &msg).await else {
+        return;
     };
     tracing::info!(
         msg_id = %msg.msg_id,
@@ -150,20 +137,15 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         text = %text_for_log(&text, cfg.logging.log_message_text),
         "message received"
     );
-    match shared.conversations.admit(&msg, &cfg) {
-        Admission::Allowed => {}
-        Admission::Denied => return finish(shared, &msg, &cfg.reply.denied_text, "denied").await,
-        Admission::RateLimited => {
-            return finish(shared, &msg, &cfg.reply.rate_limited_text, "rate_limited").await
-        }
+    if !admitted(shared, &cfg, &msg).await {
+        return;
     }
     let turn = Turn {
-        lane: msg.conversation_id.clone(),
         conversation_id: msg.conversation_id.clone(),
         user_id: msg.sender_staff_id.clone(),
         kind: msg.conversation_kind,
-        messages: Vec::new(),
         arrived,
+        waited_in_line,
     };
     let hooks = Hooks {
         shared,
@@ -181,20 +163,85 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
     } else {
         answer_in_text(shared, channel, &msg, &turn, hooks).await
     };
-    match &outcome {
+    log_outcome(shared, &cfg, &msg, arrived, &outcome);
+    // The ticket (the conversation's place in line) is held to here, through any fallback
+    // and the reply's delivery: the next turn of the conversation starts after this one.
+    drop(ticket);
+}
+
+/// Waits for the conversation's earlier turns, at most `limits.queue.max_wait_ms`; that
+/// wait counts against the same bound as the wait for a model slot. `None` when it ran
+/// out (the message was then told busy).
+async fn wait_in_line(
+    shared: &Arc<Shared>,
+    cfg: &Config,
+    msg: &Inbound,
+    ticket: &mut Ticket,
+) -> Option<Duration> {
+    let since = tokio::time::Instant::now();
+    if ticket
+        .wait_turn(Duration::from_millis(cfg.limits.queue.max_wait_ms))
+        .await
+    {
+        return Some(since.elapsed());
+    }
+    tracing::info!(msg_id = %msg.msg_id, "earlier turns of the conversation took too long");
+    shared.busy.count(BusyCause::BehindConversation);
+    finish(shared, msg, &cfg.reply.busy_text, "busy").await;
+    None
+}
+
+/// The text to ask the model; `None` when the message has none (it was then answered
+/// with `reply.unsupported_text`).
+async fn question_text(shared: &Arc<Shared>, cfg: &Config, msg: &Inbound) -> Option<String> {
+    match &msg.content {
+        InboundContent::Text(t) if !t.is_empty() => return Some(t.clone()),
+        InboundContent::Text(_) => {
+            finish(shared, msg, &cfg.reply.unsupported_text, "empty").await;
+        }
+        InboundContent::Unsupported { msgtype } => {
+            tracing::info!(msg_id = %msg.msg_id, %msgtype, "unsupported message type");
+            finish(shared, msg, &cfg.reply.unsupported_text, "unsupported").await;
+        }
+    }
+    None
+}
+
+/// Applies access and rate limits; a refused message is answered here (false).
+async fn admitted(shared: &Arc<Shared>, cfg: &Config, msg: &Inbound) -> bool {
+    let (text, label) = match shared.conversations.admit(msg, cfg) {
+        Admission::Allowed => return true,
+        Admission::Denied => (&cfg.reply.denied_text, "denied"),
+        Admission::RateLimited => (&cfg.reply.rate_limited_text, "rate_limited"),
+    };
+    finish(shared, msg, text, label).await;
+    false
+}
+
+/// Logs and counts how a turn ended (figures and classes only, unless
+/// `logging.log_message_text`).
+fn log_outcome(
+    shared: &Shared,
+    cfg: &Config,
+    msg: &Inbound,
+    arrived: Instant,
+    outcome: &TurnOutcome,
+) {
+    let ms = arrived.elapsed().as_millis() as u64;
+    match outcome {
         TurnOutcome::Answer {
             model,
             fell_back,
             text: answer,
         } => {
             tracing::info!(
-                msg_id = %msg.msg_id, %model, fell_back, ms = arrived.elapsed().as_millis() as u64,
+                msg_id = %msg.msg_id, %model, fell_back, ms,
                 answer = %text_for_log(answer, cfg.logging.log_message_text), "answered"
             );
         }
         TurnOutcome::Busy => shared.busy.count(BusyCause::ModelQueue),
         TurnOutcome::Failed { reason, timed_out } => {
-            tracing::warn!(msg_id = %msg.msg_id, %reason, timed_out, ms = arrived.elapsed().as_millis() as u64, "model failed; fallback reply sent");
+            tracing::warn!(msg_id = %msg.msg_id, %reason, timed_out, ms, "model failed; fallback reply sent");
         }
     }
     crate::ops::metrics::observed().turn_finished(arrived.elapsed());
@@ -330,30 +377,35 @@ async fn answer_in_card(
     hooks.progress = Some(tx);
     let outcome = shared.router.answer_with(turn, &mut hooks).await;
     drop(hooks);
-    let card = match updater.await {
-        Ok(card) => card,
+    match updater.await {
+        Ok(card) => finalize_card(shared, channel, msg, cfg, card, card_ref, &outcome).await,
         Err(e) => {
             tracing::error!(msg_id = %msg.msg_id, error = %e, "card updater failed; replying with text");
-            let text = reply_text(cfg, &outcome).to_string();
-            super::cards::close_later(shared, &msg.msg_id, card_ref, &text);
-            deliver(
-                shared,
-                channel,
-                msg,
-                &text,
-                markdown(cfg),
-                outcome_label(&outcome),
-            )
-            .await;
-            return outcome;
+            let text = reply_text(cfg, &outcome);
+            let label = outcome_label(&outcome);
+            reply_instead_of_card(shared, channel, msg, cfg, card_ref, text, label).await;
         }
+    }
+    outcome
+}
+
+/// Finishes the card with the answer (or fails it with the fallback or busy text), then
+/// completes the message; a card DingTalk does not finalize is replaced by a text reply.
+async fn finalize_card(
+    shared: &Arc<Shared>,
+    channel: &Channel,
+    msg: &Inbound,
+    cfg: &Config,
+    card: CardStream,
+    card_ref: CardRef,
+    outcome: &TurnOutcome,
+) {
+    let text = reply_text(cfg, outcome);
+    let result = match outcome {
+        TurnOutcome::Answer { .. } => card.finish(text).await,
+        _ => card.fail(text).await,
     };
-    let text = reply_text(cfg, &outcome).to_string();
-    let result = match &outcome {
-        TurnOutcome::Answer { .. } => card.finish(&text).await,
-        _ => card.fail(&text).await,
-    };
-    let label = outcome_label(&outcome);
+    let label = outcome_label(outcome);
     match result {
         Ok(()) => {
             // Marked answered first: the window before the mark stays as short as can be.
@@ -362,11 +414,24 @@ async fn answer_in_card(
         }
         Err(e) => {
             tracing::warn!(msg_id = %msg.msg_id, error = %e, "card not finalized; replying with text");
-            super::cards::close_later(shared, &msg.msg_id, card_ref, &text);
-            deliver(shared, channel, msg, &text, markdown(cfg), label).await;
+            reply_instead_of_card(shared, channel, msg, cfg, card_ref, text, label).await;
         }
     }
-    outcome
+}
+
+/// Replies with text for a card that could not be finalized; the card is closed in the
+/// background (and stays recorded until it is).
+async fn reply_instead_of_card(
+    shared: &Arc<Shared>,
+    channel: &Channel,
+    msg: &Inbound,
+    cfg: &Config,
+    card_ref: CardRef,
+    text: &str,
+    label: &'static str,
+) {
+    super::cards::close_later(shared, &msg.msg_id, card_ref, text);
+    deliver(shared, channel, msg, text, markdown(cfg), label).await;
 }
 
 /// Delivers `text` to `msg`'s sender and completes the message. A reply of more than one
@@ -464,12 +529,8 @@ async fn run_command(
         command = cmd.label(),
         "chat command received"
     );
-    match shared.conversations.admit(msg, cfg) {
-        Admission::Allowed => {}
-        Admission::Denied => return finish(shared, msg, &cfg.reply.denied_text, "denied").await,
-        Admission::RateLimited => {
-            return finish(shared, msg, &cfg.reply.rate_limited_text, "rate_limited").await
-        }
+    if !admitted(shared, cfg, msg).await {
+        return;
     }
     let reply = super::chat_commands::run(shared, cfg, cmd, msg);
     if cmd != ChatCommand::Reset {

@@ -1,16 +1,18 @@
-//! The per-model concurrency limiter with a bounded, fair queue.
+//! The per-model concurrency limiter with a bounded queue, fair across conversations.
+//!
+//! Order within a conversation is not this module's job: the bot's turn-order tickets
+//! (`bot::order`) let one turn of a conversation at a time reach the model, and
+//! keep its place through a fallback. The limiter shares the model's slots between
+//! conversations.
 //!
 //! Invariants (all under one mutex):
 //! - `in_flight <= limit`, always; `peak_in_flight` is the highest value ever seen.
-//! - A lane (conversation) has at most one turn in flight, and its turns are granted in
-//!   arrival order (FIFO), so replies in one conversation never overtake each other.
-//! - Lanes with waiting turns are served round-robin: a flooding lane gets one slot per
-//!   round, so a quiet lane's turn waits for at most one grant per other waiting lane.
-//! - At most `max_waiting` turns wait; one more is refused at once ([`Acquire::Busy`]).
-//! - Whenever a slot is free, no lane that could run is waiting (grants happen on every
-//!   release), and a waiter that gave up (timeout or cancelled future) never leaks a slot.
-//! - A [`LaneHold`] keeps its lane closed without holding a slot: a turn that moves on to
-//!   a fallback model gives its slot back but not its conversation's place in line.
+//! - Conversations with waiting turns are served round-robin, each one's waiters in
+//!   arrival order: a conversation with many waiting turns gets one grant per round, so
+//!   a quiet one waits for at most one grant per other waiting conversation.
+//! - At most `max_waiting` turns wait; one more is refused at once ([`Busy::QueueFull`]).
+//! - Whenever a slot is free, nobody waits (grants happen on every release), and a waiter
+//!   that gave up (timeout or cancelled future) never leaks a slot.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,11 +38,8 @@ pub enum Busy {
     WaitExpired,
 }
 
-#[derive(Default)]
-struct Lane {
-    running: bool,
-    waiters: VecDeque<(u64, oneshot::Sender<()>)>,
-}
+/// One waiting turn: its id (to find it when it gives up) and where its grant goes.
+type Waiter = (u64, oneshot::Sender<()>);
 
 struct State {
     limit: usize,
@@ -49,63 +48,78 @@ struct State {
     peak: usize,
     queued: usize,
     next_id: u64,
-    lanes: HashMap<String, Lane>,
-    /// Lanes with a waiter and nothing running, in service order.
+    /// Waiters by conversation; a conversation is here only while it has a waiter.
+    waiting: HashMap<String, VecDeque<Waiter>>,
+    /// The conversations of `waiting`, each once, in service order.
     ready: VecDeque<String>,
 }
 
 impl State {
-    fn grant(&mut self, lane: &str) {
+    fn grant(&mut self) {
         self.in_flight += 1;
         self.peak = self.peak.max(self.in_flight);
-        self.lanes.entry(lane.to_string()).or_default().running = true;
     }
 
-    /// Hands free slots to waiting lanes, round-robin.
+    /// Hands free slots to waiting conversations, round-robin.
     fn dispatch(&mut self) {
         while self.in_flight < self.limit {
-            let Some(name) = self.ready.pop_front() else {
+            let Some(conversation) = self.ready.pop_front() else {
                 return;
             };
-            let Some(lane) = self.lanes.get_mut(&name) else {
+            let Some(line) = self.waiting.get_mut(&conversation) else {
                 continue;
             };
-            let Some((_, tx)) = lane.waiters.pop_front() else {
+            let Some((_, tx)) = line.pop_front() else {
                 continue;
             };
+            if line.is_empty() {
+                self.waiting.remove(&conversation);
+            } else {
+                self.ready.push_back(conversation);
+            }
             self.queued -= 1;
             // The receiver lives in a `Waiting` guard that removes itself under this lock
             // before dropping it, so the send cannot fail; if it did, the slot is not used.
             if tx.send(()).is_ok() {
-                self.grant(&name);
-            } else if !self.lanes.get(&name).is_some_and(|l| l.waiters.is_empty()) {
-                self.ready.push_back(name);
+                self.grant();
             }
         }
     }
 
-    /// Gives a slot back (the lane may stay closed).
-    fn free_slot(&mut self) {
+    /// Gives a slot back and grants what can run.
+    fn release(&mut self) {
         self.in_flight = self.in_flight.saturating_sub(1);
-    }
-
-    /// Frees a lane's slot and opens the lane, then grants what can run.
-    fn release(&mut self, lane: &str) {
-        self.free_slot();
-        self.reopen(lane);
         self.dispatch();
     }
 
-    /// Opens a lane again: its next waiter, if any, lines up for a slot.
-    fn reopen(&mut self, lane: &str) {
-        if let Some(l) = self.lanes.get_mut(lane) {
-            l.running = false;
-            if l.waiters.is_empty() {
-                self.lanes.remove(lane);
-            } else {
-                self.ready.push_back(lane.to_string());
-            }
+    /// Queues a waiter for `conversation`, behind its earlier waiters.
+    fn enqueue(&mut self, conversation: &str, tx: oneshot::Sender<()>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let line = self.waiting.entry(conversation.to_string()).or_default();
+        if line.is_empty() {
+            self.ready.push_back(conversation.to_string());
         }
+        line.push_back((id, tx));
+        self.queued += 1;
+        id
+    }
+
+    /// Removes waiter `id` of `conversation`; false when it is not queued (granted).
+    fn dequeue(&mut self, conversation: &str, id: u64) -> bool {
+        let Some(line) = self.waiting.get_mut(conversation) else {
+            return false;
+        };
+        let Some(pos) = line.iter().position(|(i, _)| *i == id) else {
+            return false;
+        };
+        line.remove(pos);
+        self.queued -= 1;
+        if line.is_empty() {
+            self.waiting.remove(conversation);
+            self.ready.retain(|c| c != conversation);
+        }
+        true
     }
 }
 
@@ -114,50 +128,14 @@ pub struct Limiter {
     state: Mutex<State>,
 }
 
-/// A granted slot, which also keeps its lane closed; dropping it frees both.
+/// A granted slot; dropping it gives the slot to the next waiter.
 pub struct Permit {
-    hold: LaneHold,
-}
-
-impl Permit {
-    fn new(limiter: Arc<Limiter>, lane: String) -> Permit {
-        Permit {
-            hold: LaneHold {
-                limiter,
-                lane,
-                holds_slot: true,
-            },
-        }
-    }
-
-    /// Gives the slot to the next lane now but keeps this lane closed until the returned
-    /// hold is dropped, so the conversation's next turn cannot overtake this one.
-    pub fn into_lane_hold(mut self) -> LaneHold {
-        let mut st = self.hold.limiter.lock();
-        st.free_slot();
-        st.dispatch();
-        drop(st);
-        self.hold.holds_slot = false;
-        self.hold
-    }
-}
-
-/// A closed lane, with or without its slot (see [`Permit::into_lane_hold`]).
-pub struct LaneHold {
     limiter: Arc<Limiter>,
-    lane: String,
-    holds_slot: bool,
 }
 
-impl Drop for LaneHold {
+impl Drop for Permit {
     fn drop(&mut self) {
-        let mut st = self.limiter.lock();
-        if self.holds_slot {
-            st.release(&self.lane);
-        } else {
-            st.reopen(&self.lane);
-            st.dispatch();
-        }
+        self.limiter.lock().release();
     }
 }
 
@@ -165,7 +143,7 @@ impl Drop for LaneHold {
 /// gives back a slot granted in the meantime.
 struct Waiting {
     limiter: Arc<Limiter>,
-    lane: String,
+    conversation: String,
     id: u64,
     rx: Option<oneshot::Receiver<()>>,
 }
@@ -176,21 +154,9 @@ impl Waiting {
         let Some(mut rx) = self.rx.take() else {
             return false;
         };
-        let mut guard = self.limiter.lock();
-        let st = &mut *guard;
-        if let Some(lane) = st.lanes.get_mut(&self.lane) {
-            if let Some(pos) = lane.waiters.iter().position(|(id, _)| *id == self.id) {
-                lane.waiters.remove(pos);
-                let (empty, running) = (lane.waiters.is_empty(), lane.running);
-                st.queued -= 1;
-                if empty {
-                    st.ready.retain(|l| l != &self.lane);
-                    if !running {
-                        st.lanes.remove(&self.lane);
-                    }
-                }
-                return false;
-            }
+        let mut st = self.limiter.lock();
+        if st.dequeue(&self.conversation, self.id) {
+            return false;
         }
         // Not queued any more: the grant was sent under the lock we now hold.
         rx.try_recv().is_ok()
@@ -200,7 +166,7 @@ impl Waiting {
 impl Drop for Waiting {
     fn drop(&mut self) {
         if self.cancel() {
-            self.limiter.lock().release(&self.lane);
+            self.limiter.lock().release();
         }
     }
 }
@@ -215,7 +181,7 @@ impl Limiter {
                 peak: 0,
                 queued: 0,
                 next_id: 0,
-                lanes: HashMap::new(),
+                waiting: HashMap::new(),
                 ready: VecDeque::new(),
             }),
         })
@@ -237,32 +203,29 @@ impl Limiter {
         }
     }
 
-    /// Waits for a slot for `lane` until `deadline`.
-    pub async fn acquire(self: &Arc<Self>, lane: &str, deadline: Instant) -> Result<Permit, Busy> {
+    /// Waits for a slot for a turn of `conversation` until `deadline`.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        conversation: &str,
+        deadline: Instant,
+    ) -> Result<Permit, Busy> {
         let mut waiting = {
             let mut st = self.lock();
-            let idle = lane_idle(st.lanes.get(lane));
-            if idle && st.in_flight < st.limit {
-                st.grant(lane);
-                return Ok(Permit::new(self.clone(), lane.to_string()));
+            if st.queued == 0 && st.in_flight < st.limit {
+                st.grant();
+                return Ok(Permit {
+                    limiter: self.clone(),
+                });
             }
             if st.queued >= st.max_waiting {
                 return Err(Busy::QueueFull);
             }
-            let id = st.next_id;
-            st.next_id += 1;
             let (tx, rx) = oneshot::channel();
-            let entry = st.lanes.entry(lane.to_string()).or_default();
-            let first_waiter = entry.waiters.is_empty() && !entry.running;
-            entry.waiters.push_back((id, tx));
-            st.queued += 1;
-            if first_waiter {
-                st.ready.push_back(lane.to_string());
-            }
+            let id = st.enqueue(conversation, tx);
             st.dispatch();
             Waiting {
                 limiter: self.clone(),
-                lane: lane.to_string(),
+                conversation: conversation.to_string(),
                 id,
                 rx: Some(rx),
             }
@@ -276,15 +239,9 @@ impl Limiter {
         } else if !waiting.cancel() {
             return Err(Busy::WaitExpired);
         }
-        Ok(Permit::new(self.clone(), std::mem::take(&mut waiting.lane)))
-    }
-}
-
-/// True when the lane has nothing running and nobody waiting.
-fn lane_idle(lane: Option<&Lane>) -> bool {
-    match lane {
-        None => true,
-        Some(l) => !l.running && l.waiters.is_empty(),
+        Ok(Permit {
+            limiter: self.clone(),
+        })
     }
 }
 
@@ -297,23 +254,32 @@ mod tests {
         Instant::now() + Duration::from_secs(10)
     }
 
-    /// Lanes with waiting turns are served round-robin, each lane in FIFO order.
-    #[tokio::test]
-    async fn round_robin_across_lanes_fifo_within() {
+    /// Lets spawned acquirers run until `n` turns wait (at most 1000 yields).
+    async fn until_queued(lim: &Limiter, n: usize) {
+        for _ in 0..1000 {
+            if lim.snapshot().queued >= n {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{n} waiters never queued: {:?}", lim.snapshot());
+    }
+
+    /// Conversations with waiting turns are served round-robin, each in FIFO order.
+    #[tokio::test(start_paused = true)]
+    async fn round_robin_across_conversations_fifo_within() {
         let lim = Limiter::new(1, 16);
         let first = lim.acquire("x", far()).await.expect("free slot");
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-        for (lane, n) in [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)] {
+        for (conversation, n) in [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)] {
             let (l2, order) = (lim.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                let _p = l2.acquire(lane, far()).await.expect("granted");
-                order.lock().unwrap().push(format!("{lane}{n}"));
+                let _p = l2.acquire(conversation, far()).await.expect("granted");
+                order.lock().unwrap().push(format!("{conversation}{n}"));
             }));
-            // Let the task enqueue before the next one, so arrival order is known.
-            while lim.snapshot().queued < tasks.len() {
-                tokio::task::yield_now().await;
-            }
+            // Each task queues before the next starts, so arrival order is known.
+            until_queued(&lim, tasks.len()).await;
         }
         drop(first);
         for t in tasks {
@@ -324,45 +290,54 @@ mod tests {
         assert_eq!((s.in_flight, s.queued, s.peak_in_flight), (0, 0, 1));
     }
 
-    #[tokio::test]
-    async fn full_queue_and_expired_wait_are_busy() {
+    #[tokio::test(start_paused = true)]
+    async fn full_queue_is_busy_at_once_and_an_expired_wait_at_its_deadline() {
         let lim = Limiter::new(1, 1);
         let _held = lim.acquire("a", far()).await.expect("free slot");
         let l2 = lim.clone();
+        let started = Instant::now();
         let waiter = tokio::spawn(async move {
-            l2.acquire("b", Instant::now() + Duration::from_millis(50))
-                .await
-                .err()
+            let r = l2.acquire("b", started + Duration::from_millis(50)).await;
+            (r.err(), started.elapsed())
         });
-        while lim.snapshot().queued < 1 {
-            tokio::task::yield_now().await;
-        }
+        until_queued(&lim, 1).await;
         assert_eq!(lim.acquire("c", far()).await.err(), Some(Busy::QueueFull));
-        assert_eq!(waiter.await.expect("task"), Some(Busy::WaitExpired));
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "a full queue refuses at once"
+        );
+        let (why, waited) = waiter.await.expect("task");
+        assert_eq!(why, Some(Busy::WaitExpired));
+        assert_eq!(waited, Duration::from_millis(50));
         assert_eq!(lim.snapshot().queued, 0);
     }
 
-    /// A lane hold frees the slot for other lanes at once, but the held lane's next turn
-    /// waits until the hold is dropped.
-    #[tokio::test]
-    async fn lane_hold_gives_the_slot_away_but_not_the_lane() {
-        let lim = Limiter::new(1, 16);
-        let first = lim.acquire("a", far()).await.expect("free slot");
-        let (l_same, l_other) = (lim.clone(), lim.clone());
-        let same = tokio::spawn(async move { l_same.acquire("a", far()).await.is_ok() });
-        let other = tokio::spawn(async move { l_other.acquire("b", far()).await.is_ok() });
-        while lim.snapshot().queued < 2 {
-            tokio::task::yield_now().await;
-        }
-        let hold = first.into_lane_hold();
-        assert!(other.await.expect("task"), "lane b gets the freed slot");
-        // b's permit was dropped when its task ended; lane a is still closed.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!same.is_finished(), "lane a overtook its own held turn");
-        assert_eq!(lim.snapshot().queued, 1);
-        drop(hold);
-        assert!(same.await.expect("task"));
-        let s = lim.snapshot();
-        assert_eq!((s.in_flight, s.queued), (0, 0));
+    /// Order within a conversation belongs to the bot's turn-order tickets: the limiter
+    /// shares slots, it does not hold a conversation's second turn back.
+    #[tokio::test(start_paused = true)]
+    async fn the_limiter_shares_slots_and_leaves_order_to_the_caller() {
+        let lim = Limiter::new(2, 16);
+        let a = lim.acquire("c", far()).await.expect("first slot");
+        let b = lim.acquire("c", far()).await.expect("second slot");
+        assert_eq!(lim.snapshot().in_flight, 2);
+        drop((a, b));
+        assert_eq!(lim.snapshot().in_flight, 0);
+    }
+
+    /// A waiter dropped (its turn gave up) leaves the queue and the slot count intact.
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_leaks_nothing() {
+        let lim = Limiter::new(1, 4);
+        let held = lim.acquire("a", far()).await.expect("free slot");
+        let l2 = lim.clone();
+        let waiter = tokio::spawn(async move { l2.acquire("b", far()).await.is_ok() });
+        until_queued(&lim, 1).await;
+        waiter.abort();
+        assert!(waiter.await.is_err(), "aborted");
+        assert_eq!(lim.snapshot().queued, 0);
+        drop(held);
+        let again = lim.acquire("d", Instant::now()).await;
+        assert!(again.is_ok(), "the slot came back");
     }
 }

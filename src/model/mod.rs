@@ -9,15 +9,16 @@
 //! - [`budget`]: connect / first-token / idle / total deadlines;
 //! - [`client`]: one endpoint over HTTP;
 //! - [`endpoint_url`]: `base_url` + path, the query kept after the path;
-//! - [`limiter`]: per-model concurrency with a bounded, lane-fair queue;
+//! - [`limiter`]: per-model concurrency with a bounded queue, fair across conversations;
+//! - [`wait_budget`]: one queue-wait bound per turn, over all its waits;
 //! - [`stats`]: counters and latency percentiles;
 //! - [`router`]: routing rules, fallback, the public entry point [`ModelRouter`];
-//! - [`demo`]: the echo endpoint for quickstart and a configurable fake server for tests.
+//! - [`demo`]: the echo endpoint for quickstart (the simulator serves it at `/demo/v1`).
 
 pub mod answer_cap;
 pub mod budget;
 pub mod client;
-pub mod demo;
+pub(crate) mod demo;
 pub(crate) mod endpoint_url;
 pub mod error;
 pub mod limiter;
@@ -25,6 +26,7 @@ pub mod router;
 pub mod sse;
 pub mod stats;
 pub mod types;
+pub(crate) mod wait_budget;
 pub mod wire;
 
 pub use answer_cap::ANSWER_CUT_MARK;

@@ -4,6 +4,10 @@
 //! Invariants:
 //! - A turn never runs past `arrived + timeout_ms` of its routed model: the queue wait,
 //!   the call and any fallback all share that one deadline.
+//! - All its waits for model slots (primary and fallback), together with the wait behind
+//!   its conversation's earlier turns (`Turn::waited_in_line`), take at most
+//!   `limits.queue.max_wait_ms` ([`WaitBudget`]).
+//! - A failed attempt gives its model's slot back before the fallback is asked.
 //! - A fallback is tried only for failover-eligible errors (timeouts, connect errors, 429,
 //!   5xx, broken or empty streams), never twice for the same model, and only when
 //!   [`fallback_deadline`] says the time left can still produce an answer; the fallback's
@@ -18,9 +22,10 @@ use tokio::time::Instant;
 use super::budget::{fallback_deadline, PhaseBudgets};
 use super::client::{ModelClient, ProbeError};
 use super::error::ModelError;
-use super::limiter::Limiter;
+use super::limiter::{Busy, Limiter, Permit};
 use super::stats::ModelStats;
 use super::types::{prompt_chars, ChatMessage, Turn, TurnOutcome};
+use super::wait_budget::WaitBudget;
 use crate::config::{Config, ModelConfig, RoutingConfig};
 use crate::status::ModelReport;
 
@@ -113,38 +118,10 @@ impl ModelRouter {
             .unwrap_or(&routing.defaults.model)
     }
 
-    /// Answers one turn with the messages it carries. `on_progress` gets the full text so
-    /// far after each streamed chunk; after a fallback it starts again from the fallback's
-    /// first chunk.
-    pub async fn answer(
-        &self,
-        turn: Turn,
-        on_progress: &mut (dyn FnMut(&str) + Send),
-    ) -> TurnOutcome {
-        struct Fixed<'a> {
-            messages: Option<Vec<ChatMessage>>,
-            on_progress: &'a mut (dyn FnMut(&str) + Send),
-        }
-        impl TurnHooks for Fixed<'_> {
-            fn prepare(&mut self) -> Vec<ChatMessage> {
-                self.messages.take().unwrap_or_default()
-            }
-            fn progress(&mut self, full_text: &str) {
-                (self.on_progress)(full_text)
-            }
-            fn answered(&mut self, _text: &str) {}
-        }
-        let mut hooks = Fixed {
-            messages: Some(turn.messages.clone()),
-            on_progress,
-        };
-        self.answer_with(&turn, &mut hooks).await
-    }
-
     /// Answers one turn, asking `hooks` for the messages only once a slot is granted and
-    /// telling it the answer before the slot is released. Because a lane runs one turn at
-    /// a time, the next turn of the same conversation then builds its prompt from a
-    /// history that already holds this answer. `turn.messages` is ignored.
+    /// telling it the answer before the slot is released. Because the caller lets one turn
+    /// of a conversation at a time reach here, the next turn of the same conversation then
+    /// builds its prompt from a history that already holds this answer.
     pub async fn answer_with(
         &self,
         turn: &Turn,
@@ -152,108 +129,110 @@ impl ModelRouter {
     ) -> TurnOutcome {
         let primary = self.route(turn).to_string();
         let Some(first) = self.inner.models.get(&primary) else {
-            return TurnOutcome::Failed {
-                reason: format!("no model named {primary:?}"),
-                timed_out: false,
-            };
+            return no_model(&primary);
         };
-        let started = Instant::from_std(turn.arrived);
-        let deadline = started + first.budgets.total;
-        let Some(mut permit) = self.wait_for_slot(first, &turn.lane, deadline).await else {
+        let deadline = Instant::from_std(turn.arrived) + first.budgets.total;
+        let mut wait = WaitBudget::new(self.inner.max_wait, turn.waited_in_line);
+        let Some(permit) = self
+            .wait_for_slot(first, &turn.conversation_id, deadline, &mut wait)
+            .await
+        else {
             return TurnOutcome::Busy;
         };
         let messages = hooks.prepare();
-        let mut on_progress = |full: &str| hooks.progress(full);
-        let mut current = primary.clone();
+        let mut attempt = Attempt {
+            model: primary.clone(),
+            entry: first,
+            permit: Some(permit),
+            // The primary runs to the turn's deadline; a fallback to its own (never later).
+            deadline,
+        };
         let mut tried = vec![primary.clone()];
-        // Lanes of models already tried stay closed until the turn ends: a fallback gives
-        // back the failed model's slot, never the conversation's place in line.
-        let mut holds = Vec::new();
-        // The primary runs to the turn's deadline; a fallback to its own (never later).
-        let mut call_deadline = deadline;
         loop {
-            let Some(entry) = self.inner.models.get(&current) else {
-                return TurnOutcome::Failed {
-                    reason: format!("no model named {current:?}"),
-                    timed_out: false,
-                };
-            };
-            let result = entry
-                .call(
-                    &current,
-                    &messages,
-                    call_deadline,
-                    self.inner.max_answer_chars,
-                    &mut on_progress,
-                )
-                .await;
-            let error = match result {
+            let error = match attempt
+                .run(&messages, self.inner.max_answer_chars, hooks)
+                .await
+            {
                 Ok(text) => {
                     hooks.answered(&text);
-                    drop(permit);
-                    let fell_back = current != primary;
+                    drop(attempt.permit);
+                    let fell_back = attempt.model != primary;
                     return TurnOutcome::Answer {
                         text,
-                        model: current,
+                        model: attempt.model,
                         fell_back,
                     };
                 }
                 Err(e) => e,
             };
-            holds.push(permit.into_lane_hold());
-            let failed = TurnOutcome::Failed {
-                reason: format!("{current}: {error}"),
-                timed_out: error.is_timeout(),
+            // The failed model's slot goes back at once; the conversation keeps its place
+            // in line through the caller's turn order, not through a slot.
+            let failed = attempt.give_up(&error);
+            let next = self.fallback(&attempt, &error, &tried, deadline, turn, &mut wait);
+            attempt = match next.await {
+                Ok(next) => next,
+                Err(None) => return failed,
+                Err(Some(note)) => return with_note(failed, &note),
             };
-            let next = match &entry.fallback {
-                Some(next) if error.failover_eligible() && !tried.contains(next) => next.clone(),
-                _ => return failed,
-            };
-            let Some(next_entry) = self.inner.models.get(&next) else {
-                return failed;
-            };
-            let Some(fallback_deadline) = fallback_deadline(
-                Instant::now(),
-                deadline,
-                &first.budgets,
-                &next_entry.budgets,
-            ) else {
-                tracing::info!(model = %current, fallback = %next, "not enough time left for the fallback model");
-                return failed;
-            };
-            entry.stats.fell_back();
-            tracing::info!(model = %current, fallback = %next, error = %error, "trying the fallback model");
-            permit = match self
-                .wait_for_slot(next_entry, &turn.lane, fallback_deadline)
-                .await
-            {
-                Some(p) => p,
-                None => {
-                    let TurnOutcome::Failed { reason, timed_out } = failed else {
-                        return failed;
-                    };
-                    return TurnOutcome::Failed {
-                        reason: format!("{reason}; fallback {next} busy"),
-                        timed_out,
-                    };
-                }
-            };
-            tried.push(next.clone());
-            current = next;
-            call_deadline = fallback_deadline;
+            tried.push(attempt.model.clone());
         }
     }
 
-    /// Waits for a slot no longer than `queue.max_wait_ms` nor the turn's deadline.
+    /// The fallback attempt after `failed` ended with `error`: when one is configured, not
+    /// tried yet, the error is failover-eligible, enough of the turn's time is left and a
+    /// slot comes free within the turn's wait bound. `Err` holds why not (`None`: nothing
+    /// to add to the failure).
+    async fn fallback<'a>(
+        &'a self,
+        failed: &Attempt<'_>,
+        error: &ModelError,
+        tried: &[String],
+        deadline: Instant,
+        turn: &Turn,
+        wait: &mut WaitBudget,
+    ) -> Result<Attempt<'a>, Option<String>> {
+        let next = match &failed.entry.fallback {
+            Some(next) if error.failover_eligible() && !tried.contains(next) => next,
+            _ => return Err(None),
+        };
+        let next_entry = self.inner.models.get(next).ok_or(None)?;
+        let primary = self.inner.models.get(&tried[0]).ok_or(None)?;
+        let current = &failed.model;
+        let Some(fallback_deadline) = fallback_deadline(
+            Instant::now(),
+            deadline,
+            &primary.budgets,
+            &next_entry.budgets,
+        ) else {
+            tracing::info!(model = %current, fallback = %next, "not enough time left for the fallback model");
+            return Err(None);
+        };
+        failed.entry.stats.fell_back();
+        tracing::info!(model = %current, fallback = %next, error = %error, "trying the fallback model");
+        let permit = self
+            .wait_for_slot(next_entry, &turn.conversation_id, fallback_deadline, wait)
+            .await
+            .ok_or_else(|| Some(format!("fallback {next} busy")))?;
+        Ok(Attempt {
+            model: next.clone(),
+            entry: next_entry,
+            permit: Some(permit),
+            deadline: fallback_deadline,
+        })
+    }
+
+    /// Waits for a slot no longer than what is left of the turn's wait bound nor its
+    /// deadline.
     async fn wait_for_slot(
         &self,
         entry: &Entry,
-        lane: &str,
+        conversation: &str,
         deadline: Instant,
-    ) -> Option<super::limiter::Permit> {
+        wait: &mut WaitBudget,
+    ) -> Option<Permit> {
         let waiting_since = Instant::now();
-        let wait_until = deadline.min(waiting_since + self.inner.max_wait);
-        match entry.limiter.acquire(lane, wait_until).await {
+        let acquired = wait.spend(entry.limiter.acquire(conversation, deadline));
+        match acquired.await.unwrap_or(Err(Busy::WaitExpired)) {
             Ok(p) => {
                 crate::ops::metrics::observed().queue_waited(waiting_since.elapsed());
                 Some(p)
@@ -346,6 +325,66 @@ impl Entry {
                 Err(e)
             }
         }
+    }
+}
+
+/// One model asked for one turn, holding a slot of that model.
+struct Attempt<'a> {
+    /// The model's config name.
+    model: String,
+    entry: &'a Entry,
+    /// `None` once the attempt failed and gave its slot back.
+    permit: Option<Permit>,
+    deadline: Instant,
+}
+
+impl Attempt<'_> {
+    /// Asks the model; streamed text goes to `hooks`.
+    async fn run(
+        &self,
+        messages: &[ChatMessage],
+        max_answer_chars: usize,
+        hooks: &mut (dyn TurnHooks + Send),
+    ) -> Result<String, ModelError> {
+        let mut on_progress = |full: &str| hooks.progress(full);
+        let (model, deadline) = (&self.model, self.deadline);
+        self.entry
+            .call(
+                model,
+                messages,
+                deadline,
+                max_answer_chars,
+                &mut on_progress,
+            )
+            .await
+    }
+
+    /// Gives the model's slot back; the failure to report if nothing else answers.
+    fn give_up(&mut self, error: &ModelError) -> TurnOutcome {
+        self.permit = None;
+        TurnOutcome::Failed {
+            reason: format!("{}: {error}", self.model),
+            timed_out: error.is_timeout(),
+        }
+    }
+}
+
+/// `failed` with `note` added to its reason.
+fn with_note(failed: TurnOutcome, note: &str) -> TurnOutcome {
+    match failed {
+        TurnOutcome::Failed { reason, timed_out } => TurnOutcome::Failed {
+            reason: format!("{reason}; {note}"),
+            timed_out,
+        },
+        other => other,
+    }
+}
+
+/// The outcome for a routing rule or fallback naming no configured model.
+fn no_model(name: &str) -> TurnOutcome {
+    TurnOutcome::Failed {
+        reason: format!("no model named {name:?}"),
+        timed_out: false,
     }
 }
 

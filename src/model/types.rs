@@ -1,6 +1,6 @@
 //! The values that cross the model API: chat messages, a turn to answer, and its outcome.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -49,22 +49,24 @@ pub fn prompt_chars(messages: &[ChatMessage]) -> usize {
     messages.iter().map(ChatMessage::chars).sum()
 }
 
-/// One message to answer.
+/// One message to answer. Its prompt is asked of the caller's [`super::TurnHooks`] once a
+/// model slot is granted.
 ///
 /// `arrived` is when the message reached the bot: the whole turn, queue wait included,
-/// must end by `arrived + timeout_ms` of the routed model.
+/// must end by `arrived + timeout_ms` of the routed model. The caller lets one turn of a
+/// conversation at a time reach the router (the bot's turn-order tickets); the router's
+/// limiters share model slots fairly across conversations.
 #[derive(Debug, Clone)]
 pub struct Turn {
-    /// Queue lane: turns of one lane are answered one at a time, in arrival order.
-    /// Normally the conversation id.
-    pub lane: String,
+    /// The conversation; also the key the limiter is fair across.
     pub conversation_id: String,
     /// Sender staff id, used by routing rules.
     pub user_id: Option<String>,
     pub kind: ConversationKind,
-    /// The prompt, already trimmed (see [`crate::conversation::prompt`]).
-    pub messages: Vec<ChatMessage>,
     pub arrived: Instant,
+    /// Time the turn already waited behind its conversation's earlier turns: it counts
+    /// against `limits.queue.max_wait_ms` with the waits for a model slot.
+    pub waited_in_line: Duration,
 }
 
 /// How a turn ended. `reason` strings hold classes, status codes and figures only, never

@@ -1,6 +1,6 @@
-//! AI card endpoints (spec §7.1–7.2) and the older interactive card (§7.5). Card states
-//! are kept per `outTrackId` for tests: params, flowStatus history, streamed content,
-//! finalize/error flags, deliveries; interactive cards under `interactive:<cardBizId>`.
+//! The AI card endpoints the bot calls (spec §7.1–7.2): create-and-deliver, instance
+//! updates and streaming. Card states are kept per `outTrackId` for tests: params,
+//! flowStatus history, streamed content, finalize/error flags, deliveries.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -135,28 +135,6 @@ fn card_mut<'a>(
     })
 }
 
-/// `POST /v1.0/card/instances`.
-pub async fn create_instance(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Reply {
-    let v = prepare(&sim, &headers, "/v1.0/card/instances", &body)?;
-    create(&sim, &v)?;
-    Ok(ok_json(json!({"success": true, "result": hex_id(8)})))
-}
-
-/// `POST /v1.0/card/instances/deliver`.
-pub async fn deliver_instance(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Reply {
-    let v = prepare(&sim, &headers, "/v1.0/card/instances/deliver", &body)?;
-    let r = deliver(&sim, &v, required(&v, "outTrackId")?)?;
-    Ok(ok_json(json!({"success": true, "result": [r]})))
-}
-
 /// `POST /v1.0/card/instances/createAndDeliver`. A failed delivery removes the card again.
 pub async fn create_and_deliver(
     State(sim): State<Arc<Sim>>,
@@ -264,99 +242,4 @@ pub async fn streaming(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: By
         apply_stream(card, key, content, &v);
     }
     Ok(ok_json(json!({"success": true, "result": true})))
-}
-
-/// Where an interactive card's state is kept in the card map (apart from AI cards).
-fn interactive_key(card_biz_id: &str) -> String {
-    format!("interactive:{card_biz_id}")
-}
-
-/// `cardData` of an interactive card call: a string holding a JSON object (spec §7.5).
-fn interactive_card_data(v: &Value) -> Result<Value, Response> {
-    let parsed = v
-        .get("cardData")
-        .and_then(Value::as_str)
-        .and_then(|s| serde_json::from_str::<Value>(s).ok());
-    match parsed {
-        Some(Value::Object(_)) => Ok(v["cardData"].clone()),
-        _ => Err(api_error(
-            400,
-            "invalidParameter.cardData.invalid",
-            "cardData must be a string holding a JSON object",
-        )),
-    }
-}
-
-/// The receiver of an interactive card send: exactly one of `openConversationId` (a
-/// group) and `singleChatReceiver` (1:1, a JSON string such as `{"userId":"..."}`).
-fn interactive_receiver(v: &Value) -> Result<Value, Response> {
-    let receiver_error = |message: &str| api_error(400, "invalidParameter.param.invalid", message);
-    match (
-        req_str(v, "openConversationId"),
-        req_str(v, "singleChatReceiver"),
-    ) {
-        (Some(cid), None) => Ok(json!({"openConversationId": cid})),
-        (None, Some(single)) => match serde_json::from_str::<Value>(single) {
-            Ok(user @ Value::Object(_)) => Ok(json!({"singleChatReceiver": user})),
-            _ => Err(api_error(
-                400,
-                "invalidParameter.singleChatReceiver.invalid",
-                "singleChatReceiver must be a string holding a JSON object",
-            )),
-        },
-        (Some(_), Some(_)) => Err(receiver_error(
-            "give only one of openConversationId and singleChatReceiver",
-        )),
-        (None, None) => Err(receiver_error(
-            "openConversationId or singleChatReceiver is required",
-        )),
-    }
-}
-
-/// `POST /v1.0/im/v1.0/robot/interactiveCards/send`: needs `cardTemplateId`,
-/// `cardBizId`, this app's `robotCode`, `cardData` and one receiver. Sending an existing
-/// `cardBizId` again starts that card over.
-pub async fn interactive_send(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Reply {
-    let v = prepare(
-        &sim,
-        &headers,
-        "/v1.0/im/v1.0/robot/interactiveCards/send",
-        &body,
-    )?;
-    let template = required(&v, "cardTemplateId")?;
-    let id = required(&v, "cardBizId")?;
-    check_robot_code(&sim, &v)?;
-    let data = interactive_card_data(&v)?;
-    let receiver = interactive_receiver(&v)?;
-    let card = json!({"cardBizId": id, "cardTemplateId": template, "receiver": receiver,
-        "cardData": data, "updates": 0, "sent_at_ms": now_ms()});
-    sim.lock().cards.insert(interactive_key(id), card);
-    Ok(ok_json(json!({"processQueryKey": hex_id(12)})))
-}
-
-/// `PUT /v1.0/im/robots/interactiveCards`: replaces the whole `cardData` of a card sent
-/// before; an unknown `cardBizId` is `invalidParameter.cardBizId.notExist`.
-pub async fn interactive_update(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Reply {
-    let v = prepare(&sim, &headers, "/v1.0/im/robots/interactiveCards", &body)?;
-    let id = required(&v, "cardBizId")?;
-    let data = interactive_card_data(&v)?;
-    let mut st = sim.lock();
-    let card = st.cards.get_mut(&interactive_key(id)).ok_or_else(|| {
-        api_error(
-            400,
-            "invalidParameter.cardBizId.notExist",
-            "no interactive card was sent with this cardBizId",
-        )
-    })?;
-    card["cardData"] = data;
-    card["updates"] = json!(card["updates"].as_u64().unwrap_or(0) + 1);
-    Ok(ok_json(json!({"processQueryKey": hex_id(12)})))
 }

@@ -1,18 +1,17 @@
-//! The OpenAPI side (spec §4, §7): access tokens (new and old), robot group / 1:1 sends
-//! and AI card endpoints, with DingTalk's validation, error shapes, a real per-API QPS
+//! The OpenAPI side (spec §4, §7): access tokens, robot group / 1:1 sends and AI card
+//! endpoints the bot calls, with DingTalk's validation, error shapes, a real per-API QPS
 //! limit, and injected faults. Every accepted send lands in the outbox.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::reply::{api_body, api_error, errcode, ok_json, req_str, required};
+use super::reply::{api_body, api_error, ok_json, req_str, required};
 use super::state::{hex_id, take, Sim};
 use crate::clock::{now_ms, now_us};
 
@@ -33,23 +32,6 @@ pub async fn access_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response 
     }
     let tok = issue_token(&sim);
     ok_json(json!({"accessToken": tok, "expireIn": sim.opts.token_ttl_secs}))
-}
-
-/// `GET /gettoken?appkey=&appsecret=`.
-pub async fn gettoken(
-    State(sim): State<Arc<Sim>>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    match (q.get("appkey"), q.get("appsecret")) {
-        (Some(k), Some(s)) if *k == sim.opts.client_id && *s == sim.opts.client_secret => {
-            let tok = issue_token(&sim);
-            ok_json(
-                json!({"errcode": 0, "errmsg": "ok", "access_token": tok, "expires_in": sim.opts.token_ttl_secs}),
-            )
-        }
-        (Some(_), Some(_)) => errcode(40096, "不合法的appKey或appSecret"),
-        _ => errcode(40035, "缺少参数 appkey/appsecret"),
-    }
 }
 
 /// The current valid token (extended), or a new one.

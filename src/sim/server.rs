@@ -1,6 +1,6 @@
-//! Assembles the simulator's routes (spec §9 + admin + the demo model at `/demo/v1`) and
-//! runs them on a loopback listener under the shared [`ListenLimits`] (header, idle and
-//! request timeouts, a connection cap).
+//! Assembles the simulator's routes (the DingTalk endpoints the bot calls, spec §9; the
+//! admin API; the demo model at `/demo/v1`) and runs them on a loopback listener under the
+//! shared [`ListenLimits`] (header, idle and request timeouts, a connection cap).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,7 +71,6 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/v1.0/gateway/connections/open", post(gateway::open))
         .route("/connect", get(gateway::connect))
         .route("/v1.0/oauth2/accessToken", post(openapi::access_token))
-        .route("/gettoken", get(openapi::gettoken))
         .route("/robot/sendBySession", post(webhooks::send_by_session))
         .route("/robot/send", post(webhooks::robot_send))
         .route("/v1.0/robot/groupMessages/send", post(openapi::group_send))
@@ -79,27 +78,12 @@ pub fn router(sim: Arc<Sim>) -> Router {
             "/v1.0/robot/oToMessages/batchSend",
             post(openapi::batch_send),
         )
-        .route(
-            "/v1.0/card/instances",
-            post(cards::create_instance).put(cards::update_instance),
-        )
-        .route(
-            "/v1.0/card/instances/deliver",
-            post(cards::deliver_instance),
-        )
+        .route("/v1.0/card/instances", put(cards::update_instance))
         .route(
             "/v1.0/card/instances/createAndDeliver",
             post(cards::create_and_deliver),
         )
         .route("/v1.0/card/streaming", put(cards::streaming))
-        .route(
-            "/v1.0/im/v1.0/robot/interactiveCards/send",
-            post(cards::interactive_send),
-        )
-        .route(
-            "/v1.0/im/robots/interactiveCards",
-            put(cards::interactive_update),
-        )
         .route("/_sim/health", get(admin::health))
         .route("/_sim/messages", post(admin::inject).get(admin::messages))
         .route("/_sim/messages/{id}/redeliver", post(admin::redeliver))

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use clawdbot::config::{Config, ConversationKind};
-use clawdbot::model::demo::{FakeBehavior, FakeConfig, FakeMode, FakeServer};
-use clawdbot::model::{ChatMessage, ModelRouter, Turn, TurnOutcome};
+use clawdbot::model::{ChatMessage, ModelRouter, Turn, TurnHooks, TurnOutcome};
+use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig, FakeMode, FakeServer};
 
 /// Extra time allowed over a budget on this slow shared machine.
 pub const SLACK: Duration = Duration::from_millis(700);
@@ -55,15 +55,52 @@ pub fn config(
     clawdbot::config::parse(&y).unwrap_or_else(|e| panic!("test config: {e}\n{y}"))
 }
 
-pub fn turn(lane: &str, text: &str) -> Turn {
-    Turn {
-        lane: lane.to_string(),
-        conversation_id: lane.to_string(),
-        user_id: Some("u1".into()),
-        kind: ConversationKind::Group,
+/// A turn with the prompt the test asks (the bot builds its prompt in its hooks).
+pub struct Asked {
+    pub turn: Turn,
+    pub messages: Vec<ChatMessage>,
+}
+
+pub fn turn(conversation: &str, text: &str) -> Asked {
+    Asked {
+        turn: Turn {
+            conversation_id: conversation.to_string(),
+            user_id: Some("u1".into()),
+            kind: ConversationKind::Group,
+            arrived: Instant::now(),
+            waited_in_line: Duration::ZERO,
+        },
         messages: vec![ChatMessage::system("Be brief."), ChatMessage::user(text)],
-        arrived: Instant::now(),
     }
+}
+
+/// Hooks with a fixed prompt, passing streamed text to `on_progress`.
+pub struct FixedPrompt<'a> {
+    pub messages: Vec<ChatMessage>,
+    pub on_progress: &'a mut (dyn FnMut(&str) + Send),
+}
+
+impl TurnHooks for FixedPrompt<'_> {
+    fn prepare(&mut self) -> Vec<ChatMessage> {
+        self.messages.clone()
+    }
+    fn progress(&mut self, full_text: &str) {
+        (self.on_progress)(full_text)
+    }
+    fn answered(&mut self, _text: &str) {}
+}
+
+/// Runs one turn with its fixed prompt; `on_progress` gets the full text so far.
+pub async fn answer(
+    router: &ModelRouter,
+    asked: Asked,
+    on_progress: &mut (dyn FnMut(&str) + Send),
+) -> TurnOutcome {
+    let mut hooks = FixedPrompt {
+        messages: asked.messages,
+        on_progress,
+    };
+    router.answer_with(&asked.turn, &mut hooks).await
 }
 
 pub async fn fake(default: FakeBehavior) -> FakeServer {
@@ -83,10 +120,10 @@ pub fn behavior(mode: FakeMode) -> FakeBehavior {
 }
 
 /// Runs one turn, collecting every progress text.
-pub async fn ask(router: &ModelRouter, t: Turn) -> (TurnOutcome, Vec<String>) {
+pub async fn ask(router: &ModelRouter, t: Asked) -> (TurnOutcome, Vec<String>) {
     let mut seen = Vec::new();
     let mut progress = |s: &str| seen.push(s.to_string());
-    let outcome = router.answer(t, &mut progress).await;
+    let outcome = answer(router, t, &mut progress).await;
     (outcome, seen)
 }
 

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use clawdbot::model::demo::{FakeConfig, FakeServer};
 use clawdbot::sim::client::SimClient;
+use clawdbot_testkit::fake_model::{FakeConfig, FakeServer};
 use serde_json::{json, Value};
 
 use super::{wait_until, Home};
@@ -162,7 +162,7 @@ channel:
         let _ = self.sim_child.wait();
     }
 
-    pub fn fake_stats(&self) -> clawdbot::model::demo::FakeStats {
+    pub fn fake_stats(&self) -> clawdbot_testkit::fake_model::FakeStats {
         self.fake.state.stats()
     }
 }

@@ -1,9 +1,9 @@
-//! The built-in demo model and a configurable fake OpenAI-compatible server.
+//! A configurable fake OpenAI-compatible model server for tests and benchmarks.
 //!
-//! [`router`] is the quickstart echo endpoint (the simulator mounts it under `/demo/v1`):
-//! it answers `echo: <last user message>` at once, streamed or not. [`router_with`] serves
-//! the same routes driven by a [`FakeState`], so tests and benchmarks can make the model
-//! slow, stall, break its stream or fail with any status, and read what the server saw:
+//! By default it answers `echo: <last user message>` at once, streamed or not, like the
+//! product's demo model. [`router_with`] serves its routes driven by a [`FakeState`], so
+//! tests and benchmarks can make the model slow, stall, break its stream or fail with any
+//! status, and read what the server saw:
 //!
 //! - `POST {base}/chat/completions`, `GET {base}/models`, `GET {base}/health`;
 //! - `GET {base}/_fake/stats`: [`FakeStats`] as JSON (requests, in flight, max in flight...);
@@ -29,11 +29,6 @@ use serde_json::json;
 
 pub use behavior::{FakeBehavior, FakeConfig, FakeMode};
 pub use state::{FakeState, FakeStats, SeenRequest, RECENT_REQUESTS};
-
-/// The quickstart echo endpoint: routes relative to the OpenAI base URL.
-pub fn router() -> Router {
-    router_with(FakeState::default())
-}
 
 /// The fake server's routes (relative to the base URL) driven by `state`.
 pub fn router_with(state: FakeState) -> Router {
