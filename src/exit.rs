@@ -1,4 +1,11 @@
 //! Process exit codes. Scripts depend on these numbers: never change them.
+//!
+//! The error style: a module's boundary returns its own `thiserror` enum (or struct) whose
+//! text names what failed and where (a config key, a path, an address), never a secret or
+//! a message text: `ConfigError`, `PathError`, `BindError`, `ChannelStartError`,
+//! `BotStartError`, `WorkError`... Each one a command can end with has a
+//! `From<_> for CliError` that picks its exit code, so commands use `?`. [`CliError`] is the
+//! edge's type (commands and the daemon's start), not a module's.
 
 /// The exit code contract (see README "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
