@@ -231,7 +231,10 @@ fn sighup_applies_a_rotated_api_key_and_names_a_rotated_client_secret_for_restar
         .lines()
         .find(|l| l.contains("channel.dingtalk.client_secret"))
         .unwrap_or_else(|| panic!("rotated client_secret not named: {text}"));
-    assert!(restart_line.contains("restart"), "{restart_line}");
+    assert!(
+        restart_line.contains("until the daemon restarts"),
+        "{restart_line}"
+    );
     let human = stack.home.run(&["daemon", "status", "--name", "bot"]);
     for shown in [text, stack.status().to_string(), human.stdout] {
         assert!(

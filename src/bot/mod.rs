@@ -246,14 +246,14 @@ impl Workload for Bot {
                 if self.shared.router.set_api_key(&model, key) {
                     tracing::info!(
                         key = %format_args!("models.{model}.api_key"),
-                        "changed: used from the next request on"
+                        "config reload: new value used from the next request on"
                     );
                 }
             }
             if !plan.needs_restart.is_empty() {
                 tracing::warn!(
                     keys = %plan.needs_restart.join(", "),
-                    "changed, but the running daemon keeps the old values: they take effect on restart (clawdbot daemon restart)"
+                    "config reload: these changed keys keep their old values until the daemon restarts (clawdbot daemon restart)"
                 );
             }
             if let Some(channel) = &self.shared.channel {
