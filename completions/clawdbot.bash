@@ -593,7 +593,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__daemon__subcmd__run)
-            opts="-h -V --name --config --log --exec --exec-file --health-url --ready-fd --home --json --help --version"
+            opts="-h -V --name --config --log --exec --exec-file --health-url --home --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -620,10 +620,6 @@ _clawdbot() {
                     return 0
                     ;;
                 --health-url)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --ready-fd)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

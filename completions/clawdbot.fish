@@ -48,7 +48,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l model -d '
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l model-api-key-env -d 'Write the model API key as ${VAR} with this variable name' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l client-secret-env -d 'Write the client secret as ${VAR} with this variable name instead of inline' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l api-base -d 'DingTalk OpenAPI base URL (the simulator\'s, for local tests)' -r
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l oapi-base -d 'DingTalk old API base URL' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l oapi-base -d 'Deprecated and ignored (the bot makes no call on DingTalk\'s old API host); still accepted and checked so that existing scripts run, with a warning' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l target -d 'A send target alias (repeatable): NAME=cidXXX (a group) or NAME=user:STAFFID' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand onboard" -l non-interactive -d 'Never prompt; take every value from flags or environment variables'
@@ -88,7 +88,6 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l exec -d 'Supervise this command instead of running the bot (a model gateway such as llama-server)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l exec-file -d 'Like --exec, with the command line read from FILE (one line; owner-only permissions), so secrets in it stay out of argv and unit files' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l health-url -d 'With --exec or --exec-file: URL polled for the gateway\'s health' -r
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l ready-fd -d 'Internal: file descriptor on which to report readiness to `daemon start`' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -s h -l help -d 'Print help'

@@ -154,9 +154,6 @@ pub struct StartArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub launch: LaunchArgs,
-    /// Internal: file descriptor on which to report readiness to `daemon start`.
-    #[arg(long, hide = true)]
-    pub ready_fd: Option<i32>,
 }
 
 #[derive(Debug, Args)]
@@ -297,8 +294,9 @@ pub struct OnboardArgs {
     /// DingTalk OpenAPI base URL (the simulator's, for local tests).
     #[arg(long, value_name = "URL")]
     pub api_base: Option<String>,
-    /// DingTalk old API base URL.
-    #[arg(long, value_name = "URL")]
+    /// Deprecated and ignored (the bot makes no call on DingTalk's old API host); still
+    /// accepted and checked so that existing scripts run, with a warning.
+    #[arg(long, value_name = "URL", hide = true)]
     pub oapi_base: Option<String>,
     /// A send target alias (repeatable): NAME=cidXXX (a group) or NAME=user:STAFFID.
     #[arg(long = "target", value_name = "NAME=ID")]

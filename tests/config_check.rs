@@ -436,3 +436,37 @@ fn webhook_hosts_must_be_http_urls_and_errors_name_the_key() {
         assert!(all.contains("http:// or https:// URL"), "{r:?}");
     }
 }
+
+/// `oapi_base` named a host the bot never calls (it makes no call on DingTalk's old API).
+/// A file that still has it loads, with a warning naming the key and what to use
+/// instead; the value is still checked, and a file without it gets no warning.
+#[test]
+fn the_deprecated_oapi_base_still_loads_with_a_warning() {
+    let home = Home::new();
+    let old = with_channel("\"s\"", "    oapi_base: \"https://oapi.dingtalk.com\"\n");
+    let [text, json] = check_both(&home, &old);
+    assert_eq!(text.code, 0, "{text:?}");
+    let shown = format!("{}{}", text.stdout, text.stderr);
+    assert!(
+        shown.contains("channel.dingtalk.oapi_base") && shown.contains("deprecated"),
+        "{text:?}"
+    );
+    assert!(shown.contains("webhook_hosts"), "{text:?}");
+    assert_eq!(json.code, 0, "{json:?}");
+    let warnings = json.json()["warnings"].to_string();
+    assert!(warnings.contains("channel.dingtalk.oapi_base"), "{json:?}");
+
+    let [text, json] = check_both(&home, &with_channel("\"s\"", ""));
+    assert_eq!(text.code, 0, "{text:?}");
+    assert!(!text.stderr.contains("deprecated"), "{text:?}");
+    assert_eq!(json.json()["warnings"], serde_json::json!([]), "{json:?}");
+
+    let bad = with_channel("\"s\"", "    oapi_base: \"not a url\"\n");
+    for r in check_both(&home, &bad) {
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(
+            format!("{}{}", r.stdout, r.stderr).contains("channel.dingtalk.oapi_base"),
+            "{r:?}"
+        );
+    }
+}

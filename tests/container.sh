@@ -94,7 +94,7 @@ SIM=$(cat "$WORK/sim.url")
 export DINGTALK_APP_SECRET=sim-client-secret
 CLAWDBOT_HOME="$WORK/host-home" "$BIN" onboard --channel dingtalk --config "$WORK/dingtalk.yaml" \
     --non-interactive --client-id dingsimclient --client-secret-env DINGTALK_APP_SECRET \
-    --api-base "$SIM" --oapi-base "$SIM" --model-base-url "$SIM/demo/v1" --model local-chat \
+    --api-base "$SIM" --model-base-url "$SIM/demo/v1" --model local-chat \
     >/dev/null 2>&1 || fail "onboard"
 chmod 0644 "$WORK/dingtalk.yaml" # read by uid 10001; it holds ${DINGTALK_APP_SECRET}, not the secret
 

@@ -659,6 +659,30 @@ fn a_bad_exec_or_health_url_is_a_usage_error_before_anything_starts() {
     assert!(processes_of(&home).is_empty());
 }
 
+/// `daemon run` once took a hidden `--ready-fd N` and wrapped any integer in a `File`
+/// (closing and writing to a descriptor it did not own). Nothing passes it any more: it
+/// is an unknown argument, refused before anything runs or is written to that descriptor.
+#[test]
+fn daemon_run_refuses_a_ready_fd_argument() {
+    let home = Home::new();
+    let missing = home.path().join("missing.yaml");
+    let r = home.run(&[
+        "daemon",
+        "run",
+        "--name",
+        "bot",
+        "--config",
+        missing.to_str().unwrap(),
+        "--ready-fd",
+        "1",
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("--ready-fd"), "{r:?}");
+    assert!(!r.stdout.contains("ERROR"), "{r:?}");
+    assert!(!home.log_path("bot").exists());
+    assert!(!home.state_dir("bot").join("launch.json").exists());
+}
+
 #[test]
 fn status_of_every_daemon_is_3_when_there_is_none_and_the_worst_code_otherwise() {
     let (home, cfg) = home_with_config();

@@ -24,7 +24,7 @@ fn config(base: &str) -> DingTalkConfig {
         robot_code: None,
         mode: DingTalkMode::Stream,
         api_base: base.into(),
-        oapi_base: base.into(),
+        oapi_base: None,
         http_listen: "127.0.0.1:0".into(),
         card_template_id: None,
         card_content_key: "msgContent".into(),

@@ -415,11 +415,11 @@ fn chaos(stack: &Stack, cfg: &std::path::Path, env: &[(&str, &str)], rounds: usi
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let injector = steady_injector(stack.sim_url.clone(), rate, stop.clone());
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     let journal = stack.home.state_dir("bot").join("journal/journal.log");
     let mut kills: Vec<Kill> = Vec::new();
     for _ in 0..rounds {
-        std::thread::sleep(Duration::from_millis(rng.gen_range(20..=400)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(20..=400)));
         let pid = stack.bot_pid();
         let at_us = now_us();
         kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
@@ -435,7 +435,7 @@ fn chaos(stack: &Stack, cfg: &std::path::Path, env: &[(&str, &str)], rounds: usi
         });
     }
     let kills_us: Vec<u64> = kills.iter().map(|k| k.at_us).collect();
-    std::thread::sleep(Duration::from_millis(rng.gen_range(20..=400)));
+    std::thread::sleep(Duration::from_millis(rng.random_range(20..=400)));
     stop.store(true, Ordering::SeqCst);
     let sent = injector.join().unwrap();
     assert!(sent.len() as u64 >= rate, "only {} injected", sent.len());

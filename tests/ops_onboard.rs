@@ -28,8 +28,6 @@ fn onboard_args(stack: &Stack, config: &Path) -> Vec<String> {
         CLIENT_ID,
         "--api-base",
         &stack.sim_url,
-        "--oapi-base",
-        &stack.sim_url,
         "--model-base-url",
         &stack.fake.base_url,
         "--model",
@@ -80,12 +78,19 @@ fn non_interactive_writes_a_0600_config_with_the_secret_as_a_variable() {
             "test-group=cidOpsGroup==",
             "--target",
             "ops-lead=user:0423001",
+            // Deprecated: still accepted, with a warning, and not written.
+            "--oapi-base",
+            stack.sim_url.as_str(),
         ]
         .iter()
         .map(|s| s.to_string()),
     );
     let r = run(&stack, &args, &[("DT_SECRET", CLIENT_SECRET)]);
     assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("--oapi-base is deprecated and ignored"),
+        "{r:?}"
+    );
     let doc = r.json();
     assert_eq!(doc["ok"], true, "{doc}");
     assert_eq!(doc["schema_version"], 1);
@@ -130,6 +135,7 @@ fn non_interactive_writes_a_0600_config_with_the_secret_as_a_variable() {
     );
     assert!(text.contains("cidOpsGroup=="), "{text}");
     assert!(text.contains("user:0423001"), "{text}");
+    assert!(!text.contains("oapi_base"), "{text}");
     for out in [&r.stdout, &r.stderr] {
         assert!(!out.contains(CLIENT_SECRET), "secret printed: {r:?}");
     }
@@ -366,8 +372,6 @@ fn interactive_answers_can_be_piped_line_by_line() {
         cfg.to_str().unwrap(),
         "--api-base",
         &stack.sim_url,
-        "--oapi-base",
-        &stack.sim_url,
     ]);
     c.env_remove("DINGTALK_CLIENT_ID")
         .env_remove("DINGTALK_CLIENT_SECRET")
@@ -448,8 +452,6 @@ fn on_a_terminal_the_secret_is_not_echoed() {
         "--config",
         cfg.to_str().unwrap(),
         "--api-base",
-        &stack.sim_url,
-        "--oapi-base",
         &stack.sim_url,
     ]);
     c.env_remove("DINGTALK_CLIENT_ID")
@@ -607,10 +609,8 @@ fn secrets_with_dollar_braces_round_trip() {
         let sim = SimWithSecret::start(&stack, secret, &i.to_string());
         let cfg = stack.home.path().join(format!("dollar{i}.yaml"));
         let mut args = onboard_args(&stack, &cfg);
-        for flag in ["--api-base", "--oapi-base"] {
-            let at = args.iter().position(|a| a == flag).unwrap();
-            args[at + 1] = sim.url.clone();
-        }
+        let at = args.iter().position(|a| a == "--api-base").unwrap();
+        args[at + 1] = sim.url.clone();
         args.extend(["--json".into(), "--client-secret".into(), secret.into()]);
         let r = run(&stack, &args, &[]);
         assert_eq!(r.code, 0, "{secret}: {r:?}");
@@ -657,7 +657,7 @@ fn bad_flag_values_exit_2_before_anything_is_written() {
         ),
         (replaced("--api-base", "nohost"), "--api-base", "nohost"),
         (
-            replaced("--oapi-base", "http://"),
+            added(&["--oapi-base", "http://"]),
             "--oapi-base",
             "\"http://\"",
         ),

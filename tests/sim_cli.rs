@@ -148,7 +148,7 @@ fn channel_reconnects_after_the_sim_restarts() {
             robot_code: None,
             mode: DingTalkMode::Stream,
             api_base: sim.base.clone(),
-            oapi_base: sim.base.clone(),
+            oapi_base: None,
             http_listen: "127.0.0.1:0".into(),
             card_template_id: None,
             card_content_key: "msgContent".into(),

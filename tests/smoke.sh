@@ -84,7 +84,7 @@ echo "smoke: simulator at $SIM" >&2
 export DINGTALK_APP_SECRET=sim-client-secret
 expect 0 clawdbot onboard --channel dingtalk --config "$HOME_DIR/dingtalk.yaml" \
     --non-interactive --client-id dingsimclient --client-secret-env DINGTALK_APP_SECRET \
-    --api-base "$SIM" --oapi-base "$SIM" --model-base-url "$SIM/demo/v1" --model local-chat \
+    --api-base "$SIM" --model-base-url "$SIM/demo/v1" --model local-chat \
     --target "test-group=cidSmokeGroup=="
 [ "$(stat -c %a "$HOME_DIR/dingtalk.yaml")" = 600 ] || fail "the config is not mode 0600"
 if grep -q sim-client-secret "$HOME_DIR/dingtalk.yaml"; then

@@ -132,7 +132,6 @@ channel:
     client_id: "{CLIENT_ID}"
     client_secret: "{CLIENT_SECRET}"
     api_base: "{sim}"
-    oapi_base: "{sim}"
     send_rate:
       per_robot: 1000
       per_conversation: 1000

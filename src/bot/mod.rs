@@ -31,13 +31,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::daemon::workload::{BoxFuture, WorkError, Workload};
+use crate::daemon::workload::{WorkError, Workload};
 use crate::dingtalk::channel::ChannelTuning;
 use crate::dingtalk::{Channel, ChannelError, Inbound};
 use crate::ipc::proto::{ErrorKind, HealthReport, SendOutcome};
 use crate::model::ModelRouter;
 use crate::paths::DaemonPaths;
 use crate::status::DaemonReport;
+use futures_util::future::BoxFuture;
 
 /// The callback replay record in the state folder (see `dingtalk::replay`).
 const CALLBACK_REPLAY_FILE: &str = "callback-replay";

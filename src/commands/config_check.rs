@@ -9,7 +9,8 @@ use crate::exit::{CmdResult, Code};
 
 pub fn check(path: &Path, out: &Output) -> CmdResult {
     let config = crate::config::load(path)?;
-    let warnings = crate::config::permission_warnings(path);
+    let mut warnings = crate::config::permission_warnings(path);
+    warnings.extend(crate::config::deprecation_warnings(&config));
     for w in &warnings {
         out.note(&format!("warning: {w}"));
     }

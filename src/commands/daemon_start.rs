@@ -65,10 +65,8 @@ pub fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
         &super::invocation(layout),
         RunMode::Foreground,
     )?;
-    if args.ready_fd.is_none() {
-        launch.save(&paths)?;
-    }
-    runtime::run(&paths, &launch, ReadyPipe::from_fd(args.ready_fd))
+    launch.save(&paths)?;
+    runtime::run(&paths, &launch, ReadyPipe::none())
 }
 
 /// Starts a detached daemon (or finds it running) and prints the outcome. Everything
@@ -122,8 +120,8 @@ pub fn start_daemon(
 
     launch.save(&paths)?;
     let started = Instant::now();
-    let (report, lock) = spawn_detached(lock, timeout, |ready_fd| {
-        match runtime::run(&paths, &launch, ReadyPipe::from_fd(Some(ready_fd))) {
+    let (report, lock) = spawn_detached(lock, timeout, |pipe| {
+        match runtime::run(&paths, &launch, ReadyPipe::to_start(pipe)) {
             Ok(code) => code,
             Err(e) => e.code,
         }

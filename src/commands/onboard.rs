@@ -35,6 +35,7 @@ struct Answers {
     model: String,
     model_api_key_env: Option<String>,
     api_base: Option<String>,
+    /// The deprecated `--oapi-base`: checked and warned about, never written.
     oapi_base: Option<String>,
     /// The secret given for a `${VAR}` config while VAR is unset: used for the checks only.
     secret_for_checks: Option<String>,
@@ -66,6 +67,12 @@ pub fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
         }
     }
     check_answers(&answers)?;
+    if answers.oapi_base.is_some() {
+        out.note(
+            "warning: --oapi-base is deprecated and ignored (the bot makes no call on \
+             DingTalk's old API host)",
+        );
+    }
     env_vars_resolvable(&answers)?;
     let text = render(&answers);
     crate::config::parse(&text).map_err(|e| {
@@ -366,9 +373,6 @@ fn render(a: &Answers) -> String {
     }
     if let Some(b) = &a.api_base {
         y.push_str(&format!("    api_base: {}\n", lit(b)));
-    }
-    if let Some(b) = &a.oapi_base {
-        y.push_str(&format!("    oapi_base: {}\n", lit(b)));
     }
     if a.targets.is_empty() {
         y.push_str("    targets: {}\n");

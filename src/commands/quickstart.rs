@@ -198,7 +198,6 @@ channel:
     client_id: "{CLIENT_ID}"
     client_secret: "{CLIENT_SECRET}"
     api_base: "{sim_url}"
-    oapi_base: "{sim_url}"
     targets:
       test-group: "{CONVERSATION}"
 "#

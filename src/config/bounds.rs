@@ -14,6 +14,15 @@
 //!
 //! Hand-written over `libyaml-rs` (the parser `yaml_serde` itself uses) because neither
 //! crate exposes an event stream or a depth limit that applies while scanning.
+//!
+//! Why this module keeps `unsafe` (libyaml-rs is a C translation with a C API: raw
+//! parser, unions, C strings): the walk must see the very events the deserializer will
+//! get. A safe parser with marks (`saphyr-parser`, `yaml-rust2`) is another grammar: on
+//! input it rejects early but libyaml accepts, the walk would stop ("syntax errors are
+//! left to the deserializer") and pass a document whose tail then reaches libyaml's
+//! quadratic scan or its aliases unbounded. The unsafe part is confined to [`Parser`]
+//! (init, next event, delete) and the two readers of an event ([`convert`], [`anchor`]);
+//! `tests/fuzz_parsers.rs` drives [`check`] with arbitrary text.
 
 use std::collections::HashMap;
 use std::ffi::CStr;

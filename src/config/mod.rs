@@ -153,6 +153,23 @@ pub fn permission_warnings(path: &Path) -> Vec<String> {
     warnings
 }
 
+/// Warnings about keys that still load but should go, each naming the key and what to
+/// do instead (no values: they may hold credentials).
+pub fn deprecation_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let dingtalk = config.channel.as_ref().map(|c| &c.dingtalk);
+    if dingtalk.is_some_and(|d| d.oapi_base.is_some()) {
+        warnings.push(
+            "channel.dingtalk.oapi_base is deprecated: the bot makes no call on DingTalk's old \
+             API host. Its origin is still allowed for session webhooks; list it in \
+             channel.dingtalk.webhook_hosts instead (https://oapi.dingtalk.com needs no \
+             entry) and remove oapi_base"
+                .to_string(),
+        );
+    }
+    warnings
+}
+
 /// A non-loopback ops address needs `ops.allow_remote: true` (the page and metrics show
 /// figures an operator may not want on the network).
 fn check_ops(ops: Option<&OpsConfig>) -> Result<(), ConfigProblem> {

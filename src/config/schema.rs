@@ -217,9 +217,13 @@ pub struct DingTalkConfig {
     /// New OpenAPI host (connections/open, tokens, sends, cards).
     #[serde(default = "default_api_base", deserialize_with = "http_url")]
     pub api_base: String,
-    /// Old API host (gettoken, robot webhooks).
-    #[serde(default = "default_oapi_base", deserialize_with = "http_url")]
-    pub oapi_base: String,
+    /// Deprecated: DingTalk's old API host. The bot makes no call there (its tokens,
+    /// sends and cards use `api_base`; session webhook URLs come whole in each message).
+    /// Still accepted and checked so that old files load; its origin stays allowed for
+    /// session webhooks, like an entry of `webhook_hosts`, and loading warns
+    /// ([`crate::config::deprecation_warnings`]).
+    #[serde(default, deserialize_with = "http_url_opt")]
+    pub oapi_base: Option<String>,
     /// Listen address of the HTTP callback server (mode: http): `IP:PORT`.
     #[serde(default = "default_http_listen", deserialize_with = "socket_addr")]
     pub http_listen: String,
@@ -237,7 +241,7 @@ pub struct DingTalkConfig {
     #[serde(default)]
     pub send_rate: SendRateConfig,
     /// More origins (`https://host[:port]`) session webhooks may point at, besides
-    /// DingTalk's own and the `api_base`/`oapi_base` origins.
+    /// DingTalk's own, the `api_base` origin and the deprecated `oapi_base`'s.
     #[serde(default, deserialize_with = "http_urls")]
     pub webhook_hosts: Vec<String>,
 }
@@ -628,9 +632,6 @@ fn default_mode() -> DingTalkMode {
 }
 fn default_api_base() -> String {
     "https://api.dingtalk.com".into()
-}
-fn default_oapi_base() -> String {
-    "https://oapi.dingtalk.com".into()
 }
 fn default_http_listen() -> String {
     "127.0.0.1:8787".into()

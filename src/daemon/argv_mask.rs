@@ -19,6 +19,11 @@
 //! returns the masked words afterwards: the daemon reads its arguments only at startup,
 //! before this runs. The supervised child's own argv is outside this process and keeps
 //! the key (the runtime needs it there).
+//!
+//! Why this module keeps one `unsafe`: the argument area is memory no Rust value owns,
+//! found only by the address the kernel reports; no safe API writes it
+//! (`prctl(PR_SET_MM_ARG_START)` needs `CAP_SYS_RESOURCE`, and writing through
+//! /proc/self/mem would be the same raw write hidden from the compiler).
 
 use std::io;
 

@@ -3,15 +3,24 @@
 //!
 //! Must be called while the process has a single thread (no tokio runtime, no spinner
 //! thread, no tracing worker): `fork` only copies the calling thread.
+//!
+//! Why this module keeps `unsafe`: `fork` itself (nix marks it unsafe: only the calling
+//! thread is copied, so it is sound only while there is one) and `_exit` in the
+//! intermediate child (a foreign call with no preconditions; std offers no exit that
+//! skips the parent's buffered output and atexit handlers). Everything else (`dup2`,
+//! `umask`, `poll`) goes through nix's safe wrappers.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::stat::{umask, Mode};
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, pipe2, setsid, ForkResult};
+use nix::unistd::{dup2, fork, pipe2, setsid, ForkResult};
 
 use super::pidfile::{my_record, PidRecord};
 use crate::exit::{CliError, Code};
@@ -34,7 +43,8 @@ pub enum Outcome {
     TimedOut,
 }
 
-/// Forks a detached daemon that runs `daemon_main(ready_fd)` and waits for its report.
+/// Forks a detached daemon that runs `daemon_main(pipe)` (the pipe's write end, owned by
+/// the daemon from then on) and waits for its report.
 ///
 /// The pipe protocol, one line each: `PID <pid> <start ticks>` at once, then
 /// `READY <pid>` or `ERROR <message>`.
@@ -44,7 +54,7 @@ pub enum Outcome {
 pub fn spawn_detached<L>(
     keep_until_fork: L,
     deadline: Duration,
-    daemon_main: impl FnOnce(i32) -> Code,
+    daemon_main: impl FnOnce(File) -> Code,
 ) -> Result<(StartReport, L), CliError> {
     let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC)
         .map_err(|e| CliError::failure(format!("cannot create the readiness pipe: {e}")))?;
@@ -56,15 +66,15 @@ pub fn spawn_detached<L>(
             let _ = setsid();
             // SAFETY: still single-threaded in the child.
             match unsafe { fork() } {
-                Ok(ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
+                Ok(ForkResult::Parent { .. }) => exit_at_once(0),
                 Ok(ForkResult::Child) => {}
-                Err(_) => unsafe { libc::_exit(1) },
+                Err(_) => exit_at_once(1),
             }
             let mut report = File::from(write_end);
             let me = my_record();
             let _ = writeln!(report, "PID {} {}", me.pid, me.start_ticks);
             detach_stdio();
-            let code = daemon_main(report.into_raw_fd());
+            let code = daemon_main(report);
             std::process::exit(code as i32);
         }
         ForkResult::Parent { child } => {
@@ -75,6 +85,13 @@ pub fn spawn_detached<L>(
     }
 }
 
+/// Ends the intermediate child at once: no atexit handlers, no flush of the stdio
+/// buffers it copied from the CLI (the CLI writes those itself).
+fn exit_at_once(code: i32) -> ! {
+    // SAFETY: `_exit` has no preconditions; it is `unsafe` only as a foreign function.
+    unsafe { libc::_exit(code) }
+}
+
 /// Points stdin, stdout and stderr at /dev/null and leaves the CLI's folder.
 fn detach_stdio() {
     if let Ok(null) = std::fs::OpenOptions::new()
@@ -83,13 +100,11 @@ fn detach_stdio() {
         .open("/dev/null")
     {
         for fd in 0..=2 {
-            // SAFETY: dup2 onto the standard descriptors of this process.
-            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+            let _ = dup2(null.as_raw_fd(), fd);
         }
     }
     let _ = std::env::set_current_dir("/");
-    // SAFETY: umask has no memory effects.
-    unsafe { libc::umask(0o027) };
+    umask(Mode::from_bits_truncate(0o027));
 }
 
 fn wait_for_report(read_end: OwnedFd, deadline: Duration) -> StartReport {
@@ -102,7 +117,6 @@ fn wait_for_report(read_end: OwnedFd, deadline: Duration) -> StartReport {
 }
 
 fn read_outcome(read_end: OwnedFd, deadline: Duration, lines: &mut Lines) -> Outcome {
-    let fd = read_end.as_raw_fd();
     let mut file = File::from(read_end);
     let start = Instant::now();
     loop {
@@ -110,22 +124,12 @@ fn read_outcome(read_end: OwnedFd, deadline: Duration, lines: &mut Lines) -> Out
         if left.is_zero() {
             return Outcome::TimedOut;
         }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == ErrorKind::Interrupted {
-                continue;
-            }
-            return Outcome::Died;
-        }
-        if n == 0 {
-            continue;
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+        let wait = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, wait) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => return Outcome::Died,
         }
         let mut chunk = [0u8; 4096];
         match file.read(&mut chunk) {

@@ -11,14 +11,22 @@
 //!   the control socket the daemon listens on; the record is only ever replaced whole
 //!   (a locked copy renamed over it), so a reader never sees half of it;
 //! - the file is never opened through a symbolic link.
+//!
+//! Locks are taken with rustix's `flock`, which leaves the lock's life to the descriptor
+//! (it ends when the last copy closes). nix's `Flock` would unlock explicitly when
+//! dropped, and `flock` locks belong to the open file shared across `fork`: the forked
+//! daemon closing its copy of the start lock would release the lock its parent `daemon
+//! start` still holds.
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{flock, FlockOperation};
+use rustix::io::Errno;
 
 use crate::fsutil::{create_private, open_nofollow, open_private, read_nofollow};
 
@@ -30,16 +38,10 @@ pub enum TryLock {
 
 /// Takes an exclusive flock on `file` without blocking.
 pub fn try_lock_exclusive(file: File) -> io::Result<TryLock> {
-    // SAFETY: flock on a valid, owned descriptor.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(TryLock::Acquired(file));
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(TryLock::HeldByOther)
-    } else {
-        Err(err)
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(TryLock::Acquired(file)),
+        Err(Errno::WOULDBLOCK) => Ok(TryLock::HeldByOther),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -256,16 +258,15 @@ pub fn lock_state(path: &Path) -> LockState {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return LockState::Missing,
         Err(e) => return LockState::Unknown(format!("cannot open {}: {e}", path.display())),
     };
-    // SAFETY: flock on a valid, owned descriptor; a shared probe lock is released on close.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-    if rc == 0 {
-        return LockState::Free;
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        LockState::Held
-    } else {
-        LockState::Unknown(format!("cannot lock {}: {err}", path.display()))
+    // A shared probe lock, released when `file` closes.
+    match flock(&file, FlockOperation::NonBlockingLockShared) {
+        Ok(()) => LockState::Free,
+        Err(Errno::WOULDBLOCK) => LockState::Held,
+        Err(e) => LockState::Unknown(format!(
+            "cannot lock {}: {}",
+            path.display(),
+            io::Error::from(e)
+        )),
     }
 }
 

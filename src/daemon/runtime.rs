@@ -14,7 +14,6 @@
 use std::fs::File;
 use std::io::Write;
 use std::ops::ControlFlow;
-use std::os::fd::FromRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,10 +41,15 @@ pub const SIGNAL_DRAIN: Duration = Duration::from_secs(10);
 pub struct ReadyPipe(Option<File>);
 
 impl ReadyPipe {
-    /// A pipe descriptor inherited from `daemon start` (or none for a foreground run).
-    pub fn from_fd(fd: Option<i32>) -> ReadyPipe {
-        // SAFETY: the fd was created by `daemon start` for us and is not used elsewhere.
-        ReadyPipe(fd.map(|fd| unsafe { File::from_raw_fd(fd) }))
+    /// No pipe: a foreground run (`daemon run`) reports to nobody.
+    pub fn none() -> ReadyPipe {
+        ReadyPipe(None)
+    }
+
+    /// The write end of the pipe `daemon start` reads, handed over across the fork
+    /// ([`super::detach::spawn_detached`]).
+    pub fn to_start(pipe: File) -> ReadyPipe {
+        ReadyPipe(Some(pipe))
     }
 
     fn send(&mut self, line: &str) {
@@ -118,6 +122,9 @@ fn start_and_serve(
         for w in config::permission_warnings(path) {
             tracing::warn!("{w}");
         }
+    }
+    for w in config.iter().flat_map(config::deprecation_warnings) {
+        tracing::warn!("{w}");
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,14 +1,12 @@
 //! What a daemon runs: the bot, or a supervised model gateway. The control server and the
 //! lifecycle code only see this trait.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use crate::ipc::proto::{ErrorKind, HealthReport, SendOutcome};
 use crate::status::DaemonReport;
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A refusal or failure of a workload; the control server sends it back as
 /// `Response::Error` with its [`ErrorKind`]. The message says what and why, never a

@@ -87,7 +87,7 @@ pub fn create_body(
 /// A fresh random hex id (card `outTrackId`, streaming `guid`).
 pub fn random_id() -> String {
     use rand::Rng;
-    let b: [u8; 16] = rand::thread_rng().gen();
+    let b: [u8; 16] = rand::rng().random();
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -60,7 +60,7 @@ impl Default for StreamTuning {
 /// Delay before reconnect attempt `attempt` (0-based): `min(base·2^n + U(0, base), cap)`.
 pub fn backoff(t: &StreamTuning, attempt: u32) -> Duration {
     let exp = crate::backoff::capped_doubling(t.backoff_base, t.backoff_cap, attempt);
-    let jitter = t.backoff_base.mul_f64(rand::thread_rng().gen::<f64>());
+    let jitter = t.backoff_base.mul_f64(rand::rng().random::<f64>());
     (exp + jitter).min(t.backoff_cap)
 }
 

@@ -3,8 +3,9 @@
 //! (and the model's words) at any URL, cloud metadata addresses included.
 //!
 //! Invariant: an allowlist of origins (scheme, host, port), never a denylist: DingTalk's
-//! own webhook origins, the origins of the configured `api_base` and `oapi_base` (how a
-//! simulator is configured), and `channel.dingtalk.webhook_hosts`. Anything else —
+//! own webhook origins, the origin of the configured `api_base` (how a simulator is
+//! configured), the deprecated `oapi_base` when a file still has it, and
+//! `channel.dingtalk.webhook_hosts`. Anything else —
 //! another host, another port, plain http to a DingTalk host, an IP literal — is refused.
 
 use reqwest::Url;
@@ -66,8 +67,9 @@ pub struct WebhookAllowlist {
 impl WebhookAllowlist {
     /// DingTalk's origins, the configured API bases and `webhook_hosts`.
     pub fn from_config(cfg: &DingTalkConfig) -> WebhookAllowlist {
-        let configured = [cfg.api_base.as_str(), cfg.oapi_base.as_str()]
+        let configured = [Some(cfg.api_base.as_str()), cfg.oapi_base.as_deref()]
             .into_iter()
+            .flatten()
             .chain(cfg.webhook_hosts.iter().map(String::as_str));
         let mut origins: Vec<Origin> = Vec::new();
         for origin in DINGTALK_WEBHOOK_ORIGINS
@@ -107,7 +109,7 @@ mod tests {
             robot_code: None,
             mode: DingTalkMode::Stream,
             api_base: api_base.into(),
-            oapi_base: "https://oapi.dingtalk.com".into(),
+            oapi_base: None,
             http_listen: "127.0.0.1:0".into(),
             card_template_id: None,
             card_content_key: "k".into(),

@@ -11,14 +11,19 @@
 //!   daemon's runtime threads live as long as the daemon);
 //! - the guard is disarmed only once the group is seen empty, so a pgid the kernel may
 //!   reuse later is never signalled.
+//!
+//! Why this module keeps one `unsafe`: `pre_exec` (std marks it unsafe: the closure runs
+//! in the forked child before exec, where only async-signal-safe calls are sound). No
+//! safe API sets the parent-death signal of a spawned child.
 
 use std::io;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::errno::Errno;
+use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::unistd::{getpid, getppid, Pid};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
@@ -103,24 +108,16 @@ impl RunningChild {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let parent = std::process::id() as libc::pid_t;
+        let parent = getpid();
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-        // system calls (prctl, getppid); it allocates nothing.
+        // system calls (prctl, getppid, through nix's thin wrappers); it allocates nothing
+        // and takes no lock.
         unsafe {
             command.pre_exec(move || {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGTERM as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
+                set_pdeathsig(Signal::SIGTERM)?;
                 // The daemon died before the prctl took effect: do not outlive it.
-                if libc::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                if getppid() != parent {
+                    return Err(Errno::ESRCH.into());
                 }
                 Ok(())
             });

@@ -31,9 +31,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::daemon::workload::{BoxFuture, WorkError, Workload};
+use crate::daemon::workload::{WorkError, Workload};
 use crate::ipc::proto::{Check, CheckStatus, HealthReport, SendOutcome};
 use crate::status::{DaemonReport, GatewayReport};
+use futures_util::future::BoxFuture;
 
 use backoff::BackoffPolicy;
 use child::RunningChild;

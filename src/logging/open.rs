@@ -15,13 +15,14 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{openat, renameat, OFlag};
-use nix::sys::stat::{fstatat, Mode, SFlag};
+use nix::fcntl::{renameat, OFlag};
+use nix::sys::stat::{fstatat, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
+use rustix::fs::OFlags;
 
 use crate::fsutil::{check_path_links, euid, is_shared_dir};
 
@@ -62,14 +63,14 @@ impl LogFolder {
     /// waiting: no reader is an error saying so.
     pub(crate) fn open_log(&self, name: &OsStr) -> io::Result<(File, LogKind)> {
         let shared = is_shared_dir(&self.dir.metadata()?);
-        let base = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let base = OFlags::WRONLY | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let create = if shared {
-            OFlag::O_CREAT | OFlag::O_EXCL
+            OFlags::CREATE | OFlags::EXCL
         } else {
-            OFlag::O_CREAT
+            OFlags::CREATE
         };
-        let file = match self.openat(name, base | create | OFlag::O_NONBLOCK) {
-            Err(nix::Error::EEXIST) if shared => self.openat(name, base | OFlag::O_NONBLOCK),
+        let file = match self.openat(name, base | create | OFlags::NONBLOCK) {
+            Err(nix::Error::EEXIST) if shared => self.openat(name, base | OFlags::NONBLOCK),
             other => other,
         }
         .map_err(|e| self.explain(name, e))?;
@@ -86,15 +87,18 @@ impl LogFolder {
         Ok((file, kind))
     }
 
-    fn openat(&self, name: &OsStr, flags: OFlag) -> nix::Result<File> {
-        let fd = openat(
-            Some(self.dir.as_raw_fd()),
+    /// `openat` relative to the folder. rustix's, not nix 0.29's: it returns an owned
+    /// descriptor (nix's returns a raw integer that only `unsafe` can own). Its error is
+    /// the same errno, kept as a nix error for [`LogFolder::explain`].
+    fn openat(&self, name: &OsStr, flags: OFlags) -> nix::Result<File> {
+        rustix::fs::openat(
+            &self.dir,
             name,
             flags,
-            Mode::from_bits_truncate(0o640),
-        )?;
-        // SAFETY: `openat` returned a fresh descriptor that nothing else owns.
-        Ok(unsafe { File::from_raw_fd(fd) })
+            rustix::fs::Mode::from_raw_mode(0o640),
+        )
+        .map(File::from)
+        .map_err(|e| nix::Error::from_raw(e.raw_os_error()))
     }
 
     /// Turns `ELOOP` (a link) and `ENXIO` (a FIFO nobody reads) into words.

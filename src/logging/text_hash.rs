@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use hmac::{Hmac, Mac};
-use rand::RngCore;
+use rand::TryRngCore;
 use sha2::Sha256;
 
 use crate::fsutil::{create_private, euid, open_nofollow_with};
@@ -130,7 +130,9 @@ fn read(path: &Path) -> Result<HashKey, KeyError> {
 /// exists and is checked private before a daemon starts.
 fn create(path: &Path) -> Result<(), KeyError> {
     let mut key = [0u8; KEY_LEN];
-    rand::rngs::OsRng.fill_bytes(&mut key);
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut key)
+        .map_err(|e| io_err("generate", path)(io::Error::other(e)))?;
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp_name);

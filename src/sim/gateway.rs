@@ -326,8 +326,8 @@ pub fn deliver(sim: &Sim, index: usize) -> Option<u64> {
     if live.is_empty() {
         return None;
     }
-    use rand::seq::SliceRandom;
-    let conn = *live.choose(&mut rand::thread_rng())?;
+    use rand::seq::IndexedRandom;
+    let conn = *live.choose(&mut rand::rng())?;
     let m = st.messages.get(index)?;
     let text = frame(
         wire::TYPE_CALLBACK,

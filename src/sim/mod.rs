@@ -164,11 +164,13 @@ async fn serve(a: &ServeArgs, out: &crate::commands::output::Output) -> CmdResul
                 CliError::failure(format!("sim: cannot write port file {}: {e}", p.display()))
             })?;
     }
-    let doc = json!({"base_url": base, "api_base": base, "oapi_base": base, "model_base_url": format!("{base}/demo/v1"),
+    let doc = json!({"base_url": base, "api_base": base, "model_base_url": format!("{base}/demo/v1"),
         "client_id": a.client_id});
     out.result(
         doc,
-        &format!("clawdbot sim listening on {base}\n  api_base/oapi_base: {base}\n  demo model: {base}/demo/v1"),
+        &format!(
+            "clawdbot sim listening on {base}\n  api_base: {base}\n  demo model: {base}/demo/v1"
+        ),
     );
     wait_for_signal().await;
     server.shutdown().await;

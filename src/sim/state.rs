@@ -234,8 +234,8 @@ impl Sim {
 /// Random lowercase hex of `bytes` bytes.
 pub fn hex_id(bytes: usize) -> String {
     use rand::Rng;
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     (0..bytes)
-        .map(|_| format!("{:02x}", rng.gen::<u8>()))
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
         .collect()
 }

@@ -74,7 +74,6 @@ channel:
     client_id: "{CLIENT_ID}"
     client_secret: "{CLIENT_SECRET}"
     api_base: "{sim}"
-    oapi_base: "{sim}"
     targets:
       test-group: "cidStackGroup=="
 {extra}"#,
