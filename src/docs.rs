@@ -2,7 +2,7 @@
 //! units (rendered like `daemon install` renders them).
 //!
 //! The generated files are committed under `completions/` and `man/`; the test
-//! `tests/docs_fresh.rs` fails when they differ from what the current definition renders
+//! `tests/operator/docs_fresh.rs` fails when they differ from what the current definition renders
 //! (run it with `CLAWDBOT_BLESS=1` to rewrite them).
 
 use clap_complete::Shell as ClapShell;
@@ -24,7 +24,7 @@ pub fn completion(shell: Shell) -> Vec<u8> {
 
 /// The generated files rendered here: (path relative to the repository root, contents).
 ///
-/// Man pages are rendered by `tests/docs_fresh.rs` itself (`clap_mangen` is a
+/// Man pages are rendered by `tests/operator/docs_fresh.rs` itself (`clap_mangen` is a
 /// dev-dependency: the binary never renders one), from the same [`command`].
 pub fn completions_and_units() -> Vec<(String, Vec<u8>)> {
     let mut files = vec![

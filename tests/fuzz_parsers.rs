@@ -21,7 +21,24 @@ fn cases() -> u32 {
         .unwrap_or(2000)
 }
 
-const SEED: &str = "models:\n  local_chat:\n    kind: openai_compatible\n    base_url: \"http://127.0.0.1:8000/v1\"\n    api_key: ${X:-k}\n    model: \"local-chat\"\n    timeout_ms: 12000\nrouting:\n  defaults:\n    model: local_chat\nlimits:\n  max_concurrency_per_model:\n    local_chat: 4\n";
+#[path = "support/config.rs"]
+mod test_config;
+
+/// The seed config with an API key that has a default (`${X:-k}`), so it loads anywhere.
+static SEED: std::sync::LazyLock<String> = std::sync::LazyLock::new(seed);
+
+fn seed() -> String {
+    use test_config::{ModelSpec, TestConfig, SEED_MODEL};
+    TestConfig::new()
+        .model(
+            ModelSpec::new(SEED_MODEL, "http://127.0.0.1:8000/v1")
+                .served_as("local-chat")
+                .api_key("${X:-k}")
+                .timeout_ms(12_000),
+        )
+        .limit(SEED_MODEL, 4)
+        .render()
+}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]

@@ -11,6 +11,8 @@ mod load;
 mod report;
 mod scenarios;
 mod stack;
+#[path = "../../tests/support/config.rs"]
+mod test_config;
 
 use std::path::PathBuf;
 

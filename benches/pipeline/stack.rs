@@ -110,42 +110,25 @@ impl Stack {
     /// raised to its maximum (the benchmark measures the bot's overhead, not DingTalk's
     /// 20 messages per second), and reply texts the outbox classification recognises.
     fn config_text(&self, limits: BotLimits) -> String {
-        format!(
-            r#"models:
-  local_chat:
-    kind: openai_compatible
-    base_url: "{base}"
-    api_key: ${{LOCAL_MODEL_API_KEY}}
-    model: "local-chat"
-    timeout_ms: 60000
-routing:
-  defaults:
-    model: local_chat
-limits:
-  max_concurrency_per_model:
-    local_chat: {concurrency}
-  queue:
-    max_waiting: {max_waiting}
-    max_wait_ms: 60000
-channel:
-  dingtalk:
-    client_id: "{CLIENT_ID}"
-    client_secret: "{CLIENT_SECRET}"
-    api_base: "{sim}"
-    send_rate:
-      per_robot: 1000
-      per_conversation: 1000
-reply:
-  busy_text: "{BUSY_TEXT}"
-  fallback_text: "{FALLBACK_TEXT}"
-access:
-  user_rate_limit: 0
-"#,
-            base = self.fake.base_url,
-            sim = self.sim_url,
-            concurrency = limits.concurrency,
-            max_waiting = limits.max_waiting,
-        )
+        use crate::test_config::{DingTalkSpec, ModelSpec, TestConfig, SEED_MODEL};
+        TestConfig::new()
+            .model(
+                ModelSpec::new(SEED_MODEL, &self.fake.base_url)
+                    .served_as("local-chat")
+                    .api_key("${LOCAL_MODEL_API_KEY}")
+                    .timeout_ms(60_000),
+            )
+            .limit(SEED_MODEL, limits.concurrency)
+            .queue(limits.max_waiting, 60_000)
+            .dingtalk(
+                DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &self.sim_url)
+                    .with("send_rate:\n  per_robot: 1000\n  per_conversation: 1000"),
+            )
+            .section(&format!(
+                "reply:\n  busy_text: \"{BUSY_TEXT}\"\n  fallback_text: \"{FALLBACK_TEXT}\"\n"
+            ))
+            .section("access:\n  user_rate_limit: 0\n")
+            .render()
     }
 
     /// `daemon start` with `config`, then waits for its stream connection to the simulator.

@@ -120,30 +120,51 @@ impl Drop for Ticket {
 mod tests {
     use super::*;
 
-    const LONG: Duration = Duration::from_secs(5);
+    /// Longer than any test here waits for a turn that should come.
+    const LONG: Duration = Duration::from_secs(3600);
 
-    #[tokio::test]
+    /// True when `task` is still waiting after paused time moved a whole [`LONG`] ahead.
+    /// On paused time the clock only jumps once every task is blocked, so a task still
+    /// pending afterwards was really stuck (not merely slow), and the check cannot pass
+    /// because it looked too early.
+    async fn still_waiting_after_long<T>(task: &mut tokio::task::JoinHandle<T>) -> bool {
+        tokio::time::timeout(LONG / 2, task).await.is_err()
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn turns_start_in_ticket_order() {
         let order = TurnOrder::new();
         let mut first = order.ticket("c");
         let mut second = order.ticket("c");
         let mut other = order.ticket("d");
+        let started = tokio::time::Instant::now();
         assert!(
             other.wait_turn(LONG).await,
             "another conversation never waits"
         );
+        assert_eq!(started.elapsed(), Duration::ZERO, "the first turn waited");
         assert!(!second.wait_turn(Duration::from_millis(30)).await);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(30),
+            "gave up at its limit"
+        );
         assert!(first.wait_turn(LONG).await);
-        let waiter = tokio::spawn(async move { second.wait_turn(LONG).await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "second started before first ended");
+        let mut waiter = tokio::spawn(async move { second.wait_turn(LONG).await });
+        assert!(
+            still_waiting_after_long(&mut waiter).await,
+            "second started before first ended"
+        );
         drop(first);
-        assert!(waiter.await.expect("task"));
+        assert!(
+            waiter.await.expect("task"),
+            "second served once first ended"
+        );
         drop(other);
         assert_eq!(order.busy_conversations(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_ticket_given_up_early_does_not_block_the_line() {
         let order = TurnOrder::new();
         let mut first = order.ticket("c");
@@ -151,9 +172,11 @@ mod tests {
         let mut third = order.ticket("c");
         assert!(first.wait_turn(LONG).await);
         drop(second); // gave up while `first` ran
-        let waiter = tokio::spawn(async move { third.wait_turn(LONG).await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "third overtook first");
+        let mut waiter = tokio::spawn(async move { third.wait_turn(LONG).await });
+        assert!(
+            still_waiting_after_long(&mut waiter).await,
+            "third overtook first"
+        );
         drop(first);
         assert!(
             waiter.await.expect("task"),

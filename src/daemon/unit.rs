@@ -1,7 +1,7 @@
 //! systemd unit files for daemons, rendered from one template in the binary.
 //!
 //! `daemon install` writes them, and the copies in `config-templates/` are the same
-//! renderings with example settings (kept fresh by `tests/docs_fresh.rs`), so the
+//! renderings with example settings (kept fresh by `tests/operator/docs_fresh.rs`), so the
 //! repository's units cannot drift from what is installed.
 //!
 //! Invariants:
@@ -10,7 +10,7 @@
 //!   which the daemon finds through `$RUNTIME_DIRECTORY` and friends
 //!   ([`crate::paths::service_dirs`]), so no two instances share a socket or state folder;
 //! - system units are sandboxed to a `systemd-analyze security` exposure of at most 2.5
-//!   (test: `tests/systemd.rs::system_units_score_ok_in_systemd_analyze_security`);
+//!   (test: `tests/operator/systemd.rs::system_units_score_ok_in_systemd_analyze_security`);
 //! - values taken from the command line are quoted for systemd (`"`, `\`, `%`, `$`
 //!   escaped) and control characters are refused, so they stay one argument each.
 

@@ -178,14 +178,54 @@ mod tests {
             .await
             .expect("supervisor ends")
             .expect("no panic");
-        let after = state.snapshot();
-        assert_eq!(after.child_pid, None);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(
-            state.snapshot().restarts,
-            after.restarts,
-            "no restart after stop"
+        assert_eq!(state.snapshot().child_pid, None);
+    }
+
+    /// A stop that arrives while the loop waits out its backoff ends the loop at once,
+    /// without a replacement: the hour-long delay would outlast the test's 10 s wait, so
+    /// the loop ending at all shows the stop cut the delay, and `restarts` shows nothing
+    /// was spawned after it.
+    #[tokio::test]
+    async fn a_stop_during_the_backoff_delay_starts_no_replacement() {
+        let cmd = CommandLine::sh("exit 7");
+        let state = Arc::new(GatewayState::default());
+        let (tx, rx) = watch::channel(None);
+        let first = RunningChild::spawn(&cmd).expect("spawn sh");
+        let hour = Duration::from_secs(3600);
+        let policy = BackoffPolicy {
+            initial: hour,
+            max: hour,
+            stable_after: hour,
+        };
+        let task = tokio::spawn(
+            Supervisor {
+                cmd,
+                state: state.clone(),
+                stop: rx,
+                policy,
+            }
+            .run(first),
         );
+        // The child's end is recorded just before the backoff delay starts.
+        assert!(
+            until(Duration::from_secs(10), || state
+                .snapshot()
+                .last_exit
+                .is_some())
+            .await,
+            "the child never ended"
+        );
+        tx.send_replace(Some(Duration::from_secs(1)));
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the stop cut the backoff delay short")
+            .expect("no panic");
+        let after = state.snapshot();
+        assert_eq!(
+            after.restarts, 0,
+            "a replacement was started after the stop"
+        );
+        assert_eq!(after.child_pid, None);
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! when it is dropped.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod stack;
 
 use std::path::{Path, PathBuf};
@@ -11,24 +12,10 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_clawdbot");
 
-/// The seed config from the product brief, pointing at `base_url`.
+/// The seed config from the product brief, pointing at `base_url` (see
+/// [`config::TestConfig::seed`]).
 pub fn seed_config(base_url: &str) -> String {
-    format!(
-        r#"models:
-  local_chat:
-    kind: openai_compatible
-    base_url: "{base_url}"
-    api_key: ${{LOCAL_MODEL_API_KEY}}
-    model: "local-chat"
-    timeout_ms: 12000
-routing:
-  defaults:
-    model: local_chat
-limits:
-  max_concurrency_per_model:
-    local_chat: 4
-"#
-    )
+    config::TestConfig::seed(base_url).render()
 }
 
 pub struct Run {
@@ -164,6 +151,16 @@ pub fn run_hint(message: &str, marker: &str) -> Run {
         .output()
         .unwrap_or_else(|e| panic!("run hint {line:?}: {e}"));
     Run::from(out)
+}
+
+/// Fails (never passes silently) unless the test runs as root. For tests marked
+/// `#[ignore = "needs root ..."]`: plain `cargo test` lists them as ignored, and `.ci/run`
+/// (root on a fresh machine) runs them with `--ignored`.
+pub fn require_root(to: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root to {to}: run it as root (.ci/run does)"
+    );
 }
 
 /// Polls `f` every 20 ms until it is true or `timeout` passes; returns the last result.

@@ -11,6 +11,7 @@ use clawdbot::sim::client::SimClient;
 use clawdbot_testkit::fake_model::{FakeConfig, FakeServer};
 use serde_json::{json, Value};
 
+use super::config::{DingTalkSpec, ModelSpec, TestConfig, SEED_MODEL};
 use super::{wait_until, Home};
 
 pub const CLIENT_ID: &str = "dingstacktest";
@@ -53,34 +54,38 @@ impl Stack {
     }
 
     /// A bot config: the fake model as `local_chat` with `limit` slots and `timeout_ms`,
-    /// the simulator as DingTalk, plus extra top-level YAML sections.
+    /// the simulator as DingTalk, plus extra top-level YAML sections; returns its path.
     pub fn config(&self, limit: usize, timeout_ms: u64, extra: &str) -> PathBuf {
-        let text = format!(
-            r#"models:
-  local_chat:
-    kind: openai_compatible
-    base_url: "{base}"
-    api_key: ${{LOCAL_MODEL_API_KEY}}
-    model: "local-chat"
-    timeout_ms: {timeout_ms}
-routing:
-  defaults:
-    model: local_chat
-limits:
-  max_concurrency_per_model:
-    local_chat: {limit}
-channel:
-  dingtalk:
-    client_id: "{CLIENT_ID}"
-    client_secret: "{CLIENT_SECRET}"
-    api_base: "{sim}"
-    targets:
-      test-group: "cidStackGroup=="
-{extra}"#,
-            base = self.fake.base_url,
-            sim = self.sim_url,
-        );
-        self.home.write("bot.yaml", &text)
+        self.write_config(&self.bot_config(limit, timeout_ms).section(extra))
+    }
+
+    /// The config [`Stack::config`] writes, to add to before writing it.
+    pub fn bot_config(&self, limit: usize, timeout_ms: u64) -> TestConfig {
+        self.bot_config_with(self.bot_model(timeout_ms), limit)
+    }
+
+    /// [`Stack::bot_config`] with `model` (see [`Stack::bot_model`]) as `local_chat`.
+    pub fn bot_config_with(&self, model: ModelSpec, limit: usize) -> TestConfig {
+        TestConfig::new()
+            .model(model)
+            .limit(SEED_MODEL, limit)
+            .dingtalk(
+                DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &self.sim_url)
+                    .target("test-group", "cidStackGroup=="),
+            )
+    }
+
+    /// The fake model as `local_chat` (served as `local-chat`) with `timeout_ms`.
+    pub fn bot_model(&self, timeout_ms: u64) -> ModelSpec {
+        ModelSpec::new(SEED_MODEL, &self.fake.base_url)
+            .served_as("local-chat")
+            .api_key("${LOCAL_MODEL_API_KEY}")
+            .timeout_ms(timeout_ms)
+    }
+
+    /// Writes `config` as the bot's config file; returns its path.
+    pub fn write_config(&self, config: &TestConfig) -> PathBuf {
+        self.home.write("bot.yaml", &config.render())
     }
 
     /// Starts the bot daemon and waits until its stream connection is live.
@@ -161,6 +166,20 @@ channel:
         let _ = self.sim_child.wait();
     }
 
+    /// Waits (at most 60 s) until the daemon has nothing left to send: no message pending
+    /// in its journal and no turn at the model. A message is pending until its last reply
+    /// part was sent, and a restart resends only pending ones, so once this holds (and the
+    /// simulator redelivers nothing by itself) every reply the daemon will ever send for
+    /// the messages so far is in the outbox: the event to count duplicates after.
+    pub fn wait_settled(&self) {
+        let mut last = Value::Null;
+        let settled = wait_until(Duration::from_secs(60), || {
+            last = self.status();
+            last["journal"]["pending"] == 0 && last["models"][0]["in_flight"] == 0
+        });
+        assert!(settled, "the daemon never settled: {last}");
+    }
+
     pub fn fake_stats(&self) -> clawdbot_testkit::fake_model::FakeStats {
         self.fake.state.stats()
     }
@@ -216,7 +235,7 @@ fn spawn_sim(home: &Home, listen: &str, port_file: &Path, extra: &[&str]) -> Chi
         .spawn()
         .expect("sim");
     assert!(
-        wait_until(Duration::from_secs(10), || port_file.exists()),
+        wait_until(Duration::from_secs(30), || port_file.exists()),
         "simulator did not start"
     );
     child

@@ -1,6 +1,6 @@
 //! `config check` and config errors through the real binary.
 
-mod support;
+use crate::support;
 
 use support::{seed_config, Home};
 

@@ -1,5 +1,5 @@
 //! The committed completions and man pages must match the CLI definition.
-//! Regenerate with: CLAWDBOT_BLESS=1 cargo test --test docs_fresh
+//! Regenerate with: CLAWDBOT_BLESS=1 cargo test --test operator docs_fresh
 
 use std::path::Path;
 
@@ -23,7 +23,7 @@ fn completions_and_man_pages_are_fresh() {
     }
     assert!(
         stale.is_empty(),
-        "stale generated files {stale:?}: run CLAWDBOT_BLESS=1 cargo test --test docs_fresh"
+        "stale generated files {stale:?}: run CLAWDBOT_BLESS=1 cargo test --test operator docs_fresh"
     );
 }
 

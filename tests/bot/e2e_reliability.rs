@@ -1,7 +1,7 @@
 //! Faults end to end: a SIGKILLed daemon with turns in flight, a restarted simulator,
 //! config reloads (good and bad), a config with secrets readable by others.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -52,10 +52,11 @@ fn sigkill_with_turns_in_flight_loses_nothing_and_answers_once_after_restart() {
     assert!(stack.outbox().is_empty(), "answered before the kill");
 
     stack.start_bot(&cfg);
-    let out = stack.wait_outbox(3, Duration::from_secs(20));
-    // Give a duplicate the chance to show up before counting.
-    std::thread::sleep(Duration::from_millis(500));
-    let counts = replies_by_conversation(&stack.outbox());
+    stack.wait_outbox(3, Duration::from_secs(30));
+    // Count once the daemon has nothing left to send: a duplicate would be in by then.
+    stack.wait_settled();
+    let out = stack.outbox();
+    let counts = replies_by_conversation(&out);
     for i in 0..3 {
         assert_eq!(counts.get(&format!("cidKill{i}==")), Some(&1), "{out:?}");
     }
@@ -85,7 +86,7 @@ fn after_a_restart_an_expired_session_gets_a_sorry_through_the_openapi() {
         >= 1));
     kill(Pid::from_raw(stack.bot_pid()), Signal::SIGKILL).unwrap();
     assert!(wait_until(
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         || clawdbot::clock::now_ms() > expires
     ));
 
@@ -125,7 +126,7 @@ fn sighup_applies_a_good_config_and_keeps_the_old_one_when_the_new_is_bad() {
 
     std::fs::write(&cfg, original.replace("PROMPT-ONE", "PROMPT-TWO")).unwrap();
     kill(pid, Signal::SIGHUP).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(wait_until(Duration::from_secs(30), || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .contains("config reloaded")
@@ -143,7 +144,7 @@ fn sighup_applies_a_good_config_and_keeps_the_old_one_when_the_new_is_bad() {
     )
     .unwrap();
     kill(pid, Signal::SIGHUP).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(wait_until(Duration::from_secs(30), || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.contains("config reload failed, keeping the old config")
             && text.contains("timeout_msec")
@@ -171,7 +172,7 @@ fn sighup_applies_a_good_config_and_keeps_the_old_one_when_the_new_is_bad() {
     // A later good reload clears the reload error from last_error.
     std::fs::write(&cfg, original.replace("PROMPT-ONE", "PROMPT-FOUR")).unwrap();
     kill(pid, Signal::SIGHUP).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || {
+    assert!(wait_until(Duration::from_secs(30), || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .matches("config reloaded")
@@ -286,7 +287,7 @@ fn a_failed_reload_names_the_key_and_line_never_the_secret() {
     assert_ne!(bad, good);
     std::fs::write(&cfg, bad).unwrap();
     kill(Pid::from_raw(stack.bot_pid()), Signal::SIGHUP).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || log_text()
+    assert!(wait_until(Duration::from_secs(30), || log_text()
         .contains("config reload failed")));
     let st = stack.status();
     let last = st["last_error"].as_str().unwrap_or_default();
@@ -754,7 +755,7 @@ fn a_frame_is_acked_only_after_its_journal_sync_and_pings_are_answered_meanwhile
     let msg_id = stack.inject_group("cidSlowDisk==", "wait for the disk");
     let before = pings();
     // The reader keeps answering pings while the message's commit is under way...
-    assert!(wait_until(Duration::from_secs(5), || pings() >= before + 3));
+    assert!(wait_until(Duration::from_secs(30), || pings() >= before + 3));
     assert_ne!(message(&msg_id)["acked"], true, "ACKed before its sync");
     // ...and ACKs it once the (1.5 s) sync is done.
     assert!(wait_until(Duration::from_secs(10), || message(&msg_id)
@@ -1074,7 +1075,7 @@ fn an_ai_card_left_typing_by_kill_9_is_failed_on_restart_and_the_message_answere
     // Nothing left recorded as open once both cards are final.
     let open_dir = stack.home.path().join("state/bot/open-cards");
     assert!(
-        wait_until(Duration::from_secs(5), || std::fs::read_dir(&open_dir)
+        wait_until(Duration::from_secs(30), || std::fs::read_dir(&open_dir)
             .map(|d| d.count() == 0)
             .unwrap_or(false)),
         "open-card records left behind"
@@ -1161,9 +1162,9 @@ fn a_multi_part_reply_cut_by_sigkill_resumes_after_the_sent_part_without_a_new_a
     assert_eq!(stack.fake_stats().requests, 1);
 
     stack.start_bot(&cfg);
-    stack.wait_outbox(2, Duration::from_secs(15));
-    // Give a duplicate part the chance to show up before counting.
-    std::thread::sleep(Duration::from_millis(2500));
+    stack.wait_outbox(2, Duration::from_secs(30));
+    // Count once the daemon has nothing left to send: a duplicate part would be in by then.
+    stack.wait_settled();
     let out = stack.outbox();
     let texts: Vec<&str> = out.iter().map(|e| e["text"].as_str().unwrap()).collect();
     assert_eq!(

@@ -2,7 +2,7 @@
 //! and the status page, against the real daemon, the real simulator and an in-test fake
 //! model, all on 127.0.0.1.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;

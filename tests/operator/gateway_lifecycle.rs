@@ -2,7 +2,7 @@
 //! restart after the child is killed, stop (no process left), startup errors, output in
 //! the log.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! DingTalk) and an in-test fake model, over loopback. Non-interactive, piped-stdin and
 //! TTY runs; every failure names what and where and exits with the contract's code.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -495,7 +495,7 @@ fn on_a_terminal_the_secret_is_not_echoed() {
         if hidden {
             // Type only once the program has turned echo off.
             assert!(
-                wait_until(Duration::from_secs(5), || tcgetattr(master.as_fd())
+                wait_until(Duration::from_secs(30), || tcgetattr(master.as_fd())
                     .map(|t| !t.local_flags.contains(LocalFlags::ECHO))
                     .unwrap_or(false)),
                 "echo was never turned off for the secret"
@@ -519,7 +519,7 @@ fn on_a_terminal_the_secret_is_not_echoed() {
     let status = status.unwrap();
     // The reader thread is left to end on its own; the last output is in the screen
     // once the checks' summary is there.
-    wait_until(Duration::from_secs(5), || {
+    wait_until(Duration::from_secs(30), || {
         screen.lock().unwrap().contains("healthcheck --name")
     });
     drop(input);

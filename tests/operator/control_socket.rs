@@ -1,6 +1,6 @@
 //! The control socket survives hostile or broken clients.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -34,19 +34,20 @@ fn garbage_oversize_and_silent_clients_cannot_wedge_the_daemon() {
     let sock = home.run_dir("bot").join("control.sock");
 
     // More silent clients than the connection cap (64) hold connections without saying
-    // hello: the oldest are closed at once to make room, long before the 2 s handshake
-    // timeout would close them.
+    // hello: the oldest are closed to make room. A timer never fires early, so a close
+    // seen less than the handshake timeout (2 s) after the first connect cannot be that
+    // timeout's: it was the eviction (the bound is a fact of the daemon, not a guess).
+    let t = Instant::now();
     let mut silent: Vec<UnixStream> = (0..80)
         .map(|_| UnixStream::connect(&sock).unwrap())
         .collect();
-    let t = Instant::now();
     let mut buf = [0u8; 16];
     for s in &mut silent[..16] {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         assert_eq!(s.read(&mut buf).unwrap_or(0), 0);
     }
     assert!(
-        t.elapsed() < Duration::from_secs(1),
+        t.elapsed() < Duration::from_secs(2),
         "the oldest silent clients were kept {:?}",
         t.elapsed()
     );

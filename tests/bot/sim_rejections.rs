@@ -3,7 +3,7 @@
 //! webhook endpoints with `{errcode, errmsg}`; and nothing rejected leaves state behind. A
 //! client that passes against the simulator must not be relying on it being lenient.
 
-mod support;
+use crate::support;
 
 use clawdbot_testkit::fake_model::FakeConfig;
 use serde_json::{json, Value};
@@ -378,14 +378,21 @@ fn a_ticket_is_used_up_only_by_a_real_websocket_upgrade() {
     });
 }
 
+/// A ticket used within its 5 s life works (a generous window for two loopback requests
+/// on a loaded machine); one used after it is refused. Waiting past the TTL is a lower
+/// bound, which a slow machine only makes longer.
 #[test]
 fn an_expired_ticket_is_refused() {
-    let stack = Stack::new(FakeConfig::default(), &["--ticket-ttl-ms", "500"]);
+    const TTL_MS: u64 = 5_000;
+    let stack = Stack::new(
+        FakeConfig::default(),
+        &["--ticket-ttl-ms", &TTL_MS.to_string()],
+    );
     stack.rt.block_on(async {
         let (endpoint, prompt) = fresh_ticket(&stack).await;
         assert!(upgrade(&endpoint, &prompt).await.is_ok(), "used in time");
         let (endpoint, late) = fresh_ticket(&stack).await;
-        tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(TTL_MS + 200)).await;
         assert_eq!(upgrade(&endpoint, &late).await.err(), Some(403));
     });
 }

@@ -3,7 +3,7 @@
 //! `tests/container.sh` (the container image, built and run with podman), which needs
 //! podman and a base image and is run by `.ci/run`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! (python's http.server on 127.0.0.1) is reported healthy; a dead port unhealthy, in
 //! `status` and in the live health checks.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

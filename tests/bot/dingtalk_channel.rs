@@ -786,34 +786,22 @@ async fn a_reply_ends_within_the_delivery_limit() {
     let t = std::time::Instant::now();
     let e = r.channel.reply(&silent, "hi", false).await.unwrap_err();
     assert!(matches!(e, ChannelError::DeliveryLate(600)), "{e}");
-    assert!(
-        t.elapsed() < limit + Duration::from_millis(700),
-        "{:?}",
-        t.elapsed()
-    );
+    // Cut at the 600 ms limit, far below the HTTP client's own 15 s (a generous bound for
+    // a loaded machine; the exact timing is tested on paused time in dingtalk::limiter).
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     // The given-up send counts until 1 s after it was given up (DingTalk may have got it
     // at any time until then, red-team F5): a reply now would have to wait past the
     // limit, so it is refused at once.
-    let t = std::time::Instant::now();
+    // "At once" (no wait for the slot) is shown on paused time by
+    // `dingtalk::limiter::tests::a_slot_past_the_deadline_is_refused_without_waiting`.
     let e = r.channel.reply(&m, "early", false).await.unwrap_err();
     assert!(matches!(e, ChannelError::DeliveryLate(_)), "{e}");
-    assert!(
-        t.elapsed() < Duration::from_millis(300),
-        "{:?}",
-        t.elapsed()
-    );
     // Once that window has passed the slot is free: sent.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     r.channel.reply(&m, "one", false).await.expect("sent");
     // The next slot is 1 s away, past the limit: refused at once.
-    let t = std::time::Instant::now();
     let e = r.channel.reply(&m, "two", false).await.unwrap_err();
     assert!(matches!(e, ChannelError::DeliveryLate(_)), "{e}");
-    assert!(
-        t.elapsed() < Duration::from_millis(300),
-        "{:?}",
-        t.elapsed()
-    );
     let texts: Vec<Value> = r
         .client
         .outbox()

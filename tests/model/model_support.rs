@@ -2,56 +2,39 @@
 //! server, turns, and bounded polling (no fixed sleeps).
 #![allow(dead_code)]
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clawdbot::config::{Config, ConversationKind};
 use clawdbot::model::{ChatMessage, ModelRouter, Turn, TurnHooks, TurnOutcome};
 use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig, FakeMode, FakeServer};
 
-/// Extra time allowed over a budget on this slow shared machine.
-pub const SLACK: Duration = Duration::from_millis(700);
+pub use crate::test_config::ModelSpec;
+use crate::test_config::TestConfig;
 
 /// One `models:` entry; `extra` holds further YAML keys, one per line, unindented.
-pub fn model(name: &str, base_url: &str, extra: &str) -> String {
-    let mut s = format!(
-        "  {name}:\n    kind: openai_compatible\n    base_url: \"{base_url}\"\n    model: \"{name}\"\n"
-    );
-    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
-        s.push_str(&format!("    {}\n", line.trim()));
-    }
-    s
+pub fn model(name: &str, base_url: &str, extra: &str) -> ModelSpec {
+    ModelSpec::new(name, base_url).keys(extra)
 }
 
 /// A config with `models` (from [`model`]), the first one as the default route, and the
 /// given limits and queue.
 pub fn config(
-    models: &[String],
+    models: &[ModelSpec],
     limits: &[(&str, usize)],
     max_waiting: usize,
     max_wait_ms: u64,
 ) -> Config {
-    let first = models[0]
-        .trim_start()
-        .split(':')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let mut y = String::from("models:\n");
-    for m in models {
-        y.push_str(m);
-    }
-    y.push_str(&format!("routing:\n  defaults:\n    model: {first}\n"));
-    y.push_str("limits:\n  max_concurrency_per_model:\n");
-    if limits.is_empty() {
-        y.push_str("    {}\n");
-    }
+    let mut cfg = models
+        .iter()
+        .fold(TestConfig::new(), |cfg, m| cfg.model(m.clone()))
+        .explicit_limits()
+        .queue(max_waiting, max_wait_ms)
+        .section("prompt:\n  max_chars: 1000\n");
     for (name, n) in limits {
-        y.push_str(&format!("    {name}: {n}\n"));
+        cfg = cfg.limit(name, *n);
     }
-    y.push_str(&format!(
-        "  queue:\n    max_waiting: {max_waiting}\n    max_wait_ms: {max_wait_ms}\n"
-    ));
-    y.push_str("prompt:\n  max_chars: 1000\n");
+    let y = cfg.render();
     clawdbot::config::parse(&y).unwrap_or_else(|e| panic!("test config: {e}\n{y}"))
 }
 
@@ -158,5 +141,43 @@ pub fn answer_text(o: &TurnOutcome) -> &str {
     match o {
         TurnOutcome::Answer { text, .. } => text,
         other => panic!("expected Answer, got {other:?}"),
+    }
+}
+
+/// The order in which turns were answered, noted by each turn while it still holds its
+/// slot (in `answered`): noting it after the turn's task returns would race turns granted
+/// since, which may already have answered by then.
+#[derive(Clone, Default)]
+pub struct AnswerOrder(Arc<Mutex<Vec<String>>>);
+
+impl AnswerOrder {
+    /// Hooks for one turn that notes `name` here when the turn is answered.
+    pub fn hooks(&self, name: &str, asked: &Asked) -> OrderHooks {
+        OrderHooks {
+            name: name.to_string(),
+            prompt: asked.messages.clone(),
+            order: self.clone(),
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// See [`AnswerOrder::hooks`].
+pub struct OrderHooks {
+    name: String,
+    prompt: Vec<ChatMessage>,
+    order: AnswerOrder,
+}
+
+impl TurnHooks for OrderHooks {
+    fn prepare(&mut self) -> Vec<ChatMessage> {
+        self.prompt.clone()
+    }
+    fn progress(&mut self, _full_text: &str) {}
+    fn answered(&mut self, _text: &str) {
+        self.order.0.lock().unwrap().push(self.name.clone());
     }
 }

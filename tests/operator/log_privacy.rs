@@ -2,7 +2,7 @@
 //! yet no dependency logs a WebSocket frame or an HTTP body, so message text, the session
 //! webhook URL and secrets never reach a log file.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! DingTalk accepted the message (it is in the simulator's outbox, by the right route);
 //! 1 when DingTalk refused it; 2 for the caller's mistakes; 3 when the daemon is down.
 
-mod support;
+use crate::support;
 
 use clawdbot_testkit::fake_model::FakeConfig;
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! real simulator and an in-test fake model. Exit 0 healthy (warnings allowed), 1 a
 //! check failed, 3 the daemon is not running; `--config F` is a pre-flight.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

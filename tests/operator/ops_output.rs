@@ -4,7 +4,7 @@
 //! ignored. `--json` prints exactly one JSON document on stdout, also for clap's usage
 //! errors and `--version`.
 
-mod support;
+use crate::support;
 
 use std::fs::File;
 use std::process::Stdio;

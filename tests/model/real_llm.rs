@@ -1,24 +1,23 @@
 //! Opt-in: a streamed and a non-streamed turn against a real OpenAI-compatible server
 //! (llama.cpp's `llama-server` from `/work/shared/tools/real-llm-server.sh`).
-//! Set `CLAWDBOT_REAL_LLM_URL=http://127.0.0.1:18080/v1` (and optionally
-//! `CLAWDBOT_REAL_LLM_MODEL`, default `tiny`). Skipped with a note when unset.
+//! Ignored by plain `cargo test` and by `.ci/run` (building llama-server takes ~4.5 min on
+//! 2 cores); run it with `CLAWDBOT_REAL_LLM_URL=http://127.0.0.1:18080/v1` (and optionally
+//! `CLAWDBOT_REAL_LLM_MODEL`, default `tiny`) and `-- --ignored`; without the URL it fails.
 //! The random-weight model writes garbage: only shapes are asserted, never text.
 
-mod model_support;
+use crate::model_support;
 
 use std::time::{Duration, Instant};
 
 use clawdbot::model::{ModelRouter, TurnOutcome};
 use model_support::*;
 
-fn real_url() -> Option<String> {
-    let url = std::env::var("CLAWDBOT_REAL_LLM_URL")
+/// The server's base URL; a failure (never a silent pass) when it is not set.
+fn real_url() -> String {
+    std::env::var("CLAWDBOT_REAL_LLM_URL")
         .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!("note: CLAWDBOT_REAL_LLM_URL is not set; skipping the real-LLM test");
-    }
-    url
+        .filter(|u| !u.is_empty())
+        .expect("set CLAWDBOT_REAL_LLM_URL to a running llama-server (../shared/tools/real-llm-server.sh)")
 }
 
 fn real_router(url: &str, extra: &str) -> ModelRouter {
@@ -28,7 +27,7 @@ fn real_router(url: &str, extra: &str) -> ModelRouter {
         url,
         &format!("timeout_ms: 30000\nmax_tokens: 24\ntemperature: 0.7\n{extra}"),
     )
-    .replace("model: \"real\"", &format!("model: \"{name}\""));
+    .served_as(&name);
     ModelRouter::new(&config(&[m], &[("real", 2)], 8, 30000))
 }
 
@@ -57,8 +56,9 @@ fn assert_shape(o: &TurnOutcome, progress: &[String], streamed: bool) {
 }
 
 #[tokio::test]
+#[ignore = "needs a real llama-server: set CLAWDBOT_REAL_LLM_URL, run with --ignored"]
 async fn real_llm_streamed_and_non_streamed() {
-    let Some(url) = real_url() else { return };
+    let url = real_url();
     for (extra, streamed) in [
         ("stream: true\ninclude_usage: true", true),
         ("stream: true", true),
@@ -86,8 +86,9 @@ async fn real_llm_streamed_and_non_streamed() {
 }
 
 #[tokio::test]
+#[ignore = "needs a real llama-server: set CLAWDBOT_REAL_LLM_URL, run with --ignored"]
 async fn real_llm_context_overflow_is_not_retried() {
-    let Some(url) = real_url() else { return };
+    let url = real_url();
     let router = real_router(&url, "stream: true");
     let mut t = turn("real", &"hello world ".repeat(3000));
     t.messages.truncate(2);

@@ -1,6 +1,6 @@
 //! The first README command: quickstart shows the whole path and reports a healthy bot.
 
-mod support;
+use crate::support;
 
 use support::Home;
 

@@ -1,7 +1,7 @@
 //! `clawdbot sim` as a process: serve + inject + outbox through the CLI, and the channel
 //! reconnecting after the simulator is killed and restarted on the same port.
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Stdio};
 use std::time::Duration;

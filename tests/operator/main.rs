@@ -1,0 +1,27 @@
+//! The operator's side, each through the real binary: the CLI commands (config check,
+//! onboard, quickstart, send, healthcheck, output), the daemon's lifecycle and control
+//! socket, the supervised model process, logging, the ops endpoint, systemd units, the
+//! simulator's CLI and the committed generated docs.
+//!
+//! One test binary (one link step) for the area; each file is a module.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod config_check;
+mod control_socket;
+mod daemon_lifecycle;
+mod docs_fresh;
+mod gateway_health;
+mod gateway_lifecycle;
+mod log_privacy;
+mod log_rotation;
+mod ops_endpoint;
+mod ops_healthcheck;
+mod ops_onboard;
+mod ops_output;
+mod ops_send;
+mod ops_smoke_script;
+mod quickstart;
+mod sim_cli;
+mod systemd;
