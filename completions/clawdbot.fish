@@ -202,7 +202,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_s
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l disconnect-every-ms -d 'Send `disconnect` this long after each connection opens' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l disconnect-grace-ms -d 'Close a connection this long after its `disconnect`' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l session-ttl-ms -d 'Session webhook lifetime' -r
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l ticket-ttl-ms -d 'Stream ticket lifetime (single use; spec §1.1 says 90 s)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l ticket-ttl-ms -d 'Stream ticket lifetime (single use; DingTalk\'s last 90 s)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -s h -l help -d 'Print help'

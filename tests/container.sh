@@ -8,7 +8,7 @@
 #   CLAWDBOT_BIN=target/release/clawdbot bash tests/container.sh
 #
 # Needs podman and the base image `docker.io/library/debian:bookworm-slim` (no registry is
-# reachable here: .ci/run makes it from Debian's packages, see containers-here.md). The
+# reachable here: .ci/run makes it from Debian's packages with mmdebstrap). The
 # binary (default target/release/clawdbot) is copied into a throw-away build context with
 # its debug info stripped. Installs nothing.
 # Exit 0 pass, 1 fail, 77 skipped (podman or the base image missing).

@@ -1,6 +1,6 @@
-//! HTTP callback mode (spec §6): an axum server on `http_listen` that accepts DingTalk's
-//! POSTs on any path, verifies `timestamp` + `sign` against the app secret, and hands the
-//! body (plain §2 JSON) to [`Ingress`].
+//! HTTP callback mode (docs/dingtalk-protocol.md §6): an axum server on `http_listen` that accepts
+//! DingTalk's POSTs on any path, verifies `timestamp` + `sign` against the app secret, and hands
+//! the body (plain §2 JSON) to [`Ingress`].
 //!
 //! Invariants: an unsigned, badly signed or stale (> 1 h) request is refused with 401 and
 //! never reaches the bot; a (timestamp, sign) pair already used is refused with 409 (see

@@ -1,6 +1,6 @@
-//! AI card streaming (spec §7.1–7.3): create+deliver with `flowStatus` 1, switch to 2 before
-//! the first chunk, stream the full text (`isFull`) at most every [`MIN_UPDATE_INTERVAL`],
-//! and always finalize with `flowStatus` 3 (FINISHED) or 5 (FAILED).
+//! AI card streaming (docs/dingtalk-protocol.md §7.1–7.3): create+deliver with `flowStatus` 1,
+//! switch to 2 before the first chunk, stream the full text (`isFull`) at most every
+//! [`MIN_UPDATE_INTERVAL`], and always finalize with `flowStatus` 3 (FINISHED) or 5 (FAILED).
 //!
 //! Invariant: a [`CardStream`] dropped without `finish`/`fail` is failed in the background,
 //! so no card is left "typing".

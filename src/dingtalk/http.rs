@@ -34,9 +34,27 @@ pub fn transport(api: &str, e: reqwest::Error) -> ChannelError {
 pub async fn read_api_response(api: &str, resp: reqwest::Response) -> Result<Value, ChannelError> {
     let status = resp.status().as_u16();
     let text = resp.text().await.map_err(|e| transport(api, e))?;
-    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    api_answer(api, status, &text)
+}
+
+/// Reads an old-API/webhook answer: `errcode` 0 → body; else `ChannelError::Errcode`.
+pub async fn read_errcode_response(
+    api: &str,
+    resp: reqwest::Response,
+) -> Result<Value, ChannelError> {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.map_err(|e| transport(api, e))?;
+    errcode_answer(api, status, &text)
+}
+
+/// What a new-API answer (docs/dingtalk-protocol.md §4.4) means, from its HTTP status and
+/// body alone. A 2xx is the JSON body (`Null` for an empty body; a body that is not JSON is
+/// a transport error); any other status is `ChannelError::Api` with DingTalk's `code` and
+/// `message` (empty when absent or not strings).
+pub fn api_answer(api: &str, status: u16, body: &str) -> Result<Value, ChannelError> {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     if (200..300).contains(&status) {
-        if v.is_null() && !text.trim().is_empty() {
+        if v.is_null() && !body.trim().is_empty() {
             return Err(ChannelError::Transport {
                 api: api.into(),
                 detail: "answer is not JSON".into(),
@@ -58,29 +76,27 @@ pub async fn read_api_response(api: &str, resp: reqwest::Response) -> Result<Val
     })
 }
 
-/// Reads an old-API/webhook answer: `errcode` 0 → body; else `ChannelError::Errcode`.
-pub async fn read_errcode_response(
-    api: &str,
-    resp: reqwest::Response,
-) -> Result<Value, ChannelError> {
-    let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(|e| transport(api, e))?;
-    let v: Value = serde_json::from_str(&text).map_err(|_| ChannelError::Transport {
+/// What an old-API or webhook answer (§3, §5) means, from its HTTP status and body alone.
+///
+/// Success only for a 2xx whose `errcode` is 0 or absent. An `errcode` is an integer, as
+/// a JSON number or a string of digits; any other value (a fraction, `null`, a word) says
+/// nothing about delivery, so it is a transport error and never success, as is an error
+/// status without an errcode (never read as "busy" either).
+pub fn errcode_answer(api: &str, status: u16, body: &str) -> Result<Value, ChannelError> {
+    let unknown = |detail: String| ChannelError::Transport {
         api: api.into(),
-        detail: format!("HTTP {status}, answer is not JSON"),
-    })?;
-    let errcode = match v.get("errcode").and_then(Value::as_i64) {
-        Some(code) => code,
-        None if (200..300).contains(&status) => 0,
-        // No errcode on an error status: delivery is unknown, so never read it as "busy".
-        None => {
-            return Err(ChannelError::Transport {
-                api: api.into(),
-                detail: format!("HTTP {status} without an errcode"),
-            })
-        }
+        detail,
     };
-    if errcode == 0 && (200..300).contains(&status) {
+    let v: Value = serde_json::from_str(body)
+        .map_err(|_| unknown(format!("HTTP {status}, answer is not JSON")))?;
+    let success_status = (200..300).contains(&status);
+    let errcode = match v.get("errcode") {
+        None if success_status => 0,
+        None => return Err(unknown(format!("HTTP {status} without an errcode"))),
+        Some(raw) => read_errcode(raw)
+            .ok_or_else(|| unknown(format!("HTTP {status}, errcode is not a number")))?,
+    };
+    if errcode == 0 && success_status {
         return Ok(v);
     }
     let errmsg = v
@@ -93,4 +109,55 @@ pub async fn read_errcode_response(
         errcode,
         errmsg,
     })
+}
+
+/// An errcode as DingTalk writes it (a JSON integer), or the same digits in a string.
+fn read_errcode(raw: &Value) -> Option<i64> {
+    match raw {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &'static str) -> reqwest::Response {
+        axum::http::Response::builder()
+            .status(status)
+            .body(body)
+            .expect("a response")
+            .into()
+    }
+
+    /// A webhook answer whose errcode cannot be read as a number is not a success: the
+    /// message may not have been delivered, so the caller must not count it as sent.
+    #[tokio::test]
+    async fn an_errcode_that_is_not_a_readable_zero_is_never_success() {
+        for body in [
+            r#"{"errcode":"300001","errmsg":"session 不存在"}"#,
+            r#"{"errcode":"-1","errmsg":"系统繁忙"}"#,
+            r#"{"errcode":300001.0,"errmsg":"x"}"#,
+            r#"{"errcode":null}"#,
+            r#"{"errcode":true}"#,
+            r#"{"errcode":"ok"}"#,
+        ] {
+            let read = read_errcode_response("sessionWebhook", answer(200, body)).await;
+            assert!(read.is_err(), "{body} was read as success");
+        }
+        let session_gone = read_errcode_response(
+            "sessionWebhook",
+            answer(200, r#"{"errcode":"300001","errmsg":"session 不存在"}"#),
+        )
+        .await
+        .unwrap_err();
+        assert!(session_gone.is_session_gone(), "{session_gone}");
+        for ok in [r#"{"errcode":0,"errmsg":"ok"}"#, r#"{"errcode":"0"}"#, "{}"] {
+            assert!(read_errcode_response("sessionWebhook", answer(200, ok))
+                .await
+                .is_ok());
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! [`crate::sliding_window`]), on the tokio clock (so tests can pause it):
 //!
 //! - [`QpsLimiter`]: at most `per_second` calls to each OpenAPI path (DingTalk: 20 QPS per
-//!   app per API, spec §8); callers wait.
+//!   app per API, docs/dingtalk-protocol.md §8); callers wait.
 //! - [`SendLimiter`]: messages into chats, whatever the route (session webhook, group send,
 //!   1:1 send, AI card): at most `per_robot` per second for the robot and
 //!   `per_conversation` per second for each conversation. Callers wait, but never past

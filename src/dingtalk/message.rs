@@ -1,5 +1,5 @@
-//! Robot message payload parsing (spec §2): the `data` of `/v1.0/im/bot/messages/get`
-//! frames and the HTTP-callback body become an [`Inbound`].
+//! Robot message payload parsing (docs/dingtalk-protocol.md §2): the `data` of
+//! `/v1.0/im/bot/messages/get` frames and the HTTP-callback body become an [`Inbound`].
 //!
 //! Invariants: parsing never panics on input; every documented `msgtype` maps to either
 //! readable text or [`InboundContent::Unsupported`]; text is trimmed.
@@ -88,7 +88,8 @@ pub fn parse_robot_message(v: &Value, now_ms: u64) -> Result<Inbound, ParseError
 }
 
 /// The longest a session webhook can believably stay valid after it reaches us. DingTalk
-/// grants about 90 minutes (spec §2); a day leaves room for clock skew and then some.
+/// grants about 90 minutes (docs/dingtalk-protocol.md §2); a day leaves room for clock skew and
+/// then some.
 pub const MAX_SESSION_WEBHOOK_LIFETIME_MS: u64 = 24 * 3_600_000;
 
 /// `sessionWebhookExpiredTime` (a number or a numeric string, ms since the epoch) as the

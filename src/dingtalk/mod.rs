@@ -1,14 +1,17 @@
 //! The DingTalk channel: Stream mode and HTTP callback ingress, replies through session
 //! webhooks and the OpenAPI, AI card streaming. Faithful to docs/dingtalk-protocol.md.
 //!
-//! One job per module: [`wire`] (stream frames), [`message`] (payload → [`Inbound`]),
-//! [`stream`] (WebSocket client), [`callback`] (HTTP mode server), [`sign`] (HMAC
-//! signatures), [`token`] (access token cache), [`api`] (authenticated OpenAPI calls),
-//! [`limiter`] (20 QPS per API), [`send`] (group / 1:1 sends), [`webhook`] (session
-//! webhook replies), [`card`] (AI card), [`split`] (long answers), [`outgoing`] (a reply's
-//! parts and delivery progress), [`dedupe`], [`ingress`] (parse + dedupe + hand-over),
-//! [`replay`] (callback replay guard), [`webhook_allow`] (which session webhook hosts may be
-//! POSTed to), [`stats`] (report), [`channel`] (the facade).
+//! One job per module: [`wire`] (stream frames), [`frame`] (what a frame asks of the
+//! client), [`message`] (payload → [`Inbound`]), [`stream`] (WebSocket client),
+//! [`callback`] (HTTP mode server), [`sign`] (HMAC signatures), [`token`] (access token
+//! cache), [`api`] (authenticated OpenAPI calls), [`limiter`] (20 QPS per API), [`send`]
+//! (group / 1:1 sends), [`webhook`] (session webhook replies), [`card`] (AI card),
+//! [`split`] (long answers), [`outgoing`] (a reply's parts and delivery progress),
+//! [`dedupe`], [`ingress`] (parse + dedupe + hand-over), [`replay`] (callback replay
+//! guard), [`webhook_allow`] (which session webhook hosts may be POSTed to), [`stats`]
+//! (report), [`channel`] (the facade). The parsers of DingTalk's answers are pure
+//! functions ([`http::api_answer`], [`http::errcode_answer`], [`token::token_answer`],
+//! [`stream::open_answer`], [`frame::handle_frame`]), fuzzed in `tests/fuzz_parsers.rs`.
 
 pub mod api;
 pub mod callback;
@@ -16,6 +19,7 @@ pub mod card;
 pub mod channel;
 pub mod dedupe;
 pub mod error;
+pub mod frame;
 pub mod http;
 pub mod ingress;
 pub mod limiter;

@@ -1,6 +1,6 @@
-//! Replay guard for HTTP callbacks (spec §6). DingTalk's `sign` covers only the timestamp
-//! and the app secret, not the body, so a captured (timestamp, sign) pair would otherwise
-//! carry any body for as long as the timestamp stays inside the skew window.
+//! Replay guard for HTTP callbacks (docs/dingtalk-protocol.md §6). DingTalk's `sign` covers only
+//! the timestamp and the app secret, not the body, so a captured (timestamp, sign) pair would
+//! otherwise carry any body for as long as the timestamp stays inside the skew window.
 //!
 //! Invariants: a `sign` is admitted once for as long as its timestamp could still pass
 //! verification (until `timestamp + MAX_SKEW_MS`), and forgotten after; at most `capacity`

@@ -1,5 +1,5 @@
-//! Proactive sends through the robot OpenAPI (spec §4.3): group messages and one-to-one
-//! batch sends. `msgParam` is a JSON document serialized into a string.
+//! Proactive sends through the robot OpenAPI (docs/dingtalk-protocol.md §4.3): group messages and
+//! one-to-one batch sends. `msgParam` is a JSON document serialized into a string.
 //!
 //! Invariant: users DingTalk reports in `flowControlledStaffIdList` are retried in the
 //! background a bounded number of times ([`FLOW_RETRY_DELAYS`]); nothing retries forever.

@@ -1,5 +1,6 @@
-//! Splitting long answers into chunks DingTalk accepts (spec §8): session-webhook bodies
-//! ≤ 20 000 bytes, `msgParam` ≤ 15 000 bytes, markdown unreliable past ~3 500 chars.
+//! Splitting long answers into chunks DingTalk accepts (docs/dingtalk-protocol.md §8):
+//! session-webhook bodies ≤ 20 000 bytes, `msgParam` ≤ 15 000 bytes, markdown unreliable past ~3
+//! 500 chars.
 //!
 //! Invariant: every chunk is ≤ [`MAX_CHUNK_CHARS`] chars and its JSON-escaped form is
 //! ≤ [`MAX_CHUNK_ESCAPED_BYTES`] bytes (so even double-encoded `msgParam` fits), chunks are

@@ -1,6 +1,6 @@
-//! The Stream-mode client (spec §1): open a connection (fresh single-use ticket each time),
-//! read frames, hand robot messages to [`Ingress`] and ACK them once it says they are
-//! safe (durable), ACK every other frame at once, keep alive, and reconnect forever with
+//! The Stream-mode client (docs/dingtalk-protocol.md §1): open a connection (fresh single-use
+//! ticket each time), read frames, hand robot messages to [`Ingress`] and ACK them once it says
+//! they are safe (durable), ACK every other frame at once, keep alive, and reconnect forever with
 //! capped exponential backoff + jitter until shut down.
 //!
 //! Invariants: the socket reader never waits on the bot nor on the disk: a robot message's
@@ -17,17 +17,17 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use rand::Rng;
-use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::error::ChannelError;
-use super::http::{read_api_response, transport};
+use super::frame::handle_frame;
+use super::http::{api_answer, transport};
 use super::ingress::Ingress;
 use super::stats::{self, Stats};
-use super::wire::{self, Ack, Frame, OpenRequest, OpenResponse};
+use super::wire::{self, OpenRequest, OpenResponse};
 use crate::config::DingTalkConfig;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -215,17 +215,9 @@ impl StreamClient {
             .send()
             .await
             .map_err(|e| transport(OPEN_API, e))?;
-        let v = read_api_response(OPEN_API, resp).await?;
-        let malformed = |detail: String| ChannelError::Transport {
-            api: OPEN_API.into(),
-            detail,
-        };
-        let open: OpenResponse = serde_json::from_value(v)
-            .map_err(|e| malformed(format!("answer is malformed: {e}")))?;
-        if open.endpoint.is_empty() || open.ticket.is_empty() {
-            return Err(malformed("answered an empty endpoint or ticket".into()));
-        }
-        Ok(open)
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| transport(OPEN_API, e))?;
+        open_answer(status, &text)
     }
 
     async fn session(
@@ -306,59 +298,20 @@ impl StreamClient {
     }
 }
 
-/// What one text frame asks of the client.
-struct Handled {
-    /// The ACK: written at once, or for a robot message once it is durable.
-    ack: Option<String>,
-    disconnect: bool,
-    /// A robot message to hand over: (frame messageId, payload).
-    robot_message: Option<(Option<String>, Value)>,
-}
-
-fn handle_frame(text: &str) -> Handled {
-    let frame: Frame = match serde_json::from_str(text) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(error = %e, bytes = text.len(), "ignored an unreadable stream frame");
-            return Handled {
-                ack: None,
-                disconnect: false,
-                robot_message: None,
-            };
-        }
+/// What a `connections/open` answer (docs/dingtalk-protocol.md §1.1) means, from its HTTP
+/// status and body alone: an endpoint and a ticket, both non-empty, or why not.
+pub fn open_answer(status: u16, body: &str) -> Result<OpenResponse, ChannelError> {
+    let v = api_answer(OPEN_API, status, body)?;
+    let malformed = |detail: String| ChannelError::Transport {
+        api: OPEN_API.into(),
+        detail,
     };
-    let id = frame.message_id();
-    let topic = frame.topic();
-    let ok = |data: String| Ack::new(200, id.clone(), "OK", data);
-    let (ack, disconnect) = match (frame.kind.as_str(), topic.as_str()) {
-        (wire::TYPE_SYSTEM, wire::TOPIC_PING) => (ok(frame.data.clone()), false),
-        (wire::TYPE_SYSTEM, wire::TOPIC_DISCONNECT) => (ok("{}".into()), true),
-        (wire::TYPE_SYSTEM, _) => (ok("{}".into()), false),
-        (wire::TYPE_EVENT, _) => (
-            ok(json!({"status": "SUCCESS", "message": "OK"}).to_string()),
-            false,
-        ),
-        (_, wire::TOPIC_CARD_CALLBACK) => (ok(r#"{"response":{}}"#.into()), false),
-        _ => (ok(r#"{"response":null}"#.into()), false),
-    };
-    let is_bot = frame.kind == wire::TYPE_CALLBACK
-        && (topic == wire::TOPIC_BOT_MESSAGE || topic == wire::TOPIC_BOT_DELEGATE);
-    let robot_message = if is_bot {
-        match serde_json::from_str::<Value>(&frame.data) {
-            Ok(payload) => Some((id.clone(), payload)),
-            Err(e) => {
-                tracing::warn!(error = %e, "robot message frame data is not JSON");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    Handled {
-        ack: serde_json::to_string(&ack).ok(),
-        disconnect,
-        robot_message,
+    let open: OpenResponse =
+        serde_json::from_value(v).map_err(|e| malformed(format!("answer is malformed: {e}")))?;
+    if open.endpoint.is_empty() || open.ticket.is_empty() {
+        return Err(malformed("answered an empty endpoint or ticket".into()));
     }
+    Ok(open)
 }
 
 /// Writes the ACKs still under way on an old connection (bounded), then closes it.

@@ -1,5 +1,5 @@
-//! App access token (spec §4.1): `POST /v1.0/oauth2/accessToken`, cached and refreshed
-//! 5 minutes before it expires. One fetch at a time (callers wait on the same fetch).
+//! App access token (docs/dingtalk-protocol.md §4.1): `POST /v1.0/oauth2/accessToken`, cached and
+//! refreshed 5 minutes before it expires. One fetch at a time (callers wait on the same fetch).
 
 use std::time::{Duration, Instant};
 
@@ -7,11 +7,46 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use super::error::ChannelError;
-use super::http::{read_api_response, transport};
+use super::http::{api_answer, transport};
 
 const API: &str = "/v1.0/oauth2/accessToken";
 /// Refresh this long before DingTalk's stated expiry.
 const REFRESH_EARLY: Duration = Duration::from_secs(300);
+/// The lifetime DingTalk documents for an app token (§4.1, §8), and the most believed: a
+/// longer `expireIn` only makes the token refresh earlier than it had to.
+const DOCUMENTED_LIFETIME: Duration = Duration::from_secs(7_200);
+
+/// A token from a successful answer, and how long to use it before fetching a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub token: String,
+    /// `expireIn` (or the documented lifetime when absent or unreadable), at most the
+    /// documented lifetime, minus the early-refresh margin: always addable to a clock.
+    pub use_for: Duration,
+}
+
+/// What a token answer (docs/dingtalk-protocol.md §4.1) means, from its HTTP status and
+/// body alone: a non-empty `accessToken` and its bounded lifetime, or why not.
+pub fn token_answer(status: u16, body: &str) -> Result<IssuedToken, ChannelError> {
+    let v = api_answer(API, status, body)?;
+    let token = v
+        .get("accessToken")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ChannelError::Transport {
+            api: API.into(),
+            detail: "answer lacks accessToken".into(),
+        })?;
+    let lifetime = v
+        .get("expireIn")
+        .and_then(Value::as_u64)
+        .map_or(DOCUMENTED_LIFETIME, Duration::from_secs)
+        .min(DOCUMENTED_LIFETIME);
+    Ok(IssuedToken {
+        token: token.to_string(),
+        use_for: lifetime.saturating_sub(REFRESH_EARLY),
+    })
+}
 
 pub struct TokenCache {
     http: reqwest::Client,
@@ -45,12 +80,9 @@ impl TokenCache {
                 return Ok(tok.clone());
             }
         }
-        let (tok, ttl) = self.fetch().await?;
-        *cached = Some((
-            tok.clone(),
-            Instant::now() + ttl.saturating_sub(REFRESH_EARLY),
-        ));
-        Ok(tok)
+        let issued = self.fetch().await?;
+        *cached = Some((issued.token.clone(), Instant::now() + issued.use_for));
+        Ok(issued.token)
     }
 
     /// Forgets `stale` (only if it is still the cached token) so the next `get` refetches.
@@ -61,7 +93,7 @@ impl TokenCache {
         }
     }
 
-    async fn fetch(&self) -> Result<(String, Duration), ChannelError> {
+    async fn fetch(&self) -> Result<IssuedToken, ChannelError> {
         let resp = self
             .http
             .post(&self.url)
@@ -70,17 +102,40 @@ impl TokenCache {
             .send()
             .await
             .map_err(|e| transport(API, e))?;
-        let v: Value = read_api_response(API, resp).await?;
-        let tok = v
-            .get("accessToken")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ChannelError::Transport {
-                api: API.into(),
-                detail: "answer lacks accessToken".into(),
-            })?;
-        let secs = v.get("expireIn").and_then(Value::as_u64).unwrap_or(7_200);
-        tracing::debug!(expire_in = secs, "fetched DingTalk access token");
-        Ok((tok.to_string(), Duration::from_secs(secs)))
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| transport(API, e))?;
+        let issued = token_answer(status, &body)?;
+        tracing::debug!(
+            use_for_s = issued.use_for.as_secs(),
+            "fetched DingTalk access token"
+        );
+        Ok(issued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves one fixed JSON answer at the token path on loopback; returns its base URL.
+    async fn token_server(answer: Value) -> String {
+        let app = axum::Router::new().route(
+            API,
+            axum::routing::post(move || async move { axum::Json(answer) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    /// An `expireIn` no clock can add (u64::MAX seconds) is a token to refresh soon, not a
+    /// panic in the daemon.
+    #[tokio::test]
+    async fn an_absurd_token_lifetime_is_bounded_not_a_panic() {
+        let base = token_server(json!({"accessToken": "tok", "expireIn": u64::MAX})).await;
+        let cache = TokenCache::new(super::super::http::client(), &base, "key", "secret");
+        assert_eq!(cache.get().await.unwrap(), "tok");
+        assert_eq!(cache.get().await.unwrap(), "tok");
     }
 }

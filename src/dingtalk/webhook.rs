@@ -1,5 +1,5 @@
-//! Replies through a message's `sessionWebhook` (spec §3): no token, no signing; the
-//! answer is `{"errcode":0}` or an errcode (300001 = session gone → caller falls back;
+//! Replies through a message's `sessionWebhook` (docs/dingtalk-protocol.md §3): no token, no
+//! signing; the answer is `{"errcode":0}` or an errcode (300001 = session gone → caller falls back;
 //! -1 = system busy → retried once here after [`BUSY_RETRY_DELAY`]).
 
 use std::time::Duration;

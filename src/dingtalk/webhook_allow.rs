@@ -12,7 +12,8 @@ use reqwest::Url;
 
 use crate::config::DingTalkConfig;
 
-/// DingTalk's session webhook origins (spec §2: `https://oapi.dingtalk.com/robot/sendBySession`).
+/// DingTalk's session webhook origins (docs/dingtalk-protocol.md §2:
+/// `https://oapi.dingtalk.com/robot/sendBySession`).
 pub const DINGTALK_WEBHOOK_ORIGINS: &[&str] =
     &["https://oapi.dingtalk.com", "https://api.dingtalk.com"];
 

@@ -1,5 +1,5 @@
-//! Stream-mode wire types (spec §1): the downstream frame, the upstream ACK and the
-//! `connections/open` exchange. Shared by the channel and the simulator so both speak the
+//! Stream-mode wire types (docs/dingtalk-protocol.md §1): the downstream frame, the upstream ACK
+//! and the `connections/open` exchange. Shared by the channel and the simulator so both speak the
 //! exact same shapes.
 //!
 //! Invariants: frame `headers` are a string map (non-string values are tolerated and

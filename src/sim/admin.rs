@@ -13,9 +13,9 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::gateway;
+use super::sign::callback_signature;
 use super::state::{frame_id, hex_id, Faults, Injected, Session, Sim};
 use crate::clock::{now_ms, now_us};
-use crate::dingtalk::sign::compute_sign;
 
 fn bad(msg: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
@@ -31,8 +31,8 @@ fn body_or_empty(bytes: &[u8]) -> Result<Value, Response> {
     }
 }
 
-/// The §2 payload of an injected message. Fields of the request (all optional):
-/// `text`, `msgtype`, `conversation_id`, `conversation_type` (`group`|`direct`),
+/// The docs/dingtalk-protocol.md §2 payload of an injected message. Fields of the request (all
+/// optional): `text`, `msgtype`, `conversation_id`, `conversation_type` (`group`|`direct`),
 /// `conversation_title`, `sender_staff_id`, `sender_nick`, `content` (raw content object),
 /// and, to play a hostile or broken DingTalk, `session_webhook` (any string) and
 /// `session_webhook_expired_time` (any JSON value) in place of the simulator's own.
@@ -113,8 +113,8 @@ fn build_payload(sim: &Sim, r: &Value, msg_id: &str, session: &str) -> Result<Va
 /// says otherwise.
 pub const CALLBACK_TIMEOUT_MS: u64 = 10_000;
 
-/// POSTs `payload` to a bot in HTTP callback mode (spec §6) and waits at most `timeout`
-/// for its answer. Returns the HTTP status (0 when none came) and, when none came, why
+/// POSTs `payload` to a bot in HTTP callback mode (docs/dingtalk-protocol.md §6) and waits at most
+/// `timeout` for its answer. Returns the HTTP status (0 when none came) and, when none came, why
 /// (a timeout is named as one), so a hung bot never hangs the admin call.
 async fn post_callback(
     url: &str,
@@ -202,7 +202,7 @@ pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
             .get("sign")
             .and_then(Value::as_str)
             .map(str::to_string)
-            .unwrap_or_else(|| compute_sign(&ts, &sim.opts.client_secret));
+            .unwrap_or_else(|| callback_signature(&ts, &sim.opts.client_secret));
         let timeout = Duration::from_millis(
             r.get("callback_timeout_ms")
                 .and_then(Value::as_u64)
@@ -222,7 +222,8 @@ pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
 /// `POST /_sim/messages/{messageId}/redeliver`: push the same frame again (even if ACKed).
 /// With the body `{"new_message_id": true}` the same payload (same `msgId`) goes out as a
 /// new message under a fresh stream `messageId`, as a redelivery after a reconnect does;
-/// only `msgId` dedupe catches that (spec §1.4). Answers `delivered_to` and `messageId`.
+/// only `msgId` dedupe catches that (docs/dingtalk-protocol.md §1.4). Answers `delivered_to` and
+/// `messageId`.
 pub async fn redeliver(
     State(sim): State<Arc<Sim>>,
     Path(id): Path<String>,

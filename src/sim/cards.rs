@@ -1,5 +1,5 @@
-//! The AI card endpoints the bot calls (spec §7.1–7.2): create-and-deliver, instance
-//! updates and streaming. Card states are kept per `outTrackId` for tests: params,
+//! The AI card endpoints the bot calls (docs/dingtalk-protocol.md §7.1–7.2): create-and-deliver,
+//! instance updates and streaming. Card states are kept per `outTrackId` for tests: params,
 //! flowStatus history, streamed content, finalize/error flags, deliveries.
 
 use std::collections::BTreeMap;
@@ -84,7 +84,7 @@ fn deliver(sim: &Sim, v: &Value, id: &str) -> Result<Value, Response> {
     )
 }
 
-/// Checks the deliver model an `openSpaceId` kind requires (spec §7.1). Group
+/// Checks the deliver model an `openSpaceId` kind requires (docs/dingtalk-protocol.md §7.1). Group
 /// (`IM_GROUP`): `imGroupOpenDeliverModel` is an object carrying this app's `robotCode`.
 /// 1:1 (`IM_ROBOT`): `imRobotOpenDeliverModel` is an object; its `spaceType`, if given,
 /// is `IM_ROBOT`, and its `robotCode`, if given, is this app's.
@@ -157,8 +157,8 @@ pub async fn create_and_deliver(
 }
 
 /// Whether an instance update merges `cardParamMap` key by key. DingTalk's
-/// `cardUpdateOptions.updateCardDataByKey` (spec §7.1): true merges, false replaces the
-/// whole map. The doc gives no default; an absent (or non-boolean) option is taken as
+/// `cardUpdateOptions.updateCardDataByKey` (docs/dingtalk-protocol.md §7.1): true merges, false
+/// replaces the whole map. The doc gives no default; an absent (or non-boolean) option is taken as
 /// false, the strict reading: a client that relies on merging must ask for it.
 fn merges_by_key(v: &Value) -> bool {
     v.pointer("/cardUpdateOptions/updateCardDataByKey")
@@ -193,8 +193,8 @@ pub async fn update_instance(
     Ok(ok_json(json!({"success": true, "result": true})))
 }
 
-/// One streaming update (spec §7.2) applied to a card's state: `content` replaces
-/// (`isFull`) or is appended to the value of `key`; `isFinalize` / `isError` stick.
+/// One streaming update (docs/dingtalk-protocol.md §7.2) applied to a card's state: `content`
+/// replaces (`isFull`) or is appended to the value of `key`; `isFinalize` / `isError` stick.
 fn apply_stream(card: &mut Value, key: &str, content: &str, v: &Value) {
     let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
     let prev = card["streaming"][key].as_str().unwrap_or("").to_string();

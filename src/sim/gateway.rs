@@ -1,6 +1,6 @@
-//! The Stream gateway (spec §1): `connections/open` hands out single-use tickets valid
-//! `ticket_ttl_ms`; `/connect?ticket=` upgrades to a WebSocket that pushes real frames
-//! (string headers, double-encoded `data`), sends SYSTEM pings expecting an echo, sends
+//! The Stream gateway (docs/dingtalk-protocol.md §1): `connections/open` hands out single-use
+//! tickets valid `ticket_ttl_ms`; `/connect?ticket=` upgrades to a WebSocket that pushes real
+//! frames (string headers, double-encoded `data`), sends SYSTEM pings expecting an echo, sends
 //! `disconnect` and closes after the grace period, records every ACK, and (optionally)
 //! redelivers un-ACKed bot messages.
 
@@ -24,7 +24,8 @@ use crate::clock::{now_ms, now_us};
 use crate::dingtalk::wire;
 
 /// True when the `Accept` header explicitly lists `application/json` (parameters such as
-/// `;q=0.9` allowed). `*/*` or no header is not enough: DingTalk then answers XML (spec §1.1).
+/// `;q=0.9` allowed). `*/*` or no header is not enough: DingTalk then answers XML
+/// (docs/dingtalk-protocol.md §1.1).
 fn accepts_json(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
@@ -142,8 +143,8 @@ fn ticket_refusal(st: &SimState, ticket: &str, ttl: Duration) -> Option<Response
     Some(api_error(403, "InvalidTicket", why))
 }
 
-/// `GET /connect?ticket=` (WebSocket upgrade). The ticket is single-use (spec §1.2), and
-/// it is used up only by a request that really upgrades: a plain GET is refused and
+/// `GET /connect?ticket=` (WebSocket upgrade). The ticket is single-use (docs/dingtalk-protocol.md
+/// §1.2), and it is used up only by a request that really upgrades: a plain GET is refused and
 /// leaves a good ticket good.
 pub async fn connect(
     State(sim): State<Arc<Sim>>,

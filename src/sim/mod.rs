@@ -1,4 +1,4 @@
-//! `clawdbot sim`: a faithful local DingTalk (spec §9 of docs/dingtalk-protocol.md): the
+//! `clawdbot sim`: a faithful local DingTalk (docs/dingtalk-protocol.md §9): the
 //! Stream gateway, OpenAPI, session and custom-robot webhooks, AI cards, an admin API under
 //! `/_sim/...`, and the demo model at `/demo/v1`. Loopback only by default.
 
@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod openapi;
 pub mod reply;
 pub mod server;
+pub mod sign;
 pub mod state;
 pub mod webhooks;
 
@@ -73,7 +74,7 @@ pub struct ServeArgs {
     /// Session webhook lifetime.
     #[arg(long, default_value_t = 5_400_000, value_name = "MS", value_parser = sim_millis())]
     pub session_ttl_ms: u64,
-    /// Stream ticket lifetime (single use; spec §1.1 says 90 s).
+    /// Stream ticket lifetime (single use; DingTalk's last 90 s).
     #[arg(long, default_value_t = 90_000, value_name = "MS", value_parser = sim_millis())]
     pub ticket_ttl_ms: u64,
 }

@@ -1,5 +1,5 @@
-//! The OpenAPI side (spec §4, §7): access tokens, robot group / 1:1 sends and AI card
-//! endpoints the bot calls, with DingTalk's validation, error shapes, a real per-API QPS
+//! The OpenAPI side (docs/dingtalk-protocol.md §4, §7): access tokens, robot group / 1:1 sends and
+//! AI card endpoints the bot calls, with DingTalk's validation, error shapes, a real per-API QPS
 //! limit, and injected faults. Every accepted send lands in the outbox.
 
 use std::sync::Arc;
@@ -119,7 +119,7 @@ pub fn authorize(sim: &Sim, headers: &HeaderMap, api: &str) -> Result<(), Respon
     Ok(())
 }
 
-/// Every `msgKey` the robot send APIs accept (spec §4.3).
+/// Every `msgKey` the robot send APIs accept (docs/dingtalk-protocol.md §4.3).
 const MSG_KEYS: [&str; 13] = [
     "sampleText",
     "sampleMarkdown",

@@ -1,7 +1,7 @@
 //! Response helpers in DingTalk's two error dialects: the new API's
-//! `{code,message,requestid}` with a non-2xx status (spec §4.4), and the old API's /
-//! webhooks' `{errcode,errmsg}` with HTTP 200 (spec §3, §5). Plus body parsing that never
-//! panics.
+//! `{code,message,requestid}` with a non-2xx status (docs/dingtalk-protocol.md §4.4), and the old
+//! API's / webhooks' `{errcode,errmsg}` with HTTP 200 (docs/dingtalk-protocol.md §3, §5). Plus body
+//! parsing that never panics.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,7 +31,8 @@ pub fn errcode(code: i64, msg: &str) -> Response {
     Json(json!({"errcode": code, "errmsg": msg})).into_response()
 }
 
-/// Media type of the new API's JSON success answers, as DingTalk spells it (spec §1.1).
+/// Media type of the new API's JSON success answers, as DingTalk spells it
+/// (docs/dingtalk-protocol.md §1.1).
 pub const JSON_UTF8: &str = "application/json;charset=utf-8";
 
 /// A new-API success answer: HTTP 200, `Content-Type: application/json;charset=utf-8`.

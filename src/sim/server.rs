@@ -1,6 +1,7 @@
-//! Assembles the simulator's routes (the DingTalk endpoints the bot calls, spec §9; the
-//! admin API; the demo model at `/demo/v1`) and runs them on a loopback listener under the
-//! shared [`ListenLimits`] (header, idle and request timeouts, a connection cap).
+//! Assembles the simulator's routes (the DingTalk endpoints the bot calls,
+//! docs/dingtalk-protocol.md §9; the admin API; the demo model at `/demo/v1`) and runs them on a
+//! loopback listener under the shared [`ListenLimits`] (header, idle and request timeouts, a
+//! connection cap).
 
 use std::sync::Arc;
 use std::time::Duration;

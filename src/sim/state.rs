@@ -68,11 +68,11 @@ pub struct Faults {
     pub invalid_auth: u32,
     /// 403 Forbidden.AccessDenied.QpsLimitForAppkeyAndApi on token-using calls.
     pub qps_403: u32,
-    /// HTTP 504 (the gateway's 3 s timeout, spec §4.4) on token-using calls.
+    /// HTTP 504 (the gateway's 3 s timeout, docs/dingtalk-protocol.md §4.4) on token-using calls.
     pub gateway_504: u32,
     /// errcode 300001 on session webhooks.
     pub session_300001: u32,
-    /// errcode -1 系统繁忙 on session webhooks (retryable, spec §5).
+    /// errcode -1 系统繁忙 on session webhooks (retryable, docs/dingtalk-protocol.md §5).
     pub webhook_busy: u32,
     /// errcode 130101 on custom-robot webhooks.
     pub robot_130101: u32,
@@ -195,8 +195,8 @@ pub struct State {
     pub tokens_issued: u64,
     pub faults: Faults,
     pub cards: BTreeMap<String, Value>,
-    /// `(outTrackId, guid)` of every applied streaming update (spec §7.2: `guid` is an
-    /// idempotency id, so a repeat is answered but not applied again).
+    /// `(outTrackId, guid)` of every applied streaming update (docs/dingtalk-protocol.md §7.2:
+    /// `guid` is an idempotency id, so a repeat is answered but not applied again).
     pub stream_guids: HashSet<(String, String)>,
     pub qps: HashMap<String, VecDeque<Instant>>,
     pub requests: VecDeque<Value>,

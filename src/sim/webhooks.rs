@@ -1,6 +1,7 @@
-//! Robot webhooks: session webhooks (`/robot/sendBySession?session=`, spec §3) created per
-//! injected message and expiring, and custom-robot webhooks (`/robot/send?access_token=`,
-//! spec §5) with sign checks. Both answer HTTP 200 with `errcode`.
+//! Robot webhooks: session webhooks (`/robot/sendBySession?session=`, docs/dingtalk-protocol.md §3)
+//! created per injected message and expiring, and custom-robot webhooks
+//! (`/robot/send?access_token=`, docs/dingtalk-protocol.md §5) with sign checks. Both answer HTTP
+//! 200 with `errcode`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,9 +13,9 @@ use serde_json::{json, Value};
 
 use super::openapi::record_out;
 use super::reply::{errcode, errcode_body};
+use super::sign::{signature_matches, SIGN_WINDOW_MS};
 use super::state::{take, Sim};
 use crate::clock::now_ms;
-use crate::dingtalk::sign::{compute_sign, MAX_SKEW_MS};
 
 /// Validates a text/markdown webhook body; returns (msgtype, text).
 fn check_body(bytes: &[u8]) -> Result<(Value, String, String), Response> {
@@ -103,10 +104,10 @@ pub async fn robot_send(
         let Ok(ts_ms) = ts.parse::<u64>() else {
             return errcode(310000, "invalid timestamp");
         };
-        if ts_ms.abs_diff(now_ms()) > MAX_SKEW_MS {
+        if ts_ms.abs_diff(now_ms()) > SIGN_WINDOW_MS {
             return errcode(310000, "invalid timestamp");
         }
-        if compute_sign(ts, &secret) != *sign {
+        if !signature_matches(ts, &secret, sign) {
             return errcode(310000, "sign not match");
         }
     }

@@ -855,7 +855,8 @@ fn robot_message(msg_id: &str, text: &str) -> Value {
 async fn a_captured_timestamp_and_sign_are_refused_the_second_time() {
     let (mut r, url) = callback_rig(ListenLimits::http_default()).await;
     let ts = clawdbot::clock::now_ms().to_string();
-    let sign = clawdbot::dingtalk::compute_sign(&ts, clawdbot::sim::state::DEFAULT_CLIENT_SECRET);
+    let sign =
+        clawdbot::sim::sign::callback_signature(&ts, clawdbot::sim::state::DEFAULT_CLIENT_SECRET);
     let first = robot_message("msgReplay1", "genuine");
     assert_eq!(post_signed(&url, &ts, &sign, &first).await.0, 200);
     assert_eq!(
@@ -870,7 +871,8 @@ async fn a_captured_timestamp_and_sign_are_refused_the_second_time() {
     assert_eq!(post_signed(&url, &ts, &sign, &forged).await.0, 409);
     // A fresh pair is fine; the refused ones never reached the bot.
     let ts2 = (clawdbot::clock::now_ms() + 1).to_string();
-    let sign2 = clawdbot::dingtalk::compute_sign(&ts2, clawdbot::sim::state::DEFAULT_CLIENT_SECRET);
+    let sign2 =
+        clawdbot::sim::sign::callback_signature(&ts2, clawdbot::sim::state::DEFAULT_CLIENT_SECRET);
     let next = robot_message("msgReplay3", "next");
     assert_eq!(post_signed(&url, &ts2, &sign2, &next).await.0, 200);
     assert_eq!(r.next().await.content, InboundContent::Text("next".into()));

@@ -223,7 +223,7 @@ fn a_captured_callback_pair_is_refused_after_a_restart() {
     assert_eq!(r.code, 0, "{r:?}");
     let url = format!("http://127.0.0.1:{port}/");
     let ts = clawdbot::clock::now_ms().to_string();
-    let sign = clawdbot::dingtalk::compute_sign(&ts, support::stack::CLIENT_SECRET);
+    let sign = clawdbot::sim::sign::callback_signature(&ts, support::stack::CLIENT_SECRET);
     let post = |msg_id: &str, text: &str| -> u16 {
         let body = json!({"msgId": msg_id, "conversationId": "cidReplay==",
             "conversationType": "2", "msgtype": "text", "text": {"content": text},

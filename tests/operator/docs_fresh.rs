@@ -55,3 +55,85 @@ fn completions_command_prints_the_committed_script() {
             .unwrap();
     assert_eq!(out.stdout, committed);
 }
+
+/// The files under `src/`, `tests/` and `crates/` plus the README, for
+/// [`doc_citations_point_into_the_repo`].
+fn cited_from(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = vec![root.join("README.md")];
+    let mut dirs: Vec<_> = ["src", "tests", "crates"]
+        .iter()
+        .map(|d| root.join(d))
+        .filter(|d| d.is_dir())
+        .collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path
+                .extension()
+                .is_some_and(|e| e == "rs" || e == "sh" || e == "md")
+            {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// The section numbers cited right after `docs/dingtalk-protocol.md` in `text`
+/// (`§7.1–7.3` cites both ends).
+fn cited_sections(text: &str) -> Vec<String> {
+    let mut sections = Vec::new();
+    for (at, _) in text.match_indices("docs/dingtalk-protocol.md") {
+        let rest = text[at + "docs/dingtalk-protocol.md".len()..].trim_start();
+        let Some(rest) = rest.strip_prefix('§') else {
+            continue;
+        };
+        for part in rest.split_whitespace().next().unwrap_or("").split('–') {
+            let number: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let number = number.trim_end_matches('.');
+            if !number.is_empty() {
+                sections.push(number.to_string());
+            }
+        }
+    }
+    sections
+}
+
+/// Every `docs/*.md` the code, the tests and the README cite is in the repo, and every
+/// section of `docs/dingtalk-protocol.md` they cite is a heading there.
+#[test]
+fn doc_citations_point_into_the_repo() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let protocol = std::fs::read_to_string(root.join("docs/dingtalk-protocol.md")).unwrap();
+    let headings: Vec<&str> = protocol.lines().filter(|l| l.starts_with('#')).collect();
+    let mut broken = Vec::new();
+    let mut cited = 0;
+    for file in cited_from(root) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices("docs/") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "/_.-".contains(*c))
+                .collect();
+            if let Some(name) = name.strip_suffix('.').or(Some(&name)) {
+                if name.ends_with(".md") && !root.join(name).is_file() {
+                    broken.push(format!("{}: {name} is not in the repo", file.display()));
+                }
+            }
+        }
+        for section in cited_sections(&text) {
+            cited += 1;
+            let heading = format!("§{section} ");
+            if !headings.iter().any(|h| h.contains(&heading)) {
+                broken.push(format!("{}: no section §{section}", file.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{broken:#?}");
+    assert!(cited > 30, "only {cited} section citations found");
+}
