@@ -29,7 +29,7 @@ complete -c clawdbot -n "__fish_clawdbot_needs_command" -l json -d 'Print one JS
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -s V -l version -d 'Print version'
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "onboard" -d 'Write a config for a channel and check the credentials and the model endpoint'
-complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "daemon" -d 'Manage background daemons (the bot, or a supervised model gateway)'
+complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "daemon" -d 'Manage background daemons (the bot, or a supervised model service)'
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "send" -d 'Send a message through a running bot daemon'
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "healthcheck" -d 'Check the daemon, the channel and the model, in troubleshooting order'
 complete -c clawdbot -n "__fish_clawdbot_needs_command" -f -a "config" -d 'Config file tools'
@@ -73,9 +73,9 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and not __fish
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l name -d 'Daemon name (folder and socket name)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l config -d 'Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l log -d 'Log file, rotated by size, or `-` for stderr (`daemon run` only). Default: stderr for `daemon run` under systemd or in a container, else LOG_DIR/NAME.log (`logging.target` in the config can fix either)' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l exec -d 'Supervise this command instead of running the bot (a model gateway such as llama-server)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l exec -d 'Supervise this command instead of running the bot (a model service such as llama-server)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l exec-file -d 'Like --exec, with the command line read from FILE (one line; owner-only permissions), so secrets in it stay out of argv and unit files' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l health-url -d 'With --exec or --exec-file: URL polled for the gateway\'s health' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l health-url -d 'With --exec or --exec-file: URL polled for the model service\'s health' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l timeout -d 'Seconds to wait for the daemon to answer ready and, for a bot with a channel, for DingTalk to accept its credentials (1 to 86400); a daemon not ready by then, or whose credentials DingTalk refused, is stopped (exit 1)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from start" -l no-wait-channel -d 'Do not wait for DingTalk to accept the channel\'s credentials (the daemon is reported started once it answers on its control socket)'
@@ -85,9 +85,9 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l name -d 'Daemon name (folder and socket name)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l config -d 'Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l log -d 'Log file, rotated by size, or `-` for stderr (`daemon run` only). Default: stderr for `daemon run` under systemd or in a container, else LOG_DIR/NAME.log (`logging.target` in the config can fix either)' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l exec -d 'Supervise this command instead of running the bot (a model gateway such as llama-server)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l exec -d 'Supervise this command instead of running the bot (a model service such as llama-server)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l exec-file -d 'Like --exec, with the command line read from FILE (one line; owner-only permissions), so secrets in it stay out of argv and unit files' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l health-url -d 'With --exec or --exec-file: URL polled for the gateway\'s health' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l health-url -d 'With --exec or --exec-file: URL polled for the model service\'s health' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from run" -s h -l help -d 'Print help'
@@ -101,9 +101,9 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l name -d 'Daemon name (folder and socket name)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l config -d 'Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l log -d 'Log file, rotated by size, or `-` for stderr (`daemon run` only). Default: stderr for `daemon run` under systemd or in a container, else LOG_DIR/NAME.log (`logging.target` in the config can fix either)' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l exec -d 'Supervise this command instead of running the bot (a model gateway such as llama-server)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l exec -d 'Supervise this command instead of running the bot (a model service such as llama-server)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l exec-file -d 'Like --exec, with the command line read from FILE (one line; owner-only permissions), so secrets in it stay out of argv and unit files' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l health-url -d 'With --exec or --exec-file: URL polled for the gateway\'s health' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l health-url -d 'With --exec or --exec-file: URL polled for the model service\'s health' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l timeout -d 'Seconds allowed for the stop and for the start (1 to 86400)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from restart" -l no-wait-channel -d 'Do not wait for DingTalk to accept the channel\'s credentials (the daemon is reported started once it answers on its control socket)'
@@ -125,8 +125,8 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_see
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l name -d 'Daemon name (the unit\'s instance name, %i)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l unit-dir -d 'Write the unit in this folder instead of systemd\'s (for packaging and tests)' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l config -d 'Config file for the bot (default: the unit\'s configuration folder, /etc/clawdbot/NAME.yaml)' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l exec -d 'Supervise this command instead of running the bot (a model gateway unit)' -r
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l health-url -d 'With --exec: URL polled for the gateway\'s health' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l exec -d 'Supervise this command instead of running the bot (a model service unit)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l health-url -d 'With --exec: URL polled for the model service\'s health' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l user -d 'A user unit (`systemctl --user`, ~/.config/systemd/user) instead of a system one (/etc/systemd/system, needs root)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand daemon; and __fish_seen_subcommand_from install" -l now -d 'Also run systemctl: daemon-reload and enable --now (install) or disable --now (uninstall)'
@@ -194,8 +194,8 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_se
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_seen_subcommand_from serve inject outbox help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l listen -d 'Address to listen on (loopback by default; port 0 = any free port)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l port-file -d 'Write the base URL to this file once listening' -r -F
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l client-id -r
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l client-secret -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l client-id -d 'The app\'s client id (default: the simulator\'s demo app)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l client-secret -d 'The app\'s client secret (default: the demo app\'s)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l robot-code -d 'Robot code (defaults to the client id)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l ping-interval-ms -d 'SYSTEM ping period per connection (0 = never)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l redeliver-unacked-ms -d 'Redeliver bot messages not ACKed after this long' -r
@@ -239,7 +239,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l json -d
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -s V -l version -d 'Print version'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "onboard" -d 'Write a config for a channel and check the credentials and the model endpoint'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "daemon" -d 'Manage background daemons (the bot, or a supervised model gateway)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "daemon" -d 'Manage background daemons (the bot, or a supervised model service)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "send" -d 'Send a message through a running bot daemon'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "healthcheck" -d 'Check the daemon, the channel and the model, in troubleshooting order'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand help; and not __fish_seen_subcommand_from onboard daemon send healthcheck config completions sim quickstart help" -f -a "config" -d 'Config file tools'

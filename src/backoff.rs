@@ -1,4 +1,4 @@
-//! Capped exponential backoff, the one schedule every retry loop uses: the gateway's
+//! Capped exponential backoff, the one schedule every retry loop uses: the model service's
 //! restarts ([`Backoff`], which forgets past crashes once a child stayed up long enough),
 //! the stream client's reconnects, the bot's redelivery of undelivered replies and the
 //! journal's retries of unwritten "answered" records
@@ -8,13 +8,13 @@ use std::time::Duration;
 
 /// The delay schedule. Invariant: `initial <= max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackoffPolicy {
+pub(crate) struct BackoffPolicy {
     /// Delay before the first restart after a stable run.
-    pub initial: Duration,
+    pub(crate) initial: Duration,
     /// Ceiling for the doubling delay.
-    pub max: Duration,
+    pub(crate) max: Duration,
     /// A child that ran at least this long resets the delay to `initial`.
-    pub stable_after: Duration,
+    pub(crate) stable_after: Duration,
 }
 
 impl Default for BackoffPolicy {
@@ -30,26 +30,26 @@ impl Default for BackoffPolicy {
 
 /// The delay before retry `attempt` (0-based): `initial · 2^attempt`, never above `max`
 /// (and never above `max` even when `initial > max`). Saturates instead of overflowing.
-pub fn capped_doubling(initial: Duration, max: Duration, attempt: u32) -> Duration {
+pub(crate) fn capped_doubling(initial: Duration, max: Duration, attempt: u32) -> Duration {
     initial.saturating_mul(1u32 << attempt.min(31)).min(max)
 }
 
 /// Where we are in the schedule.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     policy: BackoffPolicy,
     /// Restarts since the last stable run.
     attempt: u32,
 }
 
 impl Backoff {
-    pub fn new(policy: BackoffPolicy) -> Backoff {
+    pub(crate) fn new(policy: BackoffPolicy) -> Backoff {
         Backoff { policy, attempt: 0 }
     }
 
     /// The delay before the next restart of a child that ran for `ran_for`; later calls
     /// double it up to the ceiling, unless a child ran for `stable_after` or longer.
-    pub fn after_run(&mut self, ran_for: Duration) -> Duration {
+    pub(crate) fn after_run(&mut self, ran_for: Duration) -> Duration {
         if ran_for >= self.policy.stable_after {
             self.attempt = 0;
         }

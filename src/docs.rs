@@ -10,7 +10,7 @@ use clap_complete::Shell as ClapShell;
 use crate::cli::{command, Shell};
 
 /// Renders the completion script for one shell.
-pub fn completion(shell: Shell) -> Vec<u8> {
+pub(crate) fn completion(shell: Shell) -> Vec<u8> {
     let mut cmd = command();
     let mut out = Vec::new();
     let shell = match shell {

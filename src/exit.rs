@@ -10,7 +10,7 @@
 /// The exit code contract (see README "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Code {
+pub(crate) enum Code {
     /// Success (for `status`: the daemon is running).
     Ok = 0,
     /// Generic failure (for `status`: dead with a stale pid file).
@@ -27,22 +27,22 @@ pub enum Code {
 /// (or inside the JSON document with `--json`).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct CliError {
-    pub code: Code,
-    pub message: String,
+pub(crate) struct CliError {
+    pub(crate) code: Code,
+    pub(crate) message: String,
 }
 
 impl CliError {
-    pub fn new(code: Code, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> Self {
         CliError {
             code,
             message: message.into(),
         }
     }
-    pub fn failure(message: impl Into<String>) -> Self {
+    pub(crate) fn failure(message: impl Into<String>) -> Self {
         Self::new(Code::Failure, message)
     }
-    pub fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self::new(Code::Usage, message)
     }
 }
@@ -53,6 +53,14 @@ impl From<crate::config::ConfigError> for CliError {
     }
 }
 
+/// A port we could not listen on is a failure of the start, not a usage error. (Here, not
+/// in `listen`, so that module stays a leaf of the module graph.)
+impl From<crate::listen::BindError> for CliError {
+    fn from(e: crate::listen::BindError) -> Self {
+        CliError::failure(e.to_string())
+    }
+}
+
 /// Result type of every CLI command: the exit code on success too (status may succeed
 /// with "not running").
-pub type CmdResult = Result<Code, CliError>;
+pub(crate) type CmdResult = Result<Code, CliError>;

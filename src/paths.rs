@@ -27,7 +27,7 @@ use crate::fsutil::UnsafeDir;
 /// Maps to exit 1 (an IO failure, a session that ended) or 2 (a usage problem: an unsafe
 /// folder, a bad name or home, a path too long).
 #[derive(Debug, thiserror::Error)]
-pub enum PathError {
+pub(crate) enum PathError {
     #[error("cannot {doing} {}: {source}", path.display())]
     Io {
         doing: &'static str,
@@ -72,7 +72,7 @@ pub enum PathError {
 
 impl PathError {
     /// The exit code this error ends a command with.
-    pub fn code(&self) -> Code {
+    pub(crate) fn code(&self) -> Code {
         match self {
             PathError::Io { .. } | PathError::SessionGone { .. } => Code::Failure,
             _ => Code::Usage,
@@ -87,17 +87,17 @@ impl From<PathError> for CliError {
 }
 
 /// The longest socket path the kernel accepts (`sun_path` is 108 bytes including NUL).
-pub const MAX_SOCKET_PATH: usize = 107;
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
 /// The root folders for one installation.
 #[derive(Debug, Clone)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// The folder given by `--home` (or `CLAWDBOT_HOME`); `None` for the FHS/XDG layouts.
-    pub home: Option<PathBuf>,
-    pub config_dir: PathBuf,
-    pub state_dir: PathBuf,
-    pub log_dir: PathBuf,
-    pub run_dir: PathBuf,
+    pub(crate) home: Option<PathBuf>,
+    pub(crate) config_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) log_dir: PathBuf,
+    pub(crate) run_dir: PathBuf,
     /// True when `run_dir` lies in the login session's runtime folder (`XDG_RUNTIME_DIR`),
     /// which belongs to the session: clawdbot never creates it, and it vanishes at logout.
     pub(crate) run_in_session: bool,
@@ -116,7 +116,7 @@ impl Layout {
     /// with the folders systemd made for the service (when run by one) replacing the
     /// matching ones. A home that exists but is not a folder is a usage error naming it
     /// (a home that does not exist yet is created on first use).
-    pub fn resolve(home: Option<&Path>) -> Result<Layout, PathError> {
+    pub(crate) fn resolve(home: Option<&Path>) -> Result<Layout, PathError> {
         match home {
             Some(home) => check_home(home).map(|()| Layout::under(home)),
             None => service_dirs(Layout::system(), &|var| std::env::var_os(var)),
@@ -162,7 +162,7 @@ impl Layout {
     }
 
     /// Everything below one folder (what `--home` gives).
-    pub fn under(home: &Path) -> Layout {
+    pub(crate) fn under(home: &Path) -> Layout {
         let home = absolute(home);
         Layout {
             home: Some(home.clone()),
@@ -178,7 +178,7 @@ impl Layout {
     }
 
     /// The paths of one named daemon. Fails on a bad name or a socket path too long.
-    pub fn daemon(&self, name: &str) -> Result<DaemonPaths, PathError> {
+    pub(crate) fn daemon(&self, name: &str) -> Result<DaemonPaths, PathError> {
         validate_name(name)?;
         let (run, run_root) = instance_folder(&self.run_dir, self.run_is_instance, name);
         let socket = run.join("control.sock");
@@ -203,7 +203,7 @@ impl Layout {
     /// Names of every daemon that was ever started here (a state folder holding a start
     /// lock or a pid file), sorted. No state folder yet means no daemons; an unreadable
     /// one is an error naming it.
-    pub fn daemon_names(&self) -> Result<Vec<String>, PathError> {
+    pub(crate) fn daemon_names(&self) -> Result<Vec<String>, PathError> {
         if let Some(name) = self.instance_name() {
             return Ok(vec![name]);
         }
@@ -334,20 +334,20 @@ fn check_socket_len(socket: &Path) -> Result<(), PathError> {
 /// Invariant: the start lock and the pid file live in the state folder, which does not
 /// depend on the login session, so every shell of one user (ssh, su, cron, sudo) finds the
 /// same daemon; the pid file records the control socket the daemon listens on, and
-/// clients connect to that one ([`DaemonPaths::control_socket`]).
+/// clients connect to that one ([`crate::daemon::probe::control_socket`]).
 #[derive(Debug, Clone)]
-pub struct DaemonPaths {
-    pub name: String,
+pub(crate) struct DaemonPaths {
+    pub(crate) name: String,
     /// Private socket folder (0700) in the run root.
-    pub run: PathBuf,
+    pub(crate) run: PathBuf,
     /// Where a daemon started now listens, when its folder can be made.
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// Durable state (launch settings, message journal), the pid file and the start lock.
-    pub state: PathBuf,
-    pub pid_file: PathBuf,
-    pub start_lock: PathBuf,
-    pub default_log: PathBuf,
-    pub default_config: PathBuf,
+    pub(crate) state: PathBuf,
+    pub(crate) pid_file: PathBuf,
+    pub(crate) start_lock: PathBuf,
+    pub(crate) default_log: PathBuf,
+    pub(crate) default_config: PathBuf,
     run_root: PathBuf,
     state_root: PathBuf,
     run_in_session: bool,
@@ -358,7 +358,7 @@ impl DaemonPaths {
     /// Creates the socket folder (0700) and its root; both must be ours and private.
     /// In a session layout the session's runtime folder itself is never created: when it
     /// is gone (logged out), this fails naming it.
-    pub fn ensure_run_dir(&self) -> Result<(), PathError> {
+    pub(crate) fn ensure_run_dir(&self) -> Result<(), PathError> {
         if let Some(session) = self.gone_session() {
             return Err(PathError::SessionGone {
                 session: session.to_path_buf(),
@@ -374,7 +374,7 @@ impl DaemonPaths {
     }
 
     /// Creates the state folder (0700) and its root; both must be ours and private.
-    pub fn ensure_state_dir(&self) -> Result<(), PathError> {
+    pub(crate) fn ensure_state_dir(&self) -> Result<(), PathError> {
         ensure_owned_tree(&self.state_root, &self.state)
     }
 
@@ -455,25 +455,8 @@ impl DaemonPaths {
         self.state.join("control.sock")
     }
 
-    /// The socket to connect to: the one the pid file records, else [`Self::socket`].
-    /// A record in a service user's folder ([`StateAccess::ServiceOwned`]) is only followed
-    /// to this name's own socket paths, so it cannot steer root's client elsewhere.
-    pub(crate) fn control_socket(&self) -> PathBuf {
-        let recorded = crate::daemon::pidfile::recorded_socket(&self.pid_file);
-        match recorded {
-            Some(socket)
-                if socket == self.socket
-                    || socket == self.fallback_socket()
-                    || matches!(self.state_access(), Ok(StateAccess::Own)) =>
-            {
-                socket
-            }
-            _ => self.socket.clone(),
-        }
-    }
-
     /// Where `daemon start` remembers how it was launched, for `restart`.
-    pub fn launch_file(&self) -> PathBuf {
+    pub(crate) fn launch_file(&self) -> PathBuf {
         self.state.join("launch.json")
     }
 
@@ -524,7 +507,7 @@ fn check_home(home: &Path) -> Result<(), PathError> {
 }
 
 /// Daemon names become folder and file names: keep them boring.
-pub fn validate_name(name: &str) -> Result<(), PathError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), PathError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
@@ -539,7 +522,7 @@ pub fn validate_name(name: &str) -> Result<(), PathError> {
 }
 
 /// Creates the parent folder of a file (normal permissions).
-pub fn ensure_parent(file: &Path) -> Result<(), PathError> {
+pub(crate) fn ensure_parent(file: &Path) -> Result<(), PathError> {
     crate::fsutil::check_path_links(file).map_err(unsafe_dir)?;
     if let Some(parent) = file.parent() {
         if !parent.as_os_str().is_empty() {
@@ -554,7 +537,7 @@ pub fn ensure_parent(file: &Path) -> Result<(), PathError> {
 /// Invariant: the file is mode 0600 from its creation on (it may hold secrets: a config,
 /// a supervised command line); a leftover temp file is removed first, so no older,
 /// looser mode is inherited.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
@@ -572,7 +555,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
 }
 
 /// An IO error that names what was being done and where.
-pub fn io_error(doing: &'static str, path: &Path, e: io::Error) -> PathError {
+pub(crate) fn io_error(doing: &'static str, path: &Path, e: io::Error) -> PathError {
     PathError::Io {
         doing,
         path: path.to_path_buf(),
@@ -581,7 +564,7 @@ pub fn io_error(doing: &'static str, path: &Path, e: io::Error) -> PathError {
 }
 
 /// Makes a path absolute against the current folder (without touching the disk).
-pub fn absolute(p: &Path) -> PathBuf {
+pub(crate) fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {

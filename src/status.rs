@@ -7,6 +7,23 @@ use serde::{Deserialize, Serialize};
 /// Version of the JSON documents printed with `--json`. Bump only on breaking changes.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The values of [`ChannelReport::state`].
+pub mod channel_state {
+    pub const CONNECTING: &str = "connecting";
+    pub const CONNECTED: &str = "connected";
+    pub const RECONNECTING: &str = "reconnecting";
+    /// HTTP (callback) mode: the callback port takes messages.
+    pub const LISTENING: &str = "listening";
+    pub const STOPPED: &str = "stopped";
+}
+
+/// The values of [`ChannelReport::auth`]: whether DingTalk accepted the app's credentials.
+pub mod channel_auth {
+    pub const PENDING: &str = "pending";
+    pub const OK: &str = "ok";
+    pub const REFUSED: &str = "refused";
+}
+
 /// What `daemon status` shows for one running daemon.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DaemonReport {
@@ -19,7 +36,7 @@ pub struct DaemonReport {
     pub config_path: Option<String>,
     pub log_path: String,
     pub socket: String,
-    /// What the daemon runs: `bot` or `gateway`.
+    /// What the daemon runs: `bot` or `gateway` (a model service; the JSON word is kept for scripts).
     pub workload: String,
     /// The most recent error the daemon logged (no message text).
     pub last_error: Option<String>,
@@ -29,7 +46,9 @@ pub struct DaemonReport {
     pub channel: Option<ChannelReport>,
     #[serde(default)]
     pub models: Vec<ModelReport>,
-    pub gateway: Option<GatewayReport>,
+    /// The supervised model service; `gateway` in JSON, as scripts already read it.
+    #[serde(rename = "gateway")]
+    pub model_service: Option<ModelServiceReport>,
     /// The bot's durable message journal.
     #[serde(default)]
     pub journal: Option<JournalReport>,
@@ -132,7 +151,7 @@ pub struct ModelReport {
 
 /// A supervised model-runtime command (`daemon start --exec`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct GatewayReport {
+pub struct ModelServiceReport {
     pub command: String,
     /// `running`, `restarting` (between a crash and its restart) or `failing` (the child
     /// ended by itself 3 times within 60 s; back to `running` once it stays up that long).

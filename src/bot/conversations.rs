@@ -13,19 +13,19 @@ use crate::model::ChatMessage;
 
 /// What the access policy says about a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     Allowed,
     Denied,
     RateLimited,
 }
 
-pub struct Conversations {
+pub(crate) struct Conversations {
     access: Mutex<AccessGate>,
     memory: Mutex<Memory>,
 }
 
 impl Conversations {
-    pub fn new(cfg: &Config) -> Conversations {
+    pub(crate) fn new(cfg: &Config) -> Conversations {
         Conversations {
             access: Mutex::new(AccessGate::new(&cfg.access)),
             memory: Mutex::new(Memory::new(&cfg.memory, cfg.prompt.max_chars)),
@@ -34,7 +34,7 @@ impl Conversations {
 
     /// Applies a reloaded config: the access gate is rebuilt (rate windows restart);
     /// memory is rebuilt only when its limits changed, so conversations keep their history.
-    pub fn reconfigure(&self, old: &Config, new: &Config) {
+    pub(crate) fn reconfigure(&self, old: &Config, new: &Config) {
         *self.access.lock().unwrap_or_else(|p| p.into_inner()) = AccessGate::new(&new.access);
         if old.memory != new.memory || old.prompt.max_chars != new.prompt.max_chars {
             *self.memory.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -42,7 +42,7 @@ impl Conversations {
         }
     }
 
-    pub fn admit(&self, msg: &Inbound, _cfg: &Config) -> Admission {
+    pub(crate) fn admit(&self, msg: &Inbound) -> Admission {
         let mut gate = self.access.lock().unwrap_or_else(|p| p.into_inner());
         let user = msg
             .sender_staff_id
@@ -67,7 +67,7 @@ impl Conversations {
         }
     }
 
-    pub fn reset(&self, conversation: &str) {
+    pub(crate) fn reset(&self, conversation: &str) {
         self.memory
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -75,7 +75,7 @@ impl Conversations {
     }
 
     /// The trimmed prompt for a new message in `conversation`.
-    pub fn prompt(&self, cfg: &Config, conversation: &str, text: &str) -> Vec<ChatMessage> {
+    pub(crate) fn prompt(&self, cfg: &Config, conversation: &str, text: &str) -> Vec<ChatMessage> {
         let history = self
             .memory
             .lock()
@@ -99,7 +99,7 @@ impl Conversations {
         prompt.messages
     }
 
-    pub fn remember(&self, _cfg: &Config, conversation: &str, user: &str, answer: &str) {
+    pub(crate) fn remember(&self, conversation: &str, user: &str, answer: &str) {
         self.memory
             .lock()
             .unwrap_or_else(|p| p.into_inner())

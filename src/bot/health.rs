@@ -74,7 +74,7 @@ fn shown(mut checks: Vec<Check>) -> HealthReport {
 }
 
 /// Checks that need no daemon: model endpoints and DingTalk credentials.
-pub async fn preflight_checks(config: &Config, timeout: Duration) -> HealthReport {
+pub(crate) async fn preflight_checks(config: &Config, timeout: Duration) -> HealthReport {
     let mut checks = Vec::new();
     if let Some(ch) = &config.channel {
         checks.push(credentials_check(&ch.dingtalk, timeout).await);
@@ -191,7 +191,7 @@ async fn model_checks(router: &ModelRouter, cfg: &Config, timeout: Duration) -> 
                     CheckStatus::Fail,
                     format!("{base}: {reason}"),
                     Some(format!(
-                        "start the model server (or the managed gateway) or fix models.{name}.base_url; try: curl {}",
+                        "start the model server (or the managed model service) or fix models.{name}.base_url; try: curl {}",
                         endpoint_url(&base, "models")
                     )),
                 ),

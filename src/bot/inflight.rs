@@ -10,15 +10,15 @@ use tokio::sync::Notify;
 /// Invariant: the count equals the number of live [`TurnGuard`]s; `progress_ms` is the
 /// Unix ms when a turn last finished or the first turn after an idle spell started.
 #[derive(Clone, Default)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     inner: Arc<(AtomicUsize, Notify)>,
     progress_ms: Arc<AtomicU64>,
 }
 
-pub struct TurnGuard(InFlight);
+pub(crate) struct TurnGuard(InFlight);
 
 impl InFlight {
-    pub fn enter(&self) -> TurnGuard {
+    pub(crate) fn enter(&self) -> TurnGuard {
         if self.inner.0.fetch_add(1, Ordering::SeqCst) == 0 {
             self.progressed();
         }
@@ -38,12 +38,12 @@ impl InFlight {
         }
     }
 
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.inner.0.load(Ordering::SeqCst)
     }
 
     /// Waits until no turn is in flight, or `limit` passes. True when drained.
-    pub async fn drained(&self, limit: Duration) -> bool {
+    pub(crate) async fn drained(&self, limit: Duration) -> bool {
         let wait = async {
             loop {
                 let notified = self.inner.1.notified();

@@ -21,7 +21,7 @@ mod pipeline;
 mod redelivery;
 mod reload;
 
-pub use health::preflight_checks;
+pub(crate) use health::preflight_checks;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,12 +43,12 @@ use futures_util::future::BoxFuture;
 /// The callback replay record in the state folder (see `dingtalk::replay`).
 const CALLBACK_REPLAY_FILE: &str = "callback-replay";
 
+use conversations::Conversations;
 use inflight::InFlight;
 use intake::JournalSink;
 use journal::Journal;
 use open_cards::OpenCards;
 use order::TurnOrder;
-use pipeline::Conversations;
 
 pub(crate) struct Shared {
     /// The live config; SIGHUP swaps it (reply texts, policy, access, memory, prompt).
@@ -80,7 +80,7 @@ impl Shared {
     }
 }
 
-pub struct Bot {
+pub(crate) struct Bot {
     shared: Arc<Shared>,
 }
 

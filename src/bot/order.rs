@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 /// The per-conversation lines. Share it with `Arc`.
 #[derive(Default)]
-pub struct TurnOrder {
+pub(crate) struct TurnOrder {
     lines: Mutex<HashMap<String, Line>>,
 }
 
@@ -46,7 +46,7 @@ impl Line {
 }
 
 /// A place in a conversation's line; dropping it (served or not) lets the line move on.
-pub struct Ticket {
+pub(crate) struct Ticket {
     order: Arc<TurnOrder>,
     conversation: String,
     number: u64,
@@ -54,7 +54,7 @@ pub struct Ticket {
 }
 
 impl TurnOrder {
-    pub fn new() -> Arc<TurnOrder> {
+    pub(crate) fn new() -> Arc<TurnOrder> {
         Arc::new(TurnOrder::default())
     }
 
@@ -63,7 +63,7 @@ impl TurnOrder {
     }
 
     /// The next place in `conversation`'s line. Call it in arrival order.
-    pub fn ticket(self: &Arc<Self>, conversation: &str) -> Ticket {
+    pub(crate) fn ticket(self: &Arc<Self>, conversation: &str) -> Ticket {
         let mut lines = self.lock();
         let line = lines
             .entry(conversation.to_string())
@@ -92,7 +92,7 @@ impl TurnOrder {
 impl Ticket {
     /// Waits until every earlier turn of the conversation has finished, at most `limit`.
     /// False when the wait ran out (the ticket then only has to be dropped).
-    pub async fn wait_turn(&mut self, limit: Duration) -> bool {
+    pub(crate) async fn wait_turn(&mut self, limit: Duration) -> bool {
         let number = self.number;
         let reached = self.serving.wait_for(|serving| *serving >= number);
         matches!(tokio::time::timeout(limit, reached).await, Ok(Ok(_)))

@@ -28,7 +28,6 @@ use crate::logging::text_for_log;
 use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
 
 use super::conversations::Admission;
-pub use super::conversations::Conversations;
 use super::order::Ticket;
 use super::redelivery::{redeliver, LateReply, RedeliveryPolicy};
 
@@ -209,7 +208,7 @@ async fn question_text(shared: &Arc<Shared>, cfg: &Config, msg: &Inbound) -> Opt
 
 /// Applies access and rate limits; a refused message is answered here (false).
 async fn admitted(shared: &Arc<Shared>, cfg: &Config, msg: &Inbound) -> bool {
-    let (text, label) = match shared.conversations.admit(msg, cfg) {
+    let (text, label) = match shared.conversations.admit(msg) {
         Admission::Allowed => return true,
         Admission::Denied => (&cfg.reply.denied_text, "denied"),
         Admission::RateLimited => (&cfg.reply.rate_limited_text, "rate_limited"),
@@ -294,7 +293,7 @@ impl TurnHooks for Hooks<'_> {
     fn answered(&mut self, answer: &str) {
         self.shared
             .conversations
-            .remember(self.cfg, self.conversation, self.text, answer);
+            .remember(self.conversation, self.text, answer);
     }
 }
 

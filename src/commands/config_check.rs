@@ -7,7 +7,7 @@ use serde_json::json;
 use super::output::Output;
 use crate::exit::{CmdResult, Code};
 
-pub fn check(path: &Path, out: &Output) -> CmdResult {
+pub(crate) fn check(path: &Path, out: &Output) -> CmdResult {
     let config = crate::config::load(path)?;
     let mut warnings = crate::config::permission_warnings(path);
     warnings.extend(crate::config::deprecation_warnings(&config));

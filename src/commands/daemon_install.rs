@@ -14,41 +14,19 @@ use serde_json::json;
 
 use super::output::Output;
 use crate::cli::{InstallArgs, UninstallArgs, UnitPlaceArgs};
-use crate::daemon::exec_file::render_exec_file;
-use crate::daemon::unit::{ExecFilePlace, UnitSpec, UnitWorkload, MARKER, SERVICE_USER};
+use crate::cmdline::CommandLine;
+use crate::daemon::unit::{
+    unit_instance, ExecFilePlace, UnitSpec, UnitWorkload, MARKER, SERVICE_USER,
+};
 use crate::exit::{CliError, CmdResult, Code};
-use crate::gateway::cmdline::CommandLine;
-use crate::gateway::health::HealthProbe;
+use crate::model_service::exec_file::render_exec_file;
+use crate::model_service::health::HealthProbe;
 use crate::paths::{absolute, io_error, validate_name, write_private};
 
-pub fn install(args: &InstallArgs, out: &Output) -> CmdResult {
+pub(crate) fn install(args: &InstallArgs, out: &Output) -> CmdResult {
     let place = &args.place;
     validate_name(&place.name)?;
-    let workload = match &args.exec {
-        Some(exec) => {
-            CommandLine::parse(exec).map_err(|e| CliError::usage(e.to_string()))?;
-            if exec.contains(['\n', '\r']) {
-                return Err(CliError::usage(
-                    "--exec contains a line break: give the command on one line",
-                ));
-            }
-            if let Some(url) = &args.health_url {
-                HealthProbe::new(url)?;
-                if url.contains(['\n', '\r']) {
-                    return Err(CliError::usage("--health-url contains a line break"));
-                }
-            }
-            UnitWorkload::Gateway {
-                exec_file: match &place.unit_dir {
-                    Some(_) => ExecFilePlace::At(unit_dir(place)?.join(exec_file_name(place))),
-                    None => ExecFilePlace::ConfigDir,
-                },
-            }
-        }
-        None => UnitWorkload::Bot {
-            config: args.config.as_deref().map(absolute),
-        },
-    };
+    let workload = unit_workload(args)?;
     let binary = std::env::current_exe()
         .and_then(|e| e.canonicalize())
         .map_err(|e| CliError::failure(format!("cannot find this clawdbot executable: {e}")))?;
@@ -72,18 +50,7 @@ pub fn install(args: &InstallArgs, out: &Output) -> CmdResult {
         )));
     }
     std::fs::create_dir_all(&dir).map_err(|e| io_error("create folder", &dir, e))?;
-    let exec_file = match (&args.exec, exec_file_path(place)?) {
-        (Some(exec), Some(path)) => {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| io_error("create folder", parent, e))?;
-            }
-            let contents = render_exec_file(exec, args.health_url.as_deref());
-            write_private(&path, contents.as_bytes())?;
-            Some(path)
-        }
-        _ => None,
-    };
+    let exec_file = write_exec_file(args)?;
     write_private(&file, text.as_bytes())?;
     let ctl = systemctl_words(place.user);
     if place.now {
@@ -107,13 +74,55 @@ pub fn install(args: &InstallArgs, out: &Output) -> CmdResult {
     Ok(Code::Ok)
 }
 
-pub fn uninstall(args: &UninstallArgs, out: &Output) -> CmdResult {
+/// What the unit runs: a model service for `--exec` (its command line and health URL
+/// checked as the daemon will parse them, each on one line), else the bot.
+fn unit_workload(args: &InstallArgs) -> Result<UnitWorkload, CliError> {
+    let place = &args.place;
+    let Some(exec) = &args.exec else {
+        return Ok(UnitWorkload::Bot {
+            config: args.config.as_deref().map(absolute),
+        });
+    };
+    CommandLine::parse(exec).map_err(|e| CliError::usage(e.to_string()))?;
+    if exec.contains(['\n', '\r']) {
+        return Err(CliError::usage(
+            "--exec contains a line break: give the command on one line",
+        ));
+    }
+    if let Some(url) = &args.health_url {
+        HealthProbe::new(url)?;
+        if url.contains(['\n', '\r']) {
+            return Err(CliError::usage("--health-url contains a line break"));
+        }
+    }
+    Ok(UnitWorkload::ModelService {
+        exec_file: match &place.unit_dir {
+            Some(_) => ExecFilePlace::At(unit_dir(place)?.join(exec_file_name(place))),
+            None => ExecFilePlace::ConfigDir,
+        },
+    })
+}
+
+/// A model service's command file (0600), where its unit loads it from; `None` for a bot.
+fn write_exec_file(args: &InstallArgs) -> Result<Option<PathBuf>, CliError> {
+    let (Some(exec), Some(path)) = (&args.exec, exec_file_path(&args.place)?) else {
+        return Ok(None);
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io_error("create folder", parent, e))?;
+    }
+    let contents = render_exec_file(exec, args.health_url.as_deref());
+    write_private(&path, contents.as_bytes())?;
+    Ok(Some(path))
+}
+
+pub(crate) fn uninstall(args: &UninstallArgs, out: &Output) -> CmdResult {
     let place = &args.place;
     validate_name(&place.name)?;
     let dir = unit_dir(place)?;
-    let found: Vec<(String, PathBuf)> = ["clawdbot", "clawdbot-gateway"]
-        .iter()
-        .map(|prefix| format!("{prefix}@{}.service", place.name))
+    let found: Vec<(String, PathBuf)> = [false, true]
+        .into_iter()
+        .map(|model_service| format!("{}.service", unit_instance(model_service, &place.name)))
         .map(|unit| (unit.clone(), dir.join(unit)))
         .filter(|(_, file)| std::fs::symlink_metadata(file).is_ok())
         .collect();
@@ -125,19 +134,7 @@ pub fn uninstall(args: &UninstallArgs, out: &Output) -> CmdResult {
         return Ok(Code::Ok);
     }
     for (_, file) in &found {
-        let first = crate::fsutil::read_nofollow(file)
-            .map_err(|e| io_error("read", file, e))?
-            .split(|b| *b == b'\n')
-            .next()
-            .map(|l| l.to_vec())
-            .unwrap_or_default();
-        if first != MARKER.as_bytes() {
-            return Err(CliError::failure(format!(
-                "{} was not written by `clawdbot daemon install` (its first line is not {MARKER:?}): \
-                 not removing it; remove it yourself",
-                file.display()
-            )));
-        }
+        written_by_install(file)?;
     }
     if place.now {
         systemd_running(place.user)?;
@@ -148,19 +145,10 @@ pub fn uninstall(args: &UninstallArgs, out: &Output) -> CmdResult {
     for (_, file) in &found {
         std::fs::remove_file(file).map_err(|e| io_error("remove", file, e))?;
     }
-    // The gateway's command file goes with its unit.
-    if found
-        .iter()
-        .any(|(u, _)| u.starts_with("clawdbot-gateway@"))
-    {
-        if let Some(exec) = exec_file_path(place)? {
-            match std::fs::remove_file(&exec) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io_error("remove", &exec, e).into())
-                }
-                _ => {}
-            }
-        }
+    // The model service's command file goes with its unit.
+    let model_service_unit = format!("{}.service", unit_instance(true, &place.name));
+    if found.iter().any(|(u, _)| *u == model_service_unit) {
+        remove_exec_file(place)?;
     }
     if place.now {
         systemctl(place.user, &["daemon-reload"])?;
@@ -187,12 +175,43 @@ pub fn uninstall(args: &UninstallArgs, out: &Output) -> CmdResult {
     Ok(Code::Ok)
 }
 
-/// `NAME.exec`, the file holding a gateway unit's command line.
+/// A unit file is removed only when its first line is [`MARKER`]; otherwise exit 1 naming it.
+fn written_by_install(file: &Path) -> Result<(), CliError> {
+    let first = crate::fsutil::read_nofollow(file)
+        .map_err(|e| io_error("read", file, e))?
+        .split(|b| *b == b'\n')
+        .next()
+        .map(|l| l.to_vec())
+        .unwrap_or_default();
+    if first != MARKER.as_bytes() {
+        return Err(CliError::failure(format!(
+            "{} was not written by `clawdbot daemon install` (its first line is not {MARKER:?}): \
+             not removing it; remove it yourself",
+            file.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Removes a model service unit's command file (gone already is fine).
+fn remove_exec_file(place: &UnitPlaceArgs) -> Result<(), CliError> {
+    if let Some(exec) = exec_file_path(place)? {
+        match std::fs::remove_file(&exec) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_error("remove", &exec, e).into())
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `NAME.exec`, the file holding a model service unit's command line.
 fn exec_file_name(place: &UnitPlaceArgs) -> String {
     format!("{}.exec", place.name)
 }
 
-/// Where the gateway's command file goes, as the unit's `LoadCredential=` names it:
+/// Where the model service's command file goes, as the unit's `LoadCredential=` names it:
 /// beside the unit with `--unit-dir`, else the unit's configuration folder (`%E/clawdbot`:
 /// /etc/clawdbot, or ~/.config/clawdbot for `--user`). `None` when that folder is unknown.
 fn exec_file_path(place: &UnitPlaceArgs) -> Result<Option<PathBuf>, CliError> {

@@ -18,13 +18,18 @@ use crate::paths::{io_error, Layout};
 use super::daemon_start::last_lines;
 use super::output::write_stdout;
 
-pub fn logs(layout: &Layout, args: &LogsArgs) -> CmdResult {
+pub(crate) fn logs(layout: &Layout, args: &LogsArgs) -> CmdResult {
     let paths = layout.daemon(&args.name)?;
     let launch = Launch::load(&paths);
-    let gateway = launch.as_ref().is_some_and(|l| l.exec.is_some());
+    let model_service = launch.as_ref().is_some_and(|l| l.exec.is_some());
     let path = match Launch::log_target(&paths) {
         LogTarget::File(path) => path,
-        LogTarget::Stderr => return Err(CliError::failure(where_stderr_goes(&args.name, gateway))),
+        LogTarget::Stderr => {
+            return Err(CliError::failure(where_stderr_goes(
+                &args.name,
+                model_service,
+            )))
+        }
     };
     if !path.exists() && !args.follow {
         return Err(CliError::failure(format!(
@@ -45,9 +50,9 @@ pub fn logs(layout: &Layout, args: &LogsArgs) -> CmdResult {
 
 /// The explanation `logs` gives (exit 1) for a daemon whose last launch logged to stderr:
 /// the lines are with whatever collected that stderr. The collector seen from here is
-/// named first. `gateway`: the last launch ran a gateway (unit `clawdbot-gateway@NAME`).
-fn where_stderr_goes(name: &str, gateway: bool) -> String {
-    let unit = crate::daemon::unit::unit_instance(gateway, name);
+/// named first. `model_service`: the last launch ran a model service (unit `clawdbot-gateway@NAME`).
+fn where_stderr_goes(name: &str, model_service: bool) -> String {
+    let unit = crate::daemon::unit::unit_instance(model_service, name);
     let journal = format!(
         "under systemd: journalctl -u {unit} (or the unit's name) -f; for a user \
          service: journalctl --user -u {unit} -f"

@@ -29,7 +29,7 @@ use crate::ipc::client::{Client, ClientError};
 use crate::logging::RunMode;
 use crate::paths::{io_error, DaemonPaths, Layout};
 
-pub fn start(layout: &Layout, args: &StartArgs, out: &Output) -> CmdResult {
+pub(crate) fn start(layout: &Layout, args: &StartArgs, out: &Output) -> CmdResult {
     let timeout = Duration::from_secs(args.timeout);
     start_daemon(layout, &args.launch, timeout, !args.no_wait_channel, out)
 }
@@ -37,7 +37,7 @@ pub fn start(layout: &Layout, args: &StartArgs, out: &Output) -> CmdResult {
 /// `daemon restart`: everything the new daemon needs is checked first (the same checks as
 /// `start` makes before forking); a problem is exit 2 and the running daemon is left
 /// alone. Only then is the old daemon stopped and the new one started.
-pub fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
+pub(crate) fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
     let timeout = Duration::from_secs(args.timeout);
     let paths = layout.daemon(&args.launch.name)?;
     preflight(&paths, &args.launch, &super::invocation(layout)).map_err(|e| {
@@ -57,16 +57,21 @@ pub fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdResult {
 }
 
 /// `daemon run`: the same daemon in the foreground.
-pub fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
+pub(crate) fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
     let paths = layout.daemon(&args.launch.name)?;
-    let launch = Launch::resolve(
+    let launch = super::launch::resolve(
         &paths,
         &args.launch,
         &super::invocation(layout),
         RunMode::Foreground,
     )?;
     launch.save(&paths)?;
-    runtime::run(&paths, &launch, ReadyPipe::none())
+    runtime::run(
+        &paths,
+        &launch,
+        &super::workloads::Workloads,
+        ReadyPipe::none(),
+    )
 }
 
 /// Starts a detached daemon (or finds it running) and prints the outcome. Everything
@@ -74,7 +79,7 @@ pub fn run_foreground(layout: &Layout, args: &RunArgs) -> CmdResult {
 /// does not become ready in `timeout` is stopped before this returns exit 1. With
 /// `wait_channel`, "ready" includes DingTalk accepting a bot's channel credentials (see
 /// [`wait_for_channel`]).
-pub fn start_daemon(
+pub(crate) fn start_daemon(
     layout: &Layout,
     args: &LaunchArgs,
     timeout: Duration,
@@ -121,7 +126,12 @@ pub fn start_daemon(
     launch.save(&paths)?;
     let started = Instant::now();
     let (report, lock) = spawn_detached(lock, timeout, |pipe| {
-        match runtime::run(&paths, &launch, ReadyPipe::to_start(pipe)) {
+        match runtime::run(
+            &paths,
+            &launch,
+            &super::workloads::Workloads,
+            ReadyPipe::to_start(pipe),
+        ) {
             Ok(code) => code,
             Err(e) => e.code,
         }
@@ -164,7 +174,7 @@ fn probe_settled(paths: &DaemonPaths, grace: Duration) -> Probe {
 
 fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Launch, CliError> {
     // Loads and checks the config (for its logging.target) as the daemon will.
-    let launch = Launch::resolve(paths, args, me, RunMode::Detached)?;
+    let launch = super::launch::resolve(paths, args, me, RunMode::Detached)?;
     paths.ensure_state_dir()?;
     crate::fsutil::probe_writable(&paths.state)
         .map_err(|e| io_error("create files in the state folder", &paths.state, e))?;
@@ -200,7 +210,7 @@ fn confirm(
     let what = match &report.outcome {
         Outcome::Ready => {
             let left = timeout.saturating_sub(started.elapsed()).max(PROBE_TIMEOUT);
-            match Client::connect(&paths.control_socket(), left) {
+            match Client::connect(&crate::daemon::probe::control_socket(paths), left) {
                 Ok(mut client) => {
                     let channel = match limits.wait_channel {
                         true => wait_for_channel(&mut client, started + timeout),
@@ -231,13 +241,13 @@ const CHANNEL_POLL: Duration = Duration::from_millis(100);
 
 /// Waits until `deadline` for the daemon's channel to authenticate for the first time
 /// (stream: `connections/open` accepted and the WebSocket connected; HTTP mode: an access
-/// token obtained). `Ok` at once for a daemon without a channel (a gateway, or a bot
+/// token obtained). `Ok` at once for a daemon without a channel (a model service, or a bot
 /// without a `channel:` section). `Err` names DingTalk's refusal (its answer, never the
 /// secret), or, at the deadline, the channel's last error: a start that could not reach
 /// DingTalk fails rather than report a bot that cannot receive anything as running.
 fn wait_for_channel(client: &mut Client, deadline: Instant) -> Result<(), ChannelWait> {
-    use crate::dingtalk::stats::{AUTH_OK, AUTH_REFUSED};
     use crate::ipc::proto::{Request, Response};
+    use crate::status::channel_auth::{OK as AUTH_OK, REFUSED as AUTH_REFUSED};
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         client.set_timeout(left.max(PROBE_TIMEOUT));
@@ -293,7 +303,7 @@ fn started_doc(
     out.result(
         json!({"ok": true, "name": paths.name, "state": "running", "pid": client.daemon_pid,
                "version": client.daemon_version, "log": launch.log.describe(),
-               "socket": paths.control_socket().display().to_string(), "ready_ms": ms}),
+               "socket": crate::daemon::probe::control_socket(paths).display().to_string(), "ready_ms": ms}),
         &format!(
             "started {} (pid {}) in {ms} ms; log: {}",
             paths.name,
@@ -349,7 +359,7 @@ fn start_failure(paths: &DaemonPaths, launch: &Launch, what: &str) -> CliError {
 
 /// The last `n` lines of a log file (empty when unreadable or not a regular file: a
 /// FIFO would block the read).
-pub fn last_lines(path: &Path, n: usize) -> Vec<String> {
+pub(crate) fn last_lines(path: &Path, n: usize) -> Vec<String> {
     if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
         return Vec::new();
     }

@@ -17,9 +17,11 @@ use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::client::{Client, ClientError};
 use crate::ipc::{Request, Response};
 use crate::paths::{DaemonPaths, Layout};
-use crate::status::DaemonReport;
+use crate::status::{
+    channel_auth, ChannelReport, DaemonReport, JournalReport, ModelReport, ModelServiceReport,
+};
 
-pub fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdResult {
+pub(crate) fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdResult {
     let names = match &args.name {
         Some(n) => vec![n.clone()],
         None => layout.daemon_names()?,
@@ -144,13 +146,17 @@ pub(super) fn connect(layout: &Layout, paths: &DaemonPaths) -> Result<Client, Cl
 }
 
 fn fetch_report(paths: &DaemonPaths) -> Result<DaemonReport, ClientError> {
-    let mut client = Client::connect(&paths.control_socket(), crate::daemon::probe::PROBE_TIMEOUT)?;
+    let mut client = Client::connect(
+        &crate::daemon::probe::control_socket(paths),
+        crate::daemon::probe::PROBE_TIMEOUT,
+    )?;
     match client.request(&Request::Status)? {
         Response::Status(r) => Ok(*r),
         other => Err(ClientError::unexpected(&other)),
     }
 }
 
+/// The human form of one daemon's report: a header, then one line per part it has.
 fn describe(r: &DaemonReport) -> String {
     let mut lines = vec![format!(
         "{}: running (pid {}, {} v{}, up {}s)\n  config: {}\n  log:    {}\n  socket: {}",
@@ -163,99 +169,113 @@ fn describe(r: &DaemonReport) -> String {
         r.log_path,
         r.socket
     )];
-    if let Some(c) = &r.channel {
-        lines.push(format!(
-            "  channel: {} ({}{}), reconnects {}, in {}, out {}, duplicates dropped {}{}",
-            c.state,
-            c.mode,
-            match c.auth.as_str() {
-                "refused" => ", credentials REFUSED",
-                "pending" => ", not authenticated yet",
-                _ => "",
-            },
-            c.reconnects,
-            c.messages_in,
-            c.messages_out,
-            c.duplicates_dropped,
-            c.last_error
-                .as_ref()
-                .map(|e| format!(", last error: {e}"))
-                .unwrap_or_default()
-        ));
-    }
-    if let Some(d) = &r.delivery {
-        lines.push(format!(
+    lines.extend(r.channel.as_ref().map(channel_line));
+    lines.extend(r.delivery.as_ref().map(|d| {
+        format!(
             "  delivery: retrying {}, redelivered {}, given up {}, left pending {}, cards closed after restart {}",
             d.replies_retrying,
             d.replies_redelivered,
             d.replies_given_up,
             d.replies_left_pending,
             d.cards_closed_after_restart
-        ));
-    }
-    if let Some(b) = &r.busy_replies {
-        lines.push(format!(
+        )
+    }));
+    lines.extend(r.busy_replies.as_ref().map(|b| {
+        format!(
             "  busy replies: {} ({} waited behind their conversation, {} model queue)",
             b.total, b.behind_conversation, b.model_queue
-        ));
-    }
-    for m in &r.models {
-        lines.push(format!(
-            "  model {}: {}/{} in flight, {} queued, served {}, failures {}, timeouts {}, fallbacks {}, busy {}, p50 {} ms, p95 {} ms{}",
-            m.name,
-            m.in_flight,
-            m.limit,
-            m.queued,
-            m.served,
-            m.failures,
-            m.timeouts,
-            m.fallbacks,
-            m.busy_rejections,
-            m.p50_ms.map(|v| v.to_string()).unwrap_or("-".into()),
-            m.p95_ms.map(|v| v.to_string()).unwrap_or("-".into()),
-            m.last_error
-                .as_ref()
-                .map(|e| format!(", last error: {e}"))
-                .unwrap_or_default()
-        ));
-    }
-    if let Some(j) = &r.journal {
-        lines.push(format!(
-            "  journal: {} pending, {} commits, {} not stored, {} answered-marks to retry, reply->mark p99 {} us{}",
-            j.pending,
-            j.commits,
-            j.failed_accepts,
-            j.done_retry_queue,
-            j.done_window_us_p99.map(|v| v.to_string()).unwrap_or("-".into()),
-            j.last_error
-                .as_ref()
-                .map(|e| format!(", last error: {e}"))
-                .unwrap_or_default()
-        ));
-    }
-    if let Some(g) = &r.gateway {
-        let state = match g.state.as_str() {
-            "failing" => format!("FAILING ({} exits in the last minute)", g.recent_exits),
-            "" => "-".to_string(),
-            other => other.to_string(),
-        };
-        lines.push(format!(
-            "  gateway: {state}: {} (child pid {}, restarts {}, healthy {})",
-            g.command,
-            g.child_pid.map(|p| p.to_string()).unwrap_or("-".into()),
-            g.restarts,
-            g.healthy.map(|h| h.to_string()).unwrap_or("-".into())
-        ));
-        if let Some(how) = &g.last_exit {
-            let ago = g
-                .last_exit_at_ms
-                .map(|at| format!(", {} s ago", now_ms().saturating_sub(at) / 1000))
-                .unwrap_or_default();
-            lines.push(format!("  gateway last exit: {how}{ago}"));
-        }
+        )
+    }));
+    lines.extend(r.models.iter().map(model_line));
+    lines.extend(r.journal.as_ref().map(journal_line));
+    if let Some(s) = &r.model_service {
+        lines.extend(model_service_lines(s));
     }
     if let Some(e) = &r.last_error {
         lines.push(format!("  last error: {e}"));
     }
     lines.join("\n")
+}
+
+/// `, last error: E`, or nothing.
+fn last_error_suffix(e: &Option<String>) -> String {
+    e.as_ref()
+        .map(|e| format!(", last error: {e}"))
+        .unwrap_or_default()
+}
+
+/// A figure, or `-` when there is none yet.
+fn or_dash(v: Option<impl ToString>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn channel_line(c: &ChannelReport) -> String {
+    format!(
+        "  channel: {} ({}{}), reconnects {}, in {}, out {}, duplicates dropped {}{}",
+        c.state,
+        c.mode,
+        match c.auth.as_str() {
+            channel_auth::REFUSED => ", credentials REFUSED",
+            channel_auth::PENDING => ", not authenticated yet",
+            _ => "",
+        },
+        c.reconnects,
+        c.messages_in,
+        c.messages_out,
+        c.duplicates_dropped,
+        last_error_suffix(&c.last_error)
+    )
+}
+
+fn model_line(m: &ModelReport) -> String {
+    format!(
+        "  model {}: {}/{} in flight, {} queued, served {}, failures {}, timeouts {}, fallbacks {}, busy {}, p50 {} ms, p95 {} ms{}",
+        m.name,
+        m.in_flight,
+        m.limit,
+        m.queued,
+        m.served,
+        m.failures,
+        m.timeouts,
+        m.fallbacks,
+        m.busy_rejections,
+        or_dash(m.p50_ms),
+        or_dash(m.p95_ms),
+        last_error_suffix(&m.last_error)
+    )
+}
+
+fn journal_line(j: &JournalReport) -> String {
+    format!(
+        "  journal: {} pending, {} commits, {} not stored, {} answered-marks to retry, reply->mark p99 {} us{}",
+        j.pending,
+        j.commits,
+        j.failed_accepts,
+        j.done_retry_queue,
+        or_dash(j.done_window_us_p99),
+        last_error_suffix(&j.last_error)
+    )
+}
+
+fn model_service_lines(s: &ModelServiceReport) -> Vec<String> {
+    let state = match s.state.as_str() {
+        "failing" => format!("FAILING ({} exits in the last minute)", s.recent_exits),
+        "" => "-".to_string(),
+        other => other.to_string(),
+    };
+    let mut lines = vec![format!(
+        "  model service: {state}: {} (child pid {}, restarts {}, healthy {})",
+        s.command,
+        or_dash(s.child_pid),
+        s.restarts,
+        or_dash(s.healthy)
+    )];
+    if let Some(how) = &s.last_exit {
+        let ago = s
+            .last_exit_at_ms
+            .map(|at| format!(", {} s ago", now_ms().saturating_sub(at) / 1000))
+            .unwrap_or_default();
+        lines.push(format!("  model service last exit: {how}{ago}"));
+    }
+    lines
 }

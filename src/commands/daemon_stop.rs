@@ -21,7 +21,7 @@ use crate::ipc::client::Client;
 use crate::ipc::{Request, Response};
 use crate::paths::{DaemonPaths, Layout};
 
-pub fn stop(layout: &Layout, args: &StopArgs, out: &Output) -> CmdResult {
+pub(crate) fn stop(layout: &Layout, args: &StopArgs, out: &Output) -> CmdResult {
     stop_daemon(
         layout,
         &args.name,
@@ -55,7 +55,7 @@ impl Stopped {
 }
 
 /// Stops daemon `name`. `quiet` prints nothing on success (used by restart).
-pub fn stop_daemon(
+pub(crate) fn stop_daemon(
     layout: &Layout,
     name: &str,
     timeout: Duration,
@@ -102,7 +102,9 @@ pub fn stop_daemon(
 }
 
 fn ask_to_shut_down(paths: &DaemonPaths, drain: Duration) -> bool {
-    let Ok(mut client) = Client::connect(&paths.control_socket(), PROBE_TIMEOUT) else {
+    let Ok(mut client) =
+        Client::connect(&crate::daemon::probe::control_socket(paths), PROBE_TIMEOUT)
+    else {
         return false;
     };
     matches!(

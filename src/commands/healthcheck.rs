@@ -20,7 +20,7 @@ use crate::ipc::proto::{Check, CheckStatus, HealthReport};
 use crate::ipc::{Request, Response};
 use crate::paths::Layout;
 
-pub fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output) -> CmdResult {
+pub(crate) fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output) -> CmdResult {
     let timeout = Duration::from_secs(args.timeout.max(1));
     let (target, report) = match (&args.name, &args.config) {
         (_, Some(path)) => {

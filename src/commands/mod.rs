@@ -8,31 +8,34 @@ mod daemon_start;
 mod daemon_status;
 mod daemon_stop;
 mod healthcheck;
+mod launch;
 mod onboard;
-pub mod output;
+pub(crate) mod output;
 mod quickstart;
 mod send;
+mod sim;
+mod workloads;
 
 use std::ffi::OsString;
 
 use clap::Parser;
 
 use crate::cli::{Cli, Command, ConfigCommand, DaemonCommand};
+use crate::cmdline::shell_quote;
 use crate::exit::{CliError, CmdResult, Code};
-use crate::gateway::cmdline::shell_quote;
 use crate::paths::Layout;
 
-pub use daemon_start::start_daemon;
-pub use daemon_stop::stop_daemon;
+pub(crate) use daemon_start::start_daemon;
+pub(crate) use daemon_stop::stop_daemon;
 
 /// The whole program: parses `args` (the first one is the program name), runs the
 /// command, and returns the exit code. Never panics on any input or output failure.
-pub fn main(args: Vec<OsString>) -> Code {
+pub fn main(args: Vec<OsString>) -> std::process::ExitCode {
     let code = match Cli::try_parse_from(&args) {
         Ok(cli) => run(cli),
         Err(e) => output::clap_outcome(&e, wants_json(&args)),
     };
-    output::settle(code)
+    std::process::ExitCode::from(output::settle(code) as u8)
 }
 
 /// Whether `--json` appears before any `--` (for clap errors, found before parsing).
@@ -44,7 +47,7 @@ fn wants_json(args: &[OsString]) -> bool {
 }
 
 /// Runs the parsed command line; prints errors; returns the process exit code.
-pub fn run(cli: Cli) -> Code {
+pub(crate) fn run(cli: Cli) -> Code {
     let out = output::Output::new(cli.json);
     let result = Layout::resolve(cli.home.as_deref())
         .map_err(CliError::from)
@@ -73,7 +76,7 @@ fn dispatch(cli: &Cli, layout: &Layout, out: &output::Output) -> CmdResult {
         Command::Send(a) => send::send(layout, a, out),
         Command::Healthcheck(a) => healthcheck::healthcheck(layout, a, out),
         Command::Onboard(a) => onboard::onboard(layout, a, out),
-        Command::Sim(a) => crate::sim::command(a, layout, out),
+        Command::Sim(a) => sim::command(a, out),
         Command::Quickstart(a) => quickstart::quickstart(layout, a, out),
     }
 }

@@ -18,10 +18,10 @@ use serde_json::json;
 
 use super::output::Output;
 use crate::cli::OnboardArgs;
-use crate::config::checks;
+use crate::config::{checks, Config};
 use crate::daemon::launch::Launch;
 use crate::exit::{CliError, CmdResult, Code};
-use crate::ipc::proto::CheckStatus;
+use crate::ipc::proto::{Check, CheckStatus};
 use crate::paths::{absolute, DaemonPaths, Layout};
 
 /// The answers that make a config.
@@ -43,7 +43,7 @@ struct Answers {
     targets: Vec<(String, String)>,
 }
 
-pub fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
+pub(crate) fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
     let path = absolute(&args.config);
     let daemon = layout.daemon(&args.name)?;
     let targets = parse_targets(&args.targets)?;
@@ -59,32 +59,7 @@ pub fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
         ask(args)?
     };
     answers.targets = targets;
-    if let (Some(var), Some(secret)) = (&answers.client_secret_env, &answers.secret_for_checks) {
-        // The config refers to ${VAR}; make it resolvable for the checks below (this
-        // process only; nothing is written or printed).
-        if std::env::var_os(var).is_none() {
-            std::env::set_var(var, secret);
-        }
-    }
-    check_answers(&answers)?;
-    if answers.oapi_base.is_some() {
-        out.note(
-            "warning: --oapi-base is deprecated and ignored (the bot makes no call on \
-             DingTalk's old API host)",
-        );
-    }
-    env_vars_resolvable(&answers)?;
-    let text = render(&answers);
-    crate::config::parse(&text).map_err(|e| {
-        CliError::usage(format!(
-            "the config for {} would not load ({e}); nothing was written",
-            path.display()
-        ))
-    })?;
-    write_config(&path, &text)?;
-    out.note(&format!("wrote {} (mode 0600)", path.display()));
-
-    let config = crate::config::load(&path)?;
+    let config = write_checked_config(&path, &answers, out)?;
     remember_config(&daemon, &path)?;
     out.note(&format!(
         "`clawdbot daemon start --name {}` will use this config",
@@ -95,22 +70,53 @@ pub fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
     } else {
         super::healthcheck::preflight(&config, Duration::from_secs(10))?
     };
+    report(&path, &args.name, &answers, &checks, out)
+}
+
+/// Checks the answers, renders them, proves the text loads as a config, and only then
+/// writes it (0600); returns the config as the daemon will load it.
+fn write_checked_config(path: &Path, answers: &Answers, out: &Output) -> Result<Config, CliError> {
+    if let (Some(var), Some(secret)) = (&answers.client_secret_env, &answers.secret_for_checks) {
+        // The config refers to ${VAR}; make it resolvable for the checks below (this
+        // process only; nothing is written or printed).
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, secret);
+        }
+    }
+    check_answers(answers)?;
+    if answers.oapi_base.is_some() {
+        out.note(
+            "warning: --oapi-base is deprecated and ignored (the bot makes no call on \
+             DingTalk's old API host)",
+        );
+    }
+    env_vars_resolvable(answers)?;
+    let text = render(answers);
+    crate::config::parse(&text).map_err(|e| {
+        CliError::usage(format!(
+            "the config for {} would not load ({e}); nothing was written",
+            path.display()
+        ))
+    })?;
+    write_config(path, &text)?;
+    out.note(&format!("wrote {} (mode 0600)", path.display()));
+    Ok(crate::config::load(path)?)
+}
+
+/// Prints the checks and the next commands; exit 1 when a check failed.
+fn report(path: &Path, name: &str, answers: &Answers, checks: &[Check], out: &Output) -> CmdResult {
     let failed = checks.iter().any(|c| c.status == CheckStatus::Fail);
     let mut human: Vec<String> = Vec::new();
     if !checks.is_empty() {
-        human.push(super::healthcheck::render_checks(out, &checks));
+        human.push(super::healthcheck::render_checks(out, checks));
     }
-    let cfg = path.display().to_string();
-    let name = &args.name;
+    let target = answers
+        .targets
+        .first()
+        .map_or("cidXXXX", |(name, _)| name.as_str());
     let next = vec![
         format!("clawdbot daemon start --name {name}"),
-        format!(
-            "clawdbot send --name {name} --to {} --text ping",
-            answers
-                .targets
-                .first()
-                .map_or("cidXXXX", |(name, _)| name.as_str())
-        ),
+        format!("clawdbot send --name {name} --to {target} --text ping"),
         format!("clawdbot healthcheck --name {name}"),
     ];
     human.push(String::new());
@@ -121,7 +127,7 @@ pub fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdResult {
     });
     human.extend(next.iter().map(|c| format!("  {c}")));
     out.result(
-        json!({"ok": !failed, "config": cfg, "checks": checks, "next": next}),
+        json!({"ok": !failed, "config": path.display().to_string(), "checks": checks, "next": next}),
         &human.join("\n"),
     );
     Ok(if failed { Code::Failure } else { Code::Ok })

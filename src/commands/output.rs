@@ -30,7 +30,7 @@ enum StdoutFailure {
 
 /// Writes `bytes` to stdout and flushes them. False when stdout failed, now or earlier
 /// (nothing more is attempted then).
-pub fn write_stdout(bytes: &[u8]) -> bool {
+pub(crate) fn write_stdout(bytes: &[u8]) -> bool {
     if STDOUT_FAILURE.get().is_some() {
         return false;
     }
@@ -49,13 +49,13 @@ pub fn write_stdout(bytes: &[u8]) -> bool {
 }
 
 /// Writes `text` to stderr, ignoring failures.
-pub fn write_stderr(text: &str) {
+pub(crate) fn write_stderr(text: &str) {
     let _ = io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// The process exit code once the command returned `code`: unchanged unless stdout
 /// failed with something other than a closed pipe, which is said on stderr and exits 1.
-pub fn settle(code: Code) -> Code {
+pub(crate) fn settle(code: Code) -> Code {
     match STDOUT_FAILURE.get() {
         Some(StdoutFailure::Other(e)) => {
             write_stderr(&format!("error: cannot write to stdout: {e}\n"));
@@ -66,7 +66,7 @@ pub fn settle(code: Code) -> Code {
 }
 
 /// The JSON document for a failed command (`schema_version` is added when printed).
-pub fn error_doc(code: Code, message: &str) -> Value {
+pub(crate) fn error_doc(code: Code, message: &str) -> Value {
     json!({"ok": false, "exit_code": code as u8, "error": message})
 }
 
@@ -74,7 +74,7 @@ pub fn error_doc(code: Code, message: &str) -> Value {
 /// (exit 0), usage errors on stderr (exit 2). With `--json`, `--version` prints
 /// `{"schema_version":1,"version":...}` and a usage error also prints [`error_doc`] on
 /// stdout; help stays text.
-pub fn clap_outcome(e: &clap::Error, json: bool) -> Code {
+pub(crate) fn clap_outcome(e: &clap::Error, json: bool) -> Code {
     use clap::error::ErrorKind;
     let out = Output::new(json);
     let code = if e.exit_code() == 0 {
@@ -118,8 +118,8 @@ fn clap_message(e: &clap::Error, plain: &str) -> String {
 }
 
 #[derive(Clone, Copy)]
-pub struct Output {
-    pub json: bool,
+pub(crate) struct Output {
+    pub(crate) json: bool,
     color: bool,
     tty: bool,
     /// Spinners run a thread: off where the caller forks again afterwards (quickstart).
@@ -129,7 +129,7 @@ pub struct Output {
 }
 
 impl Output {
-    pub fn new(json: bool) -> Output {
+    pub(crate) fn new(json: bool) -> Output {
         let tty = std::io::stderr().is_terminal();
         let color = tty && std::env::var_os("NO_COLOR").is_none();
         console::set_colors_enabled(color);
@@ -144,7 +144,7 @@ impl Output {
     }
 
     /// The same output without spinners (for callers that fork more than once).
-    pub fn without_spinners(&self) -> Output {
+    pub(crate) fn without_spinners(&self) -> Output {
         Output {
             spinners: false,
             ..*self
@@ -152,7 +152,7 @@ impl Output {
     }
 
     /// Prints no results and no spinners, only notes and errors (nested commands).
-    pub fn silent(&self) -> Output {
+    pub(crate) fn silent(&self) -> Output {
         Output {
             json: false,
             spinners: false,
@@ -162,7 +162,7 @@ impl Output {
     }
 
     /// Prints the command's result: `doc` with `--json`, else `human` on stdout.
-    pub fn result(&self, mut doc: Value, human: &str) {
+    pub(crate) fn result(&self, mut doc: Value, human: &str) {
         if !self.results {
             return;
         }
@@ -178,12 +178,12 @@ impl Output {
     }
 
     /// A side note on stderr (never part of the JSON document).
-    pub fn note(&self, text: &str) {
+    pub(crate) fn note(&self, text: &str) {
         write_stderr(&format!("{text}\n"));
     }
 
     /// Prints an error: on stderr, and with `--json` also as a JSON document on stdout.
-    pub fn error(&self, e: &CliError) {
+    pub(crate) fn error(&self, e: &CliError) {
         let prefix = if self.color {
             console::style("error:").red().bold().to_string()
         } else {
@@ -197,7 +197,7 @@ impl Output {
 
     /// A spinner on stderr when it is a terminal and no JSON is asked for; `None` otherwise.
     /// Only call after any fork (the spinner runs a thread).
-    pub fn spinner(&self, msg: &str) -> Option<indicatif::ProgressBar> {
+    pub(crate) fn spinner(&self, msg: &str) -> Option<indicatif::ProgressBar> {
         if !self.tty || self.json || !self.spinners {
             return None;
         }
@@ -207,7 +207,7 @@ impl Output {
         Some(pb)
     }
 
-    pub fn style_ok(&self, s: &str) -> String {
+    pub(crate) fn style_ok(&self, s: &str) -> String {
         if self.color {
             console::style(s).green().to_string()
         } else {
@@ -215,7 +215,7 @@ impl Output {
         }
     }
 
-    pub fn style_bad(&self, s: &str) -> String {
+    pub(crate) fn style_bad(&self, s: &str) -> String {
         if self.color {
             console::style(s).red().to_string()
         } else {
@@ -223,7 +223,7 @@ impl Output {
         }
     }
 
-    pub fn style_warn(&self, s: &str) -> String {
+    pub(crate) fn style_warn(&self, s: &str) -> String {
         if self.color {
             console::style(s).yellow().to_string()
         } else {

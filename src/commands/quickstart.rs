@@ -11,6 +11,7 @@
 //! Both daemons are forked before any async runtime or thread exists in this process.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -27,19 +28,47 @@ const CONVERSATION: &str = "cidQuickstartDemo==";
 const CLIENT_ID: &str = "dingquickstart";
 const CLIENT_SECRET: &str = "quickstart-secret";
 
-pub fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdResult {
-    let quiet = out.without_spinners();
-    let silent = out.silent();
+pub(crate) fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdResult {
     let me = super::invocation(layout);
+    let sim_url = start_simulator(layout, &me, out)?;
+    let config_path = write_demo_config(layout, &sim_url, args, out)?;
+    start_bot(layout, &config_path, out)?;
+    let reply = ask_the_bot(&sim_url, &args.text, &me, out)?;
+    let health_code = check_health(layout, out)?;
+    if args.stop {
+        stop_both(layout, out)?;
+    }
+    let stop = vec![
+        format!("{me} daemon stop --name {BOT_NAME}"),
+        format!("{me} daemon stop --name {SIM_NAME}"),
+    ];
+    let human = if args.stop {
+        "Stopped the bot and the simulator.".to_string()
+    } else {
+        format!(
+            "The bot and the simulator keep running. Try:\n  {me} sim inject --sim {sim_url} --group --conversation {CONVERSATION} --text \"hi\"\n  {me} sim outbox --sim {sim_url}\n  {me} daemon status\nStop everything with:\n  {}\n  {}",
+            stop[0], stop[1]
+        )
+    };
+    out.result(
+        json!({"ok": health_code == Code::Ok, "sim_url": sim_url, "config": config_path.display().to_string(),
+               "question": args.text, "reply": reply, "healthy": health_code == Code::Ok,
+               "stopped": args.stop, "stop_commands": stop}),
+        &human,
+    );
+    Ok(health_code)
+}
+
+/// Step 1: the simulator as a managed daemon, reused when a previous quickstart left it
+/// running; returns its base URL once it listens.
+fn start_simulator(layout: &Layout, me: &str, out: &Output) -> Result<String, CliError> {
     let sim_paths = layout.daemon(SIM_NAME)?;
     sim_paths.ensure_state_dir()?;
     let url_file = sim_paths.state.join("url");
-
-    // 1. The simulator (reused when a previous quickstart left it running).
-    let sim_url = match std::fs::read_to_string(&url_file)
+    let reused = std::fs::read_to_string(&url_file)
         .ok()
-        .filter(|_| running(layout, SIM_NAME))
-    {
+        .filter(|_| running(layout, SIM_NAME));
+    let sim_url = match reused {
         Some(url) => url.trim().to_string(),
         None => {
             let port = free_port()?;
@@ -57,85 +86,86 @@ pub fn quickstart(layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdRe
                 ..Default::default()
             };
             out.note(&format!("starting the DingTalk simulator on {url}"));
+            let silent = out.silent();
             super::stop_daemon(layout, SIM_NAME, Duration::from_secs(5), &silent, true)?;
             super::start_daemon(layout, &launch, Duration::from_secs(20), true, &silent)?;
             std::fs::write(&url_file, &url).map_err(|e| io_error("write", &url_file, e))?;
             url
         }
     };
-    wait_listening(&sim_url, Duration::from_secs(15), &me)?;
+    wait_listening(&sim_url, Duration::from_secs(15), me)?;
+    Ok(sim_url)
+}
 
-    // 2. The demo config.
+/// Step 2: the demo config under the config folder; returns its path.
+fn write_demo_config(
+    layout: &Layout,
+    sim_url: &str,
+    args: &QuickstartArgs,
+    out: &Output,
+) -> Result<PathBuf, CliError> {
     let model_base = args
         .model_base_url
         .clone()
         .unwrap_or_else(|| format!("{sim_url}/demo/v1"));
     let config_path = layout.config_dir.join(format!("{BOT_NAME}.yaml"));
     crate::paths::ensure_parent(&config_path)?;
-    std::fs::write(
-        &config_path,
-        demo_config(&sim_url, &model_base, &args.model),
-    )
-    .map_err(|e| io_error("write", &config_path, e))?;
+    std::fs::write(&config_path, demo_config(sim_url, &model_base, &args.model))
+        .map_err(|e| io_error("write", &config_path, e))?;
     out.note(&format!("wrote the demo config {}", config_path.display()));
+    Ok(config_path)
+}
 
-    // 3. The bot, restarted so it picks up this config.
+/// Step 3: the bot daemon, restarted so it picks up the demo config.
+fn start_bot(layout: &Layout, config_path: &Path, out: &Output) -> Result<(), CliError> {
+    let silent = out.silent();
     super::stop_daemon(layout, BOT_NAME, Duration::from_secs(10), &silent, true)?;
     let launch = LaunchArgs {
         name: BOT_NAME.into(),
-        config: Some(config_path.clone()),
+        config: Some(config_path.to_path_buf()),
         ..Default::default()
     };
     out.note("starting the bot daemon");
     super::start_daemon(layout, &launch, Duration::from_secs(20), true, &silent)?;
+    Ok(())
+}
 
-    // 4. A message and its reply (the async part starts only now).
+/// Step 4: one message and the bot's reply, printed as an exchange (the async part of
+/// this process starts only now, after both daemons were forked).
+fn ask_the_bot(sim_url: &str, text: &str, me: &str, out: &Output) -> Result<String, CliError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
-    let reply = rt.block_on(converse(&sim_url, &args.text, &me))?;
-    drop(rt);
+    let reply = rt.block_on(converse(sim_url, text, me))?;
     if !out.json {
         let exchange = format!(
             "\n  Li Lei in group \"Quickstart demo\": @bot {}\n  bot's reply (session webhook):     {}\n\n",
-            args.text,
+            text,
             reply.lines().next().unwrap_or_default()
         );
         super::output::write_stdout(exchange.as_bytes());
     }
+    Ok(reply)
+}
 
-    // 5. Health, then how to stop.
+/// Step 5: the bot's healthcheck (its lines on stderr, or nothing with `--json`).
+fn check_health(layout: &Layout, out: &Output) -> CmdResult {
     let health = HealthcheckArgs {
         name: Some(BOT_NAME.into()),
         config: None,
         timeout: 10,
     };
-    let health_code =
-        super::healthcheck::healthcheck(layout, &health, if out.json { &silent } else { &quiet })?;
-    let stop = vec![
-        format!("{me} daemon stop --name {BOT_NAME}"),
-        format!("{me} daemon stop --name {SIM_NAME}"),
-    ];
-    if args.stop {
-        super::stop_daemon(layout, BOT_NAME, Duration::from_secs(10), &silent, true)?;
-        super::stop_daemon(layout, SIM_NAME, Duration::from_secs(10), &silent, true)?;
-    }
-    let human = if args.stop {
-        "Stopped the bot and the simulator.".to_string()
-    } else {
-        format!(
-            "The bot and the simulator keep running. Try:\n  {me} sim inject --sim {sim_url} --group --conversation {CONVERSATION} --text \"hi\"\n  {me} sim outbox --sim {sim_url}\n  {me} daemon status\nStop everything with:\n  {}\n  {}",
-            stop[0], stop[1]
-        )
-    };
-    out.result(
-        json!({"ok": health_code == Code::Ok, "sim_url": sim_url, "config": config_path.display().to_string(),
-               "question": args.text, "reply": reply, "healthy": health_code == Code::Ok,
-               "stopped": args.stop, "stop_commands": stop}),
-        &human,
-    );
-    Ok(health_code)
+    let (quiet, silent) = (out.without_spinners(), out.silent());
+    super::healthcheck::healthcheck(layout, &health, if out.json { &silent } else { &quiet })
+}
+
+/// `--stop`: both daemons, the bot first.
+fn stop_both(layout: &Layout, out: &Output) -> Result<(), CliError> {
+    let silent = out.silent();
+    super::stop_daemon(layout, BOT_NAME, Duration::from_secs(10), &silent, true)?;
+    super::stop_daemon(layout, SIM_NAME, Duration::from_secs(10), &silent, true)?;
+    Ok(())
 }
 
 fn running(layout: &Layout, name: &str) -> bool {

@@ -14,7 +14,7 @@ use crate::ipc::proto::ErrorKind;
 use crate::ipc::{Request, Response};
 use crate::paths::Layout;
 
-pub fn send(layout: &Layout, args: &SendArgs, out: &Output) -> CmdResult {
+pub(crate) fn send(layout: &Layout, args: &SendArgs, out: &Output) -> CmdResult {
     if args.text.trim().is_empty() {
         return Err(CliError::usage("--text: the message is empty"));
     }

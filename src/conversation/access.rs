@@ -12,7 +12,7 @@ use crate::sliding_window::KeyedWindows;
 /// The gate's answer; the bot maps each to a reply text (`reply.denied_text`,
 /// `reply.rate_limited_text`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessDecision {
+pub(crate) enum AccessDecision {
     Allowed,
     Denied(DenyReason),
     /// Over the per-user limit; the oldest counted message leaves the window after `retry_after`.
@@ -22,7 +22,7 @@ pub enum AccessDecision {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyReason {
+pub(crate) enum DenyReason {
     /// Direct chats are allowlisted and the sender is not on `allow_users`.
     UserNotAllowed,
     /// Groups are allowlisted and the conversation is not on `allow_groups`.
@@ -31,14 +31,14 @@ pub enum DenyReason {
     UnknownSender,
 }
 
-pub struct AccessGate {
+pub(crate) struct AccessGate {
     cfg: AccessConfig,
     /// Per-user windows (idle users are pruned).
     windows: KeyedWindows,
 }
 
 impl AccessGate {
-    pub fn new(cfg: &AccessConfig) -> Self {
+    pub(crate) fn new(cfg: &AccessConfig) -> Self {
         AccessGate {
             cfg: cfg.clone(),
             windows: KeyedWindows::new(
@@ -49,7 +49,7 @@ impl AccessGate {
     }
 
     /// Decides on one incoming message and, when allowed, counts it.
-    pub fn check(
+    pub(crate) fn check(
         &mut self,
         kind: ConversationKind,
         conversation_id: &str,

@@ -87,15 +87,15 @@ pub(crate) fn help_text(enabled: &CommandsConfig) -> String {
     out
 }
 
-/// True for `/new` or `/reset` (any case, surrounding spaces, and leading `@mentions`
-/// as group messages may carry), with nothing else in the message.
-pub fn is_reset_command(text: &str) -> bool {
-    ChatCommand::parse(text, &CommandsConfig::default()) == Some(ChatCommand::Reset)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `/new` or `/reset` (any case, surrounding spaces, and leading `@mentions` as group
+    /// messages may carry), with nothing else in the message.
+    fn is_reset_command(text: &str) -> bool {
+        ChatCommand::parse(text, &CommandsConfig::default()) == Some(ChatCommand::Reset)
+    }
 
     #[test]
     fn reset_commands() {

@@ -27,7 +27,7 @@ struct Conversation {
     use_seq: u64,
 }
 
-pub struct Memory {
+pub(crate) struct Memory {
     max_turns: usize,
     /// Most characters stored per conversation.
     max_chars: usize,
@@ -41,7 +41,7 @@ pub struct Memory {
 
 impl Memory {
     /// Memory under `cfg`, storing at most `max_chars` characters per conversation.
-    pub fn new(cfg: &MemoryConfig, max_chars: usize) -> Self {
+    pub(crate) fn new(cfg: &MemoryConfig, max_chars: usize) -> Self {
         Memory {
             max_turns: cfg.max_turns,
             max_chars,
@@ -54,17 +54,19 @@ impl Memory {
     }
 
     /// Conversations currently remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.conversations.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.conversations.is_empty()
     }
 
     /// The remembered history as alternating user/assistant messages, oldest first.
     /// Forgets the conversation first when it was idle too long.
-    pub fn history(&mut self, conversation: &str, now: Instant) -> Vec<ChatMessage> {
+    pub(crate) fn history(&mut self, conversation: &str, now: Instant) -> Vec<ChatMessage> {
         self.expire(conversation, now);
         self.conversations
             .get(conversation)
@@ -83,7 +85,7 @@ impl Memory {
     }
 
     /// Remembers one answered turn.
-    pub fn record(&mut self, conversation: &str, user: &str, assistant: &str, now: Instant) {
+    pub(crate) fn record(&mut self, conversation: &str, user: &str, assistant: &str, now: Instant) {
         if self.max_turns == 0 || self.max_conversations == 0 {
             return;
         }
@@ -123,7 +125,7 @@ impl Memory {
     }
 
     /// Forgets one conversation (`/new`, `/reset`).
-    pub fn reset(&mut self, conversation: &str) {
+    pub(crate) fn reset(&mut self, conversation: &str) {
         if let Some(c) = self.conversations.remove(conversation) {
             self.by_use.remove(&c.use_seq);
         }

@@ -8,36 +8,37 @@
 //! less than half the budget.
 
 use crate::config::PolicyConfig;
-use crate::model::{prompt_chars, ChatMessage, Role};
+use crate::model::{ChatMessage, Role};
 
 /// Replaces the middle of a cut text.
-pub const CUT_MARKER: &str = "\n[…]\n";
+pub(crate) const CUT_MARKER: &str = "\n[…]\n";
 
 /// The built prompt and what trimming did (figures only, safe to log).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prompt {
-    pub messages: Vec<ChatMessage>,
+pub(crate) struct Prompt {
+    pub(crate) messages: Vec<ChatMessage>,
     /// History messages left out.
-    pub dropped_history: usize,
+    pub(crate) dropped_history: usize,
     /// Characters removed from the system prompt and the new message.
-    pub cut_chars: usize,
+    pub(crate) cut_chars: usize,
 }
 
+#[cfg(test)]
 impl Prompt {
-    pub fn chars(&self) -> usize {
-        prompt_chars(&self.messages)
+    fn chars(&self) -> usize {
+        crate::model::prompt_chars(&self.messages)
     }
 }
 
 /// The system prompt for a conversation: its override, else the default policy prompt.
-pub fn system_prompt<'a>(policy: &'a PolicyConfig, conversation_id: &str) -> &'a str {
+pub(crate) fn system_prompt<'a>(policy: &'a PolicyConfig, conversation_id: &str) -> &'a str {
     policy
         .conversation_prompts
         .get(conversation_id)
         .unwrap_or(&policy.system_prompt)
 }
 
-pub fn build_prompt(
+pub(crate) fn build_prompt(
     policy: &PolicyConfig,
     max_chars: usize,
     conversation_id: &str,
@@ -90,7 +91,7 @@ pub fn build_prompt(
 
 /// Shortens `text` to at most `limit` characters, keeping its start and end around
 /// [`CUT_MARKER`] (or just the start when `limit` is too small for the marker).
-pub fn cut_middle(text: &str, limit: usize) -> String {
+pub(crate) fn cut_middle(text: &str, limit: usize) -> String {
     let len = text.chars().count();
     if len <= limit {
         return text.to_string();

@@ -4,7 +4,7 @@
 //! without an exec, so the daemon inherits its argv and `ps` (any user, through
 //! /proc/PID/cmdline) would show the key for the daemon's whole life. [`hide_secrets`]
 //! rewrites the daemon's argv in place, the way `setproctitle` does: the `--exec`
-//! command is replaced by its redacted display ([`crate::gateway::redact::redact`]) and
+//! command is replaced by its redacted display ([`crate::cmdline::redact::redact`]) and
 //! URL passwords in any argument are masked.
 //!
 //! Chosen over a re-exec (which would need the binary path, the home and the ready pipe
@@ -27,7 +27,7 @@
 
 use std::io;
 
-use crate::gateway::redact::redact;
+use crate::cmdline::redact::redact;
 use crate::redact_url::redact_url;
 
 /// Why the command line could not be rewritten (the daemon runs on regardless).

@@ -29,10 +29,10 @@ use super::pidfile::{
 };
 
 /// How often a running daemon checks that its pid file and socket are still in place.
-pub const HEAL_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const HEAL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The files this daemon holds; see the module docs.
-pub struct Claim {
+pub(crate) struct Claim {
     paths: DaemonPaths,
     pid: PidLock,
     /// Where this daemon listens (or will, before [`Claim::bind`]).
@@ -45,7 +45,7 @@ pub struct Claim {
 }
 
 /// What [`Claim::heal`] found.
-pub enum Healed {
+pub(crate) enum Healed {
     /// Both files are in place.
     Intact,
     /// A `daemon start` holds the start lock: look again later.
@@ -64,7 +64,7 @@ pub enum Healed {
 impl Claim {
     /// Takes the name: checks (creating) the state folder, chooses the socket and locks
     /// the pid file that records it. Fails when another daemon holds it.
-    pub fn acquire(paths: &DaemonPaths) -> Result<Claim, CliError> {
+    pub(crate) fn acquire(paths: &DaemonPaths) -> Result<Claim, CliError> {
         paths.ensure_state_dir()?;
         let socket_path = paths.listen_socket()?;
         let pid = PidLock::acquire(&paths.pid_file, &socket_path)
@@ -85,7 +85,7 @@ impl Claim {
 
     /// Binds the control socket with mode 0600. Whatever file is at its path is replaced:
     /// this claim holds the name, so no live daemon serves that file.
-    pub fn bind(&mut self) -> Result<UnixListener, CliError> {
+    pub(crate) fn bind(&mut self) -> Result<UnixListener, CliError> {
         let path = &self.socket_path;
         match fs::remove_file(path) {
             Ok(()) => {}
@@ -105,7 +105,7 @@ impl Claim {
 
     /// Checks that the pid file and the socket are still this daemon's and puts back
     /// what is missing or was replaced by a file nobody holds.
-    pub fn heal(&mut self) -> Healed {
+    pub(crate) fn heal(&mut self) -> Healed {
         if self.pid.holds_path() && self.socket_in_place() && self.recorded == self.socket_path {
             return Healed::Intact;
         }
@@ -144,7 +144,7 @@ impl Claim {
     }
 
     /// Where the control socket lives.
-    pub fn socket_path(&self) -> &Path {
+    pub(crate) fn socket_path(&self) -> &Path {
         &self.socket_path
     }
 

@@ -31,7 +31,7 @@ use super::workload::Workload;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Control connections served at once (all from our own uid; the CLI uses one at a time).
-pub const MAX_CONTROL_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONTROL_CONNECTIONS: usize = 64;
 
 /// One descriptor kept open (on `/dev/null`) for when `accept` fails with EMFILE/ENFILE:
 /// closing it frees a slot, so the waiting control client is accepted and answered instead
@@ -61,34 +61,49 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 }
 
 /// Static facts for the status report.
-pub struct DaemonInfo {
-    pub name: String,
-    pub config_path: Option<String>,
-    pub log_path: String,
+pub(crate) struct DaemonInfo {
+    pub(crate) name: String,
+    pub(crate) config_path: Option<String>,
+    pub(crate) log_path: String,
     /// The control socket served now (it changes when the daemon re-binds it, see
     /// [`ControlState::set_socket`]).
-    pub socket: std::sync::RwLock<String>,
-    pub started_at_ms: u64,
-    pub started: Instant,
-    pub last_error: LastError,
+    pub(crate) socket: std::sync::RwLock<String>,
+    pub(crate) started_at_ms: u64,
+    pub(crate) started: Instant,
+    pub(crate) last_error: LastError,
 }
 
 /// Shared by all connections.
-pub struct ControlState {
-    pub info: DaemonInfo,
-    pub workload: Arc<dyn Workload>,
+pub(crate) struct ControlState {
+    pub(crate) info: DaemonInfo,
+    pub(crate) workload: Arc<dyn Workload>,
     /// Set to `Some(drain)` to ask the daemon to shut down.
-    pub shutdown: watch::Sender<Option<Duration>>,
+    pub(crate) shutdown: watch::Sender<Option<Duration>>,
+}
+
+/// The ops endpoint's view of the running daemon.
+impl crate::ops::DaemonView for ControlState {
+    fn report(&self) -> DaemonReport {
+        ControlState::report(self)
+    }
+
+    fn readiness(&self) -> Option<crate::ops::readiness::ReadinessFacts> {
+        self.workload.readiness()
+    }
+
+    fn draining(&self) -> bool {
+        self.shutdown.borrow().is_some()
+    }
 }
 
 impl ControlState {
     /// Records that the control socket is now served at `path` (after a re-bind).
-    pub fn set_socket(&self, path: &std::path::Path) {
+    pub(crate) fn set_socket(&self, path: &std::path::Path) {
         let mut socket = self.info.socket.write().unwrap_or_else(|p| p.into_inner());
         *socket = path.display().to_string();
     }
 
-    pub fn report(&self) -> DaemonReport {
+    pub(crate) fn report(&self) -> DaemonReport {
         let (log_write_errors, log_error) = crate::logging::write_errors();
         let mut r = DaemonReport {
             name: self.info.name.clone(),
@@ -115,7 +130,7 @@ impl ControlState {
 }
 
 /// Accepts connections until the listener fails; each connection runs in its own task.
-pub async fn serve(listener: UnixListener, state: Arc<ControlState>) {
+pub(crate) async fn serve(listener: UnixListener, state: Arc<ControlState>) {
     let my_uid = nix::unistd::geteuid().as_raw();
     let slots = Slots::new(MAX_CONTROL_CONNECTIONS);
     let mut spare = SpareDescriptor::open();

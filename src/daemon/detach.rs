@@ -27,15 +27,15 @@ use crate::exit::{CliError, Code};
 
 /// What the detached daemon said before the deadline.
 #[derive(Debug)]
-pub struct StartReport {
-    pub outcome: Outcome,
+pub(crate) struct StartReport {
+    pub(crate) outcome: Outcome,
     /// The daemon process, from the first line it sends (before anything can fail), so
     /// that a start that fails or times out can make sure it is gone.
-    pub daemon: Option<PidRecord>,
+    pub(crate) daemon: Option<PidRecord>,
 }
 
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Ready,
     Failed(String),
     /// The pipe closed without a word: the daemon died during startup.
@@ -51,7 +51,7 @@ pub enum Outcome {
 ///
 /// `keep_until_fork` (the start lock) is closed in the daemon right after the fork, so the
 /// daemon never holds the start lock; the caller still does.
-pub fn spawn_detached<L>(
+pub(crate) fn spawn_detached<L>(
     keep_until_fork: L,
     deadline: Duration,
     daemon_main: impl FnOnce(File) -> Code,

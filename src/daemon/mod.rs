@@ -3,17 +3,16 @@
 //! "Running" means "answers hello on the control socket", never just "a pid is alive".
 
 pub(crate) mod argv_mask;
-pub mod claim;
-pub mod control;
-pub mod detach;
-pub(crate) mod exec_file;
-pub mod launch;
+pub(crate) mod claim;
+pub(crate) mod control;
+pub(crate) mod detach;
+pub(crate) mod launch;
 pub mod pidfile;
-pub mod probe;
-pub mod runtime;
-pub mod sdnotify;
+pub(crate) mod probe;
+pub(crate) mod runtime;
+pub(crate) mod sdnotify;
 pub(crate) mod unit;
-pub mod workload;
+pub(crate) mod workload;
 
-pub use launch::Launch;
-pub use probe::{probe, Down, Probe};
+pub(crate) use launch::Launch;
+pub(crate) use probe::{probe, Down, Probe};

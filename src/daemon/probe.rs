@@ -3,20 +3,37 @@
 //! they agree on every state.
 
 use std::fs;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::exit::Code;
 use crate::ipc::client::{Client, ClientError};
 use crate::paths::{DaemonPaths, StateAccess};
 
-use super::pidfile::{is_locked, lock_state, read_record, LockState};
+use super::pidfile::{is_locked, lock_state, read_record, recorded_socket, LockState};
 
 /// How long a probe waits for hello.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The socket to connect to: the one the pid file records, else [`DaemonPaths::socket`].
+/// A record in a service user's folder ([`StateAccess::ServiceOwned`]) is only followed
+/// to this name's own socket paths, so it cannot steer root's client elsewhere.
+pub(crate) fn control_socket(paths: &DaemonPaths) -> PathBuf {
+    match recorded_socket(&paths.pid_file) {
+        Some(socket)
+            if socket == paths.socket
+                || socket == paths.fallback_socket()
+                || matches!(paths.state_access(), Ok(StateAccess::Own)) =>
+        {
+            socket
+        }
+        _ => paths.socket.clone(),
+    }
+}
 
 /// The state of one daemon name.
 #[derive(Debug)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// Answered hello.
     Running { pid: u32, version: String },
     /// Does not answer; why.
@@ -25,7 +42,7 @@ pub enum Probe {
 
 /// Why a daemon does not answer on its control socket.
 #[derive(Debug)]
-pub enum Down {
+pub(crate) enum Down {
     /// The pid lock is held but the socket does not answer (starting, or wedged).
     Unresponsive { pid: Option<u32>, reason: String },
     /// A pid file is left over but no process holds its lock.
@@ -40,7 +57,7 @@ pub enum Down {
 }
 
 /// Probes a daemon. Never blocks longer than about [`PROBE_TIMEOUT`].
-pub fn probe(paths: &DaemonPaths) -> Probe {
+pub(crate) fn probe(paths: &DaemonPaths) -> Probe {
     match connect(paths) {
         Ok(c) => Probe::Running {
             pid: c.daemon_pid,
@@ -52,7 +69,7 @@ pub fn probe(paths: &DaemonPaths) -> Probe {
 
 /// A connection that said hello, or why there is none. Never blocks longer than about
 /// [`PROBE_TIMEOUT`].
-pub fn connect(paths: &DaemonPaths) -> Result<Client, Down> {
+pub(crate) fn connect(paths: &DaemonPaths) -> Result<Client, Down> {
     // A service user's folder is read by root too (status); what acts on it (stop,
     // start, leftovers) asks `check_state_dir`, which refuses it. Our own run folder must
     // be ours too (a service user's is that user's).
@@ -73,7 +90,7 @@ pub fn connect(paths: &DaemonPaths) -> Result<Client, Down> {
             })
         }
     }
-    let err = match Client::connect(&paths.control_socket(), PROBE_TIMEOUT) {
+    let err = match Client::connect(&control_socket(paths), PROBE_TIMEOUT) {
         Ok(c) => return Ok(c),
         Err(ClientError::PermissionDenied(p)) => {
             return Err(Down::Denied {
@@ -100,7 +117,7 @@ pub fn connect(paths: &DaemonPaths) -> Result<Client, Down> {
 /// wherever a record says). Only call when no process holds the lock (checked again
 /// here, so a daemon that just started keeps its files) and the state folder passed
 /// [`DaemonPaths::check_state_dir`].
-pub fn remove_leftovers(paths: &DaemonPaths) {
+pub(crate) fn remove_leftovers(paths: &DaemonPaths) {
     if !is_locked(&paths.pid_file) {
         let _ = fs::remove_file(&paths.pid_file);
         let _ = fs::remove_file(&paths.socket);

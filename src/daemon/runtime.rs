@@ -17,7 +17,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -32,23 +32,23 @@ use super::claim::{Claim, Healed, HEAL_INTERVAL};
 use super::control::{self, ControlState, DaemonInfo};
 use super::launch::Launch;
 use super::sdnotify;
-use super::workload::Workload;
+use super::workload::{Workload, WorkloadFactory};
 
 /// Drain budget when the daemon is stopped by SIGTERM or SIGINT.
-pub const SIGNAL_DRAIN: Duration = Duration::from_secs(10);
+pub(crate) const SIGNAL_DRAIN: Duration = Duration::from_secs(10);
 
 /// Where the daemon reports "ready" or its startup error.
-pub struct ReadyPipe(Option<File>);
+pub(crate) struct ReadyPipe(Option<File>);
 
 impl ReadyPipe {
     /// No pipe: a foreground run (`daemon run`) reports to nobody.
-    pub fn none() -> ReadyPipe {
+    pub(crate) fn none() -> ReadyPipe {
         ReadyPipe(None)
     }
 
     /// The write end of the pipe `daemon start` reads, handed over across the fork
     /// ([`super::detach::spawn_detached`]).
-    pub fn to_start(pipe: File) -> ReadyPipe {
+    pub(crate) fn to_start(pipe: File) -> ReadyPipe {
         ReadyPipe(Some(pipe))
     }
 
@@ -58,19 +58,24 @@ impl ReadyPipe {
         }
     }
 
-    pub fn ready(&mut self) {
+    pub(crate) fn ready(&mut self) {
         self.send(&format!("READY {}", std::process::id()));
     }
 
-    pub fn failed(&mut self, message: &str) {
+    pub(crate) fn failed(&mut self, message: &str) {
         self.send(&format!("ERROR {message}"));
     }
 }
 
-/// Runs the daemon until it is asked to stop. Startup errors go to the ready pipe (and
-/// stderr) and decide the exit code.
-pub fn run(paths: &DaemonPaths, launch: &Launch, mut ready: ReadyPipe) -> Result<Code, CliError> {
-    let result = start_and_serve(paths, launch, &mut ready);
+/// Runs the daemon, with the workload `workloads` starts for `launch`, until it is asked
+/// to stop. Startup errors go to the ready pipe (and stderr) and decide the exit code.
+pub(crate) fn run(
+    paths: &DaemonPaths,
+    launch: &Launch,
+    workloads: &dyn WorkloadFactory,
+    mut ready: ReadyPipe,
+) -> Result<Code, CliError> {
+    let result = start_and_serve(paths, launch, workloads, &mut ready);
     if let Err(e) = &result {
         ready.failed(&e.message);
     }
@@ -80,6 +85,7 @@ pub fn run(paths: &DaemonPaths, launch: &Launch, mut ready: ReadyPipe) -> Result
 fn start_and_serve(
     paths: &DaemonPaths,
     launch: &Launch,
+    workloads: &dyn WorkloadFactory,
     ready: &mut ReadyPipe,
 ) -> Result<Code, CliError> {
     // Dropped last on every path out of here: removes the pid file and socket it made.
@@ -136,6 +142,7 @@ fn start_and_serve(
     let daemon = Daemon {
         paths,
         launch,
+        workloads,
         last_error,
     };
     let result = runtime.block_on(daemon.serve(config, ready, &mut claim));
@@ -149,6 +156,7 @@ fn start_and_serve(
 struct Daemon<'a> {
     paths: &'a DaemonPaths,
     launch: &'a Launch,
+    workloads: &'a dyn WorkloadFactory,
     last_error: logging::LastError,
 }
 
@@ -205,29 +213,11 @@ impl Daemon<'_> {
         ready: &mut ReadyPipe,
         claim: &mut Claim,
     ) -> Result<Code, CliError> {
-        let ops_listener = match config.as_ref().and_then(|c| c.ops.as_ref()) {
-            Some(cfg) => Some((
-                crate::ops::OpsServer::bind(cfg).await.map_err(|e| {
-                    tracing::error!("startup failed: {e}");
-                    CliError::from(e)
-                })?,
-                cfg.allowed_hosts.clone(),
-            )),
-            None => None,
-        };
+        let ops_listener = bind_ops(config.as_ref()).await?;
         let listener = claim.bind()?;
         let listener = tokio_listener(listener, claim.socket_path())?;
         let mut signals = Signals::install()?;
-        // A start that timed out sends SIGTERM: give up cleanly rather than half-started.
-        let workload = tokio::select! {
-            w = build_workload(self.paths, self.launch, config) => w.inspect_err(|e| {
-                tracing::error!("startup failed: {e}");
-            })?,
-            sig = signals.stop.next() => {
-                tracing::warn!("{sig} before the daemon was ready: not starting");
-                return Err(CliError::failure(format!("stopped by {sig} during startup")));
-            }
-        };
+        let workload = self.start_workload(config, &mut signals.stop).await?;
         let (shutdown_tx, mut shutdown_rx) = watch::channel(None::<Duration>);
         let state = Arc::new(ControlState {
             info: self.info(claim.socket_path()),
@@ -243,28 +233,8 @@ impl Daemon<'_> {
         sdnotify::notify("READY=1");
         let _notifier = AbortOnDrop(tokio::spawn(sdnotify::report_loop(state.clone())));
 
-        let mut heal = tokio::time::interval(HEAL_INTERVAL);
-        heal.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let drain = loop {
-            tokio::select! {
-                _ = signals.stop.next() => break SIGNAL_DRAIN,
-                _ = signals.usr1.recv() => {
-                    logging::request_reopen();
-                    tracing::info!("log file reopened (SIGUSR1)");
-                }
-                _ = signals.hup.recv() => match workload.reload().await {
-                    Ok(()) => tracing::info!(resolved = "config_reload", "config reloaded (SIGHUP)"),
-                    Err(e) => tracing::error!(topic = "config_reload", "config reload failed, keeping the old config: {e}"),
-                },
-                changed = shutdown_rx.changed() => {
-                    if changed.is_err() { break SIGNAL_DRAIN; }
-                    if let Some(d) = *shutdown_rx.borrow() { break d; }
-                }
-                _ = heal.tick() => {
-                    if keep_claim(claim, &state, &mut server).is_break() { break SIGNAL_DRAIN; }
-                }
-            }
-        };
+        let drain =
+            run_until_stopped(claim, &state, &mut server, &mut signals, &mut shutdown_rx).await;
         let _ = shutdown_tx.send(Some(drain));
         sdnotify::notify("STOPPING=1");
         tracing::info!(drain_ms = drain.as_millis() as u64, "shutting down");
@@ -280,6 +250,24 @@ impl Daemon<'_> {
         Ok(Code::Ok)
     }
 
+    /// Starts the workload; a SIGTERM meanwhile (a start that timed out) gives up cleanly
+    /// rather than leaving a half-started daemon.
+    async fn start_workload(
+        &self,
+        config: Option<Config>,
+        stop: &mut StopSignals,
+    ) -> Result<Arc<dyn Workload>, CliError> {
+        tokio::select! {
+            w = self.workloads.start(self.paths, self.launch, config) => w.inspect_err(|e| {
+                tracing::error!("startup failed: {e}");
+            }),
+            sig = stop.next() => {
+                tracing::warn!("{sig} before the daemon was ready: not starting");
+                Err(CliError::failure(format!("stopped by {sig} during startup")))
+            }
+        }
+    }
+
     fn info(&self, socket: &std::path::Path) -> DaemonInfo {
         DaemonInfo {
             name: self.paths.name.clone(),
@@ -289,6 +277,56 @@ impl Daemon<'_> {
             started_at_ms: crate::clock::now_ms(),
             started: Instant::now(),
             last_error: self.last_error.clone(),
+        }
+    }
+}
+
+/// Binds the ops endpoint when the config asks for one (before the workload starts, so a
+/// taken port fails the start); with the `Host` values it also answers to.
+async fn bind_ops(
+    config: Option<&Config>,
+) -> Result<Option<((TcpListener, std::net::SocketAddr), Vec<String>)>, CliError> {
+    let Some(cfg) = config.and_then(|c| c.ops.as_ref()) else {
+        return Ok(None);
+    };
+    let listener = crate::ops::OpsServer::bind(cfg).await.map_err(|e| {
+        tracing::error!("startup failed: {e}");
+        CliError::from(e)
+    })?;
+    Ok(Some((listener, cfg.allowed_hosts.clone())))
+}
+
+/// Serves signals until the daemon is asked to stop (SIGTERM/SIGINT, the control
+/// socket's `stop`, or another daemon taking the name); returns the drain budget.
+/// SIGUSR1 reopens the log, SIGHUP reloads the workload's config, and the claim is
+/// healed every [`HEAL_INTERVAL`].
+async fn run_until_stopped(
+    claim: &mut Claim,
+    state: &Arc<ControlState>,
+    server: &mut AbortOnDrop,
+    signals: &mut Signals,
+    shutdown_rx: &mut watch::Receiver<Option<Duration>>,
+) -> Duration {
+    let mut heal = tokio::time::interval(HEAL_INTERVAL);
+    heal.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = signals.stop.next() => return SIGNAL_DRAIN,
+            _ = signals.usr1.recv() => {
+                logging::request_reopen();
+                tracing::info!("log file reopened (SIGUSR1)");
+            }
+            _ = signals.hup.recv() => match state.workload.reload().await {
+                Ok(()) => tracing::info!(resolved = "config_reload", "config reloaded (SIGHUP)"),
+                Err(e) => tracing::error!(topic = "config_reload", "config reload failed, keeping the old config: {e}"),
+            },
+            changed = shutdown_rx.changed() => {
+                if changed.is_err() { return SIGNAL_DRAIN; }
+                if let Some(d) = *shutdown_rx.borrow() { return d; }
+            }
+            _ = heal.tick() => {
+                if keep_claim(claim, state, server).is_break() { return SIGNAL_DRAIN; }
+            }
         }
     }
 }
@@ -332,28 +370,6 @@ fn tokio_listener(
         .set_nonblocking(true)
         .and_then(|()| UnixListener::from_std(listener))
         .map_err(|e| crate::paths::io_error("listen on", path, e).into())
-}
-
-async fn build_workload(
-    paths: &DaemonPaths,
-    launch: &Launch,
-    config: Option<Config>,
-) -> Result<Arc<dyn Workload>, CliError> {
-    match &launch.exec {
-        Some(cmd) => {
-            let gateway =
-                crate::gateway::Gateway::start(&launch.name, cmd, launch.health_url.clone())
-                    .await?;
-            Ok(Arc::new(gateway))
-        }
-        None => {
-            let no_config = || CliError::usage("a bot needs a config file");
-            let config = config.ok_or_else(no_config)?;
-            let config_path = launch.config.clone().ok_or_else(no_config)?;
-            let bot = crate::bot::Bot::start(config, config_path, paths.clone()).await?;
-            Ok(Arc::new(bot))
-        }
-    }
 }
 
 fn signal_err(e: std::io::Error) -> CliError {

@@ -29,7 +29,7 @@ pub(crate) const STATUS_MIN_GAP: Duration = Duration::from_secs(5);
 const STATUS_POLL: Duration = Duration::from_secs(1);
 
 /// Sends `state` (e.g. `READY=1`) when running under systemd; silently does nothing otherwise.
-pub fn notify(state: &str) {
+pub(crate) fn notify(state: &str) {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
@@ -65,7 +65,7 @@ pub(crate) fn watchdog_period(
 }
 
 /// The `STATUS=` text for a report: the channel's state and the turns in flight and
-/// queued across models, or the supervised gateway's state. Never message text.
+/// queued across models, or the supervised model service's state. Never message text.
 pub(crate) fn status_text(r: &DaemonReport) -> String {
     let mut parts = Vec::new();
     if let Some(channel) = &r.channel {
@@ -79,10 +79,10 @@ pub(crate) fn status_text(r: &DaemonReport) -> String {
             parts.push(format!("{queued} queued"));
         }
     }
-    if let Some(g) = &r.gateway {
+    if let Some(g) = &r.model_service {
         parts.push(match g.child_pid {
-            Some(pid) => format!("gateway pid {pid}"),
-            None => "gateway not running".into(),
+            Some(pid) => format!("model service pid {pid}"),
+            None => "model service not running".into(),
         });
         parts.push(match g.healthy {
             Some(true) => "healthy".into(),
@@ -228,9 +228,9 @@ mod tests {
             });
         }
         assert_eq!(status_text(&r), "connected, 3 in flight, 4 queued");
-        let gateway = DaemonReport {
+        let model_service = DaemonReport {
             workload: "gateway".into(),
-            gateway: Some(crate::status::GatewayReport {
+            model_service: Some(crate::status::ModelServiceReport {
                 child_pid: Some(42),
                 healthy: Some(false),
                 restarts: 2,
@@ -239,8 +239,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            status_text(&gateway),
-            "gateway pid 42, unhealthy, 2 restarts"
+            status_text(&model_service),
+            "model service pid 42, unhealthy, 2 restarts"
         );
     }
 }

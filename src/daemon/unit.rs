@@ -28,14 +28,14 @@ pub(crate) const MARKER: &str = "# Written by `clawdbot daemon install`";
 pub(crate) enum UnitWorkload {
     /// The DingTalk bot, with an optional config file (else CONFIG_DIR/NAME.yaml).
     Bot { config: Option<PathBuf> },
-    /// A supervised model gateway. Its command line and health URL (either may hold
+    /// A supervised model service. Its command line and health URL (either may hold
     /// secrets) are never in the unit: systemd hands the file `exec_file` holding both
     /// to the daemon as the credential `exec` (`LoadCredential=`), read with
     /// `--exec-file %d/exec`.
-    Gateway { exec_file: ExecFilePlace },
+    ModelService { exec_file: ExecFilePlace },
 }
 
-/// Where a gateway unit's command file is.
+/// Where a model service unit's command file is.
 #[derive(Debug, Clone)]
 pub(crate) enum ExecFilePlace {
     /// `%E/clawdbot/%i.exec`: /etc/clawdbot/NAME.exec, or ~/.config/clawdbot/NAME.exec
@@ -74,9 +74,9 @@ pub(crate) struct UnitSpec {
 }
 
 /// The unit instance running daemon `name` (what `journalctl -u` and `systemctl` take):
-/// `clawdbot@NAME` for a bot, `clawdbot-gateway@NAME` for a gateway.
-pub(crate) fn unit_instance(gateway: bool, name: &str) -> String {
-    let prefix = if gateway {
+/// `clawdbot@NAME` for a bot, `clawdbot-gateway@NAME` for a model service (the unit name users already have).
+pub(crate) fn unit_instance(model_service: bool, name: &str) -> String {
+    let prefix = if model_service {
         "clawdbot-gateway"
     } else {
         "clawdbot"
@@ -95,36 +95,19 @@ pub(crate) enum UnitError {
 
 impl UnitSpec {
     /// The unit's file name for daemon `name`: `clawdbot@NAME.service` for a bot,
-    /// `clawdbot-gateway@NAME.service` for a gateway (an instance file of the template,
+    /// `clawdbot-gateway@NAME.service` for a model service (an instance file of the template,
     /// so `%i` is the daemon name). `name` `None` gives the template's name.
     pub(crate) fn file_name(&self, name: Option<&str>) -> String {
-        let gateway = matches!(self.workload, UnitWorkload::Gateway { .. });
-        format!("{}.service", unit_instance(gateway, name.unwrap_or("")))
+        let model_service = matches!(self.workload, UnitWorkload::ModelService { .. });
+        format!(
+            "{}.service",
+            unit_instance(model_service, name.unwrap_or(""))
+        )
     }
 
     /// The unit file's text.
     pub(crate) fn render(&self) -> Result<String, UnitError> {
-        let mut exec = vec![
-            quote(&self.binary.display().to_string(), "the clawdbot path")?,
-            "daemon run --name %i".to_string(),
-        ];
-        let mut credential = None;
-        let (description, after) = match &self.workload {
-            UnitWorkload::Bot { config } => {
-                if let Some(config) = config {
-                    exec.push(format!(
-                        "--config {}",
-                        quote(&config.display().to_string(), "--config")?
-                    ));
-                }
-                ("clawdbot DingTalk bot %i", "network-online.target")
-            }
-            UnitWorkload::Gateway { exec_file } => {
-                credential = Some(format!("LoadCredential=exec:{}", exec_file.unit_value()?));
-                exec.push("--exec-file %d/exec".to_string());
-                ("clawdbot model gateway %i", "network.target")
-            }
-        };
+        let start = self.start_command()?;
         let mut u = String::new();
         let w = &mut u;
         line(w, MARKER);
@@ -141,22 +124,71 @@ impl UnitSpec {
             "# `journalctl -u <this unit>`. Remove with `clawdbot daemon uninstall --name %i`.",
         );
         line(w, "[Unit]");
-        line(w, &format!("Description={description}"));
-        line(w, &format!("After={after}"));
-        line(w, &format!("Wants={after}"));
+        line(w, &format!("Description={}", start.description));
+        line(w, &format!("After={}", start.after));
+        line(w, &format!("Wants={}", start.after));
         line(w, "");
+        self.service_section(w, &start);
+        line(w, "");
+        line(w, "[Install]");
+        line(
+            w,
+            if self.user {
+                "WantedBy=default.target"
+            } else {
+                "WantedBy=multi-user.target"
+            },
+        );
+        Ok(u)
+    }
+
+    /// How the unit starts its daemon: `ExecStart=`, the credential it loads, and how it
+    /// is described and ordered.
+    fn start_command(&self) -> Result<StartCommand, UnitError> {
+        let mut exec = vec![
+            quote(&self.binary.display().to_string(), "the clawdbot path")?,
+            "daemon run --name %i".to_string(),
+        ];
+        let mut credential = None;
+        let (description, after) = match &self.workload {
+            UnitWorkload::Bot { config } => {
+                if let Some(config) = config {
+                    exec.push(format!(
+                        "--config {}",
+                        quote(&config.display().to_string(), "--config")?
+                    ));
+                }
+                ("clawdbot DingTalk bot %i", "network-online.target")
+            }
+            UnitWorkload::ModelService { exec_file } => {
+                credential = Some(format!("LoadCredential=exec:{}", exec_file.unit_value()?));
+                exec.push("--exec-file %d/exec".to_string());
+                ("clawdbot model service %i", "network.target")
+            }
+        };
+        Ok(StartCommand {
+            exec_start: exec.join(" "),
+            credential,
+            description,
+            after,
+        })
+    }
+
+    /// The `[Service]` section: the start command, systemd's notify/watchdog/restart
+    /// settings, the per-instance folders and (for a system unit) the sandbox.
+    fn service_section(&self, w: &mut String, start: &StartCommand) {
         line(w, "[Service]");
         // `daemon run` reports READY=1, STATUS= lines and watchdog pings.
         line(w, "Type=notify");
         line(w, "NotifyAccess=main");
-        if let Some(credential) = &credential {
+        if let Some(credential) = &start.credential {
             line(
                 w,
                 "# The command line and health URL (they may hold secrets) are in this root-only file, not here.",
             );
             line(w, credential);
         }
-        line(w, &format!("ExecStart={}", exec.join(" ")));
+        line(w, &format!("ExecStart={}", start.exec_start));
         line(w, "ExecReload=/bin/kill -HUP $MAINPID");
         line(w, "WatchdogSec=60");
         // `daemon run` drains in-flight turns for up to 10 s on SIGTERM.
@@ -182,22 +214,11 @@ impl UnitSpec {
         if !self.user {
             self.system_sandbox(w);
         }
-        line(w, "");
-        line(w, "[Install]");
-        line(
-            w,
-            if self.user {
-                "WantedBy=default.target"
-            } else {
-                "WantedBy=multi-user.target"
-            },
-        );
-        Ok(u)
     }
 
     /// The sandbox of a system unit (a user manager cannot apply most of it).
     fn system_sandbox(&self, w: &mut String) {
-        let gateway = matches!(self.workload, UnitWorkload::Gateway { .. });
+        let model_service = matches!(self.workload, UnitWorkload::ModelService { .. });
         line(w, &format!("User={SERVICE_USER}"));
         line(w, &format!("Group={SERVICE_USER}"));
         for setting in [
@@ -231,7 +252,7 @@ impl UnitSpec {
         ] {
             line(w, setting);
         }
-        if gateway {
+        if model_service {
             line(
                 w,
                 "# A model server may need a GPU (add DeviceAllow=/dev/nvidia* or /dev/dri) and",
@@ -253,6 +274,15 @@ impl UnitSpec {
             line(w, "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6");
         }
     }
+}
+
+/// How a unit starts its daemon (see `Unit::start_command`).
+struct StartCommand {
+    exec_start: String,
+    /// `LoadCredential=...` for a model service's command file.
+    credential: Option<String>,
+    description: &'static str,
+    after: &'static str,
 }
 
 fn line(w: &mut String, text: &str) {
@@ -286,7 +316,7 @@ pub(crate) fn example_units() -> Vec<(String, Vec<u8>)> {
     let binary = Path::new("/usr/local/bin/clawdbot").to_path_buf();
     [
         UnitWorkload::Bot { config: None },
-        UnitWorkload::Gateway {
+        UnitWorkload::ModelService {
             exec_file: ExecFilePlace::ConfigDir,
         },
     ]

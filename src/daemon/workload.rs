@@ -1,27 +1,33 @@
-//! What a daemon runs: the bot, or a supervised model gateway. The control server and the
-//! lifecycle code only see this trait.
+//! What a daemon runs: the bot, or a supervised model service. The control server and the
+//! lifecycle code only see the [`Workload`] trait, and the daemon builds its workload
+//! through the [`WorkloadFactory`] it is given: `daemon/` names no workload.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use crate::config::Config;
 use crate::ipc::proto::{ErrorKind, HealthReport, SendOutcome};
+use crate::paths::DaemonPaths;
 use crate::status::DaemonReport;
+
+use super::Launch;
 
 /// A refusal or failure of a workload; the control server sends it back as
 /// `Response::Error` with its [`ErrorKind`]. The message says what and why, never a
 /// message text or a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub struct WorkError {
-    pub kind: ErrorKind,
-    pub message: String,
+pub(crate) struct WorkError {
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
 }
 
 impl WorkError {
     /// This workload cannot do that (a send to a model-service daemon, a reload of a
     /// daemon with nothing to reload).
-    pub fn unsupported(message: impl Into<String>) -> WorkError {
+    pub(crate) fn unsupported(message: impl Into<String>) -> WorkError {
         WorkError {
             kind: ErrorKind::Unsupported,
             message: message.into(),
@@ -29,7 +35,7 @@ impl WorkError {
     }
 
     /// It tried and failed.
-    pub fn failed(message: impl Into<String>) -> WorkError {
+    pub(crate) fn failed(message: impl Into<String>) -> WorkError {
         WorkError {
             kind: ErrorKind::Failed,
             message: message.into(),
@@ -43,10 +49,24 @@ impl From<crate::config::ConfigError> for WorkError {
     }
 }
 
-pub trait Workload: Send + Sync + 'static {
-    /// `bot` or `gateway`.
+/// Starts the workload a [`Launch`] describes, inside the daemon's tokio runtime, once the
+/// pid lock is held, the log is open and the control socket is bound. `config` is the
+/// launch's config, loaded (absent for a model service started without one). The error
+/// is one line for `daemon start` to print, with the exit code its cause picks (a config
+/// the bot cannot use is a usage error).
+pub(crate) trait WorkloadFactory: Sync {
+    fn start<'a>(
+        &'a self,
+        paths: &'a DaemonPaths,
+        launch: &'a Launch,
+        config: Option<Config>,
+    ) -> BoxFuture<'a, Result<Arc<dyn Workload>, crate::exit::CliError>>;
+}
+
+pub(crate) trait Workload: Send + Sync + 'static {
+    /// `bot` or `gateway` (the model service; the word status JSON already uses).
     fn kind(&self) -> &'static str;
-    /// Adds this workload's figures (channel, models, gateway) to the report.
+    /// Adds this workload's figures (channel, models, model service) to the report.
     fn fill_report(&self, report: &mut DaemonReport);
     /// Live checks, bounded by `timeout`.
     fn health(&self, timeout: Duration) -> BoxFuture<'_, HealthReport>;
@@ -59,7 +79,7 @@ pub trait Workload: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<SendOutcome, WorkError>>;
     /// Stops taking work and finishes in-flight work for up to `drain`.
     fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()>;
-    /// What `/readyz` judges; `None` for a workload without a channel (the gateway),
+    /// What `/readyz` judges; `None` for a workload without a channel (the model service),
     /// which is ready while it runs.
     fn readiness(&self) -> Option<crate::ops::readiness::ReadinessFacts> {
         None

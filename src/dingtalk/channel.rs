@@ -24,13 +24,14 @@ use super::message::Inbound;
 use super::outgoing::OutgoingReply;
 use super::send::{batch_send, group_send};
 use super::split::{split_bounded, split_text};
-use super::stats::{self, Stats};
+use super::stats::Stats;
 use super::stream::{StreamClient, StreamTuning};
 use super::webhook::{post_session, session_body};
 use super::webhook_allow::WebhookAllowlist;
 use crate::config::{ConversationKind, DingTalkConfig, DingTalkMode};
 use crate::ipc::proto::SendOutcome;
 use crate::listen::ListenLimits;
+use crate::status::channel_state;
 use crate::status::ChannelReport;
 
 /// Session webhooks this close to expiry are treated as expired.
@@ -206,7 +207,7 @@ impl Channel {
                 let (addr, task) =
                     super::callback::serve(&cfg.http_listen, secret, ingress, replay, limits, rx)
                         .await?;
-                stats.set_connected(stats::LISTENING, crate::clock::now_ms());
+                stats.set_connected(channel_state::LISTENING, crate::clock::now_ms());
                 tracing::info!(
                     listen = %addr,
                     max_connections = limits.max_connections,
@@ -255,7 +256,7 @@ impl Channel {
             state: stats.state(),
             streaming: stats.mode() == "stream",
             last_received_ms: stats.last_received_ms(),
-            credentials_refused: stats.auth() == crate::dingtalk::stats::AUTH_REFUSED,
+            credentials_refused: stats.auth() == crate::status::channel_auth::REFUSED,
         }
     }
 
@@ -477,7 +478,8 @@ impl Channel {
     pub async fn check(&self) -> Result<String, ChannelUnhealthy> {
         let report = self.report();
         let token = self.inner.api.tokens.get().await;
-        let conn_ok = report.state == stats::CONNECTED || report.state == stats::LISTENING;
+        let conn_ok =
+            report.state == channel_state::CONNECTED || report.state == channel_state::LISTENING;
         match (conn_ok, token) {
             (true, Ok(_)) => Ok(format!(
                 "{} {} (reconnects {}); access token ok",
@@ -502,7 +504,7 @@ impl Channel {
         for t in tasks {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
-        self.inner.stats.set_state(stats::STOPPED);
+        self.inner.stats.set_state(channel_state::STOPPED);
     }
 
     /// When a reply or send starting now must be done.

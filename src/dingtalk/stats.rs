@@ -4,19 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::status::channel_auth::{
+    OK as AUTH_OK, PENDING as AUTH_PENDING, REFUSED as AUTH_REFUSED,
+};
+use crate::status::channel_state::{CONNECTED, CONNECTING, LISTENING};
 use crate::status::ChannelReport;
-
-/// Connection states shown in reports.
-pub const CONNECTING: &str = "connecting";
-pub const CONNECTED: &str = "connected";
-pub const RECONNECTING: &str = "reconnecting";
-pub const LISTENING: &str = "listening";
-pub const STOPPED: &str = "stopped";
-
-/// Whether DingTalk accepted the app's credentials, as reports show it (`auth`).
-pub const AUTH_PENDING: &str = "pending";
-pub const AUTH_OK: &str = "ok";
-pub const AUTH_REFUSED: &str = "refused";
 
 #[derive(Default)]
 struct Conn {

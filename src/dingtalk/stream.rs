@@ -26,9 +26,10 @@ use super::error::ChannelError;
 use super::frame::handle_frame;
 use super::http::{api_answer, transport};
 use super::ingress::Ingress;
-use super::stats::{self, Stats};
+use super::stats::Stats;
 use super::wire::{self, OpenRequest, OpenResponse};
 use crate::config::DingTalkConfig;
+use crate::status::channel_state;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -102,9 +103,9 @@ impl StreamClient {
                 Some(ws) => ws,
                 None => {
                     self.stats.set_state(if first {
-                        stats::CONNECTING
+                        channel_state::CONNECTING
                     } else {
-                        stats::RECONNECTING
+                        channel_state::RECONNECTING
                     });
                     match tokio::select! { r = self.connect() => Some(r), _ = shutdown.changed() => None }
                     {
@@ -132,7 +133,7 @@ impl StreamClient {
             first = false;
             self.stats.authenticated();
             self.stats
-                .set_connected(stats::CONNECTED, crate::clock::now_ms());
+                .set_connected(channel_state::CONNECTED, crate::clock::now_ms());
             tracing::info!("DingTalk stream connected");
             match self.session(ws, &mut attempt, &mut shutdown).await {
                 End::Shutdown => break,
@@ -142,7 +143,7 @@ impl StreamClient {
                         Ok(new) => ready = Some(new),
                         Err(e) => {
                             self.stats.set_error(e.to_string());
-                            self.stats.set_state(stats::RECONNECTING);
+                            self.stats.set_state(channel_state::RECONNECTING);
                         }
                     }
                     tokio::spawn(finish_and_close(*old, acks));
@@ -153,7 +154,7 @@ impl StreamClient {
                 End::Lost(e) => {
                     tracing::warn!(error = %e, "DingTalk stream connection lost");
                     self.stats.set_error(e);
-                    self.stats.set_state(stats::RECONNECTING);
+                    self.stats.set_state(channel_state::RECONNECTING);
                     if !self.pause(attempt, &mut shutdown).await {
                         break;
                     }
@@ -161,7 +162,7 @@ impl StreamClient {
                 }
             }
         }
-        self.stats.set_state(stats::STOPPED);
+        self.stats.set_state(channel_state::STOPPED);
     }
 
     /// Sleeps the backoff for `attempt`; false when shut down meanwhile.

@@ -54,7 +54,7 @@ pub enum Response {
 pub enum ErrorKind {
     /// The request was malformed or named something unknown.
     BadRequest,
-    /// The daemon cannot do this (for example: `send` to a gateway daemon).
+    /// The daemon cannot do this (for example: `send` to a model service daemon).
     Unsupported,
     /// It tried and failed (for example: DingTalk refused the message).
     Failed,

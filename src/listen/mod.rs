@@ -68,12 +68,6 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-impl From<BindError> for crate::exit::CliError {
-    fn from(e: BindError) -> Self {
-        crate::exit::CliError::failure(e.to_string())
-    }
-}
-
 /// Binds `listen` (`IP:PORT`, spaces around it ignored) for the server named `what`, and
 /// returns the listener with the address it got (the port chosen for `:0`).
 pub(crate) async fn bind_tcp(

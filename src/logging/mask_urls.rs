@@ -44,7 +44,7 @@ mod tests {
     fn a_record_is_written_whole_with_its_passwords_masked() {
         let mut w = MaskUrls(Vec::new());
         let record =
-            b"WARN gateway is not healthy url=http://u:pw1@h/x detail=GET http://u:pw1@h/x\n";
+            b"WARN model service is not healthy url=http://u:pw1@h/x detail=GET http://u:pw1@h/x\n";
         assert_eq!(w.write(record).unwrap(), record.len());
         let text = String::from_utf8(w.0).unwrap();
         assert!(

@@ -23,12 +23,12 @@ mod target;
 mod text_hash;
 
 pub(crate) use open::check_log_path;
-pub use target::LogTarget;
+pub(crate) use target::LogTarget;
 pub(crate) use target::{choose as choose_target, detect_collector, Collector};
-pub use target::{describe_running, RunMode};
+pub(crate) use target::{describe_running, RunMode};
 
-pub use rotate::{request_reopen, write_errors, RotatingFile};
-pub use text_hash::text_for_log;
+pub(crate) use rotate::{request_reopen, write_errors, RotatingFile};
+pub(crate) use text_hash::text_for_log;
 pub(crate) use text_hash::{install as install_hash_key, HashKey, KEY_FILE as HASH_KEY_FILE};
 
 use std::sync::{Arc, Mutex};
@@ -45,15 +45,16 @@ use crate::config::{LogFormat, LogLevel, LoggingConfig};
 /// The most verbose level any dependency may log at.
 const DEPENDENCY_CAP: LevelFilter = LevelFilter::WARN;
 
-/// Targets written by this program: its modules, and the supervised gateway's output.
-const OWN_TARGETS: [&str; 2] = [
-    env!("CARGO_CRATE_NAME"),
-    crate::gateway::child::OUTPUT_TARGET,
-];
+/// The tracing target of a supervised model service's forwarded output (filter on it in
+/// the daemon log). The word predates the name "model service" and stays for log filters.
+pub(crate) const MODEL_SERVICE_OUTPUT_TARGET: &str = "gateway_output";
+
+/// Targets written by this program: its modules, and the supervised model service's output.
+const OWN_TARGETS: [&str; 2] = [env!("CARGO_CRATE_NAME"), MODEL_SERVICE_OUTPUT_TARGET];
 
 /// The most recent ERROR record's message and topic, shared with the status report.
 #[derive(Clone, Default)]
-pub struct LastError(Arc<Mutex<Option<Recorded>>>);
+pub(crate) struct LastError(Arc<Mutex<Option<Recorded>>>);
 
 #[derive(Clone)]
 struct Recorded {
@@ -63,17 +64,11 @@ struct Recorded {
 }
 
 impl LastError {
-    pub fn get(&self) -> Option<String> {
+    pub(crate) fn get(&self) -> Option<String> {
         self.0
             .lock()
             .map(|g| g.as_ref().map(|r| r.message.clone()))
             .unwrap_or(None)
-    }
-    pub fn set(&self, msg: String) {
-        self.record(Recorded {
-            message: msg,
-            topic: None,
-        });
     }
     /// Keeps `r` as `status` may show it: on one line, URL passwords masked.
     fn record(&self, mut r: Recorded) {
@@ -141,7 +136,7 @@ impl<S: Subscriber> Layer<S> for LastErrorLayer {
 
 /// `level` for this program's own targets; dependencies at most [`DEPENDENCY_CAP`] (and
 /// never more verbose than `level`).
-pub fn filter(level: LogLevel) -> Targets {
+pub(crate) fn filter(level: LogLevel) -> Targets {
     let own = level_filter(level);
     own_and_others(own, own.min(DEPENDENCY_CAP))
 }
@@ -173,7 +168,10 @@ fn level_filter(level: LogLevel) -> LevelFilter {
 
 /// Installs the global subscriber writing to `target`. Keep the guard alive for the
 /// daemon's life: dropping it flushes every queued record.
-pub fn init(target: &LogTarget, cfg: &LoggingConfig) -> std::io::Result<(WorkerGuard, LastError)> {
+pub(crate) fn init(
+    target: &LogTarget,
+    cfg: &LoggingConfig,
+) -> std::io::Result<(WorkerGuard, LastError)> {
     let builder = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(64 * 1024);
@@ -217,7 +215,7 @@ mod tests {
     fn the_level_applies_to_own_targets_and_dependencies_stay_at_warn() {
         let trace = filter(LogLevel::Trace);
         assert!(trace.would_enable("clawdbot::dingtalk::stream", &Level::TRACE));
-        assert!(trace.would_enable(crate::gateway::child::OUTPUT_TARGET, &Level::INFO));
+        assert!(trace.would_enable(MODEL_SERVICE_OUTPUT_TARGET, &Level::INFO));
         assert!(!trace.would_enable("tungstenite::protocol", &Level::DEBUG));
         assert!(!trace.would_enable("hyper_util::client", &Level::INFO));
         assert!(trace.would_enable("hyper_util::client", &Level::WARN));
@@ -248,7 +246,10 @@ mod tests {
     #[test]
     fn the_last_error_is_kept_on_one_line_without_url_passwords() {
         let last = LastError::default();
-        last.set("GET http://u:pw7@h/x failed\nfake".into());
+        last.record(Recorded {
+            message: "GET http://u:pw7@h/x failed\nfake".into(),
+            topic: None,
+        });
         assert_eq!(last.get().unwrap(), "GET http://u:***@h/x failed\\nfake");
     }
 }

@@ -25,7 +25,7 @@ static LAST_WRITE_ERROR: Mutex<Option<String>> = Mutex::new(None);
 
 /// Log write failures so far and the latest one (disk full, folder gone...). The daemon
 /// keeps serving when its log cannot be written; `status` shows these.
-pub fn write_errors() -> (u64, Option<String>) {
+pub(crate) fn write_errors() -> (u64, Option<String>) {
     let last = LAST_WRITE_ERROR.lock().map(|g| g.clone()).unwrap_or(None);
     (WRITE_ERRORS.load(Ordering::SeqCst), last)
 }
@@ -38,11 +38,11 @@ pub(super) fn record_error(what: &str, path: &Path, e: &io::Error) {
 }
 
 /// Asks every [`RotatingFile`] to reopen its path before its next write.
-pub fn request_reopen() {
+pub(crate) fn request_reopen() {
     REOPEN.store(true, Ordering::SeqCst);
 }
 
-pub struct RotatingFile {
+pub(crate) struct RotatingFile {
     path: PathBuf,
     /// The log's folder, held open: rotation renames inside it, never re-resolving `path`.
     folder: LogFolder,
@@ -56,7 +56,7 @@ pub struct RotatingFile {
 
 impl RotatingFile {
     /// Opens (appending to) `path`, creating its folder.
-    pub fn open(path: &Path, max_bytes: u64, max_files: usize) -> io::Result<RotatingFile> {
+    pub(crate) fn open(path: &Path, max_bytes: u64, max_files: usize) -> io::Result<RotatingFile> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
@@ -77,7 +77,8 @@ impl RotatingFile {
     }
 
     /// Path of the n-th rotated file.
-    pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
+    #[cfg(test)]
+    fn rotated_path(path: &Path, n: usize) -> PathBuf {
         let mut s = path.as_os_str().to_owned();
         s.push(format!(".{n}"));
         PathBuf::from(s)

@@ -26,7 +26,7 @@ pub(crate) const STDERR_ARG: &str = "-";
 /// A resolved log destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "PathBuf", into = "PathBuf")]
-pub enum LogTarget {
+pub(crate) enum LogTarget {
     /// Lines written to the process's stderr as they come; never rotated.
     Stderr,
     /// A log file, rotated by size (see [`super::RotatingFile`]).
@@ -45,7 +45,7 @@ impl LogTarget {
     }
 
     /// The file, when the log is one.
-    pub fn file(&self) -> Option<&Path> {
+    pub(crate) fn file(&self) -> Option<&Path> {
         match self {
             LogTarget::File(p) => Some(p),
             LogTarget::Stderr => None,
@@ -53,7 +53,7 @@ impl LogTarget {
     }
 
     /// How `status` and `daemon start` show it: the path, or "stderr".
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             LogTarget::File(p) => p.display().to_string(),
             LogTarget::Stderr => "stderr".into(),
@@ -78,7 +78,7 @@ impl From<LogTarget> for PathBuf {
 
 /// How a running daemon's log is shown by `status`: the path, or "stderr" with the
 /// collector this process sees (`stderr (journald)`, `stderr (container)`).
-pub fn describe_running(target: &LogTarget) -> String {
+pub(crate) fn describe_running(target: &LogTarget) -> String {
     match (target, detect_collector()) {
         (LogTarget::Stderr, Some(Collector::Journald)) => "stderr (journald)".into(),
         (LogTarget::Stderr, Some(Collector::Container)) => "stderr (container)".into(),
@@ -88,7 +88,7 @@ pub fn describe_running(target: &LogTarget) -> String {
 
 /// How the daemon is being run: decides whether stderr exists to log to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunMode {
+pub(crate) enum RunMode {
     /// `daemon run`: stderr is whatever the caller (systemd, a container runtime, a
     /// terminal) gave the process.
     Foreground,

@@ -153,7 +153,7 @@ fn create(path: &Path) -> Result<(), KeyError> {
 
 /// What may be logged about a piece of user text: its length and, when this process has
 /// the install's key, a short keyed hash; the text itself when the operator opted in.
-pub fn text_for_log(text: &str, log_message_text: bool) -> String {
+pub(crate) fn text_for_log(text: &str, log_message_text: bool) -> String {
     describe(text, log_message_text, KEY.get())
 }
 

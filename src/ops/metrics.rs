@@ -311,8 +311,8 @@ impl Collector for ReportCollector {
                 "Redelivered messages dropped as duplicates",
                 ch.duplicates_dropped,
             )?;
-            let connected = ch.state == crate::dingtalk::stats::CONNECTED
-                || ch.state == crate::dingtalk::stats::LISTENING;
+            let connected = ch.state == crate::status::channel_state::CONNECTED
+                || ch.state == crate::status::channel_state::LISTENING;
             gauge(
                 &mut e,
                 "clawdbot_channel_connected",

@@ -9,7 +9,7 @@
 pub(crate) mod history;
 mod host_check;
 pub(crate) mod metrics;
-pub mod readiness;
+pub(crate) mod readiness;
 mod routes;
 
 use std::net::SocketAddr;
@@ -20,7 +20,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::OpsConfig;
-use crate::daemon::control::ControlState;
 use crate::listen::{BindError, ListenLimits};
 use crate::status::DaemonReport;
 
@@ -33,11 +32,22 @@ pub(crate) struct Snapshot {
     pub(crate) inbox_pending: Option<u64>,
 }
 
+/// What the ops endpoint reads from the running daemon (the daemon's control state
+/// implements it), so this module needs nothing of the daemon's own.
+pub(crate) trait DaemonView: Send + Sync + 'static {
+    /// The live report, as `daemon status` shows it.
+    fn report(&self) -> DaemonReport;
+    /// What `/readyz` judges; `None` for a workload without a channel.
+    fn readiness(&self) -> Option<readiness::ReadinessFacts>;
+    /// Whether the daemon was asked to shut down.
+    fn draining(&self) -> bool;
+}
+
 /// Reads a [`Snapshot`] of the running daemon.
-pub(crate) fn snapshot(control: &ControlState) -> Snapshot {
+pub(crate) fn snapshot(control: &dyn DaemonView) -> Snapshot {
     let report = control.report();
-    let draining = control.shutdown.borrow().is_some();
-    let facts = control.workload.readiness();
+    let draining = control.draining();
+    let facts = control.readiness();
     let now = crate::clock::now_ms();
     let (mut not_ready, inbox_pending) = match &facts {
         Some(f) => (
@@ -58,8 +68,7 @@ pub(crate) fn snapshot(control: &ControlState) -> Snapshot {
 }
 
 /// A running ops server; stopped when [`stop`](Self::stop)ped or dropped.
-pub struct OpsServer {
-    addr: SocketAddr,
+pub(crate) struct OpsServer {
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     sampler: JoinHandle<()>,
@@ -68,16 +77,16 @@ pub struct OpsServer {
 impl OpsServer {
     /// Binds `cfg.listen` (before the workload starts, so a taken port fails the start
     /// cleanly). The error names the key and the address.
-    pub async fn bind(cfg: &OpsConfig) -> Result<(TcpListener, SocketAddr), BindError> {
+    pub(crate) async fn bind(cfg: &OpsConfig) -> Result<(TcpListener, SocketAddr), BindError> {
         crate::listen::bind_tcp("ops.listen", &cfg.listen).await
     }
 
     /// Serves on `listener` bound to `addr` (both from [`bind`](Self::bind)) until stopped.
     /// Requests are answered only for the `Host` values of [`host_check`]: the bound
     /// address, `localhost`, and `allowed_hosts` (`ops.allowed_hosts`).
-    pub fn start(
+    pub(crate) fn start(
         (listener, addr): (TcpListener, SocketAddr),
-        control: Arc<ControlState>,
+        control: Arc<dyn DaemonView>,
         allowed_hosts: &[String],
     ) -> OpsServer {
         let allowed = Arc::new(host_check::AllowedHosts::new(addr, allowed_hosts));
@@ -98,20 +107,14 @@ impl OpsServer {
         ));
         tracing::info!(%addr, "ops endpoint listening (/livez /readyz /metrics /)");
         OpsServer {
-            addr,
             stop,
             server,
             sampler,
         }
     }
 
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// Stops accepting and lets open requests finish (bounded by the request timeout).
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.stop.send(true);
         self.sampler.abort();
         let _ = (&mut self.server).await;

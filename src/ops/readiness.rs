@@ -17,7 +17,7 @@ pub(crate) const INBOX_STUCK_AFTER: Duration = Duration::from_secs(300);
 
 /// The channel as readiness sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelFacts {
+pub(crate) struct ChannelFacts {
     /// `connecting`, `connected`, `reconnecting`, `listening` or `stopped`.
     pub(crate) state: &'static str,
     /// Stream mode (frames expected) rather than the HTTP callback.
@@ -30,7 +30,7 @@ pub struct ChannelFacts {
 
 /// The inbox as readiness sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InboxFacts {
+pub(crate) struct InboxFacts {
     /// Turns accepted and not finished.
     pub(crate) pending: usize,
     /// Unix ms of the last turn finished, or of the first turn after an idle spell.
@@ -39,7 +39,7 @@ pub struct InboxFacts {
 
 /// Everything `/readyz` judges.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadinessFacts {
+pub(crate) struct ReadinessFacts {
     /// `None` when no channel is configured.
     pub(crate) channel: Option<ChannelFacts>,
     pub(crate) inbox: InboxFacts,
@@ -53,8 +53,8 @@ pub(crate) fn not_ready_reasons(facts: &ReadinessFacts, now_ms: u64) -> Vec<Stri
     match &facts.channel {
         None => reasons.push("no channel configured".to_string()),
         Some(ch) => {
-            let up = ch.state == crate::dingtalk::stats::CONNECTED
-                || ch.state == crate::dingtalk::stats::LISTENING;
+            let up = ch.state == crate::status::channel_state::CONNECTED
+                || ch.state == crate::status::channel_state::LISTENING;
             if !up && ch.credentials_refused {
                 reasons.push("credentials refused".to_string());
             } else if !up {
@@ -89,7 +89,7 @@ pub(crate) fn not_ready_reasons(facts: &ReadinessFacts, now_ms: u64) -> Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dingtalk::stats::{CONNECTED, LISTENING, RECONNECTING};
+    use crate::status::channel_state::{CONNECTED, LISTENING, RECONNECTING};
 
     const NOW: u64 = 1_000_000_000;
 
@@ -153,7 +153,7 @@ mod tests {
         // Refused credentials say so, not "connecting".
         let mut f = healthy();
         let ch = f.channel.as_mut().unwrap();
-        ch.state = crate::dingtalk::stats::CONNECTING;
+        ch.state = crate::status::channel_state::CONNECTING;
         ch.credentials_refused = true;
         assert_eq!(not_ready_reasons(&f, NOW), vec!["credentials refused"]);
 

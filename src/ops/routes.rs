@@ -11,8 +11,8 @@ use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 
 use super::history::{History, SAMPLE_EVERY};
+use super::DaemonView;
 use super::{metrics, snapshot, Snapshot};
-use crate::daemon::control::ControlState;
 
 /// The status page: one self-contained HTML file (inline CSS and JS, no framework).
 const STATUS_PAGE: &str = include_str!("status.html");
@@ -23,16 +23,16 @@ const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(crate) struct OpsState {
-    control: Arc<ControlState>,
+    control: Arc<dyn DaemonView>,
     registry: Registry,
     history: History,
 }
 
 impl OpsState {
-    pub(crate) fn new(control: Arc<ControlState>) -> OpsState {
+    pub(crate) fn new(control: Arc<dyn DaemonView>) -> OpsState {
         let source = control.clone();
         OpsState {
-            registry: metrics::registry(Arc::new(move || snapshot(&source))),
+            registry: metrics::registry(Arc::new(move || snapshot(source.as_ref()))),
             control,
             history: History::default(),
         }
@@ -70,7 +70,7 @@ async fn livez() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<Arc<OpsState>>) -> Response {
-    let snap = snapshot(&state.control);
+    let snap = snapshot(state.control.as_ref());
     if snap.not_ready.is_empty() {
         (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
     } else {
@@ -99,7 +99,7 @@ async fn prometheus(State(state): State<Arc<OpsState>>, headers: HeaderMap) -> R
 
 async fn status_json(State(state): State<Arc<OpsState>>) -> Json<Value> {
     Json(status_document(
-        &snapshot(&state.control),
+        &snapshot(state.control.as_ref()),
         &state.history,
         crate::clock::now_ms(),
     ))

@@ -187,32 +187,17 @@ fn frame(
     .to_string()
 }
 
+/// "Never" for a timer that is off: a year from now.
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// One simulated Stream connection: registered, then served until either side ends it,
+/// with pings, scheduled or requested `disconnect`s, and the "zombie" fault.
 async fn run_conn(sim: Arc<Sim>, socket: WebSocket) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    let silence = Arc::new(Notify::new());
-    let disconnect = Arc::new(Notify::new());
-    let id = sim.next_id();
-    sim.lock().conns.insert(
-        id,
-        Conn {
-            id,
-            opened_ms: now_ms(),
-            closed_ms: None,
-            tx: Some(tx),
-            silence: silence.clone(),
-            disconnect: disconnect.clone(),
-            pings_sent: 0,
-            pings_echoed: 0,
-            pending_pings: Vec::new(),
-            disconnect_sent: false,
-            silent: false,
-        },
-    );
+    let (id, mut rx, signals) = register_conn(&sim);
     deliver_pending(&sim);
     let (mut sink, mut stream) = socket.split();
-    let far = Duration::from_secs(365 * 24 * 3600);
     let ping_every = match sim.opts.ping_interval_ms {
-        0 => far,
+        0 => FAR,
         n => Duration::from_millis(n),
     };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
@@ -220,13 +205,14 @@ async fn run_conn(sim: Arc<Sim>, socket: WebSocket) {
         .opts
         .disconnect_every_ms
         .map(Duration::from_millis)
-        .unwrap_or(far);
+        .unwrap_or(FAR);
     let disc_timer = tokio::time::sleep(disc_at);
     tokio::pin!(disc_timer);
+    let grace = Duration::from_millis(sim.opts.disconnect_grace_ms);
     let mut close_at: Option<tokio::time::Instant> = None;
     loop {
         let close_sleep =
-            tokio::time::sleep_until(close_at.unwrap_or_else(|| tokio::time::Instant::now() + far));
+            tokio::time::sleep_until(close_at.unwrap_or_else(|| tokio::time::Instant::now() + FAR));
         tokio::select! {
             out = rx.recv() => match out {
                 Some(text) => if sink.send(Message::text(text)).await.is_err() { break },
@@ -237,23 +223,17 @@ async fn run_conn(sim: Arc<Sim>, socket: WebSocket) {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
-            _ = ping.tick() => {
-                let opaque = format!("{}-{}", hex_id(4), hex_id(6));
-                let mid = format!("ping_{}", hex_id(6));
-                let text = frame(wire::TYPE_SYSTEM, wire::TOPIC_PING, &mid, id, json!({"opaque": opaque}).to_string(), &sim.opts.client_id);
-                if let Some(c) = sim.lock().conns.get_mut(&id) { c.pings_sent += 1; c.pending_pings.push(mid); }
-                if sink.send(Message::text(text)).await.is_err() { break }
-            },
+            _ = ping.tick() => if send_ping(&sim, id, &mut sink).await.is_err() { break },
             _ = &mut disc_timer, if close_at.is_none() => {
                 if send_disconnect(&sim, id, &mut sink).await.is_err() { break }
-                close_at = Some(tokio::time::Instant::now() + Duration::from_millis(sim.opts.disconnect_grace_ms));
+                close_at = Some(tokio::time::Instant::now() + grace);
             },
-            _ = disconnect.notified(), if close_at.is_none() => {
+            _ = signals.disconnect.notified(), if close_at.is_none() => {
                 if send_disconnect(&sim, id, &mut sink).await.is_err() { break }
-                close_at = Some(tokio::time::Instant::now() + Duration::from_millis(sim.opts.disconnect_grace_ms));
+                close_at = Some(tokio::time::Instant::now() + grace);
             },
             _ = close_sleep => break,
-            _ = silence.notified() => {
+            _ = signals.silence.notified() => {
                 // Zombie: stop reading (no pongs, no ACKs) and stop writing.
                 if let Some(c) = sim.lock().conns.get_mut(&id) { c.silent = true; c.tx = None; }
                 tokio::time::sleep(Duration::from_secs(120)).await;
@@ -266,6 +246,66 @@ async fn run_conn(sim: Arc<Sim>, socket: WebSocket) {
         c.closed_ms = Some(now_ms());
         c.tx = None;
     }
+}
+
+/// What the admin API can ask of a live connection.
+struct ConnSignals {
+    /// Go silent (the "zombie" fault).
+    silence: Arc<Notify>,
+    /// Send `disconnect` now.
+    disconnect: Arc<Notify>,
+}
+
+/// Adds a new open connection to the simulator's state: its id, the queue of frames to
+/// send on it, and its signals.
+fn register_conn(sim: &Sim) -> (u64, mpsc::UnboundedReceiver<String>, ConnSignals) {
+    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    let signals = ConnSignals {
+        silence: Arc::new(Notify::new()),
+        disconnect: Arc::new(Notify::new()),
+    };
+    let id = sim.next_id();
+    sim.lock().conns.insert(
+        id,
+        Conn {
+            id,
+            opened_ms: now_ms(),
+            closed_ms: None,
+            tx: Some(tx),
+            silence: signals.silence.clone(),
+            disconnect: signals.disconnect.clone(),
+            pings_sent: 0,
+            pings_echoed: 0,
+            pending_pings: Vec::new(),
+            disconnect_sent: false,
+            silent: false,
+        },
+    );
+    (id, rx, signals)
+}
+
+/// A SYSTEM ping, remembered so its echo can be matched.
+async fn send_ping(
+    sim: &Sim,
+    id: u64,
+    sink: &mut (impl SinkExt<Message, Error = axum::Error> + Unpin),
+) -> Result<(), axum::Error> {
+    let opaque = format!("{}-{}", hex_id(4), hex_id(6));
+    let mid = format!("ping_{}", hex_id(6));
+    let body = json!({"opaque": opaque}).to_string();
+    let text = frame(
+        wire::TYPE_SYSTEM,
+        wire::TOPIC_PING,
+        &mid,
+        id,
+        body,
+        &sim.opts.client_id,
+    );
+    if let Some(c) = sim.lock().conns.get_mut(&id) {
+        c.pings_sent += 1;
+        c.pending_pings.push(mid);
+    }
+    sink.send(Message::text(text)).await
 }
 
 async fn send_disconnect(

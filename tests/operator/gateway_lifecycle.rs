@@ -419,7 +419,9 @@ fn an_installed_gateway_keeps_its_secret_in_a_private_file_that_exec_file_runs()
         ["--api-key", "SEKRET-M5", "--port", "8000"]
     );
     assert!(
-        wait_until(WAIT, || home.all_logs().contains("gateway is not healthy")),
+        wait_until(WAIT, || home
+            .all_logs()
+            .contains("model service is not healthy")),
         "the health URL from the file is never polled:\n{}",
         home.all_logs()
     );
@@ -508,7 +510,9 @@ fn health_url_passwords_are_masked_in_status_and_log() {
     ]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
-        wait_until(WAIT, || home.all_logs().contains("gateway is not healthy")),
+        wait_until(WAIT, || home
+            .all_logs()
+            .contains("model service is not healthy")),
         "the probe never reported:\n{}",
         home.all_logs()
     );
@@ -564,9 +568,11 @@ fn a_child_that_keeps_exiting_is_failing_in_status_and_healthcheck() {
     assert!(g["last_exit_at_ms"].as_u64().is_some(), "{g}");
 
     let human = home.run(&["daemon", "status", "--name", "flaky"]);
-    assert!(human.stdout.contains("gateway: FAILING"), "{human:?}");
+    assert!(human.stdout.contains("model service: FAILING"), "{human:?}");
     assert!(
-        human.stdout.contains("gateway last exit: exit code 3"),
+        human
+            .stdout
+            .contains("model service last exit: exit code 3"),
         "{human:?}"
     );
 

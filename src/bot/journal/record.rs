@@ -76,7 +76,7 @@ pub(crate) fn completion_reserve(id: &str) -> u64 {
 /// One record read back.
 #[derive(Debug)]
 pub(crate) struct Scanned {
-    pub record: Record,
+    pub(crate) record: Record,
 }
 
 /// What a scan meets, in file order.
@@ -101,9 +101,9 @@ pub(crate) enum Found {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct ScanEnd {
     /// End of the last whole frame: the next record is written here.
-    pub valid_len: u64,
+    pub(crate) valid_len: u64,
     /// True when a non-zero byte follows `valid_len` (a torn tail to clear).
-    pub torn_tail: bool,
+    pub(crate) torn_tail: bool,
 }
 
 /// Positional reads, so a scan streams a file instead of loading it whole.

@@ -14,13 +14,13 @@ use crate::status::JournalReport;
 const WINDOW_SAMPLES: usize = 4096;
 
 pub(crate) struct JournalStats {
-    pub path: PathBuf,
-    pub pending: AtomicUsize,
-    pub commits: AtomicU64,
-    pub records: AtomicU64,
-    pub failed_accepts: AtomicU64,
-    pub done_retry_queue: AtomicUsize,
-    pub compactions: AtomicU64,
+    pub(crate) path: PathBuf,
+    pub(crate) pending: AtomicUsize,
+    pub(crate) commits: AtomicU64,
+    pub(crate) records: AtomicU64,
+    pub(crate) failed_accepts: AtomicU64,
+    pub(crate) done_retry_queue: AtomicUsize,
+    pub(crate) compactions: AtomicU64,
     last_error: Mutex<Option<String>>,
     /// Reply accepted -> Done record written, in microseconds (most recent last).
     done_window_us: Mutex<VecDeque<u64>>,

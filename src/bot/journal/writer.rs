@@ -86,6 +86,30 @@ pub(crate) enum Request {
     Flush(oneshot::Sender<()>),
 }
 
+/// One batch's records, encoded before the single write that commits them, and the
+/// requests to answer once that write's outcome is known.
+#[derive(Default)]
+struct Staged {
+    buf: Vec<u8>,
+    /// New messages with their encoded `Accepted` record.
+    fresh: Vec<(Box<Inbound>, AdmitReply, Vec<u8>)>,
+    waiters: Vec<Waiter>,
+    /// "Answered" records, with when DingTalk accepted the reply.
+    done: Vec<(String, Instant)>,
+    replies: Vec<StagedReply>,
+    sent: Vec<(String, usize)>,
+    /// Completion records the fresh messages will need (kept free in the file).
+    fresh_reserve: u64,
+}
+
+/// A reply record waiting for the write (see [`Request::Reply`]).
+struct StagedReply {
+    id: String,
+    parts: Vec<String>,
+    markdown: bool,
+    written: oneshot::Sender<bool>,
+}
+
 /// What waits for the syncer: answered once the file is synced past it.
 enum Waiter {
     New {
@@ -249,167 +273,191 @@ impl Writer {
         }
     }
 
+    /// Stages every request of `batch`, writes what was staged in one append, then
+    /// settles each request by the outcome of that write.
     fn append_batch(&mut self, batch: Vec<Request>) {
-        let mut buf = Vec::new();
-        let mut fresh: Vec<(Box<Inbound>, AdmitReply, Vec<u8>)> = Vec::new();
-        let mut waiters: Vec<Waiter> = Vec::new();
-        let mut done_now: Vec<(String, Instant)> = Vec::new();
-        let mut replies_now: Vec<(String, Vec<String>, bool, oneshot::Sender<bool>)> = Vec::new();
-        let mut sent_now: Vec<(String, usize)> = Vec::new();
-        let mut fresh_reserve = 0u64;
+        let mut staged = Staged::default();
         for req in batch {
-            match req {
-                Request::Accept { msg, reply } => {
-                    let in_batch = fresh.iter().any(|(m, _, _)| m.msg_id == msg.msg_id);
-                    if in_batch || self.index.knows(&msg.msg_id) {
-                        waiters.push(Waiter::Duplicate(reply));
-                        continue;
-                    }
-                    let mut encoded = Vec::new();
-                    encode(
-                        &Record::Accepted {
-                            id: msg.msg_id.clone(),
-                            msg: msg.clone(),
-                        },
-                        &mut encoded,
-                    );
-                    // Taken only when the file has room for it and, beyond it, for every
-                    // pending message's completion records, this one's included.
-                    let reserve = completion_reserve(&msg.msg_id);
-                    let need = self.committed_len
-                        + (buf.len() + encoded.len()) as u64
-                        + self.index.reserved()
-                        + fresh_reserve
-                        + reserve;
-                    if let Err(e) = self.ensure_room(need) {
-                        let err = JournalError::write(&self.path, e);
-                        tracing::error!(error = %err, "no journal space for a message: not ACKed");
-                        self.stats.set_error(err.to_string());
-                        self.stats.failed_accepts.fetch_add(1, Ordering::Relaxed);
-                        let _ = reply.send(Err(err));
-                        continue;
-                    }
-                    fresh_reserve += reserve;
-                    buf.extend_from_slice(&encoded);
-                    fresh.push((msg, reply, encoded));
-                }
-                Request::Done { id, replied_at } => {
-                    // Done in memory at once: never answered twice in this run.
-                    self.index.mark_done(&id);
-                    encode(&Record::Done { id: id.clone() }, &mut buf);
-                    done_now.push((id, replied_at));
-                }
-                Request::Reply {
-                    id,
-                    parts,
-                    markdown,
-                    written,
-                } => {
-                    let pending =
-                        fresh.iter().any(|(m, _, _)| m.msg_id == id) || self.index.is_pending(&id);
-                    if !pending {
-                        let _ = written.send(false);
-                        continue;
-                    }
-                    let record = Record::Reply {
-                        id,
-                        parts,
-                        markdown,
-                    };
-                    // Never out of the reserves: without room it is not recorded.
-                    let mut encoded = Vec::new();
-                    encode(&record, &mut encoded);
-                    let need = self.committed_len
-                        + (buf.len() + encoded.len()) as u64
-                        + self.index.reserved()
-                        + fresh_reserve;
-                    if self.ensure_room(need).is_err() {
-                        tracing::warn!("no journal space to record a reply; sending it unrecorded");
-                        let _ = written.send(false);
-                        continue;
-                    }
-                    buf.extend_from_slice(&encoded);
-                    let Record::Reply {
-                        id,
-                        parts,
-                        markdown,
-                    } = record
-                    else {
-                        unreachable!("built just above")
-                    };
-                    replies_now.push((id, parts, markdown, written));
-                }
-                Request::Sent { id, n } => {
-                    encode(&Record::Sent { id: id.clone(), n }, &mut buf);
-                    sent_now.push((id, n));
-                }
-                Request::Flush(reply) => waiters.push(Waiter::Flush(reply)),
-            }
+            self.stage(req, &mut staged);
         }
-        let written = if buf.is_empty() {
+        let written = if staged.buf.is_empty() {
             Ok(())
         } else {
-            self.append(&buf)
+            self.append(&staged.buf)
         };
         match written {
-            Ok(()) => {
-                for (_, replied_at) in &done_now {
-                    self.stats.record_window(replied_at.elapsed());
-                }
-                self.stats
-                    .records
-                    .fetch_add((fresh.len() + done_now.len()) as u64, Ordering::Relaxed);
-                let mut new_waiters = Vec::with_capacity(fresh.len() + waiters.len());
-                for (msg, reply, encoded) in fresh {
-                    self.index.add_pending(msg.msg_id.clone(), encoded);
-                    new_waiters.push(Waiter::New { msg, reply });
-                }
-                for (id, parts, markdown, written) in replies_now {
-                    self.index.set_reply(&id, parts, markdown);
-                    let _ = written.send(true);
-                }
-                for (id, n) in sent_now {
-                    self.index.set_sent(&id, n);
-                }
-                new_waiters.extend(waiters);
-                if !new_waiters.is_empty() {
-                    // The syncer syncs this file; what it covers is no longer dirty.
-                    self.dirty = false;
-                    let _ = self.to_sync.send(ToSync {
-                        file: self.file.clone(),
-                        waiters: new_waiters,
-                    });
-                }
-            }
-            Err(e) => {
-                let err = JournalError::write(&self.path, e);
-                tracing::error!(error = %err, refused = fresh.len(), "journal write failed: messages not ACKed");
-                self.stats.set_error(err.to_string());
-                self.stats
-                    .failed_accepts
-                    .fetch_add(fresh.len() as u64, Ordering::Relaxed);
-                for (_, reply, _) in fresh {
-                    let _ = reply.send(Err(err.clone()));
-                }
-                // A reply not recorded is sent as before (a restart would answer it anew).
-                for (_, _, _, written) in replies_now {
-                    let _ = written.send(false);
-                }
-                // Duplicates and flushes still wait for the sync of what was written before.
-                if !waiters.is_empty() {
-                    let _ = self.to_sync.send(ToSync {
-                        file: self.file.clone(),
-                        waiters,
-                    });
-                }
-                self.queue_retry(done_now.into_iter().map(|(id, _)| id));
-            }
+            Ok(()) => self.settle_written(staged),
+            Err(e) => self.settle_unwritten(staged, e),
         }
         self.retry_done();
         self.stats
             .pending
             .store(self.index.pending_count(), Ordering::Relaxed);
         self.maybe_compact();
+    }
+
+    /// Encodes one request into the batch (or answers it at once: a duplicate, a message
+    /// without room, a reply for a message no longer pending).
+    fn stage(&mut self, req: Request, staged: &mut Staged) {
+        match req {
+            Request::Accept { msg, reply } => self.stage_accept(msg, reply, staged),
+            Request::Done { id, replied_at } => {
+                // Done in memory at once: never answered twice in this run.
+                self.index.mark_done(&id);
+                encode(&Record::Done { id: id.clone() }, &mut staged.buf);
+                staged.done.push((id, replied_at));
+            }
+            Request::Reply {
+                id,
+                parts,
+                markdown,
+                written,
+            } => self.stage_reply(
+                StagedReply {
+                    id,
+                    parts,
+                    markdown,
+                    written,
+                },
+                staged,
+            ),
+            Request::Sent { id, n } => {
+                encode(&Record::Sent { id: id.clone(), n }, &mut staged.buf);
+                staged.sent.push((id, n));
+            }
+            Request::Flush(reply) => staged.waiters.push(Waiter::Flush(reply)),
+        }
+    }
+
+    /// A new message is taken only when the file has room for it and, beyond it, for
+    /// every pending message's completion records, this one's included.
+    fn stage_accept(&mut self, msg: Box<Inbound>, reply: AdmitReply, staged: &mut Staged) {
+        let in_batch = staged.fresh.iter().any(|(m, _, _)| m.msg_id == msg.msg_id);
+        if in_batch || self.index.knows(&msg.msg_id) {
+            staged.waiters.push(Waiter::Duplicate(reply));
+            return;
+        }
+        let mut encoded = Vec::new();
+        encode(
+            &Record::Accepted {
+                id: msg.msg_id.clone(),
+                msg: msg.clone(),
+            },
+            &mut encoded,
+        );
+        let reserve = completion_reserve(&msg.msg_id);
+        let need = self.committed_len
+            + (staged.buf.len() + encoded.len()) as u64
+            + self.index.reserved()
+            + staged.fresh_reserve
+            + reserve;
+        if let Err(e) = self.ensure_room(need) {
+            let err = JournalError::write(&self.path, e);
+            tracing::error!(error = %err, "no journal space for a message: not ACKed");
+            self.stats.set_error(err.to_string());
+            self.stats.failed_accepts.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(Err(err));
+            return;
+        }
+        staged.fresh_reserve += reserve;
+        staged.buf.extend_from_slice(&encoded);
+        staged.fresh.push((msg, reply, encoded));
+    }
+
+    /// A reply is recorded only for a pending message, and never out of the reserves:
+    /// without room it is not recorded (and is sent unrecorded).
+    fn stage_reply(&mut self, reply: StagedReply, staged: &mut Staged) {
+        let pending = staged.fresh.iter().any(|(m, _, _)| m.msg_id == reply.id)
+            || self.index.is_pending(&reply.id);
+        if !pending {
+            let _ = reply.written.send(false);
+            return;
+        }
+        let mut encoded = Vec::new();
+        encode(
+            &Record::Reply {
+                id: reply.id.clone(),
+                parts: reply.parts.clone(),
+                markdown: reply.markdown,
+            },
+            &mut encoded,
+        );
+        let need = self.committed_len
+            + (staged.buf.len() + encoded.len()) as u64
+            + self.index.reserved()
+            + staged.fresh_reserve;
+        if self.ensure_room(need).is_err() {
+            tracing::warn!("no journal space to record a reply; sending it unrecorded");
+            let _ = reply.written.send(false);
+            return;
+        }
+        staged.buf.extend_from_slice(&encoded);
+        staged.replies.push(reply);
+    }
+
+    /// The batch is in the file: the index learns it, and the waiters go to the syncer.
+    fn settle_written(&mut self, staged: Staged) {
+        let Staged {
+            fresh,
+            waiters,
+            done,
+            replies,
+            sent,
+            ..
+        } = staged;
+        for (_, replied_at) in &done {
+            self.stats.record_window(replied_at.elapsed());
+        }
+        self.stats
+            .records
+            .fetch_add((fresh.len() + done.len()) as u64, Ordering::Relaxed);
+        let mut new_waiters = Vec::with_capacity(fresh.len() + waiters.len());
+        for (msg, reply, encoded) in fresh {
+            self.index.add_pending(msg.msg_id.clone(), encoded);
+            new_waiters.push(Waiter::New { msg, reply });
+        }
+        for reply in replies {
+            self.index.set_reply(&reply.id, reply.parts, reply.markdown);
+            let _ = reply.written.send(true);
+        }
+        for (id, n) in sent {
+            self.index.set_sent(&id, n);
+        }
+        new_waiters.extend(waiters);
+        if !new_waiters.is_empty() {
+            // The syncer syncs this file; what it covers is no longer dirty.
+            self.dirty = false;
+            let _ = self.to_sync.send(ToSync {
+                file: self.file.clone(),
+                waiters: new_waiters,
+            });
+        }
+    }
+
+    /// The write failed: new messages are refused (not ACKed), replies go out unrecorded,
+    /// and the "answered" records are queued for a retry.
+    fn settle_unwritten(&mut self, staged: Staged, e: std::io::Error) {
+        let err = JournalError::write(&self.path, e);
+        tracing::error!(error = %err, refused = staged.fresh.len(), "journal write failed: messages not ACKed");
+        self.stats.set_error(err.to_string());
+        self.stats
+            .failed_accepts
+            .fetch_add(staged.fresh.len() as u64, Ordering::Relaxed);
+        for (_, reply, _) in staged.fresh {
+            let _ = reply.send(Err(err.clone()));
+        }
+        // A reply not recorded is sent as before (a restart would answer it anew).
+        for reply in staged.replies {
+            let _ = reply.written.send(false);
+        }
+        // Duplicates and flushes still wait for the sync of what was written before.
+        if !staged.waiters.is_empty() {
+            let _ = self.to_sync.send(ToSync {
+                file: self.file.clone(),
+                waiters: staged.waiters,
+            });
+        }
+        self.queue_retry(staged.done.into_iter().map(|(id, _)| id));
     }
 
     /// Writes whole records after the last one, or zeroes what a failed write left.

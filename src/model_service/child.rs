@@ -28,10 +28,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
 
-use super::cmdline::CommandLine;
-
-/// The tracing target of forwarded child output (filter on it in the daemon log).
-pub const OUTPUT_TARGET: &str = "gateway_output";
+use crate::cmdline::CommandLine;
+use crate::logging::MODEL_SERVICE_OUTPUT_TARGET as OUTPUT_TARGET;
 
 /// Longer output lines are logged in pieces of this many bytes.
 const MAX_LINE_BYTES: usize = 8 * 1024;
@@ -44,7 +42,7 @@ const AFTER_KILL: Duration = Duration::from_secs(5);
 
 /// A child's process group.
 #[derive(Debug)]
-pub struct ProcessGroup {
+pub(crate) struct ProcessGroup {
     pgid: Pid,
     armed: bool,
 }
@@ -55,7 +53,7 @@ impl ProcessGroup {
         if self.armed {
             if let Err(e) = killpg(self.pgid, sig) {
                 if e != Errno::ESRCH {
-                    tracing::warn!(pgid = self.pgid.as_raw(), signal = %sig, error = %e, "cannot signal the gateway's process group");
+                    tracing::warn!(pgid = self.pgid.as_raw(), signal = %sig, error = %e, "cannot signal the model service's process group");
                 }
             }
         }
@@ -91,7 +89,7 @@ impl Drop for ProcessGroup {
 
 /// A started child and the group it leads.
 #[derive(Debug)]
-pub struct RunningChild {
+pub(crate) struct RunningChild {
     child: Child,
     group: ProcessGroup,
     pid: u32,
@@ -99,7 +97,7 @@ pub struct RunningChild {
 
 impl RunningChild {
     /// Starts `cmd` with stdin on /dev/null and its stdout and stderr forwarded to the log.
-    pub fn spawn(cmd: &CommandLine) -> io::Result<RunningChild> {
+    pub(crate) fn spawn(cmd: &CommandLine) -> io::Result<RunningChild> {
         let mut command = Command::new(&cmd.program);
         command
             .args(&cmd.args)
@@ -139,20 +137,20 @@ impl RunningChild {
         Ok(RunningChild { child, group, pid })
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Waits for the group leader to exit. Cancel-safe; once it has exited, returns the
     /// same status again at once.
-    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+    pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
         self.child.wait().await
     }
 
     /// Stops the whole group: SIGTERM, up to `grace` for the leader and every member to
     /// exit, then SIGKILL. Also used after the leader exited by itself, to clear members
     /// it left behind. Returns the leader's exit status when it could be collected.
-    pub async fn stop(mut self, grace: Duration) -> Option<ExitStatus> {
+    pub(crate) async fn stop(mut self, grace: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + grace;
         if self.group.check_empty() {
             return self.child.try_wait().ok().flatten();
@@ -166,7 +164,7 @@ impl RunningChild {
             tracing::warn!(
                 pid = self.pid,
                 grace_ms = grace.as_millis() as u64,
-                "gateway did not stop after SIGTERM; sending SIGKILL"
+                "model service did not stop after SIGTERM; sending SIGKILL"
             );
             self.group.signal(Signal::SIGKILL);
             let kill_deadline = Instant::now() + AFTER_KILL;
@@ -179,7 +177,7 @@ impl RunningChild {
             if !self.group.wait_empty(kill_deadline).await {
                 tracing::error!(
                     pgid = self.pid,
-                    "gateway process group still has members after SIGKILL"
+                    "model service process group still has members after SIGKILL"
                 );
             }
         }
@@ -188,7 +186,7 @@ impl RunningChild {
 }
 
 /// How an exit status reads in reports: `exit code 1` or `killed by SIGKILL`.
-pub fn describe_exit(status: Option<ExitStatus>) -> String {
+pub(crate) fn describe_exit(status: Option<ExitStatus>) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status {
         None => "exit status unknown".to_string(),
@@ -212,7 +210,7 @@ async fn forward_lines(stream: impl AsyncRead + Unpin, name: &'static str, pid: 
     loop {
         let (done, used, eof) = match reader.fill_buf().await {
             Err(e) => {
-                tracing::warn!(pid, stream = name, error = %e, "cannot read the gateway's output");
+                tracing::warn!(pid, stream = name, error = %e, "cannot read the model service's output");
                 break;
             }
             Ok([]) => (true, 0, true),

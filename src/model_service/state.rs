@@ -9,36 +9,36 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// A gateway whose child ended by itself [`FAILING_EXITS`] times within
+/// A model service whose child ended by itself [`FAILING_EXITS`] times within
 /// [`FAILING_WINDOW`] is `failing`; it recovers once the child stays up that long.
-pub const FAILING_EXITS: usize = 3;
-pub const FAILING_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const FAILING_EXITS: usize = 3;
+pub(crate) const FAILING_WINDOW: Duration = Duration::from_secs(60);
 
-/// One consistent copy of the gateway's figures.
+/// One consistent copy of the model service's figures.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// The running child's pid; `None` between a crash and its restart, and after stop.
-    pub child_pid: Option<u32>,
+    pub(crate) child_pid: Option<u32>,
     /// Replacement children started (or attempted) since the daemon started.
-    pub restarts: u64,
+    pub(crate) restarts: u64,
     /// How the previous child ended (`exit code 1`, `killed by SIGKILL`, ...).
-    pub last_exit: Option<String>,
+    pub(crate) last_exit: Option<String>,
     /// Result of the latest health URL poll; `None` before the first poll or without URL.
-    pub healthy: Option<bool>,
+    pub(crate) healthy: Option<bool>,
     /// Unix ms of the previous child's end.
-    pub last_exit_at_ms: Option<u64>,
+    pub(crate) last_exit_at_ms: Option<u64>,
     /// Exits by itself (or failed spawns) within the last [`FAILING_WINDOW`].
-    pub recent_exits: usize,
+    pub(crate) recent_exits: usize,
 }
 
 impl Snapshot {
     /// True when the child keeps ending: [`FAILING_EXITS`] or more within [`FAILING_WINDOW`].
-    pub fn failing(&self) -> bool {
+    pub(crate) fn failing(&self) -> bool {
         self.recent_exits >= FAILING_EXITS
     }
 
     /// `failing`, `running` or `restarting` (no child between a crash and its restart).
-    pub fn state(&self) -> &'static str {
+    pub(crate) fn state(&self) -> &'static str {
         match (self.failing(), self.child_pid) {
             (true, _) => "failing",
             (false, Some(_)) => "running",
@@ -69,9 +69,9 @@ impl Inner {
 }
 
 #[derive(Debug, Default)]
-pub struct GatewayState(Mutex<Inner>);
+pub(crate) struct ModelServiceState(Mutex<Inner>);
 
-impl GatewayState {
+impl ModelServiceState {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // The fields stay consistent even if a holder panicked: each update is one store.
         self.0
@@ -79,19 +79,19 @@ impl GatewayState {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let mut inner = self.lock();
         inner.forget_old_exits(Instant::now());
         inner.snapshot.clone()
     }
 
-    pub fn child_started(&self, pid: u32) {
+    pub(crate) fn child_started(&self, pid: u32) {
         self.lock().snapshot.child_pid = Some(pid);
     }
 
     /// The child is gone (or could not be started): `how` says why. `by_itself` is false
     /// for a stop the daemon asked for, which never counts towards `failing`.
-    pub fn child_ended(&self, how: String, by_itself: bool) {
+    pub(crate) fn child_ended(&self, how: String, by_itself: bool) {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.snapshot.child_pid = None;
@@ -106,12 +106,12 @@ impl GatewayState {
         inner.forget_old_exits(now);
     }
 
-    pub fn restart_attempted(&self) {
+    pub(crate) fn restart_attempted(&self) {
         self.lock().snapshot.restarts += 1;
     }
 
     /// Stores a poll result; returns the previous one (to log only transitions).
-    pub fn set_healthy(&self, healthy: bool) -> Option<bool> {
+    pub(crate) fn set_healthy(&self, healthy: bool) -> Option<bool> {
         self.lock().snapshot.healthy.replace(healthy)
     }
 }
@@ -122,7 +122,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn three_exits_within_the_window_are_failing_until_the_child_stays_up() {
-        let state = GatewayState::default();
+        let state = ModelServiceState::default();
         state.child_started(10);
         state.child_ended("stopped by the daemon".into(), false);
         assert_eq!(

@@ -2,7 +2,7 @@
 //! replacement, until a stop is requested.
 //!
 //! Invariants:
-//! - at most one child of this gateway exists at a time (a replacement is spawned only
+//! - at most one child of this model service exists at a time (a replacement is spawned only
 //!   after the previous group was stopped);
 //! - once the stop request is visible, no child is spawned, and the current one is
 //!   stopped with the requested drain; the loop then returns;
@@ -14,10 +14,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::backoff::{Backoff, BackoffPolicy};
 use super::child::{describe_exit, RunningChild};
-use super::cmdline::CommandLine;
-use super::state::GatewayState;
+use super::state::ModelServiceState;
+use crate::backoff::{Backoff, BackoffPolicy};
+use crate::cmdline::CommandLine;
 
 /// Grace given to members a child left behind when it exited by itself.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
@@ -26,14 +26,14 @@ const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
 const FALLBACK_DRAIN: Duration = Duration::from_secs(5);
 
 /// Requests a stop with a drain budget (`Some(drain)`); `None` means "keep running".
-pub type StopSignal = watch::Receiver<Option<Duration>>;
+pub(crate) type StopSignal = watch::Receiver<Option<Duration>>;
 
 /// Everything the restart loop needs.
-pub struct Supervisor {
-    pub cmd: CommandLine,
-    pub state: Arc<GatewayState>,
-    pub stop: StopSignal,
-    pub policy: BackoffPolicy,
+pub(crate) struct Supervisor {
+    pub(crate) cmd: CommandLine,
+    pub(crate) state: Arc<ModelServiceState>,
+    pub(crate) stop: StopSignal,
+    pub(crate) policy: BackoffPolicy,
 }
 
 /// How one child's run ended.
@@ -46,7 +46,7 @@ enum Ended {
 
 impl Supervisor {
     /// Supervises `first` and its replacements until a stop is requested.
-    pub async fn run(mut self, first: RunningChild) {
+    pub(crate) async fn run(mut self, first: RunningChild) {
         let mut backoff = Backoff::new(self.policy);
         let mut child = Some(first);
         loop {
@@ -62,7 +62,7 @@ impl Supervisor {
             tracing::warn!(
                 command = %self.cmd.display,
                 delay_ms = delay.as_millis() as u64,
-                "gateway ended; restarting after the backoff delay"
+                "model service ended; restarting after the backoff delay"
             );
             if self.stop_within(delay).await.is_some() || stop_requested(&self.stop).is_some() {
                 return;
@@ -87,7 +87,7 @@ impl Supervisor {
         let started = Instant::now();
         let pid = child.pid();
         self.state.child_started(pid);
-        tracing::info!(pid, command = %self.cmd.display, "gateway started");
+        tracing::info!(pid, command = %self.cmd.display, "model service started");
         tokio::select! {
             status = child.wait() => {
                 let ran_for = started.elapsed();
@@ -95,14 +95,14 @@ impl Supervisor {
                 // Clear whatever the leader left in its group before a replacement starts.
                 child.stop(LEFTOVER_GRACE).await;
                 let how = describe_exit(status);
-                tracing::warn!(pid, ran_ms = ran_for.as_millis() as u64, "gateway exited: {how}");
+                tracing::warn!(pid, ran_ms = ran_for.as_millis() as u64, "model service exited: {how}");
                 self.state.child_ended(how, true);
                 Ended::Exited(ran_for)
             }
             drain = wait_for_stop(&mut self.stop) => {
-                tracing::info!(pid, drain_ms = drain.as_millis() as u64, "stopping gateway (SIGTERM to its process group)");
+                tracing::info!(pid, drain_ms = drain.as_millis() as u64, "stopping the model service (SIGTERM to its process group)");
                 let how = describe_exit(child.stop(drain).await);
-                tracing::info!(pid, "gateway stopped: {how}");
+                tracing::info!(pid, "model service stopped: {how}");
                 self.state
                     .child_ended(format!("stopped by the daemon: {how}"), false);
                 Ended::Stopped
@@ -161,7 +161,7 @@ mod tests {
     #[tokio::test]
     async fn restarts_a_crashing_child_then_stops_for_good() {
         let cmd = CommandLine::sh("exit 7");
-        let state = Arc::new(GatewayState::default());
+        let state = Arc::new(ModelServiceState::default());
         let (tx, rx) = watch::channel(None);
         let first = RunningChild::spawn(&cmd).expect("spawn sh");
         let sup = Supervisor {
@@ -188,7 +188,7 @@ mod tests {
     #[tokio::test]
     async fn a_stop_during_the_backoff_delay_starts_no_replacement() {
         let cmd = CommandLine::sh("exit 7");
-        let state = Arc::new(GatewayState::default());
+        let state = Arc::new(ModelServiceState::default());
         let (tx, rx) = watch::channel(None);
         let first = RunningChild::spawn(&cmd).expect("spawn sh");
         let hour = Duration::from_secs(3600);
@@ -231,7 +231,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_stop_sender_stops_the_child() {
         let cmd = CommandLine::sh("sleep 600");
-        let state = Arc::new(GatewayState::default());
+        let state = Arc::new(ModelServiceState::default());
         let (tx, rx) = watch::channel(None);
         let first = RunningChild::spawn(&cmd).expect("spawn sh");
         let task = tokio::spawn(

@@ -1,4 +1,4 @@
-//! The gateway's health URL: a small HTTP GET, polled in the background and run live for
+//! The model service's health URL: a small HTTP GET, polled in the background and run live for
 //! `healthcheck`.
 //!
 //! "Healthy" means a 2xx answer within the timeout: llama.cpp's `/health` answers 503
@@ -9,28 +9,28 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, Url};
 
-use super::state::GatewayState;
+use super::state::ModelServiceState;
 use crate::redact_url::redact_url;
 
 /// Pause between background polls.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Time budget of one background poll.
-pub const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Result of one GET.
 #[derive(Debug, Clone)]
-pub struct ProbeResult {
-    pub healthy: bool,
+pub(crate) struct ProbeResult {
+    pub(crate) healthy: bool,
     /// One line: status and latency, or the error.
-    pub detail: String,
+    pub(crate) detail: String,
     /// A one-line fix when not healthy.
-    pub fix: Option<String>,
+    pub(crate) fix: Option<String>,
 }
 
 /// A health URL and the HTTP client that probes it.
 #[derive(Debug, Clone)]
-pub struct HealthProbe {
+pub(crate) struct HealthProbe {
     url: Url,
     /// The URL as it may be shown (user-info password masked).
     shown: String,
@@ -43,7 +43,7 @@ type UrlParseError = <Url as std::str::FromStr>::Err;
 
 /// A `--health-url` that cannot be polled. `shown` is the URL with secrets masked.
 #[derive(Debug, thiserror::Error)]
-pub enum HealthUrlError {
+pub(crate) enum HealthUrlError {
     #[error("--health-url {shown:?} is not a URL: {source}")]
     NotUrl {
         shown: String,
@@ -64,7 +64,7 @@ impl From<HealthUrlError> for crate::exit::CliError {
 impl HealthProbe {
     /// Checks the URL (http or https only) and builds a client that ignores proxy
     /// variables: the runtime is supervised on this host, so a proxy would only lie.
-    pub fn new(url: &str) -> Result<HealthProbe, HealthUrlError> {
+    pub(crate) fn new(url: &str) -> Result<HealthProbe, HealthUrlError> {
         let shown = redact_url(url).into_owned();
         let parsed = match Url::parse(url) {
             Ok(u) => u,
@@ -86,12 +86,12 @@ impl HealthProbe {
     }
 
     /// The URL as it may be shown (status, log): its user-info password masked.
-    pub fn shown_url(&self) -> &str {
+    pub(crate) fn shown_url(&self) -> &str {
         &self.shown
     }
 
     /// One GET bounded by `limit`.
-    pub async fn probe(&self, limit: Duration) -> ProbeResult {
+    pub(crate) async fn probe(&self, limit: Duration) -> ProbeResult {
         let started = Instant::now();
         let answer = self
             .client
@@ -133,15 +133,15 @@ impl HealthProbe {
     }
 
     /// Polls forever, storing each result in `state` and logging only changes.
-    pub async fn poll(self, state: Arc<GatewayState>) {
+    pub(crate) async fn poll(self, state: Arc<ModelServiceState>) {
         loop {
             let result = self.probe(POLL_TIMEOUT).await;
             let before = state.set_healthy(result.healthy);
             if before != Some(result.healthy) {
                 if result.healthy {
-                    tracing::info!(url = %self.shown, detail = %result.detail, "gateway is healthy");
+                    tracing::info!(url = %self.shown, detail = %result.detail, "model service is healthy");
                 } else {
-                    tracing::warn!(url = %self.shown, detail = %result.detail, "gateway is not healthy");
+                    tracing::warn!(url = %self.shown, detail = %result.detail, "model service is not healthy");
                 }
             }
             tokio::time::sleep(POLL_INTERVAL).await;

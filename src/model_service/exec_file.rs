@@ -1,4 +1,4 @@
-//! `--exec-file FILE`: a gateway's command line (and health URL) read from a file instead
+//! `--exec-file FILE`: a model service's command line (and health URL) read from a file instead
 //! of argv, so a secret in them (`--api-key K`, `/health?token=T`, `http://u:PASS@...`) is
 //! in neither the systemd unit (`systemctl show`, `cat`) nor the daemon's
 //! `/proc/PID/cmdline`.
@@ -28,9 +28,9 @@ const HEALTH_URL_PREFIX: &str = "health-url ";
 /// What a command file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ExecFileContents {
-    /// The gateway's command line.
+    /// The model service's command line.
     pub(crate) command: String,
-    /// The URL polled for the gateway's health, if any.
+    /// The URL polled for the model service's health, if any.
     pub(crate) health_url: Option<String>,
 }
 

@@ -7,7 +7,9 @@
 //! `sh -c '...'`, because silently passing them as arguments would surprise everyone.
 //!
 //! Invariant: the text of a command line appears in no error and no report; what may be
-//! shown is [`CommandLine::display`] (secret flag values masked by [`super::redact`]).
+//! shown is [`CommandLine::display`] (secret flag values masked by [`redact`]).
+
+pub(crate) mod redact;
 
 use std::ffi::OsString;
 use std::ops::Range;
@@ -19,7 +21,7 @@ const SHELL_OPERATORS: &[char] = &['|', '&', ';', '<', '>', '`'];
 
 /// Why a command line cannot be run. Every message names what was wrong and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CommandError {
+pub(crate) enum CommandError {
     #[error("--exec: the command is empty")]
     Empty,
     #[error("--exec: unterminated {quote} quote (opened at character {at})")]
@@ -54,20 +56,20 @@ pub enum CommandError {
 /// Invariant: `program` named an existing executable regular file when this was built
 /// (it may vanish later; the supervisor then records a failed restart).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandLine {
+pub(crate) struct CommandLine {
     /// The command as the operator wrote it, with the values of secret-looking flags
     /// masked: the only form that may be shown or logged.
-    pub display: String,
+    pub(crate) display: String,
     /// The program's path as resolved (absolute when found through PATH).
-    pub program: PathBuf,
+    pub(crate) program: PathBuf,
     /// argv[1..], unquoted.
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
 }
 
 impl CommandLine {
     /// Splits `text` into words and resolves the program against `PATH` from the
     /// environment.
-    pub fn parse(text: &str) -> Result<CommandLine, CommandError> {
+    pub(crate) fn parse(text: &str) -> Result<CommandLine, CommandError> {
         let words = split_words(text)?;
         let (first, rest) = words
             .split_first()
@@ -78,7 +80,7 @@ impl CommandLine {
         }
         let program = resolve_program(first, std::env::var_os("PATH"))?;
         Ok(CommandLine {
-            display: super::redact::redact(text),
+            display: redact::redact(text),
             program,
             args: rest.to_vec(),
         })
@@ -90,7 +92,7 @@ impl CommandLine {
     /// `/bin/sh -c script`, unresolved (for tests of the child and the supervisor).
     pub(crate) fn sh(script: &str) -> CommandLine {
         CommandLine {
-            display: super::redact::redact(script),
+            display: redact::redact(script),
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
         }
@@ -98,21 +100,21 @@ impl CommandLine {
 }
 
 /// Splits a command line into words the way `sh` does, without any expansion.
-pub fn split_words(text: &str) -> Result<Vec<String>, CommandError> {
+pub(crate) fn split_words(text: &str) -> Result<Vec<String>, CommandError> {
     scan_words(text, Operators::Refuse).map(|words| words.into_iter().map(|w| w.value).collect())
 }
 
 /// One word of a command line: its value with quotes and escapes removed, and the bytes
 /// of the text it was written in (quotes included).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Word {
-    pub span: Range<usize>,
-    pub value: String,
+pub(crate) struct Word {
+    pub(crate) span: Range<usize>,
+    pub(crate) value: String,
 }
 
 /// What [`scan_words`] does with an unquoted shell operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operators {
+pub(crate) enum Operators {
     /// An error: the command would need a shell.
     Refuse,
     /// An ordinary character (for reading a script passed to `sh -c`).
@@ -121,7 +123,7 @@ pub enum Operators {
 
 /// Splits `text` into [`Word`]s the way `sh` does, without any expansion. Positions in
 /// errors are 1-based character numbers.
-pub fn scan_words(text: &str, ops: Operators) -> Result<Vec<Word>, CommandError> {
+pub(crate) fn scan_words(text: &str, ops: Operators) -> Result<Vec<Word>, CommandError> {
     let mut words = Vec::new();
     // `Some((start, value))` while inside a word (even an empty quoted one, like '').
     let mut word: Option<(usize, String)> = None;
@@ -185,7 +187,7 @@ pub fn scan_words(text: &str, ops: Operators) -> Result<Vec<Word>, CommandError>
 
 /// `word` as one shell word that [`split_words`] (and `sh`) reads back unchanged: as is
 /// when it holds only plain characters, else single-quoted.
-pub fn shell_quote(word: &str) -> String {
+pub(crate) fn shell_quote(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()
@@ -198,7 +200,7 @@ pub fn shell_quote(word: &str) -> String {
 }
 
 /// `word` single-quoted for `sh` (an inner `'` written as `'\''`).
-pub fn single_quoted(word: &str) -> String {
+pub(crate) fn single_quoted(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
@@ -215,7 +217,10 @@ fn assignment_name(word: &str) -> Option<&str> {
 
 /// Finds the program: a word with a `/` is a path; otherwise the first executable file
 /// of that name in `path_var`.
-pub fn resolve_program(program: &str, path_var: Option<OsString>) -> Result<PathBuf, CommandError> {
+pub(crate) fn resolve_program(
+    program: &str,
+    path_var: Option<OsString>,
+) -> Result<PathBuf, CommandError> {
     if program.contains('/') {
         let p = Path::new(program);
         return match executable(p) {

@@ -13,10 +13,10 @@
 //! everything else is kept as written (so a command without such flags is shown
 //! unchanged). The command that runs is never redacted: only its display.
 
-use super::cmdline::{scan_words, shell_quote, single_quoted, Operators, Word};
+use super::{scan_words, shell_quote, single_quoted, Operators, Word};
 
 /// What a masked value is shown as.
-pub const MASK: &str = "***";
+pub(crate) const MASK: &str = "***";
 
 /// Parts of flag names whose values are secrets.
 const SECRET_NAME_PARTS: [&str; 7] = [
@@ -34,7 +34,7 @@ const AUTH_SCHEMES: [&str; 2] = ["bearer", "basic"];
 
 /// `text` with every secret-looking flag's value and every URL password masked. A
 /// command line that cannot be split is masked whole (it is not run either).
-pub fn redact(text: &str) -> String {
+pub(crate) fn redact(text: &str) -> String {
     redact_words(text, Operators::Refuse).unwrap_or_else(|| MASK.to_string())
 }
 

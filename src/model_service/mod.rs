@@ -1,29 +1,28 @@
-//! A supervised model gateway (`daemon start --exec "CMD ARGS" [--health-url URL]`): any
+//! A supervised model service (`daemon start --exec "CMD ARGS" [--health-url URL]`): any
 //! model runtime command (llama-server, vllm serve, ...) run under the same pid, log,
-//! status and stop machinery as the bot, in a daemon of its own so that bot and gateway
+//! status and stop machinery as the bot, in a daemon of its own so that bot and model service
 //! restart independently.
 //!
-//! - [`cmdline`]: shell-like splitting (no shell) and program lookup;
-//! - [`redact`]: the command as shown in status and logs (secret flag values masked);
+//! - [`crate::cmdline`]: shell-like splitting (no shell), program lookup, and the command as
+//!   shown in status and logs (secret flag values masked);
+//! - [`exec_file`]: `--exec-file`, the command line (and health URL) read from a file;
 //! - [`child`]: one run of the command in its own process group, output into the log;
-//! - [`supervisor`]: restart with capped exponential backoff ([`backoff`]);
+//! - [`supervisor`]: restart with capped exponential backoff ([`crate::backoff`], shared with
+//!   the channel and the bot);
 //! - [`health`]: the optional health URL, polled in the background;
 //! - [`state`]: the figures `status` reports.
 //!
 //! Invariants: a command line that does not parse or names no executable program is
-//! refused by `daemon start` before it forks (exit 2); [`Gateway::start`] fails (and so
+//! refused by `daemon start` before it forks (exit 2); [`ModelService::start`] fails (and so
 //! does `daemon start`, exit 1) unless the first child was spawned; after [`Workload::shutdown`] begins no child is started, and
 //! it returns only once the child's whole process group is gone (or SIGKILL was sent and
 //! waited for).
 
-/// The restart schedule lives in [`crate::backoff`], shared with the channel and the bot.
-pub use crate::backoff;
-pub mod child;
-pub mod cmdline;
-pub mod health;
-pub mod redact;
-pub mod state;
-pub mod supervisor;
+pub(crate) mod child;
+pub(crate) mod exec_file;
+pub(crate) mod health;
+pub(crate) mod state;
+pub(crate) mod supervisor;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,26 +32,26 @@ use tokio::task::JoinHandle;
 
 use crate::daemon::workload::{WorkError, Workload};
 use crate::ipc::proto::{Check, CheckStatus, HealthReport, SendOutcome};
-use crate::status::{DaemonReport, GatewayReport};
+use crate::status::{DaemonReport, ModelServiceReport};
 use futures_util::future::BoxFuture;
 
-use backoff::BackoffPolicy;
+use crate::backoff::BackoffPolicy;
+use crate::cmdline::CommandLine;
 use child::RunningChild;
-use cmdline::CommandLine;
 use health::{HealthProbe, HealthUrlError};
-use state::GatewayState;
+use state::ModelServiceState;
 use supervisor::Supervisor;
 
 /// Extra time `shutdown` waits beyond the drain for SIGKILL and reaping.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(7);
 
-/// The gateway workload of a daemon.
-pub struct Gateway {
+/// The model service workload of a daemon.
+pub(crate) struct ModelService {
     /// Daemon name, for the fixes printed by health checks.
     name: String,
     /// The command as it may be shown ([`CommandLine::display`]).
     command: String,
-    state: Arc<GatewayState>,
+    state: Arc<ModelServiceState>,
     probe: Option<HealthProbe>,
     /// `Some(drain)` once shutdown began.
     stop: watch::Sender<Option<Duration>>,
@@ -64,9 +63,9 @@ pub struct Gateway {
 
 /// Why the supervised process could not start (printed by `daemon start` in one line).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum GatewayStartError {
+pub(crate) enum ModelServiceStartError {
     #[error(transparent)]
-    Command(#[from] cmdline::CommandError),
+    Command(#[from] crate::cmdline::CommandError),
     #[error(transparent)]
     HealthUrl(#[from] HealthUrlError),
     #[error("--exec: cannot run {}: {source}", program.display())]
@@ -76,13 +75,13 @@ pub(crate) enum GatewayStartError {
     },
 }
 
-impl From<GatewayStartError> for crate::exit::CliError {
-    fn from(e: GatewayStartError) -> Self {
+impl From<ModelServiceStartError> for crate::exit::CliError {
+    fn from(e: ModelServiceStartError) -> Self {
         crate::exit::CliError::failure(e.to_string())
     }
 }
 
-impl Gateway {
+impl ModelService {
     /// Parses `cmd`, starts the first child and its supervisor (and the health poller when
     /// `health_url` is set). Must run inside the daemon's tokio runtime. The error names
     /// the problem (empty or unparsable command, program not found, spawn failure, bad
@@ -91,14 +90,15 @@ impl Gateway {
         name: &str,
         cmd: &str,
         health_url: Option<String>,
-    ) -> Result<Gateway, GatewayStartError> {
+    ) -> Result<ModelService, ModelServiceStartError> {
         let command = CommandLine::parse(cmd)?;
         let probe = health_url.as_deref().map(HealthProbe::new).transpose()?;
-        let first = RunningChild::spawn(&command).map_err(|source| GatewayStartError::Spawn {
-            program: command.program.clone(),
-            source,
-        })?;
-        let state = Arc::new(GatewayState::default());
+        let first =
+            RunningChild::spawn(&command).map_err(|source| ModelServiceStartError::Spawn {
+                program: command.program.clone(),
+                source,
+            })?;
+        let state = Arc::new(ModelServiceState::default());
         state.child_started(first.pid());
         let (stop, stop_rx) = watch::channel(None);
         let supervisor = Supervisor {
@@ -109,7 +109,7 @@ impl Gateway {
         };
         let supervisor = tokio::spawn(supervisor.run(first));
         let poller = probe.clone().map(|p| tokio::spawn(p.poll(state.clone())));
-        Ok(Gateway {
+        Ok(ModelService {
             name: name.to_string(),
             command: command.display,
             state,
@@ -166,14 +166,14 @@ impl Gateway {
     }
 }
 
-impl Workload for Gateway {
+impl Workload for ModelService {
     fn kind(&self) -> &'static str {
         "gateway"
     }
 
     fn fill_report(&self, report: &mut DaemonReport) {
         let s = self.state.snapshot();
-        report.gateway = Some(GatewayReport {
+        report.model_service = Some(ModelServiceReport {
             command: self.command.clone(),
             state: s.state().to_string(),
             child_pid: s.child_pid,
@@ -216,7 +216,7 @@ impl Workload for Gateway {
     ) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
         Box::pin(async {
             Err(WorkError::unsupported(
-                "this daemon supervises a model gateway and cannot send messages; send through the bot daemon",
+                "this daemon supervises a model service and cannot send messages; send through the bot daemon",
             ))
         })
     }
@@ -236,8 +236,10 @@ impl Workload for Gateway {
             if let Some(task) = task {
                 match tokio::time::timeout(drain + SHUTDOWN_SLACK, task).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "gateway supervisor failed"),
-                    Err(_) => tracing::error!("gateway supervisor did not finish stopping in time"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "model service supervisor failed"),
+                    Err(_) => {
+                        tracing::error!("model service supervisor did not finish stopping in time")
+                    }
                 }
             }
         })

@@ -5,30 +5,32 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub(crate) mod sim;
+
 /// Operator CLI and managed daemon for a DingTalk bot answered by a local model.
 #[derive(Debug, Parser)]
 #[command(name = "clawdbot", version, about, long_about = None, propagate_version = true)]
 #[command(
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 daemon not running, 4 cannot tell."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Keep every file (config, state, logs, sockets) under this folder.
     #[arg(long, global = true, env = "CLAWDBOT_HOME", value_name = "DIR")]
-    pub home: Option<PathBuf>,
+    pub(crate) home: Option<PathBuf>,
 
     /// Print one JSON document on stdout (human text goes to stderr).
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Write a config for a channel and check the credentials and the model endpoint.
     Onboard(OnboardArgs),
-    /// Manage background daemons (the bot, or a supervised model gateway).
+    /// Manage background daemons (the bot, or a supervised model service).
     #[command(subcommand)]
     Daemon(DaemonCommand),
     /// Send a message through a running bot daemon.
@@ -41,13 +43,13 @@ pub enum Command {
     /// Print a shell completion script.
     Completions(CompletionsArgs),
     /// Run the local DingTalk simulator (Stream gateway, OpenAPI, session webhooks).
-    Sim(crate::sim::SimArgs),
+    Sim(sim::SimArgs),
     /// Show the whole path working: simulator, bot daemon, a message and its reply.
     Quickstart(QuickstartArgs),
 }
 
 #[derive(Debug, Subcommand)]
-pub enum DaemonCommand {
+pub(crate) enum DaemonCommand {
     /// Start a daemon in the background; returns once it answers on its socket.
     Start(StartArgs),
     /// Run a daemon in the foreground (systemd Type=notify, containers).
@@ -68,168 +70,168 @@ pub enum DaemonCommand {
 
 /// Where units go and whether systemd is asked to act.
 #[derive(Debug, Args, Clone)]
-pub struct UnitPlaceArgs {
+pub(crate) struct UnitPlaceArgs {
     /// Daemon name (the unit's instance name, %i).
     #[arg(long, value_name = "NAME")]
-    pub name: String,
+    pub(crate) name: String,
     /// A user unit (`systemctl --user`, ~/.config/systemd/user) instead of a system one
     /// (/etc/systemd/system, needs root).
     #[arg(long)]
-    pub user: bool,
+    pub(crate) user: bool,
     /// Also run systemctl: daemon-reload and enable --now (install) or disable --now (uninstall).
     #[arg(long)]
-    pub now: bool,
+    pub(crate) now: bool,
     /// Write the unit in this folder instead of systemd's (for packaging and tests).
     #[arg(long, value_name = "DIR")]
-    pub unit_dir: Option<PathBuf>,
+    pub(crate) unit_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
-pub struct InstallArgs {
+pub(crate) struct InstallArgs {
     #[command(flatten)]
-    pub place: UnitPlaceArgs,
+    pub(crate) place: UnitPlaceArgs,
     /// Config file for the bot (default: the unit's configuration folder, /etc/clawdbot/NAME.yaml).
     #[arg(long, value_name = "FILE", conflicts_with = "exec")]
-    pub config: Option<PathBuf>,
-    /// Supervise this command instead of running the bot (a model gateway unit).
+    pub(crate) config: Option<PathBuf>,
+    /// Supervise this command instead of running the bot (a model service unit).
     #[arg(long, value_name = "CMD ARGS")]
-    pub exec: Option<String>,
-    /// With --exec: URL polled for the gateway's health.
+    pub(crate) exec: Option<String>,
+    /// With --exec: URL polled for the model service's health.
     #[arg(long, value_name = "URL", requires = "exec")]
-    pub health_url: Option<String>,
+    pub(crate) health_url: Option<String>,
     /// Replace a unit file that exists already.
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct UninstallArgs {
+pub(crate) struct UninstallArgs {
     #[command(flatten)]
-    pub place: UnitPlaceArgs,
+    pub(crate) place: UnitPlaceArgs,
 }
 
 /// What a daemon runs and where it logs.
 #[derive(Debug, Args, Clone, Default)]
-#[command(group = clap::ArgGroup::new("gateway").args(["exec", "exec_file"]).multiple(false))]
-pub struct LaunchArgs {
+#[command(group = clap::ArgGroup::new("model_service").args(["exec", "exec_file"]).multiple(false))]
+pub(crate) struct LaunchArgs {
     /// Daemon name (folder and socket name).
     #[arg(long, value_name = "NAME")]
-    pub name: String,
+    pub(crate) name: String,
     /// Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml).
     #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Log file, rotated by size, or `-` for stderr (`daemon run` only). Default: stderr
     /// for `daemon run` under systemd or in a container, else LOG_DIR/NAME.log
     /// (`logging.target` in the config can fix either).
     #[arg(long, value_name = "PATH|-")]
-    pub log: Option<PathBuf>,
-    /// Supervise this command instead of running the bot (a model gateway such as llama-server).
+    pub(crate) log: Option<PathBuf>,
+    /// Supervise this command instead of running the bot (a model service such as llama-server).
     #[arg(long, value_name = "CMD ARGS")]
-    pub exec: Option<String>,
+    pub(crate) exec: Option<String>,
     /// Like --exec, with the command line read from FILE (one line; owner-only permissions),
     /// so secrets in it stay out of argv and unit files.
     #[arg(long, value_name = "FILE", conflicts_with = "exec")]
-    pub exec_file: Option<PathBuf>,
-    /// With --exec or --exec-file: URL polled for the gateway's health.
-    #[arg(long, value_name = "URL", requires = "gateway")]
-    pub health_url: Option<String>,
+    pub(crate) exec_file: Option<PathBuf>,
+    /// With --exec or --exec-file: URL polled for the model service's health.
+    #[arg(long, value_name = "URL", requires = "model_service")]
+    pub(crate) health_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
-pub struct StartArgs {
+pub(crate) struct StartArgs {
     #[command(flatten)]
-    pub launch: LaunchArgs,
+    pub(crate) launch: LaunchArgs,
     /// Seconds to wait for the daemon to answer ready and, for a bot with a channel, for
     /// DingTalk to accept its credentials (1 to 86400); a daemon not ready by then, or
     /// whose credentials DingTalk refused, is stopped (exit 1).
     #[arg(long, default_value_t = 20, value_name = "SECONDS", value_parser = timeout_secs())]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
     /// Do not wait for DingTalk to accept the channel's credentials (the daemon is
     /// reported started once it answers on its control socket).
     #[arg(long)]
-    pub no_wait_channel: bool,
+    pub(crate) no_wait_channel: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
-    pub launch: LaunchArgs,
+    pub(crate) launch: LaunchArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct StopArgs {
+pub(crate) struct StopArgs {
     #[arg(long, value_name = "NAME")]
-    pub name: String,
+    pub(crate) name: String,
     /// Seconds for draining before SIGTERM, and again before SIGKILL (0 to 86400).
     #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = drain_secs())]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
 }
 
 #[derive(Debug, Args)]
-pub struct RestartArgs {
+pub(crate) struct RestartArgs {
     #[command(flatten)]
-    pub launch: LaunchArgs,
+    pub(crate) launch: LaunchArgs,
     /// Seconds allowed for the stop and for the start (1 to 86400).
     #[arg(long, default_value_t = 20, value_name = "SECONDS", value_parser = timeout_secs())]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
     /// Do not wait for DingTalk to accept the channel's credentials (the daemon is
     /// reported started once it answers on its control socket).
     #[arg(long)]
-    pub no_wait_channel: bool,
+    pub(crate) no_wait_channel: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// One daemon; without it, every daemon under this home.
     #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
 #[derive(Debug, Args)]
-pub struct LogsArgs {
+pub(crate) struct LogsArgs {
     #[arg(long, value_name = "NAME")]
-    pub name: String,
+    pub(crate) name: String,
     /// Keep printing new lines (follows rotation).
     #[arg(long, short = 'f')]
-    pub follow: bool,
+    pub(crate) follow: bool,
     /// How many lines from the end to print first.
     #[arg(long, short = 'n', default_value_t = 50, value_name = "N")]
-    pub lines: usize,
+    pub(crate) lines: usize,
 }
 
 #[derive(Debug, Args)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     #[arg(long, value_name = "NAME")]
-    pub name: String,
+    pub(crate) name: String,
     /// A target alias from the config, a conversation id, or user:STAFFID.
     #[arg(long, value_name = "TARGET")]
-    pub to: String,
+    pub(crate) to: String,
     /// The message.
     #[arg(long, value_name = "TEXT")]
-    pub text: String,
+    pub(crate) text: String,
     /// Send as markdown instead of plain text.
     #[arg(long)]
-    pub markdown: bool,
+    pub(crate) markdown: bool,
     /// Seconds to wait for DingTalk's answer (1 to 86400).
     #[arg(long, default_value_t = 15, value_name = "SECONDS", value_parser = timeout_secs())]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
 }
 
 #[derive(Debug, Args)]
-pub struct HealthcheckArgs {
+pub(crate) struct HealthcheckArgs {
     /// The daemon to check.
     #[arg(long, value_name = "NAME", conflicts_with = "config")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Pre-flight: check a config's model endpoints and credentials without a daemon.
     #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Seconds for all checks together (1 to 86400).
     #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = timeout_secs())]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Load a config and report the first problem (exit 0 good, 2 bad).
     Check {
         #[arg(long, value_name = "FILE")]
@@ -238,91 +240,91 @@ pub enum ConfigCommand {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Shell {
+pub(crate) enum Shell {
     Bash,
     Zsh,
     Fish,
 }
 
 #[derive(Debug, Args)]
-pub struct CompletionsArgs {
-    pub shell: Shell,
+pub(crate) struct CompletionsArgs {
+    pub(crate) shell: Shell,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum ChannelKind {
+pub(crate) enum ChannelKind {
     Dingtalk,
 }
 
 #[derive(Debug, Args)]
-pub struct OnboardArgs {
+pub(crate) struct OnboardArgs {
     #[arg(long, value_enum, default_value = "dingtalk")]
-    pub channel: ChannelKind,
+    pub(crate) channel: ChannelKind,
     /// Where to write the config.
     #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// The bot daemon that will use this config: `daemon start --name NAME` then needs no
     /// --config.
     #[arg(long, value_name = "NAME", default_value = "dingtalk-bot")]
-    pub name: String,
+    pub(crate) name: String,
     /// Never prompt; take every value from flags or environment variables.
     #[arg(long)]
-    pub non_interactive: bool,
+    pub(crate) non_interactive: bool,
     #[arg(long, env = "DINGTALK_CLIENT_ID", value_name = "ID")]
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     #[arg(
         long,
         env = "DINGTALK_CLIENT_SECRET",
         value_name = "SECRET",
         hide_env_values = true
     )]
-    pub client_secret: Option<String>,
+    pub(crate) client_secret: Option<String>,
     #[arg(long, value_name = "CODE")]
-    pub robot_code: Option<String>,
+    pub(crate) robot_code: Option<String>,
     /// Base URL of the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.
     #[arg(long, value_name = "URL")]
-    pub model_base_url: Option<String>,
+    pub(crate) model_base_url: Option<String>,
     /// Model name sent in each request.
     #[arg(long, value_name = "MODEL")]
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Write the model API key as ${VAR} with this variable name.
     #[arg(long, value_name = "VAR")]
-    pub model_api_key_env: Option<String>,
+    pub(crate) model_api_key_env: Option<String>,
     /// Write the client secret as ${VAR} with this variable name instead of inline.
     #[arg(long, value_name = "VAR")]
-    pub client_secret_env: Option<String>,
+    pub(crate) client_secret_env: Option<String>,
     /// DingTalk OpenAPI base URL (the simulator's, for local tests).
     #[arg(long, value_name = "URL")]
-    pub api_base: Option<String>,
+    pub(crate) api_base: Option<String>,
     /// Deprecated and ignored (the bot makes no call on DingTalk's old API host); still
     /// accepted and checked so that existing scripts run, with a warning.
     #[arg(long, value_name = "URL", hide = true)]
-    pub oapi_base: Option<String>,
+    pub(crate) oapi_base: Option<String>,
     /// A send target alias (repeatable): NAME=cidXXX (a group) or NAME=user:STAFFID.
     #[arg(long = "target", value_name = "NAME=ID")]
-    pub targets: Vec<String>,
+    pub(crate) targets: Vec<String>,
     /// Overwrite an existing config file.
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Write the config without checking credentials or the model endpoint.
     #[arg(long)]
-    pub skip_checks: bool,
+    pub(crate) skip_checks: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct QuickstartArgs {
+pub(crate) struct QuickstartArgs {
     /// Use this OpenAI-compatible endpoint instead of the built-in demo model.
     #[arg(long, value_name = "URL")]
-    pub model_base_url: Option<String>,
+    pub(crate) model_base_url: Option<String>,
     /// Model name for --model-base-url.
     #[arg(long, value_name = "MODEL", default_value = "local-chat")]
-    pub model: String,
+    pub(crate) model: String,
     /// The message the simulated user sends.
     #[arg(long, default_value = "Hello bot, are you there?", value_name = "TEXT")]
-    pub text: String,
+    pub(crate) text: String,
     /// Stop the simulator and the daemon when done instead of leaving them running.
     #[arg(long)]
-    pub stop: bool,
+    pub(crate) stop: bool,
 }
 
 /// The longest wait any `--timeout` accepts: one day. Bounding it here, before anything

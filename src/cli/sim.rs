@@ -1,0 +1,99 @@
+//! The flags of `clawdbot sim` (run by `commands::sim`).
+
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
+pub(crate) struct SimArgs {
+    #[command(subcommand)]
+    pub(crate) command: SimCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SimCommand {
+    /// Serve the simulator until interrupted (prints its base URL).
+    Serve(ServeArgs),
+    /// Send a message to the bot as a simulated user (prints the msgId).
+    Inject(InjectArgs),
+    /// Print what the bot sent (every message, with route and body).
+    Outbox(OutboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (loopback by default; port 0 = any free port).
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub(crate) listen: String,
+    /// Write the base URL to this file once listening.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) port_file: Option<std::path::PathBuf>,
+    /// The app's client id (default: the simulator's demo app).
+    #[arg(long, value_name = "ID")]
+    pub(crate) client_id: Option<String>,
+    /// The app's client secret (default: the demo app's).
+    #[arg(long, value_name = "SECRET")]
+    pub(crate) client_secret: Option<String>,
+    /// Robot code (defaults to the client id).
+    #[arg(long, value_name = "CODE")]
+    pub(crate) robot_code: Option<String>,
+    /// SYSTEM ping period per connection (0 = never).
+    #[arg(long, default_value_t = 30_000, value_name = "MS", value_parser = sim_millis())]
+    pub(crate) ping_interval_ms: u64,
+    /// Redeliver bot messages not ACKed after this long.
+    #[arg(long, value_name = "MS", value_parser = sim_millis())]
+    pub(crate) redeliver_unacked_ms: Option<u64>,
+    /// Send `disconnect` this long after each connection opens.
+    #[arg(long, value_name = "MS", value_parser = sim_millis())]
+    pub(crate) disconnect_every_ms: Option<u64>,
+    /// Close a connection this long after its `disconnect`.
+    #[arg(long, default_value_t = 10_000, value_name = "MS", value_parser = sim_millis())]
+    pub(crate) disconnect_grace_ms: u64,
+    /// Session webhook lifetime.
+    #[arg(long, default_value_t = 5_400_000, value_name = "MS", value_parser = sim_millis())]
+    pub(crate) session_ttl_ms: u64,
+    /// Stream ticket lifetime (single use; DingTalk's last 90 s).
+    #[arg(long, default_value_t = 90_000, value_name = "MS", value_parser = sim_millis())]
+    pub(crate) ticket_ttl_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InjectArgs {
+    /// Simulator base URL.
+    #[arg(long, value_name = "URL")]
+    pub(crate) sim: String,
+    #[arg(long, default_value = "", value_name = "TEXT")]
+    pub(crate) text: String,
+    /// Conversation id (default: one per chat kind / sender).
+    #[arg(long, value_name = "CID")]
+    pub(crate) conversation: Option<String>,
+    /// A group chat (the bot was @-mentioned).
+    #[arg(long, conflicts_with = "direct")]
+    pub(crate) group: bool,
+    /// A 1:1 chat (default).
+    #[arg(long)]
+    pub(crate) direct: bool,
+    #[arg(long, value_name = "ID")]
+    pub(crate) sender_staff_id: Option<String>,
+    #[arg(long, value_name = "NAME")]
+    pub(crate) nick: Option<String>,
+    /// text, audio, richText, picture, video, file, unknownMsgType.
+    #[arg(long, default_value = "text", value_name = "TYPE")]
+    pub(crate) msgtype: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OutboxArgs {
+    #[arg(long, value_name = "URL")]
+    pub(crate) sim: String,
+    /// Wait until at least N messages are in the outbox.
+    #[arg(long, value_name = "N")]
+    pub(crate) wait: Option<usize>,
+    /// Longest wait, seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=super::MAX_TIMEOUT_SECS))]
+    pub(crate) timeout: u64,
+}
+
+/// Milliseconds from 0 to a day: larger values would overflow the simulator's deadlines.
+fn sim_millis() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(0..=super::MAX_TIMEOUT_SECS * 1000)
+}

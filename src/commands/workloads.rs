@@ -1,0 +1,44 @@
+//! The daemon's [`WorkloadFactory`]: a launch with `--exec` supervises a model service,
+//! any other runs the bot. The one place that names both workloads, so `daemon/` knows
+//! neither.
+
+use std::sync::Arc;
+
+use crate::bot::Bot;
+use crate::config::Config;
+use futures_util::future::BoxFuture;
+
+use crate::daemon::workload::{Workload, WorkloadFactory};
+use crate::daemon::Launch;
+use crate::exit::CliError;
+use crate::model_service::ModelService;
+use crate::paths::DaemonPaths;
+
+/// The workloads this binary runs.
+pub(crate) struct Workloads;
+
+impl WorkloadFactory for Workloads {
+    fn start<'a>(
+        &'a self,
+        paths: &'a DaemonPaths,
+        launch: &'a Launch,
+        config: Option<Config>,
+    ) -> BoxFuture<'a, Result<Arc<dyn Workload>, CliError>> {
+        Box::pin(async move {
+            match &launch.exec {
+                Some(cmd) => {
+                    let service =
+                        ModelService::start(&launch.name, cmd, launch.health_url.clone()).await?;
+                    Ok(Arc::new(service) as Arc<dyn Workload>)
+                }
+                None => {
+                    let no_config = || CliError::usage("a bot needs a config file");
+                    let config = config.ok_or_else(no_config)?;
+                    let config_path = launch.config.clone().ok_or_else(no_config)?;
+                    let bot = Bot::start(config, config_path, paths.clone()).await?;
+                    Ok(Arc::new(bot) as Arc<dyn Workload>)
+                }
+            }
+        })
+    }
+}
