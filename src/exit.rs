@@ -1,6 +1,11 @@
 //! Process exit codes. Scripts depend on these numbers: never change them.
-
-use std::fmt;
+//!
+//! The error style: a module's boundary returns its own `thiserror` enum (or struct) whose
+//! text names what failed and where (a config key, a path, an address), never a secret or
+//! a message text: `ConfigError`, `PathError`, `BindError`, `ChannelStartError`,
+//! `BotStartError`, `WorkError`... Each one a command can end with has a
+//! `From<_> for CliError` that picks its exit code, so commands use `?`. [`CliError`] is the
+//! edge's type (commands and the daemon's start), not a module's.
 
 /// The exit code contract (see README "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +25,8 @@ pub(crate) enum Code {
 
 /// An error that knows which exit code it maps to. Its message is printed on stderr
 /// (or inside the JSON document with `--json`).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub(crate) struct CliError {
     pub(crate) code: Code,
     pub(crate) message: String,
@@ -41,17 +47,17 @@ impl CliError {
     }
 }
 
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for CliError {}
-
 impl From<crate::config::ConfigError> for CliError {
     fn from(e: crate::config::ConfigError) -> Self {
         CliError::usage(e.to_string())
+    }
+}
+
+/// A port we could not listen on is a failure of the start, not a usage error. (Here, not
+/// in `listen`, so that module stays a leaf of the module graph.)
+impl From<crate::listen::BindError> for CliError {
+    fn from(e: crate::listen::BindError) -> Self {
+        CliError::failure(e.to_string())
     }
 }
 

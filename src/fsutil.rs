@@ -164,7 +164,7 @@ fn explain_link(path: &Path, e: io::Error) -> io::Error {
 
 /// Why a folder may not hold our private files.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum UnsafeDir {
+pub enum UnsafeDir {
     #[error("{} is a symbolic link, not a folder: remove it (`rm {}`) and let clawdbot create the folder", .0.display(), .0.display())]
     Link(PathBuf),
     #[error("{} is not a folder: remove or move it", .0.display())]

@@ -20,7 +20,71 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::exit::CliError;
+use crate::exit::{CliError, Code};
+use crate::fsutil::UnsafeDir;
+
+/// A folder or file of ours that cannot be used, naming the path (or variable) and the fix.
+/// Maps to exit 1 (an IO failure, a session that ended) or 2 (a usage problem: an unsafe
+/// folder, a bad name or home, a path too long).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PathError {
+    #[error("cannot {doing} {}: {source}", path.display())]
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("unsafe folder: {0}")]
+    UnsafeFolder(UnsafeDir),
+    #[error(
+        "{var}={value:?} is not an absolute path (systemd sets it from the unit's folder settings; unset it or give an absolute folder)"
+    )]
+    NotAbsolute { var: String, value: String },
+    #[error(
+        "control socket path {} is {len} bytes, over the {MAX_SOCKET_PATH}-byte limit of unix sockets: use a shorter --home or daemon name",
+        socket.display()
+    )]
+    SocketTooLong { socket: PathBuf, len: usize },
+    #[error(
+        "the session's runtime folder {} does not exist (XDG_RUNTIME_DIR of a session that ended?)",
+        session.display()
+    )]
+    SessionGone { session: PathBuf },
+    #[error(
+        "{} belongs to uid {owner}, the user of the system service running daemon {name}: root reads its status but does not signal or start it from a record that user could write; use `systemctl stop|restart clawdbot@{name}` (or `sudo -u '#{owner}' clawdbot daemon ...`)",
+        state.display()
+    )]
+    ServiceOwned {
+        state: PathBuf,
+        owner: u32,
+        name: String,
+    },
+    #[error(
+        "--home {}: {problem} (give a folder, or a path that does not exist yet; CLAWDBOT_HOME sets the same)",
+        home.display()
+    )]
+    BadHome { home: PathBuf, problem: String },
+    #[error(
+        "invalid daemon name {0:?}: use 1-64 characters from A-Z a-z 0-9 - _ . (not starting with a dot)"
+    )]
+    BadName(String),
+}
+
+impl PathError {
+    /// The exit code this error ends a command with.
+    pub(crate) fn code(&self) -> Code {
+        match self {
+            PathError::Io { .. } | PathError::SessionGone { .. } => Code::Failure,
+            _ => Code::Usage,
+        }
+    }
+}
+
+impl From<PathError> for CliError {
+    fn from(e: PathError) -> Self {
+        CliError::new(e.code(), e.to_string())
+    }
+}
 
 /// The longest socket path the kernel accepts (`sun_path` is 108 bytes including NUL).
 pub(crate) const MAX_SOCKET_PATH: usize = 107;
@@ -55,7 +119,7 @@ impl Layout {
     /// with the folders systemd made for the service (when run by one) replacing the
     /// matching ones. A home that exists but is not a folder is a usage error naming it
     /// (a home that does not exist yet is created on first use).
-    pub(crate) fn resolve(home: Option<&Path>) -> Result<Layout, CliError> {
+    pub(crate) fn resolve(home: Option<&Path>) -> Result<Layout, PathError> {
         match home {
             Some(home) => check_home(home).map(|()| Layout::under(home)),
             None => service_dirs(Layout::system(), &|var| std::env::var_os(var)),
@@ -117,7 +181,7 @@ impl Layout {
     }
 
     /// The paths of one named daemon. Fails on a bad name or a socket path too long.
-    pub(crate) fn daemon(&self, name: &str) -> Result<DaemonPaths, CliError> {
+    pub(crate) fn daemon(&self, name: &str) -> Result<DaemonPaths, PathError> {
         validate_name(name)?;
         let (run, run_root) = instance_folder(&self.run_dir, self.run_is_instance, name);
         let socket = run.join("control.sock");
@@ -143,7 +207,7 @@ impl Layout {
     /// holding a saved launch or a pid file; a start that failed for a new name and
     /// `daemon rm` remove the launch), sorted. No state folder yet means no daemons; an unreadable
     /// one is an error naming it.
-    pub(crate) fn daemon_names(&self) -> Result<Vec<String>, CliError> {
+    pub(crate) fn daemon_names(&self) -> Result<Vec<String>, PathError> {
         if let Some(name) = self.instance_name() {
             return Ok(vec![name]);
         }
@@ -206,8 +270,8 @@ fn instance_folder(base: &Path, is_instance: bool, name: &str) -> (PathBuf, Path
 pub(crate) fn service_dirs(
     mut base: Layout,
     env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
-) -> Result<Layout, CliError> {
-    let folder = |var: &str| -> Result<Option<PathBuf>, CliError> {
+) -> Result<Layout, PathError> {
+    let folder = |var: &str| -> Result<Option<PathBuf>, PathError> {
         let Some(value) = env(var) else {
             return Ok(None);
         };
@@ -218,10 +282,10 @@ pub(crate) fn service_dirs(
         }
         let path = PathBuf::from(first);
         if !path.is_absolute() {
-            return Err(CliError::usage(format!(
-                "{var}={value:?} is not an absolute path (systemd sets it from the unit's \
-                 folder settings; unset it or give an absolute folder)"
-            )));
+            return Err(PathError::NotAbsolute {
+                var: var.to_string(),
+                value,
+            });
         }
         Ok(Some(path))
     };
@@ -258,14 +322,13 @@ pub(crate) enum StateAccess {
 }
 
 /// A unix socket path must fit `sun_path`.
-fn check_socket_len(socket: &Path) -> Result<(), CliError> {
+fn check_socket_len(socket: &Path) -> Result<(), PathError> {
     let len = socket.as_os_str().len();
     if len > MAX_SOCKET_PATH {
-        return Err(CliError::usage(format!(
-            "control socket path {} is {len} bytes, over the {MAX_SOCKET_PATH}-byte limit of \
-             unix sockets: use a shorter --home or daemon name",
-            socket.display()
-        )));
+        return Err(PathError::SocketTooLong {
+            socket: socket.to_path_buf(),
+            len,
+        });
     }
     Ok(())
 }
@@ -299,13 +362,11 @@ impl DaemonPaths {
     /// Creates the socket folder (0700) and its root; both must be ours and private.
     /// In a session layout the session's runtime folder itself is never created: when it
     /// is gone (logged out), this fails naming it.
-    pub(crate) fn ensure_run_dir(&self) -> Result<(), CliError> {
+    pub(crate) fn ensure_run_dir(&self) -> Result<(), PathError> {
         if let Some(session) = self.gone_session() {
-            return Err(CliError::failure(format!(
-                "the session's runtime folder {} does not exist (XDG_RUNTIME_DIR of a \
-                 session that ended?)",
-                session.display()
-            )));
+            return Err(PathError::SessionGone {
+                session: session.to_path_buf(),
+            });
         }
         ensure_owned_tree(&self.run_root, &self.run)
     }
@@ -317,32 +378,29 @@ impl DaemonPaths {
     }
 
     /// Creates the state folder (0700) and its root; both must be ours and private.
-    pub(crate) fn ensure_state_dir(&self) -> Result<(), CliError> {
+    pub(crate) fn ensure_state_dir(&self) -> Result<(), PathError> {
         ensure_owned_tree(&self.state_root, &self.state)
     }
 
     /// Checks the state folder and its root without creating anything: `Ok(false)` when
     /// either is missing (no daemon was ever started), an error naming the path and the
     /// fix when one is not ours or writable by others. A pid file is read only after this.
-    pub(crate) fn check_state_dir(&self) -> Result<bool, CliError> {
+    pub(crate) fn check_state_dir(&self) -> Result<bool, PathError> {
         match self.state_access()? {
             StateAccess::Missing => Ok(false),
             StateAccess::Own => Ok(true),
-            StateAccess::ServiceOwned { owner } => Err(CliError::usage(format!(
-                "{} belongs to uid {owner}, the user of the system service running daemon \
-                 {name}: root reads its status but does not signal or start it from a record \
-                 that user could write; use `systemctl stop|restart clawdbot@{name}` (or \
-                 `sudo -u '#{owner}' clawdbot daemon ...`)",
-                self.state.display(),
-                name = self.name,
-            ))),
+            StateAccess::ServiceOwned { owner } => Err(PathError::ServiceOwned {
+                state: self.state.clone(),
+                owner,
+                name: self.name.clone(),
+            }),
         }
     }
 
     /// How far the state folder may be believed (see [`StateAccess`]); an error naming the
     /// path and the fix when it is unsafe. Creates nothing.
-    pub(crate) fn state_access(&self) -> Result<StateAccess, CliError> {
-        use crate::fsutil::{check_private_dir, UnsafeDir};
+    pub(crate) fn state_access(&self) -> Result<StateAccess, PathError> {
+        use crate::fsutil::check_private_dir;
         if self.state_root != self.state
             && !check_private_dir(&self.state_root).map_err(unsafe_dir)?
         {
@@ -373,7 +431,7 @@ impl DaemonPaths {
     /// Checks the run folder and its root without creating anything, like
     /// [`Self::check_state_dir`]: a folder there that is not ours or is writable by
     /// others is an error naming it (exit 2); missing ones are fine.
-    pub(crate) fn check_run_dir(&self) -> Result<(), CliError> {
+    pub(crate) fn check_run_dir(&self) -> Result<(), PathError> {
         for dir in [&self.run_root, &self.run] {
             if !crate::fsutil::check_private_dir(dir).map_err(unsafe_dir)? {
                 break;
@@ -385,7 +443,7 @@ impl DaemonPaths {
     /// Where a daemon starting (or re-binding) now should listen: the run folder's socket,
     /// or, when that folder cannot be made (the session's runtime folder is gone), a
     /// socket in the state folder.
-    pub(crate) fn listen_socket(&self) -> Result<PathBuf, CliError> {
+    pub(crate) fn listen_socket(&self) -> Result<PathBuf, PathError> {
         if self.gone_session().is_none() {
             self.ensure_run_dir()?;
             return Ok(self.socket.clone());
@@ -422,7 +480,7 @@ impl DaemonPaths {
 
 /// Creates `root` (with any missing parents, 0700) and `leaf` below it, then checks both
 /// are folders owned by us and not writable by others (exit 2 naming the path and fix).
-fn ensure_owned_tree(root: &Path, leaf: &Path) -> Result<(), CliError> {
+fn ensure_owned_tree(root: &Path, leaf: &Path) -> Result<(), PathError> {
     crate::fsutil::check_path_links(leaf).map_err(unsafe_dir)?;
     if let Some(parent) = root.parent() {
         if !parent.as_os_str().is_empty() && !parent.exists() {
@@ -438,30 +496,29 @@ fn ensure_owned_tree(root: &Path, leaf: &Path) -> Result<(), CliError> {
 }
 
 /// A folder that may not hold our files is a usage error (exit 2) naming it and the fix.
-fn unsafe_dir(e: crate::fsutil::UnsafeDir) -> CliError {
+fn unsafe_dir(e: UnsafeDir) -> PathError {
     match e {
-        crate::fsutil::UnsafeDir::Io { path, source } => io_error("use folder", &path, source),
-        e => CliError::usage(format!("unsafe folder: {e}")),
+        UnsafeDir::Io { path, source } => io_error("use folder", &path, source),
+        e => PathError::UnsafeFolder(e),
     }
 }
 
 /// A home must be a folder, or not exist yet (it is created on first use).
-fn check_home(home: &Path) -> Result<(), CliError> {
+fn check_home(home: &Path) -> Result<(), PathError> {
     let problem = match fs::metadata(home) {
         Ok(m) if m.is_dir() => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Ok(_) => "not a folder".to_string(),
         Err(e) => e.to_string(),
     };
-    Err(CliError::usage(format!(
-        "--home {}: {problem} (give a folder, or a path that does not exist yet; \
-         CLAWDBOT_HOME sets the same)",
-        home.display()
-    )))
+    Err(PathError::BadHome {
+        home: home.to_path_buf(),
+        problem,
+    })
 }
 
 /// Daemon names become folder and file names: keep them boring.
-pub(crate) fn validate_name(name: &str) -> Result<(), CliError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), PathError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
@@ -471,15 +528,12 @@ pub(crate) fn validate_name(name: &str) -> Result<(), CliError> {
     if ok {
         Ok(())
     } else {
-        Err(CliError::usage(format!(
-            "invalid daemon name {name:?}: use 1-64 characters from A-Z a-z 0-9 - _ . \
-             (not starting with a dot)"
-        )))
+        Err(PathError::BadName(name.to_string()))
     }
 }
 
 /// Creates the parent folder of a file (normal permissions).
-pub(crate) fn ensure_parent(file: &Path) -> Result<(), CliError> {
+pub(crate) fn ensure_parent(file: &Path) -> Result<(), PathError> {
     crate::fsutil::check_path_links(file).map_err(unsafe_dir)?;
     if let Some(parent) = file.parent() {
         if !parent.as_os_str().is_empty() {
@@ -494,7 +548,7 @@ pub(crate) fn ensure_parent(file: &Path) -> Result<(), CliError> {
 /// Invariant: the file is mode 0600 from its creation on (it may hold secrets: a config,
 /// a supervised command line); a leftover temp file is removed first, so no older,
 /// looser mode is inherited.
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
@@ -512,8 +566,12 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
 }
 
 /// An IO error that names what was being done and where.
-pub(crate) fn io_error(doing: &str, path: &Path, e: io::Error) -> CliError {
-    CliError::failure(format!("cannot {doing} {}: {e}", path.display()))
+pub(crate) fn io_error(doing: &'static str, path: &Path, e: io::Error) -> PathError {
+    PathError::Io {
+        doing,
+        path: path.to_path_buf(),
+        source: e,
+    }
 }
 
 /// Makes a path absolute against the current folder (without touching the disk).
@@ -544,8 +602,13 @@ mod tests {
     fn long_socket_paths_are_refused_with_the_path() {
         let deep = PathBuf::from("/tmp").join("d".repeat(120));
         let err = Layout::under(&deep).daemon("bot").unwrap_err();
-        assert!(err.message.contains("control.sock"), "{}", err.message);
-        assert!(err.message.contains("107"), "{}", err.message);
+        assert!(matches!(err, PathError::SocketTooLong { .. }), "{err}");
+        assert_eq!(err.code(), Code::Usage);
+        let text = err.to_string();
+        assert!(
+            text.contains("control.sock") && text.contains("107"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -578,6 +641,7 @@ mod tests {
         );
         let relative = |var: &str| (var == "RUNTIME_DIRECTORY").then(|| "run/x".into());
         let err = service_dirs(Layout::under(Path::new("/h")), &relative).unwrap_err();
-        assert!(err.message.contains("RUNTIME_DIRECTORY"), "{}", err.message);
+        assert!(matches!(err, PathError::NotAbsolute { .. }), "{err}");
+        assert!(err.to_string().contains("RUNTIME_DIRECTORY"), "{err}");
     }
 }

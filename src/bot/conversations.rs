@@ -36,9 +36,7 @@ impl Conversations {
     /// memory is rebuilt only when its limits changed, so conversations keep their history.
     pub(crate) fn reconfigure(&self, old: &Config, new: &Config) {
         *self.access.lock().unwrap_or_else(|p| p.into_inner()) = AccessGate::new(&new.access);
-        if format!("{:?}", old.memory) != format!("{:?}", new.memory)
-            || old.prompt.max_chars != new.prompt.max_chars
-        {
+        if old.memory != new.memory || old.prompt.max_chars != new.prompt.max_chars {
             *self.memory.lock().unwrap_or_else(|p| p.into_inner()) =
                 Memory::new(&new.memory, new.prompt.max_chars);
         }

@@ -37,7 +37,7 @@ pub(crate) async fn daemon_checks(shared: &Shared, timeout: Duration) -> HealthR
                 Ok(Err(reason)) => check(
                     "channel",
                     CheckStatus::Fail,
-                    reason,
+                    reason.to_string(),
                     Some("see `clawdbot daemon logs` for the connection errors".into()),
                 ),
                 Err(_) => check(
@@ -171,7 +171,7 @@ async fn completion_check(
         Ok(c) => c,
         Err(e) => {
             check.status = CheckStatus::Fail;
-            check.detail = e;
+            check.detail = e.to_string();
             return;
         }
     };

@@ -19,6 +19,7 @@ mod open_cards;
 mod order;
 mod pipeline;
 mod redelivery;
+mod reload;
 mod seen;
 
 pub(crate) use health::{preflight_checks, CheckProgress};
@@ -86,6 +87,26 @@ pub(crate) struct Bot {
     shared: Arc<Shared>,
 }
 
+/// Why the bot could not start; each names the folder, file or config key involved.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BotStartError {
+    #[error(transparent)]
+    StateDir(crate::paths::PathError),
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    #[error(transparent)]
+    Channel(#[from] crate::dingtalk::ChannelStartError),
+}
+
+impl From<BotStartError> for crate::exit::CliError {
+    fn from(e: BotStartError) -> Self {
+        match e {
+            BotStartError::StateDir(e) => e.into(),
+            other => crate::exit::CliError::failure(other.to_string()),
+        }
+    }
+}
+
 impl Bot {
     /// Starts the channel and the dispatcher, then replays messages a previous run accepted
     /// but did not answer.
@@ -93,12 +114,12 @@ impl Bot {
         config: Config,
         config_path: PathBuf,
         paths: DaemonPaths,
-    ) -> Result<Bot, String> {
-        paths.ensure_state_dir().map_err(|e| e.message)?;
+    ) -> Result<Bot, BotStartError> {
+        paths.ensure_state_dir().map_err(BotStartError::StateDir)?;
         // Without a journal no message could be ACKed safely: a startup error, not a
         // silent downgrade.
         let (tx, rx) = mpsc::unbounded_channel::<Inbound>();
-        let opened = Journal::open(&paths.state, tx).map_err(|e| e.to_string())?;
+        let opened = Journal::open(&paths.state, tx)?;
         let journal = Arc::new(opened.journal);
         let channel = match &config.channel {
             Some(ch) => {
@@ -152,7 +173,10 @@ fn channel_error(e: ChannelError) -> WorkError {
         ChannelError::UnknownTarget(_) => ErrorKind::BadRequest,
         _ => ErrorKind::Failed,
     };
-    (kind, e.to_string())
+    WorkError {
+        kind,
+        message: e.to_string(),
+    }
 }
 
 impl Workload for Bot {
@@ -187,10 +211,11 @@ impl Workload for Bot {
         markdown: bool,
     ) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
         Box::pin(async move {
-            let channel = self.shared.channel.as_ref().ok_or((
-                ErrorKind::Unsupported,
-                "this bot has no channel configured".to_string(),
-            ))?;
+            let channel = self
+                .shared
+                .channel
+                .as_ref()
+                .ok_or_else(|| WorkError::unsupported("this bot has no channel configured"))?;
             channel
                 .send(&to, &text, markdown)
                 .await
@@ -221,15 +246,24 @@ impl Workload for Bot {
         })
     }
 
-    fn reload(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn reload(&self) -> BoxFuture<'_, Result<(), WorkError>> {
         Box::pin(async move {
-            let new = crate::config::load(&self.shared.config_path).map_err(|e| e.to_string())?;
+            let new = crate::config::load(&self.shared.config_path)?;
             let old = self.shared.config();
-            let needs_restart = format!("{:?}", (&new.models, &new.limits, &new.channel))
-                != format!("{:?}", (&old.models, &old.limits, &old.channel))
-                || new.reply.max_answer_chars != old.reply.max_answer_chars;
-            if needs_restart {
-                tracing::warn!("models, limits, channel or reply.max_answer_chars changed: those take effect on restart");
+            let plan = reload::plan(&old, &new);
+            for (model, key) in plan.rotated_api_keys {
+                if self.shared.router.set_api_key(&model, key) {
+                    tracing::info!(
+                        key = %format_args!("models.{model}.api_key"),
+                        "config reload: new value used from the next request on"
+                    );
+                }
+            }
+            if !plan.needs_restart.is_empty() {
+                tracing::warn!(
+                    keys = %plan.needs_restart.join(", "),
+                    "config reload: these changed keys keep their old values until the daemon restarts (clawdbot daemon restart)"
+                );
             }
             if let Some(channel) = &self.shared.channel {
                 channel.set_max_parts(new.reply.max_parts);

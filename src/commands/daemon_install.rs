@@ -90,7 +90,7 @@ fn unit_workload(args: &InstallArgs) -> Result<UnitWorkload, CliError> {
         ));
     }
     if let Some(url) = &args.health_url {
-        HealthProbe::new(url).map_err(CliError::usage)?;
+        HealthProbe::new(url)?;
         if url.contains(['\n', '\r']) {
             return Err(CliError::usage("--health-url contains a line break"));
         }
@@ -198,7 +198,7 @@ fn remove_exec_file(place: &UnitPlaceArgs) -> Result<(), CliError> {
     if let Some(exec) = exec_file_path(place)? {
         match std::fs::remove_file(&exec) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(io_error("remove", &exec, e))
+                return Err(io_error("remove", &exec, e).into())
             }
             _ => {}
         }

@@ -26,7 +26,7 @@ use crate::daemon::probe::{remove_leftovers, PROBE_TIMEOUT};
 use crate::daemon::runtime::{self, ReadyPipe};
 use crate::daemon::{probe, Down, Launch, Probe};
 use crate::exit::{CliError, CmdResult, Code};
-use crate::ipc::client::Client;
+use crate::ipc::client::{Client, ClientError};
 use crate::logging::RunMode;
 use crate::paths::{io_error, DaemonPaths, Layout};
 
@@ -224,7 +224,7 @@ fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Checked
             std::io::ErrorKind::InvalidInput => {
                 CliError::usage(format!("log {}: {e}", log.display()))
             }
-            _ => io_error("open log file", log, e),
+            _ => io_error("open log file", log, e).into(),
         })?;
     }
     Ok(Checked {
@@ -298,7 +298,7 @@ const CHANNEL_POLL: Duration = Duration::from_millis(100);
 /// without a `channel:` section). `Err` names DingTalk's refusal (its answer, never the
 /// secret), or, at the deadline, the channel's last error: a start that could not reach
 /// DingTalk fails rather than report a bot that cannot receive anything as running.
-fn wait_for_channel(client: &mut Client, deadline: Instant) -> Result<(), String> {
+fn wait_for_channel(client: &mut Client, deadline: Instant) -> Result<(), ChannelWait> {
     use crate::ipc::proto::{Request, Response};
     use crate::status::channel_auth::{OK as AUTH_OK, REFUSED as AUTH_REFUSED};
     loop {
@@ -306,33 +306,42 @@ fn wait_for_channel(client: &mut Client, deadline: Instant) -> Result<(), String
         client.set_timeout(left.max(PROBE_TIMEOUT));
         let channel = match client.request(&Request::Status) {
             Ok(Response::Status(report)) => report.channel,
-            Ok(other) => return Err(format!("unexpected answer to status: {other:?}")),
-            Err(e) => return Err(format!("its socket stopped answering: {e}")),
+            Ok(other) => return Err(ChannelWait::Socket(ClientError::unexpected(&other))),
+            Err(e) => return Err(ChannelWait::Socket(e)),
         };
         let Some(channel) = channel else {
             return Ok(());
         };
-        let last_error = channel.last_error.as_deref().unwrap_or("none");
+        let last_error = || channel.last_error.clone().unwrap_or_else(|| "none".into());
         match channel.auth.as_str() {
             // An older daemon does not report `auth`: nothing to wait for.
             AUTH_OK | "" => return Ok(()),
-            AUTH_REFUSED => {
-                return Err(format!(
-                    "DingTalk refused the channel's credentials: {last_error}; \
-                     check channel.dingtalk.client_id and client_secret"
-                ))
-            }
+            AUTH_REFUSED => return Err(ChannelWait::Refused(last_error())),
             _ if left.is_zero() => {
-                return Err(format!(
-                    "the DingTalk channel did not authenticate within the start timeout \
-                     (state {}, last error: {last_error}); check network access to \
-                     channel.dingtalk.api_base, or start with --no-wait-channel",
-                    channel.state
-                ))
+                return Err(ChannelWait::TimedOut {
+                    state: channel.state.clone(),
+                    last_error: last_error(),
+                })
             }
             _ => sleep(CHANNEL_POLL.min(left)),
         }
     }
+}
+
+/// Why a started daemon's channel is not up; `last_error` is DingTalk's answer, never the
+/// secret.
+#[derive(Debug, thiserror::Error)]
+enum ChannelWait {
+    #[error("its socket stopped answering: {0}")]
+    Socket(ClientError),
+    #[error(
+        "DingTalk refused the channel's credentials: {0}; check channel.dingtalk.client_id and client_secret"
+    )]
+    Refused(String),
+    #[error(
+        "the DingTalk channel did not authenticate within the start timeout (state {state}, last error: {last_error}); check network access to channel.dingtalk.api_base, or start with --no-wait-channel"
+    )]
+    TimedOut { state: String, last_error: String },
 }
 
 /// Prints a started daemon's result.

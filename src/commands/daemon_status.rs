@@ -14,7 +14,7 @@ use crate::cli::StatusArgs;
 use crate::clock::now_ms;
 use crate::daemon::{probe, Down, Probe};
 use crate::exit::{CliError, CmdResult, Code};
-use crate::ipc::client::Client;
+use crate::ipc::client::{Client, ClientError};
 use crate::ipc::{Request, Response};
 use crate::paths::{DaemonPaths, Layout};
 use crate::status::{
@@ -81,7 +81,13 @@ fn one(paths: &DaemonPaths) -> (Code, Value, String) {
                 doc["state"] = json!("running");
                 (Code::Ok, doc, text)
             }
-            Err(reason) => down(&paths.name, Down::Unresponsive { pid: None, reason }),
+            Err(e) => down(
+                &paths.name,
+                Down::Unresponsive {
+                    pid: None,
+                    reason: e.to_string(),
+                },
+            ),
         },
         Probe::Down(d) => down(&paths.name, d),
     }
@@ -176,18 +182,14 @@ pub(super) fn other_daemons(layout: &Layout, name: &str) -> String {
     text
 }
 
-fn fetch_report(paths: &DaemonPaths) -> Result<DaemonReport, String> {
+fn fetch_report(paths: &DaemonPaths) -> Result<DaemonReport, ClientError> {
     let mut client = Client::connect(
         &crate::daemon::probe::control_socket(paths),
         crate::daemon::probe::PROBE_TIMEOUT,
-    )
-    .map_err(|e| e.to_string())?;
-    match client
-        .request(&Request::Status)
-        .map_err(|e| e.to_string())?
-    {
+    )?;
+    match client.request(&Request::Status)? {
         Response::Status(r) => Ok(*r),
-        other => Err(format!("unexpected answer {other:?}")),
+        other => Err(ClientError::unexpected(&other)),
     }
 }
 

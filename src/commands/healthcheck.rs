@@ -15,6 +15,7 @@ use super::output::Output;
 use crate::cli::HealthcheckArgs;
 use crate::config::Config;
 use crate::exit::{CliError, CmdResult, Code};
+use crate::ipc::client::ClientError;
 use crate::ipc::proto::{Check, CheckStatus, HealthReport};
 use crate::ipc::{Request, Response};
 use crate::paths::Layout;
@@ -113,7 +114,7 @@ fn daemon_checks(
         other => {
             return Err(CliError::new(
                 Code::Unknown,
-                format!("unexpected answer: {other:?}"),
+                ClientError::unexpected(&other).to_string(),
             ))
         }
     }

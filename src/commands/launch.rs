@@ -125,7 +125,7 @@ fn check_model_service(launch: &Launch) -> Result<(), CliError> {
         CommandLine::parse(cmd).map_err(|e| CliError::usage(e.to_string()))?;
     }
     if let Some(url) = &launch.health_url {
-        HealthProbe::new(url).map_err(CliError::usage)?;
+        HealthProbe::new(url)?;
     }
     Ok(())
 }

@@ -80,7 +80,7 @@ fn last_lines(path: &Path, n: usize) -> Result<Vec<String>, CliError> {
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error("read the log", path, e)),
+        Err(e) => return Err(io_error("read the log", path, e).into()),
     };
     if !meta.is_file() {
         return Err(CliError::failure(format!(
@@ -89,8 +89,8 @@ fn last_lines(path: &Path, n: usize) -> Result<Vec<String>, CliError> {
             crate::fsutil::kind_of(&meta)
         )));
     }
-    let file = open_regular(path).map_err(|e| io_error("read the log", path, e))?;
-    tail_from(file, 0, n).map_err(|e| io_error("read the log", path, e))
+    let file = open_regular(path).map_err(|e| CliError::from(io_error("read the log", path, e)))?;
+    tail_from(file, 0, n).map_err(|e| CliError::from(io_error("read the log", path, e)))
 }
 
 /// The last `n` lines appended to `path` since `mark`: all of a file that is new (or was

@@ -52,8 +52,9 @@ fn wants_json(args: &[OsString]) -> bool {
 /// Runs the parsed command line; prints errors; returns the process exit code.
 pub(crate) fn run(cli: Cli) -> Code {
     let out = output::Output::new(cli.json);
-    let result =
-        Layout::resolve(cli.home.as_deref()).and_then(|layout| dispatch(&cli, &layout, &out));
+    let result = Layout::resolve(cli.home.as_deref())
+        .map_err(CliError::from)
+        .and_then(|layout| dispatch(&cli, &layout, &out));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -213,7 +213,7 @@ fn from_flags(args: &OnboardArgs) -> Result<Answers, CliError> {
 /// Checks every given value with the loader's rules; the error names the flag (the value
 /// may be a secret, so it is not shown).
 fn check_answers(a: &Answers) -> Result<(), CliError> {
-    type Check = fn(&str) -> Result<(), String>;
+    type Check = fn(&str) -> Result<(), checks::InvalidValue>;
     let given: [(&str, Option<&String>, Check); 7] = [
         ("--client-id", Some(&a.client_id), checks::name),
         ("--client-secret", a.client_secret.as_ref(), checks::name),
@@ -365,7 +365,7 @@ impl Prompter {
         question: &str,
         default: Option<&str>,
         secret: bool,
-        check: fn(&str) -> Result<(), String>,
+        check: fn(&str) -> Result<(), checks::InvalidValue>,
     ) -> Result<String, CliError> {
         let default = default.filter(|d| !d.is_empty());
         for _ in 0..MAX_TRIES {
@@ -384,7 +384,7 @@ impl Prompter {
             };
             match check(&answer) {
                 Ok(()) => return Ok(answer),
-                Err(reason) => self.refuse(question, &reason),
+                Err(reason) => self.refuse(question, &reason.to_string()),
             }
         }
         Err(CliError::usage(format!(
@@ -592,5 +592,5 @@ fn parse_target(item: &str) -> Result<(String, String), String> {
 /// Writes the config with mode 0600 (creating its folder).
 fn write_config(path: &Path, text: &str) -> Result<(), CliError> {
     crate::paths::ensure_parent(path)?;
-    crate::paths::write_private(path, text.as_bytes())
+    Ok(crate::paths::write_private(path, text.as_bytes())?)
 }

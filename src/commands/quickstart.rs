@@ -303,12 +303,11 @@ async fn converse(sim_url: &str, text: &str, me: &str, out: &Output) -> Result<S
     })
     .await
     .map_err(|e| CliError::failure(format!("the bot did not connect to the simulator: {e}; see `{me} daemon logs --name {BOT_NAME}`")))?;
-    let before = sim.outbox().await.map_err(CliError::failure)?.len();
+    let before = sim.outbox().await?.len();
     let injected = sim
         .inject(&json!({"text": text, "conversation_type": "group", "conversation_id": CONVERSATION,
                         "conversation_title": "Quickstart demo", "sender_nick": "Li Lei", "sender_staff_id": "0423001"}))
-        .await
-        .map_err(CliError::failure)?;
+        .await?;
     let msg_id = injected["msgId"].as_str().unwrap_or_default().to_string();
     out.note(&format!(
         "sent a group message that @-mentions the bot; waiting for its reply (up to {} s)",

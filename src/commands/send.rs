@@ -9,6 +9,7 @@ use serde_json::json;
 use super::output::Output;
 use crate::cli::SendArgs;
 use crate::exit::{CliError, CmdResult, Code};
+use crate::ipc::client::ClientError;
 use crate::ipc::proto::ErrorKind;
 use crate::ipc::{Request, Response};
 use crate::paths::Layout;
@@ -48,7 +49,7 @@ pub(crate) fn send(layout: &Layout, args: &SendArgs, out: &Output) -> CmdResult 
         ))),
         other => Err(CliError::new(
             Code::Unknown,
-            format!("unexpected answer from the daemon: {other:?}"),
+            ClientError::unexpected(&other).to_string(),
         )),
     }
 }

@@ -41,7 +41,7 @@ async fn serve(a: &ServeArgs, out: &Output) -> CmdResult {
         ticket_ttl_ms: a.ticket_ttl_ms,
         ..SimOptions::default()
     };
-    let server = SimServer::start(opts).await.map_err(CliError::failure)?;
+    let server = SimServer::start(opts).await?;
     let base = server.base_url().to_string();
     if let Some(p) = &a.port_file {
         let tmp = p.with_extension("tmp");
@@ -86,10 +86,7 @@ async fn inject(a: &InjectArgs, out: &Output) -> CmdResult {
     req["conversation_id"] = opt(&a.conversation);
     req["sender_staff_id"] = opt(&a.sender_staff_id);
     req["sender_nick"] = opt(&a.nick);
-    let v = SimClient::new(&a.sim)
-        .inject(&req)
-        .await
-        .map_err(CliError::failure)?;
+    let v = SimClient::new(&a.sim).inject(&req).await?;
     let msg_id = v["msgId"].as_str().unwrap_or_default().to_string();
     out.result(v, &msg_id);
     Ok(Code::Ok)
@@ -98,11 +95,8 @@ async fn inject(a: &InjectArgs, out: &Output) -> CmdResult {
 async fn outbox(a: &OutboxArgs, out: &Output) -> CmdResult {
     let c = SimClient::new(&a.sim);
     let entries = match a.wait {
-        Some(n) => c
-            .wait_outbox(n, Duration::from_secs(a.timeout))
-            .await
-            .map_err(CliError::failure)?,
-        None => c.outbox().await.map_err(CliError::failure)?,
+        Some(n) => c.wait_outbox(n, Duration::from_secs(a.timeout)).await?,
+        None => c.outbox().await?,
     };
     let human: Vec<String> = entries
         .iter()

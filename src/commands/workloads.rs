@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 
 use crate::daemon::workload::{Workload, WorkloadFactory};
 use crate::daemon::Launch;
+use crate::exit::CliError;
 use crate::model_service::ModelService;
 use crate::paths::DaemonPaths;
 
@@ -22,18 +23,20 @@ impl WorkloadFactory for Workloads {
         paths: &'a DaemonPaths,
         launch: &'a Launch,
         config: Option<Config>,
-    ) -> BoxFuture<'a, Result<Arc<dyn Workload>, String>> {
+    ) -> BoxFuture<'a, Result<Arc<dyn Workload>, CliError>> {
         Box::pin(async move {
             match &launch.exec {
-                Some(cmd) => ModelService::start(&launch.name, cmd, launch.health_url.clone())
-                    .await
-                    .map(|s| Arc::new(s) as Arc<dyn Workload>),
+                Some(cmd) => {
+                    let service =
+                        ModelService::start(&launch.name, cmd, launch.health_url.clone()).await?;
+                    Ok(Arc::new(service) as Arc<dyn Workload>)
+                }
                 None => {
-                    let config = config.ok_or("a bot needs a config file")?;
-                    let config_path = launch.config.clone().ok_or("a bot needs a config file")?;
-                    Bot::start(config, config_path, paths.clone())
-                        .await
-                        .map(|b| Arc::new(b) as Arc<dyn Workload>)
+                    let no_config = || CliError::usage("a bot needs a config file");
+                    let config = config.ok_or_else(no_config)?;
+                    let config_path = launch.config.clone().ok_or_else(no_config)?;
+                    let bot = Bot::start(config, config_path, paths.clone()).await?;
+                    Ok(Arc::new(bot) as Arc<dyn Workload>)
                 }
             }
         })

@@ -39,7 +39,7 @@ pub(crate) const MAX_EXPANDED_NODES: u64 = 1_000_000;
 
 /// A document over a structural limit, with where (1-based line and column).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum BoundsError {
+pub enum BoundsError {
     #[error("line {line}, column {column}: nesting is deeper than {MAX_DEPTH} levels")]
     TooDeep { line: u64, column: u64 },
     #[error(

@@ -11,21 +11,31 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::checks;
-use super::env::expand_for_load;
+use super::checks::{self, InvalidValue};
+use super::env::{expand_for_load, ExpandError};
 
 /// A check of one (interpolated) string value.
-type Check = fn(&str) -> Result<(), String>;
+type Check = fn(&str) -> Result<(), InvalidValue>;
+
+/// Why one string value is refused: its `${...}`, or the expanded value.
+#[derive(Debug, thiserror::Error)]
+enum ValueError {
+    #[error(transparent)]
+    Expand(#[from] ExpandError),
+    #[error(transparent)]
+    Invalid(#[from] InvalidValue),
+}
 
 /// Deserializes one string scalar through `convert`; its error is raised while the YAML
 /// loader is positioned on that scalar.
-pub(super) fn scalar<'de, D, T, F>(d: D, convert: F) -> Result<T, D::Error>
+pub(super) fn scalar<'de, D, T, M, F>(d: D, convert: F) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
-    F: FnOnce(&str) -> Result<T, String>,
+    M: fmt::Display,
+    F: FnOnce(&str) -> Result<T, M>,
 {
     struct ScalarVisitor<F>(F);
-    impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for ScalarVisitor<F> {
+    impl<'de, T, M: fmt::Display, F: FnOnce(&str) -> Result<T, M>> Visitor<'de> for ScalarVisitor<F> {
         type Value = T;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a string")
@@ -39,7 +49,7 @@ where
 
 /// A string with `${VAR}` expanded that passes `check`.
 fn checked<'de, D: Deserializer<'de>>(d: D, check: Check) -> Result<String, D::Error> {
-    scalar(d, |raw| {
+    scalar(d, |raw| -> Result<String, ValueError> {
         let Some(value) = expand_for_load(raw)? else {
             return Ok(String::new());
         };
@@ -69,7 +79,7 @@ fn checked_opt<'de, D: Deserializer<'de>>(d: D, check: Check) -> Result<Option<S
     d.deserialize_option(OptVisitor(check))
 }
 
-fn anything(_: &str) -> Result<(), String> {
+fn anything(_: &str) -> Result<(), InvalidValue> {
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer};
 /// Expands `${NAME}` and `${NAME:-default}` in `raw` using `lookup`. `$${` is a literal
 /// `${`; any other `$` is literal too. A missing variable without a default is an error
 /// naming it.
-pub fn expand(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
     while let Some(pos) = rest.find('$') {
@@ -27,8 +27,9 @@ pub fn expand(raw: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Stri
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
             let at = raw.len() - rest.len() + pos;
-            let end = body.find('}').ok_or_else(|| unclosed(raw, at))?;
-            out.push_str(&substitute(&body[..end], lookup).map_err(|e| e.at(raw, at))?);
+            let character = char_number(raw, at);
+            let end = body.find('}').ok_or(ExpandError::Unclosed { character })?;
+            out.push_str(&substitute(&body[..end], lookup).map_err(|e| e.at(character))?);
             rest = &body[end + 1..];
         } else {
             out.push('$');
@@ -46,6 +47,22 @@ pub fn escape(literal: &str) -> String {
     literal.replace("${", "$${")
 }
 
+/// Why a value could not be expanded. `character` is the 1-based position of the `${`;
+/// a variable name may be shown, the value's text never.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    #[error(
+        "unclosed \"${{\" at character {character} of the value (write \"$${{\" for a literal \"${{\")"
+    )]
+    Unclosed { character: usize },
+    #[error(
+        "the \"${{...}}\" at character {character} of the value does not hold a variable name (letters, digits and _; write \"$${{\" for a literal \"${{\")"
+    )]
+    BadName { character: usize },
+    #[error("environment variable {name} is not set")]
+    Unset { name: String },
+}
+
 /// Why one `${...}` could not be substituted.
 enum SubstError {
     /// The text between the braces is not `NAME` or `NAME:-default`.
@@ -55,15 +72,11 @@ enum SubstError {
 }
 
 impl SubstError {
-    /// The message for a `${` at byte `at` of `raw` (the name may be shown, never the text).
-    fn at(self, raw: &str, at: usize) -> String {
+    /// The error for a `${` at 1-based `character` of the value.
+    fn at(self, character: usize) -> ExpandError {
         match self {
-            SubstError::BadName => format!(
-                "the \"${{...}}\" at character {} of the value does not hold a variable name \
-                 (letters, digits and _; write \"$${{\" for a literal \"${{\")",
-                char_number(raw, at)
-            ),
-            SubstError::Unset(name) => format!("environment variable {name} is not set"),
+            SubstError::BadName => ExpandError::BadName { character },
+            SubstError::Unset(name) => ExpandError::Unset { name },
         }
     }
 }
@@ -124,17 +137,10 @@ pub(super) fn collect_unset<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
 
 /// [`expand`] against the process environment, for the loader. `Ok(None)` means a variable
 /// was unset while [`collect_unset`] runs: the value means nothing and must not be checked.
-pub(super) fn expand_for_load(raw: &str) -> Result<Option<String>, String> {
+pub(super) fn expand_for_load(raw: &str) -> Result<Option<String>, ExpandError> {
     let before = unset_count();
     let value = expand(raw, &process_env)?;
     Ok((unset_count() == before).then_some(value))
-}
-
-fn unclosed(raw: &str, at: usize) -> String {
-    format!(
-        "unclosed \"${{\" at character {} of the value (write \"$${{\" for a literal \"${{\")",
-        char_number(raw, at)
-    )
 }
 
 /// The 1-based character number of byte offset `at` in `raw`.
@@ -210,12 +216,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem_and_never_the_value() {
-        let e = expand("${NOPE}", &env).unwrap_err();
+        let e = expand("${NOPE}", &env).unwrap_err().to_string();
         assert!(e.contains("NOPE is not set"), "{e}");
-        let e = expand("SECRETzz9${Qx7", &env).unwrap_err();
+        let e = expand("SECRETzz9${Qx7", &env).unwrap_err().to_string();
         assert!(e.contains("unclosed") && e.contains("character 10"), "{e}");
         assert!(!e.contains("SECRET") && !e.contains("Qx7"), "{e}");
-        let e = expand("pw${a b}tail", &env).unwrap_err();
+        let e = expand("pw${a b}tail", &env).unwrap_err().to_string();
         assert!(
             e.contains("variable name") && e.contains("character 3"),
             "{e}"

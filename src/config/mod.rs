@@ -13,74 +13,87 @@ mod env;
 mod hints;
 mod schema;
 
-use std::fmt;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-pub use env::{escape, expand, Secret};
+pub use bounds::BoundsError;
+pub use env::{escape, expand, ExpandError, Secret};
 pub use schema::*;
 
 /// A config file that cannot be used, with the path and what is wrong.
-#[derive(Debug, Clone)]
+#[derive(Debug, thiserror::Error)]
+#[error("config {}: {problem}", path.display())]
 pub struct ConfigError {
     pub path: PathBuf,
-    pub message: String,
+    pub problem: ConfigProblem,
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "config {}: {}", self.path.display(), self.message)
+/// What is wrong with a config, with where: the key path and, for what the YAML loader
+/// finds, the line and column. No message shows a value that could be a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+    #[error("{0}, not a regular file (only a regular file can be a config)")]
+    NotRegular(&'static str),
+    #[error("file is {0} bytes, over the 1 MiB limit")]
+    TooLarge(u64),
+    #[error("cannot read: not UTF-8 text (byte {0})")]
+    NotUtf8(usize),
+    #[error(transparent)]
+    Bounds(#[from] bounds::BoundsError),
+    /// serde_yaml's message as `line L, column C: key.path: problem`.
+    #[error("{0}")]
+    Yaml(String),
+    /// A value that is wrong given the rest of the file (a route to an unknown model...).
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+impl ConfigProblem {
+    fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigProblem {
+        ConfigProblem::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+        }
     }
 }
-
-impl std::error::Error for ConfigError {}
 
 /// Largest config file accepted; anything bigger is certainly not a config.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// Reads and checks a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let err = |message: String| ConfigError {
+    read_and_parse(path).map_err(|problem| ConfigError {
         path: path.to_path_buf(),
-        message,
-    };
+        problem,
+    })
+}
+
+fn read_and_parse(path: &Path) -> Result<Config, ConfigProblem> {
     // Opened without waiting (`O_NONBLOCK`: a FIFO with no writer would block the open
     // forever), then checked on the descriptor: only a regular file is a config, so a
     // FIFO or device (`/dev/zero`) is refused by name instead of read without end.
-    let file = open_config(path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| err(format!("cannot read: {e}")))?;
+    let file = open_config(path).map_err(ConfigProblem::Read)?;
+    let meta = file.metadata().map_err(ConfigProblem::Read)?;
     if !meta.is_file() {
-        return Err(err(format!(
-            "{}, not a regular file (only a regular file can be a config)",
-            crate::fsutil::kind_of(&meta)
-        )));
+        return Err(ConfigProblem::NotRegular(crate::fsutil::kind_of(&meta)));
     }
     if meta.len() > MAX_CONFIG_BYTES {
-        return Err(err(format!(
-            "file is {} bytes, over the 1 MiB limit",
-            meta.len()
-        )));
+        return Err(ConfigProblem::TooLarge(meta.len()));
     }
     // Read at most one byte past the cap: a file that grew since is refused.
     let mut bytes = Vec::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| err(format!("cannot read: {e}")))?;
+        .map_err(ConfigProblem::Read)?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(err(format!(
-            "file is over the 1 MiB limit ({MAX_CONFIG_BYTES} bytes)"
-        )));
+        return Err(ConfigProblem::TooLarge(bytes.len() as u64));
     }
-    let text = String::from_utf8(bytes).map_err(|e| {
-        err(format!(
-            "cannot read: not UTF-8 text (byte {})",
-            e.utf8_error().valid_up_to()
-        ))
-    })?;
-    parse(&text).map_err(err)
+    let text = String::from_utf8(bytes)
+        .map_err(|e| ConfigProblem::NotUtf8(e.utf8_error().valid_up_to()))?;
+    parse(&text)
 }
 
 /// Opens a config for reading without blocking on a FIFO. A link to a config is
@@ -95,10 +108,10 @@ fn open_config(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// Parses and checks config text (no file involved). Nesting depth and alias expansion
 /// are bounded before the document is deserialized ([`bounds`]).
-pub fn parse(text: &str) -> Result<Config, String> {
-    bounds::check(text).map_err(|e| e.to_string())?;
+pub fn parse(text: &str) -> Result<Config, ConfigProblem> {
+    bounds::check(text)?;
     let config: Config = serde_yaml::from_str(text)
-        .map_err(|e| with_all_unset_variables(yaml_error(e, text), text))?;
+        .map_err(|e| ConfigProblem::Yaml(with_all_unset_variables(yaml_error(e, text), text)))?;
     check_references(&config)?;
     Ok(config)
 }
@@ -181,13 +194,11 @@ pub fn deprecation_warnings(config: &Config) -> Vec<String> {
 
 /// A non-loopback ops address needs `ops.allow_remote: true` (the page and metrics show
 /// figures an operator may not want on the network).
-fn check_ops(ops: Option<&OpsConfig>) -> Result<(), String> {
+fn check_ops(ops: Option<&OpsConfig>) -> Result<(), ConfigProblem> {
     let Some(ops) = ops else { return Ok(()) };
-    let addr: std::net::SocketAddr = ops
-        .listen
-        .trim()
-        .parse()
-        .map_err(|_| "ops.listen: must be an IP:PORT socket address".to_string())?;
+    let addr: std::net::SocketAddr = ops.listen.trim().parse().map_err(|_| {
+        ConfigProblem::invalid("ops.listen", checks::InvalidValue::SocketAddr.to_string())
+    })?;
     for (i, host) in ops.allowed_hosts.iter().enumerate() {
         let name = host.rsplit_once(':').map_or(host.as_str(), |(n, _)| n);
         let port_ok = host
@@ -198,57 +209,73 @@ fn check_ops(ops: Option<&OpsConfig>) -> Result<(), String> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
         if !name_ok || !port_ok {
-            return Err(format!(
-                "ops.allowed_hosts[{i}]: {host:?} is not a host name or name:port"
+            return Err(ConfigProblem::invalid(
+                format!("ops.allowed_hosts[{i}]"),
+                format!("{host:?} is not a host name or name:port"),
             ));
         }
     }
     if !addr.ip().is_loopback() && !ops.allow_remote {
-        return Err(format!(
-            "ops.listen: {addr} is not a loopback address; set ops.allow_remote: true to serve \
-             the ops endpoint beyond this host, or listen on 127.0.0.1"
+        return Err(ConfigProblem::invalid(
+            "ops.listen",
+            format!(
+                "{addr} is not a loopback address; set ops.allow_remote: true to serve \
+                 the ops endpoint beyond this host, or listen on 127.0.0.1"
+            ),
         ));
     }
     Ok(())
 }
 
-fn check_references(c: &Config) -> Result<(), String> {
+fn check_references(c: &Config) -> Result<(), ConfigProblem> {
     check_ops(c.ops.as_ref())?;
     if c.models.is_empty() {
-        return Err("models: at least one model is needed".into());
+        return Err(ConfigProblem::invalid(
+            "models",
+            "at least one model is needed",
+        ));
     }
     // First: the messages below quote model names raw.
     for name in c.models.keys() {
-        checks::model_name(name).map_err(|e| format!("models: the model name {name:?} {e}"))?;
+        checks::model_name(name).map_err(|e| {
+            ConfigProblem::invalid("models", format!("the model name {name:?} {e}"))
+        })?;
     }
     let known = |name: &str| c.models.contains_key(name);
     let names = || c.models.keys().cloned().collect::<Vec<_>>().join(", ");
     if !known(&c.routing.defaults.model) {
-        return Err(format!(
-            "routing.defaults.model: {:?} is not a model under models: (known: {})",
-            c.routing.defaults.model,
-            names()
+        return Err(ConfigProblem::invalid(
+            "routing.defaults.model",
+            format!(
+                "{:?} is not a model under models: (known: {})",
+                c.routing.defaults.model,
+                names()
+            ),
         ));
     }
     for (i, rule) in c.routing.rules.iter().enumerate() {
         if !known(&rule.model) {
-            return Err(format!(
-                "routing.rules[{i}].model: {:?} is not a model under models: (known: {})",
-                rule.model,
-                names()
+            return Err(ConfigProblem::invalid(
+                format!("routing.rules[{i}].model"),
+                format!(
+                    "{:?} is not a model under models: (known: {})",
+                    rule.model,
+                    names()
+                ),
             ));
         }
     }
     for (name, limit) in &c.limits.max_concurrency_per_model {
         if !known(name) {
-            return Err(format!(
-                "limits.max_concurrency_per_model.{name}: no model named {name:?} (known: {})",
-                names()
+            return Err(ConfigProblem::invalid(
+                format!("limits.max_concurrency_per_model.{name}"),
+                format!("no model named {name:?} (known: {})", names()),
             ));
         }
         if *limit == 0 {
-            return Err(format!(
-                "limits.max_concurrency_per_model.{name}: must be at least 1"
+            return Err(ConfigProblem::invalid(
+                format!("limits.max_concurrency_per_model.{name}"),
+                "must be at least 1",
             ));
         }
     }
@@ -261,21 +288,24 @@ fn check_references(c: &Config) -> Result<(), String> {
         ] {
             if let Some(v) = v {
                 if v == 0 || v > m.timeout_ms {
-                    return Err(format!(
-                        "{at}.{key}: {v} must be between 1 and timeout_ms ({})",
-                        m.timeout_ms
+                    return Err(ConfigProblem::invalid(
+                        format!("{at}.{key}"),
+                        format!("{v} must be between 1 and timeout_ms ({})", m.timeout_ms),
                     ));
                 }
             }
         }
         if let Some(fb) = &m.fallback {
             if fb == name {
-                return Err(format!("{at}.fallback: a model cannot fall back to itself"));
+                return Err(ConfigProblem::invalid(
+                    format!("{at}.fallback"),
+                    "a model cannot fall back to itself",
+                ));
             }
             if !known(fb) {
-                return Err(format!(
-                    "{at}.fallback: no model named {fb:?} (known: {})",
-                    names()
+                return Err(ConfigProblem::invalid(
+                    format!("{at}.fallback"),
+                    format!("no model named {fb:?} (known: {})", names()),
                 ));
             }
         }
@@ -317,7 +347,7 @@ limits:
     #[test]
     fn unknown_keys_report_line_and_column() {
         let text = SEED.replace("timeout_ms: 12000", "timeout_ms: 12000\n    timeuot: 5");
-        let e = parse(&text).unwrap_err();
+        let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("timeuot") && e.contains("line 9"), "{e}");
     }
 
@@ -327,31 +357,39 @@ limits:
             .replace(":-none", "")
             .replace("\"local-chat\"", "${CLAWDBOT_TEST_UNSET_MODEL}")
             .replace("8000/v1", "${CLAWDBOT_TEST_UNSET_PORT}/v1");
-        let e = parse(&text).unwrap_err();
+        let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("line 5"), "the first keeps its place: {e}");
         for name in ["UNSET_KEY", "UNSET_MODEL", "UNSET_PORT"] {
             assert!(e.contains(&format!("CLAWDBOT_TEST_{name}")), "{e}");
         }
-        let e = parse(&SEED.replace(":-none", "")).unwrap_err();
+        let e = parse(&SEED.replace(":-none", "")).unwrap_err().to_string();
         assert_eq!(e.matches("UNSET_KEY").count(), 1, "no repeat: {e}");
     }
 
     #[test]
     fn tabs_and_misspelt_keys_get_hints() {
-        let e = parse(&SEED.replace("    timeout_ms", "\ttimeout_ms")).unwrap_err();
+        let e = parse(&SEED.replace("    timeout_ms", "\ttimeout_ms"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 8 is indented with a tab"), "{e}");
-        let e = parse(&SEED.replace("timeout_ms:", "timeuot_ms:")).unwrap_err();
+        let e = parse(&SEED.replace("timeout_ms:", "timeuot_ms:"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("did you mean `timeout_ms`?"), "{e}");
     }
 
     #[test]
     fn dangling_references_are_named() {
-        let e = parse(&SEED.replace("model: local_chat", "model: nope")).unwrap_err();
+        let e = parse(&SEED.replace("model: local_chat", "model: nope"))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("routing.defaults.model") && e.contains("nope"),
             "{e}"
         );
-        let e = parse(&SEED.replace("local_chat: 4", "other: 4")).unwrap_err();
+        let e = parse(&SEED.replace("local_chat: 4", "other: 4"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_concurrency_per_model.other"), "{e}");
     }
 
@@ -360,28 +398,30 @@ limits:
         let with = |extra: &str| parse(&format!("{SEED}reply:\n{extra}"));
         let ok = with("  redelivery_attempts: 20\n  redelivery_delay_ms: 60000\n").unwrap();
         assert_eq!(ok.reply.redelivery_attempts, 20);
-        let e = with("  redelivery_attempts: 21\n").unwrap_err();
+        let e = with("  redelivery_attempts: 21\n").unwrap_err().to_string();
         assert!(
             e.contains("reply.redelivery_attempts") && e.contains("maximum of 20"),
             "{e}"
         );
-        let e = with("  redelivery_delay_ms: 60001\n").unwrap_err();
+        let e = with("  redelivery_delay_ms: 60001\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("reply.redelivery_delay_ms") && e.contains("maximum of 60000"),
             "{e}"
         );
-        let e = with("  redelivery_delay_ms: 5\n").unwrap_err();
+        let e = with("  redelivery_delay_ms: 5\n").unwrap_err().to_string();
         assert!(
             e.contains("redelivery_delay_ms") && e.contains("minimum of 10"),
             "{e}"
         );
-        let e = with("  redelivery_attempts: -1\n").unwrap_err();
+        let e = with("  redelivery_attempts: -1\n").unwrap_err().to_string();
         assert!(e.contains("redelivery_attempts"), "{e}");
     }
 
     #[test]
     fn missing_env_var_is_named_with_location() {
-        let e = parse(&SEED.replace(":-none", "")).unwrap_err();
+        let e = parse(&SEED.replace(":-none", "")).unwrap_err().to_string();
         assert!(e.contains("CLAWDBOT_TEST_UNSET_KEY is not set"), "{e}");
         assert!(e.contains("line"), "{e}");
     }

@@ -13,7 +13,7 @@ use super::de::{
 use super::env::Secret;
 
 /// The whole config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Model endpoints by name (the names used by routing and limits).
@@ -71,7 +71,7 @@ pub enum ModelKind {
 }
 
 /// One model endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub kind: ModelKind,
@@ -117,7 +117,7 @@ pub struct ModelConfig {
     pub health_url: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     pub defaults: RoutingDefaults,
@@ -126,14 +126,14 @@ pub struct RoutingConfig {
     pub rules: Vec<RouteRule>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingDefaults {
     pub model: String,
 }
 
 /// Sends matching conversations to another model. Every field given must match.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRule {
     #[serde(default)]
@@ -153,7 +153,7 @@ pub enum ConversationKind {
     Direct,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Concurrent requests the bot sends to each model; models not listed get 1.
@@ -165,7 +165,7 @@ pub struct LimitsConfig {
 
 /// The bot-side queue in front of each model (a queued request in llama.cpp sends no bytes,
 /// so the bot keeps the queue itself and bounds it).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     /// Turns waiting per model beyond the concurrency limit; more get the busy reply at once.
@@ -186,7 +186,7 @@ impl Default for QueueConfig {
 }
 
 /// The channel section: exactly one channel kind.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     pub dingtalk: DingTalkConfig,
@@ -201,7 +201,7 @@ pub enum DingTalkMode {
     Http,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DingTalkConfig {
     /// App Client ID (AppKey).
@@ -321,7 +321,7 @@ impl Default for CommandsConfig {
 }
 
 /// What users see when things go wrong, and how answers are shaped.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplyConfig {
     #[serde(default = "default_format")]
@@ -409,7 +409,7 @@ impl Default for ReplyConfig {
 }
 
 /// The system prompt that keeps answers bot-friendly.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     #[serde(default = "default_system_prompt")]
@@ -429,7 +429,7 @@ impl Default for PolicyConfig {
 }
 
 /// Per-conversation memory.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryConfig {
     /// Earlier user/assistant turns kept per conversation (0 = no memory).
@@ -454,7 +454,7 @@ impl Default for MemoryConfig {
 }
 
 /// Prompt size budget: history is dropped oldest first, then the message itself is cut.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromptConfig {
     /// Characters of all messages sent to the model together (system prompt included);
@@ -482,7 +482,7 @@ pub enum AccessPolicy {
 }
 
 /// Who may talk to the bot, and how often.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessConfig {
     #[serde(default = "open")]
@@ -560,14 +560,19 @@ impl LogLevel {
     }
 
     /// Parses a level name, ignoring case and surrounding spaces.
-    pub fn parse(v: &str) -> Result<LogLevel, String> {
+    pub fn parse(v: &str) -> Result<LogLevel, UnknownLevel> {
         let v = v.trim();
         Self::ALL
             .into_iter()
             .find(|l| l.as_str().eq_ignore_ascii_case(v))
-            .ok_or_else(|| format!("{v:?} is not a level: use error, warn, info, debug or trace"))
+            .ok_or_else(|| UnknownLevel(v.to_string()))
     }
 }
+
+/// A log level name that is none of the five (a level name is not a secret: shown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a level: use error, warn, info, debug or trace")]
+pub struct UnknownLevel(pub String);
 
 impl<'de> Deserialize<'de> for LogLevel {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -576,7 +581,7 @@ impl<'de> Deserialize<'de> for LogLevel {
 }
 
 /// The daemon's log file: bounded by size and count.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingConfig {
     /// Rotate when the active file would exceed this many bytes.

@@ -90,7 +90,7 @@ impl Claim {
         match fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error("remove the old socket", path, e)),
+            Err(e) => return Err(io_error("remove the old socket", path, e).into()),
         }
         let listener = UnixListener::bind(path).map_err(|e| io_error("listen on", path, e))?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o600))
@@ -112,7 +112,7 @@ impl Claim {
         let _start_lock = match self.try_start_lock() {
             Ok(Some(lock)) => lock,
             Ok(None) => return Healed::Busy,
-            Err(reason) => return Healed::Failed(reason),
+            Err(e) => return Healed::Failed(e.message),
         };
         let pid_restored = match self.heal_pid() {
             Ok(restored) => restored,
@@ -127,7 +127,7 @@ impl Claim {
         };
         let recorded = match self.record_socket() {
             Ok(changed) => changed,
-            Err(reason) => return Healed::Failed(reason),
+            Err(e) => return Healed::Failed(e.message),
         };
         let what = [
             pid_restored.then(|| self.paths.pid_file.display().to_string()),
@@ -164,26 +164,26 @@ impl Claim {
     }
 
     /// Makes the pid file name the socket this daemon listens on; true when it changed.
-    fn record_socket(&mut self) -> Result<bool, String> {
+    fn record_socket(&mut self) -> Result<bool, CliError> {
         if self.recorded == self.socket_path {
             return Ok(false);
         }
         self.pid
             .rewrite(&self.socket_path)
-            .map_err(|e| io_error("update", &self.paths.pid_file, e).message)?;
+            .map_err(|e| io_error("update", &self.paths.pid_file, e))?;
         self.recorded = self.socket_path.clone();
         Ok(true)
     }
 
     /// The start lock, if no `daemon start` holds it right now.
-    fn try_start_lock(&self) -> Result<Option<fs::File>, String> {
+    fn try_start_lock(&self) -> Result<Option<fs::File>, CliError> {
         let path = &self.paths.start_lock;
-        self.paths.ensure_state_dir().map_err(|e| e.message)?;
-        let file = open_lock_file(path).map_err(|e| io_error("open", path, e).message)?;
+        self.paths.ensure_state_dir()?;
+        let file = open_lock_file(path).map_err(|e| io_error("open", path, e))?;
         match try_lock_exclusive(file) {
             Ok(TryLock::Acquired(f)) => Ok(Some(f)),
             Ok(TryLock::HeldByOther) => Ok(None),
-            Err(e) => Err(io_error("lock", path, e).message),
+            Err(e) => Err(io_error("lock", path, e).into()),
         }
     }
 
@@ -220,7 +220,7 @@ impl Claim {
                 "a file appeared at {} while it was being restored",
                 path.display()
             ))),
-            Err(e) => Err(Healed::Failed(io_error("restore", path, e).message)),
+            Err(e) => Err(Healed::Failed(io_error("restore", path, e).to_string())),
         }
     }
 }

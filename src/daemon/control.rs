@@ -191,15 +191,29 @@ pub(crate) async fn serve(listener: UnixListener, state: Arc<ControlState>) {
     }
 }
 
+/// Why the daemon closed a control connection (logged at debug level).
+#[derive(Debug, thiserror::Error)]
+enum ConnectionEnd {
+    #[error("no hello within the handshake timeout")]
+    NoHello,
+    #[error("protocol {0} not supported (daemon speaks {PROTOCOL_VERSION})")]
+    Protocol(u32),
+    #[error("first frame was not hello")]
+    NotHello,
+    #[error("idle")]
+    Idle,
+    #[error(transparent)]
+    Frame(#[from] crate::ipc::frame::FrameError),
+}
+
 async fn handle(
     mut stream: UnixStream,
     state: Arc<ControlState>,
     slot: Arc<Slot>,
-) -> Result<(), String> {
+) -> Result<(), ConnectionEnd> {
     let first: Request = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_async(&mut stream))
         .await
-        .map_err(|_| "no hello within the handshake timeout".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| ConnectionEnd::NoHello)??;
     match first {
         Request::Hello { protocol, .. } if protocol == PROTOCOL_VERSION => {
             let hello = Response::Hello {
@@ -208,35 +222,30 @@ async fn handle(
                 name: state.info.name.clone(),
                 pid: std::process::id(),
             };
-            write_async(&mut stream, &hello)
-                .await
-                .map_err(|e| e.to_string())?;
+            write_async(&mut stream, &hello).await?;
         }
         Request::Hello { protocol, .. } => {
-            let msg =
-                format!("protocol {protocol} not supported (daemon speaks {PROTOCOL_VERSION})");
+            let refused = ConnectionEnd::Protocol(protocol);
             let _ = write_async(
                 &mut stream,
                 &Response::Error {
                     kind: ErrorKind::BadRequest,
-                    message: msg.clone(),
+                    message: refused.to_string(),
                 },
             )
             .await;
-            return Err(msg);
+            return Err(refused);
         }
-        _ => return Err("first frame was not hello".into()),
+        _ => return Err(ConnectionEnd::NotHello),
     }
     loop {
         let req: Request = match tokio::time::timeout(IDLE_TIMEOUT, read_async(&mut stream)).await {
-            Err(_) => return Err("idle".into()),
-            Ok(r) => r.map_err(|e| e.to_string())?,
+            Err(_) => return Err(ConnectionEnd::Idle),
+            Ok(r) => r?,
         };
         let _busy = slot.busy();
         let resp = answer(req, &state).await;
-        write_async(&mut stream, &resp)
-            .await
-            .map_err(|e| e.to_string())?;
+        write_async(&mut stream, &resp).await?;
     }
 }
 
@@ -253,7 +262,7 @@ async fn answer(req: Request, state: &ControlState) -> Response {
         }
         Request::Conversations { limit } => match state.workload.conversations(limit as usize) {
             Ok(seen) => Response::Conversations { seen },
-            Err((kind, message)) => Response::Error { kind, message },
+            Err(super::workload::WorkError { kind, message }) => Response::Error { kind, message },
         },
         Request::Shutdown { drain_ms } => {
             tracing::info!(drain_ms, "shutdown requested over the control socket");
@@ -270,7 +279,7 @@ async fn answer(req: Request, state: &ControlState) -> Response {
             // The audit line: who was written to and how much, never the text.
             let (target, chars) = (to.clone(), text.chars().count());
             let result = state.workload.send(to, text, markdown).await;
-            let failed = result.as_ref().err().map(|(kind, _)| format!("{kind:?}"));
+            let failed = result.as_ref().err().map(|e| format!("{:?}", e.kind));
             tracing::info!(
                 target = %target,
                 chars,
@@ -280,7 +289,9 @@ async fn answer(req: Request, state: &ControlState) -> Response {
             );
             match result {
                 Ok(outcome) => Response::Sent(outcome),
-                Err((kind, message)) => Response::Error { kind, message },
+                Err(super::workload::WorkError { kind, message }) => {
+                    Response::Error { kind, message }
+                }
             }
         }
     }

@@ -39,7 +39,7 @@ impl Launch {
     pub(crate) fn save(&self, paths: &DaemonPaths) -> Result<(), CliError> {
         paths.ensure_state_dir()?;
         let body = serde_json::to_vec_pretty(self).expect("launch settings serialize");
-        write_private(&paths.launch_file(), &body)
+        Ok(write_private(&paths.launch_file(), &body)?)
     }
 
     /// The log to read for `logs`, even when the daemon never started.

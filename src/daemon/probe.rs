@@ -79,8 +79,16 @@ pub(crate) fn connect(paths: &DaemonPaths) -> Result<Client, Down> {
     });
     match checked {
         Ok(()) => {}
-        Err(e) if e.code == Code::Usage => return Err(Down::UnsafeFolder { reason: e.message }),
-        Err(e) => return Err(Down::Denied { reason: e.message }),
+        Err(e) if e.code() == Code::Usage => {
+            return Err(Down::UnsafeFolder {
+                reason: e.to_string(),
+            })
+        }
+        Err(e) => {
+            return Err(Down::Denied {
+                reason: e.to_string(),
+            })
+        }
     }
     let err = match Client::connect(&control_socket(paths), PROBE_TIMEOUT) {
         Ok(c) => return Ok(c),

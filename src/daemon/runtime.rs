@@ -225,13 +225,8 @@ impl Daemon<'_> {
             shutdown: shutdown_tx.clone(),
         });
         let mut server = AbortOnDrop(tokio::spawn(control::serve(listener, state.clone())));
-        let ops = match ops_listener {
-            Some((l, hosts)) => Some(
-                crate::ops::OpsServer::start(l, state.clone(), &hosts)
-                    .map_err(CliError::failure)?,
-            ),
-            None => None,
-        };
+        let ops = ops_listener
+            .map(|(bound, hosts)| crate::ops::OpsServer::start(bound, state.clone(), &hosts));
 
         tracing::info!(name = %self.paths.name, pid = std::process::id(), workload = workload.kind(), "daemon ready");
         ready.ready();
@@ -263,9 +258,8 @@ impl Daemon<'_> {
         stop: &mut StopSignals,
     ) -> Result<Arc<dyn Workload>, CliError> {
         tokio::select! {
-            w = self.workloads.start(self.paths, self.launch, config) => w.map_err(|e| {
+            w = self.workloads.start(self.paths, self.launch, config) => w.inspect_err(|e| {
                 tracing::error!("startup failed: {e}");
-                CliError::failure(e)
             }),
             sig = stop.next() => {
                 tracing::warn!("{sig} before the daemon was ready: not starting");
@@ -289,13 +283,15 @@ impl Daemon<'_> {
 
 /// Binds the ops endpoint when the config asks for one (before the workload starts, so a
 /// taken port fails the start); with the `Host` values it also answers to.
-async fn bind_ops(config: Option<&Config>) -> Result<Option<(TcpListener, Vec<String>)>, CliError> {
+async fn bind_ops(
+    config: Option<&Config>,
+) -> Result<Option<((TcpListener, std::net::SocketAddr), Vec<String>)>, CliError> {
     let Some(cfg) = config.and_then(|c| c.ops.as_ref()) else {
         return Ok(None);
     };
     let listener = crate::ops::OpsServer::bind(cfg).await.map_err(|e| {
         tracing::error!("startup failed: {e}");
-        CliError::failure(e)
+        CliError::from(e)
     })?;
     Ok(Some((listener, cfg.allowed_hosts.clone())))
 }
@@ -373,7 +369,7 @@ fn tokio_listener(
     listener
         .set_nonblocking(true)
         .and_then(|()| UnixListener::from_std(listener))
-        .map_err(|e| crate::paths::io_error("listen on", path, e))
+        .map_err(|e| crate::paths::io_error("listen on", path, e).into())
 }
 
 fn signal_err(e: std::io::Error) -> CliError {

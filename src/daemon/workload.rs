@@ -14,20 +14,53 @@ use crate::status::DaemonReport;
 
 use super::Launch;
 
-/// A refusal or failure the control server sends back as `Response::Error`.
-pub(crate) type WorkError = (ErrorKind, String);
+/// A refusal or failure of a workload; the control server sends it back as
+/// `Response::Error` with its [`ErrorKind`]. The message says what and why, never a
+/// message text or a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct WorkError {
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
+}
+
+impl WorkError {
+    /// This workload cannot do that (a send to a model-service daemon, a reload of a
+    /// daemon with nothing to reload).
+    pub(crate) fn unsupported(message: impl Into<String>) -> WorkError {
+        WorkError {
+            kind: ErrorKind::Unsupported,
+            message: message.into(),
+        }
+    }
+
+    /// It tried and failed.
+    pub(crate) fn failed(message: impl Into<String>) -> WorkError {
+        WorkError {
+            kind: ErrorKind::Failed,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::config::ConfigError> for WorkError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        WorkError::failed(e.to_string())
+    }
+}
 
 /// Starts the workload a [`Launch`] describes, inside the daemon's tokio runtime, once the
 /// pid lock is held, the log is open and the control socket is bound. `config` is the
 /// launch's config, loaded (absent for a model service started without one). The error
-/// is one line for `daemon start` to print.
+/// is one line for `daemon start` to print, with the exit code its cause picks (a config
+/// the bot cannot use is a usage error).
 pub(crate) trait WorkloadFactory: Sync {
     fn start<'a>(
         &'a self,
         paths: &'a DaemonPaths,
         launch: &'a Launch,
         config: Option<Config>,
-    ) -> BoxFuture<'a, Result<Arc<dyn Workload>, String>>;
+    ) -> BoxFuture<'a, Result<Arc<dyn Workload>, crate::exit::CliError>>;
 }
 
 pub(crate) trait Workload: Send + Sync + 'static {
@@ -46,10 +79,10 @@ pub(crate) trait Workload: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<SendOutcome, WorkError>>;
     /// The conversations seen recently, newest first, at most `limit` (bots only).
     fn conversations(&self, _limit: usize) -> Result<Vec<SeenConversation>, WorkError> {
-        Err((
-            ErrorKind::Unsupported,
-            format!("a {} daemon has no conversations", self.kind()),
-        ))
+        Err(WorkError::unsupported(format!(
+            "a {} daemon has no conversations",
+            self.kind()
+        )))
     }
     /// Stops taking work and finishes in-flight work for up to `drain`.
     fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()>;
@@ -59,7 +92,7 @@ pub(crate) trait Workload: Send + Sync + 'static {
         None
     }
     /// Re-reads the config (SIGHUP). An error keeps the old config and says why.
-    fn reload(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async { Err("this daemon has nothing to reload".to_string()) })
+    fn reload(&self) -> BoxFuture<'_, Result<(), WorkError>> {
+        Box::pin(async { Err(WorkError::unsupported("this daemon has nothing to reload")) })
     }
 }

@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::error::ChannelStartError;
 use super::ingress::Ingress;
 use super::replay::{ReplayGuard, ReplayRefusal, REPLAY_CAPACITY};
 use super::sign::verify_callback_sign;
@@ -44,15 +45,13 @@ pub fn router(secret: String, ingress: Arc<Ingress>, replay: ReplayGuard) -> Rou
 }
 
 /// The replay guard: recorded in `file` (reloading what it holds) when given.
-pub fn replay_guard(file: Option<&std::path::Path>) -> Result<ReplayGuard, String> {
+pub fn replay_guard(file: Option<&std::path::Path>) -> Result<ReplayGuard, ChannelStartError> {
     match file {
         None => Ok(ReplayGuard::new(REPLAY_CAPACITY)),
         Some(path) => ReplayGuard::with_file(REPLAY_CAPACITY, path, crate::clock::now_ms())
-            .map_err(|e| {
-                format!(
-                    "cannot open the callback replay record {}: {e}",
-                    path.display()
-                )
+            .map_err(|source| ChannelStartError::ReplayRecord {
+                path: path.to_path_buf(),
+                source,
             }),
     }
 }
@@ -66,13 +65,8 @@ pub async fn serve(
     replay: ReplayGuard,
     limits: ListenLimits,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), String> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen for DingTalk callbacks on {listen}: {e}"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("callback listener on {listen}: {e}"))?;
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), ChannelStartError> {
+    let (listener, addr) = crate::listen::bind_tcp("channel.dingtalk.http_listen", listen).await?;
     let app = router(secret, ingress, replay);
     let task = tokio::spawn(async move {
         let stop = async move {

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::api::OpenApi;
 use super::card::{CardRef, CardStream};
-use super::error::ChannelError;
+use super::error::{ChannelError, ChannelStartError, ChannelUnhealthy};
 use super::ingress::{InboundSink, Ingress};
 use super::limiter::{SendLimiter, SendSlot};
 use super::message::Inbound;
@@ -154,7 +154,10 @@ impl Channel {
     /// Starts the channel with default timings. Robot messages go to `inbound` (the bot's
     /// durable journal, or an in-memory `mpsc::Sender<Inbound>`); a frame is ACKed once
     /// `inbound` took its message.
-    pub async fn start(cfg: DingTalkConfig, inbound: impl InboundSink) -> Result<Channel, String> {
+    pub async fn start(
+        cfg: DingTalkConfig,
+        inbound: impl InboundSink,
+    ) -> Result<Channel, ChannelStartError> {
         Self::start_with(cfg, inbound, ChannelTuning::default()).await
     }
 
@@ -164,9 +167,9 @@ impl Channel {
         cfg: DingTalkConfig,
         inbound: impl InboundSink,
         tuning: ChannelTuning,
-    ) -> Result<Channel, String> {
+    ) -> Result<Channel, ChannelStartError> {
         if cfg.client_id.trim().is_empty() || cfg.client_secret.is_empty() {
-            return Err("channel.dingtalk needs client_id and client_secret".into());
+            return Err(ChannelStartError::MissingCredentials);
         }
         let cfg = Arc::new(cfg);
         let http = super::http::client();
@@ -472,22 +475,22 @@ impl Channel {
 
     /// Health: the stream is connected (or the callback server listens) and an access
     /// token can be obtained. `Err` carries the reason and a fix.
-    pub async fn check(&self) -> Result<String, String> {
+    pub async fn check(&self) -> Result<String, ChannelUnhealthy> {
         let report = self.report();
         let token = self.inner.api.tokens.get().await;
         let conn_ok =
             report.state == channel_state::CONNECTED || report.state == channel_state::LISTENING;
         match (conn_ok, token) {
-            (true, Ok(_)) => Ok(format!("{} {} (reconnects {}); access token ok", report.mode, report.state, report.reconnects)),
-            (_, Err(e)) => Err(format!(
-                "cannot obtain a DingTalk access token: {e}; check channel.dingtalk.client_id/client_secret and api_base"
+            (true, Ok(_)) => Ok(format!(
+                "{} {} (reconnects {}); access token ok",
+                report.mode, report.state, report.reconnects
             )),
-            (false, Ok(_)) => Err(format!(
-                "DingTalk {} is {} (last error: {}); check network access to api_base and that Stream mode is enabled for the app",
-                report.mode,
-                report.state,
-                report.last_error.unwrap_or_else(|| "none".into())
-            )),
+            (_, Err(e)) => Err(ChannelUnhealthy::NoToken(e)),
+            (false, Ok(_)) => Err(ChannelUnhealthy::NotConnected {
+                mode: report.mode.to_string(),
+                state: report.state.to_string(),
+                last_error: report.last_error.unwrap_or_else(|| "none".into()),
+            }),
         }
     }
 

@@ -45,6 +45,33 @@ pub enum ChannelError {
     DeliveryLate(u64),
 }
 
+/// The channel could not start; the message names the config key or file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelStartError {
+    #[error("channel.dingtalk needs client_id and client_secret")]
+    MissingCredentials,
+    #[error("cannot open the callback replay record {}: {source}", path.display())]
+    ReplayRecord {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    CallbackListen(#[from] crate::listen::BindError),
+}
+
+/// Why the channel's health check fails; each message ends with what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelUnhealthy {
+    #[error("cannot obtain a DingTalk access token: {0}; check channel.dingtalk.client_id/client_secret and api_base")]
+    NoToken(ChannelError),
+    #[error("DingTalk {mode} is {state} (last error: {last_error}); check network access to api_base and that Stream mode is enabled for the app")]
+    NotConnected {
+        mode: String,
+        state: String,
+        last_error: String,
+    },
+}
+
 impl ChannelError {
     /// True for the session-webhook "session gone" answer that calls for the OpenAPI fallback.
     pub fn is_session_gone(&self) -> bool {

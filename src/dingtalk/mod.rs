@@ -39,7 +39,7 @@ pub mod wire;
 
 pub use card::{CardRef, CardStream};
 pub use channel::{Channel, ChannelTuning};
-pub use error::ChannelError;
+pub use error::{ChannelError, ChannelStartError, ChannelUnhealthy};
 pub use message::{Inbound, InboundContent};
 pub use outgoing::OutgoingReply;
 pub use sign::{compute_sign, verify_callback_sign};

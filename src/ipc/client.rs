@@ -20,6 +20,16 @@ pub enum ClientError {
     /// It accepted but did not answer in time, or answered nonsense.
     #[error("the daemon on {path} did not answer properly: {reason}")]
     NoAnswer { path: String, reason: String },
+    /// It answered with a response that does not fit the request.
+    #[error("unexpected answer from the daemon: {0}")]
+    Unexpected(String),
+}
+
+impl ClientError {
+    /// An answer that does not fit the request, shown in its debug form.
+    pub fn unexpected(answer: &super::Response) -> ClientError {
+        ClientError::Unexpected(format!("{answer:?}"))
+    }
 }
 
 /// A connection that has completed the hello exchange.

@@ -11,7 +11,10 @@ pub mod http;
 pub mod nofile;
 pub(crate) mod slots;
 
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use tokio::net::TcpListener;
 
 /// Per-listener limits.
 ///
@@ -53,4 +56,31 @@ impl Default for ListenLimits {
     fn default() -> Self {
         Self::http_default()
     }
+}
+
+/// A TCP address one of our servers could not listen on. `what` names the server by its
+/// config key (`ops.listen`, `channel.dingtalk.http_listen`) or its name (`sim`).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: cannot listen on {listen}: {source}")]
+pub struct BindError {
+    pub what: &'static str,
+    pub listen: String,
+    pub source: std::io::Error,
+}
+
+/// Binds `listen` (`IP:PORT`, spaces around it ignored) for the server named `what`, and
+/// returns the listener with the address it got (the port chosen for `:0`).
+pub(crate) async fn bind_tcp(
+    what: &'static str,
+    listen: &str,
+) -> Result<(TcpListener, SocketAddr), BindError> {
+    let listen = listen.trim();
+    let error = |source| BindError {
+        what,
+        listen: listen.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(listen).await.map_err(error)?;
+    let addr = listener.local_addr().map_err(error)?;
+    Ok((listener, addr))
 }

@@ -5,6 +5,7 @@
 //! answered only after `[DONE]` or a `finish_reason`; keepalive comments never move a
 //! deadline; prompt and answer text never reach a log or an error string.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -16,34 +17,55 @@ use super::error::{ModelError, TimeoutPhase};
 use super::sse::{SseDecoder, SseItem};
 use super::types::ChatMessage;
 use super::wire::{self, Completion};
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Secret};
 
 /// Largest non-streamed body accepted.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Bytes of an error body read for classification.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
+/// Why a health probe of a model failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    #[error("no answer within {} ms", .0.as_millis())]
+    NoAnswer(Duration),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
 /// A client for one configured model. Cheap to clone (the HTTP pool is shared).
+///
+/// Invariant: the bearer key sent is the one in `api_key`, shared by every clone, so a key
+/// rotated with [`ModelClient::set_api_key`] is used from the next request on.
 #[derive(Clone)]
 pub struct ModelClient {
     cfg: ModelConfig,
     budgets: PhaseBudgets,
     http: reqwest::Client,
+    api_key: Arc<RwLock<Option<Secret>>>,
 }
 
 impl ModelClient {
-    pub fn new(cfg: &ModelConfig) -> Result<Self, String> {
+    /// Fails only when the HTTP client cannot be built (no TLS backend): a
+    /// [`ModelError::Connect`] that every turn to this model then reports.
+    pub fn new(cfg: &ModelConfig) -> Result<Self, ModelError> {
         let budgets = PhaseBudgets::from_config(cfg);
         let http = reqwest::Client::builder()
             .connect_timeout(budgets.connect)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|e| ModelError::Connect(format!("cannot build the HTTP client: {e}")))?;
         Ok(ModelClient {
             cfg: cfg.clone(),
             budgets,
             http,
+            api_key: Arc::new(RwLock::new(cfg.api_key.clone())),
         })
+    }
+
+    /// Replaces the bearer key for the requests that start from now on (config reload).
+    pub(crate) fn set_api_key(&self, key: Option<Secret>) {
+        *self.api_key.write().unwrap_or_else(|p| p.into_inner()) = key;
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -59,7 +81,7 @@ impl ModelClient {
     }
 
     fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.cfg.api_key {
+        match &*self.api_key.read().unwrap_or_else(|p| p.into_inner()) {
             Some(key) if !key.is_empty() => req.bearer_auth(key.expose()),
             _ => req,
         }
@@ -130,7 +152,7 @@ impl ModelClient {
 
     /// Probes `health_url` (default `{base_url}/models`) once: the latency in ms of a 2xx
     /// answer, or why it failed.
-    pub async fn probe(&self, timeout: Duration) -> Result<u64, String> {
+    pub async fn probe(&self, timeout: Duration) -> Result<u64, ProbeError> {
         let url = self
             .cfg
             .health_url
@@ -139,15 +161,15 @@ impl ModelClient {
         let started = Instant::now();
         let req = self.authorized(self.http.get(url));
         match tokio::time::timeout(timeout, req.send()).await {
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-            Ok(Err(e)) => Err(send_error(&e).to_string()),
+            Err(_) => Err(ProbeError::NoAnswer(timeout)),
+            Ok(Err(e)) => Err(send_error(&e).into()),
             Ok(Ok(resp)) if resp.status().is_success() => Ok(started.elapsed().as_millis() as u64),
             Ok(Ok(resp)) => {
                 let status = resp.status().as_u16();
                 let body = read_capped(resp, MAX_ERROR_BODY_BYTES, Instant::now() + timeout)
                     .await
                     .unwrap_or_default();
-                Err(wire::classify_http_error(status, &body).to_string())
+                Err(wire::classify_http_error(status, &body).into())
             }
         }
     }
@@ -191,7 +213,9 @@ async fn read_stream(
                     error_chain(&e)
                 )))
             }
-            Ok(Some(Ok(bytes))) => decoder.feed(&bytes).map_err(ModelError::Stream)?,
+            Ok(Some(Ok(bytes))) => decoder
+                .feed(&bytes)
+                .map_err(|e| ModelError::Stream(e.to_string()))?,
         };
         for item in items {
             let SseItem::Data(data) = item else { continue };

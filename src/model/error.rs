@@ -60,32 +60,44 @@ impl ServerError {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
     /// Could not open a connection (refused, DNS, TLS...).
+    #[error("cannot connect: {0}")]
     Connect(String),
+    #[error("timed out ({0} budget)")]
     Timeout(TimeoutPhase),
     /// The prompt does not fit the model's context (HTTP 400/413 with a context error).
+    #[error("prompt exceeds the model's context{}", .0.label())]
     ContextOverflow(ServerError),
     /// HTTP 401/403: the API key is wrong or missing.
-    Auth {
-        status: u16,
-        error: ServerError,
-    },
+    #[error("HTTP {status}: authentication failed{}", error.label())]
+    Auth { status: u16, error: ServerError },
     /// Any other HTTP error status.
-    Http {
-        status: u16,
-        error: ServerError,
-    },
+    #[error("HTTP {status}{}{}", error.label(), not_found_hint(*status))]
+    Http { status: u16, error: ServerError },
     /// The stream broke: an error event inside it, an end without `[DONE]` or
     /// `finish_reason`, an aborted connection, or an undecodable chunk.
+    #[error("broken stream: {0}")]
     Stream(String),
     /// A 200 with nothing in it (no chunk, no body).
+    #[error("empty response (200 with no data)")]
     Empty,
     /// The answer held no visible text.
+    #[error("the answer was empty")]
     EmptyAnswer,
     /// A 200 whose body is not a chat completion.
+    #[error("unexpected response: {0}")]
     Protocol(String),
+}
+
+/// The usual 404 is a base_url without the API prefix (`http://h:8000` for
+/// `http://h:8000/v1`): say so, since the bare status tells a newcomer nothing.
+fn not_found_hint(status: u16) -> &'static str {
+    match status {
+        404 => ": not found (does base_url need /v1? is the model one the server serves?)",
+        _ => "",
+    }
 }
 
 impl ModelError {
@@ -130,33 +142,3 @@ impl ModelError {
         }
     }
 }
-
-impl fmt::Display for ModelError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ModelError::Connect(why) => write!(f, "cannot connect: {why}"),
-            ModelError::Timeout(phase) => write!(f, "timed out ({phase} budget)"),
-            ModelError::ContextOverflow(e) => {
-                write!(f, "prompt exceeds the model's context{}", e.label())
-            }
-            ModelError::Auth { status, error } => {
-                write!(f, "HTTP {status}: authentication failed{}", error.label())
-            }
-            // The usual 404 is a base_url without the API prefix (`http://h:8000` for
-            // `http://h:8000/v1`): say so, since the bare status tells a newcomer nothing.
-            ModelError::Http { status: 404, error } => write!(
-                f,
-                "HTTP 404{}: not found (does base_url need /v1? is the model one the server \
-                 serves?)",
-                error.label()
-            ),
-            ModelError::Http { status, error } => write!(f, "HTTP {status}{}", error.label()),
-            ModelError::Stream(why) => write!(f, "broken stream: {why}"),
-            ModelError::Empty => f.write_str("empty response (200 with no data)"),
-            ModelError::EmptyAnswer => f.write_str("the answer was empty"),
-            ModelError::Protocol(why) => write!(f, "unexpected response: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for ModelError {}

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::budget::{fallback_deadline, PhaseBudgets};
-use super::client::ModelClient;
+use super::client::{ModelClient, ProbeError};
 use super::error::ModelError;
 use super::limiter::{Busy, Limiter, Permit};
 use super::stats::ModelStats;
@@ -31,7 +31,7 @@ use crate::status::ModelReport;
 
 struct Entry {
     /// `Err` holds why the HTTP client could not be built (reported on every turn).
-    client: Result<ModelClient, String>,
+    client: Result<ModelClient, ModelError>,
     budgets: PhaseBudgets,
     fallback: Option<String>,
     limiter: Arc<Limiter>,
@@ -87,6 +87,18 @@ impl ModelRouter {
                 prompt_budget_chars: config.prompt.max_chars,
                 max_answer_chars: config.reply.max_answer_chars,
             }),
+        }
+    }
+
+    /// Uses `key` for `model`'s requests from now on (a key rotated by a config reload).
+    /// False when no such model runs (or its client could not be built).
+    pub(crate) fn set_api_key(&self, model: &str, key: Option<crate::config::Secret>) -> bool {
+        match self.inner.models.get(model).map(|e| &e.client) {
+            Some(Ok(client)) => {
+                client.set_api_key(key);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -246,11 +258,11 @@ impl ModelRouter {
     }
 
     /// Probes every model's health URL concurrently: latency in ms, or why it failed.
-    pub async fn check(&self, timeout: Duration) -> Vec<(String, Result<u64, String>)> {
+    pub async fn check(&self, timeout: Duration) -> Vec<(String, Result<u64, ProbeError>)> {
         let probes = self.inner.models.iter().map(|(name, e)| async move {
             let result = match &e.client {
                 Ok(c) => c.probe(timeout).await,
-                Err(why) => Err(why.clone()),
+                Err(why) => Err(why.clone().into()),
             };
             (name.clone(), result)
         });
@@ -281,8 +293,8 @@ impl Entry {
         let client = match &self.client {
             Ok(c) => c,
             Err(why) => {
-                self.stats.failed(why.clone(), false);
-                return Err(ModelError::Connect(why.clone()));
+                self.stats.failed(why.to_string(), false);
+                return Err(why.clone());
             }
         };
         self.stats.prompt_sent(prompt_chars(messages));

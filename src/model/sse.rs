@@ -17,6 +17,14 @@ pub enum SseItem {
     Comment,
 }
 
+/// Input the decoder refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SseError {
+    /// One event (its pending line and `data:` lines) outgrew [`MAX_EVENT_BYTES`].
+    #[error("SSE event larger than {MAX_EVENT_BYTES} bytes")]
+    EventTooLarge,
+}
+
 #[derive(Debug, Default)]
 pub struct SseDecoder {
     /// Bytes not yet forming a whole line.
@@ -32,7 +40,7 @@ impl SseDecoder {
     }
 
     /// Feeds received bytes and returns the items completed by them, in order.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SseItem>, String> {
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SseItem>, SseError> {
         self.pending.extend_from_slice(bytes);
         let mut items = Vec::new();
         let mut start = 0;
@@ -44,11 +52,11 @@ impl SseDecoder {
             }
             let line = String::from_utf8_lossy(line).into_owned();
             start = end + 1;
-            self.line(&line, &mut items)?;
+            self.line(&line, &mut items);
         }
         self.pending.drain(..start);
         if self.pending.len() + self.data_bytes > MAX_EVENT_BYTES {
-            return Err(format!("SSE event larger than {MAX_EVENT_BYTES} bytes"));
+            return Err(SseError::EventTooLarge);
         }
         Ok(items)
     }
@@ -59,14 +67,13 @@ impl SseDecoder {
             let rest = std::mem::take(&mut self.pending);
             let line =
                 String::from_utf8_lossy(rest.strip_suffix(b"\r").unwrap_or(&rest)).into_owned();
-            let mut ignored = Vec::new();
-            // A final partial line can only add data; errors cannot happen on one line.
-            let _ = self.line(&line, &mut ignored);
+            // A final partial line can only add data.
+            self.line(&line, &mut Vec::new());
         }
         self.dispatch()
     }
 
-    fn line(&mut self, line: &str, items: &mut Vec<SseItem>) -> Result<(), String> {
+    fn line(&mut self, line: &str, items: &mut Vec<SseItem>) {
         if line.is_empty() {
             if let Some(item) = self.dispatch() {
                 items.push(item);
@@ -84,7 +91,6 @@ impl SseDecoder {
             }
             // `event`, `id`, `retry` and unknown fields carry nothing we use.
         }
-        Ok(())
     }
 
     fn dispatch(&mut self) -> Option<SseItem> {

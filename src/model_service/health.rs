@@ -37,23 +37,47 @@ pub(crate) struct HealthProbe {
     client: Client,
 }
 
+/// `url::ParseError`, named through `reqwest` (which does not re-export it) rather than
+/// adding the `url` crate as a direct dependency.
+type UrlParseError = <Url as std::str::FromStr>::Err;
+
+/// A `--health-url` that cannot be polled. `shown` is the URL with secrets masked.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HealthUrlError {
+    #[error("--health-url {shown:?} is not a URL: {source}")]
+    NotUrl {
+        shown: String,
+        source: UrlParseError,
+    },
+    #[error("--health-url {shown:?}: only http:// and https:// URLs can be polled")]
+    Scheme { shown: String },
+    #[error("cannot build the health check HTTP client: {0}")]
+    Client(reqwest::Error),
+}
+
+impl From<HealthUrlError> for crate::exit::CliError {
+    fn from(e: HealthUrlError) -> Self {
+        crate::exit::CliError::usage(e.to_string())
+    }
+}
+
 impl HealthProbe {
     /// Checks the URL (http or https only) and builds a client that ignores proxy
     /// variables: the runtime is supervised on this host, so a proxy would only lie.
-    pub(crate) fn new(url: &str) -> Result<HealthProbe, String> {
+    pub(crate) fn new(url: &str) -> Result<HealthProbe, HealthUrlError> {
         let shown = redact_url(url).into_owned();
-        let parsed =
-            Url::parse(url).map_err(|e| format!("--health-url {shown:?} is not a URL: {e}"))?;
+        let parsed = match Url::parse(url) {
+            Ok(u) => u,
+            Err(source) => return Err(HealthUrlError::NotUrl { shown, source }),
+        };
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!(
-                "--health-url {shown:?}: only http:// and https:// URLs can be polled"
-            ));
+            return Err(HealthUrlError::Scheme { shown });
         }
         let client = Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()
-            .map_err(|e| format!("cannot build the health check HTTP client: {e}"))?;
+            .map_err(HealthUrlError::Client)?;
         Ok(HealthProbe {
             url: parsed,
             shown,
@@ -146,12 +170,11 @@ mod tests {
 
     #[test]
     fn refuses_bad_urls() {
-        assert!(HealthProbe::new("not a url")
-            .unwrap_err()
-            .contains("not a URL"));
-        assert!(HealthProbe::new("ftp://127.0.0.1/")
-            .unwrap_err()
-            .contains("only http"));
+        let not_url = HealthProbe::new("not a url").unwrap_err();
+        assert!(matches!(not_url, HealthUrlError::NotUrl { .. }));
+        assert!(not_url.to_string().contains("not a URL"));
+        let ftp = HealthProbe::new("ftp://127.0.0.1/").unwrap_err();
+        assert!(ftp.to_string().contains("only http"), "{ftp}");
         assert!(HealthProbe::new("http://127.0.0.1:8080/health").is_ok());
     }
 

@@ -31,14 +31,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::daemon::workload::{WorkError, Workload};
-use crate::ipc::proto::{Check, CheckStatus, ErrorKind, HealthReport, SendOutcome};
+use crate::ipc::proto::{Check, CheckStatus, HealthReport, SendOutcome};
 use crate::status::{DaemonReport, ModelServiceReport};
 use futures_util::future::BoxFuture;
 
 use crate::backoff::BackoffPolicy;
 use crate::cmdline::CommandLine;
 use child::RunningChild;
-use health::HealthProbe;
+use health::{HealthProbe, HealthUrlError};
 use state::ModelServiceState;
 use supervisor::Supervisor;
 
@@ -61,6 +61,26 @@ pub(crate) struct ModelService {
     poller: Option<JoinHandle<()>>,
 }
 
+/// Why the supervised process could not start (printed by `daemon start` in one line).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ModelServiceStartError {
+    #[error(transparent)]
+    Command(#[from] crate::cmdline::CommandError),
+    #[error(transparent)]
+    HealthUrl(#[from] HealthUrlError),
+    #[error("--exec: cannot run {}: {source}", program.display())]
+    Spawn {
+        program: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<ModelServiceStartError> for crate::exit::CliError {
+    fn from(e: ModelServiceStartError) -> Self {
+        crate::exit::CliError::failure(e.to_string())
+    }
+}
+
 impl ModelService {
     /// Parses `cmd`, starts the first child and its supervisor (and the health poller when
     /// `health_url` is set). Must run inside the daemon's tokio runtime. The error names
@@ -70,11 +90,14 @@ impl ModelService {
         name: &str,
         cmd: &str,
         health_url: Option<String>,
-    ) -> Result<ModelService, String> {
-        let command = CommandLine::parse(cmd).map_err(|e| e.to_string())?;
+    ) -> Result<ModelService, ModelServiceStartError> {
+        let command = CommandLine::parse(cmd)?;
         let probe = health_url.as_deref().map(HealthProbe::new).transpose()?;
-        let first = RunningChild::spawn(&command)
-            .map_err(|e| format!("--exec: cannot run {}: {e}", command.program.display()))?;
+        let first =
+            RunningChild::spawn(&command).map_err(|source| ModelServiceStartError::Spawn {
+                program: command.program.clone(),
+                source,
+            })?;
         let state = Arc::new(ModelServiceState::default());
         state.child_started(first.pid());
         let (stop, stop_rx) = watch::channel(None);
@@ -192,9 +215,8 @@ impl Workload for ModelService {
         _markdown: bool,
     ) -> BoxFuture<'_, Result<SendOutcome, WorkError>> {
         Box::pin(async {
-            Err((
-                ErrorKind::Unsupported,
-                "this daemon supervises a model service and cannot send messages; send through the bot daemon".into(),
+            Err(WorkError::unsupported(
+                "this daemon supervises a model service and cannot send messages; send through the bot daemon",
             ))
         })
     }

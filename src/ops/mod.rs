@@ -12,6 +12,7 @@ pub(crate) mod metrics;
 pub(crate) mod readiness;
 mod routes;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -19,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::OpsConfig;
-use crate::listen::ListenLimits;
+use crate::listen::{BindError, ListenLimits};
 use crate::status::DaemonReport;
 
 /// The figures one answer is built from.
@@ -76,24 +77,18 @@ pub(crate) struct OpsServer {
 impl OpsServer {
     /// Binds `cfg.listen` (before the workload starts, so a taken port fails the start
     /// cleanly). The error names the key and the address.
-    pub(crate) async fn bind(cfg: &OpsConfig) -> Result<TcpListener, String> {
-        let listen = cfg.listen.trim();
-        TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("ops.listen {listen}: cannot listen: {e}"))
+    pub(crate) async fn bind(cfg: &OpsConfig) -> Result<(TcpListener, SocketAddr), BindError> {
+        crate::listen::bind_tcp("ops.listen", &cfg.listen).await
     }
 
-    /// Serves on `listener` (from [`bind`](Self::bind)) until stopped.
+    /// Serves on `listener` bound to `addr` (both from [`bind`](Self::bind)) until stopped.
     /// Requests are answered only for the `Host` values of [`host_check`]: the bound
     /// address, `localhost`, and `allowed_hosts` (`ops.allowed_hosts`).
     pub(crate) fn start(
-        listener: TcpListener,
+        (listener, addr): (TcpListener, SocketAddr),
         control: Arc<dyn DaemonView>,
         allowed_hosts: &[String],
-    ) -> Result<OpsServer, String> {
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("ops.listen: {e}"))?;
+    ) -> OpsServer {
         let allowed = Arc::new(host_check::AllowedHosts::new(addr, allowed_hosts));
         let state = Arc::new(routes::OpsState::new(control));
         let sampler = tokio::spawn(routes::sample_forever(state.clone()));
@@ -111,11 +106,11 @@ impl OpsServer {
             },
         ));
         tracing::info!(%addr, "ops endpoint listening (/livez /readyz /metrics /)");
-        Ok(OpsServer {
+        OpsServer {
             stop,
             server,
             sampler,
-        })
+        }
     }
 
     /// Stops accepting and lets open requests finish (bounded by the request timeout).

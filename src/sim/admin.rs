@@ -36,16 +36,19 @@ fn body_or_empty(bytes: &[u8]) -> Result<Value, Response> {
 /// `conversation_title`, `sender_staff_id`, `sender_nick`, `content` (raw content object),
 /// and, to play a hostile or broken DingTalk, `session_webhook` (any string) and
 /// `session_webhook_expired_time` (any JSON value) in place of the simulator's own.
-fn build_payload(sim: &Sim, r: &Value, msg_id: &str, session: &str) -> Result<Value, String> {
+/// An injected message the simulator cannot build.
+#[derive(Debug, thiserror::Error)]
+enum InjectError {
+    #[error("conversation_type `{0}` is not group or direct")]
+    ConversationType(String),
+}
+
+fn build_payload(sim: &Sim, r: &Value, msg_id: &str, session: &str) -> Result<Value, InjectError> {
     let s = |k: &str| r.get(k).and_then(Value::as_str).filter(|x| !x.is_empty());
     let group = match s("conversation_type").unwrap_or("direct") {
         "group" | "2" => true,
         "direct" | "1" => false,
-        other => {
-            return Err(format!(
-                "conversation_type `{other}` is not group or direct"
-            ))
-        }
+        other => return Err(InjectError::ConversationType(other.to_string())),
     };
     let msgtype = s("msgtype").unwrap_or("text");
     let text = s("text").unwrap_or("");
@@ -158,7 +161,7 @@ pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let session = hex_id(16);
     let payload = match build_payload(&sim, &r, &msg_id, &session) {
         Ok(p) => p,
-        Err(e) => return bad(&e),
+        Err(e) => return bad(&e.to_string()),
     };
     let cid = payload["conversationId"]
         .as_str()

@@ -4,6 +4,40 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+/// A failed call to the simulator's admin API, naming the path.
+#[derive(Debug, thiserror::Error)]
+pub enum SimClientError {
+    #[error("sim {path}: {source}")]
+    Transport {
+        path: String,
+        source: reqwest::Error,
+    },
+    #[error("sim {path}: answer is not JSON: {source}")]
+    NotJson {
+        path: String,
+        source: reqwest::Error,
+    },
+    #[error("sim {path}: HTTP {status}: {body}")]
+    Refused {
+        path: String,
+        status: reqwest::StatusCode,
+        body: Value,
+    },
+    /// `last` is the last answer or error, for the test or operator reading it.
+    #[error("timed out after {timeout:?} waiting on sim {path}; last: {last}")]
+    TimedOut {
+        path: String,
+        timeout: Duration,
+        last: String,
+    },
+}
+
+impl From<SimClientError> for crate::exit::CliError {
+    fn from(e: SimClientError) -> Self {
+        crate::exit::CliError::failure(e.to_string())
+    }
+}
+
 /// Talks to a running simulator at `base` (e.g. `http://127.0.0.1:PORT`).
 #[derive(Clone)]
 pub struct SimClient {
@@ -48,12 +82,12 @@ impl SimClient {
         }
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, String> {
+    pub async fn get(&self, path: &str) -> Result<Value, SimClientError> {
         let r = self.http.get(format!("{}{path}", self.base)).send().await;
         Self::read(path, r).await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, SimClientError> {
         let r = self
             .http
             .post(format!("{}{path}", self.base))
@@ -63,25 +97,32 @@ impl SimClient {
         Self::read(path, r).await
     }
 
-    async fn read(path: &str, r: reqwest::Result<reqwest::Response>) -> Result<Value, String> {
-        let r = r.map_err(|e| format!("sim {path}: {e}"))?;
+    async fn read(
+        path: &str,
+        r: reqwest::Result<reqwest::Response>,
+    ) -> Result<Value, SimClientError> {
+        let path = path.to_string();
+        let r = match r {
+            Ok(r) => r,
+            Err(source) => return Err(SimClientError::Transport { path, source }),
+        };
         let status = r.status();
-        let v: Value = r
-            .json()
-            .await
-            .map_err(|e| format!("sim {path}: answer is not JSON: {e}"))?;
+        let body: Value = match r.json().await {
+            Ok(v) => v,
+            Err(source) => return Err(SimClientError::NotJson { path, source }),
+        };
         if !status.is_success() {
-            return Err(format!("sim {path}: HTTP {status}: {v}"));
+            return Err(SimClientError::Refused { path, status, body });
         }
-        Ok(v)
+        Ok(body)
     }
 
     /// Injects a message (see `admin::inject` for the fields).
-    pub async fn inject(&self, req: &Value) -> Result<Value, String> {
+    pub async fn inject(&self, req: &Value) -> Result<Value, SimClientError> {
         self.post("/_sim/messages", req).await
     }
 
-    pub async fn outbox(&self) -> Result<Vec<Value>, String> {
+    pub async fn outbox(&self) -> Result<Vec<Value>, SimClientError> {
         let v = self.get("/_sim/outbox").await?;
         Ok(v["entries"].as_array().cloned().unwrap_or_default())
     }
@@ -92,7 +133,7 @@ impl SimClient {
         path: &str,
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, SimClientError> {
         let deadline = Instant::now() + timeout;
         loop {
             let v = self.get(path).await;
@@ -102,16 +143,22 @@ impl SimClient {
                 }
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "timed out after {timeout:?} waiting on sim {path}; last: {v:?}"
-                ));
+                return Err(SimClientError::TimedOut {
+                    path: path.to_string(),
+                    timeout,
+                    last: format!("{v:?}"),
+                });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
     /// Waits until the outbox holds at least `n` entries.
-    pub async fn wait_outbox(&self, n: usize, timeout: Duration) -> Result<Vec<Value>, String> {
+    pub async fn wait_outbox(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, SimClientError> {
         let v = self
             .wait_for("/_sim/outbox", timeout, |v| {
                 v["entries"].as_array().is_some_and(|a| a.len() >= n)
@@ -120,12 +167,12 @@ impl SimClient {
         Ok(v["entries"].as_array().cloned().unwrap_or_default())
     }
 
-    pub async fn faults(&self, f: Value) -> Result<Value, String> {
+    pub async fn faults(&self, f: Value) -> Result<Value, SimClientError> {
         self.post("/_sim/faults", &f).await
     }
 
     /// Injects a text message with defaults.
-    pub async fn inject_text(&self, text: &str, group: bool) -> Result<Value, String> {
+    pub async fn inject_text(&self, text: &str, group: bool) -> Result<Value, SimClientError> {
         self.inject(
             &json!({"text": text, "conversation_type": if group { "group" } else { "direct" }}),
         )

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::state::{Sim, SimOptions};
 use super::{admin, cards, gateway, openapi, webhooks};
 use crate::listen::http::serve_http;
-use crate::listen::ListenLimits;
+use crate::listen::{BindError, ListenLimits};
 
 /// A running simulator.
 pub struct SimServer {
@@ -29,13 +29,8 @@ impl SimServer {
     }
 
     /// Binds `opts.listen` and serves in the background.
-    pub async fn start(opts: SimOptions) -> Result<SimServer, String> {
-        let listener = tokio::net::TcpListener::bind(&opts.listen)
-            .await
-            .map_err(|e| format!("sim: cannot listen on {}: {e}", opts.listen))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("sim: listener address: {e}"))?;
+    pub async fn start(opts: SimOptions) -> Result<SimServer, BindError> {
+        let (listener, addr) = crate::listen::bind_tcp("sim", &opts.listen).await?;
         let sim = Arc::new(Sim::new(opts, format!("http://{addr}")));
         let app = router(sim.clone());
         let (stop, mut rx) = watch::channel(false);

@@ -307,7 +307,7 @@ async fn wrong_secret_never_connects_and_check_explains() {
     let ch = Channel::start_with(cfg, tx, fast())
         .await
         .expect("start returns even when DingTalk refuses");
-    let err = ch.check().await.unwrap_err();
+    let err = ch.check().await.unwrap_err().to_string();
     assert!(
         err.contains("access token") && err.contains("client_secret"),
         "{err}"

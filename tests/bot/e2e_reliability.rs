@@ -183,6 +183,68 @@ fn sighup_applies_a_good_config_and_keeps_the_old_one_when_the_new_is_bad() {
     assert!(st["last_error"].is_null(), "stale reload error: {st}");
 }
 
+/// A rotated `api_key` is compared by value (its `Debug` text is `***` before and after):
+/// SIGHUP applies it to the next request, and a rotated `client_secret`, which the running
+/// channel cannot take, is named in the log as waiting for a restart. Neither value is
+/// shown in the log or the status.
+#[test]
+fn sighup_applies_a_rotated_api_key_and_names_a_rotated_client_secret_for_restart() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "");
+    stack.start_bot(&cfg);
+    let log = stack.home.log_path("bot");
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    stack.inject_group("cidRotate==", "before");
+    stack.wait_outbox(1, Duration::from_secs(10));
+    let sent_key = || {
+        stack
+            .fake_stats()
+            .recent
+            .back()
+            .unwrap()
+            .authorization
+            .clone()
+    };
+    assert_eq!(sent_key().as_deref(), Some("Bearer test-key"));
+
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    let rotated = original
+        .replace("${LOCAL_MODEL_API_KEY}", "\"rotatedKEY7Qm\"")
+        .replace(
+            &format!("client_secret: \"{}\"", support::stack::CLIENT_SECRET),
+            "client_secret: \"rotatedSECRET4Vz\"",
+        );
+    assert!(rotated.contains("rotatedKEY7Qm") && rotated.contains("rotatedSECRET4Vz"));
+    std::fs::write(&cfg, rotated).unwrap();
+    kill(Pid::from_raw(stack.bot_pid()), Signal::SIGHUP).unwrap();
+    assert!(wait_until(Duration::from_secs(30), || log_text()
+        .contains("config reloaded")));
+
+    stack.inject_group("cidRotate==", "after");
+    stack.wait_outbox(2, Duration::from_secs(10));
+    assert_eq!(sent_key().as_deref(), Some("Bearer rotatedKEY7Qm"));
+    let text = log_text();
+    assert!(
+        text.contains("models.local_chat.api_key") && text.contains("next request"),
+        "{text}"
+    );
+    let restart_line = text
+        .lines()
+        .find(|l| l.contains("channel.dingtalk.client_secret"))
+        .unwrap_or_else(|| panic!("rotated client_secret not named: {text}"));
+    assert!(
+        restart_line.contains("until the daemon restarts"),
+        "{restart_line}"
+    );
+    let human = stack.home.run(&["daemon", "status", "--name", "bot"]);
+    for shown in [text, stack.status().to_string(), human.stdout] {
+        assert!(
+            !shown.contains("rotatedKEY7Qm") && !shown.contains("rotatedSECRET4Vz"),
+            "secret shown: {shown}"
+        );
+    }
+}
+
 #[test]
 fn secrets_readable_by_others_are_warned_about() {
     use std::os::unix::fs::PermissionsExt;

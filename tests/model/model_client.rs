@@ -5,7 +5,8 @@ use crate::model_support;
 
 use std::time::Duration;
 
-use clawdbot::model::TurnOutcome;
+use clawdbot::model::client::ProbeError;
+use clawdbot::model::{ModelError, TurnOutcome};
 use clawdbot_testkit::fake_model::{FakeBehavior, FakeMode};
 use model_support::*;
 
@@ -237,7 +238,12 @@ async fn health_checks() {
             .expect("result")
     };
     assert!(get("a").is_ok());
-    assert!(get("b").unwrap_err().contains("connect"), "{:?}", get("b"));
+    assert!(
+        matches!(get("b"), Err(ProbeError::Model(ModelError::Connect(_)))),
+        "{:?}",
+        get("b")
+    );
+    assert!(get("b").unwrap_err().to_string().contains("connect"));
     assert!(get("c").is_ok());
 }
 

@@ -97,12 +97,10 @@ pub(crate) fn read(state: &Path) -> Legacy {
     found.sort();
     for (_, path) in found {
         let parsed = read_regular(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| {
-                serde_json::from_slice::<(String, Inbound)>(&b).map_err(|e| e.to_string())
-            });
+            .map_err(LegacyEntryError::Read)
+            .and_then(|b| parse_entry(&b));
         match parsed {
-            Ok((_, msg)) => {
+            Ok(msg) => {
                 legacy.pending.push(msg);
                 legacy.migrated.push(path);
             }
@@ -118,6 +116,26 @@ pub(crate) fn read(state: &Path) -> Legacy {
     legacy
 }
 
+/// Why an old inbox entry cannot be migrated (it is set aside, not lost). Only where the
+/// JSON breaks is said: serde_json's own text may quote the entry's message text.
+#[derive(Debug, thiserror::Error)]
+enum LegacyEntryError {
+    #[error("cannot read: {0}")]
+    Read(std::io::Error),
+    #[error("not an inbox entry (JSON breaks at line {line}, column {column})")]
+    Json { line: usize, column: usize },
+}
+
+/// An old inbox entry: `[id, message]`.
+fn parse_entry(bytes: &[u8]) -> Result<Inbound, LegacyEntryError> {
+    serde_json::from_slice::<(String, Inbound)>(bytes)
+        .map(|(_, msg)| msg)
+        .map_err(|e| LegacyEntryError::Json {
+            line: e.line(),
+            column: e.column(),
+        })
+}
+
 /// Removes the migrated files, and the old inbox folder when it is empty.
 pub(crate) fn remove(state: &Path, legacy: &Legacy) {
     for path in &legacy.migrated {
@@ -127,4 +145,19 @@ pub(crate) fn remove(state: &Path, legacy: &Legacy) {
     }
     let _ = fs::remove_dir(inbox_dir(state));
     let _ = super::file::sync_dir(state);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_entry_is_described_without_its_text() {
+        let entry = br#"["m1", "private words of a user"]"#;
+        let raw = serde_json::from_slice::<(String, Inbound)>(entry).unwrap_err();
+        assert!(raw.to_string().contains("private words"), "{raw}");
+        let e = parse_entry(entry).unwrap_err();
+        assert!(matches!(e, LegacyEntryError::Json { line: 1, .. }), "{e}");
+        assert!(!e.to_string().contains("private"), "{e}");
+    }
 }
