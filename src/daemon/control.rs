@@ -262,7 +262,7 @@ async fn answer(req: Request, state: &ControlState) -> Response {
         }
         Request::Conversations { limit } => match state.workload.conversations(limit as usize) {
             Ok(seen) => Response::Conversations { seen },
-            Err((kind, message)) => Response::Error { kind, message },
+            Err(super::workload::WorkError { kind, message }) => Response::Error { kind, message },
         },
         Request::Shutdown { drain_ms } => {
             tracing::info!(drain_ms, "shutdown requested over the control socket");

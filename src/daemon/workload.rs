@@ -79,10 +79,10 @@ pub(crate) trait Workload: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<SendOutcome, WorkError>>;
     /// The conversations seen recently, newest first, at most `limit` (bots only).
     fn conversations(&self, _limit: usize) -> Result<Vec<SeenConversation>, WorkError> {
-        Err((
-            ErrorKind::Unsupported,
-            format!("a {} daemon has no conversations", self.kind()),
-        ))
+        Err(WorkError::unsupported(format!(
+            "a {} daemon has no conversations",
+            self.kind()
+        )))
     }
     /// Stops taking work and finishes in-flight work for up to `drain`.
     fn shutdown(&self, drain: Duration) -> BoxFuture<'_, ()>;
