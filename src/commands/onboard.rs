@@ -18,7 +18,8 @@ use serde_json::json;
 
 use super::output::Output;
 use crate::cli::OnboardArgs;
-use crate::config::{checks, Config};
+use crate::config::checks::{self, InvalidValue};
+use crate::config::Config;
 use crate::daemon::launch::Launch;
 use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::proto::{Check, CheckStatus};
@@ -365,7 +366,7 @@ impl Prompter {
         question: &str,
         default: Option<&str>,
         secret: bool,
-        check: fn(&str) -> Result<(), checks::InvalidValue>,
+        check: fn(&str) -> Result<(), InvalidValue>,
     ) -> Result<String, CliError> {
         let default = default.filter(|d| !d.is_empty());
         for _ in 0..MAX_TRIES {
@@ -406,7 +407,7 @@ impl Prompter {
             }
             match parse(&answer) {
                 Ok(v) => return Ok(Some(v)),
-                Err(reason) => self.refuse(question, &reason),
+                Err(reason) => self.refuse(question, &reason.to_string()),
             }
         }
         Err(CliError::usage(format!(

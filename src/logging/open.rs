@@ -110,18 +110,32 @@ impl LogFolder {
                  remove the link or give the real path)",
                 shown.display()
             )),
-            nix::Error::ENXIO => refusal(format!(
-                "{} is a FIFO that nobody reads: start its reader first",
-                shown.display()
-            )),
+            nix::Error::ENXIO => refusal(match self.file_type(name) {
+                Some(SFlag::S_IFIFO) => format!(
+                    "{} is a FIFO that nobody reads: start its reader first",
+                    shown.display()
+                ),
+                Some(SFlag::S_IFSOCK) => format!(
+                    "{} is a socket: give a file, a FIFO or a character device",
+                    shown.display()
+                ),
+                _ => format!(
+                    "{} is a device that cannot be opened now (no such device or address)",
+                    shown.display()
+                ),
+            }),
             e => io::Error::from(e),
         }
     }
 
     fn is_link(&self, name: &OsStr) -> bool {
-        self.stat(name).is_some_and(|st| {
-            SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
-        })
+        self.file_type(name) == Some(SFlag::S_IFLNK)
+    }
+
+    /// The type bits of `name` (not following a link), if it exists.
+    fn file_type(&self, name: &OsStr) -> Option<SFlag> {
+        self.stat(name)
+            .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT)
     }
 
     fn stat(&self, name: &OsStr) -> Option<nix::sys::stat::FileStat> {
@@ -269,5 +283,18 @@ mod tests {
         fs::hard_link(&private, shared.join("linked.log")).unwrap();
         let err = open_log(&shared.join("linked.log")).unwrap_err();
         assert!(err.to_string().contains("hard links"), "{err}");
+    }
+
+    #[test]
+    fn a_socket_and_a_reader_less_fifo_are_each_named_for_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("sock.log");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let err = check_log_path(&socket).unwrap_err();
+        assert!(err.to_string().contains("is a socket"), "{err}");
+        let fifo = dir.path().join("fifo.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = check_log_path(&fifo).unwrap_err();
+        assert!(err.to_string().contains("FIFO that nobody reads"), "{err}");
     }
 }
