@@ -84,7 +84,41 @@ impl LogFolder {
         if shared {
             check_owned(&meta, kind, &self.path)?;
         }
+        if kind == LogKind::Regular && meta.len() > 0 {
+            self.check_holds_a_log(name, &meta)?;
+        }
         Ok((file, kind))
+    }
+
+    /// An existing, non-empty regular file is appended to only when it starts like a log
+    /// line of ours (an RFC 3339 date, or a JSON record): `--log /etc/passwd` given to a
+    /// root daemon must not add lines to the password file. The file read is the one just
+    /// opened (same device and inode), read without following a link.
+    fn check_holds_a_log(&self, name: &OsStr, opened: &fs::Metadata) -> io::Result<()> {
+        let shown = self.path.join(name);
+        let reader = self
+            .openat(
+                name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            )
+            .map_err(|e| self.explain(name, e))?;
+        let meta = reader.metadata()?;
+        if (meta.dev(), meta.ino()) != (opened.dev(), opened.ino()) {
+            return Err(refusal(format!(
+                "{} changed while it was opened",
+                shown.display()
+            )));
+        }
+        let mut head = [0u8; 16];
+        let n = io::Read::read(&mut &reader, &mut head)?;
+        if starts_like_a_log_line(&head[..n]) {
+            return Ok(());
+        }
+        Err(refusal(format!(
+            "{} already holds something that is not a clawdbot log (its first line does not \
+             start with a timestamp); give a new or empty file, or move this one away",
+            shown.display()
+        )))
     }
 
     /// `openat` relative to the folder. rustix's, not nix 0.29's: it returns an owned
@@ -166,6 +200,18 @@ impl LogFolder {
             UnlinkatFlags::NoRemoveDir,
         )?)
     }
+}
+
+/// True when `head` (a file's first bytes) starts like a line the daemon writes: a text
+/// record begins with an RFC 3339 date (`2026-11-30T...`), a JSON record with `{`.
+fn starts_like_a_log_line(head: &[u8]) -> bool {
+    let date = b"0000-00-00T";
+    let is_date = head.len() >= date.len()
+        && head.iter().zip(date).all(|(c, shape)| match shape {
+            b'0' => c.is_ascii_digit(),
+            other => c == other,
+        });
+    is_date || head.first() == Some(&b'{')
 }
 
 /// The last component of a log path (the file name used in its [`LogFolder`]).
@@ -283,6 +329,32 @@ mod tests {
         fs::hard_link(&private, shared.join("linked.log")).unwrap();
         let err = open_log(&shared.join("linked.log")).unwrap_err();
         assert!(err.to_string().contains("hard links"), "{err}");
+    }
+
+    #[test]
+    fn an_existing_file_that_is_not_a_log_is_never_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        fs::write(&passwd, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+        let err = open_log(&passwd).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("not a clawdbot log"), "{err}");
+        assert!(check_log_path(&passwd).is_err());
+        assert_eq!(
+            fs::read_to_string(&passwd).unwrap(),
+            "root:x:0:0:root:/root:/bin/bash\n"
+        );
+        for ok in [
+            "2026-11-30T23:51:30.123456Z  INFO clawdbot: started\n",
+            "{\"timestamp\":\"2026-11-30T23:51:30Z\"}\n",
+            "",
+        ] {
+            let log = dir.path().join("bot.log");
+            fs::write(&log, ok).unwrap();
+            open_log(&log).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+        assert!(!starts_like_a_log_line(b"2026-11-30 23:51"));
+        assert!(!starts_like_a_log_line(b"Nov 30 23:51:30 host"));
     }
 
     #[test]

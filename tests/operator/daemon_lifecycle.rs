@@ -1361,7 +1361,12 @@ fn a_failed_start_tails_only_its_own_lines_and_an_unreadable_log_is_an_error() {
         ))
         .render();
     let down = home.write("down.yaml", &channel_down);
-    let log = home.write("shared.txt", "root:x:0:0:PRIVATE-LINE:/root:/bin/bash\n");
+    // An older log of ours (a file that is not a log is refused outright: see
+    // a_log_path_naming_a_file_that_is_not_a_log_is_refused_and_left_untouched).
+    let log = home.write(
+        "shared.txt",
+        "2026-01-01T00:00:00.000000Z  INFO clawdbot: an older PRIVATE-LINE\n",
+    );
     let r = home.run(&[
         "daemon",
         "start",
@@ -1586,4 +1591,31 @@ fn log_folders_are_never_writable_by_others_whatever_the_umask() {
         assert_eq!(mode & 0o022, 0, "{} is mode {mode:o}", dir.display());
     }
     let _ = home.run(&["daemon", "stop", "--name", "q"]);
+}
+
+/// Red-team (issue 15 round): as root, `daemon start --log /etc/passwd` appended log lines
+/// to the password file. An existing file that does not start like a log is refused before
+/// anything starts (exit 2), and left byte for byte as it was. (A copy stands in for
+/// /etc/passwd: the rule is about the content, not the place.)
+#[test]
+fn a_log_path_naming_a_file_that_is_not_a_log_is_refused_and_left_untouched() {
+    let (home, cfg) = home_with_config();
+    let passwd = home.write("passwd", "root:x:0:0:root:/root:/bin/bash\n");
+    let r = home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        "p",
+        "--config",
+        &cfg,
+        "--log",
+        passwd.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("not a clawdbot log"), "{r:?}");
+    assert_eq!(
+        std::fs::read_to_string(&passwd).unwrap(),
+        "root:x:0:0:root:/root:/bin/bash\n"
+    );
+    assert!(processes_of(&home).is_empty());
 }
