@@ -55,7 +55,18 @@ pub(crate) fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdR
         &Output::new(false),
         true,
     )?;
-    start_daemon(layout, &args.launch, timeout, !args.no_wait_channel, out)
+    // Something can still change between the check and the new start (a FIFO's reader
+    // leaves, a file is swapped): then say plainly that the old daemon is gone.
+    start_daemon(layout, &args.launch, timeout, !args.no_wait_channel, out).map_err(|e| {
+        CliError::new(
+            e.code,
+            format!(
+                "{}
+daemon {:?} was stopped for the restart and is not running now",
+                e.message, paths.name
+            ),
+        )
+    })
 }
 
 /// `daemon run`: the same daemon in the foreground.

@@ -109,7 +109,7 @@ impl LogFolder {
                 shown.display()
             )));
         }
-        let mut head = [0u8; 16];
+        let mut head = [0u8; 40];
         let n = io::Read::read(&mut &reader, &mut head)?;
         if starts_like_a_log_line(&head[..n]) {
             return Ok(());
@@ -202,16 +202,29 @@ impl LogFolder {
     }
 }
 
-/// True when `head` (a file's first bytes) starts like a line the daemon writes: a text
-/// record begins with an RFC 3339 date (`2026-11-30T...`), a JSON record with `{`.
+/// True when `head` (a file's first bytes) starts like a record the daemon writes: a text
+/// record begins with an RFC 3339 date and time (`2026-11-30T23:51:30`), a JSON record with
+/// `{"timestamp":"` and the same. Month, day and time are checked for their ranges, so a
+/// JSON config or a file that merely starts with digits is not taken for a log.
 fn starts_like_a_log_line(head: &[u8]) -> bool {
-    let date = b"0000-00-00T";
-    let is_date = head.len() >= date.len()
-        && head.iter().zip(date).all(|(c, shape)| match shape {
+    let stamp = head.strip_prefix(br#"{"timestamp":""#).unwrap_or(head);
+    is_rfc3339_date_time(stamp)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` at the start of `s`, with each field in its range.
+fn is_rfc3339_date_time(s: &[u8]) -> bool {
+    const SHAPE: &[u8] = b"0000-00-00T00:00:00";
+    if s.len() < SHAPE.len()
+        || !s.iter().zip(SHAPE).all(|(c, shape)| match shape {
             b'0' => c.is_ascii_digit(),
             other => c == other,
-        });
-    is_date || head.first() == Some(&b'{')
+        })
+    {
+        return false;
+    }
+    let field = |at: usize| u32::from(s[at] - b'0') * 10 + u32::from(s[at + 1] - b'0');
+    let (month, day, hour, minute, second) = (field(5), field(8), field(11), field(14), field(17));
+    (1..=12).contains(&month) && (1..=31).contains(&day) && hour < 24 && minute < 60 && second <= 60
 }
 
 /// The last component of a log path (the file name used in its [`LogFolder`]).
@@ -229,28 +242,17 @@ pub(crate) fn open_log(path: &Path) -> io::Result<(File, LogKind)> {
     LogFolder::of(path)?.open_log(&log_name(path)?)
 }
 
-/// The checks `daemon start` and `restart` make before anything is forked or stopped:
-/// a regular (or missing) log is opened as the daemon will open it (so a read-only or
-/// missing folder shows now); a character device is only inspected (opening one can
-/// have effects of its own).
+/// The checks `daemon start` and `restart` make before anything is forked or stopped: the
+/// log is opened as the daemon will open it (FIFOs and devices without waiting), so a
+/// read-only folder, a FIFO that nobody reads, a device that cannot be opened or a file
+/// that is not a log shows now, before a restart stops the running daemon.
 ///
-/// A FIFO is opened as the daemon will open it (without waiting), so one that nobody
-/// reads is refused now, before a restart stops the running daemon. Its writer end is
-/// returned: the caller keeps it open until the new daemon has opened its own, so the
-/// reader never sees an end of file in between (it would when the last writer closes).
+/// For a FIFO or device the writer is returned: the caller keeps it open until the new
+/// daemon has opened its own, so a FIFO's reader never sees an end of file in between
+/// (it would when the last writer closes).
 pub(crate) fn check_log_path(path: &Path) -> io::Result<Option<File>> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_char_device() => {
-            check_path_links(path)?;
-            let folder = folder_of(path);
-            if is_shared_dir(&fs::metadata(folder)?) {
-                check_owned(&meta, LogKind::Stream, folder)?;
-            }
-            Ok(None)
-        }
-        Ok(meta) if meta.file_type().is_fifo() => open_log(path).map(|(file, _)| Some(file)),
-        _ => open_log(path).map(|_| None),
-    }
+    let (file, kind) = open_log(path)?;
+    Ok((kind == LogKind::Stream).then_some(file))
 }
 
 /// The folder a log lives in ("." for a bare file name).
@@ -355,6 +357,17 @@ mod tests {
         }
         assert!(!starts_like_a_log_line(b"2026-11-30 23:51"));
         assert!(!starts_like_a_log_line(b"Nov 30 23:51:30 host"));
+        assert!(!starts_like_a_log_line(b"2026-13-99T99:99:99Z junk"));
+        assert!(!starts_like_a_log_line(b"2026-12-01\n"));
+        for json in [&b"{"[..], b"{}", b"{\"a\":1}", b"{ not json"] {
+            assert!(!starts_like_a_log_line(json), "{json:?}");
+        }
+        for json in ["{}", "{\"listen\": \"0.0.0.0\"}\n"] {
+            let config = dir.path().join("daemon.json");
+            fs::write(&config, json).unwrap();
+            assert!(open_log(&config).is_err(), "{json}");
+            assert_eq!(fs::read_to_string(&config).unwrap(), json);
+        }
     }
 
     #[test]

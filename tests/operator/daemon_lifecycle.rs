@@ -1618,4 +1618,67 @@ fn a_log_path_naming_a_file_that_is_not_a_log_is_refused_and_left_untouched() {
         "root:x:0:0:root:/root:/bin/bash\n"
     );
     assert!(processes_of(&home).is_empty());
+
+    // A JSON log of ours is taken again by the next start.
+    let json_cfg = home.write(
+        "json.yaml",
+        &format!(
+            "{}logging:\n  format: json\n",
+            seed_config("http://127.0.0.1:9/v1")
+        ),
+    );
+    let log = home.path().join("json.log");
+    let start = [
+        "daemon",
+        "start",
+        "--name",
+        "j",
+        "--config",
+        json_cfg.to_str().unwrap(),
+        "--log",
+        log.to_str().unwrap(),
+    ];
+    assert_eq!(home.run(&start).code, 0);
+    assert_eq!(home.run(&["daemon", "stop", "--name", "j"]).code, 0);
+    assert!(std::fs::read_to_string(&log).unwrap().starts_with('{'));
+    let again = home.run(&start);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(home.run(&["daemon", "stop", "--name", "j"]).code, 0);
+}
+
+/// Red-team (log rules round): `restart --log DEVICE` where the device cannot be opened
+/// (a node with no driver behind it) stopped the running daemon before finding out. The
+/// check before the restart now opens devices too: exit 2, and the daemon keeps running.
+#[test]
+#[ignore = "needs root to make a device node: run by .ci/run"]
+fn restart_onto_a_device_that_cannot_be_opened_stops_nothing() {
+    support::require_root("mknod a character device");
+    let (home, cfg) = home_with_config();
+    let r = home.run(&[
+        "--json", "daemon", "start", "--name", "dev", "--config", &cfg,
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let pid = r.json()["pid"].as_u64();
+    let node = home.path().join("nodriver.log");
+    // Major 240 is reserved for local use: no driver answers, so open() fails with ENXIO.
+    let made = std::process::Command::new("mknod")
+        .arg(&node)
+        .args(["c", "240", "7"])
+        .status()
+        .expect("mknod");
+    assert!(made.success());
+    let r = home.run(&[
+        "daemon",
+        "restart",
+        "--name",
+        "dev",
+        "--log",
+        node.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("left as it is"), "{r:?}");
+    let st = home.run(&["--json", "daemon", "status", "--name", "dev"]);
+    assert_eq!(st.code, 0, "the old daemon is gone: {st:?}");
+    assert_eq!(st.json()["pid"].as_u64(), pid);
+    assert_eq!(home.run(&["daemon", "stop", "--name", "dev"]).code, 0);
 }
