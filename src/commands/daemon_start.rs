@@ -213,12 +213,12 @@ fn probe_settled(paths: &DaemonPaths, grace: Duration) -> Probe {
     }
 }
 
-/// A launch that passed its checks. `_fifo_writer` is the log FIFO's writer end opened by
-/// the check (see [`crate::logging::check_log_path`]); it stays open until this is dropped,
-/// after the new daemon has opened its own.
+/// A launch that passed its checks. `_stream_writer` is the log FIFO's or device's writer
+/// opened by the check (see [`crate::logging::check_log_path`]); it stays open until this
+/// is dropped, after the new daemon has opened its own.
 struct Checked {
     launch: Launch,
-    _fifo_writer: Option<std::fs::File>,
+    _stream_writer: Option<std::fs::File>,
 }
 
 fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Checked, CliError> {
@@ -228,10 +228,10 @@ fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Checked
     crate::fsutil::probe_writable(&paths.state)
         .map_err(|e| io_error("create files in the state folder", &paths.state, e))?;
     paths.listen_socket()?;
-    let mut fifo_writer = None;
+    let mut stream_writer = None;
     if let Some(log) = launch.log.file() {
         crate::paths::ensure_parent(log)?;
-        fifo_writer = crate::logging::check_log_path(log).map_err(|e| match e.kind() {
+        stream_writer = crate::logging::check_log_path(log).map_err(|e| match e.kind() {
             std::io::ErrorKind::InvalidInput => {
                 CliError::usage(format!("log {}: {e}", log.display()))
             }
@@ -240,7 +240,7 @@ fn preflight(paths: &DaemonPaths, args: &LaunchArgs, me: &str) -> Result<Checked
     }
     Ok(Checked {
         launch,
-        _fifo_writer: fifo_writer,
+        _stream_writer: stream_writer,
     })
 }
 

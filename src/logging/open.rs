@@ -8,7 +8,9 @@
 //! - in a folder other users can write to ([`is_shared_dir`]: `/tmp`, another user's
 //!   folder), a new log is created exclusively (`O_EXCL`: nothing planted there is reused),
 //!   and an existing one must be owned by us and, when regular, have no other hard link.
-//!   These are checked on the opened descriptor, so nothing can be swapped in between.
+//!   These are checked on the opened descriptor, so nothing can be swapped in between;
+//! - an existing, non-empty regular file must start like a log of ours (a timestamp), so a
+//!   path such as `/etc/passwd` is never appended to.
 //!
 //! Policy refusals are errors of kind `InvalidInput` whose text says why.
 
@@ -109,7 +111,8 @@ impl LogFolder {
                 shown.display()
             )));
         }
-        let mut head = [0u8; 40];
+        // Room for the JSON prefix and a timestamp with nanoseconds.
+        let mut head = [0u8; 64];
         let n = io::Read::read(&mut &reader, &mut head)?;
         if starts_like_a_log_line(&head[..n]) {
             return Ok(());
@@ -203,28 +206,17 @@ impl LogFolder {
 }
 
 /// True when `head` (a file's first bytes) starts like a record the daemon writes: a text
-/// record begins with an RFC 3339 date and time (`2026-11-30T23:51:30`), a JSON record with
-/// `{"timestamp":"` and the same. Month, day and time are checked for their ranges, so a
-/// JSON config or a file that merely starts with digits is not taken for a log.
+/// record begins with its RFC 3339 timestamp (`2026-11-30T23:51:30.123456Z  INFO ...`), a
+/// JSON record with `{"timestamp":"` and the same. The timestamp is read by humantime (as
+/// `daemon logs --since` reads it), so a JSON config or a file that merely starts with
+/// digits is not taken for a log.
 fn starts_like_a_log_line(head: &[u8]) -> bool {
-    let stamp = head.strip_prefix(br#"{"timestamp":""#).unwrap_or(head);
-    is_rfc3339_date_time(stamp)
-}
-
-/// `YYYY-MM-DDTHH:MM:SS` at the start of `s`, with each field in its range.
-fn is_rfc3339_date_time(s: &[u8]) -> bool {
-    const SHAPE: &[u8] = b"0000-00-00T00:00:00";
-    if s.len() < SHAPE.len()
-        || !s.iter().zip(SHAPE).all(|(c, shape)| match shape {
-            b'0' => c.is_ascii_digit(),
-            other => c == other,
-        })
-    {
-        return false;
-    }
-    let field = |at: usize| u32::from(s[at] - b'0') * 10 + u32::from(s[at + 1] - b'0');
-    let (month, day, hour, minute, second) = (field(5), field(8), field(11), field(14), field(17));
-    (1..=12).contains(&month) && (1..=31).contains(&day) && hour < 24 && minute < 60 && second <= 60
+    let head = String::from_utf8_lossy(head);
+    let stamp = match head.strip_prefix(r#"{"timestamp":""#) {
+        Some(json) => json.split('"').next(),
+        None => head.split_whitespace().next(),
+    };
+    stamp.is_some_and(|s| s.contains('T') && humantime::parse_rfc3339_weak(s).is_ok())
 }
 
 /// The last component of a log path (the file name used in its [`LogFolder`]).

@@ -1536,19 +1536,15 @@ fn a_log_fifo_reader_keeps_reading_across_a_restart() {
         .spawn()
         .expect("cat");
     let fifo_s = fifo.to_str().unwrap();
-    // The reader's open needs a writer; wait until the start's own check finds the reader.
-    let mut started = None;
-    for _ in 0..100 {
-        let r = home.run(&[
+    // `cat` opens its end when it is scheduled; until then the start finds no reader.
+    let started = wait_until(Duration::from_secs(10), || {
+        home.run(&[
             "--json", "daemon", "start", "--name", "bot", "--config", &cfg, "--log", fifo_s,
-        ]);
-        if r.code == 0 {
-            started = Some(r);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(started.is_some(), "the daemon never started on the FIFO");
+        ])
+        .code
+            == 0
+    });
+    assert!(started, "the daemon never started on the FIFO");
     let r = home.run(&["--json", "daemon", "restart", "--name", "bot"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(

@@ -117,17 +117,13 @@ fn metrics_and_status_count_turns_by_outcome_without_text() {
 
     // The reply reaches the simulator's outbox a moment before the bot counts the turn as
     // finished (after the send's answer), so wait for that count, bounded, before reading.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let (code, scrape) = loop {
-        let (code, scrape) = get(&stack, &format!("{base}/metrics"));
-        let counted = sample(&scrape, "clawdbot_turn_duration_seconds_count") == Some(1.0)
+    let (mut code, mut scrape) = (0, String::new());
+    support::wait_until(Duration::from_secs(15), || {
+        (code, scrape) = get(&stack, &format!("{base}/metrics"));
+        sample(&scrape, "clawdbot_turn_duration_seconds_count") == Some(1.0)
             && sample(&scrape, "clawdbot_replies_total{outcome=\"answer\"}") == Some(1.0)
-            && sample(&scrape, "clawdbot_inbox_pending") == Some(0.0);
-        if counted || std::time::Instant::now() > deadline {
-            break (code, scrape);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+            && sample(&scrape, "clawdbot_inbox_pending") == Some(0.0)
+    });
     assert_eq!(code, 200);
     for (name, want) in [
         ("clawdbot_messages_received_total", 1.0),
