@@ -32,6 +32,14 @@ struct ModelLabel {
     model: String,
 }
 
+/// A model's replica by its index under `models.NAME.replicas` (never its URL, which may
+/// hold a password): bounded by the config.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabel {
+    model: String,
+    replica: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelOutcomeLabel {
     model: String,
@@ -393,6 +401,59 @@ impl ReportCollector {
                 match kind {
                     MetricType::Counter => ConstCounter::new(v as u64).encode(fam)?,
                     _ => ConstGauge::new(v).encode(fam)?,
+                }
+            }
+        }
+        self.encode_replicas(e, models)
+    }
+
+    /// Per-replica figures, labelled `model` and `replica` (its index).
+    fn encode_replicas(
+        &self,
+        e: &mut DescriptorEncoder,
+        models: &[crate::status::ModelReport],
+    ) -> Result<(), fmt::Error> {
+        type Figure = fn(&crate::status::ReplicaReport) -> i64;
+        let per_replica: [(&str, &str, MetricType, Figure); 4] = [
+            (
+                "clawdbot_model_replica_in_flight",
+                "Requests running on the model's replica now",
+                MetricType::Gauge,
+                |r| r.in_flight as i64,
+            ),
+            (
+                "clawdbot_model_replica_slots",
+                "The replica's own concurrency limit",
+                MetricType::Gauge,
+                |r| r.limit as i64,
+            ),
+            (
+                "clawdbot_model_replica_healthy",
+                "1 while the replica takes traffic, 0 while it cools down after failures",
+                MetricType::Gauge,
+                |r| i64::from(r.state == "healthy"),
+            ),
+            (
+                "clawdbot_model_replica_failures",
+                "Requests that failed through the replica's fault (connect, 5xx, no first token)",
+                MetricType::Counter,
+                |r| r.failures as i64,
+            ),
+        ];
+        for (name, help, kind, figure) in per_replica {
+            let mut m = e.encode_descriptor(name, help, None, kind)?;
+            for model in models {
+                for (i, r) in model.replicas.iter().enumerate() {
+                    let labels = ReplicaLabel {
+                        model: model.name.clone(),
+                        replica: i.to_string(),
+                    };
+                    let v = figure(r);
+                    let fam = m.encode_family(&labels)?;
+                    match kind {
+                        MetricType::Counter => ConstCounter::new(v as u64).encode(fam)?,
+                        _ => ConstGauge::new(v).encode(fam)?,
+                    }
                 }
             }
         }
