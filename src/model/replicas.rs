@@ -35,7 +35,7 @@ use super::error::{ModelError, TimeoutPhase};
 /// Failures in a row after which a replica cools down.
 pub(crate) const FAILURES_BEFORE_COOLDOWN: u32 = 3;
 /// How long a failing replica gets no traffic while others are healthy.
-pub(crate) const COOLDOWN: Duration = Duration::from_secs(10);
+pub(crate) const COOLDOWN: Duration = Duration::from_secs(30);
 
 /// Where the in-flight count of each replica lives (see the module's "seam").
 ///

@@ -451,7 +451,8 @@ impl Attempt<'_> {
                     &mut on_progress,
                 )
                 .await;
-            drop(lease);
+            // Health is recorded while the slot is still held: the next turn to take it
+            // already sees this outcome (so a cooling replica gets no extra request).
             let error = match result {
                 Ok(text) => {
                     entry.replicas.succeeded(replica);
@@ -462,6 +463,7 @@ impl Attempt<'_> {
             if counts_against_replica(&error, got_first_token) {
                 entry.replicas.failed(replica);
             }
+            drop(lease);
             let time_left =
                 fallback_deadline(Instant::now(), deadline, &entry.budgets, &entry.budgets)
                     .is_some();
