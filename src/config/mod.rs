@@ -281,7 +281,12 @@ fn check_references(c: &Config) -> Result<(), ConfigProblem> {
     }
     for (name, m) in &c.models {
         let at = format!("models.{name}");
-        let model_limit = c.limits.max_concurrency_per_model.get(name).copied().unwrap_or(1);
+        let model_limit = c
+            .limits
+            .max_concurrency_per_model
+            .get(name)
+            .copied()
+            .unwrap_or(1);
         for (i, replica) in m.replicas.iter().enumerate() {
             if let Some(own) = replica.max_concurrency.filter(|own| *own > model_limit) {
                 return Err(ConfigProblem::invalid(
@@ -450,30 +455,51 @@ limits:
         assert_eq!(endpoints[0].max_concurrency, Some(2));
         assert_eq!(endpoints[1].base_url, "http://127.0.0.1:8002/v1");
 
-        let both = SEED.replace("    model: \"local-chat\"", &format!("    {replicas}\n    model: \"local-chat\""));
+        let both = SEED.replace(
+            "    model: \"local-chat\"",
+            &format!("    {replicas}\n    model: \"local-chat\""),
+        );
         let e = parse(&both).unwrap_err().to_string();
         assert!(
-            e.contains("line 4") && e.contains("models.local_chat") && e.contains("base_url and replicas are both set"),
+            e.contains("line 4")
+                && e.contains("models.local_chat")
+                && e.contains("base_url and replicas are both set"),
             "{e}"
         );
         let e = parse(&SEED.replace("base_url: \"http://127.0.0.1:8000/v1\"", "replicas: []"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("models.local_chat") && e.contains("neither base_url nor replicas"), "{e}");
-        let e = parse(&SEED.replace("base_url: \"http://127.0.0.1:8000/v1\"", &replicas.replace("max_concurrency: 2", "max_concurrency: 5")))
-            .unwrap_err()
-            .to_string();
         assert!(
-            e.contains("models.local_chat.replicas[0].max_concurrency") && e.contains("above the model's limit of 4"),
+            e.contains("models.local_chat") && e.contains("neither base_url nor replicas"),
             "{e}"
         );
-        let e = parse(&SEED.replace("base_url: \"http://127.0.0.1:8000/v1\"", &replicas.replace("max_concurrency: 2", "max_concurrency: 0")))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("replicas[0].max_concurrency") && e.contains("minimum of 1"), "{e}");
-        let e = parse(&SEED.replace("base_url: \"http://127.0.0.1:8000/v1\"", &replicas.replace("8002/v1", "8002/v1\n        colour: red")))
-            .unwrap_err()
-            .to_string();
+        let e = parse(&SEED.replace(
+            "base_url: \"http://127.0.0.1:8000/v1\"",
+            &replicas.replace("max_concurrency: 2", "max_concurrency: 5"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("models.local_chat.replicas[0].max_concurrency")
+                && e.contains("above the model's limit of 4"),
+            "{e}"
+        );
+        let e = parse(&SEED.replace(
+            "base_url: \"http://127.0.0.1:8000/v1\"",
+            &replicas.replace("max_concurrency: 2", "max_concurrency: 0"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("replicas[0].max_concurrency") && e.contains("minimum of 1"),
+            "{e}"
+        );
+        let e = parse(&SEED.replace(
+            "base_url: \"http://127.0.0.1:8000/v1\"",
+            &replicas.replace("8002/v1", "8002/v1\n        colour: red"),
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("colour") && e.contains("line 9"), "{e}");
     }
 

@@ -9,8 +9,7 @@ use serde::Deserialize;
 use super::checks::MIN_PROMPT_CHARS;
 use super::de::{
     at_least, at_least_opt, http_url, http_url_opt, http_urls, in_range, models, name, name_opt,
-    socket_addr,
-    targets,
+    socket_addr, targets,
 };
 use super::env::Secret;
 
@@ -144,7 +143,9 @@ pub struct ReplicaConfig {
 /// Why a model's runtime keys do not fit together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointsError {
-    #[error("base_url and replicas are both set; keep base_url for one runtime or replicas for several")]
+    #[error(
+        "base_url and replicas are both set; keep base_url for one runtime or replicas for several"
+    )]
     Both,
     #[error("neither base_url nor replicas is set (or replicas is empty); give the runtime's base_url, or replicas: a list of {{base_url}}")]
     Neither,
@@ -158,7 +159,9 @@ impl ModelConfig {
         match (&self.base_url, self.replicas.is_empty()) {
             (Some(_), false) => Err(EndpointsError::Both),
             (None, true) => Err(EndpointsError::Neither),
-            (None, false) if self.health_url.is_some() => Err(EndpointsError::HealthUrlWithReplicas),
+            (None, false) if self.health_url.is_some() => {
+                Err(EndpointsError::HealthUrlWithReplicas)
+            }
             _ => Ok(()),
         }
     }

@@ -260,7 +260,9 @@ impl ReplicaSet {
             if now >= deadline {
                 return None;
             }
-            let wake = self.next_cooldown_end(now).map_or(deadline, |t| t.min(deadline));
+            let wake = self
+                .next_cooldown_end(now)
+                .map_or(deadline, |t| t.min(deadline));
             tokio::select! {
                 _ = changed => {}
                 _ = tokio::time::sleep_until(wake) => {}
@@ -387,7 +389,10 @@ mod tests {
         for _ in 0..200 {
             seen[s.try_pick(&[]).expect("free").index()] += 1;
         }
-        assert!(seen[0] > 20 && seen[1] > 20, "ties broken at random: {seen:?}");
+        assert!(
+            seen[0] > 20 && seen[1] > 20,
+            "ties broken at random: {seen:?}"
+        );
     }
 
     /// Three failures in a row cool a replica down: no traffic while the other is
@@ -397,11 +402,19 @@ mod tests {
         let s = set(&[4, 4]);
         s.failed(0);
         s.failed(0);
-        assert_eq!(s.figures()[0].state, "healthy", "two failures are not enough");
+        assert_eq!(
+            s.figures()[0].state,
+            "healthy",
+            "two failures are not enough"
+        );
         s.succeeded(0);
         s.failed(0);
         s.failed(0);
-        assert_eq!(s.figures()[0].state, "healthy", "a success ended the streak");
+        assert_eq!(
+            s.figures()[0].state,
+            "healthy",
+            "a success ended the streak"
+        );
         s.failed(0);
         assert_eq!(s.figures()[0].state, "cooling_down");
         for _ in 0..50 {
@@ -417,7 +430,11 @@ mod tests {
         }
         assert_eq!(s.figures()[0].state, "cooling_down");
         s.probe_answered(0);
-        assert_eq!(s.figures()[0].state, "healthy", "a good probe ends it early");
+        assert_eq!(
+            s.figures()[0].state,
+            "healthy",
+            "a good probe ends it early"
+        );
         assert_eq!(s.figures()[0].failures, 8);
     }
 
@@ -431,7 +448,10 @@ mod tests {
         }
         let busy = s.try_pick(&[]).expect("the healthy one");
         assert_eq!(busy.index(), 1);
-        assert!(s.try_pick(&[]).is_none(), "waits rather than use the cooling one");
+        assert!(
+            s.try_pick(&[]).is_none(),
+            "waits rather than use the cooling one"
+        );
         let started = Instant::now();
         let waiter = {
             let s = s.clone();
@@ -445,12 +465,22 @@ mod tests {
         drop(busy);
         let (got, waited) = waiter.await.expect("task");
         assert_eq!(got, Some(1), "the freed healthy slot");
-        assert_eq!(waited, Duration::from_secs(1), "woken by the release, not a timer");
+        assert_eq!(
+            waited,
+            Duration::from_secs(1),
+            "woken by the release, not a timer"
+        );
         for _ in 0..3 {
             s.failed(1);
         }
-        assert!(s.try_pick(&[1]).is_some(), "all cooling: one is tried anyway");
-        assert!(s.pick(&[0, 1], far()).await.is_none(), "every replica tried");
+        assert!(
+            s.try_pick(&[1]).is_some(),
+            "all cooling: one is tried anyway"
+        );
+        assert!(
+            s.pick(&[0, 1], far()).await.is_none(),
+            "every replica tried"
+        );
     }
 
     /// The wait for a replica ends at its deadline, or when a cooldown ends.
@@ -471,7 +501,10 @@ mod tests {
             status,
             error: Default::default(),
         };
-        assert!(counts_against_replica(&ModelError::Connect("refused".into()), false));
+        assert!(counts_against_replica(
+            &ModelError::Connect("refused".into()),
+            false
+        ));
         assert!(counts_against_replica(&http(503), false));
         assert!(counts_against_replica(
             &ModelError::Timeout(TimeoutPhase::FirstToken),

@@ -297,21 +297,24 @@ impl ModelRouter {
     /// or why it failed. A replica that answers is healthy again (its cooldown ends).
     pub async fn check(&self, timeout: Duration) -> Vec<ReplicaProbe> {
         let probes = self.inner.models.iter().flat_map(|(name, e)| {
-            e.clients.iter().enumerate().map(move |(i, client)| async move {
-                let result = match client {
-                    Ok(c) => c.probe(timeout).await,
-                    Err(why) => Err(why.clone().into()),
-                };
-                if result.is_ok() {
-                    e.replicas.probe_answered(i);
-                }
-                ReplicaProbe {
-                    model: name.clone(),
-                    replica: (e.clients.len() > 1).then_some(i),
-                    base_url: e.base_urls[i].clone(),
-                    result,
-                }
-            })
+            e.clients
+                .iter()
+                .enumerate()
+                .map(move |(i, client)| async move {
+                    let result = match client {
+                        Ok(c) => c.probe(timeout).await,
+                        Err(why) => Err(why.clone().into()),
+                    };
+                    if result.is_ok() {
+                        e.replicas.probe_answered(i);
+                    }
+                    ReplicaProbe {
+                        model: name.clone(),
+                        replica: (e.clients.len() > 1).then_some(i),
+                        base_url: e.base_urls[i].clone(),
+                        result,
+                    }
+                })
         });
         futures_util::future::join_all(probes).await
     }

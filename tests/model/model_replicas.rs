@@ -22,7 +22,11 @@ async fn flood(router: &ModelRouter, n: usize) -> Vec<TurnOutcome> {
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let router = router.clone();
-            tokio::spawn(async move { ask(&router, turn(&format!("c{}", i % 8), &format!("q{i}"))).await.0 })
+            tokio::spawn(async move {
+                ask(&router, turn(&format!("c{}", i % 8), &format!("q{i}")))
+                    .await
+                    .0
+            })
         })
         .collect();
     let mut out = Vec::new();
@@ -66,8 +70,14 @@ async fn stalled_and_down_replicas_lose_their_traffic_within_each_replicas_limit
         assert!(answer_text(o).starts_with("echo: q"), "{o:?}");
     }
     let peak = healthy.state.stats().max_in_flight;
-    assert_eq!(peak, 2, "the healthy replica was full but never above its limit of 2");
-    assert!(stalled.state.stats().max_in_flight <= 1, "stalled replica above its limit of 1");
+    assert_eq!(
+        peak, 2,
+        "the healthy replica was full but never above its limit of 2"
+    );
+    assert!(
+        stalled.state.stats().max_in_flight <= 1,
+        "stalled replica above its limit of 1"
+    );
 
     // Then one at a time, until both broken replicas cooled down (each needs three
     // failures in a row; the draw decides when they are picked).
@@ -84,10 +94,19 @@ async fn stalled_and_down_replicas_lose_their_traffic_within_each_replicas_limit
     }
     assert!(cooled(&router), "{:?}", router.reports()[0].replicas);
     let report = &router.reports()[0];
-    assert_eq!(report.replicas[1].failures, 3, "stalled: cooled after 3 failures");
-    assert_eq!(report.replicas[2].failures, 3, "down: cooled after 3 failures");
+    assert_eq!(
+        report.replicas[1].failures, 3,
+        "stalled: cooled after 3 failures"
+    );
+    assert_eq!(
+        report.replicas[2].failures, 3,
+        "down: cooled after 3 failures"
+    );
     assert_eq!(requests(&stalled), 3, "one request per failure, no more");
-    assert_eq!(report.replica_retries, 6, "each failure retried on another replica");
+    assert_eq!(
+        report.replica_retries, 6,
+        "each failure retried on another replica"
+    );
     assert_eq!(report.failures, 6);
 
     // Cooling down: every further turn goes to the healthy replica, at once.
@@ -96,9 +115,16 @@ async fn stalled_and_down_replicas_lose_their_traffic_within_each_replicas_limit
         assert!(answer_text(&o).starts_with("echo: q"), "{o:?}");
     }
     assert_eq!(requests(&healthy) - before_healthy, 8);
-    assert_eq!(requests(&stalled), before_stalled, "no request to a cooling replica");
+    assert_eq!(
+        requests(&stalled),
+        before_stalled,
+        "no request to a cooling replica"
+    );
     let report = &router.reports()[0];
-    assert_eq!(report.replicas[2].failures, 3, "no request to the down one either");
+    assert_eq!(
+        report.replicas[2].failures, 3,
+        "no request to the down one either"
+    );
     assert_eq!(report.replica_retries, 6);
     assert!(healthy.state.stats().max_in_flight <= 2);
     // Status shows each replica; the in-flight counts all went back.
@@ -131,10 +157,16 @@ async fn retry_on_another_replica_only_before_the_first_token_and_within_the_bud
             assert_eq!(answer_text(&o), format!("echo: t{i}"));
         }
     }
-    assert!(broke > 0, "the draw never picked the stalling replica in 16 turns");
+    assert!(
+        broke > 0,
+        "the draw never picked the stalling replica in 16 turns"
+    );
     let report = &router.reports()[0];
     assert_eq!(report.replica_retries, 0);
-    assert_eq!(report.replicas[1].failures, 0, "a stall after the first token is the answer's, not the replica's fault");
+    assert_eq!(
+        report.replicas[1].failures, 0,
+        "a stall after the first token is the answer's, not the replica's fault"
+    );
 
     // Both replicas silent; the first-token budget (900 ms) leaves 100 ms of a 1000 ms
     // turn, under a quarter of it: no second replica is asked.
@@ -147,6 +179,10 @@ async fn retry_on_another_replica_only_before_the_first_token_and_within_the_bud
     let (o, _) = ask(&router, turn("c", "late")).await;
     let (_, timed_out) = failed_reason(&o);
     assert!(timed_out, "{o:?}");
-    assert_eq!(requests(&silent_a) + requests(&silent_b), 1, "no retry without time left");
+    assert_eq!(
+        requests(&silent_a) + requests(&silent_b),
+        1,
+        "no retry without time left"
+    );
     assert_eq!(router.reports()[0].replica_retries, 0);
 }
