@@ -524,41 +524,36 @@ limits:
                 && e.contains("base_url and replicas are both set"),
             "{e}"
         );
-        let e = parse(&SEED.replace("base_url: \"http://127.0.0.1:8000/v1\"", "replicas: []"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("models.local_chat") && e.contains("neither base_url nor replicas"),
-            "{e}"
-        );
-        let e = parse(&SEED.replace(
-            "base_url: \"http://127.0.0.1:8000/v1\"",
-            &replicas.replace("max_concurrency: 2", "max_concurrency: 5"),
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("models.local_chat.replicas[0].max_concurrency")
-                && e.contains("above the model's limit of 4"),
-            "{e}"
-        );
-        let e = parse(&SEED.replace(
-            "base_url: \"http://127.0.0.1:8000/v1\"",
-            &replicas.replace("max_concurrency: 2", "max_concurrency: 0"),
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("replicas[0].max_concurrency") && e.contains("minimum of 1"),
-            "{e}"
-        );
-        let e = parse(&SEED.replace(
-            "base_url: \"http://127.0.0.1:8000/v1\"",
-            &replicas.replace("8002/v1", "8002/v1\n        colour: red"),
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("colour") && e.contains("line 9"), "{e}");
+        // The seed with its `base_url` line replaced by `runtimes`: the error text.
+        let refused = |runtimes: &str| {
+            parse(&SEED.replace("base_url: \"http://127.0.0.1:8000/v1\"", runtimes))
+                .unwrap_err()
+                .to_string()
+        };
+        for (runtimes, wanted) in [
+            (
+                "replicas: []".to_string(),
+                ["models.local_chat", "neither base_url nor replicas"],
+            ),
+            (
+                replicas.replace("max_concurrency: 2", "max_concurrency: 5"),
+                [
+                    "models.local_chat.replicas[0].max_concurrency",
+                    "above the model's limit of 4",
+                ],
+            ),
+            (
+                replicas.replace("max_concurrency: 2", "max_concurrency: 0"),
+                ["replicas[0].max_concurrency", "minimum of 1"],
+            ),
+            (
+                replicas.replace("8002/v1", "8002/v1\n        colour: red"),
+                ["colour", "line 9"],
+            ),
+        ] {
+            let e = refused(&runtimes);
+            assert!(wanted.iter().all(|w| e.contains(w)), "{wanted:?}: {e}");
+        }
     }
 
     #[test]

@@ -390,20 +390,16 @@ impl ReportCollector {
                 |r| r.fallbacks as i64,
             ),
         ];
-        for (name, help, kind, figure) in per_model {
-            let mut m = e.encode_descriptor(name, help, None, kind)?;
-            for r in models {
+        let labelled: Vec<_> = models
+            .iter()
+            .map(|r| {
                 let labels = ModelLabel {
                     model: r.name.clone(),
                 };
-                let v = figure(r);
-                let fam = m.encode_family(&labels)?;
-                match kind {
-                    MetricType::Counter => ConstCounter::new(v as u64).encode(fam)?,
-                    _ => ConstGauge::new(v).encode(fam)?,
-                }
-            }
-        }
+                (labels, r)
+            })
+            .collect();
+        encode_figures(e, &per_model, &labelled)?;
         self.encode_replicas(e, models)
     }
 
@@ -440,25 +436,41 @@ impl ReportCollector {
                 |r| r.failures as i64,
             ),
         ];
-        for (name, help, kind, figure) in per_replica {
-            let mut m = e.encode_descriptor(name, help, None, kind)?;
-            for model in models {
-                for (i, r) in model.replicas.iter().enumerate() {
+        let labelled: Vec<_> = models
+            .iter()
+            .flat_map(|model| {
+                model.replicas.iter().enumerate().map(|(i, r)| {
                     let labels = ReplicaLabel {
                         model: model.name.clone(),
                         replica: i.to_string(),
                     };
-                    let v = figure(r);
-                    let fam = m.encode_family(&labels)?;
-                    match kind {
-                        MetricType::Counter => ConstCounter::new(v as u64).encode(fam)?,
-                        _ => ConstGauge::new(v).encode(fam)?,
-                    }
-                }
+                    (labels, r)
+                })
+            })
+            .collect();
+        encode_figures(e, &per_replica, &labelled)
+    }
+}
+
+/// One metric family per figure (name, help, kind, how to read it), one sample per
+/// labelled item.
+fn encode_figures<T, L: EncodeLabelSet>(
+    e: &mut DescriptorEncoder,
+    figures: &[(&str, &str, MetricType, fn(&T) -> i64)],
+    items: &[(L, &T)],
+) -> Result<(), fmt::Error> {
+    for (name, help, kind, figure) in figures {
+        let mut m = e.encode_descriptor(name, help, None, kind.clone())?;
+        for (labels, item) in items {
+            let v = figure(item);
+            let fam = m.encode_family(labels)?;
+            match kind {
+                MetricType::Counter => ConstCounter::new(v as u64).encode(fam)?,
+                _ => ConstGauge::new(v).encode(fam)?,
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 #[cfg(test)]
