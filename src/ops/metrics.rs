@@ -363,8 +363,7 @@ impl ReportCollector {
                 }
             }
         }
-        type Figure = fn(&crate::status::ModelReport) -> i64;
-        let per_model: [(&str, &str, MetricType, Figure); 4] = [
+        let per_model: [Figure<crate::status::ModelReport>; 4] = [
             (
                 "clawdbot_model_in_flight",
                 "Requests running on the model now",
@@ -409,8 +408,7 @@ impl ReportCollector {
         e: &mut DescriptorEncoder,
         models: &[crate::status::ModelReport],
     ) -> Result<(), fmt::Error> {
-        type Figure = fn(&crate::status::ReplicaReport) -> i64;
-        let per_replica: [(&str, &str, MetricType, Figure); 4] = [
+        let per_replica: [Figure<crate::status::ReplicaReport>; 4] = [
             (
                 "clawdbot_model_replica_in_flight",
                 "Requests running on the model's replica now",
@@ -452,15 +450,17 @@ impl ReportCollector {
     }
 }
 
-/// One metric family per figure (name, help, kind, how to read it), one sample per
-/// labelled item.
+/// A figure read from a report: metric name, help, kind, and how to read it from a `T`.
+type Figure<T> = (&'static str, &'static str, MetricType, fn(&T) -> i64);
+
+/// One metric family per figure, one sample per labelled item.
 fn encode_figures<T, L: EncodeLabelSet>(
     e: &mut DescriptorEncoder,
-    figures: &[(&str, &str, MetricType, fn(&T) -> i64)],
+    figures: &[Figure<T>],
     items: &[(L, &T)],
 ) -> Result<(), fmt::Error> {
     for (name, help, kind, figure) in figures {
-        let mut m = e.encode_descriptor(name, help, None, kind.clone())?;
+        let mut m = e.encode_descriptor(name, help, None, *kind)?;
         for (labels, item) in items {
             let v = figure(item);
             let fam = m.encode_family(labels)?;
