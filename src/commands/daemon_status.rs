@@ -268,6 +268,16 @@ fn channel_line(c: &ChannelReport) -> String {
 }
 
 fn model_line(m: &ModelReport) -> String {
+    // With several replicas a turn may make several requests: say that `failures`
+    // counts requests, and how many of them were retried (and maybe answered) elsewhere.
+    let failures = if m.replicas.len() > 1 {
+        format!(
+            "{} (requests; {} retried on another replica)",
+            m.failures, m.replica_retries
+        )
+    } else {
+        m.failures.to_string()
+    };
     format!(
         "  model {}: {}/{} in flight, {} queued, served {}, failures {}, timeouts {}, fallbacks {}, busy {}, p50 {} ms, p95 {} ms{}",
         m.name,
@@ -275,7 +285,7 @@ fn model_line(m: &ModelReport) -> String {
         m.limit,
         m.queued,
         m.served,
-        m.failures,
+        failures,
         m.timeouts,
         m.fallbacks,
         m.busy_rejections,
