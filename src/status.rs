@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the JSON documents printed with `--json`. Bump only on breaking changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The values of [`ChannelReport::state`].
 pub mod channel_state {

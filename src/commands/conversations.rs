@@ -34,7 +34,7 @@ pub(crate) fn list(layout: &Layout, args: &ConversationsArgs, out: &Output) -> C
         }
     };
     out.result(
-        json!({"ok": true, "name": args.name, "conversations": seen}),
+        json!({"name": args.name, "conversations": seen}),
         &table(&seen, crate::clock::now_ms()),
     );
     if !out.json {

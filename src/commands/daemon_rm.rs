@@ -45,7 +45,7 @@ pub(super) fn rm(layout: &Layout, args: &RmArgs, out: &Output) -> CmdResult {
     }
     forget(&paths);
     out.result(
-        json!({"ok": true, "name": name, "result": "forgotten",
+        json!({"name": name, "state": "forgotten",
                "state_dir": paths.state.display().to_string()}),
         &format!(
             "forgot {name}; its state folder {} is kept (it may hold replies still owed)",

@@ -114,7 +114,7 @@ pub(crate) fn start_daemon(
                 paths.name
             ));
             out.result(
-                json!({"ok": true, "name": paths.name, "state": "running", "pid": pid,
+                json!({"name": paths.name, "state": "running", "pid": pid,
                        "version": version, "already_running": true}),
                 &format!("{} already running (pid {pid})", paths.name),
             );
@@ -365,8 +365,9 @@ fn started_doc(
 ) -> Code {
     let ms = started.elapsed().as_millis() as u64;
     out.result(
-        json!({"ok": true, "name": paths.name, "state": "running", "pid": client.daemon_pid,
-               "version": client.daemon_version, "log": launch.log.describe(),
+        json!({"name": paths.name, "state": "running", "pid": client.daemon_pid,
+               "version": client.daemon_version, "log_path": launch.log.describe(),
+               "already_running": false,
                "socket": crate::daemon::probe::control_socket(paths).display().to_string(), "ready_ms": ms}),
         &format!(
             "started {} (pid {}) in {ms} ms; log: {}",

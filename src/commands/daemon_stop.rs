@@ -46,8 +46,8 @@ pub(super) enum Stopped {
 impl Stopped {
     fn as_str(self) -> &'static str {
         match self {
-            Stopped::WasNotRunning => "not_running",
-            Stopped::Drained => "stopped",
+            Stopped::WasNotRunning => "was_not_running",
+            Stopped::Drained => "drained",
             Stopped::Terminated => "terminated",
             Stopped::Killed => "killed",
         }
@@ -94,7 +94,7 @@ pub(crate) fn stop_daemon(
             Stopped::Killed => format!("killed {name} (SIGKILL after {} s)", timeout.as_secs()),
         };
         out.result(
-            json!({"ok": true, "name": name, "result": how.as_str()}),
+            json!({"name": name, "state": "stopped", "how": how.as_str()}),
             &human,
         );
     }

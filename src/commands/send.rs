@@ -32,7 +32,7 @@ pub(crate) fn send(layout: &Layout, args: &SendArgs, out: &Output) -> CmdResult 
     {
         Response::Sent(o) => {
             out.result(
-                json!({"ok": true, "target": o.target, "route": o.route, "process_query_key": o.process_query_key}),
+                json!({"name": args.name, "target": o.target, "route": o.route, "process_query_key": o.process_query_key}),
                 &format!("sent to {} via {}", o.target, o.route),
             );
             Ok(Code::Ok)

@@ -48,6 +48,10 @@ fn text_to_an_alias_a_conversation_and_a_user_lands_in_the_outbox() {
     assert_eq!(doc["ok"], true);
     assert_eq!(doc["route"], "group_send");
     assert_eq!(doc["target"], "cidStackGroup==");
+    assert_eq!(
+        doc["name"], "bot",
+        "the daemon is `name`, the conversation `target`"
+    );
     assert!(doc["process_query_key"].is_string(), "{doc}");
 
     let r = send(&stack, &["--to", "cidOther==", "--text", "ping cid"]);
@@ -151,7 +155,7 @@ fn dingtalk_refusing_beyond_the_retry_exits_1_and_nothing_is_sent() {
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["exit_code"], 1);
     assert!(
-        doc["error"]
+        doc["error"]["message"]
             .as_str()
             .unwrap()
             .contains("InvalidAuthentication"),
