@@ -121,6 +121,19 @@ impl From<crate::listen::BindError> for CliError {
     }
 }
 
+/// A control-socket exchange that failed: exit 4 (cannot tell), the kind saying why.
+impl From<crate::ipc::client::ClientError> for CliError {
+    fn from(e: crate::ipc::client::ClientError) -> Self {
+        use crate::ipc::client::ClientError;
+        let kind = match &e {
+            ClientError::NotListening(_) | ClientError::NoAnswer { .. } => ErrorKind::Unreachable,
+            ClientError::PermissionDenied(_) => ErrorKind::Permission,
+            ClientError::Unexpected(_) => ErrorKind::Internal,
+        };
+        CliError::new(Code::Unknown, e.to_string()).kind(kind)
+    }
+}
+
 /// Result type of every CLI command: the exit code on success too (status may succeed
 /// with "not running").
 pub(crate) type CmdResult = Result<Code, CliError>;

@@ -25,7 +25,7 @@ use crate::daemon::pidfile::{is_alive, open_lock_file, try_lock_exclusive, PidRe
 use crate::daemon::probe::{remove_leftovers, PROBE_TIMEOUT};
 use crate::daemon::runtime::{self, ReadyPipe};
 use crate::daemon::{probe, Down, Launch, Probe};
-use crate::exit::{CliError, CmdResult, Code};
+use crate::exit::{CliError, CmdResult, Code, ErrorKind};
 use crate::ipc::client::{Client, ClientError};
 use crate::logging::RunMode;
 use crate::paths::{io_error, DaemonPaths, Layout};
@@ -58,14 +58,11 @@ pub(crate) fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdR
     // Something can still change between the check and the new start (a FIFO's reader
     // leaves, a file is swapped): then say plainly that the old daemon is gone.
     start_daemon(layout, &args.launch, timeout, !args.no_wait_channel, out).map_err(|e| {
-        CliError::new(
-            e.code,
-            format!(
-                "{}
-daemon {:?} was stopped for the restart and is not running now",
-                e.message, paths.name
-            ),
-        )
+        let message = format!(
+            "{}\ndaemon {:?} was stopped for the restart and is not running now",
+            e.message, paths.name
+        );
+        CliError { message, ..e }
     })
 }
 
@@ -292,12 +289,11 @@ fn confirm(
         Outcome::TimedOut => format!("no readiness within {} s", timeout.as_secs()),
     };
     let put_down = put_down(paths, report.daemon, &report.outcome);
-    Err(start_failure(
-        paths,
-        launch,
-        mark,
-        &format!("{what}{put_down}"),
-    ))
+    let failure = start_failure(paths, launch, mark, &format!("{what}{put_down}"));
+    Err(match report.outcome {
+        Outcome::TimedOut => failure.kind(ErrorKind::Timeout),
+        _ => failure,
+    })
 }
 
 /// How often `start` asks a ready daemon whether DingTalk accepted its credentials.

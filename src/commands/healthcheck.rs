@@ -138,17 +138,9 @@ fn daemon_checks(
     let req = Request::Health {
         timeout_ms: timeout.as_millis() as u64,
     };
-    match client
-        .request(&req)
-        .map_err(|e| CliError::new(Code::Unknown, e.to_string()))?
-    {
+    match client.request(&req)? {
         Response::Health(h) => report.checks.extend(h.checks),
-        other => {
-            return Err(CliError::new(
-                Code::Unknown,
-                ClientError::unexpected(&other).to_string(),
-            ))
-        }
+        other => return Err(ClientError::unexpected(&other).into()),
     }
     Ok(report)
 }

@@ -1,5 +1,7 @@
-//! How commands print: with `--json` exactly one JSON document on stdout (carrying
-//! `schema_version`) and nothing else there; human text otherwise. Notes, progress and
+//! How commands print: with `--json` exactly one JSON document on stdout, in the one
+//! envelope of README "JSON output" (`ok`, `exit_code`, `schema_version`, and `error`
+//! {kind, message, fix} exactly when not ok; schemas in `docs/json/`), and nothing else
+//! there; human text otherwise. Notes, progress and
 //! errors always go to stderr. Colour only on a terminal and never with `NO_COLOR`.
 //!
 //! Invariant: printing never panics. Every byte for stdout goes through [`write_stdout`],

@@ -101,6 +101,12 @@ fn every_command_has_a_schema_and_every_schema_a_command() {
         })
         .filter(|n| n != "envelope")
         .collect();
+    let envelope = read_json(&Path::new(SCHEMA_DIR).join("envelope.schema.json"));
+    assert_eq!(
+        envelope["properties"]["schema_version"]["const"],
+        clawdbot::status::SCHEMA_VERSION,
+        "the published envelope names the version the binary prints"
+    );
     let want = commands();
     assert!(want.len() > 15, "the CLI walk found too little: {want:?}");
     let missing: Vec<&String> = want.difference(&have).collect();

@@ -154,6 +154,7 @@ fn dingtalk_refusing_beyond_the_retry_exits_1_and_nothing_is_sent() {
     let doc = r.json();
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["exit_code"], 1);
+    assert_eq!(doc["error"]["kind"], "refused", "{doc}");
     assert!(
         doc["error"]["message"]
             .as_str()
