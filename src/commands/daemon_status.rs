@@ -180,58 +180,28 @@ fn one(paths: &DaemonPaths) -> Seen {
 
 /// A daemon that does not answer: its document, its line of text and its failure.
 fn down(name: &str, why: Down) -> Seen {
-    let (code, kind, state, pid, reason, text) = match why {
-        Down::Unresponsive { pid, reason } => {
-            let text = format!("{name}: cannot tell ({reason})");
-            (
-                Code::Unknown,
-                ErrorKind::Unreachable,
-                "unknown",
-                pid,
-                Some(reason),
-                text,
-            )
-        }
-        Down::Denied { reason } => {
-            let text = format!("{name}: cannot tell ({reason})");
-            (
-                Code::Unknown,
-                ErrorKind::Permission,
-                "unknown",
-                None,
-                Some(reason),
-                text,
-            )
-        }
-        Down::UnsafeFolder { reason } => {
-            let text = format!("{name}: {reason}");
-            (
-                Code::Usage,
-                ErrorKind::Permission,
-                "unknown",
-                None,
-                Some(reason),
-                text,
-            )
-        }
-        Down::Stale { pid } => {
-            let text = format!(
-                "{name}: dead (stale pid file, pid {})",
-                pid.map(|p| p.to_string()).unwrap_or("?".into())
-            );
-            (Code::Failure, ErrorKind::Dead, "dead", pid, None, text)
-        }
-        Down::NotRunning => {
-            let text = format!("{name}: not running");
-            (
-                Code::NotRunning,
-                ErrorKind::NotRunning,
-                "stopped",
-                None,
-                None,
-                text,
-            )
-        }
+    let (code, kind, state) = match &why {
+        Down::Unresponsive { .. } => (Code::Unknown, ErrorKind::Unreachable, "unknown"),
+        Down::Denied { .. } => (Code::Unknown, ErrorKind::Permission, "unknown"),
+        Down::UnsafeFolder { .. } => (Code::Usage, ErrorKind::Permission, "unknown"),
+        Down::Stale { .. } => (Code::Failure, ErrorKind::Dead, "dead"),
+        Down::NotRunning => (Code::NotRunning, ErrorKind::NotRunning, "stopped"),
+    };
+    let unsafe_folder = matches!(why, Down::UnsafeFolder { .. });
+    let (pid, reason) = match why {
+        Down::Unresponsive { pid, reason } => (pid, Some(reason)),
+        Down::Denied { reason } | Down::UnsafeFolder { reason } => (None, Some(reason)),
+        Down::Stale { pid } => (pid, None),
+        Down::NotRunning => (None, None),
+    };
+    let text = match (&reason, state) {
+        (Some(reason), _) if unsafe_folder => format!("{name}: {reason}"),
+        (Some(reason), _) => format!("{name}: cannot tell ({reason})"),
+        (None, "dead") => format!(
+            "{name}: dead (stale pid file, pid {})",
+            pid.map_or_else(|| "?".to_string(), |p| p.to_string())
+        ),
+        (None, _) => format!("{name}: not running"),
     };
     Seen {
         doc: json!({"name": name, "state": state, "pid": pid, "last_error": reason}),
