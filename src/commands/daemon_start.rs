@@ -127,10 +127,15 @@ pub(crate) fn start_daemon(
                     pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
                     paths.name
                 ),
-            ))
+            )
+            .fix(format!("{me} daemon stop --name {}", paths.name)))
         }
-        Probe::Down(Down::Denied { reason }) => return Err(CliError::new(Code::Unknown, reason)),
-        Probe::Down(Down::UnsafeFolder { reason }) => return Err(CliError::usage(reason)),
+        Probe::Down(Down::Denied { reason }) => {
+            return Err(CliError::new(Code::Unknown, reason).kind(ErrorKind::Permission))
+        }
+        Probe::Down(Down::UnsafeFolder { reason }) => {
+            return Err(CliError::usage(reason).kind(ErrorKind::Permission))
+        }
         Probe::Down(Down::Stale { .. } | Down::NotRunning) => remove_leftovers(&paths),
     }
 

@@ -16,7 +16,7 @@ use crate::cli::StopArgs;
 use crate::daemon::pidfile::{is_locked, is_same_process, read_record, PidRecord};
 use crate::daemon::probe::{remove_leftovers, PROBE_TIMEOUT};
 use crate::daemon::{probe, Down, Probe};
-use crate::exit::{CliError, CmdResult, Code};
+use crate::exit::{CliError, CmdResult, Code, ErrorKind};
 use crate::ipc::client::Client;
 use crate::ipc::{Request, Response};
 use crate::paths::{DaemonPaths, Layout};
@@ -72,8 +72,12 @@ pub(crate) fn stop_daemon(
             remove_leftovers(&paths);
             Stopped::WasNotRunning
         }
-        Probe::Down(Down::Denied { reason }) => return Err(CliError::new(Code::Unknown, reason)),
-        Probe::Down(Down::UnsafeFolder { reason }) => return Err(CliError::usage(reason)),
+        Probe::Down(Down::Denied { reason }) => {
+            return Err(CliError::new(Code::Unknown, reason).kind(ErrorKind::Permission))
+        }
+        Probe::Down(Down::UnsafeFolder { reason }) => {
+            return Err(CliError::usage(reason).kind(ErrorKind::Permission))
+        }
         Probe::Running { .. } => {
             if ask_to_shut_down(&paths, timeout)
                 && wait_unlocked(&paths, timeout + Duration::from_secs(1))

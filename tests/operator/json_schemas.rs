@@ -477,6 +477,13 @@ fn every_command_json_output_matches_its_schema() {
             .contains("stop it first"),
         "{doc}"
     );
+    assert!(
+        doc["error"]["fix"]
+            .as_str()
+            .unwrap()
+            .ends_with("daemon stop --name bot"),
+        "{doc}"
+    );
     let doc = json_run(
         &stack,
         "daemon-stop",
