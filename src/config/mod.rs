@@ -227,8 +227,41 @@ fn check_ops(ops: Option<&OpsConfig>) -> Result<(), ConfigProblem> {
     Ok(())
 }
 
+/// `state:`: a `redis:` section exactly when the backend is Redis, with a `redis://` URL
+/// (checked without ever quoting it: it may hold a password).
+fn check_state(state: &StateConfig) -> Result<(), ConfigProblem> {
+    match (state.backend, &state.redis) {
+        (StateBackend::Local, None) => Ok(()),
+        (StateBackend::Local, Some(_)) => Err(ConfigProblem::invalid(
+            "state.redis",
+            "is only used with `backend: redis` (the backend is local)",
+        )),
+        (StateBackend::Redis, None) => Err(ConfigProblem::invalid(
+            "state.redis",
+            "missing: `backend: redis` needs `redis: {url: \"redis://HOST:6379/0\"}`",
+        )),
+        (StateBackend::Redis, Some(r)) => {
+            let url = r.url.expose();
+            if !url.starts_with("redis://") {
+                return Err(ConfigProblem::invalid(
+                    "state.redis.url",
+                    "must start with redis:// (rediss:// and unix sockets are not supported)",
+                ));
+            }
+            redis::IntoConnectionInfo::into_connection_info(url).map_err(|_| {
+                ConfigProblem::invalid(
+                    "state.redis.url",
+                    "is not a valid redis://[user:password@]host[:port][/db] URL",
+                )
+            })?;
+            Ok(())
+        }
+    }
+}
+
 fn check_references(c: &Config) -> Result<(), ConfigProblem> {
     check_ops(c.ops.as_ref())?;
+    check_state(&c.state)?;
     if c.models.is_empty() {
         return Err(ConfigProblem::invalid(
             "models",
@@ -342,6 +375,31 @@ limits:
             c.models["local_chat"].api_key.as_ref().unwrap().expose(),
             "none"
         );
+    }
+
+    #[test]
+    fn the_state_backend_is_local_unless_redis_is_configured() {
+        assert_eq!(parse(SEED).unwrap().state.backend, StateBackend::Local);
+        let redis = format!(
+            "{SEED}state:\n  backend: redis\n  redis:\n    url: \"redis://u:pw@127.0.0.1:6379/0\"\n"
+        );
+        let c = parse(&redis).unwrap();
+        let r = c.state.redis.unwrap();
+        assert_eq!((r.key_prefix.as_str(), r.lease_ms), ("clawdbot", 10_000));
+        for (text, key) in [
+            (format!("{SEED}state:\n  backend: redis\n"), "state.redis"),
+            (
+                redis.replace("redis://u:pw@", "http://u:pw@"),
+                "state.redis.url",
+            ),
+            (
+                redis.replace("backend: redis", "backend: local"),
+                "state.redis",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(key) && !e.contains("pw@"), "{e}");
+        }
     }
 
     #[test]

@@ -42,6 +42,63 @@ pub struct Config {
     /// The HTTP ops endpoint (`/livez`, `/readyz`, `/metrics`, status page); off when absent.
     #[serde(default)]
     pub ops: Option<OpsConfig>,
+    /// Where state shared by replicas lives (`local` by default: this process only).
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// `state:`: the bot's state backend.
+///
+/// Invariant (checked at load): `backend: redis` comes with a `redis:` section, and a
+/// `redis:` section is only accepted with `backend: redis`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    #[serde(default)]
+    pub backend: StateBackend,
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+/// Which engine holds the state several replicas must share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackend {
+    /// Everything in this process and its state folder (one daemon per bot).
+    #[default]
+    Local,
+    /// Dedupe, inbox, turn order, memory, model limits and send rates in one Redis server,
+    /// shared by every replica with the same `key_prefix`.
+    Redis,
+}
+
+/// `state.redis:`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port/db`; a secret (the password) never shown.
+    pub url: Secret,
+    /// Prefix of every key; replicas of one bot share it, different bots must not.
+    #[serde(default = "default_redis_key_prefix", deserialize_with = "name")]
+    pub key_prefix: String,
+    /// This replica's name in Redis (default: `HOSTNAME-PID`).
+    #[serde(default, deserialize_with = "name_opt")]
+    pub replica_id: Option<String>,
+    /// How long a replica's claims (messages, model slots, turn locks) outlive its last
+    /// heartbeat before other replicas take them over.
+    #[serde(
+        default = "default_redis_lease_ms",
+        deserialize_with = "in_range::<_, _, 1000, 600000>"
+    )]
+    pub lease_ms: u64,
+}
+
+fn default_redis_key_prefix() -> String {
+    "clawdbot".to_string()
+}
+
+fn default_redis_lease_ms() -> u64 {
+    10_000
 }
 
 /// The HTTP ops endpoint.
