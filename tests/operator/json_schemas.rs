@@ -498,6 +498,29 @@ fn every_command_json_output_matches_its_schema() {
         0,
     );
     assert_eq!(doc["how"], "was_not_running");
+    // A listed daemon that is down: the list says which, with the worst one's kind and fix.
+    let doc = json_run(&stack, "daemon-status", &["daemon", "status"], 3);
+    assert_eq!(doc["daemons"][0]["state"], "stopped", "{doc}");
+    assert_eq!(doc["error"]["kind"], "not_running", "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bot (stopped)"),
+        "{doc}"
+    );
+    let one = json_run(
+        &stack,
+        "daemon-status",
+        &["daemon", "status", "--name", "bot"],
+        3,
+    );
+    let error: BTreeSet<String> = ["error".to_string()].into();
+    assert_eq!(
+        keys(&doc["daemons"][0]),
+        &(&keys(&one) - &envelope) - &error,
+        "a stopped daemon has one shape too"
+    );
     json_run(&stack, "daemon-rm", &["daemon", "rm", "--name", "bot"], 0);
 
     // Units, onboarding, the simulator's own document.
