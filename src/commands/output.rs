@@ -114,7 +114,11 @@ pub(crate) fn clap_outcome(e: &clap::Error, json: bool) -> Code {
         return Code::Ok;
     }
     write_stderr(&styled(&rendered, out.color));
-    let failure = clap_failure(&rendered.to_string());
+    let failure = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        missing_subcommand(&rendered.to_string())
+    } else {
+        clap_failure(&rendered.to_string())
+    };
     if json {
         out.print(json!({}), "", Some(&failure));
     }
@@ -146,6 +150,28 @@ fn clap_failure(plain: &str) -> CliError {
     });
     match fix {
         Some(fix) => failure.fix(fix),
+        None => failure,
+    }
+}
+
+/// A command given without its subcommand (clap prints that command's help): the
+/// subcommands it takes, from the help's `Commands:` list, and its usage line as the fix.
+fn missing_subcommand(help: &str) -> CliError {
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    let failure = CliError::usage(format!(
+        "a subcommand is missing: one of {}",
+        commands.join(", ")
+    ));
+    match help.lines().find(|l| l.starts_with("Usage: ")) {
+        Some(usage) => failure.fix(usage),
         None => failure,
     }
 }
@@ -310,5 +336,48 @@ impl Output {
         } else {
             s.to_string()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn clap_error(args: &[&str]) -> clap::Error {
+        crate::cli::Cli::try_parse_from(args).expect_err("a usage error")
+    }
+
+    #[test]
+    fn a_missing_argument_keeps_its_name_and_the_usage_line_is_the_fix() {
+        let e = clap_error(&["clawdbot", "send", "--to", "x", "--text", "y"]);
+        let failure = clap_failure(&e.render().to_string());
+        assert_eq!(
+            failure.message,
+            "the following required arguments were not provided: --name <NAME>"
+        );
+        assert_eq!(
+            (failure.code, failure.kind),
+            (Code::Usage, crate::exit::ErrorKind::Usage)
+        );
+        assert!(failure.fix.unwrap().starts_with("Usage: clawdbot send"));
+    }
+
+    #[test]
+    fn a_missing_subcommand_names_the_ones_it_takes() {
+        let e = clap_error(&["clawdbot", "daemon"]);
+        let failure = missing_subcommand(&e.render().to_string());
+        assert!(
+            failure
+                .message
+                .starts_with("a subcommand is missing: one of start, run, stop"),
+            "{}",
+            failure.message
+        );
+        assert!(!failure.message.contains("help"), "{}", failure.message);
+        assert_eq!(
+            failure.fix.as_deref(),
+            Some("Usage: clawdbot daemon [OPTIONS] <COMMAND>")
+        );
     }
 }

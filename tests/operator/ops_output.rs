@@ -145,6 +145,13 @@ fn json_usage_errors_print_one_error_document_and_the_human_message() {
     let r = home.run(&["--json", "daemon"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert_eq!(r.json()["exit_code"], 2);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("a subcommand is missing: one of start, run, stop"),
+        "{r:?}"
+    );
 
     // Without --json stdout stays empty.
     let r = home.run(&["daemon", "start", "--bogus"]);
