@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clawdbot_testkit::fake_model::FakeConfig;
 use jsonschema::{Draft, Resource, Validator};
-use serde_json::Value;
+use serde_json::{json, Value};
 use support::stack::{Stack, CLIENT_ID};
 use support::{dead_url, wait_until, Home, Run};
 
@@ -126,7 +126,26 @@ fn every_command_has_a_schema_and_every_schema_a_command() {
             schema["unevaluatedProperties"], false,
             "{command}: top level is strict"
         );
-        validator(command);
+        let v = validator(command);
+        // Every command can fail on its command line; the schemas must refuse drift.
+        let usage = json!({"ok": false, "exit_code": 2, "schema_version": 2,
+            "error": {"kind": "usage", "message": "m", "fix": null}});
+        assert!(v.is_valid(&usage), "{command}: a usage error is refused");
+        let mut refused = vec![
+            json!({"ok": false, "exit_code": 2, "schema_version": 2}),
+            json!({"ok": true, "exit_code": 1, "schema_version": 2}),
+            json!({"ok": false, "exit_code": 2, "schema_version": 1,
+                "error": {"kind": "usage", "message": "m", "fix": null}}),
+            json!({"ok": false, "exit_code": 2, "schema_version": 2,
+                "error": {"kind": "oops", "message": "m", "fix": null}}),
+            json!({"ok": false, "exit_code": 2, "schema_version": 2, "error": "m"}),
+        ];
+        let mut extra = usage.clone();
+        extra["result"] = json!("stopped");
+        refused.push(extra);
+        for doc in refused {
+            assert!(!v.is_valid(&doc), "{command}: accepts {doc}");
+        }
     }
 }
 
