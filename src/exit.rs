@@ -100,9 +100,16 @@ impl CliError {
     }
     /// The same error with the one next step to take.
     pub(crate) fn fix(self, fix: impl Into<String>) -> Self {
-        CliError {
-            fix: Some(fix.into()),
-            ..self
+        self.fix_if(Some(fix))
+    }
+    /// The same error with `fix` as its next step when there is one (else unchanged).
+    pub(crate) fn fix_if(self, fix: Option<impl Into<String>>) -> Self {
+        match fix {
+            Some(fix) => CliError {
+                fix: Some(fix.into()),
+                ..self
+            },
+            None => self,
         }
     }
 }

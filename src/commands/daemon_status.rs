@@ -118,10 +118,7 @@ fn all_failure(all: &[Seen], me: &str) -> Option<CliError> {
         ),
     )
     .kind(worst.kind);
-    Some(match &worst.fix {
-        Some(fix) => failure.fix(fix.clone()),
-        None => failure,
-    })
+    Some(failure.fix_if(worst.fix.clone()))
 }
 
 /// How bad a status code is, for the list's exit code: cannot tell (4) over dead (1)

@@ -80,10 +80,7 @@ pub(crate) fn failed_checks(checks: &[Check]) -> Option<CliError> {
         names.join(", ")
     ))
     .kind(ErrorKind::CheckFailed);
-    Some(match &first.fix {
-        Some(fix) => failure.fix(fix.clone()),
-        None => failure,
-    })
+    Some(failure.fix_if(first.fix.clone()))
 }
 
 /// The pre-flight checks of `config` without a daemon (model endpoints, DingTalk

@@ -125,7 +125,9 @@ pub(crate) fn clap_outcome(e: &clap::Error, json: bool) -> Code {
     failure.code
 }
 
-/// A clap usage error as a [`CliError`] (kind `usage`): the message is clap's first
+/// A clap usage error as a [`CliError`] (kind `usage`), read from clap's rendered text
+/// (hand-written: clap's error context has no one-line message, and the rendered words
+/// are the ones the user sees on stderr; unit tests below pin the format). The message is clap's first
 /// paragraph on one line, so a missing argument keeps its name ("the following required
 /// arguments were not provided: --name <NAME>"); the fix is clap's "similar argument"
 /// tip when it has one, else its usage line.
@@ -143,15 +145,12 @@ fn clap_failure(plain: &str) -> CliError {
         .find_map(|l| l.strip_prefix("tip: ").filter(|t| t.contains("similar")));
     let usage = rest.iter().find(|l| l.starts_with("Usage: "));
     let fix = tip.or(usage.copied()).map(str::to_string);
-    let failure = CliError::usage(if message.is_empty() {
+    CliError::usage(if message.is_empty() {
         "bad command line; see --help"
     } else {
         message
-    });
-    match fix {
-        Some(fix) => failure.fix(fix),
-        None => failure,
-    }
+    })
+    .fix_if(fix)
 }
 
 /// A command given without its subcommand (clap prints that command's help): the
@@ -166,14 +165,12 @@ fn missing_subcommand(help: &str) -> CliError {
         .filter_map(|l| l.split_whitespace().next())
         .filter(|c| *c != "help")
         .collect();
-    let failure = CliError::usage(format!(
+    let usage = help.lines().find(|l| l.starts_with("Usage: "));
+    CliError::usage(format!(
         "a subcommand is missing: one of {}",
         commands.join(", ")
-    ));
-    match help.lines().find(|l| l.starts_with("Usage: ")) {
-        Some(usage) => failure.fix(usage),
-        None => failure,
-    }
+    ))
+    .fix_if(usage)
 }
 
 /// clap's text with colours when they are wanted on that stream.
