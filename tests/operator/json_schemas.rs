@@ -201,24 +201,12 @@ fn usage_errors_of_every_command_match_its_schema_and_name_the_missing_argument(
         doc["error"]["message"],
         "the following required arguments were not provided: --name <NAME>"
     );
-    assert!(
-        doc["error"]["fix"]
-            .as_str()
-            .unwrap()
-            .contains("daemon start"),
-        "{doc}"
-    );
+    assert!(support::error_fix(&doc).contains("daemon start"), "{doc}");
     assert!(r.stderr.contains("--name <NAME>"), "{r:?}");
     // A misspelt flag: clap's "similar argument" tip is the fix.
     let r = home.run(&["--json", "daemon", "stop", "--nam", "bot"]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(
-        r.json()["error"]["fix"]
-            .as_str()
-            .unwrap()
-            .contains("--name"),
-        "{r:?}"
-    );
+    assert!(support::error_fix(&r.json()).contains("--name"), "{r:?}");
     let r = home.run(&["--json", "--version"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_matches_schema("version", &r.json());
@@ -295,10 +283,7 @@ fn every_command_json_output_matches_its_schema() {
         (&"bot".into(), &"stopped".into())
     );
     assert_eq!(doc["error"]["kind"], "not_running");
-    assert!(doc["error"]["fix"]
-        .as_str()
-        .unwrap()
-        .contains("daemon start --name bot"));
+    assert!(support::error_fix(&doc).contains("daemon start --name bot"));
     let doc = json_run(
         &stack,
         "send",
@@ -490,17 +475,11 @@ fn every_command_json_output_matches_its_schema() {
     );
     let doc = json_run(&stack, "daemon-rm", &["daemon", "rm", "--name", "bot"], 1);
     assert!(
-        doc["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("stop it first"),
+        support::error_message(&doc).contains("stop it first"),
         "{doc}"
     );
     assert!(
-        doc["error"]["fix"]
-            .as_str()
-            .unwrap()
-            .ends_with("daemon stop --name bot"),
+        support::error_fix(&doc).ends_with("daemon stop --name bot"),
         "{doc}"
     );
     let doc = json_run(
@@ -522,10 +501,7 @@ fn every_command_json_output_matches_its_schema() {
     assert_eq!(doc["daemons"][0]["state"], "stopped", "{doc}");
     assert_eq!(doc["error"]["kind"], "not_running", "{doc}");
     assert!(
-        doc["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("bot (stopped)"),
+        support::error_message(&doc).contains("bot (stopped)"),
         "{doc}"
     );
     let one = json_run(
@@ -566,13 +542,7 @@ fn every_command_json_output_matches_its_schema() {
         &["daemon", "install", "--name", "bot", "--unit-dir", units],
         1,
     );
-    assert!(
-        doc["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("--force"),
-        "{doc}"
-    );
+    assert!(support::error_message(&doc).contains("--force"), "{doc}");
     let doc = json_run(
         &stack,
         "daemon-uninstall",

@@ -80,10 +80,7 @@ fn a_model_server_that_is_down_fails_the_model_check_with_a_fix() {
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["error"]["kind"], "check_failed", "{doc}");
     assert!(
-        doc["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("model local_chat"),
+        support::error_message(&doc).contains("model local_chat"),
         "{doc}"
     );
     let m = check(&doc, "model local_chat");

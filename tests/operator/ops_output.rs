@@ -120,13 +120,7 @@ fn json_usage_errors_print_one_error_document_and_the_human_message() {
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["exit_code"], 2);
     assert_eq!(doc["error"]["kind"], "usage", "{doc}");
-    assert!(
-        doc["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("--bogus"),
-        "{doc}"
-    );
+    assert!(support::error_message(&doc).contains("--bogus"), "{doc}");
     assert!(
         r.stderr.contains("--bogus") && r.stderr.contains("Usage:"),
         "{r:?}"
@@ -136,19 +130,14 @@ fn json_usage_errors_print_one_error_document_and_the_human_message() {
     let r = home.run(&["daemon", "start", "--name", "x", "--timeout", "0", "--json"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("--timeout"),
+        support::error_message(&r.json()).contains("--timeout"),
         "{r:?}"
     );
     let r = home.run(&["--json", "daemon"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert_eq!(r.json()["exit_code"], 2);
     assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .unwrap()
+        support::error_message(&r.json())
             .starts_with("a subcommand is missing: one of start, run, stop"),
         "{r:?}"
     );
@@ -206,8 +195,5 @@ fn a_home_that_is_a_regular_file_is_a_usage_error_naming_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        doc["error"]["message"].as_str().unwrap().contains(file),
-        "{doc}"
-    );
+    assert!(support::error_message(&doc).contains(file), "{doc}");
 }

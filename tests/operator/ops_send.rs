@@ -156,10 +156,7 @@ fn dingtalk_refusing_beyond_the_retry_exits_1_and_nothing_is_sent() {
     assert_eq!(doc["exit_code"], 1);
     assert_eq!(doc["error"]["kind"], "refused", "{doc}");
     assert!(
-        doc["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("InvalidAuthentication"),
+        support::error_message(&doc).contains("InvalidAuthentication"),
         "{doc}"
     );
     assert!(stack.outbox().is_empty(), "{:?}", stack.outbox());
