@@ -200,8 +200,14 @@ fn bad_credentials_fail_with_a_fix_line() {
     };
     assert_eq!(json.code, 1, "{json:?}");
     let doc = json.json();
+    crate::json_schemas::assert_matches_schema("onboard", &doc);
+    assert_eq!(doc["error"]["kind"], "check_failed", "{doc}");
     let c = check(&doc, "dingtalk credentials");
     assert_eq!(c["status"], "fail", "{doc}");
+    assert_eq!(
+        doc["error"]["fix"], c["fix"],
+        "the failed check's fix: {doc}"
+    );
     assert!(
         c["fix"].as_str().unwrap().contains("Client Secret"),
         "{doc}"
