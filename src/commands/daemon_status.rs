@@ -22,50 +22,28 @@ use crate::status::{
 };
 
 pub(crate) fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdResult {
-    let names = match &args.name {
-        Some(n) => vec![n.clone()],
-        None => layout.daemon_names()?,
-    };
     let me = super::invocation(layout);
-    let mut all: Vec<Seen> = Vec::new();
-    for name in &names {
-        let paths = layout.daemon(name)?;
-        let mut seen = one(&paths);
-        if let Some(failure) = seen.failure.take() {
-            if failure.code == Code::Usage && args.name.is_some() {
-                return Err(failure);
-            }
-            let failure = match failure.kind {
-                ErrorKind::NotRunning | ErrorKind::Dead => {
-                    failure.fix(format!("{me} daemon start --name {name}"))
-                }
-                _ => failure,
-            };
-            seen.failure = Some(failure);
+    if let Some(name) = &args.name {
+        let mut seen = look_at(layout, name, &me)?;
+        let Some(mut failure) = seen.failure.take() else {
+            out.result(seen.doc, &seen.text);
+            return Ok(Code::Ok);
+        };
+        if failure.code == Code::Usage {
+            return Err(failure);
         }
-        if args.name.is_some() && seen.code() == Code::NotRunning {
+        if failure.code == Code::NotRunning {
             let others = other_daemons(layout, name);
             seen.text.push_str(&others);
-            if let Some(failure) = &mut seen.failure {
-                failure.message.push_str(&others);
-            }
+            failure.message.push_str(&others);
         }
-        all.push(seen);
+        return Ok(out.failed_result(seen.doc, &seen.text, &failure));
     }
-    if args.name.is_some() {
-        let Some(seen) = all.pop() else {
-            return Err(
-                CliError::failure("daemon status: nothing was probed").kind(ErrorKind::Internal)
-            );
-        };
-        return Ok(match &seen.failure {
-            Some(failure) => out.failed_result(seen.doc, &seen.text, failure),
-            None => {
-                out.result(seen.doc, &seen.text);
-                Code::Ok
-            }
-        });
-    }
+    let all = layout
+        .daemon_names()?
+        .iter()
+        .map(|name| look_at(layout, name, &me))
+        .collect::<Result<Vec<Seen>, CliError>>()?;
     let text = if all.is_empty() {
         "no daemons".to_string()
     } else {
@@ -83,6 +61,18 @@ pub(crate) fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdRes
             Code::Ok
         }
     })
+}
+
+/// One daemon by name; one that is not running has the start command as its fix.
+fn look_at(layout: &Layout, name: &str, me: &str) -> Result<Seen, CliError> {
+    let mut seen = one(&layout.daemon(name)?);
+    seen.failure = seen.failure.map(|failure| match failure.kind {
+        ErrorKind::NotRunning | ErrorKind::Dead => {
+            failure.fix(format!("{me} daemon start --name {name}"))
+        }
+        _ => failure,
+    });
+    Ok(seen)
 }
 
 /// Why a list of daemons is not all well: the worst one's exit code, kind and fix, and a
@@ -142,12 +132,6 @@ struct Seen {
     text: String,
     /// Why it is not running well; `None` when it runs.
     failure: Option<CliError>,
-}
-
-impl Seen {
-    fn code(&self) -> Code {
-        self.failure.as_ref().map_or(Code::Ok, |f| f.code)
-    }
 }
 
 fn one(paths: &DaemonPaths) -> Seen {
