@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Version of the JSON documents printed with `--json`. Bump only on breaking changes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the JSON documents printed with `--json`. Bump only on breaking changes, and
+/// say what changed in README "JSON output" (and in `docs/json/*.schema.json`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The values of [`ChannelReport::state`].
 pub mod channel_state {
