@@ -584,7 +584,10 @@ limits:
         );
         let zero = SEED.replace("    local_chat: 4", "    local_chat: 0");
         let e = parse(&zero).unwrap_err().to_string();
-        assert!(e.contains("local_chat") && e.contains("minimum of 1"), "{e}");
+        assert!(
+            e.contains("local_chat") && e.contains("minimum of 1"),
+            "{e}"
+        );
         let top = SEED.replace("    local_chat: 4", "    local_chat: 100000");
         assert_eq!(
             parse(&top).unwrap().limits.max_concurrency_per_model["local_chat"],

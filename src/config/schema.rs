@@ -284,10 +284,7 @@ pub enum ConversationKind {
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Concurrent requests the bot sends to each model; models not listed get 1.
-    #[serde(
-        default,
-        deserialize_with = "counts_in_range::<_, 1, MAX_CONCURRENCY>"
-    )]
+    #[serde(default, deserialize_with = "counts_in_range::<_, 1, MAX_CONCURRENCY>")]
     pub max_concurrency_per_model: BTreeMap<String, usize>,
     #[serde(default)]
     pub queue: QueueConfig,

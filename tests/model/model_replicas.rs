@@ -167,7 +167,10 @@ async fn retry_on_another_replica_only_before_the_first_token_and_within_the_bud
         report.replicas[1].failures, broke,
         "a stall after the first token is the replica's fault: it counts towards the cooldown"
     );
-    assert!(broke <= 3, "cooled down after 3 broken answers, got {broke}");
+    assert!(
+        broke <= 3,
+        "cooled down after 3 broken answers, got {broke}"
+    );
 
     // Both replicas silent; the first-token budget (900 ms) leaves 100 ms of a 1000 ms
     // turn, under a quarter of it: no second replica is asked.
@@ -284,7 +287,9 @@ async fn the_turns_own_deadline_blames_no_replica_and_a_late_turn_is_not_sent() 
         let (a, b) = (fake(slow()).await, fake(slow()).await);
         let spec = ModelSpec::new("m", "unused")
             .replicas(&[(&a.base_url, Some(1)), (&b.base_url, Some(1))])
-            .keys(&format!("timeout_ms: 1000\nconnect_timeout_ms: {connect_ms}"));
+            .keys(&format!(
+                "timeout_ms: 1000\nconnect_timeout_ms: {connect_ms}"
+            ));
         let router = ModelRouter::new(&config(&[spec], &[("m", 2)], 8, 10_000));
         let outcomes = flood(&router, 4).await;
         let answered = outcomes
@@ -326,8 +331,12 @@ async fn every_replica_cooling_a_turn_tries_only_one() {
         .replicas(&[(&urls[0], None), (&urls[1], None), (&urls[2], None)])
         .keys("timeout_ms: 20000");
     let router = ModelRouter::new(&config(&[spec], &[("m", 2)], 8, 10_000));
-    let all_cooling =
-        |r: &ModelRouter| r.reports()[0].replicas.iter().all(|x| x.state == "cooling_down");
+    let all_cooling = |r: &ModelRouter| {
+        r.reports()[0]
+            .replicas
+            .iter()
+            .all(|x| x.state == "cooling_down")
+    };
     for i in 0..10 {
         if all_cooling(&router) {
             break;
@@ -336,7 +345,8 @@ async fn every_replica_cooling_a_turn_tries_only_one() {
         assert!(matches!(o, TurnOutcome::Failed { .. }), "{o:?}");
     }
     assert!(all_cooling(&router), "{:?}", router.reports()[0].replicas);
-    let attempts = |r: &ModelRouter| -> u64 { r.reports()[0].replicas.iter().map(|x| x.failures).sum() };
+    let attempts =
+        |r: &ModelRouter| -> u64 { r.reports()[0].replicas.iter().map(|x| x.failures).sum() };
     let before = attempts(&router);
     for i in 0..5 {
         let (o, _) = ask(&router, turn("c", &format!("t{i}"))).await;
