@@ -22,11 +22,13 @@ use tokio::time::Instant;
 use super::budget::{fallback_deadline, PhaseBudgets};
 use super::client::{ModelClient, ProbeError};
 use super::error::ModelError;
+use super::global_limit::{GlobalLimit, Lease};
 use super::limiter::{Busy, Limiter, Permit};
 use super::stats::ModelStats;
 use super::types::{prompt_chars, ChatMessage, Turn, TurnOutcome};
 use super::wait_budget::WaitBudget;
 use crate::config::{Config, ModelConfig, RoutingConfig};
+use crate::state::redis::RedisState;
 use crate::status::ModelReport;
 
 struct Entry {
@@ -35,11 +37,22 @@ struct Entry {
     budgets: PhaseBudgets,
     fallback: Option<String>,
     limiter: Arc<Limiter>,
+    /// The limit shared by all replicas (`state.backend: redis`), taken after `limiter`.
+    global: Option<Arc<GlobalLimit>>,
     stats: ModelStats,
+}
+
+/// A turn's right to call a model: its local slot and, with Redis, its global lease.
+struct Slot {
+    /// Dropped first: the global slot goes back before the local one is handed on.
+    global: Option<Lease>,
+    _local: Permit,
 }
 
 struct Inner {
     models: BTreeMap<String, Entry>,
+    /// Wakes global-slot waiters on releases published by any replica.
+    global_listener: Option<tokio::task::JoinHandle<()>>,
     routing: RoutingConfig,
     max_wait: Duration,
     prompt_budget_chars: usize,
@@ -63,10 +76,25 @@ pub struct ModelRouter {
     inner: Arc<Inner>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = &self.global_listener {
+            task.abort();
+        }
+    }
+}
+
 impl ModelRouter {
+    /// The router of a single daemon (`state.backend: local`).
     pub fn new(config: &Config) -> ModelRouter {
+        ModelRouter::with_state(config, None)
+    }
+
+    /// The router; with `redis` each model's limit is also one global semaphore shared by
+    /// every replica (see [`super::global_limit`]). Call inside a tokio runtime.
+    pub(crate) fn with_state(config: &Config, redis: Option<RedisState>) -> ModelRouter {
         let queue = &config.limits.queue;
-        let models = config
+        let models: BTreeMap<String, Entry> = config
             .models
             .iter()
             .map(|(name, cfg)| {
@@ -76,12 +104,23 @@ impl ModelRouter {
                     .get(name)
                     .copied()
                     .unwrap_or(1);
-                (name.clone(), Entry::new(cfg, limit, queue.max_waiting))
+                let global = redis
+                    .as_ref()
+                    .map(|r| GlobalLimit::new(r.clone(), name, limit));
+                (
+                    name.clone(),
+                    Entry::new(cfg, limit, queue.max_waiting, global),
+                )
             })
             .collect();
+        let global_listener = redis.and_then(|r| {
+            let limits = models.values().filter_map(|e| e.global.clone()).collect();
+            super::global_limit::spawn_listener(r, limits)
+        });
         ModelRouter {
             inner: Arc::new(Inner {
                 models,
+                global_listener,
                 routing: config.routing.clone(),
                 max_wait: Duration::from_millis(queue.max_wait_ms),
                 prompt_budget_chars: config.prompt.max_chars,
@@ -221,28 +260,40 @@ impl ModelRouter {
         })
     }
 
-    /// Waits for a slot no longer than what is left of the turn's wait bound nor its
-    /// deadline.
+    /// Waits for a slot (the local one, then with Redis the global lease) no longer than
+    /// what is left of the turn's wait bound nor its deadline.
     async fn wait_for_slot(
         &self,
         entry: &Entry,
         conversation: &str,
         deadline: Instant,
         wait: &mut WaitBudget,
-    ) -> Option<Permit> {
+    ) -> Option<Slot> {
         let waiting_since = Instant::now();
         let acquired = wait.spend(entry.limiter.acquire(conversation, deadline));
-        match acquired.await.unwrap_or(Err(Busy::WaitExpired)) {
-            Ok(p) => {
-                crate::ops::metrics::observed().queue_waited(waiting_since.elapsed());
-                Some(p)
-            }
-            Err(why) => {
-                entry.stats.busy();
-                tracing::info!(?why, "model busy");
-                None
-            }
-        }
+        let local = match acquired.await.unwrap_or(Err(Busy::WaitExpired)) {
+            Ok(p) => p,
+            Err(why) => return self.busy(entry, why),
+        };
+        let global = match &entry.global {
+            None => None,
+            Some(g) => match wait.spend(g.acquire(deadline)).await.flatten() {
+                Some(lease) => Some(lease),
+                // The local slot goes back with `local` here.
+                None => return self.busy(entry, Busy::WaitExpired),
+            },
+        };
+        crate::ops::metrics::observed().queue_waited(waiting_since.elapsed());
+        Some(Slot {
+            global,
+            _local: local,
+        })
+    }
+
+    fn busy(&self, entry: &Entry, why: Busy) -> Option<Slot> {
+        entry.stats.busy();
+        tracing::info!(?why, "model busy");
+        None
     }
 
     /// One report per configured model, in name order.
@@ -251,8 +302,11 @@ impl ModelRouter {
             .models
             .iter()
             .map(|(name, e)| {
-                e.stats
-                    .report(name, e.limiter.snapshot(), self.inner.prompt_budget_chars)
+                let mut report =
+                    e.stats
+                        .report(name, e.limiter.snapshot(), self.inner.prompt_budget_chars);
+                report.global_in_flight = e.global.as_ref().map(|g| g.in_flight());
+                report
             })
             .collect()
     }
@@ -271,12 +325,18 @@ impl ModelRouter {
 }
 
 impl Entry {
-    fn new(cfg: &ModelConfig, limit: usize, max_waiting: usize) -> Entry {
+    fn new(
+        cfg: &ModelConfig,
+        limit: usize,
+        max_waiting: usize,
+        global: Option<Arc<GlobalLimit>>,
+    ) -> Entry {
         Entry {
             client: ModelClient::new(cfg),
             budgets: PhaseBudgets::from_config(cfg),
             fallback: cfg.fallback.clone(),
             limiter: Limiter::new(limit, max_waiting),
+            global,
             stats: ModelStats::default(),
         }
     }
@@ -334,7 +394,7 @@ struct Attempt<'a> {
     model: String,
     entry: &'a Entry,
     /// `None` once the attempt failed and gave its slot back.
-    permit: Option<Permit>,
+    permit: Option<Slot>,
     deadline: Instant,
 }
 
@@ -348,15 +408,25 @@ impl Attempt<'_> {
     ) -> Result<String, ModelError> {
         let mut on_progress = |full: &str| hooks.progress(full);
         let (model, deadline) = (&self.model, self.deadline);
-        self.entry
-            .call(
-                model,
-                messages,
-                deadline,
-                max_answer_chars,
-                &mut on_progress,
-            )
-            .await
+        let call = self.entry.call(
+            model,
+            messages,
+            deadline,
+            max_answer_chars,
+            &mut on_progress,
+        );
+        let lease = self.permit.as_ref().and_then(|s| s.global.as_ref());
+        match lease {
+            None => call.await,
+            // A lost lease cancels the request: the model's global limit holds.
+            Some(lease) => tokio::select! {
+                r = call => r,
+                _ = lease.lost() => {
+                    self.entry.stats.failed(ModelError::LeaseLost.to_string(), false);
+                    Err(ModelError::LeaseLost)
+                }
+            },
+        }
     }
 
     /// Gives the model's slot back; the failure to report if nothing else answers.
