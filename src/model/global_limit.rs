@@ -24,7 +24,7 @@
 //! local slot first, so fairness across conversations inside one replica is unchanged and
 //! at most `limit` turns per replica wait here.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,21 +38,50 @@ use crate::state::redis::{RedisError, RedisState};
 
 /// The safety-net retry of a waiter that heard no release.
 const POLL: Duration = Duration::from_millis(250);
+/// The shortest bound on one try, and the longest wait for leaving the line after a wait
+/// ran out (Redis slow or down: the ticket then ends by itself after lease_ms).
+const LEAVE_WAIT: Duration = Duration::from_millis(500);
 /// The wait before resubscribing after the pub/sub connection failed.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 
-/// Removes ended leases, then adds ARGV[1] ending at now + ARGV[3] ms when fewer than
-/// ARGV[2] are live; publishes the new count on ARGV[4]. Returns {granted 0/1, count}.
+/// KEYS: leases, queue (ticket -> arrival number), queue-alive (ticket -> expiry),
+/// sequence. ARGV: ticket, limit, lease ms, channel.
+/// Drops ended leases and tickets of waiters that stopped asking, queues ARGV[1] (first
+/// call) and refreshes it; grants it a lease when it is among the first `free` tickets in
+/// arrival order. Returns {granted 0/1, live leases}.
 const ACQUIRE_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+for _, d in ipairs(dead) do
+  redis.call('ZREM', KEYS[2], d)
+  redis.call('ZREM', KEYS[3], d)
+end
+if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
+end
+redis.call('ZADD', KEYS[3], now + lease, ARGV[1])
+for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], lease) end
 local n = redis.call('ZCARD', KEYS[1])
-if n >= tonumber(ARGV[2]) then return {0, n} end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local free = tonumber(ARGV[2]) - n
+if free <= 0 or redis.call('ZRANK', KEYS[2], ARGV[1]) >= free then return {0, n} end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], lease)
 redis.call('PUBLISH', ARGV[4], n + 1)
 return {1, n + 1}
+"#;
+
+/// KEYS: queue, queue-alive. ARGV: ticket, channel. A waiter that gave up leaves the
+/// line; the others are told (the head may have moved).
+const LEAVE_LUA: &str = r#"
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[2], -1)
+return 1
 "#;
 
 /// Extends lease ARGV[1] to now + ARGV[3] ms; one that ended is taken back only when
@@ -95,6 +124,9 @@ return redis.call('ZCARD', KEYS[1])
 pub(crate) struct GlobalLimit {
     redis: RedisState,
     leases_key: String,
+    queue_key: String,
+    queue_alive_key: String,
+    sequence_key: String,
     channel: String,
     limit: usize,
     /// Woken on every published change and every local release.
@@ -108,6 +140,9 @@ impl GlobalLimit {
     pub(crate) fn new(redis: RedisState, model: &str, limit: usize) -> Arc<GlobalLimit> {
         Arc::new(GlobalLimit {
             leases_key: redis.key(&["model", model, "leases"]),
+            queue_key: redis.key(&["model", model, "queue"]),
+            queue_alive_key: redis.key(&["model", model, "queue-alive"]),
+            sequence_key: redis.key(&["model", model, "queue-seq"]),
             channel: redis.key(&["model", model, "leases-changed"]),
             redis,
             limit: limit.max(1),
@@ -122,24 +157,38 @@ impl GlobalLimit {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Waits for a global slot until `deadline`; `None` when none came free in time (or
-    /// Redis could not be asked: fail closed). The lease is renewed until dropped.
+    /// Waits in line for a global slot until `deadline`; `None` when none came free in
+    /// time (or Redis could not be asked: fail closed). The lease is renewed until dropped.
+    /// Dropping the future leaves the line.
     pub(crate) async fn acquire(self: &Arc<Self>, deadline: Instant) -> Option<Lease> {
-        let member = format!(
-            "{}:{}",
-            self.redis.replica_id(),
-            self.next_lease.fetch_add(1, Ordering::Relaxed)
-        );
+        let mut ticket = Ticket {
+            limit: self.clone(),
+            id: format!(
+                "{}:{}",
+                self.redis.replica_id(),
+                self.next_lease.fetch_add(1, Ordering::Relaxed)
+            ),
+            waiting: true,
+        };
+        let poll = POLL.min(self.redis.lease() / 4);
         let mut warned = false;
-        // Bounded by `deadline`: every round waits for a change or POLL.
+        // Bounded by `deadline`: every round waits for a change or `poll`.
         loop {
             // Registered before asking, so a release between the answer and the wait
             // still wakes this waiter.
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            match self.try_acquire(&member).await {
-                Ok(true) => return Some(Lease::start(self.clone(), member)),
+            // Every try gets at least LEAVE_WAIT, so a deadline of "now" still asks once. A
+            // try cut short may still have been granted in Redis: that lease ends by
+            // itself after lease_ms (a slot idle that long, never one too many).
+            let cut = deadline.max(Instant::now() + LEAVE_WAIT);
+            let tried = tokio::time::timeout_at(cut, self.try_acquire(&ticket.id)).await;
+            match tried.unwrap_or(Err(RedisError::TimedOut)) {
+                Ok(true) => {
+                    ticket.waiting = false;
+                    return Some(Lease::start(self.clone(), std::mem::take(&mut ticket.id)));
+                }
                 Ok(false) => {}
                 Err(e) if !warned => {
                     warned = true;
@@ -149,9 +198,16 @@ impl GlobalLimit {
             }
             let now = Instant::now();
             if now >= deadline {
+                ticket.waiting = false;
+                let left = tokio::time::timeout(LEAVE_WAIT, self.leave(&ticket.id)).await;
+                if !matches!(left, Ok(Ok(()))) {
+                    tracing::debug!(
+                        "cannot leave the global model slot line; the ticket ends after lease_ms"
+                    );
+                }
                 return None;
             }
-            let until = deadline.min(now + POLL);
+            let until = deadline.min(now + poll);
             tokio::select! {
                 _ = changed => {}
                 _ = tokio::time::sleep_until(until) => {}
@@ -162,6 +218,9 @@ impl GlobalLimit {
     async fn try_acquire(&self, member: &str) -> Result<bool, RedisError> {
         let (granted, n): (u8, usize) = Script::new(ACQUIRE_LUA)
             .key(&self.leases_key)
+            .key(&self.queue_key)
+            .key(&self.queue_alive_key)
+            .key(&self.sequence_key)
             .arg(member)
             .arg(self.limit)
             .arg(self.lease_ms())
@@ -200,6 +259,18 @@ impl GlobalLimit {
         Ok(())
     }
 
+    async fn leave(&self, ticket: &str) -> Result<(), RedisError> {
+        let _: u8 = Script::new(LEAVE_LUA)
+            .key(&self.queue_key)
+            .key(&self.queue_alive_key)
+            .arg(ticket)
+            .arg(&self.channel)
+            .invoke_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| self.redis.error(e))?;
+        Ok(())
+    }
+
     /// Reads the live count (dropping ended leases) into [`GlobalLimit::in_flight`].
     async fn refresh(&self) -> Result<(), RedisError> {
         let n: usize = Script::new(COUNT_LUA)
@@ -211,9 +282,10 @@ impl GlobalLimit {
         Ok(())
     }
 
-    /// A published count: store it and wake the waiters.
-    fn heard(&self, count: Option<usize>) {
-        if let Some(n) = count {
+    /// A published count (negative: the line moved, count unchanged): store it and wake
+    /// the waiters.
+    fn heard(&self, count: Option<i64>) {
+        if let Some(n) = count.and_then(|n| usize::try_from(n).ok()) {
             self.in_flight.store(n, Ordering::Relaxed);
         }
         self.changed.notify_waiters();
@@ -224,6 +296,30 @@ impl GlobalLimit {
     }
 }
 
+/// A place in the line; dropped while still waiting (deadline, cancelled turn), it
+/// leaves the line so it does not hold up the waiters behind it.
+struct Ticket {
+    limit: Arc<GlobalLimit>,
+    id: String,
+    waiting: bool,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.waiting {
+            return;
+        }
+        let (limit, id) = (self.limit.clone(), std::mem::take(&mut self.id));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = limit.leave(&id).await {
+                    tracing::debug!(error = %e, "cannot leave the global model slot line; it ends with its lease");
+                }
+            });
+        }
+    }
+}
+
 /// A held global slot. Renewed every `lease_ms / 3` until dropped; dropping it releases
 /// the slot (or, when Redis cannot be told, lets the lease end by itself).
 pub(crate) struct Lease {
@@ -231,7 +327,6 @@ pub(crate) struct Lease {
     member: String,
     lost: watch::Receiver<bool>,
     renewing: JoinHandle<()>,
-    released: AtomicBool,
 }
 
 impl Lease {
@@ -243,7 +338,6 @@ impl Lease {
             member,
             lost,
             renewing,
-            released: AtomicBool::new(false),
         }
     }
 
@@ -260,9 +354,6 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.renewing.abort();
-        if self.released.swap(true, Ordering::Relaxed) {
-            return;
-        }
         let (limit, member) = (self.limit.clone(), std::mem::take(&mut self.member));
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
@@ -338,7 +429,7 @@ async fn listen_once(
         tokio::select! {
             msg = messages.next() => {
                 let Some(msg) = msg else { return Ok(()) };
-                let count = msg.get_payload::<usize>().ok();
+                let count = msg.get_payload::<i64>().ok();
                 if let Some(l) = limits.iter().find(|l| l.channel == msg.get_channel_name()) {
                     l.heard(count);
                 }
@@ -458,5 +549,58 @@ mod tests {
         server.kill();
         let none = b.acquire(Instant::now() + Duration::from_millis(500)).await;
         assert!(none.is_none(), "no slot without redis");
+    }
+
+    /// Waiters of several replicas get a freed slot in arrival order; one that gave up
+    /// leaves the line at once (the next one is not held up for a lease).
+    #[tokio::test]
+    #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+    async fn waiters_across_replicas_are_served_in_arrival_order() {
+        let server = RedisServer::start();
+        let mut limits = Vec::new();
+        for r in ["a", "b", "c"] {
+            limits.push(GlobalLimit::new(
+                handle(&server.url(), r, 10_000).await,
+                "m",
+                1,
+            ));
+        }
+        let held = limits[0].acquire(Instant::now()).await.expect("free slot");
+        // One waiter that gives up, then b, c, a, b in this order (each queued before
+        // the next starts: the line's length is read from Redis).
+        let quitter = limits[2].acquire(Instant::now() + Duration::from_millis(300));
+        assert!(quitter.await.is_none(), "no slot while held");
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for (n, r) in [1usize, 2, 0, 1].into_iter().enumerate() {
+            let (limit, order) = (limits[r].clone(), order.clone());
+            waiters.push(tokio::spawn(async move {
+                let lease = limit
+                    .acquire(Instant::now() + Duration::from_secs(30))
+                    .await;
+                order.lock().unwrap().push(n);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                drop(lease.expect("served within 30 s"));
+            }));
+            let queued = || server.cli(&["ZCARD", "t:model:m:queue"]).trim() == (n + 1).to_string();
+            let mut tries = 0;
+            while !queued() {
+                tries += 1;
+                assert!(tries < 3_000, "waiter {n} never queued");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let released = std::time::Instant::now();
+        drop(held);
+        for w in waiters {
+            w.await.expect("waiter");
+        }
+        assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3]);
+        // Four turns of 20 ms: far below the 10 s lease a stale ticket would cost.
+        assert!(
+            released.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            released.elapsed()
+        );
     }
 }

@@ -38,6 +38,9 @@ pub(crate) enum RedisError {
         #[source]
         source: redis::RedisError,
     },
+    /// A caller's deadline ended before Redis answered.
+    #[error("redis did not answer in time")]
+    TimedOut,
 }
 
 /// One daemon's handle on Redis: cheap to clone (one multiplexed connection underneath).
