@@ -20,9 +20,10 @@
 //! - Redis unreachable means no new lease (fail closed): waiters keep retrying until their
 //!   wait budget ends and the turn gets the busy reply, as with a full local queue.
 //!
-//! The local round-robin [`super::limiter::Limiter`] stays in front: a turn takes its
-//! local slot first, so fairness across conversations inside one replica is unchanged and
-//! at most `limit` turns per replica wait here.
+//! The router asks for the lease first and the local slot after it (which is then always
+//! free: this replica holds at most `limit` leases). Taking the local slot first would
+//! let each replica's local line decide which of its turns may enter the global one, so
+//! a quiet conversation would wait behind its replica's share of a flood.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -44,31 +45,48 @@ const LEAVE_WAIT: Duration = Duration::from_millis(500);
 /// The wait before resubscribing after the pub/sub connection failed.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 
-/// KEYS: leases, queue (ticket -> arrival number), queue-alive (ticket -> expiry),
-/// sequence. ARGV: ticket, limit, lease ms, channel.
-/// Drops ended leases and tickets of waiters that stopped asking, queues ARGV[1] (first
-/// call) and refreshes it; grants it a lease when it is among the first `free` tickets in
-/// arrival order. Returns {granted 0/1, live leases}.
+/// KEYS: leases, queue (ticket -> place), queue-alive (ticket -> expiry), sequence,
+/// rounds (conversation -> its last round), round (the round last served).
+/// ARGV: ticket, limit, lease ms, channel, conversation.
+/// Drops ended leases and tickets of waiters that stopped asking. On its first call a
+/// ticket is placed in round max(served round, its conversation's last round + 1), after
+/// the tickets already in that round (arrival order): each conversation gets one grant
+/// per round, as the local round-robin does. Refreshes the ticket, and grants it a lease
+/// when it is among the first `free` tickets. Returns {granted 0/1, live leases}.
 const ACQUIRE_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[3])
+local per_round = 1048576
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
 for _, d in ipairs(dead) do
   redis.call('ZREM', KEYS[2], d)
   redis.call('ZREM', KEYS[3], d)
 end
-if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
-  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[4]), ARGV[1])
+local served = tonumber(redis.call('GET', KEYS[6]) or '0')
+local place = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not place then
+  local round = served
+  local last = redis.call('ZSCORE', KEYS[5], ARGV[5])
+  if last and tonumber(last) + 1 > round then round = tonumber(last) + 1 end
+  redis.call('ZADD', KEYS[5], round, ARGV[5])
+  place = round * per_round + redis.call('INCR', KEYS[4]) % per_round
+  redis.call('ZADD', KEYS[2], place, ARGV[1])
 end
 redis.call('ZADD', KEYS[3], now + lease, ARGV[1])
-for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], lease) end
+for i = 2, 6 do redis.call('PEXPIRE', KEYS[i], lease) end
 local n = redis.call('ZCARD', KEYS[1])
 local free = tonumber(ARGV[2]) - n
 if free <= 0 or redis.call('ZRANK', KEYS[2], ARGV[1]) >= free then return {0, n} end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+local round = math.floor(tonumber(place) / per_round)
+if round > served then
+  redis.call('SET', KEYS[6], round, 'PX', lease)
+  -- A conversation whose last round is before the served one is placed like a new one.
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', round - 1)
+end
 redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], lease)
 redis.call('PUBLISH', ARGV[4], n + 1)
@@ -127,12 +145,16 @@ pub(crate) struct GlobalLimit {
     queue_key: String,
     queue_alive_key: String,
     sequence_key: String,
+    rounds_key: String,
+    round_key: String,
     channel: String,
     limit: usize,
     /// Woken on every published change and every local release.
     changed: Notify,
     /// The live count last seen in Redis (status and metrics).
     in_flight: AtomicUsize,
+    /// Turns of this replica waiting in the line now.
+    waiting_here: AtomicUsize,
     next_lease: AtomicU64,
 }
 
@@ -143,11 +165,14 @@ impl GlobalLimit {
             queue_key: redis.key(&["model", model, "queue"]),
             queue_alive_key: redis.key(&["model", model, "queue-alive"]),
             sequence_key: redis.key(&["model", model, "queue-seq"]),
+            rounds_key: redis.key(&["model", model, "queue-rounds"]),
+            round_key: redis.key(&["model", model, "queue-round"]),
             channel: redis.key(&["model", model, "leases-changed"]),
             redis,
             limit: limit.max(1),
             changed: Notify::new(),
             in_flight: AtomicUsize::new(0),
+            waiting_here: AtomicUsize::new(0),
             next_lease: AtomicU64::new(0),
         })
     }
@@ -157,10 +182,20 @@ impl GlobalLimit {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Turns of this replica waiting in the line now.
+    pub(crate) fn waiting_here(&self) -> usize {
+        self.waiting_here.load(Ordering::Relaxed)
+    }
+
     /// Waits in line for a global slot until `deadline`; `None` when none came free in
     /// time (or Redis could not be asked: fail closed). The lease is renewed until dropped.
     /// Dropping the future leaves the line.
-    pub(crate) async fn acquire(self: &Arc<Self>, deadline: Instant) -> Option<Lease> {
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        conversation: &str,
+        deadline: Instant,
+    ) -> Option<Lease> {
+        self.waiting_here.fetch_add(1, Ordering::Relaxed);
         let mut ticket = Ticket {
             limit: self.clone(),
             id: format!(
@@ -183,7 +218,8 @@ impl GlobalLimit {
             // try cut short may still have been granted in Redis: that lease ends by
             // itself after lease_ms (a slot idle that long, never one too many).
             let cut = deadline.max(Instant::now() + LEAVE_WAIT);
-            let tried = tokio::time::timeout_at(cut, self.try_acquire(&ticket.id)).await;
+            let tried =
+                tokio::time::timeout_at(cut, self.try_acquire(&ticket.id, conversation)).await;
             match tried.unwrap_or(Err(RedisError::TimedOut)) {
                 Ok(true) => {
                     ticket.waiting = false;
@@ -215,16 +251,19 @@ impl GlobalLimit {
         }
     }
 
-    async fn try_acquire(&self, member: &str) -> Result<bool, RedisError> {
+    async fn try_acquire(&self, member: &str, conversation: &str) -> Result<bool, RedisError> {
         let (granted, n): (u8, usize) = Script::new(ACQUIRE_LUA)
             .key(&self.leases_key)
             .key(&self.queue_key)
             .key(&self.queue_alive_key)
             .key(&self.sequence_key)
+            .key(&self.rounds_key)
+            .key(&self.round_key)
             .arg(member)
             .arg(self.limit)
             .arg(self.lease_ms())
             .arg(&self.channel)
+            .arg(conversation)
             .invoke_async(&mut self.redis.conn())
             .await
             .map_err(|e| self.redis.error(e))?;
@@ -306,6 +345,7 @@ struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        self.limit.waiting_here.fetch_sub(1, Ordering::Relaxed);
         if !self.waiting {
             return;
         }
@@ -476,11 +516,13 @@ mod tests {
             let redis = handle(&server.url(), &format!("r{r}"), 10_000).await;
             let limit = GlobalLimit::new(redis.clone(), "m", 3);
             listeners.extend(spawn_listener(redis, vec![limit.clone()]));
-            for _ in 0..12 {
+            for i in 0..12 {
                 let (limit, holding, peak) = (limit.clone(), holding.clone(), peak.clone());
                 turns.push(tokio::spawn(async move {
                     let deadline = Instant::now() + Duration::from_secs(30);
-                    let lease = limit.acquire(deadline).await.expect("a slot within 30 s");
+                    let conversation = format!("c{}", i % 5);
+                    let lease = limit.acquire(&conversation, deadline).await;
+                    let lease = lease.expect("a slot within 30 s");
                     let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
                     peak.fetch_max(now, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -510,13 +552,13 @@ mod tests {
         let server = RedisServer::start();
         let dead = GlobalLimit::new(handle(&server.url(), "dead", 600).await, "m", 1);
         let live = GlobalLimit::new(handle(&server.url(), "live", 600).await, "m", 1);
-        let lease = dead.acquire(Instant::now()).await.expect("free slot");
+        let lease = dead.acquire("c", Instant::now()).await.expect("free slot");
         // The replica dies: no renewal and no release.
         lease.renewing.abort();
         std::mem::forget(lease);
         let asked = std::time::Instant::now();
         let far = Instant::now() + Duration::from_secs(30);
-        let taken = live.acquire(far).await.expect("the slot comes back");
+        let taken = live.acquire("c", far).await.expect("the slot comes back");
         let waited = asked.elapsed();
         assert!(
             waited >= Duration::from_millis(400),
@@ -535,27 +577,35 @@ mod tests {
         let mut server = RedisServer::start();
         let a = GlobalLimit::new(handle(&server.url(), "a", 300).await, "m", 1);
         let b = GlobalLimit::new(handle(&server.url(), "b", 300).await, "m", 1);
-        let held = a.acquire(Instant::now()).await.expect("free slot");
+        let held = a.acquire("c", Instant::now()).await.expect("free slot");
         // Three leases long: b never gets the slot while a renews.
-        let b_wait = b.acquire(Instant::now() + Duration::from_millis(900)).await;
+        let b_wait = b
+            .acquire("c", Instant::now() + Duration::from_millis(900))
+            .await;
         assert!(b_wait.is_none(), "a renewed lease is not taken");
         // a's lease vanishes and b takes the slot: a's next renewal reports it lost.
         server.cli(&["ZREM", "t:model:m:leases", &held.member]);
-        let taken = b.acquire(Instant::now()).await.expect("the freed slot");
+        let taken = b
+            .acquire("c", Instant::now())
+            .await
+            .expect("the freed slot");
         tokio::time::timeout(Duration::from_secs(30), held.lost())
             .await
             .expect("the lost lease is reported");
         drop((held, taken));
         server.kill();
-        let none = b.acquire(Instant::now() + Duration::from_millis(500)).await;
+        let none = b
+            .acquire("c", Instant::now() + Duration::from_millis(500))
+            .await;
         assert!(none.is_none(), "no slot without redis");
     }
 
-    /// Waiters of several replicas get a freed slot in arrival order; one that gave up
-    /// leaves the line at once (the next one is not held up for a lease).
+    /// Waiters of several replicas are served round-robin across conversations: a
+    /// quiet conversation's turn goes before the second turn of a flooding one, whatever
+    /// replica each waits on; one that gave up leaves the line at once.
     #[tokio::test]
     #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
-    async fn waiters_across_replicas_are_served_in_arrival_order() {
+    async fn waiters_across_replicas_are_served_round_robin_by_conversation() {
         let server = RedisServer::start();
         let mut limits = Vec::new();
         for r in ["a", "b", "c"] {
@@ -565,19 +615,20 @@ mod tests {
                 1,
             ));
         }
-        let held = limits[0].acquire(Instant::now()).await.expect("free slot");
-        // One waiter that gives up, then b, c, a, b in this order (each queued before
-        // the next starts: the line's length is read from Redis).
-        let quitter = limits[2].acquire(Instant::now() + Duration::from_millis(300));
+        let held = limits[0].acquire("x", Instant::now()).await;
+        let held = held.expect("free slot");
+        // One waiter that gives up, then three turns of "flood" on three replicas, then
+        // one of "quiet" (each queued before the next starts).
+        let quitter = limits[2].acquire("q", Instant::now() + Duration::from_millis(300));
         assert!(quitter.await.is_none(), "no slot while held");
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut waiters = Vec::new();
-        for (n, r) in [1usize, 2, 0, 1].into_iter().enumerate() {
+        let turns = [(1usize, "flood"), (2, "flood"), (0, "flood"), (1, "quiet")];
+        for (n, (r, conversation)) in turns.into_iter().enumerate() {
             let (limit, order) = (limits[r].clone(), order.clone());
             waiters.push(tokio::spawn(async move {
-                let lease = limit
-                    .acquire(Instant::now() + Duration::from_secs(30))
-                    .await;
+                let far = Instant::now() + Duration::from_secs(30);
+                let lease = limit.acquire(conversation, far).await;
                 order.lock().unwrap().push(n);
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 drop(lease.expect("served within 30 s"));
@@ -595,7 +646,7 @@ mod tests {
         for w in waiters {
             w.await.expect("waiter");
         }
-        assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3]);
+        assert_eq!(*order.lock().unwrap(), [0, 3, 1, 2], "quiet goes second");
         // Four turns of 20 ms: far below the 10 s lease a stale ticket would cost.
         assert!(
             released.elapsed() < Duration::from_secs(8),

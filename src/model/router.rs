@@ -44,7 +44,6 @@ struct Entry {
 
 /// A turn's right to call a model: its local slot and, with Redis, its global lease.
 struct Slot {
-    /// Dropped first: the global slot goes back before the local one is handed on.
     global: Option<Lease>,
     _local: Permit,
 }
@@ -55,6 +54,8 @@ struct Inner {
     global_listener: Option<tokio::task::JoinHandle<()>>,
     routing: RoutingConfig,
     max_wait: Duration,
+    /// `limits.queue.max_waiting`: turns of this replica waiting for one model's slot.
+    max_waiting: usize,
     prompt_budget_chars: usize,
     /// `reply.max_answer_chars`: every answer is cut there while streaming.
     max_answer_chars: usize,
@@ -123,6 +124,7 @@ impl ModelRouter {
                 global_listener,
                 routing: config.routing.clone(),
                 max_wait: Duration::from_millis(queue.max_wait_ms),
+                max_waiting: queue.max_waiting,
                 prompt_budget_chars: config.prompt.max_chars,
                 max_answer_chars: config.reply.max_answer_chars,
             }),
@@ -260,8 +262,9 @@ impl ModelRouter {
         })
     }
 
-    /// Waits for a slot (the local one, then with Redis the global lease) no longer than
-    /// what is left of the turn's wait bound nor its deadline.
+    /// Waits for a slot (with Redis the global lease first, then the local slot, which
+    /// is then free at once; see [`super::global_limit`]) no longer than what is left of
+    /// the turn's wait bound nor its deadline.
     async fn wait_for_slot(
         &self,
         entry: &Entry,
@@ -270,18 +273,25 @@ impl ModelRouter {
         wait: &mut WaitBudget,
     ) -> Option<Slot> {
         let waiting_since = Instant::now();
+        let global = match &entry.global {
+            None => None,
+            Some(g) if g.waiting_here() >= self.inner.max_waiting => {
+                return self.busy(entry, Busy::QueueFull)
+            }
+            Some(g) => match wait
+                .spend(g.acquire(conversation, deadline))
+                .await
+                .flatten()
+            {
+                Some(lease) => Some(lease),
+                None => return self.busy(entry, Busy::WaitExpired),
+            },
+        };
         let acquired = wait.spend(entry.limiter.acquire(conversation, deadline));
         let local = match acquired.await.unwrap_or(Err(Busy::WaitExpired)) {
             Ok(p) => p,
+            // The lease goes back with `global` here.
             Err(why) => return self.busy(entry, why),
-        };
-        let global = match &entry.global {
-            None => None,
-            Some(g) => match wait.spend(g.acquire(deadline)).await.flatten() {
-                Some(lease) => Some(lease),
-                // The local slot goes back with `local` here.
-                None => return self.busy(entry, Busy::WaitExpired),
-            },
         };
         crate::ops::metrics::observed().queue_waited(waiting_since.elapsed());
         Some(Slot {
@@ -305,7 +315,10 @@ impl ModelRouter {
                 let mut report =
                     e.stats
                         .report(name, e.limiter.snapshot(), self.inner.prompt_budget_chars);
-                report.global_in_flight = e.global.as_ref().map(|g| g.in_flight());
+                if let Some(g) = &e.global {
+                    report.global_in_flight = Some(g.in_flight());
+                    report.queued += g.waiting_here();
+                }
                 report
             })
             .collect()
