@@ -136,9 +136,9 @@ impl Bot {
                     replay_file: Some(paths.state.join(CALLBACK_REPLAY_FILE)),
                     ..ChannelTuning::default()
                 };
+                let sink = JournalSink(journal.clone());
                 let channel =
-                    Channel::start_with(ch.dingtalk.clone(), JournalSink(journal.clone()), tuning)
-                        .await?;
+                    Channel::start_shared(ch.dingtalk.clone(), sink, tuning, redis.clone()).await?;
                 channel.set_max_parts(config.reply.max_parts);
                 Some(channel)
             }

@@ -1,0 +1,188 @@
+//! DingTalk's send rate counted for all replicas together (`state.backend: redis`): the
+//! robot window and each conversation's window are sorted sets in Redis, on Redis's clock.
+//!
+//! Same rule as the local [`super::limiter::SendLimiter`]: a send holds its place from
+//! its start until it completes, and the place then counts for one window from the
+//! completion. In Redis a place is a member scored by the time it stops counting minus
+//! the window: `now + hold` while the send runs (so a replica that dies mid-send frees its
+//! place `hold + window` later), the completion time once done. A Lua script counts both
+//! windows and takes a place in both at once, only when both have room, so neither window
+//! ever holds more than its limit, whatever the number of replicas.
+//!
+//! Redis unreachable: no place is given (fail closed); the send waits and is given up at
+//! its deadline like any send that found no slot (the reply is then retried later).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::Script;
+use tokio::time::Instant;
+
+use super::limiter::NoSendSlot;
+use crate::state::redis::{RedisError, RedisState};
+
+/// The counting window: DingTalk's 1 s.
+const WINDOW_MS: u64 = 1_000;
+/// The longest sleep between two tries (a place may come free before the computed wait:
+/// a running send that completes early, or one given up).
+const MAX_NAP: Duration = Duration::from_millis(100);
+/// The shortest sleep between two tries.
+const MIN_NAP: Duration = Duration::from_millis(5);
+/// Most tries of one acquire (with naps of at least [`MIN_NAP`], far beyond any deadline).
+const MAX_TRIES: usize = 10_000;
+
+/// KEYS: robot window, conversation window. ARGV: place id, per robot, per conversation,
+/// window ms, hold ms. Returns 0 when the place was taken in both, else the ms until the
+/// fuller window's oldest place stops counting.
+const TAKE_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[4])
+local wait = 0
+for i = 1, 2 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[i + 1]) then
+    local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+    local w = tonumber(oldest[2]) + window - now
+    if w > wait then wait = w end
+    if wait < 1 then wait = 1 end
+  end
+end
+if wait > 0 then return wait end
+local hold = tonumber(ARGV[5])
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], now + hold, ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], hold + window)
+end
+return 0
+"#;
+
+/// KEYS: robot window, conversation window. ARGV: place id, window ms. The send
+/// completed: its place counts one window from now.
+const DONE_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], 'XX', now, ARGV[1])
+  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2]) * 2)
+end
+return 1
+"#;
+
+/// The send-rate windows in Redis for one robot.
+pub(crate) struct SharedSendRate {
+    redis: RedisState,
+    robot_key: String,
+    client_id: String,
+    per_robot: usize,
+    per_conversation: usize,
+    next_place: AtomicU64,
+}
+
+/// A place in both windows, held until the send completed.
+pub(crate) struct SharedPlace {
+    redis: RedisState,
+    keys: [String; 2],
+    id: String,
+}
+
+impl SharedSendRate {
+    pub(crate) fn new(
+        redis: RedisState,
+        client_id: &str,
+        per_robot: usize,
+        per_conversation: usize,
+    ) -> SharedSendRate {
+        SharedSendRate {
+            robot_key: redis.key(&["dingtalk", client_id, "sends"]),
+            client_id: client_id.to_string(),
+            redis,
+            per_robot: per_robot.max(1),
+            per_conversation: per_conversation.max(1),
+            next_place: AtomicU64::new(0),
+        }
+    }
+
+    /// Waits for a place into `conversation` until `deadline` (see the module).
+    pub(crate) async fn acquire(
+        &self,
+        conversation: &str,
+        deadline: Instant,
+    ) -> Result<SharedPlace, NoSendSlot> {
+        let keys = [
+            self.robot_key.clone(),
+            self.redis
+                .key(&["dingtalk", &self.client_id, "sends", conversation]),
+        ];
+        let id = format!(
+            "{}:{}",
+            self.redis.replica_id(),
+            self.next_place.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut warned = false;
+        for _ in 0..MAX_TRIES {
+            let nap = match self.take(&keys, &id).await {
+                Ok(0) => {
+                    return Ok(SharedPlace {
+                        redis: self.redis.clone(),
+                        keys,
+                        id,
+                    })
+                }
+                Ok(wait_ms) => Duration::from_millis(wait_ms).clamp(MIN_NAP, MAX_NAP),
+                Err(e) => {
+                    if !warned {
+                        warned = true;
+                        tracing::warn!(error = %e, "cannot count a send in the shared rate; waiting (fail closed)");
+                    }
+                    MAX_NAP
+                }
+            };
+            if Instant::now() + nap > deadline {
+                return Err(NoSendSlot);
+            }
+            tokio::time::sleep(nap).await;
+        }
+        Err(NoSendSlot)
+    }
+
+    async fn take(&self, keys: &[String; 2], id: &str) -> Result<u64, RedisError> {
+        Script::new(TAKE_LUA)
+            .key(&keys[0])
+            .key(&keys[1])
+            .arg(id)
+            .arg(self.per_robot)
+            .arg(self.per_conversation)
+            .arg(WINDOW_MS)
+            .arg(self.redis.lease().as_millis() as u64)
+            .invoke_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| self.redis.error(e))
+    }
+}
+
+impl Drop for SharedPlace {
+    fn drop(&mut self) {
+        let (redis, keys, id) = (
+            self.redis.clone(),
+            std::mem::take(&mut self.keys),
+            std::mem::take(&mut self.id),
+        );
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let done: Result<u8, _> = Script::new(DONE_LUA)
+                .key(&keys[0])
+                .key(&keys[1])
+                .arg(&id)
+                .arg(WINDOW_MS)
+                .invoke_async(&mut redis.conn())
+                .await;
+            if let Err(e) = done {
+                // The place then counts until its hold ends: later, never earlier.
+                tracing::debug!(error = %redis.error(e), "cannot mark a send completed in the shared rate");
+            }
+        });
+    }
+}
