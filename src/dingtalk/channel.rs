@@ -186,12 +186,16 @@ impl Channel {
         }
         let cfg = Arc::new(cfg);
         let http = super::http::client();
-        let api = Arc::new(OpenApi::new(
+        let mut api = OpenApi::new(
             http.clone(),
             &cfg.api_base,
             &cfg.client_id,
             cfg.client_secret.expose(),
-        ));
+        );
+        if let Some(r) = &redis {
+            api.tokens.share(r.clone(), &cfg.client_id);
+        }
+        let api = Arc::new(api);
         let mode = match cfg.mode {
             DingTalkMode::Stream => "stream",
             DingTalkMode::Http => "http",
