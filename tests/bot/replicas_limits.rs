@@ -164,6 +164,10 @@ fn three_replicas_share_one_model_limit_one_fair_line_and_one_send_rate() {
     let mut sent_us: Vec<u64> = outbox.iter().filter_map(|e| e["at_us"].as_u64()).collect();
     assert_eq!(sent_us.len(), total, "one reply per message");
     let busiest = busiest_second(&mut sent_us);
+    eprintln!(
+        "replicas: model max in flight {}, quiet request #{quiet_at} ({before} before it), busiest second {busiest} sends",
+        stats.max_in_flight
+    );
     assert!(
         busiest <= PER_ROBOT,
         "at most {PER_ROBOT} sends in any sliding second from all replicas: {busiest}"
