@@ -49,6 +49,17 @@ fn live_connections(stack: &Stack) -> usize {
         .map_or(0, |c| c.iter().filter(|c| c["live"] == true).count())
 }
 
+/// The `/metrics` scrape of the replica serving `ops.listen` on `port`.
+fn metrics(stack: &Stack, port: u16) -> String {
+    stack.rt.block_on(async {
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        match reqwest::get(&url).await {
+            Ok(resp) => resp.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    })
+}
+
 /// The largest number of `times_us` inside any half-open 1 s interval.
 fn busiest_second(times_us: &mut [u64]) -> usize {
     times_us.sort_unstable();
@@ -95,7 +106,10 @@ fn three_replicas_share_one_model_limit_one_fair_line_and_one_send_rate() {
             redis.url()
         ));
     let path = stack.write_config(&config);
-    stack.start_bot(&path);
+    // The first replica also serves /metrics.
+    let ops_port = support::free_port();
+    let with_ops = config.section(&format!("ops:\n  listen: \"127.0.0.1:{ops_port}\"\n"));
+    stack.start_bot(&stack.home.write("ops.yaml", &with_ops.render()));
     let more = MoreReplicas {
         stack: &stack,
         names: vec!["bot2".into(), "bot3".into()],
