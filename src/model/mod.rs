@@ -12,6 +12,7 @@
 //! - [`limiter`]: per-model concurrency with a bounded queue, fair across conversations;
 //! - [`global_limit`]: the same limit shared by all replicas, as leases in Redis;
 //! - [`wait_budget`]: one queue-wait bound per turn, over all its waits;
+//! - [`replicas`]: one model over several runtimes: selection, per-replica limits, cooldown;
 //! - [`stats`]: counters and latency percentiles;
 //! - [`router`]: routing rules, fallback, the public entry point [`ModelRouter`];
 //! - [`demo`]: the echo endpoint for quickstart (the simulator serves it at `/demo/v1`).
@@ -24,6 +25,7 @@ pub(crate) mod endpoint_url;
 pub mod error;
 pub(crate) mod global_limit;
 pub mod limiter;
+pub(crate) mod replicas;
 pub mod router;
 pub mod sse;
 pub mod stats;
