@@ -154,6 +154,13 @@ fn three_replicas_share_one_model_limit_one_fair_line_and_one_send_rate() {
         seen_global,
         "status shows {LIMIT} in flight over all replicas: {global}"
     );
+    let gauge = format!("clawdbot_model_global_in_flight{{model=\"local_chat\"}} {LIMIT}\n");
+    let mut scrape = String::new();
+    let seen_gauge = wait_until(Duration::from_secs(30), || {
+        scrape = metrics(&stack, ops_port);
+        scrape.contains(&gauge)
+    });
+    assert!(seen_gauge, "/metrics has {gauge}: {scrape}");
     let outbox = stack.wait_outbox(total, Duration::from_secs(120));
 
     let stats = stack.fake_stats();
