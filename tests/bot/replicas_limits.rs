@@ -2,6 +2,7 @@
 //! DingTalk's send rate hold for all replicas together, and the global line stays fair
 //! across conversations.
 
+use crate::dingtalk_channel::busiest_second;
 use crate::support;
 
 use std::time::Duration;
@@ -58,20 +59,6 @@ fn metrics(stack: &Stack, port: u16) -> String {
             Err(_) => String::new(),
         }
     })
-}
-
-/// The largest number of `times_us` inside any half-open 1 s interval.
-fn busiest_second(times_us: &mut [u64]) -> usize {
-    times_us.sort_unstable();
-    (0..times_us.len())
-        .map(|i| {
-            times_us[i..]
-                .iter()
-                .take_while(|t| **t - times_us[i] < 1_000_000)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 /// 3 daemons, one Redis, one simulator (each message goes to one live connection at
@@ -182,9 +169,8 @@ fn three_replicas_share_one_model_limit_one_fair_line_and_one_send_rate() {
         "quiet reached the model as request {quiet_at} ({before} before it was injected)"
     );
 
-    let mut sent_us: Vec<u64> = outbox.iter().filter_map(|e| e["at_us"].as_u64()).collect();
-    assert_eq!(sent_us.len(), total, "one reply per message");
-    let busiest = busiest_second(&mut sent_us);
+    assert_eq!(outbox.len(), total, "one reply per message");
+    let busiest = busiest_second(&outbox);
     eprintln!(
         "replicas: model max in flight {}, quiet request #{quiet_at} ({before} before it), busiest second {busiest} sends",
         stats.max_in_flight
