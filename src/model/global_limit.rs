@@ -10,6 +10,14 @@
 //! A waiter also retries every [`POLL`] as a safety net (a lost message, a lease that
 //! simply ran out).
 //!
+//! Waiters of all replicas stand in one line, served round-robin across conversations as
+//! the local [`super::limiter::Limiter`] serves them in one daemon: each waits with a
+//! ticket in `{prefix}:model:{name}:queue` placed by round (a conversation's next ticket
+//! goes one round after its previous one, a new conversation's into the round being
+//! served) and by arrival within a round; a free slot goes to the first live tickets
+//! only. A waiter refreshes its ticket on every try; the ticket of one that stopped
+//! asking (dead replica) is dropped after [`TICKET_LIFE`] (or `lease_ms` if shorter).
+//!
 //! Invariants:
 //! - the set never holds more than `limit` live leases: an acquire adds one only when
 //!   fewer are live, and a renewal re-adds a lease that ran out only under that same rule;
@@ -39,6 +47,10 @@ use crate::state::redis::{RedisError, RedisState};
 
 /// The safety-net retry of a waiter that heard no release.
 const POLL: Duration = Duration::from_millis(250);
+/// How long a waiter's ticket stays in line after its last try (it tries at least every
+/// [`POLL`]): a dead replica's waiters stop holding up the line after this, not after a
+/// whole lease.
+const TICKET_LIFE: Duration = Duration::from_secs(2);
 /// The shortest bound on one try, and the longest wait for leaving the line after a wait
 /// ran out (Redis slow or down: the ticket then ends by itself after lease_ms).
 const LEAVE_WAIT: Duration = Duration::from_millis(500);
@@ -47,7 +59,7 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 
 /// KEYS: leases, queue (ticket -> place), queue-alive (ticket -> expiry), sequence,
 /// rounds (conversation -> its last round), round (the round last served).
-/// ARGV: ticket, limit, lease ms, channel, conversation.
+/// ARGV: ticket, limit, lease ms, channel, conversation, ticket life ms.
 /// Drops ended leases and tickets of waiters that stopped asking. On its first call a
 /// ticket is placed in round max(served round, its conversation's last round + 1), after
 /// the tickets already in that round (arrival order): each conversation gets one grant
@@ -74,7 +86,7 @@ if not place then
   place = round * per_round + redis.call('INCR', KEYS[4]) % per_round
   redis.call('ZADD', KEYS[2], place, ARGV[1])
 end
-redis.call('ZADD', KEYS[3], now + lease, ARGV[1])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[1])
 for i = 2, 6 do redis.call('PEXPIRE', KEYS[i], lease) end
 local n = redis.call('ZCARD', KEYS[1])
 local free = tonumber(ARGV[2]) - n
@@ -264,6 +276,7 @@ impl GlobalLimit {
             .arg(self.lease_ms())
             .arg(&self.channel)
             .arg(conversation)
+            .arg(self.ticket_life().as_millis() as u64)
             .invoke_async(&mut self.redis.conn())
             .await
             .map_err(|e| self.redis.error(e))?;
@@ -328,6 +341,11 @@ impl GlobalLimit {
             self.in_flight.store(n, Ordering::Relaxed);
         }
         self.changed.notify_waiters();
+    }
+
+    /// [`TICKET_LIFE`], or the lease when that is shorter.
+    fn ticket_life(&self) -> Duration {
+        TICKET_LIFE.min(self.redis.lease())
     }
 
     fn lease_ms(&self) -> u64 {
