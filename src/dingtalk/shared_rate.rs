@@ -9,6 +9,9 @@
 //! windows and takes a place in both at once, only when both have room, so neither window
 //! ever holds more than its limit, whatever the number of replicas.
 //!
+//! Times are Redis's `TIME` to the microsecond (as fractional ms): a place comes free a
+//! full window after its send completed, never a rounding error earlier.
+//!
 //! Redis unreachable: no place is given (fail closed); the send waits and is given up at
 //! its deadline like any send that found no slot (the reply is then retried later).
 
@@ -36,7 +39,7 @@ const MAX_TRIES: usize = 10_000;
 /// fuller window's oldest place stops counting.
 const TAKE_LUA: &str = r#"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local window = tonumber(ARGV[4])
 local wait = 0
 for i = 1, 2 do
@@ -61,7 +64,7 @@ return 0
 /// completed: its place counts one window from now.
 const DONE_LUA: &str = r#"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 for i = 1, 2 do
   redis.call('ZADD', KEYS[i], 'XX', now, ARGV[1])
   redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2]) * 2)
