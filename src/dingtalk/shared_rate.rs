@@ -189,3 +189,91 @@ impl Drop for SharedPlace {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RedisConfig, Secret};
+    use clawdbot_testkit::redis_server::RedisServer;
+    use std::sync::Arc;
+
+    async fn rate(url: &str, replica: &str, per_robot: usize, per_conv: usize) -> SharedSendRate {
+        let redis = RedisState::connect(&RedisConfig {
+            url: Secret::new(url),
+            key_prefix: "t".into(),
+            replica_id: Some(replica.into()),
+            lease_ms: 1_500,
+        })
+        .await
+        .expect("connect");
+        SharedSendRate::new(redis, "app", per_robot, per_conv)
+    }
+
+    /// The most of `times` inside any half-open 1 s interval.
+    fn busiest_second(times: &mut [std::time::Instant]) -> usize {
+        times.sort();
+        (0..times.len())
+            .map(|i| {
+                let first = times[i];
+                times[i..]
+                    .iter()
+                    .take_while(|t| **t - first < Duration::from_secs(1))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// 3 replicas send 12 messages at once (per_robot 4, per_conversation 2): the
+    /// completions of all of them together never pass 4 in a sliding second, nor 2 in one
+    /// conversation; a place whose replica died (never marked completed) frees after its
+    /// hold and a window.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+    async fn replicas_together_stay_within_the_robot_and_conversation_rates() {
+        let server = RedisServer::start();
+        let mut sends = Vec::new();
+        for r in 0..3 {
+            let limiter = Arc::new(rate(&server.url(), &format!("r{r}"), 4, 2).await);
+            for i in 0..4 {
+                let limiter = limiter.clone();
+                sends.push(tokio::spawn(async move {
+                    let conversation = format!("c{}", i % 2);
+                    let far = Instant::now() + Duration::from_secs(60);
+                    let place = limiter.acquire(&conversation, far).await.expect("place");
+                    let done = std::time::Instant::now();
+                    drop(place);
+                    (conversation, done)
+                }));
+            }
+        }
+        let (mut all, mut c0) = (Vec::new(), Vec::new());
+        for s in sends {
+            let (conversation, done) = s.await.expect("send");
+            all.push(done);
+            if conversation == "c0" {
+                c0.push(done);
+            }
+        }
+        assert_eq!(
+            busiest_second(&mut all),
+            4,
+            "robot rate, all replicas together"
+        );
+        assert_eq!(busiest_second(&mut c0), 2, "conversation rate");
+
+        // A replica takes a place and dies before its send completes.
+        let dead = rate(&server.url(), "dead", 1, 1).await;
+        let live = rate(&server.url(), "live", 1, 1).await;
+        tokio::time::sleep(Duration::from_millis(1_100)).await; // the flood's window ends
+        std::mem::forget(dead.acquire("x", Instant::now()).await.expect("free place"));
+        let asked = std::time::Instant::now();
+        let far = Instant::now() + Duration::from_secs(30);
+        drop(live.acquire("x", far).await.expect("the place frees"));
+        let waited = asked.elapsed();
+        assert!(
+            waited >= Duration::from_millis(2_000),
+            "hold 1.5 s + window 1 s: {waited:?}"
+        );
+    }
+}
