@@ -19,6 +19,10 @@
 //!   the same model, each replica at most once per turn, within the same turn deadline and
 //!   only while [`fallback_deadline`] says enough of it is left; after a first token the
 //!   text already shown cannot be taken back, so there is no retry.
+//! - With `state.backend: redis` a turn first takes one global lease of the model
+//!   ([`super::global_limit`]: at most the model's limit over all bot replicas, the line
+//!   round-robin across conversations), then its local slot; both waits share the wait
+//!   budget. A lease lost while the request runs cancels the request.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,7 +53,7 @@ struct Entry {
     budgets: PhaseBudgets,
     fallback: Option<String>,
     limiter: Arc<Limiter>,
-    /// The limit shared by all replicas (`state.backend: redis`), taken after `limiter`.
+    /// The limit shared by all replicas (`state.backend: redis`), taken before `limiter`.
     global: Option<Arc<GlobalLimit>>,
     stats: ModelStats,
 }
