@@ -137,6 +137,10 @@ pub struct ModelReport {
     pub queued: usize,
     /// The most requests ever in flight at once (never above `limit`).
     pub peak_in_flight: usize,
+    /// With `state.backend: redis`: requests in flight at this model across all
+    /// replicas (never above `limit`), as last seen in Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_in_flight: Option<usize>,
     pub served: u64,
     pub failures: u64,
     pub timeouts: u64,

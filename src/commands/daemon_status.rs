@@ -343,8 +343,12 @@ fn channel_line(c: &ChannelReport) -> String {
 }
 
 fn model_line(m: &ModelReport) -> String {
+    let global = m
+        .global_in_flight
+        .map(|g| format!(" (all replicas: {g}/{})", m.limit))
+        .unwrap_or_default();
     format!(
-        "  model {}: {}/{} in flight, {} queued, served {}, failures {}, timeouts {}, fallbacks {}, busy {}, p50 {} ms, p95 {} ms{}",
+        "  model {}: {}/{} in flight{global}, {} queued, served {}, failures {}, timeouts {}, fallbacks {}, busy {}, p50 {} ms, p95 {} ms{}",
         m.name,
         m.in_flight,
         m.limit,
