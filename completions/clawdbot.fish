@@ -250,7 +250,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l model -
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l text -d 'The message the simulated user sends' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l stop -d 'Stop the simulator and the daemon when done instead of leaving them running'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l clean -d 'With --stop: also remove the demo folder (its config, state, logs and sockets)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l clean -d 'With --stop: run no demo; only stop the demo\'s bot and simulator and remove the demo folder (its config, state, logs and sockets)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand quickstart" -s V -l version -d 'Print version'

@@ -355,7 +355,8 @@ pub(crate) struct QuickstartArgs {
     /// Stop the simulator and the daemon when done instead of leaving them running.
     #[arg(long)]
     pub(crate) stop: bool,
-    /// With --stop: also remove the demo folder (its config, state, logs and sockets).
+    /// With --stop: run no demo; only stop the demo's bot and simulator and remove the
+    /// demo folder (its config, state, logs and sockets).
     #[arg(long, requires = "stop")]
     pub(crate) clean: bool,
 }

@@ -164,7 +164,13 @@ fn an_inline_secret_is_written_and_the_checks_pass() {
     let r = run(&stack, &args, &[]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("Next:"), "{r:?}");
-    assert!(r.stdout.contains("clawdbot daemon start"), "{r:?}");
+    // The next commands work as typed: they keep the --home this onboard was given.
+    let home_flag = format!("--home {}", stack.home.path().display());
+    let next: Vec<&str> = r.stdout.lines().skip_while(|l| *l != "Next:").skip(1).collect();
+    assert_eq!(next.len(), 4, "{r:?}");
+    for line in next {
+        assert!(line.contains(&format!("clawdbot {home_flag} ")), "{line}");
+    }
     assert!(!r.stdout.contains(CLIENT_SECRET) && !r.stderr.contains(CLIENT_SECRET));
     let text = std::fs::read_to_string(&cfg).unwrap();
     assert!(text.contains("targets: {}"), "{text}");

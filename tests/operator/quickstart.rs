@@ -229,6 +229,13 @@ fn demo_keeps_to_its_own_folder(uid: Option<u32>) {
 
     let clean = as_user(uid, home.path(), &["quickstart", "--stop", "--clean"]);
     assert_eq!(clean.code, 0, "{clean:?}");
+    // It only stops and cleans: no demo message, no reply, no healthcheck first.
+    for demo_step in ["reusing the simulator", "waiting for", "bot's reply", "healthcheck"] {
+        assert!(
+            !clean.stdout.contains(demo_step) && !clean.stderr.contains(demo_step),
+            "`quickstart --stop --clean` ran the demo ({demo_step}): {clean:?}"
+        );
+    }
     assert!(!demo.exists(), "the demo folder is left: {clean:?}");
     assert!(
         clean
