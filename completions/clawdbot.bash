@@ -1424,7 +1424,7 @@ _clawdbot() {
             return 0
             ;;
         clawdbot__subcmd__sim__subcmd__inject)
-            opts="-h -V --sim --text --conversation --group --direct --sender-staff-id --nick --msgtype --home --json --help --version"
+            opts="-h -V --sim --text --conversation --group --direct --sender-staff-id --nick --msgtype --wait --wait-timeout --home --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1451,6 +1451,10 @@ _clawdbot() {
                     return 0
                     ;;
                 --msgtype)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

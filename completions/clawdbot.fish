@@ -207,7 +207,7 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_se
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_seen_subcommand_from serve inject outbox help" -f -a "inject" -d 'Send a message to the bot as a simulated user (prints the msgId)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_seen_subcommand_from serve inject outbox help" -f -a "outbox" -d 'Print what the bot sent (every message, with route and body)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and not __fish_seen_subcommand_from serve inject outbox help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l listen -d 'Address to listen on (loopback by default; port 0 = any free port)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l listen -d 'Address to listen on (loopback by default; port 0 = any free port). Any other address is warned about: the simulator accepts its demo credentials from anyone who can reach it' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l port-file -d 'Write the base URL to this file once listening' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l client-id -d 'The app\'s client id (default: the simulator\'s demo app)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l client-secret -d 'The app\'s client secret (default: the demo app\'s)' -r
@@ -222,19 +222,21 @@ complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_s
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from serve" -s V -l version -d 'Print version'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l sim -d 'Simulator base URL (or HOST:PORT)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l sim -d 'Simulator base URL (or HOST:PORT); default: the simulator `quickstart` runs' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l text -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l conversation -d 'Conversation id (default: one per chat kind / sender)' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l sender-staff-id -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l nick -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l msgtype -d 'text, audio, richText, picture, video, file, unknownMsgType' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l wait-timeout -d 'With --wait: the longest wait for the reply, seconds' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l group -d 'A group chat (the bot was @-mentioned)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l direct -d 'A 1:1 chat (default)'
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l wait -d 'Wait for the bot\'s reply in this conversation and print it (exit 1 when none comes within --wait-timeout)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -l json -d 'Print one JSON document on stdout (human text goes to stderr)'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -s h -l help -d 'Print help'
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from inject" -s V -l version -d 'Print version'
-complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l sim -d 'Simulator base URL (or HOST:PORT)' -r
+complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l sim -d 'Simulator base URL (or HOST:PORT); default: the simulator `quickstart` runs' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l wait -d 'Wait until at least N messages are in the outbox' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l timeout -d 'Longest wait, seconds' -r
 complete -c clawdbot -n "__fish_clawdbot_using_subcommand sim; and __fish_seen_subcommand_from outbox" -l home -d 'Keep every file (config, state, logs, sockets) under this folder' -r -F

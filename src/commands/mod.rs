@@ -81,7 +81,7 @@ fn dispatch(cli: &Cli, layout: &Layout, out: &output::Output) -> CmdResult {
         Command::Conversations(a) => conversations::list(layout, a, out),
         Command::Healthcheck(a) => healthcheck::healthcheck(layout, a, out),
         Command::Onboard(a) => onboard::onboard(layout, a, out),
-        Command::Sim(a) => sim::command(a, out),
+        Command::Sim(a) => sim::command(layout, a, out),
         Command::Quickstart(a) => quickstart::quickstart(layout, a, out),
     }
 }

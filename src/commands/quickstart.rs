@@ -66,7 +66,7 @@ pub(crate) fn quickstart(user_layout: &Layout, args: &QuickstartArgs, out: &Outp
         "Stopped the bot and the simulator.".to_string()
     } else {
         format!(
-            "The bot and the simulator keep running. Try:\n  {me} sim inject --sim {sim_url} --group --conversation {CONVERSATION} --text \"hi\"\n  {me} sim outbox --sim {sim_url}\n  {me} conversations --name {BOT_NAME}\n  {me} daemon status\nStop everything with:\n  {}\n  {}",
+            "The bot and the simulator keep running. Try:\n  {me} sim inject --group --conversation {CONVERSATION} --text \"hi\" --wait\n  {me} sim outbox\n  {me} conversations --name {BOT_NAME}\n  {me} daemon status\nStop everything with:\n  {}\n  {}",
             stop[0], stop[1]
         )
     };
@@ -198,7 +198,10 @@ fn stop_and_clean(user_layout: &Layout, out: &Output) -> CmdResult {
         out.result(
             json!({"ok": true, "demo_folder": demo.display().to_string(), "removed": false,
                    "stopped": true}),
-            &format!("No demo folder at {}: nothing to stop or remove.", demo.display()),
+            &format!(
+                "No demo folder at {}: nothing to stop or remove.",
+                demo.display()
+            ),
         );
         return Ok(Code::Ok);
     }
@@ -248,6 +251,27 @@ pub(crate) fn demo_folder_path(layout: &Layout) -> Result<PathBuf, CliError> {
                 )
             }),
     }
+}
+
+/// The URL of the simulator a quickstart left running, with the file that records it:
+/// looked for in `layout` itself (the commands quickstart prints carry `--home DEMO`), then
+/// in the demo folder under it (a plain `clawdbot sim ...`); `None` when neither runs one.
+pub(crate) fn running_sim(layout: &Layout) -> Result<Option<(String, PathBuf)>, CliError> {
+    let demo = demo_folder_path(layout)?;
+    let mut layouts = vec![layout.clone()];
+    if demo.is_dir() {
+        layouts.push(Layout::resolve(Some(&demo))?);
+    }
+    for layout in &layouts {
+        let url_file = layout.daemon(SIM_NAME)?.state.join("url");
+        let url = std::fs::read_to_string(&url_file)
+            .ok()
+            .filter(|_| running(layout, SIM_NAME));
+        if let Some(url) = url {
+            return Ok(Some((url.trim().to_string(), url_file)));
+        }
+    }
+    Ok(None)
 }
 
 fn running(layout: &Layout, name: &str) -> bool {

@@ -166,7 +166,12 @@ fn an_inline_secret_is_written_and_the_checks_pass() {
     assert!(r.stdout.contains("Next:"), "{r:?}");
     // The next commands work as typed: they keep the --home this onboard was given.
     let home_flag = format!("--home {}", stack.home.path().display());
-    let next: Vec<&str> = r.stdout.lines().skip_while(|l| *l != "Next:").skip(1).collect();
+    let next: Vec<&str> = r
+        .stdout
+        .lines()
+        .skip_while(|l| *l != "Next:")
+        .skip(1)
+        .collect();
     assert_eq!(next.len(), 4, "{r:?}");
     for line in next {
         assert!(line.contains(&format!("clawdbot {home_flag} ")), "{line}");
