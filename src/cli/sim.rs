@@ -78,7 +78,8 @@ pub(crate) struct InjectArgs {
     #[arg(long, value_name = "NAME")]
     pub(crate) nick: Option<String>,
     /// text, audio, richText, picture, video, file, unknownMsgType.
-    #[arg(long, default_value = "text", value_name = "TYPE")]
+    #[arg(long, default_value = "text", value_name = "TYPE",
+          add = clap_complete::ArgValueCandidates::new(super::complete::sim_msgtypes))]
     pub(crate) msgtype: String,
     /// Wait for the bot's reply in this conversation and print it (exit 1 when none
     /// comes within --wait-timeout).

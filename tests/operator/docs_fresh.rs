@@ -88,6 +88,10 @@ fn readme_commands(readme: &str) -> Vec<(usize, Vec<String>)> {
         pending.clear();
         for segment in words.split(|w| ["|", "&&", "&", ";"].contains(&w.as_str())) {
             let mut words: Vec<&str> = segment.iter().map(String::as_str).collect();
+            // A redirection (`> FILE`, `>/dev/null`) is the shell's, not an argument.
+            if let Some(at) = words.iter().position(|w| w.starts_with('>')) {
+                words.truncate(at);
+            }
             if words.first() == Some(&"sudo") {
                 words.remove(0);
             }
@@ -144,7 +148,8 @@ fn every_readme_command_parses_with_the_cli_definition() {
 #[test]
 fn the_readme_parser_sees_alternatives_and_continuations() {
     let text = "```sh\nsudo clawdbot daemon status|stop --name b [--json]   # note\n\
-                clawdbot onboard --name b \\\n  --non-interactive ...\nclawdbot completions bash | sudo tee x\n```\n";
+                clawdbot onboard --name b \\\n  --non-interactive ...\nclawdbot completions bash | sudo tee x\n\
+                clawdbot completions zsh > ~/.zfunc/_clawdbot   # note\n```\n";
     let got: Vec<String> = readme_commands(text)
         .into_iter()
         .map(|(_, a)| a.join(" "))
@@ -156,6 +161,7 @@ fn the_readme_parser_sees_alternatives_and_continuations() {
             "clawdbot daemon stop --name b --json",
             "clawdbot onboard --name b --non-interactive",
             "clawdbot completions bash",
+            "clawdbot completions zsh",
         ]
     );
 }

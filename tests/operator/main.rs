@@ -24,5 +24,6 @@ mod ops_output;
 mod ops_send;
 mod ops_smoke_script;
 mod quickstart;
+mod shell_completion;
 mod sim_cli;
 mod systemd;
