@@ -11,9 +11,7 @@ fn completions_and_man_pages_are_fresh() {
     let bless = std::env::var_os("CLAWDBOT_BLESS").is_some();
     let mut stale = Vec::new();
     let mut generated = clawdbot::docs::completions_and_units();
-    let mut root_cmd = clawdbot::cli::command();
-    root_cmd.build();
-    man_pages(&root_cmd, "clawdbot", &mut generated);
+    generated.extend(super::man_pages::pages(root));
     for (rel, body) in generated {
         let path = root.join(&rel);
         if bless {
@@ -27,22 +25,6 @@ fn completions_and_man_pages_are_fresh() {
         stale.is_empty(),
         "stale generated files {stale:?}: run CLAWDBOT_BLESS=1 cargo test --test operator docs_fresh"
     );
-}
-
-/// One man page per command and subcommand, named `clawdbot-daemon-start.1` and so on.
-fn man_pages(cmd: &clap::Command, page_name: &str, out: &mut Vec<(String, Vec<u8>)>) {
-    let renamed = cmd.clone().name(page_name.to_string());
-    let mut buf = Vec::new();
-    clap_mangen::Man::new(renamed)
-        .render(&mut buf)
-        .expect("rendering a man page into memory cannot fail");
-    out.push((format!("man/{page_name}.1"), buf));
-    for sub in cmd.get_subcommands() {
-        if sub.is_hide_set() || sub.get_name() == "help" {
-            continue;
-        }
-        man_pages(sub, &format!("{page_name}-{}", sub.get_name()), out);
-    }
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod gateway_health;
 mod gateway_lifecycle;
 mod log_privacy;
 mod log_rotation;
+mod man_pages;
 mod module_graph;
 mod ops_endpoint;
 mod ops_healthcheck;
