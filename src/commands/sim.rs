@@ -154,10 +154,16 @@ async fn inject(a: &InjectArgs, sim: &str, out: &Output) -> CmdResult {
                 a.wait_timeout
             ))
         })?;
-    let text = reply["text"].as_str().unwrap_or_default().to_string();
+    let text = indent_lines(reply["text"].as_str().unwrap_or_default());
     v["reply"] = reply;
     out.result(v, &format!("{msg_id}\nreply: {text}"));
     Ok(Code::Ok)
+}
+
+/// A message text on one entry's lines: its later lines indented, so they do not read as
+/// entries of their own (a group reply ends with an `@staffid` line).
+fn indent_lines(text: &str) -> String {
+    text.replace('\n', "\n    ")
 }
 
 /// The first outbox entry after the first `before` that went to `conversation`.
@@ -196,7 +202,7 @@ async fn outbox(a: &OutboxArgs, sim: &str, out: &Output) -> CmdResult {
                 "#{} {} {}",
                 e["seq"],
                 e["route"].as_str().unwrap_or("?"),
-                e["text"].as_str().unwrap_or("")
+                indent_lines(e["text"].as_str().unwrap_or(""))
             )
         })
         .collect();

@@ -102,6 +102,30 @@ fn quickstart_twice_reuses_the_running_simulator() {
         outbox.stdout.contains("echo: wait canary 5521"),
         "{outbox:?}"
     );
+    // A reply's later lines (the group reply's @-mention) are indented under its entry.
+    assert!(
+        outbox
+            .stdout
+            .lines()
+            .all(|l| l.starts_with('#') || l.starts_with("    ")),
+        "{outbox:?}"
+    );
+    // The group keeps the title the demo gave it when a later message gives none.
+    let seen = as_user(
+        None,
+        home.path(),
+        &[
+            "--home",
+            demo.to_str().unwrap(),
+            "conversations",
+            "--name",
+            "quickstart-bot",
+        ],
+    );
+    assert!(
+        seen.stdout.contains("Quickstart demo") && !seen.stdout.contains("Sim Group"),
+        "{seen:?}"
+    );
     // The simulator daemon is labelled as one, not as a model gateway.
     let demo_flag = demo.to_str().unwrap();
     let status = as_user(
