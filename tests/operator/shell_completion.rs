@@ -345,3 +345,39 @@ fn fish_completes_daemon_names_and_aliases() {
         assert!(!got.contains(not), "{line}: {got:?}");
     }
 }
+
+/// The README's per-user install lines (`mkdir -p ...` and `clawdbot completions SHELL >
+/// ~/...`), run as written by `sh` in a fresh HOME, leave each shell's script where that
+/// shell looks for it.
+#[test]
+fn the_readme_install_lines_work_as_written() {
+    let fx = Fixture::new();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let lines: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.contains("~/") && (l.contains("completions") || l.contains(".zfunc")))
+        .filter(|l| l.starts_with("mkdir") || l.starts_with("clawdbot completions"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let user_home = fx.home.path().join("user");
+    std::fs::create_dir(&user_home).unwrap();
+    for line in &lines {
+        let code = line.split("  #").next().unwrap();
+        let ran = fx
+            .shell("sh")
+            .args(["-c", code])
+            .env("HOME", &user_home)
+            .output()
+            .unwrap();
+        assert!(ran.status.success(), "{code}: {ran:?}");
+    }
+    for (file, shell) in [
+        (".local/share/bash-completion/completions/clawdbot", "bash"),
+        (".zfunc/_clawdbot", "zsh"),
+        (".config/fish/completions/clawdbot.fish", "fish"),
+    ] {
+        let written = std::fs::read_to_string(user_home.join(file)).unwrap_or_default();
+        assert_eq!(written, fx.script(shell), "{file}");
+    }
+}
