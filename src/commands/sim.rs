@@ -46,12 +46,10 @@ async fn serve(a: &ServeArgs, out: &Output) -> CmdResult {
     let server = SimServer::start(opts).await?;
     let base = server.base_url().to_string();
     if let Some(p) = &a.port_file {
-        let tmp = p.with_extension("tmp");
-        std::fs::write(&tmp, format!("{base}\n"))
-            .and_then(|_| std::fs::rename(&tmp, p))
-            .map_err(|e| {
-                CliError::failure(format!("sim: cannot write port file {}: {e}", p.display()))
-            })?;
+        // Often in a shared /tmp: written through a new private file, never through a
+        // file or link someone else left at the temporary name.
+        crate::paths::write_private(p, format!("{base}\n").as_bytes())
+            .map_err(|e| CliError::failure(format!("sim: cannot write the port file: {e}")))?;
     }
     if let Some(warning) = exposure_warning(server.addr) {
         out.note(&warning);

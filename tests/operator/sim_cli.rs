@@ -217,6 +217,12 @@ fn the_banner_shows_the_demo_credentials_and_inject_waits_bounded() {
     let home = Home::new();
     let banner = home.path().join("banner.txt");
     let port_file = home.path().join("sim.url");
+    // Another user's links at the temporary names next to the port file (a shared /tmp)
+    // are never written through.
+    let victim = home.write("victim", "precious");
+    for planted in ["sim.tmp", "sim.url.tmp"] {
+        std::os::unix::fs::symlink(&victim, home.path().join(planted)).unwrap();
+    }
     let mut child = home
         .command(&["sim", "serve", "--port-file", port_file.to_str().unwrap()])
         .stdout(std::fs::File::create(&banner).unwrap())
@@ -246,6 +252,8 @@ fn the_banner_shows_the_demo_credentials_and_inject_waits_bounded() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(shown, "no credentials in the banner: {text}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(!std::fs::symlink_metadata(&port_file).unwrap().is_symlink());
     assert!(
         text.contains(&format!("client_id:     {DEFAULT_CLIENT_ID}")),
         "{text}"
