@@ -323,7 +323,10 @@ fn read_schema(src: &str) -> Schema {
         }
         if let Some(rest) = t.strip_prefix("pub struct ") {
             if let Some(name) = rest.strip_suffix(" {") {
-                current = Some((false, name.to_string(), docs.join(" "), Vec::new()));
+                // A struct's first paragraph is for users; the rest (its invariants) is
+                // for the code's readers.
+                let summary = docs.split(String::is_empty).next().unwrap_or_default();
+                current = Some((false, name.to_string(), summary.join(" "), Vec::new()));
             }
         } else if let Some(rest) = t.strip_prefix("pub enum ") {
             if let Some(name) = rest.strip_suffix(" {") {
@@ -349,7 +352,12 @@ fn read_schema(src: &str) -> Schema {
                     fields.push(Field {
                         name: name.to_string(),
                         ty: ty.trim_end_matches(',').to_string(),
-                        docs: docs.join(" "),
+                        docs: docs
+                            .iter()
+                            .filter(|d| !d.is_empty())
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(" "),
                         has_default: attrs.contains("default"),
                     });
                 }
@@ -505,6 +513,9 @@ fn at_mut<'a>(doc: &'a mut serde_yaml::Value, path: &str) -> &'a mut serde_yaml:
             .unwrap_or_else(|| panic!("{path}: not a section"));
         v = map.entry(key.into()).or_insert(serde_yaml::Value::Null);
         if list {
+            if v.as_sequence().is_none_or(|l| l.is_empty()) {
+                *v = serde_yaml::Value::Sequence(vec![serde_yaml::Value::Null]);
+            }
             v = v.get_mut(0).unwrap();
         }
     }

@@ -91,6 +91,8 @@ struct Pty {
     screen: Arc<Mutex<String>>,
     /// The screen up to here was already looked at.
     seen: usize,
+    /// Lines cleared so far (each clear waits for its own marker).
+    cleared: usize,
 }
 
 impl Pty {
@@ -139,11 +141,22 @@ impl Pty {
             master,
             screen,
             seen: 0,
+            cleared: 0,
         }
     }
 
     fn type_text(&mut self, text: &str) {
         self.master.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Erases the line being edited (Ctrl-U: typed input, not a signal, so it waits for a
+    /// completion still running), then runs a command whose output proves the shell is
+    /// back at its prompt.
+    fn clear_line(&mut self) {
+        self.cleared += 1;
+        let n = self.cleared;
+        self.type_text(&format!("\x15echo cleared-$((1000+{n}))\r"));
+        self.expect(&[&format!("cleared-{}", 1000 + n)]);
     }
 
     /// Waits (bounded, generous) until the screen after the last look shows all of
@@ -171,14 +184,13 @@ impl Drop for Pty {
 }
 
 /// Types `line` then `tabs` (bash lists the candidates on the second TAB, zsh on the
-/// first) and returns what the shell showed once it shows all of `shows`; the line is
-/// cleared afterwards (Ctrl-C) and the next prompt awaited.
+/// first) and returns what the shell showed once it shows all of `shows`; then clears the
+/// line (see [`Pty::clear_line`]).
 fn complete(sh: &mut Pty, line: &str, tabs: &str, shows: &[&str]) -> String {
     sh.type_text(line);
     sh.type_text(tabs);
     let shown = sh.expect(shows);
-    sh.type_text("\x03");
-    sh.expect(&["READY> "]);
+    sh.clear_line();
     shown
 }
 
@@ -216,8 +228,7 @@ fn bash_completes(with_package: bool) {
     // A unique prefix is completed in place.
     sh.type_text("clawdbot healthcheck --name al\t");
     sh.expect(&["--name alpha-bot "]);
-    sh.type_text("\x03");
-    sh.expect(&["READY> "]);
+    sh.clear_line();
     // `send --to`: the aliases of the named daemon's config, not the other daemon's.
     let aliases = complete(
         &mut sh,
