@@ -46,11 +46,10 @@ pub(crate) fn answer_if_asked(args: &[OsString]) -> bool {
         .filter_map(|a| a.to_str());
     let _ = LINE.set(read_line(words));
     let current_dir = std::env::current_dir().ok();
-    match CompleteEnv::with_factory(super::command).try_complete(args, current_dir.as_deref()) {
-        Ok(answered) => answered,
-        // A completion that failed (a closed terminal): nothing to offer.
-        Err(_) => true,
-    }
+    // A completion that failed (a closed terminal) has nothing to offer: still answered.
+    CompleteEnv::with_factory(super::command)
+        .try_complete(args, current_dir.as_deref())
+        .unwrap_or(true)
 }
 
 /// The registration script for `shell`: it calls `clawdbot` from PATH for candidates.

@@ -606,7 +606,7 @@ fn config_page(src: &str) -> String {
             ".TP\n\\fB{}\\fR (\\fI{}\\fR)\n{}\n",
             esc(&k.path),
             esc(&k.kind),
-            inline(&format!("{} {default}", k.docs).trim().to_string())
+            inline(format!("{} {default}", k.docs).trim())
         ));
     }
     s.push_str(&format!(
