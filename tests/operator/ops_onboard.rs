@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -560,24 +560,7 @@ impl Terminal {
         drop(c); // the Command holds copies of the terminal too
         drop(pty.slave);
         let master = std::fs::File::from(pty.master);
-        let screen = Arc::new(Mutex::new(String::new()));
-        {
-            let screen = screen.clone();
-            let mut m = master.try_clone().unwrap();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                // Ends with EIO once the child closed the terminal.
-                while let Ok(n) = m.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    screen
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+        let screen = support::record_screen(&master);
         Terminal {
             child,
             master,

@@ -26,18 +26,7 @@ fn quickstart_gets_a_reply_through_the_simulator_and_stops_cleanly() {
     let reply = doc["reply"].as_str().unwrap();
     assert!(reply.starts_with("echo: quickstart canary 7731"), "{doc}");
     for name in ["quickstart-bot", "quickstart-sim"] {
-        let status = as_user(
-            None,
-            home.path(),
-            &[
-                "--home",
-                demo.to_str().unwrap(),
-                "daemon",
-                "status",
-                "--name",
-                name,
-            ],
-        );
+        let status = in_demo(home.path(), &demo, &["daemon", "status", "--name", name]);
         assert_eq!(status.code, 3, "{status:?}");
     }
     let logs: String = std::fs::read_dir(demo.join("logs"))
@@ -111,34 +100,20 @@ fn quickstart_twice_reuses_the_running_simulator() {
         "{outbox:?}"
     );
     // The group keeps the title the demo gave it when a later message gives none.
-    let seen = as_user(
-        None,
+    let seen = in_demo(
         home.path(),
-        &[
-            "--home",
-            demo.to_str().unwrap(),
-            "conversations",
-            "--name",
-            "quickstart-bot",
-        ],
+        &demo,
+        &["conversations", "--name", "quickstart-bot"],
     );
     assert!(
         seen.stdout.contains("Quickstart demo") && !seen.stdout.contains("Sim Group"),
         "{seen:?}"
     );
     // The simulator daemon is labelled as one, not as a model gateway.
-    let demo_flag = demo.to_str().unwrap();
-    let status = as_user(
-        None,
+    let status = in_demo(
         home.path(),
-        &[
-            "--home",
-            demo_flag,
-            "daemon",
-            "status",
-            "--name",
-            "quickstart-sim",
-        ],
+        &demo,
+        &["daemon", "status", "--name", "quickstart-sim"],
     );
     assert_eq!(status.code, 0, "{status:?}");
     assert!(
@@ -147,18 +122,10 @@ fn quickstart_twice_reuses_the_running_simulator() {
     );
     assert!(status.stdout.contains("  simulator: running"), "{status:?}");
     assert!(!status.stdout.contains("gateway"), "{status:?}");
-    let status = as_user(
-        None,
+    let status = in_demo(
         home.path(),
-        &[
-            "--json",
-            "--home",
-            demo_flag,
-            "daemon",
-            "status",
-            "--name",
-            "quickstart-sim",
-        ],
+        &demo,
+        &["--json", "daemon", "status", "--name", "quickstart-sim"],
     );
     assert_eq!(status.json()["workload"], "sim", "{status:?}");
     // The printed stop commands work as typed (they name this binary, not a `clawdbot`
@@ -169,18 +136,7 @@ fn quickstart_twice_reuses_the_running_simulator() {
         assert_eq!(ran.code, 0, "{cmd}: {ran:?}");
     }
     for name in ["quickstart-bot", "quickstart-sim"] {
-        let status = as_user(
-            None,
-            home.path(),
-            &[
-                "--home",
-                demo.to_str().unwrap(),
-                "daemon",
-                "status",
-                "--name",
-                name,
-            ],
-        );
+        let status = in_demo(home.path(), &demo, &["daemon", "status", "--name", name]);
         assert_eq!(status.code, 3, "{status:?}");
     }
 }
@@ -201,6 +157,13 @@ fn as_user(uid: Option<u32>, home: &std::path::Path, args: &[&str]) -> support::
         c.uid(uid).gid(uid);
     }
     support::Run::from(c.output().expect("run clawdbot"))
+}
+
+/// Runs the binary as [`as_user`] does, on the demo folder (`--home DEMO`).
+fn in_demo(home: &std::path::Path, demo: &std::path::Path, args: &[&str]) -> support::Run {
+    let mut all = vec!["--home", demo.to_str().unwrap()];
+    all.extend(args);
+    as_user(None, home, &all)
 }
 
 /// Runs a printed command line as a user would type it (no CLAWDBOT_HOME).

@@ -5,7 +5,7 @@
 
 use crate::support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -122,20 +122,7 @@ impl Pty {
         drop(c);
         drop(slave);
         let master = std::fs::File::from(pty.master);
-        let screen = Arc::new(Mutex::new(String::new()));
-        let (shared, mut reader) = (screen.clone(), master.try_clone().unwrap());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                shared
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let screen = support::record_screen(&master);
         Pty {
             child,
             master,
@@ -194,6 +181,29 @@ fn complete(sh: &mut Pty, line: &str, tabs: &str, shows: &[&str]) -> String {
     shown
 }
 
+/// `--name` offers the home's daemons and no file names; `send --name alpha-bot --to`
+/// offers that daemon's aliases and not the other daemon's. `tabs`: what makes the shell
+/// list candidates.
+fn offers_daemon_names_and_aliases(sh: &mut Pty, tabs: &str) {
+    let names = complete(
+        sh,
+        "clawdbot daemon status --name ",
+        tabs,
+        &["alpha-bot", "beta-bot"],
+    );
+    assert!(
+        !names.contains("zz-file-in-cwd"),
+        "file names offered: {names:?}"
+    );
+    let aliases = complete(
+        sh,
+        "clawdbot send --name alpha-bot --to ",
+        tabs,
+        &["ops-room", "dev-room"],
+    );
+    assert!(!aliases.contains("cidX"), "{aliases:?}");
+}
+
 /// An interactive bash with the script `clawdbot completions bash` prints sourced (after
 /// the bash-completion package's loader when `with_package`).
 fn bash_completes(with_package: bool) {
@@ -215,28 +225,11 @@ fn bash_completes(with_package: bool) {
     let mut sh = Pty::spawn(bash);
     sh.expect(&["READY> "]);
 
-    let names = complete(
-        &mut sh,
-        "clawdbot daemon status --name ",
-        "\t\t",
-        &["alpha-bot", "beta-bot"],
-    );
-    assert!(
-        !names.contains("zz-file-in-cwd"),
-        "file names offered: {names:?}"
-    );
+    offers_daemon_names_and_aliases(&mut sh, "\t\t");
     // A unique prefix is completed in place.
     sh.type_text("clawdbot healthcheck --name al\t");
     sh.expect(&["--name alpha-bot "]);
     sh.clear_line();
-    // `send --to`: the aliases of the named daemon's config, not the other daemon's.
-    let aliases = complete(
-        &mut sh,
-        "clawdbot send --name alpha-bot --to ",
-        "\t\t",
-        &["ops-room", "dev-room"],
-    );
-    assert!(!aliases.contains("cidX"), "{aliases:?}");
     // The home given on the line wins over CLAWDBOT_HOME (an empty one here: nothing).
     let empty = fx.home.path().join("empty-home");
     std::fs::create_dir(&empty).unwrap();
@@ -304,19 +297,7 @@ fn zsh_from_fpath_completes_daemon_names_and_aliases() {
         .arg("-i");
     let mut sh = Pty::spawn(zsh);
     sh.expect(&["READY> "]);
-    let names = complete(
-        &mut sh,
-        "clawdbot daemon status --name ",
-        "\t",
-        &["alpha-bot", "beta-bot"],
-    );
-    assert!(!names.contains("zz-file-in-cwd"), "{names:?}");
-    complete(
-        &mut sh,
-        "clawdbot send --name alpha-bot --to ",
-        "\t",
-        &["ops-room", "dev-room"],
-    );
+    offers_daemon_names_and_aliases(&mut sh, "\t");
 }
 
 /// fish, with the script in its completions folder, answers `complete -C` (what it runs
