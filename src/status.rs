@@ -37,7 +37,8 @@ pub struct DaemonReport {
     pub config_path: Option<String>,
     pub log_path: String,
     pub socket: String,
-    /// What the daemon runs: `bot` or `gateway` (a model service; the JSON word is kept for scripts).
+    /// What the daemon runs: `bot`, `gateway` (a model service; the JSON word is kept for
+    /// scripts) or `sim` (quickstart's DingTalk simulator, a supervised `sim serve`).
     pub workload: String,
     /// The most recent error the daemon logged (no message text).
     pub last_error: Option<String>,
