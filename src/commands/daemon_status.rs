@@ -348,7 +348,6 @@ fn channel_line(c: &ChannelReport) -> String {
 }
 
 fn model_line(m: &ModelReport) -> String {
-<<<<<<< HEAD
     // With several replicas a turn may make several requests: say that `failures`
     // counts requests, and how many of them were retried (and maybe answered) elsewhere.
     let failures = if m.replicas.len() > 1 {
@@ -359,12 +358,10 @@ fn model_line(m: &ModelReport) -> String {
     } else {
         m.failures.to_string()
     };
-=======
     let global = m
         .global_in_flight
         .map(|g| format!(" (all replicas: {g}/{})", m.limit))
         .unwrap_or_default();
->>>>>>> main
     format!(
         "  model {}: {}/{} in flight{global}, {} queued, served {}, failures {}, timeouts {}, fallbacks {}, busy {}, p50 {} ms, p95 {} ms{}",
         m.name,

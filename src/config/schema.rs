@@ -191,16 +191,11 @@ pub struct ModelConfig {
 pub const MAX_CONCURRENCY: u64 = 100_000;
 
 /// One runtime of a model served by several (`models.NAME.replicas[]`).
-<<<<<<< HEAD
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a map with base_url (and optionally max_concurrency)"
 )]
-=======
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
->>>>>>> main
 pub struct ReplicaConfig {
     /// Base URL including the version prefix, e.g. `http://10.0.0.2:8000/v1`.
     #[serde(deserialize_with = "http_url")]

@@ -140,8 +140,8 @@ pub(crate) struct ReplicaFigures {
 /// the first token.
 ///
 /// Not the replica's fault: the turn's own deadline running out ([`TimeoutPhase::Total`],
-/// a retry or a queued turn that met the turn's budget), a prompt over the context, and the
-/// other 4xx (a malformed request would fail anywhere). A 401/403 (a per-replica key or
+/// a retry or a queued turn that met the turn's budget), a lost global slot lease, a
+/// prompt over the context, and the other 4xx (a malformed request would fail anywhere). A 401/403 (a per-replica key or
 /// proxy), 404 (the model not served there) and 429 (rate limited there) are the replica's.
 pub(crate) fn replica_at_fault(error: &ModelError) -> bool {
     match error {
@@ -152,7 +152,8 @@ pub(crate) fn replica_at_fault(error: &ModelError) -> bool {
         | ModelError::Empty
         | ModelError::EmptyAnswer
         | ModelError::Protocol(_) => true,
-        ModelError::ContextOverflow(_) => false,
+        // The bot's own global slot (Redis) ended: nothing about the runtime.
+        ModelError::ContextOverflow(_) | ModelError::LeaseLost => false,
     }
 }
 
@@ -542,6 +543,7 @@ mod tests {
         for not in [
             ModelError::Timeout(TimeoutPhase::Total),
             ModelError::ContextOverflow(Default::default()),
+            ModelError::LeaseLost,
             http(400),
             http(413),
             http(422),

@@ -32,12 +32,8 @@ use tokio::time::Instant;
 
 use super::budget::{fallback_deadline, worth_sending, PhaseBudgets};
 use super::client::{ModelClient, ProbeError};
-<<<<<<< HEAD
 use super::error::{ModelError, TimeoutPhase};
-=======
-use super::error::ModelError;
 use super::global_limit::{GlobalLimit, Lease};
->>>>>>> main
 use super::limiter::{Busy, Limiter, Permit};
 use super::replicas::{replica_at_fault, LocalSlots, ReplicaSet};
 use super::stats::ModelStats;
