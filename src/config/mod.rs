@@ -11,6 +11,7 @@ pub mod checks;
 mod de;
 mod env;
 mod hints;
+mod locate;
 mod schema;
 
 use std::io::Read;
@@ -46,9 +47,14 @@ pub enum ConfigProblem {
     /// serde_yaml's message as `line L, column C: key.path: problem`.
     #[error("{0}")]
     Yaml(String),
-    /// A value that is wrong given the rest of the file (a route to an unknown model...).
-    #[error("{key}: {problem}")]
-    Invalid { key: String, problem: String },
+    /// A value that is wrong given the rest of the file (a route to an unknown model...),
+    /// with the line and column of `key` when it could be found ([`locate`]).
+    #[error("{}{key}: {problem}", at.map_or(String::new(), |(l, c)| format!("line {l}, column {c}: ")))]
+    Invalid {
+        key: String,
+        problem: String,
+        at: Option<(usize, usize)>,
+    },
 }
 
 impl ConfigProblem {
@@ -59,9 +65,10 @@ impl ConfigProblem {
         let redact = |text: String| crate::redact_url::redact_url(&text).into_owned();
         match self {
             ConfigProblem::Yaml(message) => ConfigProblem::Yaml(redact(message)),
-            ConfigProblem::Invalid { key, problem } => ConfigProblem::Invalid {
+            ConfigProblem::Invalid { key, problem, at } => ConfigProblem::Invalid {
                 key: redact(key),
                 problem: redact(problem),
+                at,
             },
             other => other,
         }
@@ -71,6 +78,7 @@ impl ConfigProblem {
         ConfigProblem::Invalid {
             key: key.into(),
             problem: problem.into(),
+            at: None,
         }
     }
 }
@@ -131,7 +139,14 @@ fn parse_unredacted(text: &str) -> Result<Config, ConfigProblem> {
     bounds::check(text)?;
     let config: Config = serde_yaml::from_str(text)
         .map_err(|e| ConfigProblem::Yaml(with_all_unset_variables(yaml_error(e, text), text)))?;
-    check_references(&config)?;
+    check_references(&config).map_err(|problem| match problem {
+        ConfigProblem::Invalid { key, problem, .. } => ConfigProblem::Invalid {
+            at: locate::locate(text, &key),
+            key,
+            problem,
+        },
+        other => other,
+    })?;
     Ok(config)
 }
 
@@ -551,7 +566,7 @@ limits:
             (
                 replicas.replace("max_concurrency: 2", "max_concurrency: 5"),
                 [
-                    "models.local_chat.replicas[0].max_concurrency",
+                    "line 7, column 9: models.local_chat.replicas[0].max_concurrency",
                     "above the model's limit of 4",
                 ],
             ),
