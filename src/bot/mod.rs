@@ -19,13 +19,14 @@ mod open_cards;
 mod order;
 mod pipeline;
 mod redelivery;
+mod redis_inbox;
 mod reload;
 mod seen;
 
 pub(crate) use health::{preflight_checks, CheckProgress};
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -46,10 +47,13 @@ const CALLBACK_REPLAY_FILE: &str = "callback-replay";
 
 use conversations::Conversations;
 use inflight::InFlight;
-use intake::JournalSink;
+use intake::{JournalSink, RedisSink};
 use journal::Journal;
 use open_cards::OpenCards;
 use order::TurnOrder;
+use redis_inbox::RedisInbox;
+use crate::config::StateBackend;
+use crate::state::redis::RedisState;
 
 pub(crate) struct Shared {
     /// The live config; SIGHUP swaps it (reply texts, policy, access, memory, prompt).
@@ -72,9 +76,33 @@ pub(crate) struct Shared {
     busy: busy::BusyReplies,
     /// Conversations messages came from, for `clawdbot conversations`.
     seen: seen::SeenConversations,
+    /// The Redis connection (`state.backend: redis`); `None` with the local backend.
+    redis: Option<RedisState>,
+    /// Replicas alive at the last heartbeat (0 while Redis does not answer).
+    alive_replicas: Arc<AtomicUsize>,
+    /// The inbox shared by the replicas (`state.backend: redis`).
+    inbox: Option<Arc<RedisInbox>>,
 }
 
 impl Shared {
+    /// The backend, and with Redis this replica's view of it (heartbeat figures).
+    fn state_report(&self) -> crate::status::StateReport {
+        let Some(redis) = &self.redis else {
+            return crate::status::StateReport {
+                backend: "local".into(),
+                ..Default::default()
+            };
+        };
+        let alive = self.alive_replicas.load(Ordering::Relaxed) as u64;
+        crate::status::StateReport {
+            backend: "redis".into(),
+            replica_id: Some(redis.replica_id().to_string()),
+            redis_server: Some(redis.server().to_string()),
+            redis_ok: Some(alive > 0),
+            alive_replicas: Some(alive),
+        }
+    }
+
     pub(crate) fn config(&self) -> Arc<Config> {
         self.config
             .read()
@@ -96,6 +124,8 @@ pub(crate) enum BotStartError {
     Journal(#[from] journal::JournalError),
     #[error(transparent)]
     Channel(#[from] crate::dingtalk::ChannelStartError),
+    #[error("state.backend is redis but Redis cannot be used: {0}")]
+    Redis(#[from] crate::state::redis::RedisError),
 }
 
 impl From<BotStartError> for crate::exit::CliError {
@@ -121,15 +151,36 @@ impl Bot {
         let (tx, rx) = mpsc::unbounded_channel::<Inbound>();
         let opened = Journal::open(&paths.state, tx)?;
         let journal = Arc::new(opened.journal);
+        let redis = match (&config.state.backend, &config.state.redis) {
+            (StateBackend::Redis, Some(cfg)) => Some(RedisState::connect(cfg).await?),
+            _ => None,
+        };
+        let alive_replicas = Arc::new(AtomicUsize::new(0));
+        let inbox = match (&redis, &config.state.redis) {
+            (Some(redis), Some(cfg)) => {
+                alive_replicas.store(redis.heartbeat().await?, Ordering::Relaxed);
+                redis.spawn_heartbeat(alive_replicas.clone());
+                let window = crate::dingtalk::ingress::DEDUPE_WINDOW;
+                Some(RedisInbox::open(redis.clone(), cfg, window).await?)
+            }
+            _ => None,
+        };
         let channel = match &config.channel {
             Some(ch) => {
                 let tuning = ChannelTuning {
                     replay_file: Some(paths.state.join(CALLBACK_REPLAY_FILE)),
                     ..ChannelTuning::default()
                 };
-                let channel =
-                    Channel::start_with(ch.dingtalk.clone(), JournalSink(journal.clone()), tuning)
-                        .await?;
+                let channel = match &inbox {
+                    Some(inbox) => {
+                        Channel::start_with(ch.dingtalk.clone(), RedisSink(inbox.clone()), tuning)
+                            .await?
+                    }
+                    None => {
+                        let sink = JournalSink(journal.clone());
+                        Channel::start_with(ch.dingtalk.clone(), sink, tuning).await?
+                    }
+                };
                 channel.set_max_parts(config.reply.max_parts);
                 Some(channel)
             }
@@ -159,10 +210,16 @@ impl Bot {
             delivery: redelivery::DeliveryStats::default(),
             busy: busy::BusyReplies::default(),
             seen: seen::SeenConversations::default(),
+            redis,
+            alive_replicas,
+            inbox,
         });
         cards::close_left_open(&shared);
         pipeline::replay(&shared, opened.pending, opened.replies);
         tokio::spawn(pipeline::dispatch(shared.clone(), rx));
+        if let Some(inbox) = &shared.inbox {
+            tokio::spawn(pipeline::dispatch_shared(shared.clone(), inbox.start()));
+        }
         Ok(Bot { shared })
     }
 }
@@ -190,6 +247,7 @@ impl Workload for Bot {
         report.journal = Some(self.shared.journal.report());
         report.delivery = Some(self.shared.delivery.report());
         report.busy_replies = Some(self.shared.busy.report());
+        report.state = Some(self.shared.state_report());
     }
 
     fn readiness(&self) -> Option<crate::ops::readiness::ReadinessFacts> {
@@ -197,6 +255,12 @@ impl Workload for Bot {
             channel: self.shared.channel.as_ref().map(Channel::readiness),
             inbox: self.shared.inflight.readiness(),
             draining: !self.shared.accepting.load(Ordering::SeqCst),
+            redis_down: self
+                .shared
+                .redis
+                .as_ref()
+                .filter(|_| self.shared.alive_replicas.load(Ordering::Relaxed) == 0)
+                .map(|r| r.server().to_string()),
         })
     }
 

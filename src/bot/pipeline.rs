@@ -49,6 +49,34 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceive
     }
 }
 
+/// Takes the shared inbox's deliveries (`state.backend: redis`): each is held (its reply
+/// marker taken) and run as a turn on its own task, in its conversation's line across
+/// the replicas (see `bot::redis_inbox`). Once shutdown began, deliveries are left in
+/// Redis, pending, for the other replicas to take over after the lease.
+pub(crate) async fn dispatch_shared(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<super::redis_inbox::Delivery>,
+) {
+    let Some(inbox) = shared.inbox.clone() else {
+        return;
+    };
+    while let Some(delivery) = rx.recv().await {
+        let arrived = Instant::now();
+        if !shared.accepting.load(Ordering::SeqCst) {
+            tracing::info!(msg_id = %delivery.msg.msg_id, "shutting down: message left in the shared inbox for another replica");
+            continue;
+        }
+        shared.seen.record(&delivery.msg);
+        let shared = shared.clone();
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            if let Some(ticket) = inbox.hold(&delivery).await {
+                run_turn(&shared, delivery.msg, arrived, Ticket::Shared(ticket)).await;
+            }
+        });
+    }
+}
+
 /// Answers what a previous run accepted but did not answer (`pending`, oldest first, as
 /// the journal recovered it: answered ids are never among them). A message whose session
 /// webhook expired is told sorry (through the OpenAPI) instead of answered late.
@@ -159,6 +187,11 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         .channel
         .as_ref()
         .is_some_and(|c| c.dingtalk.card_template_id.is_some());
+    // An AI card is visible once opened: its reply is confirmed before (text replies
+    // are confirmed right before they are sent).
+    if use_card && !may_send(shared, &msg).await {
+        return;
+    }
     let outcome = if use_card {
         answer_in_card(shared, channel, &msg, &turn, hooks).await
     } else {
@@ -485,6 +518,9 @@ async fn send_and_complete(
     mut reply: OutgoingReply,
     label: &'static str,
 ) {
+    if !may_send(shared, msg).await {
+        return;
+    }
     let error = match channel.reply_parts(msg, &mut reply).await {
         Ok(()) => return complete(shared, msg, label, Instant::now()),
         Err(e) => e,
@@ -568,9 +604,21 @@ async fn finish(shared: &Arc<Shared>, msg: &Inbound, text: &str, label: &'static
     deliver(shared, channel, msg, text, false, label).await;
 }
 
+/// With the shared inbox, whether this replica still holds `msg`'s reply (at most one
+/// visible reply per message across replicas); always true with the local journal.
+async fn may_send(shared: &Shared, msg: &Inbound) -> bool {
+    match &shared.inbox {
+        Some(inbox) => inbox.may_send(&msg.msg_id).await,
+        None => true,
+    }
+}
+
 /// Marks the message answered: at once in memory (never answered twice in this run), and
 /// in the journal right after (a write error is retried there and shown in status).
 fn complete(shared: &Shared, msg: &Inbound, label: &'static str, replied_at: Instant) {
+    if let Some(inbox) = &shared.inbox {
+        inbox.replied(&msg.msg_id);
+    }
     shared.journal.done(&msg.msg_id, replied_at);
     tracing::debug!(msg_id = %msg.msg_id, outcome = label, "turn complete");
     crate::ops::metrics::observed().replied(label);

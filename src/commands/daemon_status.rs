@@ -223,6 +223,7 @@ fn describe(r: &DaemonReport) -> String {
             b.total, b.behind_conversation, b.model_queue
         )
     }));
+    lines.extend(r.state.as_ref().map(state_line));
     lines.extend(r.models.iter().map(model_line));
     lines.extend(r.journal.as_ref().map(journal_line));
     if let Some(s) = &r.model_service {
@@ -315,4 +316,19 @@ fn model_service_lines(s: &ModelServiceReport) -> Vec<String> {
         lines.push(format!("  model service last exit: {how}{ago}"));
     }
     lines
+}
+
+/// `  state: redis at host:port (ok), replica r1, 3 replicas alive` (or `state: local`).
+fn state_line(s: &crate::status::StateReport) -> String {
+    let Some(server) = &s.redis_server else {
+        return format!("  state: {}", s.backend);
+    };
+    format!(
+        "  state: {} at {} ({}), replica {}, {} replicas alive",
+        s.backend,
+        server,
+        if s.redis_ok == Some(true) { "ok" } else { "NOT ANSWERING" },
+        s.replica_id.as_deref().unwrap_or("-"),
+        s.alive_replicas.unwrap_or(0)
+    )
 }

@@ -9,6 +9,4 @@
 //!
 //! Invariant: with the local backend nothing here opens a connection or spawns a task.
 
-// The Redis-backed features (issue 14) use this module as they land.
-#[allow(dead_code)]
 pub(crate) mod redis;

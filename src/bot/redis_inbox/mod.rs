@@ -1,0 +1,379 @@
+//! The inbox shared by several replicas of one bot (`state.backend: redis`): what the
+//! local journal, dedupe filter and turn order do for one daemon, done in Redis for all.
+//!
+//! Path of a message:
+//! 1. Intake ([`RedisInbox::admit`], one Lua script): `SET seen:{id} NX PX window` (the
+//!    local dedupe window), `HINCRBY conv:{c} seq 1` (the message's arrival number in its
+//!    conversation) and `XADD inbox`. The channel ACKs the frame only after the script
+//!    answered, so an accepted message is in Redis before DingTalk forgets it (how durable
+//!    Redis itself is, is the operator's AOF setting); an error (Redis down, timeout) means
+//!    no ACK, and DingTalk delivers the frame again.
+//! 2. Consumption ([`consumer`]): each replica reads the group `bot` as its own consumer
+//!    (`XREADGROUP`, blocking at most [`consumer::READ_BLOCK`] on a connection of its own)
+//!    and, every half lease, takes over entries idle for a whole lease (`XAUTOCLAIM`): those
+//!    of a replica that stopped working on them.
+//! 3. Holding ([`RedisInbox::hold`]): before working on an entry the replica takes the
+//!    message's reply marker (`reply:{id}` = `h:{replica}`, expiring after the lease). A
+//!    marker that says `sent` means the message was answered: it is only finished. A
+//!    marker held by another replica means that replica is alive and working on it: it
+//!    is left alone (and looked at again after the next lease). While a replica works on
+//!    a message, a keeper task renews both its entry's idle time and its marker every
+//!    third of the lease, so a slow turn is never taken over; a replica that dies stops
+//!    renewing, and after one lease both its entries and its markers are free.
+//! 4. Order ([`SharedTicket`]): a message waits until `conv:{c}.next` reaches its arrival
+//!    number (polling with a capped backoff, woken early when a turn of this replica
+//!    ends, bounded by `limits.queue.max_wait_ms` like the local line).
+//! 5. Reply: right before a reply is sent the marker is checked again
+//!    ([`RedisInbox::may_send`]); once DingTalk took it the marker becomes `sent` for the
+//!    dedupe window ([`RedisInbox::replied`]).
+//! 6. End (dropping the ticket): one script acks and deletes the entry and advances
+//!    `next` from exactly this number (fencing: finishing twice changes nothing; a number
+//!    finished before its turn is recorded and skipped when reached).
+//!
+//! Invariants:
+//! - no arrival number is lost: the intake script gives it back if `XADD` fails, so a
+//!   conversation's line never waits for a number that has no message;
+//! - a message is acked only after its reply went out or it was decided (answered
+//!   elsewhere); a replica that could not confirm its marker before sending (Redis down,
+//!   marker taken over) sends nothing and leaves the entry pending, to be taken over
+//!   after the lease;
+//! - at most one visible reply per message: only the marker's holder sends, and a
+//!   marker becomes free only when its holder stopped renewing it for a whole lease (or
+//!   was lost with a Redis that restarted without its data). The rule for a failed send:
+//!   the marker stays with its holder while the background redelivery runs; it becomes
+//!   `sent` only once DingTalk took a reply;
+//! - every wait and retry here is bounded in time; no loop spins without a sleep.
+//!
+//! Redis unavailable: intake fails (no ACK: DingTalk redelivers), reads and claims retry
+//! with a capped backoff, a turn in progress finishes its model call but sends only if
+//! its marker can be confirmed within a lease, otherwise its entry stays pending for a
+//! replica to take over once Redis is back. The connection manager reconnects by itself.
+
+mod consumer;
+mod scripts;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+
+use crate::config::RedisConfig;
+use crate::dingtalk::ingress::Admitted;
+use crate::dingtalk::Inbound;
+use crate::state::redis::{RedisError, RedisState};
+pub(crate) use scripts::Marker;
+
+/// One stream entry handed to the bot.
+pub(crate) struct Delivery {
+    pub(crate) msg: Inbound,
+    /// The stream entry id.
+    pub(crate) entry: String,
+    /// The message's arrival number in its conversation (1, 2, ...).
+    pub(crate) seq: u64,
+}
+
+/// What this replica does with the messages it holds.
+#[derive(Default)]
+struct Held {
+    /// The turn gave up its reply (marker not confirmed): the entry stays pending.
+    abandoned: bool,
+}
+
+/// The shared inbox of one replica. Share it with `Arc`.
+pub(crate) struct RedisInbox {
+    redis: RedisState,
+    /// A connection of its own for blocking reads (a blocked read would hold up every
+    /// other command sent on the shared multiplexed connection).
+    reader: RedisState,
+    dedupe_ms: u64,
+    /// Messages this replica holds, by id.
+    held: Mutex<HashMap<String, Held>>,
+    /// Fires when a turn of this replica ended (a waiting turn may be due).
+    turn_ended: Notify,
+}
+
+/// Longest wait between two checks of a waiting turn.
+const TURN_POLL_MAX: Duration = Duration::from_millis(200);
+/// First wait of a retried Redis step, doubled per try up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+impl RedisInbox {
+    /// Opens the reader connection and makes sure the stream and its group exist.
+    pub(crate) async fn open(
+        redis: RedisState,
+        cfg: &RedisConfig,
+        dedupe_window: Duration,
+    ) -> Result<Arc<RedisInbox>, RedisError> {
+        let mut reader_cfg = cfg.clone();
+        reader_cfg.replica_id = Some(redis.replica_id().to_string());
+        let reader = RedisState::connect(&reader_cfg).await?;
+        let inbox = Arc::new(RedisInbox {
+            redis,
+            reader,
+            dedupe_ms: dedupe_window.as_millis() as u64,
+            held: Mutex::new(HashMap::new()),
+            turn_ended: Notify::new(),
+        });
+        inbox.ensure_group().await?;
+        Ok(inbox)
+    }
+
+    /// Starts reading and claiming; deliveries go to the returned receiver.
+    pub(crate) fn start(self: &Arc<Self>) -> mpsc::UnboundedReceiver<Delivery> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(consumer::read_new(self.clone(), tx.clone()));
+        tokio::spawn(consumer::claim_stale(self.clone(), tx));
+        rx
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates the stream and the group when missing (from the stream's start, so no
+    /// entry added before is skipped).
+    async fn ensure_group(&self) -> Result<(), RedisError> {
+        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.redis.key(&["inbox"]))
+            .arg(scripts::GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.redis.conn())
+            .await;
+        match created {
+            Err(e) if e.code() != Some("BUSYGROUP") => Err(self.redis.error(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Intake: dedupe, arrival number and stream entry in one script (see the module
+    /// docs). `Ok` only once Redis answered.
+    pub(crate) async fn admit(&self, msg: &Inbound) -> Result<Admitted, InboxError> {
+        let payload = serde_json::to_string(msg).map_err(InboxError::Encode)?;
+        let seq = scripts::admit(
+            &self.redis,
+            &msg.msg_id,
+            &msg.conversation_id,
+            &payload,
+            self.dedupe_ms,
+        )
+        .await?;
+        Ok(match seq {
+            Some(_) => Admitted::New,
+            None => Admitted::Duplicate,
+        })
+    }
+
+    /// Takes a delivered entry into work: `Some` when this replica now holds its reply;
+    /// `None` when it is held here already, by another live replica, or was answered
+    /// (then it is finished here).
+    pub(crate) async fn hold(self: &Arc<Self>, d: &Delivery) -> Option<SharedTicket> {
+        {
+            let mut held = self.held();
+            if held.contains_key(&d.msg.msg_id) {
+                return None;
+            }
+            held.insert(d.msg.msg_id.clone(), Held::default());
+        }
+        let marker = scripts::take_marker(&self.redis, &d.msg.msg_id).await;
+        let ticket = SharedTicket {
+            inbox: self.clone(),
+            msg_id: d.msg.msg_id.clone(),
+            conversation: d.msg.conversation_id.clone(),
+            entry: d.entry.clone(),
+            seq: d.seq,
+            keeper: None,
+        };
+        match marker {
+            Ok(Marker::Mine) => Some(ticket.kept()),
+            Ok(Marker::Sent) => {
+                tracing::info!(msg_id = %d.msg.msg_id, "taken-over message was answered already; finishing it");
+                drop(ticket);
+                None
+            }
+            Ok(Marker::Held) => {
+                tracing::debug!(msg_id = %d.msg.msg_id, "message held by another live replica");
+                self.abandon(&d.msg.msg_id);
+                None
+            }
+            Err(e) => {
+                tracing::warn!(msg_id = %d.msg.msg_id, error = %e, "cannot take the reply marker; the message stays pending");
+                self.abandon(&d.msg.msg_id);
+                None
+            }
+        }
+    }
+
+    fn abandon(&self, msg_id: &str) {
+        if let Some(h) = self.held().get_mut(msg_id) {
+            h.abandoned = true;
+        }
+    }
+
+    /// Confirms, right before a reply is sent, that this replica still holds `msg_id`'s
+    /// reply (retrying for at most one lease while Redis does not answer). False means:
+    /// send nothing; the entry stays pending and is taken over after the lease.
+    pub(crate) async fn may_send(&self, msg_id: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + self.redis.lease();
+        let mut wait = RETRY_FIRST;
+        loop {
+            match scripts::take_marker(&self.redis, msg_id).await {
+                Ok(Marker::Mine) => return true,
+                Ok(other) => {
+                    tracing::warn!(msg_id, marker = ?other, "reply marker taken over by another replica; not replying");
+                    break;
+                }
+                Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                    tracing::warn!(msg_id, error = %e, "cannot confirm the reply marker; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+                Err(e) => {
+                    tracing::warn!(msg_id, error = %e, "reply marker not confirmed within the lease; not replying (the message stays pending for a replica to take over)");
+                    break;
+                }
+            }
+        }
+        self.abandon(msg_id);
+        false
+    }
+
+    /// Records that DingTalk took `msg_id`'s reply: its marker becomes `sent` (retried in
+    /// the background while Redis does not answer, for at most the dedupe window).
+    pub(crate) fn replied(self: &Arc<Self>, msg_id: &str) {
+        let me = self.clone();
+        let msg_id = msg_id.to_string();
+        tokio::spawn(async move {
+            let keep_ms = me.dedupe_ms;
+            let id = msg_id.clone();
+            me.retry("mark the reply sent", &msg_id, || {
+                scripts::mark_sent(&me.redis, &id, keep_ms)
+            })
+            .await;
+        });
+    }
+
+    /// Runs `step` until it succeeds or the dedupe window passed (then what it would
+    /// have recorded is left to a replica that takes the entry over).
+    async fn retry<T, F, Fut>(&self, what: &str, msg_id: &str, mut step: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.dedupe_ms);
+        let mut wait = RETRY_FIRST;
+        loop {
+            match step().await {
+                Ok(v) => return Some(v),
+                Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                    tracing::warn!(msg_id, error = %e, "cannot {what} yet; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+                Err(e) => {
+                    tracing::error!(msg_id, error = %e, "gave up trying to {what}");
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Why a message could not be put in the shared inbox (it is then not ACKed).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InboxError {
+    #[error("cannot encode the message for the shared inbox: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("shared inbox: {0}")]
+    Redis(#[from] RedisError),
+}
+
+/// A held message's place in its conversation's line across replicas. Dropping it ends
+/// the message (ack + turn moves on) unless its reply was given up (see
+/// [`RedisInbox::may_send`]).
+pub(crate) struct SharedTicket {
+    inbox: Arc<RedisInbox>,
+    msg_id: String,
+    conversation: String,
+    entry: String,
+    seq: u64,
+    keeper: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SharedTicket {
+    /// Starts renewing the entry and the marker every third of the lease.
+    fn kept(mut self) -> SharedTicket {
+        let redis = self.inbox.redis.clone();
+        let (msg_id, entry) = (self.msg_id.clone(), self.entry.clone());
+        self.keeper = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(redis.lease() / 3);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match scripts::keep(&redis, &msg_id, &entry).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(%msg_id, "message taken over by another replica while in work"),
+                    Err(e) => tracing::warn!(%msg_id, error = %e, "cannot renew the message's lease"),
+                }
+            }
+        }));
+        self
+    }
+
+    /// Waits until every earlier message of the conversation has ended, at most `limit`.
+    pub(crate) async fn wait_turn(&mut self, limit: Duration) -> bool {
+        let inbox = &self.inbox;
+        let due = async {
+            let mut wait = RETRY_FIRST;
+            loop {
+                let ended = inbox.turn_ended.notified();
+                match scripts::next_due(&inbox.redis, &self.conversation).await {
+                    Ok(next) if next >= self.seq => return,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(msg_id = %self.msg_id, error = %e, "cannot read the conversation's turn"),
+                }
+                let _ = tokio::time::timeout(wait, ended).await;
+                wait = (wait * 2).min(TURN_POLL_MAX);
+            }
+        };
+        tokio::time::timeout(limit, due).await.is_ok()
+    }
+}
+
+impl Drop for SharedTicket {
+    fn drop(&mut self) {
+        if let Some(keeper) = self.keeper.take() {
+            keeper.abort();
+        }
+        let abandoned = self
+            .inbox
+            .held()
+            .remove(&self.msg_id)
+            .is_some_and(|h| h.abandoned);
+        if abandoned {
+            return;
+        }
+        let inbox = self.inbox.clone();
+        let (msg_id, conversation, entry, seq) = (
+            std::mem::take(&mut self.msg_id),
+            std::mem::take(&mut self.conversation),
+            std::mem::take(&mut self.entry),
+            self.seq,
+        );
+        tokio::spawn(async move {
+            inbox
+                .retry("finish the message", &msg_id, || {
+                    scripts::finish(&inbox.redis, &conversation, &entry, seq)
+                })
+                .await;
+            inbox.turn_ended.notify_waiters();
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
