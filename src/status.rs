@@ -58,8 +58,9 @@ pub struct DaemonReport {
     /// Busy replies by the wait that caused them (bot only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busy_replies: Option<BusyReport>,
-    /// Where the bot's shared state lives (bot only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where the bot's shared state lives (bot only). `shared_state` in JSON: the
+    /// daemon's own `state` (running, ...) already has that name.
+    #[serde(default, rename = "shared_state", skip_serializing_if = "Option::is_none")]
     pub state: Option<StateReport>,
 }
 
