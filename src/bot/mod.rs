@@ -20,6 +20,7 @@ mod order;
 mod pipeline;
 mod redelivery;
 mod redis_inbox;
+mod redis_memory;
 mod reload;
 mod seen;
 
@@ -52,6 +53,7 @@ use journal::Journal;
 use open_cards::OpenCards;
 use order::TurnOrder;
 use redis_inbox::RedisInbox;
+use redis_memory::RedisMemory;
 use crate::config::StateBackend;
 use crate::state::redis::RedisState;
 
@@ -82,6 +84,8 @@ pub(crate) struct Shared {
     alive_replicas: Arc<AtomicUsize>,
     /// The inbox shared by the replicas (`state.backend: redis`).
     inbox: Option<Arc<RedisInbox>>,
+    /// Conversation memory shared by the replicas (`state.backend: redis`).
+    shared_memory: Option<RedisMemory>,
 }
 
 impl Shared {
@@ -210,6 +214,7 @@ impl Bot {
             delivery: redelivery::DeliveryStats::default(),
             busy: busy::BusyReplies::default(),
             seen: seen::SeenConversations::default(),
+            shared_memory: redis.clone().map(RedisMemory::new),
             redis,
             alive_replicas,
             inbox,

@@ -169,6 +169,7 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
     if !admitted(shared, &cfg, &msg).await {
         return;
     }
+    load_shared_memory(shared, &msg.conversation_id).await;
     let turn = Turn {
         conversation_id: msg.conversation_id.clone(),
         user_id: msg.sender_staff_id.clone(),
@@ -198,9 +199,42 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         answer_in_text(shared, channel, &msg, &turn, hooks).await
     };
     log_outcome(shared, &cfg, &msg, arrived, &outcome);
+    store_shared_memory(shared, &cfg, &msg).await;
     // The ticket (the conversation's place in line) is held to here, through any fallback
     // and the reply's delivery: the next turn of the conversation starts after this one.
     drop(ticket);
+}
+
+/// With the shared memory, replaces this replica's memory of the conversation with the
+/// one in Redis (the turn is the conversation's only one running, on any replica).
+async fn load_shared_memory(shared: &Shared, conversation: &str) {
+    let Some(memory) = &shared.shared_memory else {
+        return;
+    };
+    match memory.load(conversation).await {
+        Ok(exchanges) => shared.conversations.load_history(conversation, &exchanges),
+        Err(e) => {
+            tracing::warn!(conversation, error = %e, "shared memory not read; using this replica's")
+        }
+    }
+}
+
+/// With the shared memory, appends the exchange this turn answered, before the turn ends
+/// (so the conversation's next turn, on any replica, sees it); not when this replica gave
+/// the reply up to another.
+async fn store_shared_memory(shared: &Shared, cfg: &Config, msg: &Inbound) {
+    let Some(memory) = &shared.shared_memory else {
+        return;
+    };
+    let gave_up = shared
+        .inbox
+        .as_ref()
+        .is_some_and(|i| i.gave_up(&msg.msg_id));
+    if gave_up {
+        memory.flush_discard(&msg.conversation_id);
+    } else {
+        memory.flush(cfg, &msg.conversation_id).await;
+    }
 }
 
 /// Waits for the conversation's earlier turns, at most `limits.queue.max_wait_ms`; that
@@ -336,6 +370,9 @@ impl TurnHooks for Hooks<'_> {
         self.shared
             .conversations
             .remember(self.conversation, self.text, answer);
+        if let Some(memory) = &self.shared.shared_memory {
+            memory.stage(self.conversation, self.text, answer);
+        }
     }
 }
 
@@ -584,6 +621,9 @@ async fn run_command(
     finish(shared, msg, &reply, cmd.label()).await;
     let _ = ticket.wait_turn(earlier_turns_bound(cfg)).await;
     shared.conversations.reset(&msg.conversation_id);
+    if let Some(memory) = &shared.shared_memory {
+        memory.reset(&msg.conversation_id).await;
+    }
 }
 
 /// Slack for delivering a reply after its model call ended (DingTalk send retries).

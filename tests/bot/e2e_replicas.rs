@@ -64,6 +64,21 @@ fn live_connections(stack: &Stack) -> usize {
         .map_or(0, |c| c.iter().filter(|c| c["live"] == true).count())
 }
 
+/// The user messages of a chat request, in order.
+fn user_messages(body: &Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "user")
+        .filter_map(|m| m["content"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn last_user(body: &Value) -> Option<String> {
+    user_messages(body).pop()
+}
+
 /// The replies per injected text (`c{conversation}-{n}`), and each conversation's reply
 /// order as the indices `n` in outbox order.
 fn tally(outbox: &[Value]) -> (HashMap<String, usize>, BTreeMap<String, Vec<usize>>) {
@@ -118,6 +133,24 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         "status counts the three replicas"
     );
 
+    // Memory is shared: one conversation's messages, one at a time, land on random
+    // replicas, and each request to the model carries every earlier exchange.
+    let asked = 5;
+    for k in 0..asked {
+        stack.inject_group("mem", &format!("mem-{k}"));
+        stack.wait_outbox(k + 1, Duration::from_secs(30));
+    }
+    let recent = stack.fake_stats().recent;
+    for k in 0..asked {
+        let want: Vec<String> = (0..=k).map(|j| format!("mem-{j}")).collect();
+        let request = recent
+            .iter()
+            .find(|r| last_user(&r.body).as_deref() == Some(&want[k]))
+            .unwrap_or_else(|| panic!("no request for mem-{k}"));
+        assert_eq!(user_messages(&request.body), want, "history of mem-{k}");
+    }
+    let memory_replies = asked;
+
     let total = 300;
     let mut per_conversation = [0usize; 20];
     let mut victim_pid = None;
@@ -138,7 +171,7 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         }
     }
     assert!(victim_pid.is_some());
-    let out = stack.wait_outbox(total, Duration::from_secs(90));
+    let out = stack.wait_outbox(memory_replies + total, Duration::from_secs(90));
     let took = started.elapsed();
     // Settled: nothing pending in the group and no turn at the model, so any duplicate
     // reply would already be in the outbox.
@@ -151,7 +184,11 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
     let (per_text, order) = tally(&out);
     let twice: Vec<_> = per_text.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "answered more than once: {twice:?}");
-    assert_eq!(per_text.len(), total, "every message answered ({took:?})");
+    assert_eq!(
+        per_text.len(),
+        memory_replies + total,
+        "every message answered ({took:?})"
+    );
     for (conv, seen) in &order {
         let mut sorted = seen.clone();
         sorted.sort_unstable();

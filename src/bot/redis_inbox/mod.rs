@@ -207,6 +207,11 @@ impl RedisInbox {
         }
     }
 
+    /// True when this replica gave up `msg_id`'s reply (see [`RedisInbox::may_send`]).
+    pub(crate) fn gave_up(&self, msg_id: &str) -> bool {
+        self.held().get(msg_id).is_some_and(|h| h.abandoned)
+    }
+
     fn abandon(&self, msg_id: &str) {
         if let Some(h) = self.held().get_mut(msg_id) {
             h.abandoned = true;
