@@ -60,7 +60,11 @@ pub struct DaemonReport {
     pub busy_replies: Option<BusyReport>,
     /// Where the bot's shared state lives (bot only). `shared_state` in JSON: the
     /// daemon's own `state` (running, ...) already has that name.
-    #[serde(default, rename = "shared_state", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "shared_state",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub state: Option<StateReport>,
 }
 

@@ -37,6 +37,12 @@ pub(crate) struct RedisSink(pub(crate) Arc<RedisInbox>);
 impl InboundSink for RedisSink {
     fn admit(&self, msg: Inbound) -> BoxFuture<'static, Result<Admitted, SinkError>> {
         let inbox = self.0.clone();
-        async move { inbox.admit(&msg).await.map_err(|e| Box::new(e) as SinkError) }.boxed()
+        async move {
+            inbox
+                .admit(&msg)
+                .await
+                .map_err(|e| Box::new(e) as SinkError)
+        }
+        .boxed()
     }
 }

@@ -46,6 +46,8 @@ use futures_util::future::BoxFuture;
 /// The callback replay record in the state folder (see `dingtalk::replay`).
 const CALLBACK_REPLAY_FILE: &str = "callback-replay";
 
+use crate::config::StateBackend;
+use crate::state::redis::RedisState;
 use conversations::Conversations;
 use inflight::InFlight;
 use intake::{JournalSink, RedisSink};
@@ -54,8 +56,6 @@ use open_cards::OpenCards;
 use order::TurnOrder;
 use redis_inbox::RedisInbox;
 use redis_memory::RedisMemory;
-use crate::config::StateBackend;
-use crate::state::redis::RedisState;
 
 pub(crate) struct Shared {
     /// The live config; SIGHUP swaps it (reply texts, policy, access, memory, prompt).

@@ -45,7 +45,10 @@ impl RedisMemory {
     }
 
     /// The remembered exchanges of `conversation`, oldest first (unreadable ones skipped).
-    pub(crate) async fn load(&self, conversation: &str) -> Result<Vec<(String, String)>, RedisError> {
+    pub(crate) async fn load(
+        &self,
+        conversation: &str,
+    ) -> Result<Vec<(String, String)>, RedisError> {
         let items: Vec<String> = redis::cmd("LRANGE")
             .arg(self.key(conversation))
             .arg(0)
@@ -64,7 +67,10 @@ impl RedisMemory {
         self.staged
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(conversation.to_string(), (user.to_string(), assistant.to_string()));
+            .insert(
+                conversation.to_string(),
+                (user.to_string(), assistant.to_string()),
+            );
     }
 
     /// Appends the exchange staged for `conversation`, if any (bounded, with the idle

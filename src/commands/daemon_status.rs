@@ -327,7 +327,11 @@ fn state_line(s: &crate::status::StateReport) -> String {
         "  state: {} at {} ({}), replica {}, {} replicas alive",
         s.backend,
         server,
-        if s.redis_ok == Some(true) { "ok" } else { "NOT ANSWERING" },
+        if s.redis_ok == Some(true) {
+            "ok"
+        } else {
+            "NOT ANSWERING"
+        },
         s.replica_id.as_deref().unwrap_or("-"),
         s.alive_replicas.unwrap_or(0)
     )

@@ -2,7 +2,7 @@
 //! that pushes each message to one of the live connections at random: the real binary,
 //! a real redis-server and the real simulator, all on loopback.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,14 @@ fn start_replica(stack: &Stack, redis: &RedisServer, n: usize) -> PathBuf {
     let r = Run::from(
         stack
             .home
-            .command(&["daemon", "start", "--name", &name, "--config", path.to_str().unwrap()])
+            .command(&[
+                "daemon",
+                "start",
+                "--name",
+                &name,
+                "--config",
+                path.to_str().unwrap(),
+            ])
             .output()
             .expect("run clawdbot"),
     );
@@ -64,15 +71,6 @@ fn live_connections(stack: &Stack) -> usize {
         .map_or(0, |c| c.iter().filter(|c| c["live"] == true).count())
 }
 
-/// Entries `consumer` was delivered and has not acked.
-fn pending_of(redis: &RedisServer, consumer: &str) -> usize {
-    redis
-        .cli(&["XPENDING", "clawdbot:inbox", "bot", "-", "+", "10000", consumer])
-        .lines()
-        .filter(|l| l.trim() == consumer)
-        .count()
-}
-
 /// The user messages of a chat request, in order.
 fn user_messages(body: &Value) -> Vec<String> {
     body["messages"]
@@ -88,25 +86,98 @@ fn last_user(body: &Value) -> Option<String> {
     user_messages(body).pop()
 }
 
-/// The replies per injected text (`c{conversation}-{n}`), and each conversation's reply
-/// order as the indices `n` in outbox order.
-fn tally(outbox: &[Value]) -> (HashMap<String, usize>, BTreeMap<String, Vec<usize>>) {
-    let mut per_text = HashMap::new();
-    let mut order: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+/// What the outbox says per injected text (`c{conversation}-{n}`, echoed back).
+#[derive(Default)]
+struct Tally {
+    replies: HashMap<String, usize>,
+    /// When each text's first reply reached the simulator (its clock, Unix us).
+    first_us: HashMap<String, u64>,
+    /// Each conversation's first replies as the indices `n`, in outbox order.
+    order: BTreeMap<String, Vec<usize>>,
+}
+
+fn tally(outbox: &[Value]) -> Tally {
+    let mut t = Tally::default();
     for e in outbox {
         let text = e["text"].as_str().unwrap_or_default();
-        let Some(asked) = text.strip_prefix("echo: ") else {
+        let Some(asked) = text.strip_prefix("echo: ").and_then(|a| a.lines().next()) else {
             continue;
         };
-        *per_text.entry(asked.to_string()).or_insert(0) += 1;
+        let count = t.replies.entry(asked.to_string()).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            continue;
+        }
+        t.first_us
+            .insert(asked.to_string(), e["at_us"].as_u64().unwrap_or(0));
         if let Some((conv, n)) = asked.rsplit_once('-') {
-            order
+            t.order
                 .entry(conv.to_string())
                 .or_default()
                 .push(n.parse().unwrap_or(usize::MAX));
         }
     }
-    (per_text, order)
+    t
+}
+
+/// The texts of the entries `consumer` holds (delivered, not acked).
+fn texts_held_by(redis: &RedisServer, consumer: &str) -> HashSet<String> {
+    let listing = redis.cli(&[
+        "XPENDING",
+        "clawdbot:inbox",
+        "bot",
+        "-",
+        "+",
+        "10000",
+        consumer,
+    ]);
+    let lines: Vec<&str> = listing.lines().map(str::trim).collect();
+    let ids = lines
+        .iter()
+        .zip(lines.iter().skip(1))
+        .filter(|(_, owner)| **owner == consumer)
+        .map(|(id, _)| *id);
+    let mut texts = HashSet::new();
+    for id in ids {
+        let entry = redis.cli(&["XRANGE", "clawdbot:inbox", id, id]);
+        let mut fields = entry.lines();
+        while let Some(f) = fields.next() {
+            if f.trim() != "msg" {
+                continue;
+            }
+            let msg: Value = fields
+                .next()
+                .and_then(|j| serde_json::from_str(j).ok())
+                .unwrap_or_default();
+            if let Some(t) = msg["content"]["Text"].as_str() {
+                texts.insert(t.to_string());
+            }
+        }
+    }
+    texts
+}
+
+/// Waits (at most 30 s) until the simulator saw message `msg_id` ACKed.
+fn wait_acked(stack: &Stack, msg_id: &str) {
+    let acked = wait_until(Duration::from_secs(30), || {
+        let v = stack
+            .rt
+            .block_on(stack.sim.get("/_sim/messages"))
+            .expect("messages");
+        v["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["msgId"] == msg_id && m["acked"] == true)
+    });
+    assert!(acked, "message {msg_id} never ACKed");
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros() as u64
 }
 
 /// 3 replicas, 300 messages over 20 conversations (4 of them flooding), one replica
@@ -138,7 +209,9 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         "{st}"
     );
     assert!(
-        wait_until(Duration::from_secs(30), || status(&stack, 1)["shared_state"]["alive_replicas"] == 3),
+        wait_until(Duration::from_secs(30), || status(&stack, 1)
+            ["shared_state"]["alive_replicas"]
+            == 3),
         "status counts the three replicas"
     );
 
@@ -162,19 +235,33 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
 
     let total = 300;
     let mut per_conversation = [0usize; 20];
+    let mut last_of: Vec<Option<String>> = vec![None; 20];
     let mut victim_pid = None;
-    let mut held_by_victim = 0;
+    let mut held_at_kill = HashSet::new();
+    let mut kill_us = 0;
     let started = Instant::now();
     for i in 0..total {
         // Every other message goes to one of 4 flooding conversations.
-        let conv = if i % 2 == 0 { i / 2 % 4 } else { 4 + i / 2 % 16 };
+        let conv = if i % 2 == 0 {
+            i / 2 % 4
+        } else {
+            4 + i / 2 % 16
+        };
         let n = per_conversation[conv];
         per_conversation[conv] += 1;
-        stack.inject_group(&format!("c{conv}"), &format!("c{conv}-{n}"));
+        // Arrival order is the order the replicas accepted the messages in: the next
+        // message of a conversation goes out once its previous one was ACKed (accepted),
+        // which is at once unless a kill or the Redis restart held it up.
+        if let Some(previous) = &last_of[conv] {
+            wait_acked(&stack, previous);
+        }
+        last_of[conv] = Some(stack.inject_group(&format!("c{conv}"), &format!("c{conv}-{n}")));
         if i == total / 3 {
             let pid = status(&stack, 3)["pid"].as_i64().expect("pid") as i32;
-            held_by_victim = pending_of(&redis, "r3");
             kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill -9 replica 3");
+            kill_us = now_us();
+            // Read before the lease passes: still the dead replica's.
+            held_at_kill = texts_held_by(&redis, "r3");
             victim_pid = Some(pid);
         }
         if i == 2 * total / 3 {
@@ -182,7 +269,10 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         }
     }
     assert!(victim_pid.is_some());
-    assert!(held_by_victim > 0, "the killed replica held no message");
+    assert!(
+        !held_at_kill.is_empty(),
+        "the killed replica held no message"
+    );
     // The killed replica's messages are taken over after the lease and answered: all
     // within 30 s of the flood's end (a generous bound: it takes a few seconds).
     let out = stack.wait_outbox(memory_replies + total, Duration::from_secs(30));
@@ -193,26 +283,50 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         let pending = redis.cli(&["XPENDING", "clawdbot:inbox", "bot"]);
         pending.lines().next().map(str::trim) == Some("0") && stack.fake_stats().in_flight == 0
     });
-    assert!(settled, "{}", redis.cli(&["XPENDING", "clawdbot:inbox", "bot"]));
+    assert!(
+        settled,
+        "{}",
+        redis.cli(&["XPENDING", "clawdbot:inbox", "bot"])
+    );
     let out = if settled { stack.outbox() } else { out };
-    let (per_text, order) = tally(&out);
-    let twice: Vec<_> = per_text.iter().filter(|(_, n)| **n > 1).collect();
+    let t = tally(&out);
+    // The one window no replica can close: DingTalk took a reply and its replica died
+    // before Redis recorded it as sent; the message is then answered again by the replica
+    // that takes it over. Excused only for a message the killed replica held at the kill
+    // whose first reply came before the kill; counted and shown.
+    let mut excused = Vec::new();
+    let mut twice = Vec::new();
+    for (text, n) in &t.replies {
+        if *n < 2 {
+            continue;
+        }
+        let first = t.first_us.get(text).copied().unwrap_or(u64::MAX);
+        if *n == 2 && held_at_kill.contains(text) && first <= kill_us {
+            excused.push((text.clone(), kill_us - first));
+        } else {
+            twice.push((text.clone(), *n));
+        }
+    }
     assert!(twice.is_empty(), "answered more than once: {twice:?}");
     assert_eq!(
-        per_text.len(),
+        t.replies.len(),
         memory_replies + total,
         "every message answered ({took:?})"
     );
-    for (conv, seen) in &order {
+    for (conv, seen) in &t.order {
         let mut sorted = seen.clone();
         sorted.sort_unstable();
         assert_eq!(seen, &sorted, "replies of {conv} out of order");
     }
     for n in 1..=2 {
         let st = status(&stack, n);
-        assert_eq!(st["shared_state"]["redis_ok"], true, "replica {n} recovered: {st}");
+        assert_eq!(
+            st["shared_state"]["redis_ok"], true,
+            "replica {n} recovered: {st}"
+        );
     }
     eprintln!(
-        "{total} messages over 3 replicas (one killed holding {held_by_victim}, Redis restarted) in {took:?}"
+        "{total} messages over 3 replicas (one killed holding {}, Redis restarted) in {took:?}; excused (sent, then killed before marked): {excused:?}",
+        held_at_kill.len()
     );
 }

@@ -71,17 +71,16 @@ pub(crate) async fn claim_stale(inbox: Arc<RedisInbox>, tx: mpsc::UnboundedSende
         tick.tick().await;
         let mut cursor = "0-0".to_string();
         for _ in 0..CLAIM_PAGES {
-            let claimed: Result<StreamAutoClaimReply, redis::RedisError> =
-                redis::cmd("XAUTOCLAIM")
-                    .arg(inbox.redis.key(&["inbox"]))
-                    .arg(GROUP)
-                    .arg(inbox.redis.replica_id())
-                    .arg(lease.as_millis() as u64)
-                    .arg(&cursor)
-                    .arg("COUNT")
-                    .arg(BATCH)
-                    .query_async(&mut inbox.redis.conn())
-                    .await;
+            let claimed: Result<StreamAutoClaimReply, redis::RedisError> = redis::cmd("XAUTOCLAIM")
+                .arg(inbox.redis.key(&["inbox"]))
+                .arg(GROUP)
+                .arg(inbox.redis.replica_id())
+                .arg(lease.as_millis() as u64)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(&mut inbox.redis.conn())
+                .await;
             match claimed {
                 Ok(reply) => {
                     for entry in reply.claimed {
@@ -140,13 +139,8 @@ async fn hand_over(inbox: &RedisInbox, tx: &mpsc::UnboundedSender<Delivery>, ent
         _ => {
             tracing::error!(entry = %entry.id, "unreadable shared inbox entry; dropping it");
             let conversation = conversation.unwrap_or_default();
-            let finished = scripts::finish(
-                &inbox.redis,
-                &conversation,
-                &entry.id,
-                seq.unwrap_or(0),
-            )
-            .await;
+            let finished =
+                scripts::finish(&inbox.redis, &conversation, &entry.id, seq.unwrap_or(0)).await;
             if let Err(e) = finished {
                 tracing::warn!(error = %e, "cannot drop the unreadable entry");
             }

@@ -321,8 +321,12 @@ impl SharedTicket {
                 tick.tick().await;
                 match scripts::keep(&redis, &msg_id, &entry).await {
                     Ok(true) => {}
-                    Ok(false) => tracing::warn!(%msg_id, "message taken over by another replica while in work"),
-                    Err(e) => tracing::warn!(%msg_id, error = %e, "cannot renew the message's lease"),
+                    Ok(false) => {
+                        tracing::warn!(%msg_id, "message taken over by another replica while in work")
+                    }
+                    Err(e) => {
+                        tracing::warn!(%msg_id, error = %e, "cannot renew the message's lease")
+                    }
                 }
             }
         }));
@@ -339,7 +343,9 @@ impl SharedTicket {
                 match scripts::next_due(&inbox.redis, &self.conversation).await {
                     Ok(next) if next >= self.seq => return,
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(msg_id = %self.msg_id, error = %e, "cannot read the conversation's turn"),
+                    Err(e) => {
+                        tracing::warn!(msg_id = %self.msg_id, error = %e, "cannot read the conversation's turn")
+                    }
                 }
                 let _ = tokio::time::timeout(wait, ended).await;
                 wait = (wait * 2).min(TURN_POLL_MAX);

@@ -165,7 +165,11 @@ pub(crate) async fn mark_sent(
 }
 
 /// Runs [`KEEP_LUA`]: true while the entry and the marker are still this replica's.
-pub(crate) async fn keep(redis: &RedisState, msg_id: &str, entry: &str) -> Result<bool, RedisError> {
+pub(crate) async fn keep(
+    redis: &RedisState,
+    msg_id: &str,
+    entry: &str,
+) -> Result<bool, RedisError> {
     let kept: u64 = KEEP
         .key(redis.key(&["inbox"]))
         .key(redis.key(&["reply", msg_id]))

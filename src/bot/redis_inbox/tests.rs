@@ -35,15 +35,25 @@ async fn intake_dedupes_and_numbers_each_conversation_without_gaps() {
     assert_eq!(admit(&r, "m1", "c").await, Some(1));
     assert_eq!(admit(&r, "m1", "c").await, None, "a duplicate is refused");
     assert_eq!(admit(&r, "m2", "c").await, Some(2));
-    assert_eq!(admit(&r, "m3", "d").await, Some(1), "numbers are per conversation");
+    assert_eq!(
+        admit(&r, "m3", "d").await,
+        Some(1),
+        "numbers are per conversation"
+    );
     assert_eq!(server.cli(&["XLEN", "t:inbox"]).trim(), "3");
     // XADD fails (the stream key holds a string): the number and the dedupe key are given
     // back, so the retry of the same message gets the next number and no gap is left.
     server.cli(&["RENAME", "t:inbox", "t:saved"]);
     server.cli(&["SET", "t:inbox", "not a stream"]);
-    assert!(scripts::admit(&r, "m4", "c", "{}", WINDOW_MS).await.is_err());
+    assert!(scripts::admit(&r, "m4", "c", "{}", WINDOW_MS)
+        .await
+        .is_err());
     server.cli(&["DEL", "t:inbox"]);
-    assert_eq!(admit(&r, "m4", "c").await, Some(3), "retry after a failed XADD");
+    assert_eq!(
+        admit(&r, "m4", "c").await,
+        Some(3),
+        "retry after a failed XADD"
+    );
 }
 
 #[tokio::test]
@@ -93,18 +103,24 @@ async fn keeping_renews_only_what_this_replica_still_owns() {
     server.cli(&["XGROUP", "CREATE", inbox, scripts::GROUP, "0", "MKSTREAM"]);
     admit(&a, "m", "c").await;
     let read = server.cli(&[
-        "XREADGROUP", "GROUP", scripts::GROUP, "a", "COUNT", "1", "STREAMS", inbox, ">",
+        "XREADGROUP",
+        "GROUP",
+        scripts::GROUP,
+        "a",
+        "COUNT",
+        "1",
+        "STREAMS",
+        inbox,
+        ">",
     ]);
-    let entry = read
-        .lines()
-        .nth(1)
-        .expect("an entry id")
-        .trim()
-        .to_string();
+    let entry = read.lines().nth(1).expect("an entry id").trim().to_string();
     assert_eq!(scripts::take_marker(&a, "m").await.unwrap(), Marker::Mine);
     assert!(scripts::keep(&a, "m", &entry).await.unwrap());
     // b takes the entry over (as XAUTOCLAIM does after a lease): a no longer owns it.
     server.cli(&["XCLAIM", inbox, scripts::GROUP, "b", "0", &entry, "JUSTID"]);
     assert!(!scripts::keep(&a, "m", &entry).await.unwrap());
-    assert!(!scripts::keep(&b, "m", &entry).await.unwrap(), "b does not hold the marker");
+    assert!(
+        !scripts::keep(&b, "m", &entry).await.unwrap(),
+        "b does not hold the marker"
+    );
 }
