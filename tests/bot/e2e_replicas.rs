@@ -14,13 +14,14 @@ use serde_json::Value;
 
 use crate::support::config::DingTalkSpec;
 use crate::support::stack::{Stack, CLIENT_ID, CLIENT_SECRET};
-use crate::support::{wait_until, Run};
+use crate::support::{free_port, wait_until, Run};
 
 /// The lease of the replicas here: a dead replica's messages are taken over after it.
 const LEASE_MS: u64 = 2_000;
 
-/// Writes replica `n`'s config (its own replica id) and starts it as daemon `bot{n}`.
-fn start_replica(stack: &Stack, redis: &RedisServer, n: usize) -> PathBuf {
+/// Writes replica `n`'s config (its own replica id, plus `extra` sections) and starts it
+/// as daemon `bot{n}`.
+fn start_replica(stack: &Stack, redis: &RedisServer, n: usize, extra: &str) -> PathBuf {
     let config = stack
         .bot_config(4, 30_000)
         .queue(1_000, 120_000)
@@ -32,7 +33,8 @@ fn start_replica(stack: &Stack, redis: &RedisServer, n: usize) -> PathBuf {
         .section(&format!(
             "state:\n  backend: redis\n  redis:\n    url: \"{}\"\n    replica_id: r{n}\n    lease_ms: {LEASE_MS}\n",
             redis.url()
-        ));
+        ))
+        .section(extra);
     let path = stack.home.write(&format!("bot{n}.yaml"), &config.render());
     let name = format!("bot{n}");
     let r = Run::from(
@@ -157,18 +159,41 @@ fn texts_held_by(redis: &RedisServer, consumer: &str) -> HashSet<String> {
     texts
 }
 
+/// The simulator's record of message `msg_id` (deliveries, ACK).
+fn sim_message(stack: &Stack, msg_id: &str) -> Value {
+    let v = stack
+        .rt
+        .block_on(stack.sim.get("/_sim/messages"))
+        .expect("messages");
+    v["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["msgId"] == msg_id)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Polls `url` (a `/readyz`) until it answers `want`, at most 30 s; code and body.
+fn wait_readyz(stack: &Stack, url: &str, want: u16) -> (u16, String) {
+    let mut last = (0, String::new());
+    let reached = wait_until(Duration::from_secs(30), || {
+        last = stack.rt.block_on(async {
+            match reqwest::get(url).await {
+                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                Err(e) => (0, e.to_string()),
+            }
+        });
+        last.0 == want
+    });
+    assert!(reached, "{url} never answered {want}; last: {last:?}");
+    last
+}
+
 /// Waits (at most 30 s) until the simulator saw message `msg_id` ACKed.
 fn wait_acked(stack: &Stack, msg_id: &str) {
     let acked = wait_until(Duration::from_secs(30), || {
-        let v = stack
-            .rt
-            .block_on(stack.sim.get("/_sim/messages"))
-            .expect("messages");
-        v["messages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|m| m["msgId"] == msg_id && m["acked"] == true)
+        sim_message(stack, msg_id)["acked"] == true
     });
     assert!(acked, "message {msg_id} never ACKed");
 }
@@ -192,9 +217,12 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         latency_ms: 20,
         ..Default::default()
     });
-    let stack = Stack::new(fake, &["--redeliver-unacked-ms", "500"]);
+    let stack = Stack::new(fake, &["--redeliver-unacked-ms", "1000"]);
+    let ops_port = free_port();
+    let readyz = format!("http://127.0.0.1:{ops_port}/readyz");
     for n in 1..=3 {
-        start_replica(&stack, &redis, n);
+        let ops = format!("ops:\n  listen: \"127.0.0.1:{ops_port}\"\n");
+        start_replica(&stack, &redis, n, if n == 1 { &ops } else { "" });
     }
     assert!(
         wait_until(Duration::from_secs(30), || live_connections(&stack) == 3),
@@ -325,6 +353,40 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
             "replica {n} recovered: {st}"
         );
     }
+
+    // Redis down: status and /readyz say so, and a message is not ACKed (the simulator
+    // delivers it again); Redis back: ready again and the message answered, no restart.
+    redis.kill();
+    let (_, body) = wait_readyz(&stack, &readyz, 503);
+    assert!(
+        body.contains(&format!("redis at 127.0.0.1:{}", redis.port())),
+        "{body}"
+    );
+    assert_eq!(status(&stack, 1)["shared_state"]["redis_ok"], false);
+    let during = stack.inject_group("c0", "down-0");
+    let redelivered = wait_until(Duration::from_secs(30), || {
+        let m = sim_message(&stack, &during);
+        m["deliveries"].as_array().map_or(0, Vec::len) >= 2
+    });
+    assert!(
+        redelivered,
+        "the simulator never delivered the message again"
+    );
+    assert_eq!(
+        sim_message(&stack, &during)["acked"],
+        false,
+        "ACKed while Redis was down"
+    );
+    redis.start_again();
+    wait_readyz(&stack, &readyz, 200);
+    wait_acked(&stack, &during);
+    let answered = wait_until(Duration::from_secs(30), || {
+        tally(&stack.outbox()).replies.get("down-0") == Some(&1)
+    });
+    assert!(
+        answered,
+        "the message sent while Redis was down was never answered"
+    );
     eprintln!(
         "{total} messages over 3 replicas (one killed holding {}, Redis restarted) in {took:?}; excused (sent, then killed before marked): {excused:?}",
         held_at_kill.len()
