@@ -224,7 +224,10 @@ fn describe(r: &DaemonReport) -> String {
         )
     }));
     lines.extend(r.state.as_ref().map(state_line));
-    lines.extend(r.models.iter().map(model_line));
+    for m in &r.models {
+        lines.push(model_line(m));
+        lines.extend(replica_lines(m));
+    }
     lines.extend(r.journal.as_ref().map(journal_line));
     if let Some(s) = &r.model_service {
         lines.extend(model_service_lines(s));
@@ -281,6 +284,23 @@ fn model_line(m: &ModelReport) -> String {
         or_dash(m.p95_ms),
         last_error_suffix(&m.last_error)
     )
+}
+
+/// One line per replica of a model served by several (none for a single `base_url`).
+fn replica_lines(m: &ModelReport) -> Vec<String> {
+    if m.replicas.len() < 2 {
+        return Vec::new();
+    }
+    m.replicas
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            format!(
+                "    replica {i} {}: {}/{} in flight, {}, served {}, failures {}",
+                r.base_url, r.in_flight, r.limit, r.state, r.served, r.failures
+            )
+        })
+        .collect()
 }
 
 fn journal_line(j: &JournalReport) -> String {
