@@ -311,6 +311,11 @@ impl Workload for Bot {
             if let Some(ch) = &self.shared.channel {
                 ch.shutdown().await;
             }
+            if let Some(inbox) = &self.shared.inbox {
+                if !inbox.writes_drained(drain).await {
+                    tracing::warn!("drain time over; the shared inbox's last records are left to the replicas that take the messages over");
+                }
+            }
             self.shared.journal.flush().await;
         })
     }

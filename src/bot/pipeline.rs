@@ -63,8 +63,10 @@ pub(crate) async fn dispatch_shared(
     while let Some(delivery) = rx.recv().await {
         let arrived = Instant::now();
         if !shared.accepting.load(Ordering::SeqCst) {
+            // Dropping the receiver stops the reads: what was read and not held stays
+            // pending in Redis and is taken over after the lease.
             tracing::info!(msg_id = %delivery.msg.msg_id, "shutting down: message left in the shared inbox for another replica");
-            continue;
+            break;
         }
         shared.seen.record(&delivery.msg);
         let shared = shared.clone();
@@ -528,7 +530,8 @@ async fn deliver(
     label: &'static str,
 ) {
     let mut reply = channel.outgoing(text, markdown);
-    if reply.parts() > 1 {
+    // With the shared inbox the local journal holds no message: nothing to record there.
+    if reply.parts() > 1 && shared.inbox.is_none() {
         let recorded = shared
             .journal
             .reply(&msg.msg_id, reply.part_texts().to_vec(), markdown)
@@ -656,10 +659,10 @@ async fn may_send(shared: &Shared, msg: &Inbound) -> bool {
 /// Marks the message answered: at once in memory (never answered twice in this run), and
 /// in the journal right after (a write error is retried there and shown in status).
 fn complete(shared: &Shared, msg: &Inbound, label: &'static str, replied_at: Instant) {
-    if let Some(inbox) = &shared.inbox {
-        inbox.replied(&msg.msg_id);
+    match &shared.inbox {
+        Some(inbox) => inbox.replied(&msg.msg_id),
+        None => shared.journal.done(&msg.msg_id, replied_at),
     }
-    shared.journal.done(&msg.msg_id, replied_at);
     tracing::debug!(msg_id = %msg.msg_id, outcome = label, "turn complete");
     crate::ops::metrics::observed().replied(label);
 }

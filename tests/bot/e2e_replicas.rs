@@ -206,9 +206,9 @@ fn now_us() -> u64 {
 }
 
 /// 3 replicas, 300 messages over 20 conversations (4 of them flooding), one replica
-/// killed with SIGKILL after a third and Redis restarted after two thirds: every message
-/// answered exactly once, each conversation in order, the killed replica's messages
-/// taken over.
+/// killed with SIGKILL after a third, another stopped and started again at half, and Redis
+/// restarted after two thirds: every message answered exactly once, each conversation in
+/// order, the killed replica's messages taken over; then Redis down and back.
 #[test]
 #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
 fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_restart() {
@@ -291,6 +291,14 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
             // Read before the lease passes: still the dead replica's.
             held_at_kill = texts_held_by(&redis, "r3");
             victim_pid = Some(pid);
+        }
+        if i == total / 2 {
+            // A rolling restart of replica 2: a clean stop leaves nothing to answer twice.
+            let stop = stack
+                .home
+                .run(&["daemon", "stop", "--name", "bot2", "--timeout", "20"]);
+            assert_eq!(stop.code, 0, "{stop:?}");
+            start_replica(&stack, &redis, 2, "");
         }
         if i == 2 * total / 3 {
             redis.restart();

@@ -58,6 +58,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
+use super::inflight::InFlight;
 use crate::config::RedisConfig;
 use crate::dingtalk::ingress::Admitted;
 use crate::dingtalk::Inbound;
@@ -91,6 +92,10 @@ pub(crate) struct RedisInbox {
     held: Mutex<HashMap<String, Held>>,
     /// Fires when a turn of this replica ended (a waiting turn may be due).
     turn_ended: Notify,
+    /// Records still being written in the background (a reply marked sent, a message
+    /// finished): shutdown waits for them, so a clean stop never leaves a reply to be sent
+    /// again by the replica that takes the message over.
+    writes: InFlight,
 }
 
 /// Longest wait between two checks of a waiting turn.
@@ -115,6 +120,7 @@ impl RedisInbox {
             dedupe_ms: dedupe_window.as_millis() as u64,
             held: Mutex::new(HashMap::new()),
             turn_ended: Notify::new(),
+            writes: InFlight::default(),
         });
         inbox.ensure_group().await?;
         Ok(inbox)
@@ -212,6 +218,11 @@ impl RedisInbox {
         self.held().get(msg_id).is_some_and(|h| h.abandoned)
     }
 
+    /// Waits until the background records are written, at most `limit`. True when so.
+    pub(crate) async fn writes_drained(&self, limit: Duration) -> bool {
+        self.writes.drained(limit).await
+    }
+
     fn abandon(&self, msg_id: &str) {
         if let Some(h) = self.held().get_mut(msg_id) {
             h.abandoned = true;
@@ -251,7 +262,9 @@ impl RedisInbox {
     pub(crate) fn replied(self: &Arc<Self>, msg_id: &str) {
         let me = self.clone();
         let msg_id = msg_id.to_string();
+        let writing = self.writes.enter();
         tokio::spawn(async move {
+            let _writing = writing;
             let keep_ms = me.dedupe_ms;
             let id = msg_id.clone();
             me.retry("mark the reply sent", &msg_id, || {
@@ -375,7 +388,9 @@ impl Drop for SharedTicket {
             std::mem::take(&mut self.entry),
             self.seq,
         );
+        let writing = inbox.writes.enter();
         tokio::spawn(async move {
+            let _writing = writing;
             inbox
                 .retry("finish the message", &msg_id, || {
                     scripts::finish(&inbox.redis, &conversation, &entry, seq)
