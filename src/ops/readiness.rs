@@ -186,5 +186,12 @@ mod tests {
         let mut f = healthy();
         f.draining = true;
         assert_eq!(not_ready_reasons(&f, NOW), vec!["draining (shutting down)"]);
+
+        let mut f = healthy();
+        f.redis_down = Some("10.0.0.5:6379".into());
+        assert_eq!(
+            not_ready_reasons(&f, NOW),
+            vec!["redis at 10.0.0.5:6379 not answering"]
+        );
     }
 }
