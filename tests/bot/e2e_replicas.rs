@@ -62,13 +62,17 @@ fn status(stack: &Stack, n: usize) -> Value {
         .json()
 }
 
+/// GET `path` of the simulator's admin API.
+fn sim_get(stack: &Stack, path: &str) -> Value {
+    stack
+        .rt
+        .block_on(stack.sim.get(path))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
 /// Live stream connections the simulator holds.
 fn live_connections(stack: &Stack) -> usize {
-    let v = stack
-        .rt
-        .block_on(stack.sim.get("/_sim/connections"))
-        .expect("connections");
-    v["connections"]
+    sim_get(stack, "/_sim/connections")["connections"]
         .as_array()
         .map_or(0, |c| c.iter().filter(|c| c["live"] == true).count())
 }
@@ -161,11 +165,7 @@ fn texts_held_by(redis: &RedisServer, consumer: &str) -> HashSet<String> {
 
 /// The simulator's record of message `msg_id` (deliveries, ACK).
 fn sim_message(stack: &Stack, msg_id: &str) -> Value {
-    let v = stack
-        .rt
-        .block_on(stack.sim.get("/_sim/messages"))
-        .expect("messages");
-    v["messages"]
+    sim_get(stack, "/_sim/messages")["messages"]
         .as_array()
         .into_iter()
         .flatten()

@@ -59,6 +59,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
 use super::inflight::InFlight;
+use crate::backoff::capped_doubling;
 use crate::config::RedisConfig;
 use crate::dingtalk::ingress::Admitted;
 use crate::dingtalk::Inbound;
@@ -233,26 +234,16 @@ impl RedisInbox {
     /// reply (retrying for at most one lease while Redis does not answer). False means:
     /// send nothing; the entry stays pending and is taken over after the lease.
     pub(crate) async fn may_send(&self, msg_id: &str) -> bool {
-        let deadline = tokio::time::Instant::now() + self.redis.lease();
-        let mut wait = RETRY_FIRST;
-        loop {
-            match scripts::take_marker(&self.redis, msg_id).await {
-                Ok(Marker::Mine) => return true,
-                Ok(other) => {
-                    tracing::warn!(msg_id, marker = ?other, "reply marker taken over by another replica; not replying");
-                    break;
-                }
-                Err(e) if tokio::time::Instant::now() + wait < deadline => {
-                    tracing::warn!(msg_id, error = %e, "cannot confirm the reply marker; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(RETRY_MAX);
-                }
-                Err(e) => {
-                    tracing::warn!(msg_id, error = %e, "reply marker not confirmed within the lease; not replying (the message stays pending for a replica to take over)");
-                    break;
-                }
-            }
+        let lease = self.redis.lease();
+        let marker = self
+            .retry("confirm the reply marker", msg_id, lease, || {
+                scripts::take_marker(&self.redis, msg_id)
+            })
+            .await;
+        if marker == Some(Marker::Mine) {
+            return true;
         }
+        tracing::warn!(msg_id, ?marker, "reply marker not this replica's (taken over, or Redis did not answer within the lease): not replying; the message stays pending for a replica to take over");
         self.abandon(msg_id);
         false
     }
@@ -266,37 +257,44 @@ impl RedisInbox {
         tokio::spawn(async move {
             let _writing = writing;
             let keep_ms = me.dedupe_ms;
-            let id = msg_id.clone();
-            me.retry("mark the reply sent", &msg_id, || {
+            let (id, within) = (msg_id.clone(), Duration::from_millis(keep_ms));
+            me.retry("mark the reply sent", &msg_id, within, || {
                 scripts::mark_sent(&me.redis, &id, keep_ms)
             })
             .await;
         });
     }
 
-    /// Runs `step` until it succeeds or the dedupe window passed (then what it would
-    /// have recorded is left to a replica that takes the entry over).
-    async fn retry<T, F, Fut>(&self, what: &str, msg_id: &str, mut step: F) -> Option<T>
+    /// Runs `step` until it succeeds or `within` passed (capped doubling waits between
+    /// tries); `None` when it never did (what it would have recorded is then left to a
+    /// replica that takes the entry over).
+    async fn retry<T, F, Fut>(
+        &self,
+        what: &str,
+        msg_id: &str,
+        within: Duration,
+        mut step: F,
+    ) -> Option<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, RedisError>>,
     {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.dedupe_ms);
-        let mut wait = RETRY_FIRST;
-        loop {
+        let deadline = tokio::time::Instant::now() + within;
+        for attempt in 0.. {
+            let wait = capped_doubling(RETRY_FIRST, RETRY_MAX, attempt);
             match step().await {
                 Ok(v) => return Some(v),
                 Err(e) if tokio::time::Instant::now() + wait < deadline => {
                     tracing::warn!(msg_id, error = %e, "cannot {what} yet; retrying");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(RETRY_MAX);
                 }
                 Err(e) => {
                     tracing::error!(msg_id, error = %e, "gave up trying to {what}");
-                    return None;
+                    break;
                 }
             }
         }
+        None
     }
 }
 
@@ -350,8 +348,8 @@ impl SharedTicket {
     pub(crate) async fn wait_turn(&mut self, limit: Duration) -> bool {
         let inbox = &self.inbox;
         let due = async {
-            let mut wait = RETRY_FIRST;
-            loop {
+            for attempt in 0.. {
+                let wait = capped_doubling(RETRY_FIRST, TURN_POLL_MAX, attempt);
                 let ended = inbox.turn_ended.notified();
                 match scripts::next_due(&inbox.redis, &self.conversation).await {
                     Ok(next) if next >= self.seq => return,
@@ -361,7 +359,6 @@ impl SharedTicket {
                     }
                 }
                 let _ = tokio::time::timeout(wait, ended).await;
-                wait = (wait * 2).min(TURN_POLL_MAX);
             }
         };
         tokio::time::timeout(limit, due).await.is_ok()
@@ -391,8 +388,9 @@ impl Drop for SharedTicket {
         let writing = inbox.writes.enter();
         tokio::spawn(async move {
             let _writing = writing;
+            let within = Duration::from_millis(inbox.dedupe_ms);
             inbox
-                .retry("finish the message", &msg_id, || {
+                .retry("finish the message", &msg_id, within, || {
                     scripts::finish(&inbox.redis, &conversation, &entry, seq)
                 })
                 .await;
