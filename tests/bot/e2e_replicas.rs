@@ -395,8 +395,58 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         answered,
         "the message sent while Redis was down was never answered"
     );
+
+    // A replica that stalls past the lease (SIGSTOP) has its messages taken over and
+    // answered by the others; once it resumes it sends nothing for them (its reply markers
+    // are gone), and after its clean stop (which waits for its turns) nothing was answered
+    // twice.
+    let mut last_of: Vec<Option<String>> = vec![None; 3];
+    for k in 0..60 {
+        if let Some(previous) = &last_of[k % 3] {
+            wait_acked(&stack, previous);
+        }
+        let conv = 1 + k % 3;
+        let text = format!("s{conv}-{}", k / 3);
+        last_of[k % 3] = Some(stack.inject_group(&format!("s{conv}"), &text));
+    }
+    for id in last_of.iter().flatten() {
+        wait_acked(&stack, id);
+    }
+    let r2 = Pid::from_raw(status(&stack, 2)["pid"].as_i64().expect("pid") as i32);
+    kill(r2, Signal::SIGSTOP).expect("SIGSTOP replica 2");
+    let held_at_stall = texts_held_by(&redis, "r2");
+    assert!(!held_at_stall.is_empty(), "the stalled replica held no message");
+    let all_answered = wait_until(Duration::from_secs(30), || {
+        let t = tally(&stack.outbox());
+        (0..60).all(|k| t.replies.contains_key(&format!("s{}-{}", 1 + k % 3, k / 3)))
+    });
+    kill(r2, Signal::SIGCONT).expect("SIGCONT replica 2");
+    assert!(
+        all_answered,
+        "the stalled replica's messages were not taken over"
+    );
+    let stop = stack
+        .home
+        .run(&["daemon", "stop", "--name", "bot2", "--timeout", "30"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    let t = tally(&stack.outbox());
+    let twice: Vec<_> = t
+        .replies
+        .iter()
+        .filter(|(text, n)| text.starts_with('s') && **n > 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "answered twice after the stalled replica resumed: {twice:?}"
+    );
+    for (conv, seen) in t.order.iter().filter(|(c, _)| c.starts_with('s')) {
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        assert_eq!(seen, &sorted, "replies of {conv} out of order");
+    }
     eprintln!(
-        "{total} messages over 3 replicas (one killed holding {}, Redis restarted) in {took:?}; excused (sent, then killed before marked): {excused:?}",
-        held_at_kill.len()
+        "{total} messages over 3 replicas (one killed holding {}, Redis restarted) in {took:?}; excused (sent, then killed before marked): {excused:?}; stalled replica held {}",
+        held_at_kill.len(),
+        held_at_stall.len()
     );
 }
