@@ -33,16 +33,25 @@
 //! Invariants:
 //! - no arrival number is lost: the intake script gives it back if `XADD` fails, so a
 //!   conversation's line never waits for a number that has no message;
-//! - a message is acked only after its reply went out or it was decided (answered
-//!   elsewhere); a replica that could not confirm its marker before sending (Redis down,
-//!   marker taken over) sends nothing and leaves the entry pending, to be taken over
-//!   after the lease;
+//! - a message is acked when its turn ends: after its reply went out, after a reply
+//!   DingTalk refused was handed to this replica's background redelivery (as with the
+//!   local journal, the same replica retries it and then sends the undelivered text), or
+//!   when its marker said `sent`; a replica that could not confirm its marker before
+//!   sending (Redis down for a lease, marker taken over) sends nothing and does not ack,
+//!   so the entry is taken over after the lease;
 //! - at most one visible reply per message: only the marker's holder sends, and a
 //!   marker becomes free only when its holder stopped renewing it for a whole lease (or
 //!   was lost with a Redis that restarted without its data). The rule for a failed send:
-//!   the marker stays with its holder while the background redelivery runs; it becomes
-//!   `sent` only once DingTalk took a reply;
+//!   the marker becomes `sent` only once DingTalk took a reply, and a message whose reply
+//!   is being redelivered is acked, so no other replica starts it again;
+//! - a clean stop reads no more, lets the turns in progress end, and waits for their
+//!   last records (sent, finished) before the process exits;
 //! - every wait and retry here is bounded in time; no loop spins without a sleep.
+//!
+//! Known gaps: a replica killed between DingTalk taking a reply and Redis recording it
+//! has that message answered again by the replica taking it over (the local journal's
+//! window, as short); one killed while a refused reply is being redelivered leaves that
+//! message without a reply; a reply of several parts cut by a kill is sent whole again.
 //!
 //! Redis unavailable: intake fails (no ACK: DingTalk redelivers), reads and claims retry
 //! with a capped backoff, a turn in progress finishes its model call but sends only if
