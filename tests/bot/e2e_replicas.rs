@@ -174,16 +174,21 @@ fn sim_message(stack: &Stack, msg_id: &str) -> Value {
         .unwrap_or_default()
 }
 
+/// GET `url`: status code (0 when unreachable) and body.
+fn http_get(stack: &Stack, url: &str) -> (u16, String) {
+    stack.rt.block_on(async {
+        match reqwest::get(url).await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    })
+}
+
 /// Polls `url` (a `/readyz`) until it answers `want`, at most 30 s; code and body.
 fn wait_readyz(stack: &Stack, url: &str, want: u16) -> (u16, String) {
     let mut last = (0, String::new());
     let reached = wait_until(Duration::from_secs(30), || {
-        last = stack.rt.block_on(async {
-            match reqwest::get(url).await {
-                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-                Err(e) => (0, e.to_string()),
-            }
-        });
+        last = http_get(stack, url);
         last.0 == want
     });
     assert!(reached, "{url} never answered {want}; last: {last:?}");
@@ -241,6 +246,20 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
             ["shared_state"]["alive_replicas"]
             == 3),
         "status counts the three replicas"
+    );
+    let human = stack
+        .home
+        .run(&["daemon", "status", "--name", "bot1"])
+        .stdout;
+    let line = format!(
+        "state: redis at 127.0.0.1:{} (ok), replica r1, 3 replicas alive",
+        redis.port()
+    );
+    assert!(human.contains(&line), "{human}");
+    let metrics = http_get(&stack, &format!("http://127.0.0.1:{ops_port}/metrics")).1;
+    assert!(
+        metrics.lines().any(|l| l == "clawdbot_alive_replicas 3"),
+        "{metrics}"
     );
 
     // Memory is shared: one conversation's messages, one at a time, land on random
@@ -415,7 +434,10 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
     let r2 = Pid::from_raw(status(&stack, 2)["pid"].as_i64().expect("pid") as i32);
     kill(r2, Signal::SIGSTOP).expect("SIGSTOP replica 2");
     let held_at_stall = texts_held_by(&redis, "r2");
-    assert!(!held_at_stall.is_empty(), "the stalled replica held no message");
+    assert!(
+        !held_at_stall.is_empty(),
+        "the stalled replica held no message"
+    );
     let all_answered = wait_until(Duration::from_secs(30), || {
         let t = tally(&stack.outbox());
         (0..60).all(|k| t.replies.contains_key(&format!("s{}-{}", 1 + k % 3, k / 3)))
