@@ -1,7 +1,9 @@
 //! The two loops that bring stream entries to this replica: new ones (`XREADGROUP`) and
 //! those a replica stopped working on (`XAUTOCLAIM` with min-idle = the lease).
 //!
-//! Invariants: each loop ends once the bot stopped taking deliveries; every Redis error
+//! Invariants: each loop ends once the bot stopped taking deliveries; neither reads while
+//! this replica holds [`super::MAX_HELD`] messages (the rest stays in Redis for the other
+//! replicas, and each held message costs a keeper and a waiter); every Redis error
 //! is followed by a capped backoff (no spin), and the group is recreated when Redis lost
 //! it (a server restarted without its data).
 
@@ -33,6 +35,7 @@ pub(crate) async fn read_new(inbox: Arc<RedisInbox>, tx: mpsc::UnboundedSender<D
     let mut from = "0";
     let mut backoff = BACKOFF_FIRST;
     while !tx.is_closed() {
+        inbox.room_to_hold().await;
         let read: Result<StreamReadReply, redis::RedisError> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(GROUP)
@@ -69,6 +72,7 @@ pub(crate) async fn claim_stale(inbox: Arc<RedisInbox>, tx: mpsc::UnboundedSende
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !tx.is_closed() {
         tick.tick().await;
+        inbox.room_to_hold().await;
         let mut cursor = "0-0".to_string();
         for _ in 0..CLAIM_PAGES {
             let claimed: Result<StreamAutoClaimReply, redis::RedisError> = redis::cmd("XAUTOCLAIM")
@@ -130,6 +134,9 @@ async fn hand_over(inbox: &RedisInbox, tx: &mpsc::UnboundedSender<Delivery>, ent
         .and_then(|m| serde_json::from_str(&m).ok());
     match (msg, seq) {
         (Some(msg), Some(seq)) => {
+            if !inbox.take_in(&msg.msg_id) {
+                return;
+            }
             let _ = tx.send(Delivery {
                 msg,
                 entry: entry.id,

@@ -108,6 +108,9 @@ pub(crate) struct RedisInbox {
     writes: InFlight,
 }
 
+/// Most messages one replica holds at once (running or waiting for their turn).
+pub(crate) const MAX_HELD: usize = 256;
+
 /// Longest wait between two checks of a waiting turn.
 const TURN_POLL_MAX: Duration = Duration::from_millis(200);
 /// First wait of a retried Redis step, doubled per try up to [`RETRY_MAX`].
@@ -142,6 +145,18 @@ impl RedisInbox {
         tokio::spawn(consumer::read_new(self.clone(), tx.clone()));
         tokio::spawn(consumer::claim_stale(self.clone(), tx));
         rx
+    }
+
+    /// Waits until this replica holds fewer than [`MAX_HELD`] messages (woken when a
+    /// turn ends, checked at least every [`TURN_POLL_MAX`]).
+    pub(crate) async fn room_to_hold(&self) {
+        loop {
+            let ended = self.turn_ended.notified();
+            if self.held().len() < MAX_HELD {
+                return;
+            }
+            let _ = tokio::time::timeout(TURN_POLL_MAX, ended).await;
+        }
     }
 
     fn held(&self) -> MutexGuard<'_, HashMap<String, Held>> {
@@ -183,17 +198,21 @@ impl RedisInbox {
         })
     }
 
-    /// Takes a delivered entry into work: `Some` when this replica now holds its reply;
-    /// `None` when it is held here already, by another live replica, or was answered
-    /// (then it is finished here).
-    pub(crate) async fn hold(self: &Arc<Self>, d: &Delivery) -> Option<SharedTicket> {
-        {
-            let mut held = self.held();
-            if held.contains_key(&d.msg.msg_id) {
-                return None;
-            }
-            held.insert(d.msg.msg_id.clone(), Held::default());
+    /// Counts `msg_id` as held here from its delivery on; false when it is already (a
+    /// takeover of a message this replica works on): it is then not delivered again.
+    fn take_in(&self, msg_id: &str) -> bool {
+        let mut held = self.held();
+        if held.contains_key(msg_id) {
+            return false;
         }
+        held.insert(msg_id.to_string(), Held::default());
+        true
+    }
+
+    /// Takes a delivered entry into work: `Some` when this replica now holds its reply;
+    /// `None` when another live replica holds it, or it was answered (then it is finished
+    /// here). Every delivery ends in a ticket, dropped when its turn ends.
+    pub(crate) async fn hold(self: &Arc<Self>, d: &Delivery) -> Option<SharedTicket> {
         let marker = scripts::take_marker(&self.redis, &d.msg.msg_id).await;
         let ticket = SharedTicket {
             inbox: self.clone(),
