@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Version of the JSON documents printed with `--json`. Bump only on breaking changes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the JSON documents printed with `--json`. Bump only on breaking changes, and
+/// say what changed in README "JSON output" (and in `docs/json/*.schema.json`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The values of [`ChannelReport::state`].
 pub mod channel_state {
@@ -36,7 +37,8 @@ pub struct DaemonReport {
     pub config_path: Option<String>,
     pub log_path: String,
     pub socket: String,
-    /// What the daemon runs: `bot` or `gateway` (a model service; the JSON word is kept for scripts).
+    /// What the daemon runs: `bot`, `gateway` (a model service; the JSON word is kept for
+    /// scripts) or `sim` (quickstart's DingTalk simulator, a supervised `sim serve`).
     pub workload: String,
     /// The most recent error the daemon logged (no message text).
     pub last_error: Option<String>,
@@ -164,6 +166,10 @@ pub struct ModelReport {
     pub queued: usize,
     /// The most requests ever in flight at once (never above `limit`).
     pub peak_in_flight: usize,
+    /// With `state.backend: redis`: requests in flight at this model across all
+    /// replicas (never above `limit`), as last seen in Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_in_flight: Option<usize>,
     pub served: u64,
     pub failures: u64,
     pub timeouts: u64,

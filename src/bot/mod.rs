@@ -46,7 +46,6 @@ use futures_util::future::BoxFuture;
 /// The callback replay record in the state folder (see `dingtalk::replay`).
 const CALLBACK_REPLAY_FILE: &str = "callback-replay";
 
-use crate::config::StateBackend;
 use crate::state::redis::RedisState;
 use conversations::Conversations;
 use inflight::InFlight;
@@ -128,7 +127,8 @@ pub(crate) enum BotStartError {
     Journal(#[from] journal::JournalError),
     #[error(transparent)]
     Channel(#[from] crate::dingtalk::ChannelStartError),
-    #[error("state.backend is redis but Redis cannot be used: {0}")]
+    /// `state.backend: redis` and Redis cannot be reached at start.
+    #[error("state.redis: {0}")]
     Redis(#[from] crate::state::redis::RedisError),
 }
 
@@ -150,15 +150,17 @@ impl Bot {
         paths: DaemonPaths,
     ) -> Result<Bot, BotStartError> {
         paths.ensure_state_dir().map_err(BotStartError::StateDir)?;
+        let redis = match (&config.state.backend, &config.state.redis) {
+            (crate::config::StateBackend::Redis, Some(cfg)) => {
+                Some(RedisState::connect(cfg).await?)
+            }
+            _ => None,
+        };
         // Without a journal no message could be ACKed safely: a startup error, not a
         // silent downgrade.
         let (tx, rx) = mpsc::unbounded_channel::<Inbound>();
         let opened = Journal::open(&paths.state, tx)?;
         let journal = Arc::new(opened.journal);
-        let redis = match (&config.state.backend, &config.state.redis) {
-            (StateBackend::Redis, Some(cfg)) => Some(RedisState::connect(cfg).await?),
-            _ => None,
-        };
         let alive_replicas = Arc::new(AtomicUsize::new(0));
         let inbox = match (&redis, &config.state.redis) {
             (Some(redis), Some(cfg)) => {
@@ -177,12 +179,14 @@ impl Bot {
                 };
                 let channel = match &inbox {
                     Some(inbox) => {
-                        Channel::start_with(ch.dingtalk.clone(), RedisSink(inbox.clone()), tuning)
+                        let sink = RedisSink(inbox.clone());
+                        Channel::start_shared(ch.dingtalk.clone(), sink, tuning, redis.clone())
                             .await?
                     }
                     None => {
                         let sink = JournalSink(journal.clone());
-                        Channel::start_with(ch.dingtalk.clone(), sink, tuning).await?
+                        Channel::start_shared(ch.dingtalk.clone(), sink, tuning, redis.clone())
+                            .await?
                     }
                 };
                 channel.set_max_parts(config.reply.max_parts);
@@ -201,7 +205,7 @@ impl Bot {
             }
         };
         let shared = Arc::new(Shared {
-            router: ModelRouter::new(&config),
+            router: ModelRouter::with_state(&config, redis.clone()),
             conversations: Conversations::new(&config),
             config: RwLock::new(Arc::new(config)),
             config_path,

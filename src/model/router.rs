@@ -19,6 +19,10 @@
 //!   the same model, each replica at most once per turn, within the same turn deadline and
 //!   only while [`fallback_deadline`] says enough of it is left; after a first token the
 //!   text already shown cannot be taken back, so there is no retry.
+//! - With `state.backend: redis` a turn first takes one global lease of the model
+//!   ([`super::global_limit`]: at most the model's limit over all bot replicas, the line
+//!   round-robin across conversations), then its local slot; both waits share the wait
+//!   budget. A lease lost while the request runs cancels the request.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,12 +33,14 @@ use tokio::time::Instant;
 use super::budget::{fallback_deadline, PhaseBudgets};
 use super::client::{ModelClient, ProbeError};
 use super::error::ModelError;
+use super::global_limit::{GlobalLimit, Lease};
 use super::limiter::{Busy, Limiter, Permit};
 use super::replicas::{counts_against_replica, LocalSlots, ReplicaSet};
 use super::stats::ModelStats;
 use super::types::{prompt_chars, ChatMessage, Turn, TurnOutcome};
 use super::wait_budget::WaitBudget;
 use crate::config::{Config, ModelConfig, RoutingConfig};
+use crate::state::redis::RedisState;
 use crate::status::{ModelReport, ReplicaReport};
 
 struct Entry {
@@ -47,13 +53,25 @@ struct Entry {
     budgets: PhaseBudgets,
     fallback: Option<String>,
     limiter: Arc<Limiter>,
+    /// The limit shared by all replicas (`state.backend: redis`), taken before `limiter`.
+    global: Option<Arc<GlobalLimit>>,
     stats: ModelStats,
+}
+
+/// A turn's right to call a model: its local slot and, with Redis, its global lease.
+struct Slot {
+    global: Option<Lease>,
+    _local: Permit,
 }
 
 struct Inner {
     models: BTreeMap<String, Entry>,
+    /// Wakes global-slot waiters on releases published by any replica.
+    global_listener: Option<tokio::task::JoinHandle<()>>,
     routing: RoutingConfig,
     max_wait: Duration,
+    /// `limits.queue.max_waiting`: turns of this replica waiting for one model's slot.
+    max_waiting: usize,
     prompt_budget_chars: usize,
     /// `reply.max_answer_chars`: every answer is cut there while streaming.
     max_answer_chars: usize,
@@ -75,10 +93,25 @@ pub struct ModelRouter {
     inner: Arc<Inner>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = &self.global_listener {
+            task.abort();
+        }
+    }
+}
+
 impl ModelRouter {
+    /// The router of a single daemon (`state.backend: local`).
     pub fn new(config: &Config) -> ModelRouter {
+        ModelRouter::with_state(config, None)
+    }
+
+    /// The router; with `redis` each model's limit is also one global semaphore shared by
+    /// every replica (see [`super::global_limit`]). Call inside a tokio runtime.
+    pub(crate) fn with_state(config: &Config, redis: Option<RedisState>) -> ModelRouter {
         let queue = &config.limits.queue;
-        let models = config
+        let models: BTreeMap<String, Entry> = config
             .models
             .iter()
             .map(|(name, cfg)| {
@@ -88,14 +121,26 @@ impl ModelRouter {
                     .get(name)
                     .copied()
                     .unwrap_or(1);
-                (name.clone(), Entry::new(cfg, limit, queue.max_waiting))
+                let mut entry = Entry::new(cfg, limit, queue.max_waiting);
+                // The model's limit as the local limiter has it (capped by the replicas' sum).
+                let limit = entry.limiter.snapshot().limit;
+                entry.global = redis
+                    .as_ref()
+                    .map(|r| GlobalLimit::new(r.clone(), name, limit));
+                (name.clone(), entry)
             })
             .collect();
+        let global_listener = redis.and_then(|r| {
+            let limits = models.values().filter_map(|e| e.global.clone()).collect();
+            super::global_limit::spawn_listener(r, limits)
+        });
         ModelRouter {
             inner: Arc::new(Inner {
                 models,
+                global_listener,
                 routing: config.routing.clone(),
                 max_wait: Duration::from_millis(queue.max_wait_ms),
+                max_waiting: queue.max_waiting,
                 prompt_budget_chars: config.prompt.max_chars,
                 max_answer_chars: config.reply.max_answer_chars,
             }),
@@ -240,28 +285,48 @@ impl ModelRouter {
         })
     }
 
-    /// Waits for a slot no longer than what is left of the turn's wait bound nor its
-    /// deadline.
+    /// Waits for a slot (with Redis the global lease first, then the local slot, which
+    /// is then free at once; see [`super::global_limit`]) no longer than what is left of
+    /// the turn's wait bound nor its deadline.
     async fn wait_for_slot(
         &self,
         entry: &Entry,
         conversation: &str,
         deadline: Instant,
         wait: &mut WaitBudget,
-    ) -> Option<Permit> {
+    ) -> Option<Slot> {
         let waiting_since = Instant::now();
+        let global = match &entry.global {
+            None => None,
+            Some(g) if g.waiting_here() >= self.inner.max_waiting => {
+                return self.busy(entry, Busy::QueueFull)
+            }
+            Some(g) => match wait
+                .spend(g.acquire(conversation, deadline))
+                .await
+                .flatten()
+            {
+                Some(lease) => Some(lease),
+                None => return self.busy(entry, Busy::WaitExpired),
+            },
+        };
         let acquired = wait.spend(entry.limiter.acquire(conversation, deadline));
-        match acquired.await.unwrap_or(Err(Busy::WaitExpired)) {
-            Ok(p) => {
-                crate::ops::metrics::observed().queue_waited(waiting_since.elapsed());
-                Some(p)
-            }
-            Err(why) => {
-                entry.stats.busy();
-                tracing::info!(?why, "model busy");
-                None
-            }
-        }
+        let local = match acquired.await.unwrap_or(Err(Busy::WaitExpired)) {
+            Ok(p) => p,
+            // The lease goes back with `global` here.
+            Err(why) => return self.busy(entry, why),
+        };
+        crate::ops::metrics::observed().queue_waited(waiting_since.elapsed());
+        Some(Slot {
+            global,
+            _local: local,
+        })
+    }
+
+    fn busy(&self, entry: &Entry, why: Busy) -> Option<Slot> {
+        entry.stats.busy();
+        tracing::info!(?why, "model busy");
+        None
     }
 
     /// One report per configured model, in name order, each with its replicas.
@@ -273,6 +338,10 @@ impl ModelRouter {
                 let mut report =
                     e.stats
                         .report(name, e.limiter.snapshot(), self.inner.prompt_budget_chars);
+                if let Some(g) = &e.global {
+                    report.global_in_flight = Some(g.in_flight());
+                    report.queued += g.waiting_here();
+                }
                 report.replicas = e
                     .replicas
                     .figures()
@@ -353,6 +422,7 @@ impl Entry {
             fallback: cfg.fallback.clone(),
             limiter: Limiter::new(limit.min(replicas.total_limit()), max_waiting),
             replicas,
+            global: None,
             stats: ModelStats::default(),
         }
     }
@@ -414,7 +484,7 @@ struct Attempt<'a> {
     model: String,
     entry: &'a Entry,
     /// `None` once the attempt failed and gave its slot back.
-    permit: Option<Permit>,
+    permit: Option<Slot>,
     deadline: Instant,
 }
 
@@ -423,6 +493,28 @@ impl Attempt<'_> {
     /// before the first token is retried at another replica (see the module invariants).
     /// `Err(None)`: no replica slot came free within `wait` and the deadline.
     async fn run(
+        &self,
+        messages: &[ChatMessage],
+        max_answer_chars: usize,
+        hooks: &mut (dyn TurnHooks + Send),
+        wait: &mut WaitBudget,
+    ) -> Result<String, Option<ModelError>> {
+        let on_replicas = self.run_on_replicas(messages, max_answer_chars, hooks, wait);
+        match self.permit.as_ref().and_then(|s| s.global.as_ref()) {
+            None => on_replicas.await,
+            // A lost global lease cancels the request: the model's global limit holds.
+            Some(lease) => tokio::select! {
+                r = on_replicas => r,
+                _ = lease.lost() => {
+                    self.entry.stats.failed(ModelError::LeaseLost.to_string(), false);
+                    Err(Some(ModelError::LeaseLost))
+                }
+            },
+        }
+    }
+
+    /// [`Attempt::run`] without the global lease's watch.
+    async fn run_on_replicas(
         &self,
         messages: &[ChatMessage],
         max_answer_chars: usize,

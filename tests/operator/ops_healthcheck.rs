@@ -40,7 +40,7 @@ fn a_healthy_bot_passes_every_check_in_troubleshooting_order() {
     assert_eq!(r.code, 0, "{r:?}");
     let doc = r.json();
     assert_eq!(doc["ok"], true);
-    assert_eq!(doc["target"], "bot");
+    assert_eq!(doc["name"], "bot");
     let names: Vec<String> = statuses(&doc).into_iter().map(|(n, _)| n).collect();
     assert_eq!(
         names,
@@ -78,6 +78,11 @@ fn a_model_server_that_is_down_fails_the_model_check_with_a_fix() {
     assert_eq!(r.code, 1, "{r:?}");
     let doc = r.json();
     assert_eq!(doc["ok"], false);
+    assert_eq!(doc["error"]["kind"], "check_failed", "{doc}");
+    assert!(
+        support::error_message(&doc).contains("model local_chat"),
+        "{doc}"
+    );
     let m = check(&doc, "model local_chat");
     assert_eq!(m["status"], "fail", "{doc}");
     assert!(m["detail"].as_str().unwrap().contains(&dead), "{m}");

@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -93,7 +93,8 @@ fn non_interactive_writes_a_0600_config_with_the_secret_as_a_variable() {
     );
     let doc = r.json();
     assert_eq!(doc["ok"], true, "{doc}");
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
+    crate::json_schemas::assert_matches_schema("onboard", &doc);
     assert_eq!(check(&doc, "dingtalk credentials")["status"], "ok");
     let model = check(&doc, "model local_chat");
     assert_eq!(model["status"], "ok", "{doc}");
@@ -164,7 +165,18 @@ fn an_inline_secret_is_written_and_the_checks_pass() {
     let r = run(&stack, &args, &[]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("Next:"), "{r:?}");
-    assert!(r.stdout.contains("clawdbot daemon start"), "{r:?}");
+    // The next commands work as typed: they keep the --home this onboard was given.
+    let home_flag = format!("--home {}", stack.home.path().display());
+    let next: Vec<&str> = r
+        .stdout
+        .lines()
+        .skip_while(|l| *l != "Next:")
+        .skip(1)
+        .collect();
+    assert_eq!(next.len(), 4, "{r:?}");
+    for line in next {
+        assert!(line.contains(&format!("clawdbot {home_flag} ")), "{line}");
+    }
     assert!(!r.stdout.contains(CLIENT_SECRET) && !r.stderr.contains(CLIENT_SECRET));
     let text = std::fs::read_to_string(&cfg).unwrap();
     assert!(text.contains("targets: {}"), "{text}");
@@ -199,8 +211,14 @@ fn bad_credentials_fail_with_a_fix_line() {
     };
     assert_eq!(json.code, 1, "{json:?}");
     let doc = json.json();
+    crate::json_schemas::assert_matches_schema("onboard", &doc);
+    assert_eq!(doc["error"]["kind"], "check_failed", "{doc}");
     let c = check(&doc, "dingtalk credentials");
     assert_eq!(c["status"], "fail", "{doc}");
+    assert_eq!(
+        doc["error"]["fix"], c["fix"],
+        "the failed check's fix: {doc}"
+    );
     assert!(
         c["fix"].as_str().unwrap().contains("Client Secret"),
         "{doc}"
@@ -549,24 +567,7 @@ impl Terminal {
         drop(c); // the Command holds copies of the terminal too
         drop(pty.slave);
         let master = std::fs::File::from(pty.master);
-        let screen = Arc::new(Mutex::new(String::new()));
-        {
-            let screen = screen.clone();
-            let mut m = master.try_clone().unwrap();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                // Ends with EIO once the child closed the terminal.
-                while let Ok(n) = m.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    screen
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+        let screen = support::record_screen(&master);
         Terminal {
             child,
             master,

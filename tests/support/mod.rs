@@ -188,6 +188,16 @@ pub fn dead_url() -> String {
     format!("http://127.0.0.1:{}/v1", free_port())
 }
 
+/// The `error.message` of a `--json` failure document ("" when it has none).
+pub fn error_message(doc: &serde_json::Value) -> &str {
+    doc["error"]["message"].as_str().unwrap_or_default()
+}
+
+/// The `error.fix` of a `--json` failure document ("" when it has none).
+pub fn error_fix(doc: &serde_json::Value) -> &str {
+    doc["error"]["fix"].as_str().unwrap_or_default()
+}
+
 /// The check called `name` in a healthcheck or onboard `--json` document.
 pub fn check<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     doc["checks"]
@@ -288,4 +298,25 @@ pub fn wait_stderr_line(
             return Some(line);
         }
     }
+}
+
+/// Appends everything read from a pseudo-terminal's master side to the returned screen,
+/// on a thread of its own (it ends with EIO once the child closed the terminal).
+pub fn record_screen(master: &std::fs::File) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::Read;
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (shared, mut reader) = (screen.clone(), master.try_clone().expect("dup the pty"));
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            shared
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    screen
 }
