@@ -70,13 +70,6 @@ fn sim_get(stack: &Stack, path: &str) -> Value {
         .unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
-/// Live stream connections the simulator holds.
-fn live_connections(stack: &Stack) -> usize {
-    sim_get(stack, "/_sim/connections")["connections"]
-        .as_array()
-        .map_or(0, |c| c.iter().filter(|c| c["live"] == true).count())
-}
-
 /// The user messages of a chat request, in order.
 fn user_messages(body: &Value) -> Vec<String> {
     body["messages"]
@@ -230,7 +223,7 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         start_replica(&stack, &redis, n, if n == 1 { &ops } else { "" });
     }
     assert!(
-        wait_until(Duration::from_secs(30), || live_connections(&stack) == 3),
+        wait_until(Duration::from_secs(30), || stack.live_connections() == 3),
         "three replicas connected"
     );
     let st = status(&stack, 1);
