@@ -55,6 +55,14 @@ pub(crate) enum Ticket {
 }
 
 impl Ticket {
+    /// True when another replica already ended this turn's message (shared line only).
+    pub(crate) fn finished_elsewhere(&self) -> bool {
+        match self {
+            Ticket::Local(_) => false,
+            Ticket::Shared(t) => t.finished_elsewhere(),
+        }
+    }
+
     /// Waits until every earlier turn of the conversation has finished, at most `limit`.
     /// False when the wait ran out (the ticket then only has to be dropped).
     pub(crate) async fn wait_turn(&mut self, limit: Duration) -> bool {

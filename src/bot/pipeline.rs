@@ -158,6 +158,10 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
     let Some(waited_in_line) = wait_in_line(shared, &cfg, &msg, &mut ticket).await else {
         return;
     };
+    if ticket.finished_elsewhere() {
+        tracing::info!(msg_id = %msg.msg_id, "answered by another replica meanwhile; nothing to do");
+        return;
+    }
     let Some(text) = question_text(shared, &cfg, &msg).await else {
         return;
     };

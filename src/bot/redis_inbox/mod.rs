@@ -221,6 +221,7 @@ impl RedisInbox {
             entry: d.entry.clone(),
             seq: d.seq,
             keeper: None,
+            finished_elsewhere: false,
         };
         match marker {
             Ok(Marker::Mine) => Some(ticket.kept()),
@@ -345,6 +346,8 @@ pub(crate) struct SharedTicket {
     entry: String,
     seq: u64,
     keeper: Option<tokio::task::JoinHandle<()>>,
+    /// The conversation's line had moved past this message when its turn was checked.
+    finished_elsewhere: bool,
 }
 
 impl SharedTicket {
@@ -372,7 +375,15 @@ impl SharedTicket {
         self
     }
 
-    /// Waits until every earlier message of the conversation has ended, at most `limit`.
+    /// True when the message was ended by another replica (see [`SharedTicket::wait_turn`]):
+    /// the turn then does nothing more.
+    pub(crate) fn finished_elsewhere(&self) -> bool {
+        self.finished_elsewhere
+    }
+
+    /// Waits until every earlier message of the conversation has ended, at most `limit`
+    /// (true at once, with [`SharedTicket::finished_elsewhere`] set, when the line is past
+    /// this message already).
     pub(crate) async fn wait_turn(&mut self, limit: Duration) -> bool {
         let inbox = &self.inbox;
         let due = async {
@@ -380,7 +391,13 @@ impl SharedTicket {
                 let wait = capped_doubling(RETRY_FIRST, TURN_POLL_MAX, attempt);
                 let ended = inbox.turn_ended.notified();
                 match scripts::next_due(&inbox.redis, &self.conversation).await {
-                    Ok(next) if next >= self.seq => return,
+                    Ok(next) if next > self.seq => {
+                        // Another replica ended it while this one was away (stalled past
+                        // the lease): nothing left to do here.
+                        self.finished_elsewhere = true;
+                        return;
+                    }
+                    Ok(next) if next == self.seq => return,
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(msg_id = %self.msg_id, error = %e, "cannot read the conversation's turn")
