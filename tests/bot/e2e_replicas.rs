@@ -412,6 +412,14 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
     // answered by the others; once it resumes it sends nothing for them (its reply markers
     // are gone), and after its clean stop (which waits for its turns) nothing was answered
     // twice.
+    // Slow answers while the replica is stopped, so it is stopped inside a model call.
+    let slow = |ms| {
+        FakeConfig::from(FakeBehavior {
+            latency_ms: ms,
+            ..Default::default()
+        })
+    };
+    stack.fake.state.set_config(slow(1_500));
     let mut last_of: Vec<Option<String>> = vec![None; 3];
     for k in 0..60 {
         if let Some(previous) = &last_of[k % 3] {
@@ -425,7 +433,14 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         wait_acked(&stack, id);
     }
     let r2 = Pid::from_raw(status(&stack, 2)["pid"].as_i64().expect("pid") as i32);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            status(&stack, 2)["models"][0]["in_flight"].as_u64() > Some(0)
+        }),
+        "replica 2 never asked the model"
+    );
     kill(r2, Signal::SIGSTOP).expect("SIGSTOP replica 2");
+    stack.fake.state.set_config(slow(20));
     let held_at_stall = texts_held_by(&redis, "r2");
     assert!(
         !held_at_stall.is_empty(),
