@@ -170,7 +170,11 @@ pub struct ModelReport {
     /// replicas (never above `limit`), as last seen in Redis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global_in_flight: Option<usize>,
+    /// Requests answered (one per answered turn).
     pub served: u64,
+    /// Requests that failed: with several replicas a turn retried on another replica
+    /// counts each failed request, so this can exceed the turns that failed (see
+    /// `replica_retries`).
     pub failures: u64,
     pub timeouts: u64,
     pub fallbacks: u64,
@@ -199,7 +203,8 @@ pub struct ReplicaReport {
     pub in_flight: usize,
     /// `healthy` or `cooling_down` (no traffic while another replica is healthy).
     pub state: String,
-    /// Failed requests that were the replica's fault (connect, 5xx, no first token).
+    /// Failed requests that were the replica's fault (connect, 5xx, 401/403/404/429, its
+    /// own first-token or idle timeout, a broken stream; not the turn's own deadline).
     pub failures: u64,
     pub failures_in_a_row: u32,
     pub served: u64,

@@ -349,6 +349,16 @@ fn channel_line(c: &ChannelReport) -> String {
 }
 
 fn model_line(m: &ModelReport) -> String {
+    // With several replicas a turn may make several requests: say that `failures`
+    // counts requests, and how many of them were retried (and maybe answered) elsewhere.
+    let failures = if m.replicas.len() > 1 {
+        format!(
+            "{} (requests; {} retried on another replica)",
+            m.failures, m.replica_retries
+        )
+    } else {
+        m.failures.to_string()
+    };
     let global = m
         .global_in_flight
         .map(|g| format!(" (all replicas: {g}/{})", m.limit))
@@ -360,7 +370,7 @@ fn model_line(m: &ModelReport) -> String {
         m.limit,
         m.queued,
         m.served,
-        m.failures,
+        failures,
         m.timeouts,
         m.fallbacks,
         m.busy_rejections,

@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::checks::MIN_PROMPT_CHARS;
 use super::de::{
-    at_least, at_least_opt, http_url, http_url_opt, http_urls, in_range, models, name, name_opt,
-    socket_addr, targets,
+    at_least, counts_in_range, http_url, http_url_opt, http_urls, in_range, in_range_opt, models,
+    name, name_opt, socket_addr, targets,
 };
 use super::env::Secret;
 
@@ -185,15 +185,23 @@ pub struct ModelConfig {
     pub health_url: Option<String>,
 }
 
+/// Most requests at once to one model or one replica (`limits.max_concurrency_per_model`,
+/// `replicas[].max_concurrency`): far above any runtime, low enough that no sum of them
+/// overflows.
+pub const MAX_CONCURRENCY: u64 = 100_000;
+
 /// One runtime of a model served by several (`models.NAME.replicas[]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with base_url (and optionally max_concurrency)"
+)]
 pub struct ReplicaConfig {
     /// Base URL including the version prefix, e.g. `http://10.0.0.2:8000/v1`.
     #[serde(deserialize_with = "http_url")]
     pub base_url: String,
     /// Requests this runtime gets at once (default: the model's limit, never above it).
-    #[serde(default, deserialize_with = "at_least_opt::<_, _, 1>")]
+    #[serde(default, deserialize_with = "in_range_opt::<_, _, 1, MAX_CONCURRENCY>")]
     pub max_concurrency: Option<usize>,
 }
 
@@ -276,7 +284,7 @@ pub enum ConversationKind {
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Concurrent requests the bot sends to each model; models not listed get 1.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "counts_in_range::<_, 1, MAX_CONCURRENCY>")]
     pub max_concurrency_per_model: BTreeMap<String, usize>,
     #[serde(default)]
     pub queue: QueueConfig,

@@ -30,12 +30,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::budget::{fallback_deadline, PhaseBudgets};
+use super::budget::{fallback_deadline, worth_sending, PhaseBudgets};
 use super::client::{ModelClient, ProbeError};
-use super::error::ModelError;
+use super::error::{ModelError, TimeoutPhase};
 use super::global_limit::{GlobalLimit, Lease};
 use super::limiter::{Busy, Limiter, Permit};
-use super::replicas::{counts_against_replica, LocalSlots, ReplicaSet};
+use super::replicas::{replica_at_fault, LocalSlots, ReplicaSet};
 use super::stats::ModelStats;
 use super::types::{prompt_chars, ChatMessage, Turn, TurnOutcome};
 use super::wait_budget::WaitBudget;
@@ -363,7 +363,8 @@ impl ModelRouter {
     }
 
     /// Probes every replica of every model concurrently (its health URL): latency in ms,
-    /// or why it failed. A replica that answers is healthy again (its cooldown ends).
+    /// or why it failed, with what the turns saw there. A probe never ends a cooldown:
+    /// only a successful chat does (a runtime may answer `/models` and fail every chat).
     pub async fn check(&self, timeout: Duration) -> Vec<ReplicaProbe> {
         let probes = self.inner.models.iter().flat_map(|(name, e)| {
             e.clients
@@ -374,14 +375,14 @@ impl ModelRouter {
                         Ok(c) => c.probe(timeout).await,
                         Err(why) => Err(why.clone().into()),
                     };
-                    if result.is_ok() {
-                        e.replicas.probe_answered(i);
-                    }
+                    let seen = &e.replicas.figures()[i];
                     ReplicaProbe {
                         model: name.clone(),
                         replica: (e.clients.len() > 1).then_some(i),
                         base_url: e.base_urls[i].clone(),
                         result,
+                        chat_failures_in_a_row: seen.failures_in_a_row,
+                        cooling_down: seen.state == "cooling_down",
                     }
                 })
         });
@@ -399,6 +400,11 @@ pub struct ReplicaProbe {
     pub base_url: String,
     /// The latency in ms, or why it failed.
     pub result: Result<u64, ProbeError>,
+    /// Chat requests that failed there in a row, through the replica's fault (0 once
+    /// one succeeds).
+    pub chat_failures_in_a_row: u32,
+    /// The replica gets no traffic for now ([`super::replicas`] cooldown).
+    pub cooling_down: bool,
 }
 
 impl Entry {
@@ -530,6 +536,13 @@ impl Attempt<'_> {
                 return Err(last_error);
             };
             let replica = lease.index();
+            if !worth_sending(Instant::now(), deadline, &entry.budgets) {
+                // Not the replica's fault, and nothing was asked of it.
+                let error = ModelError::Timeout(TimeoutPhase::Total);
+                entry.stats.failed(error.to_string(), true);
+                tracing::info!(model = %model, "too little of the turn left to send it");
+                return Err(Some(error));
+            }
             tried.push(replica);
             let mut got_first_token = false;
             let mut on_progress = |full: &str| {
@@ -555,15 +568,19 @@ impl Attempt<'_> {
                 }
                 Err(e) => e,
             };
-            if counts_against_replica(&error, got_first_token) {
+            let at_fault = replica_at_fault(&error);
+            if at_fault {
                 entry.replicas.failed(replica);
             }
+            let was_cooling = lease.was_cooling();
             drop(lease);
             let time_left =
                 fallback_deadline(Instant::now(), deadline, &entry.budgets, &entry.budgets)
                     .is_some();
+            // With one replica nothing changes: `tried` already holds every replica.
             let retry = !got_first_token
-                && error.failover_eligible()
+                && at_fault
+                && !was_cooling
                 && tried.len() < entry.replicas.len()
                 && time_left;
             if !retry {
