@@ -35,7 +35,12 @@ impl ReferenceBot {
         let limit = limit.to_string();
         let child = Command::new(python)
             .arg(SCRIPT)
-            .args(["--sim", stack.sim_url(), "--model-url", &stack.fake.base_url])
+            .args([
+                "--sim",
+                stack.sim_url(),
+                "--model-url",
+                &stack.fake.base_url,
+            ])
             .args(["--model", "local-chat", "--limit", &limit])
             .args(["--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET])
             .stdin(Stdio::null())

@@ -182,7 +182,9 @@ impl Report {
 
     /// The figures as a README-ready markdown table (`| figure | measured | goal | met |`).
     pub fn markdown(&self) -> String {
-        let mut out = String::from("| figure | measured: median [min-max] | goal | met |\n|---|---|---|---|\n");
+        let mut out = String::from(
+            "| figure | measured: median [min-max] | goal | met |\n|---|---|---|---|\n",
+        );
         for f in &self.figures {
             let met = match f.met {
                 Some(true) => "yes",

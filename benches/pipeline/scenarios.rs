@@ -110,7 +110,11 @@ pub fn memory(stack: &Stack, config: &Path, p: &Params, report: &mut Report) -> 
     report.add(
         "rss_conversations",
         format!("daemon RSS after {n} conversations"),
-        format!("{} MiB; {} KiB/conversation", after.show(1), per_conv.show(2)),
+        format!(
+            "{} MiB; {} KiB/conversation",
+            after.show(1),
+            per_conv.show(2)
+        ),
         "< 20 MiB",
         Some(after.median < 20.0),
         json!({"mib": after.json(), "kib_per_conversation": per_conv.json(), "conversations": n}),
@@ -324,7 +328,11 @@ pub fn add_ramp(report: &mut Report, figures: &[RateFigures]) {
                 f.sustained,
                 f.passes
             ),
-            if at_goal { "p50 < 0.5, p99 < 1 ms" } else { "-" },
+            if at_goal {
+                "p50 < 0.5, p99 < 1 ms"
+            } else {
+                "-"
+            },
             at_goal.then(|| {
                 f.overhead_p50.is_some_and(|s| s.median < 0.5)
                     && f.overhead_p99.is_some_and(|s| s.median < 1.0)
@@ -510,7 +518,11 @@ pub fn saturation(stack: &Stack, p: &Params, report: &mut Report) -> Result<()> 
     }
     let peak = stack.bot_status()?["models"][0]["peak_in_flight"].as_u64();
     let util = spread(runs.iter().map(|r| r.utilization * 100.0).collect())?;
-    let server_max = runs.iter().map(|r| r.server_max_in_flight).max().unwrap_or(0);
+    let server_max = runs
+        .iter()
+        .map(|r| r.server_max_in_flight)
+        .max()
+        .unwrap_or(0);
     report.add(
         "slot_utilization",
         format!("model slot utilization (N={}, {} ms, {} s)", p.limit, p.latency_ms, p.saturation_secs),
@@ -570,7 +582,13 @@ fn flood(stack: &Stack, p: &Params, rep: usize) -> Result<FloodRun> {
 fn add_quiet(report: &mut Report, p: &Params, runs: &[FloodRun]) -> Result<()> {
     let service = p.latency_ms as f64;
     let quiet_p50 = |r: &FloodRun| {
-        Dist::of(r.quiet.iter().filter_map(Turn::reply_ms).map(|t| t - service)).map(|d| d.p50)
+        Dist::of(
+            r.quiet
+                .iter()
+                .filter_map(Turn::reply_ms)
+                .map(|t| t - service),
+        )
+        .map(|d| d.p50)
     };
     let wait = spread(runs.iter().filter_map(quiet_p50).collect())?;
     let worst = runs
@@ -583,7 +601,9 @@ fn add_quiet(report: &mut Report, p: &Params, runs: &[FloodRun]) -> Result<()> {
             .filter_map(|r| Dist::of(r.flood.iter().filter_map(Turn::reply_ms)).map(|d| d.p50))
             .collect(),
     )?;
-    let answered = runs.iter().all(|r| r.quiet.iter().all(|t| t.reply_us.is_some()));
+    let answered = runs
+        .iter()
+        .all(|r| r.quiet.iter().all(|t| t.reply_us.is_some()));
     let goal = service + 10.0;
     report.add(
         "quiet_wait",
