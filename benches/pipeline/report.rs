@@ -18,11 +18,7 @@ pub struct Dist {
 impl Dist {
     /// The distribution of `samples` (None when empty; NaN samples are dropped).
     pub fn of(samples: impl IntoIterator<Item = f64>) -> Option<Dist> {
-        let mut v: Vec<f64> = samples.into_iter().filter(|x| !x.is_nan()).collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
+        let v = sorted(samples)?;
         Some(Dist {
             n: v.len(),
             p50: nearest_rank(&v, 0.50),
@@ -39,6 +35,13 @@ impl Dist {
     pub fn json(&self) -> Value {
         json!({"n": self.n, "p50_ms": round3(self.p50), "p99_ms": round3(self.p99), "max_ms": round3(self.max)})
     }
+}
+
+/// `values` without NaNs, ascending (None when nothing is left).
+fn sorted(values: impl IntoIterator<Item = f64>) -> Option<Vec<f64>> {
+    let mut v: Vec<f64> = values.into_iter().filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then_some(v)
 }
 
 /// The `q` quantile of sorted, non-empty `v` by nearest rank.
@@ -60,11 +63,7 @@ impl Spread {
     /// The spread of `values` (None when empty; NaN values are dropped). The median of an
     /// even count is the lower middle value, so it is always a measured value.
     pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
-        let mut v: Vec<f64> = values.into_iter().filter(|x| !x.is_nan()).collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
+        let v = sorted(values)?;
         Some(Spread {
             runs: v.len(),
             median: v[(v.len() - 1) / 2],
