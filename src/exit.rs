@@ -23,20 +23,69 @@ pub(crate) enum Code {
     Unknown = 4,
 }
 
+/// What went wrong, as a stable word for scripts: the `error.kind` of every `--json`
+/// failure document (README "JSON output"). Words are only ever added, never renamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ErrorKind {
+    /// The command line is wrong (an unknown flag, a missing argument, a bad value).
+    Usage,
+    /// A config file does not load (syntax, an unknown key, a bad value, a missing variable).
+    Config,
+    /// The daemon is not running (exit 3).
+    NotRunning,
+    /// The daemon died and left its pid file behind.
+    Dead,
+    /// The daemon is there but does not answer, or its state cannot be read (exit 4).
+    Unreachable,
+    /// The operating system said no: a file, folder or socket of another user.
+    Permission,
+    /// The other side (the daemon, DingTalk, the simulator) refused the request.
+    Refused,
+    /// Reading or writing a file, folder, pipe or port failed.
+    Io,
+    /// A wait ran out.
+    Timeout,
+    /// The command ran, and one of its checks failed (healthcheck, onboard, quickstart).
+    CheckFailed,
+    /// The command could not do what it was asked; the message says why.
+    Failed,
+    /// Something that should not happen (an answer this version does not understand).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The kind an exit code stands for when nothing more precise is known.
+    pub(crate) fn of(code: Code) -> ErrorKind {
+        match code {
+            Code::Ok | Code::Failure => ErrorKind::Failed,
+            Code::Usage => ErrorKind::Usage,
+            Code::NotRunning => ErrorKind::NotRunning,
+            Code::Unknown => ErrorKind::Unreachable,
+        }
+    }
+}
+
 /// An error that knows which exit code it maps to. Its message is printed on stderr
-/// (or inside the JSON document with `--json`).
+/// (and inside the JSON document with `--json`, with its kind and fix).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub(crate) struct CliError {
     pub(crate) code: Code,
+    pub(crate) kind: ErrorKind,
     pub(crate) message: String,
+    /// The one next step for the user (a command to run), when there is one.
+    pub(crate) fix: Option<String>,
 }
 
 impl CliError {
+    /// An error whose kind follows from `code` (see [`ErrorKind::of`]).
     pub(crate) fn new(code: Code, message: impl Into<String>) -> Self {
         CliError {
             code,
+            kind: ErrorKind::of(code),
             message: message.into(),
+            fix: None,
         }
     }
     pub(crate) fn failure(message: impl Into<String>) -> Self {
@@ -45,11 +94,29 @@ impl CliError {
     pub(crate) fn usage(message: impl Into<String>) -> Self {
         Self::new(Code::Usage, message)
     }
+    /// The same error with a more precise kind.
+    pub(crate) fn kind(self, kind: ErrorKind) -> Self {
+        CliError { kind, ..self }
+    }
+    /// The same error with the one next step to take.
+    pub(crate) fn fix(self, fix: impl Into<String>) -> Self {
+        self.fix_if(Some(fix))
+    }
+    /// The same error with `fix` as its next step when there is one (else unchanged).
+    pub(crate) fn fix_if(self, fix: Option<impl Into<String>>) -> Self {
+        match fix {
+            Some(fix) => CliError {
+                fix: Some(fix.into()),
+                ..self
+            },
+            None => self,
+        }
+    }
 }
 
 impl From<crate::config::ConfigError> for CliError {
     fn from(e: crate::config::ConfigError) -> Self {
-        CliError::usage(e.to_string())
+        CliError::usage(e.to_string()).kind(ErrorKind::Config)
     }
 }
 
@@ -57,7 +124,20 @@ impl From<crate::config::ConfigError> for CliError {
 /// in `listen`, so that module stays a leaf of the module graph.)
 impl From<crate::listen::BindError> for CliError {
     fn from(e: crate::listen::BindError) -> Self {
-        CliError::failure(e.to_string())
+        CliError::failure(e.to_string()).kind(ErrorKind::Io)
+    }
+}
+
+/// A control-socket exchange that failed: exit 4 (cannot tell), the kind saying why.
+impl From<crate::ipc::client::ClientError> for CliError {
+    fn from(e: crate::ipc::client::ClientError) -> Self {
+        use crate::ipc::client::ClientError;
+        let kind = match &e {
+            ClientError::NotListening(_) | ClientError::NoAnswer { .. } => ErrorKind::Unreachable,
+            ClientError::PermissionDenied(_) => ErrorKind::Permission,
+            ClientError::Unexpected(_) => ErrorKind::Internal,
+        };
+        CliError::new(Code::Unknown, e.to_string()).kind(kind)
     }
 }
 

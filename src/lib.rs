@@ -45,5 +45,6 @@ pub(crate) mod paths;
 pub(crate) mod redact_url;
 pub mod sim;
 pub(crate) mod sliding_window;
+pub(crate) mod state;
 pub mod status;
 pub(crate) mod suggest;

@@ -20,7 +20,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::exit::{CliError, Code};
+use crate::exit::{CliError, Code, ErrorKind};
 use crate::fsutil::UnsafeDir;
 
 /// A folder or file of ours that cannot be used, naming the path (or variable) and the fix.
@@ -82,7 +82,15 @@ impl PathError {
 
 impl From<PathError> for CliError {
     fn from(e: PathError) -> Self {
-        CliError::new(e.code(), e.to_string())
+        let kind = match &e {
+            PathError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
+                ErrorKind::Permission
+            }
+            PathError::Io { .. } | PathError::SessionGone { .. } => ErrorKind::Io,
+            PathError::UnsafeFolder(_) | PathError::ServiceOwned { .. } => ErrorKind::Permission,
+            _ => ErrorKind::Usage,
+        };
+        CliError::new(e.code(), e.to_string()).kind(kind)
     }
 }
 

@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Version of the JSON documents printed with `--json`. Bump only on breaking changes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the JSON documents printed with `--json`. Bump only on breaking changes, and
+/// say what changed in README "JSON output" (and in `docs/json/*.schema.json`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The values of [`ChannelReport::state`].
 pub mod channel_state {
@@ -147,6 +148,28 @@ pub struct ModelReport {
     pub max_prompt_chars_seen: usize,
     pub prompt_budget_chars: usize,
     pub last_error: Option<String>,
+    /// Requests sent again to another replica after one failed before its first token.
+    #[serde(default)]
+    pub replica_retries: u64,
+    /// The runtimes serving this model, in config order (one for a `base_url` model).
+    #[serde(default)]
+    pub replicas: Vec<ReplicaReport>,
+}
+
+/// One runtime of a model (`models.NAME.replicas[i]`, or its `base_url`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplicaReport {
+    /// The replica's `base_url`, any password in it masked.
+    pub base_url: String,
+    /// Its own concurrency limit.
+    pub limit: usize,
+    pub in_flight: usize,
+    /// `healthy` or `cooling_down` (no traffic while another replica is healthy).
+    pub state: String,
+    /// Failed requests that were the replica's fault (connect, 5xx, no first token).
+    pub failures: u64,
+    pub failures_in_a_row: u32,
+    pub served: u64,
 }
 
 /// A supervised model-runtime command (`daemon start --exec`).

@@ -8,6 +8,7 @@ use super::Shared;
 use crate::config::Config;
 use crate::ipc::proto::{Check, CheckStatus, HealthReport};
 use crate::model::endpoint_url::endpoint_url;
+use crate::model::router::ReplicaProbe;
 use crate::model::ModelRouter;
 use crate::redact_url::redact_url;
 use crate::status::ModelReport;
@@ -55,8 +56,12 @@ pub(crate) async fn daemon_checks(shared: &Shared, timeout: Duration) -> HealthR
             Some("add a channel.dingtalk section to the config".into()),
         )),
     }
-    let cfg = shared.config();
-    checks.extend(model_checks(&shared.router, &cfg, timeout).await);
+    checks.extend(
+        model_checks(&shared.router, timeout)
+            .await
+            .into_iter()
+            .map(|(check, _)| check),
+    );
     let reports = shared.router.reports();
     checks.extend(reports.iter().map(saturation_check));
     checks.extend(reports.iter().map(prompt_check));
@@ -125,26 +130,25 @@ pub(crate) async fn preflight_checks(
     }
     let router = ModelRouter::new(config);
     for (name, cfg) in &config.models {
-        progress(CheckProgress::Started {
-            name: &format!("model {name}"),
-            what: format!(
-                "{} lists its models (up to {within} s)",
-                redact_url(&endpoint_url(&cfg.base_url, "models"))
-            ),
-        });
+        let endpoints = cfg.endpoints();
+        for (i, replica) in endpoints.iter().enumerate() {
+            progress(CheckProgress::Started {
+                name: &model_check_name(name, (endpoints.len() > 1).then_some(i)),
+                what: format!(
+                    "{} lists its models (up to {within} s)",
+                    redact_url(&endpoint_url(&replica.base_url, "models"))
+                ),
+            });
+        }
     }
-    let models = model_checks(&router, config, timeout).await;
-    for mut check in models {
-        let model = config
-            .models
-            .iter()
-            .find(|(name, _)| check.name == format!("model {name}"));
-        if let (Some((name, cfg)), CheckStatus::Ok) = (model, check.status) {
+    for (mut check, probe) in model_checks(&router, timeout).await {
+        let cfg = config.models.get(&probe.model);
+        if let (Some(cfg), CheckStatus::Ok) = (cfg, check.status) {
             progress(CheckProgress::Started {
                 name: &check.name,
                 what: format!("one tiny completion of {:?} (up to {within} s)", cfg.model),
             });
-            completion_check(&mut check, name, cfg, timeout).await;
+            completion_check(&mut check, &probe.model, cfg, &probe.base_url, timeout).await;
         }
         checks.push(finished(progress, check));
     }
@@ -163,11 +167,12 @@ async fn completion_check(
     check: &mut Check,
     name: &str,
     cfg: &crate::config::ModelConfig,
+    base_url: &str,
     timeout: Duration,
 ) {
     let mut cfg = cfg.clone();
     cfg.max_tokens = Some(PROBE_MAX_TOKENS);
-    let client = match crate::model::client::ModelClient::new(&cfg) {
+    let client = match crate::model::client::ModelClient::new(&cfg, base_url) {
         Ok(c) => c,
         Err(e) => {
             check.status = CheckStatus::Fail;
@@ -178,7 +183,7 @@ async fn completion_check(
     let messages = [crate::model::ChatMessage::user("Reply with the word: ok")];
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
-    let url = endpoint_url(&cfg.base_url, "chat/completions");
+    let url = endpoint_url(base_url, "chat/completions");
     match client
         .complete(&messages, deadline, PROBE_MAX_ANSWER_CHARS, &mut |_| {})
         .await
@@ -198,7 +203,7 @@ async fn completion_check(
             check.fix = Some(format!(
                 "check that models.{name}.model ({:?}) is a model the server serves and that models.{name}.api_key is right; try: curl {}",
                 cfg.model,
-                endpoint_url(&cfg.base_url, "models")
+                endpoint_url(base_url, "models")
             ));
         }
     }
@@ -228,25 +233,40 @@ async fn credentials_check(cfg: &crate::config::DingTalkConfig, timeout: Duratio
     }
 }
 
-async fn model_checks(router: &ModelRouter, cfg: &Config, timeout: Duration) -> Vec<Check> {
+/// The check's name: `model NAME`, or `model NAME replica I` for `models.NAME.replicas[I]`.
+fn model_check_name(model: &str, replica: Option<usize>) -> String {
+    match replica {
+        Some(i) => format!("model {model} replica {i}"),
+        None => format!("model {model}"),
+    }
+}
+
+/// One check per replica of every model (one line each), with the probe it came from.
+async fn model_checks(router: &ModelRouter, timeout: Duration) -> Vec<(Check, ReplicaProbe)> {
     router
         .check(timeout)
         .await
         .into_iter()
-        .map(|(name, result)| {
-            let base = cfg.models.get(&name).map(|m| m.base_url.clone()).unwrap_or_default();
-            match result {
-                Ok(ms) => check(format!("model {name}"), CheckStatus::Ok, format!("{base} answered in {ms} ms"), None),
+        .map(|probe| {
+            let name = model_check_name(&probe.model, probe.replica);
+            let base = &probe.base_url;
+            let key = match probe.replica {
+                Some(i) => format!("models.{}.replicas[{i}].base_url", probe.model),
+                None => format!("models.{}.base_url", probe.model),
+            };
+            let check = match &probe.result {
+                Ok(ms) => check(name, CheckStatus::Ok, format!("{base} answered in {ms} ms"), None),
                 Err(reason) => check(
-                    format!("model {name}"),
+                    name,
                     CheckStatus::Fail,
                     format!("{base}: {reason}"),
                     Some(format!(
-                        "start the model server (or the managed model service) or fix models.{name}.base_url; try: curl {}",
-                        endpoint_url(&base, "models")
+                        "start the model server (or the managed model service) or fix {key}; try: curl {}",
+                        endpoint_url(base, "models")
                     )),
                 ),
-            }
+            };
+            (check, probe)
         })
         .collect()
 }

@@ -136,7 +136,7 @@ channel:
     fn a_key_rotated_with_other_model_changes_waits_for_the_restart() {
         let old = config("k1", "s1", "");
         let mut new = config("k2", "s1", "");
-        new.models.get_mut("local_chat").unwrap().base_url = "http://127.0.0.1:8/v1".into();
+        new.models.get_mut("local_chat").unwrap().base_url = Some("http://127.0.0.1:8/v1".into());
         let p = plan(&old, &new);
         assert!(p.rotated_api_keys.is_empty());
         assert_eq!(p.needs_restart, vec!["models.local_chat"]);

@@ -16,7 +16,7 @@ pub(crate) fn check(path: &Path, out: &Output) -> CmdResult {
     }
     let models: Vec<&String> = config.models.keys().collect();
     out.result(
-        json!({"ok": true, "config": path.display().to_string(), "models": models,
+        json!({"config_path": path.display().to_string(), "models": models,
                "channel": config.channel.is_some(), "warnings": warnings}),
         &format!(
             "{}: ok ({} model(s), default {})",

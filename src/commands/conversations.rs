@@ -8,6 +8,7 @@ use serde_json::json;
 use super::output::Output;
 use crate::cli::ConversationsArgs;
 use crate::exit::{CliError, CmdResult, Code};
+use crate::ipc::client::ClientError;
 use crate::ipc::proto::{ErrorKind, SeenConversation};
 use crate::ipc::{Request, Response};
 use crate::logging::escape_controls;
@@ -16,9 +17,7 @@ use crate::paths::Layout;
 pub(crate) fn list(layout: &Layout, args: &ConversationsArgs, out: &Output) -> CmdResult {
     let paths = layout.daemon(&args.name)?;
     let mut client = super::daemon_status::connect(layout, &paths)?;
-    let answer = client
-        .request(&Request::Conversations { limit: args.limit })
-        .map_err(|e| CliError::new(Code::Unknown, e.to_string()))?;
+    let answer = client.request(&Request::Conversations { limit: args.limit })?;
     let seen = match answer {
         Response::Conversations { seen } => seen,
         Response::Error {
@@ -26,15 +25,10 @@ pub(crate) fn list(layout: &Layout, args: &ConversationsArgs, out: &Output) -> C
             message,
         } => return Err(CliError::usage(format!("{}: {message}", args.name))),
         Response::Error { message, .. } => return Err(CliError::failure(message)),
-        other => {
-            return Err(CliError::new(
-                Code::Unknown,
-                format!("unexpected answer from the daemon: {other:?}"),
-            ))
-        }
+        other => return Err(ClientError::unexpected(&other).into()),
     };
     out.result(
-        json!({"ok": true, "name": args.name, "conversations": seen}),
+        json!({"name": args.name, "conversations": seen}),
         &table(&seen, crate::clock::now_ms()),
     );
     if !out.json {

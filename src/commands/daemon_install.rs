@@ -59,7 +59,7 @@ pub(crate) fn install(args: &InstallArgs, out: &Output) -> CmdResult {
     }
     let next = next_steps(&spec, place, &unit, &ctl);
     out.result(
-        json!({"ok": true, "name": place.name, "unit": unit, "file": file.display().to_string(),
+        json!({"name": place.name, "unit": unit, "unit_path": file.display().to_string(),
                "exec_file": exec_file.as_ref().map(|p| p.display().to_string()),
                "enabled": place.now}),
         &match &exec_file {
@@ -128,7 +128,7 @@ pub(crate) fn uninstall(args: &UninstallArgs, out: &Output) -> CmdResult {
         .collect();
     if found.is_empty() {
         out.result(
-            json!({"ok": true, "name": place.name, "removed": []}),
+            json!({"name": place.name, "removed": []}),
             &format!("no unit for {} in {}", place.name, dir.display()),
         );
         return Ok(Code::Ok);
@@ -168,10 +168,7 @@ pub(crate) fn uninstall(args: &UninstallArgs, out: &Output) -> CmdResult {
                 .join(" ")
         )
     };
-    out.result(
-        json!({"ok": true, "name": place.name, "removed": removed}),
-        &human,
-    );
+    out.result(json!({"name": place.name, "removed": removed}), &human);
     Ok(Code::Ok)
 }
 

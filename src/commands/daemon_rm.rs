@@ -11,7 +11,7 @@ use crate::cli::RmArgs;
 use crate::daemon::pidfile::{open_lock_file, try_lock_exclusive, TryLock};
 use crate::daemon::probe::remove_leftovers;
 use crate::daemon::{probe, Down, Probe};
-use crate::exit::{CliError, CmdResult, Code};
+use crate::exit::{CliError, CmdResult, Code, ErrorKind};
 use crate::paths::{io_error, DaemonPaths, Layout};
 
 pub(super) fn rm(layout: &Layout, args: &RmArgs, out: &Output) -> CmdResult {
@@ -34,18 +34,22 @@ pub(super) fn rm(layout: &Layout, args: &RmArgs, out: &Output) -> CmdResult {
     }
     match probe(&paths) {
         Probe::Down(Down::NotRunning | Down::Stale { .. }) => {}
-        Probe::Down(Down::Denied { reason }) => return Err(CliError::new(Code::Unknown, reason)),
-        Probe::Down(Down::UnsafeFolder { reason }) => return Err(CliError::usage(reason)),
+        Probe::Down(Down::Denied { reason }) => {
+            return Err(CliError::new(Code::Unknown, reason).kind(ErrorKind::Permission))
+        }
+        Probe::Down(Down::UnsafeFolder { reason }) => {
+            return Err(CliError::usage(reason).kind(ErrorKind::Permission))
+        }
         Probe::Running { .. } | Probe::Down(Down::Unresponsive { .. }) => {
-            return Err(CliError::failure(format!(
-                "{name} is running; stop it first: {} daemon stop --name {name}",
-                super::invocation(layout)
-            )))
+            let stop = format!("{} daemon stop --name {name}", super::invocation(layout));
+            return Err(
+                CliError::failure(format!("{name} is running; stop it first: {stop}")).fix(stop),
+            );
         }
     }
     forget(&paths);
     out.result(
-        json!({"ok": true, "name": name, "result": "forgotten",
+        json!({"name": name, "state": "forgotten",
                "state_dir": paths.state.display().to_string()}),
         &format!(
             "forgot {name}; its state folder {} is kept (it may hold replies still owed)",

@@ -25,7 +25,7 @@ use crate::daemon::pidfile::{is_alive, open_lock_file, try_lock_exclusive, PidRe
 use crate::daemon::probe::{remove_leftovers, PROBE_TIMEOUT};
 use crate::daemon::runtime::{self, ReadyPipe};
 use crate::daemon::{probe, Down, Launch, Probe};
-use crate::exit::{CliError, CmdResult, Code};
+use crate::exit::{CliError, CmdResult, Code, ErrorKind};
 use crate::ipc::client::{Client, ClientError};
 use crate::logging::RunMode;
 use crate::paths::{io_error, DaemonPaths, Layout};
@@ -58,14 +58,11 @@ pub(crate) fn restart(layout: &Layout, args: &RestartArgs, out: &Output) -> CmdR
     // Something can still change between the check and the new start (a FIFO's reader
     // leaves, a file is swapped): then say plainly that the old daemon is gone.
     start_daemon(layout, &args.launch, timeout, !args.no_wait_channel, out).map_err(|e| {
-        CliError::new(
-            e.code,
-            format!(
-                "{}
-daemon {:?} was stopped for the restart and is not running now",
-                e.message, paths.name
-            ),
-        )
+        let message = format!(
+            "{}\ndaemon {:?} was stopped for the restart and is not running now",
+            e.message, paths.name
+        );
+        CliError { message, ..e }
     })
 }
 
@@ -114,7 +111,7 @@ pub(crate) fn start_daemon(
                 paths.name
             ));
             out.result(
-                json!({"ok": true, "name": paths.name, "state": "running", "pid": pid,
+                json!({"name": paths.name, "state": "running", "pid": pid,
                        "version": version, "already_running": true}),
                 &format!("{} already running (pid {pid})", paths.name),
             );
@@ -130,10 +127,15 @@ pub(crate) fn start_daemon(
                     pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
                     paths.name
                 ),
-            ))
+            )
+            .fix(format!("{me} daemon stop --name {}", paths.name)))
         }
-        Probe::Down(Down::Denied { reason }) => return Err(CliError::new(Code::Unknown, reason)),
-        Probe::Down(Down::UnsafeFolder { reason }) => return Err(CliError::usage(reason)),
+        Probe::Down(Down::Denied { reason }) => {
+            return Err(CliError::new(Code::Unknown, reason).kind(ErrorKind::Permission))
+        }
+        Probe::Down(Down::UnsafeFolder { reason }) => {
+            return Err(CliError::usage(reason).kind(ErrorKind::Permission))
+        }
         Probe::Down(Down::Stale { .. } | Down::NotRunning) => remove_leftovers(&paths),
     }
 
@@ -292,12 +294,11 @@ fn confirm(
         Outcome::TimedOut => format!("no readiness within {} s", timeout.as_secs()),
     };
     let put_down = put_down(paths, report.daemon, &report.outcome);
-    Err(start_failure(
-        paths,
-        launch,
-        mark,
-        &format!("{what}{put_down}"),
-    ))
+    let failure = start_failure(paths, launch, mark, &format!("{what}{put_down}"));
+    Err(match report.outcome {
+        Outcome::TimedOut => failure.kind(ErrorKind::Timeout),
+        _ => failure,
+    })
 }
 
 /// How often `start` asks a ready daemon whether DingTalk accepted its credentials.
@@ -365,8 +366,9 @@ fn started_doc(
 ) -> Code {
     let ms = started.elapsed().as_millis() as u64;
     out.result(
-        json!({"ok": true, "name": paths.name, "state": "running", "pid": client.daemon_pid,
-               "version": client.daemon_version, "log": launch.log.describe(),
+        json!({"name": paths.name, "state": "running", "pid": client.daemon_pid,
+               "version": client.daemon_version, "log_path": launch.log.describe(),
+               "already_running": false,
                "socket": crate::daemon::probe::control_socket(paths).display().to_string(), "ready_ms": ms}),
         &format!(
             "started {} (pid {}) in {ms} ms; log: {}",

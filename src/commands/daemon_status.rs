@@ -13,7 +13,7 @@ use super::output::Output;
 use crate::cli::StatusArgs;
 use crate::clock::now_ms;
 use crate::daemon::{probe, Down, Probe};
-use crate::exit::{CliError, CmdResult, Code};
+use crate::exit::{CliError, CmdResult, Code, ErrorKind};
 use crate::ipc::client::{Client, ClientError};
 use crate::ipc::{Request, Response};
 use crate::paths::{DaemonPaths, Layout};
@@ -22,64 +22,130 @@ use crate::status::{
 };
 
 pub(crate) fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdResult {
-    let names = match &args.name {
-        Some(n) => vec![n.clone()],
-        None => layout.daemon_names()?,
-    };
-    let mut docs = Vec::new();
-    let mut human = Vec::new();
-    let mut worst = None;
-    for name in &names {
-        let paths = layout.daemon(name)?;
-        let (code, doc, mut text) = one(&paths);
-        if code == Code::Usage && args.name.is_some() {
-            return Err(CliError::usage(text));
-        }
-        if code == Code::NotRunning && args.name.is_some() {
-            text.push_str(&other_daemons(layout, name));
-        }
-        worst = Some(worse(worst.unwrap_or(Code::Ok), code));
-        docs.push(doc);
-        human.push(text);
-    }
-    if args.name.is_some() {
-        out.result(docs.pop().unwrap_or(Value::Null), &human.join("\n"));
-    } else {
-        let text = if human.is_empty() {
-            "no daemons".to_string()
-        } else {
-            human.join("\n")
+    let me = super::invocation(layout);
+    if let Some(name) = &args.name {
+        let mut seen = look_at(layout, name, &me)?;
+        let Some(mut failure) = seen.failure.take() else {
+            out.result(seen.doc, &seen.text);
+            return Ok(Code::Ok);
         };
-        out.result(json!({"daemons": docs}), &text);
+        if failure.code == Code::Usage {
+            return Err(failure);
+        }
+        if failure.code == Code::NotRunning {
+            let others = other_daemons(layout, name);
+            seen.text.push_str(&others);
+            failure.message.push_str(&others);
+        }
+        return Ok(out.failed_result(seen.doc, &seen.text, &failure));
     }
-    Ok(worst.unwrap_or(Code::NotRunning))
+    let all = layout
+        .daemon_names()?
+        .iter()
+        .map(|name| look_at(layout, name, &me))
+        .collect::<Result<Vec<Seen>, CliError>>()?;
+    let text = if all.is_empty() {
+        "no daemons".to_string()
+    } else {
+        all.iter()
+            .map(|s| s.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let failure = all_failure(&all, &me);
+    let fields = json!({"daemons": all.into_iter().map(|s| s.doc).collect::<Vec<_>>()});
+    Ok(match failure {
+        Some(failure) => out.failed_result(fields, &text, &failure),
+        None => {
+            out.result(fields, &text);
+            Code::Ok
+        }
+    })
 }
 
-/// The worse of two status codes: cannot tell (4) over dead (1) over not running (3)
-/// over running (0).
-fn worse(a: Code, b: Code) -> Code {
-    let rank = |c: Code| match c {
+/// One daemon by name; one that is not running has the start command as its fix.
+fn look_at(layout: &Layout, name: &str, me: &str) -> Result<Seen, CliError> {
+    let mut seen = one(&layout.daemon(name)?);
+    seen.failure = seen.failure.map(|failure| match failure.kind {
+        ErrorKind::NotRunning | ErrorKind::Dead => {
+            failure.fix(format!("{me} daemon start --name {name}"))
+        }
+        _ => failure,
+    });
+    Ok(seen)
+}
+
+/// Why a list of daemons is not all well: the worst one's exit code, kind and fix, and a
+/// message naming every daemon that is not running; `None` when each one runs. No daemon
+/// at all is "not running" (exit 3).
+fn all_failure(all: &[Seen], me: &str) -> Option<CliError> {
+    if all.is_empty() {
+        return Some(
+            CliError::new(Code::NotRunning, "no daemons")
+                .fix(format!("{me} daemon start --name NAME")),
+        );
+    }
+    let failing: Vec<&CliError> = all.iter().filter_map(|s| s.failure.as_ref()).collect();
+    let worst = failing.iter().copied().max_by_key(|f| severity(f.code))?;
+    let names: Vec<String> = all
+        .iter()
+        .filter(|s| s.failure.is_some())
+        .map(|s| {
+            format!(
+                "{} ({})",
+                s.doc["name"].as_str().unwrap_or("?"),
+                s.doc["state"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    let failure = CliError::new(
+        worst.code,
+        format!(
+            "{} of {} daemon(s) not running: {}",
+            failing.len(),
+            all.len(),
+            names.join(", ")
+        ),
+    )
+    .kind(worst.kind);
+    Some(failure.fix_if(worst.fix.clone()))
+}
+
+/// How bad a status code is, for the list's exit code: cannot tell (4) over dead (1)
+/// over not running (3) over running (0).
+fn severity(code: Code) -> u8 {
+    match code {
         Code::Ok => 0,
         Code::NotRunning => 1,
         Code::Failure => 2,
         Code::Unknown => 3,
         Code::Usage => 4,
-    };
-    if rank(b) > rank(a) {
-        b
-    } else {
-        a
     }
 }
 
-fn one(paths: &DaemonPaths) -> (Code, Value, String) {
+/// One daemon as `daemon status` sees it. `doc` has the same shape in `status --name`
+/// (its top level) and in the all-daemons list: `name`, `state`, `pid`, `last_error`
+/// always, the running daemon's figures besides.
+struct Seen {
+    doc: Value,
+    /// One line (more for a running daemon) of human text.
+    text: String,
+    /// Why it is not running well; `None` when it runs.
+    failure: Option<CliError>,
+}
+
+fn one(paths: &DaemonPaths) -> Seen {
     match probe(paths) {
         Probe::Running { .. } => match fetch_report(paths) {
             Ok(report) => {
                 let text = describe(&report);
                 let mut doc = serde_json::to_value(&report).unwrap_or(Value::Null);
                 doc["state"] = json!("running");
-                (Code::Ok, doc, text)
+                Seen {
+                    doc,
+                    text,
+                    failure: None,
+                }
             }
             Err(e) => down(
                 &paths.name,
@@ -93,38 +159,36 @@ fn one(paths: &DaemonPaths) -> (Code, Value, String) {
     }
 }
 
-/// A daemon that does not answer: its exit code, JSON document and one line of text.
-fn down(name: &str, why: Down) -> (Code, Value, String) {
-    match why {
-        Down::Unresponsive { pid, reason } => unknown(name, pid, reason),
-        Down::Denied { reason } => unknown(name, None, reason),
-        Down::UnsafeFolder { reason } => (
-            Code::Usage,
-            json!({"name": name, "state": "unknown", "last_error": reason}),
-            format!("{name}: {reason}"),
+/// A daemon that does not answer: its document, its line of text and its failure.
+fn down(name: &str, why: Down) -> Seen {
+    let (code, kind, state) = match &why {
+        Down::Unresponsive { .. } => (Code::Unknown, ErrorKind::Unreachable, "unknown"),
+        Down::Denied { .. } => (Code::Unknown, ErrorKind::Permission, "unknown"),
+        Down::UnsafeFolder { .. } => (Code::Usage, ErrorKind::Permission, "unknown"),
+        Down::Stale { .. } => (Code::Failure, ErrorKind::Dead, "dead"),
+        Down::NotRunning => (Code::NotRunning, ErrorKind::NotRunning, "stopped"),
+    };
+    let unsafe_folder = matches!(why, Down::UnsafeFolder { .. });
+    let (pid, reason) = match why {
+        Down::Unresponsive { pid, reason } => (pid, Some(reason)),
+        Down::Denied { reason } | Down::UnsafeFolder { reason } => (None, Some(reason)),
+        Down::Stale { pid } => (pid, None),
+        Down::NotRunning => (None, None),
+    };
+    let text = match (&reason, state) {
+        (Some(reason), _) if unsafe_folder => format!("{name}: {reason}"),
+        (Some(reason), _) => format!("{name}: cannot tell ({reason})"),
+        (None, "dead") => format!(
+            "{name}: dead (stale pid file, pid {})",
+            pid.map_or_else(|| "?".to_string(), |p| p.to_string())
         ),
-        Down::Stale { pid } => (
-            Code::Failure,
-            json!({"name": name, "state": "dead", "pid": pid}),
-            format!(
-                "{name}: dead (stale pid file, pid {})",
-                pid.map(|p| p.to_string()).unwrap_or("?".into())
-            ),
-        ),
-        Down::NotRunning => (
-            Code::NotRunning,
-            json!({"name": name, "state": "stopped"}),
-            format!("{name}: not running"),
-        ),
+        (None, _) => format!("{name}: not running"),
+    };
+    Seen {
+        doc: json!({"name": name, "state": state, "pid": pid, "last_error": reason}),
+        failure: Some(CliError::new(code, text.clone()).kind(kind)),
+        text,
     }
-}
-
-fn unknown(name: &str, pid: Option<u32>, reason: String) -> (Code, Value, String) {
-    (
-        Code::Unknown,
-        json!({"name": name, "state": "unknown", "pid": pid, "last_error": reason}),
-        format!("{name}: cannot tell ({reason})"),
-    )
 }
 
 /// Connects to a running daemon for a command that needs one (`send`, `healthcheck`),
@@ -133,18 +197,29 @@ fn unknown(name: &str, pid: Option<u32>, reason: String) -> (Code, Value, String
 /// exit 4 with the words `daemon status` prints.
 pub(super) fn connect(layout: &Layout, paths: &DaemonPaths) -> Result<Client, CliError> {
     crate::daemon::probe::connect(paths).map_err(|why| {
-        let (code, _, text) = down(&paths.name, why);
-        match code {
-            Code::NotRunning | Code::Failure => CliError::new(
-                Code::NotRunning,
-                format!(
-                    "{text}; start it with: {} daemon start --name {}{}",
+        let seen = down(&paths.name, why);
+        let failure = seen
+            .failure
+            .unwrap_or_else(|| CliError::new(Code::Unknown, seen.text.clone()));
+        match failure.code {
+            Code::NotRunning | Code::Failure => {
+                let start = format!(
+                    "{} daemon start --name {}",
                     super::invocation(layout),
-                    paths.name,
-                    other_daemons(layout, &paths.name)
-                ),
-            ),
-            _ => CliError::new(code, text),
+                    paths.name
+                );
+                CliError::new(
+                    Code::NotRunning,
+                    format!(
+                        "{}; start it with: {start}{}",
+                        seen.text,
+                        other_daemons(layout, &paths.name)
+                    ),
+                )
+                .kind(failure.kind)
+                .fix(start)
+            }
+            _ => failure,
         }
     })
 }
@@ -223,7 +298,10 @@ fn describe(r: &DaemonReport) -> String {
             b.total, b.behind_conversation, b.model_queue
         )
     }));
-    lines.extend(r.models.iter().map(model_line));
+    for m in &r.models {
+        lines.push(model_line(m));
+        lines.extend(replica_lines(m));
+    }
     lines.extend(r.journal.as_ref().map(journal_line));
     if let Some(s) = &r.model_service {
         lines.extend(model_service_lines(s));
@@ -280,6 +358,23 @@ fn model_line(m: &ModelReport) -> String {
         or_dash(m.p95_ms),
         last_error_suffix(&m.last_error)
     )
+}
+
+/// One line per replica of a model served by several (none for a single `base_url`).
+fn replica_lines(m: &ModelReport) -> Vec<String> {
+    if m.replicas.len() < 2 {
+        return Vec::new();
+    }
+    m.replicas
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            format!(
+                "    replica {i} {}: {}/{} in flight, {}, served {}, failures {}",
+                r.base_url, r.in_flight, r.limit, r.state, r.served, r.failures
+            )
+        })
+        .collect()
 }
 
 fn journal_line(j: &JournalReport) -> String {

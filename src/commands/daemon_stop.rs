@@ -16,7 +16,7 @@ use crate::cli::StopArgs;
 use crate::daemon::pidfile::{is_locked, is_same_process, read_record, PidRecord};
 use crate::daemon::probe::{remove_leftovers, PROBE_TIMEOUT};
 use crate::daemon::{probe, Down, Probe};
-use crate::exit::{CliError, CmdResult, Code};
+use crate::exit::{CliError, CmdResult, Code, ErrorKind};
 use crate::ipc::client::Client;
 use crate::ipc::{Request, Response};
 use crate::paths::{DaemonPaths, Layout};
@@ -46,8 +46,8 @@ pub(super) enum Stopped {
 impl Stopped {
     fn as_str(self) -> &'static str {
         match self {
-            Stopped::WasNotRunning => "not_running",
-            Stopped::Drained => "stopped",
+            Stopped::WasNotRunning => "was_not_running",
+            Stopped::Drained => "drained",
             Stopped::Terminated => "terminated",
             Stopped::Killed => "killed",
         }
@@ -72,8 +72,12 @@ pub(crate) fn stop_daemon(
             remove_leftovers(&paths);
             Stopped::WasNotRunning
         }
-        Probe::Down(Down::Denied { reason }) => return Err(CliError::new(Code::Unknown, reason)),
-        Probe::Down(Down::UnsafeFolder { reason }) => return Err(CliError::usage(reason)),
+        Probe::Down(Down::Denied { reason }) => {
+            return Err(CliError::new(Code::Unknown, reason).kind(ErrorKind::Permission))
+        }
+        Probe::Down(Down::UnsafeFolder { reason }) => {
+            return Err(CliError::usage(reason).kind(ErrorKind::Permission))
+        }
         Probe::Running { .. } => {
             if ask_to_shut_down(&paths, timeout)
                 && wait_unlocked(&paths, timeout + Duration::from_secs(1))
@@ -94,7 +98,7 @@ pub(crate) fn stop_daemon(
             Stopped::Killed => format!("killed {name} (SIGKILL after {} s)", timeout.as_secs()),
         };
         out.result(
-            json!({"ok": true, "name": name, "result": how.as_str()}),
+            json!({"name": name, "state": "stopped", "how": how.as_str()}),
             &human,
         );
     }

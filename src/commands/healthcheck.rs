@@ -14,7 +14,7 @@ use serde_json::json;
 use super::output::Output;
 use crate::cli::HealthcheckArgs;
 use crate::config::Config;
-use crate::exit::{CliError, CmdResult, Code};
+use crate::exit::{CliError, CmdResult, Code, ErrorKind};
 use crate::ipc::client::ClientError;
 use crate::ipc::proto::{Check, CheckStatus, HealthReport};
 use crate::ipc::{Request, Response};
@@ -22,7 +22,8 @@ use crate::paths::Layout;
 
 pub(crate) fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output) -> CmdResult {
     let timeout = Duration::from_secs(args.timeout.max(1));
-    let (target, report) = match (&args.name, &args.config) {
+    // What was checked: a daemon by `name`, or a config file before any daemon runs.
+    let (name, config_path, report) = match (&args.name, &args.config) {
         (_, Some(path)) => {
             let config = crate::config::load(path)?;
             let mut report = HealthReport::default();
@@ -30,13 +31,21 @@ pub(crate) fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output)
                 .checks
                 .push(ok("config", format!("{} loads", path.display())));
             report.checks.extend(preflight(&config, timeout, out)?);
-            (path.display().to_string(), report)
+            (None, Some(path.display().to_string()), report)
         }
-        (Some(name), None) => (name.clone(), daemon_checks(layout, name, timeout, out)?),
+        (Some(name), None) => (
+            Some(name.clone()),
+            None,
+            daemon_checks(layout, name, timeout, out)?,
+        ),
         (None, None) => {
             let names = layout.daemon_names()?;
             match names.as_slice() {
-                [only] => (only.clone(), daemon_checks(layout, only, timeout, out)?),
+                [only] => (
+                    Some(only.clone()),
+                    None,
+                    daemon_checks(layout, only, timeout, out)?,
+                ),
                 _ => {
                     return Err(CliError::usage(
                         "pass --name NAME (or --config FILE for a pre-flight check)",
@@ -45,13 +54,33 @@ pub(crate) fn healthcheck(layout: &Layout, args: &HealthcheckArgs, out: &Output)
             }
         }
     };
-    let healthy = !report.checks.iter().any(|c| c.status == CheckStatus::Fail);
     let text = render_checks(out, &report.checks);
-    out.result(
-        json!({"ok": healthy, "target": target, "checks": report.checks}),
-        &text,
-    );
-    Ok(if healthy { Code::Ok } else { Code::Failure })
+    let fields = json!({"name": name, "config_path": config_path, "checks": report.checks});
+    Ok(match failed_checks(&report.checks) {
+        Some(failure) => out.failed_result(fields, &text, &failure),
+        None => {
+            out.result(fields, &text);
+            Code::Ok
+        }
+    })
+}
+
+/// The failure of a list of checks (exit 1, kind `check_failed`) naming the failed ones,
+/// with the first one's fix; `None` when none failed (warnings pass).
+pub(crate) fn failed_checks(checks: &[Check]) -> Option<CliError> {
+    let failed: Vec<&Check> = checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Fail)
+        .collect();
+    let first = failed.first()?;
+    let names: Vec<&str> = failed.iter().map(|c| c.name.as_str()).collect();
+    let failure = CliError::failure(format!(
+        "{} check(s) failed: {}",
+        failed.len(),
+        names.join(", ")
+    ))
+    .kind(ErrorKind::CheckFailed);
+    Some(failure.fix_if(first.fix.clone()))
 }
 
 /// The pre-flight checks of `config` without a daemon (model endpoints, DingTalk
@@ -106,17 +135,9 @@ fn daemon_checks(
     let req = Request::Health {
         timeout_ms: timeout.as_millis() as u64,
     };
-    match client
-        .request(&req)
-        .map_err(|e| CliError::new(Code::Unknown, e.to_string()))?
-    {
+    match client.request(&req)? {
         Response::Health(h) => report.checks.extend(h.checks),
-        other => {
-            return Err(CliError::new(
-                Code::Unknown,
-                ClientError::unexpected(&other).to_string(),
-            ))
-        }
+        other => return Err(ClientError::unexpected(&other).into()),
     }
     Ok(report)
 }

@@ -133,11 +133,14 @@ fn report(path: &Path, name: &str, answers: &Answers, checks: &[Check], out: &Ou
         "Next:".into()
     });
     human.extend(next.iter().map(|c| format!("  {c}")));
-    out.result(
-        json!({"ok": !failed, "config": path.display().to_string(), "checks": checks, "next": next}),
-        &human.join("\n"),
-    );
-    Ok(if failed { Code::Failure } else { Code::Ok })
+    let fields = json!({"name": name, "config_path": path.display().to_string(), "checks": checks, "next": next});
+    Ok(match super::healthcheck::failed_checks(checks) {
+        Some(failure) => out.failed_result(fields, &human.join("\n"), &failure),
+        None => {
+            out.result(fields, &human.join("\n"));
+            Code::Ok
+        }
+    })
 }
 
 /// Before any question: the config's folder exists (or can be made) and takes new files,

@@ -1,5 +1,7 @@
-//! How commands print: with `--json` exactly one JSON document on stdout (carrying
-//! `schema_version`) and nothing else there; human text otherwise. Notes, progress and
+//! How commands print: with `--json` exactly one JSON document on stdout, in the one
+//! envelope of README "JSON output" (`ok`, `exit_code`, `schema_version`, and `error`
+//! {kind, message, fix} exactly when not ok; schemas in `docs/json/`), and nothing else
+//! there; human text otherwise. Notes, progress and
 //! errors always go to stderr. Colour only on a terminal and never with `NO_COLOR`.
 //!
 //! Invariant: printing never panics. Every byte for stdout goes through [`write_stdout`],
@@ -65,38 +67,110 @@ pub(crate) fn settle(code: Code) -> Code {
     }
 }
 
-/// The JSON document for a failed command (`schema_version` is added when printed).
-pub(crate) fn error_doc(code: Code, message: &str) -> Value {
-    json!({"ok": false, "exit_code": code as u8, "error": message})
+/// The envelope every `--json` document carries (README "JSON output"): `ok` (exit code
+/// 0), `exit_code`, `schema_version`, and `error` {kind, message, fix} exactly when `ok` is
+/// false. `fields` are the command's own top-level fields (an object).
+fn envelope(fields: Value, code: Code, failure: Option<&CliError>) -> Value {
+    debug_assert!(
+        fields.is_object(),
+        "a --json document is an object: {fields}"
+    );
+    debug_assert_eq!(
+        failure.is_some(),
+        code != Code::Ok,
+        "error exactly when not ok"
+    );
+    let mut map = match fields {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    map.insert("ok".into(), json!(code == Code::Ok));
+    map.insert("exit_code".into(), json!(code as u8));
+    map.insert("schema_version".into(), json!(SCHEMA_VERSION));
+    if let Some(e) = failure {
+        map.insert(
+            "error".into(),
+            json!({"kind": e.kind, "message": e.message, "fix": e.fix}),
+        );
+    }
+    Value::Object(map)
 }
 
 /// Prints what clap has to say instead of running a command: help and version on stdout
-/// (exit 0), usage errors on stderr (exit 2). With `--json`, `--version` prints
-/// `{"schema_version":1,"version":...}` and a usage error also prints [`error_doc`] on
-/// stdout; help stays text.
+/// (exit 0), usage errors on stderr (exit 2). With `--json`, `--version` prints the
+/// envelope with `version`, and a usage error also prints the failure document (kind
+/// `usage`) on stdout; help stays text.
 pub(crate) fn clap_outcome(e: &clap::Error, json: bool) -> Code {
     use clap::error::ErrorKind;
     let out = Output::new(json);
-    let code = if e.exit_code() == 0 {
-        Code::Ok
-    } else {
-        Code::Usage
-    };
     if json && e.kind() == ErrorKind::DisplayVersion {
         out.result(json!({"version": env!("CARGO_PKG_VERSION")}), "");
-        return code;
+        return Code::Ok;
     }
     let rendered = e.render();
     if !e.use_stderr() {
         let text = styled(&rendered, io::stdout().is_terminal());
         write_stdout(text.as_bytes());
-        return code;
+        return Code::Ok;
     }
     write_stderr(&styled(&rendered, out.color));
+    let failure = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        missing_subcommand(&rendered.to_string())
+    } else {
+        clap_failure(&rendered.to_string())
+    };
     if json {
-        out.result(error_doc(code, &clap_message(e, &rendered.to_string())), "");
+        out.print(json!({}), "", Some(&failure));
     }
-    code
+    failure.code
+}
+
+/// A clap usage error as a [`CliError`] (kind `usage`), read from clap's rendered text
+/// (hand-written: clap's error context has no one-line message, and the rendered words
+/// are the ones the user sees on stderr; unit tests below pin the format). The message is clap's first
+/// paragraph on one line, so a missing argument keeps its name ("the following required
+/// arguments were not provided: --name <NAME>"); the fix is clap's "similar argument"
+/// tip when it has one, else its usage line.
+fn clap_failure(plain: &str) -> CliError {
+    let mut lines = plain.lines().map(str::trim);
+    let message = lines
+        .by_ref()
+        .take_while(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    let rest: Vec<&str> = lines.collect();
+    let tip = rest
+        .iter()
+        .find_map(|l| l.strip_prefix("tip: ").filter(|t| t.contains("similar")));
+    let usage = rest.iter().find(|l| l.starts_with("Usage: "));
+    let fix = tip.or(usage.copied()).map(str::to_string);
+    CliError::usage(if message.is_empty() {
+        "bad command line; see --help"
+    } else {
+        message
+    })
+    .fix_if(fix)
+}
+
+/// A command given without its subcommand (clap prints that command's help): the
+/// subcommands it takes, from the help's `Commands:` list, and its usage line as the fix.
+fn missing_subcommand(help: &str) -> CliError {
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    let usage = help.lines().find(|l| l.starts_with("Usage: "));
+    CliError::usage(format!(
+        "a subcommand is missing: one of {}",
+        commands.join(", ")
+    ))
+    .fix_if(usage)
 }
 
 /// clap's text with colours when they are wanted on that stream.
@@ -106,15 +180,6 @@ fn styled(text: &clap::builder::StyledStr, tty: bool) -> String {
     } else {
         text.to_string()
     }
-}
-
-/// The one-line reason of a clap error, for the JSON document.
-fn clap_message(e: &clap::Error, plain: &str) -> String {
-    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-        return "a subcommand or argument is missing; see --help".to_string();
-    }
-    let first = plain.lines().next().unwrap_or_default();
-    first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
 #[derive(Clone, Copy)]
@@ -161,15 +226,28 @@ impl Output {
         }
     }
 
-    /// Prints the command's result: `doc` with `--json`, else `human` on stdout.
-    pub(crate) fn result(&self, mut doc: Value, human: &str) {
+    /// Prints a successful command's result (exit 0): its fields in the envelope with
+    /// `--json`, else `human` on stdout.
+    pub(crate) fn result(&self, fields: Value, human: &str) {
+        self.print(fields, human, None);
+    }
+
+    /// Prints a result that ends the command with `failure`'s exit code (a daemon not
+    /// running, a failed check): the fields with the failure in the envelope with `--json`,
+    /// else `human` on stdout. Returns that exit code.
+    pub(crate) fn failed_result(&self, fields: Value, human: &str, failure: &CliError) -> Code {
+        self.print(fields, human, Some(failure));
+        failure.code
+    }
+
+    /// Prints `fields` in the envelope (`--json`) or `human`; exit 0 unless `failure`.
+    fn print(&self, fields: Value, human: &str, failure: Option<&CliError>) {
         if !self.results {
             return;
         }
         if self.json {
-            if let Value::Object(map) = &mut doc {
-                map.insert("schema_version".into(), json!(SCHEMA_VERSION));
-            }
+            let code = failure.map_or(Code::Ok, |e| e.code);
+            let doc = envelope(fields, code, failure);
             let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
             write_stdout(format!("{text}\n").as_bytes());
         } else if !human.is_empty() {
@@ -190,8 +268,11 @@ impl Output {
             "error:".into()
         };
         write_stderr(&format!("{prefix} {}\n", e.message));
+        if let Some(fix) = e.fix.as_ref().filter(|f| !e.message.contains(f.as_str())) {
+            write_stderr(&format!("fix: {fix}\n"));
+        }
         if self.json {
-            self.result(error_doc(e.code, &e.message), "");
+            self.print(json!({}), "", Some(e));
         }
     }
 
@@ -252,5 +333,48 @@ impl Output {
         } else {
             s.to_string()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn clap_error(args: &[&str]) -> clap::Error {
+        crate::cli::Cli::try_parse_from(args).expect_err("a usage error")
+    }
+
+    #[test]
+    fn a_missing_argument_keeps_its_name_and_the_usage_line_is_the_fix() {
+        let e = clap_error(&["clawdbot", "send", "--to", "x", "--text", "y"]);
+        let failure = clap_failure(&e.render().to_string());
+        assert_eq!(
+            failure.message,
+            "the following required arguments were not provided: --name <NAME>"
+        );
+        assert_eq!(
+            (failure.code, failure.kind),
+            (Code::Usage, crate::exit::ErrorKind::Usage)
+        );
+        assert!(failure.fix.unwrap().starts_with("Usage: clawdbot send"));
+    }
+
+    #[test]
+    fn a_missing_subcommand_names_the_ones_it_takes() {
+        let e = clap_error(&["clawdbot", "daemon"]);
+        let failure = missing_subcommand(&e.render().to_string());
+        assert!(
+            failure
+                .message
+                .starts_with("a subcommand is missing: one of start, run, stop"),
+            "{}",
+            failure.message
+        );
+        assert!(!failure.message.contains("help"), "{}", failure.message);
+        assert_eq!(
+            failure.fix.as_deref(),
+            Some("Usage: clawdbot daemon [OPTIONS] <COMMAND>")
+        );
     }
 }

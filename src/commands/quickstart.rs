@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 use super::output::Output;
 use crate::cli::{HealthcheckArgs, LaunchArgs, QuickstartArgs};
-use crate::exit::{CliError, CmdResult, Code};
+use crate::exit::{CliError, CmdResult, Code, ErrorKind};
 use crate::paths::{io_error, Layout};
 use crate::sim::client::SimClient;
 
@@ -75,14 +75,18 @@ pub(crate) fn quickstart(user_layout: &Layout, args: &QuickstartArgs, out: &Outp
             stop[0], stop[1]
         )
     };
-    out.result(
-        json!({"ok": health_code == Code::Ok, "sim_url": sim_url, "config": config_path.display().to_string(),
+    let fields = json!({"sim_url": sim_url, "config_path": config_path.display().to_string(),
                "demo_folder": demo.display().to_string(), "removed": args.clean,
                "question": args.text, "reply": reply, "healthy": health_code == Code::Ok,
-               "stopped": args.stop, "stop_commands": stop}),
-        &human,
-    );
-    Ok(health_code)
+               "stopped": args.stop, "stop_commands": stop});
+    if health_code == Code::Ok {
+        out.result(fields, &human);
+        return Ok(Code::Ok);
+    }
+    let failure = CliError::new(health_code, "the demo bot's healthcheck did not pass")
+        .kind(ErrorKind::CheckFailed)
+        .fix(format!("{me} healthcheck --name {BOT_NAME}"));
+    Ok(out.failed_result(fields, &human, &failure))
 }
 
 /// Step 1: the simulator as a managed daemon, reused when a previous quickstart left it

@@ -26,13 +26,10 @@ pub(crate) fn send(layout: &Layout, args: &SendArgs, out: &Output) -> CmdResult 
         text: args.text.clone(),
         markdown: args.markdown,
     };
-    match client
-        .request(&req)
-        .map_err(|e| CliError::new(Code::Unknown, e.to_string()))?
-    {
+    match client.request(&req)? {
         Response::Sent(o) => {
             out.result(
-                json!({"ok": true, "target": o.target, "route": o.route, "process_query_key": o.process_query_key}),
+                json!({"name": args.name, "target": o.target, "route": o.route, "process_query_key": o.process_query_key}),
                 &format!("sent to {} via {}", o.target, o.route),
             );
             Ok(Code::Ok)
@@ -46,11 +43,9 @@ pub(crate) fn send(layout: &Layout, args: &SendArgs, out: &Output) -> CmdResult 
         Response::Error { kind, message } => Err(CliError::failure(format!(
             "send failed ({}): {message}",
             kind_name(kind)
-        ))),
-        other => Err(CliError::new(
-            Code::Unknown,
-            ClientError::unexpected(&other).to_string(),
-        )),
+        ))
+        .kind(crate::exit::ErrorKind::Refused)),
+        other => Err(ClientError::unexpected(&other).into()),
     }
 }
 

@@ -88,7 +88,11 @@ async fn inject(a: &InjectArgs, out: &Output) -> CmdResult {
     req["sender_nick"] = opt(&a.nick);
     let v = SimClient::new(&a.sim).inject(&req).await?;
     let msg_id = v["msgId"].as_str().unwrap_or_default().to_string();
-    out.result(v, &msg_id);
+    // The simulator's HTTP answer speaks DingTalk's camelCase; the CLI's document is
+    // snake_case like every other `--json` document (the raw payload stays out).
+    let doc = json!({"msg_id": v["msgId"], "message_id": v["messageId"],
+        "conversation_id": v["conversationId"], "session_webhook": v["sessionWebhook"]});
+    out.result(doc, &msg_id);
     Ok(Code::Ok)
 }
 

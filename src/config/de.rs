@@ -205,3 +205,52 @@ where
     }
     d.deserialize_u64(RangeVisitor::<T, MIN, MAX>(std::marker::PhantomData))
 }
+
+/// Like [`at_least`] for an optional value (absent or `null` is `None`).
+pub fn at_least_opt<'de, D, T, const MIN: u64>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    struct Min<T, const MIN: u64>(T);
+    impl<'de, T: TryFrom<u64>, const MIN: u64> Deserialize<'de> for Min<T, MIN> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            at_least::<D, T, MIN>(d).map(Min)
+        }
+    }
+    Ok(Option::<Min<T, MIN>>::deserialize(d)?.map(|m| m.0))
+}
+
+/// The `models:` map, each model's runtime keys checked
+/// ([`super::ModelConfig::check_endpoints`]) while the loader is still on that model, so
+/// the error names `models.NAME` and its line.
+pub fn models<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, super::ModelConfig>, D::Error> {
+    struct Checked(super::ModelConfig);
+    impl<'de> Deserialize<'de> for Checked {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct ModelVisitor;
+            impl<'de> Visitor<'de> for ModelVisitor {
+                type Value = Checked;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a model's settings (kind, base_url or replicas, model, ...)")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Checked, A::Error> {
+                    // Built and checked inside this visit: an error raised here carries
+                    // the model's own position, not that of the `models:` map.
+                    let model = super::ModelConfig::deserialize(
+                        de::value::MapAccessDeserializer::new(map),
+                    )?;
+                    model.check_endpoints().map_err(de::Error::custom)?;
+                    Ok(Checked(model))
+                }
+            }
+            d.deserialize_map(ModelVisitor)
+        }
+    }
+    Ok(BTreeMap::<String, Checked>::deserialize(d)?
+        .into_iter()
+        .map(|(name, m)| (name, m.0))
+        .collect())
+}

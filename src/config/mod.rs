@@ -227,8 +227,41 @@ fn check_ops(ops: Option<&OpsConfig>) -> Result<(), ConfigProblem> {
     Ok(())
 }
 
+/// `state:`: a `redis:` section exactly when the backend is Redis, with a `redis://` URL
+/// (checked without ever quoting it: it may hold a password).
+fn check_state(state: &StateConfig) -> Result<(), ConfigProblem> {
+    match (state.backend, &state.redis) {
+        (StateBackend::Local, None) => Ok(()),
+        (StateBackend::Local, Some(_)) => Err(ConfigProblem::invalid(
+            "state.redis",
+            "is only used with `backend: redis` (the backend is local)",
+        )),
+        (StateBackend::Redis, None) => Err(ConfigProblem::invalid(
+            "state.redis",
+            "missing: `backend: redis` needs `redis: {url: \"redis://HOST:6379/0\"}`",
+        )),
+        (StateBackend::Redis, Some(r)) => {
+            let url = r.url.expose();
+            if !url.starts_with("redis://") {
+                return Err(ConfigProblem::invalid(
+                    "state.redis.url",
+                    "must start with redis:// (rediss:// and unix sockets are not supported)",
+                ));
+            }
+            redis::IntoConnectionInfo::into_connection_info(url).map_err(|_| {
+                ConfigProblem::invalid(
+                    "state.redis.url",
+                    "is not a valid redis://[user:password@]host[:port][/db] URL",
+                )
+            })?;
+            Ok(())
+        }
+    }
+}
+
 fn check_references(c: &Config) -> Result<(), ConfigProblem> {
     check_ops(c.ops.as_ref())?;
+    check_state(&c.state)?;
     if c.models.is_empty() {
         return Err(ConfigProblem::invalid(
             "models",
@@ -281,6 +314,24 @@ fn check_references(c: &Config) -> Result<(), ConfigProblem> {
     }
     for (name, m) in &c.models {
         let at = format!("models.{name}");
+        let model_limit = c
+            .limits
+            .max_concurrency_per_model
+            .get(name)
+            .copied()
+            .unwrap_or(1);
+        for (i, replica) in m.replicas.iter().enumerate() {
+            if let Some(own) = replica.max_concurrency.filter(|own| *own > model_limit) {
+                return Err(ConfigProblem::invalid(
+                    format!("{at}.replicas[{i}].max_concurrency"),
+                    format!(
+                        "{own} is above the model's limit of {model_limit} \
+                         (limits.max_concurrency_per_model.{name}); a replica never gets more \
+                         than its model"
+                    ),
+                ));
+            }
+        }
         for (key, v) in [
             ("connect_timeout_ms", m.connect_timeout_ms),
             ("first_token_timeout_ms", m.first_token_timeout_ms),
@@ -342,6 +393,31 @@ limits:
             c.models["local_chat"].api_key.as_ref().unwrap().expose(),
             "none"
         );
+    }
+
+    #[test]
+    fn the_state_backend_is_local_unless_redis_is_configured() {
+        assert_eq!(parse(SEED).unwrap().state.backend, StateBackend::Local);
+        let redis = format!(
+            "{SEED}state:\n  backend: redis\n  redis:\n    url: \"redis://u:pw@127.0.0.1:6379/0\"\n"
+        );
+        let c = parse(&redis).unwrap();
+        let r = c.state.redis.unwrap();
+        assert_eq!((r.key_prefix.as_str(), r.lease_ms), ("clawdbot", 10_000));
+        for (text, key) in [
+            (format!("{SEED}state:\n  backend: redis\n"), "state.redis"),
+            (
+                redis.replace("redis://u:pw@", "http://u:pw@"),
+                "state.redis.url",
+            ),
+            (
+                redis.replace("backend: redis", "backend: local"),
+                "state.redis",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(key) && !e.contains("pw@"), "{e}");
+        }
     }
 
     #[test]
@@ -417,6 +493,67 @@ limits:
         );
         let e = with("  redelivery_attempts: -1\n").unwrap_err().to_string();
         assert!(e.contains("redelivery_attempts"), "{e}");
+    }
+
+    /// Issue 14: `base_url` alone stays one replica; `replicas:` lists several; both, or
+    /// neither, is an error naming the model and its line; a replica's own limit is
+    /// bounded by the model's.
+    #[test]
+    fn model_replicas_shape_and_errors() {
+        let one = parse(SEED).unwrap();
+        let endpoints = one.models["local_chat"].endpoints();
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(endpoints[0].base_url, "http://127.0.0.1:8000/v1");
+        assert_eq!(endpoints[0].max_concurrency, None);
+        let replicas = "replicas:\n      - base_url: http://127.0.0.1:8001/v1\n        \
+                        max_concurrency: 2\n      - base_url: http://127.0.0.1:8002/v1";
+        let two = parse(&SEED.replace("base_url: \"http://127.0.0.1:8000/v1\"", replicas)).unwrap();
+        let endpoints = two.models["local_chat"].endpoints();
+        assert_eq!(endpoints.len(), 2);
+        assert_eq!(endpoints[0].max_concurrency, Some(2));
+        assert_eq!(endpoints[1].base_url, "http://127.0.0.1:8002/v1");
+
+        let both = SEED.replace(
+            "    model: \"local-chat\"",
+            &format!("    {replicas}\n    model: \"local-chat\""),
+        );
+        let e = parse(&both).unwrap_err().to_string();
+        assert!(
+            e.contains("line 4")
+                && e.contains("models.local_chat")
+                && e.contains("base_url and replicas are both set"),
+            "{e}"
+        );
+        // The seed with its `base_url` line replaced by `runtimes`: the error text.
+        let refused = |runtimes: &str| {
+            parse(&SEED.replace("base_url: \"http://127.0.0.1:8000/v1\"", runtimes))
+                .unwrap_err()
+                .to_string()
+        };
+        for (runtimes, wanted) in [
+            (
+                "replicas: []".to_string(),
+                ["models.local_chat", "neither base_url nor replicas"],
+            ),
+            (
+                replicas.replace("max_concurrency: 2", "max_concurrency: 5"),
+                [
+                    "models.local_chat.replicas[0].max_concurrency",
+                    "above the model's limit of 4",
+                ],
+            ),
+            (
+                replicas.replace("max_concurrency: 2", "max_concurrency: 0"),
+                ["replicas[0].max_concurrency", "minimum of 1"],
+            ),
+            (
+                replicas.replace("8002/v1", "8002/v1\n        colour: red"),
+                ["colour", "line 9"],
+            ),
+        ] {
+            let e = refused(&runtimes);
+            assert!(wanted.iter().all(|w| e.contains(w)), "{wanted:?}: {e}");
+        }
     }
 
     #[test]

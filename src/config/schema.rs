@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use super::checks::MIN_PROMPT_CHARS;
 use super::de::{
-    at_least, http_url, http_url_opt, http_urls, in_range, name, name_opt, socket_addr, targets,
+    at_least, at_least_opt, http_url, http_url_opt, http_urls, in_range, models, name, name_opt,
+    socket_addr, targets,
 };
 use super::env::Secret;
 
@@ -17,6 +18,7 @@ use super::env::Secret;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Model endpoints by name (the names used by routing and limits).
+    #[serde(deserialize_with = "models")]
     pub models: BTreeMap<String, ModelConfig>,
     pub routing: RoutingConfig,
     #[serde(default)]
@@ -42,6 +44,63 @@ pub struct Config {
     /// The HTTP ops endpoint (`/livez`, `/readyz`, `/metrics`, status page); off when absent.
     #[serde(default)]
     pub ops: Option<OpsConfig>,
+    /// Where state shared by replicas lives (`local` by default: this process only).
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// `state:`: the bot's state backend.
+///
+/// Invariant (checked at load): `backend: redis` comes with a `redis:` section, and a
+/// `redis:` section is only accepted with `backend: redis`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    #[serde(default)]
+    pub backend: StateBackend,
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+/// Which engine holds the state several replicas must share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackend {
+    /// Everything in this process and its state folder (one daemon per bot).
+    #[default]
+    Local,
+    /// Dedupe, inbox, turn order, memory, model limits and send rates in one Redis server,
+    /// shared by every replica with the same `key_prefix`.
+    Redis,
+}
+
+/// `state.redis:`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port/db`; a secret (the password) never shown.
+    pub url: Secret,
+    /// Prefix of every key; replicas of one bot share it, different bots must not.
+    #[serde(default = "default_redis_key_prefix", deserialize_with = "name")]
+    pub key_prefix: String,
+    /// This replica's name in Redis (default: `HOSTNAME-PID`).
+    #[serde(default, deserialize_with = "name_opt")]
+    pub replica_id: Option<String>,
+    /// How long a replica's claims (messages, model slots, turn locks) outlive its last
+    /// heartbeat before other replicas take them over.
+    #[serde(
+        default = "default_redis_lease_ms",
+        deserialize_with = "in_range::<_, _, 1000, 600000>"
+    )]
+    pub lease_ms: u64,
+}
+
+fn default_redis_key_prefix() -> String {
+    "clawdbot".to_string()
+}
+
+fn default_redis_lease_ms() -> u64 {
+    10_000
 }
 
 /// The HTTP ops endpoint.
@@ -70,14 +129,22 @@ pub enum ModelKind {
     OpenaiCompatible,
 }
 
-/// One model endpoint.
+/// One model: one runtime (`base_url`) or several serving the same model (`replicas`).
+///
+/// Invariant (checked at load, with the model's line): exactly one of `base_url` and
+/// `replicas` is set, and `replicas` is not empty; [`ModelConfig::endpoints`] is never empty.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub kind: ModelKind,
-    /// Base URL including the version prefix, e.g. `http://127.0.0.1:8000/v1`.
-    #[serde(deserialize_with = "http_url")]
-    pub base_url: String,
+    /// Base URL including the version prefix, e.g. `http://127.0.0.1:8000/v1`: the one
+    /// runtime serving this model. Mutually exclusive with `replicas`.
+    #[serde(default, deserialize_with = "http_url_opt")]
+    pub base_url: Option<String>,
+    /// Several runtimes serving the same model, each with its own concurrency limit; the
+    /// bot spreads turns over them (least in flight). Mutually exclusive with `base_url`.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaConfig>,
     /// Sent as `Authorization: Bearer ...` when set and not empty.
     #[serde(default)]
     pub api_key: Option<Secret>,
@@ -112,9 +179,61 @@ pub struct ModelConfig {
     /// Another model (by name) to try when this one fails and enough budget is left.
     #[serde(default)]
     pub fallback: Option<String>,
-    /// Health URL for checks (default: `{base_url}/models`).
+    /// Health URL for checks (default: `{base_url}/models`). With `replicas`, each
+    /// replica is probed at its own `{base_url}/models` and this key is refused.
     #[serde(default, deserialize_with = "http_url_opt")]
     pub health_url: Option<String>,
+}
+
+/// One runtime of a model served by several (`models.NAME.replicas[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    /// Base URL including the version prefix, e.g. `http://10.0.0.2:8000/v1`.
+    #[serde(deserialize_with = "http_url")]
+    pub base_url: String,
+    /// Requests this runtime gets at once (default: the model's limit, never above it).
+    #[serde(default, deserialize_with = "at_least_opt::<_, _, 1>")]
+    pub max_concurrency: Option<usize>,
+}
+
+/// Why a model's runtime keys do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointsError {
+    #[error(
+        "base_url and replicas are both set; keep base_url for one runtime or replicas for several"
+    )]
+    Both,
+    #[error("neither base_url nor replicas is set (or replicas is empty); give the runtime's base_url, or replicas: a list of {{base_url}}")]
+    Neither,
+    #[error("health_url cannot be combined with replicas (each replica is probed at its own base_url/models)")]
+    HealthUrlWithReplicas,
+}
+
+impl ModelConfig {
+    /// Checks that the runtime keys fit together (see the struct's invariant).
+    pub fn check_endpoints(&self) -> Result<(), EndpointsError> {
+        match (&self.base_url, self.replicas.is_empty()) {
+            (Some(_), false) => Err(EndpointsError::Both),
+            (None, true) => Err(EndpointsError::Neither),
+            (None, false) if self.health_url.is_some() => {
+                Err(EndpointsError::HealthUrlWithReplicas)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The runtimes serving this model, in config order: `replicas`, or the one at
+    /// `base_url` with no limit of its own.
+    pub fn endpoints(&self) -> Vec<ReplicaConfig> {
+        match &self.base_url {
+            Some(url) if self.replicas.is_empty() => vec![ReplicaConfig {
+                base_url: url.clone(),
+                max_concurrency: None,
+            }],
+            _ => self.replicas.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -33,13 +33,16 @@ pub enum ProbeError {
     Model(#[from] ModelError),
 }
 
-/// A client for one configured model. Cheap to clone (the HTTP pool is shared).
+/// A client for one runtime of a configured model (its `base_url`, or one of its
+/// `replicas`). Cheap to clone (the HTTP pool is shared).
 ///
 /// Invariant: the bearer key sent is the one in `api_key`, shared by every clone, so a key
 /// rotated with [`ModelClient::set_api_key`] is used from the next request on.
 #[derive(Clone)]
 pub struct ModelClient {
     cfg: ModelConfig,
+    /// The runtime this client talks to.
+    base_url: String,
     budgets: PhaseBudgets,
     http: reqwest::Client,
     api_key: Arc<RwLock<Option<Secret>>>,
@@ -48,7 +51,7 @@ pub struct ModelClient {
 impl ModelClient {
     /// Fails only when the HTTP client cannot be built (no TLS backend): a
     /// [`ModelError::Connect`] that every turn to this model then reports.
-    pub fn new(cfg: &ModelConfig) -> Result<Self, ModelError> {
+    pub fn new(cfg: &ModelConfig, base_url: &str) -> Result<Self, ModelError> {
         let budgets = PhaseBudgets::from_config(cfg);
         // TCP_NODELAY: a request body or the server's small SSE chunks never wait for a
         // delayed ACK (reqwest's default; stated so it cannot regress).
@@ -60,6 +63,7 @@ impl ModelClient {
             .map_err(|e| ModelError::Connect(format!("cannot build the HTTP client: {e}")))?;
         Ok(ModelClient {
             cfg: cfg.clone(),
+            base_url: base_url.to_string(),
             budgets,
             http,
             api_key: Arc::new(RwLock::new(cfg.api_key.clone())),
@@ -79,8 +83,13 @@ impl ModelClient {
         &self.budgets
     }
 
+    /// The runtime's base URL (may hold a password: redact before showing).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     fn url(&self, path: &str) -> String {
-        super::endpoint_url::endpoint_url(&self.cfg.base_url, path)
+        super::endpoint_url::endpoint_url(&self.base_url, path)
     }
 
     fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {

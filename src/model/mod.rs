@@ -11,6 +11,7 @@
 //! - [`endpoint_url`]: `base_url` + path, the query kept after the path;
 //! - [`limiter`]: per-model concurrency with a bounded queue, fair across conversations;
 //! - [`wait_budget`]: one queue-wait bound per turn, over all its waits;
+//! - [`replicas`]: one model over several runtimes: selection, per-replica limits, cooldown;
 //! - [`stats`]: counters and latency percentiles;
 //! - [`router`]: routing rules, fallback, the public entry point [`ModelRouter`];
 //! - [`demo`]: the echo endpoint for quickstart (the simulator serves it at `/demo/v1`).
@@ -22,6 +23,7 @@ pub(crate) mod demo;
 pub(crate) mod endpoint_url;
 pub mod error;
 pub mod limiter;
+pub(crate) mod replicas;
 pub mod router;
 pub mod sse;
 pub mod stats;

@@ -12,6 +12,13 @@
 //!   5xx, broken or empty streams), never twice for the same model, and only when
 //!   [`fallback_deadline`] says the time left can still produce an answer; the fallback's
 //!   own `timeout_ms` counts from its own start.
+//! - A model with several replicas ([`super::replicas`]): a turn holds one slot of the
+//!   model (its limiter's limit is the model's, capped by the sum of the replicas' own
+//!   limits) and, inside it, one slot of one replica. A request that fails with a
+//!   failover-eligible error *before its first token* is sent again to another replica of
+//!   the same model, each replica at most once per turn, within the same turn deadline and
+//!   only while [`fallback_deadline`] says enough of it is left; after a first token the
+//!   text already shown cannot be taken back, so there is no retry.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,15 +30,20 @@ use super::budget::{fallback_deadline, PhaseBudgets};
 use super::client::{ModelClient, ProbeError};
 use super::error::ModelError;
 use super::limiter::{Busy, Limiter, Permit};
+use super::replicas::{counts_against_replica, LocalSlots, ReplicaSet};
 use super::stats::ModelStats;
 use super::types::{prompt_chars, ChatMessage, Turn, TurnOutcome};
 use super::wait_budget::WaitBudget;
 use crate::config::{Config, ModelConfig, RoutingConfig};
-use crate::status::ModelReport;
+use crate::status::{ModelReport, ReplicaReport};
 
 struct Entry {
-    /// `Err` holds why the HTTP client could not be built (reported on every turn).
-    client: Result<ModelClient, ModelError>,
+    /// One client per replica, in config order. `Err` holds why the HTTP client could
+    /// not be built (reported on every turn sent there).
+    clients: Vec<Result<ModelClient, ModelError>>,
+    /// The replicas' URLs (may hold passwords: redact before showing).
+    base_urls: Vec<String>,
+    replicas: ReplicaSet,
     budgets: PhaseBudgets,
     fallback: Option<String>,
     limiter: Arc<Limiter>,
@@ -93,13 +105,15 @@ impl ModelRouter {
     /// Uses `key` for `model`'s requests from now on (a key rotated by a config reload).
     /// False when no such model runs (or its client could not be built).
     pub(crate) fn set_api_key(&self, model: &str, key: Option<crate::config::Secret>) -> bool {
-        match self.inner.models.get(model).map(|e| &e.client) {
-            Some(Ok(client)) => {
-                client.set_api_key(key);
-                true
-            }
-            _ => false,
+        let Some(entry) = self.inner.models.get(model) else {
+            return false;
+        };
+        let mut set = false;
+        for client in entry.clients.iter().flatten() {
+            client.set_api_key(key.clone());
+            set = true;
         }
+        set
     }
 
     /// The config name of the model a turn goes to: the first matching rule, else the default.
@@ -150,7 +164,7 @@ impl ModelRouter {
         let mut tried = vec![primary.clone()];
         loop {
             let error = match attempt
-                .run(&messages, self.inner.max_answer_chars, hooks)
+                .run(&messages, self.inner.max_answer_chars, hooks, &mut wait)
                 .await
             {
                 Ok(text) => {
@@ -163,7 +177,12 @@ impl ModelRouter {
                         fell_back,
                     };
                 }
-                Err(e) => e,
+                Err(Some(e)) => e,
+                Err(None) => {
+                    // No replica slot came free within the turn's wait bound.
+                    attempt.entry.stats.busy();
+                    return TurnOutcome::Busy;
+                }
             };
             // The failed model's slot goes back at once; the conversation keeps its place
             // in line through the caller's turn order, not through a slot.
@@ -245,52 +264,113 @@ impl ModelRouter {
         }
     }
 
-    /// One report per configured model, in name order.
+    /// One report per configured model, in name order, each with its replicas.
     pub fn reports(&self) -> Vec<ModelReport> {
         self.inner
             .models
             .iter()
             .map(|(name, e)| {
-                e.stats
-                    .report(name, e.limiter.snapshot(), self.inner.prompt_budget_chars)
+                let mut report =
+                    e.stats
+                        .report(name, e.limiter.snapshot(), self.inner.prompt_budget_chars);
+                report.replicas = e
+                    .replicas
+                    .figures()
+                    .into_iter()
+                    .zip(&e.base_urls)
+                    .map(|(f, url)| ReplicaReport {
+                        base_url: crate::redact_url::redact_url(url).into_owned(),
+                        limit: f.limit,
+                        in_flight: f.in_flight,
+                        state: f.state.to_string(),
+                        failures: f.failures,
+                        failures_in_a_row: f.failures_in_a_row,
+                        served: f.served,
+                    })
+                    .collect();
+                report
             })
             .collect()
     }
 
-    /// Probes every model's health URL concurrently: latency in ms, or why it failed.
-    pub async fn check(&self, timeout: Duration) -> Vec<(String, Result<u64, ProbeError>)> {
-        let probes = self.inner.models.iter().map(|(name, e)| async move {
-            let result = match &e.client {
-                Ok(c) => c.probe(timeout).await,
-                Err(why) => Err(why.clone().into()),
-            };
-            (name.clone(), result)
+    /// Probes every replica of every model concurrently (its health URL): latency in ms,
+    /// or why it failed. A replica that answers is healthy again (its cooldown ends).
+    pub async fn check(&self, timeout: Duration) -> Vec<ReplicaProbe> {
+        let probes = self.inner.models.iter().flat_map(|(name, e)| {
+            e.clients
+                .iter()
+                .enumerate()
+                .map(move |(i, client)| async move {
+                    let result = match client {
+                        Ok(c) => c.probe(timeout).await,
+                        Err(why) => Err(why.clone().into()),
+                    };
+                    if result.is_ok() {
+                        e.replicas.probe_answered(i);
+                    }
+                    ReplicaProbe {
+                        model: name.clone(),
+                        replica: (e.clients.len() > 1).then_some(i),
+                        base_url: e.base_urls[i].clone(),
+                        result,
+                    }
+                })
         });
         futures_util::future::join_all(probes).await
     }
 }
 
+/// One replica's health probe.
+pub struct ReplicaProbe {
+    /// The model's config name.
+    pub model: String,
+    /// Its index under `models.NAME.replicas`; `None` for a model with one `base_url`.
+    pub replica: Option<usize>,
+    /// The probed runtime's URL (may hold a password: redact before showing).
+    pub base_url: String,
+    /// The latency in ms, or why it failed.
+    pub result: Result<u64, ProbeError>,
+}
+
 impl Entry {
+    /// `limit` is the model's; each replica's own limit is at most that (default: that),
+    /// and the model's slots are capped by the replicas' sum, so a turn holding a model
+    /// slot always finds a replica with room once the healthy ones have some.
     fn new(cfg: &ModelConfig, limit: usize, max_waiting: usize) -> Entry {
+        let endpoints = cfg.endpoints();
+        let limits: Vec<usize> = endpoints
+            .iter()
+            .map(|r| r.max_concurrency.unwrap_or(limit).min(limit))
+            .collect();
+        let replicas = ReplicaSet::new(limits, Arc::new(LocalSlots::new(endpoints.len())));
         Entry {
-            client: ModelClient::new(cfg),
+            clients: endpoints
+                .iter()
+                .map(|r| ModelClient::new(cfg, &r.base_url))
+                .collect(),
+            base_urls: endpoints.into_iter().map(|r| r.base_url).collect(),
             budgets: PhaseBudgets::from_config(cfg),
             fallback: cfg.fallback.clone(),
-            limiter: Limiter::new(limit, max_waiting),
+            limiter: Limiter::new(limit.min(replicas.total_limit()), max_waiting),
+            replicas,
             stats: ModelStats::default(),
         }
     }
 
-    /// One call with stats; errors are recorded as classes, never text.
+    /// One call to replica `replica` with stats; errors are recorded as classes, never text.
     async fn call(
         &self,
         model: &str,
+        replica: usize,
         messages: &[ChatMessage],
         deadline: Instant,
         max_answer_chars: usize,
         on_progress: &mut (dyn FnMut(&str) + Send),
     ) -> Result<String, ModelError> {
-        let client = match &self.client {
+        let Some(client) = self.clients.get(replica) else {
+            return Err(ModelError::Connect(format!("no replica {replica}")));
+        };
+        let client = match client {
             Ok(c) => c,
             Err(why) => {
                 self.stats.failed(why.to_string(), false);
@@ -339,24 +419,68 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// Asks the model; streamed text goes to `hooks`.
+    /// Asks the model at one of its replicas; streamed text goes to `hooks`. A failure
+    /// before the first token is retried at another replica (see the module invariants).
+    /// `Err(None)`: no replica slot came free within `wait` and the deadline.
     async fn run(
         &self,
         messages: &[ChatMessage],
         max_answer_chars: usize,
         hooks: &mut (dyn TurnHooks + Send),
-    ) -> Result<String, ModelError> {
-        let mut on_progress = |full: &str| hooks.progress(full);
-        let (model, deadline) = (&self.model, self.deadline);
-        self.entry
-            .call(
-                model,
-                messages,
-                deadline,
-                max_answer_chars,
-                &mut on_progress,
-            )
-            .await
+        wait: &mut WaitBudget,
+    ) -> Result<String, Option<ModelError>> {
+        let (model, deadline, entry) = (&self.model, self.deadline, self.entry);
+        let mut tried = Vec::new();
+        let mut last_error = None;
+        loop {
+            let picked = wait.spend(entry.replicas.pick(&tried, deadline)).await;
+            let Some(lease) = picked.flatten() else {
+                return Err(last_error);
+            };
+            let replica = lease.index();
+            tried.push(replica);
+            let mut got_first_token = false;
+            let mut on_progress = |full: &str| {
+                got_first_token = true;
+                hooks.progress(full)
+            };
+            let result = entry
+                .call(
+                    model,
+                    replica,
+                    messages,
+                    deadline,
+                    max_answer_chars,
+                    &mut on_progress,
+                )
+                .await;
+            // Health is recorded while the slot is still held: the next turn to take it
+            // already sees this outcome (so a cooling replica gets no extra request).
+            let error = match result {
+                Ok(text) => {
+                    entry.replicas.succeeded(replica);
+                    return Ok(text);
+                }
+                Err(e) => e,
+            };
+            if counts_against_replica(&error, got_first_token) {
+                entry.replicas.failed(replica);
+            }
+            drop(lease);
+            let time_left =
+                fallback_deadline(Instant::now(), deadline, &entry.budgets, &entry.budgets)
+                    .is_some();
+            let retry = !got_first_token
+                && error.failover_eligible()
+                && tried.len() < entry.replicas.len()
+                && time_left;
+            if !retry {
+                return Err(Some(error));
+            }
+            entry.stats.retried_on_another_replica();
+            tracing::info!(model = %model, replica, error = %error, "trying another replica of the model");
+            last_error = Some(error);
+        }
     }
 
     /// Gives the model's slot back; the failure to report if nothing else answers.

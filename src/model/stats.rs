@@ -19,6 +19,7 @@ struct Counters {
     timeouts: u64,
     fallbacks: u64,
     busy_rejections: u64,
+    replica_retries: u64,
     latencies: VecDeque<u64>,
     max_prompt_chars_seen: usize,
     last_error: Option<String>,
@@ -63,6 +64,11 @@ impl ModelStats {
         self.with(|c| c.fallbacks += 1);
     }
 
+    /// A request that failed before its first token was sent again to another replica.
+    pub fn retried_on_another_replica(&self) {
+        self.with(|c| c.replica_retries += 1);
+    }
+
     pub fn busy(&self) {
         self.with(|c| c.busy_rejections += 1);
     }
@@ -96,6 +102,8 @@ impl ModelStats {
                 max_prompt_chars_seen: c.max_prompt_chars_seen,
                 prompt_budget_chars,
                 last_error: c.last_error.clone(),
+                replica_retries: c.replica_retries,
+                replicas: Vec::new(),
             }
         })
     }

@@ -32,6 +32,14 @@ struct ModelLabel {
     model: String,
 }
 
+/// A model's replica by its index under `models.NAME.replicas` (never its URL, which may
+/// hold a password): bounded by the config.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabel {
+    model: String,
+    replica: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelOutcomeLabel {
     model: String,
@@ -355,8 +363,7 @@ impl ReportCollector {
                 }
             }
         }
-        type Figure = fn(&crate::status::ModelReport) -> i64;
-        let per_model: [(&str, &str, MetricType, Figure); 4] = [
+        let per_model: [Figure<crate::status::ModelReport>; 4] = [
             (
                 "clawdbot_model_in_flight",
                 "Requests running on the model now",
@@ -382,22 +389,88 @@ impl ReportCollector {
                 |r| r.fallbacks as i64,
             ),
         ];
-        for (name, help, kind, figure) in per_model {
-            let mut m = e.encode_descriptor(name, help, None, kind)?;
-            for r in models {
+        let labelled: Vec<_> = models
+            .iter()
+            .map(|r| {
                 let labels = ModelLabel {
                     model: r.name.clone(),
                 };
-                let v = figure(r);
-                let fam = m.encode_family(&labels)?;
-                match kind {
-                    MetricType::Counter => ConstCounter::new(v as u64).encode(fam)?,
-                    _ => ConstGauge::new(v).encode(fam)?,
-                }
+                (labels, r)
+            })
+            .collect();
+        encode_figures(e, &per_model, &labelled)?;
+        self.encode_replicas(e, models)
+    }
+
+    /// Per-replica figures, labelled `model` and `replica` (its index).
+    fn encode_replicas(
+        &self,
+        e: &mut DescriptorEncoder,
+        models: &[crate::status::ModelReport],
+    ) -> Result<(), fmt::Error> {
+        let per_replica: [Figure<crate::status::ReplicaReport>; 4] = [
+            (
+                "clawdbot_model_replica_in_flight",
+                "Requests running on the model's replica now",
+                MetricType::Gauge,
+                |r| r.in_flight as i64,
+            ),
+            (
+                "clawdbot_model_replica_slots",
+                "The replica's own concurrency limit",
+                MetricType::Gauge,
+                |r| r.limit as i64,
+            ),
+            (
+                "clawdbot_model_replica_healthy",
+                "1 while the replica takes traffic, 0 while it cools down after failures",
+                MetricType::Gauge,
+                |r| i64::from(r.state == "healthy"),
+            ),
+            (
+                "clawdbot_model_replica_failures",
+                "Requests that failed through the replica's fault (connect, 5xx, no first token)",
+                MetricType::Counter,
+                |r| r.failures as i64,
+            ),
+        ];
+        let labelled: Vec<_> = models
+            .iter()
+            .flat_map(|model| {
+                model.replicas.iter().enumerate().map(|(i, r)| {
+                    let labels = ReplicaLabel {
+                        model: model.name.clone(),
+                        replica: i.to_string(),
+                    };
+                    (labels, r)
+                })
+            })
+            .collect();
+        encode_figures(e, &per_replica, &labelled)
+    }
+}
+
+/// A figure read from a report: metric name, help, kind, and how to read it from a `T`.
+type Figure<T> = (&'static str, &'static str, MetricType, fn(&T) -> i64);
+
+/// One metric family per figure, one sample per labelled item.
+fn encode_figures<T, L: EncodeLabelSet>(
+    e: &mut DescriptorEncoder,
+    figures: &[Figure<T>],
+    items: &[(L, &T)],
+) -> Result<(), fmt::Error> {
+    for (name, help, kind, figure) in figures {
+        let mut m = e.encode_descriptor(name, help, None, *kind)?;
+        for (labels, item) in items {
+            let v = figure(item);
+            let fam = m.encode_family(labels)?;
+            match kind {
+                MetricType::Counter => ConstCounter::new(v as u64).encode(fam)?,
+                _ => ConstGauge::new(v).encode(fam)?,
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -34,7 +34,14 @@ pub enum SimClientError {
 
 impl From<SimClientError> for crate::exit::CliError {
     fn from(e: SimClientError) -> Self {
-        crate::exit::CliError::failure(e.to_string())
+        use crate::exit::ErrorKind;
+        let kind = match &e {
+            SimClientError::Transport { .. } => ErrorKind::Unreachable,
+            SimClientError::NotJson { .. } => ErrorKind::Internal,
+            SimClientError::Refused { .. } => ErrorKind::Refused,
+            SimClientError::TimedOut { .. } => ErrorKind::Timeout,
+        };
+        crate::exit::CliError::failure(e.to_string()).kind(kind)
     }
 }
 

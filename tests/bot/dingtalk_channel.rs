@@ -998,3 +998,190 @@ async fn idle_and_trickling_callback_connections_are_shed_while_signed_callbacks
         assert!(closed.is_ok(), "connection {i} still open after {WAIT:?}");
     }
 }
+
+type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A bare Stream connection of the default app (no bot behind it): ticket, then upgrade.
+async fn raw_stream_connection(sim_url: &str) -> RawWs {
+    let open: Value = reqwest::Client::new()
+        .post(format!("{sim_url}/v1.0/gateway/connections/open"))
+        .header("accept", "application/json")
+        .json(&json!({"clientId": clawdbot::sim::state::DEFAULT_CLIENT_ID,
+            "clientSecret": clawdbot::sim::state::DEFAULT_CLIENT_SECRET,
+            "subscriptions": [{"type": "CALLBACK", "topic": "/v1.0/im/bot/messages/get"}]}))
+        .send()
+        .await
+        .expect("connections/open")
+        .json()
+        .await
+        .expect("open answer");
+    let url = format!(
+        "{}?ticket={}",
+        open["endpoint"].as_str().expect("endpoint"),
+        open["ticket"].as_str().expect("ticket")
+    );
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade")
+        .0
+}
+
+/// The next robot-message frame on `ws` as (frame messageId, payload msgId); other frames
+/// are skipped. `None` when the connection ended.
+async fn next_push(ws: &mut RawWs) -> Option<(String, String)> {
+    use futures_util::StreamExt;
+    while let Some(msg) = ws.next().await {
+        let Ok(tokio_tungstenite::tungstenite::Message::Text(text)) = msg else {
+            continue;
+        };
+        let frame: Value = serde_json::from_str(&text).expect("frame JSON");
+        if frame["type"] != "CALLBACK" {
+            continue;
+        }
+        let data: Value =
+            serde_json::from_str(frame["data"].as_str().expect("data")).expect("data JSON");
+        let id = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        return Some((id(&frame["headers"]["messageId"]), id(&data["msgId"])));
+    }
+    None
+}
+
+async fn ack(ws: &mut RawWs, message_id: &str) {
+    use futures_util::SinkExt;
+    let ack = json!({"code": 200, "headers": {"messageId": message_id, "contentType": "application/json"},
+        "message": "OK", "data": "{\"response\":null}"});
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        ack.to_string().into(),
+    ))
+    .await
+    .expect("ack sent");
+}
+
+/// Reads pushes on connection `index` until it ends: each one is ACKed while `acking`
+/// is set, and reported as (connection index, payload msgId, ACKed).
+fn spawn_reader(
+    index: usize,
+    mut ws: RawWs,
+    acking: Arc<std::sync::atomic::AtomicBool>,
+    tx: mpsc::UnboundedSender<(usize, String, bool)>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some((message_id, msg_id)) = next_push(&mut ws).await {
+            let acked = acking.load(Ordering::SeqCst);
+            if acked {
+                ack(&mut ws, &message_id).await;
+            }
+            if tx.send((index, msg_id, acked)).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Issue 14 item 5: with several Stream connections of one app, each push goes to one
+/// live connection at random (DingTalk's behaviour, docs/dingtalk-protocol.md §1.4), and
+/// a frame left un-ACKed on a connection that closed is redelivered on another one.
+#[tokio::test]
+async fn pushes_are_spread_over_an_apps_connections_and_unacked_ones_move_to_a_live_one() {
+    use std::sync::atomic::AtomicBool;
+    let sim = SimServer::start(SimOptions {
+        ping_interval_ms: 0,
+        redeliver_unacked_ms: Some(200),
+        ..SimOptions::default()
+    })
+    .await
+    .expect("sim");
+    let client = SimClient::new(sim.base_url());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let acking = [
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(true)),
+    ];
+    let mut readers = Vec::new();
+    for (i, flag) in acking.iter().enumerate() {
+        let ws = raw_stream_connection(sim.base_url()).await;
+        readers.push(spawn_reader(i, ws, flag.clone(), tx.clone()));
+    }
+    client
+        .wait_for("/_sim/connections", WAIT, |v| {
+            v["connections"]
+                .as_array()
+                .is_some_and(|c| c.iter().filter(|c| c["live"] == true).count() == 2)
+        })
+        .await
+        .expect("two live connections before the first push");
+    async fn next_seen(
+        rx: &mut mpsc::UnboundedReceiver<(usize, String, bool)>,
+    ) -> (usize, String, bool) {
+        tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("a push in time")
+            .expect("readers alive")
+    }
+
+    // 40 pushes: each reaches exactly one connection (all ACKed: no redelivery), and
+    // both connections get some (all on one: probability 2^-39).
+    const PUSHES: usize = 40;
+    let mut ids = Vec::new();
+    for i in 0..PUSHES {
+        let injected = client
+            .inject_text(&format!("m{i}"), true)
+            .await
+            .expect("inject");
+        ids.push(injected["msgId"].as_str().expect("msgId").to_string());
+    }
+    let mut per_connection = [0usize; 2];
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..PUSHES {
+        let (conn, msg_id, _) = next_seen(&mut rx).await;
+        per_connection[conn] += 1;
+        assert!(seen.insert(msg_id.clone()), "{msg_id} pushed twice");
+    }
+    assert_eq!(
+        seen,
+        ids.iter().cloned().collect(),
+        "every push arrived once"
+    );
+    assert!(
+        per_connection.iter().all(|n| *n > 0),
+        "pushes spread over both connections: {per_connection:?}"
+    );
+
+    // Connection 0 stops ACKing; the first push it leaves un-ACKed is, once it closed,
+    // redelivered on connection 1 (the only live one).
+    acking[0].store(false, Ordering::SeqCst);
+    let mut stranded = None;
+    for i in 0..40 {
+        client
+            .inject_text(&format!("late{i}"), true)
+            .await
+            .expect("inject");
+        let (conn, msg_id, acked) = next_seen(&mut rx).await;
+        if conn == 0 {
+            assert!(!acked);
+            stranded = Some(msg_id);
+            break;
+        }
+    }
+    let stranded = stranded.expect("a push reached connection 0 within 40 (probability 2^-40)");
+    readers[0].abort();
+    let (conn, msg_id, acked) = next_seen(&mut rx).await;
+    assert_eq!(
+        (conn, msg_id.as_str(), acked),
+        (1, stranded.as_str(), true),
+        "redelivered on the live connection"
+    );
+    let messages = client.get("/_sim/messages").await.expect("messages");
+    let entry = messages["messages"]
+        .as_array()
+        .and_then(|all| all.iter().find(|m| m["msgId"] == stranded.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(entry["acked"], true, "{entry}");
+    assert_eq!(
+        entry["deliveries"].as_array().map(Vec::len),
+        Some(2),
+        "{entry}"
+    );
+}

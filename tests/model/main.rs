@@ -10,5 +10,6 @@ mod test_config;
 
 mod model_client;
 mod model_limits;
+mod model_replicas;
 mod model_timeouts;
 mod real_llm;

@@ -233,8 +233,8 @@ async fn health_checks() {
     let get = |n: &str| {
         results
             .iter()
-            .find(|(name, _)| name == n)
-            .map(|(_, r)| r.clone())
+            .find(|p| p.model == *n)
+            .map(|p| p.result.clone())
             .expect("result")
     };
     assert!(get("a").is_ok());

@@ -66,7 +66,7 @@ async fn real_llm_streamed_and_non_streamed() {
     ] {
         let router = real_router(&url, extra);
         let checks = router.check(Duration::from_secs(5)).await;
-        assert!(checks[0].1.is_ok(), "health: {:?}", checks[0].1);
+        assert!(checks[0].result.is_ok(), "health: {:?}", checks[0].result);
         let t = Instant::now();
         let (o, progress) = ask(&router, turn("real", "hello")).await;
         eprintln!(

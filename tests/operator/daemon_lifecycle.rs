@@ -28,7 +28,7 @@ fn start_status_stop_and_idempotence() {
     let doc = r.json();
     let pid = doc["pid"].as_u64().unwrap() as u32;
     assert!(pid_alive(pid));
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
 
     let again = home.run(&[
         "--json", "daemon", "start", "--name", "bot", "--config", &cfg,
@@ -53,7 +53,8 @@ fn start_status_stop_and_idempotence() {
 
     let stop = home.run(&["--json", "daemon", "stop", "--name", "bot"]);
     assert_eq!(stop.code, 0, "{stop:?}");
-    assert_eq!(stop.json()["result"], "stopped");
+    assert_eq!(stop.json()["state"], "stopped");
+    assert_eq!(stop.json()["how"], "drained");
     assert!(
         wait_until(Duration::from_secs(30), || !pid_alive(pid)),
         "daemon still alive"
@@ -978,10 +979,7 @@ fn huge_timeouts_are_usage_errors_and_restart_stops_nothing() {
         assert_eq!(r.code, 2, "restart --timeout {huge}: {r:?}");
         let doc = r.json();
         assert_eq!(doc["exit_code"], 2, "{doc}");
-        assert!(
-            doc["error"].as_str().unwrap().contains("--timeout"),
-            "{doc}"
-        );
+        assert!(support::error_message(&doc).contains("--timeout"), "{doc}");
         assert!(r.stderr.contains("86400"), "the range is named: {r:?}");
         assert!(pid_alive(pid), "restart stopped the daemon before failing");
     }
@@ -1327,7 +1325,7 @@ fn failed_first_starts_are_not_listed_rm_forgets_and_not_running_names_the_other
     );
     let r = home.run(&["--json", "daemon", "rm", "--name", "bot"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(r.json()["result"], "forgotten");
+    assert_eq!(r.json()["state"], "forgotten");
     let all = home.run(&["--json", "daemon", "status"]);
     assert_eq!(all.json()["daemons"], serde_json::json!([]), "{all:?}");
     assert!(

@@ -189,8 +189,8 @@ fn term_ignoring_child_is_killed_after_the_drain() {
     let stop = home.run(&["--json", "daemon", "stop", "--name", "gw", "--timeout", "1"]);
     assert_eq!(stop.code, 0, "{stop:?}");
     assert_eq!(
-        stop.json()["result"],
-        "stopped",
+        stop.json()["how"],
+        "drained",
         "the daemon itself drained in time: {stop:?}"
     );
     assert!(

@@ -14,6 +14,7 @@ mod daemon_lifecycle;
 mod docs_fresh;
 mod gateway_health;
 mod gateway_lifecycle;
+mod json_schemas;
 mod log_privacy;
 mod log_rotation;
 mod module_graph;

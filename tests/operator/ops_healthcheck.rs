@@ -40,7 +40,7 @@ fn a_healthy_bot_passes_every_check_in_troubleshooting_order() {
     assert_eq!(r.code, 0, "{r:?}");
     let doc = r.json();
     assert_eq!(doc["ok"], true);
-    assert_eq!(doc["target"], "bot");
+    assert_eq!(doc["name"], "bot");
     let names: Vec<String> = statuses(&doc).into_iter().map(|(n, _)| n).collect();
     assert_eq!(
         names,
@@ -78,6 +78,11 @@ fn a_model_server_that_is_down_fails_the_model_check_with_a_fix() {
     assert_eq!(r.code, 1, "{r:?}");
     let doc = r.json();
     assert_eq!(doc["ok"], false);
+    assert_eq!(doc["error"]["kind"], "check_failed", "{doc}");
+    assert!(
+        support::error_message(&doc).contains("model local_chat"),
+        "{doc}"
+    );
     let m = check(&doc, "model local_chat");
     assert_eq!(m["status"], "fail", "{doc}");
     assert!(m["detail"].as_str().unwrap().contains(&dead), "{m}");
@@ -430,5 +435,134 @@ fn preflight_announces_each_check_while_a_model_never_answers() {
     assert!(
         seen.iter().any(|l| l.starts_with("warn  channel")),
         "{seen:?}"
+    );
+}
+
+/// Issue 14 item 4, through the real daemon: a model served by two replicas, one of them
+/// down. Every message is answered (the refused request is retried on the healthy
+/// replica); the healthcheck has one line per replica, the down one failing with a fix
+/// naming its key; `daemon status --json` lists `models[].replicas[]` (in flight, state,
+/// failures; the URL's password masked) and `/metrics` has a `replica` label.
+#[test]
+fn a_model_with_a_down_replica_is_answered_and_reported_per_replica() {
+    const PASSWORD: &str = "replica-pw-93k";
+    // Slow enough that turns overlap: while the healthy replica holds one, the down one
+    // has fewer in flight and is picked (a tie would leave it to the draw).
+    let stack = Stack::new(
+        FakeBehavior {
+            latency_ms: 500,
+            ..FakeBehavior::default()
+        }
+        .into(),
+        &[],
+    );
+    let dead = dead_url().replacen("http://", &format!("http://op:{PASSWORD}@"), 1);
+    let port = support::free_port();
+    let model = stack
+        .bot_model(10_000)
+        .replicas(&[(&stack.fake.base_url, Some(2)), (&dead, Some(2))]);
+    let cfg = stack.write_config(
+        &stack
+            .bot_config_with(model, 4)
+            .section(&format!("ops:\n  listen: \"127.0.0.1:{port}\"\n")),
+    );
+    stack.start_bot(&cfg);
+
+    let conversations: Vec<String> = (0..8).map(|i| format!("cidReplica{i}==")).collect();
+    for c in &conversations {
+        stack.inject_group(c, "hello replicas");
+    }
+    let replies = stack.wait_outbox(conversations.len(), Duration::from_secs(30));
+    for c in &conversations {
+        let mine: Vec<_> = replies
+            .iter()
+            .filter(|r| r["conversation_id"] == c.as_str())
+            .collect();
+        assert_eq!(mine.len(), 1, "{c}: {replies:?}");
+        assert!(
+            mine[0].to_string().contains("echo: hello replicas"),
+            "{c}: {}",
+            mine[0]
+        );
+    }
+    assert!(
+        stack.fake_stats().max_in_flight <= 2,
+        "above the healthy replica's limit"
+    );
+
+    let status = stack.status();
+    let text = status.to_string();
+    assert!(!text.contains(PASSWORD), "password in status: {text}");
+    let replicas = status["models"][0]["replicas"]
+        .as_array()
+        .expect("replicas")
+        .clone();
+    assert_eq!(replicas.len(), 2, "{status}");
+    assert_eq!(replicas[0]["base_url"], stack.fake.base_url.as_str());
+    assert_eq!(replicas[0]["failures"], 0);
+    assert_eq!(replicas[0]["served"], conversations.len());
+    assert!(
+        replicas[1]["failures"]
+            .as_u64()
+            .is_some_and(|n| (1..=3).contains(&n)),
+        "{status}"
+    );
+    let retries = status["models"][0]["replica_retries"]
+        .as_u64()
+        .expect("retries");
+    assert_eq!(
+        Some(retries),
+        replicas[1]["failures"].as_u64(),
+        "each failure retried"
+    );
+    for r in &replicas {
+        assert_eq!(r["in_flight"], 0, "{r}");
+        assert!(
+            r["state"] == "healthy" || r["state"] == "cooling_down",
+            "{r}"
+        );
+    }
+
+    let r = health(&stack, &["--name", "bot"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        !r.stdout.contains(PASSWORD),
+        "password in the healthcheck: {r:?}"
+    );
+    let doc = r.json();
+    assert_eq!(
+        check(&doc, "model local_chat replica 0")["status"],
+        "ok",
+        "{doc}"
+    );
+    let down = check(&doc, "model local_chat replica 1");
+    assert_eq!(down["status"], "fail", "{doc}");
+    assert!(
+        down["fix"]
+            .as_str()
+            .unwrap()
+            .contains("models.local_chat.replicas[1].base_url"),
+        "{down}"
+    );
+
+    let scrape = stack.rt.block_on(async {
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body")
+    });
+    assert!(!scrape.contains(PASSWORD));
+    for line in [
+        "clawdbot_model_replica_in_flight{model=\"local_chat\",replica=\"0\"} 0",
+        "clawdbot_model_replica_slots{model=\"local_chat\",replica=\"1\"} 2",
+    ] {
+        assert!(scrape.contains(line), "{line} missing:\n{scrape}");
+    }
+    assert!(
+        scrape
+            .contains("clawdbot_model_replica_failures_total{model=\"local_chat\",replica=\"1\"}"),
+        "{scrape}"
     );
 }

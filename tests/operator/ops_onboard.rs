@@ -93,7 +93,8 @@ fn non_interactive_writes_a_0600_config_with_the_secret_as_a_variable() {
     );
     let doc = r.json();
     assert_eq!(doc["ok"], true, "{doc}");
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
+    crate::json_schemas::assert_matches_schema("onboard", &doc);
     assert_eq!(check(&doc, "dingtalk credentials")["status"], "ok");
     let model = check(&doc, "model local_chat");
     assert_eq!(model["status"], "ok", "{doc}");
@@ -199,8 +200,14 @@ fn bad_credentials_fail_with_a_fix_line() {
     };
     assert_eq!(json.code, 1, "{json:?}");
     let doc = json.json();
+    crate::json_schemas::assert_matches_schema("onboard", &doc);
+    assert_eq!(doc["error"]["kind"], "check_failed", "{doc}");
     let c = check(&doc, "dingtalk credentials");
     assert_eq!(c["status"], "fail", "{doc}");
+    assert_eq!(
+        doc["error"]["fix"], c["fix"],
+        "the failed check's fix: {doc}"
+    );
     assert!(
         c["fix"].as_str().unwrap().contains("Client Secret"),
         "{doc}"

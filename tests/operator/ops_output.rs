@@ -116,10 +116,11 @@ fn json_usage_errors_print_one_error_document_and_the_human_message() {
     let r = home.run(&["--json", "daemon", "start", "--bogus"]);
     assert_eq!(r.code, 2, "{r:?}");
     let doc = r.json();
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["exit_code"], 2);
-    assert!(doc["error"].as_str().unwrap().contains("--bogus"), "{doc}");
+    assert_eq!(doc["error"]["kind"], "usage", "{doc}");
+    assert!(support::error_message(&doc).contains("--bogus"), "{doc}");
     assert!(
         r.stderr.contains("--bogus") && r.stderr.contains("Usage:"),
         "{r:?}"
@@ -129,12 +130,17 @@ fn json_usage_errors_print_one_error_document_and_the_human_message() {
     let r = home.run(&["daemon", "start", "--name", "x", "--timeout", "0", "--json"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
-        r.json()["error"].as_str().unwrap().contains("--timeout"),
+        support::error_message(&r.json()).contains("--timeout"),
         "{r:?}"
     );
     let r = home.run(&["--json", "daemon"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert_eq!(r.json()["exit_code"], 2);
+    assert!(
+        support::error_message(&r.json())
+            .starts_with("a subcommand is missing: one of start, run, stop"),
+        "{r:?}"
+    );
 
     // Without --json stdout stays empty.
     let r = home.run(&["daemon", "start", "--bogus"]);
@@ -148,7 +154,8 @@ fn json_version_is_a_json_document() {
     let r = home.run(&["--json", "--version"]);
     assert_eq!(r.code, 0, "{r:?}");
     let doc = r.json();
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
+    assert_eq!((&doc["ok"], &doc["exit_code"]), (&true.into(), &0.into()));
     assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
     let plain = home.run(&["--version"]);
     assert_eq!(
@@ -188,5 +195,5 @@ fn a_home_that_is_a_regular_file_is_a_usage_error_naming_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(doc["error"].as_str().unwrap().contains(file), "{doc}");
+    assert!(support::error_message(&doc).contains(file), "{doc}");
 }

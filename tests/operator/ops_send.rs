@@ -48,6 +48,10 @@ fn text_to_an_alias_a_conversation_and_a_user_lands_in_the_outbox() {
     assert_eq!(doc["ok"], true);
     assert_eq!(doc["route"], "group_send");
     assert_eq!(doc["target"], "cidStackGroup==");
+    assert_eq!(
+        doc["name"], "bot",
+        "the daemon is `name`, the conversation `target`"
+    );
     assert!(doc["process_query_key"].is_string(), "{doc}");
 
     let r = send(&stack, &["--to", "cidOther==", "--text", "ping cid"]);
@@ -150,11 +154,9 @@ fn dingtalk_refusing_beyond_the_retry_exits_1_and_nothing_is_sent() {
     let doc = r.json();
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["exit_code"], 1);
+    assert_eq!(doc["error"]["kind"], "refused", "{doc}");
     assert!(
-        doc["error"]
-            .as_str()
-            .unwrap()
-            .contains("InvalidAuthentication"),
+        support::error_message(&doc).contains("InvalidAuthentication"),
         "{doc}"
     );
     assert!(stack.outbox().is_empty(), "{:?}", stack.outbox());

@@ -21,6 +21,7 @@ fn quickstart_gets_a_reply_through_the_simulator_and_stops_cleanly() {
     ]);
     assert_eq!(r.code, 0, "{r:?}");
     let doc = r.json();
+    crate::json_schemas::assert_matches_schema("quickstart", &doc);
     assert_eq!(doc["healthy"], true, "{doc}");
     assert_eq!(doc["demo_folder"].as_str(), demo.to_str(), "{doc}");
     let reply = doc["reply"].as_str().unwrap();
@@ -191,7 +192,7 @@ fn demo_keeps_to_its_own_folder(uid: Option<u32>) {
     );
     let doc = first.json();
     assert!(
-        doc["config"]
+        doc["config_path"]
             .as_str()
             .unwrap()
             .starts_with(demo.to_str().unwrap()),

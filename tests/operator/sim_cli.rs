@@ -75,10 +75,10 @@ fn serve_inject_outbox_via_cli() {
         "s1",
     ]);
     assert_eq!(inj.code, 0, "{inj:?}");
-    let msg_id = inj.json()["msgId"].as_str().unwrap().to_string();
+    let msg_id = inj.json()["msg_id"].as_str().unwrap().to_string();
     assert!(msg_id.starts_with("msg"));
     // Reply through the session webhook like a bot would.
-    let hook = inj.json()["sessionWebhook"].as_str().unwrap().to_string();
+    let hook = inj.json()["session_webhook"].as_str().unwrap().to_string();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

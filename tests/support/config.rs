@@ -23,6 +23,8 @@ pub struct ModelSpec {
     api_key: Option<String>,
     /// Further keys of the entry, one `key: value` per item, in order.
     keys: Vec<String>,
+    /// `replicas:` (base_url, max_concurrency) written instead of `base_url` when not empty.
+    replicas: Vec<(String, Option<usize>)>,
 }
 
 impl ModelSpec {
@@ -34,7 +36,18 @@ impl ModelSpec {
             served_as: name.to_string(),
             api_key: None,
             keys: Vec::new(),
+            replicas: Vec::new(),
         }
+    }
+
+    /// Serves the model from these runtimes (`replicas:` with their own
+    /// `max_concurrency`) instead of the one `base_url`.
+    pub fn replicas(mut self, replicas: &[(&str, Option<usize>)]) -> ModelSpec {
+        self.replicas = replicas
+            .iter()
+            .map(|(url, n)| (url.to_string(), *n))
+            .collect();
+        self
     }
 
     /// The model name the server is asked for.
@@ -68,11 +81,18 @@ impl ModelSpec {
     }
 
     fn render(&self, out: &mut String) {
-        let _ = write!(
-            out,
-            "  {}:\n    kind: openai_compatible\n    base_url: \"{}\"\n",
-            self.name, self.base_url
-        );
+        let _ = write!(out, "  {}:\n    kind: openai_compatible\n", self.name);
+        if self.replicas.is_empty() {
+            let _ = writeln!(out, "    base_url: \"{}\"", self.base_url);
+        } else {
+            let _ = writeln!(out, "    replicas:");
+            for (url, limit) in &self.replicas {
+                let _ = writeln!(out, "      - base_url: \"{url}\"");
+                if let Some(n) = limit {
+                    let _ = writeln!(out, "        max_concurrency: {n}");
+                }
+            }
+        }
         if let Some(key) = &self.api_key {
             let _ = writeln!(out, "    api_key: {key}");
         }

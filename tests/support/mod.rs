@@ -188,6 +188,16 @@ pub fn dead_url() -> String {
     format!("http://127.0.0.1:{}/v1", free_port())
 }
 
+/// The `error.message` of a `--json` failure document ("" when it has none).
+pub fn error_message(doc: &serde_json::Value) -> &str {
+    doc["error"]["message"].as_str().unwrap_or_default()
+}
+
+/// The `error.fix` of a `--json` failure document ("" when it has none).
+pub fn error_fix(doc: &serde_json::Value) -> &str {
+    doc["error"]["fix"].as_str().unwrap_or_default()
+}
+
 /// The check called `name` in a healthcheck or onboard `--json` document.
 pub fn check<'a>(doc: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     doc["checks"]

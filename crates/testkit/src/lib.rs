@@ -5,5 +5,7 @@
 //!
 //! - [`fake_model`]: a scriptable OpenAI-compatible model server that can be slow, stall,
 //!   break its stream or fail with any status, and reports what it saw.
+//! - [`redis_server`]: a real `redis-server` on a loopback port in a temporary folder.
 
 pub mod fake_model;
+pub mod redis_server;

@@ -1,0 +1,234 @@
+//! The connection to Redis shared by every Redis-backed feature of one daemon.
+//!
+//! Uses the `redis` crate's `ConnectionManager` (a maintained client: it reconnects by
+//! itself after Redis restarts or a network cut, so no feature keeps its own reconnect
+//! loop). Every command has a response timeout, so a Redis that stops answering is seen as
+//! an error within [`RESPONSE_TIMEOUT`], never a hang.
+//!
+//! Invariants:
+//! - every key starts with `{key_prefix}:`; [`RedisState::key`] is the only place that
+//!   names keys, so two bots with different prefixes never touch each other's state;
+//! - the URL is a secret (it may hold a password): it is never logged, shown or put in an
+//!   error; errors name the server as [`RedisState::server`] (host and port only);
+//! - this replica's heartbeat is a member of the sorted set `{prefix}:replicas` scored by
+//!   Redis's own clock (`TIME`), so replicas with skewed clocks agree on who is alive: a
+//!   replica is alive while its last beat is younger than `lease_ms`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, Script};
+
+use crate::config::RedisConfig;
+
+/// The longest wait for one Redis answer before the command counts as failed.
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest wait for a TCP connection to Redis.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why Redis could not be used; never quotes the URL.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RedisError {
+    #[error("state.redis.url is not a valid redis:// URL")]
+    BadUrl,
+    #[error("redis at {server}: {source}")]
+    Command {
+        server: String,
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+/// One daemon's handle on Redis: cheap to clone (one multiplexed connection underneath).
+#[derive(Clone)]
+pub(crate) struct RedisState {
+    conn: ConnectionManager,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    prefix: String,
+    replica_id: String,
+    lease: Duration,
+    server: String,
+}
+
+impl RedisState {
+    /// Connects (bounded by [`CONNECT_TIMEOUT`] and [`RESPONSE_TIMEOUT`]); fails when Redis
+    /// cannot be reached now. Later outages are survived: the manager reconnects.
+    pub(crate) async fn connect(cfg: &RedisConfig) -> Result<RedisState, RedisError> {
+        let info = cfg
+            .url
+            .expose()
+            .into_connection_info()
+            .map_err(|_| RedisError::BadUrl)?;
+        let server = info.addr.to_string();
+        let client = redis::Client::open(info).map_err(|_| RedisError::BadUrl)?;
+        let manager_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_number_of_retries(2)
+            .set_max_delay(1_000);
+        let conn = ConnectionManager::new_with_config(client, manager_cfg)
+            .await
+            .map_err(|source| RedisError::Command {
+                server: server.clone(),
+                source,
+            })?;
+        let replica_id = cfg.replica_id.clone().unwrap_or_else(default_replica_id);
+        Ok(RedisState {
+            conn,
+            inner: Arc::new(Inner {
+                prefix: cfg.key_prefix.clone(),
+                replica_id,
+                lease: Duration::from_millis(cfg.lease_ms),
+                server,
+            }),
+        })
+    }
+
+    /// The key `{prefix}:{parts joined by ':'}`.
+    pub(crate) fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.inner.prefix.clone();
+        for p in parts {
+            key.push(':');
+            key.push_str(p);
+        }
+        key
+    }
+
+    /// A connection for one or more commands (a clone of the shared multiplexed one).
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// This replica's id (unique among the live replicas of one prefix).
+    pub(crate) fn replica_id(&self) -> &str {
+        &self.inner.replica_id
+    }
+
+    /// How long a dead replica's claims stay held.
+    pub(crate) fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
+    /// `host:port` of the server, safe to show.
+    pub(crate) fn server(&self) -> &str {
+        &self.inner.server
+    }
+
+    /// Wraps a client error with the server's name.
+    pub(crate) fn error(&self, source: redis::RedisError) -> RedisError {
+        RedisError::Command {
+            server: self.inner.server.clone(),
+            source,
+        }
+    }
+
+    /// Records one heartbeat of this replica and returns how many replicas (this one
+    /// included) beat within the lease.
+    pub(crate) async fn heartbeat(&self) -> Result<usize, RedisError> {
+        let script = Script::new(HEARTBEAT_LUA);
+        let alive: usize = script
+            .key(self.key(&["replicas"]))
+            .arg(self.replica_id())
+            .arg(self.lease().as_millis() as u64)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(alive)
+    }
+
+    /// Beats every third of the lease until the returned task is aborted; the last count
+    /// of live replicas (0 while Redis does not answer) is kept in `alive`.
+    pub(crate) fn spawn_heartbeat(
+        &self,
+        alive: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(me.lease() / 3);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let n = match me.heartbeat().await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redis heartbeat failed");
+                        0
+                    }
+                };
+                alive.store(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    }
+}
+
+/// KEYS[1] = replicas set, ARGV[1] = replica id, ARGV[2] = lease ms. Scores by Redis's
+/// clock, drops members older than the lease, returns the live count.
+const HEARTBEAT_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return redis.call('ZCARD', KEYS[1])
+"#;
+
+/// `HOSTNAME-PID`: unique per live process on one host, readable in status.
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use clawdbot_testkit::redis_server::RedisServer;
+
+    fn config(url: &str, replica: &str) -> RedisConfig {
+        RedisConfig {
+            url: Secret::new(url),
+            key_prefix: "t".into(),
+            replica_id: Some(replica.into()),
+            lease_ms: 1_000,
+        }
+    }
+
+    #[tokio::test]
+    #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+    async fn replicas_count_each_other_until_a_lease_passes() {
+        let server = RedisServer::start();
+        let a = RedisState::connect(&config(&server.url(), "a"))
+            .await
+            .unwrap();
+        let b = RedisState::connect(&config(&server.url(), "b"))
+            .await
+            .unwrap();
+        assert_eq!(a.heartbeat().await.unwrap(), 1);
+        assert_eq!(b.heartbeat().await.unwrap(), 2);
+        assert_eq!(a.key(&["inbox", "x"]), "t:inbox:x");
+        // b stops beating: after the lease only a is alive (Redis's clock, so a real wait).
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert_eq!(a.heartbeat().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_an_error_naming_host_and_port_only() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("redis://user:hunter2@127.0.0.1:{port}/0");
+        let err = RedisState::connect(&config(&url, "a")).await.err().unwrap();
+        let text = err.to_string();
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}
