@@ -178,7 +178,10 @@ fn backlog_grew(turns: &[Turn]) -> bool {
         return false;
     }
     let median = |part: &[Turn]| Dist::of(part.iter().filter_map(Turn::reply_ms)).map(|d| d.p50);
-    match (median(&turns[..quarter]), median(&turns[turns.len() - quarter..])) {
+    match (
+        median(&turns[..quarter]),
+        median(&turns[turns.len() - quarter..]),
+    ) {
         (Some(first), Some(last)) => last > 2.0 * first + 10.0,
         _ => true,
     }

@@ -227,7 +227,11 @@ mod tests {
         for i in 0..100 {
             w.write_all(format!("record {i}\n").as_bytes()).unwrap();
         }
-        assert_eq!(fs::read_to_string(&path).unwrap(), "", "held until the flush");
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "",
+            "held until the flush"
+        );
         w.flush().unwrap();
         let flushed = fs::read_to_string(&path).unwrap();
         assert_eq!(flushed.lines().count(), 100);
