@@ -7,18 +7,21 @@ use clap::Parser;
 
 use crate::Params;
 
-/// How a README benchmark command starts.
-const PREFIX: &str = "cargo bench --bench pipeline";
+/// How a README benchmark command starts (`cargo test` runs the debug-build smoke).
+const PREFIXES: [&str; 2] = [
+    "cargo bench --bench pipeline",
+    "cargo test --bench pipeline",
+];
 
-/// Parses the arguments of every `cargo bench --bench pipeline -- ARGS` line of the
-/// README (the part before a `#` comment) with the benchmark's own parser.
+/// Parses the arguments of every `cargo bench --bench pipeline -- ARGS` (or `cargo test`)
+/// line of the README (the part before a `#` comment) with the benchmark's own parser.
 pub fn check_bench_commands() -> Result<()> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     let mut checked = 0;
     for (n, line) in text.lines().enumerate() {
         let command = line.split('#').next().unwrap_or_default().trim();
-        let Some(rest) = command.strip_prefix(PREFIX) else {
+        let Some(rest) = PREFIXES.iter().find_map(|p| command.strip_prefix(p)) else {
             continue;
         };
         let args = rest.trim().strip_prefix("--").unwrap_or_default();
@@ -34,7 +37,7 @@ pub fn check_bench_commands() -> Result<()> {
         checked += 1;
     }
     if checked == 0 {
-        bail!("README.md shows no `{PREFIX}` command");
+        bail!("README.md shows no `{}` command", PREFIXES[0]);
     }
     eprintln!("README: {checked} benchmark commands parse");
     Ok(())
