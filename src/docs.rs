@@ -5,21 +5,12 @@
 //! `tests/operator/docs_fresh.rs` fails when they differ from what the current definition renders
 //! (run it with `CLAWDBOT_BLESS=1` to rewrite them).
 
-use clap_complete::Shell as ClapShell;
+use crate::cli::Shell;
 
-use crate::cli::{command, Shell};
-
-/// Renders the completion script for one shell.
+/// The completion script for one shell: clap_complete's dynamic registration, which asks
+/// `clawdbot` (on PATH) for the candidates as the user types (see [`crate::cli::complete`]).
 pub(crate) fn completion(shell: Shell) -> Vec<u8> {
-    let mut cmd = command();
-    let mut out = Vec::new();
-    let shell = match shell {
-        Shell::Bash => ClapShell::Bash,
-        Shell::Zsh => ClapShell::Zsh,
-        Shell::Fish => ClapShell::Fish,
-    };
-    clap_complete::generate(shell, &mut cmd, "clawdbot", &mut out);
-    out
+    crate::cli::complete::registration(shell)
 }
 
 /// The generated files rendered here: (path relative to the repository root, contents).

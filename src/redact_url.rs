@@ -9,12 +9,14 @@
 //! - a query value is masked when its key looks like a secret: the key, lower-cased,
 //!   contains one of [`SECRET_KEY_PARTS`] (`key`, `token`, `secret`, `pass`, `auth`, `sig`,
 //!   `credential`...). Other query values are kept (`?model=x&timeout=5` stays readable),
-//!   but a URL nested in one is itself redacted.
+//!   but a URL nested in one is itself redacted;
+//! - a fragment (`#...`) is masked whole (`#***`): it is never sent to the server and may
+//!   hold a token.
 //!
 //! Invariant: for every `scheme://` in the text, nothing between it and the end of that
 //! URL's authority (the first `/`, `?`, `#` or whitespace) that precedes the last `@` is
-//! kept except the user name before a `:`, and no value of a secret-looking query key is
-//! kept (a URL ends at whitespace or a character that cannot be in a URL, such as `"` or
+//! kept except the user name before a `:`, and no value of a secret-looking query key
+//! nor any fragment is kept (a URL ends at whitespace or a character that cannot be in a URL, such as `"` or
 //! `<`, so a URL quoted in JSON is found). It works on any text (an error message that
 //! quotes a URL included), so one call covers a whole line. Hand-written rather than a
 //! URL parser's round trip: parsing would reject or normalise the text around the URL.
@@ -88,8 +90,9 @@ pub(crate) fn redact_url(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Pushes a URL's path, query and fragment with secret query values masked; the path,
-/// the fragment and kept values are themselves redacted (a URL may be nested in them).
+/// Pushes a URL's path, query and fragment with secret query values and the whole
+/// fragment masked; the path and kept values are themselves redacted (a URL may be
+/// nested in them).
 fn push_redacted_tail(out: &mut String, tail: &str) {
     let (before_fragment, fragment) = match tail.find('#') {
         Some(i) => tail.split_at(i),
@@ -116,7 +119,12 @@ fn push_redacted_tail(out: &mut String, tail: &str) {
             }
         }
     }
-    out.push_str(&redact_url(fragment));
+    // A fragment is never sent to the server, so it tells the reader nothing, and it is
+    // where a token ends up in an OAuth-style callback (`#access_token=...`): masked whole.
+    if !fragment.is_empty() {
+        out.push('#');
+        out.push_str(MASK);
+    }
 }
 
 #[cfg(test)]
@@ -135,11 +143,16 @@ mod tests {
         );
         assert_eq!(
             redact_url("GET http://a:b:c@h:1 failed; then ws://u:p@x#f@y"),
-            "GET http://a:***@h:1 failed; then ws://u:***@x#f@y"
+            "GET http://a:***@h:1 failed; then ws://u:***@x#***"
         );
         assert_eq!(
             redact_url(r#"{"url":"http://u:p@h","detail":"a@b"}"#),
             r#"{"url":"http://u:***@h","detail":"a@b"}"#
+        );
+        // Issue 14 red team: a fragment was shown in status and healthcheck.
+        assert_eq!(
+            redact_url("http://127.0.0.1:18002/v1#s3cretH and http://h/#a=1"),
+            "http://127.0.0.1:18002/v1#*** and http://h/#***"
         );
         for plain in [
             "http://127.0.0.1:8000/v1",
@@ -159,7 +172,7 @@ mod tests {
         );
         assert_eq!(
             redact_url("curl http://h/v1/models?key=QSECRET&model=m&X-Amz-Signature=S#top"),
-            "curl http://h/v1/models?key=***&model=m&X-Amz-Signature=***#top"
+            "curl http://h/v1/models?key=***&model=m&X-Amz-Signature=***#***"
         );
         assert_eq!(
             redact_url(r#"{"u":"https://h/?api_key=A&access_token=B&passwd=C&timeout=5"}"#),

@@ -37,7 +37,8 @@ pub struct DaemonReport {
     pub config_path: Option<String>,
     pub log_path: String,
     pub socket: String,
-    /// What the daemon runs: `bot` or `gateway` (a model service; the JSON word is kept for scripts).
+    /// What the daemon runs: `bot`, `gateway` (a model service; the JSON word is kept for
+    /// scripts) or `sim` (quickstart's DingTalk simulator, a supervised `sim serve`).
     pub workload: String,
     /// The most recent error the daemon logged (no message text).
     pub last_error: Option<String>,
@@ -137,7 +138,15 @@ pub struct ModelReport {
     pub queued: usize,
     /// The most requests ever in flight at once (never above `limit`).
     pub peak_in_flight: usize,
+    /// With `state.backend: redis`: requests in flight at this model across all
+    /// replicas (never above `limit`), as last seen in Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_in_flight: Option<usize>,
+    /// Requests answered (one per answered turn).
     pub served: u64,
+    /// Requests that failed: with several replicas a turn retried on another replica
+    /// counts each failed request, so this can exceed the turns that failed (see
+    /// `replica_retries`).
     pub failures: u64,
     pub timeouts: u64,
     pub fallbacks: u64,
@@ -166,7 +175,8 @@ pub struct ReplicaReport {
     pub in_flight: usize,
     /// `healthy` or `cooling_down` (no traffic while another replica is healthy).
     pub state: String,
-    /// Failed requests that were the replica's fault (connect, 5xx, no first token).
+    /// Failed requests that were the replica's fault (connect, 5xx, 401/403/404/429, its
+    /// own first-token or idle timeout, a broken stream; not the turn's own deadline).
     pub failures: u64,
     pub failures_in_a_row: u32,
     pub served: u64,

@@ -255,7 +255,22 @@ async fn model_checks(router: &ModelRouter, timeout: Duration) -> Vec<(Check, Re
                 None => format!("models.{}.base_url", probe.model),
             };
             let check = match &probe.result {
-                Ok(ms) => check(name, CheckStatus::Ok, format!("{base} answered in {ms} ms"), None),
+                Ok(ms) if probe.chat_failures_in_a_row == 0 => {
+                    check(name, CheckStatus::Ok, format!("{base} answered in {ms} ms"), None)
+                }
+                // The probe alone would say ok, but the turns saw chat fail there.
+                Ok(ms) => check(
+                    name,
+                    CheckStatus::Warn,
+                    format!(
+                        "{base}: ok (probe, {ms} ms) but {} chat failures in a row{}",
+                        probe.chat_failures_in_a_row,
+                        if probe.cooling_down { ", cooling down" } else { "" }
+                    ),
+                    Some(format!(
+                        "the runtime answers /models but not chat: check that it serves the model, its key, and its log; see {key}"
+                    )),
+                ),
                 Err(reason) => check(
                     name,
                     CheckStatus::Fail,

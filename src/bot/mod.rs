@@ -96,6 +96,9 @@ pub(crate) enum BotStartError {
     Journal(#[from] journal::JournalError),
     #[error(transparent)]
     Channel(#[from] crate::dingtalk::ChannelStartError),
+    /// `state.backend: redis` and Redis cannot be reached at start.
+    #[error("state.redis: {0}")]
+    Redis(#[from] crate::state::redis::RedisError),
 }
 
 impl From<BotStartError> for crate::exit::CliError {
@@ -116,6 +119,12 @@ impl Bot {
         paths: DaemonPaths,
     ) -> Result<Bot, BotStartError> {
         paths.ensure_state_dir().map_err(BotStartError::StateDir)?;
+        let redis = match (&config.state.backend, &config.state.redis) {
+            (crate::config::StateBackend::Redis, Some(cfg)) => {
+                Some(crate::state::redis::RedisState::connect(cfg).await?)
+            }
+            _ => None,
+        };
         // Without a journal no message could be ACKed safely: a startup error, not a
         // silent downgrade.
         let (tx, rx) = mpsc::unbounded_channel::<Inbound>();
@@ -127,9 +136,9 @@ impl Bot {
                     replay_file: Some(paths.state.join(CALLBACK_REPLAY_FILE)),
                     ..ChannelTuning::default()
                 };
+                let sink = JournalSink(journal.clone());
                 let channel =
-                    Channel::start_with(ch.dingtalk.clone(), JournalSink(journal.clone()), tuning)
-                        .await?;
+                    Channel::start_shared(ch.dingtalk.clone(), sink, tuning, redis.clone()).await?;
                 channel.set_max_parts(config.reply.max_parts);
                 Some(channel)
             }
@@ -146,7 +155,7 @@ impl Bot {
             }
         };
         let shared = Arc::new(Shared {
-            router: ModelRouter::new(&config),
+            router: ModelRouter::with_state(&config, redis),
             conversations: Conversations::new(&config),
             config: RwLock::new(Arc::new(config)),
             config_path,

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::ArgValueCandidates;
 
+pub(crate) mod complete;
 pub(crate) mod sim;
 mod since;
 
@@ -77,7 +79,7 @@ pub(crate) enum DaemonCommand {
 #[derive(Debug, Args, Clone)]
 pub(crate) struct UnitPlaceArgs {
     /// Daemon name (the unit's instance name, %i).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(complete::startable_names))]
     pub(crate) name: String,
     /// A user unit (`systemctl --user`, ~/.config/systemd/user) instead of a system one
     /// (/etc/systemd/system, needs root).
@@ -120,7 +122,7 @@ pub(crate) struct UninstallArgs {
 #[command(group = clap::ArgGroup::new("model_service").args(["exec", "exec_file"]).multiple(false))]
 pub(crate) struct LaunchArgs {
     /// Daemon name (folder and socket name).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(complete::startable_names))]
     pub(crate) name: String,
     /// Config file (default: the last one used for this name, else CONFIG_DIR/NAME.yaml).
     #[arg(long, value_name = "FILE")]
@@ -165,7 +167,7 @@ pub(crate) struct RunArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct StopArgs {
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(complete::daemon_names))]
     pub(crate) name: String,
     /// Seconds for draining before SIGTERM, and again before SIGKILL (0 to 86400).
     #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = drain_secs())]
@@ -187,14 +189,14 @@ pub(crate) struct RestartArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct RmArgs {
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(complete::daemon_names))]
     pub(crate) name: String,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
     /// One daemon; without it, every daemon under this home.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(complete::daemon_names))]
     pub(crate) name: Option<String>,
 }
 
@@ -202,7 +204,7 @@ pub(crate) struct StatusArgs {
 pub(crate) struct LogsArgs {
     /// One daemon; without it, every daemon's log, merged by time, each line prefixed
     /// with its daemon's name.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(complete::daemon_names))]
     pub(crate) name: Option<String>,
     /// Only lines logged since then: a duration back from now (`90s`, `10m`, `2h`, `1d`)
     /// or an RFC 3339 time (`2026-11-30T22:00:00Z`).
@@ -218,10 +220,10 @@ pub(crate) struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct SendArgs {
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(complete::daemon_names))]
     pub(crate) name: String,
     /// A target alias from the config, a conversation id, or user:STAFFID.
-    #[arg(long, value_name = "TARGET")]
+    #[arg(long, value_name = "TARGET", add = ArgValueCandidates::new(complete::target_aliases))]
     pub(crate) to: String,
     /// The message.
     #[arg(long, value_name = "TEXT")]
@@ -237,7 +239,7 @@ pub(crate) struct SendArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ConversationsArgs {
     /// The bot daemon to ask.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCandidates::new(complete::daemon_names))]
     pub(crate) name: String,
     /// Show at most this many, the most recently active first (1 to 200; the daemon
     /// remembers 200).
@@ -249,7 +251,8 @@ pub(crate) struct ConversationsArgs {
 #[derive(Debug, Args)]
 pub(crate) struct HealthcheckArgs {
     /// The daemon to check.
-    #[arg(long, value_name = "NAME", conflicts_with = "config")]
+    #[arg(long, value_name = "NAME", conflicts_with = "config",
+          add = ArgValueCandidates::new(complete::daemon_names))]
     pub(crate) name: Option<String>,
     /// Pre-flight: check a config's model endpoints and credentials without a daemon.
     #[arg(long, value_name = "FILE")]
@@ -355,7 +358,8 @@ pub(crate) struct QuickstartArgs {
     /// Stop the simulator and the daemon when done instead of leaving them running.
     #[arg(long)]
     pub(crate) stop: bool,
-    /// With --stop: also remove the demo folder (its config, state, logs and sockets).
+    /// With --stop: run no demo; only stop the demo's bot and simulator and remove the
+    /// demo folder (its config, state, logs and sockets).
     #[arg(long, requires = "stop")]
     pub(crate) clean: bool,
 }

@@ -20,7 +20,9 @@ pub(crate) enum SimCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on (loopback by default; port 0 = any free port).
+    /// Address to listen on (loopback by default; port 0 = any free port). Any other
+    /// address is warned about: the simulator accepts its demo credentials from anyone
+    /// who can reach it.
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     pub(crate) listen: String,
     /// Write the base URL to this file once listening.
@@ -57,9 +59,9 @@ pub(crate) struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct InjectArgs {
-    /// Simulator base URL (or HOST:PORT).
+    /// Simulator base URL (or HOST:PORT); default: the simulator `quickstart` runs.
     #[arg(long, value_name = "URL", value_parser = crate::sim::client::parse_sim_url)]
-    pub(crate) sim: String,
+    pub(crate) sim: Option<String>,
     #[arg(long, default_value = "", value_name = "TEXT")]
     pub(crate) text: String,
     /// Conversation id (default: one per chat kind / sender).
@@ -76,15 +78,24 @@ pub(crate) struct InjectArgs {
     #[arg(long, value_name = "NAME")]
     pub(crate) nick: Option<String>,
     /// text, audio, richText, picture, video, file, unknownMsgType.
-    #[arg(long, default_value = "text", value_name = "TYPE")]
+    #[arg(long, default_value = "text", value_name = "TYPE",
+          add = clap_complete::ArgValueCandidates::new(super::complete::sim_msgtypes))]
     pub(crate) msgtype: String,
+    /// Wait for the bot's reply in this conversation and print it (exit 1 when none
+    /// comes within --wait-timeout).
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// With --wait: the longest wait for the reply, seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS", requires = "wait",
+          value_parser = clap::value_parser!(u64).range(1..=super::MAX_TIMEOUT_SECS))]
+    pub(crate) wait_timeout: u64,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct OutboxArgs {
-    /// Simulator base URL (or HOST:PORT).
+    /// Simulator base URL (or HOST:PORT); default: the simulator `quickstart` runs.
     #[arg(long, value_name = "URL", value_parser = crate::sim::client::parse_sim_url)]
-    pub(crate) sim: String,
+    pub(crate) sim: Option<String>,
     /// Wait until at least N messages are in the outbox.
     #[arg(long, value_name = "N")]
     pub(crate) wait: Option<usize>,

@@ -304,7 +304,12 @@ fn describe(r: &DaemonReport) -> String {
     }
     lines.extend(r.journal.as_ref().map(journal_line));
     if let Some(s) = &r.model_service {
-        lines.extend(model_service_lines(s));
+        let label = if r.workload == "sim" {
+            "simulator"
+        } else {
+            "model service"
+        };
+        lines.extend(model_service_lines(label, s));
     }
     if let Some(e) = &r.last_error {
         lines.push(format!("  last error: {e}"));
@@ -343,14 +348,28 @@ fn channel_line(c: &ChannelReport) -> String {
 }
 
 fn model_line(m: &ModelReport) -> String {
+    // With several replicas a turn may make several requests: say that `failures`
+    // counts requests, and how many of them were retried (and maybe answered) elsewhere.
+    let failures = if m.replicas.len() > 1 {
+        format!(
+            "{} (requests; {} retried on another replica)",
+            m.failures, m.replica_retries
+        )
+    } else {
+        m.failures.to_string()
+    };
+    let global = m
+        .global_in_flight
+        .map(|g| format!(" (all replicas: {g}/{})", m.limit))
+        .unwrap_or_default();
     format!(
-        "  model {}: {}/{} in flight, {} queued, served {}, failures {}, timeouts {}, fallbacks {}, busy {}, p50 {} ms, p95 {} ms{}",
+        "  model {}: {}/{} in flight{global}, {} queued, served {}, failures {}, timeouts {}, fallbacks {}, busy {}, p50 {} ms, p95 {} ms{}",
         m.name,
         m.in_flight,
         m.limit,
         m.queued,
         m.served,
-        m.failures,
+        failures,
         m.timeouts,
         m.fallbacks,
         m.busy_rejections,
@@ -389,14 +408,16 @@ fn journal_line(j: &JournalReport) -> String {
     )
 }
 
-fn model_service_lines(s: &ModelServiceReport) -> Vec<String> {
+/// The supervised process's lines, each starting with `label` (`model service`, or
+/// `simulator` for quickstart's DingTalk simulator).
+fn model_service_lines(label: &str, s: &ModelServiceReport) -> Vec<String> {
     let state = match s.state.as_str() {
         "failing" => format!("FAILING ({} exits in the last minute)", s.recent_exits),
         "" => "-".to_string(),
         other => other.to_string(),
     };
     let mut lines = vec![format!(
-        "  model service: {state}: {} (child pid {}, restarts {}, healthy {})",
+        "  {label}: {state}: {} (child pid {}, restarts {}, healthy {})",
         s.command,
         or_dash(s.child_pid),
         s.restarts,
@@ -407,7 +428,7 @@ fn model_service_lines(s: &ModelServiceReport) -> Vec<String> {
             .last_exit_at_ms
             .map(|at| format!(", {} s ago", now_ms().saturating_sub(at) / 1000))
             .unwrap_or_default();
-        lines.push(format!("  model service last exit: {how}{ago}"));
+        lines.push(format!("  {label} last exit: {how}{ago}"));
     }
     lines
 }

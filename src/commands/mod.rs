@@ -34,6 +34,9 @@ pub(crate) use daemon_stop::stop_daemon;
 /// The whole program: parses `args` (the first one is the program name), runs the
 /// command, and returns the exit code. Never panics on any input or output failure.
 pub fn main(args: Vec<OsString>) -> std::process::ExitCode {
+    if crate::cli::complete::answer_if_asked(&args) {
+        return std::process::ExitCode::SUCCESS;
+    }
     let code = match Cli::try_parse_from(&args) {
         Ok(cli) => run(cli),
         Err(e) => output::clap_outcome(&e, wants_json(&args)),
@@ -81,7 +84,7 @@ fn dispatch(cli: &Cli, layout: &Layout, out: &output::Output) -> CmdResult {
         Command::Conversations(a) => conversations::list(layout, a, out),
         Command::Healthcheck(a) => healthcheck::healthcheck(layout, a, out),
         Command::Onboard(a) => onboard::onboard(layout, a, out),
-        Command::Sim(a) => sim::command(a, out),
+        Command::Sim(a) => sim::command(layout, a, out),
         Command::Quickstart(a) => quickstart::quickstart(layout, a, out),
     }
 }

@@ -58,13 +58,15 @@ pub(crate) fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdR
         )));
     }
     folder_takes_files(&path)?;
+    // Every command shown names this binary and any --home, so it works as typed.
+    let me = super::invocation(layout);
     let mut answers = if args.non_interactive {
         from_flags(args)?
     } else {
         ask(args)?
     };
     if targets.is_empty() && !args.non_interactive {
-        answers.targets = ask_target(&args.name)?;
+        answers.targets = ask_target(&me, &args.name)?;
     } else {
         answers.targets = targets;
     }
@@ -75,8 +77,8 @@ pub(crate) fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdR
         super::healthcheck::preflight(&config, Duration::from_secs(10), out)?
     };
     let failed = checks.iter().any(|c| c.status == CheckStatus::Fail);
-    record_for_daemon(&daemon, &path, failed, out)?;
-    report(&path, &args.name, &answers, &checks, out)
+    record_for_daemon(&me, &daemon, &path, failed, out)?;
+    report(&me, &path, &args.name, &answers, &checks, out)
 }
 
 /// Checks the answers, renders them, proves the text loads as a config, and only then
@@ -110,7 +112,14 @@ fn write_checked_config(path: &Path, answers: &Answers, out: &Output) -> Result<
 }
 
 /// Prints the checks and the next commands; exit 1 when a check failed.
-fn report(path: &Path, name: &str, answers: &Answers, checks: &[Check], out: &Output) -> CmdResult {
+fn report(
+    me: &str,
+    path: &Path,
+    name: &str,
+    answers: &Answers,
+    checks: &[Check],
+    out: &Output,
+) -> CmdResult {
     let failed = checks.iter().any(|c| c.status == CheckStatus::Fail);
     let mut human: Vec<String> = Vec::new();
     if !checks.is_empty() {
@@ -121,10 +130,10 @@ fn report(path: &Path, name: &str, answers: &Answers, checks: &[Check], out: &Ou
         .first()
         .map_or("cidXXXX", |(name, _)| name.as_str());
     let next = vec![
-        format!("clawdbot daemon start --name {name}"),
-        format!("clawdbot conversations --name {name}   # ids of the conversations it has seen"),
-        format!("clawdbot send --name {name} --to {target} --text ping"),
-        format!("clawdbot healthcheck --name {name}"),
+        format!("{me} daemon start --name {name}"),
+        format!("{me} conversations --name {name}   # ids of the conversations it has seen"),
+        format!("{me} send --name {name} --to {target} --text ping"),
+        format!("{me} healthcheck --name {name}"),
     ];
     human.push(String::new());
     human.push(if failed {
@@ -159,6 +168,7 @@ fn folder_takes_files(path: &Path) -> Result<(), CliError> {
 /// Points `daemon start --name NAME` at the new config only when no check failed: a
 /// failed onboard leaves the daemon's config as it was, and says so.
 fn record_for_daemon(
+    me: &str,
     daemon: &DaemonPaths,
     path: &Path,
     failed: bool,
@@ -168,16 +178,16 @@ fn record_for_daemon(
     if !failed {
         remember_config(daemon, path)?;
         out.note(&format!(
-            "`clawdbot daemon start --name {name}` will use this config"
+            "`{me} daemon start --name {name}` will use this config"
         ));
     } else if path == daemon.default_config {
         out.note(&format!(
-            "a check failed; `clawdbot daemon start --name {name}` reads this file by default: fix it first"
+            "a check failed; `{me} daemon start --name {name}` reads this file by default: fix it first"
         ));
     } else {
         out.note(&format!(
-            "a check failed, so `clawdbot daemon start --name {name}` was NOT pointed at {}; \
-             once fixed: `clawdbot daemon start --name {name} --config {}`",
+            "a check failed, so `{me} daemon start --name {name}` was NOT pointed at {}; \
+             once fixed: `{me} daemon start --name {name} --config {}`",
             path.display(),
             path.display()
         ));
@@ -462,11 +472,11 @@ const MAX_TRIES: usize = 5;
 
 /// The optional send-target alias (only asked when no `--target` was given), with how to
 /// learn a conversation id.
-fn ask_target(name: &str) -> Result<Vec<(String, String)>, CliError> {
+fn ask_target(me: &str, name: &str) -> Result<Vec<(String, String)>, CliError> {
     let _ = writeln!(
         std::io::stderr(),
-        "A send target names a conversation for `clawdbot send --to NAME`. Its id \
-         (cid...) is listed by `clawdbot conversations --name {name}` once the bot runs \
+        "A send target names a conversation for `{me} send --to NAME`. Its id \
+         (cid...) is listed by `{me} conversations --name {name}` once the bot runs \
          and someone @-mentions it; you can add targets to the config later."
     );
     let target = Prompter::new().ask_optional(

@@ -39,6 +39,9 @@ const CONNECT_WAIT: Duration = Duration::from_secs(15);
 const REPLY_WAIT: Duration = Duration::from_secs(20);
 
 pub(crate) fn quickstart(user_layout: &Layout, args: &QuickstartArgs, out: &Output) -> CmdResult {
+    if args.clean {
+        return stop_and_clean(user_layout, out);
+    }
     let demo = demo_folder(user_layout)?;
     out.note(&format!(
         "demo folder {} (stop and remove it with: {} quickstart --stop --clean)",
@@ -55,28 +58,20 @@ pub(crate) fn quickstart(user_layout: &Layout, args: &QuickstartArgs, out: &Outp
     if args.stop {
         stop_both(layout, out)?;
     }
-    if args.clean {
-        std::fs::remove_dir_all(&demo).map_err(|e| io_error("remove", &demo, e))?;
-    }
     let stop = vec![
         format!("{me} daemon stop --name {BOT_NAME}"),
         format!("{me} daemon stop --name {SIM_NAME}"),
     ];
-    let human = if args.clean {
-        format!(
-            "Stopped the bot and the simulator; removed {}.",
-            demo.display()
-        )
-    } else if args.stop {
+    let human = if args.stop {
         "Stopped the bot and the simulator.".to_string()
     } else {
         format!(
-            "The bot and the simulator keep running. Try:\n  {me} sim inject --sim {sim_url} --group --conversation {CONVERSATION} --text \"hi\"\n  {me} sim outbox --sim {sim_url}\n  {me} conversations --name {BOT_NAME}\n  {me} daemon status\nStop everything with:\n  {}\n  {}",
+            "The bot and the simulator keep running. Try:\n  {me} sim inject --group --conversation {CONVERSATION} --text \"hi\" --wait\n  {me} sim outbox\n  {me} conversations --name {BOT_NAME}\n  {me} daemon status\nStop everything with:\n  {}\n  {}",
             stop[0], stop[1]
         )
     };
     let fields = json!({"sim_url": sim_url, "config_path": config_path.display().to_string(),
-               "demo_folder": demo.display().to_string(), "removed": args.clean,
+               "demo_folder": demo.display().to_string(), "removed": false,
                "question": args.text, "reply": reply, "healthy": health_code == Code::Ok,
                "stopped": args.stop, "stop_commands": stop});
     if health_code == Code::Ok {
@@ -199,6 +194,34 @@ fn check_health(layout: &Layout, out: &Output) -> CmdResult {
     super::healthcheck::healthcheck(layout, &health, if out.json { &silent } else { &quiet })
 }
 
+/// `--stop --clean`: stops both demo daemons and removes the demo folder; runs no demo
+/// (and creates nothing when there is no demo folder).
+fn stop_and_clean(user_layout: &Layout, out: &Output) -> CmdResult {
+    let demo = demo_folder_path(user_layout)?;
+    if !demo.exists() {
+        out.result(
+            json!({"ok": true, "demo_folder": demo.display().to_string(), "removed": false,
+                   "stopped": true}),
+            &format!(
+                "No demo folder at {}: nothing to stop or remove.",
+                demo.display()
+            ),
+        );
+        return Ok(Code::Ok);
+    }
+    stop_both(&Layout::resolve(Some(&demo))?, out)?;
+    std::fs::remove_dir_all(&demo).map_err(|e| io_error("remove", &demo, e))?;
+    out.result(
+        json!({"ok": true, "demo_folder": demo.display().to_string(), "removed": true,
+               "stopped": true}),
+        &format!(
+            "Stopped the bot and the simulator; removed {}.",
+            demo.display()
+        ),
+    );
+    Ok(Code::Ok)
+}
+
 /// `--stop`: both daemons, the bot first.
 fn stop_both(layout: &Layout, out: &Output) -> Result<(), CliError> {
     let silent = out.silent();
@@ -211,22 +234,48 @@ fn stop_both(layout: &Layout, out: &Output) -> Result<(), CliError> {
 /// the user's data folder (`~/.local/share/clawdbot/quickstart`, for root too): never the
 /// folders a production bot uses.
 fn demo_folder(layout: &Layout) -> Result<PathBuf, CliError> {
-    let folder = match &layout.home {
-        Some(home) => home.join("quickstart"),
-        None => directories::ProjectDirs::from("", "", "clawdbot")
-            .map(|d| d.data_dir().join("quickstart"))
-            .ok_or_else(|| {
-                CliError::usage(
-                    "quickstart: no home folder to keep the demo in (HOME is not set); pass --home DIR",
-                )
-            })?,
-    };
+    let folder = demo_folder_path(layout)?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&folder)
         .map_err(|e| io_error("create folder", &folder, e))?;
     Ok(folder)
+}
+
+/// Where [`demo_folder`] is, without creating it.
+pub(crate) fn demo_folder_path(layout: &Layout) -> Result<PathBuf, CliError> {
+    match &layout.home {
+        Some(home) => Ok(home.join("quickstart")),
+        None => directories::ProjectDirs::from("", "", "clawdbot")
+            .map(|d| d.data_dir().join("quickstart"))
+            .ok_or_else(|| {
+                CliError::usage(
+                    "quickstart: no home folder to keep the demo in (HOME is not set); pass --home DIR",
+                )
+            }),
+    }
+}
+
+/// The URL of the simulator a quickstart left running, with the file that records it:
+/// looked for in `layout` itself (the commands quickstart prints carry `--home DEMO`), then
+/// in the demo folder under it (a plain `clawdbot sim ...`); `None` when neither runs one.
+pub(crate) fn running_sim(layout: &Layout) -> Result<Option<(String, PathBuf)>, CliError> {
+    let demo = demo_folder_path(layout)?;
+    let mut layouts = vec![layout.clone()];
+    if demo.is_dir() {
+        layouts.push(Layout::resolve(Some(&demo))?);
+    }
+    for layout in &layouts {
+        let url_file = layout.daemon(SIM_NAME)?.state.join("url");
+        let url = std::fs::read_to_string(&url_file)
+            .ok()
+            .filter(|_| running(layout, SIM_NAME));
+        if let Some(url) = url {
+            return Ok(Some((url.trim().to_string(), url_file)));
+        }
+    }
+    Ok(None)
 }
 
 fn running(layout: &Layout, name: &str) -> bool {

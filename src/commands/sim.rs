@@ -1,5 +1,6 @@
 //! `clawdbot sim serve|inject|outbox`: runs the DingTalk simulator ([`crate::sim`]) or
-//! talks to a running one.
+//! talks to a running one: the one `--sim` names, else the one `quickstart` runs (said
+//! on stderr).
 
 use std::time::Duration;
 
@@ -8,9 +9,10 @@ use serde_json::{json, Value};
 use super::output::Output;
 use crate::cli::sim::{InjectArgs, OutboxArgs, ServeArgs, SimArgs, SimCommand};
 use crate::exit::{CliError, CmdResult, Code};
+use crate::paths::Layout;
 use crate::sim::{SimClient, SimOptions, SimServer};
 
-pub(crate) fn command(args: &SimArgs, out: &Output) -> CmdResult {
+pub(crate) fn command(layout: &Layout, args: &SimArgs, out: &Output) -> CmdResult {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -19,8 +21,8 @@ pub(crate) fn command(args: &SimArgs, out: &Output) -> CmdResult {
     rt.block_on(async {
         match &args.command {
             SimCommand::Serve(a) => serve(a, out).await,
-            SimCommand::Inject(a) => inject(a, out).await,
-            SimCommand::Outbox(a) => outbox(a, out).await,
+            SimCommand::Inject(a) => inject(a, &sim_url(layout, &a.sim, out)?, out).await,
+            SimCommand::Outbox(a) => outbox(a, &sim_url(layout, &a.sim, out)?, out).await,
         }
     })
 }
@@ -44,24 +46,41 @@ async fn serve(a: &ServeArgs, out: &Output) -> CmdResult {
     let server = SimServer::start(opts).await?;
     let base = server.base_url().to_string();
     if let Some(p) = &a.port_file {
-        let tmp = p.with_extension("tmp");
-        std::fs::write(&tmp, format!("{base}\n"))
-            .and_then(|_| std::fs::rename(&tmp, p))
-            .map_err(|e| {
-                CliError::failure(format!("sim: cannot write port file {}: {e}", p.display()))
-            })?;
+        // Often in a shared /tmp: written through a new private file, never through a
+        // file or link someone else left at the temporary name.
+        crate::paths::write_private(p, format!("{base}\n").as_bytes())
+            .map_err(|e| CliError::failure(format!("sim: cannot write the port file: {e}")))?;
     }
+    if let Some(warning) = exposure_warning(server.addr) {
+        out.note(&warning);
+    }
+    // The secret is shown only when it is the demo's (public) one, never one given by flag.
+    let secret_shown = match &a.client_secret {
+        None => SimOptions::default().client_secret,
+        Some(_) => "(the one given by --client-secret)".to_string(),
+    };
     let doc = json!({"base_url": base, "api_base": base, "model_base_url": format!("{base}/demo/v1"),
-        "client_id": client_id});
+        "client_id": client_id, "demo_client_secret": a.client_secret.is_none().then_some(&secret_shown)});
     out.result(
         doc,
         &format!(
-            "clawdbot sim listening on {base}\n  api_base: {base}\n  demo model: {base}/demo/v1"
+            "clawdbot sim listening on {base}\n  api_base:      {base}\n  demo model:    {base}/demo/v1\n  client_id:     {client_id}\n  client_secret: {secret_shown}"
         ),
     );
     wait_for_signal().await;
     server.shutdown().await;
     Ok(Code::Ok)
+}
+
+/// The warning for a simulator reachable beyond this machine (`None` on loopback): it
+/// takes well-known demo credentials and shows whatever the bot sends.
+fn exposure_warning(addr: std::net::SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "warning: the simulator listens on {addr}, beyond this machine: anyone who can \
+             reach it can use its credentials and read what the bot sends (use 127.0.0.1:PORT)"
+        )
+    })
 }
 
 async fn wait_for_signal() {
@@ -79,25 +98,101 @@ async fn wait_for_signal() {
     }
 }
 
-async fn inject(a: &InjectArgs, out: &Output) -> CmdResult {
+/// The simulator to talk to: `--sim`, else the one `quickstart` runs (said on stderr).
+fn sim_url(layout: &Layout, given: &Option<String>, out: &Output) -> Result<String, CliError> {
+    if let Some(url) = given {
+        return Ok(url.clone());
+    }
+    match super::quickstart::running_sim(layout)? {
+        Some((url, recorded_in)) => {
+            out.note(&format!(
+                "using the quickstart simulator at {url} (recorded in {}); pass --sim URL for another",
+                recorded_in.display()
+            ));
+            Ok(url)
+        }
+        None => Err(CliError::usage(format!(
+            "no --sim given and no quickstart simulator is running; pass --sim URL (what \
+             `sim serve` prints) or start the demo with `{} quickstart`",
+            super::invocation(layout)
+        ))),
+    }
+}
+
+async fn inject(a: &InjectArgs, sim: &str, out: &Output) -> CmdResult {
     let mut req = json!({"text": a.text, "msgtype": a.msgtype,
         "conversation_type": if a.group { "group" } else { "direct" }});
     let opt = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
     req["conversation_id"] = opt(&a.conversation);
     req["sender_staff_id"] = opt(&a.sender_staff_id);
     req["sender_nick"] = opt(&a.nick);
-    let v = SimClient::new(&a.sim).inject(&req).await?;
+    let client = SimClient::new(sim);
+    let before = if a.wait {
+        client.outbox().await?.len()
+    } else {
+        0
+    };
+    let v = client.inject(&req).await?;
     let msg_id = v["msgId"].as_str().unwrap_or_default().to_string();
     // The simulator's HTTP answer speaks DingTalk's camelCase; the CLI's document is
     // snake_case like every other `--json` document (the raw payload stays out).
-    let doc = json!({"msg_id": v["msgId"], "message_id": v["messageId"],
+    let mut doc = json!({"msg_id": v["msgId"], "message_id": v["messageId"],
         "conversation_id": v["conversationId"], "session_webhook": v["sessionWebhook"]});
-    out.result(doc, &msg_id);
+    if !a.wait {
+        out.result(doc, &msg_id);
+        return Ok(Code::Ok);
+    }
+    let conversation = v["conversationId"].as_str().unwrap_or_default().to_string();
+    out.note(&format!(
+        "sent {msg_id}; waiting for the bot's reply in {conversation} (up to {} s)",
+        a.wait_timeout
+    ));
+    let reply = wait_reply(&client, before, &conversation, a.wait_timeout)
+        .await
+        .map_err(|e| {
+            CliError::failure(format!(
+                "no reply from the bot to {msg_id} within {} s ({e}); is the bot connected? \
+                 see `daemon status`",
+                a.wait_timeout
+            ))
+        })?;
+    let text = reply["text"].as_str().unwrap_or_default().to_string();
+    doc["reply_text"] = json!(text);
+    out.result(doc, &format!("{msg_id}\nreply: {}", indent_lines(&text)));
     Ok(Code::Ok)
 }
 
-async fn outbox(a: &OutboxArgs, out: &Output) -> CmdResult {
-    let c = SimClient::new(&a.sim);
+/// A message text on one entry's lines: its later lines indented, so they do not read as
+/// entries of their own (a group reply ends with an `@staffid` line).
+fn indent_lines(text: &str) -> String {
+    text.replace('\n', "\n    ")
+}
+
+/// The first outbox entry after the first `before` that went to `conversation`.
+async fn wait_reply(
+    client: &SimClient,
+    before: usize,
+    conversation: &str,
+    timeout_secs: u64,
+) -> Result<Value, crate::sim::client::SimClientError> {
+    let in_conversation = |v: &Value| -> Option<Value> {
+        v["entries"]
+            .as_array()?
+            .iter()
+            .skip(before)
+            .find(|e| e["conversation_id"] == conversation)
+            .cloned()
+    };
+    let v = client
+        .wait_for("/_sim/outbox", Duration::from_secs(timeout_secs), |v| {
+            in_conversation(v).is_some()
+        })
+        .await?;
+    Ok(in_conversation(&v).unwrap_or_default())
+}
+
+async fn outbox(a: &OutboxArgs, sim: &str, out: &Output) -> CmdResult {
+    let c = SimClient::new(sim);
     let entries = match a.wait {
         Some(n) => c.wait_outbox(n, Duration::from_secs(a.timeout)).await?,
         None => c.outbox().await?,
@@ -109,10 +204,26 @@ async fn outbox(a: &OutboxArgs, out: &Output) -> CmdResult {
                 "#{} {} {}",
                 e["seq"],
                 e["route"].as_str().unwrap_or("?"),
-                e["text"].as_str().unwrap_or("")
+                indent_lines(e["text"].as_str().unwrap_or(""))
             )
         })
         .collect();
     out.result(json!({"entries": entries}), &human.join("\n"));
     Ok(Code::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposure_warning;
+
+    #[test]
+    fn only_a_listener_beyond_loopback_is_warned_about() {
+        for quiet in ["127.0.0.1:9", "127.0.0.2:9", "[::1]:9"] {
+            assert_eq!(exposure_warning(quiet.parse().unwrap()), None, "{quiet}");
+        }
+        for exposed in ["0.0.0.0:9", "192.168.1.4:9", "[::]:9"] {
+            let w = exposure_warning(exposed.parse().unwrap()).expect(exposed);
+            assert!(w.contains(exposed) && w.contains("127.0.0.1"), "{w}");
+        }
+    }
 }

@@ -29,6 +29,11 @@ impl WorkloadFactory for Workloads {
                 Some(cmd) => {
                     let service =
                         ModelService::start(&launch.name, cmd, launch.health_url.clone()).await?;
+                    let service = if runs_our_simulator(cmd) {
+                        service.labelled("sim")
+                    } else {
+                        service
+                    };
                     Ok(Arc::new(service) as Arc<dyn Workload>)
                 }
                 None => {
@@ -41,4 +46,19 @@ impl WorkloadFactory for Workloads {
             }
         })
     }
+}
+
+/// Whether `--exec` runs this program's `sim serve` (as `quickstart` starts its simulator):
+/// such a daemon is the DingTalk simulator, not a model gateway.
+fn runs_our_simulator(cmd: &str) -> bool {
+    let Ok(words) = crate::cmdline::split_words(cmd) else {
+        return false;
+    };
+    let same_program = |word: &String| {
+        let ours = std::env::current_exe().and_then(|e| e.canonicalize());
+        let theirs = std::path::Path::new(word).canonicalize();
+        matches!((ours, theirs), (Ok(a), Ok(b)) if a == b)
+    };
+    matches!(words.as_slice(), [program, sim, serve, ..]
+        if sim == "sim" && serve == "serve" && same_program(program))
 }

@@ -206,19 +206,39 @@ where
     d.deserialize_u64(RangeVisitor::<T, MIN, MAX>(std::marker::PhantomData))
 }
 
-/// Like [`at_least`] for an optional value (absent or `null` is `None`).
-pub fn at_least_opt<'de, D, T, const MIN: u64>(d: D) -> Result<Option<T>, D::Error>
+/// Like [`in_range`] for an optional value (absent or `null` is `None`).
+pub fn in_range_opt<'de, D, T, const MIN: u64, const MAX: u64>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<u64>,
 {
-    struct Min<T, const MIN: u64>(T);
-    impl<'de, T: TryFrom<u64>, const MIN: u64> Deserialize<'de> for Min<T, MIN> {
+    struct Ranged<T, const MIN: u64, const MAX: u64>(T);
+    impl<'de, T: TryFrom<u64>, const MIN: u64, const MAX: u64> Deserialize<'de>
+        for Ranged<T, MIN, MAX>
+    {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            at_least::<D, T, MIN>(d).map(Min)
+            in_range::<D, T, MIN, MAX>(d).map(Ranged)
         }
     }
-    Ok(Option::<Min<T, MIN>>::deserialize(d)?.map(|m| m.0))
+    Ok(Option::<Ranged<T, MIN, MAX>>::deserialize(d)?.map(|m| m.0))
+}
+
+/// A map of `NAME: N` with every `N` in `MIN..=MAX`, each value reported at its own line
+/// (`limits.max_concurrency_per_model`).
+pub fn counts_in_range<'de, D, const MIN: u64, const MAX: u64>(
+    d: D,
+) -> Result<BTreeMap<String, usize>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct Count<const MIN: u64, const MAX: u64>(usize);
+    impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Count<MIN, MAX> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            in_range::<D, usize, MIN, MAX>(d).map(Count)
+        }
+    }
+    let counts = BTreeMap::<String, Count<MIN, MAX>>::deserialize(d)?;
+    Ok(counts.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
 /// The `models:` map, each model's runtime keys checked

@@ -184,6 +184,13 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Written as `***`, like `Display`: a serialized config never carries the value.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         super::de::interpolated(d).map(Secret)

@@ -11,6 +11,7 @@ pub mod checks;
 mod de;
 mod env;
 mod hints;
+mod locate;
 mod schema;
 
 use std::io::Read;
@@ -46,16 +47,38 @@ pub enum ConfigProblem {
     /// serde_yaml's message as `line L, column C: key.path: problem`.
     #[error("{0}")]
     Yaml(String),
-    /// A value that is wrong given the rest of the file (a route to an unknown model...).
-    #[error("{key}: {problem}")]
-    Invalid { key: String, problem: String },
+    /// A value that is wrong given the rest of the file (a route to an unknown model...),
+    /// with the line and column of `key` when it could be found ([`locate`]).
+    #[error("{}{key}: {problem}", at.map_or(String::new(), |(l, c)| format!("line {l}, column {c}: ")))]
+    Invalid {
+        key: String,
+        problem: String,
+        at: Option<(usize, usize)>,
+    },
 }
 
 impl ConfigProblem {
+    /// The same problem with every URL in its text redacted ([`crate::redact_url`]): the
+    /// loader quotes a value of the wrong type as it is (`invalid type: string
+    /// "http://u:PASS@h/v1"`), and a URL may hold a password or a token.
+    fn redacted(self) -> ConfigProblem {
+        let redact = |text: String| crate::redact_url::redact_url(&text).into_owned();
+        match self {
+            ConfigProblem::Yaml(message) => ConfigProblem::Yaml(redact(message)),
+            ConfigProblem::Invalid { key, problem, at } => ConfigProblem::Invalid {
+                key: redact(key),
+                problem: redact(problem),
+                at,
+            },
+            other => other,
+        }
+    }
+
     fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigProblem {
         ConfigProblem::Invalid {
             key: key.into(),
             problem: problem.into(),
+            at: None,
         }
     }
 }
@@ -109,10 +132,21 @@ fn open_config(path: &Path) -> std::io::Result<std::fs::File> {
 /// Parses and checks config text (no file involved). Nesting depth and alias expansion
 /// are bounded before the document is deserialized ([`bounds`]).
 pub fn parse(text: &str) -> Result<Config, ConfigProblem> {
+    parse_unredacted(text).map_err(ConfigProblem::redacted)
+}
+
+fn parse_unredacted(text: &str) -> Result<Config, ConfigProblem> {
     bounds::check(text)?;
     let config: Config = serde_yaml::from_str(text)
         .map_err(|e| ConfigProblem::Yaml(with_all_unset_variables(yaml_error(e, text), text)))?;
-    check_references(&config)?;
+    check_references(&config).map_err(|problem| match problem {
+        ConfigProblem::Invalid { key, problem, .. } => ConfigProblem::Invalid {
+            at: locate::locate(text, &key),
+            key,
+            problem,
+        },
+        other => other,
+    })?;
     Ok(config)
 }
 
@@ -298,17 +332,11 @@ fn check_references(c: &Config) -> Result<(), ConfigProblem> {
             ));
         }
     }
-    for (name, limit) in &c.limits.max_concurrency_per_model {
+    for name in c.limits.max_concurrency_per_model.keys() {
         if !known(name) {
             return Err(ConfigProblem::invalid(
                 format!("limits.max_concurrency_per_model.{name}"),
                 format!("no model named {name:?} (known: {})", names()),
-            ));
-        }
-        if *limit == 0 {
-            return Err(ConfigProblem::invalid(
-                format!("limits.max_concurrency_per_model.{name}"),
-                "must be at least 1",
             ));
         }
     }
@@ -538,7 +566,7 @@ limits:
             (
                 replicas.replace("max_concurrency: 2", "max_concurrency: 5"),
                 [
-                    "models.local_chat.replicas[0].max_concurrency",
+                    "line 7, column 9: models.local_chat.replicas[0].max_concurrency",
                     "above the model's limit of 4",
                 ],
             ),
@@ -554,6 +582,75 @@ limits:
             let e = refused(&runtimes);
             assert!(wanted.iter().all(|w| e.contains(w)), "{wanted:?}: {e}");
         }
+    }
+
+    /// Issue 14 red team: a limit near `usize::MAX` passed `config check` and panicked the
+    /// daemon at start (an overflowing sum). Limits are bounded at 100 000, the error
+    /// naming the key and its line.
+    #[test]
+    fn concurrency_limits_are_bounded() {
+        let huge = SEED.replace("    local_chat: 4", "    local_chat: 18446744073709551615");
+        let e = parse(&huge).unwrap_err().to_string();
+        assert!(
+            e.contains("limits.max_concurrency_per_model.local_chat")
+                && e.contains("line ")
+                && e.contains("maximum of 100000"),
+            "{e}"
+        );
+        let zero = SEED.replace("    local_chat: 4", "    local_chat: 0");
+        let e = parse(&zero).unwrap_err().to_string();
+        assert!(
+            e.contains("local_chat") && e.contains("minimum of 1"),
+            "{e}"
+        );
+        let top = SEED.replace("    local_chat: 4", "    local_chat: 100000");
+        assert_eq!(
+            parse(&top).unwrap().limits.max_concurrency_per_model["local_chat"],
+            100_000
+        );
+        let replica = SEED.replace(
+            "base_url: \"http://127.0.0.1:8000/v1\"",
+            "replicas:\n      - base_url: http://127.0.0.1:8001/v1\n        max_concurrency: 18446744073709551615",
+        );
+        let e = parse(&replica).unwrap_err().to_string();
+        assert!(
+            e.contains("replicas[0].max_concurrency") && e.contains("maximum of 100000"),
+            "{e}"
+        );
+    }
+
+    /// Issue 14 red team: the loader quotes a value of the wrong type as it is, and a
+    /// replica URL may hold a password or token: no shape of mistake shows them.
+    #[test]
+    fn config_errors_never_show_a_url_secret() {
+        let url = "http://u:s3cretSTR@127.0.0.1:18002/v1?token=T0KEN#frag";
+        for runtimes in [
+            // A string where a replica map belongs.
+            format!("replicas:\n      - \"{url}\""),
+            format!("replicas: \"{url}\""),
+            // A list where the URL string belongs.
+            format!("base_url: [\"{url}\"]"),
+            format!("replicas:\n      - base_url: [\"{url}\", 2]"),
+            // A map where the URL string belongs.
+            format!("base_url: {{\"{url}\": 1}}"),
+            // A URL as an unknown key.
+            format!("replicas:\n      - base_url: http://127.0.0.1:1/v1\n        \"{url}\": 1"),
+        ] {
+            let e = parse(&SEED.replace("base_url: \"http://127.0.0.1:8000/v1\"", &runtimes))
+                .unwrap_err()
+                .to_string();
+            for secret in ["s3cretSTR", "T0KEN"] {
+                assert!(!e.contains(secret), "{runtimes}: {e}");
+            }
+            assert!(!e.contains("ReplicaConfig"), "no internal type name: {e}");
+        }
+        let e = parse(&SEED.replace(
+            "base_url: \"http://127.0.0.1:8000/v1\"",
+            "replicas:\n      - \"http://127.0.0.1:8001/v1\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("a map with base_url"), "{e}");
     }
 
     #[test]

@@ -8,13 +8,13 @@ use serde::Deserialize;
 
 use super::checks::MIN_PROMPT_CHARS;
 use super::de::{
-    at_least, at_least_opt, http_url, http_url_opt, http_urls, in_range, models, name, name_opt,
-    socket_addr, targets,
+    at_least, counts_in_range, http_url, http_url_opt, http_urls, in_range, in_range_opt, models,
+    name, name_opt, socket_addr, targets,
 };
 use super::env::Secret;
 
 /// The whole config file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Model endpoints by name (the names used by routing and limits).
@@ -53,7 +53,7 @@ pub struct Config {
 ///
 /// Invariant (checked at load): `backend: redis` comes with a `redis:` section, and a
 /// `redis:` section is only accepted with `backend: redis`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
     #[serde(default)]
@@ -63,7 +63,7 @@ pub struct StateConfig {
 }
 
 /// Which engine holds the state several replicas must share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StateBackend {
     /// Everything in this process and its state folder (one daemon per bot).
@@ -75,7 +75,7 @@ pub enum StateBackend {
 }
 
 /// `state.redis:`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port/db`; a secret (the password) never shown.
@@ -107,7 +107,7 @@ fn default_redis_lease_ms() -> u64 {
 ///
 /// Invariant (checked at load): `listen` is a loopback address unless `allow_remote` is
 /// true, so figures are never served beyond this host by accident.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpsConfig {
     /// `IP:PORT` to serve on, e.g. `127.0.0.1:9464`.
@@ -122,7 +122,7 @@ pub struct OpsConfig {
     pub allowed_hosts: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
     /// Any server speaking `POST {base_url}/chat/completions` (llama.cpp, vLLM, Ollama, a gateway).
@@ -133,7 +133,7 @@ pub enum ModelKind {
 ///
 /// Invariant (checked at load, with the model's line): exactly one of `base_url` and
 /// `replicas` is set, and `replicas` is not empty; [`ModelConfig::endpoints`] is never empty.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub kind: ModelKind,
@@ -185,15 +185,23 @@ pub struct ModelConfig {
     pub health_url: Option<String>,
 }
 
+/// Most requests at once to one model or one replica (`limits.max_concurrency_per_model`,
+/// `replicas[].max_concurrency`): far above any runtime, low enough that no sum of them
+/// overflows.
+pub const MAX_CONCURRENCY: u64 = 100_000;
+
 /// One runtime of a model served by several (`models.NAME.replicas[]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with base_url (and optionally max_concurrency)"
+)]
 pub struct ReplicaConfig {
     /// Base URL including the version prefix, e.g. `http://10.0.0.2:8000/v1`.
     #[serde(deserialize_with = "http_url")]
     pub base_url: String,
     /// Requests this runtime gets at once (default: the model's limit, never above it).
-    #[serde(default, deserialize_with = "at_least_opt::<_, _, 1>")]
+    #[serde(default, deserialize_with = "in_range_opt::<_, _, 1, MAX_CONCURRENCY>")]
     pub max_concurrency: Option<usize>,
 }
 
@@ -236,7 +244,7 @@ impl ModelConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     pub defaults: RoutingDefaults,
@@ -245,14 +253,14 @@ pub struct RoutingConfig {
     pub rules: Vec<RouteRule>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingDefaults {
     pub model: String,
 }
 
 /// Sends matching conversations to another model. Every field given must match.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRule {
     #[serde(default)]
@@ -272,11 +280,11 @@ pub enum ConversationKind {
     Direct,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Concurrent requests the bot sends to each model; models not listed get 1.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "counts_in_range::<_, 1, MAX_CONCURRENCY>")]
     pub max_concurrency_per_model: BTreeMap<String, usize>,
     #[serde(default)]
     pub queue: QueueConfig,
@@ -284,7 +292,7 @@ pub struct LimitsConfig {
 
 /// The bot-side queue in front of each model (a queued request in llama.cpp sends no bytes,
 /// so the bot keeps the queue itself and bounds it).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     /// Turns waiting per model beyond the concurrency limit; more get the busy reply at once.
@@ -305,7 +313,7 @@ impl Default for QueueConfig {
 }
 
 /// The channel section: exactly one channel kind.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     pub dingtalk: DingTalkConfig,
@@ -320,7 +328,7 @@ pub enum DingTalkMode {
     Http,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DingTalkConfig {
     /// App Client ID (AppKey).
@@ -366,7 +374,7 @@ pub struct DingTalkConfig {
 }
 
 /// `channel.dingtalk.send_rate`: messages per second, in any sliding 1 s window.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendRateConfig {
     /// For the whole robot (DingTalk: 20 QPS per app per API).
@@ -402,7 +410,7 @@ impl DingTalkConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplyFormat {
     Text,
@@ -411,7 +419,7 @@ pub enum ReplyFormat {
 
 /// Chat commands the bot answers itself, without the model; a command switched off is
 /// ordinary text sent to the model.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandsConfig {
     /// `/help`: lists the enabled commands.
@@ -440,7 +448,7 @@ impl Default for CommandsConfig {
 }
 
 /// What users see when things go wrong, and how answers are shaped.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplyConfig {
     #[serde(default = "default_format")]
@@ -528,7 +536,7 @@ impl Default for ReplyConfig {
 }
 
 /// The system prompt that keeps answers bot-friendly.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     #[serde(default = "default_system_prompt")]
@@ -548,7 +556,7 @@ impl Default for PolicyConfig {
 }
 
 /// Per-conversation memory.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryConfig {
     /// Earlier user/assistant turns kept per conversation (0 = no memory).
@@ -573,7 +581,7 @@ impl Default for MemoryConfig {
 }
 
 /// Prompt size budget: history is dropped oldest first, then the message itself is cut.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromptConfig {
     /// Characters of all messages sent to the model together (system prompt included);
@@ -593,7 +601,7 @@ impl Default for PromptConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessPolicy {
     Open,
@@ -601,7 +609,7 @@ pub enum AccessPolicy {
 }
 
 /// Who may talk to the bot, and how often.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessConfig {
     #[serde(default = "open")]
@@ -627,7 +635,7 @@ impl Default for AccessConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     Text,
@@ -635,7 +643,7 @@ pub enum LogFormat {
 }
 
 /// `logging.target`: where a daemon's log goes when `--log` does not say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum LogTargetSetting {
     /// stderr for `daemon run` under systemd (`JOURNAL_STREAM`) or in a container, else
@@ -693,6 +701,13 @@ impl LogLevel {
 #[error("{0:?} is not a level: use error, warn, info, debug or trace")]
 pub struct UnknownLevel(pub String);
 
+/// Written as its name (the config reference reads the defaults from a serialized config).
+impl serde::Serialize for LogLevel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl<'de> Deserialize<'de> for LogLevel {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         super::de::scalar(d, LogLevel::parse)
@@ -700,7 +715,7 @@ impl<'de> Deserialize<'de> for LogLevel {
 }
 
 /// The daemon's log file: bounded by size and count.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingConfig {
     /// Rotate when the active file would exceed this many bytes.

@@ -23,6 +23,7 @@ use super::limiter::{SendLimiter, SendSlot};
 use super::message::Inbound;
 use super::outgoing::OutgoingReply;
 use super::send::{batch_send, group_send};
+use super::shared_rate::SharedSendRate;
 use super::split::{split_bounded, split_text};
 use super::stats::Stats;
 use super::stream::{StreamClient, StreamTuning};
@@ -31,6 +32,7 @@ use super::webhook_allow::WebhookAllowlist;
 use crate::config::{ConversationKind, DingTalkConfig, DingTalkMode};
 use crate::ipc::proto::SendOutcome;
 use crate::listen::ListenLimits;
+use crate::state::redis::RedisState;
 use crate::status::channel_state;
 use crate::status::ChannelReport;
 
@@ -168,17 +170,32 @@ impl Channel {
         inbound: impl InboundSink,
         tuning: ChannelTuning,
     ) -> Result<Channel, ChannelStartError> {
+        Self::start_shared(cfg, inbound, tuning, None).await
+    }
+
+    /// [`Channel::start_with`]; with `redis` the access token and the send-rate windows
+    /// are shared by every replica of the bot.
+    pub(crate) async fn start_shared(
+        cfg: DingTalkConfig,
+        inbound: impl InboundSink,
+        tuning: ChannelTuning,
+        redis: Option<RedisState>,
+    ) -> Result<Channel, ChannelStartError> {
         if cfg.client_id.trim().is_empty() || cfg.client_secret.is_empty() {
             return Err(ChannelStartError::MissingCredentials);
         }
         let cfg = Arc::new(cfg);
         let http = super::http::client();
-        let api = Arc::new(OpenApi::new(
+        let mut api = OpenApi::new(
             http.clone(),
             &cfg.api_base,
             &cfg.client_id,
             cfg.client_secret.expose(),
-        ));
+        );
+        if let Some(r) = &redis {
+            api.tokens.share(r.clone(), &cfg.client_id);
+        }
+        let api = Arc::new(api);
         let mode = match cfg.mode {
             DingTalkMode::Stream => "stream",
             DingTalkMode::Http => "http",
@@ -221,7 +238,17 @@ impl Channel {
                 tasks.push(tokio::spawn(first_token(api, stats, backoff, rx_auth)));
             }
         }
-        let sends = SendLimiter::new(cfg.send_rate.per_robot, cfg.send_rate.per_conversation);
+        let (per_robot, per_conversation) =
+            (cfg.send_rate.per_robot, cfg.send_rate.per_conversation);
+        let sends = match &redis {
+            Some(r) => SendLimiter::shared(SharedSendRate::new(
+                r.clone(),
+                &cfg.client_id,
+                per_robot,
+                per_conversation,
+            )),
+            None => SendLimiter::new(per_robot, per_conversation),
+        };
         let inner = Inner {
             sends,
             max_parts: AtomicUsize::new(DEFAULT_MAX_PARTS),

@@ -16,6 +16,9 @@
 //! at least a window later. So at most the limit arrive in any sliding second on
 //! DingTalk's clock, whatever the network delays (no jitter guard needed).
 //!
+//! With `state.backend: redis` the windows live in Redis and count the sends of every
+//! replica together ([`super::shared_rate`]); the rules above hold unchanged.
+//!
 //! A new [`SendLimiter`] counts the robot window as full at its creation: the previous
 //! process (killed, restarted) may have sent a whole window's worth just before, and
 //! nothing of that is persisted, so the first sends of a new process wait until one
@@ -28,6 +31,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::shared_rate::{SharedPlace, SharedSendRate};
 use crate::sliding_window::{EventId, KeyedWindows, SlidingWindow};
 
 /// The counting window: DingTalk's 1 s.
@@ -79,6 +83,9 @@ struct SendWindows {
 /// Messages into chats, per robot and per conversation.
 pub struct SendLimiter {
     windows: Mutex<SendWindows>,
+    /// With `state.backend: redis`: the windows of all replicas together, used instead
+    /// of `windows`.
+    shared: Option<SharedSendRate>,
 }
 
 impl SendLimiter {
@@ -94,6 +101,15 @@ impl SendLimiter {
                 robot,
                 conversations: KeyedWindows::new(per_conversation, WINDOW),
             }),
+            shared: None,
+        }
+    }
+
+    /// A limiter whose windows count the sends of every replica sharing `shared`.
+    pub(crate) fn shared(shared: SharedSendRate) -> SendLimiter {
+        SendLimiter {
+            shared: Some(shared),
+            ..SendLimiter::new(1, 1)
         }
     }
 
@@ -105,6 +121,13 @@ impl SendLimiter {
         conversation: &str,
         deadline: Instant,
     ) -> Result<SendSlot<'_>, NoSendSlot> {
+        if let Some(shared) = &self.shared {
+            let place = shared.acquire(conversation, deadline).await?;
+            return Ok(SendSlot {
+                limiter: self,
+                place: Place::Shared(place),
+            });
+        }
         for _ in 0..MAX_WAIT_ROUNDS {
             let now = Instant::now();
             let wait = {
@@ -116,9 +139,11 @@ impl SendLimiter {
                     let in_conversation = w.conversations.start(conversation, at);
                     return Ok(SendSlot {
                         limiter: self,
-                        conversation: conversation.to_string(),
-                        robot,
-                        in_conversation,
+                        place: Place::Local {
+                            conversation: conversation.to_string(),
+                            robot,
+                            in_conversation,
+                        },
                     });
                 }
                 wait
@@ -136,18 +161,34 @@ impl SendLimiter {
 #[must_use = "the slot counts from its drop: hold it until the send completed"]
 pub struct SendSlot<'a> {
     limiter: &'a SendLimiter,
-    conversation: String,
-    robot: EventId,
-    in_conversation: EventId,
+    place: Place,
+}
+
+/// Where a send's place is counted.
+enum Place {
+    Local {
+        conversation: String,
+        robot: EventId,
+        in_conversation: EventId,
+    },
+    /// Marked completed in Redis when dropped.
+    Shared(#[allow(dead_code)] SharedPlace),
 }
 
 impl Drop for SendSlot<'_> {
     fn drop(&mut self) {
+        let Place::Local {
+            conversation,
+            robot,
+            in_conversation,
+        } = &self.place
+        else {
+            return;
+        };
         let at = Instant::now().into_std();
         let mut w = lock(&self.limiter.windows);
-        w.robot.finish(self.robot, at);
-        w.conversations
-            .finish(&self.conversation, self.in_conversation, at);
+        w.robot.finish(*robot, at);
+        w.conversations.finish(conversation, *in_conversation, at);
     }
 }
 

@@ -5,7 +5,7 @@
 //! client), [`message`] (payload → [`Inbound`]), [`stream`] (WebSocket client),
 //! [`callback`] (HTTP mode server), [`sign`] (HMAC signatures), [`token`] (access token
 //! cache), [`api`] (authenticated OpenAPI calls), [`limiter`] (20 QPS per API), [`send`]
-//! (group / 1:1 sends), [`webhook`] (session webhook replies), [`card`] (AI card),
+//! (group / 1:1 sends), [`shared_rate`] and [`shared_token`]: the send rate and token shared by replicas on Redis, [`webhook`] (session webhook replies), [`card`] (AI card),
 //! [`split`] (long answers), [`outgoing`] (a reply's parts and delivery progress),
 //! [`dedupe`], [`ingress`] (parse + dedupe + hand-over), [`replay`] (callback replay
 //! guard), [`webhook_allow`] (which session webhook hosts may be POSTed to), [`stats`]
@@ -28,6 +28,8 @@ pub mod outgoing;
 pub mod replay;
 mod replay_file;
 pub mod send;
+pub(crate) mod shared_rate;
+pub(crate) mod shared_token;
 pub mod sign;
 pub mod split;
 pub mod stats;

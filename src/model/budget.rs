@@ -86,6 +86,18 @@ impl CallDeadlines {
     }
 }
 
+/// Longest a request may still need once sent, for [`worth_sending`]: its connect budget,
+/// capped here (a 2 s connect budget would refuse turns that a warm runtime answers).
+const MAX_SEND_FLOOR: Duration = Duration::from_secs(1);
+
+/// Whether a request with time until `deadline` is worth sending at `now`: at least
+/// `min(connect budget, 1 s)` must be left. A turn that waited in line until almost
+/// nothing is left would be abandoned at once, while the runtime (which notices the
+/// close late) still counts it against its own limit; such a turn gets the fallback text.
+pub(crate) fn worth_sending(now: Instant, deadline: Instant, budgets: &PhaseBudgets) -> bool {
+    deadline.saturating_duration_since(now) >= budgets.connect.min(MAX_SEND_FLOOR)
+}
+
 /// The deadline of a fallback call starting at `now`, or `None` when it is not worth trying.
 ///
 /// The rule (README "Split time budget"): the fallback gets `min(time left in the turn, its

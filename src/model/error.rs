@@ -89,6 +89,11 @@ pub enum ModelError {
     /// A 200 whose body is not a chat completion.
     #[error("unexpected response: {0}")]
     Protocol(String),
+    /// The turn's global slot lease ended while it ran (Redis unreachable longer than
+    /// `state.redis.lease_ms` and the slot taken by another replica): the request was
+    /// cancelled so the model's global limit holds.
+    #[error("global model slot lost (redis unreachable longer than state.redis.lease_ms); request cancelled")]
+    LeaseLost,
 }
 
 /// The usual 404 is a base_url without the API prefix (`http://h:8000` for
@@ -113,7 +118,9 @@ impl ModelError {
             | ModelError::EmptyAnswer
             | ModelError::Protocol(_) => true,
             ModelError::Http { status, .. } => *status == 429 || *status == 408 || *status >= 500,
-            ModelError::ContextOverflow(_) | ModelError::Auth { .. } => false,
+            ModelError::ContextOverflow(_) | ModelError::Auth { .. } | ModelError::LeaseLost => {
+                false
+            }
         }
     }
 

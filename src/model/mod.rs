@@ -10,6 +10,7 @@
 //! - [`client`]: one endpoint over HTTP;
 //! - [`endpoint_url`]: `base_url` + path, the query kept after the path;
 //! - [`limiter`]: per-model concurrency with a bounded queue, fair across conversations;
+//! - [`global_limit`]: the same limit shared by all replicas, as leases in Redis;
 //! - [`wait_budget`]: one queue-wait bound per turn, over all its waits;
 //! - [`replicas`]: one model over several runtimes: selection, per-replica limits, cooldown;
 //! - [`stats`]: counters and latency percentiles;
@@ -22,6 +23,7 @@ pub mod client;
 pub(crate) mod demo;
 pub(crate) mod endpoint_url;
 pub mod error;
+pub(crate) mod global_limit;
 pub mod limiter;
 pub(crate) mod replicas;
 pub mod router;

@@ -9,10 +9,13 @@
 //!   replicas drawn at random among those that may take the request, the one with fewer in
 //!   flight wins, a tie goes to the first drawn (itself random).
 //! - A replica is *cooling down* for [`COOLDOWN`] after [`FAILURES_BEFORE_COOLDOWN`]
-//!   failures in a row (connect refused, 5xx, a timeout before the first token...): it gets
-//!   no request while any replica of the model is healthy. When every replica is cooling
-//!   down, one with room is tried anyway (better a likely failure than certain silence);
-//!   a success, or a good health probe, makes it healthy again.
+//!   failures in a row that are its own fault ([`replica_at_fault`]: refused, 5xx, 401/403,
+//!   404, 429, its own first-token or idle timeout, a broken or empty stream, before or
+//!   after the first token): it gets no request while any replica of the model is
+//!   healthy. When every replica is cooling down, one with room is tried anyway (better a
+//!   likely failure than certain silence), and a turn tries at most one cooling replica
+//!   ([`ReplicaLease::was_cooling`]). Only a successful chat makes it healthy again; a
+//!   good health probe does not (a runtime may answer `/models` and fail every chat).
 //! - Healthy replicas all full while a cooling one has room: the request waits for a
 //!   healthy slot (bounded by the caller's deadline); it is not sent to the cooling one.
 //!
@@ -131,16 +134,26 @@ pub(crate) struct ReplicaFigures {
     pub(crate) served: u64,
 }
 
-/// True when `error` says the replica itself is in trouble (not the request): it counts
-/// towards the cooldown. A timeout after the first token is the answer's, not the
-/// replica's, and so is a refused prompt or key.
-pub(crate) fn counts_against_replica(error: &ModelError, got_first_token: bool) -> bool {
+/// True when `error` is the replica's own fault, as seen from a model with several
+/// replicas: another replica of the same model may well answer (so, before the first
+/// token, the turn is retried there) and it counts towards the cooldown, before or after
+/// the first token.
+///
+/// Not the replica's fault: the turn's own deadline running out ([`TimeoutPhase::Total`],
+/// a retry or a queued turn that met the turn's budget), a lost global slot lease, a
+/// prompt over the context, and the other 4xx (a malformed request would fail anywhere). A 401/403 (a per-replica key or
+/// proxy), 404 (the model not served there) and 429 (rate limited there) are the replica's.
+pub(crate) fn replica_at_fault(error: &ModelError) -> bool {
     match error {
-        ModelError::Connect(_) => true,
-        ModelError::Timeout(TimeoutPhase::Connect | TimeoutPhase::FirstToken) => true,
-        ModelError::Timeout(_) => !got_first_token,
-        ModelError::Http { status, .. } => *status >= 500,
-        _ => false,
+        ModelError::Timeout(TimeoutPhase::Total) => false,
+        ModelError::Timeout(_) | ModelError::Connect(_) | ModelError::Auth { .. } => true,
+        ModelError::Http { status, .. } => matches!(status, 404 | 408 | 429) || *status >= 500,
+        ModelError::Stream(_)
+        | ModelError::Empty
+        | ModelError::EmptyAnswer
+        | ModelError::Protocol(_) => true,
+        // The bot's own global slot (Redis) ended: nothing about the runtime.
+        ModelError::ContextOverflow(_) | ModelError::LeaseLost => false,
     }
 }
 
@@ -157,11 +170,18 @@ pub(crate) struct ReplicaSet {
 pub(crate) struct ReplicaLease<'a> {
     set: &'a ReplicaSet,
     index: usize,
+    was_cooling: bool,
 }
 
 impl ReplicaLease<'_> {
     pub(crate) fn index(&self) -> usize {
         self.index
+    }
+
+    /// True when the replica was cooling down when picked (every untried one was): a
+    /// turn that saw it fail tries no other (they are all cooling too).
+    pub(crate) fn was_cooling(&self) -> bool {
+        self.was_cooling
     }
 }
 
@@ -198,9 +218,10 @@ impl ReplicaSet {
         self.limits.len()
     }
 
-    /// The sum of the replicas' own limits.
+    /// The sum of the replicas' own limits (saturating: never overflows, whatever the
+    /// limits).
     pub(crate) fn total_limit(&self) -> usize {
-        self.limits.iter().sum()
+        self.limits.iter().fold(0, |sum, l| sum.saturating_add(*l))
     }
 
     fn health(&self, i: usize) -> std::sync::MutexGuard<'_, Health> {
@@ -222,7 +243,8 @@ impl ReplicaSet {
             .filter(|&i| !self.cooling(i, now))
             .collect();
         // Every untried replica cooling down: try one with room anyway.
-        let pool = if healthy.is_empty() { untried } else { healthy };
+        let was_cooling = healthy.is_empty();
+        let pool = if was_cooling { untried } else { healthy };
         // A few rounds: a slot seen free can be taken by another turn before our
         // `try_acquire`; then pick again among what is left.
         for _ in 0..4 {
@@ -233,7 +255,11 @@ impl ReplicaSet {
                 .collect();
             let index = two_choices(&room, |i| self.slots.in_flight(i))?;
             if self.slots.try_acquire(index, self.limits[index]) {
-                return Some(ReplicaLease { set: self, index });
+                return Some(ReplicaLease {
+                    set: self,
+                    index,
+                    was_cooling,
+                });
             }
         }
         None
@@ -292,7 +318,7 @@ impl ReplicaSet {
         }
     }
 
-    /// `replica` failed in a way that [`counts_against_replica`]: after
+    /// `replica` failed in a way that [`replica_at_fault`]: after
     /// [`FAILURES_BEFORE_COOLDOWN`] in a row it cools down for [`COOLDOWN`].
     pub(crate) fn failed(&self, replica: usize) {
         let mut h = self.health(replica);
@@ -306,18 +332,6 @@ impl ReplicaSet {
                 cooldown_s = COOLDOWN.as_secs(),
                 "model replica cooling down"
             );
-        }
-    }
-
-    /// A health probe of `replica` answered: it is healthy again (its streak ends).
-    pub(crate) fn probe_answered(&self, replica: usize) {
-        let was_cooling = {
-            let mut h = self.health(replica);
-            h.failures_in_a_row = 0;
-            std::mem::replace(&mut h.state, ReplicaState::Healthy) != ReplicaState::Healthy
-        };
-        if was_cooling {
-            self.changed.notify_waiters();
         }
     }
 
@@ -429,11 +443,11 @@ mod tests {
             s.failed(0);
         }
         assert_eq!(s.figures()[0].state, "cooling_down");
-        s.probe_answered(0);
+        s.succeeded(0);
         assert_eq!(
             s.figures()[0].state,
             "healthy",
-            "a good probe ends it early"
+            "a successful chat ends it early"
         );
         assert_eq!(s.figures()[0].failures, 8);
     }
@@ -495,26 +509,68 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_millis(300));
     }
 
+    /// Issue 14 red team: with several replicas, 401/403/404/429, a broken or empty
+    /// stream and the replica's own timeouts are its fault; the turn's own deadline, an
+    /// oversized prompt and other 4xx are not.
     #[test]
-    fn which_failures_count_against_a_replica() {
+    fn which_failures_are_the_replicas_fault() {
         let http = |status| ModelError::Http {
             status,
             error: Default::default(),
         };
-        assert!(counts_against_replica(
-            &ModelError::Connect("refused".into()),
-            false
-        ));
-        assert!(counts_against_replica(&http(503), false));
-        assert!(counts_against_replica(
-            &ModelError::Timeout(TimeoutPhase::FirstToken),
-            false
-        ));
-        assert!(!counts_against_replica(
-            &ModelError::Timeout(TimeoutPhase::Idle),
-            true
-        ));
-        assert!(!counts_against_replica(&http(400), false));
-        assert!(!counts_against_replica(&http(429), false));
+        let auth = |status| ModelError::Auth {
+            status,
+            error: Default::default(),
+        };
+        for fault in [
+            ModelError::Connect("refused".into()),
+            http(503),
+            http(500),
+            http(404),
+            http(429),
+            http(408),
+            auth(401),
+            auth(403),
+            ModelError::Timeout(TimeoutPhase::Connect),
+            ModelError::Timeout(TimeoutPhase::FirstToken),
+            ModelError::Timeout(TimeoutPhase::Idle),
+            ModelError::Stream("ended without [DONE] or finish_reason".into()),
+            ModelError::Empty,
+            ModelError::EmptyAnswer,
+        ] {
+            assert!(replica_at_fault(&fault), "{fault:?}");
+        }
+        for not in [
+            ModelError::Timeout(TimeoutPhase::Total),
+            ModelError::ContextOverflow(Default::default()),
+            ModelError::LeaseLost,
+            http(400),
+            http(413),
+            http(422),
+        ] {
+            assert!(!replica_at_fault(&not), "{not:?}");
+        }
+    }
+
+    /// Issue 14 red team: `max_concurrency` values near `usize::MAX` add up without
+    /// overflow (a panic at daemon start before).
+    #[test]
+    fn total_limit_saturates() {
+        assert_eq!(set(&[usize::MAX, usize::MAX]).total_limit(), usize::MAX);
+        assert_eq!(set(&[2, 3]).total_limit(), 5);
+    }
+
+    /// A cooling replica picked because every untried one is cooling says so (the turn
+    /// then tries no other); a healthy pick does not.
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_knows_it_went_to_a_cooling_replica() {
+        let s = set(&[2, 2]);
+        for _ in 0..3 {
+            s.failed(0);
+        }
+        let healthy = s.try_pick(&[]).expect("room");
+        assert_eq!((healthy.index(), healthy.was_cooling()), (1, false));
+        let cooling = s.try_pick(&[1]).expect("all untried cooling: tried anyway");
+        assert_eq!((cooling.index(), cooling.was_cooling()), (0, true));
     }
 }

@@ -19,6 +19,10 @@
 //!   the same model, each replica at most once per turn, within the same turn deadline and
 //!   only while [`fallback_deadline`] says enough of it is left; after a first token the
 //!   text already shown cannot be taken back, so there is no retry.
+//! - With `state.backend: redis` a turn first takes one global lease of the model
+//!   ([`super::global_limit`]: at most the model's limit over all bot replicas, the line
+//!   round-robin across conversations), then its local slot; both waits share the wait
+//!   budget. A lease lost while the request runs cancels the request.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,15 +30,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::budget::{fallback_deadline, PhaseBudgets};
+use super::budget::{fallback_deadline, worth_sending, PhaseBudgets};
 use super::client::{ModelClient, ProbeError};
-use super::error::ModelError;
+use super::error::{ModelError, TimeoutPhase};
+use super::global_limit::{GlobalLimit, Lease};
 use super::limiter::{Busy, Limiter, Permit};
-use super::replicas::{counts_against_replica, LocalSlots, ReplicaSet};
+use super::replicas::{replica_at_fault, LocalSlots, ReplicaSet};
 use super::stats::ModelStats;
 use super::types::{prompt_chars, ChatMessage, Turn, TurnOutcome};
 use super::wait_budget::WaitBudget;
 use crate::config::{Config, ModelConfig, RoutingConfig};
+use crate::state::redis::RedisState;
 use crate::status::{ModelReport, ReplicaReport};
 
 struct Entry {
@@ -47,13 +53,25 @@ struct Entry {
     budgets: PhaseBudgets,
     fallback: Option<String>,
     limiter: Arc<Limiter>,
+    /// The limit shared by all replicas (`state.backend: redis`), taken before `limiter`.
+    global: Option<Arc<GlobalLimit>>,
     stats: ModelStats,
+}
+
+/// A turn's right to call a model: its local slot and, with Redis, its global lease.
+struct Slot {
+    global: Option<Lease>,
+    _local: Permit,
 }
 
 struct Inner {
     models: BTreeMap<String, Entry>,
+    /// Wakes global-slot waiters on releases published by any replica.
+    global_listener: Option<tokio::task::JoinHandle<()>>,
     routing: RoutingConfig,
     max_wait: Duration,
+    /// `limits.queue.max_waiting`: turns of this replica waiting for one model's slot.
+    max_waiting: usize,
     prompt_budget_chars: usize,
     /// `reply.max_answer_chars`: every answer is cut there while streaming.
     max_answer_chars: usize,
@@ -75,10 +93,25 @@ pub struct ModelRouter {
     inner: Arc<Inner>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = &self.global_listener {
+            task.abort();
+        }
+    }
+}
+
 impl ModelRouter {
+    /// The router of a single daemon (`state.backend: local`).
     pub fn new(config: &Config) -> ModelRouter {
+        ModelRouter::with_state(config, None)
+    }
+
+    /// The router; with `redis` each model's limit is also one global semaphore shared by
+    /// every replica (see [`super::global_limit`]). Call inside a tokio runtime.
+    pub(crate) fn with_state(config: &Config, redis: Option<RedisState>) -> ModelRouter {
         let queue = &config.limits.queue;
-        let models = config
+        let models: BTreeMap<String, Entry> = config
             .models
             .iter()
             .map(|(name, cfg)| {
@@ -88,14 +121,26 @@ impl ModelRouter {
                     .get(name)
                     .copied()
                     .unwrap_or(1);
-                (name.clone(), Entry::new(cfg, limit, queue.max_waiting))
+                let mut entry = Entry::new(cfg, limit, queue.max_waiting);
+                // The model's limit as the local limiter has it (capped by the replicas' sum).
+                let limit = entry.limiter.snapshot().limit;
+                entry.global = redis
+                    .as_ref()
+                    .map(|r| GlobalLimit::new(r.clone(), name, limit));
+                (name.clone(), entry)
             })
             .collect();
+        let global_listener = redis.and_then(|r| {
+            let limits = models.values().filter_map(|e| e.global.clone()).collect();
+            super::global_limit::spawn_listener(r, limits)
+        });
         ModelRouter {
             inner: Arc::new(Inner {
                 models,
+                global_listener,
                 routing: config.routing.clone(),
                 max_wait: Duration::from_millis(queue.max_wait_ms),
+                max_waiting: queue.max_waiting,
                 prompt_budget_chars: config.prompt.max_chars,
                 max_answer_chars: config.reply.max_answer_chars,
             }),
@@ -240,28 +285,48 @@ impl ModelRouter {
         })
     }
 
-    /// Waits for a slot no longer than what is left of the turn's wait bound nor its
-    /// deadline.
+    /// Waits for a slot (with Redis the global lease first, then the local slot, which
+    /// is then free at once; see [`super::global_limit`]) no longer than what is left of
+    /// the turn's wait bound nor its deadline.
     async fn wait_for_slot(
         &self,
         entry: &Entry,
         conversation: &str,
         deadline: Instant,
         wait: &mut WaitBudget,
-    ) -> Option<Permit> {
+    ) -> Option<Slot> {
         let waiting_since = Instant::now();
+        let global = match &entry.global {
+            None => None,
+            Some(g) if g.waiting_here() >= self.inner.max_waiting => {
+                return self.busy(entry, Busy::QueueFull)
+            }
+            Some(g) => match wait
+                .spend(g.acquire(conversation, deadline))
+                .await
+                .flatten()
+            {
+                Some(lease) => Some(lease),
+                None => return self.busy(entry, Busy::WaitExpired),
+            },
+        };
         let acquired = wait.spend(entry.limiter.acquire(conversation, deadline));
-        match acquired.await.unwrap_or(Err(Busy::WaitExpired)) {
-            Ok(p) => {
-                crate::ops::metrics::observed().queue_waited(waiting_since.elapsed());
-                Some(p)
-            }
-            Err(why) => {
-                entry.stats.busy();
-                tracing::info!(?why, "model busy");
-                None
-            }
-        }
+        let local = match acquired.await.unwrap_or(Err(Busy::WaitExpired)) {
+            Ok(p) => p,
+            // The lease goes back with `global` here.
+            Err(why) => return self.busy(entry, why),
+        };
+        crate::ops::metrics::observed().queue_waited(waiting_since.elapsed());
+        Some(Slot {
+            global,
+            _local: local,
+        })
+    }
+
+    fn busy(&self, entry: &Entry, why: Busy) -> Option<Slot> {
+        entry.stats.busy();
+        tracing::info!(?why, "model busy");
+        None
     }
 
     /// One report per configured model, in name order, each with its replicas.
@@ -273,6 +338,10 @@ impl ModelRouter {
                 let mut report =
                     e.stats
                         .report(name, e.limiter.snapshot(), self.inner.prompt_budget_chars);
+                if let Some(g) = &e.global {
+                    report.global_in_flight = Some(g.in_flight());
+                    report.queued += g.waiting_here();
+                }
                 report.replicas = e
                     .replicas
                     .figures()
@@ -294,7 +363,8 @@ impl ModelRouter {
     }
 
     /// Probes every replica of every model concurrently (its health URL): latency in ms,
-    /// or why it failed. A replica that answers is healthy again (its cooldown ends).
+    /// or why it failed, with what the turns saw there. A probe never ends a cooldown:
+    /// only a successful chat does (a runtime may answer `/models` and fail every chat).
     pub async fn check(&self, timeout: Duration) -> Vec<ReplicaProbe> {
         let probes = self.inner.models.iter().flat_map(|(name, e)| {
             e.clients
@@ -305,14 +375,14 @@ impl ModelRouter {
                         Ok(c) => c.probe(timeout).await,
                         Err(why) => Err(why.clone().into()),
                     };
-                    if result.is_ok() {
-                        e.replicas.probe_answered(i);
-                    }
+                    let seen = &e.replicas.figures()[i];
                     ReplicaProbe {
                         model: name.clone(),
                         replica: (e.clients.len() > 1).then_some(i),
                         base_url: e.base_urls[i].clone(),
                         result,
+                        chat_failures_in_a_row: seen.failures_in_a_row,
+                        cooling_down: seen.state == "cooling_down",
                     }
                 })
         });
@@ -330,6 +400,11 @@ pub struct ReplicaProbe {
     pub base_url: String,
     /// The latency in ms, or why it failed.
     pub result: Result<u64, ProbeError>,
+    /// Chat requests that failed there in a row, through the replica's fault (0 once
+    /// one succeeds).
+    pub chat_failures_in_a_row: u32,
+    /// The replica gets no traffic for now ([`super::replicas`] cooldown).
+    pub cooling_down: bool,
 }
 
 impl Entry {
@@ -353,6 +428,7 @@ impl Entry {
             fallback: cfg.fallback.clone(),
             limiter: Limiter::new(limit.min(replicas.total_limit()), max_waiting),
             replicas,
+            global: None,
             stats: ModelStats::default(),
         }
     }
@@ -414,7 +490,7 @@ struct Attempt<'a> {
     model: String,
     entry: &'a Entry,
     /// `None` once the attempt failed and gave its slot back.
-    permit: Option<Permit>,
+    permit: Option<Slot>,
     deadline: Instant,
 }
 
@@ -423,6 +499,28 @@ impl Attempt<'_> {
     /// before the first token is retried at another replica (see the module invariants).
     /// `Err(None)`: no replica slot came free within `wait` and the deadline.
     async fn run(
+        &self,
+        messages: &[ChatMessage],
+        max_answer_chars: usize,
+        hooks: &mut (dyn TurnHooks + Send),
+        wait: &mut WaitBudget,
+    ) -> Result<String, Option<ModelError>> {
+        let on_replicas = self.run_on_replicas(messages, max_answer_chars, hooks, wait);
+        match self.permit.as_ref().and_then(|s| s.global.as_ref()) {
+            None => on_replicas.await,
+            // A lost global lease cancels the request: the model's global limit holds.
+            Some(lease) => tokio::select! {
+                r = on_replicas => r,
+                _ = lease.lost() => {
+                    self.entry.stats.failed(ModelError::LeaseLost.to_string(), false);
+                    Err(Some(ModelError::LeaseLost))
+                }
+            },
+        }
+    }
+
+    /// [`Attempt::run`] without the global lease's watch.
+    async fn run_on_replicas(
         &self,
         messages: &[ChatMessage],
         max_answer_chars: usize,
@@ -438,6 +536,13 @@ impl Attempt<'_> {
                 return Err(last_error);
             };
             let replica = lease.index();
+            if !worth_sending(Instant::now(), deadline, &entry.budgets) {
+                // Not the replica's fault, and nothing was asked of it.
+                let error = ModelError::Timeout(TimeoutPhase::Total);
+                entry.stats.failed(error.to_string(), true);
+                tracing::info!(model = %model, "too little of the turn left to send it");
+                return Err(Some(error));
+            }
             tried.push(replica);
             let mut got_first_token = false;
             let mut on_progress = |full: &str| {
@@ -463,15 +568,19 @@ impl Attempt<'_> {
                 }
                 Err(e) => e,
             };
-            if counts_against_replica(&error, got_first_token) {
+            let at_fault = replica_at_fault(&error);
+            if at_fault {
                 entry.replicas.failed(replica);
             }
+            let was_cooling = lease.was_cooling();
             drop(lease);
             let time_left =
                 fallback_deadline(Instant::now(), deadline, &entry.budgets, &entry.budgets)
                     .is_some();
+            // With one replica nothing changes: `tried` already holds every replica.
             let retry = !got_first_token
-                && error.failover_eligible()
+                && at_fault
+                && !was_cooling
                 && tried.len() < entry.replicas.len()
                 && time_left;
             if !retry {

@@ -92,6 +92,7 @@ impl ModelStats {
                 in_flight: limiter.in_flight,
                 queued: limiter.queued,
                 peak_in_flight: limiter.peak_in_flight,
+                global_in_flight: None,
                 served: c.served,
                 failures: c.failures,
                 timeouts: c.timeouts,

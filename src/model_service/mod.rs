@@ -59,6 +59,8 @@ pub(crate) struct ModelService {
     supervisor: Mutex<Option<JoinHandle<()>>>,
     /// The health poller; aborted on shutdown.
     poller: Option<JoinHandle<()>>,
+    /// What `daemon status` calls it ([`Workload::kind`]): `gateway` unless relabelled.
+    kind: &'static str,
 }
 
 /// Why the supervised process could not start (printed by `daemon start` in one line).
@@ -117,7 +119,15 @@ impl ModelService {
             stop,
             supervisor: Mutex::new(Some(supervisor)),
             poller,
+            kind: "gateway",
         })
+    }
+
+    /// Reports this supervised process as `kind` (e.g. `sim` for the simulator, which is
+    /// not a model gateway).
+    pub(crate) fn labelled(mut self, kind: &'static str) -> ModelService {
+        self.kind = kind;
+        self
     }
 
     fn process_check(&self) -> Check {
@@ -168,7 +178,7 @@ impl ModelService {
 
 impl Workload for ModelService {
     fn kind(&self) -> &'static str {
-        "gateway"
+        self.kind
     }
 
     fn fill_report(&self, report: &mut DaemonReport) {

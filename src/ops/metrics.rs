@@ -363,6 +363,23 @@ impl ReportCollector {
                 }
             }
         }
+        // Only with state.backend: redis (a local daemon's metrics stay as they were).
+        if models.iter().any(|r| r.global_in_flight.is_some()) {
+            let mut m = e.encode_descriptor(
+                "clawdbot_model_global_in_flight",
+                "Requests running on the model now across all replicas (state.backend: redis)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for r in models {
+                if let Some(n) = r.global_in_flight {
+                    let labels = ModelLabel {
+                        model: r.name.clone(),
+                    };
+                    ConstGauge::new(n as i64).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
         let per_model: [Figure<crate::status::ModelReport>; 4] = [
             (
                 "clawdbot_model_in_flight",

@@ -33,7 +33,7 @@ fn body_or_empty(bytes: &[u8]) -> Result<Value, Response> {
 
 /// The docs/dingtalk-protocol.md §2 payload of an injected message. Fields of the request (all
 /// optional): `text`, `msgtype`, `conversation_id`, `conversation_type` (`group`|`direct`),
-/// `conversation_title`, `sender_staff_id`, `sender_nick`, `content` (raw content object),
+/// `conversation_title` (default: the title the group was given before, else `Sim Group`), `sender_staff_id`, `sender_nick`, `content` (raw content object),
 /// and, to play a hostile or broken DingTalk, `session_webhook` (any string) and
 /// `session_webhook_expired_time` (any JSON value) in place of the simulator's own.
 /// An injected message the simulator cannot build.
@@ -72,7 +72,17 @@ fn build_payload(sim: &Sim, r: &Value, msg_id: &str, session: &str) -> Result<Va
         "sessionWebhookExpiredTime": now + sim.opts.session_ttl_ms,
     });
     if group {
-        p["conversationTitle"] = json!(s("conversation_title").unwrap_or("Sim Group"));
+        let mut state = sim.lock();
+        let title = match s("conversation_title") {
+            Some(t) => t.to_string(),
+            None => state
+                .group_titles
+                .get(&cid)
+                .cloned()
+                .unwrap_or_else(|| "Sim Group".to_string()),
+        };
+        state.group_titles.insert(cid.clone(), title.clone());
+        p["conversationTitle"] = json!(title);
     }
     if let Some(url) = s("session_webhook") {
         p["sessionWebhook"] = json!(url);

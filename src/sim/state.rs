@@ -201,6 +201,9 @@ pub struct State {
     pub qps: HashMap<String, VecDeque<Instant>>,
     pub requests: VecDeque<Value>,
     pub robots: HashMap<String, Option<String>>,
+    /// The title each group conversation was given, kept as DingTalk keeps a group's name
+    /// (a later message that gives none is in the same group).
+    pub group_titles: HashMap<String, String>,
 }
 
 /// Shared simulator: options, base URL, state.

@@ -38,12 +38,17 @@ pub(crate) enum RedisError {
         #[source]
         source: redis::RedisError,
     },
+    /// A caller's deadline ended before Redis answered.
+    #[error("redis did not answer in time")]
+    TimedOut,
 }
 
 /// One daemon's handle on Redis: cheap to clone (one multiplexed connection underneath).
 #[derive(Clone)]
 pub(crate) struct RedisState {
     conn: ConnectionManager,
+    /// For connections a multiplexed one cannot serve (pub/sub subscriptions).
+    client: redis::Client,
     inner: Arc<Inner>,
 }
 
@@ -70,7 +75,7 @@ impl RedisState {
             .set_response_timeout(RESPONSE_TIMEOUT)
             .set_number_of_retries(2)
             .set_max_delay(1_000);
-        let conn = ConnectionManager::new_with_config(client, manager_cfg)
+        let conn = ConnectionManager::new_with_config(client.clone(), manager_cfg)
             .await
             .map_err(|source| RedisError::Command {
                 server: server.clone(),
@@ -79,6 +84,7 @@ impl RedisState {
         let replica_id = cfg.replica_id.clone().unwrap_or_else(default_replica_id);
         Ok(RedisState {
             conn,
+            client,
             inner: Arc::new(Inner {
                 prefix: cfg.key_prefix.clone(),
                 replica_id,
@@ -101,6 +107,18 @@ impl RedisState {
     /// A connection for one or more commands (a clone of the shared multiplexed one).
     pub(crate) fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// A new pub/sub connection (subscriptions need a connection of their own), bounded
+    /// by [`CONNECT_TIMEOUT`].
+    pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub, RedisError> {
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(self.error(e)),
+            Err(_) => Err(self.error(redis::RedisError::from(std::io::Error::from(
+                std::io::ErrorKind::TimedOut,
+            )))),
+        }
     }
 
     /// This replica's id (unique among the live replicas of one prefix).

@@ -677,7 +677,7 @@ async fn a_send_to_users_dingtalk_calls_invalid_is_reported_undelivered() {
 
 /// The most entries of `out` whose `at_us` (when the simulator got them) fall inside any
 /// half-open 1 s interval.
-fn busiest_second(out: &[Value]) -> usize {
+pub(crate) fn busiest_second(out: &[Value]) -> usize {
     let mut at: Vec<u64> = out.iter().filter_map(|e| e["at_us"].as_u64()).collect();
     at.sort_unstable();
     (0..at.len())

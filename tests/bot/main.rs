@@ -10,5 +10,6 @@ mod support;
 mod dingtalk_channel;
 mod e2e_bot;
 mod e2e_reliability;
+mod replicas_limits;
 mod sim_official_sdk;
 mod sim_rejections;

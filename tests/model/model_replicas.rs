@@ -144,7 +144,7 @@ async fn retry_on_another_replica_only_before_the_first_token_and_within_the_bud
         .replicas(&[(&good.base_url, Some(1)), (&breaks.base_url, Some(1))])
         .keys("timeout_ms: 20000\nidle_timeout_ms: 300");
     let router = ModelRouter::new(&config(&[spec], &[("m", 2)], 8, 10_000));
-    let mut broke = 0;
+    let mut broke = 0u64;
     for i in 0..16 {
         let (g, b) = (requests(&good), requests(&breaks));
         let (o, seen) = ask(&router, turn("c", &format!("t{i}"))).await;
@@ -164,8 +164,12 @@ async fn retry_on_another_replica_only_before_the_first_token_and_within_the_bud
     let report = &router.reports()[0];
     assert_eq!(report.replica_retries, 0);
     assert_eq!(
-        report.replicas[1].failures, 0,
-        "a stall after the first token is the answer's, not the replica's fault"
+        report.replicas[1].failures, broke,
+        "a stall after the first token is the replica's fault: it counts towards the cooldown"
+    );
+    assert!(
+        broke <= 3,
+        "cooled down after 3 broken answers, got {broke}"
     );
 
     // Both replicas silent; the first-token budget (900 ms) leaves 100 ms of a 1000 ms
@@ -185,4 +189,168 @@ async fn retry_on_another_replica_only_before_the_first_token_and_within_the_bud
         "no retry without time left"
     );
     assert_eq!(router.reports()[0].replica_retries, 0);
+}
+
+/// A stream that sends only the role chunk and then ends (no content, no `[DONE]`).
+fn role_only_stream() -> FakeBehavior {
+    FakeBehavior {
+        mode: FakeMode::Status,
+        status: 200,
+        content_type: "text/event-stream".into(),
+        body: "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n".into(),
+        ..FakeBehavior::default()
+    }
+}
+
+fn status(code: u16) -> FakeBehavior {
+    FakeBehavior {
+        mode: FakeMode::Status,
+        status: code,
+        body: "{\"error\":{\"message\":\"no\"}}".into(),
+        content_type: "application/json".into(),
+        ..FakeBehavior::default()
+    }
+}
+
+/// Issue 14 red team (HIGH): a replica answering 401, 403, 404 or 429, or sending only a
+/// role chunk, fails at once, so least-in-flight kept sending it most of the traffic and
+/// (401/404) the turn failed. Now each such failure before the first token is retried on
+/// the healthy replica, counts towards the cooldown, and the healthcheck does not call the
+/// replica ok when its `/models` answers but its chat fails. The red team's repro:
+/// `[404, ok]` and 10 messages at once (8 got the fallback text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_refusing_chat_are_retried_elsewhere_and_cool_down() {
+    for (what, bad) in [
+        ("404", status(404)),
+        ("401", status(401)),
+        ("403", status(403)),
+        ("429", status(429)),
+        ("role chunk then end", role_only_stream()),
+    ] {
+        let bad = fake(bad).await;
+        let good = fake(FakeBehavior::default()).await;
+        let spec = ModelSpec::new("m", "unused")
+            .replicas(&[(&bad.base_url, None), (&good.base_url, None)])
+            .keys("timeout_ms: 20000");
+        let router = ModelRouter::new(&config(&[spec], &[("m", 4)], 64, 30_000));
+        for o in flood(&router, 10).await {
+            assert!(answer_text(&o).starts_with("echo: q"), "{what}: {o:?}");
+        }
+        let report = &router.reports()[0];
+        assert_eq!(
+            report.replicas[0].state, "cooling_down",
+            "{what}: {:?}",
+            report.replicas
+        );
+        assert_eq!(
+            report.replica_retries,
+            requests(&bad),
+            "{what}: every failed request was retried on the good replica"
+        );
+        // Cooling down: the next turns all go to the good replica.
+        let before = requests(&bad);
+        for o in flood(&router, 8).await {
+            assert!(answer_text(&o).starts_with("echo: q"), "{what}: {o:?}");
+        }
+        assert_eq!(requests(&bad), before, "{what}: no request while cooling");
+        // The probe of /models answers, but the healthcheck is told what chat saw.
+        let probes = router.check(Duration::from_secs(10)).await;
+        assert!(probes[0].result.is_ok(), "{what}: /models answers");
+        assert!(
+            probes[0].chat_failures_in_a_row >= 3 && probes[0].cooling_down,
+            "{what}: {} failures, cooling {}",
+            probes[0].chat_failures_in_a_row,
+            probes[0].cooling_down
+        );
+        assert_eq!(
+            router.reports()[0].replicas[0].state,
+            "cooling_down",
+            "{what}: a good probe does not end the cooldown"
+        );
+        assert_eq!(probes[1].chat_failures_in_a_row, 0);
+    }
+}
+
+/// Issue 14 red team (MEDIUM): a turn whose own time runs out is not the replica's fault.
+/// Two replicas, each 700 ms before its headers, one slot each, 1000 ms turns: four turns
+/// at once, two are answered and two wait in line. With a 100 ms connect budget the two
+/// late ones are sent with ~300 ms left and time out on the turn's budget; neither replica
+/// is blamed. With a 400 ms connect budget (the floor to send is `min(connect, 1 s)`),
+/// the late ones are not sent at all and get the fallback text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_turns_own_deadline_blames_no_replica_and_a_late_turn_is_not_sent() {
+    for connect_ms in [100u64, 400] {
+        let slow = || FakeBehavior {
+            latency_ms: 700,
+            ..FakeBehavior::default()
+        };
+        let (a, b) = (fake(slow()).await, fake(slow()).await);
+        let spec = ModelSpec::new("m", "unused")
+            .replicas(&[(&a.base_url, Some(1)), (&b.base_url, Some(1))])
+            .keys(&format!(
+                "timeout_ms: 1000\nconnect_timeout_ms: {connect_ms}"
+            ));
+        let router = ModelRouter::new(&config(&[spec], &[("m", 2)], 8, 10_000));
+        let outcomes = flood(&router, 4).await;
+        let answered = outcomes
+            .iter()
+            .filter(|o| matches!(o, TurnOutcome::Answer { .. }))
+            .count();
+        assert!(answered >= 1, "connect {connect_ms}: {outcomes:?}");
+        for o in &outcomes {
+            if !matches!(o, TurnOutcome::Answer { .. } | TurnOutcome::Busy) {
+                assert!(failed_reason(o).1, "connect {connect_ms}: {o:?}");
+            }
+        }
+        let report = &router.reports()[0];
+        for r in &report.replicas {
+            assert_eq!(
+                (r.failures, r.state.as_str()),
+                (0, "healthy"),
+                "connect {connect_ms}: the turn's deadline is not the replica's fault"
+            );
+        }
+        if connect_ms == 400 {
+            assert_eq!(
+                requests(&a) + requests(&b),
+                2,
+                "a turn with under 400 ms left is not sent"
+            );
+        }
+    }
+}
+
+/// Issue 14 red team (LOW): when every replica is cooling down a turn tries one of them,
+/// not all (3 refused replicas: one failed attempt per turn once all are cooling).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_cooling_a_turn_tries_only_one() {
+    let urls: Vec<String> = (0..3)
+        .map(|_| format!("http://127.0.0.1:{}/v1", refused_port()))
+        .collect();
+    let spec = ModelSpec::new("m", "unused")
+        .replicas(&[(&urls[0], None), (&urls[1], None), (&urls[2], None)])
+        .keys("timeout_ms: 20000");
+    let router = ModelRouter::new(&config(&[spec], &[("m", 2)], 8, 10_000));
+    let all_cooling = |r: &ModelRouter| {
+        r.reports()[0]
+            .replicas
+            .iter()
+            .all(|x| x.state == "cooling_down")
+    };
+    for i in 0..10 {
+        if all_cooling(&router) {
+            break;
+        }
+        let (o, _) = ask(&router, turn("c", &format!("warm{i}"))).await;
+        assert!(matches!(o, TurnOutcome::Failed { .. }), "{o:?}");
+    }
+    assert!(all_cooling(&router), "{:?}", router.reports()[0].replicas);
+    let attempts =
+        |r: &ModelRouter| -> u64 { r.reports()[0].replicas.iter().map(|x| x.failures).sum() };
+    let before = attempts(&router);
+    for i in 0..5 {
+        let (o, _) = ask(&router, turn("c", &format!("t{i}"))).await;
+        assert!(matches!(o, TurnOutcome::Failed { .. }), "{o:?}");
+    }
+    assert_eq!(attempts(&router) - before, 5, "one replica tried per turn");
 }

@@ -11,9 +11,7 @@ fn completions_and_man_pages_are_fresh() {
     let bless = std::env::var_os("CLAWDBOT_BLESS").is_some();
     let mut stale = Vec::new();
     let mut generated = clawdbot::docs::completions_and_units();
-    let mut root_cmd = clawdbot::cli::command();
-    root_cmd.build();
-    man_pages(&root_cmd, "clawdbot", &mut generated);
+    generated.extend(super::man_pages::pages(root));
     for (rel, body) in generated {
         let path = root.join(&rel);
         if bless {
@@ -27,22 +25,6 @@ fn completions_and_man_pages_are_fresh() {
         stale.is_empty(),
         "stale generated files {stale:?}: run CLAWDBOT_BLESS=1 cargo test --test operator docs_fresh"
     );
-}
-
-/// One man page per command and subcommand, named `clawdbot-daemon-start.1` and so on.
-fn man_pages(cmd: &clap::Command, page_name: &str, out: &mut Vec<(String, Vec<u8>)>) {
-    let renamed = cmd.clone().name(page_name.to_string());
-    let mut buf = Vec::new();
-    clap_mangen::Man::new(renamed)
-        .render(&mut buf)
-        .expect("rendering a man page into memory cannot fail");
-    out.push((format!("man/{page_name}.1"), buf));
-    for sub in cmd.get_subcommands() {
-        if sub.is_hide_set() || sub.get_name() == "help" {
-            continue;
-        }
-        man_pages(sub, &format!("{page_name}-{}", sub.get_name()), out);
-    }
 }
 
 #[test]
@@ -88,6 +70,10 @@ fn readme_commands(readme: &str) -> Vec<(usize, Vec<String>)> {
         pending.clear();
         for segment in words.split(|w| ["|", "&&", "&", ";"].contains(&w.as_str())) {
             let mut words: Vec<&str> = segment.iter().map(String::as_str).collect();
+            // A redirection (`> FILE`, `>/dev/null`) is the shell's, not an argument.
+            if let Some(at) = words.iter().position(|w| w.starts_with('>')) {
+                words.truncate(at);
+            }
             if words.first() == Some(&"sudo") {
                 words.remove(0);
             }
@@ -144,7 +130,8 @@ fn every_readme_command_parses_with_the_cli_definition() {
 #[test]
 fn the_readme_parser_sees_alternatives_and_continuations() {
     let text = "```sh\nsudo clawdbot daemon status|stop --name b [--json]   # note\n\
-                clawdbot onboard --name b \\\n  --non-interactive ...\nclawdbot completions bash | sudo tee x\n```\n";
+                clawdbot onboard --name b \\\n  --non-interactive ...\nclawdbot completions bash | sudo tee x\n\
+                clawdbot completions zsh > ~/.zfunc/_clawdbot   # note\n```\n";
     let got: Vec<String> = readme_commands(text)
         .into_iter()
         .map(|(_, a)| a.join(" "))
@@ -156,6 +143,7 @@ fn the_readme_parser_sees_alternatives_and_continuations() {
             "clawdbot daemon stop --name b --json",
             "clawdbot onboard --name b --non-interactive",
             "clawdbot completions bash",
+            "clawdbot completions zsh",
         ]
     );
 }

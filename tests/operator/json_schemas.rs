@@ -417,6 +417,26 @@ fn every_command_json_output_matches_its_schema() {
         0,
     );
     assert!(doc["msg_id"].as_str().unwrap().starts_with("msg"), "{doc}");
+    let waited = json_run(
+        &stack,
+        "sim-inject",
+        &[
+            "sim",
+            "inject",
+            "--sim",
+            sim,
+            "--group",
+            "--conversation",
+            "cidJsonGroup==",
+            "--text",
+            "again",
+            "--wait",
+            "--wait-timeout",
+            "30",
+        ],
+        0,
+    );
+    assert!(waited["reply_text"].is_string(), "{waited}");
     let mut seen = Value::Null;
     assert!(
         wait_until(Duration::from_secs(30), || {

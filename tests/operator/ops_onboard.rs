@@ -4,7 +4,7 @@
 
 use crate::support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -165,7 +165,18 @@ fn an_inline_secret_is_written_and_the_checks_pass() {
     let r = run(&stack, &args, &[]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("Next:"), "{r:?}");
-    assert!(r.stdout.contains("clawdbot daemon start"), "{r:?}");
+    // The next commands work as typed: they keep the --home this onboard was given.
+    let home_flag = format!("--home {}", stack.home.path().display());
+    let next: Vec<&str> = r
+        .stdout
+        .lines()
+        .skip_while(|l| *l != "Next:")
+        .skip(1)
+        .collect();
+    assert_eq!(next.len(), 4, "{r:?}");
+    for line in next {
+        assert!(line.contains(&format!("clawdbot {home_flag} ")), "{line}");
+    }
     assert!(!r.stdout.contains(CLIENT_SECRET) && !r.stderr.contains(CLIENT_SECRET));
     let text = std::fs::read_to_string(&cfg).unwrap();
     assert!(text.contains("targets: {}"), "{text}");
@@ -556,24 +567,7 @@ impl Terminal {
         drop(c); // the Command holds copies of the terminal too
         drop(pty.slave);
         let master = std::fs::File::from(pty.master);
-        let screen = Arc::new(Mutex::new(String::new()));
-        {
-            let screen = screen.clone();
-            let mut m = master.try_clone().unwrap();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                // Ends with EIO once the child closed the terminal.
-                while let Ok(n) = m.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    screen
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+        let screen = support::record_screen(&master);
         Terminal {
             child,
             master,

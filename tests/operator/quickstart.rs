@@ -27,18 +27,7 @@ fn quickstart_gets_a_reply_through_the_simulator_and_stops_cleanly() {
     let reply = doc["reply"].as_str().unwrap();
     assert!(reply.starts_with("echo: quickstart canary 7731"), "{doc}");
     for name in ["quickstart-bot", "quickstart-sim"] {
-        let status = as_user(
-            None,
-            home.path(),
-            &[
-                "--home",
-                demo.to_str().unwrap(),
-                "daemon",
-                "status",
-                "--name",
-                name,
-            ],
-        );
+        let status = in_demo(home.path(), &demo, &["daemon", "status", "--name", name]);
         assert_eq!(status.code, 3, "{status:?}");
     }
     let logs: String = std::fs::read_dir(demo.join("logs"))
@@ -74,30 +63,81 @@ fn quickstart_twice_reuses_the_running_simulator() {
         human.stdout.contains("daemon stop --name quickstart-sim"),
         "{human:?}"
     );
+    // The `sim inject ... --wait` it suggests works as typed: no --sim (it finds the
+    // quickstart simulator and says so), and it prints the bot's reply.
+    let sim_url = second.json()["sim_url"].as_str().unwrap().to_string();
+    let suggested = human
+        .stdout
+        .lines()
+        .find(|l| l.contains("sim inject"))
+        .expect("an inject line")
+        .trim()
+        .replace("\"hi\"", "'wait canary 5521'");
+    let waited = sh(&suggested);
+    assert_eq!(waited.code, 0, "{suggested}: {waited:?}");
+    assert!(
+        waited
+            .stderr
+            .contains(&format!("using the quickstart simulator at {sim_url}")),
+        "{waited:?}"
+    );
+    assert!(
+        waited.stdout.contains("reply: echo: wait canary 5521"),
+        "{waited:?}"
+    );
+    // From the user's home too (the demo folder under it).
+    let outbox = home.run(&["sim", "outbox"]);
+    assert_eq!(outbox.code, 0, "{outbox:?}");
+    assert!(
+        outbox.stdout.contains("echo: wait canary 5521"),
+        "{outbox:?}"
+    );
+    // A reply's later lines (the group reply's @-mention) are indented under its entry.
+    assert!(
+        outbox
+            .stdout
+            .lines()
+            .all(|l| l.starts_with('#') || l.starts_with("    ")),
+        "{outbox:?}"
+    );
+    // The group keeps the title the demo gave it when a later message gives none.
+    let seen = in_demo(
+        home.path(),
+        &demo,
+        &["conversations", "--name", "quickstart-bot"],
+    );
+    assert!(
+        seen.stdout.contains("Quickstart demo") && !seen.stdout.contains("Sim Group"),
+        "{seen:?}"
+    );
+    // The simulator daemon is labelled as one, not as a model gateway.
+    let status = in_demo(
+        home.path(),
+        &demo,
+        &["daemon", "status", "--name", "quickstart-sim"],
+    );
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(
+        status.stdout.contains("(pid ") && status.stdout.contains(", sim v"),
+        "{status:?}"
+    );
+    assert!(status.stdout.contains("  simulator: running"), "{status:?}");
+    assert!(!status.stdout.contains("gateway"), "{status:?}");
+    let status = in_demo(
+        home.path(),
+        &demo,
+        &["--json", "daemon", "status", "--name", "quickstart-sim"],
+    );
+    assert_eq!(status.json()["workload"], "sim", "{status:?}");
     // The printed stop commands work as typed (they name this binary, not a `clawdbot`
     // that may not be on PATH).
     for cmd in second.json()["stop_commands"].as_array().unwrap() {
         let cmd = cmd.as_str().unwrap();
-        let ran = std::process::Command::new("sh")
-            .args(["-c", cmd])
-            .env_remove("CLAWDBOT_HOME")
-            .output()
-            .expect("sh");
-        assert!(ran.status.success(), "{cmd}: {ran:?}");
+        let ran = sh(cmd);
+        assert_eq!(ran.code, 0, "{cmd}: {ran:?}");
     }
     for name in ["quickstart-bot", "quickstart-sim"] {
-        let status = as_user(
-            None,
-            home.path(),
-            &[
-                "--home",
-                demo.to_str().unwrap(),
-                "daemon",
-                "status",
-                "--name",
-                name,
-            ],
-        );
+        let status = in_demo(home.path(), &demo, &["daemon", "status", "--name", name]);
         assert_eq!(status.code, 3, "{status:?}");
     }
 }
@@ -118,6 +158,26 @@ fn as_user(uid: Option<u32>, home: &std::path::Path, args: &[&str]) -> support::
         c.uid(uid).gid(uid);
     }
     support::Run::from(c.output().expect("run clawdbot"))
+}
+
+/// Runs the binary as [`as_user`] does, on the demo folder (`--home DEMO`).
+fn in_demo(home: &std::path::Path, demo: &std::path::Path, args: &[&str]) -> support::Run {
+    let mut all = vec!["--home", demo.to_str().unwrap()];
+    all.extend(args);
+    as_user(None, home, &all)
+}
+
+/// Runs a printed command line as a user would type it (no CLAWDBOT_HOME).
+fn sh(line: &str) -> support::Run {
+    support::Run::from(
+        std::process::Command::new("sh")
+            .args(["-c", line])
+            .env_remove("CLAWDBOT_HOME")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("sh"),
+    )
 }
 
 /// Stops the demo's daemons when a test ends, even a failed one.
@@ -230,6 +290,18 @@ fn demo_keeps_to_its_own_folder(uid: Option<u32>) {
 
     let clean = as_user(uid, home.path(), &["quickstart", "--stop", "--clean"]);
     assert_eq!(clean.code, 0, "{clean:?}");
+    // It only stops and cleans: no demo message, no reply, no healthcheck first.
+    for demo_step in [
+        "reusing the simulator",
+        "waiting for",
+        "bot's reply",
+        "healthcheck",
+    ] {
+        assert!(
+            !clean.stdout.contains(demo_step) && !clean.stderr.contains(demo_step),
+            "`quickstart --stop --clean` ran the demo ({demo_step}): {clean:?}"
+        );
+    }
     assert!(!demo.exists(), "the demo folder is left: {clean:?}");
     assert!(
         clean

@@ -207,6 +207,74 @@ fn channel_reconnects_after_the_sim_restarts() {
     });
 }
 
+/// `sim serve`'s banner shows the credentials it accepts (the demo's: public), and says
+/// nothing about exposure on loopback; without `--sim` and no quickstart simulator the
+/// other sim commands say what to pass; `inject --wait` with no bot ends at its bound
+/// with exit 1 saying so.
+#[test]
+fn the_banner_shows_the_demo_credentials_and_inject_waits_bounded() {
+    use clawdbot::sim::state::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET};
+    let home = Home::new();
+    let banner = home.path().join("banner.txt");
+    let port_file = home.path().join("sim.url");
+    // Another user's links at the temporary names next to the port file (a shared /tmp)
+    // are never written through.
+    let victim = home.write("victim", "precious");
+    for planted in ["sim.tmp", "sim.url.tmp"] {
+        std::os::unix::fs::symlink(&victim, home.path().join(planted)).unwrap();
+    }
+    let mut child = home
+        .command(&["sim", "serve", "--port-file", port_file.to_str().unwrap()])
+        .stdout(std::fs::File::create(&banner).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sim");
+    let shown = wait_until(Duration::from_secs(30), || {
+        std::fs::read_to_string(&banner).is_ok_and(|b| b.contains("client_secret"))
+    });
+    let text = std::fs::read_to_string(&banner).unwrap();
+    let base = std::fs::read_to_string(&port_file).unwrap_or_default();
+    let base = base.trim();
+    let no_sim = home.run(&["sim", "outbox"]);
+    let waited = home.run(&[
+        "sim",
+        "inject",
+        "--sim",
+        base,
+        "--text",
+        "nobody answers",
+        "--wait",
+        "--wait-timeout",
+        "1",
+    ]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(shown, "no credentials in the banner: {text}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(!std::fs::symlink_metadata(&port_file).unwrap().is_symlink());
+    assert!(
+        text.contains(&format!("client_id:     {DEFAULT_CLIENT_ID}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("client_secret: {DEFAULT_CLIENT_SECRET}")),
+        "{text}"
+    );
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert_eq!(no_sim.code, 2, "{no_sim:?}");
+    assert!(
+        no_sim.stderr.contains("--sim") && no_sim.stderr.contains("quickstart"),
+        "{no_sim:?}"
+    );
+    assert_eq!(waited.code, 1, "{waited:?}");
+    assert!(
+        waited.stderr.contains("no reply from the bot") && waited.stderr.contains("within 1 s"),
+        "{waited:?}"
+    );
+}
+
 /// The product carries the quickstart echo model only: the scriptable fake model (its
 /// control routes, its failure modes, its stored prompts) lives in the dev-only
 /// `clawdbot-testkit` crate. Checked on the running simulator and on the binary's bytes.

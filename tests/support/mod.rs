@@ -299,3 +299,24 @@ pub fn wait_stderr_line(
         }
     }
 }
+
+/// Appends everything read from a pseudo-terminal's master side to the returned screen,
+/// on a thread of its own (it ends with EIO once the child closed the terminal).
+pub fn record_screen(master: &std::fs::File) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::Read;
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (shared, mut reader) = (screen.clone(), master.try_clone().expect("dup the pty"));
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            shared
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    screen
+}

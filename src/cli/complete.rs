@@ -1,0 +1,266 @@
+//! Dynamic shell completion (clap_complete's [`CompleteEnv`]): the shell's registration
+//! script calls `COMPLETE=SHELL clawdbot -- WORDS...`, and this process answers with the
+//! candidates for the word under the cursor, then exits.
+//!
+//! Candidates that depend on the machine: daemon names (the state folder of the home the
+//! line names), `send --to` from the target aliases of the config the daemon uses, and
+//! `sim inject --msgtype`'s known types. Enum values come from clap itself.
+//!
+//! clap_complete hands a candidate function only the word being completed, not the rest of
+//! the line, so [`answer_if_asked`] first reads `--home`, `--name` and `--config` from the
+//! words itself (hand-written: no crate offers this) and keeps them in [`LINE`].
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use clap_complete::engine::CompletionCandidate;
+use clap_complete::env::{Bash, EnvCompleter, Fish, Zsh};
+use clap_complete::CompleteEnv;
+
+use crate::paths::Layout;
+
+/// The environment variable that asks for completions (clap_complete's default).
+const VAR: &str = "COMPLETE";
+
+/// What the line being completed says, for the candidate functions.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Line {
+    home: Option<PathBuf>,
+    name: Option<String>,
+    config: Option<PathBuf>,
+}
+
+static LINE: OnceLock<Line> = OnceLock::new();
+
+/// When the shell asks for completions (`COMPLETE` is set), prints them and returns `true`
+/// (the caller exits 0); otherwise returns `false` and the program runs as usual.
+pub(crate) fn answer_if_asked(args: &[OsString]) -> bool {
+    if std::env::var_os(VAR).is_none_or(|v| v.is_empty() || v == "0") {
+        return false;
+    }
+    let words = args
+        .iter()
+        .skip_while(|a| *a != "--")
+        .skip(1)
+        .filter_map(|a| a.to_str());
+    let _ = LINE.set(read_line(words));
+    let current_dir = std::env::current_dir().ok();
+    // A completion that failed (a closed terminal) has nothing to offer: still answered.
+    CompleteEnv::with_factory(super::command)
+        .try_complete(args, current_dir.as_deref())
+        .unwrap_or(true)
+}
+
+/// The registration script for `shell`: it calls `clawdbot` from PATH for candidates.
+pub(crate) fn registration(shell: super::Shell) -> Vec<u8> {
+    let completer: &dyn EnvCompleter = match shell {
+        super::Shell::Bash => &Bash,
+        super::Shell::Zsh => &Zsh,
+        super::Shell::Fish => &Fish,
+    };
+    let mut out = Vec::new();
+    completer
+        .write_registration(VAR, "clawdbot", "clawdbot", "clawdbot", &mut out)
+        .expect("writing into memory cannot fail");
+    if let super::Shell::Zsh = shell {
+        return loadable_from_fpath(out);
+    }
+    out
+}
+
+/// clap_complete's zsh script registers itself when sourced; installed as `_clawdbot` in
+/// a folder of `fpath`, zsh autoloads it as the function `_clawdbot` on the first TAB, so
+/// then it must also answer that TAB (the idiom of zsh's own completion files).
+fn loadable_from_fpath(script: Vec<u8>) -> Vec<u8> {
+    let text = String::from_utf8_lossy(&script);
+    let register = "compdef _clap_dynamic_completer_clawdbot clawdbot";
+    text.replacen(
+        register,
+        &format!(
+            "if [ \"$funcstack[1]\" = \"_clawdbot\" ]; then\n    \
+             _clap_dynamic_completer_clawdbot \"$@\"\nelse\n    {register}\nfi"
+        ),
+        1,
+    )
+    .into_bytes()
+}
+
+/// `--home`, `--name` and `--config` as the words give them (`--flag value` or
+/// `--flag=value`; the last one wins, as clap takes it), `CLAWDBOT_HOME` for the home.
+fn read_line<'a>(words: impl Iterator<Item = &'a str>) -> Line {
+    let mut line = Line {
+        home: std::env::var_os("CLAWDBOT_HOME").map(PathBuf::from),
+        ..Line::default()
+    };
+    let mut pending: Option<&str> = None;
+    for word in words {
+        if let Some(flag) = pending.take() {
+            line.set(flag, word);
+            continue;
+        }
+        match word.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => line.set(flag, value),
+            _ if ["--home", "--name", "--config"].contains(&word) => pending = Some(word),
+            _ => {}
+        }
+    }
+    line
+}
+
+impl Line {
+    fn set(&mut self, flag: &str, value: &str) {
+        match flag {
+            "--home" => self.home = Some(PathBuf::from(value)),
+            "--name" => self.name = Some(value.to_string()),
+            "--config" => self.config = Some(PathBuf::from(value)),
+            _ => {}
+        }
+    }
+
+    fn layout(&self) -> Option<Layout> {
+        Layout::resolve(self.home.as_deref()).ok()
+    }
+}
+
+fn line() -> &'static Line {
+    LINE.get_or_init(Line::default)
+}
+
+/// The daemons this home knows (`daemon status` lists them).
+pub(crate) fn daemon_names() -> Vec<CompletionCandidate> {
+    let Some(layout) = line().layout() else {
+        return Vec::new();
+    };
+    known_daemons(&layout)
+        .into_iter()
+        .map(CompletionCandidate::new)
+        .collect()
+}
+
+/// For `daemon start|run|restart|install`: the known daemons and the configs waiting in
+/// CONFIG_DIR (`NAME.yaml` starts as daemon NAME without --config).
+pub(crate) fn startable_names() -> Vec<CompletionCandidate> {
+    let Some(layout) = line().layout() else {
+        return Vec::new();
+    };
+    let mut names = known_daemons(&layout);
+    let configs = std::fs::read_dir(&layout.config_dir).into_iter().flatten();
+    names.extend(configs.flatten().filter_map(|e| {
+        let file = e.file_name().into_string().ok()?;
+        let name = file.strip_suffix(".yaml")?;
+        crate::paths::validate_name(name)
+            .is_ok()
+            .then(|| name.to_string())
+    }));
+    names.sort();
+    names.dedup();
+    names.into_iter().map(CompletionCandidate::new).collect()
+}
+
+fn known_daemons(layout: &Layout) -> Vec<String> {
+    layout.daemon_names().unwrap_or_default()
+}
+
+/// `send --to`: the target aliases (`channel.dingtalk.targets`) of the config daemon
+/// `--name` uses: `--config` when the line has one, else the one its last start recorded,
+/// else CONFIG_DIR/NAME.yaml.
+pub(crate) fn target_aliases() -> Vec<CompletionCandidate> {
+    let line = line();
+    let config = line.config.clone().or_else(|| {
+        let layout = line.layout()?;
+        let paths = layout.daemon(line.name.as_deref()?).ok()?;
+        crate::daemon::Launch::load(&paths)
+            .and_then(|l| l.config)
+            .or(Some(paths.default_config))
+    });
+    config
+        .map(|c| aliases_in(&c))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(alias, id)| CompletionCandidate::new(alias).help(Some(id.into())))
+        .collect()
+}
+
+/// The `channel.dingtalk.targets` keys of the YAML at `path`, with their ids (read as
+/// plain YAML: `${VAR}` secrets need not be set to complete an alias).
+fn aliases_in(path: &Path) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
+        return Vec::new();
+    };
+    let Some(targets) = doc
+        .get("channel")
+        .and_then(|c| c.get("dingtalk"))
+        .and_then(|d| d.get("targets"))
+        .and_then(|t| t.as_mapping())
+    else {
+        return Vec::new();
+    };
+    targets
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+        .collect()
+}
+
+/// `sim inject --msgtype`: the message types the simulator knows.
+pub(crate) fn sim_msgtypes() -> Vec<CompletionCandidate> {
+    [
+        "text",
+        "audio",
+        "richText",
+        "picture",
+        "video",
+        "file",
+        "unknownMsgType",
+    ]
+    .into_iter()
+    .map(CompletionCandidate::new)
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_gives_home_name_and_config_in_both_spellings() {
+        let words = [
+            "clawdbot",
+            "--home",
+            "/h1",
+            "send",
+            "--name=bot",
+            "--config",
+            "c.yaml",
+            "--home=/h2",
+            "--to",
+            "",
+        ];
+        let line = read_line(words.into_iter());
+        assert_eq!(line.home.as_deref(), Some(Path::new("/h2")));
+        assert_eq!(line.name.as_deref(), Some("bot"));
+        assert_eq!(line.config.as_deref(), Some(Path::new("c.yaml")));
+    }
+
+    #[test]
+    fn aliases_are_read_without_resolving_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "channel:\n  dingtalk:\n    client_secret: ${UNSET_VAR}\n    targets:\n      ops: cidOps==\n      me: user:42\n",
+        )
+        .unwrap();
+        assert_eq!(
+            aliases_in(&path),
+            [
+                ("ops".to_string(), "cidOps==".to_string()),
+                ("me".to_string(), "user:42".to_string())
+            ]
+        );
+        assert!(aliases_in(&dir.path().join("missing.yaml")).is_empty());
+    }
+}
