@@ -22,8 +22,8 @@ pub const BUSY_TEXT: &str = "BENCH-BUSY";
 /// Reply text for a turn whose model call failed or timed out.
 pub const FALLBACK_TEXT: &str = "BENCH-FALLBACK";
 
-const CLIENT_ID: &str = "dingbench";
-const CLIENT_SECRET: &str = "bench-secret";
+pub const CLIENT_ID: &str = "dingbench";
+pub const CLIENT_SECRET: &str = "bench-secret";
 const SIM_START: Duration = Duration::from_secs(15);
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
 
@@ -85,6 +85,11 @@ impl Stack {
         })
     }
 
+    /// The simulator's base URL.
+    pub fn sim_url(&self) -> &str {
+        &self.sim_url
+    }
+
     /// The binary with `--home` set, a clean environment, and no stdin.
     pub fn command(&self, args: &[&str]) -> Command {
         clawdbot_command(self.home.path(), args)
@@ -122,7 +127,7 @@ impl Stack {
             .queue(limits.max_waiting, 60_000)
             .dingtalk(
                 DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &self.sim_url)
-                    .with("send_rate:\n  per_robot: 1000\n  per_conversation: 1000"),
+                    .with("send_rate:\n  per_robot: 10000\n  per_conversation: 10000"),
             )
             .section(&format!(
                 "reply:\n  busy_text: \"{BUSY_TEXT}\"\n  fallback_text: \"{FALLBACK_TEXT}\"\n"
@@ -160,7 +165,7 @@ impl Stack {
     }
 
     /// Waits until the simulator has (`live`) or has no (`!live`) live bot connection.
-    fn wait_connections(&self, live: bool) -> Result<()> {
+    pub fn wait_connections(&self, live: bool) -> Result<()> {
         let pred = move |v: &Value| {
             let any_live = v["connections"]
                 .as_array()
@@ -225,9 +230,11 @@ fn spawn_sim(home: &Path, port_file: &Path) -> Result<Child> {
         "--client-secret",
         CLIENT_SECRET,
     ];
+    // The simulator's log stays in the home (removed with it) unless the run fails early.
+    let log = std::fs::File::create(home.join("sim.log")).context("creating sim.log")?;
     clawdbot_command(home, &args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .context("spawning clawdbot sim serve")
 }
