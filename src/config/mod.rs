@@ -95,6 +95,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 fn read_and_parse(path: &Path) -> Result<Config, ConfigProblem> {
+    parse(&read_text(path)?)
+}
+
+/// The text of the config file at `path`, read safely: a regular file only (a FIFO or a
+/// device is refused, never waited on or read without end), at most [`MAX_CONFIG_BYTES`],
+/// UTF-8. Everything that reads a config file (the loader, shell completion) goes here.
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigProblem> {
     // Opened without waiting (`O_NONBLOCK`: a FIFO with no writer would block the open
     // forever), then checked on the descriptor: only a regular file is a config, so a
     // FIFO or device (`/dev/zero`) is refused by name instead of read without end.
@@ -114,9 +121,7 @@ fn read_and_parse(path: &Path) -> Result<Config, ConfigProblem> {
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
         return Err(ConfigProblem::TooLarge(bytes.len() as u64));
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|e| ConfigProblem::NotUtf8(e.utf8_error().valid_up_to()))?;
-    parse(&text)
+    String::from_utf8(bytes).map_err(|e| ConfigProblem::NotUtf8(e.utf8_error().valid_up_to()))
 }
 
 /// Opens a config for reading without blocking on a FIFO. A link to a config is
