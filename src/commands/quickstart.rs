@@ -257,6 +257,25 @@ pub(crate) fn demo_folder_path(layout: &Layout) -> Result<PathBuf, CliError> {
     }
 }
 
+/// How to reach the quickstart demo from a home that is not the demo's own: when daemon
+/// `name` (with `None`: any daemon) is unknown in `layout` but known in the demo folder
+/// under it, this program's invocation with the demo's `--home` (what a command the user
+/// typed without it should have been); `None` otherwise.
+pub(crate) fn demo_invocation_for(layout: &Layout, name: Option<&str>) -> Option<String> {
+    let demo = demo_folder_path(layout).ok()?;
+    if layout.home.as_deref() == Some(demo.as_path()) || !demo.is_dir() {
+        return None;
+    }
+    let here = layout.daemon_names().unwrap_or_default();
+    let demo_layout = Layout::resolve(Some(&demo)).ok()?;
+    let there = demo_layout.daemon_names().unwrap_or_default();
+    let found = match name {
+        Some(name) => !here.iter().any(|n| n == name) && there.iter().any(|n| n == name),
+        None => here.is_empty() && !there.is_empty(),
+    };
+    found.then(|| super::invocation(&demo_layout))
+}
+
 /// The URL of the simulator a quickstart left running, with the file that records it:
 /// looked for in `layout` itself (the commands quickstart prints carry `--home DEMO`), then
 /// in the demo folder under it (a plain `clawdbot sim ...`); `None` when neither runs one.

@@ -92,6 +92,31 @@ fn quickstart_twice_reuses_the_running_simulator() {
         outbox.stdout.contains("echo: wait canary 5521"),
         "{outbox:?}"
     );
+    // Commands typed without the demo's --home say where the demo runs and give the
+    // command with that --home (not "no daemons", not a `daemon start` that cannot work).
+    let demo_home = format!("--home {}", demo.display());
+    let status = home.run(&["daemon", "status"]);
+    assert_eq!(status.code, 3, "{status:?}");
+    assert!(
+        status.stdout.contains("no daemons here; the quickstart demo runs under")
+            && status.stdout.contains(&format!("{demo_home} daemon status")),
+        "{status:?}"
+    );
+    for args in [
+        &["healthcheck", "--name", "quickstart-bot"][..],
+        &["send", "--name", "quickstart-bot", "--to", "cidX==", "--text", "hi"],
+        &["--json", "daemon", "status", "--name", "quickstart-bot"],
+    ] {
+        let r = home.run(args);
+        assert_eq!(r.code, 3, "{args:?}: {r:?}");
+        let said = format!("{}{}", r.stdout, r.stderr);
+        assert!(
+            said.contains("the quickstart demo runs under")
+                && said.contains(&format!("{demo_home} daemon status --name quickstart-bot"))
+                && !said.contains("daemon start"),
+            "{args:?}: {r:?}"
+        );
+    }
     // A reply's later lines (the group reply's @-mention) are indented under its entry.
     assert!(
         outbox
