@@ -47,14 +47,17 @@ pub(crate) fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdRes
         .iter()
         .map(|name| look_at(layout, name, &me))
         .collect::<Result<Vec<Seen>, CliError>>()?;
-    let failure = all_failure(&all, &me).map(|failure| {
-        match super::quickstart::demo_invocation_for(layout, None) {
-            Some(demo) => in_the_demo(failure, &demo, "daemon status"),
-            None => failure,
-        }
-    });
+    let failure =
+        all_failure(&all, &me).map(|failure| {
+            match super::quickstart::demo_invocation_for(layout, None) {
+                Some(demo) => in_the_demo(failure, &demo, "daemon status"),
+                None => failure,
+            }
+        });
     let text = if all.is_empty() {
-        failure.as_ref().map_or(String::new(), |f| f.message.clone())
+        failure
+            .as_ref()
+            .map_or(String::new(), |f| f.message.clone())
     } else {
         all.iter()
             .map(|s| s.text.as_str())
@@ -208,7 +211,11 @@ pub(super) fn connect(layout: &Layout, paths: &DaemonPaths) -> Result<Client, Cl
         let seen = down(&paths.name, why);
         if let Some(demo) = super::quickstart::demo_invocation_for(layout, Some(&paths.name)) {
             let failure = CliError::new(Code::NotRunning, format!("{}: not here", paths.name));
-            return in_the_demo(failure, &demo, &format!("daemon status --name {}", paths.name));
+            return in_the_demo(
+                failure,
+                &demo,
+                &format!("daemon status --name {}", paths.name),
+            );
         }
         let failure = seen
             .failure

@@ -12,6 +12,7 @@ mod de;
 mod env;
 mod hints;
 mod locate;
+mod no_values;
 mod schema;
 
 use std::io::Read;
@@ -58,11 +59,14 @@ pub enum ConfigProblem {
 }
 
 impl ConfigProblem {
-    /// The same problem with every URL in its text redacted ([`crate::redact_url`]): the
-    /// loader quotes a value of the wrong type as it is (`invalid type: string
-    /// "http://u:PASS@h/v1"`), and a URL may hold a password or a token.
+    /// The same problem without the file's values: the loader quotes a value of the wrong
+    /// type as it is (`invalid type: string "hunter2"`), which [`no_values`] replaces by its
+    /// type; URLs left in the text (a key, a check's words) are redacted too
+    /// ([`crate::redact_url`]: a URL may hold a password or a token).
     fn redacted(self) -> ConfigProblem {
-        let redact = |text: String| crate::redact_url::redact_url(&text).into_owned();
+        let redact = |text: String| {
+            crate::redact_url::redact_url(&no_values::without_values(&text)).into_owned()
+        };
         match self {
             ConfigProblem::Yaml(message) => ConfigProblem::Yaml(redact(message)),
             ConfigProblem::Invalid { key, problem, at } => ConfigProblem::Invalid {
@@ -159,7 +163,11 @@ fn parse_unredacted(text: &str) -> Result<Config, ConfigProblem> {
 /// does not read as part of the problem); errors without a location stay as they are.
 /// A [`hints`] hint (tab indentation, "did you mean") is added when one applies.
 fn yaml_error(e: serde_yaml::Error, doc: &str) -> String {
-    let text = e.to_string();
+    // A document that is not a mapping at all: name what a config is.
+    let text = e.to_string().replace(
+        "expected struct Config",
+        "expected a mapping of config keys (models:, channel:, ...)",
+    );
     let Some(at) = e.location() else {
         return hints::with_hint(text, doc, None);
     };

@@ -1706,7 +1706,11 @@ fn follow_refuses_an_unknown_daemon_and_says_what_it_waits_for() {
         assert!(exited, "--follow on an unknown daemon waits for ever");
         let r = support::Run::from(child.wait_with_output().unwrap());
         assert_eq!(r.code, 1, "{r:?}");
-        let said = if json { r.stdout.clone() } else { r.stderr.clone() };
+        let said = if json {
+            r.stdout.clone()
+        } else {
+            r.stderr.clone()
+        };
         assert!(
             said.contains("typo") && said.contains("daemons here: bot"),
             "{r:?}"
@@ -1727,5 +1731,8 @@ fn follow_refuses_an_unknown_daemon_and_says_what_it_waits_for() {
     let _ = child.kill();
     let _ = child.wait();
     let line = line.unwrap_or_else(|| panic!("no waiting message: {seen:?}"));
-    assert!(line.contains(&home.log_path("later").display().to_string()), "{line}");
+    assert!(
+        line.contains(&home.log_path("later").display().to_string()),
+        "{line}"
+    );
 }

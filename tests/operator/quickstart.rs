@@ -98,13 +98,25 @@ fn quickstart_twice_reuses_the_running_simulator() {
     let status = home.run(&["daemon", "status"]);
     assert_eq!(status.code, 3, "{status:?}");
     assert!(
-        status.stdout.contains("no daemons here; the quickstart demo runs under")
-            && status.stdout.contains(&format!("{demo_home} daemon status")),
+        status
+            .stdout
+            .contains("no daemons here; the quickstart demo runs under")
+            && status
+                .stdout
+                .contains(&format!("{demo_home} daemon status")),
         "{status:?}"
     );
     for args in [
         &["healthcheck", "--name", "quickstart-bot"][..],
-        &["send", "--name", "quickstart-bot", "--to", "cidX==", "--text", "hi"],
+        &[
+            "send",
+            "--name",
+            "quickstart-bot",
+            "--to",
+            "cidX==",
+            "--text",
+            "hi",
+        ],
         &["--json", "daemon", "status", "--name", "quickstart-bot"],
     ] {
         let r = home.run(args);

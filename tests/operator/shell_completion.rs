@@ -274,7 +274,10 @@ fn hostile_configs_neither_hang_nor_inject(fx: &Fixture, sh: &mut Pty) {
         ),
     );
     // `plain-room` is the only candidate, so one TAB inserts it.
-    sh.type_text(&format!("clawdbot send --config {} --to \t", config.display()));
+    sh.type_text(&format!(
+        "clawdbot send --config {} --to \t",
+        config.display()
+    ));
     let shown = sh.expect(&["--to plain-room "]);
     sh.clear_line();
     assert!(!shown.contains("with"), "{shown:?}");
