@@ -201,7 +201,7 @@ fn stop_and_clean(user_layout: &Layout, out: &Output) -> CmdResult {
     if !demo.exists() {
         out.result(
             json!({"ok": true, "demo_folder": demo.display().to_string(), "removed": false,
-                   "stopped": true}),
+                   "stopped": false}),
             &format!(
                 "No demo folder at {}: nothing to stop or remove.",
                 demo.display()
@@ -209,17 +209,45 @@ fn stop_and_clean(user_layout: &Layout, out: &Output) -> CmdResult {
         );
         return Ok(Code::Ok);
     }
-    stop_both(&Layout::resolve(Some(&demo))?, out)?;
+    let layout = Layout::resolve(Some(&demo))?;
+    refuse_foreign_daemons(&layout, &demo)?;
+    let stopped = [BOT_NAME, SIM_NAME].iter().any(|n| running(&layout, n));
+    stop_both(&layout, out)?;
     std::fs::remove_dir_all(&demo).map_err(|e| io_error("remove", &demo, e))?;
+    let what = match stopped {
+        true => "Stopped the bot and the simulator",
+        false => "Nothing was running",
+    };
     out.result(
         json!({"ok": true, "demo_folder": demo.display().to_string(), "removed": true,
-               "stopped": true}),
-        &format!(
-            "Stopped the bot and the simulator; removed {}.",
-            demo.display()
-        ),
+               "stopped": stopped}),
+        &format!("{what}; removed {}.", demo.display()),
     );
     Ok(Code::Ok)
+}
+
+/// Refuses to clean a demo folder where a daemon that is not the demo's runs (started
+/// there by hand with `--home DEMO`): removing the folder would pull its config, state and
+/// socket from under it. Nothing is stopped or removed then.
+fn refuse_foreign_daemons(layout: &Layout, demo: &Path) -> Result<(), CliError> {
+    let foreign: Vec<String> = layout
+        .daemon_names()?
+        .into_iter()
+        .filter(|n| n != BOT_NAME && n != SIM_NAME && running(layout, n))
+        .collect();
+    let Some(first) = foreign.first() else {
+        return Ok(());
+    };
+    Err(CliError::failure(format!(
+        "{} also runs daemons that are not the demo's ({}): nothing stopped or removed; \
+         stop them first",
+        demo.display(),
+        foreign.join(", ")
+    ))
+    .fix(format!(
+        "{} daemon stop --name {first}",
+        super::invocation(layout)
+    )))
 }
 
 /// `--stop`: both daemons, the bot first.

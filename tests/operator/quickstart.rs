@@ -395,3 +395,68 @@ fn with_a_model_that_never_answers_quickstart_says_what_it_waits_for() {
     assert!(still_running, "the line came only at the end: {seen:?}");
     assert!(line.unwrap().contains("up to 20 s"), "{seen:?}");
 }
+
+/// `quickstart --stop --clean` does not remove a demo folder under a daemon that is not
+/// the demo's (started there by hand): it refuses, naming it, and keeps the folder and the
+/// daemon; once that daemon stopped, the folder goes, reporting that nothing was running
+/// (`stopped: false`, also when there is no folder at all).
+#[test]
+fn clean_refuses_a_demo_folder_where_another_daemon_runs() {
+    let home = Home::new();
+    let demo = home.path().join("quickstart");
+    let cfg = home.write("other.yaml", &support::seed_config("http://127.0.0.1:9/v1"));
+    let demo_home = demo.to_str().unwrap();
+    let r = under(
+        demo_home,
+        &[
+            "daemon",
+            "start",
+            "--name",
+            "other",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let _stop = StopOther(demo_home.to_string());
+    let clean = home.run(&["--json", "quickstart", "--stop", "--clean"]);
+    assert_eq!(clean.code, 1, "{clean:?}");
+    let message = support::error_message(&clean.json()).to_string();
+    assert!(message.contains("other"), "{clean:?}");
+    assert!(support::error_fix(&clean.json()).contains("daemon stop --name other"));
+    assert!(demo.join("config").exists() || demo.join("state/other").exists());
+    let status = under(demo_home, &["daemon", "status", "--name", "other"]);
+    assert_eq!(status.code, 0, "the other daemon was stopped: {status:?}");
+    let stop = under(demo_home, &["daemon", "stop", "--name", "other"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    let clean = home.run(&["--json", "quickstart", "--stop", "--clean"]);
+    assert_eq!(clean.code, 0, "{clean:?}");
+    assert_eq!(clean.json()["removed"], true, "{clean:?}");
+    assert_eq!(clean.json()["stopped"], false, "{clean:?}");
+    assert!(!demo.exists());
+    let again = home.run(&["--json", "quickstart", "--stop", "--clean"]);
+    assert_eq!(again.json()["stopped"], false, "{again:?}");
+}
+
+/// Stops daemon `other` under the demo home when the test ends, even a failed one.
+struct StopOther(String);
+
+impl Drop for StopOther {
+    fn drop(&mut self) {
+        under(
+            &self.0,
+            &["daemon", "stop", "--name", "other", "--timeout", "3"],
+        );
+    }
+}
+
+/// Runs the binary with `--home home` (as [`Home::run`] does for its own folder).
+fn under(home: &str, args: &[&str]) -> support::Run {
+    let mut c = std::process::Command::new(support::BIN);
+    c.arg("--home").arg(home).args(args);
+    c.env_remove("CLAWDBOT_HOME")
+        .env("NO_COLOR", "1")
+        .env("LOCAL_MODEL_API_KEY", "test-key")
+        .stdin(std::process::Stdio::null());
+    support::Run::from(c.output().expect("run clawdbot"))
+}
