@@ -34,6 +34,11 @@ pub(crate) struct ServeArgs {
     /// The app's client secret (default: the demo app's).
     #[arg(long, value_name = "SECRET")]
     pub(crate) client_secret: Option<String>,
+    /// Read the app's client secret from FILE instead (not on the command line, where
+    /// `ps` shows it to every user); that secret then also guards the admin API
+    /// (`/_sim/...`: inject, outbox), which answers only `Authorization: Bearer SECRET`.
+    #[arg(long, value_name = "FILE", conflicts_with = "client_secret")]
+    pub(crate) secret_file: Option<std::path::PathBuf>,
     /// Robot code (defaults to the client id).
     #[arg(long, value_name = "CODE")]
     pub(crate) robot_code: Option<String>,

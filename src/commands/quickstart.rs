@@ -31,7 +31,6 @@ const SIM_NAME: &str = "quickstart-sim";
 const BOT_NAME: &str = "quickstart-bot";
 const CONVERSATION: &str = "cidQuickstartDemo==";
 const CLIENT_ID: &str = "dingquickstart";
-const CLIENT_SECRET: &str = "quickstart-secret";
 /// How long the bot may take to connect to the simulator.
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
 /// How long the bot may take to answer the demo message (the demo model's 12 s timeout
@@ -53,7 +52,8 @@ pub(crate) fn quickstart(user_layout: &Layout, args: &QuickstartArgs, out: &Outp
     let sim_url = start_simulator(layout, &me, out)?;
     let config_path = write_demo_config(layout, &sim_url, args, out)?;
     start_bot(layout, &config_path, out)?;
-    let reply = ask_the_bot(&sim_url, &args.text, &me, out)?;
+    let sim = SimClient::new(&sim_url).with_token(Some(demo_secret(layout)?));
+    let reply = ask_the_bot(sim, &args.text, &me, out)?;
     let health_code = check_health(layout, out)?;
     if args.stop {
         stop_both(layout, out)?;
@@ -89,6 +89,7 @@ pub(crate) fn quickstart(user_layout: &Layout, args: &QuickstartArgs, out: &Outp
 fn start_simulator(layout: &Layout, me: &str, out: &Output) -> Result<String, CliError> {
     let sim_paths = layout.daemon(SIM_NAME)?;
     sim_paths.ensure_state_dir()?;
+    demo_secret(layout)?;
     let url_file = sim_paths.state.join("url");
     let reused = std::fs::read_to_string(&url_file)
         .ok()
@@ -105,8 +106,9 @@ fn start_simulator(layout: &Layout, me: &str, out: &Output) -> Result<String, Cl
             let exe = std::env::current_exe()
                 .map_err(|e| CliError::failure(format!("cannot find this program: {e}")))?;
             let exec = format!(
-                "'{}' sim serve --listen 127.0.0.1:{port} --client-id {CLIENT_ID} --client-secret {CLIENT_SECRET} --ping-interval-ms 30000",
-                exe.display()
+                "'{}' sim serve --listen 127.0.0.1:{port} --client-id {CLIENT_ID} --secret-file '{}' --ping-interval-ms 30000",
+                exe.display(),
+                secret_file(layout)?.display()
             );
             let launch = LaunchArgs {
                 name: SIM_NAME.into(),
@@ -141,7 +143,7 @@ fn write_demo_config(
     crate::paths::ensure_parent(&config_path)?;
     crate::paths::write_private(
         &config_path,
-        demo_config(sim_url, &model_base, &args.model).as_bytes(),
+        demo_config(sim_url, &model_base, &args.model, &demo_secret(layout)?).as_bytes(),
     )?;
     out.note(&format!(
         "wrote the demo config {} (mode 0600)",
@@ -166,12 +168,12 @@ fn start_bot(layout: &Layout, config_path: &Path, out: &Output) -> Result<(), Cl
 
 /// Step 4: one message and the bot's reply, printed as an exchange (the async part of
 /// this process starts only now, after both daemons were forked).
-fn ask_the_bot(sim_url: &str, text: &str, me: &str, out: &Output) -> Result<String, CliError> {
+fn ask_the_bot(sim: SimClient, text: &str, me: &str, out: &Output) -> Result<String, CliError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
-    let reply = rt.block_on(converse(sim_url, text, me, out))?;
+    let reply = rt.block_on(converse(sim, text, me, out))?;
     if !out.json {
         let exchange = format!(
             "\n  Li Lei in group \"Quickstart demo\": @bot {}\n  bot's reply (session webhook):     {}\n\n",
@@ -304,10 +306,44 @@ pub(crate) fn demo_invocation_for(layout: &Layout, name: Option<&str>) -> Option
     found.then(|| super::invocation(&demo_layout))
 }
 
-/// The URL of the simulator a quickstart left running, with the file that records it:
+/// The simulator a quickstart left running.
+pub(crate) struct DemoSim {
+    pub(crate) url: String,
+    /// The file that records the URL.
+    pub(crate) recorded_in: PathBuf,
+    /// Its admin token (the demo secret), when this user can read it.
+    pub(crate) token: Option<String>,
+}
+
+/// The file holding the demo's secret: the app secret the simulator takes and its admin
+/// token, in the simulator's state folder (mode 0600, inside the 0700 demo folder), read
+/// by the simulator through `--secret-file` (never on a command line, where `ps` shows it).
+fn secret_file(layout: &Layout) -> Result<PathBuf, CliError> {
+    Ok(layout.daemon(SIM_NAME)?.state.join("secret"))
+}
+
+/// The demo folder's secret: the one its file holds, else a new random one written there
+/// (128 bits from the OS's generator, as 32 hex digits).
+fn demo_secret(layout: &Layout) -> Result<String, CliError> {
+    let path = secret_file(layout)?;
+    if let Ok(bytes) = crate::fsutil::read_regular(&path) {
+        let secret = String::from_utf8_lossy(&bytes).trim().to_string();
+        if !secret.is_empty() {
+            return Ok(secret);
+        }
+    }
+    let secret: String = rand::random::<[u8; 16]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    crate::paths::write_private(&path, secret.as_bytes())?;
+    Ok(secret)
+}
+
+/// The simulator a quickstart left running (URL, the file recording it, its token):
 /// looked for in `layout` itself (the commands quickstart prints carry `--home DEMO`), then
 /// in the demo folder under it (a plain `clawdbot sim ...`); `None` when neither runs one.
-pub(crate) fn running_sim(layout: &Layout) -> Result<Option<(String, PathBuf)>, CliError> {
+pub(crate) fn running_sim(layout: &Layout) -> Result<Option<DemoSim>, CliError> {
     let demo = demo_folder_path(layout)?;
     let mut layouts = vec![layout.clone()];
     if demo.is_dir() {
@@ -319,7 +355,14 @@ pub(crate) fn running_sim(layout: &Layout) -> Result<Option<(String, PathBuf)>, 
             .ok()
             .filter(|_| running(layout, SIM_NAME));
         if let Some(url) = url {
-            return Ok(Some((url.trim().to_string(), url_file)));
+            let token = crate::fsutil::read_regular(&secret_file(layout)?)
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).trim().to_string());
+            return Ok(Some(DemoSim {
+                url: url.trim().to_string(),
+                recorded_in: url_file,
+                token,
+            }));
         }
     }
     Ok(None)
@@ -365,7 +408,7 @@ fn wait_listening(url: &str, limit: Duration, me: &str) -> Result<(), CliError> 
     )))
 }
 
-fn demo_config(sim_url: &str, model_base: &str, model: &str) -> String {
+fn demo_config(sim_url: &str, model_base: &str, model: &str, secret: &str) -> String {
     format!(
         r#"# Written by `clawdbot quickstart`: the bot talks to the local simulator.
 models:
@@ -383,7 +426,7 @@ limits:
 channel:
   dingtalk:
     client_id: "{CLIENT_ID}"
-    client_secret: "{CLIENT_SECRET}"
+    client_secret: "{secret}"
     api_base: "{sim_url}"
     targets:
       test-group: "{CONVERSATION}"
@@ -392,8 +435,7 @@ channel:
 }
 
 /// Waits for the bot's channel, injects one group message, returns the reply text.
-async fn converse(sim_url: &str, text: &str, me: &str, out: &Output) -> Result<String, CliError> {
-    let sim = SimClient::new(sim_url);
+async fn converse(sim: SimClient, text: &str, me: &str, out: &Output) -> Result<String, CliError> {
     out.note(&format!(
         "waiting for the bot to connect to the simulator (up to {} s)",
         CONNECT_WAIT.as_secs()

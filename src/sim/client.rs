@@ -50,6 +50,8 @@ impl From<SimClientError> for crate::exit::CliError {
 pub struct SimClient {
     base: String,
     http: reqwest::Client,
+    /// The admin token sent as `Authorization: Bearer` (a simulator started with one).
+    token: Option<String>,
 }
 
 /// Parses `--sim`: a URL (`http://127.0.0.1:PORT`), or a bare `HOST:PORT`, which gets
@@ -86,21 +88,31 @@ impl SimClient {
         SimClient {
             base: base.trim_end_matches('/').to_string(),
             http,
+            token: None,
+        }
+    }
+
+    /// The same client, sending `token` with every admin call.
+    pub fn with_token(self, token: Option<String>) -> SimClient {
+        SimClient { token, ..self }
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         }
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, SimClientError> {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await;
+        let request = self.http.get(format!("{}{path}", self.base));
+        let r = self.authorized(request).send().await;
         Self::read(path, r).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, SimClientError> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await;
+        let request = self.http.post(format!("{}{path}", self.base)).json(body);
+        let r = self.authorized(request).send().await;
         Self::read(path, r).await
     }
 

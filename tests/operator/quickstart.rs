@@ -129,6 +129,7 @@ fn quickstart_twice_reuses_the_running_simulator() {
             "{args:?}: {r:?}"
         );
     }
+    demo_secret_is_private_and_guards_the_admin_api(&demo, &sim_url);
     // A reply's later lines (the group reply's @-mention) are indented under its entry.
     assert!(
         outbox
@@ -296,8 +297,13 @@ fn demo_keeps_to_its_own_folder(uid: Option<u32>) {
         "{doc}"
     );
     assert_eq!(doc["demo_folder"].as_str(), demo.to_str(), "{doc}");
-    let secrets = files_holding(home.path(), "quickstart-secret");
-    assert!(!secrets.is_empty(), "the demo config holds the demo secret");
+    let secret = std::fs::read_to_string(demo.join("state/quickstart-sim/secret")).unwrap();
+    assert_eq!(secret.trim().len(), 32, "a random secret: {secret:?}");
+    let secrets = files_holding(home.path(), secret.trim());
+    assert!(
+        secrets.len() >= 2,
+        "the demo config and the secret file: {secrets:?}"
+    );
     for (path, mode) in &secrets {
         assert!(
             path.starts_with(&demo),
@@ -459,4 +465,51 @@ fn under(home: &str, args: &[&str]) -> support::Run {
         .env("LOCAL_MODEL_API_KEY", "test-key")
         .stdin(std::process::Stdio::null());
     support::Run::from(c.output().expect("run clawdbot"))
+}
+
+/// The demo's secret is random per demo folder, in a 0600 file, and on no process's
+/// command line; the simulator's admin API refuses whoever does not send it (another
+/// home, as another local user would be: no inject, no outbox).
+fn demo_secret_is_private_and_guards_the_admin_api(demo: &std::path::Path, sim_url: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let file = demo.join("state/quickstart-sim/secret");
+    let secret = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert_ne!(secret, "quickstart-secret");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let port = sim_url.rsplit(':').next().unwrap();
+    let mut sim_seen = false;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            !cmdline.contains(&secret),
+            "the secret is on a command line: {cmdline}"
+        );
+        sim_seen |= cmdline.contains("sim serve") && cmdline.contains(port);
+    }
+    assert!(sim_seen, "no simulator process on port {port}");
+    let stranger = Home::new();
+    for args in [
+        &["sim", "outbox", "--sim", sim_url][..],
+        &[
+            "sim",
+            "inject",
+            "--sim",
+            sim_url,
+            "--text",
+            "injected by a stranger",
+        ],
+    ] {
+        let r = stranger.run(args);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains("401") && !r.stderr.contains(&secret),
+            "{r:?}"
+        );
+    }
 }
