@@ -4,7 +4,7 @@
 //!
 //! Candidates that depend on the machine: daemon names (the state folder of the home the
 //! line names), `send --to` from the target aliases of the config the daemon uses, and
-//! `sim inject --msgtype`'s known types. Enum values come from clap itself.
+//! enum values and `sim inject --msgtype`'s known types come from clap itself.
 //!
 //! clap_complete hands a candidate function only the word being completed, not the rest of
 //! the line, so [`answer_if_asked`] first reads `--home`, `--name` and `--config` from the
@@ -221,22 +221,6 @@ fn aliases_in(path: &Path) -> Vec<(String, String)> {
         .take(MAX_CANDIDATES)
         .map(|(alias, id)| (alias.to_string(), id.to_string()))
         .collect()
-}
-
-/// `sim inject --msgtype`: the message types the simulator knows.
-pub(crate) fn sim_msgtypes() -> Vec<CompletionCandidate> {
-    [
-        "text",
-        "audio",
-        "richText",
-        "picture",
-        "video",
-        "file",
-        "unknownMsgType",
-    ]
-    .into_iter()
-    .map(CompletionCandidate::new)
-    .collect()
 }
 
 #[cfg(test)]

@@ -155,6 +155,11 @@ fn sim_client(
 }
 
 async fn inject(a: &InjectArgs, client: SimClient, out: &Output) -> CmdResult {
+    if a.msgtype == "text" && a.text.trim().is_empty() {
+        return Err(CliError::usage(
+            "sim inject: a text message needs --text TEXT (or pick another --msgtype)",
+        ));
+    }
     let mut req = json!({"text": a.text, "msgtype": a.msgtype,
         "conversation_type": if a.group { "group" } else { "direct" }});
     let opt = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
@@ -184,11 +189,16 @@ async fn inject(a: &InjectArgs, client: SimClient, out: &Output) -> CmdResult {
     let reply = wait_reply(&client, before, &conversation, a.wait_timeout)
         .await
         .map_err(|e| {
-            CliError::failure(format!(
-                "no reply from the bot to {msg_id} within {} s ({e}); is the bot connected? \
-                 see `daemon status`",
-                a.wait_timeout
-            ))
+            let cause = CliError::from(e);
+            CliError::new(
+                cause.code,
+                format!(
+                    "no reply from the bot to {msg_id} within {} s ({}); is the bot \
+                     connected? see `daemon status`",
+                    a.wait_timeout, cause.message
+                ),
+            )
+            .kind(cause.kind)
         })?;
     let text = reply["text"].as_str().unwrap_or_default().to_string();
     doc["reply_text"] = json!(text);

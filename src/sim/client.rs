@@ -23,7 +23,7 @@ pub enum SimClientError {
         status: reqwest::StatusCode,
         body: Value,
     },
-    /// `last` is the last answer or error, for the test or operator reading it.
+    /// `last` says what the last try saw (in words: no internal debug text).
     #[error("timed out after {timeout:?} waiting on sim {path}; last: {last}")]
     TimedOut {
         path: String,
@@ -34,14 +34,16 @@ pub enum SimClientError {
 
 impl From<SimClientError> for crate::exit::CliError {
     fn from(e: SimClientError) -> Self {
+        use crate::exit::Code;
         use crate::exit::ErrorKind;
-        let kind = match &e {
-            SimClientError::Transport { .. } => ErrorKind::Unreachable,
-            SimClientError::NotJson { .. } => ErrorKind::Internal,
-            SimClientError::Refused { .. } => ErrorKind::Refused,
-            SimClientError::TimedOut { .. } => ErrorKind::Timeout,
+        // Unreachable is "cannot tell" (exit 4), as for a daemon that does not answer.
+        let (code, kind) = match &e {
+            SimClientError::Transport { .. } => (Code::Unknown, ErrorKind::Unreachable),
+            SimClientError::NotJson { .. } => (Code::Failure, ErrorKind::Internal),
+            SimClientError::Refused { .. } => (Code::Failure, ErrorKind::Refused),
+            SimClientError::TimedOut { .. } => (Code::Failure, ErrorKind::Timeout),
         };
-        crate::exit::CliError::failure(e.to_string()).kind(kind)
+        crate::exit::CliError::new(code, e.to_string()).kind(kind)
     }
 }
 
@@ -165,7 +167,10 @@ impl SimClient {
                 return Err(SimClientError::TimedOut {
                     path: path.to_string(),
                     timeout,
-                    last: format!("{v:?}"),
+                    last: match &v {
+                        Ok(_) => "it answered, without what was waited for".to_string(),
+                        Err(e) => e.to_string(),
+                    },
                 });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
