@@ -60,6 +60,34 @@ pub struct DaemonReport {
     /// Busy replies by the wait that caused them (bot only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busy_replies: Option<BusyReport>,
+    /// Where the bot's shared state lives (bot only). `shared_state` in JSON: the
+    /// daemon's own `state` (running, ...) already has that name.
+    #[serde(
+        default,
+        rename = "shared_state",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub state: Option<StateReport>,
+}
+
+/// `state.backend` as running: `local`, or `redis` with this replica's view of Redis.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StateReport {
+    /// `local` or `redis`.
+    pub backend: String,
+    /// This replica's id in Redis (redis only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<String>,
+    /// `host:port` of the Redis server, never its URL (redis only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_server: Option<String>,
+    /// Whether Redis answered this replica's last heartbeat (redis only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_ok: Option<bool>,
+    /// Replicas (this one included) whose heartbeat is younger than the lease, as of the
+    /// last heartbeat (redis only; 0 while Redis does not answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alive_replicas: Option<u64>,
 }
 
 /// Busy replies sent (`reply.busy_text`), whichever wait ran out.

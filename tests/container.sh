@@ -148,9 +148,10 @@ podman stop -t 30 "$RUN_ID" >/dev/null 2>&1 || fail "podman stop"
 [ "$(podman inspect -f '{{.State.ExitCode}}' "$RUN_ID")" = 0 ] || fail "the daemon did not exit 0 on SIGTERM"
 podman logs "$RUN_ID" 2>&1 | grep -q "daemon stopped" || fail "no 'daemon stopped' line"
 
-# 9. The compose template, when docker-compose (1.29, Debian's) is here to validate it:
-# valid with the credentials set, refused naming the variable without them.
-COMPOSE=config-templates/docker-compose.yml
+# 9. The compose templates (one bot; three replicas on Redis), when docker-compose (1.29,
+# Debian's) is here to validate them: valid with the credentials set, refused naming the
+# variable without them.
+for COMPOSE in config-templates/docker-compose.yml config-templates/docker-compose.replicas.yml; do
 if command -v docker-compose >/dev/null 2>&1; then
     DINGTALK_CLIENT_ID=x DINGTALK_CLIENT_SECRET=y docker-compose -f "$COMPOSE" config -q \
         || fail "docker-compose config rejects $COMPOSE"
@@ -163,5 +164,6 @@ if command -v docker-compose >/dev/null 2>&1; then
 else
     echo "container: docker-compose absent: $COMPOSE not validated" >&2
 fi
+done
 
 echo "container: PASS in $((SECONDS - started)) s" >&2

@@ -3,11 +3,20 @@
 //! Runs the real simulator and bot daemon against the in-process fake model on
 //! loopback, then prints a figures table (stdout) and writes a JSON document
 //! (`target/bench/pipeline.json` unless `--out`). Progress goes to stderr. Every
-//! scenario is bounded in messages and time; the whole run takes about a minute.
+//! scenario is bounded in messages and time. Every figure is the median [min-max] over
+//! `--reps` repetitions; `--quick` is a CI smoke run; `--markdown` prints the table for
+//! the README. Scenarios: daemon start, RSS at 10 000 conversations, the rate ramp (ACK,
+//! overhead against a 0 ms model, CPU per turn, the knee), CLI, slot saturation with the
+//! quiet conversation, 1-3 replicas on Redis sharing one limit (`replicas`), and the
+//! reference bot (benches/reference_bot) under the same ramp.
 //!
-//! Without `--bench` (e.g. under `cargo test --all-targets`) it does nothing.
+//! Without `--bench` (e.g. under `cargo test --all-targets`) it only checks that the
+//! README's benchmark commands parse.
 
 mod load;
+mod readme;
+mod reference;
+mod replicas;
 mod report;
 mod scenarios;
 mod stack;
@@ -20,35 +29,50 @@ use anyhow::Result;
 use clap::Parser;
 use serde_json::json;
 
+use reference::ReferenceBot;
 use report::Report;
 use stack::Stack;
 
-/// Benchmark parameters (pass after `--`: `cargo bench --bench pipeline -- --latency-ms 100`).
+/// Benchmark parameters (pass after `--`: `cargo bench --bench pipeline -- --reps 7`).
 #[derive(Debug, Parser)]
 #[command(name = "pipeline", about = "clawdbot pipeline benchmark")]
 pub struct Params {
-    /// Set by `cargo bench`; without it the benchmark does nothing.
+    /// Set by `cargo bench`; without it the benchmark only checks the README's commands.
     #[arg(long, hide = true)]
     bench: bool,
-    /// Offered loads (msg/s) for the ACK and overhead figures.
-    #[arg(long, value_delimiter = ',', default_value = "100,500")]
+    /// CI smoke: one repetition of a short run at 100 and 1000 msg/s, 1 000 conversations,
+    /// short floods (overrides the sizes below; the figures are not for comparing).
+    #[arg(long)]
+    pub quick: bool,
+    /// Print the figures as a README-ready markdown table instead of the aligned text one.
+    #[arg(long)]
+    pub markdown: bool,
+    /// Skip the reference bot (Python), even when its venv exists.
+    #[arg(long)]
+    pub no_reference: bool,
+    /// Repetitions of every measured run; each figure is the median [min-max] over them.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reps: u64,
+    /// The rate ramp (msg/s) for the ACK, overhead, CPU figures and the knee.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,250,500,1000,2000,4000"
+    )]
     pub rates: Vec<u32>,
-    /// Seconds of injection per offered load.
-    #[arg(long, default_value_t = 3)]
+    /// Seconds of injection per rate and pass.
+    #[arg(long, default_value_t = 2)]
     pub load_secs: u64,
     /// Conversations the offered load is spread over.
     #[arg(long, default_value_t = 200)]
     pub load_conversations: usize,
-    /// Fake model latency for the overhead and memory runs (subtracted as service time).
-    #[arg(long, default_value_t = 2)]
-    pub fast_latency_ms: u64,
     /// Bot concurrency limit N for the saturation run.
     #[arg(long, default_value_t = 4)]
     pub limit: usize,
     /// Fake model server slots for the saturation run.
     #[arg(long, default_value_t = 4)]
     pub slots: usize,
-    /// Fake model latency for the saturation run.
+    /// Fake model latency (the service time) for the saturation run.
     #[arg(long, default_value_t = 200)]
     pub latency_ms: u64,
     /// Length of the utilization window.
@@ -57,14 +81,16 @@ pub struct Params {
     /// Conversations flooding during the saturation run.
     #[arg(long, default_value_t = 8)]
     pub flood_conversations: usize,
-    /// Questions the quiet conversation asks during the flood.
+    /// Questions the quiet conversation asks during each flood.
     #[arg(long, default_value_t = 5)]
     pub quiet_messages: usize,
     /// Distinct conversations for the memory figure.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 10_000)]
     pub conversations: usize,
-    /// Injection rate (msg/s) for the memory run.
-    #[arg(long, default_value_t = 400.0)]
+    /// Injection rate (msg/s) for the memory run: below the knee, so the figure is what
+    /// the conversations keep, not the high-water mark of a backlog (glibc keeps freed
+    /// heap; a burst past the knee leaves 10-20 KiB per message of RSS behind).
+    #[arg(long, default_value_t = 500.0)]
     pub memory_rate: f64,
     /// Runs of each CLI command timed.
     #[arg(long, default_value_t = 50)]
@@ -78,10 +104,31 @@ pub struct Params {
 }
 
 impl Params {
+    /// `--quick` applied: the sizes of a CI smoke run.
+    fn resolved(mut self) -> Params {
+        if self.quick {
+            self.reps = 1;
+            self.rates = vec![100, 1000];
+            self.load_secs = 1;
+            self.conversations = 1000;
+            self.saturation_secs = 2;
+            self.quiet_messages = 2;
+            self.cli_runs = 10;
+            self.starts = 2;
+        }
+        self
+    }
+
+    /// The repetitions as a count.
+    pub fn reps(&self) -> usize {
+        usize::try_from(self.reps).unwrap_or(usize::MAX)
+    }
+
     /// The parameters as JSON, for the report.
     fn json(&self) -> serde_json::Value {
-        json!({"rates": self.rates, "load_secs": self.load_secs, "load_conversations": self.load_conversations,
-               "fast_latency_ms": self.fast_latency_ms, "limit": self.limit, "slots": self.slots,
+        json!({"quick": self.quick, "reps": self.reps, "rates": self.rates, "load_secs": self.load_secs,
+               "load_conversations": self.load_conversations, "model_latency_ms_for_rates": 0,
+               "limit": self.limit, "slots": self.slots,
                "latency_ms": self.latency_ms, "saturation_secs": self.saturation_secs,
                "flood_conversations": self.flood_conversations, "quiet_messages": self.quiet_messages,
                "conversations": self.conversations, "memory_rate": self.memory_rate,
@@ -101,38 +148,87 @@ impl Params {
 }
 
 fn main() -> Result<()> {
-    let p = Params::parse();
-    if !p.bench {
+    // Under `cargo test` the arguments are the test harness's (filters, flags), not ours.
+    if !std::env::args().any(|a| a == "--bench") {
+        readme::check_bench_commands()?;
         eprintln!("pipeline benchmark skipped: run it with `cargo bench --bench pipeline`");
         return Ok(());
     }
+    let p = Params::parse().resolved();
+    let began = std::time::Instant::now();
     let report = run(&p)?;
-    println!("{}", report.table());
+    if p.markdown {
+        println!("{}", report.markdown());
+    } else {
+        println!("{}", report.table());
+    }
     let path = p.out_path();
     report.write_json(&path, p.json())?;
-    eprintln!("JSON: {}", path.display());
+    eprintln!(
+        "JSON: {} ({:.0} s)",
+        path.display(),
+        began.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
-/// Every scenario in order: starts (fresh daemon), memory, offered loads, CLI, saturation.
+/// Every scenario in order: starts, memory (fresh daemons), the rate ramp, CLI,
+/// saturation, then the reference bot's ramp (our daemon stopped).
 fn run(p: &Params) -> Result<Report> {
     let mut report = Report::default();
-    let stack = Stack::start(scenarios::fake_config(p.fast_latency_ms, None))?;
+    // The rate ramp and the memory run use a 0 ms model: all the measured time is ours.
+    let stack = Stack::start(scenarios::fake_config(0, None))?;
     let wide = stack.write_config(scenarios::wide_limits())?;
     eprintln!("== daemon start x{}", p.starts);
     scenarios::start_to_ready(&stack, &wide, p.starts, &mut report)?;
-    eprintln!("== memory: idle, then {} conversations", p.conversations);
-    scenarios::memory(&stack, p, &mut report)?;
-    for &rate in &p.rates {
-        eprintln!("== offered load {rate} msg/s for {} s", p.load_secs);
-        scenarios::overhead(&stack, rate, p, &mut report)?;
-    }
+    eprintln!(
+        "== memory: idle, then {} conversations, x{}",
+        p.conversations, p.reps
+    );
+    let rss_after = scenarios::memory(&stack, &wide, p, &mut report)?;
+    eprintln!(
+        "== rate ramp {:?} msg/s, {} s each, x{}",
+        p.rates, p.load_secs, p.reps
+    );
+    let pid = stack.bot_pid()?;
+    let ours = scenarios::by_rate(&scenarios::ramp(&stack, pid, "ours", false, p)?);
+    scenarios::add_ramp(&mut report, &ours);
     eprintln!("== CLI x{}", p.cli_runs);
     scenarios::cli(&stack, p.cli_runs, &mut report)?;
     eprintln!(
-        "== saturation: N={} slots={} latency {} ms",
-        p.limit, p.slots, p.latency_ms
+        "== saturation: N={} slots={} latency {} ms, x{}",
+        p.limit, p.slots, p.latency_ms, p.reps
     );
     scenarios::saturation(&stack, p, &mut report)?;
+    eprintln!(
+        "== replicas 1, 2, 3 on Redis: one limit N={}, latency {} ms, x{}",
+        p.limit, p.latency_ms, p.reps
+    );
+    replicas::replicas(&stack, p, &mut report)?;
+    match (p.no_reference, reference::python()) {
+        (true, _) => eprintln!("== reference bot skipped (--no-reference)"),
+        (false, None) => {
+            eprintln!("== reference bot skipped: no venv (run tests/python/setup.sh)");
+            report.add(
+                "reference.knee",
+                "reference bot (Python SDK + aiohttp)",
+                "skipped: no target/python-venv (run tests/python/setup.sh)",
+                "-",
+                None,
+                json!(null),
+            );
+        }
+        (false, Some(python)) => {
+            eprintln!("== reference bot: rate ramp x{}", p.reps);
+            stack.stop_bot()?;
+            stack.fake.state.set_config(scenarios::fake_config(0, None));
+            let limits = scenarios::wide_limits();
+            let bot = ReferenceBot::start(&stack, &python, limits.concurrency)?;
+            let theirs = scenarios::by_rate(&scenarios::ramp(&stack, bot.pid(), "ref", true, p)?);
+            let rss = report::rss_kib(bot.pid())? as f64 / 1024.0;
+            bot.stop(&stack)?;
+            scenarios::add_reference(&mut report, &ours, &theirs, (rss, rss_after));
+        }
+    }
     Ok(report)
 }

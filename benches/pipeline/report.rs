@@ -18,11 +18,7 @@ pub struct Dist {
 impl Dist {
     /// The distribution of `samples` (None when empty; NaN samples are dropped).
     pub fn of(samples: impl IntoIterator<Item = f64>) -> Option<Dist> {
-        let mut v: Vec<f64> = samples.into_iter().filter(|x| !x.is_nan()).collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
+        let v = sorted(samples)?;
         Some(Dist {
             n: v.len(),
             p50: nearest_rank(&v, 0.50),
@@ -41,10 +37,55 @@ impl Dist {
     }
 }
 
+/// `values` without NaNs, ascending (None when nothing is left).
+fn sorted(values: impl IntoIterator<Item = f64>) -> Option<Vec<f64>> {
+    let mut v: Vec<f64> = values.into_iter().filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then_some(v)
+}
+
 /// The `q` quantile of sorted, non-empty `v` by nearest rank.
 fn nearest_rank(v: &[f64], q: f64) -> f64 {
     let rank = (q * v.len() as f64).ceil() as usize;
     v[rank.clamp(1, v.len()) - 1]
+}
+
+/// The spread of one figure over repetitions: median, min and max (of per-run values).
+#[derive(Debug, Clone, Copy)]
+pub struct Spread {
+    pub runs: usize,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values` (None when empty; NaN values are dropped). The median of an
+    /// even count is the lower middle value, so it is always a measured value.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        let v = sorted(values)?;
+        Some(Spread {
+            runs: v.len(),
+            median: v[(v.len() - 1) / 2],
+            min: v[0],
+            max: v[v.len() - 1],
+        })
+    }
+
+    /// `median [min-max]` with `decimals` digits.
+    pub fn show(&self, decimals: usize) -> String {
+        format!(
+            "{:.d$} [{:.d$}-{:.d$}]",
+            self.median,
+            self.min,
+            self.max,
+            d = decimals
+        )
+    }
+
+    pub fn json(&self) -> Value {
+        json!({"runs": self.runs, "median": round3(self.median), "min": round3(self.min), "max": round3(self.max)})
+    }
 }
 
 /// Rounds to 3 decimals (microseconds when the unit is ms) for the JSON document.
@@ -138,6 +179,29 @@ impl Report {
         out
     }
 
+    /// The figures as a README-ready markdown table (`| figure | measured | goal | met |`).
+    pub fn markdown(&self) -> String {
+        let mut out = String::from(
+            "| figure | measured: median [min-max] | goal | met |\n|---|---|---|---|\n",
+        );
+        for f in &self.figures {
+            let met = match f.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "-",
+            };
+            let cell = |s: &str| s.replace('|', "\\|");
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {met} |",
+                cell(&f.label),
+                cell(&f.measured),
+                cell(&f.goal)
+            );
+        }
+        out
+    }
+
     /// The JSON document: `schema_version`, the machine, the parameters and every figure.
     pub fn json(&self, params: Value) -> Value {
         let figures: serde_json::Map<String, Value> = self
@@ -183,4 +247,29 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("no VmRSS line in {path}"))
+}
+
+/// The unit of `/proc/PID/stat` times: the kernel reports them in USER_HZ, which is 100
+/// on every architecture Linux exposes to user space here (not the internal CONFIG_HZ).
+const USER_HZ: f64 = 100.0;
+
+/// CPU time (user + system) `pid` has used so far, in seconds, from `/proc/PID/stat`
+/// (fields 14 and 15, in clock ticks: 10 ms resolution at the usual 100 Hz).
+pub fn cpu_secs(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("no `)` in {path}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("field {} of {path}", i + 3))
+    };
+    // After the name: field 3 (state) is index 0, so utime (14) and stime (15) are 11, 12.
+    Ok((ticks(11)? + ticks(12)?) as f64 / USER_HZ)
 }

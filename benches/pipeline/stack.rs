@@ -22,8 +22,8 @@ pub const BUSY_TEXT: &str = "BENCH-BUSY";
 /// Reply text for a turn whose model call failed or timed out.
 pub const FALLBACK_TEXT: &str = "BENCH-FALLBACK";
 
-const CLIENT_ID: &str = "dingbench";
-const CLIENT_SECRET: &str = "bench-secret";
+pub const CLIENT_ID: &str = "dingbench";
+pub const CLIENT_SECRET: &str = "bench-secret";
 const SIM_START: Duration = Duration::from_secs(15);
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
 
@@ -85,6 +85,11 @@ impl Stack {
         })
     }
 
+    /// The simulator's base URL.
+    pub fn sim_url(&self) -> &str {
+        &self.sim_url
+    }
+
     /// The binary with `--home` set, a clean environment, and no stdin.
     pub fn command(&self, args: &[&str]) -> Command {
         clawdbot_command(self.home.path(), args)
@@ -99,10 +104,44 @@ impl Stack {
 
     /// Writes the bot config for `limits` and returns its path.
     pub fn write_config(&self, limits: BotLimits) -> Result<PathBuf> {
-        let path = self.home.path().join("bot.yaml");
-        std::fs::write(&path, self.config_text(limits))
-            .with_context(|| format!("writing {}", path.display()))?;
+        self.write_config_as("bot.yaml", limits, "")
+    }
+
+    /// Writes the bot config for `limits` plus the YAML section `extra` (e.g. `state:`)
+    /// as `file` in the home, and returns its path.
+    pub fn write_config_as(&self, file: &str, limits: BotLimits, extra: &str) -> Result<PathBuf> {
+        let path = self.home.path().join(file);
+        let mut text = self.config_text(limits);
+        text.push_str(extra);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
+    }
+
+    /// `daemon start --name name` with `config` (no wait for its connection).
+    pub fn start_named(&self, name: &str, config: &Path) -> Result<()> {
+        let config = config.to_string_lossy();
+        let out = self.run(&[
+            "--json", "daemon", "start", "--name", name, "--config", &config,
+        ])?;
+        json_stdout(&out, "daemon start").map(|_| ())
+    }
+
+    /// `daemon stop --name name` (errors ignored: used on the way out).
+    pub fn stop_named(&self, name: &str) {
+        let _ = self.run(&["daemon", "stop", "--name", name, "--timeout", "10"]);
+    }
+
+    /// Waits until the simulator has exactly `n` live bot connections.
+    pub fn wait_live_connections(&self, n: usize) -> Result<()> {
+        let pred = move |v: &Value| {
+            v["connections"]
+                .as_array()
+                .is_some_and(|c| c.iter().filter(|c| c["live"] == true).count() == n)
+        };
+        self.rt
+            .block_on(self.sim.wait_for("/_sim/connections", CONNECT_WAIT, pred))
+            .map(|_| ())
+            .map_err(|e| anyhow!("waiting for {n} live bot connections: {e}"))
     }
 
     /// The fake model as `local_chat` with generous time budgets (nothing should time out
@@ -122,7 +161,7 @@ impl Stack {
             .queue(limits.max_waiting, 60_000)
             .dingtalk(
                 DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &self.sim_url)
-                    .with("send_rate:\n  per_robot: 1000\n  per_conversation: 1000"),
+                    .with("send_rate:\n  per_robot: 10000\n  per_conversation: 10000"),
             )
             .section(&format!(
                 "reply:\n  busy_text: \"{BUSY_TEXT}\"\n  fallback_text: \"{FALLBACK_TEXT}\"\n"
@@ -160,7 +199,7 @@ impl Stack {
     }
 
     /// Waits until the simulator has (`live`) or has no (`!live`) live bot connection.
-    fn wait_connections(&self, live: bool) -> Result<()> {
+    pub fn wait_connections(&self, live: bool) -> Result<()> {
         let pred = move |v: &Value| {
             let any_live = v["connections"]
                 .as_array()
@@ -225,9 +264,11 @@ fn spawn_sim(home: &Path, port_file: &Path) -> Result<Child> {
         "--client-secret",
         CLIENT_SECRET,
     ];
+    // The simulator's log stays in the home (removed with it) unless the run fails early.
+    let log = std::fs::File::create(home.join("sim.log")).context("creating sim.log")?;
     clawdbot_command(home, &args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .context("spawning clawdbot sim serve")
 }

@@ -67,6 +67,17 @@ impl Conversations {
         }
     }
 
+    /// Replaces `conversation`'s memory with `exchanges` (oldest first), bounded as any
+    /// recorded exchange is: the shared memory a replica loads when the turn is its.
+    pub(crate) fn load_history(&self, conversation: &str, exchanges: &[(String, String)]) {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        memory.reset(conversation);
+        let now = Instant::now();
+        for (user, answer) in exchanges {
+            memory.record(conversation, user, answer, now);
+        }
+    }
+
     pub(crate) fn reset(&self, conversation: &str) {
         self.memory
             .lock()

@@ -19,13 +19,15 @@ mod open_cards;
 mod order;
 mod pipeline;
 mod redelivery;
+mod redis_inbox;
+mod redis_memory;
 mod reload;
 mod seen;
 
 pub(crate) use health::{preflight_checks, CheckProgress};
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -44,12 +46,15 @@ use futures_util::future::BoxFuture;
 /// The callback replay record in the state folder (see `dingtalk::replay`).
 const CALLBACK_REPLAY_FILE: &str = "callback-replay";
 
+use crate::state::redis::RedisState;
 use conversations::Conversations;
 use inflight::InFlight;
-use intake::JournalSink;
+use intake::{JournalSink, RedisSink};
 use journal::Journal;
 use open_cards::OpenCards;
 use order::TurnOrder;
+use redis_inbox::RedisInbox;
+use redis_memory::RedisMemory;
 
 pub(crate) struct Shared {
     /// The live config; SIGHUP swaps it (reply texts, policy, access, memory, prompt).
@@ -72,9 +77,35 @@ pub(crate) struct Shared {
     busy: busy::BusyReplies,
     /// Conversations messages came from, for `clawdbot conversations`.
     seen: seen::SeenConversations,
+    /// The Redis connection (`state.backend: redis`); `None` with the local backend.
+    redis: Option<RedisState>,
+    /// Replicas alive at the last heartbeat (0 while Redis does not answer).
+    alive_replicas: Arc<AtomicUsize>,
+    /// The inbox shared by the replicas (`state.backend: redis`).
+    inbox: Option<Arc<RedisInbox>>,
+    /// Conversation memory shared by the replicas (`state.backend: redis`).
+    shared_memory: Option<RedisMemory>,
 }
 
 impl Shared {
+    /// The backend, and with Redis this replica's view of it (heartbeat figures).
+    fn state_report(&self) -> crate::status::StateReport {
+        let Some(redis) = &self.redis else {
+            return crate::status::StateReport {
+                backend: "local".into(),
+                ..Default::default()
+            };
+        };
+        let alive = self.alive_replicas.load(Ordering::Relaxed) as u64;
+        crate::status::StateReport {
+            backend: "redis".into(),
+            replica_id: Some(redis.replica_id().to_string()),
+            redis_server: Some(redis.server().to_string()),
+            redis_ok: Some(alive > 0),
+            alive_replicas: Some(alive),
+        }
+    }
+
     pub(crate) fn config(&self) -> Arc<Config> {
         self.config
             .read()
@@ -121,7 +152,7 @@ impl Bot {
         paths.ensure_state_dir().map_err(BotStartError::StateDir)?;
         let redis = match (&config.state.backend, &config.state.redis) {
             (crate::config::StateBackend::Redis, Some(cfg)) => {
-                Some(crate::state::redis::RedisState::connect(cfg).await?)
+                Some(RedisState::connect(cfg).await?)
             }
             _ => None,
         };
@@ -130,15 +161,34 @@ impl Bot {
         let (tx, rx) = mpsc::unbounded_channel::<Inbound>();
         let opened = Journal::open(&paths.state, tx)?;
         let journal = Arc::new(opened.journal);
+        let alive_replicas = Arc::new(AtomicUsize::new(0));
+        let inbox = match (&redis, &config.state.redis) {
+            (Some(redis), Some(cfg)) => {
+                alive_replicas.store(redis.heartbeat().await?, Ordering::Relaxed);
+                redis.spawn_heartbeat(alive_replicas.clone());
+                let window = crate::dingtalk::ingress::DEDUPE_WINDOW;
+                Some(RedisInbox::open(redis.clone(), cfg, window).await?)
+            }
+            _ => None,
+        };
         let channel = match &config.channel {
             Some(ch) => {
                 let tuning = ChannelTuning {
                     replay_file: Some(paths.state.join(CALLBACK_REPLAY_FILE)),
                     ..ChannelTuning::default()
                 };
-                let sink = JournalSink(journal.clone());
-                let channel =
-                    Channel::start_shared(ch.dingtalk.clone(), sink, tuning, redis.clone()).await?;
+                let channel = match &inbox {
+                    Some(inbox) => {
+                        let sink = RedisSink(inbox.clone());
+                        Channel::start_shared(ch.dingtalk.clone(), sink, tuning, redis.clone())
+                            .await?
+                    }
+                    None => {
+                        let sink = JournalSink(journal.clone());
+                        Channel::start_shared(ch.dingtalk.clone(), sink, tuning, redis.clone())
+                            .await?
+                    }
+                };
                 channel.set_max_parts(config.reply.max_parts);
                 Some(channel)
             }
@@ -155,7 +205,7 @@ impl Bot {
             }
         };
         let shared = Arc::new(Shared {
-            router: ModelRouter::with_state(&config, redis),
+            router: ModelRouter::with_state(&config, redis.clone()),
             conversations: Conversations::new(&config),
             config: RwLock::new(Arc::new(config)),
             config_path,
@@ -168,10 +218,17 @@ impl Bot {
             delivery: redelivery::DeliveryStats::default(),
             busy: busy::BusyReplies::default(),
             seen: seen::SeenConversations::default(),
+            shared_memory: redis.clone().map(RedisMemory::new),
+            redis,
+            alive_replicas,
+            inbox,
         });
         cards::close_left_open(&shared);
         pipeline::replay(&shared, opened.pending, opened.replies);
         tokio::spawn(pipeline::dispatch(shared.clone(), rx));
+        if let Some(inbox) = &shared.inbox {
+            tokio::spawn(pipeline::dispatch_shared(shared.clone(), inbox.start()));
+        }
         Ok(Bot { shared })
     }
 }
@@ -199,6 +256,7 @@ impl Workload for Bot {
         report.journal = Some(self.shared.journal.report());
         report.delivery = Some(self.shared.delivery.report());
         report.busy_replies = Some(self.shared.busy.report());
+        report.state = Some(self.shared.state_report());
     }
 
     fn readiness(&self) -> Option<crate::ops::readiness::ReadinessFacts> {
@@ -206,6 +264,12 @@ impl Workload for Bot {
             channel: self.shared.channel.as_ref().map(Channel::readiness),
             inbox: self.shared.inflight.readiness(),
             draining: !self.shared.accepting.load(Ordering::SeqCst),
+            redis_down: self
+                .shared
+                .redis
+                .as_ref()
+                .filter(|_| self.shared.alive_replicas.load(Ordering::Relaxed) == 0)
+                .map(|r| r.server().to_string()),
         })
     }
 
@@ -250,6 +314,11 @@ impl Workload for Bot {
             }
             if let Some(ch) = &self.shared.channel {
                 ch.shutdown().await;
+            }
+            if let Some(inbox) = &self.shared.inbox {
+                if !inbox.writes_drained(drain).await {
+                    tracing::warn!("drain time over; the shared inbox's last records are left to the replicas that take the messages over");
+                }
             }
             self.shared.journal.flush().await;
         })

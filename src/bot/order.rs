@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::redis_inbox::SharedTicket;
+
 /// The per-conversation lines. Share it with `Arc`.
 #[derive(Default)]
 pub(crate) struct TurnOrder {
@@ -45,8 +47,35 @@ impl Line {
     }
 }
 
-/// A place in a conversation's line; dropping it (served or not) lets the line move on.
-pub(crate) struct Ticket {
+/// A turn's place in its conversation's line: in this process, or across the replicas
+/// sharing a Redis inbox (see `bot::redis_inbox`). Dropping it ends the turn's place.
+pub(crate) enum Ticket {
+    Local(LocalTicket),
+    Shared(SharedTicket),
+}
+
+impl Ticket {
+    /// True when another replica already ended this turn's message (shared line only).
+    pub(crate) fn finished_elsewhere(&self) -> bool {
+        match self {
+            Ticket::Local(_) => false,
+            Ticket::Shared(t) => t.finished_elsewhere(),
+        }
+    }
+
+    /// Waits until every earlier turn of the conversation has finished, at most `limit`.
+    /// False when the wait ran out (the ticket then only has to be dropped).
+    pub(crate) async fn wait_turn(&mut self, limit: Duration) -> bool {
+        match self {
+            Ticket::Local(t) => t.wait_turn(limit).await,
+            Ticket::Shared(t) => t.wait_turn(limit).await,
+        }
+    }
+}
+
+/// A place in a conversation's line in this process; dropping it (served or not) lets
+/// the line move on.
+pub(crate) struct LocalTicket {
     order: Arc<TurnOrder>,
     conversation: String,
     number: u64,
@@ -64,6 +93,10 @@ impl TurnOrder {
 
     /// The next place in `conversation`'s line. Call it in arrival order.
     pub(crate) fn ticket(self: &Arc<Self>, conversation: &str) -> Ticket {
+        Ticket::Local(self.local_ticket(conversation))
+    }
+
+    fn local_ticket(self: &Arc<Self>, conversation: &str) -> LocalTicket {
         let mut lines = self.lock();
         let line = lines
             .entry(conversation.to_string())
@@ -74,7 +107,7 @@ impl TurnOrder {
             });
         let number = line.next;
         line.next += 1;
-        Ticket {
+        LocalTicket {
             order: self.clone(),
             conversation: conversation.to_string(),
             number,
@@ -89,17 +122,15 @@ impl TurnOrder {
     }
 }
 
-impl Ticket {
-    /// Waits until every earlier turn of the conversation has finished, at most `limit`.
-    /// False when the wait ran out (the ticket then only has to be dropped).
-    pub(crate) async fn wait_turn(&mut self, limit: Duration) -> bool {
+impl LocalTicket {
+    async fn wait_turn(&mut self, limit: Duration) -> bool {
         let number = self.number;
         let reached = self.serving.wait_for(|serving| *serving >= number);
         matches!(tokio::time::timeout(limit, reached).await, Ok(Ok(_)))
     }
 }
 
-impl Drop for Ticket {
+impl Drop for LocalTicket {
     fn drop(&mut self) {
         let mut lines = self.order.lock();
         let Some(line) = lines.get_mut(&self.conversation) else {

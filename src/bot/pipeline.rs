@@ -49,6 +49,36 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceive
     }
 }
 
+/// Takes the shared inbox's deliveries (`state.backend: redis`): each is held (its reply
+/// marker taken) and run as a turn on its own task, in its conversation's line across
+/// the replicas (see `bot::redis_inbox`). Once shutdown began, deliveries are left in
+/// Redis, pending, for the other replicas to take over after the lease.
+pub(crate) async fn dispatch_shared(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<super::redis_inbox::Delivery>,
+) {
+    let Some(inbox) = shared.inbox.clone() else {
+        return;
+    };
+    while let Some(delivery) = rx.recv().await {
+        let arrived = Instant::now();
+        if !shared.accepting.load(Ordering::SeqCst) {
+            // Dropping the receiver stops the reads: what was read and not held stays
+            // pending in Redis and is taken over after the lease.
+            tracing::info!(msg_id = %delivery.msg.msg_id, "shutting down: message left in the shared inbox for another replica");
+            break;
+        }
+        shared.seen.record(&delivery.msg);
+        let shared = shared.clone();
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            if let Some(ticket) = inbox.hold(&delivery).await {
+                run_turn(&shared, delivery.msg, arrived, Ticket::Shared(ticket)).await;
+            }
+        });
+    }
+}
+
 /// Answers what a previous run accepted but did not answer (`pending`, oldest first, as
 /// the journal recovered it: answered ids are never among them). A message whose session
 /// webhook expired is told sorry (through the OpenAPI) instead of answered late.
@@ -128,6 +158,10 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
     let Some(waited_in_line) = wait_in_line(shared, &cfg, &msg, &mut ticket).await else {
         return;
     };
+    if ticket.finished_elsewhere() {
+        tracing::info!(msg_id = %msg.msg_id, "answered by another replica meanwhile; nothing to do");
+        return;
+    }
     let Some(text) = question_text(shared, &cfg, &msg).await else {
         return;
     };
@@ -141,6 +175,7 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
     if !admitted(shared, &cfg, &msg).await {
         return;
     }
+    load_shared_memory(shared, &msg.conversation_id).await;
     let turn = Turn {
         conversation_id: msg.conversation_id.clone(),
         user_id: msg.sender_staff_id.clone(),
@@ -159,15 +194,53 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         .channel
         .as_ref()
         .is_some_and(|c| c.dingtalk.card_template_id.is_some());
+    // An AI card is visible once opened: its reply is confirmed before (text replies
+    // are confirmed right before they are sent).
+    if use_card && !may_send(shared, &msg).await {
+        return;
+    }
     let outcome = if use_card {
         answer_in_card(shared, channel, &msg, &turn, hooks).await
     } else {
         answer_in_text(shared, channel, &msg, &turn, hooks).await
     };
     log_outcome(shared, &cfg, &msg, arrived, &outcome);
+    store_shared_memory(shared, &cfg, &msg).await;
     // The ticket (the conversation's place in line) is held to here, through any fallback
     // and the reply's delivery: the next turn of the conversation starts after this one.
     drop(ticket);
+}
+
+/// With the shared memory, replaces this replica's memory of the conversation with the
+/// one in Redis (the turn is the conversation's only one running, on any replica).
+async fn load_shared_memory(shared: &Shared, conversation: &str) {
+    let Some(memory) = &shared.shared_memory else {
+        return;
+    };
+    match memory.load(conversation).await {
+        Ok(exchanges) => shared.conversations.load_history(conversation, &exchanges),
+        Err(e) => {
+            tracing::warn!(conversation, error = %e, "shared memory not read; using this replica's")
+        }
+    }
+}
+
+/// With the shared memory, appends the exchange this turn answered, before the turn ends
+/// (so the conversation's next turn, on any replica, sees it); not when this replica gave
+/// the reply up to another.
+async fn store_shared_memory(shared: &Shared, cfg: &Config, msg: &Inbound) {
+    let Some(memory) = &shared.shared_memory else {
+        return;
+    };
+    let gave_up = shared
+        .inbox
+        .as_ref()
+        .is_some_and(|i| i.gave_up(&msg.msg_id));
+    if gave_up {
+        memory.flush_discard(&msg.conversation_id);
+    } else {
+        memory.flush(cfg, &msg.conversation_id).await;
+    }
 }
 
 /// Waits for the conversation's earlier turns, at most `limits.queue.max_wait_ms`; that
@@ -303,6 +376,9 @@ impl TurnHooks for Hooks<'_> {
         self.shared
             .conversations
             .remember(self.conversation, self.text, answer);
+        if let Some(memory) = &self.shared.shared_memory {
+            memory.stage(self.conversation, self.text, answer);
+        }
     }
 }
 
@@ -458,7 +534,8 @@ async fn deliver(
     label: &'static str,
 ) {
     let mut reply = channel.outgoing(text, markdown);
-    if reply.parts() > 1 {
+    // With the shared inbox the local journal holds no message: nothing to record there.
+    if reply.parts() > 1 && shared.inbox.is_none() {
         let recorded = shared
             .journal
             .reply(&msg.msg_id, reply.part_texts().to_vec(), markdown)
@@ -485,6 +562,9 @@ async fn send_and_complete(
     mut reply: OutgoingReply,
     label: &'static str,
 ) {
+    if !may_send(shared, msg).await {
+        return;
+    }
     let error = match channel.reply_parts(msg, &mut reply).await {
         Ok(()) => return complete(shared, msg, label, Instant::now()),
         Err(e) => e,
@@ -548,6 +628,9 @@ async fn run_command(
     finish(shared, msg, &reply, cmd.label()).await;
     let _ = ticket.wait_turn(earlier_turns_bound(cfg)).await;
     shared.conversations.reset(&msg.conversation_id);
+    if let Some(memory) = &shared.shared_memory {
+        memory.reset(&msg.conversation_id).await;
+    }
 }
 
 /// Slack for delivering a reply after its model call ended (DingTalk send retries).
@@ -568,10 +651,22 @@ async fn finish(shared: &Arc<Shared>, msg: &Inbound, text: &str, label: &'static
     deliver(shared, channel, msg, text, false, label).await;
 }
 
+/// With the shared inbox, whether this replica still holds `msg`'s reply (at most one
+/// visible reply per message across replicas); always true with the local journal.
+async fn may_send(shared: &Shared, msg: &Inbound) -> bool {
+    match &shared.inbox {
+        Some(inbox) => inbox.may_send(&msg.msg_id).await,
+        None => true,
+    }
+}
+
 /// Marks the message answered: at once in memory (never answered twice in this run), and
 /// in the journal right after (a write error is retried there and shown in status).
 fn complete(shared: &Shared, msg: &Inbound, label: &'static str, replied_at: Instant) {
-    shared.journal.done(&msg.msg_id, replied_at);
+    match &shared.inbox {
+        Some(inbox) => inbox.replied(&msg.msg_id),
+        None => shared.journal.done(&msg.msg_id, replied_at),
+    }
     tracing::debug!(msg_id = %msg.msg_id, outcome = label, "turn complete");
     crate::ops::metrics::observed().replied(label);
 }

@@ -331,6 +331,7 @@ fn describe(r: &DaemonReport) -> String {
             b.total, b.behind_conversation, b.model_queue
         )
     }));
+    lines.extend(r.state.as_ref().map(state_line));
     for m in &r.models {
         lines.push(model_line(m));
         lines.extend(replica_lines(m));
@@ -464,4 +465,23 @@ fn model_service_lines(label: &str, s: &ModelServiceReport) -> Vec<String> {
         lines.push(format!("  {label} last exit: {how}{ago}"));
     }
     lines
+}
+
+/// `  state: redis at host:port (ok), replica r1, 3 replicas alive` (or `state: local`).
+fn state_line(s: &crate::status::StateReport) -> String {
+    let Some(server) = &s.redis_server else {
+        return format!("  state: {}", s.backend);
+    };
+    format!(
+        "  state: {} at {} ({}), replica {}, {} replicas alive",
+        s.backend,
+        server,
+        if s.redis_ok == Some(true) {
+            "ok"
+        } else {
+            "NOT ANSWERING"
+        },
+        s.replica_id.as_deref().unwrap_or("-"),
+        s.alive_replicas.unwrap_or(0)
+    )
 }

@@ -392,7 +392,7 @@ pub struct SendRateConfig {
 }
 
 /// The largest `send_rate` value.
-pub const MAX_SENDS_PER_SECOND: u64 = 1_000;
+pub const MAX_SENDS_PER_SECOND: u64 = 10_000;
 
 impl Default for SendRateConfig {
     fn default() -> Self {

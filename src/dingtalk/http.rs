@@ -7,9 +7,12 @@ use serde_json::Value;
 
 use super::error::ChannelError;
 
-/// The HTTP client for every DingTalk call (bounded connect and total time).
+/// The HTTP client for every DingTalk call (bounded connect and total time). Small
+/// requests (webhook replies, OpenAPI sends): `TCP_NODELAY`, so none waits for the
+/// previous one's delayed ACK (reqwest's default too; stated so it cannot regress).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
+        .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
         .user_agent(concat!("clawdbot/", env!("CARGO_PKG_VERSION")))

@@ -53,7 +53,10 @@ impl ModelClient {
     /// [`ModelError::Connect`] that every turn to this model then reports.
     pub fn new(cfg: &ModelConfig, base_url: &str) -> Result<Self, ModelError> {
         let budgets = PhaseBudgets::from_config(cfg);
+        // TCP_NODELAY: a request body or the server's small SSE chunks never wait for a
+        // delayed ACK (reqwest's default; stated so it cannot regress).
         let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
             .connect_timeout(budgets.connect)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()

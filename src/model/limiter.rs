@@ -7,18 +7,29 @@
 //!
 //! Invariants (all under one mutex):
 //! - `in_flight <= limit`, always; `peak_in_flight` is the highest value ever seen.
-//! - Conversations with waiting turns are served round-robin, each one's waiters in
-//!   arrival order: a conversation with many waiting turns gets one grant per round, so
-//!   a quiet one waits for at most one grant per other waiting conversation.
+//! - A free slot goes to the waiting conversation served least recently (one never
+//!   served, or not within the last [`REMEMBERED_GRANTS`] grants, counts as served
+//!   longest ago; ties go in arrival order), each conversation's waiters in arrival
+//!   order. So a conversation with many waiting turns gets one grant per round, a newly
+//!   active (quiet) conversation gets the next free slot instead of queueing behind the
+//!   flood, and a waiting conversation is passed by each other conversation at most once
+//!   (a conversation just served counts as the most recently served).
 //! - At most `max_waiting` turns wait; one more is refused at once ([`Busy::QueueFull`]).
 //! - Whenever a slot is free, nobody waits (grants happen on every release), and a waiter
 //!   that gave up (timeout or cancelled future) never leaks a slot.
+//! - Memory: a conversation's entry lives while it has waiters; the last-grant stamps are
+//!   kept for at most 2 x [`REMEMBERED_GRANTS`] conversations.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
+
+/// How many of the latest grants the service order remembers. A conversation last
+/// served before them is ordered as never served (it is older than every remembered one,
+/// so the least-recently-served order stays exact apart from ties between those).
+pub(crate) const REMEMBERED_GRANTS: u64 = 1024;
 
 /// The figures the status report shows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,6 +52,16 @@ pub enum Busy {
 /// One waiting turn: its id (to find it when it gives up) and where its grant goes.
 type Waiter = (u64, oneshot::Sender<()>);
 
+/// A waiting conversation's place in the service order: (its last grant's stamp, 0 when
+/// none is remembered; the id of its waiter that made it wait), smallest first.
+type ServiceKey = (u64, u64);
+
+/// The waiters of one conversation and its current place in the service order.
+struct Line {
+    waiters: VecDeque<Waiter>,
+    key: ServiceKey,
+}
+
 struct State {
     limit: usize,
     max_waiting: usize,
@@ -48,10 +69,14 @@ struct State {
     peak: usize,
     queued: usize,
     next_id: u64,
+    /// Grants so far: the stamp of the latest one.
+    grants: u64,
     /// Waiters by conversation; a conversation is here only while it has a waiter.
-    waiting: HashMap<String, VecDeque<Waiter>>,
-    /// The conversations of `waiting`, each once, in service order.
-    ready: VecDeque<String>,
+    waiting: HashMap<String, Line>,
+    /// The conversations of `waiting`, each once, by service key.
+    ready: BTreeMap<ServiceKey, String>,
+    /// The stamp of each conversation's latest grant (the recent ones only).
+    last_grant: HashMap<String, u64>,
 }
 
 impl State {
@@ -60,28 +85,58 @@ impl State {
         self.peak = self.peak.max(self.in_flight);
     }
 
-    /// Hands free slots to waiting conversations, round-robin.
+    /// Stamps a grant to `conversation` and returns the stamp; forgets stamps older than
+    /// the latest [`REMEMBERED_GRANTS`] once more than twice that many are kept.
+    fn stamp(&mut self, conversation: &str) -> u64 {
+        self.grants += 1;
+        let stamp = self.grants;
+        match self.last_grant.get_mut(conversation) {
+            Some(s) => *s = stamp,
+            None => {
+                if self.last_grant.len() as u64 >= 2 * REMEMBERED_GRANTS {
+                    let oldest_kept = stamp.saturating_sub(REMEMBERED_GRANTS);
+                    self.last_grant.retain(|_, s| *s > oldest_kept);
+                }
+                self.last_grant.insert(conversation.to_string(), stamp);
+            }
+        }
+        stamp
+    }
+
+    /// Hands free slots to waiting conversations, least recently served first.
     fn dispatch(&mut self) {
         while self.in_flight < self.limit {
-            let Some(conversation) = self.ready.pop_front() else {
+            let Some((_, conversation)) = self.ready.pop_first() else {
                 return;
             };
             let Some(line) = self.waiting.get_mut(&conversation) else {
                 continue;
             };
-            let Some((_, tx)) = line.pop_front() else {
+            let Some((_, tx)) = line.waiters.pop_front() else {
+                self.waiting.remove(&conversation);
                 continue;
             };
-            if line.is_empty() {
-                self.waiting.remove(&conversation);
-            } else {
-                self.ready.push_back(conversation);
-            }
+            let next = line.waiters.front().map(|(id, _)| *id);
             self.queued -= 1;
             // The receiver lives in a `Waiting` guard that removes itself under this lock
             // before dropping it, so the send cannot fail; if it did, the slot is not used.
-            if tx.send(()).is_ok() {
+            let stamp = if tx.send(()).is_ok() {
                 self.grant();
+                self.stamp(&conversation)
+            } else {
+                self.last_grant.get(&conversation).copied().unwrap_or(0)
+            };
+            match next {
+                Some(id) => {
+                    let key = (stamp, id);
+                    if let Some(line) = self.waiting.get_mut(&conversation) {
+                        line.key = key;
+                    }
+                    self.ready.insert(key, conversation);
+                }
+                None => {
+                    self.waiting.remove(&conversation);
+                }
             }
         }
     }
@@ -96,11 +151,20 @@ impl State {
     fn enqueue(&mut self, conversation: &str, tx: oneshot::Sender<()>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        let line = self.waiting.entry(conversation.to_string()).or_default();
-        if line.is_empty() {
-            self.ready.push_back(conversation.to_string());
-        }
-        line.push_back((id, tx));
+        let line = match self.waiting.get_mut(conversation) {
+            Some(line) => line,
+            None => {
+                let key = (self.last_grant.get(conversation).copied().unwrap_or(0), id);
+                self.ready.insert(key, conversation.to_string());
+                self.waiting
+                    .entry(conversation.to_string())
+                    .or_insert(Line {
+                        waiters: VecDeque::new(),
+                        key,
+                    })
+            }
+        };
+        line.waiters.push_back((id, tx));
         self.queued += 1;
         id
     }
@@ -110,14 +174,15 @@ impl State {
         let Some(line) = self.waiting.get_mut(conversation) else {
             return false;
         };
-        let Some(pos) = line.iter().position(|(i, _)| *i == id) else {
+        let Some(pos) = line.waiters.iter().position(|(i, _)| *i == id) else {
             return false;
         };
-        line.remove(pos);
+        line.waiters.remove(pos);
         self.queued -= 1;
-        if line.is_empty() {
+        if line.waiters.is_empty() {
+            let key = line.key;
             self.waiting.remove(conversation);
-            self.ready.retain(|c| c != conversation);
+            self.ready.remove(&key);
         }
         true
     }
@@ -181,8 +246,10 @@ impl Limiter {
                 peak: 0,
                 queued: 0,
                 next_id: 0,
+                grants: 0,
                 waiting: HashMap::new(),
-                ready: VecDeque::new(),
+                ready: BTreeMap::new(),
+                last_grant: HashMap::new(),
             }),
         })
     }
@@ -213,6 +280,7 @@ impl Limiter {
             let mut st = self.lock();
             if st.queued == 0 && st.in_flight < st.limit {
                 st.grant();
+                st.stamp(conversation);
                 return Ok(Permit {
                     limiter: self.clone(),
                 });
@@ -339,5 +407,95 @@ mod tests {
         drop(held);
         let again = lim.acquire("d", Instant::now()).await;
         assert!(again.is_ok(), "the slot came back");
+    }
+    /// One model turn of `conversation`: waits for a slot, holds it for `service`, and
+    /// records (conversation, grant time) in `log`; checks the limit while it holds it.
+    async fn turn(
+        lim: Arc<Limiter>,
+        conversation: String,
+        service: Duration,
+        log: Arc<Mutex<Vec<(String, Instant)>>>,
+    ) {
+        let _slot = lim.acquire(&conversation, far()).await.expect("granted");
+        let s = lim.snapshot();
+        assert!(s.in_flight <= s.limit, "limit exceeded: {s:?}");
+        log.lock().unwrap().push((conversation, Instant::now()));
+        tokio::time::sleep(service).await;
+    }
+
+    /// A flood as the bot makes it (each flooding conversation has one turn at the model
+    /// or waiting at a time, the next one queued as the previous ends): a quiet
+    /// conversation that asks is served at the next free slot, not after every waiting
+    /// flood conversation; the flood keeps its round-robin and the limit holds.
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_conversation_gets_the_next_free_slot_during_a_flood() {
+        const SERVICE: Duration = Duration::from_millis(200);
+        let lim = Limiter::new(2, 64);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut flood = Vec::new();
+        for f in 0..6 {
+            let (lim, log) = (lim.clone(), log.clone());
+            flood.push(tokio::spawn(async move {
+                for _ in 0..10 {
+                    turn(lim.clone(), format!("flood{f}"), SERVICE, log.clone()).await;
+                }
+            }));
+        }
+        // Mid-flood, between two grants: every slot busy, four flood conversations waiting.
+        tokio::time::sleep(SERVICE * 3 + SERVICE / 2).await;
+        assert_eq!(lim.snapshot().queued, 4, "{:?}", lim.snapshot());
+        let asked = Instant::now();
+        turn(lim.clone(), "quiet".into(), SERVICE, log.clone()).await;
+        let granted = log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(c, _)| c == "quiet")
+            .map(|(_, at)| *at)
+            .expect("the quiet turn ran");
+        assert!(
+            granted - asked <= SERVICE / 2,
+            "the quiet conversation waited {:?} for a slot that freed after {:?}",
+            granted - asked,
+            SERVICE / 2
+        );
+        for t in flood {
+            t.await.expect("flood task");
+        }
+        // Round-robin kept: no flood conversation got a second grant while another
+        // flood conversation that had been waiting longer was still waiting.
+        let grants = log.lock().unwrap();
+        let per_round: Vec<&str> = grants
+            .iter()
+            .filter(|(c, _)| c != "quiet")
+            .map(|(c, _)| c.as_str())
+            .take(12)
+            .collect();
+        for round in per_round.chunks(6) {
+            let mut names = round.to_vec();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), 6, "one grant each per round: {round:?}");
+        }
+        assert_eq!(lim.snapshot().peak_in_flight, 2);
+    }
+    /// The service order's memory stays bounded however many conversations pass.
+    #[tokio::test(start_paused = true)]
+    async fn the_grant_stamps_stay_bounded() {
+        let lim = Limiter::new(1, 4);
+        for c in 0..3 * REMEMBERED_GRANTS {
+            drop(
+                lim.acquire(&format!("c{c}"), far())
+                    .await
+                    .expect("free slot"),
+            );
+        }
+        let st = lim.lock();
+        assert!(
+            st.last_grant.len() as u64 <= 2 * REMEMBERED_GRANTS,
+            "{}",
+            st.last_grant.len()
+        );
+        assert!(st.waiting.is_empty() && st.ready.is_empty());
     }
 }

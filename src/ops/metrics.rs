@@ -328,6 +328,14 @@ impl Collector for ReportCollector {
                 i64::from(connected),
             )?;
         }
+        if let Some(alive) = report.state.as_ref().and_then(|s| s.alive_replicas) {
+            gauge(
+                &mut e,
+                "clawdbot_alive_replicas",
+                "Replicas sharing this bot's Redis state whose heartbeat is within the lease",
+                i64::try_from(alive).unwrap_or(i64::MAX),
+            )?;
+        }
         self.encode_models(&mut e, &report.models)
     }
 }

@@ -44,6 +44,9 @@ pub(crate) struct ReadinessFacts {
     pub(crate) channel: Option<ChannelFacts>,
     pub(crate) inbox: InboxFacts,
     pub(crate) draining: bool,
+    /// `host:port` of the Redis server when `state.backend: redis` and its last
+    /// heartbeat failed: nothing can be accepted (no ACK) until it answers again.
+    pub(crate) redis_down: Option<String>,
 }
 
 /// Why the bot is not ready (empty when it is), each reason one short sentence without
@@ -80,6 +83,9 @@ pub(crate) fn not_ready_reasons(facts: &ReadinessFacts, now_ms: u64) -> Vec<Stri
             idle_ms / 1000
         ));
     }
+    if let Some(server) = &facts.redis_down {
+        reasons.push(format!("redis at {server} not answering"));
+    }
     if facts.draining {
         reasons.push("draining (shutting down)".to_string());
     }
@@ -106,6 +112,7 @@ mod tests {
                 last_progress_ms: 0,
             },
             draining: false,
+            redis_down: None,
         }
     }
 
@@ -179,5 +186,12 @@ mod tests {
         let mut f = healthy();
         f.draining = true;
         assert_eq!(not_ready_reasons(&f, NOW), vec!["draining (shutting down)"]);
+
+        let mut f = healthy();
+        f.redis_down = Some("10.0.0.5:6379".into());
+        assert_eq!(
+            not_ready_reasons(&f, NOW),
+            vec!["redis at 10.0.0.5:6379 not answering"]
+        );
     }
 }

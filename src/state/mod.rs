@@ -9,7 +9,4 @@
 //!
 //! Invariant: with the local backend nothing here opens a connection or spawns a task.
 
-// The heartbeat and server name are read by the status of the inbox work (issue 14);
-// remove this once both branches are merged.
-#[allow(dead_code)]
 pub(crate) mod redis;

@@ -10,6 +10,7 @@ mod support;
 mod dingtalk_channel;
 mod e2e_bot;
 mod e2e_reliability;
+mod e2e_replicas;
 mod replicas_limits;
 mod sim_official_sdk;
 mod sim_rejections;

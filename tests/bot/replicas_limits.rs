@@ -40,16 +40,6 @@ impl Drop for MoreReplicas<'_> {
     }
 }
 
-fn live_connections(stack: &Stack) -> usize {
-    let v = stack
-        .rt
-        .block_on(stack.sim.get("/_sim/connections"))
-        .unwrap_or(Value::Null);
-    v["connections"]
-        .as_array()
-        .map_or(0, |c| c.iter().filter(|c| c["live"] == true).count())
-}
-
 /// The `/metrics` scrape of the replica serving `ops.listen` on `port`.
 fn metrics(stack: &Stack, port: u16) -> String {
     stack.rt.block_on(async {
@@ -114,7 +104,7 @@ fn three_replicas_share_one_model_limit_one_fair_line_and_one_send_rate() {
         assert_eq!(r.code, 0, "{r:?}");
     }
     assert!(
-        wait_until(Duration::from_secs(30), || live_connections(&stack) == 3),
+        wait_until(Duration::from_secs(30), || stack.live_connections() == 3),
         "three replicas connected"
     );
 

@@ -306,9 +306,9 @@ fn answer_caps_parts_and_send_rates_are_range_checked_at_load() {
             "minimum of 1",
         ),
         (
-            rate("per_conversation", "1001"),
+            rate("per_conversation", "10001"),
             "channel.dingtalk.send_rate.per_conversation",
-            "maximum of 1000",
+            "maximum of 10000",
         ),
     ];
     for (extra, key, why) in bad {

@@ -122,6 +122,17 @@ impl Stack {
             .expect("bot connected to the simulator");
     }
 
+    /// Live stream connections the simulator holds (0 when it does not answer).
+    pub fn live_connections(&self) -> usize {
+        let v = self
+            .rt
+            .block_on(self.sim.get("/_sim/connections"))
+            .unwrap_or(Value::Null);
+        v["connections"]
+            .as_array()
+            .map_or(0, |c| c.iter().filter(|c| c["live"] == true).count())
+    }
+
     /// Injects a message; returns the simulator's answer (with `msgId`).
     pub fn inject(&self, fields: Value) -> Value {
         self.rt.block_on(self.sim.inject(&fields)).expect("inject")
