@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::sync::mpsc;
 
-use super::scripts::{self, GROUP};
+use super::scripts::{self, Place, GROUP};
 use super::{Delivery, RedisInbox};
 use crate::dingtalk::Inbound;
 use crate::state::redis::RESPONSE_TIMEOUT;
@@ -129,6 +129,8 @@ async fn after_error(
 async fn hand_over(inbox: &RedisInbox, tx: &mpsc::UnboundedSender<Delivery>, entry: StreamId) {
     let conversation: Option<String> = entry.get("conv");
     let seq: Option<u64> = entry.get("seq");
+    // Entries written before epochs existed have none (their record's epoch is "").
+    let epoch: String = entry.get("epoch").unwrap_or_default();
     let msg: Option<Inbound> = entry
         .get::<String>("msg")
         .and_then(|m| serde_json::from_str(&m).ok());
@@ -140,14 +142,17 @@ async fn hand_over(inbox: &RedisInbox, tx: &mpsc::UnboundedSender<Delivery>, ent
             let _ = tx.send(Delivery {
                 msg,
                 entry: entry.id,
-                seq,
+                place: Place { epoch, seq },
             });
         }
         _ => {
             tracing::error!(entry = %entry.id, "unreadable shared inbox entry; dropping it");
             let conversation = conversation.unwrap_or_default();
-            let finished =
-                scripts::finish(&inbox.redis, &conversation, &entry.id, seq.unwrap_or(0)).await;
+            let place = Place {
+                epoch,
+                seq: seq.unwrap_or(0),
+            };
+            let finished = scripts::finish(&inbox.redis, &conversation, &entry.id, &place).await;
             if let Err(e) = finished {
                 tracing::warn!(error = %e, "cannot drop the unreadable entry");
             }

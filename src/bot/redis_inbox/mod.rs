@@ -29,6 +29,12 @@
 //! 6. End (dropping the ticket): one script acks and deletes the entry and advances
 //!    `next` from exactly this number (fencing: finishing twice changes nothing; a number
 //!    finished before its turn is recorded and skipped when reached).
+//! 7. Lost data: each conversation record has a random epoch made with it, and each entry
+//!    carries (epoch, number). When Redis loses its data mid-turn (FLUSHALL, restart
+//!    without AOF, failover to a lagging copy) the record is made again with a new epoch:
+//!    a message of the old epoch finishes without touching it (else its old number would
+//!    mark the new record's messages as done, and they would be dropped), and a waiting
+//!    one is answered at once, out of line, rather than dropped.
 //!
 //! Invariants:
 //! - no arrival number is lost: the intake script gives it back if `XADD` fails, so a
@@ -73,15 +79,17 @@ use crate::config::RedisConfig;
 use crate::dingtalk::ingress::Admitted;
 use crate::dingtalk::Inbound;
 use crate::state::redis::{RedisError, RedisState};
-pub(crate) use scripts::Marker;
+use scripts::Turn;
+pub(crate) use scripts::{Marker, Place};
 
 /// One stream entry handed to the bot.
 pub(crate) struct Delivery {
     pub(crate) msg: Inbound,
     /// The stream entry id.
     pub(crate) entry: String,
-    /// The message's arrival number in its conversation (1, 2, ...).
-    pub(crate) seq: u64,
+    /// The message's arrival number in its conversation (1, 2, ...) and the epoch of the
+    /// conversation record that number was given in.
+    pub(crate) place: Place,
 }
 
 /// What this replica does with the messages it holds.
@@ -219,7 +227,7 @@ impl RedisInbox {
             msg_id: d.msg.msg_id.clone(),
             conversation: d.msg.conversation_id.clone(),
             entry: d.entry.clone(),
-            seq: d.seq,
+            place: d.place.clone(),
             keeper: None,
             finished_elsewhere: false,
         };
@@ -344,7 +352,7 @@ pub(crate) struct SharedTicket {
     msg_id: String,
     conversation: String,
     entry: String,
-    seq: u64,
+    place: Place,
     keeper: Option<tokio::task::JoinHandle<()>>,
     /// The conversation's line had moved past this message when its turn was checked.
     finished_elsewhere: bool,
@@ -390,15 +398,19 @@ impl SharedTicket {
             for attempt in 0.. {
                 let wait = capped_doubling(RETRY_FIRST, TURN_POLL_MAX, attempt);
                 let ended = inbox.turn_ended.notified();
-                match scripts::next_due(&inbox.redis, &self.conversation).await {
-                    Ok(next) if next > self.seq => {
+                match scripts::turn(&inbox.redis, &self.conversation, &self.place).await {
+                    Ok(Turn::Past) => {
                         // Another replica ended it while this one was away (stalled past
                         // the lease): nothing left to do here.
                         self.finished_elsewhere = true;
                         return;
                     }
-                    Ok(next) if next == self.seq => return,
-                    Ok(_) => {}
+                    Ok(Turn::Due) => return,
+                    Ok(Turn::Lost) => {
+                        tracing::warn!(msg_id = %self.msg_id, "the conversation's order record was lost (Redis lost its data?); answering out of line");
+                        return;
+                    }
+                    Ok(Turn::Waiting) => {}
                     Err(e) => {
                         tracing::warn!(msg_id = %self.msg_id, error = %e, "cannot read the conversation's turn")
                     }
@@ -424,21 +436,24 @@ impl Drop for SharedTicket {
             return;
         }
         let inbox = self.inbox.clone();
-        let (msg_id, conversation, entry, seq) = (
+        let (msg_id, conversation, entry, place) = (
             std::mem::take(&mut self.msg_id),
             std::mem::take(&mut self.conversation),
             std::mem::take(&mut self.entry),
-            self.seq,
+            self.place.clone(),
         );
         let writing = inbox.writes.enter();
         tokio::spawn(async move {
             let _writing = writing;
             let within = Duration::from_millis(inbox.dedupe_ms);
-            inbox
+            let finished = inbox
                 .retry("finish the message", &msg_id, within, || {
-                    scripts::finish(&inbox.redis, &conversation, &entry, seq)
+                    scripts::finish(&inbox.redis, &conversation, &entry, &place)
                 })
                 .await;
+            if finished == Some(None) {
+                tracing::warn!(%msg_id, "the conversation's order record was lost (Redis lost its data?); finished without touching the new one");
+            }
             inbox.turn_ended.notify_waiters();
         });
     }

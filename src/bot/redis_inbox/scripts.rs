@@ -3,8 +3,9 @@
 //! half done by another replica, and a crash of a replica never leaves one half done.
 //!
 //! Keys (all through [`RedisState::key`]): `seen:{msg id}` (dedupe), `conv:{conversation}`
-//! (a hash: `seq` = last arrival number handed out, `next` = the number whose turn it is,
-//! `s:{n}` = number `n` finished before its turn), `reply:{msg id}` (the reply marker:
+//! (a hash: `epoch` = a random id made with the record, `seq` = last arrival number handed
+//! out, `next` = the number whose turn it is, `s:{n}` = number `n` finished before its
+//! turn), `reply:{msg id}` (the reply marker:
 //! `h:{replica}` while a replica holds the message's reply, `sent` once it went out) and
 //! the stream `inbox` with its consumer group.
 
@@ -22,14 +23,22 @@ pub(crate) const GROUP: &str = "bot";
 pub(crate) const ORDER_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// Dedupe, arrival number and stream entry in one step.
-/// KEYS: seen, conv, inbox. ARGV: dedupe ms, payload, conversation, order ttl ms.
+/// KEYS: seen, conv, inbox. ARGV: dedupe ms, payload, conversation, order ttl ms, epoch
+/// for a record made now.
 /// Returns 0 for a duplicate, else the message's arrival number. When XADD fails the
 /// dedupe key and the number are given back, so no number is ever skipped.
+///
+/// Epoch: a conversation record made here (none yet, expired, or lost with Redis's data)
+/// gets the caller's fresh random epoch, and every entry carries its record's epoch, so
+/// an arrival number means something only together with that epoch (see [`FINISH_LUA`]).
+/// A record written before epochs existed has none: its epoch is the empty string.
 static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(ADMIT_LUA));
 const ADMIT_LUA: &str = r#"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('HSET', KEYS[2], 'epoch', ARGV[5]) end
+local epoch = redis.call('HGET', KEYS[2], 'epoch') or ''
 local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
-local added = redis.pcall('XADD', KEYS[3], '*', 'msg', ARGV[2], 'conv', ARGV[3], 'seq', seq)
+local added = redis.pcall('XADD', KEYS[3], '*', 'msg', ARGV[2], 'conv', ARGV[3], 'seq', seq, 'epoch', epoch)
 if type(added) == 'table' and added.err then
   redis.call('HINCRBY', KEYS[2], 'seq', -1)
   redis.call('DEL', KEYS[1])
@@ -76,11 +85,17 @@ return 0
 /// The number whose turn it is advances only from that very number (the fencing check):
 /// finishing an earlier number again changes nothing, and a number finished before its
 /// turn (a message told busy while it waited) is recorded and skipped when reached.
-/// KEYS: inbox, conv. ARGV: group, entry id, seq, order ttl ms. Returns the new `next`.
+/// The record is touched only when it is the one the message was numbered in (same
+/// epoch): a message whose record was lost (Redis lost its data mid-turn) must not write
+/// its old number into a new record, where it would mark new messages as done.
+/// KEYS: inbox, conv. ARGV: group, entry id, seq, order ttl ms, epoch.
+/// Returns the new `next`, or -1 when the record is not the message's (left untouched).
 static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH_LUA));
 const FINISH_LUA: &str = r#"
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+if (redis.call('HGET', KEYS[2], 'epoch') or '') ~= ARGV[5] then return -1 end
 local seq = tonumber(ARGV[3])
 local nxt = tonumber(redis.call('HGET', KEYS[2], 'next') or '1')
 if seq == nxt then
@@ -126,6 +141,7 @@ pub(crate) async fn admit(
         .arg(payload)
         .arg(conversation)
         .arg(ORDER_TTL_MS)
+        .arg(new_epoch())
         .invoke_async(&mut redis.conn())
         .await
         .map_err(|e| redis.error(e))?;
@@ -184,32 +200,76 @@ pub(crate) async fn keep(
     Ok(kept == 1)
 }
 
-/// Runs [`FINISH_LUA`]; returns the conversation's new `next`.
+/// A fresh conversation record's epoch: 64 random bits, so a record made again (after
+/// Redis lost its data) never has the epoch of the one lost.
+fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// A conversation's arrival number with the epoch of the record it was given in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Place {
+    pub(crate) epoch: String,
+    pub(crate) seq: u64,
+}
+
+/// Runs [`FINISH_LUA`]; returns the conversation's new `next`, or `None` when the record
+/// is not the one `place` was numbered in (it was left untouched).
 pub(crate) async fn finish(
     redis: &RedisState,
     conversation: &str,
     entry: &str,
-    seq: u64,
-) -> Result<u64, RedisError> {
-    FINISH
+    place: &Place,
+) -> Result<Option<u64>, RedisError> {
+    let next: i64 = FINISH
         .key(redis.key(&["inbox"]))
         .key(redis.key(&["conv", conversation]))
         .arg(GROUP)
         .arg(entry)
-        .arg(seq)
+        .arg(place.seq)
         .arg(ORDER_TTL_MS)
+        .arg(&place.epoch)
         .invoke_async(&mut redis.conn())
         .await
-        .map_err(|e| redis.error(e))
+        .map_err(|e| redis.error(e))?;
+    Ok(u64::try_from(next).ok())
 }
 
-/// The number whose turn it is in `conversation` (1 when nothing was finished yet).
-pub(crate) async fn next_due(redis: &RedisState, conversation: &str) -> Result<u64, RedisError> {
-    let next: Option<u64> = redis::cmd("HGET")
+/// Where a waiting message stands in its conversation's line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// Every earlier message ended: its turn.
+    Due,
+    /// An earlier message has not ended yet.
+    Waiting,
+    /// The line is past it: another replica ended it.
+    Past,
+    /// Its record is gone or was made again (Redis lost its data): its place in line is
+    /// unknown, so it is answered now rather than dropped.
+    Lost,
+}
+
+/// Reads where `place` stands in `conversation`'s line.
+pub(crate) async fn turn(
+    redis: &RedisState,
+    conversation: &str,
+    place: &Place,
+) -> Result<Turn, RedisError> {
+    let (epoch, next, seq): (Option<String>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
         .arg(redis.key(&["conv", conversation]))
+        .arg("epoch")
         .arg("next")
+        .arg("seq")
         .query_async(&mut redis.conn())
         .await
         .map_err(|e| redis.error(e))?;
-    Ok(next.unwrap_or(1))
+    if seq.is_none() || epoch.unwrap_or_default() != place.epoch {
+        return Ok(Turn::Lost);
+    }
+    let next = next.unwrap_or(1);
+    Ok(match place.seq.cmp(&next) {
+        std::cmp::Ordering::Equal => Turn::Due,
+        std::cmp::Ordering::Greater => Turn::Waiting,
+        std::cmp::Ordering::Less => Turn::Past,
+    })
 }

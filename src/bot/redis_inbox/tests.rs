@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clawdbot_testkit::redis_server::RedisServer;
 
-use super::scripts::{self, Marker};
+use super::scripts::{self, Marker, Place, Turn};
 use crate::config::{RedisConfig, Secret};
 use crate::state::redis::RedisState;
 
@@ -56,6 +56,15 @@ async fn intake_dedupes_and_numbers_each_conversation_without_gaps() {
     );
 }
 
+/// The place of arrival number `seq` in conversation `conv`'s current record.
+fn place(server: &RedisServer, conv: &str, seq: u64) -> Place {
+    let epoch = server.cli(&["HGET", &format!("t:conv:{conv}"), "epoch"]);
+    Place {
+        epoch: epoch.trim().to_string(),
+        seq,
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
 async fn finishing_advances_only_from_the_due_number_and_skips_numbers_finished_early() {
@@ -64,14 +73,67 @@ async fn finishing_advances_only_from_the_due_number_and_skips_numbers_finished_
     for id in ["m1", "m2", "m3"] {
         admit(&r, id, "c").await;
     }
-    assert_eq!(scripts::next_due(&r, "c").await.unwrap(), 1);
+    let (p1, p2, p3) = (
+        place(&server, "c", 1),
+        place(&server, "c", 2),
+        place(&server, "c", 3),
+    );
+    assert_eq!(p1.epoch.len(), 16, "a record gets a random epoch");
+    assert_eq!(scripts::turn(&r, "c", &p1).await.unwrap(), Turn::Due);
+    assert_eq!(scripts::turn(&r, "c", &p2).await.unwrap(), Turn::Waiting);
     // Number 2 ends before its turn (told busy while it waited): recorded, not due yet.
-    assert_eq!(scripts::finish(&r, "c", "0-1", 2).await.unwrap(), 1);
+    assert_eq!(scripts::finish(&r, "c", "0-1", &p2).await.unwrap(), Some(1));
     // Number 1 ends: the line moves past 1 and the already finished 2.
-    assert_eq!(scripts::finish(&r, "c", "0-1", 1).await.unwrap(), 3);
+    assert_eq!(scripts::finish(&r, "c", "0-1", &p1).await.unwrap(), Some(3));
     // A second finish of 1 (a replica that came back) changes nothing.
-    assert_eq!(scripts::finish(&r, "c", "0-1", 1).await.unwrap(), 3);
-    assert_eq!(scripts::next_due(&r, "c").await.unwrap(), 3);
+    assert_eq!(scripts::finish(&r, "c", "0-1", &p1).await.unwrap(), Some(3));
+    assert_eq!(scripts::turn(&r, "c", &p3).await.unwrap(), Turn::Due);
+    assert_eq!(scripts::turn(&r, "c", &p1).await.unwrap(), Turn::Past);
+}
+
+/// Issue 14, red team item 1: Redis loses its data while number 5 is in its turn; the
+/// old number must not mark the new record's messages as done.
+#[tokio::test]
+#[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+async fn a_turn_of_a_lost_record_never_marks_the_new_records_messages_done() {
+    let server = RedisServer::start();
+    let r = replica(&server, "a").await;
+    for n in 1..=5 {
+        admit(&r, &format!("old{n}"), "c").await;
+    }
+    for n in 1..=4 {
+        let p = place(&server, "c", n);
+        scripts::finish(&r, "c", "0-1", &p).await.unwrap();
+    }
+    let (running, waiting) = (place(&server, "c", 5), place(&server, "c", 6));
+    server.cli(&["FLUSHALL"]);
+    // The running turn ends after the loss: the gone record is not made again.
+    assert_eq!(
+        scripts::finish(&r, "c", "0-1", &running).await.unwrap(),
+        None
+    );
+    assert_eq!(server.cli(&["EXISTS", "t:conv:c"]).trim(), "0");
+    // New messages start a new record (new epoch) and wait their turn in it as usual.
+    for n in 1..=3 {
+        assert_eq!(admit(&r, &format!("new{n}"), "c").await, Some(n));
+    }
+    let new1 = place(&server, "c", 1);
+    assert_ne!(
+        new1.epoch, running.epoch,
+        "a record made again has a new epoch"
+    );
+    assert_eq!(scripts::turn(&r, "c", &new1).await.unwrap(), Turn::Due);
+    let new2 = place(&server, "c", 2);
+    assert_eq!(scripts::turn(&r, "c", &new2).await.unwrap(), Turn::Waiting);
+    // An old message finishing late into the new record leaves it alone too.
+    assert_eq!(
+        scripts::finish(&r, "c", "0-1", &running).await.unwrap(),
+        None
+    );
+    assert_eq!(scripts::turn(&r, "c", &new1).await.unwrap(), Turn::Due);
+    // An old message still waiting has no place in the new line: answered, not dropped.
+    assert_eq!(scripts::turn(&r, "c", &waiting).await.unwrap(), Turn::Lost);
+    assert_eq!(scripts::turn(&r, "gone", &new1).await.unwrap(), Turn::Lost);
 }
 
 #[tokio::test]
