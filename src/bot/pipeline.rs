@@ -155,9 +155,17 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
             return run_command(shared, &cfg, &msg, cmd, ticket).await;
         }
     }
-    let Some(waited_in_line) = wait_in_line(shared, &cfg, &msg, &mut ticket).await else {
+    let mut turn = Turn {
+        conversation_id: msg.conversation_id.clone(),
+        user_id: msg.sender_staff_id.clone(),
+        kind: msg.conversation_kind,
+        arrived,
+        waited_in_line: Duration::ZERO,
+    };
+    let Some(waited_in_line) = wait_in_line(shared, &cfg, &msg, &turn, &mut ticket).await else {
         return;
     };
+    turn.waited_in_line = waited_in_line;
     if ticket.finished_elsewhere() {
         tracing::info!(msg_id = %msg.msg_id, "answered by another replica meanwhile; nothing to do");
         return;
@@ -176,13 +184,6 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         return;
     }
     load_shared_memory(shared, &msg.conversation_id).await;
-    let turn = Turn {
-        conversation_id: msg.conversation_id.clone(),
-        user_id: msg.sender_staff_id.clone(),
-        kind: msg.conversation_kind,
-        arrived,
-        waited_in_line,
-    };
     let hooks = Hooks {
         shared,
         cfg: &cfg,
@@ -243,20 +244,27 @@ async fn store_shared_memory(shared: &Shared, cfg: &Config, msg: &Inbound) {
     }
 }
 
-/// Waits for the conversation's earlier turns, at most `limits.queue.max_wait_ms`; that
-/// wait counts against the same bound as the wait for a model slot. `None` when it ran
-/// out (the message was then told busy).
+/// Waits for the conversation's earlier turns, at most `limits.queue.max_wait_ms` and at
+/// most until the turn's own budget (`timeout_ms` from its arrival) leaves too little to
+/// start the model call ([`crate::model::budget::last_useful_send`]); that wait
+/// counts against the same bound as the wait for a model slot. `None` when it ran out:
+/// the message was then told busy behind its conversation (the model never saw it, so
+/// it is no model timeout).
 async fn wait_in_line(
     shared: &Arc<Shared>,
     cfg: &Config,
     msg: &Inbound,
+    turn: &Turn,
     ticket: &mut Ticket,
 ) -> Option<Duration> {
     let since = tokio::time::Instant::now();
-    if ticket
-        .wait_turn(Duration::from_millis(cfg.limits.queue.max_wait_ms))
-        .await
-    {
+    let max_wait = Duration::from_millis(cfg.limits.queue.max_wait_ms);
+    let time_to_start = || shared.router.time_to_start(turn);
+    let limit = time_to_start().map_or(max_wait, |left| left.min(max_wait));
+    let due = ticket.wait_turn(limit).await;
+    // Due with no time left to start the model call (a race at the bound) is the same
+    // wait that ran out; a message ended by another replica is not told anything.
+    if ticket.finished_elsewhere() || (due && time_to_start() != Some(Duration::ZERO)) {
         return Some(since.elapsed());
     }
     tracing::info!(msg_id = %msg.msg_id, "earlier turns of the conversation took too long");

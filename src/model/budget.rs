@@ -95,7 +95,16 @@ const MAX_SEND_FLOOR: Duration = Duration::from_secs(1);
 /// nothing is left would be abandoned at once, while the runtime (which notices the
 /// close late) still counts it against its own limit; such a turn gets the fallback text.
 pub(crate) fn worth_sending(now: Instant, deadline: Instant, budgets: &PhaseBudgets) -> bool {
-    deadline.saturating_duration_since(now) >= budgets.connect.min(MAX_SEND_FLOOR)
+    now <= last_useful_send(deadline, budgets)
+}
+
+/// The last moment a request of a turn ending at `deadline` is worth sending (see
+/// [`worth_sending`]): waits before the model call (in line behind the conversation)
+/// end by then, or the turn would only fail as a timeout the model never had.
+pub(crate) fn last_useful_send(deadline: Instant, budgets: &PhaseBudgets) -> Instant {
+    deadline
+        .checked_sub(budgets.connect.min(MAX_SEND_FLOOR))
+        .unwrap_or(deadline)
 }
 
 /// The deadline of a fallback call starting at `now`, or `None` when it is not worth trying.

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::budget::{fallback_deadline, worth_sending, PhaseBudgets};
+use super::budget::{fallback_deadline, last_useful_send, worth_sending, PhaseBudgets};
 use super::client::{ModelClient, ProbeError};
 use super::error::{ModelError, TimeoutPhase};
 use super::global_limit::{GlobalLimit, Lease};
@@ -175,6 +175,16 @@ impl ModelRouter {
             .map(|r| r.model.as_str())
             .filter(|m| self.inner.models.contains_key(*m))
             .unwrap_or(&routing.defaults.model)
+    }
+
+    /// How long `turn` may still wait before its model call and have that call worth
+    /// sending (`arrived + timeout_ms` of its routed model, less the send floor of
+    /// [`last_useful_send`]); `None` when the routed model is unknown (the turn then fails
+    /// at once).
+    pub(crate) fn time_to_start(&self, turn: &Turn) -> Option<Duration> {
+        let model = self.inner.models.get(self.route(turn))?;
+        let deadline = Instant::from_std(turn.arrived) + model.budgets.total;
+        Some(last_useful_send(deadline, &model.budgets).saturating_duration_since(Instant::now()))
     }
 
     /// Answers one turn, asking `hooks` for the messages only once a slot is granted and

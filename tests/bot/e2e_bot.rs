@@ -728,6 +728,25 @@ fn a_busy_reply_from_waiting_behind_the_conversation_is_counted() {
     );
 }
 
+/// Issue 14 item 3: a message waiting behind its conversation's slow turn runs out of its
+/// own turn budget (`timeout_ms` from its arrival) before the model ever sees it: it is
+/// told busy and counted behind its conversation, not as a model timeout. Only the slow
+/// turn itself (stalled past 1.5 s) is the model's timeout.
+#[test]
+fn a_message_whose_budget_runs_out_in_line_is_busy_not_a_model_timeout() {
+    let stack = Stack::new(echo_with_latency(4000), &[]);
+    let cfg = stack.config(2, 1500, "");
+    stack.start_bot(&cfg);
+    stack.inject_group("cidBudget==", "slow first");
+    stack.inject_group("cidBudget==", "second, behind the first");
+    let out = stack.wait_outbox(2, Duration::from_secs(30));
+    let texts: Vec<&str> = out.iter().filter_map(|e| e["text"].as_str()).collect();
+    let st = stack.status();
+    assert_eq!(st["models"][0]["timeouts"], 1, "{st} {texts:?}");
+    assert_eq!(st["busy_replies"]["behind_conversation"], 1, "{st}");
+    assert_eq!(st["busy_replies"]["model_queue"], 0, "{st}");
+}
+
 /// Chat commands never call the model, so they do not wait behind the conversation's slow
 /// turn: `/status` and `/whoami` are answered while it runs, never told busy. `/reset` is
 /// answered at once too, and forgets the memory after the slow turn recorded its answer.
