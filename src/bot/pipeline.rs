@@ -148,13 +148,6 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
     let Some(channel) = shared.channel.as_ref() else {
         return;
     };
-    // A chat command does not call the model: it is answered at once, not behind the
-    // conversation's earlier turns (see [`run_command`]).
-    if let InboundContent::Text(t) = &msg.content {
-        if let Some(cmd) = ChatCommand::parse(t, &cfg.commands) {
-            return run_command(shared, &cfg, &msg, cmd, ticket).await;
-        }
-    }
     let mut turn = Turn {
         conversation_id: msg.conversation_id.clone(),
         user_id: msg.sender_staff_id.clone(),
@@ -169,6 +162,14 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
     if ticket.finished_elsewhere() {
         tracing::info!(msg_id = %msg.msg_id, "answered by another replica meanwhile; nothing to do");
         return;
+    }
+    // A chat command waits its turn like any message (a `/reset` sent after a question
+    // is answered after that question, and forgets it), then is answered without the
+    // model (see [`run_command`]).
+    if let InboundContent::Text(t) = &msg.content {
+        if let Some(cmd) = ChatCommand::parse(t, &cfg.commands) {
+            return run_command(shared, &cfg, &msg, cmd, ticket).await;
+        }
     }
     let Some(text) = question_text(shared, &cfg, &msg).await else {
         return;
@@ -601,22 +602,16 @@ async fn send_and_complete(
 }
 
 /// Sends a fixed reply (no model) and completes the message (see [`deliver`]).
-/// Answers a chat command at once, without waiting for the conversation's earlier turns
-/// (a command never calls the model, so it is never told busy behind a slow turn).
-/// Access and rate limits apply as to any message.
-///
-/// `/new` and `/reset` are answered at once too, but the memory is forgotten only once the
-/// conversation's earlier turns have finished (each records its exchange when it answers),
-/// so an answer still in flight is not remembered after the reset; the command keeps its
-/// place in line meanwhile, so later messages start from the emptied memory. The wait is
-/// bounded by [`earlier_turns_bound`]; should the earlier turns outlast it, the memory is
-/// forgotten then.
+/// Answers a chat command whose turn came (the conversation's earlier turns ended, so
+/// their replies went out first and their exchanges are recorded): `/new` and `/reset`
+/// forget them all. Access and rate limits apply as to any message. The ticket is held
+/// to the reply, so the conversation's next turn starts after it.
 async fn run_command(
     shared: &Arc<Shared>,
     cfg: &Config,
     msg: &Inbound,
     cmd: ChatCommand,
-    mut ticket: Ticket,
+    ticket: Ticket,
 ) {
     tracing::info!(
         msg_id = %msg.msg_id,
@@ -629,27 +624,14 @@ async fn run_command(
         return;
     }
     let reply = super::chat_commands::run(shared, cfg, cmd, msg);
-    if cmd != ChatCommand::Reset {
-        drop(ticket);
-        return finish(shared, msg, &reply, cmd.label()).await;
+    if cmd == ChatCommand::Reset {
+        shared.conversations.reset(&msg.conversation_id);
+        if let Some(memory) = &shared.shared_memory {
+            memory.reset(&msg.conversation_id).await;
+        }
     }
     finish(shared, msg, &reply, cmd.label()).await;
-    let _ = ticket.wait_turn(earlier_turns_bound(cfg)).await;
-    shared.conversations.reset(&msg.conversation_id);
-    if let Some(memory) = &shared.shared_memory {
-        memory.reset(&msg.conversation_id).await;
-    }
-}
-
-/// Slack for delivering a reply after its model call ended (DingTalk send retries).
-const DELIVERY_SLACK: Duration = Duration::from_secs(60);
-
-/// How long a conversation's earlier turns can take at most: each waits in line at most
-/// `limits.queue.max_wait_ms`, the one running asks each model (fallbacks included) for at
-/// most its `timeout_ms`, then delivers its reply.
-fn earlier_turns_bound(cfg: &Config) -> Duration {
-    let models: u64 = cfg.models.values().map(|m| m.timeout_ms).sum();
-    Duration::from_millis(cfg.limits.queue.max_wait_ms.saturating_add(models)) + DELIVERY_SLACK
+    drop(ticket);
 }
 
 async fn finish(shared: &Arc<Shared>, msg: &Inbound, text: &str, label: &'static str) {
