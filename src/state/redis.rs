@@ -183,6 +183,19 @@ impl RedisState {
     }
 }
 
+impl RedisState {
+    /// Removes this replica from the live replicas at once (a clean stop, after its last
+    /// heartbeat task was stopped), so the others stop counting it before its lease ends.
+    pub(crate) async fn leave(&self) -> Result<(), RedisError> {
+        redis::cmd("ZREM")
+            .arg(self.key(&["replicas"]))
+            .arg(self.replica_id())
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| self.error(e))
+    }
+}
+
 /// KEYS[1] = replicas set, ARGV[1] = replica id, ARGV[2] = lease ms. Scores by Redis's
 /// clock, drops members older than the lease, returns the live count.
 const HEARTBEAT_LUA: &str = r#"
@@ -234,6 +247,26 @@ mod tests {
         // b stops beating: after the lease only a is alive (Redis's clock, so a real wait).
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         assert_eq!(a.heartbeat().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+    async fn a_replica_that_leaves_is_not_counted_at_once() {
+        let server = RedisServer::start();
+        let a = RedisState::connect(&config(&server.url(), "a"))
+            .await
+            .unwrap();
+        let b = RedisState::connect(&config(&server.url(), "b"))
+            .await
+            .unwrap();
+        a.heartbeat().await.unwrap();
+        assert_eq!(b.heartbeat().await.unwrap(), 2);
+        b.leave().await.unwrap();
+        assert_eq!(
+            a.heartbeat().await.unwrap(),
+            1,
+            "b still counted after leaving"
+        );
     }
 
     #[tokio::test]

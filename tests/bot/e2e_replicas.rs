@@ -310,6 +310,12 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
                 .home
                 .run(&["daemon", "stop", "--name", "bot2", "--timeout", "20"]);
             assert_eq!(stop.code, 0, "{stop:?}");
+            // Its clean stop removed it from the live replicas at once (issue 14 item 5).
+            assert_eq!(
+                redis.cli(&["ZSCORE", "clawdbot:replicas", "r2"]).trim(),
+                "",
+                "a cleanly stopped replica is still counted alive"
+            );
             start_replica(&stack, &redis, 2, "");
         }
         if i == 2 * total / 3 {
