@@ -84,6 +84,10 @@ pub struct StateReport {
     /// Whether Redis answered this replica's last heartbeat (redis only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_ok: Option<bool>,
+    /// Why intakes fail lately though Redis may answer the heartbeat: the error's kind
+    /// (`OOM` for a full Redis, `timeout`, ...), until an intake succeeds again (redis only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intake_error: Option<String>,
     /// Replicas (this one included) whose heartbeat is younger than the lease, as of the
     /// last heartbeat (redis only; 0 while Redis does not answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]

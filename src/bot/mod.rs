@@ -112,11 +112,13 @@ impl Shared {
             };
         };
         let alive = self.alive_replicas.load(Ordering::Relaxed) as u64;
+        let intake_error = self.inbox.as_ref().and_then(|i| i.intake_failing());
         crate::status::StateReport {
             backend: "redis".into(),
             replica_id: Some(redis.replica_id().to_string()),
             redis_server: Some(redis.server().to_string()),
-            redis_ok: Some(alive > 0),
+            redis_ok: Some(alive > 0 && intake_error.is_none()),
+            intake_error,
             alive_replicas: Some(alive),
         }
     }
@@ -287,6 +289,7 @@ impl Workload for Bot {
                 .as_ref()
                 .filter(|_| self.shared.alive_replicas.load(Ordering::Relaxed) == 0)
                 .map(|r| r.server().to_string()),
+            redis_intake_failing: self.shared.inbox.as_ref().and_then(|i| i.intake_failing()),
         })
     }
 

@@ -476,10 +476,10 @@ fn state_line(s: &crate::status::StateReport) -> String {
         "  state: {} at {} ({}), replica {}, {} replicas alive",
         s.backend,
         server,
-        if s.redis_ok == Some(true) {
-            "ok"
-        } else {
-            "NOT ANSWERING"
+        match (&s.intake_error, s.redis_ok) {
+            (Some(kind), _) => format!("INTAKE FAILING: {kind}"),
+            (None, Some(true)) => "ok".to_string(),
+            (None, _) => "NOT ANSWERING".to_string(),
         },
         s.replica_id.as_deref().unwrap_or("-"),
         s.alive_replicas.unwrap_or(0)

@@ -47,6 +47,9 @@ pub(crate) struct ReadinessFacts {
     /// `host:port` of the Redis server when `state.backend: redis` and its last
     /// heartbeat failed: nothing can be accepted (no ACK) until it answers again.
     pub(crate) redis_down: Option<String>,
+    /// The error kind (`OOM`, `timeout`, ...) of the shared inbox's recent intakes that
+    /// failed, none succeeding since: Redis may answer the heartbeat and still take nothing.
+    pub(crate) redis_intake_failing: Option<String>,
 }
 
 /// Why the bot is not ready (empty when it is), each reason one short sentence without
@@ -85,6 +88,8 @@ pub(crate) fn not_ready_reasons(facts: &ReadinessFacts, now_ms: u64) -> Vec<Stri
     }
     if let Some(server) = &facts.redis_down {
         reasons.push(format!("redis at {server} not answering"));
+    } else if let Some(kind) = &facts.redis_intake_failing {
+        reasons.push(format!("redis refuses the shared inbox's intake ({kind})"));
     }
     if facts.draining {
         reasons.push("draining (shutting down)".to_string());
@@ -113,6 +118,7 @@ mod tests {
             },
             draining: false,
             redis_down: None,
+            redis_intake_failing: None,
         }
     }
 
@@ -192,6 +198,13 @@ mod tests {
         assert_eq!(
             not_ready_reasons(&f, NOW),
             vec!["redis at 10.0.0.5:6379 not answering"]
+        );
+
+        let mut f = healthy();
+        f.redis_intake_failing = Some("OOM".into());
+        assert_eq!(
+            not_ready_reasons(&f, NOW),
+            vec!["redis refuses the shared inbox's intake (OOM)"]
         );
     }
 }

@@ -414,6 +414,37 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         "the message sent while Redis was down was never answered"
     );
 
+    // A full Redis (maxmemory + noeviction) still answers but refuses every intake: the
+    // replica that got the message says so, naming OOM, and does not ACK it; room again:
+    // it is taken and answered (issue 14 item 2).
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    let full = stack.inject_group("c0", "full-0");
+    let mut states = Vec::new();
+    let named = wait_until(Duration::from_secs(30), || {
+        states = (1..=2)
+            .map(|n| status(&stack, n)["shared_state"].clone())
+            .collect();
+        states
+            .iter()
+            .any(|s| s["intake_error"] == "OOM" && s["redis_ok"] == false)
+    });
+    assert!(named, "no replica showed the refused intake: {states:?}");
+    assert_eq!(
+        sim_message(&stack, &full)["acked"],
+        false,
+        "ACKed into a full Redis"
+    );
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    wait_acked(&stack, &full);
+    let answered = wait_until(Duration::from_secs(30), || {
+        tally(&stack.outbox()).replies.get("full-0") == Some(&1)
+    });
+    assert!(
+        answered,
+        "the message refused by a full Redis was never answered"
+    );
+
     // A replica that stalls past the lease (SIGSTOP) has its messages taken over and
     // answered by the others; once it resumes it sends nothing for them (its reply markers
     // are gone), and after its clean stop (which waits for its turns) nothing was answered

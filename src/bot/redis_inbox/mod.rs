@@ -65,6 +65,7 @@
 //! replica to take over once Redis is back. The connection manager reconnects by itself.
 
 mod consumer;
+mod intake_health;
 mod scripts;
 
 use std::collections::HashMap;
@@ -114,6 +115,8 @@ pub(crate) struct RedisInbox {
     /// finished): shutdown waits for them, so a clean stop never leaves a reply to be sent
     /// again by the replica that takes the message over.
     writes: InFlight,
+    /// Whether intakes work (status and readiness).
+    intake: intake_health::IntakeHealth,
 }
 
 /// Most messages one replica holds at once (running or waiting for their turn).
@@ -142,6 +145,7 @@ impl RedisInbox {
             held: Mutex::new(HashMap::new()),
             turn_ended: Notify::new(),
             writes: InFlight::default(),
+            intake: Default::default(),
         });
         inbox.ensure_group().await?;
         Ok(inbox)
@@ -192,18 +196,29 @@ impl RedisInbox {
     /// docs). `Ok` only once Redis answered.
     pub(crate) async fn admit(&self, msg: &Inbound) -> Result<Admitted, InboxError> {
         let payload = serde_json::to_string(msg).map_err(InboxError::Encode)?;
-        let seq = scripts::admit(
+        let admitted = scripts::admit(
             &self.redis,
             &msg.msg_id,
             &msg.conversation_id,
             &payload,
             self.dedupe_ms,
         )
-        .await?;
+        .await;
+        match &admitted {
+            Ok(_) => self.intake.succeeded(),
+            Err(e) => self.intake.failed(e),
+        }
+        let seq = admitted?;
         Ok(match seq {
             Some(_) => Admitted::New,
             None => Admitted::Duplicate,
         })
+    }
+
+    /// The kind of error (`OOM`, `timeout`, ...) that made an intake fail lately, while no
+    /// intake succeeded since (see [`intake_health`]).
+    pub(crate) fn intake_failing(&self) -> Option<String> {
+        self.intake.failing()
     }
 
     /// Counts `msg_id` as held here from its delivery on; false when it is already (a

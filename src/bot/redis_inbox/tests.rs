@@ -5,7 +5,9 @@ use std::time::Duration;
 use clawdbot_testkit::redis_server::RedisServer;
 
 use super::scripts::{self, Marker, Place, Turn};
+use super::RedisInbox;
 use crate::config::{RedisConfig, Secret};
+use crate::dingtalk::{Inbound, InboundContent};
 use crate::state::redis::RedisState;
 
 const WINDOW_MS: u64 = 60_000;
@@ -185,4 +187,46 @@ async fn keeping_renews_only_what_this_replica_still_owns() {
         !scripts::keep(&b, "m", &entry).await.unwrap(),
         "b does not hold the marker"
     );
+}
+
+/// Issue 14 item 2: a full Redis (`maxmemory` + `noeviction`) answers but refuses every
+/// intake: the inbox says so, named `OOM`, until an intake succeeds again.
+#[tokio::test]
+#[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+async fn a_full_redis_shows_as_a_failing_intake_named_oom_until_one_succeeds() {
+    let server = RedisServer::start();
+    let r = replica(&server, "a").await;
+    let cfg = RedisConfig {
+        url: Secret::new(server.url()),
+        key_prefix: "t".into(),
+        replica_id: Some("a".into()),
+        lease_ms: 1_000,
+    };
+    let inbox = RedisInbox::open(r, &cfg, Duration::from_millis(WINDOW_MS))
+        .await
+        .expect("open");
+    let msg = |id: &str| Inbound {
+        msg_id: id.into(),
+        conversation_id: "c".into(),
+        conversation_kind: crate::config::ConversationKind::Group,
+        conversation_title: None,
+        sender_id: "u".into(),
+        sender_staff_id: None,
+        sender_nick: "u".into(),
+        content: InboundContent::Text("hi".into()),
+        session_webhook: None,
+        session_webhook_expires_ms: None,
+        received_at_ms: 0,
+    };
+    assert_eq!(inbox.intake_failing(), None);
+    server.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    server.cli(&["CONFIG", "SET", "maxmemory", "1"]);
+    assert!(
+        inbox.admit(&msg("m1")).await.is_err(),
+        "a full Redis takes nothing"
+    );
+    assert_eq!(inbox.intake_failing().as_deref(), Some("OOM"));
+    server.cli(&["CONFIG", "SET", "maxmemory", "0"]);
+    inbox.admit(&msg("m1")).await.expect("room again");
+    assert_eq!(inbox.intake_failing(), None, "an intake succeeded again");
 }
