@@ -9,4 +9,5 @@
 //!
 //! Invariant: with the local backend nothing here opens a connection or spawns a task.
 
+mod rebuilding_conn;
 pub(crate) mod redis;

@@ -2,7 +2,8 @@
 //!
 //! Uses the `redis` crate's `ConnectionManager` (a maintained client: it reconnects by
 //! itself after Redis restarts or a network cut, so no feature keeps its own reconnect
-//! loop). Every command has a response timeout, so a Redis that stops answering is seen as
+//! loop), wrapped in [`RebuildingManager`] for the one failure it does not recover from
+//! (a refused `AUTH` at reconnection). Every command has a response timeout, so a Redis that stops answering is seen as
 //! an error within [`RESPONSE_TIMEOUT`], never a hang.
 //!
 //! Invariants:
@@ -17,8 +18,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::{IntoConnectionInfo, Script};
+
+use super::rebuilding_conn::{RebuildingConn, RebuildingManager};
 
 use crate::config::RedisConfig;
 
@@ -46,7 +49,7 @@ pub(crate) enum RedisError {
 /// One daemon's handle on Redis: cheap to clone (one multiplexed connection underneath).
 #[derive(Clone)]
 pub(crate) struct RedisState {
-    conn: ConnectionManager,
+    conn: Arc<RebuildingManager>,
     /// For connections a multiplexed one cannot serve (pub/sub subscriptions).
     client: redis::Client,
     inner: Arc<Inner>,
@@ -75,7 +78,7 @@ impl RedisState {
             .set_response_timeout(RESPONSE_TIMEOUT)
             .set_number_of_retries(2)
             .set_max_delay(1_000);
-        let conn = ConnectionManager::new_with_config(client.clone(), manager_cfg)
+        let conn = RebuildingManager::connect(client.clone(), manager_cfg, server.clone())
             .await
             .map_err(|source| RedisError::Command {
                 server: server.clone(),
@@ -105,8 +108,8 @@ impl RedisState {
     }
 
     /// A connection for one or more commands (a clone of the shared multiplexed one).
-    pub(crate) fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    pub(crate) fn conn(&self) -> RebuildingConn {
+        self.conn.conn()
     }
 
     /// A new pub/sub connection (subscriptions need a connection of their own), bounded
@@ -234,6 +237,61 @@ mod tests {
         // b stops beating: after the lease only a is alive (Redis's clock, so a real wait).
         tokio::time::sleep(Duration::from_millis(1_100)).await;
         assert_eq!(a.heartbeat().await.unwrap(), 1);
+    }
+
+    /// The red team's password flip: `requirepass` changed, every client killed, the old
+    /// password back later. The replica's reconnection is refused meanwhile; once the old
+    /// password works again its commands succeed without a restart.
+    #[tokio::test]
+    #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+    async fn a_refused_password_during_a_reconnect_heals_once_the_password_works_again() {
+        let server = RedisServer::start();
+        server.cli(&["CONFIG", "SET", "requirepass", "old"]);
+        let url = format!("redis://:old@127.0.0.1:{}/0", server.port());
+        let state = RedisState::connect(&config(&url, "a")).await.unwrap();
+        state
+            .heartbeat()
+            .await
+            .expect("works with the old password");
+        let as_new = |args: &[&str]| {
+            let mut all = vec!["-a", "new", "--no-auth-warning"];
+            all.extend_from_slice(args);
+            server.cli(&all)
+        };
+        server.cli(&[
+            "-a",
+            "old",
+            "--no-auth-warning",
+            "CONFIG",
+            "SET",
+            "requirepass",
+            "new",
+        ]);
+        as_new(&["CLIENT", "KILL", "TYPE", "normal"]);
+        // Bounded: the reconnection with the old password is refused within a few tries.
+        let mut refused = false;
+        for _ in 0..50 {
+            if let Err(e) = state.heartbeat().await {
+                if format!("{e:?}").contains("AuthenticationFailed") {
+                    refused = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(refused, "the wrong password is refused while it is changed");
+        as_new(&["CONFIG", "SET", "requirepass", "old"]);
+        // Generous: only a connection that never heals fails this.
+        let healed = std::time::Instant::now();
+        let mut last = None;
+        while healed.elapsed() < Duration::from_secs(30) {
+            match state.heartbeat().await {
+                Ok(_) => return,
+                Err(e) => last = Some(e.to_string()),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("still failing 30 s after the password came back: {last:?}");
     }
 
     #[tokio::test]
