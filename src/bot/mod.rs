@@ -321,6 +321,11 @@ impl Workload for Bot {
                 }
             }
             self.shared.journal.flush().await;
+            if let Some(redis) = &self.shared.redis {
+                if let Err(e) = redis.release_replica_id().await {
+                    tracing::warn!(error = %e, "cannot free the replica id; it ends with its lease");
+                }
+            }
         })
     }
 
