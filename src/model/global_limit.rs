@@ -22,9 +22,11 @@
 //! - the set never holds more than `limit` live leases: an acquire adds one only when
 //!   fewer are live, and a renewal re-adds a lease that ran out only under that same rule;
 //! - a holder renews every `lease_ms / 3` while its turn runs; when a renewal finds its
-//!   lease gone and no room to take it back (Redis was unreachable longer than the
-//!   lease and another replica took the slot), the lease is *lost*: the turn's request is
-//!   cancelled ([`Lease::lost`]) so the model never runs more than `limit`;
+//!   lease gone and no room to take it back (this process was paused, or Redis
+//!   unreachable, longer than the lease, or Redis lost its data, and another replica took
+//!   the slot), the lease is *lost*: the turn's request is cancelled ([`Lease::lost`]) as
+//!   soon as this process runs again. Leases cannot stop a frozen holder's request that
+//!   is already at the model: for that while the model may serve `limit + 1`;
 //! - Redis unreachable means no new lease (fail closed): waiters keep retrying until their
 //!   wait budget ends and the turn gets the busy reply, as with a full local queue.
 //!
@@ -433,7 +435,7 @@ async fn renew_until_lost(limit: Arc<GlobalLimit>, member: String, lost: watch::
         match limit.renew(&member).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!("global model slot lease lost (redis unreachable longer than state.redis.lease_ms); cancelling the request");
+                tracing::warn!("global model slot lost: the lease expired while this process was paused or Redis lost it (state.redis.lease_ms); cancelling the request");
                 let _ = lost.send(true);
                 return;
             }
