@@ -77,13 +77,7 @@ impl RedisState {
     /// Connects (bounded by [`CONNECT_TIMEOUT`] and [`RESPONSE_TIMEOUT`]); fails when Redis
     /// cannot be reached now. Later outages are survived: the manager reconnects.
     pub(crate) async fn connect(cfg: &RedisConfig) -> Result<RedisState, RedisError> {
-        let info = cfg
-            .url
-            .expose()
-            .into_connection_info()
-            .map_err(|_| RedisError::BadUrl)?;
-        let server = info.addr.to_string();
-        let client = redis::Client::open(info).map_err(|_| RedisError::BadUrl)?;
+        let (client, server) = open_client(cfg)?;
         let manager_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(RESPONSE_TIMEOUT)
@@ -222,6 +216,39 @@ impl RedisState {
                 alive.store(n, std::sync::atomic::Ordering::Relaxed);
             }
         })
+    }
+}
+
+/// A client for `cfg`'s URL and the server's `host:port` (safe to show).
+fn open_client(cfg: &RedisConfig) -> Result<(redis::Client, String), RedisError> {
+    let info = cfg
+        .url
+        .expose()
+        .into_connection_info()
+        .map_err(|_| RedisError::BadUrl)?;
+    let server = info.addr.to_string();
+    let client = redis::Client::open(info).map_err(|_| RedisError::BadUrl)?;
+    Ok((client, server))
+}
+
+/// One `PING` over a fresh connection made from `cfg` (so a wrong password fails as well
+/// as an unreachable server), bounded by `timeout`; the server's `host:port` when it
+/// answered. For health checks: the daemon's and the pre-flight's.
+pub(crate) async fn ping(cfg: &RedisConfig, timeout: Duration) -> Result<String, RedisError> {
+    let (client, server) = open_client(cfg)?;
+    let ask = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    let answer = match tokio::time::timeout(timeout, ask).await {
+        Ok(answer) => answer,
+        Err(_) => Err(redis::RedisError::from(std::io::Error::from(
+            std::io::ErrorKind::TimedOut,
+        ))),
+    };
+    match answer {
+        Ok(_) => Ok(server),
+        Err(source) => Err(RedisError::Command { server, source }),
     }
 }
 

@@ -401,6 +401,16 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         "{body}"
     );
     assert_eq!(status(&stack, 1)["shared_state"]["redis_ok"], false);
+    let health = stack.home.run(&["--json", "healthcheck", "--name", "bot1"]);
+    assert_eq!(health.code, 1, "the daemon's healthcheck fails: {health:?}");
+    let redis_check = crate::support::check(&health.json(), "redis").clone();
+    assert_eq!(redis_check["status"], "fail", "{health:?}");
+    assert!(
+        redis_check["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("127.0.0.1:{}", redis.port()))),
+        "{health:?}"
+    );
     let during = stack.inject_group("c0", "down-0");
     let redelivered = wait_until(Duration::from_secs(30), || {
         let m = sim_message(&stack, &during);
