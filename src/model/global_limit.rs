@@ -30,6 +30,12 @@
 //! - Redis unreachable means no new lease (fail closed): waiters keep retrying until their
 //!   wait budget ends and the turn gets the busy reply, as with a full local queue.
 //!
+//! Replicas may be configured with different limits for one model (a config not rolled
+//! out everywhere, two bots on one `key_prefix`): every replica records its configured
+//! limit in `{prefix}:model:{name}:limits` (renewed every third of the lease, dropped with
+//! the replica) and uses the LOWEST live one, so a disagreement never lets the model run
+//! above any replica's limit; it is logged as an error and shown in status.
+//!
 //! The router asks for the lease first and the local slot after it (which is then always
 //! free: this replica holds at most `limit` leases). Taking the local slot first would
 //! let each replica's local line decide which of its turns may enter the global one, so
@@ -144,6 +150,30 @@ redis.call('PUBLISH', ARGV[2], n)
 return n
 "#;
 
+/// KEYS: limits-alive (replica -> expiry), limits (replica -> limit). ARGV: replica id,
+/// its configured limit, lease ms. Records this replica's limit, drops those of replicas
+/// that stopped recording, returns {lowest, highest} live limit.
+const LIMITS_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, d in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], d)
+  redis.call('HDEL', KEYS[2], d)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local lowest, highest = tonumber(ARGV[2]), tonumber(ARGV[2])
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do
+  local n = tonumber(v)
+  if n < lowest then lowest = n end
+  if n > highest then highest = n end
+end
+return {lowest, highest}
+"#;
+
 /// Removes ended leases and returns the live count.
 const COUNT_LUA: &str = r#"
 local t = redis.call('TIME')
@@ -162,7 +192,15 @@ pub(crate) struct GlobalLimit {
     rounds_key: String,
     round_key: String,
     channel: String,
+    limits_alive_key: String,
+    limits_key: String,
+    /// This replica's configured limit.
     limit: usize,
+    /// The lowest limit of the live replicas (this one's until they were read): the one
+    /// the scripts enforce.
+    lowest_live_limit: AtomicUsize,
+    /// Set while the live replicas disagree on the limit (for status).
+    conflict: std::sync::Mutex<Option<String>>,
     /// Woken on every published change and every local release.
     changed: Notify,
     /// The live count last seen in Redis (status and metrics).
@@ -182,8 +220,12 @@ impl GlobalLimit {
             rounds_key: redis.key(&["model", model, "queue-rounds"]),
             round_key: redis.key(&["model", model, "queue-round"]),
             channel: redis.key(&["model", model, "leases-changed"]),
+            limits_alive_key: redis.key(&["model", model, "limits-alive"]),
+            limits_key: redis.key(&["model", model, "limits"]),
             redis,
             limit: limit.max(1),
+            lowest_live_limit: AtomicUsize::new(limit.max(1)),
+            conflict: std::sync::Mutex::new(None),
             changed: Notify::new(),
             in_flight: AtomicUsize::new(0),
             waiting_here: AtomicUsize::new(0),
@@ -274,7 +316,7 @@ impl GlobalLimit {
             .key(&self.rounds_key)
             .key(&self.round_key)
             .arg(member)
-            .arg(self.limit)
+            .arg(self.enforced_limit())
             .arg(self.lease_ms())
             .arg(&self.channel)
             .arg(conversation)
@@ -291,7 +333,7 @@ impl GlobalLimit {
         let (held, n): (u8, usize) = Script::new(RENEW_LUA)
             .key(&self.leases_key)
             .arg(member)
-            .arg(self.limit)
+            .arg(self.enforced_limit())
             .arg(self.lease_ms())
             .invoke_async(&mut self.redis.conn())
             .await
@@ -325,8 +367,58 @@ impl GlobalLimit {
         Ok(())
     }
 
+    /// The limit the scripts enforce: this replica's, or a live replica's lower one.
+    fn enforced_limit(&self) -> usize {
+        self.limit
+            .min(self.lowest_live_limit.load(Ordering::Relaxed))
+            .max(1)
+    }
+
+    /// Set while the live replicas are configured with different limits for this model.
+    pub(crate) fn conflict(&self) -> Option<String> {
+        self.conflict
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records this replica's limit and reads the live replicas' lowest and highest;
+    /// a disagreement is logged (once per change) and shown in [`GlobalLimit::conflict`].
+    async fn record_limit(&self) -> Result<(), RedisError> {
+        let (lowest, highest): (usize, usize) = Script::new(LIMITS_LUA)
+            .key(&self.limits_alive_key)
+            .key(&self.limits_key)
+            .arg(self.redis.replica_id())
+            .arg(self.limit)
+            .arg(self.lease_ms())
+            .invoke_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| self.redis.error(e))?;
+        self.lowest_live_limit.store(lowest, Ordering::Relaxed);
+        let now = (lowest != highest).then(|| {
+            format!(
+                "replicas disagree on this model's limit (this one {}, live ones {lowest} to {highest}); all use {lowest}",
+                self.limit
+            )
+        });
+        let mut conflict = self.conflict.lock().unwrap_or_else(|p| p.into_inner());
+        if now != *conflict {
+            if let Some(text) = &now {
+                tracing::error!(
+                    model_limit = self.limit,
+                    lowest,
+                    highest,
+                    "global model limit: {text}; give every replica of this key_prefix the same limits.max_concurrency_per_model"
+                );
+            }
+            *conflict = now;
+        }
+        Ok(())
+    }
+
     /// Reads the live count (dropping ended leases) into [`GlobalLimit::in_flight`].
     async fn refresh(&self) -> Result<(), RedisError> {
+        self.record_limit().await?;
         let n: usize = Script::new(COUNT_LUA)
             .key(&self.leases_key)
             .invoke_async(&mut self.redis.conn())
@@ -618,6 +710,32 @@ mod tests {
             .acquire("c", Instant::now() + Duration::from_millis(500))
             .await;
         assert!(none.is_none(), "no slot without redis");
+    }
+
+    /// Two replicas on one prefix configured with limits 2 and 5: once both recorded
+    /// their limits, both enforce 2 (the replica configured with 5 gets no third slot)
+    /// and both report the conflict naming the numbers.
+    #[tokio::test]
+    #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+    async fn replicas_with_different_limits_all_use_the_lowest_and_say_so() {
+        let server = RedisServer::start();
+        let low = GlobalLimit::new(handle(&server.url(), "low", 10_000).await, "m", 2);
+        let high = GlobalLimit::new(handle(&server.url(), "high", 10_000).await, "m", 5);
+        // Each replica records every third of the lease; two rounds here.
+        for g in [&low, &high, &low] {
+            g.refresh().await.unwrap();
+        }
+        let mut held = Vec::new();
+        for c in ["a", "b"] {
+            held.push(high.acquire(c, Instant::now()).await.expect("within 2"));
+        }
+        let third = high.acquire("c", Instant::now()).await;
+        assert!(third.is_none(), "a third slot above the lowest limit");
+        for g in [&low, &high] {
+            let text = g.conflict().expect("the conflict is shown");
+            assert!(text.contains("2 to 5") && text.contains("use 2"), "{text}");
+        }
+        drop(held);
     }
 
     /// Waiters of several replicas are served round-robin across conversations: a
