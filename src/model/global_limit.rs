@@ -51,6 +51,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::state::outage_log::OutageLog;
 use crate::state::redis::{RedisError, RedisState};
 
 /// The safety-net retry of a waiter that heard no release.
@@ -547,10 +548,22 @@ pub(crate) fn spawn_listener(
     }
     Some(tokio::spawn(async move {
         let refresh_every = redis.lease() / 3;
+        let mut outage = OutageLog::default();
         // Runs until aborted; each round is one subscription, bounded by its connection.
         loop {
-            if let Err(e) = listen_once(&redis, &limits, refresh_every).await {
-                tracing::warn!(error = %e, "global model slot events lost; resubscribing");
+            let mut subscribed = false;
+            let ended = listen_once(&redis, &limits, refresh_every, &mut subscribed).await;
+            if subscribed && outage.worked() {
+                tracing::info!("global model slot events: subscribed again");
+            }
+            let why = match ended {
+                Ok(()) => "the subscription's connection ended".to_string(),
+                Err(e) => e.to_string(),
+            };
+            if outage.failed() {
+                tracing::warn!(error = %why, "global model slot events lost; resubscribing every second (logged once until it works again)");
+            } else {
+                tracing::debug!(error = %why, "global model slot events: resubscribing");
             }
             // Wake everyone: a release may have been missed while unsubscribed.
             for l in &limits {
@@ -561,11 +574,13 @@ pub(crate) fn spawn_listener(
     }))
 }
 
-/// One subscription: returns when its connection ends.
+/// One subscription: returns when its connection ends; sets `subscribed` once it
+/// listens.
 async fn listen_once(
     redis: &RedisState,
     limits: &[Arc<GlobalLimit>],
     refresh_every: Duration,
+    subscribed: &mut bool,
 ) -> Result<(), RedisError> {
     let mut pubsub = redis.pubsub().await?;
     for l in limits {
@@ -574,6 +589,7 @@ async fn listen_once(
             .await
             .map_err(|e| redis.error(e))?;
     }
+    *subscribed = true;
     let mut messages = pubsub.on_message();
     let mut refresh = tokio::time::interval(refresh_every);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -199,6 +199,7 @@ impl RedisState {
     ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
+            let mut outage = super::outage_log::OutageLog::default();
             let mut tick = tokio::time::interval(me.lease() / 3);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -207,9 +208,18 @@ impl RedisState {
                     return;
                 }
                 let n = match me.heartbeat().await {
-                    Ok(n) => n,
+                    Ok(n) => {
+                        if outage.worked() {
+                            tracing::info!(server = %me.server(), "redis heartbeat works again");
+                        }
+                        n
+                    }
+                    Err(e) if outage.failed() => {
+                        tracing::warn!(error = %e, "redis heartbeat failed (logged once until it works again)");
+                        0
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "redis heartbeat failed");
+                        tracing::debug!(error = %e, "redis heartbeat failed");
                         0
                     }
                 };
