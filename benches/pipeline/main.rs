@@ -7,7 +7,8 @@
 //! `--reps` repetitions; `--quick` is a CI smoke run; `--markdown` prints the table for
 //! the README. Scenarios: daemon start, RSS at 10 000 conversations, the rate ramp (ACK,
 //! overhead against a 0 ms model, CPU per turn, the knee), CLI, slot saturation with the
-//! quiet conversation, and the reference bot (benches/reference_bot) under the same ramp.
+//! quiet conversation, 1-3 replicas on Redis sharing one limit (`replicas`), and the
+//! reference bot (benches/reference_bot) under the same ramp.
 //!
 //! Without `--bench` (e.g. under `cargo test --all-targets`) it only checks that the
 //! README's benchmark commands parse.
@@ -15,6 +16,7 @@
 mod load;
 mod readme;
 mod reference;
+mod replicas;
 mod report;
 mod scenarios;
 mod stack;
@@ -198,6 +200,11 @@ fn run(p: &Params) -> Result<Report> {
         p.limit, p.slots, p.latency_ms, p.reps
     );
     scenarios::saturation(&stack, p, &mut report)?;
+    eprintln!(
+        "== replicas 1, 2, 3 on Redis: one limit N={}, latency {} ms, x{}",
+        p.limit, p.latency_ms, p.reps
+    );
+    replicas::replicas(&stack, p, &mut report)?;
     match (p.no_reference, reference::python()) {
         (true, _) => eprintln!("== reference bot skipped (--no-reference)"),
         (false, None) => {

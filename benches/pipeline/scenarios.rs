@@ -17,7 +17,7 @@ use crate::Params;
 /// Extra time allowed for replies after the last injection.
 const REPLY_GRACE: Duration = Duration::from_secs(30);
 /// Queue depth that never refuses a turn in these runs (refusals are reported anyway).
-const DEEP_QUEUE: usize = 100_000;
+pub const DEEP_QUEUE: usize = 100_000;
 
 /// The fake model answering after `latency_ms`, with `slots` server-side slots.
 pub fn fake_config(latency_ms: u64, slots: Option<usize>) -> FakeConfig {
@@ -497,7 +497,7 @@ fn time_runs(runs: usize, make: impl Fn() -> Command) -> Result<Dist> {
 }
 
 /// How long a freshly started daemon holds its first replies (the restart-safe send window).
-const STARTUP_SEND_WINDOW: Duration = Duration::from_millis(1_050);
+pub const STARTUP_SEND_WINDOW: Duration = Duration::from_millis(1_050);
 
 /// One flood of the saturation run.
 struct FloodRun {

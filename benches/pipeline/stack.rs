@@ -104,10 +104,44 @@ impl Stack {
 
     /// Writes the bot config for `limits` and returns its path.
     pub fn write_config(&self, limits: BotLimits) -> Result<PathBuf> {
-        let path = self.home.path().join("bot.yaml");
-        std::fs::write(&path, self.config_text(limits))
-            .with_context(|| format!("writing {}", path.display()))?;
+        self.write_config_as("bot.yaml", limits, "")
+    }
+
+    /// Writes the bot config for `limits` plus the YAML section `extra` (e.g. `state:`)
+    /// as `file` in the home, and returns its path.
+    pub fn write_config_as(&self, file: &str, limits: BotLimits, extra: &str) -> Result<PathBuf> {
+        let path = self.home.path().join(file);
+        let mut text = self.config_text(limits);
+        text.push_str(extra);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
+    }
+
+    /// `daemon start --name name` with `config` (no wait for its connection).
+    pub fn start_named(&self, name: &str, config: &Path) -> Result<()> {
+        let config = config.to_string_lossy();
+        let out = self.run(&[
+            "--json", "daemon", "start", "--name", name, "--config", &config,
+        ])?;
+        json_stdout(&out, "daemon start").map(|_| ())
+    }
+
+    /// `daemon stop --name name` (errors ignored: used on the way out).
+    pub fn stop_named(&self, name: &str) {
+        let _ = self.run(&["daemon", "stop", "--name", name, "--timeout", "10"]);
+    }
+
+    /// Waits until the simulator has exactly `n` live bot connections.
+    pub fn wait_live_connections(&self, n: usize) -> Result<()> {
+        let pred = move |v: &Value| {
+            v["connections"]
+                .as_array()
+                .is_some_and(|c| c.iter().filter(|c| c["live"] == true).count() == n)
+        };
+        self.rt
+            .block_on(self.sim.wait_for("/_sim/connections", CONNECT_WAIT, pred))
+            .map(|_| ())
+            .map_err(|e| anyhow!("waiting for {n} live bot connections: {e}"))
     }
 
     /// The fake model as `local_chat` with generous time budgets (nothing should time out

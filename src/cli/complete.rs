@@ -4,7 +4,7 @@
 //!
 //! Candidates that depend on the machine: daemon names (the state folder of the home the
 //! line names), `send --to` from the target aliases of the config the daemon uses, and
-//! `sim inject --msgtype`'s known types. Enum values come from clap itself.
+//! enum values and `sim inject --msgtype`'s known types come from clap itself.
 //!
 //! clap_complete hands a candidate function only the word being completed, not the rest of
 //! the line, so [`answer_if_asked`] first reads `--home`, `--name` and `--config` from the
@@ -182,10 +182,25 @@ pub(crate) fn target_aliases() -> Vec<CompletionCandidate> {
         .collect()
 }
 
+/// Most candidates offered for one word: a completion is something to read on a screen.
+const MAX_CANDIDATES: usize = 200;
+
+/// An alias the shell can take as one word exactly as written (no quoting needed, no
+/// expansion, no word break). Others are left out: the shell would insert them raw (a
+/// space splits the word, `$(...)` runs), and quoting differs between shells.
+fn typable(alias: &str) -> bool {
+    !alias.is_empty()
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@+".contains(c))
+}
+
 /// The `channel.dingtalk.targets` keys of the YAML at `path`, with their ids (read as
-/// plain YAML: `${VAR}` secrets need not be set to complete an alias).
+/// plain YAML: `${VAR}` secrets need not be set to complete an alias). The file is read
+/// as the loader reads it ([`crate::config::read_text`]: no FIFO, no device, 1 MiB at
+/// most); only [`typable`] aliases, at most [`MAX_CANDIDATES`] of them.
 fn aliases_in(path: &Path) -> Vec<(String, String)> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(text) = crate::config::read_text(path) else {
         return Vec::new();
     };
     let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
@@ -201,24 +216,11 @@ fn aliases_in(path: &Path) -> Vec<(String, String)> {
     };
     targets
         .iter()
-        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+        .filter_map(|(k, v)| Some((k.as_str()?, v.as_str()?)))
+        .filter(|(alias, id)| typable(alias) && crate::config::checks::target_id(id).is_ok())
+        .take(MAX_CANDIDATES)
+        .map(|(alias, id)| (alias.to_string(), id.to_string()))
         .collect()
-}
-
-/// `sim inject --msgtype`: the message types the simulator knows.
-pub(crate) fn sim_msgtypes() -> Vec<CompletionCandidate> {
-    [
-        "text",
-        "audio",
-        "richText",
-        "picture",
-        "video",
-        "file",
-        "unknownMsgType",
-    ]
-    .into_iter()
-    .map(CompletionCandidate::new)
-    .collect()
 }
 
 #[cfg(test)]
@@ -262,5 +264,47 @@ mod tests {
             ]
         );
         assert!(aliases_in(&dir.path().join("missing.yaml")).is_empty());
+    }
+
+    /// A FIFO (no writer: a blocking open waits forever), a link to `/dev/zero` (endless)
+    /// and a config past 1 MiB offer nothing, at once; a huge but valid targets map is cut
+    /// to [`MAX_CANDIDATES`].
+    #[test]
+    fn hostile_config_files_are_refused_and_candidates_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.yaml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(aliases_in(&fifo).is_empty());
+        let zero = dir.path().join("zero.yaml");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert!(aliases_in(&zero).is_empty());
+        let mut many = String::from("channel:\n  dingtalk:\n    targets:\n");
+        for i in 0..5000 {
+            many.push_str(&format!("      a{i}: cid{i}==\n"));
+        }
+        let capped = dir.path().join("many.yaml");
+        std::fs::write(&capped, &many).unwrap();
+        assert_eq!(aliases_in(&capped).len(), MAX_CANDIDATES);
+        while many.len() <= 1024 * 1024 {
+            many.push_str("# padding padding padding padding padding padding padding\n");
+        }
+        let big = dir.path().join("big.yaml");
+        std::fs::write(&big, &many).unwrap();
+        assert!(aliases_in(&big).is_empty());
+    }
+
+    #[test]
+    fn aliases_the_shell_would_split_or_expand_are_not_offered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "channel:\n  dingtalk:\n    targets:\n      'with space': cidA==\n      '$(touch /tmp/pwned)': cidB==\n      \"a;b\": cidC==\n      ok-room.1: cidD==\n",
+        )
+        .unwrap();
+        assert_eq!(
+            aliases_in(&path),
+            [("ok-room.1".to_string(), "cidD==".to_string())]
+        );
     }
 }

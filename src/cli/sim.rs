@@ -34,6 +34,11 @@ pub(crate) struct ServeArgs {
     /// The app's client secret (default: the demo app's).
     #[arg(long, value_name = "SECRET")]
     pub(crate) client_secret: Option<String>,
+    /// Read the app's client secret from FILE instead (not on the command line, where
+    /// `ps` shows it to every user); that secret then also guards the admin API
+    /// (`/_sim/...`: inject, outbox), which answers only `Authorization: Bearer SECRET`.
+    #[arg(long, value_name = "FILE", conflicts_with = "client_secret")]
+    pub(crate) secret_file: Option<std::path::PathBuf>,
     /// Robot code (defaults to the client id).
     #[arg(long, value_name = "CODE")]
     pub(crate) robot_code: Option<String>,
@@ -78,8 +83,7 @@ pub(crate) struct InjectArgs {
     #[arg(long, value_name = "NAME")]
     pub(crate) nick: Option<String>,
     /// text, audio, richText, picture, video, file, unknownMsgType.
-    #[arg(long, default_value = "text", value_name = "TYPE",
-          add = clap_complete::ArgValueCandidates::new(super::complete::sim_msgtypes))]
+    #[arg(long, default_value = "text", value_name = "TYPE", value_parser = SIM_MSGTYPES)]
     pub(crate) msgtype: String,
     /// Wait for the bot's reply in this conversation and print it (exit 1 when none
     /// comes within --wait-timeout).
@@ -104,6 +108,18 @@ pub(crate) struct OutboxArgs {
           value_parser = clap::value_parser!(u64).range(1..=super::MAX_TIMEOUT_SECS))]
     pub(crate) timeout: u64,
 }
+
+/// The message types the simulator builds (`sim inject --msgtype`); clap refuses others
+/// and completes these.
+const SIM_MSGTYPES: [&str; 7] = [
+    "text",
+    "audio",
+    "richText",
+    "picture",
+    "video",
+    "file",
+    "unknownMsgType",
+];
 
 /// Milliseconds from 0 to a day: larger values would overflow the simulator's deadlines.
 fn sim_millis() -> clap::builder::RangedU64ValueParser<u64> {

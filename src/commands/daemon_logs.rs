@@ -35,11 +35,27 @@ fn one_log(layout: &Layout, name: &str, args: &LogsArgs) -> CmdResult {
         LogTarget::File(path) => path,
         LogTarget::Stderr => return Err(CliError::failure(where_stderr_goes(name, model_service))),
     };
-    if !path.exists() && !args.follow {
-        return Err(CliError::failure(format!(
-            "no log file at {} (has {name} ever started?)",
-            path.display(),
-        )));
+    if !path.exists() {
+        let known = layout.daemon_names()?.iter().any(|n| n == name);
+        if !known && !paths.default_config.is_file() {
+            // Nothing will ever write this log: waiting (--follow) would print nothing
+            // for ever, so an unknown name is an error with or without --follow.
+            return Err(CliError::failure(format!(
+                "no daemon named {name:?} here and no log file at {} (daemons here: {})",
+                path.display(),
+                names_or_none(&layout.daemon_names()?),
+            )));
+        }
+        if !args.follow {
+            return Err(CliError::failure(format!(
+                "no log file at {} (has {name} ever started?)",
+                path.display(),
+            )));
+        }
+        eprintln!(
+            "waiting for {name}'s log at {} (it appears when {name} starts)",
+            path.display()
+        );
     }
     // An unreadable log is an error (exit 1) before anything is printed or followed:
     // `--follow` would otherwise wait for ever on a file it can never read.
@@ -59,11 +75,7 @@ fn every_log(layout: &Layout, args: &LogsArgs) -> CmdResult {
     if args.follow {
         return Err(CliError::usage(format!(
             "--follow follows one daemon: add --name NAME (daemons here: {})",
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
+            names_or_none(&names)
         )));
     }
     let mut merged = Vec::new();
@@ -95,6 +107,15 @@ fn every_log(layout: &Layout, args: &LogsArgs) -> CmdResult {
     match problems.is_empty() {
         true => Ok(Code::Ok),
         false => Err(CliError::failure(problems.join("\n"))),
+    }
+}
+
+/// The known daemons for a message: `a, b` or `none`.
+fn names_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
     }
 }
 

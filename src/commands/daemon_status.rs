@@ -32,7 +32,10 @@ pub(crate) fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdRes
         if failure.code == Code::Usage {
             return Err(failure);
         }
-        if failure.code == Code::NotRunning {
+        if let Some(demo) = super::quickstart::demo_invocation_for(layout, Some(name)) {
+            failure = in_the_demo(failure, &demo, &format!("daemon status --name {name}"));
+            seen.text.clone_from(&failure.message);
+        } else if failure.code == Code::NotRunning {
             let others = other_daemons(layout, name);
             seen.text.push_str(&others);
             failure.message.push_str(&others);
@@ -44,15 +47,23 @@ pub(crate) fn status(layout: &Layout, args: &StatusArgs, out: &Output) -> CmdRes
         .iter()
         .map(|name| look_at(layout, name, &me))
         .collect::<Result<Vec<Seen>, CliError>>()?;
+    let failure =
+        all_failure(&all, &me).map(|failure| {
+            match super::quickstart::demo_invocation_for(layout, None) {
+                Some(demo) => in_the_demo(failure, &demo, "daemon status"),
+                None => failure,
+            }
+        });
     let text = if all.is_empty() {
-        "no daemons".to_string()
+        failure
+            .as_ref()
+            .map_or(String::new(), |f| f.message.clone())
     } else {
         all.iter()
             .map(|s| s.text.as_str())
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let failure = all_failure(&all, &me);
     let fields = json!({"daemons": all.into_iter().map(|s| s.doc).collect::<Vec<_>>()});
     Ok(match failure {
         Some(failure) => out.failed_result(fields, &text, &failure),
@@ -198,6 +209,14 @@ fn down(name: &str, why: Down) -> Seen {
 pub(super) fn connect(layout: &Layout, paths: &DaemonPaths) -> Result<Client, CliError> {
     crate::daemon::probe::connect(paths).map_err(|why| {
         let seen = down(&paths.name, why);
+        if let Some(demo) = super::quickstart::demo_invocation_for(layout, Some(&paths.name)) {
+            let failure = CliError::new(Code::NotRunning, format!("{}: not here", paths.name));
+            return in_the_demo(
+                failure,
+                &demo,
+                &format!("daemon status --name {}", paths.name),
+            );
+        }
         let failure = seen
             .failure
             .unwrap_or_else(|| CliError::new(Code::Unknown, seen.text.clone()));
@@ -222,6 +241,20 @@ pub(super) fn connect(layout: &Layout, paths: &DaemonPaths) -> Result<Client, Cl
             _ => failure,
         }
     })
+}
+
+/// `failure` for a command typed without the `--home` of the quickstart demo, where what
+/// it looked for lives: says so, and its fix is `demo_command` under the demo's home
+/// (`demo`: the invocation with that `--home`).
+fn in_the_demo(failure: CliError, demo: &str, demo_command: &str) -> CliError {
+    let message = format!(
+        "{} here; the quickstart demo runs under --home {} (add it: {demo} {demo_command})",
+        failure.message.trim_end_matches(" here"),
+        demo.rsplit_once(" --home ").map_or(demo, |(_, home)| home),
+    );
+    CliError::new(failure.code, message)
+        .kind(failure.kind)
+        .fix(format!("{demo} {demo_command}"))
 }
 
 /// For a `name` that is not running: the other daemons this layout knows, the running

@@ -55,6 +55,12 @@ pub(crate) fn onboard(layout: &Layout, args: &OnboardArgs, out: &Output) -> CmdR
         return Err(CliError::failure(format!(
             "{} already exists; pass --force to overwrite it",
             path.display()
+        ))
+        .fix(format!(
+            "run the same onboard command with --force (overwrites {}), or check the file: {} config check --config {}",
+            path.display(),
+            super::invocation(layout),
+            path.display()
         )));
     }
     folder_takes_files(&path)?;

@@ -31,7 +31,6 @@ const SIM_NAME: &str = "quickstart-sim";
 const BOT_NAME: &str = "quickstart-bot";
 const CONVERSATION: &str = "cidQuickstartDemo==";
 const CLIENT_ID: &str = "dingquickstart";
-const CLIENT_SECRET: &str = "quickstart-secret";
 /// How long the bot may take to connect to the simulator.
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
 /// How long the bot may take to answer the demo message (the demo model's 12 s timeout
@@ -53,7 +52,8 @@ pub(crate) fn quickstart(user_layout: &Layout, args: &QuickstartArgs, out: &Outp
     let sim_url = start_simulator(layout, &me, out)?;
     let config_path = write_demo_config(layout, &sim_url, args, out)?;
     start_bot(layout, &config_path, out)?;
-    let reply = ask_the_bot(&sim_url, &args.text, &me, out)?;
+    let sim = SimClient::new(&sim_url).with_token(Some(demo_secret(layout)?));
+    let reply = ask_the_bot(sim, &args.text, &me, out)?;
     let health_code = check_health(layout, out)?;
     if args.stop {
         stop_both(layout, out)?;
@@ -89,6 +89,7 @@ pub(crate) fn quickstart(user_layout: &Layout, args: &QuickstartArgs, out: &Outp
 fn start_simulator(layout: &Layout, me: &str, out: &Output) -> Result<String, CliError> {
     let sim_paths = layout.daemon(SIM_NAME)?;
     sim_paths.ensure_state_dir()?;
+    demo_secret(layout)?;
     let url_file = sim_paths.state.join("url");
     let reused = std::fs::read_to_string(&url_file)
         .ok()
@@ -105,8 +106,9 @@ fn start_simulator(layout: &Layout, me: &str, out: &Output) -> Result<String, Cl
             let exe = std::env::current_exe()
                 .map_err(|e| CliError::failure(format!("cannot find this program: {e}")))?;
             let exec = format!(
-                "'{}' sim serve --listen 127.0.0.1:{port} --client-id {CLIENT_ID} --client-secret {CLIENT_SECRET} --ping-interval-ms 30000",
-                exe.display()
+                "'{}' sim serve --listen 127.0.0.1:{port} --client-id {CLIENT_ID} --secret-file '{}' --ping-interval-ms 30000",
+                exe.display(),
+                secret_file(layout)?.display()
             );
             let launch = LaunchArgs {
                 name: SIM_NAME.into(),
@@ -141,7 +143,7 @@ fn write_demo_config(
     crate::paths::ensure_parent(&config_path)?;
     crate::paths::write_private(
         &config_path,
-        demo_config(sim_url, &model_base, &args.model).as_bytes(),
+        demo_config(sim_url, &model_base, &args.model, &demo_secret(layout)?).as_bytes(),
     )?;
     out.note(&format!(
         "wrote the demo config {} (mode 0600)",
@@ -166,12 +168,12 @@ fn start_bot(layout: &Layout, config_path: &Path, out: &Output) -> Result<(), Cl
 
 /// Step 4: one message and the bot's reply, printed as an exchange (the async part of
 /// this process starts only now, after both daemons were forked).
-fn ask_the_bot(sim_url: &str, text: &str, me: &str, out: &Output) -> Result<String, CliError> {
+fn ask_the_bot(sim: SimClient, text: &str, me: &str, out: &Output) -> Result<String, CliError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
-    let reply = rt.block_on(converse(sim_url, text, me, out))?;
+    let reply = rt.block_on(converse(sim, text, me, out))?;
     if !out.json {
         let exchange = format!(
             "\n  Li Lei in group \"Quickstart demo\": @bot {}\n  bot's reply (session webhook):     {}\n\n",
@@ -201,7 +203,7 @@ fn stop_and_clean(user_layout: &Layout, out: &Output) -> CmdResult {
     if !demo.exists() {
         out.result(
             json!({"ok": true, "demo_folder": demo.display().to_string(), "removed": false,
-                   "stopped": true}),
+                   "stopped": false}),
             &format!(
                 "No demo folder at {}: nothing to stop or remove.",
                 demo.display()
@@ -209,17 +211,45 @@ fn stop_and_clean(user_layout: &Layout, out: &Output) -> CmdResult {
         );
         return Ok(Code::Ok);
     }
-    stop_both(&Layout::resolve(Some(&demo))?, out)?;
+    let layout = Layout::resolve(Some(&demo))?;
+    refuse_foreign_daemons(&layout, &demo)?;
+    let stopped = [BOT_NAME, SIM_NAME].iter().any(|n| running(&layout, n));
+    stop_both(&layout, out)?;
     std::fs::remove_dir_all(&demo).map_err(|e| io_error("remove", &demo, e))?;
+    let what = match stopped {
+        true => "Stopped the bot and the simulator",
+        false => "Nothing was running",
+    };
     out.result(
         json!({"ok": true, "demo_folder": demo.display().to_string(), "removed": true,
-               "stopped": true}),
-        &format!(
-            "Stopped the bot and the simulator; removed {}.",
-            demo.display()
-        ),
+               "stopped": stopped}),
+        &format!("{what}; removed {}.", demo.display()),
     );
     Ok(Code::Ok)
+}
+
+/// Refuses to clean a demo folder where a daemon that is not the demo's runs (started
+/// there by hand with `--home DEMO`): removing the folder would pull its config, state and
+/// socket from under it. Nothing is stopped or removed then.
+fn refuse_foreign_daemons(layout: &Layout, demo: &Path) -> Result<(), CliError> {
+    let foreign: Vec<String> = layout
+        .daemon_names()?
+        .into_iter()
+        .filter(|n| n != BOT_NAME && n != SIM_NAME && running(layout, n))
+        .collect();
+    let Some(first) = foreign.first() else {
+        return Ok(());
+    };
+    Err(CliError::failure(format!(
+        "{} also runs daemons that are not the demo's ({}): nothing stopped or removed; \
+         stop them first",
+        demo.display(),
+        foreign.join(", ")
+    ))
+    .fix(format!(
+        "{} daemon stop --name {first}",
+        super::invocation(layout)
+    )))
 }
 
 /// `--stop`: both daemons, the bot first.
@@ -257,10 +287,63 @@ pub(crate) fn demo_folder_path(layout: &Layout) -> Result<PathBuf, CliError> {
     }
 }
 
-/// The URL of the simulator a quickstart left running, with the file that records it:
+/// How to reach the quickstart demo from a home that is not the demo's own: when daemon
+/// `name` (with `None`: any daemon) is unknown in `layout` but known in the demo folder
+/// under it, this program's invocation with the demo's `--home` (what a command the user
+/// typed without it should have been); `None` otherwise.
+pub(crate) fn demo_invocation_for(layout: &Layout, name: Option<&str>) -> Option<String> {
+    let demo = demo_folder_path(layout).ok()?;
+    if layout.home.as_deref() == Some(demo.as_path()) || !demo.is_dir() {
+        return None;
+    }
+    let here = layout.daemon_names().unwrap_or_default();
+    let demo_layout = Layout::resolve(Some(&demo)).ok()?;
+    let there = demo_layout.daemon_names().unwrap_or_default();
+    let found = match name {
+        Some(name) => !here.iter().any(|n| n == name) && there.iter().any(|n| n == name),
+        None => here.is_empty() && !there.is_empty(),
+    };
+    found.then(|| super::invocation(&demo_layout))
+}
+
+/// The simulator a quickstart left running.
+pub(crate) struct DemoSim {
+    pub(crate) url: String,
+    /// The file that records the URL.
+    pub(crate) recorded_in: PathBuf,
+    /// Its admin token (the demo secret), when this user can read it.
+    pub(crate) token: Option<String>,
+}
+
+/// The file holding the demo's secret: the app secret the simulator takes and its admin
+/// token, in the simulator's state folder (mode 0600, inside the 0700 demo folder), read
+/// by the simulator through `--secret-file` (never on a command line, where `ps` shows it).
+fn secret_file(layout: &Layout) -> Result<PathBuf, CliError> {
+    Ok(layout.daemon(SIM_NAME)?.state.join("secret"))
+}
+
+/// The demo folder's secret: the one its file holds, else a new random one written there
+/// (128 bits from the OS's generator, as 32 hex digits).
+fn demo_secret(layout: &Layout) -> Result<String, CliError> {
+    let path = secret_file(layout)?;
+    if let Ok(bytes) = crate::fsutil::read_regular(&path) {
+        let secret = String::from_utf8_lossy(&bytes).trim().to_string();
+        if !secret.is_empty() {
+            return Ok(secret);
+        }
+    }
+    let secret: String = rand::random::<[u8; 16]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    crate::paths::write_private(&path, secret.as_bytes())?;
+    Ok(secret)
+}
+
+/// The simulator a quickstart left running (URL, the file recording it, its token):
 /// looked for in `layout` itself (the commands quickstart prints carry `--home DEMO`), then
 /// in the demo folder under it (a plain `clawdbot sim ...`); `None` when neither runs one.
-pub(crate) fn running_sim(layout: &Layout) -> Result<Option<(String, PathBuf)>, CliError> {
+pub(crate) fn running_sim(layout: &Layout) -> Result<Option<DemoSim>, CliError> {
     let demo = demo_folder_path(layout)?;
     let mut layouts = vec![layout.clone()];
     if demo.is_dir() {
@@ -272,7 +355,14 @@ pub(crate) fn running_sim(layout: &Layout) -> Result<Option<(String, PathBuf)>, 
             .ok()
             .filter(|_| running(layout, SIM_NAME));
         if let Some(url) = url {
-            return Ok(Some((url.trim().to_string(), url_file)));
+            let token = crate::fsutil::read_regular(&secret_file(layout)?)
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).trim().to_string());
+            return Ok(Some(DemoSim {
+                url: url.trim().to_string(),
+                recorded_in: url_file,
+                token,
+            }));
         }
     }
     Ok(None)
@@ -318,7 +408,7 @@ fn wait_listening(url: &str, limit: Duration, me: &str) -> Result<(), CliError> 
     )))
 }
 
-fn demo_config(sim_url: &str, model_base: &str, model: &str) -> String {
+fn demo_config(sim_url: &str, model_base: &str, model: &str, secret: &str) -> String {
     format!(
         r#"# Written by `clawdbot quickstart`: the bot talks to the local simulator.
 models:
@@ -336,7 +426,7 @@ limits:
 channel:
   dingtalk:
     client_id: "{CLIENT_ID}"
-    client_secret: "{CLIENT_SECRET}"
+    client_secret: "{secret}"
     api_base: "{sim_url}"
     targets:
       test-group: "{CONVERSATION}"
@@ -345,8 +435,7 @@ channel:
 }
 
 /// Waits for the bot's channel, injects one group message, returns the reply text.
-async fn converse(sim_url: &str, text: &str, me: &str, out: &Output) -> Result<String, CliError> {
-    let sim = SimClient::new(sim_url);
+async fn converse(sim: SimClient, text: &str, me: &str, out: &Output) -> Result<String, CliError> {
     out.note(&format!(
         "waiting for the bot to connect to the simulator (up to {} s)",
         CONNECT_WAIT.as_secs()

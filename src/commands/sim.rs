@@ -21,8 +21,8 @@ pub(crate) fn command(layout: &Layout, args: &SimArgs, out: &Output) -> CmdResul
     rt.block_on(async {
         match &args.command {
             SimCommand::Serve(a) => serve(a, out).await,
-            SimCommand::Inject(a) => inject(a, &sim_url(layout, &a.sim, out)?, out).await,
-            SimCommand::Outbox(a) => outbox(a, &sim_url(layout, &a.sim, out)?, out).await,
+            SimCommand::Inject(a) => inject(a, sim_client(layout, &a.sim, out)?, out).await,
+            SimCommand::Outbox(a) => outbox(a, sim_client(layout, &a.sim, out)?, out).await,
         }
     })
 }
@@ -30,10 +30,14 @@ pub(crate) fn command(layout: &Layout, args: &SimArgs, out: &Output) -> CmdResul
 async fn serve(a: &ServeArgs, out: &Output) -> CmdResult {
     let demo = SimOptions::default();
     let client_id = a.client_id.clone().unwrap_or(demo.client_id);
+    let from_file = a.secret_file.as_deref().map(read_secret_file).transpose()?;
     let opts = SimOptions {
         listen: a.listen.clone(),
         client_id: client_id.clone(),
-        client_secret: a.client_secret.clone().unwrap_or(demo.client_secret),
+        client_secret: (a.client_secret.clone())
+            .or(from_file.clone())
+            .unwrap_or(demo.client_secret),
+        admin_token: from_file,
         robot_code: a.robot_code.clone().unwrap_or_else(|| client_id.clone()),
         ping_interval_ms: a.ping_interval_ms,
         redeliver_unacked_ms: a.redeliver_unacked_ms,
@@ -55,12 +59,14 @@ async fn serve(a: &ServeArgs, out: &Output) -> CmdResult {
         out.note(&warning);
     }
     // The secret is shown only when it is the demo's (public) one, never one given by flag.
-    let secret_shown = match &a.client_secret {
-        None => SimOptions::default().client_secret,
-        Some(_) => "(the one given by --client-secret)".to_string(),
+    let given = a.client_secret.is_some() || a.secret_file.is_some();
+    let secret_shown = match (&a.client_secret, &a.secret_file) {
+        (_, Some(file)) => format!("(the one in {}; it also guards /_sim/...)", file.display()),
+        (Some(_), None) => "(the one given by --client-secret)".to_string(),
+        (None, None) => SimOptions::default().client_secret,
     };
     let doc = json!({"base_url": base, "api_base": base, "model_base_url": format!("{base}/demo/v1"),
-        "client_id": client_id, "demo_client_secret": a.client_secret.is_none().then_some(&secret_shown)});
+        "client_id": client_id, "demo_client_secret": (!given).then_some(&secret_shown)});
     out.result(
         doc,
         &format!(
@@ -70,6 +76,24 @@ async fn serve(a: &ServeArgs, out: &Output) -> CmdResult {
     wait_for_signal().await;
     server.shutdown().await;
     Ok(Code::Ok)
+}
+
+/// The secret in `--secret-file` (a regular file, its text trimmed; not empty).
+fn read_secret_file(path: &std::path::Path) -> Result<String, CliError> {
+    let bytes = crate::fsutil::read_regular(path).map_err(|e| {
+        CliError::usage(format!(
+            "sim: cannot read --secret-file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let secret = String::from_utf8_lossy(&bytes).trim().to_string();
+    if secret.is_empty() {
+        return Err(CliError::usage(format!(
+            "sim: --secret-file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(secret)
 }
 
 /// The warning for a simulator reachable beyond this machine (`None` on loopback): it
@@ -99,17 +123,28 @@ async fn wait_for_signal() {
 }
 
 /// The simulator to talk to: `--sim`, else the one `quickstart` runs (said on stderr).
-fn sim_url(layout: &Layout, given: &Option<String>, out: &Output) -> Result<String, CliError> {
+/// The quickstart simulator's admin token (in its state folder) goes with the client when
+/// that simulator is the one talked to.
+fn sim_client(
+    layout: &Layout,
+    given: &Option<String>,
+    out: &Output,
+) -> Result<SimClient, CliError> {
+    let demo = super::quickstart::running_sim(layout)?;
     if let Some(url) = given {
-        return Ok(url.clone());
+        let token = demo
+            .filter(|d| d.url.trim_end_matches('/') == url.trim_end_matches('/'))
+            .and_then(|d| d.token);
+        return Ok(SimClient::new(url).with_token(token));
     }
-    match super::quickstart::running_sim(layout)? {
-        Some((url, recorded_in)) => {
+    match demo {
+        Some(demo) => {
             out.note(&format!(
-                "using the quickstart simulator at {url} (recorded in {}); pass --sim URL for another",
-                recorded_in.display()
+                "using the quickstart simulator at {} (recorded in {}); pass --sim URL for another",
+                demo.url,
+                demo.recorded_in.display()
             ));
-            Ok(url)
+            Ok(SimClient::new(&demo.url).with_token(demo.token))
         }
         None => Err(CliError::usage(format!(
             "no --sim given and no quickstart simulator is running; pass --sim URL (what \
@@ -119,14 +154,18 @@ fn sim_url(layout: &Layout, given: &Option<String>, out: &Output) -> Result<Stri
     }
 }
 
-async fn inject(a: &InjectArgs, sim: &str, out: &Output) -> CmdResult {
+async fn inject(a: &InjectArgs, client: SimClient, out: &Output) -> CmdResult {
+    if a.msgtype == "text" && a.text.trim().is_empty() {
+        return Err(CliError::usage(
+            "sim inject: a text message needs --text TEXT (or pick another --msgtype)",
+        ));
+    }
     let mut req = json!({"text": a.text, "msgtype": a.msgtype,
         "conversation_type": if a.group { "group" } else { "direct" }});
     let opt = |v: &Option<String>| v.clone().map(Value::String).unwrap_or(Value::Null);
     req["conversation_id"] = opt(&a.conversation);
     req["sender_staff_id"] = opt(&a.sender_staff_id);
     req["sender_nick"] = opt(&a.nick);
-    let client = SimClient::new(sim);
     let before = if a.wait {
         client.outbox().await?.len()
     } else {
@@ -150,11 +189,16 @@ async fn inject(a: &InjectArgs, sim: &str, out: &Output) -> CmdResult {
     let reply = wait_reply(&client, before, &conversation, a.wait_timeout)
         .await
         .map_err(|e| {
-            CliError::failure(format!(
-                "no reply from the bot to {msg_id} within {} s ({e}); is the bot connected? \
-                 see `daemon status`",
-                a.wait_timeout
-            ))
+            let cause = CliError::from(e);
+            CliError::new(
+                cause.code,
+                format!(
+                    "no reply from the bot to {msg_id} within {} s ({}); is the bot \
+                     connected? see `daemon status`",
+                    a.wait_timeout, cause.message
+                ),
+            )
+            .kind(cause.kind)
         })?;
     let text = reply["text"].as_str().unwrap_or_default().to_string();
     doc["reply_text"] = json!(text);
@@ -191,8 +235,7 @@ async fn wait_reply(
     Ok(in_conversation(&v).unwrap_or_default())
 }
 
-async fn outbox(a: &OutboxArgs, sim: &str, out: &Output) -> CmdResult {
-    let c = SimClient::new(sim);
+async fn outbox(a: &OutboxArgs, c: SimClient, out: &Output) -> CmdResult {
     let entries = match a.wait {
         Some(n) => c.wait_outbox(n, Duration::from_secs(a.timeout)).await?,
         None => c.outbox().await?,

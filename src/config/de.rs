@@ -189,17 +189,17 @@ where
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
             if v < MIN {
-                return Err(E::custom(format!("{v} is below the minimum of {MIN}")));
+                return Err(E::custom(format!("below the minimum of {MIN}")));
             }
             if v > MAX {
-                return Err(E::custom(format!("{v} is above the maximum of {MAX}")));
+                return Err(E::custom(format!("above the maximum of {MAX}")));
             }
-            T::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))
+            T::try_from(v).map_err(|_| E::custom("too large"))
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
             match u64::try_from(v) {
                 Ok(v) => self.visit_u64(v),
-                Err(_) => Err(E::custom(format!("{v} is below the minimum of {MIN}"))),
+                Err(_) => Err(E::custom(format!("below the minimum of {MIN}"))),
             }
         }
     }

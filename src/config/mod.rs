@@ -12,6 +12,7 @@ mod de;
 mod env;
 mod hints;
 mod locate;
+mod no_values;
 mod schema;
 
 use std::io::Read;
@@ -58,11 +59,14 @@ pub enum ConfigProblem {
 }
 
 impl ConfigProblem {
-    /// The same problem with every URL in its text redacted ([`crate::redact_url`]): the
-    /// loader quotes a value of the wrong type as it is (`invalid type: string
-    /// "http://u:PASS@h/v1"`), and a URL may hold a password or a token.
+    /// The same problem without the file's values: the loader quotes a value of the wrong
+    /// type as it is (`invalid type: string "hunter2"`), which [`no_values`] replaces by its
+    /// type; URLs left in the text (a key, a check's words) are redacted too
+    /// ([`crate::redact_url`]: a URL may hold a password or a token).
     fn redacted(self) -> ConfigProblem {
-        let redact = |text: String| crate::redact_url::redact_url(&text).into_owned();
+        let redact = |text: String| {
+            crate::redact_url::redact_url(&no_values::without_values(&text)).into_owned()
+        };
         match self {
             ConfigProblem::Yaml(message) => ConfigProblem::Yaml(redact(message)),
             ConfigProblem::Invalid { key, problem, at } => ConfigProblem::Invalid {
@@ -95,6 +99,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 fn read_and_parse(path: &Path) -> Result<Config, ConfigProblem> {
+    parse(&read_text(path)?)
+}
+
+/// The text of the config file at `path`, read safely: a regular file only (a FIFO or a
+/// device is refused, never waited on or read without end), at most [`MAX_CONFIG_BYTES`],
+/// UTF-8. Everything that reads a config file (the loader, shell completion) goes here.
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigProblem> {
     // Opened without waiting (`O_NONBLOCK`: a FIFO with no writer would block the open
     // forever), then checked on the descriptor: only a regular file is a config, so a
     // FIFO or device (`/dev/zero`) is refused by name instead of read without end.
@@ -114,9 +125,7 @@ fn read_and_parse(path: &Path) -> Result<Config, ConfigProblem> {
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
         return Err(ConfigProblem::TooLarge(bytes.len() as u64));
     }
-    let text = String::from_utf8(bytes)
-        .map_err(|e| ConfigProblem::NotUtf8(e.utf8_error().valid_up_to()))?;
-    parse(&text)
+    String::from_utf8(bytes).map_err(|e| ConfigProblem::NotUtf8(e.utf8_error().valid_up_to()))
 }
 
 /// Opens a config for reading without blocking on a FIFO. A link to a config is
@@ -154,7 +163,11 @@ fn parse_unredacted(text: &str) -> Result<Config, ConfigProblem> {
 /// does not read as part of the problem); errors without a location stay as they are.
 /// A [`hints`] hint (tab indentation, "did you mean") is added when one applies.
 fn yaml_error(e: serde_yaml::Error, doc: &str) -> String {
-    let text = e.to_string();
+    // A document that is not a mapping at all: name what a config is.
+    let text = e.to_string().replace(
+        "expected struct Config",
+        "expected a mapping of config keys (models:, channel:, ...)",
+    );
     let Some(at) = e.location() else {
         return hints::with_hint(text, doc, None);
     };

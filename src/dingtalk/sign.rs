@@ -65,7 +65,8 @@ pub fn webhook_sign_query(timestamp_ms: u64, secret: &str) -> String {
     format!("&timestamp={timestamp_ms}&sign={enc}")
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Byte equality in time independent of where the bytes differ (for secrets).
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -23,7 +23,7 @@ pub enum SimClientError {
         status: reqwest::StatusCode,
         body: Value,
     },
-    /// `last` is the last answer or error, for the test or operator reading it.
+    /// `last` says what the last try saw (in words: no internal debug text).
     #[error("timed out after {timeout:?} waiting on sim {path}; last: {last}")]
     TimedOut {
         path: String,
@@ -34,14 +34,16 @@ pub enum SimClientError {
 
 impl From<SimClientError> for crate::exit::CliError {
     fn from(e: SimClientError) -> Self {
+        use crate::exit::Code;
         use crate::exit::ErrorKind;
-        let kind = match &e {
-            SimClientError::Transport { .. } => ErrorKind::Unreachable,
-            SimClientError::NotJson { .. } => ErrorKind::Internal,
-            SimClientError::Refused { .. } => ErrorKind::Refused,
-            SimClientError::TimedOut { .. } => ErrorKind::Timeout,
+        // Unreachable is "cannot tell" (exit 4), as for a daemon that does not answer.
+        let (code, kind) = match &e {
+            SimClientError::Transport { .. } => (Code::Unknown, ErrorKind::Unreachable),
+            SimClientError::NotJson { .. } => (Code::Failure, ErrorKind::Internal),
+            SimClientError::Refused { .. } => (Code::Failure, ErrorKind::Refused),
+            SimClientError::TimedOut { .. } => (Code::Failure, ErrorKind::Timeout),
         };
-        crate::exit::CliError::failure(e.to_string()).kind(kind)
+        crate::exit::CliError::new(code, e.to_string()).kind(kind)
     }
 }
 
@@ -50,6 +52,8 @@ impl From<SimClientError> for crate::exit::CliError {
 pub struct SimClient {
     base: String,
     http: reqwest::Client,
+    /// The admin token sent as `Authorization: Bearer` (a simulator started with one).
+    token: Option<String>,
 }
 
 /// Parses `--sim`: a URL (`http://127.0.0.1:PORT`), or a bare `HOST:PORT`, which gets
@@ -86,21 +90,31 @@ impl SimClient {
         SimClient {
             base: base.trim_end_matches('/').to_string(),
             http,
+            token: None,
+        }
+    }
+
+    /// The same client, sending `token` with every admin call.
+    pub fn with_token(self, token: Option<String>) -> SimClient {
+        SimClient { token, ..self }
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         }
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, SimClientError> {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await;
+        let request = self.http.get(format!("{}{path}", self.base));
+        let r = self.authorized(request).send().await;
         Self::read(path, r).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, SimClientError> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await;
+        let request = self.http.post(format!("{}{path}", self.base)).json(body);
+        let r = self.authorized(request).send().await;
         Self::read(path, r).await
     }
 
@@ -153,7 +167,10 @@ impl SimClient {
                 return Err(SimClientError::TimedOut {
                     path: path.to_string(),
                     timeout,
-                    last: format!("{v:?}"),
+                    last: match &v {
+                        Ok(_) => "it answered, without what was waited for".to_string(),
+                        Err(e) => e.to_string(),
+                    },
                 });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod admin;
+mod admin_token;
 pub mod cards;
 pub mod client;
 pub mod gateway;

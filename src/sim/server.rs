@@ -11,7 +11,7 @@ use axum::Router;
 use tokio::sync::watch;
 
 use super::state::{Sim, SimOptions};
-use super::{admin, cards, gateway, openapi, webhooks};
+use super::{admin, admin_token, cards, gateway, openapi, webhooks};
 use crate::listen::http::serve_http;
 use crate::listen::{BindError, ListenLimits};
 
@@ -68,6 +68,7 @@ impl SimServer {
 }
 
 pub fn router(sim: Arc<Sim>) -> Router {
+    let guard = axum::middleware::from_fn_with_state(sim.clone(), admin_token::require);
     Router::new()
         .route("/v1.0/gateway/connections/open", post(gateway::open))
         .route("/connect", get(gateway::connect))
@@ -86,6 +87,14 @@ pub fn router(sim: Arc<Sim>) -> Router {
         )
         .route("/v1.0/card/streaming", put(cards::streaming))
         .route("/_sim/health", get(admin::health))
+        .merge(admin_routes().route_layer(guard))
+        .with_state(sim)
+        .nest("/demo/v1", crate::model::demo::router())
+}
+
+/// The admin API (`/_sim/...` but health), behind [`admin_token::require`].
+fn admin_routes() -> Router<Arc<Sim>> {
+    Router::new()
         .route("/_sim/messages", post(admin::inject).get(admin::messages))
         .route("/_sim/messages/{id}/redeliver", post(admin::redeliver))
         .route("/_sim/outbox", get(admin::outbox))
@@ -105,6 +114,4 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/_sim/tokens", get(admin::tokens))
         .route("/_sim/sessions/expire", post(admin::expire_sessions))
         .route("/_sim/robots", post(admin::add_robot))
-        .with_state(sim)
-        .nest("/demo/v1", crate::model::demo::router())
 }

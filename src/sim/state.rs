@@ -32,6 +32,8 @@ pub struct SimOptions {
     pub token_ttl_secs: u64,
     /// Per-app per-API limit of the OpenAPI (calls per second).
     pub qps_limit: usize,
+    /// When set, the admin API answers only requests carrying it ([`super::admin_token`]).
+    pub admin_token: Option<String>,
 }
 
 impl Default for SimOptions {
@@ -49,6 +51,7 @@ impl Default for SimOptions {
             ticket_ttl_ms: 90_000,
             token_ttl_secs: 7_200,
             qps_limit: 20,
+            admin_token: None,
         }
     }
 }

@@ -219,6 +219,56 @@ fn interpolation_errors_name_key_line_and_column_never_the_value() {
     }
 }
 
+/// A value of the wrong type or an unknown enum value is named by its key, line, column
+/// and what was expected, never quoted (human and --json): a whole `KEY=secret` env file,
+/// an unknown `mode`, a string or a number where a whole number or an enum goes, and a
+/// file that is no config at all (`/etc/passwd`).
+#[test]
+fn config_errors_never_quote_the_files_values() {
+    let home = Home::new();
+    let seed = seed_config("http://127.0.0.1:8000/v1");
+    let cases = [
+        ("DINGTALK_CLIENT_SECRET=hunter2zz\n".to_string(), vec!["a string, expected a mapping of config keys"]),
+        (
+            with_channel("x", "").replace("mode: http", "mode: hunter2zz"),
+            vec!["line 18, column 11: channel.dingtalk.mode: unknown value, expected `stream` or `http`"],
+        ),
+        (
+            with_channel("x", "").replace("mode: http", "mode: 98765432"),
+            vec!["channel.dingtalk.mode: unknown value"],
+        ),
+        (
+            seed.replace("    model: \"local-chat\"", "    model: \"m\"\n    timeout_ms: hunter2zz"),
+            vec!["timeout_ms", "line 7", "a string"],
+        ),
+    ];
+    for (text, needles) in cases {
+        for r in check_both(&home, &text) {
+            assert_eq!(r.code, 2, "{text}: {r:?}");
+            let all = format!("{}{}", r.stdout, r.stderr);
+            assert!(
+                !all.contains("hunter2") && !all.contains("98765432"),
+                "a value was quoted: {r:?}"
+            );
+            for n in &needles {
+                assert!(all.contains(n), "missing {n:?} in {r:?}");
+            }
+        }
+    }
+    for json in [false, true] {
+        let mut args = vec!["config", "check", "--config", "/etc/passwd"];
+        if json {
+            args.insert(0, "--json");
+        }
+        let r = home.run(&args);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(
+            !format!("{}{}", r.stdout, r.stderr).contains("root:"),
+            "{r:?}"
+        );
+    }
+}
+
 #[test]
 fn answer_caps_parts_and_send_rates_are_range_checked_at_load() {
     let home = Home::new();

@@ -1675,3 +1675,64 @@ fn restart_onto_a_device_that_cannot_be_opened_stops_nothing() {
     assert_eq!(st.json()["pid"].as_u64(), pid);
     assert_eq!(home.run(&["daemon", "stop", "--name", "dev"]).code, 0);
 }
+
+/// `daemon logs --follow` for a name this home does not know (no state, no config, no
+/// log) is an error naming the known daemons, with and without --json, instead of waiting
+/// for ever in silence; a daemon whose config waits in CONFIG_DIR but has not started yet
+/// is followed, and stderr says which file it waits for.
+#[test]
+fn follow_refuses_an_unknown_daemon_and_says_what_it_waits_for() {
+    let (home, cfg) = home_with_config();
+    let r = home.run(&["daemon", "start", "--name", "bot", "--config", &cfg]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(home.run(&["daemon", "stop", "--name", "bot"]).code, 0);
+    for json in [false, true] {
+        let mut args = vec!["daemon", "logs", "--name", "typo", "--follow"];
+        if json {
+            args.insert(0, "--json");
+        }
+        let mut child = home
+            .command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let exited = wait_until(Duration::from_secs(30), || {
+            child.try_wait().unwrap().is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+        }
+        assert!(exited, "--follow on an unknown daemon waits for ever");
+        let r = support::Run::from(child.wait_with_output().unwrap());
+        assert_eq!(r.code, 1, "{r:?}");
+        let said = if json {
+            r.stdout.clone()
+        } else {
+            r.stderr.clone()
+        };
+        assert!(
+            said.contains("typo") && said.contains("daemons here: bot"),
+            "{r:?}"
+        );
+    }
+    std::fs::create_dir_all(home.path().join("config")).unwrap();
+    std::fs::copy(&cfg, home.path().join("config/later.yaml")).unwrap();
+    let mut child = home
+        .command(&["daemon", "logs", "--name", "later", "--follow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    let line = support::wait_stderr_line(&mut child, Duration::from_secs(30), &mut seen, |l| {
+        l.contains("waiting for later's log")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.unwrap_or_else(|| panic!("no waiting message: {seen:?}"));
+    assert!(
+        line.contains(&home.log_path("later").display().to_string()),
+        "{line}"
+    );
+}

@@ -544,6 +544,7 @@ fn config_page(src: &str) -> String {
     let (schema, keys) = config_keys(src);
     let config = clawdbot::config::parse(SAMPLE).expect("the sample config loads");
     let defaults = serde_yaml::to_value(&config).unwrap();
+    let sample: serde_yaml::Value = serde_yaml::from_str(SAMPLE).unwrap();
     let mut s = String::from(
         ".TH clawdbot.yaml 5 \"\" \"\" \"clawdbot manual\"\n\
          .SH NAME\nclawdbot.yaml \\- the config file of a clawdbot bot daemon\n\
@@ -594,6 +595,10 @@ fn config_page(src: &str) -> String {
         }
         let default = if k.required {
             "Required.".to_string()
+        } else if k.has_default && at(&sample, &k.path).is_some() {
+            // The sample's own value (a `base_url` needed unless `replicas` is given),
+            // not a default.
+            "No default.".to_string()
         } else if k.has_default {
             match at(&defaults, &k.path) {
                 Some(v) => format!("Default: {}.", show_value(v)),

@@ -514,10 +514,12 @@ fn a_model_with_a_down_replica_is_answered_and_reported_per_replica() {
     assert_eq!(replicas[0]["base_url"], stack.fake.base_url.as_str());
     assert_eq!(replicas[0]["failures"], 0);
     assert_eq!(replicas[0]["served"], conversations.len());
+    // Three failures in a row cool it down; with its limit of 2, one more request may
+    // already be on its way when the third failure is recorded (seen on a loaded machine).
     assert!(
         replicas[1]["failures"]
             .as_u64()
-            .is_some_and(|n| (1..=3).contains(&n)),
+            .is_some_and(|n| (1..=4).contains(&n)),
         "{status}"
     );
     let retries = status["models"][0]["replica_retries"]

@@ -297,6 +297,10 @@ fn an_existing_config_is_kept_without_force() {
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stderr.contains("--force"), "{r:?}");
     assert!(r.stderr.contains(cfg.to_str().unwrap()), "{r:?}");
+    let mut json_args = vec!["--json".to_string()];
+    json_args.extend(args.iter().cloned());
+    let j = run(&stack, &json_args, &[]);
+    assert!(support::error_fix(&j.json()).contains("--force"), "{j:?}");
     assert_eq!(std::fs::read_to_string(&cfg).unwrap(), "# mine\n");
 
     args.extend(["--force".into(), "--skip-checks".into()]);

@@ -92,6 +92,44 @@ fn quickstart_twice_reuses_the_running_simulator() {
         outbox.stdout.contains("echo: wait canary 5521"),
         "{outbox:?}"
     );
+    // Commands typed without the demo's --home say where the demo runs and give the
+    // command with that --home (not "no daemons", not a `daemon start` that cannot work).
+    let demo_home = format!("--home {}", demo.display());
+    let status = home.run(&["daemon", "status"]);
+    assert_eq!(status.code, 3, "{status:?}");
+    assert!(
+        status
+            .stdout
+            .contains("no daemons here; the quickstart demo runs under")
+            && status
+                .stdout
+                .contains(&format!("{demo_home} daemon status")),
+        "{status:?}"
+    );
+    for args in [
+        &["healthcheck", "--name", "quickstart-bot"][..],
+        &[
+            "send",
+            "--name",
+            "quickstart-bot",
+            "--to",
+            "cidX==",
+            "--text",
+            "hi",
+        ],
+        &["--json", "daemon", "status", "--name", "quickstart-bot"],
+    ] {
+        let r = home.run(args);
+        assert_eq!(r.code, 3, "{args:?}: {r:?}");
+        let said = format!("{}{}", r.stdout, r.stderr);
+        assert!(
+            said.contains("the quickstart demo runs under")
+                && said.contains(&format!("{demo_home} daemon status --name quickstart-bot"))
+                && !said.contains("daemon start"),
+            "{args:?}: {r:?}"
+        );
+    }
+    demo_secret_is_private_and_guards_the_admin_api(&demo, &sim_url);
     // A reply's later lines (the group reply's @-mention) are indented under its entry.
     assert!(
         outbox
@@ -259,8 +297,13 @@ fn demo_keeps_to_its_own_folder(uid: Option<u32>) {
         "{doc}"
     );
     assert_eq!(doc["demo_folder"].as_str(), demo.to_str(), "{doc}");
-    let secrets = files_holding(home.path(), "quickstart-secret");
-    assert!(!secrets.is_empty(), "the demo config holds the demo secret");
+    let secret = std::fs::read_to_string(demo.join("state/quickstart-sim/secret")).unwrap();
+    assert_eq!(secret.trim().len(), 32, "a random secret: {secret:?}");
+    let secrets = files_holding(home.path(), secret.trim());
+    assert!(
+        secrets.len() >= 2,
+        "the demo config and the secret file: {secrets:?}"
+    );
     for (path, mode) in &secrets {
         assert!(
             path.starts_with(&demo),
@@ -357,4 +400,116 @@ fn with_a_model_that_never_answers_quickstart_says_what_it_waits_for() {
     assert!(line.is_some(), "no progress line; stderr: {seen:?}");
     assert!(still_running, "the line came only at the end: {seen:?}");
     assert!(line.unwrap().contains("up to 20 s"), "{seen:?}");
+}
+
+/// `quickstart --stop --clean` does not remove a demo folder under a daemon that is not
+/// the demo's (started there by hand): it refuses, naming it, and keeps the folder and the
+/// daemon; once that daemon stopped, the folder goes, reporting that nothing was running
+/// (`stopped: false`, also when there is no folder at all).
+#[test]
+fn clean_refuses_a_demo_folder_where_another_daemon_runs() {
+    let home = Home::new();
+    let demo = home.path().join("quickstart");
+    let cfg = home.write("other.yaml", &support::seed_config("http://127.0.0.1:9/v1"));
+    let demo_home = demo.to_str().unwrap();
+    let r = under(
+        demo_home,
+        &[
+            "daemon",
+            "start",
+            "--name",
+            "other",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let _stop = StopOther(demo_home.to_string());
+    let clean = home.run(&["--json", "quickstart", "--stop", "--clean"]);
+    assert_eq!(clean.code, 1, "{clean:?}");
+    let message = support::error_message(&clean.json()).to_string();
+    assert!(message.contains("other"), "{clean:?}");
+    assert!(support::error_fix(&clean.json()).contains("daemon stop --name other"));
+    assert!(demo.join("config").exists() || demo.join("state/other").exists());
+    let status = under(demo_home, &["daemon", "status", "--name", "other"]);
+    assert_eq!(status.code, 0, "the other daemon was stopped: {status:?}");
+    let stop = under(demo_home, &["daemon", "stop", "--name", "other"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    let clean = home.run(&["--json", "quickstart", "--stop", "--clean"]);
+    assert_eq!(clean.code, 0, "{clean:?}");
+    assert_eq!(clean.json()["removed"], true, "{clean:?}");
+    assert_eq!(clean.json()["stopped"], false, "{clean:?}");
+    assert!(!demo.exists());
+    let again = home.run(&["--json", "quickstart", "--stop", "--clean"]);
+    assert_eq!(again.json()["stopped"], false, "{again:?}");
+}
+
+/// Stops daemon `other` under the demo home when the test ends, even a failed one.
+struct StopOther(String);
+
+impl Drop for StopOther {
+    fn drop(&mut self) {
+        under(
+            &self.0,
+            &["daemon", "stop", "--name", "other", "--timeout", "3"],
+        );
+    }
+}
+
+/// Runs the binary with `--home home` (as [`Home::run`] does for its own folder).
+fn under(home: &str, args: &[&str]) -> support::Run {
+    let mut c = std::process::Command::new(support::BIN);
+    c.arg("--home").arg(home).args(args);
+    c.env_remove("CLAWDBOT_HOME")
+        .env("NO_COLOR", "1")
+        .env("LOCAL_MODEL_API_KEY", "test-key")
+        .stdin(std::process::Stdio::null());
+    support::Run::from(c.output().expect("run clawdbot"))
+}
+
+/// The demo's secret is random per demo folder, in a 0600 file, and on no process's
+/// command line; the simulator's admin API refuses whoever does not send it (another
+/// home, as another local user would be: no inject, no outbox).
+fn demo_secret_is_private_and_guards_the_admin_api(demo: &std::path::Path, sim_url: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let file = demo.join("state/quickstart-sim/secret");
+    let secret = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert_ne!(secret, "quickstart-secret");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let port = sim_url.rsplit(':').next().unwrap();
+    let mut sim_seen = false;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            !cmdline.contains(&secret),
+            "the secret is on a command line: {cmdline}"
+        );
+        sim_seen |= cmdline.contains("sim serve") && cmdline.contains(port);
+    }
+    assert!(sim_seen, "no simulator process on port {port}");
+    let stranger = Home::new();
+    for args in [
+        &["sim", "outbox", "--sim", sim_url][..],
+        &[
+            "sim",
+            "inject",
+            "--sim",
+            sim_url,
+            "--text",
+            "injected by a stranger",
+        ],
+    ] {
+        let r = stranger.run(args);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains("401") && !r.stderr.contains(&secret),
+            "{r:?}"
+        );
+    }
 }

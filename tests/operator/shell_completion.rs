@@ -257,6 +257,40 @@ fn bash_completes(with_package: bool) {
         "\t\t",
         &["richText", "picture"],
     );
+    hostile_configs_neither_hang_nor_inject(&fx, &mut sh);
+}
+
+/// A config with aliases a shell would split or expand offers only the plain one (the
+/// `$(touch ...)` alias never runs); a FIFO config (no writer) answers at once with nothing
+/// instead of hanging the shell.
+fn hostile_configs_neither_hang_nor_inject(fx: &Fixture, sh: &mut Pty) {
+    let pwned = fx.home.path().join("pwned");
+    let config = fx.home.write(
+        "hostile.yaml",
+        &format!(
+            "channel:\n  dingtalk:\n    targets:\n      'with space': cidA==\n      \
+             '$(touch {})': cidB==\n      plain-room: cidC==\n",
+            pwned.display()
+        ),
+    );
+    // `plain-room` is the only candidate, so one TAB inserts it.
+    sh.type_text(&format!(
+        "clawdbot send --config {} --to \t",
+        config.display()
+    ));
+    let shown = sh.expect(&["--to plain-room "]);
+    sh.clear_line();
+    assert!(!shown.contains("with"), "{shown:?}");
+    assert!(!pwned.exists(), "an alias ran a command substitution");
+    let fifo = fx.home.path().join("fifo.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let shown = complete(
+        sh,
+        &format!("clawdbot send --config {} --to ", fifo.display()),
+        "\t\t",
+        &["\x07\x07"],
+    );
+    assert!(!shown.contains("zz-file"), "{shown:?}");
 }
 
 #[test]

@@ -247,6 +247,18 @@ fn the_banner_shows_the_demo_credentials_and_inject_waits_bounded() {
         "--wait-timeout",
         "1",
     ]);
+    let waited_json = home.run(&[
+        "--json",
+        "sim",
+        "inject",
+        "--sim",
+        base,
+        "--text",
+        "nobody",
+        "--wait",
+        "--wait-timeout",
+        "1",
+    ]);
     let _ = child.kill();
     let _ = child.wait();
     let mut stderr = String::new();
@@ -272,6 +284,39 @@ fn the_banner_shows_the_demo_credentials_and_inject_waits_bounded() {
     assert!(
         waited.stderr.contains("no reply from the bot") && waited.stderr.contains("within 1 s"),
         "{waited:?}"
+    );
+    // The timeout is kind `timeout` and shows no internal debug text.
+    assert!(
+        !waited.stderr.contains("Ok(") && !waited.stderr.contains("Object"),
+        "{waited:?}"
+    );
+    assert_eq!(
+        waited_json.json()["error"]["kind"],
+        "timeout",
+        "{waited_json:?}"
+    );
+    // A simulator that is not there is `unreachable` with exit 4, as the README says.
+    let gone = home.run(&["--json", "sim", "outbox", "--sim", &support::dead_url()]);
+    assert_eq!(gone.code, 4, "{gone:?}");
+    assert_eq!(gone.json()["error"]["kind"], "unreachable", "{gone:?}");
+    // A text message needs its text; an unknown message type is refused by name.
+    let empty = home.run(&["sim", "inject", "--sim", base]);
+    assert_eq!(empty.code, 2, "{empty:?}");
+    assert!(empty.stderr.contains("--text"), "{empty:?}");
+    let bogus = home.run(&[
+        "sim",
+        "inject",
+        "--sim",
+        base,
+        "--msgtype",
+        "bogus",
+        "--text",
+        "x",
+    ]);
+    assert_eq!(bogus.code, 2, "{bogus:?}");
+    assert!(
+        bogus.stderr.contains("bogus") && bogus.stderr.contains("richText"),
+        "{bogus:?}"
     );
 }
 
