@@ -174,6 +174,10 @@ pub struct ModelReport {
     /// replicas (never above `limit`), as last seen in Redis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global_in_flight: Option<usize>,
+    /// With `state.backend: redis`: set while the live replicas are configured with
+    /// different limits for this model (all then use the lowest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_limit_conflict: Option<String>,
     /// Requests answered (one per answered turn).
     pub served: u64,
     /// Requests that failed: with several replicas a turn retried on another replica

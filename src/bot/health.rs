@@ -27,9 +27,38 @@ fn check(
     }
 }
 
+/// One PING with the configured Redis URL; the detail names `host:port`, never the URL.
+async fn redis_check(cfg: &crate::config::RedisConfig, timeout: Duration) -> Check {
+    match crate::state::redis::ping(cfg, timeout).await {
+        Ok(server) => check(
+            "redis",
+            CheckStatus::Ok,
+            format!("{server} answers PING"),
+            None,
+        ),
+        Err(e) => check(
+            "redis",
+            CheckStatus::Fail,
+            e.to_string(),
+            Some("start Redis, or fix state.redis.url (host, port, password)".into()),
+        ),
+    }
+}
+
+/// The Redis settings when `state.backend: redis`.
+fn shared_redis(config: &Config) -> Option<&crate::config::RedisConfig> {
+    match (&config.state.backend, &config.state.redis) {
+        (crate::config::StateBackend::Redis, Some(cfg)) => Some(cfg),
+        _ => None,
+    }
+}
+
 /// Live checks of a running bot.
 pub(crate) async fn daemon_checks(shared: &Shared, timeout: Duration) -> HealthReport {
     let mut checks = Vec::new();
+    if let Some(cfg) = shared_redis(&shared.config()) {
+        checks.push(redis_check(cfg, timeout).await);
+    }
     match &shared.channel {
         Some(channel) => {
             let result = tokio::time::timeout(timeout, channel.check()).await;
@@ -109,6 +138,13 @@ pub(crate) async fn preflight_checks(
 ) -> HealthReport {
     let mut checks = Vec::new();
     let within = timeout.as_secs();
+    if let Some(cfg) = shared_redis(config) {
+        progress(CheckProgress::Started {
+            name: "redis",
+            what: format!("PING (up to {within} s)"),
+        });
+        checks.push(finished(progress, redis_check(cfg, timeout).await));
+    }
     if let Some(ch) = &config.channel {
         progress(CheckProgress::Started {
             name: "dingtalk credentials",

@@ -81,9 +81,6 @@ pub(crate) struct Shared {
     redis: Option<RedisState>,
     /// Replicas alive at the last heartbeat (0 while Redis does not answer).
     alive_replicas: Arc<AtomicUsize>,
-    /// The heartbeat task (`state.backend: redis`): stopped, and the replica removed from
-    /// the live ones, at the end of a clean stop.
-    heartbeat: Option<tokio::task::JoinHandle<()>>,
     /// The inbox shared by the replicas (`state.backend: redis`).
     inbox: Option<Arc<RedisInbox>>,
     /// Conversation memory shared by the replicas (`state.backend: redis`).
@@ -91,18 +88,6 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Ends this replica's heartbeat and removes it from the live replicas (a clean stop).
-    async fn leave_replicas(&self) {
-        if let Some(beat) = &self.heartbeat {
-            beat.abort();
-        }
-        if let Some(redis) = &self.redis {
-            if let Err(e) = redis.leave().await {
-                tracing::warn!(error = %e, "cannot remove this replica from the live ones; it is counted until its lease ends");
-            }
-        }
-    }
-
     /// The backend, and with Redis this replica's view of it (heartbeat figures).
     fn state_report(&self) -> crate::status::StateReport {
         let Some(redis) = &self.redis else {
@@ -179,11 +164,10 @@ impl Bot {
         let opened = Journal::open(&paths.state, tx)?;
         let journal = Arc::new(opened.journal);
         let alive_replicas = Arc::new(AtomicUsize::new(0));
-        let mut heartbeat = None;
         let inbox = match (&redis, &config.state.redis) {
             (Some(redis), Some(cfg)) => {
                 alive_replicas.store(redis.heartbeat().await?, Ordering::Relaxed);
-                heartbeat = Some(redis.spawn_heartbeat(alive_replicas.clone()));
+                redis.spawn_heartbeat(alive_replicas.clone());
                 let window = crate::dingtalk::ingress::DEDUPE_WINDOW;
                 Some(RedisInbox::open(redis.clone(), cfg, window).await?)
             }
@@ -239,7 +223,6 @@ impl Bot {
             shared_memory: redis.clone().map(RedisMemory::new),
             redis,
             alive_replicas,
-            heartbeat,
             inbox,
         });
         cards::close_left_open(&shared);
@@ -340,8 +323,12 @@ impl Workload for Bot {
                     tracing::warn!("drain time over; the shared inbox's last records are left to the replicas that take the messages over");
                 }
             }
-            self.shared.leave_replicas().await;
             self.shared.journal.flush().await;
+            if let Some(redis) = &self.shared.redis {
+                if let Err(e) = redis.release_replica_id().await {
+                    tracing::warn!(error = %e, "cannot free the replica id; it ends with its lease");
+                }
+            }
         })
     }
 

@@ -37,6 +37,7 @@ pub(crate) fn plan(old: &Config, new: &Config) -> ReloadPlan {
         ),
         ("logging", old.logging != new.logging),
         ("ops", old.ops != new.ops),
+        ("state", old.state != new.state),
     ];
     plan.needs_restart.extend(
         fixed_at_start
@@ -140,6 +141,16 @@ channel:
         let p = plan(&old, &new);
         assert!(p.rotated_api_keys.is_empty());
         assert_eq!(p.needs_restart, vec!["models.local_chat"]);
+    }
+
+    /// The red team's SIGHUP: a changed `state.*` key (backend, Redis URL) is named as
+    /// kept until restart, never silently ignored.
+    #[test]
+    fn a_changed_state_section_is_named_for_restart() {
+        let old = config("k", "s", "");
+        let mut new = old.clone();
+        new.state.backend = crate::config::StateBackend::Redis;
+        assert_eq!(plan(&old, &new).needs_restart, vec!["state"]);
     }
 
     #[test]

@@ -395,7 +395,11 @@ fn model_line(m: &ModelReport) -> String {
     let global = m
         .global_in_flight
         .map(|g| format!(" (all replicas: {g}/{})", m.limit))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &m.global_limit_conflict
+            .as_deref()
+            .map(|c| format!(" [LIMIT CONFLICT: {c}]"))
+            .unwrap_or_default();
     format!(
         "  model {}: {}/{} in flight{global}, {} queued, served {}, failures {}, timeouts {}, fallbacks {}, busy {}, p50 {} ms, p95 {} ms{}",
         m.name,

@@ -44,6 +44,19 @@ fn is_key(content: &str, key: &str) -> bool {
         })
 }
 
+/// Where `path` is written, or else its nearest written parent (a missing key is
+/// reported at the section that lacks it: `state.redis` at `state:`).
+pub(super) fn locate_or_parent(text: &str, path: &str) -> Option<(usize, usize)> {
+    let mut path = path;
+    // Bounded: each round drops one segment.
+    loop {
+        if let Some(at) = locate(text, path) {
+            return Some(at);
+        }
+        path = &path[..path.rfind(['.', '['])?];
+    }
+}
+
 /// The 1-based line and column where `path` is written in `text`, if it can be followed.
 pub(super) fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
     let segments = segments(path)?;

@@ -150,7 +150,7 @@ fn parse_unredacted(text: &str) -> Result<Config, ConfigProblem> {
         .map_err(|e| ConfigProblem::Yaml(with_all_unset_variables(yaml_error(e, text), text)))?;
     check_references(&config).map_err(|problem| match problem {
         ConfigProblem::Invalid { key, problem, .. } => ConfigProblem::Invalid {
-            at: locate::locate(text, &key),
+            at: locate::locate_or_parent(text, &key),
             key,
             problem,
         },
@@ -458,6 +458,7 @@ limits:
         ] {
             let e = parse(&text).unwrap_err().to_string();
             assert!(e.contains(key) && !e.contains("pw@"), "{e}");
+            assert!(e.contains("line "), "names where: {e}");
         }
     }
 

@@ -89,10 +89,11 @@ pub enum ModelError {
     /// A 200 whose body is not a chat completion.
     #[error("unexpected response: {0}")]
     Protocol(String),
-    /// The turn's global slot lease ended while it ran (Redis unreachable longer than
-    /// `state.redis.lease_ms` and the slot taken by another replica): the request was
+    /// The turn's global slot lease ended while it ran (this process paused, or Redis
+    /// unreachable, longer than `state.redis.lease_ms`, or Redis lost its data) and the
+    /// slot was taken by another replica: the request was
     /// cancelled so the model's global limit holds.
-    #[error("global model slot lost (redis unreachable longer than state.redis.lease_ms); request cancelled")]
+    #[error("global model slot lost: the lease expired while this process was paused or Redis lost it (state.redis.lease_ms); request cancelled")]
     LeaseLost,
 }
 

@@ -22,11 +22,19 @@
 //! - the set never holds more than `limit` live leases: an acquire adds one only when
 //!   fewer are live, and a renewal re-adds a lease that ran out only under that same rule;
 //! - a holder renews every `lease_ms / 3` while its turn runs; when a renewal finds its
-//!   lease gone and no room to take it back (Redis was unreachable longer than the
-//!   lease and another replica took the slot), the lease is *lost*: the turn's request is
-//!   cancelled ([`Lease::lost`]) so the model never runs more than `limit`;
+//!   lease gone and no room to take it back (this process was paused, or Redis
+//!   unreachable, longer than the lease, or Redis lost its data, and another replica took
+//!   the slot), the lease is *lost*: the turn's request is cancelled ([`Lease::lost`]) as
+//!   soon as this process runs again. Leases cannot stop a frozen holder's request that
+//!   is already at the model: for that while the model may serve `limit + 1`;
 //! - Redis unreachable means no new lease (fail closed): waiters keep retrying until their
 //!   wait budget ends and the turn gets the busy reply, as with a full local queue.
+//!
+//! Replicas may be configured with different limits for one model (a config not rolled
+//! out everywhere, two bots on one `key_prefix`): every replica records its configured
+//! limit in `{prefix}:model:{name}:limits` (renewed every third of the lease, dropped with
+//! the replica) and uses the LOWEST live one, so a disagreement never lets the model run
+//! above any replica's limit; it is logged as an error and shown in status.
 //!
 //! The router asks for the lease first and the local slot after it (which is then always
 //! free: this replica holds at most `limit` leases). Taking the local slot first would
@@ -43,6 +51,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::state::outage_log::OutageLog;
 use crate::state::redis::{RedisError, RedisState};
 
 /// The safety-net retry of a waiter that heard no release.
@@ -142,6 +151,30 @@ redis.call('PUBLISH', ARGV[2], n)
 return n
 "#;
 
+/// KEYS: limits-alive (replica -> expiry), limits (replica -> limit). ARGV: replica id,
+/// its configured limit, lease ms. Records this replica's limit, drops those of replicas
+/// that stopped recording, returns {lowest, highest} live limit.
+const LIMITS_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, d in ipairs(dead) do
+  redis.call('ZREM', KEYS[1], d)
+  redis.call('HDEL', KEYS[2], d)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local lowest, highest = tonumber(ARGV[2]), tonumber(ARGV[2])
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do
+  local n = tonumber(v)
+  if n < lowest then lowest = n end
+  if n > highest then highest = n end
+end
+return {lowest, highest}
+"#;
+
 /// Removes ended leases and returns the live count.
 const COUNT_LUA: &str = r#"
 local t = redis.call('TIME')
@@ -160,7 +193,15 @@ pub(crate) struct GlobalLimit {
     rounds_key: String,
     round_key: String,
     channel: String,
+    limits_alive_key: String,
+    limits_key: String,
+    /// This replica's configured limit.
     limit: usize,
+    /// The lowest limit of the live replicas (this one's until they were read): the one
+    /// the scripts enforce.
+    lowest_live_limit: AtomicUsize,
+    /// Set while the live replicas disagree on the limit (for status).
+    conflict: std::sync::Mutex<Option<String>>,
     /// Woken on every published change and every local release.
     changed: Notify,
     /// The live count last seen in Redis (status and metrics).
@@ -180,8 +221,12 @@ impl GlobalLimit {
             rounds_key: redis.key(&["model", model, "queue-rounds"]),
             round_key: redis.key(&["model", model, "queue-round"]),
             channel: redis.key(&["model", model, "leases-changed"]),
+            limits_alive_key: redis.key(&["model", model, "limits-alive"]),
+            limits_key: redis.key(&["model", model, "limits"]),
             redis,
             limit: limit.max(1),
+            lowest_live_limit: AtomicUsize::new(limit.max(1)),
+            conflict: std::sync::Mutex::new(None),
             changed: Notify::new(),
             in_flight: AtomicUsize::new(0),
             waiting_here: AtomicUsize::new(0),
@@ -272,7 +317,7 @@ impl GlobalLimit {
             .key(&self.rounds_key)
             .key(&self.round_key)
             .arg(member)
-            .arg(self.limit)
+            .arg(self.enforced_limit())
             .arg(self.lease_ms())
             .arg(&self.channel)
             .arg(conversation)
@@ -289,7 +334,7 @@ impl GlobalLimit {
         let (held, n): (u8, usize) = Script::new(RENEW_LUA)
             .key(&self.leases_key)
             .arg(member)
-            .arg(self.limit)
+            .arg(self.enforced_limit())
             .arg(self.lease_ms())
             .invoke_async(&mut self.redis.conn())
             .await
@@ -323,8 +368,58 @@ impl GlobalLimit {
         Ok(())
     }
 
+    /// The limit the scripts enforce: this replica's, or a live replica's lower one.
+    fn enforced_limit(&self) -> usize {
+        self.limit
+            .min(self.lowest_live_limit.load(Ordering::Relaxed))
+            .max(1)
+    }
+
+    /// Set while the live replicas are configured with different limits for this model.
+    pub(crate) fn conflict(&self) -> Option<String> {
+        self.conflict
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records this replica's limit and reads the live replicas' lowest and highest;
+    /// a disagreement is logged (once per change) and shown in [`GlobalLimit::conflict`].
+    async fn record_limit(&self) -> Result<(), RedisError> {
+        let (lowest, highest): (usize, usize) = Script::new(LIMITS_LUA)
+            .key(&self.limits_alive_key)
+            .key(&self.limits_key)
+            .arg(self.redis.replica_id())
+            .arg(self.limit)
+            .arg(self.lease_ms())
+            .invoke_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| self.redis.error(e))?;
+        self.lowest_live_limit.store(lowest, Ordering::Relaxed);
+        let now = (lowest != highest).then(|| {
+            format!(
+                "replicas disagree on this model's limit (this one {}, live ones {lowest} to {highest}); all use {lowest}",
+                self.limit
+            )
+        });
+        let mut conflict = self.conflict.lock().unwrap_or_else(|p| p.into_inner());
+        if now != *conflict {
+            if let Some(text) = &now {
+                tracing::error!(
+                    model_limit = self.limit,
+                    lowest,
+                    highest,
+                    "global model limit: {text}; give every replica of this key_prefix the same limits.max_concurrency_per_model"
+                );
+            }
+            *conflict = now;
+        }
+        Ok(())
+    }
+
     /// Reads the live count (dropping ended leases) into [`GlobalLimit::in_flight`].
     async fn refresh(&self) -> Result<(), RedisError> {
+        self.record_limit().await?;
         let n: usize = Script::new(COUNT_LUA)
             .key(&self.leases_key)
             .invoke_async(&mut self.redis.conn())
@@ -433,7 +528,7 @@ async fn renew_until_lost(limit: Arc<GlobalLimit>, member: String, lost: watch::
         match limit.renew(&member).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!("global model slot lease lost (redis unreachable longer than state.redis.lease_ms); cancelling the request");
+                tracing::warn!("global model slot lost: the lease expired while this process was paused or Redis lost it (state.redis.lease_ms); cancelling the request");
                 let _ = lost.send(true);
                 return;
             }
@@ -453,10 +548,22 @@ pub(crate) fn spawn_listener(
     }
     Some(tokio::spawn(async move {
         let refresh_every = redis.lease() / 3;
+        let mut outage = OutageLog::default();
         // Runs until aborted; each round is one subscription, bounded by its connection.
         loop {
-            if let Err(e) = listen_once(&redis, &limits, refresh_every).await {
-                tracing::warn!(error = %e, "global model slot events lost; resubscribing");
+            let mut subscribed = false;
+            let ended = listen_once(&redis, &limits, refresh_every, &mut subscribed).await;
+            if subscribed && outage.worked() {
+                tracing::info!("global model slot events: subscribed again");
+            }
+            let why = match ended {
+                Ok(()) => "the subscription's connection ended".to_string(),
+                Err(e) => e.to_string(),
+            };
+            if outage.failed() {
+                tracing::warn!(error = %why, "global model slot events lost; resubscribing every second (logged once until it works again)");
+            } else {
+                tracing::debug!(error = %why, "global model slot events: resubscribing");
             }
             // Wake everyone: a release may have been missed while unsubscribed.
             for l in &limits {
@@ -467,11 +574,13 @@ pub(crate) fn spawn_listener(
     }))
 }
 
-/// One subscription: returns when its connection ends.
+/// One subscription: returns when its connection ends; sets `subscribed` once it
+/// listens.
 async fn listen_once(
     redis: &RedisState,
     limits: &[Arc<GlobalLimit>],
     refresh_every: Duration,
+    subscribed: &mut bool,
 ) -> Result<(), RedisError> {
     let mut pubsub = redis.pubsub().await?;
     for l in limits {
@@ -480,6 +589,7 @@ async fn listen_once(
             .await
             .map_err(|e| redis.error(e))?;
     }
+    *subscribed = true;
     let mut messages = pubsub.on_message();
     let mut refresh = tokio::time::interval(refresh_every);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -616,6 +726,32 @@ mod tests {
             .acquire("c", Instant::now() + Duration::from_millis(500))
             .await;
         assert!(none.is_none(), "no slot without redis");
+    }
+
+    /// Two replicas on one prefix configured with limits 2 and 5: once both recorded
+    /// their limits, both enforce 2 (the replica configured with 5 gets no third slot)
+    /// and both report the conflict naming the numbers.
+    #[tokio::test]
+    #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+    async fn replicas_with_different_limits_all_use_the_lowest_and_say_so() {
+        let server = RedisServer::start();
+        let low = GlobalLimit::new(handle(&server.url(), "low", 10_000).await, "m", 2);
+        let high = GlobalLimit::new(handle(&server.url(), "high", 10_000).await, "m", 5);
+        // Each replica records every third of the lease; two rounds here.
+        for g in [&low, &high, &low] {
+            g.refresh().await.unwrap();
+        }
+        let mut held = Vec::new();
+        for c in ["a", "b"] {
+            held.push(high.acquire(c, Instant::now()).await.expect("within 2"));
+        }
+        let third = high.acquire("c", Instant::now()).await;
+        assert!(third.is_none(), "a third slot above the lowest limit");
+        for g in [&low, &high] {
+            let text = g.conflict().expect("the conflict is shown");
+            assert!(text.contains("2 to 5") && text.contains("use 2"), "{text}");
+        }
+        drop(held);
     }
 
     /// Waiters of several replicas are served round-robin across conversations: a

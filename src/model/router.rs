@@ -350,6 +350,7 @@ impl ModelRouter {
                         .report(name, e.limiter.snapshot(), self.inner.prompt_budget_chars);
                 if let Some(g) = &e.global {
                     report.global_in_flight = Some(g.in_flight());
+                    report.global_limit_conflict = g.conflict();
                     report.queued += g.waiting_here();
                 }
                 report.replicas = e

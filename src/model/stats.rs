@@ -93,6 +93,7 @@ impl ModelStats {
                 queued: limiter.queued,
                 peak_in_flight: limiter.peak_in_flight,
                 global_in_flight: None,
+                global_limit_conflict: None,
                 served: c.served,
                 failures: c.failures,
                 timeouts: c.timeouts,

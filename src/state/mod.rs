@@ -9,4 +9,6 @@
 //!
 //! Invariant: with the local backend nothing here opens a connection or spawns a task.
 
+pub(crate) mod outage_log;
+mod rebuilding_conn;
 pub(crate) mod redis;

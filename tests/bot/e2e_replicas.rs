@@ -22,6 +22,19 @@ const LEASE_MS: u64 = 2_000;
 /// Writes replica `n`'s config (its own replica id, plus `extra` sections) and starts it
 /// as daemon `bot{n}`.
 fn start_replica(stack: &Stack, redis: &RedisServer, n: usize, extra: &str) -> PathBuf {
+    let (path, r) = try_start_replica(stack, redis, &format!("bot{n}"), n, extra);
+    assert_eq!(r.code, 0, "{r:?}");
+    path
+}
+
+/// Starts daemon `name` with replica id `r{id}`; its config path and the start's outcome.
+fn try_start_replica(
+    stack: &Stack,
+    redis: &RedisServer,
+    name: &str,
+    id: usize,
+    extra: &str,
+) -> (PathBuf, Run) {
     let config = stack
         .bot_config(4, 30_000)
         .queue(1_000, 120_000)
@@ -31,12 +44,11 @@ fn start_replica(stack: &Stack, redis: &RedisServer, n: usize, extra: &str) -> P
         )
         .section("access:\n  user_rate_limit: 0\n")
         .section(&format!(
-            "state:\n  backend: redis\n  redis:\n    url: \"{}\"\n    replica_id: r{n}\n    lease_ms: {LEASE_MS}\n",
+            "state:\n  backend: redis\n  redis:\n    url: \"{}\"\n    replica_id: r{id}\n    lease_ms: {LEASE_MS}\n",
             redis.url()
         ))
         .section(extra);
-    let path = stack.home.write(&format!("bot{n}.yaml"), &config.render());
-    let name = format!("bot{n}");
+    let path = stack.home.write(&format!("{name}.yaml"), &config.render());
     let r = Run::from(
         stack
             .home
@@ -44,15 +56,14 @@ fn start_replica(stack: &Stack, redis: &RedisServer, n: usize, extra: &str) -> P
                 "daemon",
                 "start",
                 "--name",
-                &name,
+                name,
                 "--config",
                 path.to_str().unwrap(),
             ])
             .output()
             .expect("run clawdbot"),
     );
-    assert_eq!(r.code, 0, "{r:?}");
-    path
+    (path, r)
 }
 
 fn status(stack: &Stack, n: usize) -> Value {
@@ -226,6 +237,13 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         wait_until(Duration::from_secs(30), || stack.live_connections() == 3),
         "three replicas connected"
     );
+    // A fourth daemon configured with r1's id is refused, naming the id; r1 runs on.
+    let (_, clash) = try_start_replica(&stack, &redis, "bot4", 1, "");
+    assert_ne!(clash.code, 0, "{clash:?}");
+    assert!(
+        format!("{}{}", clash.stdout, clash.stderr).contains("replica id \"r1\" is in use"),
+        "{clash:?}"
+    );
     let st = status(&stack, 1);
     assert_eq!(st["shared_state"]["backend"], "redis", "{st}");
     assert_eq!(st["shared_state"]["replica_id"], "r1", "{st}");
@@ -389,6 +407,16 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         "{body}"
     );
     assert_eq!(status(&stack, 1)["shared_state"]["redis_ok"], false);
+    let health = stack.home.run(&["--json", "healthcheck", "--name", "bot1"]);
+    assert_eq!(health.code, 1, "the daemon's healthcheck fails: {health:?}");
+    let redis_check = crate::support::check(&health.json(), "redis").clone();
+    assert_eq!(redis_check["status"], "fail", "{health:?}");
+    assert!(
+        redis_check["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("127.0.0.1:{}", redis.port()))),
+        "{health:?}"
+    );
     let during = stack.inject_group("c0", "down-0");
     let redelivered = wait_until(Duration::from_secs(30), || {
         let m = sim_message(&stack, &during);

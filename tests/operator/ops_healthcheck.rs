@@ -247,17 +247,30 @@ fn preflight_passes_and_fails_without_a_daemon() {
     );
     assert_eq!(stack.fake_stats().requests, 1, "one tiny completion");
 
-    // Wrong secret and a dead model: both fail, with fixes.
+    // Wrong secret, a dead model and a dead Redis (state.backend: redis): all fail,
+    // with fixes; the Redis check names host:port, never the URL's password.
     let dead = dead_url();
+    let redis_port = support::free_port();
     let bad = std::fs::read_to_string(&cfg)
         .unwrap()
         .replace(&stack.fake.base_url, &dead)
-        .replace("stack-secret", "wrong-secret");
+        .replace("stack-secret", "wrong-secret")
+        + &format!(
+            "state:\n  backend: redis\n  redis:\n    url: \"redis://:hunter2@127.0.0.1:{redis_port}/0\"\n"
+        );
     let bad_cfg = stack.home.write("bad.yaml", &bad);
     let r = health(&stack, &["--config", bad_cfg.to_str().unwrap()]);
     assert_eq!(r.code, 1, "{r:?}");
     let doc = r.json();
-    for name in ["dingtalk credentials", "model local_chat"] {
+    assert!(
+        check(&doc, "redis")["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{redis_port}")),
+        "{doc}"
+    );
+    assert!(!r.stdout.contains("hunter2") && !r.stderr.contains("hunter2"));
+    for name in ["dingtalk credentials", "model local_chat", "redis"] {
         let c = check(&doc, name);
         assert_eq!(c["status"], "fail", "{c}");
         assert!(c["fix"].as_str().is_some_and(|f| !f.is_empty()), "{c}");

@@ -59,6 +59,7 @@ fn failure_kind(error: &RedisError) -> String {
         },
         RedisError::TimedOut => "timeout".to_string(),
         RedisError::BadUrl => "bad url".to_string(),
+        RedisError::ReplicaIdInUse { .. } => "replica id in use".to_string(),
     }
 }
 
