@@ -12,15 +12,19 @@ use crate::state::redis::RedisState;
 
 const WINDOW_MS: u64 = 60_000;
 
-async fn replica(server: &RedisServer, id: &str) -> RedisState {
-    RedisState::connect(&RedisConfig {
+fn config(server: &RedisServer, id: &str) -> RedisConfig {
+    RedisConfig {
         url: Secret::new(server.url()),
         key_prefix: "t".into(),
         replica_id: Some(id.into()),
         lease_ms: 1_000,
-    })
-    .await
-    .expect("connect")
+    }
+}
+
+async fn replica(server: &RedisServer, id: &str) -> RedisState {
+    RedisState::connect(&config(server, id))
+        .await
+        .expect("connect")
 }
 
 async fn admit(r: &RedisState, id: &str, conv: &str) -> Option<u64> {
@@ -196,13 +200,7 @@ async fn keeping_renews_only_what_this_replica_still_owns() {
 async fn a_full_redis_shows_as_a_failing_intake_named_oom_until_one_succeeds() {
     let server = RedisServer::start();
     let r = replica(&server, "a").await;
-    let cfg = RedisConfig {
-        url: Secret::new(server.url()),
-        key_prefix: "t".into(),
-        replica_id: Some("a".into()),
-        lease_ms: 1_000,
-    };
-    let inbox = RedisInbox::open(r, &cfg, Duration::from_millis(WINDOW_MS))
+    let inbox = RedisInbox::open(r, &config(&server, "a"), Duration::from_millis(WINDOW_MS))
         .await
         .expect("open");
     let msg = |id: &str| Inbound {
