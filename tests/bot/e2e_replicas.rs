@@ -473,17 +473,64 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         "the message refused by a full Redis was never answered"
     );
 
-    // A replica that stalls past the lease (SIGSTOP) has its messages taken over and
-    // answered by the others; once it resumes it sends nothing for them (its reply markers
-    // are gone), and after its clean stop (which waits for its turns) nothing was answered
-    // twice.
-    // Slow answers while the replica is stopped, so it is stopped inside a model call.
     let slow = |ms| {
         FakeConfig::from(FakeBehavior {
             latency_ms: ms,
             ..Default::default()
         })
     };
+
+    // Redis loses its data (FLUSHALL) while a conversation's 5th message is in the model:
+    // that turn ends without writing its old number into the conversation's new record,
+    // so the 7 messages sent after the loss are all answered, in order; before the fix the
+    // new 5th was taken as done and dropped (issue 14 item 1).
+    for k in 0..4 {
+        let id = stack.inject_group("lost", &format!("lost-{k}"));
+        wait_acked(&stack, &id);
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            (0..4).all(|k| {
+                tally(&stack.outbox())
+                    .replies
+                    .contains_key(&format!("lost-{k}"))
+            })
+        }),
+        "the first 4 messages were not answered"
+    );
+    stack.fake.state.set_config(slow(1_500));
+    let fifth = stack.inject_group("lost", "lost-4");
+    wait_acked(&stack, &fifth);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            (1..=2).any(|n| status(&stack, n)["models"][0]["in_flight"].as_u64() > Some(0))
+        }),
+        "the 5th message never reached the model"
+    );
+    redis.cli(&["FLUSHALL"]);
+    // Slower than what is left of the 5th's turn, so it ends while the new line runs.
+    stack.fake.state.set_config(slow(500));
+    for k in 5..12 {
+        let id = stack.inject_group("lost", &format!("lost-{k}"));
+        wait_acked(&stack, &id);
+    }
+    let mut t = tally(&stack.outbox());
+    let all = wait_until(Duration::from_secs(30), || {
+        t = tally(&stack.outbox());
+        (0..12).all(|k| t.replies.contains_key(&format!("lost-{k}")))
+    });
+    assert!(
+        all,
+        "a message after the data loss got no reply: {:?}",
+        t.replies
+    );
+    stack.fake.state.set_config(slow(20));
+
+    // A replica that stalls past the lease (SIGSTOP) has its messages taken over and
+    // answered by the others; once it resumes it sends nothing for them (its reply markers
+    // are gone), and after its clean stop (which waits for its turns) nothing was answered
+    // twice.
+    // Slow answers while the replica is stopped, so it is stopped inside a model call.
     stack.fake.state.set_config(slow(1_500));
     let mut last_of: Vec<Option<String>> = vec![None; 3];
     for k in 0..60 {
