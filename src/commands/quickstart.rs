@@ -101,6 +101,7 @@ fn start_simulator(layout: &Layout, me: &str, out: &Output) -> Result<String, Cl
             url
         }
         None => {
+            fresh_demo_secret(layout)?;
             let port = free_port()?;
             let url = format!("http://127.0.0.1:{port}");
             let exe = std::env::current_exe()
@@ -322,21 +323,28 @@ fn secret_file(layout: &Layout) -> Result<PathBuf, CliError> {
     Ok(layout.daemon(SIM_NAME)?.state.join("secret"))
 }
 
-/// The demo folder's secret: the one its file holds, else a new random one written there
-/// (128 bits from the OS's generator, as 32 hex digits).
+/// The demo folder's secret: the one its file holds, else a new one
+/// ([`fresh_demo_secret`]).
 fn demo_secret(layout: &Layout) -> Result<String, CliError> {
-    let path = secret_file(layout)?;
-    if let Ok(bytes) = crate::fsutil::read_regular(&path) {
+    if let Ok(bytes) = crate::fsutil::read_regular(&secret_file(layout)?) {
         let secret = String::from_utf8_lossy(&bytes).trim().to_string();
         if !secret.is_empty() {
             return Ok(secret);
         }
     }
+    fresh_demo_secret(layout)
+}
+
+/// Writes and returns a new random demo secret (128 bits from the OS's generator, as 32
+/// hex digits). Called for every new simulator: a bot left reconnecting to a dead
+/// simulator's port sends its secret to whoever listens there next (another local user),
+/// so a secret never outlives the simulator it was made for.
+fn fresh_demo_secret(layout: &Layout) -> Result<String, CliError> {
     let secret: String = rand::random::<[u8; 16]>()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    crate::paths::write_private(&path, secret.as_bytes())?;
+    crate::paths::write_private(&secret_file(layout)?, secret.as_bytes())?;
     Ok(secret)
 }
 

@@ -42,6 +42,75 @@ fn quickstart_gets_a_reply_through_the_simulator_and_stops_cleanly() {
     );
 }
 
+/// A simulator that died is replaced by one with a NEW secret: the bot left reconnecting
+/// to the dead one's port sent the old secret to whoever listened there next (another
+/// local user, in a red team's run), so the old secret must open nothing.
+#[test]
+fn a_new_simulator_gets_a_new_secret() {
+    let home = Home::new();
+    let demo = home.path().join("quickstart");
+    let _stop = StopDemo(None, home.path(), demo.clone());
+    let first = home.run(&["--json", "quickstart"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let secret_file = demo.join("state/quickstart-sim/secret");
+    let old = std::fs::read_to_string(&secret_file).unwrap();
+    let demo_home = demo.to_str().unwrap();
+    // A crash of the simulator daemon: the supervisor and its child, both SIGKILLed.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_clawdbot"))
+        .args([
+            "--home",
+            demo_home,
+            "--json",
+            "daemon",
+            "status",
+            "--name",
+            "quickstart-sim",
+        ])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    for pid in [&status["gateway"]["child_pid"], &status["pid"]] {
+        let pid = nix::unistd::Pid::from_raw(pid.as_i64().expect("a pid") as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        assert!(
+            support::wait_until(Duration::from_secs(15), || {
+                nix::sys::signal::kill(pid, None).is_err()
+            }),
+            "{pid} did not die"
+        );
+    }
+    let second = home.run(&["--json", "quickstart"]);
+    assert_eq!(second.code, 0, "{second:?}");
+    let new = std::fs::read_to_string(&secret_file).unwrap();
+    assert_ne!(
+        old.trim(),
+        new.trim(),
+        "the new simulator kept the old secret"
+    );
+    let new_url = second.json()["sim_url"].as_str().unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status_with = |token: &str| {
+        rt.block_on(
+            reqwest::Client::new()
+                .get(format!("{new_url}/_sim/outbox"))
+                .bearer_auth(token)
+                .send(),
+        )
+        .unwrap()
+        .status()
+        .as_u16()
+    };
+    assert_eq!(
+        status_with(old.trim()),
+        401,
+        "the old secret still opens the outbox"
+    );
+    assert_eq!(status_with(new.trim()), 200, "the new secret opens it");
+}
+
 #[test]
 fn quickstart_twice_reuses_the_running_simulator() {
     let home = Home::new();
