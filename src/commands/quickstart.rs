@@ -229,28 +229,37 @@ fn stop_and_clean(user_layout: &Layout, out: &Output) -> CmdResult {
     Ok(Code::Ok)
 }
 
-/// Refuses to clean a demo folder where a daemon that is not the demo's runs (started
-/// there by hand with `--home DEMO`): removing the folder would pull its config, state and
-/// socket from under it. Nothing is stopped or removed then.
+/// Refuses to clean a demo folder that holds a daemon that is not the demo's (made there
+/// by hand with `--home DEMO`), running or stopped: removing the folder would pull its
+/// config, journal and log from under it, or delete them. Nothing is stopped or removed
+/// then.
 fn refuse_foreign_daemons(layout: &Layout, demo: &Path) -> Result<(), CliError> {
     let foreign: Vec<String> = layout
         .daemon_names()?
         .into_iter()
-        .filter(|n| n != BOT_NAME && n != SIM_NAME && running(layout, n))
+        .filter(|n| n != BOT_NAME && n != SIM_NAME)
         .collect();
     let Some(first) = foreign.first() else {
         return Ok(());
     };
+    let me = super::invocation(layout);
+    let (what, fix) = match foreign.iter().find(|n| running(layout, n)) {
+        Some(live) => (
+            "runs daemons that are not the demo's",
+            format!("{me} daemon stop --name {live}"),
+        ),
+        None => (
+            "holds stopped daemons that are not the demo's (their files would be removed \
+             with the folder; `daemon rm` forgets one, then the clean removes its files too)",
+            format!("{me} daemon rm --name {first}"),
+        ),
+    };
     Err(CliError::failure(format!(
-        "{} also runs daemons that are not the demo's ({}): nothing stopped or removed; \
-         stop them first",
+        "{} also {what} ({}): nothing stopped or removed",
         demo.display(),
         foreign.join(", ")
     ))
-    .fix(format!(
-        "{} daemon stop --name {first}",
-        super::invocation(layout)
-    )))
+    .fix(fix))
 }
 
 /// `--stop`: both daemons, the bot first.

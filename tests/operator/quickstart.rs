@@ -476,7 +476,7 @@ fn with_a_model_that_never_answers_quickstart_says_what_it_waits_for() {
 /// daemon; once that daemon stopped, the folder goes, reporting that nothing was running
 /// (`stopped: false`, also when there is no folder at all).
 #[test]
-fn clean_refuses_a_demo_folder_where_another_daemon_runs() {
+fn clean_refuses_a_demo_folder_that_holds_another_daemon() {
     let home = Home::new();
     let demo = home.path().join("quickstart");
     let cfg = home.write("other.yaml", &support::seed_config("http://127.0.0.1:9/v1"));
@@ -504,6 +504,16 @@ fn clean_refuses_a_demo_folder_where_another_daemon_runs() {
     assert_eq!(status.code, 0, "the other daemon was stopped: {status:?}");
     let stop = under(demo_home, &["daemon", "stop", "--name", "other"]);
     assert_eq!(stop.code, 0, "{stop:?}");
+    // Stopped, its files are still its own: kept until it is forgotten on purpose.
+    let clean = home.run(&["--json", "quickstart", "--stop", "--clean"]);
+    assert_eq!(clean.code, 1, "{clean:?}");
+    assert!(
+        support::error_fix(&clean.json()).contains("daemon rm --name other"),
+        "{clean:?}"
+    );
+    assert!(demo.join("state/other").exists(), "{clean:?}");
+    let rm = under(demo_home, &["daemon", "rm", "--name", "other"]);
+    assert_eq!(rm.code, 0, "{rm:?}");
     let clean = home.run(&["--json", "quickstart", "--stop", "--clean"]);
     assert_eq!(clean.code, 0, "{clean:?}");
     assert_eq!(clean.json()["removed"], true, "{clean:?}");
