@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::load;
 use crate::report::{Report, Spread};
-use crate::scenarios::{fake_config, DEEP_QUEUE, STARTUP_SEND_WINDOW};
+use crate::scenarios::{fake_config, flood_size, DEEP_QUEUE, STARTUP_SEND_WINDOW};
 use crate::stack::{BotLimits, Stack};
 use crate::Params;
 
@@ -119,8 +119,7 @@ fn one_run(stack: &Stack, p: &Params, n: usize, rep: usize) -> Result<Run> {
 fn flood(stack: &Stack, p: &Params, n: usize, rep: usize) -> Result<Run> {
     stack.fake.state.reset_stats();
     let window = Duration::from_secs(p.saturation_secs);
-    let rounds = (window + Duration::from_secs(2)).as_millis() as u64 / p.latency_ms.max(1) + 1;
-    let flood_n = p.limit * rounds as usize;
+    let (flood_n, _) = flood_size(p);
     let lanes = p.flood_conversations.max(1);
     let fake = stack.fake.state.clone();
     let sim = &stack.sim;

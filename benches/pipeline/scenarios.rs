@@ -559,13 +559,19 @@ pub fn saturation(stack: &Stack, p: &Params, report: &mut Report) -> Result<()> 
     add_quiet(report, p, &runs)
 }
 
+/// Messages of one flood, and the model rounds they take: enough work to keep `p.limit`
+/// slots busy through the window plus two seconds of margin.
+pub fn flood_size(p: &Params) -> (usize, u64) {
+    let window = Duration::from_secs(p.saturation_secs);
+    let rounds = (window + Duration::from_secs(2)).as_millis() as u64 / p.latency_ms.max(1) + 1;
+    (p.limit * rounds as usize, rounds)
+}
+
 /// One flood with the quiet probe beside it (conversations named after `rep`).
 fn flood(stack: &Stack, p: &Params, rep: usize) -> Result<FloodRun> {
     stack.fake.state.reset_stats();
     let window = Duration::from_secs(p.saturation_secs);
-    // Enough work to stay saturated through the window plus two seconds of margin.
-    let rounds = (window + Duration::from_secs(2)).as_millis() as u64 / p.latency_ms.max(1) + 1;
-    let flood_n = p.limit * rounds as usize;
+    let (flood_n, rounds) = flood_size(p);
     let lanes = p.flood_conversations.max(1);
     let fake = stack.fake.state.clone();
     let sim = &stack.sim;

@@ -101,6 +101,7 @@ fn start_simulator(layout: &Layout, me: &str, out: &Output) -> Result<String, Cl
             url
         }
         None => {
+            fresh_demo_secret(layout)?;
             let port = free_port()?;
             let url = format!("http://127.0.0.1:{port}");
             let exe = std::env::current_exe()
@@ -228,28 +229,37 @@ fn stop_and_clean(user_layout: &Layout, out: &Output) -> CmdResult {
     Ok(Code::Ok)
 }
 
-/// Refuses to clean a demo folder where a daemon that is not the demo's runs (started
-/// there by hand with `--home DEMO`): removing the folder would pull its config, state and
-/// socket from under it. Nothing is stopped or removed then.
+/// Refuses to clean a demo folder that holds a daemon that is not the demo's (made there
+/// by hand with `--home DEMO`), running or stopped: removing the folder would pull its
+/// config, journal and log from under it, or delete them. Nothing is stopped or removed
+/// then.
 fn refuse_foreign_daemons(layout: &Layout, demo: &Path) -> Result<(), CliError> {
     let foreign: Vec<String> = layout
         .daemon_names()?
         .into_iter()
-        .filter(|n| n != BOT_NAME && n != SIM_NAME && running(layout, n))
+        .filter(|n| n != BOT_NAME && n != SIM_NAME)
         .collect();
     let Some(first) = foreign.first() else {
         return Ok(());
     };
+    let me = super::invocation(layout);
+    let (what, fix) = match foreign.iter().find(|n| running(layout, n)) {
+        Some(live) => (
+            "runs daemons that are not the demo's",
+            format!("{me} daemon stop --name {live}"),
+        ),
+        None => (
+            "holds stopped daemons that are not the demo's (their files would be removed \
+             with the folder; `daemon rm` forgets one, then the clean removes its files too)",
+            format!("{me} daemon rm --name {first}"),
+        ),
+    };
     Err(CliError::failure(format!(
-        "{} also runs daemons that are not the demo's ({}): nothing stopped or removed; \
-         stop them first",
+        "{} also {what} ({}): nothing stopped or removed",
         demo.display(),
         foreign.join(", ")
     ))
-    .fix(format!(
-        "{} daemon stop --name {first}",
-        super::invocation(layout)
-    )))
+    .fix(fix))
 }
 
 /// `--stop`: both daemons, the bot first.
@@ -322,21 +332,28 @@ fn secret_file(layout: &Layout) -> Result<PathBuf, CliError> {
     Ok(layout.daemon(SIM_NAME)?.state.join("secret"))
 }
 
-/// The demo folder's secret: the one its file holds, else a new random one written there
-/// (128 bits from the OS's generator, as 32 hex digits).
+/// The demo folder's secret: the one its file holds, else a new one
+/// ([`fresh_demo_secret`]).
 fn demo_secret(layout: &Layout) -> Result<String, CliError> {
-    let path = secret_file(layout)?;
-    if let Ok(bytes) = crate::fsutil::read_regular(&path) {
+    if let Ok(bytes) = crate::fsutil::read_regular(&secret_file(layout)?) {
         let secret = String::from_utf8_lossy(&bytes).trim().to_string();
         if !secret.is_empty() {
             return Ok(secret);
         }
     }
+    fresh_demo_secret(layout)
+}
+
+/// Writes and returns a new random demo secret (128 bits from the OS's generator, as 32
+/// hex digits). Called for every new simulator: a bot left reconnecting to a dead
+/// simulator's port sends its secret to whoever listens there next (another local user),
+/// so a secret never outlives the simulator it was made for.
+fn fresh_demo_secret(layout: &Layout) -> Result<String, CliError> {
     let secret: String = rand::random::<[u8; 16]>()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    crate::paths::write_private(&path, secret.as_bytes())?;
+    crate::paths::write_private(&secret_file(layout)?, secret.as_bytes())?;
     Ok(secret)
 }
 

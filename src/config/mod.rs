@@ -58,14 +58,32 @@ pub enum ConfigProblem {
     },
 }
 
+/// `text` with control characters as Rust escapes (`\u{1b}`, `\n`), so a hostile key
+/// cannot drive the terminal or fake further error lines.
+fn shown_escaped(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 impl ConfigProblem {
     /// The same problem without the file's values: the loader quotes a value of the wrong
     /// type as it is (`invalid type: string "hunter2"`), which [`no_values`] replaces by its
     /// type; URLs left in the text (a key, a check's words) are redacted too
-    /// ([`crate::redact_url`]: a URL may hold a password or a token).
+    /// ([`crate::redact_url`]: a URL may hold a password or a token), and control
+    /// characters a key may hold (escape sequences, newlines that would fake more error
+    /// lines) are shown escaped.
     fn redacted(self) -> ConfigProblem {
         let redact = |text: String| {
-            crate::redact_url::redact_url(&no_values::without_values(&text)).into_owned()
+            let text =
+                crate::redact_url::redact_url(&no_values::without_values(&text)).into_owned();
+            shown_escaped(&text)
         };
         match self {
             ConfigProblem::Yaml(message) => ConfigProblem::Yaml(redact(message)),
@@ -460,6 +478,14 @@ limits:
             assert!(e.contains(key) && !e.contains("pw@"), "{e}");
             assert!(e.contains("line "), "names where: {e}");
         }
+    }
+
+    #[test]
+    fn a_key_with_control_characters_is_shown_escaped() {
+        let text = format!("{SEED}\"\\e[31mRED\\nfake ok\\a\": 1\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(!e.contains(['\u{1b}', '\n', '\u{7}']), "{e:?}");
+        assert!(e.contains("RED"), "{e}");
     }
 
     #[test]

@@ -42,6 +42,75 @@ fn quickstart_gets_a_reply_through_the_simulator_and_stops_cleanly() {
     );
 }
 
+/// A simulator that died is replaced by one with a NEW secret: the bot left reconnecting
+/// to the dead one's port sent the old secret to whoever listened there next (another
+/// local user, in a red team's run), so the old secret must open nothing.
+#[test]
+fn a_new_simulator_gets_a_new_secret() {
+    let home = Home::new();
+    let demo = home.path().join("quickstart");
+    let _stop = StopDemo(None, home.path(), demo.clone());
+    let first = home.run(&["--json", "quickstart"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let secret_file = demo.join("state/quickstart-sim/secret");
+    let old = std::fs::read_to_string(&secret_file).unwrap();
+    let demo_home = demo.to_str().unwrap();
+    // A crash of the simulator daemon: the supervisor and its child, both SIGKILLed.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_clawdbot"))
+        .args([
+            "--home",
+            demo_home,
+            "--json",
+            "daemon",
+            "status",
+            "--name",
+            "quickstart-sim",
+        ])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    for pid in [&status["gateway"]["child_pid"], &status["pid"]] {
+        let pid = nix::unistd::Pid::from_raw(pid.as_i64().expect("a pid") as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        assert!(
+            support::wait_until(Duration::from_secs(15), || {
+                nix::sys::signal::kill(pid, None).is_err()
+            }),
+            "{pid} did not die"
+        );
+    }
+    let second = home.run(&["--json", "quickstart"]);
+    assert_eq!(second.code, 0, "{second:?}");
+    let new = std::fs::read_to_string(&secret_file).unwrap();
+    assert_ne!(
+        old.trim(),
+        new.trim(),
+        "the new simulator kept the old secret"
+    );
+    let new_url = second.json()["sim_url"].as_str().unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status_with = |token: &str| {
+        rt.block_on(
+            reqwest::Client::new()
+                .get(format!("{new_url}/_sim/outbox"))
+                .bearer_auth(token)
+                .send(),
+        )
+        .unwrap()
+        .status()
+        .as_u16()
+    };
+    assert_eq!(
+        status_with(old.trim()),
+        401,
+        "the old secret still opens the outbox"
+    );
+    assert_eq!(status_with(new.trim()), 200, "the new secret opens it");
+}
+
 #[test]
 fn quickstart_twice_reuses_the_running_simulator() {
     let home = Home::new();
@@ -407,7 +476,7 @@ fn with_a_model_that_never_answers_quickstart_says_what_it_waits_for() {
 /// daemon; once that daemon stopped, the folder goes, reporting that nothing was running
 /// (`stopped: false`, also when there is no folder at all).
 #[test]
-fn clean_refuses_a_demo_folder_where_another_daemon_runs() {
+fn clean_refuses_a_demo_folder_that_holds_another_daemon() {
     let home = Home::new();
     let demo = home.path().join("quickstart");
     let cfg = home.write("other.yaml", &support::seed_config("http://127.0.0.1:9/v1"));
@@ -435,6 +504,16 @@ fn clean_refuses_a_demo_folder_where_another_daemon_runs() {
     assert_eq!(status.code, 0, "the other daemon was stopped: {status:?}");
     let stop = under(demo_home, &["daemon", "stop", "--name", "other"]);
     assert_eq!(stop.code, 0, "{stop:?}");
+    // Stopped, its files are still its own: kept until it is forgotten on purpose.
+    let clean = home.run(&["--json", "quickstart", "--stop", "--clean"]);
+    assert_eq!(clean.code, 1, "{clean:?}");
+    assert!(
+        support::error_fix(&clean.json()).contains("daemon rm --name other"),
+        "{clean:?}"
+    );
+    assert!(demo.join("state/other").exists(), "{clean:?}");
+    let rm = under(demo_home, &["daemon", "rm", "--name", "other"]);
+    assert_eq!(rm.code, 0, "{rm:?}");
     let clean = home.run(&["--json", "quickstart", "--stop", "--clean"]);
     assert_eq!(clean.code, 0, "{clean:?}");
     assert_eq!(clean.json()["removed"], true, "{clean:?}");
