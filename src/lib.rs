@@ -29,6 +29,7 @@ pub mod clock;
 pub(crate) mod cmdline;
 pub mod commands;
 pub mod config;
+pub(crate) mod control_chars;
 pub(crate) mod conversation;
 pub mod daemon;
 pub mod dingtalk;

@@ -7,11 +7,11 @@ use serde_json::json;
 
 use super::output::Output;
 use crate::cli::ConversationsArgs;
+use crate::control_chars::escape_controls;
 use crate::exit::{CliError, CmdResult, Code};
 use crate::ipc::client::ClientError;
 use crate::ipc::proto::{ErrorKind, SeenConversation};
 use crate::ipc::{Request, Response};
-use crate::logging::escape_controls;
 use crate::paths::Layout;
 
 pub(crate) fn list(layout: &Layout, args: &ConversationsArgs, out: &Output) -> CmdResult {

@@ -58,20 +58,6 @@ pub enum ConfigProblem {
     },
 }
 
-/// `text` with control characters as Rust escapes (`\u{1b}`, `\n`), so a hostile key
-/// cannot drive the terminal or fake further error lines.
-fn shown_escaped(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
 impl ConfigProblem {
     /// The same problem without the file's values: the loader quotes a value of the wrong
     /// type as it is (`invalid type: string "hunter2"`), which [`no_values`] replaces by its
@@ -83,7 +69,7 @@ impl ConfigProblem {
         let redact = |text: String| {
             let text =
                 crate::redact_url::redact_url(&no_values::without_values(&text)).into_owned();
-            shown_escaped(&text)
+            crate::control_chars::escape_controls(&text).into_owned()
         };
         match self {
             ConfigProblem::Yaml(message) => ConfigProblem::Yaml(redact(message)),

@@ -1,13 +1,10 @@
 //! Field formatting for the text log that keeps every record on one line.
 //!
 //! Invariant: no field of a text record (the message, every other field of the event and
-//! of its spans) can put a control character in the file: C0 controls (line feed,
-//! carriage return, tab, ESC...), DEL, C1 controls (U+0085 NEL included) and the Unicode
-//! line and paragraph separators (U+2028, U+2029) are written as escapes (`\n`, `\r`,
-//! `\t`, `\u{1b}`). A value that reaches the log from outside (a conversation id, a model
-//! server's error text) therefore cannot start a fake log line or drive a terminal.
-//! Backslashes are kept as they are: the escapes make injection impossible, not the text
-//! reversible. The JSON format needs none of this: serde_json escapes control characters.
+//! of its spans) can put a control character in the file: they are written as escapes by
+//! [`crate::control_chars`]. A value that reaches the log from outside (a conversation
+//! id, a model server's error text) therefore cannot start a fake log line or drive a
+//! terminal. The JSON format needs none of this: serde_json escapes control characters.
 //!
 //! Fields are written `name=value`, separated by one space, the message first and bare.
 //! A value that is empty or holds a space, `=` or `"` is written in double quotes with
@@ -16,10 +13,11 @@
 //! default field formatter writes `%`-formatted values bare, and no maintained crate
 //! offers a logfmt `FormatFields`.
 
-use std::borrow::Cow;
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use tracing::field::{Field, Visit};
+
+use crate::control_chars::escape_controls;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::FormatFields;
@@ -97,43 +95,9 @@ fn push_value(out: &mut String, value: &str) {
     out.push('"');
 }
 
-/// Whether `c` may not appear raw in a log line.
-fn is_unsafe(c: char) -> bool {
-    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
-}
-
-/// `text` with every control character (see the module invariant) escaped.
-pub(crate) fn escape_controls(text: &str) -> Cow<'_, str> {
-    if !text.contains(is_unsafe) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if is_unsafe(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_line_breaking_or_terminal_character_is_escaped() {
-        assert_eq!(escape_controls("plain text, 中文"), "plain text, 中文");
-        assert_eq!(
-            escape_controls("a\nb\rc\td\u{1b}[2Je\u{7f}f\u{85}g\u{2028}h\u{2029}i\0"),
-            "a\\nb\\rc\\td\\u{1b}[2Je\\u{7f}f\\u{85}g\\u{2028}h\\u{2029}i\\u{0}"
-        );
-    }
 
     fn quoted(value: &str) -> String {
         let mut out = String::new();
@@ -150,13 +114,5 @@ mod tests {
             quoted(r#"mX conversation=cidV kind="D\"#),
             r#""mX conversation=cidV kind=\"D\\""#
         );
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn no_escaped_text_holds_a_control_character(text in "\\PC*|[\\x00-\\x1f\\u{80}-\\u{9f}\\u{2028}\\u{2029}a]{0,40}") {
-            let escaped = escape_controls(&text);
-            proptest::prop_assert!(!escaped.contains(is_unsafe), "{:?}", escaped);
-        }
     }
 }

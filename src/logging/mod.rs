@@ -27,7 +27,6 @@ pub(crate) use target::LogTarget;
 pub(crate) use target::{choose as choose_target, detect_collector, Collector};
 pub(crate) use target::{describe_running, RunMode};
 
-pub(crate) use escape::escape_controls;
 pub(crate) use rotate::{request_reopen, write_errors, RotatingFile};
 pub(crate) use text_hash::text_for_log;
 pub(crate) use text_hash::{install as install_hash_key, HashKey, KEY_FILE as HASH_KEY_FILE};
@@ -74,7 +73,7 @@ impl LastError {
     /// Keeps `r` as `status` may show it: on one line, URL passwords masked.
     fn record(&self, mut r: Recorded) {
         let masked = crate::redact_url::redact_url(&r.message);
-        r.message = escape::escape_controls(&masked).into_owned();
+        r.message = crate::control_chars::escape_controls(&masked).into_owned();
         if let Ok(mut g) = self.0.lock() {
             *g = Some(r);
         }
