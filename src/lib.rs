@@ -43,6 +43,7 @@ pub mod model;
 pub(crate) mod model_service;
 pub(crate) mod ops;
 pub(crate) mod paths;
+pub(crate) mod random_hex;
 pub(crate) mod redact_url;
 pub mod sim;
 pub(crate) mod sliding_window;

@@ -349,10 +349,7 @@ fn demo_secret(layout: &Layout) -> Result<String, CliError> {
 /// simulator's port sends its secret to whoever listens there next (another local user),
 /// so a secret never outlives the simulator it was made for.
 fn fresh_demo_secret(layout: &Layout) -> Result<String, CliError> {
-    let secret: String = rand::random::<[u8; 16]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let secret = crate::random_hex::random_hex(16);
     crate::paths::write_private(&secret_file(layout)?, secret.as_bytes())?;
     Ok(secret)
 }

@@ -14,6 +14,7 @@ use super::api::OpenApi;
 use super::error::ChannelError;
 use super::message::Inbound;
 use crate::config::ConversationKind;
+use crate::random_hex::random_hex;
 
 pub const CREATE_AND_DELIVER: &str = "/v1.0/card/instances/createAndDeliver";
 pub const INSTANCES: &str = "/v1.0/card/instances";
@@ -84,13 +85,6 @@ pub fn create_body(
     Ok(body)
 }
 
-/// A fresh random hex id (card `outTrackId`, streaming `guid`).
-pub fn random_id() -> String {
-    use rand::Rng;
-    let b: [u8; 16] = rand::rng().random();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 impl CardStream {
     /// Creates and delivers the card in state PROCESSING.
     pub async fn open(
@@ -100,7 +94,7 @@ impl CardStream {
         robot_code: &str,
         to: &Inbound,
     ) -> Result<CardStream, ChannelError> {
-        let out_track_id = random_id();
+        let out_track_id = random_hex(16);
         let body = create_body(template_id, key, robot_code, &out_track_id, to)?;
         api.post(CREATE_AND_DELIVER, &body).await?;
         Ok(CardStream {
@@ -185,7 +179,7 @@ impl CardStream {
             set_status(&self.api, &self.out_track_id, &self.key, FLOW_INPUTING, "").await?;
         }
         self.last_push = Some(Instant::now());
-        let body = json!({"outTrackId": self.out_track_id, "guid": random_id(), "key": self.key,
+        let body = json!({"outTrackId": self.out_track_id, "guid": random_hex(16), "key": self.key,
             "content": content, "isFull": true, "isFinalize": finalize, "isError": error});
         self.api.put(STREAMING, &body).await.map(|_| ())
     }

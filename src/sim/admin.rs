@@ -14,8 +14,9 @@ use serde_json::{json, Value};
 
 use super::gateway;
 use super::sign::callback_signature;
-use super::state::{frame_id, hex_id, Faults, Injected, Session, Sim};
+use super::state::{frame_id, Faults, Injected, Session, Sim};
 use crate::clock::{now_ms, now_us};
+use crate::random_hex::random_hex;
 
 fn bad(msg: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response()
@@ -99,19 +100,20 @@ fn build_payload(sim: &Sim, r: &Value, msg_id: &str, session: &str) -> Result<Va
                 p["text"] =
                     json!({"content": if group { format!(" {text}") } else { text.to_string() }})
             }
-            "audio" => p["content"] = json!({"downloadCode": hex_id(8), "recognition": text}),
+            "audio" => p["content"] = json!({"downloadCode": random_hex(8), "recognition": text}),
             "richText" => {
-                p["content"] = json!({"richText": [{"text": text}, {"type": "picture", "downloadCode": hex_id(8)}]})
+                p["content"] = json!({"richText": [{"text": text}, {"type": "picture", "downloadCode": random_hex(8)}]})
             }
             "picture" => {
-                p["content"] = json!({"downloadCode": hex_id(8), "pictureDownloadCode": hex_id(8)})
+                p["content"] =
+                    json!({"downloadCode": random_hex(8), "pictureDownloadCode": random_hex(8)})
             }
             "video" => {
                 p["content"] =
-                    json!({"downloadCode": hex_id(8), "duration": "5", "videoType": "mp4"})
+                    json!({"downloadCode": random_hex(8), "duration": "5", "videoType": "mp4"})
             }
             "file" => {
-                p["content"] = json!({"downloadCode": hex_id(8), "fileName": "a.zip", "fileId": hex_id(4), "spaceId": "1"})
+                p["content"] = json!({"downloadCode": random_hex(8), "fileName": "a.zip", "fileId": random_hex(4), "spaceId": "1"})
             }
             _ => p["content"] = json!({"unknownMsgType": "unsupported message"}),
         }
@@ -167,8 +169,8 @@ pub async fn inject(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         Ok(v) => v,
         Err(e) => return e,
     };
-    let msg_id = format!("msg{}==", hex_id(10));
-    let session = hex_id(16);
+    let msg_id = format!("msg{}==", random_hex(10));
+    let session = random_hex(16);
     let payload = match build_payload(&sim, &r, &msg_id, &session) {
         Ok(p) => p,
         Err(e) => return bad(&e.to_string()),

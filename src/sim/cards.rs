@@ -13,8 +13,9 @@ use serde_json::{json, Map, Value};
 
 use super::openapi::{authorize, check_robot_code};
 use super::reply::{api_body, api_error, ok_json, req_str, required};
-use super::state::{hex_id, Sim};
+use super::state::Sim;
 use crate::clock::now_ms;
+use crate::random_hex::random_hex;
 
 /// Reads and authorizes a card call's body.
 fn prepare(sim: &Sim, headers: &HeaderMap, api: &str, body: &[u8]) -> Result<Value, Response> {
@@ -80,7 +81,7 @@ fn deliver(sim: &Sim, v: &Value, id: &str) -> Result<Value, Response> {
         d.push(json!({"spaceType": kind, "spaceId": space_id, "model": v[model]}));
     }
     Ok(
-        json!({"spaceType": kind, "spaceId": space_id, "success": true, "carrierId": hex_id(8), "errorMsg": null}),
+        json!({"spaceType": kind, "spaceId": space_id, "success": true, "carrierId": random_hex(8), "errorMsg": null}),
     )
 }
 

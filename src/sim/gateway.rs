@@ -19,9 +19,10 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
 use super::reply::{api_body, api_error, ok_json, req_str};
-use super::state::{hex_id, take, Conn, Sim, State as SimState};
+use super::state::{take, Conn, Sim, State as SimState};
 use crate::clock::{now_ms, now_us};
 use crate::dingtalk::wire;
+use crate::random_hex::random_hex;
 
 /// True when the `Accept` header explicitly lists `application/json` (parameters such as
 /// `;q=0.9` allowed). `*/*` or no header is not enough: DingTalk then answers XML
@@ -101,7 +102,7 @@ fn issue_ticket(sim: &Sim, v: &Value) -> Result<String, Response> {
     if take(&mut st.faults.open_500) {
         return Err(api_error(500, "InternalError", "injected failure"));
     }
-    let ticket = format!("{}-{}-{}", hex_id(4), hex_id(2), hex_id(6));
+    let ticket = format!("{}-{}-{}", random_hex(4), random_hex(2), random_hex(6));
     if !take(&mut st.faults.bad_ticket) {
         st.tickets.insert(ticket.clone(), (Instant::now(), false));
     }
@@ -290,8 +291,8 @@ async fn send_ping(
     id: u64,
     sink: &mut (impl SinkExt<Message, Error = axum::Error> + Unpin),
 ) -> Result<(), axum::Error> {
-    let opaque = format!("{}-{}", hex_id(4), hex_id(6));
-    let mid = format!("ping_{}", hex_id(6));
+    let opaque = format!("{}-{}", random_hex(4), random_hex(6));
+    let mid = format!("ping_{}", random_hex(6));
     let body = json!({"opaque": opaque}).to_string();
     let text = frame(
         wire::TYPE_SYSTEM,
@@ -316,7 +317,7 @@ async fn send_disconnect(
     if let Some(c) = sim.lock().conns.get_mut(&id) {
         c.disconnect_sent = true;
     }
-    let mid = format!("disc_{}", hex_id(6));
+    let mid = format!("disc_{}", random_hex(6));
     let data = json!({"reason": "connection is expired"}).to_string();
     sink.send(Message::text(frame(
         wire::TYPE_SYSTEM,

@@ -12,8 +12,9 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::reply::{api_body, api_error, ok_json, req_str, required};
-use super::state::{hex_id, take, Sim};
+use super::state::{take, Sim};
 use crate::clock::{now_ms, now_us};
+use crate::random_hex::random_hex;
 
 /// `POST /v1.0/oauth2/accessToken`.
 pub async fn access_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
@@ -43,7 +44,7 @@ fn issue_token(sim: &Sim) -> String {
         *e = exp;
         return t.clone();
     }
-    let tok = hex_id(16);
+    let tok = random_hex(16);
     st.tokens.insert(tok.clone(), exp);
     st.tokens_issued += 1;
     tok
@@ -232,7 +233,7 @@ pub async fn group_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
         Err(r) => return r,
     };
     let key = req_str(&v, "msgKey").unwrap_or_default();
-    let pqk = hex_id(12);
+    let pqk = random_hex(12);
     record_out(
         &sim,
         json!({"route": "group_send", "conversation_id": cid, "msg_key": key,
@@ -270,7 +271,7 @@ pub async fn batch_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
     }
     let (flow, invalid) = batch_refusals(&sim, &users);
     let key = req_str(&v, "msgKey").unwrap_or_default();
-    let pqk = hex_id(12);
+    let pqk = random_hex(12);
     if flow.is_empty() && invalid.is_empty() {
         record_out(
             &sim,

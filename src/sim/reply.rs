@@ -8,11 +8,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::state::hex_id;
+use crate::random_hex::random_hex;
 
 /// A new-API error answer.
 pub fn api_error(status: u16, code: &str, message: &str) -> Response {
-    let rid = format!("{}-{}", hex_id(4), hex_id(6));
+    let rid = format!("{}-{}", random_hex(4), random_hex(6));
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     let mut r = (
         status,

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
 
+use crate::random_hex::random_hex;
+
 /// Tunables of one simulator.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
@@ -175,7 +177,7 @@ impl Injected {
 
 /// A fresh stream frame id (the `messageId` header), shaped like DingTalk's.
 pub fn frame_id() -> String {
-    format!("{}_{}", hex_id(4), hex_id(6))
+    format!("{}_{}", random_hex(4), random_hex(6))
 }
 
 pub struct Session {
@@ -235,13 +237,4 @@ impl Sim {
         s.next_id += 1;
         s.next_id
     }
-}
-
-/// Random lowercase hex of `bytes` bytes.
-pub fn hex_id(bytes: usize) -> String {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (0..bytes)
-        .map(|_| format!("{:02x}", rng.random::<u8>()))
-        .collect()
 }

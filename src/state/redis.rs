@@ -25,6 +25,8 @@ use std::time::Duration;
 use redis::aio::ConnectionManagerConfig;
 use redis::{IntoConnectionInfo, Script};
 
+use crate::random_hex::random_hex;
+
 use super::rebuilding_conn::{RebuildingConn, RebuildingManager};
 
 use crate::config::RedisConfig;
@@ -96,7 +98,7 @@ impl RedisState {
             inner: Arc::new(Inner {
                 prefix: cfg.key_prefix.clone(),
                 replica_id,
-                claim_token: random_hex(),
+                claim_token: random_hex(6),
                 released: std::sync::atomic::AtomicBool::new(false),
                 lease: Duration::from_millis(cfg.lease_ms),
                 server,
@@ -286,11 +288,6 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 "#;
 
-/// 12 random hex digits.
-fn random_hex() -> String {
-    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
-}
-
 /// `HOSTNAME-PID-RANDOM`: readable in status, and unique even where two hosts share a
 /// name and a PID (two containers, both PID 1).
 fn default_replica_id() -> String {
@@ -299,7 +296,7 @@ fn default_replica_id() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".to_string());
-    format!("{host}-{}-{}", std::process::id(), &random_hex()[..6])
+    format!("{host}-{}-{}", std::process::id(), random_hex(3))
 }
 
 #[cfg(test)]

@@ -203,7 +203,7 @@ pub(crate) async fn keep(
 /// A fresh conversation record's epoch: 64 random bits, so a record made again (after
 /// Redis lost its data) never has the epoch of the one lost.
 fn new_epoch() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    crate::random_hex::random_hex(8)
 }
 
 /// A conversation's arrival number with the epoch of the record it was given in.
