@@ -143,7 +143,23 @@ fn three_replicas_share_one_model_limit_one_fair_line_and_one_send_rate() {
     });
     assert!(seen_gauge, "/metrics has {gauge}: {scrape}");
     // Redis restarts mid-flood (its AOF keeps the leases): the replicas go on by
-    // themselves, and the limit still holds.
+    // themselves, and the limit still holds. Only once the quiet turn reached the model:
+    // a restart while its delivery was in flight leaves it pending until another replica
+    // claims it after lease_ms (the inbox's recovery, tested in e2e_replicas), which would
+    // measure that recovery here instead of the line's fairness (seen once: request 40).
+    assert!(
+        wait_until(Duration::from_secs(60), || stack
+            .fake_stats()
+            .recent
+            .iter()
+            .any(|r| r.body.to_string().contains("quiet question"))),
+        "the quiet turn never reached the model"
+    );
+    let during_flood = stack.fake_stats().requests as usize;
+    assert!(
+        during_flood < total,
+        "the flood is still running at the restart"
+    );
     redis.restart();
     let outbox = stack.wait_outbox(total, Duration::from_secs(120));
 
