@@ -101,6 +101,25 @@ pub struct Params {
     /// Where to write the JSON document.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Run only these scenarios (default: all), e.g. `--only ramp` to profile the hot path.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub only: Vec<Scenario>,
+    /// Seconds to wait after the daemon started and before the measured runs, with its PID
+    /// on stderr, so `perf record -p PID` can be attached.
+    #[arg(long, default_value_t = 0)]
+    pub attach_secs: u64,
+}
+
+/// The scenarios `--only` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Start,
+    Memory,
+    Ramp,
+    Cli,
+    Saturation,
+    Replicas,
+    Reference,
 }
 
 impl Params {
@@ -117,6 +136,11 @@ impl Params {
             self.starts = 2;
         }
         self
+    }
+
+    /// Whether `--only` selects this scenario (all are selected without `--only`).
+    fn runs(&self, scenario: Scenario) -> bool {
+        self.only.is_empty() || self.only.contains(&scenario)
     }
 
     /// The repetitions as a count.
@@ -179,32 +203,59 @@ fn run(p: &Params) -> Result<Report> {
     // The rate ramp and the memory run use a 0 ms model: all the measured time is ours.
     let stack = Stack::start(scenarios::fake_config(0, None))?;
     let wide = stack.write_config(scenarios::wide_limits())?;
-    eprintln!("== daemon start x{}", p.starts);
-    scenarios::start_to_ready(&stack, &wide, p.starts, &mut report)?;
-    eprintln!(
-        "== memory: idle, then {} conversations, x{}",
-        p.conversations, p.reps
-    );
-    let rss_after = scenarios::memory(&stack, &wide, p, &mut report)?;
-    eprintln!(
-        "== rate ramp {:?} msg/s, {} s each, x{}",
-        p.rates, p.load_secs, p.reps
-    );
+    if p.runs(Scenario::Start) {
+        eprintln!("== daemon start x{}", p.starts);
+        scenarios::start_to_ready(&stack, &wide, p.starts, &mut report)?;
+    } else {
+        stack.start_bot(&wide)?;
+    }
+    let mut rss_after = None;
+    if p.runs(Scenario::Memory) {
+        eprintln!(
+            "== memory: idle, then {} conversations, x{}",
+            p.conversations, p.reps
+        );
+        rss_after = Some(scenarios::memory(&stack, &wide, p, &mut report)?);
+    }
     let pid = stack.bot_pid()?;
-    let ours = scenarios::by_rate(&scenarios::ramp(&stack, pid, "ours", false, p)?);
-    scenarios::add_ramp(&mut report, &ours);
-    eprintln!("== CLI x{}", p.cli_runs);
-    scenarios::cli(&stack, p.cli_runs, &mut report)?;
-    eprintln!(
-        "== saturation: N={} slots={} latency {} ms, x{}",
-        p.limit, p.slots, p.latency_ms, p.reps
-    );
-    scenarios::saturation(&stack, p, &mut report)?;
-    eprintln!(
-        "== replicas 1, 2, 3 on Redis: one limit N={}, latency {} ms, x{}",
-        p.limit, p.latency_ms, p.reps
-    );
-    replicas::replicas(&stack, p, &mut report)?;
+    if p.attach_secs > 0 {
+        eprintln!(
+            "== daemon PID {pid}: waiting {} s (--attach-secs)",
+            p.attach_secs
+        );
+        std::thread::sleep(std::time::Duration::from_secs(p.attach_secs));
+    }
+    let mut ours = None;
+    if p.runs(Scenario::Ramp) {
+        eprintln!(
+            "== rate ramp {:?} msg/s, {} s each, x{}",
+            p.rates, p.load_secs, p.reps
+        );
+        let by_rate = scenarios::by_rate(&scenarios::ramp(&stack, pid, "ours", false, p)?);
+        scenarios::add_ramp(&mut report, &by_rate);
+        ours = Some(by_rate);
+    }
+    if p.runs(Scenario::Cli) {
+        eprintln!("== CLI x{}", p.cli_runs);
+        scenarios::cli(&stack, p.cli_runs, &mut report)?;
+    }
+    if p.runs(Scenario::Saturation) {
+        eprintln!(
+            "== saturation: N={} slots={} latency {} ms, x{}",
+            p.limit, p.slots, p.latency_ms, p.reps
+        );
+        scenarios::saturation(&stack, p, &mut report)?;
+    }
+    if p.runs(Scenario::Replicas) {
+        eprintln!(
+            "== replicas 1, 2, 3 on Redis: one limit N={}, latency {} ms, x{}",
+            p.limit, p.latency_ms, p.reps
+        );
+        replicas::replicas(&stack, p, &mut report)?;
+    }
+    if !p.runs(Scenario::Reference) {
+        return Ok(report);
+    }
     match (p.no_reference, reference::python()) {
         (true, _) => eprintln!("== reference bot skipped (--no-reference)"),
         (false, None) => {
@@ -227,7 +278,12 @@ fn run(p: &Params) -> Result<Report> {
             let theirs = scenarios::by_rate(&scenarios::ramp(&stack, bot.pid(), "ref", true, p)?);
             let rss = report::rss_kib(bot.pid())? as f64 / 1024.0;
             bot.stop(&stack)?;
-            scenarios::add_reference(&mut report, &ours, &theirs, (rss, rss_after));
+            match (&ours, rss_after) {
+                (Some(ours), Some(rss_after)) => {
+                    scenarios::add_reference(&mut report, ours, &theirs, (rss, rss_after))
+                }
+                _ => eprintln!("== reference ratios need the ramp and memory scenarios too"),
+            }
         }
     }
     Ok(report)
