@@ -39,6 +39,7 @@ pub(crate) mod fsutil;
 pub mod ipc;
 pub mod listen;
 pub(crate) mod logging;
+pub(crate) mod message_digest;
 pub mod model;
 pub(crate) mod model_service;
 pub(crate) mod ops;

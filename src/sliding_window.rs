@@ -91,6 +91,10 @@ impl SlidingWindow {
     }
 
     fn push(&mut self, at: Instant, in_flight: bool) -> EventId {
+        if self.events.capacity() == 0 {
+            // Most keyed windows only ever hold one event: no room for four up front.
+            self.events.reserve_exact(1);
+        }
         let id = EventId(self.next_id);
         self.next_id = self.next_id.wrapping_add(1);
         self.events.push(Event { id, at, in_flight });
@@ -116,15 +120,26 @@ impl SlidingWindow {
     }
 }
 
-/// Keys tracked before idle windows are pruned (memory stays bounded by active keys).
-const PRUNE_AT: usize = 4096;
+/// Fewest keys tracked before a growing map is swept early (see [`KeyedWindows`]).
+const SWEEP_AT_LEAST: usize = 64;
 
 /// One [`SlidingWindow`] per key (API path, conversation, user), all with the same rule.
+///
+/// Memory: idle windows (nothing in flight or inside the window: they constrain nothing)
+/// are swept out, so the map holds the keys active within the last two windows plus at
+/// most [`SWEEP_AT_LEAST`] or as many again as the last sweep kept. A sweep runs on the
+/// first call one `window` after the previous one, or when the map has doubled since
+/// (at least [`SWEEP_AT_LEAST`] keys); either way its cost is at most two calls' worth
+/// per key tracked, so the work per call stays constant on average.
 #[derive(Debug)]
 pub(crate) struct KeyedWindows {
     limit: usize,
     window: Duration,
-    windows: HashMap<String, SlidingWindow>,
+    windows: HashMap<Box<str>, SlidingWindow>,
+    /// When the last sweep ran (`None`: never).
+    swept_at: Option<Instant>,
+    /// The map size that triggers a sweep before `window` has passed.
+    sweep_at_len: usize,
 }
 
 impl KeyedWindows {
@@ -133,11 +148,14 @@ impl KeyedWindows {
             limit,
             window,
             windows: HashMap::new(),
+            swept_at: None,
+            sweep_at_len: SWEEP_AT_LEAST,
         }
     }
 
     /// [`SlidingWindow::wait`] of `key` (zero for a key never seen).
     pub(crate) fn wait(&mut self, key: &str, now: Instant) -> Duration {
+        self.sweep_when_due(now);
         self.windows
             .get_mut(key)
             .map_or(Duration::ZERO, |w| w.wait(now))
@@ -167,13 +185,24 @@ impl KeyedWindows {
     }
 
     fn window_of(&mut self, key: &str, now: Instant) -> &mut SlidingWindow {
-        if self.windows.len() >= PRUNE_AT && !self.windows.contains_key(key) {
-            self.windows.retain(|_, w| !w.is_idle(now));
-        }
+        self.sweep_when_due(now);
         let (limit, window) = (self.limit, self.window);
         self.windows
-            .entry(key.to_string())
+            .entry(Box::from(key))
             .or_insert_with(|| SlidingWindow::new(limit, window))
+    }
+
+    /// Drops the idle windows when a sweep is due (see [`KeyedWindows`]).
+    fn sweep_when_due(&mut self, now: Instant) {
+        let window_passed = self
+            .swept_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.window);
+        if self.windows.is_empty() || !(window_passed || self.windows.len() >= self.sweep_at_len) {
+            return;
+        }
+        self.windows.retain(|_, w| !w.is_idle(now));
+        self.swept_at = Some(now);
+        self.sweep_at_len = (2 * self.windows.len()).max(SWEEP_AT_LEAST);
     }
 
     /// Keys tracked now.
@@ -249,11 +278,36 @@ mod tests {
         assert!(k.try_record("a", t).is_err());
         assert!(k.try_record("b", t).is_ok());
         assert_eq!(k.wait("never", t), Duration::ZERO);
-        for i in 0..PRUNE_AT {
+        for i in 0..SWEEP_AT_LEAST {
             k.record(&format!("k{i}"), t);
         }
-        assert!(k.len() >= PRUNE_AT);
+        assert!(k.len() >= SWEEP_AT_LEAST);
         k.record("late", t + Duration::from_secs(2));
         assert_eq!(k.len(), 1, "idle windows pruned");
+    }
+
+    /// Issue 12: 10 000 conversations at 500 per second, one send each. The map holds
+    /// about the keys of the last two windows (not every key ever seen, nor thousands of
+    /// idle ones), a window in flight is never dropped, and once all went quiet one call
+    /// later the map is empty.
+    #[test]
+    fn windows_of_quiet_keys_are_swept() {
+        let t = Instant::now();
+        let mut k = KeyedWindows::new(1, Duration::from_secs(1));
+        let busy = k.start("busy", t);
+        let mut most = 0;
+        for i in 0..10_000u32 {
+            let now = t + MS * (2 * i);
+            assert!(k.try_record(&format!("c{i}"), now).is_ok());
+            most = most.max(k.len());
+        }
+        assert!(most <= 2_000, "{most} windows kept for 500 active keys");
+        let end = t + MS * 21_000;
+        assert_eq!(k.wait("busy", end), IN_FLIGHT_POLL, "in flight: still counted");
+        assert_eq!(k.len(), 1, "only the window in flight is left a second later");
+        k.finish("busy", busy, end);
+        assert_eq!(k.wait("busy", end + MS * 999), MS);
+        assert_eq!(k.wait("anyone", end + MS * 1000), Duration::ZERO);
+        assert_eq!(k.len(), 0, "all windows idle: none kept");
     }
 }

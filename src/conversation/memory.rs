@@ -10,16 +10,52 @@
 //! prompt budget, `prompt.max_chars`: history past it could never be sent). Each stored
 //! message is cut to half of it (start and end kept, see [`cut_middle`]), so the newest
 //! exchange always fits; older exchanges are dropped first to make room.
+//!
+//! Memory per conversation: its id is one allocation shared by the map and the use order
+//! (`Arc<str>`), and each exchange is one allocation holding both messages.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::MemoryConfig;
 use crate::conversation::prompt::cut_middle;
 use crate::model::ChatMessage;
 
+/// One remembered exchange: the user's message and the answer, in one allocation.
+struct Exchange {
+    /// The user's message followed by the answer.
+    text: Box<str>,
+    /// Where the answer starts in `text` (a char boundary).
+    answer_at: usize,
+}
+
+impl Exchange {
+    fn new(user: &str, answer: &str) -> Exchange {
+        let mut text = String::with_capacity(user.len() + answer.len());
+        text.push_str(user);
+        text.push_str(answer);
+        Exchange {
+            text: text.into_boxed_str(),
+            answer_at: user.len(),
+        }
+    }
+
+    fn user(&self) -> &str {
+        &self.text[..self.answer_at]
+    }
+
+    fn answer(&self) -> &str {
+        &self.text[self.answer_at..]
+    }
+
+    fn chars(&self) -> usize {
+        self.text.chars().count()
+    }
+}
+
 struct Conversation {
-    turns: VecDeque<(String, String)>,
+    turns: VecDeque<Exchange>,
     /// Characters in `turns`.
     chars: usize,
     last_used: Instant,
@@ -33,9 +69,10 @@ pub(crate) struct Memory {
     max_chars: usize,
     idle: Duration,
     max_conversations: usize,
-    conversations: HashMap<String, Conversation>,
-    /// Use order: sequence number -> conversation id (first = least recently used).
-    by_use: BTreeMap<u64, String>,
+    conversations: HashMap<Arc<str>, Conversation>,
+    /// Use order: sequence number -> conversation id (first = least recently used); the
+    /// same `Arc` as the key of `conversations`.
+    by_use: BTreeMap<u64, Arc<str>>,
     next_seq: u64,
 }
 
@@ -73,10 +110,10 @@ impl Memory {
             .map(|c| {
                 c.turns
                     .iter()
-                    .flat_map(|(u, a)| {
+                    .flat_map(|e| {
                         [
-                            ChatMessage::user(u.clone()),
-                            ChatMessage::assistant(a.clone()),
+                            ChatMessage::user(e.user().to_string()),
+                            ChatMessage::assistant(e.answer().to_string()),
                         ]
                     })
                     .collect()
@@ -92,9 +129,13 @@ impl Memory {
         self.expire(conversation, now);
         let seq = self.next_seq;
         self.next_seq += 1;
+        let id = match self.conversations.get_key_value(conversation) {
+            Some((id, _)) => Arc::clone(id),
+            None => Arc::from(conversation),
+        };
         let entry = self
             .conversations
-            .entry(conversation.to_string())
+            .entry(Arc::clone(&id))
             .or_insert_with(|| Conversation {
                 turns: VecDeque::new(),
                 chars: 0,
@@ -105,17 +146,23 @@ impl Memory {
         entry.use_seq = seq;
         entry.last_used = now;
         let per_message = self.max_chars / 2;
-        let user = cut_middle(user, per_message);
-        let assistant = cut_middle(assistant, per_message);
-        entry.chars += user.chars().count() + assistant.chars().count();
-        entry.turns.push_back((user, assistant));
+        let exchange = Exchange::new(
+            &cut_middle(user, per_message),
+            &cut_middle(assistant, per_message),
+        );
+        entry.chars += exchange.chars();
+        if entry.turns.capacity() == 0 {
+            // Most conversations say one thing: no room for four exchanges up front.
+            entry.turns.reserve_exact(1);
+        }
+        entry.turns.push_back(exchange);
         while entry.turns.len() > self.max_turns || entry.chars > self.max_chars {
-            let Some((u, a)) = entry.turns.pop_front() else {
+            let Some(dropped) = entry.turns.pop_front() else {
                 break;
             };
-            entry.chars -= u.chars().count() + a.chars().count();
+            entry.chars -= dropped.chars();
         }
-        self.by_use.insert(seq, conversation.to_string());
+        self.by_use.insert(seq, id);
         while self.conversations.len() > self.max_conversations {
             let Some((_, oldest)) = self.by_use.pop_first() else {
                 break;
@@ -229,5 +276,29 @@ mod tests {
         let mut off = mem(0, 10, 2);
         off.record("a", "q", "a", t);
         assert!(off.is_empty());
+    }
+
+    /// Each id is one allocation shared by the map and the use order, the two stay in
+    /// step through eviction, idle reset and `/reset`, and an exchange stored as one
+    /// string comes back as the same two messages.
+    #[test]
+    fn ids_are_stored_once_and_the_use_order_stays_in_step() {
+        let mut m = mem(2, 10, 100);
+        let t = Instant::now();
+        for i in 0..250 {
+            m.record(&format!("c{i}"), "q", "a", t);
+        }
+        m.record("c150", "héllo", "wörld ✓", t);
+        assert_eq!((m.len(), m.by_use.len()), (100, 100));
+        for id in m.conversations.keys() {
+            assert_eq!(Arc::strong_count(id), 2, "{id}: one shared allocation");
+        }
+        m.record("new", "q", "a", t);
+        assert!(m.history("c151", t).is_empty(), "least recently used evicted");
+        let texts: Vec<String> = m.history("c150", t).into_iter().map(|c| c.content).collect();
+        assert_eq!(texts, ["q", "a", "héllo", "wörld ✓"]);
+        assert!(m.history("c152", t + Duration::from_secs(10)).is_empty(), "idle");
+        m.reset("c153");
+        assert_eq!((m.len(), m.by_use.len()), (98, 98));
     }
 }

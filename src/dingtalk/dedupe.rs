@@ -1,15 +1,23 @@
 //! Bounded duplicate filter: remembers keys for a time window, at most `capacity` of them
 //! (oldest evicted first). A message is a duplicate when *any* of its keys (frame
 //! `messageId`, payload `msgId`) was seen inside the window.
+//!
+//! Keys are remembered as 128-bit keyed fingerprints ([`IdDigest`], 16 bytes inline, see
+//! there for why a false duplicate is not a practical risk), not as strings: 48 bytes
+//! per key instead of two heap strings.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
+
+use crate::message_digest::IdDigest;
 
 pub struct Dedupe {
     window: Duration,
     capacity: usize,
-    seen: HashMap<String, Instant>,
-    order: VecDeque<(String, Instant)>,
+    /// The keys of `order`, each once.
+    seen: HashSet<IdDigest>,
+    /// Keys in the order first seen, with when (oldest first).
+    order: VecDeque<(IdDigest, Instant)>,
 }
 
 impl Dedupe {
@@ -17,7 +25,7 @@ impl Dedupe {
         Dedupe {
             window,
             capacity: capacity.max(1),
-            seen: HashMap::new(),
+            seen: HashSet::new(),
             order: VecDeque::new(),
         }
     }
@@ -29,9 +37,12 @@ impl Dedupe {
 
     /// True when any of `keys` was seen recently; records nothing.
     pub fn seen(&mut self, keys: &[&str]) -> bool {
-        self.expire(Instant::now());
-        keys.iter()
-            .any(|k| !k.is_empty() && self.seen.contains_key(*k))
+        self.seen_at(keys, Instant::now())
+    }
+
+    fn seen_at(&mut self, keys: &[&str], now: Instant) -> bool {
+        self.expire(now);
+        self.any_seen(keys)
     }
 
     /// Remembers `keys` from now on.
@@ -41,17 +52,21 @@ impl Dedupe {
 
     fn first_time_at(&mut self, keys: &[&str], now: Instant) -> bool {
         self.expire(now);
-        let dup = keys
-            .iter()
-            .any(|k| !k.is_empty() && self.seen.contains_key(*k));
+        let dup = self.any_seen(keys);
         self.record_at(keys, now);
         !dup
     }
 
+    fn any_seen(&self, keys: &[&str]) -> bool {
+        keys.iter()
+            .any(|k| !k.is_empty() && self.seen.contains(&IdDigest::of(k)))
+    }
+
     fn record_at(&mut self, keys: &[&str], now: Instant) {
         for k in keys.iter().filter(|k| !k.is_empty()) {
-            if self.seen.insert((*k).to_string(), now).is_none() {
-                self.order.push_back(((*k).to_string(), now));
+            let digest = IdDigest::of(k);
+            if self.seen.insert(digest) {
+                self.order.push_back((digest, now));
             }
         }
         while self.order.len() > self.capacity {
@@ -102,5 +117,34 @@ mod tests {
             d.first_time_at(&["c"], t0 + Duration::from_secs(11)),
             "expired by window"
         );
+    }
+
+    /// Issue 12: with keys kept as fingerprints, 5 000 messages (two keys each) are still
+    /// told apart, a redelivery under either key is caught anywhere in the window, the
+    /// filter never holds more than `capacity` keys, and after the window it holds none.
+    #[test]
+    fn fingerprints_keep_the_window_and_the_bounds() {
+        let window = Duration::from_secs(600);
+        let mut d = Dedupe::new(window, 10_000);
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        for i in 0..5_000u32 {
+            let (frame, msg) = (format!("frame{i}"), format!("msg{i}"));
+            assert!(d.first_time_at(&[&frame, &msg], t0 + ms * i), "#{i}");
+        }
+        let late = t0 + window - ms;
+        for i in 0..5_000u32 {
+            let (frame, msg) = (format!("frame{i}"), format!("msg{i}"));
+            assert!(d.seen_at(&["new-frame", &msg], late), "msg{i} redelivered");
+            assert!(d.seen_at(&[&frame, ""], late), "frame{i} redelivered");
+        }
+        assert!(!d.seen_at(&["frame5000", "msg5000"], late));
+        assert_eq!((d.seen.len(), d.order.len()), (10_000, 10_000));
+        assert!(d.first_time_at(&["frame5000", "msg5000"], late));
+        assert_eq!((d.seen.len(), d.order.len()), (10_000, 10_000), "capacity");
+        assert!(!d.seen_at(&["frame0", "msg0"], late), "oldest evicted first");
+        assert!(d.seen_at(&["frame1", ""], late));
+        assert!(!d.seen_at(&["frame5000"], late + window));
+        assert!(d.seen.is_empty() && d.order.is_empty(), "window passed");
     }
 }

@@ -5,10 +5,15 @@
 //! Invariants: an id is never both pending and done; the done set holds at most
 //! [`DONE_KEEP`] ids (oldest forgotten first); `live_bytes` is the size of the records a
 //! compaction would keep.
+//!
+//! Memory: each answered id is kept once as a string (for compaction to write it back)
+//! and looked up by its 128-bit keyed fingerprint ([`IdDigest`], see there for why a
+//! false "already answered" is not a practical risk).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::record::completion_reserve;
+use crate::message_digest::IdDigest;
 
 /// Answered ids remembered (in memory and across restarts) to refuse redeliveries.
 pub(crate) const DONE_KEEP: usize = 10_000;
@@ -23,8 +28,10 @@ pub(crate) struct Index {
     pending: BTreeMap<u64, (String, Vec<u8>)>,
     pending_seq: HashMap<String, u64>,
     pending_bytes: usize,
-    done_order: VecDeque<String>,
-    done: HashSet<String>,
+    /// Answered ids, oldest first.
+    done_order: VecDeque<Box<str>>,
+    /// The fingerprints of `done_order`, each once.
+    done: HashSet<IdDigest>,
     /// Recorded replies of pending ids.
     replies: HashMap<String, RecordedReply>,
     reply_bytes: usize,
@@ -51,7 +58,7 @@ impl RecordedReply {
 impl Index {
     /// True when `id` is pending or was answered.
     pub(crate) fn knows(&self, id: &str) -> bool {
-        self.pending_seq.contains_key(id) || self.done.contains(id)
+        self.pending_seq.contains_key(id) || self.done.contains(&IdDigest::of(id))
     }
 
     pub(crate) fn add_pending(&mut self, id: String, encoded: Vec<u8>) {
@@ -117,11 +124,11 @@ impl Index {
     /// Marks `id` answered (pending or not).
     pub(crate) fn mark_done(&mut self, id: &str) {
         self.forget_pending(id);
-        if self.done.insert(id.to_string()) {
-            self.done_order.push_back(id.to_string());
+        if self.done.insert(IdDigest::of(id)) {
+            self.done_order.push_back(id.into());
             while self.done_order.len() > DONE_KEEP {
                 if let Some(old) = self.done_order.pop_front() {
-                    self.done.remove(&old);
+                    self.done.remove(&IdDigest::of(&old));
                 }
             }
         }
@@ -148,7 +155,7 @@ impl Index {
 
     /// Answered ids, oldest first.
     pub(crate) fn done_ids(&self) -> impl Iterator<Item = &str> {
-        self.done_order.iter().map(String::as_str)
+        self.done_order.iter().map(|id| &**id)
     }
 
     /// Roughly what a compacted journal would weigh.
@@ -182,5 +189,9 @@ mod tests {
         }
         assert!(!ix.knows("a"), "done set is not bounded");
         assert_eq!(ix.done_ids().count(), DONE_KEEP);
+        assert_eq!(ix.done.len(), DONE_KEEP, "fingerprints outlive their ids");
+        assert!(ix.knows("x5") && ix.knows(&format!("x{}", DONE_KEEP + 4)));
+        assert!(!ix.knows("x4") && !ix.knows("x"), "oldest forgotten, others unknown");
+        assert_eq!(ix.done_ids().next(), Some("x5"), "oldest first");
     }
 }
