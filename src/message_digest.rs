@@ -37,8 +37,9 @@ mod tests {
     #[test]
     fn same_id_same_digest_different_ids_differ() {
         assert_eq!(IdDigest::of("msgA"), IdDigest::of("msgA"));
-        let digests: std::collections::HashSet<IdDigest> =
-            (0..10_000).map(|i| IdDigest::of(&format!("msg{i}"))).collect();
+        let digests: std::collections::HashSet<IdDigest> = (0..10_000)
+            .map(|i| IdDigest::of(&format!("msg{i}")))
+            .collect();
         assert_eq!(digests.len(), 10_000);
         assert_ne!(IdDigest::of(""), IdDigest::of("\0"));
     }

@@ -303,8 +303,16 @@ mod tests {
         }
         assert!(most <= 2_000, "{most} windows kept for 500 active keys");
         let end = t + MS * 21_000;
-        assert_eq!(k.wait("busy", end), IN_FLIGHT_POLL, "in flight: still counted");
-        assert_eq!(k.len(), 1, "only the window in flight is left a second later");
+        assert_eq!(
+            k.wait("busy", end),
+            IN_FLIGHT_POLL,
+            "in flight: still counted"
+        );
+        assert_eq!(
+            k.len(),
+            1,
+            "only the window in flight is left a second later"
+        );
         k.finish("busy", busy, end);
         assert_eq!(k.wait("busy", end + MS * 999), MS);
         assert_eq!(k.wait("anyone", end + MS * 1000), Duration::ZERO);

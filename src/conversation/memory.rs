@@ -294,10 +294,20 @@ mod tests {
             assert_eq!(Arc::strong_count(id), 2, "{id}: one shared allocation");
         }
         m.record("new", "q", "a", t);
-        assert!(m.history("c151", t).is_empty(), "least recently used evicted");
-        let texts: Vec<String> = m.history("c150", t).into_iter().map(|c| c.content).collect();
+        assert!(
+            m.history("c151", t).is_empty(),
+            "least recently used evicted"
+        );
+        let texts: Vec<String> = m
+            .history("c150", t)
+            .into_iter()
+            .map(|c| c.content)
+            .collect();
         assert_eq!(texts, ["q", "a", "héllo", "wörld ✓"]);
-        assert!(m.history("c152", t + Duration::from_secs(10)).is_empty(), "idle");
+        assert!(
+            m.history("c152", t + Duration::from_secs(10)).is_empty(),
+            "idle"
+        );
         m.reset("c153");
         assert_eq!((m.len(), m.by_use.len()), (98, 98));
     }

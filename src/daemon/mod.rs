@@ -6,6 +6,7 @@ pub(crate) mod argv_mask;
 pub(crate) mod claim;
 pub(crate) mod control;
 pub(crate) mod detach;
+pub(crate) mod heap;
 pub(crate) mod launch;
 pub mod pidfile;
 pub(crate) mod probe;

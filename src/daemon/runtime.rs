@@ -88,6 +88,8 @@ fn start_and_serve(
     workloads: &dyn WorkloadFactory,
     ready: &mut ReadyPipe,
 ) -> Result<Code, CliError> {
+    // Before any thread starts (the log worker, the async runtime): see `heap`.
+    super::heap::use_one_malloc_arena();
     // Dropped last on every path out of here: removes the pid file and socket it made.
     let mut claim = Claim::acquire(paths)?;
 
@@ -299,7 +301,7 @@ async fn bind_ops(
 /// Serves signals until the daemon is asked to stop (SIGTERM/SIGINT, the control
 /// socket's `stop`, or another daemon taking the name); returns the drain budget.
 /// SIGUSR1 reopens the log, SIGHUP reloads the workload's config, and the claim is
-/// healed every [`HEAL_INTERVAL`].
+/// healed (and free heap pages given back, see `heap`) every [`HEAL_INTERVAL`].
 async fn run_until_stopped(
     claim: &mut Claim,
     state: &Arc<ControlState>,
@@ -325,6 +327,7 @@ async fn run_until_stopped(
                 if let Some(d) = *shutdown_rx.borrow() { return d; }
             }
             _ = heal.tick() => {
+                super::heap::give_back_free_pages();
                 if keep_claim(claim, state, server).is_break() { return SIGNAL_DRAIN; }
             }
         }

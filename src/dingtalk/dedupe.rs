@@ -142,7 +142,10 @@ mod tests {
         assert_eq!((d.seen.len(), d.order.len()), (10_000, 10_000));
         assert!(d.first_time_at(&["frame5000", "msg5000"], late));
         assert_eq!((d.seen.len(), d.order.len()), (10_000, 10_000), "capacity");
-        assert!(!d.seen_at(&["frame0", "msg0"], late), "oldest evicted first");
+        assert!(
+            !d.seen_at(&["frame0", "msg0"], late),
+            "oldest evicted first"
+        );
         assert!(d.seen_at(&["frame1", ""], late));
         assert!(!d.seen_at(&["frame5000"], late + window));
         assert!(d.seen.is_empty() && d.order.is_empty(), "window passed");

@@ -191,7 +191,10 @@ mod tests {
         assert_eq!(ix.done_ids().count(), DONE_KEEP);
         assert_eq!(ix.done.len(), DONE_KEEP, "fingerprints outlive their ids");
         assert!(ix.knows("x5") && ix.knows(&format!("x{}", DONE_KEEP + 4)));
-        assert!(!ix.knows("x4") && !ix.knows("x"), "oldest forgotten, others unknown");
+        assert!(
+            !ix.knows("x4") && !ix.knows("x"),
+            "oldest forgotten, others unknown"
+        );
         assert_eq!(ix.done_ids().next(), Some("x5"), "oldest first");
     }
 }
