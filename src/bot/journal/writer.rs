@@ -194,7 +194,13 @@ impl WriterState {
             return false;
         }
         let mut buf = Vec::new();
-        encode(&Record::Sent { id: id.to_string(), n }, &mut buf);
+        encode(
+            &Record::Sent {
+                id: id.to_string(),
+                n,
+            },
+            &mut buf,
+        );
         if core.append(&buf).is_err() {
             return false;
         }
@@ -787,9 +793,7 @@ impl Core {
     /// dead, and no Done record waiting for a retry. Compaction rewrites the live records
     /// into a temporary file, syncs it, renames it over the journal and syncs the folder.
     fn compaction_due(&self) -> bool {
-        self.committed_len >= self.compact_at
-            && self.mostly_dead()
-            && self.done_retry.is_empty()
+        self.committed_len >= self.compact_at && self.mostly_dead() && self.done_retry.is_empty()
     }
 
     /// At least [`COMPACT_MIN_BYTES`] long and at least half dead.
@@ -873,4 +877,3 @@ impl Core {
         Ok((file, len))
     }
 }
-
