@@ -13,13 +13,14 @@
 //! thread: the caller appends them itself under the [`WriterState`] lock (one small
 //! `write` into preallocated space, no sync), so they are in the file within microseconds
 //! even while a slow sync runs, and cost the journal thread no wake-up. The thread takes
-//! them only when a compaction is under way, when the id is not pending, or when the
-//! direct write failed (it then retries them, see below).
+//! them only when the lock is busy (the thread itself is then at work, so the hand-over
+//! needs no wake-up either), when the id is not pending, or when the direct write failed
+//! (it then retries them, see below).
 //!
 //! Invariants:
-//! - the lock on the journal's state is held to stage and write records, never across a
-//!   sync or a wait; a compaction holds it, and says so ([`WriterState::compacting`]) so
-//!   callers hand their records to the thread instead of waiting;
+//! - the lock on the journal's state is held to stage and write records (and by a
+//!   compaction), never across a sync or a wait; callers only ever `try_lock` it, so an
+//!   async worker never waits for it;
 //! - the file is a sequence of whole records followed by zeros: records are written at the
 //!   end of the last whole one, into space preallocated with real zeros (so `fdatasync`
 //!   has no size or extent change to commit, which on ext4 would wait for a journal
@@ -44,9 +45,9 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -145,9 +146,6 @@ struct SyncJob {
 /// Sent records directly (see the module doc).
 pub(crate) struct WriterState {
     core: Mutex<Core>,
-    /// Set while a compaction holds the lock: direct writers hand their records to the
-    /// journal thread instead of waiting for it.
-    compacting: AtomicBool,
 }
 
 impl WriterState {
@@ -155,16 +153,20 @@ impl WriterState {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes the lock for a direct write, unless a compaction holds it.
-    fn lock_unless_compacting(&self) -> Option<MutexGuard<'_, Core>> {
-        (!self.compacting.load(Ordering::Acquire)).then(|| self.lock())
+    /// The lock for a direct write, if it is free (else the journal thread is at work).
+    fn try_lock(&self) -> Option<MutexGuard<'_, Core>> {
+        match self.core.try_lock() {
+            Ok(core) => Some(core),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Appends pending `id`'s Done record from the caller's thread (no sync: synced lazily
     /// like every Done record). `false` when it was not written here: the caller then
     /// queues it for the journal thread, which marks it done and retries it.
     pub(crate) fn write_done(&self, id: &str, replied_at: Instant) -> bool {
-        let Some(mut core) = self.lock_unless_compacting() else {
+        let Some(mut core) = self.try_lock() else {
             return false;
         };
         if !core.index.is_pending(id) {
@@ -187,7 +189,7 @@ impl WriterState {
     /// Appends pending `id`'s Sent record from the caller's thread; `false` as for
     /// [`WriterState::write_done`].
     pub(crate) fn write_sent(&self, id: &str, n: usize) -> bool {
-        let Some(mut core) = self.lock_unless_compacting() else {
+        let Some(mut core) = self.try_lock() else {
             return false;
         };
         if !core.index.is_pending(id) {
@@ -280,7 +282,6 @@ pub(crate) fn start(init: WriterInit) -> std::io::Result<Started> {
     core.preallocate_ahead();
     let state = Arc::new(WriterState {
         core: Mutex::new(core),
-        compacting: AtomicBool::new(false),
     });
     let journal_thread = JournalThread {
         state: state.clone(),
@@ -357,7 +358,7 @@ impl JournalThread {
     fn serve(&self, batch: Vec<Request>) -> Option<Duration> {
         let job = self.state.lock().append_batch(batch);
         let synced = job.map(|job| (self.sync(&job.file), job.waiters));
-        let compact = {
+        let (compact, wait) = {
             let mut core = self.state.lock();
             if let Some((Err(_), waiters)) = &synced {
                 // Forgotten before the refusal goes out, so a redelivery is taken again.
@@ -372,17 +373,18 @@ impl JournalThread {
             core.stats
                 .pending
                 .store(core.index.pending_count(), Ordering::Relaxed);
-            core.compaction_due()
+            (core.compaction_due(), core.next_wake())
         };
+        // Answered without the lock: the callers' direct writes right after find it free.
         match synced {
             Some((Ok(()), waiters)) => self.answer(waiters),
             Some((Err(err), waiters)) => self.refuse(waiters, err),
             None => {}
         }
         if compact {
-            self.compact();
+            return self.compact();
         }
-        self.state.lock().next_wake()
+        wait
     }
 
     /// Nothing came for a while: retries unwritten Done records, syncs lazily written
@@ -397,16 +399,16 @@ impl JournalThread {
             self.sync_lazy(&file);
         }
         if compact {
-            self.compact();
+            return self.compact();
         }
         self.state.lock().next_wake()
     }
 
-    /// Compacts with the lock held, telling direct writers to queue meanwhile.
-    fn compact(&self) {
-        self.state.compacting.store(true, Ordering::Release);
-        self.state.lock().compact();
-        self.state.compacting.store(false, Ordering::Release);
+    /// Compacts (direct writers queue their records meanwhile); returns the next wait.
+    fn compact(&self) -> Option<Duration> {
+        let mut core = self.state.lock();
+        core.compact();
+        core.next_wake()
     }
 
     /// One `fdatasync` of `file` (the lock is not held: direct writes go on meanwhile).
