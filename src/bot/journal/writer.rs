@@ -162,21 +162,27 @@ impl WriterState {
         }
     }
 
+    /// Appends `record` of pending message `id` from the caller's thread when the lock is
+    /// free; returns the lock, still held, once it is written.
+    fn append_direct(&self, id: &str, record: &Record) -> Option<MutexGuard<'_, Core>> {
+        let mut core = self.try_lock()?;
+        if !core.index.is_pending(id) {
+            return None;
+        }
+        let mut buf = Vec::new();
+        encode(record, &mut buf);
+        core.append(&buf).ok()?;
+        Some(core)
+    }
+
     /// Appends pending `id`'s Done record from the caller's thread (no sync: synced lazily
     /// like every Done record). `false` when it was not written here: the caller then
     /// queues it for the journal thread, which marks it done and retries it.
     pub(crate) fn write_done(&self, id: &str, replied_at: Instant) -> bool {
-        let Some(mut core) = self.try_lock() else {
+        let record = Record::Done { id: id.to_string() };
+        let Some(mut core) = self.append_direct(id, &record) else {
             return false;
         };
-        if !core.index.is_pending(id) {
-            return false;
-        }
-        let mut buf = Vec::new();
-        encode(&Record::Done { id: id.to_string() }, &mut buf);
-        if core.append(&buf).is_err() {
-            return false;
-        }
         core.index.mark_done(id);
         core.stats.record_window(replied_at.elapsed());
         core.stats.records.fetch_add(1, Ordering::Relaxed);
@@ -189,23 +195,13 @@ impl WriterState {
     /// Appends pending `id`'s Sent record from the caller's thread; `false` as for
     /// [`WriterState::write_done`].
     pub(crate) fn write_sent(&self, id: &str, n: usize) -> bool {
-        let Some(mut core) = self.try_lock() else {
+        let record = Record::Sent {
+            id: id.to_string(),
+            n,
+        };
+        let Some(mut core) = self.append_direct(id, &record) else {
             return false;
         };
-        if !core.index.is_pending(id) {
-            return false;
-        }
-        let mut buf = Vec::new();
-        encode(
-            &Record::Sent {
-                id: id.to_string(),
-                n,
-            },
-            &mut buf,
-        );
-        if core.append(&buf).is_err() {
-            return false;
-        }
         core.index.set_sent(id, n);
         true
     }
