@@ -139,6 +139,8 @@ impl Shared {
         };
         if wake {
             state.wakeups_sent += 1;
+            // Notified after unlocking, so the worker does not wake into a held lock.
+            drop(state);
             self.records_ready.notify_one();
         }
         Ok(())
