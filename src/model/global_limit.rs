@@ -811,6 +811,69 @@ mod tests {
         drop(taken);
     }
 
+    /// A waiter whose replica died while it was at the head of the line (its ticket still
+    /// live) is granted the freed slot, which ends after the ticket life (8 polls: 4 s
+    /// here), not after a whole lease (30 s), and then goes to the live waiter behind it.
+    #[tokio::test]
+    #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+    async fn a_slot_granted_to_a_dead_waiter_ends_after_the_ticket_life() {
+        let server = RedisServer::start();
+        let poll = Duration::from_millis(500);
+        let holder = GlobalLimit::with_poll(handle(&server.url(), "h", 30_000).await, "m", 1, poll);
+        let live =
+            GlobalLimit::with_poll(handle(&server.url(), "live", 30_000).await, "m", 1, poll);
+        let held = holder
+            .acquire("x", Instant::now())
+            .await
+            .expect("free slot");
+        let redis_now = || -> u64 {
+            let time = server.cli(&["TIME"]);
+            let mut parts = time.split_whitespace().map(|p| p.parse::<u64>().unwrap());
+            parts.next().unwrap() * 1000 + parts.next().unwrap() / 1000
+        };
+        // The dead replica's waiter: first in line, its ticket live for 30 s more.
+        let alive_until = (redis_now() + 30_000).to_string();
+        server.cli(&["ZADD", "t:model:m:queue", "0", "dead:0"]);
+        server.cli(&["ZADD", "t:model:m:queue-alive", &alive_until, "dead:0"]);
+        let waiter = tokio::spawn(async move {
+            let far = Instant::now() + Duration::from_secs(30);
+            live.acquire("c", far).await.map(|lease| (lease, live))
+        });
+        let queued = || server.cli(&["ZCARD", "t:model:m:queue"]).trim() == "2";
+        for tries in 0.. {
+            assert!(tries < 3_000, "the live waiter never queued");
+            if queued() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(held);
+        let dead_lease = || server.cli(&["ZSCORE", "t:model:m:leases", "dead:0"]);
+        let mut ends = String::new();
+        for tries in 0.. {
+            assert!(tries < 3_000, "the dead waiter was never granted");
+            ends = dead_lease();
+            if !ends.trim().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let left = ends
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            .saturating_sub(redis_now());
+        assert!(
+            left <= 4_000,
+            "the grant lasts the ticket life, not the lease: {left} ms"
+        );
+        let taken = tokio::time::timeout(Duration::from_secs(30), waiter).await;
+        let (lease, live) = taken.expect("within 30 s").unwrap().expect("the slot");
+        assert!(dead_lease().trim().is_empty(), "the dead grant ended first");
+        assert_eq!(live.in_flight(), 1);
+        drop(lease);
+    }
+
     /// A renewing holder keeps its slot well past lease_ms; a lease whose slot was taken
     /// while it was gone (as after a long Redis outage) is reported lost; Redis down means
     /// no slot (fail closed).
