@@ -174,13 +174,6 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
     let Some(text) = question_text(shared, &cfg, &msg).await else {
         return;
     };
-    tracing::info!(
-        msg_id = %msg.msg_id,
-        conversation = %msg.conversation_id,
-        kind = ?msg.conversation_kind,
-        text = %text_for_log(&text, cfg.logging.log_message_text),
-        "message received"
-    );
     if !admitted(shared, &cfg, &msg).await {
         return;
     }
@@ -206,7 +199,7 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
     } else {
         answer_in_text(shared, channel, &msg, &turn, hooks).await
     };
-    log_outcome(shared, &cfg, &msg, arrived, &outcome);
+    log_outcome(shared, &cfg, &msg, &text, arrived, &outcome);
     store_shared_memory(shared, &cfg, &msg).await;
     // The ticket (the conversation's place in line) is held to here, through any fallback
     // and the reply's delivery: the next turn of the conversation starts after this one.
@@ -302,15 +295,20 @@ async fn admitted(shared: &Arc<Shared>, cfg: &Config, msg: &Inbound) -> bool {
 }
 
 /// Logs and counts how a turn ended (figures and classes only, unless
-/// `logging.log_message_text`).
+/// `logging.log_message_text`). One line per turn besides the ingress's "robot message
+/// received" (its arrival): the question's conversation, kind and text (length and keyed
+/// hash) are logged here, with the outcome, not on a line of their own.
 fn log_outcome(
     shared: &Shared,
     cfg: &Config,
     msg: &Inbound,
+    question: &str,
     arrived: Instant,
     outcome: &TurnOutcome,
 ) {
     let ms = arrived.elapsed().as_millis() as u64;
+    let show = |t| text_for_log(t, cfg.logging.log_message_text);
+    let (conversation, kind) = (&msg.conversation_id, msg.conversation_kind);
     match outcome {
         TurnOutcome::Answer {
             model,
@@ -318,8 +316,8 @@ fn log_outcome(
             text: answer,
         } => {
             tracing::info!(
-                msg_id = %msg.msg_id, %model, fell_back, ms,
-                answer = %text_for_log(answer, cfg.logging.log_message_text), "answered"
+                msg_id = %msg.msg_id, %conversation, ?kind, text = %show(question),
+                %model, fell_back, ms, answer = %show(answer), "answered"
             );
         }
         TurnOutcome::Busy => shared.busy.count(BusyCause::ModelQueue),
@@ -328,7 +326,10 @@ fn log_outcome(
             timed_out,
             unreachable,
         } => {
-            tracing::warn!(msg_id = %msg.msg_id, %reason, timed_out, unreachable, ms, "model failed; fallback reply sent");
+            tracing::warn!(
+                msg_id = %msg.msg_id, %conversation, ?kind, text = %show(question),
+                %reason, timed_out, unreachable, ms, "model failed; fallback reply sent"
+            );
         }
     }
     crate::ops::metrics::observed().turn_finished(arrived.elapsed());

@@ -21,7 +21,10 @@ const EVICTION_GRACE: Duration = Duration::from_secs(1);
 pub(crate) struct Slots {
     max: usize,
     permits: Arc<Semaphore>,
-    /// Live connections, oldest first (dead entries are pruned as the list is scanned).
+    /// Live connections, oldest first. Dead entries are pruned when the list is scanned
+    /// to make room and whenever it reaches twice `max` (at most `max` are alive, so
+    /// pruning halves it at least): it never holds more than `2 * max` entries, however
+    /// many connections come and go.
     conns: Mutex<VecDeque<Weak<Slot>>>,
 }
 
@@ -100,7 +103,12 @@ impl Slots {
             evicting: AtomicBool::new(false),
             evict: Notify::new(),
         });
-        self.lock().push_back(Arc::downgrade(&slot));
+        let mut conns = self.lock();
+        if conns.len() >= 2 * self.max {
+            conns.retain(|w| w.strong_count() > 0);
+        }
+        conns.push_back(Arc::downgrade(&slot));
+        drop(conns);
         Some(Held {
             _permit: permit,
             slot,
@@ -137,6 +145,21 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn connections_that_came_and_went_are_not_kept() {
+        let slots = Slots::new(4);
+        let _kept = slots.claim().await.expect("free slot");
+        for _ in 0..1000 {
+            drop(slots.claim().await.expect("free slot"));
+        }
+        let tracked = slots.lock().len();
+        assert!(tracked <= 8, "{tracked} entries kept for 1 live connection");
+        assert_eq!(
+            slots.lock().iter().filter(|w| w.strong_count() > 0).count(),
+            1
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_oldest_idle_connection_makes_room_and_busy_ones_never_do() {

@@ -1,5 +1,6 @@
-//! The daemon's tracing setup: a lossless non-blocking writer over a size-rotated file,
-//! text or JSON records, and a layer that remembers the last error for `status`.
+//! The daemon's tracing setup: a lossless batching writer ([`worker`]) over a size-rotated
+//! file or stderr, text or JSON records, and a layer that remembers the last error for
+//! `status`.
 //!
 //! Privacy rule for every module: log lengths, keyed hashes, ids and figures, never message
 //! text, prompts, answers or secrets unless `logging.log_message_text` is on
@@ -21,6 +22,7 @@ mod rotate;
 mod stderr;
 mod target;
 mod text_hash;
+mod worker;
 
 pub(crate) use open::check_log_path;
 pub(crate) use target::LogTarget;
@@ -35,7 +37,6 @@ use std::sync::{Arc, Mutex};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
@@ -171,15 +172,19 @@ fn level_filter(level: LogLevel) -> LevelFilter {
 pub(crate) fn init(
     target: &LogTarget,
     cfg: &LoggingConfig,
-) -> std::io::Result<(WorkerGuard, LastError)> {
-    let builder = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(64 * 1024);
+) -> std::io::Result<(worker::WorkerGuard, LastError)> {
+    let settings = worker::Settings::default();
     let (writer, guard) = match target {
-        LogTarget::File(path) => {
-            builder.finish(RotatingFile::open(path, cfg.max_bytes, cfg.max_files)?)
-        }
-        LogTarget::Stderr => builder.finish(stderr::StderrLog),
+        LogTarget::File(path) => worker::spawn(
+            RotatingFile::open(path, cfg.max_bytes, cfg.max_files)?,
+            settings,
+        )?,
+        // One `write` per batch, as for a file (records are never split: a batch is
+        // written whole when it fits, and a bigger record goes out alone).
+        LogTarget::Stderr => worker::spawn(
+            std::io::BufWriter::with_capacity(64 * 1024, stderr::StderrLog),
+            settings,
+        )?,
     };
     let last = LastError::default();
     let registry = tracing_subscriber::registry()

@@ -54,9 +54,11 @@ pub(crate) struct RotatingFile {
     /// Bytes in the file plus `pending`.
     size: u64,
     /// Records taken since the last flush, written to the file in one `write` by
-    /// [`Write::flush`] (the logging worker flushes after every pass over its queue), or
-    /// as soon as they reach [`BATCH_BYTES`]. So a burst of records costs one syscall,
-    /// and a kill -9 loses at most the records of the pass being written.
+    /// [`Write::flush`] (the logging worker flushes after every batch, see
+    /// [`super::worker`]), or as soon as they reach [`BATCH_BYTES`]. So a burst of records
+    /// costs one syscall, and a kill -9 loses at most the batch being written and the
+    /// records logged during the worker's last pause (10 ms, `worker::Settings::coalesce`;
+    /// never more than the worker's 1 MiB buffer).
     pending: Vec<u8>,
 }
 

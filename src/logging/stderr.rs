@@ -1,7 +1,8 @@
-//! The log writer for `--log -`: each record goes to the process's stderr in one
-//! `write_all` as soon as the logging worker gets it (Rust's stderr is unbuffered), so
-//! journald and container runtimes see whole lines at once. Never rotated; a failed
-//! write is counted like a file's (see [`super::write_errors`]).
+//! The log writer for `--log -`: the logging worker hands it a batch of whole records
+//! through a `BufWriter` (see `super::init`), which it writes to the process's stderr
+//! with one `write_all` (Rust's stderr is unbuffered), so journald and container runtimes
+//! see whole lines at once. Never rotated; a failed write is counted like a file's (see
+//! [`super::write_errors`]).
 
 use std::io::{self, Write};
 use std::path::Path;

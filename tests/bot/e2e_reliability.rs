@@ -260,9 +260,9 @@ fn secrets_readable_by_others_are_warned_about() {
         "{r:?}"
     );
     stack.start_bot(&cfg);
-    assert!(std::fs::read_to_string(stack.home.log_path("bot"))
-        .unwrap()
-        .contains("readable by others"));
+    stack
+        .home
+        .log_once("bot", |l| l.contains("readable by others"));
 
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
     let r = stack
@@ -697,12 +697,9 @@ fn the_old_inbox_is_migrated_once_and_a_fifo_in_it_never_hangs_the_start() {
     .unwrap();
 
     stack.start_bot(&cfg);
-    let log = std::fs::read_to_string(stack.home.log_path("bot")).unwrap();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("stuck.json") && l.contains("not a regular file")),
-        "{log}"
-    );
+    stack.home.log_once("bot", |l| {
+        l.contains("stuck.json") && l.contains("not a regular file")
+    });
     stack.wait_outbox(1, Duration::from_secs(15));
     assert!(wait_until(Duration::from_secs(10), || stack.status()
         ["journal"]["pending"]
@@ -896,8 +893,9 @@ fn a_reply_no_route_takes_is_retried_by_the_running_daemon_and_sent_once() {
         texts_and_routes(&stack.outbox()),
         [("session_webhook".into(), "echo: deliver me".into())]
     );
-    let log = std::fs::read_to_string(stack.home.log_path("bot")).unwrap();
-    assert!(log.contains("reply delivered on retry"), "{log}");
+    let log = stack
+        .home
+        .log_once("bot", |l| l.contains("reply delivered on retry"));
     assert!(!log.contains("deliver me"), "message text logged");
     // Completed: a restart answers nothing again.
     assert_eq!(
@@ -933,11 +931,9 @@ fn after_every_retry_failed_the_user_is_told_sorry_and_the_message_is_completed(
             "Sorry, I could not deliver my answer to your last message. Please ask again.".into()
         )]
     );
-    let log = std::fs::read_to_string(stack.home.log_path("bot")).unwrap();
-    assert!(
-        log.contains(&msg_id) && log.contains("undelivered notice was sent instead"),
-        "{log}"
-    );
+    stack.home.log_once("bot", |l| {
+        l.contains(&msg_id) && l.contains("undelivered notice was sent instead")
+    });
     // Completed: the restarted daemon does not answer it again.
     assert_eq!(
         stack.home.run(&["daemon", "restart", "--name", "bot"]).code,
@@ -968,7 +964,9 @@ fn when_even_the_sorry_fails_the_message_is_answered_by_the_next_start() {
     let st = wait_delivery(&stack, "replies_left_pending", 1);
     assert_eq!(st["delivery"]["replies_given_up"], 0, "{st}");
     assert!(stack.outbox().is_empty());
-    let log = std::fs::read_to_string(stack.home.log_path("bot")).unwrap();
+    let log = stack.home.log_once("bot", |l| {
+        l.contains("stays in the inbox for the next start")
+    });
     let error_line = log
         .lines()
         .find(|l| l.contains("stays in the inbox for the next start"))

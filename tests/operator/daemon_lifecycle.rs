@@ -621,9 +621,7 @@ fn a_daemon_puts_back_its_deleted_pid_file_and_socket_and_stays_the_only_one() {
     assert_eq!(processes_of(&home), vec![pid as u32]);
     let pid_file = std::fs::read_to_string(state.join("pid")).unwrap();
     assert!(pid_file.starts_with(&format!("{pid} ")), "{pid_file}");
-    assert!(std::fs::read_to_string(home.log_path("bot"))
-        .unwrap()
-        .contains("restored"));
+    home.log_once("bot", |l| l.contains("restored"));
 
     // The restored files are the ones a normal stop removes.
     let stop = home.run(&["daemon", "stop", "--name", "bot"]);

@@ -86,6 +86,15 @@ fn message_hashes_are_keyed_by_a_private_per_install_key() {
         "an unkeyed hash is in the log:\n{logs}"
     );
     assert!(!logs.contains(code), "the message is in the log:\n{logs}");
+    // One answered turn, two records (in either order: the ingress logs once the message
+    // is stored, the turn may be quicker): its arrival and its outcome, which carries the
+    // question's hash (no third line saying the same).
+    let turn: Vec<&str> = logs.lines().filter(|l| l.contains("cidHash==")).collect();
+    let arrival = turn.iter().any(|l| l.contains("robot message received"));
+    let outcome = turn
+        .iter()
+        .any(|l| l.contains(" answered ") && l.contains(&format!("hmac:{keyed}")));
+    assert!(turn.len() == 2 && arrival && outcome, "{turn:#?}");
 }
 
 /// A conversation id (or any field) holding line breaks cannot forge a log record: every

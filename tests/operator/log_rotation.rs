@@ -357,3 +357,87 @@ fn a_folder_link_owned_by_another_user_is_refused_and_its_target_untouched() {
         "ROOT SECRET CONFIG\n"
     );
 }
+
+/// Lines the child of the kill -9 test prints: far more than the logging worker may hold
+/// (see [`a_kill_9_right_after_a_burst_loses_only_a_bounded_tail`]).
+const KILL_BURST: usize = 100_000;
+
+/// The logging worker's buffer (`src/logging/worker.rs`, `Settings::capacity`): a kill -9
+/// loses at most that (records waiting) plus the batch being written, also at most that.
+const WORKER_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// A kill -9 right after a burst: the log keeps whole records, the child's lines in order
+/// from the first with no gap or duplicate, and loses only a tail bounded by memory: the
+/// lines still in the pipe from the child (64 KiB) plus two worker buffers of records
+/// (the batch being written and the records waiting during the worker's pause).
+#[test]
+fn a_kill_9_right_after_a_burst_loses_only_a_bounded_tail() {
+    let home = Home::new();
+    let done = home.path().join("done");
+    let cfg =
+        seed_config("http://127.0.0.1:9/v1") + "logging:\n  max_bytes: 67108864\n  max_files: 2\n";
+    let cfg = home.write("kill.yaml", &cfg);
+    let exec = format!(
+        "sh -c 'seq 1 {KILL_BURST} | sed s/^/BURST-/; touch {}; sleep 60'",
+        done.display()
+    );
+    let r = home.run(&[
+        "--json",
+        "daemon",
+        "start",
+        "--name",
+        "kill",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--exec",
+        &exec,
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let pid = r.json()["pid"].as_u64().unwrap() as i32;
+    assert!(
+        wait_until(Duration::from_secs(120), || done.exists()),
+        "the child never got past its burst"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || {
+        !clawdbot::daemon::pidfile::is_running(pid as u32)
+    }));
+    let text = std::fs::read_to_string(home.log_path("kill")).unwrap();
+    assert!(
+        text.ends_with('\n'),
+        "a record was cut: {:?}",
+        text.lines().last()
+    );
+    let burst: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("gateway_output"))
+        .collect();
+    let numbers: Vec<usize> = burst
+        .iter()
+        .map(|l| {
+            let n = l
+                .split("BURST-")
+                .nth(1)
+                .and_then(|t| t.split_whitespace().next());
+            n.and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| panic!("not a whole record: {l:?}"))
+        })
+        .collect();
+    let kept = numbers.len();
+    assert!(
+        numbers.iter().copied().eq(1..=kept),
+        "lines lost or reordered before the tail"
+    );
+    let shortest_record = burst.iter().map(|l| l.len() + 1).min().unwrap_or(1);
+    let in_pipe = 64 * 1024 / "BURST-1\n".len();
+    let in_worker = 2 * WORKER_BUFFER_BYTES / shortest_record;
+    let lost = KILL_BURST - kept;
+    assert!(
+        lost <= in_pipe + in_worker,
+        "lost {lost} lines, more than the pipe ({in_pipe}) and the worker's memory ({in_worker})"
+    );
+}

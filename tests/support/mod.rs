@@ -107,6 +107,20 @@ impl Home {
         self.path().join("logs").join(format!("{name}.log"))
     }
 
+    /// The log of daemon `name` once one of its lines satisfies `found`, waited for up to
+    /// 30 s (only a hang reaches that): the daemon's logging thread writes a batch at a
+    /// time, so a record logged a moment ago may not be in the file yet.
+    pub fn log_once(&self, name: &str, found: impl Fn(&str) -> bool) -> String {
+        let path = self.log_path(name);
+        let mut text = String::new();
+        let seen = wait_until(Duration::from_secs(30), || {
+            text = std::fs::read_to_string(&path).unwrap_or_default();
+            text.lines().any(&found)
+        });
+        assert!(seen, "no such line in {}:\n{text}", path.display());
+        text
+    }
+
     /// Every log file under the home, concatenated (for privacy assertions).
     pub fn all_logs(&self) -> String {
         let mut all = String::new();

@@ -2,11 +2,11 @@
 //! HTTP callback answered), and its "answered" mark is recorded right after its reply.
 //!
 //! Design: one append-only file `STATE/journal/journal.log` of checksummed records
-//! ([`record`]: `Accepted{id, msg}`, `Done{id}`), written by two dedicated threads doing
-//! group commit ([`writer`]): records are appended as they come, and every accept written
-//! while a sync runs is covered by the next `fdatasync`, so durability costs one sync per
-//! batch, off the async workers, and there is no file create, rename or unlink per
-//! message. Chosen over a file per message
+//! ([`record`]: `Accepted{id, msg}`, `Done{id}`), written by one dedicated thread doing
+//! group commit ([`writer`]): every request queued while it was busy is appended with one
+//! `write` and made durable by one `fdatasync`, so durability costs one sync per batch,
+//! off the async workers, and there is no file create, rename or unlink per message;
+//! "answered" records need no sync and are written by the caller directly. Chosen over a file per message
 //! (the v0.1 inbox: a create, a sync, a rename and a folder sync each) and over an
 //! embedded store (a dependency with its own threads and formats for two record kinds).
 //!
@@ -55,7 +55,7 @@ pub(crate) use index::RecordedReply;
 use record::scan;
 use record::{encode, Found, Record, ScanEnd};
 use stats::JournalStats;
-use writer::{Request, WriterInit};
+use writer::{Request, WriterInit, WriterState};
 
 /// Test-only: milliseconds slept before every journal sync (read once at open), to
 /// reproduce a slow disk.
@@ -109,15 +109,17 @@ impl JournalError {
 /// The handle the bot holds; cheap to share.
 pub(crate) struct Journal {
     tx: std::sync::mpsc::Sender<Request>,
+    /// For the Done and Sent records the caller writes itself (see [`writer`]).
+    state: Arc<WriterState>,
     stats: Arc<JournalStats>,
-    /// The appender thread (it holds the journal's lock): joined on drop, so the lock is
+    /// The journal thread (it holds the journal's lock): joined on drop, so the lock is
     /// free once the handle is gone.
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        // The appender ends (after a last sync) once its only sender is gone.
+        // The journal thread ends (after a last sync) once its only sender is gone.
         let (closed, _) = std::sync::mpsc::channel();
         drop(std::mem::replace(&mut self.tx, closed));
         if let Some(thread) = self.writer.take() {
@@ -209,7 +211,7 @@ impl Journal {
         stats
             .pending
             .store(index.pending_count(), std::sync::atomic::Ordering::Relaxed);
-        let (tx, thread) = writer::start(WriterInit {
+        let started = writer::start(WriterInit {
             dir,
             path: path.clone(),
             file,
@@ -224,9 +226,10 @@ impl Journal {
         .map_err(|e| JournalError::open(&path, e))?;
         Ok(Opened {
             journal: Journal {
-                tx,
+                tx: started.requests,
+                state: started.state,
                 stats,
-                writer: Some(thread),
+                writer: Some(started.thread),
             },
             replies,
             pending,
@@ -250,8 +253,13 @@ impl Journal {
     }
 
     /// Records that `id` was answered; `replied_at` is when DingTalk accepted the reply.
-    /// Never blocks: the id is done in memory at once, the record is written right after.
+    /// Never waits for a sync: the record is written here, at once (one small `write`, no
+    /// wake-up of the journal thread), or else queued to that thread, which marks the id
+    /// done in memory at once and writes (or retries) the record.
     pub(crate) fn done(&self, id: &str, replied_at: Instant) {
+        if self.state.write_done(id, replied_at) {
+            return;
+        }
         let _ = self.tx.send(Request::Done {
             id: id.to_string(),
             replied_at,
@@ -278,7 +286,11 @@ impl Journal {
     }
 
     /// Records that DingTalk accepted the first `n` parts of `id`'s recorded reply.
+    /// Written here like [`Journal::done`], or else queued to the journal thread.
     pub(crate) fn sent(&self, id: &str, n: usize) {
+        if self.state.write_sent(id, n) {
+            return;
+        }
         let _ = self.tx.send(Request::Sent {
             id: id.to_string(),
             n,

@@ -16,7 +16,10 @@ const WINDOW_SAMPLES: usize = 4096;
 pub(crate) struct JournalStats {
     pub(crate) path: PathBuf,
     pub(crate) pending: AtomicUsize,
+    /// Syncs run for waiting requests or lazily written records.
     pub(crate) commits: AtomicU64,
+    /// Request batches the journal thread served: one wake-up of it each.
+    pub(crate) batches: AtomicU64,
     pub(crate) records: AtomicU64,
     pub(crate) failed_accepts: AtomicU64,
     pub(crate) done_retry_queue: AtomicUsize,
@@ -32,6 +35,7 @@ impl JournalStats {
             path,
             pending: AtomicUsize::new(0),
             commits: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
             records: AtomicU64::new(0),
             failed_accepts: AtomicU64::new(0),
             done_retry_queue: AtomicUsize::new(0),

@@ -676,3 +676,70 @@ async fn measure_the_start_on_a_huge_dead_journal() {
     );
     assert!((after as u64) < before / 100);
 }
+
+/// Waits (bounded, 30 s) until `done` holds, polling every millisecond.
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn accepts_queued_during_a_sync_are_made_durable_by_one_more_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // A 1 s sync: the 50 accepts below are queued long before it ends.
+    let opened = Journal::open_with(dir.path(), tx, Duration::from_millis(1_000)).unwrap();
+    let j = opened.journal;
+    let first = j.admit(message("first"));
+    // The journal thread took `first` and is inside its sync.
+    wait_for("the first batch", || {
+        j.stats.batches.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    let queued: Vec<_> = (0..50)
+        .map(|i| j.admit(message(&format!("q{i}"))))
+        .collect();
+    assert_eq!(first.await.unwrap(), Admission::New);
+    for w in queued {
+        assert_eq!(w.await.unwrap(), Admission::New);
+    }
+    let r = j.report();
+    assert_eq!(r.records, 51);
+    assert_eq!(r.commits, 2, "the queued accepts took more than one sync");
+    assert_eq!(
+        j.stats.batches.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "the queued accepts were not taken as one batch"
+    );
+    // Handed to the bot in arrival order.
+    assert_eq!(rx.recv().await.unwrap().msg_id, "first");
+    for i in 0..50 {
+        assert_eq!(rx.recv().await.unwrap().msg_id, format!("q{i}"));
+    }
+}
+
+#[tokio::test]
+async fn an_answered_mark_is_written_without_waking_the_journal_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, _rx) = open(dir.path());
+    let j = opened.journal;
+    let batches = || j.stats.batches.load(std::sync::atomic::Ordering::Relaxed);
+    for id in ["m1", "m2", "m3"] {
+        assert_eq!(j.admit(message(id)).await.unwrap(), Admission::New);
+    }
+    assert_eq!(batches(), 3);
+    for id in ["m1", "m2", "m3"] {
+        j.done(id, Instant::now());
+    }
+    // Written already: in the report at once, and known as answered.
+    let r = j.report();
+    assert_eq!((r.records, r.pending), (6, 0), "{r:?}");
+    assert_eq!(batches(), 3, "an answered mark woke the journal thread");
+    assert_eq!(j.admit(message("m2")).await.unwrap(), Admission::Duplicate);
+    drop(j);
+    let (opened, _rx) = open(dir.path());
+    assert!(opened.pending.is_empty(), "{:?}", ids(&opened.pending));
+}

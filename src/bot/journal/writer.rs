@@ -1,21 +1,34 @@
-//! The journal's writer: two dedicated threads doing group commit.
+//! The journal's writer: one dedicated thread doing group commit, and direct writes of
+//! the records that need no sync.
 //!
-//! The *appender* takes every request queued while it was busy and appends their records
-//! with one `write` (so an "answered" record is written within microseconds of its
-//! request, never behind a sync). The *syncer* takes every accept written meanwhile, makes
-//! them durable with one `fdatasync`, and only then completes their waiters (whose frames
-//! are ACKed) and hands the new messages to the bot, in arrival order. So durability costs
-//! one sync per batch, not per message, and never runs on the async workers.
+//! The *journal thread* takes every request queued while it was busy, appends their
+//! records with one `write`, makes them durable with one `fdatasync` when the batch holds
+//! accepts (or a duplicate or a flush waiting for one), and only then completes their
+//! waiters (whose frames are ACKed) and hands the new messages to the bot, in arrival
+//! order. Requests arriving during a sync form the next batch: an accept arriving mid-sync
+//! waits for the next sync, as it would behind any sync. So durability costs one sync per
+//! batch, no hand-over between threads, and never runs on the async workers.
+//!
+//! "Answered" (Done) and "sent" records of pending messages do not go through that
+//! thread: the caller appends them itself under the [`WriterState`] lock (one small
+//! `write` into preallocated space, no sync), so they are in the file within microseconds
+//! even while a slow sync runs, and cost the journal thread no wake-up. The thread takes
+//! them only when the lock is busy (the thread itself is then at work, so the hand-over
+//! needs no wake-up either), when the id is not pending, or when the direct write failed
+//! (it then retries them, see below).
 //!
 //! Invariants:
+//! - the lock on the journal's state is held to stage and write records (and by a
+//!   compaction), never across a sync or a wait; callers only ever `try_lock` it, so an
+//!   async worker never waits for it;
 //! - the file is a sequence of whole records followed by zeros: records are written at the
 //!   end of the last whole one, into space preallocated with real zeros (so `fdatasync`
 //!   has no size or extent change to commit, which on ext4 would wait for a journal
 //!   commit, slow when other programs write); a failed write is zeroed again and its
 //!   accepts are refused (not ACKed); an accept whose sync failed is refused too and
-//!   forgotten, so a redelivery is taken again;
-//! - duplicates are decided by the appender, in queue order, against pending + answered
-//!   ids, and answered by the syncer after the sync that covers the original;
+//!   forgotten before the refusal is sent, so a redelivery is taken again;
+//! - duplicates are decided by the journal thread, in queue order, against pending +
+//!   answered ids, and answered after the sync that covers the original;
 //! - the file keeps room for every pending message's completion records
 //!   ([`completion_reserve`]): `allocated_len >= committed_len + reserved`. An accept is
 //!   taken only when the file (grown if need be) has room for it plus every reserve, so
@@ -23,16 +36,18 @@
 //!   beyond the reserves;
 //! - an id marked done stays done in memory even when its Done record cannot be written;
 //!   the record is retried with backoff and the error shown in the report;
-//! - Done-only batches are written but synced lazily (at the next accept or after
-//!   [`LAZY_SYNC`]): a `write` survives `kill -9`; a power loss may lose the last
-//!   second of Done records, i.e. answer those messages again.
+//! - compaction runs after a batch's waiters are answered, never on the ACK path;
+//! - Done-only writes are synced lazily (at the next accept's sync, or by the thread
+//!   within [`LAZY_SYNC`]: it waits at most that long while anything is pending or
+//!   unsynced): a `write` survives `kill -9`; a power loss may lose the last second of
+//!   Done records, i.e. answer those messages again.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -110,7 +125,7 @@ struct StagedReply {
     written: oneshot::Sender<bool>,
 }
 
-/// What waits for the syncer: answered once the file is synced past it.
+/// What waits for a sync: answered once the file is synced past it.
 enum Waiter {
     New {
         msg: Box<Inbound>,
@@ -120,13 +135,80 @@ enum Waiter {
     Flush(oneshot::Sender<()>),
 }
 
-/// Waiters written to `file` (the current journal file: compaction replaces it).
-struct ToSync {
+/// The sync a batch owes its waiters: `file` (the current journal file) synced past
+/// everything written to it so far.
+struct SyncJob {
     file: Arc<File>,
     waiters: Vec<Waiter>,
 }
 
-pub(crate) struct Writer {
+/// The journal's state, shared by the journal thread and the callers writing Done and
+/// Sent records directly (see the module doc).
+pub(crate) struct WriterState {
+    core: Mutex<Core>,
+}
+
+impl WriterState {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lock for a direct write, if it is free (else the journal thread is at work).
+    fn try_lock(&self) -> Option<MutexGuard<'_, Core>> {
+        match self.core.try_lock() {
+            Ok(core) => Some(core),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Appends `record` of pending message `id` from the caller's thread when the lock is
+    /// free; returns the lock, still held, once it is written.
+    fn append_direct(&self, id: &str, record: &Record) -> Option<MutexGuard<'_, Core>> {
+        let mut core = self.try_lock()?;
+        if !core.index.is_pending(id) {
+            return None;
+        }
+        let mut buf = Vec::new();
+        encode(record, &mut buf);
+        core.append(&buf).ok()?;
+        Some(core)
+    }
+
+    /// Appends pending `id`'s Done record from the caller's thread (no sync: synced lazily
+    /// like every Done record). `false` when it was not written here: the caller then
+    /// queues it for the journal thread, which marks it done and retries it.
+    pub(crate) fn write_done(&self, id: &str, replied_at: Instant) -> bool {
+        let record = Record::Done { id: id.to_string() };
+        let Some(mut core) = self.append_direct(id, &record) else {
+            return false;
+        };
+        core.index.mark_done(id);
+        core.stats.record_window(replied_at.elapsed());
+        core.stats.records.fetch_add(1, Ordering::Relaxed);
+        core.stats
+            .pending
+            .store(core.index.pending_count(), Ordering::Relaxed);
+        true
+    }
+
+    /// Appends pending `id`'s Sent record from the caller's thread; `false` as for
+    /// [`WriterState::write_done`].
+    pub(crate) fn write_sent(&self, id: &str, n: usize) -> bool {
+        let record = Record::Sent {
+            id: id.to_string(),
+            n,
+        };
+        let Some(mut core) = self.append_direct(id, &record) else {
+            return false;
+        };
+        core.index.set_sent(id, n);
+        true
+    }
+}
+
+/// The journal file and what is known of it (guarded by [`WriterState`]'s lock).
+struct Core {
     dir: PathBuf,
     path: PathBuf,
     file: Arc<File>,
@@ -136,9 +218,6 @@ pub(crate) struct Writer {
     allocated_len: u64,
     index: Index,
     stats: Arc<JournalStats>,
-    to_sync: Sender<ToSync>,
-    /// Ids whose sync failed: forgotten so a redelivery is stored again.
-    forget: Receiver<Vec<String>>,
     /// Written but maybe not yet synced (Done records are synced lazily).
     dirty: bool,
     done_retry: Vec<String>,
@@ -147,8 +226,6 @@ pub(crate) struct Writer {
     retry_at: Option<Instant>,
     /// Compaction is considered once the file is this long.
     compact_at: u64,
-    /// Held, never read: no other process opens this journal while the appender runs.
-    _lock: super::lock::JournalLock,
 }
 
 /// Everything a writer starts from (the journal as recovered at open).
@@ -163,67 +240,85 @@ pub(crate) struct WriterInit {
     pub(crate) sync_delay: Duration,
     /// Rewrite the file at once (it held corrupt or unknown records, already copied aside).
     pub(crate) rewrite: bool,
-    /// The journal's exclusive lock, held as long as the appender runs.
+    /// The journal's exclusive lock, held as long as the journal thread runs.
     pub(crate) lock: super::lock::JournalLock,
 }
 
-/// Starts the appender and the syncer threads; requests go to the returned sender. The
-/// appender ends once every sender is gone; its handle is returned to join it.
+/// The running writer: where requests go, the state for direct writes, and the journal
+/// thread (it ends once every sender is gone; join it).
+pub(crate) struct Started {
+    pub(crate) requests: Sender<Request>,
+    pub(crate) state: Arc<WriterState>,
+    pub(crate) thread: std::thread::JoinHandle<()>,
+}
+
+/// Starts the journal thread.
 ///
 /// A file that is mostly dead (or holds damaged records) is compacted here, before any
 /// request, so a start never keeps carrying a huge dead journal.
-pub(crate) fn start(
-    init: WriterInit,
-) -> std::io::Result<(Sender<Request>, std::thread::JoinHandle<()>)> {
+pub(crate) fn start(init: WriterInit) -> std::io::Result<Started> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let (to_sync, sync_rx) = std::sync::mpsc::channel();
-    let (forget_tx, forget) = std::sync::mpsc::channel();
-    let syncer = Syncer {
-        path: init.path.clone(),
-        stats: init.stats.clone(),
-        dispatch: init.dispatch,
-        sync_delay: init.sync_delay,
-        forget: forget_tx,
-    };
-    let mut writer = Writer {
+    let mut core = Core {
         dir: init.dir,
-        path: init.path,
+        path: init.path.clone(),
         allocated_len: init.file.metadata()?.len().max(init.len),
         file: Arc::new(init.file),
         committed_len: init.len,
         index: init.index,
-        stats: init.stats,
-        to_sync,
-        forget,
+        stats: init.stats.clone(),
         dirty: false,
         done_retry: Vec::new(),
         retry_attempt: 0,
         retry_at: None,
         compact_at: COMPACT_MIN_BYTES.max(init.len.saturating_mul(2)),
+    };
+    if init.rewrite || core.mostly_dead() {
+        core.compact();
+    }
+    core.preallocate_ahead();
+    let state = Arc::new(WriterState {
+        core: Mutex::new(core),
+    });
+    let journal_thread = JournalThread {
+        state: state.clone(),
+        path: init.path,
+        stats: init.stats,
+        dispatch: init.dispatch,
+        sync_delay: init.sync_delay,
         _lock: init.lock,
     };
-    if init.rewrite || writer.mostly_dead() {
-        writer.compact();
-    }
-    writer.preallocate_ahead();
-    std::thread::Builder::new()
-        .name("journal-sync".into())
-        .spawn(move || syncer.run(sync_rx))?;
-    let appender = std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("journal".into())
-        .spawn(move || writer.run(rx))?;
-    Ok((tx, appender))
+        .spawn(move || journal_thread.run(rx))?;
+    Ok(Started {
+        requests: tx,
+        state,
+        thread,
+    })
 }
 
-impl Writer {
-    /// Serves requests until every sender is gone, then syncs what is left.
-    fn run(mut self, rx: Receiver<Request>) {
+/// The journal thread: batches, syncs, answers, compacts.
+struct JournalThread {
+    state: Arc<WriterState>,
+    path: PathBuf,
+    stats: Arc<JournalStats>,
+    dispatch: mpsc::UnboundedSender<Inbound>,
+    /// Test hook (`CLAWDBOT_TEST_JOURNAL_FSYNC_DELAY_MS`): extra delay before each sync.
+    sync_delay: Duration,
+    /// Held, never read: no other process opens this journal while the thread runs.
+    _lock: super::lock::JournalLock,
+}
+
+impl JournalThread {
+    /// Serves requests until every sender is gone, then writes and syncs what is left.
+    fn run(self, rx: Receiver<Request>) {
+        let mut wait = self.state.lock().next_wake();
         loop {
-            let first = match self.next_wake() {
+            let first = match wait {
                 Some(d) => match rx.recv_timeout(d) {
                     Ok(r) => r,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.idle();
+                        wait = self.idle();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -240,17 +335,147 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.apply_forgotten();
-            self.append_batch(batch);
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            wait = self.serve(batch);
         }
-        self.retry_at = None;
-        self.retry_done();
-        self.sync_if_dirty();
+        let job = {
+            let mut core = self.state.lock();
+            core.retry_at = None;
+            core.retry_done();
+            core.take_dirty()
+        };
+        if let Some(file) = job {
+            self.sync_lazy(&file);
+        }
     }
 
-    /// How long to wait for the next request before doing idle work.
+    /// One batch: written (one append), synced if anything waits for it, answered; then
+    /// the file compacted if due. Returns how long the next wait may be.
+    fn serve(&self, batch: Vec<Request>) -> Option<Duration> {
+        let job = self.state.lock().append_batch(batch);
+        let synced = job.map(|job| (self.sync(&job.file), job.waiters));
+        let (compact, wait) = {
+            let mut core = self.state.lock();
+            if let Some((Err(_), waiters)) = &synced {
+                // Forgotten before the refusal goes out, so a redelivery is taken again.
+                core.dirty = true;
+                for w in waiters {
+                    if let Waiter::New { msg, .. } = w {
+                        core.index.forget_pending(&msg.msg_id);
+                    }
+                }
+            }
+            core.retry_done();
+            core.stats
+                .pending
+                .store(core.index.pending_count(), Ordering::Relaxed);
+            (core.compaction_due(), core.next_wake())
+        };
+        // Answered without the lock: the callers' direct writes right after find it free.
+        match synced {
+            Some((Ok(()), waiters)) => self.answer(waiters),
+            Some((Err(err), waiters)) => self.refuse(waiters, err),
+            None => {}
+        }
+        if compact {
+            return self.compact();
+        }
+        wait
+    }
+
+    /// Nothing came for a while: retries unwritten Done records, syncs lazily written
+    /// ones, compacts if due.
+    fn idle(&self) -> Option<Duration> {
+        let (job, compact) = {
+            let mut core = self.state.lock();
+            core.retry_done();
+            (core.take_dirty(), core.compaction_due())
+        };
+        if let Some(file) = job {
+            self.sync_lazy(&file);
+        }
+        if compact {
+            return self.compact();
+        }
+        self.state.lock().next_wake()
+    }
+
+    /// Compacts (direct writers queue their records meanwhile); returns the next wait.
+    fn compact(&self) -> Option<Duration> {
+        let mut core = self.state.lock();
+        core.compact();
+        core.next_wake()
+    }
+
+    /// One `fdatasync` of `file` (the lock is not held: direct writes go on meanwhile).
+    fn sync(&self, file: &File) -> Result<(), JournalError> {
+        if !self.sync_delay.is_zero() {
+            std::thread::sleep(self.sync_delay);
+        }
+        let result = file
+            .sync_data()
+            .map_err(|e| JournalError::write(&self.path, e));
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        if result.is_ok() && self.stats.done_retry_queue.load(Ordering::Relaxed) == 0 {
+            self.stats.clear_error();
+        }
+        result
+    }
+
+    /// Syncs lazily written records; on failure the file stays dirty (tried again later).
+    fn sync_lazy(&self, file: &File) {
+        if let Err(err) = self.sync(file) {
+            tracing::error!(error = %err, "journal sync failed");
+            self.stats.set_error(err.to_string());
+            self.state.lock().dirty = true;
+        }
+    }
+
+    fn answer(&self, waiters: Vec<Waiter>) {
+        for w in waiters {
+            match w {
+                Waiter::New { msg, reply } => {
+                    // The dispatcher gone means shutdown: the message replays next start.
+                    let _ = self.dispatch.send(*msg);
+                    let _ = reply.send(Ok(Admission::New));
+                }
+                Waiter::Duplicate(reply) => {
+                    let _ = reply.send(Ok(Admission::Duplicate));
+                }
+                Waiter::Flush(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+
+    /// The sync failed: new messages (already forgotten) and duplicates are refused.
+    fn refuse(&self, waiters: Vec<Waiter>, err: JournalError) {
+        tracing::error!(error = %err, "journal sync failed: messages not ACKed");
+        self.stats.set_error(err.to_string());
+        for w in waiters {
+            match w {
+                Waiter::New { reply, .. } => {
+                    self.stats.failed_accepts.fetch_add(1, Ordering::Relaxed);
+                    let _ = reply.send(Err(err.clone()));
+                }
+                Waiter::Duplicate(reply) => {
+                    let _ = reply.send(Err(err.clone()));
+                }
+                Waiter::Flush(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+}
+
+impl Core {
+    /// How long the journal thread may wait for the next request before idle work: at
+    /// most [`LAZY_SYNC`] while records may be unsynced (written, or about to be written
+    /// directly for a pending message), until the next retry of Done records.
     fn next_wake(&self) -> Option<Duration> {
-        let lazy = self.dirty.then_some(LAZY_SYNC);
+        let lazy = (self.dirty || self.index.pending_count() > 0).then_some(LAZY_SYNC);
         let retry = self
             .retry_at
             .map(|t| t.saturating_duration_since(Instant::now()));
@@ -260,22 +485,15 @@ impl Writer {
         }
     }
 
-    fn idle(&mut self) {
-        self.retry_done();
-        self.sync_if_dirty();
+    /// The file to sync if anything written is not synced yet (then counted as synced: a
+    /// failed sync marks it dirty again).
+    fn take_dirty(&mut self) -> Option<Arc<File>> {
+        std::mem::take(&mut self.dirty).then(|| self.file.clone())
     }
 
-    fn apply_forgotten(&mut self) {
-        while let Ok(ids) = self.forget.try_recv() {
-            for id in ids {
-                self.index.forget_pending(&id);
-            }
-        }
-    }
-
-    /// Stages every request of `batch`, writes what was staged in one append, then
-    /// settles each request by the outcome of that write.
-    fn append_batch(&mut self, batch: Vec<Request>) {
+    /// Stages every request of `batch`, writes what was staged in one append, settles each
+    /// request by the outcome of that write, and returns the sync its waiters need.
+    fn append_batch(&mut self, batch: Vec<Request>) -> Option<SyncJob> {
         let mut staged = Staged::default();
         for req in batch {
             self.stage(req, &mut staged);
@@ -285,15 +503,19 @@ impl Writer {
         } else {
             self.append(&staged.buf)
         };
-        match written {
+        let waiters = match written {
             Ok(()) => self.settle_written(staged),
             Err(e) => self.settle_unwritten(staged, e),
+        };
+        if waiters.is_empty() {
+            return None;
         }
-        self.retry_done();
-        self.stats
-            .pending
-            .store(self.index.pending_count(), Ordering::Relaxed);
-        self.maybe_compact();
+        // Whatever the file holds now is covered by the sync about to run.
+        self.dirty = false;
+        Some(SyncJob {
+            file: self.file.clone(),
+            waiters,
+        })
     }
 
     /// Encodes one request into the batch (or answers it at once: a duplicate, a message
@@ -328,7 +550,6 @@ impl Writer {
             Request::Flush(reply) => staged.waiters.push(Waiter::Flush(reply)),
         }
     }
-
     /// A new message is taken only when the file has room for it and, beyond it, for
     /// every pending message's completion records, this one's included.
     fn stage_accept(&mut self, msg: Box<Inbound>, reply: AdmitReply, staged: &mut Staged) {
@@ -395,8 +616,8 @@ impl Writer {
         staged.replies.push(reply);
     }
 
-    /// The batch is in the file: the index learns it, and the waiters go to the syncer.
-    fn settle_written(&mut self, staged: Staged) {
+    /// The batch is in the file: the index learns it; returns what waits for its sync.
+    fn settle_written(&mut self, staged: Staged) -> Vec<Waiter> {
         let Staged {
             fresh,
             waiters,
@@ -424,19 +645,13 @@ impl Writer {
             self.index.set_sent(&id, n);
         }
         new_waiters.extend(waiters);
-        if !new_waiters.is_empty() {
-            // The syncer syncs this file; what it covers is no longer dirty.
-            self.dirty = false;
-            let _ = self.to_sync.send(ToSync {
-                file: self.file.clone(),
-                waiters: new_waiters,
-            });
-        }
+        new_waiters
     }
 
     /// The write failed: new messages are refused (not ACKed), replies go out unrecorded,
-    /// and the "answered" records are queued for a retry.
-    fn settle_unwritten(&mut self, staged: Staged, e: std::io::Error) {
+    /// and the "answered" records are queued for a retry. Returns what still waits for a
+    /// sync (duplicates and flushes: of what was written before).
+    fn settle_unwritten(&mut self, staged: Staged, e: std::io::Error) -> Vec<Waiter> {
         let err = JournalError::write(&self.path, e);
         tracing::error!(error = %err, refused = staged.fresh.len(), "journal write failed: messages not ACKed");
         self.stats.set_error(err.to_string());
@@ -450,16 +665,9 @@ impl Writer {
         for reply in staged.replies {
             let _ = reply.written.send(false);
         }
-        // Duplicates and flushes still wait for the sync of what was written before.
-        if !staged.waiters.is_empty() {
-            let _ = self.to_sync.send(ToSync {
-                file: self.file.clone(),
-                waiters: staged.waiters,
-            });
-        }
         self.queue_retry(staged.done.into_iter().map(|(id, _)| id));
+        staged.waiters
     }
-
     /// Writes whole records after the last one, or zeroes what a failed write left.
     fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
@@ -524,20 +732,6 @@ impl Writer {
         Err(last.unwrap_or_else(|| std::io::Error::other("preallocation failed")))
     }
 
-    fn sync_if_dirty(&mut self) {
-        if !self.dirty {
-            return;
-        }
-        match self.file.sync_data() {
-            Ok(()) => self.dirty = false,
-            Err(e) => {
-                let err = JournalError::write(&self.path, e);
-                tracing::error!(error = %err, "journal sync failed");
-                self.stats.set_error(err.to_string());
-            }
-        }
-    }
-
     fn queue_retry(&mut self, ids: impl Iterator<Item = String>) {
         self.done_retry.extend(ids);
         if self.done_retry.len() > MAX_DONE_RETRY {
@@ -593,16 +787,11 @@ impl Writer {
             .store(self.done_retry.len(), Ordering::Relaxed);
     }
 
-    /// Rewrites the live records into a new file when most of this one is dead:
-    /// write a temporary file, sync it, rename it over the journal, sync the folder.
-    fn maybe_compact(&mut self) {
-        if self.committed_len < self.compact_at
-            || !self.mostly_dead()
-            || !self.done_retry.is_empty()
-        {
-            return;
-        }
-        self.compact();
+    /// Whether the file should be compacted now: long enough since the last time, mostly
+    /// dead, and no Done record waiting for a retry. Compaction rewrites the live records
+    /// into a temporary file, syncs it, renames it over the journal and syncs the folder.
+    fn compaction_due(&self) -> bool {
+        self.committed_len >= self.compact_at && self.mostly_dead() && self.done_retry.is_empty()
     }
 
     /// At least [`COMPACT_MIN_BYTES`] long and at least half dead.
@@ -611,7 +800,7 @@ impl Writer {
             && (self.index.live_bytes() as u64) * 2 <= self.committed_len
     }
 
-    /// Rewrites the live records into a new file (see [`Writer::maybe_compact`]).
+    /// Rewrites the live records into a new file (see [`Core::compaction_due`]).
     fn compact(&mut self) {
         let tmp = self.path.with_extension("compact.tmp");
         match self.write_compacted(&tmp) {
@@ -677,99 +866,12 @@ impl Writer {
         }
         out.sync_all()?;
         drop(out);
-        // Everything the old file holds must be durable before it is replaced: a waiter
-        // still queued at the syncer is then answered by a sync of the old file.
+        // Everything the old file holds is made durable before it is replaced (Done records
+        // written since the last sync included), so the switch never loses a record.
         self.file.sync_data()?;
         std::fs::rename(tmp, &self.path)?;
         file::sync_dir(&self.dir)?;
         let file = file::open_rw(&self.path)?;
         Ok((file, len))
-    }
-}
-
-/// The syncer: one `fdatasync` per batch of written accepts, then their answers.
-struct Syncer {
-    path: PathBuf,
-    stats: Arc<JournalStats>,
-    dispatch: mpsc::UnboundedSender<Inbound>,
-    /// Test hook (`CLAWDBOT_TEST_JOURNAL_FSYNC_DELAY_MS`): extra delay before each sync.
-    sync_delay: Duration,
-    forget: Sender<Vec<String>>,
-}
-
-impl Syncer {
-    fn run(self, rx: Receiver<ToSync>) {
-        while let Ok(first) = rx.recv() {
-            let mut batches = vec![first];
-            while let Ok(more) = rx.try_recv() {
-                batches.push(more);
-            }
-            if !self.sync_delay.is_zero() {
-                std::thread::sleep(self.sync_delay);
-            }
-            // Usually one file; two right after a compaction.
-            let mut result = Ok(());
-            let mut synced: Vec<&Arc<File>> = Vec::new();
-            for b in &batches {
-                if synced.iter().any(|f| Arc::ptr_eq(f, &b.file)) {
-                    continue;
-                }
-                synced.push(&b.file);
-                if let Err(e) = b.file.sync_data() {
-                    result = Err(JournalError::write(&self.path, e));
-                }
-            }
-            self.stats.commits.fetch_add(1, Ordering::Relaxed);
-            let waiters = batches.into_iter().flat_map(|b| b.waiters);
-            match result {
-                Ok(()) => {
-                    if self.stats.done_retry_queue.load(Ordering::Relaxed) == 0 {
-                        self.stats.clear_error();
-                    }
-                    self.answer(waiters)
-                }
-                Err(err) => self.refuse(waiters, err),
-            }
-        }
-    }
-
-    fn answer(&self, waiters: impl Iterator<Item = Waiter>) {
-        for w in waiters {
-            match w {
-                Waiter::New { msg, reply } => {
-                    // The dispatcher gone means shutdown: the message replays next start.
-                    let _ = self.dispatch.send(*msg);
-                    let _ = reply.send(Ok(Admission::New));
-                }
-                Waiter::Duplicate(reply) => {
-                    let _ = reply.send(Ok(Admission::Duplicate));
-                }
-                Waiter::Flush(reply) => {
-                    let _ = reply.send(());
-                }
-            }
-        }
-    }
-
-    fn refuse(&self, waiters: impl Iterator<Item = Waiter>, err: JournalError) {
-        tracing::error!(error = %err, "journal sync failed: messages not ACKed");
-        self.stats.set_error(err.to_string());
-        let mut forgotten = Vec::new();
-        for w in waiters {
-            match w {
-                Waiter::New { msg, reply } => {
-                    self.stats.failed_accepts.fetch_add(1, Ordering::Relaxed);
-                    forgotten.push(msg.msg_id.clone());
-                    let _ = reply.send(Err(err.clone()));
-                }
-                Waiter::Duplicate(reply) => {
-                    let _ = reply.send(Err(err.clone()));
-                }
-                Waiter::Flush(reply) => {
-                    let _ = reply.send(());
-                }
-            }
-        }
-        let _ = self.forget.send(forgotten);
     }
 }
