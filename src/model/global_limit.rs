@@ -991,7 +991,7 @@ mod tests {
     fn script_runs(server: &RedisServer) -> u64 {
         let stats = server.cli(&["INFO", "commandstats"]);
         let field = |line: &str, name: &str| -> u64 {
-            line.split(|c| c == ':' || c == ',')
+            line.split([':', ','])
                 .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
                 .unwrap_or(0)
         };
