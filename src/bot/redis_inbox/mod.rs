@@ -67,12 +67,13 @@
 mod consumer;
 mod intake_health;
 mod scripts;
+mod turn_ended;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use super::inflight::InFlight;
 use crate::backoff::capped_doubling;
@@ -109,8 +110,9 @@ pub(crate) struct RedisInbox {
     dedupe_ms: u64,
     /// Messages this replica holds, by id.
     held: Mutex<HashMap<String, Held>>,
-    /// Fires when a turn of this replica ended (a waiting turn may be due).
-    turn_ended: Notify,
+    /// Fires when a turn of this replica ended (a waiting turn of its conversation may
+    /// be due).
+    turn_ended: turn_ended::TurnEnded,
     /// Records still being written in the background (a reply marked sent, a message
     /// finished): shutdown waits for them, so a clean stop never leaves a reply to be sent
     /// again by the replica that takes the message over.
@@ -143,7 +145,7 @@ impl RedisInbox {
             reader,
             dedupe_ms: dedupe_window.as_millis() as u64,
             held: Mutex::new(HashMap::new()),
-            turn_ended: Notify::new(),
+            turn_ended: Default::default(),
             writes: InFlight::default(),
             intake: Default::default(),
         });
@@ -163,7 +165,7 @@ impl RedisInbox {
     /// turn ends, checked at least every [`TURN_POLL_MAX`]).
     pub(crate) async fn room_to_hold(&self) {
         loop {
-            let ended = self.turn_ended.notified();
+            let ended = self.turn_ended.any();
             if self.held().len() < MAX_HELD {
                 return;
             }
@@ -409,10 +411,11 @@ impl SharedTicket {
     /// this message already).
     pub(crate) async fn wait_turn(&mut self, limit: Duration) -> bool {
         let inbox = &self.inbox;
+        let signal = inbox.turn_ended.listen(&self.conversation);
         let due = async {
             for attempt in 0.. {
                 let wait = capped_doubling(RETRY_FIRST, TURN_POLL_MAX, attempt);
-                let ended = inbox.turn_ended.notified();
+                let ended = signal.notified();
                 match scripts::turn(&inbox.redis, &self.conversation, &self.place).await {
                     Ok(Turn::Past) => {
                         // Another replica ended it while this one was away (stalled past
@@ -469,7 +472,7 @@ impl Drop for SharedTicket {
             if finished == Some(None) {
                 tracing::warn!(%msg_id, "the conversation's order record was lost (Redis lost its data?); finished without touching the new one");
             }
-            inbox.turn_ended.notify_waiters();
+            inbox.turn_ended.ended(&conversation);
         });
     }
 }
