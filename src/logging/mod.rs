@@ -1,4 +1,4 @@
-//! The daemon's tracing setup: a lossless batching writer ([`worker`]) over a size-rotated
+//! The daemon's tracing setup: a batching writer that never blocks ([`worker`]) over a size-rotated
 //! file or stderr, text or JSON records, and a layer that remembers the last error for
 //! `status`.
 //!

@@ -37,6 +37,20 @@ pub(super) fn record_error(what: &str, path: &Path, e: &io::Error) {
     }
 }
 
+/// Counts a record the logging worker dropped because its buffer was full: the log's
+/// writer could not keep up (a slow disk, a pipe nobody reads). Shown with the write
+/// errors, since the record was not written.
+pub(super) fn record_dropped() {
+    WRITE_ERRORS.fetch_add(1, Ordering::SeqCst);
+    if let Ok(mut g) = LAST_WRITE_ERROR.lock() {
+        *g = Some(
+            "log records dropped: the log's writer could not keep up \
+             (a slow disk, or a pipe nobody reads)"
+                .to_string(),
+        );
+    }
+}
+
 /// Asks every [`RotatingFile`] to reopen its path before its next write.
 pub(crate) fn request_reopen() {
     REOPEN.store(true, Ordering::SeqCst);

@@ -542,6 +542,75 @@ fn a_hostile_model_never_floods_the_chat() {
     }
 }
 
+/// A model server that answers every request with SSE events of empty content, 200 to a
+/// `write`, as fast as loopback takes them, until the client goes (at most `limit`): a
+/// body read until the connection closes, as some gateways send it.
+fn spawn_bursting_sse_server(limit: Duration) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        let event = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"}}]}\n\n";
+        let burst = std::sync::Arc::new(event.repeat(200));
+        for conn in listener.incoming().take(8) {
+            let Ok(mut conn) = conn else { return };
+            let began = Instant::now();
+            let burst = burst.clone();
+            std::thread::spawn(move || {
+                let mut head = [0u8; 8192];
+                let _ = conn.read(&mut head);
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+                );
+                while began.elapsed() < limit && conn.write_all(burst.as_bytes()).is_ok() {}
+            });
+        }
+    });
+    url
+}
+
+/// One model stream whose events are always ready (bursts of empty chunks as fast as
+/// loopback allows, until its 60 s timeout) must not starve the turns of other
+/// conversations: they are answered while it still streams, not after it ended (with one
+/// async worker they waited for its timeout until the stream reader took part in tokio's
+/// cooperative budget).
+#[test]
+fn an_always_ready_model_stream_does_not_starve_other_conversations() {
+    const CALM: usize = 5;
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let hog_url = spawn_bursting_sse_server(Duration::from_secs(90));
+    let hog = ModelSpec::new("hog_model", &hog_url)
+        .served_as("hog")
+        .api_key("${LOCAL_MODEL_API_KEY}")
+        .timeout_ms(60_000);
+    let cfg = stack.write_config(
+        &stack
+            .bot_config(4, 60_000)
+            .model(hog)
+            .limit("hog_model", 1)
+            .rule("conversation_id", "cidHog==", "hog_model"),
+    );
+    stack.start_bot(&cfg);
+    stack.inject_group("cidHog==", "talk forever");
+    // The hog's turn is under way once the bot ACKed it and its model call started: give
+    // it a moment of the stream before the others ask.
+    std::thread::sleep(Duration::from_millis(500));
+    let calm: Vec<String> = (0..CALM).map(|i| format!("cidCalm{i}==")).collect();
+    for conversation in &calm {
+        stack.inject_group(conversation, "hello");
+    }
+    assert!(
+        wait_until(Duration::from_secs(45), || calm
+            .iter()
+            .all(|c| !stack.replies_in(c).is_empty())),
+        "the other conversations were not answered while the endless stream ran"
+    );
+    assert!(
+        stack.replies_in("cidHog==").is_empty(),
+        "the endless stream's turn ended first (its 60 s timeout): the check proves nothing"
+    );
+}
+
 #[test]
 fn chat_commands_are_answered_without_the_model_and_can_be_switched_off() {
     let stack = Stack::new(FakeConfig::default(), &[]);
