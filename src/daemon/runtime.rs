@@ -156,9 +156,11 @@ fn start_and_serve(
 
 /// Async worker threads. One: the daemon's async work is I/O (sockets, timers), and the
 /// blocking work has threads of its own (the journal's group commit, the log writer,
-/// `spawn_blocking`). Measured at 1 000 msg/s on 2 cores (issue 12), a second worker cost
-/// ~15-25 % more CPU per turn (the idle worker is woken to steal every newly woken task:
-/// ~5 context switches per turn instead of ~2) and gave no throughput this daemon needs:
+/// `spawn_blocking`). Measured at 1 000 msg/s on 2 cores (issue 12; `cargo bench --bench
+/// pipeline -- --only ramp,saturation --rates 1000 --reps 3`, quiet machine), a second
+/// worker cost 0.395 s CPU per 1 000 turns against 0.305 (the idle worker is woken to
+/// steal nearly every newly woken task: ~5 context switches per turn instead of ~2), with
+/// ACK p99 3.56 ms against 1.89, and gave no throughput this daemon needs:
 /// one worker answers thousands of turns a second, far beyond what a self-hosted model
 /// serves. The runtime stays multi-threaded so `spawn_blocking` and `Send` tasks work
 /// as before.

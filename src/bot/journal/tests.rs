@@ -743,3 +743,22 @@ async fn an_answered_mark_is_written_without_waking_the_journal_thread() {
     let (opened, _rx) = open(dir.path());
     assert!(opened.pending.is_empty(), "{:?}", ids(&opened.pending));
 }
+
+/// A journal file deleted while open would lose every message synced into it at the next
+/// start: such messages are refused (not ACKed, so redelivered) and the error named.
+#[tokio::test]
+async fn a_journal_file_deleted_while_open_refuses_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, _rx) = open(dir.path());
+    let j = opened.journal;
+    assert_eq!(j.admit(message("m1")).await.unwrap(), Admission::New);
+    let path = j.report().path.clone();
+    std::fs::remove_file(&path).unwrap();
+    let refused = j.admit(message("m2")).await;
+    assert!(
+        refused.is_err(),
+        "a message was accepted into a deleted file"
+    );
+    let error = j.report().last_error.unwrap_or_default();
+    assert!(error.contains("deleted"), "{error}");
+}

@@ -414,6 +414,7 @@ impl JournalThread {
         }
         let result = file
             .sync_data()
+            .and_then(|()| still_linked(file))
             .map_err(|e| JournalError::write(&self.path, e));
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         if result.is_ok() && self.stats.done_retry_queue.load(Ordering::Relaxed) == 0 {
@@ -874,4 +875,17 @@ impl Core {
         let file = file::open_rw(&self.path)?;
         Ok((file, len))
     }
+}
+
+/// An error when the journal file was deleted while open: records synced into it would
+/// be gone at the next start, so nothing it holds may be ACKed (the messages are refused
+/// and redelivered; a restart makes a new file). One `fstat` per sync.
+fn still_linked(file: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if file.metadata()?.nlink() == 0 {
+        return Err(std::io::Error::other(
+            "the journal file was deleted while the daemon runs; restart the daemon to make a new one",
+        ));
+    }
+    Ok(())
 }
