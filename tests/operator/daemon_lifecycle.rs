@@ -1214,9 +1214,12 @@ fn log_dash_means_stderr_for_run_and_is_refused_by_start() {
         file.to_str().unwrap(),
     ]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(std::fs::read_to_string(&file)
-        .unwrap()
-        .contains("open-file limit"));
+    // The log writer writes a batch at a time: wait for the line, do not read once.
+    assert!(wait_until(Duration::from_secs(30), || {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .contains("open-file limit")
+    }));
     assert_eq!(home.run(&["daemon", "stop", "--name", "s"]).code, 0);
 }
 
