@@ -49,20 +49,14 @@ fn try_start_replica(
         ))
         .section(extra);
     let path = stack.home.write(&format!("{name}.yaml"), &config.render());
-    let r = Run::from(
-        stack
-            .home
-            .command(&[
-                "daemon",
-                "start",
-                "--name",
-                name,
-                "--config",
-                path.to_str().unwrap(),
-            ])
-            .output()
-            .expect("run clawdbot"),
-    );
+    let r = stack.home.run(&[
+        "daemon",
+        "start",
+        "--name",
+        name,
+        "--config",
+        path.to_str().unwrap(),
+    ]);
     (path, r)
 }
 

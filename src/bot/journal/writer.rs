@@ -551,6 +551,7 @@ impl Core {
             Request::Flush(reply) => staged.waiters.push(Waiter::Flush(reply)),
         }
     }
+
     /// A new message is taken only when the file has room for it and, beyond it, for
     /// every pending message's completion records, this one's included.
     fn stage_accept(&mut self, msg: Box<Inbound>, reply: AdmitReply, staged: &mut Staged) {
@@ -669,6 +670,7 @@ impl Core {
         self.queue_retry(staged.done.into_iter().map(|(id, _)| id));
         staged.waiters
     }
+
     /// Writes whole records after the last one, or zeroes what a failed write left.
     fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;

@@ -8,8 +8,9 @@
 //!
 //! Invariants: a listener gets every end of its conversation signalled after it called
 //! [`TurnEnded::listen`] (as with [`Notify::notify_waiters`]); the map holds an entry per
-//! conversation with a live listener, plus dead ones pruned once they outnumber the live
-//! ones (bounded by twice the listeners plus [`PRUNE_FLOOR`]).
+//! conversation with a live listener, plus dead ones pruned once the map has doubled since
+//! the last pruning (so it stays below twice the listeners plus [`PRUNE_FLOOR`], and a
+//! pruning's scan is paid for by the insertions before it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -23,31 +24,41 @@ const PRUNE_FLOOR: usize = 64;
 pub(crate) struct TurnEnded {
     /// Fires on every end (for waits on any room, not on one conversation).
     any: Notify,
-    by_conversation: Mutex<HashMap<String, Weak<Notify>>>,
+    by_conversation: Mutex<Listeners>,
+}
+
+/// The signals by conversation, and the size at which dead ones are pruned next.
+#[derive(Default)]
+struct Listeners {
+    map: HashMap<String, Weak<Notify>>,
+    prune_at: usize,
 }
 
 impl TurnEnded {
     /// The signal of `conversation`'s turn ends; keep it while waiting.
     pub(crate) fn listen(&self, conversation: &str) -> Arc<Notify> {
-        let mut map = self.map();
-        if let Some(live) = map.get(conversation).and_then(Weak::upgrade) {
+        let mut listeners = self.listeners();
+        if let Some(live) = listeners.map.get(conversation).and_then(Weak::upgrade) {
             return live;
         }
-        if map.len() >= PRUNE_FLOOR {
-            map.retain(|_, signal| signal.strong_count() > 0);
+        if listeners.map.len() >= listeners.prune_at.max(PRUNE_FLOOR) {
+            listeners.map.retain(|_, signal| signal.strong_count() > 0);
+            listeners.prune_at = 2 * listeners.map.len();
         }
         let signal = Arc::new(Notify::new());
-        map.insert(conversation.to_string(), Arc::downgrade(&signal));
+        listeners
+            .map
+            .insert(conversation.to_string(), Arc::downgrade(&signal));
         signal
     }
 
     /// A turn of `conversation` ended here: wakes its waiters and the waits on any end.
     pub(crate) fn ended(&self, conversation: &str) {
         let signal = {
-            let mut map = self.map();
-            let signal = map.get(conversation).and_then(Weak::upgrade);
+            let mut listeners = self.listeners();
+            let signal = listeners.map.get(conversation).and_then(Weak::upgrade);
             if signal.is_none() {
-                map.remove(conversation);
+                listeners.map.remove(conversation);
             }
             signal
         };
@@ -62,7 +73,7 @@ impl TurnEnded {
         self.any.notified()
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Weak<Notify>>> {
+    fn listeners(&self) -> std::sync::MutexGuard<'_, Listeners> {
         self.by_conversation
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -102,9 +113,9 @@ mod tests {
             drop(ended.listen(&format!("c{i}")));
         }
         assert!(
-            ended.map().len() <= PRUNE_FLOOR + 1,
+            ended.listeners().map.len() <= PRUNE_FLOOR + 1,
             "{}",
-            ended.map().len()
+            ended.listeners().map.len()
         );
     }
 }
