@@ -34,10 +34,15 @@ pub(crate) fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates (replacing) a regular file to write, mode 0600.
+/// Creates (replacing) a regular file to read and write, mode 0600.
 pub(crate) fn create_new(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true).mode(0o600);
+    options
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600);
     open_regular(path, options)
 }
 

@@ -35,6 +35,7 @@ mod index;
 mod legacy;
 mod lock;
 mod record;
+mod spare;
 mod stats;
 mod writer;
 

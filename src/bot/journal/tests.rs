@@ -291,6 +291,10 @@ async fn a_full_disk_refuses_new_messages_and_keeps_answered_ones_answered() {
     let mut m2 = message("m2");
     m2.content = InboundContent::Text("y".repeat(16_000));
     assert_eq!(j.admit(message(&m1)).await.unwrap(), Admission::New);
+    assert!(
+        !state.join("journal/journal.spare").exists(),
+        "a spare took the space of a small disk"
+    );
     let filler = fill(&state);
 
     let err = j
@@ -341,8 +345,8 @@ async fn a_mostly_answered_journal_is_compacted_and_keeps_what_is_live() {
     }
     assert_eq!(j.admit(message("tail")).await.unwrap(), Admission::New);
     j.flush().await;
-    let r = j.report();
-    assert!(r.compactions >= 1, "{r:?}");
+    // The compaction may wait for its spare (made by another thread).
+    wait_for("a compaction", || j.report().compactions >= 1).await;
     let log = dir.path().join("journal/journal.log");
     let len = scan(&std::fs::read(&log).unwrap()).1;
     // 1.5 MB were written; dead records beyond the threshold (1 MiB) were dropped.
@@ -761,4 +765,61 @@ async fn a_journal_file_deleted_while_open_refuses_messages() {
     );
     let error = j.report().last_error.unwrap_or_default();
     assert!(error.contains("deleted"), "{error}");
+}
+
+/// The spare made ahead of time by another thread becomes the journal at a compaction
+/// (the same inode: nothing was zero-filled on the journal thread), a new spare follows,
+/// the records survive a restart, and no spare is left after the journal closed.
+#[tokio::test]
+async fn a_compaction_switches_to_the_spare_made_ahead_of_it() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, _rx) = open(dir.path());
+    let j = opened.journal;
+    let spare = dir.path().join("journal/journal.spare");
+    let log = dir.path().join("journal/journal.log");
+    wait_for("the first spare", || spare.exists()).await;
+    let spare_inode = std::fs::metadata(&spare).unwrap().ino();
+    assert_ne!(spare_inode, std::fs::metadata(&log).unwrap().ino());
+
+    let big = |id: &str| {
+        let mut m = message(id);
+        m.content = InboundContent::Text("z".repeat(1500));
+        m
+    };
+    let waits: Vec<_> = (0..1000).map(|i| j.admit(big(&format!("s{i}")))).collect();
+    for w in waits {
+        assert_eq!(w.await.unwrap(), Admission::New);
+    }
+    for i in 0..999 {
+        j.done(&format!("s{i}"), Instant::now());
+    }
+    assert_eq!(j.admit(message("last")).await.unwrap(), Admission::New);
+    j.flush().await;
+    wait_for("a compaction", || j.report().compactions >= 1).await;
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().ino(),
+        spare_inode,
+        "the compaction did not switch to the spare"
+    );
+    let bytes = std::fs::read(&log).unwrap();
+    let valid = scan(&bytes).1;
+    assert!(valid < 1 << 20, "journal still {valid} bytes");
+    assert!(
+        bytes[valid..].iter().all(|b| *b == 0),
+        "not zeros after the records"
+    );
+    wait_for("the next spare", || {
+        std::fs::metadata(&spare).is_ok_and(|m| m.ino() != spare_inode)
+    })
+    .await;
+    drop(j);
+    wait_for("the spare removed at close", || !spare.exists()).await;
+
+    let (opened, _rx) = open(dir.path());
+    assert_eq!(ids(&opened.pending), ["s999", "last"]);
+    assert_eq!(
+        opened.journal.admit(message("s0")).await.unwrap(),
+        Admission::Duplicate
+    );
 }

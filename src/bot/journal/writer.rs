@@ -36,14 +36,17 @@
 //!   beyond the reserves;
 //! - an id marked done stays done in memory even when its Done record cannot be written;
 //!   the record is retried with backoff and the error shown in the report;
-//! - compaction runs after a batch's waiters are answered, never on the ACK path;
+//! - compaction runs after a batch's waiters are answered, never on the ACK path, and
+//!   into a file zero-filled ahead of time by another thread ([`super::spare`]), so the
+//!   accepts queued meanwhile wait for a small write, two syncs and a rename, not for
+//!   megabytes of zeros;
 //! - Done-only writes are synced lazily (at the next accept's sync, or by the thread
 //!   within [`LAZY_SYNC`]: it waits at most that long while anything is pending or
 //!   unsynced): a `write` survives `kill -9`; a power loss may lose the last second of
 //!   Done records, i.e. answer those messages again.
 
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -55,12 +58,15 @@ use tokio::sync::{mpsc, oneshot};
 use super::file;
 use super::index::Index;
 use super::record::{completion_reserve, encode, Record};
+use super::spare::Spare;
 use super::stats::JournalStats;
 use super::{Admission, JournalError};
 use crate::dingtalk::Inbound;
 
 /// Done records written but not yet synced are synced after this long idle.
 const LAZY_SYNC: Duration = Duration::from_secs(1);
+/// How often a compaction waiting for its spare looks again.
+const SPARE_POLL: Duration = Duration::from_millis(5);
 /// Most requests taken into one write.
 const MAX_BATCH: usize = 4096;
 /// Done records kept for retry after write errors (oldest dropped beyond).
@@ -226,6 +232,8 @@ struct Core {
     retry_at: Option<Instant>,
     /// Compaction is considered once the file is this long.
     compact_at: u64,
+    /// The next compaction's file, made ahead of time off this thread.
+    spare: Spare,
 }
 
 /// Everything a writer starts from (the journal as recovered at open).
@@ -271,11 +279,13 @@ pub(crate) fn start(init: WriterInit) -> std::io::Result<Started> {
         retry_attempt: 0,
         retry_at: None,
         compact_at: COMPACT_MIN_BYTES.max(init.len.saturating_mul(2)),
+        spare: Spare::beside(&init.path),
     };
     if init.rewrite || core.mostly_dead() {
         core.compact();
     }
     core.preallocate_ahead();
+    core.prepare_spare();
     let state = Arc::new(WriterState {
         core: Mutex::new(core),
     });
@@ -340,6 +350,7 @@ impl JournalThread {
         }
         let job = {
             let mut core = self.state.lock();
+            core.spare.close();
             core.retry_at = None;
             core.retry_done();
             core.take_dirty()
@@ -474,9 +485,14 @@ impl JournalThread {
 impl Core {
     /// How long the journal thread may wait for the next request before idle work: at
     /// most [`LAZY_SYNC`] while records may be unsynced (written, or about to be written
-    /// directly for a pending message), until the next retry of Done records.
+    /// directly for a pending message), [`SPARE_POLL`] while a wanted compaction waits
+    /// for its spare, until the next retry of Done records.
     fn next_wake(&self) -> Option<Duration> {
-        let lazy = (self.dirty || self.index.pending_count() > 0).then_some(LAZY_SYNC);
+        let lazy = if self.compaction_wanted() && self.spare.making() {
+            Some(SPARE_POLL)
+        } else {
+            (self.dirty || self.index.pending_count() > 0).then_some(LAZY_SYNC)
+        };
         let retry = self
             .retry_at
             .map(|t| t.saturating_duration_since(Instant::now()));
@@ -673,7 +689,6 @@ impl Core {
 
     /// Writes whole records after the last one, or zeroes what a failed write left.
     fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
         let end = self.committed_len + buf.len() as u64;
         if end > self.allocated_len {
             self.preallocate(end)?;
@@ -793,7 +808,16 @@ impl Core {
     /// Whether the file should be compacted now: long enough since the last time, mostly
     /// dead, and no Done record waiting for a retry. Compaction rewrites the live records
     /// into a temporary file, syncs it, renames it over the journal and syncs the folder.
+    /// Due once the file reached `compact_at` and is mostly dead, unless Done records
+    /// wait for a retry or the spare is still being made (it is ready within tens of
+    /// milliseconds; compacting without it would hold the ACKs as long). A file twice
+    /// past `compact_at` is compacted without waiting any longer.
     fn compaction_due(&self) -> bool {
+        self.compaction_wanted()
+            && (!self.spare.making() || self.committed_len >= self.compact_at.saturating_mul(2))
+    }
+
+    fn compaction_wanted(&self) -> bool {
         self.committed_len >= self.compact_at && self.mostly_dead() && self.done_retry.is_empty()
     }
 
@@ -803,29 +827,37 @@ impl Core {
             && (self.index.live_bytes() as u64) * 2 <= self.committed_len
     }
 
-    /// Rewrites the live records into a new file (see [`Core::compaction_due`]).
+    /// Rewrites the live records into a new file (see [`Core::compaction_due`]): the
+    /// spare when it is ready and big enough, else a file zero-filled here.
     fn compact(&mut self) {
-        let tmp = self.path.with_extension("compact.tmp");
-        match self.write_compacted(&tmp) {
-            Ok((file, len)) => {
-                self.allocated_len = file.metadata().map_or(len, |m| m.len());
+        let live = self.live_records();
+        let len = live.len() as u64;
+        let need = len + self.index.reserved() + PREALLOCATE_MIN;
+        let switched = match self.spare.take(need) {
+            Some((spare, room)) => self.switch_to_spare(spare, room, &live),
+            None => self.write_compacted(&live),
+        };
+        match switched {
+            Ok((file, allocated)) => {
+                self.allocated_len = allocated;
                 self.file = Arc::new(file);
                 self.committed_len = len;
                 self.dirty = false;
                 self.compact_at = COMPACT_MIN_BYTES.max(len.saturating_mul(2));
                 self.stats.compactions.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(bytes = len, "journal compacted");
+                self.prepare_spare();
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                tracing::warn!(path = %tmp.display(), error = %e, "journal compaction failed; keeping the current file");
+                tracing::warn!(path = %self.path.display(), error = %e, "journal compaction failed; keeping the current file");
                 // Try again only once the file has grown by as much again.
                 self.compact_at = self.committed_len.saturating_mul(2);
             }
         }
     }
 
-    fn write_compacted(&mut self, tmp: &std::path::Path) -> std::io::Result<(File, u64)> {
+    /// The records a compacted file holds: Done ids, pending messages, recorded replies.
+    fn live_records(&self) -> Vec<u8> {
         let mut buf = Vec::new();
         for id in self.index.done_ids() {
             encode(&Record::Done { id: id.to_string() }, &mut buf);
@@ -852,30 +884,83 @@ impl Core {
                 );
             }
         }
-        let mut out = file::create_new(tmp)?;
-        out.write_all(&buf)?;
-        let len = buf.len() as u64;
-        // Room for the next records, so commits after the switch do not grow the file.
-        // At least the pending messages' completion reserves, or no compaction.
+        buf
+    }
+
+    /// The length a compacted file is zero-filled to when it holds `len` bytes of
+    /// records: room for the next records, at least the pending messages' completion
+    /// reserves.
+    fn compacted_room(&self, len: u64) -> u64 {
         let reserved = len + self.index.reserved();
-        let room = (reserved + PREALLOCATE / 2).div_ceil(PREALLOCATE) * PREALLOCATE;
-        if file::zero_fill(&out, len, room).is_err() {
-            out.set_len(len)?;
-            file::zero_fill(
-                &out,
-                len,
-                reserved.div_ceil(PREALLOCATE_MIN) * PREALLOCATE_MIN,
-            )?;
+        (reserved + PREALLOCATE / 2).div_ceil(PREALLOCATE) * PREALLOCATE
+    }
+
+    /// Has the next compaction's file made off this thread, sized for today's live set.
+    fn prepare_spare(&self) {
+        let live = self.index.live_bytes() as u64;
+        self.spare.prepare(self.compacted_room(live));
+    }
+
+    /// Makes `live` the journal: written at the head of the spare (`room` zeroed bytes),
+    /// synced, then renamed over the journal. Returns the new file and its length.
+    fn switch_to_spare(
+        &mut self,
+        spare: File,
+        room: u64,
+        live: &[u8],
+    ) -> std::io::Result<(File, u64)> {
+        let switched = spare
+            .write_all_at(live, 0)
+            .and_then(|()| spare.sync_data())
+            .and_then(|()| self.replace_journal_with(self.spare.path()));
+        if switched.is_err() {
+            let _ = std::fs::remove_file(self.spare.path());
+        }
+        switched.map(|()| (spare, room))
+    }
+
+    /// Makes `live` the journal through a new file zero-filled here.
+    fn write_compacted(&mut self, live: &[u8]) -> std::io::Result<(File, u64)> {
+        let tmp = self.path.with_extension("compact.tmp");
+        let written = self.write_compacted_at(&tmp, live);
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    fn write_compacted_at(
+        &mut self,
+        tmp: &std::path::Path,
+        live: &[u8],
+    ) -> std::io::Result<(File, u64)> {
+        let out = file::create_new(tmp)?;
+        let len = live.len() as u64;
+        let room = self.compacted_room(len);
+        let reserved = len + self.index.reserved();
+        let allocated = if file::zero_fill(&out, 0, room).is_ok() {
+            room
+        } else {
+            out.set_len(0)?;
+            let fallback = reserved.div_ceil(PREALLOCATE_MIN) * PREALLOCATE_MIN;
+            file::zero_fill(&out, 0, fallback)?;
+            fallback
+        };
+        {
+            out.write_all_at(live, 0)?;
         }
         out.sync_all()?;
-        drop(out);
-        // Everything the old file holds is made durable before it is replaced (Done records
-        // written since the last sync included), so the switch never loses a record.
+        self.replace_journal_with(tmp)?;
+        Ok((out, allocated))
+    }
+
+    /// Renames the synced file at `from` over the journal, durably. Everything the old
+    /// file holds is made durable first (Done records written since the last sync
+    /// included), so the switch never loses a record.
+    fn replace_journal_with(&self, from: &std::path::Path) -> std::io::Result<()> {
         self.file.sync_data()?;
-        std::fs::rename(tmp, &self.path)?;
-        file::sync_dir(&self.dir)?;
-        let file = file::open_rw(&self.path)?;
-        Ok((file, len))
+        std::fs::rename(from, &self.path)?;
+        file::sync_dir(&self.dir)
     }
 }
 
