@@ -295,7 +295,8 @@ pub async fn acks(State(sim): State<Arc<Sim>>) -> Response {
 }
 
 /// `GET /_sim/messages`: injected messages and their delivery/ACK state; `sent_us` (one
-/// per delivery) and `acked_us` (first ACK) are Unix microseconds.
+/// per delivery, when its frame was written to the socket) and `acked_us` (when the first
+/// ACK was read from it) are Unix microseconds.
 pub async fn messages(State(sim): State<Arc<Sim>>) -> Response {
     let st = sim.lock();
     let list: Vec<Value> = st

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Notify};
 
 use super::reply::{api_body, api_error, ok_json, req_str};
-use super::state::{take, Conn, Sim, State as SimState};
+use super::state::{take, Conn, OutFrame, Sim, State as SimState};
 use crate::clock::{now_ms, now_us};
 use crate::dingtalk::wire;
 use crate::random_hex::random_hex;
@@ -216,7 +216,16 @@ async fn run_conn(sim: Arc<Sim>, socket: WebSocket) {
             tokio::time::sleep_until(close_at.unwrap_or_else(|| tokio::time::Instant::now() + FAR));
         tokio::select! {
             out = rx.recv() => match out {
-                Some(text) => if sink.send(Message::text(text)).await.is_err() { break },
+                Some(out) => {
+                    // Stamped at the socket, not when queued: the ACK latency is the bot's.
+                    let at_us = now_us();
+                    if sink.send(Message::text(out.text)).await.is_err() { break }
+                    if let Some(i) = out.message {
+                        if let Some(m) = sim.lock().messages.get_mut(i) {
+                            m.sent_us.push(at_us);
+                        }
+                    }
+                }
                 None => break,
             },
             incoming = stream.next() => match incoming {
@@ -259,8 +268,8 @@ struct ConnSignals {
 
 /// Adds a new open connection to the simulator's state: its id, the queue of frames to
 /// send on it, and its signals.
-fn register_conn(sim: &Sim) -> (u64, mpsc::UnboundedReceiver<String>, ConnSignals) {
-    let (tx, rx) = mpsc::unbounded_channel::<String>();
+fn register_conn(sim: &Sim) -> (u64, mpsc::UnboundedReceiver<OutFrame>, ConnSignals) {
+    let (tx, rx) = mpsc::unbounded_channel::<OutFrame>();
     let signals = ConnSignals {
         silence: Arc::new(Notify::new()),
         disconnect: Arc::new(Notify::new()),
@@ -332,6 +341,8 @@ async fn send_disconnect(
 
 /// Records one upstream message (an ACK, or anything else the client wrote).
 fn record_ack(sim: &Sim, conn: u64, text: &str) {
+    // Stamped as read, before parsing and the simulator's lock (contended by its own work).
+    let at_us = now_us();
     let v: Value = serde_json::from_str(text).unwrap_or_else(|_| json!({"unparsable": text.len()}));
     let mid = v
         .pointer("/headers/messageId")
@@ -345,7 +356,6 @@ fn record_ack(sim: &Sim, conn: u64, text: &str) {
             c.pings_echoed += 1;
         }
     }
-    let at_us = now_us();
     if let Some(m) = st.messages.iter_mut().rev().find(|m| m.message_id == mid) {
         m.acked = true;
         m.acked_us.get_or_insert(at_us);
@@ -383,13 +393,18 @@ pub fn deliver(sim: &Sim, index: usize) -> Option<u64> {
         .conns
         .get(&conn)
         .and_then(|c| c.tx.as_ref())
-        .is_some_and(|tx| tx.send(text).is_ok());
+        .is_some_and(|tx| {
+            tx.send(OutFrame {
+                text,
+                message: Some(index),
+            })
+            .is_ok()
+        });
     if !sent {
         return None;
     }
     let m = st.messages.get_mut(index)?;
     m.deliveries.push(conn);
-    m.sent_us.push(now_us());
     m.last_sent = Some(Instant::now());
     Some(conn)
 }

@@ -134,7 +134,7 @@ pub struct Conn {
     pub id: u64,
     pub opened_ms: u64,
     pub closed_ms: Option<u64>,
-    pub tx: Option<mpsc::UnboundedSender<String>>,
+    pub tx: Option<mpsc::UnboundedSender<OutFrame>>,
     pub silence: Arc<Notify>,
     pub disconnect: Arc<Notify>,
     pub pings_sent: u64,
@@ -144,6 +144,13 @@ pub struct Conn {
     pub silent: bool,
 }
 
+/// A frame queued for one connection; `message` is the index of the injected message it
+/// delivers (its send time is stamped when the frame is written to the socket).
+pub struct OutFrame {
+    pub text: String,
+    pub message: Option<usize>,
+}
+
 /// One injected bot message.
 pub struct Injected {
     pub message_id: String,
@@ -151,11 +158,11 @@ pub struct Injected {
     pub payload: Value,
     /// Connection id of each delivery.
     pub deliveries: Vec<u64>,
-    /// When each delivery was handed to its connection (Unix microseconds).
+    /// When each delivery was written to its connection's socket (Unix microseconds).
     pub sent_us: Vec<u64>,
     pub last_sent: Option<Instant>,
     pub acked: bool,
-    /// When the first ACK arrived (Unix microseconds).
+    /// When the first ACK was read from the socket (Unix microseconds).
     pub acked_us: Option<u64>,
 }
 

@@ -64,10 +64,15 @@ impl Spare {
     }
 
     /// Starts a helper making a spare of `len` bytes, unless one is being made or ready.
-    pub(crate) fn prepare(&self, len: u64) {
+    /// The helper first closes `retired` (the file a compaction replaced): the last close
+    /// of an unlinked file frees its blocks, about 2 ms for 8 MiB, which the journal
+    /// thread would otherwise spend while messages wait.
+    pub(crate) fn prepare(&self, len: u64, retired: Option<Arc<File>>) {
         {
             let mut state = self.lock();
             if !matches!(*state, State::Idle) {
+                drop(state);
+                close_in_background(retired);
                 return;
             }
             *state = State::Making;
@@ -76,6 +81,7 @@ impl Spare {
         let spawned = std::thread::Builder::new()
             .name("journal-spare".into())
             .spawn(move || {
+                drop(retired);
                 let made = make(&path, len);
                 let mut state = lock(&state);
                 match (made, &*state) {
@@ -124,6 +130,15 @@ impl Spare {
         if let State::Ready { .. } = std::mem::replace(&mut *state, State::Closed) {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// Closes `file` on a short-lived thread (inline if no thread can be started).
+fn close_in_background(file: Option<Arc<File>>) {
+    if let Some(file) = file {
+        let _ = std::thread::Builder::new()
+            .name("journal-close".into())
+            .spawn(move || drop(file));
     }
 }
 

@@ -285,7 +285,7 @@ pub(crate) fn start(init: WriterInit) -> std::io::Result<Started> {
         core.compact();
     }
     core.preallocate_ahead();
-    core.prepare_spare();
+    core.prepare_spare(None);
     let state = Arc::new(WriterState {
         core: Mutex::new(core),
     });
@@ -840,13 +840,13 @@ impl Core {
         match switched {
             Ok((file, allocated)) => {
                 self.allocated_len = allocated;
-                self.file = Arc::new(file);
+                let retired = std::mem::replace(&mut self.file, Arc::new(file));
                 self.committed_len = len;
                 self.dirty = false;
                 self.compact_at = COMPACT_MIN_BYTES.max(len.saturating_mul(2));
                 self.stats.compactions.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(bytes = len, "journal compacted");
-                self.prepare_spare();
+                self.prepare_spare(Some(retired));
             }
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), error = %e, "journal compaction failed; keeping the current file");
@@ -895,10 +895,11 @@ impl Core {
         (reserved + PREALLOCATE / 2).div_ceil(PREALLOCATE) * PREALLOCATE
     }
 
-    /// Has the next compaction's file made off this thread, sized for today's live set.
-    fn prepare_spare(&self) {
+    /// Has the next compaction's file made off this thread, sized for today's live set;
+    /// `retired` (the file just replaced) is closed there too.
+    fn prepare_spare(&self, retired: Option<Arc<File>>) {
         let live = self.index.live_bytes() as u64;
-        self.spare.prepare(self.compacted_room(live));
+        self.spare.prepare(self.compacted_room(live), retired);
     }
 
     /// Makes `live` the journal: written at the head of the spare (`room` zeroed bytes),
