@@ -891,8 +891,12 @@ impl Core {
     /// records: room for the next records, at least the pending messages' completion
     /// reserves.
     fn compacted_room(&self, len: u64) -> u64 {
-        let reserved = len + self.index.reserved();
-        (reserved + PREALLOCATE / 2).div_ceil(PREALLOCATE) * PREALLOCATE
+        // The next compaction is due at `compact_at` (and forced at twice that): room for
+        // that much, so the file never grows between compactions, and no more (these
+        // zeros are written to disk at every compaction).
+        let next_compact_at = COMPACT_MIN_BYTES.max(len.saturating_mul(2));
+        let room = next_compact_at.saturating_mul(2) + self.index.reserved();
+        room.div_ceil(PREALLOCATE_MIN) * PREALLOCATE_MIN
     }
 
     /// Has the next compaction's file made off this thread, sized for today's live set;
