@@ -195,12 +195,13 @@ fn param_text(key: &str, p: &Value) -> String {
     p.get(k).and_then(Value::as_str).unwrap_or("").to_string()
 }
 
-/// Appends to the outbox; returns the entry's seq.
-pub fn record_out(sim: &Sim, mut entry: Value) -> u64 {
+/// Appends to the outbox; returns the entry's seq. `at_us` is when the request arrived,
+/// stamped by its handler before it took the simulator's lock (contended by the
+/// simulator's own work, which is not the bot's time).
+pub fn record_out(sim: &Sim, mut entry: Value, at_us: u64) -> u64 {
     let mut st = sim.lock();
     let seq = st.outbox.len() as u64 + 1;
     entry["seq"] = json!(seq);
-    let at_us = now_us();
     entry["at_ms"] = json!(at_us / 1000);
     entry["at_us"] = json!(at_us);
     st.outbox.push(entry);
@@ -223,6 +224,7 @@ fn authorized_message(
 
 /// `POST /v1.0/robot/groupMessages/send`.
 pub async fn group_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let arrived_us = now_us();
     let (v, param) =
         match authorized_message(&sim, &headers, "/v1.0/robot/groupMessages/send", &body) {
             Ok(m) => m,
@@ -238,12 +240,14 @@ pub async fn group_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
         &sim,
         json!({"route": "group_send", "conversation_id": cid, "msg_key": key,
         "text": param_text(key, &param), "process_query_key": pqk, "body": v}),
+        arrived_us,
     );
     ok_json(json!({"processQueryKey": pqk}))
 }
 
 /// `POST /v1.0/robot/oToMessages/batchSend`.
 pub async fn batch_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let arrived_us = now_us();
     let (v, param) =
         match authorized_message(&sim, &headers, "/v1.0/robot/oToMessages/batchSend", &body) {
             Ok(m) => m,
@@ -277,6 +281,7 @@ pub async fn batch_send(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
             &sim,
             json!({"route": "batch_send", "user_ids": users, "msg_key": key,
             "text": param_text(key, &param), "process_query_key": pqk, "body": v}),
+            arrived_us,
         );
     }
     ok_json(

@@ -15,7 +15,7 @@ use super::openapi::record_out;
 use super::reply::{errcode, errcode_body};
 use super::sign::{signature_matches, SIGN_WINDOW_MS};
 use super::state::{take, Sim};
-use crate::clock::now_ms;
+use crate::clock::{now_ms, now_us};
 
 /// Validates a text/markdown webhook body; returns (msgtype, text).
 fn check_body(bytes: &[u8]) -> Result<(Value, String, String), Response> {
@@ -52,6 +52,7 @@ pub async fn send_by_session(
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
+    let arrived_us = now_us();
     let session = q.get("session").cloned().unwrap_or_default();
     let conversation = {
         let mut st = sim.lock();
@@ -75,6 +76,7 @@ pub async fn send_by_session(
         &sim,
         json!({"route": "session_webhook", "conversation_id": conversation, "session": session,
         "msgtype": msgtype, "text": text, "at_user_ids": at, "body": v}),
+        arrived_us,
     );
     errcode(0, "ok")
 }
@@ -85,6 +87,7 @@ pub async fn robot_send(
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
+    let arrived_us = now_us();
     let token = q.get("access_token").cloned().unwrap_or_default();
     let secret = {
         let mut st = sim.lock();
@@ -118,6 +121,7 @@ pub async fn robot_send(
     record_out(
         &sim,
         json!({"route": "robot_webhook", "access_token": token, "msgtype": msgtype, "text": text, "body": v}),
+        arrived_us,
     );
     errcode(0, "ok")
 }
