@@ -43,6 +43,9 @@ pub struct ModelClient {
     cfg: ModelConfig,
     /// The runtime this client talks to.
     base_url: String,
+    /// `{base_url}/chat/completions`, parsed once (not per turn); `None` when it does not
+    /// parse, and each request then fails naming why, as an unparsed one would.
+    chat_url: Option<reqwest::Url>,
     budgets: PhaseBudgets,
     http: reqwest::Client,
     api_key: Arc<RwLock<Option<Secret>>>,
@@ -64,6 +67,11 @@ impl ModelClient {
         Ok(ModelClient {
             cfg: cfg.clone(),
             base_url: base_url.to_string(),
+            chat_url: reqwest::Url::parse(&super::endpoint_url::endpoint_url(
+                base_url,
+                "chat/completions",
+            ))
+            .ok(),
             budgets,
             http,
             api_key: Arc::new(RwLock::new(cfg.api_key.clone())),
@@ -114,7 +122,11 @@ impl ModelClient {
         let deadlines = CallDeadlines::start(&self.budgets, total_deadline);
         let stream = self.cfg.stream;
         let body = wire::request_body(&self.cfg, messages, stream);
-        let req = self.authorized(self.http.post(self.url("chat/completions")).json(&body));
+        let post = match &self.chat_url {
+            Some(url) => self.http.post(url.clone()),
+            None => self.http.post(self.url("chat/completions")),
+        };
+        let req = self.authorized(post.json(&body));
         // A queued llama.cpp request sends no headers at all: when streaming, the headers
         // are the first sign of life and fall under the first-token budget.
         let (head_deadline, head_phase) = if stream {
