@@ -326,27 +326,35 @@ async fn a_full_disk_refuses_new_messages_and_keeps_answered_ones_answered() {
     assert_eq!(ids(&opened.pending), ["m2"]);
 }
 
+/// Admits 1 000 messages of 1.5 KB named `{prefix}{i}`, answers all but the last, admits
+/// `tail`, and waits for the compaction this makes due (~1.5 MB written, mostly dead; the
+/// compaction may wait for its spare, made by another thread).
+async fn write_mostly_dead(j: &Journal, prefix: &str, tail: &str) {
+    let big = |id: String| {
+        let mut m = message(&id);
+        m.content = InboundContent::Text("z".repeat(1500));
+        m
+    };
+    let waits: Vec<_> = (0..1000)
+        .map(|i| j.admit(big(format!("{prefix}{i}"))))
+        .collect();
+    for w in waits {
+        assert_eq!(w.await.unwrap(), Admission::New);
+    }
+    for i in 0..999 {
+        j.done(&format!("{prefix}{i}"), Instant::now());
+    }
+    assert_eq!(j.admit(message(tail)).await.unwrap(), Admission::New);
+    j.flush().await;
+    wait_for("a compaction", || j.report().compactions >= 1).await;
+}
+
 #[tokio::test]
 async fn a_mostly_answered_journal_is_compacted_and_keeps_what_is_live() {
     let dir = tempfile::tempdir().unwrap();
     let (opened, _rx) = open(dir.path());
     let j = opened.journal;
-    let big = |id: &str| {
-        let mut m = message(id);
-        m.content = InboundContent::Text("z".repeat(1500));
-        m
-    };
-    let waits: Vec<_> = (0..1000).map(|i| j.admit(big(&format!("k{i}")))).collect();
-    for w in waits {
-        assert_eq!(w.await.unwrap(), Admission::New);
-    }
-    for i in 0..999 {
-        j.done(&format!("k{i}"), Instant::now());
-    }
-    assert_eq!(j.admit(message("tail")).await.unwrap(), Admission::New);
-    j.flush().await;
-    // The compaction may wait for its spare (made by another thread).
-    wait_for("a compaction", || j.report().compactions >= 1).await;
+    write_mostly_dead(&j, "k", "tail").await;
     let log = dir.path().join("journal/journal.log");
     let len = scan(&std::fs::read(&log).unwrap()).1;
     // 1.5 MB were written; dead records beyond the threshold (1 MiB) were dropped.
@@ -782,21 +790,7 @@ async fn a_compaction_switches_to_the_spare_made_ahead_of_it() {
     let spare_inode = std::fs::metadata(&spare).unwrap().ino();
     assert_ne!(spare_inode, std::fs::metadata(&log).unwrap().ino());
 
-    let big = |id: &str| {
-        let mut m = message(id);
-        m.content = InboundContent::Text("z".repeat(1500));
-        m
-    };
-    let waits: Vec<_> = (0..1000).map(|i| j.admit(big(&format!("s{i}")))).collect();
-    for w in waits {
-        assert_eq!(w.await.unwrap(), Admission::New);
-    }
-    for i in 0..999 {
-        j.done(&format!("s{i}"), Instant::now());
-    }
-    assert_eq!(j.admit(message("last")).await.unwrap(), Admission::New);
-    j.flush().await;
-    wait_for("a compaction", || j.report().compactions >= 1).await;
+    write_mostly_dead(&j, "s", "last").await;
     assert_eq!(
         std::fs::metadata(&log).unwrap().ino(),
         spare_inode,
