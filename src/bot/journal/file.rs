@@ -34,16 +34,17 @@ pub(crate) fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Creates (replacing) a regular file to read and write, mode 0600.
+/// Creates a new regular file to read and write, mode 0600, replacing what `path`
+/// named: that name is removed first and the file created exclusively, so an object
+/// planted there (a hard link to another file, a symlink, a FIFO) is never opened, let
+/// alone truncated or written through.
 pub(crate) fn create_new(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600);
-    open_regular(path, options)
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    crate::fsutil::create_private(path)
 }
 
 /// Makes the folder's entries (creations, renames, removals) durable.

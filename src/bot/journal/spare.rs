@@ -9,19 +9,23 @@
 //! compaction only writes the live records at its head, syncs and renames it.
 //!
 //! Invariants:
-//! - the spare lives at `journal.spare` beside the journal; recovery never reads it, and
-//!   a start truncates whatever a crash left there;
+//! - the spare lives at `journal.spare` beside the journal; recovery never reads it;
+//! - it is made as a new file (whatever that name held is removed first, never opened or
+//!   written through: see [`file::create_new`]), and renamed over the journal only while
+//!   that name still is the very file made here (same device and inode, one link), so an
+//!   object swapped in meanwhile is never made the journal;
 //! - a spare is handed out only once wholly zero-filled and synced, to one compaction;
 //! - at most one helper runs at a time; a spare is made only while the file system keeps
-//!   at least [`FREE_MARGIN`] times its size free afterwards, so it never takes the
-//!   space the journal's own records need, and a failed one is removed;
-//! - after [`Spare::close`] no spare is left on disk (a helper still at work removes its
-//!   file when it ends).
+//!   at least [`FREE_MARGIN`] times its size free, so it never takes the space the
+//!   journal's own records need, and a failed one is removed;
+//! - after [`Spare::close`] returns, no spare is on disk: a helper still at work stops at
+//!   its next chunk, removes its file and is waited for.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::file;
@@ -41,10 +45,11 @@ enum State {
     Closed,
 }
 
-/// The spare file and the helper that makes it (cheap to share with the helper).
+/// The spare file and the helper that makes it.
 pub(crate) struct Spare {
     path: PathBuf,
     state: Arc<Mutex<State>>,
+    helper: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Spare {
@@ -53,6 +58,7 @@ impl Spare {
         Spare {
             path: journal.with_extension("spare"),
             state: Arc::new(Mutex::new(State::Idle)),
+            helper: Mutex::new(None),
         }
     }
 
@@ -83,7 +89,7 @@ impl Spare {
             .name("journal-spare".into())
             .spawn(move || {
                 drop(retired);
-                let made = make(&path, len);
+                let made = make(&path, len, &state);
                 let mut state = lock(&state);
                 match (made, &*state) {
                     (Ok(file), State::Making) => *state = State::Ready { file, len },
@@ -98,8 +104,12 @@ impl Spare {
                     }
                 }
             });
-        if spawned.is_err() {
-            *self.lock() = State::Idle;
+        match spawned {
+            Ok(helper) => {
+                // The previous helper (if any) has ended: the state was Idle.
+                *self.helper.lock().unwrap_or_else(|p| p.into_inner()) = Some(helper);
+            }
+            Err(_) => *self.lock() = State::Idle,
         }
     }
 
@@ -108,12 +118,15 @@ impl Spare {
         matches!(*self.lock(), State::Making)
     }
 
-    /// The ready spare and its length, when it has room for `need` bytes; a smaller one
-    /// is dropped (and removed), so the next [`Spare::prepare`] makes a bigger one.
+    /// The ready spare and its length, when it has room for `need` bytes and its name
+    /// still names it; otherwise it is dropped (its name removed when it is ours), so the
+    /// next [`Spare::prepare`] makes a new one.
     pub(crate) fn take(&self, need: u64) -> Option<(File, u64)> {
         let mut state = self.lock();
         match std::mem::replace(&mut *state, State::Idle) {
-            State::Ready { file, len } if len >= need => Some((file, len)),
+            State::Ready { file, len } if len >= need && self.still_named(&file) => {
+                Some((file, len))
+            }
             State::Ready { .. } => {
                 let _ = std::fs::remove_file(&self.path);
                 None
@@ -125,11 +138,28 @@ impl Spare {
         }
     }
 
-    /// No more spares: a ready one is removed now, one being made when its helper ends.
+    /// Whether the spare's name still is `file` (same device and inode, its only link).
+    pub(crate) fn still_named(&self, file: &File) -> bool {
+        match (std::fs::symlink_metadata(&self.path), file.metadata()) {
+            (Ok(named), Ok(ours)) => {
+                named.dev() == ours.dev() && named.ino() == ours.ino() && ours.nlink() == 1
+            }
+            _ => false,
+        }
+    }
+
+    /// No more spares: a ready one is removed now; a helper at work stops at its next
+    /// chunk, removes its file, and is waited for.
     pub(crate) fn close(&self) {
-        let mut state = self.lock();
-        if let State::Ready { .. } = std::mem::replace(&mut *state, State::Closed) {
-            let _ = std::fs::remove_file(&self.path);
+        {
+            let mut state = self.lock();
+            if let State::Ready { .. } = std::mem::replace(&mut *state, State::Closed) {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+        let helper = self.helper.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(helper) = helper {
+            let _ = helper.join();
         }
     }
 }
@@ -147,8 +177,9 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Creates (truncating) `path` as `len` bytes of written, synced zeros, chunk by chunk.
-fn make(path: &Path, len: u64) -> std::io::Result<File> {
+/// Creates `path` anew as `len` bytes of written, synced zeros, chunk by chunk; stops
+/// (an error) once the spare is closed.
+fn make(path: &Path, len: u64, state: &Mutex<State>) -> std::io::Result<File> {
     let out = file::create_new(path)?;
     let stat = rustix::fs::fstatvfs(&out)?;
     let free = stat.f_bavail.saturating_mul(stat.f_frsize);
@@ -160,6 +191,9 @@ fn make(path: &Path, len: u64) -> std::io::Result<File> {
     let zeros = vec![0u8; CHUNK];
     let mut at = 0;
     while at < len {
+        if matches!(*lock(state), State::Closed) {
+            return Err(std::io::Error::other("the journal closed"));
+        }
         let n = (len - at).min(CHUNK as u64) as usize;
         out.write_all_at(&zeros[..n], at)?;
         out.sync_data()?;

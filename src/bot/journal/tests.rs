@@ -817,3 +817,73 @@ async fn a_compaction_switches_to_the_spare_made_ahead_of_it() {
         Admission::Duplicate
     );
 }
+
+/// Whatever was planted at `journal.spare` (a hard link to a file elsewhere, a symlink
+/// to one) is never opened or written through: the spare is made as a new file.
+#[tokio::test]
+async fn a_link_planted_at_the_spare_is_never_written_through() {
+    use std::os::unix::fs::MetadataExt;
+    for planted in ["hard link", "symlink"] {
+        let dir = tempfile::tempdir().unwrap();
+        let precious = dir.path().join("precious.txt");
+        std::fs::write(&precious, "keep me").unwrap();
+        let journal_dir = dir.path().join("state/journal");
+        std::fs::create_dir_all(&journal_dir).unwrap();
+        let spare = journal_dir.join("journal.spare");
+        match planted {
+            "hard link" => std::fs::hard_link(&precious, &spare).unwrap(),
+            _ => std::os::unix::fs::symlink(&precious, &spare).unwrap(),
+        }
+        let (opened, _rx) = open(&dir.path().join("state"));
+        wait_for("a spare of our own", || {
+            std::fs::symlink_metadata(&spare).is_ok_and(|m| {
+                m.file_type().is_file() && m.ino() != std::fs::metadata(&precious).unwrap().ino()
+            })
+        })
+        .await;
+        drop(opened);
+        assert_eq!(
+            std::fs::read_to_string(&precious).unwrap(),
+            "keep me",
+            "{planted}: the file behind the planted spare was written"
+        );
+    }
+}
+
+/// A spare whose name was swapped for a symlink after it was made is not renamed over
+/// the journal: the compaction makes its own file, the journal stays a regular file of
+/// ours, the symlink's target is untouched, and nothing is lost.
+#[tokio::test]
+async fn a_spare_swapped_while_running_is_never_made_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let precious = dir.path().join("precious.txt");
+    std::fs::write(&precious, "keep me").unwrap();
+    let (opened, _rx) = open(dir.path());
+    let j = opened.journal;
+    let spare = dir.path().join("journal/journal.spare");
+    let log = dir.path().join("journal/journal.log");
+    // Swapped while being made or once ready: either way the name no longer names it.
+    wait_for("the first spare", || spare.exists()).await;
+    std::fs::remove_file(&spare).unwrap();
+    std::os::unix::fs::symlink(&precious, &spare).unwrap();
+
+    write_mostly_dead(&j, "w", "end").await;
+    let meta = std::fs::symlink_metadata(&log).unwrap();
+    assert!(meta.file_type().is_file(), "the journal is {meta:?}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+    drop(j);
+    let (opened, _rx) = open(dir.path());
+    assert_eq!(ids(&opened.pending), ["w999", "end"]);
+}
+
+/// A journal closed while its spare is still being made leaves no spare behind.
+#[tokio::test]
+async fn a_journal_closed_while_its_spare_is_made_leaves_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, _rx) = open(dir.path());
+    let spare = dir.path().join("journal/journal.spare");
+    // Dropped as soon as the helper began (it takes tens of milliseconds per megabyte).
+    wait_for("the spare begun", || spare.exists()).await;
+    drop(opened);
+    assert!(!spare.exists(), "a partial spare was left behind");
+}

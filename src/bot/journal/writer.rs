@@ -917,7 +917,17 @@ impl Core {
         let switched = spare
             .write_all_at(live, 0)
             .and_then(|()| spare.sync_data())
-            .and_then(|()| self.replace_journal_with(self.spare.path()));
+            .and_then(|()| {
+                // Checked right before the rename: an object swapped in under the
+                // spare's name is never made the journal.
+                if !self.spare.still_named(&spare) {
+                    return Err(std::io::Error::other(format!(
+                        "{} is no longer the spare this daemon made",
+                        self.spare.path().display()
+                    )));
+                }
+                self.replace_journal_with(self.spare.path())
+            });
         if switched.is_err() {
             let _ = std::fs::remove_file(self.spare.path());
         }
