@@ -887,3 +887,35 @@ async fn a_journal_closed_while_its_spare_is_made_leaves_none() {
     drop(opened);
     assert!(!spare.exists(), "a partial spare was left behind");
 }
+
+/// An answered mark finding the lock taken for an append waits for it and is in the file
+/// when the call returns (queued instead, it would wait in memory for the journal
+/// thread's next batch, after its sync, and a kill -9 meanwhile answers the message
+/// again); while a compaction holds the lock it is handed over at once instead.
+#[tokio::test]
+async fn an_answered_mark_waits_for_an_append_but_not_for_a_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (opened, _rx) = open(dir.path());
+    let j = opened.journal;
+    for id in ["a1", "a2"] {
+        assert_eq!(j.admit(message(id)).await.unwrap(), Admission::New);
+    }
+    let append = j
+        .state
+        .hold_lock_elsewhere(Duration::from_millis(50), false);
+    assert!(
+        j.state.write_done("a1", Instant::now()),
+        "not written while an append held the lock"
+    );
+    append.join().unwrap();
+    let compaction = j.state.hold_lock_elsewhere(Duration::from_millis(50), true);
+    assert!(
+        !j.state.write_done("a2", Instant::now()),
+        "waited for a compaction"
+    );
+    compaction.join().unwrap();
+    drop(j);
+    // a1's record was written by the call above; a2's was not (the caller would queue it).
+    let (opened, _rx) = open(dir.path());
+    assert_eq!(ids(&opened.pending), ["a2"]);
+}

@@ -12,15 +12,19 @@
 //! "Answered" (Done) and "sent" records of pending messages do not go through that
 //! thread: the caller appends them itself under the [`WriterState`] lock (one small
 //! `write` into preallocated space, no sync), so they are in the file within microseconds
-//! even while a slow sync runs, and cost the journal thread no wake-up. The thread takes
-//! them only when the lock is busy (the thread itself is then at work, so the hand-over
-//! needs no wake-up either), when the id is not pending, or when the direct write failed
-//! (it then retries them, see below).
+//! even while a slow sync runs, and cost the journal thread no wake-up. A caller finding
+//! the lock taken for an append waits for it (microseconds: no sync or wait is ever made
+//! under it), so its record is in the file before the call returns; a record queued
+//! instead would wait for the thread's next batch, after its sync, in memory only, and a
+//! `kill -9` meanwhile would answer that message again. The thread takes them only while
+//! it compacts (milliseconds; it is then at work, so the hand-over needs no wake-up), when
+//! the id is not pending, or when the direct write failed (it then retries them, see
+//! below).
 //!
 //! Invariants:
 //! - the lock on the journal's state is held to stage and write records (and by a
-//!   compaction), never across a sync or a wait; callers only ever `try_lock` it, so an
-//!   async worker never waits for it;
+//!   compaction), never across a sync or a wait; a direct writer waits for it only while
+//!   no compaction holds it, so an async worker waits at most for one batch's append;
 //! - the file is a sequence of whole records followed by zeros: records are written at the
 //!   end of the last whole one, into space preallocated with real zeros (so `fdatasync`
 //!   has no size or extent change to commit, which on ext4 would wait for a journal
@@ -48,7 +52,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
@@ -152,6 +156,9 @@ struct SyncJob {
 /// Sent records directly (see the module doc).
 pub(crate) struct WriterState {
     core: Mutex<Core>,
+    /// Set while the journal thread compacts (it then holds the lock for milliseconds):
+    /// direct writers hand their records over instead of waiting.
+    compacting: AtomicBool,
 }
 
 impl WriterState {
@@ -159,7 +166,16 @@ impl WriterState {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The lock for a direct write, if it is free (else the journal thread is at work).
+    /// The lock for a direct write: waited for while it is taken for an append, `None`
+    /// while a compaction holds it.
+    fn lock_for_direct_write(&self) -> Option<MutexGuard<'_, Core>> {
+        if self.compacting.load(Ordering::Acquire) {
+            return self.try_lock();
+        }
+        Some(self.lock())
+    }
+
+    /// The lock if it is free.
     fn try_lock(&self) -> Option<MutexGuard<'_, Core>> {
         match self.core.try_lock() {
             Ok(core) => Some(core),
@@ -168,10 +184,10 @@ impl WriterState {
         }
     }
 
-    /// Appends `record` of pending message `id` from the caller's thread when the lock is
-    /// free; returns the lock, still held, once it is written.
+    /// Appends `record` of pending message `id` from the caller's thread unless a
+    /// compaction holds the lock; returns the lock, still held, once it is written.
     fn append_direct(&self, id: &str, record: &Record) -> Option<MutexGuard<'_, Core>> {
-        let mut core = self.try_lock()?;
+        let mut core = self.lock_for_direct_write()?;
         if !core.index.is_pending(id) {
             return None;
         }
@@ -288,6 +304,7 @@ pub(crate) fn start(init: WriterInit) -> std::io::Result<Started> {
     core.prepare_spare(None);
     let state = Arc::new(WriterState {
         core: Mutex::new(core),
+        compacting: AtomicBool::new(false),
     });
     let journal_thread = JournalThread {
         state: state.clone(),
@@ -413,9 +430,14 @@ impl JournalThread {
 
     /// Compacts (direct writers queue their records meanwhile); returns the next wait.
     fn compact(&self) -> Option<Duration> {
-        let mut core = self.state.lock();
-        core.compact();
-        core.next_wake()
+        self.state.compacting.store(true, Ordering::Release);
+        let wait = {
+            let mut core = self.state.lock();
+            core.compact();
+            core.next_wake()
+        };
+        self.state.compacting.store(false, Ordering::Release);
+        wait
     }
 
     /// One `fdatasync` of `file` (the lock is not held: direct writes go on meanwhile).
@@ -990,4 +1012,28 @@ fn still_linked(file: &File) -> std::io::Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+impl WriterState {
+    /// Takes the lock on another thread (marked as compacting when `compacting`), holds
+    /// it for `hold` and releases it; returns once it is held.
+    pub(super) fn hold_lock_elsewhere(
+        self: &Arc<Self>,
+        hold: Duration,
+        compacting: bool,
+    ) -> std::thread::JoinHandle<()> {
+        let (held, is_held) = std::sync::mpsc::channel();
+        let state = self.clone();
+        let holder = std::thread::spawn(move || {
+            state.compacting.store(compacting, Ordering::Release);
+            let core = state.lock();
+            held.send(()).expect("the test waits");
+            std::thread::sleep(hold);
+            drop(core);
+            state.compacting.store(false, Ordering::Release);
+        });
+        is_held.recv().expect("the holder took the lock");
+        holder
+    }
 }
