@@ -991,11 +991,13 @@ impl Core {
         Ok((out, allocated))
     }
 
-    /// Renames the synced file at `from` over the journal, durably. Everything the old
-    /// file holds is made durable first (Done records written since the last sync
-    /// included), so the switch never loses a record.
+    /// Renames the synced file at `from` over the journal, durably. The old file needs no
+    /// sync first: the new one holds everything it records (the index's pending
+    /// messages, answered ids and replies), synced; its accepts were synced before their
+    /// ACKs, so a power loss before the folder sync can only bring back an old file
+    /// lacking some lazily synced Done records (those messages answered again, as any
+    /// power loss within [`LAZY_SYNC`] may).
     fn replace_journal_with(&self, from: &std::path::Path) -> std::io::Result<()> {
-        self.file.sync_data()?;
         std::fs::rename(from, &self.path)?;
         file::sync_dir(&self.dir)
     }
