@@ -827,18 +827,18 @@ impl Core {
             .store(self.done_retry.len(), Ordering::Relaxed);
     }
 
-    /// Whether the file should be compacted now: long enough since the last time, mostly
-    /// dead, and no Done record waiting for a retry. Compaction rewrites the live records
-    /// into a temporary file, syncs it, renames it over the journal and syncs the folder.
-    /// Due once the file reached `compact_at` and is mostly dead, unless Done records
-    /// wait for a retry or the spare is still being made (it is ready within tens of
-    /// milliseconds; compacting without it would hold the ACKs as long). A file twice
-    /// past `compact_at` is compacted without waiting any longer.
+    /// Whether the file should be compacted now: it is wanted ([`Core::compaction_wanted`])
+    /// and its spare is ready (it is made within tens of milliseconds; compacting without
+    /// it would hold the ACKs as long), or the file is twice past `compact_at`. Compaction
+    /// writes the live records into a new file, syncs it, renames it over the journal and
+    /// syncs the folder.
     fn compaction_due(&self) -> bool {
         self.compaction_wanted()
             && (!self.spare.making() || self.committed_len >= self.compact_at.saturating_mul(2))
     }
 
+    /// Long enough since the last compaction, mostly dead, and no Done record waiting
+    /// for a retry.
     fn compaction_wanted(&self) -> bool {
         self.committed_len >= self.compact_at && self.mostly_dead() && self.done_retry.is_empty()
     }
@@ -983,9 +983,7 @@ impl Core {
             file::zero_fill(&out, 0, fallback)?;
             fallback
         };
-        {
-            out.write_all_at(live, 0)?;
-        }
+        out.write_all_at(live, 0)?;
         out.sync_all()?;
         self.replace_journal_with(tmp)?;
         Ok((out, allocated))
