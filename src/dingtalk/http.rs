@@ -13,6 +13,9 @@ use super::error::ChannelError;
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .tcp_nodelay(true)
+        // DingTalk's APIs do not redirect, and a redirect followed would carry a reply
+        // (307/308 keep the body) past the session-webhook allowlist to any host.
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
         .user_agent(concat!("clawdbot/", env!("CARGO_PKG_VERSION")))

@@ -74,7 +74,7 @@ pub enum ModelError {
     #[error("HTTP {status}: authentication failed{}", error.label())]
     Auth { status: u16, error: ServerError },
     /// Any other HTTP error status.
-    #[error("HTTP {status}{}{}", error.label(), not_found_hint(*status))]
+    #[error("HTTP {status}{}{}", error.label(), status_hint(*status))]
     Http { status: u16, error: ServerError },
     /// The stream broke: an error event inside it, an end without `[DONE]` or
     /// `finish_reason`, an aborted connection, or an undecodable chunk.
@@ -99,8 +99,11 @@ pub enum ModelError {
 
 /// The usual 404 is a base_url without the API prefix (`http://h:8000` for
 /// `http://h:8000/v1`): say so, since the bare status tells a newcomer nothing.
-fn not_found_hint(status: u16) -> &'static str {
+fn status_hint(status: u16) -> &'static str {
     match status {
+        300..=399 => {
+            ": a redirect, which is not followed (set base_url to the URL it redirects to)"
+        }
         404 => ": not found (does base_url need /v1? is the model one the server serves?)",
         _ => "",
     }
