@@ -15,6 +15,8 @@ mod health;
 mod inflight;
 mod intake;
 mod journal;
+#[cfg(test)]
+mod no_redirects;
 mod open_cards;
 mod order;
 mod pipeline;
