@@ -49,14 +49,7 @@ fn try_start_replica(
         ))
         .section(extra);
     let path = stack.home.write(&format!("{name}.yaml"), &config.render());
-    let r = stack.home.run(&[
-        "daemon",
-        "start",
-        "--name",
-        name,
-        "--config",
-        path.to_str().unwrap(),
-    ]);
+    let r = stack.home.start_daemon(name, &path);
     (path, r)
 }
 

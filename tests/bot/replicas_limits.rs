@@ -95,14 +95,7 @@ fn three_replicas_share_one_model_limit_one_fair_line_and_one_send_rate() {
         names: vec!["bot2".into(), "bot3".into()],
     };
     for name in &more.names {
-        let r = stack.home.run(&[
-            "daemon",
-            "start",
-            "--name",
-            name,
-            "--config",
-            path.to_str().unwrap(),
-        ]);
+        let r = stack.home.start_daemon(name, &path);
         assert_eq!(r.code, 0, "{r:?}");
     }
     assert!(

@@ -107,6 +107,18 @@ impl Home {
         self.path().join("logs").join(format!("{name}.log"))
     }
 
+    /// `daemon start --name name --config config` (no wait beyond the command's own).
+    pub fn start_daemon(&self, name: &str, config: &Path) -> Run {
+        self.run(&[
+            "daemon",
+            "start",
+            "--name",
+            name,
+            "--config",
+            config.to_str().unwrap(),
+        ])
+    }
+
     /// The log of daemon `name` once one of its lines satisfies `found`, waited for up to
     /// 30 s (only a hang reaches that): the daemon's logging thread writes a batch at a
     /// time, so a record logged a moment ago may not be in the file yet.

@@ -19,16 +19,18 @@ pub(crate) fn open_rw(path: &Path) -> io::Result<File> {
     open_regular(path, options)
 }
 
+/// What [`zero_fill`] writes, a block at a time: a static, so it costs no heap (its
+/// untouched pages are not even resident).
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
 /// Writes zeros over `[from, to)` (extending the file when `to` is past its end), so
 /// those blocks are really allocated and later overwrites change no metadata.
 pub(crate) fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
-    const BLOCK: usize = 64 * 1024;
-    let zeros = vec![0u8; BLOCK];
     let mut at = from;
     while at < to {
-        let n = (to - at).min(BLOCK as u64) as usize;
-        file.write_all_at(&zeros[..n], at)?;
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)?;
         at += n as u64;
     }
     Ok(())

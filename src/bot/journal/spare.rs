@@ -22,7 +22,7 @@
 //!   its next chunk, removes its file and is waited for.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -31,13 +31,10 @@ use std::time::Duration;
 use super::file;
 
 /// Zeros are written and synced this much at a time.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: u64 = 256 * 1024;
 /// Pause between chunks, so the helper leaves the disk to the journal's own syncs: the
 /// chunks' flushes are spread over tens of milliseconds, and few accepts meet one.
 const CHUNK_PAUSE: Duration = Duration::from_millis(10);
-/// What each chunk writes: a static, so it costs no heap (untouched zero pages are not
-/// even resident).
-static ZEROS: [u8; CHUNK] = [0; CHUNK];
 /// A spare is made only when at least this many times its size is free.
 const FREE_MARGIN: u64 = 4;
 
@@ -196,10 +193,10 @@ fn make(path: &Path, len: u64, state: &Mutex<State>) -> std::io::Result<File> {
         if matches!(*lock(state), State::Closed) {
             return Err(std::io::Error::other("the journal closed"));
         }
-        let n = (len - at).min(CHUNK as u64) as usize;
-        out.write_all_at(&ZEROS[..n], at)?;
+        let end = len.min(at + CHUNK);
+        file::zero_fill(&out, at, end)?;
         out.sync_data()?;
-        at += n as u64;
+        at = end;
         std::thread::sleep(CHUNK_PAUSE);
     }
     out.sync_all()?;
