@@ -220,10 +220,8 @@ async fn run_conn(sim: Arc<Sim>, socket: WebSocket) {
                     // Stamped at the socket, not when queued: the ACK latency is the bot's.
                     let at_us = now_us();
                     if sink.send(Message::text(out.text)).await.is_err() { break }
-                    if let Some(i) = out.message {
-                        if let Some(m) = sim.lock().messages.get_mut(i) {
-                            m.sent_us.push(at_us);
-                        }
+                    if let Some(m) = sim.lock().messages.get_mut(out.message) {
+                        m.sent_us.push(at_us);
                     }
                 }
                 None => break,
@@ -396,7 +394,7 @@ pub fn deliver(sim: &Sim, index: usize) -> Option<u64> {
         .is_some_and(|tx| {
             tx.send(OutFrame {
                 text,
-                message: Some(index),
+                message: index,
             })
             .is_ok()
         });

@@ -148,7 +148,7 @@ pub struct Conn {
 /// delivers (its send time is stamped when the frame is written to the socket).
 pub struct OutFrame {
     pub text: String,
-    pub message: Option<usize>,
+    pub message: usize,
 }
 
 /// One injected bot message.
