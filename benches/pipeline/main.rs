@@ -13,6 +13,7 @@
 //! Without `--bench` (e.g. under `cargo test --all-targets`) it only checks that the
 //! README's benchmark commands parse.
 
+mod floor;
 mod load;
 mod readme;
 mod reference;
@@ -116,6 +117,7 @@ pub enum Scenario {
     Start,
     Memory,
     Ramp,
+    Floor,
     Cli,
     Saturation,
     Replicas,
@@ -196,8 +198,9 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Every scenario in order: starts, memory (fresh daemons), the rate ramp, CLI,
-/// saturation, then the reference bot's ramp (our daemon stopped).
+/// Every scenario in order: starts, memory (fresh daemons), the rate ramp, the floors (the
+/// disk alone, ours on tmpfs), CLI, saturation, replicas, then the reference bot's ramp
+/// (our daemon stopped).
 fn run(p: &Params) -> Result<Report> {
     let mut report = Report::default();
     // The rate ramp and the memory run use a 0 ms model: all the measured time is ours.
@@ -238,6 +241,15 @@ fn run(p: &Params) -> Result<Report> {
         let by_rate = scenarios::by_rate(&scenarios::ramp(&stack, pid, "ours", false, p)?);
         scenarios::add_ramp(&mut report, &by_rate);
         ours = Some(by_rate);
+    }
+    if p.runs(Scenario::Floor) {
+        eprintln!(
+            "== floors @ {} msg/s: this disk's append + fdatasync, then ours on tmpfs, x{}",
+            scenarios::GOAL_RATE,
+            p.reps
+        );
+        floor::disk(stack.home(), p, &mut report)?;
+        floor::tmpfs(p, &mut report)?;
     }
     if p.runs(Scenario::Cli) {
         eprintln!("== CLI x{}", p.cli_runs);

@@ -321,7 +321,7 @@ pub fn by_rate(runs: &[RateRun]) -> Vec<RateFigures> {
 }
 
 /// The rate the goals are stated at.
-const GOAL_RATE: u32 = 1000;
+pub const GOAL_RATE: u32 = 1000;
 /// The rate that must be sustained.
 const SUSTAIN_GOAL: u32 = 2000;
 

@@ -57,12 +57,18 @@ pub struct Stack {
 
 impl Stack {
     /// Starts the fake model with `fake` and the simulator; waits for the simulator's URL.
+    /// The home is a fresh folder under /tmp.
     pub fn start(fake: FakeConfig) -> Result<Stack> {
-        // Short path: unix socket paths are limited to 107 bytes.
+        Stack::start_in(fake, Path::new("/tmp"))
+    }
+
+    /// [`Stack::start`] with the home a fresh folder under `parent` (a short path: unix
+    /// socket paths are limited to 107 bytes).
+    pub fn start_in(fake: FakeConfig, parent: &Path) -> Result<Stack> {
         let home = tempfile::Builder::new()
             .prefix("cbbench")
-            .tempdir_in("/tmp")
-            .context("creating a temporary home under /tmp")?;
+            .tempdir_in(parent)
+            .with_context(|| format!("creating a temporary home under {}", parent.display()))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -83,6 +89,11 @@ impl Stack {
             fake,
             sim_child,
         })
+    }
+
+    /// The temporary home (the daemon's journal is under it).
+    pub fn home(&self) -> &Path {
+        self.home.path()
     }
 
     /// The simulator's base URL.

@@ -73,9 +73,8 @@ pub struct StreamClient {
     pub tuning: StreamTuning,
 }
 
-/// ACKs waiting for their messages' commits: each yields the ACK to write, or None when
-/// the message must not be ACKed.
-/// ACKs waiting for their message's journal sync, each with when its frame was read.
+/// ACKs waiting for their messages' commits: each yields the ACK to write with when its
+/// frame was read, or None when the message must not be ACKed.
 type PendingAcks = FuturesUnordered<BoxFuture<'static, Option<(String, Instant)>>>;
 
 /// Longest time an old connection is kept to write the ACKs still under way.
