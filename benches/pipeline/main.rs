@@ -238,7 +238,8 @@ fn run(p: &Params) -> Result<Report> {
             "== rate ramp {:?} msg/s, {} s each, x{}",
             p.rates, p.load_secs, p.reps
         );
-        let by_rate = scenarios::by_rate(&scenarios::ramp(&stack, pid, "ours", false, p)?);
+        let by_rate =
+            scenarios::by_rate(&scenarios::ramp(&stack, pid, "ours", &p.rates, false, p)?);
         scenarios::add_ramp(&mut report, &by_rate);
         ours = Some(by_rate);
     }
@@ -291,7 +292,14 @@ fn run(p: &Params) -> Result<Report> {
             stack.fake.state.set_config(scenarios::fake_config(0, None));
             let limits = scenarios::wide_limits();
             let bot = ReferenceBot::start(&stack, &python, limits.concurrency)?;
-            let theirs = scenarios::by_rate(&scenarios::ramp(&stack, bot.pid(), "ref", true, p)?);
+            let theirs = scenarios::by_rate(&scenarios::ramp(
+                &stack,
+                bot.pid(),
+                "ref",
+                &p.rates,
+                true,
+                p,
+            )?);
             let rss = report::rss_kib(bot.pid())? as f64 / 1024.0;
             bot.stop(&stack)?;
             match (&ours, rss_after) {

@@ -83,6 +83,11 @@ impl Spread {
         )
     }
 
+    /// [`Spread::show`] of a figure that may be missing (`-` then).
+    pub fn show_or_dash(spread: Option<Spread>, decimals: usize) -> String {
+        spread.map_or("-".to_string(), |s| s.show(decimals))
+    }
+
     pub fn json(&self) -> Value {
         json!({"runs": self.runs, "median": round3(self.median), "min": round3(self.min), "max": round3(self.max)})
     }

@@ -216,17 +216,18 @@ pub fn rate_run(stack: &Stack, pid: u32, rate: u32, tag: &str, p: &Params) -> Re
     })
 }
 
-/// The rate ramp: `p.reps` passes over `p.rates` (ascending) against the bot process
+/// The rate ramp: `p.reps` passes over `rates` (ascending) against the bot process
 /// `pid`. With `stop_at_knee`, a pass ends after its first rate it does not keep up with
 /// (the reference bot: rates past that tell nothing more and take long to drain).
 pub fn ramp(
     stack: &Stack,
     pid: u32,
     who: &str,
+    rates: &[u32],
     stop_at_knee: bool,
     p: &Params,
 ) -> Result<Vec<RateRun>> {
-    let mut rates = p.rates.clone();
+    let mut rates = rates.to_vec();
     rates.sort_unstable();
     let mut runs = Vec::new();
     for rep in 0..p.reps() {
@@ -284,7 +285,7 @@ impl RateFigures {
         2 * self.kept_up > self.passes
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub fn json(&self) -> serde_json::Value {
         json!({"rate": self.rate, "ack_p50_ms": self.ack_p50.json(), "ack_p99_ms": self.ack_p99.json(),
                "overhead_p50_ms": self.overhead_p50.map(|s| s.json()),
                "overhead_p99_ms": self.overhead_p99.map(|s| s.json()),
@@ -338,14 +339,13 @@ pub fn add_ramp(report: &mut Report, figures: &[RateFigures]) {
             at_goal.then_some(f.ack_p99.median < 0.5),
             json!({"p50_ms": f.ack_p50.json(), "p99_ms": f.ack_p99.json()}),
         );
-        let show = |s: Option<Spread>| s.map_or("-".to_string(), |s| s.show(2));
         report.add(
             format!("bot_overhead.{}", f.rate),
             format!("overhead/turn p50 / p99 @ {} msg/s (0 ms model)", f.rate),
             format!(
                 "{} / {} ms; {} msg/s offered; sustained {}/{}",
-                show(f.overhead_p50),
-                show(f.overhead_p99),
+                Spread::show_or_dash(f.overhead_p50, 2),
+                Spread::show_or_dash(f.overhead_p99, 2),
                 f.achieved_in.show(0),
                 f.sustained,
                 f.passes
