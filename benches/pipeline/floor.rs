@@ -2,7 +2,15 @@
 //! costs and what ours does:
 //! - the disk: one durable append (a record-sized `pwrite` into preallocated zeros, then
 //!   `fdatasync`, the cheapest durable write the journal can make) at the goal rate, one
-//!   message at a time, in a folder on the same file system as the daemon's home;
+//!   message at a time, in a folder on the same file system as the daemon's home: its
+//!   wall time per append, and the CPU time the writing thread spends in it (on a virtual
+//!   machine a flush to the disk is CPU-costly, and it is the journal thread's part of
+//!   the CPU per turn);
+//! - the loopback network: a turn's three request/response exchanges (the frame and its
+//!   ACK, the model call, the reply) as bare blocking `write` + `read` of 1 KiB each way
+//!   with an echo thread, at the goal rate: the CPU the kernel takes for a turn's traffic
+//!   and wake-ups with no user code at all (on loopback the sender also pays the
+//!   receiver's protocol work, as the daemon does);
 //! - the daemon without a disk: the same rate run at the goal rate with the daemon's home
 //!   (so its journal) on tmpfs, where `fdatasync` returns at once.
 //!
@@ -37,33 +45,157 @@ pub fn disk(dir: &Path, p: &Params, report: &mut Report) -> Result<()> {
     let count = (GOAL_RATE as u64 * p.load_secs) as usize;
     let mut runs = Vec::new();
     for rep in 0..p.reps() {
-        let d = timed_appends(&dir.join(format!("floor{rep}.bin")), count)?;
+        let run = timed_appends(&dir.join(format!("floor{rep}.bin")), count)?;
         eprintln!(
-            "  disk pass {rep}: write + fdatasync p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-            d.p50, d.p99, d.max
+            "  disk pass {rep}: write + fdatasync p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {:.3} CPU s/1000",
+            run.took.p50, run.took.p99, run.took.max, run.cpu_per_1000
         );
-        runs.push(d);
+        runs.push(run);
     }
-    let (Some(p50), Some(p99)) = (
-        Spread::of(runs.iter().map(|d| d.p50)),
-        Spread::of(runs.iter().map(|d| d.p99)),
+    let (Some(p50), Some(p99), Some(cpu)) = (
+        Spread::of(runs.iter().map(|r| r.took.p50)),
+        Spread::of(runs.iter().map(|r| r.took.p99)),
+        Spread::of(runs.iter().map(|r| r.cpu_per_1000)),
     ) else {
         return Ok(());
     };
     report.add(
         "floor.disk",
         format!("floor: one {RECORD_BYTES}-byte append + fdatasync @ {GOAL_RATE}/s, this disk"),
-        format!("p50 {} / p99 {} ms", p50.show(3), p99.show(3)),
+        format!(
+            "p50 {} / p99 {} ms; {} CPU s/1000",
+            p50.show(3),
+            p99.show(3),
+            cpu.show(3)
+        ),
         "-",
         None,
-        json!({"p50_ms": p50.json(), "p99_ms": p99.json(), "record_bytes": RECORD_BYTES}),
+        json!({"p50_ms": p50.json(), "p99_ms": p99.json(), "cpu_s_per_1000": cpu.json(),
+               "record_bytes": RECORD_BYTES}),
     );
     Ok(())
 }
 
+/// Request/response exchanges a turn makes: the frame and its ACK, the model call, the
+/// reply (a webhook POST and its answer).
+const EXCHANGES_PER_TURN: usize = 3;
+/// Bytes each way per exchange: about a stream frame, a model request and a reply.
+const EXCHANGE_BYTES: usize = 1024;
+/// The echo answers after this long, as a real peer takes a while: the client's `read`
+/// then sleeps and is woken, as the daemon's worker is between a turn's events (an
+/// instant echo would often answer before the reader slept, and cost less than any real
+/// exchange).
+const ECHO_THINKS: Duration = Duration::from_micros(50);
+/// A stuck echo fails the floor instead of hanging it.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The loopback floor: `p.reps` runs of `GOAL_RATE x p.load_secs` turns of
+/// [`EXCHANGES_PER_TURN`] blocking exchanges with an echo thread, paced at the goal rate;
+/// the client thread's CPU per 1 000 turns (the pacing sleeps excluded).
+pub fn net(p: &Params, report: &mut Report) -> Result<()> {
+    let turns = (GOAL_RATE as u64 * p.load_secs) as usize;
+    let mut runs = Vec::new();
+    for rep in 0..p.reps() {
+        let cpu = timed_exchanges(turns).context("the loopback floor")?;
+        eprintln!("  loopback pass {rep}: {cpu:.3} CPU s/1000 turns");
+        runs.push(cpu);
+    }
+    let Some(cpu) = Spread::of(runs) else {
+        return Ok(());
+    };
+    report.add(
+        "floor.net",
+        format!(
+            "floor: a turn's {EXCHANGES_PER_TURN} loopback exchanges ({EXCHANGE_BYTES} B each way) @ {GOAL_RATE}/s, no user code"
+        ),
+        format!("{} CPU s/1000", cpu.show(3)),
+        "-",
+        None,
+        json!({"cpu_s_per_1000": cpu.json(), "exchanges_per_turn": EXCHANGES_PER_TURN,
+               "bytes_each_way": EXCHANGE_BYTES}),
+    );
+    Ok(())
+}
+
+/// Runs `turns` paced turns of exchanges against an echo thread on loopback; the calling
+/// thread's CPU time in them, seconds per 1 000 turns.
+fn timed_exchanges(turns: usize) -> Result<f64> {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut peer, _) = listener.accept()?;
+        peer.set_nodelay(true)?;
+        peer.set_read_timeout(Some(EXCHANGE_TIMEOUT))?;
+        let mut buf = [0u8; EXCHANGE_BYTES];
+        loop {
+            match peer.read_exact(&mut buf) {
+                Ok(()) => {
+                    std::thread::sleep(ECHO_THINKS);
+                    peer.write_all(&buf)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    let outcome = (|| {
+        let mut conn = TcpStream::connect(addr)?;
+        conn.set_nodelay(true)?;
+        conn.set_read_timeout(Some(EXCHANGE_TIMEOUT))?;
+        let request = [b'q'; EXCHANGE_BYTES];
+        let mut answer = [0u8; EXCHANGE_BYTES];
+        let spacing = Duration::from_secs(1) / GOAL_RATE;
+        let began = Instant::now();
+        let mut cpu = Duration::ZERO;
+        for i in 0..turns {
+            if let Some(wait) = (began + spacing * i as u32).checked_duration_since(Instant::now())
+            {
+                std::thread::sleep(wait);
+            }
+            let cpu0 = thread_cpu()?;
+            for _ in 0..EXCHANGES_PER_TURN {
+                conn.write_all(&request)?;
+                conn.read_exact(&mut answer)?;
+            }
+            cpu += thread_cpu()?.saturating_sub(cpu0);
+        }
+        Ok::<_, std::io::Error>(cpu)
+    })();
+    let echoed = echo
+        .join()
+        .map_err(|_| anyhow::anyhow!("the echo thread panicked"))?;
+    let cpu = outcome?;
+    echoed.context("the echo thread")?;
+    Ok(cpu.as_secs_f64() * 1000.0 / turns as f64)
+}
+
+/// One run of the disk floor.
+struct Appends {
+    /// Wall time of each write + sync, ms.
+    took: Dist,
+    /// CPU time (user + system) of this thread inside the writes and syncs, seconds per
+    /// 1 000 appends: what durability costs the journal's thread per message when every
+    /// message pays a sync of its own, comparable with the ramp's CPU per 1 000 turns.
+    cpu_per_1000: f64,
+}
+
+/// This thread's CPU time so far (user + system), from `getrusage(RUSAGE_THREAD)`.
+fn thread_cpu() -> std::io::Result<Duration> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage = getrusage(UsageWho::RUSAGE_THREAD).map_err(std::io::Error::from)?;
+    let micros = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec().max(0) as u64)
+            + Duration::from_micros(t.tv_usec().max(0) as u64)
+    };
+    Ok(micros(usage.user_time()) + micros(usage.system_time()))
+}
+
 /// Writes `count` records at the goal rate into a preallocated `path` (removed after),
-/// timing each write + `fdatasync`.
-fn timed_appends(path: &Path, count: usize) -> Result<Dist> {
+/// timing each write + `fdatasync` in wall and CPU time (the pacing sleeps excluded).
+fn timed_appends(path: &Path, count: usize) -> Result<Appends> {
     let file = File::options()
         .read(true)
         .write(true)
@@ -78,22 +210,28 @@ fn timed_appends(path: &Path, count: usize) -> Result<Dist> {
         let spacing = Duration::from_secs(1) / GOAL_RATE;
         let began = Instant::now();
         let mut took = Vec::with_capacity(count);
+        let mut cpu = Duration::ZERO;
         for i in 0..count {
             if let Some(wait) = (began + spacing * i as u32).checked_duration_since(Instant::now())
             {
                 std::thread::sleep(wait);
             }
             let at = ((i * RECORD_BYTES) % (PREALLOCATED - RECORD_BYTES)) as u64;
+            let cpu0 = thread_cpu()?;
             let t0 = Instant::now();
             file.write_all_at(&record, at)?;
             file.sync_data()?;
             took.push(t0.elapsed().as_secs_f64() * 1000.0);
+            cpu += thread_cpu()?.saturating_sub(cpu0);
         }
-        Ok::<_, std::io::Error>(took)
+        Ok::<_, std::io::Error>((took, cpu))
     })();
     let _ = std::fs::remove_file(path);
-    let took = outcome.with_context(|| format!("appending to {}", path.display()))?;
-    Dist::of(took).context("no appends timed")
+    let (took, cpu) = outcome.with_context(|| format!("appending to {}", path.display()))?;
+    Ok(Appends {
+        took: Dist::of(took).context("no appends timed")?,
+        cpu_per_1000: cpu.as_secs_f64() * 1000.0 / count as f64,
+    })
 }
 
 /// Our daemon at the goal rate with its whole home on tmpfs: ACK and overhead p50/p99

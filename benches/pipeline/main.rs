@@ -245,11 +245,12 @@ fn run(p: &Params) -> Result<Report> {
     }
     if p.runs(Scenario::Floor) {
         eprintln!(
-            "== floors @ {} msg/s: this disk's append + fdatasync, then ours on tmpfs, x{}",
+            "== floors @ {} msg/s: this disk's append + fdatasync, a turn's loopback exchanges, then ours on tmpfs, x{}",
             scenarios::GOAL_RATE,
             p.reps
         );
         floor::disk(stack.home(), p, &mut report)?;
+        floor::net(p, &mut report)?;
         floor::tmpfs(p, &mut report)?;
     }
     if p.runs(Scenario::Cli) {

@@ -336,12 +336,14 @@ impl Channel {
         reply: &mut OutgoingReply,
         deadline: tokio::time::Instant,
     ) -> Result<(), ChannelError> {
-        let mut use_session = to.session_webhook.as_deref().filter(|url| {
-            let fresh = to
-                .session_webhook_expires_ms
-                .is_none_or(|exp| crate::clock::now_ms() + SESSION_MARGIN_MS < exp);
-            fresh && self.webhook_allowed(url, &to.msg_id)
-        });
+        let fresh = to
+            .session_webhook_expires_ms
+            .is_none_or(|exp| crate::clock::now_ms() + SESSION_MARGIN_MS < exp);
+        let mut use_session = to
+            .session_webhook
+            .as_deref()
+            .filter(|_| fresh)
+            .and_then(|url| self.allowed_webhook(url, &to.msg_id));
         let at = match to.conversation_kind {
             ConversationKind::Group => to.sender_staff_id.as_deref(),
             ConversationKind::Direct => None,
@@ -352,7 +354,7 @@ impl Channel {
             let mut webhook_error = None;
             // Held until this part is delivered or given up (see `SendSlot`).
             let _slot = self.send_slot(&to.conversation_id, deadline).await?;
-            if let Some(url) = use_session {
+            if let Some(url) = &use_session {
                 match post_session(&self.inner.http, url, &session_body(&part, markdown, at)).await
                 {
                     Ok(()) => {
@@ -561,14 +563,14 @@ impl Channel {
         }
     }
 
-    /// Whether `url` is on the webhook allowlist; a refusal is logged with the origin only
-    /// (the URL's query holds the session token).
-    fn webhook_allowed(&self, url: &str, msg_id: &str) -> bool {
+    /// `url` parsed, when it is on the webhook allowlist; a refusal is logged with the
+    /// origin only (the URL's query holds the session token).
+    fn allowed_webhook(&self, url: &str, msg_id: &str) -> Option<reqwest::Url> {
         match self.inner.webhooks.check(url) {
-            Ok(()) => true,
+            Ok(url) => Some(url),
             Err(e) => {
                 tracing::warn!(msg_id = %msg_id, reason = %e, "not replying through the message's session webhook; using the OpenAPI");
-                false
+                None
             }
         }
     }

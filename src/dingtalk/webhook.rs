@@ -35,7 +35,7 @@ pub fn session_body(text: &str, markdown: bool, at_staff_id: Option<&str>) -> Va
 /// once (nothing was delivered), every other failure is returned as is.
 pub async fn post_session(
     http: &reqwest::Client,
-    url: &str,
+    url: &reqwest::Url,
     body: &Value,
 ) -> Result<(), ChannelError> {
     match post_session_once(http, url, body).await {
@@ -50,11 +50,11 @@ pub async fn post_session(
 
 async fn post_session_once(
     http: &reqwest::Client,
-    url: &str,
+    url: &reqwest::Url,
     body: &Value,
 ) -> Result<(), ChannelError> {
     let resp = http
-        .post(url)
+        .post(url.clone())
         .header("Accept", "*/*")
         .json(body)
         .send()

@@ -86,12 +86,14 @@ impl WebhookAllowlist {
         WebhookAllowlist { origins }
     }
 
-    /// `Ok` when `url` is on an allowed origin. The error names the origin only, never
-    /// the path or query (they carry the session token).
-    pub fn check(&self, url: &str) -> Result<(), WebhookRefused> {
-        let origin = Origin::parse(url).ok_or(WebhookRefused::NotUrl)?;
+    /// The parsed `url` when it is on an allowed origin: the caller POSTs to that very
+    /// value, so the URL checked is the URL used, parsed once. The error names the origin
+    /// only, never the path or query (they carry the session token).
+    pub fn check(&self, url: &str) -> Result<Url, WebhookRefused> {
+        let parsed = Url::parse(url.trim()).map_err(|_| WebhookRefused::NotUrl)?;
+        let origin = Origin::of(&parsed).ok_or(WebhookRefused::NotUrl)?;
         if self.origins.contains(&origin) {
-            Ok(())
+            Ok(parsed)
         } else {
             Err(WebhookRefused::Origin(origin.to_string()))
         }
@@ -132,7 +134,11 @@ mod tests {
             "http://127.0.0.1:7001/robot/sendBySession?session=ab",
             "https://hooks.corp.example/x",
         ] {
-            assert_eq!(allow.check(ok), Ok(()), "{ok}");
+            assert_eq!(
+                allow.check(ok).map(String::from),
+                Ok(Url::parse(ok).unwrap().into()),
+                "{ok}"
+            );
         }
         for bad in [
             "http://169.254.169.254/latest/meta-data/",

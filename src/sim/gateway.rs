@@ -169,7 +169,9 @@ pub async fn connect(
         }
         ws
     };
-    ws.on_upgrade(move |socket| run_conn(sim, socket))
+    // The client's read-buffer size (see its docs): the ACKs this side reads are small.
+    ws.read_buffer_size(crate::dingtalk::stream::WS_READ_BUFFER)
+        .on_upgrade(move |socket| run_conn(sim, socket))
 }
 
 /// Builds one downstream frame as text.

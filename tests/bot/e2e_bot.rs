@@ -271,6 +271,34 @@ fn overlong_prompts_are_trimmed_to_the_budget() {
     assert!(total <= 800, "prompt of {total} chars reached the model");
 }
 
+/// The stream client reads in small buffers (8 KiB, issue 12); a frame many times that
+/// size, of multi-byte text, still arrives whole and unchanged.
+#[test]
+fn a_message_far_larger_than_the_read_buffer_arrives_whole() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let cfg = stack.config(2, 5000, "prompt:\n  max_chars: 100000\n");
+    stack.start_bot(&cfg);
+    let long: String = "长消息 line 😀\n".chars().cycle().take(60_000).collect();
+    stack.inject_group("cidHuge==", &long);
+    stack.wait_outbox(1, Duration::from_secs(10));
+    let req = stack.fake_stats().recent.back().unwrap().body.clone();
+    let user = req["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        user.len() > 100_000 && user.contains(&long),
+        "the model saw {} bytes, not the whole message",
+        user.len()
+    );
+}
+
 #[test]
 fn unsupported_types_denied_users_and_rate_limits_get_clear_replies() {
     let stack = Stack::new(FakeConfig::default(), &[]);
