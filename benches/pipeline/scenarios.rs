@@ -143,11 +143,49 @@ pub struct RateRun {
     pub achieved_in: f64,
     pub replied: f64,
     /// Not answered normally: busy, fallback or no reply at all.
-    pub failed: usize,
+    pub failed: Failed,
     /// The backlog grew: see [`backlog_grew`].
     pub backlog_grew: bool,
     /// CPU seconds of the bot process per 1 000 turns.
     pub cpu_per_1000: f64,
+}
+
+/// The turns of a run not answered normally, by kind, so a failed pass says which
+/// (a busy reply is the queue's, a fallback the model call's, a missing one the path's).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Failed {
+    pub busy: usize,
+    pub fallback: usize,
+    /// No reply within [`REPLY_GRACE`].
+    pub missing: usize,
+}
+
+impl Failed {
+    fn of(turns: &[Turn]) -> Failed {
+        Failed {
+            busy: load::count(turns, Outcome::Busy),
+            fallback: load::count(turns, Outcome::Fallback),
+            missing: load::count(turns, Outcome::Missing),
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.busy + self.fallback + self.missing
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed", self.total())?;
+        if self.total() > 0 {
+            write!(
+                f,
+                " (busy {}, fallback {}, no reply {})",
+                self.busy, self.fallback, self.missing
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The most a sustained rate's overhead p99 may be.
@@ -164,7 +202,7 @@ impl RateRun {
     /// message answered, no backlog growth, and the generator offered at least 90 % of
     /// the rate.
     pub fn keeps_up(&self) -> bool {
-        self.failed == 0 && self.achieved_in >= 0.9 * self.rate as f64 && !self.backlog_grew
+        self.failed.total() == 0 && self.achieved_in >= 0.9 * self.rate as f64 && !self.backlog_grew
     }
 }
 
@@ -210,7 +248,7 @@ pub fn rate_run(stack: &Stack, pid: u32, rate: u32, tag: &str, p: &Params) -> Re
         overhead: Dist::of(answered.filter_map(Turn::reply_ms)),
         achieved_in: load::rate_per_s(turns.iter().filter_map(|t| t.sent_us)).unwrap_or(0.0),
         replied: load::rate_per_s(turns.iter().filter_map(|t| t.reply_us)).unwrap_or(0.0),
-        failed: turns.len() - load::count(&turns, Outcome::Answered),
+        failed: Failed::of(&turns),
         backlog_grew: backlog_grew(&turns),
         cpu_per_1000: cpu * 1000.0 / count.max(1) as f64,
     })
@@ -234,7 +272,7 @@ pub fn ramp(
         for &rate in &rates {
             let run = rate_run(stack, pid, rate, &format!("{who}{rate}r{rep}"), p)?;
             eprintln!(
-                "  {who} {rate} msg/s pass {rep}: ACK p99 {:.2} ms, overhead p99 {:.2} ms, {:.0} in / {:.0} out msg/s, {} failed, {:.3} CPU s/1000{}",
+                "  {who} {rate} msg/s pass {rep}: ACK p99 {:.2} ms, overhead p99 {:.2} ms, {:.0} in / {:.0} out msg/s, {}, {:.3} CPU s/1000{}",
                 run.ack.map_or(f64::NAN, |d| d.p99),
                 run.overhead.map_or(f64::NAN, |d| d.p99),
                 run.achieved_in,
