@@ -147,22 +147,13 @@ fn timed_exchanges(turns: usize) -> Result<f64> {
         conn.set_read_timeout(Some(EXCHANGE_TIMEOUT))?;
         let request = [b'q'; EXCHANGE_BYTES];
         let mut answer = [0u8; EXCHANGE_BYTES];
-        let spacing = Duration::from_secs(1) / GOAL_RATE;
-        let began = Instant::now();
-        let mut cpu = Duration::ZERO;
-        for i in 0..turns {
-            if let Some(wait) = (began + spacing * i as u32).checked_duration_since(Instant::now())
-            {
-                std::thread::sleep(wait);
-            }
-            let cpu0 = thread_cpu()?;
+        paced_at_goal_rate(turns, |_| {
             for _ in 0..EXCHANGES_PER_TURN {
                 conn.write_all(&request)?;
                 conn.read_exact(&mut answer)?;
             }
-            cpu += thread_cpu()?.saturating_sub(cpu0);
-        }
-        Ok::<_, std::io::Error>(cpu)
+            Ok(())
+        })
     })();
     let echoed = echo
         .join()
@@ -180,6 +171,26 @@ struct Appends {
     /// 1 000 appends: what durability costs the journal's thread per message when every
     /// message pays a sync of its own, comparable with the ramp's CPU per 1 000 turns.
     cpu_per_1000: f64,
+}
+
+/// Runs `step(0..count)` paced at the goal rate on this thread; the thread's CPU time
+/// inside the steps (the pacing sleeps excluded). Stops at the first error.
+fn paced_at_goal_rate(
+    count: usize,
+    mut step: impl FnMut(usize) -> std::io::Result<()>,
+) -> std::io::Result<Duration> {
+    let spacing = Duration::from_secs(1) / GOAL_RATE;
+    let began = Instant::now();
+    let mut cpu = Duration::ZERO;
+    for i in 0..count {
+        if let Some(wait) = (began + spacing * i as u32).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let cpu0 = thread_cpu()?;
+        step(i)?;
+        cpu += thread_cpu()?.saturating_sub(cpu0);
+    }
+    Ok(cpu)
 }
 
 /// This thread's CPU time so far (user + system), from `getrusage(RUSAGE_THREAD)`.
@@ -207,23 +218,15 @@ fn timed_appends(path: &Path, count: usize) -> Result<Appends> {
         file.write_all_at(&zeros, 0)?;
         file.sync_all()?;
         let record = [b'r'; RECORD_BYTES];
-        let spacing = Duration::from_secs(1) / GOAL_RATE;
-        let began = Instant::now();
         let mut took = Vec::with_capacity(count);
-        let mut cpu = Duration::ZERO;
-        for i in 0..count {
-            if let Some(wait) = (began + spacing * i as u32).checked_duration_since(Instant::now())
-            {
-                std::thread::sleep(wait);
-            }
+        let cpu = paced_at_goal_rate(count, |i| {
             let at = ((i * RECORD_BYTES) % (PREALLOCATED - RECORD_BYTES)) as u64;
-            let cpu0 = thread_cpu()?;
             let t0 = Instant::now();
             file.write_all_at(&record, at)?;
             file.sync_data()?;
             took.push(t0.elapsed().as_secs_f64() * 1000.0);
-            cpu += thread_cpu()?.saturating_sub(cpu0);
-        }
+            Ok(())
+        })?;
         Ok::<_, std::io::Error>((took, cpu))
     })();
     let _ = std::fs::remove_file(path);

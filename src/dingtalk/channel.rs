@@ -336,13 +336,13 @@ impl Channel {
         reply: &mut OutgoingReply,
         deadline: tokio::time::Instant,
     ) -> Result<(), ChannelError> {
-        let fresh = to
-            .session_webhook_expires_ms
-            .is_none_or(|exp| crate::clock::now_ms() + SESSION_MARGIN_MS < exp);
         let mut use_session = to
             .session_webhook
             .as_deref()
-            .filter(|_| fresh)
+            .filter(|_| {
+                to.session_webhook_expires_ms
+                    .is_none_or(|exp| crate::clock::now_ms() + SESSION_MARGIN_MS < exp)
+            })
             .and_then(|url| self.allowed_webhook(url, &to.msg_id));
         let at = match to.conversation_kind {
             ConversationKind::Group => to.sender_staff_id.as_deref(),

@@ -34,6 +34,11 @@ struct Origin {
     port: Option<u16>,
 }
 
+/// A configured origin or a message's webhook, parsed the one way both are read.
+fn parse_url(url: &str) -> Option<Url> {
+    Url::parse(url.trim()).ok()
+}
+
 impl Origin {
     fn of(url: &Url) -> Option<Origin> {
         let host = url.host_str().filter(|h| !h.is_empty())?;
@@ -45,7 +50,7 @@ impl Origin {
     }
 
     fn parse(url: &str) -> Option<Origin> {
-        Url::parse(url.trim()).ok().as_ref().and_then(Origin::of)
+        parse_url(url).as_ref().and_then(Origin::of)
     }
 }
 
@@ -90,7 +95,7 @@ impl WebhookAllowlist {
     /// value, so the URL checked is the URL used, parsed once. The error names the origin
     /// only, never the path or query (they carry the session token).
     pub fn check(&self, url: &str) -> Result<Url, WebhookRefused> {
-        let parsed = Url::parse(url.trim()).map_err(|_| WebhookRefused::NotUrl)?;
+        let parsed = parse_url(url).ok_or(WebhookRefused::NotUrl)?;
         let origin = Origin::of(&parsed).ok_or(WebhookRefused::NotUrl)?;
         if self.origins.contains(&origin) {
             Ok(parsed)
