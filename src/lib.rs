@@ -36,6 +36,7 @@ pub mod dingtalk;
 pub mod docs;
 pub(crate) mod exit;
 pub(crate) mod fsutil;
+pub(crate) mod http_client;
 pub mod ipc;
 pub mod listen;
 pub(crate) mod logging;

@@ -12,11 +12,11 @@ mod cards;
 mod chat_commands;
 mod conversations;
 mod health;
+#[cfg(test)]
+mod http_clients;
 mod inflight;
 mod intake;
 mod journal;
-#[cfg(test)]
-mod no_redirects;
 mod open_cards;
 mod order;
 mod pipeline;

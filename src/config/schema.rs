@@ -565,7 +565,8 @@ pub struct MemoryConfig {
     /// Forget a conversation after this many seconds without messages.
     #[serde(default = "default_idle_reset_secs")]
     pub idle_reset_secs: u64,
-    /// Conversations remembered at once; the least recently used is forgotten first.
+    /// Conversations remembered at once; when full, the least recently used 1/32 of them
+    /// are forgotten together.
     #[serde(default = "default_max_conversations")]
     pub max_conversations: usize,
 }

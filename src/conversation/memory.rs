@@ -2,7 +2,9 @@
 //!
 //! Invariants: a conversation keeps at most `max_turns` user/assistant pairs (oldest
 //! dropped first); a conversation idle for `idle_reset_secs` is forgotten on its next
-//! access; at most `max_conversations` are kept, evicting the least recently used.
+//! access; at most `max_conversations` are kept: when a new one would pass that, the least
+//! recently used [`EVICT_SHARE`]th of them (at least one) are forgotten together, so the
+//! search for them (a pass over the map) is paid once per that many arrivals, not on each.
 //! `max_turns == 0` or `max_conversations == 0` disables memory. The caller wraps a
 //! [`Memory`] in a mutex when sharing it.
 //!
@@ -11,23 +13,30 @@
 //! message is cut to half of it (start and end kept, see [`cut_middle`]), so the newest
 //! exchange always fits; older exchanges are dropped first to make room.
 //!
-//! Memory per conversation: its id is one allocation shared by the map and the use order
-//! (`Arc<str>`), and each exchange is one allocation holding both messages.
+//! Memory per conversation (issue 12, RSS at 10 000 conversations): one map entry of 56
+//! bytes (the id's pointer, the turns' vector, two stamps), the id's own allocation and one
+//! allocation per exchange holding both messages. There is no second index for the use
+//! order (a `BTreeMap` of 10 000 ids was ~45 bytes a conversation), and the use stamp is a
+//! sequence number in the entry itself.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::MemoryConfig;
 use crate::conversation::prompt::cut_middle;
 use crate::model::ChatMessage;
 
+/// When full, the least recently used `1/EVICT_SHARE` of `max_conversations` go at once.
+const EVICT_SHARE: usize = 32;
+
 /// One remembered exchange: the user's message and the answer, in one allocation.
 struct Exchange {
     /// The user's message followed by the answer.
     text: Box<str>,
     /// Where the answer starts in `text` (a char boundary).
-    answer_at: usize,
+    answer_at: u32,
+    /// Characters in `text` (at most `max_chars`, which `cut_middle` keeps each half to).
+    chars: u32,
 }
 
 impl Exchange {
@@ -36,31 +45,40 @@ impl Exchange {
         text.push_str(user);
         text.push_str(answer);
         Exchange {
+            chars: saturating_u32(text.chars().count()),
             text: text.into_boxed_str(),
-            answer_at: user.len(),
+            answer_at: saturating_u32(user.len()),
         }
     }
 
     fn user(&self) -> &str {
-        &self.text[..self.answer_at]
+        &self.text[..self.answer_at as usize]
     }
 
     fn answer(&self) -> &str {
-        &self.text[self.answer_at..]
-    }
-
-    fn chars(&self) -> usize {
-        self.text.chars().count()
+        &self.text[self.answer_at as usize..]
     }
 }
 
+/// `n` as a u32: message parts are cut to `max_chars / 2` characters before they get here,
+/// far below 4 GiB; saturating keeps a sum wrong rather than a slice out of bounds.
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 struct Conversation {
-    turns: VecDeque<Exchange>,
-    /// Characters in `turns`.
-    chars: usize,
-    last_used: Instant,
-    /// Key into `Memory::by_use`.
+    /// Oldest first; at most `max_turns` (a handful), so dropping the front moves few.
+    turns: Vec<Exchange>,
+    /// Milliseconds from `Memory::epoch` to the last use (for the idle reset).
+    last_used_ms: u64,
+    /// The `Memory::next_seq` of the last use: the least recently used has the lowest.
     use_seq: u64,
+}
+
+impl Conversation {
+    fn chars(&self) -> usize {
+        self.turns.iter().map(|e| e.chars as usize).sum()
+    }
 }
 
 pub(crate) struct Memory {
@@ -69,10 +87,9 @@ pub(crate) struct Memory {
     max_chars: usize,
     idle: Duration,
     max_conversations: usize,
-    conversations: HashMap<Arc<str>, Conversation>,
-    /// Use order: sequence number -> conversation id (first = least recently used); the
-    /// same `Arc` as the key of `conversations`.
-    by_use: BTreeMap<u64, Arc<str>>,
+    conversations: HashMap<Box<str>, Conversation>,
+    /// Origin of the `last_used_ms` stamps.
+    epoch: Instant,
     next_seq: u64,
 }
 
@@ -85,7 +102,7 @@ impl Memory {
             idle: Duration::from_secs(cfg.idle_reset_secs),
             max_conversations: cfg.max_conversations,
             conversations: HashMap::new(),
-            by_use: BTreeMap::new(),
+            epoch: Instant::now(),
             next_seq: 0,
         }
     }
@@ -127,65 +144,74 @@ impl Memory {
             return;
         }
         self.expire(conversation, now);
-        let seq = self.next_seq;
+        if !self.conversations.contains_key(conversation) {
+            self.make_room();
+        }
+        let (stamp, seq) = (self.stamp(now), self.next_seq);
         self.next_seq += 1;
-        let id = match self.conversations.get_key_value(conversation) {
-            Some((id, _)) => Arc::clone(id),
-            None => Arc::from(conversation),
+        let entry = match self.conversations.get_mut(conversation) {
+            Some(entry) => entry,
+            None => self
+                .conversations
+                .entry(Box::from(conversation))
+                .or_insert_with(|| Conversation {
+                    // Most conversations say one thing: room for one exchange, not four.
+                    turns: Vec::with_capacity(1),
+                    last_used_ms: stamp,
+                    use_seq: seq,
+                }),
         };
-        let entry = self
-            .conversations
-            .entry(Arc::clone(&id))
-            .or_insert_with(|| Conversation {
-                turns: VecDeque::new(),
-                chars: 0,
-                last_used: now,
-                use_seq: seq,
-            });
-        self.by_use.remove(&entry.use_seq);
+        entry.last_used_ms = stamp;
         entry.use_seq = seq;
-        entry.last_used = now;
         let per_message = self.max_chars / 2;
-        let exchange = Exchange::new(
+        entry.turns.push(Exchange::new(
             &cut_middle(user, per_message),
             &cut_middle(assistant, per_message),
-        );
-        entry.chars += exchange.chars();
-        if entry.turns.capacity() == 0 {
-            // Most conversations say one thing: no room for four exchanges up front.
-            entry.turns.reserve_exact(1);
-        }
-        entry.turns.push_back(exchange);
-        while entry.turns.len() > self.max_turns || entry.chars > self.max_chars {
-            let Some(dropped) = entry.turns.pop_front() else {
+        ));
+        let mut chars = entry.chars();
+        while entry.turns.len() > self.max_turns || chars > self.max_chars {
+            if entry.turns.is_empty() {
                 break;
-            };
-            entry.chars -= dropped.chars();
-        }
-        self.by_use.insert(seq, id);
-        while self.conversations.len() > self.max_conversations {
-            let Some((_, oldest)) = self.by_use.pop_first() else {
-                break;
-            };
-            self.conversations.remove(&oldest);
+            }
+            chars -= entry.turns.remove(0).chars as usize;
         }
     }
 
     /// Forgets one conversation (`/new`, `/reset`).
     pub(crate) fn reset(&mut self, conversation: &str) {
-        if let Some(c) = self.conversations.remove(conversation) {
-            self.by_use.remove(&c.use_seq);
-        }
+        self.conversations.remove(conversation);
+    }
+
+    /// Milliseconds from the epoch to `now` (0 for an earlier instant).
+    fn stamp(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     fn expire(&mut self, conversation: &str, now: Instant) {
+        let now_ms = self.stamp(now);
+        let idle_ms = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
         let idle = self
             .conversations
             .get(conversation)
-            .is_some_and(|c| now.saturating_duration_since(c.last_used) >= self.idle);
+            .is_some_and(|c| now_ms.saturating_sub(c.last_used_ms) >= idle_ms);
         if idle {
             self.reset(conversation);
         }
+    }
+
+    /// When the map is full, forgets its least recently used share (see the module doc).
+    fn make_room(&mut self) {
+        if self.conversations.len() < self.max_conversations {
+            return;
+        }
+        let excess = self.conversations.len() + 1 - self.max_conversations;
+        let batch = (self.max_conversations / EVICT_SHARE)
+            .max(excess)
+            .min(self.conversations.len());
+        let mut seqs: Vec<u64> = self.conversations.values().map(|c| c.use_seq).collect();
+        // Sequence numbers are unique: exactly `batch` of them are at or below the cut.
+        let (_, &mut cut, _) = seqs.select_nth_unstable(batch - 1);
+        self.conversations.retain(|_, c| c.use_seq > cut);
     }
 }
 
@@ -278,37 +304,50 @@ mod tests {
         assert!(off.is_empty());
     }
 
-    /// Each id is one allocation shared by the map and the use order, the two stay in
-    /// step through eviction, idle reset and `/reset`, and an exchange stored as one
-    /// string comes back as the same two messages.
+    /// When full, the least recently used share goes at once and nothing else: the
+    /// conversations used since (even ones first seen early) stay, the count never passes
+    /// the bound, and an exchange stored as one string comes back as the same two messages.
     #[test]
-    fn ids_are_stored_once_and_the_use_order_stays_in_step() {
-        let mut m = mem(2, 10, 100);
+    fn a_full_memory_forgets_its_least_recently_used_share_at_once() {
+        let max = 320;
+        let share = max / EVICT_SHARE;
+        let mut m = mem(2, 10, max);
         let t = Instant::now();
-        for i in 0..250 {
+        for i in 0..max {
             m.record(&format!("c{i}"), "q", "a", t);
         }
-        m.record("c150", "héllo", "wörld ✓", t);
-        assert_eq!((m.len(), m.by_use.len()), (100, 100));
-        for id in m.conversations.keys() {
-            assert_eq!(Arc::strong_count(id), 2, "{id}: one shared allocation");
+        // c0..c4 are used again: they are now the most recently used.
+        for i in 0..5 {
+            m.record(&format!("c{i}"), "héllo", "wörld ✓", t);
         }
+        assert_eq!(m.len(), max);
         m.record("new", "q", "a", t);
-        assert!(
-            m.history("c151", t).is_empty(),
-            "least recently used evicted"
+        assert_eq!(
+            m.len(),
+            max - share + 1,
+            "one share forgotten, then one added"
         );
-        let texts: Vec<String> = m
-            .history("c150", t)
-            .into_iter()
-            .map(|c| c.content)
-            .collect();
+        for i in 0..5 {
+            assert_eq!(
+                m.history(&format!("c{i}"), t).len(),
+                4,
+                "c{i} was used lately"
+            );
+        }
+        for i in 5..5 + share {
+            assert!(
+                m.history(&format!("c{i}"), t).is_empty(),
+                "c{i} is the oldest"
+            );
+        }
+        assert_eq!(m.history(&format!("c{}", 5 + share), t).len(), 2);
+        let texts: Vec<String> = m.history("c3", t).into_iter().map(|c| c.content).collect();
         assert_eq!(texts, ["q", "a", "héllo", "wörld ✓"]);
-        assert!(
-            m.history("c152", t + Duration::from_secs(10)).is_empty(),
-            "idle"
-        );
-        m.reset("c153");
-        assert_eq!((m.len(), m.by_use.len()), (98, 98));
+        for i in 0..10 * max {
+            m.record(&format!("more{i}"), "q", "a", t);
+            assert!(m.len() <= max, "{} kept past the bound {max}", m.len());
+        }
+        m.reset("new");
+        assert!(m.history("new", t).is_empty());
     }
 }

@@ -3,31 +3,48 @@
 //! `messageId`, payload `msgId`) was seen inside the window.
 //!
 //! Keys are remembered as 128-bit keyed fingerprints ([`IdDigest`], 16 bytes inline, see
-//! there for why a false duplicate is not a practical risk), not as strings: 48 bytes
-//! per key instead of two heap strings.
+//! there for why a false duplicate is not a practical risk), not as strings, each with a
+//! millisecond stamp: 24 bytes in the order queue and 17 in the set per key. Both are
+//! sized for `capacity` keys up front (their pages become resident only as keys arrive),
+//! so neither doubles past it: a queue grown by doubling to 10 001 keys held room for
+//! 16 384.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::message_digest::IdDigest;
 
+/// Keys one message brings (the frame's `messageId` and the payload's `msgId`): the queue
+/// holds up to `capacity` plus these while a message is recorded.
+const KEYS_PER_MESSAGE: usize = 2;
+
 pub struct Dedupe {
-    window: Duration,
+    /// The window in milliseconds.
+    window_ms: u64,
     capacity: usize,
+    /// The origin of the stamps in `order`.
+    epoch: Instant,
     /// The keys of `order`, each once.
     seen: HashSet<IdDigest>,
-    /// Keys in the order first seen, with when (oldest first).
-    order: VecDeque<(IdDigest, Instant)>,
+    /// Keys in the order first seen, with when (milliseconds from `epoch`; oldest first).
+    order: VecDeque<(IdDigest, u64)>,
 }
 
 impl Dedupe {
     pub fn new(window: Duration, capacity: usize) -> Dedupe {
+        let capacity = capacity.max(1);
         Dedupe {
-            window,
-            capacity: capacity.max(1),
-            seen: HashSet::new(),
-            order: VecDeque::new(),
+            window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            capacity,
+            epoch: Instant::now(),
+            seen: HashSet::with_capacity(capacity + KEYS_PER_MESSAGE),
+            order: VecDeque::with_capacity(capacity + KEYS_PER_MESSAGE),
         }
+    }
+
+    /// Milliseconds from the epoch to `now` (0 for an earlier instant).
+    fn stamp(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// True when none of `keys` was seen recently; records all of them either way.
@@ -63,6 +80,7 @@ impl Dedupe {
     }
 
     fn record_at(&mut self, keys: &[&str], now: Instant) {
+        let now = self.stamp(now);
         for k in keys.iter().filter(|k| !k.is_empty()) {
             let digest = IdDigest::of(k);
             if self.seen.insert(digest) {
@@ -77,8 +95,9 @@ impl Dedupe {
     }
 
     fn expire(&mut self, now: Instant) {
+        let now = self.stamp(now);
         while let Some((k, t)) = self.order.front() {
-            if now.duration_since(*t) < self.window {
+            if now.saturating_sub(*t) < self.window_ms {
                 break;
             }
             self.seen.remove(k);
@@ -142,6 +161,11 @@ mod tests {
         assert_eq!((d.seen.len(), d.order.len()), (10_000, 10_000));
         assert!(d.first_time_at(&["frame5000", "msg5000"], late));
         assert_eq!((d.seen.len(), d.order.len()), (10_000, 10_000), "capacity");
+        assert!(
+            d.order.capacity() < 10_100,
+            "the queue grew to room for {} keys",
+            d.order.capacity()
+        );
         assert!(
             !d.seen_at(&["frame0", "msg0"], late),
             "oldest evicted first"

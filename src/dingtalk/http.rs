@@ -7,15 +7,11 @@ use serde_json::Value;
 
 use super::error::ChannelError;
 
-/// The HTTP client for every DingTalk call (bounded connect and total time). Small
-/// requests (webhook replies, OpenAPI sends): `TCP_NODELAY`, so none waits for the
-/// previous one's delayed ACK (reqwest's default too; stated so it cannot regress).
+/// The HTTP client for every DingTalk call (bounded connect and total time; TCP_NODELAY,
+/// no redirects and a bounded idle pool: see `crate::http_client`). DingTalk's APIs do not
+/// redirect, and a redirect followed would carry a reply past the session-webhook allowlist.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .tcp_nodelay(true)
-        // DingTalk's APIs do not redirect, and a redirect followed would carry a reply
-        // (307/308 keep the body) past the session-webhook allowlist to any host.
-        .redirect(reqwest::redirect::Policy::none())
+    crate::http_client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
         .user_agent(concat!("clawdbot/", env!("CARGO_PKG_VERSION")))

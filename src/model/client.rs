@@ -56,14 +56,8 @@ impl ModelClient {
     /// [`ModelError::Connect`] that every turn to this model then reports.
     pub fn new(cfg: &ModelConfig, base_url: &str) -> Result<Self, ModelError> {
         let budgets = PhaseBudgets::from_config(cfg);
-        // TCP_NODELAY: a request body or the server's small SSE chunks never wait for a
-        // delayed ACK (reqwest's default; stated so it cannot regress).
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            // A model endpoint that redirects is an error, not a hop: a 307/308 followed
-            // would carry the prompt to whatever host it names (and each request paid the
-            // redirect policy's URL parsing).
-            .redirect(reqwest::redirect::Policy::none())
+        // TCP_NODELAY, no redirects, a bounded idle pool: see crate::http_client.
+        let http = crate::http_client::builder()
             .connect_timeout(budgets.connect)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
