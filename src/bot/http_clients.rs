@@ -151,16 +151,22 @@ async fn read_request(conn: &mut tokio::net::TcpStream) -> bool {
     true
 }
 
-/// Waits (at most 5 s) until the server has at most `most` connections open; the count.
-async fn settle_at_most(open: &OpenConnections, most: usize) -> usize {
+/// Asserts that the burst had BURST connections open at once, and that within 5 s at
+/// most the idle bound are left open.
+async fn the_burst_was_concurrent_and_the_pool_shrank(open: &OpenConnections) {
+    let most = open.most.load(Ordering::SeqCst);
+    assert_eq!(most, BURST, "the burst was not concurrent");
+    let idle = crate::http_client::IDLE_CONNECTIONS_PER_HOST;
     let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let now = open.now.load(Ordering::SeqCst);
-        if now <= most || Instant::now() >= deadline {
-            return now;
-        }
+    let mut left = open.now.load(Ordering::SeqCst);
+    while left > idle && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
+        left = open.now.load(Ordering::SeqCst);
     }
+    assert!(
+        left <= idle,
+        "{left} connections kept open after the burst (bound {idle})"
+    );
 }
 
 fn keep_alive_answer(body: &str) -> String {
@@ -195,17 +201,7 @@ async fn the_model_client_keeps_a_bounded_idle_pool_after_a_burst() {
         let answer = answered.expect("task").expect("an answer");
         assert_eq!(answer.text, "ok");
     }
-    assert_eq!(
-        open.most.load(Ordering::SeqCst),
-        BURST,
-        "the burst was not concurrent"
-    );
-    let idle = crate::http_client::IDLE_CONNECTIONS_PER_HOST;
-    let left = settle_at_most(&open, idle).await;
-    assert!(
-        left <= idle,
-        "{left} connections kept open after the burst (bound {idle})"
-    );
+    the_burst_was_concurrent_and_the_pool_shrank(&open).await;
 }
 
 /// The same for the DingTalk client (webhook replies, OpenAPI calls).
@@ -229,15 +225,5 @@ async fn the_dingtalk_client_keeps_a_bounded_idle_pool_after_a_burst() {
     for (status, body) in futures_util::future::join_all(burst).await {
         assert_eq!((status, body.as_str()), (200, r#"{"errcode":0}"#));
     }
-    assert_eq!(
-        open.most.load(Ordering::SeqCst),
-        BURST,
-        "the burst was not concurrent"
-    );
-    let idle = crate::http_client::IDLE_CONNECTIONS_PER_HOST;
-    let left = settle_at_most(&open, idle).await;
-    assert!(
-        left <= idle,
-        "{left} connections kept open after the burst (bound {idle})"
-    );
+    the_burst_was_concurrent_and_the_pool_shrank(&open).await;
 }
