@@ -73,7 +73,7 @@ async fn no_http_client_follows_a_redirect() {
 /// Requests a burst sends at once, each on a connection of its own: twice the idle bound.
 const BURST: usize = 2 * crate::http_client::IDLE_CONNECTIONS_PER_HOST;
 
-/// Connections a [`HeldBurst`] server has open right now, and the most it ever had.
+/// Connections a [`serve_held_burst`] server has open right now, and the most it ever had.
 #[derive(Default)]
 struct OpenConnections {
     now: AtomicUsize,

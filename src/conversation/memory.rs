@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::clock::{millis, MonoMillis};
 use crate::config::MemoryConfig;
 use crate::conversation::prompt::cut_middle;
 use crate::model::ChatMessage;
@@ -69,7 +70,7 @@ fn saturating_u32(n: usize) -> u32 {
 struct Conversation {
     /// Oldest first; at most `max_turns` (a handful), so dropping the front moves few.
     turns: Vec<Exchange>,
-    /// Milliseconds from `Memory::epoch` to the last use (for the idle reset).
+    /// The `Memory::clock` stamp of the last use (for the idle reset).
     last_used_ms: u64,
     /// The `Memory::next_seq` of the last use: the least recently used has the lowest.
     use_seq: u64,
@@ -85,11 +86,12 @@ pub(crate) struct Memory {
     max_turns: usize,
     /// Most characters stored per conversation.
     max_chars: usize,
-    idle: Duration,
+    /// `idle_reset_secs` in milliseconds.
+    idle_ms: u64,
     max_conversations: usize,
     conversations: HashMap<Box<str>, Conversation>,
-    /// Origin of the `last_used_ms` stamps.
-    epoch: Instant,
+    /// The clock of the `last_used_ms` stamps.
+    clock: MonoMillis,
     next_seq: u64,
 }
 
@@ -99,10 +101,10 @@ impl Memory {
         Memory {
             max_turns: cfg.max_turns,
             max_chars,
-            idle: Duration::from_secs(cfg.idle_reset_secs),
+            idle_ms: millis(Duration::from_secs(cfg.idle_reset_secs)),
             max_conversations: cfg.max_conversations,
             conversations: HashMap::new(),
-            epoch: Instant::now(),
+            clock: MonoMillis::new(),
             next_seq: 0,
         }
     }
@@ -147,7 +149,7 @@ impl Memory {
         if !self.conversations.contains_key(conversation) {
             self.make_room();
         }
-        let (stamp, seq) = (self.stamp(now), self.next_seq);
+        let (stamp, seq) = (self.clock.stamp(now), self.next_seq);
         self.next_seq += 1;
         let entry = match self.conversations.get_mut(conversation) {
             Some(entry) => entry,
@@ -182,18 +184,12 @@ impl Memory {
         self.conversations.remove(conversation);
     }
 
-    /// Milliseconds from the epoch to `now` (0 for an earlier instant).
-    fn stamp(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
-    }
-
     fn expire(&mut self, conversation: &str, now: Instant) {
-        let now_ms = self.stamp(now);
-        let idle_ms = u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX);
+        let now_ms = self.clock.stamp(now);
         let idle = self
             .conversations
             .get(conversation)
-            .is_some_and(|c| now_ms.saturating_sub(c.last_used_ms) >= idle_ms);
+            .is_some_and(|c| now_ms.saturating_sub(c.last_used_ms) >= self.idle_ms);
         if idle {
             self.reset(conversation);
         }

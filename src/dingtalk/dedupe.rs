@@ -12,6 +12,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::clock::{millis, MonoMillis};
 use crate::message_digest::IdDigest;
 
 /// Keys one message brings (the frame's `messageId` and the payload's `msgId`): the queue
@@ -22,11 +23,11 @@ pub struct Dedupe {
     /// The window in milliseconds.
     window_ms: u64,
     capacity: usize,
-    /// The origin of the stamps in `order`.
-    epoch: Instant,
+    /// The clock of the stamps in `order`.
+    clock: MonoMillis,
     /// The keys of `order`, each once.
     seen: HashSet<IdDigest>,
-    /// Keys in the order first seen, with when (milliseconds from `epoch`; oldest first).
+    /// Keys in the order first seen, with when (a `clock` stamp; oldest first).
     order: VecDeque<(IdDigest, u64)>,
 }
 
@@ -34,17 +35,12 @@ impl Dedupe {
     pub fn new(window: Duration, capacity: usize) -> Dedupe {
         let capacity = capacity.max(1);
         Dedupe {
-            window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            window_ms: millis(window),
             capacity,
-            epoch: Instant::now(),
+            clock: MonoMillis::new(),
             seen: HashSet::with_capacity(capacity + KEYS_PER_MESSAGE),
             order: VecDeque::with_capacity(capacity + KEYS_PER_MESSAGE),
         }
-    }
-
-    /// Milliseconds from the epoch to `now` (0 for an earlier instant).
-    fn stamp(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// True when none of `keys` was seen recently; records all of them either way.
@@ -80,7 +76,7 @@ impl Dedupe {
     }
 
     fn record_at(&mut self, keys: &[&str], now: Instant) {
-        let now = self.stamp(now);
+        let now = self.clock.stamp(now);
         for k in keys.iter().filter(|k| !k.is_empty()) {
             let digest = IdDigest::of(k);
             if self.seen.insert(digest) {
@@ -95,7 +91,7 @@ impl Dedupe {
     }
 
     fn expire(&mut self, now: Instant) {
-        let now = self.stamp(now);
+        let now = self.clock.stamp(now);
         while let Some((k, t)) = self.order.front() {
             if now.saturating_sub(*t) < self.window_ms {
                 break;
