@@ -124,7 +124,10 @@ impl ModelClient {
             Some(url) => self.http.post(url.clone()),
             None => self.http.post(self.url("chat/completions")),
         };
-        let req = self.authorized(post.json(&body));
+        let post = post
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let req = self.authorized(post);
         // A queued llama.cpp request sends no headers at all: when streaming, the headers
         // are the first sign of life and fall under the first-token budget.
         let (head_deadline, head_phase) = if stream {

@@ -29,6 +29,7 @@ pub(crate) mod replicas;
 pub mod router;
 pub mod sse;
 pub mod stats;
+pub(crate) mod typed_chunk;
 pub mod types;
 pub(crate) mod wait_budget;
 pub mod wire;
