@@ -43,20 +43,41 @@ pub struct ServerError {
 }
 
 impl ServerError {
-    /// ` (type=... code=...)`, omitting empty parts; empty when both are empty.
-    fn label(&self) -> String {
+    /// ` (type=... code=...)`, omitting empty parts; empty when both are empty. Each
+    /// field is shown only when it looks like an identifier (see [`shown`]).
+    pub(crate) fn label(&self) -> String {
         let mut parts = Vec::new();
         if !self.kind.is_empty() {
-            parts.push(format!("type={}", self.kind));
+            parts.push(format!("type={}", shown(&self.kind)));
         }
         if !self.code.is_empty() {
-            parts.push(format!("code={}", self.code));
+            parts.push(format!("code={}", shown(&self.code)));
         }
         if parts.is_empty() {
             String::new()
         } else {
             format!(" ({})", parts.join(" "))
         }
+    }
+}
+
+/// Longest `type` or `code` shown as the server sent it.
+const MAX_SHOWN_FIELD_CHARS: usize = 64;
+
+/// A server's `type` or `code` as shown in errors (and so in logs and status): as sent
+/// when it is an identifier (`rate_limit_error`, `429`, `context_length_exceeded`: at
+/// most [`MAX_SHOWN_FIELD_CHARS`] letters, digits and `_ - . : /`), else only its length.
+/// The fields are meant to be classes, but a server that echoes its input into them (or
+/// a hostile one) would otherwise put any text, of any length, into the log.
+fn shown(field: &str) -> std::borrow::Cow<'_, str> {
+    let identifier = field.len() <= MAX_SHOWN_FIELD_CHARS
+        && field
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/'));
+    if identifier {
+        field.into()
+    } else {
+        format!("<{} chars, not shown>", field.chars().count()).into()
     }
 }
 

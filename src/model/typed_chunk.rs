@@ -8,9 +8,13 @@
 //! where it has no escapes.
 //!
 //! Invariant: [`read`] returns `Some` only when its result is exactly what the general
-//! path gives for the same text; it returns `None` for anything it does not take in
-//! (an error event, a field of another type, a duplicate key, invalid JSON), which then
-//! goes the general way. A test compares the two over a corpus of odd chunks.
+//! path gives for the same text, or when the general path refused the chunk only for a
+//! field that is not read (nested deeper than serde_json's 128 levels, or a number beyond
+//! `f64`: skipped here without being built, without recursion, so a deep one cannot
+//! overflow the stack). It returns `None` for anything it does not take in (an error
+//! event, a read field of another type, a duplicate key, invalid JSON), which then goes
+//! the general way. Tests compare the two over a corpus of odd chunks and over random
+//! ones.
 
 use std::borrow::Cow;
 
@@ -186,6 +190,23 @@ mod tests {
         assert_eq!(usual.model.as_deref(), Some("qwen"));
         assert!(read(r#"{"error":{"message":"boom"}}"#).is_none());
         assert!(read(r#"{"choices":[{"delta":{"content":5}}]}"#).is_none());
+    }
+
+    #[test]
+    fn an_unread_field_too_deep_or_too_large_to_build_is_skipped_not_refused() {
+        let deep = format!(
+            r#"{{"x_debug":{}1{},"choices":[{{"delta":{{"content":"ok"}}}}]}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(parse_chunk_generally(&deep).is_err(), "too deep to build");
+        assert_eq!(read(&deep).map(|d| d.content).as_deref(), Some("ok"));
+        let huge = r#"{"created":1e999999,"choices":[{"delta":{"content":"ok"}}]}"#;
+        assert!(parse_chunk_generally(huge).is_err(), "beyond f64");
+        assert_eq!(read(huge).map(|d| d.content).as_deref(), Some("ok"));
+        // In a read field the same is refused here too, and left to the general path.
+        let deep_read = format!(r#"{{"usage":{}{}}}"#, "[".repeat(200), "]".repeat(200));
+        assert!(read(&deep_read).is_none());
     }
 
     /// Any JSON built from a chunk's own keys, with any value at any place (objects,

@@ -87,7 +87,7 @@ pub(crate) fn parse_chunk_generally(data: &str) -> Result<ChunkDelta, ModelError
         return Err(if is_context_overflow(0, &server) {
             ModelError::ContextOverflow(server)
         } else {
-            ModelError::Stream(format!("error event in stream{}", short_label(&server)))
+            ModelError::Stream(format!("error event in stream{}", server.label()))
         });
     }
     let choice = v
@@ -137,10 +137,7 @@ pub fn parse_completion(body: &[u8]) -> Result<Completion, ModelError> {
         return Err(if is_context_overflow(0, &server) {
             ModelError::ContextOverflow(server)
         } else {
-            ModelError::Protocol(format!(
-                "error object in a 200 body{}",
-                short_label(&server)
-            ))
+            ModelError::Protocol(format!("error object in a 200 body{}", server.label()))
         });
     }
     let choice = v
@@ -243,17 +240,6 @@ fn is_context_overflow(status: u16, e: &ServerError) -> bool {
             && (msg.contains("exceed") || msg.contains("too long") || msg.contains("maximum"))
 }
 
-fn short_label(e: &ServerError) -> String {
-    let mut s = String::new();
-    if !e.kind.is_empty() {
-        s.push_str(&format!(" type={}", e.kind));
-    }
-    if !e.code.is_empty() {
-        s.push_str(&format!(" code={}", e.code));
-    }
-    s
-}
-
 fn usage_of(v: &Value) -> Option<Usage> {
     let u = v.get("usage").filter(|u| u.is_object())?;
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
@@ -317,6 +303,35 @@ mod tests {
         assert!(matches!(e, ModelError::Stream(_)));
         assert!(!e.to_string().contains("secret"));
         assert!(e.failover_eligible());
+    }
+
+    #[test]
+    fn a_server_error_type_or_code_that_is_not_an_identifier_is_not_shown() {
+        let echoed = parse_chunk(
+            r#"{"error":{"message":"m","type":"you said: my salary is 5k \n forged=1","code":"model_overloaded_v2"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            echoed,
+            "broken stream: error event in stream (type=<36 chars, not shown> code=model_overloaded_v2)"
+        );
+        let long = format!(
+            r#"{{"error":{{"type":"{}","code":{{"nested":"x"}}}}}}"#,
+            "a".repeat(5000)
+        );
+        let shown = classify_http_error(500, long.as_bytes()).to_string();
+        assert_eq!(
+            shown,
+            "HTTP 500 (type=<5000 chars, not shown> code=<14 chars, not shown>)"
+        );
+        let usual = classify_http_error(
+            429,
+            br#"{"error":{"type":"rate_limit_error","code":"rate-limit.v1:x/y"}}"#,
+        );
+        assert!(usual
+            .to_string()
+            .contains("type=rate_limit_error code=rate-limit.v1:x/y"));
     }
 
     #[test]
