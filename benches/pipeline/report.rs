@@ -231,9 +231,14 @@ impl Report {
     }
 }
 
+/// The CPUs this process may run on.
+pub fn machine_cpus() -> usize {
+    std::thread::available_parallelism().map_or(0, usize::from)
+}
+
 /// CPU count, kernel and load average at the end of the run.
 fn machine() -> Value {
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let cpus = machine_cpus();
     let read = |p: &str| {
         std::fs::read_to_string(p)
             .map(|s| s.trim().to_string())
@@ -277,4 +282,71 @@ pub fn cpu_secs(pid: u32) -> Result<f64> {
     };
     // After the name: field 3 (state) is index 0, so utime (14) and stime (15) are 11, 12.
     Ok((ticks(11)? + ticks(12)?) as f64 / USER_HZ)
+}
+
+/// CPU time every CPU of the machine has been busy (not idle, not waiting for I/O) so far,
+/// in seconds summed over CPUs, from the `cpu` line of `/proc/stat` (USER_HZ ticks).
+pub fn machine_busy_secs() -> Result<f64> {
+    let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("no `cpu` line in /proc/stat")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().context("a tick count in /proc/stat's cpu line"))
+        .collect::<Result<_>>()?;
+    // user nice system idle iowait irq softirq steal ...: all but idle (3) and iowait (4).
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Ok(busy as f64 / USER_HZ)
+}
+
+/// Who used the machine's CPUs during one measured pass, in cores (CPU seconds over the
+/// pass's wall time): the whole machine, the bot, the simulator, and this benchmark
+/// process (the load generator and the in-process fake model). A knee where the machine
+/// is near `cores` busy is the machine's, whatever the bot's own share.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineShare {
+    pub busy: f64,
+    pub bot: f64,
+    pub simulator: f64,
+    pub bench: f64,
+}
+
+/// CPU counters at the start of a pass, for [`MachineShare`].
+pub struct CpuMark {
+    at: std::time::Instant,
+    machine: f64,
+    bot: f64,
+    simulator: f64,
+    bench: f64,
+}
+
+impl CpuMark {
+    pub fn now(bot: u32, simulator: u32) -> Result<CpuMark> {
+        Ok(CpuMark {
+            at: std::time::Instant::now(),
+            machine: machine_busy_secs()?,
+            bot: cpu_secs(bot)?,
+            simulator: cpu_secs(simulator)?,
+            bench: cpu_secs(std::process::id())?,
+        })
+    }
+
+    /// The shares since this mark, with `end` taken at the pass's end.
+    pub fn share_until(&self, end: &CpuMark) -> MachineShare {
+        let wall = end.at.duration_since(self.at).as_secs_f64().max(1e-3);
+        MachineShare {
+            busy: (end.machine - self.machine) / wall,
+            bot: (end.bot - self.bot) / wall,
+            simulator: (end.simulator - self.simulator) / wall,
+            bench: (end.bench - self.bench) / wall,
+        }
+    }
 }

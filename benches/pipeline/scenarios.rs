@@ -10,7 +10,9 @@ use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig, FakeState};
 use serde_json::json;
 
 use crate::load::{self, Outcome, Turn};
-use crate::report::{cpu_secs, round3, rss_kib, Dist, Report, Spread};
+use crate::report::{
+    cpu_secs, machine_cpus, round3, rss_kib, CpuMark, Dist, MachineShare, Report, Spread,
+};
 use crate::stack::{ms, BotLimits, Stack, StartFigures, BIN, BOT};
 use crate::Params;
 
@@ -148,6 +150,8 @@ pub struct RateRun {
     pub backlog_grew: bool,
     /// CPU seconds of the bot process per 1 000 turns.
     pub cpu_per_1000: f64,
+    /// Who used the machine's CPUs during the pass.
+    pub machine: MachineShare,
 }
 
 /// The turns of a run not answered normally, by kind, so a failed pass says which
@@ -232,6 +236,7 @@ pub fn rate_run(stack: &Stack, pid: u32, rate: u32, tag: &str, p: &Params) -> Re
     let count = (rate as u64 * p.load_secs) as usize;
     let lanes = p.load_conversations.max(1);
     let cpu0 = cpu_secs(pid)?;
+    let mark = CpuMark::now(pid, stack.sim_pid())?;
     let turns = stack.rt.block_on(async {
         let since = load::outbox_seq(&stack.sim).await?;
         let sent = load::inject_at_rate(&stack.sim, rate as f64, count, |i| {
@@ -241,6 +246,7 @@ pub fn rate_run(stack: &Stack, pid: u32, rate: u32, tag: &str, p: &Params) -> Re
         load::timelines(&stack.sim, &sent, since, REPLY_GRACE).await
     })?;
     let cpu = cpu_secs(pid)? - cpu0;
+    let machine = mark.share_until(&CpuMark::now(pid, stack.sim_pid())?);
     let answered = turns.iter().filter(|t| t.outcome == Outcome::Answered);
     Ok(RateRun {
         rate,
@@ -251,6 +257,7 @@ pub fn rate_run(stack: &Stack, pid: u32, rate: u32, tag: &str, p: &Params) -> Re
         failed: Failed::of(&turns),
         backlog_grew: backlog_grew(&turns),
         cpu_per_1000: cpu * 1000.0 / count.max(1) as f64,
+        machine,
     })
 }
 
@@ -304,6 +311,12 @@ pub struct RateFigures {
     pub overhead_p50: Option<Spread>,
     pub overhead_p99: Option<Spread>,
     pub cpu_per_1000: Spread,
+    /// Cores busy on the whole machine during the passes, and the bot's, the simulator's
+    /// and the benchmark's own (load generator and fake model) shares of them.
+    pub machine_busy: Spread,
+    pub bot_cores: Spread,
+    pub simulator_cores: Spread,
+    pub bench_cores: Spread,
     pub achieved_in: Spread,
     /// Passes that sustained the rate, of `passes`.
     pub sustained: usize,
@@ -328,6 +341,8 @@ impl RateFigures {
                "overhead_p50_ms": self.overhead_p50.map(|s| s.json()),
                "overhead_p99_ms": self.overhead_p99.map(|s| s.json()),
                "cpu_s_per_1000_turns": self.cpu_per_1000.json(), "achieved_in_per_s": self.achieved_in.json(),
+               "machine_cores_busy": self.machine_busy.json(), "bot_cores": self.bot_cores.json(),
+               "simulator_cores": self.simulator_cores.json(), "bench_cores": self.bench_cores.json(),
                "sustained_passes": self.sustained, "kept_up_passes": self.kept_up, "passes": self.passes})
     }
 }
@@ -350,6 +365,10 @@ pub fn by_rate(runs: &[RateRun]) -> Vec<RateFigures> {
                 overhead_p50: Spread::of(overheads().map(|d| d.p50)),
                 overhead_p99: Spread::of(overheads().map(|d| d.p99)),
                 cpu_per_1000: Spread::of(at.iter().map(|r| r.cpu_per_1000))?,
+                machine_busy: Spread::of(at.iter().map(|r| r.machine.busy))?,
+                bot_cores: Spread::of(at.iter().map(|r| r.machine.bot))?,
+                simulator_cores: Spread::of(at.iter().map(|r| r.machine.simulator))?,
+                bench_cores: Spread::of(at.iter().map(|r| r.machine.bench))?,
                 achieved_in: Spread::of(at.iter().map(|r| r.achieved_in))?,
                 sustained: at.iter().filter(|r| r.sustained()).count(),
                 kept_up: at.iter().filter(|r| r.keeps_up()).count(),
@@ -402,10 +421,20 @@ pub fn add_ramp(report: &mut Report, figures: &[RateFigures]) {
         report.add(
             format!("cpu_per_1000.{}", f.rate),
             format!("CPU s per 1 000 turns @ {} msg/s", f.rate),
-            format!("{} s", f.cpu_per_1000.show(3)),
+            format!(
+                "{} s; machine {} of {} cores busy (bot {}, simulator {}, bench {})",
+                f.cpu_per_1000.show(3),
+                f.machine_busy.show(2),
+                machine_cpus(),
+                f.bot_cores.show(2),
+                f.simulator_cores.show(2),
+                f.bench_cores.show(2)
+            ),
             if at_goal { "< 0.25 s" } else { "-" },
             at_goal.then_some(f.cpu_per_1000.median < 0.25),
-            f.cpu_per_1000.json(),
+            json!({"s": f.cpu_per_1000.json(), "machine_cores_busy": f.machine_busy.json(),
+                   "bot_cores": f.bot_cores.json(), "simulator_cores": f.simulator_cores.json(),
+                   "bench_cores": f.bench_cores.json(), "machine_cpus": machine_cpus()}),
         );
     }
     let knee = knee(figures);
