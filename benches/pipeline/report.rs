@@ -307,8 +307,8 @@ pub fn machine_busy_secs() -> Result<f64> {
     Ok(busy as f64 / USER_HZ)
 }
 
-/// Who used the machine's CPUs during one measured pass, in cores (CPU seconds over the
-/// pass's wall time): the whole machine, the bot, the simulator, and this benchmark
+/// Who used the machine's CPUs while one pass's load was offered, in cores (CPU seconds
+/// over that wall time): the whole machine, the bot, the simulator, and this benchmark
 /// process (the load generator and the in-process fake model). A knee where the machine
 /// is near `cores` busy is the machine's, whatever the bot's own share.
 #[derive(Debug, Clone, Copy)]

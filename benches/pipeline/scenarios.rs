@@ -236,17 +236,20 @@ pub fn rate_run(stack: &Stack, pid: u32, rate: u32, tag: &str, p: &Params) -> Re
     let count = (rate as u64 * p.load_secs) as usize;
     let lanes = p.load_conversations.max(1);
     let cpu0 = cpu_secs(pid)?;
-    let mark = CpuMark::now(pid, stack.sim_pid())?;
-    let turns = stack.rt.block_on(async {
+    // The machine's share is taken over the injection alone (the drain after it and the
+    // timeline fetch would dilute it); the bot's CPU per turn over the whole run.
+    let (turns, machine) = stack.rt.block_on(async {
         let since = load::outbox_seq(&stack.sim).await?;
+        let mark = CpuMark::now(pid, stack.sim_pid())?;
         let sent = load::inject_at_rate(&stack.sim, rate as f64, count, |i| {
             format!("cid{tag}x{}==", i % lanes)
         })
         .await?;
-        load::timelines(&stack.sim, &sent, since, REPLY_GRACE).await
+        let machine = mark.share_until(&CpuMark::now(pid, stack.sim_pid())?);
+        let turns = load::timelines(&stack.sim, &sent, since, REPLY_GRACE).await?;
+        anyhow::Ok((turns, machine))
     })?;
     let cpu = cpu_secs(pid)? - cpu0;
-    let machine = mark.share_until(&CpuMark::now(pid, stack.sim_pid())?);
     let answered = turns.iter().filter(|t| t.outcome == Outcome::Answered);
     Ok(RateRun {
         rate,
