@@ -56,13 +56,13 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts the fake model with `fake` and the simulator; waits for the simulator's URL.
-    /// The home is a fresh folder under /tmp.
     /// The simulator's process id (for its CPU time).
     pub fn sim_pid(&self) -> u32 {
         self.sim_child.id()
     }
 
+    /// Starts the fake model with `fake` and the simulator; waits for the simulator's URL.
+    /// The home is a fresh folder under /tmp.
     pub fn start(fake: FakeConfig) -> Result<Stack> {
         Stack::start_in(fake, Path::new("/tmp"))
     }

@@ -2,9 +2,8 @@
 //! signing; the answer is `{"errcode":0}` or an errcode (300001 = session gone → caller falls back;
 //! -1 = system busy → retried once here after [`BUSY_RETRY_DELAY`]).
 
-use std::time::Duration;
-
 use std::borrow::Cow;
+use std::time::Duration;
 
 use serde::Serialize;
 

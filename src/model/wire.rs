@@ -386,11 +386,6 @@ mod tests {
             Err(ModelError::Protocol(_))
         ));
     }
-}
-
-#[cfg(test)]
-mod request_body_tests {
-    use super::*;
 
     fn model(extra: &str) -> ModelConfig {
         let yaml = format!(
