@@ -11,6 +11,11 @@
 //!   with an echo thread, at the goal rate: the CPU the kernel takes for a turn's traffic
 //!   and wake-ups with no user code at all (on loopback the sender also pays the
 //!   receiver's protocol work, as the daemon does);
+//! - a hand-off between threads: a message to a thread asleep on a channel and its answer
+//!   back, at the goal rate: the CPU the two wake-ups take and the round trip's wall time
+//!   (a turn makes two: the message to the journal thread, its durable answer back to the
+//!   async worker, the price of never blocking the async worker on the disk); on a
+//!   virtual machine waking a sleeping CPU is not free;
 //! - the daemon without a disk: the same rate run at the goal rate with the daemon's home
 //!   (so its journal) on tmpfs, where `fdatasync` returns at once.
 //!
@@ -52,26 +57,30 @@ pub fn disk(dir: &Path, p: &Params, report: &mut Report) -> Result<()> {
         );
         runs.push(run);
     }
-    let (Some(p50), Some(p99), Some(cpu)) = (
+    let (Some(p50), Some(p99), Some(max), Some(cpu)) = (
         Spread::of(runs.iter().map(|r| r.took.p50)),
         Spread::of(runs.iter().map(|r| r.took.p99)),
+        Spread::of(runs.iter().map(|r| r.took.max)),
         Spread::of(runs.iter().map(|r| r.cpu_per_1000)),
     ) else {
         return Ok(());
     };
+    // The max matters: at the goal rate a sync that stalls for N ms holds the next N
+    // messages' ACKs behind it, so one stall per pass sets a pass's p99.
     report.add(
         "floor.disk",
         format!("floor: one {RECORD_BYTES}-byte append + fdatasync @ {GOAL_RATE}/s, this disk"),
         format!(
-            "p50 {} / p99 {} ms; {} CPU s/1000",
+            "p50 {} / p99 {} / max {} ms; {} CPU s/1000",
             p50.show(3),
             p99.show(3),
+            max.show(1),
             cpu.show(3)
         ),
         "-",
         None,
-        json!({"p50_ms": p50.json(), "p99_ms": p99.json(), "cpu_s_per_1000": cpu.json(),
-               "record_bytes": RECORD_BYTES}),
+        json!({"p50_ms": p50.json(), "p99_ms": p99.json(), "max_ms": max.json(),
+               "cpu_s_per_1000": cpu.json(), "record_bytes": RECORD_BYTES}),
     );
     Ok(())
 }
@@ -161,6 +170,95 @@ fn timed_exchanges(turns: usize) -> Result<f64> {
     let cpu = outcome?;
     echoed.context("the echo thread")?;
     Ok(cpu.as_secs_f64() * 1000.0 / turns as f64)
+}
+
+/// Thread hand-offs a turn makes beyond the loopback floor's: the message to the journal
+/// thread, and its durable answer back to the async worker.
+const HANDOFFS_PER_TURN: usize = 2;
+
+/// The hand-off floor: `p.reps` runs of `GOAL_RATE x p.load_secs` round trips to a thread
+/// asleep on a channel, paced at the goal rate: the CPU both threads spend per hand-off,
+/// and a round trip's wall time.
+pub fn handoff(p: &Params, report: &mut Report) -> Result<()> {
+    let count = (GOAL_RATE as u64 * p.load_secs) as usize;
+    let mut runs = Vec::new();
+    for rep in 0..p.reps() {
+        let run = timed_handoffs(count).context("the hand-off floor")?;
+        eprintln!(
+            "  hand-off pass {rep}: round trip p50 {:.0} us, p99 {:.0} us; {:.1} us CPU a hand-off",
+            run.round_trip_us.p50, run.round_trip_us.p99, run.cpu_us_per_handoff
+        );
+        runs.push(run);
+    }
+    let (Some(p50), Some(p99), Some(cpu)) = (
+        Spread::of(runs.iter().map(|r| r.round_trip_us.p50)),
+        Spread::of(runs.iter().map(|r| r.round_trip_us.p99)),
+        Spread::of(runs.iter().map(|r| r.cpu_us_per_handoff)),
+    ) else {
+        return Ok(());
+    };
+    report.add(
+        "floor.handoff",
+        format!(
+            "floor: a hand-off to a sleeping thread and back @ {GOAL_RATE}/s (a turn makes {HANDOFFS_PER_TURN}: to the journal thread and back)"
+        ),
+        format!(
+            "round trip p50 {} / p99 {} us; {} us CPU a hand-off",
+            p50.show(0),
+            p99.show(0),
+            cpu.show(1)
+        ),
+        "-",
+        None,
+        json!({"round_trip_p50_us": p50.json(), "round_trip_p99_us": p99.json(),
+               "cpu_us_per_handoff": cpu.json(), "handoffs_per_turn": HANDOFFS_PER_TURN}),
+    );
+    Ok(())
+}
+
+/// One run of the hand-off floor.
+struct Handoffs {
+    /// Wall time from sending to the sleeping thread to its answer arriving, us.
+    round_trip_us: Dist,
+    /// CPU time (user + system) of both threads per hand-off (two a round trip), us.
+    cpu_us_per_handoff: f64,
+}
+
+/// Runs `count` paced round trips to a thread that sleeps on a channel between them.
+fn timed_handoffs(count: usize) -> Result<Handoffs> {
+    let (to_peer, peer_inbox) = std::sync::mpsc::channel::<usize>();
+    let (to_caller, caller_inbox) = std::sync::mpsc::channel::<usize>();
+    // The peer answers each message and, once the caller hangs up, reports its CPU time.
+    let peer = std::thread::spawn(move || -> std::io::Result<Duration> {
+        let cpu0 = thread_cpu()?;
+        while let Ok(i) = peer_inbox.recv() {
+            if to_caller.send(i).is_err() {
+                break;
+            }
+        }
+        Ok(thread_cpu()?.saturating_sub(cpu0))
+    });
+    let mut took = Vec::with_capacity(count);
+    let caller_cpu = paced_at_goal_rate(count, |i| {
+        let t0 = Instant::now();
+        let lost = || std::io::Error::other("the hand-off thread stopped");
+        to_peer.send(i).map_err(|_| lost())?;
+        caller_inbox
+            .recv_timeout(EXCHANGE_TIMEOUT)
+            .map_err(|_| lost())?;
+        took.push(t0.elapsed().as_secs_f64() * 1e6);
+        Ok(())
+    });
+    drop(to_peer);
+    let peer_cpu = peer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the hand-off thread panicked"))??;
+    let caller_cpu = caller_cpu?;
+    Ok(Handoffs {
+        round_trip_us: Dist::of(took).context("no hand-offs timed")?,
+        // Two hand-offs a round trip: there and back.
+        cpu_us_per_handoff: (caller_cpu + peer_cpu).as_secs_f64() * 1e6 / (2 * count) as f64,
+    })
 }
 
 /// One run of the disk floor.

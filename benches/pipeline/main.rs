@@ -106,7 +106,8 @@ pub struct Params {
     #[arg(long, value_delimiter = ',', value_enum)]
     pub only: Vec<Scenario>,
     /// Seconds to wait after the daemon started and before the measured runs, with its PID
-    /// on stderr, so `perf record -p PID` can be attached.
+    /// on stderr, so `perf record -p PID` can be attached; and again after the ramp, so
+    /// what a burst left in its heap can be looked at (`gdb -p PID`, `/proc/PID/smaps`).
     #[arg(long, default_value_t = 0)]
     pub attach_secs: u64,
 }
@@ -242,15 +243,23 @@ fn run(p: &Params) -> Result<Report> {
             scenarios::by_rate(&scenarios::ramp(&stack, pid, "ours", &p.rates, false, p)?);
         scenarios::add_ramp(&mut report, &by_rate);
         ours = Some(by_rate);
+        if p.attach_secs > 0 {
+            eprintln!(
+                "== daemon PID {pid}: ramp done, waiting {} s (--attach-secs)",
+                p.attach_secs
+            );
+            std::thread::sleep(std::time::Duration::from_secs(p.attach_secs));
+        }
     }
     if p.runs(Scenario::Floor) {
         eprintln!(
-            "== floors @ {} msg/s: this disk's append + fdatasync, a turn's loopback exchanges, then ours on tmpfs, x{}",
+            "== floors @ {} msg/s: this disk's append + fdatasync, a turn's loopback exchanges, a thread hand-off, then ours on tmpfs, x{}",
             scenarios::GOAL_RATE,
             p.reps
         );
         floor::disk(stack.home(), p, &mut report)?;
         floor::net(p, &mut report)?;
+        floor::handoff(p, &mut report)?;
         floor::tmpfs(p, &mut report)?;
     }
     if p.runs(Scenario::Cli) {

@@ -284,9 +284,19 @@ pub fn cpu_secs(pid: u32) -> Result<f64> {
     Ok((ticks(11)? + ticks(12)?) as f64 / USER_HZ)
 }
 
-/// CPU time every CPU of the machine has been busy (not idle, not waiting for I/O) so far,
-/// in seconds summed over CPUs, from the `cpu` line of `/proc/stat` (USER_HZ ticks).
-pub fn machine_busy_secs() -> Result<f64> {
+/// The machine's CPU time so far, in seconds summed over CPUs, from the `cpu` line of
+/// `/proc/stat` (USER_HZ ticks).
+#[derive(Debug, Clone, Copy)]
+pub struct MachineTicks {
+    /// Running this machine's own work: user, nice, system, irq and softirq time (not
+    /// idle, not waiting for I/O; guest time is already inside user and nice).
+    pub busy: f64,
+    /// Steal: time a CPU had work but the hypervisor ran something else on it. On a
+    /// shared virtual machine this is the host's load, and every latency waits through it.
+    pub stolen: f64,
+}
+
+pub fn machine_ticks() -> Result<MachineTicks> {
     let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
     let line = text
         .lines()
@@ -297,14 +307,12 @@ pub fn machine_busy_secs() -> Result<f64> {
         .skip(1)
         .map(|t| t.parse().context("a tick count in /proc/stat's cpu line"))
         .collect::<Result<_>>()?;
-    // user nice system idle iowait irq softirq steal ...: all but idle (3) and iowait (4).
-    let busy: u64 = ticks
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, t)| t)
-        .sum();
-    Ok(busy as f64 / USER_HZ)
+    // user nice system idle iowait irq softirq steal guest guest_nice (steal since 2.6.11).
+    let field = |i: usize| ticks.get(i).copied().unwrap_or(0) as f64 / USER_HZ;
+    Ok(MachineTicks {
+        busy: [0, 1, 2, 5, 6].into_iter().map(field).sum(),
+        stolen: field(7),
+    })
 }
 
 /// Who used the machine's CPUs while one pass's load was offered, in cores (CPU seconds
@@ -314,6 +322,8 @@ pub fn machine_busy_secs() -> Result<f64> {
 #[derive(Debug, Clone, Copy)]
 pub struct MachineShare {
     pub busy: f64,
+    /// Cores the hypervisor took from this machine meanwhile (steal).
+    pub stolen: f64,
     pub bot: f64,
     pub simulator: f64,
     pub bench: f64,
@@ -322,7 +332,7 @@ pub struct MachineShare {
 /// CPU counters at the start of a pass, for [`MachineShare`].
 pub struct CpuMark {
     at: std::time::Instant,
-    machine: f64,
+    machine: MachineTicks,
     bot: f64,
     simulator: f64,
     bench: f64,
@@ -332,7 +342,7 @@ impl CpuMark {
     pub fn now(bot: u32, simulator: u32) -> Result<CpuMark> {
         Ok(CpuMark {
             at: std::time::Instant::now(),
-            machine: machine_busy_secs()?,
+            machine: machine_ticks()?,
             bot: cpu_secs(bot)?,
             simulator: cpu_secs(simulator)?,
             bench: cpu_secs(std::process::id())?,
@@ -343,7 +353,8 @@ impl CpuMark {
     pub fn share_until(&self, end: &CpuMark) -> MachineShare {
         let wall = end.at.duration_since(self.at).as_secs_f64().max(1e-3);
         MachineShare {
-            busy: (end.machine - self.machine) / wall,
+            busy: (end.machine.busy - self.machine.busy) / wall,
+            stolen: (end.machine.stolen - self.machine.stolen) / wall,
             bot: (end.bot - self.bot) / wall,
             simulator: (end.simulator - self.simulator) / wall,
             bench: (end.bench - self.bench) / wall,
