@@ -296,6 +296,7 @@ pub struct MachineTicks {
     pub stolen: f64,
 }
 
+/// The machine's [`MachineTicks`] now.
 pub fn machine_ticks() -> Result<MachineTicks> {
     let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
     let line = text
