@@ -345,10 +345,8 @@ pub fn tmpfs(p: &Params, report: &mut Report) -> Result<()> {
     }
     let stack = Stack::start_in(scenarios::fake_config(0, None), Path::new(TMPFS))?;
     let config = stack.write_config(scenarios::wide_limits())?;
-    stack.start_bot(&config)?;
-    let pid = stack.bot_pid()?;
-    std::thread::sleep(scenarios::STARTUP_SEND_WINDOW);
-    let runs = scenarios::ramp(&stack, pid, "tmpfs", &[GOAL_RATE], false, p)?;
+    let mut fresh = || scenarios::fresh_daemon(&stack, &config);
+    let runs = scenarios::ramp(&stack, &mut fresh, "tmpfs", &[GOAL_RATE], false, p)?;
     stack.stop_bot()?;
     for f in scenarios::by_rate(&runs) {
         report.add(

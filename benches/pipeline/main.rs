@@ -26,7 +26,7 @@ mod test_config;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::json;
 
@@ -105,9 +105,10 @@ pub struct Params {
     /// Run only these scenarios (default: all), e.g. `--only ramp` to profile the hot path.
     #[arg(long, value_delimiter = ',', value_enum)]
     pub only: Vec<Scenario>,
-    /// Seconds to wait after the daemon started and before the measured runs, with its PID
-    /// on stderr, so `perf record -p PID` can be attached; and again after the ramp, so
-    /// what a burst left in its heap can be looked at (`gdb -p PID`, `/proc/PID/smaps`).
+    /// Seconds to wait before each ramp pass, once that pass's fresh daemon started, with
+    /// its PID on stderr, so `perf record -p PID` can be attached; and again after the
+    /// ramp, so what a burst left in its heap can be looked at (`gdb -p PID`,
+    /// `/proc/PID/smaps`).
     #[arg(long, default_value_t = 0)]
     pub attach_secs: u64,
 }
@@ -199,6 +200,18 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// With `--attach-secs`, prints the daemon's PID with `when` and waits, so a profiler or
+/// debugger can be attached.
+fn wait_to_attach(p: &Params, pid: u32, when: &str) {
+    if p.attach_secs > 0 {
+        eprintln!(
+            "== daemon PID {pid}: waiting {} s (--attach-secs); {when}",
+            p.attach_secs
+        );
+        std::thread::sleep(std::time::Duration::from_secs(p.attach_secs));
+    }
+}
+
 /// Every scenario in order: starts, memory (fresh daemons), the rate ramp, the floors (the
 /// disk alone, ours on tmpfs), CLI, saturation, replicas, then the reference bot's ramp
 /// (our daemon stopped).
@@ -221,35 +234,27 @@ fn run(p: &Params) -> Result<Report> {
         );
         rss_after = Some(scenarios::memory(&stack, &wide, p, &mut report)?);
     }
-    let pid = stack.bot_pid()?;
-    if p.attach_secs > 0 {
-        eprintln!(
-            "== daemon PID {pid}: waiting {} s (--attach-secs)",
-            p.attach_secs
-        );
-        std::thread::sleep(std::time::Duration::from_secs(p.attach_secs));
-    }
     let mut ours = None;
     if p.runs(Scenario::Ramp) {
-        // A daemon started less than a second ago holds its replies until its robot send
-        // window has passed (see src/dingtalk/limiter.rs): the ramp measures the steady
-        // state, so it starts after that (the first pass measured this hold before).
-        std::thread::sleep(scenarios::STARTUP_SEND_WINDOW);
         eprintln!(
-            "== rate ramp {:?} msg/s, {} s each, x{}",
+            "== rate ramp {:?} msg/s, {} s each, x{} (a fresh daemon each pass)",
             p.rates, p.load_secs, p.reps
         );
-        let by_rate =
-            scenarios::by_rate(&scenarios::ramp(&stack, pid, "ours", &p.rates, false, p)?);
+        let mut fresh = || {
+            let pid = scenarios::fresh_daemon(&stack, &wide)?;
+            wait_to_attach(p, pid, "its pass starts after");
+            Ok(pid)
+        };
+        let by_rate = scenarios::by_rate(&scenarios::ramp(
+            &stack, &mut fresh, "ours", &p.rates, false, p,
+        )?);
         scenarios::add_ramp(&mut report, &by_rate);
         ours = Some(by_rate);
-        if p.attach_secs > 0 {
-            eprintln!(
-                "== daemon PID {pid}: ramp done, waiting {} s (--attach-secs)",
-                p.attach_secs
-            );
-            std::thread::sleep(std::time::Duration::from_secs(p.attach_secs));
-        }
+        wait_to_attach(
+            p,
+            stack.bot_pid()?,
+            "ramp done, the heap is looked at after",
+        );
     }
     if p.runs(Scenario::Floor) {
         eprintln!(
@@ -301,15 +306,22 @@ fn run(p: &Params) -> Result<Report> {
             stack.stop_bot()?;
             stack.fake.state.set_config(scenarios::fake_config(0, None));
             let limits = scenarios::wide_limits();
-            let bot = ReferenceBot::start(&stack, &python, limits.concurrency)?;
-            let theirs = scenarios::by_rate(&scenarios::ramp(
-                &stack,
-                bot.pid(),
-                "ref",
-                &p.rates,
-                true,
-                p,
-            )?);
+            let mut bot: Option<ReferenceBot> = None;
+            let theirs = {
+                let mut fresh = || {
+                    if let Some(old) = bot.take() {
+                        old.stop(&stack)?;
+                    }
+                    let new = ReferenceBot::start(&stack, &python, limits.concurrency)?;
+                    let pid = new.pid();
+                    bot = Some(new);
+                    Ok(pid)
+                };
+                scenarios::by_rate(&scenarios::ramp(
+                    &stack, &mut fresh, "ref", &p.rates, true, p,
+                )?)
+            };
+            let bot = bot.context("the reference ramp ran no pass")?;
             let rss = report::rss_kib(bot.pid())? as f64 / 1024.0;
             bot.stop(&stack)?;
             match (&ours, rss_after) {

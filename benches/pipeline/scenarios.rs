@@ -268,12 +268,32 @@ pub fn rate_run(stack: &Stack, pid: u32, rate: u32, tag: &str, p: &Params) -> Re
     })
 }
 
-/// The rate ramp: `p.reps` passes over `rates` (ascending) against the bot process
-/// `pid`. With `stop_at_knee`, a pass ends after its first rate it does not keep up with
-/// (the reference bot: rates past that tell nothing more and take long to drain).
+/// Starts a fresh process of the bot a ramp drives (stopping the one before, if any) and
+/// returns its pid once it is connected and past its start-up send window.
+pub type FreshBot<'a> = dyn FnMut() -> Result<u32> + 'a;
+
+/// Our daemon for [`ramp`]: stopped, started again with `config`, and given its start-up
+/// send window (a daemon started less than a second ago holds its replies until its robot
+/// send window has passed, see src/dingtalk/limiter.rs; the ramp measures the steady state).
+pub fn fresh_daemon(stack: &Stack, config: &Path) -> Result<u32> {
+    stack.stop_bot()?;
+    stack.start_bot(config)?;
+    std::thread::sleep(STARTUP_SEND_WINDOW);
+    stack.bot_pid()
+}
+
+/// The rate ramp: `p.reps` passes over `rates` (ascending), each against a fresh process
+/// of the bot from `fresh` (ours or the reference bot), left running after the last pass.
+/// A fresh process per pass gives every pass of both bots the same history, a start and
+/// then the ramp's rates in order, so their figures at a rate, RSS included, are taken
+/// under the same load: with one process for all passes, ours would carry into each pass
+/// what its earlier passes at 4 000 msg/s left in its heap, which the reference bot, whose
+/// passes end at its knee, never sees. With `stop_at_knee`, a pass ends after its first
+/// rate it does not keep up with (the reference bot: rates past that tell nothing more
+/// and take long to drain).
 pub fn ramp(
     stack: &Stack,
-    pid: u32,
+    fresh: &mut FreshBot,
     who: &str,
     rates: &[u32],
     stop_at_knee: bool,
@@ -283,6 +303,7 @@ pub fn ramp(
     rates.sort_unstable();
     let mut runs = Vec::new();
     for rep in 0..p.reps() {
+        let pid = fresh()?;
         for &rate in &rates {
             let run = rate_run(stack, pid, rate, &format!("{who}{rate}r{rep}"), p)?;
             eprintln!(
