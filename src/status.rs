@@ -100,6 +100,9 @@ pub struct BusyReport {
     pub total: u64,
     /// The turn waited behind its conversation's earlier turns past `limits.queue.max_wait_ms`.
     pub behind_conversation: u64,
+    /// The turn's conversation already had `limits.queue.max_waiting` turns waiting.
+    #[serde(default)]
+    pub line_full: u64,
     /// The model's queue was full, or its wait for a model slot ran out.
     pub model_queue: u64,
 }

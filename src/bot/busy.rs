@@ -12,6 +12,8 @@ use crate::status::BusyReport;
 pub(crate) enum BusyCause {
     /// Waited behind its conversation's earlier turns too long.
     BehindConversation,
+    /// Its conversation's line was full (`limits.queue.max_waiting` turns waiting).
+    LineFull,
     /// The model's queue was full or the wait for a slot ran out.
     ModelQueue,
 }
@@ -19,6 +21,7 @@ pub(crate) enum BusyCause {
 #[derive(Debug, Default)]
 pub(crate) struct BusyReplies {
     behind_conversation: AtomicU64,
+    line_full: AtomicU64,
     model_queue: AtomicU64,
 }
 
@@ -26,6 +29,7 @@ impl BusyReplies {
     pub(crate) fn count(&self, cause: BusyCause) {
         let counter = match cause {
             BusyCause::BehindConversation => &self.behind_conversation,
+            BusyCause::LineFull => &self.line_full,
             BusyCause::ModelQueue => &self.model_queue,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -33,10 +37,12 @@ impl BusyReplies {
 
     pub(crate) fn report(&self) -> BusyReport {
         let behind_conversation = self.behind_conversation.load(Ordering::Relaxed);
+        let line_full = self.line_full.load(Ordering::Relaxed);
         let model_queue = self.model_queue.load(Ordering::Relaxed);
         BusyReport {
-            total: behind_conversation + model_queue,
+            total: behind_conversation + line_full + model_queue,
             behind_conversation,
+            line_full,
             model_queue,
         }
     }

@@ -325,7 +325,7 @@ async fn model_checks(router: &ModelRouter, timeout: Duration) -> Vec<(Check, Re
 fn saturation_check(m: &ModelReport) -> Check {
     let name = format!("load {}", m.name);
     let detail = format!(
-        "{}/{} in flight, {} queued; served {}, timeouts {}, busy replies {}",
+        "{}/{} in flight, {} queued; served {}, timeouts {}, busy replies from its queue {}",
         m.in_flight, m.limit, m.queued, m.served, m.timeouts, m.busy_rejections
     );
     let saturated = m.queued > 0 && m.in_flight >= m.limit;

@@ -17,6 +17,7 @@ mod http_clients;
 mod inflight;
 mod intake;
 mod journal;
+mod line_cap;
 mod open_cards;
 mod order;
 mod pipeline;
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     inflight: InFlight,
     /// Arrival order of each conversation's turns.
     order: Arc<TurnOrder>,
+    /// How many turns of each conversation wait in its line (`limits.queue.max_waiting`).
+    line_cap: line_cap::LineCap,
     /// False once shutdown began: new messages stay in the journal for the next run.
     accepting: AtomicBool,
     /// AI cards opened and not finalized yet (durable).
@@ -217,6 +220,7 @@ impl Bot {
             journal,
             inflight: InFlight::default(),
             order: TurnOrder::new(),
+            line_cap: line_cap::LineCap::default(),
             accepting: AtomicBool::new(true),
             open_cards,
             delivery: redelivery::DeliveryStats::default(),

@@ -147,15 +147,18 @@ async fn resume(shared: &Arc<Shared>, msg: Inbound, recorded: RecordedReply, tic
     drop(ticket);
 }
 
-/// A turn: waits for the conversation's earlier turns, then answers (see [`answer`]).
+/// A turn: takes its place in the conversation's line (busy at once when
+/// `limits.queue.max_waiting` turns already wait there, see `bot::line_cap`), waits for the
+/// conversation's earlier turns, then answers (see [`answer`]).
 ///
 /// Invariant: while a turn waits in line its task holds only this function's small state
 /// (the message, the ticket, the wait; ~1.9 KiB in a debug build): the answering state,
 /// ~7 KiB (the model call, the reply's delivery), is allocated once the turn's place in
-/// line came. A turn waits in line up to `limits.queue.max_wait_ms` (8 s by default), so
-/// a flood of R msg/s into one conversation holds up to 8·R waiting turns: 8 000 messages
-/// at 1 000 msg/s peaked at 36 MiB of RSS instead of 80 (issue 12; test:
-/// `a_turn_waiting_in_line_holds_little_memory`).
+/// line came. At most `limits.queue.max_waiting` turns of a conversation wait in its line
+/// (64 by default), so a flood into one conversation holds that many waiting turns, not
+/// every message of the last `limits.queue.max_wait_ms` (issue 12; tests:
+/// `a_turn_waiting_in_line_holds_little_memory`,
+/// `tests/bot/e2e_bot.rs::a_flood_into_one_conversation_waits_in_a_bounded_line`).
 async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut ticket: Ticket) {
     let _guard = shared.inflight.enter();
     let cfg = shared.config();
@@ -168,6 +171,17 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         kind: msg.conversation_kind,
         arrived,
         waited_in_line: Duration::ZERO,
+    };
+    // Held to the turn's end: the turn being answered counts in its line.
+    let Some(_place) = shared
+        .line_cap
+        .enter(&msg.conversation_id, cfg.limits.queue.max_waiting)
+    else {
+        drop(ticket);
+        tracing::info!(msg_id = %msg.msg_id, "the conversation's line is full");
+        shared.busy.count(BusyCause::LineFull);
+        Box::pin(finish(shared, &msg, &cfg.reply.busy_text, "busy")).await;
+        return;
     };
     let Some(waited_in_line) = wait_in_line(shared, &cfg, &msg, &turn, &mut ticket).await else {
         return;

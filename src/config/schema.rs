@@ -295,7 +295,8 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
-    /// Turns waiting per model beyond the concurrency limit; more get the busy reply at once.
+    /// Turns waiting per model beyond the concurrency limit, and per conversation behind
+    /// the turn it is answering; more get the busy reply at once.
     #[serde(default = "default_queue_depth")]
     pub max_waiting: usize,
     /// Longest wait for a slot before the busy reply.

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig, FakeMode};
 use serde_json::json;
-use support::config::ModelSpec;
-use support::stack::Stack;
+use support::config::{DingTalkSpec, ModelSpec};
+use support::stack::{Stack, CLIENT_ID, CLIENT_SECRET};
 use support::wait_until;
 
 fn echo_with_latency(ms: u64) -> FakeConfig {
@@ -823,6 +823,69 @@ fn a_busy_reply_from_waiting_behind_the_conversation_is_counted() {
             .contains("busy replies: 1 (1 waited behind their conversation"),
         "{human:?}"
     );
+}
+
+/// Issue 12: a flood into one conversation waits in a line of at most
+/// `limits.queue.max_waiting` turns behind the one being answered; the rest are told busy
+/// at once, before the first answer (not after `max_wait_ms`). Every message gets exactly
+/// one reply, the line's turns are answered in arrival order, and another conversation
+/// is answered meanwhile.
+#[test]
+fn a_flood_into_one_conversation_waits_in_a_bounded_line() {
+    let stack = Stack::new(echo_with_latency(2000), &[]);
+    let channel = DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &stack.sim_url)
+        .with("send_rate:\n  per_conversation: 20\n");
+    let cfg = stack.write_config(
+        &stack
+            .bot_config(2, 30_000)
+            .queue(2, 20_000)
+            .dingtalk(channel)
+            .section("access:\n  user_rate_limit: 0\n"),
+    );
+    stack.start_bot(&cfg);
+    // Past the daemon's start-up send window, so a busy reply goes out when decided.
+    std::thread::sleep(Duration::from_millis(1100));
+    for i in 0..10 {
+        stack.inject_group("cidFlood==", &format!("flood {i}"));
+        // Taken in before the next is sent, so the daemon sees them in this order.
+        assert!(
+            wait_until(Duration::from_secs(10), || stack.status()["channel"]
+                ["messages_in"]
+                == i + 1),
+            "message {i} was not taken in"
+        );
+    }
+    stack.inject_group("cidOther==", "another group");
+    let all = stack.wait_outbox(11, Duration::from_secs(30));
+    let flood: Vec<&str> = all
+        .iter()
+        .filter(|e| e["conversation_id"] == "cidFlood==")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    let busy = "I'm busy answering other questions right now. Please ask again in a minute.";
+    assert_eq!(flood.len(), 10, "{flood:?}");
+    assert!(
+        flood[..7].iter().all(|t| *t == busy),
+        "the 7 beyond the line were not told busy before the first answer: {flood:?}"
+    );
+    for (i, t) in flood[7..].iter().enumerate() {
+        assert!(t.starts_with(&format!("echo: flood {i}")), "{flood:?}");
+    }
+    assert!(
+        all.iter().any(|e| e["conversation_id"] == "cidOther=="
+            && e["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("echo: another group")),
+        "{all:?}"
+    );
+    let st = stack.status();
+    assert_eq!(st["busy_replies"]["line_full"], 7, "{st}");
+    assert_eq!(st["busy_replies"]["total"], 7, "{st}");
+    let human = stack.home.run(&["daemon", "status", "--name", "bot"]);
+    assert!(human.stdout.contains("7 came to a full line"), "{human:?}");
+    stack.wait_settled();
+    assert_eq!(stack.outbox().len(), 11, "a message got a second reply");
 }
 
 /// Issue 14 item 3: a message waiting behind its conversation's slow turn runs out of its

@@ -1,0 +1,110 @@
+//! A cap on each conversation's line in this process: at most `limits.queue.max_waiting`
+//! turns of one conversation wait behind the one it is answering; one more is told busy
+//! at once instead of waiting.
+//!
+//! Without it a conversation's line was bounded only in time: every message arriving
+//! within `limits.queue.max_wait_ms` waited, so a flood of 1 000 msg/s into one group
+//! held 8 000 waiting turns (36 MiB at its peak), and those the line could not serve in
+//! that time got the busy reply anyway, only 8 s later. The model's queue has had this
+//! bound from the start (`limits.queue.max_waiting` per model); this is the same bound
+//! for the wait in front of it.
+//!
+//! Invariants (under one mutex):
+//! - a conversation's count is the number of its [`Place`]s alive; a turn holds its place
+//!   from before it waits in line to its end, so the count is the turn being answered
+//!   (or about to be) plus those waiting behind it;
+//! - a place is refused when `max_waiting + 1` of the conversation's places are alive
+//!   (so `max_waiting: 0` still answers one turn at a time), never otherwise;
+//! - a conversation's entry is removed when its count drops to 0.
+//!
+//! With `state.backend: redis` the count is this replica's turns of the conversation,
+//! as the model queue's bound is per replica.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+/// The per-conversation counts of places.
+#[derive(Default)]
+pub(crate) struct LineCap {
+    places: Mutex<HashMap<String, usize>>,
+}
+
+/// A turn's place in its conversation's line; dropping it frees the place.
+pub(crate) struct Place<'a> {
+    cap: &'a LineCap,
+    conversation: String,
+}
+
+impl LineCap {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        self.places.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A place in `conversation`'s line, or `None` when `max_waiting` turns already wait
+    /// behind the one being answered.
+    pub(crate) fn enter(&self, conversation: &str, max_waiting: usize) -> Option<Place<'_>> {
+        let mut places = self.lock();
+        let count = places.get(conversation).copied().unwrap_or(0);
+        if count > max_waiting {
+            return None;
+        }
+        places.insert(conversation.to_string(), count + 1);
+        Some(Place {
+            cap: self,
+            conversation: conversation.to_string(),
+        })
+    }
+
+    /// Conversations with a place taken.
+    #[cfg(test)]
+    fn conversations(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let mut places = self.cap.lock();
+        if let Some(count) = places.get_mut(&self.conversation) {
+            *count -= 1;
+            if *count == 0 {
+                places.remove(&self.conversation);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_answered_and_max_waiting_behind_it_then_busy() {
+        let cap = LineCap::default();
+        let first = cap.enter("c", 2).expect("the first turn");
+        let waiting: Vec<_> = (0..2).map(|_| cap.enter("c", 2).expect("waits")).collect();
+        assert!(
+            cap.enter("c", 2).is_none(),
+            "a third waiting turn was let in"
+        );
+        assert!(
+            cap.enter("d", 2).is_some(),
+            "another conversation is not capped"
+        );
+        drop(first);
+        let next = cap.enter("c", 2).expect("a place freed by a finished turn");
+        assert!(cap.enter("c", 2).is_none());
+        drop(waiting);
+        drop(next);
+        assert_eq!(cap.conversations(), 0, "an empty line's entry stays");
+    }
+
+    #[test]
+    fn no_waiting_still_answers_one_turn_at_a_time() {
+        let cap = LineCap::default();
+        let only = cap.enter("c", 0).expect("a turn with nothing ahead of it");
+        assert!(cap.enter("c", 0).is_none());
+        drop(only);
+        assert!(cap.enter("c", 0).is_some());
+    }
+}
