@@ -177,7 +177,12 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         .line_cap
         .enter(&msg.conversation_id, cfg.limits.queue.max_waiting)
     else {
-        drop(ticket);
+        // A message another replica ended is not told anything. The ticket is held through
+        // the busy reply, as for every reply: with the shared inbox, dropping it ends the
+        // message there.
+        if ticket.finished_elsewhere() {
+            return;
+        }
         tracing::info!(msg_id = %msg.msg_id, "the conversation's line is full");
         shared.busy.count(BusyCause::LineFull);
         Box::pin(finish(shared, &msg, &cfg.reply.busy_text, "busy")).await;
