@@ -12,7 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::support::config::DingTalkSpec;
+use crate::support::config::{DingTalkSpec, TestConfig};
 use crate::support::stack::{Stack, CLIENT_ID, CLIENT_SECRET};
 use crate::support::{free_port, wait_until, Run};
 
@@ -35,7 +35,16 @@ fn try_start_replica(
     id: usize,
     extra: &str,
 ) -> (PathBuf, Run) {
-    let config = stack
+    let config = replica_config(stack, redis, id).section(extra);
+    let path = stack.home.write(&format!("{name}.yaml"), &config.render());
+    let r = stack.home.start_daemon(name, &path);
+    (path, r)
+}
+
+/// Replica `r{id}`'s config: the fake model at limit 4 behind a deep queue, DingTalk's send
+/// rates and the user rate limit out of the way, the state in `redis`.
+fn replica_config(stack: &Stack, redis: &RedisServer, id: usize) -> TestConfig {
+    stack
         .bot_config(4, 30_000)
         .queue(1_000, 120_000)
         .dingtalk(
@@ -47,10 +56,6 @@ fn try_start_replica(
             "state:\n  backend: redis\n  redis:\n    url: \"{}\"\n    replica_id: r{id}\n    lease_ms: {LEASE_MS}\n",
             redis.url()
         ))
-        .section(extra);
-    let path = stack.home.write(&format!("{name}.yaml"), &config.render());
-    let r = stack.home.start_daemon(name, &path);
-    (path, r)
 }
 
 fn status(stack: &Stack, n: usize) -> Value {
@@ -581,4 +586,59 @@ fn three_replicas_answer_every_message_once_in_order_through_a_kill_and_a_redis_
         held_at_kill.len(),
         held_at_stall.len()
     );
+}
+
+/// Issue 12, with the shared inbox: a conversation's line on a replica holds at most
+/// `limits.queue.max_waiting` turns; one more is told busy at once, and that message ends
+/// in Redis like any other: every message gets exactly one reply, the waiting turn is
+/// answered after the first, and the replica holds nothing pending afterwards.
+#[test]
+#[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+fn a_full_line_on_a_replica_is_told_busy_once_and_leaves_nothing_pending() {
+    let redis = RedisServer::start();
+    let fake = FakeConfig::from(FakeBehavior {
+        latency_ms: 1500,
+        ..Default::default()
+    });
+    let stack = Stack::new(fake, &[]);
+    let config = replica_config(&stack, &redis, 1).queue(1, 20_000);
+    let path = stack.home.write("bot1.yaml", &config.render());
+    let r = stack.home.start_daemon("bot1", &path);
+    assert_eq!(r.code, 0, "{r:?}");
+    // Past the start-up send window, so a busy reply goes out when decided.
+    std::thread::sleep(Duration::from_millis(1100));
+    for i in 0..6 {
+        stack.inject_group("cidLine==", &format!("line-{i}"));
+        // Taken in before the next is sent, so the replica sees them in this order.
+        assert!(
+            wait_until(Duration::from_secs(10), || status(&stack, 1)["channel"]
+                ["messages_in"]
+                == i + 1),
+            "message {i} was not taken in"
+        );
+    }
+    let out = stack.wait_outbox(6, Duration::from_secs(30));
+    let busy = out
+        .iter()
+        .filter(|e| {
+            e["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("I'm busy"))
+        })
+        .count();
+    assert_eq!(busy, 4, "{out:?}");
+    let t = tally(&out);
+    assert_eq!(t.order.get("line"), Some(&vec![0, 1]), "{out:?}");
+    assert!(t.replies.values().all(|n| *n == 1), "{out:?}");
+    let st = status(&stack, 1);
+    assert_eq!(st["busy_replies"]["line_full"], 4, "{st}");
+    assert!(
+        wait_until(Duration::from_secs(10), || texts_held_by(&redis, "r1")
+            .is_empty()),
+        "the replica still holds {:?}",
+        texts_held_by(&redis, "r1")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(stack.outbox().len(), 6, "a message got a second reply");
+    stack.home.run(&["daemon", "stop", "--name", "bot1"]);
 }
