@@ -18,14 +18,16 @@
 //! - a conversation's entry is removed when its count drops to 0.
 //!
 //! With `state.backend: redis` the count is this replica's turns of the conversation,
-//! as the model queue's bound is per replica.
+//! as the model queue's bound is per replica. Like the model queue's, the bound is the
+//! one the daemon started with: `limits` changed by a reload apply at the next start
+//! (the reload says so).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 /// The per-conversation counts of places.
-#[derive(Default)]
 pub(crate) struct LineCap {
+    max_waiting: usize,
     places: Mutex<HashMap<String, usize>>,
 }
 
@@ -36,16 +38,24 @@ pub(crate) struct Place<'a> {
 }
 
 impl LineCap {
+    /// Lines of at most `max_waiting` turns waiting behind the one being answered.
+    pub(crate) fn new(max_waiting: usize) -> LineCap {
+        LineCap {
+            max_waiting,
+            places: Mutex::default(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, usize>> {
         self.places.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A place in `conversation`'s line, or `None` when `max_waiting` turns already wait
     /// behind the one being answered.
-    pub(crate) fn enter(&self, conversation: &str, max_waiting: usize) -> Option<Place<'_>> {
+    pub(crate) fn enter(&self, conversation: &str) -> Option<Place<'_>> {
         let mut places = self.lock();
         let count = places.get(conversation).copied().unwrap_or(0);
-        if count > max_waiting {
+        if count > self.max_waiting {
             return None;
         }
         places.insert(conversation.to_string(), count + 1);
@@ -80,20 +90,17 @@ mod tests {
 
     #[test]
     fn one_answered_and_max_waiting_behind_it_then_busy() {
-        let cap = LineCap::default();
-        let first = cap.enter("c", 2).expect("the first turn");
-        let waiting: Vec<_> = (0..2).map(|_| cap.enter("c", 2).expect("waits")).collect();
+        let cap = LineCap::new(2);
+        let first = cap.enter("c").expect("the first turn");
+        let waiting: Vec<_> = (0..2).map(|_| cap.enter("c").expect("waits")).collect();
+        assert!(cap.enter("c").is_none(), "a third waiting turn was let in");
         assert!(
-            cap.enter("c", 2).is_none(),
-            "a third waiting turn was let in"
-        );
-        assert!(
-            cap.enter("d", 2).is_some(),
+            cap.enter("d").is_some(),
             "another conversation is not capped"
         );
         drop(first);
-        let next = cap.enter("c", 2).expect("a place freed by a finished turn");
-        assert!(cap.enter("c", 2).is_none());
+        let next = cap.enter("c").expect("a place freed by a finished turn");
+        assert!(cap.enter("c").is_none());
         drop(waiting);
         drop(next);
         assert_eq!(cap.conversations(), 0, "an empty line's entry stays");
@@ -101,10 +108,10 @@ mod tests {
 
     #[test]
     fn no_waiting_still_answers_one_turn_at_a_time() {
-        let cap = LineCap::default();
-        let only = cap.enter("c", 0).expect("a turn with nothing ahead of it");
-        assert!(cap.enter("c", 0).is_none());
+        let cap = LineCap::new(0);
+        let only = cap.enter("c").expect("a turn with nothing ahead of it");
+        assert!(cap.enter("c").is_none());
         drop(only);
-        assert!(cap.enter("c", 0).is_some());
+        assert!(cap.enter("c").is_some());
     }
 }

@@ -31,6 +31,9 @@ use super::conversations::Admission;
 use super::order::Ticket;
 use super::redelivery::{redeliver, LateReply, RedeliveryPolicy};
 
+/// The outcome label of a busy reply (`reply.busy_text`, whichever wait caused it).
+const BUSY: &str = "busy";
+
 /// Receives messages once the journal made them durable and runs each turn in its own
 /// task, with a ticket taken here, in arrival order, so a conversation's turns run one
 /// after another (the ticket is the one mechanism that orders a conversation); the model
@@ -173,10 +176,7 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         waited_in_line: Duration::ZERO,
     };
     // Held to the turn's end: the turn being answered counts in its line.
-    let Some(_place) = shared
-        .line_cap
-        .enter(&msg.conversation_id, cfg.limits.queue.max_waiting)
-    else {
+    let Some(_place) = shared.line_cap.enter(&msg.conversation_id) else {
         // A message another replica ended is not told anything. The ticket is held through
         // the busy reply, as for every reply: with the shared inbox, dropping it ends the
         // message there.
@@ -185,7 +185,7 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         }
         tracing::info!(msg_id = %msg.msg_id, "the conversation's line is full");
         shared.busy.count(BusyCause::LineFull);
-        Box::pin(finish(shared, &msg, &cfg.reply.busy_text, "busy")).await;
+        Box::pin(finish(shared, &msg, &cfg.reply.busy_text, BUSY)).await;
         return;
     };
     let Some(waited_in_line) = wait_in_line(shared, &cfg, &msg, &turn, &mut ticket).await else {
@@ -312,7 +312,7 @@ async fn wait_in_line(
     shared.busy.count(BusyCause::BehindConversation);
     // Boxed: a reply's delivery is ~2.6 KiB of state, which every waiting turn would
     // otherwise hold (see [`run_turn`]).
-    Box::pin(finish(shared, msg, &cfg.reply.busy_text, "busy")).await;
+    Box::pin(finish(shared, msg, &cfg.reply.busy_text, BUSY)).await;
     None
 }
 
@@ -388,7 +388,7 @@ fn log_outcome(
 fn outcome_label(outcome: &TurnOutcome) -> &'static str {
     match outcome {
         TurnOutcome::Answer { .. } => "answer",
-        TurnOutcome::Busy => "busy",
+        TurnOutcome::Busy => BUSY,
         TurnOutcome::Failed { .. } => "fallback",
     }
 }
@@ -593,6 +593,11 @@ async fn deliver(
     label: &'static str,
 ) {
     let mut reply = channel.outgoing(text, markdown);
+    if label == BUSY {
+        // Sent only while no answer waits for a send slot: under a flood, DingTalk's send
+        // rate cannot carry a reply per message, and the answers go first.
+        reply = reply.yielding();
+    }
     // With the shared inbox the local journal holds no message: nothing to record there.
     if reply.parts() > 1 && shared.inbox.is_none() {
         let recorded = shared

@@ -19,7 +19,7 @@ use super::api::OpenApi;
 use super::card::{CardRef, CardStream};
 use super::error::{ChannelError, ChannelStartError, ChannelUnhealthy};
 use super::ingress::{InboundSink, Ingress};
-use super::limiter::{SendLimiter, SendSlot};
+use super::limiter::{SendLimiter, SendPriority, SendSlot};
 use super::message::Inbound;
 use super::outgoing::OutgoingReply;
 use super::send::{batch_send, group_send};
@@ -353,7 +353,9 @@ impl Channel {
             let part = part.to_string();
             let mut webhook_error = None;
             // Held until this part is delivered or given up (see `SendSlot`).
-            let _slot = self.send_slot(&to.conversation_id, deadline).await?;
+            let _slot = self
+                .send_slot(&to.conversation_id, deadline, reply.priority())
+                .await?;
             if let Some(url) = &use_session {
                 match post_session(&self.inner.http, url, &session_body(&part, markdown, at)).await
                 {
@@ -399,10 +401,11 @@ impl Channel {
         &self,
         conversation: &str,
         deadline: tokio::time::Instant,
+        priority: SendPriority,
     ) -> Result<SendSlot<'_>, ChannelError> {
         self.inner
             .sends
-            .acquire(conversation, deadline)
+            .acquire(conversation, deadline, priority)
             .await
             .map_err(|_| self.failed(self.late()))
     }
@@ -425,7 +428,9 @@ impl Channel {
             .within_delivery_limit(|deadline| async move {
                 let mut outcome = None;
                 for chunk in split_text(text) {
-                    let _slot = self.send_slot(target_key, deadline).await?;
+                    let _slot = self
+                        .send_slot(target_key, deadline, SendPriority::Answer)
+                        .await?;
                     outcome = Some(self.send_to(resolved, &chunk, markdown).await?);
                 }
                 Ok(outcome)
@@ -479,7 +484,11 @@ impl Channel {
                 ChannelError::Unsupported("AI cards need channel.dingtalk.card_template_id".into())
             })?;
         let _slot = self
-            .send_slot(&to.conversation_id, self.delivery_deadline())
+            .send_slot(
+                &to.conversation_id,
+                self.delivery_deadline(),
+                SendPriority::Answer,
+            )
             .await?;
         let card = CardStream::open(
             self.inner.api.clone(),

@@ -6,7 +6,9 @@
 //! - [`SendLimiter`]: messages into chats, whatever the route (session webhook, group send,
 //!   1:1 send, AI card): at most `per_robot` per second for the robot and
 //!   `per_conversation` per second for each conversation. Callers wait, but never past
-//!   their deadline.
+//!   their deadline. A send of [`SendPriority::Yield`] (a busy reply) also waits while any
+//!   send of [`SendPriority::Answer`] waits for a slot, so a flood's busy replies never
+//!   take the slots its answers, or other conversations' answers, are waiting for.
 //!
 //! Invariant: a send is counted in both windows at the same instant, only when both have
 //! room, so neither window ever holds more than its limit. A send holds its place from
@@ -17,7 +19,8 @@
 //! DingTalk's clock, whatever the network delays (no jitter guard needed).
 //!
 //! With `state.backend: redis` the windows live in Redis and count the sends of every
-//! replica together ([`super::shared_rate`]); the rules above hold unchanged.
+//! replica together ([`super::shared_rate`]); the rules above hold unchanged, except that
+//! priorities are not kept there (every send is served as an answer).
 //!
 //! A new [`SendLimiter`] counts the robot window as full at its creation: the previous
 //! process (killed, restarted) may have sent a whole window's worth just before, and
@@ -40,6 +43,11 @@ const WINDOW: Duration = Duration::from_secs(1);
 /// Most waits of one acquire: each ends when a counted send leaves the window, so this
 /// many rounds only happen under a flood of other senders.
 const MAX_WAIT_ROUNDS: usize = 1_000;
+
+/// How often a yielding send looks again while answers wait for slots. A yielding send
+/// may wait its whole deadline (minutes), so it polls at this pace and is not bounded by
+/// [`MAX_WAIT_ROUNDS`].
+const YIELD_POLL: Duration = Duration::from_millis(50);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -78,6 +86,17 @@ pub struct NoSendSlot;
 struct SendWindows {
     robot: SlidingWindow,
     conversations: KeyedWindows,
+    /// Sends of [`SendPriority::Answer`] waiting for a slot now.
+    answers_waiting: usize,
+}
+
+/// Which sends go first when slots are short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendPriority {
+    /// An answer, a notice, a proactive send: served in the order slots free up.
+    Answer,
+    /// A busy reply: takes a slot only while no answer waits for one.
+    Yield,
 }
 
 /// Messages into chats, per robot and per conversation.
@@ -100,6 +119,7 @@ impl SendLimiter {
             windows: Mutex::new(SendWindows {
                 robot,
                 conversations: KeyedWindows::new(per_conversation, WINDOW),
+                answers_waiting: 0,
             }),
             shared: None,
         }
@@ -120,6 +140,7 @@ impl SendLimiter {
         &self,
         conversation: &str,
         deadline: Instant,
+        priority: SendPriority,
     ) -> Result<SendSlot<'_>, NoSendSlot> {
         if let Some(shared) = &self.shared {
             let place = shared.acquire(conversation, deadline).await?;
@@ -128,12 +149,20 @@ impl SendLimiter {
                 place: Place::Shared(place),
             });
         }
-        for _ in 0..MAX_WAIT_ROUNDS {
+        let _waiting = (priority == SendPriority::Answer).then(|| AnswerWaiting::new(self));
+        let rounds = match priority {
+            SendPriority::Answer => MAX_WAIT_ROUNDS,
+            SendPriority::Yield => usize::MAX,
+        };
+        for _ in 0..rounds {
             let now = Instant::now();
             let wait = {
                 let mut w = lock(&self.windows);
                 let at = now.into_std();
-                let wait = w.robot.wait(at).max(w.conversations.wait(conversation, at));
+                let mut wait = w.robot.wait(at).max(w.conversations.wait(conversation, at));
+                if priority == SendPriority::Yield && w.answers_waiting > 0 {
+                    wait = wait.max(YIELD_POLL);
+                }
                 if wait.is_zero() {
                     let robot = w.robot.start(at);
                     let in_conversation = w.conversations.start(conversation, at);
@@ -154,6 +183,25 @@ impl SendLimiter {
             tokio::time::sleep(wait).await;
         }
         Err(NoSendSlot)
+    }
+}
+
+/// An answer's send waiting for a slot, counted while it waits (yielding sends wait for
+/// the count to be 0).
+struct AnswerWaiting<'a> {
+    limiter: &'a SendLimiter,
+}
+
+impl<'a> AnswerWaiting<'a> {
+    fn new(limiter: &'a SendLimiter) -> AnswerWaiting<'a> {
+        lock(&limiter.windows).answers_waiting += 1;
+        AnswerWaiting { limiter }
+    }
+}
+
+impl Drop for AnswerWaiting<'_> {
+    fn drop(&mut self) {
+        lock(&self.limiter.windows).answers_waiting -= 1;
     }
 }
 
@@ -209,7 +257,11 @@ mod tests {
             .map(|i| {
                 let l = limiter.clone();
                 tokio::spawn(async move {
-                    drop(l.acquire(&conversation(i), deadline).await.expect("slot"));
+                    drop(
+                        l.acquire(&conversation(i), deadline, SendPriority::Answer)
+                            .await
+                            .expect("slot"),
+                    );
                     Instant::now()
                 })
             })
@@ -263,7 +315,11 @@ mod tests {
         let t = Instant::now();
         drop(
             limiter
-                .acquire("cidQuiet", t + Duration::from_millis(1))
+                .acquire(
+                    "cidQuiet",
+                    t + Duration::from_millis(1),
+                    SendPriority::Answer,
+                )
                 .await
                 .expect("a quiet conversation sends at once"),
         );
@@ -274,17 +330,117 @@ mod tests {
     async fn a_slot_past_the_deadline_is_refused_without_waiting() {
         let limiter = settled(20, 1).await;
         let t = Instant::now();
-        drop(limiter.acquire("c", t).await.expect("first"));
-        let refused = limiter.acquire("c", t + Duration::from_millis(500)).await;
+        drop(
+            limiter
+                .acquire("c", t, SendPriority::Answer)
+                .await
+                .expect("first"),
+        );
+        let refused = limiter
+            .acquire("c", t + Duration::from_millis(500), SendPriority::Answer)
+            .await;
         assert_eq!(refused.err(), Some(NoSendSlot));
         assert_eq!(Instant::now(), t, "refused at once, no sleep");
         drop(
             limiter
-                .acquire("c", t + Duration::from_secs(2))
+                .acquire("c", t + Duration::from_secs(2), SendPriority::Answer)
                 .await
                 .expect("waits for its slot"),
         );
         assert_eq!(Instant::now() - t, WINDOW);
+    }
+
+    /// Issue 12: a busy reply waiting for a slot lets an answer that asked later go first,
+    /// to its own conversation as to another (the robot's window), and is sent once no
+    /// answer waits; with no answer waiting it is sent at once, and never after its
+    /// deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_reply_yields_its_slot_to_answers_waiting_for_one() {
+        let limiter = settled(2, 1).await;
+        let t = Instant::now();
+        drop(
+            limiter
+                .acquire("c", t, SendPriority::Yield)
+                .await
+                .expect("no answer waits: at once"),
+        );
+        let far = t + Duration::from_secs(60);
+        let l = limiter.clone();
+        let busy = tokio::spawn(async move {
+            drop(
+                l.acquire("c", far, SendPriority::Yield)
+                    .await
+                    .expect("slot"),
+            );
+            Instant::now()
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let l = limiter.clone();
+        let answer = tokio::spawn(async move {
+            drop(
+                l.acquire("c", far, SendPriority::Answer)
+                    .await
+                    .expect("slot"),
+            );
+            Instant::now()
+        });
+        let (answer, busy) = (answer.await.expect("task"), busy.await.expect("task"));
+        assert_eq!(answer - t, WINDOW, "the answer waited for the window only");
+        assert_eq!(busy - t, WINDOW * 2, "the busy reply went after the answer");
+        // The robot's window (2 a second) is full for the next second: an answer into
+        // another conversation waits for it, and a busy reply asking first goes after it.
+        drop(
+            limiter
+                .acquire("x", far, SendPriority::Answer)
+                .await
+                .expect("slot"),
+        );
+        let l = limiter.clone();
+        let busy = tokio::spawn(async move {
+            drop(
+                l.acquire("y", far, SendPriority::Yield)
+                    .await
+                    .expect("slot"),
+            );
+            Instant::now()
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let l = limiter.clone();
+        let answer = tokio::spawn(async move {
+            drop(
+                l.acquire("z", far, SendPriority::Answer)
+                    .await
+                    .expect("slot"),
+            );
+            Instant::now()
+        });
+        let (answer, busy) = (answer.await.expect("task"), busy.await.expect("task"));
+        assert!(
+            answer < busy,
+            "the answer into z went after the busy reply into y"
+        );
+        // A busy reply never waits past its deadline, answers waiting or not.
+        tokio::time::sleep(WINDOW * 2).await;
+        let t = Instant::now();
+        drop(
+            limiter
+                .acquire("c", far, SendPriority::Answer)
+                .await
+                .expect("slot"),
+        );
+        let l = limiter.clone();
+        let waiting =
+            tokio::spawn(async move { l.acquire("c", far, SendPriority::Answer).await.map(drop) });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let refused = limiter
+            .acquire("d", t + Duration::from_millis(500), SendPriority::Yield)
+            .await;
+        assert_eq!(refused.err(), Some(NoSendSlot));
+        assert!(
+            Instant::now() - t <= Duration::from_millis(500),
+            "waited past its deadline"
+        );
+        waiting.await.expect("task").expect("slot");
     }
 
     /// Red-team F5: with sends that take a while (here the first 20 take 500 ms, the
@@ -299,7 +455,10 @@ mod tests {
             .map(|i| {
                 let l = limiter.clone();
                 tokio::spawn(async move {
-                    let slot = l.acquire(&format!("cid{i}"), deadline).await.expect("slot");
+                    let slot = l
+                        .acquire(&format!("cid{i}"), deadline, SendPriority::Answer)
+                        .await
+                        .expect("slot");
                     let took = if i < 20 { 500 } else { 0 };
                     tokio::time::sleep(Duration::from_millis(took)).await;
                     // The latest the receiver can have got it: when its answer arrives.
@@ -341,7 +500,7 @@ mod tests {
         let idle = settled(20, 20).await;
         let t = Instant::now();
         drop(
-            idle.acquire("c", t)
+            idle.acquire("c", t, SendPriority::Answer)
                 .await
                 .expect("no wait after the first window"),
         );

@@ -5,6 +5,8 @@
 //! Invariant: `sent <= parts.len()`, and it only grows (one part at a time, after DingTalk
 //! accepted that part).
 
+use super::limiter::SendPriority;
+
 /// Called with the number of parts sent after each part DingTalk accepted (the bot
 /// records it in its journal, so a restart resumes after it).
 pub type SentHook = std::sync::Arc<dyn Fn(usize) + Send + Sync>;
@@ -16,6 +18,7 @@ pub struct OutgoingReply {
     sent: usize,
     markdown: bool,
     on_sent: Option<SentHook>,
+    priority: SendPriority,
 }
 
 impl std::fmt::Debug for OutgoingReply {
@@ -43,7 +46,19 @@ impl OutgoingReply {
             parts,
             markdown,
             on_sent: None,
+            priority: SendPriority::Answer,
         }
+    }
+
+    /// Sent only while no answer waits for a send slot (a busy reply; see
+    /// [`SendPriority::Yield`]).
+    pub fn yielding(mut self) -> OutgoingReply {
+        self.priority = SendPriority::Yield;
+        self
+    }
+
+    pub fn priority(&self) -> SendPriority {
+        self.priority
     }
 
     /// Calls `hook` with the count of parts sent after every part DingTalk accepts.
