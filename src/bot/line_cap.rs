@@ -13,6 +13,10 @@
 //! - a conversation's count is the number of its [`Place`]s alive; a turn holds its place
 //!   from before it waits in line to its end, so the count is the turn being answered
 //!   (or about to be) plus those waiting behind it;
+//! - places are taken where the tickets are, by the dispatcher in arrival order, never in
+//!   the turns' own tasks: tokio runs a task spawned last before the ones spawned just
+//!   before it (its LIFO slot), so a turn's task taking its place itself let a later
+//!   message take the last place and its earlier one be told busy;
 //! - a place is refused when `max_waiting + 1` of the conversation's places are alive
 //!   (so `max_waiting: 0` still answers one turn at a time), never otherwise;
 //! - a conversation's entry is removed when its count drops to 0.
@@ -23,7 +27,7 @@
 //! (the reload says so).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The per-conversation counts of places.
 pub(crate) struct LineCap {
@@ -32,18 +36,18 @@ pub(crate) struct LineCap {
 }
 
 /// A turn's place in its conversation's line; dropping it frees the place.
-pub(crate) struct Place<'a> {
-    cap: &'a LineCap,
+pub(crate) struct Place {
+    cap: Arc<LineCap>,
     conversation: String,
 }
 
 impl LineCap {
     /// Lines of at most `max_waiting` turns waiting behind the one being answered.
-    pub(crate) fn new(max_waiting: usize) -> LineCap {
-        LineCap {
+    pub(crate) fn new(max_waiting: usize) -> Arc<LineCap> {
+        Arc::new(LineCap {
             max_waiting,
             places: Mutex::default(),
-        }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, usize>> {
@@ -52,7 +56,7 @@ impl LineCap {
 
     /// A place in `conversation`'s line, or `None` when `max_waiting` turns already wait
     /// behind the one being answered.
-    pub(crate) fn enter(&self, conversation: &str) -> Option<Place<'_>> {
+    pub(crate) fn enter(self: &Arc<Self>, conversation: &str) -> Option<Place> {
         let mut places = self.lock();
         let count = places.get(conversation).copied().unwrap_or(0);
         if count > self.max_waiting {
@@ -60,7 +64,7 @@ impl LineCap {
         }
         places.insert(conversation.to_string(), count + 1);
         Some(Place {
-            cap: self,
+            cap: self.clone(),
             conversation: conversation.to_string(),
         })
     }
@@ -72,7 +76,7 @@ impl LineCap {
     }
 }
 
-impl Drop for Place<'_> {
+impl Drop for Place {
     fn drop(&mut self) {
         let mut places = self.cap.lock();
         if let Some(count) = places.get_mut(&self.conversation) {

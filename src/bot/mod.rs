@@ -71,7 +71,7 @@ pub(crate) struct Shared {
     /// Arrival order of each conversation's turns.
     order: Arc<TurnOrder>,
     /// How many turns of each conversation wait in its line (`limits.queue.max_waiting`).
-    line_cap: line_cap::LineCap,
+    line_cap: Arc<line_cap::LineCap>,
     /// False once shutdown began: new messages stay in the journal for the next run.
     accepting: AtomicBool,
     /// AI cards opened and not finalized yet (durable).

@@ -28,6 +28,7 @@ use crate::logging::text_for_log;
 use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
 
 use super::conversations::Admission;
+use super::line_cap::Place;
 use super::order::Ticket;
 use super::redelivery::{redeliver, LateReply, RedeliveryPolicy};
 
@@ -47,14 +48,21 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceive
             continue;
         }
         let ticket = shared.order.ticket(&msg.conversation_id);
+        let place = shared.line_cap.enter(&msg.conversation_id);
         let shared = shared.clone();
-        tokio::spawn(run_turn_owned(shared, msg, arrived, ticket));
+        tokio::spawn(run_turn_owned(shared, msg, arrived, ticket, place));
     }
 }
 
 /// [`run_turn`] owning its `Arc`, to be spawned.
-async fn run_turn_owned(shared: Arc<Shared>, msg: Inbound, arrived: Instant, ticket: Ticket) {
-    run_turn(&shared, msg, arrived, ticket).await
+async fn run_turn_owned(
+    shared: Arc<Shared>,
+    msg: Inbound,
+    arrived: Instant,
+    ticket: Ticket,
+    place: Option<Place>,
+) {
+    run_turn(&shared, msg, arrived, ticket, place).await
 }
 
 /// Takes the shared inbox's deliveries (`state.backend: redis`): each is held (its reply
@@ -77,11 +85,13 @@ pub(crate) async fn dispatch_shared(
             break;
         }
         shared.seen.record(&delivery.msg);
+        let place = shared.line_cap.enter(&delivery.msg.conversation_id);
         let shared = shared.clone();
         let inbox = inbox.clone();
         tokio::spawn(async move {
             if let Some(ticket) = inbox.hold(&delivery).await {
-                run_turn(&shared, delivery.msg, arrived, Ticket::Shared(ticket)).await;
+                let ticket = Ticket::Shared(ticket);
+                run_turn(&shared, delivery.msg, arrived, ticket, place).await;
             }
         });
     }
@@ -108,6 +118,7 @@ pub(crate) fn replay(
     for msg in pending {
         shared.seen.record(&msg);
         let ticket = shared.order.ticket(&msg.conversation_id);
+        let place = shared.line_cap.enter(&msg.conversation_id);
         let shared = shared.clone();
         if let Some(recorded) = replies.remove(&msg.msg_id) {
             tokio::spawn(async move { resume(&shared, msg, recorded, ticket).await });
@@ -127,7 +138,7 @@ pub(crate) fn replay(
                 )
                 .await;
             } else {
-                run_turn(&shared, msg, Instant::now(), ticket).await;
+                run_turn(&shared, msg, Instant::now(), ticket, place).await;
             }
         });
     }
@@ -150,19 +161,26 @@ async fn resume(shared: &Arc<Shared>, msg: Inbound, recorded: RecordedReply, tic
     drop(ticket);
 }
 
-/// A turn: takes its place in the conversation's line (busy at once when
-/// `limits.queue.max_waiting` turns already wait there, see `bot::line_cap`), waits for the
-/// conversation's earlier turns, then answers (see [`answer`]).
+/// A turn: holds its place in the conversation's line (`None`, taken by the dispatcher,
+/// when `limits.queue.max_waiting` turns already waited there: busy at once, see
+/// `bot::line_cap`), waits for the conversation's earlier turns, then answers (see
+/// [`answer`]).
 ///
 /// Invariant: while a turn waits in line its task holds only this function's small state
-/// (the message, the ticket, the wait; ~1.9 KiB in a debug build): the answering state,
+/// (the message, the ticket, its place, the wait; ~2 KiB in a debug build): the answering state,
 /// ~7 KiB (the model call, the reply's delivery), is allocated once the turn's place in
 /// line came. At most `limits.queue.max_waiting` turns of a conversation wait in its line
 /// (64 by default), so a flood into one conversation holds that many waiting turns, not
 /// every message of the last `limits.queue.max_wait_ms` (issue 12; tests:
 /// `a_turn_waiting_in_line_holds_little_memory`,
 /// `tests/bot/e2e_bot.rs::a_flood_into_one_conversation_waits_in_a_bounded_line`).
-async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut ticket: Ticket) {
+async fn run_turn(
+    shared: &Arc<Shared>,
+    msg: Inbound,
+    arrived: Instant,
+    mut ticket: Ticket,
+    place: Option<Place>,
+) {
     let _guard = shared.inflight.enter();
     let cfg = shared.config();
     let Some(channel) = shared.channel.as_ref() else {
@@ -175,8 +193,9 @@ async fn run_turn(shared: &Arc<Shared>, msg: Inbound, arrived: Instant, mut tick
         arrived,
         waited_in_line: Duration::ZERO,
     };
-    // Held to the turn's end: the turn being answered counts in its line.
-    let Some(_place) = shared.line_cap.enter(&msg.conversation_id) else {
+    // Held to the turn's end: the turn being answered counts in its line. Taken by the
+    // dispatcher, in arrival order (see `bot::line_cap`).
+    let Some(_place) = place else {
         // A message another replica ended is not told anything. The ticket is held through
         // the busy reply, as for every reply: with the shared inbox, dropping it ends the
         // message there.
@@ -720,10 +739,10 @@ fn complete(shared: &Shared, msg: &Inbound, label: &'static str, replied_at: Ins
 mod tests {
     use super::*;
 
-    /// The size of the future a four-argument async fn returns, without calling it.
-    fn future_size<F, A, B, C, D, Fut>(_: F) -> usize
+    /// The size of the future a five-argument async fn returns, without calling it.
+    fn future_size<F, A, B, C, D, E, Fut>(_: F) -> usize
     where
-        F: FnOnce(A, B, C, D) -> Fut,
+        F: FnOnce(A, B, C, D, E) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }
@@ -739,13 +758,14 @@ mod tests {
     /// A flood queues thousands of turns behind their conversations' earlier ones: each
     /// waiting turn's task must hold a small part of what answering takes (see
     /// [`run_turn`]). With the answering state inline, the spawned future was 7.6 KiB
-    /// (debug build); now it is ~1.9 KiB, and the answering state is allocated later.
+    /// (debug build); now it is ~2 KiB (1.9 before it carried its place in the line, see
+    /// `bot::line_cap`), and the answering state is allocated later.
     #[test]
     fn a_turn_waiting_in_line_holds_little_memory() {
         let waiting = future_size(run_turn_owned);
         let answering = future_size6(answer);
         assert!(
-            waiting <= 2048 && 3 * waiting <= answering,
+            waiting <= 2304 && 3 * waiting <= answering,
             "a spawned turn's future is {waiting} bytes while it waits in line, answering takes {answering}"
         );
     }

@@ -888,6 +888,59 @@ fn a_flood_into_one_conversation_waits_in_a_bounded_line() {
     assert_eq!(stack.outbox().len(), 11, "a message got a second reply");
 }
 
+/// Issue 12, found by a black-box test: with `max_waiting: 0`, of messages arriving
+/// together the first one received is answered and the others are told busy, never an
+/// earlier one busy and a later one answered (the turns' tasks took their places
+/// themselves, and tokio runs the task spawned last first).
+#[test]
+fn of_a_burst_into_a_full_line_the_first_received_is_the_one_answered() {
+    let stack = Stack::new(echo_with_latency(1500), &[]);
+    let channel = DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &stack.sim_url)
+        .with("send_rate:\n  per_conversation: 20\n");
+    let cfg = stack.write_config(
+        &stack
+            .bot_config(1, 30_000)
+            .queue(0, 20_000)
+            .dingtalk(channel)
+            .section("access:\n  user_rate_limit: 0\n"),
+    );
+    stack.start_bot(&cfg);
+    std::thread::sleep(Duration::from_millis(1100));
+    for round in 0..3 {
+        let conversation = format!("cidBurst{round}==");
+        let ids: Vec<String> = (0..5)
+            .map(|i| stack.inject_group(&conversation, &format!("burst {round}/{i}")))
+            .collect();
+        let replies = wait_until(Duration::from_secs(20), || {
+            stack.replies_in(&conversation).len() == 5
+        });
+        assert!(
+            replies,
+            "round {round}: {:?}",
+            stack.replies_in(&conversation)
+        );
+        let log = stack.home.all_logs();
+        let first = log
+            .lines()
+            .filter(|l| l.contains("robot message received"))
+            .find_map(|l| ids.iter().find(|id| l.contains(id.as_str())))
+            .expect("the burst's arrival in the log");
+        let asked = ids.iter().position(|id| id == first).unwrap();
+        let answered: Vec<String> = stack
+            .replies_in(&conversation)
+            .iter()
+            .filter_map(|e| e["text"].as_str())
+            .filter(|t| t.starts_with("echo: "))
+            .map(String::from)
+            .collect();
+        assert_eq!(answered.len(), 1, "round {round}: {answered:?}");
+        assert!(
+            answered[0].starts_with(&format!("echo: burst {round}/{asked}")),
+            "round {round}: the first received was burst {round}/{asked}, answered {answered:?}"
+        );
+    }
+}
+
 /// Issue 14 item 3: a message waiting behind its conversation's slow turn runs out of its
 /// own turn budget (`timeout_ms` from its arrival) before the model ever sees it: it is
 /// told busy and counted behind its conversation, not as a model timeout. Only the slow
