@@ -350,6 +350,30 @@ mod tests {
         assert_eq!(Instant::now() - t, WINDOW);
     }
 
+    /// A busy reply into `busy_into` asks for a slot, then 10 ms later an answer into
+    /// `answer_into`; their grant times (busy, answer).
+    async fn busy_then_answer(
+        limiter: &Arc<SendLimiter>,
+        (busy_into, answer_into): (&'static str, &'static str),
+        deadline: Instant,
+    ) -> (Instant, Instant) {
+        let grant = |conversation: &'static str, priority| {
+            let l = limiter.clone();
+            tokio::spawn(async move {
+                drop(
+                    l.acquire(conversation, deadline, priority)
+                        .await
+                        .expect("slot"),
+                );
+                Instant::now()
+            })
+        };
+        let busy = grant(busy_into, SendPriority::Yield);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let answer = grant(answer_into, SendPriority::Answer);
+        (busy.await.expect("task"), answer.await.expect("task"))
+    }
+
     /// Issue 12: a busy reply waiting for a slot lets an answer that asked later go first,
     /// to its own conversation as to another (the robot's window), and is sent once no
     /// answer waits; with no answer waiting it is sent at once, and never after its
@@ -365,26 +389,7 @@ mod tests {
                 .expect("no answer waits: at once"),
         );
         let far = t + Duration::from_secs(60);
-        let l = limiter.clone();
-        let busy = tokio::spawn(async move {
-            drop(
-                l.acquire("c", far, SendPriority::Yield)
-                    .await
-                    .expect("slot"),
-            );
-            Instant::now()
-        });
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let l = limiter.clone();
-        let answer = tokio::spawn(async move {
-            drop(
-                l.acquire("c", far, SendPriority::Answer)
-                    .await
-                    .expect("slot"),
-            );
-            Instant::now()
-        });
-        let (answer, busy) = (answer.await.expect("task"), busy.await.expect("task"));
+        let (busy, answer) = busy_then_answer(&limiter, ("c", "c"), far).await;
         assert_eq!(answer - t, WINDOW, "the answer waited for the window only");
         assert_eq!(busy - t, WINDOW * 2, "the busy reply went after the answer");
         // The robot's window (2 a second) is full for the next second: an answer into
@@ -395,26 +400,7 @@ mod tests {
                 .await
                 .expect("slot"),
         );
-        let l = limiter.clone();
-        let busy = tokio::spawn(async move {
-            drop(
-                l.acquire("y", far, SendPriority::Yield)
-                    .await
-                    .expect("slot"),
-            );
-            Instant::now()
-        });
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let l = limiter.clone();
-        let answer = tokio::spawn(async move {
-            drop(
-                l.acquire("z", far, SendPriority::Answer)
-                    .await
-                    .expect("slot"),
-            );
-            Instant::now()
-        });
-        let (answer, busy) = (answer.await.expect("task"), busy.await.expect("task"));
+        let (busy, answer) = busy_then_answer(&limiter, ("y", "z"), far).await;
         assert!(
             answer < busy,
             "the answer into z went after the busy reply into y"

@@ -825,6 +825,23 @@ fn a_busy_reply_from_waiting_behind_the_conversation_is_counted() {
     );
 }
 
+/// Starts the bot with model limit `limit` and `max_waiting` turns per line (20 s each), a
+/// send rate and no user rate limit that never hold a reply, and waits past its start-up
+/// send window, so a busy reply goes out when decided.
+fn start_with_short_lines(stack: &Stack, limit: usize, max_waiting: usize) {
+    let channel = DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &stack.sim_url)
+        .with("send_rate:\n  per_conversation: 20\n");
+    let cfg = stack.write_config(
+        &stack
+            .bot_config(limit, 30_000)
+            .queue(max_waiting, 20_000)
+            .dingtalk(channel)
+            .section("access:\n  user_rate_limit: 0\n"),
+    );
+    stack.start_bot(&cfg);
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
 /// Issue 12: a flood into one conversation waits in a line of at most
 /// `limits.queue.max_waiting` turns behind the one being answered; the rest are told busy
 /// at once, before the first answer (not after `max_wait_ms`). Every message gets exactly
@@ -833,18 +850,7 @@ fn a_busy_reply_from_waiting_behind_the_conversation_is_counted() {
 #[test]
 fn a_flood_into_one_conversation_waits_in_a_bounded_line() {
     let stack = Stack::new(echo_with_latency(2000), &[]);
-    let channel = DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &stack.sim_url)
-        .with("send_rate:\n  per_conversation: 20\n");
-    let cfg = stack.write_config(
-        &stack
-            .bot_config(2, 30_000)
-            .queue(2, 20_000)
-            .dingtalk(channel)
-            .section("access:\n  user_rate_limit: 0\n"),
-    );
-    stack.start_bot(&cfg);
-    // Past the daemon's start-up send window, so a busy reply goes out when decided.
-    std::thread::sleep(Duration::from_millis(1100));
+    start_with_short_lines(&stack, 2, 2);
     for i in 0..10 {
         stack.inject_group("cidFlood==", &format!("flood {i}"));
         // Taken in before the next is sent, so the daemon sees them in this order.
@@ -895,17 +901,7 @@ fn a_flood_into_one_conversation_waits_in_a_bounded_line() {
 #[test]
 fn of_a_burst_into_a_full_line_the_first_received_is_the_one_answered() {
     let stack = Stack::new(echo_with_latency(1500), &[]);
-    let channel = DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &stack.sim_url)
-        .with("send_rate:\n  per_conversation: 20\n");
-    let cfg = stack.write_config(
-        &stack
-            .bot_config(1, 30_000)
-            .queue(0, 20_000)
-            .dingtalk(channel)
-            .section("access:\n  user_rate_limit: 0\n"),
-    );
-    stack.start_bot(&cfg);
-    std::thread::sleep(Duration::from_millis(1100));
+    start_with_short_lines(&stack, 1, 0);
     for round in 0..3 {
         let conversation = format!("cidBurst{round}==");
         let ids: Vec<String> = (0..5)
