@@ -246,6 +246,24 @@ mod tests {
 
     use super::*;
 
+    /// A task that acquires a slot into `conversation`, drops it, and returns when.
+    fn spawn_grant(
+        limiter: &Arc<SendLimiter>,
+        conversation: String,
+        deadline: Instant,
+        priority: SendPriority,
+    ) -> tokio::task::JoinHandle<Instant> {
+        let l = limiter.clone();
+        tokio::spawn(async move {
+            drop(
+                l.acquire(&conversation, deadline, priority)
+                    .await
+                    .expect("slot"),
+            );
+            Instant::now()
+        })
+    }
+
     /// Grant times of `n` concurrent acquires for `conversation(i)`.
     async fn grants(
         limiter: &Arc<SendLimiter>,
@@ -254,17 +272,7 @@ mod tests {
     ) -> Vec<Instant> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let tasks: Vec<_> = (0..n)
-            .map(|i| {
-                let l = limiter.clone();
-                tokio::spawn(async move {
-                    drop(
-                        l.acquire(&conversation(i), deadline, SendPriority::Answer)
-                            .await
-                            .expect("slot"),
-                    );
-                    Instant::now()
-                })
-            })
+            .map(|i| spawn_grant(limiter, conversation(i), deadline, SendPriority::Answer))
             .collect();
         let mut times = Vec::new();
         for t in tasks {
@@ -354,23 +362,12 @@ mod tests {
     /// `answer_into`; their grant times (busy, answer).
     async fn busy_then_answer(
         limiter: &Arc<SendLimiter>,
-        (busy_into, answer_into): (&'static str, &'static str),
+        (busy_into, answer_into): (&str, &str),
         deadline: Instant,
     ) -> (Instant, Instant) {
-        let grant = |conversation: &'static str, priority| {
-            let l = limiter.clone();
-            tokio::spawn(async move {
-                drop(
-                    l.acquire(conversation, deadline, priority)
-                        .await
-                        .expect("slot"),
-                );
-                Instant::now()
-            })
-        };
-        let busy = grant(busy_into, SendPriority::Yield);
+        let busy = spawn_grant(limiter, busy_into.into(), deadline, SendPriority::Yield);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let answer = grant(answer_into, SendPriority::Answer);
+        let answer = spawn_grant(limiter, answer_into.into(), deadline, SendPriority::Answer);
         (busy.await.expect("task"), answer.await.expect("task"))
     }
 
