@@ -53,14 +53,17 @@ impl SlidingWindow {
         }
     }
 
-    /// Zero when one more event fits at `now`; else how long until the oldest finished
-    /// event leaves the window (or [`IN_FLIGHT_POLL`] when all are in flight). Forgets
-    /// finished events that already left it.
-    pub(crate) fn wait(&mut self, now: Instant) -> Duration {
+    /// Zero when one more event fits at `now` and leaves `keep_free` places free (at most
+    /// `limit - 1` are kept: with none in the window an event always fits); else how
+    /// long until the oldest finished event leaves the window (or [`IN_FLIGHT_POLL`] when
+    /// all are in flight), when the caller asks again. Forgets finished events that
+    /// already left it.
+    pub(crate) fn wait(&mut self, now: Instant, keep_free: usize) -> Duration {
         let window = self.window;
         self.events
             .retain(|e| e.in_flight || now.saturating_duration_since(e.at) < window);
-        if self.events.len() < self.limit {
+        let room = self.limit - keep_free.min(self.limit - 1);
+        if self.events.len() < room {
             return Duration::ZERO;
         }
         self.events
@@ -103,7 +106,7 @@ impl SlidingWindow {
 
     /// Counts an event at `now` when it fits, else says how long to wait.
     pub(crate) fn try_record(&mut self, now: Instant) -> Result<(), Duration> {
-        match self.wait(now) {
+        match self.wait(now, 0) {
             wait if wait.is_zero() => {
                 self.record(now);
                 Ok(())
@@ -154,11 +157,11 @@ impl KeyedWindows {
     }
 
     /// [`SlidingWindow::wait`] of `key` (zero for a key never seen).
-    pub(crate) fn wait(&mut self, key: &str, now: Instant) -> Duration {
+    pub(crate) fn wait(&mut self, key: &str, now: Instant, keep_free: usize) -> Duration {
         self.sweep_when_due(now);
         self.windows
             .get_mut(key)
-            .map_or(Duration::ZERO, |w| w.wait(now))
+            .map_or(Duration::ZERO, |w| w.wait(now, keep_free))
     }
 
     /// [`SlidingWindow::record`] for `key`.
@@ -247,16 +250,16 @@ mod tests {
     fn a_finished_event_leaves_the_window_after_its_finish() {
         let t = Instant::now();
         let mut w = SlidingWindow::new(1, Duration::from_secs(1));
-        assert_eq!(w.wait(t), Duration::ZERO);
+        assert_eq!(w.wait(t, 0), Duration::ZERO);
         let id = w.start(t);
         assert_eq!(
-            w.wait(t + MS * 5000),
+            w.wait(t + MS * 5000, 0),
             IN_FLIGHT_POLL,
             "in flight: still counted"
         );
         w.finish(id, t + MS * 5300);
-        assert_eq!(w.wait(t + MS * 5300), MS * 1000);
-        assert_eq!(w.wait(t + MS * 6300), Duration::ZERO);
+        assert_eq!(w.wait(t + MS * 5300, 0), MS * 1000);
+        assert_eq!(w.wait(t + MS * 6300, 0), Duration::ZERO);
     }
 
     #[test]
@@ -267,7 +270,27 @@ mod tests {
         assert!(w.try_record(t + MS * 300).is_ok());
         assert_eq!(w.try_record(t + MS * 400), Err(MS * 600));
         assert!(w.try_record(t + MS * 1000).is_ok());
-        assert_eq!(w.wait(t + MS * 1000), MS * 300);
+        assert_eq!(w.wait(t + MS * 1000, 0), MS * 300);
+    }
+
+    #[test]
+    fn places_kept_free_are_not_given_but_one_always_is() {
+        let t = Instant::now();
+        let mut w = SlidingWindow::new(3, Duration::from_secs(1));
+        w.record(t);
+        assert_eq!(w.wait(t, 1), Duration::ZERO, "2 of 3 taken leaves 1 free");
+        w.record(t + MS * 100);
+        assert_eq!(w.wait(t + MS * 200, 1), MS * 800, "the 3rd is kept free");
+        assert_eq!(
+            w.wait(t + MS * 200, 0),
+            Duration::ZERO,
+            "unless none is kept"
+        );
+        // More kept than the limit allows: one place is still given, in an empty window.
+        let mut empty = SlidingWindow::new(3, Duration::from_secs(1));
+        assert_eq!(empty.wait(t, 7), Duration::ZERO);
+        empty.record(t);
+        assert_eq!(empty.wait(t, 7), MS * 1000);
     }
 
     #[test]
@@ -277,7 +300,7 @@ mod tests {
         assert!(k.try_record("a", t).is_ok());
         assert!(k.try_record("a", t).is_err());
         assert!(k.try_record("b", t).is_ok());
-        assert_eq!(k.wait("never", t), Duration::ZERO);
+        assert_eq!(k.wait("never", t, 0), Duration::ZERO);
         for i in 0..SWEEP_AT_LEAST {
             k.record(&format!("k{i}"), t);
         }
@@ -304,7 +327,7 @@ mod tests {
         assert!(most <= 2_000, "{most} windows kept for 500 active keys");
         let end = t + MS * 21_000;
         assert_eq!(
-            k.wait("busy", end),
+            k.wait("busy", end, 0),
             IN_FLIGHT_POLL,
             "in flight: still counted"
         );
@@ -314,8 +337,8 @@ mod tests {
             "only the window in flight is left a second later"
         );
         k.finish("busy", busy, end);
-        assert_eq!(k.wait("busy", end + MS * 999), MS);
-        assert_eq!(k.wait("anyone", end + MS * 1000), Duration::ZERO);
+        assert_eq!(k.wait("busy", end + MS * 999, 0), MS);
+        assert_eq!(k.wait("anyone", end + MS * 1000, 0), Duration::ZERO);
         assert_eq!(k.len(), 0, "all windows idle: none kept");
     }
 }

@@ -23,6 +23,7 @@ use super::journal::RecordedReply;
 use super::Shared;
 use crate::config::Config;
 use crate::conversation::command::ChatCommand;
+use crate::dingtalk::limiter::AnswerComing;
 use crate::dingtalk::{CardRef, CardStream, Channel, Inbound, InboundContent, OutgoingReply};
 use crate::logging::text_for_log;
 use crate::model::{ChatMessage, Turn, TurnHooks, TurnOutcome};
@@ -250,6 +251,7 @@ async fn answer(
         conversation: &msg.conversation_id,
         text: &text,
         progress: None,
+        coming: None,
     };
     let use_card = cfg
         .channel
@@ -437,10 +439,20 @@ struct Hooks<'a> {
     text: &'a str,
     /// Where streamed text goes (AI cards).
     progress: Option<watch::Sender<String>>,
+    /// From the model slot's grant until the hooks are dropped (after the reply's
+    /// delivery): the answer is on its way, and busy replies leave it a send slot.
+    coming: Option<AnswerComing<'a>>,
 }
 
 impl TurnHooks for Hooks<'_> {
     fn prepare(&mut self) -> Vec<ChatMessage> {
+        if self.coming.is_none() {
+            self.coming = self
+                .shared
+                .channel
+                .as_ref()
+                .map(|c| c.answer_coming(self.conversation));
+        }
         self.shared
             .conversations
             .prompt(self.cfg, self.conversation, self.text)
@@ -657,11 +669,19 @@ async fn send_and_complete(
         msg_id = %msg.msg_id, error = %error, sent = reply.sent(), parts = reply.parts(),
         "reply not delivered; retrying in the background"
     );
+    // A busy reply had no answer to apologise for: its last tries send the busy text
+    // again, still behind every answer, not `undelivered_text` ("could not deliver my
+    // answer") ahead of them.
+    let sorry = if label == BUSY {
+        channel.outgoing(&cfg.reply.busy_text, false).yielding()
+    } else {
+        channel.outgoing(&cfg.reply.undelivered_text, false)
+    };
     let mut late = LateReply {
         channel: channel.clone(),
         msg: msg.clone(),
         answer: reply,
-        sorry: channel.outgoing(&cfg.reply.undelivered_text, false),
+        sorry,
     };
     let policy = RedeliveryPolicy::from_config(&cfg.reply);
     let shared = shared.clone();

@@ -499,7 +499,8 @@ pub struct ReplyConfig {
     )]
     pub max_parts: usize,
     /// Sent (session webhook while valid, else the OpenAPI) when an answer could still not
-    /// be delivered after `redelivery_attempts` retries.
+    /// be delivered after `redelivery_attempts` retries (a busy reply sends `busy_text`
+    /// again instead: it had no answer).
     #[serde(default = "default_undelivered_text")]
     pub undelivered_text: String,
     /// Retries of an undelivered reply by the running daemon, after the turn's own try

@@ -19,7 +19,7 @@ use super::api::OpenApi;
 use super::card::{CardRef, CardStream};
 use super::error::{ChannelError, ChannelStartError, ChannelUnhealthy};
 use super::ingress::{InboundSink, Ingress};
-use super::limiter::{SendLimiter, SendPriority, SendSlot};
+use super::limiter::{AnswerComing, SendLimiter, SendPriority, SendSlot};
 use super::message::Inbound;
 use super::outgoing::OutgoingReply;
 use super::send::{batch_send, group_send};
@@ -299,6 +299,12 @@ impl Channel {
     pub fn outgoing(&self, text: &str, markdown: bool) -> OutgoingReply {
         let max_parts = self.inner.max_parts.load(Ordering::Relaxed);
         OutgoingReply::from_parts(split_bounded(text, max_parts), markdown)
+    }
+
+    /// Counts an answer into `conversation` as on its way until the guard is dropped:
+    /// busy replies leave it a send slot (see [`SendLimiter::answer_coming`]).
+    pub(crate) fn answer_coming(&self, conversation: &str) -> AnswerComing<'_> {
+        self.inner.sends.answer_coming(conversation)
     }
 
     /// Answers `to` with `text`; see [`reply_parts`](Self::reply_parts).

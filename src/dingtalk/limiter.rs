@@ -8,7 +8,10 @@
 //!   `per_conversation` per second for each conversation. Callers wait, but never past
 //!   their deadline. A send of [`SendPriority::Yield`] (a busy reply) also waits while any
 //!   send of [`SendPriority::Answer`] waits for a slot, so a flood's busy replies never
-//!   take the slots its answers, or other conversations' answers, are waiting for.
+//!   take the slots its answers, or other conversations' answers, are waiting for; and it
+//!   leaves a place free in each window for every answer on its way ([`AnswerComing`]:
+//!   a turn at the model), so the answer finds its slot when it is ready instead of
+//!   waiting for the busy replies sent meanwhile to leave the window.
 //!
 //! Invariant: a send is counted in both windows at the same instant, only when both have
 //! room, so neither window ever holds more than its limit. A send holds its place from
@@ -29,6 +32,7 @@
 //! time the stream is connected and a model has answered). Chosen over persisting send
 //! times: nothing to write per send, and restarts in a loop can never exceed the limit.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -88,6 +92,22 @@ struct SendWindows {
     conversations: KeyedWindows,
     /// Sends of [`SendPriority::Answer`] waiting for a slot now.
     answers_waiting: usize,
+    /// Answers on their way, by conversation ([`AnswerComing`]); no entry holds 0.
+    answers_coming: HashMap<String, usize>,
+}
+
+impl SendWindows {
+    /// The places (robot's window, conversation's window) a yielding send into
+    /// `conversation` leaves free: one per answer coming into it, and in the robot's
+    /// window one per conversation with an answer coming. A conversation's turns are
+    /// answered one at a time, and a turn counts from its model slot's grant to its
+    /// reply's delivery, so the robot keeps at most the models' concurrency plus the
+    /// replies being sent. Each window keeps at most its limit less one, so a busy reply
+    /// is never held off for good.
+    fn kept_for_answers(&self, conversation: &str) -> (usize, usize) {
+        let here = self.answers_coming.get(conversation).copied().unwrap_or(0);
+        (self.answers_coming.len(), here)
+    }
 }
 
 /// Which sends go first when slots are short.
@@ -120,6 +140,7 @@ impl SendLimiter {
                 robot,
                 conversations: KeyedWindows::new(per_conversation, WINDOW),
                 answers_waiting: 0,
+                answers_coming: HashMap::new(),
             }),
             shared: None,
         }
@@ -159,7 +180,15 @@ impl SendLimiter {
             let wait = {
                 let mut w = lock(&self.windows);
                 let at = now.into_std();
-                let mut wait = w.robot.wait(at).max(w.conversations.wait(conversation, at));
+                let (keep_robot, keep_here) = match priority {
+                    SendPriority::Answer => (0, 0),
+                    SendPriority::Yield => w.kept_for_answers(conversation),
+                };
+                let mut wait = w.robot.wait(at, keep_robot).max(w.conversations.wait(
+                    conversation,
+                    at,
+                    keep_here,
+                ));
                 if priority == SendPriority::Yield && w.answers_waiting > 0 {
                     wait = wait.max(YIELD_POLL);
                 }
@@ -183,6 +212,41 @@ impl SendLimiter {
             tokio::time::sleep(wait).await;
         }
         Err(NoSendSlot)
+    }
+}
+
+impl SendLimiter {
+    /// Counts an answer into `conversation` as on its way until the returned guard is
+    /// dropped: yielding sends leave it a place (see [`SendWindows::kept_for_answers`]).
+    /// Take it when the turn's model slot is granted and hold it until its reply was
+    /// delivered. Not kept with the shared (Redis) windows, like every priority.
+    pub(crate) fn answer_coming(&self, conversation: &str) -> AnswerComing<'_> {
+        *lock(&self.windows)
+            .answers_coming
+            .entry(conversation.to_string())
+            .or_insert(0) += 1;
+        AnswerComing {
+            limiter: self,
+            conversation: conversation.to_string(),
+        }
+    }
+}
+
+/// An answer on its way (see [`SendLimiter::answer_coming`]); counted until dropped.
+pub(crate) struct AnswerComing<'a> {
+    limiter: &'a SendLimiter,
+    conversation: String,
+}
+
+impl Drop for AnswerComing<'_> {
+    fn drop(&mut self) {
+        let mut w = lock(&self.limiter.windows);
+        if let Some(n) = w.answers_coming.get_mut(&self.conversation) {
+            *n -= 1;
+            if *n == 0 {
+                w.answers_coming.remove(&self.conversation);
+            }
+        }
     }
 }
 
@@ -424,6 +488,45 @@ mod tests {
             "waited past its deadline"
         );
         waiting.await.expect("task").expect("slot");
+    }
+
+    /// Issue 12 (black-box helper): while an answer is on its way (its turn at the model,
+    /// 300 ms here), busy replies leave it a place in its conversation's window and in the
+    /// robot's, so it goes out the moment it is ready; before, the busy replies sent
+    /// meanwhile filled the window and the answer waited for them to leave it (up to 1 s
+    /// per answer at DingTalk's 5 a second).
+    #[tokio::test(start_paused = true)]
+    async fn busy_replies_leave_a_place_for_an_answer_on_its_way() {
+        let model_call = Duration::from_millis(300);
+        for (robot, conversation, busy_into) in [(20, 5, "c"), (3, 20, "other")] {
+            let limiter = settled(robot, conversation).await;
+            let t = Instant::now();
+            let far = t + Duration::from_secs(60);
+            let coming = limiter.answer_coming("c");
+            let busy: Vec<_> = (0..8)
+                .map(|_| spawn_grant(&limiter, busy_into.into(), far, SendPriority::Yield))
+                .collect();
+            tokio::time::sleep(model_call).await;
+            let answered = spawn_grant(&limiter, "c".into(), far, SendPriority::Answer)
+                .await
+                .expect("task");
+            drop(coming);
+            assert_eq!(
+                answered - t,
+                model_call,
+                "limits {robot}/{conversation}: the answer waited for a place"
+            );
+            let mut times = vec![answered];
+            for b in busy {
+                times.push(b.await.expect("task"));
+            }
+            let before_answer = times.iter().filter(|b| **b - t < model_call).count();
+            assert_eq!(before_answer, robot.min(conversation) - 1);
+            times.sort();
+            assert_eq!(busiest_second(&times), robot.min(conversation));
+            // Nothing is kept once the answer went out.
+            assert!(lock(&limiter.windows).answers_coming.is_empty());
+        }
     }
 
     /// Red-team F5: with sends that take a while (here the first 20 take 500 ms, the

@@ -825,12 +825,18 @@ fn a_busy_reply_from_waiting_behind_the_conversation_is_counted() {
     );
 }
 
-/// Starts the bot with model limit `limit` and `max_waiting` turns per line (20 s each), a
-/// send rate and no user rate limit that never hold a reply, and waits past its start-up
-/// send window, so a busy reply goes out when decided.
-fn start_with_short_lines(stack: &Stack, limit: usize, max_waiting: usize) {
-    let channel = DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &stack.sim_url)
-        .with("send_rate:\n  per_conversation: 20\n");
+/// Starts the bot with model limit `limit`, `max_waiting` turns per line (20 s each),
+/// `sends_per_conversation` a second and no user rate limit, and waits past its start-up
+/// send window, so a busy reply goes out when decided (when the send rate has room).
+fn start_with_short_lines(
+    stack: &Stack,
+    limit: usize,
+    max_waiting: usize,
+    sends_per_conversation: usize,
+) {
+    let channel = DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &stack.sim_url).with(&format!(
+        "send_rate:\n  per_conversation: {sends_per_conversation}\n"
+    ));
     let cfg = stack.write_config(
         &stack
             .bot_config(limit, 30_000)
@@ -850,7 +856,7 @@ fn start_with_short_lines(stack: &Stack, limit: usize, max_waiting: usize) {
 #[test]
 fn a_flood_into_one_conversation_waits_in_a_bounded_line() {
     let stack = Stack::new(echo_with_latency(2000), &[]);
-    start_with_short_lines(&stack, 2, 2);
+    start_with_short_lines(&stack, 2, 2, 20);
     for i in 0..10 {
         stack.inject_group("cidFlood==", &format!("flood {i}"));
         // Taken in before the next is sent, so the daemon sees them in this order.
@@ -901,7 +907,7 @@ fn a_flood_into_one_conversation_waits_in_a_bounded_line() {
 #[test]
 fn of_a_burst_into_a_full_line_the_first_received_is_the_one_answered() {
     let stack = Stack::new(echo_with_latency(1500), &[]);
-    start_with_short_lines(&stack, 1, 0);
+    start_with_short_lines(&stack, 1, 0, 20);
     for round in 0..3 {
         let conversation = format!("cidBurst{round}==");
         let ids: Vec<String> = (0..5)
@@ -935,6 +941,49 @@ fn of_a_burst_into_a_full_line_the_first_received_is_the_one_answered() {
             "round {round}: the first received was burst {round}/{asked}, answered {answered:?}"
         );
     }
+}
+
+/// Issue 12 (black-box helper): at DingTalk's send rate into one conversation (2 a second
+/// here), the busy replies of a full line leave a slot for the answer at the model. A is
+/// answered in 300 ms while B and C are told busy: B's busy reply goes at once, C's
+/// waits, and A's answer goes out when ready. Before, B's and C's busy replies filled the
+/// window at once and A's answer waited for B's to leave it (~1 s), after C's.
+#[test]
+fn busy_replies_leave_the_send_slot_an_answer_needs() {
+    let stack = Stack::new(echo_with_latency(300), &[]);
+    start_with_short_lines(&stack, 1, 0, 2);
+    let conversation = "cidSlots==";
+    for (i, text) in ["question A", "question B", "question C"]
+        .iter()
+        .enumerate()
+    {
+        stack.inject_group(conversation, text);
+        assert!(
+            wait_until(Duration::from_secs(10), || stack.status()["channel"]
+                ["messages_in"]
+                == i + 1),
+            "{text} was not taken in"
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || stack
+            .replies_in(conversation)
+            .len()
+            == 3),
+        "{:?}",
+        stack.replies_in(conversation)
+    );
+    let texts: Vec<String> = stack
+        .replies_in(conversation)
+        .iter()
+        .filter_map(|e| e["text"].as_str().map(String::from))
+        .collect();
+    let busy = "I'm busy answering other questions right now. Please ask again in a minute.";
+    assert!(texts[0] == busy && texts[2] == busy, "{texts:?}");
+    assert!(
+        texts[1].starts_with("echo: question A"),
+        "the answer went out after both busy replies: {texts:?}"
+    );
 }
 
 /// Issue 14 item 3: a message waiting behind its conversation's slow turn runs out of its

@@ -946,6 +946,54 @@ fn after_every_retry_failed_the_user_is_told_sorry_and_the_message_is_completed(
     assert_eq!(texts_and_routes(&out)[1].1, "echo: next");
 }
 
+/// A busy reply that no route takes is retried like any reply, but its last-resort reply is
+/// the busy text again, not `reply.undelivered_text` ("could not deliver my answer"): it
+/// had no answer (black-box helper, issue 12). Here the line is full (`max_waiting: 0`)
+/// while A is at the model; B's busy reply fails its try and both retries.
+#[test]
+fn a_busy_reply_that_cannot_be_delivered_is_not_apologised_for_as_an_answer() {
+    let stack = Stack::new(
+        FakeConfig::from(FakeBehavior {
+            latency_ms: 3000,
+            ..Default::default()
+        }),
+        &[],
+    );
+    let cfg = stack.write_config(
+        &stack
+            .bot_config(1, 30_000)
+            .queue(0, 20_000)
+            .section(QUICK_REDELIVERY),
+    );
+    stack.start_bot(&cfg);
+    stack.inject_group("cidLine==", "question A");
+    assert!(wait_until(Duration::from_secs(10), || stack.status()
+        ["channel"]["messages_in"]
+        == 1));
+    faults(
+        &stack,
+        serde_json::json!({"session_300001": 3, "invalid_auth": 6}),
+    );
+    let msg_id = stack.inject_group("cidLine==", "question B");
+    let st = wait_delivery(&stack, "replies_given_up", 1);
+    assert_eq!(st["busy_replies"]["line_full"], 1, "{st}");
+    let out = stack.wait_outbox(2, Duration::from_secs(15));
+    assert_eq!(
+        texts_and_routes(&out),
+        [
+            (
+                "session_webhook".into(),
+                "I'm busy answering other questions right now. Please ask again in a minute."
+                    .into()
+            ),
+            ("session_webhook".into(), "echo: question A".into()),
+        ]
+    );
+    stack.home.log_once("bot", |l| {
+        l.contains(&msg_id) && l.contains("undelivered notice was sent instead")
+    });
+}
+
 #[test]
 fn when_even_the_sorry_fails_the_message_is_answered_by_the_next_start() {
     let stack = Stack::new(FakeConfig::default(), &[]);
