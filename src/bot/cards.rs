@@ -79,7 +79,7 @@ async fn close(shared: Arc<Shared>, open: OpenCard, text: String, after_restart:
     let tries = policy.attempts.saturating_add(1);
     for n in 0..tries {
         if n > 0 {
-            tokio::time::sleep(policy.delay(n - 1)).await;
+            tokio::time::sleep(policy.spread_delay(n - 1)).await;
         }
         match channel.fail_card(&open.card, &text).await {
             Ok(()) => {

@@ -4,7 +4,9 @@
 //!
 //! Invariants:
 //! - nothing retries forever: at most `attempts` answer tries and [`SORRY_ATTEMPTS`]
-//!   sorry tries, each after a wait of `first_delay · 2^n` (at most [`MAX_DELAY`]);
+//!   sorry tries, each after a wait drawn between half and all of `first_delay · 2^n`
+//!   (at most [`MAX_DELAY`]): the replies a flood left undelivered, which failed
+//!   together, are retried spread out, not in lockstep bursts with silence between;
 //! - every step is logged with the message id (never text);
 //! - the outcome says what the caller may do with the inbox entry: complete it when
 //!   something was delivered, keep it for the next start when nothing was.
@@ -40,8 +42,14 @@ impl RedeliveryPolicy {
     }
 
     /// The wait before try `n` (0-based, answer tries first, then sorry tries).
-    pub(crate) fn delay(&self, n: u32) -> Duration {
+    fn delay(&self, n: u32) -> Duration {
         capped_doubling(self.first_delay, MAX_DELAY, n)
+    }
+
+    /// [`delay`](Self::delay) `n`, less a random part of at most half of it.
+    pub(crate) fn spread_delay(&self, n: u32) -> Duration {
+        let full = self.delay(n);
+        full - full.mul_f64(rand::random::<f64>() / 2.0)
     }
 }
 
@@ -144,7 +152,7 @@ pub(crate) async fn redeliver<R: Redeliverable>(
     let _retrying = Retrying::enter(&stats.retrying);
     let total = policy.attempts.saturating_add(SORRY_ATTEMPTS);
     for n in 0..total {
-        let delay = policy.delay(n);
+        let delay = policy.spread_delay(n);
         let sorry = n >= policy.attempts;
         tracing::info!(
             msg_id = %reply.msg_id(),
@@ -187,6 +195,8 @@ pub(crate) async fn redeliver<R: Redeliverable>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use tokio::time::Instant;
 
@@ -238,8 +248,21 @@ mod tests {
         }
     }
 
-    fn at(calls: &[(&'static str, Duration)]) -> Vec<(&'static str, u64)> {
-        calls.iter().map(|(w, d)| (*w, d.as_secs())).collect()
+    /// Asserts `calls` are `want` (what, the full wait before it in seconds), each wait
+    /// being between half and all of its full wait.
+    fn assert_waits(calls: &[(&'static str, Duration)], want: &[(&'static str, u64)]) {
+        let whats: Vec<_> = calls.iter().map(|(w, _)| *w).collect();
+        let want_whats: Vec<_> = want.iter().map(|(w, _)| *w).collect();
+        assert_eq!(whats, want_whats);
+        let mut before = Duration::ZERO;
+        for ((_, at), (what, full)) in calls.iter().zip(want) {
+            let (waited, full) = (*at - before, Duration::from_secs(*full));
+            assert!(
+                waited >= full / 2 && waited <= full,
+                "{what} after {waited:?}, not within half of {full:?}"
+            );
+            before = *at;
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -248,11 +271,7 @@ mod tests {
         let mut r = Scripted::new(2);
         let settled = redeliver(policy(), &stats, &mut r).await;
         assert_eq!(settled, Settled::Answered { attempt: 3 });
-        assert_eq!(
-            at(&r.calls),
-            [("answer", 2), ("answer", 6), ("answer", 14)],
-            "waits 2 s, 4 s, 8 s"
-        );
+        assert_waits(&r.calls, &[("answer", 2), ("answer", 4), ("answer", 8)]);
         let rep = stats.report();
         assert_eq!((rep.replies_redelivered, rep.replies_retrying), (1, 0));
     }
@@ -265,16 +284,16 @@ mod tests {
         assert_eq!(settled, Settled::SorrySent);
         assert!(settled.delivered());
         // 2, 4, 8, 16, 32 s between answer tries; the sorry waits 60 s (the cap, not 64).
-        assert_eq!(
-            at(&r.calls),
-            [
+        assert_waits(
+            &r.calls,
+            &[
                 ("answer", 2),
-                ("answer", 6),
-                ("answer", 14),
-                ("answer", 30),
-                ("answer", 62),
-                ("sorry", 122)
-            ]
+                ("answer", 4),
+                ("answer", 8),
+                ("answer", 16),
+                ("answer", 32),
+                ("sorry", 60),
+            ],
         );
         assert_eq!(stats.report().replies_given_up, 1);
     }
@@ -294,11 +313,8 @@ mod tests {
         .await;
         assert_eq!(settled, Settled::Undelivered);
         assert!(!settled.delivered());
-        assert_eq!(
-            at(&r.calls),
-            [("answer", 1), ("sorry", 3), ("sorry", 7)],
-            "bounded: one answer retry, then {SORRY_ATTEMPTS} sorry tries"
-        );
+        // Bounded: one answer retry, then SORRY_ATTEMPTS sorry tries.
+        assert_waits(&r.calls, &[("answer", 1), ("sorry", 2), ("sorry", 4)]);
         let rep = stats.report();
         assert_eq!((rep.replies_left_pending, rep.replies_retrying), (1, 0));
     }
@@ -314,6 +330,33 @@ mod tests {
         assert_eq!(stats.report().replies_retrying, 1);
         assert_eq!(run.await, Settled::Answered { attempt: 1 });
         assert_eq!(stats.report().replies_retrying, 0);
+    }
+
+    /// Replies that failed together are retried spread over the second half of each
+    /// wait, not all at the same instant (a flood's undelivered replies went out in
+    /// bursts at 2, 6, 14 ... s, with the send rate idle in between).
+    #[tokio::test(start_paused = true)]
+    async fn replies_that_failed_together_are_retried_spread_out() {
+        let stats = Arc::new(DeliveryStats::default());
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let stats = stats.clone();
+                tokio::spawn(async move {
+                    let mut r = Scripted::new(0);
+                    redeliver(policy(), &stats, &mut r).await;
+                    r.calls[0].1
+                })
+            })
+            .collect();
+        let mut first_tries = Vec::new();
+        for t in tasks {
+            first_tries.push(t.await.expect("task"));
+        }
+        first_tries.sort();
+        first_tries.dedup();
+        assert!(first_tries.len() > 10, "{first_tries:?}");
+        let (earliest, latest) = (first_tries[0], first_tries[first_tries.len() - 1]);
+        assert!(earliest >= Duration::from_secs(1) && latest <= Duration::from_secs(2));
     }
 
     async fn futures_poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {

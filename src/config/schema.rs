@@ -510,7 +510,8 @@ pub struct ReplyConfig {
         deserialize_with = "in_range::<_, _, 0, MAX_REDELIVERY_ATTEMPTS>"
     )]
     pub redelivery_attempts: u32,
-    /// Wait before the first retry; each later one waits twice as long, at most 60 s.
+    /// Wait before the first retry; each later one waits twice as long, at most 60 s
+    /// (each wait is drawn between half and all of that, so retries spread out).
     #[serde(
         default = "default_redelivery_delay_ms",
         deserialize_with = "in_range::<_, _, 10, MAX_REDELIVERY_DELAY_MS>"
