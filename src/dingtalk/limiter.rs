@@ -154,6 +154,21 @@ impl SendLimiter {
         }
     }
 
+    /// Counts an answer into `conversation` as on its way until the returned guard is
+    /// dropped: yielding sends leave it a place (see [`SendWindows::kept_for_answers`]).
+    /// Take it when the turn's model slot is granted and hold it until its reply was
+    /// delivered. Not kept with the shared (Redis) windows, like every priority.
+    pub(crate) fn answer_coming(&self, conversation: &str) -> AnswerComing<'_> {
+        *lock(&self.windows)
+            .answers_coming
+            .entry(conversation.to_string())
+            .or_insert(0) += 1;
+        AnswerComing {
+            limiter: self,
+            conversation: conversation.to_string(),
+        }
+    }
+
     /// Waits for a slot for one message into `conversation` and counts it from now
     /// until the returned [`SendSlot`] is dropped (hold it until the send completed);
     /// refuses at once when the slot would come after `deadline`.
@@ -212,23 +227,6 @@ impl SendLimiter {
             tokio::time::sleep(wait).await;
         }
         Err(NoSendSlot)
-    }
-}
-
-impl SendLimiter {
-    /// Counts an answer into `conversation` as on its way until the returned guard is
-    /// dropped: yielding sends leave it a place (see [`SendWindows::kept_for_answers`]).
-    /// Take it when the turn's model slot is granted and hold it until its reply was
-    /// delivered. Not kept with the shared (Redis) windows, like every priority.
-    pub(crate) fn answer_coming(&self, conversation: &str) -> AnswerComing<'_> {
-        *lock(&self.windows)
-            .answers_coming
-            .entry(conversation.to_string())
-            .or_insert(0) += 1;
-        AnswerComing {
-            limiter: self,
-            conversation: conversation.to_string(),
-        }
     }
 }
 
