@@ -832,6 +832,15 @@ fn faults(stack: &Stack, f: Value) {
     stack.rt.block_on(stack.sim.faults(f)).expect("faults set");
 }
 
+/// The next reply's try and its [`QUICK_REDELIVERY`] retries fail, each try on both
+/// routes: the session webhook says "session gone", the OpenAPI refuses the token twice.
+fn fail_a_reply_and_its_quick_retries(stack: &Stack) {
+    faults(
+        stack,
+        serde_json::json!({"session_300001": 3, "invalid_auth": 6}),
+    );
+}
+
 fn texts_and_routes(out: &[Value]) -> Vec<(String, String)> {
     out.iter()
         .map(|e| {
@@ -914,12 +923,8 @@ fn after_every_retry_failed_the_user_is_told_sorry_and_the_message_is_completed(
     let stack = Stack::new(FakeConfig::default(), &[]);
     let cfg = stack.config(2, 5000, QUICK_REDELIVERY);
     stack.start_bot(&cfg);
-    // Each try: the webhook says "session gone", the OpenAPI refuses the token twice.
     // The turn's try and both retries fail; the sorry then goes through the webhook.
-    faults(
-        &stack,
-        serde_json::json!({"session_300001": 3, "invalid_auth": 6}),
-    );
+    fail_a_reply_and_its_quick_retries(&stack);
     let msg_id = stack.inject_group("cidSorry==", "answer me");
     let st = wait_delivery(&stack, "replies_given_up", 1);
     assert_eq!(st["delivery"]["replies_retrying"], 0, "{st}");
@@ -970,10 +975,7 @@ fn a_busy_reply_that_cannot_be_delivered_is_not_apologised_for_as_an_answer() {
     assert!(wait_until(Duration::from_secs(10), || stack.status()
         ["channel"]["messages_in"]
         == 1));
-    faults(
-        &stack,
-        serde_json::json!({"session_300001": 3, "invalid_auth": 6}),
-    );
+    fail_a_reply_and_its_quick_retries(&stack);
     let msg_id = stack.inject_group("cidLine==", "question B");
     let st = wait_delivery(&stack, "replies_given_up", 1);
     assert_eq!(st["busy_replies"]["line_full"], 1, "{st}");
