@@ -202,8 +202,22 @@ where
                 Err(_) => Err(E::custom(format!("below the minimum of {MIN}"))),
             }
         }
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<T, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::custom(format!("above the maximum of {MAX}"))),
+            }
+        }
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<T, E> {
+            match u128::try_from(v) {
+                Ok(v) => self.visit_u128(v),
+                Err(_) => Err(E::custom(format!("below the minimum of {MIN}"))),
+            }
+        }
     }
-    d.deserialize_u64(RangeVisitor::<T, MIN, MAX>(std::marker::PhantomData))
+    // `any`, not `u64`: the YAML reader refuses a negative number before a `u64` visitor
+    // sees it ("invalid type: an integer"); this way it is "below the minimum".
+    d.deserialize_any(RangeVisitor::<T, MIN, MAX>(std::marker::PhantomData))
 }
 
 /// Like [`in_range`] for an optional value (absent or `null` is `None`).

@@ -549,6 +549,26 @@ limits:
         assert!(e.contains("redelivery_attempts"), "{e}");
     }
 
+    /// A negative or huge `max_waiting` is refused in words, naming the key (serde said
+    /// "invalid type: an integer, expected usize" for -1).
+    #[test]
+    fn queue_depth_is_bounded() {
+        let with = |v: &str| parse(&format!("{SEED}  queue:\n    max_waiting: {v}\n"));
+        assert_eq!(with("0").unwrap().limits.queue.max_waiting, 0);
+        for (v, says) in [
+            ("-1", "minimum of 0"),
+            ("1000001", "maximum of 1000000"),
+            ("1180591620717411303424", "maximum of 1000000"),
+            ("-1180591620717411303424", "minimum of 0"),
+        ] {
+            let e = with(v).unwrap_err().to_string();
+            assert!(
+                e.contains("limits.queue.max_waiting") && e.contains(says),
+                "{v}: {e}"
+            );
+        }
+    }
+
     /// Issue 14: `base_url` alone stays one replica; `replicas:` lists several; both, or
     /// neither, is an error naming the model and its line; a replica's own limit is
     /// bounded by the model's.

@@ -189,6 +189,8 @@ pub struct ModelConfig {
 /// `replicas[].max_concurrency`): far above any runtime, low enough that no sum of them
 /// overflows.
 pub const MAX_CONCURRENCY: u64 = 100_000;
+/// Most turns `limits.queue.max_waiting` lets wait (each holds its message, ~2 KiB).
+pub const MAX_QUEUE_WAITING: u64 = 1_000_000;
 
 /// One runtime of a model served by several (`models.NAME.replicas[]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -297,7 +299,10 @@ pub struct LimitsConfig {
 pub struct QueueConfig {
     /// Turns waiting per model beyond the concurrency limit, and per conversation behind
     /// the turn it is answering; more get the busy reply at once.
-    #[serde(default = "default_queue_depth")]
+    #[serde(
+        default = "default_queue_depth",
+        deserialize_with = "in_range::<_, _, 0, MAX_QUEUE_WAITING>"
+    )]
     pub max_waiting: usize,
     /// Longest wait for a slot before the busy reply.
     #[serde(default = "default_queue_wait_ms")]

@@ -298,7 +298,7 @@ fn answer_caps_parts_and_send_rates_are_range_checked_at_load() {
         (
             reply("max_answer_chars", "-5"),
             "reply.max_answer_chars",
-            "from 100 to 100000",
+            "below the minimum of 100",
         ),
         (
             rate("per_robot", "0"),
