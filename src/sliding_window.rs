@@ -54,6 +54,11 @@ impl SlidingWindow {
         }
     }
 
+    /// The most events in any window.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Zero when one more event fits at `now` and leaves `keep_free` places free (at most
     /// `limit - 1` are kept: with none in the window an event always fits); else how
     /// long until the oldest finished event leaves the window (or [`IN_FLIGHT_POLL`] when
@@ -177,6 +182,11 @@ impl KeyedWindows {
             swept_at: None,
             sweep_at_len: SWEEP_AT_LEAST,
         }
+    }
+
+    /// The most events of one key in any window.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
     }
 
     /// [`SlidingWindow::wait`] of `key` (zero for a key never seen).

@@ -105,6 +105,11 @@ pub struct BusyReport {
     pub line_full: u64,
     /// The model's queue was full, or its wait for a model slot ran out.
     pub model_queue: u64,
+    /// Of `total`, not sent: DingTalk did not take them within the delivery limit (under
+    /// a flood its send rate cannot carry one per message; refused at once when it could
+    /// not even with every slot). Not retried: the message is marked answered without it.
+    #[serde(default)]
+    pub not_sent: u64,
 }
 
 /// Replies being retried by the running daemon, and how retries ended.

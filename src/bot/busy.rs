@@ -1,7 +1,8 @@
 //! Counts busy replies by the wait that caused them, for `status`.
 //!
 //! Invariant: every busy reply the pipeline decides on is counted here exactly once,
-//! under one cause (and under `replies_total{outcome="busy"}` once delivered).
+//! under one cause, and then either under `replies_total{outcome="busy"}` once delivered
+//! or as not sent (DingTalk did not take it within the delivery limit; not retried).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,6 +24,7 @@ pub(crate) struct BusyReplies {
     behind_conversation: AtomicU64,
     line_full: AtomicU64,
     model_queue: AtomicU64,
+    not_sent: AtomicU64,
 }
 
 impl BusyReplies {
@@ -35,6 +37,11 @@ impl BusyReplies {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A busy reply DingTalk did not take within the delivery limit.
+    pub(crate) fn not_sent(&self) {
+        self.not_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn report(&self) -> BusyReport {
         let behind_conversation = self.behind_conversation.load(Ordering::Relaxed);
         let line_full = self.line_full.load(Ordering::Relaxed);
@@ -44,6 +51,7 @@ impl BusyReplies {
             behind_conversation,
             line_full,
             model_queue,
+            not_sent: self.not_sent.load(Ordering::Relaxed),
         }
     }
 }

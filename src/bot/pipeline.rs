@@ -3,11 +3,15 @@
 //! Invariants:
 //! - every accepted message gets exactly one final reply (answer, busy, fallback,
 //!   unsupported, denied or rate-limited), and it is marked answered in the journal right
-//!   after DingTalk accepted that reply (never before);
+//!   after DingTalk accepted that reply (never before); the one exception is a busy reply
+//!   DingTalk did not take within the delivery limit (under a flood, the send rate cannot
+//!   carry one per message): it is not retried, and the message is marked answered
+//!   without it, counted in `busy_replies.not_sent`;
 //! - an AI card, once opened, is always finalized (finished or failed), and recorded on
 //!   disk until it is, so a card a killed daemon left open is failed on the next start;
-//! - a reply DingTalk does not take is retried in the background (bounded, with backoff)
-//!   and then replaced by `reply.undelivered_text`: never parked until a restart;
+//! - a reply DingTalk does not take (but a busy one) is retried in the background
+//!   (bounded, with backoff) and then replaced by `reply.undelivered_text`: never parked
+//!   until a restart;
 //! - nothing here logs message text, prompts or answers unless
 //!   `logging.log_message_text` is on (ids, lengths, hashes and figures only).
 
@@ -664,24 +668,24 @@ async fn send_and_complete(
         Ok(()) => return complete(shared, msg, label, Instant::now()),
         Err(e) => e,
     };
+    if label == BUSY {
+        // Not retried: a busy reply minutes late tells nothing, and under a flood the
+        // retries would hold every refused message for minutes and compete for the slots.
+        tracing::info!(msg_id = %msg.msg_id, error = %error, "busy reply not sent; the message is marked answered without it");
+        shared.busy.not_sent();
+        mark_answered(shared, msg, Instant::now());
+        return;
+    }
     let cfg = shared.config();
     tracing::warn!(
         msg_id = %msg.msg_id, error = %error, sent = reply.sent(), parts = reply.parts(),
         "reply not delivered; retrying in the background"
     );
-    // A busy reply had no answer to apologise for: its last tries send the busy text
-    // again, still behind every answer, not `undelivered_text` ("could not deliver my
-    // answer") ahead of them.
-    let sorry = if label == BUSY {
-        channel.outgoing(&cfg.reply.busy_text, false).yielding()
-    } else {
-        channel.outgoing(&cfg.reply.undelivered_text, false)
-    };
     let mut late = LateReply {
         channel: channel.clone(),
         msg: msg.clone(),
         answer: reply,
-        sorry,
+        sorry: channel.outgoing(&cfg.reply.undelivered_text, false),
     };
     let policy = RedeliveryPolicy::from_config(&cfg.reply);
     let shared = shared.clone();
@@ -744,15 +748,20 @@ async fn may_send(shared: &Shared, msg: &Inbound) -> bool {
     }
 }
 
+/// Marks the message answered by its reply, labelled `label` (see [`mark_answered`]).
+fn complete(shared: &Shared, msg: &Inbound, label: &'static str, replied_at: Instant) {
+    mark_answered(shared, msg, replied_at);
+    tracing::debug!(msg_id = %msg.msg_id, outcome = label, "turn complete");
+    crate::ops::metrics::observed().replied(label);
+}
+
 /// Marks the message answered: at once in memory (never answered twice in this run), and
 /// in the journal right after (a write error is retried there and shown in status).
-fn complete(shared: &Shared, msg: &Inbound, label: &'static str, replied_at: Instant) {
+fn mark_answered(shared: &Shared, msg: &Inbound, replied_at: Instant) {
     match &shared.inbox {
         Some(inbox) => inbox.replied(&msg.msg_id),
         None => shared.journal.done(&msg.msg_id, replied_at),
     }
-    tracing::debug!(msg_id = %msg.msg_id, outcome = label, "turn complete");
-    crate::ops::metrics::observed().replied(label);
 }
 
 #[cfg(test)]

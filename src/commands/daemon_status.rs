@@ -327,8 +327,8 @@ fn describe(r: &DaemonReport) -> String {
     }));
     lines.extend(r.busy_replies.as_ref().map(|b| {
         format!(
-            "  busy replies: {} ({} waited behind their conversation, {} came to a full line, {} model queue)",
-            b.total, b.behind_conversation, b.line_full, b.model_queue
+            "  busy replies: {} ({} waited behind their conversation, {} came to a full line, {} model queue; {} not sent, past DingTalk's send rate)",
+            b.total, b.behind_conversation, b.line_full, b.model_queue, b.not_sent
         )
     }));
     lines.extend(r.state.as_ref().map(state_line));

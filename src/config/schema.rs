@@ -466,7 +466,8 @@ pub struct ReplyConfig {
     /// (connection refused, no route, DNS, connect timeout).
     #[serde(default = "default_unreachable_text")]
     pub unreachable_text: String,
-    /// Sent when the model's queue is full or the wait ran out.
+    /// Sent when the model's queue or the conversation's line is full, or the wait ran
+    /// out; only while DingTalk's send rate has room for it (never retried).
     #[serde(default = "default_busy_text")]
     pub busy_text: String,
     /// Sent for message types the bot cannot read (pictures, files...).
@@ -504,8 +505,7 @@ pub struct ReplyConfig {
     )]
     pub max_parts: usize,
     /// Sent (session webhook while valid, else the OpenAPI) when an answer could still not
-    /// be delivered after `redelivery_attempts` retries (a busy reply sends `busy_text`
-    /// again instead: it had no answer).
+    /// be delivered after `redelivery_attempts` retries (a busy reply is not retried).
     #[serde(default = "default_undelivered_text")]
     pub undelivered_text: String,
     /// Retries of an undelivered reply by the running daemon, after the turn's own try

@@ -409,11 +409,17 @@ impl Channel {
         deadline: tokio::time::Instant,
         priority: SendPriority,
     ) -> Result<SendSlot<'_>, ChannelError> {
-        self.inner
+        let slot = self
+            .inner
             .sends
             .acquire(conversation, deadline, priority)
-            .await
-            .map_err(|_| self.failed(self.late()))
+            .await;
+        slot.map_err(|_| match priority {
+            SendPriority::Answer => self.failed(self.late()),
+            // A busy reply the send rate could not carry: not a failure of the channel
+            // (not counted, no WARN); the caller says what became of it.
+            SendPriority::Yield => self.late(),
+        })
     }
 
     /// Proactive send to an alias, a conversation id (`cid...`) or `user:STAFFID`.

@@ -11,7 +11,11 @@
 //!   take the slots its answers, or other conversations' answers, are waiting for; and it
 //!   leaves a place free in each window for every answer on its way ([`AnswerComing`]:
 //!   a turn at the model), so the answer finds its slot when it is ready instead of
-//!   waiting for the busy replies sent meanwhile to leave the window.
+//!   waiting for the busy replies sent meanwhile to leave the window. A yielding send that
+//!   could not be sent before its deadline even if it and the yielding sends already
+//!   waiting got every slot until then is refused at once: under a flood, the busy
+//!   replies waiting are at most the send rate times the delivery limit (200 with the
+//!   defaults), not every refused message of the last seconds, each polling for a slot.
 //!
 //! Invariant: a send is counted in both windows at the same instant, only when both have
 //! room, so neither window ever holds more than its limit. A send holds its place from
@@ -94,6 +98,10 @@ struct SendWindows {
     answers_waiting: usize,
     /// Answers on their way, by conversation ([`AnswerComing`]); no entry holds 0.
     answers_coming: HashMap<String, usize>,
+    /// Sends of [`SendPriority::Yield`] waiting for a slot now, by conversation (no entry
+    /// holds 0), and in all.
+    yields_waiting: HashMap<String, usize>,
+    yields_waiting_total: usize,
 }
 
 impl SendWindows {
@@ -107,6 +115,16 @@ impl SendWindows {
     fn kept_for_answers(&self, conversation: &str) -> (usize, usize) {
         let here = self.answers_coming.get(conversation).copied().unwrap_or(0);
         (self.answers_coming.len(), here)
+    }
+
+    /// Whether a yielding send into `conversation` with `time_left` to its deadline could
+    /// not get a slot in time even if it and the yielding sends already waiting (into its
+    /// conversation, or in all) took every slot until then.
+    fn yield_is_hopeless(&self, conversation: &str, time_left: Duration) -> bool {
+        let ahead_here = self.yields_waiting.get(conversation).copied().unwrap_or(0);
+        let carried = |limit: usize| limit as f64 * time_left.as_secs_f64() / WINDOW.as_secs_f64();
+        ahead_here as f64 >= carried(self.conversations.limit())
+            || self.yields_waiting_total as f64 >= carried(self.robot.limit())
     }
 }
 
@@ -141,6 +159,8 @@ impl SendLimiter {
                 conversations: KeyedWindows::new(per_conversation, WINDOW),
                 answers_waiting: 0,
                 answers_coming: HashMap::new(),
+                yields_waiting: HashMap::new(),
+                yields_waiting_total: 0,
             }),
             shared: None,
         }
@@ -185,7 +205,9 @@ impl SendLimiter {
                 place: Place::Shared(place),
             });
         }
-        let _waiting = (priority == SendPriority::Answer).then(|| AnswerWaiting::new(self));
+        // An answer counts as waiting from its first try; a yielding send once it must
+        // wait (and is refused then if it is hopeless).
+        let mut waiting = (priority == SendPriority::Answer).then(|| Waiting::answer(self));
         let rounds = match priority {
             SendPriority::Answer => MAX_WAIT_ROUNDS,
             SendPriority::Yield => usize::MAX,
@@ -224,6 +246,9 @@ impl SendLimiter {
             if now + wait > deadline {
                 return Err(NoSendSlot);
             }
+            if waiting.is_none() {
+                waiting = Some(Waiting::yielding(self, conversation, deadline)?);
+            }
             tokio::time::sleep(wait).await;
         }
         Err(NoSendSlot)
@@ -248,22 +273,62 @@ impl Drop for AnswerComing<'_> {
     }
 }
 
-/// An answer's send waiting for a slot, counted while it waits (yielding sends wait for
-/// the count to be 0).
-struct AnswerWaiting<'a> {
+/// A send waiting for a slot, counted while it waits: an answer (yielding sends wait
+/// for their count to be 0), or a yielding send into a conversation (see
+/// [`SendWindows::yield_is_hopeless`]).
+struct Waiting<'a> {
     limiter: &'a SendLimiter,
+    /// `None` for an answer.
+    yielding_into: Option<String>,
 }
 
-impl<'a> AnswerWaiting<'a> {
-    fn new(limiter: &'a SendLimiter) -> AnswerWaiting<'a> {
+impl<'a> Waiting<'a> {
+    fn answer(limiter: &'a SendLimiter) -> Waiting<'a> {
         lock(&limiter.windows).answers_waiting += 1;
-        AnswerWaiting { limiter }
+        Waiting {
+            limiter,
+            yielding_into: None,
+        }
+    }
+
+    /// Counts a yielding send into `conversation`, or refuses it when it is hopeless.
+    fn yielding(
+        limiter: &'a SendLimiter,
+        conversation: &str,
+        deadline: Instant,
+    ) -> Result<Waiting<'a>, NoSendSlot> {
+        let mut w = lock(&limiter.windows);
+        if w.yield_is_hopeless(
+            conversation,
+            deadline.saturating_duration_since(Instant::now()),
+        ) {
+            return Err(NoSendSlot);
+        }
+        *w.yields_waiting
+            .entry(conversation.to_string())
+            .or_insert(0) += 1;
+        w.yields_waiting_total += 1;
+        Ok(Waiting {
+            limiter,
+            yielding_into: Some(conversation.to_string()),
+        })
     }
 }
 
-impl Drop for AnswerWaiting<'_> {
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        lock(&self.limiter.windows).answers_waiting -= 1;
+        let mut w = lock(&self.limiter.windows);
+        let Some(conversation) = &self.yielding_into else {
+            w.answers_waiting -= 1;
+            return;
+        };
+        w.yields_waiting_total -= 1;
+        if let Some(n) = w.yields_waiting.get_mut(conversation) {
+            *n -= 1;
+            if *n == 0 {
+                w.yields_waiting.remove(conversation);
+            }
+        }
     }
 }
 
@@ -524,6 +589,62 @@ mod tests {
             assert_eq!(busiest_second(&times), robot.min(conversation));
             // Nothing is kept once the answer went out.
             assert!(lock(&limiter.windows).answers_coming.is_empty());
+        }
+    }
+
+    /// Under a flood, a busy reply that could not be sent before its deadline even if it
+    /// and the busy replies already waiting took every slot is refused at once, so at most
+    /// the rate times the time left wait (each polls for a slot while answers wait, and
+    /// holds its message). Here 5 a second into one conversation and 2 s to the deadline:
+    /// 10 wait, the rest are refused without waiting; the robot's rate bounds them in all.
+    #[tokio::test(start_paused = true)]
+    async fn busy_replies_that_could_not_be_sent_in_time_are_refused_at_once() {
+        for (robot, conversation, into) in [(20, 5, "c"), (5, 20, "")] {
+            let limiter = settled(robot, conversation).await;
+            let t = Instant::now();
+            let deadline = t + Duration::from_secs(2);
+            // An answer holds the slots' window full for a while: every busy reply waits.
+            let answering = limiter.clone();
+            let answers = tokio::spawn(async move {
+                for _ in 0..10 {
+                    drop(
+                        answering
+                            .acquire("c", t + Duration::from_secs(60), SendPriority::Answer)
+                            .await
+                            .expect("slot"),
+                    );
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let conversation_of = |i: usize| match into {
+                "" => format!("other{i}"),
+                c => c.to_string(),
+            };
+            let tries: Vec<_> = (0..15)
+                .map(|i| {
+                    let l = limiter.clone();
+                    let c = conversation_of(i);
+                    tokio::spawn(async move {
+                        let got = l.acquire(&c, deadline, SendPriority::Yield).await.map(drop);
+                        (got, Instant::now())
+                    })
+                })
+                .collect();
+            let mut refused_at_once = 0;
+            for task in tries {
+                let (got, at) = task.await.expect("task");
+                if got.is_err() && at - t <= Duration::from_millis(1) {
+                    refused_at_once += 1;
+                }
+            }
+            assert_eq!(
+                refused_at_once,
+                15 - 2 * robot.min(conversation),
+                "limits {robot}/{conversation}"
+            );
+            answers.await.expect("task");
+            let w = lock(&limiter.windows);
+            assert!(w.yields_waiting.is_empty() && w.yields_waiting_total == 0);
         }
     }
 

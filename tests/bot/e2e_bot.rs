@@ -6,7 +6,7 @@ use crate::support;
 use std::time::{Duration, Instant};
 
 use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig, FakeMode};
-use serde_json::json;
+use serde_json::{json, Value};
 use support::config::{DingTalkSpec, ModelSpec};
 use support::stack::{Stack, CLIENT_ID, CLIENT_SECRET};
 use support::wait_until;
@@ -983,6 +983,61 @@ fn busy_replies_leave_the_send_slot_an_answer_needs() {
     assert!(
         texts[1].starts_with("echo: question A"),
         "the answer went out after both busy replies: {texts:?}"
+    );
+}
+
+/// Issue 12 (black-box helper): a flood into one group at DingTalk's send rate (1 a second
+/// here) cannot get a busy reply per message. At most the rate times the delivery limit
+/// (10 s) of busy replies wait for a slot; the others are refused at once, not retried, and
+/// their messages marked answered without a reply (`busy_replies.not_sent`). Before, each
+/// was held and retried for minutes (a 500-message flood still had replies going out
+/// 4 minutes later). Every message ends: replied or counted, none left pending.
+#[test]
+fn a_flood_past_the_send_rate_is_not_told_busy_for_minutes() {
+    let stack = Stack::new(echo_with_latency(3000), &[]);
+    start_with_short_lines(&stack, 1, 0, 1);
+    let conversation = "cidFloodRate==";
+    for i in 0..30 {
+        stack.inject_group(conversation, &format!("flood {i}"));
+    }
+    // Those that could not be sent within the limit even with every slot are done at once,
+    // not after waiting the whole limit for a slot.
+    let refused_at_once = wait_until(Duration::from_secs(5), || {
+        stack.status()["busy_replies"]["not_sent"]
+            .as_u64()
+            .is_some_and(|n| n >= 15)
+    });
+    assert!(refused_at_once, "{}", stack.status());
+    let mut st = Value::Null;
+    let settled = wait_until(Duration::from_secs(30), || {
+        st = stack.status();
+        let replied = stack.replies_in(conversation).len() as u64;
+        st["journal"]["pending"] == 0
+            && st["busy_replies"]["not_sent"].as_u64().map(|n| n + replied) == Some(30)
+    });
+    assert!(settled, "{st}");
+    let not_sent = st["busy_replies"]["not_sent"].as_u64().unwrap();
+    assert!(
+        (18..=29).contains(&not_sent),
+        "at most ~11 busy replies fit in 10 s at 1 a second: {st}"
+    );
+    let texts: Vec<String> = stack
+        .replies_in(conversation)
+        .iter()
+        .filter_map(|e| e["text"].as_str().map(String::from))
+        .collect();
+    assert!(
+        texts.iter().any(|t| t.starts_with("echo: flood 0")),
+        "{texts:?}"
+    );
+    assert_eq!(st["delivery"]["replies_retrying"], 0, "{st}");
+    let human = stack
+        .home
+        .run(&["daemon", "status", "--name", "bot"])
+        .stdout;
+    assert!(
+        human.contains(&format!("{not_sent} not sent, past DingTalk's send rate")),
+        "{human}"
     );
 }
 
