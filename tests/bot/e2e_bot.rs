@@ -973,11 +973,7 @@ fn busy_replies_leave_the_send_slot_an_answer_needs() {
         "{:?}",
         stack.replies_in(conversation)
     );
-    let texts: Vec<String> = stack
-        .replies_in(conversation)
-        .iter()
-        .filter_map(|e| e["text"].as_str().map(String::from))
-        .collect();
+    let texts = stack.reply_texts_in(conversation);
     let busy = "I'm busy answering other questions right now. Please ask again in a minute.";
     assert!(texts[0] == busy && texts[2] == busy, "{texts:?}");
     assert!(
@@ -1021,11 +1017,7 @@ fn a_flood_past_the_send_rate_is_not_told_busy_for_minutes() {
         (18..=29).contains(&not_sent),
         "at most ~11 busy replies fit in 10 s at 1 a second: {st}"
     );
-    let texts: Vec<String> = stack
-        .replies_in(conversation)
-        .iter()
-        .filter_map(|e| e["text"].as_str().map(String::from))
-        .collect();
+    let texts = stack.reply_texts_in(conversation);
     assert!(
         texts.iter().any(|t| t.starts_with("echo: flood 0")),
         "{texts:?}"

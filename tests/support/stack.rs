@@ -165,6 +165,14 @@ impl Stack {
             .collect()
     }
 
+    /// The texts of the replies into `conversation`, in the order they were sent.
+    pub fn reply_texts_in(&self, conversation: &str) -> Vec<String> {
+        self.replies_in(conversation)
+            .iter()
+            .filter_map(|e| e["text"].as_str().map(String::from))
+            .collect()
+    }
+
     pub fn status(&self) -> Value {
         self.home
             .run(&["--json", "daemon", "status", "--name", "bot"])
