@@ -418,7 +418,9 @@ impl Channel {
             SendPriority::Answer => self.failed(self.late()),
             // A busy reply the send rate could not carry: not a failure of the channel
             // (not counted, no WARN); the caller says what became of it.
-            SendPriority::Yield => self.late(),
+            SendPriority::Yield => {
+                ChannelError::NoSlotForBusyReply(self.inner.delivery_limit.as_millis() as u64)
+            }
         })
     }
 

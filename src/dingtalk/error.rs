@@ -43,6 +43,10 @@ pub enum ChannelError {
     /// for a send slot under `send_rate`, or DingTalk answering slowly).
     #[error("not delivered within {0} ms (send rate limit or slow DingTalk)")]
     DeliveryLate(u64),
+    /// A busy reply the send rate has no slot for within the delivery limit: refused at
+    /// once when it could not get one in time, or given up at the limit.
+    #[error("no send slot for a busy reply within {0} ms (the send rate is full)")]
+    NoSlotForBusyReply(u64),
 }
 
 /// The channel could not start; the message names the config key or file involved.
