@@ -26,13 +26,14 @@
 //! one the daemon started with: `limits` changed by a reload apply at the next start
 //! (the reload says so).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::key_counts::KeyCounts;
 
 /// The per-conversation counts of places.
 pub(crate) struct LineCap {
     max_waiting: usize,
-    places: Mutex<HashMap<String, usize>>,
+    places: Mutex<KeyCounts>,
 }
 
 /// A turn's place in its conversation's line; dropping it frees the place.
@@ -50,7 +51,7 @@ impl LineCap {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+    fn lock(&self) -> MutexGuard<'_, KeyCounts> {
         self.places.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -58,11 +59,10 @@ impl LineCap {
     /// behind the one being answered.
     pub(crate) fn enter(self: &Arc<Self>, conversation: &str) -> Option<Place> {
         let mut places = self.lock();
-        let count = places.get(conversation).copied().unwrap_or(0);
-        if count > self.max_waiting {
+        if places.get(conversation) > self.max_waiting {
             return None;
         }
-        places.insert(conversation.to_string(), count + 1);
+        places.add(conversation);
         Some(Place {
             cap: self.clone(),
             conversation: conversation.to_string(),
@@ -78,13 +78,7 @@ impl LineCap {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        let mut places = self.cap.lock();
-        if let Some(count) = places.get_mut(&self.conversation) {
-            *count -= 1;
-            if *count == 0 {
-                places.remove(&self.conversation);
-            }
-        }
+        self.cap.lock().remove_one(&self.conversation);
     }
 }
 

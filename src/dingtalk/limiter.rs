@@ -14,11 +14,11 @@
 //!   ready instead of waiting for the busy replies sent meanwhile to leave the window.
 //!   Not in the robot's window: with many turns at a slow model, places kept there for
 //!   the whole model time left busy replies 1 slot a second robot-wide (black box: 25
-//!   turns at a 30 s model). A yielding send that
-//!   could not be sent before its deadline even if it and the yielding sends already
-//!   waiting got every slot until then is refused at once: under a flood, the busy
-//!   replies waiting are at most the send rate times the delivery limit (200 with the
-//!   defaults), not every refused message of the last seconds, each polling for a slot.
+//!   turns at a 30 s model). A yielding send that could not be sent before its deadline
+//!   even if it and the yielding sends already waiting got every slot until then is
+//!   refused at once: under a flood, the busy replies waiting are at most the send rate
+//!   times the delivery limit (200 with the defaults), not every refused message of the
+//!   last seconds, each polling for a slot.
 //!
 //! Invariant: a send is counted in both windows at the same instant, only when both have
 //! room, so neither window ever holds more than its limit. A send holds its place from
@@ -39,13 +39,13 @@
 //! time the stream is connected and a model has answered). Chosen over persisting send
 //! times: nothing to write per send, and restarts in a loop can never exceed the limit.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::shared_rate::{SharedPlace, SharedSendRate};
+use crate::key_counts::KeyCounts;
 use crate::sliding_window::{EventId, KeyedWindows, SlidingWindow};
 
 /// The counting window: DingTalk's 1 s.
@@ -99,11 +99,11 @@ struct SendWindows {
     conversations: KeyedWindows,
     /// Sends of [`SendPriority::Answer`] waiting for a slot now.
     answers_waiting: usize,
-    /// Answers on their way, by conversation ([`AnswerComing`]); no entry holds 0.
-    answers_coming: HashMap<String, usize>,
-    /// Sends of [`SendPriority::Yield`] waiting for a slot now, by conversation (no entry
-    /// holds 0), and in all.
-    yields_waiting: HashMap<String, usize>,
+    /// Answers on their way, by conversation ([`AnswerComing`]).
+    answers_coming: KeyCounts,
+    /// Sends of [`SendPriority::Yield`] waiting for a slot now, by conversation, and in
+    /// all.
+    yields_waiting: KeyCounts,
     yields_waiting_total: usize,
 }
 
@@ -113,14 +113,14 @@ impl SendWindows {
     /// a time, so usually one). The window keeps at most its limit less one, so a busy
     /// reply is never held off for good.
     fn kept_for_answers(&self, conversation: &str) -> usize {
-        self.answers_coming.get(conversation).copied().unwrap_or(0)
+        self.answers_coming.get(conversation)
     }
 
     /// Whether a yielding send into `conversation` with `time_left` to its deadline could
     /// not get a slot in time even if it and the yielding sends already waiting (into its
     /// conversation, or in all) took every slot until then.
     fn yield_is_hopeless(&self, conversation: &str, time_left: Duration) -> bool {
-        let ahead_here = self.yields_waiting.get(conversation).copied().unwrap_or(0);
+        let ahead_here = self.yields_waiting.get(conversation);
         let carried = |limit: usize| limit as f64 * time_left.as_secs_f64() / WINDOW.as_secs_f64();
         ahead_here as f64 >= carried(self.conversations.limit())
             || self.yields_waiting_total as f64 >= carried(self.robot.limit())
@@ -157,8 +157,8 @@ impl SendLimiter {
                 robot,
                 conversations: KeyedWindows::new(per_conversation, WINDOW),
                 answers_waiting: 0,
-                answers_coming: HashMap::new(),
-                yields_waiting: HashMap::new(),
+                answers_coming: KeyCounts::default(),
+                yields_waiting: KeyCounts::default(),
                 yields_waiting_total: 0,
             }),
             shared: None,
@@ -178,10 +178,7 @@ impl SendLimiter {
     /// Take it when the turn's model slot is granted and hold it until its reply was
     /// delivered. Not kept with the shared (Redis) windows, like every priority.
     pub(crate) fn answer_coming(&self, conversation: &str) -> AnswerComing<'_> {
-        *lock(&self.windows)
-            .answers_coming
-            .entry(conversation.to_string())
-            .or_insert(0) += 1;
+        lock(&self.windows).answers_coming.add(conversation);
         AnswerComing {
             limiter: self,
             conversation: conversation.to_string(),
@@ -261,13 +258,9 @@ pub(crate) struct AnswerComing<'a> {
 
 impl Drop for AnswerComing<'_> {
     fn drop(&mut self) {
-        let mut w = lock(&self.limiter.windows);
-        if let Some(n) = w.answers_coming.get_mut(&self.conversation) {
-            *n -= 1;
-            if *n == 0 {
-                w.answers_coming.remove(&self.conversation);
-            }
-        }
+        lock(&self.limiter.windows)
+            .answers_coming
+            .remove_one(&self.conversation);
     }
 }
 
@@ -302,9 +295,7 @@ impl<'a> Waiting<'a> {
         ) {
             return Err(NoSendSlot);
         }
-        *w.yields_waiting
-            .entry(conversation.to_string())
-            .or_insert(0) += 1;
+        w.yields_waiting.add(conversation);
         w.yields_waiting_total += 1;
         Ok(Waiting {
             limiter,
@@ -321,12 +312,7 @@ impl Drop for Waiting<'_> {
             return;
         };
         w.yields_waiting_total -= 1;
-        if let Some(n) = w.yields_waiting.get_mut(conversation) {
-            *n -= 1;
-            if *n == 0 {
-                w.yields_waiting.remove(conversation);
-            }
-        }
+        w.yields_waiting.remove_one(conversation);
     }
 }
 
