@@ -366,11 +366,7 @@ mod tests {
     ) -> tokio::task::JoinHandle<Instant> {
         let l = limiter.clone();
         tokio::spawn(async move {
-            drop(
-                l.acquire(&conversation, deadline, priority)
-                    .await
-                    .expect("slot"),
-            );
+            send_once(&l, &conversation, deadline, priority, "slot").await;
             Instant::now()
         })
     }
@@ -391,6 +387,23 @@ mod tests {
         }
         times.sort();
         times
+    }
+
+    /// Takes a slot into `conversation` and completes the send at once; panics with
+    /// `what` when none came before `deadline`.
+    async fn send_once(
+        limiter: &SendLimiter,
+        conversation: &str,
+        deadline: Instant,
+        priority: SendPriority,
+        what: &str,
+    ) {
+        drop(
+            limiter
+                .acquire(conversation, deadline, priority)
+                .await
+                .expect(what),
+        );
     }
 
     /// A limiter past its first window (see the module's restart rule).
@@ -432,16 +445,14 @@ mod tests {
         assert_eq!(busiest_second(&times), 5);
         // Others are not held up by the busy conversation beyond the robot limit.
         let t = Instant::now();
-        drop(
-            limiter
-                .acquire(
-                    "cidQuiet",
-                    t + Duration::from_millis(1),
-                    SendPriority::Answer,
-                )
-                .await
-                .expect("a quiet conversation sends at once"),
-        );
+        send_once(
+            &limiter,
+            "cidQuiet",
+            t + Duration::from_millis(1),
+            SendPriority::Answer,
+            "a quiet conversation sends at once",
+        )
+        .await;
         assert_eq!(Instant::now(), t);
     }
 
@@ -449,23 +460,20 @@ mod tests {
     async fn a_slot_past_the_deadline_is_refused_without_waiting() {
         let limiter = settled(20, 1).await;
         let t = Instant::now();
-        drop(
-            limiter
-                .acquire("c", t, SendPriority::Answer)
-                .await
-                .expect("first"),
-        );
+        send_once(&limiter, "c", t, SendPriority::Answer, "first").await;
         let refused = limiter
             .acquire("c", t + Duration::from_millis(500), SendPriority::Answer)
             .await;
         assert_eq!(refused.err(), Some(NoSendSlot));
         assert_eq!(Instant::now(), t, "refused at once, no sleep");
-        drop(
-            limiter
-                .acquire("c", t + Duration::from_secs(2), SendPriority::Answer)
-                .await
-                .expect("waits for its slot"),
-        );
+        send_once(
+            &limiter,
+            "c",
+            t + Duration::from_secs(2),
+            SendPriority::Answer,
+            "waits for its slot",
+        )
+        .await;
         assert_eq!(Instant::now() - t, WINDOW);
     }
 
@@ -490,24 +498,21 @@ mod tests {
     async fn a_busy_reply_yields_its_slot_to_answers_waiting_for_one() {
         let limiter = settled(2, 1).await;
         let t = Instant::now();
-        drop(
-            limiter
-                .acquire("c", t, SendPriority::Yield)
-                .await
-                .expect("no answer waits: at once"),
-        );
+        send_once(
+            &limiter,
+            "c",
+            t,
+            SendPriority::Yield,
+            "no answer waits: at once",
+        )
+        .await;
         let far = t + Duration::from_secs(60);
         let (busy, answer) = busy_then_answer(&limiter, ("c", "c"), far).await;
         assert_eq!(answer - t, WINDOW, "the answer waited for the window only");
         assert_eq!(busy - t, WINDOW * 2, "the busy reply went after the answer");
         // The robot's window (2 a second) is full for the next second: an answer into
         // another conversation waits for it, and a busy reply asking first goes after it.
-        drop(
-            limiter
-                .acquire("x", far, SendPriority::Answer)
-                .await
-                .expect("slot"),
-        );
+        send_once(&limiter, "x", far, SendPriority::Answer, "slot").await;
         let (busy, answer) = busy_then_answer(&limiter, ("y", "z"), far).await;
         assert!(
             answer < busy,
@@ -516,12 +521,7 @@ mod tests {
         // A busy reply never waits past its deadline, answers waiting or not.
         tokio::time::sleep(WINDOW * 2).await;
         let t = Instant::now();
-        drop(
-            limiter
-                .acquire("c", far, SendPriority::Answer)
-                .await
-                .expect("slot"),
-        );
+        send_once(&limiter, "c", far, SendPriority::Answer, "slot").await;
         let l = limiter.clone();
         let waiting =
             tokio::spawn(async move { l.acquire("c", far, SendPriority::Answer).await.map(drop) });
@@ -597,12 +597,14 @@ mod tests {
             let answering = limiter.clone();
             let answers = tokio::spawn(async move {
                 for _ in 0..10 {
-                    drop(
-                        answering
-                            .acquire("c", t + Duration::from_secs(60), SendPriority::Answer)
-                            .await
-                            .expect("slot"),
-                    );
+                    send_once(
+                        &answering,
+                        "c",
+                        t + Duration::from_secs(60),
+                        SendPriority::Answer,
+                        "slot",
+                    )
+                    .await;
                 }
             });
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -694,10 +696,13 @@ mod tests {
         // A limiter whose first window passed sends at once.
         let idle = settled(20, 20).await;
         let t = Instant::now();
-        drop(
-            idle.acquire("c", t, SendPriority::Answer)
-                .await
-                .expect("no wait after the first window"),
-        );
+        send_once(
+            &idle,
+            "c",
+            t,
+            SendPriority::Answer,
+            "no wait after the first window",
+        )
+        .await;
     }
 }
