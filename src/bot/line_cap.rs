@@ -11,8 +11,9 @@
 //!
 //! Invariants (under one mutex):
 //! - a conversation's count is the number of its [`Place`]s alive; a turn holds its place
-//!   from before it waits in line to its end, so the count is the turn being answered
-//!   (or about to be) plus those waiting behind it;
+//!   from before it waits in line to its end, or until its wait ran out (its busy reply
+//!   is then sent without it), so the count is the turn being answered (or about to be)
+//!   plus those waiting behind it;
 //! - places are taken where the tickets are, by the dispatcher in arrival order, never in
 //!   the turns' own tasks: tokio runs a task spawned last before the ones spawned just
 //!   before it (its LIFO slot), so a turn's task taking its place itself let a later

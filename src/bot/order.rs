@@ -71,15 +71,29 @@ impl Ticket {
             Ticket::Shared(t) => t.wait_turn(limit).await,
         }
     }
+
+    /// Lets the turns behind this one go on while it is still held (for a busy reply on
+    /// its way, say): in this process the line skips it from now on, as if it had been
+    /// dropped. A shared line moves on only when the message ends (the Redis script that
+    /// ends it advances the conversation), so there this does nothing and the line waits
+    /// for the drop as before.
+    pub(crate) fn leave_line(&mut self) {
+        match self {
+            Ticket::Local(t) => t.leave_line(),
+            Ticket::Shared(_) => {}
+        }
+    }
 }
 
-/// A place in a conversation's line in this process; dropping it (served or not) lets
-/// the line move on.
+/// A place in a conversation's line in this process; dropping it (served or not), or
+/// [`LocalTicket::leave_line`], lets the line move on.
 pub(crate) struct LocalTicket {
     order: Arc<TurnOrder>,
     conversation: String,
     number: u64,
     serving: watch::Receiver<u64>,
+    /// The line no longer counts this ticket (it left, or was dropped).
+    left: bool,
 }
 
 impl TurnOrder {
@@ -112,6 +126,7 @@ impl TurnOrder {
             conversation: conversation.to_string(),
             number,
             serving: line.serving.subscribe(),
+            left: false,
         }
     }
 
@@ -128,10 +143,13 @@ impl LocalTicket {
         let reached = self.serving.wait_for(|serving| *serving >= number);
         matches!(tokio::time::timeout(limit, reached).await, Ok(Ok(_)))
     }
-}
 
-impl Drop for LocalTicket {
-    fn drop(&mut self) {
+    /// Takes this ticket out of its line: served, the line moves to the next one; not yet
+    /// served, the line skips it when reached. Once only.
+    fn leave_line(&mut self) {
+        if std::mem::replace(&mut self.left, true) {
+            return;
+        }
         let mut lines = self.order.lock();
         let Some(line) = lines.get_mut(&self.conversation) else {
             return;
@@ -144,6 +162,12 @@ impl Drop for LocalTicket {
         if *line.serving.borrow() == line.next {
             lines.remove(&self.conversation);
         }
+    }
+}
+
+impl Drop for LocalTicket {
+    fn drop(&mut self) {
+        self.leave_line();
     }
 }
 
@@ -214,5 +238,57 @@ mod tests {
             "third waits for the skipped second"
         );
         assert_eq!(order.busy_conversations(), 0);
+    }
+
+    /// A ticket still held (its busy reply on the way) but out of the line: the line
+    /// skips it whether it left before its turn came or while served, and dropping it
+    /// afterwards changes nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_ticket_out_of_the_line_does_not_hold_it_while_held() {
+        let order = TurnOrder::new();
+        let mut first = order.ticket("c");
+        let mut second = order.ticket("c");
+        let mut third = order.ticket("c");
+        assert!(first.wait_turn(LONG).await);
+        assert!(!second.wait_turn(Duration::from_millis(30)).await);
+        second.leave_line();
+        second.leave_line(); // once only: not counted twice
+        drop(first);
+        assert!(
+            third.wait_turn(LONG).await,
+            "third waited for a held ticket that left the line"
+        );
+        let mut fourth = order.ticket("c");
+        third.leave_line(); // served, and leaves while still held
+        assert!(fourth.wait_turn(LONG).await, "fourth waited for third");
+        drop(second);
+        drop(third);
+        let mut fifth = order.ticket("c");
+        let mut waiter = tokio::spawn(async move { fifth.wait_turn(LONG).await });
+        assert!(
+            still_waiting_after_long(&mut waiter).await,
+            "dropping a ticket that had left moved the line again: fifth overtook fourth"
+        );
+        drop(fourth);
+        assert!(waiter.await.expect("task"));
+        assert_eq!(order.busy_conversations(), 0);
+
+        // The line emptied while a ticket that left is still held, and starts again at
+        // number 0: dropping the old ticket must not move the new line.
+        let mut old = order.ticket("c");
+        assert!(old.wait_turn(LONG).await);
+        old.leave_line();
+        assert_eq!(order.busy_conversations(), 0);
+        let mut new_first = order.ticket("c");
+        let mut new_second = order.ticket("c");
+        assert!(new_first.wait_turn(LONG).await);
+        drop(old);
+        let mut waiter = tokio::spawn(async move { new_second.wait_turn(LONG).await });
+        assert!(
+            still_waiting_after_long(&mut waiter).await,
+            "an old ticket's drop let the new line's second overtake its first"
+        );
+        drop(new_first);
+        assert!(waiter.await.expect("task"));
     }
 }

@@ -198,21 +198,21 @@ async fn run_turn(
         arrived,
         waited_in_line: Duration::ZERO,
     };
-    // Held to the turn's end: the turn being answered counts in its line. Taken by the
-    // dispatcher, in arrival order (see `bot::line_cap`).
-    let Some(_place) = place else {
-        // A message another replica ended is not told anything. The ticket is held through
-        // the busy reply, as for every reply: with the shared inbox, dropping it ends the
-        // message there.
+    // Held to the turn's end, or until its wait in line ran out: the turn being answered
+    // counts in its line. Taken by the dispatcher, in arrival order (see `bot::line_cap`).
+    let Some(place) = place else {
+        // A message another replica ended is not told anything.
         if ticket.finished_elsewhere() {
             return;
         }
         tracing::info!(msg_id = %msg.msg_id, "the conversation's line is full");
         shared.busy.count(BusyCause::LineFull);
-        Box::pin(finish(shared, &msg, &cfg.reply.busy_text, BUSY)).await;
+        busy_out_of_line(shared, &cfg, &msg, &mut ticket).await;
         return;
     };
     let Some(waited_in_line) = wait_in_line(shared, &cfg, &msg, &turn, &mut ticket).await else {
+        drop(place);
+        busy_out_of_line(shared, &cfg, &msg, &mut ticket).await;
         return;
     };
     turn.waited_in_line = waited_in_line;
@@ -223,6 +223,21 @@ async fn run_turn(
     Box::pin(answer(shared, &cfg, channel, msg, turn, ticket)).await;
 }
 
+/// Tells a turn the line will not answer that the bot is busy, after taking it out of its
+/// conversation's line, so the turns behind it go on while its busy reply waits for a send
+/// slot (up to `REPLY_DELIVERY_LIMIT`, 10 s). Holding the line for it had stopped a flooded
+/// group's answers: the line reached a turn still sending its busy reply, every turn
+/// behind ran out of time in turn, and the model idled (issue 12). A busy reply may thus
+/// reach the group after a later message's answer. The ticket itself is held through the
+/// reply, as for every reply: with the shared inbox, dropping it ends the message there
+/// (and only that moves the shared line on, see [`Ticket::leave_line`]).
+async fn busy_out_of_line(shared: &Arc<Shared>, cfg: &Config, msg: &Inbound, ticket: &mut Ticket) {
+    ticket.leave_line();
+    // Boxed: a reply's delivery is ~2.6 KiB of state, which every waiting turn would
+    // otherwise hold (see [`run_turn`]).
+    Box::pin(finish(shared, msg, &cfg.reply.busy_text, BUSY)).await;
+}
+
 /// The turn once its place in line came: a chat command, or the question to the model and
 /// the reply; the ticket is held to the end.
 async fn answer(
@@ -231,7 +246,7 @@ async fn answer(
     channel: &Channel,
     msg: Inbound,
     turn: Turn,
-    ticket: Ticket,
+    mut ticket: Ticket,
 ) {
     let arrived = turn.arrived;
     // A chat command waits its turn like any message (a `/reset` sent after a question
@@ -267,14 +282,15 @@ async fn answer(
         return;
     }
     let outcome = if use_card {
-        answer_in_card(shared, channel, &msg, &turn, hooks).await
+        answer_in_card(shared, channel, &msg, &turn, hooks, &mut ticket).await
     } else {
-        answer_in_text(shared, channel, &msg, &turn, hooks).await
+        answer_in_text(shared, channel, &msg, &turn, hooks, &mut ticket).await
     };
     log_outcome(shared, cfg, &msg, &text, arrived, &outcome);
     store_shared_memory(shared, cfg, &msg).await;
     // The ticket (the conversation's place in line) is held to here, through any fallback
-    // and the reply's delivery: the next turn of the conversation starts after this one.
+    // and the reply's delivery: the next turn of the conversation starts after this one
+    // (when no model slot came, only until its busy reply was ready to send).
     drop(ticket);
 }
 
@@ -313,9 +329,9 @@ async fn store_shared_memory(shared: &Shared, cfg: &Config, msg: &Inbound) {
 /// Waits for the conversation's earlier turns, at most `limits.queue.max_wait_ms` and at
 /// most until the turn's own budget (`timeout_ms` from its arrival) leaves too little to
 /// start the model call ([`crate::model::budget::last_useful_send`]); that wait
-/// counts against the same bound as the wait for a model slot. `None` when it ran out:
-/// the message was then told busy behind its conversation (the model never saw it, so
-/// it is no model timeout).
+/// counts against the same bound as the wait for a model slot. `None` when it ran out
+/// (counted and logged as busy behind its conversation: the model never saw it, so it is
+/// no model timeout); the caller then tells the message so.
 async fn wait_in_line(
     shared: &Arc<Shared>,
     cfg: &Config,
@@ -335,9 +351,6 @@ async fn wait_in_line(
     }
     tracing::info!(msg_id = %msg.msg_id, "earlier turns of the conversation took too long");
     shared.busy.count(BusyCause::BehindConversation);
-    // Boxed: a reply's delivery is ~2.6 KiB of state, which every waiting turn would
-    // otherwise hold (see [`run_turn`]).
-    Box::pin(finish(shared, msg, &cfg.reply.busy_text, BUSY)).await;
     None
 }
 
@@ -486,6 +499,7 @@ async fn answer_in_text(
     msg: &Inbound,
     turn: &Turn,
     mut hooks: Hooks<'_>,
+    ticket: &mut Ticket,
 ) -> TurnOutcome {
     let cfg = hooks.cfg;
     let answer = shared.router.answer_with(turn, &mut hooks);
@@ -514,6 +528,12 @@ async fn answer_in_text(
         None => answer.await,
     };
     let label = outcome_label(&outcome);
+    if matches!(outcome, TurnOutcome::Busy) {
+        // No slot came: the model never saw it, so the next turn may go while its busy
+        // reply waits for a send slot, as for a turn whose wait in line ran out (see
+        // [`busy_out_of_line`]).
+        ticket.leave_line();
+    }
     deliver(
         shared,
         channel,
@@ -533,13 +553,14 @@ async fn answer_in_card(
     msg: &Inbound,
     turn: &Turn,
     mut hooks: Hooks<'_>,
+    ticket: &mut Ticket,
 ) -> TurnOutcome {
     let cfg = hooks.cfg;
     let mut card = match channel.open_card(msg).await {
         Ok(card) => card,
         Err(e) => {
             tracing::warn!(msg_id = %msg.msg_id, error = %e, "AI card not opened; replying with text");
-            return answer_in_text(shared, channel, msg, turn, hooks).await;
+            return answer_in_text(shared, channel, msg, turn, hooks, ticket).await;
         }
     };
     let card_ref = card.card_ref();

@@ -1033,6 +1033,104 @@ fn a_flood_past_the_send_rate_is_not_told_busy_for_minutes() {
     );
 }
 
+/// Issue 12 (black-box finding): a group flooded for longer than `max_wait_ms` keeps
+/// getting answers. A turn whose wait in line ran out is told busy, but it leaves the line
+/// at once: before, it held its place and its ticket until its busy reply was sent or
+/// refused (up to DingTalk's send limit, 10 s), the line stopped at it, every turn behind
+/// it ran out of time as well, and the model idled while the group got only busy replies.
+#[test]
+fn a_group_flooded_past_its_wait_keeps_getting_answers() {
+    let stack = Stack::new(echo_with_latency(200), &[]);
+    let channel = DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &stack.sim_url)
+        .with("send_rate:\n  per_conversation: 3\n");
+    let cfg = stack.write_config(
+        &stack
+            .bot_config(2, 30_000)
+            .queue(20, 1000)
+            .dingtalk(channel)
+            .section("access:\n  user_rate_limit: 0\n"),
+    );
+    stack.start_bot(&cfg);
+    std::thread::sleep(Duration::from_millis(1100));
+    let conversation = "cidLongFlood==";
+    let flood = Duration::from_secs(8);
+    let started = Instant::now();
+    let started_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    // 12 messages a second for 8 s (bounded in count and time).
+    for i in 0..96u32 {
+        let due = started + Duration::from_millis(83) * i;
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        if started.elapsed() > flood + Duration::from_secs(2) {
+            break;
+        }
+        stack.inject_group(conversation, &format!("flood {i}"));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Answers sent in the flood's second half: the line reached `max_wait_ms` long before.
+    let second_half_us = started_us + flood.as_micros() as u64 / 2;
+    let answers_late = stack
+        .replies_in(conversation)
+        .iter()
+        .filter(|e| e["text"].as_str().is_some_and(|t| t.starts_with("echo: ")))
+        .filter(|e| e["at_us"].as_u64().is_some_and(|t| t >= second_half_us))
+        .count();
+    // The send rate (3 a second, answers first) allows ~12 in those 4 s; the model ~20.
+    assert!(
+        answers_late >= 6,
+        "{answers_late} answers in the flood's second half: {}",
+        stack.status()
+    );
+}
+
+/// Issue 12: a turn that got no model slot within `max_wait_ms` lets its conversation's
+/// next turn go while its busy reply waits for a send slot. Model limit 1 at 1.5 s, and
+/// DingTalk takes 1 send a second: X holds the model; D and C1 get no slot (D's busy reply
+/// takes the second's send, so C1's waits behind it and X's answer, until ~3 s). C2,
+/// arriving at 1.35 s, is served at once and answered; held behind C1's busy reply, its
+/// own wait ran out at 2.35 s and it was told busy too.
+#[test]
+fn a_turn_told_busy_for_the_model_lets_its_conversation_go_on() {
+    let stack = Stack::new(echo_with_latency(1500), &[]);
+    let channel = DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &stack.sim_url)
+        .with("send_rate:\n  per_robot: 1\n  per_conversation: 1\n");
+    let cfg = stack.write_config(
+        &stack
+            .bot_config(1, 30_000)
+            .queue_wait_ms(1000)
+            .dingtalk(channel)
+            .section("access:\n  user_rate_limit: 0\n"),
+    );
+    stack.start_bot(&cfg);
+    std::thread::sleep(Duration::from_millis(1100));
+    let started = Instant::now();
+    let at = |ms: u64| {
+        std::thread::sleep(
+            (started + Duration::from_millis(ms)).saturating_duration_since(Instant::now()),
+        )
+    };
+    stack.inject_group("cidHoldsModel==", "x");
+    at(50);
+    stack.inject_group("cidAlsoBusy==", "d");
+    at(150);
+    stack.inject_group("cidGoesOn==", "c1");
+    at(1350);
+    stack.inject_group("cidGoesOn==", "c2");
+    let settled = wait_until(Duration::from_secs(20), || stack.outbox().len() >= 4);
+    let st = stack.status();
+    assert!(settled, "{:?} {st}", stack.outbox());
+    let texts = stack.reply_texts_in("cidGoesOn==");
+    // C2's answer goes first: answers take the send slots before busy replies.
+    assert!(
+        texts.len() == 2 && texts[0].starts_with("echo: c2") && texts[1].starts_with("I'm busy"),
+        "the turn behind a busy one was not answered: {texts:?} {st}"
+    );
+    assert_eq!(st["busy_replies"]["model_queue"], 2, "{st}");
+    assert_eq!(st["busy_replies"]["behind_conversation"], 0, "{st}");
+}
+
 /// Issue 14 item 3: a message waiting behind its conversation's slow turn runs out of its
 /// own turn budget (`timeout_ms` from its arrival) before the model ever sees it: it is
 /// told busy and counted behind its conversation, not as a model timeout. Only the slow
