@@ -9,9 +9,12 @@
 //! Invariants (all under one mutex):
 //! - tickets of a conversation are numbered 0, 1, 2, ... in the order [`TurnOrder::ticket`]
 //!   was called, and at most one of them is served at a time;
-//! - a ticket dropped before it was served (its turn gave up waiting) is skipped when the
-//!   line reaches it, so it never blocks the tickets behind it;
-//! - a conversation's entry is removed once every ticket handed out has been dropped.
+//! - a ticket dropped, or taken out of the line ([`Ticket::leave_line`]: its turn was told
+//!   busy and its busy reply is on the way), before it was served is skipped when the
+//!   line reaches it, so it never blocks the tickets behind it; served, the line moves on;
+//! - a ticket leaves its line once: dropping a ticket that left changes nothing, even in
+//!   a line since emptied and started again at 0;
+//! - a conversation's entry is removed once every ticket handed out has left the line.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
