@@ -76,14 +76,12 @@ impl Ticket {
     }
 
     /// Lets the turns behind this one go on while it is still held (for a busy reply on
-    /// its way, say): in this process the line skips it from now on, as if it had been
-    /// dropped. A shared line moves on only when the message ends (the Redis script that
-    /// ends it advances the conversation), so there this does nothing and the line waits
-    /// for the drop as before.
-    pub(crate) fn leave_line(&mut self) {
+    /// its way): the line skips it from now on, as if it had been dropped; the message
+    /// itself still ends when the ticket is dropped (see [`SharedTicket::leave_line`]).
+    pub(crate) async fn leave_line(&mut self) {
         match self {
             Ticket::Local(t) => t.leave_line(),
-            Ticket::Shared(_) => {}
+            Ticket::Shared(t) => t.leave_line().await,
         }
     }
 }
@@ -254,15 +252,15 @@ mod tests {
         let mut third = order.ticket("c");
         assert!(first.wait_turn(LONG).await);
         assert!(!second.wait_turn(Duration::from_millis(30)).await);
-        second.leave_line();
-        second.leave_line(); // once only: not counted twice
+        second.leave_line().await;
+        second.leave_line().await; // once only: not counted twice
         drop(first);
         assert!(
             third.wait_turn(LONG).await,
             "third waited for a held ticket that left the line"
         );
         let mut fourth = order.ticket("c");
-        third.leave_line(); // served, and leaves while still held
+        third.leave_line().await; // served, and leaves while still held
         assert!(fourth.wait_turn(LONG).await, "fourth waited for third");
         drop(second);
         drop(third);
@@ -280,7 +278,7 @@ mod tests {
         // number 0: dropping the old ticket must not move the new line.
         let mut old = order.ticket("c");
         assert!(old.wait_turn(LONG).await);
-        old.leave_line();
+        old.leave_line().await;
         assert_eq!(order.busy_conversations(), 0);
         let mut new_first = order.ticket("c");
         let mut new_second = order.ticket("c");

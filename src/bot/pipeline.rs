@@ -229,10 +229,9 @@ async fn run_turn(
 /// group's answers: the line reached a turn still sending its busy reply, every turn
 /// behind ran out of time in turn, and the model idled (issue 12). A busy reply may thus
 /// reach the group after a later message's answer. The ticket itself is held through the
-/// reply, as for every reply: with the shared inbox, dropping it ends the message there
-/// (and only that moves the shared line on, see [`Ticket::leave_line`]).
+/// reply, as for every reply: with the shared inbox, dropping it ends the message there.
 async fn busy_out_of_line(shared: &Arc<Shared>, cfg: &Config, msg: &Inbound, ticket: &mut Ticket) {
-    ticket.leave_line();
+    ticket.leave_line().await;
     // Boxed: a reply's delivery is ~2.6 KiB of state, which every waiting turn would
     // otherwise hold (see [`run_turn`]).
     Box::pin(finish(shared, msg, &cfg.reply.busy_text, BUSY)).await;
@@ -532,7 +531,7 @@ async fn answer_in_text(
         // No slot came: the model never saw it, so the next turn may go while its busy
         // reply waits for a send slot, as for a turn whose wait in line ran out (see
         // [`busy_out_of_line`]).
-        ticket.leave_line();
+        ticket.leave_line().await;
     }
     deliver(
         shared,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig, FakeMode};
 use serde_json::{json, Value};
-use support::config::{DingTalkSpec, ModelSpec};
+use support::config::{DingTalkSpec, ModelSpec, TestConfig};
 use support::stack::{Stack, CLIENT_ID, CLIENT_SECRET};
 use support::wait_until;
 
@@ -1041,25 +1041,40 @@ fn a_flood_past_the_send_rate_is_not_told_busy_for_minutes() {
 #[test]
 fn a_group_flooded_past_its_wait_keeps_getting_answers() {
     let stack = Stack::new(echo_with_latency(200), &[]);
-    let channel = DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &stack.sim_url)
-        .with("send_rate:\n  per_conversation: 3\n");
-    let cfg = stack.write_config(
-        &stack
-            .bot_config(2, 30_000)
-            .queue(20, 1000)
-            .dingtalk(channel)
-            .section("access:\n  user_rate_limit: 0\n"),
-    );
+    let base = stack
+        .bot_config(2, 30_000)
+        .section("access:\n  user_rate_limit: 0\n");
+    let cfg = stack.write_config(&long_flood_config(&stack, base));
     stack.start_bot(&cfg);
     std::thread::sleep(Duration::from_millis(1100));
-    let conversation = "cidLongFlood==";
+    let answers_late = answers_late_in_a_long_flood(&stack, "cidLongFlood==");
+    // The send rate (3 a second, answers first) allows ~12 in those 4 s; the model ~20.
+    assert!(
+        answers_late >= 6,
+        "{answers_late} answers in the flood's second half: {}",
+        stack.status()
+    );
+}
+
+/// `base` (a bot config) set up for [`answers_late_in_a_long_flood`]: lines of 20 turns
+/// waiting at most 1 s, DingTalk taking 3 sends a second per conversation. The model
+/// should take ~200 ms, and `base` have no user rate limit.
+fn long_flood_config(stack: &Stack, base: TestConfig) -> TestConfig {
+    let channel = DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &stack.sim_url)
+        .with("send_rate:\n  per_conversation: 3\n");
+    base.queue(20, 1000).dingtalk(channel)
+}
+
+/// Floods `conversation` with 12 messages a second for 8 s (bounded in count and time)
+/// and returns how many answers (not busy replies) reached it in the flood's second
+/// half, long after its line first ran past `max_wait_ms`.
+fn answers_late_in_a_long_flood(stack: &Stack, conversation: &str) -> usize {
     let flood = Duration::from_secs(8);
     let started = Instant::now();
     let started_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_micros() as u64;
-    // 12 messages a second for 8 s (bounded in count and time).
     for i in 0..96u32 {
         let due = started + Duration::from_millis(83) * i;
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
@@ -1069,20 +1084,13 @@ fn a_group_flooded_past_its_wait_keeps_getting_answers() {
         stack.inject_group(conversation, &format!("flood {i}"));
     }
     std::thread::sleep(Duration::from_millis(500));
-    // Answers sent in the flood's second half: the line reached `max_wait_ms` long before.
     let second_half_us = started_us + flood.as_micros() as u64 / 2;
-    let answers_late = stack
+    stack
         .replies_in(conversation)
         .iter()
         .filter(|e| e["text"].as_str().is_some_and(|t| t.starts_with("echo: ")))
         .filter(|e| e["at_us"].as_u64().is_some_and(|t| t >= second_half_us))
-        .count();
-    // The send rate (3 a second, answers first) allows ~12 in those 4 s; the model ~20.
-    assert!(
-        answers_late >= 6,
-        "{answers_late} answers in the flood's second half: {}",
-        stack.status()
-    );
+        .count()
 }
 
 /// Issue 12: a turn that got no model slot within `max_wait_ms` lets its conversation's

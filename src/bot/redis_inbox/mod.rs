@@ -400,6 +400,22 @@ impl SharedTicket {
         self
     }
 
+    /// Takes the message out of its conversation's line while this replica still holds
+    /// it (its busy reply on the way): the turns behind it, on every replica, go on. Its
+    /// entry stays pending until the ticket is dropped. If this replica dies meanwhile,
+    /// the one that takes the message over finds the line past it (finished elsewhere)
+    /// and sends nothing: the busy reply is lost with its replica, like a busy reply
+    /// DingTalk would not take. When Redis does not answer, the line waits for the
+    /// message's end as before.
+    pub(crate) async fn leave_line(&mut self) {
+        let left = scripts::leave_line(&self.inbox.redis, &self.conversation, &self.place).await;
+        if let Err(e) = left {
+            tracing::warn!(msg_id = %self.msg_id, error = %e, "cannot take the message out of its conversation's line; the line waits for its end");
+            return;
+        }
+        self.inbox.turn_ended.ended(&self.conversation);
+    }
+
     /// True when the message was ended by another replica (see [`SharedTicket::wait_turn`]):
     /// the turn then does nothing more.
     pub(crate) fn finished_elsewhere(&self) -> bool {

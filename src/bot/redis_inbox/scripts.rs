@@ -81,19 +81,24 @@ if owned and marked then return 1 end
 return 0
 "#;
 
-/// Ends a message: acks and deletes its entry and moves its conversation's turn on.
+/// Ends a message: acks and deletes its entry and moves its conversation's turn on; or,
+/// with ARGV[6] = "0", only takes it out of its conversation's line (a message told busy,
+/// whose busy reply is still on its way: its entry stays pending until it ends).
 /// The number whose turn it is advances only from that very number (the fencing check):
 /// finishing an earlier number again changes nothing, and a number finished before its
-/// turn (a message told busy while it waited) is recorded and skipped when reached.
+/// turn (a message told busy while it waited) is recorded and skipped when reached. So a
+/// message that left its line ends later with no further effect on the line.
 /// The record is touched only when it is the one the message was numbered in (same
 /// epoch): a message whose record was lost (Redis lost its data mid-turn) must not write
 /// its old number into a new record, where it would mark new messages as done.
-/// KEYS: inbox, conv. ARGV: group, entry id, seq, order ttl ms, epoch.
+/// KEYS: inbox, conv. ARGV: group, entry id, seq, order ttl ms, epoch, "1" to end it.
 /// Returns the new `next`, or -1 when the record is not the message's (left untouched).
 static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH_LUA));
 const FINISH_LUA: &str = r#"
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
+if ARGV[6] == '1' then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[2])
+end
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 if (redis.call('HGET', KEYS[2], 'epoch') or '') ~= ARGV[5] then return -1 end
 local seq = tonumber(ARGV[3])
@@ -213,13 +218,33 @@ pub(crate) struct Place {
     pub(crate) seq: u64,
 }
 
-/// Runs [`FINISH_LUA`]; returns the conversation's new `next`, or `None` when the record
-/// is not the one `place` was numbered in (it was left untouched).
+/// Runs [`FINISH_LUA`] to end the message; returns the conversation's new `next`, or
+/// `None` when the record is not the one `place` was numbered in (it was left untouched).
 pub(crate) async fn finish(
     redis: &RedisState,
     conversation: &str,
     entry: &str,
     place: &Place,
+) -> Result<Option<u64>, RedisError> {
+    run_finish(redis, conversation, entry, place, true).await
+}
+
+/// Runs [`FINISH_LUA`] to take the message out of its conversation's line only (its
+/// entry stays pending); returns as [`finish`] does.
+pub(crate) async fn leave_line(
+    redis: &RedisState,
+    conversation: &str,
+    place: &Place,
+) -> Result<Option<u64>, RedisError> {
+    run_finish(redis, conversation, "", place, false).await
+}
+
+async fn run_finish(
+    redis: &RedisState,
+    conversation: &str,
+    entry: &str,
+    place: &Place,
+    end: bool,
 ) -> Result<Option<u64>, RedisError> {
     let next: i64 = FINISH
         .key(redis.key(&["inbox"]))
@@ -229,6 +254,7 @@ pub(crate) async fn finish(
         .arg(place.seq)
         .arg(ORDER_TTL_MS)
         .arg(&place.epoch)
+        .arg(if end { "1" } else { "0" })
         .invoke_async(&mut redis.conn())
         .await
         .map_err(|e| redis.error(e))?;

@@ -97,6 +97,59 @@ async fn finishing_advances_only_from_the_due_number_and_skips_numbers_finished_
     assert_eq!(scripts::turn(&r, "c", &p1).await.unwrap(), Turn::Past);
 }
 
+/// Issue 12: a message told busy leaves its line before it ends (its busy reply on the
+/// way): the line moves past it at once, whether it was due or still waiting; its entry
+/// stays pending until it ends, and ending it then leaves the line where it is.
+#[tokio::test]
+#[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+async fn a_message_that_left_its_line_lets_it_go_on_and_stays_pending_until_it_ends() {
+    let server = RedisServer::start();
+    let r = replica(&server, "a").await;
+    for id in ["m1", "m2", "m3", "m4"] {
+        admit(&r, id, "c").await;
+    }
+    let p: Vec<Place> = (1..=4).map(|n| place(&server, "c", n)).collect();
+    let pending = || server.cli(&["XLEN", "t:inbox"]).trim().to_string();
+    assert_eq!(pending(), "4");
+    // Number 2 is told busy while 1 runs: it leaves, and is skipped when 1 ends.
+    assert_eq!(scripts::leave_line(&r, "c", &p[1]).await.unwrap(), Some(1));
+    assert_eq!(scripts::turn(&r, "c", &p[1]).await.unwrap(), Turn::Waiting);
+    // The stream's entry ids, in arrival order (redis-cli prints each id, then its fields).
+    let ids: Vec<String> = server
+        .cli(&["XRANGE", "t:inbox", "-", "+"])
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.split_once('-').is_some_and(|(a, b)| {
+                !a.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+            })
+        })
+        .map(String::from)
+        .collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert_eq!(
+        scripts::finish(&r, "c", &ids[0], &p[0]).await.unwrap(),
+        Some(3)
+    );
+    assert_eq!(pending(), "3", "only the ended message's entry went");
+    // Number 3 is told busy when due: the line moves on to 4 at once.
+    assert_eq!(scripts::turn(&r, "c", &p[2]).await.unwrap(), Turn::Due);
+    assert_eq!(scripts::leave_line(&r, "c", &p[2]).await.unwrap(), Some(4));
+    assert_eq!(scripts::turn(&r, "c", &p[3]).await.unwrap(), Turn::Due);
+    // A replica taking number 3 over now finds it past: it sends nothing.
+    assert_eq!(scripts::turn(&r, "c", &p[2]).await.unwrap(), Turn::Past);
+    // Their busy replies went out: ending them moves nothing.
+    for (i, n) in [(1usize, "m2"), (2, "m3")] {
+        assert_eq!(
+            scripts::finish(&r, "c", &ids[i], &p[i]).await.unwrap(),
+            Some(4),
+            "{n}"
+        );
+    }
+    assert_eq!(pending(), "1");
+    assert_eq!(scripts::turn(&r, "c", &p[3]).await.unwrap(), Turn::Due);
+}
+
 /// Issue 14, red team item 1: Redis loses its data while number 5 is in its turn; the
 /// old number must not mark the new record's messages as done.
 #[tokio::test]
