@@ -30,7 +30,10 @@
 //!
 //! With `state.backend: redis` the windows live in Redis and count the sends of every
 //! replica together ([`super::shared_rate`]); the rules above hold unchanged, except that
-//! priorities are not kept there (every send is served as an answer).
+//! priorities are kept per replica: a busy reply yields to this replica's waiting answers,
+//! leaves places for this replica's answers on their way, and is refused when hopeless by
+//! this replica's count of busy replies waiting (so each replica holds at most the send
+//! rate times the delivery limit of them); another replica's answers are not seen.
 //!
 //! A new [`SendLimiter`] counts the robot window as full at its creation: the previous
 //! process (killed, restarted) may have sent a whole window's worth just before, and
@@ -44,7 +47,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::shared_rate::{SharedPlace, SharedSendRate};
+use super::shared_rate::{self, SharedPlace, SharedSendRate, Taken};
+use crate::state::redis::RedisError;
 use crate::key_counts::KeyCounts;
 use crate::sliding_window::{EventId, KeyedWindows, SlidingWindow};
 
@@ -116,6 +120,37 @@ impl SendWindows {
         self.answers_coming.get(conversation)
     }
 
+    /// A place in both windows now, or how long to wait before the next try: an answer
+    /// takes any room; a yielding send leaves places for the answers coming into its
+    /// conversation, and waits at least [`YIELD_POLL`] while any answer waits.
+    fn try_start(
+        &mut self,
+        conversation: &str,
+        now: Instant,
+        priority: SendPriority,
+    ) -> Result<Place, Duration> {
+        let at = now.into_std();
+        let keep_here = match priority {
+            SendPriority::Answer => 0,
+            SendPriority::Yield => self.kept_for_answers(conversation),
+        };
+        let mut wait = self
+            .robot
+            .wait(at, 0)
+            .max(self.conversations.wait(conversation, at, keep_here));
+        if priority == SendPriority::Yield && self.answers_waiting > 0 {
+            wait = wait.max(YIELD_POLL);
+        }
+        if !wait.is_zero() {
+            return Err(wait);
+        }
+        Ok(Place::Local {
+            conversation: conversation.to_string(),
+            robot: self.robot.start(at),
+            in_conversation: self.conversations.start(conversation, at),
+        })
+    }
+
     /// Whether a yielding send into `conversation` with `time_left` to its deadline could
     /// not get a slot in time even if it and the yielding sends already waiting (into its
     /// conversation, or in all) took every slot until then.
@@ -165,18 +200,22 @@ impl SendLimiter {
         }
     }
 
-    /// A limiter whose windows count the sends of every replica sharing `shared`.
+    /// A limiter whose windows count the sends of every replica sharing `shared`. Its own
+    /// windows then count nothing; their limits (the same) bound the busy replies
+    /// waiting (see [`SendWindows::yield_is_hopeless`]).
     pub(crate) fn shared(shared: SharedSendRate) -> SendLimiter {
+        let (per_robot, per_conversation) = shared.limits();
         SendLimiter {
             shared: Some(shared),
-            ..SendLimiter::new(1, 1)
+            ..SendLimiter::new(per_robot, per_conversation)
         }
     }
 
     /// Counts an answer into `conversation` as on its way until the returned guard is
     /// dropped: yielding sends leave it a place (see [`SendWindows::kept_for_answers`]).
     /// Take it when the turn's model slot is granted and hold it until its reply was
-    /// delivered. Not kept with the shared (Redis) windows, like every priority.
+    /// delivered. With the shared (Redis) windows, only this replica's yielding sends
+    /// see it.
     pub(crate) fn answer_coming(&self, conversation: &str) -> AnswerComing<'_> {
         lock(&self.windows).answers_coming.add(conversation);
         AnswerComing {
@@ -194,49 +233,37 @@ impl SendLimiter {
         deadline: Instant,
         priority: SendPriority,
     ) -> Result<SendSlot<'_>, NoSendSlot> {
-        if let Some(shared) = &self.shared {
-            let place = shared.acquire(conversation, deadline).await?;
-            return Ok(SendSlot {
-                limiter: self,
-                place: Place::Shared(place),
-            });
-        }
         // An answer counts as waiting from its first try; a yielding send once it must
         // wait (and is refused then if it is hopeless).
         let mut waiting = (priority == SendPriority::Answer).then(|| Waiting::answer(self));
-        let rounds = match priority {
-            SendPriority::Answer => MAX_WAIT_ROUNDS,
-            SendPriority::Yield => usize::MAX,
+        let rounds = match (priority, &self.shared) {
+            (SendPriority::Yield, _) => usize::MAX,
+            (SendPriority::Answer, None) => MAX_WAIT_ROUNDS,
+            (SendPriority::Answer, Some(_)) => shared_rate::MAX_TRIES,
         };
+        let mut warned = false;
         for _ in 0..rounds {
             let now = Instant::now();
-            let wait = {
-                let mut w = lock(&self.windows);
-                let at = now.into_std();
-                let keep_here = match priority {
-                    SendPriority::Answer => 0,
-                    SendPriority::Yield => w.kept_for_answers(conversation),
-                };
-                let mut wait =
-                    w.robot
-                        .wait(at, 0)
-                        .max(w.conversations.wait(conversation, at, keep_here));
-                if priority == SendPriority::Yield && w.answers_waiting > 0 {
-                    wait = wait.max(YIELD_POLL);
-                }
-                if wait.is_zero() {
-                    let robot = w.robot.start(at);
-                    let in_conversation = w.conversations.start(conversation, at);
-                    return Ok(SendSlot {
-                        limiter: self,
-                        place: Place::Local {
-                            conversation: conversation.to_string(),
-                            robot,
-                            in_conversation,
-                        },
-                    });
-                }
-                wait
+            let wait = match &self.shared {
+                None => match lock(&self.windows).try_start(conversation, now, priority) {
+                    Ok(place) => return Ok(SendSlot { limiter: self, place }),
+                    Err(wait) => wait,
+                },
+                Some(shared) => match self.try_start_shared(shared, conversation, priority).await {
+                    Ok(Taken::Place(place)) => {
+                        return Ok(SendSlot {
+                            limiter: self,
+                            place: Place::Shared(place),
+                        })
+                    }
+                    Ok(Taken::Wait(wait)) => wait,
+                    Err(e) => {
+                        if !std::mem::replace(&mut warned, true) {
+                            tracing::warn!(error = %e, "cannot count a send in the shared rate; waiting (fail closed)");
+                        }
+                        shared_rate::UNREACHABLE_NAP
+                    }
+                },
             };
             if now + wait > deadline {
                 return Err(NoSendSlot);
@@ -247,6 +274,29 @@ impl SendLimiter {
             tokio::time::sleep(wait).await;
         }
         Err(NoSendSlot)
+    }
+
+    /// One try in the windows shared through Redis, with this replica's priorities: a
+    /// yielding send does not try while an answer of this replica waits, and leaves a
+    /// place free for each answer this replica has on its way into the conversation.
+    /// (Answers on other replicas are not seen: priorities are kept per replica.)
+    async fn try_start_shared(
+        &self,
+        shared: &SharedSendRate,
+        conversation: &str,
+        priority: SendPriority,
+    ) -> Result<Taken, RedisError> {
+        let keep_here = match priority {
+            SendPriority::Answer => 0,
+            SendPriority::Yield => {
+                let w = lock(&self.windows);
+                if w.answers_waiting > 0 {
+                    return Ok(Taken::Wait(YIELD_POLL));
+                }
+                w.kept_for_answers(conversation)
+            }
+        };
+        shared.try_take(conversation, keep_here).await
     }
 }
 

@@ -19,9 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::Script;
-use tokio::time::Instant;
 
-use super::limiter::NoSendSlot;
 use crate::state::redis::{RedisError, RedisState};
 
 /// The counting window: DingTalk's 1 s.
@@ -32,19 +30,23 @@ const MAX_NAP: Duration = Duration::from_millis(100);
 /// The shortest sleep between two tries.
 const MIN_NAP: Duration = Duration::from_millis(5);
 /// Most tries of one acquire (with naps of at least [`MIN_NAP`], far beyond any deadline).
-const MAX_TRIES: usize = 10_000;
+pub(crate) const MAX_TRIES: usize = 10_000;
+/// The nap after a try Redis did not answer (fail closed: no place meanwhile).
+pub(crate) const UNREACHABLE_NAP: Duration = MAX_NAP;
 
 /// KEYS: robot window, conversation window. ARGV: place id, per robot, per conversation,
-/// window ms, hold ms. Returns 0 when the place was taken in both, else the ms until the
-/// fuller window's oldest place stops counting.
+/// window ms, hold ms, places to leave free in the conversation window (below its limit).
+/// Returns 0 when the place was taken in both, else the ms until the fuller window's
+/// oldest place stops counting.
 const TAKE_LUA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local window = tonumber(ARGV[4])
+local room = {tonumber(ARGV[2]), tonumber(ARGV[3]) - tonumber(ARGV[6])}
 local wait = 0
 for i = 1, 2 do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
-  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[i + 1]) then
+  if redis.call('ZCARD', KEYS[i]) >= room[i] then
     local oldest = redis.call('ZRANGE', KEYS[i], 0, 0, 'WITHSCORES')
     local w = tonumber(oldest[2]) + window - now
     if w > wait then wait = w end
@@ -106,12 +108,19 @@ impl SharedSendRate {
         }
     }
 
-    /// Waits for a place into `conversation` until `deadline` (see the module).
-    pub(crate) async fn acquire(
+    /// The sends allowed per second: robot-wide, and into one conversation.
+    pub(crate) fn limits(&self) -> (usize, usize) {
+        (self.per_robot, self.per_conversation)
+    }
+
+    /// One try for a place into `conversation`, leaving `keep_free` places of its window
+    /// free (at most its limit less one, so the window always gives one): the place, or
+    /// how long to wait before the next try.
+    pub(crate) async fn try_take(
         &self,
         conversation: &str,
-        deadline: Instant,
-    ) -> Result<SharedPlace, NoSendSlot> {
+        keep_free: usize,
+    ) -> Result<Taken, RedisError> {
         let keys = [
             self.robot_key.clone(),
             self.redis
@@ -122,46 +131,36 @@ impl SharedSendRate {
             self.redis.replica_id(),
             self.next_place.fetch_add(1, Ordering::Relaxed)
         );
-        let mut warned = false;
-        for _ in 0..MAX_TRIES {
-            let nap = match self.take(&keys, &id).await {
-                Ok(0) => {
-                    return Ok(SharedPlace {
-                        redis: self.redis.clone(),
-                        keys,
-                        id,
-                    })
-                }
-                Ok(wait_ms) => Duration::from_millis(wait_ms).clamp(MIN_NAP, MAX_NAP),
-                Err(e) => {
-                    if !warned {
-                        warned = true;
-                        tracing::warn!(error = %e, "cannot count a send in the shared rate; waiting (fail closed)");
-                    }
-                    MAX_NAP
-                }
-            };
-            if Instant::now() + nap > deadline {
-                return Err(NoSendSlot);
-            }
-            tokio::time::sleep(nap).await;
-        }
-        Err(NoSendSlot)
-    }
-
-    async fn take(&self, keys: &[String; 2], id: &str) -> Result<u64, RedisError> {
-        Script::new(TAKE_LUA)
+        let wait_ms: u64 = Script::new(TAKE_LUA)
             .key(&keys[0])
             .key(&keys[1])
-            .arg(id)
+            .arg(&id)
             .arg(self.per_robot)
             .arg(self.per_conversation)
             .arg(WINDOW_MS)
             .arg(self.redis.lease().as_millis() as u64)
+            .arg(keep_free.min(self.per_conversation - 1))
             .invoke_async(&mut self.redis.conn())
             .await
-            .map_err(|e| self.redis.error(e))
+            .map_err(|e| self.redis.error(e))?;
+        if wait_ms > 0 {
+            return Ok(Taken::Wait(
+                Duration::from_millis(wait_ms).clamp(MIN_NAP, MAX_NAP),
+            ));
+        }
+        Ok(Taken::Place(SharedPlace {
+            redis: self.redis.clone(),
+            keys,
+            id,
+        }))
     }
+}
+
+/// What one try for a place gave.
+pub(crate) enum Taken {
+    Place(SharedPlace),
+    /// No room: try again after this long.
+    Wait(Duration),
 }
 
 impl Drop for SharedPlace {
@@ -194,10 +193,12 @@ impl Drop for SharedPlace {
 mod tests {
     use super::*;
     use crate::config::{RedisConfig, Secret};
+    use crate::dingtalk::limiter::{SendLimiter, SendPriority};
     use clawdbot_testkit::redis_server::RedisServer;
     use std::sync::Arc;
+    use tokio::time::Instant;
 
-    async fn rate(url: &str, replica: &str, per_robot: usize, per_conv: usize) -> SharedSendRate {
+    async fn rate(url: &str, replica: &str, per_robot: usize, per_conv: usize) -> SendLimiter {
         let redis = RedisState::connect(&RedisConfig {
             url: Secret::new(url),
             key_prefix: "t".into(),
@@ -206,7 +207,7 @@ mod tests {
         })
         .await
         .expect("connect");
-        SharedSendRate::new(redis, "app", per_robot, per_conv)
+        SendLimiter::shared(SharedSendRate::new(redis, "app", per_robot, per_conv))
     }
 
     /// The most of `times` inside any half-open 1 s interval.
@@ -240,7 +241,10 @@ mod tests {
                 sends.push(tokio::spawn(async move {
                     let conversation = format!("c{}", i % 2);
                     let far = Instant::now() + Duration::from_secs(60);
-                    let place = limiter.acquire(&conversation, far).await.expect("place");
+                    let place = limiter
+                        .acquire(&conversation, far, SendPriority::Answer)
+                        .await
+                        .expect("place");
                     let done = std::time::Instant::now();
                     drop(place);
                     (conversation, done)
@@ -266,14 +270,108 @@ mod tests {
         let dead = rate(&server.url(), "dead", 1, 1).await;
         let live = rate(&server.url(), "live", 1, 1).await;
         tokio::time::sleep(Duration::from_millis(1_100)).await; // the flood's window ends
-        std::mem::forget(dead.acquire("x", Instant::now()).await.expect("free place"));
+        let now = Instant::now();
+        let place = dead.acquire("x", now, SendPriority::Answer).await;
+        std::mem::forget(place.expect("free place"));
         let asked = std::time::Instant::now();
         let far = Instant::now() + Duration::from_secs(30);
-        drop(live.acquire("x", far).await.expect("the place frees"));
+        let place = live.acquire("x", far, SendPriority::Answer).await;
+        drop(place.expect("the place frees"));
         let waited = asked.elapsed();
         assert!(
             waited >= Duration::from_millis(2_000),
             "hold 1.5 s + window 1 s: {waited:?}"
         );
+    }
+
+    /// The local priorities hold over the shared windows (per_conversation 2): a busy
+    /// reply leaves the place an answer on its way needs and yields to an answer
+    /// waiting, and busy replies that could not be sent in time are refused at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+    async fn busy_replies_keep_this_replicas_priorities_in_the_shared_rate() {
+        let server = RedisServer::start();
+        let limiter = Arc::new(rate(&server.url(), "r", 100, 2).await);
+        let far = Instant::now() + Duration::from_secs(30);
+        let coming = limiter.answer_coming("c");
+        // One busy reply goes; a second would take the answer's place, so it waits.
+        let first = limiter.acquire("c", far, SendPriority::Yield).await;
+        drop(first.expect("a free place"));
+        let asked = Instant::now();
+        let busy = {
+            let l = limiter.clone();
+            tokio::spawn(async move {
+                let slot = l.acquire("c", far, SendPriority::Yield).await;
+                drop(slot.expect("busy reply"));
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !busy.is_finished(),
+            "the busy reply took the answer's place"
+        );
+        // The answer finds its place at once, and the busy reply waits for the window.
+        let slot = limiter
+            .acquire("c", Instant::now(), SendPriority::Answer)
+            .await;
+        drop(slot.expect("the answer's place was kept"));
+        drop(coming);
+        let sent = busy.await.expect("task");
+        assert!(
+            sent - asked >= Duration::from_millis(900),
+            "{:?}",
+            sent - asked
+        );
+
+        // Window full (2 sends just now): an answer waiting goes before a busy reply
+        // that waited longer.
+        for _ in 0..2 {
+            let slot = limiter.acquire("d", far, SendPriority::Answer).await;
+            drop(slot.expect("a free place"));
+        }
+        let busy = {
+            let l = limiter.clone();
+            tokio::spawn(async move {
+                let slot = l.acquire("d", far, SendPriority::Yield).await;
+                drop(slot.expect("busy reply"));
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let slot = limiter.acquire("d", far, SendPriority::Answer).await;
+        drop(slot.expect("answer"));
+        let answered = Instant::now();
+        let busy_sent = busy.await.expect("task");
+        assert!(
+            answered < busy_sent,
+            "the busy reply went before the answer"
+        );
+
+        // 2 a second and 2 s left: of 10 busy replies into a full window, those beyond
+        // what 2 s can carry are refused at once.
+        for _ in 0..2 {
+            let slot = limiter.acquire("e", far, SendPriority::Answer).await;
+            drop(slot.expect("a free place"));
+        }
+        let soon = Instant::now() + Duration::from_secs(2);
+        let tries: Vec<_> = (0..10)
+            .map(|_| {
+                let l = limiter.clone();
+                tokio::spawn(async move {
+                    let asked = Instant::now();
+                    let got = l.acquire("e", soon, SendPriority::Yield).await.is_ok();
+                    (got, asked.elapsed())
+                })
+            })
+            .collect();
+        let mut refused_at_once = 0;
+        for t in tries {
+            let (got, took) = t.await.expect("task");
+            if !got && took < Duration::from_millis(500) {
+                refused_at_once += 1;
+            }
+        }
+        assert!(refused_at_once >= 5, "{refused_at_once} refused at once");
     }
 }

@@ -1059,7 +1059,7 @@ fn a_group_flooded_past_its_wait_keeps_getting_answers() {
 /// `base` (a bot config) set up for [`answers_late_in_a_long_flood`]: lines of 20 turns
 /// waiting at most 1 s, DingTalk taking 3 sends a second per conversation. The model
 /// should take ~200 ms, and `base` have no user rate limit.
-fn long_flood_config(stack: &Stack, base: TestConfig) -> TestConfig {
+pub(crate) fn long_flood_config(stack: &Stack, base: TestConfig) -> TestConfig {
     let channel = DingTalkSpec::new(CLIENT_ID, CLIENT_SECRET, &stack.sim_url)
         .with("send_rate:\n  per_conversation: 3\n");
     base.queue(20, 1000).dingtalk(channel)
@@ -1068,7 +1068,7 @@ fn long_flood_config(stack: &Stack, base: TestConfig) -> TestConfig {
 /// Floods `conversation` with 12 messages a second for 8 s (bounded in count and time)
 /// and returns how many answers (not busy replies) reached it in the flood's second
 /// half, long after its line first ran past `max_wait_ms`.
-fn answers_late_in_a_long_flood(stack: &Stack, conversation: &str) -> usize {
+pub(crate) fn answers_late_in_a_long_flood(stack: &Stack, conversation: &str) -> usize {
     let flood = Duration::from_secs(8);
     let started = Instant::now();
     let started_us = std::time::SystemTime::now()

@@ -642,3 +642,38 @@ fn a_full_line_on_a_replica_is_told_busy_once_and_leaves_nothing_pending() {
     assert_eq!(stack.outbox().len(), 6, "a message got a second reply");
     stack.home.run(&["daemon", "stop", "--name", "bot1"]);
 }
+
+/// Issue 12, with the shared inbox and the send rate shared through Redis: a group
+/// flooded past `max_wait_ms` keeps getting answers (see
+/// `e2e_bot::answers_late_in_a_long_flood`): a message told busy leaves the shared line
+/// before its busy reply is sent, and busy replies yield to the replica's answers in the
+/// shared send rate. Each busy message still ends in Redis once its reply went out.
+#[test]
+#[ignore = "needs redis-server (Debian package redis-server); .ci/run installs it"]
+fn a_group_flooded_past_its_wait_keeps_getting_answers_with_the_shared_state() {
+    let redis = RedisServer::start();
+    let stack = Stack::new(
+        FakeConfig::from(FakeBehavior {
+            latency_ms: 200,
+            ..Default::default()
+        }),
+        &[],
+    );
+    let config = crate::e2e_bot::long_flood_config(&stack, replica_config(&stack, &redis, 1));
+    let path = stack.home.write("bot1.yaml", &config.render());
+    let r = stack.home.start_daemon("bot1", &path);
+    assert_eq!(r.code, 0, "{r:?}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let answers_late = crate::e2e_bot::answers_late_in_a_long_flood(&stack, "cidSharedFlood==");
+    assert!(
+        answers_late >= 6,
+        "{answers_late} answers in the flood's second half: {}",
+        status(&stack, 1)
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || texts_held_by(&redis, "r1")
+            .is_empty()),
+        "the replica still holds {:?}",
+        texts_held_by(&redis, "r1")
+    );
+}
