@@ -48,9 +48,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::shared_rate::{self, SharedPlace, SharedSendRate, Taken};
-use crate::state::redis::RedisError;
 use crate::key_counts::KeyCounts;
 use crate::sliding_window::{EventId, KeyedWindows, SlidingWindow};
+use crate::state::redis::RedisError;
 
 /// The counting window: DingTalk's 1 s.
 const WINDOW: Duration = Duration::from_secs(1);
@@ -134,10 +134,10 @@ impl SendWindows {
             SendPriority::Answer => 0,
             SendPriority::Yield => self.kept_for_answers(conversation),
         };
-        let mut wait = self
-            .robot
-            .wait(at, 0)
-            .max(self.conversations.wait(conversation, at, keep_here));
+        let mut wait =
+            self.robot
+                .wait(at, 0)
+                .max(self.conversations.wait(conversation, at, keep_here));
         if priority == SendPriority::Yield && self.answers_waiting > 0 {
             wait = wait.max(YIELD_POLL);
         }
@@ -246,7 +246,12 @@ impl SendLimiter {
             let now = Instant::now();
             let wait = match &self.shared {
                 None => match lock(&self.windows).try_start(conversation, now, priority) {
-                    Ok(place) => return Ok(SendSlot { limiter: self, place }),
+                    Ok(place) => {
+                        return Ok(SendSlot {
+                            limiter: self,
+                            place,
+                        })
+                    }
                     Err(wait) => wait,
                 },
                 Some(shared) => match self.try_start_shared(shared, conversation, priority).await {

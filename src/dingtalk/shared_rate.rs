@@ -284,6 +284,20 @@ mod tests {
         );
     }
 
+    /// A busy reply into `conversation` on its own task; when it got its slot.
+    fn spawn_busy_reply(
+        limiter: &Arc<SendLimiter>,
+        conversation: &'static str,
+        deadline: Instant,
+    ) -> tokio::task::JoinHandle<Instant> {
+        let l = limiter.clone();
+        tokio::spawn(async move {
+            let slot = l.acquire(conversation, deadline, SendPriority::Yield).await;
+            drop(slot.expect("busy reply"));
+            Instant::now()
+        })
+    }
+
     /// The local priorities hold over the shared windows (per_conversation 2): a busy
     /// reply leaves the place an answer on its way needs and yields to an answer
     /// waiting, and busy replies that could not be sent in time are refused at once.
@@ -298,14 +312,7 @@ mod tests {
         let first = limiter.acquire("c", far, SendPriority::Yield).await;
         drop(first.expect("a free place"));
         let asked = Instant::now();
-        let busy = {
-            let l = limiter.clone();
-            tokio::spawn(async move {
-                let slot = l.acquire("c", far, SendPriority::Yield).await;
-                drop(slot.expect("busy reply"));
-                Instant::now()
-            })
-        };
+        let busy = spawn_busy_reply(&limiter, "c", far);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
             !busy.is_finished(),
@@ -330,14 +337,7 @@ mod tests {
             let slot = limiter.acquire("d", far, SendPriority::Answer).await;
             drop(slot.expect("a free place"));
         }
-        let busy = {
-            let l = limiter.clone();
-            tokio::spawn(async move {
-                let slot = l.acquire("d", far, SendPriority::Yield).await;
-                drop(slot.expect("busy reply"));
-                Instant::now()
-            })
-        };
+        let busy = spawn_busy_reply(&limiter, "d", far);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let slot = limiter.acquire("d", far, SendPriority::Answer).await;
         drop(slot.expect("answer"));
