@@ -210,7 +210,7 @@ async fn run_turn(
         busy_out_of_line(shared, &cfg, &msg, &mut ticket).await;
         return;
     };
-    let Some(waited_in_line) = wait_in_line(shared, &cfg, &msg, &turn, &mut ticket).await else {
+    let Some(waited_in_line) = wait_in_line(shared, &msg, &turn, &mut ticket).await else {
         drop(place);
         busy_out_of_line(shared, &cfg, &msg, &mut ticket).await;
         return;
@@ -333,13 +333,14 @@ async fn store_shared_memory(shared: &Shared, cfg: &Config, msg: &Inbound) {
 /// no model timeout); the caller then tells the message so.
 async fn wait_in_line(
     shared: &Arc<Shared>,
-    cfg: &Config,
     msg: &Inbound,
     turn: &Turn,
     ticket: &mut Ticket,
 ) -> Option<Duration> {
     let since = tokio::time::Instant::now();
-    let max_wait = Duration::from_millis(cfg.limits.queue.max_wait_ms);
+    // The bound the daemon started with, as for the model slot's wait: `limits` changed
+    // by a reload apply at the next start (the reload says so).
+    let max_wait = shared.router.max_wait();
     let time_to_start = || shared.router.time_to_start(turn);
     let limit = time_to_start().map_or(max_wait, |left| left.min(max_wait));
     let due = ticket.wait_turn(limit).await;

@@ -187,6 +187,13 @@ impl ModelRouter {
         Some(last_useful_send(deadline, &model.budgets).saturating_duration_since(Instant::now()))
     }
 
+    /// `limits.queue.max_wait_ms` as the daemon started with it (a reload changes it only
+    /// at the next start, like every `limits` key): the one bound on all of a turn's
+    /// waits, in its conversation's line and for a model slot.
+    pub(crate) fn max_wait(&self) -> Duration {
+        self.inner.max_wait
+    }
+
     /// Answers one turn, asking `hooks` for the messages only once a slot is granted and
     /// telling it the answer before the slot is released. Because the caller lets one turn
     /// of a conversation at a time reach here, the next turn of the same conversation then

@@ -245,6 +245,48 @@ fn sighup_applies_a_rotated_api_key_and_names_a_rotated_client_secret_for_restar
     }
 }
 
+/// `limits` changed by a reload apply at the next start, as the reload says: the wait in
+/// a conversation's line kept the new `max_wait_ms` at once while the wait for a model
+/// slot kept the old one (black-box finding). Started at 8 s and reloaded to 0.5 s, a
+/// message waiting 1.5 s behind its conversation's turn is still answered.
+#[test]
+fn a_reload_keeps_the_wait_bound_the_daemon_started_with() {
+    let stack = Stack::new(slow_model(1500), &[]);
+    let cfg = stack.write_config(
+        &stack
+            .bot_config(2, 30_000)
+            .queue_wait_ms(8000)
+            .section("access:\n  user_rate_limit: 0\n"),
+    );
+    stack.start_bot(&cfg);
+    let log = stack.home.log_path("bot");
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    let lowered = original.replace("max_wait_ms: 8000", "max_wait_ms: 500");
+    assert_ne!(lowered, original, "{original}");
+    std::fs::write(&cfg, lowered).unwrap();
+    kill(Pid::from_raw(stack.bot_pid()), Signal::SIGHUP).unwrap();
+    assert!(wait_until(Duration::from_secs(30), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("config reloaded")
+    }));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("until the daemon restarts") && l.contains("limits")),
+        "{text}"
+    );
+    stack.inject_group("cidReloadWait==", "first");
+    stack.inject_group("cidReloadWait==", "second, behind the first");
+    let out = stack.wait_outbox(2, Duration::from_secs(20));
+    let texts: Vec<&str> = out.iter().filter_map(|e| e["text"].as_str()).collect();
+    assert!(
+        texts.iter().any(|t| t.starts_with("echo: second")),
+        "the second waited under the reloaded bound: {texts:?} {}",
+        stack.status()
+    );
+}
+
 #[test]
 fn secrets_readable_by_others_are_warned_about() {
     use std::os::unix::fs::PermissionsExt;
