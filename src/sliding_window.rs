@@ -184,11 +184,6 @@ impl KeyedWindows {
         }
     }
 
-    /// The most events of one key in any window.
-    pub(crate) fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// [`SlidingWindow::wait`] of `key` (zero for a key never seen).
     pub(crate) fn wait(&mut self, key: &str, now: Instant, keep_free: usize) -> Duration {
         self.sweep_when_due(now);

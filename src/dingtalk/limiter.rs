@@ -14,11 +14,13 @@
 //!   ready instead of waiting for the busy replies sent meanwhile to leave the window.
 //!   Not in the robot's window: with many turns at a slow model, places kept there for
 //!   the whole model time left busy replies 1 slot a second robot-wide (black box: 25
-//!   turns at a 30 s model). A yielding send that could not be sent before its deadline
-//!   even if it and the yielding sends already waiting got every slot until then is
-//!   refused at once: under a flood, the busy replies waiting are at most the send rate
-//!   times the delivery limit (200 with the defaults), not every refused message of the
-//!   last seconds, each polling for a slot.
+//!   turns at a 30 s model). A yielding send that must wait is refused at once when one
+//!   into its conversation already waits, or when it could not be sent before its
+//!   deadline even if it and the yielding sends already waiting got every slot of the
+//!   robot until then: under floods, the busy replies waiting are at most one per
+//!   conversation and the robot's rate times the delivery limit in all (200 with the
+//!   defaults), not every refused message of the last seconds, each polling for a slot;
+//!   and a group told nothing yet gets its busy reply ahead of a flooded group's tenth.
 //!
 //! Invariant: a send is counted in both windows at the same instant, only when both have
 //! room, so neither window ever holds more than its limit. A send holds its place from
@@ -32,8 +34,8 @@
 //! replica together ([`super::shared_rate`]); the rules above hold unchanged, except that
 //! priorities are kept per replica: a busy reply yields to this replica's waiting answers,
 //! leaves places for this replica's answers on their way, and is refused when hopeless by
-//! this replica's count of busy replies waiting (so each replica holds at most the send
-//! rate times the delivery limit of them); another replica's answers are not seen.
+//! this replica's count of busy replies waiting (so each replica holds at most the bound
+//! above of them); another replica's answers are not seen.
 //!
 //! A new [`SendLimiter`] counts the robot window as full at its creation: the previous
 //! process (killed, restarted) may have sent a whole window's worth just before, and
@@ -58,6 +60,10 @@ const WINDOW: Duration = Duration::from_secs(1);
 /// Most waits of one acquire: each ends when a counted send leaves the window, so this
 /// many rounds only happen under a flood of other senders.
 const MAX_WAIT_ROUNDS: usize = 1_000;
+
+/// Yielding sends (busy replies) that may wait for a slot into one conversation; one more
+/// is refused at once (see [`SendWindows::yield_is_hopeless`]).
+const MAX_YIELDS_WAITING_PER_CONVERSATION: usize = 1;
 
 /// How often a yielding send looks again while answers wait for slots. A yielding send
 /// may wait its whole deadline (minutes), so it polls at this pace and is not bounded by
@@ -151,14 +157,16 @@ impl SendWindows {
         })
     }
 
-    /// Whether a yielding send into `conversation` with `time_left` to its deadline could
-    /// not get a slot in time even if it and the yielding sends already waiting (into its
-    /// conversation, or in all) took every slot until then.
+    /// Whether a yielding send into `conversation` that must wait, with `time_left` to its
+    /// deadline, is refused at once: when a yielding send into the same conversation
+    /// already waits (the group is being told the bot is busy; a second one waiting adds
+    /// nothing and, under many floods, took the robot's slots from groups told nothing),
+    /// or when it could not get a slot in time even if it and the yielding sends already
+    /// waiting in all took every slot of the robot until then.
     fn yield_is_hopeless(&self, conversation: &str, time_left: Duration) -> bool {
-        let ahead_here = self.yields_waiting.get(conversation);
-        let carried = |limit: usize| limit as f64 * time_left.as_secs_f64() / WINDOW.as_secs_f64();
-        ahead_here as f64 >= carried(self.conversations.limit())
-            || self.yields_waiting_total as f64 >= carried(self.robot.limit())
+        let carried = self.robot.limit() as f64 * time_left.as_secs_f64() / WINDOW.as_secs_f64();
+        self.yields_waiting.get(conversation) >= MAX_YIELDS_WAITING_PER_CONVERSATION
+            || self.yields_waiting_total as f64 >= carried
     }
 }
 
@@ -606,7 +614,8 @@ mod tests {
         let t = Instant::now();
         let far = t + Duration::from_secs(60);
         let coming = limiter.answer_coming("c");
-        let busy: Vec<_> = (0..8)
+        // Four go at once, the fifth waits (one waiting per conversation).
+        let busy: Vec<_> = (0..5)
             .map(|_| spawn_grant(&limiter, "c".into(), far, SendPriority::Yield))
             .collect();
         tokio::time::sleep(model_call).await;
@@ -637,11 +646,12 @@ mod tests {
         drop(coming);
     }
 
-    /// Under a flood, a busy reply that could not be sent before its deadline even if it
-    /// and the busy replies already waiting took every slot is refused at once, so at most
-    /// the rate times the time left wait (each polls for a slot while answers wait, and
-    /// holds its message). Here 5 a second into one conversation and 2 s to the deadline:
-    /// 10 wait, the rest are refused without waiting; the robot's rate bounds them in all.
+    /// Under a flood, a busy reply that must wait is refused at once when one into its
+    /// conversation already waits, or when it could not be sent before its deadline even
+    /// if it and the busy replies already waiting took every slot of the robot (each polls
+    /// for a slot while answers wait, and holds its message). Here 15 busy replies into a
+    /// full window, 2 s to the deadline: into one conversation 1 waits; into 15, the
+    /// robot's 5 a second carry 10, the rest are refused without waiting.
     #[tokio::test(start_paused = true)]
     async fn busy_replies_that_could_not_be_sent_in_time_are_refused_at_once() {
         for (robot, conversation, into) in [(20, 5, "c"), (5, 20, "")] {
@@ -684,15 +694,58 @@ mod tests {
                     refused_at_once += 1;
                 }
             }
+            let waiting = match into {
+                "" => 2 * robot,
+                _ => MAX_YIELDS_WAITING_PER_CONVERSATION,
+            };
             assert_eq!(
                 refused_at_once,
-                15 - 2 * robot.min(conversation),
+                15 - waiting,
                 "limits {robot}/{conversation}"
             );
             answers.await.expect("task");
             let w = lock(&limiter.windows);
             assert!(w.yields_waiting.is_empty() && w.yields_waiting_total == 0);
         }
+    }
+
+    /// Black-box finding (issue 12): with a busy reply per refused message waiting up to
+    /// the robot's bound, flooded groups' busy replies filled it and a group that asked
+    /// once was refused its busy reply. One waits per conversation: the quiet group's
+    /// goes out within a second. 2 sends a second (robot and conversation), 10 s left.
+    #[tokio::test(start_paused = true)]
+    async fn a_group_told_nothing_yet_is_not_crowded_out_by_a_floods_busy_replies() {
+        let limiter = settled(2, 2).await;
+        let t = Instant::now();
+        let deadline = t + Duration::from_secs(10);
+        for _ in 0..2 {
+            send_once(&limiter, "flood", deadline, SendPriority::Answer, "slot").await;
+        }
+        let flood: Vec<_> = (0..20)
+            .map(|_| {
+                let l = limiter.clone();
+                tokio::spawn(async move {
+                    l.acquire("flood", deadline, SendPriority::Yield)
+                        .await
+                        .map(drop)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let quiet = spawn_grant(&limiter, "quiet".into(), deadline, SendPriority::Yield);
+        let mut sent = 0;
+        for f in flood {
+            sent += usize::from(f.await.expect("task").is_ok());
+        }
+        assert_eq!(sent, MAX_YIELDS_WAITING_PER_CONVERSATION);
+        let quiet_sent = quiet
+            .await
+            .expect("the quiet group's busy reply was refused");
+        assert!(
+            quiet_sent - t <= Duration::from_secs(2),
+            "{:?}",
+            quiet_sent - t
+        );
     }
 
     /// Red-team F5: with sends that take a while (here the first 20 take 500 ms, the
