@@ -332,8 +332,11 @@ impl Channel {
         to: &Inbound,
         reply: &mut OutgoingReply,
     ) -> Result<(), ChannelError> {
-        self.within_delivery_limit(|deadline| self.send_remaining(to, reply, deadline))
-            .await
+        let priority = reply.priority();
+        self.within_delivery_limit(priority, |deadline| {
+            self.send_remaining(to, reply, deadline)
+        })
+        .await
     }
 
     async fn send_remaining(
@@ -418,9 +421,7 @@ impl Channel {
             SendPriority::Answer => self.failed(self.late()),
             // A busy reply the send rate could not carry: not a failure of the channel
             // (not counted, no WARN); the caller says what became of it.
-            SendPriority::Yield => {
-                ChannelError::NoSlotForBusyReply(self.inner.delivery_limit.as_millis() as u64)
-            }
+            SendPriority::Yield => self.busy_reply_not_carried(),
         })
     }
 
@@ -439,7 +440,7 @@ impl Channel {
         };
         let (resolved, target_key) = (&resolved, &target);
         let outcome = self
-            .within_delivery_limit(|deadline| async move {
+            .within_delivery_limit(SendPriority::Answer, |deadline| async move {
                 let mut outcome = None;
                 for chunk in split_text(text) {
                     let _slot = self
@@ -571,9 +572,12 @@ impl Channel {
 
     /// Runs one reply or send under the delivery limit: `op` gets the deadline (for its
     /// waits on send slots) and is dropped, mid-request if need be, when the deadline
-    /// passes first.
+    /// passes first. A busy reply (`priority` Yield) cut off there is no failure of the
+    /// channel, like one the send rate refused (see [`Self::send_slot`]): its slot came
+    /// at the last moment, if at all (black box: 0-4 WARN lines per heavy flood).
     async fn within_delivery_limit<T, F>(
         &self,
+        priority: SendPriority,
         op: impl FnOnce(tokio::time::Instant) -> F,
     ) -> Result<T, ChannelError>
     where
@@ -582,8 +586,16 @@ impl Channel {
         let deadline = self.delivery_deadline();
         match tokio::time::timeout_at(deadline, op(deadline)).await {
             Ok(result) => result,
-            Err(_) => Err(self.failed(self.late())),
+            Err(_) => Err(match priority {
+                SendPriority::Answer => self.failed(self.late()),
+                SendPriority::Yield => self.busy_reply_not_carried(),
+            }),
         }
+    }
+
+    /// The error of a busy reply the send rate could not carry within the delivery limit.
+    fn busy_reply_not_carried(&self) -> ChannelError {
+        ChannelError::NoSlotForBusyReply(self.inner.delivery_limit.as_millis() as u64)
     }
 
     /// `url` parsed, when it is on the webhook allowlist; a refusal is logged with the

@@ -783,9 +783,17 @@ async fn a_reply_ends_within_the_delivery_limit() {
     let m = r.next().await;
     let mut silent = m.clone();
     silent.session_webhook = Some(format!("{hole_origin}/robot/sendBySession?session=x"));
+    // A busy reply cut off at the limit is no failure of the channel (not counted, no
+    // WARN): its message ends without it, like one the send rate refused.
+    let mut busy = r.channel.outgoing("busy", false).yielding();
+    let e = r.channel.reply_parts(&silent, &mut busy).await.unwrap_err();
+    assert!(matches!(e, ChannelError::NoSlotForBusyReply(600)), "{e}");
+    assert_eq!(r.channel.report().send_failures, 0);
+    tokio::time::sleep(Duration::from_millis(1_100)).await; // its slot's window ends
     let t = std::time::Instant::now();
     let e = r.channel.reply(&silent, "hi", false).await.unwrap_err();
     assert!(matches!(e, ChannelError::DeliveryLate(600)), "{e}");
+    assert_eq!(r.channel.report().send_failures, 1);
     // Cut at the 600 ms limit, far below the HTTP client's own 15 s (a generous bound for
     // a loaded machine; the exact timing is tested on paused time in dingtalk::limiter).
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
