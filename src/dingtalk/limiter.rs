@@ -44,6 +44,7 @@
 //! time the stream is connected and a model has answered). Chosen over persisting send
 //! times: nothing to write per send, and restarts in a loop can never exceed the limit.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -114,7 +115,10 @@ struct SendWindows {
     /// Sends of [`SendPriority::Yield`] waiting for a slot now, by conversation, and in
     /// all.
     yields_waiting: KeyCounts,
-    yields_waiting_total: usize,
+    /// The yielding sends waiting now, by the order they began to wait (the conversation
+    /// of each), and the number the next one gets.
+    yields_in_order: BTreeMap<u64, String>,
+    next_yield: u64,
 }
 
 impl SendWindows {
@@ -129,11 +133,17 @@ impl SendWindows {
     /// A place in both windows now, or how long to wait before the next try: an answer
     /// takes any room; a yielding send leaves places for the answers coming into its
     /// conversation, and waits at least [`YIELD_POLL`] while any answer waits.
+    /// A yielding send also leaves a free slot to a yielding send that began to wait
+    /// before it (`waiting_since`: its number, `None` before it waits) and could take it
+    /// now: a freed slot goes to the busy reply waiting longest, not to whichever task
+    /// runs first (black box: a group's one busy reply waited 10 s in vain while 129 went
+    /// to flooded groups that asked after it).
     fn try_start(
         &mut self,
         conversation: &str,
         now: Instant,
         priority: SendPriority,
+        waiting_since: Option<u64>,
     ) -> Result<Place, Duration> {
         let at = now.into_std();
         let keep_here = match priority {
@@ -147,6 +157,12 @@ impl SendWindows {
         if priority == SendPriority::Yield && self.answers_waiting > 0 {
             wait = wait.max(YIELD_POLL);
         }
+        if wait.is_zero()
+            && priority == SendPriority::Yield
+            && self.an_earlier_yield_could_go(waiting_since, at)
+        {
+            wait = YIELD_POLL;
+        }
         if !wait.is_zero() {
             return Err(wait);
         }
@@ -154,6 +170,22 @@ impl SendWindows {
             conversation: conversation.to_string(),
             robot: self.robot.start(at),
             in_conversation: self.conversations.start(conversation, at),
+        })
+    }
+
+    /// Whether a yielding send that began to wait before number `waiting_since` (before
+    /// any, for `None`) has room in its conversation's window at `at` (the robot's window
+    /// is the caller's to check). At most one waits per conversation, so this looks at
+    /// fewer than the conversations with a busy reply waiting.
+    fn an_earlier_yield_could_go(
+        &mut self,
+        waiting_since: Option<u64>,
+        at: std::time::Instant,
+    ) -> bool {
+        let before = waiting_since.unwrap_or(u64::MAX);
+        self.yields_in_order.range(..before).any(|(_, c)| {
+            let keep = self.answers_coming.get(c);
+            self.conversations.wait(c, at, keep).is_zero()
         })
     }
 
@@ -166,7 +198,7 @@ impl SendWindows {
     fn yield_is_hopeless(&self, conversation: &str, time_left: Duration) -> bool {
         let carried = self.robot.limit() as f64 * time_left.as_secs_f64() / WINDOW.as_secs_f64();
         self.yields_waiting.get(conversation) >= MAX_YIELDS_WAITING_PER_CONVERSATION
-            || self.yields_waiting_total as f64 >= carried
+            || self.yields_in_order.len() as f64 >= carried
     }
 }
 
@@ -202,7 +234,8 @@ impl SendLimiter {
                 answers_waiting: 0,
                 answers_coming: KeyCounts::default(),
                 yields_waiting: KeyCounts::default(),
-                yields_waiting_total: 0,
+                yields_in_order: BTreeMap::new(),
+                next_yield: 0,
             }),
             shared: None,
         }
@@ -253,7 +286,12 @@ impl SendLimiter {
         for _ in 0..rounds {
             let now = Instant::now();
             let wait = match &self.shared {
-                None => match lock(&self.windows).try_start(conversation, now, priority) {
+                None => match lock(&self.windows).try_start(
+                    conversation,
+                    now,
+                    priority,
+                    waiting.as_ref().and_then(Waiting::yield_number),
+                ) {
                     Ok(place) => {
                         return Ok(SendSlot {
                             limiter: self,
@@ -332,8 +370,9 @@ impl Drop for AnswerComing<'_> {
 /// [`SendWindows::yield_is_hopeless`]).
 struct Waiting<'a> {
     limiter: &'a SendLimiter,
+    /// For a yielding send, its number in the order of waiting and its conversation;
     /// `None` for an answer.
-    yielding_into: Option<String>,
+    yielding: Option<(u64, String)>,
 }
 
 impl<'a> Waiting<'a> {
@@ -341,8 +380,13 @@ impl<'a> Waiting<'a> {
         lock(&limiter.windows).answers_waiting += 1;
         Waiting {
             limiter,
-            yielding_into: None,
+            yielding: None,
         }
+    }
+
+    /// A yielding send's number in the order of waiting (`None` for an answer).
+    fn yield_number(&self) -> Option<u64> {
+        self.yielding.as_ref().map(|(n, _)| *n)
     }
 
     /// Counts a yielding send into `conversation`, or refuses it when it is hopeless.
@@ -359,10 +403,12 @@ impl<'a> Waiting<'a> {
             return Err(NoSendSlot);
         }
         w.yields_waiting.add(conversation);
-        w.yields_waiting_total += 1;
+        let number = w.next_yield;
+        w.next_yield += 1;
+        w.yields_in_order.insert(number, conversation.to_string());
         Ok(Waiting {
             limiter,
-            yielding_into: Some(conversation.to_string()),
+            yielding: Some((number, conversation.to_string())),
         })
     }
 }
@@ -370,11 +416,11 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let mut w = lock(&self.limiter.windows);
-        let Some(conversation) = &self.yielding_into else {
+        let Some((number, conversation)) = &self.yielding else {
             w.answers_waiting -= 1;
             return;
         };
-        w.yields_waiting_total -= 1;
+        w.yields_in_order.remove(number);
         w.yields_waiting.remove_one(conversation);
     }
 }
@@ -705,7 +751,7 @@ mod tests {
             );
             answers.await.expect("task");
             let w = lock(&limiter.windows);
-            assert!(w.yields_waiting.is_empty() && w.yields_waiting_total == 0);
+            assert!(w.yields_waiting.is_empty() && w.yields_in_order.is_empty());
         }
     }
 
@@ -745,6 +791,64 @@ mod tests {
             quiet_sent - t <= Duration::from_secs(2),
             "{:?}",
             quiet_sent - t
+        );
+    }
+
+    /// Black-box finding (issue 12): a freed slot went to whichever busy reply's task ran
+    /// first, often one that asked just then, and a group's one busy reply waited 10 s in
+    /// vain. Now it goes to the busy reply waiting longest that can take it; one whose
+    /// own conversation is full holds no one up. Robot 2 a second, 1 per conversation.
+    #[test]
+    fn a_freed_slot_goes_to_the_busy_reply_waiting_longest() {
+        let limiter = SendLimiter::new(2, 1);
+        let far = Instant::now() + Duration::from_secs(60);
+        let t = Instant::now() + WINDOW + Duration::from_millis(100); // the start window is over
+                                                                      // A send of `priority` into `conversation` at `at`, completed at once; whether it
+                                                                      // got a slot.
+        let send_at = |conversation: &str, at: Instant, priority, number: Option<u64>| {
+            let mut w = lock(&limiter.windows);
+            let Ok(Place::Local {
+                robot,
+                in_conversation,
+                ..
+            }) = w.try_start(conversation, at, priority, number)
+            else {
+                return false;
+            };
+            w.robot.finish(robot, at.into_std());
+            w.conversations
+                .finish(conversation, in_conversation, at.into_std());
+            true
+        };
+        let busy = |c: &str, at, waiting| send_at(c, at, SendPriority::Yield, waiting);
+        let q = Waiting::yielding(&limiter, "q", far).expect("q waits");
+        let f = Waiting::yielding(&limiter, "f", far).expect("f waits");
+        assert!(
+            !busy("f", t, f.yield_number()),
+            "f went before q, waiting longer"
+        );
+        assert!(!busy("new", t, None), "a new busy reply went before q");
+        assert!(
+            busy("q", t, q.yield_number()),
+            "q, waiting longest, did not go"
+        );
+        drop(q);
+        assert!(
+            busy("f", t, f.yield_number()),
+            "f, now waiting longest, did not go"
+        );
+        drop(f);
+        // A second later q's conversation is full (1 a second) and the robot has room: a
+        // busy reply waiting into q holds no one up.
+        let later = t + WINDOW + Duration::from_millis(100);
+        assert!(send_at("q", later, SendPriority::Answer, None));
+        let q = Waiting::yielding(&limiter, "q", far).expect("q waits");
+        let f = Waiting::yielding(&limiter, "f2", far).expect("f2 waits");
+        let soon = later + Duration::from_millis(100);
+        assert!(!busy("q", soon, q.yield_number()));
+        assert!(
+            busy("f2", soon, f.yield_number()),
+            "q's full conversation held f2 up"
         );
     }
 
