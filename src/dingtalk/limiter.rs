@@ -133,10 +133,10 @@ impl SendWindows {
     /// A place in both windows now, or how long to wait before the next try: an answer
     /// takes any room; a yielding send leaves places for the answers coming into its
     /// conversation, and waits at least [`YIELD_POLL`] while any answer waits.
-    /// A yielding send also leaves a free slot to a yielding send that began to wait
-    /// before it (`waiting_since`: its number, `None` before it waits) and could take it
-    /// now: a freed slot goes to the busy reply waiting longest, not to whichever task
-    /// runs first (black box: a group's one busy reply waited 10 s in vain while 129 went
+    /// A yielding send also leaves the robot's free slots to the yielding sends that began
+    /// to wait before it (`waiting_since`: its number, `None` before it waits) and could
+    /// take them now: a freed slot goes to the busy reply waiting longest, not to
+    /// whichever task runs first (black box: a group's one busy reply waited 10 s in vain while 129 went
     /// to flooded groups that asked after it).
     fn try_start(
         &mut self,
@@ -157,11 +157,16 @@ impl SendWindows {
         if priority == SendPriority::Yield && self.answers_waiting > 0 {
             wait = wait.max(YIELD_POLL);
         }
-        if wait.is_zero()
-            && priority == SendPriority::Yield
-            && self.an_earlier_yield_could_go(waiting_since, at)
-        {
-            wait = YIELD_POLL;
+        if wait.is_zero() && priority == SendPriority::Yield {
+            // Behind the earlier ones that can go: now if the robot has room for them and
+            // this one too, else when it may (not a fixed poll, which left freed slots
+            // idle up to 50 ms each while busy replies waited: black box).
+            let ahead = self.earlier_yields_that_could_go(waiting_since, at);
+            if ahead >= self.robot.limit() {
+                wait = YIELD_POLL;
+            } else if ahead > 0 {
+                wait = self.robot.wait(at, ahead);
+            }
         }
         if !wait.is_zero() {
             return Err(wait);
@@ -173,20 +178,26 @@ impl SendWindows {
         })
     }
 
-    /// Whether a yielding send that began to wait before number `waiting_since` (before
-    /// any, for `None`) has room in its conversation's window at `at` (the robot's window
-    /// is the caller's to check). At most one waits per conversation, so this looks at
-    /// fewer than the conversations with a busy reply waiting.
-    fn an_earlier_yield_could_go(
+    /// How many yielding sends that began to wait before number `waiting_since` (before
+    /// any, for `None`) have room in their conversation's window at `at`, counted up to
+    /// the robot's limit (the robot's window is the caller's to check). At most one waits
+    /// per conversation, so this looks at fewer than the conversations with a busy reply
+    /// waiting.
+    fn earlier_yields_that_could_go(
         &mut self,
         waiting_since: Option<u64>,
         at: std::time::Instant,
-    ) -> bool {
+    ) -> usize {
         let before = waiting_since.unwrap_or(u64::MAX);
-        self.yields_in_order.range(..before).any(|(_, c)| {
-            let keep = self.answers_coming.get(c);
-            self.conversations.wait(c, at, keep).is_zero()
-        })
+        let limit = self.robot.limit();
+        self.yields_in_order
+            .range(..before)
+            .filter(|(_, c)| {
+                let keep = self.answers_coming.get(c);
+                self.conversations.wait(c, at, keep).is_zero()
+            })
+            .take(limit)
+            .count()
     }
 
     /// Whether a yielding send into `conversation` that must wait, with `time_left` to its
@@ -821,6 +832,8 @@ mod tests {
             true
         };
         let busy = |c: &str, at, waiting| send_at(c, at, SendPriority::Yield, waiting);
+        // The robot has room for one: it goes to q, waiting longest.
+        assert!(send_at("x", t, SendPriority::Answer, None));
         let q = Waiting::yielding(&limiter, "q", far).expect("q waits");
         let f = Waiting::yielding(&limiter, "f", far).expect("f waits");
         assert!(
@@ -833,14 +846,21 @@ mod tests {
             "q, waiting longest, did not go"
         );
         drop(q);
-        assert!(
-            busy("f", t, f.yield_number()),
-            "f, now waiting longest, did not go"
-        );
+        // A second later the robot has room for two: one for q2, waiting longest, and
+        // one for f, which need not wait for q2 to take its own.
+        let t2 = t + WINDOW + Duration::from_millis(10);
+        let q2 = Waiting::yielding(&limiter, "q2", far).expect("q2 waits");
         drop(f);
-        // A second later q's conversation is full (1 a second) and the robot has room: a
+        let f = Waiting::yielding(&limiter, "f", far).expect("f waits");
+        assert!(
+            busy("f", t2, f.yield_number()),
+            "f waited with room for both"
+        );
+        assert!(busy("q2", t2, q2.yield_number()));
+        drop((q2, f));
+        // Later still, q's conversation is full (1 a second) and the robot has room: a
         // busy reply waiting into q holds no one up.
-        let later = t + WINDOW + Duration::from_millis(100);
+        let later = t2 + WINDOW + Duration::from_millis(100);
         assert!(send_at("q", later, SendPriority::Answer, None));
         let q = Waiting::yielding(&limiter, "q", far).expect("q waits");
         let f = Waiting::yielding(&limiter, "f2", far).expect("f2 waits");
