@@ -130,14 +130,28 @@ impl SendWindows {
         self.answers_coming.get(conversation)
     }
 
+    /// The places a send of `priority` leaves free in `conversation`'s window (see
+    /// [`SendWindows::kept_for_answers`]; an answer keeps none), and how long it must
+    /// hold off however much room there is (a yielding send, [`YIELD_POLL`], while any
+    /// answer waits for a slot; zero otherwise). The same for local and shared windows.
+    fn yield_rules(&self, conversation: &str, priority: SendPriority) -> (usize, Duration) {
+        match priority {
+            SendPriority::Answer => (0, Duration::ZERO),
+            SendPriority::Yield if self.answers_waiting > 0 => {
+                (self.kept_for_answers(conversation), YIELD_POLL)
+            }
+            SendPriority::Yield => (self.kept_for_answers(conversation), Duration::ZERO),
+        }
+    }
+
     /// A place in both windows now, or how long to wait before the next try: an answer
     /// takes any room; a yielding send leaves places for the answers coming into its
     /// conversation, and waits at least [`YIELD_POLL`] while any answer waits.
     /// A yielding send also leaves the robot's free slots to the yielding sends that began
     /// to wait before it (`waiting_since`: its number, `None` before it waits) and could
     /// take them now: a freed slot goes to the busy reply waiting longest, not to
-    /// whichever task runs first (black box: a group's one busy reply waited 10 s in vain while 129 went
-    /// to flooded groups that asked after it).
+    /// whichever task runs first (black box: a group's one busy reply waited 10 s in
+    /// vain while 129 went to flooded groups that asked after it).
     fn try_start(
         &mut self,
         conversation: &str,
@@ -146,17 +160,12 @@ impl SendWindows {
         waiting_since: Option<u64>,
     ) -> Result<Place, Duration> {
         let at = now.into_std();
-        let keep_here = match priority {
-            SendPriority::Answer => 0,
-            SendPriority::Yield => self.kept_for_answers(conversation),
-        };
-        let mut wait =
-            self.robot
-                .wait(at, 0)
-                .max(self.conversations.wait(conversation, at, keep_here));
-        if priority == SendPriority::Yield && self.answers_waiting > 0 {
-            wait = wait.max(YIELD_POLL);
-        }
+        let (keep_here, hold_off) = self.yield_rules(conversation, priority);
+        let mut wait = self
+            .robot
+            .wait(at, 0)
+            .max(self.conversations.wait(conversation, at, keep_here))
+            .max(hold_off);
         if wait.is_zero() && priority == SendPriority::Yield {
             // Behind the earlier ones that can go: now if the robot has room for them and
             // this one too, else when it may (not a fixed poll, which left freed slots
@@ -348,16 +357,10 @@ impl SendLimiter {
         conversation: &str,
         priority: SendPriority,
     ) -> Result<Taken, RedisError> {
-        let keep_here = match priority {
-            SendPriority::Answer => 0,
-            SendPriority::Yield => {
-                let w = lock(&self.windows);
-                if w.answers_waiting > 0 {
-                    return Ok(Taken::Wait(YIELD_POLL));
-                }
-                w.kept_for_answers(conversation)
-            }
-        };
+        let (keep_here, hold_off) = lock(&self.windows).yield_rules(conversation, priority);
+        if !hold_off.is_zero() {
+            return Ok(Taken::Wait(hold_off));
+        }
         shared.try_take(conversation, keep_here).await
     }
 }
@@ -381,9 +384,9 @@ impl Drop for AnswerComing<'_> {
 /// [`SendWindows::yield_is_hopeless`]).
 struct Waiting<'a> {
     limiter: &'a SendLimiter,
-    /// For a yielding send, its number in the order of waiting and its conversation;
-    /// `None` for an answer.
-    yielding: Option<(u64, String)>,
+    /// For a yielding send, its number in the order of waiting (its conversation is in
+    /// [`SendWindows::yields_in_order`]); `None` for an answer.
+    yielding: Option<u64>,
 }
 
 impl<'a> Waiting<'a> {
@@ -397,7 +400,7 @@ impl<'a> Waiting<'a> {
 
     /// A yielding send's number in the order of waiting (`None` for an answer).
     fn yield_number(&self) -> Option<u64> {
-        self.yielding.as_ref().map(|(n, _)| *n)
+        self.yielding
     }
 
     /// Counts a yielding send into `conversation`, or refuses it when it is hopeless.
@@ -419,7 +422,7 @@ impl<'a> Waiting<'a> {
         w.yields_in_order.insert(number, conversation.to_string());
         Ok(Waiting {
             limiter,
-            yielding: Some((number, conversation.to_string())),
+            yielding: Some(number),
         })
     }
 }
@@ -427,12 +430,13 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let mut w = lock(&self.limiter.windows);
-        let Some((number, conversation)) = &self.yielding else {
+        let Some(number) = self.yielding else {
             w.answers_waiting -= 1;
             return;
         };
-        w.yields_in_order.remove(number);
-        w.yields_waiting.remove_one(conversation);
+        if let Some(conversation) = w.yields_in_order.remove(&number) {
+            w.yields_waiting.remove_one(&conversation);
+        }
     }
 }
 
