@@ -346,7 +346,16 @@ pub fn tmpfs(p: &Params, report: &mut Report) -> Result<()> {
     let stack = Stack::start_in(scenarios::fake_config(0, None), Path::new(TMPFS))?;
     let config = stack.write_config(scenarios::wide_limits())?;
     let mut fresh = || scenarios::fresh_daemon(&stack, &config);
-    let runs = scenarios::ramp(&stack, &mut fresh, "tmpfs", &[GOAL_RATE], false, p)?;
+    let metrics = stack.metrics_url();
+    let runs = scenarios::ramp(
+        &stack,
+        &mut fresh,
+        Some(&metrics),
+        "tmpfs",
+        &[GOAL_RATE],
+        false,
+        p,
+    )?;
     stack.stop_bot()?;
     for f in scenarios::by_rate(&runs) {
         report.add(

@@ -11,9 +11,10 @@
 //! reference bot (benches/reference_bot) under the same ramp.
 //!
 //! Without `--bench` (e.g. under `cargo test --all-targets`) it only checks that the
-//! README's benchmark commands parse.
+//! README's benchmark commands parse and that in-daemon histograms are read right.
 
 mod floor;
+mod inside;
 mod load;
 mod readme;
 mod reference;
@@ -179,6 +180,7 @@ fn main() -> Result<()> {
     // Under `cargo test` the arguments are the test harness's (filters, flags), not ours.
     if !std::env::args().any(|a| a == "--bench") {
         readme::check_bench_commands()?;
+        inside::check_quantile_reading()?;
         eprintln!("pipeline benchmark skipped: run it with `cargo bench --bench pipeline`");
         return Ok(());
     }
@@ -245,8 +247,15 @@ fn run(p: &Params) -> Result<Report> {
             wait_to_attach(p, pid, "its pass starts after");
             Ok(pid)
         };
+        let metrics = stack.metrics_url();
         let by_rate = scenarios::by_rate(&scenarios::ramp(
-            &stack, &mut fresh, "ours", &p.rates, false, p,
+            &stack,
+            &mut fresh,
+            Some(&metrics),
+            "ours",
+            &p.rates,
+            false,
+            p,
         )?);
         scenarios::add_ramp(&mut report, &by_rate);
         ours = Some(by_rate);
@@ -318,7 +327,7 @@ fn run(p: &Params) -> Result<Report> {
                     Ok(pid)
                 };
                 scenarios::by_rate(&scenarios::ramp(
-                    &stack, &mut fresh, "ref", &p.rates, true, p,
+                    &stack, &mut fresh, None, "ref", &p.rates, true, p,
                 )?)
             };
             let bot = bot.context("the reference ramp ran no pass")?;

@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Result};
 use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig, FakeState};
 use serde_json::json;
 
+use crate::inside::{Inside, InsideRun, Quantiles};
 use crate::load::{self, Outcome, Turn};
 use crate::report::{
     cpu_secs, machine_cpus, round3, rss_kib, CpuMark, Dist, MachineShare, Report, Spread,
@@ -154,6 +155,8 @@ pub struct RateRun {
     pub machine: MachineShare,
     /// The bot process's resident memory once the pass's replies are in, MiB.
     pub rss_mib: f64,
+    /// The same run seen inside our daemon (its histograms; none for the reference bot).
+    pub inside: Option<InsideRun>,
 }
 
 /// The turns of a run not answered normally, by kind, so a failed pass says which
@@ -232,15 +235,27 @@ fn backlog_grew(turns: &[Turn]) -> bool {
 }
 
 /// Offers `rate` msg/s for `p.load_secs` over `p.load_conversations` conversations to the
-/// bot process `pid` (ours or the reference bot), and measures ACKs, overhead and CPU.
+/// bot process `pid` (ours or the reference bot), and measures ACKs, overhead and CPU;
+/// with `metrics` (our daemon's `/metrics` URL) the same inside the daemon too.
 /// `tag` keeps each run's conversations distinct.
-pub fn rate_run(stack: &Stack, pid: u32, rate: u32, tag: &str, p: &Params) -> Result<RateRun> {
+pub fn rate_run(
+    stack: &Stack,
+    pid: u32,
+    metrics: Option<&str>,
+    rate: u32,
+    tag: &str,
+    p: &Params,
+) -> Result<RateRun> {
     let count = (rate as u64 * p.load_secs) as usize;
     let lanes = p.load_conversations.max(1);
     let cpu0 = cpu_secs(pid)?;
     // The machine's share is taken over the injection alone (the drain after it and the
     // timeline fetch would dilute it); the bot's CPU per turn over the whole run.
-    let (turns, machine) = stack.rt.block_on(async {
+    let (turns, machine, inside) = stack.rt.block_on(async {
+        let inside_before = match metrics {
+            Some(url) => Some(Inside::scrape(url).await?),
+            None => None,
+        };
         let since = load::outbox_seq(&stack.sim).await?;
         let mark = CpuMark::now(pid, stack.sim_pid())?;
         let sent = load::inject_at_rate(&stack.sim, rate as f64, count, |i| {
@@ -249,7 +264,11 @@ pub fn rate_run(stack: &Stack, pid: u32, rate: u32, tag: &str, p: &Params) -> Re
         .await?;
         let machine = mark.share_until(&CpuMark::now(pid, stack.sim_pid())?);
         let turns = load::timelines(&stack.sim, &sent, since, REPLY_GRACE).await?;
-        anyhow::Ok((turns, machine))
+        let inside = match (metrics, inside_before) {
+            (Some(url), Some(before)) => Some(inside_run(url, &before, &turns).await?),
+            _ => None,
+        };
+        anyhow::Ok((turns, machine, inside))
     })?;
     let cpu = cpu_secs(pid)? - cpu0;
     let rss_mib = rss_kib(pid)? as f64 / 1024.0;
@@ -265,7 +284,37 @@ pub fn rate_run(stack: &Stack, pid: u32, rate: u32, tag: &str, p: &Params) -> Re
         cpu_per_1000: cpu * 1000.0 / count.max(1) as f64,
         machine,
         rss_mib,
+        inside,
     })
+}
+
+/// Longest the daemon may take to count a run's turns after their replies reached the
+/// simulator (it counts a turn once DingTalk's answer to the reply is back).
+const INSIDE_SETTLE: Duration = Duration::from_secs(3);
+
+/// The run seen inside the daemon, once it counted every ACK and answered turn the
+/// simulator saw: fewer, after [`INSIDE_SETTLE`], is an error (a turn the figure missed).
+async fn inside_run(metrics: &str, before: &Inside, turns: &[Turn]) -> Result<InsideRun> {
+    let acked = turns.iter().filter(|t| t.ack_ms().is_some()).count() as f64;
+    let answered = turns
+        .iter()
+        .filter(|t| t.outcome == Outcome::Answered)
+        .count() as f64;
+    let began = Instant::now();
+    loop {
+        let run = Inside::scrape(metrics).await?.since(before)?;
+        if run.acks_counted >= acked && run.turns_counted >= answered {
+            return Ok(run);
+        }
+        if began.elapsed() > INSIDE_SETTLE {
+            bail!(
+                "the daemon counted {} ACKs and {} turns of {acked} ACKed and {answered} answered",
+                run.acks_counted,
+                run.turns_counted
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Starts a fresh process of the bot a ramp drives (stopping the one before, if any) and
@@ -294,6 +343,7 @@ pub fn fresh_daemon(stack: &Stack, config: &Path) -> Result<u32> {
 pub fn ramp(
     stack: &Stack,
     fresh: &mut FreshBot,
+    metrics: Option<&str>,
     who: &str,
     rates: &[u32],
     stop_at_knee: bool,
@@ -305,7 +355,8 @@ pub fn ramp(
     for rep in 0..p.reps() {
         let pid = fresh()?;
         for &rate in &rates {
-            let run = rate_run(stack, pid, rate, &format!("{who}{rate}r{rep}"), p)?;
+            let tag = format!("{who}{rate}r{rep}");
+            let run = rate_run(stack, pid, metrics, rate, &tag, p)?;
             eprintln!(
                 "  {who} {rate} msg/s pass {rep}: ACK p99 {:.2} ms, overhead p99 {:.2} ms, {:.0} in / {:.0} out msg/s, {}, {:.3} CPU s/1000{}",
                 run.ack.map_or(f64::NAN, |d| d.p99),
@@ -338,6 +389,11 @@ pub struct RateFigures {
     pub ack_p99: Spread,
     pub overhead_p50: Option<Spread>,
     pub overhead_p99: Option<Spread>,
+    /// The same inside our daemon (none for the reference bot).
+    pub inside_ack_p50: Option<Spread>,
+    pub inside_ack_p99: Option<Spread>,
+    pub inside_overhead_p50: Option<Spread>,
+    pub inside_overhead_p99: Option<Spread>,
     pub cpu_per_1000: Spread,
     /// Cores busy on the whole machine during the passes, and the bot's, the simulator's
     /// and the benchmark's own (load generator and fake model) shares of them.
@@ -372,6 +428,10 @@ impl RateFigures {
         json!({"rate": self.rate, "ack_p50_ms": self.ack_p50.json(), "ack_p99_ms": self.ack_p99.json(),
                "overhead_p50_ms": self.overhead_p50.map(|s| s.json()),
                "overhead_p99_ms": self.overhead_p99.map(|s| s.json()),
+               "inside_ack_p50_ms": self.inside_ack_p50.map(|s| s.json()),
+               "inside_ack_p99_ms": self.inside_ack_p99.map(|s| s.json()),
+               "inside_overhead_p50_ms": self.inside_overhead_p50.map(|s| s.json()),
+               "inside_overhead_p99_ms": self.inside_overhead_p99.map(|s| s.json()),
                "cpu_s_per_1000_turns": self.cpu_per_1000.json(), "achieved_in_per_s": self.achieved_in.json(),
                "machine_cores_busy": self.machine_busy.json(),
                "machine_cores_stolen": self.machine_stolen.json(), "bot_cores": self.bot_cores.json(),
@@ -392,12 +452,23 @@ pub fn by_rate(runs: &[RateRun]) -> Vec<RateFigures> {
             let at: Vec<&RateRun> = runs.iter().filter(|r| r.rate == rate).collect();
             let acks = || at.iter().filter_map(|r| r.ack);
             let overheads = || at.iter().filter_map(|r| r.overhead);
+            let inside = |of: fn(&InsideRun) -> Option<Quantiles>, q: fn(Quantiles) -> f64| {
+                Spread::of(
+                    at.iter()
+                        .filter_map(|r| r.inside.as_ref().and_then(of))
+                        .map(q),
+                )
+            };
             Some(RateFigures {
                 rate,
                 ack_p50: Spread::of(acks().map(|d| d.p50))?,
                 ack_p99: Spread::of(acks().map(|d| d.p99))?,
                 overhead_p50: Spread::of(overheads().map(|d| d.p50)),
                 overhead_p99: Spread::of(overheads().map(|d| d.p99)),
+                inside_ack_p50: inside(|r| r.ack, |q| q.p50),
+                inside_ack_p99: inside(|r| r.ack, |q| q.p99),
+                inside_overhead_p50: inside(|r| r.overhead, |q| q.p50),
+                inside_overhead_p99: inside(|r| r.overhead, |q| q.p99),
                 cpu_per_1000: Spread::of(at.iter().map(|r| r.cpu_per_1000))?,
                 machine_busy: Spread::of(at.iter().map(|r| r.machine.busy))?,
                 machine_stolen: Spread::of(at.iter().map(|r| r.machine.stolen))?,
@@ -454,6 +525,35 @@ pub fn add_ramp(report: &mut Report, figures: &[RateFigures]) {
             }),
             f.json(),
         );
+        if let (Some(a50), Some(a99), Some(o50), Some(o99)) = (
+            f.inside_ack_p50,
+            f.inside_ack_p99,
+            f.inside_overhead_p50,
+            f.inside_overhead_p99,
+        ) {
+            report.add(
+                format!("inside.{}", f.rate),
+                format!(
+                    "inside the bot: ACK p50 / p99; overhead/turn p50 / p99 @ {} msg/s",
+                    f.rate
+                ),
+                format!(
+                    "ACK {} / {} ms; overhead {} / {} ms",
+                    a50.show(2),
+                    a99.show(2),
+                    o50.show(2),
+                    o99.show(2)
+                ),
+                if at_goal {
+                    "ACK p99 < 0.5; overhead p50 < 0.5, p99 < 1 ms"
+                } else {
+                    "-"
+                },
+                at_goal.then_some(a99.median < 0.5 && o50.median < 0.5 && o99.median < 1.0),
+                json!({"ack_p50_ms": a50.json(), "ack_p99_ms": a99.json(),
+                       "overhead_p50_ms": o50.json(), "overhead_p99_ms": o99.json()}),
+            );
+        }
         report.add(
             format!("cpu_per_1000.{}", f.rate),
             format!("CPU s per 1 000 turns @ {} msg/s", f.rate),

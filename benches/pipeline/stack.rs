@@ -53,6 +53,8 @@ pub struct Stack {
     sim_url: String,
     pub fake: FakeServer,
     sim_child: Child,
+    /// A loopback port free when the stack started, for the bot's ops endpoint.
+    ops_port: u16,
 }
 
 impl Stack {
@@ -86,6 +88,10 @@ impl Stack {
         let sim_child = spawn_sim(home.path(), &port_file)?;
         let sim_url = read_port_file(&port_file, SIM_START)?;
         let sim = SimClient::new(&sim_url);
+        let ops_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free port for the bot's ops endpoint")?
+            .port();
         Ok(Stack {
             home,
             rt,
@@ -93,6 +99,7 @@ impl Stack {
             sim_url,
             fake,
             sim_child,
+            ops_port,
         })
     }
 
@@ -118,9 +125,17 @@ impl Stack {
             .with_context(|| format!("running clawdbot {}", args.join(" ")))
     }
 
-    /// Writes the bot config for `limits` and returns its path.
+    /// Writes the bot config for `limits` and returns its path. The bot serves its ops
+    /// endpoint at [`Stack::metrics_url`] (the in-daemon figures, see `inside.rs`); a
+    /// config of [`Stack::write_config_as`] does not, as several daemons may run it.
     pub fn write_config(&self, limits: BotLimits) -> Result<PathBuf> {
-        self.write_config_as("bot.yaml", limits, "")
+        let ops = format!("ops:\n  listen: \"127.0.0.1:{}\"\n", self.ops_port);
+        self.write_config_as("bot.yaml", limits, &ops)
+    }
+
+    /// The `/metrics` URL of a bot started with [`Stack::write_config`]'s config.
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.ops_port)
     }
 
     /// Writes the bot config for `limits` plus the YAML section `extra` (e.g. `state:`)

@@ -502,6 +502,7 @@ async fn answer_in_text(
     ticket: &mut Ticket,
 ) -> TurnOutcome {
     let cfg = hooks.cfg;
+    let model_asked = Instant::now();
     let answer = shared.router.answer_with(turn, &mut hooks);
     tokio::pin!(answer);
     let outcome = match cfg.reply.thinking_notice_ms {
@@ -527,6 +528,7 @@ async fn answer_in_text(
         }
         None => answer.await,
     };
+    let at_model = model_asked.elapsed();
     let label = outcome_label(&outcome);
     if matches!(outcome, TurnOutcome::Busy) {
         // No slot came: the model never saw it, so the next turn may go while its busy
@@ -543,7 +545,21 @@ async fn answer_in_text(
         label,
     )
     .await;
+    if let (TurnOutcome::Answer { .. }, Some(read_at)) = (&outcome, msg.read_at) {
+        observe_overhead(read_at, turn.waited_in_line + at_model);
+    }
     outcome
+}
+
+/// Records an answered turn's overhead: the time from its message's read to its reply's
+/// end (DingTalk took it), less `waits` (for its conversation's earlier turns, for a model
+/// slot, and the model call from building the request to the stream's end). What is left
+/// is the bot's own: the journal's sync and hand-offs, the dispatch, the reply's send
+/// (and any wait for DingTalk's send rate). Text replies only: a card's updates overlap
+/// the model call.
+fn observe_overhead(read_at: Instant, waits: Duration) {
+    let own = read_at.elapsed().saturating_sub(waits);
+    crate::ops::metrics::observed().turn_overhead(own);
 }
 
 /// Streams the answer into an AI card; falls back to a plain reply if no card opens.

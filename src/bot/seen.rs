@@ -89,6 +89,7 @@ mod tests {
             session_webhook: None,
             session_webhook_expires_ms: None,
             received_at_ms: at,
+            read_at: None,
         }
     }
 

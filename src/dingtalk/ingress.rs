@@ -84,7 +84,10 @@ impl Ingress {
         payload: &Value,
     ) -> BoxFuture<'static, bool> {
         let msg = match parse_robot_message(payload, crate::clock::now_ms()) {
-            Ok(m) => m,
+            Ok(m) => Inbound {
+                read_at: Some(std::time::Instant::now()),
+                ..m
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "dropped an unreadable robot message");
                 self.stats.set_error(e.to_string());

@@ -22,6 +22,12 @@ pub struct Inbound {
     pub session_webhook: Option<String>,
     pub session_webhook_expires_ms: Option<u64>,
     pub received_at_ms: u64,
+    /// When this process read the message (its stream frame or callback), for the
+    /// `clawdbot_turn_overhead_seconds` figure. Never stored: a message recovered from the
+    /// journal or taken from the shared inbox has none (its time spans a restart or
+    /// another replica).
+    #[serde(skip)]
+    pub read_at: Option<std::time::Instant>,
 }
 
 /// What the message says, reduced to what the bot can answer.
@@ -84,6 +90,7 @@ pub fn parse_robot_message(v: &Value, now_ms: u64) -> Result<Inbound, ParseError
             now_ms,
         ),
         received_at_ms: now_ms,
+        read_at: None,
     })
 }
 

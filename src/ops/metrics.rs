@@ -51,6 +51,17 @@ fn seconds_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.05, 2.0, 12))
 }
 
+/// 0.1 ms .. 200 ms in steps of 1.33-2x: for the bot's own sub-millisecond work (an ACK,
+/// a turn's overhead), fine enough to read a p50 or p99 to within a step. Round bounds,
+/// so a bucket's `le` reads as written.
+fn fine_seconds_buckets() -> Histogram {
+    const BOUNDS_MS: [f64; 20] = [
+        0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0,
+        50.0, 100.0, 200.0,
+    ];
+    Histogram::new(BOUNDS_MS.into_iter().map(|ms| ms / 1000.0))
+}
+
 /// What the code observes as it runs.
 #[derive(Debug)]
 pub(crate) struct Observed {
@@ -58,6 +69,7 @@ pub(crate) struct Observed {
     first_token: Family<ModelLabel, Histogram, fn() -> Histogram>,
     queue_wait: Histogram,
     ack_duration: Histogram,
+    turn_overhead: Histogram,
     replies: Family<OutcomeLabel, Counter>,
 }
 
@@ -69,8 +81,8 @@ pub(crate) fn observed() -> &'static Observed {
         first_token: Family::new_with_constructor(seconds_buckets),
         // 10 ms .. ~20 s.
         queue_wait: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
-        // 0.1 ms .. ~1.6 s: an ACK is written right after the frame is read.
-        ack_duration: Histogram::new(exponential_buckets(0.0001, 4.0, 8)),
+        ack_duration: fine_seconds_buckets(),
+        turn_overhead: fine_seconds_buckets(),
         replies: Family::default(),
     })
 }
@@ -88,6 +100,13 @@ impl Observed {
                 model: model.to_string(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// An answered turn spent `took` in the bot itself (see [`crate::bot`]'s pipeline:
+    /// from its message's read to its reply's end, less its waits in line and for and at
+    /// the model).
+    pub(crate) fn turn_overhead(&self, took: Duration) {
+        self.turn_overhead.observe(took.as_secs_f64());
     }
 
     /// A turn got a model slot after waiting `took`.
@@ -171,6 +190,14 @@ pub(crate) fn registry(snapshot: SnapshotFn) -> Registry {
         "Time from reading a stream frame to writing its ACK",
         Unit::Seconds,
         o.ack_duration.clone(),
+    );
+    r.register_with_unit(
+        "clawdbot_turn_overhead",
+        "Time an answered turn spent in the bot itself: from reading its message to the end \
+         of its reply, less its wait for its conversation's earlier turns and its wait for \
+         and at the model",
+        Unit::Seconds,
+        o.turn_overhead.clone(),
     );
     r.register(
         "clawdbot_replies",

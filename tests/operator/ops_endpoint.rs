@@ -106,6 +106,41 @@ fn readyz_follows_the_stream_connection_through_a_dingtalk_outage() {
     );
 }
 
+/// The overhead figure is the bot's own time: a turn at a 400 ms model lasts over 400 ms,
+/// its overhead far less (the model's time is taken out), and it is counted once.
+#[test]
+fn a_turns_overhead_leaves_out_the_models_time() {
+    let model = FakeBehavior {
+        latency_ms: 400,
+        ..FakeBehavior::default()
+    };
+    let stack = Stack::new(FakeConfig::from(model), &[]);
+    let base = bot_with_ops(&stack);
+    wait_readyz(&stack, &base, 200, Duration::from_secs(10));
+    // Past the daemon's first second, when it holds its replies (its start-up send
+    // window): that wait would count as overhead.
+    std::thread::sleep(Duration::from_millis(1500));
+    stack.inject_group("cidOpsOverhead==", "how long");
+    stack.wait_outbox(1, Duration::from_secs(15));
+    let mut scrape = String::new();
+    support::wait_until(Duration::from_secs(15), || {
+        scrape = get(&stack, &format!("{base}/metrics")).1;
+        sample(&scrape, "clawdbot_turn_overhead_seconds_count") == Some(1.0)
+    });
+    let took = sample(&scrape, "clawdbot_turn_duration_seconds_sum").expect("turn duration");
+    let own = sample(&scrape, "clawdbot_turn_overhead_seconds_sum").expect("overhead");
+    assert!(took >= 0.4, "the turn took {took} s\n{scrape}");
+    assert!(
+        own > 0.0 && own < 0.2,
+        "overhead {own} s of a {took} s turn\n{scrape}"
+    );
+    // Fine buckets: the first bound is 0.1 ms.
+    assert!(
+        scrape.contains("clawdbot_turn_overhead_seconds_bucket{le=\"0.0001\"}"),
+        "{scrape}"
+    );
+}
+
 #[test]
 fn metrics_and_status_count_turns_by_outcome_without_text() {
     let stack = Stack::new(FakeConfig::default(), &[]);
@@ -129,6 +164,7 @@ fn metrics_and_status_count_turns_by_outcome_without_text() {
         ("clawdbot_messages_received_total", 1.0),
         ("clawdbot_replies_total{outcome=\"answer\"}", 1.0),
         ("clawdbot_turn_duration_seconds_count", 1.0),
+        ("clawdbot_turn_overhead_seconds_count", 1.0),
         ("clawdbot_queue_wait_seconds_count", 1.0),
         (
             "clawdbot_model_time_to_first_token_seconds_count{model=\"local_chat\"}",

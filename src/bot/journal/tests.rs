@@ -23,6 +23,7 @@ fn message(id: &str) -> Inbound {
         session_webhook: None,
         session_webhook_expires_ms: None,
         received_at_ms: 1,
+        read_at: None,
     }
 }
 
