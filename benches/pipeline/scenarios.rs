@@ -253,7 +253,7 @@ pub fn rate_run(
     // timeline fetch would dilute it); the bot's CPU per turn over the whole run.
     let (turns, machine, inside) = stack.rt.block_on(async {
         let inside_before = match metrics {
-            Some(url) => Some(Inside::scrape(url).await?),
+            Some(url) => Some((url, Inside::scrape(url).await?)),
             None => None,
         };
         let since = load::outbox_seq(&stack.sim).await?;
@@ -264,9 +264,9 @@ pub fn rate_run(
         .await?;
         let machine = mark.share_until(&CpuMark::now(pid, stack.sim_pid())?);
         let turns = load::timelines(&stack.sim, &sent, since, REPLY_GRACE).await?;
-        let inside = match (metrics, inside_before) {
-            (Some(url), Some(before)) => Some(inside_run(url, &before, &turns).await?),
-            _ => None,
+        let inside = match inside_before {
+            Some((url, before)) => Some(inside_run(url, &before, &turns).await?),
+            None => None,
         };
         anyhow::Ok((turns, machine, inside))
     })?;
