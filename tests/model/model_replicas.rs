@@ -228,7 +228,16 @@ async fn replicas_refusing_chat_are_retried_elsewhere_and_cool_down() {
         ("role chunk then end", role_only_stream()),
     ] {
         let bad = fake(bad).await;
-        let good = fake(FakeBehavior::default()).await;
+        // The good replica takes 100 ms, so from the first turn on it has more in flight
+        // than the bad one (which fails at once) and least-in-flight sends the next turns
+        // to the bad replica. With an instant good replica both were mostly idle, ties
+        // went either way at random, and the bad one sometimes got fewer than the three
+        // failures a cooldown needs (a CI flake, not a product fault).
+        let good = fake(FakeBehavior {
+            latency_ms: 100,
+            ..FakeBehavior::default()
+        })
+        .await;
         let spec = ModelSpec::new("m", "unused")
             .replicas(&[(&bad.base_url, None), (&good.base_url, None)])
             .keys("timeout_ms: 20000");
