@@ -1,6 +1,7 @@
 //! Figures taken inside our daemon: its own `/metrics` histograms of the ACK (frame read ->
-//! ACK written) and of an answered turn's overhead (message read -> reply delivered, less
-//! the waits in line and for and at the model), read before and after a rate's run and
+//! ACK written), of the inbox journal's syncs (the disk's part of an ACK: one `fdatasync`
+//! per batch of accepted messages) and of an answered turn's overhead (message read ->
+//! reply delivered, less the waits in line and for and at the model), read before and after a rate's run and
 //! subtracted, so each figure is that run's alone. The simulator-clock figures of
 //! [`crate::load`] include the simulator's and the fake model's own wake-ups and CPU on
 //! the same two cores; these are the bot process's part of them.
@@ -17,6 +18,8 @@ use anyhow::{anyhow, bail, Context, Result};
 const ACK: &str = "clawdbot_ack_duration_seconds";
 /// The turn overhead histogram's name in the scrape.
 const OVERHEAD: &str = "clawdbot_turn_overhead_seconds";
+/// The inbox journal's sync histogram's name in the scrape.
+const SYNC: &str = "clawdbot_inbox_sync_duration_seconds";
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One histogram's cumulative bucket counts, by upper bound in seconds (`+Inf` last).
@@ -108,10 +111,11 @@ impl Buckets {
     }
 }
 
-/// Both histograms at one moment.
+/// The three histograms at one moment.
 #[derive(Debug, Clone)]
 pub struct Inside {
     ack: Buckets,
+    sync: Buckets,
     overhead: Buckets,
 }
 
@@ -135,6 +139,9 @@ impl Quantiles {
 #[derive(Debug, Clone, Copy)]
 pub struct InsideRun {
     pub ack: Option<Quantiles>,
+    /// Per sync, not per message: a sync covers every message accepted while the one
+    /// before it ran.
+    pub sync: Option<Quantiles>,
     pub overhead: Option<Quantiles>,
     /// ACKs and answered turns the daemon counted in the run.
     pub acks_counted: f64,
@@ -156,6 +163,7 @@ impl Inside {
             .with_context(|| format!("reading {metrics_url}"))?;
         Ok(Inside {
             ack: Buckets::parse(&body, ACK)?,
+            sync: Buckets::parse(&body, SYNC)?,
             overhead: Buckets::parse(&body, OVERHEAD)?,
         })
     }
@@ -168,6 +176,7 @@ impl Inside {
         );
         Ok(InsideRun {
             ack: Quantiles::of(&ack),
+            sync: Quantiles::of(&self.sync.since(&earlier.sync)?),
             overhead: Quantiles::of(&overhead),
             acks_counted: ack.total(),
             turns_counted: overhead.total(),

@@ -392,6 +392,9 @@ pub struct RateFigures {
     /// The same inside our daemon (none for the reference bot).
     pub inside_ack_p50: Option<Spread>,
     pub inside_ack_p99: Option<Spread>,
+    /// The inbox journal's syncs in the same passes (the disk's part of the ACK).
+    pub inside_sync_p50: Option<Spread>,
+    pub inside_sync_p99: Option<Spread>,
     pub inside_overhead_p50: Option<Spread>,
     pub inside_overhead_p99: Option<Spread>,
     pub cpu_per_1000: Spread,
@@ -430,6 +433,8 @@ impl RateFigures {
                "overhead_p99_ms": self.overhead_p99.map(|s| s.json()),
                "inside_ack_p50_ms": self.inside_ack_p50.map(|s| s.json()),
                "inside_ack_p99_ms": self.inside_ack_p99.map(|s| s.json()),
+               "inside_sync_p50_ms": self.inside_sync_p50.map(|s| s.json()),
+               "inside_sync_p99_ms": self.inside_sync_p99.map(|s| s.json()),
                "inside_overhead_p50_ms": self.inside_overhead_p50.map(|s| s.json()),
                "inside_overhead_p99_ms": self.inside_overhead_p99.map(|s| s.json()),
                "cpu_s_per_1000_turns": self.cpu_per_1000.json(), "achieved_in_per_s": self.achieved_in.json(),
@@ -467,6 +472,8 @@ pub fn by_rate(runs: &[RateRun]) -> Vec<RateFigures> {
                 overhead_p99: Spread::of(overheads().map(|d| d.p99)),
                 inside_ack_p50: inside(|r| r.ack, |q| q.p50),
                 inside_ack_p99: inside(|r| r.ack, |q| q.p99),
+                inside_sync_p50: inside(|r| r.sync, |q| q.p50),
+                inside_sync_p99: inside(|r| r.sync, |q| q.p99),
                 inside_overhead_p50: inside(|r| r.overhead, |q| q.p50),
                 inside_overhead_p99: inside(|r| r.overhead, |q| q.p99),
                 cpu_per_1000: Spread::of(at.iter().map(|r| r.cpu_per_1000))?,
@@ -525,22 +532,26 @@ pub fn add_ramp(report: &mut Report, figures: &[RateFigures]) {
             }),
             f.json(),
         );
-        if let (Some(a50), Some(a99), Some(o50), Some(o99)) = (
+        if let (Some(a50), Some(a99), Some(s50), Some(s99), Some(o50), Some(o99)) = (
             f.inside_ack_p50,
             f.inside_ack_p99,
+            f.inside_sync_p50,
+            f.inside_sync_p99,
             f.inside_overhead_p50,
             f.inside_overhead_p99,
         ) {
             report.add(
                 format!("inside.{}", f.rate),
                 format!(
-                    "inside the bot: ACK p50 / p99; overhead/turn p50 / p99 @ {} msg/s",
+                    "inside the bot: ACK p50 / p99 (its disk sync's); overhead/turn p50 / p99 @ {} msg/s",
                     f.rate
                 ),
                 format!(
-                    "ACK {} / {} ms; overhead {} / {} ms",
+                    "ACK {} / {} ms (sync {} / {} ms); overhead {} / {} ms",
                     a50.show(2),
                     a99.show(2),
+                    s50.show(2),
+                    s99.show(2),
                     o50.show(2),
                     o99.show(2)
                 ),
@@ -551,6 +562,7 @@ pub fn add_ramp(report: &mut Report, figures: &[RateFigures]) {
                 },
                 at_goal.then_some(a99.median < 0.5 && o50.median < 0.5 && o99.median < 1.0),
                 json!({"ack_p50_ms": a50.json(), "ack_p99_ms": a99.json(),
+                       "sync_p50_ms": s50.json(), "sync_p99_ms": s99.json(),
                        "overhead_p50_ms": o50.json(), "overhead_p99_ms": o99.json()}),
             );
         }

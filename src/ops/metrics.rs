@@ -70,6 +70,7 @@ pub(crate) struct Observed {
     queue_wait: Histogram,
     ack_duration: Histogram,
     turn_overhead: Histogram,
+    inbox_sync: Histogram,
     replies: Family<OutcomeLabel, Counter>,
 }
 
@@ -83,6 +84,7 @@ pub(crate) fn observed() -> &'static Observed {
         queue_wait: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
         ack_duration: fine_seconds_buckets(),
         turn_overhead: fine_seconds_buckets(),
+        inbox_sync: fine_seconds_buckets(),
         replies: Family::default(),
     })
 }
@@ -117,6 +119,12 @@ impl Observed {
     /// A stream frame was ACKed `took` after it was read.
     pub(crate) fn ack_written(&self, took: Duration) {
         self.ack_duration.observe(took.as_secs_f64());
+    }
+
+    /// One sync of the inbox journal (its `fdatasync`, which makes a batch of accepted
+    /// messages durable before their frames are ACKed) took `took`.
+    pub(crate) fn inbox_synced(&self, took: Duration) {
+        self.inbox_sync.observe(took.as_secs_f64());
     }
 
     /// A reply went out for a message, under a fixed outcome label (`answer`, `busy`,
@@ -198,6 +206,14 @@ pub(crate) fn registry(snapshot: SnapshotFn) -> Registry {
          and at the model",
         Unit::Seconds,
         o.turn_overhead.clone(),
+    );
+    r.register_with_unit(
+        "clawdbot_inbox_sync_duration",
+        "Time one sync of the inbox journal took (fdatasync): a stream frame's ACK waits \
+         for the sync that makes its message durable, so this is the disk's share of the \
+         ACK time",
+        Unit::Seconds,
+        o.inbox_sync.clone(),
     );
     r.register(
         "clawdbot_replies",

@@ -141,6 +141,43 @@ fn a_turns_overhead_leaves_out_the_models_time() {
     );
 }
 
+/// The disk's share of an ACK is on the page: with every journal sync slowed to 40 ms
+/// (the test hook standing in for a slow disk), each sync is counted above 30 ms and the
+/// message's ACK, which waits for its sync, took at least as long.
+#[test]
+fn a_slow_inbox_sync_shows_in_its_own_histogram_and_in_the_ack() {
+    let stack = Stack::new(FakeConfig::default(), &[]);
+    let port = free_port();
+    let cfg = stack.config(2, 5000, &format!("ops:\n  listen: \"127.0.0.1:{port}\"\n"));
+    stack.start_bot_env(&cfg, &[("CLAWDBOT_TEST_JOURNAL_FSYNC_DELAY_MS", "40")]);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_readyz(&stack, &base, 200, Duration::from_secs(10));
+    stack.inject_group("cidOpsSync==", "slow disk");
+    stack.wait_outbox(1, Duration::from_secs(15));
+    let mut scrape = String::new();
+    support::wait_until(Duration::from_secs(15), || {
+        scrape = get(&stack, &format!("{base}/metrics")).1;
+        sample(&scrape, "clawdbot_ack_duration_seconds_count") == Some(1.0)
+    });
+    let syncs = sample(&scrape, "clawdbot_inbox_sync_duration_seconds_count").expect("syncs");
+    assert!(syncs >= 1.0, "{scrape}");
+    assert_eq!(
+        sample(
+            &scrape,
+            "clawdbot_inbox_sync_duration_seconds_bucket{le=\"0.03\"}"
+        ),
+        Some(0.0),
+        "a 40 ms sync was counted as faster\n{scrape}"
+    );
+    let sync_sum = sample(&scrape, "clawdbot_inbox_sync_duration_seconds_sum").expect("sum");
+    assert!(sync_sum >= 0.04 * syncs, "{scrape}");
+    let ack = sample(&scrape, "clawdbot_ack_duration_seconds_sum").expect("ack");
+    assert!(
+        ack >= 0.04,
+        "the ACK did not wait for its sync: {ack} s\n{scrape}"
+    );
+}
+
 #[test]
 fn metrics_and_status_count_turns_by_outcome_without_text() {
     let stack = Stack::new(FakeConfig::default(), &[]);
@@ -187,10 +224,15 @@ fn metrics_and_status_count_turns_by_outcome_without_text() {
     ] {
         assert_eq!(sample(&scrape, name), Some(want), "{name} in\n{scrape}");
     }
-    assert!(
-        sample(&scrape, "clawdbot_ack_duration_seconds_count").is_some_and(|n| n >= 1.0),
-        "{scrape}"
-    );
+    for name in [
+        "clawdbot_ack_duration_seconds_count",
+        "clawdbot_inbox_sync_duration_seconds_count",
+    ] {
+        assert!(
+            sample(&scrape, name).is_some_and(|n| n >= 1.0),
+            "{name} in\n{scrape}"
+        );
+    }
     let build = format!(
         "clawdbot_build_info{{version=\"{}\"}}",
         env!("CARGO_PKG_VERSION")

@@ -442,11 +442,13 @@ impl JournalThread {
 
     /// One `fdatasync` of `file` (the lock is not held: direct writes go on meanwhile).
     fn sync(&self, file: &File) -> Result<(), JournalError> {
+        let started = Instant::now();
         if !self.sync_delay.is_zero() {
             std::thread::sleep(self.sync_delay);
         }
-        let result = file
-            .sync_data()
+        let synced = file.sync_data();
+        crate::ops::metrics::observed().inbox_synced(started.elapsed());
+        let result = synced
             .and_then(|()| still_linked(file))
             .map_err(|e| JournalError::write(&self.path, e));
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
