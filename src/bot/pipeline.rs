@@ -40,7 +40,8 @@ use super::redelivery::{redeliver, LateReply, RedeliveryPolicy};
 /// The outcome label of a busy reply (`reply.busy_text`, whichever wait caused it).
 const BUSY: &str = "busy";
 
-/// Receives messages once the journal made them durable and runs each turn in its own
+/// Receives messages once the journal wrote them (their sync may still run: a turn waits
+/// for it before its first effect outside the process, see [`stored`]) and runs each turn in its own
 /// task, with a ticket taken here, in arrival order, so a conversation's turns run one
 /// after another (the ticket is the one mechanism that orders a conversation); the model
 /// limiter bounds how many reach the model and keeps conversations fair.
@@ -275,9 +276,10 @@ async fn answer(
         .channel
         .as_ref()
         .is_some_and(|c| c.dingtalk.card_template_id.is_some());
-    // An AI card is visible once opened: its reply is confirmed before (text replies
-    // are confirmed right before they are sent).
-    if use_card && !may_send(shared, &msg).await {
+    // An AI card is visible once opened, before the model's answer: its message must be
+    // durable and its reply confirmed before (text replies wait and are confirmed right
+    // before they are sent).
+    if use_card && !(stored(&msg).await && may_send(shared, &msg).await) {
         return;
     }
     let outcome = if use_card {
@@ -512,10 +514,12 @@ async fn answer_in_text(
                 _ = tokio::time::sleep(Duration::from_millis(ms)) => {
                     // The model call keeps running while the notice is sent, and a slow send
                     // is cut short, so the notice never delays the answer.
-                    let notice = tokio::time::timeout(
-                        THINKING_NOTICE_SEND_LIMIT,
-                        channel.reply(msg, &cfg.reply.thinking_text, false),
-                    );
+                    let notice = tokio::time::timeout(THINKING_NOTICE_SEND_LIMIT, async {
+                        if !stored(msg).await {
+                            return Ok(());
+                        }
+                        channel.reply(msg, &cfg.reply.thinking_text, false).await
+                    });
                     let (sent, outcome) = tokio::join!(notice, &mut answer);
                     match sent {
                         Ok(Ok(())) => {}
@@ -563,6 +567,7 @@ fn observe_overhead(read_at: Instant, waits: Duration) {
 }
 
 /// Streams the answer into an AI card; falls back to a plain reply if no card opens.
+/// The caller waited for the message to be durable (see [`stored`]).
 async fn answer_in_card(
     shared: &Arc<Shared>,
     channel: &Channel,
@@ -664,6 +669,9 @@ async fn deliver(
     markdown: bool,
     label: &'static str,
 ) {
+    if !stored(msg).await {
+        return;
+    }
     let mut reply = channel.outgoing(text, markdown);
     if label == BUSY {
         // Sent only while no answer waits for a send slot: under a flood, DingTalk's send
@@ -681,6 +689,21 @@ async fn deliver(
         }
     }
     send_and_complete(shared, channel, msg, reply, label).await;
+}
+
+/// Waits until `msg` is durable (see [`crate::dingtalk::durable`]): the journal hands a
+/// message on while its sync runs, so the turn's prompt and model call overlap the disk's
+/// work, and every effect of the turn outside the process (a reply, a card, a command's
+/// reset, a record in the journal) waits here. False when its sync failed: the journal
+/// forgot it and did not ACK it, so DingTalk delivers it again and that delivery is
+/// answered; this turn ends without a trace. Its exchange may stay in the conversation's
+/// memory (the model had answered), so the redelivered question is asked after it.
+async fn stored(msg: &Inbound) -> bool {
+    if msg.durable.wait().await {
+        return true;
+    }
+    tracing::warn!(msg_id = %msg.msg_id, "message not stored (its journal sync failed): its turn ends without a reply, and DingTalk delivers it again");
+    false
 }
 
 /// Records in the journal each part of `reply` DingTalk accepts.
@@ -755,7 +778,8 @@ async fn run_command(
         command = cmd.label(),
         "chat command received"
     );
-    if !admitted(shared, cfg, msg).await {
+    // A command's effects (a reset) come before its reply.
+    if !stored(msg).await || !admitted(shared, cfg, msg).await {
         return;
     }
     let reply = super::chat_commands::run(shared, cfg, cmd, msg);

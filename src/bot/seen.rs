@@ -90,6 +90,7 @@ mod tests {
             session_webhook_expires_ms: None,
             received_at_ms: at,
             read_at: None,
+            durable: Default::default(),
         }
     }
 

@@ -28,6 +28,11 @@ pub struct Inbound {
     /// another replica).
     #[serde(skip)]
     pub read_at: Option<std::time::Instant>,
+    /// Whether the sink that took the message made it durable yet (see
+    /// [`super::durable`]): wait for it before anything outside the process sees the
+    /// message's turn. Never stored: a stored message is durable.
+    #[serde(skip)]
+    pub durable: super::Durable,
 }
 
 /// What the message says, reduced to what the bot can answer.
@@ -91,6 +96,7 @@ pub fn parse_robot_message(v: &Value, now_ms: u64) -> Result<Inbound, ParseError
         ),
         received_at_ms: now_ms,
         read_at: None,
+        durable: super::Durable::default(),
     })
 }
 

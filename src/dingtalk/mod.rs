@@ -7,7 +7,8 @@
 //! cache), [`api`] (authenticated OpenAPI calls), [`limiter`] (20 QPS per API), [`send`]
 //! (group / 1:1 sends), [`shared_rate`] and [`shared_token`]: the send rate and token shared by replicas on Redis, [`webhook`] (session webhook replies), [`card`] (AI card),
 //! [`split`] (long answers), [`outgoing`] (a reply's parts and delivery progress),
-//! [`dedupe`], [`ingress`] (parse + dedupe + hand-over), [`replay`] (callback replay
+//! [`dedupe`], [`ingress`] (parse + dedupe + hand-over), [`durable`] (whether a taken
+//! message is durable yet), [`replay`] (callback replay
 //! guard), [`webhook_allow`] (which session webhook hosts may be POSTed to), [`stats`]
 //! (report), [`channel`] (the facade). The parsers of DingTalk's answers are pure
 //! functions ([`http::api_answer`], [`http::errcode_answer`], [`token::token_answer`],
@@ -18,6 +19,7 @@ pub mod callback;
 pub mod card;
 pub mod channel;
 pub mod dedupe;
+pub mod durable;
 pub mod error;
 pub mod frame;
 pub mod http;
@@ -41,6 +43,7 @@ pub mod wire;
 
 pub use card::{CardRef, CardStream};
 pub use channel::{Channel, ChannelTuning};
+pub use durable::Durable;
 pub use error::{ChannelError, ChannelStartError, ChannelUnhealthy};
 pub use message::{Inbound, InboundContent};
 pub use outgoing::OutgoingReply;

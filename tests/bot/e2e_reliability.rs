@@ -825,11 +825,20 @@ fn a_frame_is_acked_only_after_its_journal_sync_and_pings_are_answered_meanwhile
             .cloned()
             .unwrap()
     };
+    // Past the daemon's first second, when it holds its replies (its start-up send
+    // window), so a reply sent before the sync would show.
+    std::thread::sleep(Duration::from_millis(1200));
     let msg_id = stack.inject_group("cidSlowDisk==", "wait for the disk");
     let before = pings();
-    // The reader keeps answering pings while the message's commit is under way...
-    assert!(wait_until(Duration::from_secs(30), || pings() >= before + 3));
+    // The reader keeps answering pings while the message's commit is under way, and the
+    // turn asks the model meanwhile, but nothing is replied before the message is durable...
+    assert!(wait_until(Duration::from_secs(30), || pings()
+        >= before + 3
+        && stack.fake_stats().requests >= 1));
+    // (the model answers at once: a reply not held for the sync goes out now)
+    std::thread::sleep(Duration::from_millis(300));
     assert_ne!(message(&msg_id)["acked"], true, "ACKed before its sync");
+    assert!(stack.outbox().is_empty(), "replied before its sync");
     // ...and ACKs it once the (1.5 s) sync is done.
     assert!(wait_until(Duration::from_secs(10), || message(&msg_id)
         ["acked"]
@@ -838,6 +847,66 @@ fn a_frame_is_acked_only_after_its_journal_sync_and_pings_are_answered_meanwhile
     let waited = m["acked_us"].as_u64().unwrap() - m["sent_us"][0].as_u64().unwrap();
     assert!(waited >= 1_500_000, "ACK after {waited} us");
     stack.wait_outbox(1, Duration::from_secs(10));
+}
+
+/// A turn runs while its message's sync does (it asks the model meanwhile), so a sync that
+/// fails must keep that turn from replying: the message is forgotten and not ACKed, and
+/// DingTalk's redelivery, once the journal works again, is answered exactly once. The sync
+/// is made to fail by deleting the journal file while it runs (a daemon refuses to ACK
+/// into a deleted file until it is restarted).
+#[test]
+fn a_message_whose_sync_fails_is_not_answered_by_its_first_turn_but_once_redelivered() {
+    let stack = Stack::new(FakeConfig::default(), &["--redeliver-unacked-ms", "1000"]);
+    let cfg = stack.config(2, 5000, "");
+    stack.start_bot_env(&cfg, &[("CLAWDBOT_TEST_JOURNAL_FSYNC_DELAY_MS", "1500")]);
+    let journal = stack
+        .home
+        .path()
+        .join("state")
+        .join("bot")
+        .join("journal")
+        .join("journal.log");
+    let msg_id = stack.inject_group("cidLostSync==", "is this kept?");
+    // Its turn asked the model while the (1.5 s) sync runs; the file goes away meanwhile.
+    assert!(wait_until(Duration::from_secs(10), || stack
+        .fake_stats()
+        .requests
+        >= 1));
+    std::fs::remove_file(&journal).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || stack.status()["journal"]
+            ["failed_accepts"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1),
+        "{}",
+        stack.status()
+    );
+    // The model answered at once; give its reply time to show if the turn sent it.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        stack.replies_in("cidLostSync==").is_empty(),
+        "a message that is not on disk was answered"
+    );
+    let acked = || {
+        let v = stack.rt.block_on(stack.sim.get("/_sim/messages")).unwrap();
+        v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["msgId"] == msg_id && m["acked"] == true)
+    };
+    assert!(!acked(), "a message that is not on disk was ACKed");
+
+    // A restart makes a new journal: the redelivery is stored, ACKed and answered once.
+    let pid = stack.bot_pid();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    wait_gone(pid);
+    stack.start_bot(&cfg);
+    assert!(wait_until(Duration::from_secs(20), || acked()
+        && stack.replies_in("cidLostSync==").len() == 1));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(stack.replies_in("cidLostSync==").len(), 1, "answered twice");
 }
 
 #[test]

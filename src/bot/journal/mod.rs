@@ -139,7 +139,8 @@ pub(crate) struct Opened {
 
 impl Journal {
     /// Opens (creating) the journal under `state/journal`, recovers it, migrates the v0.1
-    /// inbox, and starts the writer thread. Messages made durable later go to `dispatch`.
+    /// inbox, and starts the writer thread. Messages taken later go to `dispatch` once
+    /// written, before their sync ends (each with its [`crate::dingtalk::Durable`]).
     pub(crate) fn open(
         state: &Path,
         dispatch: mpsc::UnboundedSender<Inbound>,

@@ -302,6 +302,7 @@ mod tests {
             session_webhook_expires_ms: None,
             received_at_ms: 1,
             read_at: None,
+            durable: Default::default(),
         }
     }
 

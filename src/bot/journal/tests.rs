@@ -24,6 +24,7 @@ fn message(id: &str) -> Inbound {
         session_webhook_expires_ms: None,
         received_at_ms: 1,
         read_at: None,
+        durable: Default::default(),
     }
 }
 
@@ -129,6 +130,34 @@ async fn one_sync_covers_every_message_that_arrived_meanwhile() {
         "one sync per message: {} commits",
         r.commits
     );
+}
+
+/// A new message reaches the bot once written, while its sync still runs, so its turn can
+/// ask the model meanwhile; its `durable` is settled with its ACK, after the sync.
+#[tokio::test]
+async fn a_message_reaches_the_bot_during_its_sync_and_is_settled_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // A 2 s sync: the message must arrive while the admission still waits for it.
+    let opened = Journal::open_with(dir.path(), tx, Duration::from_millis(2_000)).unwrap();
+    let j = opened.journal;
+    let admitted = j.admit(message("m1"));
+    tokio::pin!(admitted);
+    let msg = tokio::select! {
+        biased;
+        _ = &mut admitted => panic!("ACKed before the message reached the bot"),
+        m = rx.recv() => m.expect("handed on"),
+    };
+    assert_eq!(msg.msg_id, "m1");
+    let settled = tokio::spawn({
+        let durable = msg.durable.clone();
+        async move { durable.wait().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!settled.is_finished(), "durable before its sync ended");
+    assert_eq!(admitted.await.unwrap(), Admission::New);
+    assert!(settled.await.unwrap(), "synced but not settled durable");
+    assert!(rx.try_recv().is_err(), "handed on twice");
 }
 
 #[tokio::test]
@@ -762,9 +791,11 @@ async fn an_answered_mark_is_written_without_waking_the_journal_thread() {
 #[tokio::test]
 async fn a_journal_file_deleted_while_open_refuses_messages() {
     let dir = tempfile::tempdir().unwrap();
-    let (opened, _rx) = open(dir.path());
+    let (opened, mut rx) = open(dir.path());
     let j = opened.journal;
     assert_eq!(j.admit(message("m1")).await.unwrap(), Admission::New);
+    let m1 = rx.recv().await.unwrap();
+    assert!(m1.durable.wait().await);
     let path = j.report().path.clone();
     std::fs::remove_file(&path).unwrap();
     let refused = j.admit(message("m2")).await;
@@ -774,6 +805,14 @@ async fn a_journal_file_deleted_while_open_refuses_messages() {
     );
     let error = j.report().last_error.unwrap_or_default();
     assert!(error.contains("deleted"), "{error}");
+    // It reached the bot before its sync failed: its turn learns it never will be durable
+    // (and so sends nothing; DingTalk delivers it again).
+    let m2 = rx.recv().await.unwrap();
+    assert_eq!(m2.msg_id, "m2");
+    assert!(
+        !m2.durable.wait().await,
+        "a refused message settled durable"
+    );
 }
 
 /// The spare made ahead of time by another thread becomes the journal at a compaction

@@ -2,10 +2,14 @@
 //! the records that need no sync.
 //!
 //! The *journal thread* takes every request queued while it was busy, appends their
-//! records with one `write`, makes them durable with one `fdatasync` when the batch holds
-//! accepts (or a duplicate or a flush waiting for one), and only then completes their
-//! waiters (whose frames are ACKed) and hands the new messages to the bot, in arrival
-//! order. Requests arriving during a sync form the next batch: an accept arriving mid-sync
+//! records with one `write`, hands the new messages to the bot in arrival order, makes
+//! them durable with one `fdatasync` when the batch holds accepts (or a duplicate or a
+//! flush waiting for one), and only then completes their waiters (whose frames are ACKed)
+//! and settles each new message's [`Durable`]: its turn builds its prompt and asks the
+//! model while the sync runs, and waits for it before any effect outside the process (a
+//! reply, a card, a record of it here), so nothing a turn does is seen before its message
+//! is durable, and a message whose sync failed (forgotten, not ACKed, so redelivered) is
+//! never answered by its first turn. Requests arriving during a sync form the next batch: an accept arriving mid-sync
 //! waits for the next sync, as it would behind any sync. So durability costs one sync per
 //! batch, no hand-over between threads, and never runs on the async workers.
 //!
@@ -65,6 +69,7 @@ use super::record::{completion_reserve, encode, Record};
 use super::spare::Spare;
 use super::stats::JournalStats;
 use super::{Admission, JournalError};
+use crate::dingtalk::durable::{Durable, DurableSetter};
 use crate::dingtalk::Inbound;
 
 /// Done records written but not yet synced are synced after this long idle.
@@ -137,9 +142,12 @@ struct StagedReply {
 
 /// What waits for a sync: answered once the file is synced past it.
 enum Waiter {
+    /// A new message, already handed to the bot (see [`SyncJob::early`]): its ACK and
+    /// its [`Durable`] wait for the sync.
     New {
-        msg: Box<Inbound>,
+        id: String,
         reply: AdmitReply,
+        durable: DurableSetter,
     },
     Duplicate(AdmitReply),
     Flush(oneshot::Sender<()>),
@@ -150,6 +158,10 @@ enum Waiter {
 struct SyncJob {
     file: Arc<File>,
     waiters: Vec<Waiter>,
+    /// The batch's new messages, in arrival order, handed to the bot before the sync
+    /// starts, each with a [`Durable`] the sync settles: the turn's work up to its first
+    /// effect outside the process overlaps the sync (see the module doc).
+    early: Vec<Inbound>,
 }
 
 /// The journal's state, shared by the journal thread and the callers writing Done and
@@ -381,15 +393,21 @@ impl JournalThread {
     /// the file compacted if due. Returns how long the next wait may be.
     fn serve(&self, batch: Vec<Request>) -> Option<Duration> {
         let job = self.state.lock().append_batch(batch);
-        let synced = job.map(|job| (self.sync(&job.file), job.waiters));
+        let synced = job.map(|job| {
+            for msg in job.early {
+                // The dispatcher gone means shutdown: the message replays next start.
+                let _ = self.dispatch.send(msg);
+            }
+            (self.sync(&job.file), job.waiters)
+        });
         let (compact, wait) = {
             let mut core = self.state.lock();
             if let Some((Err(_), waiters)) = &synced {
                 // Forgotten before the refusal goes out, so a redelivery is taken again.
                 core.dirty = true;
                 for w in waiters {
-                    if let Waiter::New { msg, .. } = w {
-                        core.index.forget_pending(&msg.msg_id);
+                    if let Waiter::New { id, .. } = w {
+                        core.index.forget_pending(id);
                     }
                 }
             }
@@ -470,13 +488,12 @@ impl JournalThread {
     fn answer(&self, waiters: Vec<Waiter>) {
         for w in waiters {
             match w {
-                Waiter::New { msg, reply } => {
+                Waiter::New { reply, durable, .. } => {
                     // The ACK's waiter first: woken first, its frame is ACKed before the
-                    // async worker runs the message's turn (ACK p50 0.62 -> 0.47 ms at
-                    // 1 000 msg/s, issue 12).
+                    // async worker goes on with the message's turn (ACK p50 0.62 -> 0.47
+                    // ms at 1 000 msg/s, issue 12).
                     let _ = reply.send(Ok(Admission::New));
-                    // The dispatcher gone means shutdown: the message replays next start.
-                    let _ = self.dispatch.send(*msg);
+                    durable.settle(true);
                 }
                 Waiter::Duplicate(reply) => {
                     let _ = reply.send(Ok(Admission::Duplicate));
@@ -494,9 +511,12 @@ impl JournalThread {
         self.stats.set_error(err.to_string());
         for w in waiters {
             match w {
-                Waiter::New { reply, .. } => {
+                Waiter::New { reply, durable, .. } => {
                     self.stats.failed_accepts.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(Err(err.clone()));
+                    // Forgotten above: its turn ends without a reply, and DingTalk's
+                    // redelivery is taken as new.
+                    durable.settle(false);
                 }
                 Waiter::Duplicate(reply) => {
                     let _ = reply.send(Err(err.clone()));
@@ -547,9 +567,9 @@ impl Core {
         } else {
             self.append(&staged.buf)
         };
-        let waiters = match written {
+        let (waiters, early) = match written {
             Ok(()) => self.settle_written(staged),
-            Err(e) => self.settle_unwritten(staged, e),
+            Err(e) => (self.settle_unwritten(staged, e), Vec::new()),
         };
         if waiters.is_empty() {
             return None;
@@ -559,6 +579,7 @@ impl Core {
         Some(SyncJob {
             file: self.file.clone(),
             waiters,
+            early,
         })
     }
 
@@ -661,8 +682,9 @@ impl Core {
         staged.replies.push(reply);
     }
 
-    /// The batch is in the file: the index learns it; returns what waits for its sync.
-    fn settle_written(&mut self, staged: Staged) -> Vec<Waiter> {
+    /// The batch is in the file: the index learns it; returns what waits for its sync,
+    /// and the new messages (each with its [`Durable`]) to hand to the bot before it.
+    fn settle_written(&mut self, staged: Staged) -> (Vec<Waiter>, Vec<Inbound>) {
         let Staged {
             fresh,
             waiters,
@@ -678,9 +700,16 @@ impl Core {
             .records
             .fetch_add((fresh.len() + done.len()) as u64, Ordering::Relaxed);
         let mut new_waiters = Vec::with_capacity(fresh.len() + waiters.len());
+        let mut early = Vec::with_capacity(fresh.len());
         for (msg, reply, encoded) in fresh {
             self.index.add_pending(msg.msg_id.clone(), encoded);
-            new_waiters.push(Waiter::New { msg, reply });
+            let (durable, setter) = Durable::pending();
+            new_waiters.push(Waiter::New {
+                id: msg.msg_id.clone(),
+                reply,
+                durable: setter,
+            });
+            early.push(Inbound { durable, ..*msg });
         }
         for reply in replies {
             self.index.set_reply(&reply.id, reply.parts, reply.markdown);
@@ -690,7 +719,7 @@ impl Core {
             self.index.set_sent(&id, n);
         }
         new_waiters.extend(waiters);
-        new_waiters
+        (new_waiters, early)
     }
 
     /// The write failed: new messages are refused (not ACKed), replies go out unrecorded,

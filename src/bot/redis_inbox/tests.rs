@@ -269,6 +269,7 @@ async fn a_full_redis_shows_as_a_failing_intake_named_oom_until_one_succeeds() {
         session_webhook_expires_ms: None,
         received_at_ms: 0,
         read_at: None,
+        durable: Default::default(),
     };
     assert_eq!(inbox.intake_failing(), None);
     server.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
