@@ -287,6 +287,10 @@ async fn answer(
     } else {
         answer_in_text(shared, channel, &msg, &turn, hooks, &mut ticket).await
     };
+    if !msg.durable.wait().await {
+        // Not stored (see [`stored`]): nothing was sent, nothing is logged as answered.
+        return;
+    }
     log_outcome(shared, cfg, &msg, &text, arrived, &outcome);
     store_shared_memory(shared, cfg, &msg).await;
     // The ticket (the conversation's place in line) is held to here, through any fallback
@@ -549,7 +553,9 @@ async fn answer_in_text(
         label,
     )
     .await;
-    if let (TurnOutcome::Answer { .. }, Some(read_at)) = (&outcome, msg.read_at) {
+    if let (TurnOutcome::Answer { .. }, Some(read_at), true) =
+        (&outcome, msg.read_at, msg.durable.wait().await)
+    {
         observe_overhead(read_at, turn.waited_in_line + at_model);
     }
     outcome

@@ -897,6 +897,15 @@ fn a_message_whose_sync_fails_is_not_answered_by_its_first_turn_but_once_redeliv
             .any(|m| m["msgId"] == msg_id && m["acked"] == true)
     };
     assert!(!acked(), "a message that is not on disk was ACKed");
+    // Nor is it logged as answered (red team: the turn's outcome line said so).
+    let log = std::fs::read_to_string(stack.home.log_path("bot")).unwrap();
+    let about = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains(&msg_id) && l.contains(what))
+            .count()
+    };
+    assert!(about("not stored") >= 1, "{log}");
+    assert_eq!(about("answered"), 0, "{log}");
 
     // A restart makes a new journal: the redelivery is stored, ACKed and answered once.
     let pid = stack.bot_pid();
@@ -907,6 +916,41 @@ fn a_message_whose_sync_fails_is_not_answered_by_its_first_turn_but_once_redeliv
         && stack.replies_in("cidLostSync==").len() == 1));
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(stack.replies_in("cidLostSync==").len(), 1, "answered twice");
+}
+
+/// A daemon killed while a message's sync runs leaves its record written but not synced
+/// (in the page cache, readable). The next daemon must sync it before answering it: a power
+/// loss after an answer of a record not on disk would lose the record, and DingTalk (never
+/// ACKed) would deliver the message again. Red team: the next start answered it 0.9 s in,
+/// its first sync of the journal coming 6 s later. Every sync here takes 3 s more (the
+/// test hook), so an answer before the start's sync shows as one within 3 s.
+#[test]
+fn a_record_left_unsynced_by_kill_9_is_synced_before_the_next_start_answers_it() {
+    let stack = Stack::new(FakeConfig::default(), &["--redeliver-unacked-ms", "60000"]);
+    let cfg = stack.config(2, 5000, "");
+    stack.start_bot_env(&cfg, &[("CLAWDBOT_TEST_JOURNAL_FSYNC_DELAY_MS", "5000")]);
+    stack.inject_group("cidUnsynced==", "written, not synced");
+    // Its turn ran (it asks the model during the sync) and waits for the 5 s sync.
+    assert!(wait_until(Duration::from_secs(10), || stack
+        .fake_stats()
+        .requests
+        >= 1));
+    let pid = stack.bot_pid();
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    wait_gone(pid);
+    assert!(stack.replies_in("cidUnsynced==").is_empty());
+
+    let restarted = std::time::Instant::now();
+    stack.start_bot_env(&cfg, &[("CLAWDBOT_TEST_JOURNAL_FSYNC_DELAY_MS", "3000")]);
+    assert!(wait_until(Duration::from_secs(30), || stack
+        .replies_in("cidUnsynced==")
+        .len()
+        == 1));
+    let took = restarted.elapsed();
+    assert!(
+        took >= Duration::from_millis(3000),
+        "answered {took:?} after the restart, before its record was synced"
+    );
 }
 
 #[test]

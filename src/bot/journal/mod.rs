@@ -201,6 +201,15 @@ impl Journal {
                 "old inbox migrated into the journal"
             );
         }
+        // A daemon killed mid-sync leaves records it wrote but never synced: readable here,
+        // from the page cache, but not yet on disk. One sync before any of them is acted
+        // on, so no replayed message is answered before it is durable (a power loss after
+        // that answer would lose the record, and DingTalk, never ACKed, would deliver the
+        // message again: answered twice).
+        if !sync_delay.is_zero() {
+            std::thread::sleep(sync_delay);
+        }
+        file.sync_data().map_err(|e| JournalError::open(&path, e))?;
         let pending: Vec<Inbound> = index
             .pending_ids()
             .filter_map(|id| messages.remove(id))
