@@ -662,6 +662,29 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Whether the simulator saw `msg_id`'s frame ACKed.
+fn acked(stack: &Stack, msg_id: &str) -> bool {
+    let v = stack.rt.block_on(stack.sim.get("/_sim/messages")).unwrap();
+    v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["msgId"] == msg_id && m["acked"] == true)
+}
+
+/// Waits (at most 15 s) until the journal refused a message, naming the status if not.
+fn wait_refused(stack: &Stack) {
+    assert!(
+        wait_until(Duration::from_secs(15), || stack.status()["journal"]
+            ["failed_accepts"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1),
+        "{}",
+        stack.status()
+    );
+}
+
 #[test]
 fn a_full_disk_leaves_messages_unacked_and_answers_nothing_twice() {
     let stack = Stack::new(slow_model(1500), &["--redeliver-unacked-ms", "1000"]);
@@ -685,15 +708,7 @@ fn a_full_disk_leaves_messages_unacked_and_answers_nothing_twice() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(
-        wait_until(Duration::from_secs(10), || stack.status()["journal"]
-            ["failed_accepts"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 1),
-        "{}",
-        stack.status()
-    );
+    wait_refused(&stack);
     let st = stack.status();
     assert!(
         st["journal"]["last_error"]
@@ -702,15 +717,10 @@ fn a_full_disk_leaves_messages_unacked_and_answers_nothing_twice() {
             .contains("journal.log"),
         "{st}"
     );
-    let acked = |msg_id: &str| {
-        let v = stack.rt.block_on(stack.sim.get("/_sim/messages")).unwrap();
-        v["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["msgId"] == msg_id && m["acked"] == true)
-    };
-    assert!(!acked(&second), "a message that is not on disk was ACKed");
+    assert!(
+        !acked(&stack, &second),
+        "a message that is not on disk was ACKed"
+    );
     stack.wait_outbox(1, Duration::from_secs(10));
     assert_eq!(stack.replies_in("cidFull1==").len(), 1);
 
@@ -725,7 +735,7 @@ fn a_full_disk_leaves_messages_unacked_and_answers_nothing_twice() {
         "{}",
         stack.status()
     );
-    assert!(acked(&second));
+    assert!(acked(&stack, &second));
 
     // After kill -9 and a restart nothing is answered again: nothing is pending to replay.
     let pid = stack.bot_pid();
@@ -873,30 +883,15 @@ fn a_message_whose_sync_fails_is_not_answered_by_its_first_turn_but_once_redeliv
         .requests
         >= 1));
     std::fs::remove_file(&journal).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(15), || stack.status()["journal"]
-            ["failed_accepts"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 1),
-        "{}",
-        stack.status()
-    );
+    wait_refused(&stack);
     // The model answered at once; give its reply time to show if the turn sent it.
     std::thread::sleep(Duration::from_millis(1000));
     assert!(
         stack.replies_in("cidLostSync==").is_empty(),
         "a message that is not on disk was answered"
     );
-    let acked = || {
-        let v = stack.rt.block_on(stack.sim.get("/_sim/messages")).unwrap();
-        v["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|m| m["msgId"] == msg_id && m["acked"] == true)
-    };
-    assert!(!acked(), "a message that is not on disk was ACKed");
+    let is_acked = || acked(&stack, &msg_id);
+    assert!(!is_acked(), "a message that is not on disk was ACKed");
     // Nor is it logged as answered (red team: the turn's outcome line said so).
     let log = std::fs::read_to_string(stack.home.log_path("bot")).unwrap();
     let about = |what: &str| {
@@ -912,7 +907,7 @@ fn a_message_whose_sync_fails_is_not_answered_by_its_first_turn_but_once_redeliv
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     wait_gone(pid);
     stack.start_bot(&cfg);
-    assert!(wait_until(Duration::from_secs(20), || acked()
+    assert!(wait_until(Duration::from_secs(20), || is_acked()
         && stack.replies_in("cidLostSync==").len() == 1));
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(stack.replies_in("cidLostSync==").len(), 1, "answered twice");

@@ -19,13 +19,18 @@ fn bot_with_ops(stack: &Stack) -> String {
 
 /// [`bot_with_ops`] with `limit` model slots and a `timeout_ms` model budget.
 fn bot_with_ops_and(stack: &Stack, limit: usize, timeout_ms: u64) -> String {
+    bot_with_ops_env(stack, limit, timeout_ms, &[])
+}
+
+/// [`bot_with_ops_and`], the daemon started with `env` set.
+fn bot_with_ops_env(stack: &Stack, limit: usize, timeout_ms: u64, env: &[(&str, &str)]) -> String {
     let port = free_port();
     let cfg = stack.config(
         limit,
         timeout_ms,
         &format!("ops:\n  listen: \"127.0.0.1:{port}\"\n"),
     );
-    stack.start_bot(&cfg);
+    stack.start_bot_env(&cfg, env);
     format!("http://127.0.0.1:{port}")
 }
 
@@ -67,6 +72,17 @@ fn wait_readyz(stack: &Stack, base: &str, want: u16, within: Duration) -> Value 
 }
 
 /// The value of the sample `name` (with its labels, exactly as exposed) in a scrape.
+/// The daemon's `/metrics` once `count` (a sample's name) reads 1, waiting at most 15 s;
+/// the last scrape otherwise.
+fn scrape_once(stack: &Stack, base: &str, count: &str) -> String {
+    let mut scrape = String::new();
+    support::wait_until(Duration::from_secs(15), || {
+        scrape = get(stack, &format!("{base}/metrics")).1;
+        sample(&scrape, count) == Some(1.0)
+    });
+    scrape
+}
+
 fn sample(scrape: &str, name: &str) -> Option<f64> {
     scrape.lines().find_map(|l| {
         let rest = l.strip_prefix(name)?;
@@ -122,11 +138,7 @@ fn a_turns_overhead_leaves_out_the_models_time() {
     std::thread::sleep(Duration::from_millis(1500));
     stack.inject_group("cidOpsOverhead==", "how long");
     stack.wait_outbox(1, Duration::from_secs(15));
-    let mut scrape = String::new();
-    support::wait_until(Duration::from_secs(15), || {
-        scrape = get(&stack, &format!("{base}/metrics")).1;
-        sample(&scrape, "clawdbot_turn_overhead_seconds_count") == Some(1.0)
-    });
+    let scrape = scrape_once(&stack, &base, "clawdbot_turn_overhead_seconds_count");
     let took = sample(&scrape, "clawdbot_turn_duration_seconds_sum").expect("turn duration");
     let own = sample(&scrape, "clawdbot_turn_overhead_seconds_sum").expect("overhead");
     assert!(took >= 0.4, "the turn took {took} s\n{scrape}");
@@ -147,18 +159,16 @@ fn a_turns_overhead_leaves_out_the_models_time() {
 #[test]
 fn a_slow_inbox_sync_shows_in_its_own_histogram_and_in_the_ack() {
     let stack = Stack::new(FakeConfig::default(), &[]);
-    let port = free_port();
-    let cfg = stack.config(2, 5000, &format!("ops:\n  listen: \"127.0.0.1:{port}\"\n"));
-    stack.start_bot_env(&cfg, &[("CLAWDBOT_TEST_JOURNAL_FSYNC_DELAY_MS", "40")]);
-    let base = format!("http://127.0.0.1:{port}");
+    let base = bot_with_ops_env(
+        &stack,
+        2,
+        5000,
+        &[("CLAWDBOT_TEST_JOURNAL_FSYNC_DELAY_MS", "40")],
+    );
     wait_readyz(&stack, &base, 200, Duration::from_secs(10));
     stack.inject_group("cidOpsSync==", "slow disk");
     stack.wait_outbox(1, Duration::from_secs(15));
-    let mut scrape = String::new();
-    support::wait_until(Duration::from_secs(15), || {
-        scrape = get(&stack, &format!("{base}/metrics")).1;
-        sample(&scrape, "clawdbot_ack_duration_seconds_count") == Some(1.0)
-    });
+    let scrape = scrape_once(&stack, &base, "clawdbot_ack_duration_seconds_count");
     let syncs = sample(&scrape, "clawdbot_inbox_sync_duration_seconds_count").expect("syncs");
     assert!(syncs >= 1.0, "{scrape}");
     assert_eq!(
