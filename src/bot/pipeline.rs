@@ -519,7 +519,8 @@ async fn answer_in_text(
                     // The model call keeps running while the notice is sent, and a slow send
                     // is cut short, so the notice never delays the answer.
                     let notice = tokio::time::timeout(THINKING_NOTICE_SEND_LIMIT, async {
-                        if !stored(msg).await {
+                        // Not stored: no notice (the reply's `stored` says why, once).
+                        if !msg.durable.wait().await {
                             return Ok(());
                         }
                         channel.reply(msg, &cfg.reply.thinking_text, false).await
