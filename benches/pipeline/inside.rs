@@ -1,10 +1,10 @@
 //! Figures taken inside our daemon: its own `/metrics` histograms of the ACK (frame read ->
 //! ACK written), of the inbox journal's syncs (the disk's part of an ACK: one `fdatasync`
 //! per batch of accepted messages) and of an answered turn's overhead (message read ->
-//! reply delivered, less the waits in line and for and at the model), read before and after a rate's run and
-//! subtracted, so each figure is that run's alone. The simulator-clock figures of
-//! [`crate::load`] include the simulator's and the fake model's own wake-ups and CPU on
-//! the same two cores; these are the bot process's part of them.
+//! reply delivered, less the waits in line and for and at the model), read before and
+//! after a rate's run and subtracted, so each figure is that run's alone. The
+//! simulator-clock figures of [`crate::load`] include the simulator's and the fake model's
+//! own wake-ups and CPU on the same two cores; these are the bot process's part of them.
 //!
 //! A quantile read from a histogram is known to within its bucket: it is interpolated
 //! linearly inside the bucket it falls in (the daemon's bounds step 1.33-2x from 0.1 ms

@@ -41,9 +41,9 @@ use super::redelivery::{redeliver, LateReply, RedeliveryPolicy};
 const BUSY: &str = "busy";
 
 /// Receives messages once the journal wrote them (their sync may still run: a turn waits
-/// for it before its first effect outside the process, see [`stored`]) and runs each turn in its own
-/// task, with a ticket taken here, in arrival order, so a conversation's turns run one
-/// after another (the ticket is the one mechanism that orders a conversation); the model
+/// for it before its first effect outside the process, see [`stored`]) and runs each turn
+/// in its own task, with a ticket taken here, in arrival order, so a conversation's turns
+/// run one after another (the ticket is the one mechanism that orders a conversation); the model
 /// limiter bounds how many reach the model and keeps conversations fair.
 pub(crate) async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Inbound>) {
     while let Some(msg) = rx.recv().await {

@@ -7,6 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::Duration;
 
 pub(crate) use crate::fsutil::kind_of;
 use crate::fsutil::open_regular;
@@ -52,4 +53,14 @@ pub(crate) fn create_new(path: &Path) -> io::Result<File> {
 /// Makes the folder's entries (creations, renames, removals) durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// Makes `file`'s data durable (`fdatasync`) after `delay`, the test hook
+/// (`CLAWDBOT_TEST_JOURNAL_FSYNC_DELAY_MS`) standing in for a slow disk; zero otherwise.
+/// Every sync of the journal file goes through here, so the hook slows them all.
+pub(crate) fn sync_data_after(file: &File, delay: Duration) -> io::Result<()> {
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
+    file.sync_data()
 }

@@ -183,9 +183,8 @@ impl Journal {
                 path = %path.display(), offset = valid, bytes = size - valid,
                 "journal ends in a torn record (a write cut by a crash, never ACKed); cutting it off"
             );
-            file::zero_fill(&file, valid, size)
-                .and_then(|()| file.sync_data())
-                .map_err(|e| JournalError::open(&path, e))?;
+            // Made durable by the sync below, before anything is appended or replayed.
+            file::zero_fill(&file, valid, size).map_err(|e| JournalError::open(&path, e))?;
         }
         if let Some(first) = loaded.damaged_at {
             keep_damaged_copy(&file, &path, first)?;
@@ -206,10 +205,7 @@ impl Journal {
         // on, so no replayed message is answered before it is durable (a power loss after
         // that answer would lose the record, and DingTalk, never ACKed, would deliver the
         // message again: answered twice).
-        if !sync_delay.is_zero() {
-            std::thread::sleep(sync_delay);
-        }
-        file.sync_data().map_err(|e| JournalError::open(&path, e))?;
+        file::sync_data_after(&file, sync_delay).map_err(|e| JournalError::open(&path, e))?;
         let pending: Vec<Inbound> = index
             .pending_ids()
             .filter_map(|id| messages.remove(id))

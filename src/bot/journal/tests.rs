@@ -29,9 +29,14 @@ fn message(id: &str) -> Inbound {
 }
 
 fn open(state: &Path) -> (Opened, mpsc::UnboundedReceiver<Inbound>) {
+    open_slow(state, Duration::ZERO)
+}
+
+/// [`open`] with every sync delayed by `sync_delay` (a slow disk).
+fn open_slow(state: &Path, sync_delay: Duration) -> (Opened, mpsc::UnboundedReceiver<Inbound>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (
-        Journal::open_with(state, tx, Duration::ZERO).expect("journal opens"),
+        Journal::open_with(state, tx, sync_delay).expect("journal opens"),
         rx,
     )
 }
@@ -113,8 +118,7 @@ async fn a_torn_tail_is_cut_and_the_records_before_it_kept() {
 #[tokio::test]
 async fn one_sync_covers_every_message_that_arrived_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
-    let (tx, _rx) = mpsc::unbounded_channel();
-    let opened = Journal::open_with(dir.path(), tx, Duration::from_millis(50)).unwrap();
+    let (opened, _rx) = open_slow(dir.path(), Duration::from_millis(50));
     let j = opened.journal;
     // The first one starts a (slow) sync; the 199 others queue up meanwhile.
     let waits: Vec<_> = (0..200)
@@ -137,9 +141,8 @@ async fn one_sync_covers_every_message_that_arrived_meanwhile() {
 #[tokio::test]
 async fn a_message_reaches_the_bot_during_its_sync_and_is_settled_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
     // A 2 s sync: the message must arrive while the admission still waits for it.
-    let opened = Journal::open_with(dir.path(), tx, Duration::from_millis(2_000)).unwrap();
+    let (opened, mut rx) = open_slow(dir.path(), Duration::from_millis(2_000));
     let j = opened.journal;
     let admitted = j.admit(message("m1"));
     tokio::pin!(admitted);
@@ -163,11 +166,10 @@ async fn a_message_reaches_the_bot_during_its_sync_and_is_settled_after_it() {
 #[tokio::test]
 async fn an_answered_mark_is_written_at_once_even_while_a_slow_sync_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let (tx, _rx) = mpsc::unbounded_channel();
     // A 2 s sync: a mark stuck behind it would wait up to 2 s, a mark written at once a few
     // milliseconds, so the bound below (1 s) holds on a loaded machine and still tells them
     // apart.
-    let opened = Journal::open_with(dir.path(), tx, Duration::from_millis(2_000)).unwrap();
+    let (opened, _rx) = open_slow(dir.path(), Duration::from_millis(2_000));
     let j = opened.journal;
     j.admit(message("m1")).await.unwrap();
     // m2's sync is under way (2 s) when m1 is marked answered.
@@ -731,9 +733,8 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test]
 async fn accepts_queued_during_a_sync_are_made_durable_by_one_more_sync() {
     let dir = tempfile::tempdir().unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
     // A 1 s sync: the 50 accepts below are queued long before it ends.
-    let opened = Journal::open_with(dir.path(), tx, Duration::from_millis(1_000)).unwrap();
+    let (opened, mut rx) = open_slow(dir.path(), Duration::from_millis(1_000));
     let j = opened.journal;
     let first = j.admit(message("first"));
     // The journal thread took `first` and is inside its sync.

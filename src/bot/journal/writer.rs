@@ -9,8 +9,8 @@
 //! model while the sync runs, and waits for it before any effect outside the process (a
 //! reply, a card, a record of it here), so nothing a turn does is seen before its message
 //! is durable, and a message whose sync failed (forgotten, not ACKed, so redelivered) is
-//! never answered by its first turn. Requests arriving during a sync form the next batch: an accept arriving mid-sync
-//! waits for the next sync, as it would behind any sync. So durability costs one sync per
+//! never answered by its first turn. Requests arriving during a sync form the next batch:
+//! an accept arriving mid-sync waits for the next sync, as it would behind any sync. So durability costs one sync per
 //! batch, no hand-over between threads, and never runs on the async workers.
 //!
 //! "Answered" (Done) and "sent" records of pending messages do not go through that
@@ -461,10 +461,7 @@ impl JournalThread {
     /// One `fdatasync` of `file` (the lock is not held: direct writes go on meanwhile).
     fn sync(&self, file: &File) -> Result<(), JournalError> {
         let started = Instant::now();
-        if !self.sync_delay.is_zero() {
-            std::thread::sleep(self.sync_delay);
-        }
-        let synced = file.sync_data();
+        let synced = file::sync_data_after(file, self.sync_delay);
         crate::ops::metrics::observed().inbox_synced(started.elapsed());
         let result = synced
             .and_then(|()| still_linked(file))
