@@ -16,6 +16,7 @@
 //!   (a turn makes two: the message to the journal thread, its durable answer back to the
 //!   async worker, the price of never blocking the async worker on the disk); on a
 //!   virtual machine waking a sleeping CPU is not free;
+//! - a turn's HTTP requests through the daemon's client crate, in `floor_http.rs`;
 //! - the daemon without a disk: the same rate run at the goal rate with the daemon's home
 //!   (so its journal) on tmpfs, where `fdatasync` returns at once.
 //!
@@ -46,7 +47,7 @@ const TMPFS: &str = "/dev/shm";
 /// The disk floor: `p.reps` runs of `GOAL_RATE x p.load_secs` appends, each followed by
 /// `fdatasync`, paced at the goal rate, in a fresh file under `dir`; the time of each
 /// write + sync, in ms.
-pub fn disk(dir: &Path, p: &Params, report: &mut Report) -> Result<()> {
+pub fn disk(dir: &Path, p: &Params, report: &mut Report) -> Result<Option<f64>> {
     let count = (GOAL_RATE as u64 * p.load_secs) as usize;
     let mut runs = Vec::new();
     for rep in 0..p.reps() {
@@ -63,7 +64,7 @@ pub fn disk(dir: &Path, p: &Params, report: &mut Report) -> Result<()> {
         Spread::of(runs.iter().map(|r| r.took.max)),
         Spread::of(runs.iter().map(|r| r.cpu_per_1000)),
     ) else {
-        return Ok(());
+        return Ok(None);
     };
     // The max matters: at the goal rate a sync that stalls for N ms holds the next N
     // messages' ACKs behind it, so one stall per pass sets a pass's p99.
@@ -82,7 +83,7 @@ pub fn disk(dir: &Path, p: &Params, report: &mut Report) -> Result<()> {
         json!({"p50_ms": p50.json(), "p99_ms": p99.json(), "max_ms": max.json(),
                "cpu_s_per_1000": cpu.json(), "record_bytes": RECORD_BYTES}),
     );
-    Ok(())
+    Ok(Some(cpu.median))
 }
 
 /// Request/response exchanges a turn makes: the frame and its ACK, the model call, the
@@ -94,14 +95,15 @@ const EXCHANGE_BYTES: usize = 1024;
 /// then sleeps and is woken, as the daemon's worker is between a turn's events (an
 /// instant echo would often answer before the reader slept, and cost less than any real
 /// exchange).
-const ECHO_THINKS: Duration = Duration::from_micros(50);
+pub const ECHO_THINKS: Duration = Duration::from_micros(50);
 /// A stuck echo fails the floor instead of hanging it.
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The loopback floor: `p.reps` runs of `GOAL_RATE x p.load_secs` turns of
 /// [`EXCHANGES_PER_TURN`] blocking exchanges with an echo thread, paced at the goal rate;
-/// the client thread's CPU per 1 000 turns (the pacing sleeps excluded).
-pub fn net(p: &Params, report: &mut Report) -> Result<()> {
+/// the client thread's CPU per 1 000 turns (the pacing sleeps excluded), which it returns
+/// (the median).
+pub fn net(p: &Params, report: &mut Report) -> Result<Option<f64>> {
     let turns = (GOAL_RATE as u64 * p.load_secs) as usize;
     let mut runs = Vec::new();
     for rep in 0..p.reps() {
@@ -110,7 +112,7 @@ pub fn net(p: &Params, report: &mut Report) -> Result<()> {
         runs.push(cpu);
     }
     let Some(cpu) = Spread::of(runs) else {
-        return Ok(());
+        return Ok(None);
     };
     report.add(
         "floor.net",
@@ -123,7 +125,7 @@ pub fn net(p: &Params, report: &mut Report) -> Result<()> {
         json!({"cpu_s_per_1000": cpu.json(), "exchanges_per_turn": EXCHANGES_PER_TURN,
                "bytes_each_way": EXCHANGE_BYTES}),
     );
-    Ok(())
+    Ok(Some(cpu.median))
 }
 
 /// Runs `turns` paced turns of exchanges against an echo thread on loopback; the calling
@@ -178,8 +180,9 @@ const HANDOFFS_PER_TURN: usize = 2;
 
 /// The hand-off floor: `p.reps` runs of `GOAL_RATE x p.load_secs` round trips to a thread
 /// asleep on a channel, paced at the goal rate: the CPU both threads spend per hand-off,
-/// and a round trip's wall time.
-pub fn handoff(p: &Params, report: &mut Report) -> Result<()> {
+/// and a round trip's wall time. Returns the CPU of a turn's hand-offs, s per 1 000 turns
+/// (the median).
+pub fn handoff(p: &Params, report: &mut Report) -> Result<Option<f64>> {
     let count = (GOAL_RATE as u64 * p.load_secs) as usize;
     let mut runs = Vec::new();
     for rep in 0..p.reps() {
@@ -195,7 +198,7 @@ pub fn handoff(p: &Params, report: &mut Report) -> Result<()> {
         Spread::of(runs.iter().map(|r| r.round_trip_us.p99)),
         Spread::of(runs.iter().map(|r| r.cpu_us_per_handoff)),
     ) else {
-        return Ok(());
+        return Ok(None);
     };
     report.add(
         "floor.handoff",
@@ -213,7 +216,47 @@ pub fn handoff(p: &Params, report: &mut Report) -> Result<()> {
         json!({"round_trip_p50_us": p50.json(), "round_trip_p99_us": p99.json(),
                "cpu_us_per_handoff": cpu.json(), "handoffs_per_turn": HANDOFFS_PER_TURN}),
     );
-    Ok(())
+    // us per hand-off x hand-offs a turn x 1 000 turns, in seconds.
+    Ok(Some(cpu.median * HANDOFFS_PER_TURN as f64 * 1e-3))
+}
+
+/// The CPU floors a turn pays at the goal rate, s per 1 000 turns (medians).
+pub struct Floors {
+    pub disk: Option<f64>,
+    pub net: Option<f64>,
+    pub handoffs: Option<f64>,
+    /// The HTTP client crate's CPU beyond the bare exchanges (see `floor_http.rs`).
+    pub http_client: Option<f64>,
+}
+
+impl Floors {
+    /// One bare exchange's CPU, s per 1 000 (a third of the loopback floor).
+    pub fn bare_exchange(net: Option<f64>) -> Option<f64> {
+        net.map(|net| net / EXCHANGES_PER_TURN as f64)
+    }
+
+    /// Adds their sum against the CPU goal to `report`, when every floor was measured:
+    /// a turn of this design on this machine costs at least that before any of its own
+    /// code (the WebSocket frame, JSON, the journal record, the log line) runs.
+    pub fn report_sum(&self, report: &mut Report) {
+        let (Some(disk), Some(net), Some(handoffs), Some(http)) =
+            (self.disk, self.net, self.handoffs, self.http_client)
+        else {
+            return;
+        };
+        let sum = disk + net + handoffs + http;
+        report.add(
+            "floor.sum",
+            format!("floors a turn pays @ {GOAL_RATE}/s, summed (medians)"),
+            format!(
+                "{sum:.3} CPU s/1000 = disk {disk:.3} + loopback {net:.3} + hand-offs {handoffs:.3} + HTTP client {http:.3}"
+            ),
+            "-",
+            None,
+            json!({"cpu_s_per_1000": sum, "disk": disk, "loopback": net,
+                   "handoffs": handoffs, "http_client": http}),
+        );
+    }
 }
 
 /// One run of the hand-off floor.
@@ -273,7 +316,7 @@ struct Appends {
 
 /// Runs `step(0..count)` paced at the goal rate on this thread; the thread's CPU time
 /// inside the steps (the pacing sleeps excluded). Stops at the first error.
-fn paced_at_goal_rate(
+pub fn paced_at_goal_rate(
     count: usize,
     mut step: impl FnMut(usize) -> std::io::Result<()>,
 ) -> std::io::Result<Duration> {

@@ -14,6 +14,7 @@
 //! README's benchmark commands parse and that in-daemon histograms are read right.
 
 mod floor;
+mod floor_http;
 mod inside;
 mod load;
 mod readme;
@@ -267,13 +268,21 @@ fn run(p: &Params) -> Result<Report> {
     }
     if p.runs(Scenario::Floor) {
         eprintln!(
-            "== floors @ {} msg/s: this disk's append + fdatasync, a turn's loopback exchanges, a thread hand-off, then ours on tmpfs, x{}",
+            "== floors @ {} msg/s: this disk's append + fdatasync, a turn's loopback exchanges, a thread hand-off, a turn's HTTP requests through reqwest, then ours on tmpfs, x{}",
             scenarios::GOAL_RATE,
             p.reps
         );
-        floor::disk(stack.home(), p, &mut report)?;
-        floor::net(p, &mut report)?;
-        floor::handoff(p, &mut report)?;
+        let disk = floor::disk(stack.home(), p, &mut report)?;
+        let net = floor::net(p, &mut report)?;
+        let handoffs = floor::handoff(p, &mut report)?;
+        let http_client = floor_http::http(p, floor::Floors::bare_exchange(net), &mut report)?;
+        floor::Floors {
+            disk,
+            net,
+            handoffs,
+            http_client,
+        }
+        .report_sum(&mut report);
         floor::tmpfs(p, &mut report)?;
     }
     if p.runs(Scenario::Cli) {

@@ -263,9 +263,34 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
 /// on every architecture Linux exposes to user space here (not the internal CONFIG_HZ).
 const USER_HZ: f64 = 100.0;
 
-/// CPU time (user + system) `pid` has used so far, in seconds, from `/proc/PID/stat`
-/// (fields 14 and 15, in clock ticks: 10 ms resolution at the usual 100 Hz).
-pub fn cpu_secs(pid: u32) -> Result<f64> {
+/// CPU time a process has used so far, in seconds, split as `/proc/PID/stat` splits it.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTime {
+    /// In user space (field 14, utime).
+    pub user: f64,
+    /// In the kernel on the process's behalf (field 15, stime): its syscalls (a sync, a
+    /// socket write, which on loopback also runs the receiving side's network stack),
+    /// page faults, and the interrupts that came while it ran.
+    pub kernel: f64,
+}
+
+impl CpuTime {
+    pub fn total(&self) -> f64 {
+        self.user + self.kernel
+    }
+
+    /// The time used between `self` and the later reading `end`.
+    pub fn until(&self, end: &CpuTime) -> CpuTime {
+        CpuTime {
+            user: end.user - self.user,
+            kernel: end.kernel - self.kernel,
+        }
+    }
+}
+
+/// [`CpuTime`] `pid` has used so far, from `/proc/PID/stat` (fields 14 and 15, in clock
+/// ticks: 10 ms resolution at the usual 100 Hz).
+pub fn cpu_time(pid: u32) -> Result<CpuTime> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     // The command name (field 2) is in parentheses and may hold spaces: count after it.
@@ -274,14 +299,23 @@ pub fn cpu_secs(pid: u32) -> Result<f64> {
         .map(|(_, r)| r)
         .with_context(|| format!("no `)` in {path}"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<u64> {
+    let secs = |i: usize| -> Result<f64> {
         fields
             .get(i)
-            .and_then(|f| f.parse().ok())
+            .and_then(|f| f.parse::<u64>().ok())
+            .map(|ticks| ticks as f64 / USER_HZ)
             .with_context(|| format!("field {} of {path}", i + 3))
     };
     // After the name: field 3 (state) is index 0, so utime (14) and stime (15) are 11, 12.
-    Ok((ticks(11)? + ticks(12)?) as f64 / USER_HZ)
+    Ok(CpuTime {
+        user: secs(11)?,
+        kernel: secs(12)?,
+    })
+}
+
+/// CPU time (user + kernel) `pid` has used so far, in seconds.
+pub fn cpu_secs(pid: u32) -> Result<f64> {
+    Ok(cpu_time(pid)?.total())
 }
 
 /// The machine's CPU time so far, in seconds summed over CPUs, from the `cpu` line of

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::inside::{Inside, InsideRun, Quantiles};
 use crate::load::{self, Outcome, Turn};
 use crate::report::{
-    cpu_secs, machine_cpus, round3, rss_kib, CpuMark, Dist, MachineShare, Report, Spread,
+    cpu_time, machine_cpus, round3, rss_kib, CpuMark, Dist, MachineShare, Report, Spread,
 };
 use crate::stack::{ms, BotLimits, Stack, StartFigures, BIN, BOT};
 use crate::Params;
@@ -151,6 +151,8 @@ pub struct RateRun {
     pub backlog_grew: bool,
     /// CPU seconds of the bot process per 1 000 turns.
     pub cpu_per_1000: f64,
+    /// The part of `cpu_per_1000` spent in the kernel (syscalls, the disk, loopback).
+    pub cpu_kernel_per_1000: f64,
     /// Who used the machine's CPUs during the pass.
     pub machine: MachineShare,
     /// The bot process's resident memory once the pass's replies are in, MiB.
@@ -248,7 +250,7 @@ pub fn rate_run(
 ) -> Result<RateRun> {
     let count = (rate as u64 * p.load_secs) as usize;
     let lanes = p.load_conversations.max(1);
-    let cpu0 = cpu_secs(pid)?;
+    let cpu0 = cpu_time(pid)?;
     // The machine's share is taken over the injection alone (the drain after it and the
     // timeline fetch would dilute it); the bot's CPU per turn over the whole run.
     let (turns, machine, inside) = stack.rt.block_on(async {
@@ -270,9 +272,10 @@ pub fn rate_run(
         };
         anyhow::Ok((turns, machine, inside))
     })?;
-    let cpu = cpu_secs(pid)? - cpu0;
+    let cpu = cpu0.until(&cpu_time(pid)?);
     let rss_mib = rss_kib(pid)? as f64 / 1024.0;
     let answered = turns.iter().filter(|t| t.outcome == Outcome::Answered);
+    let per_1000 = 1000.0 / count.max(1) as f64;
     Ok(RateRun {
         rate,
         ack: Dist::of(turns.iter().filter_map(Turn::ack_ms)),
@@ -281,7 +284,8 @@ pub fn rate_run(
         replied: load::rate_per_s(turns.iter().filter_map(|t| t.reply_us)).unwrap_or(0.0),
         failed: Failed::of(&turns),
         backlog_grew: backlog_grew(&turns),
-        cpu_per_1000: cpu * 1000.0 / count.max(1) as f64,
+        cpu_per_1000: cpu.total() * per_1000,
+        cpu_kernel_per_1000: cpu.kernel * per_1000,
         machine,
         rss_mib,
         inside,
@@ -358,13 +362,14 @@ pub fn ramp(
             let tag = format!("{who}{rate}r{rep}");
             let run = rate_run(stack, pid, metrics, rate, &tag, p)?;
             eprintln!(
-                "  {who} {rate} msg/s pass {rep}: ACK p99 {:.2} ms, overhead p99 {:.2} ms, {:.0} in / {:.0} out msg/s, {}, {:.3} CPU s/1000{}",
+                "  {who} {rate} msg/s pass {rep}: ACK p99 {:.2} ms, overhead p99 {:.2} ms, {:.0} in / {:.0} out msg/s, {}, {:.3} CPU s/1000 ({:.3} in the kernel){}",
                 run.ack.map_or(f64::NAN, |d| d.p99),
                 run.overhead.map_or(f64::NAN, |d| d.p99),
                 run.achieved_in,
                 run.replied,
                 run.failed,
                 run.cpu_per_1000,
+                run.cpu_kernel_per_1000,
                 match (run.sustained(), run.keeps_up()) {
                     (true, _) => "",
                     (false, true) => " (keeps up, not sustained: p99 >= 5 ms)",
@@ -398,6 +403,8 @@ pub struct RateFigures {
     pub inside_overhead_p50: Option<Spread>,
     pub inside_overhead_p99: Option<Spread>,
     pub cpu_per_1000: Spread,
+    /// The kernel's part of it.
+    pub cpu_kernel_per_1000: Spread,
     /// Cores busy on the whole machine during the passes, and the bot's, the simulator's
     /// and the benchmark's own (load generator and fake model) shares of them.
     pub machine_busy: Spread,
@@ -437,7 +444,9 @@ impl RateFigures {
                "inside_sync_p99_ms": self.inside_sync_p99.map(|s| s.json()),
                "inside_overhead_p50_ms": self.inside_overhead_p50.map(|s| s.json()),
                "inside_overhead_p99_ms": self.inside_overhead_p99.map(|s| s.json()),
-               "cpu_s_per_1000_turns": self.cpu_per_1000.json(), "achieved_in_per_s": self.achieved_in.json(),
+               "cpu_s_per_1000_turns": self.cpu_per_1000.json(),
+               "cpu_kernel_s_per_1000_turns": self.cpu_kernel_per_1000.json(),
+               "achieved_in_per_s": self.achieved_in.json(),
                "machine_cores_busy": self.machine_busy.json(),
                "machine_cores_stolen": self.machine_stolen.json(), "bot_cores": self.bot_cores.json(),
                "simulator_cores": self.simulator_cores.json(), "bench_cores": self.bench_cores.json(),
@@ -477,6 +486,7 @@ pub fn by_rate(runs: &[RateRun]) -> Vec<RateFigures> {
                 inside_overhead_p50: inside(|r| r.overhead, |q| q.p50),
                 inside_overhead_p99: inside(|r| r.overhead, |q| q.p99),
                 cpu_per_1000: Spread::of(at.iter().map(|r| r.cpu_per_1000))?,
+                cpu_kernel_per_1000: Spread::of(at.iter().map(|r| r.cpu_kernel_per_1000))?,
                 machine_busy: Spread::of(at.iter().map(|r| r.machine.busy))?,
                 machine_stolen: Spread::of(at.iter().map(|r| r.machine.stolen))?,
                 bot_cores: Spread::of(at.iter().map(|r| r.machine.bot))?,
@@ -570,8 +580,9 @@ pub fn add_ramp(report: &mut Report, figures: &[RateFigures]) {
             format!("cpu_per_1000.{}", f.rate),
             format!("CPU s per 1 000 turns @ {} msg/s", f.rate),
             format!(
-                "{} s; machine {} of {} cores busy, {} taken by the host (bot {}, simulator {}, bench {})",
+                "{} s, {} s of it in the kernel; machine {} of {} cores busy, {} taken by the host (bot {}, simulator {}, bench {})",
                 f.cpu_per_1000.show(3),
+                f.cpu_kernel_per_1000.show(3),
                 f.machine_busy.show(2),
                 machine_cpus(),
                 f.machine_stolen.show(2),
@@ -581,7 +592,8 @@ pub fn add_ramp(report: &mut Report, figures: &[RateFigures]) {
             ),
             if at_goal { "< 0.25 s" } else { "-" },
             at_goal.then_some(f.cpu_per_1000.median < 0.25),
-            json!({"s": f.cpu_per_1000.json(), "machine_cores_busy": f.machine_busy.json(),
+            json!({"s": f.cpu_per_1000.json(), "kernel_s": f.cpu_kernel_per_1000.json(),
+                   "machine_cores_busy": f.machine_busy.json(),
                    "machine_cores_stolen": f.machine_stolen.json(),
                    "bot_cores": f.bot_cores.json(), "simulator_cores": f.simulator_cores.json(),
                    "bench_cores": f.bench_cores.json(), "machine_cpus": machine_cpus()}),
