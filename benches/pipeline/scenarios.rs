@@ -161,7 +161,7 @@ pub struct RateRun {
     pub inside: Option<InsideRun>,
 }
 
-/// The turns of a run not answered normally, by kind, so a failed pass says which
+/// The turns of a run not answered normally or not ACKed, by kind, so a failed pass says which
 /// (a busy reply is the queue's, a fallback the model call's, a missing one the path's).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Failed {
@@ -169,6 +169,9 @@ pub struct Failed {
     pub fallback: usize,
     /// No reply within [`REPLY_GRACE`].
     pub missing: usize,
+    /// No ACK seen (or no send time), so no ACK sample: counted here rather than left
+    /// out of the ACK figures unseen.
+    pub unacked: usize,
 }
 
 impl Failed {
@@ -177,11 +180,12 @@ impl Failed {
             busy: load::count(turns, Outcome::Busy),
             fallback: load::count(turns, Outcome::Fallback),
             missing: load::count(turns, Outcome::Missing),
+            unacked: turns.iter().filter(|t| t.ack_ms().is_none()).count(),
         }
     }
 
     pub fn total(&self) -> usize {
-        self.busy + self.fallback + self.missing
+        self.busy + self.fallback + self.missing + self.unacked
     }
 }
 
@@ -191,8 +195,8 @@ impl std::fmt::Display for Failed {
         if self.total() > 0 {
             write!(
                 f,
-                " (busy {}, fallback {}, no reply {})",
-                self.busy, self.fallback, self.missing
+                " (busy {}, fallback {}, no reply {}, no ACK {})",
+                self.busy, self.fallback, self.missing, self.unacked
             )?;
         }
         Ok(())
@@ -416,6 +420,8 @@ pub struct RateFigures {
     /// The bot's RSS at the end of each pass at this rate, MiB.
     pub rss_mib: Spread,
     pub achieved_in: Spread,
+    /// Messages of all passes with no ACK seen (see [`Failed::unacked`]).
+    pub unacked: usize,
     /// Passes that sustained the rate, of `passes`.
     pub sustained: usize,
     /// Passes that kept up with the rate (see [`RateRun::keeps_up`]).
@@ -451,7 +457,7 @@ impl RateFigures {
                "machine_cores_stolen": self.machine_stolen.json(), "bot_cores": self.bot_cores.json(),
                "simulator_cores": self.simulator_cores.json(), "bench_cores": self.bench_cores.json(),
                "rss_mib": self.rss_mib.json(),
-               "sustained_passes": self.sustained, "kept_up_passes": self.kept_up, "passes": self.passes})
+               "unacked_messages": self.unacked, "sustained_passes": self.sustained, "kept_up_passes": self.kept_up, "passes": self.passes})
     }
 }
 
@@ -494,6 +500,7 @@ pub fn by_rate(runs: &[RateRun]) -> Vec<RateFigures> {
                 bench_cores: Spread::of(at.iter().map(|r| r.machine.bench))?,
                 rss_mib: Spread::of(at.iter().map(|r| r.rss_mib))?,
                 achieved_in: Spread::of(at.iter().map(|r| r.achieved_in))?,
+                unacked: at.iter().map(|r| r.failed.unacked).sum(),
                 sustained: at.iter().filter(|r| r.sustained()).count(),
                 kept_up: at.iter().filter(|r| r.keeps_up()).count(),
                 passes: at.len(),
@@ -565,12 +572,15 @@ pub fn add_ramp(report: &mut Report, figures: &[RateFigures]) {
                     o50.show(2),
                     o99.show(2)
                 ),
+                // The overhead inside leaves out the whole model call, the daemon's own
+                // client work in it (request, stream parsing) included, so it is shown
+                // beside the goal, not judged by it: the simulator-clock row is.
                 if at_goal {
-                    "ACK p99 < 0.5; overhead p50 < 0.5, p99 < 1 ms"
+                    "ACK p99 < 0.5 ms (the overhead here leaves out the model call: not judged)"
                 } else {
                     "-"
                 },
-                at_goal.then_some(a99.median < 0.5 && o50.median < 0.5 && o99.median < 1.0),
+                at_goal.then_some(a99.median < 0.5),
                 json!({"ack_p50_ms": a50.json(), "ack_p99_ms": a99.json(),
                        "sync_p50_ms": s50.json(), "sync_p99_ms": s99.json(),
                        "overhead_p50_ms": o50.json(), "overhead_p99_ms": o99.json()}),
