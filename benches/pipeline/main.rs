@@ -185,6 +185,8 @@ fn main() -> Result<()> {
     if !std::env::args().any(|a| a == "--bench") {
         readme::check_bench_commands()?;
         inside::check_quantile_reading()?;
+        scenarios::check_failed_counting()?;
+        report::Report::check_unjudged()?;
         eprintln!("pipeline benchmark skipped: run it with `cargo bench --bench pipeline`");
         return Ok(());
     }

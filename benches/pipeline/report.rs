@@ -151,6 +151,24 @@ impl Report {
         }
     }
 
+    /// Checks [`Report::unjudged`] without a stack (run under `cargo test`).
+    pub fn check_unjudged() -> Result<()> {
+        let mut report = Report::default();
+        report.add("a", "judged", "1", "< 2", Some(true), json!(null));
+        report.add("b", "shown", "1", "-", None, json!(null));
+        report.unjudged("--quick");
+        let cells: Vec<(&str, Option<bool>)> = report
+            .figures
+            .iter()
+            .map(|f| (f.goal.as_str(), f.met))
+            .collect();
+        anyhow::ensure!(
+            cells == [("< 2 (--quick: not judged)", None), ("-", None)],
+            "unjudged: {cells:?}"
+        );
+        Ok(())
+    }
+
     /// The figures as an aligned text table.
     pub fn table(&self) -> String {
         let head = ["figure", "measured", "goal", "met"];

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 use clawdbot_testkit::fake_model::{FakeBehavior, FakeConfig, FakeState};
 use serde_json::json;
 
@@ -201,6 +201,27 @@ impl std::fmt::Display for Failed {
         }
         Ok(())
     }
+}
+
+/// Checks, without a stack, that a message answered but never ACKed fails its pass
+/// (run under `cargo test`, as the README check is).
+pub fn check_failed_counting() -> Result<()> {
+    let turn = |acked_us, reply_us, outcome| Turn {
+        sent_us: Some(1_000),
+        acked_us,
+        reply_us,
+        outcome,
+    };
+    let failed = Failed::of(&[
+        turn(Some(1_500), Some(2_000), Outcome::Answered),
+        turn(None, Some(2_000), Outcome::Answered),
+        turn(Some(1_500), None, Outcome::Missing),
+    ]);
+    ensure!(
+        (failed.missing, failed.unacked, failed.total()) == (1, 1, 2),
+        "failed counting: {failed:?}"
+    );
+    Ok(())
 }
 
 /// The most a sustained rate's overhead p99 may be.
