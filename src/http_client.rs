@@ -21,8 +21,9 @@
 /// 0.34-0.36, and the RSS after the 10 000 conversations 18.3-18.8 MiB.
 pub(crate) const IDLE_CONNECTIONS_PER_HOST: usize = 32;
 
-/// A client builder with the settings above; callers add their own time limits.
-pub(crate) fn builder() -> reqwest::ClientBuilder {
+/// A client builder with the settings above; callers add their own time limits. Public
+/// for the benchmark's HTTP client floor, which measures a client built by it.
+pub fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .tcp_nodelay(true)
         .redirect(reqwest::redirect::Policy::none())

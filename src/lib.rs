@@ -36,7 +36,7 @@ pub mod dingtalk;
 pub mod docs;
 pub(crate) mod exit;
 pub(crate) mod fsutil;
-pub(crate) mod http_client;
+pub mod http_client;
 pub mod ipc;
 pub(crate) mod key_counts;
 pub mod listen;

@@ -89,11 +89,8 @@ fn timed_requests(turns: usize) -> Result<f64> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        // The daemon's settings, src/http_client.rs::builder.
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(32)
+        // Built by the daemon's own builder, so the floor has its settings.
+        let client = clawdbot::http_client::builder()
             .timeout(EXCHANGE_TIMEOUT)
             .build()?;
         let model_body = format!(
