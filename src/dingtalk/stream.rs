@@ -182,20 +182,20 @@ impl StreamClient {
 
     /// `connections/open` then the WebSocket handshake with the fresh ticket.
     pub async fn connect(&self) -> Result<Ws, ChannelError> {
-        let open = self.open().await?;
-        let sep = if open.endpoint.contains('?') {
-            '&'
-        } else {
-            '?'
+        let body = OpenRequest {
+            client_id: &self.cfg.client_id,
+            client_secret: self.cfg.client_secret.expose(),
+            subscriptions: wire::bot_subscriptions(),
+            ua: concat!("clawdbot-rust/", env!("CARGO_PKG_VERSION")).to_string(),
+            local_ip: None,
         };
-        let ticket =
-            percent_encoding::utf8_percent_encode(&open.ticket, percent_encoding::NON_ALPHANUMERIC);
-        let url = format!("{}{sep}ticket={ticket}", open.endpoint);
+        let open = open_stream(&self.http, &self.cfg.api_base, &body).await?;
         // TCP_NODELAY: ACKs are small frames written one at a time; with Nagle each one
         // waits for the previous one's TCP ACK (milliseconds of ACK latency at load).
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(WS_READ_BUFFER);
-        let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), true);
+        let connect =
+            tokio_tungstenite::connect_async_with_config(stream_url(&open), Some(config), true);
         let failed = |detail: String| ChannelError::Transport {
             api: "stream WebSocket".into(),
             detail,
@@ -205,28 +205,6 @@ impl StreamClient {
             Ok(Err(e)) => Err(failed(format!("handshake failed: {e}"))),
             Ok(Ok((ws, _))) => Ok(ws),
         }
-    }
-
-    async fn open(&self) -> Result<OpenResponse, ChannelError> {
-        let url = format!("{}{OPEN_API}", self.cfg.api_base.trim_end_matches('/'));
-        let body = OpenRequest {
-            client_id: &self.cfg.client_id,
-            client_secret: self.cfg.client_secret.expose(),
-            subscriptions: wire::bot_subscriptions(),
-            ua: concat!("clawdbot-rust/", env!("CARGO_PKG_VERSION")).to_string(),
-            local_ip: None,
-        };
-        let resp = self
-            .http
-            .post(url)
-            .header("Accept", "application/json")
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| transport(OPEN_API, e))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| transport(OPEN_API, e))?;
-        open_answer(status, &text)
     }
 
     async fn session(
@@ -305,6 +283,39 @@ impl StreamClient {
             }
         }
     }
+}
+
+/// `connections/open` (docs/dingtalk-protocol.md §1.1) at `api_base` with `body`, asking
+/// for JSON: the stream endpoint and its ticket. The time limit is `http`'s.
+pub async fn open_stream(
+    http: &reqwest::Client,
+    api_base: &str,
+    body: &OpenRequest<'_>,
+) -> Result<OpenResponse, ChannelError> {
+    let url = format!("{}{OPEN_API}", api_base.trim_end_matches('/'));
+    let resp = http
+        .post(url)
+        .header("Accept", "application/json")
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| transport(OPEN_API, e))?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.map_err(|e| transport(OPEN_API, e))?;
+    open_answer(status, &text)
+}
+
+/// The WebSocket URL to connect to with an `open` answer: its endpoint with the ticket,
+/// percent-encoded, as a query parameter.
+pub fn stream_url(open: &OpenResponse) -> String {
+    let sep = if open.endpoint.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let ticket =
+        percent_encoding::utf8_percent_encode(&open.ticket, percent_encoding::NON_ALPHANUMERIC);
+    format!("{}{sep}ticket={ticket}", open.endpoint)
 }
 
 /// What a `connections/open` answer (docs/dingtalk-protocol.md §1.1) means, from its HTTP
