@@ -241,6 +241,10 @@ async fn wait_acks(
 ) -> Result<HashMap<String, (Option<u64>, Option<u64>)>> {
     let deadline = Instant::now() + timeout;
     loop {
+        // A look first waits a poll: the last ACKs are still in flight when the injecting
+        // ends, and the simulator's answer (every message it holds) takes its lock long
+        // enough to make it read them late.
+        tokio::time::sleep(POLL).await;
         let times = delivery_times(sim).await?;
         let all_acked = sent
             .iter()
@@ -248,8 +252,20 @@ async fn wait_acks(
         if all_acked || Instant::now() >= deadline {
             return Ok(times);
         }
-        tokio::time::sleep(POLL).await;
     }
+}
+
+/// Each message of `sent`'s frame -> ACK time in ms, in the same order (None: no ACK),
+/// once every one has its ACK or [`ACK_WAIT`] passed.
+pub async fn ack_times(sim: &SimClient, sent: &[Injected]) -> Result<Vec<Option<f64>>> {
+    let times = wait_acks(sim, sent, ACK_WAIT).await?;
+    Ok(sent
+        .iter()
+        .map(|m| match times.get(&m.msg_id) {
+            Some((Some(sent_us), Some(acked_us))) => span_ms(*sent_us, *acked_us),
+            _ => None,
+        })
+        .collect())
 }
 
 /// First delivery and first ACK time of every injected message, by msgId.
