@@ -40,7 +40,7 @@ use crate::Params;
 /// Size of one appended record: about a journal Accepted record of a short message.
 const RECORD_BYTES: usize = 320;
 /// Preallocated file size, as the journal preallocates (real zeros, synced once).
-const PREALLOCATED: usize = 8 << 20;
+pub const PREALLOCATED: usize = 8 << 20;
 /// Where tmpfs is mounted on Linux.
 const TMPFS: &str = "/dev/shm";
 
@@ -335,7 +335,7 @@ pub fn paced_at_goal_rate(
 }
 
 /// This thread's CPU time so far (user + system), from `getrusage(RUSAGE_THREAD)`.
-fn thread_cpu() -> std::io::Result<Duration> {
+pub fn thread_cpu() -> std::io::Result<Duration> {
     use nix::sys::resource::{getrusage, UsageWho};
     let usage = getrusage(UsageWho::RUSAGE_THREAD).map_err(std::io::Error::from)?;
     let micros = |t: nix::sys::time::TimeVal| {
@@ -345,19 +345,31 @@ fn thread_cpu() -> std::io::Result<Duration> {
     Ok(micros(usage.user_time()) + micros(usage.system_time()))
 }
 
-/// Writes `count` records at the goal rate into a preallocated `path` (removed after),
-/// timing each write + `fdatasync` in wall and CPU time (the pacing sleeps excluded).
-fn timed_appends(path: &Path, count: usize) -> Result<Appends> {
+/// A new file at `path` of [`PREALLOCATED`] real zeros, synced, as the journal
+/// preallocates its file (appends then overwrite blocks already allocated). Removed again
+/// if it cannot be filled.
+pub fn preallocated(path: &Path) -> Result<File> {
     let file = File::options()
         .read(true)
         .write(true)
         .create_new(true)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
+    let filled = file
+        .write_all_at(&vec![0u8; PREALLOCATED], 0)
+        .and_then(|()| file.sync_all());
+    if let Err(e) = filled {
+        let _ = std::fs::remove_file(path);
+        return Err(e).with_context(|| format!("preallocating {}", path.display()));
+    }
+    Ok(file)
+}
+
+/// Writes `count` records at the goal rate into a preallocated `path` (removed after),
+/// timing each write + `fdatasync` in wall and CPU time (the pacing sleeps excluded).
+fn timed_appends(path: &Path, count: usize) -> Result<Appends> {
+    let file = preallocated(path)?;
     let outcome = (|| {
-        let zeros = vec![0u8; PREALLOCATED];
-        file.write_all_at(&zeros, 0)?;
-        file.sync_all()?;
         let record = [b'r'; RECORD_BYTES];
         let mut took = Vec::with_capacity(count);
         let cpu = paced_at_goal_rate(count, |i| {

@@ -14,6 +14,7 @@
 //! README's benchmark commands parse and that in-daemon histograms are read right.
 
 mod floor;
+mod floor_ack;
 mod floor_http;
 mod inside;
 mod load;
@@ -227,7 +228,7 @@ fn wait_to_attach(p: &Params, pid: u32, when: &str) {
 }
 
 /// Every scenario in order: starts, memory (fresh daemons), the rate ramp, the floors (the
-/// disk alone, ours on tmpfs), CLI, saturation, replicas, then the reference bot's ramp
+/// disk alone, ours on tmpfs, a durable ACK alone), CLI, saturation, replicas, then the reference bot's ramp
 /// (our daemon stopped).
 fn run(p: &Params) -> Result<Report> {
     let mut report = Report::default();
@@ -277,9 +278,10 @@ fn run(p: &Params) -> Result<Report> {
             "ramp done, the heap is looked at after",
         );
     }
+    let mut ack_floors = Vec::new();
     if p.runs(Scenario::Floor) {
         eprintln!(
-            "== floors @ {} msg/s: this disk's append + fdatasync, a turn's loopback exchanges, a thread hand-off, a turn's HTTP requests through reqwest, then ours on tmpfs, x{}",
+            "== floors @ {} msg/s: this disk's append + fdatasync, a turn's loopback exchanges, a thread hand-off, a turn's HTTP requests through reqwest, ours on tmpfs, then a durable ACK alone, x{}",
             scenarios::GOAL_RATE,
             p.reps
         );
@@ -295,6 +297,7 @@ fn run(p: &Params) -> Result<Report> {
         }
         .report_sum(&mut report);
         floor::tmpfs(p, &mut report)?;
+        ack_floors = floor_ack::ack(p, &mut report)?;
     }
     if p.runs(Scenario::Cli) {
         eprintln!("== CLI x{}", p.cli_runs);
@@ -354,9 +357,13 @@ fn run(p: &Params) -> Result<Report> {
             let rss = report::rss_kib(bot.pid())? as f64 / 1024.0;
             bot.stop(&stack)?;
             match (&ours, rss_after) {
-                (Some(ours), Some(rss_after)) => {
-                    scenarios::add_reference(&mut report, ours, &theirs, (rss, rss_after))
-                }
+                (Some(ours), Some(rss_after)) => scenarios::add_reference(
+                    &mut report,
+                    ours,
+                    &theirs,
+                    (rss, rss_after),
+                    &ack_floors,
+                ),
                 _ => eprintln!("== reference ratios need the ramp and memory scenarios too"),
             }
         }

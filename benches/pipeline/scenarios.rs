@@ -659,12 +659,16 @@ pub fn knee(figures: &[RateFigures]) -> Option<u32> {
 /// reference bot keeps up with (goal: >= 3x on ACK p99, overhead p99, CPU per turn and RSS,
 /// each bot's RSS read at the end of its passes at that rate: the same load), plus our RSS
 /// after the conversations run against the reference's after its ramp (two different
-/// loads: shown, not judged).
+/// loads: shown, not judged). With `ack_floors` (rate, the durable-ACK floor's ACK p99s in
+/// ms over its passes, from `floor_ack.rs`), also how an ACK p99 3x below the reference's
+/// compares with that floor at the rate (the reference ACKs before anything is durable;
+/// ours may not).
 pub fn add_reference(
     report: &mut Report,
     ours: &[RateFigures],
     theirs: &[RateFigures],
     rss_mib: (f64, Spread),
+    ack_floors: &[(u32, Spread)],
 ) {
     let knee_theirs = theirs.iter().find(|f| !f.kept_up()).map(|f| f.rate);
     report.add(
@@ -701,6 +705,9 @@ pub fn add_reference(
             json!({"ack_p99": round3(ack), "overhead_p99": round3(over), "cpu_per_turn": round3(cpu),
                    "rss": round3(rss), "reference": t.json(), "ours": o.json()}),
         );
+        if let Some(&(_, floor)) = ack_floors.iter().find(|(rate, _)| *rate == t.rate) {
+            add_ack_ratio_floor(report, t.rate, t.ack_p99.median, floor);
+        }
     }
     let (theirs_rss, ours_rss) = rss_mib;
     let rss = theirs_rss / ours_rss.median.max(1e-9);
@@ -711,6 +718,31 @@ pub fn add_reference(
         "-",
         None,
         json!({"ratio": round3(rss), "reference_mib": round3(theirs_rss), "ours_mib": ours_rss.json()}),
+    );
+}
+
+/// The ACK p99 the 3x goal asks for at `rate` (the reference's `theirs_p99` / 3, in ms)
+/// against the durable-ACK floor's p99s there: shown, not judged. "Under the floor" only
+/// when it is under every pass of the floor, "above" only when above every one; the floor
+/// is that of a thread that sleeps between frames (see `floor_ack.rs`), so "under" says
+/// no bot of that shape reaches it here, not that no durable ACK ever could.
+fn add_ack_ratio_floor(report: &mut Report, rate: u32, theirs_p99: f64, floor_p99: Spread) {
+    let wanted = theirs_p99 / 3.0;
+    let verdict = if wanted < floor_p99.min {
+        "under the floor: the ACK floor's thread does not reach it here"
+    } else if wanted > floor_p99.max {
+        "above the floor: within reach"
+    } else {
+        "within the floor's spread"
+    };
+    report.add(
+        format!("reference.ack_floor.{rate}"),
+        format!("ACK p99 3x below the reference's @ {rate} msg/s vs the durable-ACK floor's"),
+        format!("{wanted:.2} vs {} ms: {verdict}", floor_p99.show(2)),
+        "-",
+        None,
+        json!({"wanted_p99_ms": round3(wanted), "floor_p99_ms": floor_p99.json(),
+               "under_floor": wanted < floor_p99.min}),
     );
 }
 
