@@ -114,7 +114,7 @@ fn ack_at(stack: &Stack, rate: u32, p: &Params, report: &mut Report) -> Result<O
     report.add(
         format!("floor.ack.{rate}"),
         format!(
-            "floor: a durable ACK alone (read, append + fdatasync, ACK; one thread) @ {rate} msg/s, same simulator and disk"
+            "floor: a durable ACK alone (read, append + fdatasync, ACK; one thread) @ {rate} msg/s, a simulator of its own, the same disk"
         ),
         format!(
             "ACK p50 {} / p99 {} / max {} ms; {} CPU s/1000",
