@@ -301,8 +301,21 @@ fn confirm(
     })
 }
 
-/// How often `start` asks a ready daemon whether DingTalk accepted its credentials.
-const CHANNEL_POLL: Duration = Duration::from_millis(100);
+/// The first wait before `start` asks a ready daemon again whether DingTalk accepted its
+/// credentials; each later wait doubles, up to [`CHANNEL_POLL_MAX`].
+const CHANNEL_POLL_FIRST: Duration = Duration::from_millis(5);
+/// The longest wait between two such questions.
+const CHANNEL_POLL_MAX: Duration = Duration::from_millis(100);
+
+/// The wait after the `asked`-th unanswered question (0-based): 5, 10, 20, 40, 80, then
+/// 100 ms. Short at first because a channel on a near gateway is up within milliseconds
+/// (a fixed 100 ms poll made most starts wait 100 ms for nothing; issue 12's bench), and
+/// the question is one status request on the daemon's local socket.
+fn channel_poll_delay(asked: u32) -> Duration {
+    CHANNEL_POLL_FIRST
+        .saturating_mul(1u32.checked_shl(asked).unwrap_or(u32::MAX))
+        .min(CHANNEL_POLL_MAX)
+}
 
 /// Waits until `deadline` for the daemon's channel to authenticate for the first time
 /// (stream: `connections/open` accepted and the WebSocket connected; HTTP mode: an access
@@ -313,6 +326,7 @@ const CHANNEL_POLL: Duration = Duration::from_millis(100);
 fn wait_for_channel(client: &mut Client, deadline: Instant) -> Result<(), ChannelWait> {
     use crate::ipc::proto::{Request, Response};
     use crate::status::channel_auth::{OK as AUTH_OK, REFUSED as AUTH_REFUSED};
+    let mut asked = 0u32;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         client.set_timeout(left.max(PROBE_TIMEOUT));
@@ -335,8 +349,9 @@ fn wait_for_channel(client: &mut Client, deadline: Instant) -> Result<(), Channe
                     last_error: last_error(),
                 })
             }
-            _ => sleep(CHANNEL_POLL.min(left)),
+            _ => sleep(channel_poll_delay(asked).min(left)),
         }
+        asked = asked.saturating_add(1);
     }
 }
 
@@ -447,5 +462,20 @@ impl StartLock {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_channel_is_asked_again_soon_at_first_then_at_most_every_100_ms() {
+        let waits: Vec<u64> = (0..8)
+            .map(|asked| channel_poll_delay(asked).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 100, 100, 100]);
+        assert_eq!(channel_poll_delay(u32::MAX), CHANNEL_POLL_MAX);
+        assert_eq!(channel_poll_delay(40), CHANNEL_POLL_MAX);
     }
 }
