@@ -315,7 +315,11 @@ pub async fn messages(State(sim): State<Arc<Sim>>) -> Response {
         acked: bool,
         acked_us: Option<u64>,
     }
-    let list: Vec<MessageState> = sim
+    #[derive(serde::Serialize)]
+    struct Messages {
+        messages: Vec<MessageState>,
+    }
+    let messages: Vec<MessageState> = sim
         .lock()
         .messages
         .iter()
@@ -330,7 +334,7 @@ pub async fn messages(State(sim): State<Arc<Sim>>) -> Response {
         .collect();
     // Serialized off the async workers: a long list takes milliseconds, and a connection
     // task queued behind it on the same worker would read its ACKs late.
-    let body = tokio::task::spawn_blocking(move || serde_json::to_vec(&json!({"messages": list})));
+    let body = tokio::task::spawn_blocking(move || serde_json::to_vec(&Messages { messages }));
     match body.await {
         Ok(Ok(body)) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
