@@ -33,16 +33,23 @@ impl<'writer> FormatFields<'writer> for EscapedFields {
         mut writer: Writer<'writer>,
         fields: R,
     ) -> fmt::Result {
-        let mut visitor = FieldWriter::default();
+        let mut visitor = FieldWriter {
+            // A turn's records are a few hundred bytes: one allocation, not a doubling
+            // series as fields are appended.
+            out: String::with_capacity(256),
+            scratch: String::new(),
+        };
         fields.record(&mut visitor);
         writer.write_str(&escape_controls(&visitor.out))
     }
 }
 
 /// Collects one record's fields as text (control characters are escaped afterwards).
-#[derive(Default)]
 struct FieldWriter {
     out: String,
+    /// A `Debug`/`Display` value as text before it is quoted into `out`, reused across
+    /// the record's fields.
+    scratch: String,
 }
 
 impl FieldWriter {
@@ -70,7 +77,12 @@ impl Visit for FieldWriter {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.push(field, &format!("{value:?}"));
+        let mut text = std::mem::take(&mut self.scratch);
+        text.clear();
+        // Writing into a String cannot fail.
+        let _ = fmt::Write::write_fmt(&mut text, format_args!("{value:?}"));
+        self.push(field, &text);
+        self.scratch = text;
     }
 }
 
@@ -86,12 +98,14 @@ fn push_value(out: &mut String, value: &str) {
         return;
     }
     out.push('"');
-    for c in value.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
+    let mut rest = value;
+    while let Some(at) = rest.find(['"', '\\']) {
+        out.push_str(&rest[..at]);
+        out.push('\\');
+        out.push_str(&rest[at..at + 1]);
+        rest = &rest[at + 1..];
     }
+    out.push_str(rest);
     out.push('"');
 }
 
@@ -114,5 +128,7 @@ mod tests {
             quoted(r#"mX conversation=cidV kind="D\"#),
             r#""mX conversation=cidV kind=\"D\\""#
         );
+        assert_eq!(quoted(r#"""\中 "#), r#""\"\"\\中 ""#);
+        assert_eq!(quoted("中 文"), "\"中 文\"");
     }
 }

@@ -91,13 +91,12 @@ impl LastError {
 
 struct LastErrorLayer(LastError);
 
-/// An event's message with its other fields appended; `topic` and `resolved` are kept
-/// apart (they steer [`LastError`], they are not part of the message).
+/// An ERROR event's message with its other fields appended; `topic` is kept apart (it
+/// steers [`LastError`], it is not part of the message).
 #[derive(Default)]
 struct EventFields {
     message: String,
     topic: Option<String>,
-    resolved: Option<String>,
 }
 
 impl EventFields {
@@ -105,7 +104,7 @@ impl EventFields {
         match field.name() {
             "message" => self.message = value,
             "topic" => self.topic = Some(value),
-            "resolved" => self.resolved = Some(value),
+            "resolved" => {}
             name => self.message.push_str(&format!(" {name}={value}")),
         }
     }
@@ -120,16 +119,41 @@ impl Visit for EventFields {
     }
 }
 
+/// The `resolved` field of an event, and nothing else: what a non-ERROR event can tell
+/// [`LastError`]. Every info record passes here (two a turn), so it formats no other field.
+#[derive(Default)]
+struct ResolvedField(Option<String>);
+
+impl Visit for ResolvedField {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "resolved" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "resolved" {
+            self.0 = Some(value.to_string());
+        }
+    }
+}
+
 impl<S: Subscriber> Layer<S> for LastErrorLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let mut f = EventFields::default();
-        event.record(&mut f);
         if *event.metadata().level() == Level::ERROR {
+            let mut f = EventFields::default();
+            event.record(&mut f);
             self.0.record(Recorded {
                 message: f.message,
                 topic: f.topic,
             });
-        } else if let Some(topic) = &f.resolved {
+            return;
+        }
+        if event.metadata().fields().field("resolved").is_none() {
+            return;
+        }
+        let mut resolved = ResolvedField::default();
+        event.record(&mut resolved);
+        if let Some(topic) = &resolved.0 {
             self.0.resolve(topic);
         }
     }
