@@ -52,37 +52,34 @@ struct FieldWriter {
     scratch: String,
 }
 
-impl FieldWriter {
-    fn push(&mut self, field: &Field, value: &str) {
-        let name = field.name();
-        if name.starts_with("log.") {
-            return; // `log` crate metadata, shown by the formatter itself.
-        }
-        if !self.out.is_empty() {
-            self.out.push(' ');
-        }
-        if name == "message" {
-            self.out.push_str(value);
-            return;
-        }
-        self.out.push_str(name.strip_prefix("r#").unwrap_or(name));
-        self.out.push('=');
-        push_value(&mut self.out, value);
+/// Appends one field to a record's text: the message bare, any other as `name=value`.
+fn push_field(out: &mut String, field: &Field, value: &str) {
+    let name = field.name();
+    if name.starts_with("log.") {
+        return; // `log` crate metadata, shown by the formatter itself.
     }
+    if !out.is_empty() {
+        out.push(' ');
+    }
+    if name == "message" {
+        out.push_str(value);
+        return;
+    }
+    out.push_str(name.strip_prefix("r#").unwrap_or(name));
+    out.push('=');
+    push_value(out, value);
 }
 
 impl Visit for FieldWriter {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.push(field, value);
+        push_field(&mut self.out, field, value);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let mut text = std::mem::take(&mut self.scratch);
-        text.clear();
+        self.scratch.clear();
         // Writing into a String cannot fail.
-        let _ = fmt::Write::write_fmt(&mut text, format_args!("{value:?}"));
-        self.push(field, &text);
-        self.scratch = text;
+        let _ = fmt::Write::write_fmt(&mut self.scratch, format_args!("{value:?}"));
+        push_field(&mut self.out, field, &self.scratch);
     }
 }
 
