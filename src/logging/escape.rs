@@ -89,7 +89,7 @@ fn needs_quotes(value: &str) -> bool {
 }
 
 /// Appends `value`, quoted with `"` and `\` escaped when [`needs_quotes`].
-fn push_value(out: &mut String, value: &str) {
+pub(super) fn push_value(out: &mut String, value: &str) {
     if !needs_quotes(value) {
         out.push_str(value);
         return;

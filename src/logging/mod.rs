@@ -91,8 +91,9 @@ impl LastError {
 
 struct LastErrorLayer(LastError);
 
-/// An ERROR event's message with its other fields appended; `topic` is kept apart (it
-/// steers [`LastError`], it is not part of the message).
+/// An ERROR event's message with its other fields appended as `name=value`, values
+/// quoted as the text log quotes them; `topic` is kept apart (it steers [`LastError`],
+/// it is not part of the message).
 #[derive(Default)]
 struct EventFields {
     message: String,
@@ -105,7 +106,15 @@ impl EventFields {
             "message" => self.message = value,
             "topic" => self.topic = Some(value),
             "resolved" => {}
-            name => self.message.push_str(&format!(" {name}={value}")),
+            name => {
+                // Quoted as in the text log, so a hostile value (a message id) cannot
+                // read as further fields of the status's `last_error`.
+                self.message.push(' ');
+                self.message
+                    .push_str(name.strip_prefix("r#").unwrap_or(name));
+                self.message.push('=');
+                escape::push_value(&mut self.message, &value);
+            }
         }
     }
 }
@@ -270,6 +279,19 @@ mod tests {
         record(None);
         last.resolve("config_reload");
         assert!(last.get().is_some(), "an unrelated error stays");
+    }
+
+    #[test]
+    fn the_last_error_quotes_a_field_value_that_could_read_as_more_fields() {
+        let last = LastError::default();
+        let subscriber = tracing_subscriber::registry().with(LastErrorLayer(last.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(msg_id = "m1 error=forged", plain = 7, "send failed");
+        });
+        assert_eq!(
+            last.get().unwrap(),
+            r#"send failed msg_id="m1 error=forged" plain=7"#
+        );
     }
 
     #[test]
