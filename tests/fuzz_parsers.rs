@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use clawdbot::dingtalk::frame::handle_frame;
-use clawdbot::dingtalk::http::{api_answer, errcode_answer};
+use clawdbot::dingtalk::http::{api_answer, errcode_answer, QUOTED_CHARS};
 use clawdbot::dingtalk::message::parse_robot_message_str;
 use clawdbot::dingtalk::sign::{compute_sign, webhook_sign_query, MAX_SKEW_MS};
 use clawdbot::dingtalk::stream::open_answer;
@@ -626,7 +626,8 @@ fn odd_json() -> impl Strategy<Value = Value> {
 }
 
 /// New-API answers: a 2xx is its JSON body (empty body → null; not JSON → an error); any
-/// other status is an `Api` error carrying DingTalk's `code` and `message` strings.
+/// other status is an `Api` error carrying DingTalk's `code` and `message` strings, as
+/// they are when short and plain, else escaped to one line and cut to `QUOTED_CHARS`.
 #[test]
 fn new_api_answers_are_read_by_status_and_shape() {
     let body = prop_oneof![
@@ -635,6 +636,7 @@ fn new_api_answers_are_read_by_status_and_shape() {
             json!({"code": c, "message": m, "requestid": "r-1"}).to_string()
         }),
         1 => (odd_json(), odd_json()).prop_map(|(c, m)| json!({"code": c, "message": m}).to_string()),
+        1 => ("[a-z\\n]{290,310}").prop_map(|m| json!({"code": "C", "message": m}).to_string()),
         1 => Just(String::new()),
         1 => ".{0,30}",
     ];
@@ -667,8 +669,17 @@ fn new_api_answers_are_read_by_status_and_shape() {
                 false,
             ) => {
                 prop_assert_eq!(*s, status);
-                prop_assert_eq!(code, &text(&parsed, "code"));
-                prop_assert_eq!(message, &text(&parsed, "message"));
+                for (quoted, key) in [(code, "code"), (message, "message")] {
+                    let answered = text(&parsed, key);
+                    let plain = !answered.contains(char::is_control)
+                        && answered.chars().count() <= QUOTED_CHARS;
+                    if plain {
+                        prop_assert_eq!(quoted, &answered);
+                    } else {
+                        prop_assert!(!quoted.contains(char::is_control), "{:?}", quoted);
+                        prop_assert!(quoted.chars().count() <= QUOTED_CHARS + 1);
+                    }
+                }
             }
             (other, _) => prop_assert!(false, "HTTP {} {:?} -> {:?}", status, body, other),
         }

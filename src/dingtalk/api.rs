@@ -63,7 +63,7 @@ impl OpenApi {
                 .send()
                 .await
                 .map_err(|e| transport(path, e))?;
-            match read_api_response(path, resp).await {
+            match read_api_response(path, resp, &token).await {
                 Err(ChannelError::Api {
                     status: 400, code, ..
                 }) if code == "InvalidAuthentication" && !auth_retried => {

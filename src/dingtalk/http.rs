@@ -1,6 +1,14 @@
 //! Shared HTTP helpers: the client, and reading DingTalk answers into values or
 //! [`ChannelError`]s (new-API `{code,message}` shape, old-API `errcode`).
+//!
+//! Invariant: the text an error quotes from an answer (`code`, `message`, `errmsg`) is one
+//! line of at most [`QUOTED_CHARS`] characters with every control character escaped, and
+//! an answer to a call that carried a secret (the app secret, an access token) is read
+//! with that secret masked ([`mask_secret`]) first: status, the health check and the log
+//! show these errors, and a gateway or look-alike that echoes its request must not put the
+//! secret or a forged line there.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -32,11 +40,48 @@ pub fn transport(api: &str, e: reqwest::Error) -> ChannelError {
     }
 }
 
-/// Reads a new-API answer: 2xx → JSON body; else `ChannelError::Api` from `{code,message}`.
-pub async fn read_api_response(api: &str, resp: reqwest::Response) -> Result<Value, ChannelError> {
+/// The most characters of an answer's `code`, `message` or `errmsg` an error quotes.
+pub const QUOTED_CHARS: usize = 300;
+
+/// Reads a new-API answer to a call that carried `sent_secret` (masked in it first): 2xx →
+/// JSON body; else `ChannelError::Api` from `{code,message}`.
+pub async fn read_api_response(
+    api: &str,
+    resp: reqwest::Response,
+    sent_secret: &str,
+) -> Result<Value, ChannelError> {
     let status = resp.status().as_u16();
     let text = resp.text().await.map_err(|e| transport(api, e))?;
-    api_answer(api, status, &text)
+    api_answer(api, status, &mask_secret(&text, sent_secret))
+}
+
+/// `text` with every occurrence of `secret`, as is and as a JSON string writes it, replaced
+/// by `***` (an empty secret masks nothing).
+pub fn mask_secret<'a>(text: &'a str, secret: &str) -> Cow<'a, str> {
+    if secret.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    let json_escaped = serde_json::to_string(secret).unwrap_or_default();
+    let json_escaped = json_escaped.trim_matches('"');
+    let mut masked = Cow::Borrowed(text);
+    for form in [secret, json_escaped] {
+        if !form.is_empty() && masked.contains(form) {
+            masked = Cow::Owned(masked.replace(form, "***"));
+        }
+    }
+    masked
+}
+
+/// The string at `key` of an answer, as an error may quote it (see the module invariant;
+/// empty when absent or not a string).
+fn quoted_field(answer: &Value, key: &str) -> String {
+    let raw = answer.get(key).and_then(Value::as_str).unwrap_or_default();
+    let mut quoted = crate::control_chars::escape_controls(raw).into_owned();
+    if let Some((cut, _)) = quoted.char_indices().nth(QUOTED_CHARS) {
+        quoted.truncate(cut);
+        quoted.push('…');
+    }
+    quoted
 }
 
 /// Reads an old-API/webhook answer: `errcode` 0 → body; else `ChannelError::Errcode`.
@@ -52,7 +97,7 @@ pub async fn read_errcode_response(
 /// What a new-API answer (docs/dingtalk-protocol.md §4.4) means, from its HTTP status and
 /// body alone. A 2xx is the JSON body (`Null` for an empty body; a body that is not JSON is
 /// a transport error); any other status is `ChannelError::Api` with DingTalk's `code` and
-/// `message` (empty when absent or not strings).
+/// `message` (empty when absent or not strings; quoted as the module invariant says).
 pub fn api_answer(api: &str, status: u16, body: &str) -> Result<Value, ChannelError> {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     if (200..300).contains(&status) {
@@ -64,17 +109,11 @@ pub fn api_answer(api: &str, status: u16, body: &str) -> Result<Value, ChannelEr
         }
         return Ok(v);
     }
-    let field = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
     Err(ChannelError::Api {
         api: api.into(),
         status,
-        code: field("code"),
-        message: field("message"),
+        code: quoted_field(&v, "code"),
+        message: quoted_field(&v, "message"),
     })
 }
 
@@ -101,15 +140,10 @@ pub fn errcode_answer(api: &str, status: u16, body: &str) -> Result<Value, Chann
     if errcode == 0 && success_status {
         return Ok(v);
     }
-    let errmsg = v
-        .get("errmsg")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
     Err(ChannelError::Errcode {
         api: api.into(),
         errcode,
-        errmsg,
+        errmsg: quoted_field(&v, "errmsg"),
     })
 }
 
@@ -161,5 +195,18 @@ mod tests {
                 .await
                 .is_ok());
         }
+    }
+
+    /// A secret is masked as sent and as an echoing JSON answer writes it; an empty
+    /// secret masks nothing.
+    #[test]
+    fn a_secret_is_masked_raw_and_json_escaped() {
+        let secret = r#"pa"ss\word"#;
+        let echoed = serde_json::to_string(&serde_json::json!({"message": secret})).unwrap();
+        assert_eq!(
+            mask_secret(&format!("{secret} {echoed}"), secret),
+            r#"*** {"message":"***"}"#
+        );
+        assert_eq!(mask_secret("text", ""), "text");
     }
 }

@@ -51,9 +51,20 @@ pub enum ParseError {
     NotJson(String),
     #[error("robot message lacks required field `{0}`")]
     Missing(&'static str),
+    /// The value, cut to [`QUOTED_VALUE_CHARS`] characters.
     #[error("robot message has unknown conversationType `{0}`")]
     BadConversationType(String),
+    #[error("robot message's `{0}` is longer than {MAX_ID_BYTES} bytes (DingTalk's ids are far shorter)")]
+    TooLong(&'static str),
 }
+
+/// The longest id (`msgId`, `conversationId`, `senderId`, `senderStaffId`) a message may
+/// carry. DingTalk's are tens of bytes; these ids go into log lines and the status, which
+/// a payload must not be able to fill.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// The most characters of an unreadable field's value a [`ParseError`] quotes.
+const QUOTED_VALUE_CHARS: usize = 40;
 
 /// Parses a robot message from its JSON text (the frame's `data` string).
 pub fn parse_robot_message_str(data: &str, now_ms: u64) -> Result<Inbound, ParseError> {
@@ -69,15 +80,24 @@ pub fn parse_robot_message(v: &Value, now_ms: u64) -> Result<Inbound, ParseError
             .map(str::to_string)
             .filter(|s| !s.is_empty())
     };
-    let msg_id = s("msgId").ok_or(ParseError::Missing("msgId"))?;
-    let conversation_id = s("conversationId").ok_or(ParseError::Missing("conversationId"))?;
+    let id = |k: &'static str| match s(k) {
+        Some(id) if id.len() > MAX_ID_BYTES => Err(ParseError::TooLong(k)),
+        id => Ok(id),
+    };
+    let msg_id = id("msgId")?.ok_or(ParseError::Missing("msgId"))?;
+    let conversation_id = id("conversationId")?.ok_or(ParseError::Missing("conversationId"))?;
+    let sender_id = id("senderId")?.unwrap_or_default();
+    let sender_staff_id = id("senderStaffId")?;
     let conversation_kind = match v.get("conversationType") {
         Some(Value::String(t)) if t == "1" => ConversationKind::Direct,
         Some(Value::String(t)) if t == "2" => ConversationKind::Group,
         Some(Value::Number(n)) if n.as_u64() == Some(1) => ConversationKind::Direct,
         Some(Value::Number(n)) if n.as_u64() == Some(2) => ConversationKind::Group,
         None | Some(Value::Null) => return Err(ParseError::Missing("conversationType")),
-        Some(other) => return Err(ParseError::BadConversationType(other.to_string())),
+        Some(other) => {
+            let quoted = other.to_string().chars().take(QUOTED_VALUE_CHARS).collect();
+            return Err(ParseError::BadConversationType(quoted));
+        }
     };
     let msgtype = s("msgtype").unwrap_or_else(|| "text".to_string());
     Ok(Inbound {
@@ -85,8 +105,8 @@ pub fn parse_robot_message(v: &Value, now_ms: u64) -> Result<Inbound, ParseError
         conversation_id,
         conversation_kind,
         conversation_title: s("conversationTitle"),
-        sender_id: s("senderId").unwrap_or_default(),
-        sender_staff_id: s("senderStaffId"),
+        sender_id,
+        sender_staff_id,
         sender_nick: s("senderNick").unwrap_or_default(),
         content: parse_content(&msgtype, v),
         session_webhook: s("sessionWebhook"),
@@ -290,5 +310,24 @@ mod tests {
                 msgtype: "text".into()
             }
         );
+    }
+
+    /// An id longer than any DingTalk writes is refused by name, before it can fill a log
+    /// line or the status; one at the limit is read. A bad `conversationType` is quoted
+    /// cut short.
+    #[test]
+    fn overlong_ids_are_refused_by_name_and_bad_values_quoted_short() {
+        let at_limit = "m".repeat(MAX_ID_BYTES);
+        let read = parse_robot_message(&base(json!({"msgId": at_limit})), 0).unwrap();
+        assert_eq!(read.msg_id.len(), MAX_ID_BYTES);
+        for field in ["msgId", "conversationId", "senderId", "senderStaffId"] {
+            let long = base(json!({ field: "中".repeat(MAX_ID_BYTES / 3 + 1) }));
+            let refused = parse_robot_message(&long, 0).unwrap_err();
+            assert_eq!(refused, ParseError::TooLong(field), "{field}");
+            assert!(refused.to_string().contains(field), "{refused}");
+        }
+        let bad = base(json!({"conversationType": "9".repeat(100_000)}));
+        let refused = parse_robot_message(&bad, 0).unwrap_err().to_string();
+        assert!(refused.len() < 200, "{refused}");
     }
 }

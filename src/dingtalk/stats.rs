@@ -91,10 +91,12 @@ impl Stats {
         self.with(|c| c.state)
     }
 
-    /// Keeps the channel's last error as `status` and `healthcheck` may show it (URL
-    /// passwords masked: errors may quote `api_base`).
+    /// Keeps the channel's last error as `status` and `healthcheck` may show it: URL
+    /// passwords masked (errors may quote `api_base`) and control characters escaped (a
+    /// transport error may quote a server's words), so it is always one line.
     pub fn set_error(&self, e: impl Into<String>) {
         let e = crate::redact_url::redact_url(&e.into()).into_owned();
+        let e = crate::control_chars::escape_controls(&e).into_owned();
         self.with(|c| c.last_error = Some(e));
     }
 
@@ -139,5 +141,25 @@ impl Stats {
             duplicates_dropped: get(&self.duplicates_dropped),
             send_failures: get(&self.send_failures),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever error text comes in (a transport error may quote a server's words), the
+    /// last error is one line with its URL passwords masked.
+    #[test]
+    fn the_last_error_is_one_masked_line() {
+        let stats = Stats::new("stream");
+        stats.set_error("cannot reach http://u:pw@127.0.0.1:9/: reset\n2026 INFO forged \u{1b}[2J");
+        let shown = stats.report().last_error.expect("an error");
+        assert!(!shown.contains(char::is_control), "{shown:?}");
+        assert!(!shown.contains("pw@"), "{shown}");
+        assert!(
+            shown.contains("reset\\n2026 INFO forged \\u{1b}[2J"),
+            "{shown}"
+        );
     }
 }

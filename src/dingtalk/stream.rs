@@ -24,7 +24,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::error::ChannelError;
 use super::frame::handle_frame;
-use super::http::{api_answer, transport};
+use super::http::{api_answer, mask_secret, transport};
 use super::ingress::Ingress;
 use super::stats::Stats;
 use super::wire::{self, OpenRequest, OpenResponse};
@@ -302,7 +302,7 @@ pub async fn open_stream(
         .map_err(|e| transport(OPEN_API, e))?;
     let status = resp.status().as_u16();
     let text = resp.text().await.map_err(|e| transport(OPEN_API, e))?;
-    open_answer(status, &text)
+    open_answer(status, &mask_secret(&text, body.client_secret))
 }
 
 /// The WebSocket URL to connect to with an `open` answer: its endpoint with the ticket,

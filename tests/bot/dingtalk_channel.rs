@@ -1193,3 +1193,87 @@ async fn pushes_are_spread_over_an_apps_connections_and_unacked_ones_move_to_a_l
         "{entry}"
     );
 }
+
+/// A DingTalk look-alike on loopback that answers every call HTTP 400 with an error
+/// message quoting what it was sent (body and access-token header) and trying to start a
+/// forged line and drive a terminal; with `token` set, the token call succeeds with it.
+async fn echoing_api(token: Option<&'static str>) -> String {
+    let app = axum::Router::new().fallback(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| async move {
+            if let (Some(token), "/v1.0/oauth2/accessToken") = (token, uri.path()) {
+                let ok = json!({"accessToken": token, "expireIn": 7200});
+                return (axum::http::StatusCode::OK, axum::Json(ok));
+            }
+            let header = headers
+                .get("x-acs-dingtalk-access-token")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default();
+            let message = format!(
+                "refused {body} with {header}\n2026-12-06T00:00:00Z ERROR forged line \u{1b}[2J{}",
+                "x".repeat(5_000)
+            );
+            let refusal = json!({"code": "Forbidden.Echo", "message": message});
+            (axum::http::StatusCode::BAD_REQUEST, axum::Json(refusal))
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// An error text as status, healthcheck and the log show it: one line, no secret, bounded.
+fn assert_shown_safely(what: &str, text: &str, secret: &str) {
+    assert!(!text.contains(secret), "{what} quotes the secret: {text}");
+    assert!(
+        !text.contains(|c: char| c.is_control()),
+        "{what} holds a control character: {text:?}"
+    );
+    assert!(text.len() < 1_000, "{what} is {} bytes long", text.len());
+    assert!(
+        text.contains("Forbidden.Echo"),
+        "{what} lost DingTalk's code: {text}"
+    );
+}
+
+#[tokio::test]
+async fn an_api_error_quoting_the_app_secret_or_token_shows_neither_nor_a_forged_line() {
+    let secret = "s3cr3t-echoed-by-the-api";
+    let mut cfg = config(&echoing_api(None).await);
+    cfg.client_secret = Secret::new(secret);
+    let (tx, _rx) = mpsc::channel(8);
+    let ch = Channel::start_with(cfg, tx, fast()).await.unwrap();
+    let check = ch.check().await.unwrap_err().to_string();
+    assert_shown_safely("the health check", &check, secret);
+    let mut last = None;
+    for _ in 0..100 {
+        last = ch.report().last_error;
+        if last.as_deref().is_some_and(|e| e.contains(OPEN_API_PATH)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last = last.expect("the channel reports the refusal");
+    assert_shown_safely("the channel's last error", &last, secret);
+    ch.shutdown().await;
+
+    let token = "tok-a7f3c9e1-echoed";
+    let (tx, _rx) = mpsc::channel(8);
+    let ch = Channel::start_with(config(&echoing_api(Some(token)).await), tx, fast())
+        .await
+        .unwrap();
+    let sent = ch
+        .send("ops", "hello", false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_shown_safely("a send's error", &sent, token);
+    let last = ch
+        .report()
+        .last_error
+        .expect("the send's refusal is reported");
+    assert_shown_safely("the channel's last error after a send", &last, token);
+    ch.shutdown().await;
+}
+
+const OPEN_API_PATH: &str = "/v1.0/gateway/connections/open";
