@@ -3,17 +3,17 @@
 //!
 //! Invariant: the text an error quotes from an answer (`code`, `message`, `errmsg`) is one
 //! line of at most [`QUOTED_CHARS`] characters with every control character escaped, and
-//! an answer to a call that carried a secret (the app secret, an access token) is read
-//! with that secret masked ([`mask_secret`]) first: status, the health check and the log
-//! show these errors, and a gateway or look-alike that echoes its request must not put the
-//! secret or a forged line there.
+//! in an answer to a call that carried a secret (the app secret, an access token) that
+//! secret is masked (see `secret_mask`): status, the health check and the log show these
+//! errors, and a gateway or look-alike that echoes its request must not put the secret or
+//! a forged line there.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::error::ChannelError;
+use super::secret_mask::mask_secret;
 
 /// The HTTP client for every DingTalk call (bounded connect and total time; TCP_NODELAY,
 /// no redirects and a bounded idle pool: see `crate::http_client`). DingTalk's APIs do not
@@ -43,8 +43,8 @@ pub fn transport(api: &str, e: reqwest::Error) -> ChannelError {
 /// The most characters of an answer's `code`, `message` or `errmsg` an error quotes.
 pub const QUOTED_CHARS: usize = 300;
 
-/// Reads a new-API answer to a call that carried `sent_secret` (masked in it first): 2xx →
-/// JSON body; else `ChannelError::Api` from `{code,message}`.
+/// Reads a new-API answer to a call that carried `sent_secret`: 2xx → JSON body; else
+/// `ChannelError::Api` from `{code,message}` (see [`api_answer`]).
 pub async fn read_api_response(
     api: &str,
     resp: reqwest::Response,
@@ -52,31 +52,17 @@ pub async fn read_api_response(
 ) -> Result<Value, ChannelError> {
     let status = resp.status().as_u16();
     let text = resp.text().await.map_err(|e| transport(api, e))?;
-    api_answer(api, status, &mask_secret(&text, sent_secret))
+    api_answer(api, status, &text, sent_secret)
 }
 
-/// `text` with every occurrence of `secret`, as is and as a JSON string writes it, replaced
-/// by `***` (an empty secret masks nothing).
-pub fn mask_secret<'a>(text: &'a str, secret: &str) -> Cow<'a, str> {
-    if secret.is_empty() {
-        return Cow::Borrowed(text);
-    }
-    let json_escaped = serde_json::to_string(secret).unwrap_or_default();
-    let json_escaped = json_escaped.trim_matches('"');
-    let mut masked = Cow::Borrowed(text);
-    for form in [secret, json_escaped] {
-        if !form.is_empty() && masked.contains(form) {
-            masked = Cow::Owned(masked.replace(form, "***"));
-        }
-    }
-    masked
-}
-
-/// The string at `key` of an answer, as an error may quote it (see the module invariant;
-/// empty when absent or not a string).
-fn quoted_field(answer: &Value, key: &str) -> String {
+/// The string at `key` of an answer to a call that carried `sent_secret`, as an error may
+/// quote it (see the module invariant; empty when absent or not a string). The secret is
+/// masked in the decoded text, whole, before the cut: a JSON escape cannot hide it and the
+/// cut cannot leave a piece of it.
+fn quoted_field(answer: &Value, key: &str, sent_secret: &str) -> String {
     let raw = answer.get(key).and_then(Value::as_str).unwrap_or_default();
-    let mut quoted = crate::control_chars::escape_controls(raw).into_owned();
+    let masked = mask_secret(raw, sent_secret);
+    let mut quoted = crate::control_chars::escape_controls(&masked).into_owned();
     if let Some((cut, _)) = quoted.char_indices().nth(QUOTED_CHARS) {
         quoted.truncate(cut);
         quoted.push('…');
@@ -91,14 +77,20 @@ pub async fn read_errcode_response(
 ) -> Result<Value, ChannelError> {
     let status = resp.status().as_u16();
     let text = resp.text().await.map_err(|e| transport(api, e))?;
-    errcode_answer(api, status, &text)
+    errcode_answer(api, status, &text, "")
 }
 
 /// What a new-API answer (docs/dingtalk-protocol.md §4.4) means, from its HTTP status and
 /// body alone. A 2xx is the JSON body (`Null` for an empty body; a body that is not JSON is
 /// a transport error); any other status is `ChannelError::Api` with DingTalk's `code` and
-/// `message` (empty when absent or not strings; quoted as the module invariant says).
-pub fn api_answer(api: &str, status: u16, body: &str) -> Result<Value, ChannelError> {
+/// `message` (empty when absent or not strings; quoted as the module invariant says, with
+/// `sent_secret`, what the call carried, masked).
+pub fn api_answer(
+    api: &str,
+    status: u16,
+    body: &str,
+    sent_secret: &str,
+) -> Result<Value, ChannelError> {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     if (200..300).contains(&status) {
         if v.is_null() && !body.trim().is_empty() {
@@ -112,8 +104,8 @@ pub fn api_answer(api: &str, status: u16, body: &str) -> Result<Value, ChannelEr
     Err(ChannelError::Api {
         api: api.into(),
         status,
-        code: quoted_field(&v, "code"),
-        message: quoted_field(&v, "message"),
+        code: quoted_field(&v, "code", sent_secret),
+        message: quoted_field(&v, "message", sent_secret),
     })
 }
 
@@ -123,7 +115,13 @@ pub fn api_answer(api: &str, status: u16, body: &str) -> Result<Value, ChannelEr
 /// a JSON number or a string of digits; any other value (a fraction, `null`, a word) says
 /// nothing about delivery, so it is a transport error and never success, as is an error
 /// status without an errcode (never read as "busy" either).
-pub fn errcode_answer(api: &str, status: u16, body: &str) -> Result<Value, ChannelError> {
+/// `errmsg` is quoted as [`api_answer`] quotes `message`.
+pub fn errcode_answer(
+    api: &str,
+    status: u16,
+    body: &str,
+    sent_secret: &str,
+) -> Result<Value, ChannelError> {
     let unknown = |detail: String| ChannelError::Transport {
         api: api.into(),
         detail,
@@ -143,7 +141,7 @@ pub fn errcode_answer(api: &str, status: u16, body: &str) -> Result<Value, Chann
     Err(ChannelError::Errcode {
         api: api.into(),
         errcode,
-        errmsg: quoted_field(&v, "errmsg"),
+        errmsg: quoted_field(&v, "errmsg", sent_secret),
     })
 }
 
@@ -195,18 +193,5 @@ mod tests {
                 .await
                 .is_ok());
         }
-    }
-
-    /// A secret is masked as sent and as an echoing JSON answer writes it; an empty
-    /// secret masks nothing.
-    #[test]
-    fn a_secret_is_masked_raw_and_json_escaped() {
-        let secret = r#"pa"ss\word"#;
-        let echoed = serde_json::to_string(&serde_json::json!({"message": secret})).unwrap();
-        assert_eq!(
-            mask_secret(&format!("{secret} {echoed}"), secret),
-            r#"*** {"message":"***"}"#
-        );
-        assert_eq!(mask_secret("text", ""), "text");
     }
 }

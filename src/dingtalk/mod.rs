@@ -29,6 +29,7 @@ pub mod message;
 pub mod outgoing;
 pub mod replay;
 mod replay_file;
+mod secret_mask;
 pub mod send;
 pub(crate) mod shared_rate;
 pub(crate) mod shared_token;

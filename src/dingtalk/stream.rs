@@ -24,7 +24,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::error::ChannelError;
 use super::frame::handle_frame;
-use super::http::{api_answer, mask_secret, transport};
+use super::http::{api_answer, transport};
 use super::ingress::Ingress;
 use super::stats::Stats;
 use super::wire::{self, OpenRequest, OpenResponse};
@@ -302,7 +302,7 @@ pub async fn open_stream(
         .map_err(|e| transport(OPEN_API, e))?;
     let status = resp.status().as_u16();
     let text = resp.text().await.map_err(|e| transport(OPEN_API, e))?;
-    open_answer(status, &mask_secret(&text, body.client_secret))
+    open_answer(status, &text, body.client_secret)
 }
 
 /// The WebSocket URL to connect to with an `open` answer: its endpoint with the ticket,
@@ -319,9 +319,14 @@ pub fn stream_url(open: &OpenResponse) -> String {
 }
 
 /// What a `connections/open` answer (docs/dingtalk-protocol.md §1.1) means, from its HTTP
-/// status and body alone: an endpoint and a ticket, both non-empty, or why not.
-pub fn open_answer(status: u16, body: &str) -> Result<OpenResponse, ChannelError> {
-    let v = api_answer(OPEN_API, status, body)?;
+/// status and body alone: an endpoint and a ticket, both non-empty, or why not (with
+/// `client_secret`, which the call carried, masked in a refusal).
+pub fn open_answer(
+    status: u16,
+    body: &str,
+    client_secret: &str,
+) -> Result<OpenResponse, ChannelError> {
+    let v = api_answer(OPEN_API, status, body, client_secret)?;
     let malformed = |detail: String| ChannelError::Transport {
         api: OPEN_API.into(),
         detail,

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use super::error::ChannelError;
-use super::http::{api_answer, mask_secret, transport};
+use super::http::{api_answer, transport};
 use super::shared_token::{SharedToken, SharedTokenError};
 use crate::state::redis::RedisState;
 
@@ -31,9 +31,14 @@ pub struct IssuedToken {
 }
 
 /// What a token answer (docs/dingtalk-protocol.md §4.1) means, from its HTTP status and
-/// body alone: a non-empty `accessToken` and its bounded lifetime, or why not.
-pub fn token_answer(status: u16, body: &str) -> Result<IssuedToken, ChannelError> {
-    let v = api_answer(API, status, body)?;
+/// body alone: a non-empty `accessToken` and its bounded lifetime, or why not (with
+/// `app_secret`, which the call carried, masked in a refusal).
+pub fn token_answer(
+    status: u16,
+    body: &str,
+    app_secret: &str,
+) -> Result<IssuedToken, ChannelError> {
+    let v = api_answer(API, status, body, app_secret)?;
     let token = v
         .get("accessToken")
         .and_then(Value::as_str)
@@ -132,7 +137,7 @@ impl TokenCache {
             .map_err(|e| transport(API, e))?;
         let status = resp.status().as_u16();
         let body = resp.text().await.map_err(|e| transport(API, e))?;
-        let issued = token_answer(status, &mask_secret(&body, &self.app_secret))?;
+        let issued = token_answer(status, &body, &self.app_secret)?;
         tracing::debug!(
             use_for_s = issued.use_for.as_secs(),
             "fetched DingTalk access token"

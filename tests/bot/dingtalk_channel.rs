@@ -1194,26 +1194,60 @@ async fn pushes_are_spread_over_an_apps_connections_and_unacked_ones_move_to_a_l
     );
 }
 
-/// A DingTalk look-alike on loopback that answers every call HTTP 400 with an error
-/// message quoting what it was sent (body and access-token header) and trying to start a
-/// forged line and drive a terminal; with `token` set, the token call succeeds with it.
-async fn echoing_api(token: Option<&'static str>) -> String {
+/// How [`echoing_api`] quotes the secret it was sent in its refusal.
+#[derive(Clone, Copy, Debug)]
+enum Echo {
+    /// The whole request in `message`, with a forged line, ESC and 5 000 more characters.
+    Whole,
+    /// The same, every character written as a JSON `\uXXXX` escape.
+    Escaped,
+    /// The secret's first half at the end of `code`, the rest at the start of `message`.
+    Split,
+    /// A prefix of 15 characters, as a gateway that cuts its echo short.
+    Prefix,
+}
+
+/// A DingTalk look-alike on loopback that answers every call HTTP 400, quoting `secret`
+/// (when the call carried it, in its body or access-token header) as `echo` says; with
+/// `token` set, the token call succeeds with it.
+async fn echoing_api(token: Option<&'static str>, secret: &'static str, echo: Echo) -> String {
     let app = axum::Router::new().fallback(
         move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| async move {
             if let (Some(token), "/v1.0/oauth2/accessToken") = (token, uri.path()) {
-                let ok = json!({"accessToken": token, "expireIn": 7200});
-                return (axum::http::StatusCode::OK, axum::Json(ok));
+                let ok = json!({"accessToken": token, "expireIn": 7200}).to_string();
+                return (axum::http::StatusCode::OK, ok);
             }
             let header = headers
                 .get("x-acs-dingtalk-access-token")
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or_default();
-            let message = format!(
+            let whole = format!(
                 "refused {body} with {header}\n2026-12-06T00:00:00Z ERROR forged line \u{1b}[2J{}",
                 "x".repeat(5_000)
             );
-            let refusal = json!({"code": "Forbidden.Echo", "message": message});
-            (axum::http::StatusCode::BAD_REQUEST, axum::Json(refusal))
+            let carried = body.contains(secret) || header == secret;
+            let half = secret.len() / 2;
+            let refusal = match echo {
+                Echo::Whole => json!({"code": "Forbidden.Echo", "message": whole}).to_string(),
+                Echo::Escaped => {
+                    let escaped: String = whole
+                        .encode_utf16()
+                        .map(|u| format!("\\u{u:04x}"))
+                        .collect();
+                    format!(r#"{{"code":"Forbidden.Echo","message":"{escaped}"}}"#)
+                }
+                Echo::Split if carried => {
+                    json!({"code": format!("Forbidden.Echo{}", &secret[..half]),
+                    "message": format!("{} tail", &secret[half..])})
+                    .to_string()
+                }
+                Echo::Prefix if carried => {
+                    json!({"code": "Forbidden.Echo", "message": format!("\"{}", &secret[..15])})
+                        .to_string()
+                }
+                _ => json!({"code": "Forbidden.Echo", "message": "no secret sent"}).to_string(),
+            };
+            (axum::http::StatusCode::BAD_REQUEST, refusal)
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1222,9 +1256,17 @@ async fn echoing_api(token: Option<&'static str>) -> String {
     format!("http://{addr}")
 }
 
-/// An error text as status, healthcheck and the log show it: one line, no secret, bounded.
+/// An error text as status, healthcheck and the log show it: one line, no piece of the
+/// secret of 8 characters or more, bounded, DingTalk's code kept.
 fn assert_shown_safely(what: &str, text: &str, secret: &str) {
-    assert!(!text.contains(secret), "{what} quotes the secret: {text}");
+    let chars: Vec<char> = secret.chars().collect();
+    for piece in chars.windows(8) {
+        let piece: String = piece.iter().collect();
+        assert!(
+            !text.contains(&piece),
+            "{what} quotes {piece:?} of the secret: {text}"
+        );
+    }
     assert!(
         !text.contains(|c: char| c.is_control()),
         "{what} holds a control character: {text:?}"
@@ -1238,42 +1280,45 @@ fn assert_shown_safely(what: &str, text: &str, secret: &str) {
 
 #[tokio::test]
 async fn an_api_error_quoting_the_app_secret_or_token_shows_neither_nor_a_forged_line() {
-    let secret = "s3cr3t-echoed-by-the-api";
-    let mut cfg = config(&echoing_api(None).await);
-    cfg.client_secret = Secret::new(secret);
-    let (tx, _rx) = mpsc::channel(8);
-    let ch = Channel::start_with(cfg, tx, fast()).await.unwrap();
-    let check = ch.check().await.unwrap_err().to_string();
-    assert_shown_safely("the health check", &check, secret);
-    let mut last = None;
-    for _ in 0..100 {
-        last = ch.report().last_error;
-        if last.as_deref().is_some_and(|e| e.contains(OPEN_API_PATH)) {
-            break;
+    let secret = "Sx9secretQWERTYzz1234567890abcdefXY";
+    let token = "TOKENq7Zk9q7Zk9q7Zk9q7Zk9q7Zk9q7Zk9";
+    for echo in [Echo::Whole, Echo::Escaped, Echo::Split, Echo::Prefix] {
+        let what = |part: &str| format!("{echo:?}: {part}");
+        let mut cfg = config(&echoing_api(None, secret, echo).await);
+        cfg.client_secret = Secret::new(secret);
+        let (tx, _rx) = mpsc::channel(8);
+        let ch = Channel::start_with(cfg, tx, fast()).await.unwrap();
+        let check = ch.check().await.unwrap_err().to_string();
+        assert_shown_safely(&what("the health check"), &check, secret);
+        let mut last = None;
+        for _ in 0..100 {
+            last = ch.report().last_error;
+            if last.as_deref().is_some_and(|e| e.contains(OPEN_API_PATH)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let last = last.expect("the channel reports the refusal");
-    assert_shown_safely("the channel's last error", &last, secret);
-    ch.shutdown().await;
+        let last = last.expect("the channel reports the refusal");
+        assert!(last.contains(OPEN_API_PATH), "{last}");
+        assert_shown_safely(&what("the channel's last error"), &last, secret);
+        ch.shutdown().await;
 
-    let token = "tok-a7f3c9e1-echoed";
-    let (tx, _rx) = mpsc::channel(8);
-    let ch = Channel::start_with(config(&echoing_api(Some(token)).await), tx, fast())
-        .await
-        .unwrap();
-    let sent = ch
-        .send("ops", "hello", false)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert_shown_safely("a send's error", &sent, token);
-    let last = ch
-        .report()
-        .last_error
-        .expect("the send's refusal is reported");
-    assert_shown_safely("the channel's last error after a send", &last, token);
-    ch.shutdown().await;
+        let (tx, _rx) = mpsc::channel(8);
+        let api = echoing_api(Some(token), token, echo).await;
+        let ch = Channel::start_with(config(&api), tx, fast()).await.unwrap();
+        let sent = ch
+            .send("ops", "hello", false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_shown_safely(&what("a send's error"), &sent, token);
+        let last = ch
+            .report()
+            .last_error
+            .expect("the send's refusal is reported");
+        assert_shown_safely(&what("the last error after a send"), &last, token);
+        ch.shutdown().await;
+    }
 }
 
 const OPEN_API_PATH: &str = "/v1.0/gateway/connections/open";
