@@ -3,8 +3,10 @@
 //!
 //! Invariant: after [`mask_secret`], the text holds no run of [`MIN_PIECE_CHARS`] or more
 //! consecutive characters of the secret (the whole secret when it is shorter), in any of
-//! the forms an echo writes it: as is, as a JSON string escapes it, or with its control
-//! characters escaped as our logs write them. Each masked run becomes `***`. So a secret
+//! the forms an echo writes it: as is, as a JSON string escapes it, with its characters
+//! as `\uXXXX` escapes, or with its control characters escaped as our logs write them.
+//! Each masked run becomes `***`, and the marker does not rebuild a secret that holds it
+//! (one of three characters or fewer aside). So a secret
 //! echoed whole, cut short, or split across two fields is masked. Pieces shorter than
 //! [`MIN_PIECE_CHARS`], other encodings (base64, upper case) are not recognized.
 //!
@@ -28,12 +30,30 @@ pub(crate) fn mask_secret<'a>(text: &'a str, secret: &str) -> Cow<'a, str> {
     for form in &forms {
         add_windows(form, &mut windows);
     }
+    // A secret that holds `***` could be rebuilt by the marker from the pieces around a
+    // masked run: mask again while anything is found (each pass shortens the text unless
+    // the secret is three characters or fewer, hence the bound).
+    let mut masked = Cow::Borrowed(text);
+    for _ in 0..MASK_PASSES {
+        match mask_windows(&masked, &windows) {
+            Some(again) => masked = Cow::Owned(again),
+            None => break,
+        }
+    }
+    masked
+}
+
+/// The most passes [`mask_secret`] makes over a text.
+const MASK_PASSES: usize = 4;
+
+/// `text` with every run of the given windows replaced by `***`; `None` when none occurs.
+fn mask_windows(text: &str, windows: &HashMap<usize, HashSet<&[u8]>>) -> Option<String> {
     let bytes = text.as_bytes();
     // Byte ranges to mask, merged as found (starts only grow). A window found at a
     // character boundary of `text` ends at one too: it is whole UTF-8 characters.
     let mut runs: Vec<(usize, usize)> = Vec::new();
     for (start, _) in text.char_indices() {
-        for (len, set) in &windows {
+        for (len, set) in windows {
             let end = start + len;
             if !bytes.get(start..end).is_some_and(|w| set.contains(w)) {
                 continue;
@@ -45,7 +65,7 @@ pub(crate) fn mask_secret<'a>(text: &'a str, secret: &str) -> Cow<'a, str> {
         }
     }
     if runs.is_empty() {
-        return Cow::Borrowed(text);
+        return None;
     }
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
@@ -55,11 +75,15 @@ pub(crate) fn mask_secret<'a>(text: &'a str, secret: &str) -> Cow<'a, str> {
         copied = end;
     }
     out.push_str(&text[copied..]);
-    Cow::Owned(out)
+    Some(out)
 }
 
-/// The ways an echo may write `secret`: as is, JSON-escaped, control characters escaped
-/// (none when it is empty).
+/// The ways an echo may write `secret` (none when it is empty): as is; as a JSON string
+/// writes it (serde's rules); with every character but ASCII letters and digits as JSON's
+/// `\uXXXX`, in lower- and upper-case hex, as HTML-safe encoders write (.NET's; Go's for
+/// `<>&`; Python's default for every non-ASCII character): a window is 8 characters of
+/// the escaped text, so an encoder that escapes fewer characters is matched around them;
+/// and as our logs escape it.
 fn forms(secret: &str) -> Vec<String> {
     let json = serde_json::to_string(secret).unwrap_or_default();
     let json = json
@@ -67,13 +91,47 @@ fn forms(secret: &str) -> Vec<String> {
         .and_then(|j| j.strip_suffix('"'))
         .unwrap_or_default();
     let controls = crate::control_chars::escape_controls(secret);
-    let mut forms: Vec<String> = Vec::with_capacity(3);
-    for form in [secret, json, &controls] {
-        if !form.is_empty() && !forms.iter().any(|f| f == form) {
-            forms.push(form.to_string());
+    let escaped = |hex| unicode_escaped(secret, |c| !c.is_ascii_alphanumeric(), hex);
+    let mut forms: Vec<String> = Vec::with_capacity(5);
+    for form in [
+        secret.to_string(),
+        json.to_string(),
+        controls.into_owned(),
+        escaped(Hex::Lower),
+        escaped(Hex::Upper),
+    ] {
+        if !form.is_empty() && !forms.contains(&form) {
+            forms.push(form);
         }
     }
     forms
+}
+
+/// The case of the hex digits in a `\uXXXX` escape.
+#[derive(Clone, Copy)]
+enum Hex {
+    Lower,
+    Upper,
+}
+
+/// `text` with each character for which `escape` holds written as JSON's `\uXXXX` (a
+/// character outside the BMP as its UTF-16 surrogate pair).
+fn unicode_escaped(text: &str, escape: impl Fn(char) -> bool, hex: Hex) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if !escape(c) {
+            out.push(c);
+            continue;
+        }
+        let mut units = [0u16; 2];
+        for unit in c.encode_utf16(&mut units) {
+            match hex {
+                Hex::Lower => out.push_str(&format!("\\u{unit:04x}")),
+                Hex::Upper => out.push_str(&format!("\\u{unit:04X}")),
+            }
+        }
+    }
+    out
 }
 
 /// Adds `form`'s windows of [`MIN_PIECE_CHARS`] characters (all of it when shorter), as
@@ -124,6 +182,31 @@ mod tests {
         let escaped = crate::control_chars::escape_controls(secret);
         assert_eq!(mask_secret(&format!("[{escaped}]"), secret), "[***]");
         assert_eq!(mask_secret(&format!("[{secret}]"), secret), "[***]");
+    }
+
+    /// Encoders that write characters as `\uXXXX`: Python's default (every non-ASCII
+    /// one), HTML-safe ones (Go's `<>&`, .NET's punctuation, upper-case hex).
+    #[test]
+    fn a_secret_is_masked_in_unicode_escapes() {
+        let secret = "密钥测试中文字符串安全";
+        let python =
+            "\\u5bc6\\u94a5\\u6d4b\\u8bd5\\u4e2d\\u6587\\u5b57\\u7b26\\u4e32\\u5b89\\u5168";
+        assert_eq!(mask_secret(&format!("[{python}]"), secret), "[***]");
+        let go = "a<b>c&d<e>f&g";
+        let escaped = "a\\u003cb\\u003ec\\u0026d\\u003ce\\u003ef\\u0026g";
+        assert_eq!(mask_secret(&format!("[{escaped}]"), go), "[***]");
+        let dotnet = "Sx9+secret+QW";
+        assert_eq!(mask_secret("[Sx9\\u002Bsecret\\u002BQW]", dotnet), "[***]");
+    }
+
+    /// The marker cannot rebuild a secret that holds it from the pieces around a run.
+    #[test]
+    fn a_secret_holding_the_marker_is_not_rebuilt() {
+        let secret = "Ab3dE***Fg5hI";
+        let text = format!("Ab3dE{secret}Fg5hI");
+        let masked = mask_secret(&text, secret);
+        assert!(!masked.contains(secret), "{masked}");
+        assert_eq!(masked, "***");
     }
 
     #[test]
