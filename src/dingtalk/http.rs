@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::error::ChannelError;
-use super::secret_mask::mask_secret;
+use super::secret_mask::masked_head;
 
 /// The HTTP client for every DingTalk call (bounded connect and total time; TCP_NODELAY,
 /// no redirects and a bounded idle pool: see `crate::http_client`). DingTalk's APIs do not
@@ -57,14 +57,17 @@ pub async fn read_api_response(
 
 /// The string at `key` of an answer to a call that carried `sent_secret`, as an error may
 /// quote it (see the module invariant; empty when absent or not a string). The secret is
-/// masked in the decoded text, whole, before the cut: a JSON escape cannot hide it and the
-/// cut cannot leave a piece of it.
+/// masked in the decoded text before the cut: a JSON escape cannot hide it and the cut
+/// cannot leave a piece of it; only a bounded head of a long text is read.
 fn quoted_field(answer: &Value, key: &str, sent_secret: &str) -> String {
     let raw = answer.get(key).and_then(Value::as_str).unwrap_or_default();
-    let masked = mask_secret(raw, sent_secret);
+    let (masked, mut cut) = masked_head(raw, sent_secret, QUOTED_CHARS);
     let mut quoted = crate::control_chars::escape_controls(&masked).into_owned();
-    if let Some((cut, _)) = quoted.char_indices().nth(QUOTED_CHARS) {
-        quoted.truncate(cut);
+    if let Some((end, _)) = quoted.char_indices().nth(QUOTED_CHARS) {
+        quoted.truncate(end);
+        cut = true;
+    }
+    if cut {
         quoted.push('…');
     }
     quoted

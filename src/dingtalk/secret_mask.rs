@@ -1,7 +1,7 @@
 //! Masking a secret that a server echoed back in its answer, before the answer's text can
 //! reach an error (and so `status`, `healthcheck` and the log).
 //!
-//! Invariant: after [`mask_secret`], the text holds no run of [`MIN_PIECE_CHARS`] or more
+//! Invariant: the text [`masked_head`] returns holds no run of [`MIN_PIECE_CHARS`] or more
 //! consecutive characters of the secret (the whole secret when it is shorter), in any of
 //! the forms an echo writes it: as is, as a JSON string escapes it, with its characters
 //! as `\uXXXX` escapes, or with its control characters escaped as our logs write them.
@@ -20,14 +20,33 @@ use std::collections::{HashMap, HashSet};
 /// The shortest piece of a secret that is masked on its own.
 pub(crate) const MIN_PIECE_CHARS: usize = 8;
 
-/// `text` with every piece of `secret` (see the module invariant) replaced by `***`; an
-/// empty secret masks nothing.
-pub(crate) fn mask_secret<'a>(text: &'a str, secret: &str) -> Cow<'a, str> {
+/// At least the first `keep` characters of `text` with every piece of `secret` (see the
+/// module invariant) replaced by `***` (an empty secret masks nothing), and whether anything
+/// was left out. Only a head of `keep` plus twice the secret's longest
+/// form is masked, so a huge text costs no more than a short one; from a head that cut the
+/// text, the last longest form's length is dropped too, as a piece of the secret the cut
+/// split could lie there.
+pub(crate) fn masked_head<'a>(text: &'a str, secret: &str, keep: usize) -> (Cow<'a, str>, bool) {
     let forms = forms(secret);
+    let longest = forms.iter().map(|f| f.chars().count()).max().unwrap_or(0);
+    let Some((head_end, _)) = text.char_indices().nth(keep + 2 * longest) else {
+        return (mask_forms(text, &forms), false);
+    };
+    let masked = mask_forms(&text[..head_end], &forms);
+    let chars = masked.chars().count();
+    let end = masked
+        .char_indices()
+        .nth(chars.saturating_sub(longest))
+        .map_or(masked.len(), |(i, _)| i);
+    (Cow::Owned(masked[..end].to_string()), true)
+}
+
+/// `text` with every piece of any of `forms` masked (see [`masked_head`]).
+fn mask_forms<'a>(text: &'a str, forms: &[String]) -> Cow<'a, str> {
     // Every form's windows, by their length in bytes, found in one pass over the text, so
     // masking one form cannot break up another's occurrence.
     let mut windows: HashMap<usize, HashSet<&[u8]>> = HashMap::new();
-    for form in &forms {
+    for form in forms {
         add_windows(form, &mut windows);
     }
     // A secret that holds `***` could be rebuilt by the marker from the pieces around a
@@ -43,7 +62,7 @@ pub(crate) fn mask_secret<'a>(text: &'a str, secret: &str) -> Cow<'a, str> {
     masked
 }
 
-/// The most passes [`mask_secret`] makes over a text.
+/// The most passes [`masked_head`] makes over a text.
 const MASK_PASSES: usize = 4;
 
 /// `text` with every run of the given windows replaced by `***`; `None` when none occurs.
@@ -156,6 +175,13 @@ mod tests {
 
     const SECRET: &str = "Sx9secretQWERTYzz1234567890abcdefXY";
 
+    /// All of `text`, masked.
+    fn mask_secret<'a>(text: &'a str, secret: &str) -> Cow<'a, str> {
+        let (masked, cut) = masked_head(text, secret, 1 << 40);
+        assert!(!cut);
+        masked
+    }
+
     #[test]
     fn a_secret_echoed_whole_cut_short_or_split_is_masked() {
         assert_eq!(mask_secret(&format!("echo {SECRET}!"), SECRET), "echo ***!");
@@ -197,6 +223,31 @@ mod tests {
         assert_eq!(mask_secret(&format!("[{escaped}]"), go), "[***]");
         let dotnet = "Sx9+secret+QW";
         assert_eq!(mask_secret("[Sx9\\u002Bsecret\\u002BQW]", dotnet), "[***]");
+    }
+
+    /// A head is masked as the whole text is; from a cut one, nothing of a secret the cut
+    /// split is shown, and a text far longer than the head is not masked past it.
+    #[test]
+    fn a_masked_head_shows_no_piece_the_cut_split() {
+        let text = format!("a {SECRET} b");
+        let (short, cut) = masked_head(&text, SECRET, 300);
+        assert_eq!((short.as_ref(), cut), ("a *** b", false));
+        let longest = forms(SECRET)
+            .iter()
+            .map(|f| f.chars().count())
+            .max()
+            .unwrap();
+        let head = 300 + 2 * longest;
+        for before in head - SECRET.len()..head {
+            let text = format!("{}{SECRET}{}", "-".repeat(before), "-".repeat(1_000_000));
+            let (shown, cut) = masked_head(&text, SECRET, 300);
+            assert!(cut, "{before}");
+            assert!(shown.chars().count() >= 300, "{before}: {}", shown.len());
+            assert!(
+                shown.chars().all(|c| c == '-' || c == '*'),
+                "{before}: {shown}"
+            );
+        }
     }
 
     /// The marker cannot rebuild a secret that holds it from the pieces around a run.
