@@ -23,8 +23,9 @@
 
 use std::borrow::Cow;
 
-/// What a masked secret is shown as.
-const MASK: &str = "***";
+/// What a masked secret is shown as, everywhere: URLs, command lines, config values and
+/// secrets a server echoed.
+pub(crate) const MASK: &str = "***";
 
 /// Parts of a query key that mark its value as a secret (matched lower-cased, anywhere in
 /// the key, so `api_key`, `access_token`, `X-Amz-Signature` and `passwd` all match).

@@ -708,7 +708,7 @@ fn errcode_answers_are_success_only_for_a_readable_zero() {
         1 => ".{0,20}",
     ];
     let accepted = accepted_cases((http_status(), body), |(status, body)| {
-        let read = errcode_answer("sessionWebhook", status, &body, "");
+        let read = errcode_answer("sessionWebhook", status, &body);
         let parsed = serde_json::from_str::<Value>(&body).ok();
         let code = parsed
             .as_ref()

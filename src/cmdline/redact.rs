@@ -15,8 +15,7 @@
 
 use super::{scan_words, shell_quote, single_quoted, Operators, Word};
 
-/// What a masked value is shown as.
-pub(crate) const MASK: &str = "***";
+use crate::redact_url::MASK;
 
 /// Parts of flag names whose values are secrets.
 const SECRET_NAME_PARTS: [&str; 7] = [

@@ -180,14 +180,14 @@ impl fmt::Debug for Secret {
 
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
+        f.write_str(crate::redact_url::MASK)
     }
 }
 
 /// Written as `***`, like `Display`: a serialized config never carries the value.
 impl serde::Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("***")
+        s.serialize_str(crate::redact_url::MASK)
     }
 }
 

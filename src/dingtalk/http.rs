@@ -80,7 +80,7 @@ pub async fn read_errcode_response(
 ) -> Result<Value, ChannelError> {
     let status = resp.status().as_u16();
     let text = resp.text().await.map_err(|e| transport(api, e))?;
-    errcode_answer(api, status, &text, "")
+    errcode_answer(api, status, &text)
 }
 
 /// What a new-API answer (docs/dingtalk-protocol.md §4.4) means, from its HTTP status and
@@ -118,13 +118,9 @@ pub fn api_answer(
 /// a JSON number or a string of digits; any other value (a fraction, `null`, a word) says
 /// nothing about delivery, so it is a transport error and never success, as is an error
 /// status without an errcode (never read as "busy" either).
-/// `errmsg` is quoted as [`api_answer`] quotes `message`.
-pub fn errcode_answer(
-    api: &str,
-    status: u16,
-    body: &str,
-    sent_secret: &str,
-) -> Result<Value, ChannelError> {
+/// `errmsg` is quoted as [`api_answer`] quotes `message` (no call of this kind carries a
+/// secret to mask).
+pub fn errcode_answer(api: &str, status: u16, body: &str) -> Result<Value, ChannelError> {
     let unknown = |detail: String| ChannelError::Transport {
         api: api.into(),
         detail,
@@ -144,7 +140,7 @@ pub fn errcode_answer(
     Err(ChannelError::Errcode {
         api: api.into(),
         errcode,
-        errmsg: quoted_field(&v, "errmsg", sent_secret),
+        errmsg: quoted_field(&v, "errmsg", ""),
     })
 }
 

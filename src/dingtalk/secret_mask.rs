@@ -32,13 +32,14 @@ pub(crate) fn masked_head<'a>(text: &'a str, secret: &str, keep: usize) -> (Cow<
     let Some((head_end, _)) = text.char_indices().nth(keep + 2 * longest) else {
         return (mask_forms(text, &forms), false);
     };
-    let masked = mask_forms(&text[..head_end], &forms);
+    let mut masked = mask_forms(&text[..head_end], &forms).into_owned();
     let chars = masked.chars().count();
     let end = masked
         .char_indices()
         .nth(chars.saturating_sub(longest))
         .map_or(masked.len(), |(i, _)| i);
-    (Cow::Owned(masked[..end].to_string()), true)
+    masked.truncate(end);
+    (Cow::Owned(masked), true)
 }
 
 /// `text` with every piece of any of `forms` masked (see [`masked_head`]).
@@ -90,7 +91,7 @@ fn mask_windows(text: &str, windows: &HashMap<usize, HashSet<&[u8]>>) -> Option<
     let mut copied = 0;
     for (start, end) in runs {
         out.push_str(&text[copied..start]);
-        out.push_str("***");
+        out.push_str(crate::redact_url::MASK);
         copied = end;
     }
     out.push_str(&text[copied..]);
