@@ -29,3 +29,35 @@ pub fn builder() -> reqwest::ClientBuilder {
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
 }
+
+/// Why a body read with [`read_capped`] was not read whole.
+#[derive(Debug)]
+pub(crate) enum CappedBodyError {
+    /// The body is longer than the limit (announced so, or found so while reading); no
+    /// more than the limit was read.
+    TooLarge(usize),
+    /// The connection broke or timed out mid-body.
+    Broken(reqwest::Error),
+}
+
+/// Reads a whole body of at most `limit` bytes. A body announced or found longer is
+/// refused without reading more than `limit` bytes of it, so a server cannot make the
+/// reader hold more than that. (reqwest's own `bytes()`/`text()` read without a bound.)
+/// Time is the caller's to bound.
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, CappedBodyError> {
+    let announced = resp.content_length().unwrap_or(0);
+    if announced > limit as u64 {
+        return Err(CappedBodyError::TooLarge(limit));
+    }
+    let mut body = Vec::with_capacity(announced as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(CappedBodyError::Broken)? {
+        if body.len() + chunk.len() > limit {
+            return Err(CappedBodyError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

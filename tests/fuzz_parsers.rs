@@ -625,11 +625,20 @@ fn odd_json() -> impl Strategy<Value = Value> {
     ]
 }
 
-/// New-API answers: a 2xx is its JSON body (empty body → null; not JSON → an error); any
-/// other status is an `Api` error carrying DingTalk's `code` and `message` strings, as
-/// they are when short and plain, else escaped to one line and cut to `QUOTED_CHARS`.
+/// New-API answers: a 2xx is its JSON body (empty body → null; not JSON → an error)
+/// unless the body holds a refusal (a non-empty `code`, or an `errcode` other than 0, as a
+/// gateway in front of DingTalk may answer 200): never success then. Any other status is
+/// an `Api` error. The `code` and `message` an `Api` error carries are DingTalk's as they
+/// are when short and plain (a number as its digits), else escaped to one line and cut to
+/// `QUOTED_CHARS`.
 #[test]
 fn new_api_answers_are_read_by_status_and_shape() {
+    let errcode = prop_oneof![
+        2 => Just(json!(0)),
+        1 => Just(json!("0")),
+        2 => prop::sample::select(vec![-1i64, 300001, 40035]).prop_map(Value::from),
+        1 => odd_json(),
+    ];
     let body = prop_oneof![
         3 => Just(json!({"processQueryKey": "pqk1"}).to_string()),
         2 => (".{0,20}", ".{0,20}").prop_map(|(c, m)| {
@@ -637,40 +646,67 @@ fn new_api_answers_are_read_by_status_and_shape() {
         }),
         1 => (odd_json(), odd_json()).prop_map(|(c, m)| json!({"code": c, "message": m}).to_string()),
         1 => ("[a-z\\n]{290,310}").prop_map(|m| json!({"code": "C", "message": m}).to_string()),
+        2 => (errcode, ".{0,12}").prop_map(|(e, m)| {
+            json!({"processQueryKey": "pqk1", "errcode": e, "errmsg": m}).to_string()
+        }),
         1 => Just(String::new()),
         1 => ".{0,30}",
     ];
     let accepted = accepted_cases((http_status(), body), |(status, body)| {
         let read = api_answer("/v1.0/robot/groupMessages/send", status, &body, "");
         let parsed = serde_json::from_str::<Value>(&body).ok();
-        let text = |v: &Option<Value>, k: &str| {
-            v.as_ref()
-                .and_then(|v| v.get(k))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
+        let field = |k: &str| parsed.as_ref().and_then(|v| v.get(k)).cloned();
+        let text = |k: &str| match field(k) {
+            Some(Value::String(s)) => s,
+            Some(Value::Number(n)) => n.to_string(),
+            _ => String::new(),
         };
-        match (&read, (200..300).contains(&status)) {
-            (Ok(v), true) => {
+        let code_given = match field("code") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(c)) => !c.is_empty(),
+            Some(_) => true,
+        };
+        let errcode = field("errcode").filter(|e| !e.is_null()).map(|e| match e {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        });
+        let success_status = (200..300).contains(&status);
+        let refused_anyway = code_given || errcode.is_some_and(|e| e != Some(0));
+        match &read {
+            Ok(v) => {
+                prop_assert!(
+                    success_status && !refused_anyway,
+                    "HTTP {} {:?}",
+                    status,
+                    body
+                );
                 let expected = parsed.clone().unwrap_or(Value::Null);
                 prop_assert_eq!(v, &expected);
                 prop_assert!(body.trim().is_empty() || !v.is_null());
             }
-            (Err(ChannelError::Transport { .. }), true) => {
-                prop_assert!(parsed.is_none_or(|v| v.is_null()) && !body.trim().is_empty());
+            Err(ChannelError::Transport { .. }) => {
+                prop_assert!(success_status);
+                let not_json =
+                    parsed.as_ref().is_none_or(Value::is_null) && !body.trim().is_empty();
+                let unreadable_errcode = !code_given && errcode == Some(None);
+                prop_assert!(not_json || unreadable_errcode, "HTTP {} {:?}", status, body);
             }
-            (
-                Err(ChannelError::Api {
-                    status: s,
-                    code,
-                    message,
-                    ..
-                }),
-                false,
-            ) => {
+            Err(ChannelError::Errcode { errcode: e, .. }) => {
+                prop_assert!(success_status && !code_given);
+                prop_assert_eq!(errcode, Some(Some(*e)));
+                prop_assert!(*e != 0);
+            }
+            Err(ChannelError::Api {
+                status: s,
+                code,
+                message,
+                ..
+            }) => {
                 prop_assert_eq!(*s, status);
+                prop_assert!(!success_status || code_given, "HTTP {} {:?}", status, body);
                 for (quoted, key) in [(code, "code"), (message, "message")] {
-                    let answered = text(&parsed, key);
+                    let answered = text(key);
                     // Letters, digits, punctuation and spaces are never escaped.
                     let plain = answered
                         .chars()
@@ -684,7 +720,7 @@ fn new_api_answers_are_read_by_status_and_shape() {
                     }
                 }
             }
-            (other, _) => prop_assert!(false, "HTTP {} {:?} -> {:?}", status, body, other),
+            Err(other) => prop_assert!(false, "HTTP {} {:?} -> {:?}", status, body, other),
         }
         Ok(read.is_ok())
     });

@@ -43,6 +43,30 @@ pub fn transport(api: &str, e: reqwest::Error) -> ChannelError {
 /// The most characters of an answer's `code`, `message` or `errmsg` an error quotes.
 pub const QUOTED_CHARS: usize = 300;
 
+/// The most bytes of a DingTalk answer read. Its answers are a few hundred bytes (a card's
+/// delivery results a few KiB); a longer one, from a look-alike or a broken gateway, is a
+/// transport error rather than memory the daemon is made to hold (the client's total
+/// timeout bounds a slow one).
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// An answer's HTTP status and body text (at most [`MAX_ANSWER_BYTES`]; bytes that are
+/// not UTF-8 replaced).
+pub async fn read_answer(
+    api: &str,
+    resp: reqwest::Response,
+) -> Result<(u16, String), ChannelError> {
+    use crate::http_client::{read_capped, CappedBodyError};
+    let status = resp.status().as_u16();
+    match read_capped(resp, MAX_ANSWER_BYTES).await {
+        Ok(body) => Ok((status, String::from_utf8_lossy(&body).into_owned())),
+        Err(CappedBodyError::Broken(e)) => Err(transport(api, e)),
+        Err(CappedBodyError::TooLarge(limit)) => Err(ChannelError::Transport {
+            api: api.into(),
+            detail: format!("HTTP {status}, answer longer than {limit} bytes"),
+        }),
+    }
+}
+
 /// Reads a new-API answer to a call that carried `sent_secret`: 2xx → JSON body; else
 /// `ChannelError::Api` from `{code,message}` (see [`api_answer`]).
 pub async fn read_api_response(
@@ -50,17 +74,24 @@ pub async fn read_api_response(
     resp: reqwest::Response,
     sent_secret: &str,
 ) -> Result<Value, ChannelError> {
-    let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(|e| transport(api, e))?;
+    let (status, text) = read_answer(api, resp).await?;
     api_answer(api, status, &text, sent_secret)
 }
 
-/// The string at `key` of an answer to a call that carried `sent_secret`, as an error may
-/// quote it (see the module invariant; empty when absent or not a string). The secret is
+/// The string (or number) at `key` of an answer to a call that carried `sent_secret`, as
+/// an error may quote it (see the module invariant; empty when absent or of another kind). The secret is
 /// masked in the decoded text before the cut: a JSON escape cannot hide it and the cut
 /// cannot leave a piece of it; only a bounded head of a long text is read.
 fn quoted_field(answer: &Value, key: &str, sent_secret: &str) -> String {
-    let raw = answer.get(key).and_then(Value::as_str).unwrap_or_default();
+    let number;
+    let raw = match answer.get(key) {
+        Some(Value::String(text)) => text.as_str(),
+        Some(Value::Number(n)) => {
+            number = n.to_string();
+            number.as_str()
+        }
+        _ => "",
+    };
     let (masked, mut cut) = masked_head(raw, sent_secret, QUOTED_CHARS);
     let mut quoted = crate::control_chars::escape_controls(&masked).into_owned();
     if let Some((end, _)) = quoted.char_indices().nth(QUOTED_CHARS) {
@@ -78,15 +109,15 @@ pub async fn read_errcode_response(
     api: &str,
     resp: reqwest::Response,
 ) -> Result<Value, ChannelError> {
-    let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(|e| transport(api, e))?;
+    let (status, text) = read_answer(api, resp).await?;
     errcode_answer(api, status, &text)
 }
 
 /// What a new-API answer (docs/dingtalk-protocol.md §4.4) means, from its HTTP status and
 /// body alone. A 2xx is the JSON body (`Null` for an empty body; a body that is not JSON is
-/// a transport error); any other status is `ChannelError::Api` with DingTalk's `code` and
-/// `message` (empty when absent or not strings; quoted as the module invariant says, with
+/// a transport error) unless it holds a refusal (see [`refusal_despite_success`]); any
+/// other status is `ChannelError::Api` with DingTalk's `code` and `message` (empty when
+/// absent or neither strings nor numbers; quoted as the module invariant says, with
 /// `sent_secret`, what the call carried, masked).
 pub fn api_answer(
     api: &str,
@@ -102,7 +133,10 @@ pub fn api_answer(
                 detail: "answer is not JSON".into(),
             });
         }
-        return Ok(v);
+        return match refusal_despite_success(api, status, &v, sent_secret) {
+            Some(refusal) => Err(refusal),
+            None => Ok(v),
+        };
     }
     Err(ChannelError::Api {
         api: api.into(),
@@ -110,6 +144,44 @@ pub fn api_answer(
         code: quoted_field(&v, "code", sent_secret),
         message: quoted_field(&v, "message", sent_secret),
     })
+}
+
+/// The refusal in a 2xx new-API answer, as a gateway or proxy in front of DingTalk may
+/// write one. DingTalk's success bodies carry neither `code` nor `errcode` (§4.4), so a
+/// non-empty `code` is an `Api` error and an `errcode` other than 0 an `Errcode` (or, not a
+/// number, a transport error): read as success, a refused send would count as delivered.
+fn refusal_despite_success(
+    api: &str,
+    status: u16,
+    answer: &Value,
+    sent_secret: &str,
+) -> Option<ChannelError> {
+    let code_given = match answer.get("code") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(code)) => !code.is_empty(),
+        Some(_) => true,
+    };
+    if code_given {
+        return Some(ChannelError::Api {
+            api: api.into(),
+            status,
+            code: quoted_field(answer, "code", sent_secret),
+            message: quoted_field(answer, "message", sent_secret),
+        });
+    }
+    let errcode = answer.get("errcode").filter(|e| !e.is_null())?;
+    match read_errcode(errcode) {
+        Some(0) => None,
+        Some(errcode) => Some(ChannelError::Errcode {
+            api: api.into(),
+            errcode,
+            errmsg: quoted_field(answer, "errmsg", sent_secret),
+        }),
+        None => Some(ChannelError::Transport {
+            api: api.into(),
+            detail: format!("HTTP {status}, errcode is not a number"),
+        }),
+    }
 }
 
 /// What an old-API or webhook answer (§3, §5) means, from its HTTP status and body alone.

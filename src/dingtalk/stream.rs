@@ -24,7 +24,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::error::ChannelError;
 use super::frame::handle_frame;
-use super::http::{api_answer, transport};
+use super::http::{api_answer, read_answer, transport};
 use super::ingress::Ingress;
 use super::stats::Stats;
 use super::wire::{self, OpenRequest, OpenResponse};
@@ -300,8 +300,7 @@ pub async fn open_stream(
         .send()
         .await
         .map_err(|e| transport(OPEN_API, e))?;
-    let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(|e| transport(OPEN_API, e))?;
+    let (status, text) = read_answer(OPEN_API, resp).await?;
     open_answer(status, &text, body.client_secret)
 }
 

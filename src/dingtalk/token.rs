@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use super::error::ChannelError;
-use super::http::{api_answer, transport};
+use super::http::{api_answer, read_answer, transport};
 use super::shared_token::{SharedToken, SharedTokenError};
 use crate::state::redis::RedisState;
 
@@ -135,8 +135,7 @@ impl TokenCache {
             .send()
             .await
             .map_err(|e| transport(API, e))?;
-        let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| transport(API, e))?;
+        let (status, body) = read_answer(API, resp).await?;
         let issued = token_answer(status, &body, &self.app_secret)?;
         tracing::debug!(
             use_for_s = issued.use_for.as_secs(),

@@ -288,27 +288,17 @@ async fn read_capped(
     limit: usize,
     deadline: Instant,
 ) -> Result<Vec<u8>, Option<ModelError>> {
-    let mut body = resp.bytes_stream();
-    let mut out = Vec::new();
-    loop {
-        match timeout_at(deadline, body.next()).await {
-            Err(_) => return Err(None),
-            Ok(None) => return Ok(out),
-            Ok(Some(Err(e))) => {
-                return Err(Some(ModelError::Stream(format!(
-                    "connection broke: {}",
-                    error_chain(&e)
-                ))))
-            }
-            Ok(Some(Ok(bytes))) => {
-                if out.len() + bytes.len() > limit {
-                    return Err(Some(ModelError::Protocol(format!(
-                        "body larger than {limit} bytes"
-                    ))));
-                }
-                out.extend_from_slice(&bytes);
-            }
-        }
+    use crate::http_client::CappedBodyError;
+    match timeout_at(deadline, crate::http_client::read_capped(resp, limit)).await {
+        Err(_) => Err(None),
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(CappedBodyError::TooLarge(limit))) => Err(Some(ModelError::Protocol(format!(
+            "body larger than {limit} bytes"
+        )))),
+        Ok(Err(CappedBodyError::Broken(e))) => Err(Some(ModelError::Stream(format!(
+            "connection broke: {}",
+            error_chain(&e)
+        )))),
     }
 }
 

@@ -1322,3 +1322,94 @@ async fn an_api_error_quoting_the_app_secret_or_token_shows_neither_nor_a_forged
 }
 
 const OPEN_API_PATH: &str = "/v1.0/gateway/connections/open";
+
+/// What [`refusing_api`] answers a group send with.
+#[derive(Clone, Copy, Debug)]
+enum SendAnswer {
+    /// HTTP 200 with the new API's error shape, as a gateway in front of DingTalk may.
+    OkWithCode,
+    /// HTTP 200 with an old-API errcode.
+    OkWithErrcode,
+    /// HTTP 200 with an errcode that is not a number.
+    OkWithOddErrcode,
+    /// HTTP 200 and a body that never ends, sent as fast as the socket takes it.
+    Endless,
+}
+
+/// A DingTalk look-alike on loopback whose token call succeeds and whose group send
+/// answers as `answer` says; also returns how many body bytes the endless answers handed
+/// to the socket.
+async fn refusing_api(answer: SendAnswer) -> (String, Arc<AtomicUsize>) {
+    use axum::body::{Body, Bytes};
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = served.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let counter = counter.clone();
+        async move {
+            let body = match (uri.path(), answer) {
+                ("/v1.0/oauth2/accessToken", _) => {
+                    Body::from(json!({"accessToken": "tok", "expireIn": 7200}).to_string())
+                }
+                (_, SendAnswer::OkWithCode) => Body::from(
+                    json!({"code": "Forbidden.Gateway", "message": "not sent"}).to_string(),
+                ),
+                (_, SendAnswer::OkWithErrcode) => {
+                    Body::from(json!({"errcode": 40035, "errmsg": "missing"}).to_string())
+                }
+                (_, SendAnswer::OkWithOddErrcode) => {
+                    Body::from(json!({"errcode": "busy", "processQueryKey": "q"}).to_string())
+                }
+                (_, SendAnswer::Endless) => {
+                    let chunk = Bytes::from(vec![b' '; 64 * 1024]);
+                    let endless = futures_util::stream::repeat_with(move || {
+                        counter.fetch_add(chunk.len(), Ordering::Relaxed);
+                        Ok::<_, std::io::Error>(chunk.clone())
+                    });
+                    Body::from_stream(endless)
+                }
+            };
+            (axum::http::StatusCode::OK, body)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), served)
+}
+
+/// A send that DingTalk (or what stands in front of it) did not take is never counted
+/// as sent, even under HTTP 200; and an answer that never ends is given up at the answer
+/// cap, not read into memory until the client's timeout.
+#[tokio::test]
+async fn a_refusal_under_http_200_or_an_endless_answer_is_never_a_send() {
+    for answer in [
+        SendAnswer::OkWithCode,
+        SendAnswer::OkWithErrcode,
+        SendAnswer::OkWithOddErrcode,
+        SendAnswer::Endless,
+    ] {
+        let (api, served) = refusing_api(answer).await;
+        let (tx, _rx) = mpsc::channel(8);
+        let ch = Channel::start_with(config(&api), tx, fast()).await.unwrap();
+        let started = std::time::Instant::now();
+        let sent = ch.send("ops", "hello", false).await;
+        let took = started.elapsed();
+        let error = sent.expect_err(&format!("{answer:?} was counted as sent"));
+        let text = error.to_string();
+        let expected = match answer {
+            SendAnswer::OkWithCode => "HTTP 200 Forbidden.Gateway: not sent",
+            SendAnswer::OkWithErrcode => "errcode 40035: missing",
+            SendAnswer::OkWithOddErrcode => "errcode is not a number",
+            SendAnswer::Endless => "answer longer than 1048576 bytes",
+        };
+        assert!(text.contains(expected), "{answer:?}: {text}");
+        let report = ch.report();
+        assert_eq!(report.messages_out, 0, "{answer:?}");
+        if let SendAnswer::Endless = answer {
+            assert!(took < Duration::from_secs(10), "{answer:?} took {took:?}");
+            let served = served.load(Ordering::Relaxed);
+            assert!(served < 32 << 20, "{answer:?}: {served} bytes served");
+        }
+        ch.shutdown().await;
+    }
+}
