@@ -38,6 +38,7 @@ pub(crate) mod exit;
 pub(crate) mod fsutil;
 pub mod http_client;
 pub mod ipc;
+pub(crate) mod json_object;
 pub(crate) mod key_counts;
 pub mod listen;
 pub(crate) mod logging;

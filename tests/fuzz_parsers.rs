@@ -566,8 +566,8 @@ fn stream_frames() -> impl Strategy<Value = String> {
 }
 
 /// Every frame that parses is ACKed 200 with its own messageId (a ping's ACK echoes its
-/// data); `disconnect` is seen; robot messages with JSON data are handed over with their
-/// id and payload; frames that do not parse do nothing. Most generated frames are robot
+/// data); `disconnect` is seen; robot messages are handed over with their id and data
+/// text; frames that do not parse do nothing. Most generated frames are robot
 /// messages that get handed over.
 #[test]
 fn stream_frames_are_acked_and_robot_messages_handed_over() {
@@ -594,10 +594,8 @@ fn stream_frames_are_acked_and_robot_messages_handed_over() {
             system && topic == wire::TOPIC_DISCONNECT
         );
         let bot_topic = topic == wire::TOPIC_BOT_MESSAGE || topic == wire::TOPIC_BOT_DELEGATE;
-        let payload = serde_json::from_str::<Value>(&frame.data).ok();
-        let expected = payload
-            .filter(|_| frame.kind == wire::TYPE_CALLBACK && bot_topic)
-            .map(|p| (frame.message_id(), p));
+        let expected = (frame.kind == wire::TYPE_CALLBACK && bot_topic)
+            .then(|| (frame.message_id(), frame.data.clone()));
         prop_assert_eq!(&handled.robot_message, &expected);
         Ok(handled.robot_message.is_some())
     });
@@ -685,7 +683,7 @@ fn new_api_answers_are_read_by_status_and_shape() {
                 prop_assert_eq!(v, &expected);
                 prop_assert!(body.trim().is_empty() || !v.is_null());
             }
-            Err(ChannelError::Transport { .. }) => {
+            Err(ChannelError::Unreadable { .. }) => {
                 prop_assert!(success_status);
                 let not_json =
                     parsed.as_ref().is_none_or(Value::is_null) && !body.trim().is_empty();
@@ -729,7 +727,7 @@ fn new_api_answers_are_read_by_status_and_shape() {
 
 /// Webhook / old-API answers: success only for a 2xx whose errcode is absent or reads as
 /// 0; a readable non-zero errcode is an `Errcode` error with that code; anything else
-/// (unreadable errcode, not JSON, an error status without errcode) is a transport error.
+/// (unreadable errcode, not JSON, an error status without errcode) is an `Unreadable` error.
 #[test]
 fn errcode_answers_are_success_only_for_a_readable_zero() {
     let errcode = prop_oneof![
@@ -761,7 +759,7 @@ fn errcode_answers_are_success_only_for_a_readable_zero() {
                 prop_assert_eq!(code, Some(Some(*errcode)));
                 prop_assert!(*errcode != 0 || !ok_status);
             }
-            Err(ChannelError::Transport { .. }) => prop_assert!(
+            Err(ChannelError::Unreadable { .. }) => prop_assert!(
                 parsed.is_none() || matches!(code, Some(None)) || (code.is_none() && !ok_status)
             ),
             Err(other) => prop_assert!(false, "{:?}", other),

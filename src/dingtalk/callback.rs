@@ -17,11 +17,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::watch;
 
 use super::error::ChannelStartError;
 use super::ingress::Ingress;
+use super::message::{parse_robot_message_str, ParseError};
 use super::replay::{ReplayGuard, ReplayRefusal, REPLAY_CAPACITY};
 use super::sign::verify_callback_sign;
 use crate::listen::http::serve_http;
@@ -108,11 +109,14 @@ async fn handle(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) ->
         ctx: &ctx,
         sign: Some(sign),
     };
-    let payload: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(_) => return refuse(StatusCode::BAD_REQUEST, "body is not JSON".into()),
+    let parsed = match std::str::from_utf8(&body) {
+        Ok(text) => parse_robot_message_str(text, crate::clock::now_ms()),
+        Err(_) => Err(ParseError::NotJson("not UTF-8".into())),
     };
-    if ctx.ingress.admit(None, &payload).await {
+    if let Err(ParseError::NotJson(_)) = parsed {
+        return refuse(StatusCode::BAD_REQUEST, "body is not JSON".into());
+    }
+    if ctx.ingress.admit(None, parsed).await {
         held.consume();
         Json(json!({})).into_response()
     } else {

@@ -24,9 +24,14 @@ pub enum ChannelError {
         errcode: i64,
         errmsg: String,
     },
-    /// No answer (connect error, timeout, unreadable body).
+    /// No answer (connect error, timeout, a connection broken mid-answer).
     #[error("cannot reach DingTalk {api}: {detail}")]
     Transport { api: String, detail: String },
+    /// An answer that says nothing readable about the call (not JSON, an errcode that is
+    /// not a number, a field the call needs missing, longer than any DingTalk writes):
+    /// never success.
+    #[error("DingTalk {api} gave an answer that cannot be read: {detail}")]
+    Unreadable { api: String, detail: String },
     #[error(
         "unknown send target `{0}`: use an alias from channel.dingtalk.targets, a conversation id (cid...) or user:STAFFID"
     )]

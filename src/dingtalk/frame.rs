@@ -5,12 +5,12 @@
 //!
 //! Invariants: every frame that parses is ACKed with code 200 and its own `messageId`
 //! (a ping's ACK echoes the ping's `data`); a robot message (CALLBACK on the bot topics)
-//! whose `data` is JSON is handed over and its ACK waits for the hand-over; a frame that
-//! does not parse gets no ACK and does nothing.
+//! is handed over as its `data` text and its ACK waits for the hand-over (which ACKs an
+//! unreadable one at once); a frame that does not parse gets no ACK and does nothing.
 
-use serde_json::{json, Value};
+use std::borrow::Cow;
 
-use super::wire::{self, Ack, Frame};
+use super::wire::{self, ack_text, Frame, FrameView};
 
 /// What one text frame asks of the client.
 #[derive(Debug, Clone, Default)]
@@ -19,54 +19,52 @@ pub struct Handled {
     pub ack: Option<String>,
     /// The server announced `disconnect`: open a new connection, then drop this one.
     pub disconnect: bool,
-    /// A robot message to hand over: (frame messageId, payload).
-    pub robot_message: Option<(Option<String>, Value)>,
+    /// A robot message to hand over: (frame messageId, the frame's `data`: the robot
+    /// message's JSON text, which the caller parses).
+    pub robot_message: Option<(Option<String>, String)>,
 }
 
 /// Reads one downstream frame and says what to do about it (see the module invariants).
+/// A frame of the usual shape is read borrowed ([`FrameView::read_usual`]); any other the
+/// general way, with the same result.
 pub fn handle_frame(text: &str) -> Handled {
-    let frame: Frame = match serde_json::from_str(text) {
-        Ok(f) => f,
+    if let Some(view) = FrameView::read_usual(text) {
+        return handle(view);
+    }
+    match serde_json::from_str::<Frame>(text) {
+        Ok(frame) => handle(FrameView::from(&frame)),
         Err(e) => {
             tracing::warn!(error = %e, bytes = text.len(), "ignored an unreadable stream frame");
-            return Handled::default();
+            Handled::default()
         }
-    };
-    let id = frame.message_id();
-    let topic = frame.topic();
-    let (data, disconnect) = ack_data(&frame, &topic);
-    let ack = Ack::new(200, id.clone(), "OK", data);
+    }
+}
+
+fn handle(frame: FrameView<'_>) -> Handled {
+    let (data, disconnect) = ack_data(&frame);
+    let id = frame.message_id.as_deref();
+    let ack = ack_text(200, id, "OK", data);
     let is_bot = frame.kind == wire::TYPE_CALLBACK
-        && (topic == wire::TOPIC_BOT_MESSAGE || topic == wire::TOPIC_BOT_DELEGATE);
-    let robot_message = if is_bot {
-        match serde_json::from_str::<Value>(&frame.data) {
-            Ok(payload) => Some((id, payload)),
-            Err(e) => {
-                tracing::warn!(error = %e, "robot message frame data is not JSON");
-                None
-            }
-        }
-    } else {
-        None
-    };
+        && (frame.topic == wire::TOPIC_BOT_MESSAGE || frame.topic == wire::TOPIC_BOT_DELEGATE);
+    let robot_message = is_bot.then(|| {
+        let id = frame.message_id.map(Cow::into_owned);
+        (id, frame.data.into_owned())
+    });
     Handled {
-        ack: serde_json::to_string(&ack).ok(),
+        ack: Some(ack),
         disconnect,
         robot_message,
     }
 }
 
 /// The ACK's `data` for a frame of this kind and topic, and whether it is a `disconnect`.
-fn ack_data(frame: &Frame, topic: &str) -> (String, bool) {
-    match (frame.kind.as_str(), topic) {
-        (wire::TYPE_SYSTEM, wire::TOPIC_PING) => (frame.data.clone(), false),
-        (wire::TYPE_SYSTEM, wire::TOPIC_DISCONNECT) => ("{}".into(), true),
-        (wire::TYPE_SYSTEM, _) => ("{}".into(), false),
-        (wire::TYPE_EVENT, _) => (
-            json!({"status": "SUCCESS", "message": "OK"}).to_string(),
-            false,
-        ),
-        (_, wire::TOPIC_CARD_CALLBACK) => (r#"{"response":{}}"#.into(), false),
-        _ => (r#"{"response":null}"#.into(), false),
+fn ack_data<'f>(frame: &'f FrameView<'_>) -> (&'f str, bool) {
+    match (&*frame.kind, &*frame.topic) {
+        (wire::TYPE_SYSTEM, wire::TOPIC_PING) => (&frame.data, false),
+        (wire::TYPE_SYSTEM, wire::TOPIC_DISCONNECT) => ("{}", true),
+        (wire::TYPE_SYSTEM, _) => ("{}", false),
+        (wire::TYPE_EVENT, _) => (r#"{"message":"OK","status":"SUCCESS"}"#, false),
+        (_, wire::TOPIC_CARD_CALLBACK) => (r#"{"response":{}}"#, false),
+        _ => (r#"{"response":null}"#, false),
     }
 }

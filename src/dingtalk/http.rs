@@ -44,8 +44,8 @@ pub fn transport(api: &str, e: reqwest::Error) -> ChannelError {
 pub const QUOTED_CHARS: usize = 300;
 
 /// The most bytes of a DingTalk answer read. Its answers are a few hundred bytes (a card's
-/// delivery results a few KiB); a longer one, from a look-alike or a broken gateway, is a
-/// transport error rather than memory the daemon is made to hold (the client's total
+/// delivery results a few KiB); a longer one, from a look-alike or a broken gateway, is
+/// `Unreadable` rather than memory the daemon is made to hold (the client's total
 /// timeout bounds a slow one).
 pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
@@ -60,7 +60,7 @@ pub async fn read_answer(
     match read_capped(resp, MAX_ANSWER_BYTES).await {
         Ok(body) => Ok((status, String::from_utf8_lossy(&body).into_owned())),
         Err(CappedBodyError::Broken(e)) => Err(transport(api, e)),
-        Err(CappedBodyError::TooLarge(limit)) => Err(ChannelError::Transport {
+        Err(CappedBodyError::TooLarge(limit)) => Err(ChannelError::Unreadable {
             api: api.into(),
             detail: format!("HTTP {status}, answer longer than {limit} bytes"),
         }),
@@ -104,7 +104,8 @@ fn quoted_field(answer: &Value, key: &str, sent_secret: &str) -> String {
     quoted
 }
 
-/// Reads an old-API/webhook answer: `errcode` 0 → body; else `ChannelError::Errcode`.
+/// Reads an old-API/webhook answer: `errcode` 0 → body; else `ChannelError::Errcode` (or
+/// `Unreadable`, see [`errcode_answer`]).
 pub async fn read_errcode_response(
     api: &str,
     resp: reqwest::Response,
@@ -115,7 +116,7 @@ pub async fn read_errcode_response(
 
 /// What a new-API answer (docs/dingtalk-protocol.md §4.4) means, from its HTTP status and
 /// body alone. A 2xx is the JSON body (`Null` for an empty body; a body that is not JSON is
-/// a transport error) unless it holds a refusal (see [`refusal_despite_success`]); any
+/// `Unreadable`) unless it holds a refusal (see [`refusal_despite_success`]); any
 /// other status is `ChannelError::Api` with DingTalk's `code` and `message` (empty when
 /// absent or neither strings nor numbers; quoted as the module invariant says, with
 /// `sent_secret`, what the call carried, masked).
@@ -128,7 +129,7 @@ pub fn api_answer(
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     if (200..300).contains(&status) {
         if v.is_null() && !body.trim().is_empty() {
-            return Err(ChannelError::Transport {
+            return Err(ChannelError::Unreadable {
                 api: api.into(),
                 detail: "answer is not JSON".into(),
             });
@@ -149,7 +150,7 @@ pub fn api_answer(
 /// The refusal in a 2xx new-API answer, as a gateway or proxy in front of DingTalk may
 /// write one. DingTalk's success bodies carry neither `code` nor `errcode` (§4.4), so a
 /// non-empty `code` is an `Api` error and an `errcode` other than 0 an `Errcode` (or, not a
-/// number, a transport error): read as success, a refused send would count as delivered.
+/// number, `Unreadable`): read as success, a refused send would count as delivered.
 fn refusal_despite_success(
     api: &str,
     status: u16,
@@ -177,7 +178,7 @@ fn refusal_despite_success(
             errcode,
             errmsg: quoted_field(answer, "errmsg", sent_secret),
         }),
-        None => Some(ChannelError::Transport {
+        None => Some(ChannelError::Unreadable {
             api: api.into(),
             detail: format!("HTTP {status}, errcode is not a number"),
         }),
@@ -188,12 +189,12 @@ fn refusal_despite_success(
 ///
 /// Success only for a 2xx whose `errcode` is 0 or absent. An `errcode` is an integer, as
 /// a JSON number or a string of digits; any other value (a fraction, `null`, a word) says
-/// nothing about delivery, so it is a transport error and never success, as is an error
-/// status without an errcode (never read as "busy" either).
+/// nothing about delivery, so it is `Unreadable` and never success, as is an error status
+/// without an errcode (never read as "busy" either).
 /// `errmsg` is quoted as [`api_answer`] quotes `message` (no call of this kind carries a
 /// secret to mask).
 pub fn errcode_answer(api: &str, status: u16, body: &str) -> Result<Value, ChannelError> {
-    let unknown = |detail: String| ChannelError::Transport {
+    let unknown = |detail: String| ChannelError::Unreadable {
         api: api.into(),
         detail,
     };

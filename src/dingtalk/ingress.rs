@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::dedupe::Dedupe;
-use super::message::{parse_robot_message, Inbound};
+use super::message::{Inbound, ParseError};
 use super::stats::Stats;
 
 /// How long a message id is remembered, and how many at most.
@@ -74,16 +73,16 @@ impl Ingress {
         }
     }
 
-    /// Takes one robot message payload. `frame_id` is the stream `messageId`, if any.
-    /// Resolves to true when the frame may be ACKed: the message is safe with the sink,
-    /// was a duplicate, or is unreadable (a redelivery would not help); false when the
-    /// sink failed.
+    /// Takes one robot message, as its transport parsed it (`parse_robot_message_str`).
+    /// `frame_id` is the stream `messageId`, if any. Resolves to true when the frame may be
+    /// ACKed: the message is safe with the sink, was a duplicate, or is unreadable (a
+    /// redelivery would not help); false when the sink failed.
     pub fn admit(
         self: &Arc<Self>,
         frame_id: Option<&str>,
-        payload: &Value,
+        parsed: Result<Inbound, ParseError>,
     ) -> BoxFuture<'static, bool> {
-        let msg = match parse_robot_message(payload, crate::clock::now_ms()) {
+        let msg = match parsed {
             Ok(m) => Inbound {
                 read_at: Some(std::time::Instant::now()),
                 ..m

@@ -4,6 +4,8 @@
 //! Invariants: parsing never panics on input; every documented `msgtype` maps to either
 //! readable text or [`InboundContent::Unsupported`]; text is trimmed.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::config::ConversationKind;
@@ -66,58 +68,120 @@ pub const MAX_ID_BYTES: usize = 256;
 /// The most characters of an unreadable field's value a [`ParseError`] quotes.
 const QUOTED_VALUE_CHARS: usize = 40;
 
-/// Parses a robot message from its JSON text (the frame's `data` string).
+/// Parses a robot message from its JSON text (the frame's `data` string). A message of the
+/// usual shape is read borrowed ([`super::usual_message`]); any other through a `Value`,
+/// with the same result.
 pub fn parse_robot_message_str(data: &str, now_ms: u64) -> Result<Inbound, ParseError> {
+    if let Some(read) = super::usual_message::parse(data, now_ms) {
+        return read;
+    }
     let v: Value = serde_json::from_str(data).map_err(|e| ParseError::NotJson(e.to_string()))?;
     parse_robot_message(&v, now_ms)
 }
 
 /// Parses a robot message from its JSON value.
 pub fn parse_robot_message(v: &Value, now_ms: u64) -> Result<Inbound, ParseError> {
-    let s = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .filter(|s| !s.is_empty())
-    };
-    let id = |k: &'static str| match s(k) {
-        Some(id) if id.len() > MAX_ID_BYTES => Err(ParseError::TooLong(k)),
-        id => Ok(id),
-    };
-    let msg_id = id("msgId")?.ok_or(ParseError::Missing("msgId"))?;
-    let conversation_id = id("conversationId")?.ok_or(ParseError::Missing("conversationId"))?;
-    let sender_id = id("senderId")?.unwrap_or_default();
-    let sender_staff_id = id("senderStaffId")?;
-    let conversation_kind = match v.get("conversationType") {
-        Some(Value::String(t)) if t == "1" => ConversationKind::Direct,
-        Some(Value::String(t)) if t == "2" => ConversationKind::Group,
-        Some(Value::Number(n)) if n.as_u64() == Some(1) => ConversationKind::Direct,
-        Some(Value::Number(n)) if n.as_u64() == Some(2) => ConversationKind::Group,
-        None | Some(Value::Null) => return Err(ParseError::Missing("conversationType")),
+    let s = |k: &str| v.get(k).and_then(Value::as_str);
+    let kind = match v.get("conversationType") {
+        Some(Value::String(t)) if t == "1" => Ok(ConversationKind::Direct),
+        Some(Value::String(t)) if t == "2" => Ok(ConversationKind::Group),
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(ConversationKind::Direct),
+        Some(Value::Number(n)) if n.as_u64() == Some(2) => Ok(ConversationKind::Group),
+        None | Some(Value::Null) => Err(ParseError::Missing("conversationType")),
         Some(other) => {
             let quoted = other.to_string().chars().take(QUOTED_VALUE_CHARS).collect();
-            return Err(ParseError::BadConversationType(quoted));
+            Err(ParseError::BadConversationType(quoted))
         }
     };
-    let msgtype = s("msgtype").unwrap_or_else(|| "text".to_string());
-    Ok(Inbound {
-        msg_id,
-        conversation_id,
-        conversation_kind,
+    let webhook_expiry = v
+        .get("sessionWebhookExpiredTime")
+        .filter(|v| !v.is_null())
+        .map(|v| match v {
+            Value::Number(n) => n
+                .as_u64()
+                .map(i128::from)
+                .or_else(|| n.as_i64().map(i128::from)),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        });
+    let msgtype = s("msgtype");
+    Fields {
+        msg_id: s("msgId"),
+        conversation_id: s("conversationId"),
+        sender_id: s("senderId"),
+        sender_staff_id: s("senderStaffId"),
+        sender_nick: s("senderNick"),
         conversation_title: s("conversationTitle"),
-        sender_id,
-        sender_staff_id,
-        sender_nick: s("senderNick").unwrap_or_default(),
-        content: parse_content(&msgtype, v),
         session_webhook: s("sessionWebhook"),
-        session_webhook_expires_ms: session_webhook_expiry(
-            v.get("sessionWebhookExpiredTime"),
-            now_ms,
-        ),
-        received_at_ms: now_ms,
-        read_at: None,
-        durable: super::Durable::default(),
-    })
+        kind,
+        webhook_expiry,
+        text: text_of(present(msgtype).unwrap_or("text"), v),
+        msgtype,
+    }
+    .into_inbound(now_ms)
+}
+
+/// What a robot message says, borrowed from wherever it was read (a `Value`, or the text
+/// of the usual shape), before it is checked. A string field is `None` when absent or not
+/// a string.
+pub(super) struct Fields<'a> {
+    pub msg_id: Option<&'a str>,
+    pub conversation_id: Option<&'a str>,
+    pub sender_id: Option<&'a str>,
+    pub sender_staff_id: Option<&'a str>,
+    pub sender_nick: Option<&'a str>,
+    pub conversation_title: Option<&'a str>,
+    pub session_webhook: Option<&'a str>,
+    /// `conversationType` read, or why it cannot be.
+    pub kind: Result<ConversationKind, ParseError>,
+    /// `sessionWebhookExpiredTime`: `None` when absent or `null`, `Some(None)` when it
+    /// is not a whole number (see [`session_webhook_expiry`]).
+    pub webhook_expiry: Option<Option<i128>>,
+    pub msgtype: Option<&'a str>,
+    /// The text the message type carries, untrimmed (see [`text_of`]).
+    pub text: Option<Cow<'a, str>>,
+}
+
+impl Fields<'_> {
+    /// The message, or the first thing wrong with it (ids in the order `msgId`,
+    /// `conversationId`, `senderId`, `senderStaffId`, then `conversationType`). An empty
+    /// string counts as absent.
+    pub(super) fn into_inbound(self, now_ms: u64) -> Result<Inbound, ParseError> {
+        let owned = |s: Option<&str>| present(s).map(str::to_string);
+        let id = |k: &'static str, s: Option<&str>| match present(s) {
+            Some(id) if id.len() > MAX_ID_BYTES => Err(ParseError::TooLong(k)),
+            id => Ok(id.map(str::to_string)),
+        };
+        let msg_id = id("msgId", self.msg_id)?.ok_or(ParseError::Missing("msgId"))?;
+        let conversation_id = id("conversationId", self.conversation_id)?
+            .ok_or(ParseError::Missing("conversationId"))?;
+        let sender_id = id("senderId", self.sender_id)?.unwrap_or_default();
+        let sender_staff_id = id("senderStaffId", self.sender_staff_id)?;
+        let conversation_kind = self.kind?;
+        let msgtype = present(self.msgtype).unwrap_or("text");
+        Ok(Inbound {
+            msg_id,
+            conversation_id,
+            conversation_kind,
+            conversation_title: owned(self.conversation_title),
+            sender_id,
+            sender_staff_id,
+            sender_nick: owned(self.sender_nick).unwrap_or_default(),
+            content: content(msgtype, self.text),
+            session_webhook: owned(self.session_webhook),
+            session_webhook_expires_ms: self
+                .webhook_expiry
+                .map(|ms| session_webhook_expiry(ms, now_ms)),
+            received_at_ms: now_ms,
+            read_at: None,
+            durable: super::Durable::default(),
+        })
+    }
+}
+
+/// A string that is there and not empty.
+fn present(s: Option<&str>) -> Option<&str> {
+    s.filter(|s| !s.is_empty())
 }
 
 /// The longest a session webhook can believably stay valid after it reaches us. DingTalk
@@ -125,56 +189,52 @@ pub fn parse_robot_message(v: &Value, now_ms: u64) -> Result<Inbound, ParseError
 /// then some.
 pub const MAX_SESSION_WEBHOOK_LIFETIME_MS: u64 = 24 * 3_600_000;
 
-/// `sessionWebhookExpiredTime` (a number or a numeric string, ms since the epoch) as the
-/// expiry to honour. Absent or `null` stays `None`. Anything that is not a believable
-/// expiry — zero, negative, fractional, not a number, or more than
-/// [`MAX_SESSION_WEBHOOK_LIFETIME_MS`] after `now_ms` — becomes `Some(0)`: already expired,
-/// so the reply goes through the OpenAPI instead of trusting the webhook.
-fn session_webhook_expiry(v: Option<&Value>, now_ms: u64) -> Option<u64> {
-    let v = v.filter(|v| !v.is_null())?;
-    let ms: Option<i128> = match v {
-        Value::Number(n) => n
-            .as_u64()
-            .map(i128::from)
-            .or_else(|| n.as_i64().map(i128::from)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    };
+/// A `sessionWebhookExpiredTime` that is there (`ms`: the whole number it holds, as a
+/// number or a numeric string, ms since the epoch; `None` when it holds none) as the expiry
+/// to honour. Anything that is not a believable expiry — zero, negative, not a whole number,
+/// or more than [`MAX_SESSION_WEBHOOK_LIFETIME_MS`] after `now_ms` — becomes 0: already
+/// expired, so the reply goes through the OpenAPI instead of trusting the webhook.
+fn session_webhook_expiry(ms: Option<i128>, now_ms: u64) -> u64 {
     let latest = i128::from(now_ms) + i128::from(MAX_SESSION_WEBHOOK_LIFETIME_MS);
     match ms {
-        Some(ms) if ms > 0 && ms <= latest => u64::try_from(ms).ok(),
-        _ => Some(0),
+        Some(ms) if ms > 0 && ms <= latest => u64::try_from(ms).unwrap_or(0),
+        _ => 0,
     }
 }
 
-/// Maps a msgtype and payload to content. Text-like content that ends up empty after
-/// trimming (no transcript, no text parts) is reported as unsupported.
-fn parse_content(msgtype: &str, v: &Value) -> InboundContent {
-    let text = match msgtype {
+/// The text a message of `msgtype` carries in `v`: `text.content`, an audio's
+/// `content.recognition`, or the text parts of `content.richText` joined by lines.
+fn text_of<'v>(msgtype: &str, v: &'v Value) -> Option<Cow<'v, str>> {
+    match msgtype {
         "text" => v
             .pointer("/text/content")
             .and_then(Value::as_str)
-            .map(str::to_string),
+            .map(Cow::Borrowed),
         "audio" => v
             .pointer("/content/recognition")
             .and_then(Value::as_str)
-            .map(str::to_string),
+            .map(Cow::Borrowed),
         "richText" => v
             .pointer("/content/richText")
             .and_then(Value::as_array)
             .map(|parts| {
-                parts
+                let parts: Vec<&str> = parts
                     .iter()
                     .filter_map(|p| p.get("text").and_then(Value::as_str))
                     .map(str::trim)
                     .filter(|t| !t.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                    .collect();
+                Cow::Owned(parts.join("\n"))
             }),
         _ => None,
-    };
-    match text.map(|t| t.trim().to_string()) {
-        Some(t) if !t.is_empty() || msgtype == "text" => InboundContent::Text(t),
+    }
+}
+
+/// A message's content from its type and text. Text-like content that ends up empty after
+/// trimming (no transcript, no text parts) is reported as unsupported.
+fn content(msgtype: &str, text: Option<Cow<'_, str>>) -> InboundContent {
+    match text.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() || msgtype == "text" => InboundContent::Text(t.to_string()),
         _ => InboundContent::Unsupported {
             msgtype: msgtype.to_string(),
         },

@@ -2,7 +2,7 @@
 //! webhooks and the OpenAPI, AI card streaming. Faithful to docs/dingtalk-protocol.md.
 //!
 //! One job per module: [`wire`] (stream frames), [`frame`] (what a frame asks of the
-//! client), [`message`] (payload → [`Inbound`]), [`stream`] (WebSocket client),
+//! client), [`message`] (payload → [`Inbound`]; [`usual_message`] its borrowed fast path), [`stream`] (WebSocket client),
 //! [`callback`] (HTTP mode server), [`sign`] (HMAC signatures), [`token`] (access token
 //! cache), [`api`] (authenticated OpenAPI calls), [`limiter`] (20 QPS per API), [`send`]
 //! (group / 1:1 sends), [`shared_rate`] and [`shared_token`]: the send rate and token shared by replicas on Redis, [`webhook`] (session webhook replies), [`card`] (AI card),
@@ -38,6 +38,7 @@ pub mod split;
 pub mod stats;
 pub mod stream;
 pub mod token;
+mod usual_message;
 pub mod webhook;
 pub mod webhook_allow;
 pub mod wire;

@@ -26,6 +26,7 @@ use super::error::ChannelError;
 use super::frame::handle_frame;
 use super::http::{api_answer, read_answer, transport};
 use super::ingress::Ingress;
+use super::message::parse_robot_message_str;
 use super::stats::Stats;
 use super::wire::{self, OpenRequest, OpenResponse};
 use crate::config::DingTalkConfig;
@@ -257,8 +258,9 @@ impl StreamClient {
                         Some(Ok(Message::Text(t))) => {
                             let handled = handle_frame(t.as_str());
                             match (handled.robot_message, handled.ack) {
-                                (Some((id, payload)), ack) => {
-                                    let safe = self.ingress.admit(id.as_deref(), &payload);
+                                (Some((id, data)), ack) => {
+                                    let parsed = parse_robot_message_str(&data, crate::clock::now_ms());
+                                    let safe = self.ingress.admit(id.as_deref(), parsed);
                                     let read_at = last_rx;
                                     acks.push(async move {
                                         safe.await.then_some(ack).flatten().map(|a| (a, read_at))
@@ -326,7 +328,7 @@ pub fn open_answer(
     client_secret: &str,
 ) -> Result<OpenResponse, ChannelError> {
     let v = api_answer(OPEN_API, status, body, client_secret)?;
-    let malformed = |detail: String| ChannelError::Transport {
+    let malformed = |detail: String| ChannelError::Unreadable {
         api: OPEN_API.into(),
         detail,
     };

@@ -43,7 +43,7 @@ pub fn token_answer(
         .get("accessToken")
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ChannelError::Transport {
+        .ok_or_else(|| ChannelError::Unreadable {
             api: API.into(),
             detail: "answer lacks accessToken".into(),
         })?;

@@ -5,10 +5,13 @@
 //! Invariants: frame `headers` are a string map (non-string values are tolerated and
 //! stringified on read); `data` is always a JSON document *encoded as a string*.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::json_object::{Object, Text};
 
 /// Topic of robot messages (`CALLBACK`).
 pub const TOPIC_BOT_MESSAGE: &str = "/v1.0/im/bot/messages/get";
@@ -61,7 +64,74 @@ impl Frame {
     }
 }
 
-/// One client → server ACK.
+impl<'a> From<&'a Frame> for FrameView<'a> {
+    /// The view of a frame read the general way (its headers stringified as [`Frame::header`]
+    /// says).
+    fn from(frame: &'a Frame) -> FrameView<'a> {
+        FrameView {
+            kind: Cow::Borrowed(&frame.kind),
+            topic: Cow::Owned(frame.topic()),
+            message_id: frame.message_id().map(Cow::Owned),
+            data: Cow::Borrowed(&frame.data),
+        }
+    }
+}
+
+/// What the client reads of a frame: its kind, topic, `messageId` (absent when empty) and
+/// data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameView<'a> {
+    pub kind: Cow<'a, str>,
+    pub topic: Cow<'a, str>,
+    pub message_id: Option<Cow<'a, str>>,
+    pub data: Cow<'a, str>,
+}
+
+impl<'a> FrameView<'a> {
+    /// Reads a frame of the usual shape (an object whose `type`, `specVersion`, `data` and
+    /// `topic` and `messageId` headers are strings, or `null` where optional), borrowing
+    /// from `text` where a string has no escapes; `None` for any other text, which
+    /// [`Frame`] then reads. Whenever this reads a frame, [`Frame`] reads the same view of
+    /// it (tests hold the two together), so it only saves the general read's allocations:
+    /// a map and a string for every header, and a `Value` for each header's value.
+    pub fn read_usual(text: &'a str) -> Option<FrameView<'a>> {
+        let Object(frame) = serde_json::from_str::<Object<UsualFrame<'a>>>(text).ok()?;
+        let Object(headers) = frame.headers;
+        Some(FrameView {
+            kind: frame.kind,
+            topic: headers.topic.unwrap_or_default().0,
+            message_id: headers
+                .message_id
+                .map(|id| id.0)
+                .filter(|id| !id.is_empty()),
+            data: frame.data,
+        })
+    }
+}
+
+/// A frame as [`FrameView::read_usual`] takes it: the fields [`Frame`] declares, each of
+/// the type [`Frame`] gives it, with the headers that are read as strings.
+#[derive(Deserialize)]
+struct UsualFrame<'a> {
+    #[serde(rename = "specVersion", default, borrow)]
+    _spec_version: Option<Text<'a>>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    headers: Object<UsualHeaders<'a>>,
+    #[serde(default, borrow)]
+    data: Cow<'a, str>,
+}
+
+#[derive(Deserialize, Default)]
+struct UsualHeaders<'a> {
+    #[serde(default, borrow)]
+    topic: Option<Text<'a>>,
+    #[serde(rename = "messageId", default, borrow)]
+    message_id: Option<Text<'a>>,
+}
+
+/// One client → server ACK, as the simulator reads it (the client writes [`ack_text`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ack {
     pub code: u16,
@@ -71,21 +141,34 @@ pub struct Ack {
     pub data: String,
 }
 
-impl Ack {
-    /// An ACK for the frame with `message_id` (empty when the frame had none).
-    pub fn new(code: u16, message_id: Option<String>, message: &str, data: String) -> Ack {
-        let mut headers = BTreeMap::new();
-        headers.insert("contentType".to_string(), "application/json".to_string());
-        if let Some(id) = message_id {
-            headers.insert("messageId".to_string(), id);
-        }
-        Ack {
-            code,
-            headers,
-            message: message.to_string(),
-            data,
-        }
+/// The [`Ack`] for the frame with `message_id` (no `messageId` header when it had none),
+/// as its JSON text, written straight from the borrowed parts.
+pub fn ack_text(code: u16, message_id: Option<&str>, message: &str, data: &str) -> String {
+    #[derive(Serialize)]
+    struct AckOut<'a> {
+        code: u16,
+        headers: AckHeaders<'a>,
+        message: &'a str,
+        data: &'a str,
     }
+    /// In [`Ack`]'s header order (its map's, sorted).
+    #[derive(Serialize)]
+    struct AckHeaders<'a> {
+        #[serde(rename = "contentType")]
+        content_type: &'static str,
+        #[serde(rename = "messageId", skip_serializing_if = "Option::is_none")]
+        message_id: Option<&'a str>,
+    }
+    let ack = AckOut {
+        code,
+        headers: AckHeaders {
+            content_type: "application/json",
+            message_id,
+        },
+        message,
+        data,
+    };
+    serde_json::to_string(&ack).unwrap_or_default()
 }
 
 /// One subscription in `connections/open`.
@@ -145,10 +228,50 @@ mod tests {
 
     #[test]
     fn ack_carries_message_id_and_content_type() {
-        let a = Ack::new(200, Some("m1".into()), "OK", "{\"response\":null}".into());
-        let v = serde_json::to_value(&a).unwrap();
-        assert_eq!(v["headers"]["messageId"], "m1");
-        assert_eq!(v["headers"]["contentType"], "application/json");
-        assert!(v["data"].is_string());
+        let text = ack_text(200, Some("m\"1"), "OK", "{\"response\":null}");
+        let a: Ack = serde_json::from_str(&text).unwrap();
+        assert_eq!(a.code, 200);
+        assert_eq!(a.headers["messageId"], "m\"1");
+        assert_eq!(a.headers["contentType"], "application/json");
+        assert_eq!(a.data, "{\"response\":null}");
+        // Written as a map of the same headers would be.
+        assert_eq!(text, serde_json::to_string(&a).unwrap());
+        let none: Ack = serde_json::from_str(&ack_text(200, None, "OK", "{}")).unwrap();
+        assert_eq!(none.headers.len(), 1);
+    }
+
+    /// Frames of the usual shapes are read borrowed exactly as the general read sees them;
+    /// any other is left to it.
+    #[test]
+    fn the_usual_frame_reads_as_the_general_frame_or_is_left_to_it() {
+        let corpus = [
+            r#"{"specVersion":"1.0","type":"CALLBACK","headers":{"appId":"a","topic":"/v1.0/im/bot/messages/get","messageId":"m1","time":"1"},"data":"{\"msgId\":\"x\"}"}"#,
+            r#"{"type":"SYSTEM","headers":{"topic":"ping","messageId":"m2"},"data":"{\"opaque\":\"o\"}"}"#,
+            r#"{"type":"SYSTEM","headers":{"topic":"ping","messageId":""}}"#,
+            r#"{"type":"EVENT","headers":{"topic":null,"messageId":null},"data":""}"#,
+            r#"{"type":"EVENT"}"#,
+            r#"{"type":"E\u0056ENT","headers":{"topic":"t\n"}}"#,
+            r#"{"type":"SYSTEM","headers":{"topic":"ping","messageId":7},"data":"{}"}"#,
+            r#"{"type":"SYSTEM","headers":{"topic":"a","topic":"b"}}"#,
+            r#"{"type":"SYSTEM","headers":null}"#,
+            r#"{"type":"SYSTEM","headers":["ping","m1"]}"#,
+            r#"["1.0","SYSTEM",{"topic":"ping"},"{}"]"#,
+            r#"{"type":"SYSTEM","specVersion":1}"#,
+            r#"{"type":"SYSTEM","data":null}"#,
+            r#"{"type":5}"#,
+            r#"{"headers":{}}"#,
+            r#"{"type":"SYSTEM","type":"EVENT"}"#,
+            "not json",
+        ];
+        let mut taken = 0;
+        for text in corpus {
+            let general = serde_json::from_str::<Frame>(text).ok();
+            if let Some(view) = FrameView::read_usual(text) {
+                taken += 1;
+                let general = general.expect("the general read takes it too");
+                assert_eq!(view, FrameView::from(&general), "{text}");
+            }
+        }
+        assert!(taken >= 6, "only {taken} frames were read borrowed");
     }
 }

@@ -16,12 +16,11 @@
 //! the general way. Tests compare the two over a corpus of odd chunks and over random
 //! ones.
 
-use std::borrow::Cow;
-
-use serde::de::{Deserializer, IgnoredAny, Visitor};
-use serde::{forward_to_deserialize_any, Deserialize};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 
 use super::wire::{clean_text, ChunkDelta, Usage};
+use crate::json_object::{Object, Text};
 
 /// Reads a chunk of the usual shape; `None` sends it to the general path (see the module
 /// invariant).
@@ -47,7 +46,7 @@ pub(crate) fn read(data: &str) -> Option<ChunkDelta> {
             prompt_tokens: u.prompt_tokens.unwrap_or(0),
             completion_tokens: u.completion_tokens.unwrap_or(0),
         }),
-        model: chunk.model.map(Cow::into_owned),
+        model: chunk.model.map(|m| m.0.into_owned()),
     })
 }
 
@@ -63,7 +62,7 @@ struct Chunk<'a> {
     #[serde(default)]
     usage: Option<Object<ChunkUsage>>,
     #[serde(default, borrow)]
-    model: Option<Cow<'a, str>>,
+    model: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -71,13 +70,13 @@ struct Choice<'a> {
     #[serde(default, borrow)]
     delta: Option<Object<Delta<'a>>>,
     #[serde(default, borrow)]
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
 struct Delta<'a> {
     #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
+    content: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -86,42 +85,6 @@ struct ChunkUsage {
     prompt_tokens: Option<u64>,
     #[serde(default)]
     completion_tokens: Option<u64>,
-}
-
-/// A struct read only from a JSON object. serde's derived structs also take an array of
-/// their fields in order, where `Value::get` finds nothing: `{"usage":[1,2]}` has no usage.
-struct Object<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        T::deserialize(ObjectOnly(deserializer)).map(Object)
-    }
-}
-
-/// Hands a derived struct's visitor to `deserialize_map`, which takes objects only.
-struct ObjectOnly<D>(D);
-
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectOnly<D> {
-    type Error = D::Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.0.deserialize_any(visitor)
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        self.0.deserialize_map(visitor)
-    }
-
-    forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
-        identifier ignored_any
-    }
 }
 
 #[cfg(test)]
