@@ -43,6 +43,28 @@ pub(crate) enum Record {
 
 /// Appends the framed record to `out`; returns the number of bytes added.
 pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) -> usize {
+    encode_payload(record, out)
+}
+
+/// Appends the framed [`Record::Accepted`] of `msg` to `out`, written from the borrowed
+/// message instead of a copy of it (the same bytes: a test holds the two equal); returns the
+/// number of bytes added.
+pub(crate) fn encode_accepted(msg: &Inbound, out: &mut Vec<u8>) -> usize {
+    /// [`Record::Accepted`]'s JSON, tag first, then its fields in order.
+    #[derive(Serialize)]
+    #[serde(tag = "k", rename = "accepted")]
+    struct AcceptedRef<'a> {
+        id: &'a str,
+        msg: &'a Inbound,
+    }
+    let accepted = AcceptedRef {
+        id: &msg.msg_id,
+        msg,
+    };
+    encode_payload(&accepted, out)
+}
+
+fn encode_payload(record: &impl Serialize, out: &mut Vec<u8>) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_LEN]);
     // Serializing a derived Serialize type into a Vec cannot fail.
@@ -361,6 +383,21 @@ mod tests {
         let mut bad = buf.clone();
         bad[first + HEADER_LEN + 3] ^= 0x40;
         assert_eq!(scan(&bad).1, first);
+    }
+
+    #[test]
+    fn an_accepted_record_is_written_from_the_borrowed_message_as_from_a_record() {
+        let msg = message("m\"1\u{4f60}");
+        let mut borrowed = Vec::new();
+        let n = encode_accepted(&msg, &mut borrowed);
+        let mut owned = Vec::new();
+        let record = Record::Accepted {
+            id: msg.msg_id.clone(),
+            msg: Box::new(msg),
+        };
+        encode(&record, &mut owned);
+        assert_eq!((n, &borrowed), (owned.len(), &owned));
+        assert_eq!(scan(&borrowed).0[0].record, record);
     }
 
     /// Six Accepted records framed one after another, with each frame's offset.

@@ -65,7 +65,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::file;
 use super::index::Index;
-use super::record::{completion_reserve, encode, Record};
+use super::record::{completion_reserve, encode, encode_accepted, Record};
 use super::spare::Spare;
 use super::stats::JournalStats;
 use super::{Admission, JournalError};
@@ -622,13 +622,7 @@ impl Core {
             return;
         }
         let mut encoded = Vec::new();
-        encode(
-            &Record::Accepted {
-                id: msg.msg_id.clone(),
-                msg: msg.clone(),
-            },
-            &mut encoded,
-        );
+        encode_accepted(&msg, &mut encoded);
         let reserve = completion_reserve(&msg.msg_id);
         let need = self.committed_len
             + (staged.buf.len() + encoded.len()) as u64
