@@ -7,8 +7,9 @@
 //! ACK is written when its commit completes while later frames (pings included) are
 //! read and answered meanwhile; a robot message that could not be made durable is never
 //! ACKed; on `disconnect` the new connection is opened before the old one is closed (and
-//! the old one still gets the ACKs whose commits were under way); a socket silent for
-//! `keepalive_idle + pong_timeout` is dropped.
+//! the old one still gets the ACKs whose commits were under way), except that from the
+//! second [`QUICK_DISCONNECT`] in a row the new one waits the backoff after the old one
+//! is let go; a socket silent for `keepalive_idle + pong_timeout` is dropped.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,6 +89,12 @@ type PendingAcks = FuturesUnordered<BoxFuture<'static, Option<(String, Instant)>
 /// Longest time an old connection is kept to write the ACKs still under way.
 const OLD_CONNECTION_ACK_GRACE: Duration = Duration::from_secs(2);
 
+/// A `disconnect` this soon after its connection opened is a quick one. DingTalk asks for a
+/// new connection when it moves a gateway, hours apart; a server (or a gateway in front of
+/// it) that asks again and again right away is not followed at its rate: from the second
+/// quick `disconnect` in a row on, the next connection waits the reconnect backoff.
+pub(crate) const QUICK_DISCONNECT: Duration = Duration::from_secs(10);
+
 enum End {
     Shutdown,
     /// The server announced `disconnect`; the old socket (and the ACKs still under way on
@@ -100,6 +107,7 @@ impl StreamClient {
     /// Runs until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut attempt: u32 = 0;
+        let mut quick_disconnects: u32 = 0;
         let mut ready: Option<Ws> = None;
         let mut first = true;
         loop {
@@ -142,9 +150,27 @@ impl StreamClient {
             self.stats
                 .set_connected(channel_state::CONNECTED, crate::clock::now_ms());
             tracing::info!("DingTalk stream connected");
+            let connected_at = Instant::now();
             match self.session(ws, &mut attempt, &mut shutdown).await {
                 End::Shutdown => break,
                 End::Disconnect(old, acks) => {
+                    quick_disconnects = if connected_at.elapsed() < QUICK_DISCONNECT {
+                        quick_disconnects.saturating_add(1)
+                    } else {
+                        0
+                    };
+                    if quick_disconnects >= 2 {
+                        tracing::warn!(
+                            in_a_row = quick_disconnects,
+                            "DingTalk asked to reconnect again right after connecting; waiting the backoff first"
+                        );
+                        tokio::spawn(finish_and_close(*old, acks));
+                        self.stats.set_state(channel_state::RECONNECTING);
+                        if !self.pause(quick_disconnects - 2, &mut shutdown).await {
+                            break;
+                        }
+                        continue;
+                    }
                     tracing::info!("DingTalk asked to reconnect; opening a new connection first");
                     match self.connect().await {
                         Ok(new) => ready = Some(new),

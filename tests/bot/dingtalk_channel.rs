@@ -1413,3 +1413,35 @@ async fn a_refusal_under_http_200_or_an_endless_answer_is_never_a_send() {
         ch.shutdown().await;
     }
 }
+
+/// A server that asks for a new connection again and again, right after each one opens,
+/// is not followed at its own rate: from the second quick `disconnect` in a row, the next
+/// connection waits the reconnect backoff. Messages still get through meanwhile.
+#[tokio::test]
+async fn a_server_asking_to_reconnect_at_once_again_and_again_is_not_followed_at_its_rate() {
+    let opts = SimOptions {
+        disconnect_every_ms: Some(20),
+        disconnect_grace_ms: 200,
+        ..SimOptions::default()
+    };
+    let mut r = rig_with(opts, |_| {}).await;
+    r.wait_connected(1).await;
+    let storm = Duration::from_secs(3);
+    tokio::time::sleep(storm).await;
+    r.inject(json!({"text": "through the storm"})).await;
+    assert_eq!(
+        r.next().await.content,
+        InboundContent::Text("through the storm".into())
+    );
+    let opened = r
+        .client
+        .get("/_sim/connections")
+        .await
+        .expect("connections")["tickets_issued"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    // Backoff 100 ms doubling to 500 ms (fast tuning) after the first quick disconnect:
+    // about 10 connections in 3 s; followed at the server's rate, one every ~25 ms.
+    assert!(opened <= 25, "{opened} connections opened in {storm:?}");
+    assert!(opened >= 3, "the client stopped reconnecting: {opened}");
+}
