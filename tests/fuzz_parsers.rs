@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use clawdbot::dingtalk::frame::handle_frame;
-use clawdbot::dingtalk::http::{api_answer, errcode_answer, QUOTED_CHARS};
+use clawdbot::dingtalk::http::{
+    api_answer, errcode_answer, NOT_AN_OBJECT, NO_CODE_OR_MESSAGE, QUOTED_CHARS,
+};
 use clawdbot::dingtalk::message::parse_robot_message_str;
 use clawdbot::dingtalk::sign::{compute_sign, webhook_sign_query, MAX_SKEW_MS};
 use clawdbot::dingtalk::stream::open_answer;
@@ -628,7 +630,7 @@ fn odd_json() -> impl Strategy<Value = Value> {
 /// gateway in front of DingTalk may answer 200): never success then. Any other status is
 /// an `Api` error. The `code` and `message` an `Api` error carries are DingTalk's as they
 /// are when short and plain (a number as its digits), else escaped to one line and cut to
-/// `QUOTED_CHARS`.
+/// `QUOTED_CHARS`; with neither, the message says the answer had none.
 #[test]
 fn new_api_answers_are_read_by_status_and_shape() {
     let errcode = prop_oneof![
@@ -703,6 +705,17 @@ fn new_api_answers_are_read_by_status_and_shape() {
             }) => {
                 prop_assert_eq!(*s, status);
                 prop_assert!(!success_status || code_given, "HTTP {} {:?}", status, body);
+                if text("code").is_empty() && text("message").is_empty() {
+                    // Nothing to quote: the message says so instead of nothing.
+                    let object = parsed.as_ref().is_some_and(Value::is_object);
+                    let expected = if object {
+                        NO_CODE_OR_MESSAGE
+                    } else {
+                        NOT_AN_OBJECT
+                    };
+                    prop_assert_eq!((code.as_str(), message.as_str()), ("", expected));
+                    return Ok(false);
+                }
                 for (quoted, key) in [(code, "code"), (message, "message")] {
                     let answered = text(key);
                     // Letters, digits, punctuation and spaces are never escaped.

@@ -139,13 +139,36 @@ pub fn api_answer(
             None => Ok(v),
         };
     }
-    Err(ChannelError::Api {
+    Err(api_refusal(api, status, &v, sent_secret))
+}
+
+/// The `Api` error for a refusal: DingTalk's `code` and `message` as the module invariant
+/// quotes them, or, when the answer holds neither (a proxy's HTML page, an empty body, a
+/// `code` of another kind), a message that says so rather than nothing.
+fn api_refusal(api: &str, status: u16, answer: &Value, sent_secret: &str) -> ChannelError {
+    let code = quoted_field(answer, "code", sent_secret);
+    let mut message = quoted_field(answer, "message", sent_secret);
+    if code.is_empty() && message.is_empty() {
+        message = if answer.is_object() {
+            NO_CODE_OR_MESSAGE
+        } else {
+            NOT_AN_OBJECT
+        }
+        .to_string();
+    }
+    ChannelError::Api {
         api: api.into(),
         status,
-        code: quoted_field(&v, "code", sent_secret),
-        message: quoted_field(&v, "message", sent_secret),
-    })
+        code,
+        message,
+    }
 }
+
+/// The message of an `Api` error whose answer is a JSON object without a readable `code`
+/// or `message`.
+pub const NO_CODE_OR_MESSAGE: &str = "(the answer has no code or message)";
+/// The message of an `Api` error whose answer is not a JSON object (not JSON, or empty).
+pub const NOT_AN_OBJECT: &str = "(the answer is not a JSON object)";
 
 /// The refusal in a 2xx new-API answer, as a gateway or proxy in front of DingTalk may
 /// write one. DingTalk's success bodies carry neither `code` nor `errcode` (§4.4), so a
@@ -163,12 +186,7 @@ fn refusal_despite_success(
         Some(_) => true,
     };
     if code_given {
-        return Some(ChannelError::Api {
-            api: api.into(),
-            status,
-            code: quoted_field(answer, "code", sent_secret),
-            message: quoted_field(answer, "message", sent_secret),
-        });
+        return Some(api_refusal(api, status, answer, sent_secret));
     }
     let errcode = answer.get("errcode").filter(|e| !e.is_null())?;
     match read_errcode(errcode) {
