@@ -8,8 +8,11 @@
 //!
 //! Invariant: [`parse`] returns `Some` only when its result is exactly what the general
 //! path gives for the same text, or when the general path refused the text only for a
-//! field that is not read (nested deeper than serde_json's 128 levels, or a number beyond
-//! `f64`, skipped here unbuilt). It returns `None` for anything else it does not take in: a
+//! field that is not read and that it could not build: nested deeper than serde_json's 128
+//! levels, a number beyond `f64`, a string with a lone UTF-16 surrogate escape. Skipped
+//! here unbuilt (without recursion, so a deep one cannot overflow the stack), such a field
+//! does not cost the message its answer; nothing the bot reads is read differently. It
+//! returns `None` for anything else it does not take in: a
 //! `msgtype` other than text, a `conversationType` other than `"1"`/`"2"`, a read field of
 //! another type, an expiry that is not a whole non-negative number, a repeated key,
 //! invalid JSON. Tests compare the two over a corpus and over random messages.
@@ -145,6 +148,42 @@ mod tests {
         assert!(taken >= 12, "only {taken} messages took the fast path");
         let usual = parse(CORPUS[0], NOW).expect("the usual message is read here");
         assert_eq!(usual.unwrap().sender_nick, "Li Lei");
+    }
+
+    /// A field the bot does not read and the general path cannot build (too deep, a
+    /// number beyond `f64`, a lone surrogate) does not cost the message its answer: it is
+    /// read as the same message without that field.
+    #[test]
+    fn an_unread_field_the_general_path_cannot_build_is_skipped() {
+        let usual =
+            r#""msgId":"m","conversationType":"2","conversationId":"c","text":{"content":"hi"}"#;
+        let without = parse(&format!("{{{usual}}}"), NOW).expect("usual");
+        for unread in [
+            format!(
+                r#""hostingContext":{}1{}"#,
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            ),
+            r#""createAt":1e400"#.to_string(),
+            format!(r#""robotCode":{}"#, "9".repeat(401)),
+            r#""chatbotUserId":"x\ud800y""#.to_string(),
+        ] {
+            let data = format!("{{{unread},{usual}}}");
+            assert!(
+                general(&data).is_err(),
+                "the general path builds {unread:.40}"
+            );
+            assert_eq!(parse(&data, NOW), Some(without.clone()), "{unread:.40}");
+        }
+        // In a read field the same is refused here too, and left to the general path.
+        let lone = r#"{"msgId":"m\ud800","conversationType":"2","conversationId":"c"}"#;
+        assert!(parse(lone, NOW).is_none());
+        let deep_text = format!(
+            r#"{{{usual},"text":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(parse(&deep_text, NOW).is_none());
     }
 
     #[test]

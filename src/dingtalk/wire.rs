@@ -93,7 +93,10 @@ impl<'a> FrameView<'a> {
     /// from `text` where a string has no escapes; `None` for any other text, which
     /// [`Frame`] then reads. Whenever this reads a frame, [`Frame`] reads the same view of
     /// it (tests hold the two together), so it only saves the general read's allocations:
-    /// a map and a string for every header, and a `Value` for each header's value.
+    /// a map and a string for every header, and a `Value` for each header's value. The
+    /// one exception: a header not read here that [`Frame`] cannot build (nested deeper
+    /// than 128 levels, a number beyond `f64`, a lone surrogate escape) is skipped unbuilt,
+    /// so such a frame is ACKed and handled instead of ignored.
     pub fn read_usual(text: &'a str) -> Option<FrameView<'a>> {
         let Object(frame) = serde_json::from_str::<Object<UsualFrame<'a>>>(text).ok()?;
         let Object(headers) = frame.headers;
@@ -238,6 +241,21 @@ mod tests {
         assert_eq!(text, serde_json::to_string(&a).unwrap());
         let none: Ack = serde_json::from_str(&ack_text(200, None, "OK", "{}")).unwrap();
         assert_eq!(none.headers.len(), 1);
+    }
+
+    /// A header not read that the general read cannot build is skipped, and the frame read
+    /// as without it. (A field not read is skipped unbuilt by both reads.)
+    #[test]
+    fn an_unread_part_the_general_read_cannot_build_is_skipped() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for x in [deep.as_str(), "1e400", r#""\ud800""#] {
+            let text = format!(
+                r#"{{"type":"CALLBACK","data":"{{}}","headers":{{"topic":"t","messageId":"m","x":{x}}}}}"#
+            );
+            assert!(serde_json::from_str::<Frame>(&text).is_err(), "{text:.80}");
+            let view = FrameView::read_usual(&text).expect("read here");
+            assert_eq!((&*view.topic, view.message_id.as_deref()), ("t", Some("m")));
+        }
     }
 
     /// Frames of the usual shapes are read borrowed exactly as the general read sees them;
