@@ -7,7 +7,8 @@
 //! ACK is written when its commit completes while later frames (pings included) are
 //! read and answered meanwhile; a robot message that could not be made durable is never
 //! ACKed; on `disconnect` the new connection is opened before the old one is closed (and
-//! the old one still gets the ACKs whose commits were under way), except that from the
+//! the old one is still read for the messages already on their way on it, and gets their
+//! ACKs and those whose commits were under way), except that from the
 //! second [`QUICK_DISCONNECT`] in a row the new one waits the backoff after the old one
 //! is let go; a socket silent for `keepalive_idle + pong_timeout` is dropped.
 
@@ -86,8 +87,10 @@ pub struct StreamClient {
 /// frame was read, or None when the message must not be ACKed.
 type PendingAcks = FuturesUnordered<BoxFuture<'static, Option<(String, Instant)>>>;
 
-/// Longest time an old connection is kept to write the ACKs still under way.
-const OLD_CONNECTION_ACK_GRACE: Duration = Duration::from_secs(2);
+/// Longest time an old connection is kept after its `disconnect`, read for messages still
+/// on their way and written the ACKs still under way. DingTalk closes it itself after
+/// about 10 s of silence.
+const OLD_CONNECTION_GRACE: Duration = Duration::from_secs(10);
 
 /// A `disconnect` this soon after its connection opened is a quick one. DingTalk asks for a
 /// new connection when it moves a gateway, hours apart; a server (or a gateway in front of
@@ -164,7 +167,7 @@ impl StreamClient {
                             in_a_row = quick_disconnects,
                             "DingTalk asked to reconnect again right after connecting; waiting the backoff first"
                         );
-                        tokio::spawn(finish_and_close(*old, acks));
+                        tokio::spawn(drain_and_close(*old, acks, self.ingress.clone()));
                         self.stats.set_state(channel_state::RECONNECTING);
                         if !self.pause(quick_disconnects - 2, &mut shutdown).await {
                             break;
@@ -179,7 +182,7 @@ impl StreamClient {
                             self.stats.set_state(channel_state::RECONNECTING);
                         }
                     }
-                    tokio::spawn(finish_and_close(*old, acks));
+                    tokio::spawn(drain_and_close(*old, acks, self.ingress.clone()));
                     if ready.is_none() && !self.pause(attempt, &mut shutdown).await {
                         break;
                     }
@@ -282,25 +285,14 @@ impl StreamClient {
                         None => return End::Lost("server closed the stream".into()),
                         Some(Err(e)) => return End::Lost(format!("stream read failed: {e}")),
                         Some(Ok(Message::Text(t))) => {
-                            let handled = handle_frame(t.as_str());
-                            match (handled.robot_message, handled.ack) {
-                                (Some((id, data)), ack) => {
-                                    let parsed = parse_robot_message_str(&data, crate::clock::now_ms());
-                                    let safe = self.ingress.admit(id.as_deref(), parsed);
-                                    let read_at = last_rx;
-                                    acks.push(async move {
-                                        safe.await.then_some(ack).flatten().map(|a| (a, read_at))
-                                    }.boxed());
+                            let (ack_now, disconnect) = take_frame(&self.ingress, t.as_str(), last_rx, &mut acks);
+                            if let Some(ack) = ack_now {
+                                if let Err(e) = ws.send(Message::text(ack)).await {
+                                    return End::Lost(format!("ACK write failed: {e}"));
                                 }
-                                (None, Some(ack)) => {
-                                    if let Err(e) = ws.send(Message::text(ack)).await {
-                                        return End::Lost(format!("ACK write failed: {e}"));
-                                    }
-                                    crate::ops::metrics::observed().ack_written(last_rx.elapsed());
-                                }
-                                (None, None) => {}
+                                crate::ops::metrics::observed().ack_written(last_rx.elapsed());
                             }
-                            if handled.disconnect {
+                            if disconnect {
                                 return End::Disconnect(Box::new(ws), acks);
                             }
                         }
@@ -366,19 +358,64 @@ pub fn open_answer(
     Ok(open)
 }
 
-/// Writes the ACKs still under way on an old connection (bounded), then closes it.
-async fn finish_and_close(mut ws: Ws, mut acks: PendingAcks) {
-    let finish = async {
-        while let Some(ack) = acks.next().await {
-            if let Some((ack, read_at)) = ack {
-                if ws.send(Message::text(ack)).await.is_err() {
-                    return;
+/// Does what one text frame asks: a robot message is parsed and handed to `ingress`, its
+/// ACK pushed on `acks` to be written once the message is safe; any other frame's ACK is
+/// returned, to be written at once. Also says whether the frame was a `disconnect`.
+fn take_frame(
+    ingress: &Arc<Ingress>,
+    text: &str,
+    read_at: Instant,
+    acks: &mut PendingAcks,
+) -> (Option<String>, bool) {
+    let handled = handle_frame(text);
+    match handled.robot_message {
+        Some((id, data)) => {
+            let parsed = parse_robot_message_str(&data, crate::clock::now_ms());
+            let safe = ingress.admit(id.as_deref(), parsed);
+            let ack = handled.ack;
+            acks.push(
+                async move { safe.await.then_some(ack).flatten().map(|a| (a, read_at)) }.boxed(),
+            );
+            (None, handled.disconnect)
+        }
+        None => (handled.ack, handled.disconnect),
+    }
+}
+
+/// Keeps reading an old connection after its `disconnect`, for at most
+/// [`OLD_CONNECTION_GRACE`]: robot messages already on their way on it (DingTalk does not
+/// deliver a bot message again) are taken and ACKed like any other, the ACKs under way are
+/// written, then the connection is closed. Ends early when the server closes it.
+async fn drain_and_close(mut ws: Ws, mut acks: PendingAcks, ingress: Arc<Ingress>) {
+    let drain = async {
+        loop {
+            tokio::select! {
+                Some(ack) = acks.next(), if !acks.is_empty() => {
+                    if let Some((ack, read_at)) = ack {
+                        if ws.send(Message::text(ack)).await.is_err() {
+                            return;
+                        }
+                        crate::ops::metrics::observed().ack_written(read_at.elapsed());
+                    }
                 }
-                crate::ops::metrics::observed().ack_written(read_at.elapsed());
+                msg = ws.next() => match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        let read_at = Instant::now();
+                        let (ack_now, _) = take_frame(&ingress, t.as_str(), read_at, &mut acks);
+                        if let Some(ack) = ack_now {
+                            if ws.send(Message::text(ack)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                },
             }
         }
+        // The server closed it: what is still under way has no socket to go to.
     };
-    let _ = tokio::time::timeout(OLD_CONNECTION_ACK_GRACE, finish).await;
+    let _ = tokio::time::timeout(OLD_CONNECTION_GRACE, drain).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
 }
 

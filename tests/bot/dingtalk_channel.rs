@@ -1445,3 +1445,101 @@ async fn a_server_asking_to_reconnect_at_once_again_and_again_is_not_followed_at
     assert!(opened <= 25, "{opened} connections opened in {storm:?}");
     assert!(opened >= 3, "the client stopped reconnecting: {opened}");
 }
+
+/// A robot message frame for the raw stream stand-in below.
+fn pushed_robot_frame(msg_id: &str) -> String {
+    let data = json!({"msgId": msg_id, "conversationId": "cidAfter==", "conversationType": "1",
+        "senderId": "$:u", "senderStaffId": "0423001", "senderNick": "Li Lei", "msgtype": "text",
+        "text": {"content": msg_id}});
+    json!({"specVersion": "1.0", "type": "CALLBACK",
+        "headers": {"topic": "/v1.0/im/bot/messages/get", "messageId": format!("f-{msg_id}"),
+                    "contentType": "application/json"},
+        "data": data.to_string()})
+    .to_string()
+}
+
+/// A Stream gateway stand-in on loopback whose first connection gets a `disconnect`
+/// followed at once by `after` robot messages, written together; later connections stay
+/// open and quiet. Returns its base URL and the `messageId`s ACKed on any connection.
+async fn disconnecting_gateway(after: usize) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::extract::ws::{Message, WebSocketUpgrade};
+    use futures_util::{SinkExt, StreamExt};
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let ws_url = base.replace("http://", "ws://") + "/connect";
+    let acks = acked.clone();
+    let app = axum::Router::new()
+        .route(
+            "/v1.0/gateway/connections/open",
+            axum::routing::post(move || {
+                let ws_url = ws_url.clone();
+                async move { axum::Json(json!({"endpoint": ws_url, "ticket": "t"})) }
+            }),
+        )
+        .route(
+            "/connect",
+            axum::routing::get(move |upgrade: WebSocketUpgrade| {
+                let (acks, first) = (acks.clone(), connections.fetch_add(1, Ordering::SeqCst) == 0);
+                async move {
+                    upgrade.on_upgrade(move |ws| async move {
+                        let (mut tx, mut rx) = ws.split();
+                        if first {
+                            let disconnect = json!({"specVersion": "1.0", "type": "SYSTEM",
+                                "headers": {"topic": "disconnect", "contentType": "application/json"},
+                                "data": "{\"reason\":\"connection is expired\"}"});
+                            let _ = tx.feed(Message::text(disconnect.to_string())).await;
+                            for i in 0..after {
+                                let frame = pushed_robot_frame(&format!("after{i}"));
+                                let _ = tx.feed(Message::text(frame)).await;
+                            }
+                            let _ = tx.flush().await;
+                        }
+                        while let Some(Ok(Message::Text(t))) = rx.next().await {
+                            let v: Value = serde_json::from_str(t.as_str()).unwrap_or_default();
+                            if let Some(id) = v["headers"]["messageId"].as_str() {
+                                acks.lock().unwrap().push(id.to_string());
+                            }
+                        }
+                    })
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, acked)
+}
+
+/// Messages DingTalk had already sent on a connection when it asked for a new one are not
+/// lost with it (a bot message is not delivered again): the old connection is still read,
+/// and each is handed over and ACKed once.
+#[tokio::test]
+async fn messages_on_their_way_on_a_connection_asked_to_go_are_taken_and_acked() {
+    let (base, acked) = disconnecting_gateway(5).await;
+    let (tx, mut rx) = mpsc::channel(16);
+    let ch = Channel::start_with(config(&base), tx, fast())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        match tokio::time::timeout(WAIT, rx.recv()).await {
+            Ok(Some(m)) => got.push(m.msg_id),
+            _ => break,
+        }
+    }
+    got.sort();
+    let expected: Vec<String> = (0..5).map(|i| format!("after{i}")).collect();
+    assert_eq!(got, expected, "messages handed over");
+    let mut acks = Vec::new();
+    for _ in 0..100 {
+        acks = acked.lock().unwrap().clone();
+        if acks.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    acks.sort();
+    let frames: Vec<String> = expected.iter().map(|id| format!("f-{id}")).collect();
+    assert_eq!(acks, frames, "each ACKed once");
+    ch.shutdown().await;
+}
