@@ -188,18 +188,11 @@ fn refusal_despite_success(
     if code_given {
         return Some(api_refusal(api, status, answer, sent_secret));
     }
-    let errcode = answer.get("errcode").filter(|e| !e.is_null())?;
-    match read_errcode(errcode) {
-        Some(0) => None,
-        Some(errcode) => Some(ChannelError::Errcode {
-            api: api.into(),
-            errcode,
-            errmsg: quoted_field(answer, "errmsg", sent_secret),
-        }),
-        None => Some(ChannelError::Unreadable {
-            api: api.into(),
-            detail: format!("HTTP {status}, errcode is not a number"),
-        }),
+    let raw = answer.get("errcode").filter(|e| !e.is_null())?;
+    match read_errcode(api, status, raw) {
+        Ok(0) => None,
+        Ok(errcode) => Some(errcode_refusal(api, errcode, answer, sent_secret)),
+        Err(unreadable) => Some(unreadable),
     }
 }
 
@@ -222,25 +215,35 @@ pub fn errcode_answer(api: &str, status: u16, body: &str) -> Result<Value, Chann
     let errcode = match v.get("errcode") {
         None if success_status => 0,
         None => return Err(unknown(format!("HTTP {status} without an errcode"))),
-        Some(raw) => read_errcode(raw)
-            .ok_or_else(|| unknown(format!("HTTP {status}, errcode is not a number")))?,
+        Some(raw) => read_errcode(api, status, raw)?,
     };
     if errcode == 0 && success_status {
         return Ok(v);
     }
-    Err(ChannelError::Errcode {
-        api: api.into(),
-        errcode,
-        errmsg: quoted_field(&v, "errmsg", ""),
-    })
+    Err(errcode_refusal(api, errcode, &v, ""))
 }
 
-/// An errcode as DingTalk writes it (a JSON integer), or the same digits in a string.
-fn read_errcode(raw: &Value) -> Option<i64> {
-    match raw {
+/// An errcode as DingTalk writes it (a JSON integer), or the same digits in a string;
+/// anything else is `Unreadable`.
+fn read_errcode(api: &str, status: u16, raw: &Value) -> Result<i64, ChannelError> {
+    let errcode = match raw {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
+    };
+    errcode.ok_or_else(|| ChannelError::Unreadable {
+        api: api.into(),
+        detail: format!("HTTP {status}, errcode is not a number"),
+    })
+}
+
+/// The `Errcode` error for an answer's non-zero `errcode`, its `errmsg` quoted as the
+/// module invariant says (with `sent_secret`, what the call carried, masked).
+fn errcode_refusal(api: &str, errcode: i64, answer: &Value, sent_secret: &str) -> ChannelError {
+    ChannelError::Errcode {
+        api: api.into(),
+        errcode,
+        errmsg: quoted_field(answer, "errmsg", sent_secret),
     }
 }
 
