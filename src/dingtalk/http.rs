@@ -58,7 +58,12 @@ pub async fn read_answer(
     use crate::http_client::{read_capped, CappedBodyError};
     let status = resp.status().as_u16();
     match read_capped(resp, MAX_ANSWER_BYTES).await {
-        Ok(body) => Ok((status, String::from_utf8_lossy(&body).into_owned())),
+        // A UTF-8 body (every answer) becomes the text without a copy.
+        Ok(body) => Ok((
+            status,
+            String::from_utf8(body)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        )),
         Err(CappedBodyError::Broken(e)) => Err(transport(api, e)),
         Err(CappedBodyError::TooLarge(limit)) => Err(ChannelError::Unreadable {
             api: api.into(),
