@@ -252,10 +252,9 @@ impl StreamClient {
             tokio::select! {
                 Some(ack) = acks.next(), if !acks.is_empty() => {
                     if let Some((ack, read_at)) = ack {
-                        if let Err(e) = ws.send(Message::text(ack)).await {
+                        if let Err(e) = send_ack(&mut ws, ack, read_at).await {
                             return End::Lost(format!("ACK write failed: {e}"));
                         }
-                        crate::ops::metrics::observed().ack_written(read_at.elapsed());
                     }
                 }
                 _ = shutdown.changed() => {
@@ -287,10 +286,9 @@ impl StreamClient {
                         Some(Ok(Message::Text(t))) => {
                             let (ack_now, disconnect) = take_frame(&self.ingress, t.as_str(), last_rx, &mut acks);
                             if let Some(ack) = ack_now {
-                                if let Err(e) = ws.send(Message::text(ack)).await {
+                                if let Err(e) = send_ack(&mut ws, ack, last_rx).await {
                                     return End::Lost(format!("ACK write failed: {e}"));
                                 }
-                                crate::ops::metrics::observed().ack_written(last_rx.elapsed());
                             }
                             if disconnect {
                                 return End::Disconnect(Box::new(ws), acks);
@@ -382,6 +380,17 @@ fn take_frame(
     }
 }
 
+/// Writes one ACK and records how long after its frame was read it went out.
+async fn send_ack(
+    ws: &mut Ws,
+    ack: String,
+    read_at: Instant,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    ws.send(Message::text(ack)).await?;
+    crate::ops::metrics::observed().ack_written(read_at.elapsed());
+    Ok(())
+}
+
 /// Keeps reading an old connection after its `disconnect`, for at most
 /// [`OLD_CONNECTION_GRACE`]: robot messages already on their way on it (DingTalk does not
 /// deliver a bot message again) are taken and ACKed like any other, the ACKs under way are
@@ -392,10 +401,9 @@ async fn drain_and_close(mut ws: Ws, mut acks: PendingAcks, ingress: Arc<Ingress
             tokio::select! {
                 Some(ack) = acks.next(), if !acks.is_empty() => {
                     if let Some((ack, read_at)) = ack {
-                        if ws.send(Message::text(ack)).await.is_err() {
+                        if send_ack(&mut ws, ack, read_at).await.is_err() {
                             return;
                         }
-                        crate::ops::metrics::observed().ack_written(read_at.elapsed());
                     }
                 }
                 msg = ws.next() => match msg {
@@ -403,7 +411,7 @@ async fn drain_and_close(mut ws: Ws, mut acks: PendingAcks, ingress: Arc<Ingress
                         let read_at = Instant::now();
                         let (ack_now, _) = take_frame(&ingress, t.as_str(), read_at, &mut acks);
                         if let Some(ack) = ack_now {
-                            if ws.send(Message::text(ack)).await.is_err() {
+                            if send_ack(&mut ws, ack, read_at).await.is_err() {
                                 return;
                             }
                         }
